@@ -1,0 +1,1009 @@
+//! The [`Monitor`]: configuration, metric registration and reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::health::{HealthCheck, HealthReport, HealthRules};
+use crate::layout::Layout;
+use crate::registry::Family;
+use crate::series::{Clock, Gathered, Series};
+use crate::slowlog::{SlowEntry, SlowKind, SlowLog};
+use crate::stats::{LatencyStats, WindowStats, count_above, histogram_of};
+use crate::{Error, Result};
+
+/// Name of the built-in HTTP latency histogram (labels `method`, `route`, `status_class`).
+pub const HTTP_METRIC: &str = "http_server_request_duration_seconds";
+/// Name of the built-in query latency histogram (labels `operation`, `outcome`).
+pub const QUERY_METRIC: &str = "db_query_duration_seconds";
+
+/// Configures a [`Monitor`]. Every setting has a default; see each method.
+#[derive(Debug, Clone)]
+pub struct MonitorBuilder {
+    significant_digits: u8,
+    highest_trackable: Duration,
+    interval: Duration,
+    windows: Vec<Duration>,
+    max_series: usize,
+    slow_query: Duration,
+    slow_api: Duration,
+    slow_log_capacity: usize,
+    namespace: Option<String>,
+    rules: HealthRules,
+    epoch: Option<Instant>,
+}
+
+impl Default for MonitorBuilder {
+    fn default() -> Self {
+        Self {
+            significant_digits: 3,
+            highest_trackable: Duration::from_secs(3600),
+            interval: Duration::from_secs(5),
+            windows: vec![Duration::from_secs(60), Duration::from_secs(300)],
+            max_series: 200,
+            slow_query: Duration::from_secs(1),
+            slow_api: Duration::from_secs(2),
+            slow_log_capacity: 100,
+            namespace: None,
+            rules: HealthRules::default(),
+            epoch: None,
+        }
+    }
+}
+
+impl MonitorBuilder {
+    /// Decimal digits of precision kept by every histogram (1 to 5; default 3).
+    pub fn significant_digits(mut self, digits: u8) -> Self {
+        self.significant_digits = digits;
+        self
+    }
+
+    /// The longest latency kept exactly; longer samples count as this (default 1 hour).
+    pub fn highest_trackable(mut self, highest: Duration) -> Self {
+        self.highest_trackable = highest;
+        self
+    }
+
+    /// The granularity of rolling windows (default 5 s). A window of span `w`
+    /// covers between `w - interval` and `w` of history.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The rolling windows to report (default the last 1 and 5 minutes).
+    pub fn windows(mut self, windows: impl IntoIterator<Item = Duration>) -> Self {
+        self.windows = windows.into_iter().collect();
+        self
+    }
+
+    /// Most series one metric may have (default 200). Further label sets fold into
+    /// one series labelled `other`, counted in `perfmon_folded_series_total`.
+    pub fn max_series_per_metric(mut self, max: usize) -> Self {
+        self.max_series = max;
+        self
+    }
+
+    /// Queries slower than this enter the slow-query log (default 1 s).
+    pub fn slow_query_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_query = threshold;
+        self
+    }
+
+    /// Requests slower than this enter the slow-API log (default 2 s).
+    pub fn slow_api_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_api = threshold;
+        self
+    }
+
+    /// How many of the slowest operations each slow log keeps (default 100).
+    pub fn slow_log_capacity(mut self, capacity: usize) -> Self {
+        self.slow_log_capacity = capacity;
+        self
+    }
+
+    /// A prefix for every exposed metric name, e.g. `myapp` gives
+    /// `myapp_http_server_request_duration_seconds` (default none).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The rules that turn figures into a health status.
+    pub fn health_rules(mut self, rules: HealthRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The instant intervals are counted from (default: when the monitor is
+    /// built). Samples recorded before it count in the first interval.
+    pub fn epoch(mut self, epoch: Instant) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// Builds the monitor, checking every setting.
+    pub fn build(self) -> Result<Monitor> {
+        let highest = u64::try_from(self.highest_trackable.as_micros()).unwrap_or(u64::MAX);
+        let layout = Layout::new(self.significant_digits, highest)?;
+        if self.interval < Duration::from_millis(10) {
+            return Err(config(
+                "interval",
+                format!("must be at least 10 ms, got {:?}", self.interval),
+            ));
+        }
+        let mut windows = self.windows;
+        windows.sort_unstable();
+        windows.dedup();
+        if windows.is_empty() {
+            return Err(config(
+                "windows",
+                "must name at least one window".to_owned(),
+            ));
+        }
+        if let Some(short) = windows.iter().find(|w| **w < self.interval) {
+            return Err(config(
+                "windows",
+                format!("{short:?} is shorter than the interval {:?}", self.interval),
+            ));
+        }
+        if self.max_series == 0 {
+            return Err(config(
+                "max_series_per_metric",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(namespace) = &self.namespace {
+            crate::registry::validate_name(namespace, false)?;
+        }
+        self.rules.validate()?;
+        let clock = Clock::new(self.epoch.unwrap_or_else(Instant::now), self.interval);
+        let keep = windows
+            .iter()
+            .map(|w| clock.intervals_in(*w))
+            .max()
+            .unwrap_or(1);
+        let http = Family::new(
+            HTTP_METRIC,
+            "Latency of HTTP requests served.",
+            &["method", "route", "status_class"],
+            self.max_series,
+        )?;
+        let query = Family::new(
+            QUERY_METRIC,
+            "Latency of database queries.",
+            &["operation", "outcome"],
+            self.max_series,
+        )?;
+        let inner = Inner {
+            layout,
+            clock,
+            keep,
+            windows,
+            max_series: self.max_series,
+            namespace: self.namespace,
+            rules: self.rules,
+            started_at: SystemTime::now(),
+            http: Arc::new(http),
+            query: Arc::new(query),
+            histograms: RwLock::new(BTreeMap::new()),
+            counters: RwLock::new(BTreeMap::new()),
+            slow_queries: SlowLog::new(SlowKind::Query, self.slow_query, self.slow_log_capacity),
+            slow_apis: SlowLog::new(SlowKind::Api, self.slow_api, self.slow_log_capacity),
+            checks: RwLock::new(Vec::new()),
+        };
+        Ok(Monitor {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+fn config(field: &'static str, reason: String) -> Error {
+    Error::InvalidConfig { field, reason }
+}
+
+pub(crate) struct Inner {
+    pub(crate) layout: Layout,
+    pub(crate) clock: Clock,
+    keep: u64,
+    pub(crate) windows: Vec<Duration>,
+    max_series: usize,
+    pub(crate) namespace: Option<String>,
+    pub(crate) rules: HealthRules,
+    started_at: SystemTime,
+    pub(crate) http: Arc<Family<Series>>,
+    pub(crate) query: Arc<Family<Series>>,
+    pub(crate) histograms: RwLock<BTreeMap<String, Arc<Family<Series>>>>,
+    pub(crate) counters: RwLock<BTreeMap<String, Arc<Family<AtomicU64>>>>,
+    pub(crate) slow_queries: SlowLog,
+    pub(crate) slow_apis: SlowLog,
+    checks: RwLock<Vec<Arc<dyn HealthCheck>>>,
+}
+
+impl Inner {
+    fn new_series(&self) -> Series {
+        Series::new(self.layout, self.clock, self.keep)
+    }
+
+    /// Every histogram family, built-in ones first.
+    pub(crate) fn histogram_families(&self) -> Vec<Arc<Family<Series>>> {
+        let user = self
+            .histograms
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        [Arc::clone(&self.http), Arc::clone(&self.query)]
+            .into_iter()
+            .chain(user.values().cloned())
+            .collect()
+    }
+
+    pub(crate) fn counter_families(&self) -> Vec<Arc<Family<AtomicU64>>> {
+        self.counters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Counts of every series of `family` within `window`, added together, with
+    /// the per-label-value totals of label `by`.
+    pub(crate) fn merged_window(
+        &self,
+        family: &Family<Series>,
+        window: Duration,
+        now: Instant,
+        by: usize,
+    ) -> (Gathered, BTreeMap<String, u64>) {
+        let intervals = self.clock.intervals_in(window);
+        let mut merged = Gathered {
+            counts: vec![0; self.layout.len()],
+            sum: 0,
+        };
+        let mut per_label = BTreeMap::new();
+        for (labels, series) in family.all() {
+            let gathered = series.window(intervals, now);
+            let total = gathered.total();
+            if total == 0 {
+                continue;
+            }
+            if let Some(value) = labels.get(by) {
+                *per_label.entry(value.clone()).or_insert(0) += total;
+            }
+            for (into, count) in merged.counts.iter_mut().zip(&gathered.counts) {
+                *into = into.saturating_add(*count);
+            }
+            merged.sum = merged.sum.saturating_add(gathered.sum);
+        }
+        (merged, per_label)
+    }
+}
+
+/// Collects latency histograms, counters, slow-operation logs and health checks
+/// for one service. Cheap to clone: clones share the same metrics.
+#[derive(Clone)]
+pub struct Monitor {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("significant_digits", &self.inner.layout.sigfig())
+            .field("interval", &self.inner.clock.interval())
+            .field("windows", &self.inner.windows)
+            .field("max_series", &self.inner.max_series)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Monitor {
+    /// A monitor with the default settings of [`MonitorBuilder`].
+    pub fn new() -> Self {
+        // The defaults are valid by construction; building them cannot fail.
+        match MonitorBuilder::default().build() {
+            Ok(monitor) => monitor,
+            Err(error) => unreachable!("default monitor settings are valid: {error}"),
+        }
+    }
+
+    /// Starts configuring a monitor.
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder::default()
+    }
+
+    /// Registers (or looks up) a latency histogram with the given label names.
+    /// Registering the same name again with the same label names returns the same metric.
+    pub fn histogram(&self, name: &str, help: &str, label_names: &[&str]) -> Result<HistogramVec> {
+        if name == HTTP_METRIC || name == QUERY_METRIC {
+            return Err(Error::Conflict {
+                name: name.to_owned(),
+                what: "kind: it is built in",
+            });
+        }
+        if self.counters_read().contains_key(name) {
+            return Err(Error::Conflict {
+                name: name.to_owned(),
+                what: "kind (a counter)",
+            });
+        }
+        let mut map = self
+            .inner
+            .histograms
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let family = match map.get(name) {
+            Some(family) if family.same_labels(label_names) => Arc::clone(family),
+            Some(_) => {
+                return Err(Error::Conflict {
+                    name: name.to_owned(),
+                    what: "label names",
+                });
+            }
+            None => {
+                let family = Arc::new(Family::new(name, help, label_names, self.inner.max_series)?);
+                map.insert(name.to_owned(), Arc::clone(&family));
+                family
+            }
+        };
+        Ok(HistogramVec {
+            family,
+            monitor: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Registers (or looks up) a monotonic counter with the given label names.
+    pub fn counter(&self, name: &str, help: &str, label_names: &[&str]) -> Result<CounterVec> {
+        let taken = name == HTTP_METRIC
+            || name == QUERY_METRIC
+            || self
+                .inner
+                .histograms
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(name);
+        if taken {
+            return Err(Error::Conflict {
+                name: name.to_owned(),
+                what: "kind (a histogram)",
+            });
+        }
+        let mut map = self
+            .inner
+            .counters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let family = match map.get(name) {
+            Some(family) if family.same_labels(label_names) => Arc::clone(family),
+            Some(_) => {
+                return Err(Error::Conflict {
+                    name: name.to_owned(),
+                    what: "label names",
+                });
+            }
+            None => {
+                let family = Arc::new(Family::new(name, help, label_names, self.inner.max_series)?);
+                map.insert(name.to_owned(), Arc::clone(&family));
+                family
+            }
+        };
+        Ok(CounterVec { family })
+    }
+
+    fn counters_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Family<AtomicU64>>>> {
+        self.inner
+            .counters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one served HTTP request that finished now. `route` must be a
+    /// route template (`/users/{id}`), never a raw path, to keep cardinality bounded.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
+        self.record_request_at(method, route, status, latency, Instant::now());
+    }
+
+    /// [`record_request`](Self::record_request) for a request that finished at `at`.
+    pub fn record_request_at(
+        &self,
+        method: &str,
+        route: &str,
+        status: u16,
+        latency: Duration,
+        at: Instant,
+    ) {
+        let method = normalize_method(method);
+        let class = status_class(status);
+        if let Ok(series) = self
+            .inner
+            .http
+            .get(&[method, route, class], || self.inner.new_series())
+        {
+            series.record(micros(latency), at);
+        }
+        self.inner.slow_apis.offer(latency, SystemTime::now(), || {
+            format!("{method} {route} -> {status}")
+        });
+    }
+
+    /// Records one database query. `sql` is only kept (sanitised: literals
+    /// replaced, secrets masked) when the query enters the slow-query log.
+    pub fn record_query(&self, sql: &str, latency: Duration, succeeded: bool) {
+        let operation = query_operation(sql);
+        let outcome = if succeeded { "ok" } else { "error" };
+        if let Ok(series) = self
+            .inner
+            .query
+            .get(&[operation, outcome], || self.inner.new_series())
+        {
+            series.record(micros(latency), Instant::now());
+        }
+        self.inner
+            .slow_queries
+            .offer(latency, SystemTime::now(), || sql.to_owned());
+    }
+
+    /// The slowest queries kept, slowest first, at most `limit`.
+    pub fn slow_queries(&self, limit: usize) -> Vec<SlowEntry> {
+        self.inner.slow_queries.top(limit)
+    }
+
+    /// The slowest requests kept, slowest first, at most `limit`.
+    pub fn slow_apis(&self, limit: usize) -> Vec<SlowEntry> {
+        self.inner.slow_apis.top(limit)
+    }
+
+    /// Registers a component check run on every [`health`](Self::health) call.
+    pub fn register_check(&self, check: impl HealthCheck + 'static) {
+        self.inner
+            .checks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::new(check));
+    }
+
+    /// The configured rolling windows, shortest first.
+    pub fn windows(&self) -> &[Duration] {
+        &self.inner.windows
+    }
+
+    /// HTTP figures over the rolling window of `span` (any span; the configured
+    /// ones are kept in full, longer ones see at most the longest configured window).
+    pub fn http_window(&self, span: Duration) -> HttpWindow {
+        self.http_window_at(span, Instant::now())
+    }
+
+    pub(crate) fn http_window_at(&self, span: Duration, now: Instant) -> HttpWindow {
+        let inner = &self.inner;
+        let (merged, by_class) = inner.merged_window(&inner.http, span, now, 2);
+        let covered = inner.clock.covered(inner.clock.intervals_in(span), now);
+        let latency = LatencyStats::from_gathered(&inner.layout, &merged);
+        let slow_threshold = micros(inner.slow_apis.threshold());
+        let slow = count_above(&inner.layout, &merged, slow_threshold);
+        let errors = by_class.get("5xx").copied().unwrap_or(0);
+        HttpWindow {
+            stats: WindowStats::new(span, covered, latency),
+            by_status_class: by_class,
+            errors,
+            error_rate: ratio(errors, latency.count),
+            slow,
+            slow_rate: ratio(slow, latency.count),
+        }
+    }
+
+    /// Query figures over the rolling window of `span`.
+    pub fn query_window(&self, span: Duration) -> QueryWindow {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let (merged, by_outcome) = inner.merged_window(&inner.query, span, now, 1);
+        let covered = inner.clock.covered(inner.clock.intervals_in(span), now);
+        let latency = LatencyStats::from_gathered(&inner.layout, &merged);
+        let slow = count_above(
+            &inner.layout,
+            &merged,
+            micros(inner.slow_queries.threshold()),
+        );
+        let errors = by_outcome.get("error").copied().unwrap_or(0);
+        QueryWindow {
+            stats: WindowStats::new(span, covered, latency),
+            errors,
+            slow,
+            slow_rate: ratio(slow, latency.count),
+        }
+    }
+
+    /// Runs the registered component checks and applies the health rules to the
+    /// shortest rolling window.
+    pub async fn health(&self) -> HealthReport {
+        let checks: Vec<Arc<dyn HealthCheck>> = self
+            .inner
+            .checks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut components = Vec::with_capacity(checks.len());
+        for check in checks {
+            components.push((check.key(), check.check().await));
+        }
+        let span = self
+            .inner
+            .windows
+            .first()
+            .copied()
+            .unwrap_or(Duration::from_secs(60));
+        crate::health::evaluate(
+            &self.inner.rules,
+            &self.http_window(span),
+            &self.query_window(span),
+            components,
+        )
+    }
+
+    /// A JSON-ready snapshot of every metric, window and slow log.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let inner = &self.inner;
+        let histograms = inner
+            .histogram_families()
+            .iter()
+            .map(|family| HistogramSnapshot {
+                name: family.name().to_owned(),
+                help: family.help().to_owned(),
+                series: family
+                    .all()
+                    .into_iter()
+                    .map(|(labels, series)| SeriesSnapshot {
+                        labels: family.label_names().iter().cloned().zip(labels).collect(),
+                        lifetime: LatencyStats::from_gathered(&inner.layout, &series.lifetime()),
+                        windows: inner
+                            .windows
+                            .iter()
+                            .map(|span| {
+                                let intervals = inner.clock.intervals_in(*span);
+                                let gathered = series.window(intervals, now);
+                                let covered = inner.clock.covered(intervals, now);
+                                WindowStats::new(
+                                    *span,
+                                    covered,
+                                    LatencyStats::from_gathered(&inner.layout, &gathered),
+                                )
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                folded: family.folded(),
+            })
+            .collect();
+        let counters = inner
+            .counter_families()
+            .iter()
+            .map(|family| CounterSnapshot {
+                name: family.name().to_owned(),
+                help: family.help().to_owned(),
+                series: family
+                    .all()
+                    .into_iter()
+                    .map(|(labels, value)| CounterSeries {
+                        labels: family.label_names().iter().cloned().zip(labels).collect(),
+                        value: value.load(Relaxed),
+                    })
+                    .collect(),
+                folded: family.folded(),
+            })
+            .collect();
+        Snapshot {
+            uptime_secs: now
+                .saturating_duration_since(inner.clock.start())
+                .as_secs_f64(),
+            started_at: crate::slowlog::rfc3339(inner.started_at),
+            http: inner
+                .windows
+                .iter()
+                .map(|span| self.http_window_at(*span, now))
+                .collect(),
+            histograms,
+            counters,
+            slow_queries: SlowLogSnapshot::of(&inner.slow_queries),
+            slow_apis: SlowLogSnapshot::of(&inner.slow_apis),
+        }
+    }
+
+    /// The snapshot as JSON.
+    pub fn snapshot_json(&self) -> String {
+        serde_json::to_string(&self.snapshot())
+            .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(&self) -> String {
+        crate::prometheus::render(&self.inner)
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // display value
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Whole microseconds, saturating.
+#[inline]
+pub(crate) fn micros(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(duration.subsec_micros()))
+}
+
+/// Standard methods keep their name; anything else is `OTHER`, so a client
+/// cannot grow the label set.
+fn normalize_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(method))
+        .unwrap_or("OTHER")
+}
+
+/// `1xx` to `5xx`, or `other` for codes outside 100-599.
+pub(crate) fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// The statement's leading keyword, from a fixed set.
+fn query_operation(sql: &str) -> &'static str {
+    const KNOWN: [&str; 10] = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK", "CREATE",
+        "ALTER",
+    ];
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    KNOWN
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(first))
+        .unwrap_or("OTHER")
+}
+
+/// A latency histogram metric with labels; pick a series with [`with_labels`](Self::with_labels).
+#[derive(Clone)]
+pub struct HistogramVec {
+    family: Arc<Family<Series>>,
+    monitor: Arc<Inner>,
+}
+
+impl fmt::Debug for HistogramVec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistogramVec")
+            .field("name", &self.family.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HistogramVec {
+    /// The series for these label values (in the order of the label names).
+    /// Keep the handle to record without a lookup.
+    pub fn with_labels(&self, values: &[&str]) -> Result<Histogram> {
+        let series = self.family.get(values, || self.monitor.new_series())?;
+        Ok(Histogram { series })
+    }
+}
+
+/// One latency series. Recording is lock-free: each thread counts into its own
+/// shard, merged when read.
+#[derive(Clone)]
+pub struct Histogram {
+    series: Arc<Series>,
+}
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Histogram").finish_non_exhaustive()
+    }
+}
+
+impl Histogram {
+    /// Records a latency observed now.
+    pub fn record(&self, latency: Duration) {
+        self.series.record(micros(latency), Instant::now());
+    }
+
+    /// Records a latency observed at `at`. Use it when the caller already read the
+    /// clock (to compute `latency`), which saves a second clock read.
+    #[inline]
+    pub fn record_at(&self, latency: Duration, at: Instant) {
+        self.series.record(micros(latency), at);
+    }
+
+    /// Latency figures since the series was created.
+    pub fn lifetime(&self) -> LatencyStats {
+        LatencyStats::from_gathered(self.series.layout(), &self.series.lifetime())
+    }
+
+    /// Latency figures over the last `span` (kept in full up to the longest
+    /// configured window).
+    pub fn window(&self, span: Duration) -> WindowStats {
+        self.window_at(span, Instant::now())
+    }
+
+    /// [`window`](Self::window) as of `now`.
+    pub fn window_at(&self, span: Duration, now: Instant) -> WindowStats {
+        let clock = self.series.clock();
+        let intervals = clock.intervals_in(span);
+        let gathered = self.series.window(intervals, now);
+        WindowStats::new(
+            span,
+            clock.covered(intervals, now),
+            LatencyStats::from_gathered(self.series.layout(), &gathered),
+        )
+    }
+
+    /// The lifetime samples as an `hdrhistogram::Histogram`, for analyses this crate does not offer.
+    pub fn to_hdr(&self) -> hdrhistogram::Histogram<u64> {
+        histogram_of(self.series.layout(), &self.series.lifetime())
+    }
+}
+
+/// A counter metric with labels; pick a series with [`with_labels`](Self::with_labels).
+#[derive(Clone)]
+pub struct CounterVec {
+    family: Arc<Family<AtomicU64>>,
+}
+
+impl fmt::Debug for CounterVec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CounterVec")
+            .field("name", &self.family.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CounterVec {
+    /// The counter for these label values (in the order of the label names).
+    pub fn with_labels(&self, values: &[&str]) -> Result<Counter> {
+        Ok(Counter {
+            value: self.family.get(values, || AtomicU64::new(0))?,
+        })
+    }
+}
+
+/// A monotonic counter.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    value: Arc<AtomicU64>,
+}
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// Adds `n`.
+    pub fn inc_by(&self, n: u64) {
+        self.value.fetch_add(n, Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.value.load(Relaxed)
+    }
+}
+
+/// HTTP figures over one rolling window, all series together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpWindow {
+    /// Requests, rate and latency.
+    #[serde(flatten)]
+    pub stats: WindowStats,
+    /// Requests by status class (`2xx`, `4xx`, `5xx`, ...).
+    pub by_status_class: BTreeMap<String, u64>,
+    /// Requests answered with a 5xx status.
+    pub errors: u64,
+    /// `errors / requests`, 0 when there were none.
+    pub error_rate: f64,
+    /// Requests slower than the slow-API threshold.
+    pub slow: u64,
+    /// `slow / requests`.
+    pub slow_rate: f64,
+}
+
+/// Query figures over one rolling window, all operations together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryWindow {
+    /// Queries, rate and latency.
+    #[serde(flatten)]
+    pub stats: WindowStats,
+    /// Queries that failed.
+    pub errors: u64,
+    /// Queries slower than the slow-query threshold.
+    pub slow: u64,
+    /// `slow / queries`.
+    pub slow_rate: f64,
+}
+
+/// Everything a dashboard shows, as of one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Seconds since the monitor was created.
+    pub uptime_secs: f64,
+    /// When the monitor was created (RFC 3339, UTC).
+    pub started_at: String,
+    /// HTTP figures for each configured window, shortest first.
+    pub http: Vec<HttpWindow>,
+    /// Every latency histogram, built-in ones first.
+    pub histograms: Vec<HistogramSnapshot>,
+    /// Every counter.
+    pub counters: Vec<CounterSnapshot>,
+    /// The slow-query log.
+    pub slow_queries: SlowLogSnapshot,
+    /// The slow-API log.
+    pub slow_apis: SlowLogSnapshot,
+}
+
+/// One histogram metric in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct HistogramSnapshot {
+    /// Metric name (without namespace).
+    pub name: String,
+    /// Help text.
+    pub help: String,
+    /// Its series.
+    pub series: Vec<SeriesSnapshot>,
+    /// Label-set lookups folded into the `other` series because of the cap.
+    pub folded: u64,
+}
+
+/// One series of a histogram in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesSnapshot {
+    /// Label names and values.
+    pub labels: BTreeMap<String, String>,
+    /// Since the series was created.
+    pub lifetime: LatencyStats,
+    /// Each configured window, shortest first.
+    pub windows: Vec<WindowStats>,
+}
+
+/// One counter metric in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterSnapshot {
+    /// Metric name (without namespace).
+    pub name: String,
+    /// Help text.
+    pub help: String,
+    /// Its series.
+    pub series: Vec<CounterSeries>,
+    /// Label-set lookups folded into the `other` series because of the cap.
+    pub folded: u64,
+}
+
+/// One series of a counter in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterSeries {
+    /// Label names and values.
+    pub labels: BTreeMap<String, String>,
+    /// The count.
+    pub value: u64,
+}
+
+/// A slow log in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowLogSnapshot {
+    /// Operations slower than this are logged.
+    pub threshold_ms: f64,
+    /// Slow operations seen since start, kept or not.
+    pub total: u64,
+    /// The slowest kept, slowest first.
+    pub entries: Vec<SlowEntry>,
+}
+
+impl SlowLogSnapshot {
+    fn of(log: &SlowLog) -> Self {
+        Self {
+            threshold_ms: log.threshold().as_secs_f64() * 1000.0,
+            total: log.total(),
+            entries: log.top(usize::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_status_classes_and_operations_are_bounded() {
+        assert_eq!(normalize_method("get"), "GET");
+        assert_eq!(normalize_method("BREW"), "OTHER");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(42), "other");
+        assert_eq!(query_operation("  select 1"), "SELECT");
+        assert_eq!(query_operation("(SELECT 1) UNION (SELECT 2)"), "SELECT");
+        assert_eq!(query_operation("VACUUM"), "OTHER");
+        assert_eq!(query_operation(""), "OTHER");
+    }
+
+    #[test]
+    fn builder_rejects_bad_settings() {
+        assert!(Monitor::builder().significant_digits(0).build().is_err());
+        assert!(
+            Monitor::builder()
+                .interval(Duration::from_millis(1))
+                .build()
+                .is_err()
+        );
+        assert!(Monitor::builder().windows([]).build().is_err());
+        assert!(
+            Monitor::builder()
+                .windows([Duration::from_secs(1)])
+                .build()
+                .is_err()
+        );
+        assert!(Monitor::builder().max_series_per_metric(0).build().is_err());
+        assert!(Monitor::builder().namespace("bad name").build().is_err());
+        assert!(
+            Monitor::builder()
+                .highest_trackable(Duration::from_micros(10))
+                .build()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn metric_kinds_and_labels_cannot_conflict() -> Result<()> {
+        let monitor = Monitor::new();
+        monitor.histogram("job_seconds", "help", &["queue"])?;
+        assert!(monitor.histogram("job_seconds", "help", &["queue"]).is_ok());
+        assert!(matches!(
+            monitor.histogram("job_seconds", "help", &["other"]),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            monitor.counter("job_seconds", "help", &["queue"]),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            monitor.histogram(HTTP_METRIC, "help", &[]),
+            Err(Error::Conflict { .. })
+        ));
+        let jobs = monitor
+            .counter("jobs_total", "help", &[])?
+            .with_labels(&[])?;
+        jobs.inc();
+        jobs.inc_by(2);
+        assert_eq!(jobs.get(), 3);
+        assert!(matches!(
+            monitor.histogram("jobs_total", "help", &[]),
+            Err(Error::Conflict { .. })
+        ));
+        Ok(())
+    }
+}

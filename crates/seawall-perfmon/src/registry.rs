@@ -1,0 +1,210 @@
+//! Metric families: named metrics with label names and a capped set of series.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::{Error, Result};
+
+/// The label value every label of the overflow series carries.
+pub const OVERFLOW_LABEL: &str = "other";
+
+/// A named metric with fixed label names and at most `max_series` series.
+pub(crate) struct Family<S> {
+    name: String,
+    help: String,
+    label_names: Vec<String>,
+    max_series: usize,
+    series: RwLock<HashMap<Vec<String>, Arc<S>>>,
+    overflow: OnceLock<Arc<S>>,
+    folded: AtomicU64,
+}
+
+impl<S> Family<S> {
+    pub(crate) fn new(
+        name: &str,
+        help: &str,
+        label_names: &[&str],
+        max_series: usize,
+    ) -> Result<Self> {
+        validate_name(name, false)?;
+        for (i, label) in label_names.iter().enumerate() {
+            validate_name(label, true)?;
+            if label_names[..i].contains(label) {
+                return Err(Error::InvalidName {
+                    name: (*label).to_owned(),
+                    reason: "label names must be unique",
+                });
+            }
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            help: help.to_owned(),
+            label_names: label_names.iter().map(|l| (*l).to_owned()).collect(),
+            max_series: max_series.max(1),
+            series: RwLock::new(HashMap::new()),
+            overflow: OnceLock::new(),
+            folded: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn help(&self) -> &str {
+        &self.help
+    }
+
+    pub(crate) fn label_names(&self) -> &[String] {
+        &self.label_names
+    }
+
+    /// How many lookups were folded into the overflow series.
+    pub(crate) fn folded(&self) -> u64 {
+        self.folded.load(Relaxed)
+    }
+
+    pub(crate) fn same_labels(&self, label_names: &[&str]) -> bool {
+        self.label_names.len() == label_names.len()
+            && self
+                .label_names
+                .iter()
+                .zip(label_names)
+                .all(|(a, b)| a == b)
+    }
+
+    /// The series for `values`, created with `make` if new. Past the cap, new
+    /// label sets share one series whose labels are all [`OVERFLOW_LABEL`].
+    pub(crate) fn get(&self, values: &[&str], make: impl Fn() -> S) -> Result<Arc<S>> {
+        if values.len() != self.label_names.len() {
+            return Err(Error::LabelCount {
+                name: self.name.clone(),
+                expected: self.label_names.clone(),
+                got: values.len(),
+            });
+        }
+        if !values.is_empty() && values.iter().all(|v| *v == OVERFLOW_LABEL) {
+            // The overflow series already carries this label set; keep it unique.
+            return Ok(Arc::clone(self.overflow.get_or_init(|| Arc::new(make()))));
+        }
+        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(Arc::clone(series));
+        }
+        let mut map = self
+            .series
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(series) = map.get(&key) {
+            return Ok(Arc::clone(series));
+        }
+        if map.len() < self.max_series {
+            let series = Arc::new(make());
+            map.insert(key, Arc::clone(&series));
+            return Ok(series);
+        }
+        drop(map);
+        self.folded.fetch_add(1, Relaxed);
+        Ok(Arc::clone(self.overflow.get_or_init(|| Arc::new(make()))))
+    }
+
+    /// Every series with its label values, the overflow series last; sorted so
+    /// output is stable.
+    pub(crate) fn all(&self) -> Vec<(Vec<String>, Arc<S>)> {
+        let map = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<_> = map
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        drop(map);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(overflow) = self.overflow.get() {
+            all.push((
+                vec![OVERFLOW_LABEL.to_owned(); self.label_names.len()],
+                Arc::clone(overflow),
+            ));
+        }
+        all
+    }
+}
+
+/// Checks a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`) or label name
+/// (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`).
+pub(crate) fn validate_name(name: &str, label: bool) -> Result<()> {
+    let invalid = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return invalid("must not be empty");
+    };
+    let allowed = |c: char, first: bool| {
+        c.is_ascii_alphabetic()
+            || c == '_'
+            || (!label && c == ':')
+            || (!first && c.is_ascii_digit())
+    };
+    if !allowed(first, true) || !chars.all(|c| allowed(c, false)) {
+        return invalid(if label {
+            "label names match [a-zA-Z_][a-zA-Z0-9_]*"
+        } else {
+            "metric names match [a-zA-Z_:][a-zA-Z0-9_:]*"
+        });
+    }
+    if label && name.starts_with("__") {
+        return invalid("label names starting with `__` are reserved");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_past_the_cap_fold_into_other() -> Result<()> {
+        let family: Family<AtomicU64> = Family::new("requests_total", "help", &["route"], 2)?;
+        let a = family.get(&["/a"], || AtomicU64::new(0))?;
+        let a_again = family.get(&["/a"], || AtomicU64::new(0))?;
+        assert!(Arc::ptr_eq(&a, &a_again));
+        family.get(&["/b"], || AtomicU64::new(0))?;
+        let c = family.get(&["/c"], || AtomicU64::new(0))?;
+        let d = family.get(&["/d"], || AtomicU64::new(0))?;
+        assert!(Arc::ptr_eq(&c, &d));
+        assert_eq!(family.folded(), 2);
+        let labels: Vec<_> = family
+            .all()
+            .into_iter()
+            .map(|(labels, _)| labels.join(","))
+            .collect();
+        assert_eq!(labels, ["/a", "/b", OVERFLOW_LABEL]);
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_label_counts_and_bad_names_are_errors() -> Result<()> {
+        let family: Family<AtomicU64> = Family::new("x", "help", &["a", "b"], 2)?;
+        assert!(matches!(
+            family.get(&["1"], || AtomicU64::new(0)),
+            Err(Error::LabelCount { got: 1, .. })
+        ));
+        assert!(Family::<AtomicU64>::new("1x", "", &[], 1).is_err());
+        assert!(Family::<AtomicU64>::new("x", "", &["__a"], 1).is_err());
+        assert!(Family::<AtomicU64>::new("x", "", &["a", "a"], 1).is_err());
+        assert!(Family::<AtomicU64>::new("x", "", &["a:b"], 1).is_err());
+        assert!(Family::<AtomicU64>::new("ns:x_total", "", &["le_x"], 1).is_ok());
+        Ok(())
+    }
+}

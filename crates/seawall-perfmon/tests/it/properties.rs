@@ -1,0 +1,108 @@
+//! Invariants: quantiles within the histogram's error bound, shards that merge
+//! into exactly one histogram, windows that forget.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use seawall_perfmon::Monitor;
+
+const HIGHEST_US: u64 = 3_600_000_000;
+
+fn monitor() -> Monitor {
+    match Monitor::builder().build() {
+        Ok(monitor) => monitor,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// The value at quantile `q` of sorted samples, ranked as hdrhistogram ranks.
+fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn quantiles_stay_within_the_error_bound(values in prop::collection::vec(0_u64..50_000_000, 1..2_000)) {
+        let histogram = monitor().histogram("q_seconds", "", &[]).and_then(|h| h.with_labels(&[]));
+        let histogram = histogram.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for value in &values {
+            histogram.record(Duration::from_micros(*value));
+        }
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        let stats = histogram.lifetime();
+        prop_assert_eq!(stats.count, values.len() as u64);
+        for (q, reported) in [(0.5, stats.p50_us), (0.9, stats.p90_us), (0.95, stats.p95_us), (0.99, stats.p99_us), (0.999, stats.p999_us)] {
+            let exact = exact_quantile(&sorted, q);
+            // 3 significant digits: a bucket is at most 1/1024 of its values wide.
+            let bound = exact / 1000 + 1;
+            prop_assert!(reported.abs_diff(exact) <= bound, "q{} reported {} exact {}", q, reported, exact);
+        }
+        prop_assert!(stats.min_us.abs_diff(sorted[0]) <= sorted[0] / 1000 + 1);
+        prop_assert!(stats.max_us.abs_diff(sorted[sorted.len() - 1]) <= sorted[sorted.len() - 1] / 1000 + 1);
+    }
+
+    #[test]
+    fn merged_shards_equal_one_histogram_fed_the_same_values(
+        per_thread in prop::collection::vec(prop::collection::vec(0_u64..HIGHEST_US * 2, 0..500), 1..6)
+    ) {
+        let histogram = monitor().histogram("m_seconds", "", &[]).and_then(|h| h.with_labels(&[]));
+        let histogram = histogram.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        std::thread::scope(|scope| {
+            for values in &per_thread {
+                let histogram = histogram.clone();
+                scope.spawn(move || values.iter().for_each(|v| histogram.record(Duration::from_micros(*v))));
+            }
+        });
+        let mut reference = hdrhistogram::Histogram::<u64>::new_with_bounds(1, HIGHEST_US, 3)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for value in per_thread.iter().flatten() {
+            reference.saturating_record((*value).min(HIGHEST_US));
+        }
+        let merged = histogram.to_hdr();
+        prop_assert_eq!(merged.len(), reference.len());
+        let ours: Vec<(u64, u64)> = merged.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+        let theirs: Vec<(u64, u64)> = reference.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+        prop_assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn a_window_forgets_samples_older_than_its_span(
+        mut offsets_ms in prop::collection::vec(0_u64..600_000, 1..300),
+        extra_ms in 0_u64..120_000,
+        window_index in 0_usize..2,
+    ) {
+        let interval = Duration::from_secs(5);
+        let spans = [Duration::from_secs(60), Duration::from_secs(300)];
+        let epoch = Instant::now();
+        let monitor = Monitor::builder().epoch(epoch).interval(interval).windows(spans).build()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let histogram = monitor.histogram("w_seconds", "", &[]).and_then(|h| h.with_labels(&[]))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        offsets_ms.sort_unstable();
+        for offset in &offsets_ms {
+            histogram.record_at(Duration::from_micros(100), epoch + Duration::from_millis(*offset));
+        }
+        let now_ms = offsets_ms[offsets_ms.len() - 1] + extra_ms;
+        let span = spans[window_index];
+        let window = histogram.window_at(span, epoch + Duration::from_millis(now_ms));
+        let span_ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX);
+        let interval_ms = 5_000;
+        // The window holds whole intervals: the current one and those before it, span in all.
+        let first_interval = (now_ms / interval_ms + 1).saturating_sub(span_ms / interval_ms);
+        let expected = offsets_ms.iter().filter(|t| *t / interval_ms >= first_interval).count() as u64;
+        prop_assert_eq!(window.latency.count, expected);
+        // Nothing older than the span is ever in the window.
+        let older = offsets_ms.iter().filter(|t| **t + span_ms <= now_ms).count() as u64;
+        prop_assert!(window.latency.count <= offsets_ms.len() as u64 - older);
+        prop_assert_eq!(histogram.lifetime().count, offsets_ms.len() as u64);
+    }
+}

@@ -1,0 +1,64 @@
+//! Real, throwaway servers for seawall's tests: `redis-server`, Redis Cluster and
+//! PostgreSQL processes on free `127.0.0.1` ports, fault injection (kill, restart, pause)
+//! and a tiny blocking RESP2 client for inspecting Redis state.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall_testkit::{Persistence, RedisServer, Reply};
+//!
+//! # fn main() -> seawall_testkit::Result<()> {
+//! let mut server = RedisServer::builder()
+//!     .persistence(Persistence::AofAlways)
+//!     .password("s3cret")
+//!     .start()?;
+//! assert!(server.url().starts_with("redis://:s3cret@127.0.0.1:"));
+//!
+//! let mut conn = server.connect()?; // already authenticated
+//! assert_eq!(conn.cmd(&["SET", "greeting", "hello"])?, Reply::Simple("OK".into()));
+//!
+//! server.kill()?; // SIGKILL
+//! assert!(server.connect().is_err());
+//! server.restart()?; // same port and dir, so the AOF is replayed
+//! assert_eq!(server.connect()?.cmd(&["GET", "greeting"])?.as_str(), Some("hello"));
+//!
+//! server.pause(Duration::from_millis(50))?; // SIGSTOP, then SIGCONT
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Requirements
+//!
+//! `redis-server` and `redis-cli` (`apt-get install -y redis-server`) and, for
+//! [`Postgres`], the PostgreSQL server binaries (`apt-get install -y postgresql`), or the
+//! project's `scripts/setup`. When one is missing, starting fails with
+//! [`Error::MissingBinary`], whose message says what to install; nothing is skipped.
+//!
+//! # Cleanup
+//!
+//! Every server is stopped and its temp dir deleted when its handle is dropped, which
+//! also happens while a failing test unwinds. So that a server cannot outlive a test
+//! process that is killed outright (SIGKILL, a CI timeout), it is started by a small
+//! `sh` supervisor whose stdin is a pipe from the test process: the supervisor starts
+//! the server in the background, reports its pid and blocks reading stdin. When the
+//! test process exits for any reason the kernel closes the pipe, the read returns and
+//! the supervisor kills the server.
+//!
+//! # Ports
+//!
+//! Ports are picked at random from 12000..22000 (so a cluster node's bus port, port +
+//! 10000, is free and below the kernel's ephemeral range too), never 6379. If another
+//! process takes the port before the server binds it, the start is retried on a new one,
+//! so tests can start servers in parallel.
+
+mod cluster;
+mod error;
+mod postgres;
+mod process;
+mod redis;
+mod resp;
+
+pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
+pub use error::{Error, Result};
+pub use postgres::{Postgres, PostgresBuilder};
+pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role};
+pub use resp::{Conn, DEFAULT_TIMEOUT, Reply};

@@ -1,0 +1,402 @@
+//! Throwaway PostgreSQL servers.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::unistd::{User, geteuid};
+use tempfile::TempDir;
+
+use crate::error::{Error, Result, io_err};
+use crate::process::{self, StopSignal, Supervised, WaitOutcome};
+
+const INSTALL_POSTGRES: &str = "apt-get install -y postgresql";
+
+/// How often a free-port race is retried.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// How long PostgreSQL gets to finish an immediate shutdown before it is SIGKILLed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Configures and starts a [`Postgres`]. Create one with [`Postgres::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PostgresBuilder {
+    settings: Vec<(String, String)>,
+    startup_timeout: Duration,
+    bin_dir: Option<PathBuf>,
+}
+
+impl Default for PostgresBuilder {
+    fn default() -> Self {
+        Self {
+            settings: Vec::new(),
+            startup_timeout: Duration::from_secs(30),
+            bin_dir: None,
+        }
+    }
+}
+
+impl PostgresBuilder {
+    /// Adds a server setting, passed as `-c name=value`, e.g. `.setting("max_connections", "20")`.
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// How long to wait for the server to accept connections (default 30 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Uses the `initdb`, `postgres`, `pg_isready` and `psql` in this dir instead of
+    /// asking `pg_config --bindir` or searching `/usr/lib/postgresql/*/bin`.
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs `initdb`, starts the server and waits until it accepts connections.
+    pub fn start(self) -> Result<Postgres> {
+        let bin_dir = match &self.bin_dir {
+            Some(dir) => check_bin_dir(dir)?,
+            None => find_bin_dir()?,
+        };
+        let owner = server_user()?;
+        let dir = tempfile::Builder::new()
+            .prefix("seawall-postgres-")
+            .tempdir()
+            .map_err(io_err("creating a temp dir for PostgreSQL"))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(io_err(format!(
+                "handing {} to the postgres user",
+                dir.path().display()
+            )))?;
+        }
+        let mut pg = Postgres {
+            port: 0,
+            bin_dir,
+            owner,
+            settings: self.settings.clone(),
+            startup_timeout: self.startup_timeout,
+            proc: None,
+            dir,
+        };
+        pg.initdb()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            pg.port = process::pick_port(false)?;
+            let _ = std::fs::remove_file(pg.log_path());
+            match pg.spawn_and_wait() {
+                Ok(()) => return Ok(pg),
+                // Another process bound the port between our check and the server's bind.
+                Err(Error::Exited { log_tail, .. })
+                    if attempt < PORT_ATTEMPTS && log_tail.contains("Address already in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The uid and gid to run PostgreSQL as: `None` to stay as the current user, or the
+/// `postgres` user when running as root, which PostgreSQL refuses.
+fn server_user() -> Result<Option<(u32, u32)>> {
+    if !geteuid().is_root() {
+        return Ok(None);
+    }
+    match User::from_name("postgres") {
+        Ok(Some(user)) => Ok(Some((user.uid.as_raw(), user.gid.as_raw()))),
+        Ok(None) => Err(Error::PostgresUser {
+            reason: String::from(
+                "running as root, which PostgreSQL refuses, and there is no `postgres` user to \
+                 run it as; `apt-get install -y postgresql` creates one",
+            ),
+        }),
+        Err(e) => Err(Error::PostgresUser {
+            reason: format!("looking up the `postgres` user failed: {e}"),
+        }),
+    }
+}
+
+const SERVER_BINARIES: [&str; 4] = ["initdb", "postgres", "pg_isready", "psql"];
+
+fn check_bin_dir(dir: &Path) -> Result<PathBuf> {
+    for name in SERVER_BINARIES {
+        if !process::is_executable(&dir.join(name)) {
+            return Err(Error::MissingBinary {
+                binary: name.to_owned(),
+                searched: format!("looked in {}", dir.display()),
+                install: INSTALL_POSTGRES,
+            });
+        }
+    }
+    Ok(dir.to_owned())
+}
+
+fn find_bin_dir() -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(out) = Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+        && out.status.success()
+    {
+        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    // Debian keeps the server binaries out of $PATH, one dir per major version; newest first.
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    candidates.extend(versioned.into_iter().map(|(_, dir)| dir));
+    if let Some(dir) = candidates.iter().find(|dir| check_bin_dir(dir).is_ok()) {
+        return Ok(dir.clone());
+    }
+    let searched = if candidates.is_empty() {
+        String::from("pg_config not found and /usr/lib/postgresql/*/bin empty")
+    } else {
+        let dirs: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+        format!("looked in {}", dirs.join(", "))
+    };
+    Err(Error::MissingBinary {
+        binary: SERVER_BINARIES.join("/"),
+        searched,
+        install: INSTALL_POSTGRES,
+    })
+}
+
+/// A PostgreSQL server on a free `127.0.0.1` port with its data dir and unix socket in
+/// a temp dir, trust authentication and durability switched off for speed.
+///
+/// It is shut down and the dir deleted on drop, and, like [`crate::RedisServer`], it cannot
+/// outlive the test process. Running as root, it runs as the `postgres` user.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    bin_dir: PathBuf,
+    owner: Option<(u32, u32)>,
+    settings: Vec<(String, String)>,
+    startup_timeout: Duration,
+    proc: Option<Supervised>,
+    // Declared last so the server is gone before its dir is deleted.
+    dir: TempDir,
+}
+
+impl Postgres {
+    /// Starts a server with default settings.
+    pub fn start() -> Result<Self> {
+        Self::builder().start()
+    }
+
+    /// A builder for a server with extra settings.
+    pub fn builder() -> PostgresBuilder {
+        PostgresBuilder::default()
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `postgres://postgres@127.0.0.1:port/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@{}/postgres", self.addr())
+    }
+
+    /// The temp dir, which is also the unix socket dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The data dir (`PGDATA`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The dir holding the `initdb`, `postgres` and `psql` that are used.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The server log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        process::log_tail(&self.log_path(), lines)
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Supervised::pid)
+    }
+
+    /// Runs `sql` with `psql` and returns its unaligned, tuples-only output, trimmed,
+    /// e.g. `"1"` for `SELECT 1`.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let mut cmd = Command::new(self.bin_dir.join("psql"));
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url())
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null());
+        let command = format!("{cmd:?}");
+        let out = cmd.output().map_err(io_err(format!("running {command}")))?;
+        if !out.status.success() {
+            return Err(Error::CommandFailed {
+                command,
+                status: out.status.to_string(),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn initdb(&self) -> Result<()> {
+        let log_path = self.dir.path().join("initdb.log");
+        let log =
+            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io_err(format!("duplicating {}", log_path.display())))?;
+        let mut cmd = Command::new(self.bin_dir.join("initdb"));
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+            // Durability of a throwaway cluster does not matter; initdb's fsyncs are slow.
+            .arg("--no-sync")
+            .env("LC_ALL", "C")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some((uid, gid)) = self.owner {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        let command = format!("{cmd:?}");
+        let status = cmd.status().map_err(io_err(format!("running {command}")))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::CommandFailed {
+            command,
+            status: status.to_string(),
+            output: process::log_tail(&log_path, 30),
+        })
+    }
+
+    fn what(&self) -> String {
+        format!("postgres on {}", self.addr())
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "-D".into(),
+            self.data_dir().into(),
+            "-p".into(),
+            self.port.to_string().into(),
+            "-k".into(),
+            self.dir.path().into(),
+        ];
+        let defaults = [
+            ("listen_addresses", "127.0.0.1"),
+            ("fsync", "off"),
+            ("synchronous_commit", "off"),
+            ("full_page_writes", "off"),
+            // /dev/shm is tiny in many containers; files in the data dir always work.
+            ("dynamic_shared_memory_type", "mmap"),
+        ];
+        let settings = defaults
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .chain(self.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (name, value) in settings {
+            args.push("-c".into());
+            args.push(format!("{name}={value}").into());
+        }
+        let proc = Supervised::spawn(
+            &self.bin_dir.join("postgres"),
+            &args,
+            self.dir.path(),
+            &self.log_path(),
+            StopSignal::QuitThenKill(SHUTDOWN_GRACE),
+            self.owner,
+        )?;
+        match process::wait_ready(&proc, self.startup_timeout, || self.probe()) {
+            WaitOutcome::Ready(()) => {
+                self.proc = Some(proc);
+                Ok(())
+            }
+            WaitOutcome::Exited => {
+                drop(proc);
+                Err(Error::Exited {
+                    what: self.what(),
+                    log: self.log_path(),
+                    log_tail: self.log_tail(20),
+                })
+            }
+            WaitOutcome::TimedOut(last_problem) => {
+                drop(proc);
+                Err(Error::StartTimeout {
+                    what: self.what(),
+                    waited: self.startup_timeout,
+                    last_problem,
+                    log: self.log_path(),
+                    log_tail: self.log_tail(20),
+                })
+            }
+        }
+    }
+
+    /// One readiness check with `pg_isready`, which, unlike a bare TCP connect, fails
+    /// while the server is still starting up.
+    fn probe(&self) -> Result<(), String> {
+        let status = Command::new(self.bin_dir.join("pg_isready"))
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-t",
+                "2",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("running pg_isready: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("pg_isready: {status}"))
+        }
+    }
+}

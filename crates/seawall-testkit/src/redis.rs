@@ -1,0 +1,528 @@
+//! Throwaway standalone `redis-server` processes.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+use crate::error::{Error, Result, io_err};
+use crate::process::{self, StopSignal, Supervised, WaitOutcome};
+use crate::resp::{Conn, Reply};
+
+pub(crate) const INSTALL_REDIS: &str = "apt-get install -y redis-server";
+
+/// How often a free-port race (another process binding our port first) is retried.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// Where `redis-server` and `redis-cli` are looked for after `$PATH`.
+pub(crate) fn redis_bin_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")]
+}
+
+/// What a server writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Persistence {
+    /// No RDB snapshots, no AOF (`save ""`, `appendonly no`): nothing survives a restart.
+    #[default]
+    Off,
+    /// AOF with `appendfsync always`: every acknowledged write survives a SIGKILL.
+    AofAlways,
+    /// AOF with `appendfsync everysec`: up to about a second of writes may be lost on SIGKILL.
+    AofEverySec,
+}
+
+/// A server's replication role, as reported by `ROLE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A master (primary).
+    Master,
+    /// A replica of some master.
+    Replica,
+}
+
+/// Cluster-node settings, set by [`crate::RedisClusterBuilder`].
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterNodeSettings {
+    pub(crate) node_timeout: Duration,
+}
+
+/// Configures and starts a [`RedisServer`]. Create one with [`RedisServer::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisServerBuilder {
+    persistence: Persistence,
+    password: Option<String>,
+    port: Option<u16>,
+    config: Vec<(String, String)>,
+    startup_timeout: Duration,
+    binary: Option<PathBuf>,
+    cluster: Option<ClusterNodeSettings>,
+}
+
+impl Default for RedisServerBuilder {
+    fn default() -> Self {
+        Self {
+            persistence: Persistence::Off,
+            password: None,
+            port: None,
+            config: Vec::new(),
+            startup_timeout: Duration::from_secs(10),
+            binary: None,
+            cluster: None,
+        }
+    }
+}
+
+impl RedisServerBuilder {
+    /// What the server persists (default [`Persistence::Off`]).
+    pub fn persistence(mut self, persistence: Persistence) -> Self {
+        self.persistence = persistence;
+        self
+    }
+
+    /// Sets `requirepass`; [`RedisServer::connect`] and [`RedisServer::url`] then include it.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Uses this port instead of picking a free one. A taken port is then an error
+    /// rather than a retry on another port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Adds a raw `redis.conf` directive, e.g. `.config("maxmemory", "10mb")`.
+    /// Later directives override earlier ones and the builder's own settings.
+    pub fn config(mut self, directive: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.push((directive.into(), value.into()));
+        self
+    }
+
+    /// How long to wait for the server to answer `PING` (default 10 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Runs this `redis-server` executable instead of searching `$PATH`, `/usr/bin`
+    /// and `/usr/local/bin`.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    pub(crate) fn cluster_node(mut self, settings: ClusterNodeSettings) -> Self {
+        self.cluster = Some(settings);
+        self
+    }
+
+    /// Starts the server and waits until it answers `PING`.
+    pub fn start(self) -> Result<RedisServer> {
+        let binary = match self.binary.clone() {
+            Some(path) if process::is_executable(&path) => path,
+            Some(path) => {
+                return Err(Error::MissingBinary {
+                    binary: path.display().to_string(),
+                    searched: String::from("not an executable file"),
+                    install: INSTALL_REDIS,
+                });
+            }
+            None => process::find_binary("redis-server", &redis_bin_dirs(), INSTALL_REDIS)?,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("seawall-redis-")
+            .tempdir()
+            .map_err(io_err("creating a temp dir for redis-server"))?;
+        let with_bus = self.cluster.is_some();
+        let attempts = if self.port.is_some() {
+            1
+        } else {
+            PORT_ATTEMPTS
+        };
+        let mut server = RedisServer {
+            port: 0,
+            password: self.password.clone(),
+            binary,
+            startup_timeout: self.startup_timeout,
+            proc: None,
+            live_pid: Arc::new(AtomicU32::new(0)),
+            dir,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            server.port = match self.port {
+                Some(port) => port,
+                None => process::pick_port(with_bus)?,
+            };
+            let conf = self.render_config(server.port, server.dir.path());
+            std::fs::write(server.config_path(), conf).map_err(io_err(format!(
+                "writing {}",
+                server.config_path().display()
+            )))?;
+            // A fresh log per attempt, so a retry's error shows that attempt's failure.
+            let _ = std::fs::remove_file(server.log_path());
+            match server.spawn_and_wait() {
+                Ok(()) => return Ok(server),
+                // Another process bound the port between our check and the server's bind.
+                Err(Error::Exited { log_tail, .. })
+                    if attempt < attempts && log_tail.contains("Address already in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn render_config(&self, port: u16, dir: &Path) -> String {
+        let mut lines = vec![
+            (String::from("port"), port.to_string()),
+            ("bind".into(), Ipv4Addr::LOCALHOST.to_string()),
+            ("dir".into(), dir.display().to_string()),
+            ("daemonize".into(), "no".into()),
+            // Logging to stdout lands in redis.log via the supervisor's redirect.
+            ("logfile".into(), String::new()),
+            ("save".into(), String::new()),
+            ("enable-debug-command".into(), "local".into()),
+        ];
+        let fsync = match self.persistence {
+            Persistence::Off => None,
+            Persistence::AofAlways => Some("always"),
+            Persistence::AofEverySec => Some("everysec"),
+        };
+        match fsync {
+            None => lines.push(("appendonly".into(), "no".into())),
+            Some(fsync) => {
+                lines.push(("appendonly".into(), "yes".into()));
+                lines.push(("appendfsync".into(), fsync.into()));
+            }
+        }
+        if let Some(password) = &self.password {
+            lines.push(("requirepass".into(), password.clone()));
+        }
+        if let Some(cluster) = &self.cluster {
+            lines.push(("cluster-enabled".into(), "yes".into()));
+            lines.push(("cluster-config-file".into(), "nodes.conf".into()));
+            lines.push((
+                "cluster-node-timeout".into(),
+                cluster.node_timeout.as_millis().to_string(),
+            ));
+            // The 7.0 default waits 5 s before a diskless full sync, which would make
+            // every replica take 5 s to attach.
+            lines.push(("repl-diskless-sync-delay".into(), "0".into()));
+            if let Some(password) = &self.password {
+                lines.push(("masterauth".into(), password.clone()));
+            }
+        }
+        lines.extend(self.config.iter().cloned());
+        let mut out = String::new();
+        for (directive, value) in lines {
+            let _ = writeln!(out, "{directive} {}", quote_config(&value));
+        }
+        out
+    }
+}
+
+/// Quotes a value for `redis.conf`, whose parser understands C-style escapes in "...".
+fn quote_config(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Percent-encodes a URL userinfo component.
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// A `redis-server` process on a free `127.0.0.1` port, in its own temp dir.
+///
+/// The process is SIGKILLed and the dir deleted on drop, including during a panic.
+/// If the test process itself dies, the server's supervisor kills it (see the crate docs).
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    password: Option<String>,
+    binary: PathBuf,
+    startup_timeout: Duration,
+    proc: Option<Supervised>,
+    /// The running server's pid, or 0; lets a background resume skip a server that
+    /// has since been killed, whose pid the OS might have reused.
+    live_pid: Arc<AtomicU32>,
+    // Declared last so the process is gone before its dir is deleted.
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server with default settings (no persistence, no password).
+    pub fn start() -> Result<Self> {
+        Self::builder().start()
+    }
+
+    /// A builder for a server with non-default settings.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `redis://127.0.0.1:port`, or `redis://:password@127.0.0.1:port` with a password.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{}@{}", percent_encode(password), self.addr()),
+            None => format!("redis://{}", self.addr()),
+        }
+    }
+
+    /// The `requirepass` password, if any.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The server's working dir (`dir`), holding its config, log, AOF and `nodes.conf`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log file (its stdout and stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// The last `lines` lines of the server's log, for assertion messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        process::log_tail(&self.log_path(), lines)
+    }
+
+    /// The `redis-server` process id, or `None` after [`kill`](Self::kill).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Supervised::pid)
+    }
+
+    /// Whether the process is running (a paused process counts as running).
+    pub fn is_running(&self) -> bool {
+        self.proc.as_ref().is_some_and(Supervised::is_alive)
+    }
+
+    /// Opens a connection, authenticated if the server has a password.
+    pub fn connect(&self) -> Result<Conn> {
+        let mut conn = Conn::connect(self.addr())?;
+        if let Some(password) = &self.password {
+            conn.auth(password)?;
+        }
+        Ok(conn)
+    }
+
+    /// Asks the server for its replication role (`ROLE`).
+    pub fn role(&self) -> Result<Role> {
+        let reply = self.connect()?.cmd(&["ROLE"])?.into_result()?;
+        match reply
+            .as_array()
+            .and_then(|items| items.first())
+            .and_then(Reply::as_str)
+        {
+            Some("master") => Ok(Role::Master),
+            Some("slave") => Ok(Role::Replica),
+            _ => Err(Error::UnexpectedReply {
+                command: String::from("ROLE"),
+                reply: reply.to_string(),
+            }),
+        }
+    }
+
+    /// SIGKILLs the server and waits until it is dead. Its port and dir are kept for
+    /// [`restart`](Self::restart). Killing a killed server does nothing.
+    pub fn kill(&mut self) -> Result<()> {
+        self.live_pid.store(0, Ordering::SeqCst);
+        match self.proc.take() {
+            Some(proc) => proc.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the server again on the same port with the same dir and config, so an AOF
+    /// (or a cluster node's `nodes.conf`) is reloaded, and waits until it answers `PING`.
+    /// A still-running server is killed first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn_and_wait()
+    }
+
+    /// Freezes the server with SIGSTOP for `duration`, then resumes it with SIGCONT;
+    /// returns after the resume. Connections stay open but get no answers meanwhile.
+    pub fn pause(&self, duration: Duration) -> Result<()> {
+        let proc = self.running()?;
+        proc.signal(Signal::SIGSTOP)?;
+        thread::sleep(duration);
+        proc.signal(Signal::SIGCONT)
+    }
+
+    /// Freezes the server with SIGSTOP and returns at once; a background thread resumes
+    /// it after `duration`. Dropping the returned [`Pause`] does not cut the pause short.
+    pub fn pause_in_background(&self, duration: Duration) -> Result<Pause> {
+        let proc = self.running()?;
+        proc.signal(Signal::SIGSTOP)?;
+        Ok(Pause::spawn(
+            proc.pid(),
+            Arc::clone(&self.live_pid),
+            duration,
+        ))
+    }
+
+    fn running(&self) -> Result<&Supervised> {
+        self.proc
+            .as_ref()
+            .ok_or_else(|| Error::NotRunning { what: self.what() })
+    }
+
+    fn what(&self) -> String {
+        format!("redis-server on {}", self.addr())
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("redis.conf")
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<()> {
+        let args = [OsString::from(self.config_path())];
+        let proc = Supervised::spawn(
+            &self.binary,
+            &args,
+            self.dir.path(),
+            &self.log_path(),
+            StopSignal::Kill,
+            None,
+        )?;
+        let outcome = process::wait_ready(&proc, self.startup_timeout, || self.probe());
+        match outcome {
+            WaitOutcome::Ready(()) => {
+                self.live_pid.store(proc.pid(), Ordering::SeqCst);
+                self.proc = Some(proc);
+                Ok(())
+            }
+            WaitOutcome::Exited => {
+                drop(proc);
+                Err(Error::Exited {
+                    what: self.what(),
+                    log: self.log_path(),
+                    log_tail: self.log_tail(20),
+                })
+            }
+            WaitOutcome::TimedOut(last_problem) => {
+                drop(proc);
+                Err(Error::StartTimeout {
+                    what: self.what(),
+                    waited: self.startup_timeout,
+                    last_problem,
+                    log: self.log_path(),
+                    log_tail: self.log_tail(20),
+                })
+            }
+        }
+    }
+
+    /// One readiness check: connect, authenticate, `PING`.
+    fn probe(&self) -> Result<(), String> {
+        let mut conn = Conn::connect_timeout(self.addr(), Duration::from_millis(500))
+            .map_err(|e| e.to_string())?;
+        if let Some(password) = &self.password {
+            conn.auth(password).map_err(|e| e.to_string())?;
+        }
+        match conn.cmd(&["PING"]).map_err(|e| e.to_string())? {
+            Reply::Simple(pong) if pong == "PONG" => Ok(()),
+            // e.g. LOADING while an AOF is replayed.
+            other => Err(format!("PING answered {other}")),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// A server frozen by [`RedisServer::pause_in_background`]; it resumes when the pause
+/// ends, when [`resume`](Self::resume) is called, or, if the server is killed first, never.
+#[derive(Debug)]
+pub struct Pause {
+    wake: mpsc::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+    until: Instant,
+}
+
+impl Pause {
+    fn spawn(pid: u32, live_pid: Arc<AtomicU32>, duration: Duration) -> Self {
+        let until = Instant::now() + duration;
+        let (wake, woken) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(duration) {
+                // The handle was dropped: keep the promised pause length.
+                thread::sleep(until.saturating_duration_since(Instant::now()));
+            }
+            if live_pid.load(Ordering::SeqCst) == pid {
+                let _ = process::send_signal(pid, Signal::SIGCONT);
+            }
+        });
+        Self {
+            wake,
+            thread: Some(thread),
+            until,
+        }
+    }
+
+    /// When the server will be resumed.
+    pub fn until(&self) -> Instant {
+        self.until
+    }
+
+    /// Blocks until the server has been resumed.
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Resumes the server now and returns once it has been sent SIGCONT.
+    pub fn resume(mut self) {
+        let _ = self.wake.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

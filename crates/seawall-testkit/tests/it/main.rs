@@ -1,0 +1,9 @@
+//! Integration tests for seawall-testkit, run against real servers. Every test starts
+//! its own servers, so they run in parallel.
+
+mod cleanup;
+mod cluster;
+mod faults;
+mod postgres;
+mod standalone;
+mod util;
