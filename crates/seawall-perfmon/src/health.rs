@@ -57,8 +57,9 @@ pub struct HealthRules {
     pub slow_rate_degraded: f64,
     /// (default 0.50)
     pub slow_rate_unhealthy: f64,
-    /// Rate rules apply only once the window holds this many samples, so one failed
-    /// request out of two does not mark a quiet service unhealthy (default 20).
+    /// The error-rate, slow-rate and p99 rules apply only once the window holds
+    /// this many samples, so one failed request out of two does not mark a quiet
+    /// service unhealthy (default 20).
     pub min_samples: u64,
 }
 

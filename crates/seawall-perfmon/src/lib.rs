@@ -37,13 +37,17 @@
 //! - Latencies are kept in microseconds in HDR histograms (`hdrhistogram`),
 //!   3 significant digits by default: quantiles are exact to 0.1 %.
 //! - Each recording thread counts into its own shard with plain atomic loads and
-//!   stores; readers merge shards. There is no lock on the recording path except
-//!   once per interval per thread, when a thread moves its counts into the ring.
+//!   stores; readers merge shards. Recording through a [`Histogram`] handle takes
+//!   no lock except once per interval per thread, when the thread moves its counts
+//!   into the ring. [`Monitor::record_request`] first finds its series by labels
+//!   in a read-locked map; keep a handle where that lookup matters.
 //! - Time is cut into intervals (5 s by default). Rolling windows (the last 1 and
 //!   5 minutes by default) add up the intervals they span, so a dashboard shows
 //!   the last minute, not an average since boot; lifetime totals feed Prometheus.
 //! - Every metric caps its series (200 by default); label sets past the cap
-//!   fold into one series labelled `other`, counted in `perfmon_folded_series_total`.
+//!   fold into an overflow series labelled `other` (the HTTP metric keeps the
+//!   method and status class, so errors past the cap still count), and
+//!   `perfmon_folded_series_total` counts the lookups that were folded.
 //! - Slow queries (over 1 s) and slow requests (over 2 s) are kept in bounded
 //!   top-N logs; query text is sanitised (literals become `?`) and secrets are
 //!   masked before anything is stored.
@@ -57,6 +61,7 @@
 //! - `axum`: the layer labels requests with axum's `MatchedPath`.
 //! - `sqlx`: [`TimedQuery`](crate::sqlx::TimedQuery), timing sqlx queries into the slow-query log.
 
+mod counts;
 mod error;
 mod health;
 mod layout;

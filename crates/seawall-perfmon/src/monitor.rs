@@ -75,14 +75,17 @@ impl MonitorBuilder {
         self
     }
 
-    /// The rolling windows to report (default the last 1 and 5 minutes).
+    /// The rolling windows to report (default the last 1 and 5 minutes). Each must
+    /// be a whole number of intervals, at most 100,000 of them.
     pub fn windows(mut self, windows: impl IntoIterator<Item = Duration>) -> Self {
         self.windows = windows.into_iter().collect();
         self
     }
 
     /// Most series one metric may have (default 200). Further label sets fold into
-    /// one series labelled `other`, counted in `perfmon_folded_series_total`.
+    /// an overflow series labelled `other` (for the HTTP metric: the route becomes
+    /// `other`, method and status class stay), and `perfmon_folded_series_total`
+    /// counts each lookup that was folded (for `record_request`, each request).
     pub fn max_series_per_metric(mut self, max: usize) -> Self {
         self.max_series = max;
         self
@@ -145,10 +148,29 @@ impl MonitorBuilder {
                 "must name at least one window".to_owned(),
             ));
         }
-        if let Some(short) = windows.iter().find(|w| **w < self.interval) {
+        let interval_nanos = self.interval.as_nanos();
+        if let Some(odd) = windows
+            .iter()
+            .find(|w| w.as_nanos() == 0 || w.as_nanos() % interval_nanos != 0)
+        {
             return Err(config(
                 "windows",
-                format!("{short:?} is shorter than the interval {:?}", self.interval),
+                format!(
+                    "{odd:?} is not a whole number of intervals of {:?}",
+                    self.interval
+                ),
+            ));
+        }
+        if let Some(long) = windows
+            .iter()
+            .find(|w| w.as_nanos() / interval_nanos > MAX_INTERVALS_PER_WINDOW)
+        {
+            return Err(config(
+                "windows",
+                format!(
+                    "{long:?} spans more than {MAX_INTERVALS_PER_WINDOW} intervals of {:?}",
+                    self.interval
+                ),
             ));
         }
         if self.max_series == 0 {
@@ -167,18 +189,22 @@ impl MonitorBuilder {
             .map(|w| clock.intervals_in(*w))
             .max()
             .unwrap_or(1);
+        // Methods and status classes are small fixed sets, so folded requests keep
+        // them: an outage past the series cap still shows up as 5xx errors.
         let http = Family::new(
             HTTP_METRIC,
             "Latency of HTTP requests served.",
             &["method", "route", "status_class"],
             self.max_series,
-        )?;
+        )?
+        .keep_on_overflow(&["method", "status_class"]);
         let query = Family::new(
             QUERY_METRIC,
             "Latency of database queries.",
             &["operation", "outcome"],
             self.max_series,
-        )?;
+        )?
+        .keep_on_overflow(&["operation", "outcome"]);
         let inner = Inner {
             layout,
             clock,
@@ -190,8 +216,7 @@ impl MonitorBuilder {
             started_at: SystemTime::now(),
             http: Arc::new(http),
             query: Arc::new(query),
-            histograms: RwLock::new(BTreeMap::new()),
-            counters: RwLock::new(BTreeMap::new()),
+            metrics: RwLock::new(BTreeMap::new()),
             slow_queries: SlowLog::new(SlowKind::Query, self.slow_query, self.slow_log_capacity),
             slow_apis: SlowLog::new(SlowKind::Api, self.slow_api, self.slow_log_capacity),
             checks: RwLock::new(Vec::new()),
@@ -206,6 +231,37 @@ fn config(field: &'static str, reason: String) -> Error {
     Error::InvalidConfig { field, reason }
 }
 
+/// Bounds the ring (and the work of a read) for any one window.
+const MAX_INTERVALS_PER_WINDOW: u128 = 100_000;
+
+/// Names the crate exposes itself; user metrics may not take them.
+const RESERVED_PREFIX: &str = "perfmon_";
+
+/// A registered user metric.
+#[derive(Clone)]
+pub(crate) enum Metric {
+    Histogram(Arc<Family<Series>>),
+    Counter(Arc<Family<AtomicU64>>),
+}
+
+impl Metric {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Histogram(_) => "a histogram",
+            Self::Counter(_) => "a counter",
+        }
+    }
+}
+
+/// The name a counter is exposed under: with a `_total` suffix.
+pub(crate) fn counter_name(name: &str) -> String {
+    if name.ends_with("_total") {
+        name.to_owned()
+    } else {
+        format!("{name}_total")
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) clock: Clock,
@@ -217,8 +273,8 @@ pub(crate) struct Inner {
     started_at: SystemTime,
     pub(crate) http: Arc<Family<Series>>,
     pub(crate) query: Arc<Family<Series>>,
-    pub(crate) histograms: RwLock<BTreeMap<String, Arc<Family<Series>>>>,
-    pub(crate) counters: RwLock<BTreeMap<String, Arc<Family<AtomicU64>>>>,
+    /// User metrics by the family name they are exposed under.
+    metrics: RwLock<BTreeMap<String, Metric>>,
     pub(crate) slow_queries: SlowLog,
     pub(crate) slow_apis: SlowLog,
     checks: RwLock<Vec<Arc<dyn HealthCheck>>>,
@@ -229,20 +285,8 @@ impl Inner {
         Series::new(self.layout, self.clock, self.keep)
     }
 
-    /// Every histogram family, built-in ones first.
-    pub(crate) fn histogram_families(&self) -> Vec<Arc<Family<Series>>> {
-        let user = self
-            .histograms
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        [Arc::clone(&self.http), Arc::clone(&self.query)]
-            .into_iter()
-            .chain(user.values().cloned())
-            .collect()
-    }
-
-    pub(crate) fn counter_families(&self) -> Vec<Arc<Family<AtomicU64>>> {
-        self.counters
+    fn metrics(&self) -> Vec<Metric> {
+        self.metrics
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
@@ -250,21 +294,85 @@ impl Inner {
             .collect()
     }
 
+    /// Every histogram family, built-in ones first.
+    pub(crate) fn histogram_families(&self) -> Vec<Arc<Family<Series>>> {
+        let user = self
+            .metrics()
+            .into_iter()
+            .filter_map(|metric| match metric {
+                Metric::Histogram(family) => Some(family),
+                Metric::Counter(_) => None,
+            });
+        [Arc::clone(&self.http), Arc::clone(&self.query)]
+            .into_iter()
+            .chain(user)
+            .collect()
+    }
+
+    pub(crate) fn counter_families(&self) -> Vec<Arc<Family<AtomicU64>>> {
+        self.metrics()
+            .into_iter()
+            .filter_map(|metric| match metric {
+                Metric::Counter(family) => Some(family),
+                Metric::Histogram(_) => None,
+            })
+            .collect()
+    }
+
+    /// Registers a user metric under `exposed` (its family name in the
+    /// exposition), or returns the one already there if it matches.
+    fn register(
+        &self,
+        exposed: String,
+        kind: &'static str,
+        label_names: &[&str],
+        make: impl FnOnce() -> Result<Metric>,
+    ) -> Result<Metric> {
+        let builtin = [HTTP_METRIC, QUERY_METRIC].contains(&exposed.as_str());
+        if builtin || exposed.starts_with(RESERVED_PREFIX) {
+            return Err(Error::Conflict {
+                name: exposed,
+                what: "kind: the name is reserved for built-in metrics",
+            });
+        }
+        let mut metrics = self
+            .metrics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = metrics.get(&exposed) {
+            let same_labels = match existing {
+                Metric::Histogram(family) => family.same_labels(label_names),
+                Metric::Counter(family) => family.same_labels(label_names),
+            };
+            return match (existing.kind() == kind, same_labels) {
+                (true, true) => Ok(existing.clone()),
+                (false, _) => Err(Error::Conflict {
+                    name: exposed,
+                    what: "kind",
+                }),
+                (true, false) => Err(Error::Conflict {
+                    name: exposed,
+                    what: "label names",
+                }),
+            };
+        }
+        let metric = make()?;
+        metrics.insert(exposed, metric.clone());
+        Ok(metric)
+    }
+
     /// Counts of every series of `family` within `window`, added together, with
-    /// the per-label-value totals of label `by`.
+    /// the per-label-value totals of label `by` and the time covered.
     pub(crate) fn merged_window(
         &self,
         family: &Family<Series>,
         window: Duration,
         now: Instant,
         by: usize,
-    ) -> (Gathered, BTreeMap<String, u64>) {
-        let intervals = self.clock.intervals_in(window);
-        let mut merged = Gathered {
-            counts: vec![0; self.layout.len()],
-            sum: 0,
-        };
+    ) -> (Gathered, BTreeMap<String, u64>, Duration) {
+        let mut merged = Gathered::empty(&self.layout);
         let mut per_label = BTreeMap::new();
+        let intervals = self.clock.intervals_in(window).min(self.keep);
         for (labels, series) in family.all() {
             let gathered = series.window(intervals, now);
             let total = gathered.total();
@@ -274,12 +382,9 @@ impl Inner {
             if let Some(value) = labels.get(by) {
                 *per_label.entry(value.clone()).or_insert(0) += total;
             }
-            for (into, count) in merged.counts.iter_mut().zip(&gathered.counts) {
-                *into = into.saturating_add(*count);
-            }
-            merged.sum = merged.sum.saturating_add(gathered.sum);
+            merged.merge(&gathered);
         }
-        (merged, per_label)
+        (merged, per_label, self.clock.covered(intervals, now))
     }
 }
 
@@ -323,90 +428,60 @@ impl Monitor {
     }
 
     /// Registers (or looks up) a latency histogram with the given label names.
-    /// Registering the same name again with the same label names returns the same metric.
+    /// Registering the same name again with the same label names returns the
+    /// same metric; a different kind or different labels is an error. Names
+    /// starting with `perfmon_` and the built-in metric names are reserved.
     pub fn histogram(&self, name: &str, help: &str, label_names: &[&str]) -> Result<HistogramVec> {
-        if name == HTTP_METRIC || name == QUERY_METRIC {
-            return Err(Error::Conflict {
-                name: name.to_owned(),
-                what: "kind: it is built in",
+        if label_names.contains(&"le") {
+            return Err(Error::InvalidName {
+                name: "le".to_owned(),
+                reason: "`le` is the bucket label of a histogram",
             });
         }
-        if self.counters_read().contains_key(name) {
-            return Err(Error::Conflict {
-                name: name.to_owned(),
-                what: "kind (a counter)",
-            });
-        }
-        let mut map = self
-            .inner
-            .histograms
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let family = match map.get(name) {
-            Some(family) if family.same_labels(label_names) => Arc::clone(family),
-            Some(_) => {
-                return Err(Error::Conflict {
-                    name: name.to_owned(),
-                    what: "label names",
-                });
-            }
-            None => {
-                let family = Arc::new(Family::new(name, help, label_names, self.inner.max_series)?);
-                map.insert(name.to_owned(), Arc::clone(&family));
-                family
-            }
+        let make = || {
+            Ok(Metric::Histogram(Arc::new(Family::new(
+                name,
+                help,
+                label_names,
+                self.inner.max_series,
+            )?)))
         };
-        Ok(HistogramVec {
-            family,
-            monitor: Arc::clone(&self.inner),
-        })
+        match self
+            .inner
+            .register(name.to_owned(), "a histogram", label_names, make)?
+        {
+            Metric::Histogram(family) => Ok(HistogramVec {
+                family,
+                monitor: Arc::clone(&self.inner),
+            }),
+            Metric::Counter(_) => Err(Error::Conflict {
+                name: name.to_owned(),
+                what: "kind",
+            }),
+        }
     }
 
     /// Registers (or looks up) a monotonic counter with the given label names.
+    /// It is exposed as `<name>_total` (`name` may already end in `_total`).
     pub fn counter(&self, name: &str, help: &str, label_names: &[&str]) -> Result<CounterVec> {
-        let taken = name == HTTP_METRIC
-            || name == QUERY_METRIC
-            || self
-                .inner
-                .histograms
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains_key(name);
-        if taken {
-            return Err(Error::Conflict {
-                name: name.to_owned(),
-                what: "kind (a histogram)",
-            });
-        }
-        let mut map = self
-            .inner
-            .counters
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let family = match map.get(name) {
-            Some(family) if family.same_labels(label_names) => Arc::clone(family),
-            Some(_) => {
-                return Err(Error::Conflict {
-                    name: name.to_owned(),
-                    what: "label names",
-                });
-            }
-            None => {
-                let family = Arc::new(Family::new(name, help, label_names, self.inner.max_series)?);
-                map.insert(name.to_owned(), Arc::clone(&family));
-                family
-            }
+        let make = || {
+            Ok(Metric::Counter(Arc::new(Family::new(
+                name,
+                help,
+                label_names,
+                self.inner.max_series,
+            )?)))
         };
-        Ok(CounterVec { family })
-    }
-
-    fn counters_read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Family<AtomicU64>>>> {
-        self.inner
-            .counters
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        match self
+            .inner
+            .register(counter_name(name), "a counter", label_names, make)?
+        {
+            Metric::Counter(family) => Ok(CounterVec { family }),
+            Metric::Histogram(_) => Err(Error::Conflict {
+                name: name.to_owned(),
+                what: "kind",
+            }),
+        }
     }
 
     /// Records one served HTTP request that finished now. `route` must be a
@@ -415,7 +490,8 @@ impl Monitor {
         self.record_request_at(method, route, status, latency, Instant::now());
     }
 
-    /// [`record_request`](Self::record_request) for a request that finished at `at`.
+    /// [`record_request`](Self::record_request) for a request that finished at `at`
+    /// (an instant the caller already read; not one in the future).
     pub fn record_request_at(
         &self,
         method: &str,
@@ -479,16 +555,16 @@ impl Monitor {
         &self.inner.windows
     }
 
-    /// HTTP figures over the rolling window of `span` (any span; the configured
-    /// ones are kept in full, longer ones see at most the longest configured window).
+    /// HTTP figures over the rolling window of `span`: the last `span / interval`
+    /// whole intervals (rounded down, at least one), never more than the longest
+    /// configured window.
     pub fn http_window(&self, span: Duration) -> HttpWindow {
         self.http_window_at(span, Instant::now())
     }
 
     pub(crate) fn http_window_at(&self, span: Duration, now: Instant) -> HttpWindow {
         let inner = &self.inner;
-        let (merged, by_class) = inner.merged_window(&inner.http, span, now, 2);
-        let covered = inner.clock.covered(inner.clock.intervals_in(span), now);
+        let (merged, by_class, covered) = inner.merged_window(&inner.http, span, now, 2);
         let latency = LatencyStats::from_gathered(&inner.layout, &merged);
         let slow_threshold = micros(inner.slow_apis.threshold());
         let slow = count_above(&inner.layout, &merged, slow_threshold);
@@ -507,8 +583,7 @@ impl Monitor {
     pub fn query_window(&self, span: Duration) -> QueryWindow {
         let inner = &self.inner;
         let now = Instant::now();
-        let (merged, by_outcome) = inner.merged_window(&inner.query, span, now, 1);
-        let covered = inner.clock.covered(inner.clock.intervals_in(span), now);
+        let (merged, by_outcome, covered) = inner.merged_window(&inner.query, span, now, 1);
         let latency = LatencyStats::from_gathered(&inner.layout, &merged);
         let slow = count_above(
             &inner.layout,
@@ -571,9 +646,7 @@ impl Monitor {
                             .windows
                             .iter()
                             .map(|span| {
-                                let intervals = inner.clock.intervals_in(*span);
-                                let gathered = series.window(intervals, now);
-                                let covered = inner.clock.covered(intervals, now);
+                                let (gathered, covered) = series.window_span(*span, now);
                                 WindowStats::new(
                                     *span,
                                     covered,
@@ -735,7 +808,10 @@ impl Histogram {
     }
 
     /// Records a latency observed at `at`. Use it when the caller already read the
-    /// clock (to compute `latency`), which saves a second clock read.
+    /// clock (to compute `latency`), which saves a second clock read. `at` should
+    /// be that reading: a sample stamped later than its thread's previous one moves
+    /// the thread on to that interval, and one stamped earlier counts in the
+    /// thread's current interval.
     #[inline]
     pub fn record_at(&self, latency: Duration, at: Instant) {
         self.series.record(micros(latency), at);
@@ -746,20 +822,18 @@ impl Histogram {
         LatencyStats::from_gathered(self.series.layout(), &self.series.lifetime())
     }
 
-    /// Latency figures over the last `span` (kept in full up to the longest
-    /// configured window).
+    /// Latency figures over the last `span`: whole intervals, rounded down, never
+    /// more than the longest configured window.
     pub fn window(&self, span: Duration) -> WindowStats {
         self.window_at(span, Instant::now())
     }
 
     /// [`window`](Self::window) as of `now`.
     pub fn window_at(&self, span: Duration, now: Instant) -> WindowStats {
-        let clock = self.series.clock();
-        let intervals = clock.intervals_in(span);
-        let gathered = self.series.window(intervals, now);
+        let (gathered, covered) = self.series.window_span(span, now);
         WindowStats::new(
             span,
-            clock.covered(intervals, now),
+            covered,
             LatencyStats::from_gathered(self.series.layout(), &gathered),
         )
     }
@@ -967,6 +1041,19 @@ mod tests {
                 .build()
                 .is_err()
         );
+        assert!(
+            Monitor::builder()
+                .windows([Duration::from_secs(62)])
+                .build()
+                .is_err()
+        );
+        assert!(
+            Monitor::builder()
+                .interval(Duration::from_millis(10))
+                .windows([Duration::from_secs(3600)])
+                .build()
+                .is_err()
+        );
         assert!(Monitor::builder().max_series_per_metric(0).build().is_err());
         assert!(Monitor::builder().namespace("bad name").build().is_err());
         assert!(
@@ -986,8 +1073,10 @@ mod tests {
             monitor.histogram("job_seconds", "help", &["other"]),
             Err(Error::Conflict { .. })
         ));
+        // A counter `job_seconds` is exposed as `job_seconds_total`: no clash.
+        assert!(monitor.counter("job_seconds", "help", &["queue"]).is_ok());
         assert!(matches!(
-            monitor.counter("job_seconds", "help", &["queue"]),
+            monitor.histogram("job_seconds_total", "help", &["queue"]),
             Err(Error::Conflict { .. })
         ));
         assert!(matches!(
@@ -1003,6 +1092,24 @@ mod tests {
         assert!(matches!(
             monitor.histogram("jobs_total", "help", &[]),
             Err(Error::Conflict { .. })
+        ));
+        // `jobs` and `jobs_total` are both exposed as `jobs_total`.
+        assert!(monitor.counter("jobs", "help", &[]).is_ok());
+        assert!(matches!(
+            monitor.counter("jobs", "help", &["x"]),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            monitor.counter("perfmon_slow_operations", "help", &[]),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            monitor.histogram("perfmon_x_seconds", "help", &[]),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            monitor.histogram("size_seconds", "help", &["le"]),
+            Err(Error::InvalidName { .. })
         ));
         Ok(())
     }

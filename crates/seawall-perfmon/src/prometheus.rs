@@ -2,9 +2,9 @@
 //!
 //! Histograms are exposed with lifetime (monotonic) counts in fixed `le`
 //! buckets, in seconds. A sample counts in a bucket when the lowest value of
-//! its HDR bucket is at or below the bound, so bounds under 2 ms (where HDR
-//! buckets are one microsecond wide) are exact and larger ones are within the
-//! histogram's precision.
+//! its HDR bucket is at or below the bound: with the default 3 significant
+//! digits, bounds under 2 ms (where HDR buckets are one microsecond wide) are
+//! exact and larger ones are within 0.1 %.
 
 use std::fmt::Write as _;
 
@@ -52,7 +52,7 @@ pub(crate) fn render(inner: &Inner) -> String {
     header(
         &mut out,
         &folded,
-        "Label sets folded into the `other` series because a metric reached its series cap.",
+        "Series lookups folded into an overflow series because a metric reached its series cap.",
         "counter",
     );
     for family in inner.histogram_families() {
@@ -93,17 +93,12 @@ fn render_histogram(out: &mut String, inner: &Inner, name: &str, family: &Family
     for (values, series) in family.all() {
         let gathered = series.lifetime();
         let mut cumulative = 0_u64;
-        let mut counts = gathered
-            .counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .peekable();
+        let mut counts = gathered.counts.iter().peekable();
         for bound in BOUNDS_US {
             while let Some((_, count)) =
                 counts.next_if(|(index, _)| inner.layout.value_at(*index) <= bound)
             {
-                cumulative += *count;
+                cumulative = cumulative.saturating_add(count);
             }
             let le = seconds(bound);
             let _ = writeln!(

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::{Error, Result};
 
@@ -14,9 +14,12 @@ pub(crate) struct Family<S> {
     name: String,
     help: String,
     label_names: Vec<String>,
+    /// Per label: whether it becomes [`OVERFLOW_LABEL`] when a label set is folded.
+    /// Labels with few possible values (an HTTP method, a status class) keep theirs.
+    folds: Vec<bool>,
     max_series: usize,
     series: RwLock<HashMap<Vec<String>, Arc<S>>>,
-    overflow: OnceLock<Arc<S>>,
+    overflow: RwLock<HashMap<Vec<String>, Arc<S>>>,
     folded: AtomicU64,
 }
 
@@ -41,11 +44,22 @@ impl<S> Family<S> {
             name: name.to_owned(),
             help: help.to_owned(),
             label_names: label_names.iter().map(|l| (*l).to_owned()).collect(),
+            folds: vec![true; label_names.len()],
             max_series: max_series.max(1),
             series: RwLock::new(HashMap::new()),
-            overflow: OnceLock::new(),
+            overflow: RwLock::new(HashMap::new()),
             folded: AtomicU64::new(0),
         })
+    }
+
+    /// Labels that keep their value when a label set is folded; only for labels
+    /// whose values are a small fixed set, since each combination gets its own
+    /// overflow series.
+    pub(crate) fn keep_on_overflow(mut self, labels: &[&str]) -> Self {
+        for (name, folds) in self.label_names.iter().zip(&mut self.folds) {
+            *folds = !labels.contains(&name.as_str());
+        }
+        self
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -60,7 +74,7 @@ impl<S> Family<S> {
         &self.label_names
     }
 
-    /// How many lookups were folded into the overflow series.
+    /// How many lookups were folded into an overflow series.
     pub(crate) fn folded(&self) -> u64 {
         self.folded.load(Relaxed)
     }
@@ -75,7 +89,8 @@ impl<S> Family<S> {
     }
 
     /// The series for `values`, created with `make` if new. Past the cap, new
-    /// label sets share one series whose labels are all [`OVERFLOW_LABEL`].
+    /// label sets go to an overflow series whose folding labels read
+    /// [`OVERFLOW_LABEL`] (the others keep their values).
     pub(crate) fn get(&self, values: &[&str], make: impl Fn() -> S) -> Result<Arc<S>> {
         if values.len() != self.label_names.len() {
             return Err(Error::LabelCount {
@@ -84,23 +99,26 @@ impl<S> Family<S> {
                 got: values.len(),
             });
         }
-        if !values.is_empty() && values.iter().all(|v| *v == OVERFLOW_LABEL) {
-            // The overflow series already carries this label set; keep it unique.
-            return Ok(Arc::clone(self.overflow.get_or_init(|| Arc::new(make()))));
+        let folded_key = self.folded_key(values);
+        if folded_key.iter().zip(values).all(|(a, b)| a == b) {
+            // Already the overflow label set; keep it a single series.
+            return Ok(self.overflow_series(folded_key, &make));
         }
         let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        if let Some(series) = self
-            .series
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
         {
-            return Ok(Arc::clone(series));
+            let map = read(&self.series);
+            if let Some(series) = map.get(&key) {
+                return Ok(Arc::clone(series));
+            }
+            // At the cap, skip the write lock: a flood of new label sets must not
+            // serialise every recording thread.
+            if map.len() >= self.max_series {
+                drop(map);
+                self.folded.fetch_add(1, Relaxed);
+                return Ok(self.overflow_series(folded_key, &make));
+            }
         }
-        let mut map = self
-            .series
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = write(&self.series);
         if let Some(series) = map.get(&key) {
             return Ok(Arc::clone(series));
         }
@@ -111,30 +129,53 @@ impl<S> Family<S> {
         }
         drop(map);
         self.folded.fetch_add(1, Relaxed);
-        Ok(Arc::clone(self.overflow.get_or_init(|| Arc::new(make()))))
+        Ok(self.overflow_series(folded_key, &make))
     }
 
-    /// Every series with its label values, the overflow series last; sorted so
+    fn folded_key(&self, values: &[&str]) -> Vec<String> {
+        values
+            .iter()
+            .zip(&self.folds)
+            .map(|(value, folds)| if *folds { OVERFLOW_LABEL } else { value }.to_owned())
+            .collect()
+    }
+
+    fn overflow_series(&self, key: Vec<String>, make: &impl Fn() -> S) -> Arc<S> {
+        if let Some(series) = read(&self.overflow).get(&key) {
+            return Arc::clone(series);
+        }
+        Arc::clone(
+            write(&self.overflow)
+                .entry(key)
+                .or_insert_with(|| Arc::new(make())),
+        )
+    }
+
+    /// Every series with its label values, overflow series last; sorted so
     /// output is stable.
     pub(crate) fn all(&self) -> Vec<(Vec<String>, Arc<S>)> {
-        let map = self
-            .series
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut all: Vec<_> = map
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::clone(v)))
-            .collect();
-        drop(map);
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(overflow) = self.overflow.get() {
-            all.push((
-                vec![OVERFLOW_LABEL.to_owned(); self.label_names.len()],
-                Arc::clone(overflow),
-            ));
-        }
+        let sorted = |map: &HashMap<Vec<String>, Arc<S>>| {
+            let mut all: Vec<_> = map
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        let mut all = sorted(&read(&self.series));
+        all.extend(sorted(&read(&self.overflow)));
         all
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Checks a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`) or label name
@@ -190,6 +231,22 @@ mod tests {
             .map(|(labels, _)| labels.join(","))
             .collect();
         assert_eq!(labels, ["/a", "/b", OVERFLOW_LABEL]);
+        Ok(())
+    }
+
+    #[test]
+    fn folding_keeps_the_labels_marked_as_bounded() -> Result<()> {
+        let family: Family<AtomicU64> =
+            Family::new("http", "help", &["route", "class"], 1)?.keep_on_overflow(&["class"]);
+        family.get(&["/a", "2xx"], || AtomicU64::new(0))?;
+        let ok = family.get(&["/b", "2xx"], || AtomicU64::new(0))?;
+        let error = family.get(&["/c", "5xx"], || AtomicU64::new(0))?;
+        let error_again = family.get(&["/d", "5xx"], || AtomicU64::new(0))?;
+        assert!(!Arc::ptr_eq(&ok, &error));
+        assert!(Arc::ptr_eq(&error, &error_again));
+        let labels: Vec<_> = family.all().into_iter().map(|(l, _)| l.join(",")).collect();
+        assert_eq!(labels, ["/a,2xx", "other,2xx", "other,5xx"]);
+        assert_eq!(family.folded(), 3);
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::counts::Counts;
 use crate::layout::Layout;
 use crate::slot::{self, PRIVATE_SLOTS};
 
@@ -95,9 +96,10 @@ impl Clock {
         self.nanos(at) / self.interval_nanos
     }
 
-    /// How many intervals a window of `span` covers (at least one).
+    /// How many whole intervals fit in `span` (at least one), so that a window
+    /// never reaches further back than its span.
     pub(crate) fn intervals_in(&self, span: Duration) -> u64 {
-        u64::try_from(span.as_nanos().div_ceil(u128::from(self.interval_nanos)))
+        u64::try_from(span.as_nanos() / u128::from(self.interval_nanos))
             .unwrap_or(u64::MAX)
             .max(1)
     }
@@ -148,6 +150,7 @@ impl Shard {
     /// Adds one sample. `exclusive` means the caller is the shard's only writer.
     #[inline]
     fn add(&self, layout: &Layout, value: u64, exclusive: bool) {
+        let value = value.min(layout.highest());
         let Some(counter) = self.counter(layout, layout.index(value)) else {
             return;
         };
@@ -156,8 +159,11 @@ impl Shard {
             self.sum
                 .store(self.sum.load(Relaxed).saturating_add(value), Relaxed);
         } else {
-            counter.fetch_add(1, Relaxed);
-            self.sum.fetch_add(value, Relaxed);
+            // Several writers: saturate rather than wrap, as the private shards do.
+            let _ = counter.fetch_update(Relaxed, Relaxed, |c| c.checked_add(1));
+            let _ = self
+                .sum
+                .fetch_update(Relaxed, Relaxed, |s| s.checked_add(value));
         }
     }
 
@@ -229,36 +235,40 @@ impl Sparse {
 struct Closed {
     /// Closed intervals, oldest first; only the last `keep` intervals are kept.
     ring: Vec<(u64, Sparse)>,
-    lifetime: Vec<u64>,
+    lifetime: Counts,
     lifetime_sum: u64,
 }
 
 /// Counts gathered from a series for one read.
 #[derive(Debug, Clone)]
 pub(crate) struct Gathered {
-    /// Counts per index (dense, `layout.len()` long).
-    pub(crate) counts: Vec<u64>,
+    /// Counts per index.
+    pub(crate) counts: Counts,
     /// Sum of recorded values.
     pub(crate) sum: u64,
 }
 
 impl Gathered {
-    fn empty(layout: &Layout) -> Self {
+    pub(crate) fn empty(layout: &Layout) -> Self {
         Self {
-            counts: vec![0; layout.len()],
+            counts: Counts::new(layout),
             sum: 0,
         }
     }
 
     fn add(&mut self, index: usize, count: u64) {
-        if let Some(slot) = self.counts.get_mut(index) {
-            *slot = slot.saturating_add(count);
-        }
+        self.counts.add(index, count);
+    }
+
+    /// Adds another gathering's counts and sum.
+    pub(crate) fn merge(&mut self, other: &Self) {
+        self.counts.merge(&other.counts);
+        self.sum = self.sum.saturating_add(other.sum);
     }
 
     /// Number of samples.
     pub(crate) fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.total()
     }
 }
 
@@ -283,7 +293,7 @@ impl Series {
             shared: Shard::new(&layout),
             closed: Mutex::new(Closed {
                 ring: Vec::new(),
-                lifetime: vec![0; layout.len()],
+                lifetime: Counts::new(&layout),
                 lifetime_sum: 0,
             }),
         }
@@ -335,16 +345,14 @@ impl Series {
 
     fn close(&self, closed: &mut Closed, interval: u64, counts: &[(u32, u64)], sum: u64) {
         for &(index, count) in counts {
-            if let Some(total) = closed.lifetime.get_mut(index as usize) {
-                *total = total.saturating_add(count);
-            }
+            closed.lifetime.add(index as usize, count);
         }
         closed.lifetime_sum = closed.lifetime_sum.saturating_add(sum);
         let newest = closed
             .ring
             .last()
             .map_or(interval, |(last, _)| (*last).max(interval));
-        if interval + self.keep <= newest {
+        if interval.saturating_add(self.keep) <= newest {
             return; // Too old for any window; lifetime totals have it.
         }
         match closed.ring.binary_search_by_key(&interval, |(i, _)| *i) {
@@ -366,12 +374,15 @@ impl Series {
             .chain(std::iter::once(&self.shared))
     }
 
-    /// Counts from the last `intervals` intervals up to and including the one
-    /// holding `now`.
+    /// Counts from the last `intervals` intervals (at most as many as the ring
+    /// keeps) up to and including the one holding `now`.
     pub(crate) fn window(&self, intervals: u64, now: Instant) -> Gathered {
+        let intervals = intervals.min(self.keep);
         let current = self.clock.interval_of(now);
         let oldest = current.saturating_add(1).saturating_sub(intervals);
-        let within = |interval: u64| interval != EMPTY && interval >= oldest && interval <= current;
+        // Intervals after `current` hold samples stamped ahead of this reader's
+        // clock (a caller's `at`); they are the newest samples, so they count.
+        let within = |interval: u64| interval != EMPTY && interval >= oldest;
         let mut gathered = Gathered::empty(&self.layout);
         let closed = self.lock();
         for (_, sparse) in closed.ring.iter().filter(|(interval, _)| within(*interval)) {
@@ -413,9 +424,13 @@ impl Series {
         gathered
     }
 
-    /// The clock the series cuts intervals with.
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.clock
+    /// The counts within the last `span` as of `now`, and the time they cover.
+    pub(crate) fn window_span(&self, span: Duration, now: Instant) -> (Gathered, Duration) {
+        let intervals = self.clock.intervals_in(span).min(self.keep);
+        (
+            self.window(intervals, now),
+            self.clock.covered(intervals, now),
+        )
     }
 }
 
@@ -481,6 +496,7 @@ mod tests {
             Duration::from_secs(55)
         );
         assert_eq!(clock.intervals_in(Duration::from_secs(60)), 6);
-        assert_eq!(clock.intervals_in(Duration::from_secs(61)), 7);
+        assert_eq!(clock.intervals_in(Duration::from_secs(61)), 6);
+        assert_eq!(clock.intervals_in(Duration::from_secs(1)), 1);
     }
 }

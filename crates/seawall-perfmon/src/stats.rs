@@ -61,13 +61,7 @@ impl LatencyStats {
 
 /// Builds an `hdrhistogram::Histogram` from gathered counts.
 pub(crate) fn histogram_of(layout: &Layout, gathered: &Gathered) -> hdrhistogram::Histogram<u64> {
-    layout.build(
-        gathered
-            .counts
-            .iter()
-            .enumerate()
-            .map(|(index, count)| (index, *count)),
-    )
+    layout.build(gathered.counts.iter())
 }
 
 /// A rolling window's figures for one series or an aggregate.
@@ -110,5 +104,9 @@ pub(crate) fn count_above(layout: &Layout, gathered: &Gathered, threshold_us: u6
     } else {
         from + 1
     };
-    gathered.counts.iter().skip(from).sum()
+    gathered
+        .counts
+        .iter()
+        .filter(|(index, _)| *index >= from)
+        .fold(0, |total, (_, count)| total.saturating_add(count))
 }

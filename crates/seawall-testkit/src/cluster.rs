@@ -127,17 +127,12 @@ impl RedisClusterBuilder {
     /// Starts the nodes, forms the cluster and waits until every node reports
     /// `cluster_state:ok` and every replica is attached to its master.
     pub fn start(self) -> Result<RedisCluster> {
-        let cli = match self.cli_binary.clone() {
-            Some(path) if process::is_executable(&path) => path,
-            Some(path) => {
-                return Err(Error::MissingBinary {
-                    binary: path.display().to_string(),
-                    searched: String::from("not an executable file"),
-                    install: INSTALL_REDIS,
-                });
-            }
-            None => process::find_binary("redis-cli", &redis_bin_dirs(), INSTALL_REDIS)?,
-        };
+        let cli = process::resolve_binary(
+            self.cli_binary.clone(),
+            "redis-cli",
+            &redis_bin_dirs(),
+            INSTALL_REDIS,
+        )?;
         let dir = tempfile::Builder::new()
             .prefix("seawall-redis-cluster-")
             .tempdir()

@@ -11,7 +11,7 @@ use nix::unistd::{User, geteuid};
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
-use crate::process::{self, StopSignal, Supervised, WaitOutcome};
+use crate::process::{self, StopSignal, Supervised};
 
 const INSTALL_POSTGRES: &str = "apt-get install -y postgresql";
 
@@ -345,30 +345,15 @@ impl Postgres {
             StopSignal::QuitThenKill(SHUTDOWN_GRACE),
             self.owner,
         )?;
-        match process::wait_ready(&proc, self.startup_timeout, || self.probe()) {
-            WaitOutcome::Ready(()) => {
-                self.proc = Some(proc);
-                Ok(())
-            }
-            WaitOutcome::Exited => {
-                drop(proc);
-                Err(Error::Exited {
-                    what: self.what(),
-                    log: self.log_path(),
-                    log_tail: self.log_tail(20),
-                })
-            }
-            WaitOutcome::TimedOut(last_problem) => {
-                drop(proc);
-                Err(Error::StartTimeout {
-                    what: self.what(),
-                    waited: self.startup_timeout,
-                    last_problem,
-                    log: self.log_path(),
-                    log_tail: self.log_tail(20),
-                })
-            }
-        }
+        let proc = process::await_ready(
+            proc,
+            self.startup_timeout,
+            self.what(),
+            &self.log_path(),
+            || self.probe(),
+        )?;
+        self.proc = Some(proc);
+        Ok(())
     }
 
     /// One readiness check with `pg_isready`, which, unlike a bare TCP connect, fails

@@ -249,6 +249,24 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// The executable a builder was told to use, or else the one `find_binary` finds.
+pub(crate) fn resolve_binary(
+    explicit: Option<PathBuf>,
+    name: &str,
+    extra_dirs: &[PathBuf],
+    install: &'static str,
+) -> Result<PathBuf> {
+    match explicit {
+        Some(path) if is_executable(&path) => Ok(path),
+        Some(path) => Err(Error::MissingBinary {
+            binary: path.display().to_string(),
+            searched: String::from("not an executable file"),
+            install,
+        }),
+        None => find_binary(name, extra_dirs, install),
+    }
+}
+
 /// Finds an executable in `$PATH`, then in `extra_dirs` (for a `$PATH` missing them).
 pub(crate) fn find_binary(
     name: &str,
@@ -332,30 +350,39 @@ fn port_is_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
-/// How waiting for a freshly spawned server ended.
-pub(crate) enum WaitOutcome<T> {
-    Ready(T),
-    Exited,
-    TimedOut(String),
-}
-
-/// Polls `probe` until it succeeds, the process dies or `timeout` passes.
-pub(crate) fn wait_ready<T>(
-    proc: &Supervised,
+/// Polls `probe` until it succeeds and hands the process back. If the process
+/// dies or `timeout` passes first, the process is stopped and the error carries
+/// the end of its log (read after the stop, so it is complete).
+pub(crate) fn await_ready(
+    proc: Supervised,
     timeout: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-) -> WaitOutcome<T> {
+    what: String,
+    log: &Path,
+    mut probe: impl FnMut() -> Result<(), String>,
+) -> Result<Supervised> {
     let deadline = Instant::now() + timeout;
     loop {
         if !proc.is_alive() {
-            return WaitOutcome::Exited;
+            drop(proc);
+            return Err(Error::Exited {
+                what,
+                log: log.to_path_buf(),
+                log_tail: log_tail(log, 20),
+            });
         }
-        let problem = match probe() {
-            Ok(v) => return WaitOutcome::Ready(v),
+        let last_problem = match probe() {
+            Ok(()) => return Ok(proc),
             Err(problem) => problem,
         };
         if Instant::now() >= deadline {
-            return WaitOutcome::TimedOut(problem);
+            drop(proc);
+            return Err(Error::StartTimeout {
+                what,
+                waited: timeout,
+                last_problem,
+                log: log.to_path_buf(),
+                log_tail: log_tail(log, 20),
+            });
         }
         thread::sleep(Duration::from_millis(20));
     }

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
-use crate::process::{self, StopSignal, Supervised, WaitOutcome};
+use crate::process::{self, StopSignal, Supervised};
 use crate::resp::{Conn, Reply};
 
 pub(crate) const INSTALL_REDIS: &str = "apt-get install -y redis-server";
@@ -129,17 +129,12 @@ impl RedisServerBuilder {
 
     /// Starts the server and waits until it answers `PING`.
     pub fn start(self) -> Result<RedisServer> {
-        let binary = match self.binary.clone() {
-            Some(path) if process::is_executable(&path) => path,
-            Some(path) => {
-                return Err(Error::MissingBinary {
-                    binary: path.display().to_string(),
-                    searched: String::from("not an executable file"),
-                    install: INSTALL_REDIS,
-                });
-            }
-            None => process::find_binary("redis-server", &redis_bin_dirs(), INSTALL_REDIS)?,
-        };
+        let binary = process::resolve_binary(
+            self.binary.clone(),
+            "redis-server",
+            &redis_bin_dirs(),
+            INSTALL_REDIS,
+        )?;
         let dir = tempfile::Builder::new()
             .prefix("seawall-redis-")
             .tempdir()
@@ -428,32 +423,16 @@ impl RedisServer {
             StopSignal::Kill,
             None,
         )?;
-        let outcome = process::wait_ready(&proc, self.startup_timeout, || self.probe());
-        match outcome {
-            WaitOutcome::Ready(()) => {
-                self.live_pid.store(proc.pid(), Ordering::SeqCst);
-                self.proc = Some(proc);
-                Ok(())
-            }
-            WaitOutcome::Exited => {
-                drop(proc);
-                Err(Error::Exited {
-                    what: self.what(),
-                    log: self.log_path(),
-                    log_tail: self.log_tail(20),
-                })
-            }
-            WaitOutcome::TimedOut(last_problem) => {
-                drop(proc);
-                Err(Error::StartTimeout {
-                    what: self.what(),
-                    waited: self.startup_timeout,
-                    last_problem,
-                    log: self.log_path(),
-                    log_tail: self.log_tail(20),
-                })
-            }
-        }
+        let proc = process::await_ready(
+            proc,
+            self.startup_timeout,
+            self.what(),
+            &self.log_path(),
+            || self.probe(),
+        )?;
+        self.live_pid.store(proc.pid(), Ordering::SeqCst);
+        self.proc = Some(proc);
+        Ok(())
     }
 
     /// One readiness check: connect, authenticate, `PING`.

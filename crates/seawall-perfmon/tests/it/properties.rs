@@ -105,4 +105,32 @@ proptest! {
         prop_assert!(window.latency.count <= offsets_ms.len() as u64 - older);
         prop_assert_eq!(histogram.lifetime().count, offsets_ms.len() as u64);
     }
+
+    #[test]
+    fn any_span_holds_nothing_older_than_itself(
+        mut offsets_ms in prop::collection::vec(0_u64..400_000, 1..300),
+        extra_ms in 0_u64..60_000,
+        span_ms in 5_000_u64..400_000,
+    ) {
+        let interval_ms = 5_000;
+        let epoch = Instant::now();
+        let monitor = Monitor::builder().epoch(epoch).build()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let histogram = monitor.histogram("s_seconds", "", &[]).and_then(|h| h.with_labels(&[]))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        offsets_ms.sort_unstable();
+        for offset in &offsets_ms {
+            histogram.record_at(Duration::from_micros(100), epoch + Duration::from_millis(*offset));
+        }
+        let now_ms = offsets_ms[offsets_ms.len() - 1] + extra_ms;
+        let window = histogram.window_at(Duration::from_millis(span_ms), epoch + Duration::from_millis(now_ms));
+        // The default windows keep 300 s, so longer spans see at most that.
+        let kept_ms = span_ms.min(300_000);
+        let not_older = offsets_ms.iter().filter(|t| **t + kept_ms > now_ms).count() as u64;
+        prop_assert!(window.latency.count <= not_older, "{} samples, only {} within the span", window.latency.count, not_older);
+        // Whole intervals, rounded down: everything newer than span - 2 intervals is in.
+        let surely_in = offsets_ms.iter().filter(|t| **t + kept_ms.saturating_sub(2 * interval_ms) > now_ms).count() as u64;
+        prop_assert!(window.latency.count >= surely_in, "{} samples, expected at least {}", window.latency.count, surely_in);
+        prop_assert!(window.covered_secs <= span_ms as f64 / 1000.0 + 1e-9);
+    }
 }

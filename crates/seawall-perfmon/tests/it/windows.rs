@@ -198,3 +198,107 @@ fn snapshot_serialises_to_json_for_dashboards()
     assert_eq!(series["windows"][0]["latency"]["count"], 1);
     Ok(())
 }
+
+#[test]
+fn no_sample_is_lost_or_doubled_while_threads_roll_intervals_and_readers_read() -> Result<()> {
+    // 10 ms intervals: every writer crosses many interval boundaries, moving its
+    // shard into the ring while a reader merges ring and shards.
+    let monitor = Monitor::builder()
+        .interval(Duration::from_millis(10))
+        .windows([Duration::from_secs(30)])
+        .build()?;
+    let latency = monitor
+        .histogram("roll_seconds", "Roll.", &[])?
+        .with_labels(&[])?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0_u64;
+            let mut last = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let seen = latency.lifetime().count;
+                assert!(
+                    seen >= last,
+                    "the lifetime count went backwards: {last} -> {seen}"
+                );
+                last = seen;
+                reads += 1;
+            }
+            reads
+        });
+        let writers: Vec<_> = (0..4_u64)
+            .map(|thread| {
+                let latency = latency.clone();
+                scope.spawn(move || {
+                    let start = Instant::now();
+                    let mut i = 0_u64;
+                    while start.elapsed() < Duration::from_millis(150) || i < 2_000 {
+                        latency.record(Duration::from_micros(thread * 100 + i % 50));
+                        i += 1;
+                    }
+                    i
+                })
+            })
+            .collect();
+        let written: u64 = writers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = reader.join().unwrap_or(0);
+        assert!(reads > 0);
+        assert_eq!(latency.lifetime().count, written);
+        assert_eq!(
+            latency.window(Duration::from_secs(30)).latency.count,
+            written
+        );
+    });
+    Ok(())
+}
+
+#[test]
+fn more_threads_than_private_shards_share_the_overflow_shard_without_loss() -> Result<()> {
+    const THREADS: usize = 100;
+    let monitor = Monitor::new();
+    let latency = monitor
+        .histogram("crowd_seconds", "Crowd.", &[])?
+        .with_labels(&[])?;
+    // Every thread stays alive until all have recorded, so more than 64 hold a
+    // slot at once and the rest go through the shared shard.
+    let barrier = std::sync::Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            let (latency, barrier) = (latency.clone(), &barrier);
+            scope.spawn(move || {
+                for i in 0..500_u64 {
+                    latency.record(Duration::from_micros(i));
+                }
+                barrier.wait();
+            });
+        }
+    });
+    assert_eq!(latency.lifetime().count, THREADS as u64 * 500);
+    Ok(())
+}
+
+#[test]
+fn folded_requests_keep_method_and_status_class_so_errors_still_count() -> Result<()> {
+    let monitor = Monitor::builder().max_series_per_metric(2).build()?;
+    monitor.record_request("GET", "/a", 200, Duration::from_millis(1));
+    monitor.record_request("GET", "/b", 200, Duration::from_millis(1));
+    for i in 0..30 {
+        // New routes past the cap, all failing: an outage on an unseen route.
+        monitor.record_request(
+            "POST",
+            &format!("/checkout/{i}"),
+            503,
+            Duration::from_millis(1),
+        );
+    }
+    let window = monitor.http_window(Duration::from_secs(60));
+    assert_eq!(window.errors, 30);
+    assert_eq!(window.by_status_class.get("5xx"), Some(&30));
+    let text = monitor.prometheus();
+    assert!(
+        text.contains("http_server_request_duration_seconds_count{method=\"POST\",route=\"other\",status_class=\"5xx\"} 30"),
+        "{text}"
+    );
+    Ok(())
+}
