@@ -57,7 +57,10 @@ impl HealthCheck for DatabaseCheck {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
 
     let monitor = Monitor::builder()
         .slow_query_threshold(Duration::from_millis(200))

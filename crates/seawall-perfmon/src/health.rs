@@ -288,7 +288,7 @@ pub(crate) fn evaluate(
         "http:latencyP99".into(),
         vec![
             CheckResult::with_status(latency)
-                .observed(p99 * 1000.0, "ms")
+                .observed((p99 * 1e6).round() / 1000.0, "ms")
                 .component_type("component"),
         ],
     );
