@@ -285,6 +285,20 @@ impl Inner {
         Series::new(self.layout, self.clock, self.keep)
     }
 
+    fn new_family<S>(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[&str],
+    ) -> Result<Arc<Family<S>>> {
+        Ok(Arc::new(Family::new(
+            name,
+            help,
+            label_names,
+            self.max_series,
+        )?))
+    }
+
     fn metrics(&self) -> Vec<Metric> {
         self.metrics
             .read()
@@ -439,12 +453,11 @@ impl Monitor {
             });
         }
         let make = || {
-            Ok(Metric::Histogram(Arc::new(Family::new(
+            Ok(Metric::Histogram(self.inner.new_family(
                 name,
                 help,
                 label_names,
-                self.inner.max_series,
-            )?)))
+            )?))
         };
         match self
             .inner
@@ -465,12 +478,11 @@ impl Monitor {
     /// It is exposed as `<name>_total` (`name` may already end in `_total`).
     pub fn counter(&self, name: &str, help: &str, label_names: &[&str]) -> Result<CounterVec> {
         let make = || {
-            Ok(Metric::Counter(Arc::new(Family::new(
+            Ok(Metric::Counter(self.inner.new_family(
                 name,
                 help,
                 label_names,
-                self.inner.max_series,
-            )?)))
+            )?))
         };
         match self
             .inner
