@@ -521,7 +521,7 @@ impl Monitor {
         {
             series.record(micros(latency), at);
         }
-        self.inner.slow_apis.offer(latency, SystemTime::now(), || {
+        offer_slow(&self.inner.slow_apis, latency, || {
             format!("{method} {route} -> {status}")
         });
     }
@@ -538,9 +538,7 @@ impl Monitor {
         {
             series.record(micros(latency), Instant::now());
         }
-        self.inner
-            .slow_queries
-            .offer(latency, SystemTime::now(), || sql.to_owned());
+        offer_slow(&self.inner.slow_queries, latency, || sql.to_owned());
     }
 
     /// The slowest queries kept, slowest first, at most `limit`.
@@ -714,6 +712,14 @@ impl Monitor {
     /// Every metric in the Prometheus text exposition format (version 0.0.4).
     pub fn prometheus(&self) -> String {
         crate::prometheus::render(&self.inner)
+    }
+}
+
+/// Offers an operation to a slow log, reading the wall clock only when the
+/// operation is over the threshold: most are not, and this runs per request.
+fn offer_slow(log: &SlowLog, latency: Duration, text: impl FnOnce() -> String) {
+    if latency > log.threshold() {
+        log.offer(latency, SystemTime::now(), text);
     }
 }
 

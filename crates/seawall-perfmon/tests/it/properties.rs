@@ -4,15 +4,19 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use seawall_perfmon::Monitor;
+use seawall_perfmon::{Histogram, Monitor, MonitorBuilder};
 
 const HIGHEST_US: u64 = 3_600_000_000;
 
-fn monitor() -> Monitor {
-    match Monitor::builder().build() {
-        Ok(monitor) => monitor,
-        Err(error) => panic!("{error}"),
-    }
+/// One unlabelled latency series of a monitor built from `builder`. The handle
+/// keeps the series alive after the monitor itself is dropped.
+fn series(builder: MonitorBuilder) -> Result<Histogram, TestCaseError> {
+    let fail = |e: seawall_perfmon::Error| TestCaseError::fail(e.to_string());
+    let monitor = builder.build().map_err(fail)?;
+    monitor
+        .histogram("latency_seconds", "", &[])
+        .and_then(|h| h.with_labels(&[]))
+        .map_err(fail)
 }
 
 /// The value at quantile `q` of sorted samples, ranked as hdrhistogram ranks.
@@ -31,8 +35,7 @@ proptest! {
 
     #[test]
     fn quantiles_stay_within_the_error_bound(values in prop::collection::vec(0_u64..50_000_000, 1..2_000)) {
-        let histogram = monitor().histogram("q_seconds", "", &[]).and_then(|h| h.with_labels(&[]));
-        let histogram = histogram.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let histogram = series(Monitor::builder())?;
         for value in &values {
             histogram.record(Duration::from_micros(*value));
         }
@@ -54,8 +57,7 @@ proptest! {
     fn merged_shards_equal_one_histogram_fed_the_same_values(
         per_thread in prop::collection::vec(prop::collection::vec(0_u64..HIGHEST_US * 2, 0..500), 1..6)
     ) {
-        let histogram = monitor().histogram("m_seconds", "", &[]).and_then(|h| h.with_labels(&[]));
-        let histogram = histogram.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let histogram = series(Monitor::builder())?;
         std::thread::scope(|scope| {
             for values in &per_thread {
                 let histogram = histogram.clone();
@@ -83,10 +85,7 @@ proptest! {
         let interval = Duration::from_secs(5);
         let spans = [Duration::from_secs(60), Duration::from_secs(300)];
         let epoch = Instant::now();
-        let monitor = Monitor::builder().epoch(epoch).interval(interval).windows(spans).build()
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let histogram = monitor.histogram("w_seconds", "", &[]).and_then(|h| h.with_labels(&[]))
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let histogram = series(Monitor::builder().epoch(epoch).interval(interval).windows(spans))?;
         offsets_ms.sort_unstable();
         for offset in &offsets_ms {
             histogram.record_at(Duration::from_micros(100), epoch + Duration::from_millis(*offset));
@@ -114,10 +113,7 @@ proptest! {
     ) {
         let interval_ms = 5_000;
         let epoch = Instant::now();
-        let monitor = Monitor::builder().epoch(epoch).build()
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let histogram = monitor.histogram("s_seconds", "", &[]).and_then(|h| h.with_labels(&[]))
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let histogram = series(Monitor::builder().epoch(epoch))?;
         offsets_ms.sort_unstable();
         for offset in &offsets_ms {
             histogram.record_at(Duration::from_micros(100), epoch + Duration::from_millis(*offset));
