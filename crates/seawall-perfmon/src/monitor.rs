@@ -551,6 +551,16 @@ impl Monitor {
         self.inner.slow_apis.top(limit)
     }
 
+    /// The slow-query log with its threshold and total, at most `limit` entries.
+    pub fn slow_query_log(&self, limit: usize) -> SlowLogSnapshot {
+        SlowLogSnapshot::of(&self.inner.slow_queries, limit)
+    }
+
+    /// The slow-API log with its threshold and total, at most `limit` entries.
+    pub fn slow_api_log(&self, limit: usize) -> SlowLogSnapshot {
+        SlowLogSnapshot::of(&self.inner.slow_apis, limit)
+    }
+
     /// Registers a component check run on every [`health`](Self::health) call.
     pub fn register_check(&self, check: impl HealthCheck + 'static) {
         self.inner
@@ -698,8 +708,8 @@ impl Monitor {
                 .collect(),
             histograms,
             counters,
-            slow_queries: SlowLogSnapshot::of(&inner.slow_queries),
-            slow_apis: SlowLogSnapshot::of(&inner.slow_apis),
+            slow_queries: SlowLogSnapshot::of(&inner.slow_queries, usize::MAX),
+            slow_apis: SlowLogSnapshot::of(&inner.slow_apis, usize::MAX),
         }
     }
 
@@ -1017,11 +1027,11 @@ pub struct SlowLogSnapshot {
 }
 
 impl SlowLogSnapshot {
-    fn of(log: &SlowLog) -> Self {
+    fn of(log: &SlowLog, limit: usize) -> Self {
         Self {
             threshold_ms: log.threshold().as_secs_f64() * 1000.0,
             total: log.total(),
-            entries: log.top(usize::MAX),
+            entries: log.top(limit),
         }
     }
 }

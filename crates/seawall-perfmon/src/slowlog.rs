@@ -71,9 +71,15 @@ fn serialize_rfc3339<S: Serializer>(at: &SystemTime, serializer: S) -> Result<S:
 }
 
 /// Formats a time as RFC 3339 in UTC with milliseconds, rounding towards
-/// the past, e.g. `2026-11-21T08:15:30.123Z`; shared with the monitor's
-/// snapshot so all timestamps look alike.
-pub(crate) fn rfc3339(at: SystemTime) -> String {
+/// the past, e.g. `2026-11-21T08:15:30.123Z`. The slow logs and the snapshot
+/// use it, so a service that shows times beside them can match their format.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let at = UNIX_EPOCH + Duration::from_millis(951_825_600_250);
+/// assert_eq!(seawall_perfmon::slowlog::rfc3339(at), "2000-02-29T12:00:00.250Z");
+/// ```
+pub fn rfc3339(at: SystemTime) -> String {
     let (secs, millis) = match at.duration_since(UNIX_EPOCH) {
         Ok(after) => (
             i64::try_from(after.as_secs()).unwrap_or(i64::MAX),

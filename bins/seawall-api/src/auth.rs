@@ -1,0 +1,127 @@
+//! The admin bearer token: configured, or generated at start; compared in
+//! constant time.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::problem::Problem;
+
+/// The token admin routes require.
+#[derive(Clone)]
+pub(crate) struct AdminToken {
+    token: String,
+    /// SHA-256 of the token: requests are compared digest to digest, so the
+    /// comparison takes the same time whatever the length or content of the
+    /// guess.
+    digest: [u8; 32],
+    generated: bool,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("token", &"***")
+            .field("generated", &self.generated)
+            .finish()
+    }
+}
+
+impl AdminToken {
+    /// The configured token, or a fresh random one.
+    pub(crate) fn new(configured: Option<&str>) -> Result<Self, getrandom::Error> {
+        match configured {
+            Some(token) => Ok(Self::from_token(token.to_owned(), false)),
+            None => {
+                let mut bytes = [0_u8; 24];
+                getrandom::fill(&mut bytes)?;
+                let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+                Ok(Self::from_token(format!("sw_{token}"), true))
+            }
+        }
+    }
+
+    fn from_token(token: String, generated: bool) -> Self {
+        let digest = Sha256::digest(token.as_bytes()).into();
+        Self {
+            token,
+            digest,
+            generated,
+        }
+    }
+
+    /// The token itself.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether it was generated at start rather than configured.
+    pub(crate) fn is_generated(&self) -> bool {
+        self.generated
+    }
+
+    /// Whether `candidate` is the token, in time independent of both.
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+        digest.ct_eq(&self.digest).into()
+    }
+}
+
+/// Middleware for admin routes: 401 without a bearer token, 403 with a wrong
+/// one.
+pub(crate) async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Problem::unauthorized("this route needs `Authorization: Bearer <admin token>`")
+            .into_response();
+    };
+    let credentials = value.to_str().ok().and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    match credentials {
+        None | Some("") => {
+            Problem::unauthorized("the Authorization header must be `Bearer <admin token>`")
+                .into_response()
+        }
+        Some(token) if state.admin_token().matches(token) => next.run(request).await,
+        Some(_) => Problem::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "the admin token is not valid",
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_random_and_long() {
+        let a = AdminToken::new(None).expect("accepted");
+        let b = AdminToken::new(None).expect("accepted");
+        assert!(a.is_generated());
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.as_str().len(), 3 + 48);
+        assert!(a.matches(a.as_str()));
+        assert!(!a.matches(b.as_str()));
+    }
+
+    #[test]
+    fn configured_token_matches_only_itself() {
+        let token = AdminToken::new(Some("correct horse battery staple")).expect("accepted");
+        assert!(!token.is_generated());
+        assert!(token.matches("correct horse battery staple"));
+        assert!(!token.matches("correct horse battery stapl"));
+        assert!(!token.matches(""));
+        assert!(!format!("{token:?}").contains("horse"));
+    }
+}

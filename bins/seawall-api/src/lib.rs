@@ -1,0 +1,150 @@
+//! The seawall API service: the reference workload (users, contents, review
+//! schedules and history) on SQLite or PostgreSQL, with performance
+//! monitoring on every route and query, an admin API behind a bearer token,
+//! probes, Prometheus metrics and a dashboard.
+//!
+//! The binary is a thin shell around this library: [`config::load`] reads the
+//! configuration and [`run`] serves until SIGINT or SIGTERM. Tests and other
+//! binaries build the same service with [`App::build`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), seawall_api::Error> {
+//! let mut config = seawall_api::Config::default();
+//! config.database.url = "sqlite://demo.db?mode=rwc".to_owned();
+//! config.demo.users = 10;
+//! let app = seawall_api::App::build(config).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+//!     .await
+//!     .map_err(seawall_api::Error::Serve)?;
+//! app.serve(listener, std::future::pending()).await
+//! # }
+//! ```
+//!
+//! Every error a client sees is an RFC 9457 problem (`application/problem+json`);
+//! see [`problem`].
+
+mod app;
+mod auth;
+pub mod config;
+mod dashboard;
+mod db;
+mod ops;
+mod params;
+pub mod problem;
+mod redis;
+pub mod seed;
+mod timeline;
+mod workload;
+
+use std::io::IsTerminal;
+
+pub use app::App;
+pub use config::{Config, ConfigError};
+pub use db::Backend;
+
+/// Why the service could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    /// The performance monitor rejected its settings.
+    #[error("invalid monitoring settings")]
+    Perfmon(#[from] seawall_perfmon::Error),
+    /// The database could not be opened or migrated.
+    #[error("could not open and migrate the database")]
+    Database(#[source] sqlx::Error),
+    /// The demo dataset could not be written.
+    #[error("could not write the demo dataset")]
+    Seed(#[source] sqlx::Error),
+    /// The Redis URL is unusable.
+    #[error("could not set up the Redis client")]
+    Redis(#[source] fred::error::Error),
+    /// The operating system's random source failed.
+    #[error("could not generate an admin token")]
+    Token(#[source] getrandom::Error),
+    /// The listen address could not be bound.
+    #[error("could not listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Starts logging, builds the service, prints where it listens and the admin
+/// token if one was generated, and serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), Error> {
+    init_tracing(&config);
+    let masked = serde_json::to_string(&config.masked()).unwrap_or_default();
+    tracing::info!(config = %masked, "effective configuration");
+    let listen = config.server.listen;
+    let app = App::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    tracing::info!(%addr, "listening; dashboard at http://{addr}/");
+    if app.admin_token_generated() {
+        // Printed once, on stdout and not in the log, so it can be captured
+        // apart from log shipping.
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "admin token (generated at start; set SEAWALL_ADMIN_TOKEN to choose one): {}",
+                app.admin_token()
+            );
+        }
+    }
+    app.serve(listener, shutdown_signal()).await
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match config.log.format {
+        config::LogFormat::Text => builder.try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
+    };
+    // Already installed (a test, or an embedding program): keep theirs.
+    drop(installed);
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the service");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

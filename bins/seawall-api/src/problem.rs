@@ -1,0 +1,231 @@
+//! RFC 9457 problem details: every error the service answers with is one of
+//! these, built here and nowhere else.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// The media type of a problem body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An HTTP problem: status, a human-readable `detail`, and for invalid input
+/// the parameters at fault.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    #[serde(serialize_with = "serialize_status")]
+    status: StatusCode,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    invalid_params: Vec<InvalidParam>,
+    #[serde(skip)]
+    www_authenticate: Option<&'static str>,
+}
+
+/// One rejected input: where it was and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvalidParam {
+    /// The parameter or JSON field.
+    pub name: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn serialize_status<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+impl Problem {
+    /// A problem with `status` and `detail`; its type is `about:blank`, so its
+    /// title is the status's reason phrase (RFC 9457 §4.2.1).
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status,
+            detail: detail.into(),
+            invalid_params: Vec::new(),
+            www_authenticate: None,
+        }
+    }
+
+    /// 400: a query parameter is missing, malformed or out of range.
+    pub fn bad_parameter(name: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("query parameter `{name}` {reason}"),
+        )
+        .with_param(name, reason)
+    }
+
+    /// 422: the JSON body is well-formed but a field is invalid.
+    pub fn invalid_field(name: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("field `{name}` {reason}"),
+        )
+        .with_param(name, reason)
+    }
+
+    /// 404 with a detail.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// 401: no usable credentials; carries a `WWW-Authenticate` challenge.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, detail);
+        problem.www_authenticate = Some("Bearer realm=\"seawall-admin\"");
+        problem
+    }
+
+    /// 500 that says nothing about the cause: the cause is logged instead.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server failed to answer this request; the cause is in its log",
+        )
+    }
+
+    /// 503: a dependency is unavailable.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    }
+
+    /// Adds an invalid parameter.
+    #[must_use]
+    pub fn with_param(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.invalid_params.push(InvalidParam {
+            name: name.into(),
+            reason: reason.into(),
+        });
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The human-readable explanation.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.title,
+            self.detail
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self).unwrap_or_else(|_| {
+            br#"{"type":"about:blank","title":"Internal Server Error","status":500}"#.to_vec()
+        });
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(challenge) = self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for Problem {
+    /// 415 without a JSON content type, 413 over the body limit, 422 for a body
+    /// that is not JSON or does not match the expected shape.
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the request body must be JSON, sent with `Content-Type: application/json`",
+            ),
+            JsonRejection::JsonSyntaxError(error) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the body is not valid JSON: {}", source_text(&error)),
+            ),
+            JsonRejection::JsonDataError(error) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "the body does not match the expected fields: {}",
+                    source_text(&error)
+                ),
+            ),
+            JsonRejection::BytesRejection(error) => {
+                let status = error.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    Self::new(status, "the request body is larger than the server accepts")
+                } else {
+                    Self::new(status, error.body_text())
+                }
+            }
+            other => Self::new(other.status(), other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for Problem {
+    fn from(rejection: QueryRejection) -> Self {
+        match rejection {
+            QueryRejection::FailedToDeserializeQueryString(error) => Self::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query string: {}", source_text(&error)),
+            ),
+            other => Self::new(StatusCode::BAD_REQUEST, other.body_text()),
+        }
+    }
+}
+
+/// The innermost error message: axum's own text repeats the rejection name.
+fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_follows_rfc_9457() {
+        let problem = Problem::bad_parameter("page", "must be at least 1, got 0");
+        let json = serde_json::to_value(&problem).expect("serialises");
+        assert_eq!(json["type"], "about:blank");
+        assert_eq!(json["title"], "Bad Request");
+        assert_eq!(json["status"], 400);
+        assert_eq!(
+            json["detail"],
+            "query parameter `page` must be at least 1, got 0"
+        );
+        assert_eq!(json["invalid_params"][0]["name"], "page");
+        let response = problem.into_response();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[test]
+    fn unauthorized_carries_a_challenge() {
+        let response = Problem::unauthorized("no token").into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+}

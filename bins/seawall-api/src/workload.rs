@@ -1,0 +1,708 @@
+//! The reference workload: what a learner reviews today, their statistics,
+//! the content catalogue, and completing a review.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use seawall_perfmon::slowlog::rfc3339;
+use seawall_perfmon::sqlx::TimedQuery;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::db::Db;
+use crate::params::Params;
+use crate::problem::Problem;
+use crate::seed::CATEGORIES;
+
+const DAY_MS: i64 = 86_400_000;
+/// Largest page number accepted: beyond it a client is scanning, not paging.
+const MAX_PAGE: i64 = 1_000_000;
+const MAX_PAGE_SIZE: i64 = 100;
+const MAX_DUE_LIMIT: i64 = 500;
+/// A review longer than a day is a client bug, not a review.
+const MAX_REVIEW_MS: i64 = DAY_MS;
+/// An interval beyond a century is as good as "never again".
+const MAX_INTERVAL_DAYS: i64 = 36_500;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/review/today", get(review_today))
+        .route("/api/review/complete", post(complete_review))
+        .route("/api/analytics/stats", get(stats))
+        .route("/api/content", get(contents))
+}
+
+type Pairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
+
+fn params(query: Pairs, allowed: &[&str]) -> Result<Params, Problem> {
+    let Query(pairs) = query?;
+    Params::new(pairs, allowed)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+fn timestamp(ms: i64) -> String {
+    let at = u64::try_from(ms).map_or(UNIX_EPOCH, |ms| UNIX_EPOCH + Duration::from_millis(ms));
+    rfc3339(at)
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(database_error)`
+fn database_error(error: sqlx::Error) -> Problem {
+    match &error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "database unavailable");
+            Problem::unavailable("the database is not available; try again shortly")
+        }
+        _ => {
+            tracing::error!(%error, "database query failed");
+            Problem::internal()
+        }
+    }
+}
+
+async fn require_user(db: &Db, user_id: i64) -> Result<(), Problem> {
+    const SQL: &str = "SELECT id FROM users WHERE id = $1";
+    let found: Option<(i64,)> = sqlx::query_as(SQL)
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .timed(db.monitor(), SQL)
+        .await
+        .map_err(database_error)?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| Problem::not_found(format!("no user with id {user_id}")))
+}
+
+#[derive(Debug, Serialize)]
+struct DueReviews {
+    user_id: i64,
+    category: Option<&'static str>,
+    /// Reviews due before this moment (the end of the current UTC day).
+    due_before: String,
+    count: usize,
+    items: Vec<DueReview>,
+}
+
+#[derive(Debug, Serialize)]
+struct DueReview {
+    content_id: i64,
+    title: String,
+    category: String,
+    difficulty: i64,
+    due_at: String,
+    interval_days: i64,
+    repetitions: i64,
+    ease: f64,
+}
+
+type DueRow = (i64, String, String, i64, i64, i64, i64, i64);
+
+/// `GET /api/review/today?user_id=&category=&limit=`: the user's reviews due
+/// by the end of today, most overdue first.
+async fn review_today(
+    State(state): State<AppState>,
+    query: Pairs,
+) -> Result<Json<DueReviews>, Problem> {
+    let params = params(query, &["user_id", "category", "limit"])?;
+    let user_id = params.int("user_id", 1..=i64::MAX, None)?;
+    let category = params.choice("category", &CATEGORIES)?;
+    let limit = params.int("limit", 1..=MAX_DUE_LIMIT, Some(100))?;
+    let db = state.db();
+    require_user(db, user_id).await?;
+    let now = now_ms();
+    let due_before = now - now.rem_euclid(DAY_MS) + DAY_MS;
+
+    const ALL: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
+                              s.interval_days, s.repetitions, s.ease_permille \
+                       FROM review_schedules s JOIN contents c ON c.id = s.content_id \
+                       WHERE s.user_id = $1 AND s.due_at < $2 \
+                       ORDER BY s.due_at, s.content_id LIMIT $3";
+    const IN_CATEGORY: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
+                                      s.interval_days, s.repetitions, s.ease_permille \
+                               FROM review_schedules s JOIN contents c ON c.id = s.content_id \
+                               WHERE s.user_id = $1 AND s.due_at < $2 AND c.category = $4 \
+                               ORDER BY s.due_at, s.content_id LIMIT $3";
+    let sql = if category.is_some() { IN_CATEGORY } else { ALL };
+    let mut query = sqlx::query_as::<_, DueRow>(sql)
+        .bind(user_id)
+        .bind(due_before)
+        .bind(limit);
+    if let Some(category) = category {
+        query = query.bind(category);
+    }
+    let rows = query
+        .fetch_all(db.pool())
+        .timed(db.monitor(), sql)
+        .await
+        .map_err(database_error)?;
+    let items: Vec<DueReview> = rows
+        .into_iter()
+        .map(
+            |(
+                content_id,
+                title,
+                category,
+                difficulty,
+                due_at,
+                interval_days,
+                repetitions,
+                ease,
+            )| {
+                DueReview {
+                    content_id,
+                    title,
+                    category,
+                    difficulty,
+                    due_at: timestamp(due_at),
+                    interval_days,
+                    repetitions,
+                    ease: permille(ease),
+                }
+            },
+        )
+        .collect();
+    Ok(Json(DueReviews {
+        user_id,
+        category,
+        due_before: timestamp(due_before),
+        count: items.len(),
+        items,
+    }))
+}
+
+#[allow(clippy::cast_precision_loss)] // ease factors are a few thousand
+fn permille(value: i64) -> f64 {
+    value as f64 / 1000.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteReview {
+    user_id: i64,
+    content_id: i64,
+    /// SM-2 quality, 0 to 5.
+    rating: i64,
+    #[serde(default)]
+    duration_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Completed {
+    user_id: i64,
+    content_id: i64,
+    rating: i64,
+    reviewed_at: String,
+    next: Schedule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SchedulePoint {
+    interval_days: i64,
+    ease_permille: i64,
+    repetitions: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Schedule {
+    due_at: String,
+    interval_days: i64,
+    repetitions: i64,
+    ease: f64,
+}
+
+/// SM-2: a failed review (quality below 3) starts over tomorrow; a passed one
+/// waits 1, then 6, then `interval × ease` days. The ease factor moves by
+/// `0.1 − (5 − q)(0.08 + (5 − q) · 0.02)` and never drops below 1.3.
+fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoint {
+    let miss = 5 - quality;
+    let ease_permille = (current.ease_permille + 100 - miss * (80 + miss * 20)).max(1300);
+    if quality < 3 {
+        return SchedulePoint {
+            interval_days: 1,
+            ease_permille,
+            repetitions: 0,
+        };
+    }
+    let interval_days = match current.repetitions {
+        0 => 1,
+        1 => 6,
+        _ => (current.interval_days.max(1) * ease_permille + 500) / 1000,
+    };
+    SchedulePoint {
+        interval_days: interval_days.clamp(1, MAX_INTERVAL_DAYS),
+        ease_permille,
+        repetitions: current.repetitions.saturating_add(1),
+    }
+}
+
+/// `POST /api/review/complete {user_id, content_id, rating, duration_ms}`:
+/// appends the review to the history and moves the schedule, in one
+/// transaction.
+async fn complete_review(
+    State(state): State<AppState>,
+    body: Result<Json<CompleteReview>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Completed>, Problem> {
+    let Json(review) = body?;
+    if review.user_id < 1 {
+        return Err(Problem::invalid_field(
+            "user_id",
+            "must be a positive integer",
+        ));
+    }
+    if review.content_id < 1 {
+        return Err(Problem::invalid_field(
+            "content_id",
+            "must be a positive integer",
+        ));
+    }
+    if !(0..=5).contains(&review.rating) {
+        return Err(Problem::invalid_field(
+            "rating",
+            format!("must be between 0 and 5, got {}", review.rating),
+        ));
+    }
+    if !(0..=MAX_REVIEW_MS).contains(&review.duration_ms) {
+        return Err(Problem::invalid_field(
+            "duration_ms",
+            format!(
+                "must be between 0 and {MAX_REVIEW_MS}, got {}",
+                review.duration_ms
+            ),
+        ));
+    }
+    let db = state.db();
+    let now = now_ms();
+    let next = write_review(db, &review, now).await?;
+    let due_at = now.saturating_add(next.interval_days.saturating_mul(DAY_MS));
+    Ok(Json(Completed {
+        user_id: review.user_id,
+        content_id: review.content_id,
+        rating: review.rating,
+        reviewed_at: timestamp(now),
+        next: Schedule {
+            due_at: timestamp(due_at),
+            interval_days: next.interval_days,
+            repetitions: next.repetitions,
+            ease: permille(next.ease_permille),
+        },
+    }))
+}
+
+async fn write_review(
+    db: &Db,
+    review: &CompleteReview,
+    now: i64,
+) -> Result<SchedulePoint, Problem> {
+    const SELECT_SQLITE: &str = "SELECT interval_days, ease_permille, repetitions \
+                                 FROM review_schedules WHERE user_id = $1 AND content_id = $2";
+    const SELECT_POSTGRES: &str = "SELECT interval_days, ease_permille, repetitions \
+                                   FROM review_schedules WHERE user_id = $1 AND content_id = $2 \
+                                   FOR UPDATE";
+    const INSERT: &str = "INSERT INTO review_history \
+                          (user_id, content_id, reviewed_at, rating, duration_ms) \
+                          VALUES ($1, $2, $3, $4, $5)";
+    const UPDATE: &str = "UPDATE review_schedules \
+                          SET due_at = $3, interval_days = $4, ease_permille = $5, \
+                              repetitions = $6, last_reviewed_at = $7 \
+                          WHERE user_id = $1 AND content_id = $2";
+    let monitor = db.monitor();
+    let select = if db.for_update().is_empty() {
+        SELECT_SQLITE
+    } else {
+        SELECT_POSTGRES
+    };
+
+    let mut tx = db.begin_write().await.map_err(database_error)?;
+    let current: Option<(i64, i64, i64)> = sqlx::query_as(select)
+        .bind(review.user_id)
+        .bind(review.content_id)
+        .fetch_optional(&mut *tx)
+        .timed(monitor, select)
+        .await
+        .map_err(database_error)?;
+    let Some((interval_days, ease_permille, repetitions)) = current else {
+        // Dropping the transaction rolls it back; nothing was written.
+        return Err(Problem::not_found(format!(
+            "user {} has no review schedule for content {}",
+            review.user_id, review.content_id
+        )));
+    };
+    let next = next_schedule(
+        SchedulePoint {
+            interval_days,
+            ease_permille,
+            repetitions,
+        },
+        review.rating,
+    );
+    sqlx::query(INSERT)
+        .bind(review.user_id)
+        .bind(review.content_id)
+        .bind(now)
+        .bind(review.rating)
+        .bind(review.duration_ms)
+        .execute(&mut *tx)
+        .timed(monitor, INSERT)
+        .await
+        .map_err(database_error)?;
+    sqlx::query(UPDATE)
+        .bind(review.user_id)
+        .bind(review.content_id)
+        .bind(now.saturating_add(next.interval_days.saturating_mul(DAY_MS)))
+        .bind(next.interval_days)
+        .bind(next.ease_permille)
+        .bind(next.repetitions)
+        .bind(now)
+        .execute(&mut *tx)
+        .timed(monitor, UPDATE)
+        .await
+        .map_err(database_error)?;
+    tx.commit().await.map_err(database_error)?;
+    Ok(next)
+}
+
+#[derive(Debug, Serialize)]
+struct Stats {
+    user_id: i64,
+    generated_at: String,
+    totals: Totals,
+    last_7_days: Period,
+    last_30_days: Period,
+    by_category: Vec<CategoryStats>,
+    /// Reviews per UTC day over the last 30 days, oldest first, days without
+    /// reviews included.
+    daily: Vec<Day>,
+    schedules: ScheduleStats,
+    /// Where the user stands among learners active in the last 30 days.
+    standing: Standing,
+}
+
+#[derive(Debug, Serialize)]
+struct Totals {
+    reviews: i64,
+    passed: i64,
+    accuracy: f64,
+    average_rating: Option<f64>,
+    study_time_ms: i64,
+    first_review_at: Option<String>,
+    last_review_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Period {
+    reviews: i64,
+    passed: i64,
+    accuracy: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct CategoryStats {
+    category: String,
+    reviews: i64,
+    accuracy: f64,
+    average_rating: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Day {
+    date: String,
+    reviews: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct ScheduleStats {
+    total: i64,
+    due_now: i64,
+    /// Schedules with an interval of three weeks or more.
+    mastered: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Standing {
+    active_learners: i64,
+    /// The share of active learners with fewer reviews in the period.
+    percentile: f64,
+}
+
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+fn ratio(part: i64, whole: i64) -> f64 {
+    if whole > 0 {
+        part as f64 / whole as f64
+    } else {
+        0.0
+    }
+}
+
+/// `GET /api/analytics/stats?user_id=`: aggregates over the user's review
+/// history, and their standing among recent learners.
+async fn stats(State(state): State<AppState>, query: Pairs) -> Result<Json<Stats>, Problem> {
+    let params = params(query, &["user_id"])?;
+    let user_id = params.int("user_id", 1..=i64::MAX, None)?;
+    let db = state.db();
+    require_user(db, user_id).await?;
+    let now = now_ms();
+    let week_ago = now - 7 * DAY_MS;
+    let month_ago = now - 30 * DAY_MS;
+    let first_day = now - now.rem_euclid(DAY_MS) - 29 * DAY_MS;
+
+    const TOTALS: &str = "SELECT COUNT(*), \
+             CAST(COALESCE(SUM(CASE WHEN rating >= 3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(AVG(rating) AS DOUBLE PRECISION), \
+             CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT), \
+             MIN(reviewed_at), MAX(reviewed_at), \
+             CAST(COALESCE(SUM(CASE WHEN reviewed_at >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN reviewed_at >= $2 AND rating >= 3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN reviewed_at >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN reviewed_at >= $3 AND rating >= 3 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+         FROM review_history WHERE user_id = $1";
+    const BY_CATEGORY: &str = "SELECT c.category, COUNT(*), \
+             CAST(SUM(CASE WHEN h.rating >= 3 THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(AVG(h.rating) AS DOUBLE PRECISION) \
+         FROM review_history h JOIN contents c ON c.id = h.content_id \
+         WHERE h.user_id = $1 GROUP BY c.category ORDER BY c.category";
+    const DAILY: &str = "SELECT (reviewed_at - $2) / 86400000 AS day, COUNT(*) \
+         FROM review_history WHERE user_id = $1 AND reviewed_at >= $2 \
+         GROUP BY (reviewed_at - $2) / 86400000 ORDER BY day";
+    const SCHEDULES: &str = "SELECT COUNT(*), \
+             CAST(COALESCE(SUM(CASE WHEN due_at <= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN interval_days >= 21 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+         FROM review_schedules WHERE user_id = $1";
+    const STANDING: &str = "SELECT COUNT(*), \
+             CAST(COALESCE(SUM(CASE WHEN reviews < $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+         FROM (SELECT user_id, COUNT(*) AS reviews FROM review_history \
+               WHERE reviewed_at >= $1 GROUP BY user_id) AS active";
+
+    type TotalsRow = (
+        i64,
+        i64,
+        Option<f64>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let monitor = db.monitor();
+    let pool = db.pool();
+    let (totals, by_category, daily, schedules) = tokio::try_join!(
+        sqlx::query_as::<_, TotalsRow>(TOTALS)
+            .bind(user_id)
+            .bind(week_ago)
+            .bind(month_ago)
+            .fetch_one(pool)
+            .timed(monitor, TOTALS),
+        sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
+            .bind(user_id)
+            .fetch_all(pool)
+            .timed(monitor, BY_CATEGORY),
+        sqlx::query_as::<_, (i64, i64)>(DAILY)
+            .bind(user_id)
+            .bind(first_day)
+            .fetch_all(pool)
+            .timed(monitor, DAILY),
+        sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
+            .bind(user_id)
+            .bind(now)
+            .fetch_one(pool)
+            .timed(monitor, SCHEDULES),
+    )
+    .map_err(database_error)?;
+    let (
+        reviews,
+        passed,
+        average_rating,
+        study_time_ms,
+        first,
+        last,
+        week,
+        week_passed,
+        month,
+        month_passed,
+    ) = totals;
+    let (active_learners, behind): (i64, i64) = sqlx::query_as(STANDING)
+        .bind(month_ago)
+        .bind(month)
+        .fetch_one(pool)
+        .timed(monitor, STANDING)
+        .await
+        .map_err(database_error)?;
+
+    let mut days: Vec<Day> = (0..30)
+        .map(|i| Day {
+            date: timestamp(first_day + i * DAY_MS)[..10].to_owned(),
+            reviews: 0,
+        })
+        .collect();
+    for (day, count) in daily {
+        if let Some(slot) = usize::try_from(day).ok().and_then(|day| days.get_mut(day)) {
+            slot.reviews = count;
+        }
+    }
+    let (total, due_now, mastered) = schedules;
+    Ok(Json(Stats {
+        user_id,
+        generated_at: timestamp(now),
+        totals: Totals {
+            reviews,
+            passed,
+            accuracy: ratio(passed, reviews),
+            average_rating,
+            study_time_ms,
+            first_review_at: first.map(timestamp),
+            last_review_at: last.map(timestamp),
+        },
+        last_7_days: Period {
+            reviews: week,
+            passed: week_passed,
+            accuracy: ratio(week_passed, week),
+        },
+        last_30_days: Period {
+            reviews: month,
+            passed: month_passed,
+            accuracy: ratio(month_passed, month),
+        },
+        by_category: by_category
+            .into_iter()
+            .map(
+                |(category, reviews, passed, average_rating)| CategoryStats {
+                    category,
+                    reviews,
+                    accuracy: ratio(passed, reviews),
+                    average_rating,
+                },
+            )
+            .collect(),
+        daily: days,
+        schedules: ScheduleStats {
+            total,
+            due_now,
+            mastered,
+        },
+        standing: Standing {
+            active_learners,
+            percentile: ratio(behind, active_learners),
+        },
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct ContentPage {
+    page: i64,
+    page_size: i64,
+    total: i64,
+    total_pages: i64,
+    category: Option<&'static str>,
+    items: Vec<Content>,
+}
+
+#[derive(Debug, Serialize)]
+struct Content {
+    id: i64,
+    title: String,
+    category: String,
+    difficulty: i64,
+    created_at: String,
+}
+
+/// `GET /api/content?page=&page_size=&category=`: the catalogue by id, one
+/// page at a time. A page past the end is empty, not an error.
+async fn contents(
+    State(state): State<AppState>,
+    query: Pairs,
+) -> Result<Json<ContentPage>, Problem> {
+    let params = params(query, &["page", "page_size", "category"])?;
+    let page = params.int("page", 1..=MAX_PAGE, Some(1))?;
+    let page_size = params.int("page_size", 1..=MAX_PAGE_SIZE, Some(20))?;
+    let category = params.choice("category", &CATEGORIES)?;
+    let db = state.db();
+    let offset = (page - 1) * page_size;
+
+    const COUNT_ALL: &str = "SELECT COUNT(*) FROM contents";
+    const COUNT_IN: &str = "SELECT COUNT(*) FROM contents WHERE category = $1";
+    const PAGE_ALL: &str = "SELECT id, title, category, difficulty, created_at FROM contents \
+                            ORDER BY id LIMIT $1 OFFSET $2";
+    const PAGE_IN: &str = "SELECT id, title, category, difficulty, created_at FROM contents \
+                           WHERE category = $3 ORDER BY id LIMIT $1 OFFSET $2";
+    let (count_sql, page_sql) = if category.is_some() {
+        (COUNT_IN, PAGE_IN)
+    } else {
+        (COUNT_ALL, PAGE_ALL)
+    };
+    let mut count = sqlx::query_as::<_, (i64,)>(count_sql);
+    let mut rows = sqlx::query_as::<_, (i64, String, String, i64, i64)>(page_sql)
+        .bind(page_size)
+        .bind(offset);
+    if let Some(category) = category {
+        count = count.bind(category);
+        rows = rows.bind(category);
+    }
+    let ((total,), rows) = tokio::try_join!(
+        count.fetch_one(db.pool()).timed(db.monitor(), count_sql),
+        rows.fetch_all(db.pool()).timed(db.monitor(), page_sql),
+    )
+    .map_err(database_error)?;
+    Ok(Json(ContentPage {
+        page,
+        page_size,
+        total,
+        total_pages: (total + page_size - 1) / page_size,
+        category,
+        items: rows
+            .into_iter()
+            .map(|(id, title, category, difficulty, created_at)| Content {
+                id,
+                title,
+                category,
+                difficulty,
+                created_at: timestamp(created_at),
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(interval_days: i64, ease_permille: i64, repetitions: i64) -> SchedulePoint {
+        SchedulePoint {
+            interval_days,
+            ease_permille,
+            repetitions,
+        }
+    }
+
+    #[test]
+    fn sm2_follows_the_published_intervals() {
+        let first = next_schedule(point(0, 2500, 0), 5);
+        assert_eq!(first, point(1, 2600, 1));
+        let second = next_schedule(first, 4);
+        assert_eq!(second, point(6, 2600, 2));
+        let third = next_schedule(second, 4);
+        assert_eq!(third, point(16, 2600, 3)); // 6 × 2.6 = 15.6
+    }
+
+    #[test]
+    fn sm2_failure_restarts_and_ease_has_a_floor() {
+        let failed = next_schedule(point(40, 1400, 7), 0);
+        assert_eq!(failed, point(1, 1300, 0));
+        let capped = next_schedule(point(MAX_INTERVAL_DAYS, 2500, 9), 5);
+        assert_eq!(capped.interval_days, MAX_INTERVAL_DAYS);
+    }
+
+    #[test]
+    fn timestamps_before_the_epoch_do_not_panic() {
+        assert_eq!(timestamp(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(86_400_000), "1970-01-02T00:00:00.000Z");
+    }
+}

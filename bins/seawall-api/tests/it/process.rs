@@ -1,0 +1,320 @@
+//! The `seawall-api` binary as an operator runs it: flags and environment,
+//! the generated admin token, exit codes, and graceful shutdown on SIGTERM
+//! and SIGINT.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_seawall-api");
+
+/// The binary with a clean environment (none of the caller's `SEAWALL_*`,
+/// `DATABASE_URL` or `REDIS_URL`), a small dataset in `dir`, and a free port.
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    for name in seawall_api::config::ENV_VARS {
+        command.env_remove(name);
+    }
+    command
+        .current_dir(dir)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--demo-users", "5", "--demo-contents", "20"])
+        .args([
+            "--demo-schedules-per-user",
+            "10",
+            "--demo-history-per-user",
+            "20",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A running service: its address, and its stdout and stderr lines as they
+/// arrive.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    /// Log lines before the one that says where it listens.
+    startup: Vec<String>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn start(mut command: Command) -> Running {
+    let mut child = command.spawn().expect("the binary starts");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no 'listening' line; stderr so far:\n{}", seen.join("\n")));
+        let log: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("log lines are JSON with --log-format json: {line}"));
+        if let Some(addr) = log["fields"]["addr"].as_str() {
+            break addr.parse().expect("a socket address");
+        }
+        seen.push(line);
+    };
+    Running {
+        child,
+        addr,
+        startup: seen,
+        stdout,
+        stderr,
+    }
+}
+
+impl Running {
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        kill(pid, signal).expect("signal the service");
+    }
+
+    fn wait(mut self, within: Duration) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let log: Vec<String> = self.stderr.try_iter().collect();
+                return (status.code().unwrap_or(-1), log);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+#[test]
+fn prints_a_generated_token_once_and_accepts_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = start(command(dir.path()));
+    let line = running
+        .stdout
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the token is printed on stdout");
+    let token = line.rsplit(' ').next().expect("token").to_owned();
+    assert!(line.contains("SEAWALL_ADMIN_TOKEN"), "{line}");
+    assert!(token.len() >= 32, "{line}");
+
+    let mut stream = TcpStream::connect(running.addr).expect("connect");
+    write!(
+        stream,
+        "GET /api/performance?type=health HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    running.signal(Signal::SIGTERM);
+    let (code, log) = running.wait(Duration::from_secs(30));
+    assert_eq!(code, 0);
+    assert!(
+        log.iter()
+            .chain(std::iter::once(&line))
+            .filter(|l| l.contains(&token))
+            .count()
+            <= 1,
+        "the token is printed once and never logged"
+    );
+}
+
+#[test]
+fn sigterm_drains_a_request_in_flight_then_exits_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    command.env("SEAWALL_ADMIN_TOKEN", "a-configured-admin-token");
+    let running = start(command);
+    assert!(get(running.addr, "/livez").starts_with("HTTP/1.1 200"));
+
+    // A request whose body is still arriving when the signal comes.
+    let body = br#"{"user_id": 1, "content_id": 18, "rating": 4}"#;
+    let mut stream = TcpStream::connect(running.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /api/review/complete HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("write head");
+    stream
+        .write_all(&body[..10])
+        .expect("write part of the body");
+    stream.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(200));
+
+    running.signal(Signal::SIGTERM);
+    // New connections are refused once the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(running.addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the listener still accepts after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    stream
+        .write_all(&body[10..])
+        .expect("the in-flight request may finish");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    // Content 18 is user 1's first scheduled content: (1 × 37 + 0) mod 20 + 1.
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let (code, log) = running.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{log:?}");
+    assert!(
+        log.iter().any(|line| line.contains("SIGTERM received")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|line| line.contains("stopped")), "{log:?}");
+}
+
+#[test]
+fn sigint_with_an_idle_connection_exits_promptly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    command.env("SEAWALL_ADMIN_TOKEN", "a-configured-admin-token");
+    let running = start(command);
+    // An idle keep-alive connection must not hold shutdown up.
+    let mut idle = TcpStream::connect(running.addr).expect("connect");
+    write!(idle, "GET /livez HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
+    let mut first = [0_u8; 12];
+    idle.read_exact(&mut first).expect("a response");
+    running.signal(Signal::SIGINT);
+    let started = Instant::now();
+    let (code, log) = running.wait(Duration::from_secs(20));
+    assert_eq!(code, 0, "{log:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.iter().any(|line| line.contains("SIGINT received")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn bad_configuration_exits_two_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bad_env = command(dir.path());
+    bad_env.env("SEAWALL_SHUTDOWN_TIMEOUT", "soon");
+    let output = bad_env.output().expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SEAWALL_SHUTDOWN_TIMEOUT") && stderr.contains("soon"),
+        "{stderr}"
+    );
+
+    let mut bad_url = command(dir.path());
+    bad_url.args(["--database-url", "mysql://root@localhost/db"]);
+    let output = bad_url.output().expect("run");
+    assert_eq!(output.status.code(), Some(2));
+
+    let mut bad_flag = command(dir.path());
+    bad_flag.arg("--lisen");
+    let output = bad_flag.output().expect("run");
+    assert_eq!(output.status.code(), Some(2));
+
+    let output = Command::new(BINARY).arg("--help").output().expect("run");
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for name in [
+        "SEAWALL_LISTEN",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SEAWALL_ADMIN_TOKEN",
+    ] {
+        assert!(help.contains(name), "--help names {name}");
+    }
+}
+
+#[test]
+fn secrets_are_masked_in_the_log_and_readiness_follows_redis() {
+    let mut redis = seawall_testkit::RedisServer::builder()
+        .password("redis-password-123")
+        .start()
+        .expect("a throwaway redis-server starts (scripts/setup installs it)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    command
+        .env("SEAWALL_ADMIN_TOKEN", "super-secret-admin-token")
+        .env(
+            "REDIS_URL",
+            format!("redis://:redis-password-123@{}/0", redis.addr()),
+        );
+    let running = start(command);
+    let startup = running.startup.join("\n");
+    assert!(startup.contains("effective configuration"), "{startup}");
+    assert!(startup.contains("redis://:***@"), "{startup}");
+    assert!(!startup.contains("redis-password-123"), "{startup}");
+    assert!(!startup.contains("super-secret-admin-token"), "{startup}");
+
+    let ready = get(running.addr, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains("redis:responseTime"), "{ready}");
+
+    redis.kill().expect("kill redis");
+    let not_ready = get(running.addr, "/readyz");
+    assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+    assert!(
+        not_ready.contains("failing: redis:responseTime"),
+        "{not_ready}"
+    );
+
+    running.signal(Signal::SIGTERM);
+    let (code, log) = running.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{log:?}");
+}
