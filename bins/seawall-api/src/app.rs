@@ -183,21 +183,35 @@ impl App {
             })
             .into_future();
         let mut server = tokio::spawn(server);
+        let mut drained = true;
         let outcome = tokio::select! {
             finished = &mut server => finished,
             _ = stopping_rx => match tokio::time::timeout(deadline, &mut server).await {
                 Ok(finished) => finished,
                 Err(_) => {
                     tracing::warn!(
-                        "requests still in flight after {}; closing them",
+                        "requests still in flight after {}; stopping without them",
                         humantime::format_duration(deadline)
                     );
                     server.abort();
+                    drained = false;
                     Ok(Ok(()))
                 }
             },
         };
-        self.close().await;
+        // Closing the pool waits for connections in use; past the deadline,
+        // requests still holding one must not keep the process alive.
+        let close_within = if drained {
+            deadline
+        } else {
+            Duration::from_secs(1)
+        };
+        if tokio::time::timeout(close_within, self.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still in use; not waiting for them to close");
+        }
         match outcome {
             Ok(Ok(())) => {
                 tracing::info!("stopped");

@@ -230,13 +230,16 @@ pub enum ConfigError {
     },
     /// The config file is not valid TOML or does not match [`Config`] (an
     /// unknown key, a wrong type, a malformed value).
-    #[error("invalid config file {}", path.display())]
+    ///
+    /// The message never quotes the file's text, which may hold secrets.
+    #[error("invalid config file {}{}: {message}", path.display(), at.map(|(line, column)| format!(", line {line}, column {column}")).unwrap_or_default())]
     ParseFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong, with the key, line and column.
-        #[source]
-        source: toml::de::Error,
+        /// Line and column (from 1) of the fault, when known.
+        at: Option<(usize, usize)>,
+        /// What is wrong, e.g. which key is unknown or which type was expected.
+        message: String,
     },
     /// An environment variable holds bytes that are not UTF-8.
     #[error("environment variable {name} is not valid UTF-8")]
@@ -472,9 +475,10 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+        toml::from_str(&text).map_err(|error| ConfigError::ParseFile {
             path: path.to_owned(),
-            source,
+            at: error.span().map(|span| line_and_column(&text, span.start)),
+            message: error.message().trim_end().to_owned(),
         })
     }
 
@@ -737,6 +741,13 @@ impl Config {
         if contents == 0 {
             return Err(invalid("demo.contents", contents, "must be at least 1"));
         }
+        if schedules_per_user == 0 && history_per_user > 0 {
+            return Err(invalid(
+                "demo.schedules_per_user",
+                schedules_per_user,
+                "must be at least 1 when demo.history_per_user is not 0: every review is of a scheduled content",
+            ));
+        }
         if schedules_per_user > contents {
             return Err(invalid(
                 "demo.schedules_per_user",
@@ -822,6 +833,18 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database.url.starts_with("sqlite:")
     }
+}
+
+/// Line and column, both from 1, of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
+    (line, column)
 }
 
 fn invalid(key: &'static str, value: impl Display, reason: impl Into<String>) -> ConfigError {
@@ -993,18 +1016,6 @@ mod tests {
 
     fn path_of(file: &tempfile::NamedTempFile) -> &str {
         file.path().to_str().expect("temp path is UTF-8")
-    }
-
-    /// The error and its sources, joined as `main` prints them.
-    fn chain(error: &dyn StdError) -> String {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
     }
 
     fn expect_invalid(result: Result<Config, ConfigError>, expected_key: &str) -> String {
@@ -1354,7 +1365,7 @@ mod tests {
             matches!(&error, ConfigError::Env { name: "SEAWALL_LISTEN", value, .. } if value == "nonsense"),
             "{error:?}"
         );
-        let message = chain(&error);
+        let message = crate::error_chain(&error);
         assert!(
             message.contains("SEAWALL_LISTEN") && message.contains("nonsense"),
             "{message}"
@@ -1500,15 +1511,16 @@ mod tests {
             matches!(&error, ConfigError::ParseFile { path, .. } if path == file.path()),
             "{error:?}"
         );
-        let message = chain(&error);
+        let message = crate::error_chain(&error);
         assert!(
             message.contains("bogus_key") && message.contains(path_of(&file)),
             "{message}"
         );
 
         let file = toml_file("[nonsense]\nx = 1\n");
-        let message =
-            chain(&load_with(&["--config", path_of(&file)], &[]).expect_err("unknown section"));
+        let message = crate::error_chain(
+            &load_with(&["--config", path_of(&file)], &[]).expect_err("unknown section"),
+        );
         assert!(message.contains("nonsense"), "{message}");
 
         for text in [
@@ -1529,6 +1541,16 @@ mod tests {
                 "{text}: {error:?}"
             );
         }
+    }
+
+    #[test]
+    fn file_errors_point_at_the_line_without_quoting_it() {
+        let file = toml_file("[admin]\ntoken = sw_unquoted_secret_value\n");
+        let message = crate::error_chain(
+            &load_with(&["--config", path_of(&file)], &[]).expect_err("unquoted string"),
+        );
+        assert!(message.contains("line 2"), "{message}");
+        assert!(!message.contains("unquoted_secret"), "{message}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use axum::Router;
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -61,8 +62,12 @@ async fn index(headers: HeaderMap) -> Response {
     serve(INDEX, &headers)
 }
 
-async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    serve(&path, &headers)
+async fn asset(
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let Path(path) = path?;
+    Ok(serve(&path, &headers))
 }
 
 fn serve(path: &str, request: &HeaderMap) -> Response {

@@ -6,7 +6,7 @@
 //! answer `NUMERIC`); the only dialect difference is how a write transaction
 //! takes its locks, see [`Db::begin_write`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use seawall_perfmon::{CheckResult, HealthCheck, Monitor};
@@ -48,6 +48,10 @@ impl Backend {
     }
 }
 
+fn is_sqlite_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
 /// A pool plus what it needs to time its queries.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -65,11 +69,26 @@ impl Db {
             )
         })?;
         install_default_drivers();
-        let pool = AnyPoolOptions::new()
+        let mut options = AnyPoolOptions::new()
             .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(&config.url)
-            .await?;
+            .acquire_timeout(Duration::from_secs(10));
+        if is_sqlite_memory(&config.url) {
+            // Every connection to `sqlite::memory:` opens a database of its
+            // own, so the pool keeps exactly one, forever.
+            options = options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = options.connect(&config.url).await?;
+        if backend == Backend::Sqlite {
+            // Readers and the writer then don't block each other. The mode is
+            // stored in the file; an in-memory database answers "memory".
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
         MIGRATOR
             .run(&pool)
             .await
@@ -146,20 +165,42 @@ impl HealthCheck for DatabaseCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        let start = Instant::now();
-        let ping = tokio::time::timeout(
-            Duration::from_secs(1),
+        crate::ops::timed_ping(
+            self.backend.name(),
             sqlx::query("SELECT 1").execute(&self.pool),
         )
-        .await;
-        let ms = start.elapsed().as_secs_f64() * 1000.0;
-        let result = match ping {
-            Ok(Ok(_)) => CheckResult::pass().observed(ms, "ms"),
-            Ok(Err(error)) => CheckResult::fail(format!("{}: {error}", self.backend.name())),
-            Err(_) => {
-                CheckResult::fail(format!("{} did not answer within 1 s", self.backend.name()))
-            }
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_one_database_for_the_whole_pool() {
+        let config = DatabaseConfig {
+            url: "sqlite::memory:".to_owned(),
+            max_connections: 4,
         };
-        result.component_type("datastore")
+        let db = Db::connect(&config, Monitor::new()).await.expect("connect");
+        let count =
+            || sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM users").fetch_one(db.pool());
+        // Concurrent queries would each open a fresh, empty database (without
+        // the migrated tables) if the pool made more than one connection.
+        let (a, b, c) = tokio::join!(count(), count(), count());
+        for result in [a, b, c] {
+            assert_eq!(result.expect("the migrated table is there").0, 0);
+        }
+    }
+
+    #[test]
+    fn backends_are_told_by_scheme() {
+        assert_eq!(Backend::of_url("sqlite://x.db"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::of_url("postgresql://h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::of_url("mysql://h/db"), None);
     }
 }

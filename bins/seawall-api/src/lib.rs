@@ -78,6 +78,20 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
+/// An error and its sources joined with `: `, the way the binary reports a
+/// failure: `could not open and migrate the database: error returned from
+/// database: …`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Starts logging, builds the service, prints where it listens and the admin
 /// token if one was generated, and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), Error> {

@@ -5,7 +5,6 @@
 //! 1 when the service fails, 2 when the command line or configuration is
 //! invalid.
 
-use std::error::Error;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ fn main() -> ExitCode {
     let config = match seawall_api::config::load() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("seawall-api: {}", error_chain(&error));
+            eprintln!("seawall-api: {}", seawall_api::error_chain(&error));
             return ExitCode::from(2);
         }
     };
@@ -30,7 +29,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!(
                 "seawall-api: cannot start the tokio runtime: {}",
-                error_chain(&error)
+                seawall_api::error_chain(&error)
             );
             return ExitCode::FAILURE;
         }
@@ -40,20 +39,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("seawall-api: {}", error_chain(&error));
+            eprintln!("seawall-api: {}", seawall_api::error_chain(&error));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its sources, joined with `: `.
-fn error_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,7 +1,7 @@
 //! RFC 9457 problem details: every error the service answers with is one of
 //! these, built here and nowhere else.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -190,6 +190,15 @@ impl From<QueryRejection> for Problem {
             ),
             other => Self::new(StatusCode::BAD_REQUEST, other.body_text()),
         }
+    }
+}
+
+impl From<PathRejection> for Problem {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid path: {}", source_text(&rejection)),
+        )
     }
 }
 

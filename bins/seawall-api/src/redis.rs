@@ -1,7 +1,7 @@
 //! The Redis connection, when `REDIS_URL` is set: one reconnecting client
 //! shared by every Redis backend, and its readiness check.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
@@ -81,15 +81,6 @@ impl HealthCheck for RedisCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        let start = Instant::now();
-        let ping =
-            tokio::time::timeout(Duration::from_secs(1), self.client.ping::<String>(None)).await;
-        let ms = start.elapsed().as_secs_f64() * 1000.0;
-        let result = match ping {
-            Ok(Ok(_)) => CheckResult::pass().observed(ms, "ms"),
-            Ok(Err(error)) => CheckResult::fail(format!("redis: {error}")),
-            Err(_) => CheckResult::fail("redis did not answer within 1 s"),
-        };
-        result.component_type("datastore")
+        crate::ops::timed_ping("redis", self.client.ping::<String>(None)).await
     }
 }

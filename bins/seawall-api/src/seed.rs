@@ -299,6 +299,11 @@ mod tests {
         let (a, first) = seeded(dir.path(), "a.db", now).await;
         let (b, _) = seeded(dir.path(), "b.db", now + 1_000).await;
         assert!(matches!(first, SeedOutcome::Written(_)), "{first:?}");
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(a.pool())
+            .await
+            .expect("journal mode");
+        assert_eq!(mode, "wal", "readers and the writer don't block each other");
         let print = fingerprint(&a).await;
         assert_eq!(
             print,

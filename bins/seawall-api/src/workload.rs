@@ -61,10 +61,28 @@ fn database_error(error: sqlx::Error) -> Problem {
             tracing::warn!(%error, "database unavailable");
             Problem::unavailable("the database is not available; try again shortly")
         }
+        sqlx::Error::Database(db) if is_contention(db.code().as_deref()) => {
+            tracing::warn!(%error, "database busy");
+            Problem::unavailable("the database is busy; try again shortly")
+        }
         _ => {
             tracing::error!(%error, "database query failed");
             Problem::internal()
         }
+    }
+}
+
+/// Lock contention rather than a fault: PostgreSQL's serialization failure,
+/// deadlock and lock-not-available (five-character SQLSTATEs), and SQLite's
+/// `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6) with their extended codes
+/// (shorter decimal numbers whose low byte is the primary code).
+fn is_contention(code: Option<&str>) -> bool {
+    match code {
+        Some("40001" | "40P01" | "55P03") => true,
+        Some(code) if code.len() < 5 => code
+            .parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
     }
 }
 
@@ -698,6 +716,19 @@ mod tests {
         assert_eq!(failed, point(1, 1300, 0));
         let capped = next_schedule(point(MAX_INTERVAL_DAYS, 2500, 9), 5);
         assert_eq!(capped.interval_days, MAX_INTERVAL_DAYS);
+    }
+
+    #[test]
+    fn contention_is_told_apart_from_faults() {
+        for busy in [
+            "5", "261", "517", "773", "6", "262", "40001", "40P01", "55P03",
+        ] {
+            assert!(is_contention(Some(busy)), "{busy}");
+        }
+        for fault in ["1", "19", "2067", "23505", "42P01", "22005", "XX000"] {
+            assert!(!is_contention(Some(fault)), "{fault}");
+        }
+        assert!(!is_contention(None));
     }
 
     #[test]

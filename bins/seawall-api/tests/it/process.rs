@@ -96,7 +96,12 @@ impl Running {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                let log: Vec<String> = self.stderr.try_iter().collect();
+                // The reader thread ends at end of file: read until it does,
+                // so no line written before exit is missed.
+                let mut log = std::mem::take(&mut self.startup);
+                while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+                    log.push(line);
+                }
                 return (status.code().unwrap_or(-1), log);
             }
             assert!(
@@ -156,12 +161,12 @@ fn prints_a_generated_token_once_and_accepts_it() {
     let (code, log) = running.wait(Duration::from_secs(30));
     assert_eq!(code, 0);
     assert!(
-        log.iter()
-            .chain(std::iter::once(&line))
-            .filter(|l| l.contains(&token))
-            .count()
-            <= 1,
-        "the token is printed once and never logged"
+        log.iter().any(|line| line.contains("stopped")),
+        "the whole log was read: {log:?}"
+    );
+    assert!(
+        log.iter().all(|line| !line.contains(&token)),
+        "the token is never logged: {log:?}"
     );
 }
 
@@ -217,6 +222,40 @@ fn sigterm_drains_a_request_in_flight_then_exits_zero() {
         "{log:?}"
     );
     assert!(log.iter().any(|line| line.contains("stopped")), "{log:?}");
+}
+
+#[test]
+fn a_request_past_the_shutdown_deadline_does_not_hold_the_exit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    command
+        .env("SEAWALL_ADMIN_TOKEN", "a-configured-admin-token")
+        .args(["--shutdown-timeout", "1s"]);
+    let running = start(command);
+    // A body that never finishes arriving.
+    let mut stream = TcpStream::connect(running.addr).expect("connect");
+    write!(
+        stream,
+        "POST /api/review/complete HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .expect("write");
+    stream.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let started = Instant::now();
+    running.signal(Signal::SIGTERM);
+    let (code, log) = running.wait(Duration::from_secs(20));
+    assert_eq!(code, 0, "{log:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.iter().any(|line| line.contains("still in flight")),
+        "{log:?}"
+    );
+    drop(stream);
 }
 
 #[test]

@@ -43,6 +43,13 @@ pub(crate) struct TestApp {
     _database: Database,
 }
 
+impl TestApp {
+    /// The database URL the app was built with.
+    pub(crate) fn database_url(&self) -> &str {
+        &self.app.config().database.url
+    }
+}
+
 /// A response, with the body parsed as JSON when it is JSON.
 #[derive(Debug)]
 pub(crate) struct Reply {

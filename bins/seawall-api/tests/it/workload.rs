@@ -293,8 +293,6 @@ async fn bad_query_parameters_are_400(app: &TestApp) {
         assert!(detail.contains(parameter), "{uri}: {detail}");
         assert_eq!(reply.json["invalid_params"][0]["name"], parameter, "{uri}");
     }
-    // Undecodable query strings are 400 too.
-    app.get("/api/content?page=%ZZ").await.assert_problem(400);
 }
 
 async fn bad_bodies_are_rejected_and_change_nothing(app: &TestApp) {
@@ -477,6 +475,9 @@ async fn unrouted_requests_are_problems(app: &TestApp) {
         .expect("request");
     app.send(request).await.assert_problem(405);
     app.get("/api/review/complete").await.assert_problem(405);
+    // A path that is not UTF-8 once decoded.
+    app.get("/assets/%FF").await.assert_problem(400);
+    app.get("/assets/nothing-here.js").await.assert_problem(404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,6 +487,7 @@ async fn slow_queries_reach_the_slow_query_log_sanitised() {
     })
     .await;
     app.get("/api/review/today?user_id=5&category=math").await;
+    app.get("/api/analytics/stats?user_id=5").await;
     let slow = app
         .admin_get("/api/performance?type=slow-queries&limit=100")
         .await;
@@ -502,9 +504,22 @@ async fn slow_queries_reach_the_slow_query_log_sanitised() {
             .any(|text| text.contains("FROM review_schedules s JOIN contents c")),
         "{texts:?}"
     );
+    // The statistics SQL holds literals (`rating >= 3`, `86400000`); the log
+    // keeps its shape with every literal as `?`.
+    let stats: Vec<&&str> = texts
+        .iter()
+        .filter(|text| text.contains("FROM review_history"))
+        .collect();
+    assert!(!stats.is_empty(), "{texts:?}");
     assert!(
-        texts.iter().all(|text| !text.contains("'math'")),
-        "literals are never kept: {texts:?}"
+        stats.iter().any(|text| text.contains("rating >= ?")),
+        "{stats:?}"
+    );
+    assert!(
+        stats
+            .iter()
+            .all(|text| !text.contains(">= 3") && !text.contains("86400000")),
+        "{stats:?}"
     );
 
     // Every query is now "slow", so health is failing; the admin report still
@@ -522,4 +537,57 @@ async fn slow_queries_reach_the_slow_query_log_sanitised() {
             .is_some_and(|output| output.contains("slowRate"))
     );
     assert_eq!(app.get("/readyz").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_that_fails_halfway_writes_nothing() {
+    let app = TestApp::sqlite().await;
+    let due = app.get("/api/review/today?user_id=6").await;
+    let content_id = due.json["items"][0]["content_id"]
+        .as_i64()
+        .expect("a due review");
+    let before = history_count(&app, 6).await;
+
+    // A fault the database raises after the history row is written: the
+    // schedule update is refused.
+    let faults = sqlx::SqlitePool::connect(app.database_url())
+        .await
+        .expect("connect");
+    sqlx::query(
+        "CREATE TRIGGER refuse_schedule_updates BEFORE UPDATE ON review_schedules \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .execute(&faults)
+    .await
+    .expect("create trigger");
+
+    let reply = app
+        .post_json(
+            "/api/review/complete",
+            &json!({"user_id": 6, "content_id": content_id, "rating": 5}),
+        )
+        .await;
+    let detail = reply.assert_problem(500);
+    assert!(
+        !detail.contains("injected"),
+        "causes stay in the log: {detail}"
+    );
+    assert_eq!(
+        history_count(&app, 6).await,
+        before,
+        "the history row was rolled back"
+    );
+
+    sqlx::query("DROP TRIGGER refuse_schedule_updates")
+        .execute(&faults)
+        .await
+        .expect("drop trigger");
+    let reply = app
+        .post_json(
+            "/api/review/complete",
+            &json!({"user_id": 6, "content_id": content_id, "rating": 5}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(history_count(&app, 6).await, before + 1);
 }
