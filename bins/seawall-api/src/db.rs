@@ -119,20 +119,11 @@ impl Db {
     /// Starts a transaction that will write, taking the write lock up front on
     /// SQLite (`BEGIN IMMEDIATE`), so that a read-then-write transaction can't
     /// fail halfway with `SQLITE_BUSY`; on PostgreSQL rows are locked by the
-    /// statements themselves (`SELECT … FOR UPDATE`, see [`Db::for_update`]).
+    /// statements themselves (`SELECT … FOR UPDATE`).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
-        }
-    }
-
-    /// The row-locking suffix for a `SELECT` inside [`Db::begin_write`]: empty
-    /// on SQLite, where the transaction already holds the write lock.
-    pub fn for_update(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE",
         }
     }
 

@@ -13,9 +13,10 @@
 //! config.database.url = "sqlite://demo.db?mode=rwc".to_owned();
 //! config.demo.users = 10;
 //! let app = seawall_api::App::build(config).await?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+//! let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+//! let listener = tokio::net::TcpListener::bind(addr)
 //!     .await
-//!     .map_err(seawall_api::Error::Serve)?;
+//!     .map_err(|source| seawall_api::Error::Bind { addr, source })?;
 //! app.serve(listener, std::future::pending()).await
 //! # }
 //! ```

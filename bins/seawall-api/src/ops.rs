@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,7 +13,7 @@ use seawall_perfmon::{CheckResult, HEALTH_JSON, HealthStatus, PROMETHEUS_CONTENT
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::params::Params;
+use crate::params::{Params, QueryPairs};
 use crate::problem::Problem;
 use crate::timeline::Point;
 
@@ -132,10 +132,9 @@ struct Performance {
 /// without a type, every metric, window and slow log plus the timeline.
 async fn performance(
     State(state): State<AppState>,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    query: QueryPairs,
 ) -> Result<Response, Problem> {
-    let Query(pairs) = query?;
-    let params = Params::new(pairs, &["type", "limit"])?;
+    let params = Params::from_query(query, &["type", "limit"])?;
     let kind = params.choice("type", &["health", "slow-queries", "slow-apis"])?;
     let limit = params.int("limit", 1..=MAX_SLOW_LIMIT, Some(20))?;
     let limit = usize::try_from(limit).unwrap_or(20);

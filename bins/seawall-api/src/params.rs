@@ -3,7 +3,13 @@
 
 use std::ops::RangeInclusive;
 
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+
 use crate::problem::Problem;
+
+/// A handler's query string as decoded pairs, or why it could not be decoded.
+pub(crate) type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// The decoded query string of one request, checked against the parameters
 /// an endpoint accepts.
@@ -11,6 +17,12 @@ use crate::problem::Problem;
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// The parameters of a request's query string; see [`Params::new`].
+    pub(crate) fn from_query(query: QueryPairs, allowed: &[&str]) -> Result<Self, Problem> {
+        let Query(pairs) = query?;
+        Self::new(pairs, allowed)
+    }
+
     /// Rejects parameters not in `allowed`, and any given twice.
     pub(crate) fn new(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, Problem> {
         for (i, (name, _)) in pairs.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use seawall_perfmon::slowlog::rfc3339;
@@ -11,8 +11,8 @@ use seawall_perfmon::sqlx::TimedQuery;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::db::Db;
-use crate::params::Params;
+use crate::db::{Backend, Db};
+use crate::params::{Params, QueryPairs};
 use crate::problem::Problem;
 use crate::seed::CATEGORIES;
 
@@ -32,13 +32,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/review/complete", post(complete_review))
         .route("/api/analytics/stats", get(stats))
         .route("/api/content", get(contents))
-}
-
-type Pairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
-
-fn params(query: Pairs, allowed: &[&str]) -> Result<Params, Problem> {
-    let Query(pairs) = query?;
-    Params::new(pairs, allowed)
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -127,9 +120,9 @@ type DueRow = (i64, String, String, i64, i64, i64, i64, i64);
 /// by the end of today, most overdue first.
 async fn review_today(
     State(state): State<AppState>,
-    query: Pairs,
+    query: QueryPairs,
 ) -> Result<Json<DueReviews>, Problem> {
-    let params = params(query, &["user_id", "category", "limit"])?;
+    let params = Params::from_query(query, &["user_id", "category", "limit"])?;
     let user_id = params.int("user_id", 1..=i64::MAX, None)?;
     let category = params.choice("category", &CATEGORIES)?;
     let limit = params.int("limit", 1..=MAX_DUE_LIMIT, Some(100))?;
@@ -332,10 +325,9 @@ async fn write_review(
                               repetitions = $6, last_reviewed_at = $7 \
                           WHERE user_id = $1 AND content_id = $2";
     let monitor = db.monitor();
-    let select = if db.for_update().is_empty() {
-        SELECT_SQLITE
-    } else {
-        SELECT_POSTGRES
+    let select = match db.backend() {
+        Backend::Sqlite => SELECT_SQLITE,
+        Backend::Postgres => SELECT_POSTGRES,
     };
 
     let mut tx = db.begin_write().await.map_err(database_error)?;
@@ -461,8 +453,8 @@ fn ratio(part: i64, whole: i64) -> f64 {
 
 /// `GET /api/analytics/stats?user_id=`: aggregates over the user's review
 /// history, and their standing among recent learners.
-async fn stats(State(state): State<AppState>, query: Pairs) -> Result<Json<Stats>, Problem> {
-    let params = params(query, &["user_id"])?;
+async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<Stats>, Problem> {
+    let params = Params::from_query(query, &["user_id"])?;
     let user_id = params.int("user_id", 1..=i64::MAX, None)?;
     let db = state.db();
     require_user(db, user_id).await?;
@@ -636,9 +628,9 @@ struct Content {
 /// page at a time. A page past the end is empty, not an error.
 async fn contents(
     State(state): State<AppState>,
-    query: Pairs,
+    query: QueryPairs,
 ) -> Result<Json<ContentPage>, Problem> {
-    let params = params(query, &["page", "page_size", "category"])?;
+    let params = Params::from_query(query, &["page", "page_size", "category"])?;
     let page = params.int("page", 1..=MAX_PAGE, Some(1))?;
     let page_size = params.int("page_size", 1..=MAX_PAGE_SIZE, Some(20))?;
     let category = params.choice("category", &CATEGORIES)?;
