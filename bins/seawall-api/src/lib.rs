@@ -77,6 +77,9 @@ pub enum Error {
     /// Serving failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The SIGINT / SIGTERM handlers could not be installed.
+    #[error("could not listen for SIGINT and SIGTERM")]
+    Signals(#[source] std::io::Error),
 }
 
 /// An error and its sources joined with `: `, the way the binary reports a
@@ -108,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
+    let shutdown = shutdown_signal()?;
     tracing::info!(%addr, "listening; dashboard at http://{addr}/");
     if app.admin_token_generated() {
         // Printed once, on stdout and not in the log, so it can be captured
@@ -120,7 +124,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             );
         }
     }
-    app.serve(listener, shutdown_signal()).await
+    app.serve(listener, shutdown).await
 }
 
 fn init_tracing(config: &Config) {
@@ -138,28 +142,28 @@ fn init_tracing(config: &Config) {
     drop(installed);
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the service");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed when this is called, not when the future is first polled, so a
+/// signal that arrives as soon as the service says it is listening still
+/// stops it gracefully instead of killing it.
+#[cfg(unix)]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => tracing::info!("SIGINT received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    })
+}
+
+/// A future that completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received");
+    })
 }
