@@ -38,6 +38,15 @@ pub enum Error {
         /// How many values were given.
         got: usize,
     },
+    /// A [`Collector`](crate::Collector) reported a family or sample that cannot
+    /// be exposed.
+    #[error("collected metric `{name}` cannot be exposed: {reason}")]
+    InvalidCollected {
+        /// The family's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

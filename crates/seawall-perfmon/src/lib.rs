@@ -1,13 +1,15 @@
 //! Performance monitoring for Rust services: latency histograms over rolling
-//! windows, throughput and error rates, slow-operation logs, health scoring,
-//! and Prometheus / JSON exposition.
+//! windows, throughput and error rates, counters and gauges, scrape-time
+//! collectors (process metrics among them), slow-operation logs, health
+//! scoring, and Prometheus / OpenMetrics / JSON exposition.
 //!
 //! ```
 //! use std::time::Duration;
-//! use seawall_perfmon::Monitor;
+//! use seawall_perfmon::{CollectedFamily, Monitor, ProcessCollector};
 //!
 //! # fn main() -> Result<(), seawall_perfmon::Error> {
 //! let monitor = Monitor::builder()
+//!     .namespace("app")
 //!     .windows([Duration::from_secs(60), Duration::from_secs(300)])
 //!     .slow_api_threshold(Duration::from_secs(2))
 //!     .build()?;
@@ -21,13 +23,33 @@
 //! let email = jobs.with_labels(&["email"])?;
 //! email.record(Duration::from_millis(250));
 //!
+//! // Counters, gauges and build information.
+//! let shed = monitor.counter("requests_shed", "Requests refused under load.", &[])?.with_labels(&[])?;
+//! shed.inc();
+//! let in_flight = monitor.gauge("requests_in_flight", "Requests being served.", &[])?.with_labels(&[])?;
+//! in_flight.inc();
+//! monitor.build_info(&[("version", "1.4.0"), ("revision", "1a2b3c4")])?;
+//!
+//! // Values read at every scrape: the process, and state kept elsewhere.
+//! monitor.register_collector(ProcessCollector::new())?;
+//! monitor.register_collector(|| {
+//!     vec![CollectedFamily::gauge("redis_connected", "1 when Redis is connected.", &[]).sample(&[], 1.0)]
+//! })?;
+//!
 //! let last_minute = monitor.http_window(Duration::from_secs(60));
 //! assert_eq!(last_minute.stats.latency.count, 2);
 //! assert_eq!(last_minute.errors, 1);
 //! assert!(last_minute.stats.latency.p99_us >= 40_000);
 //!
+//! // Prometheus text, or OpenMetrics when the scraper asks for it.
 //! let text = monitor.prometheus();
-//! assert!(text.contains("job_duration_seconds_count{queue=\"email\"} 1"));
+//! assert!(text.contains("app_job_duration_seconds_count{queue=\"email\"} 1"));
+//! assert!(text.contains("app_requests_shed_total 1"));
+//! let (content_type, body) = monitor.negotiate(Some("application/openmetrics-text; version=1.0.0"));
+//! assert_eq!(content_type, seawall_perfmon::OPENMETRICS_CONTENT_TYPE);
+//! assert!(body.contains("# TYPE app_requests_shed counter"));
+//! assert!(body.contains("app_build_info{version=\"1.4.0\",revision=\"1a2b3c4\"} 1"));
+//! assert!(body.ends_with("# EOF\n"));
 //! # Ok(())
 //! # }
 //! ```
@@ -48,6 +70,16 @@
 //!   fold into an overflow series labelled `other` (the HTTP metric keeps the
 //!   method and status class, so errors past the cap still count), and
 //!   `perfmon_folded_series_total` counts the lookups that were folded.
+//! - [`Gauge`]s keep an `f64` in an atomic; [`Collector`]s are called at each
+//!   scrape for values that live elsewhere (a pool's size, a client's
+//!   connection); [`ProcessCollector`] reads `/proc` on Linux for the standard
+//!   `process_*` metrics.
+//! - [`Monitor::prometheus`] writes the Prometheus text format 0.0.4,
+//!   [`Monitor::openmetrics`] OpenMetrics 1.0, and [`Monitor::negotiate`]
+//!   picks one from an `Accept` header. No two metrics share a family or sample
+//!   name: registration refuses a clash, and a collected family that cannot be
+//!   exposed is left out of the scrape and counted in
+//!   `perfmon_collector_errors_total`.
 //! - Slow queries (over 1 s) and slow requests (over 2 s) are kept in bounded
 //!   top-N logs; query text is sanitised (literals become `?`) and secrets are
 //!   masked before anything is stored.
@@ -61,11 +93,16 @@
 //! - `axum`: the layer labels requests with axum's `MatchedPath`.
 //! - `sqlx`: [`TimedQuery`](crate::sqlx::TimedQuery), timing sqlx queries into the slow-query log.
 
+mod collector;
 mod counts;
 mod error;
+mod exposition;
+mod gauge;
 mod health;
 mod layout;
 mod monitor;
+mod openmetrics;
+mod process;
 mod prometheus;
 mod registry;
 pub mod sanitize;
@@ -79,13 +116,18 @@ mod layer;
 #[cfg(feature = "sqlx")]
 pub mod sqlx;
 
+pub use collector::{CollectedFamily, Collector};
 pub use error::{Error, Result};
+pub use exposition::ExpositionFormat;
+pub use gauge::{Gauge, GaugeVec};
 pub use health::{CheckResult, HEALTH_JSON, HealthCheck, HealthReport, HealthRules, HealthStatus};
 pub use monitor::{
-    Counter, CounterSeries, CounterSnapshot, CounterVec, HTTP_METRIC, Histogram, HistogramSnapshot,
-    HistogramVec, HttpWindow, Monitor, MonitorBuilder, QUERY_METRIC, QueryWindow, SeriesSnapshot,
-    SlowLogSnapshot, Snapshot,
+    Counter, CounterSeries, CounterSnapshot, CounterVec, GaugeSeries, GaugeSnapshot, HTTP_METRIC,
+    Histogram, HistogramSnapshot, HistogramVec, HttpWindow, Monitor, MonitorBuilder, QUERY_METRIC,
+    QueryWindow, SeriesSnapshot, SlowLogSnapshot, Snapshot,
 };
+pub use openmetrics::OPENMETRICS_CONTENT_TYPE;
+pub use process::ProcessCollector;
 pub use prometheus::PROMETHEUS_CONTENT_TYPE;
 pub use registry::OVERFLOW_LABEL;
 pub use slowlog::{SlowEntry, SlowKind};

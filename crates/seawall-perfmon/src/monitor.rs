@@ -8,6 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::collector::Collector;
+use crate::exposition::{ExpositionFormat, Kind};
+use crate::gauge::{GaugeCell, GaugeVec};
 use crate::health::{HealthCheck, HealthReport, HealthRules};
 use crate::layout::Layout;
 use crate::registry::Family;
@@ -217,6 +220,8 @@ impl MonitorBuilder {
             http: Arc::new(http),
             query: Arc::new(query),
             metrics: RwLock::new(BTreeMap::new()),
+            collectors: RwLock::new(Vec::new()),
+            collector_errors: AtomicU64::new(0),
             slow_queries: SlowLog::new(SlowKind::Query, self.slow_query, self.slow_log_capacity),
             slow_apis: SlowLog::new(SlowKind::Api, self.slow_api, self.slow_log_capacity),
             checks: RwLock::new(Vec::new()),
@@ -235,30 +240,31 @@ fn config(field: &'static str, reason: String) -> Error {
 const MAX_INTERVALS_PER_WINDOW: u128 = 100_000;
 
 /// Names the crate exposes itself; user metrics may not take them.
-const RESERVED_PREFIX: &str = "perfmon_";
+pub(crate) const RESERVED_PREFIX: &str = "perfmon_";
 
 /// A registered user metric.
 #[derive(Clone)]
 pub(crate) enum Metric {
     Histogram(Arc<Family<Series>>),
     Counter(Arc<Family<AtomicU64>>),
+    Gauge(Arc<Family<GaugeCell>>),
 }
 
 impl Metric {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> Kind {
         match self {
-            Self::Histogram(_) => "a histogram",
-            Self::Counter(_) => "a counter",
+            Self::Histogram(_) => Kind::Histogram,
+            Self::Counter(_) => Kind::Counter,
+            Self::Gauge(_) => Kind::Gauge,
         }
     }
-}
 
-/// The name a counter is exposed under: with a `_total` suffix.
-pub(crate) fn counter_name(name: &str) -> String {
-    if name.ends_with("_total") {
-        name.to_owned()
-    } else {
-        format!("{name}_total")
+    fn same_labels(&self, label_names: &[&str]) -> bool {
+        match self {
+            Self::Histogram(family) => family.same_labels(label_names),
+            Self::Counter(family) => family.same_labels(label_names),
+            Self::Gauge(family) => family.same_labels(label_names),
+        }
     }
 }
 
@@ -273,8 +279,11 @@ pub(crate) struct Inner {
     started_at: SystemTime,
     pub(crate) http: Arc<Family<Series>>,
     pub(crate) query: Arc<Family<Series>>,
-    /// User metrics by the family name they are exposed under.
+    /// User metrics by their OpenMetrics family name (a counter's without `_total`).
     metrics: RwLock<BTreeMap<String, Metric>>,
+    collectors: RwLock<Vec<Arc<dyn Collector>>>,
+    /// Collected families and samples left out of scrapes.
+    pub(crate) collector_errors: AtomicU64,
     pub(crate) slow_queries: SlowLog,
     pub(crate) slow_apis: SlowLog,
     checks: RwLock<Vec<Arc<dyn HealthCheck>>>,
@@ -299,6 +308,21 @@ impl Inner {
         )?))
     }
 
+    /// `name` with the namespace prefixed, if there is one.
+    pub(crate) fn prefixed(&self, name: &str) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{namespace}_{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    pub(crate) fn collectors(&self) -> Vec<Arc<dyn Collector>> {
+        self.collectors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn metrics(&self) -> Vec<Metric> {
         self.metrics
             .read()
@@ -315,7 +339,7 @@ impl Inner {
             .into_iter()
             .filter_map(|metric| match metric {
                 Metric::Histogram(family) => Some(family),
-                Metric::Counter(_) => None,
+                Metric::Counter(_) | Metric::Gauge(_) => None,
             });
         [Arc::clone(&self.http), Arc::clone(&self.query)]
             .into_iter()
@@ -328,24 +352,47 @@ impl Inner {
             .into_iter()
             .filter_map(|metric| match metric {
                 Metric::Counter(family) => Some(family),
-                Metric::Histogram(_) => None,
+                Metric::Histogram(_) | Metric::Gauge(_) => None,
             })
             .collect()
     }
 
-    /// Registers a user metric under `exposed` (its family name in the
-    /// exposition), or returns the one already there if it matches.
+    pub(crate) fn gauge_families(&self) -> Vec<Arc<Family<GaugeCell>>> {
+        self.metrics()
+            .into_iter()
+            .filter_map(|metric| match metric {
+                Metric::Gauge(family) => Some(family),
+                Metric::Histogram(_) | Metric::Counter(_) => None,
+            })
+            .collect()
+    }
+
+    /// Registers a user metric `name` of `kind`, or returns the one already
+    /// there if it matches. Refuses a metric whose family or sample names
+    /// (`_total`, `_bucket`, `_count`, `_sum`, `_created`) another metric
+    /// takes, since the two could not be told apart in an exposition.
     fn register(
         &self,
-        exposed: String,
-        kind: &'static str,
+        kind: Kind,
+        name: &str,
         label_names: &[&str],
         make: impl FnOnce() -> Result<Metric>,
     ) -> Result<Metric> {
-        let builtin = [HTTP_METRIC, QUERY_METRIC].contains(&exposed.as_str());
-        if builtin || exposed.starts_with(RESERVED_PREFIX) {
+        let family = kind.family_name(name);
+        if family.is_empty() {
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "a counter needs a name before `_total`",
+            });
+        }
+        let names = kind.names(family);
+        let builtin = [HTTP_METRIC, QUERY_METRIC]
+            .into_iter()
+            .flat_map(|builtin| Kind::Histogram.names(builtin))
+            .any(|taken| names.contains(&taken));
+        if builtin || family.starts_with(RESERVED_PREFIX) {
             return Err(Error::Conflict {
-                name: exposed,
+                name: name.to_owned(),
                 what: "kind: the name is reserved for built-in metrics",
             });
         }
@@ -353,25 +400,34 @@ impl Inner {
             .metrics
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(existing) = metrics.get(&exposed) {
-            let same_labels = match existing {
-                Metric::Histogram(family) => family.same_labels(label_names),
-                Metric::Counter(family) => family.same_labels(label_names),
-            };
-            return match (existing.kind() == kind, same_labels) {
+        if let Some(existing) = metrics.get(family) {
+            return match (existing.kind() == kind, existing.same_labels(label_names)) {
                 (true, true) => Ok(existing.clone()),
                 (false, _) => Err(Error::Conflict {
-                    name: exposed,
+                    name: name.to_owned(),
                     what: "kind",
                 }),
                 (true, false) => Err(Error::Conflict {
-                    name: exposed,
+                    name: name.to_owned(),
                     what: "label names",
                 }),
             };
         }
+        let clash = metrics.iter().any(|(other, metric)| {
+            metric
+                .kind()
+                .names(other)
+                .iter()
+                .any(|taken| names.contains(taken))
+        });
+        if clash {
+            return Err(Error::Conflict {
+                name: name.to_owned(),
+                what: "kind: its family or sample names are another metric's",
+            });
+        }
         let metric = make()?;
-        metrics.insert(exposed, metric.clone());
+        metrics.insert(family.to_owned(), metric.clone());
         Ok(metric)
     }
 
@@ -461,13 +517,13 @@ impl Monitor {
         };
         match self
             .inner
-            .register(name.to_owned(), "a histogram", label_names, make)?
+            .register(Kind::Histogram, name, label_names, make)?
         {
             Metric::Histogram(family) => Ok(HistogramVec {
                 family,
                 monitor: Arc::clone(&self.inner),
             }),
-            Metric::Counter(_) => Err(Error::Conflict {
+            Metric::Counter(_) | Metric::Gauge(_) => Err(Error::Conflict {
                 name: name.to_owned(),
                 what: "kind",
             }),
@@ -475,7 +531,9 @@ impl Monitor {
     }
 
     /// Registers (or looks up) a monotonic counter with the given label names.
-    /// It is exposed as `<name>_total` (`name` may already end in `_total`).
+    /// It is exposed as `<name>_total` (`name` may already end in `_total`;
+    /// `jobs` and `jobs_total` are the same counter), and its OpenMetrics
+    /// family is `<name>` without `_total`.
     pub fn counter(&self, name: &str, help: &str, label_names: &[&str]) -> Result<CounterVec> {
         let make = || {
             Ok(Metric::Counter(self.inner.new_family(
@@ -486,14 +544,109 @@ impl Monitor {
         };
         match self
             .inner
-            .register(counter_name(name), "a counter", label_names, make)?
+            .register(Kind::Counter, name, label_names, make)?
         {
             Metric::Counter(family) => Ok(CounterVec { family }),
-            Metric::Histogram(_) => Err(Error::Conflict {
+            Metric::Histogram(_) | Metric::Gauge(_) => Err(Error::Conflict {
                 name: name.to_owned(),
                 what: "kind",
             }),
         }
+    }
+
+    /// Registers (or looks up) a gauge, a value that goes up and down, with
+    /// the given label names. Same rules as [`counter`](Self::counter): name
+    /// validation, the per-metric series cap, conflicts.
+    ///
+    /// ```
+    /// use seawall_perfmon::Monitor;
+    ///
+    /// # fn main() -> Result<(), seawall_perfmon::Error> {
+    /// let monitor = Monitor::builder().namespace("app").build()?;
+    /// let in_flight = monitor
+    ///     .gauge("http_requests_in_flight", "Requests being served.", &[])?
+    ///     .with_labels(&[])?;
+    /// in_flight.inc();
+    /// in_flight.inc();
+    /// in_flight.dec();
+    /// assert_eq!(in_flight.get(), 1.0);
+    /// assert!(monitor.prometheus().contains("\napp_http_requests_in_flight 1\n"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn gauge(&self, name: &str, help: &str, label_names: &[&str]) -> Result<GaugeVec> {
+        let make = || {
+            Ok(Metric::Gauge(self.inner.new_family(
+                name,
+                help,
+                label_names,
+            )?))
+        };
+        match self.inner.register(Kind::Gauge, name, label_names, make)? {
+            Metric::Gauge(family) => Ok(GaugeVec { family }),
+            Metric::Histogram(_) | Metric::Counter(_) => Err(Error::Conflict {
+                name: name.to_owned(),
+                what: "kind",
+            }),
+        }
+    }
+
+    /// Exposes build information as the gauge `build_info` (with the
+    /// namespace, `<namespace>_build_info`), one series whose labels are
+    /// `labels` and whose value is always 1, as Prometheus exporters do. Call
+    /// it once at start-up; each call with other values adds a series.
+    ///
+    /// ```
+    /// use seawall_perfmon::Monitor;
+    ///
+    /// # fn main() -> Result<(), seawall_perfmon::Error> {
+    /// let monitor = Monitor::builder().namespace("app").build()?;
+    /// monitor.build_info(&[("version", env!("CARGO_PKG_VERSION")), ("revision", "1a2b3c4")])?;
+    /// let version = env!("CARGO_PKG_VERSION");
+    /// assert!(monitor.prometheus().contains(&format!(
+    ///     "app_build_info{{version=\"{version}\",revision=\"1a2b3c4\"}} 1"
+    /// )));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build_info(&self, labels: &[(&str, &str)]) -> Result<()> {
+        let names: Vec<&str> = labels.iter().map(|(name, _)| *name).collect();
+        let values: Vec<&str> = labels.iter().map(|(_, value)| *value).collect();
+        self.gauge(
+            "build_info",
+            "Build information about the running binary; the value is always 1.",
+            &names,
+        )?
+        .with_labels(&values)?
+        .set(1.0);
+        Ok(())
+    }
+
+    /// Registers a [`Collector`], whose families are read at every scrape and
+    /// exposed after the registered metrics.
+    ///
+    /// The collector is called once here to check what it reports: any family
+    /// or sample that could not be exposed (see [`CollectedFamily`]; names
+    /// taken by registered metrics and other collectors included) is an
+    /// error, and the collector is not registered. At scrape time such a
+    /// family or sample is left out of that scrape and counted in
+    /// `perfmon_collector_errors_total`; the rest is exposed.
+    ///
+    /// [`CollectedFamily`]: crate::CollectedFamily
+    pub fn register_collector(&self, collector: impl Collector + 'static) -> Result<()> {
+        let collector: Arc<dyn Collector> = Arc::new(collector);
+        if let Some(error) = crate::exposition::check_collector(&self.inner, &*collector)
+            .into_iter()
+            .next()
+        {
+            return Err(error);
+        }
+        self.inner
+            .collectors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(collector);
+        Ok(())
     }
 
     /// Records one served HTTP request that finished now. `route` must be a
@@ -646,7 +799,8 @@ impl Monitor {
         )
     }
 
-    /// A JSON-ready snapshot of every metric, window and slow log.
+    /// A JSON-ready snapshot of every registered metric, window and slow log
+    /// (collectors are read only by the expositions).
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let inner = &self.inner;
@@ -696,6 +850,23 @@ impl Monitor {
                 folded: family.folded(),
             })
             .collect();
+        let gauges = inner
+            .gauge_families()
+            .iter()
+            .map(|family| GaugeSnapshot {
+                name: family.name().to_owned(),
+                help: family.help().to_owned(),
+                series: family
+                    .all()
+                    .into_iter()
+                    .map(|(labels, cell)| GaugeSeries {
+                        labels: family.label_names().iter().cloned().zip(labels).collect(),
+                        value: cell.get(),
+                    })
+                    .collect(),
+                folded: family.folded(),
+            })
+            .collect();
         Snapshot {
             uptime_secs: now
                 .saturating_duration_since(inner.clock.start())
@@ -708,6 +879,7 @@ impl Monitor {
                 .collect(),
             histograms,
             counters,
+            gauges,
             slow_queries: SlowLogSnapshot::of(&inner.slow_queries, usize::MAX),
             slow_apis: SlowLogSnapshot::of(&inner.slow_apis, usize::MAX),
         }
@@ -719,9 +891,62 @@ impl Monitor {
             .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
     }
 
-    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    /// Every metric in the Prometheus text exposition format (version 0.0.4),
+    /// to serve as [`PROMETHEUS_CONTENT_TYPE`](crate::PROMETHEUS_CONTENT_TYPE).
+    /// Runs the registered collectors.
     pub fn prometheus(&self) -> String {
-        crate::prometheus::render(&self.inner)
+        self.render(ExpositionFormat::Prometheus)
+    }
+
+    /// Every metric in the OpenMetrics 1.0 text format, ending with `# EOF`,
+    /// to serve as [`OPENMETRICS_CONTENT_TYPE`](crate::OPENMETRICS_CONTENT_TYPE).
+    /// Runs the registered collectors.
+    ///
+    /// ```
+    /// use seawall_perfmon::Monitor;
+    ///
+    /// # fn main() -> Result<(), seawall_perfmon::Error> {
+    /// let monitor = Monitor::builder().namespace("app").build()?;
+    /// monitor.counter("jobs_processed", "Jobs done.", &[])?.with_labels(&[])?.inc();
+    /// let text = monitor.openmetrics();
+    /// // The family has no `_total`; its sample does.
+    /// assert!(text.contains("# TYPE app_jobs_processed counter\n"));
+    /// assert!(text.contains("\napp_jobs_processed_total 1\n"));
+    /// assert!(text.ends_with("# EOF\n"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn openmetrics(&self) -> String {
+        self.render(ExpositionFormat::OpenMetrics)
+    }
+
+    /// Every metric in `format`. Runs the registered collectors.
+    pub fn render(&self, format: ExpositionFormat) -> String {
+        let families = crate::exposition::gather(&self.inner);
+        match format {
+            ExpositionFormat::Prometheus => crate::prometheus::write(&families),
+            ExpositionFormat::OpenMetrics => crate::openmetrics::write(&families),
+        }
+    }
+
+    /// The content type and body answering a scrape whose `Accept` header is
+    /// `accept` (`None` without one): OpenMetrics when the client asks for it,
+    /// the Prometheus text format otherwise. See
+    /// [`ExpositionFormat::from_accept`].
+    ///
+    /// ```
+    /// use seawall_perfmon::{Monitor, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+    ///
+    /// let monitor = Monitor::new();
+    /// let (content_type, body) = monitor.negotiate(Some("application/openmetrics-text; version=1.0.0"));
+    /// assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+    /// assert!(body.ends_with("# EOF\n"));
+    /// let (content_type, _) = monitor.negotiate(None);
+    /// assert_eq!(content_type, PROMETHEUS_CONTENT_TYPE);
+    /// ```
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, String) {
+        let format = ExpositionFormat::from_accept(accept);
+        (format.content_type(), self.render(format))
     }
 }
 
@@ -963,6 +1188,8 @@ pub struct Snapshot {
     pub histograms: Vec<HistogramSnapshot>,
     /// Every counter.
     pub counters: Vec<CounterSnapshot>,
+    /// Every registered gauge (collectors are read only by the expositions).
+    pub gauges: Vec<GaugeSnapshot>,
     /// The slow-query log.
     pub slow_queries: SlowLogSnapshot,
     /// The slow-API log.
@@ -1013,6 +1240,28 @@ pub struct CounterSeries {
     pub labels: BTreeMap<String, String>,
     /// The count.
     pub value: u64,
+}
+
+/// One gauge metric in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct GaugeSnapshot {
+    /// Metric name (without namespace).
+    pub name: String,
+    /// Help text.
+    pub help: String,
+    /// Its series.
+    pub series: Vec<GaugeSeries>,
+    /// Label-set lookups folded into the `other` series because of the cap.
+    pub folded: u64,
+}
+
+/// One series of a gauge in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct GaugeSeries {
+    /// Label names and values.
+    pub labels: BTreeMap<String, String>,
+    /// The value (`null` in JSON when it is not finite).
+    pub value: f64,
 }
 
 /// A slow log in a [`Snapshot`].
@@ -1101,11 +1350,28 @@ mod tests {
             monitor.histogram("job_seconds", "help", &["other"]),
             Err(Error::Conflict { .. })
         ));
-        // A counter `job_seconds` is exposed as `job_seconds_total`: no clash.
-        assert!(monitor.counter("job_seconds", "help", &["queue"]).is_ok());
+        // A counter `job_seconds` would be the OpenMetrics family `job_seconds` too.
         assert!(matches!(
-            monitor.histogram("job_seconds_total", "help", &["queue"]),
+            monitor.counter("job_seconds", "help", &["queue"]),
             Err(Error::Conflict { .. })
+        ));
+        // Nor may a gauge take a histogram's sample names.
+        assert!(matches!(
+            monitor.gauge("job_seconds_count", "help", &[]),
+            Err(Error::Conflict { .. })
+        ));
+        monitor.counter("retries", "help", &[])?;
+        assert!(matches!(
+            monitor.histogram("retries_total", "help", &["queue"]),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            monitor.gauge("retries", "help", &[]),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            monitor.counter("_total", "help", &[]),
+            Err(Error::InvalidName { .. })
         ));
         assert!(matches!(
             monitor.histogram(HTTP_METRIC, "help", &[]),

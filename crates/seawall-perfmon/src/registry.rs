@@ -31,15 +31,7 @@ impl<S> Family<S> {
         max_series: usize,
     ) -> Result<Self> {
         validate_name(name, false)?;
-        for (i, label) in label_names.iter().enumerate() {
-            validate_name(label, true)?;
-            if label_names[..i].contains(label) {
-                return Err(Error::InvalidName {
-                    name: (*label).to_owned(),
-                    reason: "label names must be unique",
-                });
-            }
-        }
+        validate_label_names(label_names)?;
         Ok(Self {
             name: name.to_owned(),
             help: help.to_owned(),
@@ -176,6 +168,20 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks label names: each valid, none twice.
+pub(crate) fn validate_label_names(label_names: &[&str]) -> Result<()> {
+    for (i, label) in label_names.iter().enumerate() {
+        validate_name(label, true)?;
+        if label_names[..i].contains(label) {
+            return Err(Error::InvalidName {
+                name: (*label).to_owned(),
+                reason: "label names must be unique",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`) or label name

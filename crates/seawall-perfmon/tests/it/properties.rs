@@ -130,3 +130,53 @@ proptest! {
         prop_assert!(window.covered_secs <= span_ms as f64 / 1000.0 + 1e-9);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn concurrent_gauge_updates_are_never_lost(
+        per_thread in prop::collection::vec(prop::collection::vec(-1_000_i32..1_000, 0..300), 1..5)
+    ) {
+        let monitor = Monitor::new();
+        let gauge = monitor
+            .gauge("level", "", &[])
+            .and_then(|g| g.with_labels(&[]))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        std::thread::scope(|scope| {
+            for deltas in &per_thread {
+                let gauge = gauge.clone();
+                scope.spawn(move || deltas.iter().for_each(|d| gauge.add(f64::from(*d))));
+            }
+        });
+        // Small integers add exactly in an f64, in any order.
+        let expected: i64 = per_thread.iter().flatten().map(|d| i64::from(*d)).sum();
+        #[allow(clippy::cast_precision_loss)]
+        let expected = expected as f64;
+        prop_assert_eq!(gauge.get(), expected);
+    }
+
+    // Any label value reads back the same from both formats. (Not `\r`: the
+    // parser takes it for a line end, though both formats allow it raw.)
+    #[test]
+    fn label_values_survive_both_formats(label in "[^\r]{0,24}") {
+        let monitor = Monitor::new();
+        let fail = |e: seawall_perfmon::Error| TestCaseError::fail(e.to_string());
+        monitor
+            .counter("events", "", &["what"])
+            .and_then(|c| c.with_labels(&[&label]))
+            .map_err(fail)?
+            .inc_by(2);
+        let openmetrics = crate::openmetrics::parse(&monitor.openmetrics());
+        prop_assert_eq!(crate::openmetrics::value(&openmetrics, "events", &[("what", &label)]), 2.0);
+        let text = monitor.prometheus();
+        let prometheus = openmetrics_parser::prometheus::parse_prometheus(&text)
+            .map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
+        let found = prometheus
+            .families
+            .get("events_total")
+            .and_then(|f| f.iter_samples().find(|s| s.get_labelset().is_ok_and(|l| l.get_label_value("what") == Some(label.as_str()))))
+            .is_some();
+        prop_assert!(found, "{}", text);
+    }
+}
