@@ -1,65 +1,35 @@
-//! Wiring: the state handlers share, the router, and serving with graceful
-//! shutdown.
+//! Wiring: connects the parts into the shared state, assembles the route
+//! modules and the OpenAPI document into one router behind the middleware
+//! stack, and serves with graceful shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
-use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use seawall_perfmon::{HealthCheck, Monitor, PerfmonLayer};
+use axum::{Extension, Router};
+use seawall_perfmon::{Monitor, PerfmonLayer};
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{self, AdminToken};
 use crate::config::Config;
 use crate::db::Db;
+use crate::middleware::{self, Shedder, Stack};
 use crate::problem::Problem;
 use crate::redis::Redis;
+use crate::routes::docs::{ApiDoc, ApiDocument};
+use crate::routes::{dashboard, docs, health, performance, workload};
 use crate::seed::{self, SeedOutcome};
+use crate::server::{self, Drained};
+use crate::state::AppState;
 use crate::timeline::Timeline;
-use crate::{Error, dashboard, ops, workload};
+use crate::{Error, metrics};
 
 /// The monitor's histogram interval; the timeline samples at the same pace.
 const MONITOR_INTERVAL: Duration = Duration::from_secs(5);
-
-/// What every handler can reach. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct AppState(Arc<Shared>);
-
-struct Shared {
-    db: Db,
-    redis: Option<Redis>,
-    monitor: Monitor,
-    admin_token: AdminToken,
-    timeline: Timeline,
-    readiness: Vec<Box<dyn HealthCheck>>,
-}
-
-impl AppState {
-    pub(crate) fn db(&self) -> &Db {
-        &self.0.db
-    }
-
-    pub(crate) fn monitor(&self) -> &Monitor {
-        &self.0.monitor
-    }
-
-    pub(crate) fn admin_token(&self) -> &AdminToken {
-        &self.0.admin_token
-    }
-
-    pub(crate) fn timeline(&self) -> &Timeline {
-        &self.0.timeline
-    }
-
-    pub(crate) fn readiness_checks(&self) -> &[Box<dyn HealthCheck>] {
-        &self.0.readiness
-    }
-}
 
 /// The service, built from a [`Config`]: connected, migrated, seeded, ready to
 /// serve.
@@ -108,25 +78,26 @@ impl App {
             SeedOutcome::Written(_) => {}
         }
         let redis = match &config.redis.url {
-            Some(url) => Some(Redis::connect(url).await.map_err(Error::Redis)?),
+            Some(url) => Some(
+                Redis::connect(&config.redis, url)
+                    .await
+                    .map_err(Error::Redis)?,
+            ),
             None => None,
         };
-
-        let mut readiness: Vec<Box<dyn HealthCheck>> = vec![Box::new(db.health_check())];
         monitor.register_check(db.health_check());
         if let Some(redis) = &redis {
-            readiness.push(Box::new(redis.health_check()));
             monitor.register_check(redis.health_check());
         }
-        let state = AppState(Arc::new(Shared {
-            timeline: Timeline::start(monitor.clone(), MONITOR_INTERVAL),
-            db,
-            redis,
-            monitor,
-            admin_token,
-            readiness,
-        }));
-        let router = router(state.clone(), &config);
+        metrics::register(&monitor, &db, redis.as_ref())?;
+        let shedder = Shedder::new(
+            config.server.max_in_flight,
+            config.server.shed_wait,
+            &monitor,
+        )?;
+        let timeline = Timeline::start(monitor.clone(), MONITOR_INTERVAL);
+        let state = AppState::new(db, redis, monitor, admin_token, timeline);
+        let router = router(&state, &config, shedder);
         Ok(Self {
             state,
             router,
@@ -173,38 +144,17 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let deadline = self.config.server.shutdown_timeout;
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: no new connections; draining requests in flight");
-                let _ = stopping_tx.send(());
-            })
-            .into_future();
-        let mut server = tokio::spawn(server);
-        let mut drained = true;
-        let outcome = tokio::select! {
-            finished = &mut server => finished,
-            _ = stopping_rx => match tokio::time::timeout(deadline, &mut server).await {
-                Ok(finished) => finished,
-                Err(_) => {
-                    tracing::warn!(
-                        "requests still in flight after {}; stopping without them",
-                        humantime::format_duration(deadline)
-                    );
-                    server.abort();
-                    drained = false;
-                    Ok(Ok(()))
-                }
-            },
+        let shutdown = async move {
+            shutdown.await;
         };
+        let drained = server::serve(listener, self.router.clone(), &self.config.server, shutdown)
+            .await
+            .map_err(Error::Serve)?;
         // Closing the pool waits for connections in use; past the deadline,
         // requests still holding one must not keep the process alive.
-        let close_within = if drained {
-            deadline
-        } else {
-            Duration::from_secs(1)
+        let close_within = match drained {
+            Drained::Fully => self.config.server.shutdown_timeout,
+            Drained::DeadlinePassed => Duration::from_secs(1),
         };
         if tokio::time::timeout(close_within, self.close())
             .await
@@ -212,44 +162,56 @@ impl App {
         {
             tracing::warn!("connections still in use; not waiting for them to close");
         }
-        match outcome {
-            Ok(Ok(())) => {
-                tracing::info!("stopped");
-                Ok(())
-            }
-            Ok(Err(error)) => Err(Error::Serve(error)),
-            Err(join) => Err(Error::Serve(std::io::Error::other(join))),
-        }
+        tracing::info!("stopped");
+        Ok(())
     }
 
     async fn close(&self) {
         self.state.db().close().await;
-        if let Some(redis) = &self.state.0.redis {
+        if let Some(redis) = self.state.redis() {
             redis.close().await;
         }
     }
 }
 
-fn router(state: AppState, config: &Config) -> Router {
-    let admin = ops::admin_routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_admin,
-    ));
-    let router = Router::new()
+/// The OpenAPI document of every route the service has.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes(None).into_openapi()
+}
+
+/// Every route with its OpenAPI entry; the admin ones behind the token when
+/// one is given (the document does not depend on it).
+fn api_routes(admin_token: Option<AdminToken>) -> OpenApiRouter<AppState> {
+    let mut admin = performance::routes();
+    if let Some(token) = admin_token {
+        admin = admin.route_layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_admin,
+        ));
+    }
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(workload::routes())
-        .merge(ops::public_routes())
+        .merge(health::routes())
         .merge(admin)
-        .merge(dashboard::router())
+        .merge(docs::routes())
+        .merge(dashboard::routes())
+}
+
+fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
+    let (router, document) = api_routes(Some(state.admin_token().clone()))
+        .with_state(state.clone())
+        .split_for_parts();
+    let json = document.to_json().unwrap_or_default();
+    let router = router
+        .layer(Extension(ApiDocument(Arc::from(json))))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
-        .layer(CatchPanicLayer::custom(panic_response));
-    let router = if config.perfmon.http_layer {
-        router.layer(PerfmonLayer::new(state.monitor().clone()))
-    } else {
-        router
-    };
-    router.with_state(state)
+        .layer(DefaultBodyLimit::max(config.server.max_body_bytes));
+    let perfmon = config
+        .perfmon
+        .http_layer
+        .then(|| PerfmonLayer::new(state.monitor().clone()));
+    middleware::apply(router, &config.server, Stack { perfmon, shedder })
 }
 
 async fn not_found(uri: Uri) -> Problem {
@@ -261,17 +223,4 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
-}
-
-/// A handler that panicked answers 500 like any other failure; the panic is
-/// logged, and the service keeps serving.
-#[allow(clippy::needless_pass_by_value)] // the signature CatchPanicLayer calls
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %message, "a request handler panicked");
-    Problem::internal().into_response()
 }

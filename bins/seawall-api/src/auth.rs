@@ -1,5 +1,6 @@
 //! The admin bearer token: configured, or generated at start; compared in
-//! constant time.
+//! constant time. The middleware takes the token as its state, so this module
+//! knows nothing of the service's shared state.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -8,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::problem::Problem;
 
 /// The token admin routes require.
@@ -74,7 +74,7 @@ impl AdminToken {
 /// Middleware for admin routes: 401 without a bearer token, 403 with a wrong
 /// one.
 pub(crate) async fn require_admin(
-    State(state): State<AppState>,
+    State(token): State<AdminToken>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -91,7 +91,7 @@ pub(crate) async fn require_admin(
             Problem::unauthorized("the Authorization header must be `Bearer <admin token>`")
                 .into_response()
         }
-        Some(token) if state.admin_token().matches(token) => next.run(request).await,
+        Some(candidate) if token.matches(candidate) => next.run(request).await,
         Some(_) => Problem::new(
             axum::http::StatusCode::FORBIDDEN,
             "the admin token is not valid",

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use seawall_perfmon::{CheckResult, HealthCheck, Monitor};
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use std::str::FromStr as _;
+
+use sqlx::ConnectOptions as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Transaction};
 
 use crate::config::DatabaseConfig;
@@ -81,7 +84,13 @@ impl Db {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
-        let pool = options.connect(&config.url).await?;
+        // sqlx's own statement log goes to `tracing` (through the `log`
+        // bridge): every statement at trace, slow ones as warnings.
+        let slow = Duration::from_secs_f64(monitor.slow_query_log(0).threshold_ms / 1000.0);
+        let connect = AnyConnectOptions::from_str(&config.url)?
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Warn, slow);
+        let pool = options.connect_with(connect).await?;
         if backend == Backend::Sqlite {
             // Readers and the writer then don't block each other. The mode is
             // stored in the file; an in-memory database answers "memory".
@@ -109,6 +118,11 @@ impl Db {
     /// The monitor queries are timed into.
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
+    }
+
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
     }
 
     /// Which engine this is.
@@ -156,7 +170,7 @@ impl HealthCheck for DatabaseCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        crate::ops::timed_ping(
+        crate::checks::timed_ping(
             self.backend.name(),
             sqlx::query("SELECT 1").execute(&self.pool),
         )

@@ -26,22 +26,26 @@
 
 mod app;
 mod auth;
+mod checks;
 pub mod config;
-mod dashboard;
 mod db;
-mod ops;
+mod metrics;
+mod middleware;
 mod params;
 pub mod problem;
 mod redis;
+mod routes;
 pub mod seed;
+mod server;
+mod state;
 mod timeline;
-mod workload;
 
 use std::io::IsTerminal;
 
-pub use app::App;
+pub use app::{App, openapi};
 pub use config::{Config, ConfigError};
 pub use db::Backend;
+pub use redis::RedisError;
 
 /// Why the service could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +63,9 @@ pub enum Error {
     /// The demo dataset could not be written.
     #[error("could not write the demo dataset")]
     Seed(#[source] sqlx::Error),
-    /// The Redis URL is unusable.
+    /// The Redis URL or TLS settings are unusable.
     #[error("could not set up the Redis client")]
-    Redis(#[source] fred::error::Error),
+    Redis(#[source] redis::RedisError),
     /// The operating system's random source failed.
     #[error("could not generate an admin token")]
     Token(#[source] getrandom::Error),

@@ -1,32 +1,84 @@
 //! RFC 9457 problem details: every error the service answers with is one of
 //! these, built here and nowhere else.
+//!
+//! A problem built while a request is being served carries that request's id
+//! (`request_id`, the `x-request-id` header's value): the request-id
+//! middleware runs the rest of the stack inside [`scope_request_id`].
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The media type of a problem body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An HTTP problem: status, a human-readable `detail`, and for invalid input
-/// the parameters at fault.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+tokio::task_local! {
+    static REQUEST_ID: Box<str>;
+}
+
+/// Runs `future` (the rest of a request's handling) with `request_id` as the
+/// id problems built inside it carry.
+pub(crate) async fn scope_request_id<F: Future>(request_id: Box<str>, future: F) -> F::Output {
+    REQUEST_ID.scope(request_id, future).await
+}
+
+fn current_request_id() -> Option<Box<str>> {
+    REQUEST_ID.try_with(Clone::clone).ok().filter(|id| !id.is_empty())
+}
+
+/// An HTTP problem: status, a human-readable `detail`, for invalid input the
+/// parameters at fault, and the id of the request it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "query parameter `page` must be at least 1, got 0",
+    "invalid_params": [{"name": "page", "reason": "must be at least 1, got 0"}],
+    "request_id": "0b6c4bd6-3f4e-4d8e-9d71-2f0c8e1d5a47"
+}))]
 pub struct Problem {
+    /// `about:blank`: the status says what kind of problem this is.
     #[serde(rename = "type")]
-    kind: &'static str,
+    #[schema(value_type = String)]
+    kind: AboutBlank,
+    /// The status's reason phrase.
+    #[schema(value_type = String)]
     title: &'static str,
+    /// The HTTP status code.
     #[serde(serialize_with = "serialize_status")]
+    #[schema(value_type = u16, minimum = 400, maximum = 599)]
     status: StatusCode,
+    /// What went wrong, for a person to read.
     detail: String,
+    /// The inputs at fault, for 400 and 422.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     invalid_params: Vec<InvalidParam>,
+    /// The `x-request-id` of the request, to find it in the logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    request_id: Option<Box<str>>,
     #[serde(skip)]
     www_authenticate: Option<&'static str>,
+    #[serde(skip)]
+    retry_after: Option<u32>,
+}
+
+/// The problem type `about:blank`: the status alone says what happened
+/// (RFC 9457 §4.2.1). Takes no room in a [`Problem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AboutBlank;
+
+impl Serialize for AboutBlank {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("about:blank")
+    }
 }
 
 /// One rejected input: where it was and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct InvalidParam {
     /// The parameter or JSON field.
     pub name: String,
@@ -43,12 +95,14 @@ impl Problem {
     /// title is the status's reason phrase (RFC 9457 §4.2.1).
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {
-            kind: "about:blank",
+            kind: AboutBlank,
             title: status.canonical_reason().unwrap_or("Error"),
             status,
             detail: detail.into(),
             invalid_params: Vec::new(),
+            request_id: None,
             www_authenticate: None,
+            retry_after: None,
         }
     }
 
@@ -97,6 +151,13 @@ impl Problem {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
 
+    /// Sets `Retry-After` to `seconds`.
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// Adds an invalid parameter.
     #[must_use]
     pub fn with_param(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -131,7 +192,10 @@ impl std::fmt::Display for Problem {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if self.request_id.is_none() {
+            self.request_id = current_request_id();
+        }
         let body = serde_json::to_vec(&self).unwrap_or_else(|_| {
             br#"{"type":"about:blank","title":"Internal Server Error","status":500}"#.to_vec()
         });
@@ -143,6 +207,9 @@ impl IntoResponse for Problem {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -1,11 +1,29 @@
-//! The Redis connection, when `REDIS_URL` is set: one reconnecting client
-//! shared by every Redis backend, and its readiness check.
+//! The Redis connection, when a Redis URL is set: one reconnecting client
+//! shared by every Redis backend, its TLS set-up, and its readiness check.
+//!
+//! Standalone (`redis://`), Cluster (`redis-cluster://host:port?node=host:port`)
+//! and Sentinel (`redis-sentinel://host:26379/0?sentinelServiceName=name`)
+//! URLs are accepted, each with a `rediss` form that connects over TLS and
+//! verifies the server's certificate against the system's roots or
+//! `redis.tls_ca_file`.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
+use fred::prelude::{Builder, ClientLike, Config, EventInterface, ReconnectPolicy};
+use fred::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use fred::rustls::crypto::{CryptoProvider, ring, verify_tls12_signature, verify_tls13_signature};
+use fred::rustls::pki_types::pem::PemObject as _;
+use fred::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use fred::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use fred::types::config::{TlsConfig, TlsConnector};
 use seawall_perfmon::{CheckResult, HealthCheck};
+
+use crate::config::RedisConfig;
 
 /// How long one Redis command may take before it fails; fred waits forever
 /// by default, which would hang requests while Redis is unreachable.
@@ -13,6 +31,26 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long start-up waits for the first connection before going on without
 /// it (readiness reports Redis as failing until it connects).
 const FIRST_CONNECT: Duration = Duration::from_secs(5);
+
+/// Why the Redis client could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// fred rejected the URL or the client settings.
+    #[error("invalid Redis URL or settings")]
+    Client(#[from] fred::error::Error),
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("cannot use the Redis CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls rejected the TLS settings.
+    #[error("invalid TLS settings for Redis")]
+    Tls(#[from] rustls::Error),
+}
 
 /// A connected (or reconnecting) Redis client.
 #[derive(Clone)]
@@ -29,28 +67,53 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// Parses the URL, starts the connection task and waits a little for the
-    /// first connection. Fails only on a URL fred cannot use.
-    pub(crate) async fn connect(url: &str) -> Result<Self, fred::error::Error> {
-        let config = Config::from_url(url)?;
+    /// Parses the URL, sets up TLS for `rediss` URLs, starts the connection
+    /// task and waits a little for the first connection. Fails only on
+    /// settings that cannot work; an unreachable server is retried in the
+    /// background.
+    pub(crate) async fn connect(settings: &RedisConfig, url: &str) -> Result<Self, RedisError> {
+        let mut config = Config::from_url(url)?;
+        // A failed first connection then goes through the reconnect policy
+        // instead of ending the connection task for good.
+        config.fail_fast = false;
+        // `rediss` URLs come with fred's TLS set-up (the system's roots);
+        // a CA file or the insecure switch replaces it.
+        if config.tls.is_some() && (settings.tls_ca_file.is_some() || settings.tls_insecure) {
+            config.tls = Some(tls_config(settings)?);
+        }
         let client = Builder::from_config(config)
             .with_performance_config(|performance| {
                 performance.default_command_timeout = COMMAND_TIMEOUT;
             })
             .with_connection_config(|connection| {
                 connection.connection_timeout = COMMAND_TIMEOUT;
+                connection.internal_command_timeout = COMMAND_TIMEOUT;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build()?;
+        client.on_error(|(error, server)| async move {
+            let server = server.map(|server| server.to_string()).unwrap_or_default();
+            tracing::warn!(%error, %server, "Redis connection error");
+            Ok(())
+        });
+        client.on_reconnect(|server| async move {
+            tracing::info!(%server, "connected to Redis");
+            Ok(())
+        });
         client.connect();
         match tokio::time::timeout(FIRST_CONNECT, client.wait_for_connect()).await {
-            Ok(Ok(())) => tracing::info!("connected to Redis"),
+            Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                tracing::warn!(%error, "Redis is not reachable yet; retrying in the background")
+                tracing::warn!(%error, "Redis is not reachable yet; retrying in the background");
             }
             Err(_) => tracing::warn!("Redis did not answer within 5 s; retrying in the background"),
         }
         Ok(Self { client })
+    }
+
+    /// Whether the client is connected right now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client.is_connected()
     }
 
     /// Closes the connection.
@@ -68,6 +131,98 @@ impl Redis {
     }
 }
 
+/// The TLS settings of a `rediss` URL with a CA file, or (for development)
+/// with no certificate check at all.
+fn tls_config(settings: &RedisConfig) -> Result<TlsConfig, RedisError> {
+    let provider = Arc::new(ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let client = if settings.tls_insecure {
+        tracing::warn!("redis.tls_insecure is set: the Redis server's certificate is not checked");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let roots = match &settings.tls_ca_file {
+            Some(path) => roots_from_file(path)?,
+            None => RootCertStore::empty(),
+        };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(TlsConfig::from(TlsConnector::from(client)))
+}
+
+fn roots_from_file(path: &Path) -> Result<RootCertStore, RedisError> {
+    let fail = |reason: String| RedisError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    let certificates =
+        CertificateDer::pem_file_iter(path).map_err(|error| fail(error.to_string()))?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|error| fail(error.to_string()))?;
+        roots
+            .add(certificate)
+            .map_err(|error| fail(error.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("it holds no PEM certificate".to_owned()));
+    }
+    Ok(roots)
+}
+
+/// Accepts every certificate: `redis.tls_insecure`. Signatures are still
+/// checked, so the handshake itself is sound.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Reports Redis's PING round trip as `redis:responseTime`.
 #[derive(Clone)]
 pub(crate) struct RedisCheck {
@@ -81,6 +236,6 @@ impl HealthCheck for RedisCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        crate::ops::timed_ping("redis", self.client.ping::<String>(None)).await
+        crate::checks::timed_ping("redis", self.client.ping::<String>(None)).await
     }
 }

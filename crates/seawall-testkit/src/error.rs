@@ -149,6 +149,15 @@ pub enum Error {
         reply: String,
     },
 
+    /// Generating the throwaway CA or server certificate for a TLS server failed.
+    #[error("generating the throwaway TLS {what} failed: {source}")]
+    Certificate {
+        /// What was being generated, e.g. `server certificate`.
+        what: &'static str,
+        /// The error reported by `rcgen`.
+        source: rcgen::Error,
+    },
+
     /// The current user cannot run PostgreSQL.
     #[error("cannot run PostgreSQL: {reason}")]
     PostgresUser {

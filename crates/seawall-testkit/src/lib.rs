@@ -1,6 +1,6 @@
-//! Real, throwaway servers for seawall's tests: `redis-server`, Redis Cluster and
-//! PostgreSQL processes on free `127.0.0.1` ports, fault injection (kill, restart, pause)
-//! and a tiny blocking RESP2 client for inspecting Redis state.
+//! Real, throwaway servers for seawall's tests: `redis-server` (plain or TLS-only),
+//! Redis Cluster and PostgreSQL processes on free `127.0.0.1` ports, fault injection
+//! (kill, restart, pause) and a tiny blocking RESP2 client for inspecting Redis state.
 //!
 //! ```
 //! use std::time::Duration;
@@ -26,12 +26,38 @@
 //! # }
 //! ```
 //!
+//! # TLS
+//!
+//! [`RedisServerBuilder::tls`] starts a server that speaks TLS only on its port, with a
+//! certificate for `localhost` and `127.0.0.1` signed by a throwaway CA (generated
+//! in-process with `rcgen`, once per test process). Point the client under test at
+//! [`RedisServer::url`] and have it trust [`RedisServer::ca_cert_path`]:
+//!
+//! ```
+//! use seawall_testkit::RedisServer;
+//!
+//! # fn main() -> seawall_testkit::Result<()> {
+//! let mut server = RedisServer::builder().tls().password("s3cret").start()?;
+//! assert!(server.url().starts_with("rediss://:s3cret@127.0.0.1:"));
+//! assert!(server.ca_cert_path().is_some_and(|ca| ca.is_file()));
+//!
+//! // The testkit's own connections go over a unix socket in the server's dir, in
+//! // plain text; the TCP port answers only a TLS client.
+//! assert_eq!(server.connect()?.cmd(&["PING"])?.as_str(), Some("PONG"));
+//!
+//! server.kill()?;
+//! server.restart()?; // same port, same certificate files
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Requirements
 //!
 //! `redis-server` and `redis-cli` (`apt-get install -y redis-server`) and, for
 //! [`Postgres`], the PostgreSQL server binaries (`apt-get install -y postgresql`), or the
 //! project's `scripts/setup`. When one is missing, starting fails with
 //! [`Error::MissingBinary`], whose message says what to install; nothing is skipped.
+//! [TLS](RedisServerBuilder::tls) needs a `redis-server` built with TLS, as Debian's is.
 //!
 //! # Cleanup
 //!
@@ -56,6 +82,7 @@ mod postgres;
 mod process;
 mod redis;
 mod resp;
+mod tls;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};

@@ -1,4 +1,22 @@
 //! Throwaway standalone `redis-server` processes.
+//!
+//! # TLS servers and the control path
+//!
+//! A server built with [`RedisServerBuilder::tls`] has no plain-text TCP port at all
+//! (`port 0`), so a client that forgets TLS fails instead of silently working. The
+//! testkit's own traffic (the readiness `PING`, [`RedisServer::connect`],
+//! [`RedisServer::role`]) still needs a way in; of the options:
+//!
+//! - teaching the blocking [`Conn`] TLS would add `rustls` (and a certificate verifier)
+//!   to a client whose job is inspecting state, and duplicate what the code under test
+//!   already does;
+//! - shelling out to `redis-cli --tls --cacert ...` would cost a process per command
+//!   and lose [`Conn`]'s typed replies, pipelining and timeouts;
+//! - listening on a unix socket in the server's dir (`unixsocket`, `unixsocketperm 700`)
+//!   keeps [`Conn`] plain, is reachable only by this user and never by a TCP client.
+//!
+//! The testkit takes the unix socket. Kill, restart and pause are signals and need no
+//! connection.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -15,12 +33,20 @@ use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
 use crate::process::{self, StopSignal, Supervised};
-use crate::resp::{Conn, Reply};
+use crate::resp::{Conn, DEFAULT_TIMEOUT, Reply};
+use crate::tls::{TlsFiles, TlsMaterial};
 
 pub(crate) const INSTALL_REDIS: &str = "apt-get install -y redis-server";
 
 /// How often a free-port race (another process binding our port first) is retried.
 const PORT_ATTEMPTS: u32 = 5;
+
+/// The control socket of a TLS server, in its dir.
+const UNIX_SOCKET_FILE: &str = "redis.sock";
+
+/// The longest path a unix socket address holds (`sun_path` is 108 bytes with its NUL).
+/// Redis silently truncates a longer one, so it is checked before starting.
+const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// Where `redis-server` and `redis-cli` are looked for after `$PATH`.
 pub(crate) fn redis_bin_dirs() -> Vec<PathBuf> {
@@ -65,6 +91,7 @@ pub struct RedisServerBuilder {
     config: Vec<(String, String)>,
     startup_timeout: Duration,
     binary: Option<PathBuf>,
+    tls: bool,
     cluster: Option<ClusterNodeSettings>,
 }
 
@@ -77,6 +104,7 @@ impl Default for RedisServerBuilder {
             config: Vec::new(),
             startup_timeout: Duration::from_secs(10),
             binary: None,
+            tls: false,
             cluster: None,
         }
     }
@@ -122,6 +150,20 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Serves TLS only: the port speaks TLS (`tls-port`, with `port 0`), so a plain-text
+    /// client gets no reply. The server certificate is for `localhost` and `127.0.0.1`
+    /// and is signed by a throwaway CA, generated once per test process; clients verify
+    /// it with [`RedisServer::ca_cert_path`] (or [`ca_cert_pem`](RedisServer::ca_cert_pem)
+    /// / [`ca_cert_der`](RedisServer::ca_cert_der)) and need no certificate of their own
+    /// (`tls-auth-clients no`). [`RedisServer::url`] then starts with `rediss://`.
+    ///
+    /// The testkit's own connections ([`RedisServer::connect`], the readiness `PING`)
+    /// use a unix socket in the server's dir instead of the TLS port.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     pub(crate) fn cluster_node(mut self, settings: ClusterNodeSettings) -> Self {
         self.cluster = Some(settings);
         self
@@ -139,6 +181,11 @@ impl RedisServerBuilder {
             .prefix("seawall-redis-")
             .tempdir()
             .map_err(io_err("creating a temp dir for redis-server"))?;
+        let tls = if self.tls {
+            Some(ServerTls::prepare(dir.path())?)
+        } else {
+            None
+        };
         let with_bus = self.cluster.is_some();
         let attempts = if self.port.is_some() {
             1
@@ -152,6 +199,7 @@ impl RedisServerBuilder {
             startup_timeout: self.startup_timeout,
             proc: None,
             live_pid: Arc::new(AtomicU32::new(0)),
+            tls,
             dir,
         };
         let mut attempt = 0;
@@ -161,7 +209,7 @@ impl RedisServerBuilder {
                 Some(port) => port,
                 None => process::pick_port(with_bus)?,
             };
-            let conf = self.render_config(server.port, server.dir.path());
+            let conf = self.render_config(server.port, server.dir.path(), server.tls.as_ref());
             std::fs::write(server.config_path(), conf).map_err(io_err(format!(
                 "writing {}",
                 server.config_path().display()
@@ -178,9 +226,22 @@ impl RedisServerBuilder {
         }
     }
 
-    fn render_config(&self, port: u16, dir: &Path) -> String {
-        let mut lines = vec![
-            (String::from("port"), port.to_string()),
+    fn render_config(&self, port: u16, dir: &Path, tls: Option<&ServerTls>) -> String {
+        let mut lines = match tls {
+            None => vec![(String::from("port"), port.to_string())],
+            Some(tls) => vec![
+                // No plain-text TCP listener at all.
+                (String::from("port"), String::from("0")),
+                ("tls-port".into(), port.to_string()),
+                ("tls-cert-file".into(), path_value(&tls.files.server_cert)),
+                ("tls-key-file".into(), path_value(&tls.files.server_key)),
+                ("tls-ca-cert-file".into(), path_value(&tls.files.ca_cert)),
+                ("tls-auth-clients".into(), "no".into()),
+                ("unixsocket".into(), path_value(&tls.socket)),
+                ("unixsocketperm".into(), "700".into()),
+            ],
+        };
+        lines.extend([
             ("bind".into(), Ipv4Addr::LOCALHOST.to_string()),
             ("dir".into(), dir.display().to_string()),
             ("daemonize".into(), "no".into()),
@@ -188,7 +249,7 @@ impl RedisServerBuilder {
             ("logfile".into(), String::new()),
             ("save".into(), String::new()),
             ("enable-debug-command".into(), "local".into()),
-        ];
+        ]);
         let fsync = match self.persistence {
             Persistence::Off => None,
             Persistence::AofAlways => Some("always"),
@@ -224,6 +285,47 @@ impl RedisServerBuilder {
             let _ = writeln!(out, "{directive} {}", quote_config(&value));
         }
         out
+    }
+}
+
+fn path_value(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// A TLS server's certificate files and control socket, all in its dir.
+#[derive(Debug)]
+struct ServerTls {
+    material: Arc<TlsMaterial>,
+    files: TlsFiles,
+    socket: PathBuf,
+}
+
+impl ServerTls {
+    fn prepare(dir: &Path) -> Result<Self> {
+        let socket = dir.join(UNIX_SOCKET_FILE);
+        let len = socket.as_os_str().len();
+        if len > MAX_UNIX_SOCKET_PATH {
+            return Err(Error::Io {
+                context: format!(
+                    "placing the control socket of a TLS redis-server at {}",
+                    socket.display()
+                ),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "the path is {len} bytes, a unix socket allows {MAX_UNIX_SOCKET_PATH}; \
+                         point TMPDIR at a shorter dir"
+                    ),
+                ),
+            });
+        }
+        let material = TlsMaterial::shared()?;
+        let files = material.write_to(dir)?;
+        Ok(Self {
+            material,
+            files,
+            socket,
+        })
     }
 }
 
@@ -271,6 +373,7 @@ pub struct RedisServer {
     /// The running server's pid, or 0; lets a background resume skip a server that
     /// has since been killed, whose pid the OS might have reused.
     live_pid: Arc<AtomicU32>,
+    tls: Option<ServerTls>,
     // Declared last so the process is gone before its dir is deleted.
     dir: TempDir,
 }
@@ -286,7 +389,7 @@ impl RedisServer {
         RedisServerBuilder::default()
     }
 
-    /// The TCP port.
+    /// The TCP port (for a [TLS](RedisServerBuilder::tls) server, its TLS port).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -296,12 +399,40 @@ impl RedisServer {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// `redis://127.0.0.1:port`, or `redis://:password@127.0.0.1:port` with a password.
+    /// `redis://127.0.0.1:port`, or `redis://:password@127.0.0.1:port` with a password;
+    /// the scheme is `rediss://` for a [TLS](RedisServerBuilder::tls) server.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(password) => format!("redis://:{}@{}", percent_encode(password), self.addr()),
-            None => format!("redis://{}", self.addr()),
+            Some(password) => format!("{scheme}://:{}@{}", percent_encode(password), self.addr()),
+            None => format!("{scheme}://{}", self.addr()),
         }
+    }
+
+    /// Whether the server serves TLS only (see [`RedisServerBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The PEM file of the CA that signed a [TLS](RedisServerBuilder::tls) server's
+    /// certificate, in the server's dir; `None` for a plain-text server.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.files.ca_cert.as_path())
+    }
+
+    /// The CA certificate of a [TLS](RedisServerBuilder::tls) server, PEM-encoded.
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|tls| tls.material.ca_cert_pem())
+    }
+
+    /// The CA certificate of a [TLS](RedisServerBuilder::tls) server, DER-encoded
+    /// (what a `rustls` root store takes).
+    pub fn ca_cert_der(&self) -> Option<&[u8]> {
+        self.tls.as_ref().map(|tls| tls.material.ca_cert_der())
     }
 
     /// The `requirepass` password, if any.
@@ -334,13 +465,21 @@ impl RedisServer {
         self.proc.as_ref().is_some_and(Supervised::is_alive)
     }
 
-    /// Opens a connection, authenticated if the server has a password.
+    /// Opens a connection, authenticated if the server has a password. A
+    /// [TLS](RedisServerBuilder::tls) server is reached over its unix socket, in plain text.
     pub fn connect(&self) -> Result<Conn> {
-        let mut conn = Conn::connect(self.addr())?;
+        let mut conn = self.control_conn(DEFAULT_TIMEOUT)?;
         if let Some(password) = &self.password {
             conn.auth(password)?;
         }
         Ok(conn)
+    }
+
+    fn control_conn(&self, timeout: Duration) -> Result<Conn> {
+        match &self.tls {
+            None => Conn::connect_timeout(self.addr(), timeout),
+            Some(tls) => Conn::connect_unix(&tls.socket, self.addr(), timeout),
+        }
     }
 
     /// Asks the server for its replication role (`ROLE`).
@@ -372,7 +511,7 @@ impl RedisServer {
 
     /// Starts the server again on the same port with the same dir and config, so an AOF
     /// (or a cluster node's `nodes.conf`) is reloaded, and waits until it answers `PING`.
-    /// A still-running server is killed first.
+    /// A TLS server keeps its certificate files. A still-running server is killed first.
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
         self.spawn_and_wait()
@@ -406,7 +545,8 @@ impl RedisServer {
     }
 
     fn what(&self) -> String {
-        format!("redis-server on {}", self.addr())
+        let tls = if self.tls.is_some() { " (TLS)" } else { "" };
+        format!("redis-server{tls} on {}", self.addr())
     }
 
     fn config_path(&self) -> PathBuf {
@@ -435,9 +575,11 @@ impl RedisServer {
         Ok(())
     }
 
-    /// One readiness check: connect, authenticate, `PING`.
+    /// One readiness check: connect, authenticate, `PING`. Redis binds a TLS server's
+    /// TLS port before its unix socket, so a `PONG` over the socket means both are up.
     fn probe(&self) -> Result<(), String> {
-        let mut conn = Conn::connect_timeout(self.addr(), Duration::from_millis(500))
+        let mut conn = self
+            .control_conn(Duration::from_millis(500))
             .map_err(|e| e.to_string())?;
         if let Some(password) = &self.password {
             conn.auth(password).map_err(|e| e.to_string())?;

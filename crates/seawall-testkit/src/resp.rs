@@ -1,8 +1,13 @@
 //! A tiny blocking RESP2 client, just enough for tests to poke at Redis state.
+//!
+//! It speaks plain text only, over TCP or, for a TLS server, over the server's unix
+//! socket (see [`crate::RedisServerBuilder::tls`]).
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -110,17 +115,64 @@ impl fmt::Display for Reply {
 }
 
 /// A blocking RESP2 connection. It does not follow cluster redirects: a `MOVED` or `ASK`
-/// comes back as a [`Reply::Error`].
+/// comes back as a [`Reply::Error`]. It has no TLS: [`RedisServer::connect`] reaches a
+/// TLS server over its unix socket instead.
 ///
 /// After a timeout or I/O error the connection is out of step with the server (a late
 /// reply could be mistaken for the answer to the next command), so every later call
 /// fails with [`Error::Broken`]; open a new connection instead.
+///
+/// [`RedisServer::connect`]: crate::RedisServer::connect
 #[derive(Debug)]
 pub struct Conn {
     addr: SocketAddr,
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     timeout: Duration,
     broken: bool,
+}
+
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout))),
+            Stream::Unix(s) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout))),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
 }
 
 impl Conn {
@@ -135,34 +187,50 @@ impl Conn {
             context: format!("connecting to {addr}"),
             source,
         })?;
+        // Without NODELAY, Nagle's algorithm delays small pipelined writes.
+        stream.set_nodelay(true).map_err(|source| Error::Io {
+            context: format!("configuring the connection to {addr}"),
+            source,
+        })?;
+        Self::with_stream(addr, Stream::Tcp(stream), timeout)
+    }
+
+    /// Connects to the unix socket at `path` of the server listening on `addr`, which
+    /// errors then name. Connecting a local socket does not wait, so `timeout` applies to
+    /// reads and writes only.
+    pub(crate) fn connect_unix(path: &Path, addr: SocketAddr, timeout: Duration) -> Result<Self> {
+        let stream = UnixStream::connect(path).map_err(|source| Error::Io {
+            context: format!(
+                "connecting to {addr} over its unix socket {}",
+                path.display()
+            ),
+            source,
+        })?;
+        Self::with_stream(addr, Stream::Unix(stream), timeout)
+    }
+
+    fn with_stream(addr: SocketAddr, stream: Stream, timeout: Duration) -> Result<Self> {
         let mut conn = Self {
             addr,
             stream: BufReader::new(stream),
             timeout,
             broken: false,
         };
-        // Without NODELAY, Nagle's algorithm delays small pipelined writes.
-        conn.stream
-            .get_ref()
-            .set_nodelay(true)
-            .map_err(|source| Error::Io {
-                context: format!("configuring the connection to {addr}"),
-                source,
-            })?;
         conn.set_timeout(timeout)?;
         Ok(conn)
     }
 
-    /// The server address.
+    /// The server address. For a connection over a TLS server's unix socket, this is
+    /// the server's TLS address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Changes the read and write timeout for later commands.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
-        let s = self.stream.get_ref();
-        s.set_read_timeout(Some(timeout))
-            .and_then(|()| s.set_write_timeout(Some(timeout)))
+        self.stream
+            .get_ref()
+            .set_timeouts(timeout)
             .map_err(|source| Error::Io {
                 context: format!(
                     "setting a {timeout:?} timeout on the connection to {}",

@@ -11,12 +11,12 @@
 //! binary changes. The HTML is served with a strict Content-Security-Policy:
 //! no inline script or style, everything from this origin.
 
-use axum::Router;
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::problem::Problem;
 
@@ -41,13 +41,15 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 's
 
 const INDEX: &str = "index.html";
 
-/// The dashboard's routes: `GET /` and `GET /assets/{*path}`.
+/// The dashboard's routes: `GET /`, `GET /assets/{file}` and
+/// `GET /assets/panels/{file}` (assets are at most one folder deep).
 ///
 /// It needs no state, so it merges into a router of any state type.
-pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/{*path}", get(asset))
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(asset))
+        .routes(routes!(panel))
 }
 
 /// Looks an asset up by its path under `/assets/`.
@@ -58,16 +60,67 @@ pub(crate) fn find(path: &str) -> Option<&'static Asset> {
         .map(|index| &ASSETS[index])
 }
 
+/// The dashboard page.
+///
+/// Plain HTML with a strict Content-Security-Policy; it asks for the admin
+/// token and polls the admin API. Revalidated with its ETag each time.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    params(("if-none-match" = Option<String>, Header, description = "An ETag seen before")),
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 304, description = "Unchanged since the ETag given"),
+    ),
+)]
 async fn index(headers: HeaderMap) -> Response {
     serve(INDEX, &headers)
 }
 
+/// A file of the dashboard: script, style sheet, icon, or `panels.json`.
+#[utoipa::path(get, path = "/assets/{file}", tag = "dashboard",
+    params(
+        ("file" = String, Path, description = "The file's name under `assets/`", example = "app.js"),
+        ("if-none-match" = Option<String>, Header, description = "An ETag seen before"),
+    ),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript; charset=utf-8"),
+            (String = "text/css; charset=utf-8"),
+            (String = "application/json"),
+            (String = "image/svg+xml"),
+        )),
+        (status = 304, description = "Unchanged since the ETag given"),
+        (status = 404, description = "No such file", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 async fn asset(
-    path: Result<Path<String>, PathRejection>,
+    file: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let Path(path) = path?;
-    Ok(serve(&path, &headers))
+    let Path(file) = file?;
+    Ok(serve(&file, &headers))
+}
+
+/// One panel of the dashboard, a JavaScript module listed by `panels.json`.
+#[utoipa::path(get, path = "/assets/panels/{file}", tag = "dashboard",
+    params(
+        ("file" = String, Path, description = "The panel's file name", example = "performance.js"),
+        ("if-none-match" = Option<String>, Header, description = "An ETag seen before"),
+    ),
+    responses(
+        (status = 200, description = "The panel module", body = String,
+            content_type = "text/javascript; charset=utf-8"),
+        (status = 304, description = "Unchanged since the ETag given"),
+        (status = 404, description = "No such panel", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
+async fn panel(
+    file: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let Path(file) = file?;
+    Ok(serve(&format!("panels/{file}"), &headers))
 }
 
 fn serve(path: &str, request: &HeaderMap) -> Response {
@@ -145,7 +198,8 @@ mod tests {
         if let Some(tag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, tag);
         }
-        let response = router::<()>().oneshot(request.body(Body::empty())?).await?;
+        let router: axum::Router = routes::<()>().into();
+        let response = router.oneshot(request.body(Body::empty())?).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await?.to_bytes().to_vec();
@@ -309,7 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_asset_is_a_problem() -> TestResult {
-        let (status, headers, body) = fetch("/assets/nope/../app.js.map", None).await?;
+        let (status, headers, body) = fetch("/assets/nope.js.map", None).await?;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(
             header_of(&headers, &header::X_CONTENT_TYPE_OPTIONS)?,
@@ -324,7 +378,7 @@ mod tests {
             "type": "about:blank",
             "title": "Not Found",
             "status": 404,
-            "detail": "no asset named \"nope/../app.js.map\"",
+            "detail": "no asset named \"nope.js.map\"",
         });
         assert_eq!(problem, expected);
         Ok(())

@@ -1,59 +1,62 @@
-//! Operations endpoints: `/livez`, `/readyz`, `/metrics`, and the admin
-//! `/api/performance`.
+//! Probes and scraping: `/livez`, `/readyz` and `/metrics`. Anyone may call
+//! them; `/livez` and `/metrics` are also exempt from load shedding.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use seawall_perfmon::{CheckResult, HEALTH_JSON, HealthStatus, PROMETHEUS_CONTENT_TYPE, Snapshot};
+use seawall_perfmon::{CheckResult, HEALTH_JSON, HealthStatus};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::params::{Params, QueryPairs};
-use crate::problem::Problem;
-use crate::timeline::Point;
+use crate::state::AppState;
 
-/// How long a readiness ping may take before the dependency counts as down.
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Times `ping` against `component` (`database`, `redis`): passes with the
-/// round trip in milliseconds, fails with the error or after a second.
-pub(crate) async fn timed_ping<T, E: std::fmt::Display>(
-    component: &str,
-    ping: impl Future<Output = Result<T, E>>,
-) -> CheckResult {
-    let start = Instant::now();
-    let outcome = tokio::time::timeout(PING_TIMEOUT, ping).await;
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
-    let result = match outcome {
-        Ok(Ok(_)) => CheckResult::pass().observed(ms, "ms"),
-        Ok(Err(error)) => CheckResult::fail(format!("{component}: {error}")),
-        Err(_) => CheckResult::fail(format!("{component} did not answer within 1 s")),
-    };
-    result.component_type("datastore")
+/// The probes and `/metrics`.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
-/// Most slow-log entries one request may ask for.
-const MAX_SLOW_LIMIT: i64 = 1000;
-
-/// Routes anyone may call: probes and Prometheus scraping.
-pub(crate) fn public_routes() -> Router<AppState> {
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+/// An `application/health+json` document (draft-inadarei-api-health-check).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes what `health_json` writes
+pub(crate) struct HealthDocument {
+    /// `pass`, `warn` or `fail`.
+    #[schema(pattern = "^(pass|warn|fail)$", example = "pass")]
+    status: String,
+    /// `healthy`, `degraded` or `unhealthy` (health reports only).
+    health: Option<String>,
+    /// Why the status is not `pass`.
+    output: Option<String>,
+    /// Checks keyed `component:measurement`, such as `database:responseTime`.
+    checks: Option<BTreeMap<String, Vec<HealthCheckEntry>>>,
 }
 
-/// Routes behind the admin token.
-pub(crate) fn admin_routes() -> Router<AppState> {
-    Router::new().route("/api/performance", get(performance))
+/// One check of a health document.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes what `health_json` writes
+#[schema(rename_all = "camelCase")]
+pub(crate) struct HealthCheckEntry {
+    /// `pass`, `warn` or `fail`.
+    #[schema(pattern = "^(pass|warn|fail)$")]
+    status: String,
+    /// The measured value, such as a round trip in milliseconds.
+    #[schema(value_type = Option<f64>)]
+    observed_value: Option<f64>,
+    /// The unit of the value (`ms`, `percent`).
+    observed_unit: Option<String>,
+    /// Why the check does not pass.
+    output: Option<String>,
+    /// `datastore`, `component` or `system`.
+    component_type: Option<String>,
 }
 
-fn health_json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn health_json(status: StatusCode, body: &impl Serialize) -> Response {
     let body = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, body).into_response();
     response
@@ -70,7 +73,14 @@ struct Readiness {
     checks: BTreeMap<String, Vec<CheckResult>>,
 }
 
-/// The process is up and serving HTTP.
+/// Liveness: the process is up and serving HTTP.
+///
+/// Always `pass`; it checks no dependency, so an orchestrator restarts the
+/// process only when it stops answering. Never shed under load.
+#[utoipa::path(get, path = "/livez", tag = "probes", responses(
+    (status = 200, description = "The process serves HTTP", body = HealthDocument,
+        content_type = "application/health+json", example = json!({"status": "pass"})),
+))]
 async fn livez() -> Response {
     health_json(
         StatusCode::OK,
@@ -78,8 +88,18 @@ async fn livez() -> Response {
     )
 }
 
-/// Every dependency answers: the database, and Redis when configured. 503
+/// Readiness: every dependency answers.
+///
+/// Pings the database, and Redis when configured, each within a second; 503
 /// when one fails, so a load balancer stops sending traffic.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "Every dependency answers", body = HealthDocument,
+        content_type = "application/health+json",
+        example = json!({"status": "pass", "checks": {"database:responseTime": [
+            {"status": "pass", "observedValue": 0.4, "observedUnit": "ms", "componentType": "datastore"}]}})),
+    (status = 503, description = "A dependency fails", body = HealthDocument,
+        content_type = "application/health+json"),
+))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = BTreeMap::new();
     let mut failed = Vec::new();
@@ -111,45 +131,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
     )
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut response = state.monitor().prometheus().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
-    );
+/// Metrics for Prometheus: HTTP and query latency histograms, counters,
+/// process, pool, Redis and load-shedding gauges.
+///
+/// OpenMetrics text when `Accept` asks for `application/openmetrics-text`,
+/// Prometheus text 0.0.4 otherwise. Never shed under load.
+#[utoipa::path(get, path = "/metrics", tag = "probes", responses(
+    (status = 200, description = "The exposition", content(
+        (String = "text/plain; version=0.0.4; charset=utf-8"),
+        (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    )),
+))]
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let (content_type, body) = state.monitor().negotiate(accept);
+    let mut response = body.into_response();
     response
-}
-
-#[derive(Serialize)]
-struct Performance {
-    #[serde(flatten)]
-    snapshot: Snapshot,
-    /// HTTP figures every few seconds over the last fifteen minutes, oldest first.
-    timeline: Vec<Point>,
-}
-
-/// `GET /api/performance[?type=health|slow-queries|slow-apis][&limit=N]`:
-/// without a type, every metric, window and slow log plus the timeline.
-async fn performance(
-    State(state): State<AppState>,
-    query: QueryPairs,
-) -> Result<Response, Problem> {
-    let params = Params::from_query(query, &["type", "limit"])?;
-    let kind = params.choice("type", &["health", "slow-queries", "slow-apis"])?;
-    let limit = params.int("limit", 1..=MAX_SLOW_LIMIT, Some(20))?;
-    let limit = usize::try_from(limit).unwrap_or(20);
-    let monitor = state.monitor();
-    Ok(match kind {
-        None => Json(Performance {
-            snapshot: monitor.snapshot(),
-            timeline: state.timeline().points(),
-        })
-        .into_response(),
-        // 200 whatever the health: this is a report for people, and a 503 here
-        // would count as an error in the very error rate it reports. Probes
-        // use /readyz.
-        Some("health") => health_json(StatusCode::OK, &monitor.health().await),
-        Some("slow-queries") => Json(monitor.slow_query_log(limit)).into_response(),
-        Some(_) => Json(monitor.slow_api_log(limit)).into_response(),
-    })
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }

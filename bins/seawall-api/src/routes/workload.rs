@@ -3,18 +3,20 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use seawall_perfmon::slowlog::rfc3339;
 use seawall_perfmon::sqlx::TimedQuery;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::db::{Backend, Db};
 use crate::params::{Params, QueryPairs};
 use crate::problem::Problem;
 use crate::seed::CATEGORIES;
+use crate::state::AppState;
 
 const DAY_MS: i64 = 86_400_000;
 /// Largest page number accepted: beyond it a client is scanning, not paging.
@@ -26,12 +28,13 @@ const MAX_REVIEW_MS: i64 = DAY_MS;
 /// An interval beyond a century is as good as "never again".
 const MAX_INTERVAL_DAYS: i64 = 36_500;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/review/today", get(review_today))
-        .route("/api/review/complete", post(complete_review))
-        .route("/api/analytics/stats", get(stats))
-        .route("/api/content", get(contents))
+/// The reference workload's routes.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(review_today))
+        .routes(routes!(complete_review))
+        .routes(routes!(stats))
+        .routes(routes!(contents))
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -92,7 +95,7 @@ async fn require_user(db: &Db, user_id: i64) -> Result<(), Problem> {
         .ok_or_else(|| Problem::not_found(format!("no user with id {user_id}")))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DueReviews {
     user_id: i64,
     category: Option<&'static str>,
@@ -102,7 +105,7 @@ struct DueReviews {
     items: Vec<DueReview>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DueReview {
     content_id: i64,
     title: String,
@@ -116,8 +119,24 @@ struct DueReview {
 
 type DueRow = (i64, String, String, i64, i64, i64, i64, i64);
 
-/// `GET /api/review/today?user_id=&category=&limit=`: the user's reviews due
-/// by the end of today, most overdue first.
+/// The learner's reviews due by the end of today (UTC), most overdue first.
+///
+/// A join of schedules and contents, filtered by due date and optionally by
+/// category.
+#[utoipa::path(get, path = "/api/review/today", tag = "workload",
+    params(
+        ("user_id" = i64, Query, description = "The learner", minimum = 1, example = 7),
+        ("category" = Option<String>, Query, description = "Only contents of this category",
+            pattern = "^(language|math|science|history|programming|music|geography|art)$", example = "math"),
+        ("limit" = Option<i64>, Query, description = "Most reviews to list (default 100)",
+            minimum = 1, maximum = 500, example = 5),
+    ),
+    responses(
+        (status = 200, description = "The due reviews", body = DueReviews),
+        (status = 404, description = "No such learner", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 async fn review_today(
     State(state): State<AppState>,
     query: QueryPairs,
@@ -194,18 +213,26 @@ fn permille(value: i64) -> f64 {
     value as f64 / 1000.0
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": 7, "content_id": 335, "rating": 4, "duration_ms": 5200}))]
 struct CompleteReview {
+    /// The learner.
+    #[schema(minimum = 1)]
     user_id: i64,
+    /// The content reviewed; the learner must have it scheduled.
+    #[schema(minimum = 1)]
     content_id: i64,
-    /// SM-2 quality, 0 to 5.
+    /// SM-2 quality, 0 to 5: below 3 is a failed review.
+    #[schema(minimum = 0, maximum = 5)]
     rating: i64,
+    /// Time spent on the review in milliseconds (default 0).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 86_400_000)]
     duration_ms: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Completed {
     user_id: i64,
     content_id: i64,
@@ -221,7 +248,7 @@ struct SchedulePoint {
     repetitions: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Schedule {
     due_at: String,
     interval_days: i64,
@@ -254,9 +281,24 @@ fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoint {
     }
 }
 
-/// `POST /api/review/complete {user_id, content_id, rating, duration_ms}`:
-/// appends the review to the history and moves the schedule, in one
-/// transaction.
+/// Records a finished review and moves the learner's schedule (SM-2).
+///
+/// The history row and the schedule update are written in one transaction:
+/// a rejected or failed request writes nothing.
+#[utoipa::path(post, path = "/api/review/complete", tag = "workload",
+    request_body(content = CompleteReview, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The review and the next schedule", body = Completed),
+        (status = 404, description = "No such learner, or the content is not scheduled for them",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not valid JSON or a field is wrong, missing or unknown",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn complete_review(
     State(state): State<AppState>,
     body: Result<Json<CompleteReview>, axum::extract::rejection::JsonRejection>,
@@ -379,7 +421,7 @@ async fn write_review(
     Ok(next)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Stats {
     user_id: i64,
     generated_at: String,
@@ -395,7 +437,7 @@ struct Stats {
     standing: Standing,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Totals {
     reviews: i64,
     passed: i64,
@@ -406,14 +448,14 @@ struct Totals {
     last_review_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Period {
     reviews: i64,
     passed: i64,
     accuracy: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct CategoryStats {
     category: String,
     reviews: i64,
@@ -421,13 +463,13 @@ struct CategoryStats {
     average_rating: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Day {
     date: String,
     reviews: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ScheduleStats {
     total: i64,
     due_now: i64,
@@ -435,7 +477,7 @@ struct ScheduleStats {
     mastered: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Standing {
     active_learners: i64,
     /// The share of active learners with fewer reviews in the period.
@@ -451,8 +493,16 @@ fn ratio(part: i64, whole: i64) -> f64 {
     }
 }
 
-/// `GET /api/analytics/stats?user_id=`: aggregates over the user's review
-/// history, and their standing among recent learners.
+/// Aggregates over the learner's review history and their standing among
+/// recent learners.
+#[utoipa::path(get, path = "/api/analytics/stats", tag = "workload",
+    params(("user_id" = i64, Query, description = "The learner", minimum = 1, example = 7)),
+    responses(
+        (status = 200, description = "The learner's statistics", body = Stats),
+        (status = 404, description = "No such learner", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
 async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<Stats>, Problem> {
     let params = Params::from_query(query, &["user_id"])?;
     let user_id = params.int("user_id", 1..=i64::MAX, None)?;
@@ -605,7 +655,7 @@ async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ContentPage {
     page: i64,
     page_size: i64,
@@ -615,7 +665,7 @@ struct ContentPage {
     items: Vec<Content>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Content {
     id: i64,
     title: String,
@@ -624,8 +674,20 @@ struct Content {
     created_at: String,
 }
 
-/// `GET /api/content?page=&page_size=&category=`: the catalogue by id, one
-/// page at a time. A page past the end is empty, not an error.
+/// The content catalogue by id, one page at a time.
+///
+/// A page past the end is empty, not an error.
+#[utoipa::path(get, path = "/api/content", tag = "workload",
+    params(
+        ("page" = Option<i64>, Query, description = "Page number (default 1)",
+            minimum = 1, maximum = 1_000_000, example = 2),
+        ("page_size" = Option<i64>, Query, description = "Items per page (default 20)",
+            minimum = 1, maximum = 100, example = 20),
+        ("category" = Option<String>, Query, description = "Only contents of this category",
+            pattern = "^(language|math|science|history|programming|music|geography|art)$", example = "science"),
+    ),
+    responses((status = 200, description = "One page of the catalogue", body = ContentPage)),
+)]
 async fn contents(
     State(state): State<AppState>,
     query: QueryPairs,

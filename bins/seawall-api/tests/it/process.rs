@@ -18,7 +18,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_seawall-api");
 /// `DATABASE_URL` or `REDIS_URL`), a small dataset in `dir`, and a free port.
 fn command(dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
-    for name in seawall_api::config::ENV_VARS {
+    for name in seawall_api::config::env_vars() {
         command.env_remove(name);
     }
     command

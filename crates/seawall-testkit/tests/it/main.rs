@@ -6,4 +6,5 @@ mod cluster;
 mod faults;
 mod postgres;
 mod standalone;
+mod tls;
 mod util;

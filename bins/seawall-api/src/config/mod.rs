@@ -1,0 +1,229 @@
+//! Configuration: embedded defaults, then a TOML file, then environment
+//! variables, then command-line flags; each layer overrides the one before it.
+//!
+//! - [`schema`]: the structs with their defaults, and [`SETTINGS`], the table
+//!   of every key with its environment variables, flag and help text;
+//! - [`sources`]: the file, the environment and the command line, layered;
+//! - `validate`: the rules the merged configuration must follow, and the
+//!   masked copy that is safe to log.
+//!
+//! The TOML file is read only when `--config PATH` or `SEAWALL_CONFIG` names
+//! it; there is no implicit lookup. Every key is optional, unknown keys are an
+//! error. A file showing every section:
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:8080"
+//! shutdown_timeout = "30s"   # humantime: "250ms", "1m 30s", ...
+//! request_timeout = "10s"
+//! header_read_timeout = "5s"
+//! max_body_bytes = 65536
+//! max_uri_bytes = 4096
+//! max_headers = 64
+//! max_header_bytes = 8192
+//! max_in_flight = 256
+//! shed_wait = "50ms"
+//! compression = true
+//! cors_origins = ["https://app.example.com"]
+//!
+//! [database]
+//! url = "postgres://seawall:secret@localhost:5432/seawall"   # or "sqlite://seawall.db?mode=rwc"
+//! max_connections = 16
+//!
+//! [redis]
+//! url = "rediss://:secret@redis.internal:6380/0"   # leave out for in-memory backends
+//! tls_ca_file = "/etc/seawall/redis-ca.pem"
+//!
+//! [admin]
+//! token = "at-least-16-visible-ascii-chars"   # better: SEAWALL_ADMIN_TOKEN
+//!
+//! [demo]
+//! seed = true
+//! users = 1000
+//! contents = 5000
+//! schedules_per_user = 200
+//! history_per_user = 1000
+//!
+//! [perfmon]
+//! http_layer = true
+//! slow_query = "1s"
+//! slow_api = "2s"
+//!
+//! [log]
+//! filter = "seawall_api=debug,info"
+//! format = "json"   # or "text"
+//! ```
+//!
+//! The environment variables and flags are listed in [`SETTINGS`], by
+//! `seawall-api --help` and in the README's table, which is generated from
+//! the same list. The admin token has no flag: command lines are visible to
+//! every local user through `ps`.
+//!
+//! ```
+//! use seawall_api::config::{self, ConfigError};
+//!
+//! let env = |name: &str| {
+//!     (name == "DATABASE_URL").then(|| "postgres://app:secret@db:5432/seawall".to_owned())
+//! };
+//! let config = config::from_sources(["seawall-api", "--listen", "0.0.0.0:9000"], env)?;
+//! assert!(config.is_postgres());
+//! assert_eq!(config.server.listen.port(), 9000);
+//! assert_eq!(config.masked().database.url, "postgres://app:***@db:5432/seawall");
+//! # Ok::<(), ConfigError>(())
+//! ```
+
+pub mod schema;
+pub mod sources;
+mod validate;
+
+use std::error::Error as StdError;
+use std::path::PathBuf;
+
+pub use schema::{
+    AdminConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat, PerfmonConfig,
+    RedisConfig, SETTINGS, ServerConfig, Setting, reference_table,
+};
+pub use sources::{command, env_vars, from_sources, load};
+
+/// Why the configuration could not be loaded.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The command line did not parse. This is also how `--help` and
+    /// `--version` come back from [`from_sources`]; [`load`] lets clap print
+    /// those and exit instead.
+    #[error("invalid command line")]
+    Cli(#[source] clap::Error),
+    /// The config file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or does not match [`Config`] (an
+    /// unknown key, a wrong type, a malformed value).
+    ///
+    /// The message never quotes the file's text, which may hold secrets.
+    #[error("invalid config file {}{}: {message}", path.display(), at.map(|(line, column)| format!(", line {line}, column {column}")).unwrap_or_default())]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// Line and column (from 1) of the fault, when known.
+        at: Option<(usize, usize)>,
+        /// What is wrong, e.g. which key is unknown or which type was expected.
+        message: String,
+    },
+    /// An environment variable holds bytes that are not UTF-8.
+    #[error("environment variable {name} is not valid UTF-8")]
+    EnvNotUnicode {
+        /// The variable.
+        name: &'static str,
+    },
+    /// An environment variable's value does not parse.
+    #[error("invalid value {value:?} in environment variable {name}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it does not parse.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The merged configuration breaks a rule.
+    #[error("invalid {key} = {value}: {reason}")]
+    Invalid {
+        /// The setting, as `section.key` in the TOML file.
+        key: &'static str,
+        /// Its value, with secrets masked.
+        value: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+}
+
+/// What the tests of each part share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::HashMap;
+    use std::io::Write as _;
+
+    use super::{Config, ConfigError, from_sources};
+
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|&(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    pub(crate) fn load_with(args: &[&str], pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        from_sources(
+            std::iter::once("seawall-api").chain(args.iter().copied()),
+            env(pairs),
+        )
+    }
+
+    pub(crate) fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("create temp file");
+        file.write_all(text.as_bytes()).expect("write temp file");
+        file
+    }
+
+    pub(crate) fn path_of(file: &tempfile::NamedTempFile) -> &str {
+        file.path().to_str().expect("temp path is UTF-8")
+    }
+
+    pub(crate) fn expect_invalid(
+        result: Result<Config, ConfigError>,
+        expected_key: &str,
+    ) -> String {
+        match result {
+            Err(error @ ConfigError::Invalid { key, .. }) if key == expected_key => {
+                error.to_string()
+            }
+            other => panic!("expected Invalid {{ key: {expected_key:?} }}, got {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_doc_example_file_is_valid() {
+        let source = include_str!("mod.rs");
+        let start = source
+            .find("//! ```toml\n")
+            .expect("the module docs hold a TOML example");
+        let text: String = source[start..]
+            .lines()
+            .skip(1)
+            .take_while(|line| *line != "//! ```")
+            .map(|line| format!("{}\n", line.trim_start_matches("//!").trim_start()))
+            .collect();
+        let config: Config = toml::from_str(&text).expect("the example parses");
+        config.validate().expect("the example validates");
+        // Every section is set to something other than its default.
+        let defaults = Config::default();
+        assert_ne!(config.server, defaults.server);
+        assert_ne!(config.database, defaults.database);
+        assert_ne!(config.redis, defaults.redis);
+        assert_ne!(config.admin, defaults.admin);
+        assert_ne!(config.log, defaults.log);
+    }
+
+    #[test]
+    fn errors_are_send_sync_and_static() {
+        fn assert_traits<T: Send + Sync + 'static>() {}
+        assert_traits::<ConfigError>();
+    }
+}

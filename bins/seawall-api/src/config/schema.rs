@@ -1,0 +1,658 @@
+//! The shape of the configuration and its defaults, and [`SETTINGS`]: the one
+//! table that names every setting's TOML key, environment variables, flag and
+//! help text. The command line, the environment layer, `--help` and the
+//! README's table of keys are all produced from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The service's whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// The relational database.
+    pub database: DatabaseConfig,
+    /// Redis, when configured; in-memory backends stand in otherwise.
+    pub redis: RedisConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The demo dataset written into an empty database.
+    pub demo: DemoConfig,
+    /// Performance monitoring.
+    pub perfmon: PerfmonConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGINT or SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long one request may take, body included, before it is answered
+    /// with 503.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers; a slower one
+    /// is disconnected.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Longest accepted request target (path and query), in bytes.
+    pub max_uri_bytes: usize,
+    /// Most header fields one request may carry.
+    pub max_headers: usize,
+    /// Largest total size of one request's header fields, in bytes.
+    pub max_header_bytes: usize,
+    /// Most requests served at once; the rest wait up to `shed_wait` for a
+    /// place, then get 503.
+    pub max_in_flight: usize,
+    /// How long a request waits for a place before it is shed.
+    #[serde(with = "duration")]
+    pub shed_wait: Duration,
+    /// Compress responses (gzip, brotli, zstd) per `Accept-Encoding`.
+    pub compression: bool,
+    /// Origins allowed to call the API from a browser (CORS); empty is off.
+    pub cors_origins: Vec<String>,
+}
+
+/// The relational database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path?mode=rwc` or `postgres://user:password@host/db`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// Redis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` (TLS), `redis-cluster://`, `redis-sentinel://`
+    /// and their TLS forms; `None` means in-memory backends.
+    pub url: Option<String>,
+    /// PEM file of the certificate authorities a TLS server's certificate is
+    /// checked against, instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any TLS server certificate: for development only.
+    pub tls_insecure: bool,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The bearer token admin routes require; generated at start when `None`.
+    pub token: Option<String>,
+}
+
+/// The demo dataset: written once into an empty database, deterministic for
+/// given sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Write the dataset when the database holds none.
+    pub seed: bool,
+    /// Number of users.
+    pub users: u32,
+    /// Number of contents.
+    pub contents: u32,
+    /// Review schedules per user (each for a distinct content).
+    pub schedules_per_user: u32,
+    /// Review-history rows per user.
+    pub history_per_user: u32,
+}
+
+/// Performance monitoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerfmonConfig {
+    /// Put the perfmon layer on the HTTP routes (off only to measure its cost).
+    pub http_layer: bool,
+    /// Queries slower than this enter the slow-query log.
+    #[serde(with = "duration")]
+    pub slow_query: Duration,
+    /// Requests slower than this enter the slow-API log.
+    #[serde(with = "duration")]
+    pub slow_api: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `seawall_api=debug,info`.
+    pub filter: String,
+    /// Human-readable text or one JSON object per line.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_uri_bytes: 8 * 1024,
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+            max_in_flight: 512,
+            shed_wait: Duration::from_millis(100),
+            compression: true,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://seawall.db?mode=rwc".to_owned(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            seed: true,
+            users: 1_000,
+            contents: 5_000,
+            schedules_per_user: 200,
+            history_per_user: 1_000,
+        }
+    }
+}
+
+impl Default for PerfmonConfig {
+    fn default() -> Self {
+        Self {
+            http_layer: true,
+            slow_query: Duration::from_secs(1),
+            slow_api: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The error a setting's parser gives for text it cannot read.
+pub(crate) type ParseError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a setting is given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// No flag: file or environment only (secrets, which `ps` would show).
+    None,
+    /// `--name VALUE`.
+    Value {
+        /// The flag without its dashes.
+        long: &'static str,
+        /// The placeholder `--help` shows for the value.
+        value_name: &'static str,
+    },
+    /// `--name` alone sets the setting to `value` (`--no-seed` sets
+    /// `demo.seed` to `false`).
+    Switch {
+        /// The flag without its dashes.
+        long: &'static str,
+        /// What the switch sets, as the text the environment would hold.
+        value: &'static str,
+    },
+}
+
+/// One setting: its TOML key, the environment variables and the flag that set
+/// it, and how its text is read and shown.
+pub struct Setting {
+    /// `section.key` in the TOML file.
+    pub key: &'static str,
+    /// Environment variables, the first set (and non-empty) one wins.
+    pub env: &'static [&'static str],
+    /// The command-line flag.
+    pub flag: Flag,
+    /// One line for `--help` and the README.
+    pub help: &'static str,
+    /// What the default means when the value alone does not say it.
+    pub default_note: Option<&'static str>,
+    pub(crate) show: fn(&Config) -> Option<String>,
+    pub(crate) parse: fn(&mut Config, &str) -> Result<(), ParseError>,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting")
+            .field("key", &self.key)
+            .field("env", &self.env)
+            .field("flag", &self.flag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Setting {
+    /// The value in `config` as the environment would spell it; `None` when
+    /// unset.
+    pub fn show(&self, config: &Config) -> Option<String> {
+        (self.show)(config)
+    }
+
+    /// Reads `text` (as the environment or a flag holds it) into `config`.
+    pub(crate) fn apply(&self, config: &mut Config, text: &str) -> Result<(), ParseError> {
+        (self.parse)(config, text)
+    }
+
+    /// The default as `--help` and the README show it.
+    pub fn default_text(&self) -> String {
+        let value = self.show(&Config::default());
+        match (value, self.default_note) {
+            (Some(value), Some(note)) => format!("{value} ({note})"),
+            (Some(value), None) => value,
+            (None, Some(note)) => note.to_owned(),
+            (None, None) => "none".to_owned(),
+        }
+    }
+}
+
+/// A value a setting holds, read from and shown as environment text.
+pub(crate) trait SettingValue: Sized {
+    fn read(text: &str) -> Result<Self, ParseError>;
+    fn show(&self) -> Option<String>;
+}
+
+macro_rules! from_str_values {
+    ($($ty:ty),*) => {$(
+        impl SettingValue for $ty {
+            fn read(text: &str) -> Result<Self, ParseError> {
+                Ok(text.parse()?)
+            }
+            fn show(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+from_str_values!(SocketAddr, usize, u32, String);
+
+impl SettingValue for PathBuf {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        Ok(Self::from(text))
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.display().to_string())
+    }
+}
+
+impl SettingValue for Duration {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        Ok(humantime::parse_duration(text)?)
+    }
+    fn show(&self) -> Option<String> {
+        Some(humantime::format_duration(*self).to_string())
+    }
+}
+
+impl SettingValue for bool {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        match text.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err("expected true, false, 1 or 0".into()),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl SettingValue for LogFormat {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        match text.to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(
+            match self {
+                Self::Text => "text",
+                Self::Json => "json",
+            }
+            .to_owned(),
+        )
+    }
+}
+
+/// A comma-separated list; blanks around items are dropped.
+impl SettingValue for Vec<String> {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+    fn show(&self) -> Option<String> {
+        (!self.is_empty()).then(|| self.join(","))
+    }
+}
+
+impl<T: SettingValue> SettingValue for Option<T> {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        T::read(text).map(Some)
+    }
+    fn show(&self) -> Option<String> {
+        self.as_ref().and_then(T::show)
+    }
+}
+
+/// A [`Setting`] for the field at `$section.$field`, whose TOML key is that
+/// same path, so the table and the structs cannot disagree.
+macro_rules! setting {
+    ($section:ident . $field:ident, env: [$($env:literal),+], flag: $flag:expr, help: $help:literal $(, default: $note:literal)? $(,)?) => {
+        Setting {
+            key: concat!(stringify!($section), ".", stringify!($field)),
+            env: &[$($env),+],
+            flag: $flag,
+            help: $help,
+            default_note: setting!(@note $($note)?),
+            show: |config| SettingValue::show(&config.$section.$field),
+            parse: |config, text| {
+                config.$section.$field = SettingValue::read(text)?;
+                Ok(())
+            },
+        }
+    };
+    (@note) => { None };
+    (@note $note:literal) => { Some($note) };
+}
+
+const fn value(long: &'static str, value_name: &'static str) -> Flag {
+    Flag::Value { long, value_name }
+}
+
+/// Every setting, in the order `--help` and the README list them.
+pub static SETTINGS: &[Setting] = &[
+    setting!(server.listen, env: ["SEAWALL_LISTEN"], flag: value("listen", "ADDR"),
+        help: "Address to listen on, IP:PORT"),
+    setting!(server.shutdown_timeout, env: ["SEAWALL_SHUTDOWN_TIMEOUT"],
+        flag: value("shutdown-timeout", "DURATION"),
+        help: "Time in-flight requests get to finish after SIGINT or SIGTERM, at most 1h"),
+    setting!(server.request_timeout, env: ["SEAWALL_REQUEST_TIMEOUT"],
+        flag: value("request-timeout", "DURATION"),
+        help: "Time one request may take before it is answered with 503, 1ms to 1h"),
+    setting!(server.header_read_timeout, env: ["SEAWALL_HEADER_READ_TIMEOUT"],
+        flag: value("header-read-timeout", "DURATION"),
+        help: "Time a client gets to send a request's headers before it is disconnected, 1ms to 10m"),
+    setting!(server.max_body_bytes, env: ["SEAWALL_MAX_BODY_BYTES"],
+        flag: value("max-body-bytes", "N"),
+        help: "Largest accepted request body in bytes, 1 to 67108864 (413 above)"),
+    setting!(server.max_uri_bytes, env: ["SEAWALL_MAX_URI_BYTES"],
+        flag: value("max-uri-bytes", "N"),
+        help: "Longest accepted request target (path and query) in bytes, 64 to 32768 (414 above)"),
+    setting!(server.max_headers, env: ["SEAWALL_MAX_HEADERS"], flag: value("max-headers", "N"),
+        help: "Most header fields one request may carry, 8 to 500 (431 above)"),
+    setting!(server.max_header_bytes, env: ["SEAWALL_MAX_HEADER_BYTES"],
+        flag: value("max-header-bytes", "N"),
+        help: "Largest total size of a request's header fields in bytes, 1024 to 262144 (431 above)"),
+    setting!(server.max_in_flight, env: ["SEAWALL_MAX_IN_FLIGHT"],
+        flag: value("max-in-flight", "N"),
+        help: "Most requests served at once, 1 to 100000; /livez and /metrics are not counted"),
+    setting!(server.shed_wait, env: ["SEAWALL_SHED_WAIT"], flag: value("shed-wait", "DURATION"),
+        help: "How long a request waits for a place before it is shed with 503, at most 10s"),
+    setting!(server.compression, env: ["SEAWALL_COMPRESSION"],
+        flag: Flag::Switch { long: "no-compression", value: "false" },
+        help: "Compress responses (gzip, br, zstd) per Accept-Encoding; --no-compression turns it off"),
+    setting!(server.cors_origins, env: ["SEAWALL_CORS_ORIGINS"],
+        flag: value("cors-origins", "ORIGINS"),
+        help: "Comma-separated origins allowed to call the API from a browser, such as https://app.example.com",
+        default: "none: CORS is off"),
+    setting!(database.url, env: ["SEAWALL_DATABASE_URL", "DATABASE_URL"],
+        flag: value("database-url", "URL"),
+        help: "Database URL, sqlite:... or postgres://..."),
+    setting!(database.max_connections, env: ["SEAWALL_DB_MAX_CONNECTIONS"],
+        flag: value("db-max-connections", "N"), help: "Database pool size, 1 to 1000"),
+    setting!(redis.url, env: ["SEAWALL_REDIS_URL", "REDIS_URL"], flag: value("redis-url", "URL"),
+        help: "Redis URL: redis://, rediss:// (TLS), redis-cluster://, redis-sentinel:// or their rediss- forms",
+        default: "none: in-memory backends"),
+    setting!(redis.tls_ca_file, env: ["SEAWALL_REDIS_TLS_CA_FILE"],
+        flag: value("redis-tls-ca-file", "PATH"),
+        help: "PEM file of the CAs a rediss:// server's certificate is checked against",
+        default: "the system's roots"),
+    setting!(redis.tls_insecure, env: ["SEAWALL_REDIS_TLS_INSECURE"],
+        flag: Flag::Switch { long: "redis-tls-insecure", value: "true" },
+        help: "Accept any certificate from a rediss:// server: for development only"),
+    setting!(admin.token, env: ["SEAWALL_ADMIN_TOKEN"], flag: Flag::None,
+        help: "The admin bearer token, at least 16 visible ASCII characters; no flag, since ps shows command lines",
+        default: "generated at start and printed once"),
+    setting!(demo.seed, env: ["SEAWALL_DEMO_SEED"],
+        flag: Flag::Switch { long: "no-seed", value: "false" },
+        help: "Write the demo dataset into an empty database; --no-seed turns it off"),
+    setting!(demo.users, env: ["SEAWALL_DEMO_USERS"], flag: value("demo-users", "N"),
+        help: "Demo dataset: number of users"),
+    setting!(demo.contents, env: ["SEAWALL_DEMO_CONTENTS"], flag: value("demo-contents", "N"),
+        help: "Demo dataset: number of contents"),
+    setting!(demo.schedules_per_user, env: ["SEAWALL_DEMO_SCHEDULES_PER_USER"],
+        flag: value("demo-schedules-per-user", "N"),
+        help: "Demo dataset: review schedules per user, at most the number of contents"),
+    setting!(demo.history_per_user, env: ["SEAWALL_DEMO_HISTORY_PER_USER"],
+        flag: value("demo-history-per-user", "N"),
+        help: "Demo dataset: review-history rows per user"),
+    setting!(perfmon.http_layer, env: ["SEAWALL_PERFMON_LAYER"],
+        flag: Flag::Switch { long: "no-perfmon-layer", value: "false" },
+        help: "Put the perfmon layer on the HTTP routes; --no-perfmon-layer leaves it off, to measure its cost"),
+    setting!(perfmon.slow_query, env: ["SEAWALL_SLOW_QUERY"], flag: value("slow-query", "DURATION"),
+        help: "Queries slower than this enter the slow-query log"),
+    setting!(perfmon.slow_api, env: ["SEAWALL_SLOW_API"], flag: value("slow-api", "DURATION"),
+        help: "Requests slower than this enter the slow-API log"),
+    setting!(log.filter, env: ["SEAWALL_LOG", "RUST_LOG"], flag: value("log", "FILTER"),
+        help: "Log filter such as info or seawall_api=debug,info"),
+    setting!(log.format, env: ["SEAWALL_LOG_FORMAT"], flag: value("log-format", "FORMAT"),
+        help: "Log line format: text, or json for one object per line"),
+];
+
+/// The README's table of settings, produced from [`SETTINGS`].
+pub fn reference_table() -> String {
+    let mut table = String::from(
+        "| key (TOML) | environment | flag | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    table.push_str(
+        "| | `SEAWALL_CONFIG` | `--config PATH` | none: no file is read | the TOML file to read |\n",
+    );
+    for setting in SETTINGS {
+        let env = setting
+            .env
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", then ");
+        let flag = match setting.flag {
+            Flag::None => String::new(),
+            Flag::Value { long, value_name } => format!("`--{long} {value_name}`"),
+            Flag::Switch { long, .. } => format!("`--{long}`"),
+        };
+        let default = setting.default_text().replace('|', "\\|");
+        let help = setting.help.replace('|', "\\|");
+        table.push_str(&format!(
+            "| `{}` | {env} | {flag} | `{default}` | {help} |\n",
+            setting.key
+        ));
+    }
+    table
+}
+
+/// Durations as human-readable strings (`"30s"`, `"1m 30s"`, `"250ms"`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Dotted paths of every leaf of a JSON value.
+    fn leaves(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match value.as_object() {
+            Some(map) if !prefix.contains('.') => {
+                for (key, inner) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaves(inner, &path, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_owned());
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_has_exactly_one_setting() {
+        let json = serde_json::to_value(Config::default()).expect("serialises");
+        let mut fields = BTreeSet::new();
+        leaves(&json, "", &mut fields);
+        let keys: Vec<&str> = SETTINGS.iter().map(|setting| setting.key).collect();
+        let unique: BTreeSet<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        assert_eq!(unique.len(), keys.len(), "a key is listed twice");
+        assert_eq!(unique, fields);
+    }
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut envs = BTreeSet::new();
+        let mut flags = BTreeSet::new();
+        for setting in SETTINGS {
+            for name in setting.env {
+                assert!(envs.insert(*name), "{name} is used twice");
+                assert!(
+                    name.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                    "{name}"
+                );
+            }
+            let long = match setting.flag {
+                Flag::None => continue,
+                Flag::Value { long, .. } | Flag::Switch { long, .. } => long,
+            };
+            assert!(flags.insert(long), "--{long} is used twice");
+        }
+    }
+
+    #[test]
+    fn every_default_reads_back() {
+        let defaults = Config::default();
+        for setting in SETTINGS {
+            if let Some(text) = setting.show(&defaults) {
+                let mut config = Config::default();
+                setting.apply(&mut config, &text).expect(setting.key);
+                assert_eq!(config, defaults, "{} = {text}", setting.key);
+            }
+        }
+    }
+
+    #[test]
+    fn switches_set_values_their_setting_reads() {
+        for setting in SETTINGS {
+            if let Flag::Switch { value, .. } = setting.flag {
+                let mut config = Config::default();
+                setting.apply(&mut config, value).expect(setting.key);
+                assert_ne!(config, Config::default(), "{} changes nothing", setting.key);
+            }
+        }
+    }
+
+    #[test]
+    fn lists_split_on_commas() {
+        let setting = SETTINGS
+            .iter()
+            .find(|setting| setting.key == "server.cors_origins")
+            .expect("listed");
+        let mut config = Config::default();
+        setting
+            .apply(&mut config, " https://a.example , https://b.example:8443,,")
+            .expect("reads");
+        assert_eq!(
+            config.server.cors_origins,
+            ["https://a.example", "https://b.example:8443"]
+        );
+        assert_eq!(
+            setting.show(&config).as_deref(),
+            Some("https://a.example,https://b.example:8443")
+        );
+    }
+
+    #[test]
+    fn the_readme_table_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let (begin, end) = ("<!-- settings:begin -->\n", "<!-- settings:end -->");
+        let start = readme.find(begin).expect("README has the settings markers") + begin.len();
+        let stop = readme.find(end).expect("README has the settings markers");
+        let table = reference_table();
+        if readme[start..stop] != table {
+            if std::env::var_os("SEAWALL_UPDATE_README").is_some() {
+                let updated = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+                std::fs::write(path, updated).expect("write README.md");
+            } else {
+                panic!(
+                    "README.md's table of settings is out of date; rewrite it with \
+                     `SEAWALL_UPDATE_README=1 cargo test -p seawall-api --lib readme_table`"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,755 @@
+//! Validation: the rules a usable configuration follows, checked after every
+//! layer is merged, and the masked copy that is safe to log.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::schema::{Config, DatabaseConfig, DemoConfig, RedisConfig, ServerConfig};
+
+const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+const SHUTDOWN_TIMEOUT_LIMIT: Duration = Duration::from_secs(60 * 60);
+const REQUEST_TIMEOUT_LIMIT: Duration = Duration::from_secs(60 * 60);
+const HEADER_READ_TIMEOUT_LIMIT: Duration = Duration::from_secs(10 * 60);
+const SHED_WAIT_LIMIT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS_LIMIT: u32 = 1_000;
+const DEMO_SIZE_LIMIT: u32 = 10_000_000;
+const DEMO_HISTORY_ROWS_LIMIT: u64 = 100_000_000;
+const ADMIN_TOKEN_MIN_LEN: usize = 16;
+const MASK: &str = "***";
+
+/// The Redis URL schemes fred understands; the `rediss` ones use TLS.
+const REDIS_SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis-cluster://",
+    "rediss-cluster://",
+    "redis-sentinel://",
+    "rediss-sentinel://",
+];
+
+impl Config {
+    /// Checks every rule a usable configuration follows: URL schemes, size
+    /// and time limits, demo dataset bounds, the admin token's shape and a
+    /// non-empty, parseable log filter. Error values have secrets masked.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_database()?;
+        self.validate_redis()?;
+        self.validate_admin()?;
+        self.validate_demo()?;
+        self.validate_perfmon()?;
+        self.validate_log()
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let ServerConfig {
+            listen: _,
+            shutdown_timeout,
+            max_body_bytes,
+            request_timeout,
+            header_read_timeout,
+            max_uri_bytes,
+            max_headers,
+            max_header_bytes,
+            max_in_flight,
+            shed_wait,
+            compression: _,
+            cors_origins,
+        } = &self.server;
+        in_range(
+            "server.max_body_bytes",
+            *max_body_bytes,
+            1,
+            MAX_BODY_BYTES_LIMIT,
+        )?;
+        in_range("server.max_uri_bytes", *max_uri_bytes, 64, 32 * 1024)?;
+        in_range("server.max_headers", *max_headers, 8, 500)?;
+        in_range(
+            "server.max_header_bytes",
+            *max_header_bytes,
+            1024,
+            256 * 1024,
+        )?;
+        in_range("server.max_in_flight", *max_in_flight, 1, 100_000)?;
+        for (key, value, min, max) in [
+            (
+                "server.shutdown_timeout",
+                *shutdown_timeout,
+                Duration::ZERO,
+                SHUTDOWN_TIMEOUT_LIMIT,
+            ),
+            (
+                "server.request_timeout",
+                *request_timeout,
+                Duration::from_millis(1),
+                REQUEST_TIMEOUT_LIMIT,
+            ),
+            (
+                "server.header_read_timeout",
+                *header_read_timeout,
+                Duration::from_millis(1),
+                HEADER_READ_TIMEOUT_LIMIT,
+            ),
+            (
+                "server.shed_wait",
+                *shed_wait,
+                Duration::ZERO,
+                SHED_WAIT_LIMIT,
+            ),
+        ] {
+            if value < min || value > max {
+                let range = if min.is_zero() {
+                    format!("must be at most {}", humantime::format_duration(max))
+                } else {
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    )
+                };
+                return Err(invalid(key, humantime::format_duration(value), range));
+            }
+        }
+        for origin in cors_origins {
+            if let Err(reason) = check_origin(origin) {
+                return Err(invalid(
+                    "server.cors_origins",
+                    format!("{origin:?}"),
+                    reason,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_database(&self) -> Result<(), ConfigError> {
+        let DatabaseConfig {
+            url,
+            max_connections,
+        } = &self.database;
+        let rest = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme));
+        match rest {
+            None => {
+                return Err(invalid(
+                    "database.url",
+                    format!("{:?}", mask_url(url)),
+                    "the scheme must be sqlite:, postgres:// or postgresql://",
+                ));
+            }
+            Some("") => {
+                return Err(invalid(
+                    "database.url",
+                    format!("{url:?}"),
+                    "nothing follows the scheme",
+                ));
+            }
+            Some(_) => {}
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(max_connections) {
+            return Err(invalid(
+                "database.max_connections",
+                max_connections,
+                format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let RedisConfig {
+            url,
+            tls_ca_file,
+            tls_insecure,
+        } = &self.redis;
+        let Some(url) = url else {
+            if tls_ca_file.is_some() || *tls_insecure {
+                return Err(invalid(
+                    "redis.url",
+                    "none",
+                    "redis.tls_ca_file and redis.tls_insecure need a rediss:// URL",
+                ));
+            }
+            return Ok(());
+        };
+        let Some(scheme) = REDIS_SCHEMES
+            .iter()
+            .find(|scheme| url.starts_with(**scheme))
+        else {
+            return Err(invalid(
+                "redis.url",
+                format!("{:?}", mask_url(url)),
+                format!("the scheme must be one of {}", REDIS_SCHEMES.join(", ")),
+            ));
+        };
+        if url.len() == scheme.len() {
+            return Err(invalid(
+                "redis.url",
+                format!("{url:?}"),
+                "nothing follows the scheme",
+            ));
+        }
+        let tls = scheme.starts_with("rediss");
+        if !tls && (tls_ca_file.is_some() || *tls_insecure) {
+            return Err(invalid(
+                "redis.url",
+                format!("{:?}", mask_url(url)),
+                "redis.tls_ca_file and redis.tls_insecure apply only to TLS (rediss) URLs",
+            ));
+        }
+        if tls_ca_file.is_some() && *tls_insecure {
+            return Err(invalid(
+                "redis.tls_insecure",
+                "true",
+                "checks no certificate, so a CA file (redis.tls_ca_file) makes no sense with it",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let Some(token) = &self.admin.token else {
+            return Ok(());
+        };
+        if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(invalid(
+                "admin.token",
+                MASK,
+                "must hold only visible ASCII characters (no whitespace)",
+            ));
+        }
+        if token.len() < ADMIN_TOKEN_MIN_LEN {
+            return Err(invalid(
+                "admin.token",
+                MASK,
+                format!(
+                    "must be at least {ADMIN_TOKEN_MIN_LEN} characters long, is {}",
+                    token.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_demo(&self) -> Result<(), ConfigError> {
+        let DemoConfig {
+            seed: _,
+            users,
+            contents,
+            schedules_per_user,
+            history_per_user,
+        } = self.demo;
+        for (key, value) in [
+            ("demo.users", users),
+            ("demo.contents", contents),
+            ("demo.schedules_per_user", schedules_per_user),
+            ("demo.history_per_user", history_per_user),
+        ] {
+            if value > DEMO_SIZE_LIMIT {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("must be at most {DEMO_SIZE_LIMIT}"),
+                ));
+            }
+        }
+        if users == 0 {
+            return Err(invalid("demo.users", users, "must be at least 1"));
+        }
+        if contents == 0 {
+            return Err(invalid("demo.contents", contents, "must be at least 1"));
+        }
+        if schedules_per_user == 0 && history_per_user > 0 {
+            return Err(invalid(
+                "demo.schedules_per_user",
+                schedules_per_user,
+                "must be at least 1 when demo.history_per_user is not 0: every review is of a scheduled content",
+            ));
+        }
+        if schedules_per_user > contents {
+            return Err(invalid(
+                "demo.schedules_per_user",
+                schedules_per_user,
+                format!(
+                    "must be at most demo.contents ({contents}): each schedule is for a distinct content"
+                ),
+            ));
+        }
+        let history_rows = u64::from(users).checked_mul(u64::from(history_per_user));
+        if history_rows.is_none_or(|rows| rows > DEMO_HISTORY_ROWS_LIMIT) {
+            return Err(invalid(
+                "demo.history_per_user",
+                history_per_user,
+                format!(
+                    "demo.users × demo.history_per_user ({users} × {history_per_user}) must be at most {DEMO_HISTORY_ROWS_LIMIT}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_perfmon(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("perfmon.slow_query", self.perfmon.slow_query),
+            ("perfmon.slow_api", self.perfmon.slow_api),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(
+                    key,
+                    humantime::format_duration(value),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_log(&self) -> Result<(), ConfigError> {
+        let filter = &self.log.filter;
+        if filter.trim().is_empty() {
+            return Err(invalid(
+                "log.filter",
+                format!("{filter:?}"),
+                "must not be empty",
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(filter) {
+            return Err(invalid(
+                "log.filter",
+                format!("{filter:?}"),
+                error.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy that is safe to log: passwords in the database and Redis URLs
+    /// and the admin token are replaced by `***`.
+    ///
+    /// URL passwords are found without a URL parser. When a URL is malformed
+    /// (an unescaped `/` or `#` in the password, say), everything from the
+    /// first `:` after `://` up to the last `@` is masked: too much rather
+    /// than too little. `password` query parameters are masked as well.
+    #[must_use]
+    pub fn masked(&self) -> Self {
+        let mut masked = self.clone();
+        masked.database.url = mask_url(&self.database.url);
+        masked.redis.url = self.redis.url.as_deref().map(mask_url);
+        if masked.admin.token.is_some() {
+            masked.admin.token = Some(MASK.to_owned());
+        }
+        masked
+    }
+
+    /// Whether the database is PostgreSQL (`postgres://` or `postgresql://`).
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://")
+    }
+
+    /// Whether the database is SQLite (`sqlite:`).
+    pub fn is_sqlite(&self) -> bool {
+        self.database.url.starts_with("sqlite:")
+    }
+}
+
+fn in_range(key: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            value,
+            format!("must be between {min} and {max}"),
+        ))
+    }
+}
+
+/// An origin as browsers send it: `http` or `https`, a host, maybe a port;
+/// no path, no trailing slash, no wildcard.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() {
+        return Err("names no host".to_owned());
+    }
+    if rest.contains(['/', '?', '#', '*', '@']) || rest.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(
+            "must be scheme://host[:port] only: no path, wildcard, user or blanks".to_owned(),
+        );
+    }
+    axum::http::HeaderValue::from_str(origin)
+        .map(drop)
+        .map_err(|_| "is not a valid header value".to_owned())
+}
+
+fn invalid(key: &'static str, value: impl Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Masks the password of a URL's user info and the values of query
+/// parameters whose name contains `password`.
+pub(crate) fn mask_url(url: &str) -> String {
+    mask_query_passwords(&mask_userinfo_password(url))
+}
+
+fn mask_userinfo_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest_start = scheme_end + "://".len();
+    let rest = &url[rest_start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    // A well-formed URL has its user info inside the authority; otherwise the
+    // password may hold an unescaped `/`, `?` or `#`, so take the last `@`.
+    let Some(at) = authority.rfind('@').or_else(|| rest.rfind('@')) else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) if colon + 1 < userinfo.len() => {
+            let password_start = rest_start + colon + 1;
+            let password_end = rest_start + at;
+            format!("{}{MASK}{}", &url[..password_start], &url[password_end..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn mask_query_passwords(url: &str) -> String {
+    let Some(query_start) = url.find('?').map(|question| question + 1) else {
+        return url.to_owned();
+    };
+    let query_end = url[query_start..]
+        .find('#')
+        .map_or(url.len(), |hash| query_start + hash);
+    let query = url[query_start..query_end]
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value))
+                if !value.is_empty() && name.to_ascii_lowercase().contains("password") =>
+            {
+                format!("{name}={MASK}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{}{query}{}", &url[..query_start], &url[query_end..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::DemoConfig;
+    use crate::config::test_support::*;
+
+    const FULL_FILE: &str = r#"
+        [database]
+        url = "postgres://file:filepw@db/file"
+
+        [admin]
+        token = "file-token-0123456789"
+    "#;
+
+    #[test]
+    fn database_and_redis_schemes() {
+        for url in [
+            "sqlite://x.db",
+            "sqlite::memory:",
+            "postgres://h/db",
+            "postgresql://u:p@h:5432/db",
+        ] {
+            load_with(&["--database-url", url], &[]).expect(url);
+        }
+        for url in [
+            "mysql://h/db",
+            "postgres:/h",
+            "http://h",
+            "",
+            "sqlite:",
+            "postgres://",
+            "SQLITE://x.db",
+        ] {
+            expect_invalid(
+                load_with(&[], &[("SEAWALL_DATABASE_URL", "sqlite://ok.db")]).and_then(
+                    |mut config| {
+                        config.database.url = url.to_owned();
+                        config.validate().map(|()| config)
+                    },
+                ),
+                "database.url",
+            );
+        }
+        let message = expect_invalid(
+            load_with(&["--database-url", "mysql://app:hunter2@h/db"], &[]),
+            "database.url",
+        );
+        assert!(
+            !message.contains("hunter2"),
+            "the error masks the password: {message}"
+        );
+
+        for url in ["redis://h:6379", "rediss://:pw@h:6380/1"] {
+            load_with(&["--redis-url", url], &[]).expect(url);
+        }
+        for url in ["http://h", "redis:/h", "redis://", "valkey://h"] {
+            expect_invalid(load_with(&["--redis-url", url], &[]), "redis.url");
+        }
+        let file = toml_file("[redis]\nurl = \"\"\n");
+        expect_invalid(load_with(&["--config", path_of(&file)], &[]), "redis.url");
+    }
+
+    #[test]
+    fn admin_token_rules() {
+        load_with(&[], &[("SEAWALL_ADMIN_TOKEN", "0123456789abcdef")]).expect("16 characters");
+        for token in [
+            "short",
+            "0123456789abcde",
+            "0123456789 abcdef",
+            "0123456789abcdef\n",
+            "0123456789abcdéf",
+        ] {
+            let message = expect_invalid(
+                load_with(&[], &[("SEAWALL_ADMIN_TOKEN", token)]),
+                "admin.token",
+            );
+            assert!(
+                !message.contains(token.trim()),
+                "the error hides the token: {message}"
+            );
+        }
+        let file = toml_file("[admin]\ntoken = \"\"\n");
+        expect_invalid(load_with(&["--config", path_of(&file)], &[]), "admin.token");
+    }
+
+    #[test]
+    fn size_and_time_limits() {
+        for (args, key) in [
+            (&["--max-body-bytes", "0"][..], "server.max_body_bytes"),
+            (&["--max-body-bytes", "67108865"], "server.max_body_bytes"),
+            (&["--shutdown-timeout", "1h 1s"], "server.shutdown_timeout"),
+            (&["--db-max-connections", "0"], "database.max_connections"),
+            (
+                &["--db-max-connections", "1001"],
+                "database.max_connections",
+            ),
+            (&["--slow-query", "0s"], "perfmon.slow_query"),
+            (&["--slow-api", "0ms"], "perfmon.slow_api"),
+            (&["--log", ""], "log.filter"),
+            (&["--log", "  "], "log.filter"),
+            (&["--log", "=="], "log.filter"),
+        ] {
+            expect_invalid(load_with(args, &[]), key);
+        }
+        for args in [
+            &["--max-body-bytes", "1"][..],
+            &["--max-body-bytes", "67108864"],
+            &["--shutdown-timeout", "1h"],
+            &["--shutdown-timeout", "0s"],
+            &["--db-max-connections", "1"],
+            &["--db-max-connections", "1000"],
+            &["--slow-query", "1ns"],
+            &["--log", "seawall_api=debug,info"],
+        ] {
+            load_with(args, &[]).expect(args[1]);
+        }
+    }
+
+    #[test]
+    fn demo_size_limits() {
+        for (args, key) in [
+            (&["--demo-users", "0"][..], "demo.users"),
+            (
+                &["--demo-contents", "0", "--demo-schedules-per-user", "0"],
+                "demo.contents",
+            ),
+            (
+                &["--demo-contents", "10", "--demo-schedules-per-user", "11"],
+                "demo.schedules_per_user",
+            ),
+            (&["--demo-users", "10000001"], "demo.users"),
+            (&["--demo-contents", "4294967295"], "demo.contents"),
+            (
+                &["--demo-history-per-user", "10000001"],
+                "demo.history_per_user",
+            ),
+            // 10^7 × 10^7 = 10^14 rows; u32 arithmetic would overflow.
+            (
+                &[
+                    "--demo-users",
+                    "10000000",
+                    "--demo-history-per-user",
+                    "10000000",
+                ],
+                "demo.history_per_user",
+            ),
+            (
+                &["--demo-users", "100001", "--demo-history-per-user", "1000"],
+                "demo.history_per_user",
+            ),
+        ] {
+            expect_invalid(load_with(args, &[]), key);
+        }
+        load_with(
+            &["--demo-users", "100000", "--demo-history-per-user", "1000"],
+            &[],
+        )
+        .expect("exactly the limit");
+        load_with(
+            &[
+                "--demo-users",
+                "1",
+                "--demo-contents",
+                "1",
+                "--demo-schedules-per-user",
+                "1",
+            ],
+            &[],
+        )
+        .expect("the smallest dataset");
+
+        // Values past every limit go through validate without panicking.
+        let mut config = Config {
+            demo: DemoConfig {
+                seed: true,
+                users: u32::MAX,
+                contents: u32::MAX,
+                schedules_per_user: u32::MAX,
+                history_per_user: u32::MAX,
+            },
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid { .. })
+        ));
+        config.demo.users = DEMO_SIZE_LIMIT;
+        config.demo.contents = DEMO_SIZE_LIMIT;
+        config.demo.schedules_per_user = DEMO_SIZE_LIMIT;
+        config.demo.history_per_user = DEMO_SIZE_LIMIT;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid {
+                key: "demo.history_per_user",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn masked_hides_passwords_and_the_token_only() {
+        let config = load_with(
+            &[
+                "--database-url",
+                "postgres://app:s3cret@db:5432/seawall",
+                "--redis-url",
+                "redis://:r3dis@cache:6379/0",
+            ],
+            &[("SEAWALL_ADMIN_TOKEN", "0123456789abcdef-secret")],
+        )
+        .expect("loads");
+        let masked = config.masked();
+        assert_eq!(masked.database.url, "postgres://app:***@db:5432/seawall");
+        assert_eq!(
+            masked.redis.url.as_deref(),
+            Some("redis://:***@cache:6379/0")
+        );
+        assert_eq!(masked.admin.token.as_deref(), Some("***"));
+
+        let mut unmasked = masked.clone();
+        unmasked.database.url.clone_from(&config.database.url);
+        unmasked.redis.url.clone_from(&config.redis.url);
+        unmasked.admin.token.clone_from(&config.admin.token);
+        assert_eq!(unmasked, config, "nothing else changes");
+
+        assert_eq!(Config::default().masked(), Config::default());
+    }
+
+    #[test]
+    fn masking_urls() {
+        for (url, expected) in [
+            (
+                "postgres://app:pw@db:5432/seawall",
+                "postgres://app:***@db:5432/seawall",
+            ),
+            (
+                "postgres://app@db:5432/seawall",
+                "postgres://app@db:5432/seawall",
+            ),
+            ("postgres://app:@db/seawall", "postgres://app:@db/seawall"),
+            ("postgres://db:5432/seawall", "postgres://db:5432/seawall"),
+            ("postgresql://app:p:w@db/x", "postgresql://app:***@db/x"),
+            ("postgres://app:p@ss@db/x", "postgres://app:***@db/x"),
+            (
+                "postgres://app:pw@db/x?user=a@b",
+                "postgres://app:***@db/x?user=a@b",
+            ),
+            // Unescaped `/`, `#` or `?` in the password: mask up to the last `@`.
+            ("postgres://app:pa/ss@db/x", "postgres://app:***@db/x"),
+            ("postgres://app:pa#ss@db/x", "postgres://app:***@db/x"),
+            ("postgres://app:p?a/s@s@db/x", "postgres://app:***@db/x"),
+            (
+                "postgres://db/x?password=pw&sslmode=require",
+                "postgres://db/x?password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/x?sslmode=require&PassWord=pw#frag",
+                "postgres://db/x?sslmode=require&PassWord=***#frag",
+            ),
+            ("redis://:pw@cache:6379", "redis://:***@cache:6379"),
+            ("redis://user:pw@cache", "redis://user:***@cache"),
+            ("redis://cache:6379/0", "redis://cache:6379/0"),
+            (
+                "sqlite://seawall.db?mode=rwc",
+                "sqlite://seawall.db?mode=rwc",
+            ),
+            ("sqlite:///tmp/a@b.db", "sqlite:///tmp/a@b.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("", ""),
+            ("://", "://"),
+            ("://:@", "://:@"),
+            ("x://é:ü@ö", "x://é:***@ö"),
+        ] {
+            assert_eq!(mask_url(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_masked_config_serializes() {
+        let file = toml_file(FULL_FILE);
+        let config = load_with(&["--config", path_of(&file)], &[]).expect("loads");
+        let masked = config.masked();
+
+        let text = toml::to_string(&masked).expect("TOML");
+        assert!(
+            !text.contains("filepw") && !text.contains("file-token"),
+            "{text}"
+        );
+        let back: Config = toml::from_str(&text).expect("the TOML reads back");
+        assert_eq!(back, masked);
+
+        let json = serde_json::to_string(&masked).expect("JSON");
+        assert!(
+            !json.contains("filepw") && !json.contains("file-token"),
+            "{json}"
+        );
+        let back: Config = serde_json::from_str(&json).expect("the JSON reads back");
+        assert_eq!(back, masked);
+
+        // `None` fields serialize too.
+        let text = toml::to_string(&Config::default().masked()).expect("TOML of the defaults");
+        assert_eq!(
+            toml::from_str::<Config>(&text).expect("reads back"),
+            Config::default()
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Load shedding: a global limit on requests in flight with a bounded wait.
+//!
+//! A request takes a permit from one semaphore shared by every route; when
+//! none is free it waits up to `server.shed_wait` (tokio's semaphore serves
+//! waiters in order), then is answered 503 with `Retry-After: 1` at once
+//! instead of queueing without bound. Shed requests are counted in
+//! `seawall_http_shed_requests_total`; requests holding a permit are
+//! `seawall_http_requests_in_flight`. `/livez` and `/metrics` never wait, so
+//! an overloaded instance still answers its liveness probe and its scraper.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use seawall_perfmon::{Counter, Gauge, Monitor};
+use tokio::sync::Semaphore;
+
+use crate::problem::Problem;
+
+/// Paths that are never shed or counted.
+const EXEMPT: [&str; 2] = ["/livez", "/metrics"];
+
+/// The shared admission state. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Shedder(Arc<Inner>);
+
+struct Inner {
+    permits: Arc<Semaphore>,
+    wait: Duration,
+    shed: Counter,
+    in_flight: Gauge,
+}
+
+impl Shedder {
+    /// At most `max_in_flight` requests at once, the rest waiting up to
+    /// `wait`; the metrics are registered on `monitor`.
+    pub(crate) fn new(
+        max_in_flight: usize,
+        wait: Duration,
+        monitor: &Monitor,
+    ) -> Result<Self, seawall_perfmon::Error> {
+        let shed = monitor
+            .counter(
+                "http_shed_requests",
+                "Requests answered 503 because the in-flight limit stayed full for the whole wait.",
+                &[],
+            )?
+            .with_labels(&[])?;
+        let in_flight = monitor
+            .gauge(
+                "http_requests_in_flight",
+                "Requests being served now (the probes and /metrics are not counted).",
+                &[],
+            )?
+            .with_labels(&[])?;
+        Ok(Self(Arc::new(Inner {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            wait,
+            shed,
+            in_flight,
+        })))
+    }
+}
+
+/// The middleware: admits, waits, or sheds.
+pub(crate) async fn admit(
+    State(shedder): State<Shedder>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if EXEMPT.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let inner = &shedder.0;
+    let permit = match inner.permits.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
+        Err(_) if inner.wait.is_zero() => None,
+        Err(_) => tokio::time::timeout(inner.wait, inner.permits.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok),
+    };
+    let Some(permit) = permit else {
+        inner.shed.inc();
+        return Problem::unavailable(
+            "the server is at its limit of requests in flight; retry shortly",
+        )
+        .with_retry_after(1)
+        .into_response();
+    };
+    inner.in_flight.inc();
+    let _in_flight = InFlight(&inner.in_flight);
+    let response = next.run(request).await;
+    drop(permit);
+    response
+}
+
+/// Decrements the in-flight gauge however the request ends (a cancelled
+/// future included).
+struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,159 @@
+//! The API's contract: the OpenAPI 3.1 document, generated from the route
+//! annotations and served at `/api/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::problem::{InvalidParam, PROBLEM_JSON, Problem};
+
+/// The name of the admin bearer-token scheme in the document.
+pub(crate) const ADMIN_TOKEN: &str = "admin_token";
+
+/// The document's root: title, tags, the problem schema, and the responses
+/// every operation can give.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "seawall-api",
+        description = "The seawall API service: the reference workload (review schedules, \
+                       statistics, the content catalogue), probes, metrics, the admin API and \
+                       the dashboard. Every error is an RFC 9457 problem (`application/problem+json`).",
+        license(name = "MIT OR Apache-2.0"),
+    ),
+    tags(
+        (name = "workload", description = "The reference workload"),
+        (name = "probes", description = "Liveness, readiness and metrics"),
+        (name = "admin", description = "The admin API, behind the admin bearer token"),
+        (name = "dashboard", description = "The dashboard page and its assets"),
+        (name = "contract", description = "This document"),
+    ),
+    components(schemas(Problem, InvalidParam)),
+    modifiers(&Conventions),
+)]
+pub(crate) struct ApiDoc;
+
+/// The serialised document, shared with the handler that serves it.
+#[derive(Clone)]
+pub(crate) struct ApiDocument(pub(crate) Arc<str>);
+
+/// The contract route.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new().routes(routes!(openapi_json))
+}
+
+/// This OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "contract",
+    responses((status = 200, description = "The document", body = Object,
+        content_type = "application/json")),
+)]
+async fn openapi_json(Extension(document): Extension<ApiDocument>) -> Response {
+    let mut response = document.0.to_string().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Adds what every operation shares rather than repeating it on each: the
+/// admin security scheme, 401 and 403 on operations that need the token, and
+/// the problems any request can meet before or around its handler.
+struct Conventions;
+
+/// Answers that can come to any request: from the middleware (duplicate
+/// `Authorization`, limits, load shedding, the request timeout) or a failure.
+const COMMON: [(&str, &str); 5] = [
+    (
+        "400",
+        "Invalid input: a malformed or unknown query parameter, or two `Authorization` headers",
+    ),
+    (
+        "414",
+        "The request target is longer than `server.max_uri_bytes`",
+    ),
+    (
+        "431",
+        "More header fields than `server.max_headers`, or more bytes than `server.max_header_bytes`",
+    ),
+    (
+        "500",
+        "The server failed; the cause is in its log, under the request id",
+    ),
+    (
+        "503",
+        "Overloaded (shed, with `Retry-After`), past `server.request_timeout`, or a dependency is down",
+    ),
+];
+
+const ADMIN: [(&str, &str); 2] = [
+    (
+        "401",
+        "No admin bearer token; comes with a `WWW-Authenticate` challenge",
+    ),
+    ("403", "The admin token is wrong"),
+];
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            ADMIN_TOKEN,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token: `SEAWALL_ADMIN_TOKEN`, or the one printed at start",
+                    ))
+                    .build(),
+            ),
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_responses(operation, &COMMON);
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add_responses(operation, &ADMIN);
+                }
+            }
+        }
+    }
+}
+
+fn add_responses(operation: &mut Operation, responses: &[(&str, &str)]) {
+    for (status, description) in responses {
+        operation
+            .responses
+            .responses
+            .entry((*status).to_owned())
+            .or_insert_with(|| RefOr::T(problem_response(description)));
+    }
+}
+
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}

@@ -1,0 +1,74 @@
+//! What every handler can reach: the database, Redis, the monitor, the admin
+//! token and the timeline. This module imports no handler and no router, so
+//! route modules depend on it and never the other way round.
+
+use std::sync::Arc;
+
+use seawall_perfmon::{HealthCheck, Monitor};
+
+use crate::auth::AdminToken;
+use crate::db::Db;
+use crate::redis::Redis;
+use crate::timeline::Timeline;
+
+/// The state handlers share. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+struct Shared {
+    db: Db,
+    redis: Option<Redis>,
+    monitor: Monitor,
+    admin_token: AdminToken,
+    timeline: Timeline,
+    readiness: Vec<Box<dyn HealthCheck>>,
+}
+
+impl AppState {
+    /// Bundles the parts; readiness checks are those of the database and,
+    /// when configured, Redis.
+    pub(crate) fn new(
+        db: Db,
+        redis: Option<Redis>,
+        monitor: Monitor,
+        admin_token: AdminToken,
+        timeline: Timeline,
+    ) -> Self {
+        let mut readiness: Vec<Box<dyn HealthCheck>> = vec![Box::new(db.health_check())];
+        if let Some(redis) = &redis {
+            readiness.push(Box::new(redis.health_check()));
+        }
+        Self(Arc::new(Shared {
+            db,
+            redis,
+            monitor,
+            admin_token,
+            timeline,
+            readiness,
+        }))
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    pub(crate) fn redis(&self) -> Option<&Redis> {
+        self.0.redis.as_ref()
+    }
+
+    pub(crate) fn monitor(&self) -> &Monitor {
+        &self.0.monitor
+    }
+
+    pub(crate) fn admin_token(&self) -> &AdminToken {
+        &self.0.admin_token
+    }
+
+    pub(crate) fn timeline(&self) -> &Timeline {
+        &self.0.timeline
+    }
+
+    pub(crate) fn readiness_checks(&self) -> &[Box<dyn HealthCheck>] {
+        &self.0.readiness
+    }
+}
