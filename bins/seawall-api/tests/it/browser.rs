@@ -1,16 +1,20 @@
-//! The dashboard in a real headless Chromium, against the real service.
+//! The dashboard in a real headless Chromium, driven through fantoccini,
+//! against the real service.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/setup` installs
 //! them); without them the test fails and says so. On failure it saves a
 //! screenshot and prints the browser's console next to the error, which is
 //! why the checks below return errors instead of panicking.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fantoccini::Client;
+use fantoccini::Locator::Css;
+use fantoccini::error::CmdError;
 use serde_json::{Value, json};
 
+use crate::chromedriver::{self, ChromeDriver};
 use crate::support::TestServer;
-use crate::webdriver::{self, Driver, Session, wait_for};
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -28,37 +32,48 @@ const TOKEN_KEY: &str = "seawall.adminToken";
 const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The panel refreshes every 2 s; this leaves room for a slow machine.
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The whole scenario, so that a hung browser fails the test instead of
+/// stalling it; fantoccini has no per-command timeout.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
+/// Each clean-up command after the scenario.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const CONTENT_REQUESTS: u16 = 50;
 const REVIEW_REQUESTS: u16 = 5;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_signs_in_and_shows_live_performance_figures() -> TestResult {
     let server = TestServer::start().await;
-    let driver = Driver::start().await?;
-    let session = driver.new_session().await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.new_session().await?;
 
-    let outcome = sign_in_and_watch(&session, &server).await;
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, sign_in_and_watch(&browser, &server))
+        .await
+        .unwrap_or_else(|_| Err(format!("the scenario took over {SCENARIO_TIMEOUT:?}").into()));
     if let Err(error) = &outcome {
-        report_failure(&session, &driver, error).await;
+        report_failure(&browser, &driver, error).await;
     }
-    session.quit().await?;
-    outcome?;
+    tokio::time::timeout(COMMAND_TIMEOUT, browser.close())
+        .await
+        .map_err(|_| format!("closing the session took over {COMMAND_TIMEOUT:?}"))??;
+    // The message, not fantoccini's `Debug` with chromedriver's stack trace.
+    outcome.map_err(|error| error.to_string())?;
     server.stop().await?;
     Ok(())
 }
 
-async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult {
+async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult {
     let token = server.admin_token.as_str();
     let nothing_stored = json!({ "session": null, "local": [] });
-    session.goto(&format!("{}/", server.base_url)).await?;
-    wait_displayed(session, "#token").await?;
+    browser.goto(&format!("{}/", server.base_url)).await?;
+    wait_displayed(browser, "#token").await?;
 
     // A wrong token is refused in the page, and not stored.
-    let input = session.find("#token").await?;
+    let input = browser.find(Css("#token")).await?;
     input.send_keys("not-the-admin-token").await?;
-    session.find("#token-submit").await?.click().await?;
+    browser.find(Css("#token-submit")).await?.click().await?;
     let refusal = wait_for("the refusal message", PAGE_TIMEOUT, async || {
-        let error = session.find("#token-error").await?;
+        let error = browser.find(Css("#token-error")).await?;
         if !error.is_displayed().await? {
             return Ok(None);
         }
@@ -69,19 +84,19 @@ async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult
         refusal.contains("not accepted"),
         "refusal message: {refusal:?}"
     );
-    let stored = stored_tokens(session, token).await?;
+    let stored = stored_tokens(browser, token).await?;
     check!(stored == nothing_stored, "stored after a refusal: {stored}");
 
     // The right one opens the performance panel.
     input.clear().await?;
     input.send_keys(token).await?;
-    session.find("#token-submit").await?.click().await?;
+    browser.find(Css("#token-submit")).await?.click().await?;
     let before = wait_for("the first figures", PAGE_TIMEOUT, async || {
-        figure(session, "perf-requests-total").await
+        figure(browser, "perf-requests-total").await
     })
     .await?;
     check!(
-        !session.find("#sign-in").await?.is_displayed().await?,
+        !browser.find(Css("#sign-in")).await?.is_displayed().await?,
         "the sign-in form stays"
     );
     for testid in [
@@ -90,8 +105,8 @@ async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult
         "slow-apis",
         "perf-p99",
     ] {
-        let shown = session
-            .find(&format!("[data-testid={testid}]"))
+        let shown = browser
+            .find(Css(&format!("[data-testid={testid}]")))
             .await?
             .is_displayed()
             .await?;
@@ -111,13 +126,13 @@ async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult
         &format!("the health badge to show {expected}"),
         PAGE_TIMEOUT,
         async || {
-            let badge = session.find("[data-testid=perf-health]").await?;
-            Ok((badge.attribute("value").await?.as_deref() == Some(expected)).then_some(()))
+            let badge = browser.find(Css("[data-testid=perf-health]")).await?;
+            Ok((badge.attr("value").await?.as_deref() == Some(expected)).then_some(()))
         },
     )
     .await?;
-    let label = session
-        .find("[data-testid=perf-health]")
+    let label = browser
+        .find(Css("[data-testid=perf-health]"))
         .await?
         .text()
         .await?;
@@ -127,14 +142,17 @@ async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult
     );
 
     // The token is in this tab's sessionStorage only, and never in the URL.
-    let stored = stored_tokens(session, token).await?;
+    let stored = stored_tokens(browser, token).await?;
     check!(stored["session"] == token, "sessionStorage: {stored}");
     check!(
         stored["local"] == json!([]),
         "localStorage holds the token: {stored}"
     );
-    let url = session.current_url().await?;
-    check!(!url.contains(token), "the token is in the URL {url}");
+    let url = browser.current_url().await?;
+    check!(
+        !url.as_str().contains(token),
+        "the token is in the URL {url}"
+    );
 
     // Real traffic moves the figures.
     let pages = std::iter::repeat_n("/api/content?page=1", usize::from(CONTENT_REQUESTS)).chain(
@@ -154,32 +172,36 @@ async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult
     }
     let expected = before + f64::from(CONTENT_REQUESTS + REVIEW_REQUESTS);
     wait_for("the request count to rise", UPDATE_TIMEOUT, async || {
-        Ok(figure(session, "perf-requests-total")
+        Ok(figure(browser, "perf-requests-total")
             .await?
             .filter(|&total| total >= expected))
     })
     .await?;
     let p50 = wait_for("a p50 latency", UPDATE_TIMEOUT, async || {
-        Ok(figure(session, "perf-p50").await?.filter(|&ms| ms > 0.0))
+        Ok(figure(browser, "perf-p50").await?.filter(|&ms| ms > 0.0))
     })
     .await?;
-    let p50_text = session.find("[data-testid=perf-p50]").await?.text().await?;
+    let p50_text = browser
+        .find(Css("[data-testid=perf-p50]"))
+        .await?
+        .text()
+        .await?;
     let in_units = p50_text.ends_with(" ms") || p50_text.ends_with(" s");
     check!(in_units, "p50 of {p50} ms shows as {p50_text:?}");
     wait_for("a throughput", UPDATE_TIMEOUT, async || {
-        Ok(figure(session, "perf-throughput")
+        Ok(figure(browser, "perf-throughput")
             .await?
             .filter(|&rate| rate > 0.0))
     })
     .await?;
 
     // At a phone's width the page reflows instead of scrolling sideways.
-    session.set_window_size(390, 844).await?;
+    browser.set_window_size(390, 844).await?;
     let (scroll_width, client_width) = wait_for("the narrow layout", PAGE_TIMEOUT, async || {
-        let widths = session
+        let widths = browser
             .execute(
                 "const root = document.documentElement; return [root.scrollWidth, root.clientWidth];",
-                json!([]),
+                vec![],
             )
             .await?;
         let narrow = widths[1].as_u64().filter(|&width| width < 500);
@@ -193,7 +215,7 @@ async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult
 
     // Nothing the page does was blocked by its Content-Security-Policy, and
     // no script failed.
-    let console = session.browser_log().await?;
+    let console = chromedriver::browser_log(browser).await?;
     let broken: Vec<&String> = console
         .iter()
         .filter(|line| line.contains("Content Security Policy") || line.contains("Uncaught"))
@@ -201,53 +223,55 @@ async fn sign_in_and_watch(session: &Session, server: &TestServer) -> TestResult
     check!(broken.is_empty(), "browser console: {broken:#?}");
 
     // Signing out forgets the token and asks for it again.
-    session.find("#sign-out").await?.click().await?;
-    wait_displayed(session, "#token").await?;
-    let stored = stored_tokens(session, token).await?;
+    browser.find(Css("#sign-out")).await?.click().await?;
+    wait_displayed(browser, "#token").await?;
+    let stored = stored_tokens(browser, token).await?;
     check!(
         stored == nothing_stored,
         "stored after signing out: {stored}"
     );
-    let figures = session
-        .find_all("[data-testid=perf-requests-total]")
+    let figures = browser
+        .find_all(Css("[data-testid=perf-requests-total]"))
         .await?;
     check!(figures.is_empty(), "the panel stays after signing out");
 
     // A stored token the server stops accepting sends the user back to the
     // form with a message, and is forgotten.
-    session
+    browser
         .execute(
             "sessionStorage.setItem(arguments[0], 'a-revoked-token');",
-            json!([TOKEN_KEY]),
+            vec![json!(TOKEN_KEY)],
         )
         .await?;
-    session.goto(&format!("{}/", server.base_url)).await?;
-    wait_displayed(session, "#token-error").await?;
-    let message = session.find("#token-error").await?.text().await?;
+    browser.goto(&format!("{}/", server.base_url)).await?;
+    wait_displayed(browser, "#token-error").await?;
+    let message = browser.find(Css("#token-error")).await?.text().await?;
     check!(
         message.contains("no longer accepts"),
         "after a 403: {message:?}"
     );
-    let stored = stored_tokens(session, token).await?;
+    let stored = stored_tokens(browser, token).await?;
     check!(stored == nothing_stored, "stored after a 403: {stored}");
     Ok(())
 }
 
 /// The number behind a figure (the `value` of its `<data>` element), once the
 /// panel has shown one.
-async fn figure(session: &Session, testid: &str) -> webdriver::Result<Option<f64>> {
-    let element = session.find(&format!("[data-testid={testid}]")).await?;
-    let value = element.attribute("value").await?.unwrap_or_default();
+async fn figure(browser: &Client, testid: &str) -> Result<Option<f64>, CmdError> {
+    let element = browser
+        .find(Css(&format!("[data-testid={testid}]")))
+        .await?;
+    let value = element.attr("value").await?.unwrap_or_default();
     Ok(value
         .parse::<f64>()
         .ok()
         .filter(|number| number.is_finite()))
 }
 
-async fn wait_displayed(session: &Session, selector: &str) -> webdriver::Result<()> {
+async fn wait_displayed(browser: &Client, selector: &str) -> TestResult {
     wait_for(&format!("{selector} to show"), PAGE_TIMEOUT, async || {
-        Ok(session
-            .find(selector)
+        Ok(browser
+            .find(Css(selector))
             .await?
             .is_displayed()
             .await?
@@ -258,8 +282,8 @@ async fn wait_displayed(session: &Session, selector: &str) -> webdriver::Result<
 
 /// What sessionStorage holds under the dashboard's key, and the
 /// localStorage keys that are that key or hold `token` or the stored value.
-async fn stored_tokens(session: &Session, token: &str) -> webdriver::Result<Value> {
-    session
+async fn stored_tokens(browser: &Client, token: &str) -> Result<Value, CmdError> {
+    browser
         .execute(
             "const [key, token] = arguments;
              const stored = sessionStorage.getItem(key);
@@ -267,23 +291,61 @@ async fn stored_tokens(session: &Session, token: &str) -> webdriver::Result<Valu
                  .filter(([k, v]) => k === key || v.includes(token) || (stored !== null && v.includes(stored)))
                  .map(([k]) => k);
              return { session: stored, local };",
-            json!([TOKEN_KEY, token]),
+            vec![json!(TOKEN_KEY), json!(token)],
         )
         .await
 }
 
-async fn report_failure(session: &Session, driver: &Driver, error: &dyn std::fmt::Display) {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-failure.png");
-    match session.save_screenshot(&path).await {
-        Ok(path) => eprintln!(
-            "browser test failed: {error}\nscreenshot: {}",
-            path.display()
-        ),
-        Err(shot) => eprintln!("browser test failed: {error}\n(no screenshot: {shot})"),
+/// Polls `probe` every 100 ms until it gives `Some`, for at most `timeout`.
+///
+/// Transient WebDriver errors (the element is not there yet, or was
+/// re-rendered) count as "not yet"; others end the wait. On timeout the error
+/// names `what` and the last transient error, if any.
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<Option<T>, CmdError>,
+) -> TestResult<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        match probe().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error)
+                if error.is_no_such_element()
+                    || error.is_stale_element_reference()
+                    || error.is_element_not_interactable() =>
+            {
+                last = Some(error);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if Instant::now() >= deadline {
+            let last = last
+                .map(|error| format!(" (last: {error})"))
+                .unwrap_or_default();
+            return Err(format!("timed out after {timeout:?} waiting for {what}{last}").into());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
-    match session.browser_log().await {
-        Ok(lines) => eprintln!("browser console:\n{}", lines.join("\n")),
-        Err(log) => eprintln!("(no browser console: {log})"),
+}
+
+async fn report_failure(browser: &Client, driver: &ChromeDriver, error: &dyn std::fmt::Display) {
+    eprintln!("browser test failed: {error}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-failure.png");
+    match tokio::time::timeout(COMMAND_TIMEOUT, browser.screenshot()).await {
+        Ok(Ok(png)) => match std::fs::write(&path, png) {
+            Ok(()) => eprintln!("screenshot: {}", path.display()),
+            Err(write) => eprintln!("(no screenshot: cannot write {}: {write})", path.display()),
+        },
+        Ok(Err(shot)) => eprintln!("(no screenshot: {shot})"),
+        Err(_) => eprintln!("(no screenshot: no answer in {COMMAND_TIMEOUT:?})"),
+    }
+    match tokio::time::timeout(COMMAND_TIMEOUT, chromedriver::browser_log(browser)).await {
+        Ok(Ok(lines)) => eprintln!("browser console:\n{}", lines.join("\n")),
+        Ok(Err(log)) => eprintln!("(no browser console: {log})"),
+        Err(_) => eprintln!("(no browser console: no answer in {COMMAND_TIMEOUT:?})"),
     }
     let log = driver.log();
     let lines: Vec<&str> = log.lines().collect();

@@ -2,7 +2,7 @@
 //! per area.
 
 mod browser;
+mod chromedriver;
 mod process;
 mod support;
-mod webdriver;
 mod workload;

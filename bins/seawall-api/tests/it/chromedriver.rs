@@ -1,0 +1,226 @@
+//! chromedriver for the browser tests: fantoccini speaks WebDriver but only
+//! connects to a driver that is already running, so this starts one on a free
+//! loopback port and opens headless Chromium sessions through it.
+//!
+//! chromedriver runs in its own process group, so dropping the
+//! [`ChromeDriver`] kills it together with every Chromium process it started,
+//! even when a test fails half-way.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use fantoccini::error::CmdError;
+use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use reqwest::{Method, Url};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// Where Debian's `chromium` package puts the browser.
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+/// Where Debian's `chromium-driver` package puts the driver.
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+pub(crate) type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+/// A running chromedriver; killed, with its browsers, on drop.
+pub(crate) struct ChromeDriver {
+    child: Child,
+    address: SocketAddr,
+    /// Holds the driver's log and the browsers' profiles; removed last.
+    scratch: TempDir,
+}
+
+impl ChromeDriver {
+    /// Starts chromedriver and waits until it takes connections.
+    pub(crate) async fn start() -> Result<Self> {
+        for (binary, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+            if !Path::new(binary).exists() {
+                return Err(format!(
+                    "{binary} is missing: the browser test needs Debian's `{package}` package; \
+                     run scripts/setup to install it"
+                )
+                .into());
+            }
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("seawall-chromedriver-")
+            .tempdir()
+            .map_err(|error| format!("cannot create a temp dir: {error}"))?;
+        let log_path = scratch.path().join("chromedriver.log");
+        let log = File::create(&log_path)
+            .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
+        let address = free_address()?;
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={}", address.port()))
+            .arg(format!("--log-path={}", log_path.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // Its own process group, so that Drop can kill the browsers too.
+            .process_group(0)
+            .spawn()
+            .map_err(|error| format!("cannot start {CHROMEDRIVER}: {error}"))?;
+        let mut driver = Self {
+            child,
+            address,
+            scratch,
+        };
+        driver.wait_until_listening().await?;
+        Ok(driver)
+    }
+
+    async fn wait_until_listening(&mut self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "chromedriver exited at start ({status}); its log:\n{}",
+                    self.log()
+                )
+                .into());
+            }
+            let error = match tokio::net::TcpStream::connect(self.address).await {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "chromedriver did not listen on {} within {STARTUP_TIMEOUT:?} ({error}); \
+                     its log:\n{}",
+                    self.address,
+                    self.log()
+                )
+                .into());
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The driver's log so far, for error messages.
+    pub(crate) fn log(&self) -> String {
+        let path = self.scratch.path().join("chromedriver.log");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| format!("({}: {error})", path.display()))
+    }
+
+    /// Opens a headless Chromium with a fresh profile, over plain HTTP to the
+    /// loopback driver.
+    pub(crate) async fn new_session(&self) -> Result<Client> {
+        let profile = tempfile::Builder::new()
+            .prefix("profile-")
+            .tempdir_in(self.scratch.path())
+            .map_err(|error| format!("cannot create a profile dir: {error}"))?;
+        // Kept until the driver goes, which kills the browser first.
+        let profile = profile.keep();
+        let capabilities: Capabilities = serde_json::from_value(json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+            "goog:loggingPrefs": { "browser": "ALL" },
+            "timeouts": { "script": 10_000, "pageLoad": 30_000, "implicit": 0 },
+        }))?;
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(capabilities);
+        let client = builder
+            .connect(&format!("http://{}", self.address))
+            .await
+            .map_err(|error| {
+                format!(
+                    "cannot open a Chromium session: {error}; chromedriver log:\n{}",
+                    self.log()
+                )
+            })?;
+        Ok(client)
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // The negative pid addresses the process group that `process_group(0)`
+        // created: chromedriver and the browsers it launched.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_address() -> Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|error| format!("cannot find a free port: {error}"))?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| format!("cannot find a free port: {error}"))?;
+    Ok(address)
+}
+
+/// Console messages and page errors since the last call, as `LEVEL message`
+/// lines.
+pub(crate) async fn browser_log(browser: &Client) -> Result<Vec<String>, CmdError> {
+    let entries = browser.issue_cmd(BrowserLog).await?;
+    Ok(entries
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|entry| {
+                    format!(
+                        "{} {}",
+                        entry["level"].as_str().unwrap_or("?"),
+                        entry["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// chromedriver's `POST /session/{id}/se/log` extension, which fantoccini
+/// does not wrap.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    // `<Url as FromStr>::Err` is `url::ParseError`, named without depending
+    // on the `url` crate.
+    fn endpoint(
+        &self,
+        base_url: &Url,
+        session_id: Option<&str>,
+    ) -> Result<Url, <Url as FromStr>::Err> {
+        let session_id = session_id.unwrap_or_default();
+        base_url.join(&format!("session/{session_id}/se/log"))
+    }
+
+    fn method_and_body(&self, _url: &Url) -> (Method, Option<String>) {
+        (Method::POST, Some(json!({ "type": "browser" }).to_string()))
+    }
+}
