@@ -11,7 +11,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::{Extension, Router};
 use seawall_perfmon::{Monitor, PerfmonLayer};
 use tokio::net::TcpListener;
-use utoipa::OpenApi as _;
+use utoipa::{Modify as _, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{self, AdminToken};
@@ -20,7 +20,7 @@ use crate::db::Db;
 use crate::middleware::{self, Shedder, Stack};
 use crate::problem::Problem;
 use crate::redis::Redis;
-use crate::routes::docs::{ApiDoc, ApiDocument};
+use crate::routes::docs::{ApiDoc, ApiDocument, Conventions};
 use crate::routes::{dashboard, docs, health, performance, workload};
 use crate::seed::{self, SeedOutcome};
 use crate::server::{self, Drained};
@@ -176,7 +176,9 @@ impl App {
 
 /// The OpenAPI document of every route the service has.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes(None).into_openapi()
+    let mut document = api_routes(None).into_openapi();
+    Conventions.modify(&mut document);
+    document
 }
 
 /// Every route with its OpenAPI entry; the admin ones behind the token when
@@ -198,9 +200,10 @@ fn api_routes(admin_token: Option<AdminToken>) -> OpenApiRouter<AppState> {
 }
 
 fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
-    let (router, document) = api_routes(Some(state.admin_token().clone()))
+    let (router, mut document) = api_routes(Some(state.admin_token().clone()))
         .with_state(state.clone())
         .split_for_parts();
+    Conventions.modify(&mut document);
     let json = document.to_json().unwrap_or_default();
     let router = router
         .layer(Extension(ApiDocument(Arc::from(json))))

@@ -37,7 +37,6 @@ pub(crate) const ADMIN_TOKEN: &str = "admin_token";
         (name = "contract", description = "This document"),
     ),
     components(schemas(Problem, InvalidParam)),
-    modifiers(&Conventions),
 )]
 pub(crate) struct ApiDoc;
 
@@ -66,8 +65,9 @@ async fn openapi_json(Extension(document): Extension<ApiDocument>) -> Response {
 
 /// Adds what every operation shares rather than repeating it on each: the
 /// admin security scheme, 401 and 403 on operations that need the token, and
-/// the problems any request can meet before or around its handler.
-struct Conventions;
+/// the problems any request can meet before or around its handler. Applied
+/// to the assembled document, once every route is in it.
+pub(crate) struct Conventions;
 
 /// Answers that can come to any request: from the middleware (duplicate
 /// `Authorization`, limits, load shedding, the request timeout) or a failure.

@@ -218,18 +218,42 @@ fn permille(value: i64) -> f64 {
 #[schema(example = json!({"user_id": 7, "content_id": 335, "rating": 4, "duration_ms": 5200}))]
 struct CompleteReview {
     /// The learner.
+    #[serde(deserialize_with = "integer")]
     #[schema(minimum = 1)]
     user_id: i64,
     /// The content reviewed; the learner must have it scheduled.
+    #[serde(deserialize_with = "integer")]
     #[schema(minimum = 1)]
     content_id: i64,
     /// SM-2 quality, 0 to 5: below 3 is a failed review.
+    #[serde(deserialize_with = "integer")]
     #[schema(minimum = 0, maximum = 5)]
     rating: i64,
     /// Time spent on the review in milliseconds (default 0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer")]
     #[schema(minimum = 0, maximum = 86_400_000)]
     duration_ms: i64,
+}
+
+/// A JSON integer, which JSON Schema (and so the OpenAPI contract) says
+/// includes numbers like `7.0`; other fractions and values outside `i64` are
+/// errors.
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(value) = number.as_i64() {
+        return Ok(value);
+    }
+    let float = number.as_f64().unwrap_or(f64::NAN);
+    // i64::MIN is exactly representable; i64::MAX rounds up to 2^63.
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    if float.fract() == 0.0 && float >= i64::MIN as f64 && float < i64::MAX as f64 {
+        return Ok(float as i64);
+    }
+    Err(serde::de::Error::custom(format!(
+        "invalid value: {number}, expected an integer between {} and {}",
+        i64::MIN,
+        i64::MAX
+    )))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
