@@ -25,7 +25,10 @@ pub(crate) async fn scope_request_id<F: Future>(request_id: Box<str>, future: F)
 }
 
 fn current_request_id() -> Option<Box<str>> {
-    REQUEST_ID.try_with(Clone::clone).ok().filter(|id| !id.is_empty())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .ok()
+        .filter(|id| !id.is_empty())
 }
 
 /// An HTTP problem: status, a human-readable `detail`, for invalid input the
