@@ -3,7 +3,7 @@
 //!
 //! A problem built while a request is being served carries that request's id
 //! (`request_id`, the `x-request-id` header's value): the request-id
-//! middleware runs the rest of the stack inside [`scope_request_id`].
+//! middleware runs the rest of the stack inside `scope_request_id`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
