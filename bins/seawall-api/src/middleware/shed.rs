@@ -4,8 +4,8 @@
 //! none is free it waits up to `server.shed_wait` (tokio's semaphore serves
 //! waiters in order), then is answered 503 with `Retry-After: 1` at once
 //! instead of queueing without bound. Shed requests are counted in
-//! `seawall_http_shed_requests_total`; requests holding a permit are
-//! `seawall_http_requests_in_flight`. `/livez` and `/metrics` never wait, so
+//! `http_shed_requests_total`; requests holding a permit are
+//! `http_requests_in_flight`. `/livez` and `/metrics` never wait, so
 //! an overloaded instance still answers its liveness probe and its scraper.
 
 use std::sync::Arc;
