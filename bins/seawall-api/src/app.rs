@@ -15,7 +15,7 @@ use utoipa::{Modify as _, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{self, AdminToken};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::db::Db;
 use crate::middleware::{self, Shedder, Stack};
 use crate::problem::Problem;
@@ -172,6 +172,35 @@ impl App {
             redis.close().await;
         }
     }
+}
+
+/// Puts `router` behind the middleware stack the service's own routes sit
+/// behind (request ids, tracing, the perfmon layer recording into `monitor`,
+/// CORS, compression, request limits, load shedding, the request timeout and
+/// panic recovery), configured by `server`. The shedding metrics are
+/// registered on `monitor`, so call this once per monitor.
+///
+/// ```
+/// use axum::{Router, routing::get};
+///
+/// let monitor = seawall_perfmon::Monitor::new();
+/// let server = seawall_api::config::ServerConfig::default();
+/// let router = Router::new().route("/hello", get(|| async { "hello" }));
+/// let router = seawall_api::with_stack(router, &server, &monitor)?;
+/// # Ok::<(), seawall_api::Error>(())
+/// ```
+pub fn with_stack(
+    router: Router,
+    server: &ServerConfig,
+    monitor: &Monitor,
+) -> Result<Router, Error> {
+    let shedder = Shedder::new(server.max_in_flight, server.shed_wait, monitor)?;
+    let perfmon = Some(PerfmonLayer::new(monitor.clone()));
+    Ok(middleware::apply(
+        router,
+        server,
+        Stack { perfmon, shedder },
+    ))
 }
 
 /// The OpenAPI document of every route the service has.

@@ -6,14 +6,15 @@
 //! answer `NUMERIC`); the only dialect difference is how a write transaction
 //! takes its locks, see [`Db::begin_write`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use seawall_perfmon::{CheckResult, HealthCheck, Monitor};
+use seawall_perfmon::{CheckResult, HealthCheck, Histogram, Monitor};
 use std::str::FromStr as _;
 
 use sqlx::ConnectOptions as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Transaction};
 
 use crate::config::DatabaseConfig;
@@ -55,12 +56,16 @@ fn is_sqlite_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
-/// A pool plus what it needs to time its queries.
+/// The histogram of waits for a pooled connection.
+const ACQUIRE_WAIT_METRIC: &str = "db_pool_acquire_wait_seconds";
+
+/// A pool plus what it needs to time its queries and its waits.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
     monitor: Monitor,
+    acquire_wait: Histogram,
 }
 
 impl Db {
@@ -102,17 +107,45 @@ impl Db {
             .run(&pool)
             .await
             .map_err(|error| sqlx::Error::Migrate(Box::new(error)))?;
+        let acquire_wait = monitor
+            .histogram(
+                ACQUIRE_WAIT_METRIC,
+                "Time spent waiting for a database connection by requests that found none idle \
+                 (its count is the number of waits).",
+                &[],
+            )
+            .and_then(|family| family.with_labels(&[]))
+            .map_err(|error| sqlx::Error::Configuration(Box::new(error)))?;
         Ok(Self {
             pool,
             backend,
             monitor,
+            acquire_wait,
         })
     }
 
-    /// The pool, for queries; time them with `seawall_perfmon::sqlx::TimedQuery`
-    /// and [`Db::monitor`].
+    /// The pool, for start-up work (migrations, the demo seed). Requests take
+    /// their connections with [`Db::acquire`] so that waits are counted.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Takes a connection from the pool. When none is idle, the time until one
+    /// is returned or opened goes into `db_pool_acquire_wait_seconds`, whose
+    /// count is the number of such waits. Time the queries on it with
+    /// `seawall_perfmon::sqlx::TimedQuery` and [`Db::monitor`].
+    pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        match self.pool.try_acquire() {
+            Some(connection) => Ok(connection),
+            None => self.waited_for(self.pool.acquire()).await,
+        }
+    }
+
+    async fn waited_for<T>(&self, acquire: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let acquired = acquire.await;
+        self.acquire_wait.record(started.elapsed());
+        acquired
     }
 
     /// The monitor queries are timed into.
@@ -134,10 +167,15 @@ impl Db {
     /// SQLite (`BEGIN IMMEDIATE`), so that a read-then-write transaction can't
     /// fail halfway with `SQLITE_BUSY`; on PostgreSQL rows are locked by the
     /// statements themselves (`SELECT … FOR UPDATE`).
+    /// Waits for a connection are counted as in [`Db::acquire`].
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        match self.pool.try_begin_with(begin).await? {
+            Some(transaction) => Ok(transaction),
+            None => self.waited_for(self.pool.begin_with(begin)).await,
         }
     }
 

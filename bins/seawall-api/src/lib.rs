@@ -42,7 +42,7 @@ mod timeline;
 
 use std::io::IsTerminal;
 
-pub use app::{App, openapi};
+pub use app::{App, openapi, with_stack};
 pub use config::{Config, ConfigError};
 pub use db::Backend;
 pub use redis::RedisError;

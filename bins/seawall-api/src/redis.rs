@@ -239,3 +239,56 @@ impl HealthCheck for RedisCheck {
         crate::checks::timed_ping("redis", self.client.ping::<String>(None)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fred::types::config::ServerConfig;
+
+    use super::*;
+
+    #[test]
+    fn the_documented_url_forms_parse() {
+        let cases = [
+            (
+                "redis://:password@cache.internal:6379/0",
+                "centralized",
+                false,
+            ),
+            (
+                "rediss://:password@cache.internal:6380/0",
+                "centralized",
+                true,
+            ),
+            (
+                "redis-cluster://node-a:6379?node=node-b:6379&node=node-c:6379",
+                "cluster",
+                false,
+            ),
+            (
+                "rediss-cluster://node-a:6380?node=node-b:6380",
+                "cluster",
+                true,
+            ),
+            (
+                "redis-sentinel://sentinel-a:26379/0?sentinelServiceName=main&node=sentinel-b:26379",
+                "sentinel",
+                false,
+            ),
+            (
+                "rediss-sentinel://sentinel-a:26380/0?sentinelServiceName=main",
+                "sentinel",
+                true,
+            ),
+        ];
+        for (url, kind, tls) in cases {
+            let config = Config::from_url(url).unwrap_or_else(|error| panic!("{url}: {error}"));
+            let parsed = match &config.server {
+                ServerConfig::Centralized { .. } => "centralized",
+                ServerConfig::Clustered { .. } => "cluster",
+                ServerConfig::Sentinel { .. } => "sentinel",
+            };
+            assert_eq!(parsed, kind, "{url}");
+            assert_eq!(config.tls.is_some(), tls, "{url}");
+        }
+    }
+}

@@ -28,6 +28,7 @@ const SECRET_KEYS: &[&str] = &[
     "auth",
     "private_key",
     "secret_key",
+    "sslpassword",
 ];
 
 /// A key ending in `_` followed by one of these is a secret too
@@ -125,7 +126,12 @@ enum KeyKind {
 ///   blanks and commas (Digest parameters), an unquoted one is masked to the
 ///   end of the line or the next `&`, `;` or quote. The same applies when
 ///   another secret key holds a known scheme (`auth: Basic ***`).
-/// - the password in URL userinfo: `postgres://user:***@host/db`.
+/// - the password in URL userinfo: `postgres://user:***@host/db`. The last
+///   `@` of the authority ends it, since passwords often hold an unescaped
+///   `@`; when the authority has none, the last `@` of the whole URL does, so
+///   a password holding an unescaped `/`, `?` or `#` is masked too (a URL
+///   with a port and an `@` in its query is then masked from the port on:
+///   too much rather than too little).
 #[must_use]
 pub fn mask_secrets(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -330,15 +336,38 @@ fn url_password(bytes: &[u8], colon: usize) -> Option<(usize, usize)> {
     }
     let authority_start = colon + 3;
     let authority_end = scan_while(bytes, authority_start, |b| {
-        !(b.is_ascii_whitespace()
-            || matches!(b, b'/' | b'?' | b'#' | b'"' | b'\'' | b'`' | b'<' | b'>'))
+        !(is_url_end(b) || matches!(b, b'/' | b'?' | b'#'))
     });
     let authority = &bytes[authority_start..authority_end];
     // The last `@` ends the userinfo: an unencoded `@` in a password is common.
-    let at = authority_start + authority.iter().rposition(|&b| b == b'@')?;
+    let at = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => authority_start + at,
+        // No `@` before the first `/`, `?` or `#`: the password may hold one
+        // of them unescaped, so the userinfo ends at the last `@` of the
+        // whole URL, unless the text before the first `:` (the user name,
+        // which never holds them) shows that `@` is in the path or query.
+        None => {
+            let url_end = scan_while(bytes, authority_start, |b| !is_url_end(b));
+            let at = authority_start
+                + bytes[authority_start..url_end]
+                    .iter()
+                    .rposition(|&b| b == b'@')?;
+            let user = &bytes[authority_start..at];
+            let user = &user[..user.iter().position(|&b| b == b':')?];
+            if user.iter().any(|&b| matches!(b, b'/' | b'?' | b'#')) {
+                return None;
+            }
+            at
+        }
+    };
     let password_start =
         authority_start + bytes[authority_start..at].iter().position(|&b| b == b':')? + 1;
     (password_start < at).then_some((password_start, at))
+}
+
+/// Bytes that end a URL in free text.
+fn is_url_end(b: u8) -> bool {
+    b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`' | b'<' | b'>')
 }
 
 /// Index of the quote closing the one at `open`, honouring backslash escapes
@@ -765,6 +794,27 @@ mod tests {
             ),
             ("redis://:p@ss@cache:6379", "redis://:***@cache:6379"),
             ("https://user@host/path", "https://user@host/path"),
+            ("postgres://app:pa/ss@db/x", "postgres://app:***@db/x"),
+            ("postgres://app:pa#ss@db/x", "postgres://app:***@db/x"),
+            (
+                "postgres://app:p?a/s@s@db/x y@z",
+                "postgres://app:***@db/x y@z",
+            ),
+            (
+                "postgres://app:pw@db/x?user=a@b",
+                "postgres://app:***@db/x?user=a@b",
+            ),
+            ("https://host/p?x=a:b@c", "https://host/p?x=a:b@c"),
+            ("https://host/p?email=a@b", "https://host/p?email=a@b"),
+            ("https://host:8443/p?e=a@b", "https://host:***@b"),
+            ("postgres://app:@db/x", "postgres://app:@db/x"),
+            ("sqlite:///tmp/a@b.db", "sqlite:///tmp/a@b.db"),
+            ("x://é:ü@ö", "x://é:***@ö"),
+            ("://:@", "://:@"),
+            (
+                "postgres://db/x?sslpassword=pw&sslmode=require",
+                "postgres://db/x?sslpassword=***&sslmode=require",
+            ),
             (
                 "tokenizer=5 tokens=3 token_count=2",
                 "tokenizer=5 tokens=3 token_count=2",

@@ -60,7 +60,7 @@ pub struct ServerConfig {
     /// How long a request waits for a place before it is shed.
     #[serde(with = "duration")]
     pub shed_wait: Duration,
-    /// Compress responses (gzip, brotli, zstd) per `Accept-Encoding`.
+    /// Compress responses (gzip, brotli) per `Accept-Encoding`.
     pub compression: bool,
     /// Origins allowed to call the API from a browser (CORS); empty is off.
     pub cors_origins: Vec<String>,
@@ -435,7 +435,7 @@ pub static SETTINGS: &[Setting] = &[
         help: "How long a request waits for a place before it is shed with 503, at most 10s"),
     setting!(server.compression, env: ["SEAWALL_COMPRESSION"],
         flag: Flag::Switch { long: "no-compression", value: "false" },
-        help: "Compress responses (gzip, br, zstd) per Accept-Encoding; --no-compression turns it off"),
+        help: "Compress responses (gzip, br) per Accept-Encoding; --no-compression turns it off"),
     setting!(server.cors_origins, env: ["SEAWALL_CORS_ORIGINS"],
         flag: value("cors-origins", "ORIGINS"),
         help: "Comma-separated origins allowed to call the API from a browser, such as https://app.example.com",

@@ -4,6 +4,8 @@
 use std::fmt::Display;
 use std::time::Duration;
 
+use seawall_perfmon::sanitize::mask_secrets;
+
 use super::ConfigError;
 use super::schema::{Config, DatabaseConfig, DemoConfig, RedisConfig, ServerConfig};
 
@@ -135,7 +137,7 @@ impl Config {
             None => {
                 return Err(invalid(
                     "database.url",
-                    format!("{:?}", mask_url(url)),
+                    format!("{:?}", mask_secrets(url)),
                     "the scheme must be sqlite:, postgres:// or postgresql://",
                 ));
             }
@@ -180,7 +182,7 @@ impl Config {
         else {
             return Err(invalid(
                 "redis.url",
-                format!("{:?}", mask_url(url)),
+                format!("{:?}", mask_secrets(url)),
                 format!("the scheme must be one of {}", REDIS_SCHEMES.join(", ")),
             ));
         };
@@ -195,7 +197,7 @@ impl Config {
         if !tls && (tls_ca_file.is_some() || *tls_insecure) {
             return Err(invalid(
                 "redis.url",
-                format!("{:?}", mask_url(url)),
+                format!("{:?}", mask_secrets(url)),
                 "redis.tls_ca_file and redis.tls_insecure apply only to TLS (rediss) URLs",
             ));
         }
@@ -328,15 +330,15 @@ impl Config {
     /// A copy that is safe to log: passwords in the database and Redis URLs
     /// and the admin token are replaced by `***`.
     ///
-    /// URL passwords are found without a URL parser. When a URL is malformed
-    /// (an unescaped `/` or `#` in the password, say), everything from the
-    /// first `:` after `://` up to the last `@` is masked: too much rather
-    /// than too little. `password` query parameters are masked as well.
+    /// URLs go through [`mask_secrets`], the masking the slow-request log
+    /// uses: the password of the user info (found even when it holds an
+    /// unescaped `@`, `/`, `?` or `#`) and the values of secret query
+    /// parameters such as `password` or `sslpassword` become `***`.
     #[must_use]
     pub fn masked(&self) -> Self {
         let mut masked = self.clone();
-        masked.database.url = mask_url(&self.database.url);
-        masked.redis.url = self.redis.url.as_deref().map(mask_url);
+        masked.database.url = mask_secrets(&self.database.url);
+        masked.redis.url = self.redis.url.as_deref().map(mask_secrets);
         if masked.admin.token.is_some() {
             masked.admin.token = Some(MASK.to_owned());
         }
@@ -393,57 +395,6 @@ fn invalid(key: &'static str, value: impl Display, reason: impl Into<String>) ->
         value: value.to_string(),
         reason: reason.into(),
     }
-}
-
-/// Masks the password of a URL's user info and the values of query
-/// parameters whose name contains `password`.
-pub(crate) fn mask_url(url: &str) -> String {
-    mask_query_passwords(&mask_userinfo_password(url))
-}
-
-fn mask_userinfo_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest_start = scheme_end + "://".len();
-    let rest = &url[rest_start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    // A well-formed URL has its user info inside the authority; otherwise the
-    // password may hold an unescaped `/`, `?` or `#`, so take the last `@`.
-    let Some(at) = authority.rfind('@').or_else(|| rest.rfind('@')) else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) if colon + 1 < userinfo.len() => {
-            let password_start = rest_start + colon + 1;
-            let password_end = rest_start + at;
-            format!("{}{MASK}{}", &url[..password_start], &url[password_end..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-fn mask_query_passwords(url: &str) -> String {
-    let Some(query_start) = url.find('?').map(|question| question + 1) else {
-        return url.to_owned();
-    };
-    let query_end = url[query_start..]
-        .find('#')
-        .map_or(url.len(), |hash| query_start + hash);
-    let query = url[query_start..query_end]
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, value))
-                if !value.is_empty() && name.to_ascii_lowercase().contains("password") =>
-            {
-                format!("{name}={MASK}")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{}{query}{}", &url[..query_start], &url[query_end..])
 }
 
 #[cfg(test)]
@@ -703,7 +654,7 @@ mod tests {
             ),
             (
                 "postgres://db/x?sslmode=require&PassWord=pw#frag",
-                "postgres://db/x?sslmode=require&PassWord=***#frag",
+                "postgres://db/x?sslmode=require&PassWord=***",
             ),
             ("redis://:pw@cache:6379", "redis://:***@cache:6379"),
             ("redis://user:pw@cache", "redis://user:***@cache"),
@@ -719,7 +670,7 @@ mod tests {
             ("://:@", "://:@"),
             ("x://é:ü@ö", "x://é:***@ö"),
         ] {
-            assert_eq!(mask_url(url), expected, "{url}");
+            assert_eq!(mask_secrets(url), expected, "{url}");
         }
     }
 

@@ -86,7 +86,7 @@ async fn require_user(db: &Db, user_id: i64) -> Result<(), Problem> {
     const SQL: &str = "SELECT id FROM users WHERE id = $1";
     let found: Option<(i64,)> = sqlx::query_as(SQL)
         .bind(user_id)
-        .fetch_optional(db.pool())
+        .fetch_optional(&mut *db.acquire().await.map_err(database_error)?)
         .timed(db.monitor(), SQL)
         .await
         .map_err(database_error)?;
@@ -169,7 +169,7 @@ async fn review_today(
         query = query.bind(category);
     }
     let rows = query
-        .fetch_all(db.pool())
+        .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
         .timed(db.monitor(), sql)
         .await
         .map_err(database_error)?;
@@ -577,28 +577,39 @@ async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<
         i64,
     );
     let monitor = db.monitor();
-    let pool = db.pool();
     let (totals, by_category, daily, schedules) = tokio::try_join!(
-        sqlx::query_as::<_, TotalsRow>(TOTALS)
-            .bind(user_id)
-            .bind(week_ago)
-            .bind(month_ago)
-            .fetch_one(pool)
-            .timed(monitor, TOTALS),
-        sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
-            .bind(user_id)
-            .fetch_all(pool)
-            .timed(monitor, BY_CATEGORY),
-        sqlx::query_as::<_, (i64, i64)>(DAILY)
-            .bind(user_id)
-            .bind(first_day)
-            .fetch_all(pool)
-            .timed(monitor, DAILY),
-        sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
-            .bind(user_id)
-            .bind(now)
-            .fetch_one(pool)
-            .timed(monitor, SCHEDULES),
+        async {
+            sqlx::query_as::<_, TotalsRow>(TOTALS)
+                .bind(user_id)
+                .bind(week_ago)
+                .bind(month_ago)
+                .fetch_one(&mut *db.acquire().await?)
+                .timed(monitor, TOTALS)
+                .await
+        },
+        async {
+            sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
+                .bind(user_id)
+                .fetch_all(&mut *db.acquire().await?)
+                .timed(monitor, BY_CATEGORY)
+                .await
+        },
+        async {
+            sqlx::query_as::<_, (i64, i64)>(DAILY)
+                .bind(user_id)
+                .bind(first_day)
+                .fetch_all(&mut *db.acquire().await?)
+                .timed(monitor, DAILY)
+                .await
+        },
+        async {
+            sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
+                .bind(user_id)
+                .bind(now)
+                .fetch_one(&mut *db.acquire().await?)
+                .timed(monitor, SCHEDULES)
+                .await
+        },
     )
     .map_err(database_error)?;
     let (
@@ -616,7 +627,7 @@ async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<
     let (active_learners, behind): (i64, i64) = sqlx::query_as(STANDING)
         .bind(month_ago)
         .bind(month)
-        .fetch_one(pool)
+        .fetch_one(&mut *db.acquire().await.map_err(database_error)?)
         .timed(monitor, STANDING)
         .await
         .map_err(database_error)?;
@@ -743,8 +754,17 @@ async fn contents(
         rows = rows.bind(category);
     }
     let ((total,), rows) = tokio::try_join!(
-        count.fetch_one(db.pool()).timed(db.monitor(), count_sql),
-        rows.fetch_all(db.pool()).timed(db.monitor(), page_sql),
+        async {
+            count
+                .fetch_one(&mut *db.acquire().await?)
+                .timed(db.monitor(), count_sql)
+                .await
+        },
+        async {
+            rows.fetch_all(&mut *db.acquire().await?)
+                .timed(db.monitor(), page_sql)
+                .await
+        },
     )
     .map_err(database_error)?;
     Ok(Json(ContentPage {

@@ -3,6 +3,10 @@
 
 mod browser;
 mod chromedriver;
+mod metrics;
 mod process;
+mod raw;
+mod redis;
+mod stack;
 mod support;
 mod workload;

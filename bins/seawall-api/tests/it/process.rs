@@ -357,3 +357,56 @@ fn secrets_are_masked_in_the_log_and_readiness_follows_redis() {
     let (code, log) = running.wait(Duration::from_secs(30));
     assert_eq!(code, 0, "{log:?}");
 }
+
+#[test]
+fn every_log_line_of_a_request_carries_its_id_and_no_credential() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    // sqlx logs every statement at trace: lines written inside the request.
+    command
+        .args(["--log", "info,seawall_api=debug,sqlx::query=trace"])
+        .env("SEAWALL_ADMIN_TOKEN", "admin-token-for-the-log-test");
+    let running = start(command);
+    let mut stream = TcpStream::connect(running.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/review/today?user_id=1 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         x-request-id: log-test-7\r\nAuthorization: Bearer credential-never-logged\r\n\
+         Cookie: session=cookie-never-logged\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    running.signal(Signal::SIGTERM);
+    let (code, log) = running.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{log:?}");
+    let text = log.join("\n");
+    assert!(!text.contains("never-logged"), "{text}");
+
+    // Every line written under the request's span: the statements and the
+    // closing line with status and latency.
+    let lines: Vec<serde_json::Value> = log
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["span"]["name"] == "request")
+        .collect();
+    assert!(
+        lines.iter().any(|line| line["target"] == "sqlx::query"),
+        "no statement logged inside the request: {text}"
+    );
+    for line in &lines {
+        assert_eq!(line["span"]["request_id"], "log-test-7", "{line}");
+        assert_eq!(line["span"]["route"], "/api/review/today", "{line}");
+    }
+    let finished = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "request finished")
+        .unwrap_or_else(|| panic!("no closing line: {text}"));
+    assert_eq!(finished["fields"]["status"], 200, "{finished}");
+    assert!(finished["span"]["latency_ms"].is_number(), "{finished}");
+}

@@ -195,6 +195,7 @@ impl TestApp {
 /// The service on a real loopback port, for clients outside the process (a
 /// browser, a load generator).
 pub(crate) struct TestServer {
+    pub(crate) addr: std::net::SocketAddr,
     pub(crate) base_url: String,
     pub(crate) admin_token: String,
     pub(crate) client: reqwest::Client,
@@ -206,12 +207,19 @@ pub(crate) struct TestServer {
 impl TestServer {
     /// Starts the service on SQLite with the small demo dataset.
     pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Same, after `tweak` changes the configuration.
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("seawall.db").display()
         );
-        let app = App::build(small_config(url)).await.expect("the app builds");
+        let mut config = small_config(url);
+        tweak(&mut config);
+        let app = App::build(config).await.expect("the app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -221,6 +229,7 @@ impl TestServer {
             let _ = stopped.await;
         }));
         Self {
+            addr,
             base_url: format!("http://{addr}"),
             admin_token: TOKEN.to_owned(),
             client: reqwest::Client::new(),
