@@ -1,0 +1,936 @@
+//! The algorithms as pure functions of a state, the time and a cost.
+//!
+//! Every store runs these same steps: the memory store calls them directly,
+//! and the Redis store's Lua script (`redis.lua`) is a line-by-line mirror of
+//! them that the conformance suite holds to the same answers. All arithmetic
+//! is on integer microseconds and integer units, with every product kept
+//! below 2^53 by [`Limit`]'s validation so that Lua's doubles compute exactly
+//! what Rust does.
+//!
+//! A step first brings the state up to `now` (refills tokens, drains the
+//! bucket, forgets log entries and windows that have passed), which changes
+//! nothing a caller could observe, then decides; it consumes `cost` only when
+//! the request is admitted and `commit` is set. A rejected request never
+//! consumes anything.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Largest value every intermediate product stays below: 2^53, the last
+/// integer a double holds exactly.
+pub(crate) const EXACT: u64 = 1 << 53;
+
+/// Which algorithm a [`Limit`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// A counter per fixed window. Cheap; admits up to twice the limit across
+    /// a window boundary.
+    FixedWindow,
+    /// A log of admitted units: exact, never more than the limit in any
+    /// window of its length; memory grows with the limit.
+    SlidingLog,
+    /// The current window's counter plus the previous one's, weighted by how
+    /// much of it still overlaps the sliding window: close to exact, two
+    /// counters of memory.
+    SlidingWindow,
+    /// A bucket of tokens refilled at a steady rate; a request takes `cost`
+    /// tokens. Allows bursts up to the capacity.
+    TokenBucket,
+    /// A bucket that fills with each request and drains at a steady rate
+    /// (leaky bucket as a meter); a request that would overflow is rejected.
+    LeakyBucket,
+    /// A queue drained at a steady rate (leaky bucket as a queue): a request
+    /// is admitted with a delay that spaces it from the one before, or
+    /// rejected when the queue is full.
+    LeakyQueue,
+    /// The generic cell rate algorithm: one timestamp per key, equivalent to
+    /// a token bucket.
+    Gcra,
+}
+
+impl Algorithm {
+    /// The short name used in metrics, keys and the Redis script.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FixedWindow => "fixed_window",
+            Self::SlidingLog => "sliding_log",
+            Self::SlidingWindow => "sliding_window",
+            Self::TokenBucket => "token_bucket",
+            Self::LeakyBucket => "leaky_bucket",
+            Self::LeakyQueue => "leaky_queue",
+            Self::Gcra => "gcra",
+        }
+    }
+
+    /// The code the Redis script dispatches on.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::FixedWindow => 1,
+            Self::SlidingLog => 2,
+            Self::SlidingWindow => 3,
+            Self::TokenBucket => 4,
+            Self::LeakyBucket => 5,
+            Self::LeakyQueue => 6,
+            Self::Gcra => 7,
+        }
+    }
+
+    /// Every algorithm, for suites that run them all.
+    pub const ALL: [Self; 7] = [
+        Self::FixedWindow,
+        Self::SlidingLog,
+        Self::SlidingWindow,
+        Self::TokenBucket,
+        Self::LeakyBucket,
+        Self::LeakyQueue,
+        Self::Gcra,
+    ];
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One rule: an algorithm with its quota.
+///
+/// Window algorithms admit `limit` units per `window`. Rate algorithms
+/// (buckets and GCRA) admit `rate` units per `period` on average with bursts
+/// of up to `capacity` units; the time per unit is `period / rate`, rounded
+/// up to a whole microsecond so that rounding never admits more.
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall_ratelimit::Limit;
+///
+/// let api = Limit::sliding_window(100, Duration::from_secs(60))?;
+/// let burst = Limit::gcra(10, Duration::from_secs(1), 20)?; // 10/s, bursts of 20
+/// assert_eq!(burst.capacity(), 20);
+/// # Ok::<(), seawall_ratelimit::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limit {
+    algorithm: Algorithm,
+    /// Window algorithms: the limit. Rate algorithms: the capacity (burst,
+    /// bucket size, queue depth).
+    capacity: u64,
+    /// Window algorithms: the window. Rate algorithms: the time per unit.
+    step_us: u64,
+    /// What the caller asked for, for headers and display.
+    period: Duration,
+    rate: u64,
+}
+
+impl Limit {
+    /// A counter per fixed window of `window`: at most `limit` units per
+    /// window, up to `2 × limit` across a boundary.
+    pub fn fixed_window(limit: u64, window: Duration) -> Result<Self> {
+        Self::windowed(Algorithm::FixedWindow, limit, window)
+    }
+
+    /// A log of admitted units: at most `limit` units in any `window`.
+    pub fn sliding_log(limit: u64, window: Duration) -> Result<Self> {
+        Self::windowed(Algorithm::SlidingLog, limit, window)
+    }
+
+    /// The sliding window counter: at most `limit` units in the weighted
+    /// estimate of the last `window`.
+    pub fn sliding_window(limit: u64, window: Duration) -> Result<Self> {
+        Self::windowed(Algorithm::SlidingWindow, limit, window)
+    }
+
+    /// A token bucket of `capacity` tokens, refilled with `rate` tokens per
+    /// `period`.
+    pub fn token_bucket(rate: u64, period: Duration, capacity: u64) -> Result<Self> {
+        Self::rated(Algorithm::TokenBucket, rate, period, capacity)
+    }
+
+    /// A leaky bucket (meter) holding `capacity` units, draining `rate`
+    /// units per `period`.
+    pub fn leaky_bucket(rate: u64, period: Duration, capacity: u64) -> Result<Self> {
+        Self::rated(Algorithm::LeakyBucket, rate, period, capacity)
+    }
+
+    /// A leaky bucket as a queue: requests leave at `rate` units per
+    /// `period`, each delayed behind the ones before; at most `capacity`
+    /// units wait or pass at once, the rest are rejected.
+    pub fn leaky_queue(rate: u64, period: Duration, capacity: u64) -> Result<Self> {
+        Self::rated(Algorithm::LeakyQueue, rate, period, capacity)
+    }
+
+    /// GCRA: `rate` units per `period` with bursts of up to `burst` units.
+    pub fn gcra(rate: u64, period: Duration, burst: u64) -> Result<Self> {
+        Self::rated(Algorithm::Gcra, rate, period, burst)
+    }
+
+    fn windowed(algorithm: Algorithm, limit: u64, window: Duration) -> Result<Self> {
+        let window_us = micros(window);
+        if limit == 0 {
+            return Err(Error::InvalidLimit(format!(
+                "{algorithm}: the limit must be at least 1"
+            )));
+        }
+        if window_us == 0 {
+            return Err(Error::InvalidLimit(format!(
+                "{algorithm}: the window must be at least 1 µs"
+            )));
+        }
+        // The sliding window counter weighs in milliseconds (see `sliding_window`).
+        let product = match algorithm {
+            Algorithm::SlidingWindow => (window_us / 1000 + 1).checked_mul(limit),
+            _ => Some(window_us.max(limit)),
+        };
+        if product.is_none_or(|p| p >= EXACT / 4) {
+            return Err(Error::InvalidLimit(format!(
+                "{algorithm}: {limit} per {window:?} is too large to compute exactly"
+            )));
+        }
+        Ok(Self {
+            algorithm,
+            capacity: limit,
+            step_us: window_us,
+            period: window,
+            rate: limit,
+        })
+    }
+
+    fn rated(algorithm: Algorithm, rate: u64, period: Duration, capacity: u64) -> Result<Self> {
+        let period_us = micros(period);
+        if rate == 0 || capacity == 0 {
+            return Err(Error::InvalidLimit(format!(
+                "{algorithm}: the rate and the capacity must be at least 1"
+            )));
+        }
+        if period_us == 0 {
+            return Err(Error::InvalidLimit(format!(
+                "{algorithm}: the period must be at least 1 µs"
+            )));
+        }
+        let step_us = period_us.div_ceil(rate);
+        if capacity.checked_mul(step_us).is_none_or(|p| p >= EXACT / 4) {
+            return Err(Error::InvalidLimit(format!(
+                "{algorithm}: {rate} per {period:?} with capacity {capacity} is too large to compute exactly"
+            )));
+        }
+        Ok(Self {
+            algorithm,
+            capacity,
+            step_us,
+            period,
+            rate,
+        })
+    }
+
+    /// This limit with its rate and capacity divided by `by` (at least one
+    /// unit each): one instance's share.
+    pub(crate) fn divided(&self, by: u64) -> Result<Self> {
+        let by = by.max(1);
+        if self.is_windowed() {
+            Self::windowed(self.algorithm, (self.capacity / by).max(1), self.period)
+        } else {
+            Self::rated(
+                self.algorithm,
+                (self.rate / by).max(1),
+                self.period,
+                (self.capacity / by).max(1),
+            )
+        }
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The most units admitted at once: the limit of a window algorithm, the
+    /// capacity (burst) of a rate algorithm.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The window, or the period the rate is given per.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Units per period (the limit, for window algorithms).
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// The span a policy header names: the window, or the time a rate
+    /// algorithm takes to recover its whole capacity.
+    pub fn policy_window(&self) -> Duration {
+        if self.is_windowed() {
+            self.period
+        } else {
+            Duration::from_micros(self.capacity * self.step_us)
+        }
+    }
+
+    fn is_windowed(&self) -> bool {
+        matches!(
+            self.algorithm,
+            Algorithm::FixedWindow | Algorithm::SlidingLog | Algorithm::SlidingWindow
+        )
+    }
+
+    /// Window length, or time per unit, in microseconds.
+    pub(crate) fn step_us(&self) -> u64 {
+        self.step_us
+    }
+
+    /// An empty state for this limit.
+    pub(crate) fn fresh_state(&self) -> State {
+        match self.algorithm {
+            Algorithm::FixedWindow => State::Window {
+                index: 0,
+                current: 0,
+                previous: 0,
+            },
+            Algorithm::SlidingWindow => State::Window {
+                index: 0,
+                current: 0,
+                previous: 0,
+            },
+            Algorithm::SlidingLog => State::Log(Log::default()),
+            Algorithm::TokenBucket => State::Bucket { level: 0, since: 0 },
+            Algorithm::LeakyBucket => State::Bucket { level: 0, since: 0 },
+            Algorithm::LeakyQueue | Algorithm::Gcra => State::Tat(0),
+        }
+    }
+
+    /// Brings `state` up to `now`, decides on `cost`, and consumes it when
+    /// admitted and `commit` is set.
+    pub(crate) fn step(&self, state: &mut State, now: u64, cost: u64, commit: bool) -> Step {
+        match (self.algorithm, state) {
+            (Algorithm::FixedWindow, State::Window { index, current, .. }) => {
+                fixed_window(self, index, current, now, cost, commit)
+            }
+            (
+                Algorithm::SlidingWindow,
+                State::Window {
+                    index,
+                    current,
+                    previous,
+                },
+            ) => sliding_window(self, index, current, previous, now, cost, commit),
+            (Algorithm::SlidingLog, State::Log(log)) => sliding_log(self, log, now, cost, commit),
+            (Algorithm::TokenBucket, State::Bucket { level, since }) => {
+                // Tokens spent, so that an empty state is a full bucket.
+                bucket(self, level, since, now, cost, commit)
+            }
+            (Algorithm::LeakyBucket, State::Bucket { level, since }) => {
+                bucket(self, level, since, now, cost, commit)
+            }
+            (Algorithm::LeakyQueue, State::Tat(tat)) => leaky_queue(self, tat, now, cost, commit),
+            (Algorithm::Gcra, State::Tat(tat)) => gcra(self, tat, now, cost, commit),
+            (_, state) => {
+                // A state of another algorithm (the limit changed): start afresh.
+                *state = self.fresh_state();
+                self.step(state, now, cost, commit)
+            }
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// What one limit keeps per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Window counters: the window's index, its count and the previous
+    /// window's count (the fixed window ignores `previous`).
+    Window {
+        index: u64,
+        current: u64,
+        previous: u64,
+    },
+    /// Admitted units with their times, oldest first.
+    Log(Log),
+    /// Units in the bucket (spent tokens for the token bucket, water for the
+    /// leaky bucket) and the time up to which they have drained.
+    Bucket { level: u64, since: u64 },
+    /// The theoretical arrival time: when the next unit is due.
+    Tat(u64),
+}
+
+/// The sliding log: admitted units by time, never more than the limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Log {
+    entries: VecDeque<(u64, u64)>,
+    units: u64,
+}
+
+/// One limit's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub(crate) allowed: bool,
+    /// Units left after this decision.
+    pub(crate) remaining: u64,
+    /// Microseconds until the limit is back to its full capacity.
+    pub(crate) reset_after: u64,
+    /// Rejected: microseconds until the same cost would be admitted.
+    pub(crate) retry_after: u64,
+    /// Admitted by the leaky queue: microseconds to wait before going on.
+    pub(crate) wait: u64,
+    /// Microseconds the state must be kept; after that it equals a fresh one.
+    pub(crate) ttl: u64,
+}
+
+impl Step {
+    /// Admitted without a store: the whole capacity left.
+    pub(crate) fn open(limit: &Limit) -> Self {
+        Self::decided(true, limit.capacity, 0, 0)
+    }
+
+    /// Rejected without a store: retry in a second.
+    pub(crate) fn closed() -> Self {
+        Self::decided(false, 0, 0, 1_000_000)
+    }
+
+    fn decided(allowed: bool, remaining: u64, reset_after: u64, retry_after: u64) -> Self {
+        Self {
+            allowed,
+            remaining,
+            reset_after,
+            retry_after: if allowed { 0 } else { retry_after.max(1) },
+            wait: 0,
+            ttl: reset_after,
+        }
+    }
+}
+
+fn fixed_window(
+    limit: &Limit,
+    index: &mut u64,
+    count: &mut u64,
+    now: u64,
+    cost: u64,
+    commit: bool,
+) -> Step {
+    let window = limit.step_us;
+    let current = now / window;
+    if *index != current {
+        *index = current;
+        *count = 0;
+    }
+    let allowed = *count + cost <= limit.capacity;
+    if allowed && commit {
+        *count += cost;
+    }
+    let used = if allowed && !commit {
+        *count + cost
+    } else {
+        *count
+    };
+    let until_next = (current + 1) * window - now;
+    let reset_after = if used == 0 { 0 } else { until_next };
+    Step::decided(
+        allowed,
+        limit.capacity - used.min(limit.capacity),
+        reset_after,
+        until_next,
+    )
+}
+
+/// The previous window's count weighs by the share of it the sliding window
+/// still covers, in whole milliseconds (rounded in the limiter's favour), so
+/// that the product stays exact for day-long windows too.
+fn weighted_previous(previous: u64, window_us: u64, elapsed_us: u64) -> u64 {
+    let window_ms = window_us.div_ceil(1000);
+    let left_ms = (window_us - elapsed_us).div_ceil(1000).min(window_ms);
+    (previous * left_ms).div_ceil(window_ms)
+}
+
+fn sliding_window(
+    limit: &Limit,
+    index: &mut u64,
+    current: &mut u64,
+    previous: &mut u64,
+    now: u64,
+    cost: u64,
+    commit: bool,
+) -> Step {
+    let window = limit.step_us;
+    let capacity = limit.capacity;
+    let this = now / window;
+    if *index != this {
+        *previous = if *index + 1 == this { *current } else { 0 };
+        *current = 0;
+        *index = this;
+    }
+    let elapsed = now - this * window;
+    let used = weighted_previous(*previous, window, elapsed) + *current;
+    let allowed = used + cost <= capacity;
+    if allowed && commit {
+        *current += cost;
+    }
+    let used_after = if allowed { used + cost } else { used };
+    let current_after = if allowed {
+        *current + u64::from(!commit) * cost
+    } else {
+        *current
+    };
+    let window_end = (this + 1) * window - now;
+    let reset_after = if current_after > 0 {
+        window_end + window
+    } else if *previous > 0 {
+        window_end
+    } else {
+        0
+    };
+    let retry_after = if allowed {
+        0
+    } else {
+        sliding_window_retry(capacity, window, *previous, *current, elapsed, cost)
+    };
+    Step::decided(
+        allowed,
+        capacity - used_after.min(capacity),
+        reset_after,
+        retry_after,
+    )
+}
+
+/// The first moment `cost` fits: later in this window as the previous
+/// window's weight falls, or else in the next one, where this window's count
+/// is the weighted one.
+fn sliding_window_retry(
+    capacity: u64,
+    window: u64,
+    previous: u64,
+    current: u64,
+    elapsed: u64,
+    cost: u64,
+) -> u64 {
+    let first_fit = |weighted: u64, room: u64, from: u64| -> Option<u64> {
+        // Smallest e in [from, window) with weighted_previous(weighted, window, e) <= room.
+        if weighted_previous(weighted, window, from) <= room {
+            return Some(from);
+        }
+        if weighted_previous(weighted, window, window - 1) > room {
+            return None;
+        }
+        let (mut low, mut high) = (from, window - 1);
+        while low + 1 < high {
+            let middle = low + (high - low) / 2;
+            if weighted_previous(weighted, window, middle) <= room {
+                high = middle;
+            } else {
+                low = middle;
+            }
+        }
+        Some(high)
+    };
+    if let Some(room) = capacity.checked_sub(current + cost)
+        && let Some(at) = first_fit(previous, room, elapsed)
+    {
+        return at - elapsed;
+    }
+    let to_next = window - elapsed;
+    let room = capacity - cost;
+    match first_fit(current, room, 0) {
+        Some(at) => to_next + at,
+        None => to_next + window,
+    }
+}
+
+fn sliding_log(limit: &Limit, log: &mut Log, now: u64, cost: u64, commit: bool) -> Step {
+    let window = limit.step_us;
+    let capacity = limit.capacity;
+    while let Some(&(at, units)) = log.entries.front() {
+        if at + window > now {
+            break;
+        }
+        log.entries.pop_front();
+        log.units -= units;
+    }
+    let allowed = log.units + cost <= capacity;
+    if allowed && commit && cost > 0 {
+        match log.entries.back_mut() {
+            Some((at, units)) if *at == now => *units += cost,
+            _ => log.entries.push_back((now, cost)),
+        }
+        log.units += cost;
+    }
+    let used = if allowed && !commit {
+        log.units + cost
+    } else {
+        log.units
+    };
+    let newest = if allowed && cost > 0 {
+        Some(now)
+    } else {
+        log.entries.back().map(|&(at, _)| at)
+    };
+    let reset_after = newest.map_or(0, |at| at + window - now);
+    let retry_after = if allowed {
+        0
+    } else {
+        // Wait until enough of the oldest units have left the window.
+        let mut to_free = log.units + cost - capacity;
+        let mut at_time = now;
+        for &(at, units) in &log.entries {
+            at_time = at;
+            if units >= to_free {
+                break;
+            }
+            to_free -= units;
+        }
+        at_time + window - now
+    };
+    Step::decided(
+        allowed,
+        capacity - used.min(capacity),
+        reset_after,
+        retry_after,
+    )
+}
+
+/// The token bucket and the leaky bucket (meter) are one computation: the
+/// level is what is spent (tokens taken, water in the bucket), and it drains
+/// one unit per step. A token bucket's empty state is a full bucket of
+/// tokens, which is a level of zero.
+fn bucket(
+    limit: &Limit,
+    level: &mut u64,
+    since: &mut u64,
+    now: u64,
+    cost: u64,
+    commit: bool,
+) -> Step {
+    let unit = limit.step_us;
+    let capacity = limit.capacity;
+    let now = now.max(*since);
+    let drained = (now - *since) / unit;
+    if drained >= *level {
+        *level = 0;
+        *since = now;
+    } else {
+        *level -= drained;
+        *since += drained * unit;
+    }
+    let allowed = *level + cost <= capacity;
+    if allowed && commit {
+        if *level == 0 {
+            *since = now;
+        }
+        *level += cost;
+    }
+    let level_after = if allowed && !commit {
+        *level + cost
+    } else {
+        *level
+    };
+    let progress = if *level == 0 { 0 } else { now - *since };
+    let reset_after = (level_after * unit).saturating_sub(progress);
+    let retry_after =
+        ((*level + cost - capacity.min(*level + cost)) * unit).saturating_sub(progress);
+    Step::decided(
+        allowed,
+        capacity - level_after.min(capacity),
+        reset_after,
+        retry_after,
+    )
+}
+
+fn gcra(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> Step {
+    let unit = limit.step_us;
+    let tolerance = limit.capacity * unit;
+    let start = (*tat).max(now);
+    let next = start + cost * unit;
+    let allowed = next - now <= tolerance;
+    if allowed && commit {
+        *tat = next;
+    }
+    let horizon = if allowed { next } else { start };
+    let reset_after = horizon - now;
+    let remaining = (tolerance - reset_after) / unit;
+    Step::decided(
+        allowed,
+        remaining,
+        reset_after,
+        next - now - tolerance.min(next - now),
+    )
+}
+
+fn leaky_queue(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> Step {
+    let unit = limit.step_us;
+    let tolerance = limit.capacity * unit;
+    let start = (*tat).max(now);
+    let next = start + cost * unit;
+    let allowed = next - now <= tolerance;
+    if allowed && commit {
+        *tat = next;
+    }
+    let horizon = if allowed { next } else { start };
+    let reset_after = horizon - now;
+    let remaining = (tolerance - reset_after) / unit;
+    let mut step = Step::decided(
+        allowed,
+        remaining,
+        reset_after,
+        next - now - tolerance.min(next - now),
+    );
+    if allowed {
+        step.wait = start - now;
+    }
+    step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000;
+
+    fn run(limit: &Limit, arrivals: &[(u64, u64)]) -> Vec<bool> {
+        let mut state = limit.fresh_state();
+        arrivals
+            .iter()
+            .map(|&(at, cost)| limit.step(&mut state, at, cost, true).allowed)
+            .collect()
+    }
+
+    #[test]
+    fn fixed_window_resets_at_the_boundary() {
+        let limit = Limit::fixed_window(2, Duration::from_secs(1)).expect("a valid limit");
+        let t = 10 * SECOND;
+        assert_eq!(
+            run(&limit, &[(t, 1), (t + 1, 1), (t + 2, 1), (t + SECOND, 1)]),
+            [true, true, false, true]
+        );
+    }
+
+    #[test]
+    fn sliding_log_counts_the_last_window_exactly() {
+        let limit = Limit::sliding_log(2, Duration::from_secs(1)).expect("a valid limit");
+        let t = 10 * SECOND;
+        assert_eq!(
+            run(
+                &limit,
+                &[(t, 1), (t + 500_000, 1), (t + 999_999, 1), (t + SECOND, 1)]
+            ),
+            [true, true, false, true]
+        );
+    }
+
+    #[test]
+    fn gcra_admits_the_burst_then_the_rate() {
+        let limit = Limit::gcra(10, Duration::from_secs(1), 3).expect("a valid limit");
+        let t = 10 * SECOND;
+        assert_eq!(
+            run(&limit, &[(t, 1), (t, 1), (t, 1), (t, 1), (t + 100_000, 1)]),
+            [true, true, true, false, true]
+        );
+    }
+
+    #[test]
+    fn a_rejection_consumes_nothing_and_says_when_to_retry() {
+        for algorithm in Algorithm::ALL {
+            let limit = match algorithm {
+                Algorithm::FixedWindow => Limit::fixed_window(3, Duration::from_secs(1)),
+                Algorithm::SlidingLog => Limit::sliding_log(3, Duration::from_secs(1)),
+                Algorithm::SlidingWindow => Limit::sliding_window(3, Duration::from_secs(1)),
+                Algorithm::TokenBucket => Limit::token_bucket(3, Duration::from_secs(1), 3),
+                Algorithm::LeakyBucket => Limit::leaky_bucket(3, Duration::from_secs(1), 3),
+                Algorithm::LeakyQueue => Limit::leaky_queue(3, Duration::from_secs(1), 3),
+                Algorithm::Gcra => Limit::gcra(3, Duration::from_secs(1), 3),
+            }
+            .expect("a valid limit");
+            let mut state = limit.fresh_state();
+            let t = 7 * SECOND + 123;
+            assert!(limit.step(&mut state, t, 3, true).allowed, "{algorithm}");
+            let before = state.clone();
+            let rejected = limit.step(&mut state, t, 1, true);
+            assert!(!rejected.allowed, "{algorithm}");
+            assert_eq!(rejected.remaining, 0, "{algorithm}");
+            assert!(rejected.retry_after > 0, "{algorithm}");
+            assert_eq!(state, before, "{algorithm}: a rejection changed the state");
+            // Exactly at retry_after it is admitted, one µs before it is not.
+            let mut early = state.clone();
+            assert!(
+                !limit
+                    .step(&mut early, t + rejected.retry_after - 1, 1, true)
+                    .allowed,
+                "{algorithm}: admitted before retry_after"
+            );
+            assert!(
+                limit
+                    .step(&mut state, t + rejected.retry_after, 1, true)
+                    .allowed,
+                "{algorithm}: not admitted at retry_after"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_that_cannot_be_exact_are_refused() {
+        assert!(Limit::fixed_window(0, Duration::from_secs(1)).is_err());
+        assert!(Limit::gcra(1, Duration::ZERO, 1).is_err());
+        assert!(Limit::gcra(1, Duration::from_secs(1), 0).is_err());
+        assert!(Limit::sliding_window(u64::MAX, Duration::from_secs(86_400)).is_err());
+        assert!(Limit::gcra(1, Duration::from_secs(86_400 * 365), u64::MAX / 2).is_err());
+        assert!(Limit::sliding_window(500_000, Duration::from_secs(86_400)).is_ok());
+    }
+
+    mod bounds {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// An arrival: microseconds after the previous one, and its cost.
+        fn arrivals() -> impl Strategy<Value = Vec<(u64, u64)>> {
+            prop::collection::vec(
+                (
+                    prop_oneof![Just(0_u64), 0..2_000_u64, 0..300_000_u64],
+                    1..4_u64,
+                ),
+                1..120,
+            )
+        }
+
+        fn limit_of(algorithm: Algorithm, capacity: u64, period_ms: u64) -> Limit {
+            let period = Duration::from_millis(period_ms);
+            match algorithm {
+                Algorithm::FixedWindow => Limit::fixed_window(capacity, period),
+                Algorithm::SlidingLog => Limit::sliding_log(capacity, period),
+                Algorithm::SlidingWindow => Limit::sliding_window(capacity, period),
+                Algorithm::TokenBucket => Limit::token_bucket(capacity, period, capacity),
+                Algorithm::LeakyBucket => Limit::leaky_bucket(capacity, period, capacity),
+                Algorithm::LeakyQueue => Limit::leaky_queue(capacity, period, capacity),
+                Algorithm::Gcra => Limit::gcra(capacity, period, capacity),
+            }
+            .expect("a valid limit")
+        }
+
+        /// Runs the arrivals; returns the admitted (time, cost) pairs, and
+        /// checks on the way that a rejection changes nothing and that its
+        /// retry-after is exact.
+        fn admitted(limit: &Limit, arrivals: &[(u64, u64)]) -> Vec<(u64, u64)> {
+            let mut state = limit.fresh_state();
+            let mut now = 5_000_000_000_u64;
+            let mut admitted = Vec::new();
+            for &(gap, cost) in arrivals {
+                now += gap;
+                let cost = cost.min(limit.capacity());
+                let before = state.clone();
+                let step = limit.step(&mut state, now, cost, true);
+                if step.allowed {
+                    admitted.push((now, cost));
+                    continue;
+                }
+                let mut probe = before.clone();
+                limit.step(&mut probe, now, 0, false);
+                let mut normalized = state.clone();
+                limit.step(&mut normalized, now, 0, false);
+                assert_eq!(
+                    normalized, probe,
+                    "{limit:?}: a rejection changed the state"
+                );
+                let mut early = state.clone();
+                assert!(
+                    !limit
+                        .step(&mut early, now + step.retry_after - 1, cost, false)
+                        .allowed
+                );
+                let mut on_time = state.clone();
+                assert!(
+                    limit
+                        .step(&mut on_time, now + step.retry_after, cost, false)
+                        .allowed
+                );
+            }
+            admitted
+        }
+
+        /// The most units admitted in any half-open span `(t - span, t]`.
+        fn most_in_any(admitted: &[(u64, u64)], span: u64) -> u64 {
+            let mut most = 0;
+            for (end, &(t, _)) in admitted.iter().enumerate() {
+                let units: u64 = admitted[..=end]
+                    .iter()
+                    .filter(|&&(at, _)| at + span > t)
+                    .map(|&(_, cost)| cost)
+                    .sum();
+                most = most.max(units);
+            }
+            most
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            #[test]
+            fn windows_never_admit_more_than_documented(
+                arrivals in arrivals(), capacity in 1..12_u64, period_ms in 1..1_000_u64,
+            ) {
+                let window = period_ms * 1000;
+                let fixed = admitted(&limit_of(Algorithm::FixedWindow, capacity, period_ms), &arrivals);
+                prop_assert!(most_in_any(&fixed, window) <= 2 * capacity);
+                for w in fixed.chunk_by(|a, b| a.0 / window == b.0 / window) {
+                    prop_assert!(w.iter().map(|a| a.1).sum::<u64>() <= capacity);
+                }
+                let log = admitted(&limit_of(Algorithm::SlidingLog, capacity, period_ms), &arrivals);
+                prop_assert!(most_in_any(&log, window) <= capacity);
+                let counter = admitted(&limit_of(Algorithm::SlidingWindow, capacity, period_ms), &arrivals);
+                for w in counter.chunk_by(|a, b| a.0 / window == b.0 / window) {
+                    prop_assert!(w.iter().map(|a| a.1).sum::<u64>() <= capacity);
+                }
+                prop_assert!(most_in_any(&counter, window) <= 2 * capacity);
+            }
+
+            #[test]
+            fn rates_never_admit_more_than_burst_plus_rate_times_t(
+                arrivals in arrivals(), capacity in 1..12_u64, period_ms in 1..1_000_u64,
+            ) {
+                for algorithm in [Algorithm::TokenBucket, Algorithm::LeakyBucket, Algorithm::Gcra, Algorithm::LeakyQueue] {
+                    let limit = limit_of(algorithm, capacity, period_ms);
+                    let unit = limit.step_us();
+                    let admitted = admitted(&limit, &arrivals);
+                    for (i, &(start, _)) in admitted.iter().enumerate() {
+                        let mut units = 0;
+                        for &(t, cost) in &admitted[i..] {
+                            units += cost;
+                            prop_assert!(
+                                units <= capacity + (t - start) / unit,
+                                "{algorithm}: {units} units in {} µs", t - start
+                            );
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn the_leaky_queue_spaces_what_it_admits(
+                arrivals in arrivals(), capacity in 1..12_u64, period_ms in 1..1_000_u64,
+            ) {
+                let limit = limit_of(Algorithm::LeakyQueue, capacity, period_ms);
+                let unit = limit.step_us();
+                let mut state = limit.fresh_state();
+                let mut now = 5_000_000_000_u64;
+                let mut last_release: Option<(u64, u64)> = None;
+                for &(gap, cost) in &arrivals {
+                    now += gap;
+                    let cost = cost.min(capacity);
+                    let step = limit.step(&mut state, now, cost, true);
+                    if step.allowed {
+                        prop_assert!(step.wait <= capacity * unit);
+                        let release = now + step.wait;
+                        if let Some((previous, previous_cost)) = last_release {
+                            prop_assert!(release >= previous + previous_cost * unit);
+                        }
+                        last_release = Some((release, cost));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The crate's error type.
+
+/// Why a limiter could not decide, or could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A limit that cannot work (zero, or too large to compute exactly).
+    #[error("invalid limit: {0}")]
+    InvalidLimit(String),
+    /// A limiter's configuration is unusable (no limits, a bad name).
+    #[error("invalid limiter configuration: {0}")]
+    InvalidConfig(String),
+    /// A request asked for more units than the limit can ever admit.
+    #[error("a cost of {cost} can never be admitted by {limiter}, whose capacity is {capacity}")]
+    CostTooHigh {
+        /// The limiter.
+        limiter: String,
+        /// The cost asked for.
+        cost: u64,
+        /// The most any request can cost.
+        capacity: u64,
+    },
+    /// A key that is empty or longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// Redis failed and the limiter's failure policy is to report it.
+    #[error("Redis failed")]
+    Redis(#[source] fred::error::Error),
+    /// Redis failed moments ago and is not tried again yet.
+    #[error("Redis failed moments ago; it is tried again shortly")]
+    Unavailable,
+    /// Redis answered something the script never returns.
+    #[error("unexpected reply from the rate-limit script: {0}")]
+    Protocol(String),
+    /// Registering the limiter's metrics failed.
+    #[error("metrics registration failed")]
+    Metrics(#[source] seawall_perfmon::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

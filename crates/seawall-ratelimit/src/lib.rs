@@ -1,0 +1,74 @@
+//! Rate limiting for Rust services: every classic algorithm behind one
+//! trait, each in process memory and on Redis, correct under concurrency and
+//! clock skew.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall_ratelimit::{Limit, Limiter, RateLimiter};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), seawall_ratelimit::Error> {
+//! // 100 requests a minute per client, counted over a sliding window.
+//! let api = Limiter::builder("api")
+//!     .limit(Limit::sliding_window(100, Duration::from_secs(60))?)
+//!     .build()?; // in process memory; `.store(RedisStore::new(client))` to share it
+//!
+//! let decision = api.check("203.0.113.7", 1).await?;
+//! assert!(decision.allowed);
+//! assert_eq!(decision.remaining, 99);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Algorithms
+//!
+//! | [`Algorithm`] | admits | state per key |
+//! |---|---|---|
+//! | fixed window | `limit` per window; up to 2 × `limit` across a boundary | 2 integers |
+//! | sliding log | at most `limit` in any window | one entry per admitted unit, at most `limit` |
+//! | sliding window | `limit` in the weighted estimate of the last window | 3 integers |
+//! | token bucket | `rate` per period, bursts up to the capacity | 2 integers |
+//! | leaky bucket | same as the token bucket, counted as water that drains | 2 integers |
+//! | leaky queue | `rate` per period, each request delayed behind the ones before | 1 integer |
+//! | GCRA | `rate` per period, bursts up to the burst | 1 integer |
+//!
+//! A rejected request consumes nothing in any algorithm. Arithmetic is on
+//! integer microseconds; a limit too large for that to be exact is refused
+//! when it is built.
+//!
+//! # Stores
+//!
+//! [`MemoryStore`] keeps state in sharded maps on the monotonic clock and
+//! forgets idle keys, so memory stays bounded under a flood of keys.
+//! [`RedisStore`] runs one `EVALSHA` per check; the script reads Redis's
+//! `TIME`, never the caller's clock, gives every key an expiry, and keeps all
+//! keys of one subject in one hash slot, so it runs unchanged on Redis
+//! Cluster. What a limiter on Redis does while Redis fails is its
+//! [`FailurePolicy`].
+//!
+//! # Quotas, penalties, shadow mode
+//!
+//! A [`Quota`] checks several rules together (per minute, hour and day),
+//! consuming in all of them or in none, in one round trip; a limiter's quota
+//! can be replaced at run time, and [`Limiter::check_quota`] checks a
+//! per-tenant quota. A [`penalty`](LimiterBuilder::penalty) blocks a key for
+//! a while after a rejection; [`Limiter::block`] and [`Limiter::unblock`] do
+//! it by hand. A limiter in [shadow mode](LimiterBuilder::shadow) decides and
+//! reports but always admits.
+
+mod algorithm;
+mod decision;
+mod error;
+mod limiter;
+mod memory;
+mod redis;
+mod store;
+
+pub use algorithm::{Algorithm, Limit};
+pub use decision::{Decision, RuleDecision};
+pub use error::{Error, Result};
+pub use limiter::{
+    FailurePolicy, Limiter, LimiterBuilder, MAX_KEY_BYTES, Quota, QuotaBuilder, RateLimiter, Store,
+};
+pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreBuilder};
+pub use redis::{DEFAULT_PREFIX, RedisStore};

@@ -1,0 +1,499 @@
+//! The limiter: a named quota of one or more rules on a store, with
+//! penalties, shadow mode and a policy for when the store fails.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+
+use crate::algorithm::{Limit, Step};
+use crate::decision::Decision;
+use crate::error::{Error, Result};
+use crate::memory::MemoryStore;
+use crate::redis::RedisStore;
+use crate::store::{Op, Outcome, Rules};
+
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// How long a failed store is skipped before it is tried again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// What every limiter does: decide, look, forget. Object safe, so a service
+/// can hold `Arc<dyn RateLimiter>` whatever the algorithm and store.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Decides on a request of `cost` units for `key`, consuming them when
+    /// admitted. A rejected request consumes nothing.
+    async fn check(&self, key: &str, cost: u64) -> Result<Decision>;
+
+    /// Reports where `key` stands without consuming anything: `allowed` says
+    /// whether a request of one unit would be admitted now.
+    async fn peek(&self, key: &str) -> Result<Decision>;
+
+    /// Forgets everything about `key`: its counters and any block.
+    async fn reset(&self, key: &str) -> Result<()>;
+}
+
+/// The rules a limiter checks together: all consume or none does. One rule
+/// is the common case; a tenant quota has several (per minute, hour, day).
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall_ratelimit::{Limit, Quota};
+///
+/// let minute = Duration::from_secs(60);
+/// let quota = Quota::builder()
+///     .rule("minute", Limit::sliding_window(60, minute)?)?
+///     .rule("hour", Limit::sliding_window(1_000, 60 * minute)?)?
+///     .rule("day", Limit::fixed_window(10_000, 24 * 60 * minute)?)?
+///     .build()?;
+/// assert_eq!(quota.rules().count(), 3);
+/// # Ok::<(), seawall_ratelimit::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota(Arc<Rules>);
+
+impl Quota {
+    /// One rule, named `default`.
+    pub fn single(limit: Limit) -> Self {
+        Self(Arc::from(vec![(Arc::<str>::from("default"), limit)]))
+    }
+
+    /// A builder for named rules.
+    pub fn builder() -> QuotaBuilder {
+        QuotaBuilder::default()
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> impl Iterator<Item = (&str, &Limit)> {
+        self.0.iter().map(|(name, limit)| (name.as_ref(), limit))
+    }
+
+    /// The most any one request may cost: the smallest capacity.
+    pub fn max_cost(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|(_, limit)| limit.capacity())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// This quota divided among `instances`: each rule's rate and capacity
+    /// divided, at least one. An instance that decides alone while its store
+    /// is down then admits about its share.
+    pub fn share(&self, instances: u32) -> Result<Self> {
+        let instances = u64::from(instances.max(1));
+        let rules = self
+            .0
+            .iter()
+            .map(|(name, limit)| Ok((name.clone(), limit.divided(instances)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self(Arc::from(rules)))
+    }
+
+    pub(crate) fn as_rules(&self) -> &Rules {
+        &self.0
+    }
+}
+
+impl From<Limit> for Quota {
+    fn from(limit: Limit) -> Self {
+        Self::single(limit)
+    }
+}
+
+/// Builds a [`Quota`].
+#[derive(Debug, Default)]
+pub struct QuotaBuilder {
+    rules: Vec<(Arc<str>, Limit)>,
+}
+
+impl QuotaBuilder {
+    /// Adds a rule. Names are 1 to 64 of `A-Z a-z 0-9 _ . -` and unique.
+    pub fn rule(mut self, name: &str, limit: Limit) -> Result<Self> {
+        check_name("rule", name)?;
+        if self.rules.iter().any(|(n, _)| n.as_ref() == name) {
+            return Err(Error::InvalidConfig(format!(
+                "two rules are named {name:?}"
+            )));
+        }
+        self.rules.push((Arc::from(name), limit));
+        Ok(self)
+    }
+
+    /// The quota; at least one rule.
+    pub fn build(self) -> Result<Quota> {
+        if self.rules.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a quota needs at least one rule".into(),
+            ));
+        }
+        Ok(Quota(Arc::from(self.rules)))
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "a {what} name is 1 to 64 of A-Z a-z 0-9 _ . -, not {name:?}"
+        )))
+    }
+}
+
+/// Where a limiter keeps its state.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Store {
+    /// In this process.
+    Memory(MemoryStore),
+    /// In Redis, shared by every instance.
+    Redis(RedisStore),
+}
+
+impl From<MemoryStore> for Store {
+    fn from(store: MemoryStore) -> Self {
+        Self::Memory(store)
+    }
+}
+
+impl From<RedisStore> for Store {
+    fn from(store: RedisStore) -> Self {
+        Self::Redis(store)
+    }
+}
+
+/// What a limiter on Redis does while Redis fails. Whatever the policy, the
+/// limiter tries Redis again after half a second and goes back to it as soon
+/// as it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Admit every request (the default: the limiter protects, it must not
+    /// take the service down with Redis).
+    #[default]
+    Open,
+    /// Reject every request, with a retry after one second.
+    Closed,
+    /// Decide in process memory with this instance's share of the quota:
+    /// `instances` is how many instances share the limit.
+    Insurance {
+        /// How many instances share the limit.
+        instances: u32,
+    },
+    /// Return the error to the caller.
+    Error,
+}
+
+/// A rate limiter: a quota checked on a store.
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall_ratelimit::{Limit, Limiter, MemoryStore, RateLimiter};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), seawall_ratelimit::Error> {
+/// let limiter = Limiter::builder("login")
+///     .limit(Limit::gcra(5, Duration::from_secs(60), 5)?)
+///     .penalty(Duration::from_secs(15 * 60))
+///     .store(MemoryStore::new())
+///     .build()?;
+/// for _ in 0..5 {
+///     assert!(limiter.check("alice", 1).await?.allowed);
+/// }
+/// let sixth = limiter.check("alice", 1).await?;
+/// assert!(!sixth.allowed);
+/// assert!(sixth.retry_after.unwrap() >= Duration::from_secs(15 * 60));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: Arc<str>,
+    quota: RwLock<Quota>,
+    store: Store,
+    penalty_us: u64,
+    shadow: AtomicBool,
+    policy: FailurePolicy,
+    insurance: Option<MemoryStore>,
+    /// Until when (µs since `epoch`) the store is skipped after a failure.
+    store_down_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Limiter {
+    /// A builder for a limiter named `name` (1 to 64 of `A-Z a-z 0-9 _ . -`;
+    /// it names the limiter in keys and metrics).
+    pub fn builder(name: &str) -> LimiterBuilder {
+        LimiterBuilder {
+            name: name.to_owned(),
+            quota: None,
+            store: None,
+            penalty: Duration::ZERO,
+            shadow: false,
+            policy: FailurePolicy::default(),
+        }
+    }
+
+    /// The limiter's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The quota checked now.
+    pub fn quota(&self) -> Quota {
+        self.inner.quota.read().clone()
+    }
+
+    /// Replaces the quota; the next check uses it. State is kept per rule
+    /// name, so a rule that keeps its name and algorithm keeps its counts.
+    pub fn set_quota(&self, quota: impl Into<Quota>) {
+        *self.inner.quota.write() = quota.into();
+    }
+
+    /// Whether decisions are only counted, never enforced.
+    pub fn is_shadow(&self) -> bool {
+        self.inner.shadow.load(Ordering::Relaxed)
+    }
+
+    /// Turns shadow mode on or off.
+    pub fn set_shadow(&self, shadow: bool) {
+        self.inner.shadow.store(shadow, Ordering::Relaxed);
+    }
+
+    /// Checks `key` against `quota` instead of the limiter's own: for
+    /// per-tenant quotas, where each tenant's tier names its rules.
+    pub async fn check_quota(&self, key: &str, cost: u64, quota: &Quota) -> Result<Decision> {
+        let max_cost = quota.max_cost();
+        if cost > max_cost {
+            return Err(Error::CostTooHigh {
+                limiter: self.inner.name.to_string(),
+                cost,
+                capacity: max_cost,
+            });
+        }
+        let op = Op::Check {
+            cost,
+            penalty_us: self.inner.penalty_us,
+        };
+        let mut decision = self.run(key, quota, op).await?;
+        if self.is_shadow() && !decision.allowed {
+            decision.would_reject = true;
+            decision.allowed = true;
+            decision.retry_after = None;
+        }
+        if self.is_shadow() {
+            decision.wait = Duration::ZERO;
+        }
+        Ok(decision)
+    }
+
+    /// Like [`check`](RateLimiter::check), then waits as long as a leaky
+    /// queue asks before returning; a rejected request returns at once.
+    pub async fn acquire(&self, key: &str, cost: u64) -> Result<Decision> {
+        let decision = self.check(key, cost).await?;
+        if decision.allowed && !decision.wait.is_zero() {
+            tokio::time::sleep(decision.wait).await;
+        }
+        Ok(decision)
+    }
+
+    /// Blocks `key` for `duration`: every check is rejected until then.
+    pub async fn block(&self, key: &str, duration: Duration) -> Result<Decision> {
+        let quota = self.quota();
+        self.run(key, &quota, Op::Block(micros(duration).max(1)))
+            .await
+    }
+
+    /// Lifts a block on `key` (its counters stay).
+    pub async fn unblock(&self, key: &str) -> Result<Decision> {
+        let quota = self.quota();
+        self.run(key, &quota, Op::Unblock).await
+    }
+
+    async fn run(&self, key: &str, quota: &Quota, op: Op) -> Result<Decision> {
+        check_key(key)?;
+        let inner = &*self.inner;
+        let rules = quota.as_rules();
+        let outcome = match &inner.store {
+            Store::Memory(store) => store.apply(&subject(&inner.name, key), rules, op),
+            Store::Redis(store) => match self.redis(store, key, rules, op).await {
+                Ok(outcome) => outcome,
+                Err(error) => return self.degraded(key, quota, op, error),
+            },
+        };
+        Ok(Decision::combine(
+            rules,
+            &outcome.steps,
+            outcome.blocked_for_us,
+        ))
+    }
+
+    async fn redis(&self, store: &RedisStore, key: &str, rules: &Rules, op: Op) -> Result<Outcome> {
+        let inner = &*self.inner;
+        let now = micros_since(inner.epoch);
+        if now < inner.store_down_until.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable);
+        }
+        let result = store.apply(&inner.name, key, rules, op).await;
+        if result.is_err() {
+            let retry_at = micros_since(inner.epoch) + micros(STORE_RETRY);
+            inner.store_down_until.store(retry_at, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn degraded(&self, key: &str, quota: &Quota, op: Op, error: Error) -> Result<Decision> {
+        let inner = &*self.inner;
+        let rules = quota.as_rules();
+        let mut decision = match (inner.policy, &inner.insurance) {
+            (FailurePolicy::Error, _) => return Err(error),
+            (FailurePolicy::Insurance { instances }, Some(store)) => {
+                let share = quota.share(instances)?;
+                let outcome = store.apply(&subject(&inner.name, key), share.as_rules(), op);
+                Decision::combine(share.as_rules(), &outcome.steps, outcome.blocked_for_us)
+            }
+            (FailurePolicy::Closed, _) => {
+                let steps: Vec<Step> = rules.iter().map(|_| Step::closed()).collect();
+                Decision::combine(rules, &steps, 0)
+            }
+            _ => {
+                let steps: Vec<Step> = rules.iter().map(|(_, limit)| Step::open(limit)).collect();
+                Decision::combine(rules, &steps, 0)
+            }
+        };
+        decision.degraded = true;
+        Ok(decision)
+    }
+}
+
+#[async_trait]
+impl RateLimiter for Limiter {
+    async fn check(&self, key: &str, cost: u64) -> Result<Decision> {
+        let quota = self.quota();
+        self.check_quota(key, cost, &quota).await
+    }
+
+    async fn peek(&self, key: &str) -> Result<Decision> {
+        let quota = self.quota();
+        self.run(key, &quota, Op::Peek).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<()> {
+        let quota = self.quota();
+        self.run(key, &quota, Op::Reset).await.map(|_| ())
+    }
+}
+
+fn subject(limiter: &str, key: &str) -> String {
+    let mut subject = String::with_capacity(limiter.len() + 1 + key.len());
+    subject.push_str(limiter);
+    subject.push('\0');
+    subject.push_str(key);
+    subject
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidKey(format!(
+            "a key is 1 to {MAX_KEY_BYTES} bytes, not {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    micros(epoch.elapsed())
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Builds a [`Limiter`].
+#[derive(Debug)]
+pub struct LimiterBuilder {
+    name: String,
+    quota: Option<Quota>,
+    store: Option<Store>,
+    penalty: Duration,
+    shadow: bool,
+    policy: FailurePolicy,
+}
+
+impl LimiterBuilder {
+    /// One limit (rule `default`).
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.quota = Some(Quota::single(limit));
+        self
+    }
+
+    /// Several rules checked together.
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    /// Where the state lives (default: a new [`MemoryStore`]).
+    pub fn store(mut self, store: impl Into<Store>) -> Self {
+        self.store = Some(store.into());
+        self
+    }
+
+    /// Blocks a key for `penalty` once it is rejected (default: none).
+    pub fn penalty(mut self, penalty: Duration) -> Self {
+        self.penalty = penalty;
+        self
+    }
+
+    /// Counts decisions without enforcing them (default: off).
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// What to do while Redis fails (default: [`FailurePolicy::Open`]).
+    pub fn on_store_failure(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The limiter.
+    pub fn build(self) -> Result<Limiter> {
+        check_name("limiter", &self.name)?;
+        let quota = self
+            .quota
+            .ok_or_else(|| Error::InvalidConfig(format!("limiter {} has no limit", self.name)))?;
+        let insurance =
+            matches!(self.policy, FailurePolicy::Insurance { .. }).then(MemoryStore::new);
+        Ok(Limiter {
+            inner: Arc::new(Inner {
+                name: Arc::from(self.name),
+                quota: RwLock::new(quota),
+                store: self
+                    .store
+                    .unwrap_or_else(|| Store::Memory(MemoryStore::new())),
+                penalty_us: micros(self.penalty),
+                shadow: AtomicBool::new(self.shadow),
+                policy: self.policy,
+                insurance,
+                store_down_until: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+        })
+    }
+}

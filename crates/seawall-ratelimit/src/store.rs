@@ -1,0 +1,132 @@
+//! What a limiter asks of its store, and the one decision procedure both
+//! stores follow (the Redis script mirrors [`decide`]).
+
+use std::sync::Arc;
+
+use crate::algorithm::{Limit, State, Step};
+
+/// The rules of one check: names and limits, in order.
+pub(crate) type Rules = [(Arc<str>, Limit)];
+
+/// What to do with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Decide on `cost` and consume it when admitted; a rejection blocks the
+    /// key for `penalty_us` when that is not zero.
+    Check { cost: u64, penalty_us: u64 },
+    /// Report without consuming.
+    Peek,
+    /// Forget the key's state and any block.
+    Reset,
+    /// Block the key for this many microseconds.
+    Block(u64),
+    /// Lift the key's block.
+    Unblock,
+}
+
+/// A store's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// One step per rule.
+    pub(crate) steps: Vec<Step>,
+    /// Microseconds the key stays blocked (0: not blocked).
+    pub(crate) blocked_for_us: u64,
+}
+
+/// A key's states, one per rule, and its block.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Entry {
+    /// States by rule name; a rule whose algorithm changed starts afresh.
+    pub(crate) states: Vec<(Arc<str>, State)>,
+    /// Blocked until this time (µs on the store's clock); 0 when not blocked.
+    pub(crate) blocked_until: u64,
+    /// After this time the entry equals a fresh one and can be dropped.
+    pub(crate) expires_at: u64,
+}
+
+impl Entry {
+    fn state_for(&mut self, name: &Arc<str>, limit: &Limit) -> &mut State {
+        let index = match self.states.iter().position(|(n, _)| n == name) {
+            Some(index) => index,
+            None => {
+                self.states.push((name.clone(), limit.fresh_state()));
+                self.states.len() - 1
+            }
+        };
+        &mut self.states[index].1
+    }
+}
+
+/// Applies `op` to `entry` at `now`: the procedure both stores follow. A
+/// multi-rule check consumes in every rule or in none.
+pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outcome {
+    if entry.expires_at <= now {
+        *entry = Entry::default();
+    }
+    let mut blocked_for_us = entry.blocked_until.saturating_sub(now);
+    let steps = match op {
+        Op::Reset => {
+            *entry = Entry::default();
+            blocked_for_us = 0;
+            peek(entry, rules, now)
+        }
+        Op::Unblock => {
+            entry.blocked_until = 0;
+            blocked_for_us = 0;
+            peek(entry, rules, now)
+        }
+        Op::Block(duration) => {
+            entry.blocked_until = now + duration;
+            blocked_for_us = duration;
+            peek(entry, rules, now)
+        }
+        Op::Peek => peek(entry, rules, now),
+        Op::Check { cost, penalty_us } => {
+            let trial = run(entry, rules, now, cost, false);
+            let admitted = blocked_for_us == 0 && trial.iter().all(|step| step.allowed);
+            if admitted {
+                run(entry, rules, now, cost, true)
+            } else {
+                if blocked_for_us == 0 && penalty_us > 0 {
+                    entry.blocked_until = now + penalty_us;
+                    blocked_for_us = penalty_us;
+                }
+                trial
+            }
+        }
+    };
+    let ttl = steps
+        .iter()
+        .map(|step| step.ttl)
+        .max()
+        .unwrap_or(0)
+        .max(blocked_for_us);
+    entry.expires_at = now + ttl;
+    Outcome {
+        steps,
+        blocked_for_us,
+    }
+}
+
+fn run(entry: &mut Entry, rules: &Rules, now: u64, cost: u64, commit: bool) -> Vec<Step> {
+    rules
+        .iter()
+        .map(|(name, limit)| limit.step(entry.state_for(name, limit), now, cost, commit))
+        .collect()
+}
+
+/// Numbers as they stand (cost 0); admitted and retry-after as a request of
+/// one unit would get them.
+fn peek(entry: &mut Entry, rules: &Rules, now: u64) -> Vec<Step> {
+    rules
+        .iter()
+        .map(|(name, limit)| {
+            let state = entry.state_for(name, limit);
+            let one = limit.step(state, now, 1, false);
+            let mut standing = limit.step(state, now, 0, false);
+            standing.allowed = one.allowed;
+            standing.retry_after = one.retry_after;
+            standing
+        })
+        .collect()
+}

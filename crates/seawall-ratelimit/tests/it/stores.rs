@@ -1,0 +1,210 @@
+//! What only one store has to show: Redis under concurrency, its keys'
+//! expiry, its failures; the memory store's bound under a key flood.
+
+use std::time::Duration;
+
+use fred::prelude::{KeysInterface, SortedSetsInterface};
+use seawall_ratelimit::{
+    Algorithm, FailurePolicy, Limit, Limiter, MemoryStore, RateLimiter, RedisStore,
+};
+use seawall_testkit::RedisServer;
+
+use crate::support::{client, shared_redis, unique_name};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn hourly(algorithm: Algorithm, capacity: u64) -> Limit {
+    match algorithm {
+        Algorithm::FixedWindow => Limit::fixed_window(capacity, 24 * HOUR),
+        Algorithm::SlidingLog => Limit::sliding_log(capacity, HOUR),
+        Algorithm::SlidingWindow => Limit::sliding_window(capacity, HOUR),
+        Algorithm::TokenBucket => Limit::token_bucket(capacity, HOUR, capacity),
+        Algorithm::LeakyBucket => Limit::leaky_bucket(capacity, HOUR, capacity),
+        Algorithm::LeakyQueue => Limit::leaky_queue(capacity, HOUR, capacity),
+        Algorithm::Gcra => Limit::gcra(capacity, HOUR, capacity),
+        _ => unreachable!("every algorithm is listed"),
+    }
+    .expect("a valid limit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tasks_on_four_connections_admit_exactly_the_limit() {
+    let url = shared_redis().url();
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(RedisStore::new(client(&url).await));
+    }
+    for algorithm in Algorithm::ALL {
+        let name = unique_name();
+        let limiters: Vec<Limiter> = stores
+            .iter()
+            .map(|store| {
+                Limiter::builder(&name)
+                    .limit(hourly(algorithm, 100))
+                    .store(store.clone())
+                    .build()
+                    .expect("limiter")
+            })
+            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..200 {
+            let limiter = limiters[task % limiters.len()].clone();
+            tasks.spawn(async move { limiter.check("hot-key", 1).await.expect("check").allowed });
+        }
+        let mut admitted = 0;
+        while let Some(allowed) = tasks.join_next().await {
+            admitted += usize::from(allowed.expect("task"));
+        }
+        assert_eq!(admitted, 100, "{algorithm}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_expires_and_the_log_is_capped() {
+    let client = client(&shared_redis().url()).await;
+    let store = RedisStore::new(client.clone());
+    let name = unique_name();
+    let window = Duration::from_secs(30);
+    let limiter = Limiter::builder(&name)
+        .limit(Limit::sliding_log(3, window).expect("limit"))
+        .store(store.clone())
+        .build()
+        .expect("limiter");
+    for _ in 0..10 {
+        let _ = limiter.check("k", 1).await.expect("check");
+    }
+    let hash = format!("{{{}:{name}:k}}", store.prefix());
+    let log = format!("{hash}:log:default");
+    let members: i64 = client.zcard(&log).await.expect("ZCARD");
+    assert_eq!(members, 3, "the log holds at most the limit");
+    for key in [&hash, &log] {
+        let ttl: i64 = client.pttl(key).await.expect("PTTL");
+        assert!(ttl > 0 && ttl <= 30_000, "{key}: {ttl} ms");
+    }
+    // A reset leaves nothing behind.
+    limiter.reset("k").await.expect("reset");
+    let left: i64 = client.exists(vec![hash, log]).await.expect("EXISTS");
+    assert_eq!(left, 0);
+
+    // Every algorithm's state expires, and within what its state needs.
+    for algorithm in Algorithm::ALL {
+        let name = unique_name();
+        let limiter = Limiter::builder(&name)
+            .limit(hourly(algorithm, 10))
+            .store(store.clone())
+            .build()
+            .expect("limiter");
+        limiter.check("k", 3).await.expect("check");
+        let ttl: i64 = client
+            .pttl(format!("{{{}:{name}:k}}", store.prefix()))
+            .await
+            .expect("PTTL");
+        assert!(ttl > 0 && ttl <= 2 * 24 * 3_600_000, "{algorithm}: {ttl}");
+    }
+}
+
+/// A limiter per failure policy on a Redis server that dies and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_each_policy_holds_and_recovery_is_automatic() {
+    let mut redis = RedisServer::start().expect("redis-server starts");
+    let store = RedisStore::new(client(&redis.url()).await);
+    let policies = [
+        FailurePolicy::Open,
+        FailurePolicy::Closed,
+        FailurePolicy::Insurance { instances: 2 },
+        FailurePolicy::Error,
+    ];
+    let limiters: Vec<Limiter> = policies
+        .iter()
+        .map(|&policy| {
+            Limiter::builder(&unique_name())
+                .limit(Limit::gcra(10, HOUR, 10).expect("limit"))
+                .store(store.clone())
+                .on_store_failure(policy)
+                .build()
+                .expect("limiter")
+        })
+        .collect();
+    for limiter in &limiters {
+        let decision = limiter.check("k", 1).await.expect("Redis is up");
+        assert!(decision.allowed && !decision.degraded);
+    }
+
+    redis.kill().expect("kill");
+    let [open, closed, insurance, error] = &limiters[..] else {
+        unreachable!()
+    };
+    let decision = open.check("k", 1).await.expect("fails open");
+    assert!(decision.allowed && decision.degraded, "{decision:?}");
+    let decision = closed.check("k", 1).await.expect("fails closed");
+    assert!(!decision.allowed && decision.degraded, "{decision:?}");
+    assert_eq!(decision.retry_after, Some(Duration::from_secs(1)));
+    // Half of the burst of 10 for this instance.
+    let mut admitted = 0;
+    for _ in 0..8 {
+        let decision = insurance.check("k", 1).await.expect("insurance");
+        assert!(decision.degraded);
+        admitted += u32::from(decision.allowed);
+    }
+    assert_eq!(admitted, 5);
+    assert!(error.check("k", 1).await.is_err());
+
+    redis.restart().expect("restart");
+    // Each limiter goes back to Redis by itself once it answers.
+    for limiter in &limiters {
+        let mut recovered = false;
+        for _ in 0..100 {
+            if let Ok(decision) = limiter.check("k", 1).await
+                && !decision.degraded
+            {
+                recovered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(recovered, "{} never went back to Redis", limiter.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_stays_bounded_under_a_key_flood() {
+    let store = MemoryStore::builder().max_keys(10_000).shards(16).build();
+    let limiter = Limiter::builder("ddos")
+        .limit(Limit::fixed_window(1000, HOUR).expect("limit"))
+        .store(store.clone())
+        .build()
+        .expect("limiter");
+    // A million random IPv6 addresses, each seen once.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..1_000_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let key = format!(
+            "2001:db8:{:x}:{:x}:{:x}:{:x}::1",
+            state & 0xffff,
+            (state >> 16) & 0xffff,
+            (state >> 32) & 0xffff,
+            state >> 48
+        );
+        assert!(limiter.check(&key, 1).await.expect("check").allowed);
+    }
+    assert!(store.len() <= 10_000, "{} keys kept", store.len());
+    // A key that keeps coming is still limited.
+    for _ in 0..1000 {
+        assert!(
+            limiter
+                .check("2001:db8::hot", 1)
+                .await
+                .expect("check")
+                .allowed
+        );
+    }
+    assert!(
+        !limiter
+            .check("2001:db8::hot", 1)
+            .await
+            .expect("check")
+            .allowed
+    );
+}

@@ -1,0 +1,139 @@
+//! Backends every conformance scenario runs on: process memory with a manual
+//! clock, a standalone redis-server and a Redis Cluster (one per test
+//! binary, shared), both started by the testkit.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use seawall_ratelimit::{
+    Clock, Limiter, LimiterBuilder, ManualClock, MemoryStore, Quota, RedisStore,
+};
+use seawall_testkit::{RedisCluster, RedisServer};
+
+/// Where a scenario's limiters keep their state.
+pub(crate) enum Backend {
+    Memory(ManualClock, MemoryStore),
+    Redis(RedisStore),
+}
+
+impl Backend {
+    pub(crate) fn memory() -> Self {
+        let clock = ManualClock::new();
+        let store = MemoryStore::builder()
+            .clock(Clock::Manual(clock.clone()))
+            .build();
+        Self::Memory(clock, store)
+    }
+
+    pub(crate) async fn redis() -> Self {
+        Self::Redis(RedisStore::new(client(&shared_redis().url()).await))
+    }
+
+    pub(crate) async fn cluster() -> Self {
+        Self::Redis(RedisStore::new(client(&cluster_url()).await))
+    }
+
+    /// A limiter with a name no other test uses.
+    pub(crate) fn limiter(&self, quota: impl Into<Quota>) -> LimiterBuilder {
+        let builder = Limiter::builder(&unique_name()).quota(quota.into());
+        match self {
+            Self::Memory(_, store) => builder.store(store.clone()),
+            Self::Redis(store) => builder.store(store.clone()),
+        }
+    }
+
+    /// Lets `duration` pass: the manual clock moves, or the test sleeps.
+    pub(crate) async fn pass(&self, duration: Duration) {
+        match self {
+            Self::Memory(clock, _) => clock.advance(duration),
+            Self::Redis(_) => tokio::time::sleep(duration).await,
+        }
+    }
+
+    /// Whether time here is real (and figures may have moved a little).
+    pub(crate) fn real_time(&self) -> bool {
+        matches!(self, Self::Redis(_))
+    }
+}
+
+pub(crate) fn unique_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A client that fails a command after a second instead of waiting for a
+/// lost server, and reconnects every 100 ms.
+pub(crate) async fn client(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = Duration::from_secs(1);
+        })
+        .with_connection_config(|connection| {
+            connection.connection_timeout = Duration::from_secs(1);
+            connection.internal_command_timeout = Duration::from_secs(1);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .expect("a client");
+    client.init().await.expect("connects");
+    client
+}
+
+pub(crate) fn shared_redis() -> &'static RedisServer {
+    static REDIS: OnceLock<RedisServer> = OnceLock::new();
+    REDIS.get_or_init(|| {
+        RedisServer::start().expect("redis-server starts (scripts/setup installs it)")
+    })
+}
+
+fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start().expect("a Redis Cluster starts"))
+}
+
+/// `redis-cluster://` with every node as a seed.
+pub(crate) fn cluster_url() -> String {
+    let addrs = shared_cluster().addrs();
+    let others: Vec<String> = addrs[1..]
+        .iter()
+        .map(|addr| format!("node={addr}"))
+        .collect();
+    format!("redis-cluster://{}?{}", addrs[0], others.join("&"))
+}
+
+/// Runs a scenario on every backend.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::redis().await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::cluster().await).await;
+                }
+            )*
+        }
+    };
+}
