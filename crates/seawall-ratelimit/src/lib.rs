@@ -55,16 +55,24 @@
 //! a while after a rejection; [`Limiter::block`] and [`Limiter::unblock`] do
 //! it by hand. A limiter in [shadow mode](LimiterBuilder::shadow) decides and
 //! reports but always admits.
+//!
+//! # Concurrency
+//!
+//! A [`ConcurrencyLimiter`] holds at most N operations in flight per key as
+//! [`Lease`]s, released on drop and expiring if their holder dies.
 
 mod algorithm;
+mod concurrency;
 mod decision;
 mod error;
 mod limiter;
 mod memory;
 mod redis;
 mod store;
+mod telemetry;
 
 pub use algorithm::{Algorithm, Limit};
+pub use concurrency::{ConcurrencyLimiter, ConcurrencyLimiterBuilder, Lease};
 pub use decision::{Decision, RuleDecision};
 pub use error::{Error, Result};
 pub use limiter::{
@@ -72,3 +80,4 @@ pub use limiter::{
 };
 pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreBuilder};
 pub use redis::{DEFAULT_PREFIX, RedisStore};
+pub use telemetry::{BlockedKey, RejectedKey};

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::memory::MemoryStore;
 use crate::redis::RedisStore;
 use crate::store::{Op, Outcome, Rules};
+use crate::telemetry::{BlockedKey, RejectedKey, Telemetry};
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -135,7 +136,7 @@ impl QuotaBuilder {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     let valid = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -232,6 +233,7 @@ struct Inner {
     /// Until when (µs since `epoch`) the store is skipped after a failure.
     store_down_until: AtomicU64,
     epoch: Instant,
+    telemetry: Telemetry,
 }
 
 impl Limiter {
@@ -245,6 +247,7 @@ impl Limiter {
             penalty: Duration::ZERO,
             shadow: false,
             policy: FailurePolicy::default(),
+            monitor: None,
         }
     }
 
@@ -298,7 +301,22 @@ impl Limiter {
         if self.is_shadow() {
             decision.wait = Duration::ZERO;
         }
+        self.inner.telemetry.record(key, &decision);
         Ok(decision)
+    }
+
+    /// Keys this instance has seen blocked whose block has not ended, the
+    /// longest block first (at most 10,000 are remembered).
+    pub fn blocked_keys(&self) -> Vec<BlockedKey> {
+        self.inner.telemetry.blocked()
+    }
+
+    /// The keys this instance rejected most, most first: 32 counters of the
+    /// space-saving algorithm, so a key rejected more than 1/32 of the time
+    /// is always among them; a count may include up to `overcount`
+    /// rejections of keys it displaced.
+    pub fn top_rejected(&self) -> Vec<RejectedKey> {
+        self.inner.telemetry.top_rejected()
     }
 
     /// Like [`check`](RateLimiter::check), then waits as long as a leaky
@@ -314,14 +332,19 @@ impl Limiter {
     /// Blocks `key` for `duration`: every check is rejected until then.
     pub async fn block(&self, key: &str, duration: Duration) -> Result<Decision> {
         let quota = self.quota();
-        self.run(key, &quota, Op::Block(micros(duration).max(1)))
-            .await
+        let decision = self
+            .run(key, &quota, Op::Block(micros(duration).max(1)))
+            .await?;
+        self.inner.telemetry.saw_block(key, decision.blocked_for);
+        Ok(decision)
     }
 
     /// Lifts a block on `key` (its counters stay).
     pub async fn unblock(&self, key: &str) -> Result<Decision> {
         let quota = self.quota();
-        self.run(key, &quota, Op::Unblock).await
+        let decision = self.run(key, &quota, Op::Unblock).await?;
+        self.inner.telemetry.saw_block(key, None);
+        Ok(decision)
     }
 
     async fn run(&self, key: &str, quota: &Quota, op: Op) -> Result<Decision> {
@@ -394,7 +417,9 @@ impl RateLimiter for Limiter {
 
     async fn reset(&self, key: &str) -> Result<()> {
         let quota = self.quota();
-        self.run(key, &quota, Op::Reset).await.map(|_| ())
+        self.run(key, &quota, Op::Reset).await?;
+        self.inner.telemetry.saw_block(key, None);
+        Ok(())
     }
 }
 
@@ -433,9 +458,19 @@ pub struct LimiterBuilder {
     penalty: Duration,
     shadow: bool,
     policy: FailurePolicy,
+    monitor: Option<seawall_perfmon::Monitor>,
 }
 
 impl LimiterBuilder {
+    /// Reports decisions to `monitor`: `ratelimit_decisions_total{limiter,
+    /// outcome}` (allowed, rejected, shadow_rejected),
+    /// `ratelimit_near_limit_total`, `ratelimit_degraded_decisions_total` and
+    /// the gauge `ratelimit_blocked_keys`.
+    pub fn monitor(mut self, monitor: &seawall_perfmon::Monitor) -> Self {
+        self.monitor = Some(monitor.clone());
+        self
+    }
+
     /// One limit (rule `default`).
     pub fn limit(mut self, limit: Limit) -> Self {
         self.quota = Some(Quota::single(limit));
@@ -480,6 +515,7 @@ impl LimiterBuilder {
             .ok_or_else(|| Error::InvalidConfig(format!("limiter {} has no limit", self.name)))?;
         let insurance =
             matches!(self.policy, FailurePolicy::Insurance { .. }).then(MemoryStore::new);
+        let telemetry = Telemetry::new(&self.name, self.monitor.as_ref())?;
         Ok(Limiter {
             inner: Arc::new(Inner {
                 name: Arc::from(self.name),
@@ -493,6 +529,7 @@ impl LimiterBuilder {
                 insurance,
                 store_down_until: AtomicU64::new(0),
                 epoch: Instant::now(),
+                telemetry,
             }),
         })
     }

@@ -1,6 +1,8 @@
 //! Integration tests of seawall-ratelimit: the conformance suite on every
 //! store, and what each store must show on its own.
 
+mod concurrency;
 mod conformance;
 mod stores;
 mod support;
+mod telemetry;

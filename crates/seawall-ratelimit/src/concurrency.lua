@@ -1,0 +1,35 @@
+-- seawall-ratelimit: leases of a concurrency limiter, one sorted set per key
+-- scored by each lease's expiry (µs, the server's TIME).
+--
+-- KEYS[1]  the key's leases
+-- ARGV     op (a acquire, n renew, r release), lease id, max, ttl_us
+-- returns  acquire: { 1, in_flight } or { 0, in_flight, µs until the
+--          earliest lease expires }; renew: { 1 } or { 0 } when the lease
+--          was lost; release: { removed }
+
+local key, op, id = KEYS[1], ARGV[1], ARGV[2]
+local max, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ttl_ms = math.floor((ttl + 999) / 1000)
+
+if op == 'r' then
+  return { redis.call('ZREM', key, id) }
+end
+
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if op == 'n' then
+  if not redis.call('ZSCORE', key, id) then return { 0 } end
+  redis.call('ZADD', key, 'XX', now + ttl, id)
+  redis.call('PEXPIRE', key, ttl_ms)
+  return { 1 }
+end
+
+local in_flight = redis.call('ZCARD', key)
+if in_flight < max then
+  redis.call('ZADD', key, now + ttl, id)
+  redis.call('PEXPIRE', key, ttl_ms)
+  return { 1, in_flight + 1 }
+end
+local earliest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return { 0, in_flight, tonumber(earliest[2]) - now }

@@ -1,0 +1,270 @@
+//! What a limiter reports: decision counters through seawall-perfmon, the
+//! keys it has seen blocked, and the keys rejected most (bounded memory).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use seawall_perfmon::{Counter, Gauge, Monitor};
+
+use crate::decision::Decision;
+use crate::error::{Error, Result};
+
+/// How many keys the rejection ranking tracks.
+const TOP_KEYS: usize = 32;
+/// How many blocked keys one limiter remembers.
+const MAX_BLOCKED: usize = 10_000;
+
+/// A key with how often it was rejected (an upper bound: see
+/// [`Limiter::top_rejected`](crate::Limiter::top_rejected)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedKey {
+    /// The key.
+    pub key: String,
+    /// Rejections counted for it.
+    pub rejections: u64,
+    /// How much of `rejections` may belong to keys it displaced.
+    pub overcount: u64,
+}
+
+/// A key seen blocked, and for how much longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedKey {
+    /// The key.
+    pub key: String,
+    /// Time left on the block.
+    pub remaining: Duration,
+}
+
+#[derive(Debug)]
+struct Counters {
+    allowed: Counter,
+    rejected: Counter,
+    shadow_rejected: Counter,
+    near_limit: Counter,
+    degraded: Counter,
+    blocked: Gauge,
+}
+
+/// One limiter's reporting.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    counters: Option<Counters>,
+    top: Mutex<SpaceSaving>,
+    blocked: Mutex<HashMap<String, Instant>>,
+    /// The earliest block end among `blocked` (µs since `epoch`), so a check
+    /// knows without a lock when to drop ended blocks.
+    next_unblock: AtomicU64,
+    epoch: Instant,
+}
+
+impl Telemetry {
+    pub(crate) fn new(limiter: &str, monitor: Option<&Monitor>) -> Result<Self> {
+        let counters = monitor
+            .map(|monitor| Counters::register(limiter, monitor))
+            .transpose()
+            .map_err(Error::Metrics)?;
+        Ok(Self {
+            counters,
+            top: Mutex::new(SpaceSaving::default()),
+            blocked: Mutex::new(HashMap::new()),
+            next_unblock: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Counts a check's decision.
+    pub(crate) fn record(&self, key: &str, decision: &Decision) {
+        if let Some(counters) = &self.counters {
+            if decision.degraded {
+                counters.degraded.inc();
+            }
+            if decision.would_reject {
+                counters.shadow_rejected.inc();
+            } else if decision.allowed {
+                counters.allowed.inc();
+                if decision.remaining.saturating_mul(5) < decision.limit {
+                    counters.near_limit.inc();
+                }
+            } else {
+                counters.rejected.inc();
+            }
+        }
+        if !decision.allowed || decision.would_reject {
+            self.top.lock().add(key);
+        }
+        self.saw_block(key, decision.blocked_for);
+    }
+
+    /// Notes that `key` is blocked for `blocked_for` (or no longer blocked).
+    pub(crate) fn saw_block(&self, key: &str, blocked_for: Option<Duration>) {
+        let now = Instant::now();
+        let micros = |at: Instant| {
+            u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+        };
+        match blocked_for {
+            Some(duration) => {
+                let until = now + duration;
+                let mut blocked = self.blocked.lock();
+                if blocked.len() < MAX_BLOCKED || blocked.contains_key(key) {
+                    blocked.insert(key.to_owned(), until);
+                    self.next_unblock
+                        .fetch_min(micros(until), Ordering::Relaxed);
+                }
+                self.set_gauge(blocked.len());
+            }
+            None => {
+                if micros(now) >= self.next_unblock.load(Ordering::Relaxed) {
+                    self.purge(now);
+                }
+                let mut blocked = self.blocked.lock();
+                if blocked.remove(key).is_some() {
+                    self.set_gauge(blocked.len());
+                }
+            }
+        }
+    }
+
+    fn purge(&self, now: Instant) {
+        let mut blocked = self.blocked.lock();
+        blocked.retain(|_, until| *until > now);
+        let next = blocked.values().min().map_or(u64::MAX, |until| {
+            u64::try_from(until.saturating_duration_since(self.epoch).as_micros())
+                .unwrap_or(u64::MAX)
+        });
+        self.next_unblock.store(next, Ordering::Relaxed);
+        self.set_gauge(blocked.len());
+    }
+
+    #[allow(clippy::cast_precision_loss)] // at most MAX_BLOCKED
+    fn set_gauge(&self, blocked: usize) {
+        if let Some(counters) = &self.counters {
+            counters.blocked.set(blocked as f64);
+        }
+    }
+
+    pub(crate) fn blocked(&self) -> Vec<BlockedKey> {
+        let now = Instant::now();
+        self.purge(now);
+        let mut keys: Vec<BlockedKey> = self
+            .blocked
+            .lock()
+            .iter()
+            .map(|(key, until)| BlockedKey {
+                key: key.clone(),
+                remaining: until.saturating_duration_since(now),
+            })
+            .collect();
+        keys.sort_by(|a, b| {
+            b.remaining
+                .cmp(&a.remaining)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        keys
+    }
+
+    pub(crate) fn top_rejected(&self) -> Vec<RejectedKey> {
+        self.top.lock().ranking()
+    }
+}
+
+impl Counters {
+    fn register(limiter: &str, monitor: &Monitor) -> seawall_perfmon::Result<Self> {
+        let decisions = monitor.counter(
+            "ratelimit_decisions",
+            "Rate-limit decisions by limiter and outcome (allowed, rejected, shadow_rejected: rejected by a shadow-mode limiter but let through).",
+            &["limiter", "outcome"],
+        )?;
+        let near_limit = monitor.counter(
+            "ratelimit_near_limit",
+            "Admitted requests that left less than 20 % of the limit.",
+            &["limiter"],
+        )?;
+        let degraded = monitor.counter(
+            "ratelimit_degraded_decisions",
+            "Decisions made by the failure policy because the store failed.",
+            &["limiter"],
+        )?;
+        let blocked = monitor.gauge(
+            "ratelimit_blocked_keys",
+            "Keys this instance has seen blocked (penalty or manual block) whose block has not ended.",
+            &["limiter"],
+        )?;
+        Ok(Self {
+            allowed: decisions.with_labels(&[limiter, "allowed"])?,
+            rejected: decisions.with_labels(&[limiter, "rejected"])?,
+            shadow_rejected: decisions.with_labels(&[limiter, "shadow_rejected"])?,
+            near_limit: near_limit.with_labels(&[limiter])?,
+            degraded: degraded.with_labels(&[limiter])?,
+            blocked: blocked.with_labels(&[limiter])?,
+        })
+    }
+}
+
+/// The space-saving algorithm (Metwally et al.): the most frequent keys in
+/// a fixed number of counters. A new key takes over the smallest counter and
+/// inherits its count as possible overcount, so a frequent key is never
+/// missed and memory never grows.
+#[derive(Debug, Default)]
+struct SpaceSaving {
+    counters: Vec<RejectedKey>,
+}
+
+impl SpaceSaving {
+    fn add(&mut self, key: &str) {
+        if let Some(counter) = self.counters.iter_mut().find(|c| c.key == key) {
+            counter.rejections += 1;
+            return;
+        }
+        if self.counters.len() < TOP_KEYS {
+            self.counters.push(RejectedKey {
+                key: key.to_owned(),
+                rejections: 1,
+                overcount: 0,
+            });
+            return;
+        }
+        if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.rejections) {
+            smallest.overcount = smallest.rejections;
+            smallest.rejections += 1;
+            key.clone_into(&mut smallest.key);
+        }
+    }
+
+    fn ranking(&self) -> Vec<RejectedKey> {
+        let mut ranking = self.counters.clone();
+        ranking.sort_by(|a, b| {
+            b.rejections
+                .cmp(&a.rejections)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        ranking
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ranking_keeps_the_heavy_hitters_in_bounded_memory() {
+        let mut top = SpaceSaving::default();
+        for round in 0..1000 {
+            top.add("heavy");
+            if round % 2 == 0 {
+                top.add("medium");
+            }
+            top.add(&format!("noise-{round}"));
+        }
+        let ranking = top.ranking();
+        assert_eq!(ranking.len(), TOP_KEYS);
+        assert_eq!(ranking[0].key, "heavy");
+        assert!(ranking[0].rejections >= 1000);
+        assert!(
+            ranking
+                .iter()
+                .any(|k| k.key == "medium" && k.rejections >= 500)
+        );
+    }
+}

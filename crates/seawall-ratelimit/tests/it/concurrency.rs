@@ -1,0 +1,126 @@
+//! The concurrency limiter on memory and on Redis.
+
+use std::mem::ManuallyDrop;
+use std::time::Duration;
+
+use seawall_ratelimit::ConcurrencyLimiter;
+
+use crate::support::{client, cluster_url, shared_redis, unique_name};
+
+async fn limiters(max: u64, lease_time: Duration) -> Vec<ConcurrencyLimiter> {
+    let memory = ConcurrencyLimiter::builder(&unique_name(), max)
+        .lease_time(lease_time)
+        .build()
+        .expect("limiter");
+    let redis = ConcurrencyLimiter::builder(&unique_name(), max)
+        .lease_time(lease_time)
+        .redis(client(&shared_redis().url()).await)
+        .build()
+        .expect("limiter");
+    let cluster = ConcurrencyLimiter::builder(&unique_name(), max)
+        .lease_time(lease_time)
+        .redis(client(&cluster_url()).await)
+        .build()
+        .expect("limiter");
+    vec![memory, redis, cluster]
+}
+
+async fn eventually_free(limiter: &ConcurrencyLimiter, key: &str) -> bool {
+    for _ in 0..50 {
+        if let Some(lease) = limiter.try_acquire(key).await.expect("acquire") {
+            drop(lease);
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_leases_and_a_dropped_one_frees_its_slot() {
+    for limiter in limiters(2, Duration::from_secs(60)).await {
+        let first = limiter
+            .try_acquire("k")
+            .await
+            .expect("acquire")
+            .expect("free");
+        let second = limiter
+            .try_acquire("k")
+            .await
+            .expect("acquire")
+            .expect("free");
+        assert_eq!((first.in_flight(), second.in_flight()), (1, 2));
+        assert!(limiter.try_acquire("k").await.expect("acquire").is_none());
+        assert!(
+            limiter
+                .try_acquire("other")
+                .await
+                .expect("acquire")
+                .is_some()
+        );
+        drop(first);
+        assert!(eventually_free(&limiter, "k").await, "{limiter:?}");
+        second.release().await.expect("release");
+        assert!(limiter.try_acquire("").await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_lease_expires_and_a_renewed_one_does_not() {
+    for limiter in limiters(1, Duration::from_millis(300)).await {
+        // A holder that never releases: its process died, say.
+        let dead = ManuallyDrop::new(
+            limiter
+                .try_acquire("k")
+                .await
+                .expect("acquire")
+                .expect("free"),
+        );
+        assert!(limiter.try_acquire("k").await.expect("acquire").is_none());
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(
+            !dead.renew().await.expect("renew"),
+            "an expired lease cannot be renewed"
+        );
+        let alive = limiter
+            .try_acquire("k")
+            .await
+            .expect("acquire")
+            .expect("expired");
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert!(alive.renew().await.expect("renew"));
+        }
+        assert!(
+            limiter.try_acquire("k").await.expect("acquire").is_none(),
+            "{limiter:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_never_hold_more_than_max() {
+    for limiter in limiters(3, Duration::from_secs(60)).await {
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let (limiter, held, most) = (limiter.clone(), held.clone(), most.clone());
+            tasks.spawn(async move {
+                use std::sync::atomic::Ordering;
+                for _ in 0..5 {
+                    if let Some(lease) = limiter.try_acquire("shared").await.expect("acquire") {
+                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        lease.release().await.expect("release");
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let most = most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=3).contains(&most), "{most} held at once: {limiter:?}");
+    }
+}
