@@ -56,6 +56,14 @@
 //! it by hand. A limiter in [shadow mode](LimiterBuilder::shadow) decides and
 //! reports but always admits.
 //!
+//! # HTTP
+//!
+//! With the `tower` feature, [`RateLimitLayer`] limits requests by a key
+//! ([`ClientIp`] with trusted proxies, [`HeaderKey`], `RouteKey` with the
+//! `axum` feature, or any closure), answers 429 with a problem body and a
+//! `Retry-After` rounded up to whole seconds, and sets `RateLimit-Policy` and
+//! `RateLimit` on every response it decided.
+//!
 //! # Concurrency
 //!
 //! A [`ConcurrencyLimiter`] holds at most N operations in flight per key as
@@ -65,6 +73,8 @@ mod algorithm;
 mod concurrency;
 mod decision;
 mod error;
+#[cfg(feature = "tower")]
+mod layer;
 mod limiter;
 mod memory;
 mod redis;
@@ -75,6 +85,13 @@ pub use algorithm::{Algorithm, Limit};
 pub use concurrency::{ConcurrencyLimiter, ConcurrencyLimiterBuilder, Lease};
 pub use decision::{Decision, RuleDecision};
 pub use error::{Error, Result};
+#[cfg(feature = "axum")]
+pub use layer::RouteKey;
+#[cfg(feature = "tower")]
+pub use layer::{
+    ClientIp, HeaderKey, IpNet, KeyExtractor, PeerAddr, RATELIMIT, RATELIMIT_POLICY, RateLimit,
+    RateLimitLayer, ceil_seconds, set_headers,
+};
 pub use limiter::{
     FailurePolicy, Limiter, LimiterBuilder, MAX_KEY_BYTES, Quota, QuotaBuilder, RateLimiter, Store,
 };

@@ -3,6 +3,8 @@
 
 mod concurrency;
 mod conformance;
+#[cfg(feature = "axum")]
+mod http;
 mod stores;
 mod support;
 mod telemetry;
