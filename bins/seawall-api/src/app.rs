@@ -14,14 +14,17 @@ use tokio::net::TcpListener;
 use utoipa::{Modify as _, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::{self, AdminToken};
+use crate::auth::{self, AdminGuard, AdminToken};
 use crate::config::{Config, ServerConfig};
 use crate::db::Db;
 use crate::middleware::{self, Shedder, Stack};
 use crate::problem::Problem;
+use crate::ratelimit::{self, RateLimits};
 use crate::redis::Redis;
 use crate::routes::docs::{ApiDoc, ApiDocument, Conventions};
-use crate::routes::{dashboard, docs, health, performance, workload};
+use crate::routes::{
+    dashboard, docs, health, performance, ratelimit as ratelimit_routes, workload,
+};
 use crate::seed::{self, SeedOutcome};
 use crate::server::{self, Drained};
 use crate::state::AppState;
@@ -95,8 +98,10 @@ impl App {
             config.server.shed_wait,
             &monitor,
         )?;
+        let ratelimits = RateLimits::build(&config.ratelimit, redis.as_ref(), &monitor, db.clone())
+            .map_err(Error::RateLimit)?;
         let timeline = Timeline::start(monitor.clone(), MONITOR_INTERVAL);
-        let state = AppState::new(db, redis, monitor, admin_token, timeline);
+        let state = AppState::new(db, redis, monitor, admin_token, timeline, ratelimits);
         let router = router(&state, &config, shedder);
         Ok(Self {
             state,
@@ -177,7 +182,8 @@ impl App {
 /// Puts `router` behind the middleware stack the service's own routes sit
 /// behind (request ids, tracing, the perfmon layer recording into `monitor`,
 /// CORS, compression, request limits, load shedding, the request timeout and
-/// panic recovery), configured by `server`. The shedding metrics are
+/// panic recovery), configured by `server`; rate limiting is left out, since
+/// it needs the service's limiters. The shedding metrics are
 /// registered on `monitor`, so call this once per monitor.
 ///
 /// ```
@@ -199,29 +205,38 @@ pub fn with_stack(
     Ok(middleware::apply(
         router,
         server,
-        Stack { perfmon, shedder },
+        Stack {
+            perfmon,
+            shedder,
+            ratelimits: None,
+        },
     ))
 }
 
 /// The OpenAPI document of every route the service has.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut document = api_routes(None).into_openapi();
+    let mut document = api_routes(None, None).into_openapi();
     Conventions.modify(&mut document);
     document
 }
 
-/// Every route with its OpenAPI entry; the admin ones behind the token when
-/// one is given (the document does not depend on it).
-fn api_routes(admin_token: Option<AdminToken>) -> OpenApiRouter<AppState> {
-    let mut admin = performance::routes();
-    if let Some(token) = admin_token {
+/// Every route with its OpenAPI entry; the admin ones behind the token and
+/// the workload behind its rate limits when given (the document depends on
+/// neither).
+fn api_routes(guard: Option<AdminGuard>, limits: Option<RateLimits>) -> OpenApiRouter<AppState> {
+    let mut admin = performance::routes().merge(ratelimit_routes::routes());
+    if let Some(guard) = guard {
         admin = admin.route_layer(axum::middleware::from_fn_with_state(
-            token,
+            guard,
             auth::require_admin,
         ));
     }
+    let workload = workload::routes().route_layer(axum::middleware::from_fn_with_state(
+        limits,
+        ratelimit::workload,
+    ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(workload::routes())
+        .merge(workload)
         .merge(health::routes())
         .merge(admin)
         .merge(docs::routes())
@@ -229,7 +244,8 @@ fn api_routes(admin_token: Option<AdminToken>) -> OpenApiRouter<AppState> {
 }
 
 fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
-    let (router, mut document) = api_routes(Some(state.admin_token().clone()))
+    let guard = AdminGuard::new(state.admin_token().clone(), state.ratelimits().cloned());
+    let (router, mut document) = api_routes(Some(guard), state.ratelimits().cloned())
         .with_state(state.clone())
         .split_for_parts();
     Conventions.modify(&mut document);
@@ -243,7 +259,16 @@ fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
         .perfmon
         .http_layer
         .then(|| PerfmonLayer::new(state.monitor().clone()));
-    middleware::apply(router, &config.server, Stack { perfmon, shedder })
+    let ratelimits = state.ratelimits().cloned();
+    middleware::apply(
+        router,
+        &config.server,
+        Stack {
+            perfmon,
+            shedder,
+            ratelimits,
+        },
+    )
 }
 
 async fn not_found(uri: Uri) -> Problem {

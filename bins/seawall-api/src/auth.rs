@@ -1,15 +1,17 @@
 //! The admin bearer token: configured, or generated at start; compared in
-//! constant time. The middleware takes the token as its state, so this module
-//! knows nothing of the service's shared state.
+//! constant time. The middleware takes the token and the rate limiters as
+//! its state, so this module knows nothing of the service's shared state.
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use seawall_ratelimit::RateLimiter as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::problem::Problem;
+use crate::ratelimit::{RateLimits, too_many};
 
 /// The token admin routes require.
 #[derive(Clone)]
@@ -71,32 +73,92 @@ impl AdminToken {
     }
 }
 
-/// Middleware for admin routes: 401 without a bearer token, 403 with a wrong
-/// one.
-pub(crate) async fn require_admin(
-    State(token): State<AdminToken>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return Problem::unauthorized("this route needs `Authorization: Bearer <admin token>`")
-            .into_response();
+/// What the admin routes check: the token, and the auth rate limiter that
+/// counts failed attempts per client address.
+#[derive(Clone)]
+pub(crate) struct AdminGuard {
+    token: AdminToken,
+    limits: Option<RateLimits>,
+}
+
+impl AdminGuard {
+    pub(crate) fn new(token: AdminToken, limits: Option<RateLimits>) -> Self {
+        Self { token, limits }
+    }
+}
+
+/// What a request's credentials amount to.
+enum Verdict {
+    /// The admin token.
+    Admitted,
+    /// No `Authorization` header: not an attempt.
+    Missing,
+    /// A malformed header or a wrong token: a failed attempt.
+    Failed(Problem),
+}
+
+fn verify(token: &AdminToken, headers: &axum::http::HeaderMap) -> Verdict {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Verdict::Missing;
     };
     let credentials = value.to_str().ok().and_then(|value| {
         let (scheme, token) = value.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
     match credentials {
-        None | Some("") => {
-            Problem::unauthorized("the Authorization header must be `Bearer <admin token>`")
+        None | Some("") => Verdict::Failed(Problem::unauthorized(
+            "the Authorization header must be `Bearer <admin token>`",
+        )),
+        Some(candidate) if token.matches(candidate) => Verdict::Admitted,
+        Some(_) => Verdict::Failed(Problem::new(
+            StatusCode::FORBIDDEN,
+            "the admin token is not valid",
+        )),
+    }
+}
+
+/// Middleware for admin routes: 401 without a bearer token, 403 with a wrong
+/// one. Wrong or malformed credentials count against the auth limiter by
+/// client address; an address that exhausts it is blocked (429) for the
+/// profile's block time, whatever it sends.
+pub(crate) async fn require_admin(
+    State(guard): State<AdminGuard>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (request, client) = match &guard.limits {
+        Some(limits) => limits.client_ip(request),
+        None => (request, None),
+    };
+    let auth = guard
+        .limits
+        .as_ref()
+        .map(|limits| limits.auth().0)
+        .zip(client);
+    if let Some((limiter, client)) = &auth
+        && let Ok(standing) = limiter.peek(client).await
+        && standing.blocked_for.is_some()
+    {
+        return too_many(&standing, "this client address");
+    }
+    match verify(&guard.token, request.headers()) {
+        Verdict::Admitted => next.run(request).await,
+        Verdict::Missing => {
+            Problem::unauthorized("this route needs `Authorization: Bearer <admin token>`")
                 .into_response()
         }
-        Some(candidate) if token.matches(candidate) => next.run(request).await,
-        Some(_) => Problem::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "the admin token is not valid",
-        )
-        .into_response(),
+        Verdict::Failed(problem) => {
+            if let Some((limiter, client)) = &auth {
+                match limiter.check(client, 1).await {
+                    Ok(decision) if !decision.allowed => {
+                        return too_many(&decision, "this client address");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "the auth limiter failed"),
+                }
+            }
+            problem.into_response()
+        }
     }
 }
 

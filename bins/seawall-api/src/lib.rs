@@ -33,6 +33,7 @@ mod metrics;
 mod middleware;
 mod params;
 pub mod problem;
+mod ratelimit;
 mod redis;
 mod routes;
 pub mod seed;
@@ -66,6 +67,9 @@ pub enum Error {
     /// The Redis URL or TLS settings are unusable.
     #[error("could not set up the Redis client")]
     Redis(#[source] redis::RedisError),
+    /// The rate limiters could not be built.
+    #[error("could not set up rate limiting")]
+    RateLimit(#[source] seawall_ratelimit::Error),
     /// The operating system's random source failed.
     #[error("could not generate an admin token")]
     Token(#[source] getrandom::Error),

@@ -78,6 +78,20 @@ impl Params {
         Ok(value)
     }
 
+    /// A required text of 1 to `max_bytes` bytes.
+    pub(crate) fn text(&self, name: &str, max_bytes: usize) -> Result<&str, Problem> {
+        let raw = self
+            .raw(name)
+            .ok_or_else(|| Problem::bad_parameter(name, "is required"))?;
+        if raw.is_empty() || raw.len() > max_bytes {
+            return Err(Problem::bad_parameter(
+                name,
+                format!("must be 1 to {max_bytes} bytes, got {}", raw.len()),
+            ));
+        }
+        Ok(raw)
+    }
+
     /// One of `choices`, or `None` when absent.
     pub(crate) fn choice<'c>(
         &self,

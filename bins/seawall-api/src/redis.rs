@@ -111,6 +111,11 @@ impl Redis {
         Ok(Self { client })
     }
 
+    /// The client, for the libraries that keep state in Redis.
+    pub(crate) fn client(&self) -> &fred::prelude::Client {
+        &self.client
+    }
+
     /// Whether the client is connected right now.
     pub(crate) fn is_connected(&self) -> bool {
         self.client.is_connected()

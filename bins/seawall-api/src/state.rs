@@ -8,6 +8,7 @@ use seawall_perfmon::{HealthCheck, Monitor};
 
 use crate::auth::AdminToken;
 use crate::db::Db;
+use crate::ratelimit::RateLimits;
 use crate::redis::Redis;
 use crate::timeline::Timeline;
 
@@ -21,6 +22,7 @@ struct Shared {
     monitor: Monitor,
     admin_token: AdminToken,
     timeline: Timeline,
+    ratelimits: Option<RateLimits>,
     readiness: Vec<Box<dyn HealthCheck>>,
 }
 
@@ -33,6 +35,7 @@ impl AppState {
         monitor: Monitor,
         admin_token: AdminToken,
         timeline: Timeline,
+        ratelimits: Option<RateLimits>,
     ) -> Self {
         let mut readiness: Vec<Box<dyn HealthCheck>> = vec![Box::new(db.health_check())];
         if let Some(redis) = &redis {
@@ -44,6 +47,7 @@ impl AppState {
             monitor,
             admin_token,
             timeline,
+            ratelimits,
             readiness,
         }))
     }
@@ -66,6 +70,11 @@ impl AppState {
 
     pub(crate) fn timeline(&self) -> &Timeline {
         &self.0.timeline
+    }
+
+    /// The rate limiters, unless rate limiting is off.
+    pub(crate) fn ratelimits(&self) -> Option<&RateLimits> {
+        self.0.ratelimits.as_ref()
     }
 
     pub(crate) fn readiness_checks(&self) -> &[Box<dyn HealthCheck>] {

@@ -97,4 +97,4 @@ pub use limiter::{
 };
 pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreBuilder};
 pub use redis::{DEFAULT_PREFIX, RedisStore};
-pub use telemetry::{BlockedKey, RejectedKey};
+pub use telemetry::{BlockedKey, DecisionCounts, RejectedKey};

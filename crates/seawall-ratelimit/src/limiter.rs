@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::memory::MemoryStore;
 use crate::redis::RedisStore;
 use crate::store::{Op, Outcome, Rules};
-use crate::telemetry::{BlockedKey, RejectedKey, Telemetry};
+use crate::telemetry::{BlockedKey, DecisionCounts, RejectedKey, Telemetry};
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -303,6 +303,24 @@ impl Limiter {
         }
         self.inner.telemetry.record(key, &decision);
         Ok(decision)
+    }
+
+    /// Decisions this instance made, by outcome.
+    pub fn counts(&self) -> DecisionCounts {
+        self.inner.telemetry.counts()
+    }
+
+    /// How long a key stays blocked after a rejection (zero: no penalty).
+    pub fn penalty(&self) -> Duration {
+        Duration::from_micros(self.inner.penalty_us)
+    }
+
+    /// Where the limiter keeps its state: `memory` or `redis`.
+    pub fn store_kind(&self) -> &'static str {
+        match self.inner.store {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
     }
 
     /// Keys this instance has seen blocked whose block has not ended, the

@@ -18,7 +18,7 @@ const MAX_BLOCKED: usize = 10_000;
 
 /// A key with how often it was rejected (an upper bound: see
 /// [`Limiter::top_rejected`](crate::Limiter::top_rejected)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RejectedKey {
     /// The key.
     pub key: String,
@@ -28,8 +28,23 @@ pub struct RejectedKey {
     pub overcount: u64,
 }
 
+/// How many decisions a limiter made, by outcome, since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DecisionCounts {
+    /// Admitted.
+    pub allowed: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Rejected by a shadow-mode limiter, and let through.
+    pub shadow_rejected: u64,
+    /// Admitted with less than 20 % of the limit left.
+    pub near_limit: u64,
+    /// Decided by the failure policy because the store failed.
+    pub degraded: u64,
+}
+
 /// A key seen blocked, and for how much longer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BlockedKey {
     /// The key.
     pub key: String,
@@ -37,13 +52,17 @@ pub struct BlockedKey {
     pub remaining: Duration,
 }
 
+/// Slots of the decision counts.
+const ALLOWED: usize = 0;
+const REJECTED: usize = 1;
+const SHADOW_REJECTED: usize = 2;
+const NEAR_LIMIT: usize = 3;
+const DEGRADED: usize = 4;
+
 #[derive(Debug)]
 struct Counters {
-    allowed: Counter,
-    rejected: Counter,
-    shadow_rejected: Counter,
-    near_limit: Counter,
-    degraded: Counter,
+    /// Indexed by the slots above.
+    by_slot: [Counter; 5],
     blocked: Gauge,
 }
 
@@ -51,6 +70,7 @@ struct Counters {
 #[derive(Debug)]
 pub(crate) struct Telemetry {
     counters: Option<Counters>,
+    counts: [AtomicU64; 5],
     top: Mutex<SpaceSaving>,
     blocked: Mutex<HashMap<String, Instant>>,
     /// The earliest block end among `blocked` (µs since `epoch`), so a check
@@ -67,6 +87,7 @@ impl Telemetry {
             .map_err(Error::Metrics)?;
         Ok(Self {
             counters,
+            counts: Default::default(),
             top: Mutex::new(SpaceSaving::default()),
             blocked: Mutex::new(HashMap::new()),
             next_unblock: AtomicU64::new(u64::MAX),
@@ -76,25 +97,31 @@ impl Telemetry {
 
     /// Counts a check's decision.
     pub(crate) fn record(&self, key: &str, decision: &Decision) {
-        if let Some(counters) = &self.counters {
-            if decision.degraded {
-                counters.degraded.inc();
-            }
-            if decision.would_reject {
-                counters.shadow_rejected.inc();
-            } else if decision.allowed {
-                counters.allowed.inc();
-                if decision.remaining.saturating_mul(5) < decision.limit {
-                    counters.near_limit.inc();
-                }
-            } else {
-                counters.rejected.inc();
-            }
+        let outcome = if decision.would_reject {
+            SHADOW_REJECTED
+        } else if decision.allowed {
+            ALLOWED
+        } else {
+            REJECTED
+        };
+        self.count(outcome);
+        if outcome == ALLOWED && decision.remaining.saturating_mul(5) < decision.limit {
+            self.count(NEAR_LIMIT);
         }
-        if !decision.allowed || decision.would_reject {
+        if decision.degraded {
+            self.count(DEGRADED);
+        }
+        if outcome != ALLOWED {
             self.top.lock().add(key);
         }
         self.saw_block(key, decision.blocked_for);
+    }
+
+    fn count(&self, slot: usize) {
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        if let Some(counters) = &self.counters {
+            counters.by_slot[slot].inc();
+        }
     }
 
     /// Notes that `key` is blocked for `blocked_for` (or no longer blocked).
@@ -164,6 +191,17 @@ impl Telemetry {
         keys
     }
 
+    pub(crate) fn counts(&self) -> DecisionCounts {
+        let read = |slot: usize| self.counts[slot].load(Ordering::Relaxed);
+        DecisionCounts {
+            allowed: read(ALLOWED),
+            rejected: read(REJECTED),
+            shadow_rejected: read(SHADOW_REJECTED),
+            near_limit: read(NEAR_LIMIT),
+            degraded: read(DEGRADED),
+        }
+    }
+
     pub(crate) fn top_rejected(&self) -> Vec<RejectedKey> {
         self.top.lock().ranking()
     }
@@ -192,11 +230,13 @@ impl Counters {
             &["limiter"],
         )?;
         Ok(Self {
-            allowed: decisions.with_labels(&[limiter, "allowed"])?,
-            rejected: decisions.with_labels(&[limiter, "rejected"])?,
-            shadow_rejected: decisions.with_labels(&[limiter, "shadow_rejected"])?,
-            near_limit: near_limit.with_labels(&[limiter])?,
-            degraded: degraded.with_labels(&[limiter])?,
+            by_slot: [
+                decisions.with_labels(&[limiter, "allowed"])?,
+                decisions.with_labels(&[limiter, "rejected"])?,
+                decisions.with_labels(&[limiter, "shadow_rejected"])?,
+                near_limit.with_labels(&[limiter])?,
+                degraded.with_labels(&[limiter])?,
+            ],
             blocked: blocked.with_labels(&[limiter])?,
         })
     }

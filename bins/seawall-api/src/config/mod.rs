@@ -81,7 +81,7 @@ use std::path::PathBuf;
 
 pub use schema::{
     AdminConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat, PerfmonConfig,
-    RedisConfig, SETTINGS, ServerConfig, Setting, reference_table,
+    Profile, RateLimitConfig, RedisConfig, SETTINGS, ServerConfig, Setting, reference_table,
 };
 pub use sources::{command, env_vars, from_sources, load};
 

@@ -25,6 +25,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Performance monitoring.
     pub perfmon: PerfmonConfig,
+    /// Rate limiting.
+    pub ratelimit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -127,6 +129,117 @@ pub struct PerfmonConfig {
     /// Requests slower than this enter the slow-API log.
     #[serde(with = "duration")]
     pub slow_api: Duration,
+}
+
+/// Rate limiting: the limiter profiles of the brief, each kept in memory, or
+/// in Redis (shared by every instance) when a Redis URL is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Limit requests at all (off only to measure the service without it).
+    pub enabled: bool,
+    /// Proxies (CIDR networks) whose `Forwarded` / `X-Forwarded-For` headers
+    /// name the client; other peers' headers are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Requests per client IP on every route but the probes and `/metrics`.
+    pub ddos: Profile,
+    /// Requests per API key (`X-Api-Key`) or user (`X-User-Id`) on `/api/`.
+    pub api: Profile,
+    /// Failed admin authentications per client IP.
+    pub auth: Profile,
+    /// Reports (`/api/analytics/stats`) per API key, user or client IP.
+    pub report: Profile,
+}
+
+/// A limiter profile: `LIMIT/PERIOD`, then optionally `block DURATION`, the
+/// time a key stays blocked once it exceeds the limit (`100/1m block 1m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Profile {
+    /// Requests admitted per period.
+    pub limit: u64,
+    /// The period.
+    pub period: Duration,
+    /// How long a key is blocked after exceeding the limit (zero: not at all).
+    pub block: Duration,
+}
+
+impl Profile {
+    const fn new(limit: u64, period_secs: u64, block_secs: u64) -> Self {
+        Self {
+            limit,
+            period: Duration::from_secs(period_secs),
+            block: Duration::from_secs(block_secs),
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let malformed =
+            || format!("{text:?} is not LIMIT/PERIOD [block DURATION], such as 100/1m block 1m");
+        let mut words = text.split_whitespace();
+        let rate = words.next().ok_or_else(malformed)?;
+        let (limit, period) = rate.split_once('/').ok_or_else(malformed)?;
+        let limit = limit.parse::<u64>().map_err(|_| malformed())?;
+        let period = humantime::parse_duration(period).map_err(|_| malformed())?;
+        let block = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => Duration::ZERO,
+            (Some("block"), Some(block), None) => {
+                humantime::parse_duration(block).map_err(|_| malformed())?
+            }
+            _ => return Err(malformed()),
+        };
+        Ok(Self {
+            limit,
+            period,
+            block,
+        })
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.limit,
+            humantime::format_duration(self.period)
+        )?;
+        if !self.block.is_zero() {
+            write!(f, " block {}", humantime::format_duration(self.block))?;
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<String> for Profile {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<Profile> for String {
+    fn from(profile: Profile) -> Self {
+        profile.to_string()
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trusted_proxies: Vec::new(),
+            ddos: Profile::new(1000, 1, 10),
+            api: Profile::new(100, 60, 60),
+            auth: Profile::new(5, 60, 15 * 60),
+            report: Profile::new(10, 3600, 5 * 60),
+        }
+    }
 }
 
 /// Logging.
@@ -303,7 +416,7 @@ macro_rules! from_str_values {
         }
     )*};
 }
-from_str_values!(SocketAddr, usize, u32, String);
+from_str_values!(SocketAddr, usize, u32, String, Profile);
 
 impl SettingValue for PathBuf {
     fn read(text: &str) -> Result<Self, ParseError> {
@@ -478,6 +591,24 @@ pub static SETTINGS: &[Setting] = &[
         help: "Queries slower than this enter the slow-query log"),
     setting!(perfmon.slow_api, env: ["SEAWALL_SLOW_API"], flag: value("slow-api", "DURATION"),
         help: "Requests slower than this enter the slow-API log"),
+    setting!(ratelimit.enabled, env: ["SEAWALL_RATELIMIT"],
+        flag: Flag::Switch { long: "no-ratelimit", value: "false" },
+        help: "Rate-limit requests; --no-ratelimit turns every limiter off"),
+    setting!(ratelimit.trusted_proxies, env: ["SEAWALL_TRUSTED_PROXIES"],
+        flag: value("trusted-proxies", "CIDRS"),
+        help: "Comma-separated proxy networks whose Forwarded / X-Forwarded-For name the client, such as 10.0.0.0/8",
+        default: "none: the peer address is the client"),
+    setting!(ratelimit.ddos, env: ["SEAWALL_RATELIMIT_DDOS"],
+        flag: value("ratelimit-ddos", "PROFILE"),
+        help: "Requests per client IP on every route but the probes and /metrics: LIMIT/PERIOD [block DURATION]"),
+    setting!(ratelimit.api, env: ["SEAWALL_RATELIMIT_API"], flag: value("ratelimit-api", "PROFILE"),
+        help: "Requests per X-Api-Key or X-User-Id on /api/"),
+    setting!(ratelimit.auth, env: ["SEAWALL_RATELIMIT_AUTH"],
+        flag: value("ratelimit-auth", "PROFILE"),
+        help: "Failed admin authentications per client IP"),
+    setting!(ratelimit.report, env: ["SEAWALL_RATELIMIT_REPORT"],
+        flag: value("ratelimit-report", "PROFILE"),
+        help: "Reports (/api/analytics/stats) per API key, user or client IP"),
     setting!(log.filter, env: ["SEAWALL_LOG", "RUST_LOG"], flag: value("log", "FILTER"),
         help: "Log filter such as info or seawall_api=debug,info"),
     setting!(log.format, env: ["SEAWALL_LOG_FORMAT"], flag: value("log-format", "FORMAT"),

@@ -7,7 +7,9 @@ use std::time::Duration;
 use seawall_perfmon::sanitize::mask_secrets;
 
 use super::ConfigError;
-use super::schema::{Config, DatabaseConfig, DemoConfig, RedisConfig, ServerConfig};
+use super::schema::{
+    Config, DatabaseConfig, DemoConfig, RateLimitConfig, RedisConfig, ServerConfig,
+};
 
 const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 const SHUTDOWN_TIMEOUT_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -41,7 +43,47 @@ impl Config {
         self.validate_admin()?;
         self.validate_demo()?;
         self.validate_perfmon()?;
+        self.validate_ratelimit()?;
         self.validate_log()
+    }
+
+    fn validate_ratelimit(&self) -> Result<(), ConfigError> {
+        let RateLimitConfig {
+            enabled: _,
+            trusted_proxies,
+            ddos,
+            api,
+            auth,
+            report,
+        } = &self.ratelimit;
+        for proxy in trusted_proxies {
+            if proxy.parse::<seawall_ratelimit::IpNet>().is_err() {
+                return Err(invalid(
+                    "ratelimit.trusted_proxies",
+                    format!("{proxy:?}"),
+                    "each entry is an IP address or a CIDR network such as 10.0.0.0/8",
+                ));
+            }
+        }
+        for (key, profile) in [
+            ("ratelimit.ddos", ddos),
+            ("ratelimit.api", api),
+            ("ratelimit.auth", auth),
+            ("ratelimit.report", report),
+        ] {
+            if profile.limit == 0 || profile.limit > 1_000_000 {
+                return Err(invalid(key, profile, "the limit is 1 to 1000000"));
+            }
+            if profile.period < Duration::from_millis(1)
+                || profile.period > Duration::from_secs(86_400)
+            {
+                return Err(invalid(key, profile, "the period is 1ms to 1 day"));
+            }
+            if profile.block > Duration::from_secs(86_400) {
+                return Err(invalid(key, profile, "a block lasts at most 1 day"));
+            }
+        }
+        Ok(())
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {

@@ -10,10 +10,12 @@
 //! 6. compression per `Accept-Encoding`, when on;
 //! 7. request limits: target length (414), header count and size (431), two
 //!    `Authorization` headers (400);
-//! 8. load shedding: at most `server.max_in_flight` requests at once, the
+//! 8. the DDoS rate limiter by client IP (429), unless rate limiting is off;
+//!    the probes and `/metrics` are exempt;
+//! 9. load shedding: at most `server.max_in_flight` requests at once, the
 //!    rest wait up to `server.shed_wait` and then get 503 with `Retry-After`;
 //!    `/livez` and `/metrics` are exempt;
-//! 9. the request timeout (503 problem), then a panic in a handler as 500.
+//! 10. the request timeout (503 problem), then a panic in a handler as 500.
 //!
 //! Everything comes from tower-http except the small pieces it has no layer
 //! for (limits, shedding with a bounded wait, the timeout's problem body),
@@ -45,6 +47,7 @@ pub(crate) use shed::Shedder;
 
 use crate::config::ServerConfig;
 use crate::problem::Problem;
+use crate::ratelimit::{self, RateLimits};
 
 /// The request-id header.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -55,6 +58,8 @@ pub(crate) struct Stack {
     pub(crate) perfmon: Option<PerfmonLayer>,
     /// The load shedder, shared with the metrics.
     pub(crate) shedder: Shedder,
+    /// The rate limiters, unless rate limiting is off.
+    pub(crate) ratelimits: Option<RateLimits>,
 }
 
 /// Puts `router` behind the whole stack. Layers are added innermost first;
@@ -66,11 +71,14 @@ pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Rout
             config.request_timeout,
             deadline,
         ))
-        .layer(middleware::from_fn_with_state(stack.shedder, shed::admit))
-        .layer(middleware::from_fn_with_state(
-            Limits::from_config(config),
-            limits::check,
-        ));
+        .layer(middleware::from_fn_with_state(stack.shedder, shed::admit));
+    if let Some(ratelimits) = stack.ratelimits {
+        router = router.layer(middleware::from_fn_with_state(ratelimits, ratelimit::ddos));
+    }
+    router = router.layer(middleware::from_fn_with_state(
+        Limits::from_config(config),
+        limits::check,
+    ));
     if config.compression {
         router = router.layer(CompressionLayer::new().gzip(true).br(true));
     }

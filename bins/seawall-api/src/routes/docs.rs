@@ -94,6 +94,18 @@ const COMMON: [(&str, &str); 5] = [
     ),
 ];
 
+/// Paths no rate limiter answers: the probes and the scraper.
+const NOT_LIMITED: [&str; 3] = ["/livez", "/readyz", "/metrics"];
+
+const LIMITED: [(&str, &str); 1] = [(
+    "429",
+    "A rate limit is used up, or the caller is blocked for exceeding one; comes with \
+     `Retry-After` in whole seconds and the `RateLimit-Policy` / `RateLimit` headers",
+)];
+
+/// Answers on the workload routes, which check the tenant quota.
+const TENANT: [(&str, &str); 1] = [("403", "`X-Tenant-Id` names no tenant")];
+
 const ADMIN: [(&str, &str); 2] = [
     (
         "401",
@@ -116,7 +128,13 @@ impl Modify for Conventions {
                     .build(),
             ),
         );
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in &mut openapi.paths.paths {
+            let limited = !NOT_LIMITED.contains(&path.as_str());
+            let workload = item
+                .get
+                .iter()
+                .chain(item.post.iter())
+                .any(|operation| operation.tags.iter().flatten().any(|tag| tag == "workload"));
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -128,12 +146,58 @@ impl Modify for Conventions {
             .flatten()
             {
                 add_responses(operation, &COMMON);
+                if limited {
+                    add_responses(operation, &LIMITED);
+                }
+                if workload {
+                    add_responses(operation, &TENANT);
+                    add_caller_headers(operation);
+                }
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add_responses(operation, &ADMIN);
                 }
             }
         }
     }
+}
+
+/// The headers that pick the caller's rate limits on the workload routes.
+fn add_caller_headers(operation: &mut Operation) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let header = |name: &str, description: &str, pattern: &str, example: &str| {
+        let parameter = ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Header)
+            .description(Some(description))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(pattern))
+                    .examples([serde_json::json!(example)]),
+            ))
+            .build();
+        RefOr::T(parameter)
+    };
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    parameters.push(header(
+        "X-Tenant-Id",
+        "The tenant: its tier's quota per minute, hour and day applies",
+        "^[A-Za-z0-9_.-]{1,64}$",
+        "demo-free",
+    ));
+    parameters.push(header(
+        "X-Api-Key",
+        "The caller's API key: the API limiter counts per key",
+        "^[!-~]{1,64}$",
+        "k-123",
+    ));
+    parameters.push(header(
+        "X-User-Id",
+        "The caller's user, when it sends no API key: the API limiter counts per user",
+        "^[!-~]{1,64}$",
+        "7",
+    ));
 }
 
 fn add_responses(operation: &mut Operation, responses: &[(&str, &str)]) {

@@ -6,4 +6,5 @@ pub(crate) mod dashboard;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod performance;
+pub(crate) mod ratelimit;
 pub(crate) mod workload;

@@ -238,7 +238,7 @@ struct CompleteReview {
 /// A JSON integer, which JSON Schema (and so the OpenAPI contract) says
 /// includes numbers like `7.0`; other fractions and values outside `i64` are
 /// errors.
-fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+pub(crate) fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     let number = serde_json::Number::deserialize(deserializer)?;
     if let Some(value) = number.as_i64() {
         return Ok(value);

@@ -5,6 +5,7 @@ mod browser;
 mod chromedriver;
 mod metrics;
 mod process;
+mod ratelimit;
 mod raw;
 mod redis;
 mod stack;

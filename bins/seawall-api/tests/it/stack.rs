@@ -470,6 +470,8 @@ async fn every_operation_in_the_document_is_served() {
             "/api/content",
             "/api/openapi.json",
             "/api/performance",
+            "/api/rate-limit",
+            "/api/rate-limit/block",
             "/api/review/complete",
             "/api/review/today",
             "/assets/panels/{file}",

@@ -196,6 +196,7 @@ impl TestApp {
 /// browser, a load generator).
 pub(crate) struct TestServer {
     pub(crate) addr: std::net::SocketAddr,
+    pub(crate) database_url: String,
     pub(crate) base_url: String,
     pub(crate) admin_token: String,
     pub(crate) client: reqwest::Client,
@@ -217,7 +218,7 @@ impl TestServer {
             "sqlite://{}?mode=rwc",
             dir.path().join("seawall.db").display()
         );
-        let mut config = small_config(url);
+        let mut config = small_config(url.clone());
         tweak(&mut config);
         let app = App::build(config).await.expect("the app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -230,6 +231,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            database_url: url,
             base_url: format!("http://{addr}"),
             admin_token: TOKEN.to_owned(),
             client: reqwest::Client::new(),

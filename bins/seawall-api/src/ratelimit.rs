@@ -1,0 +1,404 @@
+//! The service's rate limiting, built from `ratelimit.*`: the DDoS limiter
+//! by client IP in front of every route but the probes, the API limiter by
+//! API key or user and the tenant quota by `X-Tenant-Id` on the workload
+//! routes, the report limiter on `/api/analytics/stats`, and the auth limiter
+//! counting failed admin authentications. State is in memory, or in Redis
+//! when a Redis URL is set, so instances share their limits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use seawall_perfmon::Monitor;
+use seawall_ratelimit::{
+    ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RateLimiter, RedisStore, Store,
+};
+
+use crate::config::{Profile, RateLimitConfig};
+use crate::db::Db;
+use crate::problem::Problem;
+use crate::redis::Redis;
+
+/// Paths the DDoS limiter leaves alone: an orchestrator's probes and the
+/// scraper share one address and must always get through.
+const EXEMPT: [&str; 3] = ["/livez", "/readyz", "/metrics"];
+/// How long a tenant's tier is cached before it is read again.
+const TIER_TTL: Duration = Duration::from_secs(5);
+/// The headers that name who is calling.
+pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub(crate) const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub(crate) const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+
+/// A tenant tier: its quota per minute, hour and day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Tier {
+    /// The tier's name.
+    pub(crate) name: String,
+    /// Requests per minute.
+    pub(crate) per_minute: i64,
+    /// Requests per hour.
+    pub(crate) per_hour: i64,
+    /// Requests per day.
+    pub(crate) per_day: i64,
+    /// Most users a tenant on this tier may have; none: unlimited.
+    pub(crate) max_users: Option<i64>,
+}
+
+impl Tier {
+    fn quota(&self) -> Result<Quota, seawall_ratelimit::Error> {
+        let count = |n: i64| u64::try_from(n).unwrap_or(1).max(1);
+        Quota::builder()
+            .rule(
+                "minute",
+                Limit::sliding_window(count(self.per_minute), Duration::from_secs(60))?,
+            )?
+            .rule(
+                "hour",
+                Limit::sliding_window(count(self.per_hour), Duration::from_secs(3600))?,
+            )?
+            .rule(
+                "day",
+                Limit::sliding_window(count(self.per_day), Duration::from_secs(86_400))?,
+            )?
+            .build()
+    }
+}
+
+/// A tier and its quota, shared by the cache and the checks.
+type TierQuota = Arc<(Tier, Quota)>;
+/// A cached lookup: the tier (`None`: no such tenant) and when it was read.
+type CachedTier = (Option<TierQuota>, Instant);
+
+/// Every limiter of the service. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct RateLimits(Arc<Inner>);
+
+struct Inner {
+    ddos: Limiter,
+    api: Limiter,
+    auth: Limiter,
+    report: Limiter,
+    tenant: Limiter,
+    client_ip: ClientIp,
+    db: Db,
+    /// Tenant id → its tier (`None`: no such tenant), and when it was read.
+    tiers: Mutex<HashMap<String, CachedTier>>,
+}
+
+impl RateLimits {
+    /// The limiters, on Redis when `redis` is given; `None` when rate
+    /// limiting is off.
+    pub(crate) fn build(
+        config: &RateLimitConfig,
+        redis: Option<&Redis>,
+        monitor: &Monitor,
+        db: Db,
+    ) -> Result<Option<Self>, seawall_ratelimit::Error> {
+        if !config.enabled {
+            return Ok(None);
+        }
+        let store = || -> Store {
+            match redis {
+                Some(redis) => RedisStore::new(redis.client().clone()).into(),
+                None => seawall_ratelimit::MemoryStore::new().into(),
+            }
+        };
+        let limiter = |name: &str, limit: Limit, profile: &Profile| {
+            Limiter::builder(name)
+                .limit(limit)
+                .penalty(profile.block)
+                .store(store())
+                // While Redis is down each instance enforces the whole limit
+                // by itself: protective, and never an outage of its own.
+                .on_store_failure(FailurePolicy::Insurance { instances: 1 })
+                .monitor(monitor)
+                .build()
+        };
+        let ddos = &config.ddos;
+        let default_tier = Tier {
+            name: "free".to_owned(),
+            per_minute: 60,
+            per_hour: 1000,
+            per_day: 10_000,
+            max_users: Some(10),
+        };
+        let trusted = config
+            .trusted_proxies
+            .iter()
+            .map(|net| net.parse::<IpNet>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Self(Arc::new(Inner {
+            ddos: limiter(
+                "ddos",
+                Limit::gcra(ddos.limit, ddos.period, ddos.limit)?,
+                ddos,
+            )?,
+            api: limiter("api", sliding(&config.api)?, &config.api)?,
+            auth: limiter("auth", sliding(&config.auth)?, &config.auth)?,
+            report: limiter("report", sliding(&config.report)?, &config.report)?,
+            tenant: Limiter::builder("tenant")
+                .quota(default_tier.quota()?)
+                .store(store())
+                .on_store_failure(FailurePolicy::Insurance { instances: 1 })
+                .monitor(monitor)
+                .build()?,
+            client_ip: ClientIp::trusting(trusted),
+            db,
+            tiers: Mutex::new(HashMap::new()),
+        }))))
+    }
+
+    /// Every limiter, by name.
+    pub(crate) fn limiters(&self) -> [&Limiter; 5] {
+        let inner = &*self.0;
+        [
+            &inner.ddos,
+            &inner.api,
+            &inner.auth,
+            &inner.report,
+            &inner.tenant,
+        ]
+    }
+
+    /// The limiter named `name`.
+    pub(crate) fn limiter(&self, name: &str) -> Option<&Limiter> {
+        self.limiters()
+            .into_iter()
+            .find(|limiter| limiter.name() == name)
+    }
+
+    /// The auth limiter and how to find the client: for the admin guard.
+    pub(crate) fn auth(&self) -> (&Limiter, &ClientIp) {
+        (&self.0.auth, &self.0.client_ip)
+    }
+
+    /// The client address of a request, as text.
+    pub(crate) fn client_ip(&self, request: Request) -> (Request, Option<String>) {
+        let (parts, body) = request.into_parts();
+        let ip = self.0.client_ip.client_ip(&parts).map(|ip| ip.to_string());
+        (Request::from_parts(parts, body), ip)
+    }
+
+    /// Forgets the cached tier of `tenant`, so its next request reads the new one.
+    pub(crate) fn forget_tier(&self, tenant: &str) {
+        self.0.tiers.lock().remove(tenant);
+    }
+
+    /// The tier of `tenant` through the cache; `None` for an unknown tenant.
+    async fn tier(&self, tenant: &str) -> Result<Option<TierQuota>, Problem> {
+        if let Some((tier, read)) = self.0.tiers.lock().get(tenant)
+            && read.elapsed() < TIER_TTL
+        {
+            return Ok(tier.clone());
+        }
+        let tier = tenant_tier(&self.0.db, tenant)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "reading a tenant's tier failed");
+                Problem::internal()
+            })?
+            .map(|tier| {
+                let quota = tier.quota().map_err(|error| {
+                    tracing::error!(%error, tier = %tier.name, "a tier's quota is unusable");
+                    Problem::internal()
+                })?;
+                Ok::<_, Problem>(Arc::new((tier, quota)))
+            })
+            .transpose()?;
+        let mut tiers = self.0.tiers.lock();
+        if tiers.len() >= 10_000 {
+            tiers.clear();
+        }
+        tiers.insert(tenant.to_owned(), (tier.clone(), Instant::now()));
+        Ok(tier)
+    }
+}
+
+fn sliding(profile: &Profile) -> Result<Limit, seawall_ratelimit::Error> {
+    Limit::sliding_window(profile.limit, profile.period)
+}
+
+/// Reads a tenant's tier from the database.
+pub(crate) async fn tenant_tier(db: &Db, tenant: &str) -> Result<Option<Tier>, sqlx::Error> {
+    const SQL: &str = "SELECT t.name, t.per_minute, t.per_hour, t.per_day, t.max_users \
+                       FROM tenants n JOIN tiers t ON t.name = n.tier WHERE n.id = $1";
+    let row: Option<(String, i64, i64, i64, Option<i64>)> = sqlx::query_as(SQL)
+        .bind(tenant)
+        .fetch_optional(&mut *db.acquire().await?)
+        .await?;
+    Ok(
+        row.map(|(name, per_minute, per_hour, per_day, max_users)| Tier {
+            name,
+            per_minute,
+            per_hour,
+            per_day,
+            max_users,
+        }),
+    )
+}
+
+/// A 429 problem with `Retry-After` and the rate-limit headers.
+pub(crate) fn too_many(decision: &Decision, who: &str) -> Response {
+    let retry =
+        seawall_ratelimit::ceil_seconds(decision.retry_after.unwrap_or(Duration::from_secs(1)))
+            .max(1);
+    let detail = if decision.blocked_for.is_some() {
+        format!("{who} is blocked for exceeding its rate limit; retry in {retry} s")
+    } else {
+        format!("{who} has used up its rate limit; retry in {retry} s")
+    };
+    let mut response = Problem::new(StatusCode::TOO_MANY_REQUESTS, detail)
+        .with_retry_after(u32::try_from(retry).unwrap_or(u32::MAX))
+        .into_response();
+    seawall_ratelimit::set_headers(response.headers_mut(), decision);
+    response
+}
+
+/// The DDoS limiter, by client IP, in front of every route but the probes.
+pub(crate) async fn ddos(
+    State(limits): State<RateLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if EXEMPT.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let (request, ip) = limits.client_ip(request);
+    let Some(ip) = ip else {
+        return next.run(request).await;
+    };
+    match limits.0.ddos.check(&ip, 1).await {
+        Ok(decision) if !decision.allowed => too_many(&decision, "this client address"),
+        Ok(decision) => {
+            let mut response = next.run(request).await;
+            if !response
+                .headers()
+                .contains_key(seawall_ratelimit::RATELIMIT)
+            {
+                seawall_ratelimit::set_headers(response.headers_mut(), &decision);
+            }
+            response
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the DDoS limiter failed; request let through");
+            next.run(request).await
+        }
+    }
+}
+
+/// The caller's identity: its API key, else its user id; a 400 problem when
+/// either header is there but not 1 to 64 visible ASCII characters.
+fn identity(request: &Request) -> Result<Option<String>, Problem> {
+    let header = |name: &HeaderName, label: &str| -> Result<Option<String>, Problem> {
+        let Some(value) = request.headers().get(name) else {
+            return Ok(None);
+        };
+        let bytes = value.as_bytes();
+        if (1..=64).contains(&bytes.len()) && bytes.iter().all(|b| (b'!'..=b'~').contains(b)) {
+            Ok(Some(format!("{label}:{}", String::from_utf8_lossy(bytes))))
+        } else {
+            Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("header `{name}` must be 1 to 64 visible ASCII characters"),
+            )
+            .with_param(name.as_str(), "must be 1 to 64 visible ASCII characters"))
+        }
+    };
+    let key = header(&X_API_KEY, "key")?;
+    let user = header(&X_USER_ID, "user")?;
+    Ok(key.or(user))
+}
+
+/// The `X-Tenant-Id` of a request; a 400 problem when it is malformed.
+fn tenant(request: &Request) -> Result<Option<String>, Problem> {
+    match request.headers().get(&X_TENANT_ID) {
+        None => Ok(None),
+        Some(value) => match value.to_str().ok().filter(|id| is_tenant_id(id)) {
+            Some(id) => Ok(Some(id.to_owned())),
+            None => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "header `x-tenant-id` must be 1 to 64 of A-Z a-z 0-9 _ . -",
+            )
+            .with_param("x-tenant-id", "must be 1 to 64 of A-Z a-z 0-9 _ . -")),
+        },
+    }
+}
+
+/// On the workload routes: the tenant quota by `X-Tenant-Id`, the report
+/// limiter on reports (by identity, else client address), and the API
+/// limiter by API key or user. Each consumes only when the ones before it
+/// admitted; the response carries the headers of the tightest.
+pub(crate) async fn workload(
+    State(limits): State<Option<RateLimits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The caller headers are part of the contract whether or not limits apply.
+    let (tenant, identity) = match (tenant(&request), identity(&request)) {
+        (Ok(tenant), Ok(identity)) => (tenant, identity),
+        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    };
+    let Some(limits) = limits else {
+        return next.run(request).await;
+    };
+    let mut decisions: Vec<Decision> = Vec::new();
+    if let Some(tenant) = tenant {
+        let tier = match limits.tier(&tenant).await {
+            Ok(Some(tier)) => tier,
+            Ok(None) => {
+                return Problem::new(
+                    StatusCode::FORBIDDEN,
+                    format!("there is no tenant {tenant:?}"),
+                )
+                .into_response();
+            }
+            Err(problem) => return problem.into_response(),
+        };
+        let who = format!("tenant {tenant} ({} tier)", tier.0.name);
+        match limits.0.tenant.check_quota(&tenant, 1, &tier.1).await {
+            Ok(decision) if !decision.allowed => return too_many(&decision, &who),
+            Ok(decision) => decisions.push(decision),
+            Err(error) => tracing::warn!(%error, "the tenant quota failed; request let through"),
+        }
+    }
+    let (request, ip) = limits.client_ip(request);
+    let mut checks: Vec<(&Limiter, String, &str)> = Vec::new();
+    if request.uri().path() == "/api/analytics/stats"
+        && let Some(key) = identity.clone().or(ip)
+    {
+        checks.push((&limits.0.report, key, "this caller's report quota"));
+    }
+    if let Some(identity) = identity {
+        checks.push((&limits.0.api, identity, "this caller"));
+    }
+    for (limiter, key, who) in checks {
+        match limiter.check(&key, 1).await {
+            Ok(decision) if !decision.allowed => return too_many(&decision, who),
+            Ok(decision) => decisions.push(decision),
+            Err(error) => {
+                tracing::warn!(%error, limiter = limiter.name(), "rate limiter failed; request let through");
+            }
+        }
+    }
+    let mut response = next.run(request).await;
+    if let Some(tightest) = decisions
+        .iter()
+        .min_by_key(|decision| (decision.remaining, std::cmp::Reverse(decision.reset_after)))
+    {
+        seawall_ratelimit::set_headers(response.headers_mut(), tightest);
+    }
+    response
+}
+
+/// Whether `id` is a well-formed tenant id.
+pub(crate) fn is_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}

@@ -1,0 +1,465 @@
+//! The admin rate-limit routes: `GET /api/rate-limit` (limiters, their
+//! counts, blocked and most-rejected keys, tiers and tenants),
+//! `POST /api/rate-limit` (a tenant's tier), `DELETE /api/rate-limit`
+//! (reset a key), and `POST` / `DELETE /api/rate-limit/block`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use seawall_ratelimit::{Limiter, RateLimiter as _};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::params::{Params, QueryPairs};
+use crate::problem::Problem;
+use crate::ratelimit::{RateLimits, Tier, is_tenant_id};
+use crate::state::AppState;
+
+/// The limiters' names, as the routes accept them.
+const LIMITERS: [&str; 5] = ["ddos", "api", "auth", "report", "tenant"];
+/// The longest block an admin may set: a day.
+const MAX_BLOCK_SECONDS: i64 = 86_400;
+
+/// The admin rate-limit routes; the caller puts them behind the token.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stats, set_tier, reset))
+        .routes(routes!(block, unblock))
+}
+
+/// One rule of a limiter.
+#[derive(Debug, Serialize, ToSchema)]
+struct Rule {
+    /// The rule's name (`default` for a limiter of one rule).
+    name: String,
+    /// The algorithm, such as `sliding_window` or `gcra`.
+    algorithm: &'static str,
+    /// Requests admitted per period, or the burst of a rate algorithm.
+    capacity: u64,
+    /// The window, or the period the rate is given per, in seconds.
+    period_seconds: f64,
+}
+
+/// Decisions by outcome since the instance started.
+#[derive(Debug, Serialize, ToSchema)]
+struct Counts {
+    allowed: u64,
+    rejected: u64,
+    shadow_rejected: u64,
+    near_limit: u64,
+    degraded: u64,
+}
+
+/// A key blocked now.
+#[derive(Debug, Serialize, ToSchema)]
+struct Blocked {
+    key: String,
+    /// Seconds until the block ends.
+    remaining_seconds: f64,
+}
+
+/// A key often rejected.
+#[derive(Debug, Serialize, ToSchema)]
+struct Rejected {
+    key: String,
+    /// Rejections counted (an upper bound).
+    rejections: u64,
+}
+
+/// One limiter as this instance sees it.
+#[derive(Debug, Serialize, ToSchema)]
+struct LimiterStats {
+    /// `ddos`, `api`, `auth`, `report` or `tenant`.
+    name: String,
+    /// `memory` or `redis`.
+    store: &'static str,
+    /// The quota (for `tenant`: the free tier; each tenant has its tier's).
+    rules: Vec<Rule>,
+    /// How long a key is blocked after exceeding the limit.
+    block_seconds: f64,
+    /// Decisions are counted but not enforced.
+    shadow: bool,
+    counts: Counts,
+    /// Keys this instance has seen blocked, longest block first.
+    blocked: Vec<Blocked>,
+    /// Keys this instance rejected most, most first.
+    top_rejected: Vec<Rejected>,
+}
+
+/// A tenant and its tier.
+#[derive(Debug, Serialize, ToSchema)]
+struct TenantTier {
+    /// The tenant, as sent in `X-Tenant-Id`.
+    #[serde(rename = "tenantId")]
+    tenant_id: String,
+    /// The tier's name.
+    tier: String,
+}
+
+/// The tiers an admin can move a tenant to.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum TierName {
+    Free,
+    Basic,
+    Premium,
+    Enterprise,
+}
+
+impl TierName {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Basic => "basic",
+            Self::Premium => "premium",
+            Self::Enterprise => "enterprise",
+        }
+    }
+}
+
+/// A tenant's new tier.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TierChange {
+    /// The tenant, as sent in `X-Tenant-Id`.
+    #[serde(rename = "tenantId")]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "demo-free")]
+    tenant_id: String,
+    /// The tier.
+    #[schema(example = "premium")]
+    tier: TierName,
+}
+
+/// Rate limiting at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+struct RateLimitStats {
+    /// Whether requests are rate-limited at all.
+    enabled: bool,
+    limiters: Vec<LimiterStats>,
+    /// The tenant tiers, smallest first.
+    tiers: Vec<Tier>,
+    /// Tenants and their tiers (the first 1,000 by id).
+    tenants: Vec<TenantTier>,
+}
+
+fn limiter_stats(limiter: &Limiter) -> LimiterStats {
+    let counts = limiter.counts();
+    LimiterStats {
+        name: limiter.name().to_owned(),
+        store: limiter.store_kind(),
+        rules: limiter
+            .quota()
+            .rules()
+            .map(|(name, limit)| Rule {
+                name: name.to_owned(),
+                algorithm: limit.algorithm().name(),
+                capacity: limit.capacity(),
+                period_seconds: limit.period().as_secs_f64(),
+            })
+            .collect(),
+        block_seconds: limiter.penalty().as_secs_f64(),
+        shadow: limiter.is_shadow(),
+        counts: Counts {
+            allowed: counts.allowed,
+            rejected: counts.rejected,
+            shadow_rejected: counts.shadow_rejected,
+            near_limit: counts.near_limit,
+            degraded: counts.degraded,
+        },
+        blocked: limiter
+            .blocked_keys()
+            .into_iter()
+            .map(|blocked| Blocked {
+                key: blocked.key,
+                remaining_seconds: blocked.remaining.as_secs_f64(),
+            })
+            .collect(),
+        top_rejected: limiter
+            .top_rejected()
+            .into_iter()
+            .map(|rejected| Rejected {
+                key: rejected.key,
+                rejections: rejected.rejections,
+            })
+            .collect(),
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
+fn database_error(error: sqlx::Error) -> Problem {
+    tracing::error!(%error, "a rate-limit admin query failed");
+    Problem::internal()
+}
+
+#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
+fn limiter_error(error: seawall_ratelimit::Error) -> Problem {
+    tracing::warn!(%error, "a rate-limit admin operation failed");
+    Problem::unavailable("the rate-limit store is not answering; retry shortly").with_retry_after(1)
+}
+
+fn limits(state: &AppState) -> Result<&RateLimits, Problem> {
+    state.ratelimits().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "rate limiting is off (ratelimit.enabled = false)",
+        )
+    })
+}
+
+/// Reads the limiter and key of a query string.
+fn limiter_and_key(limits: &RateLimits, query: QueryPairs) -> Result<(&Limiter, String), Problem> {
+    let params = Params::from_query(query, &["limiter", "key"])?;
+    let name = params
+        .choice("limiter", &LIMITERS)?
+        .ok_or_else(|| Problem::bad_parameter("limiter", "is required"))?;
+    let key = params.text("key", seawall_ratelimit::MAX_KEY_BYTES)?;
+    let limiter = limits
+        .limiter(name)
+        .ok_or_else(|| Problem::bad_parameter("limiter", "names no limiter"))?;
+    Ok((limiter, key.to_owned()))
+}
+
+/// Every limiter with its quota, counts, blocked keys and most-rejected
+/// keys, and the tenant tiers.
+#[utoipa::path(get, path = "/api/rate-limit", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Rate limiting at a glance", body = RateLimitStats),
+    ),
+)]
+async fn stats(State(state): State<AppState>) -> Result<Json<RateLimitStats>, Problem> {
+    let db = state.db();
+    let tiers: Vec<(String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT name, per_minute, per_hour, per_day, max_users FROM tiers ORDER BY per_minute, name",
+    )
+    .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
+    .await
+    .map_err(database_error)?;
+    let tenants: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, tier FROM tenants ORDER BY id LIMIT 1000")
+            .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
+            .await
+            .map_err(database_error)?;
+    Ok(Json(RateLimitStats {
+        enabled: state.ratelimits().is_some(),
+        limiters: state
+            .ratelimits()
+            .map(|limits| limits.limiters().into_iter().map(limiter_stats).collect())
+            .unwrap_or_default(),
+        tiers: tiers
+            .into_iter()
+            .map(|(name, per_minute, per_hour, per_day, max_users)| Tier {
+                name,
+                per_minute,
+                per_hour,
+                per_day,
+                max_users,
+            })
+            .collect(),
+        tenants: tenants
+            .into_iter()
+            .map(|(tenant_id, tier)| TenantTier { tenant_id, tier })
+            .collect(),
+    }))
+}
+
+/// Moves a tenant to another tier; its next request is checked against the
+/// new tier's quota (on this instance at once, on others within 5 s).
+#[utoipa::path(post, path = "/api/rate-limit", tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = TierChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The tenant's new tier", body = TenantTier),
+        (status = 404, description = "No such tenant",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not valid JSON, a field is wrong, missing or unknown, or the tier does not exist",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn set_tier(
+    State(state): State<AppState>,
+    body: Result<Json<TierChange>, JsonRejection>,
+) -> Result<Json<TenantTier>, Problem> {
+    let Json(change) = body?;
+    let tier = change.tier.as_str();
+    if !is_tenant_id(&change.tenant_id) {
+        return Err(Problem::invalid_field(
+            "tenantId",
+            "must be 1 to 64 of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    let db = state.db();
+    let mut tx = db.begin_write().await.map_err(database_error)?;
+    let tiers: Vec<(String,)> = sqlx::query_as("SELECT name FROM tiers ORDER BY per_minute, name")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(database_error)?;
+    if !tiers.iter().any(|(name,)| name == tier) {
+        let names: Vec<&str> = tiers.iter().map(|(name,)| name.as_str()).collect();
+        return Err(Problem::invalid_field(
+            "tier",
+            format!("must be one of {}", names.join(", ")),
+        ));
+    }
+    let updated = sqlx::query("UPDATE tenants SET tier = $2 WHERE id = $1")
+        .bind(&change.tenant_id)
+        .bind(tier)
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+    if updated.rows_affected() == 0 {
+        return Err(Problem::not_found(format!(
+            "there is no tenant {:?}",
+            change.tenant_id
+        )));
+    }
+    tx.commit().await.map_err(database_error)?;
+    if let Some(limits) = state.ratelimits() {
+        limits.forget_tier(&change.tenant_id);
+    }
+    tracing::info!(tenant = %change.tenant_id, tier, "tenant tier changed");
+    Ok(Json(TenantTier {
+        tenant_id: change.tenant_id,
+        tier: tier.to_owned(),
+    }))
+}
+
+/// A key and the limiter it was acted on in.
+#[derive(Debug, Serialize, ToSchema)]
+struct KeyState {
+    limiter: String,
+    key: String,
+    /// Seconds the key stays blocked; 0 when it is not blocked.
+    blocked_seconds: f64,
+    /// Requests the key may make now in the limiter's tightest rule.
+    remaining: u64,
+}
+
+fn key_state(limiter: &Limiter, key: String, decision: &seawall_ratelimit::Decision) -> KeyState {
+    KeyState {
+        limiter: limiter.name().to_owned(),
+        key,
+        blocked_seconds: decision.blocked_for.map_or(0.0, |d| d.as_secs_f64()),
+        remaining: decision.remaining,
+    }
+}
+
+/// Forgets a key in a limiter: its counts and any block.
+#[utoipa::path(delete, path = "/api/rate-limit", tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("limiter" = String, Query, description = "The limiter",
+            pattern = "^(ddos|api|auth|report|tenant)$", example = "api"),
+        ("key" = String, Query, description = "The key: a client address, `key:<API key>`, `user:<id>` or a tenant id",
+            min_length = 1, max_length = 512, example = "user:7"),
+    ),
+    responses(
+        (status = 200, description = "The key, fresh", body = KeyState),
+        (status = 409, description = "Rate limiting is off",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn reset(
+    State(state): State<AppState>,
+    query: QueryPairs,
+) -> Result<Json<KeyState>, Problem> {
+    let (limiter, key) = limiter_and_key(limits(&state)?, query)?;
+    limiter.reset(&key).await.map_err(limiter_error)?;
+    let standing = limiter.peek(&key).await.map_err(limiter_error)?;
+    Ok(Json(key_state(limiter, key, &standing)))
+}
+
+/// A block to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    /// The limiter.
+    #[schema(pattern = "^(ddos|api|auth|report|tenant)$", example = "ddos")]
+    limiter: String,
+    /// The key.
+    #[schema(min_length = 1, max_length = 512, example = "203.0.113.9")]
+    key: String,
+    /// How long, in seconds.
+    #[serde(deserialize_with = "crate::routes::workload::integer")]
+    #[schema(minimum = 1, maximum = 86400, example = 600)]
+    seconds: i64,
+}
+
+/// Blocks a key in a limiter for a while: its requests get 429.
+#[utoipa::path(post, path = "/api/rate-limit/block", tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = BlockRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The key, blocked", body = KeyState),
+        (status = 409, description = "Rate limiting is off",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as `application/json`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not valid JSON or a field is wrong, missing or unknown",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn block(
+    State(state): State<AppState>,
+    body: Result<Json<BlockRequest>, JsonRejection>,
+) -> Result<Json<KeyState>, Problem> {
+    let Json(request) = body?;
+    let limits = limits(&state)?;
+    let limiter = LIMITERS
+        .contains(&request.limiter.as_str())
+        .then(|| limits.limiter(&request.limiter))
+        .flatten()
+        .ok_or_else(|| {
+            Problem::invalid_field("limiter", format!("must be one of {}", LIMITERS.join(", ")))
+        })?;
+    if request.key.is_empty() || request.key.len() > seawall_ratelimit::MAX_KEY_BYTES {
+        return Err(Problem::invalid_field("key", "must be 1 to 512 bytes"));
+    }
+    if !(1..=MAX_BLOCK_SECONDS).contains(&request.seconds) {
+        return Err(Problem::invalid_field(
+            "seconds",
+            "must be between 1 and 86400",
+        ));
+    }
+    let seconds = u64::try_from(request.seconds).unwrap_or(1);
+    let decision = limiter
+        .block(&request.key, std::time::Duration::from_secs(seconds))
+        .await
+        .map_err(limiter_error)?;
+    tracing::info!(limiter = limiter.name(), key = %request.key, seconds, "key blocked by an admin");
+    Ok(Json(key_state(limiter, request.key, &decision)))
+}
+
+/// Lifts a key's block; its counts stay.
+#[utoipa::path(delete, path = "/api/rate-limit/block", tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("limiter" = String, Query, description = "The limiter",
+            pattern = "^(ddos|api|auth|report|tenant)$", example = "ddos"),
+        ("key" = String, Query, description = "The key", min_length = 1, max_length = 512,
+            example = "203.0.113.9"),
+    ),
+    responses(
+        (status = 200, description = "The key, unblocked", body = KeyState),
+        (status = 409, description = "Rate limiting is off",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn unblock(
+    State(state): State<AppState>,
+    query: QueryPairs,
+) -> Result<Json<KeyState>, Problem> {
+    let (limiter, key) = limiter_and_key(limits(&state)?, query)?;
+    let decision = limiter.unblock(&key).await.map_err(limiter_error)?;
+    tracing::info!(limiter = limiter.name(), key = %key, "key unblocked by an admin");
+    Ok(Json(key_state(limiter, key, &decision)))
+}

@@ -1,0 +1,384 @@
+//! The service's rate limits over real TCP: the DDoS limiter by client
+//! address (and trusted proxies), the API, report and tenant limits, failed
+//! admin authentications, and the admin routes that manage them.
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use seawall_api::config::Profile;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+fn profile(text: &str) -> Profile {
+    text.parse().expect("a valid profile")
+}
+
+impl TestServer {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base_url))
+    }
+
+    fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(&self.admin_token)
+    }
+}
+
+async fn status(request: RequestBuilder) -> StatusCode {
+    request.send().await.expect("request").status()
+}
+
+/// Asserts a 429 problem with a whole-second `Retry-After` of at least
+/// `at_least` and the rate-limit headers; returns the detail.
+async fn assert_429(request: RequestBuilder, at_least: u64) -> String {
+    let response = request.send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let retry: u64 = headers["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("whole seconds");
+    assert!(retry >= at_least, "Retry-After {retry} < {at_least}");
+    assert!(headers.contains_key("ratelimit-policy"), "{headers:?}");
+    assert!(headers.contains_key("ratelimit"), "{headers:?}");
+    let body: Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["status"], 429);
+    assert!(body["request_id"].is_string());
+    body["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ddos_limit_holds_per_client_address_and_spares_the_probes() {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.ddos = profile("3/1m block 30s");
+    })
+    .await;
+    for _ in 0..3 {
+        let response = server
+            .request(Method::GET, "/api/content")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        let policy = response.headers()["ratelimit-policy"]
+            .to_str()
+            .expect("ASCII");
+        assert_eq!(policy, "\"default\";q=3;w=60");
+    }
+    // A made-up X-Forwarded-For from an untrusted peer changes nothing.
+    let spoofed = server
+        .request(Method::GET, "/api/content")
+        .header("x-forwarded-for", "198.51.100.77");
+    let detail = assert_429(spoofed, 29).await;
+    assert!(detail.contains("blocked"), "{detail}");
+    for probe in ["/livez", "/readyz", "/metrics"] {
+        assert_eq!(
+            status(server.request(Method::GET, probe)).await,
+            StatusCode::OK,
+            "{probe}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+        config.ratelimit.ddos = profile("2/1m");
+    })
+    .await;
+    let from = |client: &str| {
+        server
+            .request(Method::GET, "/api/content")
+            .header("x-forwarded-for", client)
+    };
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(status(from(client)).await, StatusCode::OK);
+        assert_eq!(status(from(client)).await, StatusCode::OK);
+        assert_429(from(client), 1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_report_limits_count_per_caller() {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.api = profile("3/1m");
+        config.ratelimit.report = profile("2/1h");
+    })
+    .await;
+    let with_key = |key: &str| {
+        server
+            .request(Method::GET, "/api/content")
+            .header("x-api-key", key)
+    };
+    for _ in 0..3 {
+        assert_eq!(status(with_key("k1")).await, StatusCode::OK);
+    }
+    assert_429(with_key("k1"), 1).await;
+    assert_eq!(status(with_key("k2")).await, StatusCode::OK);
+    // Without a key or user the API limiter does not apply.
+    for _ in 0..5 {
+        assert_eq!(
+            status(server.request(Method::GET, "/api/content")).await,
+            StatusCode::OK
+        );
+    }
+    // Reports: two an hour per user.
+    let report = || {
+        server
+            .request(Method::GET, "/api/analytics/stats?user_id=1")
+            .header("x-user-id", "u-9")
+    };
+    assert_eq!(status(report()).await, StatusCode::OK);
+    assert_eq!(status(report()).await, StatusCode::OK);
+    let detail = assert_429(report(), 60).await;
+    assert!(detail.contains("report"), "{detail}");
+}
+
+async fn add_tier_and_tenant(server: &TestServer) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&server.database_url)
+        .await
+        .expect("connect");
+    sqlx::query("INSERT INTO tiers (name, per_minute, per_hour, per_day, max_users) VALUES ('tiny', 2, 10, 100, 1)")
+        .execute(&pool)
+        .await
+        .expect("insert tier");
+    sqlx::query("INSERT INTO tenants (id, tier) VALUES ('acme', 'tiny')")
+        .execute(&pool)
+        .await
+        .expect("insert tenant");
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_quota_follows_its_tier_and_a_tier_change_applies_at_once() {
+    let server = TestServer::start().await;
+    add_tier_and_tenant(&server).await;
+    let as_tenant = |tenant: &str| {
+        server
+            .request(Method::GET, "/api/content")
+            .header("x-tenant-id", tenant)
+    };
+    assert_eq!(status(as_tenant("acme")).await, StatusCode::OK);
+    let response = as_tenant("acme").send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()["ratelimit-policy"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    assert_eq!(
+        policy,
+        "\"minute\";q=2;w=60, \"hour\";q=10;w=3600, \"day\";q=100;w=86400"
+    );
+    let detail = assert_429(as_tenant("acme"), 1).await;
+    assert!(
+        detail.contains("acme") && detail.contains("tiny"),
+        "{detail}"
+    );
+    assert_eq!(status(as_tenant("nobody")).await, StatusCode::FORBIDDEN);
+    assert_eq!(status(as_tenant("bad id!")).await, StatusCode::BAD_REQUEST);
+
+    // Upgrade: the count so far stays, the enterprise quota applies at once.
+    let upgrade = server
+        .admin(Method::POST, "/api/rate-limit")
+        .json(&json!({"tenantId": "acme", "tier": "enterprise"}));
+    let response = upgrade.send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.expect("JSON"),
+        json!({"tenantId": "acme", "tier": "enterprise"})
+    );
+    assert_eq!(status(as_tenant("acme")).await, StatusCode::OK);
+
+    let change = |body: Value| server.admin(Method::POST, "/api/rate-limit").json(&body);
+    assert_eq!(
+        status(change(json!({"tenantId": "acme", "tier": "platinum"}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        status(change(json!({"tenantId": "ghost", "tier": "free"}))).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(change(
+            json!({"tenantId": "acme", "tier": "free", "extra": 1})
+        ))
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_admin_logins_block_the_address_not_the_admin() {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+        config.ratelimit.auth = profile("2/1m block 15m");
+    })
+    .await;
+    let attacker = |token: &str| {
+        server
+            .request(Method::GET, "/api/performance")
+            .header("x-forwarded-for", "203.0.113.50")
+            .bearer_auth(token)
+    };
+    assert_eq!(
+        status(attacker("wrong-token-1")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(attacker("wrong-token-2")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_429(attacker("wrong-token-3"), 14 * 60).await;
+    // Blocked whatever it sends, the right token included.
+    let right = server.admin_token.clone();
+    assert_429(attacker(&right), 14 * 60).await;
+    // Requests without any token are not attempts; the admin elsewhere is fine.
+    assert_eq!(
+        status(server.admin(Method::GET, "/api/performance")).await,
+        StatusCode::OK
+    );
+
+    let stats: Value = server
+        .admin(Method::GET, "/api/rate-limit")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    let auth = stats["limiters"]
+        .as_array()
+        .expect("limiters")
+        .iter()
+        .find(|limiter| limiter["name"] == "auth")
+        .expect("the auth limiter");
+    assert_eq!(auth["blocked"][0]["key"], "203.0.113.50", "{auth}");
+    assert_eq!(auth["top_rejected"][0]["key"], "203.0.113.50", "{auth}");
+
+    let reset = server.admin(
+        Method::DELETE,
+        "/api/rate-limit?limiter=auth&key=203.0.113.50",
+    );
+    assert_eq!(status(reset).await, StatusCode::OK);
+    assert_eq!(status(attacker(&right)).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_blocks_and_unblocks_a_key() {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let client = || {
+        server
+            .request(Method::GET, "/api/content")
+            .header("x-forwarded-for", "192.0.2.44")
+    };
+    assert_eq!(status(client()).await, StatusCode::OK);
+    let block = server
+        .admin(Method::POST, "/api/rate-limit/block")
+        .json(&json!({"limiter": "ddos", "key": "192.0.2.44", "seconds": 600}));
+    let response = block.send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let state: Value = response.json().await.expect("JSON");
+    assert_eq!(state["blocked_seconds"], 600.0, "{state}");
+    assert_429(client(), 590).await;
+
+    let unblock = server.admin(
+        Method::DELETE,
+        "/api/rate-limit/block?limiter=ddos&key=192.0.2.44",
+    );
+    assert_eq!(status(unblock).await, StatusCode::OK);
+    assert_eq!(status(client()).await, StatusCode::OK);
+
+    for (body, expected) in [
+        (
+            json!({"limiter": "nope", "key": "k", "seconds": 5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"limiter": "ddos", "key": "", "seconds": 5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"limiter": "ddos", "key": "k", "seconds": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"limiter": "ddos", "key": "k", "seconds": 90000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let response = server
+            .admin(Method::POST, "/api/rate-limit/block")
+            .json(&body);
+        assert_eq!(status(response).await, expected, "{body}");
+    }
+    let bad = server.admin(Method::DELETE, "/api/rate-limit?limiter=nope&key=k");
+    assert_eq!(status(bad).await, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rate_limiting_off_nothing_is_limited_and_changes_are_refused() {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.enabled = false;
+        config.ratelimit.api = profile("1/1m");
+    })
+    .await;
+    for _ in 0..3 {
+        let response = server
+            .request(Method::GET, "/api/content")
+            .header("x-api-key", "k")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("ratelimit").is_none());
+    }
+    let stats: Value = server
+        .admin(Method::GET, "/api/rate-limit")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stats["enabled"], false);
+    assert_eq!(stats["tiers"].as_array().map(Vec::len), Some(4));
+    let reset = server.admin(Method::DELETE, "/api/rate-limit?limiter=api&key=k");
+    assert_eq!(status(reset).await, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_redis_share_their_limits() {
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    let start = || {
+        let url = redis.url();
+        TestServer::start_with(move |config| {
+            config.redis.url = Some(url);
+            config.ratelimit.api = profile("3/1m");
+        })
+    };
+    let (a, b) = tokio::join!(start(), start());
+    let call = |server: &TestServer| {
+        server
+            .request(Method::GET, "/api/content")
+            .header("x-user-id", "shared-user")
+    };
+    assert_eq!(status(call(&a)).await, StatusCode::OK);
+    assert_eq!(status(call(&b)).await, StatusCode::OK);
+    assert_eq!(status(call(&a)).await, StatusCode::OK);
+    assert_429(call(&b), 1).await;
+    let stats: Value = a
+        .admin(Method::GET, "/api/rate-limit")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stats["limiters"][0]["store"], "redis", "{stats}");
+}
