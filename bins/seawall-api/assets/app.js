@@ -33,6 +33,11 @@
  *   `.status` and `.problem`, the RFC 9457 body if any) for any other status
  *   that is not 2xx and not in `allowStatus` (for an endpoint whose error
  *   statuses carry data the panel wants).
+ * - `ctx.send(path, { method = "POST", json, headers = {}, admin = true })`:
+ *   send a same-origin request (`json`, if given, as the JSON body) and
+ *   return `{ status, body }` whatever the status, the body parsed when it is
+ *   JSON. With `admin` it carries the token, and 401 / 403 sign out as with
+ *   `fetchJson`; without, it goes as any client's request would.
  * - `ctx.every(ms, fn)`: run `fn` (may be async) now and then `ms` after each
  *   run ends, so runs never overlap. Paused while the page is hidden (and run
  *   at once when it shows again), stopped on sign-out. A run that throws sets
@@ -390,6 +395,33 @@ function context(current, statusLine) {
     return body;
   };
 
+  const send = async (path, { method = "POST", json, headers = {}, admin = true } = {}) => {
+    if (typeof path !== "string" || !path.startsWith("/") || path.startsWith("//")) {
+      throw new TypeError(`send takes a path on this origin, not ${path}`);
+    }
+    const allHeaders = { Accept: ACCEPT, ...headers };
+    if (admin) allHeaders.Authorization = `Bearer ${current.token}`;
+    if (json !== undefined) allHeaders["Content-Type"] = "application/json";
+    const response = await fetch(path, {
+      method,
+      headers: allHeaders,
+      body: json === undefined ? undefined : JSON.stringify(json),
+      cache: "no-store",
+      credentials: "omit",
+      redirect: "error",
+      signal,
+    });
+    const body = await bodyOf(response);
+    if (admin && (response.status === 401 || response.status === 403)) {
+      const error = new AuthError(response.status, path, body);
+      if (session === current) {
+        signOut("The server no longer accepts this token. Enter it again.");
+      }
+      throw error;
+    }
+    return { status: response.status, body };
+  };
+
   const every = (ms, fn) => {
     let timer = null;
     let running = false;
@@ -436,7 +468,7 @@ function context(current, statusLine) {
     return stop;
   };
 
-  return Object.freeze({ fetchJson, every, setStatus, signal, h, format });
+  return Object.freeze({ fetchJson, send, every, setStatus, signal, h, format });
 }
 
 // ---------------------------------------------------------------- start

@@ -255,6 +255,157 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_panel_tries_the_limit_unblocks_a_key_and_changes_a_tier() -> TestResult {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.api = "5/1m block 1m".parse().expect("profile");
+    })
+    .await;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.new_session().await?;
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, use_rate_limit_panel(&browser, &server))
+        .await
+        .unwrap_or_else(|_| Err(format!("the scenario took over {SCENARIO_TIMEOUT:?}").into()));
+    if let Err(error) = &outcome {
+        report_failure(&browser, &driver, error).await;
+    }
+    tokio::time::timeout(COMMAND_TIMEOUT, browser.close())
+        .await
+        .map_err(|_| format!("closing the session took over {COMMAND_TIMEOUT:?}"))??;
+    outcome.map_err(|error| error.to_string())?;
+    server.stop().await?;
+    Ok(())
+}
+
+async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResult {
+    browser.goto(&format!("{}/", server.base_url)).await?;
+    wait_displayed(browser, "#token").await?;
+    browser
+        .find(Css("#token"))
+        .await?
+        .send_keys(&server.admin_token)
+        .await?;
+    browser.find(Css("#token-submit")).await?.click().await?;
+    wait_displayed(browser, "[data-testid=rl-row-api]").await?;
+    wait_displayed(browser, "[data-testid=rl-allowed-chart]").await?;
+
+    // Eight requests as one API client against a limit of five a minute.
+    let count = browser.find(Css("[data-testid=rl-try-count]")).await?;
+    count.clear().await?;
+    count.send_keys("8").await?;
+    browser
+        .find(Css("[data-testid=rl-try-send]"))
+        .await?
+        .click()
+        .await?;
+    let passed = wait_for("the try result", UPDATE_TIMEOUT, async || {
+        figure(browser, "rl-try-passed").await
+    })
+    .await?;
+    check!(passed == 5.0, "{passed} of 8 passed");
+    let result = browser
+        .find(Css("[data-testid=rl-try-result]"))
+        .await?
+        .text()
+        .await?;
+    check!(result.contains("3 rejected"), "try result: {result:?}");
+    wait_for("the API limiter's rejections", UPDATE_TIMEOUT, async || {
+        Ok(figure(browser, "rl-rejected-api")
+            .await?
+            .filter(|&rejected| rejected >= 3.0))
+    })
+    .await?;
+
+    // Exceeding the limit blocked the key; the panel lists it and lifts it.
+    let key = "key:dashboard-demo";
+    let unblock = wait_for("the blocked key", UPDATE_TIMEOUT, async || {
+        for button in browser.find_all(Css("[data-testid=rl-unblock]")).await? {
+            if button.attr("data-key").await?.as_deref() == Some(key) {
+                return Ok(Some(button));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    unblock.click().await?;
+    wait_for(
+        "the key to leave the blocked list",
+        UPDATE_TIMEOUT,
+        async || {
+            for button in browser.find_all(Css("[data-testid=rl-unblock]")).await? {
+                if button.attr("data-key").await?.as_deref() == Some(key) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    let stats: Value = server
+        .client
+        .get(format!("{}/api/rate-limit", server.base_url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let api_blocked = stats["limiters"]
+        .as_array()
+        .and_then(|limiters| limiters.iter().find(|l| l["name"] == "api"))
+        .map(|api| api["blocked"].clone())
+        .ok_or("no api limiter")?;
+    check!(api_blocked == json!([]), "still blocked: {api_blocked}");
+
+    // The tier editor moves a tenant.
+    browser
+        .find(Css("[data-testid=rl-tenant]"))
+        .await?
+        .select_by_value("demo-free")
+        .await?;
+    browser
+        .find(Css("[data-testid=rl-tier]"))
+        .await?
+        .select_by_value("premium")
+        .await?;
+    browser
+        .find(Css("[data-testid=rl-tier-apply]"))
+        .await?
+        .click()
+        .await?;
+    let message = wait_for("the tier change", UPDATE_TIMEOUT, async || {
+        let text = browser
+            .find(Css("[data-testid=rl-tier-result]"))
+            .await?
+            .text()
+            .await?;
+        Ok((!text.is_empty()).then_some(text))
+    })
+    .await?;
+    check!(message.contains("premium"), "tier change: {message:?}");
+    let stats: Value = server
+        .client
+        .get(format!("{}/api/rate-limit", server.base_url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tenants = &stats["tenants"];
+    let demo = tenants
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["tenantId"] == "demo-free"))
+        .ok_or("no demo-free tenant")?;
+    check!(demo["tier"] == "premium", "demo-free: {demo}");
+
+    let console = chromedriver::browser_log(browser).await?;
+    let broken: Vec<&String> = console
+        .iter()
+        .filter(|line| line.contains("Content Security Policy") || line.contains("Uncaught"))
+        .collect();
+    check!(broken.is_empty(), "browser console: {broken:#?}");
+    Ok(())
+}
+
 /// The number behind a figure (the `value` of its `<data>` element), once the
 /// panel has shown one.
 async fn figure(browser: &Client, testid: &str) -> Result<Option<f64>, CmdError> {

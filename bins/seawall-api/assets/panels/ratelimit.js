@@ -1,0 +1,310 @@
+/**
+ * Rate-limit panel: admitted and rejected requests per limiter over time
+ * (sampled by this page every 2 s from `GET /api/rate-limit`), each
+ * limiter's quota and counts, the blocked keys with an unblock button, a
+ * tier editor for tenants, and a button that sends requests as one API
+ * client and shows how many got through.
+ */
+
+import { LineChart, decimalsForStep } from "../chart.js";
+
+const REFRESH_MS = 2000;
+/** Samples kept for the charts: 10 minutes at one per 2 s. */
+const KEEP = 300;
+const LIMITERS = ["ddos", "api", "auth", "report", "tenant"];
+const SERIES = LIMITERS.map((name, index) => ({
+  key: name,
+  label: name,
+  color: `--series-${index + 1}`,
+  dash: index % 2 === 1 ? [7, 4] : undefined,
+}));
+
+/** "1000 / 1 s (gcra)" for a rule. */
+function describeRule(rule) {
+  const seconds = rule.period_seconds;
+  const period =
+    seconds % 86_400 === 0 ? `${seconds / 86_400} d`
+    : seconds % 3600 === 0 ? `${seconds / 3600} h`
+    : seconds % 60 === 0 ? `${seconds / 60} min`
+    : `${seconds} s`;
+  const name = rule.name === "default" ? "" : `${rule.name}: `;
+  return `${name}${rule.capacity} / ${period} (${rule.algorithm.replace("_", " ")})`;
+}
+
+export default {
+  id: "ratelimit",
+  title: "Rate limits",
+  order: 20,
+
+  mount(container, ctx) {
+    const { h, format } = ctx;
+    const history = { x: [], allowed: LIMITERS.map(() => []), rejected: LIMITERS.map(() => []) };
+    let previous = null;
+
+    const chart = (testid, title) => {
+      const canvas = h("canvas", { role: "img", "data-testid": testid, "aria-label": `${title}: no data yet` });
+      const section = h(
+        "section",
+        { class: "panel-section" },
+        h("h3", {}, title, " ", h("span", { class: "section-note" }, "per second, sampled every 2 s")),
+        h("div", { class: "chart" }, canvas),
+        h(
+          "ul",
+          { class: "legend", "aria-hidden": "true" },
+          SERIES.map((series, index) => h("li", {}, h("span", { class: `swatch swatch-${index + 1}` }), series.label)),
+        ),
+      );
+      const lines = new LineChart(canvas, {
+        series: SERIES,
+        formatY: (value, step) => `${value.toFixed(decimalsForStep(step))}/s`,
+        emptyText: "Collecting…",
+        minSpanMs: 2 * 60_000,
+      });
+      return { section, canvas, lines };
+    };
+    const admittedChart = chart("rl-allowed-chart", "Admitted");
+    const rejectedChart = chart("rl-rejected-chart", "Rejected");
+
+    const limiterBody = h("tbody");
+    const limiterTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "rl-limiters" },
+        h("caption", {}, "Limiters ", h("span", { class: "section-note" }, "counts since this instance started")),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            h("th", { scope: "col" }, "Limiter"),
+            h("th", { scope: "col" }, "Quota"),
+            h("th", { scope: "col", class: "num" }, "Block"),
+            h("th", { scope: "col", class: "num" }, "Admitted"),
+            h("th", { scope: "col", class: "num" }, "Rejected"),
+            h("th", { scope: "col", class: "num" }, "Near limit"),
+            h("th", { scope: "col", class: "num" }, "Degraded"),
+          ),
+        ),
+        limiterBody,
+      ),
+    );
+
+    const blockedBody = h("tbody");
+    const blockedTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "rl-blocked" },
+        h("caption", {}, "Blocked keys"),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            h("th", { scope: "col" }, "Limiter"),
+            h("th", { scope: "col" }, "Key"),
+            h("th", { scope: "col", class: "num" }, "Blocked for"),
+            h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Action")),
+          ),
+        ),
+        blockedBody,
+      ),
+    );
+
+    // The tier editor.
+    const tenantSelect = h("select", { id: "rl-tenant", "data-testid": "rl-tenant" });
+    const tierSelect = h("select", { id: "rl-tier", "data-testid": "rl-tier" });
+    const tierButton = h("button", { type: "submit", class: "button", "data-testid": "rl-tier-apply" }, "Change tier");
+    const tierResult = h("p", { class: "form-result", role: "status", "data-testid": "rl-tier-result" });
+    const tierForm = h(
+      "form",
+      { class: "inline-form", "aria-label": "Tenant tier" },
+      h("label", { for: "rl-tenant" }, "Tenant", tenantSelect),
+      h("label", { for: "rl-tier" }, "Tier", tierSelect),
+      tierButton,
+    );
+
+    // Trying the API limiter.
+    const countInput = h("input", { id: "rl-try-count", "data-testid": "rl-try-count", type: "number", min: "1", max: "500", value: "20" });
+    const keyInput = h("input", { id: "rl-try-key", "data-testid": "rl-try-key", type: "text", value: "dashboard-demo", maxlength: "64" });
+    const tryButton = h("button", { type: "submit", class: "button", "data-testid": "rl-try-send" }, "Send requests");
+    const tryResult = h("p", { class: "form-result", role: "status" }, h("data", { "data-testid": "rl-try-passed", value: "" }), " ", h("span", { "data-testid": "rl-try-result" }));
+    const tryForm = h(
+      "form",
+      { class: "inline-form", "aria-label": "Send requests as one API client" },
+      h("label", { for: "rl-try-count" }, "Requests", countInput),
+      h("label", { for: "rl-try-key" }, "X-Api-Key", keyInput),
+      tryButton,
+    );
+
+    container.append(
+      h("section", { class: "panel-section two-columns", "aria-label": "Decisions over time" }, admittedChart.section, rejectedChart.section),
+      h("section", { class: "panel-section two-columns", "aria-label": "Limiters" }, limiterTable),
+      h("section", { class: "panel-section two-columns", "aria-label": "Blocked keys" }, blockedTable),
+      h(
+        "section",
+        { class: "panel-section two-columns", "aria-label": "Actions" },
+        h("div", {}, h("h3", {}, "Tenant tier"), tierForm, tierResult),
+        h("div", {}, h("h3", {}, "Try the API limit"), tryForm, tryResult),
+      ),
+    );
+
+    const renderLimiters = (stats) => {
+      if (!stats.enabled) {
+        limiterBody.replaceChildren(h("tr", {}, h("td", { class: "empty", colspan: 7 }, "Rate limiting is off")));
+        return;
+      }
+      limiterBody.replaceChildren(
+        ...stats.limiters.map((limiter) =>
+          h(
+            "tr",
+            { "data-testid": `rl-row-${limiter.name}` },
+            h("th", { scope: "row" }, limiter.name, " ", h("span", { class: "section-note" }, limiter.store)),
+            h("td", {}, limiter.rules.map(describeRule).join(", ")),
+            h("td", { class: "num" }, limiter.block_seconds > 0 ? format.ms(limiter.block_seconds * 1000) : "—"),
+            h("td", { class: "num" }, h("data", { "data-testid": `rl-allowed-${limiter.name}`, value: limiter.counts.allowed }, format.count(limiter.counts.allowed))),
+            h("td", { class: "num" }, h("data", { "data-testid": `rl-rejected-${limiter.name}`, value: limiter.counts.rejected }, format.count(limiter.counts.rejected))),
+            h("td", { class: "num" }, format.count(limiter.counts.near_limit)),
+            h("td", { class: "num" }, format.count(limiter.counts.degraded)),
+          ),
+        ),
+      );
+    };
+
+    const unblock = async (limiter, key, button) => {
+      button.disabled = true;
+      const query = new URLSearchParams({ limiter, key });
+      const { status, body } = await ctx.send(`/api/rate-limit/block?${query}`, { method: "DELETE" });
+      if (status !== 200) {
+        ctx.setStatus(`Could not unblock ${key}: ${body?.detail ?? status}`, { error: true });
+        button.disabled = false;
+        return;
+      }
+      await refresh();
+    };
+
+    const renderBlocked = (stats) => {
+      const rows = (stats.limiters ?? []).flatMap((limiter) => limiter.blocked.map((blocked) => ({ limiter: limiter.name, ...blocked })));
+      if (rows.length === 0) {
+        blockedBody.replaceChildren(h("tr", {}, h("td", { class: "empty", colspan: 4 }, "No key is blocked")));
+        return;
+      }
+      blockedBody.replaceChildren(
+        ...rows.map((row) => {
+          const button = h("button", { type: "button", class: "button button-secondary", "data-testid": "rl-unblock", "data-key": row.key, "data-limiter": row.limiter }, "Unblock");
+          button.addEventListener("click", () => unblock(row.limiter, row.key, button));
+          return h(
+            "tr",
+            { "data-testid": "rl-blocked-row" },
+            h("td", {}, row.limiter),
+            h("td", { class: "text" }, row.key),
+            h("td", { class: "num" }, format.ms(row.remaining_seconds * 1000)),
+            h("td", {}, button),
+          );
+        }),
+      );
+    };
+
+    const renderTiers = (stats) => {
+      const keep = (select, values) => {
+        const chosen = select.value;
+        select.replaceChildren(...values.map(([value, label]) => h("option", { value }, label)));
+        if (values.some(([value]) => value === chosen)) select.value = chosen;
+      };
+      keep(tenantSelect, stats.tenants.map((tenant) => [tenant.tenantId, `${tenant.tenantId} (${tenant.tier})`]));
+      keep(tierSelect, stats.tiers.map((tier) => [tier.name, `${tier.name} (${format.count(tier.per_minute)}/min)`]));
+    };
+
+    const sample = (stats) => {
+      const now = Date.now();
+      const counts = Object.fromEntries((stats.limiters ?? []).map((limiter) => [limiter.name, limiter.counts]));
+      if (previous) {
+        const seconds = Math.max((now - previous.at) / 1000, 0.001);
+        history.x.push(now);
+        LIMITERS.forEach((name, index) => {
+          const before = previous.counts[name];
+          const after = counts[name];
+          const rate = (key) => (before && after ? Math.max(after[key] - before[key], 0) / seconds : null);
+          history.allowed[index].push(rate("allowed"));
+          history.rejected[index].push(rate("rejected"));
+        });
+        if (history.x.length > KEEP) {
+          history.x.shift();
+          history.allowed.forEach((series) => series.shift());
+          history.rejected.forEach((series) => series.shift());
+        }
+      }
+      previous = { at: now, counts };
+      admittedChart.lines.update({ x: history.x, y: history.allowed });
+      rejectedChart.lines.update({ x: history.x, y: history.rejected });
+      for (const [{ canvas }, data, what] of [[admittedChart, history.allowed, "Admitted"], [rejectedChart, history.rejected, "Rejected"]]) {
+        const last = LIMITERS.map((name, index) => `${name} ${format.rate(data[index].at(-1))}`).join(", ");
+        canvas.setAttribute("aria-label", history.x.length ? `${what} per second; latest ${last}` : `${what}: collecting`);
+      }
+    };
+
+    const refresh = async () => {
+      const stats = await ctx.fetchJson("/api/rate-limit");
+      renderLimiters(stats);
+      renderBlocked(stats);
+      renderTiers(stats);
+      sample(stats);
+    };
+
+    tierForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      tierButton.disabled = true;
+      try {
+        const { status, body } = await ctx.send("/api/rate-limit", {
+          json: { tenantId: tenantSelect.value, tier: tierSelect.value },
+        });
+        tierResult.textContent =
+          status === 200 ? `${body.tenantId} is now on the ${body.tier} tier` : `Not changed: ${body?.detail ?? status}`;
+        await refresh();
+      } finally {
+        tierButton.disabled = false;
+      }
+    });
+
+    tryForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const count = Math.min(Math.max(Number.parseInt(countInput.value, 10) || 1, 1), 500);
+      const key = keyInput.value.trim() || "dashboard-demo";
+      tryButton.disabled = true;
+      let passed = 0;
+      let rejected = 0;
+      let other = 0;
+      try {
+        for (let i = 0; i < count; i += 1) {
+          const { status } = await ctx.send("/api/content?page=1&page_size=1", {
+            method: "GET",
+            headers: { "X-Api-Key": key },
+            admin: false,
+          });
+          if (status >= 200 && status < 300) passed += 1;
+          else if (status === 429) rejected += 1;
+          else other += 1;
+        }
+      } finally {
+        tryButton.disabled = false;
+      }
+      const [passedData, text] = tryResult.children;
+      passedData.value = String(passed);
+      passedData.textContent = `${format.count(passed)} of ${format.count(count)} passed`;
+      text.textContent = `, ${format.count(rejected)} rejected (429)${other ? `, ${format.count(other)} other` : ""}`;
+      await refresh();
+    });
+
+    const stop = ctx.every(REFRESH_MS, refresh);
+    return () => {
+      stop();
+      admittedChart.lines.destroy();
+      rejectedChart.lines.destroy();
+    };
+  },
+};
