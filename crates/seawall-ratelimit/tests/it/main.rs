@@ -5,6 +5,7 @@ mod concurrency;
 mod conformance;
 #[cfg(feature = "axum")]
 mod http;
+mod skew;
 mod stores;
 mod support;
 mod telemetry;
