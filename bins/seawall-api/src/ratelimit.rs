@@ -276,12 +276,7 @@ pub(crate) async fn ddos(
         Ok(decision) if !decision.allowed => too_many(&decision, "this client address"),
         Ok(decision) => {
             let mut response = next.run(request).await;
-            if !response
-                .headers()
-                .contains_key(seawall_ratelimit::RATELIMIT)
-            {
-                seawall_ratelimit::set_headers(response.headers_mut(), &decision);
-            }
+            seawall_ratelimit::set_headers(response.headers_mut(), &decision);
             response
         }
         Err(error) => {
@@ -332,7 +327,7 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
 /// On the workload routes: the tenant quota by `X-Tenant-Id`, the report
 /// limiter on reports (by identity, else client address), and the API
 /// limiter by API key or user. Each consumes only when the ones before it
-/// admitted; the response carries the headers of the tightest.
+/// admitted; the response carries every one's `RateLimit` items.
 pub(crate) async fn workload(
     State(limits): State<Option<RateLimits>>,
     request: Request,
@@ -386,11 +381,8 @@ pub(crate) async fn workload(
         }
     }
     let mut response = next.run(request).await;
-    if let Some(tightest) = decisions
-        .iter()
-        .min_by_key(|decision| (decision.remaining, std::cmp::Reverse(decision.reset_after)))
-    {
-        seawall_ratelimit::set_headers(response.headers_mut(), tightest);
+    for decision in &decisions {
+        seawall_ratelimit::set_headers(response.headers_mut(), decision);
     }
     response
 }

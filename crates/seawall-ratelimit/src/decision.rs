@@ -27,6 +27,8 @@ pub struct RuleDecision {
 /// A limiter's answer for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// The limiter that decided.
+    pub limiter: Arc<str>,
     /// Whether the request may go on. Always `true` in shadow mode; see
     /// [`Decision::would_reject`].
     pub allowed: bool,
@@ -57,6 +59,7 @@ impl Decision {
     /// is not blocked; the numbers are those of the rule with the fewest
     /// units left.
     pub(crate) fn combine(
+        limiter: &Arc<str>,
         rules: &[(Arc<str>, Limit)],
         steps: &[Step],
         blocked_for_us: u64,
@@ -90,6 +93,7 @@ impl Decision {
             Some(Duration::from_micros(rules_retry.max(blocked_for_us)))
         };
         Self {
+            limiter: limiter.clone(),
             allowed,
             limit: tightest.map_or(0, |rule| rule.limit.capacity()),
             remaining: if blocked {

@@ -382,8 +382,11 @@ pub fn ceil_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
-/// Sets `RateLimit-Policy` and `RateLimit` for `decision`, one item per
-/// rule: `"minute";q=60;w=60` and `"minute";r=12;t=37`.
+/// Adds `decision` to the `RateLimit-Policy` and `RateLimit` headers, one
+/// item per rule, named after the limiter (and the rule, for a quota of
+/// several): `"api";q=100;w=60` and `"api";r=12;t=37`, or
+/// `"tenant.minute";q=60;w=60, "tenant.hour";q=1000;w=3600`. Items already
+/// there (from another limiter) are kept.
 pub fn set_headers(headers: &mut http::HeaderMap, decision: &Decision) {
     let mut policy = String::new();
     let mut state = String::new();
@@ -392,10 +395,14 @@ pub fn set_headers(headers: &mut http::HeaderMap, decision: &Decision) {
             policy.push_str(", ");
             state.push_str(", ");
         }
+        let name = if decision.rules.len() == 1 {
+            decision.limiter.to_string()
+        } else {
+            format!("{}.{}", decision.limiter, rule.name)
+        };
         let window = ceil_seconds(rule.limit.policy_window()).max(1);
         policy.push_str(&format!(
-            "\"{}\";q={};w={window}",
-            rule.name,
+            "\"{name}\";q={};w={window}",
             rule.limit.capacity()
         ));
         let remaining = if decision.blocked_for.is_some() {
@@ -404,17 +411,21 @@ pub fn set_headers(headers: &mut http::HeaderMap, decision: &Decision) {
             rule.remaining
         };
         state.push_str(&format!(
-            "\"{}\";r={remaining};t={}",
-            rule.name,
+            "\"{name}\";r={remaining};t={}",
             ceil_seconds(rule.reset_after)
         ));
     }
-    if let (Ok(policy), Ok(state)) = (
-        HeaderValue::from_str(&policy),
-        HeaderValue::from_str(&state),
-    ) {
-        headers.insert(RATELIMIT_POLICY, policy);
-        headers.insert(RATELIMIT, state);
+    append(headers, RATELIMIT_POLICY, policy);
+    append(headers, RATELIMIT, state);
+}
+
+fn append(headers: &mut http::HeaderMap, name: HeaderName, items: String) {
+    let value = match headers.get(&name).and_then(|value| value.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {items}"),
+        _ => items,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
     }
 }
 

@@ -377,6 +377,7 @@ impl Limiter {
             },
         };
         Ok(Decision::combine(
+            &inner.name,
             rules,
             &outcome.steps,
             outcome.blocked_for_us,
@@ -405,15 +406,20 @@ impl Limiter {
             (FailurePolicy::Insurance { instances }, Some(store)) => {
                 let share = quota.share(instances)?;
                 let outcome = store.apply(&subject(&inner.name, key), share.as_rules(), op);
-                Decision::combine(share.as_rules(), &outcome.steps, outcome.blocked_for_us)
+                Decision::combine(
+                    &inner.name,
+                    share.as_rules(),
+                    &outcome.steps,
+                    outcome.blocked_for_us,
+                )
             }
             (FailurePolicy::Closed, _) => {
                 let steps: Vec<Step> = rules.iter().map(|_| Step::closed()).collect();
-                Decision::combine(rules, &steps, 0)
+                Decision::combine(&inner.name, rules, &steps, 0)
             }
             _ => {
                 let steps: Vec<Step> = rules.iter().map(|(_, limit)| Step::open(limit)).collect();
-                Decision::combine(rules, &steps, 0)
+                Decision::combine(&inner.name, rules, &steps, 0)
             }
         };
         decision.degraded = true;

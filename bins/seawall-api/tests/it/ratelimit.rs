@@ -64,7 +64,7 @@ async fn the_ddos_limit_holds_per_client_address_and_spares_the_probes() {
         let policy = response.headers()["ratelimit-policy"]
             .to_str()
             .expect("ASCII");
-        assert_eq!(policy, "\"default\";q=3;w=60");
+        assert_eq!(policy, "\"ddos\";q=3;w=60");
     }
     // A made-up X-Forwarded-For from an untrusted peer changes nothing.
     let spoofed = server
@@ -170,7 +170,8 @@ async fn a_tenant_quota_follows_its_tier_and_a_tier_change_applies_at_once() {
         .to_owned();
     assert_eq!(
         policy,
-        "\"minute\";q=2;w=60, \"hour\";q=10;w=3600, \"day\";q=100;w=86400"
+        "\"tenant.minute\";q=2;w=60, \"tenant.hour\";q=10;w=3600, \"tenant.day\";q=100;w=86400, \
+         \"ddos\";q=1000;w=1"
     );
     let detail = assert_429(as_tenant("acme"), 1).await;
     assert!(

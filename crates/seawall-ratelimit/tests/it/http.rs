@@ -51,9 +51,9 @@ async fn headers_on_every_decided_response_and_a_problem_when_rejected() {
     let app = app(limiter, ClientIp::new());
     let (status, headers, _) = send(&app, "203.0.113.9:1000", &[]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers["ratelimit-policy"], "\"default\";q=2;w=3600");
+    assert_eq!(headers["ratelimit-policy"], "\"api\";q=2;w=3600");
     let state = headers["ratelimit"].to_str().expect("ASCII");
-    assert!(state.starts_with("\"default\";r=1;t="), "{state}");
+    assert!(state.starts_with("\"api\";r=1;t="), "{state}");
     let t: u64 = state
         .rsplit("t=")
         .next()
