@@ -208,3 +208,21 @@ async fn the_memory_store_stays_bounded_under_a_key_flood() {
             .allowed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_cache_is_refilled_on_the_next_check() {
+    use fred::prelude::LuaInterface;
+    let client = client(&shared_redis().url()).await;
+    let limiter = Limiter::builder(&unique_name())
+        .limit(Limit::fixed_window(2, HOUR).expect("limit"))
+        .store(RedisStore::new(client.clone()))
+        .on_store_failure(FailurePolicy::Error)
+        .build()
+        .expect("limiter");
+    assert!(limiter.check("k", 1).await.expect("check").allowed);
+    client.script_flush(false).await.expect("SCRIPT FLUSH");
+    // NOSCRIPT: the script is loaded again, and the count was kept.
+    let decision = limiter.check("k", 1).await.expect("check after the flush");
+    assert!(decision.allowed && !decision.degraded, "{decision:?}");
+    assert_eq!(decision.remaining, 0);
+}
