@@ -6,7 +6,6 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use seawall_ratelimit::RateLimiter as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

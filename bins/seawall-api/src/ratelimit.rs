@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use seawall_perfmon::Monitor;
 use seawall_ratelimit::{
-    ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RateLimiter, RedisStore, Store,
+    ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RedisStore, Store,
 };
 
 use crate::config::{Profile, RateLimitConfig};

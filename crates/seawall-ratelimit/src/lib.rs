@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use seawall_ratelimit::{Limit, Limiter, RateLimiter};
+//! use seawall_ratelimit::{Limit, Limiter};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), seawall_ratelimit::Error> {

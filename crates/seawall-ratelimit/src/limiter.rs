@@ -198,7 +198,7 @@ pub enum FailurePolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use seawall_ratelimit::{Limit, Limiter, MemoryStore, RateLimiter};
+/// use seawall_ratelimit::{Limit, Limiter, MemoryStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), seawall_ratelimit::Error> {
@@ -370,7 +370,7 @@ impl Limiter {
         let inner = &*self.inner;
         let rules = quota.as_rules();
         let outcome = match &inner.store {
-            Store::Memory(store) => store.apply(&subject(&inner.name, key), rules, op),
+            Store::Memory(store) => store.apply(&inner.name, key, rules, op),
             Store::Redis(store) => match self.redis(store, key, rules, op).await {
                 Ok(outcome) => outcome,
                 Err(error) => return self.degraded(key, quota, op, error),
@@ -405,7 +405,7 @@ impl Limiter {
             (FailurePolicy::Error, _) => return Err(error),
             (FailurePolicy::Insurance { instances }, Some(store)) => {
                 let share = quota.share(instances)?;
-                let outcome = store.apply(&subject(&inner.name, key), share.as_rules(), op);
+                let outcome = store.apply(&inner.name, key, share.as_rules(), op);
                 Decision::combine(
                     &inner.name,
                     share.as_rules(),
@@ -427,19 +427,21 @@ impl Limiter {
     }
 }
 
-#[async_trait]
-impl RateLimiter for Limiter {
-    async fn check(&self, key: &str, cost: u64) -> Result<Decision> {
+impl Limiter {
+    /// [`RateLimiter::check`], without the boxed future of the trait object.
+    pub async fn check(&self, key: &str, cost: u64) -> Result<Decision> {
         let quota = self.quota();
         self.check_quota(key, cost, &quota).await
     }
 
-    async fn peek(&self, key: &str) -> Result<Decision> {
+    /// [`RateLimiter::peek`], without the boxed future of the trait object.
+    pub async fn peek(&self, key: &str) -> Result<Decision> {
         let quota = self.quota();
         self.run(key, &quota, Op::Peek).await
     }
 
-    async fn reset(&self, key: &str) -> Result<()> {
+    /// [`RateLimiter::reset`], without the boxed future of the trait object.
+    pub async fn reset(&self, key: &str) -> Result<()> {
         let quota = self.quota();
         self.run(key, &quota, Op::Reset).await?;
         self.inner.telemetry.saw_block(key, None);
@@ -447,12 +449,19 @@ impl RateLimiter for Limiter {
     }
 }
 
-fn subject(limiter: &str, key: &str) -> String {
-    let mut subject = String::with_capacity(limiter.len() + 1 + key.len());
-    subject.push_str(limiter);
-    subject.push('\0');
-    subject.push_str(key);
-    subject
+#[async_trait]
+impl RateLimiter for Limiter {
+    async fn check(&self, key: &str, cost: u64) -> Result<Decision> {
+        Limiter::check(self, key, cost).await
+    }
+
+    async fn peek(&self, key: &str) -> Result<Decision> {
+        Limiter::peek(self, key).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<()> {
+        Limiter::reset(self, key).await
+    }
 }
 
 fn check_key(key: &str) -> Result<()> {

@@ -2,12 +2,12 @@
 //! lock), a monotonic clock, and idle keys evicted so that memory stays
 //! bounded under a flood of distinct keys.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use crate::store::{Entry, Op, Outcome, Rules, decide};
@@ -66,7 +66,7 @@ impl ManualClock {
 /// use std::time::Duration;
 /// use seawall_ratelimit::{Limit, Limiter, MemoryStore};
 ///
-/// use seawall_ratelimit::{ManualClock, Clock, RateLimiter};
+/// use seawall_ratelimit::{Clock, ManualClock};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), seawall_ratelimit::Error> {
@@ -102,11 +102,28 @@ struct Inner {
 #[repr(align(128))]
 struct Shard(Mutex<ShardMap>);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct ShardMap {
-    map: HashMap<Box<str>, Entry>,
+    /// Entries by limiter and key, found by a hash computed once per call.
+    map: HashTable<Slot>,
     /// Operations since the last sweep of expired entries.
     since_sweep: usize,
+}
+
+impl std::fmt::Debug for ShardMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardMap")
+            .field("keys", &self.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One key's state, with what it is found by.
+struct Slot {
+    hash: u64,
+    limiter: Box<str>,
+    key: Box<str>,
+    entry: Entry,
 }
 
 impl Default for MemoryStore {
@@ -140,21 +157,27 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    pub(crate) fn apply(&self, subject: &str, rules: &Rules, op: Op) -> Outcome {
+    pub(crate) fn apply(&self, limiter: &str, key: &str, rules: &Rules, op: Op) -> Outcome {
         let inner = &*self.inner;
-        let hash = inner.hasher.hash_one(subject);
-        #[allow(clippy::cast_possible_truncation)] // the modulo is below the shard count
-        let shard = &inner.shards[(hash % inner.shards.len() as u64) as usize];
+        let mut hasher = inner.hasher.build_hasher();
+        limiter.hash(&mut hasher);
+        key.hash(&mut hasher);
+        let hash = hasher.finish();
+        // The high bits pick the shard; the table uses the low ones.
+        #[allow(clippy::cast_possible_truncation)] // below the shard count
+        let shard = &inner.shards[((hash >> 40) % inner.shards.len() as u64) as usize];
         let now = inner.clock.now_us();
         let mut shard = shard.0.lock();
         shard.since_sweep += 1;
         if shard.since_sweep >= shard.map.len().max(1024) {
             shard.sweep(now);
         }
-        if let Some(entry) = shard.map.get_mut(subject) {
-            let outcome = decide(entry, rules, now, op);
-            if entry.expires_at <= now {
-                shard.map.remove(subject);
+        let matches =
+            |slot: &Slot| slot.hash == hash && &*slot.key == key && &*slot.limiter == limiter;
+        if let Ok(mut found) = shard.map.find_entry(hash, matches) {
+            let outcome = decide(&mut found.get_mut().entry, rules, now, op);
+            if found.get().entry.expires_at <= now {
+                found.remove();
             }
             return outcome;
         }
@@ -167,7 +190,16 @@ impl MemoryStore {
                     shard.evict_one();
                 }
             }
-            shard.map.insert(subject.into(), entry);
+            shard.map.insert_unique(
+                hash,
+                Slot {
+                    hash,
+                    limiter: limiter.into(),
+                    key: key.into(),
+                    entry,
+                },
+                |slot| slot.hash,
+            );
         }
         outcome
     }
@@ -175,7 +207,7 @@ impl MemoryStore {
 
 impl ShardMap {
     fn sweep(&mut self, now: u64) {
-        self.map.retain(|_, entry| entry.expires_at > now);
+        self.map.retain(|slot| slot.entry.expires_at > now);
         self.since_sweep = 0;
     }
 
@@ -186,10 +218,14 @@ impl ShardMap {
             .map
             .iter()
             .take(8)
-            .min_by_key(|(_, entry)| entry.expires_at)
-            .map(|(key, _)| key.clone());
-        if let Some(key) = victim {
-            self.map.remove(&key);
+            .min_by_key(|slot| slot.entry.expires_at)
+            .map(|slot| (slot.hash, slot.limiter.clone(), slot.key.clone()));
+        if let Some((hash, limiter, key)) = victim
+            && let Ok(found) = self
+                .map
+                .find_entry(hash, |slot| slot.limiter == limiter && slot.key == key)
+        {
+            found.remove();
         }
     }
 }

@@ -126,6 +126,10 @@ impl Telemetry {
 
     /// Notes that `key` is blocked for `blocked_for` (or no longer blocked).
     pub(crate) fn saw_block(&self, key: &str, blocked_for: Option<Duration>) {
+        if blocked_for.is_none() && self.next_unblock.load(Ordering::Relaxed) == u64::MAX {
+            // Nothing is blocked: nothing to forget, and no clock to read.
+            return;
+        }
         let now = Instant::now();
         let micros = |at: Instant| {
             u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use seawall_ratelimit::{Algorithm, Error, Limit, Quota, RateLimiter};
+use seawall_ratelimit::{Algorithm, Error, Limit, Quota};
 
 use crate::on_every_backend;
 use crate::support::Backend;

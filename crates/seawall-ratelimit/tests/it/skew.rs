@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use seawall_ratelimit::{Limit, Limiter, RateLimiter, RedisStore};
+use seawall_ratelimit::{Limit, Limiter, RedisStore};
 
 use crate::support::client;
 

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use fred::prelude::{KeysInterface, SortedSetsInterface};
-use seawall_ratelimit::{
-    Algorithm, FailurePolicy, Limit, Limiter, MemoryStore, RateLimiter, RedisStore,
-};
+use seawall_ratelimit::{Algorithm, FailurePolicy, Limit, Limiter, MemoryStore, RedisStore};
 use seawall_testkit::RedisServer;
 
 use crate::support::{client, shared_redis, unique_name};

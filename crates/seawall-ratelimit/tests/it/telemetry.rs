@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use seawall_perfmon::Monitor;
-use seawall_ratelimit::{Limit, Limiter, RateLimiter};
+use seawall_ratelimit::{Limit, Limiter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_counted_by_outcome() {
