@@ -1,0 +1,368 @@
+//! seawall-ratelimit against governor (memory) and against a minimal GCRA
+//! script on the same Redis client (Redis), in the same run.
+//!
+//! Run: `cargo bench -p seawall-benches --bench ratelimit`
+//!
+//! - `ratelimit/memory_hot_key` and `ratelimit/memory_100k_keys`: one check
+//!   per iteration on one thread, seawall's GCRA and token bucket on the
+//!   memory store (monotonic clock) beside governor's keyed limiter (its
+//!   default clock), every check admitted.
+//! - `ratelimit/memory_2_threads`: two threads checking the 100k keys.
+//! - `ratelimit/redis_64_tasks`: checks per second from 64 concurrent tasks
+//!   over 100k keys on one fred client against a throwaway redis-server:
+//!   seawall's GCRA, fixed window and sliding window, and a minimal GCRA
+//!   script (one GET, one SET) as the baseline.
+//!
+//! Before the groups, it prints the keys each memory limiter holds and the
+//! resident memory it grew by after a million distinct keys, and the Redis
+//! commands per check from `INFO commandstats`.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fred::prelude::{Builder, Client, ClientLike, Config, LuaInterface};
+use fred::types::scripts::Script;
+use governor::{DefaultKeyedRateLimiter, Quota as GovernorQuota, RateLimiter as Governor};
+use seawall_ratelimit::{Limit, Limiter, MemoryStore, RedisStore};
+
+const KEYS: usize = 100_000;
+const RATE: u32 = 1_000_000;
+
+/// Runs a future that never waits (the memory store) to completion.
+fn now<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the memory store never waits"),
+    }
+}
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("2001:db8::{i:x}")).collect()
+}
+
+fn seawall(limit: Limit) -> Limiter {
+    Limiter::builder("bench")
+        .limit(limit)
+        .store(MemoryStore::new())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn seawall_gcra() -> Limiter {
+    seawall(
+        Limit::gcra(u64::from(RATE), Duration::from_secs(1), u64::from(RATE))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+fn seawall_token_bucket() -> Limiter {
+    seawall(
+        Limit::token_bucket(u64::from(RATE), Duration::from_secs(1), u64::from(RATE))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+fn governor() -> DefaultKeyedRateLimiter<String> {
+    let rate = NonZeroU32::new(RATE).unwrap_or(NonZeroU32::MIN);
+    Governor::keyed(GovernorQuota::per_second(rate).allow_burst(rate))
+}
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Keys held and memory grown after a million distinct keys, each checked once.
+fn report_memory() {
+    let flood = |check: &mut dyn FnMut(&str)| {
+        let before = resident_kib();
+        for i in 0..1_000_000_u32 {
+            check(&format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff));
+        }
+        resident_kib().saturating_sub(before)
+    };
+    let store = MemoryStore::builder().max_keys(100_000).build();
+    let limiter = Limiter::builder("flood")
+        .limit(Limit::gcra(100, Duration::from_secs(3600), 100).unwrap_or_else(|e| panic!("{e}")))
+        .store(store.clone())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let grown = flood(&mut |key| {
+        black_box(now(limiter.check(key, 1)).unwrap_or_else(|e| panic!("{e}")));
+    });
+    eprintln!(
+        "memory flood: seawall (max_keys 100,000) holds {} keys, RSS +{} KiB",
+        store.len(),
+        grown
+    );
+    let governor = governor();
+    let grown = flood(&mut |key| {
+        black_box(governor.check_key(&key.to_owned()).is_ok());
+    });
+    eprintln!(
+        "memory flood: governor holds {} keys, RSS +{} KiB",
+        governor.len(),
+        grown
+    );
+}
+
+fn memory(c: &mut Criterion) {
+    report_memory();
+    let keys = keys();
+    let mut hot = c.benchmark_group("ratelimit/memory_hot_key");
+    hot.throughput(Throughput::Elements(1));
+    let gcra = seawall_gcra();
+    hot.bench_function("seawall_gcra", |b| {
+        b.iter(|| now(gcra.check(black_box("2001:db8::1"), 1)).map(|d| d.allowed))
+    });
+    let bucket = seawall_token_bucket();
+    hot.bench_function("seawall_token_bucket", |b| {
+        b.iter(|| now(bucket.check(black_box("2001:db8::1"), 1)).map(|d| d.allowed))
+    });
+    let gov = governor();
+    let hot_key = "2001:db8::1".to_owned();
+    hot.bench_function("governor_keyed", |b| {
+        b.iter(|| gov.check_key(black_box(&hot_key)).is_ok())
+    });
+    hot.finish();
+
+    let mut many = c.benchmark_group("ratelimit/memory_100k_keys");
+    many.throughput(Throughput::Elements(1));
+    let gcra = seawall_gcra();
+    let mut i = 0;
+    many.bench_function("seawall_gcra", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            now(gcra.check(black_box(&keys[i]), 1)).map(|d| d.allowed)
+        })
+    });
+    let bucket = seawall_token_bucket();
+    many.bench_function("seawall_token_bucket", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            now(bucket.check(black_box(&keys[i]), 1)).map(|d| d.allowed)
+        })
+    });
+    let gov = governor();
+    many.bench_function("governor_keyed", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            gov.check_key(black_box(&keys[i])).is_ok()
+        })
+    });
+    many.finish();
+
+    let keys = Arc::new(keys);
+    let mut threads = c.benchmark_group("ratelimit/memory_2_threads");
+    const PER_THREAD: usize = 20_000;
+    threads.throughput(Throughput::Elements(2 * PER_THREAD as u64));
+    let two_threads = |check: Arc<dyn Fn(&str) + Send + Sync>| {
+        let keys = keys.clone();
+        move |iterations: u64| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let started = Instant::now();
+                std::thread::scope(|scope| {
+                    for t in 0..2 {
+                        let check = check.clone();
+                        let keys = keys.clone();
+                        scope.spawn(move || {
+                            for n in 0..PER_THREAD {
+                                check(&keys[(t * 50_000 + n * 7) % KEYS]);
+                            }
+                        });
+                    }
+                });
+                total += started.elapsed();
+            }
+            total
+        }
+    };
+    let gcra = seawall_gcra();
+    let run = two_threads(Arc::new(move |key| {
+        black_box(now(gcra.check(key, 1)).map(|d| d.allowed).ok());
+    }));
+    threads.bench_function("seawall_gcra", |b| b.iter_custom(&run));
+    let gov = governor();
+    let run = two_threads(Arc::new(move |key| {
+        black_box(gov.check_key(&key.to_owned()).is_ok());
+    }));
+    threads.bench_function("governor_keyed_with_key_alloc", |b| b.iter_custom(&run));
+    threads.finish();
+}
+
+/// The smallest GCRA a Redis limiter can run: one key holding the TAT.
+const MINIMAL_GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local step, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local new_tat = tat + step
+if new_tat - now > burst * step then return 0 end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+return 1
+";
+
+async fn commands_so_far(client: &Client) -> u64 {
+    let info: String = client
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+fn redis(c: &mut Criterion) {
+    let server = seawall_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = runtime.block_on(async {
+        let client =
+            Builder::from_config(Config::from_url(&server.url()).unwrap_or_else(|e| panic!("{e}")))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+        client.init().await.unwrap_or_else(|e| panic!("{e}"));
+        client
+    });
+    let keys = Arc::new(keys());
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 200;
+    let checks = (TASKS * PER_TASK) as u64;
+
+    let limit = |algorithm: &str| -> Limit {
+        let hour = Duration::from_secs(3600);
+        match algorithm {
+            "gcra" => Limit::gcra(1_000_000, hour, 1_000_000),
+            "fixed_window" => Limit::fixed_window(1_000_000, hour),
+            _ => Limit::sliding_window(1_000_000, hour),
+        }
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let minimal = Arc::new(Script::from_lua(MINIMAL_GCRA));
+    runtime.block_on(async {
+        minimal
+            .load(&client)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+
+    type Check =
+        Arc<dyn Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+    let run = |check: Check| {
+        let runtime = &runtime;
+        move |iterations: u64| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iterations {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for task in 0..TASKS {
+                        let check = check.clone();
+                        tasks.spawn(async move {
+                            for n in 0..PER_TASK {
+                                check((task * 1_543 + n * 97) % KEYS).await;
+                            }
+                        });
+                    }
+                    while tasks.join_next().await.is_some() {}
+                }
+                started.elapsed()
+            })
+        }
+    };
+    let seawall_check = |algorithm: &str| -> Check {
+        let limiter = Limiter::builder(&format!("bench_{algorithm}"))
+            .limit(limit(algorithm))
+            .store(RedisStore::new(client.clone()))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let keys = keys.clone();
+        Arc::new(move |i| {
+            let limiter = limiter.clone();
+            let keys = keys.clone();
+            Box::pin(async move {
+                black_box(limiter.check(&keys[i], 1).await.map(|d| d.allowed).ok());
+            })
+        })
+    };
+    let minimal_check: Check = {
+        let client = client.clone();
+        let keys = keys.clone();
+        let minimal = minimal.clone();
+        Arc::new(move |i| {
+            let (client, keys, minimal) = (client.clone(), keys.clone(), minimal.clone());
+            Box::pin(async move {
+                let reply: Result<i64, _> = minimal
+                    .evalsha_with_reload(
+                        &client,
+                        format!("{{min}}:{}", keys[i]),
+                        vec![3_600_u64, 1_000_000],
+                    )
+                    .await;
+                black_box(reply.ok());
+            })
+        })
+    };
+
+    // Commands per check, from the server's own counters.
+    for (name, check) in [
+        ("minimal_gcra_script", minimal_check.clone()),
+        ("seawall_gcra", seawall_check("gcra")),
+        ("seawall_fixed_window", seawall_check("fixed_window")),
+        ("seawall_sliding_window", seawall_check("sliding_window")),
+    ] {
+        let before = runtime.block_on(commands_so_far(&client));
+        run(check)(1);
+        let after = runtime.block_on(commands_so_far(&client));
+        #[allow(clippy::cast_precision_loss)]
+        let per_check = after.saturating_sub(before) as f64 / checks as f64;
+        eprintln!(
+            "redis commands per check, {name}: {per_check:.2} (EVALSHA and the script's calls)"
+        );
+    }
+
+    let mut group = c.benchmark_group("ratelimit/redis_64_tasks");
+    group.throughput(Throughput::Elements(checks));
+    group.sample_size(20);
+    group.bench_function("minimal_gcra_script", |b| {
+        b.iter_custom(run(minimal_check.clone()))
+    });
+    for algorithm in ["gcra", "fixed_window", "sliding_window"] {
+        let check = seawall_check(algorithm);
+        group.bench_function(format!("seawall_{algorithm}"), |b| {
+            b.iter_custom(run(check.clone()))
+        });
+    }
+    group.finish();
+    let _ = runtime.block_on(client.script_flush(false));
+}
+
+criterion_group!(benches, memory, redis);
+criterion_main!(benches);
