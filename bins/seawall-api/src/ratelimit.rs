@@ -259,31 +259,29 @@ pub(crate) fn too_many(decision: &Decision, who: &str) -> Response {
     response
 }
 
-/// The DDoS limiter, by client IP, in front of every route but the probes.
+/// The DDoS limiter, by client IP, for every route but the probes: the
+/// decision to report on the response, or the 429 to answer. A limiter error
+/// lets the request through.
 pub(crate) async fn ddos(
-    State(limits): State<RateLimits>,
+    limits: &RateLimits,
     request: Request,
-    next: Next,
-) -> Response {
+) -> (Request, Result<Option<Decision>, Response>) {
     if EXEMPT.contains(&request.uri().path()) {
-        return next.run(request).await;
+        return (request, Ok(None));
     }
     let (request, ip) = limits.client_ip(request);
     let Some(ip) = ip else {
-        return next.run(request).await;
+        return (request, Ok(None));
     };
-    match limits.0.ddos.check(&ip, 1).await {
-        Ok(decision) if !decision.allowed => too_many(&decision, "this client address"),
-        Ok(decision) => {
-            let mut response = next.run(request).await;
-            seawall_ratelimit::set_headers(response.headers_mut(), &decision);
-            response
-        }
+    let verdict = match limits.0.ddos.check(&ip, 1).await {
+        Ok(decision) if !decision.allowed => Err(too_many(&decision, "this client address")),
+        Ok(decision) => Ok(Some(decision)),
         Err(error) => {
             tracing::warn!(%error, "the DDoS limiter failed; request let through");
-            next.run(request).await
+            Ok(None)
         }
-    }
+    };
+    (request, verdict)
 }
 
 /// The caller's identity: its API key, else its user id; a 400 problem when

@@ -7,10 +7,7 @@
 //! hyper enforces looser hard limits of its own before any of this runs
 //! (see `server.rs`); a request past those gets hyper's bare reply.
 
-use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use crate::config::ServerConfig;
 use crate::problem::Problem;
@@ -33,15 +30,8 @@ impl Limits {
     }
 }
 
-/// The middleware.
-pub(crate) async fn check(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    match violation(&limits, &request) {
-        Some(problem) => problem.into_response(),
-        None => next.run(request).await,
-    }
-}
-
-fn violation<B>(limits: &Limits, request: &axum::http::Request<B>) -> Option<Problem> {
+/// The first configured limit `request` breaks, as the problem to answer.
+pub(crate) fn violation<B>(limits: &Limits, request: &axum::http::Request<B>) -> Option<Problem> {
     let target = request
         .uri()
         .path_and_query()

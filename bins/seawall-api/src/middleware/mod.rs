@@ -17,9 +17,10 @@
 //!    `/livez` and `/metrics` are exempt;
 //! 10. the request timeout (503 problem), then a panic in a handler as 500.
 //!
-//! Everything comes from tower-http except the small pieces it has no layer
-//! for (limits, shedding with a bounded wait, the timeout's problem body),
-//! which are `axum::middleware::from_fn` functions here.
+//! The rest comes from tower-http, but for two `axum::middleware::from_fn`
+//! functions: the request id (2, with the scope problems read it from), and
+//! the guard (7 to 10, one function, since each `from_fn` layer clones the
+//! stack inside it and boxes its future on every request).
 
 mod limits;
 mod shed;
@@ -36,7 +37,6 @@ use seawall_perfmon::PerfmonLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
@@ -65,20 +65,15 @@ pub(crate) struct Stack {
 /// Puts `router` behind the whole stack. Layers are added innermost first;
 /// each `Router::layer` wraps every route and the fallback.
 pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Router {
+    let guard = Guard {
+        limits: Limits::from_config(config),
+        ratelimits: stack.ratelimits,
+        shedder: stack.shedder,
+        timeout: config.request_timeout,
+    };
     let mut router = router
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(
-            config.request_timeout,
-            deadline,
-        ))
-        .layer(middleware::from_fn_with_state(stack.shedder, shed::admit));
-    if let Some(ratelimits) = stack.ratelimits {
-        router = router.layer(middleware::from_fn_with_state(ratelimits, ratelimit::ddos));
-    }
-    router = router.layer(middleware::from_fn_with_state(
-        Limits::from_config(config),
-        limits::check,
-    ));
+        .layer(middleware::from_fn_with_state(guard, guard_request));
     if config.compression {
         router = router.layer(CompressionLayer::new().gzip(true).br(true));
     }
@@ -89,7 +84,6 @@ pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Rout
         router = router.layer(perfmon);
     }
     router
-        .layer(middleware::from_fn(trace::scope_request_id))
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
         .layer(
             TraceLayer::new_for_http()
@@ -98,14 +92,49 @@ pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Rout
                 .on_response(trace::RecordResponse)
                 .on_failure(()),
         )
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
-        .layer(middleware::from_fn(drop_malformed_request_id))
+        .layer(middleware::from_fn(trace::request_id_scope))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
             header::PROXY_AUTHORIZATION,
         ]))
+}
+
+/// What the guard checks, in one layer (each `from_fn` layer clones the
+/// whole stack inside it and boxes its future on every request, so the
+/// checks share one): the request limits, the DDoS rate limiter, admission
+/// among the requests in flight, and the request timeout.
+#[derive(Clone)]
+struct Guard {
+    limits: Limits,
+    ratelimits: Option<RateLimits>,
+    shedder: Shedder,
+    timeout: Duration,
+}
+
+async fn guard_request(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    if let Some(problem) = limits::violation(&guard.limits, &request) {
+        return problem.into_response();
+    }
+    let (request, ddos) = match &guard.ratelimits {
+        Some(ratelimits) => match ratelimit::ddos(ratelimits, request).await {
+            (request, Ok(decision)) => (request, decision),
+            (_, Err(rejection)) => return rejection,
+        },
+        None => (request, None),
+    };
+    let mut response = match guard.shedder.admit(request.uri().path()).await {
+        Ok(admission) => {
+            let response = deadline(guard.timeout, next.run(request)).await;
+            drop(admission);
+            response
+        }
+        Err(shed) => shed,
+    };
+    if let Some(decision) = ddos {
+        seawall_ratelimit::set_headers(response.headers_mut(), &decision);
+    }
+    response
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -122,32 +151,19 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// A client's `x-request-id` is kept only when it is short and plain, so it
-/// can go into logs and headers as it is; otherwise one is generated.
-async fn drop_malformed_request_id(mut request: Request, next: Next) -> Response {
-    let mut values = request.headers().get_all(&X_REQUEST_ID).iter();
-    let acceptable = match (values.next(), values.next()) {
-        (None, _) => true,
-        (Some(value), None) => is_plain_id(value.as_bytes()),
-        (Some(_), Some(_)) => false,
-    };
-    if !acceptable {
-        request.headers_mut().remove(&X_REQUEST_ID);
-    }
-    next.run(request).await
-}
-
-fn is_plain_id(id: &[u8]) -> bool {
+/// Whether a client's `x-request-id` is short and plain enough to keep and
+/// log as it is.
+pub(super) fn is_plain_id(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())
         && id
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Answers 503 with a problem when the rest of the stack takes longer than
-/// `server.request_timeout`; the handler's future is dropped.
-async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
+/// Answers 503 with a problem when `handling` takes longer than `limit`
+/// (`server.request_timeout`); the handler's future is dropped.
+async fn deadline(limit: Duration, handling: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(limit, handling).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(timeout = %humantime::format_duration(limit), "request timed out");

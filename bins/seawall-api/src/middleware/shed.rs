@@ -11,8 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use seawall_perfmon::{Counter, Gauge, Monitor};
 use tokio::sync::Semaphore;
@@ -64,44 +62,49 @@ impl Shedder {
     }
 }
 
-/// The middleware: admits, waits, or sheds.
-pub(crate) async fn admit(
-    State(shedder): State<Shedder>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if EXEMPT.contains(&request.uri().path()) {
-        return next.run(request).await;
+/// A request's place among those in flight: released when dropped.
+pub(crate) struct Admission {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _in_flight: InFlight,
+}
+
+impl Shedder {
+    /// Admits a request to `path`, waiting up to the configured time for a
+    /// place; `Ok(None)` for the exempt paths, the 503 when it is shed.
+    pub(crate) async fn admit(&self, path: &str) -> Result<Option<Admission>, Response> {
+        if EXEMPT.contains(&path) {
+            return Ok(None);
+        }
+        let inner = &self.0;
+        let permit = match inner.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if inner.wait.is_zero() => None,
+            Err(_) => tokio::time::timeout(inner.wait, inner.permits.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        let Some(permit) = permit else {
+            inner.shed.inc();
+            return Err(Problem::unavailable(
+                "the server is at its limit of requests in flight; retry shortly",
+            )
+            .with_retry_after(1)
+            .into_response());
+        };
+        inner.in_flight.inc();
+        Ok(Some(Admission {
+            _permit: permit,
+            _in_flight: InFlight(inner.in_flight.clone()),
+        }))
     }
-    let inner = &shedder.0;
-    let permit = match inner.permits.clone().try_acquire_owned() {
-        Ok(permit) => Some(permit),
-        Err(_) if inner.wait.is_zero() => None,
-        Err(_) => tokio::time::timeout(inner.wait, inner.permits.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok),
-    };
-    let Some(permit) = permit else {
-        inner.shed.inc();
-        return Problem::unavailable(
-            "the server is at its limit of requests in flight; retry shortly",
-        )
-        .with_retry_after(1)
-        .into_response();
-    };
-    inner.in_flight.inc();
-    let _in_flight = InFlight(&inner.in_flight);
-    let response = next.run(request).await;
-    drop(permit);
-    response
 }
 
 /// Decrements the in-flight gauge however the request ends (a cancelled
 /// future included).
-struct InFlight<'a>(&'a Gauge);
+struct InFlight(Gauge);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::request_id::RequestId;
@@ -60,9 +61,78 @@ impl<B> OnResponse<B> for RecordResponse {
     }
 }
 
-/// Runs the rest of the request with its id in scope, so problems built
-/// anywhere inside carry it.
-pub(super) async fn scope_request_id(request: Request, next: Next) -> Response {
-    let id: Box<str> = request_id(request.extensions()).unwrap_or("").into();
-    problem::scope_request_id(id, next.run(request)).await
+/// The request id, in one layer: a client's `x-request-id` is kept when it
+/// is one plain value (see [`super::is_plain_id`]), otherwise one is
+/// generated; it is set on the request (header and extension, for the span),
+/// kept in scope while the rest runs so that problems built inside carry it,
+/// and returned on the response.
+pub(super) async fn request_id_scope(mut request: Request, next: Next) -> Response {
+    let mut values = request.headers().get_all(&super::X_REQUEST_ID).iter();
+    let id = match (values.next(), values.next()) {
+        (Some(value), None) if super::is_plain_id(value.as_bytes()) => value.clone(),
+        _ => fresh_id(),
+    };
+    request
+        .headers_mut()
+        .insert(super::X_REQUEST_ID, id.clone());
+    request.extensions_mut().insert(RequestId::new(id.clone()));
+    let text: Box<str> = id.to_str().unwrap_or_default().into();
+    let mut response = problem::scope_request_id(text, next.run(request)).await;
+    response.headers_mut().insert(super::X_REQUEST_ID, id);
+    response
+}
+
+/// A random UUID v4 from a per-thread generator seeded from the standard
+/// library's random hasher keys: no system call per request.
+fn fresh_id() -> HeaderValue {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::time::Instant::now()));
+    }
+    // splitmix64: a bijection of the counter, so a thread never repeats.
+    let next = || {
+        STATE.with(|state| {
+            let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    let bits = (u128::from(next()) << 64) | u128::from(next());
+    // Version 4, variant 10.
+    let bits = (bits & !(0xf_u128 << 76) | (0x4_u128 << 76)) & !(0x3_u128 << 62) | (0x2_u128 << 62);
+    let hex = format!("{bits:032x}");
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_uuid_v4_and_distinct() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| fresh_id().to_str().expect("ASCII").to_owned())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let parsed: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                parsed.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12]
+            );
+            assert!(parsed[2].starts_with('4'), "{id}");
+            assert!(matches!(&parsed[3][..1], "8" | "9" | "a" | "b"), "{id}");
+        }
+    }
 }
