@@ -641,27 +641,24 @@ fn bucket(
     )
 }
 
+/// GCRA: one theoretical arrival time per key.
 fn gcra(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> Step {
-    let unit = limit.step_us;
-    let tolerance = limit.capacity * unit;
-    let start = (*tat).max(now);
-    let next = start + cost * unit;
-    let allowed = next - now <= tolerance;
-    if allowed && commit {
-        *tat = next;
-    }
-    let horizon = if allowed { next } else { start };
-    let reset_after = horizon - now;
-    let remaining = (tolerance - reset_after) / unit;
-    Step::decided(
-        allowed,
-        remaining,
-        reset_after,
-        next - now - tolerance.min(next - now),
-    )
+    tat_step(limit, tat, now, cost, commit).0
 }
 
+/// The leaky bucket as a queue: GCRA, and an admitted request waits until
+/// its turn.
 fn leaky_queue(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> Step {
+    let (mut step, start) = tat_step(limit, tat, now, cost, commit);
+    if step.allowed {
+        step.wait = start - now;
+    }
+    step
+}
+
+/// The step on a theoretical arrival time, and when this request's turn
+/// starts.
+fn tat_step(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> (Step, u64) {
     let unit = limit.step_us;
     let tolerance = limit.capacity * unit;
     let start = (*tat).max(now);
@@ -673,16 +670,13 @@ fn leaky_queue(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) 
     let horizon = if allowed { next } else { start };
     let reset_after = horizon - now;
     let remaining = (tolerance - reset_after) / unit;
-    let mut step = Step::decided(
+    let step = Step::decided(
         allowed,
         remaining,
         reset_after,
         next - now - tolerance.min(next - now),
     );
-    if allowed {
-        step.wait = start - now;
-    }
-    step
+    (step, start)
 }
 
 #[cfg(test)]

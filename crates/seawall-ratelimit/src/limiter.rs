@@ -212,7 +212,7 @@ pub enum FailurePolicy {
 /// }
 /// let sixth = limiter.check("alice", 1).await?;
 /// assert!(!sixth.allowed);
-/// assert!(sixth.retry_after.unwrap() >= Duration::from_secs(15 * 60));
+/// assert!(sixth.retry_after.is_some_and(|retry| retry >= Duration::from_secs(15 * 60)));
 /// # Ok(())
 /// # }
 /// ```

@@ -262,17 +262,20 @@ elseif op == 'b' then
 elseif op == 'p' then
   steps = peek()
 else
-  local trial = run(cost, false)
-  local admitted = blocked_for == 0
-  for i = 1, count do admitted = admitted and trial[i].allowed end
-  if admitted then
+  if blocked_for == 0 and count == 1 then
+    -- One rule consumes only when it admits: no trial run needed.
     steps = run(cost, true)
   else
-    if blocked_for == 0 and extra > 0 then
-      redis.call('HSET', hash, '!b', string.format('%d', now + extra))
-      blocked_for = extra
-    end
-    steps = trial
+    steps = run(cost, false)
+    local all = blocked_for == 0
+    for i = 1, count do all = all and steps[i].allowed end
+    if all then steps = run(cost, true) end
+  end
+  local admitted = blocked_for == 0
+  for i = 1, count do admitted = admitted and steps[i].allowed end
+  if not admitted and blocked_for == 0 and extra > 0 then
+    redis.call('HSET', hash, '!b', string.format('%d', now + extra))
+    blocked_for = extra
   end
 end
 

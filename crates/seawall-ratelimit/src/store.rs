@@ -82,17 +82,23 @@ pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outc
         }
         Op::Peek => peek(entry, rules, now),
         Op::Check { cost, penalty_us } => {
-            let trial = run(entry, rules, now, cost, false);
-            let admitted = blocked_for_us == 0 && trial.iter().all(|step| step.allowed);
-            if admitted {
+            let steps = if blocked_for_us == 0 && rules.len() == 1 {
+                // One rule consumes only when it admits: no trial run needed.
                 run(entry, rules, now, cost, true)
             } else {
-                if blocked_for_us == 0 && penalty_us > 0 {
-                    entry.blocked_until = now + penalty_us;
-                    blocked_for_us = penalty_us;
+                let trial = run(entry, rules, now, cost, false);
+                if blocked_for_us == 0 && trial.iter().all(|step| step.allowed) {
+                    run(entry, rules, now, cost, true)
+                } else {
+                    trial
                 }
-                trial
+            };
+            let admitted = blocked_for_us == 0 && steps.iter().all(|step| step.allowed);
+            if !admitted && blocked_for_us == 0 && penalty_us > 0 {
+                entry.blocked_until = now + penalty_us;
+                blocked_for_us = penalty_us;
             }
+            steps
         }
     };
     let ttl = steps

@@ -103,6 +103,12 @@ const LIMITED: [(&str, &str); 1] = [(
      `Retry-After` in whole seconds and the `RateLimit-Policy` / `RateLimit` headers",
 )];
 
+/// Answers to any request that has a JSON body.
+const BODY: [(&str, &str); 2] = [
+    ("413", "The body is larger than `server.max_body_bytes`"),
+    ("415", "The body is not sent as `application/json`"),
+];
+
 /// Answers on the workload routes, which check the tenant quota.
 const TENANT: [(&str, &str); 1] = [("403", "`X-Tenant-Id` names no tenant")];
 
@@ -146,6 +152,9 @@ impl Modify for Conventions {
             .flatten()
             {
                 add_responses(operation, &COMMON);
+                if operation.request_body.is_some() {
+                    add_responses(operation, &BODY);
+                }
                 if limited {
                     add_responses(operation, &LIMITED);
                 }
@@ -220,4 +229,30 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
                 .build(),
         )
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn operations_with_a_body_document_its_refusals() {
+        let document = crate::openapi();
+        let mut with_body = 0;
+        for (path, item) in &document.paths.paths {
+            for operation in [&item.get, &item.post, &item.delete].into_iter().flatten() {
+                let responses = &operation.responses.responses;
+                if operation.request_body.is_some() {
+                    with_body += 1;
+                    for status in ["413", "415", "422"] {
+                        assert!(responses.contains_key(status), "{path}: no {status}");
+                    }
+                } else {
+                    assert!(!responses.contains_key("415"), "{path}: 415 without a body");
+                }
+            }
+        }
+        assert_eq!(
+            with_body, 3,
+            "review/complete, rate-limit and rate-limit/block"
+        );
+    }
 }

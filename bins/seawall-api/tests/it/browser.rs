@@ -43,11 +43,20 @@ const REVIEW_REQUESTS: u16 = 5;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_signs_in_and_shows_live_performance_figures() -> TestResult {
-    let server = TestServer::start().await;
+    in_browser(TestServer::start().await, sign_in_and_watch).await
+}
+
+/// Runs `scenario` in a fresh Chromium session against `server`, within
+/// [`SCENARIO_TIMEOUT`]; on failure saves a screenshot and prints the
+/// browser's console, then closes the session and stops the server.
+async fn in_browser(
+    server: TestServer,
+    scenario: impl AsyncFnOnce(&Client, &TestServer) -> TestResult,
+) -> TestResult {
     let driver = ChromeDriver::start().await?;
     let browser = driver.new_session().await?;
 
-    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, sign_in_and_watch(&browser, &server))
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario(&browser, &server))
         .await
         .unwrap_or_else(|_| Err(format!("the scenario took over {SCENARIO_TIMEOUT:?}").into()));
     if let Err(error) = &outcome {
@@ -261,20 +270,7 @@ async fn the_rate_limit_panel_tries_the_limit_unblocks_a_key_and_changes_a_tier(
         config.ratelimit.api = "5/1m block 1m".parse().expect("profile");
     })
     .await;
-    let driver = ChromeDriver::start().await?;
-    let browser = driver.new_session().await?;
-    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, use_rate_limit_panel(&browser, &server))
-        .await
-        .unwrap_or_else(|_| Err(format!("the scenario took over {SCENARIO_TIMEOUT:?}").into()));
-    if let Err(error) = &outcome {
-        report_failure(&browser, &driver, error).await;
-    }
-    tokio::time::timeout(COMMAND_TIMEOUT, browser.close())
-        .await
-        .map_err(|_| format!("closing the session took over {COMMAND_TIMEOUT:?}"))??;
-    outcome.map_err(|error| error.to_string())?;
-    server.stop().await?;
-    Ok(())
+    in_browser(server, use_rate_limit_panel).await
 }
 
 async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResult {
