@@ -124,14 +124,15 @@ fn targets(path: &str) -> Vec<Uri> {
         .collect()
 }
 
-/// Logs as the service does by default, into a sink.
+/// Logs as the service does by default (its own subscriber, `info`, text),
+/// into a sink.
 fn install_service_logging() {
-    let filter = tracing_subscriber::EnvFilter::new("info");
-    let installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::sink)
-        .with_ansi(false)
-        .try_init();
+    let log = seawall_api::config::LogConfig::default();
+    let installed = tracing::subscriber::set_global_default(seawall_api::log_subscriber(
+        &log,
+        std::io::sink,
+        false,
+    ));
     drop(installed);
 }
 
@@ -302,7 +303,13 @@ fn in_process(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let routers = [("bare", bare_router()), ("stack", stack_router())];
+    // `with_state` turns every handler into its finished route once, as
+    // `axum::serve` does for each connection; a router called without it
+    // would build each route, layers included, again for every request.
+    let routers = [
+        ("bare", bare_router().with_state(())),
+        ("stack", stack_router().with_state(())),
+    ];
     for (handler, path) in [("trivial", TRIVIAL_PATH), ("realistic", REALISTIC_PATH)] {
         let targets = targets(path);
         let mut group = c.benchmark_group(format!("api_stack/in_process_{handler}"));

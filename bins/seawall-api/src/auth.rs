@@ -125,10 +125,10 @@ pub(crate) async fn require_admin(
     request: Request,
     next: Next,
 ) -> Response {
-    let (request, client) = match &guard.limits {
-        Some(limits) => limits.client_ip(request),
-        None => (request, None),
-    };
+    let client = guard
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.client_ip(&request));
     let auth = guard
         .limits
         .as_ref()

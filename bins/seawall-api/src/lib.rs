@@ -29,6 +29,7 @@ mod auth;
 mod checks;
 pub mod config;
 mod db;
+mod logging;
 mod metrics;
 mod middleware;
 mod params;
@@ -46,6 +47,7 @@ use std::io::IsTerminal;
 pub use app::{App, openapi, with_stack};
 pub use config::{Config, ConfigError};
 pub use db::Backend;
+pub use logging::log_subscriber;
 pub use redis::RedisError;
 
 /// Why the service could not start or stopped with a failure.
@@ -136,18 +138,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let installed = match config.log.format {
-        config::LogFormat::Text => builder.try_init(),
-        config::LogFormat::Json => builder.json().try_init(),
-    };
+    let ansi = std::io::stderr().is_terminal();
+    let subscriber = log_subscriber(&config.log, std::io::stderr, ansi);
     // Already installed (a test, or an embedding program): keep theirs.
-    drop(installed);
+    if tracing::subscriber::set_global_default(subscriber).is_ok() {
+        // The `log` records of fred and sqlx, into tracing, up to the most
+        // verbose level the filter lets through.
+        let level = tracing::level_filters::LevelFilter::current();
+        let bridged = tracing_log::LogTracer::builder()
+            .with_max_level(tracing_log::AsLog::as_log(&level))
+            .init();
+        drop(bridged);
+    }
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are

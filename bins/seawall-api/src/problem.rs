@@ -3,7 +3,7 @@
 //!
 //! A problem built while a request is being served carries that request's id
 //! (`request_id`, the `x-request-id` header's value): the request-id
-//! middleware runs the rest of the stack inside `scope_request_id`.
+//! middleware runs the rest of the stack inside `request_id_scope`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -20,8 +20,16 @@ tokio::task_local! {
 
 /// Runs `future` (the rest of a request's handling) with `request_id` as the
 /// id problems built inside it carry.
-pub(crate) async fn scope_request_id<F: Future>(request_id: Box<str>, future: F) -> F::Output {
-    REQUEST_ID.scope(request_id, future).await
+pub(crate) fn request_id_scope<F: Future>(
+    request_id: Box<str>,
+    future: F,
+) -> tokio::task::futures::TaskLocalFuture<Box<str>, F> {
+    REQUEST_ID.scope(request_id, future)
+}
+
+/// Runs `f` with `request_id` as the id problems built inside it carry.
+pub(crate) fn with_request_id<R>(request_id: Box<str>, f: impl FnOnce() -> R) -> R {
+    REQUEST_ID.sync_scope(request_id, f)
 }
 
 fn current_request_id() -> Option<Box<str>> {

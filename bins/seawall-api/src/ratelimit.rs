@@ -178,10 +178,11 @@ impl RateLimits {
     }
 
     /// The client address of a request, as text.
-    pub(crate) fn client_ip(&self, request: Request) -> (Request, Option<String>) {
-        let (parts, body) = request.into_parts();
-        let ip = self.0.client_ip.client_ip(&parts).map(|ip| ip.to_string());
-        (Request::from_parts(parts, body), ip)
+    pub(crate) fn client_ip(&self, request: &Request) -> Option<String> {
+        self.0
+            .client_ip
+            .client_ip_of(request)
+            .map(|ip| ip.to_string())
     }
 
     /// Forgets the cached tier of `tenant`, so its next request reads the new one.
@@ -259,29 +260,50 @@ pub(crate) fn too_many(decision: &Decision, who: &str) -> Response {
     response
 }
 
-/// The DDoS limiter, by client IP, for every route but the probes: the
-/// decision to report on the response, or the 429 to answer. A limiter error
-/// lets the request through.
-pub(crate) async fn ddos(
-    limits: &RateLimits,
-    request: Request,
-) -> (Request, Result<Option<Decision>, Response>) {
+/// What the DDoS limiter says of a request.
+pub(crate) enum Ddos {
+    /// Let it through, with the decision to report on the response (none
+    /// for the probes, a client without an address, or a limiter error).
+    Admit(Option<Decision>),
+    /// Answer with this 429.
+    Reject(Response),
+    /// The limiter keeps its state in Redis: ask [`ddos_remote`] for this
+    /// client address.
+    Remote(String),
+}
+
+/// The DDoS limiter, by client IP, for every route but the probes, decided
+/// at once when its state is in process memory. A limiter error lets the
+/// request through.
+pub(crate) fn ddos(limits: &RateLimits, request: &Request) -> Ddos {
     if EXEMPT.contains(&request.uri().path()) {
-        return (request, Ok(None));
+        return Ddos::Admit(None);
     }
-    let (request, ip) = limits.client_ip(request);
-    let Some(ip) = ip else {
-        return (request, Ok(None));
+    let Some(ip) = limits.client_ip(request) else {
+        return Ddos::Admit(None);
     };
-    let verdict = match limits.0.ddos.check(&ip, 1).await {
-        Ok(decision) if !decision.allowed => Err(too_many(&decision, "this client address")),
-        Ok(decision) => Ok(Some(decision)),
+    match limits.0.ddos.check_now(&ip, 1) {
+        Some(result) => ddos_verdict(result),
+        None => Ddos::Remote(ip),
+    }
+}
+
+/// [`ddos`] for a limiter on Redis.
+pub(crate) async fn ddos_remote(limits: &RateLimits, ip: &str) -> Ddos {
+    ddos_verdict(limits.0.ddos.check(ip, 1).await)
+}
+
+fn ddos_verdict(result: seawall_ratelimit::Result<Decision>) -> Ddos {
+    match result {
+        Ok(decision) if !decision.allowed => {
+            Ddos::Reject(too_many(&decision, "this client address"))
+        }
+        Ok(decision) => Ddos::Admit(Some(decision)),
         Err(error) => {
             tracing::warn!(%error, "the DDoS limiter failed; request let through");
-            Ok(None)
+            Ddos::Admit(None)
         }
-    };
-    (request, verdict)
+    }
 }
 
 /// The caller's identity: its API key, else its user id; a 400 problem when
@@ -359,7 +381,7 @@ pub(crate) async fn workload(
             Err(error) => tracing::warn!(%error, "the tenant quota failed; request let through"),
         }
     }
-    let (request, ip) = limits.client_ip(request);
+    let ip = limits.client_ip(&request);
     let mut checks: Vec<(&Limiter, String, &str)> = Vec::new();
     if request.uri().path() == "/api/analytics/stats"
         && let Some(key) = identity.clone().or(ip)

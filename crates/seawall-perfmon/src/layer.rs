@@ -43,7 +43,8 @@ const UNMATCHED: &str = "unmatched";
 #[derive(Clone)]
 pub struct PerfmonLayer {
     monitor: Monitor,
-    route: RouteFn,
+    /// `None`: axum's `MatchedPath`, kept without copying it.
+    route: Option<RouteFn>,
 }
 
 impl fmt::Debug for PerfmonLayer {
@@ -60,7 +61,7 @@ impl PerfmonLayer {
     pub fn new(monitor: Monitor) -> Self {
         Self {
             monitor,
-            route: Arc::new(default_route),
+            route: None,
         }
     }
 
@@ -69,21 +70,43 @@ impl PerfmonLayer {
         mut self,
         route: impl Fn(&Extensions, &Uri) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.route = Arc::new(route);
+        self.route = Some(Arc::new(route));
         self
     }
 }
 
-#[cfg(feature = "axum")]
-fn default_route(extensions: &Extensions, _: &Uri) -> Option<String> {
-    extensions
-        .get::<axum::extract::MatchedPath>()
-        .map(|path| path.as_str().to_owned())
+/// A request's route template, as found when the request arrived.
+enum Route {
+    /// axum's `MatchedPath` (a shared string, so cloning it copies nothing).
+    #[cfg(feature = "axum")]
+    Matched(axum::extract::MatchedPath),
+    /// From a [`RouteFn`].
+    Found(String),
+    /// No route took the request.
+    Unmatched,
 }
 
-#[cfg(not(feature = "axum"))]
-fn default_route(_: &Extensions, _: &Uri) -> Option<String> {
-    None
+impl Route {
+    fn find(route_fn: Option<&RouteFn>, extensions: &Extensions, uri: &Uri) -> Self {
+        match route_fn {
+            Some(route_fn) => route_fn(extensions, uri).map_or(Self::Unmatched, Self::Found),
+            #[cfg(feature = "axum")]
+            None => extensions
+                .get::<axum::extract::MatchedPath>()
+                .map_or(Self::Unmatched, |path| Self::Matched(path.clone())),
+            #[cfg(not(feature = "axum"))]
+            None => Self::Unmatched,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            #[cfg(feature = "axum")]
+            Self::Matched(path) => path.as_str(),
+            Self::Found(route) => route,
+            Self::Unmatched => UNMATCHED,
+        }
+    }
 }
 
 impl<S> Layer<S> for PerfmonLayer {
@@ -93,7 +116,7 @@ impl<S> Layer<S> for PerfmonLayer {
         PerfmonService {
             inner,
             monitor: self.monitor.clone(),
-            route: Arc::clone(&self.route),
+            route: self.route.clone(),
         }
     }
 }
@@ -103,7 +126,7 @@ impl<S> Layer<S> for PerfmonLayer {
 pub struct PerfmonService<S> {
     inner: S,
     monitor: Monitor,
-    route: RouteFn,
+    route: Option<RouteFn>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for PerfmonService<S> {
@@ -129,7 +152,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
         let method = request.method().clone();
-        let route = (self.route)(request.extensions(), request.uri());
+        let route = Route::find(self.route.as_ref(), request.extensions(), request.uri());
         PerfmonFuture {
             inner: self.inner.call(request),
             record: Some(Pending {
@@ -146,16 +169,15 @@ struct Pending {
     monitor: Monitor,
     start: Instant,
     method: Method,
-    route: Option<String>,
+    route: Route,
 }
 
 impl Pending {
     fn finish(self, status: u16) {
         let end = Instant::now();
-        let route = self.route.as_deref().unwrap_or(UNMATCHED);
         self.monitor.record_request_at(
             self.method.as_str(),
-            route,
+            self.route.as_str(),
             status,
             end.saturating_duration_since(self.start),
             end,

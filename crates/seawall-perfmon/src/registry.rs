@@ -1,13 +1,35 @@
 //! Metric families: named metrics with label names and a capped set of series.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
+
+use hashbrown::{Equivalent, HashMap};
 
 use crate::{Error, Result};
 
 /// The label value every label of the overflow series carries.
 pub const OVERFLOW_LABEL: &str = "other";
+
+/// Series by their label values; looked up with borrowed values
+/// ([`LabelValues`]), so recording allocates nothing once a series exists.
+type SeriesMap<S> = HashMap<Vec<String>, Arc<S>, RandomState>;
+
+/// Label values as a caller passes them: hashes as the owned key does (a
+/// slice of strings hashes its length, then each string).
+struct LabelValues<'a>(&'a [&'a str]);
+
+impl Hash for LabelValues<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Equivalent<Vec<String>> for LabelValues<'_> {
+    fn equivalent(&self, key: &Vec<String>) -> bool {
+        key.len() == self.0.len() && key.iter().zip(self.0).all(|(a, b)| a == b)
+    }
+}
 
 /// A named metric with fixed label names and at most `max_series` series.
 pub(crate) struct Family<S> {
@@ -18,8 +40,8 @@ pub(crate) struct Family<S> {
     /// Labels with few possible values (an HTTP method, a status class) keep theirs.
     folds: Vec<bool>,
     max_series: usize,
-    series: RwLock<HashMap<Vec<String>, Arc<S>>>,
-    overflow: RwLock<HashMap<Vec<String>, Arc<S>>>,
+    series: RwLock<SeriesMap<S>>,
+    overflow: RwLock<SeriesMap<S>>,
     folded: AtomicU64,
 }
 
@@ -38,8 +60,8 @@ impl<S> Family<S> {
             label_names: label_names.iter().map(|l| (*l).to_owned()).collect(),
             folds: vec![true; label_names.len()],
             max_series: max_series.max(1),
-            series: RwLock::new(HashMap::new()),
-            overflow: RwLock::new(HashMap::new()),
+            series: RwLock::new(HashMap::default()),
+            overflow: RwLock::new(HashMap::default()),
             folded: AtomicU64::new(0),
         })
     }
@@ -91,15 +113,18 @@ impl<S> Family<S> {
                 got: values.len(),
             });
         }
-        let folded_key = self.folded_key(values);
-        if folded_key.iter().zip(values).all(|(a, b)| a == b) {
+        let is_overflow_set = values
+            .iter()
+            .zip(&self.folds)
+            .all(|(value, folds)| !folds || *value == OVERFLOW_LABEL);
+        if is_overflow_set {
             // Already the overflow label set; keep it a single series.
-            return Ok(self.overflow_series(folded_key, &make));
+            return Ok(self.overflow_series(values, &make));
         }
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        let query = LabelValues(values);
         {
             let map = read(&self.series);
-            if let Some(series) = map.get(&key) {
+            if let Some(series) = map.get(&query) {
                 return Ok(Arc::clone(series));
             }
             // At the cap, skip the write lock: a flood of new label sets must not
@@ -107,38 +132,37 @@ impl<S> Family<S> {
             if map.len() >= self.max_series {
                 drop(map);
                 self.folded.fetch_add(1, Relaxed);
-                return Ok(self.overflow_series(folded_key, &make));
+                return Ok(self.overflow_series(values, &make));
             }
         }
         let mut map = write(&self.series);
-        if let Some(series) = map.get(&key) {
+        if let Some(series) = map.get(&query) {
             return Ok(Arc::clone(series));
         }
         if map.len() < self.max_series {
             let series = Arc::new(make());
-            map.insert(key, Arc::clone(&series));
+            map.insert(owned(values), Arc::clone(&series));
             return Ok(series);
         }
         drop(map);
         self.folded.fetch_add(1, Relaxed);
-        Ok(self.overflow_series(folded_key, &make))
+        Ok(self.overflow_series(values, &make))
     }
 
-    fn folded_key(&self, values: &[&str]) -> Vec<String> {
-        values
+    /// The overflow series `values` fold into.
+    fn overflow_series(&self, values: &[&str], make: &impl Fn() -> S) -> Arc<S> {
+        let folded: Vec<&str> = values
             .iter()
             .zip(&self.folds)
-            .map(|(value, folds)| if *folds { OVERFLOW_LABEL } else { value }.to_owned())
-            .collect()
-    }
-
-    fn overflow_series(&self, key: Vec<String>, make: &impl Fn() -> S) -> Arc<S> {
-        if let Some(series) = read(&self.overflow).get(&key) {
+            .map(|(value, folds)| if *folds { OVERFLOW_LABEL } else { value })
+            .collect();
+        let query = LabelValues(&folded);
+        if let Some(series) = read(&self.overflow).get(&query) {
             return Arc::clone(series);
         }
         Arc::clone(
             write(&self.overflow)
-                .entry(key)
+                .entry(owned(&folded))
                 .or_insert_with(|| Arc::new(make())),
         )
     }
@@ -146,7 +170,7 @@ impl<S> Family<S> {
     /// Every series with its label values, overflow series last; sorted so
     /// output is stable.
     pub(crate) fn all(&self) -> Vec<(Vec<String>, Arc<S>)> {
-        let sorted = |map: &HashMap<Vec<String>, Arc<S>>| {
+        let sorted = |map: &SeriesMap<S>| {
             let mut all: Vec<_> = map
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::clone(v)))
@@ -158,6 +182,10 @@ impl<S> Family<S> {
         all.extend(sorted(&read(&self.overflow)));
         all
     }
+}
+
+fn owned(values: &[&str]) -> Vec<String> {
+    values.iter().map(|v| (*v).to_owned()).collect()
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

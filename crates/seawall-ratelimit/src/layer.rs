@@ -136,12 +136,25 @@ impl ClientIp {
 
     /// The client address of `request`, if its peer is known.
     pub fn client_ip(&self, request: &http::request::Parts) -> Option<IpAddr> {
-        let peer = canonical(peer_addr(request)?.ip());
+        self.client_ip_from(&request.headers, &request.extensions)
+    }
+
+    /// [`client_ip`](Self::client_ip) of a whole request.
+    pub fn client_ip_of<B>(&self, request: &http::Request<B>) -> Option<IpAddr> {
+        self.client_ip_from(request.headers(), request.extensions())
+    }
+
+    fn client_ip_from(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Option<IpAddr> {
+        let peer = canonical(peer_addr(extensions)?.ip());
         if !self.is_trusted(peer) {
             return Some(peer);
         }
         // Nearest hop first: walk the chain from the right.
-        let chain = forwarded_chain(&request.headers);
+        let chain = forwarded_chain(headers);
         let mut client = peer;
         for hop in chain.iter().rev() {
             match hop {
@@ -166,15 +179,12 @@ impl KeyExtractor for ClientIp {
     }
 }
 
-fn peer_addr(request: &http::request::Parts) -> Option<SocketAddr> {
-    if let Some(PeerAddr(addr)) = request.extensions.get::<PeerAddr>() {
+fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
+    if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
         return Some(*addr);
     }
     #[cfg(feature = "axum")]
-    if let Some(info) = request
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-    {
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0);
     }
     None

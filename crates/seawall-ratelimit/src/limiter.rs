@@ -1,8 +1,10 @@
 //! The limiter: a named quota of one or more rules on a store, with
 //! penalties, shadow mode and a policy for when the store fails.
 
+use std::future::Future as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -371,7 +373,9 @@ impl Limiter {
         let rules = quota.as_rules();
         let outcome = match &inner.store {
             Store::Memory(store) => store.apply(&inner.name, key, rules, op),
-            Store::Redis(store) => match self.redis(store, key, rules, op).await {
+            // Boxed: the Redis call's future is kilobytes, and inline it would
+            // make every check's future as large, memory checks included.
+            Store::Redis(store) => match Box::pin(self.redis(store, key, rules, op)).await {
                 Ok(outcome) => outcome,
                 Err(error) => return self.degraded(key, quota, op, error),
             },
@@ -432,6 +436,33 @@ impl Limiter {
     pub async fn check(&self, key: &str, cost: u64) -> Result<Decision> {
         let quota = self.quota();
         self.check_quota(key, cost, &quota).await
+    }
+
+    /// [`check`](Self::check) decided at once, without a future, when the
+    /// limiter keeps its state in process memory; `None` when it keeps it in
+    /// Redis, which only [`check`](Self::check) can reach.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_ratelimit::{Limit, Limiter};
+    ///
+    /// let limiter = Limiter::builder("ddos")
+    ///     .limit(Limit::gcra(100, Duration::from_secs(1), 100)?)
+    ///     .build()?;
+    /// let decision = limiter.check_now("203.0.113.7", 1).expect("a memory store")?;
+    /// assert!(decision.allowed);
+    /// # Ok::<(), seawall_ratelimit::Error>(())
+    /// ```
+    pub fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision>> {
+        if !matches!(self.inner.store, Store::Memory(_)) {
+            return None;
+        }
+        // On a memory store nothing in `check` waits: one poll completes it.
+        let check = std::pin::pin!(self.check(key, cost));
+        match check.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(decision) => Some(decision),
+            Poll::Pending => None,
+        }
     }
 
     /// [`RateLimiter::peek`], without the boxed future of the trait object.

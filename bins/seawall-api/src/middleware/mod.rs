@@ -7,35 +7,46 @@
 //!    status and latency; problems built inside carry the request id;
 //! 4. the perfmon layer (latency histograms, slow-API log);
 //! 5. CORS, when origins are configured;
-//! 6. compression per `Accept-Encoding`, when on;
-//! 7. request limits: target length (414), header count and size (431), two
+//! 6. a panic in a handler answered as 500;
+//! 7. compression per `Accept-Encoding`, when on (see `compress.rs`);
+//! 8. request limits: target length (414), header count and size (431), two
 //!    `Authorization` headers (400);
-//! 8. the DDoS rate limiter by client IP (429), unless rate limiting is off;
+//! 9. the DDoS rate limiter by client IP (429), unless rate limiting is off;
 //!    the probes and `/metrics` are exempt;
-//! 9. load shedding: at most `server.max_in_flight` requests at once, the
+//! 10. load shedding: at most `server.max_in_flight` requests at once, the
 //!    rest wait up to `server.shed_wait` and then get 503 with `Retry-After`;
 //!    `/livez` and `/metrics` are exempt;
-//! 10. the request timeout (503 problem), then a panic in a handler as 500.
+//! 11. the request timeout (503 problem).
 //!
-//! The rest comes from tower-http, but for two `axum::middleware::from_fn`
-//! functions: the request id (2, with the scope problems read it from), and
-//! the guard (7 to 10, one function, since each `from_fn` layer clones the
-//! stack inside it and boxes its future on every request).
+//! The layers come from tower-http but for three of our own: the request id
+//! (2, with the scope problems read it from), the guard (8 to 11, one
+//! service that decides without a boxed future unless it has to wait for
+//! Redis or for a place), and the entry to tower-http's compression (7). They
+//! are composed with `tower::ServiceBuilder` and given to `Router::layer`
+//! once: axum wraps each route in what it is given, boxes the result and
+//! clones it for every request, so one composed layer is boxed and cloned
+//! once where separate `Router::layer` calls would each add a box, a clone
+//! and a boxed future.
 
+mod compress;
 mod limits;
 mod shed;
 mod trace;
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use seawall_perfmon::PerfmonLayer;
+use seawall_ratelimit::Decision;
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
@@ -43,11 +54,12 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::TraceLayer;
 
 pub(crate) use limits::Limits;
+use shed::Admission;
 pub(crate) use shed::Shedder;
 
 use crate::config::ServerConfig;
 use crate::problem::Problem;
-use crate::ratelimit::{self, RateLimits};
+use crate::ratelimit::{self, Ddos, RateLimits};
 
 /// The request-id header.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -62,29 +74,23 @@ pub(crate) struct Stack {
     pub(crate) ratelimits: Option<RateLimits>,
 }
 
-/// Puts `router` behind the whole stack. Layers are added innermost first;
-/// each `Router::layer` wraps every route and the fallback.
+/// Puts `router` behind the whole stack, as one layer around each route and
+/// the fallback (see the module documentation for why one).
 pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Router {
-    let guard = Guard {
+    let guard = Guard(Arc::new(GuardConfig {
         limits: Limits::from_config(config),
         ratelimits: stack.ratelimits,
         shedder: stack.shedder,
         timeout: config.request_timeout,
-    };
-    let mut router = router
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(guard, guard_request));
-    if config.compression {
-        router = router.layer(CompressionLayer::new().gzip(true).br(true));
-    }
-    if !config.cors_origins.is_empty() {
-        router = router.layer(cors(&config.cors_origins));
-    }
-    if let Some(perfmon) = stack.perfmon {
-        router = router.layer(perfmon);
-    }
-    router
-        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+    }));
+    let cors = (!config.cors_origins.is_empty()).then(|| cors(&config.cors_origins));
+    let layers = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::PROXY_AUTHORIZATION,
+        ]))
+        .layer(trace::RequestIdLayer)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(trace::RequestSpan)
@@ -92,49 +98,200 @@ pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Rout
                 .on_response(trace::RecordResponse)
                 .on_failure(()),
         )
-        .layer(middleware::from_fn(trace::request_id_scope))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-            header::PROXY_AUTHORIZATION,
-        ]))
+        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+        .option_layer(stack.perfmon)
+        .option_layer(cors)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(compress::CompressLayer {
+            enabled: config.compression,
+        })
+        .layer(guard);
+    router.layer(layers)
 }
 
-/// What the guard checks, in one layer (each `from_fn` layer clones the
-/// whole stack inside it and boxes its future on every request, so the
-/// checks share one): the request limits, the DDoS rate limiter, admission
-/// among the requests in flight, and the request timeout.
+/// What the guard checks, in one service: the request limits, the DDoS rate
+/// limiter, admission among the requests in flight, and the request timeout.
 #[derive(Clone)]
-struct Guard {
+struct Guard(Arc<GuardConfig>);
+
+struct GuardConfig {
     limits: Limits,
     ratelimits: Option<RateLimits>,
     shedder: Shedder,
     timeout: Duration,
 }
 
-async fn guard_request(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    if let Some(problem) = limits::violation(&guard.limits, &request) {
-        return problem.into_response();
-    }
-    let (request, ddos) = match &guard.ratelimits {
-        Some(ratelimits) => match ratelimit::ddos(ratelimits, request).await {
-            (request, Ok(decision)) => (request, decision),
-            (_, Err(rejection)) => return rejection,
-        },
-        None => (request, None),
-    };
-    let mut response = match guard.shedder.admit(request.uri().path()).await {
-        Ok(admission) => {
-            let response = deadline(guard.timeout, next.run(request)).await;
-            drop(admission);
-            response
+impl<S> Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded {
+            guard: self.clone(),
+            inner,
         }
-        Err(shed) => shed,
-    };
-    if let Some(decision) = ddos {
-        seawall_ratelimit::set_headers(response.headers_mut(), &decision);
     }
-    response
+}
+
+/// A route behind the [`Guard`].
+#[derive(Clone)]
+struct Guarded<S> {
+    guard: Guard,
+    inner: S,
+}
+
+impl<S> Service<Request> for Guarded<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GuardFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    /// Decides at once when it can (the limits, a DDoS limiter in memory, a
+    /// free place); only waiting for Redis or for a place takes a boxed
+    /// future.
+    fn call(&mut self, request: Request) -> Self::Future {
+        let guard = Arc::clone(&self.guard.0);
+        if let Some(problem) = limits::violation(&guard.limits, &request) {
+            return GuardFuture::done(problem.into_response());
+        }
+        let ddos = match &guard.ratelimits {
+            None => Ddos::Admit(None),
+            Some(ratelimits) => ratelimit::ddos(ratelimits, &request),
+        };
+        let ddos = match ddos {
+            Ddos::Admit(decision) => decision,
+            Ddos::Reject(response) => return GuardFuture::done(response),
+            remote @ Ddos::Remote(_) => return self.wait(guard, request, remote),
+        };
+        match guard.shedder.try_admit(request.uri().path()) {
+            Ok(admission) => GuardFuture::Admitted {
+                handling: tokio::time::timeout(guard.timeout, self.inner.call(request)),
+                admission,
+                ddos,
+                limit: guard.timeout,
+            },
+            Err(shed::Full) => self.wait(guard, request, Ddos::Admit(ddos)),
+        }
+    }
+}
+
+impl<S> Guarded<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// The rest of the guard, for a request that has to wait: for the DDoS
+    /// limiter on Redis (`ddos` is [`Ddos::Remote`]) or for a place.
+    fn wait(
+        &mut self,
+        guard: Arc<GuardConfig>,
+        request: Request,
+        ddos: Ddos,
+    ) -> GuardFuture<S::Future> {
+        // The service that was made ready answers; its clone waits for the
+        // next request.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        GuardFuture::Waiting {
+            future: Box::pin(async move {
+                let ddos = match (&guard.ratelimits, ddos) {
+                    (Some(ratelimits), Ddos::Remote(ip)) => {
+                        ratelimit::ddos_remote(ratelimits, &ip).await
+                    }
+                    (_, ddos) => ddos,
+                };
+                let decision = match ddos {
+                    Ddos::Admit(decision) => decision,
+                    Ddos::Reject(response) => return Ok(response),
+                    Ddos::Remote(_) => None,
+                };
+                let mut response = match guard.shedder.admit(request.uri().path()).await {
+                    Ok(admission) => {
+                        let response =
+                            match tokio::time::timeout(guard.timeout, inner.call(request)).await {
+                                Ok(Ok(response)) => response,
+                                Ok(Err(never)) => match never {},
+                                Err(_) => timed_out(guard.timeout),
+                            };
+                        drop(admission);
+                        response
+                    }
+                    Err(shed) => shed,
+                };
+                if let Some(decision) = decision {
+                    seawall_ratelimit::set_headers(response.headers_mut(), &decision);
+                }
+                Ok(response)
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Guarded`].
+    #[project = GuardProj]
+    pub(crate) enum GuardFuture<F> {
+        /// Answered by the guard itself.
+        Done { response: Option<Response> },
+        /// Admitted at once: the handler, within the request timeout.
+        Admitted {
+            #[pin]
+            handling: tokio::time::Timeout<F>,
+            admission: Option<Admission>,
+            ddos: Option<Decision>,
+            limit: Duration,
+        },
+        /// Waiting for Redis or for a place.
+        Waiting { future: Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>> },
+    }
+}
+
+impl<F> GuardFuture<F> {
+    fn done(response: Response) -> Self {
+        Self::Done {
+            response: Some(response),
+        }
+    }
+}
+
+impl<F> Future for GuardFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            // Polled again after completing: a contract breach, answered 500.
+            GuardProj::Done { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| Problem::internal().into_response()))),
+            GuardProj::Admitted {
+                handling,
+                admission,
+                ddos,
+                limit,
+            } => {
+                let mut response = match ready!(handling.poll(cx)) {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => timed_out(*limit),
+                };
+                drop(admission.take());
+                if let Some(decision) = ddos.take() {
+                    seawall_ratelimit::set_headers(response.headers_mut(), &decision);
+                }
+                Poll::Ready(Ok(response))
+            }
+            GuardProj::Waiting { future } => future.as_mut().poll(cx),
+        }
+    }
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -160,20 +317,15 @@ pub(super) fn is_plain_id(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Answers 503 with a problem when `handling` takes longer than `limit`
-/// (`server.request_timeout`); the handler's future is dropped.
-async fn deadline(limit: Duration, handling: impl Future<Output = Response>) -> Response {
-    match tokio::time::timeout(limit, handling).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(timeout = %humantime::format_duration(limit), "request timed out");
-            Problem::unavailable(format!(
-                "the request took longer than {} and was stopped",
-                humantime::format_duration(limit)
-            ))
-            .into_response()
-        }
-    }
+/// The 503 problem for a request that took longer than `limit`
+/// (`server.request_timeout`); its handler's future has been dropped.
+fn timed_out(limit: Duration) -> Response {
+    tracing::warn!(timeout = %humantime::format_duration(limit), "request timed out");
+    Problem::unavailable(format!(
+        "the request took longer than {} and was stopped",
+        humantime::format_duration(limit)
+    ))
+    .into_response()
 }
 
 /// A handler that panicked answers 500 like any other failure; the panic is

@@ -68,21 +68,36 @@ pub(crate) struct Admission {
     _in_flight: InFlight,
 }
 
+/// No place is free right now: [`Shedder::admit`] waits for one.
+pub(crate) struct Full;
+
 impl Shedder {
-    /// Admits a request to `path`, waiting up to the configured time for a
-    /// place; `Ok(None)` for the exempt paths, the 503 when it is shed.
-    pub(crate) async fn admit(&self, path: &str) -> Result<Option<Admission>, Response> {
+    /// Admits a request to `path` if a place is free now; `Ok(None)` for the
+    /// exempt paths.
+    pub(crate) fn try_admit(&self, path: &str) -> Result<Option<Admission>, Full> {
         if EXEMPT.contains(&path) {
             return Ok(None);
         }
+        match self.0.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(self.admitted(permit))),
+            Err(_) => Err(Full),
+        }
+    }
+
+    /// Admits a request to `path`, waiting up to the configured time for a
+    /// place; `Ok(None)` for the exempt paths, the 503 when it is shed.
+    pub(crate) async fn admit(&self, path: &str) -> Result<Option<Admission>, Response> {
+        if let Ok(admission) = self.try_admit(path) {
+            return Ok(admission);
+        }
         let inner = &self.0;
-        let permit = match inner.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) if inner.wait.is_zero() => None,
-            Err(_) => tokio::time::timeout(inner.wait, inner.permits.clone().acquire_owned())
+        let permit = if inner.wait.is_zero() {
+            None
+        } else {
+            tokio::time::timeout(inner.wait, inner.permits.clone().acquire_owned())
                 .await
                 .ok()
-                .and_then(Result::ok),
+                .and_then(Result::ok)
         };
         let Some(permit) = permit else {
             inner.shed.inc();
@@ -92,11 +107,15 @@ impl Shedder {
             .with_retry_after(1)
             .into_response());
         };
-        inner.in_flight.inc();
-        Ok(Some(Admission {
+        Ok(Some(self.admitted(permit)))
+    }
+
+    fn admitted(&self, permit: tokio::sync::OwnedSemaphorePermit) -> Admission {
+        self.0.in_flight.inc();
+        Admission {
             _permit: permit,
-            _in_flight: InFlight(inner.in_flight.clone()),
-        }))
+            _in_flight: InFlight(self.0.in_flight.clone()),
+        }
     }
 }
 

@@ -2,12 +2,14 @@
 //! arrives, status and latency when the response leaves. Every log line
 //! written while the request is handled carries these fields.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::MatchedPath;
+use axum::http::{HeaderValue, Request, Response};
+use tokio::task::futures::TaskLocalFuture;
+use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 use tower_http::trace::{MakeSpan, OnResponse};
 use tracing::Span;
@@ -33,7 +35,7 @@ impl<B> MakeSpan<B> for RequestSpan {
             .map_or("unmatched", MatchedPath::as_str);
         tracing::info_span!(
             "request",
-            method = %request.method(),
+            method = request.method().as_str(),
             route,
             request_id = request_id(request.extensions()).unwrap_or("-"),
             status = tracing::field::Empty,
@@ -61,25 +63,83 @@ impl<B> OnResponse<B> for RecordResponse {
     }
 }
 
-/// The request id, in one layer: a client's `x-request-id` is kept when it
+/// The request id, as one layer: a client's `x-request-id` is kept when it
 /// is one plain value (see [`super::is_plain_id`]), otherwise one is
 /// generated; it is set on the request (header and extension, for the span),
 /// kept in scope while the rest runs so that problems built inside carry it,
 /// and returned on the response.
-pub(super) async fn request_id_scope(mut request: Request, next: Next) -> Response {
-    let mut values = request.headers().get_all(&super::X_REQUEST_ID).iter();
-    let id = match (values.next(), values.next()) {
-        (Some(value), None) if super::is_plain_id(value.as_bytes()) => value.clone(),
-        _ => fresh_id(),
-    };
-    request
-        .headers_mut()
-        .insert(super::X_REQUEST_ID, id.clone());
-    request.extensions_mut().insert(RequestId::new(id.clone()));
-    let text: Box<str> = id.to_str().unwrap_or_default().into();
-    let mut response = problem::scope_request_id(text, next.run(request)).await;
-    response.headers_mut().insert(super::X_REQUEST_ID, id);
-    response
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
+    }
+}
+
+/// The service made by [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub(super) struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for RequestIdService<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let mut values = request.headers().get_all(&super::X_REQUEST_ID).iter();
+        let id = match (values.next(), values.next()) {
+            (Some(value), None) if super::is_plain_id(value.as_bytes()) => value.clone(),
+            _ => fresh_id(),
+        };
+        request
+            .headers_mut()
+            .insert(super::X_REQUEST_ID, id.clone());
+        request.extensions_mut().insert(RequestId::new(id.clone()));
+        // A plain id or a UUID: ASCII either way.
+        let text: Box<str> = id.to_str().unwrap_or_default().into();
+        let inner = problem::with_request_id(text.clone(), || self.inner.call(request));
+        RequestIdFuture {
+            inner: problem::request_id_scope(text, inner),
+            id: Some(id),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestIdService`].
+    pub(super) struct RequestIdFuture<F: Future> {
+        #[pin]
+        inner: TaskLocalFuture<Box<str>, F>,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, ResB, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {
+            response.headers_mut().insert(super::X_REQUEST_ID, id);
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// A random UUID v4 from a per-thread generator seeded from the standard
@@ -103,16 +163,17 @@ fn fresh_id() -> HeaderValue {
     let bits = (u128::from(next()) << 64) | u128::from(next());
     // Version 4, variant 10.
     let bits = (bits & !(0xf_u128 << 76) | (0x4_u128 << 76)) & !(0x3_u128 << 62) | (0x2_u128 << 62);
-    let hex = format!("{bits:032x}");
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut nibbles = (0..32)
+        .rev()
+        .map(|shift| HEX[((bits >> (shift * 4)) & 0xf) as usize]);
+    for (i, byte) in text.iter_mut().enumerate() {
+        if !matches!(i, 8 | 13 | 18 | 23) {
+            *byte = nibbles.next().unwrap_or(b'0');
+        }
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]
