@@ -14,8 +14,8 @@
 //! 9. the DDoS rate limiter by client IP (429), unless rate limiting is off;
 //!    the probes and `/metrics` are exempt;
 //! 10. load shedding: at most `server.max_in_flight` requests at once, the
-//!    rest wait up to `server.shed_wait` and then get 503 with `Retry-After`;
-//!    `/livez` and `/metrics` are exempt;
+//!     rest wait up to `server.shed_wait` and then get 503 with `Retry-After`;
+//!     `/livez` and `/metrics` are exempt;
 //! 11. the request timeout (503 problem).
 //!
 //! The layers come from tower-http but for three of our own: the request id
