@@ -138,6 +138,66 @@ fn vary_on_accept_encoding(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::convert::Infallible;
+    use tower::ServiceExt as _;
+
+    /// A compressible JSON response, well over tower-http's 32-byte minimum.
+    async fn json(_: Request<Body>) -> Result<Response<Body>, Infallible> {
+        let body = format!("[{}]", vec!["{\"id\":1}"; 50].join(","));
+        Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a response"))
+    }
+
+    async fn answer(enabled: bool, accept_encoding: Option<&str>) -> Response<Body> {
+        let service = CompressLayer { enabled }.layer(tower::service_fn(json));
+        let mut request = Request::builder();
+        if let Some(value) = accept_encoding {
+            request = request.header(header::ACCEPT_ENCODING, value);
+        }
+        let request = request.body(Body::empty()).expect("a request");
+        service.oneshot(request).await.expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn without_accept_encoding_the_identity_with_vary_as_tower_http_gives() {
+        let response = answer(true, None).await;
+        assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
+        assert_eq!(response.headers()[header::VARY], "accept-encoding");
+        // tower-http itself, for a client that accepts only the identity.
+        let tower_http = CompressionLayer::new()
+            .layer(tower::service_fn(json))
+            .oneshot(
+                Request::builder()
+                    .header(header::ACCEPT_ENCODING, "identity")
+                    .body(Body::empty())
+                    .expect("a request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(
+            tower_http
+                .headers()
+                .get_all(header::VARY)
+                .iter()
+                .collect::<Vec<_>>(),
+            response
+                .headers()
+                .get_all(header::VARY)
+                .iter()
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn gzip_when_asked_and_nothing_when_off() {
+        let response = answer(true, Some("gzip")).await;
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        let response = answer(false, Some("gzip")).await;
+        assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
+        assert!(!response.headers().contains_key(header::VARY));
+    }
 
     #[test]
     fn vary_is_added_once() {

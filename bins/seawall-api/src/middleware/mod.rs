@@ -211,23 +211,23 @@ where
                     Ddos::Reject(response) => return Ok(response),
                     Ddos::Remote(_) => None,
                 };
-                let mut response = match guard.shedder.admit(request.uri().path()).await {
-                    Ok(admission) => {
-                        let response =
-                            match tokio::time::timeout(guard.timeout, inner.call(request)).await {
-                                Ok(Ok(response)) => response,
-                                Ok(Err(never)) => match never {},
-                                Err(_) => timed_out(guard.timeout),
-                            };
-                        drop(admission);
-                        response
+                let admission = match guard.shedder.admit(request.uri().path()).await {
+                    Ok(admission) => admission,
+                    Err(mut shed) => {
+                        if let Some(decision) = &decision {
+                            seawall_ratelimit::set_headers(shed.headers_mut(), decision);
+                        }
+                        return Ok(shed);
                     }
-                    Err(shed) => shed,
                 };
-                if let Some(decision) = decision {
-                    seawall_ratelimit::set_headers(response.headers_mut(), &decision);
+                // Admitted: the rest is what an admission at once does.
+                GuardFuture::Admitted {
+                    handling: tokio::time::timeout(guard.timeout, inner.call(request)),
+                    admission,
+                    ddos: decision,
+                    limit: guard.timeout,
                 }
-                Ok(response)
+                .await
             }),
         }
     }
