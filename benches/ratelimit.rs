@@ -6,7 +6,9 @@
 //! - `ratelimit/memory_hot_key` and `ratelimit/memory_100k_keys`: one check
 //!   per iteration on one thread, seawall's GCRA and token bucket on the
 //!   memory store (monotonic clock) beside governor's keyed limiter (its
-//!   default clock), every check admitted.
+//!   default clock), every check admitted. `seawall_*` call the synchronous
+//!   `Limiter::check_now`, as governor's `check_key` is; `seawall_gcra_async`
+//!   polls the async `Limiter::check` once, as an async caller gets it.
 //! - `ratelimit/memory_2_threads`: two threads checking the 100k keys.
 //! - `ratelimit/redis_64_tasks`: checks per second from 64 concurrent tasks
 //!   over 100k keys on one fred client against a throwaway redis-server:
@@ -33,6 +35,10 @@ use seawall_ratelimit::{Limit, Limiter, MemoryStore, RedisStore};
 
 const KEYS: usize = 100_000;
 const RATE: u32 = 1_000_000;
+/// A burst no run exhausts (a check takes well over 10 ns, and a run lasts
+/// under a minute), so every check in the memory groups is admitted and the
+/// groups compare the admitting path.
+const BURST: u32 = 1_000_000_000;
 
 /// Runs a future that never waits (the memory store) to completion.
 fn now<F: Future>(future: F) -> F::Output {
@@ -41,6 +47,32 @@ fn now<F: Future>(future: F) -> F::Output {
     match future.as_mut().poll(&mut cx) {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the memory store never waits"),
+    }
+}
+
+/// One check on a memory store, synchronously (as governor's `check_key`).
+fn check_now(limiter: &Limiter, key: &str) -> bool {
+    limiter
+        .check_now(key, 1)
+        .and_then(Result::ok)
+        .is_some_and(|decision| decision.allowed)
+}
+
+/// Says whether the group compared admitting checks only, as it means to.
+fn report_admitted(group: &str, limiters: &[&Limiter]) {
+    for limiter in limiters {
+        let counts = limiter.counts();
+        eprintln!(
+            "{group}: {} admitted {} checks, rejected {}",
+            limiter
+                .quota()
+                .rules()
+                .map(|(_, l)| l.algorithm().name())
+                .collect::<Vec<_>>()
+                .join("+"),
+            counts.allowed,
+            counts.rejected
+        );
     }
 }
 
@@ -58,21 +90,22 @@ fn seawall(limit: Limit) -> Limiter {
 
 fn seawall_gcra() -> Limiter {
     seawall(
-        Limit::gcra(u64::from(RATE), Duration::from_secs(1), u64::from(RATE))
+        Limit::gcra(u64::from(RATE), Duration::from_secs(1), u64::from(BURST))
             .unwrap_or_else(|e| panic!("{e}")),
     )
 }
 
 fn seawall_token_bucket() -> Limiter {
     seawall(
-        Limit::token_bucket(u64::from(RATE), Duration::from_secs(1), u64::from(RATE))
+        Limit::token_bucket(u64::from(RATE), Duration::from_secs(1), u64::from(BURST))
             .unwrap_or_else(|e| panic!("{e}")),
     )
 }
 
 fn governor() -> DefaultKeyedRateLimiter<String> {
     let rate = NonZeroU32::new(RATE).unwrap_or(NonZeroU32::MIN);
-    Governor::keyed(GovernorQuota::per_second(rate).allow_burst(rate))
+    let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+    Governor::keyed(GovernorQuota::per_second(rate).allow_burst(burst))
 }
 
 fn resident_kib() -> u64 {
@@ -129,11 +162,14 @@ fn memory(c: &mut Criterion) {
     hot.throughput(Throughput::Elements(1));
     let gcra = seawall_gcra();
     hot.bench_function("seawall_gcra", |b| {
+        b.iter(|| check_now(&gcra, black_box("2001:db8::1")))
+    });
+    hot.bench_function("seawall_gcra_async", |b| {
         b.iter(|| now(gcra.check(black_box("2001:db8::1"), 1)).map(|d| d.allowed))
     });
     let bucket = seawall_token_bucket();
     hot.bench_function("seawall_token_bucket", |b| {
-        b.iter(|| now(bucket.check(black_box("2001:db8::1"), 1)).map(|d| d.allowed))
+        b.iter(|| check_now(&bucket, black_box("2001:db8::1")))
     });
     let gov = governor();
     let hot_key = "2001:db8::1".to_owned();
@@ -141,12 +177,19 @@ fn memory(c: &mut Criterion) {
         b.iter(|| gov.check_key(black_box(&hot_key)).is_ok())
     });
     hot.finish();
+    report_admitted("memory_hot_key", &[&gcra, &bucket]);
 
     let mut many = c.benchmark_group("ratelimit/memory_100k_keys");
     many.throughput(Throughput::Elements(1));
     let gcra = seawall_gcra();
     let mut i = 0;
     many.bench_function("seawall_gcra", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            check_now(&gcra, black_box(&keys[i]))
+        })
+    });
+    many.bench_function("seawall_gcra_async", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
             now(gcra.check(black_box(&keys[i]), 1)).map(|d| d.allowed)
@@ -156,7 +199,7 @@ fn memory(c: &mut Criterion) {
     many.bench_function("seawall_token_bucket", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
-            now(bucket.check(black_box(&keys[i]), 1)).map(|d| d.allowed)
+            check_now(&bucket, black_box(&keys[i]))
         })
     });
     let gov = governor();
@@ -167,6 +210,7 @@ fn memory(c: &mut Criterion) {
         })
     });
     many.finish();
+    report_admitted("memory_100k_keys", &[&gcra, &bucket]);
 
     let keys = Arc::new(keys);
     let mut threads = c.benchmark_group("ratelimit/memory_2_threads");
@@ -196,7 +240,7 @@ fn memory(c: &mut Criterion) {
     };
     let gcra = seawall_gcra();
     let run = two_threads(Arc::new(move |key| {
-        black_box(now(gcra.check(key, 1)).map(|d| d.allowed).ok());
+        black_box(check_now(&gcra, key));
     }));
     threads.bench_function("seawall_gcra", |b| b.iter_custom(&run));
     let gov = governor();
@@ -219,22 +263,31 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_t
 return 1
 ";
 
-async fn commands_so_far(client: &Client) -> u64 {
+/// Commands the server has run (INFO itself left out), and the
+/// microseconds it spent in EVALSHA, scripts' calls included.
+async fn commands_so_far(client: &Client) -> (u64, u64) {
     let info: String = client
         .info(Some(fred::types::InfoKind::CommandStats))
         .await
         .unwrap_or_default();
-    info.lines()
-        .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info"))
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split(name)
+            .nth(1)?
+            .split(',')
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
+    let stats = || {
+        info.lines()
+            .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info"))
+    };
+    let calls = stats().filter_map(|line| field(line, "calls=")).sum();
+    let evalsha_us = stats()
+        .filter(|line| line.starts_with("cmdstat_evalsha:"))
+        .find_map(|line| field(line, "usec="))
+        .unwrap_or(0);
+    (calls, evalsha_us)
 }
 
 fn redis(c: &mut Criterion) {
@@ -342,9 +395,12 @@ fn redis(c: &mut Criterion) {
         run(check)(1);
         let after = runtime.block_on(commands_so_far(&client));
         #[allow(clippy::cast_precision_loss)]
-        let per_check = after.saturating_sub(before) as f64 / checks as f64;
+        let per_check =
+            |after: u64, before: u64| after.saturating_sub(before) as f64 / checks as f64;
         eprintln!(
-            "redis commands per check, {name}: {per_check:.2} (EVALSHA and the script's calls)"
+            "redis per check, {name}: {:.2} commands (EVALSHA and the script's calls), {:.1} µs in the server",
+            per_check(after.0, before.0),
+            per_check(after.1, before.1),
         );
     }
 

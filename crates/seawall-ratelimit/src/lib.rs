@@ -77,13 +77,14 @@ mod error;
 mod layer;
 mod limiter;
 mod memory;
+mod name;
 mod redis;
 mod store;
 mod telemetry;
 
 pub use algorithm::{Algorithm, Limit};
 pub use concurrency::{ConcurrencyLimiter, ConcurrencyLimiterBuilder, Lease};
-pub use decision::{Decision, RuleDecision};
+pub use decision::{Decision, RuleDecision, RuleDecisions};
 pub use error::{Error, Result};
 #[cfg(feature = "axum")]
 pub use layer::RouteKey;

@@ -1,21 +1,20 @@
 //! The limiter: a named quota of one or more rules on a store, with
 //! penalties, shadow mode and a policy for when the store fails.
 
-use std::future::Future as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use parking_lot::RwLock;
 
 use crate::algorithm::{Limit, Step};
 use crate::decision::Decision;
 use crate::error::{Error, Result};
 use crate::memory::MemoryStore;
+use crate::name::intern;
 use crate::redis::RedisStore;
-use crate::store::{Op, Outcome, Rules};
+use crate::store::{Op, Outcome, Rules, check_one};
 use crate::telemetry::{BlockedKey, DecisionCounts, RejectedKey, Telemetry};
 
 /// The longest key accepted, in bytes.
@@ -62,7 +61,7 @@ pub struct Quota(Arc<Rules>);
 impl Quota {
     /// One rule, named `default`.
     pub fn single(limit: Limit) -> Self {
-        Self(Arc::from(vec![(Arc::<str>::from("default"), limit)]))
+        Self(Arc::from([(intern("default"), limit)]))
     }
 
     /// A builder for named rules.
@@ -72,7 +71,7 @@ impl Quota {
 
     /// The rules, in order.
     pub fn rules(&self) -> impl Iterator<Item = (&str, &Limit)> {
-        self.0.iter().map(|(name, limit)| (name.as_ref(), limit))
+        self.0.iter().map(|(name, limit)| (*name, limit))
     }
 
     /// The most any one request may cost: the smallest capacity.
@@ -92,7 +91,7 @@ impl Quota {
         let rules = self
             .0
             .iter()
-            .map(|(name, limit)| Ok((name.clone(), limit.divided(instances)?)))
+            .map(|&(name, limit)| Ok((name, limit.divided(instances)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self(Arc::from(rules)))
     }
@@ -111,19 +110,19 @@ impl From<Limit> for Quota {
 /// Builds a [`Quota`].
 #[derive(Debug, Default)]
 pub struct QuotaBuilder {
-    rules: Vec<(Arc<str>, Limit)>,
+    rules: Vec<(&'static str, Limit)>,
 }
 
 impl QuotaBuilder {
     /// Adds a rule. Names are 1 to 64 of `A-Z a-z 0-9 _ . -` and unique.
     pub fn rule(mut self, name: &str, limit: Limit) -> Result<Self> {
         check_name("rule", name)?;
-        if self.rules.iter().any(|(n, _)| n.as_ref() == name) {
+        if self.rules.iter().any(|(n, _)| *n == name) {
             return Err(Error::InvalidConfig(format!(
                 "two rules are named {name:?}"
             )));
         }
-        self.rules.push((Arc::from(name), limit));
+        self.rules.push((intern(name), limit));
         Ok(self)
     }
 
@@ -225,8 +224,14 @@ pub struct Limiter {
 
 #[derive(Debug)]
 struct Inner {
-    name: Arc<str>,
-    quota: RwLock<Quota>,
+    name: &'static str,
+    /// The quota the limiter was built with, read while it is unchanged.
+    built_quota: Quota,
+    /// Whether [`Limiter::set_quota`] has replaced `built_quota`.
+    quota_replaced: AtomicBool,
+    /// The quota checked now; read through a guard, without a lock or a
+    /// shared reference count.
+    quota: ArcSwap<Quota>,
     store: Store,
     penalty_us: u64,
     shadow: AtomicBool,
@@ -255,18 +260,19 @@ impl Limiter {
 
     /// The limiter's name.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.name
     }
 
     /// The quota checked now.
     pub fn quota(&self) -> Quota {
-        self.inner.quota.read().clone()
+        Quota::clone(&self.inner.quota.load())
     }
 
     /// Replaces the quota; the next check uses it. State is kept per rule
     /// name, so a rule that keeps its name and algorithm keeps its counts.
     pub fn set_quota(&self, quota: impl Into<Quota>) {
-        *self.inner.quota.write() = quota.into();
+        self.inner.quota.store(Arc::new(quota.into()));
+        self.inner.quota_replaced.store(true, Ordering::Release);
     }
 
     /// Whether decisions are only counted, never enforced.
@@ -282,29 +288,41 @@ impl Limiter {
     /// Checks `key` against `quota` instead of the limiter's own: for
     /// per-tenant quotas, where each tenant's tier names its rules.
     pub async fn check_quota(&self, key: &str, cost: u64, quota: &Quota) -> Result<Decision> {
+        let op = self.check_op(cost, quota)?;
+        let mut decision = self.run(key, quota, op).await?;
+        self.checked(key, &mut decision);
+        Ok(decision)
+    }
+
+    /// The operation of a check of `cost` against `quota`, or why there is none.
+    #[inline]
+    fn check_op(&self, cost: u64, quota: &Quota) -> Result<Op> {
         let max_cost = quota.max_cost();
         if cost > max_cost {
             return Err(Error::CostTooHigh {
-                limiter: self.inner.name.to_string(),
+                limiter: self.inner.name.to_owned(),
                 cost,
                 capacity: max_cost,
             });
         }
-        let op = Op::Check {
+        Ok(Op::Check {
             cost,
             penalty_us: self.inner.penalty_us,
-        };
-        let mut decision = self.run(key, quota, op).await?;
-        if self.is_shadow() && !decision.allowed {
-            decision.would_reject = true;
-            decision.allowed = true;
-            decision.retry_after = None;
-        }
+        })
+    }
+
+    /// A check's decision as the caller gets it: shadow mode applied, counted.
+    #[inline]
+    fn checked(&self, key: &str, decision: &mut Decision) {
         if self.is_shadow() {
+            if !decision.allowed {
+                decision.would_reject = true;
+                decision.allowed = true;
+                decision.retry_after = None;
+            }
             decision.wait = Duration::ZERO;
         }
-        self.inner.telemetry.record(key, &decision);
-        Ok(decision)
+        self.inner.telemetry.record(key, decision);
     }
 
     /// Decisions this instance made, by outcome.
@@ -368,24 +386,68 @@ impl Limiter {
     }
 
     async fn run(&self, key: &str, quota: &Quota, op: Op) -> Result<Decision> {
-        check_key(key)?;
-        let inner = &*self.inner;
-        let rules = quota.as_rules();
-        let outcome = match &inner.store {
-            Store::Memory(store) => store.apply(&inner.name, key, rules, op),
-            // Boxed: the Redis call's future is kilobytes, and inline it would
-            // make every check's future as large, memory checks included.
-            Store::Redis(store) => match Box::pin(self.redis(store, key, rules, op)).await {
-                Ok(outcome) => outcome,
-                Err(error) => return self.degraded(key, quota, op, error),
-            },
+        let store = match &self.inner.store {
+            Store::Memory(store) => return self.run_in_memory(store, key, quota, op),
+            Store::Redis(store) => store,
         };
-        Ok(Decision::combine(
-            &inner.name,
+        check_key(key)?;
+        // Boxed: the Redis call's future is kilobytes, and inline it would
+        // make the future of every caller as large.
+        match Box::pin(self.redis(store, key, quota.as_rules(), op)).await {
+            Ok(outcome) => Ok(self.decision(quota.as_rules(), &outcome)),
+            Err(error) => self.degraded(key, quota, op, error),
+        }
+    }
+
+    /// [`check_now`](Self::check_now) of a quota of one rule.
+    #[inline]
+    fn check_one_now(
+        &self,
+        store: &MemoryStore,
+        key: &str,
+        cost: u64,
+        name: &'static str,
+        limit: &Limit,
+    ) -> Result<Decision> {
+        if cost > limit.capacity() {
+            return Err(Error::CostTooHigh {
+                limiter: self.inner.name.to_owned(),
+                cost,
+                capacity: limit.capacity(),
+            });
+        }
+        check_key(key)?;
+        let penalty_us = self.inner.penalty_us;
+        let (step, blocked_for_us) = store.with_entry(self.inner.name, key, |entry, now| {
+            check_one(entry, name, limit, now, cost, penalty_us)
+        });
+        let mut decision = Decision::single(self.inner.name, name, limit, &step, blocked_for_us);
+        self.checked(key, &mut decision);
+        Ok(decision)
+    }
+
+    #[inline]
+    fn run_in_memory(
+        &self,
+        store: &MemoryStore,
+        key: &str,
+        quota: &Quota,
+        op: Op,
+    ) -> Result<Decision> {
+        check_key(key)?;
+        let rules = quota.as_rules();
+        let outcome = store.apply(self.inner.name, key, rules, op);
+        Ok(self.decision(rules, &outcome))
+    }
+
+    #[inline]
+    fn decision(&self, rules: &Rules, outcome: &Outcome) -> Decision {
+        Decision::combine(
+            self.inner.name,
             rules,
             &outcome.steps,
             outcome.blocked_for_us,
-        ))
+        )
     }
 
     async fn redis(&self, store: &RedisStore, key: &str, rules: &Rules, op: Op) -> Result<Outcome> {
@@ -394,7 +456,7 @@ impl Limiter {
         if now < inner.store_down_until.load(Ordering::Relaxed) {
             return Err(Error::Unavailable);
         }
-        let result = store.apply(&inner.name, key, rules, op).await;
+        let result = store.apply(inner.name, key, rules, op).await;
         if result.is_err() {
             let retry_at = micros_since(inner.epoch) + micros(STORE_RETRY);
             inner.store_down_until.store(retry_at, Ordering::Relaxed);
@@ -409,21 +471,16 @@ impl Limiter {
             (FailurePolicy::Error, _) => return Err(error),
             (FailurePolicy::Insurance { instances }, Some(store)) => {
                 let share = quota.share(instances)?;
-                let outcome = store.apply(&inner.name, key, share.as_rules(), op);
-                Decision::combine(
-                    &inner.name,
-                    share.as_rules(),
-                    &outcome.steps,
-                    outcome.blocked_for_us,
-                )
+                let outcome = store.apply(inner.name, key, share.as_rules(), op);
+                self.decision(share.as_rules(), &outcome)
             }
             (FailurePolicy::Closed, _) => {
                 let steps: Vec<Step> = rules.iter().map(|_| Step::closed()).collect();
-                Decision::combine(&inner.name, rules, &steps, 0)
+                Decision::combine(inner.name, rules, &steps, 0)
             }
             _ => {
                 let steps: Vec<Step> = rules.iter().map(|(_, limit)| Step::open(limit)).collect();
-                Decision::combine(&inner.name, rules, &steps, 0)
+                Decision::combine(inner.name, rules, &steps, 0)
             }
         };
         decision.degraded = true;
@@ -434,7 +491,10 @@ impl Limiter {
 impl Limiter {
     /// [`RateLimiter::check`], without the boxed future of the trait object.
     pub async fn check(&self, key: &str, cost: u64) -> Result<Decision> {
-        let quota = self.quota();
+        if let Some(decision) = self.check_now(key, cost) {
+            return decision;
+        }
+        let quota = self.inner.quota.load_full();
         self.check_quota(key, cost, &quota).await
     }
 
@@ -453,16 +513,30 @@ impl Limiter {
     /// assert!(decision.allowed);
     /// # Ok::<(), seawall_ratelimit::Error>(())
     /// ```
+    #[inline]
     pub fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision>> {
-        if !matches!(self.inner.store, Store::Memory(_)) {
+        let Store::Memory(store) = &self.inner.store else {
             return None;
+        };
+        let replaced;
+        let quota = if self.inner.quota_replaced.load(Ordering::Acquire) {
+            // A guard, not a clone: no reference count shared between threads.
+            replaced = self.inner.quota.load();
+            &**replaced
+        } else {
+            &self.inner.built_quota
+        };
+        if let [(name, limit)] = quota.as_rules() {
+            return Some(self.check_one_now(store, key, cost, name, limit));
         }
-        // On a memory store nothing in `check` waits: one poll completes it.
-        let check = std::pin::pin!(self.check(key, cost));
-        match check.poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(decision) => Some(decision),
-            Poll::Pending => None,
-        }
+        Some(
+            self.check_op(cost, quota)
+                .and_then(|op| self.run_in_memory(store, key, quota, op))
+                .map(|mut decision| {
+                    self.checked(key, &mut decision);
+                    decision
+                }),
+        )
     }
 
     /// [`RateLimiter::peek`], without the boxed future of the trait object.
@@ -582,8 +656,10 @@ impl LimiterBuilder {
         let telemetry = Telemetry::new(&self.name, self.monitor.as_ref())?;
         Ok(Limiter {
             inner: Arc::new(Inner {
-                name: Arc::from(self.name),
-                quota: RwLock::new(quota),
+                name: intern(&self.name),
+                built_quota: quota.clone(),
+                quota_replaced: AtomicBool::new(false),
+                quota: ArcSwap::from_pointee(quota),
                 store: self
                     .store
                     .unwrap_or_else(|| Store::Memory(MemoryStore::new())),

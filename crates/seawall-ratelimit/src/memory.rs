@@ -2,35 +2,53 @@
 //! lock), a monotonic clock, and idle keys evicted so that memory stays
 //! bounded under a flood of distinct keys.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
+use smallvec::SmallVec;
+
 use crate::store::{Entry, Op, Outcome, Rules, decide};
+
+/// The process's monotonic clock, calibrated once: read from the CPU's
+/// time-stamp counter where that is reliable, else from the OS.
+static MONOTONIC: LazyLock<quanta::Clock> = LazyLock::new(quanta::Clock::new);
 
 /// Keys the store keeps at most, by default: about 200 MB of state for
 /// short keys such as IP addresses.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 /// Where the memory store reads the time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Clock {
-    /// The process's monotonic clock (the default).
-    Monotonic(Instant),
+    /// The process's monotonic clock (the default): the CPU's time-stamp
+    /// counter where it is invariant, calibrated against the OS's monotonic
+    /// clock (the `quanta` crate), else the OS's monotonic clock itself.
+    #[default]
+    Monotonic,
     /// A clock that moves only when told to: for tests of time-dependent
     /// behaviour, here and in services that use the limiter.
     Manual(ManualClock),
 }
 
-impl Clock {
+/// A store's running clock.
+#[derive(Debug)]
+enum Time {
+    /// The monotonic clock, counted from the store's creation.
+    Monotonic(quanta::Instant),
+    Manual(ManualClock),
+}
+
+impl Time {
     fn now_us(&self) -> u64 {
         match self {
             Self::Monotonic(start) => {
-                u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+                let elapsed = MONOTONIC.now().saturating_duration_since(*start);
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
             }
             Self::Manual(clock) => clock.now_us(),
         }
@@ -91,8 +109,10 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     shards: Box<[Shard]>,
-    hasher: RandomState,
-    clock: Clock,
+    /// Seeded per store; keys come from clients, so the seed keeps them
+    /// from choosing collisions.
+    hasher: foldhash::quality::RandomState,
+    time: Time,
     max_keys_per_shard: usize,
 }
 
@@ -106,8 +126,11 @@ struct Shard(Mutex<ShardMap>);
 struct ShardMap {
     /// Entries by limiter and key, found by a hash computed once per call.
     map: HashTable<Slot>,
-    /// Operations since the last sweep of expired entries.
-    since_sweep: usize,
+    /// Keys inserted since the last sweep of expired entries.
+    inserted: usize,
+    /// The latest time an operation on this shard used: time never goes
+    /// back for a key, even if the clock read on another core lagged.
+    now: u64,
 }
 
 impl std::fmt::Debug for ShardMap {
@@ -121,9 +144,39 @@ impl std::fmt::Debug for ShardMap {
 /// One key's state, with what it is found by.
 struct Slot {
     hash: u64,
-    limiter: Box<str>,
-    key: Box<str>,
+    /// The limiter's interned name's address, then the key's bytes: inline
+    /// up to 24 bytes of key (an IPv4 address, most IPv6 ones), so a short
+    /// key is compared without reading another cache line.
+    id: SmallVec<[u8; 32]>,
     entry: Entry,
+}
+
+/// What a slot is found by: the limiter, by the address of its interned
+/// name, and the key.
+#[derive(Clone, Copy)]
+struct Id<'a> {
+    limiter: [u8; 8],
+    key: &'a [u8],
+}
+
+impl<'a> Id<'a> {
+    fn new(limiter: &'static str, key: &'a str) -> Self {
+        Self {
+            limiter: (limiter.as_ptr() as u64).to_le_bytes(),
+            key: key.as_bytes(),
+        }
+    }
+
+    fn matches(self, id: &[u8]) -> bool {
+        id.len() == 8 + self.key.len() && id[..8] == self.limiter && &id[8..] == self.key
+    }
+
+    fn to_owned(self) -> SmallVec<[u8; 32]> {
+        let mut id = SmallVec::with_capacity(8 + self.key.len());
+        id.extend_from_slice(&self.limiter);
+        id.extend_from_slice(self.key);
+        id
+    }
 }
 
 impl Default for MemoryStore {
@@ -157,50 +210,49 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    pub(crate) fn apply(&self, limiter: &str, key: &str, rules: &Rules, op: Op) -> Outcome {
+    /// Applies `op` for `key` of `limiter` (an interned name).
+    pub(crate) fn apply(&self, limiter: &'static str, key: &str, rules: &Rules, op: Op) -> Outcome {
+        self.with_entry(limiter, key, |entry, now| decide(entry, rules, now, op))
+    }
+
+    /// Runs `f` on the entry of `key` of `limiter` (an interned name) at the
+    /// store's time; `f` leaves the entry's expiry set, and an entry that
+    /// has expired is not kept.
+    #[inline]
+    pub(crate) fn with_entry<R>(
+        &self,
+        limiter: &'static str,
+        key: &str,
+        f: impl FnOnce(&mut Entry, u64) -> R,
+    ) -> R {
         let inner = &*self.inner;
+        let id = Id::new(limiter, key);
         let mut hasher = inner.hasher.build_hasher();
-        limiter.hash(&mut hasher);
-        key.hash(&mut hasher);
+        hasher.write(&id.limiter);
+        hasher.write(id.key);
         let hash = hasher.finish();
         // The high bits pick the shard; the table uses the low ones.
-        #[allow(clippy::cast_possible_truncation)] // below the shard count
-        let shard = &inner.shards[((hash >> 40) % inner.shards.len() as u64) as usize];
-        let now = inner.clock.now_us();
+        #[allow(clippy::cast_possible_truncation)] // masked to the shard count
+        let shard = &inner.shards[(hash >> 40) as usize & (inner.shards.len() - 1)];
+        let now = inner.time.now_us();
         let mut shard = shard.0.lock();
-        shard.since_sweep += 1;
-        if shard.since_sweep >= shard.map.len().max(1024) {
-            shard.sweep(now);
-        }
-        let matches =
-            |slot: &Slot| slot.hash == hash && &*slot.key == key && &*slot.limiter == limiter;
-        if let Ok(mut found) = shard.map.find_entry(hash, matches) {
-            let outcome = decide(&mut found.get_mut().entry, rules, now, op);
-            if found.get().entry.expires_at <= now {
-                found.remove();
-            }
-            return outcome;
+        let now = now.max(shard.now);
+        shard.now = now;
+        let matches = |slot: &Slot| slot.hash == hash && id.matches(&slot.id);
+        if let Some(slot) = shard.map.find_mut(hash, matches) {
+            // An entry that is fresh again stays until a sweep: a key that
+            // comes back soon reuses it rather than allocating anew.
+            return f(&mut slot.entry, now);
         }
         let mut entry = Entry::default();
-        let outcome = decide(&mut entry, rules, now, op);
+        let outcome = f(&mut entry, now);
         if entry.expires_at > now {
-            if shard.map.len() >= inner.max_keys_per_shard {
-                // A full shard is swept at most once per quarter of its size
-                // in operations, so a flood of new keys costs amortised O(1)
-                // per key; between sweeps each new key evicts one.
-                if shard.since_sweep >= shard.map.len() / 4 {
-                    shard.sweep(now);
-                }
-                if shard.map.len() >= inner.max_keys_per_shard {
-                    shard.evict_one();
-                }
-            }
+            shard.make_room(now, inner.max_keys_per_shard);
             shard.map.insert_unique(
                 hash,
                 Slot {
                     hash,
-                    limiter: limiter.into(),
-                    key: key.into(),
+                    id: id.to_owned(),
                     entry,
                 },
                 |slot| slot.hash,
@@ -211,9 +263,35 @@ impl MemoryStore {
 }
 
 impl ShardMap {
+    /// Makes room for one more key. Only new keys make the table grow, so
+    /// only they sweep it, and only when it is full: an expired entry stays
+    /// while there is room (a key that comes back reuses it), and a table
+    /// grows only when a sweep leaves it three quarters full. A shard at its
+    /// key bound sweeps at most once per quarter of its size in new keys
+    /// and otherwise forgets one key per new key. Either way a new key costs
+    /// amortised O(1).
+    fn make_room(&mut self, now: u64, max_keys: usize) {
+        self.inserted += 1;
+        let at_bound = self.map.len() >= max_keys;
+        if at_bound {
+            if self.inserted >= self.map.len() / 4 {
+                self.sweep(now);
+            }
+            if self.map.len() >= max_keys {
+                self.evict_one();
+            }
+        } else if self.map.len() == self.map.capacity() {
+            self.sweep(now);
+            let capacity = self.map.capacity();
+            if self.map.len() > capacity - capacity / 4 {
+                self.map.reserve(capacity / 4 + 1, |slot| slot.hash);
+            }
+        }
+    }
+
     fn sweep(&mut self, now: u64) {
         self.map.retain(|slot| slot.entry.expires_at > now);
-        self.since_sweep = 0;
+        self.inserted = 0;
     }
 
     /// Drops the entry closest to expiry among a few: a full shard forgets
@@ -224,11 +302,11 @@ impl ShardMap {
             .iter()
             .take(8)
             .min_by_key(|slot| slot.entry.expires_at)
-            .map(|slot| (slot.hash, slot.limiter.clone(), slot.key.clone()));
-        if let Some((hash, limiter, key)) = victim
+            .map(|slot| (slot.hash, slot.id.clone()));
+        if let Some((hash, id)) = victim
             && let Ok(found) = self
                 .map
-                .find_entry(hash, |slot| slot.limiter == limiter && slot.key == key)
+                .find_entry(hash, |slot| slot.hash == hash && slot.id == id)
         {
             found.remove();
         }
@@ -247,7 +325,7 @@ impl Default for MemoryStoreBuilder {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(4, usize::from);
         Self {
-            clock: Clock::Monotonic(Instant::now()),
+            clock: Clock::Monotonic,
             max_keys: DEFAULT_MAX_KEYS,
             shards: (threads * 16).next_power_of_two(),
         }
@@ -268,9 +346,10 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// The number of shards (default: 16 per CPU, a power of two).
+    /// The number of shards, rounded up to a power of two (default: 16 per
+    /// CPU).
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards.max(1);
+        self.shards = shards.max(1).next_power_of_two();
         self
     }
 
@@ -281,8 +360,11 @@ impl MemoryStoreBuilder {
             inner: Arc::new(Inner {
                 max_keys_per_shard: self.max_keys.div_ceil(self.shards).max(1),
                 shards,
-                hasher: RandomState::new(),
-                clock: self.clock,
+                hasher: foldhash::quality::RandomState::default(),
+                time: match self.clock {
+                    Clock::Monotonic => Time::Monotonic(MONOTONIC.now()),
+                    Clock::Manual(clock) => Time::Manual(clock),
+                },
             }),
         }
     }

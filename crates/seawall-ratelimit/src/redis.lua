@@ -31,29 +31,46 @@ end
 local function fdiv(a, b) return math.floor(a / b) end
 local function cdiv(a, b) return math.floor((a + b - 1) / b) end
 
+-- The hash fields each algorithm keeps, by code.
+local FIELDS = { { 'i', 'c' }, { 'n' }, { 'i', 'c', 'p' }, { 'l', 's' }, { 'l', 's' }, { 't' }, { 't' } }
+
+-- Field names: "<name>|<code>|<field>". Every field this call may read, and
+-- the block, come in one HMGET; writes update that copy, so a later read in
+-- the same call sees them.
 local rules = {}
+local wanted = { '!b' }
 for i = 1, count do
   local base = 5 + (i - 1) * 4
-  rules[i] = {
-    name = ARGV[base + 1], code = tonumber(ARGV[base + 2]),
+  local code = tonumber(ARGV[base + 2])
+  if not code or not FIELDS[code] then
+    return redis.error_reply('unknown algorithm code ' .. tostring(ARGV[base + 2]))
+  end
+  local rule = {
+    prefix = ARGV[base + 1] .. '|' .. code .. '|', code = code,
     capacity = tonumber(ARGV[base + 3]), step = tonumber(ARGV[base + 4]),
     log = KEYS[1 + i],
   }
-  if not rules[i].code or rules[i].code < 1 or rules[i].code > 7 then
-    return redis.error_reply('unknown algorithm code ' .. tostring(ARGV[base + 2]))
-  end
+  for _, f in ipairs(FIELDS[code]) do wanted[#wanted + 1] = rule.prefix .. f end
+  rules[i] = rule
 end
+local stored = {}
+local read = redis.call('HMGET', hash, unpack(wanted))
+for k = 1, #wanted do stored[wanted[k]] = tonumber(read[k]) or 0 end
 
--- Field names: "<name>|<code>|<field>".
-local function field(rule, f) return rule.name .. '|' .. rule.code .. '|' .. f end
-local function get(rule, f) return tonumber(redis.call('HGET', hash, field(rule, f)) or '0') end
+-- Whether this call wrote the subject's keys (then their expiry is set anew;
+-- otherwise the state, and so the time it stays, is unchanged).
+local written = false
+local function get(rule, f) return stored[rule.prefix .. f] end
 local function put(rule, values)
   local args = {}
   for f, v in pairs(values) do
-    args[#args + 1] = field(rule, f)
+    local name = rule.prefix .. f
+    stored[name] = v
+    args[#args + 1] = name
     args[#args + 1] = string.format('%d', v)
   end
   redis.call('HSET', hash, unpack(args))
+  written = true
 end
 
 local function decided(allowed, remaining, reset_after, retry_after)
@@ -140,7 +157,8 @@ local function sliding_log(rule, c, commit)
   local units = redis.call('ZCARD', log)
   local allowed = units + c <= capacity
   if allowed and commit and c > 0 then
-    local last = redis.call('HINCRBY', hash, field(rule, 'n'), c)
+    local last = get(rule, 'n') + c
+    put(rule, { n = last })
     local args = {}
     for k = last - c + 1, last do
       args[#args + 1] = now
@@ -240,12 +258,13 @@ local function peek()
 end
 
 local function forget()
-  redis.call('DEL', hash)
-  for i = 1, count do redis.call('DEL', rules[i].log) end
+  local keys = { hash }
+  for i = 1, count do keys[#keys + 1] = rules[i].log end
+  redis.call('DEL', unpack(keys))
+  for name in pairs(stored) do stored[name] = 0 end
 end
 
-local blocked_until = tonumber(redis.call('HGET', hash, '!b') or '0')
-local blocked_for = math.max(blocked_until - now, 0)
+local blocked_for = math.max(stored['!b'] - now, 0)
 local steps
 if op == 'r' then
   forget()
@@ -253,10 +272,13 @@ if op == 'r' then
   steps = peek()
 elseif op == 'u' then
   redis.call('HDEL', hash, '!b')
+  stored['!b'] = 0
+  written = true
   blocked_for = 0
   steps = peek()
 elseif op == 'b' then
   redis.call('HSET', hash, '!b', string.format('%d', now + extra))
+  written = true
   blocked_for = extra
   steps = peek()
 elseif op == 'p' then
@@ -275,18 +297,25 @@ else
   for i = 1, count do admitted = admitted and steps[i].allowed end
   if not admitted and blocked_for == 0 and extra > 0 then
     redis.call('HSET', hash, '!b', string.format('%d', now + extra))
+    written = true
     blocked_for = extra
   end
 end
 
--- Keep the state exactly as long as it differs from a fresh one.
+-- Keep the state exactly as long as it differs from a fresh one. A call that
+-- wrote nothing left the state, and so the time it stays, as it was. (A
+-- sliding log's expired members are removed by every step, which changes
+-- nothing a later step could tell apart.) PEXPIRE on a key that does not
+-- exist does nothing.
 local ttl = blocked_for
 for i = 1, count do ttl = math.max(ttl, steps[i].ttl) end
 if ttl > 0 then
-  if redis.call('EXISTS', hash) == 1 then redis.call('PEXPIRE', hash, cdiv(ttl, 1000)) end
-  for i = 1, count do
-    if rules[i].code == 2 and redis.call('EXISTS', rules[i].log) == 1 then
-      redis.call('PEXPIRE', rules[i].log, math.max(cdiv(steps[i].ttl, 1000), 1))
+  if written then
+    redis.call('PEXPIRE', hash, cdiv(ttl, 1000))
+    for i = 1, count do
+      if rules[i].code == 2 then
+        redis.call('PEXPIRE', rules[i].log, math.max(cdiv(steps[i].ttl, 1000), 1))
+      end
     end
   end
 elseif op ~= 'p' then

@@ -110,7 +110,7 @@ impl RedisStore {
         args.push(integer(rules.len() as u64));
         args.push(now.map_or_else(|| Value::from(""), integer));
         for (name, limit) in rules {
-            args.push(Value::from(name.as_ref()));
+            args.push(Value::from(*name));
             args.push(integer(u64::from(limit.algorithm().code())));
             args.push(integer(limit.capacity()));
             args.push(integer(limit.step_us()));
@@ -152,7 +152,7 @@ fn parse(reply: &[i64], rules: usize) -> Result<Outcome> {
                 ttl: reset_after,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<_>>()?;
     Ok(Outcome {
         steps,
         blocked_for_us: non_negative(reply[0])?,
@@ -161,7 +161,6 @@ fn parse(reply: &[i64], rules: usize) -> Result<Outcome> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use fred::prelude::{ClientLike, Config};
@@ -169,6 +168,7 @@ mod tests {
 
     use super::*;
     use crate::algorithm::{Algorithm, Limit};
+    use crate::name::intern;
     use crate::store::{Entry, decide};
 
     /// One operation of a generated sequence.
@@ -258,9 +258,9 @@ mod tests {
         ) {
             static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let case = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut rules = vec![(Arc::<str>::from("a"), limit(first, capacity, period_ms))];
+            let mut rules = vec![(intern("a"), limit(first, capacity, period_ms))];
             if two_rules {
-                rules.push((Arc::<str>::from("b"), limit(second, capacity + 2, second_period_ms)));
+                rules.push((intern("b"), limit(second, capacity + 2, second_period_ms)));
             }
             let server = server();
             let key = format!("case-{case}");

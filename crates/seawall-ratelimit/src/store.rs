@@ -1,12 +1,16 @@
 //! What a limiter asks of its store, and the one decision procedure both
 //! stores follow (the Redis script mirrors [`decide`]).
 
-use std::sync::Arc;
+use smallvec::SmallVec;
 
 use crate::algorithm::{Limit, State, Step};
+use crate::name::same;
 
-/// The rules of one check: names and limits, in order.
-pub(crate) type Rules = [(Arc<str>, Limit)];
+/// The rules of one check: interned names and limits, in order.
+pub(crate) type Rules = [(&'static str, Limit)];
+
+/// One step per rule, inline for the common quotas of one or two rules.
+pub(crate) type Steps = SmallVec<[Step; 2]>;
 
 /// What to do with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +32,7 @@ pub(crate) enum Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Outcome {
     /// One step per rule.
-    pub(crate) steps: Vec<Step>,
+    pub(crate) steps: Steps,
     /// Microseconds the key stays blocked (0: not blocked).
     pub(crate) blocked_for_us: u64,
 }
@@ -36,8 +40,9 @@ pub(crate) struct Outcome {
 /// A key's states, one per rule, and its block.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Entry {
-    /// States by rule name; a rule whose algorithm changed starts afresh.
-    pub(crate) states: Vec<(Arc<str>, State)>,
+    /// States by rule name, inline for one rule; a rule whose algorithm
+    /// changed starts afresh.
+    pub(crate) states: SmallVec<[(&'static str, State); 1]>,
     /// Blocked until this time (µs on the store's clock); 0 when not blocked.
     pub(crate) blocked_until: u64,
     /// After this time the entry equals a fresh one and can be dropped.
@@ -45,11 +50,11 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn state_for(&mut self, name: &Arc<str>, limit: &Limit) -> &mut State {
-        let index = match self.states.iter().position(|(n, _)| n == name) {
+    fn state_for(&mut self, name: &'static str, limit: &Limit) -> &mut State {
+        let index = match self.states.iter().position(|(n, _)| same(n, name)) {
             Some(index) => index,
             None => {
-                self.states.push((name.clone(), limit.fresh_state()));
+                self.states.push((name, limit.fresh_state()));
                 self.states.len() - 1
             }
         };
@@ -60,6 +65,13 @@ impl Entry {
 /// Applies `op` to `entry` at `now`: the procedure both stores follow. A
 /// multi-rule check consumes in every rule or in none.
 pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outcome {
+    if let (Op::Check { cost, penalty_us }, [(name, limit)]) = (op, rules) {
+        let (step, blocked_for_us) = check_one(entry, name, limit, now, cost, penalty_us);
+        return Outcome {
+            steps: smallvec::smallvec![step],
+            blocked_for_us,
+        };
+    }
     if entry.expires_at <= now {
         *entry = Entry::default();
     }
@@ -82,16 +94,11 @@ pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outc
         }
         Op::Peek => peek(entry, rules, now),
         Op::Check { cost, penalty_us } => {
-            let steps = if blocked_for_us == 0 && rules.len() == 1 {
-                // One rule consumes only when it admits: no trial run needed.
+            let trial = run(entry, rules, now, cost, false);
+            let steps = if blocked_for_us == 0 && trial.iter().all(|step| step.allowed) {
                 run(entry, rules, now, cost, true)
             } else {
-                let trial = run(entry, rules, now, cost, false);
-                if blocked_for_us == 0 && trial.iter().all(|step| step.allowed) {
-                    run(entry, rules, now, cost, true)
-                } else {
-                    trial
-                }
+                trial
             };
             let admitted = blocked_for_us == 0 && steps.iter().all(|step| step.allowed);
             if !admitted && blocked_for_us == 0 && penalty_us > 0 {
@@ -114,7 +121,32 @@ pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outc
     }
 }
 
-fn run(entry: &mut Entry, rules: &Rules, now: u64, cost: u64, commit: bool) -> Vec<Step> {
+/// [`decide`] on a check of one rule, the common case, without a trial run
+/// (one rule consumes only when it admits): its step, and how long the key
+/// stays blocked.
+#[inline]
+pub(crate) fn check_one(
+    entry: &mut Entry,
+    name: &'static str,
+    limit: &Limit,
+    now: u64,
+    cost: u64,
+    penalty_us: u64,
+) -> (Step, u64) {
+    if entry.expires_at <= now {
+        *entry = Entry::default();
+    }
+    let mut blocked_for_us = entry.blocked_until.saturating_sub(now);
+    let step = limit.step(entry.state_for(name, limit), now, cost, blocked_for_us == 0);
+    if blocked_for_us == 0 && !step.allowed && penalty_us > 0 {
+        entry.blocked_until = now + penalty_us;
+        blocked_for_us = penalty_us;
+    }
+    entry.expires_at = now + step.ttl.max(blocked_for_us);
+    (step, blocked_for_us)
+}
+
+fn run(entry: &mut Entry, rules: &Rules, now: u64, cost: u64, commit: bool) -> Steps {
     rules
         .iter()
         .map(|(name, limit)| limit.step(entry.state_for(name, limit), now, cost, commit))
@@ -123,7 +155,7 @@ fn run(entry: &mut Entry, rules: &Rules, now: u64, cost: u64, commit: bool) -> V
 
 /// Numbers as they stand (cost 0); admitted and retry-after as a request of
 /// one unit would get them.
-fn peek(entry: &mut Entry, rules: &Rules, now: u64) -> Vec<Step> {
+fn peek(entry: &mut Entry, rules: &Rules, now: u64) -> Steps {
     rules
         .iter()
         .map(|(name, limit)| {

@@ -2,7 +2,7 @@
 //! keys it has seen blocked, and the keys rejected most (bounded memory).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -66,11 +66,50 @@ struct Counters {
     blocked: Gauge,
 }
 
+/// The decision counts, striped: each thread adds to its own stripe, on its
+/// own cache line, so threads deciding at once never contend on a counter.
+#[derive(Debug)]
+struct Counts {
+    stripes: Box<[Stripe]>,
+}
+
+/// One stripe: a count per slot.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe([AtomicU64; 5]);
+
+impl Counts {
+    fn new() -> Self {
+        let threads = std::thread::available_parallelism().map_or(4, usize::from);
+        Self {
+            stripes: (0..(2 * threads).next_power_of_two().min(64))
+                .map(|_| Stripe::default())
+                .collect(),
+        }
+    }
+
+    fn add(&self, slot: usize) {
+        static THREADS: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static THREAD: usize = THREADS.fetch_add(1, Ordering::Relaxed);
+        }
+        let stripe = THREAD.with(|thread| *thread) % self.stripes.len();
+        self.stripes[stripe].0[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self, slot: usize) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0[slot].load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// One limiter's reporting.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
     counters: Option<Counters>,
-    counts: [AtomicU64; 5],
+    counts: Counts,
     top: Mutex<SpaceSaving>,
     blocked: Mutex<HashMap<String, Instant>>,
     /// The earliest block end among `blocked` (µs since `epoch`), so a check
@@ -87,7 +126,7 @@ impl Telemetry {
             .map_err(Error::Metrics)?;
         Ok(Self {
             counters,
-            counts: Default::default(),
+            counts: Counts::new(),
             top: Mutex::new(SpaceSaving::default()),
             blocked: Mutex::new(HashMap::new()),
             next_unblock: AtomicU64::new(u64::MAX),
@@ -118,7 +157,7 @@ impl Telemetry {
     }
 
     fn count(&self, slot: usize) {
-        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        self.counts.add(slot);
         if let Some(counters) = &self.counters {
             counters.by_slot[slot].inc();
         }
@@ -196,7 +235,7 @@ impl Telemetry {
     }
 
     pub(crate) fn counts(&self) -> DecisionCounts {
-        let read = |slot: usize| self.counts[slot].load(Ordering::Relaxed);
+        let read = |slot: usize| self.counts.get(slot);
         DecisionCounts {
             allowed: read(ALLOWED),
             rejected: read(REJECTED),

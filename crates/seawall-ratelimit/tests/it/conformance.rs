@@ -107,7 +107,7 @@ async fn a_quota_consumes_in_every_rule_or_in_none(backend: &Backend) {
     let by_rule: Vec<(&str, bool, u64)> = rejected
         .rules
         .iter()
-        .map(|rule| (rule.name.as_ref(), rule.allowed, rule.remaining))
+        .map(|rule| (rule.name, rule.allowed, rule.remaining))
         .collect();
     assert_eq!(
         by_rule,
