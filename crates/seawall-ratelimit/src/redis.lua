@@ -31,27 +31,40 @@ end
 local function fdiv(a, b) return math.floor(a / b) end
 local function cdiv(a, b) return math.floor((a + b - 1) / b) end
 
--- The hash fields each algorithm keeps, by code.
-local FIELDS = { { 'i', 'c' }, { 'n' }, { 'i', 'c', 'p' }, { 'l', 's' }, { 'l', 's' }, { 't' }, { 't' } }
-
 -- Field names: "<name>|<code>|<field>". Every field this call may read, and
 -- the block, come in one HMGET; writes update that copy, so a later read in
 -- the same call sees them.
 local rules = {}
 local wanted = { '!b' }
+-- The algorithms this call runs: only their functions are built below.
+local uses = {}
 for i = 1, count do
   local base = 5 + (i - 1) * 4
   local code = tonumber(ARGV[base + 2])
-  if not code or not FIELDS[code] then
+  if not code or code < 1 or code > 7 then
     return redis.error_reply('unknown algorithm code ' .. tostring(ARGV[base + 2]))
   end
-  local rule = {
-    prefix = ARGV[base + 1] .. '|' .. code .. '|', code = code,
+  local prefix = ARGV[base + 1] .. '|' .. code .. '|'
+  rules[i] = {
+    prefix = prefix, code = code,
     capacity = tonumber(ARGV[base + 3]), step = tonumber(ARGV[base + 4]),
     log = KEYS[1 + i],
   }
-  for _, f in ipairs(FIELDS[code]) do wanted[#wanted + 1] = rule.prefix .. f end
-  rules[i] = rule
+  uses[code] = true
+  -- The hash fields each algorithm keeps.
+  local n = #wanted
+  if code == 1 or code == 3 then
+    wanted[n + 1] = prefix .. 'i'
+    wanted[n + 2] = prefix .. 'c'
+    if code == 3 then wanted[n + 3] = prefix .. 'p' end
+  elseif code == 2 then
+    wanted[n + 1] = prefix .. 'n'
+  elseif code == 4 or code == 5 then
+    wanted[n + 1] = prefix .. 'l'
+    wanted[n + 2] = prefix .. 's'
+  else
+    wanted[n + 1] = prefix .. 't'
+  end
 end
 local stored = {}
 local read = redis.call('HMGET', hash, unpack(wanted))
@@ -73,6 +86,9 @@ local function put(rule, values)
   written = true
 end
 
+local fixed_window, weighted_previous, sliding_window_retry, sliding_window
+local sliding_log, bucket, tat_based
+
 local function decided(allowed, remaining, reset_after, retry_after)
   local retry = 0
   if not allowed then retry = math.max(retry_after, 1) end
@@ -80,152 +96,162 @@ local function decided(allowed, remaining, reset_after, retry_after)
            retry_after = retry, wait = 0, ttl = reset_after }
 end
 
-local function fixed_window(rule, c, commit)
-  local window, capacity = rule.step, rule.capacity
-  local current = fdiv(now, window)
-  local index, n = get(rule, 'i'), get(rule, 'c')
-  if index ~= current then index = current; n = 0 end
-  local allowed = n + c <= capacity
-  local used = n
-  if allowed then used = n + c end
-  if allowed and commit then put(rule, { i = index, c = used }) end
-  local until_next = (current + 1) * window - now
-  local reset_after = 0
-  if used > 0 then reset_after = until_next end
-  return decided(allowed, capacity - math.min(used, capacity), reset_after, until_next)
+if uses[1] then
+  fixed_window = function(rule, c, commit)
+    local window, capacity = rule.step, rule.capacity
+    local current = fdiv(now, window)
+    local index, n = get(rule, 'i'), get(rule, 'c')
+    if index ~= current then index = current; n = 0 end
+    local allowed = n + c <= capacity
+    local used = n
+    if allowed then used = n + c end
+    if allowed and commit then put(rule, { i = index, c = used }) end
+    local until_next = (current + 1) * window - now
+    local reset_after = 0
+    if used > 0 then reset_after = until_next end
+    return decided(allowed, capacity - math.min(used, capacity), reset_after, until_next)
+  end
 end
 
-local function weighted_previous(previous, window, elapsed)
-  local window_ms = cdiv(window, 1000)
-  local left_ms = math.min(cdiv(window - elapsed, 1000), window_ms)
-  return cdiv(previous * left_ms, window_ms)
-end
+if uses[3] then
+  weighted_previous = function(previous, window, elapsed)
+    local window_ms = cdiv(window, 1000)
+    local left_ms = math.min(cdiv(window - elapsed, 1000), window_ms)
+    return cdiv(previous * left_ms, window_ms)
+  end
 
-local function sliding_window_retry(capacity, window, previous, current, elapsed, c)
-  local function first_fit(weighted, room, from)
-    if weighted_previous(weighted, window, from) <= room then return from end
-    if weighted_previous(weighted, window, window - 1) > room then return nil end
-    local low, high = from, window - 1
-    while low + 1 < high do
-      local middle = low + fdiv(high - low, 2)
-      if weighted_previous(weighted, window, middle) <= room then high = middle else low = middle end
+  sliding_window_retry = function(capacity, window, previous, current, elapsed, c)
+    local function first_fit(weighted, room, from)
+      if weighted_previous(weighted, window, from) <= room then return from end
+      if weighted_previous(weighted, window, window - 1) > room then return nil end
+      local low, high = from, window - 1
+      while low + 1 < high do
+        local middle = low + fdiv(high - low, 2)
+        if weighted_previous(weighted, window, middle) <= room then high = middle else low = middle end
+      end
+      return high
     end
-    return high
+    local room = capacity - (current + c)
+    if room >= 0 then
+      local at = first_fit(previous, room, elapsed)
+      if at then return at - elapsed end
+    end
+    local to_next = window - elapsed
+    local at = first_fit(current, capacity - c, 0)
+    if at then return to_next + at end
+    return to_next + window
   end
-  local room = capacity - (current + c)
-  if room >= 0 then
-    local at = first_fit(previous, room, elapsed)
-    if at then return at - elapsed end
-  end
-  local to_next = window - elapsed
-  local at = first_fit(current, capacity - c, 0)
-  if at then return to_next + at end
-  return to_next + window
-end
 
-local function sliding_window(rule, c, commit)
-  local window, capacity = rule.step, rule.capacity
-  local this = fdiv(now, window)
-  local index, current, previous = get(rule, 'i'), get(rule, 'c'), get(rule, 'p')
-  if index ~= this then
-    if index + 1 == this then previous = current else previous = 0 end
-    current = 0
-    index = this
+  sliding_window = function(rule, c, commit)
+    local window, capacity = rule.step, rule.capacity
+    local this = fdiv(now, window)
+    local index, current, previous = get(rule, 'i'), get(rule, 'c'), get(rule, 'p')
+    if index ~= this then
+      if index + 1 == this then previous = current else previous = 0 end
+      current = 0
+      index = this
+    end
+    local elapsed = now - this * window
+    local used = weighted_previous(previous, window, elapsed) + current
+    local allowed = used + c <= capacity
+    local used_after, current_after = used, current
+    if allowed then used_after = used + c; current_after = current + c end
+    if allowed and commit then put(rule, { i = index, c = current_after, p = previous }) end
+    local window_end = (this + 1) * window - now
+    local reset_after = 0
+    if current_after > 0 then reset_after = window_end + window
+    elseif previous > 0 then reset_after = window_end end
+    local retry_after = 0
+    if not allowed then
+      retry_after = sliding_window_retry(capacity, window, previous, current, elapsed, c)
+    end
+    return decided(allowed, capacity - math.min(used_after, capacity), reset_after, retry_after)
   end
-  local elapsed = now - this * window
-  local used = weighted_previous(previous, window, elapsed) + current
-  local allowed = used + c <= capacity
-  local used_after, current_after = used, current
-  if allowed then used_after = used + c; current_after = current + c end
-  if allowed and commit then put(rule, { i = index, c = current_after, p = previous }) end
-  local window_end = (this + 1) * window - now
-  local reset_after = 0
-  if current_after > 0 then reset_after = window_end + window
-  elseif previous > 0 then reset_after = window_end end
-  local retry_after = 0
-  if not allowed then
-    retry_after = sliding_window_retry(capacity, window, previous, current, elapsed, c)
-  end
-  return decided(allowed, capacity - math.min(used_after, capacity), reset_after, retry_after)
 end
 
 -- One sorted-set member per admitted unit, scored by its time; members are
 -- numbered by a counter in the hash, so they are unique.
-local function sliding_log(rule, c, commit)
-  local window, capacity, log = rule.step, rule.capacity, rule.log
-  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
-  local units = redis.call('ZCARD', log)
-  local allowed = units + c <= capacity
-  if allowed and commit and c > 0 then
-    local last = get(rule, 'n') + c
-    put(rule, { n = last })
-    local args = {}
-    for k = last - c + 1, last do
-      args[#args + 1] = now
-      args[#args + 1] = k
+if uses[2] then
+  sliding_log = function(rule, c, commit)
+    local window, capacity, log = rule.step, rule.capacity, rule.log
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+    local units = redis.call('ZCARD', log)
+    local allowed = units + c <= capacity
+    if allowed and commit and c > 0 then
+      local last = get(rule, 'n') + c
+      put(rule, { n = last })
+      local args = {}
+      for k = last - c + 1, last do
+        args[#args + 1] = now
+        args[#args + 1] = k
+      end
+      redis.call('ZADD', log, unpack(args))
+      units = units + c
     end
-    redis.call('ZADD', log, unpack(args))
-    units = units + c
+    local used = units
+    if allowed and not commit then used = units + c end
+    local reset_after = 0
+    if allowed and c > 0 then
+      reset_after = window
+    else
+      local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+      if newest[2] then reset_after = tonumber(newest[2]) + window - now end
+    end
+    local retry_after = 0
+    if not allowed then
+      local oldest = redis.call('ZRANGE', log, units + c - capacity - 1, units + c - capacity - 1, 'WITHSCORES')
+      retry_after = tonumber(oldest[2]) + window - now
+    end
+    return decided(allowed, capacity - math.min(used, capacity), reset_after, retry_after)
   end
-  local used = units
-  if allowed and not commit then used = units + c end
-  local reset_after = 0
-  if allowed and c > 0 then
-    reset_after = window
-  else
-    local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
-    if newest[2] then reset_after = tonumber(newest[2]) + window - now end
-  end
-  local retry_after = 0
-  if not allowed then
-    local oldest = redis.call('ZRANGE', log, units + c - capacity - 1, units + c - capacity - 1, 'WITHSCORES')
-    retry_after = tonumber(oldest[2]) + window - now
-  end
-  return decided(allowed, capacity - math.min(used, capacity), reset_after, retry_after)
 end
 
 -- The token bucket and the leaky bucket (meter): the level is what is spent,
 -- draining one unit per step.
-local function bucket(rule, c, commit)
-  local unit, capacity = rule.step, rule.capacity
-  local level, since = get(rule, 'l'), get(rule, 's')
-  local at = math.max(now, since)
-  local drained = fdiv(at - since, unit)
-  if drained >= level then
-    level = 0
-    since = at
-  else
-    level = level - drained
-    since = since + drained * unit
+if uses[4] or uses[5] then
+  bucket = function(rule, c, commit)
+    local unit, capacity = rule.step, rule.capacity
+    local level, since = get(rule, 'l'), get(rule, 's')
+    local at = math.max(now, since)
+    local drained = fdiv(at - since, unit)
+    if drained >= level then
+      level = 0
+      since = at
+    else
+      level = level - drained
+      since = since + drained * unit
+    end
+    local allowed = level + c <= capacity
+    local level_after = level
+    if allowed then level_after = level + c end
+    if allowed and commit then put(rule, { l = level_after, s = since }) end
+    local progress = 0
+    if level > 0 then progress = at - since end
+    local reset_after = math.max(level_after * unit - progress, 0)
+    local excess = level + c - math.min(capacity, level + c)
+    local retry_after = math.max(excess * unit - progress, 0)
+    return decided(allowed, capacity - math.min(level_after, capacity), reset_after, retry_after)
   end
-  local allowed = level + c <= capacity
-  local level_after = level
-  if allowed then level_after = level + c end
-  if allowed and commit then put(rule, { l = level_after, s = since }) end
-  local progress = 0
-  if level > 0 then progress = at - since end
-  local reset_after = math.max(level_after * unit - progress, 0)
-  local excess = level + c - math.min(capacity, level + c)
-  local retry_after = math.max(excess * unit - progress, 0)
-  return decided(allowed, capacity - math.min(level_after, capacity), reset_after, retry_after)
 end
 
 -- GCRA, and the leaky bucket as a queue (the same, with the admitted request
 -- told how long to wait for its turn).
-local function tat_based(rule, c, commit, queue)
-  local unit = rule.step
-  local tolerance = rule.capacity * unit
-  local start = math.max(get(rule, 't'), now)
-  local next_tat = start + c * unit
-  local allowed = next_tat - now <= tolerance
-  if allowed and commit then put(rule, { t = next_tat }) end
-  local horizon = start
-  if allowed then horizon = next_tat end
-  local reset_after = horizon - now
-  local remaining = fdiv(tolerance - reset_after, unit)
-  local step = decided(allowed, remaining, reset_after, next_tat - now - math.min(tolerance, next_tat - now))
-  if allowed and queue then step.wait = start - now end
-  return step
+if uses[6] or uses[7] then
+  tat_based = function(rule, c, commit, queue)
+    local unit = rule.step
+    local tolerance = rule.capacity * unit
+    local start = math.max(get(rule, 't'), now)
+    local next_tat = start + c * unit
+    local allowed = next_tat - now <= tolerance
+    if allowed and commit then put(rule, { t = next_tat }) end
+    local horizon = start
+    if allowed then horizon = next_tat end
+    local reset_after = horizon - now
+    local remaining = fdiv(tolerance - reset_after, unit)
+    local step = decided(allowed, remaining, reset_after, next_tat - now - math.min(tolerance, next_tat - now))
+    if allowed and queue then step.wait = start - now end
+    return step
+  end
 end
 
 local function step(rule, c, commit)
