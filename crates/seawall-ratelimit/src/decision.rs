@@ -12,7 +12,8 @@ use crate::algorithm::{Limit, Step};
 /// per window).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleDecision {
-    /// The rule's name (`default` for a limiter with one limit).
+    /// The rule's name (`default` for a limiter with one limit), interned:
+    /// one copy per process.
     pub name: &'static str,
     /// The limit.
     pub limit: Limit,
@@ -29,7 +30,7 @@ pub struct RuleDecision {
 /// A limiter's answer for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// The limiter that decided.
+    /// The limiter that decided (its name, interned: one copy per process).
     pub limiter: &'static str,
     /// Whether the request may go on. Always `true` in shadow mode; see
     /// [`Decision::would_reject`].

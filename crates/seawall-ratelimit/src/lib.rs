@@ -39,7 +39,9 @@
 //! # Stores
 //!
 //! [`MemoryStore`] keeps state in sharded maps on the monotonic clock and
-//! forgets idle keys, so memory stays bounded under a flood of keys.
+//! forgets idle keys, so memory stays bounded under a flood of keys. Its
+//! [`Limiter::check_now`] decides synchronously without allocating, at about
+//! governor's cost (see `docs/benchmarks.md`).
 //! [`RedisStore`] runs one `EVALSHA` per check; the script reads Redis's
 //! `TIME`, never the caller's clock, gives every key an expiry, and keeps all
 //! keys of one subject in one hash slot, so it runs unchanged on Redis

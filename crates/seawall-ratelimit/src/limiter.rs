@@ -245,7 +245,9 @@ struct Inner {
 
 impl Limiter {
     /// A builder for a limiter named `name` (1 to 64 of `A-Z a-z 0-9 _ . -`;
-    /// it names the limiter in keys and metrics).
+    /// it names the limiter in keys and metrics). Limiter and rule names are
+    /// kept once per process for its whole life, so decisions carry them
+    /// without reference counting; a service uses a bounded set of names.
     pub fn builder(name: &str) -> LimiterBuilder {
         LimiterBuilder {
             name: name.to_owned(),
