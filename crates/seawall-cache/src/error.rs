@@ -1,0 +1,80 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// What a cache call can fail with.
+///
+/// A failing Redis never appears here from a read or a load: the cache
+/// falls back to L1 and the loader and counts the failure. Only calls that
+/// must reach Redis to mean anything (a lock, an invalidation the caller
+/// wants confirmed) report it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The loader failed and no earlier value could stand in for it.
+    #[error("loading {key:?} failed: {source}")]
+    Load {
+        /// The key being loaded.
+        key: String,
+        /// What the loader returned.
+        #[source]
+        source: BoxError,
+    },
+    /// The loader panicked (or its task was aborted); the key is not wedged.
+    #[error("the loader of {key:?} panicked")]
+    LoaderPanicked {
+        /// The key being loaded.
+        key: String,
+    },
+    /// The load took longer than the hard timeout and no earlier value could
+    /// stand in for it.
+    #[error("loading {key:?} took longer than {timeout:?}")]
+    Timeout {
+        /// The key being loaded.
+        key: String,
+        /// The hard timeout.
+        timeout: Duration,
+    },
+    /// A value could not be encoded.
+    #[error("encoding the value of {key:?}: {message}")]
+    Encode {
+        /// The key.
+        key: String,
+        /// What the codec said.
+        message: String,
+    },
+    /// Redis failed, or did not answer within the configured timeout.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// Redis is not used: the cache has no L2, or its circuit breaker is open.
+    #[error("redis is unavailable ({0})")]
+    Unavailable(&'static str),
+    /// A lock is held by someone else.
+    #[error("the lock {name:?} is held by another owner")]
+    Locked {
+        /// The lock's name.
+        name: String,
+    },
+    /// A lock guard no longer owns its lock (it expired and was taken, or was
+    /// released).
+    #[error("the lock {name:?} is no longer owned by this guard")]
+    LockLost {
+        /// The lock's name.
+        name: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A pattern, tag or key is not acceptable.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// Registering the cache's metrics failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] seawall_perfmon::Error),
+}
+
+/// A loader's error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

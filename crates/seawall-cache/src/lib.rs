@@ -1,0 +1,95 @@
+//! A tiered cache for Rust services: an in-process L1 (moka) in front of a
+//! Redis L2 (fred), each usable alone.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall_cache::{Class, Options, TieredCache};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), seawall_cache::Error> {
+//! // L1 only; add `.redis(client)` for the shared tier.
+//! let cache = TieredCache::builder().build()?;
+//!
+//! // Cache-aside: the loader runs on a miss, once however many callers
+//! // miss together, and its result is cached for the class's TTL.
+//! let options = Options::new(Class::SCHEDULE).tag("user:42");
+//! let today: Option<Vec<u32>> = cache
+//!     .get_or_load("review:today:42", options.clone(), || async {
+//!         Ok::<_, std::io::Error>(Some(vec![3, 5, 8])) // the database query
+//!     })
+//!     .await?;
+//! assert_eq!(today, Some(vec![3, 5, 8]));
+//!
+//! // A write elsewhere invalidates every entry of the user, on every
+//! // instance that shares the Redis tier.
+//! cache.invalidate_tag("user:42").await?;
+//! assert_eq!(cache.get::<Vec<u32>>("review:today:42", Class::SCHEDULE).await, None);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it does
+//!
+//! - **TTL classes** ([`Class`], [`Policy`]): schedule 2 h, session 24 h,
+//!   computation 1 h, API response 5 min, user preferences 7 days; each
+//!   redefinable, more can be added. L1 never keeps an entry longer than L2
+//!   does; optional jitter spreads expiries.
+//! - **Stampede protection**: concurrent misses of a key run the loader once
+//!   per process; with a class's distributed lock, once across instances
+//!   ([`RedisLocks`] is public too: token-owned, compare-and-delete release,
+//!   extend, fencing tokens).
+//! - **Early refresh**: XFetch or refresh-ahead ([`EarlyRefresh`]), and
+//!   stale-while-revalidate.
+//! - **Fail-safe**: a failed, panicking or slow load returns the previous
+//!   value, kept past its TTL up to the class's fail-safe window; a hard
+//!   timeout bounds every load.
+//! - **Invalidation** by key, tag or glob pattern, in Redis first (a
+//!   tombstone, so a load that started earlier cannot write back its old
+//!   value), then announced on a Redis stream that every instance follows to
+//!   drop its L1 copies. An instance cut off from Redis replays what it
+//!   missed on reconnect, or clears its L1 when the stream no longer holds
+//!   it.
+//! - **Degrades, never fails a read**: every Redis call has a timeout; after
+//!   repeated failures a circuit breaker stops calling Redis, the cache
+//!   serves L1 and the loader, and a background probe closes the breaker.
+//!   Invalidations that could not reach Redis are sent once it answers.
+//! - **Batches**: [`TieredCache::get_many`] sends one `MGET` per hash slot,
+//!   together, so Redis Cluster never sees a cross-slot command.
+//! - **Stats** per tier and class ([`Stats`]), exported through
+//!   seawall-perfmon with [`TieredCache::register_metrics`].
+//! - **Keys**: [`KeyBuilder`] escapes parts so distinct part lists never
+//!   collide, and hashes keys over 200 characters.
+//!
+//! Values pass through a [`Codec`] ([`Binary`], the default, or [`Json`])
+//! inside an envelope that records the codec and the cache's format
+//! version: a value of another shape is a miss, never garbage.
+
+mod breaker;
+mod cache;
+mod class;
+mod codec;
+mod error;
+mod feed;
+mod glob;
+mod key;
+mod load;
+mod lock;
+mod memory;
+mod options;
+mod redis;
+mod refresh;
+mod stats;
+mod warm;
+
+pub use cache::{DEFAULT_PREFIX, TieredCache, TieredCacheBuilder};
+pub use class::{Class, EarlyRefresh, Policy, WriteStrategy};
+pub use codec::{Binary, Codec, CodecError, Json};
+pub use error::{BoxError, Error, Result};
+pub use key::{KeyBuilder, KeyParts, MAX_KEY_LEN};
+pub use lock::{LockGuard, RedisLocks};
+pub use memory::L1Capacity;
+pub use options::{MAX_TAG_LEN, MAX_TAGS, Options};
+pub use stats::{BreakerState, ClassStats, Stats, TierCounts};
+pub use warm::WarmUpProgress;
+
+pub(crate) use cache::now_ms;

@@ -1,0 +1,595 @@
+//! Cache-aside loading: one load per key per process (single flight), the
+//! distributed lock across processes, early refresh, stale-while-revalidate
+//! and fail-safe values.
+//!
+//! A load runs in its own task, so a caller that is cancelled, a loader
+//! that panics and a loader that never ends (the hard timeout aborts it)
+//! all leave the key free for the next caller.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::cache::{Decoded, Inner, TieredCache, encode, ms, now_ms, typed};
+use crate::class::{Class, Policy};
+use crate::codec::{Codec, Meta};
+use crate::error::{BoxError, Error, Result};
+use crate::options::Options;
+use crate::refresh::refresh_early;
+use crate::stats::bump;
+
+type Shared = Arc<dyn Any + Send + Sync>;
+
+/// What a load gave its waiters.
+#[derive(Clone)]
+pub(crate) enum Outcome {
+    /// A value (`None`: "not found"); `stale` if it is past its TTL and
+    /// stands in for a failed or slow load.
+    Value {
+        value: Option<Shared>,
+        stale: bool,
+    },
+    Failed(Arc<Error>),
+}
+
+/// One running load of a key.
+pub(crate) struct Flight {
+    outcome: watch::Sender<Option<Outcome>>,
+    invalidated: AtomicBool,
+}
+
+impl Flight {
+    fn new() -> Self {
+        Self {
+            outcome: watch::Sender::new(None),
+            invalidated: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn invalidate(&self) {
+        self.invalidated.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn invalidated(&self) -> bool {
+        self.invalidated.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, outcome: Outcome) {
+        self.outcome.send_replace(Some(outcome));
+    }
+}
+
+/// Removes the flight from the map and fails its waiters if the leader
+/// unwinds (its loader closure panicked) before the load task started.
+struct Leading {
+    inner: Arc<Inner>,
+    key: String,
+    flight: Arc<Flight>,
+    armed: bool,
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        if self.armed {
+            let failed = Outcome::Failed(Arc::new(Error::LoaderPanicked {
+                key: self.key.clone(),
+            }));
+            complete(&self.inner, &self.key, &self.flight, failed);
+        }
+    }
+}
+
+/// Ends `flight`: removes it from the map (if it is still the key's
+/// flight) and publishes its outcome, under the map's lock, so a caller
+/// that saw the outcome never joins the finished flight.
+fn complete(inner: &Inner, key: &str, flight: &Arc<Flight>, outcome: Outcome) {
+    let mut flights = inner.flights.lock();
+    if flights
+        .get(key)
+        .is_some_and(|current| Arc::ptr_eq(current, flight))
+    {
+        flights.remove(key);
+    }
+    flight.publish(outcome);
+}
+
+/// A previous value that may stand in for a load.
+#[derive(Clone)]
+struct Fallback {
+    value: Option<Shared>,
+    created_ms: u64,
+    stale_until_ms: u64,
+    /// The value is still fresh and being refreshed early: only a newer
+    /// value in Redis replaces it without a load.
+    early: bool,
+}
+
+impl Fallback {
+    fn of(entry: &crate::memory::Entry, early: bool) -> Self {
+        Self {
+            value: entry.value.clone(),
+            created_ms: entry.meta.created_ms,
+            stale_until_ms: entry.meta.stale_until_ms,
+            early,
+        }
+    }
+}
+
+impl<C: Codec> TieredCache<C> {
+    /// The value of `key`: from L1, else from Redis, else from `loader`,
+    /// whose result (a value, or `None` for "not found") is cached in both
+    /// tiers by `options`' class.
+    ///
+    /// - Concurrent misses of one key in this process run `loader` once;
+    ///   with the class's distributed lock, once across instances (the
+    ///   others wait up to the lock wait, or serve the previous value).
+    /// - The load runs in its own task: a caller cancelled mid-load, a
+    ///   panicking loader or one past the hard timeout never wedge the key.
+    /// - A fresh value may be refreshed early in the background (XFetch or
+    ///   refresh-ahead); an expired one is served at once while it refreshes
+    ///   if the class has a stale-while-revalidate window.
+    /// - Fail-safe: when the load fails, panics, times out, or passes the
+    ///   soft timeout, a previous value within the class's fail-safe window
+    ///   is returned instead (counted as a stale serve).
+    ///
+    /// Redis failures never reach the caller: the cache falls back to L1
+    /// and the loader.
+    pub async fn get_or_load<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: impl Into<Options>,
+        loader: F,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        let options = options.into();
+        options.validate()?;
+        let inner = &self.inner;
+        let policy = inner.policy_of(options.class);
+        let counters = inner.counters_of(options.class);
+        let now = now_ms();
+        let mut fallback = None;
+        if let Some(l1) = &inner.l1 {
+            if let Some(entry) = l1.get(key)
+                && let Some(value) = typed::<T>(&entry.value)
+            {
+                if now < entry.l1_fresh_until_ms {
+                    bump(&counters.l1_hits);
+                    let refresh = options.early_refresh.unwrap_or(policy.early_refresh);
+                    if refresh_early(refresh, &entry.meta, now, 1.0 - fastrand::f64()) {
+                        let fallback = Fallback::of(&entry, true);
+                        if self
+                            .lead::<T, _, _, _>(key, &options, loader, Some(fallback))
+                            .1
+                        {
+                            bump(&counters.early_refreshes);
+                        }
+                    }
+                    return Ok(value);
+                }
+                let expired = now >= entry.meta.fresh_until_ms;
+                if expired && now < entry.meta.stale_until_ms {
+                    let revalidate = policy.stale_while_revalidate.min(policy.fail_safe);
+                    if now < entry.meta.fresh_until_ms.saturating_add(ms(revalidate)) {
+                        bump(&counters.l1_misses);
+                        bump(&counters.stale_serves);
+                        let fallback = Fallback::of(&entry, false);
+                        self.lead::<T, _, _, _>(key, &options, loader, Some(fallback));
+                        return Ok(value);
+                    }
+                }
+                if now < entry.meta.stale_until_ms {
+                    fallback = Some(Fallback::of(&entry, false));
+                }
+            }
+            bump(&counters.l1_misses);
+        }
+        let (mut outcome, _) = self.lead::<T, _, _, _>(key, &options, loader, fallback);
+        let outcome = match outcome.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(Outcome::Value { value, stale }) => {
+                if stale {
+                    bump(&counters.stale_serves);
+                }
+                typed::<T>(&value).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{key:?} was loaded as another type by a concurrent caller"
+                    ))
+                })
+            }
+            Some(Outcome::Failed(error)) => Err(share(&error)),
+            None => Err(Error::LoaderPanicked {
+                key: key.to_owned(),
+            }),
+        }
+    }
+
+    /// Starts a load of `key` unless one is running; returns a receiver of
+    /// the running load's outcome, and whether this call started it.
+    fn lead<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &Options,
+        loader: F,
+        fallback: Option<Fallback>,
+    ) -> (watch::Receiver<Option<Outcome>>, bool)
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        let flight = {
+            let mut flights = self.inner.flights.lock();
+            if let Some(running) = flights.get(key) {
+                return (running.outcome.subscribe(), false);
+            }
+            let flight = Arc::new(Flight::new());
+            flights.insert(key.to_owned(), Arc::clone(&flight));
+            flight
+        };
+        let receiver = flight.outcome.subscribe();
+        let mut leading = Leading {
+            inner: Arc::clone(&self.inner),
+            key: key.to_owned(),
+            flight: Arc::clone(&flight),
+            armed: true,
+        };
+        let load = loader();
+        leading.armed = false;
+        let inner = Arc::clone(&self.inner);
+        let (key, options) = (key.to_owned(), options.clone());
+        tokio::spawn(async move {
+            let outcome =
+                drive::<T, C, Fut, E>(&inner, &key, &options, &flight, load, fallback).await;
+            complete(&inner, &key, &flight, outcome);
+        });
+        (receiver, true)
+    }
+}
+
+/// The load: Redis first, then the lock, then the loader; caches the
+/// result and returns the outcome.
+async fn drive<T, C, Fut, E>(
+    inner: &Arc<Inner>,
+    key: &str,
+    options: &Options,
+    flight: &Flight,
+    load: Fut,
+    mut fallback: Option<Fallback>,
+) -> Outcome
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    C: Codec,
+    Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    let policy = inner.policy_of(options.class);
+    let counters = inner.counters_of(options.class);
+    let mut seen = Vec::new();
+    if let Some(l2) = inner.usable_l2() {
+        match l2.get(key).await {
+            Ok(Some(bytes)) => match inner.decode::<T, C>(&bytes) {
+                Some(Decoded::Value(value, meta, tags))
+                    if now_ms() < meta.fresh_until_ms && replaces(fallback.as_ref(), &meta) =>
+                {
+                    bump(&counters.l2_hits);
+                    let value = value.map(|value| Arc::new(value) as Shared);
+                    inner.fill_l1(
+                        key,
+                        options.class,
+                        value.clone(),
+                        meta,
+                        tags,
+                        bytes.len(),
+                        Some(flight),
+                    );
+                    return Outcome::Value {
+                        value,
+                        stale: false,
+                    };
+                }
+                Some(Decoded::Value(value, meta, _)) => {
+                    bump(&counters.l2_misses);
+                    if now_ms() < meta.stale_until_ms
+                        && fallback
+                            .as_ref()
+                            .is_none_or(|f| f.stale_until_ms < meta.stale_until_ms)
+                    {
+                        fallback = Some(Fallback {
+                            value: value.map(|value| Arc::new(value) as Shared),
+                            created_ms: meta.created_ms,
+                            stale_until_ms: meta.stale_until_ms,
+                            early: false,
+                        });
+                    }
+                }
+                Some(Decoded::Tombstone(tomb)) => {
+                    bump(&counters.l2_misses);
+                    seen = tomb;
+                }
+                None => bump(&counters.l2_misses),
+            },
+            Ok(None) => bump(&counters.l2_misses),
+            Err(_) => {}
+        }
+    }
+    let mut guard = None;
+    if options.distributed_lock.unwrap_or(policy.distributed_lock)
+        && let (Some(locks), Some(_)) = (&inner.locks, inner.usable_l2())
+    {
+        let name = format!("load:{key}");
+        match locks
+            .try_acquire(&name, policy.hard_timeout + Duration::from_secs(1))
+            .await
+        {
+            Ok(Some(acquired)) => guard = Some(acquired),
+            Ok(None) => {
+                if let Some(stale) = fallback {
+                    return Outcome::Value {
+                        value: stale.value,
+                        stale: true,
+                    };
+                }
+                if let Some(outcome) =
+                    wait_for_other::<T, C>(inner, key, options.class, flight).await
+                {
+                    return outcome;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    bump(&counters.loads);
+    let started = Instant::now();
+    let mut task = tokio::spawn(load);
+    let deadline = tokio::time::Instant::now() + policy.hard_timeout;
+    if let (Some(soft), Some(stale)) = (policy.soft_timeout, &fallback) {
+        tokio::select! {
+            _ = tokio::time::sleep(soft) => {
+                flight.publish(Outcome::Value { value: stale.value.clone(), stale: true });
+            }
+            _ = &mut task => {}
+        }
+    }
+    let result = match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(error))) => Err(Error::Load {
+            key: key.to_owned(),
+            source: error.into(),
+        }),
+        Ok(Err(_)) => Err(Error::LoaderPanicked {
+            key: key.to_owned(),
+        }),
+        Err(_) => {
+            task.abort();
+            Err(Error::Timeout {
+                key: key.to_owned(),
+                timeout: policy.hard_timeout,
+            })
+        }
+    };
+    match result {
+        Ok(value) => {
+            let delta = started.elapsed();
+            let shared = value.clone().map(|value| Arc::new(value) as Shared);
+            // Stored before it is published: a caller that got the value
+            // finds it cached.
+            store::<T, C>(
+                inner,
+                key,
+                options,
+                policy,
+                flight,
+                value.as_ref(),
+                shared.clone(),
+                delta,
+                &seen,
+            )
+            .await;
+            if let Some(guard) = guard {
+                let _ = guard.release().await;
+            }
+            Outcome::Value {
+                value: shared,
+                stale: false,
+            }
+        }
+        Err(error) => {
+            if let Some(guard) = guard {
+                let _ = guard.release().await;
+            }
+            bump(&counters.load_errors);
+            tracing::debug!(key, %error, "cache load failed");
+            match fallback.filter(|stale| now_ms() < stale.stale_until_ms) {
+                Some(stale) => Outcome::Value {
+                    value: stale.value,
+                    stale: true,
+                },
+                None => Outcome::Failed(Arc::new(error)),
+            }
+        }
+    }
+}
+
+/// Whether a fresh L2 value answers the load: always, unless the load is
+/// an early refresh, which only a newer value answers.
+fn replaces(fallback: Option<&Fallback>, meta: &Meta) -> bool {
+    fallback.is_none_or(|f| !f.early || meta.created_ms > f.created_ms)
+}
+
+/// Waits for the instance holding the load's lock to store the value;
+/// its outcome if it did.
+async fn wait_for_other<T, C>(
+    inner: &Arc<Inner>,
+    key: &str,
+    class: Class,
+    flight: &Flight,
+) -> Option<Outcome>
+where
+    T: DeserializeOwned + Clone + Send + Sync + 'static,
+    C: Codec,
+{
+    let deadline = tokio::time::Instant::now() + inner.lock_wait;
+    let mut pause = Duration::from_millis(5);
+    while tokio::time::Instant::now() + pause < deadline {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+        let l2 = inner.usable_l2()?;
+        let Ok(Some(bytes)) = l2.get(key).await else {
+            continue;
+        };
+        if let Some((value, meta, tags)) = inner.decode_fresh::<T, C>(&bytes, now_ms()) {
+            bump(&inner.counters_of(class).l2_hits);
+            let value = value.map(|value| Arc::new(value) as Shared);
+            inner.fill_l1(
+                key,
+                class,
+                value.clone(),
+                meta,
+                tags,
+                bytes.len(),
+                Some(flight),
+            );
+            return Some(Outcome::Value {
+                value,
+                stale: false,
+            });
+        }
+    }
+    None
+}
+
+/// Caches a loaded value (or "not found") in both tiers, unless an
+/// invalidation overtook the load.
+#[allow(clippy::too_many_arguments)]
+async fn store<T, C>(
+    inner: &Inner,
+    key: &str,
+    options: &Options,
+    policy: &Policy,
+    flight: &Flight,
+    value: Option<&T>,
+    shared: Option<Shared>,
+    delta: Duration,
+    seen: &[u8],
+) where
+    T: Serialize + Send + Sync + 'static,
+    C: Codec,
+{
+    let now = now_ms();
+    let ttl = match value {
+        Some(_) => policy.jittered(policy.ttl),
+        None => policy.negative_ttl,
+    };
+    let keep = match value {
+        Some(_) => ttl + policy.fail_safe,
+        None => ttl,
+    };
+    if ttl.is_zero() {
+        return;
+    }
+    let meta = Meta {
+        created_ms: now,
+        fresh_until_ms: now + ms(ttl),
+        stale_until_ms: now + ms(keep),
+        delta_ms: u32::try_from(delta.as_millis()).unwrap_or(u32::MAX),
+        class: options.class.index(),
+        negative: value.is_none(),
+    };
+    let needs_bytes =
+        inner.usable_l2().is_some() || inner.l1.as_ref().is_some_and(|l1| l1.by_bytes());
+    let bytes = if needs_bytes {
+        match encode::<C, T>(key, value, &meta, &options.tags, inner) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(key, %error, "a loaded value could not be encoded; it is not cached");
+                return;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let len = bytes.len();
+    if let Some(l2) = inner.usable_l2() {
+        if flight.invalidated() {
+            bump(&inner.cache_counters.refused_fills);
+            return;
+        }
+        match l2.fill(key, bytes, keep, seen).await {
+            Ok(true) => {
+                if !options.tags.is_empty() {
+                    let _ = l2.tag(key, &options.tags, keep).await;
+                }
+            }
+            Ok(false) => {
+                bump(&inner.cache_counters.refused_fills);
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+    if flight.invalidated() {
+        bump(&inner.cache_counters.refused_fills);
+        return;
+    }
+    inner.fill_l1(
+        key,
+        options.class,
+        shared,
+        meta,
+        options.tags.clone(),
+        len,
+        Some(flight),
+    );
+}
+
+/// An error for one more waiter of a shared failure.
+fn share(error: &Arc<Error>) -> Error {
+    match &**error {
+        Error::LoaderPanicked { key } => Error::LoaderPanicked { key: key.clone() },
+        Error::Timeout { key, timeout } => Error::Timeout {
+            key: key.clone(),
+            timeout: *timeout,
+        },
+        Error::Load { key, .. } => Error::Load {
+            key: key.clone(),
+            source: Box::new(SharedError(Arc::clone(error))),
+        },
+        other => Error::Invalid(other.to_string()),
+    }
+}
+
+/// A loader's error seen by several waiters.
+#[derive(Debug)]
+struct SharedError(Arc<Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Error::Load { source, .. } => source.fmt(f),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            Error::Load { source, .. } => source.source(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! A distributed lock on Redis: owned by a random token, released and
+//! extended only by its owner (compare-and-delete in one script), with a
+//! fencing token that increases with every acquisition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::Client;
+use fred::types::scripts::Script;
+
+use crate::error::{Error, Result};
+
+const ACQUIRE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local fence = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return fence
+end
+return 0
+";
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// A random 64-bit value from the operating system (a seeded fallback if
+/// it is unavailable).
+pub(crate) fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| fastrand::u64(..))
+}
+
+/// Locks on one Redis deployment. Cheap to clone.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use seawall_cache::RedisLocks;
+///
+/// # async fn run(client: fred::prelude::Client) -> Result<(), seawall_cache::Error> {
+/// let locks = RedisLocks::new(client);
+/// if let Some(guard) = locks.try_acquire("nightly-report", Duration::from_secs(30)).await? {
+///     // Pass the fencing token to the storage the lock protects, so a
+///     // write from an owner that lost the lock can be refused there.
+///     let _fence = guard.fence();
+///     guard.extend(Duration::from_secs(30)).await?;
+///     guard.release().await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisLocks {
+    inner: Arc<Locks>,
+}
+
+struct Locks {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    fence_retention: Duration,
+    acquire: Script,
+    release: Script,
+    extend: Script,
+}
+
+impl std::fmt::Debug for RedisLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLocks")
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLocks {
+    /// Locks under the prefix `seawall:lock`, with a 1 s timeout per Redis
+    /// call and fencing counters kept a day after their last acquisition.
+    pub fn new(client: Client) -> Self {
+        Self::with_options(
+            client,
+            "seawall:lock",
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        )
+    }
+
+    /// Locks under `prefix`, each Redis call bounded by `timeout`; a lock's
+    /// fencing counter is kept for `fence_retention` after its last
+    /// acquisition (longer than any holder lives), then starts again at 1.
+    pub fn with_options(
+        client: Client,
+        prefix: impl Into<String>,
+        timeout: Duration,
+        fence_retention: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Locks {
+                client,
+                prefix: prefix.into(),
+                timeout,
+                fence_retention,
+                acquire: Script::from_lua(ACQUIRE),
+                release: Script::from_lua(RELEASE),
+                extend: Script::from_lua(EXTEND),
+            }),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{{{}:{name}}}", self.inner.prefix)
+    }
+
+    /// Takes the lock `name` for `ttl` if nobody holds it; `None` if
+    /// someone does.
+    pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<LockGuard>> {
+        let key = self.key(name);
+        let token = format!("{:016x}{:016x}", random_u64(), random_u64());
+        let fence: i64 = self
+            .call(self.inner.acquire.evalsha_with_reload(
+                &self.inner.client,
+                vec![key.clone(), format!("{key}:fence")],
+                vec![
+                    token.clone(),
+                    millis(ttl).to_string(),
+                    millis(self.inner.fence_retention).to_string(),
+                ],
+            ))
+            .await?;
+        Ok((fence > 0).then(|| LockGuard {
+            locks: self.clone(),
+            name: name.to_owned(),
+            key,
+            token,
+            fence: fence.unsigned_abs(),
+            released: false,
+        }))
+    }
+
+    /// Takes the lock, retrying every `poll` until `wait` has passed;
+    /// [`Error::Locked`] if it is still held then.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+        poll: Duration,
+    ) -> Result<LockGuard> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(guard) = self.try_acquire(name, ttl).await? {
+                return Ok(guard);
+            }
+            if tokio::time::Instant::now() + poll > deadline {
+                return Err(Error::Locked {
+                    name: name.to_owned(),
+                });
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = std::result::Result<T, fred::error::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(Error::Redis(error.to_string())),
+            Err(_) => Err(Error::Redis(format!(
+                "no answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+}
+
+/// An acquired lock. Release it with [`release`](Self::release); a guard
+/// dropped unreleased releases in the background (on a Tokio runtime), and
+/// the lock's TTL frees it in any case.
+#[derive(Debug)]
+pub struct LockGuard {
+    locks: RedisLocks,
+    name: String,
+    key: String,
+    token: String,
+    fence: u64,
+    released: bool,
+}
+
+impl LockGuard {
+    /// The fencing token: greater than that of every earlier acquisition of
+    /// this lock (within the fence retention).
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets the lock's remaining time to `ttl`; [`Error::LockLost`] if this
+    /// guard no longer owns it.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        let inner = &self.locks.inner;
+        let extended: i64 = self
+            .locks
+            .call(inner.extend.evalsha_with_reload(
+                &inner.client,
+                vec![self.key.clone()],
+                vec![self.token.clone(), millis(ttl).to_string()],
+            ))
+            .await?;
+        if extended == 1 {
+            Ok(())
+        } else {
+            Err(Error::LockLost {
+                name: self.name.clone(),
+            })
+        }
+    }
+
+    /// Releases the lock if this guard still owns it; [`Error::LockLost`]
+    /// if it had expired (and perhaps been taken by another owner, whose
+    /// lock stays).
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        release(&self.locks, &self.key, &self.token, &self.name).await
+    }
+}
+
+async fn release(locks: &RedisLocks, key: &str, token: &str, name: &str) -> Result<()> {
+    let inner = &locks.inner;
+    let deleted: i64 = locks
+        .call(inner.release.evalsha_with_reload(
+            &inner.client,
+            vec![key.to_owned()],
+            vec![token.to_owned()],
+        ))
+        .await?;
+    if deleted == 1 {
+        Ok(())
+    } else {
+        Err(Error::LockLost {
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (locks, key, token, name) = (
+                self.locks.clone(),
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+                std::mem::take(&mut self.name),
+            );
+            runtime.spawn(async move {
+                let _ = release(&locks, &key, &token, &name).await;
+            });
+        }
+    }
+}
+
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}

@@ -1,0 +1,410 @@
+//! The Redis tier (L2): values as strings with the envelope of
+//! [`codec`](crate::codec), tag sets, tombstones, the invalidation stream,
+//! and the circuit breaker every call goes through.
+//!
+//! Keys, under the cache's prefix `<p>`: `<p>:k:<key>` values and
+//! tombstones, `<p>:t:<tag>` a tag's set of value keys, `<p>:inv` the
+//! invalidation stream. No command spans two keys except within one hash
+//! slot, so the tier runs unchanged on Redis Cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::cmd;
+use fred::interfaces::ClusterInterface;
+use fred::prelude::{Client, ClientLike};
+use fred::types::Value;
+use fred::types::scripts::Script;
+use futures_util::future::join_all;
+
+use crate::breaker::Breaker;
+use crate::error::{Error, Result};
+use crate::stats::{CacheCounters, bump};
+
+/// Writes a loaded value unless the key was invalidated since the loader
+/// looked: a tombstone other than the one it saw means an invalidation came
+/// in between, and the old value must not be written back.
+const FILL: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current and string.byte(current, 1) == 203 and current ~= ARGV[3] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Adds a value key to a tag's set and makes the set live at least as
+/// long as the value.
+const TAG: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// How many keys one `SCAN` asks for, and one `UNLINK` removes.
+const SCAN_BATCH: usize = 500;
+
+pub(crate) struct RedisTier {
+    pub(crate) client: Client,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    probe_interval: Duration,
+    breaker: Arc<Breaker>,
+    counters: Arc<CacheCounters>,
+    fill: Script,
+    tag: Script,
+}
+
+impl RedisTier {
+    pub(crate) fn new(
+        client: Client,
+        prefix: String,
+        timeout: Duration,
+        probe_interval: Duration,
+        failures_to_open: u32,
+        counters: Arc<CacheCounters>,
+    ) -> Self {
+        Self {
+            client,
+            prefix,
+            timeout,
+            probe_interval,
+            breaker: Arc::new(Breaker::new(failures_to_open)),
+            counters,
+            fill: Script::from_lua(FILL),
+            tag: Script::from_lua(TAG),
+        }
+    }
+
+    pub(crate) fn value_key(&self, key: &str) -> String {
+        format!("{}:k:{key}", self.prefix)
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{}:t:{tag}", self.prefix)
+    }
+
+    pub(crate) fn stream_key(&self) -> String {
+        format!("{}:inv", self.prefix)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Runs one Redis call through the breaker and the timeout.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = std::result::Result<T, fred::error::Error>>,
+    ) -> Result<T> {
+        if self.breaker.is_open() {
+            return Err(Error::Unavailable("the circuit breaker is open"));
+        }
+        let error = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.breaker.success();
+                return Ok(value);
+            }
+            Ok(Err(error)) => Error::Redis(error.to_string()),
+            Err(_) => Error::Redis(format!("no answer within {:?}", self.timeout)),
+        };
+        self.failed();
+        Err(error)
+    }
+
+    /// Counts a failure; the failure that opens the breaker starts the probe
+    /// that will close it.
+    fn failed(&self) {
+        bump(&self.counters.redis_errors);
+        if !self.breaker.failure() {
+            return;
+        }
+        bump(&self.counters.breaker_opened);
+        tracing::warn!(prefix = %self.prefix, "redis failed repeatedly: the cache serves L1 and loaders until it answers");
+        let (client, breaker, interval, timeout) = (
+            self.client.clone(),
+            Arc::clone(&self.breaker),
+            self.probe_interval,
+            self.timeout,
+        );
+        let probe = async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let ping = client.custom::<Value, Value>(cmd!("PING"), vec![]);
+                if matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_))) {
+                    breaker.close();
+                    tracing::info!("redis answers again: the cache uses it");
+                    return;
+                }
+            }
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(probe);
+        } else {
+            self.breaker.close();
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let value: Value = self
+            .call(self.client.custom(cmd!("GET"), vec![self.value_key(key)]))
+            .await?;
+        Ok(bytes_of(value))
+    }
+
+    pub(crate) async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut found = vec![None; keys.len()];
+        let groups = by_slot(&self.client, keys.iter().map(|key| self.value_key(key)));
+        let calls = groups.into_values().map(|(indices, keys)| async move {
+            let values: Value = self.call(self.client.custom(cmd!("MGET"), keys)).await?;
+            Ok::<_, Error>((indices, values))
+        });
+        for reply in join_all(calls).await {
+            let (indices, values) = reply?;
+            let Value::Array(values) = values else {
+                return Err(Error::Redis("MGET did not answer with an array".into()));
+            };
+            for (index, value) in indices.into_iter().zip(values) {
+                found[index] = bytes_of(value);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes a loaded value unless an invalidation came after `seen`;
+    /// false when refused.
+    pub(crate) async fn fill(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        ttl: Duration,
+        seen: &[u8],
+    ) -> Result<bool> {
+        let args: Vec<Value> = vec![
+            Value::Bytes(bytes.into()),
+            Value::from(crate::lock::millis(ttl).to_string()),
+            Value::Bytes(seen.to_vec().into()),
+        ];
+        let written: i64 = self
+            .call(
+                self.fill
+                    .evalsha_with_reload(&self.client, vec![self.value_key(key)], args),
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Writes values unconditionally (a write-through, a `set`).
+    pub(crate) async fn set_many(&self, entries: Vec<(String, Vec<u8>, Duration)>) -> Result<()> {
+        let calls = entries.into_iter().map(|(key, bytes, ttl)| {
+            let args: Vec<Value> = vec![
+                Value::from(self.value_key(&key)),
+                Value::Bytes(bytes.into()),
+                Value::from("PX"),
+                Value::from(crate::lock::millis(ttl).to_string()),
+            ];
+            self.call(self.client.custom::<Value, Value>(cmd!("SET"), args))
+        });
+        join_all(calls)
+            .await
+            .into_iter()
+            .try_for_each(|reply| reply.map(drop))
+    }
+
+    /// Records `key` under each tag, for at least `ttl`.
+    pub(crate) async fn tag(&self, key: &str, tags: &[String], ttl: Duration) -> Result<()> {
+        let member = self.value_key(key);
+        let ttl = crate::lock::millis(ttl).to_string();
+        let calls = tags.iter().map(|tag| {
+            self.call(self.tag.evalsha_with_reload::<i64, _, _>(
+                &self.client,
+                vec![self.tag_key(tag)],
+                vec![member.clone(), ttl.clone()],
+            ))
+        });
+        join_all(calls)
+            .await
+            .into_iter()
+            .try_for_each(|reply| reply.map(drop))
+    }
+
+    /// Replaces each key with a tombstone that lives for `ttl`.
+    pub(crate) async fn tombstone(&self, value_keys: Vec<String>, ttl: Duration) -> Result<()> {
+        let ttl = crate::lock::millis(ttl).to_string();
+        let calls = value_keys.into_iter().map(|key| {
+            let args: Vec<Value> = vec![
+                Value::from(key),
+                Value::Bytes(crate::codec::tombstone().into()),
+                Value::from("PX"),
+                Value::from(ttl.clone()),
+            ];
+            self.call(self.client.custom::<Value, Value>(cmd!("SET"), args))
+        });
+        join_all(calls)
+            .await
+            .into_iter()
+            .try_for_each(|reply| reply.map(drop))
+    }
+
+    /// The value keys recorded under `tag`; the tag's set is removed.
+    pub(crate) async fn take_tag(&self, tag: &str) -> Result<Vec<String>> {
+        let key = self.tag_key(tag);
+        let members: Value = self
+            .call(self.client.custom(cmd!("SMEMBERS"), vec![key.clone()]))
+            .await?;
+        let members = match members {
+            Value::Array(members) => members
+                .into_iter()
+                .filter_map(|member| member.into_string())
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.call(
+            self.client
+                .custom::<Value, Value>(cmd!("UNLINK"), vec![Value::from(key)]),
+        )
+        .await?;
+        Ok(members)
+    }
+
+    /// Removes every value key matching `pattern` (a glob over the cache's
+    /// keys), with `SCAN` and `UNLINK` in batches on every master; returns
+    /// how many were removed.
+    pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64> {
+        let pattern = format!("{}:k:{pattern}", glob_escape(&self.prefix));
+        let nodes = if self.client.is_clustered() {
+            self.client
+                .cached_cluster_state()
+                .map(|state| state.unique_primary_nodes())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut removed = 0;
+        if nodes.is_empty() {
+            removed += self.unlink_on(&self.client, &pattern).await?;
+        } else {
+            for node in nodes {
+                let client = self.client.with_cluster_node(node);
+                removed += self.unlink_on(&client, &pattern).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn unlink_on(&self, node: &impl ClientLike, pattern: &str) -> Result<u64> {
+        let mut cursor = "0".to_owned();
+        let mut removed = 0;
+        loop {
+            let args = vec![
+                cursor.clone(),
+                "MATCH".to_owned(),
+                pattern.to_owned(),
+                "COUNT".to_owned(),
+                SCAN_BATCH.to_string(),
+            ];
+            let reply: Value = self.call(node.custom(cmd!("SCAN"), args)).await?;
+            let (next, keys) = scan_page(reply)?;
+            if !keys.is_empty() {
+                let groups = by_slot(&self.client, keys);
+                let unlinks = groups.into_values().map(|(_, keys)| {
+                    self.call(self.client.custom::<i64, String>(cmd!("UNLINK"), keys))
+                });
+                for reply in join_all(unlinks).await {
+                    removed += reply?.unsigned_abs();
+                }
+            }
+            if next == "0" {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Appends an invalidation to the stream, trimmed to `max_len`
+    /// entries; returns its id.
+    pub(crate) async fn announce(
+        &self,
+        origin: &str,
+        kind: &str,
+        target: &str,
+        max_len: u64,
+    ) -> Result<String> {
+        let args = vec![
+            self.stream_key(),
+            "MAXLEN".to_owned(),
+            max_len.to_string(),
+            "*".to_owned(),
+            "o".to_owned(),
+            origin.to_owned(),
+            kind.to_owned(),
+            target.to_owned(),
+        ];
+        let id: Value = self.call(self.client.custom(cmd!("XADD"), args)).await?;
+        id.into_string()
+            .ok_or_else(|| Error::Redis("XADD returned no id".into()))
+    }
+}
+
+/// Groups keys by hash slot (one group on a standalone server), keeping
+/// each key's position.
+fn by_slot(
+    client: &Client,
+    keys: impl IntoIterator<Item = String>,
+) -> BTreeMap<u16, (Vec<usize>, Vec<String>)> {
+    let clustered = client.is_clustered();
+    let mut groups: BTreeMap<u16, (Vec<usize>, Vec<String>)> = BTreeMap::new();
+    for (index, key) in keys.into_iter().enumerate() {
+        let slot = if clustered {
+            fred::util::redis_keyslot(key.as_bytes())
+        } else {
+            0
+        };
+        let group = groups.entry(slot).or_default();
+        group.0.push(index);
+        group.1.push(key);
+    }
+    groups
+}
+
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::Bytes(bytes) => Some(bytes.to_vec()),
+        Value::String(text) => Some(text.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+fn scan_page(reply: Value) -> Result<(String, Vec<String>)> {
+    let malformed = || Error::Redis("SCAN answered in an unexpected shape".into());
+    let Value::Array(mut parts) = reply else {
+        return Err(malformed());
+    };
+    if parts.len() != 2 {
+        return Err(malformed());
+    }
+    let keys = match parts.pop() {
+        Some(Value::Array(keys)) => keys.into_iter().filter_map(Value::into_string).collect(),
+        _ => return Err(malformed()),
+    };
+    let cursor = parts
+        .pop()
+        .and_then(Value::into_string)
+        .ok_or_else(malformed)?;
+    Ok((cursor, keys))
+}
+
+/// Escapes glob characters, so a prefix matches only itself.
+pub(crate) fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '*' | '?' | '[' | ']') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

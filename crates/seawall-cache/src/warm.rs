@@ -1,0 +1,71 @@
+//! Warm-up: loading a set of keys ahead of traffic, a bounded number at a
+//! time, with progress reports.
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::TieredCache;
+use crate::codec::Codec;
+use crate::error::BoxError;
+use crate::options::Options;
+
+/// How far a warm-up has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WarmUpProgress {
+    /// Keys in the warm-up.
+    pub total: usize,
+    /// Keys done (loaded, already cached, or failed).
+    pub done: usize,
+    /// Keys whose load failed.
+    pub failed: usize,
+}
+
+impl<C: Codec> TieredCache<C> {
+    /// Loads every key of `keys` that is not cached yet with `loader`, at
+    /// most `concurrency` at a time (at least one), calling `progress` after
+    /// each key; returns the final progress. A failed key is counted and the
+    /// warm-up goes on.
+    pub async fn warm_up<T, I, F, Fut, E>(
+        &self,
+        keys: I,
+        options: impl Into<Options>,
+        concurrency: usize,
+        loader: F,
+        mut progress: impl FnMut(WarmUpProgress),
+    ) -> WarmUpProgress
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        I: IntoIterator<Item = String>,
+        F: Fn(&str) -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        let options = options.into();
+        let keys: Vec<String> = keys.into_iter().collect();
+        let mut state = WarmUpProgress {
+            total: keys.len(),
+            ..WarmUpProgress::default()
+        };
+        progress(state);
+        let loads = futures_util::stream::iter(keys)
+            .map(|key| {
+                let (options, loader) = (options.clone(), &loader);
+                async move {
+                    self.get_or_load(&key, options, || loader(&key))
+                        .await
+                        .is_ok()
+                }
+            })
+            .buffer_unordered(concurrency.max(1));
+        futures_util::pin_mut!(loads);
+        while let Some(loaded) = loads.next().await {
+            state.done += 1;
+            if !loaded {
+                state.failed += 1;
+            }
+            progress(state);
+        }
+        state
+    }
+}

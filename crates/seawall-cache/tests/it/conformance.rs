@@ -1,0 +1,540 @@
+//! One suite for every tier combination: L1 only, L1 + Redis, L1 + Redis
+//! Cluster give the same answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use seawall_cache::{Class, EarlyRefresh, Error, Options, Policy, WriteStrategy};
+
+use crate::on_every_backend;
+use crate::support::Backend;
+
+/// A loader that counts its runs and answers `value`.
+fn counted<T: Clone + Send + 'static>(
+    runs: &Arc<AtomicU32>,
+    value: T,
+) -> impl FnOnce() -> std::future::Ready<Result<Option<T>, std::io::Error>> {
+    let runs = Arc::clone(runs);
+    move || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Some(value)))
+    }
+}
+
+fn failing() -> std::future::Ready<Result<Option<String>, std::io::Error>> {
+    std::future::ready(Err(std::io::Error::other("the database is down")))
+}
+
+async fn a_loaded_value_is_served_until_its_class_expires(backend: &Backend) {
+    let short = Policy::new(Duration::from_millis(300)).fail_safe(Duration::ZERO);
+    let cache = backend
+        .builder()
+        .await
+        .define("short", short)
+        .build()
+        .expect("cache");
+    let class = cache.class("short").expect("defined");
+    let runs = Arc::new(AtomicU32::new(0));
+    for _ in 0..3 {
+        let value = cache
+            .get_or_load("k", class, counted(&runs, "v1".to_owned()))
+            .await
+            .expect("loads");
+        assert_eq!(value.as_deref(), Some("v1"));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get::<String>("k", class).await.as_deref(), Some("v1"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(cache.get::<String>("k", class).await, None, "expired");
+    let value = cache
+        .get_or_load("k", class, counted(&runs, "v2".to_owned()))
+        .await
+        .expect("loads");
+    assert_eq!(value.as_deref(), Some("v2"));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let stats = cache.stats();
+    let short = stats
+        .classes
+        .iter()
+        .find(|c| c.class == "short")
+        .expect("stats");
+    assert_eq!(short.loads, 2);
+    assert!(short.l1.hits >= 2, "{short:?}");
+}
+
+async fn not_found_is_cached_for_the_negative_ttl(backend: &Backend) {
+    let policy = Policy::new(Duration::from_secs(60)).negative_ttl(Duration::from_millis(300));
+    let cache = backend
+        .builder()
+        .await
+        .class(Class::API, policy)
+        .build()
+        .expect("cache");
+    let runs = Arc::new(AtomicU32::new(0));
+    let load = |runs: &Arc<AtomicU32>| {
+        let runs = Arc::clone(runs);
+        move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<Option<u64>, std::io::Error>(None))
+        }
+    };
+    assert_eq!(
+        cache
+            .get_or_load("missing", Class::API, load(&runs))
+            .await
+            .expect("loads"),
+        None
+    );
+    assert_eq!(
+        cache
+            .get_or_load("missing", Class::API, load(&runs))
+            .await
+            .expect("loads"),
+        None
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the second miss was cached");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cache
+        .get_or_load("missing", Class::API, load(&runs))
+        .await
+        .expect("loads");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the negative entry expired");
+}
+
+async fn invalidation_by_key_tag_and_pattern(backend: &Backend) {
+    let cache = backend.builder().await.build().expect("cache");
+    let user = |id: u32| Options::new(Class::SCHEDULE).tag(format!("user:{id}"));
+    for (key, id) in [("today:1", 1), ("stats:1", 1), ("today:2", 2)] {
+        cache.set(key, user(id), key.to_owned()).await.expect("set");
+    }
+    cache
+        .set("content:1", Class::API, "page".to_owned())
+        .await
+        .expect("set");
+    cache.invalidate("content:1").await.expect("invalidates");
+    assert_eq!(cache.get::<String>("content:1", Class::API).await, None);
+
+    cache.invalidate_tag("user:1").await.expect("invalidates");
+    assert_eq!(cache.get::<String>("today:1", Class::SCHEDULE).await, None);
+    assert_eq!(cache.get::<String>("stats:1", Class::SCHEDULE).await, None);
+    assert_eq!(
+        cache
+            .get::<String>("today:2", Class::SCHEDULE)
+            .await
+            .as_deref(),
+        Some("today:2")
+    );
+
+    cache
+        .set("today:3", Class::SCHEDULE, "3".to_owned())
+        .await
+        .expect("set");
+    cache
+        .invalidate_pattern("today:*")
+        .await
+        .expect("invalidates");
+    assert_eq!(cache.get::<String>("today:2", Class::SCHEDULE).await, None);
+    assert_eq!(cache.get::<String>("today:3", Class::SCHEDULE).await, None);
+
+    cache.set("kept", Class::SCHEDULE, 1_u8).await.expect("set");
+    cache.clear().await.expect("clears");
+    assert_eq!(cache.get::<u8>("kept", Class::SCHEDULE).await, None);
+}
+
+async fn a_thousand_concurrent_misses_load_once(backend: &Backend) {
+    let cache = backend.builder().await.build().expect("cache");
+    let runs = Arc::new(AtomicU32::new(0));
+    let calls = (0..1000).map(|_| {
+        let (cache, runs) = (cache.clone(), Arc::clone(&runs));
+        tokio::spawn(async move {
+            cache
+                .get_or_load("cold", Class::COMPUTATION, move || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, std::io::Error>(Some(42_u64))
+                })
+                .await
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.expect("no panic").expect("loads"), Some(42));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+async fn a_failing_panicking_or_cancelled_loader_never_wedges_the_key(backend: &Backend) {
+    let cache = backend.builder().await.build().expect("cache");
+    let error = cache
+        .get_or_load("k", Class::API, failing)
+        .await
+        .expect_err("fails");
+    assert!(matches!(error, Error::Load { .. }), "{error}");
+    assert!(
+        error.to_string().contains("the database is down"),
+        "{error}"
+    );
+
+    let panicked = cache
+        .get_or_load("k", Class::API, || async {
+            if true {
+                panic!("a bug in the loader");
+            }
+            Ok::<Option<String>, std::io::Error>(None)
+        })
+        .await
+        .expect_err("panics");
+    assert!(
+        matches!(panicked, Error::LoaderPanicked { .. }),
+        "{panicked}"
+    );
+
+    // The caller gives up; the load goes on and is cached.
+    let slow = cache.get_or_load("k", Class::API, || async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, std::io::Error>(Some("late".to_owned()))
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), slow)
+            .await
+            .is_err()
+    );
+    let runs = Arc::new(AtomicU32::new(0));
+    let value = cache
+        .get_or_load("k", Class::API, counted(&runs, "again".to_owned()))
+        .await
+        .expect("loads");
+    assert_eq!(value.as_deref(), Some("late"), "joined the running load");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    let stats = cache.stats();
+    let api = &stats.classes[usize::from(Class::API.index())];
+    assert_eq!(api.load_errors, 2, "{api:?}");
+}
+
+async fn the_hard_timeout_abandons_a_load(backend: &Backend) {
+    let policy = Policy::new(Duration::from_secs(60)).hard_timeout(Duration::from_millis(100));
+    let cache = backend
+        .builder()
+        .await
+        .class(Class::API, policy)
+        .build()
+        .expect("cache");
+    let started = std::time::Instant::now();
+    let error = cache
+        .get_or_load("k", Class::API, || {
+            std::future::pending::<Result<Option<u8>, std::io::Error>>()
+        })
+        .await
+        .expect_err("times out");
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let value = cache
+        .get_or_load("k", Class::API, || async {
+            Ok::<_, std::io::Error>(Some(1_u8))
+        })
+        .await
+        .expect("loads");
+    assert_eq!(value, Some(1));
+}
+
+async fn fail_safe_serves_the_old_value_until_its_maximum(backend: &Backend) {
+    let policy = Policy::new(Duration::from_millis(200)).fail_safe(Duration::from_millis(800));
+    let cache = backend
+        .builder()
+        .await
+        .class(Class::API, policy)
+        .build()
+        .expect("cache");
+    let runs = Arc::new(AtomicU32::new(0));
+    cache
+        .get_or_load("k", Class::API, counted(&runs, "old".to_owned()))
+        .await
+        .expect("loads");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = cache
+        .get_or_load("k", Class::API, failing)
+        .await
+        .expect("fail-safe");
+    assert_eq!(served.as_deref(), Some("old"));
+    let stats = cache.stats();
+    assert!(stats.classes[usize::from(Class::API.index())].stale_serves >= 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let error = cache
+        .get_or_load("k", Class::API, failing)
+        .await
+        .expect_err("past the maximum");
+    assert!(matches!(error, Error::Load { .. }), "{error}");
+}
+
+async fn the_soft_timeout_returns_the_old_value_and_the_load_finishes(backend: &Backend) {
+    let policy = Policy::new(Duration::from_millis(200))
+        .fail_safe(Duration::from_secs(10))
+        .soft_timeout(Duration::from_millis(50));
+    let cache = backend
+        .builder()
+        .await
+        .class(Class::API, policy)
+        .build()
+        .expect("cache");
+    cache
+        .get_or_load("k", Class::API, || async {
+            Ok::<_, std::io::Error>(Some("old".to_owned()))
+        })
+        .await
+        .expect("loads");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let started = std::time::Instant::now();
+    let served = cache
+        .get_or_load("k", Class::API, || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, std::io::Error>(Some("new".to_owned()))
+        })
+        .await
+        .expect("served");
+    assert_eq!(served.as_deref(), Some("old"));
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let cache2 = cache.clone();
+    assert!(
+        crate::support::eventually(Duration::from_secs(2), async || {
+            cache2.get::<String>("k", Class::API).await.as_deref() == Some("new")
+        })
+        .await,
+        "the load finished in the background"
+    );
+}
+
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once(backend: &Backend) {
+    let policy = Policy::new(Duration::from_millis(150))
+        .fail_safe(Duration::from_secs(10))
+        .stale_while_revalidate(Duration::from_secs(5))
+        .early_refresh(EarlyRefresh::Off);
+    let cache = backend
+        .builder()
+        .await
+        .class(Class::API, policy)
+        .build()
+        .expect("cache");
+    let runs = Arc::new(AtomicU32::new(0));
+    cache
+        .get_or_load("k", Class::API, counted(&runs, 1_u32))
+        .await
+        .expect("loads");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let runs = Arc::clone(&runs);
+        let value = cache
+            .get_or_load("k", Class::API, move || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, std::io::Error>(Some(2_u32))
+            })
+            .await
+            .expect("served");
+        assert_eq!(value, Some(1), "the old value, at once");
+    }
+    let cache2 = cache.clone();
+    assert!(
+        crate::support::eventually(Duration::from_secs(2), async || {
+            cache2.get::<u32>("k", Class::API).await == Some(2)
+        })
+        .await
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "one refresh for five stale reads"
+    );
+}
+
+async fn refresh_ahead_reloads_before_expiry(backend: &Backend) {
+    let policy =
+        Policy::new(Duration::from_secs(60)).early_refresh(EarlyRefresh::Ahead { at: 0.001 });
+    let cache = backend
+        .builder()
+        .await
+        .class(Class::API, policy)
+        .build()
+        .expect("cache");
+    let runs = Arc::new(AtomicU32::new(0));
+    cache
+        .get_or_load("k", Class::API, counted(&runs, 1_u32))
+        .await
+        .expect("loads");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let value = cache
+        .get_or_load("k", Class::API, counted(&runs, 2_u32))
+        .await
+        .expect("loads");
+    assert_eq!(value, Some(1), "the fresh value is served");
+    let cache2 = cache.clone();
+    assert!(
+        crate::support::eventually(Duration::from_secs(2), async || {
+            cache2.get::<u32>("k", Class::API).await == Some(2)
+        })
+        .await,
+        "refreshed in the background"
+    );
+    let stats = cache.stats();
+    assert_eq!(
+        stats.classes[usize::from(Class::API.index())].early_refreshes,
+        1
+    );
+}
+
+async fn batches_keep_order_and_report_misses(backend: &Backend) {
+    let cache = backend.builder().await.build().expect("cache");
+    let entries: Vec<(String, u32)> = (0..100).map(|i| (format!("item:{i}"), i)).collect();
+    cache.set_many(entries, Class::API).await.expect("set");
+    let mut keys: Vec<String> = (0..100).map(|i| format!("item:{i}")).collect();
+    keys.insert(50, "item:absent".to_owned());
+    let values = cache.get_many::<u32, _>(&keys, Class::API).await;
+    assert_eq!(values.len(), 101);
+    for (key, value) in keys.iter().zip(&values) {
+        let expected = key
+            .strip_prefix("item:")
+            .and_then(|i| i.parse::<u32>().ok());
+        assert_eq!(*value, expected, "{key}");
+    }
+}
+
+async fn write_invalidates_or_writes_through(backend: &Backend) {
+    let cache = backend.builder().await.build().expect("cache");
+    let stored = Arc::new(parking_lot::Mutex::new(String::new()));
+    cache
+        .set("profile", Class::PREFERENCES, "old".to_owned())
+        .await
+        .expect("set");
+    let sink = Arc::clone(&stored);
+    cache
+        .write(
+            "profile",
+            Class::PREFERENCES,
+            "new".to_owned(),
+            |value| async move {
+                *sink.lock() = value;
+                Ok::<_, std::io::Error>(())
+            },
+        )
+        .await
+        .expect("writes");
+    assert_eq!(*stored.lock(), "new");
+    assert_eq!(
+        cache.get::<String>("profile", Class::PREFERENCES).await,
+        None,
+        "invalidated"
+    );
+
+    let through = Options::new(Class::PREFERENCES).write_strategy(WriteStrategy::Through);
+    cache
+        .write("profile", through.clone(), "newer".to_owned(), |_| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .expect("writes");
+    assert_eq!(
+        cache
+            .get::<String>("profile", Class::PREFERENCES)
+            .await
+            .as_deref(),
+        Some("newer")
+    );
+
+    let error = cache
+        .write("profile", through, "lost".to_owned(), |_| async {
+            Err(std::io::Error::other("refused"))
+        })
+        .await
+        .expect_err("the writer failed");
+    assert!(error.to_string().contains("refused"));
+    assert_eq!(
+        cache
+            .get::<String>("profile", Class::PREFERENCES)
+            .await
+            .as_deref(),
+        Some("newer"),
+        "a failed write leaves the cache alone"
+    );
+}
+
+async fn bad_input_is_a_typed_error(backend: &Backend) {
+    let cache = backend.builder().await.build().expect("cache");
+    let too_many = (0..40).fold(Options::new(Class::API), |options, i| {
+        options.tag(format!("t{i}"))
+    });
+    let error = cache
+        .get_or_load("k", too_many, || async {
+            Ok::<_, std::io::Error>(Some(1_u8))
+        })
+        .await
+        .expect_err("rejected");
+    assert!(matches!(error, Error::Invalid(_)), "{error}");
+    assert!(matches!(
+        cache.invalidate_tag("").await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        cache.invalidate_pattern("").await,
+        Err(Error::Invalid(_))
+    ));
+    // Another type under the same key is a miss, not garbage.
+    cache.set("typed", Class::API, 7_u64).await.expect("set");
+    assert_eq!(cache.get::<String>("typed", Class::API).await, None);
+}
+
+async fn warm_up_reports_progress_and_failures(backend: &Backend) {
+    let cache = backend.builder().await.build().expect("cache");
+    let keys: Vec<String> = (0..20).map(|i| format!("warm:{i}")).collect();
+    let mut reports = Vec::new();
+    let done = cache
+        .warm_up(
+            keys,
+            Class::COMPUTATION,
+            4,
+            |key: &str| {
+                let failing = key == "warm:13";
+                let value = key.len();
+                async move {
+                    if failing {
+                        Err(std::io::Error::other("no such row"))
+                    } else {
+                        Ok(Some(value))
+                    }
+                }
+            },
+            |progress| reports.push(progress),
+        )
+        .await;
+    assert_eq!((done.total, done.done, done.failed), (20, 20, 1));
+    assert_eq!(reports.len(), 21);
+    assert!(
+        reports
+            .windows(2)
+            .all(|pair| pair[1].done == pair[0].done + 1)
+    );
+    assert_eq!(
+        cache.get::<usize>("warm:3", Class::COMPUTATION).await,
+        Some("warm:3".len())
+    );
+}
+
+on_every_backend!(
+    a_loaded_value_is_served_until_its_class_expires,
+    not_found_is_cached_for_the_negative_ttl,
+    invalidation_by_key_tag_and_pattern,
+    a_thousand_concurrent_misses_load_once,
+    a_failing_panicking_or_cancelled_loader_never_wedges_the_key,
+    the_hard_timeout_abandons_a_load,
+    fail_safe_serves_the_old_value_until_its_maximum,
+    the_soft_timeout_returns_the_old_value_and_the_load_finishes,
+    stale_while_revalidate_answers_at_once_and_refreshes_once,
+    refresh_ahead_reloads_before_expiry,
+    batches_keep_order_and_report_misses,
+    write_invalidates_or_writes_through,
+    bad_input_is_a_typed_error,
+    warm_up_reports_progress_and_failures,
+);

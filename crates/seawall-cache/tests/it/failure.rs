@@ -1,0 +1,136 @@
+//! Redis failing under traffic: reads never fail, the breaker opens and
+//! closes, and invalidations made meanwhile reach Redis once it is back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use seawall_cache::{BreakerState, Class, TieredCache};
+use seawall_testkit::{Persistence, RedisServer};
+
+use crate::support::{client, eventually, unique_prefix};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_traffic_fails_no_read_and_the_breaker_recovers() {
+    let mut redis = RedisServer::start().expect("redis-server starts");
+    let prefix = unique_prefix();
+    let cache = TieredCache::builder()
+        .prefix(&prefix)
+        .redis_timeout(Duration::from_millis(100))
+        .breaker(3, Duration::from_millis(100))
+        .redis(client(&redis.url()).await)
+        .build()
+        .expect("cache");
+    let errors = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic: Vec<_> = (0..8)
+        .map(|worker| {
+            let (cache, errors, reads, stop) = (
+                cache.clone(),
+                Arc::clone(&errors),
+                Arc::clone(&reads),
+                Arc::clone(&stop),
+            );
+            tokio::spawn(async move {
+                let mut i = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("k:{}", (worker * 1000 + i) % 200);
+                    let read = cache.get_or_load(&key, Class::API, move || async move {
+                        Ok::<_, std::io::Error>(Some(i))
+                    });
+                    if read.await.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    if i.is_multiple_of(50) {
+                        let _ = cache.invalidate(&key).await;
+                    }
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill().expect("kills redis");
+    assert!(
+        eventually(Duration::from_secs(5), async || cache.stats().breaker
+            == BreakerState::Open)
+        .await,
+        "the breaker opened"
+    );
+    let during = reads.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        reads.load(Ordering::Relaxed) > during,
+        "reads go on without Redis"
+    );
+    redis.restart().expect("restarts redis");
+    assert!(
+        eventually(Duration::from_secs(10), async || cache.stats().breaker
+            == BreakerState::Closed)
+        .await,
+        "the breaker closed once Redis answered"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for task in traffic {
+        let _ = task.await;
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "no read failed");
+    assert!(cache.stats().breaker_opened >= 1);
+
+    // L2 hits resume: another instance reads what this one stores now.
+    let runs = Arc::new(AtomicU32::new(0));
+    cache.set("after", Class::API, 5_u32).await.expect("set");
+    let other = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&redis.url()).await)
+        .build()
+        .expect("cache");
+    let counted = Arc::clone(&runs);
+    let value = other
+        .get_or_load("after", Class::API, move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Some(0_u32))
+        })
+        .await
+        .expect("reads");
+    assert_eq!(value, Some(5));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_made_while_redis_is_down_reaches_it_later() {
+    // Persisted, so the value survives the restart.
+    let mut redis = RedisServer::builder()
+        .persistence(Persistence::AofAlways)
+        .start()
+        .expect("redis-server starts");
+    let prefix = unique_prefix();
+    let cache = TieredCache::builder()
+        .prefix(&prefix)
+        .redis_timeout(Duration::from_millis(100))
+        .breaker(1, Duration::from_millis(100))
+        .redis(client(&redis.url()).await)
+        .build()
+        .expect("cache");
+    cache.set("survivor", Class::API, 1_u32).await.expect("set");
+    redis.kill().expect("kills redis");
+    assert!(cache.invalidate("survivor").await.is_err(), "Redis is down");
+    redis.restart().expect("restarts redis");
+    let reader = TieredCache::builder()
+        .prefix(&prefix)
+        .without_l1()
+        .redis(client(&redis.url()).await)
+        .build()
+        .expect("cache");
+    assert!(
+        eventually(Duration::from_secs(10), async || reader
+            .get::<u32>("survivor", Class::API)
+            .await
+            .is_none())
+        .await,
+        "the deferred invalidation reached Redis"
+    );
+}

@@ -1,0 +1,340 @@
+//! Several instances on one Redis (standalone and Cluster): a value loaded
+//! by one is a hit for the others, invalidations reach every L1, the
+//! distributed lock loads once in total, and a load overtaken by an
+//! invalidation never writes its old value back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use seawall_cache::{Class, Options, Policy, TieredCache};
+
+use crate::support::{Backend, Proxy, eventually, shared_redis, unique_prefix};
+
+async fn pair(backend: &Backend) -> (TieredCache, TieredCache) {
+    let prefix = unique_prefix();
+    let a = backend.instance(&prefix).await.build().expect("cache");
+    let b = backend.instance(&prefix).await.build().expect("cache");
+    (a, b)
+}
+
+async fn a_value_loaded_by_one_instance_is_a_hit_for_the_other(backend: &Backend) {
+    let (a, b) = pair(backend).await;
+    let runs = Arc::new(AtomicU32::new(0));
+    for cache in [&a, &b, &a] {
+        let runs = Arc::clone(&runs);
+        let value = cache
+            .get_or_load("shared", Class::COMPUTATION, move || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(Some(vec![1_u8, 2, 3]))
+            })
+            .await
+            .expect("loads");
+        assert_eq!(value, Some(vec![1, 2, 3]));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let stats = b.stats();
+    assert_eq!(
+        stats.classes[usize::from(Class::COMPUTATION.index())]
+            .l2
+            .hits,
+        1
+    );
+}
+
+async fn invalidations_reach_every_instance(backend: &Backend) {
+    let (a, b) = pair(backend).await;
+    assert!(eventually(Duration::from_secs(5), async || b.follows_invalidations()).await);
+    let tagged = Options::new(Class::SCHEDULE).tag("user:7");
+    for key in ["today:7", "stats:7"] {
+        a.set(key, tagged.clone(), key.to_owned())
+            .await
+            .expect("set");
+        assert_eq!(
+            b.get::<String>(key, Class::SCHEDULE).await.as_deref(),
+            Some(key),
+            "in b's L1 now"
+        );
+    }
+    a.invalidate_tag("user:7").await.expect("invalidates");
+    assert!(
+        eventually(Duration::from_secs(2), async || {
+            b.get::<String>("today:7", Class::SCHEDULE).await.is_none()
+                && b.get::<String>("stats:7", Class::SCHEDULE).await.is_none()
+        })
+        .await,
+        "b dropped its copies"
+    );
+    b.set("content:1", Class::API, 1_u32).await.expect("set");
+    assert_eq!(a.get::<u32>("content:1", Class::API).await, Some(1));
+    b.set("content:1", Class::API, 2_u32).await.expect("set");
+    assert!(
+        eventually(Duration::from_secs(2), async || a
+            .get::<u32>("content:1", Class::API)
+            .await
+            == Some(2))
+        .await,
+        "a set announces, and a's stale copy goes"
+    );
+    b.invalidate_pattern("content:*")
+        .await
+        .expect("invalidates");
+    assert!(
+        eventually(Duration::from_secs(2), async || a
+            .get::<u32>("content:1", Class::API)
+            .await
+            .is_none())
+        .await
+    );
+    assert!(b.stats().invalidations_sent >= 3);
+    assert!(a.stats().invalidations_received >= 2);
+}
+
+async fn with_the_distributed_lock_two_instances_load_once_in_total(backend: &Backend) {
+    let prefix = unique_prefix();
+    let locked = Policy::new(Duration::from_secs(60)).distributed_lock(true);
+    let a = backend
+        .instance(&prefix)
+        .await
+        .class(Class::COMPUTATION, locked.clone())
+        .build()
+        .expect("cache");
+    let b = backend
+        .instance(&prefix)
+        .await
+        .class(Class::COMPUTATION, locked)
+        .build()
+        .expect("cache");
+    let runs = Arc::new(AtomicU32::new(0));
+    let calls = (0..1000).map(|i| {
+        let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let runs = Arc::clone(&runs);
+        tokio::spawn(async move {
+            cache
+                .get_or_load("cold", Class::COMPUTATION, move || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, std::io::Error>(Some(99_u32))
+                })
+                .await
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.expect("no panic").expect("loads"), Some(99));
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one load across both instances"
+    );
+}
+
+async fn a_load_overtaken_by_an_invalidation_is_not_cached(backend: &Backend) {
+    let (a, b) = pair(backend).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let load = {
+        let (a, release, started) = (a.clone(), Arc::clone(&release), Arc::clone(&started));
+        tokio::spawn(async move {
+            a.get_or_load("race", Class::SCHEDULE, move || async move {
+                started.notify_one();
+                release.notified().await;
+                Ok::<_, std::io::Error>(Some("read before the write".to_owned()))
+            })
+            .await
+        })
+    };
+    started.notified().await;
+    // Another instance writes the source and invalidates while a loads.
+    b.invalidate("race").await.expect("invalidates");
+    release.notify_one();
+    let value = load.await.expect("no panic").expect("loads");
+    assert_eq!(
+        value.as_deref(),
+        Some("read before the write"),
+        "the caller gets what it loaded"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        b.get::<String>("race", Class::SCHEDULE).await,
+        None,
+        "not written back to Redis"
+    );
+    assert_eq!(
+        a.get::<String>("race", Class::SCHEDULE).await,
+        None,
+        "nor to a's L1"
+    );
+    assert!(a.stats().refused_fills >= 1);
+}
+
+async fn another_format_version_is_a_miss(backend: &Backend) {
+    let prefix = unique_prefix();
+    let v1 = backend
+        .instance(&prefix)
+        .await
+        .format_version(1)
+        .build()
+        .expect("cache");
+    let v2 = backend
+        .instance(&prefix)
+        .await
+        .format_version(2)
+        .build()
+        .expect("cache");
+    v1.set("shape", Class::API, (1_u32, "one".to_owned()))
+        .await
+        .expect("set");
+    assert_eq!(v2.get::<(u32, String)>("shape", Class::API).await, None);
+    let json = backend
+        .instance(&prefix)
+        .await
+        .codec::<seawall_cache::Json>()
+        .build()
+        .expect("cache");
+    assert_eq!(
+        json.get::<(u32, String)>("shape", Class::API).await,
+        None,
+        "another codec"
+    );
+    assert_eq!(
+        v1.get::<(u32, String)>("shape", Class::API).await,
+        Some((1, "one".to_owned()))
+    );
+}
+
+mod redis {
+    use super::*;
+
+    fn backend() -> Backend {
+        Backend::redis()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_value_loaded_by_one_instance_is_a_hit_for_the_other() {
+        super::a_value_loaded_by_one_instance_is_a_hit_for_the_other(&backend()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invalidations_reach_every_instance() {
+        super::invalidations_reach_every_instance(&backend()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_the_distributed_lock_two_instances_load_once_in_total() {
+        super::with_the_distributed_lock_two_instances_load_once_in_total(&backend()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_overtaken_by_an_invalidation_is_not_cached() {
+        super::a_load_overtaken_by_an_invalidation_is_not_cached(&backend()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_format_version_is_a_miss() {
+        super::another_format_version_is_a_miss(&backend()).await;
+    }
+}
+
+mod cluster {
+    use super::*;
+
+    fn backend() -> Backend {
+        Backend::cluster()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_value_loaded_by_one_instance_is_a_hit_for_the_other() {
+        super::a_value_loaded_by_one_instance_is_a_hit_for_the_other(&backend()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invalidations_reach_every_instance() {
+        super::invalidations_reach_every_instance(&backend()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_the_distributed_lock_two_instances_load_once_in_total() {
+        super::with_the_distributed_lock_two_instances_load_once_in_total(&backend()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_overtaken_by_an_invalidation_is_not_cached() {
+        super::a_load_overtaken_by_an_invalidation_is_not_cached(&backend()).await;
+    }
+}
+
+/// An instance cut off from Redis while another invalidates replays what it
+/// missed once it is back, and never serves the old value after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_instance_replays_missed_invalidations() {
+    let proxy = Proxy::start(shared_redis().addr()).await;
+    let prefix = unique_prefix();
+    let a = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(crate::support::client(&proxy.url).await)
+        .build()
+        .expect("cache");
+    let b = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(crate::support::client(&shared_redis().url()).await)
+        .build()
+        .expect("cache");
+    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+    a.set("list", Class::SCHEDULE, "old".to_owned())
+        .await
+        .expect("set");
+    proxy.cut();
+    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    b.set("list", Class::SCHEDULE, "new".to_owned())
+        .await
+        .expect("set");
+    // Cut off, a serves its L1 copy: nothing tells it otherwise.
+    assert_eq!(
+        a.get::<String>("list", Class::SCHEDULE).await.as_deref(),
+        Some("old")
+    );
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            a.get::<String>("list", Class::SCHEDULE).await.as_deref() == Some("new")
+        })
+        .await,
+        "a replayed the invalidation it missed"
+    );
+    assert_eq!(a.stats().l1_clears, 0, "replayed, not cleared");
+}
+
+/// An instance that missed more invalidations than the stream keeps clears
+/// its L1 instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_too_old_to_replay_clears_l1() {
+    let proxy = Proxy::start(shared_redis().addr()).await;
+    let prefix = unique_prefix();
+    let a = TieredCache::builder()
+        .prefix(&prefix)
+        .invalidation_history(5)
+        .redis(crate::support::client(&proxy.url).await)
+        .build()
+        .expect("cache");
+    let b = TieredCache::builder()
+        .prefix(&prefix)
+        .invalidation_history(5)
+        .redis(crate::support::client(&shared_redis().url()).await)
+        .build()
+        .expect("cache");
+    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+    a.set("kept-in-l1", Class::SCHEDULE, 1_u8)
+        .await
+        .expect("set");
+    proxy.cut();
+    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    for i in 0..20 {
+        b.invalidate(&format!("other:{i}"))
+            .await
+            .expect("invalidates");
+    }
+    proxy.restore();
+    assert!(eventually(Duration::from_secs(10), async || a.stats().l1_clears == 1).await);
+    assert!(a.follows_invalidations());
+}

@@ -1,0 +1,10 @@
+//! Integration tests of seawall-cache: the conformance suite on every tier
+//! combination, and what needs two instances, a failing Redis or a cut
+//! connection.
+
+mod conformance;
+mod failure;
+mod instances;
+mod locks;
+mod metrics;
+mod support;

@@ -1,0 +1,211 @@
+//! Backends every conformance scenario runs on: L1 only, L1 + a standalone
+//! redis-server, L1 + a Redis Cluster (one of each per test binary,
+//! shared; every test uses a prefix of its own), and a TCP proxy that can
+//! cut a client off from Redis.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use seawall_cache::{TieredCache, TieredCacheBuilder};
+use seawall_testkit::{RedisCluster, RedisServer};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Which tiers a scenario's caches have.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Memory,
+    Redis(String),
+    Cluster(String),
+}
+
+impl Backend {
+    pub(crate) fn memory() -> Self {
+        Self::Memory
+    }
+
+    pub(crate) fn redis() -> Self {
+        Self::Redis(shared_redis().url())
+    }
+
+    pub(crate) fn cluster() -> Self {
+        Self::Cluster(cluster_url())
+    }
+
+    /// A builder of a cache with a prefix no other test uses.
+    pub(crate) async fn builder(&self) -> TieredCacheBuilder {
+        let builder = TieredCache::builder().prefix(unique_prefix());
+        match self {
+            Self::Memory => builder,
+            Self::Redis(url) | Self::Cluster(url) => builder.redis(client(url).await),
+        }
+    }
+
+    /// A second builder sharing `prefix`: another instance of the service.
+    pub(crate) async fn instance(&self, prefix: &str) -> TieredCacheBuilder {
+        let builder = TieredCache::builder().prefix(prefix);
+        match self {
+            Self::Memory => builder,
+            Self::Redis(url) | Self::Cluster(url) => builder.redis(client(url).await),
+        }
+    }
+}
+
+pub(crate) fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A client that gives up on a command after a second and reconnects
+/// every 100 ms.
+pub(crate) async fn client(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = Duration::from_secs(1);
+        })
+        .with_connection_config(|connection| {
+            connection.connection_timeout = Duration::from_secs(1);
+            connection.internal_command_timeout = Duration::from_secs(1);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .expect("a client");
+    client.init().await.expect("connects");
+    client
+}
+
+pub(crate) fn shared_redis() -> &'static RedisServer {
+    static REDIS: OnceLock<RedisServer> = OnceLock::new();
+    REDIS.get_or_init(|| {
+        RedisServer::start().expect("redis-server starts (scripts/setup installs it)")
+    })
+}
+
+fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start().expect("a Redis Cluster starts"))
+}
+
+/// `redis-cluster://` with every node as a seed.
+pub(crate) fn cluster_url() -> String {
+    let addrs = shared_cluster().addrs();
+    let others: Vec<String> = addrs[1..]
+        .iter()
+        .map(|addr| format!("node={addr}"))
+        .collect();
+    format!("redis-cluster://{}?{}", addrs[0], others.join("&"))
+}
+
+/// Polls `condition` every 20 ms for up to `within`.
+pub(crate) async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy in front of a Redis server that can cut every connection
+/// through it and refuse new ones until restored: a network partition
+/// between one client and Redis, which a real server cannot produce for
+/// one client alone.
+pub(crate) struct Proxy {
+    pub(crate) url: String,
+    cut: Arc<AtomicBool>,
+    generation: Arc<AtomicU32>,
+}
+
+impl Proxy {
+    pub(crate) async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let url = format!("redis://{}", listener.local_addr().expect("an address"));
+        let cut = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU32::new(0));
+        let (accept_cut, accept_generation) = (Arc::clone(&cut), Arc::clone(&generation));
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if accept_cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (cut, generation) = (Arc::clone(&accept_cut), Arc::clone(&accept_generation));
+                let born = generation.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut inbound, mut outbound) = (inbound, outbound);
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch = async {
+                        while !cut.load(Ordering::SeqCst)
+                            && generation.load(Ordering::SeqCst) == born
+                        {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = watch => {}
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            cut,
+            generation,
+        }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Accepts connections again.
+    pub(crate) fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Runs a scenario on every backend.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::redis()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::cluster()).await;
+                }
+            )*
+        }
+    };
+}
