@@ -15,6 +15,7 @@ use utoipa::{Modify as _, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{self, AdminGuard, AdminToken};
+use crate::cache::ApiCache;
 use crate::config::{Config, ServerConfig};
 use crate::db::Db;
 use crate::middleware::{self, Shedder, Stack};
@@ -23,7 +24,8 @@ use crate::ratelimit::{self, RateLimits};
 use crate::redis::Redis;
 use crate::routes::docs::{ApiDoc, ApiDocument, Conventions};
 use crate::routes::{
-    dashboard, docs, health, performance, ratelimit as ratelimit_routes, workload,
+    cache as cache_routes, dashboard, docs, health, performance, ratelimit as ratelimit_routes,
+    workload,
 };
 use crate::seed::{self, SeedOutcome};
 use crate::server::{self, Drained};
@@ -100,8 +102,19 @@ impl App {
         )?;
         let ratelimits = RateLimits::build(&config.ratelimit, redis.as_ref(), &monitor, db.clone())
             .map_err(Error::RateLimit)?;
+        let cache =
+            ApiCache::build(&config.cache, redis.as_ref(), &monitor).map_err(Error::Cache)?;
+        if let Some(cache) = &cache {
+            // Until it follows other instances' invalidations, L1 answers no
+            // read; it catches up in the background if Redis is slow to come.
+            if !cache.cache().wait_following(Duration::from_secs(2)).await {
+                tracing::warn!(
+                    "the cache does not follow invalidations yet: L1 is bypassed until it does"
+                );
+            }
+        }
         let timeline = Timeline::start(monitor.clone(), MONITOR_INTERVAL);
-        let state = AppState::new(db, redis, monitor, admin_token, timeline, ratelimits);
+        let state = AppState::new(db, redis, monitor, admin_token, timeline, ratelimits, cache);
         let router = router(&state, &config, shedder);
         Ok(Self {
             state,
@@ -224,7 +237,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// the workload behind its rate limits when given (the document depends on
 /// neither).
 fn api_routes(guard: Option<AdminGuard>, limits: Option<RateLimits>) -> OpenApiRouter<AppState> {
-    let mut admin = performance::routes().merge(ratelimit_routes::routes());
+    let mut admin = performance::routes()
+        .merge(ratelimit_routes::routes())
+        .merge(cache_routes::routes());
     if let Some(guard) = guard {
         admin = admin.route_layer(axum::middleware::from_fn_with_state(
             guard,

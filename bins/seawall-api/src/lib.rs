@@ -26,6 +26,7 @@
 
 mod app;
 mod auth;
+mod cache;
 mod checks;
 pub mod config;
 mod db;
@@ -72,6 +73,9 @@ pub enum Error {
     /// The rate limiters could not be built.
     #[error("could not set up rate limiting")]
     RateLimit(#[source] seawall_ratelimit::Error),
+    /// The cache could not be built.
+    #[error("could not set up the cache")]
+    Cache(#[source] seawall_cache::Error),
     /// The operating system's random source failed.
     #[error("could not generate an admin token")]
     Token(#[source] getrandom::Error),

@@ -1,5 +1,5 @@
 //! What every handler can reach: the database, Redis, the monitor, the admin
-//! token and the timeline. This module imports no handler and no router, so
+//! token, the timeline, the rate limiters and the cache. This module imports no handler and no router, so
 //! route modules depend on it and never the other way round.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use seawall_perfmon::{HealthCheck, Monitor};
 
 use crate::auth::AdminToken;
+use crate::cache::ApiCache;
 use crate::db::Db;
 use crate::ratelimit::RateLimits;
 use crate::redis::Redis;
@@ -23,6 +24,7 @@ struct Shared {
     admin_token: AdminToken,
     timeline: Timeline,
     ratelimits: Option<RateLimits>,
+    cache: Option<ApiCache>,
     readiness: Vec<Box<dyn HealthCheck>>,
 }
 
@@ -36,6 +38,7 @@ impl AppState {
         admin_token: AdminToken,
         timeline: Timeline,
         ratelimits: Option<RateLimits>,
+        cache: Option<ApiCache>,
     ) -> Self {
         let mut readiness: Vec<Box<dyn HealthCheck>> = vec![Box::new(db.health_check())];
         if let Some(redis) = &redis {
@@ -48,6 +51,7 @@ impl AppState {
             admin_token,
             timeline,
             ratelimits,
+            cache,
             readiness,
         }))
     }
@@ -75,6 +79,11 @@ impl AppState {
     /// The rate limiters, unless rate limiting is off.
     pub(crate) fn ratelimits(&self) -> Option<&RateLimits> {
         self.0.ratelimits.as_ref()
+    }
+
+    /// The workload's cache, unless caching is off.
+    pub(crate) fn cache(&self) -> Option<&ApiCache> {
+        self.0.cache.as_ref()
     }
 
     pub(crate) fn readiness_checks(&self) -> &[Box<dyn HealthCheck>] {

@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     /// Invalidations that could not reach Redis, sent once it answers.
     pub(crate) pending: Mutex<Pending>,
     pub(crate) feed_connected: AtomicBool,
+    /// Whether this instance follows other instances' invalidations.
+    pub(crate) follows: bool,
 }
 
 /// Invalidations waiting for Redis, bounded: past the bound, the whole
@@ -400,6 +402,7 @@ impl<C: Codec> TieredCacheBuilder<C> {
             lock_wait: self.lock_wait,
             pending: Mutex::new(Pending::default()),
             feed_connected: AtomicBool::new(false),
+            follows: self.redis.is_some() && self.feed,
         });
         if let (Some(runtime), Some(client), true) = (runtime, self.redis, self.feed) {
             runtime.spawn(crate::feed::follow(Arc::downgrade(&inner), client));
@@ -449,7 +452,7 @@ impl<C: Codec> TieredCache<C> {
         let inner = &*self.inner;
         let counters = inner.counters_of(class);
         let now = now_ms();
-        if let Some(l1) = &inner.l1 {
+        if let Some(l1) = inner.l1.as_ref().filter(|_| inner.l1_trusted()) {
             if let Some(entry) = l1.get(key)
                 && now < entry.l1_fresh_until_ms
                 && let Some(value) = typed::<T>(&entry.value)
@@ -487,7 +490,7 @@ impl<C: Codec> TieredCache<C> {
         let counters = inner.counters_of(class);
         let now = now_ms();
         let mut found: Vec<Option<Option<T>>> = vec![None; keys.len()];
-        if let Some(l1) = &inner.l1 {
+        if let Some(l1) = inner.l1.as_ref().filter(|_| inner.l1_trusted()) {
             for (slot, key) in found.iter_mut().zip(keys) {
                 match l1.get(key.as_ref()) {
                     Some(entry) if now < entry.l1_fresh_until_ms => {
@@ -676,6 +679,15 @@ impl<C: Codec> TieredCache<C> {
         self.inner.invalidate(Invalidation::Clear).await
     }
 
+    /// Keys in the Redis databases the cache uses (all of their keys, not
+    /// only the cache's), summed over every master; an error without Redis.
+    pub async fn redis_keys(&self) -> Result<u64> {
+        match &self.inner.l2 {
+            Some(l2) => l2.keys().await,
+            None => Err(Error::Unavailable("the cache has no Redis tier")),
+        }
+    }
+
     /// The counters and sizes.
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
@@ -717,6 +729,20 @@ impl<C: Codec> TieredCache<C> {
     /// invalidations (false without Redis, or while cut off from it).
     pub fn follows_invalidations(&self) -> bool {
         self.inner.feed_connected.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `within` for this instance to follow other instances'
+    /// invalidations (at once without Redis); true if it does. Until it
+    /// does, L1 answers no read. A service calls it once at start.
+    pub async fn wait_following(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.inner.l1_trusted() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Exposes the stats through `monitor` (families `cache_*`, labelled
@@ -781,6 +807,13 @@ impl Inner {
         self.counters
             .get(usize::from(class.0))
             .unwrap_or(&self.counters[usize::from(Class::COMPUTATION.0)])
+    }
+
+    /// Whether L1 may answer reads: always, unless this instance follows
+    /// other instances' invalidations and is cut off from them (its copies
+    /// may be stale until it catches up).
+    pub(crate) fn l1_trusted(&self) -> bool {
+        !self.follows || self.feed_connected.load(Ordering::Relaxed)
     }
 
     /// The Redis tier unless it is absent or its breaker is open.

@@ -73,6 +73,25 @@ pub enum Error {
     Metrics(#[from] seawall_perfmon::Error),
 }
 
+impl Error {
+    /// The loader's own error, for [`Error::Load`]: what the loader returned,
+    /// also when its load was shared by several callers. Downcast it to
+    /// recover a typed error.
+    ///
+    /// ```
+    /// # use seawall_cache::Error;
+    /// let error = Error::Load { key: "k".into(), source: Box::new(std::io::Error::other("down")) };
+    /// let io = error.loader_error().and_then(|e| e.downcast_ref::<std::io::Error>());
+    /// assert_eq!(io.map(ToString::to_string).as_deref(), Some("down"));
+    /// ```
+    pub fn loader_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Load { source, .. } => Some(crate::load::unshare(&**source)),
+            _ => None,
+        }
+    }
+}
+
 /// A loader's error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -67,7 +67,11 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
             }
         };
         let position = match &cursor {
-            None => last_id(&reader, &stream, timeout).await,
+            // At start: whatever L1 took before the cursor was set could
+            // have been invalidated unseen, so it goes.
+            None => last_id(&reader, &stream, timeout).await.inspect(|_| {
+                inner.invalidate_local(&Invalidation::Clear);
+            }),
             Some(cursor) if cut_off => catch_up(&inner, &reader, &stream, cursor, timeout).await,
             Some(cursor) => Ok(cursor.clone()),
         };

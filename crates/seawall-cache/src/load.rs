@@ -158,11 +158,18 @@ impl<C: Codec> TieredCache<C> {
         let counters = inner.counters_of(options.class);
         let now = now_ms();
         let mut fallback = None;
+        let trusted = inner.l1_trusted();
         if let Some(l1) = &inner.l1 {
             if let Some(entry) = l1.get(key)
                 && let Some(value) = typed::<T>(&entry.value)
             {
-                if now < entry.l1_fresh_until_ms {
+                if !trusted {
+                    // Cut off from other instances' invalidations: the copy
+                    // may be stale, so it only stands in for a failed load.
+                    if now < entry.meta.stale_until_ms {
+                        fallback = Some(Fallback::of(&entry, false));
+                    }
+                } else if now < entry.l1_fresh_until_ms {
                     bump(&counters.l1_hits);
                     let refresh = options.early_refresh.unwrap_or(policy.early_refresh);
                     if refresh_early(refresh, &entry.meta, now, 1.0 - fastrand::f64()) {
@@ -569,6 +576,16 @@ fn share(error: &Arc<Error>) -> Error {
             source: Box::new(SharedError(Arc::clone(error))),
         },
         other => Error::Invalid(other.to_string()),
+    }
+}
+
+/// The loader's error behind a shared one.
+pub(crate) fn unshare<'a>(
+    error: &'a (dyn std::error::Error + Send + Sync + 'static),
+) -> &'a (dyn std::error::Error + Send + Sync + 'static) {
+    match error.downcast_ref::<SharedError>().map(|shared| &*shared.0) {
+        Some(Error::Load { source, .. }) => unshare(&**source),
+        _ => error,
     }
 }
 

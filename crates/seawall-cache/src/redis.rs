@@ -275,14 +275,7 @@ impl RedisTier {
     /// how many were removed.
     pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64> {
         let pattern = format!("{}:k:{pattern}", glob_escape(&self.prefix));
-        let nodes = if self.client.is_clustered() {
-            self.client
-                .cached_cluster_state()
-                .map(|state| state.unique_primary_nodes())
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let nodes = self.primaries();
         let mut removed = 0;
         if nodes.is_empty() {
             removed += self.unlink_on(&self.client, &pattern).await?;
@@ -321,6 +314,37 @@ impl RedisTier {
                 return Ok(removed);
             }
             cursor = next;
+        }
+    }
+
+    /// Keys in the Redis databases the tier uses, summed over every master.
+    pub(crate) async fn keys(&self) -> Result<u64> {
+        let nodes = self.primaries();
+        let mut keys = 0;
+        if nodes.is_empty() {
+            keys += self
+                .call(self.client.custom::<u64, Value>(cmd!("DBSIZE"), vec![]))
+                .await?;
+        } else {
+            for node in nodes {
+                let client = self.client.with_cluster_node(node);
+                keys += self
+                    .call(client.custom::<u64, Value>(cmd!("DBSIZE"), vec![]))
+                    .await?;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The cluster's masters; none on a standalone server.
+    fn primaries(&self) -> Vec<fred::types::config::Server> {
+        if self.client.is_clustered() {
+            self.client
+                .cached_cluster_state()
+                .map(|state| state.unique_primary_nodes())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
         }
     }
 

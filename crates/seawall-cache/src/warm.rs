@@ -22,40 +22,40 @@ pub struct WarmUpProgress {
 }
 
 impl<C: Codec> TieredCache<C> {
-    /// Loads every key of `keys` that is not cached yet with `loader`, at
-    /// most `concurrency` at a time (at least one), calling `progress` after
-    /// each key; returns the final progress. A failed key is counted and the
-    /// warm-up goes on.
-    pub async fn warm_up<T, I, F, Fut, E>(
+    /// Loads every key of `items` that is not cached yet with `loader` (which
+    /// gets the key), cached by the key's own options, at most `concurrency`
+    /// at a time (at least one), calling `progress` after each key; returns
+    /// the final progress. A failed key is counted and the warm-up goes on.
+    pub async fn warm_up<T, I, O, F, Fut, E>(
         &self,
-        keys: I,
-        options: impl Into<Options>,
+        items: I,
         concurrency: usize,
         loader: F,
         mut progress: impl FnMut(WarmUpProgress),
     ) -> WarmUpProgress
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        I: IntoIterator<Item = String>,
+        I: IntoIterator<Item = (String, O)>,
+        O: Into<Options>,
         F: Fn(&str) -> Fut,
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
         E: Into<BoxError> + Send + 'static,
     {
-        let options = options.into();
-        let keys: Vec<String> = keys.into_iter().collect();
+        let items: Vec<(String, Options)> = items
+            .into_iter()
+            .map(|(key, options)| (key, options.into()))
+            .collect();
         let mut state = WarmUpProgress {
-            total: keys.len(),
+            total: items.len(),
             ..WarmUpProgress::default()
         };
         progress(state);
-        let loads = futures_util::stream::iter(keys)
-            .map(|key| {
-                let (options, loader) = (options.clone(), &loader);
-                async move {
-                    self.get_or_load(&key, options, || loader(&key))
-                        .await
-                        .is_ok()
-                }
+        let loader = &loader;
+        let loads = futures_util::stream::iter(items)
+            .map(|(key, options)| async move {
+                self.get_or_load(&key, options, || loader(&key))
+                    .await
+                    .is_ok()
             })
             .buffer_unordered(concurrency.max(1));
         futures_util::pin_mut!(loads);

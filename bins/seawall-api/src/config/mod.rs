@@ -80,8 +80,9 @@ use std::error::Error as StdError;
 use std::path::PathBuf;
 
 pub use schema::{
-    AdminConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat, PerfmonConfig,
-    Profile, RateLimitConfig, RedisConfig, SETTINGS, ServerConfig, Setting, reference_table,
+    AdminConfig, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat,
+    PerfmonConfig, Profile, RateLimitConfig, RedisConfig, SETTINGS, ServerConfig, Setting,
+    reference_table,
 };
 pub use sources::{command, env_vars, from_sources, load};
 

@@ -27,6 +27,8 @@ pub struct Config {
     pub perfmon: PerfmonConfig,
     /// Rate limiting.
     pub ratelimit: RateLimitConfig,
+    /// The tiered cache in front of the reference workload.
+    pub cache: CacheConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -149,6 +151,26 @@ pub struct RateLimitConfig {
     pub auth: Profile,
     /// Reports (`/api/analytics/stats`) per API key, user or client IP.
     pub report: Profile,
+}
+
+/// The tiered cache: L1 in process, and Redis as L2 when a Redis URL is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Cache the reference workload's reads (off only to measure the
+    /// service without it).
+    pub enabled: bool,
+    /// Most entries L1 holds.
+    pub l1_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            l1_entries: 100_000,
+        }
+    }
 }
 
 /// A limiter profile: `LIMIT/PERIOD`, then optionally `block DURATION`, the
@@ -609,6 +631,12 @@ pub static SETTINGS: &[Setting] = &[
     setting!(ratelimit.report, env: ["SEAWALL_RATELIMIT_REPORT"],
         flag: value("ratelimit-report", "PROFILE"),
         help: "Reports (/api/analytics/stats) per API key, user or client IP"),
+    setting!(cache.enabled, env: ["SEAWALL_CACHE"],
+        flag: Flag::Switch { long: "no-cache", value: "false" },
+        help: "Cache the reference workload's reads; --no-cache reads the database every time"),
+    setting!(cache.l1_entries, env: ["SEAWALL_CACHE_L1_ENTRIES"],
+        flag: value("cache-l1-entries", "N"),
+        help: "Most entries the in-process cache holds, 1 to 100000000"),
     setting!(log.filter, env: ["SEAWALL_LOG", "RUST_LOG"], flag: value("log", "FILTER"),
         help: "Log filter such as info or seawall_api=debug,info"),
     setting!(log.format, env: ["SEAWALL_LOG_FORMAT"], flag: value("log-format", "FORMAT"),

@@ -44,6 +44,7 @@ impl Config {
         self.validate_demo()?;
         self.validate_perfmon()?;
         self.validate_ratelimit()?;
+        self.validate_cache()?;
         self.validate_log()
     }
 
@@ -346,6 +347,18 @@ impl Config {
                     "must be greater than 0",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_cache(&self) -> Result<(), ConfigError> {
+        let entries = self.cache.l1_entries;
+        if !(1..=100_000_000).contains(&entries) {
+            return Err(invalid(
+                "cache.l1_entries",
+                entries,
+                "must be between 1 and 100000000",
+            ));
         }
         Ok(())
     }

@@ -251,8 +251,8 @@ mod tests {
             }
         }
         assert_eq!(
-            with_body, 3,
-            "review/complete, rate-limit and rate-limit/block"
+            with_body, 4,
+            "review/complete, rate-limit, rate-limit/block and cache (DELETE)"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! their OpenAPI entries (`utoipa_axum::routes!` cannot add a handler without
 //! one); `app` assembles them.
 
+pub(crate) mod cache;
 pub(crate) mod dashboard;
 pub(crate) mod docs;
 pub(crate) mod health;

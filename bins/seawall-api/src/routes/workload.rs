@@ -12,13 +12,14 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::cache::{ApiCache, Family, LoadProblem};
 use crate::db::{Backend, Db};
 use crate::params::{Params, QueryPairs};
 use crate::problem::Problem;
 use crate::seed::CATEGORIES;
 use crate::state::AppState;
 
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 /// Largest page number accepted: beyond it a client is scanning, not paging.
 const MAX_PAGE: i64 = 1_000_000;
 const MAX_PAGE_SIZE: i64 = 100;
@@ -51,7 +52,7 @@ fn timestamp(ms: i64) -> String {
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(database_error)`
-fn database_error(error: sqlx::Error) -> Problem {
+pub(crate) fn database_error(error: sqlx::Error) -> Problem {
     match &error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             tracing::warn!(%error, "database unavailable");
@@ -82,7 +83,7 @@ fn is_contention(code: Option<&str>) -> bool {
     }
 }
 
-async fn require_user(db: &Db, user_id: i64) -> Result<(), Problem> {
+async fn user_exists(db: &Db, user_id: i64) -> Result<bool, Problem> {
     const SQL: &str = "SELECT id FROM users WHERE id = $1";
     let found: Option<(i64,)> = sqlx::query_as(SQL)
         .bind(user_id)
@@ -90,22 +91,57 @@ async fn require_user(db: &Db, user_id: i64) -> Result<(), Problem> {
         .timed(db.monitor(), SQL)
         .await
         .map_err(database_error)?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| Problem::not_found(format!("no user with id {user_id}")))
+    Ok(found.is_some())
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-struct DueReviews {
+fn no_such_user(user_id: i64) -> Problem {
+    Problem::not_found(format!("no user with id {user_id}"))
+}
+
+/// Reads through the cache when it is on: `load` runs on a miss (once for
+/// concurrent misses) and its result, `None` included, is cached by
+/// `family`'s class, tagged with the user.
+async fn cached<T, F, Fut>(
+    state: &AppState,
+    family: Family,
+    key: impl FnOnce(&ApiCache) -> String,
+    user_id: Option<i64>,
+    load: F,
+) -> Result<Option<T>, Problem>
+where
+    T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Option<T>, Problem>> + Send + 'static,
+{
+    let Some(cache) = state.cache() else {
+        return load().await;
+    };
+    let key = key(cache);
+    // The load runs in a task of its own: it keeps the request's span, so
+    // its statements are logged under the request.
+    let load = tracing::Instrument::in_current_span(load());
+    cache
+        .cache()
+        .get_or_load(
+            &key,
+            ApiCache::options(family, user_id),
+            move || async move { load.await.map_err(LoadProblem) },
+        )
+        .await
+        .map_err(|error| crate::cache::problem(&error))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct DueReviews {
     user_id: i64,
-    category: Option<&'static str>,
+    category: Option<String>,
     /// Reviews due before this moment (the end of the current UTC day).
     due_before: String,
     count: usize,
     items: Vec<DueReview>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct DueReview {
     content_id: i64,
     title: String,
@@ -145,10 +181,34 @@ async fn review_today(
     let user_id = params.int("user_id", 1..=i64::MAX, None)?;
     let category = params.choice("category", &CATEGORIES)?;
     let limit = params.int("limit", 1..=MAX_DUE_LIMIT, Some(100))?;
-    let db = state.db();
-    require_user(db, user_id).await?;
     let now = now_ms();
     let due_before = now - now.rem_euclid(DAY_MS) + DAY_MS;
+    let found = cached(
+        &state,
+        Family::Today,
+        |cache| cache.today_key(user_id, due_before, category, limit),
+        Some(user_id),
+        {
+            let (state, category) = (state.clone(), category.map(str::to_owned));
+            move || load_today(state, user_id, category, limit, due_before)
+        },
+    )
+    .await?;
+    found.map(Json).ok_or_else(|| no_such_user(user_id))
+}
+
+/// The due reviews from the database; `None` when the user does not exist.
+pub(crate) async fn load_today(
+    state: AppState,
+    user_id: i64,
+    category: Option<String>,
+    limit: i64,
+    due_before: i64,
+) -> Result<Option<DueReviews>, Problem> {
+    let db = state.db();
+    if !user_exists(db, user_id).await? {
+        return Ok(None);
+    }
 
     const ALL: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
                               s.interval_days, s.repetitions, s.ease_permille \
@@ -165,7 +225,7 @@ async fn review_today(
         .bind(user_id)
         .bind(due_before)
         .bind(limit);
-    if let Some(category) = category {
+    if let Some(category) = &category {
         query = query.bind(category);
     }
     let rows = query
@@ -199,7 +259,7 @@ async fn review_today(
             },
         )
         .collect();
-    Ok(Json(DueReviews {
+    Ok(Some(DueReviews {
         user_id,
         category,
         due_before: timestamp(due_before),
@@ -354,6 +414,9 @@ async fn complete_review(
     let db = state.db();
     let now = now_ms();
     let next = write_review(db, &review, now).await?;
+    if let Some(cache) = state.cache() {
+        cache.forget_user(review.user_id).await;
+    }
     let due_at = now.saturating_add(next.interval_days.saturating_mul(DAY_MS));
     Ok(Json(Completed {
         user_id: review.user_id,
@@ -441,8 +504,8 @@ async fn write_review(
     Ok(next)
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-struct Stats {
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Stats {
     user_id: i64,
     generated_at: String,
     totals: Totals,
@@ -457,7 +520,7 @@ struct Stats {
     standing: Standing,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct Totals {
     reviews: i64,
     passed: i64,
@@ -468,14 +531,14 @@ struct Totals {
     last_review_at: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct Period {
     reviews: i64,
     passed: i64,
     accuracy: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct CategoryStats {
     category: String,
     reviews: i64,
@@ -483,13 +546,13 @@ struct CategoryStats {
     average_rating: f64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct Day {
     date: String,
     reviews: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct ScheduleStats {
     total: i64,
     due_now: i64,
@@ -497,7 +560,7 @@ struct ScheduleStats {
     mastered: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct Standing {
     active_learners: i64,
     /// The share of active learners with fewer reviews in the period.
@@ -526,8 +589,26 @@ fn ratio(part: i64, whole: i64) -> f64 {
 async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<Stats>, Problem> {
     let params = Params::from_query(query, &["user_id"])?;
     let user_id = params.int("user_id", 1..=i64::MAX, None)?;
+    let found = cached(
+        &state,
+        Family::Stats,
+        |cache| cache.stats_key(user_id),
+        Some(user_id),
+        {
+            let state = state.clone();
+            move || load_stats(state, user_id)
+        },
+    )
+    .await?;
+    found.map(Json).ok_or_else(|| no_such_user(user_id))
+}
+
+/// The statistics from the database; `None` when the user does not exist.
+pub(crate) async fn load_stats(state: AppState, user_id: i64) -> Result<Option<Stats>, Problem> {
     let db = state.db();
-    require_user(db, user_id).await?;
+    if !user_exists(db, user_id).await? {
+        return Ok(None);
+    }
     let now = now_ms();
     let week_ago = now - 7 * DAY_MS;
     let month_ago = now - 30 * DAY_MS;
@@ -640,7 +721,7 @@ async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<
         }
     }
     let (total, due_now, mastered) = schedules;
-    Ok(Json(Stats {
+    Ok(Some(Stats {
         user_id,
         generated_at: timestamp(now),
         totals: Totals {
@@ -686,17 +767,17 @@ async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<
     }))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-struct ContentPage {
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ContentPage {
     page: i64,
     page_size: i64,
     total: i64,
     total_pages: i64,
-    category: Option<&'static str>,
+    category: Option<String>,
     items: Vec<Content>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 struct Content {
     id: i64,
     title: String,
@@ -727,6 +808,31 @@ async fn contents(
     let page = params.int("page", 1..=MAX_PAGE, Some(1))?;
     let page_size = params.int("page_size", 1..=MAX_PAGE_SIZE, Some(20))?;
     let category = params.choice("category", &CATEGORIES)?;
+    let found = cached(
+        &state,
+        Family::Content,
+        |cache| cache.content_key(page, page_size, category),
+        None,
+        {
+            let (state, category) = (state.clone(), category.map(str::to_owned));
+            move || async move {
+                load_contents(state, page, page_size, category)
+                    .await
+                    .map(Some)
+            }
+        },
+    )
+    .await?;
+    found.map(Json).ok_or_else(Problem::internal)
+}
+
+/// One page of the catalogue from the database.
+pub(crate) async fn load_contents(
+    state: AppState,
+    page: i64,
+    page_size: i64,
+    category: Option<String>,
+) -> Result<ContentPage, Problem> {
     let db = state.db();
     let offset = (page - 1) * page_size;
 
@@ -745,9 +851,9 @@ async fn contents(
     let mut rows = sqlx::query_as::<_, (i64, String, String, i64, i64)>(page_sql)
         .bind(page_size)
         .bind(offset);
-    if let Some(category) = category {
-        count = count.bind(category);
-        rows = rows.bind(category);
+    if let Some(category) = &category {
+        count = count.bind(category.clone());
+        rows = rows.bind(category.clone());
     }
     let ((total,), rows) = tokio::try_join!(
         async {
@@ -763,7 +869,7 @@ async fn contents(
         },
     )
     .map_err(database_error)?;
-    Ok(Json(ContentPage {
+    Ok(ContentPage {
         page,
         page_size,
         total,
@@ -779,7 +885,7 @@ async fn contents(
                 created_at: timestamp(created_at),
             })
             .collect(),
-    }))
+    })
 }
 
 #[cfg(test)]

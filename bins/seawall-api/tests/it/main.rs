@@ -2,6 +2,7 @@
 //! per area.
 
 mod browser;
+mod cache;
 mod chromedriver;
 mod metrics;
 mod process;

@@ -467,6 +467,7 @@ async fn every_operation_in_the_document_is_served() {
         [
             "/",
             "/api/analytics/stats",
+            "/api/cache",
             "/api/content",
             "/api/openapi.json",
             "/api/performance",

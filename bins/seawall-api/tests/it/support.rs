@@ -34,6 +34,8 @@ pub(crate) fn small_config(database_url: String) -> Config {
 /// Where a test's database lives; dropping it removes the SQLite file.
 pub(crate) enum Database {
     Sqlite(#[allow(dead_code)] TempDir),
+    /// A PostgreSQL database, or another instance's database: nothing to
+    /// remove.
     Postgres,
 }
 
@@ -114,6 +116,34 @@ impl TestApp {
             app,
             _database: Database::Sqlite(dir),
         }
+    }
+
+    /// Another instance of the service on this one's configuration (its
+    /// database, its Redis), after `tweak`: two instances behind one load
+    /// balancer. The first instance keeps the database alive.
+    pub(crate) async fn another_instance(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.app.config().clone();
+        tweak(&mut config);
+        let app = App::build(config).await.expect("a second instance builds");
+        Self {
+            app,
+            _database: Database::Postgres,
+        }
+    }
+
+    pub(crate) async fn admin_send(&self, method: &str, uri: &str, body: Option<&Value>) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        let body = match body {
+            Some(body) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).expect("request")).await
     }
 
     /// The service on a fresh database of the shared PostgreSQL server.

@@ -525,8 +525,9 @@ async fn slow_queries_reach_the_slow_query_log_sanitised() {
     // Every query is now "slow", so health is failing; the admin report still
     // answers 200 (a 503 would feed the error rate it reports), /readyz does not
     // care (the database answers), and the report says why.
-    for _ in 0..30 {
-        app.get("/api/content").await;
+    // Distinct pages: each is a cache miss, so each runs its queries.
+    for page in 1..=30 {
+        app.get(&format!("/api/content?page={page}")).await;
     }
     let health = app.admin_get("/api/performance?type=health").await;
     assert_eq!(health.status, 200, "{}", health.text());

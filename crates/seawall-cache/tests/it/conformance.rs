@@ -9,6 +9,7 @@ use seawall_cache::{Class, EarlyRefresh, Error, Options, Policy, WriteStrategy};
 
 use crate::on_every_backend;
 use crate::support::Backend;
+use crate::support::Ready;
 
 /// A loader that counts its runs and answers `value`.
 fn counted<T: Clone + Send + 'static>(
@@ -28,12 +29,7 @@ fn failing() -> std::future::Ready<Result<Option<String>, std::io::Error>> {
 
 async fn a_loaded_value_is_served_until_its_class_expires(backend: &Backend) {
     let short = Policy::new(Duration::from_millis(300)).fail_safe(Duration::ZERO);
-    let cache = backend
-        .builder()
-        .await
-        .define("short", short)
-        .build()
-        .expect("cache");
+    let cache = backend.builder().await.define("short", short).ready().await;
     let class = cache.class("short").expect("defined");
     let runs = Arc::new(AtomicU32::new(0));
     for _ in 0..3 {
@@ -69,8 +65,8 @@ async fn not_found_is_cached_for_the_negative_ttl(backend: &Backend) {
         .builder()
         .await
         .class(Class::API, policy)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     let runs = Arc::new(AtomicU32::new(0));
     let load = |runs: &Arc<AtomicU32>| {
         let runs = Arc::clone(runs);
@@ -103,7 +99,7 @@ async fn not_found_is_cached_for_the_negative_ttl(backend: &Backend) {
 }
 
 async fn invalidation_by_key_tag_and_pattern(backend: &Backend) {
-    let cache = backend.builder().await.build().expect("cache");
+    let cache = backend.builder().await.ready().await;
     let user = |id: u32| Options::new(Class::SCHEDULE).tag(format!("user:{id}"));
     for (key, id) in [("today:1", 1), ("stats:1", 1), ("today:2", 2)] {
         cache.set(key, user(id), key.to_owned()).await.expect("set");
@@ -143,7 +139,7 @@ async fn invalidation_by_key_tag_and_pattern(backend: &Backend) {
 }
 
 async fn a_thousand_concurrent_misses_load_once(backend: &Backend) {
-    let cache = backend.builder().await.build().expect("cache");
+    let cache = backend.builder().await.ready().await;
     let runs = Arc::new(AtomicU32::new(0));
     let calls = (0..1000).map(|_| {
         let (cache, runs) = (cache.clone(), Arc::clone(&runs));
@@ -164,7 +160,7 @@ async fn a_thousand_concurrent_misses_load_once(backend: &Backend) {
 }
 
 async fn a_failing_panicking_or_cancelled_loader_never_wedges_the_key(backend: &Backend) {
-    let cache = backend.builder().await.build().expect("cache");
+    let cache = backend.builder().await.ready().await;
     let error = cache
         .get_or_load("k", Class::API, failing)
         .await
@@ -218,8 +214,8 @@ async fn the_hard_timeout_abandons_a_load(backend: &Backend) {
         .builder()
         .await
         .class(Class::API, policy)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     let started = std::time::Instant::now();
     let error = cache
         .get_or_load("k", Class::API, || {
@@ -244,8 +240,8 @@ async fn fail_safe_serves_the_old_value_until_its_maximum(backend: &Backend) {
         .builder()
         .await
         .class(Class::API, policy)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     let runs = Arc::new(AtomicU32::new(0));
     cache
         .get_or_load("k", Class::API, counted(&runs, "old".to_owned()))
@@ -275,8 +271,8 @@ async fn the_soft_timeout_returns_the_old_value_and_the_load_finishes(backend: &
         .builder()
         .await
         .class(Class::API, policy)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     cache
         .get_or_load("k", Class::API, || async {
             Ok::<_, std::io::Error>(Some("old".to_owned()))
@@ -317,8 +313,8 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once(backend: &Bac
         .builder()
         .await
         .class(Class::API, policy)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     let runs = Arc::new(AtomicU32::new(0));
     cache
         .get_or_load("k", Class::API, counted(&runs, 1_u32))
@@ -358,8 +354,8 @@ async fn refresh_ahead_reloads_before_expiry(backend: &Backend) {
         .builder()
         .await
         .class(Class::API, policy)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     let runs = Arc::new(AtomicU32::new(0));
     cache
         .get_or_load("k", Class::API, counted(&runs, 1_u32))
@@ -387,7 +383,7 @@ async fn refresh_ahead_reloads_before_expiry(backend: &Backend) {
 }
 
 async fn batches_keep_order_and_report_misses(backend: &Backend) {
-    let cache = backend.builder().await.build().expect("cache");
+    let cache = backend.builder().await.ready().await;
     let entries: Vec<(String, u32)> = (0..100).map(|i| (format!("item:{i}"), i)).collect();
     cache.set_many(entries, Class::API).await.expect("set");
     let mut keys: Vec<String> = (0..100).map(|i| format!("item:{i}")).collect();
@@ -403,7 +399,7 @@ async fn batches_keep_order_and_report_misses(backend: &Backend) {
 }
 
 async fn write_invalidates_or_writes_through(backend: &Backend) {
-    let cache = backend.builder().await.build().expect("cache");
+    let cache = backend.builder().await.ready().await;
     let stored = Arc::new(parking_lot::Mutex::new(String::new()));
     cache
         .set("profile", Class::PREFERENCES, "old".to_owned())
@@ -462,7 +458,7 @@ async fn write_invalidates_or_writes_through(backend: &Backend) {
 }
 
 async fn bad_input_is_a_typed_error(backend: &Backend) {
-    let cache = backend.builder().await.build().expect("cache");
+    let cache = backend.builder().await.ready().await;
     let too_many = (0..40).fold(Options::new(Class::API), |options, i| {
         options.tag(format!("t{i}"))
     });
@@ -487,13 +483,12 @@ async fn bad_input_is_a_typed_error(backend: &Backend) {
 }
 
 async fn warm_up_reports_progress_and_failures(backend: &Backend) {
-    let cache = backend.builder().await.build().expect("cache");
-    let keys: Vec<String> = (0..20).map(|i| format!("warm:{i}")).collect();
+    let cache = backend.builder().await.ready().await;
+    let keys = (0..20).map(|i| (format!("warm:{i}"), Class::COMPUTATION));
     let mut reports = Vec::new();
     let done = cache
         .warm_up(
             keys,
-            Class::COMPUTATION,
             4,
             |key: &str| {
                 let failing = key == "warm:13";

@@ -8,6 +8,7 @@ use std::time::Duration;
 use seawall_cache::{BreakerState, Class, TieredCache};
 use seawall_testkit::{Persistence, RedisServer};
 
+use crate::support::Ready;
 use crate::support::{client, eventually, unique_prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,8 +20,8 @@ async fn redis_killed_mid_traffic_fails_no_read_and_the_breaker_recovers() {
         .redis_timeout(Duration::from_millis(100))
         .breaker(3, Duration::from_millis(100))
         .redis(client(&redis.url()).await)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     let errors = Arc::new(AtomicU64::new(0));
     let reads = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -86,8 +87,8 @@ async fn redis_killed_mid_traffic_fails_no_read_and_the_breaker_recovers() {
     let other = TieredCache::builder()
         .prefix(&prefix)
         .redis(client(&redis.url()).await)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     let counted = Arc::clone(&runs);
     let value = other
         .get_or_load("after", Class::API, move || async move {
@@ -113,8 +114,8 @@ async fn an_invalidation_made_while_redis_is_down_reaches_it_later() {
         .redis_timeout(Duration::from_millis(100))
         .breaker(1, Duration::from_millis(100))
         .redis(client(&redis.url()).await)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     cache.set("survivor", Class::API, 1_u32).await.expect("set");
     redis.kill().expect("kills redis");
     assert!(cache.invalidate("survivor").await.is_err(), "Redis is down");
@@ -123,8 +124,8 @@ async fn an_invalidation_made_while_redis_is_down_reaches_it_later() {
         .prefix(&prefix)
         .without_l1()
         .redis(client(&redis.url()).await)
-        .build()
-        .expect("cache");
+        .ready()
+        .await;
     assert!(
         eventually(Duration::from_secs(10), async || reader
             .get::<u32>("survivor", Class::API)

@@ -16,14 +16,26 @@ async fn one_owner_and_growing_fences(url: &str) {
         .expect("redis answers")
         .expect("free");
     assert!(
-        locks.try_acquire(&name, Duration::from_secs(10)).await.expect("redis answers").is_none(),
+        locks
+            .try_acquire(&name, Duration::from_secs(10))
+            .await
+            .expect("redis answers")
+            .is_none(),
         "held"
     );
     let fence = first.fence();
-    first.extend(Duration::from_secs(10)).await.expect("still owned");
+    first
+        .extend(Duration::from_secs(10))
+        .await
+        .expect("still owned");
     first.release().await.expect("released");
     let second = locks
-        .acquire(&name, Duration::from_millis(200), Duration::from_secs(1), Duration::from_millis(20))
+        .acquire(
+            &name,
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            Duration::from_millis(20),
+        )
         .await
         .expect("free again");
     assert!(second.fence() > fence, "{} > {fence}", second.fence());
@@ -37,14 +49,29 @@ async fn one_owner_and_growing_fences(url: &str) {
         .expect("redis answers")
         .expect("expired, so free");
     assert!(third.fence() > second.fence());
-    assert!(matches!(second.extend(Duration::from_secs(1)).await, Err(Error::LockLost { .. })));
-    assert!(matches!(second.release().await, Err(Error::LockLost { .. })));
+    assert!(matches!(
+        second.extend(Duration::from_secs(1)).await,
+        Err(Error::LockLost { .. })
+    ));
+    assert!(matches!(
+        second.release().await,
+        Err(Error::LockLost { .. })
+    ));
     assert!(
-        locks.try_acquire(&name, Duration::from_secs(10)).await.expect("redis answers").is_none(),
+        locks
+            .try_acquire(&name, Duration::from_secs(10))
+            .await
+            .expect("redis answers")
+            .is_none(),
         "the third still holds it"
     );
     let waited = locks
-        .acquire(&name, Duration::from_secs(1), Duration::from_millis(100), Duration::from_millis(20))
+        .acquire(
+            &name,
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            Duration::from_millis(20),
+        )
         .await;
     assert!(matches!(waited, Err(Error::Locked { .. })));
     third.release().await.expect("released");

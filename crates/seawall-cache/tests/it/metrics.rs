@@ -5,12 +5,17 @@ use seawall_perfmon::Monitor;
 
 #[tokio::test]
 async fn stats_are_exported_per_tier_and_class() {
-    let monitor = Monitor::builder().namespace("app").build().expect("monitor");
+    let monitor = Monitor::builder()
+        .namespace("app")
+        .build()
+        .expect("monitor");
     let cache = TieredCache::builder().name("main").build().expect("cache");
     cache.register_metrics(&monitor).expect("registers");
     for _ in 0..3 {
         cache
-            .get_or_load("k", Class::API, || async { Ok::<_, std::io::Error>(Some(1_u8)) })
+            .get_or_load("k", Class::API, || async {
+                Ok::<_, std::io::Error>(Some(1_u8))
+            })
             .await
             .expect("loads");
     }

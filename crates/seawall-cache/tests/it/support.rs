@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
-use seawall_cache::{TieredCache, TieredCacheBuilder};
+use seawall_cache::{Codec, TieredCache, TieredCacheBuilder};
 use seawall_testkit::{RedisCluster, RedisServer};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -50,6 +50,23 @@ impl Backend {
             Self::Memory => builder,
             Self::Redis(url) | Self::Cluster(url) => builder.redis(client(url).await),
         }
+    }
+}
+
+/// Builds a cache and waits until it follows invalidations, as a service
+/// does at start.
+pub(crate) trait Ready<C: Codec> {
+    async fn ready(self) -> TieredCache<C>;
+}
+
+impl<C: Codec> Ready<C> for TieredCacheBuilder<C> {
+    async fn ready(self) -> TieredCache<C> {
+        let cache = self.build().expect("cache");
+        assert!(
+            cache.wait_following(Duration::from_secs(5)).await,
+            "follows invalidations"
+        );
+        cache
     }
 }
 

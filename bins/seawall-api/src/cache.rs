@@ -1,0 +1,325 @@
+//! The tiered cache in front of the reference workload: its keys and tags,
+//! the mapping of loader errors back to problems, warm-up in the background,
+//! and a short history of hit ratios per class for the dashboard.
+//!
+//! L1 alone on embedded defaults; L1 + Redis when a Redis URL is set, so
+//! every instance shares loaded values and invalidations.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use seawall_cache::{Class, KeyBuilder, L1Capacity, Options, Stats, TieredCache, WarmUpProgress};
+use seawall_perfmon::Monitor;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use utoipa::ToSchema;
+
+use crate::config::CacheConfig;
+use crate::problem::Problem;
+use crate::redis::Redis;
+
+/// How often the hit ratios are sampled, and how many samples are kept
+/// (fifteen minutes).
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const SAMPLES: usize = 180;
+
+/// The Redis key prefix of the service's cache.
+const PREFIX: &str = "seawall:api:cache";
+
+/// What a key family is cached as: its TTL class and key namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// `/api/review/today`: schedule class.
+    Today,
+    /// `/api/analytics/stats`: computation class.
+    Stats,
+    /// `/api/content`: API-response class.
+    Content,
+}
+
+impl Family {
+    pub(crate) fn class(self) -> Class {
+        match self {
+            Self::Today => Class::SCHEDULE,
+            Self::Stats => Class::COMPUTATION,
+            Self::Content => Class::API,
+        }
+    }
+
+    /// The key namespace, which is also where `DELETE /api/cache` looks.
+    pub(crate) fn namespace(self) -> &'static str {
+        match self {
+            Self::Today => "today",
+            Self::Stats => "stats",
+            Self::Content => "content",
+        }
+    }
+}
+
+/// The tag of everything cached about one user.
+pub(crate) fn user_tag(user_id: i64) -> String {
+    format!("user:{user_id}")
+}
+
+/// A loader's problem, carried through the cache as an error.
+#[derive(Debug)]
+pub(crate) struct LoadProblem(pub(crate) Problem);
+
+impl std::fmt::Display for LoadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.detail())
+    }
+}
+
+impl std::error::Error for LoadProblem {}
+
+/// The problem a cached read answers with when its load failed, built
+/// anew so it carries this request's id (the load may have been another
+/// request's).
+pub(crate) fn problem(error: &seawall_cache::Error) -> Problem {
+    if let Some(LoadProblem(problem)) = error
+        .loader_error()
+        .and_then(|source| source.downcast_ref::<LoadProblem>())
+    {
+        return Problem::new(problem.status(), problem.detail());
+    }
+    match error {
+        seawall_cache::Error::Timeout { .. } => {
+            Problem::unavailable("the data took too long to load; try again shortly")
+        }
+        _ => {
+            tracing::error!(%error, "cached read failed");
+            Problem::internal()
+        }
+    }
+}
+
+/// Where a warm-up stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WarmUpState {
+    /// None has run since start.
+    #[default]
+    Idle,
+    /// One is running.
+    Running,
+    /// The last one finished.
+    Done,
+}
+
+/// A warm-up's progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub(crate) struct WarmUp {
+    pub(crate) state: WarmUpState,
+    /// Keys to load.
+    pub(crate) total: usize,
+    /// Keys done.
+    pub(crate) done: usize,
+    /// Keys whose load failed.
+    pub(crate) failed: usize,
+}
+
+/// Hit ratios per class over the last few seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub(crate) struct RatioPoint {
+    /// When it was sampled, in Unix milliseconds.
+    pub(crate) at_ms: u64,
+    /// Per class (`schedule`, `computation`, `api`, ...): hits over reads
+    /// since the previous sample; absent when the class had no reads.
+    pub(crate) ratios: std::collections::BTreeMap<String, f64>,
+}
+
+/// The service's cache. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct ApiCache(Arc<Parts>);
+
+struct Parts {
+    cache: TieredCache,
+    capacity: u64,
+    today: KeyBuilder,
+    stats: KeyBuilder,
+    content: KeyBuilder,
+    warm_up: Mutex<WarmUp>,
+    history: Arc<Mutex<VecDeque<RatioPoint>>>,
+    sampler: JoinHandle<()>,
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
+}
+
+impl ApiCache {
+    /// The cache, unless it is off; with Redis as L2 when given.
+    pub(crate) fn build(
+        config: &CacheConfig,
+        redis: Option<&Redis>,
+        monitor: &Monitor,
+    ) -> Result<Option<Self>, seawall_cache::Error> {
+        if !config.enabled {
+            return Ok(None);
+        }
+        let entries = u64::try_from(config.l1_entries).unwrap_or(u64::MAX);
+        let mut builder = TieredCache::builder()
+            .name("api")
+            .prefix(PREFIX)
+            .l1(L1Capacity::Entries(entries));
+        if let Some(redis) = redis {
+            builder = builder.redis(redis.client().clone());
+        }
+        let cache = builder.build()?;
+        cache.register_metrics(monitor)?;
+        let history = Arc::new(Mutex::new(VecDeque::with_capacity(SAMPLES)));
+        let sampler = tokio::spawn(sample(cache.clone(), Arc::clone(&history)));
+        Ok(Some(Self(Arc::new(Parts {
+            cache,
+            capacity: entries,
+            today: KeyBuilder::new(Family::Today.namespace())?,
+            stats: KeyBuilder::new(Family::Stats.namespace())?,
+            content: KeyBuilder::new(Family::Content.namespace())?,
+            warm_up: Mutex::new(WarmUp::default()),
+            history,
+            sampler,
+        }))))
+    }
+
+    pub(crate) fn cache(&self) -> &TieredCache {
+        &self.0.cache
+    }
+
+    /// The most entries L1 holds.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.0.capacity
+    }
+
+    /// The key of a user's due reviews for one UTC day, category and limit.
+    pub(crate) fn today_key(
+        &self,
+        user_id: i64,
+        day: i64,
+        category: Option<&str>,
+        limit: i64,
+    ) -> String {
+        self.0
+            .today
+            .start()
+            .part(user_id)
+            .part(day)
+            .part(category.unwrap_or("*"))
+            .part(limit)
+            .finish()
+    }
+
+    pub(crate) fn stats_key(&self, user_id: i64) -> String {
+        self.0.stats.key([user_id])
+    }
+
+    pub(crate) fn content_key(&self, page: i64, page_size: i64, category: Option<&str>) -> String {
+        self.0
+            .content
+            .start()
+            .part(page)
+            .part(page_size)
+            .part(category.unwrap_or("*"))
+            .finish()
+    }
+
+    /// The options of a family's entries, tagged with the user when there
+    /// is one.
+    pub(crate) fn options(family: Family, user_id: Option<i64>) -> Options {
+        let options = Options::new(family.class());
+        match user_id {
+            Some(user_id) => options.tag(user_tag(user_id)),
+            None => options,
+        }
+    }
+
+    /// Drops everything cached about a user, on every instance. A Redis
+    /// failure is logged: the local copies are gone, and the Redis part is
+    /// retried once Redis answers.
+    pub(crate) async fn forget_user(&self, user_id: i64) {
+        if let Err(error) = self.0.cache.invalidate_tag(&user_tag(user_id)).await {
+            tracing::warn!(%error, user_id, "invalidating a user's cache entries reached only this instance");
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.0.cache.stats()
+    }
+
+    pub(crate) fn history(&self) -> Vec<RatioPoint> {
+        self.0.history.lock().iter().cloned().collect()
+    }
+
+    pub(crate) fn warm_up_progress(&self) -> WarmUp {
+        *self.0.warm_up.lock()
+    }
+
+    /// Marks a warm-up of `total` keys as running; false if one already is.
+    pub(crate) fn begin_warm_up(&self, total: usize) -> bool {
+        let mut warm_up = self.0.warm_up.lock();
+        if warm_up.state == WarmUpState::Running {
+            return false;
+        }
+        *warm_up = WarmUp {
+            state: WarmUpState::Running,
+            total,
+            done: 0,
+            failed: 0,
+        };
+        true
+    }
+
+    pub(crate) fn report_warm_up(&self, progress: WarmUpProgress, finished: bool) {
+        *self.0.warm_up.lock() = WarmUp {
+            state: if finished {
+                WarmUpState::Done
+            } else {
+                WarmUpState::Running
+            },
+            total: progress.total,
+            done: progress.done,
+            failed: progress.failed,
+        };
+    }
+}
+
+/// Samples the hit ratio of every class that had reads since the last
+/// sample.
+async fn sample(cache: TieredCache, history: Arc<Mutex<VecDeque<RatioPoint>>>) {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous = cache.stats();
+    loop {
+        ticks.tick().await;
+        let now = cache.stats();
+        let ratios = now
+            .classes
+            .iter()
+            .zip(&previous.classes)
+            .filter_map(|(now, before)| {
+                let reads =
+                    (now.l1.hits + now.l1.misses).saturating_sub(before.l1.hits + before.l1.misses);
+                let hits =
+                    (now.l1.hits + now.l2.hits).saturating_sub(before.l1.hits + before.l2.hits);
+                #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+                (reads > 0).then(|| (now.class.clone(), hits as f64 / reads as f64))
+            })
+            .collect();
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        let mut points = history.lock();
+        if points.len() == SAMPLES {
+            points.pop_front();
+        }
+        points.push_back(RatioPoint { at_ms, ratios });
+        drop(points);
+        previous = now;
+    }
+}

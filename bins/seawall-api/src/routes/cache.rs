@@ -1,0 +1,404 @@
+//! The admin cache routes: `GET /api/cache` (counters per class, sizes,
+//! recent hit ratios, warm-up progress), `POST /api/cache?action=warmup`
+//! (load the hot keys in the background) and `DELETE /api/cache` (drop the
+//! keys of a class matching a pattern, on every instance).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use seawall_cache::{BreakerState, WarmUpProgress};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::cache::{ApiCache, Family, RatioPoint, WarmUp};
+use crate::params::{Params, QueryPairs};
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// The `type` values `DELETE /api/cache` accepts.
+const TYPES: [&str; 5] = ["schedule", "session", "computation", "api", "all"];
+/// The longest invalidation pattern.
+const MAX_PATTERN: usize = 256;
+/// The most users a warm-up loads.
+const MAX_WARM_USERS: i64 = 10_000;
+/// Catalogue pages a warm-up loads (the default page size).
+const WARM_PAGES: i64 = 5;
+/// Loads a warm-up runs at once.
+const WARM_CONCURRENCY: usize = 8;
+
+/// The admin cache routes; the caller puts them behind the token.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stats, warm_up, invalidate))
+}
+
+/// Reads of one TTL class.
+#[derive(Debug, Serialize, ToSchema)]
+struct ClassRow {
+    /// `schedule`, `session`, `computation`, `api` or `preferences`.
+    class: String,
+    l1_hits: u64,
+    l1_misses: u64,
+    l2_hits: u64,
+    l2_misses: u64,
+    loads: u64,
+    load_errors: u64,
+    /// Reads answered with a value past its TTL (fail-safe).
+    stale_serves: u64,
+    early_refreshes: u64,
+    evictions: u64,
+    /// Hits in either tier over reads, since start.
+    hit_ratio: f64,
+}
+
+/// The cache at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+struct CacheStats {
+    /// Whether the workload reads through the cache (`cache.enabled`).
+    enabled: bool,
+    /// Whether Redis is the second tier.
+    redis: bool,
+    /// `absent` (no Redis), `closed` (Redis in use) or `open` (Redis failing:
+    /// L1 and the database only).
+    breaker: String,
+    /// Hits over reads, every class, since start.
+    hit_ratio: f64,
+    /// Entries in this instance's L1.
+    l1_entries: u64,
+    /// The most entries L1 holds.
+    l1_capacity: u64,
+    /// Keys in Redis (every key of its database, summed over masters); null
+    /// without Redis or when it does not answer.
+    l2_keys: Option<u64>,
+    classes: Vec<ClassRow>,
+    /// Hit ratio per class, every 5 s over the last 15 minutes.
+    history: Vec<RatioPoint>,
+    warm_up: WarmUp,
+    invalidations_sent: u64,
+    invalidations_received: u64,
+    redis_errors: u64,
+}
+
+/// Counters per class, sizes, recent hit ratios and warm-up progress.
+#[utoipa::path(get, path = "/api/cache", tag = "admin",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The cache at a glance", body = CacheStats)),
+)]
+async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
+    let Some(cache) = state.cache() else {
+        return Json(CacheStats {
+            enabled: false,
+            redis: false,
+            breaker: "absent".to_owned(),
+            hit_ratio: 0.0,
+            l1_entries: 0,
+            l1_capacity: 0,
+            l2_keys: None,
+            classes: Vec::new(),
+            history: Vec::new(),
+            warm_up: WarmUp::default(),
+            invalidations_sent: 0,
+            invalidations_received: 0,
+            redis_errors: 0,
+        });
+    };
+    let stats = cache.stats();
+    let l2_keys = match cache.cache().has_redis() {
+        true => cache.cache().redis_keys().await.ok(),
+        false => None,
+    };
+    Json(CacheStats {
+        enabled: true,
+        redis: cache.cache().has_redis(),
+        breaker: match stats.breaker {
+            BreakerState::Open => "open",
+            BreakerState::Closed => "closed",
+            _ => "absent",
+        }
+        .to_owned(),
+        hit_ratio: stats.hit_ratio(),
+        l1_entries: stats.l1_entries,
+        l1_capacity: cache.capacity(),
+        l2_keys,
+        classes: stats
+            .classes
+            .iter()
+            .map(|class| ClassRow {
+                class: class.class.clone(),
+                l1_hits: class.l1.hits,
+                l1_misses: class.l1.misses,
+                l2_hits: class.l2.hits,
+                l2_misses: class.l2.misses,
+                loads: class.loads,
+                load_errors: class.load_errors,
+                stale_serves: class.stale_serves,
+                early_refreshes: class.early_refreshes,
+                evictions: class.evictions,
+                hit_ratio: class.hit_ratio,
+            })
+            .collect(),
+        history: cache.history(),
+        warm_up: cache.warm_up_progress(),
+        invalidations_sent: stats.invalidations_sent,
+        invalidations_received: stats.invalidations_received,
+        redis_errors: stats.redis_errors,
+    })
+}
+
+fn cache_of(state: &AppState) -> Result<&ApiCache, Problem> {
+    state.cache().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "the cache is off (cache.enabled = false)",
+        )
+    })
+}
+
+/// Starts loading the hot keys in the background: the due reviews and
+/// statistics of the first `users` learners and the first catalogue pages.
+/// `GET /api/cache` shows the progress.
+#[utoipa::path(post, path = "/api/cache", tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("action" = String, Query, description = "What to do: `warmup`", pattern = "^warmup$", example = "warmup"),
+        ("users" = Option<i64>, Query, description = "Learners to warm (default 100)",
+            minimum = 1, maximum = 10_000, example = 50),
+    ),
+    responses(
+        (status = 202, description = "The warm-up started", body = WarmUp),
+        (status = 409, description = "A warm-up is running, or the cache is off",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn warm_up(
+    State(state): State<AppState>,
+    query: QueryPairs,
+) -> Result<(StatusCode, Json<WarmUp>), Problem> {
+    let params = Params::from_query(query, &["action", "users"])?;
+    params
+        .choice("action", &["warmup"])?
+        .ok_or_else(|| Problem::bad_parameter("action", "is required"))?;
+    let users = params.int("users", 1..=MAX_WARM_USERS, Some(100))?;
+    let cache = cache_of(&state)?.clone();
+    let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM users ORDER BY id LIMIT $1")
+        .bind(users)
+        .fetch_all(
+            &mut *state
+                .db()
+                .acquire()
+                .await
+                .map_err(super::workload::database_error)?,
+        )
+        .await
+        .map_err(super::workload::database_error)?;
+    let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
+    let total = 2 * ids.len() + usize::try_from(WARM_PAGES).unwrap_or(0);
+    if !cache.begin_warm_up(total) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "a warm-up is already running",
+        ));
+    }
+    tokio::spawn(run_warm_up(state.clone(), cache.clone(), ids));
+    Ok((StatusCode::ACCEPTED, Json(cache.warm_up_progress())))
+}
+
+/// Warms the three families one after the other, reporting progress over
+/// all of them.
+async fn run_warm_up(state: AppState, cache: ApiCache, ids: Vec<i64>) {
+    let total = cache.warm_up_progress().total;
+    let mut base = WarmUpProgress::default();
+    let report = |cache: &ApiCache, base: WarmUpProgress, step: WarmUpProgress| {
+        let progress = WarmUpProgress {
+            total,
+            done: base.done + step.done,
+            failed: base.failed + step.failed,
+        };
+        cache.report_warm_up(progress, false);
+    };
+
+    let now = super::workload::now_ms();
+    let due_before = now - now.rem_euclid(super::workload::DAY_MS) + super::workload::DAY_MS;
+    let today = ids.iter().map(|id| {
+        (
+            cache.today_key(*id, due_before, None, 100),
+            ApiCache::options(Family::Today, Some(*id)),
+        )
+    });
+    let users: BTreeMap<String, i64> = ids
+        .iter()
+        .map(|id| (cache.today_key(*id, due_before, None, 100), *id))
+        .collect();
+    let step = cache
+        .cache()
+        .warm_up(
+            today.collect::<Vec<_>>(),
+            WARM_CONCURRENCY,
+            |key: &str| {
+                let (state, user) = (state.clone(), users.get(key).copied().unwrap_or(0));
+                async move {
+                    super::workload::load_today(state, user, None, 100, due_before)
+                        .await
+                        .map_err(crate::cache::LoadProblem)
+                }
+            },
+            |step| report(&cache, base, step),
+        )
+        .await;
+    base = add(base, step);
+
+    let stats: BTreeMap<String, i64> = ids.iter().map(|id| (cache.stats_key(*id), *id)).collect();
+    let step = cache
+        .cache()
+        .warm_up(
+            ids.iter()
+                .map(|id| {
+                    (
+                        cache.stats_key(*id),
+                        ApiCache::options(Family::Stats, Some(*id)),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            WARM_CONCURRENCY,
+            |key: &str| {
+                let (state, user) = (state.clone(), stats.get(key).copied().unwrap_or(0));
+                async move {
+                    super::workload::load_stats(state, user)
+                        .await
+                        .map_err(crate::cache::LoadProblem)
+                }
+            },
+            |step| report(&cache, base, step),
+        )
+        .await;
+    base = add(base, step);
+
+    let pages: BTreeMap<String, i64> = (1..=WARM_PAGES)
+        .map(|page| (cache.content_key(page, 20, None), page))
+        .collect();
+    let step = cache
+        .cache()
+        .warm_up(
+            pages
+                .keys()
+                .map(|key| (key.clone(), ApiCache::options(Family::Content, None)))
+                .collect::<Vec<_>>(),
+            WARM_CONCURRENCY,
+            |key: &str| {
+                let (state, page) = (state.clone(), pages.get(key).copied().unwrap_or(1));
+                async move {
+                    super::workload::load_contents(state, page, 20, None)
+                        .await
+                        .map(Some)
+                        .map_err(crate::cache::LoadProblem)
+                }
+            },
+            |step| report(&cache, base, step),
+        )
+        .await;
+    base = add(base, step);
+    cache.report_warm_up(WarmUpProgress { total, ..base }, true);
+    tracing::info!(total, failed = base.failed, "cache warm-up finished");
+}
+
+fn add(base: WarmUpProgress, step: WarmUpProgress) -> WarmUpProgress {
+    WarmUpProgress {
+        total: base.total,
+        done: base.done + step.done,
+        failed: base.failed + step.failed,
+    }
+}
+
+/// Which keys to drop.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"pattern": "7:*", "type": "schedule"}))]
+struct Invalidation {
+    /// A glob (`*`, `?`, `[a-z]`) over the keys of the class, after its
+    /// namespace: due reviews are `<user>:<day>:<category>:<limit>`,
+    /// statistics `<user>`, catalogue pages `<page>:<size>:<category>`.
+    #[schema(min_length = 1, max_length = 256)]
+    pattern: String,
+    /// `schedule` (due reviews), `computation` (statistics), `api`
+    /// (catalogue pages), `session` (nothing of the workload), or `all`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(schedule|session|computation|api|all)$")]
+    kind: String,
+}
+
+/// What was dropped.
+#[derive(Debug, Serialize, ToSchema)]
+struct Invalidated {
+    #[serde(rename = "type")]
+    kind: String,
+    pattern: String,
+    /// The key patterns dropped, one per key family of the type.
+    patterns: Vec<String>,
+    /// Redis did not answer: this instance dropped its copies, and the rest
+    /// is sent once Redis is back.
+    deferred: bool,
+}
+
+/// Drops the keys of a class that match a pattern, in Redis (with `SCAN`,
+/// never `KEYS`) and in the L1 of every instance.
+#[utoipa::path(delete, path = "/api/cache", tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = Invalidation, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The keys were dropped", body = Invalidated),
+        (status = 409, description = "The cache is off",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not valid JSON, a field is missing or unknown, the type is not one of schedule, session, computation, api, all, or the pattern is empty or too long",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn invalidate(
+    State(state): State<AppState>,
+    body: Result<Json<Invalidation>, JsonRejection>,
+) -> Result<Json<Invalidated>, Problem> {
+    let Json(request) = body?;
+    if !TYPES.contains(&request.kind.as_str()) {
+        return Err(Problem::invalid_field(
+            "type",
+            format!("must be one of {}", TYPES.join(", ")),
+        ));
+    }
+    if request.pattern.is_empty()
+        || request.pattern.len() > MAX_PATTERN
+        || request.pattern.chars().any(char::is_control)
+    {
+        return Err(Problem::invalid_field(
+            "pattern",
+            format!("must be 1 to {MAX_PATTERN} bytes without control characters"),
+        ));
+    }
+    let cache = cache_of(&state)?;
+    let families: &[Family] = match request.kind.as_str() {
+        "schedule" => &[Family::Today],
+        "computation" => &[Family::Stats],
+        "api" => &[Family::Content],
+        "all" => &[Family::Today, Family::Stats, Family::Content],
+        _ => &[],
+    };
+    let mut patterns = Vec::with_capacity(families.len());
+    let mut deferred = false;
+    for family in families {
+        let pattern = format!("{}:{}", family.namespace(), request.pattern);
+        if let Err(error) = cache.cache().invalidate_pattern(&pattern).await {
+            tracing::warn!(%error, pattern, "a cache invalidation reached only this instance for now");
+            deferred = true;
+        }
+        patterns.push(pattern);
+    }
+    tracing::info!(kind = %request.kind, pattern = %request.pattern, "cache invalidated");
+    Ok(Json(Invalidated {
+        kind: request.kind,
+        pattern: request.pattern,
+        patterns,
+        deferred,
+    }))
+}

@@ -1,0 +1,189 @@
+//! The workload through the cache: the admin routes, and two instances on
+//! one Redis where a write on one is never followed by the old list on the
+//! other, even with a Redis connection cut mid-run.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+fn class<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    stats["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .find(|class| class["class"] == name)
+        .expect("the class is listed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_hit_the_cache_and_the_admin_routes_report_and_invalidate() {
+    let app = TestApp::sqlite().await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/review/today?user_id=3").await.status, 200);
+        assert_eq!(app.get("/api/analytics/stats?user_id=3").await.status, 200);
+        assert_eq!(app.get("/api/content?page=2").await.status, 200);
+    }
+    let stats = app.admin_get("/api/cache").await;
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    assert_eq!(stats.json["enabled"], true);
+    assert_eq!(stats.json["redis"], false);
+    assert_eq!(stats.json["breaker"], "absent");
+    for name in ["schedule", "computation", "api"] {
+        let row = class(&stats.json, name);
+        assert_eq!(row["loads"], 1, "{name}: {row}");
+        assert_eq!(row["l1_hits"], 2, "{name}: {row}");
+    }
+
+    // An unknown type changes nothing.
+    let refused = app
+        .admin_send(
+            "DELETE",
+            "/api/cache",
+            Some(&json!({"pattern": "*", "type": "everything"})),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    let unknown_field = app
+        .admin_send(
+            "DELETE",
+            "/api/cache",
+            Some(&json!({"pattern": "*", "type": "api", "x": 1})),
+        )
+        .await;
+    assert_eq!(unknown_field.status, 422, "{}", unknown_field.text());
+    app.get("/api/review/today?user_id=3").await;
+    assert_eq!(
+        class(&app.admin_get("/api/cache").await.json, "schedule")["loads"],
+        1
+    );
+
+    // Dropping user 3's schedules makes the next read load again; the
+    // statistics stay cached.
+    let dropped = app
+        .admin_send(
+            "DELETE",
+            "/api/cache",
+            Some(&json!({"pattern": "3:*", "type": "schedule"})),
+        )
+        .await;
+    assert_eq!(dropped.status, 200, "{}", dropped.text());
+    assert_eq!(dropped.json["patterns"], json!(["today:3:*"]));
+    app.get("/api/review/today?user_id=3").await;
+    app.get("/api/analytics/stats?user_id=3").await;
+    let after = app.admin_get("/api/cache").await.json;
+    assert_eq!(class(&after, "schedule")["loads"], 2);
+    assert_eq!(class(&after, "computation")["loads"], 1);
+
+    // Warm-up loads every user's entries in the background.
+    let started = app
+        .admin_send("POST", "/api/cache?action=warmup&users=10", None)
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text());
+    assert_eq!(started.json["total"], 25);
+    let mut progress = Value::Null;
+    for _ in 0..100 {
+        progress = app.admin_get("/api/cache").await.json["warm_up"].clone();
+        if progress["state"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(progress["state"], "done", "{progress}");
+    assert_eq!(progress["done"], 25);
+    assert_eq!(progress["failed"], 0);
+    let bad_action = app
+        .admin_send("POST", "/api/cache?action=explode", None)
+        .await;
+    assert_eq!(bad_action.status, 400, "{}", bad_action.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cache_off_reads_work_and_the_admin_routes_say_so() {
+    let app = TestApp::sqlite_with(|config| config.cache.enabled = false).await;
+    assert_eq!(app.get("/api/review/today?user_id=3").await.status, 200);
+    let stats = app.admin_get("/api/cache").await;
+    assert_eq!(stats.json["enabled"], false, "{}", stats.text());
+    let warm = app
+        .admin_send("POST", "/api/cache?action=warmup", None)
+        .await;
+    assert_eq!(warm.status, 409, "{}", warm.text());
+    let delete = app
+        .admin_send(
+            "DELETE",
+            "/api/cache",
+            Some(&json!({"pattern": "*", "type": "all"})),
+        )
+        .await;
+    assert_eq!(delete.status, 409, "{}", delete.text());
+}
+
+/// The content ids due for `user` on `app`.
+async fn due(app: &TestApp, user: i64) -> Vec<i64> {
+    let reply = app
+        .get(&format!("/api/review/today?user_id={user}&limit=500"))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["content_id"].as_i64().expect("id"))
+        .collect()
+}
+
+/// Completes reviews on `writer` and reads on `reader` right after each:
+/// the reader never lists a review the writer already moved past today.
+async fn writes_on_one_are_seen_by_the_other(
+    writer: &TestApp,
+    reader: &TestApp,
+    user: i64,
+    rounds: usize,
+) {
+    for round in 0..rounds {
+        let before = due(reader, user).await;
+        let Some(&content) = before.first() else {
+            break;
+        };
+        let reply = writer
+            .post_json(
+                "/api/review/complete",
+                &json!({"user_id": user, "content_id": content, "rating": 5}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        // The announcement travels through Redis; allow it the time a
+        // second client's next request would take, then never again.
+        let mut seen_old = true;
+        for _ in 0..50 {
+            if !due(reader, user).await.contains(&content) {
+                seen_old = false;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !seen_old,
+            "round {round}: the other instance still lists {content}"
+        );
+        for _ in 0..5 {
+            assert!(
+                !due(reader, user).await.contains(&content),
+                "round {round}: {content} came back"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_redis_never_serve_the_old_list() {
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    let a = TestApp::sqlite_with(|config| config.redis.url = Some(redis.url())).await;
+    let b = a.another_instance(|_| {}).await;
+    let stats = b.admin_get("/api/cache").await;
+    assert_eq!(stats.json["redis"], true, "{}", stats.text());
+    writes_on_one_are_seen_by_the_other(&a, &b, 4, 8).await;
+    writes_on_one_are_seen_by_the_other(&b, &a, 5, 8).await;
+    assert!(b.admin_get("/api/cache").await.json["invalidations_received"].as_u64() > Some(0));
+}
