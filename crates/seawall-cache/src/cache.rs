@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fred::prelude::Client;
@@ -85,6 +85,19 @@ pub(crate) struct Inner {
     pub(crate) feed_connected: AtomicBool,
     /// Whether this instance follows other instances' invalidations.
     pub(crate) follows: bool,
+    /// Invalidations applied here so far.
+    pub(crate) epoch: AtomicU64,
+}
+
+/// What a value put in L1 must not have been overtaken by.
+#[derive(Clone, Copy)]
+pub(crate) enum Since<'a> {
+    /// An invalidation of the load's key while the load ran.
+    Flight(&'a Flight),
+    /// Any invalidation since the epoch was read.
+    Epoch(u64),
+    /// Nothing: the value was just written by this call.
+    Written,
 }
 
 /// Invalidations waiting for Redis, bounded: past the bound, the whole
@@ -402,9 +415,10 @@ impl<C: Codec> TieredCacheBuilder<C> {
             lock_wait: self.lock_wait,
             pending: Mutex::new(Pending::default()),
             feed_connected: AtomicBool::new(false),
-            follows: self.redis.is_some() && self.feed,
+            follows: self.redis.is_some() && self.feed && self.l1.is_some(),
+            epoch: AtomicU64::new(0),
         });
-        if let (Some(runtime), Some(client), true) = (runtime, self.redis, self.feed) {
+        if let (Some(runtime), Some(client), true) = (runtime, self.redis, inner.follows) {
             runtime.spawn(crate::feed::follow(Arc::downgrade(&inner), client));
         }
         Ok(TieredCache {
@@ -463,13 +477,25 @@ impl<C: Codec> TieredCache<C> {
             bump(&counters.l1_misses);
         }
         let l2 = inner.usable_l2()?;
-        let bytes = l2.get(key).await.ok().flatten();
-        let found = bytes.and_then(|bytes| inner.decode_fresh::<T, C>(&bytes, now));
+        let since = inner.epoch();
+        let Some(bytes) = l2.get(key).await.ok().flatten() else {
+            bump(&counters.l2_misses);
+            return None;
+        };
+        let found = inner.decode_fresh::<T, C>(&bytes, now);
         match found {
             Some((value, meta, tags)) => {
                 bump(&counters.l2_hits);
                 let shared = value.clone().map(|v| Arc::new(v) as _);
-                inner.fill_l1(key, class, shared, meta, tags, 0, None);
+                inner.fill_l1(
+                    key,
+                    class,
+                    shared,
+                    meta,
+                    tags,
+                    bytes.len(),
+                    Since::Epoch(since),
+                );
                 value
             }
             None => {
@@ -508,17 +534,20 @@ impl<C: Codec> TieredCache<C> {
         let missing: Vec<usize> = (0..keys.len()).filter(|i| found[*i].is_none()).collect();
         if let (Some(l2), false) = (inner.usable_l2(), missing.is_empty()) {
             let names: Vec<&str> = missing.iter().map(|i| keys[*i].as_ref()).collect();
+            let since = inner.epoch();
             let values = l2
                 .mget(&names)
                 .await
                 .unwrap_or_else(|_| vec![None; names.len()]);
             for (index, bytes) in missing.into_iter().zip(values) {
+                let len = bytes.as_ref().map_or(0, Vec::len);
                 let decoded = bytes.and_then(|bytes| inner.decode_fresh::<T, C>(&bytes, now));
                 match decoded {
                     Some((value, meta, tags)) => {
                         bump(&counters.l2_hits);
                         let shared = value.clone().map(|v| Arc::new(v) as _);
-                        inner.fill_l1(keys[index].as_ref(), class, shared, meta, tags, 0, None);
+                        let key = keys[index].as_ref();
+                        inner.fill_l1(key, class, shared, meta, tags, len, Since::Epoch(since));
                         found[index] = Some(value);
                     }
                     None => bump(&counters.l2_misses),
@@ -579,9 +608,8 @@ impl<C: Codec> TieredCache<C> {
                 let stale_ttl = policy.ttl + policy.fail_safe;
                 let written = l2.set_many(writes).await;
                 if written.is_ok() && !options.tags.is_empty() {
-                    for key in &keys {
-                        let _ = l2.tag(key, &options.tags, stale_ttl).await;
-                    }
+                    let tags = keys.iter().map(|key| l2.tag(key, &options.tags, stale_ttl));
+                    futures_util::future::join_all(tags).await;
                 }
                 let announcements = keys
                     .iter()
@@ -600,7 +628,7 @@ impl<C: Codec> TieredCache<C> {
                 meta,
                 options.tags.clone(),
                 len,
-                None,
+                Since::Written,
             );
         }
         result
@@ -857,17 +885,27 @@ impl Inner {
         meta: Meta,
         tags: Vec<String>,
         encoded_len: usize,
-        flight: Option<&Flight>,
+        since: Since<'_>,
     ) {
         let Some(l1) = &self.l1 else { return };
         let policy = self.policy_of(class);
         let l1_ttl = policy.l1_ttl.unwrap_or(policy.ttl);
         let entry = Entry::new(value, meta, now_ms() + ms(l1_ttl), tags.into(), encoded_len);
         let _flights = self.flights.lock();
-        if flight.is_some_and(Flight::invalidated) {
-            return;
+        let overtaken = match since {
+            Since::Flight(flight) => flight.invalidated(),
+            Since::Epoch(epoch) => self.epoch() != epoch,
+            Since::Written => false,
+        };
+        if !overtaken {
+            l1.insert(key, entry);
         }
-        l1.insert(key, entry);
+    }
+
+    /// Counts invalidations applied here, so a read can tell whether one
+    /// came while it fetched from Redis.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Marks a running load of `key` (or every running load) as overtaken
@@ -881,6 +919,7 @@ impl Inner {
     /// Applies an invalidation to L1 here.
     pub(crate) fn invalidate_local(&self, invalidation: &Invalidation) {
         let flights = self.flights.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         match invalidation {
             Invalidation::Key(key) => {
                 if let Some(flight) = flights.get(key) {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::cache::{Decoded, Inner, TieredCache, encode, ms, now_ms, typed};
+use crate::cache::{Decoded, Inner, Since, TieredCache, encode, ms, now_ms, typed};
 use crate::class::{Class, Policy};
 use crate::codec::{Codec, Meta};
 use crate::error::{BoxError, Error, Result};
@@ -301,7 +301,7 @@ where
                         meta,
                         tags,
                         bytes.len(),
-                        Some(flight),
+                        Since::Flight(flight),
                     );
                     return Outcome::Value {
                         value,
@@ -468,7 +468,7 @@ where
                 meta,
                 tags,
                 bytes.len(),
-                Some(flight),
+                Since::Flight(flight),
             );
             return Some(Outcome::Value {
                 value,
@@ -559,7 +559,7 @@ async fn store<T, C>(
         meta,
         options.tags.clone(),
         len,
-        Some(flight),
+        Since::Flight(flight),
     );
 }
 

@@ -114,12 +114,24 @@ impl Stats {
     /// The hit ratio over every class.
     pub fn hit_ratio(&self) -> f64 {
         let (hits, reads) = self.classes.iter().fold((0, 0), |(hits, reads), class| {
-            (
-                hits + class.l1.hits + class.l2.hits,
-                reads + class.l1.hits + class.l1.misses,
-            )
+            (hits + class.l1.hits + class.l2.hits, reads + class.reads())
         });
         ratio(hits, reads)
+    }
+}
+
+/// Reads of a class: those L1 saw, or L2's without L1.
+fn reads(l1: TierCounts, l2: TierCounts) -> u64 {
+    match l1.hits + l1.misses {
+        0 => l2.hits + l2.misses,
+        reads => reads,
+    }
+}
+
+impl ClassStats {
+    /// Reads of the class (through L1, or through L2 without L1).
+    pub fn reads(&self) -> u64 {
+        reads(self.l1, self.l2)
     }
 }
 
@@ -150,7 +162,7 @@ impl ClassCounters {
             stale_serves: read(&self.stale_serves),
             early_refreshes: read(&self.early_refreshes),
             evictions: read(&self.evictions),
-            hit_ratio: ratio(l1.hits + l2.hits, l1.hits + l1.misses),
+            hit_ratio: ratio(l1.hits + l2.hits, reads(l1, l2)),
         }
     }
 }
