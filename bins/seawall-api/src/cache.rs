@@ -246,7 +246,9 @@ impl ApiCache {
         }
     }
 
+    /// The counters, with L1's size exact (its pending writes applied).
     pub(crate) fn stats(&self) -> Stats {
+        self.0.cache.sync();
         self.0.cache.stats()
     }
 

@@ -402,6 +402,127 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_panel_warms_up_invalidates_and_charts_hit_ratios() -> TestResult {
+    let server = TestServer::start().await;
+    in_browser(server, use_cache_panel).await
+}
+
+async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
+    // Some reads, so the classes have counts.
+    for _ in 0..3 {
+        for path in [
+            "/api/review/today?user_id=2",
+            "/api/analytics/stats?user_id=2",
+            "/api/content",
+        ] {
+            let status = server
+                .client
+                .get(format!("{}{path}", server.base_url))
+                .send()
+                .await?
+                .status();
+            check!(status == 200, "{path}: {status}");
+        }
+    }
+    browser.goto(&format!("{}/", server.base_url)).await?;
+    wait_displayed(browser, "#token").await?;
+    browser
+        .find(Css("#token"))
+        .await?
+        .send_keys(&server.admin_token)
+        .await?;
+    browser.find(Css("#token-submit")).await?.click().await?;
+    wait_displayed(browser, "[data-testid=cache-row-schedule]").await?;
+    wait_displayed(browser, "[data-testid=cache-ratio-chart]").await?;
+    let hits = wait_for("the schedule class's hits", UPDATE_TIMEOUT, async || {
+        figure(browser, "cache-l1-hits-schedule").await
+    })
+    .await?;
+    check!(hits == 2.0, "schedule L1 hits: {hits}");
+    let entries = wait_for("the L1 size", UPDATE_TIMEOUT, async || {
+        figure(browser, "cache-l1-entries").await
+    })
+    .await?;
+    check!(entries >= 1.0, "L1 entries: {entries}");
+
+    // Warm-up: the progress bar fills and the text says done.
+    let users = browser.find(Css("#cache-warm-users")).await?;
+    users.clear().await?;
+    users.send_keys("10").await?;
+    browser
+        .find(Css("[data-testid=cache-warm]"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_for("the warm-up to finish", UPDATE_TIMEOUT, async || {
+        let element = browser.find(Css("[data-testid=cache-warm-text]")).await?;
+        Ok((element.attr("data-state").await?.as_deref() == Some("done")).then_some(()))
+    })
+    .await
+    .map(|()| ());
+    text?;
+    let bar = browser
+        .find(Css("[data-testid=cache-warm-progress]"))
+        .await?;
+    let (value, max) = (bar.attr("value").await?, bar.attr("max").await?);
+    check!(
+        value.is_some() && value == max,
+        "progress {value:?} of {max:?}"
+    );
+
+    // Invalidating the schedule class makes the next read load again.
+    let loads_before = figure(browser, "cache-loads-schedule")
+        .await?
+        .unwrap_or(0.0);
+    browser
+        .find(Css("[data-testid=cache-type]"))
+        .await?
+        .select_by_value("schedule")
+        .await?;
+    let pattern = browser.find(Css("[data-testid=cache-pattern]")).await?;
+    pattern.clear().await?;
+    pattern.send_keys("2:*").await?;
+    browser
+        .find(Css("[data-testid=cache-drop]"))
+        .await?
+        .click()
+        .await?;
+    let message = wait_for("the invalidation", UPDATE_TIMEOUT, async || {
+        let text = browser
+            .find(Css("[data-testid=cache-drop-result]"))
+            .await?
+            .text()
+            .await?;
+        Ok((!text.is_empty()).then_some(text))
+    })
+    .await?;
+    check!(message.contains("today:2:*"), "invalidation: {message:?}");
+    server
+        .client
+        .get(format!("{}/api/review/today?user_id=2", server.base_url))
+        .send()
+        .await?;
+    wait_for(
+        "a reload after the invalidation",
+        UPDATE_TIMEOUT,
+        async || {
+            Ok(figure(browser, "cache-loads-schedule")
+                .await?
+                .filter(|&loads| loads > loads_before))
+        },
+    )
+    .await?;
+
+    let console = chromedriver::browser_log(browser).await?;
+    let broken: Vec<&String> = console
+        .iter()
+        .filter(|line| line.contains("Content Security Policy") || line.contains("Uncaught"))
+        .collect();
+    check!(broken.is_empty(), "browser console: {broken:#?}");
+    Ok(())
+}
+
 /// The number behind a figure (the `value` of its `<data>` element), once the
 /// panel has shown one.
 async fn figure(browser: &Client, testid: &str) -> Result<Option<f64>, CmdError> {
