@@ -11,8 +11,8 @@ use std::time::Duration;
 /// ```
 /// use seawall_cache::Class;
 ///
-/// assert_eq!(Class::SCHEDULE.name(), None, "names live in the cache");
 /// assert_ne!(Class::SESSION, Class::API);
+/// assert_eq!(Class::API.index(), 3);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Class(pub(crate) u16);
@@ -42,15 +42,10 @@ impl Class {
         ),
     ];
 
-    /// The class's index in its cache's table.
+    /// The class's index in its cache's table (its name belongs to the
+    /// cache: [`TieredCache::class_name`](crate::TieredCache::class_name)).
     pub fn index(self) -> u16 {
         self.0
-    }
-
-    /// Always `None`: a class's name belongs to a cache
-    /// ([`TieredCache::class_name`](crate::TieredCache::class_name)).
-    pub fn name(self) -> Option<&'static str> {
-        None
     }
 }
 

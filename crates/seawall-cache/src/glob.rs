@@ -57,6 +57,18 @@ pub(crate) fn matches(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
+/// Escapes glob characters, so `text` matches only itself.
+pub(crate) fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if matches!(c, '\\' | '*' | '?' | '[' | ']') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Matches `c` against the class opening at `pattern[open]`; returns whether
 /// it matched and where the pattern goes on, or `None` for an unclosed class
 /// (which Redis treats as running to the end).

@@ -63,11 +63,16 @@ impl KeyBuilder {
         I: IntoIterator,
         I::Item: Display,
     {
-        let mut key = self.start();
-        for part in parts {
-            key = key.part(part);
-        }
-        key.finish()
+        self.joined(parts).finish()
+    }
+
+    /// The parts appended in order, not yet hashed.
+    fn joined<I>(&self, parts: I) -> KeyParts<'_>
+    where
+        I: IntoIterator,
+        I::Item: Display,
+    {
+        parts.into_iter().fold(self.start(), KeyParts::part)
     }
 
     /// A key to add parts of different types to.
@@ -86,17 +91,7 @@ impl KeyBuilder {
         I: IntoIterator,
         I::Item: Display,
     {
-        let mut key = self.start();
-        for part in parts {
-            key = key.part(part);
-        }
-        let mut pattern = String::with_capacity(key.key.len() + 8);
-        for c in key.key.chars() {
-            if matches!(c, '\\' | '*' | '?' | '[' | ']') {
-                pattern.push('\\');
-            }
-            pattern.push(c);
-        }
+        let mut pattern = crate::glob::escape(&self.joined(parts).key);
         pattern.push_str(":*");
         pattern
     }

@@ -53,6 +53,9 @@
 //!   repeated failures a circuit breaker stops calling Redis, the cache
 //!   serves L1 and the loader, and a background probe closes the breaker.
 //!   Invalidations that could not reach Redis are sent once it answers.
+//!   While an instance cannot hear other instances' invalidations (cut off,
+//!   or just started), its L1 answers no read; call
+//!   [`TieredCache::wait_following`] once at start.
 //! - **Batches**: [`TieredCache::get_many`] sends one `MGET` per hash slot,
 //!   together, so Redis Cluster never sees a cross-slot command.
 //! - **Stats** per tier and class ([`Stats`]), exported through

@@ -274,7 +274,7 @@ impl RedisTier {
     /// keys), with `SCAN` and `UNLINK` in batches on every master; returns
     /// how many were removed.
     pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64> {
-        let pattern = format!("{}:k:{pattern}", glob_escape(&self.prefix));
+        let pattern = format!("{}:k:{pattern}", crate::glob::escape(&self.prefix));
         let nodes = self.primaries();
         let mut removed = 0;
         if nodes.is_empty() {
@@ -419,16 +419,4 @@ fn scan_page(reply: Value) -> Result<(String, Vec<String>)> {
         .and_then(Value::into_string)
         .ok_or_else(malformed)?;
     Ok((cursor, keys))
-}
-
-/// Escapes glob characters, so a prefix matches only itself.
-pub(crate) fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '*' | '?' | '[' | ']') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
