@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::class::{Class, Policy, WriteStrategy};
 use crate::codec::{self, Binary, Codec, Meta, Stored};
 use crate::error::{BoxError, Error, Result};
+use crate::glob;
 use crate::load::Flight;
 use crate::lock::RedisLocks;
 use crate::memory::{Entry, L1Capacity, MemoryTier};
@@ -893,7 +894,7 @@ impl Inner {
         let entry = Entry::new(value, meta, now_ms() + ms(l1_ttl), tags.into(), encoded_len);
         let _flights = self.flights.lock();
         let overtaken = match since {
-            Since::Flight(flight) => flight.invalidated(),
+            Since::Flight(flight) => flight.overtaken(&entry.tags, self.epoch()),
             Since::Epoch(epoch) => self.epoch() != epoch,
             Since::Written => false,
         };
@@ -920,13 +921,24 @@ impl Inner {
     pub(crate) fn invalidate_local(&self, invalidation: &Invalidation) {
         let flights = self.flights.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        // Only the loads whose value the invalidation would have removed
+        // are overtaken by it; under write traffic, marking every running
+        // load would keep L1 from ever filling.
         match invalidation {
             Invalidation::Key(key) => {
                 if let Some(flight) = flights.get(key) {
                     flight.invalidate();
                 }
             }
-            _ => flights.values().for_each(|flight| flight.invalidate()),
+            Invalidation::Tag(tag) => flights
+                .values()
+                .filter(|flight| flight.tagged(tag))
+                .for_each(|flight| flight.invalidate()),
+            Invalidation::Pattern(pattern) => flights
+                .iter()
+                .filter(|(key, _)| glob::matches(pattern.as_bytes(), key.as_bytes()))
+                .for_each(|(_, flight)| flight.invalidate()),
+            Invalidation::Clear => flights.values().for_each(|flight| flight.invalidate()),
         }
         if let Some(l1) = &self.l1 {
             match invalidation {

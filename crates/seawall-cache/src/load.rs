@@ -41,14 +41,34 @@ pub(crate) enum Outcome {
 pub(crate) struct Flight {
     outcome: watch::Sender<Option<Outcome>>,
     invalidated: AtomicBool,
+    /// The tags the loaded value will carry: an invalidation of another tag
+    /// cannot overtake this load.
+    tags: Box<[String]>,
+    /// The invalidation epoch when the load started.
+    epoch: u64,
 }
 
 impl Flight {
-    fn new() -> Self {
+    fn new(tags: &[String], epoch: u64) -> Self {
         Self {
             outcome: watch::Sender::new(None),
             invalidated: AtomicBool::new(false),
+            tags: tags.into(),
+            epoch,
         }
+    }
+
+    /// Whether the value this load will cache carries `tag`.
+    pub(crate) fn tagged(&self, tag: &str) -> bool {
+        self.tags.iter().any(|own| own == tag)
+    }
+
+    /// Whether an invalidation since the start may have removed a value
+    /// tagged `tags` had it been cached then: one marked this flight or,
+    /// for a value with tags the flight did not announce (found in Redis,
+    /// written by a caller with other options), any invalidation at all.
+    pub(crate) fn overtaken(&self, tags: &[String], epoch: u64) -> bool {
+        self.invalidated() || (tags.iter().any(|tag| !self.tagged(tag)) && epoch != self.epoch)
     }
 
     pub(crate) fn invalidate(&self) {
@@ -240,10 +260,13 @@ impl<C: Codec> TieredCache<C> {
     {
         let flight = {
             let mut flights = self.inner.flights.lock();
-            if let Some(running) = flights.get(key) {
+            // A load overtaken by an invalidation is not joined: it may
+            // return what the invalidation replaced. A new one takes its
+            // place; the old one still answers its own callers.
+            if let Some(running) = flights.get(key).filter(|running| !running.invalidated()) {
                 return (running.outcome.subscribe(), false);
             }
-            let flight = Arc::new(Flight::new());
+            let flight = Arc::new(Flight::new(options.tags(), self.inner.epoch()));
             flights.insert(key.to_owned(), Arc::clone(&flight));
             flight
         };

@@ -1,6 +1,7 @@
 //! Real, throwaway servers for seawall's tests: `redis-server` (plain or TLS-only),
 //! Redis Cluster and PostgreSQL processes on free `127.0.0.1` ports, fault injection
-//! (kill, restart, pause) and a tiny blocking RESP2 client for inspecting Redis state.
+//! (kill, restart, pause, and a TCP [`Proxy`] that cuts one client off) and a tiny
+//! blocking RESP2 client for inspecting Redis state.
 //!
 //! ```
 //! use std::time::Duration;
@@ -80,6 +81,7 @@ mod cluster;
 mod error;
 mod postgres;
 mod process;
+mod proxy;
 mod redis;
 mod resp;
 mod tls;
@@ -87,5 +89,6 @@ mod tls;
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};
 pub use postgres::{Postgres, PostgresBuilder};
+pub use proxy::Proxy;
 pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role};
 pub use resp::{Conn, DEFAULT_TIMEOUT, Reply};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use seawall_cache::{Class, EarlyRefresh, Error, Options, Policy, WriteStrategy};
+use seawall_cache::{Class, EarlyRefresh, Error, Options, Policy, TieredCache, WriteStrategy};
 
 use crate::on_every_backend;
 use crate::support::Backend;
@@ -136,6 +136,99 @@ async fn invalidation_by_key_tag_and_pattern(backend: &Backend) {
     cache.set("kept", Class::SCHEDULE, 1_u8).await.expect("set");
     cache.clear().await.expect("clears");
     assert_eq!(cache.get::<u8>("kept", Class::SCHEDULE).await, None);
+}
+
+/// A load held until released, reporting when it has started.
+struct HeldLoad {
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+    handle: tokio::task::JoinHandle<seawall_cache::Result<Option<String>>>,
+}
+
+fn held_load(
+    cache: &TieredCache,
+    key: &'static str,
+    options: Options,
+    value: &'static str,
+) -> HeldLoad {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handle = {
+        let (cache, started, release) = (cache.clone(), Arc::clone(&started), Arc::clone(&release));
+        tokio::spawn(async move {
+            cache
+                .get_or_load(key, options, move || async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<_, std::io::Error>(Some(value.to_owned()))
+                })
+                .await
+        })
+    };
+    HeldLoad {
+        started,
+        release,
+        handle,
+    }
+}
+
+/// Invalidations overtake only the loads whose value they would have
+/// removed: another user's tag leaves a running load free to fill L1,
+/// while the loaded user's tag keeps it out; and a read after the
+/// invalidation never joins the overtaken load.
+async fn an_invalidation_overtakes_only_the_loads_it_concerns(backend: &Backend) {
+    let cache = backend.builder().await.ready().await;
+    let user = |id: u32| Options::new(Class::SCHEDULE).tag(format!("user:{id}"));
+
+    let unrelated = held_load(&cache, "today:1", user(1), "one");
+    unrelated.started.notified().await;
+    cache.invalidate_tag("user:2").await.expect("invalidates");
+    unrelated.release.notify_one();
+    let value = unrelated.handle.await.expect("no panic").expect("loads");
+    assert_eq!(value.as_deref(), Some("one"));
+    let runs = Arc::new(AtomicU32::new(0));
+    let again = cache
+        .get_or_load("today:1", user(1), counted(&runs, "reloaded".to_owned()))
+        .await
+        .expect("reads");
+    assert_eq!(
+        again.as_deref(),
+        Some("one"),
+        "cached despite user 2's invalidation"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    let overtaken = held_load(&cache, "today:3", user(3), "before the write");
+    overtaken.started.notified().await;
+    cache.invalidate_tag("user:3").await.expect("invalidates");
+    // A read that starts after the invalidation loads anew, even though
+    // the overtaken load is still running.
+    let after = cache
+        .get_or_load(
+            "today:3",
+            user(3),
+            counted(&runs, "after the write".to_owned()),
+        )
+        .await
+        .expect("reads");
+    assert_eq!(after.as_deref(), Some("after the write"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    overtaken.release.notify_one();
+    let old = overtaken.handle.await.expect("no panic").expect("loads");
+    assert_eq!(
+        old.as_deref(),
+        Some("before the write"),
+        "its own caller gets it"
+    );
+    let later = cache
+        .get_or_load("today:3", user(3), counted(&runs, "reloaded".to_owned()))
+        .await
+        .expect("reads");
+    assert_eq!(
+        later.as_deref(),
+        Some("after the write"),
+        "the overtaken load did not replace the newer value"
+    );
 }
 
 async fn a_thousand_concurrent_misses_load_once(backend: &Backend) {
@@ -521,6 +614,7 @@ on_every_backend!(
     a_loaded_value_is_served_until_its_class_expires,
     not_found_is_cached_for_the_negative_ttl,
     invalidation_by_key_tag_and_pattern,
+    an_invalidation_overtakes_only_the_loads_it_concerns,
     a_thousand_concurrent_misses_load_once,
     a_failing_panicking_or_cancelled_loader_never_wedges_the_key,
     the_hard_timeout_abandons_a_load,

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use seawall_cache::{Class, Options, Policy, TieredCache};
+use seawall_testkit::Proxy;
 
-use crate::support::Ready;
-use crate::support::{Backend, Proxy, eventually, shared_redis, unique_prefix};
+use crate::support::{Backend, Ready, eventually, shared_redis, unique_prefix};
 
 async fn pair(backend: &Backend) -> (TieredCache, TieredCache) {
     let prefix = unique_prefix();
@@ -269,11 +269,11 @@ mod cluster {
 /// missed once it is back, and never serves the old value after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_instance_replays_missed_invalidations() {
-    let proxy = Proxy::start(shared_redis().addr()).await;
+    let proxy = Proxy::start(shared_redis().addr()).expect("proxy starts");
     let prefix = unique_prefix();
     let a = TieredCache::builder()
         .prefix(&prefix)
-        .redis(crate::support::client(&proxy.url).await)
+        .redis(crate::support::client(&proxy.url()).await)
         .ready()
         .await;
     let b = TieredCache::builder()
@@ -308,12 +308,12 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
 /// its L1 instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_too_old_to_replay_clears_l1() {
-    let proxy = Proxy::start(shared_redis().addr()).await;
+    let proxy = Proxy::start(shared_redis().addr()).expect("proxy starts");
     let prefix = unique_prefix();
     let a = TieredCache::builder()
         .prefix(&prefix)
         .invalidation_history(5)
-        .redis(crate::support::client(&proxy.url).await)
+        .redis(crate::support::client(&proxy.url()).await)
         .ready()
         .await;
     let b = TieredCache::builder()

@@ -1,17 +1,14 @@
 //! Backends every conformance scenario runs on: L1 only, L1 + a standalone
 //! redis-server, L1 + a Redis Cluster (one of each per test binary,
-//! shared; every test uses a prefix of its own), and a TCP proxy that can
-//! cut a client off from Redis.
+//! shared; every test uses a prefix of its own).
 
-use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
 use seawall_cache::{Codec, TieredCache, TieredCacheBuilder};
 use seawall_testkit::{RedisCluster, RedisServer};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Which tiers a scenario's caches have.
 #[derive(Debug, Clone)]
@@ -130,69 +127,6 @@ pub(crate) async fn eventually(within: Duration, mut condition: impl AsyncFnMut(
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A TCP proxy in front of a Redis server that can cut every connection
-/// through it and refuse new ones until restored: a network partition
-/// between one client and Redis, which a real server cannot produce for
-/// one client alone.
-pub(crate) struct Proxy {
-    pub(crate) url: String,
-    cut: Arc<AtomicBool>,
-    generation: Arc<AtomicU32>,
-}
-
-impl Proxy {
-    pub(crate) async fn start(target: std::net::SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-        let url = format!("redis://{}", listener.local_addr().expect("an address"));
-        let cut = Arc::new(AtomicBool::new(false));
-        let generation = Arc::new(AtomicU32::new(0));
-        let (accept_cut, accept_generation) = (Arc::clone(&cut), Arc::clone(&generation));
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                if accept_cut.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let (cut, generation) = (Arc::clone(&accept_cut), Arc::clone(&accept_generation));
-                let born = generation.load(Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut inbound, mut outbound) = (inbound, outbound);
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                    let watch = async {
-                        while !cut.load(Ordering::SeqCst)
-                            && generation.load(Ordering::SeqCst) == born
-                        {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = copy => {}
-                        () = watch => {}
-                    }
-                });
-            }
-        });
-        Self {
-            url,
-            cut,
-            generation,
-        }
-    }
-
-    /// Drops every connection and refuses new ones.
-    pub(crate) fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Accepts connections again.
-    pub(crate) fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
     }
 }
 
