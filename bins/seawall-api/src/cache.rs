@@ -217,6 +217,12 @@ impl ApiCache {
         self.0.stats.key([user_id])
     }
 
+    /// The key of the learners' review counts every user's standing is
+    /// measured against, in the statistics' namespace.
+    pub(crate) fn standing_key(&self) -> String {
+        self.0.stats.key(["standing"])
+    }
+
     pub(crate) fn content_key(&self, page: i64, page_size: i64, category: Option<&str>) -> String {
         self.0
             .content

@@ -52,6 +52,21 @@ impl Backend {
     }
 }
 
+/// In WAL mode, `synchronous = NORMAL` syncs the log at checkpoints rather
+/// than at every commit: a crash of the process loses nothing committed; a
+/// crash of the machine or a power cut may lose the last commits before it,
+/// and corrupts nothing. `FULL`, sqlx's default, syncs every commit, which
+/// held the single writer to about 200 commits a second on the benchmark
+/// machine (`scripts/cache-workload`).
+async fn sqlite_synchronous_normal(
+    connection: &mut sqlx::AnyConnection,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(connection)
+        .await
+        .map(drop)
+}
+
 fn is_sqlite_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
@@ -66,6 +81,9 @@ pub struct Db {
     backend: Backend,
     monitor: Monitor,
     acquire_wait: Histogram,
+    /// SQLite on a file only: the one connection write transactions take
+    /// turns on, apart from the readers' pool.
+    write_pool: Option<AnyPool>,
 }
 
 impl Db {
@@ -80,6 +98,10 @@ impl Db {
         let mut options = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            options = options
+                .after_connect(|connection, _| Box::pin(sqlite_synchronous_normal(connection)));
+        }
         if is_sqlite_memory(&config.url) {
             // Every connection to `sqlite::memory:` opens a database of its
             // own, so the pool keeps exactly one, forever.
@@ -95,7 +117,7 @@ impl Db {
         let connect = AnyConnectOptions::from_str(&config.url)?
             .log_statements(log::LevelFilter::Trace)
             .log_slow_statements(log::LevelFilter::Warn, slow);
-        let pool = options.connect_with(connect).await?;
+        let pool = options.connect_with(connect.clone()).await?;
         if backend == Backend::Sqlite {
             // Readers and the writer then don't block each other. The mode is
             // stored in the file; an in-memory database answers "memory".
@@ -107,6 +129,21 @@ impl Db {
             .run(&pool)
             .await
             .map_err(|error| sqlx::Error::Migrate(Box::new(error)))?;
+        // SQLite admits one writer at a time. Writers queue for a connection
+        // of their own, holding nothing meanwhile: on the shared pool, each
+        // waiting writer would hold a connection while SQLite's busy handler
+        // sleeps, and readers would queue behind them for the pool.
+        let write_pool = match backend {
+            Backend::Sqlite if !is_sqlite_memory(&config.url) => Some(
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|connection, _| Box::pin(sqlite_synchronous_normal(connection)))
+                    .connect_with(connect)
+                    .await?,
+            ),
+            _ => None,
+        };
         let acquire_wait = monitor
             .histogram(
                 ACQUIRE_WAIT_METRIC,
@@ -121,6 +158,7 @@ impl Db {
             backend,
             monitor,
             acquire_wait,
+            write_pool,
         })
     }
 
@@ -158,6 +196,12 @@ impl Db {
         self.pool.options().get_max_connections()
     }
 
+    /// Whether write transactions have a connection of their own (a SQLite
+    /// file), so that they take turns without holding the readers' pool.
+    pub fn has_write_connection(&self) -> bool {
+        self.write_pool.is_some()
+    }
+
     /// Which engine this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -166,21 +210,26 @@ impl Db {
     /// Starts a transaction that will write, taking the write lock up front on
     /// SQLite (`BEGIN IMMEDIATE`), so that a read-then-write transaction can't
     /// fail halfway with `SQLITE_BUSY`; on PostgreSQL rows are locked by the
-    /// statements themselves (`SELECT … FOR UPDATE`).
+    /// statements themselves (`SELECT … FOR UPDATE`). On a SQLite file, the
+    /// process's writers take turns on one connection of their own.
     /// Waits for a connection are counted as in [`Db::acquire`].
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let pool = self.write_pool.as_ref().unwrap_or(&self.pool);
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        match self.pool.try_begin_with(begin).await? {
+        match pool.try_begin_with(begin).await? {
             Some(transaction) => Ok(transaction),
-            None => self.waited_for(self.pool.begin_with(begin)).await,
+            None => self.waited_for(pool.begin_with(begin)).await,
         }
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
+        if let Some(write_pool) = &self.write_pool {
+            write_pool.close().await;
+        }
         self.pool.close().await;
     }
 

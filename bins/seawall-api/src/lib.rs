@@ -37,6 +37,7 @@ mod params;
 pub mod problem;
 mod ratelimit;
 mod redis;
+mod reviews;
 mod routes;
 pub mod seed;
 mod server;

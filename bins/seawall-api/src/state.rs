@@ -1,6 +1,7 @@
 //! What every handler can reach: the database, Redis, the monitor, the admin
-//! token, the timeline, the rate limiters and the cache. This module imports no handler and no router, so
-//! route modules depend on it and never the other way round.
+//! token, the timeline, the rate limiters, the cache and the review writer.
+//! This module imports no handler and no router, so route modules depend on
+//! it and never the other way round.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use crate::cache::ApiCache;
 use crate::db::Db;
 use crate::ratelimit::RateLimits;
 use crate::redis::Redis;
+use crate::reviews::ReviewWriter;
 use crate::timeline::Timeline;
 
 /// The state handlers share. Cheap to clone.
@@ -25,12 +27,13 @@ struct Shared {
     timeline: Timeline,
     ratelimits: Option<RateLimits>,
     cache: Option<ApiCache>,
+    reviews: ReviewWriter,
     readiness: Vec<Box<dyn HealthCheck>>,
 }
 
 impl AppState {
-    /// Bundles the parts; readiness checks are those of the database and,
-    /// when configured, Redis.
+    /// Bundles the parts and starts the review writer; readiness checks are
+    /// those of the database and, when configured, Redis.
     pub(crate) fn new(
         db: Db,
         redis: Option<Redis>,
@@ -44,6 +47,7 @@ impl AppState {
         if let Some(redis) = &redis {
             readiness.push(Box::new(redis.health_check()));
         }
+        let reviews = ReviewWriter::start(db.clone());
         Self(Arc::new(Shared {
             db,
             redis,
@@ -52,12 +56,18 @@ impl AppState {
             timeline,
             ratelimits,
             cache,
+            reviews,
             readiness,
         }))
     }
 
     pub(crate) fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    /// Where completed reviews are written.
+    pub(crate) fn reviews(&self) -> &ReviewWriter {
+        &self.0.reviews
     }
 
     pub(crate) fn redis(&self) -> Option<&Redis> {

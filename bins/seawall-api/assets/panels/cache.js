@@ -130,7 +130,9 @@ export default {
       setFigure(sizes.l1, stats.l1_entries, `${format.count(stats.l1_entries)} of ${format.count(stats.l1_capacity)}`);
       setFigure(sizes.l2, stats.l2_keys, stats.l2_keys === null ? (stats.redis ? "not answering" : "no Redis") : format.count(stats.l2_keys));
       setFigure(sizes.ratio, stats.hit_ratio, format.percent(stats.hit_ratio));
-      sizes.breaker.textContent = { absent: "none (in process only)", closed: "in use", open: "failing: L1 and the database only" }[stats.breaker] ?? stats.breaker;
+      const tier = { absent: "none (in process only)", closed: "in use", open: "failing: L1 and the database only" }[stats.breaker] ?? stats.breaker;
+      // Cut off from the invalidation stream, L1 answers no reads.
+      sizes.breaker.textContent = stats.breaker === "closed" && !stats.following ? "in use, catching up on invalidations: L1 bypassed" : tier;
       classBody.replaceChildren(
         ...stats.classes
           .filter((row) => row.l1_hits + row.l1_misses + row.l2_hits + row.l2_misses > 0 || CLASSES.includes(row.class))

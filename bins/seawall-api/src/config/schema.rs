@@ -308,7 +308,10 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://seawall.db?mode=rwc".to_owned(),
-            max_connections: 8,
+            // With 8, cache misses queued for a connection under the mixed
+            // workload at 200 connections; 32 starved the SQLite writer of
+            // CPU on two cores (scripts/cache-workload, docs/benchmarks.md).
+            max_connections: 16,
         }
     }
 }

@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(config.server.max_body_bytes, 65_536);
         assert_eq!(config.database.url, "sqlite://seawall.db?mode=rwc");
-        assert_eq!(config.database.max_connections, 8);
+        assert_eq!(config.database.max_connections, 16);
         assert_eq!(config.redis.url, None);
         assert_eq!(config.admin.token, None);
         assert_eq!(

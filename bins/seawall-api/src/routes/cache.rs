@@ -65,6 +65,10 @@ struct CacheStats {
     /// `absent` (no Redis), `closed` (Redis in use) or `open` (Redis failing:
     /// L1 and the database only).
     breaker: String,
+    /// With Redis: whether this instance is reading the other instances'
+    /// invalidations. While it is not (starting, or cut off from Redis), its
+    /// L1 answers no reads. Always false without Redis.
+    following: bool,
     /// Hits over reads, every class, since start.
     hit_ratio: f64,
     /// Entries in this instance's L1.
@@ -94,6 +98,7 @@ async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
             enabled: false,
             redis: false,
             breaker: "absent".to_owned(),
+            following: false,
             hit_ratio: 0.0,
             l1_entries: 0,
             l1_capacity: 0,
@@ -120,6 +125,7 @@ async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
             _ => "absent",
         }
         .to_owned(),
+        following: cache.cache().follows_invalidations(),
         hit_ratio: stats.hit_ratio(),
         l1_entries: stats.l1_entries,
         l1_capacity: cache.capacity(),
@@ -320,7 +326,9 @@ fn add(base: WarmUpProgress, step: WarmUpProgress) -> WarmUpProgress {
 struct Invalidation {
     /// A glob (`*`, `?`, `[a-z]`) over the keys of the class, after its
     /// namespace: due reviews are `<user>:<day>:<category>:<limit>`,
-    /// statistics `<user>`, catalogue pages `<page>:<size>:<category>`.
+    /// statistics `<user>` (and `standing`, the learners' review counts
+    /// every user's standing is measured against), catalogue pages
+    /// `<page>:<size>:<category>`.
     #[schema(min_length = 1, max_length = 256)]
     pattern: String,
     /// `schedule` (due reviews), `computation` (statistics), `api`

@@ -13,21 +13,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::cache::{ApiCache, Family, LoadProblem};
-use crate::db::{Backend, Db};
+use crate::db::Db;
 use crate::params::{Params, QueryPairs};
 use crate::problem::Problem;
+use crate::reviews::Review;
 use crate::seed::CATEGORIES;
 use crate::state::AppState;
+use sqlx::AnyConnection;
 
-pub(crate) const DAY_MS: i64 = 86_400_000;
+pub(crate) use crate::reviews::DAY_MS;
 /// Largest page number accepted: beyond it a client is scanning, not paging.
 const MAX_PAGE: i64 = 1_000_000;
 const MAX_PAGE_SIZE: i64 = 100;
 const MAX_DUE_LIMIT: i64 = 500;
 /// A review longer than a day is a client bug, not a review.
 const MAX_REVIEW_MS: i64 = DAY_MS;
-/// An interval beyond a century is as good as "never again".
-const MAX_INTERVAL_DAYS: i64 = 36_500;
 
 /// The reference workload's routes.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -53,7 +53,13 @@ fn timestamp(ms: i64) -> String {
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(database_error)`
 pub(crate) fn database_error(error: sqlx::Error) -> Problem {
-    match &error {
+    database_problem(&error)
+}
+
+/// The problem a failed statement answers with: 503 when the database is
+/// out of reach or busy, 500 otherwise.
+pub(crate) fn database_problem(error: &sqlx::Error) -> Problem {
+    match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             tracing::warn!(%error, "database unavailable");
             Problem::unavailable("the database is not available; try again shortly")
@@ -83,11 +89,15 @@ fn is_contention(code: Option<&str>) -> bool {
     }
 }
 
-async fn user_exists(db: &Db, user_id: i64) -> Result<bool, Problem> {
+async fn user_exists(
+    connection: &mut AnyConnection,
+    db: &Db,
+    user_id: i64,
+) -> Result<bool, Problem> {
     const SQL: &str = "SELECT id FROM users WHERE id = $1";
     let found: Option<(i64,)> = sqlx::query_as(SQL)
         .bind(user_id)
-        .fetch_optional(&mut *db.acquire().await.map_err(database_error)?)
+        .fetch_optional(connection)
         .timed(db.monitor(), SQL)
         .await
         .map_err(database_error)?;
@@ -206,9 +216,9 @@ pub(crate) async fn load_today(
     due_before: i64,
 ) -> Result<Option<DueReviews>, Problem> {
     let db = state.db();
-    if !user_exists(db, user_id).await? {
-        return Ok(None);
-    }
+    // One connection for the whole load: under load, every extra pool
+    // checkout is another wait.
+    let mut connection = db.acquire().await.map_err(database_error)?;
 
     const ALL: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
                               s.interval_days, s.repetitions, s.ease_permille \
@@ -229,10 +239,14 @@ pub(crate) async fn load_today(
         query = query.bind(category);
     }
     let rows = query
-        .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
+        .fetch_all(&mut *connection)
         .timed(db.monitor(), sql)
         .await
         .map_err(database_error)?;
+    // Only an empty list can mean an unknown user.
+    if rows.is_empty() && !user_exists(&mut connection, db, user_id).await? {
+        return Ok(None);
+    }
     let items: Vec<DueReview> = rows
         .into_iter()
         .map(
@@ -325,44 +339,12 @@ struct Completed {
     next: Schedule,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SchedulePoint {
-    interval_days: i64,
-    ease_permille: i64,
-    repetitions: i64,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 struct Schedule {
     due_at: String,
     interval_days: i64,
     repetitions: i64,
     ease: f64,
-}
-
-/// SM-2: a failed review (quality below 3) starts over tomorrow; a passed one
-/// waits 1, then 6, then `interval × ease` days. The ease factor moves by
-/// `0.1 − (5 − q)(0.08 + (5 − q) · 0.02)` and never drops below 1.3.
-fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoint {
-    let miss = 5 - quality;
-    let ease_permille = (current.ease_permille + 100 - miss * (80 + miss * 20)).max(1300);
-    if quality < 3 {
-        return SchedulePoint {
-            interval_days: 1,
-            ease_permille,
-            repetitions: 0,
-        };
-    }
-    let interval_days = match current.repetitions {
-        0 => 1,
-        1 => 6,
-        _ => (current.interval_days.max(1) * ease_permille + 500) / 1000,
-    };
-    SchedulePoint {
-        interval_days: interval_days.clamp(1, MAX_INTERVAL_DAYS),
-        ease_permille,
-        repetitions: current.repetitions.saturating_add(1),
-    }
 }
 
 /// Records a finished review and moves the learner's schedule (SM-2).
@@ -411,9 +393,28 @@ async fn complete_review(
             ),
         ));
     }
-    let db = state.db();
     let now = now_ms();
-    let next = write_review(db, &review, now).await?;
+    let written = state
+        .reviews()
+        .write(Review {
+            user_id: review.user_id,
+            content_id: review.content_id,
+            rating: review.rating,
+            duration_ms: review.duration_ms,
+            at_ms: now,
+        })
+        .await;
+    let next = match written {
+        Ok(Some(next)) => next,
+        // Nothing was written.
+        Ok(None) => {
+            return Err(Problem::not_found(format!(
+                "user {} has no review schedule for content {}",
+                review.user_id, review.content_id
+            )));
+        }
+        Err(error) => return Err(database_problem(&error)),
+    };
     if let Some(cache) = state.cache() {
         cache.forget_user(review.user_id).await;
     }
@@ -430,78 +431,6 @@ async fn complete_review(
             ease: permille(next.ease_permille),
         },
     }))
-}
-
-async fn write_review(
-    db: &Db,
-    review: &CompleteReview,
-    now: i64,
-) -> Result<SchedulePoint, Problem> {
-    const SELECT_SQLITE: &str = "SELECT interval_days, ease_permille, repetitions \
-                                 FROM review_schedules WHERE user_id = $1 AND content_id = $2";
-    const SELECT_POSTGRES: &str = "SELECT interval_days, ease_permille, repetitions \
-                                   FROM review_schedules WHERE user_id = $1 AND content_id = $2 \
-                                   FOR UPDATE";
-    const INSERT: &str = "INSERT INTO review_history \
-                          (user_id, content_id, reviewed_at, rating, duration_ms) \
-                          VALUES ($1, $2, $3, $4, $5)";
-    const UPDATE: &str = "UPDATE review_schedules \
-                          SET due_at = $3, interval_days = $4, ease_permille = $5, \
-                              repetitions = $6, last_reviewed_at = $7 \
-                          WHERE user_id = $1 AND content_id = $2";
-    let monitor = db.monitor();
-    let select = match db.backend() {
-        Backend::Sqlite => SELECT_SQLITE,
-        Backend::Postgres => SELECT_POSTGRES,
-    };
-
-    let mut tx = db.begin_write().await.map_err(database_error)?;
-    let current: Option<(i64, i64, i64)> = sqlx::query_as(select)
-        .bind(review.user_id)
-        .bind(review.content_id)
-        .fetch_optional(&mut *tx)
-        .timed(monitor, select)
-        .await
-        .map_err(database_error)?;
-    let Some((interval_days, ease_permille, repetitions)) = current else {
-        // Dropping the transaction rolls it back; nothing was written.
-        return Err(Problem::not_found(format!(
-            "user {} has no review schedule for content {}",
-            review.user_id, review.content_id
-        )));
-    };
-    let next = next_schedule(
-        SchedulePoint {
-            interval_days,
-            ease_permille,
-            repetitions,
-        },
-        review.rating,
-    );
-    sqlx::query(INSERT)
-        .bind(review.user_id)
-        .bind(review.content_id)
-        .bind(now)
-        .bind(review.rating)
-        .bind(review.duration_ms)
-        .execute(&mut *tx)
-        .timed(monitor, INSERT)
-        .await
-        .map_err(database_error)?;
-    sqlx::query(UPDATE)
-        .bind(review.user_id)
-        .bind(review.content_id)
-        .bind(now.saturating_add(next.interval_days.saturating_mul(DAY_MS)))
-        .bind(next.interval_days)
-        .bind(next.ease_permille)
-        .bind(next.repetitions)
-        .bind(now)
-        .execute(&mut *tx)
-        .timed(monitor, UPDATE)
-        .await
-        .map_err(database_error)?;
-    tx.commit().await.map_err(database_error)?;
-    Ok(next)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -606,9 +535,9 @@ async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<
 /// The statistics from the database; `None` when the user does not exist.
 pub(crate) async fn load_stats(state: AppState, user_id: i64) -> Result<Option<Stats>, Problem> {
     let db = state.db();
-    if !user_exists(db, user_id).await? {
-        return Ok(None);
-    }
+    // One connection, the statements in turn: under load, four checkouts
+    // at once cost more waiting than running them side by side saves.
+    let mut connection = db.acquire().await.map_err(database_error)?;
     let now = now_ms();
     let week_ago = now - 7 * DAY_MS;
     let month_ago = now - 30 * DAY_MS;
@@ -636,10 +565,6 @@ pub(crate) async fn load_stats(state: AppState, user_id: i64) -> Result<Option<S
              CAST(COALESCE(SUM(CASE WHEN due_at <= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(CASE WHEN interval_days >= 21 THEN 1 ELSE 0 END), 0) AS BIGINT) \
          FROM review_schedules WHERE user_id = $1";
-    const STANDING: &str = "SELECT COUNT(*), \
-             CAST(COALESCE(SUM(CASE WHEN reviews < $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
-         FROM (SELECT user_id, COUNT(*) AS reviews FROM review_history \
-               WHERE reviewed_at >= $1 GROUP BY user_id) AS active";
 
     type TotalsRow = (
         i64,
@@ -654,41 +579,40 @@ pub(crate) async fn load_stats(state: AppState, user_id: i64) -> Result<Option<S
         i64,
     );
     let monitor = db.monitor();
-    let (totals, by_category, daily, schedules) = tokio::try_join!(
-        async {
-            sqlx::query_as::<_, TotalsRow>(TOTALS)
-                .bind(user_id)
-                .bind(week_ago)
-                .bind(month_ago)
-                .fetch_one(&mut *db.acquire().await?)
-                .timed(monitor, TOTALS)
-                .await
-        },
-        async {
-            sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
-                .bind(user_id)
-                .fetch_all(&mut *db.acquire().await?)
-                .timed(monitor, BY_CATEGORY)
-                .await
-        },
-        async {
-            sqlx::query_as::<_, (i64, i64)>(DAILY)
-                .bind(user_id)
-                .bind(first_day)
-                .fetch_all(&mut *db.acquire().await?)
-                .timed(monitor, DAILY)
-                .await
-        },
-        async {
-            sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
-                .bind(user_id)
-                .bind(now)
-                .fetch_one(&mut *db.acquire().await?)
-                .timed(monitor, SCHEDULES)
-                .await
-        },
-    )
-    .map_err(database_error)?;
+    let totals = sqlx::query_as::<_, TotalsRow>(TOTALS)
+        .bind(user_id)
+        .bind(week_ago)
+        .bind(month_ago)
+        .fetch_one(&mut *connection)
+        .timed(monitor, TOTALS)
+        .await
+        .map_err(database_error)?;
+    // Only a learner without reviews can be an unknown user.
+    if totals.0 == 0 && !user_exists(&mut connection, db, user_id).await? {
+        return Ok(None);
+    }
+    let by_category = sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
+        .bind(user_id)
+        .fetch_all(&mut *connection)
+        .timed(monitor, BY_CATEGORY)
+        .await
+        .map_err(database_error)?;
+    let daily = sqlx::query_as::<_, (i64, i64)>(DAILY)
+        .bind(user_id)
+        .bind(first_day)
+        .fetch_all(&mut *connection)
+        .timed(monitor, DAILY)
+        .await
+        .map_err(database_error)?;
+    let schedules = sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&mut *connection)
+        .timed(monitor, SCHEDULES)
+        .await
+        .map_err(database_error)?;
+    // Returned before the shared learner counts, which may need one.
+    drop(connection);
     let (
         reviews,
         passed,
@@ -701,13 +625,13 @@ pub(crate) async fn load_stats(state: AppState, user_id: i64) -> Result<Option<S
         month,
         month_passed,
     ) = totals;
-    let (active_learners, behind): (i64, i64) = sqlx::query_as(STANDING)
-        .bind(month_ago)
-        .bind(month)
-        .fetch_one(&mut *db.acquire().await.map_err(database_error)?)
-        .timed(monitor, STANDING)
-        .await
-        .map_err(database_error)?;
+    let learners = learners_by_reviews(&state).await?;
+    let active_learners = learners.iter().map(|&(_, learners)| learners).sum();
+    let behind = learners
+        .iter()
+        .filter(|&&(reviews, _)| reviews < month)
+        .map(|&(_, learners)| learners)
+        .sum();
 
     let mut days: Vec<Day> = (0..30)
         .map(|i| Day {
@@ -765,6 +689,38 @@ pub(crate) async fn load_stats(state: AppState, user_id: i64) -> Result<Option<S
             percentile: ratio(behind, active_learners),
         },
     }))
+}
+
+/// How many learners made how many reviews in the last 30 days, as
+/// `(reviews, learners)`: what every user's standing is measured against.
+/// It is the same for every user and the costliest part of the statistics
+/// (it groups the whole month of history), so it is cached on its own, in the
+/// computation class, and every user's statistics load shares it; a user's
+/// percentile may then lag the other learners' activity by up to the class's
+/// TTL, as their cached statistics would anyway.
+async fn learners_by_reviews(state: &AppState) -> Result<Vec<(i64, i64)>, Problem> {
+    let found = cached(state, Family::Stats, ApiCache::standing_key, None, {
+        let state = state.clone();
+        move || load_learners_by_reviews(state)
+    })
+    .await?;
+    Ok(found.unwrap_or_default())
+}
+
+async fn load_learners_by_reviews(state: AppState) -> Result<Option<Vec<(i64, i64)>>, Problem> {
+    const SQL: &str = "SELECT reviews, COUNT(*) \
+         FROM (SELECT user_id, COUNT(*) AS reviews FROM review_history \
+               WHERE reviewed_at >= $1 GROUP BY user_id) AS active \
+         GROUP BY reviews ORDER BY reviews";
+    let db = state.db();
+    let month_ago = now_ms() - 30 * DAY_MS;
+    let rows: Vec<(i64, i64)> = sqlx::query_as(SQL)
+        .bind(month_ago)
+        .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
+        .timed(db.monitor(), SQL)
+        .await
+        .map_err(database_error)?;
+    Ok(Some(rows))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -891,32 +847,6 @@ pub(crate) async fn load_contents(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn point(interval_days: i64, ease_permille: i64, repetitions: i64) -> SchedulePoint {
-        SchedulePoint {
-            interval_days,
-            ease_permille,
-            repetitions,
-        }
-    }
-
-    #[test]
-    fn sm2_follows_the_published_intervals() {
-        let first = next_schedule(point(0, 2500, 0), 5);
-        assert_eq!(first, point(1, 2600, 1));
-        let second = next_schedule(first, 4);
-        assert_eq!(second, point(6, 2600, 2));
-        let third = next_schedule(second, 4);
-        assert_eq!(third, point(16, 2600, 3)); // 6 × 2.6 = 15.6
-    }
-
-    #[test]
-    fn sm2_failure_restarts_and_ease_has_a_floor() {
-        let failed = next_schedule(point(40, 1400, 7), 0);
-        assert_eq!(failed, point(1, 1300, 0));
-        let capped = next_schedule(point(MAX_INTERVAL_DAYS, 2500, 9), 5);
-        assert_eq!(capped.interval_days, MAX_INTERVAL_DAYS);
-    }
 
     #[test]
     fn contention_is_told_apart_from_faults() {

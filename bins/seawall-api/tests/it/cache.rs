@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use seawall_testkit::Proxy;
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
@@ -30,11 +31,24 @@ async fn reads_hit_the_cache_and_the_admin_routes_report_and_invalidate() {
     assert_eq!(stats.json["enabled"], true);
     assert_eq!(stats.json["redis"], false);
     assert_eq!(stats.json["breaker"], "absent");
-    for name in ["schedule", "computation", "api"] {
+    for name in ["schedule", "api"] {
         let row = class(&stats.json, name);
         assert_eq!(row["loads"], 1, "{name}: {row}");
         assert_eq!(row["l1_hits"], 2, "{name}: {row}");
     }
+    // The statistics, and once the learners' counts they are measured
+    // against: two keys of the computation class, each loaded once.
+    let computation = class(&stats.json, "computation");
+    assert_eq!(computation["loads"], 2, "{computation}");
+    assert_eq!(computation["l1_hits"], 2, "{computation}");
+    let stats_of_another = app.get("/api/analytics/stats?user_id=4").await;
+    assert_eq!(stats_of_another.status, 200);
+    let computation = class(&app.admin_get("/api/cache").await.json, "computation").clone();
+    assert_eq!(
+        computation["loads"], 3,
+        "user 4 reuses the learners' counts: {computation}"
+    );
+    assert_eq!(computation["l1_hits"], 3, "{computation}");
 
     // An unknown type changes nothing.
     let refused = app
@@ -74,7 +88,7 @@ async fn reads_hit_the_cache_and_the_admin_routes_report_and_invalidate() {
     app.get("/api/analytics/stats?user_id=3").await;
     let after = app.admin_get("/api/cache").await.json;
     assert_eq!(class(&after, "schedule")["loads"], 2);
-    assert_eq!(class(&after, "computation")["loads"], 1);
+    assert_eq!(class(&after, "computation")["loads"], 3);
 
     // Warm-up loads every user's entries in the background.
     let started = app
@@ -186,4 +200,81 @@ async fn two_instances_on_one_redis_never_serve_the_old_list() {
     writes_on_one_are_seen_by_the_other(&a, &b, 4, 8).await;
     writes_on_one_are_seen_by_the_other(&b, &a, 5, 8).await;
     assert!(b.admin_get("/api/cache").await.json["invalidations_received"].as_u64() > Some(0));
+}
+
+/// Waits until `app`'s cache reports `following` as `want`.
+async fn following_becomes(app: &TestApp, want: bool, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if app.admin_get("/api/cache").await.json["following"] == want {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The same with one instance's Redis connection cut and restored mid-run.
+/// Cut off, that instance answers from the database, so the other's writes
+/// show at once; its own write reaches the other instance once it is back;
+/// after the reconnect, writes on either side are seen by the other again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_redis_connection_never_brings_back_the_old_list() {
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    let proxy = Proxy::start(redis.addr()).expect("the proxy starts");
+    let a = TestApp::sqlite_with(|config| config.redis.url = Some(redis.url())).await;
+    let b = a
+        .another_instance(|config| config.redis.url = Some(proxy.url()))
+        .await;
+    assert!(following_becomes(&b, true, Duration::from_secs(5)).await);
+    writes_on_one_are_seen_by_the_other(&a, &b, 4, 3).await;
+    // Both instances hold the lists of users 6 and 7 when b is cut off.
+    let _ = (due(&a, 6).await, due(&b, 6).await, due(&b, 7).await);
+    let listed = due(&a, 7).await;
+
+    proxy.cut();
+    assert!(
+        following_becomes(&b, false, Duration::from_secs(5)).await,
+        "b noticed the cut"
+    );
+    writes_on_one_are_seen_by_the_other(&a, &b, 6, 3).await;
+    // A write on the cut-off instance: its own reads see it at once.
+    let content = *listed.first().expect("user 7 has reviews due");
+    let reply = b
+        .post_json(
+            "/api/review/complete",
+            &json!({"user_id": 7, "content_id": content, "rating": 5}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!due(&b, 7).await.contains(&content));
+
+    proxy.restore();
+    assert!(
+        following_becomes(&b, true, Duration::from_secs(10)).await,
+        "b follows again after the restore"
+    );
+    // The invalidation b could not send while cut off reaches a.
+    let mut arrived = false;
+    for _ in 0..500 {
+        if !due(&a, 7).await.contains(&content) {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(arrived, "a stopped listing {content} once b was back");
+    for _ in 0..5 {
+        assert!(!due(&a, 7).await.contains(&content), "{content} came back");
+    }
+    writes_on_one_are_seen_by_the_other(&a, &b, 8, 3).await;
+    writes_on_one_are_seen_by_the_other(&b, &a, 9, 3).await;
+    let b_stats = b.admin_get("/api/cache").await;
+    assert!(
+        b_stats.json["redis_errors"].as_u64() > Some(0),
+        "{}",
+        b_stats.text()
+    );
 }

@@ -592,3 +592,49 @@ async fn a_review_that_fails_halfway_writes_nothing() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(history_count(&app, 6).await, before + 1);
 }
+
+/// Reviews completed at the same moment on SQLite are committed in groups
+/// with the effects of one transaction each, in turn: every one of 40
+/// concurrent reviews of one content moves the schedule one step further,
+/// and the unscheduled ones among them are 404 and write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reviews_are_each_applied_once_in_turn() {
+    let app = std::sync::Arc::new(TestApp::sqlite().await);
+    let due = app.get("/api/review/today?user_id=8").await;
+    let content_id = due.json["items"][0]["content_id"]
+        .as_i64()
+        .expect("a due review");
+    let before = history_count(&app, 8).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let app = std::sync::Arc::clone(&app);
+        // Every fifth asks for a content that is not scheduled.
+        let content = if i % 5 == 4 { 999_999 } else { content_id };
+        tasks.spawn(async move {
+            app.post_json(
+                "/api/review/complete",
+                &json!({"user_id": 8, "content_id": content, "rating": 5}),
+            )
+            .await
+        });
+    }
+    let mut repetitions = Vec::new();
+    let mut missing = 0;
+    while let Some(reply) = tasks.join_next().await {
+        let reply = reply.expect("no panic");
+        match reply.status.as_u16() {
+            200 => repetitions.push(reply.json["next"]["repetitions"].as_i64().expect("count")),
+            404 => missing += 1,
+            status => panic!("unexpected {status}: {}", reply.text()),
+        }
+    }
+    assert_eq!(missing, 10);
+    repetitions.sort_unstable();
+    let first = repetitions[0];
+    assert_eq!(
+        repetitions,
+        (first..first + 40).collect::<Vec<_>>(),
+        "each review saw the one before it"
+    );
+    assert_eq!(history_count(&app, 8).await, before + 40);
+}
