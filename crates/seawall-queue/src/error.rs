@@ -8,6 +8,10 @@ pub enum Error {
     /// first delay, a delay that is not finite).
     #[error("invalid backoff: {0}")]
     InvalidBackoff(String),
+    /// A job option out of its range (a priority above the lowest level,
+    /// no attempts, an empty or over-long group key).
+    #[error("invalid job option: {0}")]
+    InvalidOption(String),
 }
 
 /// A `Result` whose error defaults to this crate's [`Error`].

@@ -1,6 +1,7 @@
 //! A durable Redis job queue for Rust services; in progress. This release
-//! holds the retry policies its workers will apply: how long a failed job
-//! waits before its next attempt.
+//! holds what a producer will say about a job ([`JobOptions`]: delay,
+//! priority, attempts, backoff, timeout, group, idempotency key) and the
+//! retry policies its workers will apply ([`Backoff`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -22,6 +23,8 @@
 
 mod backoff;
 mod error;
+mod options;
 
 pub use backoff::Backoff;
 pub use error::{Error, Result};
+pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_DELAY, MAX_KEY_BYTES};

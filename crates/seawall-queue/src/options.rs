@@ -1,0 +1,228 @@
+//! What a producer can ask of one job: when it may run, how urgent it is,
+//! how often and how long it may be tried, its group, and its idempotency key.
+
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+
+/// Priority levels: 0 runs first, [`LOWEST_PRIORITY`] last.
+pub const LOWEST_PRIORITY: u8 = 7;
+/// The level of a job that names none.
+pub const DEFAULT_PRIORITY: u8 = 3;
+/// The longest group or idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// The longest delay a job may be enqueued with (a year).
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How one job is enqueued. Every setter checks its value, so options that
+/// exist are valid.
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall_queue::{Backoff, JobOptions};
+///
+/// # fn main() -> seawall_queue::Result<()> {
+/// let options = JobOptions::new()
+///     .delay(Duration::from_secs(30))?
+///     .priority(1)?
+///     .attempts(5)?
+///     .backoff(Backoff::exponential(Duration::from_secs(1)).full_jitter())
+///     .timeout(Duration::from_secs(60))?
+///     .group("tenant-42")?
+///     .idempotency_key("invoice-2026-0117", Duration::from_secs(3600))?;
+/// assert_eq!(options.max_attempts(), 5);
+/// assert_eq!(options.group_key(), Some("tenant-42"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    delay: Duration,
+    priority: u8,
+    attempts: u32,
+    backoff: Backoff,
+    timeout: Option<Duration>,
+    group: Option<String>,
+    idempotency: Option<(String, Duration)>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JobOptions {
+    /// Run as soon as possible, at the default priority, tried up to three
+    /// times with exponential backoff from one second, no timeout, no group.
+    pub fn new() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            priority: DEFAULT_PRIORITY,
+            attempts: 3,
+            backoff: Backoff::exponential(Duration::from_secs(1)),
+            timeout: None,
+            group: None,
+            idempotency: None,
+        }
+    }
+
+    /// Not before `delay` from now; at most [`MAX_DELAY`].
+    pub fn delay(mut self, delay: Duration) -> Result<Self> {
+        if delay > MAX_DELAY {
+            return Err(Error::InvalidOption(format!(
+                "a delay of {delay:?} is longer than the most allowed, {MAX_DELAY:?}"
+            )));
+        }
+        self.delay = delay;
+        Ok(self)
+    }
+
+    /// The job's level: 0 runs first, [`LOWEST_PRIORITY`] last; jobs of
+    /// one level run in the order they were enqueued.
+    pub fn priority(mut self, priority: u8) -> Result<Self> {
+        if priority > LOWEST_PRIORITY {
+            return Err(Error::InvalidOption(format!(
+                "priority {priority} is outside 0 to {LOWEST_PRIORITY}"
+            )));
+        }
+        self.priority = priority;
+        Ok(self)
+    }
+
+    /// How many times the job may run in all, the first included: 1 means
+    /// no retry.
+    pub fn attempts(mut self, attempts: u32) -> Result<Self> {
+        if attempts == 0 {
+            return Err(Error::InvalidOption(
+                "a job needs at least one attempt".to_owned(),
+            ));
+        }
+        self.attempts = attempts;
+        Ok(self)
+    }
+
+    /// The wait before each retry.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long one attempt may run before it is aborted and counted as a
+    /// failure; more than zero.
+    pub fn timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::InvalidOption(
+                "a timeout must be longer than zero".to_owned(),
+            ));
+        }
+        self.timeout = Some(timeout);
+        Ok(self)
+    }
+
+    /// The group (a tenant, say) the job is fetched under, round-robin with
+    /// the other groups.
+    pub fn group(mut self, group: impl Into<String>) -> Result<Self> {
+        self.group = Some(checked_key("group", group.into())?);
+        Ok(self)
+    }
+
+    /// A second enqueue with the same key within `window` adds nothing and
+    /// answers the first job's id.
+    pub fn idempotency_key(mut self, key: impl Into<String>, window: Duration) -> Result<Self> {
+        if window.is_zero() {
+            return Err(Error::InvalidOption(
+                "an idempotency window must be longer than zero".to_owned(),
+            ));
+        }
+        self.idempotency = Some((checked_key("idempotency key", key.into())?, window));
+        Ok(self)
+    }
+
+    /// The delay before the first run.
+    pub fn initial_delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// The priority level.
+    pub fn priority_level(&self) -> u8 {
+        self.priority
+    }
+
+    /// How many times the job may run in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The retry policy.
+    pub fn retry_backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// The timeout of one attempt, if any.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The group, if any.
+    pub fn group_key(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// The idempotency key and its window, if any.
+    pub fn idempotency(&self) -> Option<(&str, Duration)> {
+        self.idempotency
+            .as_ref()
+            .map(|(key, window)| (key.as_str(), *window))
+    }
+}
+
+/// A key of 1 to [`MAX_KEY_BYTES`] bytes without control characters.
+fn checked_key(what: &str, key: String) -> Result<String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+        return Err(Error::InvalidOption(format!(
+            "a {what} must be 1 to {MAX_KEY_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_now_at_the_middle_level_three_times() {
+        let options = JobOptions::default();
+        assert_eq!(options.initial_delay(), Duration::ZERO);
+        assert_eq!(options.priority_level(), DEFAULT_PRIORITY);
+        assert_eq!(options.max_attempts(), 3);
+        assert_eq!(options.retry_backoff().ceiling(2), Duration::from_secs(2));
+        assert_eq!(options.attempt_timeout(), None);
+        assert_eq!(options.group_key(), None);
+        assert_eq!(options.idempotency(), None);
+    }
+
+    #[test]
+    fn out_of_range_values_are_typed_errors() {
+        let refused = [
+            JobOptions::new().delay(MAX_DELAY + Duration::from_secs(1)),
+            JobOptions::new().priority(LOWEST_PRIORITY + 1),
+            JobOptions::new().attempts(0),
+            JobOptions::new().timeout(Duration::ZERO),
+            JobOptions::new().group(""),
+            JobOptions::new().group("a".repeat(MAX_KEY_BYTES + 1)),
+            JobOptions::new().group("tenant\n42"),
+            JobOptions::new().idempotency_key("k", Duration::ZERO),
+            JobOptions::new().idempotency_key("", Duration::from_secs(1)),
+        ];
+        for result in refused {
+            assert!(matches!(result, Err(Error::InvalidOption(_))), "{result:?}");
+        }
+        assert!(JobOptions::new().group("a".repeat(MAX_KEY_BYTES)).is_ok());
+        assert!(JobOptions::new().priority(0).is_ok());
+        assert!(JobOptions::new().delay(MAX_DELAY).is_ok());
+    }
+}
