@@ -16,6 +16,9 @@
 //! Latency is timed per request from the moment it is sent to the end of its
 //! body; requests sent more than 5 ms after their scheduled time are counted
 //! as late, so a generator that falls behind is visible rather than hidden.
+//! At most 4,096 requests are in flight: past that, a request is not sent
+//! and counts as an error, so the `count` column holds the requests sent and
+//! `errors` may include some that never were.
 //! Database queries and cache reads are the differences of the service's
 //! `/metrics` counters across the measured phase.
 //!
@@ -41,6 +44,10 @@ use hyper_util::rt::TokioExecutor;
 
 /// A request sent this long after its scheduled time is counted as late.
 const LATE: Duration = Duration::from_millis(5);
+/// Requests in flight at most: past it, a request is not sent but counted
+/// as an error ("not sent"), so a service that cannot keep up shows as
+/// errors rather than as a generator that runs out of memory.
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// What one request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -340,6 +347,20 @@ async fn run(plan: Plan, mut mix: Mix) -> Result<(), String> {
         tokio::time::sleep_until(at.into()).await;
         let measured = at >= measure_from;
         let (kind, method, path, body) = mix.next();
+        // Reap finished requests so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        if tasks.len() >= MAX_IN_FLIGHT {
+            if measured {
+                let mut recorded = recorded.lock().expect("not poisoned");
+                recorded.errors[kind.index()] += 1;
+                *recorded
+                    .statuses
+                    .entry(format!("not sent ({MAX_IN_FLIGHT} in flight)"))
+                    .or_default() += 1;
+            }
+            sent += 1;
+            continue;
+        }
         let client = client.clone();
         let url = format!("{}{path}", plan.url);
         let recorded = Arc::clone(&recorded);
@@ -366,8 +387,6 @@ async fn run(plan: Plan, mut mix: Mix) -> Result<(), String> {
             *recorded.statuses.entry(status).or_default() += 1;
         });
         sent += 1;
-        // Reap finished requests so the set stays small.
-        while tasks.try_join_next().is_some() {}
     }
     let after = scrape(&client, &plan.url).await?;
     while tasks.join_next().await.is_some() {}
