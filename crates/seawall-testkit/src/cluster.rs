@@ -251,6 +251,33 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::addr).collect()
     }
 
+    /// One `redis-cluster://` URL naming every node as a seed, the form
+    /// fred's `Config::from_url` takes (no password: use
+    /// [`seed_urls`](Self::seed_urls) for a cluster that has one).
+    pub fn url(&self) -> String {
+        let addrs = self.addrs();
+        let others: Vec<String> = addrs[1..]
+            .iter()
+            .map(|addr| format!("node={addr}"))
+            .collect();
+        format!("redis-cluster://{}?{}", addrs[0], others.join("&"))
+    }
+
+    /// One cluster of 3 masters per test process, started on first use and
+    /// shared by every test in it (each should use keys of its own).
+    ///
+    /// # Panics
+    ///
+    /// When the cluster cannot start (see [`start`](Self::start)): the
+    /// error says what is missing.
+    pub fn shared() -> &'static Self {
+        static CLUSTER: std::sync::OnceLock<RedisCluster> = std::sync::OnceLock::new();
+        CLUSTER.get_or_init(|| match Self::start() {
+            Ok(cluster) => cluster,
+            Err(error) => panic!("the shared Redis Cluster cannot start: {error}"),
+        })
+    }
+
     /// Every node's `redis://` URL (with the password, if set): seed URLs for a cluster client.
     pub fn seed_urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()

@@ -384,6 +384,22 @@ impl RedisServer {
         Self::builder().start()
     }
 
+    /// One default server per test process, started on first use and
+    /// shared by every test in it (each should use keys of its own; never
+    /// kill or restart it).
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot start (see [`start`](Self::start)): the error
+    /// says what to install.
+    pub fn shared() -> &'static Self {
+        static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
+        SERVER.get_or_init(|| match Self::start() {
+            Ok(server) => server,
+            Err(error) => panic!("the shared redis-server cannot start: {error}"),
+        })
+    }
+
     /// A builder for a server with non-default settings.
     pub fn builder() -> RedisServerBuilder {
         RedisServerBuilder::default()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use seawall_cache::{Class, Options, Policy, TieredCache};
 use seawall_testkit::Proxy;
 
-use crate::support::{Backend, Ready, eventually, shared_redis, unique_prefix};
+use crate::support::{Backend, Ready, eventually, unique_prefix};
 
 async fn pair(backend: &Backend) -> (TieredCache, TieredCache) {
     let prefix = unique_prefix();
@@ -269,7 +269,7 @@ mod cluster {
 /// missed once it is back, and never serves the old value after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_instance_replays_missed_invalidations() {
-    let proxy = Proxy::start(shared_redis().addr()).expect("proxy starts");
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
     let prefix = unique_prefix();
     let a = TieredCache::builder()
         .prefix(&prefix)
@@ -278,7 +278,7 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
         .await;
     let b = TieredCache::builder()
         .prefix(&prefix)
-        .redis(crate::support::client(&shared_redis().url()).await)
+        .redis(crate::support::client(&seawall_testkit::RedisServer::shared().url()).await)
         .ready()
         .await;
     assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
@@ -308,7 +308,7 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
 /// its L1 instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_too_old_to_replay_clears_l1() {
-    let proxy = Proxy::start(shared_redis().addr()).expect("proxy starts");
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
     let prefix = unique_prefix();
     let a = TieredCache::builder()
         .prefix(&prefix)
@@ -319,7 +319,7 @@ async fn a_gap_too_old_to_replay_clears_l1() {
     let b = TieredCache::builder()
         .prefix(&prefix)
         .invalidation_history(5)
-        .redis(crate::support::client(&shared_redis().url()).await)
+        .redis(crate::support::client(&seawall_testkit::RedisServer::shared().url()).await)
         .ready()
         .await;
     assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use seawall_cache::{Error, RedisLocks};
 
-use crate::support::{client, cluster_url, shared_redis};
+use crate::support::client;
 
 async fn one_owner_and_growing_fences(url: &str) {
     let locks = RedisLocks::new(client(url).await);
@@ -79,10 +79,10 @@ async fn one_owner_and_growing_fences(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_locks_have_one_owner_and_growing_fences() {
-    one_owner_and_growing_fences(&shared_redis().url()).await;
+    one_owner_and_growing_fences(&seawall_testkit::RedisServer::shared().url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_locks_have_one_owner_and_growing_fences() {
-    one_owner_and_growing_fences(&cluster_url()).await;
+    one_owner_and_growing_fences(&seawall_testkit::RedisCluster::shared().url()).await;
 }

@@ -2,7 +2,6 @@
 //! redis-server, L1 + a Redis Cluster (one of each per test binary,
 //! shared; every test uses a prefix of its own).
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -24,11 +23,11 @@ impl Backend {
     }
 
     pub(crate) fn redis() -> Self {
-        Self::Redis(shared_redis().url())
+        Self::Redis(RedisServer::shared().url())
     }
 
     pub(crate) fn cluster() -> Self {
-        Self::Cluster(cluster_url())
+        Self::Cluster(RedisCluster::shared().url())
     }
 
     /// A builder of a cache with a prefix no other test uses.
@@ -92,28 +91,6 @@ pub(crate) async fn client(url: &str) -> Client {
         .expect("a client");
     client.init().await.expect("connects");
     client
-}
-
-pub(crate) fn shared_redis() -> &'static RedisServer {
-    static REDIS: OnceLock<RedisServer> = OnceLock::new();
-    REDIS.get_or_init(|| {
-        RedisServer::start().expect("redis-server starts (scripts/setup installs it)")
-    })
-}
-
-fn shared_cluster() -> &'static RedisCluster {
-    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| RedisCluster::start().expect("a Redis Cluster starts"))
-}
-
-/// `redis-cluster://` with every node as a seed.
-pub(crate) fn cluster_url() -> String {
-    let addrs = shared_cluster().addrs();
-    let others: Vec<String> = addrs[1..]
-        .iter()
-        .map(|addr| format!("node={addr}"))
-        .collect();
-    format!("redis-cluster://{}?{}", addrs[0], others.join("&"))
 }
 
 /// Polls `condition` every 20 ms for up to `within`.

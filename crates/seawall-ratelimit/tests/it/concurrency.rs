@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use seawall_ratelimit::ConcurrencyLimiter;
 
-use crate::support::{client, cluster_url, shared_redis, unique_name};
+use crate::support::{client, unique_name};
 
 async fn limiters(max: u64, lease_time: Duration) -> Vec<ConcurrencyLimiter> {
     let memory = ConcurrencyLimiter::builder(&unique_name(), max)
@@ -14,12 +14,12 @@ async fn limiters(max: u64, lease_time: Duration) -> Vec<ConcurrencyLimiter> {
         .expect("limiter");
     let redis = ConcurrencyLimiter::builder(&unique_name(), max)
         .lease_time(lease_time)
-        .redis(client(&shared_redis().url()).await)
+        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
         .build()
         .expect("limiter");
     let cluster = ConcurrencyLimiter::builder(&unique_name(), max)
         .lease_time(lease_time)
-        .redis(client(&cluster_url()).await)
+        .redis(client(&seawall_testkit::RedisCluster::shared().url()).await)
         .build()
         .expect("limiter");
     vec![memory, redis, cluster]

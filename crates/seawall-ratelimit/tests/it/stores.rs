@@ -7,7 +7,7 @@ use fred::prelude::{KeysInterface, SortedSetsInterface};
 use seawall_ratelimit::{Algorithm, FailurePolicy, Limit, Limiter, MemoryStore, RedisStore};
 use seawall_testkit::RedisServer;
 
-use crate::support::{client, shared_redis, unique_name};
+use crate::support::{client, unique_name};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -27,7 +27,7 @@ fn hourly(algorithm: Algorithm, capacity: u64) -> Limit {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tasks_on_four_connections_admit_exactly_the_limit() {
-    let url = shared_redis().url();
+    let url = seawall_testkit::RedisServer::shared().url();
     let mut stores = Vec::new();
     for _ in 0..4 {
         stores.push(RedisStore::new(client(&url).await));
@@ -59,7 +59,7 @@ async fn two_hundred_tasks_on_four_connections_admit_exactly_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_expires_and_the_log_is_capped() {
-    let client = client(&shared_redis().url()).await;
+    let client = client(&seawall_testkit::RedisServer::shared().url()).await;
     let store = RedisStore::new(client.clone());
     let name = unique_name();
     let window = Duration::from_secs(30);
@@ -210,7 +210,7 @@ async fn the_memory_store_stays_bounded_under_a_key_flood() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_script_cache_is_refilled_on_the_next_check() {
     use fred::prelude::LuaInterface;
-    let client = client(&shared_redis().url()).await;
+    let client = client(&seawall_testkit::RedisServer::shared().url()).await;
     let limiter = Limiter::builder(&unique_name())
         .limit(Limit::fixed_window(2, HOUR).expect("limit"))
         .store(RedisStore::new(client.clone()))

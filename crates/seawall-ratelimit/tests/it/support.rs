@@ -2,7 +2,6 @@
 //! clock, a standalone redis-server and a Redis Cluster (one per test
 //! binary, shared), both started by the testkit.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -28,11 +27,11 @@ impl Backend {
     }
 
     pub(crate) async fn redis() -> Self {
-        Self::Redis(RedisStore::new(client(&shared_redis().url()).await))
+        Self::Redis(RedisStore::new(client(&RedisServer::shared().url()).await))
     }
 
     pub(crate) async fn cluster() -> Self {
-        Self::Redis(RedisStore::new(client(&cluster_url()).await))
+        Self::Redis(RedisStore::new(client(&RedisCluster::shared().url()).await))
     }
 
     /// A limiter with a name no other test uses.
@@ -83,28 +82,6 @@ pub(crate) async fn client(url: &str) -> Client {
         .expect("a client");
     client.init().await.expect("connects");
     client
-}
-
-pub(crate) fn shared_redis() -> &'static RedisServer {
-    static REDIS: OnceLock<RedisServer> = OnceLock::new();
-    REDIS.get_or_init(|| {
-        RedisServer::start().expect("redis-server starts (scripts/setup installs it)")
-    })
-}
-
-fn shared_cluster() -> &'static RedisCluster {
-    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| RedisCluster::start().expect("a Redis Cluster starts"))
-}
-
-/// `redis-cluster://` with every node as a seed.
-pub(crate) fn cluster_url() -> String {
-    let addrs = shared_cluster().addrs();
-    let others: Vec<String> = addrs[1..]
-        .iter()
-        .map(|addr| format!("node={addr}"))
-        .collect();
-    format!("redis-cluster://{}?{}", addrs[0], others.join("&"))
 }
 
 /// Runs a scenario on every backend.
