@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::store::millis;
 
 /// The default cap of an exponential backoff.
 const DEFAULT_CAP: Duration = Duration::from_secs(3600);
@@ -132,6 +133,50 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    /// The policy as text a job record can carry, or `None` for a custom
+    /// function, which cannot travel with a job.
+    pub(crate) fn encode(&self) -> Option<String> {
+        let cap = millis(self.cap);
+        let jitter = u8::from(self.jitter);
+        match &self.shape {
+            Shape::Fixed(delay) => Some(format!("f:{}:{cap}:{jitter}", millis(*delay))),
+            Shape::Exponential { base, factor } => {
+                Some(format!("e:{}:{factor}:{cap}:{jitter}", millis(*base)))
+            }
+            Shape::Custom(_) => None,
+        }
+    }
+
+    /// The policy [`encode`](Backoff::encode) wrote, or `None` for text it
+    /// did not write.
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split(':');
+        let shape = parts.next()?;
+        let first = Duration::from_millis(parts.next()?.parse().ok()?);
+        let shape = match shape {
+            "f" => Shape::Fixed(first),
+            "e" => {
+                let factor: f64 = parts.next()?.parse().ok()?;
+                if !(factor.is_finite() && factor >= 1.0) {
+                    return None;
+                }
+                Shape::Exponential {
+                    base: first,
+                    factor,
+                }
+            }
+            _ => return None,
+        };
+        let cap = Duration::from_millis(parts.next()?.parse().ok()?);
+        let jitter = parts.next()? == "1";
+        parts
+            .next()
+            .is_none()
+            .then_some(Self { shape, cap, jitter })
+    }
+}
+
 impl fmt::Debug for Backoff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = f.debug_struct("Backoff");
@@ -241,6 +286,30 @@ mod tests {
             Backoff::fixed(base).factor(2.0),
             Err(Error::InvalidBackoff(_))
         ));
+    }
+
+    #[test]
+    fn built_in_policies_survive_a_job_record_and_custom_ones_do_not_travel() {
+        let policies = [
+            Backoff::fixed(Duration::from_millis(250)),
+            Backoff::exponential(Duration::from_secs(1))
+                .factor(1.5)
+                .and_then(|backoff| backoff.cap(Duration::from_secs(90)))
+                .expect("valid")
+                .full_jitter(),
+        ];
+        for policy in policies {
+            let text = policy.encode().expect("built-in");
+            let back = Backoff::decode(&text).expect("decodes");
+            assert_eq!(back.encode().as_deref(), Some(text.as_str()));
+            for attempt in 1..20 {
+                assert_eq!(back.ceiling(attempt), policy.ceiling(attempt));
+            }
+        }
+        assert!(Backoff::custom(|_| Duration::ZERO).encode().is_none());
+        for bad in ["", "x:1:1:0", "e:1:0.5:10:0", "f:1:2:0:extra", "f:one:2:0"] {
+            assert!(Backoff::decode(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

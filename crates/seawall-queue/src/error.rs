@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-/// Why a queue setting or operation was refused.
+/// Why a queue setting or operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -12,6 +12,39 @@ pub enum Error {
     /// no attempts, an empty or over-long group key).
     #[error("invalid job option: {0}")]
     InvalidOption(String),
+    /// A queue name or key prefix that cannot name Redis keys (empty, too
+    /// long, or with braces or control characters).
+    #[error("invalid queue name: {0}")]
+    InvalidName(String),
+    /// A worker or queue setting out of its range (no concurrency, a lease
+    /// too short to renew).
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
+    /// A payload that could not be encoded as JSON.
+    #[error("the payload cannot be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// Redis refused a command, did not answer in time, or could not be
+    /// reached. Nothing the call was to change is half done: every change
+    /// is one script.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// No blocking connection could be had from the pool in time.
+    #[error("no blocking connection within {0:?}")]
+    PoolTimeout(std::time::Duration),
+    /// The Redis server is too old for the queue's scripts (it needs 6.2
+    /// or newer).
+    #[error("unsupported server: {0}")]
+    Unsupported(String),
+    /// Redis answered something this crate's scripts never return (another
+    /// program wrote the queue's keys).
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+impl From<fred::error::Error> for Error {
+    fn from(error: fred::error::Error) -> Self {
+        Self::Redis(error.to_string())
+    }
 }
 
 /// A `Result` whose error defaults to this crate's [`Error`].

@@ -1,30 +1,90 @@
-//! A durable Redis job queue for Rust services; in progress. This release
-//! holds what a producer will say about a job ([`JobOptions`]: delay,
-//! priority, attempts, backoff, timeout, group, idempotency key) and the
-//! retry policies its workers will apply ([`Backoff`]).
+//! A durable job queue for Rust services, on Redis (standalone or
+//! Cluster) or, for tests, in memory.
+//!
+//! - **Nothing lost.** Every transition (enqueue, fetch, complete, fail,
+//!   retry, promote, recover) is one Lua script, so no crash between two
+//!   commands can drop or duplicate a job. A running job is held under a
+//!   lease its worker renews; when a worker dies, its jobs return to the
+//!   queue as the lease runs out, recovered by whichever worker looks next.
+//! - **No double completion.** Each run of a job carries a lease token; a
+//!   worker that lost its lease cannot complete, fail or retry the job
+//!   another worker now runs, and its late result is discarded and counted.
+//! - **One round trip for many jobs.** A worker acknowledges its finished
+//!   jobs and takes the next ones in one script call, so a deep queue
+//!   costs less than one round trip per job; an idle worker blocks on a
+//!   dedicated connection instead of polling.
+//! - Delays, retries with [backoff](Backoff), a dead-letter set with each
+//!   job's errors, priorities, groups fetched round-robin with an optional
+//!   per-group cap, pause and resume, cancellation, progress, idempotency
+//!   keys, an event stream, bounded retention, and
+//!   [metrics](QueueMetrics) through seawall-perfmon.
 //!
 //! ```
 //! use std::time::Duration;
-//! use seawall_queue::Backoff;
+//! use seawall_queue::{JobError, JobOptions, Queues};
+//! use serde::{Deserialize, Serialize};
 //!
-//! # fn main() -> seawall_queue::Result<()> {
-//! // 1 s, 2 s, 4 s, … never more than a minute, each drawn uniformly
-//! // between zero and that ceiling ("full jitter").
-//! let backoff = Backoff::exponential(Duration::from_secs(1))
-//!     .factor(2.0)?
-//!     .cap(Duration::from_secs(60))?
-//!     .full_jitter();
-//! assert_eq!(backoff.ceiling(3), Duration::from_secs(4));
-//! assert!(backoff.delay(3) <= Duration::from_secs(4));
-//! assert_eq!(backoff.ceiling(30), Duration::from_secs(60));
+//! #[derive(Serialize, Deserialize)]
+//! struct Welcome {
+//!     user: u64,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> seawall_queue::Result<()> {
+//! // Queues::redis(builder).connect().await? for the durable backend.
+//! let queues = Queues::memory();
+//! let options = JobOptions::new().attempts(5)?;
+//! queues.enqueue("email", &Welcome { user: 7 }, &options).await?;
+//!
+//! let worker = queues
+//!     .worker("email")?
+//!     .concurrency(4)?
+//!     .start(|job: seawall_queue::Job<Welcome>| async move {
+//!         if job.payload.user == 0 {
+//!             return Err(JobError::permanent("no such user"));
+//!         }
+//!         job.progress(100, "sent").await?;
+//!         Ok(())
+//!     });
+//!
+//! while queues.counts("email").await?.completed < 1 {
+//!     tokio::time::sleep(Duration::from_millis(5)).await;
+//! }
+//! let stats = worker.shutdown(Duration::from_secs(5)).await;
+//! assert_eq!(stats.completed, 1);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Delivery
+//!
+//! At least once: a handler may run again after a crash or a lost lease
+//! (see [`Settings::max_stalls`]), so handlers should be idempotent. A job
+//! whose run succeeded is completed exactly once.
 
 mod backoff;
 mod error;
+mod job;
+mod memory;
+mod metrics;
+#[cfg(test)]
+mod model;
 mod options;
+mod queues;
+mod redis;
+mod store;
+mod worker;
 
 pub use backoff::Backoff;
 pub use error::{Error, Result};
+pub use job::{
+    AttemptError, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
+};
+pub use metrics::{DurabilityCheck, QueueMetrics};
 pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_DELAY, MAX_KEY_BYTES};
+pub use queues::{MAX_PAYLOAD_BYTES, Queues, RedisQueues};
+pub use store::{MAX_QUEUE_NAME_BYTES, Settings};
+pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats};
+
+/// The Redis client crate, re-exported so the version matches.
+pub use fred;

@@ -27,7 +27,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 ///     .delay(Duration::from_secs(30))?
 ///     .priority(1)?
 ///     .attempts(5)?
-///     .backoff(Backoff::exponential(Duration::from_secs(1)).full_jitter())
+///     .backoff(Backoff::exponential(Duration::from_secs(1)).full_jitter())?
 ///     .timeout(Duration::from_secs(60))?
 ///     .group("tenant-42")?
 ///     .idempotency_key("invoice-2026-0117", Duration::from_secs(3600))?;
@@ -103,11 +103,18 @@ impl JobOptions {
         Ok(self)
     }
 
-    /// The wait before each retry.
-    #[must_use]
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
+    /// The wait before each retry. The policy is stored with the job, so
+    /// it must be a built-in one: a [custom](Backoff::custom) function
+    /// cannot travel to the worker and is refused here; set it on the
+    /// worker instead ([`WorkerBuilder::backoff`](crate::WorkerBuilder::backoff)).
+    pub fn backoff(mut self, backoff: Backoff) -> Result<Self> {
+        if backoff.encode().is_none() {
+            return Err(Error::InvalidOption(
+                "a custom backoff cannot be stored with a job; set it on the worker".to_owned(),
+            ));
+        }
         self.backoff = backoff;
-        self
+        Ok(self)
     }
 
     /// How long one attempt may run before it is aborted and counted as a
@@ -217,6 +224,7 @@ mod tests {
             JobOptions::new().group("tenant\n42"),
             JobOptions::new().idempotency_key("k", Duration::ZERO),
             JobOptions::new().idempotency_key("", Duration::from_secs(1)),
+            JobOptions::new().backoff(Backoff::custom(|_| Duration::ZERO)),
         ];
         for result in refused {
             assert!(matches!(result, Err(Error::InvalidOption(_))), "{result:?}");

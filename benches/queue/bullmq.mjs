@@ -1,0 +1,197 @@
+// BullMQ, measured for seawall-queue-bench (benches/queue.rs), which starts a
+// throwaway redis-server, flushes it before each run and spawns this script
+// once per measurement. It can also be run on its own against a throwaway
+// Redis (it leaves its queue behind):
+//
+//   node benches/queue/bullmq.mjs --url redis://127.0.0.1:6379 \
+//       --scenario e2e --jobs 2000 --concurrency 8
+//
+// BullMQ and ioredis are loaded from BULLMQ_DIR (default
+// ~/.cache/seawall/bullmq, where scripts/queue-bench installs them), not from
+// this file's folder: ES modules ignore NODE_PATH, so the script resolves
+// them with a require() rooted there.
+//
+// Scenarios, each timed from the first call to the last completion:
+// - enqueue_single: min(jobs, 20000) `queue.add` calls, each awaited before
+//   the next (one producer, no pipelining: the latency-bound case).
+// - enqueue_bulk: `jobs` jobs through `queue.addBulk` in chunks of 100,
+//   each chunk awaited before the next.
+// - e2e: `jobs` jobs added with addBulk beforehand (not timed), then one
+//   Worker with the given concurrency and a no-op processor, from `run()`
+//   until the last 'completed' (or 'failed') event.
+// Every job is added with removeOnComplete { count: 1000 } and removeOnFail
+// { count: 10000 }, so the queue's memory stays bounded.
+//
+// Right before starting the clock it runs CONFIG RESETSTAT, and right after
+// stopping it INFO commandstats, on a connection of its own; the raw INFO text
+// goes into the result for the caller to count commands from.
+//
+// Output: one JSON object on stdout:
+//   {"system":"bullmq","version":"6.7.0","scenario":"e2e","concurrency":8,
+//    "jobs":2000,"seconds":0.41,"failed":0,"commandstats":"# Commandstats\r\n..."}
+// Progress and errors go to stderr; the exit code is non-zero on failure.
+
+import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+
+/** Jobs timed at most by enqueue_single, so a large --jobs stays quick. */
+const SINGLE_MAX_JOBS = 20000;
+/** Jobs per addBulk call in enqueue_bulk. */
+const BULK_CHUNK = 100;
+/** Jobs per addBulk call when pre-filling for e2e (not timed). */
+const FILL_CHUNK = 1000;
+/** Kept as seawall-queue keeps by default: bounded, not everything. */
+const JOB_OPTIONS = {
+  removeOnComplete: { count: 1000 },
+  removeOnFail: { count: 10000 },
+};
+
+const { values: args } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    scenario: { type: 'string' },
+    jobs: { type: 'string', default: '100000' },
+    concurrency: { type: 'string', default: '1' },
+  },
+});
+const SCENARIOS = ['enqueue_single', 'enqueue_bulk', 'e2e'];
+if (!args.url || !SCENARIOS.includes(args.scenario)) {
+  fail(`usage: bullmq.mjs --url redis://host:port --scenario ${SCENARIOS.join('|')} ` +
+    '[--jobs N] [--concurrency C]');
+}
+const jobs = positiveInteger('--jobs', args.jobs);
+const concurrency = positiveInteger('--concurrency', args.concurrency);
+
+const installDir = process.env.BULLMQ_DIR || join(homedir(), '.cache', 'seawall', 'bullmq');
+const requireFromInstall = createRequire(join(installDir, 'package.json'));
+let bullmq;
+let Redis;
+let version;
+try {
+  bullmq = requireFromInstall('bullmq');
+  Redis = requireFromInstall('ioredis').default;
+  version = requireFromInstall('bullmq/package.json').version;
+} catch (error) {
+  fail(`bullmq is not installed in ${installDir} (run scripts/queue-bench): ${error.message}`);
+}
+const { Queue, Worker } = bullmq;
+
+const connection = { url: args.url, maxRetriesPerRequest: null };
+const queueName = `bench-${args.scenario}-${process.pid}-${Date.now()}`;
+const stats = new Redis(args.url);
+const queue = new Queue(queueName, { connection });
+await queue.waitUntilReady();
+
+let result;
+try {
+  if (args.scenario === 'enqueue_single') {
+    result = await enqueueSingle(Math.min(jobs, SINGLE_MAX_JOBS));
+  } else if (args.scenario === 'enqueue_bulk') {
+    result = await enqueueBulk(jobs);
+  } else {
+    result = await endToEnd(jobs, concurrency);
+  }
+} finally {
+  await queue.close();
+  stats.disconnect();
+}
+process.stdout.write(`${JSON.stringify({
+  system: 'bullmq',
+  version,
+  scenario: args.scenario,
+  concurrency: args.scenario === 'e2e' ? concurrency : 1,
+  failed: 0,
+  ...result,
+})}\n`);
+
+/** `count` sequential `queue.add` calls. */
+async function enqueueSingle(count) {
+  return timed(count, async () => {
+    for (let i = 0; i < count; i++) {
+      await queue.add('job', { i }, JOB_OPTIONS);
+    }
+  });
+}
+
+/** `count` jobs added BULK_CHUNK at a time, one addBulk after another. */
+async function enqueueBulk(count) {
+  return timed(count, async () => {
+    for (let start = 0; start < count; start += BULK_CHUNK) {
+      await queue.addBulk(chunk(start, Math.min(start + BULK_CHUNK, count)));
+    }
+  });
+}
+
+/** `count` pre-filled jobs drained by one Worker running `workerConcurrency` at once. */
+async function endToEnd(count, workerConcurrency) {
+  for (let start = 0; start < count; start += FILL_CHUNK) {
+    await queue.addBulk(chunk(start, Math.min(start + FILL_CHUNK, count)));
+  }
+  const waiting = await queue.getWaitingCount();
+  if (waiting !== count) {
+    throw new Error(`pre-filled ${count} jobs but ${waiting} are waiting`);
+  }
+  const worker = new Worker(queueName, async () => {}, {
+    connection,
+    concurrency: workerConcurrency,
+    autorun: false,
+  });
+  worker.on('error', error => process.stderr.write(`bullmq worker error: ${error}\n`));
+  await worker.waitUntilReady();
+  let failed = 0;
+  try {
+    const result = await timed(count, () => new Promise(resolve => {
+      let finished = 0;
+      const onFinished = () => {
+        finished += 1;
+        if (finished === count) {
+          resolve();
+        }
+      };
+      worker.on('completed', onFinished);
+      worker.on('failed', () => {
+        failed += 1;
+        onFinished();
+      });
+      worker.run().catch(error => process.stderr.write(`bullmq worker stopped: ${error}\n`));
+    }));
+    return { ...result, failed };
+  } finally {
+    await worker.close();
+  }
+}
+
+/** Runs `body` between CONFIG RESETSTAT and INFO commandstats and times it. */
+async function timed(count, body) {
+  await stats.config('RESETSTAT');
+  const started = performance.now();
+  await body();
+  const seconds = (performance.now() - started) / 1000;
+  const commandstats = await stats.info('commandstats');
+  return { jobs: count, seconds, commandstats };
+}
+
+/** The jobs numbered `start..end` in addBulk's shape. */
+function chunk(start, end) {
+  const batch = [];
+  for (let i = start; i < end; i++) {
+    batch.push({ name: 'job', data: { i }, opts: JOB_OPTIONS });
+  }
+  return batch;
+}
+
+function positiveInteger(flag, text) {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    fail(`${flag} must be a positive integer, not ${text}`);
+  }
+  return value;
+}
+
+function fail(message) {
+  process.stderr.write(`${message}\n`);
+  process.exit(2);
+}

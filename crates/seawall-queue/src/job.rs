@@ -1,0 +1,211 @@
+//! What the queue tells about jobs: ids, states, records, counts, events.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// A job's id, unique within its queue. Ids are decimal numbers given in
+/// enqueue order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for JobId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Ready to run, in line within its group by priority, then age.
+    Waiting,
+    /// Waiting for its delay or its retry backoff to pass.
+    Delayed,
+    /// Held by a worker under a lease.
+    Active,
+    /// Ran successfully; kept until the queue's retention removes it.
+    Completed,
+    /// Out of attempts, stalled too often, or undecodable: kept with its
+    /// errors until retried, cleaned, or pushed out by the dead-set cap.
+    Dead,
+}
+
+impl JobState {
+    /// The state's name: `waiting`, `delayed`, `active`, `completed`, `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Delayed => "delayed",
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "waiting" => Self::Waiting,
+            "delayed" => Self::Delayed,
+            "active" => Self::Active,
+            "completed" => Self::Completed,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The two states a job ends in, for [`Queues::clean`](crate::Queues::clean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Completed jobs.
+    Completed,
+    /// Dead jobs.
+    Dead,
+}
+
+/// A handler's last report of how far its job got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// 0 to 100.
+    pub percent: u8,
+    /// What the handler said it is doing.
+    pub message: String,
+}
+
+/// One failed attempt in a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct AttemptError {
+    /// Which run of the job failed, counting from 1.
+    pub attempt: u32,
+    /// When it failed (milliseconds since the Unix epoch, server time).
+    #[serde(rename = "at")]
+    pub at_ms: u64,
+    /// The handler's error, or why the queue ended the attempt.
+    pub error: String,
+}
+
+/// Everything the queue keeps about one job.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    /// The job's id.
+    pub id: JobId,
+    /// Where it is now.
+    pub state: JobState,
+    /// The payload as enqueued (JSON).
+    pub payload: Vec<u8>,
+    /// Its priority level.
+    pub priority: u8,
+    /// Its group, if it has one.
+    pub group: Option<String>,
+    /// How many failed attempts count against [`max_attempts`](JobInfo::max_attempts).
+    pub failures: u32,
+    /// How many times a worker lost it by ceasing to renew its lease.
+    pub stalls: u32,
+    /// How many times a worker has taken it.
+    pub runs: u32,
+    /// The most failures it may have.
+    pub max_attempts: u32,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// When it last became ready to run (or will, while delayed).
+    pub ready_at: SystemTime,
+    /// When its current or last run started.
+    pub started_at: Option<SystemTime>,
+    /// When it completed or died.
+    pub finished_at: Option<SystemTime>,
+    /// The handler's last progress report.
+    pub progress: Option<Progress>,
+    /// The last failed attempts, oldest first (at most 10).
+    pub errors: Vec<AttemptError>,
+    /// Whether a cancellation was asked while it ran.
+    pub cancel_requested: bool,
+}
+
+impl JobInfo {
+    /// The payload decoded as `T`.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.payload).map_err(Error::Encode)
+    }
+}
+
+/// How many jobs a queue holds in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Ready to run.
+    pub waiting: u64,
+    /// Waiting for a delay or a retry backoff.
+    pub delayed: u64,
+    /// Running under a lease.
+    pub active: u64,
+    /// Completed and still kept.
+    pub completed: u64,
+    /// Dead and still kept.
+    pub dead: u64,
+    /// Whether the queue is paused.
+    pub paused: bool,
+}
+
+/// What [`Queues::cancel`](crate::Queues::cancel) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was waiting or delayed and is gone.
+    Removed,
+    /// The job is running: its handler's cancellation token fires at the
+    /// worker's next lease renewal, and the job is dropped when the handler
+    /// returns (or when its lease runs out).
+    Requested,
+    /// The job already completed or died; nothing changed.
+    AlreadyFinished(JobState),
+    /// No such job.
+    NotFound,
+}
+
+/// One event of a queue's stream. Events of jobs that one call moved
+/// together share their stream entry and its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The entry's position in the stream; pass it as `after` to read on.
+    pub position: String,
+    /// What happened: `enqueued`, `active`, `progress`, `completed`,
+    /// `failed`, `retried`, `dead`, `stalled`, `cancelled` or `requeued`.
+    pub kind: String,
+    /// The job it happened to.
+    pub job: JobId,
+    /// What else the event carries: `error` for failed and dead, `delay`
+    /// (ms) for retried, `percent` and `message` for progress.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Milliseconds since the Unix epoch as a time.
+pub(crate) fn time_of(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}

@@ -1,0 +1,907 @@
+//! The memory backend: the same transitions as the Redis scripts, on one
+//! mutex per process. Nothing survives the process; it is for tests of code
+//! that uses the queue and for running without Redis.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::error::Result;
+use crate::job::{AttemptError, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{Progress, time_of};
+use crate::store::{
+    AfterFailure, Failure, Fetched, Lease, NewJob, Renewed, Settings, Store, Taken, millis,
+};
+
+/// Scores of waiting jobs: priority × 2⁴⁰ + id, as in Redis.
+const PRIORITY_STRIDE: u64 = 1 << 40;
+/// Jobs at this level wait in a list (FIFO; jobs that come back go to the
+/// front), as in Redis; jobs at other levels by score.
+const DEFAULT_LEVEL: u64 = crate::options::DEFAULT_PRIORITY as u64;
+
+/// A waiting job's place in its group: level, then order within it.
+type Line = (u64, i64, String);
+/// Failed attempts kept per job.
+const HISTORY: usize = 10;
+/// How many jobs one upkeep pass moves, as in the scripts.
+const UPKEEP_BATCH: usize = 1000;
+
+pub(crate) struct MemoryStore {
+    settings: Settings,
+    queues: Mutex<HashMap<String, Arc<Shared>>>,
+}
+
+struct Shared {
+    state: Mutex<QueueState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    last_id: u64,
+    jobs: HashMap<String, Record>,
+    groups: HashMap<String, BTreeSet<Line>>,
+    /// Gives each list insertion its place: back ones count up, front ones
+    /// down.
+    inserted: i64,
+    ring: VecDeque<String>,
+    ringed: HashSet<String>,
+    group_active: HashMap<String, u64>,
+    delayed: BTreeSet<(u64, String)>,
+    active: BTreeSet<(u64, String)>,
+    /// Completed jobs, newest first.
+    done: VecDeque<String>,
+    dead: BTreeSet<(u64, String)>,
+    unique: HashMap<String, (String, u64)>,
+    paused: bool,
+    group_cap: u32,
+    waiting: u64,
+    events: VecDeque<Event>,
+    last_event: (u64, u64),
+    /// Set by a transition that should wake a blocked worker.
+    woke: bool,
+}
+
+struct Record {
+    payload: Vec<u8>,
+    priority: u8,
+    max_attempts: u32,
+    backoff: String,
+    timeout_ms: u64,
+    group: String,
+    score: u64,
+    idempotency: String,
+    state: JobState,
+    created: u64,
+    ready: u64,
+    started: u64,
+    finished: u64,
+    /// The sort key it has in its state's set (`delayed`, `active`, …).
+    position: u64,
+    /// Its place among the waiting jobs of its group, while waiting.
+    line: (u64, i64),
+    token: u64,
+    failures: u32,
+    stalls: u32,
+    progress: Option<Progress>,
+    errors: Vec<AttemptError>,
+    cancel: bool,
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl MemoryStore {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shared(&self, queue: &str) -> Arc<Shared> {
+        let mut queues = self.queues.lock();
+        Arc::clone(queues.entry(queue.to_owned()).or_insert_with(|| {
+            Arc::new(Shared {
+                state: Mutex::new(QueueState::default()),
+                wake: Notify::new(),
+            })
+        }))
+    }
+
+    /// Runs one transition under the queue's lock, then wakes a worker if it
+    /// asked to.
+    fn with<T>(&self, queue: &str, transition: impl FnOnce(&mut Step<'_>) -> T) -> T {
+        let shared = self.shared(queue);
+        let (result, woke) = {
+            let mut state = shared.state.lock();
+            let mut step = Step {
+                q: &mut state,
+                settings: &self.settings,
+                now: now_ms(),
+            };
+            let result = transition(&mut step);
+            (result, std::mem::take(&mut state.woke))
+        };
+        if woke {
+            shared.wake.notify_one();
+        }
+        result
+    }
+}
+
+/// One transition's view: the queue, the settings, and the clock read once.
+struct Step<'a> {
+    q: &'a mut QueueState,
+    settings: &'a Settings,
+    now: u64,
+}
+
+impl Step<'_> {
+    fn emit(&mut self, kind: &str, id: &str, fields: &[(&str, String)]) {
+        let max = usize::try_from(self.settings.events_max_len).unwrap_or(usize::MAX);
+        if max == 0 {
+            return;
+        }
+        let (ms, seq) = self.q.last_event;
+        self.q.last_event = if self.now > ms {
+            (self.now, 0)
+        } else {
+            (ms, seq + 1)
+        };
+        let (ms, seq) = self.q.last_event;
+        self.q.events.push_back(Event {
+            position: format!("{ms}-{seq}"),
+            kind: kind.to_owned(),
+            job: JobId::from(id),
+            fields: fields
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                .collect(),
+        });
+        while self.q.events.len() > max {
+            self.q.events.pop_front();
+        }
+    }
+
+    fn wake(&mut self) {
+        self.q.woke = true;
+    }
+
+    fn group_room(&self, group: &str) -> u64 {
+        if group.is_empty() || self.q.group_cap == 0 {
+            return u64::MAX;
+        }
+        let running = self.q.group_active.get(group).copied().unwrap_or(0);
+        u64::from(self.q.group_cap).saturating_sub(running)
+    }
+
+    fn ring(&mut self, group: &str) {
+        if self.q.ringed.insert(group.to_owned()) {
+            self.q.ring.push_back(group.to_owned());
+        }
+    }
+
+    /// Puts a job in line in its group: at the back, or, for a job that was
+    /// in line before (retried, recovered, given back), at the `front` of
+    /// the default level.
+    fn make_waiting(&mut self, id: &str, front: bool) {
+        let Some(job) = self.q.jobs.get_mut(id) else {
+            return;
+        };
+        job.state = JobState::Waiting;
+        job.ready = self.now;
+        let level = job.score / PRIORITY_STRIDE;
+        let order = if level == DEFAULT_LEVEL {
+            self.q.inserted += 1;
+            if front {
+                -self.q.inserted
+            } else {
+                self.q.inserted
+            }
+        } else {
+            i64::try_from(job.score % PRIORITY_STRIDE).unwrap_or(i64::MAX)
+        };
+        job.line = (level, order);
+        let group = job.group.clone();
+        self.q
+            .groups
+            .entry(group.clone())
+            .or_default()
+            .insert((level, order, id.to_owned()));
+        self.q.waiting += 1;
+        if self.group_room(&group) > 0 {
+            self.ring(&group);
+        }
+    }
+
+    fn make_delayed(&mut self, id: &str, due: u64) {
+        if let Some(job) = self.q.jobs.get_mut(id) {
+            job.state = JobState::Delayed;
+            job.ready = due;
+            job.position = due;
+            self.q.delayed.insert((due, id.to_owned()));
+        }
+    }
+
+    fn left_active(&mut self, group: &str) {
+        if group.is_empty() {
+            return;
+        }
+        if let Some(running) = self.q.group_active.get_mut(group) {
+            *running = running.saturating_sub(1);
+            if *running == 0 {
+                self.q.group_active.remove(group);
+            }
+        }
+        let waiting = self
+            .q
+            .groups
+            .get(group)
+            .is_some_and(|jobs| !jobs.is_empty());
+        if waiting && self.group_room(group) > 0 {
+            self.ring(group);
+            self.wake();
+        }
+    }
+
+    /// Takes a job out of the active set; its group, if the job exists.
+    fn leave_active(&mut self, id: &str) -> Option<String> {
+        let job = self.q.jobs.get(id)?;
+        self.q.active.remove(&(job.position, id.to_owned()));
+        let group = job.group.clone();
+        self.left_active(&group);
+        Some(group)
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some(job) = self.q.jobs.remove(id)
+            && !job.idempotency.is_empty()
+            && self
+                .q
+                .unique
+                .get(&job.idempotency)
+                .is_some_and(|(owner, _)| owner == id)
+        {
+            self.q.unique.remove(&job.idempotency);
+        }
+    }
+
+    fn trim_dead(&mut self) {
+        let keep = usize::try_from(self.settings.keep_dead).unwrap_or(usize::MAX);
+        let mut removed = 0;
+        while self.q.dead.len() > keep && removed < 100 {
+            if let Some((_, id)) = self.q.dead.pop_first() {
+                self.q.jobs.remove(&id);
+            }
+            removed += 1;
+        }
+    }
+
+    /// Removes up to `limit` completed jobs, oldest first, that finished at
+    /// or before `cutoff`, never leaving fewer than `keep`.
+    fn trim_done(&mut self, cutoff: u64, keep: u64, limit: u64) -> u64 {
+        let removable = (self.q.done.len() as u64).saturating_sub(keep).min(limit);
+        let mut removed = 0;
+        while removed < removable {
+            let Some(id) = self.q.done.back() else {
+                break;
+            };
+            let finished = self.q.jobs.get(id).map_or(0, |job| job.finished);
+            if finished > cutoff {
+                break;
+            }
+            if let Some(id) = self.q.done.pop_back() {
+                self.q.jobs.remove(&id);
+            }
+            removed += 1;
+        }
+        removed
+    }
+
+    fn trim_completed(&mut self) {
+        if self.settings.keep_completed == 0 {
+            return;
+        }
+        self.trim_done(u64::MAX, self.settings.keep_completed, 1_000);
+        if self.settings.keep_completed_for > Duration::ZERO {
+            let cutoff = self
+                .now
+                .saturating_sub(millis(self.settings.keep_completed_for));
+            self.trim_done(cutoff, 0, 1_000);
+        }
+    }
+
+    fn make_dead(&mut self, id: &str, message: &str) {
+        let now = self.now;
+        if let Some(job) = self.q.jobs.get_mut(id) {
+            job.state = JobState::Dead;
+            job.finished = now;
+            job.position = now;
+            self.q.dead.insert((now, id.to_owned()));
+            self.emit("dead", id, &[("error", message.to_owned())]);
+            self.trim_dead();
+        }
+    }
+
+    fn make_completed(&mut self, id: &str) {
+        self.emit("completed", id, &[]);
+        if self.settings.keep_completed == 0 {
+            self.q.jobs.remove(id);
+            return;
+        }
+        let now = self.now;
+        if let Some(job) = self.q.jobs.get_mut(id) {
+            job.state = JobState::Completed;
+            job.finished = now;
+            job.position = now;
+            self.q.done.push_front(id.to_owned());
+        }
+    }
+
+    fn promote(&mut self) {
+        let mut due = Vec::new();
+        while due.len() < UPKEEP_BATCH
+            && self
+                .q
+                .delayed
+                .first()
+                .is_some_and(|(at, _)| *at <= self.now)
+        {
+            if let Some((_, id)) = self.q.delayed.pop_first() {
+                due.push(id);
+            }
+        }
+        for id in &due {
+            self.make_waiting(id, false);
+        }
+        if !due.is_empty() {
+            self.wake();
+        }
+    }
+
+    fn recover(&mut self) {
+        let mut expired = Vec::new();
+        while expired.len() < UPKEEP_BATCH
+            && self.q.active.first().is_some_and(|(at, _)| *at <= self.now)
+        {
+            if let Some((_, id)) = self.q.active.pop_first() {
+                expired.push(id);
+            }
+        }
+        for id in &expired {
+            let Some(job) = self.q.jobs.get_mut(id) else {
+                continue;
+            };
+            job.stalls += 1;
+            let (group, stalls, cancel) = (job.group.clone(), job.stalls, job.cancel);
+            self.left_active(&group);
+            self.emit("stalled", id, &[]);
+            if cancel {
+                self.emit("cancelled", id, &[]);
+                self.forget(id);
+            } else if stalls > self.settings.max_stalls {
+                let message =
+                    format!("stalled {stalls} times: its worker stopped renewing the lease");
+                self.make_dead(id, &message);
+            } else {
+                self.make_waiting(id, true);
+            }
+        }
+        if !expired.is_empty() {
+            self.wake();
+        }
+    }
+
+    fn next_wake(&self) -> Option<Duration> {
+        [self.q.delayed.first(), self.q.active.first()]
+            .into_iter()
+            .flatten()
+            .map(|(at, _)| Duration::from_millis(at.saturating_sub(self.now)))
+            .min()
+    }
+
+    /// The job if `lease` is its current lease.
+    fn owned(&self, lease: &Lease) -> bool {
+        self.q
+            .jobs
+            .get(lease.id.as_str())
+            .is_some_and(|job| job.state == JobState::Active && job.token == lease.token)
+    }
+
+    fn take(&mut self, lease_ms: u64, want: usize) -> Vec<Taken> {
+        let mut taken = Vec::new();
+        while taken.len() < want {
+            let Some(group) = self.q.ring.pop_front() else {
+                break;
+            };
+            let room = self.group_room(&group);
+            let turn = if self.q.ring.is_empty() {
+                want - taken.len()
+            } else {
+                1
+            };
+            let turn = u64::try_from(turn).unwrap_or(u64::MAX).min(room);
+            let mut popped = Vec::new();
+            if let Some(jobs) = self.q.groups.get_mut(&group) {
+                while u64::try_from(popped.len()).unwrap_or(u64::MAX) < turn {
+                    match jobs.pop_first() {
+                        Some((_, _, id)) => popped.push(id),
+                        None => break,
+                    }
+                }
+            }
+            for id in &popped {
+                let Some(job) = self.q.jobs.get_mut(id) else {
+                    continue;
+                };
+                job.token += 1;
+                job.state = JobState::Active;
+                job.started = self.now;
+                job.position = self.now + lease_ms;
+                self.q.active.insert((job.position, id.clone()));
+                taken.push(Taken {
+                    lease: Lease {
+                        id: JobId::from(id.as_str()),
+                        token: job.token,
+                    },
+                    payload: job.payload.clone(),
+                    ready_at_ms: job.ready,
+                    failures: job.failures,
+                    max_attempts: job.max_attempts,
+                    backoff: job.backoff.clone(),
+                    timeout_ms: job.timeout_ms,
+                    stalls: job.stalls,
+                });
+                if !group.is_empty() {
+                    *self.q.group_active.entry(group.clone()).or_default() += 1;
+                }
+                self.emit("active", id, &[]);
+            }
+            self.q.waiting = self.q.waiting.saturating_sub(popped.len() as u64);
+            let left = self
+                .q
+                .groups
+                .get(&group)
+                .is_some_and(|jobs| !jobs.is_empty());
+            if left && self.group_room(&group) > 0 {
+                self.q.ring.push_back(group);
+            } else {
+                self.q.ringed.remove(&group);
+                if !left {
+                    self.q.groups.remove(&group);
+                }
+            }
+        }
+        if !taken.is_empty() && !self.q.ring.is_empty() {
+            self.wake();
+        }
+        taken
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<(JobId, bool)>> {
+        Ok(self.with(queue, |step| {
+            let first = step.q.last_id + 1;
+            step.q.last_id += jobs.len() as u64;
+            let mut out = Vec::with_capacity(jobs.len());
+            for (offset, job) in (0_u64..).zip(jobs) {
+                let id = (first + offset).to_string();
+                let idempotency = job.idempotency.clone().unwrap_or_default();
+                if !idempotency.0.is_empty() {
+                    let earlier = step
+                        .q
+                        .unique
+                        .get(&idempotency.0)
+                        .filter(|(_, expires)| *expires > step.now)
+                        .map(|(owner, _)| owner.clone());
+                    if let Some(earlier) = earlier {
+                        out.push((JobId::from(earlier), false));
+                        continue;
+                    }
+                    let expires = step.now + idempotency.1;
+                    step.q
+                        .unique
+                        .insert(idempotency.0.clone(), (id.clone(), expires));
+                }
+                let score = u64::from(job.priority) * PRIORITY_STRIDE + first + offset;
+                step.q.jobs.insert(
+                    id.clone(),
+                    Record {
+                        payload: job.payload,
+                        priority: job.priority,
+                        max_attempts: job.max_attempts,
+                        backoff: job.backoff,
+                        timeout_ms: job.timeout_ms,
+                        group: job.group,
+                        score,
+                        idempotency: idempotency.0,
+                        state: JobState::Waiting,
+                        created: step.now,
+                        ready: step.now,
+                        started: 0,
+                        finished: 0,
+                        position: 0,
+                        line: (0, 0),
+                        token: 0,
+                        failures: 0,
+                        stalls: 0,
+                        progress: None,
+                        errors: Vec::new(),
+                        cancel: false,
+                    },
+                );
+                if job.delay_ms > 0 {
+                    step.make_delayed(&id, step.now + job.delay_ms);
+                } else {
+                    step.make_waiting(&id, false);
+                }
+                step.emit("enqueued", &id, &[]);
+                step.wake();
+                out.push((JobId::from(id), true));
+            }
+            out
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        queue: &str,
+        lease: Duration,
+        want: usize,
+        acks: &[Lease],
+    ) -> Result<Fetched> {
+        // A fetch here never waits on I/O: yield, so a worker's fetch loop
+        // cannot keep its thread from the handlers it just spawned.
+        tokio::task::yield_now().await;
+        Ok(self.with(queue, |step| {
+            let mut rejected = 0;
+            for ack in acks {
+                if step.owned(ack) {
+                    step.leave_active(ack.id.as_str());
+                    step.make_completed(ack.id.as_str());
+                } else {
+                    rejected += 1;
+                }
+            }
+            if !acks.is_empty() {
+                step.trim_completed();
+            }
+            step.promote();
+            step.recover();
+            let paused = step.q.paused;
+            let jobs = if paused {
+                Vec::new()
+            } else {
+                step.take(millis(lease), want)
+            };
+            Fetched {
+                now_ms: step.now,
+                next_wake: step.next_wake(),
+                rejected,
+                jobs,
+            }
+        }))
+    }
+
+    async fn wait(&self, queue: &str, timeout: Duration) -> Result<()> {
+        let shared = self.shared(queue);
+        let _ = tokio::time::timeout(timeout, shared.wake.notified()).await;
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        queue: &str,
+        lease: &Lease,
+        failure: Failure,
+        error: &str,
+    ) -> Result<AfterFailure> {
+        Ok(self.with(queue, |step| {
+            if !step.owned(lease) {
+                return AfterFailure::Lost;
+            }
+            let id = lease.id.as_str();
+            step.leave_active(id);
+            let cancel = step.q.jobs.get(id).is_some_and(|job| job.cancel);
+            if matches!(failure, Failure::Cancelled) || cancel {
+                step.emit("cancelled", id, &[]);
+                step.forget(id);
+                return AfterFailure::Cancelled;
+            }
+            if matches!(failure, Failure::Requeue) {
+                step.make_waiting(id, true);
+                step.wake();
+                step.emit("requeued", id, &[]);
+                return AfterFailure::Waiting;
+            }
+            let now = step.now;
+            let Some(job) = step.q.jobs.get_mut(id) else {
+                return AfterFailure::Lost;
+            };
+            job.failures += 1;
+            job.errors.push(AttemptError {
+                attempt: u32::try_from(job.token).unwrap_or(u32::MAX),
+                at_ms: now,
+                error: error.to_owned(),
+            });
+            if job.errors.len() > HISTORY {
+                job.errors.remove(0);
+            }
+            let out_of_attempts = job.failures >= job.max_attempts;
+            step.emit("failed", id, &[("error", error.to_owned())]);
+            let delay = match failure {
+                Failure::Retry(delay) if !out_of_attempts => delay,
+                _ => {
+                    step.make_dead(id, error);
+                    return AfterFailure::Dead;
+                }
+            };
+            let delay_ms = millis(delay);
+            if delay_ms > 0 {
+                step.make_delayed(id, now + delay_ms);
+            } else {
+                step.make_waiting(id, true);
+            }
+            step.wake();
+            step.emit("retried", id, &[("delay", delay_ms.to_string())]);
+            if delay_ms > 0 {
+                AfterFailure::Delayed
+            } else {
+                AfterFailure::Waiting
+            }
+        }))
+    }
+
+    async fn renew(&self, queue: &str, lease: Duration, held: &[Lease]) -> Result<Renewed> {
+        Ok(self.with(queue, |step| {
+            let deadline = step.now + millis(lease);
+            let mut renewed = Renewed::default();
+            for lease in held {
+                if !step.owned(lease) {
+                    renewed.lost.push(lease.id.clone());
+                    continue;
+                }
+                let id = lease.id.as_str().to_owned();
+                if let Some(job) = step.q.jobs.get_mut(&id) {
+                    step.q.active.remove(&(job.position, id.clone()));
+                    job.position = deadline;
+                    step.q.active.insert((deadline, id));
+                    if job.cancel {
+                        renewed.cancel.push(lease.id.clone());
+                    }
+                }
+            }
+            step.promote();
+            step.recover();
+            renewed
+        }))
+    }
+
+    async fn progress(
+        &self,
+        queue: &str,
+        lease: &Lease,
+        percent: u8,
+        message: &str,
+    ) -> Result<bool> {
+        Ok(self.with(queue, |step| {
+            if !step.owned(lease) {
+                return false;
+            }
+            if let Some(job) = step.q.jobs.get_mut(lease.id.as_str()) {
+                job.progress = Some(Progress {
+                    percent,
+                    message: message.to_owned(),
+                });
+            }
+            let fields = [
+                ("percent", percent.to_string()),
+                ("message", message.to_owned()),
+            ];
+            step.emit("progress", lease.id.as_str(), &fields);
+            true
+        }))
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        self.with(queue, |step| {
+            step.q.paused = paused;
+            if !paused {
+                step.wake();
+            }
+        });
+        Ok(())
+    }
+
+    async fn counts(&self, queue: &str) -> Result<Counts> {
+        Ok(self.with(queue, |step| {
+            step.promote();
+            step.recover();
+            Counts {
+                waiting: step.q.waiting,
+                delayed: step.q.delayed.len() as u64,
+                active: step.q.active.len() as u64,
+                completed: step.q.done.len() as u64,
+                dead: step.q.dead.len() as u64,
+                paused: step.q.paused,
+            }
+        }))
+    }
+
+    async fn cancel(&self, queue: &str, id: &JobId) -> Result<Cancelled> {
+        Ok(self.with(queue, |step| {
+            let id = id.as_str();
+            let Some(job) = step.q.jobs.get_mut(id) else {
+                return Cancelled::NotFound;
+            };
+            match job.state {
+                JobState::Waiting => {
+                    let key = (job.line.0, job.line.1, id.to_owned());
+                    if let Some(jobs) = step.q.groups.get_mut(&job.group) {
+                        jobs.remove(&key);
+                    }
+                    step.q.waiting = step.q.waiting.saturating_sub(1);
+                }
+                JobState::Delayed => {
+                    step.q.delayed.remove(&(job.position, id.to_owned()));
+                }
+                JobState::Active => {
+                    job.cancel = true;
+                    return Cancelled::Requested;
+                }
+                state => return Cancelled::AlreadyFinished(state),
+            }
+            step.emit("cancelled", id, &[]);
+            step.forget(id);
+            Cancelled::Removed
+        }))
+    }
+
+    async fn retry_dead(&self, queue: &str, id: Option<&JobId>, limit: u64) -> Result<u64> {
+        Ok(self.with(queue, |step| {
+            let ids: Vec<String> = match id {
+                Some(id) => vec![id.as_str().to_owned()],
+                None => step
+                    .q
+                    .dead
+                    .iter()
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .map(|(_, id)| id.clone())
+                    .collect(),
+            };
+            let mut moved = 0;
+            for id in ids {
+                let Some(job) = step.q.jobs.get_mut(&id) else {
+                    continue;
+                };
+                if job.state != JobState::Dead {
+                    continue;
+                }
+                step.q.dead.remove(&(job.position, id.clone()));
+                job.failures = 0;
+                job.stalls = 0;
+                job.cancel = false;
+                step.make_waiting(&id, false);
+                step.emit("retried", &id, &[("delay", "0".to_owned())]);
+                moved += 1;
+            }
+            if moved > 0 {
+                step.wake();
+            }
+            moved
+        }))
+    }
+
+    async fn clean(
+        &self,
+        queue: &str,
+        state: Finished,
+        older_than: Duration,
+        keep: u64,
+        limit: u64,
+    ) -> Result<u64> {
+        Ok(self.with(queue, |step| {
+            let cutoff = step.now.saturating_sub(millis(older_than));
+            if state == Finished::Completed {
+                return step.trim_done(cutoff, keep, limit);
+            }
+            let removable = (step.q.dead.len() as u64).saturating_sub(keep).min(limit);
+            let mut removed = 0;
+            while removed < removable
+                && step
+                    .q
+                    .dead
+                    .first()
+                    .is_some_and(|(finished, _)| *finished <= cutoff)
+            {
+                if let Some((_, id)) = step.q.dead.pop_first() {
+                    step.q.jobs.remove(&id);
+                }
+                removed += 1;
+            }
+            removed
+        }))
+    }
+
+    async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()> {
+        self.with(queue, |step| {
+            step.q.group_cap = limit;
+            let groups: Vec<String> = step
+                .q
+                .groups
+                .iter()
+                .filter(|(group, jobs)| !group.is_empty() && !jobs.is_empty())
+                .map(|(group, _)| group.clone())
+                .collect();
+            for group in groups {
+                if step.group_room(&group) > 0 {
+                    step.ring(&group);
+                }
+            }
+            step.wake();
+        });
+        Ok(())
+    }
+
+    async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>> {
+        Ok(self.with(queue, |step| {
+            step.q.jobs.get(id.as_str()).map(|job| JobInfo {
+                id: id.clone(),
+                state: job.state,
+                payload: job.payload.clone(),
+                priority: job.priority,
+                group: Some(job.group.clone()).filter(|group| !group.is_empty()),
+                failures: job.failures,
+                stalls: job.stalls,
+                runs: u32::try_from(job.token).unwrap_or(u32::MAX),
+                max_attempts: job.max_attempts,
+                created_at: time_of(job.created),
+                ready_at: time_of(job.ready),
+                started_at: (job.started > 0).then(|| time_of(job.started)),
+                finished_at: (job.finished > 0).then(|| time_of(job.finished)),
+                progress: job.progress.clone(),
+                errors: job.errors.clone(),
+                cancel_requested: job.cancel,
+            })
+        }))
+    }
+
+    async fn events(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
+        let position = |text: &str| -> (u64, u64) {
+            let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
+            (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+        };
+        let after = after.map(position);
+        Ok(self.with(queue, |step| {
+            step.q
+                .events
+                .iter()
+                .filter(|event| after.is_none_or(|after| position(&event.position) > after))
+                .take(count)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn durability_warning(&self) -> Result<Option<String>> {
+        Ok(Some(
+            "the memory backend keeps jobs in this process only: they are lost when it exits"
+                .to_owned(),
+        ))
+    }
+
+    fn round_trips(&self) -> u64 {
+        0
+    }
+}

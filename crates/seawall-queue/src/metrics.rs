@@ -1,0 +1,158 @@
+//! The queue's numbers in seawall-perfmon: wait time, run time and outcomes
+//! per queue, depth per state, and a health check on durability.
+
+use std::time::Duration;
+
+use seawall_perfmon::{CheckResult, Counter, Gauge, HealthCheck, HealthStatus, Histogram, Monitor};
+
+use crate::error::{Error, Result};
+use crate::job::Counts;
+use crate::queues::Queues;
+use crate::store::AfterFailure;
+
+/// One queue's metrics in a [`Monitor`]:
+///
+/// - `queue_job_wait_seconds{queue}`: from ready to started, a histogram;
+/// - `queue_job_run_seconds{queue}`: the handler's run time;
+/// - `queue_jobs_total{queue,outcome}`: `completed`, `retried`, `dead`,
+///   `cancelled`, `discarded` (a result refused because the lease was
+///   lost), `requeued` (given back at shutdown);
+/// - `queue_depth{queue,state}`: jobs per state, set by
+///   [`record_depth`](QueueMetrics::record_depth).
+#[derive(Clone)]
+pub struct QueueMetrics {
+    wait: Histogram,
+    run: Histogram,
+    completed: Counter,
+    retried: Counter,
+    dead: Counter,
+    cancelled: Counter,
+    discarded: Counter,
+    requeued: Counter,
+    depth: [Gauge; 5],
+}
+
+impl std::fmt::Debug for QueueMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueMetrics").finish_non_exhaustive()
+    }
+}
+
+impl QueueMetrics {
+    /// Registers (or finds) the metrics of `queue` in `monitor`.
+    pub fn register(monitor: &Monitor, queue: &str) -> Result<Self> {
+        let perfmon = |error: seawall_perfmon::Error| Error::InvalidSetting(error.to_string());
+        let wait = monitor
+            .histogram(
+                "queue_job_wait_seconds",
+                "Time from ready to started.",
+                &["queue"],
+            )
+            .and_then(|family| family.with_labels(&[queue]))
+            .map_err(perfmon)?;
+        let run = monitor
+            .histogram("queue_job_run_seconds", "Handler run time.", &["queue"])
+            .and_then(|family| family.with_labels(&[queue]))
+            .map_err(perfmon)?;
+        let jobs = monitor
+            .counter("queue_jobs", "Jobs by outcome.", &["queue", "outcome"])
+            .map_err(perfmon)?;
+        let outcome = |name: &str| jobs.with_labels(&[queue, name]).map_err(perfmon);
+        let states = monitor
+            .gauge("queue_depth", "Jobs in each state.", &["queue", "state"])
+            .map_err(perfmon)?;
+        let state = |name: &str| states.with_labels(&[queue, name]).map_err(perfmon);
+        Ok(Self {
+            wait,
+            run,
+            completed: outcome("completed")?,
+            retried: outcome("retried")?,
+            dead: outcome("dead")?,
+            cancelled: outcome("cancelled")?,
+            discarded: outcome("discarded")?,
+            requeued: outcome("requeued")?,
+            depth: [
+                state("waiting")?,
+                state("delayed")?,
+                state("active")?,
+                state("completed")?,
+                state("dead")?,
+            ],
+        })
+    }
+
+    pub(crate) fn waited(&self, waited: Duration) {
+        self.wait.record(waited);
+    }
+
+    pub(crate) fn ran(&self, ran: Duration) {
+        self.run.record(ran);
+    }
+
+    pub(crate) fn completed(&self, jobs: u64) {
+        self.completed.inc_by(jobs);
+    }
+
+    pub(crate) fn discarded(&self, jobs: u64) {
+        self.discarded.inc_by(jobs);
+    }
+
+    pub(crate) fn failed(&self, after: AfterFailure, requeued: bool) {
+        match after {
+            AfterFailure::Waiting if requeued => self.requeued.inc(),
+            AfterFailure::Lost => self.discarded.inc(),
+            AfterFailure::Cancelled => self.cancelled.inc(),
+            AfterFailure::Dead => self.dead.inc(),
+            AfterFailure::Waiting | AfterFailure::Delayed => self.retried.inc(),
+        }
+    }
+
+    /// Sets the depth gauges from `counts` (call it with
+    /// [`Queues::counts`] every few seconds).
+    pub fn record_depth(&self, counts: &Counts) {
+        let values = [
+            counts.waiting,
+            counts.delayed,
+            counts.active,
+            counts.completed,
+            counts.dead,
+        ];
+        for (gauge, value) in self.depth.iter().zip(values) {
+            // Gauges are f64; queue depths stay far below 2^53.
+            #[allow(clippy::cast_precision_loss)]
+            gauge.set(value as f64);
+        }
+    }
+}
+
+/// A health check (`queue:durability`): degraded when the backend may lose
+/// jobs (Redis's `maxmemory-policy` is not `noeviction`, or the memory
+/// backend), failing when Redis does not answer.
+#[derive(Debug, Clone)]
+pub struct DurabilityCheck {
+    queues: Queues,
+}
+
+impl DurabilityCheck {
+    /// A check of `queues`' backend.
+    pub fn new(queues: Queues) -> Self {
+        Self { queues }
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for DurabilityCheck {
+    fn key(&self) -> String {
+        "queue:durability".to_owned()
+    }
+
+    async fn check(&self) -> CheckResult {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(2), self.queues.durability_warning()).await;
+        match answer.unwrap_or_else(|_| Err(Error::Redis("no answer within 2 s".to_owned()))) {
+            Ok(None) => CheckResult::pass(),
+            Ok(Some(warning)) => CheckResult::with_status(HealthStatus::Degraded).output(warning),
+            Err(error) => CheckResult::fail(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Random sequences of transitions (enqueue, fetch, acknowledge, fail,
+//! renew, cancel, a worker killed, time passing a lease) checked against a
+//! model after every step, on the memory backend and on Redis: no job
+//! record is lost or duplicated, and every answer is the model's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use crate::job::{Cancelled, Counts, JobId, JobState};
+use crate::memory::MemoryStore;
+use crate::store::{AfterFailure, Failure, Lease, NewJob, Settings, Store};
+
+const MAX_ATTEMPTS: u32 = 3;
+const LONG: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue {
+        delayed: bool,
+        group: u8,
+    },
+    /// Takes up to `want` jobs, under a lease that lasts or one that has
+    /// already run out by the next call.
+    Fetch {
+        want: usize,
+        lapsing: bool,
+    },
+    Ack(usize),
+    Fail(usize, u8),
+    Renew,
+    Cancel(usize),
+    /// The worker forgets a lease without a word, as a killed process does.
+    Kill(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (any::<bool>(), 0_u8..3).prop_map(|(delayed, group)| Op::Enqueue { delayed, group }),
+        3 => (0_usize..4, any::<bool>()).prop_map(|(want, lapsing)| Op::Fetch { want, lapsing }),
+        2 => any::<usize>().prop_map(Op::Ack),
+        2 => (any::<usize>(), 0_u8..4).prop_map(|(pick, kind)| Op::Fail(pick, kind)),
+        1 => Just(Op::Renew),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => any::<usize>().prop_map(Op::Kill),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    Waiting,
+    Delayed,
+    Active { token: u64, lapsed: bool },
+    Completed,
+    Dead,
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Model {
+    state: Expected,
+    runs: u64,
+    failures: u32,
+    stalls: u32,
+    cancel: bool,
+}
+
+#[derive(Default)]
+struct World {
+    jobs: Vec<(JobId, Model)>,
+    held: Vec<Lease>,
+}
+
+impl World {
+    fn find(&mut self, id: &JobId) -> &mut Model {
+        let (_, model) = self
+            .jobs
+            .iter_mut()
+            .find(|(job, _)| job == id)
+            .expect("a job the model knows");
+        model
+    }
+
+    /// What the scripts' `recover` does with leases that ran out.
+    fn recover(&mut self, max_stalls: u32) {
+        for (_, model) in &mut self.jobs {
+            if let Expected::Active { lapsed: true, .. } = model.state {
+                model.stalls += 1;
+                model.state = if model.cancel {
+                    Expected::Gone
+                } else if model.stalls > max_stalls {
+                    Expected::Dead
+                } else {
+                    Expected::Waiting
+                };
+                model.cancel = false;
+            }
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for (_, model) in &self.jobs {
+            match model.state {
+                Expected::Waiting => counts.waiting += 1,
+                Expected::Delayed => counts.delayed += 1,
+                Expected::Active { .. } => counts.active += 1,
+                Expected::Completed => counts.completed += 1,
+                Expected::Dead => counts.dead += 1,
+                Expected::Gone => {}
+            }
+        }
+        counts
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        keep_completed: 1_000_000,
+        keep_completed_for: Duration::ZERO,
+        keep_dead: 1_000_000,
+        max_stalls: 1,
+        events_max_len: 100,
+    }
+}
+
+/// Runs `ops` on `store` (queue `queue`) and checks every step.
+async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let max_stalls = settings().max_stalls;
+    let mut world = World::default();
+    for op in ops {
+        match op {
+            Op::Enqueue { delayed, group } => {
+                let job = NewJob {
+                    payload: b"1".to_vec(),
+                    priority: 3,
+                    max_attempts: MAX_ATTEMPTS,
+                    backoff: String::new(),
+                    timeout_ms: 0,
+                    group: ["", "a", "b"][usize::from(group)].to_owned(),
+                    delay_ms: if delayed { 3_600_000 } else { 0 },
+                    idempotency: None,
+                };
+                let added = store.enqueue(queue, vec![job]).await.expect("enqueues");
+                prop_assert_eq!(added.len(), 1);
+                prop_assert!(
+                    world.jobs.iter().all(|(id, _)| *id != added[0].0),
+                    "a fresh id"
+                );
+                let state = if delayed {
+                    Expected::Delayed
+                } else {
+                    Expected::Waiting
+                };
+                let model = Model {
+                    state,
+                    runs: 0,
+                    failures: 0,
+                    stalls: 0,
+                    cancel: false,
+                };
+                world.jobs.push((added[0].0.clone(), model));
+            }
+            Op::Fetch { want, lapsing } => {
+                let lease = if lapsing { Duration::ZERO } else { LONG };
+                let fetched = store.fetch(queue, lease, want, &[]).await.expect("fetches");
+                world.recover(max_stalls);
+                let waiting = world.counts().waiting;
+                prop_assert_eq!(fetched.jobs.len() as u64, waiting.min(want as u64));
+                for taken in fetched.jobs {
+                    let model = world.find(&taken.lease.id);
+                    prop_assert_eq!(model.state, Expected::Waiting, "took a waiting job");
+                    model.runs += 1;
+                    prop_assert_eq!(taken.lease.token, model.runs, "a fresh token per run");
+                    prop_assert_eq!(taken.failures, model.failures);
+                    model.state = Expected::Active {
+                        token: model.runs,
+                        lapsed: lapsing,
+                    };
+                    world.held.push(taken.lease);
+                }
+            }
+            Op::Ack(pick) | Op::Fail(pick, _) | Op::Kill(pick) if world.held.is_empty() => {
+                let _ = pick;
+            }
+            Op::Ack(pick) => {
+                let lease = world.held.remove(pick % world.held.len());
+                let fetched = store
+                    .fetch(queue, LONG, 0, std::slice::from_ref(&lease))
+                    .await
+                    .expect("acks");
+                let model = world.find(&lease.id);
+                let owned =
+                    matches!(model.state, Expected::Active { token, .. } if token == lease.token);
+                if owned {
+                    model.state = Expected::Completed;
+                    model.cancel = false;
+                }
+                prop_assert_eq!(fetched.rejected, u32::from(!owned));
+                world.recover(max_stalls);
+            }
+            Op::Fail(pick, kind) => {
+                let lease = world.held.remove(pick % world.held.len());
+                let failure = match kind {
+                    0 => Failure::Retry(Duration::ZERO),
+                    1 => Failure::Retry(LONG),
+                    2 => Failure::Dead,
+                    _ => Failure::Requeue,
+                };
+                let after = store
+                    .fail(queue, &lease, failure, "no")
+                    .await
+                    .expect("fails");
+                let model = world.find(&lease.id);
+                let owned =
+                    matches!(model.state, Expected::Active { token, .. } if token == lease.token);
+                let expected = if !owned {
+                    AfterFailure::Lost
+                } else if model.cancel {
+                    model.state = Expected::Gone;
+                    AfterFailure::Cancelled
+                } else if matches!(failure, Failure::Requeue) {
+                    model.state = Expected::Waiting;
+                    AfterFailure::Waiting
+                } else {
+                    model.failures += 1;
+                    let dead = matches!(failure, Failure::Dead) || model.failures >= MAX_ATTEMPTS;
+                    let (state, after) = match failure {
+                        _ if dead => (Expected::Dead, AfterFailure::Dead),
+                        Failure::Retry(LONG) => (Expected::Delayed, AfterFailure::Delayed),
+                        _ => (Expected::Waiting, AfterFailure::Waiting),
+                    };
+                    model.state = state;
+                    after
+                };
+                prop_assert_eq!(after, expected);
+            }
+            Op::Kill(pick) => {
+                world.held.remove(pick % world.held.len());
+            }
+            Op::Renew => {
+                let held = world.held.clone();
+                let renewed = store.renew(queue, LONG, &held).await.expect("renews");
+                let mut lost = Vec::new();
+                for lease in &held {
+                    let model = world.find(&lease.id);
+                    match &mut model.state {
+                        Expected::Active { token, lapsed } if *token == lease.token => {
+                            *lapsed = false
+                        }
+                        _ => lost.push(lease.id.clone()),
+                    }
+                }
+                prop_assert_eq!(renewed.lost, lost);
+                world.recover(max_stalls);
+            }
+            Op::Cancel(pick) => {
+                if world.jobs.is_empty() {
+                    continue;
+                }
+                let index = pick % world.jobs.len();
+                let id = world.jobs[index].0.clone();
+                let answer = store.cancel(queue, &id).await.expect("cancels");
+                let model = world.find(&id);
+                let expected = match model.state {
+                    Expected::Waiting | Expected::Delayed => {
+                        model.state = Expected::Gone;
+                        Cancelled::Removed
+                    }
+                    Expected::Active { .. } => {
+                        model.cancel = true;
+                        Cancelled::Requested
+                    }
+                    Expected::Completed => Cancelled::AlreadyFinished(JobState::Completed),
+                    Expected::Dead => Cancelled::AlreadyFinished(JobState::Dead),
+                    Expected::Gone => Cancelled::NotFound,
+                };
+                prop_assert_eq!(answer, expected);
+            }
+        }
+        // Every record is where the model says, and nowhere else.
+        for (id, model) in &world.jobs {
+            let info = store.job(queue, id).await.expect("reads");
+            let state = info.as_ref().map(|info| info.state);
+            let expected = match model.state {
+                Expected::Waiting => Some(JobState::Waiting),
+                Expected::Delayed => Some(JobState::Delayed),
+                Expected::Active { .. } => Some(JobState::Active),
+                Expected::Completed => Some(JobState::Completed),
+                Expected::Dead => Some(JobState::Dead),
+                Expected::Gone => None,
+            };
+            prop_assert_eq!(state, expected, "job {}", id);
+            if let Some(info) = info {
+                prop_assert_eq!(u64::from(info.runs), model.runs);
+                prop_assert_eq!((info.failures, info.stalls), (model.failures, model.stalls));
+            }
+        }
+        let counts = store.counts(queue).await.expect("counts");
+        world.recover(max_stalls);
+        prop_assert_eq!(counts, world.counts());
+    }
+    Ok(())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn memory_transitions_follow_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let store = MemoryStore::new(settings());
+        runtime().block_on(check(&store, "q", ops))?;
+    }
+}
+
+mod redis {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use fred::prelude::{Builder, Config};
+
+    use super::*;
+    use crate::redis::{RedisOptions, RedisStore};
+
+    fn server() -> &'static seawall_testkit::RedisServer {
+        static SERVER: OnceLock<seawall_testkit::RedisServer> = OnceLock::new();
+        SERVER.get_or_init(|| seawall_testkit::RedisServer::start().expect("redis-server starts"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn redis_transitions_follow_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let runtime = runtime();
+            let store = runtime.block_on(async {
+                let config = Config::from_url(&server().url()).expect("a URL");
+                let options = RedisOptions {
+                    prefix: format!("model-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+                    blocking_connections: 1,
+                    acquire_timeout: Duration::from_secs(1),
+                };
+                RedisStore::connect(Builder::from_config(config), options, settings())
+                    .await
+                    .expect("connects")
+            });
+            let store: Arc<dyn Store> = Arc::new(store);
+            runtime.block_on(check(&*store, "q", ops))?;
+        }
+    }
+}

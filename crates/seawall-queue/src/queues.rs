@@ -1,0 +1,329 @@
+//! The handle producers and operators use: enqueue, inspect, control.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::types::Builder;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo};
+use crate::memory::MemoryStore;
+use crate::options::JobOptions;
+use crate::redis::{RedisOptions, RedisStore, check_prefix};
+use crate::store::{NewJob, Settings, Store, check_name, millis};
+use crate::worker::WorkerBuilder;
+
+/// The largest payload a job may carry once encoded, in bytes (8 MiB).
+pub const MAX_PAYLOAD_BYTES: usize = 8 << 20;
+/// How many jobs one bulk round trip carries; larger bulks take several.
+const BULK_CHUNK: usize = 1_000;
+
+/// Named queues on one backend: enqueue jobs, look at them, pause, resume,
+/// cancel, retry and clean, and start [workers](Queues::worker). Cheap to
+/// clone; clones share connections.
+///
+/// ```
+/// use seawall_queue::{JobOptions, Queues};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> seawall_queue::Result<()> {
+/// let queues = Queues::memory();
+/// let id = queues.enqueue("email", &"welcome", &JobOptions::new()).await?;
+/// assert_eq!(queues.counts("email").await?.waiting, 1);
+/// let job = queues.job("email", &id).await?.expect("kept");
+/// assert_eq!(job.payload_as::<String>()?, "welcome");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Queues {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues").finish_non_exhaustive()
+    }
+}
+
+impl Queues {
+    /// Queues in this process's memory, with the default [`Settings`].
+    /// **Not durable**: jobs are lost when the process exits. For tests of
+    /// code that uses the queue, and for running without Redis.
+    pub fn memory() -> Self {
+        Self::memory_with(Settings::default())
+    }
+
+    /// [`memory`](Queues::memory) with settings of your own.
+    pub fn memory_with(settings: Settings) -> Self {
+        Self {
+            store: Arc::new(MemoryStore::new(settings)),
+        }
+    }
+
+    /// Queues on Redis (standalone or Cluster), connected through `builder`
+    /// (fred's client builder: its config, reconnect policy, timeouts).
+    pub fn redis(builder: Builder) -> RedisQueues {
+        RedisQueues {
+            builder,
+            prefix: "seawall".to_owned(),
+            settings: Settings::default(),
+            blocking_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Enqueues one job; its payload is stored as JSON. Returns its id, or,
+    /// when the options carry an idempotency key already used within its
+    /// window, the id of the job that used it (and adds nothing), even if
+    /// that job has completed and its record is gone.
+    pub async fn enqueue<T: Serialize + ?Sized>(
+        &self,
+        queue: &str,
+        payload: &T,
+        options: &JobOptions,
+    ) -> Result<JobId> {
+        check_name("queue name", queue)?;
+        let job = new_job(payload, options)?;
+        let mut ids = self.store.enqueue(queue, vec![job]).await?;
+        ids.pop()
+            .map(|(id, _)| id)
+            .ok_or_else(|| Error::Protocol("enqueue answered no id".to_owned()))
+    }
+
+    /// Enqueues many jobs in one round trip per thousand; each payload and
+    /// its options are checked before anything is sent, so one bad job
+    /// enqueues none. Ids come back in order.
+    pub async fn enqueue_many<T: Serialize>(
+        &self,
+        queue: &str,
+        jobs: impl IntoIterator<Item = (T, JobOptions)>,
+    ) -> Result<Vec<JobId>> {
+        check_name("queue name", queue)?;
+        let jobs = jobs
+            .into_iter()
+            .map(|(payload, options)| new_job(&payload, &options))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<NewJob> = jobs.by_ref().take(BULK_CHUNK).collect();
+            let added = self.store.enqueue(queue, chunk).await?;
+            ids.extend(added.into_iter().map(|(id, _)| id));
+        }
+        Ok(ids)
+    }
+
+    /// The job's record, or `None` if there is none (never enqueued,
+    /// cancelled, or removed by retention).
+    pub async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>> {
+        check_name("queue name", queue)?;
+        self.store.job(queue, id).await
+    }
+
+    /// How many jobs are in each state. Due delayed jobs and expired leases
+    /// are moved first, so the answer is current.
+    pub async fn counts(&self, queue: &str) -> Result<Counts> {
+        check_name("queue name", queue)?;
+        self.store.counts(queue).await
+    }
+
+    /// Stops workers from starting jobs of the queue (running ones finish).
+    /// Producers may still enqueue.
+    pub async fn pause(&self, queue: &str) -> Result<()> {
+        check_name("queue name", queue)?;
+        self.store.set_paused(queue, true).await
+    }
+
+    /// Lets workers start jobs again, and wakes them.
+    pub async fn resume(&self, queue: &str) -> Result<()> {
+        check_name("queue name", queue)?;
+        self.store.set_paused(queue, false).await
+    }
+
+    /// Cancels a job: a waiting or delayed one is removed (and its
+    /// idempotency key freed); a running one's handler is asked to stop
+    /// (see [`Cancelled::Requested`]).
+    pub async fn cancel(&self, queue: &str, id: &JobId) -> Result<Cancelled> {
+        check_name("queue name", queue)?;
+        self.store.cancel(queue, id).await
+    }
+
+    /// Moves a dead job back to waiting with its attempts reset; `false`
+    /// when the job is not dead.
+    pub async fn retry_dead(&self, queue: &str, id: &JobId) -> Result<bool> {
+        check_name("queue name", queue)?;
+        Ok(self.store.retry_dead(queue, Some(id), 1).await? == 1)
+    }
+
+    /// Moves every dead job back to waiting, a thousand per round trip;
+    /// returns how many.
+    pub async fn retry_all_dead(&self, queue: &str) -> Result<u64> {
+        check_name("queue name", queue)?;
+        let mut moved = 0;
+        loop {
+            let batch = self
+                .store
+                .retry_dead(queue, None, BULK_CHUNK as u64)
+                .await?;
+            moved += batch;
+            if batch < BULK_CHUNK as u64 {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// Removes completed or dead jobs that finished at least `older_than`
+    /// ago, always keeping the newest `keep`; returns how many went.
+    pub async fn clean(
+        &self,
+        queue: &str,
+        state: Finished,
+        older_than: Duration,
+        keep: u64,
+    ) -> Result<u64> {
+        check_name("queue name", queue)?;
+        let mut removed = 0;
+        loop {
+            let batch = self
+                .store
+                .clean(queue, state, older_than, keep, BULK_CHUNK as u64)
+                .await?;
+            removed += batch;
+            if batch < BULK_CHUNK as u64 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Caps how many jobs of one group run at once across all workers
+    /// (`None`: no cap). Jobs without a group are never capped.
+    pub async fn set_group_limit(&self, queue: &str, limit: Option<u32>) -> Result<()> {
+        check_name("queue name", queue)?;
+        if limit == Some(0) {
+            return Err(Error::InvalidSetting(
+                "a group limit must be at least 1 (None removes it)".to_owned(),
+            ));
+        }
+        self.store.set_group_limit(queue, limit.unwrap_or(0)).await
+    }
+
+    /// Events after position `after` (from the oldest kept when `None`),
+    /// oldest first, from up to `count` stream entries. Jobs that one call
+    /// moved together (enqueued in one bulk, taken or completed in one
+    /// fetch) share one entry, so their events share its position.
+    pub async fn events(
+        &self,
+        queue: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<Event>> {
+        check_name("queue name", queue)?;
+        self.store.events(queue, after, count).await
+    }
+
+    /// Why jobs may be lost on this backend, if they may: Redis with a
+    /// `maxmemory-policy` other than `noeviction` evicts queue keys under
+    /// memory pressure, and the memory backend forgets on exit.
+    pub async fn durability_warning(&self) -> Result<Option<String>> {
+        self.store.durability_warning().await
+    }
+
+    /// Calls made to Redis so far by this handle and its workers (every
+    /// script, blocking pop and read counts one).
+    pub fn round_trips(&self) -> u64 {
+        self.store.round_trips()
+    }
+
+    /// A worker for `queue`; set it up, then [start](WorkerBuilder::start)
+    /// it with a handler.
+    pub fn worker(&self, queue: &str) -> Result<WorkerBuilder> {
+        check_name("queue name", queue)?;
+        Ok(WorkerBuilder::new(
+            Arc::clone(&self.store),
+            queue.to_owned(),
+        ))
+    }
+}
+
+fn new_job<T: Serialize + ?Sized>(payload: &T, options: &JobOptions) -> Result<NewJob> {
+    let payload = serde_json::to_vec(payload).map_err(Error::Encode)?;
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(Error::InvalidOption(format!(
+            "the payload is {} bytes; at most {MAX_PAYLOAD_BYTES} are allowed",
+            payload.len()
+        )));
+    }
+    Ok(NewJob {
+        payload,
+        priority: options.priority_level(),
+        max_attempts: options.max_attempts(),
+        backoff: options.retry_backoff().encode().unwrap_or_default(),
+        timeout_ms: options.attempt_timeout().map_or(0, millis),
+        group: options.group_key().unwrap_or_default().to_owned(),
+        delay_ms: millis(options.initial_delay()),
+        idempotency: options
+            .idempotency()
+            .map(|(key, window)| (key.to_owned(), millis(window).max(1))),
+    })
+}
+
+/// Sets up [`Queues`] on Redis; [`connect`](RedisQueues::connect) finishes.
+#[derive(Debug)]
+#[must_use]
+pub struct RedisQueues {
+    builder: Builder,
+    prefix: String,
+    settings: Settings,
+    blocking_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl RedisQueues {
+    /// The first part of every key (default `seawall`): queue `q`'s keys
+    /// are `<prefix>:{q}:…`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Retention, stalls and events; see [`Settings`].
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The most dedicated connections for blocking fetches (default 16):
+    /// one per idle worker of this process.
+    pub fn blocking_connections(mut self, connections: u32) -> Self {
+        self.blocking_connections = connections;
+        self
+    }
+
+    /// How long a worker waits for a blocking connection (default 5 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and connects the shared client (blocking
+    /// connections open on first use).
+    pub async fn connect(self) -> Result<Queues> {
+        check_prefix(&self.prefix)?;
+        if self.blocking_connections == 0 {
+            return Err(Error::InvalidSetting(
+                "at least one blocking connection is needed".to_owned(),
+            ));
+        }
+        let options = RedisOptions {
+            prefix: self.prefix,
+            blocking_connections: self.blocking_connections,
+            acquire_timeout: self.acquire_timeout,
+        };
+        let store = RedisStore::connect(self.builder, options, self.settings).await?;
+        Ok(Queues {
+            store: Arc::new(store),
+        })
+    }
+}

@@ -1,0 +1,93 @@
+-- Operator actions; ARGV[7] names one, ARGV[8..] are its arguments.
+local op = ARGV[7]
+
+if op == 'pause' then
+  redis.call('HSET', meta, 'paused', 1)
+  return 1
+elseif op == 'resume' then
+  redis.call('HDEL', meta, 'paused')
+  wake()
+  return 1
+elseif op == 'counts' then
+  promote()
+  recover()
+  return {
+    tonumber(redis.call('HGET', meta, 'waiting') or '0'),
+    redis.call('ZCARD', delayed_key),
+    redis.call('ZCARD', active_key),
+    redis.call('LLEN', done_key),
+    redis.call('ZCARD', dead_key),
+    tonumber(redis.call('HGET', meta, 'paused') or '0'),
+  }
+elseif op == 'cancel' then
+  local id = ARGV[8]
+  local key = job_key(id)
+  local job = redis.call('HMGET', key, 's', 'g')
+  job[2] = job[2] or ''
+  if job[1] == 'waiting' then
+    if redis.call('ZREM', ranked_key(job[2]), id) == 0 then
+      redis.call('LREM', group_key(job[2]), 1, id)
+    end
+    redis.call('HINCRBY', meta, 'waiting', -1)
+  elseif job[1] == 'delayed' then
+    redis.call('ZREM', delayed_key, id)
+  elseif job[1] == 'active' then
+    redis.call('HSET', key, 'cx', 1)
+    return 'requested'
+  else
+    return job[1] or 'missing'
+  end
+  emit('cancelled', id)
+  forget(id, key)
+  return 'cancelled'
+elseif op == 'retry' then
+  -- ARGV[8]: a dead job's id, or '' for up to ARGV[9] dead jobs, oldest first.
+  local ids = { ARGV[8] }
+  if ARGV[8] == '' then ids = redis.call('ZRANGE', dead_key, 0, tonumber(ARGV[9]) - 1) end
+  local moved = 0
+  for _, id in ipairs(ids) do
+    local key = job_key(id)
+    local job = redis.call('HMGET', key, 's', 'g', 'sc')
+    job[2] = job[2] or ''
+    if job[1] == 'dead' then
+      redis.call('ZREM', dead_key, id)
+      redis.call('HSET', key, 'f', 0, 'st', 0)
+      redis.call('HDEL', key, 'cx')
+      make_waiting(id, key, job[2], job[3], false)
+      emit('retried', id, 'delay', 0)
+      moved = moved + 1
+    end
+  end
+  if moved > 0 then wake() end
+  return moved
+elseif op == 'clean' then
+  -- ARGV[8]: 'completed' or 'dead'; ARGV[9]: remove only jobs finished at
+  -- least this many ms ago; ARGV[10]: always keep the newest this many;
+  -- ARGV[11]: remove at most this many.
+  local cutoff = now - tonumber(ARGV[9])
+  local keep, limit = tonumber(ARGV[10]), tonumber(ARGV[11])
+  if ARGV[8] == 'completed' then return trim_done(cutoff, keep, limit) end
+  local removable = redis.call('ZCARD', dead_key) - keep
+  if removable > limit then removable = limit end
+  if removable <= 0 then return 0 end
+  local oldest = redis.call('ZRANGE', dead_key, 0, removable - 1, 'WITHSCORES')
+  local removed = 0
+  for p = 1, #oldest, 2 do
+    if tonumber(oldest[p + 1]) > cutoff then break end
+    redis.call('DEL', job_key(oldest[p]))
+    redis.call('ZREM', dead_key, oldest[p])
+    removed = removed + 1
+  end
+  return removed
+elseif op == 'group_limit' then
+  -- ARGV[8]: the most jobs of one group that may run at once, 0 for no cap.
+  redis.call('HSET', meta, 'gcap', ARGV[8])
+  for _, group in ipairs(redis.call('SMEMBERS', groups_key)) do
+    if group_waiting(group) > 0 and group_room(group) > 0 then
+      ring(group)
+    end
+  end
+  wake()
+  return 1
+end
+return redis.error_reply('unknown operation ' .. op)

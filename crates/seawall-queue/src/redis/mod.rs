@@ -1,0 +1,483 @@
+//! The Redis backend: one Lua script per transition, every key of a queue
+//! under one hash tag, and blocking fetches on dedicated connections.
+//!
+//! Keys of queue `q` under prefix `p` (all in the slot of `{q}`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count) |
+//! | `p:{q}:id` | string | the last job id given |
+//! | `p:{q}:j:<id>` | hash | one job's record |
+//! | `p:{q}:g:<group>` | list | a group's waiting jobs at the default priority, in line (`g:` for no group) |
+//! | `p:{q}:z:<group>` | sorted set | a group's waiting jobs at other priorities, by priority, then id |
+//! | `p:{q}:ring`, `p:{q}:ringed` | list, set | groups with jobs they may start now, in fetch rotation |
+//! | `p:{q}:groups`, `p:{q}:gact` | set, hash | named groups with waiting jobs; running jobs per group |
+//! | `p:{q}:delayed` | sorted set | delayed and retry-scheduled jobs by due time |
+//! | `p:{q}:active` | sorted set | running jobs as `id:token` by lease deadline |
+//! | `p:{q}:done` | list | kept completed jobs, newest first |
+//! | `p:{q}:dead` | sorted set | kept dead jobs by finish time |
+//! | `p:{q}:u:<key>` | string | an idempotency key's job id, for its window |
+//! | `p:{q}:mark` | sorted set | the wake-up marker blocked workers pop |
+//! | `p:{q}:ev` | stream | events |
+
+mod blocking;
+mod reply;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::cmd;
+use fred::interfaces::{ClientLike, SortedSetsInterface};
+use fred::prelude::{Client, Options};
+use fred::types::Builder;
+use fred::types::Value;
+use fred::types::scripts::Script;
+
+use crate::error::{Error, Result};
+use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::store::{
+    AfterFailure, Failure, Fetched, Lease, NewJob, Renewed, Settings, Store, millis,
+};
+
+use self::blocking::BlockingPool;
+use self::reply::{array, count, job_info, number, stream_events, taken, text};
+
+const PRELUDE: &str = include_str!("prelude.lua");
+
+struct Scripts {
+    enqueue: Script,
+    fetch: Script,
+    fail: Script,
+    renew: Script,
+    progress: Script,
+    control: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let script = |body: &str| Script::from_lua(format!("{PRELUDE}\n{body}"));
+        Self {
+            enqueue: script(include_str!("enqueue.lua")),
+            fetch: script(include_str!("fetch.lua")),
+            fail: script(include_str!("fail.lua")),
+            renew: script(include_str!("renew.lua")),
+            progress: script(include_str!("progress.lua")),
+            control: script(include_str!("control.lua")),
+        }
+    }
+}
+
+/// How the Redis backend connects: the fred client builder it makes every
+/// connection from, and its blocking-connection pool.
+pub(crate) struct RedisOptions {
+    pub(crate) prefix: String,
+    pub(crate) blocking_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+}
+
+pub(crate) struct RedisStore {
+    client: Client,
+    blocking: BlockingPool,
+    prefix: String,
+    settings: Settings,
+    scripts: Scripts,
+    round_trips: AtomicU64,
+}
+
+impl RedisStore {
+    /// Connects the shared client and builds the blocking pool (whose
+    /// connections open on first use).
+    pub(crate) async fn connect(
+        builder: Builder,
+        options: RedisOptions,
+        settings: Settings,
+    ) -> Result<Self> {
+        let client = builder.build()?;
+        client.init().await?;
+        let info: Value = client
+            .custom(cmd!("INFO"), vec![Value::from("server")])
+            .await?;
+        check_version(&info.as_string().unwrap_or_default())?;
+        let blocking = BlockingPool::new(
+            builder,
+            options.blocking_connections,
+            options.acquire_timeout,
+        );
+        Ok(Self {
+            client,
+            blocking,
+            prefix: options.prefix,
+            settings,
+            scripts: Scripts::new(),
+            round_trips: AtomicU64::new(0),
+        })
+    }
+
+    fn base(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:", self.prefix)
+    }
+
+    /// The arguments every script starts with: the key prefix and the
+    /// queue's settings.
+    fn prelude(&self, queue: &str, capacity: usize) -> (Vec<String>, Vec<Value>) {
+        let base = self.base(queue);
+        let keys = vec![format!("{base}meta")];
+        let settings = &self.settings;
+        let mut args = Vec::with_capacity(6 + capacity);
+        args.push(Value::from(base));
+        args.push(int(settings.events_max_len));
+        args.push(int(settings.keep_completed));
+        args.push(int(millis(settings.keep_completed_for)));
+        args.push(int(settings.keep_dead));
+        args.push(int(u64::from(settings.max_stalls)));
+        (keys, args)
+    }
+
+    async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        Ok(script
+            .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
+            .await?)
+    }
+
+    async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
+        let (keys, mut args) = self.prelude(queue, 1 + rest.len());
+        args.push(Value::from(op));
+        args.extend(rest);
+        self.run(&self.scripts.control, keys, args).await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<(JobId, bool)>> {
+        let (keys, mut args) = self.prelude(queue, 1 + jobs.len() * 9);
+        args.push(int(jobs.len() as u64));
+        for job in jobs {
+            let (key, window) = job.idempotency.unwrap_or_default();
+            args.extend([
+                Value::Bytes(job.payload.into()),
+                int(u64::from(job.priority)),
+                int(u64::from(job.max_attempts)),
+                Value::from(job.backoff),
+                int(job.timeout_ms),
+                Value::from(job.group),
+                int(job.delay_ms),
+                Value::from(key),
+                int(window),
+            ]);
+        }
+        let reply = array(self.run(&self.scripts.enqueue, keys, args).await?)?;
+        reply
+            .chunks_exact(2)
+            .map(|pair| Ok((JobId::from(text(&pair[0])?), number(&pair[1])? == 1)))
+            .collect()
+    }
+
+    async fn fetch(
+        &self,
+        queue: &str,
+        lease: Duration,
+        want: usize,
+        acks: &[Lease],
+    ) -> Result<Fetched> {
+        let (keys, mut args) = self.prelude(queue, 3 + acks.len() * 2);
+        args.push(int(millis(lease)));
+        args.push(int(want as u64));
+        args.push(int(acks.len() as u64));
+        for ack in acks {
+            args.push(Value::from(ack.id.as_str()));
+            args.push(int(ack.token));
+        }
+        let reply = array(self.run(&self.scripts.fetch, keys, args).await?)?;
+        if reply.len() < 4 || (reply.len() - 4) % 9 != 0 {
+            return Err(Error::Protocol(format!(
+                "fetch answered {} values",
+                reply.len()
+            )));
+        }
+        let next_wake = number(&reply[1])?;
+        Ok(Fetched {
+            now_ms: number(&reply[0])?.unsigned_abs(),
+            next_wake: (next_wake >= 0).then(|| Duration::from_millis(next_wake.unsigned_abs())),
+            rejected: count(&reply[2])?,
+            jobs: reply[4..]
+                .chunks_exact(9)
+                .map(taken)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    async fn wait(&self, queue: &str, timeout: Duration) -> Result<()> {
+        let connection = self.blocking.get().await?;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        // Redis takes the timeout in seconds, with decimals; zero would
+        // block for ever.
+        let seconds = timeout.as_secs_f64().max(0.01);
+        let options = Options {
+            timeout: Some(timeout + Duration::from_secs(5)),
+            ..Options::default()
+        };
+        let marker = format!("{}mark", self.base(queue));
+        let blocked = connection.client.with_options(&options);
+        connection
+            .run(blocked.bzpopmin::<Value, _>(marker, seconds))
+            .await?;
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        queue: &str,
+        lease: &Lease,
+        failure: Failure,
+        error: &str,
+    ) -> Result<AfterFailure> {
+        let (kind, delay) = match failure {
+            Failure::Retry(delay) => ("retry", millis(delay)),
+            Failure::Dead => ("dead", 0),
+            Failure::Requeue => ("requeue", 0),
+            Failure::Cancelled => ("cancelled", 0),
+        };
+        let (keys, mut args) = self.prelude(queue, 5);
+        args.extend([
+            Value::from(lease.id.as_str()),
+            int(lease.token),
+            Value::from(kind),
+            Value::from(error),
+            int(delay),
+        ]);
+        let reply = self.run(&self.scripts.fail, keys, args).await?;
+        AfterFailure::parse(&text(&reply)?)
+    }
+
+    async fn renew(&self, queue: &str, lease: Duration, held: &[Lease]) -> Result<Renewed> {
+        let (keys, mut args) = self.prelude(queue, 2 + held.len() * 2);
+        args.push(int(millis(lease)));
+        args.push(int(held.len() as u64));
+        for lease in held {
+            args.push(Value::from(lease.id.as_str()));
+            args.push(int(lease.token));
+        }
+        let reply = array(self.run(&self.scripts.renew, keys, args).await?)?;
+        let mut lists = reply.into_iter().map(|list| {
+            array(list)?
+                .iter()
+                .map(|id| text(id).map(JobId::from))
+                .collect::<Result<Vec<_>>>()
+        });
+        let (Some(lost), Some(cancel)) = (lists.next(), lists.next()) else {
+            return Err(Error::Protocol(
+                "renew answered fewer than two lists".to_owned(),
+            ));
+        };
+        Ok(Renewed {
+            lost: lost?,
+            cancel: cancel?,
+        })
+    }
+
+    async fn progress(
+        &self,
+        queue: &str,
+        lease: &Lease,
+        percent: u8,
+        message: &str,
+    ) -> Result<bool> {
+        let (keys, mut args) = self.prelude(queue, 4);
+        args.extend([
+            Value::from(lease.id.as_str()),
+            int(lease.token),
+            int(u64::from(percent)),
+            Value::from(message),
+        ]);
+        Ok(number(&self.run(&self.scripts.progress, keys, args).await?)? == 1)
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let op = if paused { "pause" } else { "resume" };
+        self.control(queue, op, Vec::new()).await?;
+        Ok(())
+    }
+
+    async fn counts(&self, queue: &str) -> Result<Counts> {
+        let reply = array(self.control(queue, "counts", Vec::new()).await?)?;
+        let [waiting, delayed, active, completed, dead, paused] = reply.as_slice() else {
+            return Err(Error::Protocol(format!(
+                "counts answered {} values",
+                reply.len()
+            )));
+        };
+        let unsigned = |value: &Value| number(value).map(i64::unsigned_abs);
+        Ok(Counts {
+            waiting: unsigned(waiting)?,
+            delayed: unsigned(delayed)?,
+            active: unsigned(active)?,
+            completed: unsigned(completed)?,
+            dead: unsigned(dead)?,
+            paused: number(paused)? == 1,
+        })
+    }
+
+    async fn cancel(&self, queue: &str, id: &JobId) -> Result<Cancelled> {
+        let reply = text(
+            &self
+                .control(queue, "cancel", vec![Value::from(id.as_str())])
+                .await?,
+        )?;
+        Ok(match reply.as_str() {
+            "cancelled" => Cancelled::Removed,
+            "requested" => Cancelled::Requested,
+            "missing" => Cancelled::NotFound,
+            state => match JobState::parse(state) {
+                Some(state) => Cancelled::AlreadyFinished(state),
+                None => return Err(Error::Protocol(format!("cancel answered {state:?}"))),
+            },
+        })
+    }
+
+    async fn retry_dead(&self, queue: &str, id: Option<&JobId>, limit: u64) -> Result<u64> {
+        let id = id.map_or("", JobId::as_str);
+        let reply = self
+            .control(queue, "retry", vec![Value::from(id), int(limit)])
+            .await?;
+        Ok(number(&reply)?.unsigned_abs())
+    }
+
+    async fn clean(
+        &self,
+        queue: &str,
+        state: Finished,
+        older_than: Duration,
+        keep: u64,
+        limit: u64,
+    ) -> Result<u64> {
+        let state = match state {
+            Finished::Completed => "completed",
+            Finished::Dead => "dead",
+        };
+        let args = vec![
+            Value::from(state),
+            int(millis(older_than)),
+            int(keep),
+            int(limit),
+        ];
+        Ok(number(&self.control(queue, "clean", args).await?)?.unsigned_abs())
+    }
+
+    async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()> {
+        self.control(queue, "group_limit", vec![int(u64::from(limit))])
+            .await?;
+        Ok(())
+    }
+
+    async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let key = format!("{}j:{id}", self.base(queue));
+        let reply: Value = self
+            .client
+            .custom(cmd!("HGETALL"), vec![Value::from(key)])
+            .await?;
+        job_info(id, reply)
+    }
+
+    async fn events(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let args = vec![
+            Value::from(format!("{}ev", self.base(queue))),
+            Value::from(start),
+            Value::from("+"),
+            Value::from("COUNT"),
+            int(count as u64),
+        ];
+        let reply: Value = self.client.custom(cmd!("XRANGE"), args).await?;
+        stream_events(reply)
+    }
+
+    async fn durability_warning(&self) -> Result<Option<String>> {
+        let reply: Value = self
+            .client
+            .custom(
+                cmd!("CONFIG"),
+                vec![Value::from("GET"), Value::from("maxmemory-policy")],
+            )
+            .await?;
+        let policy = match reply {
+            Value::Map(map) => map.inner().into_iter().next().map(|(_, value)| value),
+            other => other.into_array().into_iter().nth(1),
+        };
+        let policy = policy.and_then(|value| value.as_string()).ok_or_else(|| {
+            Error::Protocol("CONFIG GET maxmemory-policy answered nothing".to_owned())
+        })?;
+        Ok((policy != "noeviction").then(|| {
+            format!(
+                "redis evicts keys under memory pressure (maxmemory-policy {policy}); queue data needs noeviction"
+            )
+        }))
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+}
+
+/// The scripts use `ZMSCORE` and `LPOP`/`RPOP` with a count: Redis 6.2 or
+/// newer. Fails with [`Error::Unsupported`] on an older server; a reply
+/// without a version (a proxy that hides it) is let through.
+fn check_version(info: &str) -> Result<()> {
+    let Some(version) = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("redis_version:"))
+    else {
+        return Ok(());
+    };
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (6, 2) {
+        return Err(Error::Unsupported(format!(
+            "redis {version}: the queue's scripts need Redis 6.2 or newer"
+        )));
+    }
+    Ok(())
+}
+
+/// A number argument (fred takes signed integers).
+fn int(value: u64) -> Value {
+    Value::Integer(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// Checks a key prefix: the same rules as a queue name.
+pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
+    crate::store::check_name("key prefix", prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_6_2_are_refused_with_their_version() {
+        for old in ["5.0.14", "6.0.20", "6.1.0"] {
+            let info = format!("# Server\r\nredis_version:{old}\r\nredis_mode:standalone\r\n");
+            let refused = check_version(&info);
+            assert!(
+                matches!(&refused, Err(Error::Unsupported(why)) if why.contains(old)),
+                "{refused:?}"
+            );
+        }
+        for fine in ["6.2.0", "7.0.15", "7.2.4", "10.0.0"] {
+            assert!(
+                check_version(&format!("redis_version:{fine}\r\n")).is_ok(),
+                "{fine}"
+            );
+        }
+        assert!(
+            check_version("# Server\r\n").is_ok(),
+            "no version, no verdict"
+        );
+    }
+}

@@ -1,0 +1,284 @@
+-- Shared by every script of a queue. KEYS[1] is the queue's meta hash, and
+-- every other key is built from ARGV[1], the queue's key prefix: all of them
+-- carry the queue's hash tag, so one script touches one Cluster slot.
+-- ARGV[2..6] are the queue's settings; a script's own arguments start at 7.
+local meta = KEYS[1]
+local base = ARGV[1]
+local events_max = tonumber(ARGV[2])
+local keep_completed = tonumber(ARGV[3])
+local keep_completed_ms = tonumber(ARGV[4])
+local keep_dead = tonumber(ARGV[5])
+local max_stalls = tonumber(ARGV[6])
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local active_key = base .. 'active'
+local delayed_key = base .. 'delayed'
+local done_key = base .. 'done'
+local dead_key = base .. 'dead'
+local ring_key = base .. 'ring'
+local ringed_key = base .. 'ringed'
+local groups_key = base .. 'groups'
+local group_active_key = base .. 'gact'
+local mark_key = base .. 'mark'
+
+local function job_key(id) return base .. 'j:' .. id end
+-- A group's waiting jobs: those at the default priority in a list (FIFO),
+-- the others in a sorted set by priority, then id.
+local function group_key(group) return base .. 'g:' .. group end
+local function ranked_key(group) return base .. 'z:' .. group end
+local STRIDE = 1099511627776
+local DEFAULT_LEVEL = 3
+local function int(value) return string.format('%.0f', value) end
+
+-- A running job's member of the active set: its id and lease token, so
+-- removing the member checks the token in the same call.
+local function lease_member(id, token) return id .. ':' .. token end
+local function member_id(member) return string.match(member, '^(.*):%d+$') end
+
+-- Appends `id` to the list `lists[name]`, noting in `order` the order in
+-- which the names first came.
+local function collect(lists, order, name, id)
+  local list = lists[name]
+  if not list then
+    list = {}
+    lists[name] = list
+    order[#order + 1] = name
+  end
+  list[#list + 1] = id
+end
+
+-- Events of one kind that many jobs share in one script (enqueued, active,
+-- completed) go out as one entry whose `j` lists the ids, space-separated.
+local batched, batch_order = {}, {}
+local function emit_many(event, id)
+  if events_max > 0 then collect(batched, batch_order, event, id) end
+end
+
+local function flush_events()
+  for _, event in ipairs(batch_order) do
+    redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j',
+      table.concat(batched[event], ' '))
+  end
+  batched, batch_order = {}, {}
+end
+
+local function emit(event, id, a, b, c, d)
+  if events_max > 0 then
+    if c then
+      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j', id, a, b, c, d)
+    elseif a then
+      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j', id, a, b)
+    else
+      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j', id)
+    end
+  end
+end
+
+-- Wakes one worker blocked on the queue.
+local function wake()
+  redis.call('ZADD', mark_key, 0, 'w')
+end
+
+-- How many more jobs of a group may run now (the default group "" has no cap).
+local function group_room(group)
+  if group == '' then return math.huge end
+  local cap = tonumber(redis.call('HGET', meta, 'gcap') or '0')
+  if cap <= 0 then return math.huge end
+  return cap - tonumber(redis.call('HGET', group_active_key, group) or '0')
+end
+
+-- Puts a group at the back of the fetch rotation unless it is in it already.
+local function ring(group)
+  if redis.call('SADD', ringed_key, group) == 1 then
+    redis.call('RPUSH', ring_key, group)
+  end
+end
+
+local function group_waiting(group)
+  return redis.call('LLEN', group_key(group)) + redis.call('ZCARD', ranked_key(group))
+end
+
+-- Puts a job in line in its group: at the default priority at the back, or
+-- at the `front` for a job that was in line before (retried, recovered,
+-- given back); at other priorities by score.
+local function enqueue_waiting(id, group, score, front)
+  if math.floor(tonumber(score) / STRIDE) == DEFAULT_LEVEL then
+    if front then
+      redis.call('LPUSH', group_key(group), id)
+    else
+      redis.call('RPUSH', group_key(group), id)
+    end
+  else
+    redis.call('ZADD', ranked_key(group), score, id)
+  end
+end
+
+local function make_waiting(id, key, group, score, front)
+  enqueue_waiting(id, group, score, front)
+  redis.call('HSET', key, 's', 'waiting', 'rt', now)
+  redis.call('HINCRBY', meta, 'waiting', 1)
+  if group ~= '' then redis.call('SADD', groups_key, group) end
+  if group_room(group) > 0 then ring(group) end
+end
+
+-- After a job left the active set: its group may fetch again.
+local function left_active(group)
+  if group == '' then return end
+  if redis.call('HINCRBY', group_active_key, group, -1) <= 0 then
+    redis.call('HDEL', group_active_key, group)
+  end
+  if group_waiting(group) > 0 and group_room(group) > 0 then
+    ring(group)
+    wake()
+  end
+end
+
+-- Removes a job record and the idempotency key that still points at it
+-- (a cancelled job frees its key; retention leaves keys to their window).
+local function forget(id, key)
+  local idempotency = redis.call('HGET', key, 'ik')
+  if idempotency then
+    local unique = base .. 'u:' .. idempotency
+    if redis.call('GET', unique) == id then redis.call('DEL', unique) end
+  end
+  redis.call('DEL', key)
+end
+
+-- Removes the oldest members of a finished set (and their records) past a
+-- count, at most `limit` of them.
+local function trim_count(set, keep, limit)
+  local excess = redis.call('ZCARD', set) - keep
+  if excess <= 0 then return 0 end
+  if excess > limit then excess = limit end
+  local old = redis.call('ZRANGE', set, 0, excess - 1)
+  for _, id in ipairs(old) do redis.call('DEL', job_key(id)) end
+  redis.call('ZREMRANGEBYRANK', set, 0, excess - 1)
+  return excess
+end
+
+local function trim_age(set, max_age, limit)
+  local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - max_age, 'LIMIT', 0, limit)
+  for _, id in ipairs(old) do redis.call('DEL', job_key(id)) end
+  if #old > 0 then redis.call('ZREMRANGEBYRANK', set, 0, #old - 1) end
+  return #old
+end
+
+local function add_history(key, attempt, message)
+  local raw = redis.call('HGET', key, 'h')
+  local history = {}
+  if raw then history = cjson.decode(raw) end
+  history[#history + 1] = { attempt = attempt, at = now, error = message }
+  while #history > 10 do table.remove(history, 1) end
+  redis.call('HSET', key, 'h', cjson.encode(history), 'le', message)
+end
+
+local function make_dead(id, key, message)
+  redis.call('HSET', key, 's', 'dead', 'ft', now, 'le', message)
+  redis.call('ZADD', dead_key, now, id)
+  emit('dead', id, 'error', message)
+  trim_count(dead_key, keep_dead, 100)
+end
+
+-- Completes jobs whose leases were checked: each id goes to the head of
+-- the `done` list, so the oldest completed job is at its tail. The
+-- retention trim runs once per script, in `trim_completed`.
+local function complete_all(ids)
+  if #ids == 0 then return end
+  for _, id in ipairs(ids) do
+    emit_many('completed', id)
+    if keep_completed > 0 then
+      redis.call('HSET', job_key(id), 's', 'completed', 'ft', now)
+    end
+  end
+  if keep_completed > 0 then
+    redis.call('LPUSH', done_key, unpack(ids))
+  else
+    local keys = {}
+    for i, id in ipairs(ids) do keys[i] = job_key(id) end
+    redis.call('DEL', unpack(keys))
+  end
+end
+
+-- Removes up to `limit` completed jobs from the tail that finished at or
+-- before `cutoff`, never leaving fewer than `keep`.
+local function trim_done(cutoff, keep, limit)
+  local removable = redis.call('LLEN', done_key) - keep
+  if removable > limit then removable = limit end
+  local removed = 0
+  while removed < removable do
+    local id = redis.call('LINDEX', done_key, -1)
+    local finished = tonumber(redis.call('HGET', job_key(id), 'ft') or '0')
+    if finished > cutoff then break end
+    redis.call('RPOP', done_key)
+    redis.call('DEL', job_key(id))
+    removed = removed + 1
+  end
+  return removed
+end
+
+local function trim_completed()
+  if keep_completed <= 0 then return end
+  local excess = redis.call('LLEN', done_key) - keep_completed
+  if excess > 0 then
+    if excess > 1000 then excess = 1000 end
+    local old = redis.call('RPOP', done_key, excess)
+    for i, id in ipairs(old) do old[i] = job_key(id) end
+    redis.call('DEL', unpack(old))
+  end
+  if keep_completed_ms > 0 then trim_done(now - keep_completed_ms, 0, 1000) end
+end
+
+-- Moves delayed and retry-scheduled jobs whose time has come to waiting.
+local function promote()
+  local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed_key, id)
+    local key = job_key(id)
+    local job = redis.call('HMGET', key, 'g', 'sc')
+    if job[2] then make_waiting(id, key, job[1] or '', job[2], false) end
+  end
+  if #due > 0 then wake() end
+end
+
+-- Returns the jobs whose lease ran out to waiting, or to the dead set past
+-- the allowed number of stalls; an active job asked to cancel is dropped.
+local function recover()
+  local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', now, 'LIMIT', 0, 1000)
+  for _, member in ipairs(expired) do
+    redis.call('ZREM', active_key, member)
+    local id = member_id(member)
+    local key = job_key(id)
+    local job = redis.call('HMGET', key, 'g', 'sc', 'cx')
+    if job[2] then
+      job[1] = job[1] or ''
+      left_active(job[1])
+      local stalls = redis.call('HINCRBY', key, 'st', 1)
+      emit('stalled', id)
+      if job[3] == '1' then
+        emit('cancelled', id)
+        forget(id, key)
+      elseif stalls > max_stalls then
+        make_dead(id, key, 'stalled ' .. stalls .. ' times: its worker stopped renewing the lease')
+      else
+        make_waiting(id, key, job[1], job[2], true)
+      end
+    end
+  end
+  if #expired > 0 then wake() end
+end
+
+-- Milliseconds until a delayed job is due or a lease runs out, or -1.
+local function next_wake()
+  local soonest = -1
+  for _, set in ipairs({ delayed_key, active_key }) do
+    local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local wait = tonumber(first[2]) - now
+      if wait < 0 then wait = 0 end
+      if soonest < 0 or wait < soonest then soonest = wait end
+    end
+  end
+  return soonest
+end

@@ -1,0 +1,155 @@
+//! Reading the scripts' replies.
+
+use std::collections::HashMap;
+
+use fred::types::Value;
+
+use crate::error::{Error, Result};
+use crate::job::{AttemptError, Event, JobId, JobInfo, JobState, Progress, time_of};
+use crate::store::{Lease, Taken};
+
+pub(super) fn array(value: Value) -> Result<Vec<Value>> {
+    match value {
+        Value::Array(values) => Ok(values),
+        Value::Null => Ok(Vec::new()),
+        other => Err(Error::Protocol(format!("expected an array, got {other:?}"))),
+    }
+}
+
+pub(super) fn text(value: &Value) -> Result<String> {
+    value
+        .as_string()
+        .ok_or_else(|| Error::Protocol(format!("expected text, got {value:?}")))
+}
+
+pub(super) fn number(value: &Value) -> Result<i64> {
+    value
+        .as_i64()
+        .or_else(|| value.as_string().and_then(|text| text.parse().ok()))
+        .ok_or_else(|| Error::Protocol(format!("expected a number, got {value:?}")))
+}
+
+pub(super) fn count(value: &Value) -> Result<u32> {
+    u32::try_from(number(value)?)
+        .map_err(|_| Error::Protocol(format!("expected a count, got {value:?}")))
+}
+
+fn unsigned(value: &Value) -> Result<u64> {
+    u64::try_from(number(value)?)
+        .map_err(|_| Error::Protocol(format!("expected a non-negative number, got {value:?}")))
+}
+
+fn bytes(value: Value) -> Vec<u8> {
+    match value {
+        Value::Bytes(bytes) => bytes.to_vec(),
+        Value::String(text) => text.as_bytes().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// One job of a fetch reply: id, token, payload, ready since, failures, max
+/// attempts, backoff, timeout ms, stalls.
+pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
+    Ok(Taken {
+        lease: Lease {
+            id: JobId::from(text(&fields[0])?),
+            token: unsigned(&fields[1])?,
+        },
+        payload: bytes(fields[2].clone()),
+        ready_at_ms: unsigned(&fields[3])?,
+        failures: count(&fields[4])?,
+        max_attempts: count(&fields[5])?,
+        backoff: text(&fields[6]).unwrap_or_default(),
+        timeout_ms: unsigned(&fields[7])?,
+        stalls: count(&fields[8])?,
+    })
+}
+
+/// A job record from `HGETALL`; `None` when there is none.
+pub(super) fn job_info(id: &JobId, reply: Value) -> Result<Option<JobInfo>> {
+    let mut fields: HashMap<String, Value> = HashMap::new();
+    match reply {
+        Value::Map(map) => {
+            for (key, value) in map.inner() {
+                fields.insert(key.as_str().map(str::to_owned).unwrap_or_default(), value);
+            }
+        }
+        other => {
+            let mut values = array(other)?.into_iter();
+            while let (Some(key), Some(value)) = (values.next(), values.next()) {
+                fields.insert(text(&key)?, value);
+            }
+        }
+    }
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let field_text = |name: &str| fields.get(name).and_then(Value::as_string);
+    let field_number = |name: &str| {
+        field_text(name)
+            .and_then(|text| text.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let small = |name: &str| u32::try_from(field_number(name)).unwrap_or(u32::MAX);
+    let time = |name: &str| (field_number(name) > 0).then(|| time_of(field_number(name)));
+    let state = field_text("s")
+        .and_then(|state| JobState::parse(&state))
+        .ok_or_else(|| Error::Protocol(format!("job {id} has no known state")))?;
+    let progress = field_text("pp").map(|percent| Progress {
+        percent: percent.parse().unwrap_or(0),
+        message: field_text("pm").unwrap_or_default(),
+    });
+    let errors = match field_text("h") {
+        Some(history) => serde_json::from_str::<Vec<AttemptError>>(&history)
+            .map_err(|error| Error::Protocol(format!("job {id} history: {error}")))?,
+        None => Vec::new(),
+    };
+    Ok(Some(JobInfo {
+        id: id.clone(),
+        state,
+        payload: fields.get("d").cloned().map(bytes).unwrap_or_default(),
+        priority: u8::try_from(field_number("p")).unwrap_or(u8::MAX),
+        group: field_text("g").filter(|group| !group.is_empty()),
+        failures: small("f"),
+        stalls: small("st"),
+        runs: small("tk"),
+        max_attempts: small("ma"),
+        created_at: time_of(field_number("ct")),
+        ready_at: time_of(field_number("rt")),
+        started_at: time("at"),
+        finished_at: time("ft"),
+        progress,
+        errors,
+        cancel_requested: field_text("cx").as_deref() == Some("1"),
+    }))
+}
+
+/// Entries of `XRANGE`: `[position, [field, value, …]]` each. An entry
+/// whose `j` lists several ids (a batch) gives one event per id, all at the
+/// entry's position.
+pub(super) fn stream_events(reply: Value) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for entry in array(reply)? {
+        let mut entry = array(entry)?.into_iter();
+        let position = text(&entry.next().unwrap_or(Value::Null))?;
+        let mut values = array(entry.next().unwrap_or(Value::Null))?.into_iter();
+        let (mut kind, mut jobs, mut fields) = (String::new(), String::new(), Vec::new());
+        while let (Some(name), Some(value)) = (values.next(), values.next()) {
+            let (name, value) = (text(&name)?, text(&value)?);
+            match name.as_str() {
+                "e" => kind = value,
+                "j" => jobs = value,
+                _ => fields.push((name, value)),
+            }
+        }
+        for job in jobs.split(' ') {
+            events.push(Event {
+                position: position.clone(),
+                kind: kind.clone(),
+                job: JobId::from(job),
+                fields: fields.clone(),
+            });
+        }
+    }
+    Ok(events)
+}

@@ -1,0 +1,824 @@
+//! Workers: take jobs under leases, run a handler on each, and report the
+//! outcome; acknowledgements ride on the next fetch.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::job::JobId;
+use crate::metrics::QueueMetrics;
+use crate::store::{AfterFailure, Failure, Lease, Store, Taken};
+
+/// The most jobs one fetch takes.
+const MAX_FETCH: usize = 256;
+/// The longest a blocked worker waits before it looks again on its own.
+const MAX_BLOCK: Duration = Duration::from_secs(5);
+
+/// Why a handler's attempt failed. Any error converts into one (retried
+/// per the job's backoff); [`JobError::permanent`] sends the job straight
+/// to the dead set.
+pub struct JobError {
+    message: String,
+    retry: bool,
+}
+
+impl JobError {
+    /// A failure worth retrying.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: true,
+        }
+    }
+
+    /// A failure no retry can fix (bad input): the job goes to the dead
+    /// set now.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: false,
+        }
+    }
+
+    /// The message recorded in the job's history.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error> From<E> for JobError {
+    fn from(error: E) -> Self {
+        Self::new(error.to_string())
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobError")
+            .field("message", &self.message)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One run of a job, as its handler sees it.
+pub struct Job<T> {
+    /// The decoded payload.
+    pub payload: T,
+    id: JobId,
+    run: u32,
+    failures: u32,
+    max_attempts: u32,
+    stalls: u32,
+    cancel: CancellationToken,
+    progress: ProgressHandle,
+}
+
+#[derive(Clone)]
+struct ProgressHandle {
+    store: Arc<dyn Store>,
+    queue: Arc<str>,
+    lease: Lease,
+}
+
+impl<T> Job<T> {
+    /// The job's id.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// Which run of the job this is, counting from 1 (retries and runs
+    /// after a stall count).
+    pub fn run(&self) -> u32 {
+        self.run
+    }
+
+    /// How many earlier attempts failed.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// How many failures the job may have in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Whether a failure of this run sends the job to the dead set.
+    pub fn is_last_attempt(&self) -> bool {
+        self.failures + 1 >= self.max_attempts
+    }
+
+    /// How many earlier runs were lost with their worker (a crash, a lease
+    /// not renewed).
+    pub fn stalls(&self) -> u32 {
+        self.stalls
+    }
+
+    /// Fires when the job is cancelled, its lease is lost (another worker
+    /// may now run it), or the worker's shutdown deadline passes. A handler
+    /// with long work should stop soon after.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Records how far the job got (`percent` is clamped to 100), readable
+    /// by id and sent as a `progress` event. `Ok(false)` when the lease is
+    /// no longer this run's.
+    pub async fn progress(&self, percent: u8, message: &str) -> Result<bool> {
+        let handle = &self.progress;
+        handle
+            .store
+            .progress(&handle.queue, &handle.lease, percent.min(100), message)
+            .await
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Job<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("run", &self.run)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets up a worker of one queue; [`start`](WorkerBuilder::start) runs it.
+#[must_use]
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    queue: String,
+    concurrency: usize,
+    lease: Duration,
+    backoff: Option<Backoff>,
+    metrics: Option<QueueMetrics>,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queue", &self.queue)
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(store: Arc<dyn Store>, queue: String) -> Self {
+        Self {
+            store,
+            queue,
+            concurrency: 8,
+            lease: Duration::from_secs(30),
+            backoff: None,
+            metrics: None,
+        }
+    }
+
+    /// How many jobs run at once (default 8; 1 to 10,000).
+    pub fn concurrency(mut self, jobs: usize) -> Result<Self> {
+        if !(1..=10_000).contains(&jobs) {
+            return Err(Error::InvalidSetting(format!(
+                "concurrency must be 1 to 10,000, got {jobs}"
+            )));
+        }
+        self.concurrency = jobs;
+        Ok(self)
+    }
+
+    /// How long a job stays this worker's without a renewal (default 30 s,
+    /// at least 300 ms). Leases are renewed every third of it while the
+    /// handler runs; a worker that stops renewing (a crash, a frozen
+    /// process) loses its jobs to other workers once the lease runs out.
+    pub fn lease(mut self, lease: Duration) -> Result<Self> {
+        if lease < Duration::from_millis(300) {
+            return Err(Error::InvalidSetting(format!(
+                "a lease must be at least 300 ms, got {lease:?}"
+            )));
+        }
+        self.lease = lease;
+        Ok(self)
+    }
+
+    /// A retry policy for every job of this worker, in place of the one
+    /// each job was enqueued with; the place for a
+    /// [custom](Backoff::custom) function.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Records wait time, run time and outcomes of this worker's jobs in
+    /// `monitor` (see [`QueueMetrics`]).
+    pub fn metrics(mut self, metrics: QueueMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Starts fetching and running jobs on the current Tokio runtime. The
+    /// handler gets each job with its payload decoded as `T`; a payload
+    /// that does not decode sends its job to the dead set with the decoding
+    /// error, without calling the handler.
+    pub fn start<T, H, F>(self, handler: H) -> Worker
+    where
+        T: DeserializeOwned + Send + 'static,
+        H: Fn(Job<T>) -> F + Send + Sync + 'static,
+        F: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            store: self.store,
+            queue: Arc::from(self.queue.as_str()),
+            concurrency: self.concurrency,
+            lease: self.lease,
+            backoff: self.backoff,
+            held: Mutex::new(HashMap::new()),
+            acks: Mutex::new(Vec::new()),
+            running: AtomicUsize::new(0),
+            idle: AtomicBool::new(false),
+            slot_freed: Notify::new(),
+            all_done: Notify::new(),
+            stats: Counters::default(),
+            metrics: self.metrics,
+            stop_fetching: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+        });
+        let handler: Arc<Handler<T>> = Arc::new(move |job| Box::pin(handler(job)));
+        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&shared), handler));
+        let renewer = tokio::spawn(renew_loop(Arc::clone(&shared)));
+        Worker {
+            shared,
+            fetcher,
+            renewer,
+        }
+    }
+}
+
+type Outcome = std::result::Result<(), JobError>;
+type Handler<T> =
+    dyn Fn(Job<T>) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync;
+
+/// A running job as the worker tracks it.
+struct Held {
+    token: u64,
+    cancel: CancellationToken,
+    task: Option<tokio::task::AbortHandle>,
+    /// The handler has returned; only the acknowledgement is outstanding.
+    finished: bool,
+    /// An operator asked to cancel the job.
+    cancel_requested: bool,
+    /// The worker is shutting down: the run gives its job back.
+    requeue: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    dead: AtomicU64,
+    discarded: AtomicU64,
+    lost_leases: AtomicU64,
+    cancelled: AtomicU64,
+    requeued: AtomicU64,
+    fetches: AtomicU64,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    queue: Arc<str>,
+    concurrency: usize,
+    lease: Duration,
+    backoff: Option<Backoff>,
+    held: Mutex<HashMap<JobId, Held>>,
+    /// Completed jobs whose acknowledgement has not been sent.
+    acks: Mutex<Vec<Lease>>,
+    running: AtomicUsize,
+    /// The fetcher is blocked waiting for work: handlers send their own
+    /// acknowledgements.
+    idle: AtomicBool,
+    slot_freed: Notify,
+    all_done: Notify,
+    stats: Counters,
+    metrics: Option<QueueMetrics>,
+    stop_fetching: CancellationToken,
+    stopped: CancellationToken,
+}
+
+/// What a worker has done since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Jobs whose handler succeeded and whose completion was recorded.
+    pub completed: u64,
+    /// Failed attempts (retried or not).
+    pub failed: u64,
+    /// Jobs this worker sent to the dead set.
+    pub dead: u64,
+    /// Results refused because the lease was no longer this worker's: the
+    /// job had stalled and another worker owns it now.
+    pub discarded: u64,
+    /// Leases a renewal found lost.
+    pub lost_leases: u64,
+    /// Running jobs dropped at a cancellation request.
+    pub cancelled: u64,
+    /// Jobs given back to the queue at shutdown.
+    pub requeued: u64,
+    /// Fetch calls (each also carries acknowledgements).
+    pub fetches: u64,
+}
+
+/// A running worker. Dropping it stops nothing; call
+/// [`shutdown`](Worker::shutdown).
+pub struct Worker {
+    shared: Arc<Shared>,
+    fetcher: JoinHandle<()>,
+    renewer: JoinHandle<()>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.shared.queue)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Counts of what the worker did.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.stats()
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Stops fetching, lets running jobs finish for up to `deadline`, then
+    /// cancels the rest and gives them back to the queue (their attempt
+    /// does not count). Returns the final counts.
+    pub async fn shutdown(self, deadline: Duration) -> WorkerStats {
+        let Self {
+            shared,
+            fetcher,
+            renewer,
+        } = self;
+        shared.stop_fetching.cancel();
+        let _ = fetcher.await;
+        let drained = tokio::time::timeout(deadline, wait_until_idle(&shared))
+            .await
+            .is_ok();
+        if !drained {
+            requeue_running(&shared).await;
+        }
+        flush_acks(&shared).await;
+        shared.stopped.cancel();
+        let _ = renewer.await;
+        shared.stats()
+    }
+}
+
+/// Aborts the handlers still running; each run then gives its job back
+/// (see [`run_job`]). Waits until they have, for up to one lease.
+async fn requeue_running(shared: &Shared) {
+    {
+        let mut held = shared.held.lock();
+        for job in held.values_mut().filter(|job| !job.finished) {
+            job.requeue = true;
+            job.cancel.cancel();
+            if let Some(task) = job.task.take() {
+                task.abort();
+            }
+        }
+    }
+    let _ = tokio::time::timeout(shared.lease, wait_until_idle(shared)).await;
+}
+
+async fn wait_until_idle(shared: &Shared) {
+    while shared.running.load(Ordering::SeqCst) > 0 {
+        let done = shared.all_done.notified();
+        if shared.running.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        done.await;
+    }
+}
+
+impl Shared {
+    fn stats(&self) -> WorkerStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let stats = &self.stats;
+        WorkerStats {
+            completed: read(&stats.completed),
+            failed: read(&stats.failed),
+            dead: read(&stats.dead),
+            discarded: read(&stats.discarded),
+            lost_leases: read(&stats.lost_leases),
+            cancelled: read(&stats.cancelled),
+            requeued: read(&stats.requeued),
+            fetches: read(&stats.fetches),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sends the acknowledgements not sent yet, taking nothing new.
+async fn flush_acks(shared: &Shared) {
+    let acks = std::mem::take(&mut *shared.acks.lock());
+    if acks.is_empty() {
+        return;
+    }
+    match shared
+        .store
+        .fetch(&shared.queue, shared.lease, 0, &acks)
+        .await
+    {
+        Ok(fetched) => acknowledged(shared, &acks, fetched.rejected),
+        Err(error) => {
+            tracing::warn!(queue = %shared.queue, %error, "could not acknowledge jobs; will retry");
+            shared.acks.lock().extend(acks);
+        }
+    }
+}
+
+/// Records the outcome of sent acknowledgements.
+fn acknowledged(shared: &Shared, acks: &[Lease], rejected: u32) {
+    let mut held = shared.held.lock();
+    for ack in acks {
+        held.remove(&ack.id);
+    }
+    drop(held);
+    let accepted = (acks.len() as u64).saturating_sub(u64::from(rejected));
+    shared
+        .stats
+        .completed
+        .fetch_add(accepted, Ordering::Relaxed);
+    shared
+        .stats
+        .discarded
+        .fetch_add(u64::from(rejected), Ordering::Relaxed);
+    if let Some(metrics) = &shared.metrics {
+        metrics.completed(accepted);
+        metrics.discarded(u64::from(rejected));
+    }
+}
+
+async fn fetch_loop<T>(shared: Arc<Shared>, handler: Arc<Handler<T>>)
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    let mut retry_in = Duration::from_millis(50);
+    while !shared.stop_fetching.is_cancelled() {
+        let free = shared
+            .concurrency
+            .saturating_sub(shared.running.load(Ordering::SeqCst))
+            .min(MAX_FETCH);
+        let acks = std::mem::take(&mut *shared.acks.lock());
+        if free == 0 && acks.is_empty() {
+            let freed = shared.slot_freed.notified();
+            if shared.running.load(Ordering::SeqCst) >= shared.concurrency
+                && shared.acks.lock().is_empty()
+            {
+                tokio::select! {
+                    () = freed => {}
+                    () = shared.stop_fetching.cancelled() => {}
+                }
+            }
+            continue;
+        }
+        bump(&shared.stats.fetches);
+        let fetched = match shared
+            .store
+            .fetch(&shared.queue, shared.lease, free, &acks)
+            .await
+        {
+            Ok(fetched) => {
+                retry_in = Duration::from_millis(50);
+                fetched
+            }
+            Err(error) => {
+                shared.acks.lock().extend(acks);
+                tracing::warn!(queue = %shared.queue, %error, retry_in = ?retry_in, "fetch failed");
+                tokio::select! {
+                    () = tokio::time::sleep(retry_in) => {}
+                    () = shared.stop_fetching.cancelled() => {}
+                }
+                retry_in = (retry_in * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        acknowledged(&shared, &acks, fetched.rejected);
+        let taken = fetched.jobs.len();
+        for job in fetched.jobs {
+            spawn_job(&shared, &handler, job, fetched.now_ms);
+        }
+        if taken >= free {
+            continue;
+        }
+        // The queue has nothing more for now: block until it has, or a
+        // delayed job or a lease is due. Handlers acknowledge on their own
+        // while the fetcher blocks.
+        shared.idle.store(true, Ordering::SeqCst);
+        flush_acks(&shared).await;
+        let timeout = fetched.next_wake.unwrap_or(MAX_BLOCK).min(MAX_BLOCK);
+        if !timeout.is_zero() {
+            tokio::select! {
+                waited = shared.store.wait(&shared.queue, timeout) => {
+                    if let Err(error) = waited {
+                        tracing::warn!(queue = %shared.queue, %error, "blocking wait failed");
+                        tokio::time::sleep(retry_in).await;
+                    }
+                }
+                () = shared.stop_fetching.cancelled() => {}
+            }
+        }
+        shared.idle.store(false, Ordering::SeqCst);
+    }
+    flush_acks(&shared).await;
+}
+
+fn spawn_job<T>(shared: &Arc<Shared>, handler: &Arc<Handler<T>>, job: Taken, now_ms: u64)
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    shared.running.fetch_add(1, Ordering::SeqCst);
+    if let Some(metrics) = &shared.metrics {
+        let waited = Duration::from_millis(now_ms.saturating_sub(job.ready_at_ms));
+        metrics.waited(waited);
+    }
+    let cancel = CancellationToken::new();
+    shared.held.lock().insert(
+        job.lease.id.clone(),
+        Held {
+            token: job.lease.token,
+            cancel: cancel.clone(),
+            task: None,
+            finished: false,
+            cancel_requested: false,
+            requeue: false,
+        },
+    );
+    let task = tokio::spawn(run_job(
+        Arc::clone(shared),
+        Arc::clone(handler),
+        job,
+        cancel,
+    ));
+    drop(task);
+}
+
+async fn run_job<T>(
+    shared: Arc<Shared>,
+    handler: Arc<Handler<T>>,
+    job: Taken,
+    cancel: CancellationToken,
+) where
+    T: DeserializeOwned + Send + 'static,
+{
+    let lease = job.lease.clone();
+    let started = Instant::now();
+    let outcome = match serde_json::from_slice::<T>(&job.payload) {
+        Err(error) => Err(JobError::permanent(format!(
+            "the payload cannot be decoded as {}: {error}",
+            std::any::type_name::<T>()
+        ))),
+        Ok(payload) => {
+            let run = Job {
+                payload,
+                id: lease.id.clone(),
+                run: u32::try_from(lease.token).unwrap_or(u32::MAX),
+                failures: job.failures,
+                max_attempts: job.max_attempts,
+                stalls: job.stalls,
+                cancel: cancel.clone(),
+                progress: ProgressHandle {
+                    store: Arc::clone(&shared.store),
+                    queue: Arc::clone(&shared.queue),
+                    lease: lease.clone(),
+                },
+            };
+            let shutting_down = shared
+                .held
+                .lock()
+                .get(&lease.id)
+                .is_none_or(|held| held.requeue);
+            let task = (!shutting_down).then(|| tokio::spawn(handler(run)));
+            if let Some(task) = &task
+                && let Some(held) = shared.held.lock().get_mut(&lease.id)
+            {
+                if held.requeue {
+                    // Shutdown came between the check and the spawn.
+                    task.abort();
+                } else {
+                    held.task = Some(task.abort_handle());
+                }
+            }
+            let Some(task) = task else {
+                report_failure(&shared, &lease, Failure::Requeue, "the worker shut down").await;
+                shared.held.lock().remove(&lease.id);
+                release_slot(&shared);
+                return;
+            };
+            let timeout = (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms));
+            supervise(task, timeout).await
+        }
+    };
+    if let Some(metrics) = &shared.metrics {
+        metrics.ran(started.elapsed());
+    }
+    match outcome {
+        // A handler that finished its job completes it, even if a
+        // cancellation came in meanwhile.
+        Ok(()) => {
+            if let Some(held) = shared.held.lock().get_mut(&lease.id) {
+                held.finished = true;
+            }
+            shared.acks.lock().push(lease);
+            release_slot(&shared);
+            // While the fetcher blocks, nobody else sends the
+            // acknowledgement.
+            if shared.idle.load(Ordering::SeqCst) {
+                flush_acks(&shared).await;
+            }
+        }
+        Err(error) => {
+            let failure = match &error {
+                _ if requeue_asked(&shared, &lease) => Failure::Requeue,
+                _ if cancel_requested(&shared, &lease) => Failure::Cancelled,
+                error if !error.retry => Failure::Dead,
+                _ => {
+                    let attempt = job.failures + 1;
+                    let policy = shared
+                        .backoff
+                        .clone()
+                        .or_else(|| Backoff::decode(&job.backoff));
+                    Failure::Retry(policy.map_or(Duration::ZERO, |policy| policy.delay(attempt)))
+                }
+            };
+            report_failure(&shared, &lease, failure, &error.message).await;
+            shared.held.lock().remove(&lease.id);
+            release_slot(&shared);
+        }
+    }
+}
+
+fn requeue_asked(shared: &Shared, lease: &Lease) -> bool {
+    shared
+        .held
+        .lock()
+        .get(&lease.id)
+        .is_some_and(|held| held.requeue)
+}
+
+fn cancel_requested(shared: &Shared, lease: &Lease) -> bool {
+    shared
+        .held
+        .lock()
+        .get(&lease.id)
+        .is_some_and(|held| held.cancel_requested)
+}
+
+/// Runs the handler's task to its end, its timeout, or its panic.
+async fn supervise(mut task: JoinHandle<Outcome>, timeout: Option<Duration>) -> Outcome {
+    let joined = match timeout {
+        None => task.await,
+        Some(limit) => match tokio::time::timeout(limit, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                task.abort();
+                return Err(JobError::new(format!("timed out after {limit:?}")));
+            }
+        },
+    };
+    match joined {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic".to_owned());
+            Err(JobError::new(format!("the handler panicked: {message}")))
+        }
+        Err(_) => Err(JobError::new("the handler was aborted")),
+    }
+}
+
+/// Records a failed attempt, retrying the call while Redis is away for up
+/// to one lease: past that the lease has run out and the job comes back as
+/// stalled anyway.
+async fn report_failure(shared: &Shared, lease: &Lease, failure: Failure, message: &str) {
+    let give_up = Instant::now() + shared.lease;
+    let mut retry_in = Duration::from_millis(50);
+    loop {
+        match shared
+            .store
+            .fail(&shared.queue, lease, failure, message)
+            .await
+        {
+            Ok(after) => {
+                let stats = &shared.stats;
+                match after {
+                    AfterFailure::Lost => bump(&stats.discarded),
+                    AfterFailure::Cancelled => bump(&stats.cancelled),
+                    AfterFailure::Dead => {
+                        bump(&stats.failed);
+                        bump(&stats.dead);
+                    }
+                    AfterFailure::Waiting if matches!(failure, Failure::Requeue) => {
+                        bump(&stats.requeued);
+                    }
+                    AfterFailure::Waiting | AfterFailure::Delayed => bump(&stats.failed),
+                }
+                if let Some(metrics) = &shared.metrics {
+                    metrics.failed(after, matches!(failure, Failure::Requeue));
+                }
+                return;
+            }
+            Err(error) if Instant::now() + retry_in < give_up => {
+                tracing::warn!(queue = %shared.queue, job = %lease.id, %error, "could not record a failure; retrying");
+                tokio::time::sleep(retry_in).await;
+                retry_in = (retry_in * 2).min(Duration::from_secs(1));
+            }
+            Err(error) => {
+                tracing::warn!(queue = %shared.queue, job = %lease.id, %error,
+                    "could not record a failure; the job returns when its lease runs out");
+                return;
+            }
+        }
+    }
+}
+
+fn release_slot(shared: &Shared) {
+    if shared.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+        shared.all_done.notify_waiters();
+    }
+    shared.slot_freed.notify_one();
+}
+
+/// Renews the leases of running jobs every third of a lease, and passes
+/// cancellations and lost leases to their handlers.
+async fn renew_loop(shared: Arc<Shared>) {
+    let every = shared.lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shared.stopped.cancelled() => return,
+        }
+        let held: Vec<Lease> = shared
+            .held
+            .lock()
+            .iter()
+            .map(|(id, job)| Lease {
+                id: id.clone(),
+                token: job.token,
+            })
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let renewed = match shared.store.renew(&shared.queue, shared.lease, &held).await {
+            Ok(renewed) => renewed,
+            Err(error) => {
+                tracing::warn!(queue = %shared.queue, %error, "lease renewal failed");
+                continue;
+            }
+        };
+        let mut jobs = shared.held.lock();
+        for id in &renewed.lost {
+            if let Some(job) = jobs.get_mut(id) {
+                bump(&shared.stats.lost_leases);
+                tracing::warn!(queue = %shared.queue, job = %id, "lease lost: another worker may run the job; this run's result will be discarded");
+                job.cancel.cancel();
+            }
+        }
+        for id in &renewed.cancel {
+            if let Some(job) = jobs.get_mut(id) {
+                job.cancel_requested = true;
+                job.cancel.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,996 @@
+//! One suite for every backend: memory, Redis and Redis Cluster give the
+//! same answers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use seawall_queue::{
+    Backoff, Cancelled, Counts, Error, Finished, Job, JobError, JobId, JobOptions, JobState,
+    Queues, Settings,
+};
+
+use crate::on_every_backend;
+use crate::support::{Backend, eventually};
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// Payloads in the order their handler saw them.
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+fn recorder(seen: &Seen) -> impl Fn(Job<u64>) -> std::future::Ready<Result<(), JobError>> + use<> {
+    let seen = Arc::clone(seen);
+    move |job: Job<u64>| {
+        seen.lock().push(job.payload);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Whether `queue`'s counts come to satisfy `check` within [`WITHIN`].
+async fn counts_reach(queues: &Queues, queue: &str, check: impl Fn(&Counts) -> bool) -> bool {
+    eventually(WITHIN, async || {
+        check(&queues.counts(queue).await.expect("counts"))
+    })
+    .await
+}
+
+async fn completed(queues: &Queues, queue: &str, jobs: u64) -> bool {
+    counts_reach(queues, queue, |counts| counts.completed >= jobs).await
+}
+
+fn options() -> JobOptions {
+    JobOptions::new()
+}
+
+async fn every_job_is_completed_once(backend: &Backend) {
+    let queues = backend.queues().await;
+    for n in 0..60_u64 {
+        queues
+            .enqueue("email", &n, &options())
+            .await
+            .expect("enqueues");
+    }
+    assert_eq!(queues.counts("email").await.expect("counts").waiting, 60);
+    let seen = Seen::default();
+    let worker = queues
+        .worker("email")
+        .expect("a valid name")
+        .concurrency(4)
+        .expect("valid")
+        .start(recorder(&seen));
+    assert!(completed(&queues, "email", 60).await);
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stats.completed, 60, "{stats:?}");
+    let mut seen = seen.lock().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..60).collect::<Vec<_>>());
+    let counts = queues.counts("email").await.expect("counts");
+    assert_eq!(
+        (counts.waiting, counts.active, counts.completed),
+        (0, 0, 60)
+    );
+}
+
+async fn priorities_run_first_and_each_level_in_order(backend: &Backend) {
+    let queues = backend.queues().await;
+    queues.pause("q").await.expect("pauses");
+    let levels = [3_u8, 0, 7, 0, 3, 1, 7, 1];
+    for (n, level) in (0_u64..).zip(levels) {
+        let options = options().priority(level).expect("valid");
+        queues.enqueue("q", &n, &options).await.expect("enqueues");
+    }
+    let seen = Seen::default();
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .concurrency(1)
+        .expect("valid");
+    let worker = worker.start(recorder(&seen));
+    queues.resume("q").await.expect("resumes");
+    assert!(completed(&queues, "q", 8).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(*seen.lock(), [1, 3, 5, 7, 0, 4, 2, 6]);
+}
+
+async fn a_paused_queue_starts_nothing_until_resumed(backend: &Backend) {
+    let queues = backend.queues().await;
+    queues.pause("q").await.expect("pauses");
+    let seen = Seen::default();
+    let worker = queues.worker("q").expect("valid").start(recorder(&seen));
+    queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = queues.counts("q").await.expect("counts");
+    assert!(counts.paused);
+    assert_eq!((counts.waiting, counts.completed), (1, 0));
+    queues.resume("q").await.expect("resumes");
+    assert!(completed(&queues, "q", 1).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn a_delayed_job_waits_for_its_time(backend: &Backend) {
+    let queues = backend.queues().await;
+    let seen = Seen::default();
+    let worker = queues.worker("q").expect("valid").start(recorder(&seen));
+    let enqueued = Instant::now();
+    let delay = Duration::from_millis(400);
+    let id = queues
+        .enqueue("q", &1_u64, &options().delay(delay).expect("valid"))
+        .await
+        .expect("enqueues");
+    let job = queues.job("q", &id).await.expect("reads").expect("exists");
+    assert_eq!(job.state, JobState::Delayed);
+    assert!(completed(&queues, "q", 1).await);
+    assert!(
+        enqueued.elapsed() >= delay,
+        "ran after {:?}",
+        enqueued.elapsed()
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn failures_retry_with_backoff_then_go_to_the_dead_set_with_their_history(backend: &Backend) {
+    let queues = backend.queues().await;
+    let options = options()
+        .attempts(3)
+        .and_then(|options| options.backoff(Backoff::fixed(Duration::from_millis(100))))
+        .expect("valid");
+    let id = queues
+        .enqueue("q", &7_u64, &options)
+        .await
+        .expect("enqueues");
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&runs);
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            seen.lock()
+                .push((Instant::now(), job.run(), job.failures()));
+            let run = job.run();
+            async move { Err(JobError::new(format!("boom {run}"))) }
+        });
+    assert!(counts_reach(&queues, "q", |counts| counts.dead == 1).await);
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((stats.failed, stats.dead), (3, 1), "{stats:?}");
+    let runs = runs.lock().clone();
+    assert_eq!(
+        runs.iter()
+            .map(|(_, run, failures)| (*run, *failures))
+            .collect::<Vec<_>>(),
+        [(1, 0), (2, 1), (3, 2)]
+    );
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].0 - pair[0].0 >= Duration::from_millis(90),
+            "backoff kept"
+        );
+    }
+    let job = queues.job("q", &id).await.expect("reads").expect("kept");
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.failures, 3);
+    let errors: Vec<_> = job
+        .errors
+        .iter()
+        .map(|e| (e.attempt, e.error.as_str()))
+        .collect();
+    assert_eq!(errors, [(1, "boom 1"), (2, "boom 2"), (3, "boom 3")]);
+    let kinds: Vec<String> = queues
+        .events("q", None, 100)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|event| event.kind)
+        .collect();
+    let count = |kind: &str| kinds.iter().filter(|k| *k == kind).count();
+    assert_eq!(
+        (count("failed"), count("retried"), count("dead")),
+        (3, 2, 1),
+        "{kinds:?}"
+    );
+}
+
+async fn permanent_errors_and_undecodable_payloads_go_straight_to_the_dead_set(backend: &Backend) {
+    let queues = backend.queues().await;
+    let bad = queues
+        .enqueue("q", &"not a number", &options())
+        .await
+        .expect("enqueues");
+    let refused = queues
+        .enqueue("q", &0_u64, &options())
+        .await
+        .expect("enqueues");
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let payload = job.payload;
+            async move {
+                Err(JobError::permanent(format!(
+                    "user {payload} does not exist"
+                )))
+            }
+        });
+    assert!(counts_reach(&queues, "q", |counts| counts.dead == 2).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the undecodable job never ran"
+    );
+    let bad = queues.job("q", &bad).await.expect("reads").expect("kept");
+    assert_eq!((bad.state, bad.failures), (JobState::Dead, 1));
+    assert!(
+        bad.errors[0].error.contains("cannot be decoded"),
+        "{:?}",
+        bad.errors
+    );
+    let refused = queues
+        .job("q", &refused)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(refused.errors[0].error, "user 0 does not exist");
+}
+
+async fn an_idempotency_key_answers_with_the_first_job_within_its_window(backend: &Backend) {
+    let queues = backend.queues().await;
+    let window = Duration::from_millis(500);
+    let keyed = |key: &str| options().idempotency_key(key, window).expect("valid");
+    let first = queues
+        .enqueue("q", &1_u64, &keyed("order-1"))
+        .await
+        .expect("enqueues");
+    let again = queues
+        .enqueue("q", &2_u64, &keyed("order-1"))
+        .await
+        .expect("enqueues");
+    let other = queues
+        .enqueue("q", &3_u64, &keyed("order-2"))
+        .await
+        .expect("enqueues");
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    assert_eq!(queues.counts("q").await.expect("counts").waiting, 2);
+    let job = queues.job("q", &first).await.expect("reads").expect("kept");
+    assert_eq!(
+        job.payload_as::<u64>().expect("decodes"),
+        1,
+        "the first payload stays"
+    );
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+    let later = queues
+        .enqueue("q", &4_u64, &keyed("order-1"))
+        .await
+        .expect("enqueues");
+    assert_ne!(later, first, "the window has passed");
+    let many = queues
+        .enqueue_many("q", [(5_u64, keyed("order-3")), (6, keyed("order-3"))])
+        .await
+        .expect("enqueues");
+    assert_eq!(many[0], many[1], "a key repeated within one bulk");
+}
+
+async fn a_bulk_enqueue_keeps_order_and_adds_nothing_when_one_job_is_bad(backend: &Backend) {
+    let queues = backend.queues().await;
+    let ids = queues
+        .enqueue_many("q", (0..2_500_u64).map(|n| (n, options())))
+        .await
+        .expect("enqueues");
+    assert_eq!(ids.len(), 2_500);
+    let numbers: Vec<u64> = ids
+        .iter()
+        .map(|id| id.as_str().parse().expect("numeric"))
+        .collect();
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+    assert_eq!(queues.counts("q").await.expect("counts").waiting, 2_500);
+
+    // A map with non-text keys cannot be JSON.
+    let bad: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+    let good: HashMap<(u8, u8), u8> = HashMap::new();
+    let refused = queues
+        .enqueue_many("q", [(good, options()), (bad, options())])
+        .await;
+    assert!(matches!(refused, Err(Error::Encode(_))), "{refused:?}");
+    let huge = "x".repeat(seawall_queue::MAX_PAYLOAD_BYTES);
+    let refused = queues.enqueue("q", &huge, &options()).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidOption(_))),
+        "{refused:?}"
+    );
+    for name in ["", "a{b}", "with space", &"q".repeat(200)] {
+        let refused = queues.enqueue(name, &1_u64, &options()).await;
+        assert!(matches!(refused, Err(Error::InvalidName(_))), "{name:?}");
+    }
+    assert_eq!(queues.counts("q").await.expect("counts").waiting, 2_500);
+}
+
+async fn cancel_removes_waiting_and_delayed_jobs_and_stops_running_ones(backend: &Backend) {
+    let queues = backend.queues().await;
+    let waiting = queues
+        .enqueue("idle", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    let delay = options().delay(Duration::from_secs(60)).expect("valid");
+    let delayed = queues
+        .enqueue("idle", &2_u64, &delay)
+        .await
+        .expect("enqueues");
+    assert_eq!(
+        queues.cancel("idle", &waiting).await.expect("cancels"),
+        Cancelled::Removed
+    );
+    assert_eq!(
+        queues.cancel("idle", &delayed).await.expect("cancels"),
+        Cancelled::Removed
+    );
+    assert!(queues.job("idle", &waiting).await.expect("reads").is_none());
+    let counts = queues.counts("idle").await.expect("counts");
+    assert_eq!((counts.waiting, counts.delayed), (0, 0));
+    let unknown = JobId::from("999999");
+    assert_eq!(
+        queues.cancel("idle", &unknown).await.expect("answers"),
+        Cancelled::NotFound
+    );
+
+    let running = queues
+        .enqueue("busy", &3_u64, &options())
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("busy")
+        .and_then(|worker| worker.lease(Duration::from_millis(300)))
+        .expect("valid")
+        .start(|job: Job<u64>| async move {
+            job.cancellation().cancelled().await;
+            Err(JobError::new("stopped on request"))
+        });
+    assert!(counts_reach(&queues, "busy", |counts| counts.active == 1).await);
+    assert_eq!(
+        queues.cancel("busy", &running).await.expect("cancels"),
+        Cancelled::Requested
+    );
+    assert!(
+        eventually(WITHIN, async || queues
+            .job("busy", &running)
+            .await
+            .expect("reads")
+            .is_none())
+        .await,
+        "dropped once the handler stopped"
+    );
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((stats.cancelled, stats.failed), (1, 0), "{stats:?}");
+
+    let done = queues
+        .enqueue("busy", &4_u64, &options())
+        .await
+        .expect("enqueues");
+    let seen = Seen::default();
+    let worker = queues.worker("busy").expect("valid").start(recorder(&seen));
+    assert!(completed(&queues, "busy", 1).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        queues.cancel("busy", &done).await.expect("answers"),
+        Cancelled::AlreadyFinished(JobState::Completed)
+    );
+}
+
+/// Runs a worker in "another process" (a runtime of its own in another
+/// thread, with connections of its own on Redis) whose handler blocks that
+/// whole runtime, lease renewals included, for `freeze`: a frozen process,
+/// as a long pause or SIGSTOP would leave it.
+fn frozen_worker(
+    backend: &Backend,
+    queues: &Queues,
+    prefix: &str,
+    settings: &Settings,
+    freeze: Duration,
+) -> std::thread::JoinHandle<seawall_queue::WorkerStats> {
+    let (backend, queues, prefix, settings) = (
+        backend.clone(),
+        queues.clone(),
+        prefix.to_owned(),
+        settings.clone(),
+    );
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let queues = backend.instance(&queues, &prefix, settings).await;
+            let worker = queues
+                .worker("q")
+                .and_then(|worker| worker.lease(Duration::from_millis(400)))
+                .expect("valid")
+                .start(move |_job: Job<u64>| {
+                    std::thread::sleep(freeze);
+                    std::future::ready(Ok(()))
+                });
+            let _ = eventually(WITHIN, async || {
+                let stats = worker.stats();
+                stats.discarded + stats.completed > 0
+            })
+            .await;
+            worker.shutdown(Duration::from_secs(5)).await
+        })
+    })
+}
+
+/// Queues under a prefix the test knows, to open a second instance on.
+async fn known(backend: &Backend, settings: &Settings) -> (Queues, String) {
+    let prefix = crate::support::unique_prefix();
+    let memory = Queues::memory_with(settings.clone());
+    (
+        backend.instance(&memory, &prefix, settings.clone()).await,
+        prefix,
+    )
+}
+
+async fn a_worker_that_lost_its_lease_cannot_complete_the_job(backend: &Backend) {
+    let settings = Settings::default();
+    let (queues, prefix) = known(backend, &settings).await;
+    let id = queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    let frozen = frozen_worker(
+        backend,
+        &queues,
+        &prefix,
+        &settings,
+        Duration::from_millis(1_500),
+    );
+    assert!(counts_reach(&queues, "q", |counts| counts.active == 1).await);
+    let seen = Seen::default();
+    let other = queues.worker("q").expect("valid").start(recorder(&seen));
+    let stale = frozen.join().expect("the frozen worker ends");
+    let taken = other.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((stale.completed, stale.discarded), (0, 1), "{stale:?}");
+    assert_eq!(taken.completed, 1, "{taken:?}");
+    let job = queues.job("q", &id).await.expect("reads").expect("kept");
+    assert_eq!(
+        (job.state, job.stalls, job.runs),
+        (JobState::Completed, 1, 2)
+    );
+    let events = queues.events("q", None, 100).await.expect("events");
+    let completions = events
+        .iter()
+        .filter(|event| event.kind == "completed")
+        .count();
+    assert_eq!(completions, 1, "exactly one completion recorded");
+    assert!(events.iter().any(|event| event.kind == "stalled"));
+}
+
+async fn a_job_that_stalls_too_often_is_dead_lettered(backend: &Backend) {
+    let settings = Settings {
+        max_stalls: 0,
+        ..Settings::default()
+    };
+    let (queues, prefix) = known(backend, &settings).await;
+    let id = queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    let frozen = frozen_worker(
+        backend,
+        &queues,
+        &prefix,
+        &settings,
+        Duration::from_millis(1_200),
+    );
+    assert!(
+        counts_reach(&queues, "q", |counts| counts.dead == 1).await,
+        "counts recover expired leases"
+    );
+    let stale = frozen.join().expect("the frozen worker ends");
+    assert_eq!(stale.discarded, 1);
+    let job = queues.job("q", &id).await.expect("reads").expect("kept");
+    assert_eq!((job.state, job.stalls), (JobState::Dead, 1));
+    let events = queues.events("q", None, 100).await.expect("events");
+    let dead = events
+        .iter()
+        .find(|event| event.kind == "dead")
+        .expect("a dead event");
+    assert!(
+        dead.fields
+            .iter()
+            .any(|(name, value)| name == "error" && value.contains("stalled"))
+    );
+}
+
+async fn shutdown_gives_unfinished_jobs_back_without_counting_an_attempt(backend: &Backend) {
+    let queues = backend.queues().await;
+    let id = queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(|_job: Job<u64>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        });
+    assert!(counts_reach(&queues, "q", |counts| counts.active == 1).await);
+    let stats = worker.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(stats.requeued, 1, "{stats:?}");
+    let job = queues.job("q", &id).await.expect("reads").expect("kept");
+    assert_eq!((job.state, job.failures), (JobState::Waiting, 0));
+}
+
+async fn timeouts_and_panics_are_failures_not_crashes(backend: &Backend) {
+    let queues = backend.queues().await;
+    let once = options().attempts(1).expect("valid");
+    let slow = queues
+        .enqueue(
+            "q",
+            &1_u64,
+            &once
+                .clone()
+                .timeout(Duration::from_millis(100))
+                .expect("valid"),
+        )
+        .await
+        .expect("enqueues");
+    let panics = queues.enqueue("q", &2_u64, &once).await.expect("enqueues");
+    let fine = queues.enqueue("q", &3_u64, &once).await.expect("enqueues");
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(|job: Job<u64>| async move {
+            match job.payload {
+                1 => tokio::time::sleep(Duration::from_secs(30)).await,
+                2 => panic!("index out of bounds"),
+                _ => {}
+            }
+            Ok(())
+        });
+    assert!(
+        counts_reach(&queues, "q", |counts| counts.dead == 2
+            && counts.completed == 1)
+        .await
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+    let error = |id: JobId| {
+        let queues = queues.clone();
+        async move {
+            let job = queues.job("q", &id).await.expect("reads").expect("kept");
+            job.errors[0].error.clone()
+        }
+    };
+    assert!(error(slow).await.starts_with("timed out after"));
+    assert!(error(panics).await.contains("index out of bounds"));
+    let fine = queues.job("q", &fine).await.expect("reads").expect("kept");
+    assert_eq!(fine.state, JobState::Completed);
+}
+
+async fn groups_take_turns(backend: &Backend) {
+    let queues = backend.queues().await;
+    queues.pause("q").await.expect("pauses");
+    let grouped = |group: &str| options().group(group).expect("valid");
+    let mut jobs = Vec::new();
+    for n in 0..30_u64 {
+        jobs.push((n, grouped("big")));
+    }
+    for n in 100..103_u64 {
+        jobs.push((n, grouped("small-a")));
+    }
+    for n in 200..203_u64 {
+        jobs.push((n, grouped("small-b")));
+    }
+    queues.enqueue_many("q", jobs).await.expect("enqueues");
+    let seen = Seen::default();
+    let worker = queues
+        .worker("q")
+        .and_then(|w| w.concurrency(1))
+        .expect("valid");
+    let worker = worker.start(recorder(&seen));
+    queues.resume("q").await.expect("resumes");
+    assert!(completed(&queues, "q", 36).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    let seen = seen.lock().clone();
+    let last_small = seen
+        .iter()
+        .rposition(|n| *n >= 100)
+        .expect("small groups ran");
+    assert!(
+        last_small < 9,
+        "the small groups finished within three turns: {seen:?}"
+    );
+    let big: Vec<u64> = seen.iter().copied().filter(|n| *n < 100).collect();
+    assert_eq!(big, (0..30).collect::<Vec<_>>(), "FIFO within a group");
+}
+
+async fn a_group_limit_caps_the_group_across_workers(backend: &Backend) {
+    let queues = backend.queues().await;
+    queues.set_group_limit("q", Some(1)).await.expect("sets");
+    assert!(matches!(
+        queues.set_group_limit("q", Some(0)).await,
+        Err(Error::InvalidSetting(_))
+    ));
+    let running: Arc<Mutex<HashMap<String, (usize, usize)>>> = Arc::default();
+    let mut jobs = Vec::new();
+    for n in 0..12_u64 {
+        let group = if n % 2 == 0 { "a" } else { "b" };
+        jobs.push((
+            (group.to_owned(), n),
+            options().group(group).expect("valid"),
+        ));
+    }
+    queues.enqueue_many("q", jobs).await.expect("enqueues");
+    let start = |running: &Arc<Mutex<HashMap<String, (usize, usize)>>>| {
+        let running = Arc::clone(running);
+        queues
+            .worker("q")
+            .and_then(|w| w.concurrency(4))
+            .expect("valid")
+            .start(move |job: Job<(String, u64)>| {
+                let running = Arc::clone(&running);
+                async move {
+                    let group = job.payload.0.clone();
+                    {
+                        let mut running = running.lock();
+                        let (now, most) = running.entry(group.clone()).or_default();
+                        *now += 1;
+                        *most = (*most).max(*now);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    running.lock().entry(group).or_default().0 -= 1;
+                    Ok(())
+                }
+            })
+    };
+    let (one, two) = (start(&running), start(&running));
+    assert!(completed(&queues, "q", 12).await);
+    one.shutdown(Duration::from_secs(5)).await;
+    two.shutdown(Duration::from_secs(5)).await;
+    let running = running.lock();
+    assert_eq!(running["a"].1, 1, "{running:?}");
+    assert_eq!(running["b"].1, 1, "{running:?}");
+}
+
+async fn progress_is_readable_by_id_and_sent_as_events(backend: &Backend) {
+    let queues = backend.queues().await;
+    let id = queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    let (reported, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (told, wait) = (Arc::clone(&reported), Arc::clone(&release));
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            let (told, wait) = (Arc::clone(&told), Arc::clone(&wait));
+            async move {
+                assert!(job.progress(150, "half way").await?);
+                told.notify_one();
+                wait.notified().await;
+                Ok(())
+            }
+        });
+    reported.notified().await;
+    let job = queues.job("q", &id).await.expect("reads").expect("kept");
+    assert_eq!(job.state, JobState::Active);
+    let progress = job.progress.expect("reported");
+    assert_eq!(
+        (progress.percent, progress.message.as_str()),
+        (100, "half way")
+    );
+    release.notify_one();
+    assert!(completed(&queues, "q", 1).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    let events = queues.events("q", None, 100).await.expect("events");
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(kinds, ["enqueued", "active", "progress", "completed"]);
+    assert!(events.iter().all(|event| event.job == id));
+    let after = queues
+        .events("q", Some(&events[1].position), 100)
+        .await
+        .expect("events");
+    assert_eq!(after.len(), 2, "reading on from a position");
+}
+
+async fn dead_jobs_can_be_retried_and_finished_ones_cleaned(backend: &Backend) {
+    let queues = backend.queues().await;
+    let ids = queues
+        .enqueue_many("q", (0..3_u64).map(|n| (n, options())))
+        .await
+        .expect("enqueues");
+    let healthy = Arc::new(AtomicUsize::new(0));
+    let start = |healthy: &Arc<AtomicUsize>| {
+        let healthy = Arc::clone(healthy);
+        queues
+            .worker("q")
+            .expect("valid")
+            .start(move |_job: Job<u64>| {
+                let ok = healthy.load(Ordering::SeqCst) > 0;
+                async move {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(JobError::permanent("the mail server refused"))
+                    }
+                }
+            })
+    };
+    let worker = start(&healthy);
+    assert!(counts_reach(&queues, "q", |counts| counts.dead == 3).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    healthy.store(1, Ordering::SeqCst);
+    assert!(queues.retry_dead("q", &ids[0]).await.expect("retries"));
+    assert!(
+        !queues.retry_dead("q", &ids[0]).await.expect("answers"),
+        "no longer dead"
+    );
+    assert_eq!(queues.retry_all_dead("q").await.expect("retries"), 2);
+    let job = queues
+        .job("q", &ids[1])
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!((job.state, job.failures), (JobState::Waiting, 0));
+    let worker = start(&healthy);
+    assert!(completed(&queues, "q", 3).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    let kept = queues
+        .clean("q", Finished::Completed, Duration::from_secs(3600), 0)
+        .await
+        .expect("cleans");
+    assert_eq!(kept, 0, "nothing is an hour old");
+    let removed = queues
+        .clean("q", Finished::Completed, Duration::ZERO, 1)
+        .await
+        .expect("cleans");
+    assert_eq!(removed, 2, "all but the newest");
+    assert_eq!(queues.counts("q").await.expect("counts").completed, 1);
+}
+
+async fn retention_bounds_the_finished_sets(backend: &Backend) {
+    let settings = Settings {
+        keep_completed: 5,
+        keep_dead: 2,
+        ..Settings::default()
+    };
+    let queues = backend.queues_with(settings).await;
+    let ids = queues
+        .enqueue_many(
+            "q",
+            (0..20_u64).map(|n| (n, options().attempts(1).expect("valid"))),
+        )
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(|job: Job<u64>| async move {
+            if job.payload.is_multiple_of(4) {
+                Err(JobError::new("every fourth fails"))
+            } else {
+                Ok(())
+            }
+        });
+    assert!(
+        eventually(WITHIN, async || queues
+            .counts("q")
+            .await
+            .expect("counts")
+            .active
+            == 0
+            && worker.stats().completed + worker.stats().dead == 20)
+        .await
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+    let counts = queues.counts("q").await.expect("counts");
+    assert_eq!((counts.completed, counts.dead), (5, 2));
+    assert!(
+        queues.job("q", &ids[1]).await.expect("reads").is_none(),
+        "removed"
+    );
+}
+
+async fn custom_worker_backoff_overrides_the_jobs_own(backend: &Backend) {
+    let queues = backend.queues().await;
+    let options = options()
+        .attempts(2)
+        .and_then(|options| options.backoff(Backoff::fixed(Duration::from_secs(3600))))
+        .expect("valid");
+    queues
+        .enqueue("q", &1_u64, &options)
+        .await
+        .expect("enqueues");
+    let tries = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&tries);
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .backoff(Backoff::custom(|attempt| {
+            Duration::from_millis(u64::from(attempt) * 10)
+        }))
+        .start(move |_job: Job<u64>| {
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Err(JobError::new("flaky"))
+                } else {
+                    Ok(())
+                }
+            }
+        });
+    assert!(
+        completed(&queues, "q", 1).await,
+        "retried after 10 ms, not an hour"
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(tries.load(Ordering::SeqCst), 2);
+}
+
+async fn many_workers_share_a_queue_without_running_a_job_twice(backend: &Backend) {
+    let queues = backend.queues().await;
+    queues
+        .enqueue_many("q", (0..1_000_u64).map(|n| (n, options())))
+        .await
+        .expect("enqueues");
+    let seen = Seen::default();
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            queues
+                .worker("q")
+                .and_then(|w| w.concurrency(16))
+                .expect("valid")
+                .start(recorder(&seen))
+        })
+        .collect();
+    assert!(completed(&queues, "q", 1_000).await);
+    let mut total = 0;
+    for worker in workers {
+        total += worker.shutdown(Duration::from_secs(5)).await.completed;
+    }
+    assert_eq!(total, 1_000);
+    let seen = seen.lock();
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 1_000);
+    assert_eq!(seen.len(), 1_000, "no job ran twice");
+}
+
+async fn a_flooding_group_cannot_starve_the_others(backend: &Backend) {
+    let settings = Settings {
+        events_max_len: 100_000,
+        ..Settings::default()
+    };
+    let queues = backend.queues_with(settings).await;
+    queues.pause("q").await.expect("pauses");
+    let flood = (0..10_000_u64).map(|n| (n, options().group("flood").expect("valid")));
+    let flood: HashSet<JobId> = queues
+        .enqueue_many("q", flood)
+        .await
+        .expect("enqueues")
+        .into_iter()
+        .collect();
+    let mut small = Vec::new();
+    for group in 1..=9_u64 {
+        let name = format!("tenant-{group}");
+        for n in 0..10 {
+            small.push((group * 100_000 + n, options().group(&name).expect("valid")));
+        }
+    }
+    queues.enqueue_many("q", small).await.expect("enqueues");
+    let seen = Seen::default();
+    let worker = queues
+        .worker("q")
+        .and_then(|w| w.concurrency(8))
+        .expect("valid");
+    let worker = worker.start(recorder(&seen));
+    queues.resume("q").await.expect("resumes");
+    let small_done = async || seen.lock().iter().filter(|n| **n >= 100_000).count() == 90;
+    assert!(eventually(WITHIN, small_done).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    // The order the queue handed jobs out in.
+    let mut taken = Vec::new();
+    let mut after = None;
+    loop {
+        let events = queues
+            .events("q", after.as_deref(), 5_000)
+            .await
+            .expect("events");
+        let Some(last) = events.last() else { break };
+        after = Some(last.position.clone());
+        taken.extend(
+            events
+                .into_iter()
+                .filter(|e| e.kind == "active")
+                .map(|e| e.job),
+        );
+    }
+    let last_small = taken
+        .iter()
+        .rposition(|id| !flood.contains(id))
+        .expect("ran");
+    // Ten groups take turns: the 90 small jobs go out within ten rounds of ten.
+    assert!(
+        last_small < 100,
+        "the last small job went out {}th",
+        last_small + 1
+    );
+}
+
+async fn metrics_count_outcomes_and_depth(backend: &Backend) {
+    let queues = backend.queues().await;
+    let monitor = seawall_perfmon::Monitor::new();
+    let metrics = seawall_queue::QueueMetrics::register(&monitor, "q").expect("registers");
+    let once = options().attempts(1).expect("valid");
+    let jobs = (0..5_u64).map(|n| (n, once.clone()));
+    queues.enqueue_many("q", jobs).await.expect("enqueues");
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .metrics(metrics.clone())
+        .start(|job: Job<u64>| async move {
+            if job.payload < 2 {
+                Err(JobError::new("no"))
+            } else {
+                Ok(())
+            }
+        });
+    assert!(completed(&queues, "q", 3).await);
+    assert!(counts_reach(&queues, "q", |counts| counts.dead == 2).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    metrics.record_depth(&queues.counts("q").await.expect("counts"));
+    let text = monitor.prometheus();
+    for line in [
+        "queue_jobs_total{queue=\"q\",outcome=\"completed\"} 3",
+        "queue_jobs_total{queue=\"q\",outcome=\"dead\"} 2",
+        "queue_depth{queue=\"q\",state=\"completed\"} 3",
+        "queue_depth{queue=\"q\",state=\"waiting\"} 0",
+        "queue_job_wait_seconds_count{queue=\"q\"} 5",
+        "queue_job_run_seconds_count{queue=\"q\"} 5",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    let check = seawall_queue::DurabilityCheck::new(queues.clone());
+    monitor.register_check(check);
+    let report = monitor.health().await;
+    let expected = match backend {
+        // The memory backend loses jobs on exit; the test servers run
+        // redis-server's default policy, noeviction.
+        Backend::Memory => seawall_perfmon::HealthStatus::Degraded,
+        Backend::Redis(_) | Backend::Cluster(_) => seawall_perfmon::HealthStatus::Healthy,
+    };
+    assert_eq!(report.status, expected, "{report:?}");
+}
+
+on_every_backend!(
+    a_flooding_group_cannot_starve_the_others,
+    metrics_count_outcomes_and_depth,
+    every_job_is_completed_once,
+    priorities_run_first_and_each_level_in_order,
+    a_paused_queue_starts_nothing_until_resumed,
+    a_delayed_job_waits_for_its_time,
+    failures_retry_with_backoff_then_go_to_the_dead_set_with_their_history,
+    permanent_errors_and_undecodable_payloads_go_straight_to_the_dead_set,
+    an_idempotency_key_answers_with_the_first_job_within_its_window,
+    a_bulk_enqueue_keeps_order_and_adds_nothing_when_one_job_is_bad,
+    cancel_removes_waiting_and_delayed_jobs_and_stops_running_ones,
+    a_worker_that_lost_its_lease_cannot_complete_the_job,
+    a_job_that_stalls_too_often_is_dead_lettered,
+    shutdown_gives_unfinished_jobs_back_without_counting_an_attempt,
+    timeouts_and_panics_are_failures_not_crashes,
+    groups_take_turns,
+    a_group_limit_caps_the_group_across_workers,
+    progress_is_readable_by_id_and_sent_as_events,
+    dead_jobs_can_be_retried_and_finished_ones_cleaned,
+    retention_bounds_the_finished_sets,
+    custom_worker_backoff_overrides_the_jobs_own,
+    many_workers_share_a_queue_without_running_a_job_twice,
+);

@@ -1,0 +1,8 @@
+//! Integration tests of seawall-queue: the conformance suite on memory,
+//! Redis and Redis Cluster, and the fault tests that need real processes
+//! (worker processes SIGKILLed, Redis killed and restarted).
+
+mod conformance;
+mod crash;
+mod restart;
+mod support;

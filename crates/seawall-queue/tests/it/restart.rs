@@ -1,0 +1,215 @@
+//! Redis killed and restarted under load, with `appendfsync always`: no
+//! enqueue that was acknowledged is lost, and the worker goes on by itself;
+//! and a Redis Cluster master killed: its replica takes over, and producers
+//! and workers go on without a restart.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use seawall_queue::{Job, JobOptions, Queues, Settings, Worker};
+use seawall_testkit::{Persistence, RedisCluster, RedisServer};
+
+use crate::support::{builder, eventually};
+
+const JOBS: u64 = 1_500;
+
+async fn connect(url: &str) -> Queues {
+    let settings = Settings {
+        keep_completed: 0,
+        ..Settings::default()
+    };
+    Queues::redis(builder(url))
+        .settings(settings)
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// A producer enqueueing 0..JOBS one by one (each retried until Redis
+/// acknowledges it) and a worker recording the payloads it runs, on their
+/// own connections.
+struct Load {
+    seen: Arc<Mutex<HashSet<u64>>>,
+    acknowledged: Arc<Mutex<Vec<u64>>>,
+    worker: Worker,
+    /// Ends with how many enqueue calls failed.
+    producer: Option<tokio::task::JoinHandle<u32>>,
+}
+
+impl Load {
+    async fn start(url: &str) -> Self {
+        let (producer, consumer) = (connect(url).await, connect(url).await);
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let record = Arc::clone(&seen);
+        let worker = consumer
+            .worker("orders")
+            .and_then(|worker| worker.concurrency(8))
+            .and_then(|worker| worker.lease(Duration::from_secs(2)))
+            .expect("valid")
+            .start(move |job: Job<u64>| {
+                record.lock().insert(job.payload);
+                std::future::ready(Ok(()))
+            });
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let acked = Arc::clone(&acknowledged);
+        let producer = tokio::spawn(async move {
+            let mut refused = 0_u32;
+            for n in 0..JOBS {
+                while producer
+                    .enqueue("orders", &n, &JobOptions::new())
+                    .await
+                    .is_err()
+                {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked.lock().push(n);
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            refused
+        });
+        let load = Self {
+            seen,
+            acknowledged,
+            worker,
+            producer: Some(producer),
+        };
+        assert!(
+            eventually(Duration::from_secs(20), async || load.acknowledged() >= 300).await,
+            "the load got going"
+        );
+        load
+    }
+
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().len()
+    }
+
+    /// Acknowledged enqueues from the `from`-th on that no handler ran.
+    fn unseen(&self, from: usize) -> Vec<u64> {
+        let seen = self.seen.lock();
+        self.acknowledged.lock()[from..]
+            .iter()
+            .copied()
+            .filter(|n| !seen.contains(n))
+            .collect()
+    }
+
+    /// Waits for the producer (returning how many enqueue calls failed),
+    /// then up to 30 s for the acknowledged enqueues from the `from`-th on
+    /// to have run; returns those that did not.
+    async fn finish(&mut self, from: usize) -> (u32, Vec<u64>) {
+        let producer = self.producer.take().expect("finished once");
+        let refused = producer.await.expect("the producer ends");
+        let _ = eventually(Duration::from_secs(30), async || {
+            self.unseen(from).is_empty()
+        })
+        .await;
+        (refused, self.unseen(from))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_redis_keeps_every_acknowledged_job_and_workers_resume() {
+    let mut server = RedisServer::builder()
+        .persistence(Persistence::AofAlways)
+        .start()
+        .expect("redis-server starts");
+    let mut load = Load::start(&server.url()).await;
+    server.kill().expect("SIGKILL");
+    // Longer than the clients' 2 s command timeout, so calls fail.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart().expect("restarts on its AOF");
+
+    let (refused, missing) = load.finish(0).await;
+    assert!(refused > 0, "the producer saw the outage");
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never run: {missing:?}"
+    );
+    // A job whose acknowledgement was lost in the outage, and whose lease
+    // ran out meanwhile, is recovered and runs once more: wait until the
+    // queue is empty rather than give such a job back at shutdown.
+    let queues = connect(&server.url()).await;
+    let drained = eventually(Duration::from_secs(30), async || {
+        queues
+            .counts("orders")
+            .await
+            .is_ok_and(|counts| counts.waiting + counts.delayed + counts.active == 0)
+    })
+    .await;
+    let stats = load.worker.shutdown(Duration::from_secs(5)).await;
+    assert!(drained, "{:?}", queues.counts("orders").await);
+    assert_eq!(stats.requeued, 0, "{stats:?}");
+    // A completion whose reply was lost is resent and then discarded.
+    assert!(stats.completed + stats.discarded >= JOBS, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_reported_as_degraded() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let queues = connect(&server.url()).await;
+    assert_eq!(queues.durability_warning().await.expect("answers"), None);
+    server
+        .connect()
+        .and_then(|mut conn| conn.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]))
+        .expect("configures");
+    let warning = queues.durability_warning().await.expect("answers");
+    assert!(
+        warning
+            .as_deref()
+            .is_some_and(|w| w.contains("allkeys-lru")),
+        "{warning:?}"
+    );
+    let monitor = seawall_perfmon::Monitor::new();
+    monitor.register_check(seawall_queue::DurabilityCheck::new(queues));
+    let report = monitor.health().await;
+    assert_eq!(report.status, seawall_perfmon::HealthStatus::Degraded);
+}
+
+/// The index of the node, among `candidates`, that serves `key`: the
+/// others answer MOVED (or, once killed, nothing).
+fn owner_of(cluster: &RedisCluster, candidates: &[usize], key: &str) -> Option<usize> {
+    candidates.iter().copied().find(|&index| {
+        let reply = cluster.nodes()[index]
+            .connect()
+            .and_then(|mut conn| conn.cmd(&["TYPE", key]));
+        reply.is_ok_and(|reply| reply.into_result().is_ok())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cluster_failover_producers_and_workers_go_on_by_themselves() {
+    let mut cluster = RedisCluster::builder()
+        .replicas_per_master(1)
+        .node_timeout(Duration::from_millis(1_000))
+        .start()
+        .expect("a Redis Cluster with replicas starts");
+    let mut load = Load::start(&cluster.url()).await;
+    let key = "seawall:{orders}:meta";
+    let masters = cluster.master_indices().to_vec();
+    let master = owner_of(&cluster, &masters, key).expect("a master serves the queue");
+    cluster.nodes_mut()[master].kill().expect("SIGKILL");
+    let killed_at = load.acknowledged();
+
+    // Replication is asynchronous: what the master acknowledged in its last
+    // moments may not have reached the replica. Everything acknowledged
+    // after the failover must run.
+    let (_, missing) = load.finish(killed_at + 100).await;
+    assert!(
+        missing.is_empty(),
+        "the worker did not go on after the failover: {missing:?}"
+    );
+    let lost = load.unseen(0).len();
+    load.worker.shutdown(Duration::from_secs(5)).await;
+    eprintln!("failover: {lost} of {JOBS} acknowledged enqueues lost with the master");
+    let replicas: Vec<usize> = (0..cluster.nodes().len())
+        .filter(|index| !masters.contains(index))
+        .collect();
+    assert!(
+        owner_of(&cluster, &replicas, key).is_some(),
+        "a former replica serves the queue now"
+    );
+}

@@ -1,0 +1,134 @@
+//! Backends every conformance scenario runs on: memory, a standalone
+//! redis-server, a Redis Cluster (one server and one cluster per test
+//! binary, shared; every test uses a key prefix of its own).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use seawall_queue::fred::prelude::{Builder, Config, ReconnectPolicy};
+use seawall_queue::{Queues, Settings};
+use seawall_testkit::{RedisCluster, RedisServer};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Memory,
+    Redis(String),
+    Cluster(String),
+}
+
+impl Backend {
+    pub(crate) fn memory() -> Self {
+        Self::Memory
+    }
+
+    pub(crate) fn redis() -> Self {
+        Self::Redis(RedisServer::shared().url())
+    }
+
+    pub(crate) fn cluster() -> Self {
+        Self::Cluster(RedisCluster::shared().url())
+    }
+
+    pub(crate) async fn queues(&self) -> Queues {
+        self.queues_with(Settings::default()).await
+    }
+
+    /// Queues with a key prefix no other test uses.
+    pub(crate) async fn queues_with(&self, settings: Settings) -> Queues {
+        self.instance(
+            &Queues::memory_with(settings.clone()),
+            &unique_prefix(),
+            settings,
+        )
+        .await
+    }
+
+    /// Another process's view of the same queues: on Redis, new connections
+    /// under `prefix`; in memory (one process by nature), `memory` itself.
+    pub(crate) async fn instance(
+        &self,
+        memory: &Queues,
+        prefix: &str,
+        settings: Settings,
+    ) -> Queues {
+        match self {
+            Self::Memory => memory.clone(),
+            Self::Redis(url) | Self::Cluster(url) => Queues::redis(builder(url))
+                .prefix(prefix)
+                .settings(settings)
+                .connect()
+                .await
+                .expect("connects"),
+        }
+    }
+}
+
+/// A client builder that gives up on a command after 2 s and reconnects
+/// every 100 ms.
+pub(crate) fn builder(url: &str) -> Builder {
+    let mut builder = Builder::from_config(Config::from_url(url).expect("a valid URL"));
+    builder
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = Duration::from_secs(2);
+        })
+        .with_connection_config(|connection| {
+            connection.connection_timeout = Duration::from_secs(1);
+            connection.internal_command_timeout = Duration::from_secs(1);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100));
+    builder
+}
+
+pub(crate) fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `condition` every 10 ms for up to `within`.
+pub(crate) async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs a scenario on every backend.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::redis()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::cluster()).await;
+                }
+            )*
+        }
+    };
+}
