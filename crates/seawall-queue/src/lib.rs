@@ -82,7 +82,7 @@ pub use job::{
 };
 pub use metrics::{DurabilityCheck, QueueMetrics};
 pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_DELAY, MAX_KEY_BYTES};
-pub use queues::{MAX_PAYLOAD_BYTES, Queues, RedisQueues};
+pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
 pub use store::{MAX_QUEUE_NAME_BYTES, Settings};
 pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats};
 

@@ -877,6 +877,20 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn list(&self, queue: &str, state: JobState, limit: usize) -> Result<Vec<JobId>> {
+        Ok(self.with(queue, |step| {
+            let q = &step.q;
+            let ids: Box<dyn Iterator<Item = &String>> = match state {
+                JobState::Active => Box::new(q.active.iter().map(|(_, id)| id)),
+                JobState::Delayed => Box::new(q.delayed.iter().map(|(_, id)| id)),
+                JobState::Completed => Box::new(q.done.iter()),
+                JobState::Dead => Box::new(q.dead.iter().rev().map(|(_, id)| id)),
+                JobState::Waiting => Box::new(std::iter::empty()),
+            };
+            ids.take(limit).map(|id| JobId::from(id.as_str())).collect()
+        }))
+    }
+
     async fn events(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
         let position = |text: &str| -> (u64, u64) {
             let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));

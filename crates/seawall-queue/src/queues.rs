@@ -7,7 +7,7 @@ use fred::types::Builder;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo};
+use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::memory::MemoryStore;
 use crate::options::JobOptions;
 use crate::redis::{RedisOptions, RedisStore, check_prefix};
@@ -16,6 +16,9 @@ use crate::worker::WorkerBuilder;
 
 /// The largest payload a job may carry once encoded, in bytes (8 MiB).
 pub const MAX_PAYLOAD_BYTES: usize = 8 << 20;
+
+/// The most records one [`Queues::jobs`] call returns.
+pub const MAX_LISTED: usize = 1_000;
 /// How many jobs one bulk round trip carries; larger bulks take several.
 const BULK_CHUNK: usize = 1_000;
 
@@ -120,6 +123,32 @@ impl Queues {
     pub async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>> {
         check_name("queue name", queue)?;
         self.store.job(queue, id).await
+    }
+
+    /// Up to `limit` (at most [`MAX_LISTED`]) records of jobs in `state`:
+    /// active jobs by lease deadline, delayed ones by due time, completed
+    /// and dead ones newest first. A job that moves on between the listing
+    /// and the read of its record is left out.
+    ///
+    /// Waiting jobs are not listed (they wait in one line per group and
+    /// priority); [`counts`](Self::counts) tells how many there are, and
+    /// asking for them is [`Error::InvalidOption`].
+    pub async fn jobs(&self, queue: &str, state: JobState, limit: usize) -> Result<Vec<JobInfo>> {
+        check_name("queue name", queue)?;
+        if state == JobState::Waiting {
+            return Err(Error::InvalidOption(
+                "waiting jobs are not listed; counts() tells how many there are".to_owned(),
+            ));
+        }
+        let ids = self.store.list(queue, state, limit.min(MAX_LISTED)).await?;
+        let records =
+            futures_util::future::try_join_all(ids.iter().map(|id| self.store.job(queue, id)))
+                .await?;
+        Ok(records
+            .into_iter()
+            .flatten()
+            .filter(|job| job.state == state)
+            .collect())
     }
 
     /// How many jobs are in each state. Due delayed jobs and expired leases

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo};
+use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 
 /// The longest queue name, in bytes.
 pub const MAX_QUEUE_NAME_BYTES: usize = 128;
@@ -180,6 +180,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> Result<u64>;
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()>;
     async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>>;
+    /// Up to `limit` ids of jobs in `state` (not waiting): active by lease
+    /// deadline, delayed by due time, completed and dead newest first.
+    async fn list(&self, queue: &str, state: JobState, limit: usize) -> Result<Vec<JobId>>;
     async fn events(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<Event>>;
     /// Why the backend cannot promise durability, if it cannot.
     async fn durability_warning(&self) -> Result<Option<String>>;

@@ -382,6 +382,36 @@ impl Store for RedisStore {
         job_info(id, reply)
     }
 
+    async fn list(&self, queue: &str, state: JobState, limit: usize) -> Result<Vec<JobId>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let base = self.base(queue);
+        let last = Value::Integer(i64::try_from(limit - 1).unwrap_or(i64::MAX));
+        let (command, key, reverse) = match state {
+            JobState::Active => (cmd!("ZRANGE"), "active", false),
+            JobState::Delayed => (cmd!("ZRANGE"), "delayed", false),
+            JobState::Completed => (cmd!("LRANGE"), "done", false),
+            JobState::Dead => (cmd!("ZRANGE"), "dead", true),
+            JobState::Waiting => return Ok(Vec::new()),
+        };
+        let mut args = vec![Value::from(format!("{base}{key}")), int(0), last];
+        if reverse {
+            args.push(Value::from("REV"));
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let reply: Value = self.client.custom(command, args).await?;
+        array(reply)?
+            .iter()
+            .map(|member| {
+                // Active members are `id:token`.
+                let member = text(member)?;
+                let id = member.split_once(':').map_or(member.as_str(), |(id, _)| id);
+                Ok(JobId::from(id))
+            })
+            .collect()
+    }
+
     async fn events(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));

@@ -758,6 +758,88 @@ async fn dead_jobs_can_be_retried_and_finished_ones_cleaned(backend: &Backend) {
     assert_eq!(queues.counts("q").await.expect("counts").completed, 1);
 }
 
+async fn jobs_are_listed_by_state(backend: &Backend) {
+    let queues = backend.queues().await;
+    let later = options().delay(Duration::from_secs(3600)).expect("valid");
+    let delayed = queues
+        .enqueue("q", &100_u64, &later)
+        .await
+        .expect("enqueues");
+    let ids = queues
+        .enqueue_many("q", (0..4_u64).map(|n| (n, options())))
+        .await
+        .expect("enqueues");
+    // 0 completes, 1 dies, 2 and 3 hang until released.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&release);
+    let worker = queues
+        .worker("q")
+        .and_then(|worker| worker.concurrency(4))
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            let gate = Arc::clone(&gate);
+            async move {
+                match job.payload {
+                    0 => Ok(()),
+                    1 => Err(JobError::permanent("refused")),
+                    _ => {
+                        job.progress(40, "halfway").await?;
+                        gate.notified().await;
+                        Ok(())
+                    }
+                }
+            }
+        });
+    assert!(
+        counts_reach(&queues, "q", |c| c.active == 2
+            && c.dead == 1
+            && c.completed == 1)
+        .await
+    );
+    let listed = |state| {
+        let queues = queues.clone();
+        async move {
+            let jobs = queues.jobs("q", state, 10).await.expect("lists");
+            assert!(jobs.iter().all(|job| job.state == state), "{jobs:?}");
+            jobs.into_iter().map(|job| job.id).collect::<Vec<_>>()
+        }
+    };
+    let mut active = listed(JobState::Active).await;
+    active.sort();
+    assert_eq!(active, [ids[2].clone(), ids[3].clone()]);
+    assert_eq!(listed(JobState::Completed).await, [ids[0].clone()]);
+    assert_eq!(listed(JobState::Dead).await, [ids[1].clone()]);
+    assert_eq!(listed(JobState::Delayed).await, [delayed]);
+    let dead = queues.jobs("q", JobState::Dead, 1).await.expect("lists");
+    assert_eq!(
+        dead[0].errors.last().map(|e| e.error.as_str()),
+        Some("refused")
+    );
+    assert!(
+        eventually(WITHIN, async || {
+            let running = queues.jobs("q", JobState::Active, 10).await.expect("lists");
+            running
+                .iter()
+                .all(|job| job.progress.as_ref().is_some_and(|p| p.percent == 40))
+        })
+        .await
+    );
+    assert_eq!(
+        queues
+            .jobs("q", JobState::Active, 1)
+            .await
+            .expect("lists")
+            .len(),
+        1
+    );
+    assert!(matches!(
+        queues.jobs("q", JobState::Waiting, 10).await,
+        Err(Error::InvalidOption(_))
+    ));
+    release.notify_waiters();
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
 async fn retention_bounds_the_finished_sets(backend: &Backend) {
     let settings = Settings {
         keep_completed: 5,
@@ -991,6 +1073,7 @@ on_every_backend!(
     progress_is_readable_by_id_and_sent_as_events,
     dead_jobs_can_be_retried_and_finished_ones_cleaned,
     retention_bounds_the_finished_sets,
+    jobs_are_listed_by_state,
     custom_worker_backoff_overrides_the_jobs_own,
     many_workers_share_a_queue_without_running_a_job_twice,
 );
