@@ -17,24 +17,22 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::{self, AdminGuard, AdminToken};
 use crate::cache::ApiCache;
 use crate::config::{Config, ServerConfig};
-use crate::db::Db;
+use crate::jobs::{Processors, Running};
 use crate::middleware::{self, Shedder, Stack};
 use crate::problem::Problem;
 use crate::ratelimit::{self, RateLimits};
-use crate::redis::Redis;
 use crate::routes::docs::{ApiDoc, ApiDocument, Conventions};
 use crate::routes::{
-    cache as cache_routes, dashboard, docs, health, performance, ratelimit as ratelimit_routes,
-    workload,
+    cache as cache_routes, dashboard, docs, health, performance, queue as queue_routes,
+    ratelimit as ratelimit_routes, workload,
 };
 use crate::seed::{self, SeedOutcome};
 use crate::server::{self, Drained};
-use crate::state::AppState;
+use crate::setup::QueueHandle;
+use crate::setup::{self, MONITOR_INTERVAL};
+use crate::state::{AppState, Parts};
 use crate::timeline::Timeline;
 use crate::{Error, metrics};
-
-/// The monitor's histogram interval; the timeline samples at the same pace.
-const MONITOR_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The service, built from a [`Config`]: connected, migrated, seeded, ready to
 /// serve.
@@ -43,6 +41,8 @@ pub struct App {
     router: Router,
     config: Config,
     seed: SeedOutcome,
+    /// The queue processors, when this process runs them.
+    processors: parking_lot::Mutex<Option<Running>>,
 }
 
 impl std::fmt::Debug for App {
@@ -60,15 +60,9 @@ impl App {
     /// the router. Needs a tokio runtime.
     pub async fn build(config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let monitor = Monitor::builder()
-            .interval(MONITOR_INTERVAL)
-            .slow_query_threshold(config.perfmon.slow_query)
-            .slow_api_threshold(config.perfmon.slow_api)
-            .build()?;
+        let monitor = setup::monitor(&config)?;
         let admin_token = AdminToken::new(config.admin.token.as_deref()).map_err(Error::Token)?;
-        let db = Db::connect(&config.database, monitor.clone())
-            .await
-            .map_err(Error::Database)?;
+        let db = setup::database(&config, &monitor).await?;
         let seed = seed::ensure(&db, &config.demo, workload::now_ms())
             .await
             .map_err(Error::Seed)?;
@@ -82,14 +76,7 @@ impl App {
             }
             SeedOutcome::Written(_) => {}
         }
-        let redis = match &config.redis.url {
-            Some(url) => Some(
-                Redis::connect(&config.redis, url)
-                    .await
-                    .map_err(Error::Redis)?,
-            ),
-            None => None,
-        };
+        let redis = setup::redis(&config).await?;
         monitor.register_check(db.health_check());
         if let Some(redis) = &redis {
             monitor.register_check(redis.health_check());
@@ -114,13 +101,38 @@ impl App {
             }
         }
         let timeline = Timeline::start(monitor.clone(), MONITOR_INTERVAL);
-        let state = AppState::new(db, redis, monitor, admin_token, timeline, ratelimits, cache);
+        let queues = QueueHandle::connect(&config)?;
+        // Without Redis the queues live in this process, and so do their
+        // processors.
+        let processors = match (redis.is_none(), queues.get()) {
+            (true, Some(memory)) => {
+                let processors =
+                    Processors::new(db.clone(), cache.clone(), config.queue.files.clone());
+                let running = Running::start(memory, &config.queue, &monitor, &processors)
+                    .map_err(Error::Queue)?;
+                tracing::info!("the queue processors run in this process, on the memory backend");
+                Some(running)
+            }
+            _ => None,
+        };
+        let state = AppState::new(Parts {
+            db,
+            redis,
+            monitor,
+            admin_token,
+            timeline,
+            ratelimits,
+            cache,
+            queues,
+            queue_config: config.queue.clone(),
+        });
         let router = router(&state, &config, shedder);
         Ok(Self {
             state,
             router,
             config,
             seed,
+            processors: parking_lot::Mutex::new(processors),
         })
     }
 
@@ -185,6 +197,17 @@ impl App {
     }
 
     async fn close(&self) {
+        let processors = self.processors.lock().take();
+        if let Some(processors) = processors {
+            for (queue, stats) in processors
+                .shutdown(self.config.worker.shutdown_timeout)
+                .await
+            {
+                if stats.requeued > 0 {
+                    tracing::warn!(%queue, requeued = stats.requeued, "unfinished jobs were dropped with the memory backend");
+                }
+            }
+        }
         self.state.db().close().await;
         if let Some(redis) = self.state.redis() {
             redis.close().await;
@@ -238,6 +261,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// neither).
 fn api_routes(guard: Option<AdminGuard>, limits: Option<RateLimits>) -> OpenApiRouter<AppState> {
     let mut admin = performance::routes()
+        .merge(queue_routes::routes())
         .merge(ratelimit_routes::routes())
         .merge(cache_routes::routes());
     if let Some(guard) = guard {

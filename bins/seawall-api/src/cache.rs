@@ -252,6 +252,16 @@ impl ApiCache {
         }
     }
 
+    /// Drops every cached statistics entry, on every instance (after the
+    /// statistics were refreshed). A Redis failure is logged, as for
+    /// [`ApiCache::forget_user`].
+    pub(crate) async fn forget_stats(&self) {
+        let pattern = format!("{}:*", Family::Stats.namespace());
+        if let Err(error) = self.0.cache.invalidate_pattern(&pattern).await {
+            tracing::warn!(%error, "invalidating the cached statistics reached only this instance");
+        }
+    }
+
     /// The counters, with L1's size exact (its pending writes applied).
     pub(crate) fn stats(&self) -> Stats {
         self.0.cache.sync();

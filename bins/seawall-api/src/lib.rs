@@ -3,6 +3,11 @@
 //! monitoring on every route and query, an admin API behind a bearer token,
 //! probes, Prometheus metrics and a dashboard.
 //!
+//! The library also holds what `seawall-worker` shares with the API: the
+//! configuration ([`config`]), the set-up of logging, the database, Redis
+//! and the queues, and the processors of the eight job queues ([`jobs`]);
+//! [`worker::run`] is the worker process.
+//!
 //! The binary is a thin shell around this library: [`config::load`] reads the
 //! configuration and [`run`] serves until SIGINT or SIGTERM. Tests and other
 //! binaries build the same service with [`App::build`]:
@@ -30,6 +35,7 @@ mod cache;
 mod checks;
 pub mod config;
 mod db;
+pub mod jobs;
 mod logging;
 mod metrics;
 mod middleware;
@@ -41,10 +47,10 @@ mod reviews;
 mod routes;
 pub mod seed;
 mod server;
+mod setup;
 mod state;
 mod timeline;
-
-use std::io::IsTerminal;
+pub mod worker;
 
 pub use app::{App, openapi, with_stack};
 pub use config::{Config, ConfigError};
@@ -92,6 +98,9 @@ pub enum Error {
     /// Serving failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The job queues could not be set up.
+    #[error("could not set up the job queues")]
+    Queue(#[source] seawall_queue::Error),
     /// The SIGINT / SIGTERM handlers could not be installed.
     #[error("could not listen for SIGINT and SIGTERM")]
     Signals(#[source] std::io::Error),
@@ -114,7 +123,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// Starts logging, builds the service, prints where it listens and the admin
 /// token if one was generated, and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), Error> {
-    init_tracing(&config);
+    setup::init_tracing(&config);
     let masked = serde_json::to_string(&config.masked()).unwrap_or_default();
     tracing::info!(config = %masked, "effective configuration");
     let listen = config.server.listen;
@@ -126,7 +135,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
-    let shutdown = shutdown_signal()?;
+    let shutdown = setup::shutdown_signal()?;
     tracing::info!(%addr, "listening; dashboard at http://{addr}/");
     if app.admin_token_generated() {
         // Printed once, on stdout and not in the log, so it can be captured
@@ -140,45 +149,4 @@ pub async fn run(config: Config) -> Result<(), Error> {
         }
     }
     app.serve(listener, shutdown).await
-}
-
-fn init_tracing(config: &Config) {
-    let ansi = std::io::stderr().is_terminal();
-    let subscriber = log_subscriber(&config.log, std::io::stderr, ansi);
-    // Already installed (a test, or an embedding program): keep theirs.
-    if tracing::subscriber::set_global_default(subscriber).is_ok() {
-        // The `log` records of fred and sqlx, into tracing, up to the most
-        // verbose level the filter lets through.
-        let level = tracing::level_filters::LevelFilter::current();
-        let bridged = tracing_log::LogTracer::builder()
-            .with_max_level(tracing_log::AsLog::as_log(&level))
-            .init();
-        drop(bridged);
-    }
-}
-
-/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are
-/// installed when this is called, not when the future is first polled, so a
-/// signal that arrives as soon as the service says it is listening still
-/// stops it gracefully instead of killing it.
-#[cfg(unix)]
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        }
-    })
-}
-
-/// A future that completes on Ctrl-C.
-#[cfg(not(unix))]
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("Ctrl-C received");
-    })
 }

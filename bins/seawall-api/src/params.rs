@@ -11,6 +11,19 @@ use crate::problem::Problem;
 /// A handler's query string as decoded pairs, or why it could not be decoded.
 pub(crate) type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
+/// An integer, written plainly or as a number with no fraction (`7.0`),
+/// which JSON Schema, and so the OpenAPI contract, counts as an integer.
+fn integral(text: &str) -> Option<i64> {
+    if let Ok(value) = text.parse::<i64>() {
+        return Some(value);
+    }
+    let (whole, fraction) = text.split_once('.')?;
+    if fraction.is_empty() || !fraction.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    whole.parse().ok()
+}
+
 /// The decoded query string of one request, checked against the parameters
 /// an endpoint accepts.
 #[derive(Debug)]
@@ -62,7 +75,7 @@ impl Params {
         let Some(raw) = self.raw(name) else {
             return default.ok_or_else(|| Problem::bad_parameter(name, "is required"));
         };
-        let value: i64 = raw.trim().parse().map_err(|_| {
+        let value = integral(raw.trim()).ok_or_else(|| {
             Problem::bad_parameter(name, format!("must be an integer, got {raw:?}"))
         })?;
         if !range.contains(&value) {
@@ -134,6 +147,16 @@ mod tests {
         assert!(unknown.detail().contains("`userid`"), "{unknown}");
         let repeated = params(&[("page", "1"), ("page", "2")], &["page"]).expect_err("rejected");
         assert!(repeated.detail().contains("more than once"), "{repeated}");
+    }
+
+    #[test]
+    fn integers_with_a_zero_fraction_count_as_integers() {
+        for (text, expected) in [("7", Some(7)), ("7.0", Some(7)), ("-3.00", Some(-3))] {
+            assert_eq!(integral(text), expected, "{text}");
+        }
+        for text in ["7.5", "7.", ".0", "1e3", "7.0x", ""] {
+            assert_eq!(integral(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -52,6 +52,31 @@ pub enum RedisError {
     Tls(#[from] rustls::Error),
 }
 
+/// A client builder for `url` with the service's timeouts, reconnect policy
+/// and TLS set-up; the queues build their own connections from it.
+pub(crate) fn builder(settings: &RedisConfig, url: &str) -> Result<Builder, RedisError> {
+    let mut config = Config::from_url(url)?;
+    // A failed first connection then goes through the reconnect policy
+    // instead of ending the connection task for good.
+    config.fail_fast = false;
+    // `rediss` URLs come with fred's TLS set-up (the system's roots);
+    // a CA file or the insecure switch replaces it.
+    if config.tls.is_some() && (settings.tls_ca_file.is_some() || settings.tls_insecure) {
+        config.tls = Some(tls_config(settings)?);
+    }
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = COMMAND_TIMEOUT;
+        })
+        .with_connection_config(|connection| {
+            connection.connection_timeout = COMMAND_TIMEOUT;
+            connection.internal_command_timeout = COMMAND_TIMEOUT;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    Ok(builder)
+}
+
 /// A connected (or reconnecting) Redis client.
 #[derive(Clone)]
 pub(crate) struct Redis {
@@ -72,25 +97,7 @@ impl Redis {
     /// settings that cannot work; an unreachable server is retried in the
     /// background.
     pub(crate) async fn connect(settings: &RedisConfig, url: &str) -> Result<Self, RedisError> {
-        let mut config = Config::from_url(url)?;
-        // A failed first connection then goes through the reconnect policy
-        // instead of ending the connection task for good.
-        config.fail_fast = false;
-        // `rediss` URLs come with fred's TLS set-up (the system's roots);
-        // a CA file or the insecure switch replaces it.
-        if config.tls.is_some() && (settings.tls_ca_file.is_some() || settings.tls_insecure) {
-            config.tls = Some(tls_config(settings)?);
-        }
-        let client = Builder::from_config(config)
-            .with_performance_config(|performance| {
-                performance.default_command_timeout = COMMAND_TIMEOUT;
-            })
-            .with_connection_config(|connection| {
-                connection.connection_timeout = COMMAND_TIMEOUT;
-                connection.internal_command_timeout = COMMAND_TIMEOUT;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build()?;
+        let client = builder(settings, url)?.build()?;
         client.on_error(|(error, server)| async move {
             let server = server.map(|server| server.to_string()).unwrap_or_default();
             tracing::warn!(%error, %server, "Redis connection error");

@@ -9,24 +9,33 @@ use seawall_perfmon::{HealthCheck, Monitor};
 
 use crate::auth::AdminToken;
 use crate::cache::ApiCache;
+use crate::config::QueueConfig;
 use crate::db::Db;
 use crate::ratelimit::RateLimits;
 use crate::redis::Redis;
 use crate::reviews::ReviewWriter;
+use crate::setup::QueueHandle;
 use crate::timeline::Timeline;
 
 /// The state handlers share. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Shared>);
 
+/// What the state is made of.
+pub(crate) struct Parts {
+    pub(crate) db: Db,
+    pub(crate) redis: Option<Redis>,
+    pub(crate) monitor: Monitor,
+    pub(crate) admin_token: AdminToken,
+    pub(crate) timeline: Timeline,
+    pub(crate) ratelimits: Option<RateLimits>,
+    pub(crate) cache: Option<ApiCache>,
+    pub(crate) queues: QueueHandle,
+    pub(crate) queue_config: QueueConfig,
+}
+
 struct Shared {
-    db: Db,
-    redis: Option<Redis>,
-    monitor: Monitor,
-    admin_token: AdminToken,
-    timeline: Timeline,
-    ratelimits: Option<RateLimits>,
-    cache: Option<ApiCache>,
+    parts: Parts,
     reviews: ReviewWriter,
     readiness: Vec<Box<dyn HealthCheck>>,
 }
@@ -34,35 +43,37 @@ struct Shared {
 impl AppState {
     /// Bundles the parts and starts the review writer; readiness checks are
     /// those of the database and, when configured, Redis.
-    pub(crate) fn new(
-        db: Db,
-        redis: Option<Redis>,
-        monitor: Monitor,
-        admin_token: AdminToken,
-        timeline: Timeline,
-        ratelimits: Option<RateLimits>,
-        cache: Option<ApiCache>,
-    ) -> Self {
-        let mut readiness: Vec<Box<dyn HealthCheck>> = vec![Box::new(db.health_check())];
-        if let Some(redis) = &redis {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let mut readiness: Vec<Box<dyn HealthCheck>> = vec![Box::new(parts.db.health_check())];
+        if let Some(redis) = &parts.redis {
             readiness.push(Box::new(redis.health_check()));
         }
-        let reviews = ReviewWriter::start(db.clone());
+        let reviews = ReviewWriter::start(parts.db.clone());
         Self(Arc::new(Shared {
-            db,
-            redis,
-            monitor,
-            admin_token,
-            timeline,
-            ratelimits,
-            cache,
+            parts,
             reviews,
             readiness,
         }))
     }
 
+    /// The job queues (connected in the background on Redis).
+    pub(crate) fn queues(&self) -> &QueueHandle {
+        &self.0.parts.queues
+    }
+
+    /// The queues' policies.
+    pub(crate) fn queue_config(&self) -> &QueueConfig {
+        &self.0.parts.queue_config
+    }
+
+    /// Whether this process runs the processors (memory backend) rather
+    /// than `seawall-worker`.
+    pub(crate) fn processes_jobs(&self) -> bool {
+        self.0.parts.redis.is_none()
+    }
+
     pub(crate) fn db(&self) -> &Db {
-        &self.0.db
+        &self.0.parts.db
     }
 
     /// Where completed reviews are written.
@@ -71,29 +82,29 @@ impl AppState {
     }
 
     pub(crate) fn redis(&self) -> Option<&Redis> {
-        self.0.redis.as_ref()
+        self.0.parts.redis.as_ref()
     }
 
     pub(crate) fn monitor(&self) -> &Monitor {
-        &self.0.monitor
+        &self.0.parts.monitor
     }
 
     pub(crate) fn admin_token(&self) -> &AdminToken {
-        &self.0.admin_token
+        &self.0.parts.admin_token
     }
 
     pub(crate) fn timeline(&self) -> &Timeline {
-        &self.0.timeline
+        &self.0.parts.timeline
     }
 
     /// The rate limiters, unless rate limiting is off.
     pub(crate) fn ratelimits(&self) -> Option<&RateLimits> {
-        self.0.ratelimits.as_ref()
+        self.0.parts.ratelimits.as_ref()
     }
 
     /// The workload's cache, unless caching is off.
     pub(crate) fn cache(&self) -> Option<&ApiCache> {
-        self.0.cache.as_ref()
+        self.0.parts.cache.as_ref()
     }
 
     pub(crate) fn readiness_checks(&self) -> &[Box<dyn HealthCheck>] {

@@ -44,6 +44,20 @@
 //! schedules_per_user = 200
 //! history_per_user = 1000
 //!
+//! [cache]
+//! enabled = true
+//! l1_entries = 200000
+//!
+//! [queue]
+//! prefix = "seawall"
+//! files = "/var/lib/seawall/files"
+//! email = "concurrency=16 attempts=8 backoff=5s..30m timeout=20s"
+//! import = "backoff=fixed:1m"   # keys left out keep the queue's default
+//!
+//! [worker]
+//! listen = "0.0.0.0:8081"
+//! shutdown_timeout = "1m"
+//!
 //! [perfmon]
 //! http_layer = true
 //! slow_query = "1s"
@@ -72,6 +86,7 @@
 //! # Ok::<(), ConfigError>(())
 //! ```
 
+pub mod queue;
 pub mod schema;
 pub mod sources;
 mod validate;
@@ -79,12 +94,15 @@ mod validate;
 use std::error::Error as StdError;
 use std::path::PathBuf;
 
+pub use queue::{QueueName, QueuePolicy, RetryBackoff};
 pub use schema::{
     AdminConfig, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat,
-    PerfmonConfig, Profile, RateLimitConfig, RedisConfig, SETTINGS, ServerConfig, Setting,
-    reference_table,
+    PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig, SETTINGS, ServerConfig,
+    Setting, WorkerConfig, reference_table,
 };
-pub use sources::{command, env_vars, from_sources, load};
+pub use sources::{
+    Program, command, command_for, env_vars, from_sources, from_sources_for, load, load_for,
+};
 
 /// Why the configuration could not be loaded.
 #[non_exhaustive]
@@ -219,6 +237,9 @@ mod tests {
         assert_ne!(config.database, defaults.database);
         assert_ne!(config.redis, defaults.redis);
         assert_ne!(config.admin, defaults.admin);
+        assert_ne!(config.cache, defaults.cache);
+        assert_ne!(config.queue, defaults.queue);
+        assert_ne!(config.worker, defaults.worker);
         assert_ne!(config.log, defaults.log);
     }
 

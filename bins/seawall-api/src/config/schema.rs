@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::queue::{QueueName, QueuePolicy};
+
 /// The service's whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,6 +31,10 @@ pub struct Config {
     pub ratelimit: RateLimitConfig,
     /// The tiered cache in front of the reference workload.
     pub cache: CacheConfig,
+    /// The job queues.
+    pub queue: QueueConfig,
+    /// The `seawall-worker` process.
+    pub worker: WorkerConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -169,6 +175,131 @@ impl Default for CacheConfig {
         Self {
             enabled: true,
             l1_entries: 100_000,
+        }
+    }
+}
+
+/// The job queues: on Redis when a Redis URL is set (the API produces,
+/// `seawall-worker` consumes), in memory otherwise (the API runs the
+/// processors itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawQueueConfig")]
+pub struct QueueConfig {
+    /// The Redis key prefix of every queue.
+    pub prefix: String,
+    /// The directory file jobs work in: exports and backups are written
+    /// under it, imports read from it.
+    pub files: PathBuf,
+    /// The `email` queue's policy.
+    pub email: QueuePolicy,
+    /// The `report` queue's policy.
+    pub report: QueuePolicy,
+    /// The `schedule` queue's policy.
+    pub schedule: QueuePolicy,
+    /// The `notification` queue's policy.
+    pub notification: QueuePolicy,
+    /// The `analytics` queue's policy.
+    pub analytics: QueuePolicy,
+    /// The `backup` queue's policy.
+    pub backup: QueuePolicy,
+    /// The `export` queue's policy.
+    pub export: QueuePolicy,
+    /// The `import` queue's policy.
+    pub import: QueuePolicy,
+}
+
+impl QueueConfig {
+    /// The policy of `queue`.
+    pub fn policy(&self, queue: QueueName) -> &QueuePolicy {
+        match queue {
+            QueueName::Email => &self.email,
+            QueueName::Report => &self.report,
+            QueueName::Schedule => &self.schedule,
+            QueueName::Notification => &self.notification,
+            QueueName::Analytics => &self.analytics,
+            QueueName::Backup => &self.backup,
+            QueueName::Export => &self.export,
+            QueueName::Import => &self.import,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "seawall".to_owned(),
+            files: PathBuf::from("seawall-files"),
+            email: QueueName::Email.default_policy(),
+            report: QueueName::Report.default_policy(),
+            schedule: QueueName::Schedule.default_policy(),
+            notification: QueueName::Notification.default_policy(),
+            analytics: QueueName::Analytics.default_policy(),
+            backup: QueueName::Backup.default_policy(),
+            export: QueueName::Export.default_policy(),
+            import: QueueName::Import.default_policy(),
+        }
+    }
+}
+
+/// `[queue]` as the file spells it: each policy is text read over its
+/// queue's default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueueConfig {
+    prefix: Option<String>,
+    files: Option<PathBuf>,
+    email: Option<String>,
+    report: Option<String>,
+    schedule: Option<String>,
+    notification: Option<String>,
+    analytics: Option<String>,
+    backup: Option<String>,
+    export: Option<String>,
+    import: Option<String>,
+}
+
+impl TryFrom<RawQueueConfig> for QueueConfig {
+    type Error = String;
+
+    fn try_from(raw: RawQueueConfig) -> Result<Self, Self::Error> {
+        let read = |queue: QueueName, text: Option<String>| match text {
+            None => Ok(queue.default_policy()),
+            Some(text) => QueuePolicy::parse_over(queue.default_policy(), &text)
+                .map_err(|error| format!("queue.{queue}: {error}")),
+        };
+        let defaults = Self::default();
+        Ok(Self {
+            prefix: raw.prefix.unwrap_or(defaults.prefix),
+            files: raw.files.unwrap_or(defaults.files),
+            email: read(QueueName::Email, raw.email)?,
+            report: read(QueueName::Report, raw.report)?,
+            schedule: read(QueueName::Schedule, raw.schedule)?,
+            notification: read(QueueName::Notification, raw.notification)?,
+            analytics: read(QueueName::Analytics, raw.analytics)?,
+            backup: read(QueueName::Backup, raw.backup)?,
+            export: read(QueueName::Export, raw.export)?,
+            import: read(QueueName::Import, raw.import)?,
+        })
+    }
+}
+
+/// The `seawall-worker` process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Where `/livez`, `/readyz` and `/metrics` are served.
+    pub listen: SocketAddr,
+    /// How long running jobs get to finish after SIGINT or SIGTERM; the
+    /// rest go back to their queue.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -538,6 +669,25 @@ macro_rules! setting {
     (@note $note:literal) => { Some($note) };
 }
 
+/// The [`Setting`] of one queue's policy, read over that queue's default.
+macro_rules! queue_policy {
+    ($queue:ident, $variant:ident, env: $env:literal, flag: $flag:literal, help: $help:literal) => {
+        Setting {
+            key: concat!("queue.", stringify!($queue)),
+            env: &[$env],
+            flag: value($flag, "POLICY"),
+            help: $help,
+            default_note: None,
+            show: |config| Some(config.queue.$queue.to_string()),
+            parse: |config, text| {
+                config.queue.$queue =
+                    QueuePolicy::parse_over(QueueName::$variant.default_policy(), text)?;
+                Ok(())
+            },
+        }
+    };
+}
+
 const fn value(long: &'static str, value_name: &'static str) -> Flag {
     Flag::Value { long, value_name }
 }
@@ -640,6 +790,31 @@ pub static SETTINGS: &[Setting] = &[
     setting!(cache.l1_entries, env: ["SEAWALL_CACHE_L1_ENTRIES"],
         flag: value("cache-l1-entries", "N"),
         help: "Most entries the in-process cache holds, 1 to 100000000"),
+    setting!(queue.prefix, env: ["SEAWALL_QUEUE_PREFIX"], flag: value("queue-prefix", "PREFIX"),
+        help: "Redis key prefix of the job queues"),
+    setting!(queue.files, env: ["SEAWALL_FILES"], flag: value("files", "DIR"),
+        help: "Directory of file jobs: exports and backups are written under it, imports read from it"),
+    queue_policy!(email, Email, env: "SEAWALL_QUEUE_EMAIL", flag: "queue-email",
+        help: "email queue: concurrency=N attempts=N backoff=BASE..CAP|fixed:DELAY timeout=DURATION, keys left out keep their default"),
+    queue_policy!(report, Report, env: "SEAWALL_QUEUE_REPORT", flag: "queue-report",
+        help: "report queue policy, as for email"),
+    queue_policy!(schedule, Schedule, env: "SEAWALL_QUEUE_SCHEDULE", flag: "queue-schedule",
+        help: "schedule queue policy (also review writes behind the cache)"),
+    queue_policy!(notification, Notification, env: "SEAWALL_QUEUE_NOTIFICATION",
+        flag: "queue-notification", help: "notification queue policy"),
+    queue_policy!(analytics, Analytics, env: "SEAWALL_QUEUE_ANALYTICS", flag: "queue-analytics",
+        help: "analytics queue policy"),
+    queue_policy!(backup, Backup, env: "SEAWALL_QUEUE_BACKUP", flag: "queue-backup",
+        help: "backup queue policy"),
+    queue_policy!(export, Export, env: "SEAWALL_QUEUE_EXPORT", flag: "queue-export",
+        help: "export queue policy"),
+    queue_policy!(import, Import, env: "SEAWALL_QUEUE_IMPORT", flag: "queue-import",
+        help: "import queue policy"),
+    setting!(worker.listen, env: ["SEAWALL_WORKER_LISTEN"], flag: value("worker-listen", "ADDR"),
+        help: "seawall-worker: address of /livez, /readyz and /metrics, IP:PORT"),
+    setting!(worker.shutdown_timeout, env: ["SEAWALL_WORKER_SHUTDOWN_TIMEOUT"],
+        flag: value("worker-shutdown-timeout", "DURATION"),
+        help: "seawall-worker: time running jobs get to finish after SIGINT or SIGTERM, at most 1h; the rest go back to their queue"),
     setting!(log.filter, env: ["SEAWALL_LOG", "RUST_LOG"], flag: value("log", "FILTER"),
         help: "Log filter such as info or seawall_api=debug,info"),
     setting!(log.format, env: ["SEAWALL_LOG_FORMAT"], flag: value("log-format", "FORMAT"),

@@ -32,7 +32,14 @@ pub fn env_vars() -> impl Iterator<Item = &'static str> {
 /// exits with status 2. Everything else (the file, the environment,
 /// validation) comes back as a [`ConfigError`].
 pub fn load() -> Result<Config, ConfigError> {
-    let matches = command()
+    load_for(Program::Api)
+}
+
+/// [`load`] for `program`: its name in `--help` and errors, and only the
+/// flags of the settings it uses. Both programs read the same file and
+/// environment variables, so one configuration serves a deployment.
+pub fn load_for(program: Program) -> Result<Config, ConfigError> {
+    let matches = command_for(program)
         .try_get_matches()
         .unwrap_or_else(|error| error.exit());
     for name in env_vars() {
@@ -40,7 +47,7 @@ pub fn load() -> Result<Config, ConfigError> {
             return Err(ConfigError::EnvNotUnicode { name });
         }
     }
-    from_matches(&matches, &|name| std::env::var(name).ok())
+    from_matches(program, &matches, &|name| std::env::var(name).ok())
 }
 
 /// Loads the configuration from the given command line (starting with the
@@ -57,13 +64,68 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = command()
+    from_sources_for(Program::Api, args, env)
+}
+
+/// [`from_sources`] for `program`.
+pub fn from_sources_for<I, T>(
+    program: Program,
+    args: I,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command_for(program)
         .try_get_matches_from(args)
         .map_err(ConfigError::Cli)?;
-    from_matches(&matches, &env)
+    from_matches(program, &matches, &env)
+}
+
+/// The two programs that read this configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `seawall-api`.
+    Api,
+    /// `seawall-worker`.
+    Worker,
+}
+
+impl Program {
+    /// The program's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Api => "seawall-api",
+            Self::Worker => "seawall-worker",
+        }
+    }
+
+    /// Whether the program uses `setting` (and so has its flag).
+    pub fn uses(self, setting: &Setting) -> bool {
+        let section = setting.key.split('.').next().unwrap_or_default();
+        match self {
+            Self::Api => section != "worker",
+            Self::Worker => !matches!(section, "server" | "admin" | "demo" | "ratelimit"),
+        }
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Self::Api => {
+                "The seawall API service: the reference workload on SQLite or PostgreSQL, admin \
+                 API, metrics and a dashboard"
+            }
+            Self::Worker => {
+                "The seawall worker: runs the processors of the eight job queues on Redis, with \
+                 /livez, /readyz and /metrics on a port of its own"
+            }
+        }
+    }
 }
 
 fn from_matches(
+    program: Program,
     matches: &ArgMatches,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
@@ -80,13 +142,19 @@ fn from_matches(
         None => Config::default(),
     };
     apply_env(&mut config, &env)?;
-    apply_flags(&mut config, matches);
+    apply_flags(program, &mut config, matches);
     config.validate()?;
     Ok(config)
 }
 
 /// The command line: `--config` plus one flag per setting that has one.
 pub fn command() -> Command {
+    command_for(Program::Api)
+}
+
+/// The command line of `program`: `--config` plus one flag per setting it
+/// uses that has one.
+pub fn command_for(program: Program) -> Command {
     let config = Arg::new(CONFIG_FLAG)
         .long(CONFIG_FLAG)
         .value_name("PATH")
@@ -94,26 +162,36 @@ pub fn command() -> Command {
         .help(format!(
             "TOML config file [env: {CONFIG_ENV}] [default: none, no file is read]"
         ));
-    Command::new("seawall-api")
+    Command::new(program.name())
         .version(env!("CARGO_PKG_VERSION"))
-        .about(
-            "The seawall API service: the reference workload on SQLite or PostgreSQL, admin API, \
-             metrics and a dashboard",
-        )
-        .long_about(
-            "The seawall API service: the reference workload on SQLite or PostgreSQL, admin API, \
-             metrics and a dashboard.\n\n\
+        .about(program.about())
+        .long_about(format!(
+            "{}.\n\n\
              Settings come from embedded defaults, then the TOML file named by --config or \
              SEAWALL_CONFIG (none is read otherwise), then environment variables, then flags; \
              each layer overrides the one before it. Empty environment variables count as unset.",
-        )
-        .after_long_help(
-            "The admin token has no flag, because command lines are visible through ps: set \
-             SEAWALL_ADMIN_TOKEN or `token` in the [admin] section of the config file (at least \
-             16 visible ASCII characters). Without one, a random token is generated at start.",
-        )
+            program.about()
+        ))
+        .after_long_help(match program {
+            Program::Api => {
+                "The admin token has no flag, because command lines are visible through ps: set \
+                 SEAWALL_ADMIN_TOKEN or `token` in the [admin] section of the config file (at \
+                 least 16 visible ASCII characters). Without one, a random token is generated at \
+                 start."
+            }
+            Program::Worker => {
+                "The worker takes jobs from Redis, so it needs a Redis URL (--redis-url, \
+                 REDIS_URL). It reads the same file and environment variables as seawall-api, \
+                 so one configuration serves both."
+            }
+        })
         .arg(config)
-        .args(SETTINGS.iter().filter_map(arg))
+        .args(
+            SETTINGS
+                .iter()
+                .filter(|setting| program.uses(setting))
+                .filter_map(arg),
+        )
 }
 
 fn arg(setting: &'static Setting) -> Option<Arg> {
@@ -147,8 +225,8 @@ fn arg(setting: &'static Setting) -> Option<Arg> {
     }
 }
 
-fn apply_flags(config: &mut Config, matches: &ArgMatches) {
-    for setting in SETTINGS {
+fn apply_flags(program: Program, config: &mut Config, matches: &ArgMatches) {
+    for setting in SETTINGS.iter().filter(|setting| program.uses(setting)) {
         let text = match setting.flag {
             Flag::None => None,
             Flag::Value { .. } => matches.get_one::<String>(setting.key).map(String::as_str),
@@ -622,38 +700,43 @@ mod tests {
 
     #[test]
     fn help_names_every_variable_flag_and_default() {
-        let help = command().render_long_help().to_string();
-        for name in env_vars() {
-            assert!(
-                help.contains(name),
-                "--help does not mention {name}:\n{help}"
-            );
-        }
-        for setting in SETTINGS {
-            match setting.flag {
-                // Named in the text after the options instead.
-                Flag::None => {}
-                Flag::Value { long, .. } | Flag::Switch { long, .. } => {
-                    let default = format!("[default: {}]", setting.default_text());
-                    assert!(help.contains(&default), "--help lacks {default}:\n{help}");
-                    let flag = format!("--{long}");
-                    assert!(help.contains(&flag), "--help lacks {flag}");
+        for program in [Program::Api, Program::Worker] {
+            let help = command_for(program).render_long_help().to_string();
+            assert!(help.contains(CONFIG_ENV), "{help}");
+            for setting in SETTINGS {
+                let flag = match setting.flag {
+                    Flag::Value { long, .. } | Flag::Switch { long, .. } => format!("--{long}"),
+                    // Named in the text after the options instead.
+                    Flag::None => continue,
+                };
+                if !program.uses(setting) {
+                    assert!(
+                        !help.contains(&format!("{flag} ")),
+                        "{} has {flag}",
+                        program.name()
+                    );
+                    continue;
                 }
+                for name in setting.env {
+                    assert!(
+                        help.contains(name),
+                        "--help does not mention {name}:\n{help}"
+                    );
+                }
+                let default = format!("[default: {}]", setting.default_text());
+                assert!(help.contains(&default), "--help lacks {default}:\n{help}");
+                assert!(
+                    help.contains(&flag),
+                    "{} --help lacks {flag}",
+                    program.name()
+                );
             }
         }
-        for default in [
-            "[default: 127.0.0.1:8080]",
-            "[default: 30s]",
-            "[default: text]",
-        ] {
-            assert!(help.contains(default), "--help lacks {default}");
-        }
-        assert!(help.contains("--config") && help.contains("--version"));
+        let worker = command_for(Program::Worker).render_long_help().to_string();
         assert!(
-            !help.contains("--admin-token"),
-            "the token must not be a flag"
+            worker.contains("--worker-listen") && !worker.contains("--listen "),
+            "{worker}"
         );
-        command().debug_assert();
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl Config {
         self.validate_perfmon()?;
         self.validate_ratelimit()?;
         self.validate_cache()?;
+        self.validate_queue()?;
         self.validate_log()
     }
 
@@ -83,6 +84,29 @@ impl Config {
             if profile.block > Duration::from_secs(86_400) {
                 return Err(invalid(key, profile, "a block lasts at most 1 day"));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_queue(&self) -> Result<(), ConfigError> {
+        let prefix = &self.queue.prefix;
+        let bad = |c: char| c.is_control() || c.is_whitespace() || c == '{' || c == '}';
+        if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(bad) {
+            return Err(invalid(
+                "queue.prefix",
+                format!("{prefix:?}"),
+                "must be 1 to 64 bytes without braces, whitespace or control characters",
+            ));
+        }
+        if self.queue.files.as_os_str().is_empty() {
+            return Err(invalid("queue.files", "\"\"", "names no directory"));
+        }
+        if self.worker.shutdown_timeout > SHUTDOWN_TIMEOUT_LIMIT {
+            return Err(invalid(
+                "worker.shutdown_timeout",
+                humantime::format_duration(self.worker.shutdown_timeout),
+                "must be at most 1h",
+            ));
         }
         Ok(())
     }

@@ -329,7 +329,11 @@ struct Invalidation {
     /// statistics `<user>` (and `standing`, the learners' review counts
     /// every user's standing is measured against), catalogue pages
     /// `<page>:<size>:<category>`.
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pattern: String,
     /// `schedule` (due reviews), `computation` (statistics), `api`
     /// (catalogue pages), `session` (nothing of the workload), or `all`.
@@ -375,13 +379,11 @@ async fn invalidate(
             format!("must be one of {}", TYPES.join(", ")),
         ));
     }
-    if request.pattern.is_empty()
-        || request.pattern.len() > MAX_PATTERN
-        || request.pattern.chars().any(char::is_control)
-    {
+    let length = request.pattern.chars().count();
+    if length == 0 || length > MAX_PATTERN || request.pattern.chars().any(char::is_control) {
         return Err(Problem::invalid_field(
             "pattern",
-            format!("must be 1 to {MAX_PATTERN} bytes without control characters"),
+            format!("must be 1 to {MAX_PATTERN} characters without control characters"),
         ));
     }
     let cache = cache_of(&state)?;

@@ -36,7 +36,13 @@ pub(crate) const ADMIN_TOKEN: &str = "admin_token";
         (name = "dashboard", description = "The dashboard page and its assets"),
         (name = "contract", description = "This document"),
     ),
-    components(schemas(Problem, InvalidParam)),
+    components(schemas(
+        Problem, InvalidParam,
+        crate::jobs::EmailJob, crate::jobs::EmailTemplate, crate::jobs::ReportJob,
+        crate::jobs::ScheduleJob, crate::jobs::ReviewWrite, crate::jobs::NotificationJob,
+        crate::jobs::Channel, crate::jobs::AnalyticsJob, crate::jobs::BackupJob,
+        crate::jobs::ExportJob, crate::jobs::ExportTable, crate::jobs::ImportJob,
+    )),
 )]
 pub(crate) struct ApiDoc;
 
@@ -251,8 +257,9 @@ mod tests {
             }
         }
         assert_eq!(
-            with_body, 4,
-            "review/complete, rate-limit, rate-limit/block and cache (DELETE)"
+            with_body, 13,
+            "review/complete, rate-limit, rate-limit/block, cache (DELETE), \
+             the eight enqueues and queue clean"
         );
     }
 }

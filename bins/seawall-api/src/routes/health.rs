@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use seawall_perfmon::{CheckResult, HEALTH_JSON, HealthStatus};
+use seawall_perfmon::{CheckResult, HEALTH_JSON, HealthCheck, HealthStatus, Monitor};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -82,10 +82,7 @@ struct Readiness {
         content_type = "application/health+json", example = json!({"status": "pass"})),
 ))]
 async fn livez() -> Response {
-    health_json(
-        StatusCode::OK,
-        &serde_json::json!({ "status": HealthStatus::Healthy.as_draft() }),
-    )
+    alive()
 }
 
 /// Readiness: every dependency answers.
@@ -101,15 +98,20 @@ async fn livez() -> Response {
         content_type = "application/health+json"),
 ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let mut checks = BTreeMap::new();
+    readiness(state.readiness_checks()).await
+}
+
+/// Runs `checks`: 200 when every one passes, 503 naming those that fail.
+pub(crate) async fn readiness(checks: &[Box<dyn HealthCheck>]) -> Response {
+    let mut results = BTreeMap::new();
     let mut failed = Vec::new();
-    for check in state.readiness_checks() {
+    for check in checks {
         let key = check.key();
         let result = check.check().await;
         if result.status == HealthStatus::Unhealthy {
             failed.push(key.clone());
         }
-        checks.entry(key).or_insert_with(Vec::new).push(result);
+        results.entry(key).or_insert_with(Vec::new).push(result);
     }
     let (status, code, output) = if failed.is_empty() {
         (HealthStatus::Healthy, StatusCode::OK, None)
@@ -126,8 +128,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
         &Readiness {
             status,
             output,
-            checks,
+            checks: results,
         },
+    )
+}
+
+/// The liveness answer: always `pass`.
+pub(crate) fn alive() -> Response {
+    health_json(
+        StatusCode::OK,
+        &serde_json::json!({ "status": HealthStatus::Healthy.as_draft() }),
     )
 }
 
@@ -143,10 +153,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
     )),
 ))]
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    exposition(state.monitor(), &headers)
+}
+
+/// The monitor's metrics in the format `Accept` asks for.
+pub(crate) fn exposition(monitor: &Monitor, headers: &HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok());
-    let (content_type, body) = state.monitor().negotiate(accept);
+    let (content_type, body) = monitor.negotiate(accept);
     let mut response = body.into_response();
     response
         .headers_mut()

@@ -7,5 +7,6 @@ pub(crate) mod dashboard;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod performance;
+pub(crate) mod queue;
 pub(crate) mod ratelimit;
 pub(crate) mod workload;

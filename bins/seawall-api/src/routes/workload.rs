@@ -46,7 +46,7 @@ pub(crate) fn now_ms() -> i64 {
         })
 }
 
-fn timestamp(ms: i64) -> String {
+pub(crate) fn timestamp(ms: i64) -> String {
     let at = u64::try_from(ms).map_or(UNIX_EPOCH, |ms| UNIX_EPOCH + Duration::from_millis(ms));
     rfc3339(at)
 }

@@ -29,6 +29,8 @@ pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Ports tried before giving up.
+const STARTS: usize = 3;
 
 pub(crate) type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
@@ -56,54 +58,40 @@ impl ChromeDriver {
             .prefix("seawall-chromedriver-")
             .tempdir()
             .map_err(|error| format!("cannot create a temp dir: {error}"))?;
-        let log_path = scratch.path().join("chromedriver.log");
-        let log = File::create(&log_path)
-            .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
-        let address = free_address()?;
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={}", address.port()))
-            .arg(format!("--log-path={}", log_path.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            // Its own process group, so that Drop can kill the browsers too.
-            .process_group(0)
-            .spawn()
-            .map_err(|error| format!("cannot start {CHROMEDRIVER}: {error}"))?;
-        let mut driver = Self {
-            child,
-            address,
-            scratch,
-        };
-        driver.wait_until_listening().await?;
-        Ok(driver)
-    }
-
-    async fn wait_until_listening(&mut self) -> Result<()> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "chromedriver exited at start ({status}); its log:\n{}",
-                    self.log()
-                )
-                .into());
+        // The port is free when chosen but may be taken before chromedriver
+        // binds it (tests bind ports in parallel): then it exits, or another
+        // server answers there. Either way, start over on another port.
+        let mut last_error = String::new();
+        for _ in 0..STARTS {
+            let log_path = scratch.path().join("chromedriver.log");
+            let log = File::create(&log_path)
+                .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
+            let address = free_address()?;
+            let mut child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={}", address.port()))
+                .arg(format!("--log-path={}", log_path.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                // Its own process group, so that Drop can kill the browsers too.
+                .process_group(0)
+                .spawn()
+                .map_err(|error| format!("cannot start {CHROMEDRIVER}: {error}"))?;
+            match wait_until_ready(&mut child, address, &log_path).await {
+                Ok(()) => {
+                    return Ok(Self {
+                        child,
+                        address,
+                        scratch,
+                    });
+                }
+                Err(error) => {
+                    kill_group(&mut child);
+                    last_error = error;
+                }
             }
-            let error = match tokio::net::TcpStream::connect(self.address).await {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
-            };
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "chromedriver did not listen on {} within {STARTUP_TIMEOUT:?} ({error}); \
-                     its log:\n{}",
-                    self.address,
-                    self.log()
-                )
-                .into());
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
         }
+        Err(last_error.into())
     }
 
     /// The driver's log so far, for error messages.
@@ -158,19 +146,86 @@ impl ChromeDriver {
     }
 }
 
+/// Kills chromedriver and the browsers it launched: the negative pid
+/// addresses the process group that `process_group(0)` created.
+fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        // The negative pid addresses the process group that `process_group(0)`
-        // created: chromedriver and the browsers it launched.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
+}
+
+/// Waits until chromedriver itself answers `GET /status` as ready.
+async fn wait_until_ready(
+    child: &mut Child,
+    address: SocketAddr,
+    log: &Path,
+) -> Result<(), String> {
+    let read_log = || {
+        std::fs::read_to_string(log).unwrap_or_else(|error| format!("({}: {error})", log.display()))
+    };
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "chromedriver exited at start ({status}); its log:\n{}",
+                read_log()
+            ));
+        }
+        let answer = match status(address).await {
+            Ok(answer) if answer.contains("\"ready\":true") => return Ok(()),
+            Ok(answer) => format!("answered {answer:?}"),
+            Err(error) => error.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "chromedriver was not ready on {address} within {STARTUP_TIMEOUT:?} ({answer}); \
+                 its log:\n{}",
+                read_log()
+            ));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The answer to `GET /status` at `address`, without whitespace, read over
+/// one HTTP/1.1 exchange (chromedriver refuses HTTP/1.0).
+async fn status(address: SocketAddr) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        // chromedriver may keep the connection open: read until the
+        // answer says whether it is ready, or the connection ends.
+        let mut answer = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        loop {
+            let read = stream.read(&mut chunk).await?;
+            answer.extend_from_slice(&chunk[..read]);
+            let text: String = String::from_utf8_lossy(&answer)
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            if read == 0 || text.contains("\"ready\":true") || text.contains("\"ready\":false") {
+                return Ok(text);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("no answer within 2 s")))
 }
 
 fn free_address() -> Result<SocketAddr> {

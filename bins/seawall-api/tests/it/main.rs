@@ -6,6 +6,7 @@ mod cache;
 mod chromedriver;
 mod metrics;
 mod process;
+mod queue;
 mod ratelimit;
 mod raw;
 mod redis;

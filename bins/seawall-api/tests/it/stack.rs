@@ -471,6 +471,22 @@ async fn every_operation_in_the_document_is_served() {
             "/api/content",
             "/api/openapi.json",
             "/api/performance",
+            "/api/queue",
+            "/api/queue/analytics",
+            "/api/queue/backup",
+            "/api/queue/email",
+            "/api/queue/export",
+            "/api/queue/import",
+            "/api/queue/notification",
+            "/api/queue/report",
+            "/api/queue/schedule",
+            "/api/queue/{queue}/clean",
+            "/api/queue/{queue}/jobs",
+            "/api/queue/{queue}/jobs/{id}",
+            "/api/queue/{queue}/jobs/{id}/retry",
+            "/api/queue/{queue}/pause",
+            "/api/queue/{queue}/resume",
+            "/api/queue/{queue}/retry",
             "/api/rate-limit",
             "/api/rate-limit/block",
             "/api/review/complete",
@@ -484,6 +500,8 @@ async fn every_operation_in_the_document_is_served() {
     );
     for (path, operations) in paths {
         let concrete = path
+            .replace("{queue}", "email")
+            .replace("{id}", "1")
             .replace("{file}", "no-such-file.js")
             .replace("panels/no-such-file.js", "panels/no-such-panel.js");
         for method in operations.as_object().expect("operations").keys() {

@@ -110,6 +110,7 @@ impl TestApp {
             dir.path().join("seawall.db").display()
         );
         let mut config = small_config(url);
+        config.queue.files = dir.path().join("files");
         tweak(&mut config);
         let app = App::build(config).await.expect("the app builds on SQLite");
         Self {

@@ -1,0 +1,318 @@
+//! The job queues' settings: which queues there are, and for each how many
+//! jobs run at once, how often a job is tried, how long it waits between
+//! tries and how long one try may take.
+//!
+//! A policy is written as `key=value` words, any of them left out:
+//!
+//! ```text
+//! concurrency=8 attempts=5 backoff=2s..10m timeout=30s
+//! ```
+//!
+//! `backoff` is `BASE..CAP` (exponential, doubling from `BASE` up to `CAP`,
+//! with full jitter) or `fixed:DELAY`. A key left out takes that queue's
+//! default, whichever layer (file, environment, flag) the text comes from.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The eight queues the worker runs processors for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueName {
+    /// Mail to users, written to the outbox table.
+    Email,
+    /// A learner's review report, aggregated from their history.
+    Report,
+    /// Review schedules: recomputed, or a completed review written behind.
+    Schedule,
+    /// Deliveries of notifications, recorded per channel.
+    Notification,
+    /// The daily statistics, refreshed; the cached stats are invalidated.
+    Analytics,
+    /// A consistent snapshot of the database, written to a file.
+    Backup,
+    /// A table written out as CSV.
+    Export,
+    /// Contents read from a CSV file, in batches.
+    Import,
+}
+
+impl QueueName {
+    /// Every queue, in the order settings and the dashboard list them.
+    pub const ALL: [Self; 8] = [
+        Self::Email,
+        Self::Report,
+        Self::Schedule,
+        Self::Notification,
+        Self::Analytics,
+        Self::Backup,
+        Self::Export,
+        Self::Import,
+    ];
+
+    /// The queue's name, as in Redis keys, URLs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Report => "report",
+            Self::Schedule => "schedule",
+            Self::Notification => "notification",
+            Self::Analytics => "analytics",
+            Self::Backup => "backup",
+            Self::Export => "export",
+            Self::Import => "import",
+        }
+    }
+
+    /// The queue a name names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|queue| queue.as_str() == name)
+    }
+
+    /// The queue's policy when nothing is configured.
+    pub fn default_policy(self) -> QueuePolicy {
+        let exponential = |base_ms, cap_secs| RetryBackoff::Exponential {
+            base: Duration::from_millis(base_ms),
+            cap: Duration::from_secs(cap_secs),
+        };
+        let fixed = |secs| RetryBackoff::Fixed(Duration::from_secs(secs));
+        let (concurrency, attempts, backoff, timeout_secs) = match self {
+            Self::Email => (8, 5, exponential(2_000, 600), 30),
+            Self::Report => (2, 3, exponential(10_000, 600), 300),
+            Self::Schedule => (8, 10, exponential(500, 60), 30),
+            Self::Notification => (8, 5, exponential(1_000, 300), 30),
+            Self::Analytics => (1, 3, fixed(30), 300),
+            Self::Backup => (1, 2, fixed(60), 1_800),
+            Self::Export => (2, 3, exponential(5_000, 300), 600),
+            Self::Import => (1, 3, exponential(5_000, 300), 600),
+        };
+        QueuePolicy {
+            concurrency,
+            attempts,
+            backoff,
+            timeout: Duration::from_secs(timeout_secs),
+        }
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The most jobs of one queue a process runs at once.
+pub const MAX_CONCURRENCY: usize = 256;
+/// The most tries of one job.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The longest wait between tries, and the longest try.
+pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+
+/// How the wait between tries grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryBackoff {
+    /// The same wait every time.
+    Fixed(Duration),
+    /// Doubling from `base`, at most `cap`, with full jitter.
+    Exponential {
+        /// The first wait's ceiling.
+        base: Duration,
+        /// The largest wait.
+        cap: Duration,
+    },
+}
+
+impl RetryBackoff {
+    /// The queue library's backoff.
+    pub fn to_backoff(self) -> seawall_queue::Backoff {
+        match self {
+            Self::Fixed(delay) => seawall_queue::Backoff::fixed(delay),
+            Self::Exponential { base, cap } => seawall_queue::Backoff::exponential(base)
+                .cap(cap)
+                // Checked when the policy was read: the cap is at least the base.
+                .unwrap_or_else(|_| seawall_queue::Backoff::exponential(base))
+                .full_jitter(),
+        }
+    }
+}
+
+/// How one queue's jobs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct QueuePolicy {
+    /// Jobs one process runs at once, 1 to [`MAX_CONCURRENCY`].
+    pub concurrency: usize,
+    /// Tries per job before it goes to the dead set, 1 to [`MAX_ATTEMPTS`].
+    pub attempts: u32,
+    /// The wait between tries.
+    pub backoff: RetryBackoff,
+    /// How long one try may take before it is aborted and counts as failed.
+    pub timeout: Duration,
+}
+
+impl QueuePolicy {
+    /// Reads `text` (`key=value` words) over `defaults`: keys left out keep
+    /// the default's value.
+    pub fn parse_over(defaults: Self, text: &str) -> Result<Self, String> {
+        let mut policy = defaults;
+        for word in text.split([' ', ',']).filter(|word| !word.is_empty()) {
+            let Some((key, value)) = word.split_once('=') else {
+                return Err(format!(
+                    "{word:?} is not key=value; the keys are concurrency, attempts, backoff and timeout"
+                ));
+            };
+            match key {
+                "concurrency" => {
+                    policy.concurrency = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_CONCURRENCY).contains(n))
+                        .ok_or_else(|| {
+                            format!("concurrency must be 1 to {MAX_CONCURRENCY}, got {value:?}")
+                        })?;
+                }
+                "attempts" => {
+                    policy.attempts = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
+                        .ok_or_else(|| {
+                            format!("attempts must be 1 to {MAX_ATTEMPTS}, got {value:?}")
+                        })?;
+                }
+                "backoff" => policy.backoff = parse_backoff(value)?,
+                "timeout" => {
+                    policy.timeout = duration(value)
+                        .filter(|timeout| *timeout >= Duration::from_secs(1))
+                        .ok_or_else(|| format!("timeout must be 1s to 1day, got {value:?}"))?;
+                }
+                other => {
+                    return Err(format!(
+                        "unknown key {other:?}; the keys are concurrency, attempts, backoff and timeout"
+                    ));
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The options of a job enqueued on a queue with this policy.
+    pub fn job_options(&self) -> seawall_queue::JobOptions {
+        let options = seawall_queue::JobOptions::new();
+        // Every value was checked against the queue library's bounds when
+        // the policy was read.
+        options
+            .clone()
+            .attempts(self.attempts)
+            .and_then(|options| options.backoff(self.backoff.to_backoff()))
+            .and_then(|options| options.timeout(self.timeout))
+            .unwrap_or(options)
+    }
+}
+
+/// A duration of at most [`MAX_DELAY`].
+fn duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|value| *value <= MAX_DELAY)
+}
+
+fn parse_backoff(text: &str) -> Result<RetryBackoff, String> {
+    let malformed = || {
+        format!(
+            "backoff is BASE..CAP (such as 1s..5m) or fixed:DELAY, each at most 1day, got {text:?}"
+        )
+    };
+    if let Some(delay) = text.strip_prefix("fixed:") {
+        return duration(delay)
+            .map(RetryBackoff::Fixed)
+            .ok_or_else(malformed);
+    }
+    let (base, cap) = text.split_once("..").ok_or_else(malformed)?;
+    let (base, cap) = (
+        duration(base).ok_or_else(malformed)?,
+        duration(cap).ok_or_else(malformed)?,
+    );
+    if base < Duration::from_millis(1) || cap < base {
+        return Err(format!(
+            "backoff {text:?}: the base must be at least 1ms and the cap at least the base"
+        ));
+    }
+    Ok(RetryBackoff::Exponential { base, cap })
+}
+
+impl fmt::Display for QueuePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let human = |value| {
+            humantime::format_duration(value)
+                .to_string()
+                .replace(' ', "")
+        };
+        let backoff = match self.backoff {
+            RetryBackoff::Fixed(delay) => format!("fixed:{}", human(delay)),
+            RetryBackoff::Exponential { base, cap } => format!("{}..{}", human(base), human(cap)),
+        };
+        write!(
+            f,
+            "concurrency={} attempts={} backoff={backoff} timeout={}",
+            self.concurrency,
+            self.attempts,
+            human(self.timeout)
+        )
+    }
+}
+
+impl From<QueuePolicy> for String {
+    fn from(policy: QueuePolicy) -> Self {
+        policy.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_left_out_keep_the_queues_default() {
+        let defaults = QueueName::Email.default_policy();
+        let policy =
+            QueuePolicy::parse_over(defaults, "attempts=9, backoff=fixed:3s").expect("reads");
+        assert_eq!(policy.attempts, 9);
+        assert_eq!(policy.backoff, RetryBackoff::Fixed(Duration::from_secs(3)));
+        assert_eq!(policy.concurrency, defaults.concurrency);
+        assert_eq!(policy.timeout, defaults.timeout);
+    }
+
+    #[test]
+    fn every_default_reads_back_from_its_text() {
+        for queue in QueueName::ALL {
+            let policy = queue.default_policy();
+            let text = policy.to_string();
+            let other = QueueName::Backup.default_policy();
+            assert_eq!(QueuePolicy::parse_over(other, &text), Ok(policy), "{text}");
+            assert_eq!(QueueName::parse(queue.as_str()), Some(queue));
+        }
+    }
+
+    #[test]
+    fn bad_policies_say_what_is_wrong() {
+        let defaults = QueueName::Email.default_policy();
+        for (text, says) in [
+            ("concurrency=0", "concurrency must be 1 to 256"),
+            ("concurrency=many", "concurrency must be"),
+            ("attempts=101", "attempts must be 1 to 100"),
+            ("backoff=5m..1s", "the cap at least the base"),
+            ("backoff=0s..1s", "at least 1ms"),
+            ("backoff=soon", "BASE..CAP"),
+            ("backoff=fixed:2days", "BASE..CAP"),
+            ("timeout=10ms", "timeout must be 1s"),
+            ("retries=3", "unknown key \"retries\""),
+            ("attempts", "is not key=value"),
+        ] {
+            let error = QueuePolicy::parse_over(defaults, text).expect_err(text);
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+}

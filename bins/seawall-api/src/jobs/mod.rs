@@ -1,0 +1,151 @@
+//! The processors of the eight queues, each doing its work against the
+//! reference database or files, and how they are started on a set of
+//! queues. `seawall-worker` runs them against Redis; on embedded defaults
+//! the API runs them itself, on the memory backend.
+//!
+//! Every processor reports progress, and turns what goes wrong into a
+//! [`JobError`] with a message that says what and where: a database error,
+//! a file that cannot be read or written, a malformed import. Those are
+//! retried per the queue's policy; a job that cannot succeed however often
+//! it runs (a learner that does not exist) goes to the dead set at once.
+
+mod files;
+pub(crate) mod payload;
+#[cfg(test)]
+mod tests;
+mod work;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use seawall_perfmon::Monitor;
+use seawall_queue::{JobError, QueueMetrics, Queues, Worker, WorkerStats};
+
+use crate::cache::ApiCache;
+use crate::config::{QueueConfig, QueueName};
+use crate::db::Db;
+
+pub use payload::{
+    AnalyticsJob, BackupJob, Channel, EmailJob, EmailTemplate, ExportJob, ExportTable, ImportJob,
+    NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
+};
+
+/// What the processors work with.
+#[derive(Clone)]
+pub(crate) struct Processors {
+    db: Db,
+    cache: Option<ApiCache>,
+    files: PathBuf,
+}
+
+impl Processors {
+    pub(crate) fn new(db: Db, cache: Option<ApiCache>, files: PathBuf) -> Self {
+        Self { db, cache, files }
+    }
+}
+
+/// How often the depth gauges are refreshed.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
+/// The workers of every queue, started together and stopped together,
+/// and the task that keeps the queues' depth gauges current.
+pub(crate) struct Running {
+    workers: Vec<(QueueName, Worker)>,
+    depth: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts one worker per queue with the queue's concurrency, its
+    /// metrics in `monitor`, and its processor.
+    pub(crate) fn start(
+        queues: &Queues,
+        config: &QueueConfig,
+        monitor: &Monitor,
+        processors: &Processors,
+    ) -> Result<Self, seawall_queue::Error> {
+        let mut workers = Vec::with_capacity(QueueName::ALL.len());
+        let mut gauges = Vec::with_capacity(QueueName::ALL.len());
+        for queue in QueueName::ALL {
+            let metrics = QueueMetrics::register(monitor, queue.as_str())?;
+            let builder = queues
+                .worker(queue.as_str())?
+                .concurrency(config.policy(queue).concurrency)?
+                .backoff(config.policy(queue).backoff.to_backoff())
+                .metrics(metrics.clone());
+            let worker = work::start(queue, builder, processors.clone());
+            workers.push((queue, worker));
+            gauges.push((queue, metrics));
+        }
+        let depth = tokio::spawn(record_depth(queues.clone(), gauges));
+        Ok(Self { workers, depth })
+    }
+
+    /// Jobs running now, over every queue.
+    pub(crate) fn running(&self) -> usize {
+        self.workers
+            .iter()
+            .map(|(_, worker)| worker.running())
+            .sum()
+    }
+
+    /// Stops fetching everywhere, gives running jobs up to `deadline` to
+    /// finish, and gives the rest back to their queues. Answers the stats
+    /// per queue.
+    pub(crate) async fn shutdown(self, deadline: Duration) -> Vec<(QueueName, WorkerStats)> {
+        self.depth.abort();
+        let stopping = self
+            .workers
+            .into_iter()
+            .map(|(queue, worker)| async move { (queue, worker.shutdown(deadline).await) });
+        futures_util::future::join_all(stopping).await
+    }
+}
+
+/// Refreshes every queue's depth gauges every [`DEPTH_EVERY`].
+async fn record_depth(queues: Queues, gauges: Vec<(QueueName, QueueMetrics)>) {
+    let mut every = tokio::time::interval(DEPTH_EVERY);
+    loop {
+        every.tick().await;
+        for (queue, metrics) in &gauges {
+            match queues.counts(queue.as_str()).await {
+                Ok(counts) => metrics.record_depth(&counts),
+                Err(error) => tracing::debug!(%queue, %error, "queue depth not read"),
+            }
+        }
+    }
+}
+
+/// Why a job was not enqueued.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The payload breaks a rule of its queue; nothing was enqueued.
+    Invalid(payload::Refused),
+    /// The queue backend failed.
+    Queue(seawall_queue::Error),
+}
+
+/// Checks `payload` against `queue`'s rules, then enqueues it with the
+/// queue's attempts, backoff and timeout.
+pub(crate) async fn enqueue(
+    queues: &Queues,
+    config: &QueueConfig,
+    queue: QueueName,
+    payload: serde_json::Value,
+) -> Result<seawall_queue::JobId, Refusal> {
+    let payload = payload::validate(queue, payload).map_err(Refusal::Invalid)?;
+    let options = config.policy(queue).job_options();
+    queues
+        .enqueue(queue.as_str(), &payload, &options)
+        .await
+        .map_err(Refusal::Queue)
+}
+
+/// `queue:id`, how rows written by a job name it.
+fn job_key<T>(queue: QueueName, job: &seawall_queue::Job<T>) -> String {
+    format!("{queue}:{}", job.id())
+}
+
+/// A database error, retried.
+fn database(error: &sqlx::Error) -> JobError {
+    JobError::new(format!("database error: {error}"))
+}

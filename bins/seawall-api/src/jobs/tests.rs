@@ -1,0 +1,401 @@
+//! Every processor against a seeded SQLite file and a files directory, on
+//! the memory backend; and the failures that must end as failed jobs with
+//! a clear error, retried per policy, never a crashed worker.
+
+use std::time::Duration;
+
+use seawall_perfmon::Monitor;
+use seawall_queue::{JobId, JobInfo, JobState, Queues};
+use serde_json::json;
+
+use super::*;
+use crate::config::{DatabaseConfig, DemoConfig, QueuePolicy};
+use crate::reviews::DAY_MS;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    files: PathBuf,
+    db: Db,
+    queues: Queues,
+    config: QueueConfig,
+    running: Option<Running>,
+}
+
+impl Rig {
+    /// A seeded database, every queue at two attempts 10 ms apart, and the
+    /// processors running.
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = DatabaseConfig {
+            url: format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display()),
+            max_connections: 4,
+        };
+        let monitor = Monitor::new();
+        let db = Db::connect(&database, monitor.clone())
+            .await
+            .expect("connects");
+        let demo = DemoConfig {
+            seed: true,
+            users: 3,
+            contents: 20,
+            schedules_per_user: 10,
+            history_per_user: 30,
+        };
+        crate::seed::ensure(&db, &demo, crate::routes::workload::now_ms())
+            .await
+            .expect("seeds");
+        let files = dir.path().join("files");
+        let mut config = QueueConfig {
+            files: files.clone(),
+            ..QueueConfig::default()
+        };
+        for queue in QueueName::ALL {
+            let fast =
+                QueuePolicy::parse_over(queue.default_policy(), "attempts=2 backoff=fixed:10ms")
+                    .expect("valid");
+            match queue {
+                QueueName::Email => config.email = fast,
+                QueueName::Report => config.report = fast,
+                QueueName::Schedule => config.schedule = fast,
+                QueueName::Notification => config.notification = fast,
+                QueueName::Analytics => config.analytics = fast,
+                QueueName::Backup => config.backup = fast,
+                QueueName::Export => config.export = fast,
+                QueueName::Import => config.import = fast,
+            }
+        }
+        let queues = Queues::memory();
+        let processors = Processors::new(db.clone(), None, files.clone());
+        let running = Running::start(&queues, &config, &monitor, &processors).expect("starts");
+        Self {
+            _dir: dir,
+            files,
+            db,
+            queues,
+            config,
+            running: Some(running),
+        }
+    }
+
+    async fn enqueue(&self, queue: QueueName, payload: serde_json::Value) -> JobId {
+        match enqueue(&self.queues, &self.config, queue, payload).await {
+            Ok(id) => id,
+            Err(refusal) => panic!("{refusal:?}"),
+        }
+    }
+
+    /// The job once it has completed or died.
+    async fn finished(&self, queue: QueueName, id: &JobId) -> JobInfo {
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        loop {
+            let job = self.queues.job(queue.as_str(), id).await.expect("reads");
+            if let Some(job) =
+                job.filter(|job| matches!(job.state, JobState::Completed | JobState::Dead))
+            {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{queue} job {id} did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn completed(&self, queue: QueueName, payload: serde_json::Value) -> JobInfo {
+        let id = self.enqueue(queue, payload).await;
+        let job = self.finished(queue, &id).await;
+        assert_eq!(job.state, JobState::Completed, "{queue}: {:?}", job.errors);
+        assert_eq!(
+            job.progress.as_ref().map(|p| p.percent),
+            Some(100),
+            "{queue}"
+        );
+        job
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.db.pool())
+            .await
+            .expect("counts")
+    }
+
+    async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+fn message(job: &JobInfo) -> String {
+    job.progress
+        .as_ref()
+        .map(|p| p.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_processor_does_its_work() {
+    let mut rig = Rig::start().await;
+
+    rig.completed(
+        QueueName::Email,
+        json!({"user_id": 1, "template": "reminder"}),
+    )
+    .await;
+    let subject: String = sqlx::query_scalar("SELECT subject FROM email_outbox WHERE user_id = 1")
+        .fetch_one(rig.db.pool())
+        .await
+        .expect("an outbox row");
+    assert!(subject.ends_with("reviews are due"), "{subject}");
+
+    rig.completed(
+        QueueName::Notification,
+        json!({"user_id": 2, "channel": "push", "message": "hello"}),
+    )
+    .await;
+    assert_eq!(
+        rig.count("SELECT COUNT(*) FROM notification_deliveries WHERE channel = 'push'")
+            .await,
+        1
+    );
+
+    let report = rig
+        .completed(QueueName::Report, json!({"user_id": 1, "days": 365}))
+        .await;
+    let body: String = sqlx::query_scalar("SELECT body FROM reports WHERE user_id = 1")
+        .fetch_one(rig.db.pool())
+        .await
+        .expect("a report");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let reviews = rig
+        .count("SELECT COUNT(*) FROM review_history WHERE user_id = 1")
+        .await;
+    assert_eq!(body["reviews"], json!(reviews), "{}", message(&report));
+
+    sqlx::query(
+        "UPDATE review_schedules SET due_at = 5 WHERE user_id = 2 AND last_reviewed_at IS NOT NULL",
+    )
+    .execute(rig.db.pool())
+    .await
+    .expect("drifts");
+    rig.completed(
+        QueueName::Schedule,
+        json!({"kind": "recompute", "user_id": 2}),
+    )
+    .await;
+    assert_eq!(
+        rig.count("SELECT COUNT(*) FROM review_schedules WHERE user_id = 2 AND due_at = 5")
+            .await,
+        0
+    );
+
+    rig.completed(QueueName::Analytics, json!({"days": 365}))
+        .await;
+    let (days, reviews): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), CAST(SUM(reviews) AS BIGINT) FROM analytics_daily")
+            .fetch_one(rig.db.pool())
+            .await
+            .expect("refreshed");
+    assert!(days > 0);
+    assert_eq!(
+        reviews,
+        rig.count("SELECT COUNT(*) FROM review_history").await
+    );
+
+    let backup = rig.completed(QueueName::Backup, json!({})).await;
+    let dir = rig.files.join("backups");
+    let file = std::fs::read_dir(&dir)
+        .expect("a backups dir")
+        .next()
+        .expect("a file")
+        .expect("entry");
+    let text = std::fs::read_to_string(file.path()).expect("reads");
+    let history_lines = text
+        .lines()
+        .filter(|line| line.contains("\"table\":\"review_history\""))
+        .count();
+    assert_eq!(
+        i64::try_from(history_lines).unwrap_or(0),
+        rig.count("SELECT COUNT(*) FROM review_history").await,
+        "{}",
+        message(&backup)
+    );
+    assert!(
+        text.lines()
+            .all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok())
+    );
+
+    rig.completed(
+        QueueName::Export,
+        json!({"table": "contents", "file": "contents.csv"}),
+    )
+    .await;
+    let csv = std::fs::read_to_string(rig.files.join("exports/contents.csv")).expect("exported");
+    assert!(
+        csv.starts_with("id,title,category,difficulty,created_at\n"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 21, "a header and 20 contents");
+
+    let imports = rig.files.join("imports");
+    std::fs::create_dir_all(&imports).expect("imports dir");
+    std::fs::write(
+        imports.join("more.csv"),
+        "id,title,category,difficulty\n\
+         101,Irregular verbs,language,2\n\
+         102,,language,2\n\
+         1,Renamed,math,5\n\
+         103,Fractions,math,9\n\
+         104,\"Commas, quoted\",math,3\n",
+    )
+    .expect("writes");
+    let import = rig
+        .completed(QueueName::Import, json!({"file": "more.csv"}))
+        .await;
+    assert_eq!(
+        message(&import),
+        "3 rows imported, 2 bad: line 3: title must be 1 to 200 characters; line 5: difficulty \"9\" is not 1 to 5"
+    );
+    assert_eq!(rig.count("SELECT COUNT(*) FROM contents").await, 22);
+    let renamed: String = sqlx::query_scalar("SELECT title FROM contents WHERE id = 1")
+        .fetch_one(rig.db.pool())
+        .await
+        .expect("kept");
+    assert_eq!(renamed, "Renamed");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_written_behind_is_applied_once() {
+    let mut rig = Rig::start().await;
+    let (content, last): (i64, Option<i64>) =
+        sqlx::query_as("SELECT content_id, last_reviewed_at FROM review_schedules WHERE user_id = 3 ORDER BY content_id LIMIT 1")
+            .fetch_one(rig.db.pool())
+            .await
+            .expect("a schedule");
+    let at = last.unwrap_or(0) + DAY_MS;
+    let review = json!({"kind": "review", "review_id": "r-1", "user_id": 3, "content_id": content,
+        "rating": 5, "duration_ms": 1200, "at_ms": at, "interval_days": 6,
+        "ease_permille": 2600, "repetitions": 2});
+    let history = "SELECT COUNT(*) FROM review_history WHERE user_id = 3";
+    let before = rig.count(history).await;
+    let first = rig.completed(QueueName::Schedule, review.clone()).await;
+    assert_eq!(message(&first), "review written");
+    let replay = rig.completed(QueueName::Schedule, review).await;
+    assert_eq!(message(&replay), "review already written");
+    assert_eq!(rig.count(history).await, before + 1);
+    let due: i64 = sqlx::query_scalar(
+        "SELECT due_at FROM review_schedules WHERE user_id = 3 AND content_id = $1",
+    )
+    .bind(content)
+    .fetch_one(rig.db.pool())
+    .await
+    .expect("moved");
+    assert_eq!(due, at + 6 * DAY_MS);
+    rig.stop().await;
+}
+
+/// The job ended dead after both attempts, each failing with `says`.
+fn failed_twice_with(job: &JobInfo, says: &str) {
+    assert_eq!(job.state, JobState::Dead, "{job:?}");
+    assert_eq!(job.errors.len(), 2, "{:?}", job.errors);
+    for error in &job.errors {
+        assert!(
+            error.error.contains(says),
+            "{:?} should say {says:?}",
+            error.error
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_and_database_errors_fail_the_job_not_the_worker() {
+    let mut rig = Rig::start().await;
+    let imports = rig.files.join("imports");
+    std::fs::create_dir_all(&imports).expect("imports dir");
+    std::fs::write(imports.join("broken.csv"), "name;level\nx;1\n").expect("writes");
+    let id = rig
+        .enqueue(QueueName::Import, json!({"file": "broken.csv"}))
+        .await;
+    failed_twice_with(
+        &rig.finished(QueueName::Import, &id).await,
+        "malformed import file",
+    );
+    let id = rig
+        .enqueue(QueueName::Import, json!({"file": "missing.csv"}))
+        .await;
+    failed_twice_with(&rig.finished(QueueName::Import, &id).await, "cannot read");
+
+    // A file where the exports directory should be: no write can succeed,
+    // whoever the process runs as.
+    std::fs::create_dir_all(&rig.files).expect("files dir");
+    std::fs::write(rig.files.join("exports"), "not a directory").expect("writes");
+    let id = rig
+        .enqueue(
+            QueueName::Export,
+            json!({"table": "users", "file": "users.csv"}),
+        )
+        .await;
+    failed_twice_with(&rig.finished(QueueName::Export, &id).await, "cannot create");
+
+    sqlx::query("DROP TABLE notification_deliveries")
+        .execute(rig.db.pool())
+        .await
+        .expect("drops");
+    let payload = json!({"user_id": 1, "channel": "sms", "message": "hi"});
+    let id = rig.enqueue(QueueName::Notification, payload).await;
+    failed_twice_with(
+        &rig.finished(QueueName::Notification, &id).await,
+        "database error",
+    );
+
+    // The workers go on.
+    rig.completed(
+        QueueName::Email,
+        json!({"user_id": 1, "template": "welcome"}),
+    )
+    .await;
+    std::fs::write(
+        imports.join("fine.csv"),
+        "id,title,category,difficulty\n200,Ok,misc,1\n",
+    )
+    .expect("writes");
+    rig.completed(QueueName::Import, json!({"file": "fine.csv"}))
+        .await;
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_does_not_exist_is_dead_at_once_and_bad_payloads_are_refused() {
+    let mut rig = Rig::start().await;
+    let id = rig
+        .enqueue(QueueName::Report, json!({"user_id": 999, "days": 7}))
+        .await;
+    let job = rig.finished(QueueName::Report, &id).await;
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.errors.len(), 1, "not retried: {:?}", job.errors);
+    assert!(job.errors[0].error.contains("no user 999"));
+
+    let refused = enqueue(
+        &rig.queues,
+        &rig.config,
+        QueueName::Export,
+        json!({"table": "users", "file": "../x"}),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(Refusal::Invalid(ref why)) if why.field == "file"),
+        "{refused:?}"
+    );
+    let counts = rig.queues.counts("export").await.expect("counts");
+    assert_eq!(
+        counts.waiting + counts.active + counts.completed + counts.dead,
+        0,
+        "nothing enqueued"
+    );
+    rig.stop().await;
+}

@@ -1,0 +1,390 @@
+//! The database processors: email, report, schedule, notification and
+//! analytics; and [`start`], which gives each queue its processor.
+
+use seawall_perfmon::sqlx::TimedQuery as _;
+use seawall_queue::{Job, JobError, Worker, WorkerBuilder};
+
+use super::payload::{
+    AnalyticsJob, EmailJob, EmailTemplate, NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
+};
+use super::{Processors, database, files, job_key};
+use crate::config::QueueName;
+use crate::reviews::DAY_MS;
+use crate::routes::workload::now_ms;
+
+/// Rows one step of a long job handles before it reports progress.
+pub(super) const BATCH: usize = 500;
+
+/// Starts `builder` with the processor of `queue`.
+pub(super) fn start(queue: QueueName, builder: WorkerBuilder, processors: Processors) -> Worker {
+    macro_rules! run {
+        ($process:path) => {
+            builder.start(move |job| {
+                let processors = processors.clone();
+                async move { $process(&processors, job).await }
+            })
+        };
+    }
+    match queue {
+        QueueName::Email => run!(email),
+        QueueName::Report => run!(report),
+        QueueName::Schedule => run!(schedule),
+        QueueName::Notification => run!(notification),
+        QueueName::Analytics => run!(analytics),
+        QueueName::Backup => run!(files::backup),
+        QueueName::Export => run!(files::export),
+        QueueName::Import => run!(files::import),
+    }
+}
+
+/// A learner's name and address; a learner that does not exist is a
+/// permanent failure.
+async fn learner(processors: &Processors, user_id: i64) -> Result<(String, String), JobError> {
+    const SQL: &str = "SELECT name, email FROM users WHERE id = $1";
+    let db = &processors.db;
+    let found: Option<(String, String)> = sqlx::query_as(SQL)
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .timed(db.monitor(), SQL)
+        .await
+        .map_err(|error| database(&error))?;
+    found.ok_or_else(|| JobError::permanent(format!("no user {user_id}")))
+}
+
+async fn email(processors: &Processors, job: Job<EmailJob>) -> Result<(), JobError> {
+    const DUE: &str = "SELECT COUNT(*) FROM review_schedules WHERE user_id = $1 AND due_at <= $2";
+    const WEEK: &str =
+        "SELECT COUNT(*) FROM review_history WHERE user_id = $1 AND reviewed_at >= $2";
+    const INSERT: &str = "INSERT INTO email_outbox \
+         (job, user_id, address, template, subject, body, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    let EmailJob { user_id, template } = job.payload;
+    let db = &processors.db;
+    let (name, address) = learner(processors, user_id).await?;
+    job.progress(30, "recipient found").await?;
+    let now = now_ms();
+    let count = |sql: &'static str, since: i64| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(user_id)
+            .bind(since)
+            .fetch_one(db.pool())
+            .timed(db.monitor(), sql)
+            .await
+            .map_err(|error| database(&error))
+    };
+    let (template_name, subject, body) = match template {
+        EmailTemplate::Welcome => (
+            "welcome",
+            "Welcome to seawall".to_owned(),
+            format!("Hello {name}, your first reviews are ready."),
+        ),
+        EmailTemplate::Reminder => {
+            let due = count(DUE, now).await?;
+            (
+                "reminder",
+                format!("{due} reviews are due"),
+                format!("Hello {name}, {due} reviews are waiting for you."),
+            )
+        }
+        EmailTemplate::Digest => {
+            let week = count(WEEK, now - 7 * DAY_MS).await?;
+            (
+                "digest",
+                "Your week in review".to_owned(),
+                format!("Hello {name}, you completed {week} reviews in the last seven days."),
+            )
+        }
+    };
+    sqlx::query(INSERT)
+        .bind(job_key(QueueName::Email, &job))
+        .bind(user_id)
+        .bind(&address)
+        .bind(template_name)
+        .bind(&subject)
+        .bind(&body)
+        .bind(now)
+        .execute(db.pool())
+        .timed(db.monitor(), INSERT)
+        .await
+        .map_err(|error| database(&error))?;
+    job.progress(100, &format!("queued for {address}")).await?;
+    Ok(())
+}
+
+async fn notification(processors: &Processors, job: Job<NotificationJob>) -> Result<(), JobError> {
+    const INSERT: &str = "INSERT INTO notification_deliveries \
+         (job, user_id, channel, message, delivered_at) VALUES ($1, $2, $3, $4, $5)";
+    let db = &processors.db;
+    learner(processors, job.payload.user_id).await?;
+    sqlx::query(INSERT)
+        .bind(job_key(QueueName::Notification, &job))
+        .bind(job.payload.user_id)
+        .bind(job.payload.channel.as_str())
+        .bind(&job.payload.message)
+        .bind(now_ms())
+        .execute(db.pool())
+        .timed(db.monitor(), INSERT)
+        .await
+        .map_err(|error| database(&error))?;
+    let message = format!("delivered by {}", job.payload.channel.as_str());
+    job.progress(100, &message).await?;
+    Ok(())
+}
+
+async fn report(processors: &Processors, job: Job<ReportJob>) -> Result<(), JobError> {
+    const TOTALS: &str = "SELECT COUNT(*), \
+             CAST(COALESCE(SUM(CASE WHEN rating >= 3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(AVG(rating) AS DOUBLE PRECISION), \
+             CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) \
+         FROM review_history WHERE user_id = $1 AND reviewed_at >= $2";
+    const BY_CATEGORY: &str = "SELECT c.category, COUNT(*), \
+             CAST(SUM(CASE WHEN h.rating >= 3 THEN 1 ELSE 0 END) AS BIGINT) \
+         FROM review_history h JOIN contents c ON c.id = h.content_id \
+         WHERE h.user_id = $1 AND h.reviewed_at >= $2 GROUP BY c.category ORDER BY c.category";
+    const INSERT: &str = "INSERT INTO reports (job, user_id, period_days, generated_at, body) \
+         VALUES ($1, $2, $3, $4, $5)";
+    let ReportJob { user_id, days } = job.payload;
+    let db = &processors.db;
+    learner(processors, user_id).await?;
+    let now = now_ms();
+    let since = now - days * DAY_MS;
+    job.progress(20, "totals").await?;
+    let (reviews, passed, average, study_ms): (i64, i64, Option<f64>, i64) = sqlx::query_as(TOTALS)
+        .bind(user_id)
+        .bind(since)
+        .fetch_one(db.pool())
+        .timed(db.monitor(), TOTALS)
+        .await
+        .map_err(|error| database(&error))?;
+    job.progress(60, "by category").await?;
+    let categories: Vec<(String, i64, i64)> = sqlx::query_as(BY_CATEGORY)
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(db.pool())
+        .timed(db.monitor(), BY_CATEGORY)
+        .await
+        .map_err(|error| database(&error))?;
+    let body = serde_json::json!({
+        "user_id": user_id,
+        "period_days": days,
+        "reviews": reviews,
+        "passed": passed,
+        "average_rating": average,
+        "study_time_ms": study_ms,
+        "by_category": categories
+            .iter()
+            .map(|(category, reviews, passed)| serde_json::json!({
+                "category": category, "reviews": reviews, "passed": passed,
+            }))
+            .collect::<Vec<_>>(),
+    });
+    sqlx::query(INSERT)
+        .bind(job_key(QueueName::Report, &job))
+        .bind(user_id)
+        .bind(days)
+        .bind(now)
+        .bind(body.to_string())
+        .execute(db.pool())
+        .timed(db.monitor(), INSERT)
+        .await
+        .map_err(|error| database(&error))?;
+    job.progress(100, &format!("{reviews} reviews over {days} days"))
+        .await?;
+    Ok(())
+}
+
+async fn schedule(processors: &Processors, job: Job<ScheduleJob>) -> Result<(), JobError> {
+    match &job.payload {
+        ScheduleJob::Recompute { user_id } => recompute(processors, &job, *user_id).await,
+        ScheduleJob::Review(review) => {
+            let applied = apply_review(processors, review).await?;
+            let message = if applied {
+                "review written"
+            } else {
+                "review already written"
+            };
+            job.progress(100, message).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Sets every due time of the learner's reviewed schedules to the last
+/// review plus the interval, in batches.
+async fn recompute(
+    processors: &Processors,
+    job: &Job<ScheduleJob>,
+    user_id: i64,
+) -> Result<(), JobError> {
+    const SELECT: &str = "SELECT content_id, last_reviewed_at, interval_days, due_at \
+         FROM review_schedules WHERE user_id = $1 AND last_reviewed_at IS NOT NULL \
+         ORDER BY content_id";
+    const UPDATE: &str = "UPDATE review_schedules SET due_at = $3 \
+         WHERE user_id = $1 AND content_id = $2";
+    let db = &processors.db;
+    learner(processors, user_id).await?;
+    let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(SELECT)
+        .bind(user_id)
+        .fetch_all(db.pool())
+        .timed(db.monitor(), SELECT)
+        .await
+        .map_err(|error| database(&error))?;
+    let drifted: Vec<(i64, i64)> = rows
+        .iter()
+        .filter_map(|&(content, last, interval, due)| {
+            let expected = last.saturating_add(interval.saturating_mul(DAY_MS));
+            (expected != due).then_some((content, expected))
+        })
+        .collect();
+    let total = drifted.len().max(1);
+    for (done, batch) in drifted.chunks(BATCH).enumerate() {
+        let mut transaction = db.begin_write().await.map_err(|error| database(&error))?;
+        for &(content, due) in batch {
+            sqlx::query(UPDATE)
+                .bind(user_id)
+                .bind(content)
+                .bind(due)
+                .execute(&mut *transaction)
+                .timed(db.monitor(), UPDATE)
+                .await
+                .map_err(|error| database(&error))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|error| database(&error))?;
+        let finished = ((done + 1) * BATCH).min(drifted.len());
+        job.progress(
+            percent(finished, total),
+            &format!("{finished} of {} repaired", drifted.len()),
+        )
+        .await?;
+    }
+    if let Some(cache) = &processors.cache {
+        cache.forget_user(user_id).await;
+    }
+    let message = format!(
+        "{} schedules checked, {} repaired",
+        rows.len(),
+        drifted.len()
+    );
+    job.progress(100, &message).await?;
+    Ok(())
+}
+
+/// Writes a review completed behind the cache: the history row and the
+/// schedule, in one transaction, unless the review was written before.
+/// The schedule moves only forward: a review older than the schedule's
+/// last one leaves it alone. Answers whether anything was written.
+pub(crate) async fn apply_review(
+    processors: &Processors,
+    review: &ReviewWrite,
+) -> Result<bool, JobError> {
+    const MARK: &str = "INSERT INTO applied_reviews (review_id, applied_at) VALUES ($1, $2) \
+         ON CONFLICT (review_id) DO NOTHING";
+    const HISTORY: &str = "INSERT INTO review_history \
+         (user_id, content_id, reviewed_at, rating, duration_ms) VALUES ($1, $2, $3, $4, $5)";
+    const SCHEDULE: &str = "UPDATE review_schedules \
+         SET due_at = $3, interval_days = $4, ease_permille = $5, repetitions = $6, \
+             last_reviewed_at = $7 \
+         WHERE user_id = $1 AND content_id = $2 \
+           AND (last_reviewed_at IS NULL OR last_reviewed_at < $7)";
+    review
+        .check()
+        .map_err(|refused| JobError::permanent(refused.to_string()))?;
+    let db = &processors.db;
+    let mut transaction = db.begin_write().await.map_err(|error| database(&error))?;
+    let marked = sqlx::query(MARK)
+        .bind(&review.review_id)
+        .bind(now_ms())
+        .execute(&mut *transaction)
+        .timed(db.monitor(), MARK)
+        .await
+        .map_err(|error| database(&error))?;
+    if marked.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(HISTORY)
+        .bind(review.user_id)
+        .bind(review.content_id)
+        .bind(review.at_ms)
+        .bind(review.rating)
+        .bind(review.duration_ms)
+        .execute(&mut *transaction)
+        .timed(db.monitor(), HISTORY)
+        .await
+        .map_err(|error| database(&error))?;
+    sqlx::query(SCHEDULE)
+        .bind(review.user_id)
+        .bind(review.content_id)
+        .bind(
+            review
+                .at_ms
+                .saturating_add(review.interval_days.saturating_mul(DAY_MS)),
+        )
+        .bind(review.interval_days)
+        .bind(review.ease_permille)
+        .bind(review.repetitions)
+        .bind(review.at_ms)
+        .execute(&mut *transaction)
+        .timed(db.monitor(), SCHEDULE)
+        .await
+        .map_err(|error| database(&error))?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| database(&error))?;
+    if let Some(cache) = &processors.cache {
+        cache.forget_user(review.user_id).await;
+    }
+    Ok(true)
+}
+
+/// Rebuilds the daily statistics of the last `days` days in one
+/// transaction, then drops the cached statistics everywhere.
+async fn analytics(processors: &Processors, job: Job<AnalyticsJob>) -> Result<(), JobError> {
+    const DELETE: &str = "DELETE FROM analytics_daily WHERE day >= $1";
+    const REFRESH: &str = "INSERT INTO analytics_daily \
+         (day, reviews, passed, learners, study_time_ms, refreshed_at) \
+         SELECT reviewed_at / 86400000, COUNT(*), \
+             CAST(SUM(CASE WHEN rating >= 3 THEN 1 ELSE 0 END) AS BIGINT), \
+             COUNT(DISTINCT user_id), CAST(SUM(duration_ms) AS BIGINT), CAST($1 AS BIGINT) \
+         FROM review_history WHERE reviewed_at >= $2 \
+         GROUP BY reviewed_at / 86400000";
+    let db = &processors.db;
+    let now = now_ms();
+    let first_day = now.div_euclid(DAY_MS) - job.payload.days + 1;
+    job.progress(10, "aggregating").await?;
+    let mut transaction = db.begin_write().await.map_err(|error| database(&error))?;
+    sqlx::query(DELETE)
+        .bind(first_day)
+        .execute(&mut *transaction)
+        .timed(db.monitor(), DELETE)
+        .await
+        .map_err(|error| database(&error))?;
+    let refreshed = sqlx::query(REFRESH)
+        .bind(now)
+        .bind(first_day * DAY_MS)
+        .execute(&mut *transaction)
+        .timed(db.monitor(), REFRESH)
+        .await
+        .map_err(|error| database(&error))?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| database(&error))?;
+    job.progress(80, "invalidating cached statistics").await?;
+    if let Some(cache) = &processors.cache {
+        cache.forget_stats().await;
+    }
+    let message = format!("{} days refreshed", refreshed.rows_affected());
+    job.progress(100, &message).await?;
+    Ok(())
+}
+
+/// `done` of `total` as a percentage below 100 (100 is reported when the
+/// job has finished).
+pub(super) fn percent(done: usize, total: usize) -> u8 {
+    let share = done.saturating_mul(99) / total.max(1);
+    u8::try_from(share.min(99)).unwrap_or(99)
+}

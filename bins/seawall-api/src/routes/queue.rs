@@ -1,0 +1,772 @@
+//! The admin queue routes: stats per queue and state, enqueue (the payload
+//! checked against its queue's rules; a bad one is 422 and nothing is
+//! enqueued), job listings and details with progress and attempt history,
+//! pause, resume, retry, cancel and clean.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use seawall_queue::{Cancelled, Counts, Finished, JobId, JobInfo, JobState, Queues};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::QueueName;
+use crate::jobs::{self, Refusal};
+use crate::params::{Params, QueryPairs};
+use crate::problem::Problem;
+use crate::routes::workload::{integer, timestamp};
+use crate::state::AppState;
+
+/// The most jobs one listing returns.
+const MAX_LISTED: i64 = 200;
+/// The oldest age `clean` takes, a year in seconds.
+const MAX_AGE_SECONDS: u64 = 31_536_000;
+/// The most finished jobs `clean` can be told to keep.
+const MAX_KEEP: u64 = 1_000_000;
+/// The longest job id (a decimal number).
+const MAX_ID_DIGITS: usize = 20;
+
+/// The admin queue routes; the caller puts them behind the token.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(overview))
+        .routes(routes!(enqueue_email))
+        .routes(routes!(enqueue_report))
+        .routes(routes!(enqueue_schedule))
+        .routes(routes!(enqueue_notification))
+        .routes(routes!(enqueue_analytics))
+        .routes(routes!(enqueue_backup))
+        .routes(routes!(enqueue_export))
+        .routes(routes!(enqueue_import))
+        .routes(routes!(list))
+        .routes(routes!(job, cancel))
+        .routes(routes!(retry_one))
+        .routes(routes!(retry_all))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(clean))
+}
+
+/// One queue's depth per state and its policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct QueueRow {
+    /// The queue.
+    name: String,
+    waiting: u64,
+    delayed: u64,
+    active: u64,
+    /// Completed jobs kept (the newest 1,000, for a day).
+    completed: u64,
+    dead: u64,
+    paused: bool,
+    /// Jobs one worker process runs at once.
+    concurrency: usize,
+    /// Tries per job.
+    attempts: u32,
+}
+
+/// Every queue at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+struct Overview {
+    /// `memory` (embedded defaults) or `redis`.
+    backend: String,
+    /// `in-process` (this API runs the processors) or `seawall-worker`.
+    processors: String,
+    queues: Vec<QueueRow>,
+}
+
+/// A job as the queue keeps it.
+#[derive(Debug, Serialize, ToSchema)]
+struct JobView {
+    queue: String,
+    id: String,
+    /// `waiting`, `delayed`, `active`, `completed` or `dead`.
+    state: String,
+    /// The payload as enqueued.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    /// Failed attempts so far.
+    failures: u32,
+    /// The most failures before the job goes to the dead set.
+    max_attempts: u32,
+    /// Times a worker took it.
+    runs: u32,
+    /// Times a worker lost it without finishing (a crash).
+    stalls: u32,
+    created_at: String,
+    /// When it became (or becomes) ready to run.
+    ready_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    progress: Option<ProgressView>,
+    /// The last failed attempts, oldest first.
+    errors: Vec<AttemptView>,
+    cancel_requested: bool,
+}
+
+/// A handler's last progress report.
+#[derive(Debug, Serialize, ToSchema)]
+struct ProgressView {
+    /// 0 to 100.
+    percent: u8,
+    message: String,
+}
+
+/// One failed attempt.
+#[derive(Debug, Serialize, ToSchema)]
+struct AttemptView {
+    attempt: u32,
+    at: String,
+    error: String,
+}
+
+/// Jobs of one state.
+#[derive(Debug, Serialize, ToSchema)]
+struct JobList {
+    queue: String,
+    state: String,
+    jobs: Vec<JobView>,
+}
+
+/// A job enqueued.
+#[derive(Debug, Serialize, ToSchema)]
+struct Enqueued {
+    queue: String,
+    id: String,
+}
+
+/// What a cancellation did: `cancelled` (it was waiting or delayed and is
+/// gone) or `requested` (it is running; its handler is told, and the job is
+/// dropped when the handler returns).
+#[derive(Debug, Serialize, ToSchema)]
+struct CancelOutcome {
+    queue: String,
+    id: String,
+    outcome: String,
+}
+
+/// How many jobs an action moved or removed.
+#[derive(Debug, Serialize, ToSchema)]
+struct Affected {
+    queue: String,
+    count: u64,
+}
+
+/// Which finished jobs to remove.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CleanRequest {
+    /// Which finished jobs.
+    state: FinishedState,
+    /// Remove only jobs finished at least this many seconds ago (at most
+    /// a year); default 0.
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 0, maximum = 31_536_000)]
+    older_than_seconds: Option<i64>,
+    /// Keep the newest this many in any case, at most 1,000,000; default 0.
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    keep: Option<i64>,
+}
+
+/// The queue a path names.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct QueuePath {
+    /// `email`, `report`, `schedule`, `notification`, `analytics`, `backup`,
+    /// `export` or `import`.
+    queue: String,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the query `Params` reads
+struct ListQuery {
+    /// The state.
+    #[param(inline)]
+    state: ListedState,
+    /// How many, 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+}
+
+/// The states whose jobs are listed (waiting jobs are counted only).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ListedState {
+    Active,
+    Delayed,
+    Completed,
+    Dead,
+}
+
+/// The two states a job ends in.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum FinishedState {
+    Completed,
+    Dead,
+}
+
+/// A job a path names.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct JobPath {
+    /// The queue.
+    queue: String,
+    /// The job's id.
+    id: String,
+}
+
+/// An optional JSON integer, `7.0` included (see [`integer`]).
+fn optional_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "integer")] i64);
+    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(value)| value))
+}
+
+fn queue_named(name: &str) -> Result<QueueName, Problem> {
+    QueueName::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = QueueName::ALL.iter().map(|queue| queue.as_str()).collect();
+        Problem::not_found(format!(
+            "there is no queue {name:?}; the queues are {}",
+            names.join(", ")
+        ))
+    })
+}
+
+fn job_id(id: &str) -> Result<JobId, Problem> {
+    if id.is_empty() || id.len() > MAX_ID_DIGITS || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Problem::not_found(format!("there is no job {id:?}")));
+    }
+    Ok(JobId::from(id))
+}
+
+fn queues(state: &AppState) -> Result<&Queues, Problem> {
+    state.queues().get().ok_or_else(|| {
+        Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
+            .with_retry_after(2)
+    })
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(queue_problem)`
+pub(crate) fn queue_problem(error: seawall_queue::Error) -> Problem {
+    match error {
+        seawall_queue::Error::Redis(_) | seawall_queue::Error::PoolTimeout(_) => {
+            tracing::warn!(%error, "job queue unavailable");
+            Problem::unavailable("the job queues are not available; try again shortly")
+                .with_retry_after(2)
+        }
+        _ => {
+            tracing::error!(%error, "job queue call failed");
+            Problem::internal()
+        }
+    }
+}
+
+fn time(at: SystemTime) -> String {
+    let ms = at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    });
+    timestamp(ms)
+}
+
+fn view(queue: QueueName, job: JobInfo) -> JobView {
+    JobView {
+        queue: queue.as_str().to_owned(),
+        id: job.id.to_string(),
+        state: job.state.as_str().to_owned(),
+        payload: serde_json::from_slice(&job.payload).unwrap_or(serde_json::Value::Null),
+        failures: job.failures,
+        max_attempts: job.max_attempts,
+        runs: job.runs,
+        stalls: job.stalls,
+        created_at: time(job.created_at),
+        ready_at: time(job.ready_at),
+        started_at: job.started_at.map(time),
+        finished_at: job.finished_at.map(time),
+        progress: job.progress.map(|progress| ProgressView {
+            percent: progress.percent,
+            message: progress.message,
+        }),
+        errors: job
+            .errors
+            .into_iter()
+            .map(|error| AttemptView {
+                attempt: error.attempt,
+                at: timestamp(i64::try_from(error.at_ms).unwrap_or(i64::MAX)),
+                error: error.error,
+            })
+            .collect(),
+        cancel_requested: job.cancel_requested,
+    }
+}
+
+pub(crate) fn row(state: &AppState, queue: QueueName, counts: &Counts) -> QueueRow {
+    let policy = state.queue_config().policy(queue);
+    QueueRow {
+        name: queue.as_str().to_owned(),
+        waiting: counts.waiting,
+        delayed: counts.delayed,
+        active: counts.active,
+        completed: counts.completed,
+        dead: counts.dead,
+        paused: counts.paused,
+        concurrency: policy.concurrency,
+        attempts: policy.attempts,
+    }
+}
+
+/// Every queue's depth per state, whether it is paused, and its policy.
+#[utoipa::path(get, path = "/api/queue", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every queue at a glance", body = Overview),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Problem> {
+    let queues = queues(&state)?;
+    let mut rows = Vec::with_capacity(QueueName::ALL.len());
+    for queue in QueueName::ALL {
+        let counts = queues.counts(queue.as_str()).await.map_err(queue_problem)?;
+        rows.push(row(&state, queue, &counts));
+    }
+    let in_process = state.processes_jobs();
+    Ok(Json(Overview {
+        backend: if in_process { "memory" } else { "redis" }.to_owned(),
+        processors: if in_process {
+            "in-process"
+        } else {
+            "seawall-worker"
+        }
+        .to_owned(),
+        queues: rows,
+    }))
+}
+
+/// The enqueue operation of one queue: the body is a job of that queue's
+/// schema, checked against its rules; the job gets the queue's attempts,
+/// backoff and timeout.
+macro_rules! enqueue_route {
+    ($handler:ident, $queue:ident, $path:literal, $payload:ty, $summary:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(post, path = $path, tag = "admin",
+            security(("admin_token" = [])),
+            request_body(content = $payload, content_type = "application/json"),
+            responses(
+                (status = 202, description = "Enqueued", body = Enqueued),
+                (status = 422, description = "The payload breaks the queue's rules; nothing was enqueued",
+                    body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "The queues' Redis does not answer",
+                    body = Problem, content_type = "application/problem+json"),
+            ),
+        )]
+        async fn $handler(
+            State(state): State<AppState>,
+            body: Result<Json<serde_json::Value>, JsonRejection>,
+        ) -> Result<(StatusCode, Json<Enqueued>), Problem> {
+            enqueue(&state, QueueName::$queue, body).await
+        }
+    };
+}
+
+enqueue_route!(
+    enqueue_email,
+    Email,
+    "/api/queue/email",
+    jobs::EmailJob,
+    "Enqueues a mail to a learner, written to the outbox."
+);
+enqueue_route!(
+    enqueue_report,
+    Report,
+    "/api/queue/report",
+    jobs::ReportJob,
+    "Enqueues a learner's review report over a period."
+);
+enqueue_route!(
+    enqueue_schedule,
+    Schedule,
+    "/api/queue/schedule",
+    jobs::ScheduleJob,
+    "Enqueues a schedule recomputation, or a review written behind the cache."
+);
+enqueue_route!(
+    enqueue_notification,
+    Notification,
+    "/api/queue/notification",
+    jobs::NotificationJob,
+    "Enqueues a notification to a channel."
+);
+enqueue_route!(
+    enqueue_analytics,
+    Analytics,
+    "/api/queue/analytics",
+    jobs::AnalyticsJob,
+    "Enqueues a refresh of the daily statistics."
+);
+enqueue_route!(
+    enqueue_backup,
+    Backup,
+    "/api/queue/backup",
+    jobs::BackupJob,
+    "Enqueues a backup: one snapshot of every table, as JSON lines."
+);
+enqueue_route!(
+    enqueue_export,
+    Export,
+    "/api/queue/export",
+    jobs::ExportJob,
+    "Enqueues the export of a table as CSV."
+);
+enqueue_route!(
+    enqueue_import,
+    Import,
+    "/api/queue/import",
+    jobs::ImportJob,
+    "Enqueues the import of contents from a CSV file."
+);
+
+async fn enqueue(
+    state: &AppState,
+    queue: QueueName,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<Enqueued>), Problem> {
+    let Json(payload) = body?;
+    let queues = queues(state)?;
+    match jobs::enqueue(queues, state.queue_config(), queue, payload).await {
+        Ok(id) => Ok((
+            StatusCode::ACCEPTED,
+            Json(Enqueued {
+                queue: queue.as_str().to_owned(),
+                id: id.to_string(),
+            }),
+        )),
+        Err(Refusal::Invalid(refused)) => {
+            Err(Problem::invalid_field(&refused.field, refused.reason))
+        }
+        Err(Refusal::Queue(error)) => Err(queue_problem(error)),
+    }
+}
+
+/// Jobs of one state, at most `limit` (default 50, at most 200): active by
+/// lease deadline, delayed by due time, completed and dead newest first.
+/// Waiting jobs are counted, not listed.
+#[utoipa::path(get, path = "/api/queue/{queue}/jobs", tag = "admin",
+    security(("admin_token" = [])),
+    params(QueuePath, ListQuery),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 400, description = "A parameter is unknown, missing or out of range",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such queue",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn list(
+    State(state): State<AppState>,
+    Path(QueuePath { queue }): Path<QueuePath>,
+    query: QueryPairs,
+) -> Result<Json<JobList>, Problem> {
+    let queue = queue_named(&queue)?;
+    let params = Params::from_query(query, &["state", "limit"])?;
+    let job_state = match params.choice("state", &["active", "delayed", "completed", "dead"])? {
+        Some("active") => JobState::Active,
+        Some("delayed") => JobState::Delayed,
+        Some("completed") => JobState::Completed,
+        Some(_) => JobState::Dead,
+        None => return Err(Problem::bad_parameter("state", "is required")),
+    };
+    let limit = params.int("limit", 1..=MAX_LISTED, Some(50))?;
+    let queues = queues(&state)?;
+    let jobs = queues
+        .jobs(
+            queue.as_str(),
+            job_state,
+            usize::try_from(limit).unwrap_or(50),
+        )
+        .await
+        .map_err(queue_problem)?;
+    Ok(Json(JobList {
+        queue: queue.as_str().to_owned(),
+        state: job_state.as_str().to_owned(),
+        jobs: jobs.into_iter().map(|job| view(queue, job)).collect(),
+    }))
+}
+
+/// One job: its state, payload, progress and attempt history.
+#[utoipa::path(get, path = "/api/queue/{queue}/jobs/{id}", tag = "admin",
+    security(("admin_token" = [])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such queue or job (or it was removed by retention)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn job(
+    State(state): State<AppState>,
+    Path(JobPath { queue, id }): Path<JobPath>,
+) -> Result<Json<JobView>, Problem> {
+    let queue = queue_named(&queue)?;
+    let id = job_id(&id)?;
+    let found = queues(&state)?
+        .job(queue.as_str(), &id)
+        .await
+        .map_err(queue_problem)?;
+    found
+        .map(|job| Json(view(queue, job)))
+        .ok_or_else(|| Problem::not_found(format!("there is no job {id} in {queue}")))
+}
+
+/// Cancels a job: a waiting or delayed one is removed; a running one's
+/// handler is told to stop.
+#[utoipa::path(delete, path = "/api/queue/{queue}/jobs/{id}", tag = "admin",
+    security(("admin_token" = [])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job was waiting or delayed and is gone", body = CancelOutcome),
+        (status = 202, description = "The job is running; its handler is told to stop", body = CancelOutcome),
+        (status = 404, description = "No such queue or job",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has finished; nothing changed",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn cancel(
+    State(state): State<AppState>,
+    Path(JobPath { queue, id }): Path<JobPath>,
+) -> Result<(StatusCode, Json<CancelOutcome>), Problem> {
+    let queue = queue_named(&queue)?;
+    let id = job_id(&id)?;
+    let outcome = queues(&state)?
+        .cancel(queue.as_str(), &id)
+        .await
+        .map_err(queue_problem)?;
+    let (status, outcome) = match outcome {
+        Cancelled::Removed => (StatusCode::OK, "cancelled"),
+        Cancelled::Requested => (StatusCode::ACCEPTED, "requested"),
+        Cancelled::AlreadyFinished(finished) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                format!("job {id} is {finished}; there is nothing to cancel"),
+            ));
+        }
+        Cancelled::NotFound => {
+            return Err(Problem::not_found(format!(
+                "there is no job {id} in {queue}"
+            )));
+        }
+    };
+    tracing::info!(%queue, %id, %outcome, "job cancellation");
+    Ok((
+        status,
+        Json(CancelOutcome {
+            queue: queue.as_str().to_owned(),
+            id: id.to_string(),
+            outcome: outcome.to_owned(),
+        }),
+    ))
+}
+
+/// Sends a dead job back to waiting, its failures reset.
+#[utoipa::path(post, path = "/api/queue/{queue}/jobs/{id}/retry", tag = "admin",
+    security(("admin_token" = [])),
+    params(JobPath),
+    responses(
+        (status = 200, description = "Retried", body = Affected),
+        (status = 404, description = "No such queue or job",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not dead",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn retry_one(
+    State(state): State<AppState>,
+    Path(JobPath { queue, id }): Path<JobPath>,
+) -> Result<Json<Affected>, Problem> {
+    let queue = queue_named(&queue)?;
+    let id = job_id(&id)?;
+    let queues = queues(&state)?;
+    if queues
+        .retry_dead(queue.as_str(), &id)
+        .await
+        .map_err(queue_problem)?
+    {
+        tracing::info!(%queue, %id, "dead job retried");
+        return Ok(Json(Affected {
+            queue: queue.as_str().to_owned(),
+            count: 1,
+        }));
+    }
+    match queues
+        .job(queue.as_str(), &id)
+        .await
+        .map_err(queue_problem)?
+    {
+        Some(job) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("job {id} is {}, not dead", job.state),
+        )),
+        None => Err(Problem::not_found(format!(
+            "there is no job {id} in {queue}"
+        ))),
+    }
+}
+
+/// Sends every dead job of the queue back to waiting.
+#[utoipa::path(post, path = "/api/queue/{queue}/retry", tag = "admin",
+    security(("admin_token" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "How many were retried", body = Affected),
+        (status = 404, description = "No such queue",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn retry_all(
+    State(state): State<AppState>,
+    Path(QueuePath { queue }): Path<QueuePath>,
+) -> Result<Json<Affected>, Problem> {
+    let queue = queue_named(&queue)?;
+    let count = queues(&state)?
+        .retry_all_dead(queue.as_str())
+        .await
+        .map_err(queue_problem)?;
+    tracing::info!(%queue, count, "dead jobs retried");
+    Ok(Json(Affected {
+        queue: queue.as_str().to_owned(),
+        count,
+    }))
+}
+
+/// Stops workers from starting the queue's jobs; running ones finish and
+/// producers may still enqueue.
+#[utoipa::path(post, path = "/api/queue/{queue}/pause", tag = "admin",
+    security(("admin_token" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "The queue, paused", body = QueueRow),
+        (status = 404, description = "No such queue",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn pause(
+    State(state): State<AppState>,
+    Path(QueuePath { queue }): Path<QueuePath>,
+) -> Result<Json<QueueRow>, Problem> {
+    set_paused(&state, &queue, true).await
+}
+
+/// Lets workers start the queue's jobs again.
+#[utoipa::path(post, path = "/api/queue/{queue}/resume", tag = "admin",
+    security(("admin_token" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "The queue, running", body = QueueRow),
+        (status = 404, description = "No such queue",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn resume(
+    State(state): State<AppState>,
+    Path(QueuePath { queue }): Path<QueuePath>,
+) -> Result<Json<QueueRow>, Problem> {
+    set_paused(&state, &queue, false).await
+}
+
+async fn set_paused(
+    state: &AppState,
+    queue: &str,
+    paused: bool,
+) -> Result<Json<QueueRow>, Problem> {
+    let queue = queue_named(queue)?;
+    let queues = queues(state)?;
+    let name = queue.as_str();
+    if paused {
+        queues.pause(name).await.map_err(queue_problem)?;
+    } else {
+        queues.resume(name).await.map_err(queue_problem)?;
+    }
+    tracing::info!(%queue, paused, "queue paused or resumed");
+    let counts = queues.counts(name).await.map_err(queue_problem)?;
+    Ok(Json(row(state, queue, &counts)))
+}
+
+/// Removes finished jobs of one state: those finished at least
+/// `older_than` ago, always keeping the newest `keep`.
+#[utoipa::path(post, path = "/api/queue/{queue}/clean", tag = "admin",
+    security(("admin_token" = [])),
+    params(QueuePath),
+    request_body(content = CleanRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How many were removed", body = Affected),
+        (status = 404, description = "No such queue",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not valid JSON or a field is wrong",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn clean(
+    State(state): State<AppState>,
+    Path(QueuePath { queue }): Path<QueuePath>,
+    body: Result<Json<CleanRequest>, JsonRejection>,
+) -> Result<Json<Affected>, Problem> {
+    let queue = queue_named(&queue)?;
+    let Json(request) = body?;
+    let finished = match request.state {
+        FinishedState::Completed => Finished::Completed,
+        FinishedState::Dead => Finished::Dead,
+    };
+    let older_than = request.older_than_seconds.unwrap_or(0);
+    let older_than = u64::try_from(older_than)
+        .ok()
+        .filter(|seconds| *seconds <= MAX_AGE_SECONDS)
+        .ok_or_else(|| {
+            Problem::invalid_field(
+                "older_than_seconds",
+                format!("must be 0 to {MAX_AGE_SECONDS} (a year)"),
+            )
+        })?;
+    let keep = request.keep.unwrap_or(0);
+    let keep = u64::try_from(keep)
+        .ok()
+        .filter(|keep| *keep <= MAX_KEEP)
+        .ok_or_else(|| Problem::invalid_field("keep", format!("must be 0 to {MAX_KEEP}")))?;
+    let older_than = Duration::from_secs(older_than);
+    let count = queues(&state)?
+        .clean(queue.as_str(), finished, older_than, keep)
+        .await
+        .map_err(queue_problem)?;
+    tracing::info!(%queue, state = ?request.state, count, "finished jobs cleaned");
+    Ok(Json(Affected {
+        queue: queue.as_str().to_owned(),
+        count,
+    }))
+}

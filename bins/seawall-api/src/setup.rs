@@ -1,0 +1,156 @@
+//! What both binaries set up the same way: logging, the signals that stop
+//! them, the monitor, the database, Redis and the job queues.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seawall_perfmon::Monitor;
+use seawall_queue::Queues;
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::redis::{self, Redis};
+use crate::{Error, log_subscriber};
+
+/// The monitor's histogram interval; the API's timeline samples at the
+/// same pace.
+pub(crate) const MONITOR_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The longest wait between two attempts to reach the queues' Redis.
+const QUEUE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Installs the log subscriber the configuration asks for, unless one is
+/// installed already (a test, or an embedding program), and bridges the
+/// `log` records of fred and sqlx into it.
+pub(crate) fn init_tracing(config: &Config) {
+    let ansi = std::io::stderr().is_terminal();
+    let subscriber = log_subscriber(&config.log, std::io::stderr, ansi);
+    if tracing::subscriber::set_global_default(subscriber).is_ok() {
+        let level = tracing::level_filters::LevelFilter::current();
+        let bridged = tracing_log::LogTracer::builder()
+            .with_max_level(tracing_log::AsLog::as_log(&level))
+            .init();
+        drop(bridged);
+    }
+}
+
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed when this is called, not when the future is first polled, so a
+/// signal that arrives as soon as the process says it is up still stops it
+/// gracefully instead of killing it.
+#[cfg(unix)]
+pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    })
+}
+
+/// A future that completes on Ctrl-C.
+#[cfg(not(unix))]
+pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received");
+    })
+}
+
+/// The monitor, with the configured slow-query and slow-API thresholds.
+pub(crate) fn monitor(config: &Config) -> Result<Monitor, Error> {
+    Ok(Monitor::builder()
+        .interval(MONITOR_INTERVAL)
+        .slow_query_threshold(config.perfmon.slow_query)
+        .slow_api_threshold(config.perfmon.slow_api)
+        .build()?)
+}
+
+/// The database, connected and migrated.
+pub(crate) async fn database(config: &Config, monitor: &Monitor) -> Result<Db, Error> {
+    Db::connect(&config.database, monitor.clone())
+        .await
+        .map_err(Error::Database)
+}
+
+/// The Redis client when a URL is set (reconnecting in the background if
+/// the server is not there yet).
+pub(crate) async fn redis(config: &Config) -> Result<Option<Redis>, Error> {
+    match &config.redis.url {
+        Some(url) => Ok(Some(
+            Redis::connect(&config.redis, url)
+                .await
+                .map_err(Error::Redis)?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The job queues, once connected: on Redis when a URL is set, connected
+/// in the background until the server answers; in memory otherwise, at
+/// once.
+#[derive(Clone, Default)]
+pub(crate) struct QueueHandle(Arc<OnceCell<Queues>>);
+
+impl QueueHandle {
+    /// Starts connecting. Fails only on settings that cannot work.
+    pub(crate) fn connect(config: &Config) -> Result<Self, Error> {
+        let handle = Self::default();
+        let Some(url) = &config.redis.url else {
+            let _ = handle.0.set(Queues::memory());
+            return Ok(handle);
+        };
+        let builder = redis::builder(&config.redis, url).map_err(Error::Redis)?;
+        let prefix = config.queue.prefix.clone();
+        let cell = Arc::clone(&handle.0);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(100);
+            loop {
+                let connecting = Queues::redis(builder.clone())
+                    .prefix(prefix.clone())
+                    .connect()
+                    .await;
+                match connecting {
+                    Ok(queues) => {
+                        if let Some(warning) = queues.durability_warning().await.ok().flatten() {
+                            tracing::warn!(%warning, "the queues' Redis may lose jobs");
+                        }
+                        let _ = cell.set(queues);
+                        tracing::info!("connected to the job queues");
+                        return;
+                    }
+                    Err(seawall_queue::Error::Unsupported(why)) => {
+                        tracing::error!(%why, "the job queues cannot run on this Redis");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?wait, "the job queues' Redis is not reachable yet");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(QUEUE_RETRY_MAX);
+                    }
+                }
+            }
+        });
+        Ok(handle)
+    }
+
+    /// The queues, if connected.
+    pub(crate) fn get(&self) -> Option<&Queues> {
+        self.0.get()
+    }
+
+    /// Waits until the queues are connected.
+    pub(crate) async fn connected(&self) -> Queues {
+        loop {
+            if let Some(queues) = self.0.get() {
+                return queues.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

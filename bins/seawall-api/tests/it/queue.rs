@@ -1,0 +1,202 @@
+//! `/api/queue` on embedded defaults: the API runs the processors itself,
+//! on the memory backend.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+/// The job once it has completed or died.
+async fn finished(app: &TestApp, queue: &str, id: &str) -> Value {
+    let uri = format!("/api/queue/{queue}/jobs/{id}");
+    for _ in 0..400 {
+        let reply = app.admin_get(&uri).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        if matches!(reply.json["state"].as_str(), Some("completed" | "dead")) {
+            return reply.json;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{queue} job {id} did not finish");
+}
+
+async fn enqueue(app: &TestApp, queue: &str, payload: &Value) -> String {
+    let reply = app
+        .admin_send("POST", &format!("/api/queue/{queue}"), Some(payload))
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(reply.json["queue"], queue);
+    reply.json["id"].as_str().expect("an id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_every_queue_run_in_process_and_report_progress() {
+    let app = TestApp::sqlite().await;
+    let overview = app.admin_get("/api/queue").await;
+    assert_eq!(overview.status, 200, "{}", overview.text());
+    assert_eq!(overview.json["backend"], "memory");
+    assert_eq!(overview.json["processors"], "in-process");
+    assert_eq!(overview.json["queues"].as_array().map(Vec::len), Some(8));
+
+    for (queue, payload) in [
+        ("email", json!({"user_id": 1, "template": "welcome"})),
+        ("report", json!({"user_id": 2, "days": 30})),
+        ("schedule", json!({"kind": "recompute", "user_id": 3})),
+        (
+            "notification",
+            json!({"user_id": 4, "channel": "sms", "message": "due"}),
+        ),
+        ("analytics", json!({"days": 30})),
+        ("backup", json!({})),
+        ("export", json!({"table": "users", "file": "users.csv"})),
+    ] {
+        let id = enqueue(&app, queue, &payload).await;
+        let job = finished(&app, queue, &id).await;
+        assert_eq!(job["state"], "completed", "{job}");
+        assert_eq!(job["payload"], payload);
+        assert_eq!(job["progress"]["percent"], 100, "{job}");
+        assert!(job["finished_at"].is_string());
+    }
+    let listed = app.admin_get("/api/queue/email/jobs?state=completed").await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json["jobs"].as_array().map(Vec::len), Some(1));
+    let overview = app.admin_get("/api/queue").await;
+    let email = &overview.json["queues"][0];
+    assert_eq!(
+        (email["name"].as_str(), email["completed"].as_u64()),
+        (Some("email"), Some(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_payload_is_refused_and_nothing_is_enqueued() {
+    let app = TestApp::sqlite().await;
+    for (queue, payload, field) in [
+        (
+            "email",
+            json!({"user_id": 1, "template": "spam"}),
+            "payload",
+        ),
+        ("report", json!({"user_id": 1, "days": 9999}), "days"),
+        (
+            "export",
+            json!({"table": "users", "file": "../../etc/passwd"}),
+            "file",
+        ),
+        ("import", json!({"file": "a.csv", "extra": true}), "payload"),
+    ] {
+        let reply = app
+            .admin_send("POST", &format!("/api/queue/{queue}"), Some(&payload))
+            .await;
+        reply.assert_problem(422);
+        assert_eq!(
+            reply.json["invalid_params"][0]["name"],
+            field,
+            "{}",
+            reply.text()
+        );
+    }
+    let reply = app.admin_get("/api/queue/sms/jobs?state=dead").await;
+    assert!(reply.assert_problem(404).contains("the queues are email"));
+    let overview = app.admin_get("/api/queue").await;
+    for queue in overview.json["queues"].as_array().expect("queues") {
+        let total: u64 = ["waiting", "delayed", "active", "completed", "dead"]
+            .iter()
+            .map(|state| queue[state].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(total, 0, "{queue}");
+    }
+    let unauthenticated = app.get("/api/queue").await;
+    unauthenticated.assert_problem(401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_jobs_keep_their_errors_and_can_be_retried_cancelled_and_cleaned() {
+    let app = TestApp::sqlite().await;
+    // No such learner: dead at the first attempt.
+    let id = enqueue(&app, "report", &json!({"user_id": 999_999, "days": 7})).await;
+    let job = finished(&app, "report", &id).await;
+    assert_eq!(job["state"], "dead");
+    assert!(
+        job["errors"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no user 999999")),
+        "{job}"
+    );
+    let dead = app
+        .admin_get("/api/queue/report/jobs?state=dead&limit=5")
+        .await;
+    assert_eq!(dead.json["jobs"][0]["id"], id.as_str());
+
+    let retried = app
+        .admin_send("POST", &format!("/api/queue/report/jobs/{id}/retry"), None)
+        .await;
+    assert_eq!(
+        (retried.status.as_u16(), retried.json["count"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        retried.text()
+    );
+    let job = finished(&app, "report", &id).await;
+    assert_eq!(job["state"], "dead", "dead again, for the same reason");
+    let all = app
+        .admin_send("POST", "/api/queue/report/retry", None)
+        .await;
+    assert_eq!(all.json["count"], 1, "{}", all.text());
+    finished(&app, "report", &id).await;
+
+    let done = enqueue(&app, "email", &json!({"user_id": 1, "template": "digest"})).await;
+    finished(&app, "email", &done).await;
+    let again = app
+        .admin_send("POST", &format!("/api/queue/email/jobs/{done}/retry"), None)
+        .await;
+    assert!(again.assert_problem(409).contains("completed"));
+    let cancelled = app
+        .admin_send("DELETE", &format!("/api/queue/email/jobs/{done}"), None)
+        .await;
+    assert!(cancelled.assert_problem(409).contains("nothing to cancel"));
+    app.admin_send("DELETE", "/api/queue/email/jobs/424242", None)
+        .await
+        .assert_problem(404);
+    app.admin_get("/api/queue/email/jobs/not-a-number")
+        .await
+        .assert_problem(404);
+
+    let paused = app.admin_send("POST", "/api/queue/email/pause", None).await;
+    assert_eq!(paused.json["paused"], true, "{}", paused.text());
+    let waiting = enqueue(&app, "email", &json!({"user_id": 2, "template": "welcome"})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = app
+        .admin_get(&format!("/api/queue/email/jobs/{waiting}"))
+        .await;
+    assert_eq!(
+        job.json["state"], "waiting",
+        "a paused queue starts nothing"
+    );
+    let resumed = app
+        .admin_send("POST", "/api/queue/email/resume", None)
+        .await;
+    assert_eq!(resumed.json["paused"], false);
+    finished(&app, "email", &waiting).await;
+
+    let cleaned = app
+        .admin_send(
+            "POST",
+            "/api/queue/email/clean",
+            Some(&json!({"state": "completed", "keep": 1})),
+        )
+        .await;
+    assert_eq!(cleaned.json["count"], 1, "{}", cleaned.text());
+    let bad = app
+        .admin_send(
+            "POST",
+            "/api/queue/email/clean",
+            Some(&json!({"state": "waiting"})),
+        )
+        .await;
+    bad.assert_problem(422);
+    app.admin_get("/api/queue/email/jobs?state=waiting")
+        .await
+        .assert_problem(400);
+}
