@@ -104,7 +104,7 @@ impl App {
         let queues = QueueHandle::connect(&config)?;
         // Without Redis the queues live in this process, and so do their
         // processors.
-        let processors = match (redis.is_none(), queues.get()) {
+        let processors = match (queues.is_memory(), queues.get()) {
             (true, Some(memory)) => {
                 let processors =
                     Processors::new(db.clone(), cache.clone(), config.queue.files.clone());
@@ -115,6 +115,15 @@ impl App {
             }
             _ => None,
         };
+        if !queues.is_memory() {
+            // Redis's eviction policy decides whether queued jobs survive
+            // memory pressure: part of the health report once connected.
+            let (queues, monitor) = (queues.clone(), monitor.clone());
+            tokio::spawn(async move {
+                let queues = queues.connected().await;
+                monitor.register_check(seawall_queue::DurabilityCheck::new(queues));
+            });
+        }
         let state = AppState::new(Parts {
             db,
             redis,
@@ -125,6 +134,7 @@ impl App {
             cache,
             queues,
             queue_config: config.queue.clone(),
+            review_writes: config.cache.review_writes,
         });
         let router = router(&state, &config, shedder);
         Ok(Self {

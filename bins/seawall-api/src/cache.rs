@@ -141,6 +141,7 @@ struct Parts {
     today: KeyBuilder,
     stats: KeyBuilder,
     content: KeyBuilder,
+    pending: KeyBuilder,
     warm_up: Mutex<WarmUp>,
     history: Arc<Mutex<VecDeque<RatioPoint>>>,
     sampler: JoinHandle<()>,
@@ -180,6 +181,7 @@ impl ApiCache {
             today: KeyBuilder::new(Family::Today.namespace())?,
             stats: KeyBuilder::new(Family::Stats.namespace())?,
             content: KeyBuilder::new(Family::Content.namespace())?,
+            pending: KeyBuilder::new("pending")?,
             warm_up: Mutex::new(WarmUp::default()),
             history,
             sampler,
@@ -211,6 +213,12 @@ impl ApiCache {
             .part(category.unwrap_or("*"))
             .part(limit)
             .finish()
+    }
+
+    /// The key of a review written behind the cache and not yet, perhaps,
+    /// in the database.
+    pub(crate) fn pending_key(&self, user_id: i64, content_id: i64) -> String {
+        self.0.pending.key([user_id, content_id])
     }
 
     pub(crate) fn stats_key(&self, user_id: i64) -> String {

@@ -31,6 +31,7 @@
 
 mod app;
 mod auth;
+mod behind;
 mod cache;
 mod checks;
 pub mod config;

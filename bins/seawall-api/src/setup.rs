@@ -91,23 +91,37 @@ pub(crate) async fn redis(config: &Config) -> Result<Option<Redis>, Error> {
     }
 }
 
-/// The job queues, once connected: on Redis when a URL is set, connected
-/// in the background until the server answers; in memory otherwise, at
-/// once.
-#[derive(Clone, Default)]
-pub(crate) struct QueueHandle(Arc<OnceCell<Queues>>);
+/// The job queues, once connected: on Redis when a URL is set
+/// (`queue.redis_url`, else `redis.url`), connected in the background until
+/// the server answers; in memory otherwise, at once.
+#[derive(Clone)]
+pub(crate) struct QueueHandle {
+    queues: Arc<OnceCell<Queues>>,
+    memory: bool,
+}
 
 impl QueueHandle {
     /// Starts connecting. Fails only on settings that cannot work.
     pub(crate) fn connect(config: &Config) -> Result<Self, Error> {
-        let handle = Self::default();
-        let Some(url) = &config.redis.url else {
-            let _ = handle.0.set(Queues::memory());
+        let Some(url) = config
+            .queue
+            .redis_url
+            .as_ref()
+            .or(config.redis.url.as_ref())
+        else {
+            let handle = Self {
+                queues: Arc::new(OnceCell::new_with(Some(Queues::memory()))),
+                memory: true,
+            };
             return Ok(handle);
+        };
+        let handle = Self {
+            queues: Arc::new(OnceCell::new()),
+            memory: false,
         };
         let builder = redis::builder(&config.redis, url).map_err(Error::Redis)?;
         let prefix = config.queue.prefix.clone();
-        let cell = Arc::clone(&handle.0);
+        let cell = Arc::clone(&handle.queues);
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
@@ -141,13 +155,18 @@ impl QueueHandle {
 
     /// The queues, if connected.
     pub(crate) fn get(&self) -> Option<&Queues> {
-        self.0.get()
+        self.queues.get()
+    }
+
+    /// Whether the queues are in this process's memory (no Redis URL).
+    pub(crate) fn is_memory(&self) -> bool {
+        self.memory
     }
 
     /// Waits until the queues are connected.
     pub(crate) async fn connected(&self) -> Queues {
         loop {
-            if let Some(queues) = self.0.get() {
+            if let Some(queues) = self.queues.get() {
                 return queues.clone();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

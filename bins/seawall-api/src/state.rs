@@ -9,7 +9,7 @@ use seawall_perfmon::{HealthCheck, Monitor};
 
 use crate::auth::AdminToken;
 use crate::cache::ApiCache;
-use crate::config::QueueConfig;
+use crate::config::{QueueConfig, ReviewWrites};
 use crate::db::Db;
 use crate::ratelimit::RateLimits;
 use crate::redis::Redis;
@@ -32,6 +32,7 @@ pub(crate) struct Parts {
     pub(crate) cache: Option<ApiCache>,
     pub(crate) queues: QueueHandle,
     pub(crate) queue_config: QueueConfig,
+    pub(crate) review_writes: ReviewWrites,
 }
 
 struct Shared {
@@ -66,10 +67,15 @@ impl AppState {
         &self.0.parts.queue_config
     }
 
+    /// How completed reviews are written.
+    pub(crate) fn review_writes(&self) -> ReviewWrites {
+        self.0.parts.review_writes
+    }
+
     /// Whether this process runs the processors (memory backend) rather
     /// than `seawall-worker`.
     pub(crate) fn processes_jobs(&self) -> bool {
-        self.0.parts.redis.is_none()
+        self.0.parts.queues.is_memory()
     }
 
     pub(crate) fn db(&self) -> &Db {

@@ -69,12 +69,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.validate()?;
-    if config.redis.url.is_none() {
+    if config.redis.url.is_none() && config.queue.redis_url.is_none() {
         return Err(Error::Config(ConfigError::Invalid {
             key: "redis.url",
             value: "none".to_owned(),
-            reason: "seawall-worker takes jobs from Redis: set REDIS_URL (or --redis-url); \
-                     without Redis the API runs the processors itself"
+            reason: "seawall-worker takes jobs from Redis: set REDIS_URL (or --redis-url, or \
+                     queue.redis_url); without Redis the API runs the processors itself"
                 .to_owned(),
         }));
     }

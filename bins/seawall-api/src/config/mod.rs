@@ -47,8 +47,10 @@
 //! [cache]
 //! enabled = true
 //! l1_entries = 200000
+//! review_writes = "write-behind"   # or "direct"
 //!
 //! [queue]
+//! redis_url = "redis://:secret@queue-redis.internal:6379/0"   # else redis.url
 //! prefix = "seawall"
 //! files = "/var/lib/seawall/files"
 //! email = "concurrency=16 attempts=8 backoff=5s..30m timeout=20s"
@@ -97,8 +99,8 @@ use std::path::PathBuf;
 pub use queue::{QueueName, QueuePolicy, RetryBackoff};
 pub use schema::{
     AdminConfig, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat,
-    PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig, SETTINGS, ServerConfig,
-    Setting, WorkerConfig, reference_table,
+    PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig, ReviewWrites, SETTINGS,
+    ServerConfig, Setting, WorkerConfig, reference_table,
 };
 pub use sources::{
     Program, command, command_for, env_vars, from_sources, from_sources_for, load, load_for,

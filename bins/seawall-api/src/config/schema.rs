@@ -168,6 +168,9 @@ pub struct CacheConfig {
     pub enabled: bool,
     /// Most entries L1 holds.
     pub l1_entries: usize,
+    /// How completed reviews are written: directly, or behind the cache
+    /// through the `schedule` queue.
+    pub review_writes: ReviewWrites,
 }
 
 impl Default for CacheConfig {
@@ -175,16 +178,34 @@ impl Default for CacheConfig {
         Self {
             enabled: true,
             l1_entries: 100_000,
+            review_writes: ReviewWrites::Direct,
         }
     }
 }
 
-/// The job queues: on Redis when a Redis URL is set (the API produces,
-/// `seawall-worker` consumes), in memory otherwise (the API runs the
-/// processors itself).
+/// How `POST /api/review/complete` writes a review.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReviewWrites {
+    /// Into the database before answering (write-through for the
+    /// database; the user's cached reads are invalidated).
+    #[default]
+    Direct,
+    /// Into the cache at once; the database write is a job on the
+    /// `schedule` queue, applied by a worker once per review.
+    WriteBehind,
+}
+
+/// The job queues: on Redis when a Redis URL is set (`queue.redis_url`,
+/// else `redis.url`; the API produces, `seawall-worker` consumes), in
+/// memory otherwise (the API runs the processors itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawQueueConfig")]
 pub struct QueueConfig {
+    /// The queues' own Redis, apart from the cache and rate limits (which
+    /// want an evicting instance while queue data must never be evicted);
+    /// `None` puts them on `redis.url`.
+    pub redis_url: Option<String>,
     /// The Redis key prefix of every queue.
     pub prefix: String,
     /// The directory file jobs work in: exports and backups are written
@@ -227,6 +248,7 @@ impl QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
+            redis_url: None,
             prefix: "seawall".to_owned(),
             files: PathBuf::from("seawall-files"),
             email: QueueName::Email.default_policy(),
@@ -246,6 +268,7 @@ impl Default for QueueConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQueueConfig {
+    redis_url: Option<String>,
     prefix: Option<String>,
     files: Option<PathBuf>,
     email: Option<String>,
@@ -269,6 +292,7 @@ impl TryFrom<RawQueueConfig> for QueueConfig {
         };
         let defaults = Self::default();
         Ok(Self {
+            redis_url: raw.redis_url,
             prefix: raw.prefix.unwrap_or(defaults.prefix),
             files: raw.files.unwrap_or(defaults.files),
             email: read(QueueName::Email, raw.email)?,
@@ -624,6 +648,25 @@ impl SettingValue for LogFormat {
     }
 }
 
+impl SettingValue for ReviewWrites {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        match text.to_ascii_lowercase().as_str() {
+            "direct" => Ok(Self::Direct),
+            "write-behind" => Ok(Self::WriteBehind),
+            _ => Err("expected direct or write-behind".into()),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(
+            match self {
+                Self::Direct => "direct",
+                Self::WriteBehind => "write-behind",
+            }
+            .to_owned(),
+        )
+    }
+}
+
 /// A comma-separated list; blanks around items are dropped.
 impl SettingValue for Vec<String> {
     fn read(text: &str) -> Result<Self, ParseError> {
@@ -790,6 +833,13 @@ pub static SETTINGS: &[Setting] = &[
     setting!(cache.l1_entries, env: ["SEAWALL_CACHE_L1_ENTRIES"],
         flag: value("cache-l1-entries", "N"),
         help: "Most entries the in-process cache holds, 1 to 100000000"),
+    setting!(cache.review_writes, env: ["SEAWALL_REVIEW_WRITES"],
+        flag: value("review-writes", "MODE"),
+        help: "How completed reviews are written: direct, or write-behind (cache at once, database through the schedule queue)"),
+    setting!(queue.redis_url, env: ["SEAWALL_QUEUE_REDIS_URL"],
+        flag: value("queue-redis-url", "URL"),
+        help: "Redis URL of the job queues when they live apart from the cache and rate limits (a noeviction instance), same schemes as redis.url",
+        default: "redis.url"),
     setting!(queue.prefix, env: ["SEAWALL_QUEUE_PREFIX"], flag: value("queue-prefix", "PREFIX"),
         help: "Redis key prefix of the job queues"),
     setting!(queue.files, env: ["SEAWALL_FILES"], flag: value("files", "DIR"),

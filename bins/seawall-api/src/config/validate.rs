@@ -8,7 +8,7 @@ use seawall_perfmon::sanitize::mask_secrets;
 
 use super::ConfigError;
 use super::schema::{
-    Config, DatabaseConfig, DemoConfig, RateLimitConfig, RedisConfig, ServerConfig,
+    Config, DatabaseConfig, DemoConfig, RateLimitConfig, RedisConfig, ReviewWrites, ServerConfig,
 };
 
 const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
@@ -233,8 +233,13 @@ impl Config {
             tls_ca_file,
             tls_insecure,
         } = &self.redis;
+        let queue_scheme = match &self.queue.redis_url {
+            Some(queue_url) => Some(redis_scheme("queue.redis_url", queue_url)?),
+            None => None,
+        };
         let Some(url) = url else {
-            if tls_ca_file.is_some() || *tls_insecure {
+            let queue_tls = queue_scheme.is_some_and(|scheme| scheme.starts_with("rediss"));
+            if (tls_ca_file.is_some() || *tls_insecure) && !queue_tls {
                 return Err(invalid(
                     "redis.url",
                     "none",
@@ -243,23 +248,7 @@ impl Config {
             }
             return Ok(());
         };
-        let Some(scheme) = REDIS_SCHEMES
-            .iter()
-            .find(|scheme| url.starts_with(**scheme))
-        else {
-            return Err(invalid(
-                "redis.url",
-                format!("{:?}", mask_secrets(url)),
-                format!("the scheme must be one of {}", REDIS_SCHEMES.join(", ")),
-            ));
-        };
-        if url.len() == scheme.len() {
-            return Err(invalid(
-                "redis.url",
-                format!("{url:?}"),
-                "nothing follows the scheme",
-            ));
-        }
+        let scheme = redis_scheme("redis.url", url)?;
         let tls = scheme.starts_with("rediss");
         if !tls && (tls_ca_file.is_some() || *tls_insecure) {
             return Err(invalid(
@@ -384,6 +373,13 @@ impl Config {
                 "must be between 1 and 100000000",
             ));
         }
+        if self.cache.review_writes == ReviewWrites::WriteBehind && !self.cache.enabled {
+            return Err(invalid(
+                "cache.review_writes",
+                "write-behind",
+                "needs the cache (cache.enabled): reads see a review before the database has it only through the cache",
+            ));
+        }
         Ok(())
     }
 
@@ -418,6 +414,7 @@ impl Config {
         let mut masked = self.clone();
         masked.database.url = mask_secrets(&self.database.url);
         masked.redis.url = self.redis.url.as_deref().map(mask_secrets);
+        masked.queue.redis_url = self.queue.redis_url.as_deref().map(mask_secrets);
         if masked.admin.token.is_some() {
             masked.admin.token = Some(MASK.to_owned());
         }
@@ -434,6 +431,29 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database.url.starts_with("sqlite:")
     }
+}
+
+/// The scheme of a Redis URL, one of [`REDIS_SCHEMES`], with something
+/// after it.
+fn redis_scheme(key: &'static str, url: &str) -> Result<&'static str, ConfigError> {
+    let Some(scheme) = REDIS_SCHEMES
+        .iter()
+        .find(|scheme| url.starts_with(**scheme))
+    else {
+        return Err(invalid(
+            key,
+            format!("{:?}", mask_secrets(url)),
+            format!("the scheme must be one of {}", REDIS_SCHEMES.join(", ")),
+        ));
+    };
+    if url.len() == scheme.len() {
+        return Err(invalid(
+            key,
+            format!("{url:?}"),
+            "nothing follows the scheme",
+        ));
+    }
+    Ok(scheme)
 }
 
 fn in_range(key: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
@@ -673,6 +693,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_queues_redis_url_is_checked_and_masked() {
+        let config = load_with(
+            &["--queue-redis-url", "redis://:q5ecret@queues:6379/0"],
+            &[],
+        )
+        .expect("valid");
+        let masked = config.masked().queue.redis_url.unwrap_or_default();
+        assert!(
+            !masked.contains("q5ecret") && masked.contains("queues:6379"),
+            "{masked}"
+        );
+        expect_invalid(
+            load_with(&["--queue-redis-url", "http://queues:6379"], &[]),
+            "queue.redis_url",
+        );
     }
 
     #[test]

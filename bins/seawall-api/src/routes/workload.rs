@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::cache::{ApiCache, Family, LoadProblem};
+use crate::config::ReviewWrites;
 use crate::db::Db;
 use crate::params::{Params, QueryPairs};
 use crate::problem::Problem;
@@ -163,7 +164,11 @@ struct DueReview {
     ease: f64,
 }
 
-type DueRow = (i64, String, String, i64, i64, i64, i64, i64);
+type DueRow = (i64, String, String, i64, i64, i64, i64, i64, Option<i64>);
+
+/// Rows `/api/review/today` reads beyond its limit under write-behind, so
+/// that reviews still pending (which leave the list) do not shorten it.
+const PENDING_SLACK: i64 = 32;
 
 /// The learner's reviews due by the end of today (UTC), most overdue first.
 ///
@@ -221,24 +226,34 @@ pub(crate) async fn load_today(
     let mut connection = db.acquire().await.map_err(database_error)?;
 
     const ALL: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
-                              s.interval_days, s.repetitions, s.ease_permille \
+                              s.interval_days, s.repetitions, s.ease_permille, s.last_reviewed_at \
                        FROM review_schedules s JOIN contents c ON c.id = s.content_id \
                        WHERE s.user_id = $1 AND s.due_at < $2 \
                        ORDER BY s.due_at, s.content_id LIMIT $3";
     const IN_CATEGORY: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
-                                      s.interval_days, s.repetitions, s.ease_permille \
+                                      s.interval_days, s.repetitions, s.ease_permille, \
+                                      s.last_reviewed_at \
                                FROM review_schedules s JOIN contents c ON c.id = s.content_id \
                                WHERE s.user_id = $1 AND s.due_at < $2 AND c.category = $4 \
                                ORDER BY s.due_at, s.content_id LIMIT $3";
     let sql = if category.is_some() { IN_CATEGORY } else { ALL };
+    let behind = match (state.review_writes(), state.cache()) {
+        (ReviewWrites::WriteBehind, Some(cache)) => Some(cache),
+        _ => None,
+    };
+    let read = if behind.is_some() {
+        limit + PENDING_SLACK
+    } else {
+        limit
+    };
     let mut query = sqlx::query_as::<_, DueRow>(sql)
         .bind(user_id)
         .bind(due_before)
-        .bind(limit);
+        .bind(read);
     if let Some(category) = &category {
         query = query.bind(category);
     }
-    let rows = query
+    let mut rows = query
         .fetch_all(&mut *connection)
         .timed(db.monitor(), sql)
         .await
@@ -247,6 +262,11 @@ pub(crate) async fn load_today(
     if rows.is_empty() && !user_exists(&mut connection, db, user_id).await? {
         return Ok(None);
     }
+    drop(connection);
+    if let Some(cache) = behind {
+        rows = with_pending(cache, user_id, rows, due_before).await;
+    }
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let items: Vec<DueReview> = rows
         .into_iter()
         .map(
@@ -259,6 +279,7 @@ pub(crate) async fn load_today(
                 interval_days,
                 repetitions,
                 ease,
+                _,
             )| {
                 DueReview {
                     content_id,
@@ -280,6 +301,36 @@ pub(crate) async fn load_today(
         count: items.len(),
         items,
     }))
+}
+
+/// Lays the user's reviews still pending behind the cache over the rows
+/// read from the database: a pending review newer than the row's last one
+/// moves the row to its new schedule, out of the list when that is due
+/// after `due_before`.
+async fn with_pending(
+    cache: &ApiCache,
+    user_id: i64,
+    rows: Vec<DueRow>,
+    due_before: i64,
+) -> Vec<DueRow> {
+    let contents: Vec<i64> = rows.iter().map(|row| row.0).collect();
+    let pending = crate::behind::pending(cache, user_id, &contents).await;
+    let mut rows: Vec<DueRow> = rows
+        .into_iter()
+        .zip(pending)
+        .filter_map(|(mut row, pending)| {
+            if let Some(pending) = pending.filter(|p| row.8.is_none_or(|last| p.at_ms > last)) {
+                row.4 = pending.due_at;
+                row.5 = pending.interval_days;
+                row.6 = pending.repetitions;
+                row.7 = pending.ease_permille;
+                row.8 = Some(pending.at_ms);
+            }
+            (row.4 < due_before).then_some(row)
+        })
+        .collect();
+    rows.sort_by_key(|row| (row.4, row.0));
+    rows
 }
 
 #[allow(clippy::cast_precision_loss)] // ease factors are a few thousand
@@ -394,26 +445,27 @@ async fn complete_review(
         ));
     }
     let now = now_ms();
-    let written = state
-        .reviews()
-        .write(Review {
-            user_id: review.user_id,
-            content_id: review.content_id,
-            rating: review.rating,
-            duration_ms: review.duration_ms,
-            at_ms: now,
-        })
-        .await;
-    let next = match written {
-        Ok(Some(next)) => next,
-        // Nothing was written.
-        Ok(None) => {
-            return Err(Problem::not_found(format!(
-                "user {} has no review schedule for content {}",
-                review.user_id, review.content_id
-            )));
-        }
-        Err(error) => return Err(database_problem(&error)),
+    let completed = Review {
+        user_id: review.user_id,
+        content_id: review.content_id,
+        rating: review.rating,
+        duration_ms: review.duration_ms,
+        at_ms: now,
+    };
+    let next = match state.review_writes() {
+        ReviewWrites::Direct => state
+            .reviews()
+            .write(completed)
+            .await
+            .map_err(|error| database_problem(&error))?,
+        ReviewWrites::WriteBehind => crate::behind::complete(&state, completed).await?,
+    };
+    // Nothing was written (or enqueued).
+    let Some(next) = next else {
+        return Err(Problem::not_found(format!(
+            "user {} has no review schedule for content {}",
+            review.user_id, review.content_id
+        )));
     };
     if let Some(cache) = state.cache() {
         cache.forget_user(review.user_id).await;

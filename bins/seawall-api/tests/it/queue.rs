@@ -200,3 +200,83 @@ async fn dead_jobs_keep_their_errors_and_can_be_retried_cancelled_and_cleaned() 
         .await
         .assert_problem(400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_written_behind_is_read_at_once_and_written_once() {
+    let app = TestApp::sqlite_with(|config| {
+        config.cache.review_writes = seawall_api::config::ReviewWrites::WriteBehind;
+    })
+    .await;
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(app.database_url())
+        .await
+        .expect("connects");
+    let history = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM review_history WHERE user_id = 2")
+            .fetch_one(&db)
+            .await
+            .expect("counts")
+    };
+    let before = history().await;
+    // No worker takes the writes until the queue is resumed.
+    let paused = app
+        .admin_send("POST", "/api/queue/schedule/pause", None)
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.text());
+    let due = app.get("/api/review/today?user_id=2").await;
+    let content_id = due.json["items"][0]["content_id"]
+        .as_i64()
+        .expect("a due review");
+    let complete = json!({"user_id": 2, "content_id": content_id, "rating": 5, "duration_ms": 900});
+    let first = app.post_json("/api/review/complete", &complete).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = app.post_json("/api/review/complete", &complete).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let repetitions = |reply: &crate::support::Reply| reply.json["next"]["repetitions"].as_i64();
+    assert_eq!(
+        repetitions(&second),
+        repetitions(&first).map(|r| r + 1),
+        "the second review starts from the first, not from the database"
+    );
+
+    let due = app.get("/api/review/today?user_id=2").await;
+    let listed = |reply: &crate::support::Reply| {
+        reply.json["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|item| item["content_id"] == content_id)
+    };
+    assert!(
+        !listed(&due),
+        "the reviewed content left today's list: {}",
+        due.text()
+    );
+    assert_eq!(history().await, before, "nothing is in the database yet");
+    let queued = app.admin_get("/api/queue").await;
+    let schedule = &queued.json["queues"][2];
+    assert_eq!(
+        (schedule["name"].as_str(), schedule["waiting"].as_u64()),
+        (Some("schedule"), Some(2))
+    );
+
+    app.admin_send("POST", "/api/queue/schedule/resume", None)
+        .await;
+    for _ in 0..400 {
+        if history().await == before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(history().await, before + 2);
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT repetitions FROM review_schedules WHERE user_id = 2 AND content_id = $1",
+    )
+    .bind(content_id)
+    .fetch_one(&db)
+    .await
+    .expect("a schedule");
+    assert_eq!(Some(stored), repetitions(&second));
+    let due = app.get("/api/review/today?user_id=2").await;
+    assert!(!listed(&due), "{}", due.text());
+}
