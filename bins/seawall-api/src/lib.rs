@@ -121,6 +121,59 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// How long dropping the runtime waits for blocking tasks once the process
+/// has drained; a stuck task must not keep it alive.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The whole `main` of `seawall-api` and `seawall-worker`: loads the
+/// configuration for `program`, then runs it on a multi-threaded tokio
+/// runtime until SIGINT or SIGTERM.
+///
+/// Exit status: 0 after a clean shutdown (and for `--help` and
+/// `--version`), 1 when the process fails, 2 when the command line or
+/// configuration is invalid.
+pub fn main_for(program: config::Program) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let name = program.name();
+    let config = match config::load_for(program) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{name}: {}", error_chain(&error));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!(
+                "{name}: cannot start the tokio runtime: {}",
+                error_chain(&error)
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match program {
+            config::Program::Api => run(config).await,
+            config::Program::Worker => worker::run(config).await,
+        }
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {}", error_chain(&error));
+            match error {
+                Error::Config(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
 /// Starts logging, builds the service, prints where it listens and the admin
 /// token if one was generated, and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), Error> {
