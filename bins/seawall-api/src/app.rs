@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::{self, AdminGuard, AdminToken};
 use crate::cache::ApiCache;
 use crate::config::{Config, ServerConfig};
-use crate::jobs::{Processors, Running};
+use crate::jobs::{Processors, Running, Throughput};
 use crate::middleware::{self, Shedder, Stack};
 use crate::problem::Problem;
 use crate::ratelimit::{self, RateLimits};
@@ -132,6 +132,7 @@ impl App {
             timeline,
             ratelimits,
             cache,
+            throughput: Throughput::start(queues.clone()),
             queues,
             queue_config: config.queue.clone(),
             review_writes: config.cache.review_writes,

@@ -11,6 +11,7 @@ use crate::auth::AdminToken;
 use crate::cache::ApiCache;
 use crate::config::{QueueConfig, ReviewWrites};
 use crate::db::Db;
+use crate::jobs::Throughput;
 use crate::ratelimit::RateLimits;
 use crate::redis::Redis;
 use crate::reviews::ReviewWriter;
@@ -31,6 +32,7 @@ pub(crate) struct Parts {
     pub(crate) ratelimits: Option<RateLimits>,
     pub(crate) cache: Option<ApiCache>,
     pub(crate) queues: QueueHandle,
+    pub(crate) throughput: Throughput,
     pub(crate) queue_config: QueueConfig,
     pub(crate) review_writes: ReviewWrites,
 }
@@ -60,6 +62,11 @@ impl AppState {
     /// The job queues (connected in the background on Redis).
     pub(crate) fn queues(&self) -> &QueueHandle {
         &self.0.parts.queues
+    }
+
+    /// What the queues' event streams showed over the last 15 minutes.
+    pub(crate) fn throughput(&self) -> &Throughput {
+        &self.0.parts.throughput
     }
 
     /// The queues' policies.

@@ -44,20 +44,21 @@ export default {
       ),
     );
 
-    const figure = (testid) => h("data", { "data-testid": testid, value: "" }, "—");
+    const figure = (testid) => h("data", { class: "stat-value", "data-testid": testid, value: "" }, "—");
     const sizes = {
       l1: figure("cache-l1-entries"),
       l2: figure("cache-l2-keys"),
       ratio: figure("cache-hit-ratio"),
-      breaker: h("span", { "data-testid": "cache-breaker" }, "—"),
+      breaker: h("span", { class: "stat-note", "data-testid": "cache-breaker" }, "—"),
     };
+    const tile = (label, value) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, value));
     const sizeList = h(
       "dl",
       { class: "stats" },
-      h("dt", {}, "L1 entries"), h("dd", {}, sizes.l1),
-      h("dt", {}, "Redis keys"), h("dd", {}, sizes.l2),
-      h("dt", {}, "Hit ratio"), h("dd", {}, sizes.ratio),
-      h("dt", {}, "Redis tier"), h("dd", {}, sizes.breaker),
+      tile("L1 entries", sizes.l1),
+      tile("Redis keys", sizes.l2),
+      tile("Hit ratio", sizes.ratio),
+      tile("Redis tier", sizes.breaker),
     );
 
     const classBody = h("tbody");

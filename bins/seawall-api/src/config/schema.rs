@@ -211,6 +211,11 @@ pub struct QueueConfig {
     /// The directory file jobs work in: exports and backups are written
     /// under it, imports read from it.
     pub files: PathBuf,
+    /// How long a running job stays its worker's without a renewal (renewed
+    /// every third of it): after a worker crashes, its jobs wait this long
+    /// before another worker takes them. 1 s to 10 min.
+    #[serde(with = "duration")]
+    pub lease: Duration,
     /// The `email` queue's policy.
     pub email: QueuePolicy,
     /// The `report` queue's policy.
@@ -251,6 +256,7 @@ impl Default for QueueConfig {
             redis_url: None,
             prefix: "seawall".to_owned(),
             files: PathBuf::from("seawall-files"),
+            lease: Duration::from_secs(30),
             email: QueueName::Email.default_policy(),
             report: QueueName::Report.default_policy(),
             schedule: QueueName::Schedule.default_policy(),
@@ -271,6 +277,8 @@ struct RawQueueConfig {
     redis_url: Option<String>,
     prefix: Option<String>,
     files: Option<PathBuf>,
+    #[serde(default, with = "optional_duration")]
+    lease: Option<Duration>,
     email: Option<String>,
     report: Option<String>,
     schedule: Option<String>,
@@ -295,6 +303,7 @@ impl TryFrom<RawQueueConfig> for QueueConfig {
             redis_url: raw.redis_url,
             prefix: raw.prefix.unwrap_or(defaults.prefix),
             files: raw.files.unwrap_or(defaults.files),
+            lease: raw.lease.unwrap_or(defaults.lease),
             email: read(QueueName::Email, raw.email)?,
             report: read(QueueName::Report, raw.report)?,
             schedule: read(QueueName::Schedule, raw.schedule)?,
@@ -844,6 +853,8 @@ pub static SETTINGS: &[Setting] = &[
         help: "Redis key prefix of the job queues"),
     setting!(queue.files, env: ["SEAWALL_FILES"], flag: value("files", "DIR"),
         help: "Directory of file jobs: exports and backups are written under it, imports read from it"),
+    setting!(queue.lease, env: ["SEAWALL_QUEUE_LEASE"], flag: value("queue-lease", "DURATION"),
+        help: "How long a running job stays its worker's without a renewal: a crashed worker's jobs go to another after this, 1s to 10m"),
     queue_policy!(email, Email, env: "SEAWALL_QUEUE_EMAIL", flag: "queue-email",
         help: "email queue: concurrency=N attempts=N backoff=BASE..CAP|fixed:DELAY timeout=DURATION, keys left out keep their default"),
     queue_policy!(report, Report, env: "SEAWALL_QUEUE_REPORT", flag: "queue-report",
@@ -919,6 +930,21 @@ mod duration {
     ) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional humantime duration, for the raw sections.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

@@ -101,6 +101,13 @@ impl Config {
         if self.queue.files.as_os_str().is_empty() {
             return Err(invalid("queue.files", "\"\"", "names no directory"));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.queue.lease) {
+            return Err(invalid(
+                "queue.lease",
+                humantime::format_duration(self.queue.lease),
+                "must be 1s to 10m",
+            ));
+        }
         if self.worker.shutdown_timeout > SHUTDOWN_TIMEOUT_LIMIT {
             return Err(invalid(
                 "worker.shutdown_timeout",
@@ -587,6 +594,8 @@ mod tests {
             (&["--max-body-bytes", "0"][..], "server.max_body_bytes"),
             (&["--max-body-bytes", "67108865"], "server.max_body_bytes"),
             (&["--shutdown-timeout", "1h 1s"], "server.shutdown_timeout"),
+            (&["--queue-lease", "500ms"], "queue.lease"),
+            (&["--queue-lease", "11m"], "queue.lease"),
             (&["--db-max-connections", "0"], "database.max_connections"),
             (
                 &["--db-max-connections", "1001"],

@@ -13,6 +13,7 @@ mod files;
 pub(crate) mod payload;
 #[cfg(test)]
 mod tests;
+mod throughput;
 mod work;
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use payload::{
     AnalyticsJob, BackupJob, Channel, EmailJob, EmailTemplate, ExportJob, ExportTable, ImportJob,
     NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
 };
+pub(crate) use throughput::{Throughput, ThroughputPoint};
 
 /// What the processors work with.
 #[derive(Clone)]
@@ -70,6 +72,7 @@ impl Running {
             let builder = queues
                 .worker(queue.as_str())?
                 .concurrency(config.policy(queue).concurrency)?
+                .lease(config.lease)?
                 .backoff(config.policy(queue).backoff.to_backoff())
                 .metrics(metrics.clone());
             let worker = work::start(queue, builder, processors.clone());

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::QueueName;
-use crate::jobs::{self, Refusal};
+use crate::jobs::{self, Refusal, ThroughputPoint};
 use crate::params::{Params, QueryPairs};
 use crate::problem::Problem;
 use crate::routes::workload::{integer, timestamp};
@@ -68,6 +68,10 @@ pub(crate) struct QueueRow {
     concurrency: usize,
     /// Tries per job.
     attempts: u32,
+    /// Jobs completed over the last minute, by any worker.
+    completed_last_minute: u64,
+    /// Attempts failed over the last minute (retried or not).
+    failed_last_minute: u64,
 }
 
 /// Every queue at a glance.
@@ -78,6 +82,9 @@ struct Overview {
     /// `in-process` (this API runs the processors) or `seawall-worker`.
     processors: String,
     queues: Vec<QueueRow>,
+    /// Jobs per second over every queue, from the queues' event streams,
+    /// every 5 s over the last 15 minutes, oldest first.
+    history: Vec<ThroughputPoint>,
 }
 
 /// A job as the queue keeps it.
@@ -312,6 +319,7 @@ fn view(queue: QueueName, job: JobInfo) -> JobView {
 
 pub(crate) fn row(state: &AppState, queue: QueueName, counts: &Counts) -> QueueRow {
     let policy = state.queue_config().policy(queue);
+    let minute = state.throughput().last_minute(queue);
     QueueRow {
         name: queue.as_str().to_owned(),
         waiting: counts.waiting,
@@ -322,6 +330,8 @@ pub(crate) fn row(state: &AppState, queue: QueueName, counts: &Counts) -> QueueR
         paused: counts.paused,
         concurrency: policy.concurrency,
         attempts: policy.attempts,
+        completed_last_minute: minute.completed,
+        failed_last_minute: minute.failed,
     }
 }
 
@@ -351,6 +361,7 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
         }
         .to_owned(),
         queues: rows,
+        history: state.throughput().history(),
     }))
 }
 

@@ -6,11 +6,16 @@
 //! screenshot and prints the browser's console next to the error, which is
 //! why the checks below return errors instead of panicking.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::Client;
 use fantoccini::Locator::Css;
 use fantoccini::error::CmdError;
+use seawall_queue::fred::prelude::{Builder, Config as RedisConfig};
+use seawall_queue::{Job, JobError, Queues};
+use seawall_testkit::RedisServer;
 use serde_json::{Value, json};
 
 use crate::chromedriver::{self, ChromeDriver};
@@ -512,6 +517,259 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
     )
     .await?;
 
+    // On embedded defaults the queue panel shows the in-process processors
+    // at work.
+    let status = server
+        .client
+        .post(format!("{}/api/queue/analytics", server.base_url))
+        .bearer_auth(&server.admin_token)
+        .json(&json!({ "days": 7 }))
+        .send()
+        .await?
+        .status();
+    check!(status == 202, "enqueue analytics: {status}");
+    wait_for(
+        "the analytics job to complete",
+        UPDATE_TIMEOUT,
+        async || {
+            Ok(figure(browser, "queue-completed-analytics")
+                .await?
+                .filter(|&completed| completed == 1.0))
+        },
+    )
+    .await?;
+    let backend = browser
+        .find(Css("[data-testid=queue-backend]"))
+        .await?
+        .text()
+        .await?;
+    check!(
+        backend.contains("in this process"),
+        "processors: {backend:?}"
+    );
+
+    let console = chromedriver::browser_log(browser).await?;
+    let broken: Vec<&String> = console
+        .iter()
+        .filter(|line| line.contains("Content Security Policy") || line.contains("Uncaught"))
+        .collect();
+    check!(broken.is_empty(), "browser console: {broken:#?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_panel_shows_progress_and_failures_and_retries_cancels_and_pauses() -> TestResult
+{
+    // Queues on Redis: the API only enqueues, and this test is the worker,
+    // so that it decides when a job fails and how long it runs.
+    let url = RedisServer::shared().url();
+    let prefix = format!("dash{}", std::process::id());
+    let server = TestServer::start_with(|config| {
+        config.queue.redis_url = Some(url.clone());
+        config.queue.prefix.clone_from(&prefix);
+        config.queue.email.attempts = 1;
+    })
+    .await;
+    let queues = Queues::redis(Builder::from_config(RedisConfig::from_url(&url)?))
+        .prefix(prefix)
+        .connect()
+        .await?;
+    in_browser(server, async |browser, server| {
+        use_queue_panel(browser, server, &queues).await
+    })
+    .await
+}
+
+async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues) -> TestResult {
+    // Report jobs run until cancelled, after saying how far they got; an
+    // email job fails its first run, so it dies (one attempt) until retried.
+    let reports = queues
+        .worker("report")?
+        .lease(Duration::from_secs(2))?
+        .start(|job: Job<Value>| async move {
+            job.progress(40, "halfway through the history").await?;
+            job.cancellation().cancelled().await;
+            Err(JobError::permanent("cancelled"))
+        });
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let emails = queues.worker("email")?.start(move |_job: Job<Value>| {
+        let failed_once = Arc::clone(&failed_once);
+        async move {
+            if failed_once.swap(true, Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(JobError::new("the mail relay refused the message"))
+            }
+        }
+    });
+    let enqueue = async |queue: &str, body: Value| -> TestResult<String> {
+        let response = server
+            .client
+            .post(format!("{}/api/queue/{queue}", server.base_url))
+            .bearer_auth(&server.admin_token)
+            .json(&body)
+            .send()
+            .await?;
+        check!(
+            response.status() == 202,
+            "enqueue {queue}: {}",
+            response.status()
+        );
+        let body: Value = response.json().await?;
+        Ok(body["id"].as_str().unwrap_or_default().to_owned())
+    };
+    let report = enqueue("report", json!({ "user_id": 2, "days": 30 })).await?;
+    let email = enqueue("email", json!({ "user_id": 2, "template": "welcome" })).await?;
+
+    browser.goto(&format!("{}/", server.base_url)).await?;
+    wait_displayed(browser, "#token").await?;
+    browser
+        .find(Css("#token"))
+        .await?
+        .send_keys(&server.admin_token)
+        .await?;
+    browser.find(Css("#token-submit")).await?.click().await?;
+    wait_displayed(browser, "[data-testid=queue-row-email]").await?;
+    let backend = browser
+        .find(Css("[data-testid=queue-backend]"))
+        .await?
+        .text()
+        .await?;
+    check!(
+        backend.contains("seawall-worker"),
+        "processors: {backend:?}"
+    );
+
+    // The running report job, with its progress.
+    let bar = format!("[data-testid=queue-progress-report-{report}]");
+    let percent = wait_for("the report job's progress", UPDATE_TIMEOUT, async || {
+        browser.find(Css(&bar)).await?.attr("value").await
+    })
+    .await?;
+    check!(percent == "40", "progress {percent}");
+    let text = browser
+        .find(Css(&format!(
+            "[data-testid=queue-progress-text-report-{report}]"
+        )))
+        .await?
+        .text()
+        .await?;
+    check!(
+        text.contains("halfway through the history"),
+        "progress text {text:?}"
+    );
+    let running = figure(browser, "queue-active-report").await?;
+    check!(running == Some(1.0), "running report jobs: {running:?}");
+
+    // The dead email job, with its error; retried, it completes.
+    let dead = format!("[data-testid=queue-failed-email-{email}]");
+    let error = wait_for("the dead email job", UPDATE_TIMEOUT, async || {
+        let row = browser.find(Css(&dead)).await?;
+        if row.attr("data-state").await?.as_deref() != Some("dead") {
+            return Ok(None);
+        }
+        Ok(Some(
+            browser
+                .find(Css(&format!("[data-testid=queue-error-email-{email}]")))
+                .await?
+                .text()
+                .await?,
+        ))
+    })
+    .await?;
+    check!(error.contains("the mail relay refused"), "error {error:?}");
+    browser
+        .find(Css(&format!("[data-testid=queue-retry-email-{email}]")))
+        .await?
+        .click()
+        .await?;
+    wait_for(
+        "the retried email job to complete",
+        UPDATE_TIMEOUT,
+        async || {
+            let gone = browser.find_all(Css(&dead)).await?.is_empty();
+            let completed = figure(browser, "queue-completed-email").await?;
+            Ok((gone && completed == Some(1.0)).then_some(()))
+        },
+    )
+    .await?;
+
+    // Cancelled, the running job stops and leaves the list.
+    browser
+        .find(Css(&format!("[data-testid=queue-cancel-report-{report}]")))
+        .await?
+        .click()
+        .await?;
+    wait_for("the cancelled job to stop", UPDATE_TIMEOUT, async || {
+        Ok(browser.find_all(Css(&bar)).await?.is_empty().then_some(()))
+    })
+    .await?;
+    let job = server
+        .client
+        .get(format!(
+            "{}/api/queue/report/jobs/{report}",
+            server.base_url
+        ))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?
+        .status();
+    check!(job == 404, "the cancelled job: {job}");
+
+    // Pause and resume, as the API reports them.
+    for (label, paused) in [("paused", true), ("running", false)] {
+        browser
+            .find(Css("[data-testid=queue-toggle-export]"))
+            .await?
+            .click()
+            .await?;
+        wait_for(
+            &format!("export to show {label}"),
+            UPDATE_TIMEOUT,
+            async || {
+                let text = browser
+                    .find(Css("[data-testid=queue-state-export]"))
+                    .await?
+                    .text()
+                    .await?;
+                Ok((text == label).then_some(()))
+            },
+        )
+        .await?;
+        let overview: Value = server
+            .client
+            .get(format!("{}/api/queue", server.base_url))
+            .bearer_auth(&server.admin_token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        check!(
+            overview["queues"][6]["name"] == "export" && overview["queues"][6]["paused"] == paused,
+            "export after {label}: {}",
+            overview["queues"][6]
+        );
+    }
+
+    // Throughput, read from the event stream by the service every 5 s.
+    let done = wait_for(
+        "a completion in the last minute",
+        UPDATE_TIMEOUT,
+        async || {
+            Ok(figure(browser, "queue-done-email")
+                .await?
+                .filter(|&done| done >= 1.0))
+        },
+    )
+    .await?;
+    check!(done == 1.0, "email jobs done in the last minute: {done}");
+    let failures = figure(browser, "queue-failures-email").await?;
+    check!(failures == Some(1.0), "email failures: {failures:?}");
+    let rate = figure(browser, "queue-completed-rate").await?;
+    check!(rate == Some(1.0), "completed in the last minute: {rate:?}");
+
+    reports.shutdown(Duration::from_secs(5)).await;
+    emails.shutdown(Duration::from_secs(5)).await;
     let console = chromedriver::browser_log(browser).await?;
     let broken: Vec<&String> = console
         .iter()

@@ -1,4 +1,6 @@
 //! Integration tests for the `seawall-worker` binary: one test binary, one
 //! module per area.
 
+mod end_to_end;
 mod process;
+mod support;

@@ -1,0 +1,292 @@
+/**
+ * Queue panel: the depth of each of the eight queues per state, jobs per
+ * second over every worker (read from the queues' event streams, sampled by
+ * the service every 5 s), the running jobs with their progress, the failed
+ * and dead jobs with their errors, and pause, resume, retry and cancel.
+ *
+ * Reads `GET /api/queue`, then the running, delayed and dead jobs of the
+ * queues that have any (`GET /api/queue/{queue}/jobs?state=…`).
+ */
+
+import { LineChart, decimalsForStep } from "../chart.js";
+
+const REFRESH_MS = 2000;
+/** Jobs listed per queue and state. */
+const LISTED = 20;
+const SERIES = [
+  { key: "completed_per_second", label: "completed", color: "--series-1" },
+  { key: "failed_per_second", label: "failed attempts", color: "--series-3", dash: [2, 3] },
+  { key: "enqueued_per_second", label: "enqueued", color: "--series-2", dash: [7, 4] },
+];
+const DEPTHS = [
+  ["waiting", "waiting"],
+  ["delayed", "delayed"],
+  ["active", "running"],
+  ["completed", "completed"],
+  ["dead", "dead"],
+];
+
+export default {
+  id: "queue",
+  title: "Job queues",
+  order: 40,
+
+  mount(container, ctx) {
+    const { h, format } = ctx;
+
+    const canvas = h("canvas", { role: "img", "data-testid": "queue-throughput-chart", "aria-label": "Jobs per second: no data yet" });
+    const chart = new LineChart(canvas, {
+      series: SERIES,
+      formatY: (value, step) => `${value.toFixed(decimalsForStep(step))}/s`,
+      emptyText: "Collecting…",
+      minSpanMs: 2 * 60_000,
+    });
+    const chartSection = h(
+      "section",
+      { class: "panel-section" },
+      h("h3", {}, "Jobs per second ", h("span", { class: "section-note" }, "every queue and worker, every 5 s")),
+      h("div", { class: "chart" }, canvas),
+      h(
+        "ul",
+        { class: "legend", "aria-hidden": "true" },
+        SERIES.map((series, index) => h("li", {}, h("span", { class: `swatch swatch-${index + 1}` }), series.label)),
+      ),
+    );
+
+    const tile = (label, value) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, value));
+    const figure = (testid) => h("data", { class: "stat-value", "data-testid": testid, value: "" }, "—");
+    const totals = {
+      backend: h("span", { class: "stat-note", "data-testid": "queue-backend" }, "—"),
+      waiting: figure("queue-total-waiting"),
+      active: figure("queue-total-active"),
+      dead: figure("queue-total-dead"),
+      rate: figure("queue-completed-rate"),
+    };
+    const totalList = h(
+      "dl",
+      { class: "stats" },
+      tile("Waiting", totals.waiting),
+      tile("Running", totals.active),
+      tile("Dead", totals.dead),
+      tile("Completed, last minute", totals.rate),
+      tile("Processors", totals.backend),
+    );
+
+    const queueBody = h("tbody");
+    const queueTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "queue-table" },
+        h("caption", {}, "Queues ", h("span", { class: "section-note" }, "completed and dead jobs are kept for a while, then trimmed")),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["queue", ...DEPTHS.map(([, label]) => label), "done / min", "failed / min", "state", ""].map((label, index) =>
+              h("th", { scope: "col", class: index > 0 && index < 8 ? "num" : "" }, label),
+            ),
+          ),
+        ),
+        queueBody,
+      ),
+    );
+
+    const runningBody = h("tbody");
+    const runningTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "queue-running" },
+        h("caption", {}, "Running jobs"),
+        h(
+          "thead",
+          {},
+          h("tr", {}, ["queue", "job", "progress", "", "started", ""].map((label) => h("th", { scope: "col" }, label))),
+        ),
+        runningBody,
+      ),
+    );
+
+    const failedBody = h("tbody");
+    const failedTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "queue-failed" },
+        h("caption", {}, "Failed jobs ", h("span", { class: "section-note" }, "dead, or waiting to be tried again")),
+        h(
+          "thead",
+          {},
+          h("tr", {}, ["queue", "job", "state", "failures", "last error", "when", ""].map((label) => h("th", { scope: "col" }, label))),
+        ),
+        failedBody,
+      ),
+    );
+
+    const actionResult = h("p", { class: "form-result", role: "status", "data-testid": "queue-action-result" });
+
+    container.append(
+      h("section", { class: "panel-section two-columns", "aria-label": "Throughput and totals" }, chartSection, totalList),
+      // One-column grids: their children may shrink below the tables' width
+      // and scroll, rather than widen the page.
+      h("section", { class: "panel-section two-columns", "aria-label": "Queues" }, h("div", {}, queueTable, actionResult)),
+      h("section", { class: "panel-section two-columns", "aria-label": "Running jobs" }, runningTable),
+      h("section", { class: "panel-section two-columns", "aria-label": "Failed jobs" }, failedTable),
+    );
+
+    const count = (testid, value) => h("data", { "data-testid": testid, value: String(value) }, format.count(value));
+    const emptyRow = (columns, text) => h("tr", {}, h("td", { class: "empty", colspan: columns }, text));
+    const lastError = (job) => job.errors.at(-1)?.error ?? "";
+
+    /** Runs an action from a button, shows its outcome, then refreshes. */
+    const act = async (button, path, done, options = {}) => {
+      button.disabled = true;
+      try {
+        const { status, body } = await ctx.send(path, options);
+        actionResult.textContent = status >= 200 && status < 300 ? done(body, status) : `Not done: ${body?.detail ?? status}`;
+        await refresh();
+      } finally {
+        button.disabled = false;
+      }
+    };
+
+    const queueRow = (row) => {
+      const toggle = h(
+        "button",
+        { type: "button", class: "button button-secondary", "data-testid": `queue-toggle-${row.name}` },
+        row.paused ? "Resume" : "Pause",
+      );
+      toggle.addEventListener("click", () =>
+        act(toggle, `/api/queue/${row.name}/${row.paused ? "resume" : "pause"}`, (body) =>
+          `${body.name} ${body.paused ? "paused: running jobs finish, no new one starts" : "resumed"}`,
+        ),
+      );
+      return h(
+        "tr",
+        { "data-testid": `queue-row-${row.name}` },
+        h("th", { scope: "row" }, row.name),
+        DEPTHS.map(([state]) => h("td", { class: "num" }, count(`queue-${state}-${row.name}`, row[state]))),
+        h("td", { class: "num" }, count(`queue-done-${row.name}`, row.completed_last_minute)),
+        h("td", { class: "num" }, count(`queue-failures-${row.name}`, row.failed_last_minute)),
+        h(
+          "td",
+          {},
+          h("span", { class: `badge ${row.paused ? "is-warn" : "is-ok"}`, "data-testid": `queue-state-${row.name}` }, row.paused ? "paused" : "running"),
+        ),
+        h("td", {}, toggle),
+      );
+    };
+
+    const runningRow = (job) => {
+      const percent = job.progress?.percent ?? 0;
+      const cancel = h(
+        "button",
+        { type: "button", class: "button button-secondary", "data-testid": `queue-cancel-${job.queue}-${job.id}`, disabled: job.cancel_requested },
+        job.cancel_requested ? "Stopping…" : "Cancel",
+      );
+      cancel.addEventListener("click", () =>
+        act(cancel, `/api/queue/${job.queue}/jobs/${job.id}`, (body) =>
+          body.outcome === "requested" ? `${job.queue} job ${job.id}: asked to stop` : `${job.queue} job ${job.id}: ${body.outcome}`,
+          { method: "DELETE" },
+        ),
+      );
+      return h(
+        "tr",
+        { "data-testid": `queue-job-${job.queue}-${job.id}` },
+        h("td", {}, job.queue),
+        h("td", { class: "num" }, job.id),
+        h(
+          "td",
+          {},
+          h("progress", {
+            max: "100",
+            value: String(percent),
+            "data-testid": `queue-progress-${job.queue}-${job.id}`,
+            "aria-label": `${job.queue} job ${job.id}: ${percent} %`,
+          }),
+        ),
+        h("td", { "data-testid": `queue-progress-text-${job.queue}-${job.id}` }, job.progress ? `${percent} % ${job.progress.message}` : "started"),
+        h("td", { class: "when" }, format.time(job.started_at)),
+        h("td", {}, cancel),
+      );
+    };
+
+    const failedRow = (job) => {
+      let action = null;
+      if (job.state === "dead") {
+        action = h("button", { type: "button", class: "button button-secondary", "data-testid": `queue-retry-${job.queue}-${job.id}` }, "Retry");
+        action.addEventListener("click", () =>
+          act(action, `/api/queue/${job.queue}/jobs/${job.id}/retry`, () => `${job.queue} job ${job.id}: queued to run again`),
+        );
+      }
+      return h(
+        "tr",
+        { "data-testid": `queue-failed-${job.queue}-${job.id}`, "data-state": job.state },
+        h("td", {}, job.queue),
+        h("td", { class: "num" }, job.id),
+        h("td", {}, job.state === "dead" ? h("span", { class: "badge is-bad" }, "dead") : "retrying"),
+        h("td", { class: "num" }, `${job.failures} of ${job.max_attempts}`),
+        h("td", { class: "text", "data-testid": `queue-error-${job.queue}-${job.id}` }, lastError(job)),
+        h("td", { class: "when" }, job.state === "dead" ? format.time(job.finished_at) : `again at ${format.time(job.ready_at)}`),
+        h("td", {}, action),
+      );
+    };
+
+    const listed = async (rows, state, filter = () => true) => {
+      const lists = await Promise.all(
+        rows
+          .filter((row) => row[state] > 0)
+          .map((row) => ctx.fetchJson(`/api/queue/${row.name}/jobs?state=${state}&limit=${state === "delayed" ? 200 : LISTED}`)),
+      );
+      return lists.flatMap((list) => list.jobs.filter(filter));
+    };
+
+    const render = (overview, running, failed) => {
+      const rows = overview.queues;
+      const sum = (key) => rows.reduce((total, row) => total + row[key], 0);
+      totals.backend.textContent =
+        overview.processors === "in-process" ? "in this process (memory queues)" : "seawall-worker (Redis queues)";
+      for (const [key, element] of [["waiting", totals.waiting], ["active", totals.active], ["dead", totals.dead]]) {
+        element.value = String(sum(key));
+        element.textContent = format.count(sum(key));
+      }
+      totals.rate.value = String(sum("completed_last_minute"));
+      totals.rate.textContent = format.count(sum("completed_last_minute"));
+
+      queueBody.replaceChildren(...rows.map(queueRow));
+      runningBody.replaceChildren(...(running.length ? running.map(runningRow) : [emptyRow(6, "No job is running")]));
+      failedBody.replaceChildren(...(failed.length ? failed.map(failedRow) : [emptyRow(7, "No failed job")]));
+
+      const history = overview.history;
+      chart.update({ x: history.map((point) => point.at_ms), y: SERIES.map((series) => history.map((point) => point[series.key])) });
+      const last = history.at(-1);
+      canvas.setAttribute(
+        "aria-label",
+        last ? `Jobs per second; latest ${SERIES.map((series) => `${series.label} ${format.rate(last[series.key])}`).join(", ")}` : "Jobs per second: collecting",
+      );
+    };
+
+    const refresh = async () => {
+      const overview = await ctx.fetchJson("/api/queue");
+      const rows = overview.queues;
+      const [running, dead, retrying] = await Promise.all([
+        listed(rows, "active"),
+        listed(rows, "dead"),
+        listed(rows, "delayed", (job) => job.failures > 0),
+      ]);
+      render(overview, running, [...dead, ...retrying.slice(0, LISTED)]);
+    };
+
+    const stop = ctx.every(REFRESH_MS, refresh);
+    return () => {
+      stop();
+      chart.destroy();
+    };
+  },
+};

@@ -1,0 +1,166 @@
+//! What the tests share: the configuration of an API and its workers, the
+//! worker binary as a child process, and polling an HTTP endpoint.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use seawall_api::Config;
+use seawall_api::config::QueueName;
+use serde_json::Value;
+
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_seawall-worker");
+pub(crate) const TOKEN: &str = "worker-test-admin-token-01";
+
+/// The configuration both processes share.
+pub(crate) fn shared_config(dir: &Path, redis: &str) -> Config {
+    let mut config = Config::default();
+    config.database.url = format!("sqlite://{}?mode=rwc", dir.join("seawall.db").display());
+    config.database.max_connections = 4;
+    config.redis.url = Some(redis.to_owned());
+    config.admin.token = Some(TOKEN.to_owned());
+    config.demo.users = 5;
+    config.demo.contents = 20;
+    config.demo.schedules_per_user = 10;
+    config.demo.history_per_user = 20;
+    config.queue.files = dir.join("files");
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
+/// The worker binary with a clean environment and `config`'s settings
+/// (database, Redis, files, lease, queue policies).
+pub(crate) fn worker(config: &Config) -> Command {
+    let mut command = Command::new(BINARY);
+    for name in seawall_api::config::env_vars() {
+        command.env_remove(name);
+    }
+    for queue in QueueName::ALL {
+        command.env(
+            format!("SEAWALL_QUEUE_{}", queue.as_str().to_ascii_uppercase()),
+            config.queue.policy(queue).to_string(),
+        );
+    }
+    command
+        .env("SEAWALL_DATABASE_URL", &config.database.url)
+        .env("SEAWALL_FILES", &config.queue.files)
+        .env("SEAWALL_QUEUE_LEASE", humantime_text(config.queue.lease))
+        .args(["--worker-listen", "127.0.0.1:0", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(url) = &config.redis.url {
+        command.env("REDIS_URL", url);
+    }
+    command
+}
+
+/// A running worker, the address of its probes and its log lines.
+pub(crate) struct Worker {
+    child: Child,
+    probes: SocketAddr,
+    log: mpsc::Receiver<String>,
+}
+
+impl Worker {
+    pub(crate) fn start(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("the worker starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let probes = loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the worker says where its probes are");
+            let line: Value = serde_json::from_str(&line).expect("JSON log lines");
+            if let Some(addr) = line["fields"]["addr"].as_str() {
+                break addr.parse().expect("an address");
+            }
+        };
+        Self { child, probes, log }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.probes)
+    }
+
+    /// Sends SIGTERM and waits for the exit status, with the log lines.
+    pub(crate) fn terminate(mut self) -> (i32, Vec<String>) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"));
+        kill(pid, Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waits") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let lines = self.log.try_iter().collect();
+        (status.code().unwrap_or(-1), lines)
+    }
+}
+
+impl Worker {
+    /// Sends SIGSTOP: the process holds its jobs and does nothing more.
+    pub(crate) fn freeze(&self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"));
+        kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// Sends SIGKILL, as a crash would, and reaps the process.
+    pub(crate) fn crash(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaps the worker");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GETs `url` until `check` holds on the status and body, or 30 s pass.
+pub(crate) async fn until(
+    client: &reqwest::Client,
+    url: &str,
+    check: impl Fn(u16, &str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = client.get(url).bearer_auth(TOKEN).send().await;
+        if let Ok(response) = request {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            if check(status, &body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{url}: {status} {body}");
+        } else {
+            assert!(Instant::now() < deadline, "{url} does not answer");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A duration as the settings read it: whole milliseconds.
+fn humantime_text(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
