@@ -14,7 +14,7 @@ use seawall_queue::{Job, JobError};
 use sqlx::{Column as _, Row as _};
 
 use super::payload::{BackupJob, ExportJob, ImportJob, file_name};
-use super::work::{BATCH, percent};
+use super::work::{BATCH, percent, write_in_batches};
 use super::{Processors, database};
 use crate::db::Backend;
 use crate::routes::workload::now_ms;
@@ -335,34 +335,24 @@ pub(super) async fn import(processors: &Processors, job: Job<ImportJob>) -> Resu
             }
         }
     }
-    let db = &processors.db;
     let now = now_ms();
-    let total = good.len();
-    for (done, batch) in good.chunks(BATCH).enumerate() {
-        let mut transaction = db.begin_write().await.map_err(|error| database(&error))?;
-        for row in batch {
+    write_in_batches(
+        processors,
+        &job,
+        &good,
+        "rows imported",
+        UPSERT,
+        |row: &Content| {
             sqlx::query(UPSERT)
                 .bind(row.id)
                 .bind(&row.title)
                 .bind(&row.category)
                 .bind(row.difficulty)
                 .bind(now)
-                .execute(&mut *transaction)
-                .timed(db.monitor(), UPSERT)
-                .await
-                .map_err(|error| database(&error))?;
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(|error| database(&error))?;
-        let imported = ((done + 1) * BATCH).min(total);
-        job.progress(
-            percent(imported, total),
-            &format!("{imported} of {total} rows imported"),
-        )
-        .await?;
-    }
+        },
+    )
+    .await?;
+    let total = good.len();
     let mut message = format!("{total} rows imported, {bad_count} bad");
     if !bad.is_empty() {
         message.push_str(": ");

@@ -3,6 +3,8 @@
 
 use seawall_perfmon::sqlx::TimedQuery as _;
 use seawall_queue::{Job, JobError, Worker, WorkerBuilder};
+use sqlx::query::Query;
+use sqlx::{Any, Database};
 
 use super::payload::{
     AnalyticsJob, EmailJob, EmailTemplate, NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
@@ -236,30 +238,15 @@ async fn recompute(
             (expected != due).then_some((content, expected))
         })
         .collect();
-    let total = drifted.len().max(1);
-    for (done, batch) in drifted.chunks(BATCH).enumerate() {
-        let mut transaction = db.begin_write().await.map_err(|error| database(&error))?;
-        for &(content, due) in batch {
-            sqlx::query(UPDATE)
-                .bind(user_id)
-                .bind(content)
-                .bind(due)
-                .execute(&mut *transaction)
-                .timed(db.monitor(), UPDATE)
-                .await
-                .map_err(|error| database(&error))?;
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(|error| database(&error))?;
-        let finished = ((done + 1) * BATCH).min(drifted.len());
-        job.progress(
-            percent(finished, total),
-            &format!("{finished} of {} repaired", drifted.len()),
-        )
-        .await?;
-    }
+    write_in_batches(
+        processors,
+        job,
+        &drifted,
+        "repaired",
+        UPDATE,
+        |&(content, due)| sqlx::query(UPDATE).bind(user_id).bind(content).bind(due),
+    )
+    .await?;
     if let Some(cache) = &processors.cache {
         cache.forget_user(user_id).await;
     }
@@ -379,6 +366,51 @@ async fn analytics(processors: &Processors, job: Job<AnalyticsJob>) -> Result<()
     }
     let message = format!("{} days refreshed", refreshed.rows_affected());
     job.progress(100, &message).await?;
+    Ok(())
+}
+
+/// One statement with its values bound.
+pub(super) type Statement = Query<'static, Any, <Any as Database>::Arguments>;
+
+/// Writes `rows` in batches of [`BATCH`], one write transaction per batch,
+/// running the statement `bind` makes of each row (`sql`, timed under that
+/// text), and reports "`done` of `total` `what`" after each commit. A
+/// failure rolls its batch back; the batches before it stay written, so the
+/// statement must be safe to repeat when the job runs again.
+pub(super) async fn write_in_batches<T, P>(
+    processors: &Processors,
+    job: &Job<P>,
+    rows: &[T],
+    what: &str,
+    sql: &'static str,
+    bind: impl Fn(&T) -> Statement,
+) -> Result<(), JobError> {
+    let monitor = processors.db.monitor();
+    let total = rows.len();
+    for (done, batch) in rows.chunks(BATCH).enumerate() {
+        let mut transaction = processors
+            .db
+            .begin_write()
+            .await
+            .map_err(|error| database(&error))?;
+        for row in batch {
+            bind(row)
+                .execute(&mut *transaction)
+                .timed(monitor, sql)
+                .await
+                .map_err(|error| database(&error))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|error| database(&error))?;
+        let finished = ((done + 1) * BATCH).min(total);
+        job.progress(
+            percent(finished, total),
+            &format!("{finished} of {total} {what}"),
+        )
+        .await?;
+    }
     Ok(())
 }
 

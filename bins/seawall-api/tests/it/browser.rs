@@ -229,12 +229,7 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
 
     // Nothing the page does was blocked by its Content-Security-Policy, and
     // no script failed.
-    let console = chromedriver::browser_log(browser).await?;
-    let broken: Vec<&String> = console
-        .iter()
-        .filter(|line| line.contains("Content Security Policy") || line.contains("Uncaught"))
-        .collect();
-    check!(broken.is_empty(), "browser console: {broken:#?}");
+    console_is_clean(browser).await?;
 
     // Signing out forgets the token and asks for it again.
     browser.find(Css("#sign-out")).await?.click().await?;
@@ -279,14 +274,7 @@ async fn the_rate_limit_panel_tries_the_limit_unblocks_a_key_and_changes_a_tier(
 }
 
 async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResult {
-    browser.goto(&format!("{}/", server.base_url)).await?;
-    wait_displayed(browser, "#token").await?;
-    browser
-        .find(Css("#token"))
-        .await?
-        .send_keys(&server.admin_token)
-        .await?;
-    browser.find(Css("#token-submit")).await?.click().await?;
+    sign_in(browser, server).await?;
     wait_displayed(browser, "[data-testid=rl-row-api]").await?;
     wait_displayed(browser, "[data-testid=rl-allowed-chart]").await?;
 
@@ -398,12 +386,7 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
         .ok_or("no demo-free tenant")?;
     check!(demo["tier"] == "premium", "demo-free: {demo}");
 
-    let console = chromedriver::browser_log(browser).await?;
-    let broken: Vec<&String> = console
-        .iter()
-        .filter(|line| line.contains("Content Security Policy") || line.contains("Uncaught"))
-        .collect();
-    check!(broken.is_empty(), "browser console: {broken:#?}");
+    console_is_clean(browser).await?;
     Ok(())
 }
 
@@ -430,14 +413,7 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
             check!(status == 200, "{path}: {status}");
         }
     }
-    browser.goto(&format!("{}/", server.base_url)).await?;
-    wait_displayed(browser, "#token").await?;
-    browser
-        .find(Css("#token"))
-        .await?
-        .send_keys(&server.admin_token)
-        .await?;
-    browser.find(Css("#token-submit")).await?.click().await?;
+    sign_in(browser, server).await?;
     wait_displayed(browser, "[data-testid=cache-row-schedule]").await?;
     wait_displayed(browser, "[data-testid=cache-ratio-chart]").await?;
     let hits = wait_for("the schedule class's hits", UPDATE_TIMEOUT, async || {
@@ -548,12 +524,7 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
         "processors: {backend:?}"
     );
 
-    let console = chromedriver::browser_log(browser).await?;
-    let broken: Vec<&String> = console
-        .iter()
-        .filter(|line| line.contains("Content Security Policy") || line.contains("Uncaught"))
-        .collect();
-    check!(broken.is_empty(), "browser console: {broken:#?}");
+    console_is_clean(browser).await?;
     Ok(())
 }
 
@@ -621,14 +592,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
     let report = enqueue("report", json!({ "user_id": 2, "days": 30 })).await?;
     let email = enqueue("email", json!({ "user_id": 2, "template": "welcome" })).await?;
 
-    browser.goto(&format!("{}/", server.base_url)).await?;
-    wait_displayed(browser, "#token").await?;
-    browser
-        .find(Css("#token"))
-        .await?
-        .send_keys(&server.admin_token)
-        .await?;
-    browser.find(Css("#token-submit")).await?.click().await?;
+    sign_in(browser, server).await?;
     wait_displayed(browser, "[data-testid=queue-row-email]").await?;
     let backend = browser
         .find(Css("[data-testid=queue-backend]"))
@@ -770,6 +734,26 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
 
     reports.shutdown(Duration::from_secs(5)).await;
     emails.shutdown(Duration::from_secs(5)).await;
+    console_is_clean(browser).await?;
+    Ok(())
+}
+
+/// Opens the dashboard and signs in with the admin token.
+async fn sign_in(browser: &Client, server: &TestServer) -> TestResult {
+    browser.goto(&format!("{}/", server.base_url)).await?;
+    wait_displayed(browser, "#token").await?;
+    browser
+        .find(Css("#token"))
+        .await?
+        .send_keys(&server.admin_token)
+        .await?;
+    browser.find(Css("#token-submit")).await?.click().await?;
+    Ok(())
+}
+
+/// Fails if the page's Content-Security-Policy blocked anything or a script
+/// threw.
+async fn console_is_clean(browser: &Client) -> TestResult {
     let console = chromedriver::browser_log(browser).await?;
     let broken: Vec<&String> = console
         .iter()
