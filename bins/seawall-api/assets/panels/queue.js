@@ -133,11 +133,9 @@ export default {
 
     container.append(
       h("section", { class: "panel-section two-columns", "aria-label": "Throughput and totals" }, chartSection, totalList),
-      // One-column grids: their children may shrink below the tables' width
-      // and scroll, rather than widen the page.
-      h("section", { class: "panel-section two-columns", "aria-label": "Queues" }, h("div", {}, queueTable, actionResult)),
-      h("section", { class: "panel-section two-columns", "aria-label": "Running jobs" }, runningTable),
-      h("section", { class: "panel-section two-columns", "aria-label": "Failed jobs" }, failedTable),
+      h("section", { class: "panel-section", "aria-label": "Queues" }, queueTable, actionResult),
+      h("section", { class: "panel-section", "aria-label": "Running jobs" }, runningTable),
+      h("section", { class: "panel-section", "aria-label": "Failed jobs" }, failedTable),
     );
 
     const count = (testid, value) => h("data", { "data-testid": testid, value: String(value) }, format.count(value));

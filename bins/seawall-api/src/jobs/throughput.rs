@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use seawall_queue::Queues;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
 use crate::config::QueueName;
+use crate::routes::workload::now_ms;
 use crate::setup::QueueHandle;
 
 /// How often the streams are read.
@@ -139,14 +140,6 @@ fn index_of(queue: QueueName) -> usize {
         .unwrap_or_default()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
 async fn sample(handle: QueueHandle, samples: Arc<Mutex<VecDeque<Sample>>>) {
     let queues = handle.connected().await;
     // Stream positions are `<unix ms>-<sequence>` on both backends; reads
@@ -169,7 +162,7 @@ async fn sample(handle: QueueHandle, samples: Arc<Mutex<VecDeque<Sample>>>) {
         }
         let now = Instant::now();
         let sample = Sample {
-            at_ms: now_ms(),
+            at_ms: u64::try_from(now_ms()).unwrap_or_default(),
             seconds: now.duration_since(previous).as_secs_f64().max(0.001),
             queues: tallies,
         };

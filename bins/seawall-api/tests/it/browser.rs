@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::Client;
 use fantoccini::Locator::Css;
 use fantoccini::error::CmdError;
+use reqwest::Method;
 use seawall_queue::fred::prelude::{Builder, Config as RedisConfig};
 use seawall_queue::{Job, JobError, Queues};
 use seawall_testkit::RedisServer;
@@ -128,9 +129,7 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
     }
     // The health badge says what the API says.
     let report: Value = server
-        .client
-        .get(format!("{}/api/performance?type=health", server.base_url))
-        .bearer_auth(token)
+        .admin(Method::GET, "/api/performance?type=health")
         .send()
         .await?
         .json()
@@ -173,11 +172,7 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
         std::iter::repeat_n("/api/review/today?user_id=1", usize::from(REVIEW_REQUESTS)),
     );
     for page in pages {
-        let response = server
-            .client
-            .get(format!("{}{page}", server.base_url))
-            .send()
-            .await?;
+        let response = server.request(Method::GET, page).send().await?;
         check!(
             response.status().is_success(),
             "{page}: {}",
@@ -331,9 +326,7 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     )
     .await?;
     let stats: Value = server
-        .client
-        .get(format!("{}/api/rate-limit", server.base_url))
-        .bearer_auth(&server.admin_token)
+        .admin(Method::GET, "/api/rate-limit")
         .send()
         .await?
         .json()
@@ -372,9 +365,7 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     .await?;
     check!(message.contains("premium"), "tier change: {message:?}");
     let stats: Value = server
-        .client
-        .get(format!("{}/api/rate-limit", server.base_url))
-        .bearer_auth(&server.admin_token)
+        .admin(Method::GET, "/api/rate-limit")
         .send()
         .await?
         .json()
@@ -404,12 +395,7 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
             "/api/analytics/stats?user_id=2",
             "/api/content",
         ] {
-            let status = server
-                .client
-                .get(format!("{}{path}", server.base_url))
-                .send()
-                .await?
-                .status();
+            let status = server.request(Method::GET, path).send().await?.status();
             check!(status == 200, "{path}: {status}");
         }
     }
@@ -478,8 +464,7 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
     .await?;
     check!(message.contains("today:2:*"), "invalidation: {message:?}");
     server
-        .client
-        .get(format!("{}/api/review/today?user_id=2", server.base_url))
+        .request(Method::GET, "/api/review/today?user_id=2")
         .send()
         .await?;
     wait_for(
@@ -496,9 +481,7 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
     // On embedded defaults the queue panel shows the in-process processors
     // at work.
     let status = server
-        .client
-        .post(format!("{}/api/queue/analytics", server.base_url))
-        .bearer_auth(&server.admin_token)
+        .admin(Method::POST, "/api/queue/analytics")
         .json(&json!({ "days": 7 }))
         .send()
         .await?
@@ -575,9 +558,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
     });
     let enqueue = async |queue: &str, body: Value| -> TestResult<String> {
         let response = server
-            .client
-            .post(format!("{}/api/queue/{queue}", server.base_url))
-            .bearer_auth(&server.admin_token)
+            .admin(Method::POST, &format!("/api/queue/{queue}"))
             .json(&body)
             .send()
             .await?;
@@ -669,12 +650,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
     })
     .await?;
     let job = server
-        .client
-        .get(format!(
-            "{}/api/queue/report/jobs/{report}",
-            server.base_url
-        ))
-        .bearer_auth(&server.admin_token)
+        .admin(Method::GET, &format!("/api/queue/report/jobs/{report}"))
         .send()
         .await?
         .status();
@@ -701,9 +677,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
         )
         .await?;
         let overview: Value = server
-            .client
-            .get(format!("{}/api/queue", server.base_url))
-            .bearer_auth(&server.admin_token)
+            .admin(Method::GET, "/api/queue")
             .send()
             .await?
             .json()

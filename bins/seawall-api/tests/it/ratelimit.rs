@@ -12,17 +12,6 @@ fn profile(text: &str) -> Profile {
     text.parse().expect("a valid profile")
 }
 
-impl TestServer {
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.base_url))
-    }
-
-    fn admin(&self, method: Method, path: &str) -> RequestBuilder {
-        self.request(method, path).bearer_auth(&self.admin_token)
-    }
-}
-
 async fn status(request: RequestBuilder) -> StatusCode {
     request.send().await.expect("request").status()
 }

@@ -237,6 +237,17 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
+    /// A request to `path` on this server.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base_url))
+    }
+
+    /// The same, with the admin token.
+    pub(crate) fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(method, path).bearer_auth(&self.admin_token)
+    }
+
     /// Starts the service on SQLite with the small demo dataset.
     pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
