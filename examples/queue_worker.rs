@@ -31,7 +31,7 @@ async fn send(job: Job<Welcome>) -> Result<(), JobError> {
             "{address:?} is not an address"
         )));
     }
-    job.progress(50, "rendering").await?;
+    job.progress(50, "rendering").await;
     tokio::select! {
         () = tokio::time::sleep(Duration::from_millis(20)) => {}
         // Cancelled by an operator, or the worker is shutting down.
@@ -40,7 +40,7 @@ async fn send(job: Job<Welcome>) -> Result<(), JobError> {
     if user % 10 == 7 && job.failures() == 0 {
         return Err(JobError::new("the mail server timed out"));
     }
-    job.progress(100, "sent").await?;
+    job.progress(100, "sent").await;
     tracing::info!(job = %job.id(), run = job.run(), user, "sent");
     Ok(())
 }

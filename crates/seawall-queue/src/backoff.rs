@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::options::MAX_DELAY;
 use crate::store::millis;
 
 /// The default cap of an exponential backoff.
@@ -17,7 +18,8 @@ const DEFAULT_CAP: Duration = Duration::from_secs(3600);
 /// ceiling; with [full jitter](Backoff::full_jitter) it waits a uniformly
 /// drawn time between zero and the ceiling, so retries of jobs that failed
 /// together spread out instead of arriving together. Every ceiling is at most
-/// the policy's [cap](Backoff::cap), and ceilings never decrease from one
+/// the policy's [cap](Backoff::cap) and at most [`MAX_DELAY`] (a year, so an
+/// absurd policy cannot park a job for ever), and ceilings never decrease from one
 /// attempt to the next for the built-in shapes.
 #[derive(Clone)]
 pub struct Backoff {
@@ -112,7 +114,7 @@ impl Backoff {
             }
             Shape::Custom(f) => f(attempt),
         };
-        raw.min(self.cap)
+        raw.min(self.cap).min(MAX_DELAY)
     }
 
     /// The wait before retry `attempt`, with jitter drawn from the thread's

@@ -43,7 +43,7 @@
 //!         if job.payload.user == 0 {
 //!             return Err(JobError::permanent("no such user"));
 //!         }
-//!         job.progress(100, "sent").await?;
+//!         job.progress(100, "sent").await;
 //!         Ok(())
 //!     });
 //!

@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::job::{AttemptError, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::job::{Progress, time_of};
 use crate::store::{
-    AfterFailure, Failure, Fetched, Lease, NewJob, Renewed, Settings, Store, Taken, millis,
+    AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, NewJob, Renewed, Settings, Store,
+    Taken, bounded_message, millis,
 };
 
 /// Scores of waiting jobs: priority × 2⁴⁰ + id, as in Redis.
@@ -33,6 +34,9 @@ const UPKEEP_BATCH: usize = 1000;
 pub(crate) struct MemoryStore {
     settings: Settings,
     queues: Mutex<HashMap<String, Arc<Shared>>>,
+    /// Every queue's state as kept by `keep_snapshot` (tests of lost writes).
+    #[cfg(test)]
+    snapshot: Mutex<HashMap<String, QueueState>>,
 }
 
 struct Shared {
@@ -40,9 +44,31 @@ struct Shared {
     wake: Notify,
 }
 
-#[derive(Default)]
+/// Ids count microseconds since this instant (2026-01-01, in µs) when that
+/// is above the last id plus one, as in Redis.
+const ID_EPOCH_US: u64 = 1_767_225_600_000_000;
+/// How long an enqueue call's answer is kept for a replay, as in Redis.
+const ANSWER_KEPT_MS: u64 = 60_000;
+
+/// A caller's last fetch call: its request id, the acknowledgements it
+/// rejected, the leases it gave.
+#[derive(Clone)]
+struct LastCall {
+    request: String,
+    rejected: u32,
+    leases: Vec<Lease>,
+}
+
+#[derive(Default, Clone)]
 struct QueueState {
     last_id: u64,
+    /// The order counter of enqueued jobs (waiting jobs of one level run in
+    /// its order).
+    order: u64,
+    /// Enqueue answers by request id, with when they expire, oldest first.
+    answers: HashMap<String, Vec<(JobId, bool)>>,
+    answer_expiry: VecDeque<(u64, String)>,
+    last_calls: HashMap<String, LastCall>,
     jobs: HashMap<String, Record>,
     groups: HashMap<String, BTreeSet<Line>>,
     /// Gives each list insertion its place: back ones count up, front ones
@@ -66,6 +92,7 @@ struct QueueState {
     woke: bool,
 }
 
+#[derive(Clone)]
 struct Record {
     payload: Vec<u8>,
     priority: u8,
@@ -84,12 +111,24 @@ struct Record {
     position: u64,
     /// Its place among the waiting jobs of its group, while waiting.
     line: (u64, i64),
-    token: u64,
+    /// How many times it was taken.
+    runs: u32,
+    /// The lease token of its current or last run.
+    token: String,
+    /// The token of the run that last failed, and what became of the job.
+    outcome: Option<(String, AfterFailure)>,
     failures: u32,
     stalls: u32,
     progress: Option<Progress>,
     errors: Vec<AttemptError>,
     cancel: bool,
+}
+
+fn now_us() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn now_ms() -> u64 {
@@ -104,6 +143,29 @@ impl MemoryStore {
         Self {
             settings,
             queues: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            snapshot: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keeps a copy of every queue's state.
+    #[cfg(test)]
+    pub(crate) fn keep_snapshot(&self) {
+        let queues = self.queues.lock();
+        *self.snapshot.lock() = queues
+            .iter()
+            .map(|(name, shared)| (name.clone(), shared.state.lock().clone()))
+            .collect();
+    }
+
+    /// Goes back to the kept states, as a server that lost its last writes
+    /// does when it comes back; that takes longer than a clock tick.
+    #[cfg(test)]
+    pub(crate) fn restore_snapshot(&self) {
+        std::thread::sleep(Duration::from_millis(1));
+        let kept = self.snapshot.lock().clone();
+        for (name, shared) in self.queues.lock().iter() {
+            *shared.state.lock() = kept.get(name).cloned().unwrap_or_default();
         }
     }
 
@@ -312,7 +374,12 @@ impl Step<'_> {
             return;
         }
         self.trim_done(u64::MAX, self.settings.keep_completed, 1_000);
-        if self.settings.keep_completed_for > Duration::ZERO {
+        self.trim_completed_by_age();
+    }
+
+    /// Completed jobs past their age, also when none has completed lately.
+    fn trim_completed_by_age(&mut self) {
+        if self.settings.keep_completed > 0 && self.settings.keep_completed_for > Duration::ZERO {
             let cutoff = self
                 .now
                 .saturating_sub(millis(self.settings.keep_completed_for));
@@ -409,6 +476,59 @@ impl Step<'_> {
             .min()
     }
 
+    /// Ends a run that did not succeed (its lease already left the active
+    /// set): dropped when cancelled, back in line when given back, else a
+    /// counted failure, retried or dead.
+    fn end_attempt(&mut self, id: &str, failure: Failure, error: &str) -> AfterFailure {
+        let cancel = self.q.jobs.get(id).is_some_and(|job| job.cancel);
+        if matches!(failure, Failure::Cancelled) || cancel {
+            self.emit("cancelled", id, &[]);
+            self.forget(id);
+            return AfterFailure::Cancelled;
+        }
+        if matches!(failure, Failure::Requeue) {
+            self.make_waiting(id, true);
+            self.wake();
+            self.emit("requeued", id, &[]);
+            return AfterFailure::Waiting;
+        }
+        let now = self.now;
+        let Some(job) = self.q.jobs.get_mut(id) else {
+            return AfterFailure::Lost;
+        };
+        job.failures += 1;
+        job.errors.push(AttemptError {
+            attempt: job.runs,
+            at_ms: now,
+            error: error.to_owned(),
+        });
+        if job.errors.len() > HISTORY {
+            job.errors.remove(0);
+        }
+        let out_of_attempts = job.failures >= job.max_attempts;
+        self.emit("failed", id, &[("error", error.to_owned())]);
+        let delay = match failure {
+            Failure::Retry(delay) if !out_of_attempts => delay,
+            _ => {
+                self.make_dead(id, error);
+                return AfterFailure::Dead;
+            }
+        };
+        let delay_ms = millis(delay);
+        if delay_ms > 0 {
+            self.make_delayed(id, now + delay_ms);
+        } else {
+            self.make_waiting(id, true);
+        }
+        self.wake();
+        self.emit("retried", id, &[("delay", delay_ms.to_string())]);
+        if delay_ms > 0 {
+            AfterFailure::Delayed
+        } else {
+            AfterFailure::Waiting
+        }
+    }
+
     /// The job if `lease` is its current lease.
     fn owned(&self, lease: &Lease) -> bool {
         self.q
@@ -417,9 +537,12 @@ impl Step<'_> {
             .is_some_and(|job| job.state == JobState::Active && job.token == lease.token)
     }
 
-    fn take(&mut self, lease_ms: u64, want: usize) -> Vec<Taken> {
+    /// Takes up to `want` jobs, and no further job once `max_bytes` of
+    /// payload are taken; tokens name `request`.
+    fn take(&mut self, lease_ms: u64, want: usize, max_bytes: usize, request: &str) -> Vec<Taken> {
         let mut taken = Vec::new();
-        while taken.len() < want {
+        let mut bytes = 0;
+        while taken.len() < want && (taken.is_empty() || bytes < max_bytes) {
             let Some(group) = self.q.ring.pop_front() else {
                 break;
             };
@@ -432,18 +555,22 @@ impl Step<'_> {
             let turn = u64::try_from(turn).unwrap_or(u64::MAX).min(room);
             let mut popped = Vec::new();
             if let Some(jobs) = self.q.groups.get_mut(&group) {
-                while u64::try_from(popped.len()).unwrap_or(u64::MAX) < turn {
-                    match jobs.pop_first() {
-                        Some((_, _, id)) => popped.push(id),
-                        None => break,
-                    }
+                while u64::try_from(popped.len()).unwrap_or(u64::MAX) < turn
+                    && (taken.is_empty() && popped.is_empty() || bytes < max_bytes)
+                {
+                    let Some((_, _, id)) = jobs.pop_first() else {
+                        break;
+                    };
+                    bytes += self.q.jobs.get(&id).map_or(0, |job| job.payload.len());
+                    popped.push(id);
                 }
             }
             for id in &popped {
                 let Some(job) = self.q.jobs.get_mut(id) else {
                     continue;
                 };
-                job.token += 1;
+                job.runs += 1;
+                job.token = format!("{request}.{}", taken.len() + 1);
                 job.state = JobState::Active;
                 job.started = self.now;
                 job.position = self.now + lease_ms;
@@ -451,7 +578,7 @@ impl Step<'_> {
                 taken.push(Taken {
                     lease: Lease {
                         id: JobId::from(id.as_str()),
-                        token: job.token,
+                        token: job.token.clone(),
                     },
                     payload: job.payload.clone(),
                     ready_at_ms: job.ready,
@@ -460,6 +587,7 @@ impl Step<'_> {
                     backoff: job.backoff.clone(),
                     timeout_ms: job.timeout_ms,
                     stalls: job.stalls,
+                    run: job.runs,
                 });
                 if !group.is_empty() {
                     *self.q.group_active.entry(group.clone()).or_default() += 1;
@@ -490,10 +618,29 @@ impl Step<'_> {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<(JobId, bool)>> {
+    async fn enqueue(
+        &self,
+        queue: &str,
+        request: &str,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<(JobId, bool)>> {
         Ok(self.with(queue, |step| {
-            let first = step.q.last_id + 1;
-            step.q.last_id += jobs.len() as u64;
+            while let Some((expires, _)) = step.q.answer_expiry.front()
+                && *expires <= step.now
+            {
+                if let Some((_, old)) = step.q.answer_expiry.pop_front() {
+                    step.q.answers.remove(&old);
+                }
+            }
+            if let Some(answer) = step.q.answers.get(request) {
+                return answer.clone();
+            }
+            let count = jobs.len() as u64;
+            let clock_id = now_us().saturating_sub(ID_EPOCH_US);
+            let first = (step.q.last_id + 1).max(clock_id);
+            step.q.last_id = first + count.saturating_sub(1);
+            let order = step.q.order + 1;
+            step.q.order += count;
             let mut out = Vec::with_capacity(jobs.len());
             for (offset, job) in (0_u64..).zip(jobs) {
                 let id = (first + offset).to_string();
@@ -514,7 +661,7 @@ impl Store for MemoryStore {
                         .unique
                         .insert(idempotency.0.clone(), (id.clone(), expires));
                 }
-                let score = u64::from(job.priority) * PRIORITY_STRIDE + first + offset;
+                let score = u64::from(job.priority) * PRIORITY_STRIDE + order + offset;
                 step.q.jobs.insert(
                     id.clone(),
                     Record {
@@ -533,7 +680,9 @@ impl Store for MemoryStore {
                         finished: 0,
                         position: 0,
                         line: (0, 0),
-                        token: 0,
+                        runs: 0,
+                        token: String::new(),
+                        outcome: None,
                         failures: 0,
                         stalls: 0,
                         progress: None,
@@ -550,23 +699,57 @@ impl Store for MemoryStore {
                 step.wake();
                 out.push((JobId::from(id), true));
             }
+            step.q.answers.insert(request.to_owned(), out.clone());
+            step.q
+                .answer_expiry
+                .push_back((step.now + ANSWER_KEPT_MS, request.to_owned()));
             out
         }))
     }
 
-    async fn fetch(
-        &self,
-        queue: &str,
-        lease: Duration,
-        want: usize,
-        acks: &[Lease],
-    ) -> Result<Fetched> {
+    async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched> {
         // A fetch here never waits on I/O: yield, so a worker's fetch loop
         // cannot keep its thread from the handlers it just spawned.
         tokio::task::yield_now().await;
         Ok(self.with(queue, |step| {
+            if let Some(last) = step.q.last_calls.get(&call.caller)
+                && last.request == call.request
+            {
+                // A re-sent call: the first one's answer, less the leases
+                // that are no longer held.
+                let rejected = last.rejected;
+                let held: Vec<Lease> = last
+                    .leases
+                    .iter()
+                    .filter(|lease| step.owned(lease))
+                    .cloned()
+                    .collect();
+                let jobs = held
+                    .into_iter()
+                    .filter_map(|lease| {
+                        let job = step.q.jobs.get(lease.id.as_str())?;
+                        Some(Taken {
+                            payload: job.payload.clone(),
+                            ready_at_ms: job.ready,
+                            failures: job.failures,
+                            max_attempts: job.max_attempts,
+                            backoff: job.backoff.clone(),
+                            timeout_ms: job.timeout_ms,
+                            stalls: job.stalls,
+                            run: job.runs,
+                            lease,
+                        })
+                    })
+                    .collect();
+                return Fetched {
+                    now_ms: step.now,
+                    next_wake: step.next_wake(),
+                    rejected,
+                    jobs,
+                };
+            }
             let mut rejected = 0;
-            for ack in acks {
+            for ack in &call.acks {
                 if step.owned(ack) {
                     step.leave_active(ack.id.as_str());
                     step.make_completed(ack.id.as_str());
@@ -574,7 +757,9 @@ impl Store for MemoryStore {
                     rejected += 1;
                 }
             }
-            if !acks.is_empty() {
+            if call.acks.is_empty() {
+                step.trim_completed_by_age();
+            } else {
                 step.trim_completed();
             }
             step.promote();
@@ -583,8 +768,16 @@ impl Store for MemoryStore {
             let jobs = if paused {
                 Vec::new()
             } else {
-                step.take(millis(lease), want)
+                step.take(millis(call.lease), call.want, call.max_bytes, &call.request)
             };
+            step.q.last_calls.insert(
+                call.caller.clone(),
+                LastCall {
+                    request: call.request.clone(),
+                    rejected,
+                    leases: jobs.iter().map(|job| job.lease.clone()).collect(),
+                },
+            );
             Fetched {
                 now_ms: step.now,
                 next_wake: step.next_wake(),
@@ -607,59 +800,26 @@ impl Store for MemoryStore {
         failure: Failure,
         error: &str,
     ) -> Result<AfterFailure> {
+        let error = bounded_message(error);
+        let error = error.as_ref();
         Ok(self.with(queue, |step| {
             if !step.owned(lease) {
-                return AfterFailure::Lost;
+                // A call re-sent after it ran answers what it did.
+                return step
+                    .q
+                    .jobs
+                    .get(lease.id.as_str())
+                    .and_then(|job| job.outcome.as_ref())
+                    .filter(|(token, _)| *token == lease.token)
+                    .map_or(AfterFailure::Lost, |(_, after)| *after);
             }
             let id = lease.id.as_str();
             step.leave_active(id);
-            let cancel = step.q.jobs.get(id).is_some_and(|job| job.cancel);
-            if matches!(failure, Failure::Cancelled) || cancel {
-                step.emit("cancelled", id, &[]);
-                step.forget(id);
-                return AfterFailure::Cancelled;
+            let after = step.end_attempt(id, failure, error);
+            if let Some(job) = step.q.jobs.get_mut(id) {
+                job.outcome = Some((lease.token.clone(), after));
             }
-            if matches!(failure, Failure::Requeue) {
-                step.make_waiting(id, true);
-                step.wake();
-                step.emit("requeued", id, &[]);
-                return AfterFailure::Waiting;
-            }
-            let now = step.now;
-            let Some(job) = step.q.jobs.get_mut(id) else {
-                return AfterFailure::Lost;
-            };
-            job.failures += 1;
-            job.errors.push(AttemptError {
-                attempt: u32::try_from(job.token).unwrap_or(u32::MAX),
-                at_ms: now,
-                error: error.to_owned(),
-            });
-            if job.errors.len() > HISTORY {
-                job.errors.remove(0);
-            }
-            let out_of_attempts = job.failures >= job.max_attempts;
-            step.emit("failed", id, &[("error", error.to_owned())]);
-            let delay = match failure {
-                Failure::Retry(delay) if !out_of_attempts => delay,
-                _ => {
-                    step.make_dead(id, error);
-                    return AfterFailure::Dead;
-                }
-            };
-            let delay_ms = millis(delay);
-            if delay_ms > 0 {
-                step.make_delayed(id, now + delay_ms);
-            } else {
-                step.make_waiting(id, true);
-            }
-            step.wake();
-            step.emit("retried", id, &[("delay", delay_ms.to_string())]);
-            if delay_ms > 0 {
-                AfterFailure::Delayed
-            } else {
-                AfterFailure::Waiting
-            }
+            after
         }))
     }
 
@@ -667,9 +827,9 @@ impl Store for MemoryStore {
         Ok(self.with(queue, |step| {
             let deadline = step.now + millis(lease);
             let mut renewed = Renewed::default();
-            for lease in held {
+            for (position, lease) in held.iter().enumerate() {
                 if !step.owned(lease) {
-                    renewed.lost.push(lease.id.clone());
+                    renewed.lost.push(position);
                     continue;
                 }
                 let id = lease.id.as_str().to_owned();
@@ -678,12 +838,13 @@ impl Store for MemoryStore {
                     job.position = deadline;
                     step.q.active.insert((deadline, id));
                     if job.cancel {
-                        renewed.cancel.push(lease.id.clone());
+                        renewed.cancel.push(position);
                     }
                 }
             }
             step.promote();
             step.recover();
+            step.trim_completed_by_age();
             renewed
         }))
     }
@@ -699,16 +860,14 @@ impl Store for MemoryStore {
             if !step.owned(lease) {
                 return false;
             }
+            let message = bounded_message(message).into_owned();
             if let Some(job) = step.q.jobs.get_mut(lease.id.as_str()) {
                 job.progress = Some(Progress {
                     percent,
-                    message: message.to_owned(),
+                    message: message.clone(),
                 });
             }
-            let fields = [
-                ("percent", percent.to_string()),
-                ("message", message.to_owned()),
-            ];
+            let fields = [("percent", percent.to_string()), ("message", message)];
             step.emit("progress", lease.id.as_str(), &fields);
             true
         }))
@@ -728,6 +887,7 @@ impl Store for MemoryStore {
         Ok(self.with(queue, |step| {
             step.promote();
             step.recover();
+            step.trim_completed_by_age();
             Counts {
                 waiting: step.q.waiting,
                 delayed: step.q.delayed.len() as u64,
@@ -750,6 +910,9 @@ impl Store for MemoryStore {
                     let key = (job.line.0, job.line.1, id.to_owned());
                     if let Some(jobs) = step.q.groups.get_mut(&job.group) {
                         jobs.remove(&key);
+                        if jobs.is_empty() && !step.q.ringed.contains(&job.group) {
+                            step.q.groups.remove(&job.group);
+                        }
                     }
                     step.q.waiting = step.q.waiting.saturating_sub(1);
                 }
@@ -768,11 +931,11 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn retry_dead(&self, queue: &str, id: Option<&JobId>, limit: u64) -> Result<u64> {
+    async fn retry_dead(&self, queue: &str, which: DeadJobs<'_>) -> Result<u64> {
         Ok(self.with(queue, |step| {
-            let ids: Vec<String> = match id {
-                Some(id) => vec![id.as_str().to_owned()],
-                None => step
+            let ids: Vec<String> = match which {
+                DeadJobs::One(id) => vec![id.as_str().to_owned()],
+                DeadJobs::Oldest(limit) => step
                     .q
                     .dead
                     .iter()
@@ -864,7 +1027,7 @@ impl Store for MemoryStore {
                 group: Some(job.group.clone()).filter(|group| !group.is_empty()),
                 failures: job.failures,
                 stalls: job.stalls,
-                runs: u32::try_from(job.token).unwrap_or(u32::MAX),
+                runs: job.runs,
                 max_attempts: job.max_attempts,
                 created_at: time_of(job.created),
                 ready_at: time_of(job.ready),

@@ -1,16 +1,23 @@
 //! Random sequences of transitions (enqueue, fetch, acknowledge, fail,
-//! renew, cancel, a worker killed, time passing a lease) checked against a
-//! model after every step, on the memory backend and on Redis: no job
-//! record is lost or duplicated, and every answer is the model's.
+//! renew, cancel) and faults (a worker killed, a worker frozen past its
+//! lease, a fetch call re-sent after it ran, a Redis that lost its last
+//! writes) checked against a model after every step, on the memory backend
+//! and on Redis: no job record is lost or duplicated, ids and lease tokens
+//! never repeat, a lease that is gone ends nothing, and every answer is the
+//! model's.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use proptest::prelude::*;
 
 use crate::job::{Cancelled, Counts, JobId, JobState};
 use crate::memory::MemoryStore;
-use crate::store::{AfterFailure, Failure, Lease, NewJob, Settings, Store};
+use crate::store::{
+    AfterFailure, Failure, FetchCall, Fetched, Lease, NewJob, Settings, Store, random_id,
+};
 
 const MAX_ATTEMPTS: u32 = 3;
 const LONG: Duration = Duration::from_secs(3600);
@@ -33,6 +40,17 @@ enum Op {
     Cancel(usize),
     /// The worker forgets a lease without a word, as a killed process does.
     Kill(usize),
+    /// The worker keeps a lease but stops renewing it past its end, as a
+    /// frozen process does; it may still report the run later.
+    Freeze(usize),
+    /// The last fetch call is sent again, as a client does that lost the
+    /// answer (a dropped connection, a timeout).
+    Replay,
+    /// The server's state is kept, to be gone back to by `LoseWrites`.
+    Snapshot,
+    /// The server loses every write since the snapshot (a restart from an
+    /// older AOF, a replica promoted before it caught up).
+    LoseWrites,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,32 +62,70 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Renew),
         1 => any::<usize>().prop_map(Op::Cancel),
         1 => any::<usize>().prop_map(Op::Kill),
+        1 => any::<usize>().prop_map(Op::Freeze),
+        1 => Just(Op::Replay),
+        1 => Just(Op::Snapshot),
+        1 => Just(Op::LoseWrites),
     ]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Expected {
     Waiting,
     Delayed,
-    Active { token: u64, lapsed: bool },
+    Active { token: String, lapsed: bool },
     Completed,
     Dead,
     Gone,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Model {
     state: Expected,
-    runs: u64,
+    runs: u32,
     failures: u32,
     stalls: u32,
     cancel: bool,
+}
+
+/// A fetch call and what it answered, for a replay.
+struct LastFetch {
+    call: FetchCall,
+    answer: Fetched,
 }
 
 #[derive(Default)]
 struct World {
     jobs: Vec<(JobId, Model)>,
     held: Vec<Lease>,
+    /// Every lease token ever given: none may come twice.
+    tokens: HashSet<String>,
+    last_fetch: Option<LastFetch>,
+    snapshot: Option<Vec<(JobId, Model)>>,
+}
+
+/// Faults a backend can be put through.
+#[async_trait]
+trait Faults: Sync {
+    /// Keeps the state of every queue.
+    async fn snapshot(&self);
+    /// Goes back to the state kept.
+    async fn lose_writes(&self);
+}
+
+#[async_trait]
+impl Faults for MemoryStore {
+    async fn snapshot(&self) {
+        self.keep_snapshot();
+    }
+
+    async fn lose_writes(&self) {
+        self.restore_snapshot();
+    }
+}
+
+fn owns(model: &Model, lease: &Lease) -> bool {
+    matches!(&model.state, Expected::Active { token, .. } if *token == lease.token)
 }
 
 impl World {
@@ -85,7 +141,7 @@ impl World {
     /// What the scripts' `recover` does with leases that ran out.
     fn recover(&mut self, max_stalls: u32) {
         for (_, model) in &mut self.jobs {
-            if let Expected::Active { lapsed: true, .. } = model.state {
+            if let Expected::Active { lapsed: true, .. } = &model.state {
                 model.stalls += 1;
                 model.state = if model.cancel {
                     Expected::Gone
@@ -125,8 +181,24 @@ fn settings() -> Settings {
     }
 }
 
+fn call(want: usize, lease: Duration, acks: Vec<Lease>) -> FetchCall {
+    FetchCall {
+        caller: "5eed".to_owned(),
+        request: random_id(),
+        lease,
+        want,
+        max_bytes: usize::MAX,
+        acks,
+    }
+}
+
 /// Runs `ops` on `store` (queue `queue`) and checks every step.
-async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn check(
+    store: &dyn Store,
+    faults: &dyn Faults,
+    queue: &str,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let max_stalls = settings().max_stalls;
     let mut world = World::default();
     for op in ops {
@@ -142,8 +214,12 @@ async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestC
                     delay_ms: if delayed { 3_600_000 } else { 0 },
                     idempotency: None,
                 };
-                let added = store.enqueue(queue, vec![job]).await.expect("enqueues");
+                let added = store
+                    .enqueue(queue, &random_id(), vec![job])
+                    .await
+                    .expect("enqueues");
                 prop_assert_eq!(added.len(), 1);
+                // Also after lost writes: ids of lost jobs are never given again.
                 prop_assert!(
                     world.jobs.iter().all(|(id, _)| *id != added[0].0),
                     "a fresh id"
@@ -164,41 +240,111 @@ async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestC
             }
             Op::Fetch { want, lapsing } => {
                 let lease = if lapsing { Duration::ZERO } else { LONG };
-                let fetched = store.fetch(queue, lease, want, &[]).await.expect("fetches");
+                let call = call(want, lease, Vec::new());
+                let fetched = store.fetch(queue, &call).await.expect("fetches");
                 world.recover(max_stalls);
                 let waiting = world.counts().waiting;
                 prop_assert_eq!(fetched.jobs.len() as u64, waiting.min(want as u64));
-                for taken in fetched.jobs {
+                for taken in &fetched.jobs {
+                    prop_assert!(
+                        world.tokens.insert(taken.lease.token.clone()),
+                        "token {} given twice",
+                        taken.lease.token
+                    );
                     let model = world.find(&taken.lease.id);
-                    prop_assert_eq!(model.state, Expected::Waiting, "took a waiting job");
+                    prop_assert_eq!(&model.state, &Expected::Waiting, "took a waiting job");
                     model.runs += 1;
-                    prop_assert_eq!(taken.lease.token, model.runs, "a fresh token per run");
+                    prop_assert_eq!(taken.run, model.runs, "runs are counted");
                     prop_assert_eq!(taken.failures, model.failures);
                     model.state = Expected::Active {
-                        token: model.runs,
+                        token: taken.lease.token.clone(),
                         lapsed: lapsing,
                     };
-                    world.held.push(taken.lease);
+                    world.held.push(taken.lease.clone());
                 }
+                world.last_fetch = Some(LastFetch {
+                    call,
+                    answer: fetched,
+                });
             }
-            Op::Ack(pick) | Op::Fail(pick, _) | Op::Kill(pick) if world.held.is_empty() => {
+            Op::Ack(pick) | Op::Fail(pick, _) | Op::Kill(pick) | Op::Freeze(pick)
+                if world.held.is_empty() =>
+            {
                 let _ = pick;
             }
             Op::Ack(pick) => {
                 let lease = world.held.remove(pick % world.held.len());
-                let fetched = store
-                    .fetch(queue, LONG, 0, std::slice::from_ref(&lease))
-                    .await
-                    .expect("acks");
+                let call = call(0, LONG, vec![lease.clone()]);
+                let fetched = store.fetch(queue, &call).await.expect("acks");
                 let model = world.find(&lease.id);
-                let owned =
-                    matches!(model.state, Expected::Active { token, .. } if token == lease.token);
+                let owned = owns(model, &lease);
                 if owned {
                     model.state = Expected::Completed;
                     model.cancel = false;
                 }
                 prop_assert_eq!(fetched.rejected, u32::from(!owned));
+                world.last_fetch = Some(LastFetch {
+                    call,
+                    answer: fetched,
+                });
                 world.recover(max_stalls);
+            }
+            Op::Freeze(pick) => {
+                // Its lease runs out now; the worker still holds it.
+                let lease = world.held[pick % world.held.len()].clone();
+                store
+                    .renew(queue, Duration::ZERO, std::slice::from_ref(&lease))
+                    .await
+                    .expect("renews");
+                let model = world.find(&lease.id);
+                if let Expected::Active { token, lapsed } = &mut model.state
+                    && *token == lease.token
+                {
+                    *lapsed = true;
+                }
+                world.recover(max_stalls);
+            }
+            Op::Replay => {
+                let Some(last) = &world.last_fetch else {
+                    continue;
+                };
+                let again = store.fetch(queue, &last.call).await.expect("fetches");
+                // The first answer, less the leases no longer held; nothing
+                // acknowledged twice, nothing leased to nobody.
+                prop_assert_eq!(again.rejected, last.answer.rejected);
+                let still: Vec<&Lease> = last
+                    .answer
+                    .jobs
+                    .iter()
+                    .map(|job| &job.lease)
+                    .filter(|lease| {
+                        world
+                            .jobs
+                            .iter()
+                            .any(|(id, model)| *id == lease.id && owns(model, lease))
+                    })
+                    .collect();
+                let answered: Vec<&Lease> = again.jobs.iter().map(|job| &job.lease).collect();
+                prop_assert_eq!(answered, still);
+            }
+            Op::Snapshot => {
+                faults.snapshot().await;
+                world.snapshot = Some(world.jobs.clone());
+            }
+            Op::LoseWrites => {
+                let Some(kept) = world.snapshot.clone() else {
+                    continue;
+                };
+                faults.lose_writes().await;
+                // Jobs enqueued since are gone; the workers keep their leases,
+                // whether the server still knows them or not.
+                for (id, model) in &mut world.jobs {
+                    match kept.iter().find(|(old, _)| old == id) {
+                        Some((_, old)) => *model = old.clone(),
+                        None => model.state = Expected::Gone,
+                    }
+                }
+                world.last_fetch = None;
             }
             Op::Fail(pick, kind) => {
                 let lease = world.held.remove(pick % world.held.len());
@@ -213,8 +359,7 @@ async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestC
                     .await
                     .expect("fails");
                 let model = world.find(&lease.id);
-                let owned =
-                    matches!(model.state, Expected::Active { token, .. } if token == lease.token);
+                let owned = owns(model, &lease);
                 let expected = if !owned {
                     AfterFailure::Lost
                 } else if model.cancel {
@@ -243,13 +388,13 @@ async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestC
                 let held = world.held.clone();
                 let renewed = store.renew(queue, LONG, &held).await.expect("renews");
                 let mut lost = Vec::new();
-                for lease in &held {
+                for (position, lease) in held.iter().enumerate() {
                     let model = world.find(&lease.id);
                     match &mut model.state {
                         Expected::Active { token, lapsed } if *token == lease.token => {
                             *lapsed = false
                         }
-                        _ => lost.push(lease.id.clone()),
+                        _ => lost.push(position),
                     }
                 }
                 prop_assert_eq!(renewed.lost, lost);
@@ -263,7 +408,7 @@ async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestC
                 let id = world.jobs[index].0.clone();
                 let answer = store.cancel(queue, &id).await.expect("cancels");
                 let model = world.find(&id);
-                let expected = match model.state {
+                let expected = match &model.state {
                     Expected::Waiting | Expected::Delayed => {
                         model.state = Expected::Gone;
                         Cancelled::Removed
@@ -283,7 +428,7 @@ async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestC
         for (id, model) in &world.jobs {
             let info = store.job(queue, id).await.expect("reads");
             let state = info.as_ref().map(|info| info.state);
-            let expected = match model.state {
+            let expected = match &model.state {
                 Expected::Waiting => Some(JobState::Waiting),
                 Expected::Delayed => Some(JobState::Delayed),
                 Expected::Active { .. } => Some(JobState::Active),
@@ -293,7 +438,7 @@ async fn check(store: &dyn Store, queue: &str, ops: Vec<Op>) -> Result<(), TestC
             };
             prop_assert_eq!(state, expected, "job {}", id);
             if let Some(info) = info {
-                prop_assert_eq!(u64::from(info.runs), model.runs);
+                prop_assert_eq!(info.runs, model.runs);
                 prop_assert_eq!((info.failures, info.stalls), (model.failures, model.stalls));
             }
         }
@@ -317,7 +462,7 @@ proptest! {
     #[test]
     fn memory_transitions_follow_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         let store = MemoryStore::new(settings());
-        runtime().block_on(check(&store, "q", ops))?;
+        runtime().block_on(check(&store, &store, "q", ops))?;
     }
 }
 
@@ -335,6 +480,59 @@ mod redis {
         SERVER.get_or_init(|| seawall_testkit::RedisServer::start().expect("redis-server starts"))
     }
 
+    /// Lost writes on a real server: every key of the test's prefix is
+    /// dumped at the snapshot, and at the loss the prefix's keys are
+    /// replaced by the dumps (with the time to live they had).
+    struct DumpedKeys {
+        prefix: String,
+        kept: parking_lot::Mutex<Vec<Dumped>>,
+    }
+
+    /// A key, its time to live in ms (0: none), its `DUMP`.
+    type Dumped = (Vec<u8>, i64, Vec<u8>);
+
+    impl DumpedKeys {
+        fn keys(&self, conn: &mut seawall_testkit::Conn) -> Vec<Vec<u8>> {
+            let reply = conn
+                .cmd(&["KEYS", &format!("{}:*", self.prefix)])
+                .expect("KEYS");
+            reply
+                .as_array()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|key| key.as_bytes().map(<[u8]>::to_vec))
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl Faults for DumpedKeys {
+        async fn snapshot(&self) {
+            let mut conn = server().connect().expect("connects");
+            let mut kept = Vec::new();
+            for key in self.keys(&mut conn) {
+                let dump = conn.cmd(&[b"DUMP".as_slice(), &key]).expect("DUMP");
+                let ttl = conn.cmd(&[b"PTTL".as_slice(), &key]).expect("PTTL");
+                if let (Some(dump), Some(ttl)) = (dump.as_bytes(), ttl.as_int()) {
+                    kept.push((key, ttl.max(0), dump.to_vec()));
+                }
+            }
+            *self.kept.lock() = kept;
+        }
+
+        async fn lose_writes(&self) {
+            let mut conn = server().connect().expect("connects");
+            for key in self.keys(&mut conn) {
+                conn.cmd(&[b"DEL".as_slice(), &key]).expect("DEL");
+            }
+            for (key, ttl, dump) in self.kept.lock().iter() {
+                let ttl = ttl.to_string();
+                conn.cmd(&[b"RESTORE".as_slice(), key, ttl.as_bytes(), dump])
+                    .expect("RESTORE");
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -342,10 +540,12 @@ mod redis {
         fn redis_transitions_follow_the_model(ops in proptest::collection::vec(op(), 1..40)) {
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let runtime = runtime();
+            let prefix = format!("model-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+            let faults = DumpedKeys { prefix: prefix.clone(), kept: parking_lot::Mutex::default() };
             let store = runtime.block_on(async {
                 let config = Config::from_url(&server().url()).expect("a URL");
                 let options = RedisOptions {
-                    prefix: format!("model-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+                    prefix,
                     blocking_connections: 1,
                     acquire_timeout: Duration::from_secs(1),
                 };
@@ -354,7 +554,7 @@ mod redis {
                     .expect("connects")
             });
             let store: Arc<dyn Store> = Arc::new(store);
-            runtime.block_on(check(&*store, "q", ops))?;
+            runtime.block_on(check(&*store, &faults, "q", ops))?;
         }
     }
 }

@@ -12,7 +12,8 @@ pub const LOWEST_PRIORITY: u8 = 7;
 pub const DEFAULT_PRIORITY: u8 = 3;
 /// The longest group or idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
-/// The longest delay a job may be enqueued with (a year).
+/// The longest duration any option takes (a year): a delay, an attempt's
+/// timeout, an idempotency window; retry waits are capped at it too.
 pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How one job is enqueued. Every setter checks its value, so options that
@@ -117,13 +118,14 @@ impl JobOptions {
         Ok(self)
     }
 
-    /// How long one attempt may run before it is aborted and counted as a
-    /// failure; more than zero.
+    /// How long one attempt may run before its cancellation token fires,
+    /// its task is aborted and the attempt counts as a failure; more than
+    /// zero and at most [`MAX_DELAY`].
     pub fn timeout(mut self, timeout: Duration) -> Result<Self> {
-        if timeout.is_zero() {
-            return Err(Error::InvalidOption(
-                "a timeout must be longer than zero".to_owned(),
-            ));
+        if timeout.is_zero() || timeout > MAX_DELAY {
+            return Err(Error::InvalidOption(format!(
+                "a timeout must be longer than zero and at most {MAX_DELAY:?}, got {timeout:?}"
+            )));
         }
         self.timeout = Some(timeout);
         Ok(self)
@@ -136,13 +138,13 @@ impl JobOptions {
         Ok(self)
     }
 
-    /// A second enqueue with the same key within `window` adds nothing and
-    /// answers the first job's id.
+    /// A second enqueue with the same key within `window` (more than zero,
+    /// at most [`MAX_DELAY`]) adds nothing and answers the first job's id.
     pub fn idempotency_key(mut self, key: impl Into<String>, window: Duration) -> Result<Self> {
-        if window.is_zero() {
-            return Err(Error::InvalidOption(
-                "an idempotency window must be longer than zero".to_owned(),
-            ));
+        if window.is_zero() || window > MAX_DELAY {
+            return Err(Error::InvalidOption(format!(
+                "an idempotency window must be longer than zero and at most {MAX_DELAY:?}, got {window:?}"
+            )));
         }
         self.idempotency = Some((checked_key("idempotency key", key.into())?, window));
         Ok(self)
@@ -223,6 +225,9 @@ mod tests {
             JobOptions::new().group("a".repeat(MAX_KEY_BYTES + 1)),
             JobOptions::new().group("tenant\n42"),
             JobOptions::new().idempotency_key("k", Duration::ZERO),
+            JobOptions::new().idempotency_key("k", Duration::MAX),
+            JobOptions::new().idempotency_key("k", MAX_DELAY + Duration::from_millis(1)),
+            JobOptions::new().timeout(Duration::MAX),
             JobOptions::new().idempotency_key("", Duration::from_secs(1)),
             JobOptions::new().backoff(Backoff::custom(|_| Duration::ZERO)),
         ];
@@ -232,5 +237,7 @@ mod tests {
         assert!(JobOptions::new().group("a".repeat(MAX_KEY_BYTES)).is_ok());
         assert!(JobOptions::new().priority(0).is_ok());
         assert!(JobOptions::new().delay(MAX_DELAY).is_ok());
+        assert!(JobOptions::new().idempotency_key("k", MAX_DELAY).is_ok());
+        assert!(JobOptions::new().timeout(MAX_DELAY).is_ok());
     }
 }

@@ -11,7 +11,7 @@ use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::memory::MemoryStore;
 use crate::options::JobOptions;
 use crate::redis::{RedisOptions, RedisStore, check_prefix};
-use crate::store::{NewJob, Settings, Store, check_name, millis};
+use crate::store::{DeadJobs, NewJob, Settings, Store, check_name, millis, random_id};
 use crate::worker::WorkerBuilder;
 
 /// The largest payload a job may carry once encoded, in bytes (8 MiB).
@@ -21,6 +21,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 8 << 20;
 pub const MAX_LISTED: usize = 1_000;
 /// How many jobs one bulk round trip carries; larger bulks take several.
 const BULK_CHUNK: usize = 1_000;
+/// How many payload bytes one bulk round trip carries (at least one job
+/// goes in each).
+const BULK_BYTES: usize = 16 << 20;
 
 /// Named queues on one backend: enqueue jobs, look at them, pause, resume,
 /// cancel, retry and clean, and start [workers](Queues::worker). Cheap to
@@ -81,6 +84,11 @@ impl Queues {
     /// when the options carry an idempotency key already used within its
     /// window, the id of the job that used it (and adds nothing), even if
     /// that job has completed and its record is gone.
+    ///
+    /// A call that the Redis client re-sends after a reconnection adds the
+    /// job once. An `Err` of [`Error::Redis`] may still mean the job was
+    /// added (Redis ran the call, its answer was lost): retry with an
+    /// [idempotency key](JobOptions::idempotency_key) to be sure of one job.
     pub async fn enqueue<T: Serialize + ?Sized>(
         &self,
         queue: &str,
@@ -89,15 +97,17 @@ impl Queues {
     ) -> Result<JobId> {
         check_name("queue name", queue)?;
         let job = new_job(payload, options)?;
-        let mut ids = self.store.enqueue(queue, vec![job]).await?;
+        let mut ids = self.store.enqueue(queue, &random_id(), vec![job]).await?;
         ids.pop()
             .map(|(id, _)| id)
             .ok_or_else(|| Error::Protocol("enqueue answered no id".to_owned()))
     }
 
-    /// Enqueues many jobs in one round trip per thousand; each payload and
-    /// its options are checked before anything is sent, so one bad job
-    /// enqueues none. Ids come back in order.
+    /// Enqueues many jobs in one round trip per thousand (or per 16 MiB of
+    /// payloads); each payload and its options are checked before anything
+    /// is sent, so one bad job enqueues none. Ids come back in order. A
+    /// bulk that fails part-way has added the round trips before the
+    /// failure, each whole.
     pub async fn enqueue_many<T: Serialize>(
         &self,
         queue: &str,
@@ -109,10 +119,8 @@ impl Queues {
             .map(|(payload, options)| new_job(&payload, &options))
             .collect::<Result<Vec<_>>>()?;
         let mut ids = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() {
-            let chunk: Vec<NewJob> = jobs.by_ref().take(BULK_CHUNK).collect();
-            let added = self.store.enqueue(queue, chunk).await?;
+        for chunk in bulk_chunks(jobs) {
+            let added = self.store.enqueue(queue, &random_id(), chunk).await?;
             ids.extend(added.into_iter().map(|(id, _)| id));
         }
         Ok(ids)
@@ -122,6 +130,9 @@ impl Queues {
     /// cancelled, or removed by retention).
     pub async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>> {
         check_name("queue name", queue)?;
+        if !is_job_id(id) {
+            return Ok(None);
+        }
         self.store.job(queue, id).await
     }
 
@@ -176,14 +187,20 @@ impl Queues {
     /// (see [`Cancelled::Requested`]).
     pub async fn cancel(&self, queue: &str, id: &JobId) -> Result<Cancelled> {
         check_name("queue name", queue)?;
+        if !is_job_id(id) {
+            return Ok(Cancelled::NotFound);
+        }
         self.store.cancel(queue, id).await
     }
 
     /// Moves a dead job back to waiting with its attempts reset; `false`
-    /// when the job is not dead.
+    /// when the job is not dead (or there is no such job).
     pub async fn retry_dead(&self, queue: &str, id: &JobId) -> Result<bool> {
         check_name("queue name", queue)?;
-        Ok(self.store.retry_dead(queue, Some(id), 1).await? == 1)
+        if !is_job_id(id) {
+            return Ok(false);
+        }
+        Ok(self.store.retry_dead(queue, DeadJobs::One(id)).await? == 1)
     }
 
     /// Moves every dead job back to waiting, a thousand per round trip;
@@ -194,7 +211,7 @@ impl Queues {
         loop {
             let batch = self
                 .store
-                .retry_dead(queue, None, BULK_CHUNK as u64)
+                .retry_dead(queue, DeadJobs::Oldest(BULK_CHUNK as u64))
                 .await?;
             moved += batch;
             if batch < BULK_CHUNK as u64 {
@@ -276,6 +293,34 @@ impl Queues {
     }
 }
 
+/// Whether `id` can name a job at all: 1 to 20 decimal digits. Anything
+/// else names none, so it never reaches a script.
+fn is_job_id(id: &JobId) -> bool {
+    let id = id.as_str();
+    !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Jobs in round trips of at most [`BULK_CHUNK`] jobs and [`BULK_BYTES`]
+/// of payload, at least one job each.
+fn bulk_chunks(jobs: Vec<NewJob>) -> Vec<Vec<NewJob>> {
+    let mut chunks: Vec<Vec<NewJob>> = Vec::new();
+    let mut bytes = 0;
+    for job in jobs {
+        let fits = chunks.last().is_some_and(|chunk| {
+            chunk.len() < BULK_CHUNK && bytes + job.payload.len() <= BULK_BYTES
+        });
+        if !fits {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += job.payload.len();
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(job);
+        }
+    }
+    chunks
+}
+
 fn new_job<T: Serialize + ?Sized>(payload: &T, options: &JobOptions) -> Result<NewJob> {
     let payload = serde_json::to_vec(payload).map_err(Error::Encode)?;
     if payload.len() > MAX_PAYLOAD_BYTES {
@@ -340,6 +385,7 @@ impl RedisQueues {
     /// connections open on first use).
     pub async fn connect(self) -> Result<Queues> {
         check_prefix(&self.prefix)?;
+        self.settings.check()?;
         if self.blocking_connections == 0 {
             return Err(Error::InvalidSetting(
                 "at least one blocking connection is needed".to_owned(),

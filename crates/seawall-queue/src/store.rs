@@ -45,6 +45,28 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Refuses retention counts and ages past what the scripts take (2^40,
+    /// and 2^40 ms, about 34 years).
+    pub(crate) fn check(&self) -> Result<()> {
+        const MOST: u64 = 1 << 40;
+        let counts = [
+            ("keep_completed", self.keep_completed),
+            ("keep_completed_for (ms)", millis(self.keep_completed_for)),
+            ("keep_dead", self.keep_dead),
+            ("events_max_len", self.events_max_len),
+        ];
+        for (name, value) in counts {
+            if value > MOST {
+                return Err(Error::InvalidSetting(format!(
+                    "{name} is {value}; at most {MOST} is allowed"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A job as the producer hands it to a backend.
 #[derive(Debug, Clone)]
 pub(crate) struct NewJob {
@@ -58,11 +80,55 @@ pub(crate) struct NewJob {
     pub(crate) idempotency: Option<(String, u64)>,
 }
 
-/// A job id with the lease token of one run of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A job id with the lease token of one run of it. Tokens are unique per
+/// run, also across a Redis that lost its last writes: a token names the
+/// fetch call that took the job (a random request id) and the job's place
+/// in that call's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Lease {
     pub(crate) id: JobId,
-    pub(crate) token: u64,
+    pub(crate) token: String,
+}
+
+/// One fetch call: the acknowledgements it carries and what it takes.
+///
+/// A call that fails (a timeout, a dropped connection) may still have run
+/// on the server. Re-sent unchanged (the same `request`), it answers the
+/// first run's result; the backend keeps the last call of each `caller`.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchCall {
+    /// A worker and its lane of calls (one call at a time per caller).
+    pub(crate) caller: String,
+    /// Random per call, hex.
+    pub(crate) request: String,
+    pub(crate) lease: Duration,
+    pub(crate) want: usize,
+    /// Past this many payload bytes no further job is taken (the first
+    /// always is).
+    pub(crate) max_bytes: usize,
+    pub(crate) acks: Vec<Lease>,
+}
+
+/// A random id, hex: 64 bits, for requests and workers.
+pub(crate) fn random_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// The longest error or progress message kept, in bytes; longer ones are
+/// cut at a character boundary.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] at a character boundary, with an
+/// ellipsis when cut.
+pub(crate) fn bounded_message(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &message[..end]))
 }
 
 /// One job a worker took.
@@ -76,6 +142,8 @@ pub(crate) struct Taken {
     pub(crate) backoff: String,
     pub(crate) timeout_ms: u64,
     pub(crate) stalls: u32,
+    /// Which run of the job this is, from 1.
+    pub(crate) run: u32,
 }
 
 /// What one fetch call did.
@@ -127,27 +195,35 @@ impl AfterFailure {
     }
 }
 
-/// What a lease renewal learnt.
-#[derive(Debug, Default)]
+/// What a lease renewal learnt, as positions in the leases it was given.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Renewed {
     /// Leases that are no longer the worker's.
-    pub(crate) lost: Vec<JobId>,
-    /// Jobs whose cancellation was asked.
-    pub(crate) cancel: Vec<JobId>,
+    pub(crate) lost: Vec<usize>,
+    /// Leases whose job's cancellation was asked.
+    pub(crate) cancel: Vec<usize>,
+}
+
+/// Which dead jobs [`Store::retry_dead`] moves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DeadJobs<'a> {
+    One(&'a JobId),
+    Oldest(u64),
 }
 
 #[async_trait]
 pub(crate) trait Store: Send + Sync + 'static {
-    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<(JobId, bool)>>;
-    /// Acknowledges `acks` as completed, promotes due jobs, recovers
-    /// expired leases, then takes up to `want` jobs under `lease`.
-    async fn fetch(
+    /// Adds `jobs`; `request` (random per call) makes a re-sent call
+    /// answer the first one's ids instead of adding them again.
+    async fn enqueue(
         &self,
         queue: &str,
-        lease: Duration,
-        want: usize,
-        acks: &[Lease],
-    ) -> Result<Fetched>;
+        request: &str,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<(JobId, bool)>>;
+    /// Acknowledges the call's acks as completed, promotes due jobs,
+    /// recovers expired leases, then takes jobs (see [`FetchCall`]).
+    async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched>;
     /// Returns when work may have arrived, or after `timeout`.
     async fn wait(&self, queue: &str, timeout: Duration) -> Result<()>;
     async fn fail(
@@ -168,8 +244,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()>;
     async fn counts(&self, queue: &str) -> Result<Counts>;
     async fn cancel(&self, queue: &str, id: &JobId) -> Result<Cancelled>;
-    /// Moves one dead job (or up to `limit` of the oldest) back to waiting.
-    async fn retry_dead(&self, queue: &str, id: Option<&JobId>, limit: u64) -> Result<u64>;
+    /// Moves one dead job (or up to a number of the oldest) back to waiting.
+    async fn retry_dead(&self, queue: &str, which: DeadJobs<'_>) -> Result<u64>;
     async fn clean(
         &self,
         queue: &str,

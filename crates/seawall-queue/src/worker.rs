@@ -18,10 +18,17 @@ use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::job::JobId;
 use crate::metrics::QueueMetrics;
-use crate::store::{AfterFailure, Failure, Lease, Store, Taken};
+use crate::store::{
+    AfterFailure, Failure, FetchCall, Fetched, Lease, Store, Taken, bounded_message, random_id,
+};
 
 /// The most jobs one fetch takes.
 const MAX_FETCH: usize = 256;
+/// The most payload bytes one fetch takes (past them it takes no further
+/// job; the first is always taken).
+const MAX_FETCH_BYTES: usize = 16 << 20;
+/// The most acknowledgements one call carries; more wait for the next.
+const MAX_ACKS: usize = 1_000;
 /// The longest a blocked worker waits before it looks again on its own.
 const MAX_BLOCK: Duration = Duration::from_secs(5);
 
@@ -138,15 +145,24 @@ impl<T> Job<T> {
         &self.cancel
     }
 
-    /// Records how far the job got (`percent` is clamped to 100), readable
-    /// by id and sent as a `progress` event. `Ok(false)` when the lease is
-    /// no longer this run's.
-    pub async fn progress(&self, percent: u8, message: &str) -> Result<bool> {
+    /// Records how far the job got (`percent` is clamped to 100; the
+    /// message is cut at 4 KiB), readable by id and sent as a `progress`
+    /// event. Progress is advisory: `false` when it was not recorded, because
+    /// the lease is no longer this run's or Redis did not answer (logged at
+    /// debug level), and either way the run goes on.
+    pub async fn progress(&self, percent: u8, message: &str) -> bool {
         let handle = &self.progress;
-        handle
+        match handle
             .store
             .progress(&handle.queue, &handle.lease, percent.min(100), message)
             .await
+        {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                tracing::debug!(queue = %handle.queue, job = %handle.lease.id, %error, "progress not recorded");
+                false
+            }
+        }
     }
 }
 
@@ -252,6 +268,8 @@ impl WorkerBuilder {
             backoff: self.backoff,
             held: Mutex::new(HashMap::new()),
             acks: Mutex::new(Vec::new()),
+            fetch_lane: Lane::new(),
+            ack_lane: Lane::new(),
             running: AtomicUsize::new(0),
             idle: AtomicBool::new(false),
             slot_freed: Notify::new(),
@@ -276,13 +294,17 @@ type Outcome = std::result::Result<(), JobError>;
 type Handler<T> =
     dyn Fn(Job<T>) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync;
 
-/// A running job as the worker tracks it.
+/// A run of a job as the worker tracks it, under its lease (id and token):
+/// one process may hold two runs of one job when its own fetch recovered
+/// the job after the first run's lease ran out.
 struct Held {
-    token: u64,
     cancel: CancellationToken,
     task: Option<tokio::task::AbortHandle>,
-    /// The handler has returned; only the acknowledgement is outstanding.
+    /// The handler has returned; only its outcome's report is outstanding.
     finished: bool,
+    /// The lease is gone (a renewal found it lost, or this worker's own
+    /// fetch took the job again): the run's result will be discarded.
+    lost: bool,
     /// An operator asked to cancel the job.
     cancel_requested: bool,
     /// The worker is shutting down: the run gives its job back.
@@ -307,9 +329,13 @@ struct Shared {
     concurrency: usize,
     lease: Duration,
     backoff: Option<Backoff>,
-    held: Mutex<HashMap<JobId, Held>>,
+    held: Mutex<HashMap<Lease, Held>>,
     /// Completed jobs whose acknowledgement has not been sent.
     acks: Mutex<Vec<Lease>>,
+    /// The fetch loop's calls, and the acknowledgements sent while it
+    /// blocks: one call at a time each.
+    fetch_lane: Lane,
+    ack_lane: Lane,
     running: AtomicUsize,
     /// The fetcher is blocked waiting for work: handlers send their own
     /// acknowledgements.
@@ -320,6 +346,24 @@ struct Shared {
     metrics: Option<QueueMetrics>,
     stop_fetching: CancellationToken,
     stopped: CancellationToken,
+}
+
+/// A sequence of fetch calls under one caller id. A call that failed stays
+/// pending and is re-sent unchanged before anything else, so a call that
+/// did run on the server answers its first result instead of leasing jobs
+/// to nobody or counting its acknowledgements as rejected.
+struct Lane {
+    caller: String,
+    pending: tokio::sync::Mutex<Option<FetchCall>>,
+}
+
+impl Lane {
+    fn new() -> Self {
+        Self {
+            caller: random_id(),
+            pending: tokio::sync::Mutex::new(None),
+        }
+    }
 }
 
 /// What a worker has done since it started.
@@ -389,6 +433,7 @@ impl Worker {
         if !drained {
             requeue_running(&shared).await;
         }
+        give_back_pending_fetch(&shared).await;
         flush_acks(&shared).await;
         shared.stopped.cancel();
         let _ = renewer.await;
@@ -443,21 +488,70 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Sends the acknowledgements not sent yet, taking nothing new.
-async fn flush_acks(shared: &Shared) {
-    let acks = std::mem::take(&mut *shared.acks.lock());
-    if acks.is_empty() {
-        return;
+/// Up to [`MAX_ACKS`] acknowledgements not sent yet, oldest first.
+fn take_acks(shared: &Shared) -> Vec<Lease> {
+    let mut acks = shared.acks.lock();
+    let count = acks.len().min(MAX_ACKS);
+    acks.drain(..count).collect()
+}
+
+/// A new call of `lane`.
+fn new_call(shared: &Shared, lane: &Lane, want: usize, acks: Vec<Lease>) -> FetchCall {
+    FetchCall {
+        caller: lane.caller.clone(),
+        request: random_id(),
+        lease: shared.lease,
+        want,
+        max_bytes: MAX_FETCH_BYTES,
+        acks,
     }
-    match shared
-        .store
-        .fetch(&shared.queue, shared.lease, 0, &acks)
-        .await
-    {
-        Ok(fetched) => acknowledged(shared, &acks, fetched.rejected),
+}
+
+/// Sends the acknowledgements not sent yet, taking nothing new: first the
+/// ack lane's pending call, if one failed, then the rest. A call that fails
+/// stays pending for the next flush.
+async fn flush_acks(shared: &Shared) {
+    let mut pending = shared.ack_lane.pending.lock().await;
+    loop {
+        let call = match pending.take() {
+            Some(call) => call,
+            None => {
+                let acks = take_acks(shared);
+                if acks.is_empty() {
+                    return;
+                }
+                new_call(shared, &shared.ack_lane, 0, acks)
+            }
+        };
+        match shared.store.fetch(&shared.queue, &call).await {
+            Ok(fetched) => acknowledged(shared, &call.acks, fetched.rejected),
+            Err(error) => {
+                tracing::debug!(queue = %shared.queue, %error, "acknowledgements not sent; they will be re-sent");
+                *pending = Some(call);
+                return;
+            }
+        }
+    }
+}
+
+/// At shutdown: a fetch call that failed may have leased jobs on the server;
+/// re-sent, it answers them, and they go back to the queue at once rather
+/// than when their leases run out.
+async fn give_back_pending_fetch(shared: &Shared) {
+    let Some(call) = shared.fetch_lane.pending.lock().await.take() else {
+        return;
+    };
+    match shared.store.fetch(&shared.queue, &call).await {
+        Ok(fetched) => {
+            acknowledged(shared, &call.acks, fetched.rejected);
+            for job in fetched.jobs {
+                report_failure(shared, &job.lease, Failure::Requeue, "the worker shut down").await;
+            }
+        }
         Err(error) => {
-            tracing::warn!(queue = %shared.queue, %error, "could not acknowledge jobs; will retry");
-            shared.acks.lock().extend(acks);
+            shared.acks.lock().extend(call.acks);
+            tracing::warn!(queue = %shared.queue, %error,
+                "a fetch call may have taken jobs that no one runs; they return when their leases run out");
         }
     }
 }
@@ -466,7 +560,7 @@ async fn flush_acks(shared: &Shared) {
 fn acknowledged(shared: &Shared, acks: &[Lease], rejected: u32) {
     let mut held = shared.held.lock();
     for ack in acks {
-        held.remove(&ack.id);
+        held.remove(ack);
     }
     drop(held);
     let accepted = (acks.len() as u64).saturating_sub(u64::from(rejected));
@@ -489,37 +583,52 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     let mut retry_in = Duration::from_millis(50);
+    // Failed calls in a row: the first is a warning, the rest of the same
+    // outage are not, and the end of the outage is said once.
+    let mut failures = 0_u32;
     while !shared.stop_fetching.is_cancelled() {
-        let free = shared
-            .concurrency
-            .saturating_sub(shared.running.load(Ordering::SeqCst))
-            .min(MAX_FETCH);
-        let acks = std::mem::take(&mut *shared.acks.lock());
-        if free == 0 && acks.is_empty() {
-            let freed = shared.slot_freed.notified();
-            if shared.running.load(Ordering::SeqCst) >= shared.concurrency
-                && shared.acks.lock().is_empty()
-            {
-                tokio::select! {
-                    () = freed => {}
-                    () = shared.stop_fetching.cancelled() => {}
+        let pending = shared.fetch_lane.pending.lock().await.take();
+        let call = match pending {
+            Some(call) => call,
+            None => {
+                let free = shared
+                    .concurrency
+                    .saturating_sub(shared.running.load(Ordering::SeqCst))
+                    .min(MAX_FETCH);
+                let acks = take_acks(&shared);
+                if free == 0 && acks.is_empty() {
+                    let freed = shared.slot_freed.notified();
+                    if shared.running.load(Ordering::SeqCst) >= shared.concurrency
+                        && shared.acks.lock().is_empty()
+                    {
+                        tokio::select! {
+                            () = freed => {}
+                            () = shared.stop_fetching.cancelled() => {}
+                        }
+                    }
+                    continue;
                 }
+                new_call(&shared, &shared.fetch_lane, free, acks)
             }
-            continue;
-        }
+        };
         bump(&shared.stats.fetches);
-        let fetched = match shared
-            .store
-            .fetch(&shared.queue, shared.lease, free, &acks)
-            .await
-        {
+        let fetched = match shared.store.fetch(&shared.queue, &call).await {
             Ok(fetched) => {
+                if failures > 0 {
+                    tracing::info!(queue = %shared.queue, failures, "fetching works again");
+                }
+                failures = 0;
                 retry_in = Duration::from_millis(50);
                 fetched
             }
             Err(error) => {
-                shared.acks.lock().extend(acks);
-                tracing::warn!(queue = %shared.queue, %error, retry_in = ?retry_in, "fetch failed");
+                *shared.fetch_lane.pending.lock().await = Some(call);
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(queue = %shared.queue, %error, "fetch failed; retrying until Redis answers");
+                } else {
+                    tracing::debug!(queue = %shared.queue, %error, retry_in = ?retry_in, "fetch failed");
+                }
                 tokio::select! {
                     () = tokio::time::sleep(retry_in) => {}
                     () = shared.stop_fetching.cancelled() => {}
@@ -528,12 +637,18 @@ where
                 continue;
             }
         };
-        acknowledged(&shared, &acks, fetched.rejected);
-        let taken = fetched.jobs.len();
-        for job in fetched.jobs {
-            spawn_job(&shared, &handler, job, fetched.now_ms);
+        let Fetched {
+            now_ms,
+            next_wake,
+            rejected,
+            jobs,
+        } = fetched;
+        acknowledged(&shared, &call.acks, rejected);
+        let taken = jobs.len();
+        for job in jobs {
+            spawn_job(&shared, &handler, job, now_ms);
         }
-        if taken >= free {
+        if taken >= call.want {
             continue;
         }
         // The queue has nothing more for now: block until it has, or a
@@ -541,12 +656,12 @@ where
         // while the fetcher blocks.
         shared.idle.store(true, Ordering::SeqCst);
         flush_acks(&shared).await;
-        let timeout = fetched.next_wake.unwrap_or(MAX_BLOCK).min(MAX_BLOCK);
+        let timeout = next_wake.unwrap_or(MAX_BLOCK).min(MAX_BLOCK);
         if !timeout.is_zero() {
             tokio::select! {
                 waited = shared.store.wait(&shared.queue, timeout) => {
                     if let Err(error) = waited {
-                        tracing::warn!(queue = %shared.queue, %error, "blocking wait failed");
+                        tracing::debug!(queue = %shared.queue, %error, "blocking wait failed");
                         tokio::time::sleep(retry_in).await;
                     }
                 }
@@ -568,17 +683,33 @@ where
         metrics.waited(waited);
     }
     let cancel = CancellationToken::new();
-    shared.held.lock().insert(
-        job.lease.id.clone(),
+    let mut held = shared.held.lock();
+    // An older run of the same job in this process lost its lease: the
+    // job came back through recovery, so that run's result would be
+    // refused. Cancel it and stop renewing it.
+    for (lease, older) in held.iter_mut() {
+        if lease.id == job.lease.id && !older.lost {
+            older.lost = true;
+            if !older.finished {
+                bump(&shared.stats.lost_leases);
+                tracing::warn!(queue = %shared.queue, job = %lease.id,
+                    "lease lost while the job ran here (the process froze or Redis was away longer than the lease); the job runs again and this run is cancelled");
+                older.cancel.cancel();
+            }
+        }
+    }
+    held.insert(
+        job.lease.clone(),
         Held {
-            token: job.lease.token,
             cancel: cancel.clone(),
             task: None,
             finished: false,
+            lost: false,
             cancel_requested: false,
             requeue: false,
         },
     );
+    drop(held);
     let task = tokio::spawn(run_job(
         Arc::clone(shared),
         Arc::clone(handler),
@@ -607,7 +738,7 @@ async fn run_job<T>(
             let run = Job {
                 payload,
                 id: lease.id.clone(),
-                run: u32::try_from(lease.token).unwrap_or(u32::MAX),
+                run: job.run,
                 failures: job.failures,
                 max_attempts: job.max_attempts,
                 stalls: job.stalls,
@@ -621,11 +752,11 @@ async fn run_job<T>(
             let shutting_down = shared
                 .held
                 .lock()
-                .get(&lease.id)
+                .get(&lease)
                 .is_none_or(|held| held.requeue);
             let task = (!shutting_down).then(|| tokio::spawn(handler(run)));
             if let Some(task) = &task
-                && let Some(held) = shared.held.lock().get_mut(&lease.id)
+                && let Some(held) = shared.held.lock().get_mut(&lease)
             {
                 if held.requeue {
                     // Shutdown came between the check and the spawn.
@@ -636,14 +767,19 @@ async fn run_job<T>(
             }
             let Some(task) = task else {
                 report_failure(&shared, &lease, Failure::Requeue, "the worker shut down").await;
-                shared.held.lock().remove(&lease.id);
+                shared.held.lock().remove(&lease);
                 release_slot(&shared);
                 return;
             };
             let timeout = (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms));
-            supervise(task, timeout).await
+            supervise(task, timeout, &cancel).await
         }
     };
+    // From here on a lost lease is expected (the outcome's own call may
+    // end it first), not news.
+    if let Some(held) = shared.held.lock().get_mut(&lease) {
+        held.finished = true;
+    }
     if let Some(metrics) = &shared.metrics {
         metrics.ran(started.elapsed());
     }
@@ -651,9 +787,6 @@ async fn run_job<T>(
         // A handler that finished its job completes it, even if a
         // cancellation came in meanwhile.
         Ok(()) => {
-            if let Some(held) = shared.held.lock().get_mut(&lease.id) {
-                held.finished = true;
-            }
             shared.acks.lock().push(lease);
             release_slot(&shared);
             // While the fetcher blocks, nobody else sends the
@@ -677,7 +810,7 @@ async fn run_job<T>(
                 }
             };
             report_failure(&shared, &lease, failure, &error.message).await;
-            shared.held.lock().remove(&lease.id);
+            shared.held.lock().remove(&lease);
             release_slot(&shared);
         }
     }
@@ -687,7 +820,7 @@ fn requeue_asked(shared: &Shared, lease: &Lease) -> bool {
     shared
         .held
         .lock()
-        .get(&lease.id)
+        .get(lease)
         .is_some_and(|held| held.requeue)
 }
 
@@ -695,17 +828,24 @@ fn cancel_requested(shared: &Shared, lease: &Lease) -> bool {
     shared
         .held
         .lock()
-        .get(&lease.id)
+        .get(lease)
         .is_some_and(|held| held.cancel_requested)
 }
 
-/// Runs the handler's task to its end, its timeout, or its panic.
-async fn supervise(mut task: JoinHandle<Outcome>, timeout: Option<Duration>) -> Outcome {
+/// Runs the handler's task to its end, its timeout, or its panic. At the
+/// timeout the run's cancellation token fires before its task is aborted,
+/// so work the handler spawned or blocks on hears of it too.
+async fn supervise(
+    mut task: JoinHandle<Outcome>,
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+) -> Outcome {
     let joined = match timeout {
         None => task.await,
         Some(limit) => match tokio::time::timeout(limit, &mut task).await {
             Ok(joined) => joined,
             Err(_) => {
+                cancel.cancel();
                 task.abort();
                 return Err(JobError::new(format!("timed out after {limit:?}")));
             }
@@ -728,8 +868,11 @@ async fn supervise(mut task: JoinHandle<Outcome>, timeout: Option<Duration>) -> 
 
 /// Records a failed attempt, retrying the call while Redis is away for up
 /// to one lease: past that the lease has run out and the job comes back as
-/// stalled anyway.
+/// stalled anyway. A call that ran but whose answer was lost answers the
+/// same when re-sent.
 async fn report_failure(shared: &Shared, lease: &Lease, failure: Failure, message: &str) {
+    let message = bounded_message(message);
+    let message = message.as_ref();
     let give_up = Instant::now() + shared.lease;
     let mut retry_in = Duration::from_millis(50);
     loop {
@@ -758,7 +901,7 @@ async fn report_failure(shared: &Shared, lease: &Lease, failure: Failure, messag
                 return;
             }
             Err(error) if Instant::now() + retry_in < give_up => {
-                tracing::warn!(queue = %shared.queue, job = %lease.id, %error, "could not record a failure; retrying");
+                tracing::debug!(queue = %shared.queue, job = %lease.id, %error, "could not record a failure; retrying");
                 tokio::time::sleep(retry_in).await;
                 retry_in = (retry_in * 2).min(Duration::from_secs(1));
             }
@@ -791,10 +934,8 @@ async fn renew_loop(shared: Arc<Shared>) {
             .held
             .lock()
             .iter()
-            .map(|(id, job)| Lease {
-                id: id.clone(),
-                token: job.token,
-            })
+            .filter(|(_, job)| !job.lost)
+            .map(|(lease, _)| lease.clone())
             .collect();
         if held.is_empty() {
             continue;
@@ -802,20 +943,25 @@ async fn renew_loop(shared: Arc<Shared>) {
         let renewed = match shared.store.renew(&shared.queue, shared.lease, &held).await {
             Ok(renewed) => renewed,
             Err(error) => {
-                tracing::warn!(queue = %shared.queue, %error, "lease renewal failed");
+                tracing::debug!(queue = %shared.queue, %error, "lease renewal failed");
                 continue;
             }
         };
         let mut jobs = shared.held.lock();
-        for id in &renewed.lost {
-            if let Some(job) = jobs.get_mut(id) {
-                bump(&shared.stats.lost_leases);
-                tracing::warn!(queue = %shared.queue, job = %id, "lease lost: another worker may run the job; this run's result will be discarded");
-                job.cancel.cancel();
+        for lease in renewed.lost.iter().filter_map(|&at| held.get(at)) {
+            if let Some(job) = jobs.get_mut(lease) {
+                job.lost = true;
+                // A finished run's lease ends with its outcome's own call.
+                if !job.finished {
+                    bump(&shared.stats.lost_leases);
+                    tracing::warn!(queue = %shared.queue, job = %lease.id,
+                        "lease lost (not renewed in time): another worker may run the job; this run's result will be discarded");
+                    job.cancel.cancel();
+                }
             }
         }
-        for id in &renewed.cancel {
-            if let Some(job) = jobs.get_mut(id) {
+        for lease in renewed.cancel.iter().filter_map(|&at| held.get(at)) {
+            if let Some(job) = jobs.get_mut(lease) {
                 job.cancel_requested = true;
                 job.cancel.cancel();
             }

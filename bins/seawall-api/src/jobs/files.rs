@@ -166,7 +166,7 @@ pub(super) async fn backup(processors: &Processors, job: Job<BackupJob>) -> Resu
             percent(done + 1, BACKUP_TABLES.len()),
             &format!("{table}: {rows_written} rows so far"),
         )
-        .await?;
+        .await;
     }
     transaction
         .commit()
@@ -174,7 +174,7 @@ pub(super) async fn backup(processors: &Processors, job: Job<BackupJob>) -> Resu
         .map_err(|error| database(&error))?;
     let path = finish(output).await?;
     job.progress(100, &format!("{rows_written} rows in {}", path.display()))
-        .await?;
+        .await;
     Ok(())
 }
 
@@ -223,7 +223,7 @@ pub(super) async fn export(processors: &Processors, job: Job<ExportJob>) -> Resu
                 percent(written, total),
                 &format!("{written} of {total} rows"),
             )
-            .await?;
+            .await;
         }
     }
     drop(rows);
@@ -233,7 +233,7 @@ pub(super) async fn export(processors: &Processors, job: Job<ExportJob>) -> Resu
         100,
         &format!("{written} rows of {table} in {}", path.display()),
     )
-    .await?;
+    .await;
     Ok(())
 }
 
@@ -358,6 +358,6 @@ pub(super) async fn import(processors: &Processors, job: Job<ImportJob>) -> Resu
         message.push_str(": ");
         message.push_str(&bad.join("; "));
     }
-    job.progress(100, &message).await?;
+    job.progress(100, &message).await;
     Ok(())
 }

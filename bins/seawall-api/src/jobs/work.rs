@@ -63,7 +63,7 @@ async fn email(processors: &Processors, job: Job<EmailJob>) -> Result<(), JobErr
     let EmailJob { user_id, template } = job.payload;
     let db = &processors.db;
     let (name, address) = learner(processors, user_id).await?;
-    job.progress(30, "recipient found").await?;
+    job.progress(30, "recipient found").await;
     let now = now_ms();
     let count = |sql: &'static str, since: i64| async move {
         sqlx::query_scalar::<_, i64>(sql)
@@ -109,7 +109,7 @@ async fn email(processors: &Processors, job: Job<EmailJob>) -> Result<(), JobErr
         .timed(db.monitor(), INSERT)
         .await
         .map_err(|error| database(&error))?;
-    job.progress(100, &format!("queued for {address}")).await?;
+    job.progress(100, &format!("queued for {address}")).await;
     Ok(())
 }
 
@@ -129,7 +129,7 @@ async fn notification(processors: &Processors, job: Job<NotificationJob>) -> Res
         .await
         .map_err(|error| database(&error))?;
     let message = format!("delivered by {}", job.payload.channel.as_str());
-    job.progress(100, &message).await?;
+    job.progress(100, &message).await;
     Ok(())
 }
 
@@ -150,7 +150,7 @@ async fn report(processors: &Processors, job: Job<ReportJob>) -> Result<(), JobE
     learner(processors, user_id).await?;
     let now = now_ms();
     let since = now - days * DAY_MS;
-    job.progress(20, "totals").await?;
+    job.progress(20, "totals").await;
     let (reviews, passed, average, study_ms): (i64, i64, Option<f64>, i64) = sqlx::query_as(TOTALS)
         .bind(user_id)
         .bind(since)
@@ -158,7 +158,7 @@ async fn report(processors: &Processors, job: Job<ReportJob>) -> Result<(), JobE
         .timed(db.monitor(), TOTALS)
         .await
         .map_err(|error| database(&error))?;
-    job.progress(60, "by category").await?;
+    job.progress(60, "by category").await;
     let categories: Vec<(String, i64, i64)> = sqlx::query_as(BY_CATEGORY)
         .bind(user_id)
         .bind(since)
@@ -191,7 +191,7 @@ async fn report(processors: &Processors, job: Job<ReportJob>) -> Result<(), JobE
         .await
         .map_err(|error| database(&error))?;
     job.progress(100, &format!("{reviews} reviews over {days} days"))
-        .await?;
+        .await;
     Ok(())
 }
 
@@ -205,7 +205,7 @@ async fn schedule(processors: &Processors, job: Job<ScheduleJob>) -> Result<(), 
             } else {
                 "review already written"
             };
-            job.progress(100, message).await?;
+            job.progress(100, message).await;
             Ok(())
         }
     }
@@ -255,7 +255,7 @@ async fn recompute(
         rows.len(),
         drifted.len()
     );
-    job.progress(100, &message).await?;
+    job.progress(100, &message).await;
     Ok(())
 }
 
@@ -341,7 +341,7 @@ async fn analytics(processors: &Processors, job: Job<AnalyticsJob>) -> Result<()
     let db = &processors.db;
     let now = now_ms();
     let first_day = now.div_euclid(DAY_MS) - job.payload.days + 1;
-    job.progress(10, "aggregating").await?;
+    job.progress(10, "aggregating").await;
     let mut transaction = db.begin_write().await.map_err(|error| database(&error))?;
     sqlx::query(DELETE)
         .bind(first_day)
@@ -360,12 +360,12 @@ async fn analytics(processors: &Processors, job: Job<AnalyticsJob>) -> Result<()
         .commit()
         .await
         .map_err(|error| database(&error))?;
-    job.progress(80, "invalidating cached statistics").await?;
+    job.progress(80, "invalidating cached statistics").await;
     if let Some(cache) = &processors.cache {
         cache.forget_stats().await;
     }
     let message = format!("{} days refreshed", refreshed.rows_affected());
-    job.progress(100, &message).await?;
+    job.progress(100, &message).await;
     Ok(())
 }
 
@@ -409,7 +409,7 @@ pub(super) async fn write_in_batches<T, P>(
             percent(finished, total),
             &format!("{finished} of {total} {what}"),
         )
-        .await?;
+        .await;
     }
     Ok(())
 }

@@ -541,7 +541,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
         .worker("report")?
         .lease(Duration::from_secs(2))?
         .start(|job: Job<Value>| async move {
-            job.progress(40, "halfway through the history").await?;
+            job.progress(40, "halfway through the history").await;
             job.cancellation().cancelled().await;
             Err(JobError::permanent("cancelled"))
         });

@@ -11,6 +11,7 @@ elseif op == 'resume' then
 elseif op == 'counts' then
   promote()
   recover()
+  trim_completed_by_age()
   return {
     tonumber(redis.call('HGET', meta, 'waiting') or '0'),
     redis.call('ZCARD', delayed_key),
@@ -20,7 +21,7 @@ elseif op == 'counts' then
     tonumber(redis.call('HGET', meta, 'paused') or '0'),
   }
 elseif op == 'cancel' then
-  local id = ARGV[8]
+  local id = shaped(8, JOB_ID, 24, 'a job id')
   local key = job_key(id)
   local job = redis.call('HMGET', key, 's', 'g')
   job[2] = job[2] or ''
@@ -29,6 +30,9 @@ elseif op == 'cancel' then
       redis.call('LREM', group_key(job[2]), 1, id)
     end
     redis.call('HINCRBY', meta, 'waiting', -1)
+    -- A group with nothing left waiting leaves the set of groups (a group
+    -- at its cap is in no rotation that would drop it).
+    if job[2] ~= '' and group_waiting(job[2]) == 0 then redis.call('SREM', groups_key, job[2]) end
   elseif job[1] == 'delayed' then
     redis.call('ZREM', delayed_key, id)
   elseif job[1] == 'active' then
@@ -40,10 +44,15 @@ elseif op == 'cancel' then
   emit('cancelled', id)
   forget(id, key)
   return 'cancelled'
-elseif op == 'retry' then
-  -- ARGV[8]: a dead job's id, or '' for up to ARGV[9] dead jobs, oldest first.
-  local ids = { ARGV[8] }
-  if ARGV[8] == '' then ids = redis.call('ZRANGE', dead_key, 0, tonumber(ARGV[9]) - 1) end
+elseif op == 'retry_one' or op == 'retry_oldest' then
+  -- retry_one: ARGV[8] is a dead job's id; retry_oldest: up to ARGV[8] dead
+  -- jobs, oldest first.
+  local ids
+  if op == 'retry_one' then
+    ids = { shaped(8, JOB_ID, 24, 'a job id') }
+  else
+    ids = redis.call('ZRANGE', dead_key, 0, whole(8, 1, 10000) - 1)
+  end
   local moved = 0
   for _, id in ipairs(ids) do
     local key = job_key(id)
@@ -64,8 +73,9 @@ elseif op == 'clean' then
   -- ARGV[8]: 'completed' or 'dead'; ARGV[9]: remove only jobs finished at
   -- least this many ms ago; ARGV[10]: always keep the newest this many;
   -- ARGV[11]: remove at most this many.
-  local cutoff = now - tonumber(ARGV[9])
-  local keep, limit = tonumber(ARGV[10]), tonumber(ARGV[11])
+  if ARGV[8] ~= 'completed' and ARGV[8] ~= 'dead' then refuse('clean completed or dead jobs') end
+  local cutoff = now - whole(9, 0, MAX_SETTING)
+  local keep, limit = whole(10, 0, MAX_SETTING), whole(11, 1, 10000)
   if ARGV[8] == 'completed' then return trim_done(cutoff, keep, limit) end
   local removable = redis.call('ZCARD', dead_key) - keep
   if removable > limit then removable = limit end
@@ -81,7 +91,7 @@ elseif op == 'clean' then
   return removed
 elseif op == 'group_limit' then
   -- ARGV[8]: the most jobs of one group that may run at once, 0 for no cap.
-  redis.call('HSET', meta, 'gcap', ARGV[8])
+  redis.call('HSET', meta, 'gcap', whole(8, 0, 4294967295))
   for _, group in ipairs(redis.call('SMEMBERS', groups_key)) do
     if group_waiting(group) > 0 and group_room(group) > 0 then
       ring(group)
@@ -90,4 +100,4 @@ elseif op == 'group_limit' then
   wake()
   return 1
 end
-return redis.error_reply('unknown operation ' .. op)
+return redis.error_reply('unknown operation ' .. tostring(op))

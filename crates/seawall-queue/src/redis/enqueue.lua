@@ -1,10 +1,47 @@
--- ARGV[7]: how many jobs; then 9 fields per job: payload, priority, max
--- attempts, backoff, timeout ms, group, delay ms, idempotency key, its window
--- ms. Returns, per job, its id and 1 when it was added or 0 when an earlier
--- job with the same idempotency key answered for it.
-local count = tonumber(ARGV[7])
-local last = redis.call('INCRBY', base .. 'id', count)
-local first = last - count + 1
+-- ARGV[7]: this call's request id; ARGV[8]: how many jobs; then 9 fields per
+-- job: payload, priority, max attempts, backoff, timeout ms, group, delay
+-- ms, idempotency key, its window ms. Returns, per job, its id and 1 when it
+-- was added or 0 when an earlier job with the same idempotency key answered
+-- for it. A call re-sent with the same request id (a client that replays
+-- commands after reconnecting) answers the first call's result and adds
+-- nothing.
+local request = shaped(7, REQUEST, 32, 'a request id')
+local count = whole(8, 1, 10000)
+if #ARGV ~= 8 + count * 9 then refuse('expected ' .. count .. ' jobs of 9 fields') end
+for i = 0, count - 1 do
+  local at = 9 + i * 9
+  if #ARGV[at] > MAX_PAYLOAD then refuse('a payload is over ' .. MAX_PAYLOAD .. ' bytes') end
+  whole(at + 1, 0, 7)
+  whole(at + 2, 1, 4294967295)
+  if #ARGV[at + 3] > 256 then refuse('a backoff is over 256 bytes') end
+  whole(at + 4, 0, MAX_MS)
+  if #ARGV[at + 5] > 256 then refuse('a group is over 256 bytes') end
+  whole(at + 6, 0, MAX_MS)
+  if #ARGV[at + 7] > 256 then refuse('an idempotency key is over 256 bytes') end
+  if ARGV[at + 7] ~= '' then whole(at + 8, 1, MAX_MS) end
+end
+
+-- A replayed call answers what the first one did.
+local answered_key = base .. 'r:' .. request
+local answered = redis.call('GET', answered_key)
+if answered then
+  local out = {}
+  for word in string.gmatch(answered, '%S+') do out[#out + 1] = word end
+  return out
+end
+
+-- Ids never repeat, even after Redis lost its last writes (a failover, an
+-- fsync window): the next id is the last one plus one, or the server's
+-- clock in microseconds since 2026, whichever is larger, so ids issued
+-- before a loss are below any issued after it.
+local id_key = base .. 'jid'
+local clock_id = (tonumber(clock[1]) - 1767225600) * 1000000 + tonumber(clock[2])
+local first = tonumber(redis.call('GET', id_key) or '0') + 1
+if clock_id > first then first = clock_id end
+redis.call('SET', id_key, int(first + count - 1))
+-- Waiting jobs of one level run in the order of this counter.
+local order = redis.call('INCRBY', base .. 'id', count) - count + 1
+
 local out = {}
 local woke = false
 local waiting = 0
@@ -12,7 +49,7 @@ local rung = {}
 -- Default-priority ids per group, pushed with one RPUSH each at the end.
 local lines, line_order = {}, {}
 for i = 0, count - 1 do
-  local at = 8 + i * 9
+  local at = 9 + i * 9
   local id = int(first + i)
   local idempotency = ARGV[at + 7]
   local earlier = false
@@ -23,11 +60,11 @@ for i = 0, count - 1 do
   end
   if earlier then
     out[#out + 1] = earlier
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
   else
     local key = job_key(id)
     local group = ARGV[at + 5]
-    local score = int(tonumber(ARGV[at + 1]) * 1099511627776 + first + i)
+    local score = int(tonumber(ARGV[at + 1]) * STRIDE + order + i)
     local delay = tonumber(ARGV[at + 6])
     local state, ready = 'waiting', now
     if delay > 0 then state, ready = 'delayed', now + delay end
@@ -56,14 +93,15 @@ for i = 0, count - 1 do
     woke = true
     emit_many('enqueued', id)
     out[#out + 1] = id
-    out[#out + 1] = 1
+    out[#out + 1] = '1'
   end
 end
 for _, group in ipairs(line_order) do
-  redis.call('RPUSH', group_key(group), unpack(lines[group]))
+  chunked('RPUSH', group_key(group), lines[group])
 end
 if waiting > 0 then redis.call('HINCRBY', meta, 'waiting', waiting) end
 flush_events()
 -- A delayed job wakes a worker too, so a blocked one learns its due time.
 if woke then wake() end
+redis.call('SET', answered_key, table.concat(out, ' '), 'PX', ANSWER_KEPT_MS)
 return out

@@ -3,15 +3,34 @@
 -- 'requeue' (a worker shutting down gives the job back; no attempt is
 -- counted) or 'cancelled'; ARGV[10]: the error; ARGV[11]: the retry delay
 -- ms. Returns the job's new state, or 'lost' when the token is no longer
--- the job's own.
-local id = ARGV[7]
+-- the job's own. A call re-sent after it ran answers what it did the
+-- first time.
+local id = shaped(7, JOB_ID, 24, 'a job id')
+local token = shaped(8, TOKEN, 64, 'a lease token')
 local kind = ARGV[9]
-local message = ARGV[10]
+if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'cancelled' then
+  refuse('unknown failure ' .. tostring(kind))
+end
+local message = ARGV[10] or ''
+if #message > MAX_MESSAGE then refuse('an error message is over ' .. MAX_MESSAGE .. ' bytes') end
+local delay = whole(11, 0, MAX_MS)
+
 local key = job_key(id)
-if redis.call('ZREM', active_key, lease_member(id, ARGV[8])) == 0 then return 'lost' end
+if redis.call('ZREM', active_key, lease_member(id, token)) == 0 then
+  local outcome = redis.call('HGET', key, 'fo')
+  if outcome and string.sub(outcome, 1, #token + 1) == token .. ' ' then
+    return string.sub(outcome, #token + 2)
+  end
+  return 'lost'
+end
 local job = redis.call('HMGET', key, 'tk', 's', 'g', 'sc', 'ma', 'cx')
 job[3] = job[3] or ''
 left_active(job[3])
+
+local function ended(outcome)
+  redis.call('HSET', key, 'fo', token .. ' ' .. outcome)
+  return outcome
+end
 
 if kind == 'cancelled' or job[6] == '1' then
   emit('cancelled', id)
@@ -22,7 +41,7 @@ if kind == 'requeue' then
   make_waiting(id, key, job[3], job[4], true)
   wake()
   emit('requeued', id)
-  return 'waiting'
+  return ended('waiting')
 end
 
 local failures = redis.call('HINCRBY', key, 'f', 1)
@@ -30,9 +49,8 @@ add_history(key, tonumber(job[1]), message)
 emit('failed', id, 'error', message)
 if kind == 'dead' or failures >= tonumber(job[5]) then
   make_dead(id, key, message)
-  return 'dead'
+  return ended('dead')
 end
-local delay = tonumber(ARGV[11])
 if delay > 0 then
   redis.call('HSET', key, 's', 'delayed', 'rt', now + delay)
   redis.call('ZADD', delayed_key, now + delay, id)
@@ -41,5 +59,5 @@ else
 end
 wake()
 emit('retried', id, 'delay', delay)
-if delay > 0 then return 'delayed' end
-return 'waiting'
+if delay > 0 then return ended('delayed') end
+return ended('waiting')

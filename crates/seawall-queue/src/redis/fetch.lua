@@ -1,31 +1,79 @@
 -- Acknowledges finished jobs and takes the next ones, in one call.
--- ARGV[7]: lease ms; ARGV[8]: how many jobs to take at most; ARGV[9]: how
--- many acknowledgements follow, each as a job id and its lease token.
+-- ARGV[7]: the caller (a worker and its lane of calls); ARGV[8]: this
+-- call's request id; ARGV[9]: lease ms; ARGV[10]: how many jobs to take at
+-- most; ARGV[11]: the most payload bytes to take (past them no further job
+-- is taken; the first always is); ARGV[12]: how many acknowledgements
+-- follow, each as a job id and its lease token.
 -- Returns { now, ms until the next delayed job or lease expiry (-1: none,
--- or all that was asked was taken),
--- rejected acknowledgements, paused (0/1), then 9 fields per job taken: id,
--- token, payload, ready since, failures so far, max attempts, backoff,
--- timeout ms, stalls so far }.
-local lease = tonumber(ARGV[7])
-local want = tonumber(ARGV[8])
-local acks = tonumber(ARGV[9])
+-- or all that was asked was taken), rejected acknowledgements, paused
+-- (0/1), then 10 fields per job taken: id, token, payload, ready since,
+-- failures so far, max attempts, backoff, timeout ms, stalls so far, run }.
+--
+-- The caller's last call is recorded (its request id, what it rejected and
+-- the leases it gave), so a call re-sent with the same request id, by a
+-- client that replays commands after reconnecting or by a worker whose
+-- call timed out, answers the first call's result: it neither counts the
+-- acknowledgements again nor leases jobs to nobody.
+local caller = shaped(7, REQUEST, 40, 'a caller id')
+local request = shaped(8, REQUEST, 32, 'a request id')
+local lease = whole(9, 0, MAX_MS)
+local want = whole(10, 0, 10000)
+local max_bytes = whole(11, 1, MAX_SETTING)
+local acks = whole(12, 0, 1000000)
+if #ARGV ~= 12 + 2 * acks then refuse('expected ' .. acks .. ' acknowledgements') end
+for i = 1, acks do
+  shaped(11 + 2 * i, JOB_ID, 24, 'a job id')
+  shaped(12 + 2 * i, TOKEN, 64, 'a lease token')
+end
+
+local record_key = base .. 'w:' .. caller
+local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk' }
+
+local function answer_job(out, id, token, job)
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = job[1] or ''
+  out[#out + 1] = job[2] or now
+  out[#out + 1] = job[3] or 0
+  out[#out + 1] = job[4] or 1
+  out[#out + 1] = job[5] or ''
+  out[#out + 1] = job[6] or 0
+  out[#out + 1] = job[7] or 0
+  out[#out + 1] = job[8] or 1
+end
+
+local recorded = redis.call('GET', record_key)
+if recorded and string.sub(recorded, 1, #request + 1) == request .. ' ' then
+  local words = {}
+  for word in string.gmatch(recorded, '%S+') do words[#words + 1] = word end
+  local out = { now, next_wake(), tonumber(words[2]), tonumber(words[3]) }
+  -- The jobs the first call took that are still held under its leases.
+  for p = 4, #words - 1, 2 do
+    local id, token = words[p], words[p + 1]
+    if redis.call('ZSCORE', active_key, lease_member(id, token)) then
+      answer_job(out, id, token, redis.call('HMGET', job_key(id), unpack(JOB_FIELDS)))
+    end
+  end
+  return out
+end
 
 local rejected = 0
 if acks > 0 then
-  -- One ZMSCORE checks every lease token, one ZREM ends the current ones.
+  -- ZMSCORE checks every lease token, ZREM ends the current ones (1,000
+  -- members a call).
   local members = {}
-  for i = 1, acks do members[i] = lease_member(ARGV[8 + 2 * i], ARGV[9 + 2 * i]) end
-  local scores = redis.call('ZMSCORE', active_key, unpack(members))
+  for i = 1, acks do members[i] = lease_member(ARGV[11 + 2 * i], ARGV[12 + 2 * i]) end
+  local scores = chunked('ZMSCORE', active_key, members)
   local current, ids = {}, {}
   for i = 1, acks do
     if scores[i] then
       current[#current + 1] = members[i]
-      ids[#ids + 1] = ARGV[8 + 2 * i]
+      ids[#ids + 1] = ARGV[11 + 2 * i]
     else
       rejected = rejected + 1
     end
   end
-  if #current > 0 then redis.call('ZREM', active_key, unpack(current)) end
+  if #current > 0 then chunked('ZREM', active_key, current) end
   -- Only jobs of named groups count against a group; when none runs, no
   -- acknowledged job has one to look up.
   if #ids > 0 and redis.call('HLEN', group_active_key) > 0 then
@@ -34,7 +82,7 @@ if acks > 0 then
   complete_all(ids)
 end
 flush_events()
-if acks > 0 then trim_completed() end
+if acks > 0 then trim_completed() else trim_completed_by_age() end
 promote()
 recover()
 
@@ -45,9 +93,12 @@ if redis.call('HGET', meta, 'paused') == '1' then
 end
 
 local taken = 0
+local bytes = 0
+local full = false
 local deadline = now + lease
 local leases = {}
-while taken < want do
+local record = { request, rejected, out[4] }
+while taken < want and not full do
   local group = redis.call('LPOP', ring_key)
   if not group then break end
   -- A group alone in the rotation gives as many jobs as it may; otherwise
@@ -74,28 +125,39 @@ while taken < want do
     if #low > 0 then redis.call('ZREMRANGEBYRANK', ranked, 0, #low - 1) end
     for _, id in ipairs(low) do popped[#popped + 1] = id end
   end
-  for _, id in ipairs(popped) do
+  local took = 0
+  for index, id in ipairs(popped) do
+    if taken > 0 and bytes >= max_bytes then
+      -- Past the byte budget: the rest go back to the front of their line,
+      -- in their order.
+      for back = #popped, index, -1 do
+        local rest = popped[back]
+        enqueue_waiting(rest, group, redis.call('HGET', job_key(rest), 'sc'), true)
+      end
+      full = true
+      break
+    end
     local key = job_key(id)
-    local job = redis.call('HMGET', key, 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk')
-    local token = tonumber(job[8] or '0') + 1
-    redis.call('HSET', key, 's', 'active', 'at', now, 'tk', token)
+    local job = redis.call('HMGET', key, unpack(JOB_FIELDS))
+    local run = tonumber(job[8] or '0') + 1
+    -- Unique per run, also after lost writes: this call's random id and
+    -- the job's place in its answer.
+    local token = request .. '.' .. (taken + 1)
+    job[8] = run
+    redis.call('HSET', key, 's', 'active', 'at', now, 'tk', run)
     leases[#leases + 1] = deadline
     leases[#leases + 1] = lease_member(id, token)
+    record[#record + 1] = id
+    record[#record + 1] = token
     emit_many('active', id)
-    out[#out + 1] = id
-    out[#out + 1] = token
-    out[#out + 1] = job[1] or ''
-    out[#out + 1] = job[2] or now
-    out[#out + 1] = job[3] or 0
-    out[#out + 1] = job[4] or 1
-    out[#out + 1] = job[5] or ''
-    out[#out + 1] = job[6] or 0
-    out[#out + 1] = job[7] or 0
+    answer_job(out, id, token, job)
+    bytes = bytes + #(job[1] or '')
     taken = taken + 1
+    took = took + 1
   end
-  if #popped > 0 then
-    redis.call('HINCRBY', meta, 'waiting', -#popped)
-    if group ~= '' then redis.call('HINCRBY', group_active_key, group, #popped) end
+  if took > 0 then
+    redis.call('HINCRBY', meta, 'waiting', -took)
+    if group ~= '' then redis.call('HINCRBY', group_active_key, group, took) end
   end
   if group_waiting(group) > 0 then
     if group_room(group) > 0 then
@@ -111,9 +173,17 @@ end
 
 -- More waiting: wake another worker.
 if taken > 0 and redis.call('LLEN', ring_key) > 0 then wake() end
-if #leases > 0 then redis.call('ZADD', active_key, unpack(leases)) end
+if #leases > 0 then chunked('ZADD', active_key, leases) end
 flush_events()
+redis.call('SET', record_key, table.concat(record, ' '), 'PX', lease + 600000)
 -- A worker that got all it asked for fetches again at once; only one that
 -- will block needs to know when to look again.
-if taken < want then out[2] = next_wake() else out[2] = -1 end
+-- One cut short by the byte budget looks again at once (0).
+if full then
+  out[2] = 0
+elseif taken < want then
+  out[2] = next_wake()
+else
+  out[2] = -1
+end
 return out

@@ -6,7 +6,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count) |
-//! | `p:{q}:id` | string | the last job id given |
+//! | `p:{q}:jid` | string | the last job id given (ids follow the server's clock, so they never repeat) |
+//! | `p:{q}:id` | string | the order counter of enqueued jobs |
 //! | `p:{q}:j:<id>` | hash | one job's record |
 //! | `p:{q}:g:<group>` | list | a group's waiting jobs at the default priority, in line (`g:` for no group) |
 //! | `p:{q}:z:<group>` | sorted set | a group's waiting jobs at other priorities, by priority, then id |
@@ -17,10 +18,14 @@
 //! | `p:{q}:done` | list | kept completed jobs, newest first |
 //! | `p:{q}:dead` | sorted set | kept dead jobs by finish time |
 //! | `p:{q}:u:<key>` | string | an idempotency key's job id, for its window |
+//! | `p:{q}:r:<request>` | string | an enqueue call's answer, for a minute, so a re-sent call answers the same |
+//! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
 //! | `p:{q}:mark` | sorted set | the wake-up marker blocked workers pop |
 //! | `p:{q}:ev` | stream | events |
 
 mod blocking;
+#[cfg(test)]
+mod edges;
 mod reply;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,16 +33,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::cmd;
-use fred::interfaces::{ClientLike, SortedSetsInterface};
+use fred::interfaces::{ClientLike, ClusterInterface};
 use fred::prelude::{Client, Options};
-use fred::types::Builder;
-use fred::types::Value;
 use fred::types::scripts::Script;
+use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::error::{Error, Result};
 use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::store::{
-    AfterFailure, Failure, Fetched, Lease, NewJob, Renewed, Settings, Store, millis,
+    AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, NewJob, Renewed, Settings, Store,
+    bounded_message, millis,
 };
 
 use self::blocking::BlockingPool;
@@ -76,8 +81,16 @@ pub(crate) struct RedisOptions {
     pub(crate) acquire_timeout: Duration,
 }
 
+/// How long a script call may take when the client builder sets no command
+/// timeout: a call that timed out is never re-sent by the client, so its
+/// replay comes within this time, well inside how long an enqueue's answer
+/// is kept for it (a minute).
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(crate) struct RedisStore {
     client: Client,
+    /// Every script call's options: its timeout.
+    call: Options,
     blocking: BlockingPool,
     prefix: String,
     settings: Settings,
@@ -93,6 +106,15 @@ impl RedisStore {
         options: RedisOptions,
         settings: Settings,
     ) -> Result<Self> {
+        let timeout = builder.get_performance_config().default_command_timeout;
+        let call = Options {
+            timeout: Some(if timeout.is_zero() {
+                DEFAULT_CALL_TIMEOUT
+            } else {
+                timeout.min(DEFAULT_CALL_TIMEOUT)
+            }),
+            ..Options::default()
+        };
         let client = builder.build()?;
         client.init().await?;
         let info: Value = client
@@ -106,6 +128,7 @@ impl RedisStore {
         );
         Ok(Self {
             client,
+            call,
             blocking,
             prefix: options.prefix,
             settings,
@@ -134,11 +157,26 @@ impl RedisStore {
         (keys, args)
     }
 
+    /// Runs a script by its hash under the call options, loading it on
+    /// every primary first when the server does not know it (a NOSCRIPT
+    /// reply means it did not run, so sending it again is safe).
     async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        Ok(script
-            .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
-            .await?)
+        let mut call = Vec::with_capacity(2 + keys.len() + args.len());
+        call.push(Value::from(script.sha1().clone()));
+        call.push(int(keys.len() as u64));
+        call.extend(keys.into_iter().map(Value::from));
+        call.extend(args);
+        // The first key decides the Cluster slot.
+        let evalsha = || CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+        let client = self.client.with_options(&self.call);
+        match client.custom::<Value, _>(evalsha(), call.clone()).await {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                script.load(&self.client).await?;
+                Ok(client.custom::<Value, _>(evalsha(), call).await?)
+            }
+            reply => Ok(reply?),
+        }
     }
 
     async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
@@ -151,8 +189,14 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<(JobId, bool)>> {
-        let (keys, mut args) = self.prelude(queue, 1 + jobs.len() * 9);
+    async fn enqueue(
+        &self,
+        queue: &str,
+        request: &str,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<(JobId, bool)>> {
+        let (keys, mut args) = self.prelude(queue, 2 + jobs.len() * 9);
+        args.push(Value::from(request));
         args.push(int(jobs.len() as u64));
         for job in jobs {
             let (key, window) = job.idempotency.unwrap_or_default();
@@ -175,23 +219,20 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn fetch(
-        &self,
-        queue: &str,
-        lease: Duration,
-        want: usize,
-        acks: &[Lease],
-    ) -> Result<Fetched> {
-        let (keys, mut args) = self.prelude(queue, 3 + acks.len() * 2);
-        args.push(int(millis(lease)));
-        args.push(int(want as u64));
-        args.push(int(acks.len() as u64));
-        for ack in acks {
+    async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched> {
+        let (keys, mut args) = self.prelude(queue, 6 + call.acks.len() * 2);
+        args.push(Value::from(call.caller.as_str()));
+        args.push(Value::from(call.request.as_str()));
+        args.push(int(millis(call.lease)));
+        args.push(int(call.want as u64));
+        args.push(int((call.max_bytes as u64).min(MAX_SETTING)));
+        args.push(int(call.acks.len() as u64));
+        for ack in &call.acks {
             args.push(Value::from(ack.id.as_str()));
-            args.push(int(ack.token));
+            args.push(Value::from(ack.token.as_str()));
         }
         let reply = array(self.run(&self.scripts.fetch, keys, args).await?)?;
-        if reply.len() < 4 || (reply.len() - 4) % 9 != 0 {
+        if reply.len() < 4 || (reply.len() - 4) % 10 != 0 {
             return Err(Error::Protocol(format!(
                 "fetch answered {} values",
                 reply.len()
@@ -203,7 +244,7 @@ impl Store for RedisStore {
             next_wake: (next_wake >= 0).then(|| Duration::from_millis(next_wake.unsigned_abs())),
             rejected: count(&reply[2])?,
             jobs: reply[4..]
-                .chunks_exact(9)
+                .chunks_exact(10)
                 .map(taken)
                 .collect::<Result<_>>()?,
         })
@@ -221,8 +262,14 @@ impl Store for RedisStore {
         };
         let marker = format!("{}mark", self.base(queue));
         let blocked = connection.client.with_options(&options);
+        // Sent as a custom blocking command: fred's own `bzpopmin` turns the
+        // nil of a wait that saw nothing into a timeout error.
+        let bzpopmin = CustomCommand::new_static("BZPOPMIN", ClusterHash::FirstKey, true);
         connection
-            .run(blocked.bzpopmin::<Value, _>(marker, seconds))
+            .run(
+                blocked
+                    .custom::<Value, _>(bzpopmin, vec![Value::from(marker), Value::from(seconds)]),
+            )
             .await?;
         Ok(())
     }
@@ -243,9 +290,9 @@ impl Store for RedisStore {
         let (keys, mut args) = self.prelude(queue, 5);
         args.extend([
             Value::from(lease.id.as_str()),
-            int(lease.token),
+            Value::from(lease.token.as_str()),
             Value::from(kind),
-            Value::from(error),
+            Value::from(bounded_message(error).as_ref()),
             int(delay),
         ]);
         let reply = self.run(&self.scripts.fail, keys, args).await?;
@@ -258,13 +305,18 @@ impl Store for RedisStore {
         args.push(int(held.len() as u64));
         for lease in held {
             args.push(Value::from(lease.id.as_str()));
-            args.push(int(lease.token));
+            args.push(Value::from(lease.token.as_str()));
         }
         let reply = array(self.run(&self.scripts.renew, keys, args).await?)?;
         let mut lists = reply.into_iter().map(|list| {
             array(list)?
                 .iter()
-                .map(|id| text(id).map(JobId::from))
+                .map(|position| {
+                    let position = usize::try_from(number(position)?).unwrap_or(0);
+                    position.checked_sub(1).ok_or_else(|| {
+                        Error::Protocol(format!("renew answered position {position}"))
+                    })
+                })
                 .collect::<Result<Vec<_>>>()
         });
         let (Some(lost), Some(cancel)) = (lists.next(), lists.next()) else {
@@ -288,9 +340,9 @@ impl Store for RedisStore {
         let (keys, mut args) = self.prelude(queue, 4);
         args.extend([
             Value::from(lease.id.as_str()),
-            int(lease.token),
+            Value::from(lease.token.as_str()),
             int(u64::from(percent)),
-            Value::from(message),
+            Value::from(bounded_message(message).as_ref()),
         ]);
         Ok(number(&self.run(&self.scripts.progress, keys, args).await?)? == 1)
     }
@@ -309,7 +361,15 @@ impl Store for RedisStore {
                 reply.len()
             )));
         };
-        let unsigned = |value: &Value| number(value).map(i64::unsigned_abs);
+        let unsigned = |value: &Value| {
+            number(value).and_then(|count| {
+                u64::try_from(count).map_err(|_| {
+                    Error::Protocol(format!(
+                        "queue {queue:?} counts {count} jobs in a state: its counters were changed outside this crate's scripts"
+                    ))
+                })
+            })
+        };
         Ok(Counts {
             waiting: unsigned(waiting)?,
             delayed: unsigned(delayed)?,
@@ -337,11 +397,17 @@ impl Store for RedisStore {
         })
     }
 
-    async fn retry_dead(&self, queue: &str, id: Option<&JobId>, limit: u64) -> Result<u64> {
-        let id = id.map_or("", JobId::as_str);
-        let reply = self
-            .control(queue, "retry", vec![Value::from(id), int(limit)])
-            .await?;
+    async fn retry_dead(&self, queue: &str, which: DeadJobs<'_>) -> Result<u64> {
+        let reply = match which {
+            DeadJobs::One(id) => {
+                self.control(queue, "retry_one", vec![Value::from(id.as_str())])
+                    .await?
+            }
+            DeadJobs::Oldest(limit) => {
+                self.control(queue, "retry_oldest", vec![int(limit)])
+                    .await?
+            }
+        };
         Ok(number(&reply)?.unsigned_abs())
     }
 
@@ -359,7 +425,7 @@ impl Store for RedisStore {
         };
         let args = vec![
             Value::from(state),
-            int(millis(older_than)),
+            int(millis(older_than).min(MAX_SETTING)),
             int(keep),
             int(limit),
         ];
@@ -427,30 +493,58 @@ impl Store for RedisStore {
     }
 
     async fn durability_warning(&self) -> Result<Option<String>> {
-        let reply: Value = self
+        // On a Cluster every primary holds some queue: ask each of them.
+        let primaries = self
             .client
-            .custom(
-                cmd!("CONFIG"),
-                vec![Value::from("GET"), Value::from("maxmemory-policy")],
-            )
-            .await?;
-        let policy = match reply {
-            Value::Map(map) => map.inner().into_iter().next().map(|(_, value)| value),
-            other => other.into_array().into_iter().nth(1),
-        };
-        let policy = policy.and_then(|value| value.as_string()).ok_or_else(|| {
-            Error::Protocol("CONFIG GET maxmemory-policy answered nothing".to_owned())
-        })?;
-        Ok((policy != "noeviction").then(|| {
-            format!(
-                "redis evicts keys under memory pressure (maxmemory-policy {policy}); queue data needs noeviction"
-            )
-        }))
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes());
+        let mut policies = Vec::new();
+        match primaries {
+            Some(primaries) if !primaries.is_empty() => {
+                for server in primaries {
+                    let node = self.client.with_cluster_node(&server);
+                    let policy = maxmemory_policy(node.custom(config_get(), policy_args()).await?)?;
+                    policies.push((Some(server.to_string()), policy));
+                }
+            }
+            _ => {
+                let reply = self.client.custom(config_get(), policy_args()).await?;
+                policies.push((None, maxmemory_policy(reply)?));
+            }
+        }
+        Ok(policies
+            .into_iter()
+            .find(|(_, policy)| policy != "noeviction")
+            .map(|(server, policy)| {
+                let on = server.map(|server| format!(" on {server}")).unwrap_or_default();
+                format!(
+                    "redis{on} evicts keys under memory pressure (maxmemory-policy {policy}); queue data needs noeviction"
+                )
+            }))
     }
 
     fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
+}
+
+fn config_get() -> CustomCommand {
+    CustomCommand::new_static("CONFIG", ClusterHash::Random, false)
+}
+
+fn policy_args() -> Vec<Value> {
+    vec![Value::from("GET"), Value::from("maxmemory-policy")]
+}
+
+/// The policy in a `CONFIG GET maxmemory-policy` reply.
+fn maxmemory_policy(reply: Value) -> Result<String> {
+    let policy = match reply {
+        Value::Map(map) => map.inner().into_iter().next().map(|(_, value)| value),
+        other => other.into_array().into_iter().nth(1),
+    };
+    policy
+        .and_then(|value| value.as_string())
+        .ok_or_else(|| Error::Protocol("CONFIG GET maxmemory-policy answered nothing".to_owned()))
 }
 
 /// The scripts use `ZMSCORE` and `LPOP`/`RPOP` with a count: Redis 6.2 or
@@ -474,6 +568,9 @@ fn check_version(info: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The largest count or retention the scripts take (2^40; durations in ms).
+pub(crate) const MAX_SETTING: u64 = 1 << 40;
 
 /// A number argument (fred takes signed integers).
 fn int(value: u64) -> Value {

@@ -2,13 +2,63 @@
 -- every other key is built from ARGV[1], the queue's key prefix: all of them
 -- carry the queue's hash tag, so one script touches one Cluster slot.
 -- ARGV[2..6] are the queue's settings; a script's own arguments start at 7.
+--
+-- A script that fails halfway keeps what it wrote before the failure, so
+-- every script checks all its arguments before its first write: a bad one
+-- ends the script with an error and nothing changed.
 local meta = KEYS[1]
 local base = ARGV[1]
-local events_max = tonumber(ARGV[2])
-local keep_completed = tonumber(ARGV[3])
-local keep_completed_ms = tonumber(ARGV[4])
-local keep_dead = tonumber(ARGV[5])
-local max_stalls = tonumber(ARGV[6])
+
+local function int(value) return string.format('%.0f', value) end
+
+local function refuse(what)
+  error({ err = 'ERR seawall: ' .. what })
+end
+
+-- The longest duration an argument may carry (366 days), and the largest
+-- count or retention setting (2^40): far inside what a Lua number holds
+-- exactly, and inside what SET ... PX accepts.
+local MAX_MS = 31622400000
+local MAX_SETTING = 1099511627776
+-- The longest error or progress message, in bytes (the client cuts its
+-- own at 4 KiB); the largest payload (8 MiB).
+local MAX_MESSAGE = 8192
+local MAX_PAYLOAD = 8388608
+
+-- ARGV[index] as a whole number from `low` to `high`.
+local function whole(index, low, high)
+  local value = tonumber(ARGV[index])
+  if value == nil or value ~= math.floor(value) or value < low or value > high then
+    refuse('argument ' .. index .. ' is ' .. tostring(ARGV[index]) .. ', not a whole number from '
+      .. int(low) .. ' to ' .. int(high))
+  end
+  return value
+end
+
+-- ARGV[index] as text matching `pattern`, at most `longest` bytes.
+local function shaped(index, pattern, longest, what)
+  local value = ARGV[index]
+  if value == nil or #value > longest or not string.match(value, pattern) then
+    refuse('argument ' .. index .. ' is not ' .. what)
+  end
+  return value
+end
+
+-- How long an enqueue's answer is kept for a replay of the same call; a
+-- client re-sends a call within its command timeout.
+local ANSWER_KEPT_MS = 60000
+
+local JOB_ID = '^%d+$'
+-- A lease token: the request that took the job and the job's place in
+-- that call's answer.
+local TOKEN = '^[%w]+%.?%d*$'
+local REQUEST = '^%x+$'
+
+local events_max = whole(2, 0, MAX_SETTING)
+local keep_completed = whole(3, 0, MAX_SETTING)
+local keep_completed_ms = whole(4, 0, MAX_SETTING)
+local keep_dead = whole(5, 0, MAX_SETTING)
+local max_stalls = whole(6, 0, 4294967295)
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -30,12 +80,34 @@ local function group_key(group) return base .. 'g:' .. group end
 local function ranked_key(group) return base .. 'z:' .. group end
 local STRIDE = 1099511627776
 local DEFAULT_LEVEL = 3
-local function int(value) return string.format('%.0f', value) end
+
+-- Calls `command` on `key` with `values` appended, at most 1,000 at a time
+-- (Lua's unpack refuses much past 8,000 values); returns the replies'
+-- arrays joined, for commands that answer one value per argument.
+local CHUNK = 1000
+local function chunked(command, key, values)
+  local replies = {}
+  for from = 1, #values, CHUNK do
+    local to = math.min(from + CHUNK - 1, #values)
+    local reply = redis.call(command, key, unpack(values, from, to))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do replies[#replies + 1] = value end
+    end
+  end
+  return replies
+end
+
+-- DEL of many keys, 1,000 a call.
+local function delete_all(keys)
+  for from = 1, #keys, CHUNK do
+    redis.call('DEL', unpack(keys, from, math.min(from + CHUNK - 1, #keys)))
+  end
+end
 
 -- A running job's member of the active set: its id and lease token, so
 -- removing the member checks the token in the same call.
 local function lease_member(id, token) return id .. ':' .. token end
-local function member_id(member) return string.match(member, '^(.*):%d+$') end
+local function member_id(member) return string.match(member, '^([^:]*):') end
 
 -- Appends `id` to the list `lists[name]`, noting in `order` the order in
 -- which the names first came.
@@ -193,11 +265,11 @@ local function complete_all(ids)
     end
   end
   if keep_completed > 0 then
-    redis.call('LPUSH', done_key, unpack(ids))
+    chunked('LPUSH', done_key, ids)
   else
     local keys = {}
     for i, id in ipairs(ids) do keys[i] = job_key(id) end
-    redis.call('DEL', unpack(keys))
+    delete_all(keys)
   end
 end
 
@@ -218,6 +290,13 @@ local function trim_done(cutoff, keep, limit)
   return removed
 end
 
+-- Completed jobs past their age, also when none has completed lately.
+local function trim_completed_by_age()
+  if keep_completed > 0 and keep_completed_ms > 0 then
+    trim_done(now - keep_completed_ms, 0, 1000)
+  end
+end
+
 local function trim_completed()
   if keep_completed <= 0 then return end
   local excess = redis.call('LLEN', done_key) - keep_completed
@@ -225,9 +304,9 @@ local function trim_completed()
     if excess > 1000 then excess = 1000 end
     local old = redis.call('RPOP', done_key, excess)
     for i, id in ipairs(old) do old[i] = job_key(id) end
-    redis.call('DEL', unpack(old))
+    delete_all(old)
   end
-  if keep_completed_ms > 0 then trim_done(now - keep_completed_ms, 0, 1000) end
+  trim_completed_by_age()
 end
 
 -- Moves delayed and retry-scheduled jobs whose time has come to waiting.

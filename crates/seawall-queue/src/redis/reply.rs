@@ -48,12 +48,12 @@ fn bytes(value: Value) -> Vec<u8> {
 }
 
 /// One job of a fetch reply: id, token, payload, ready since, failures, max
-/// attempts, backoff, timeout ms, stalls.
+/// attempts, backoff, timeout ms, stalls, run.
 pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
     Ok(Taken {
         lease: Lease {
             id: JobId::from(text(&fields[0])?),
-            token: unsigned(&fields[1])?,
+            token: text(&fields[1])?,
         },
         payload: bytes(fields[2].clone()),
         ready_at_ms: unsigned(&fields[3])?,
@@ -62,6 +62,7 @@ pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
         backoff: text(&fields[6]).unwrap_or_default(),
         timeout_ms: unsigned(&fields[7])?,
         stalls: count(&fields[8])?,
+        run: count(&fields[9])?,
     })
 }
 

@@ -4,5 +4,6 @@
 
 mod conformance;
 mod crash;
+mod edges;
 mod restart;
 mod support;

@@ -1,0 +1,340 @@
+//! The scripts at their edges, driven as the worker drives them, on a real
+//! redis-server: thousands of acknowledgements in one call, arguments that
+//! must be refused before anything is written, calls re-sent after they
+//! ran, writes the server lost, and payloads that must be split by size.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fred::prelude::{Builder, Config};
+use seawall_testkit::{Conn, RedisServer};
+
+use super::{RedisOptions, RedisStore};
+use crate::error::Error;
+use crate::store::{AfterFailure, Failure, FetchCall, Lease, NewJob, Settings, Store, random_id};
+
+fn server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| RedisServer::start().expect("redis-server starts"))
+}
+
+/// A store under a prefix of its own, and that prefix.
+async fn store() -> (RedisStore, String) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let prefix = format!("edge-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let config = Config::from_url(&server().url()).expect("a URL");
+    let options = RedisOptions {
+        prefix: prefix.clone(),
+        blocking_connections: 1,
+        acquire_timeout: Duration::from_secs(1),
+    };
+    let settings = Settings {
+        keep_completed: 100_000,
+        ..Settings::default()
+    };
+    let store = RedisStore::connect(Builder::from_config(config), options, settings)
+        .await
+        .expect("connects");
+    (store, prefix)
+}
+
+fn conn() -> Conn {
+    server().connect().expect("connects")
+}
+
+fn keys(prefix: &str) -> Vec<String> {
+    let reply = conn().cmd(&["KEYS", &format!("{prefix}:*")]).expect("KEYS");
+    let mut keys: Vec<String> = reply
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|key| key.as_str().map(str::to_owned))
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn job(payload: &[u8]) -> NewJob {
+    NewJob {
+        payload: payload.to_vec(),
+        priority: 3,
+        max_attempts: 3,
+        backoff: String::new(),
+        timeout_ms: 0,
+        group: String::new(),
+        delay_ms: 0,
+        idempotency: None,
+    }
+}
+
+fn call(want: usize, acks: Vec<Lease>) -> FetchCall {
+    FetchCall {
+        caller: random_id(),
+        request: random_id(),
+        lease: Duration::from_secs(60),
+        want,
+        max_bytes: 16 << 20,
+        acks,
+    }
+}
+
+#[tokio::test]
+async fn nine_thousand_acknowledgements_complete_in_one_call() {
+    let (store, _) = store().await;
+    let jobs = (0..9_000).map(|_| job(b"1")).collect::<Vec<_>>();
+    for chunk in jobs.chunks(1_000) {
+        store
+            .enqueue("q", &random_id(), chunk.to_vec())
+            .await
+            .expect("enqueues");
+    }
+    let mut held = Vec::new();
+    while held.len() < 9_000 {
+        let taken = store
+            .fetch("q", &call(10_000, Vec::new()))
+            .await
+            .expect("takes");
+        assert!(!taken.jobs.is_empty(), "jobs left to take");
+        held.extend(taken.jobs.into_iter().map(|job| job.lease));
+    }
+    let acked = store
+        .fetch("q", &call(0, held))
+        .await
+        .expect("acknowledges");
+    assert_eq!(acked.rejected, 0);
+    let counts = store.counts("q").await.expect("counts");
+    assert_eq!((counts.completed, counts.active), (9_000, 0), "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_bad_argument_anywhere_in_a_bulk_writes_nothing() {
+    let (store, prefix) = store().await;
+    let mut bad = job(b"2");
+    // What an idempotency window of Duration::MAX became: past what
+    // SET ... PX takes.
+    bad.idempotency = Some(("k".to_owned(), u64::MAX));
+    let refused = store
+        .enqueue("q", &random_id(), vec![job(b"1"), bad, job(b"3")])
+        .await;
+    assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+    assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
+
+    // Every other script refuses before its first write as well.
+    let lease = Lease {
+        id: "1".into(),
+        token: "x.1".to_owned(),
+    };
+    let fail = store
+        .fail("q", &lease, Failure::Retry(Duration::MAX), "no")
+        .await;
+    assert!(matches!(fail, Err(Error::Redis(_))), "{fail:?}");
+    assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
+}
+
+#[tokio::test]
+async fn a_negative_counter_is_an_error_not_a_count() {
+    let (store, prefix) = store().await;
+    store
+        .enqueue("q", &random_id(), vec![job(b"1")])
+        .await
+        .expect("enqueues");
+    conn()
+        .cmd(&["HSET", &format!("{prefix}:{{q}}:meta"), "waiting", "-1"])
+        .expect("HSET");
+    let counts = store.counts("q").await;
+    assert!(
+        matches!(&counts, Err(Error::Protocol(why)) if why.contains("-1")),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_re_sent_enqueue_adds_its_jobs_once() {
+    let (store, _) = store().await;
+    let request = random_id();
+    let first = store
+        .enqueue("q", &request, vec![job(b"1"), job(b"2")])
+        .await
+        .expect("enqueues");
+    let again = store
+        .enqueue("q", &request, vec![job(b"1"), job(b"2")])
+        .await
+        .expect("answers");
+    assert_eq!(first, again);
+    assert_eq!(store.counts("q").await.expect("counts").waiting, 2);
+}
+
+#[tokio::test]
+async fn a_re_sent_fetch_answers_its_first_result() {
+    let (store, _) = store().await;
+    store
+        .enqueue(
+            "q",
+            &random_id(),
+            (0..4).map(|n| job(&[b'0' + n])).collect(),
+        )
+        .await
+        .expect("enqueues");
+    let first = store.fetch("q", &call(2, Vec::new())).await.expect("takes");
+    let leases: Vec<Lease> = first.jobs.iter().map(|job| job.lease.clone()).collect();
+    assert_eq!(leases.len(), 2);
+
+    // The acknowledgement's answer is lost and the call sent again: the
+    // first answer comes back, nothing is counted twice or leased to nobody.
+    let ack = FetchCall {
+        want: 1,
+        ..call(0, leases.clone())
+    };
+    let answered = store.fetch("q", &ack).await.expect("acknowledges");
+    let again = store.fetch("q", &ack).await.expect("answers again");
+    assert_eq!(answered.rejected, 0);
+    assert_eq!(again.rejected, 0, "the acknowledgements were taken once");
+    let ids = |fetched: &crate::store::Fetched| {
+        fetched
+            .jobs
+            .iter()
+            .map(|job| job.lease.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&again), ids(&answered), "the same job, the same lease");
+    let counts = store.counts("q").await.expect("counts");
+    assert_eq!(
+        (counts.completed, counts.active, counts.waiting),
+        (2, 1, 1),
+        "{counts:?}"
+    );
+
+    // A failure report re-sent after it ran answers the same.
+    let lease = answered.jobs[0].lease.clone();
+    let failure = Failure::Retry(Duration::from_secs(60));
+    let after = store.fail("q", &lease, failure, "no").await.expect("fails");
+    let after_again = store
+        .fail("q", &lease, failure, "no")
+        .await
+        .expect("answers");
+    assert_eq!(
+        (after, after_again),
+        (AfterFailure::Delayed, AfterFailure::Delayed)
+    );
+    let info = store
+        .job("q", &lease.id)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(info.failures, 1, "counted once");
+}
+
+/// Every key of `prefix`, dumped, to be restored as a server that lost the
+/// writes made since.
+fn dump(prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut conn = conn();
+    keys(prefix)
+        .into_iter()
+        .filter_map(|key| {
+            let dump = conn.cmd(&["DUMP", &key]).expect("DUMP");
+            dump.as_bytes().map(|dump| (key, dump.to_vec()))
+        })
+        .collect()
+}
+
+fn restore(prefix: &str, dumped: &[(String, Vec<u8>)]) {
+    let mut conn = conn();
+    for key in keys(prefix) {
+        conn.cmd(&["DEL", &key]).expect("DEL");
+    }
+    for (key, dump) in dumped {
+        conn.cmd(&[b"RESTORE".as_slice(), key.as_bytes(), b"0", dump])
+            .expect("RESTORE");
+    }
+}
+
+#[tokio::test]
+async fn after_lost_writes_ids_and_lease_tokens_never_repeat() {
+    let (store, prefix) = store().await;
+    let before = store
+        .enqueue("q", &random_id(), vec![job(b"1")])
+        .await
+        .expect("enqueues");
+    let kept = dump(&prefix);
+    // Written, then lost: a second job and the first one's run.
+    let lost_job = store
+        .enqueue("q", &random_id(), vec![job(b"2")])
+        .await
+        .expect("enqueues");
+    let old = store.fetch("q", &call(1, Vec::new())).await.expect("takes");
+    let old_lease = old.jobs[0].lease.clone();
+    std::thread::sleep(Duration::from_millis(2));
+    restore(&prefix, &kept);
+
+    let after = store
+        .enqueue("q", &random_id(), vec![job(b"3")])
+        .await
+        .expect("enqueues");
+    assert_ne!(
+        after[0].0, lost_job[0].0,
+        "a lost job's id is not given again"
+    );
+    assert_ne!(after[0].0, before[0].0);
+    let new = store.fetch("q", &call(1, Vec::new())).await.expect("takes");
+    let new_lease = new.jobs[0].lease.clone();
+    assert_eq!(new_lease.id, old_lease.id, "the same job runs again");
+    assert_ne!(new_lease.token, old_lease.token, "under a token of its own");
+
+    // The worker that held the lost lease renews nothing, ends nothing.
+    let renewed = store
+        .renew(
+            "q",
+            Duration::from_secs(60),
+            std::slice::from_ref(&old_lease),
+        )
+        .await
+        .expect("renews");
+    assert_eq!(renewed.lost, vec![0]);
+    let failed = store
+        .fail("q", &old_lease, Failure::Retry(Duration::ZERO), "late")
+        .await
+        .expect("answers");
+    assert_eq!(failed, AfterFailure::Lost);
+    let acked = store
+        .fetch("q", &call(0, vec![old_lease]))
+        .await
+        .expect("answers");
+    assert_eq!(acked.rejected, 1);
+    let info = store
+        .job("q", &new_lease.id)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(
+        info.state,
+        crate::job::JobState::Active,
+        "still the new run's"
+    );
+}
+
+#[tokio::test]
+async fn a_fetch_stops_taking_past_its_byte_budget() {
+    let (store, _) = store().await;
+    let big = vec![b'7'; 7 << 20];
+    store
+        .enqueue("q", &random_id(), (0..5).map(|_| job(&big)).collect())
+        .await
+        .expect("enqueues");
+    let taken = store.fetch("q", &call(5, Vec::new())).await.expect("takes");
+    // 7 + 7 MiB is under the 16 MiB budget, the third passes it: no fourth.
+    assert_eq!(taken.jobs.len(), 3);
+    assert_eq!(taken.next_wake, Some(Duration::ZERO), "look again at once");
+    let rest = store.fetch("q", &call(5, Vec::new())).await.expect("takes");
+    let order = |fetched: &crate::store::Fetched| {
+        fetched
+            .jobs
+            .iter()
+            .map(|job| job.lease.id.as_str().parse::<u64>().expect("a number"))
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (order(&taken), order(&rest));
+    assert_eq!(second.len(), 2, "the rest waited, in their order");
+    assert!(first.iter().all(|id| second.iter().all(|later| id < later)));
+    assert!(second[0] < second[1]);
+}

@@ -1,0 +1,449 @@
+//! The queue at its edges, each scenario from a defect that once broke its
+//! promise (no job lost, none run twice by accident): a worker handed back
+//! its own lost job, errors and payloads without a size limit, a bad id, a
+//! group left behind, a progress report during an outage, a handler that
+//! outlived its timeout, retention that waited for a completion, a warning
+//! that meant nothing, an evicting Cluster node the check did not ask.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use seawall_queue::{Backoff, Job, JobError, JobId, JobOptions, JobState, Queues, Settings};
+use seawall_testkit::{Proxy, RedisCluster, RedisServer};
+
+use crate::support::{builder, eventually, unique_prefix};
+
+async fn queues(url: &str, prefix: &str, settings: Settings) -> Queues {
+    Queues::redis(builder(url))
+        .prefix(prefix)
+        .settings(settings)
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// A worker cut off from Redis longer than its lease gets the job back from
+/// its own fetch once it reconnects: the first run is cancelled (its lease
+/// is provably gone), the second is renewed to its end and completes, and
+/// the job is not dead-lettered for a stall it did not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_handed_back_its_own_lost_job_cancels_the_old_run() {
+    let redis = RedisServer::shared();
+    let proxy = Proxy::start(redis.addr()).expect("a proxy");
+    let prefix = unique_prefix();
+    let direct = queues(&redis.url(), &prefix, Settings::default()).await;
+    let through = queues(&proxy.url(), &prefix, Settings::default()).await;
+    let lease = Duration::from_millis(500);
+    let id = direct
+        .enqueue("export", &1_u64, &JobOptions::new())
+        .await
+        .expect("enqueues");
+
+    let first_cancelled = Arc::new(AtomicBool::new(false));
+    let runs = Arc::new(AtomicU32::new(0));
+    let (cancelled, counted) = (Arc::clone(&first_cancelled), Arc::clone(&runs));
+    let worker = through
+        .worker("export")
+        .and_then(|worker| worker.concurrency(2))
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            let (cancelled, counted) = (Arc::clone(&cancelled), Arc::clone(&counted));
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if job.run() == 1 {
+                    let fired = tokio::time::timeout(
+                        Duration::from_secs(15),
+                        job.cancellation().cancelled(),
+                    )
+                    .await
+                    .is_ok();
+                    cancelled.store(fired, Ordering::SeqCst);
+                } else {
+                    // Lives for several leases: only renewals keep it.
+                    tokio::time::sleep(lease * 5).await;
+                }
+                Ok::<_, JobError>(())
+            }
+        });
+    assert!(
+        eventually(Duration::from_secs(10), async || runs
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the first run started"
+    );
+    proxy.cut();
+    tokio::time::sleep(lease * 2).await;
+    // Any caller's upkeep recovers the lapsed lease.
+    let counts = direct.counts("export").await.expect("counts");
+    assert_eq!((counts.waiting, counts.active), (1, 0), "{counts:?}");
+    proxy.restore();
+
+    let finished = eventually(Duration::from_secs(20), async || {
+        direct
+            .job("export", &id)
+            .await
+            .expect("reads")
+            .is_some_and(|job| matches!(job.state, JobState::Completed | JobState::Dead))
+    })
+    .await;
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    let job = direct
+        .job("export", &id)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert!(finished, "{job:?}");
+    assert_eq!(job.state, JobState::Completed, "{job:?} {stats:?}");
+    assert_eq!((job.runs, job.stalls), (2, 1), "{job:?}");
+    assert!(
+        first_cancelled.load(Ordering::SeqCst),
+        "the first run heard of it"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!((stats.completed, stats.dead), (1, 0), "{stats:?}");
+}
+
+/// A huge error over many attempts keeps a bounded record: each message is
+/// cut to 4 KiB in the history, the record and the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_cut_to_a_few_kibibytes() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    let queues = queues(&redis.url(), &prefix, Settings::default()).await;
+    let options = JobOptions::new()
+        .attempts(12)
+        .and_then(|options| options.backoff(Backoff::fixed(Duration::ZERO)))
+        .expect("valid");
+    let id = queues
+        .enqueue("report", &1_u64, &options)
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("report")
+        .expect("valid")
+        .start(|_: Job<u64>| async { Err::<(), _>(JobError::new("é".repeat(500_000))) });
+    let dead = eventually(Duration::from_secs(20), async || {
+        queues.counts("report").await.expect("counts").dead == 1
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert!(dead);
+    let job = queues
+        .job("report", &id)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(job.errors.len(), 10);
+    assert!(job.errors.iter().all(|error| error.error.len() <= 4096));
+    assert!(job.errors[0].error.ends_with('…'));
+    let key = format!("{prefix}:{{report}}:j:{id}");
+    let mut conn = redis.connect().expect("connects");
+    let bytes = conn.cmd(&["MEMORY", "USAGE", &key]).expect("MEMORY");
+    assert!(
+        bytes.as_int().is_some_and(|bytes| bytes < 128 * 1024),
+        "the job record takes {bytes:?} bytes"
+    );
+    let events = queues.events("report", None, 1_000).await.expect("reads");
+    assert!(
+        events
+            .iter()
+            .all(|event| event.fields.iter().all(|(_, value)| value.len() <= 4096))
+    );
+}
+
+/// A bulk of large payloads goes in several round trips of at most 16 MiB,
+/// each whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_of_large_payloads_is_split_by_size() {
+    let redis = RedisServer::shared();
+    let queues = queues(&redis.url(), &unique_prefix(), Settings::default()).await;
+    let big = "x".repeat(7 << 20);
+    let before = queues.round_trips();
+    let ids = queues
+        .enqueue_many("import", (0..5).map(|_| (big.clone(), JobOptions::new())))
+        .await
+        .expect("enqueues");
+    assert_eq!(ids.len(), 5);
+    // Two 7 MiB payloads fit in 16 MiB, a third does not.
+    assert_eq!(queues.round_trips() - before, 3);
+    assert_eq!(queues.counts("import").await.expect("counts").waiting, 5);
+}
+
+/// An id that cannot name a job names none: retrying it retries nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_an_empty_id_retries_nothing() {
+    let redis = RedisServer::shared();
+    let queues = queues(&redis.url(), &unique_prefix(), Settings::default()).await;
+    let options = JobOptions::new().attempts(1).expect("valid");
+    queues
+        .enqueue("email", &1_u64, &options)
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("email")
+        .expect("valid")
+        .start(|_: Job<u64>| async { Err::<(), _>(JobError::permanent("no")) });
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            queues.counts("email").await.expect("counts").dead == 1
+        })
+        .await
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+    for id in ["", "1 OR 1", "-1"] {
+        assert!(
+            !queues
+                .retry_dead("email", &JobId::from(id))
+                .await
+                .expect("answers")
+        );
+        assert!(
+            queues
+                .job("email", &JobId::from(id))
+                .await
+                .expect("answers")
+                .is_none()
+        );
+    }
+    assert_eq!(queues.counts("email").await.expect("counts").dead, 1);
+}
+
+/// A group whose waiting jobs were all cancelled while it was at its cap
+/// leaves the set of groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_capped_groups_last_waiting_job_forgets_the_group() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    let queues = queues(&redis.url(), &prefix, Settings::default()).await;
+    queues
+        .set_group_limit("email", Some(1))
+        .await
+        .expect("caps");
+    let options = JobOptions::new().group("tenant-7").expect("valid");
+    queues
+        .enqueue("email", &1_u64, &options)
+        .await
+        .expect("enqueues");
+    let second = queues
+        .enqueue("email", &2_u64, &options)
+        .await
+        .expect("enqueues");
+    let release = Arc::new(tokio::sync::Notify::new());
+    let wait = Arc::clone(&release);
+    let worker = queues
+        .worker("email")
+        .expect("valid")
+        .start(move |_: Job<u64>| {
+            let wait = Arc::clone(&wait);
+            async move {
+                wait.notified().await;
+                Ok::<_, JobError>(())
+            }
+        });
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            queues.counts("email").await.expect("counts").active == 1
+        })
+        .await
+    );
+    queues.cancel("email", &second).await.expect("cancels");
+    let mut conn = redis.connect().expect("connects");
+    let groups = conn
+        .cmd(&["SMEMBERS", &format!("{prefix}:{{email}}:groups")])
+        .expect("SMEMBERS");
+    assert_eq!(groups.as_array().map(<[_]>::len), Some(0), "{groups:?}");
+    release.notify_one();
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A progress report that cannot reach Redis is dropped; the run goes on
+/// and completes with no failed attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_report_lost_in_an_outage_does_not_fail_the_run() {
+    let redis = RedisServer::shared();
+    let proxy = Arc::new(Proxy::start(redis.addr()).expect("a proxy"));
+    let prefix = unique_prefix();
+    let direct = queues(&redis.url(), &prefix, Settings::default()).await;
+    let through = queues(&proxy.url(), &prefix, Settings::default()).await;
+    let id = direct
+        .enqueue("notification", &1_u64, &JobOptions::new())
+        .await
+        .expect("enqueues");
+    let recorded = Arc::new(Mutex::new(None));
+    let (cut, seen) = (Arc::clone(&proxy), Arc::clone(&recorded));
+    let worker = through
+        .worker("notification")
+        .and_then(|worker| worker.lease(Duration::from_secs(10)))
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            let (cut, seen) = (Arc::clone(&cut), Arc::clone(&seen));
+            async move {
+                cut.cut();
+                *seen.lock() = Some(job.progress(100, "written").await);
+                cut.restore();
+                Ok::<_, JobError>(())
+            }
+        });
+    let done = eventually(Duration::from_secs(20), async || {
+        direct
+            .job("notification", &id)
+            .await
+            .expect("reads")
+            .is_some_and(|job| job.state == JobState::Completed)
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let job = direct.job("notification", &id).await.expect("reads");
+    assert!(done, "{job:?}");
+    assert_eq!(*recorded.lock(), Some(false), "not recorded, and said so");
+    assert_eq!(job.map(|job| (job.failures, job.runs)), Some((0, 1)));
+}
+
+/// At its timeout a run's cancellation token fires, so work the handler
+/// handed off stops too, before the job is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_fires_the_runs_cancellation() {
+    let queues = Queues::memory();
+    let options = JobOptions::new()
+        .timeout(Duration::from_millis(100))
+        .and_then(|options| options.attempts(1))
+        .expect("valid");
+    queues
+        .enqueue("backup", &1_u64, &options)
+        .await
+        .expect("enqueues");
+    let heard = Arc::new(AtomicBool::new(false));
+    let told = Arc::clone(&heard);
+    let worker = queues
+        .worker("backup")
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            let told = Arc::clone(&told);
+            let cancel = job.cancellation().clone();
+            // Work handed to a task of its own, which the abort does not reach.
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                told.store(true, Ordering::SeqCst);
+            });
+            async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, JobError>(())
+            }
+        });
+    let fired = eventually(Duration::from_secs(5), async || {
+        heard.load(Ordering::SeqCst)
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert!(fired, "the handed-off work heard of the timeout");
+}
+
+/// Completed jobs past their age go also when no job completes after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_jobs_past_their_age_go_without_a_later_completion() {
+    let redis = RedisServer::shared();
+    let settings = Settings {
+        keep_completed_for: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    for queues in [
+        Queues::memory_with(settings.clone()),
+        queues(&redis.url(), &unique_prefix(), settings.clone()).await,
+    ] {
+        queues
+            .enqueue("analytics", &1_u64, &JobOptions::new())
+            .await
+            .expect("enqueues");
+        let worker = queues
+            .worker("analytics")
+            .expect("valid")
+            .start(|_: Job<u64>| async { Ok::<_, JobError>(()) });
+        assert!(
+            eventually(Duration::from_secs(10), async || {
+                queues.counts("analytics").await.expect("counts").completed == 1
+            })
+            .await
+        );
+        worker.shutdown(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            queues.counts("analytics").await.expect("counts").completed,
+            0
+        );
+    }
+}
+
+/// Log lines at WARN or above, written while the test's subscriber is the
+/// default.
+#[derive(Clone, Default)]
+struct Warnings(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Warnings {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An idle, healthy worker warns of nothing: its blocking waits end empty,
+/// which is no error.
+#[tokio::test]
+async fn an_idle_worker_warns_of_nothing() {
+    let warnings = Warnings::default();
+    let sink = warnings.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let redis = RedisServer::shared();
+    let queues = queues(&redis.url(), &unique_prefix(), Settings::default()).await;
+    queues
+        .enqueue("email", &1_u64, &JobOptions::new())
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("email")
+        .expect("valid")
+        .start(|_: Job<u64>| async { Ok::<_, JobError>(()) });
+    // Longer than one blocking wait (5 s) of an idle worker.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stats.completed, 1);
+    let logged = String::from_utf8_lossy(&warnings.0.lock()).into_owned();
+    assert!(logged.is_empty(), "{logged}");
+}
+
+/// On a Cluster every primary holds some queue, so every primary's
+/// eviction policy is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_primary_anywhere_in_a_cluster_is_reported() {
+    let cluster = RedisCluster::start().expect("a Redis Cluster starts");
+    let queues = queues(&cluster.url(), &unique_prefix(), Settings::default()).await;
+    assert_eq!(queues.durability_warning().await.expect("answers"), None);
+    for master in cluster.masters().into_iter().rev().take(1) {
+        master
+            .connect()
+            .and_then(|mut conn| conn.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]))
+            .expect("configures");
+    }
+    // Whichever node a single question would have gone to.
+    for _ in 0..6 {
+        let warning = queues.durability_warning().await.expect("answers");
+        assert!(
+            warning
+                .as_deref()
+                .is_some_and(|w| w.contains("allkeys-lru")),
+            "{warning:?}"
+        );
+    }
+}
