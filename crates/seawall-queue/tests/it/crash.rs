@@ -14,7 +14,7 @@ use seawall_queue::{Job, JobError, JobOptions, Queues, Settings};
 use seawall_testkit::Postgres;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::support::{builder, unique_prefix};
+use crate::support::{builder, completions, unique_prefix};
 
 const JOBS: i64 = 2_000;
 const WORKERS: usize = 3;
@@ -27,6 +27,8 @@ fn settings() -> Settings {
         // A job may be caught by several kills; none of them is its fault.
         max_stalls: 50,
         keep_completed: 10_000,
+        // Every event of the run, to count completions per job.
+        events_max_len: 1_000_000,
         ..Settings::default()
     }
 }
@@ -146,8 +148,12 @@ async fn workers_killed_at_random_lose_nothing() {
     assert_eq!(
         (counts.completed, counts.dead),
         (JOBS.unsigned_abs(), 0),
-        "{counts:?}"
+        "no job dead-lettered: {counts:?}"
     );
+    let completed = completions(&queues, "crash").await;
+    assert_eq!(completed.len(), usize::try_from(JOBS).expect("fits"));
+    let twice: Vec<_> = completed.iter().filter(|(_, times)| **times > 1).collect();
+    assert!(twice.is_empty(), "completed more than once: {twice:?}");
     let db = PgPoolOptions::new()
         .max_connections(1)
         .connect(&postgres.url())

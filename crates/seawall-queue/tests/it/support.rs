@@ -88,6 +88,29 @@ pub(crate) fn unique_prefix() -> String {
     )
 }
 
+/// How many `completed` events each job has in `queue`'s stream (the
+/// settings must keep every event the test writes).
+pub(crate) async fn completions(
+    queues: &Queues,
+    queue: &str,
+) -> std::collections::HashMap<seawall_queue::JobId, usize> {
+    let mut completed = std::collections::HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let events = queues
+            .events(queue, after.as_deref(), 1_000)
+            .await
+            .expect("reads events");
+        let Some(last) = events.last() else {
+            return completed;
+        };
+        after = Some(last.position.clone());
+        for event in events.iter().filter(|event| event.kind == "completed") {
+            *completed.entry(event.job.clone()).or_default() += 1;
+        }
+    }
+}
+
 /// Polls `condition` every 10 ms for up to `within`.
 pub(crate) async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
