@@ -61,6 +61,13 @@
 //! At least once: a handler may run again after a crash or a lost lease
 //! (see [`Settings::max_stalls`]), so handlers should be idempotent. A job
 //! whose run succeeded is completed exactly once.
+//!
+//! Also when Redis misbehaves: every call the client re-sends after a
+//! reconnection, or that ran although its answer timed out, answers its
+//! first result instead of acting twice; job ids and lease tokens never
+//! repeat, even after Redis lost its last writes (a failover, an fsync
+//! window); and every script checks all its arguments before its first
+//! write, so a refused call changes nothing.
 
 mod backoff;
 mod error;
