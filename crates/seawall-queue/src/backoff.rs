@@ -262,6 +262,12 @@ mod tests {
     #[test]
     fn fixed_and_custom_waits_are_capped() {
         let fixed = Backoff::fixed(Duration::from_secs(5));
+        // No policy parks a job for longer than the longest delay.
+        assert_eq!(Backoff::fixed(Duration::MAX).ceiling(1), MAX_DELAY);
+        assert_eq!(
+            Backoff::custom(|_| Duration::MAX).delay(3),
+            crate::options::MAX_DELAY
+        );
         assert_eq!(fixed.ceiling(1), Duration::from_secs(5));
         assert_eq!(fixed.ceiling(1000), Duration::from_secs(5));
         let custom = Backoff::custom(|attempt| Duration::from_secs(u64::from(attempt) * 10))

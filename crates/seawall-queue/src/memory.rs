@@ -48,7 +48,7 @@ struct Shared {
 /// is above the last id plus one, as in Redis.
 const ID_EPOCH_US: u64 = 1_767_225_600_000_000;
 /// How long an enqueue call's answer is kept for a replay, as in Redis.
-const ANSWER_KEPT_MS: u64 = 60_000;
+const ANSWER_KEPT_MS: u64 = 30_000;
 
 /// A caller's last fetch call: its request id, the acknowledgements it
 /// rejected, the leases it gave.

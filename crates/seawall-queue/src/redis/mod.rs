@@ -18,7 +18,7 @@
 //! | `p:{q}:done` | list | kept completed jobs, newest first |
 //! | `p:{q}:dead` | sorted set | kept dead jobs by finish time |
 //! | `p:{q}:u:<key>` | string | an idempotency key's job id, for its window |
-//! | `p:{q}:r:<request>` | string | an enqueue call's answer, for a minute, so a re-sent call answers the same |
+//! | `p:{q}:r:<request>` | string | an enqueue call's answer, for 30 s, so a re-sent call answers the same |
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
 //! | `p:{q}:mark` | sorted set | the wake-up marker blocked workers pop |
 //! | `p:{q}:ev` | stream | events |
@@ -84,7 +84,7 @@ pub(crate) struct RedisOptions {
 /// How long a script call may take when the client builder sets no command
 /// timeout: a call that timed out is never re-sent by the client, so its
 /// replay comes within this time, well inside how long an enqueue's answer
-/// is kept for it (a minute).
+/// is kept for it (30 s).
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct RedisStore {

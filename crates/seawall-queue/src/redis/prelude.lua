@@ -46,7 +46,7 @@ end
 
 -- How long an enqueue's answer is kept for a replay of the same call; a
 -- client re-sends a call within its command timeout.
-local ANSWER_KEPT_MS = 60000
+local ANSWER_KEPT_MS = 30000
 
 local JOB_ID = '^%d+$'
 -- A lease token: the request that took the job and the job's place in
