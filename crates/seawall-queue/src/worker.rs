@@ -266,7 +266,7 @@ impl WorkerBuilder {
             concurrency: self.concurrency,
             lease: self.lease,
             backoff: self.backoff,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Runs::default()),
             acks: Mutex::new(Vec::new()),
             fetch_lane: Lane::new(),
             ack_lane: Lane::new(),
@@ -311,6 +311,64 @@ struct Held {
     requeue: bool,
 }
 
+/// The runs a worker holds, by job id, then lease token: almost always one
+/// run per job, two when the worker's own fetch took back a job whose
+/// earlier run here lost its lease.
+#[derive(Default)]
+struct Runs(HashMap<JobId, Vec<(String, Held)>>);
+
+impl Runs {
+    fn get(&self, lease: &Lease) -> Option<&Held> {
+        let runs = self.0.get(&lease.id)?;
+        runs.iter()
+            .find(|(token, _)| *token == lease.token)
+            .map(|(_, held)| held)
+    }
+
+    fn get_mut(&mut self, lease: &Lease) -> Option<&mut Held> {
+        let runs = self.0.get_mut(&lease.id)?;
+        runs.iter_mut()
+            .find(|(token, _)| *token == lease.token)
+            .map(|(_, held)| held)
+    }
+
+    /// Adds a run; returns the other runs of the same job.
+    fn insert(&mut self, lease: Lease, held: Held) -> impl Iterator<Item = &mut Held> {
+        let runs = self.0.entry(lease.id).or_default();
+        runs.push((lease.token, held));
+        let last = runs.len() - 1;
+        runs[..last].iter_mut().map(|(_, held)| held)
+    }
+
+    fn remove(&mut self, lease: &Lease) {
+        if let Some(runs) = self.0.get_mut(&lease.id) {
+            runs.retain(|(token, _)| *token != lease.token);
+            if runs.is_empty() {
+                self.0.remove(&lease.id);
+            }
+        }
+    }
+
+    fn runs_mut(&mut self) -> impl Iterator<Item = &mut Held> {
+        self.0.values_mut().flatten().map(|(_, held)| held)
+    }
+
+    /// The leases of the runs still to renew.
+    fn to_renew(&self) -> Vec<Lease> {
+        self.0
+            .iter()
+            .flat_map(|(id, runs)| {
+                runs.iter()
+                    .filter(|(_, held)| !held.lost)
+                    .map(|(token, _)| Lease {
+                        id: id.clone(),
+                        token: token.clone(),
+                    })
+            })
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     completed: AtomicU64,
@@ -329,7 +387,7 @@ struct Shared {
     concurrency: usize,
     lease: Duration,
     backoff: Option<Backoff>,
-    held: Mutex<HashMap<Lease, Held>>,
+    held: Mutex<Runs>,
     /// Completed jobs whose acknowledgement has not been sent.
     acks: Mutex<Vec<Lease>>,
     /// The fetch loop's calls, and the acknowledgements sent while it
@@ -446,7 +504,7 @@ impl Worker {
 async fn requeue_running(shared: &Shared) {
     {
         let mut held = shared.held.lock();
-        for job in held.values_mut().filter(|job| !job.finished) {
+        for job in held.runs_mut().filter(|job| !job.finished) {
             job.requeue = true;
             job.cancel.cancel();
             if let Some(task) = job.task.take() {
@@ -684,31 +742,28 @@ where
     }
     let cancel = CancellationToken::new();
     let mut held = shared.held.lock();
+    let run = Held {
+        cancel: cancel.clone(),
+        task: None,
+        finished: false,
+        lost: false,
+        cancel_requested: false,
+        requeue: false,
+    };
     // An older run of the same job in this process lost its lease: the
     // job came back through recovery, so that run's result would be
     // refused. Cancel it and stop renewing it.
-    for (lease, older) in held.iter_mut() {
-        if lease.id == job.lease.id && !older.lost {
+    for older in held.insert(job.lease.clone(), run) {
+        if !older.lost {
             older.lost = true;
             if !older.finished {
                 bump(&shared.stats.lost_leases);
-                tracing::warn!(queue = %shared.queue, job = %lease.id,
+                tracing::warn!(queue = %shared.queue, job = %job.lease.id,
                     "lease lost while the job ran here (the process froze or Redis was away longer than the lease); the job runs again and this run is cancelled");
                 older.cancel.cancel();
             }
         }
     }
-    held.insert(
-        job.lease.clone(),
-        Held {
-            cancel: cancel.clone(),
-            task: None,
-            finished: false,
-            lost: false,
-            cancel_requested: false,
-            requeue: false,
-        },
-    );
     drop(held);
     let task = tokio::spawn(run_job(
         Arc::clone(shared),
@@ -930,13 +985,7 @@ async fn renew_loop(shared: Arc<Shared>) {
             () = tokio::time::sleep(every) => {}
             () = shared.stopped.cancelled() => return,
         }
-        let held: Vec<Lease> = shared
-            .held
-            .lock()
-            .iter()
-            .filter(|(_, job)| !job.lost)
-            .map(|(lease, _)| lease.clone())
-            .collect();
+        let held = shared.held.lock().to_renew();
         if held.is_empty() {
             continue;
         }
