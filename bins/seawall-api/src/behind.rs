@@ -148,7 +148,15 @@ pub(crate) async fn complete(
         Problem::internal()
     })?;
     // Enqueued first: a review the queue refused must not look written.
-    match jobs::enqueue(queues, state.queue_config(), QueueName::Schedule, payload).await {
+    match jobs::enqueue(
+        queues,
+        state.queue_config(),
+        QueueName::Schedule,
+        payload,
+        None,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(Refusal::Invalid(refused)) => {
             tracing::error!(%refused, "a computed review broke the schedule queue's rules");

@@ -127,16 +127,35 @@ pub(crate) enum Refusal {
     Queue(seawall_queue::Error),
 }
 
+/// How long an idempotency key answers for the job it first enqueued: a
+/// day, so that a producer retrying after an outage, a timeout or a
+/// restart of its own is covered, while keys do not pile up in Redis for
+/// longer than the completed jobs they name are kept. The OpenAPI
+/// document, the README and docs/operations.md say "24 hours".
+pub(crate) const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// Checks `payload` against `queue`'s rules, then enqueues it with the
 /// queue's attempts, backoff and timeout.
+///
+/// With `idempotency_key`, an enqueue on the same queue with the same key
+/// within [`IDEMPOTENCY_WINDOW`] adds nothing and answers the first job's
+/// id, so a producer may retry a call whose answer it never got (Redis
+/// may have run it). The key replaces any the queue's options carry: the
+/// caller's retry is what it must recognise. Keys are the queue's own.
 pub(crate) async fn enqueue(
     queues: &Queues,
     config: &QueueConfig,
     queue: QueueName,
     payload: serde_json::Value,
+    idempotency_key: Option<&str>,
 ) -> Result<seawall_queue::JobId, Refusal> {
     let payload = payload::validate(queue, payload).map_err(Refusal::Invalid)?;
-    let options = config.policy(queue).job_options();
+    let mut options = config.policy(queue).job_options();
+    if let Some(key) = idempotency_key {
+        options = options
+            .idempotency_key(key, IDEMPOTENCY_WINDOW)
+            .map_err(Refusal::Queue)?;
+    }
     queues
         .enqueue(queue.as_str(), &payload, &options)
         .await

@@ -80,7 +80,7 @@ impl Rig {
     }
 
     async fn enqueue(&self, queue: QueueName, payload: serde_json::Value) -> JobId {
-        match enqueue(&self.queues, &self.config, queue, payload).await {
+        match enqueue(&self.queues, &self.config, queue, payload, None).await {
             Ok(id) => id,
             Err(refusal) => panic!("{refusal:?}"),
         }
@@ -385,6 +385,7 @@ async fn a_learner_that_does_not_exist_is_dead_at_once_and_bad_payloads_are_refu
         &rig.config,
         QueueName::Export,
         json!({"table": "users", "file": "../x"}),
+        None,
     )
     .await;
     assert!(

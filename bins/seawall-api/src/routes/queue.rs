@@ -1,6 +1,7 @@
 //! The admin queue routes: stats per queue and state, enqueue (the payload
 //! checked against its queue's rules; a bad one is 422 and nothing is
-//! enqueued), job listings and details with progress and attempt history,
+//! enqueued; an `Idempotency-Key` makes a retried enqueue answer the first
+//! job), job listings and details with progress and attempt history,
 //! pause, resume, retry, cancel and clean.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use seawall_queue::{Cancelled, Counts, Finished, JobId, JobInfo, JobState, Queues};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -30,6 +31,11 @@ const MAX_AGE_SECONDS: u64 = 31_536_000;
 const MAX_KEEP: u64 = 1_000_000;
 /// The longest job id (a decimal number).
 const MAX_ID_DIGITS: usize = 20;
+/// The header that names one logical enqueue across its retries
+/// (draft-ietf-httpapi-idempotency-key-header).
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The longest `Idempotency-Key`, in characters.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// The admin queue routes; the caller puts them behind the token.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -257,6 +263,36 @@ fn job_id(id: &str) -> Result<JobId, Problem> {
     Ok(JobId::from(id))
 }
 
+/// The request's `Idempotency-Key`, if it sent one: 1 to
+/// [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters, taken as they are
+/// (a structured-field string's quotes included). Two of them is a 400
+/// like two `Authorization` headers: which one counts would be a guess.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "the request has more than one Idempotency-Key header; send exactly one",
+        )
+        .with_param(IDEMPOTENCY_KEY.as_str(), "is sent more than once"));
+    }
+    let bytes = value.as_bytes();
+    if (1..=MAX_IDEMPOTENCY_KEY).contains(&bytes.len())
+        && bytes.iter().all(|b| (b'!'..=b'~').contains(b))
+    {
+        return Ok(Some(String::from_utf8_lossy(bytes).into_owned()));
+    }
+    let reason = format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters");
+    Err(Problem::new(
+        StatusCode::BAD_REQUEST,
+        format!("header `{IDEMPOTENCY_KEY}` {reason}"),
+    )
+    .with_param(IDEMPOTENCY_KEY.as_str(), reason))
+}
+
 fn queues(state: &AppState) -> Result<&Queues, Problem> {
     state.queues().get().ok_or_else(|| {
         Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
@@ -367,26 +403,42 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
 
 /// The enqueue operation of one queue: the body is a job of that queue's
 /// schema, checked against its rules; the job gets the queue's attempts,
-/// backoff and timeout.
+/// backoff and timeout, and the request's `Idempotency-Key` if it has one.
 macro_rules! enqueue_route {
     ($handler:ident, $queue:ident, $path:literal, $payload:ty, $summary:literal) => {
         #[doc = $summary]
         #[utoipa::path(post, path = $path, tag = "admin",
             security(("admin_token" = [])),
+            params(
+                ("Idempotency-Key" = Option<String>, Header,
+                    description = "Names this enqueue across its retries: another with the same \
+                        key on this queue within 24 hours enqueues nothing and answers the \
+                        first job's id. Send one to retry after a 503 or a timeout without \
+                        a second job.",
+                    nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+                    example = "order-7-confirmation"),
+            ),
             request_body(content = $payload, content_type = "application/json"),
             responses(
-                (status = 202, description = "Enqueued", body = Enqueued),
+                (status = 202, description = "Enqueued; or, for an `Idempotency-Key` already \
+                    used on this queue within 24 hours, the job it enqueued (nothing new is)",
+                    body = Enqueued),
+                (status = 400, description = "`Idempotency-Key` is empty, longer than 255 \
+                    characters, not visible ASCII or sent twice; or two `Authorization` headers",
+                    body = Problem, content_type = "application/problem+json"),
                 (status = 422, description = "The payload breaks the queue's rules; nothing was enqueued",
                     body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "The queues' Redis does not answer",
+                (status = 503, description = "The queues' Redis does not answer; the job may \
+                    have been enqueued all the same, so retry with the same `Idempotency-Key`",
                     body = Problem, content_type = "application/problem+json"),
             ),
         )]
         async fn $handler(
             State(state): State<AppState>,
+            headers: HeaderMap,
             body: Result<Json<serde_json::Value>, JsonRejection>,
         ) -> Result<(StatusCode, Json<Enqueued>), Problem> {
-            enqueue(&state, QueueName::$queue, body).await
+            enqueue(&state, QueueName::$queue, &headers, body).await
         }
     };
 }
@@ -451,11 +503,13 @@ enqueue_route!(
 async fn enqueue(
     state: &AppState,
     queue: QueueName,
+    headers: &HeaderMap,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Enqueued>), Problem> {
+    let key = idempotency_key(headers)?;
     let Json(payload) = body?;
     let queues = queues(state)?;
-    match jobs::enqueue(queues, state.queue_config(), queue, payload).await {
+    match jobs::enqueue(queues, state.queue_config(), queue, payload, key.as_deref()).await {
         Ok(id) => Ok((
             StatusCode::ACCEPTED,
             Json(Enqueued {

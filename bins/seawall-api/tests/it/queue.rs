@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, header};
 use serde_json::{Value, json};
 
-use crate::support::TestApp;
+use crate::support::{Reply, TOKEN, TestApp};
 
 /// The job once it has completed or died.
 async fn finished(app: &TestApp, queue: &str, id: &str) -> Value {
@@ -66,6 +68,110 @@ async fn jobs_of_every_queue_run_in_process_and_report_progress() {
     assert_eq!(
         (email["name"].as_str(), email["completed"].as_u64()),
         (Some("email"), Some(1))
+    );
+}
+
+/// POSTs `payload` to `queue` with one `Idempotency-Key` header per value.
+async fn enqueue_with_keys(
+    app: &TestApp,
+    queue: &str,
+    payload: &Value,
+    keys: &[HeaderValue],
+) -> Reply {
+    let mut request = Request::post(format!("/api/queue/{queue}"))
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    for key in keys {
+        request = request.header("idempotency-key", key.clone());
+    }
+    app.send(
+        request
+            .body(Body::from(payload.to_string()))
+            .expect("request"),
+    )
+    .await
+}
+
+/// Jobs of `queue` in any state.
+async fn jobs_in(app: &TestApp, queue: &str) -> u64 {
+    let overview = app.admin_get("/api/queue").await;
+    let row = overview.json["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|row| row["name"] == queue)
+        .expect("the queue's row")
+        .clone();
+    ["waiting", "delayed", "active", "completed", "dead"]
+        .iter()
+        .map(|state| row[state].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_retried_enqueue_answer_the_first_job() {
+    let app = TestApp::sqlite().await;
+    let mail = json!({"user_id": 1, "template": "welcome"});
+    let key = |text: &str| HeaderValue::from_str(text).expect("a header value");
+
+    let first = enqueue_with_keys(&app, "email", &mail, &[key("signup-1")]).await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    let id = first.json["id"].as_str().expect("an id").to_owned();
+    let retried = enqueue_with_keys(&app, "email", &mail, &[key("signup-1")]).await;
+    assert_eq!(retried.status, 202, "{}", retried.text());
+    assert_eq!(
+        retried.json["id"],
+        id.as_str(),
+        "the retry answers the first job"
+    );
+    assert_eq!(
+        jobs_in(&app, "email").await,
+        1,
+        "the retry enqueued nothing"
+    );
+
+    let other = enqueue_with_keys(&app, "email", &mail, &[key("signup-2")]).await;
+    assert_eq!(other.status, 202, "{}", other.text());
+    assert_ne!(other.json["id"], id.as_str(), "another key is another job");
+    let longest = enqueue_with_keys(&app, "email", &mail, &[key(&"k".repeat(255))]).await;
+    assert_eq!(longest.status, 202, "{}", longest.text());
+    assert_eq!(jobs_in(&app, "email").await, 3);
+    // Keys are per queue: the same key elsewhere is that queue's first use.
+    let notice = json!({"user_id": 1, "channel": "push", "message": "hello"});
+    let elsewhere = enqueue_with_keys(&app, "notification", &notice, &[key("signup-1")]).await;
+    assert_eq!(elsewhere.status, 202, "{}", elsewhere.text());
+    assert_eq!(jobs_in(&app, "notification").await, 1);
+
+    // Still the first job once it has run.
+    let job = finished(&app, "email", &id).await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let late = enqueue_with_keys(&app, "email", &mail, &[key("signup-1")]).await;
+    assert_eq!(late.json["id"], id.as_str(), "{}", late.text());
+
+    let malformed = [
+        vec![key("")],
+        vec![key(&"k".repeat(256))],
+        vec![key("two words")],
+        vec![key("tab\there")],
+        vec![HeaderValue::from_bytes("clé".as_bytes()).expect("obs-text")],
+        vec![key("signup-3"), key("signup-4")],
+    ];
+    for keys in malformed {
+        let reply = enqueue_with_keys(&app, "email", &mail, &keys).await;
+        let detail = reply.assert_problem(400);
+        assert!(
+            detail.to_ascii_lowercase().contains("idempotency-key"),
+            "{detail}"
+        );
+        assert_eq!(
+            reply.json["invalid_params"][0]["name"], "idempotency-key",
+            "{keys:?}"
+        );
+    }
+    assert_eq!(
+        jobs_in(&app, "email").await,
+        3,
+        "a refused key enqueues nothing"
     );
 }
 

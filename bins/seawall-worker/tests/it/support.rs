@@ -123,6 +123,12 @@ impl Worker {
         kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
     }
 
+    /// Sends SIGCONT: a frozen process goes on where it stopped.
+    pub(crate) fn thaw(&self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"));
+        kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    }
+
     /// Sends SIGKILL, as a crash would, and reaps the process.
     pub(crate) fn crash(mut self) {
         self.child.kill().expect("SIGKILL");
