@@ -69,7 +69,11 @@ impl Queues {
     }
 
     /// Queues on Redis (standalone or Cluster), connected through `builder`
-    /// (fred's client builder: its config, reconnect policy, timeouts).
+    /// (fred's client builder: its config, reconnect policy, timeouts). The
+    /// queue's commands time out after at most 10 s (the builder's own
+    /// timeout when shorter; fred's default is none), so a command the
+    /// client re-sends after a reconnection is re-sent within the 30 s for
+    /// which the queue keeps its answer.
     pub fn redis(builder: Builder) -> RedisQueues {
         RedisQueues {
             builder,

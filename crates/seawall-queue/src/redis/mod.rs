@@ -81,16 +81,14 @@ pub(crate) struct RedisOptions {
     pub(crate) acquire_timeout: Duration,
 }
 
-/// How long a script call may take when the client builder sets no command
-/// timeout: a call that timed out is never re-sent by the client, so its
-/// replay comes within this time, well inside how long an enqueue's answer
-/// is kept for it (30 s).
-const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a command of the queue's client may take (the builder's own
+/// timeout when it is shorter): a command that timed out is never re-sent
+/// by the client, so a re-sent call comes within this time, well inside how
+/// long an enqueue's answer is kept for it (30 s).
+const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct RedisStore {
     client: Client,
-    /// Every script call's options: its timeout.
-    call: Options,
     blocking: BlockingPool,
     prefix: String,
     settings: Settings,
@@ -106,15 +104,13 @@ impl RedisStore {
         options: RedisOptions,
         settings: Settings,
     ) -> Result<Self> {
-        let timeout = builder.get_performance_config().default_command_timeout;
-        let call = Options {
-            timeout: Some(if timeout.is_zero() {
-                DEFAULT_CALL_TIMEOUT
-            } else {
-                timeout.min(DEFAULT_CALL_TIMEOUT)
-            }),
-            ..Options::default()
-        };
+        let mut builder = builder;
+        builder.with_performance_config(|performance| {
+            let timeout = performance.default_command_timeout;
+            if timeout.is_zero() || timeout > MAX_CALL_TIMEOUT {
+                performance.default_command_timeout = MAX_CALL_TIMEOUT;
+            }
+        });
         let client = builder.build()?;
         client.init().await?;
         let info: Value = client
@@ -128,7 +124,6 @@ impl RedisStore {
         );
         Ok(Self {
             client,
-            call,
             blocking,
             prefix: options.prefix,
             settings,
@@ -157,26 +152,14 @@ impl RedisStore {
         (keys, args)
     }
 
-    /// Runs a script by its hash under the call options, loading it on
-    /// every primary first when the server does not know it (a NOSCRIPT
-    /// reply means it did not run, so sending it again is safe).
+    /// Runs a script by its hash, loading it first when the server does not
+    /// know it (a NOSCRIPT reply means it did not run, so sending it again
+    /// is safe).
     async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let mut call = Vec::with_capacity(2 + keys.len() + args.len());
-        call.push(Value::from(script.sha1().clone()));
-        call.push(int(keys.len() as u64));
-        call.extend(keys.into_iter().map(Value::from));
-        call.extend(args);
-        // The first key decides the Cluster slot.
-        let evalsha = || CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
-        let client = self.client.with_options(&self.call);
-        match client.custom::<Value, _>(evalsha(), call.clone()).await {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                script.load(&self.client).await?;
-                Ok(client.custom::<Value, _>(evalsha(), call).await?)
-            }
-            reply => Ok(reply?),
-        }
+        Ok(script
+            .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
+            .await?)
     }
 
     async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
