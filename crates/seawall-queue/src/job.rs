@@ -7,8 +7,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-/// A job's id, unique within its queue. Ids are decimal numbers given in
-/// enqueue order.
+/// A job's id, unique within its queue. Ids are decimal numbers that grow
+/// in enqueue order, not one by one: an id is the last one plus one, or
+/// the server's clock in microseconds since 2026, whichever is larger, so
+/// an id is never given twice, even after Redis lost its last writes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
 

@@ -124,6 +124,23 @@ struct Record {
     cancel: bool,
 }
 
+impl Record {
+    /// The job as a worker takes it, under `lease`.
+    fn taken(&self, lease: Lease) -> Taken {
+        Taken {
+            lease,
+            payload: self.payload.clone(),
+            ready_at_ms: self.ready,
+            failures: self.failures,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff.clone(),
+            timeout_ms: self.timeout_ms,
+            stalls: self.stalls,
+            run: self.runs,
+        }
+    }
+}
+
 fn now_us() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -575,20 +592,10 @@ impl Step<'_> {
                 job.started = self.now;
                 job.position = self.now + lease_ms;
                 self.q.active.insert((job.position, id.clone()));
-                taken.push(Taken {
-                    lease: Lease {
-                        id: JobId::from(id.as_str()),
-                        token: job.token.clone(),
-                    },
-                    payload: job.payload.clone(),
-                    ready_at_ms: job.ready,
-                    failures: job.failures,
-                    max_attempts: job.max_attempts,
-                    backoff: job.backoff.clone(),
-                    timeout_ms: job.timeout_ms,
-                    stalls: job.stalls,
-                    run: job.runs,
-                });
+                taken.push(job.taken(Lease {
+                    id: JobId::from(id.as_str()),
+                    token: job.token.clone(),
+                }));
                 if !group.is_empty() {
                     *self.q.group_active.entry(group.clone()).or_default() += 1;
                 }
@@ -728,17 +735,7 @@ impl Store for MemoryStore {
                     .into_iter()
                     .filter_map(|lease| {
                         let job = step.q.jobs.get(lease.id.as_str())?;
-                        Some(Taken {
-                            payload: job.payload.clone(),
-                            ready_at_ms: job.ready,
-                            failures: job.failures,
-                            max_attempts: job.max_attempts,
-                            backoff: job.backoff.clone(),
-                            timeout_ms: job.timeout_ms,
-                            stalls: job.stalls,
-                            run: job.runs,
-                            lease,
-                        })
+                        Some(job.taken(lease))
                     })
                     .collect();
                 return Fetched {

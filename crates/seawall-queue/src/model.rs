@@ -473,6 +473,7 @@ mod redis {
     use fred::prelude::{Builder, Config};
 
     use super::*;
+    use crate::redis::edges::{Dumped, dump_keys, restore_keys};
     use crate::redis::{RedisOptions, RedisStore};
 
     fn server() -> &'static seawall_testkit::RedisServer {
@@ -488,48 +489,14 @@ mod redis {
         kept: parking_lot::Mutex<Vec<Dumped>>,
     }
 
-    /// A key, its time to live in ms (0: none), its `DUMP`.
-    type Dumped = (Vec<u8>, i64, Vec<u8>);
-
-    impl DumpedKeys {
-        fn keys(&self, conn: &mut seawall_testkit::Conn) -> Vec<Vec<u8>> {
-            let reply = conn
-                .cmd(&["KEYS", &format!("{}:*", self.prefix)])
-                .expect("KEYS");
-            reply
-                .as_array()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|key| key.as_bytes().map(<[u8]>::to_vec))
-                .collect()
-        }
-    }
-
     #[async_trait]
     impl Faults for DumpedKeys {
         async fn snapshot(&self) {
-            let mut conn = server().connect().expect("connects");
-            let mut kept = Vec::new();
-            for key in self.keys(&mut conn) {
-                let dump = conn.cmd(&[b"DUMP".as_slice(), &key]).expect("DUMP");
-                let ttl = conn.cmd(&[b"PTTL".as_slice(), &key]).expect("PTTL");
-                if let (Some(dump), Some(ttl)) = (dump.as_bytes(), ttl.as_int()) {
-                    kept.push((key, ttl.max(0), dump.to_vec()));
-                }
-            }
-            *self.kept.lock() = kept;
+            *self.kept.lock() = dump_keys(server(), &self.prefix);
         }
 
         async fn lose_writes(&self) {
-            let mut conn = server().connect().expect("connects");
-            for key in self.keys(&mut conn) {
-                conn.cmd(&[b"DEL".as_slice(), &key]).expect("DEL");
-            }
-            for (key, ttl, dump) in self.kept.lock().iter() {
-                let ttl = ttl.to_string();
-                conn.cmd(&[b"RESTORE".as_slice(), key, ttl.as_bytes(), dump])
-                    .expect("RESTORE");
-            }
+            restore_keys(server(), &self.prefix, &self.kept.lock());
         }
     }
 

@@ -46,10 +46,10 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Refuses retention counts and ages past what the scripts take (2^40,
-    /// and 2^40 ms, about 34 years).
+    /// Refuses retention counts and ages past what the scripts take
+    /// ([`MAX_SETTING`], and as many ms, about 34 years).
     pub(crate) fn check(&self) -> Result<()> {
-        const MOST: u64 = 1 << 40;
+        const MOST: u64 = MAX_SETTING;
         let counts = [
             ("keep_completed", self.keep_completed),
             ("keep_completed_for (ms)", millis(self.keep_completed_for)),
@@ -66,6 +66,10 @@ impl Settings {
         Ok(())
     }
 }
+
+/// The largest count or retention the scripts take (2^40; durations in
+/// ms), as `MAX_SETTING` in `prelude.lua`.
+pub(crate) const MAX_SETTING: u64 = 1 << 40;
 
 /// A job as the producer hands it to a backend.
 #[derive(Debug, Clone)]

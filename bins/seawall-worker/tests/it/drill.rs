@@ -22,13 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use seawall_api::App;
 use seawall_api::config::QueuePolicy;
 use seawall_testkit::{Persistence, RedisServer};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
-use crate::support::{TOKEN, Worker, shared_config, until, worker};
+use crate::support::{ServedApi, TOKEN, Worker, shared_config, until, worker};
 
 /// Logical jobs, each enqueued under its own key.
 const JOBS: usize = 300;
@@ -143,19 +142,23 @@ async fn enqueue(client: &reqwest::Client, base: &str, n: usize) -> Enqueued {
     }
 }
 
-/// The notification jobs running now: each one's id and stalls.
-async fn active(client: &reqwest::Client, base: &str) -> Vec<(String, u64)> {
-    let reply: Value = client
-        .get(format!(
-            "{base}/api/queue/notification/jobs?state=active&limit=200"
-        ))
+/// The JSON an admin GET of `url` answers.
+async fn admin_json(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(url)
         .bearer_auth(TOKEN)
         .send()
         .await
         .expect("the API answers")
         .json()
         .await
-        .expect("JSON");
+        .expect("JSON")
+}
+
+/// The notification jobs running now: each one's id and stalls.
+async fn active(client: &reqwest::Client, base: &str) -> Vec<(String, u64)> {
+    let url = format!("{base}/api/queue/notification/jobs?state=active&limit=200");
+    let reply = admin_json(client, &url).await;
     reply["jobs"]
         .as_array()
         .unwrap_or_else(|| panic!("a job list: {reply}"))
@@ -184,15 +187,7 @@ async fn text(client: &reqwest::Client, url: &str) -> String {
 
 /// The notification queue's row of the overview.
 async fn notification_row(client: &reqwest::Client, base: &str) -> Value {
-    let overview: Value = client
-        .get(format!("{base}/api/queue"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("the API answers")
-        .json()
-        .await
-        .expect("JSON");
+    let overview = admin_json(client, &format!("{base}/api/queue")).await;
     overview["queues"]
         .as_array()
         .expect("queues")
@@ -234,15 +229,8 @@ async fn no_job_is_lost_or_doubled_through_killed_workers_and_a_killed_redis() {
             .expect("a valid policy");
 
     // The API first: it writes the demo dataset the jobs read.
-    let app = App::build(config.clone()).await.expect("the API builds");
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .expect("binds");
-    let base = format!("http://{}", listener.local_addr().expect("an address"));
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(app.serve(listener, async {
-        let _ = api_stopped.await;
-    }));
+    let served = ServedApi::start(&config).await;
+    let base = served.base.clone();
     let client = reqwest::Client::new();
     until(&client, &format!("{base}/api/queue"), |status, _| {
         status == 200
@@ -379,15 +367,8 @@ async fn no_job_is_lost_or_doubled_through_killed_workers_and_a_killed_redis() {
     let mut runs: BTreeMap<&str, u64> = BTreeMap::new();
     let mut stalled = 0;
     for job in &enqueued {
-        let view: Value = client
-            .get(format!("{base}/api/queue/notification/jobs/{}", job.id))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("the API answers")
-            .json()
-            .await
-            .expect("JSON");
+        let url = format!("{base}/api/queue/notification/jobs/{}", job.id);
+        let view = admin_json(&client, &url).await;
         assert_eq!(view["state"], "completed", "{view}");
         let ran = view["runs"].as_u64().expect("runs");
         let stalls = view["stalls"].as_u64().expect("stalls");
@@ -470,9 +451,5 @@ async fn no_job_is_lost_or_doubled_through_killed_workers_and_a_killed_redis() {
         let (status, log) = tokio::task::block_in_place(|| worker.terminate());
         assert_eq!(status, 0, "{}", log.join("\n"));
     }
-    let _ = stop_api.send(());
-    serving
-        .await
-        .expect("joins")
-        .expect("the API stops cleanly");
+    served.stop().await;
 }

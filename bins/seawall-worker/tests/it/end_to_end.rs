@@ -8,15 +8,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use seawall_api::Config;
 use seawall_api::config::{QueueName, QueuePolicy, ReviewWrites};
-use seawall_api::{App, Config};
 use seawall_queue::Queues;
 use seawall_queue::fred::prelude::{Builder, Config as RedisConfig};
 use seawall_testkit::RedisServer;
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection as _, Executor as _};
 
-use crate::support::{TOKEN, Worker, shared_config, until, worker};
+use crate::support::{ServedApi, TOKEN, Worker, shared_config, until, worker};
 
 /// Jobs enqueued per queue through `/api/queue`; the schedule queue also
 /// gets one job per review written behind, up to 1,000 in all.
@@ -302,18 +302,11 @@ async fn a_thousand_jobs_survive_a_killed_worker_and_a_stopped_one() {
     write_import_files(&config.queue.files);
 
     // The API, which only enqueues (the queues are on Redis).
-    let app = App::build(config.clone()).await.expect("the API builds");
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .expect("binds");
+    let served = ServedApi::start(&config).await;
     let api = Api {
-        base: format!("http://{}", listener.local_addr().expect("an address")),
+        base: served.base.clone(),
         client: reqwest::Client::new(),
     };
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(app.serve(listener, async {
-        let _ = api_stopped.await;
-    }));
     until(
         &api.client,
         &format!("{}/api/queue", api.base),
@@ -532,9 +525,5 @@ async fn a_thousand_jobs_survive_a_killed_worker_and_a_stopped_one() {
         let (status, log) = worker.terminate();
         assert_eq!(status, 0, "{}", log.join("\n"));
     }
-    let _ = stop_api.send(());
-    serving
-        .await
-        .expect("joins")
-        .expect("the API stops cleanly");
+    served.stop().await;
 }

@@ -2,11 +2,11 @@
 //! same database and Redis: it takes the jobs the API enqueues, serves its
 //! probes and metrics, drains on SIGTERM and exits with status 0.
 
-use seawall_api::{App, Config};
+use seawall_api::Config;
 use seawall_testkit::RedisServer;
 use serde_json::{Value, json};
 
-use crate::support::{TOKEN, Worker, shared_config, until, worker};
+use crate::support::{ServedApi, TOKEN, Worker, shared_config, until, worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_runs_what_the_api_enqueues_and_drains_on_sigterm() {
@@ -14,15 +14,8 @@ async fn the_worker_runs_what_the_api_enqueues_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = shared_config(dir.path(), &redis.url());
     // The API first: it writes the demo dataset the worker's jobs read.
-    let app = App::build(config.clone()).await.expect("the API builds");
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .expect("binds");
-    let api = format!("http://{}", listener.local_addr().expect("an address"));
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(app.serve(listener, async {
-        let _ = api_stopped.await;
-    }));
+    let served = ServedApi::start(&config).await;
+    let api = served.base.clone();
 
     let worker = Worker::start(worker(&config));
     let client = reqwest::Client::new();
@@ -70,11 +63,7 @@ async fn the_worker_runs_what_the_api_enqueues_and_drains_on_sigterm() {
         "{}",
         log.join("\n")
     );
-    let _ = stop_api.send(());
-    serving
-        .await
-        .expect("joins")
-        .expect("the API stops cleanly");
+    served.stop().await;
 }
 
 #[test]

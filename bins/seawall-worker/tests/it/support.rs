@@ -1,5 +1,6 @@
 //! What the tests share: the configuration of an API and its workers, the
-//! worker binary as a child process, and polling an HTTP endpoint.
+//! API served in process, the worker binary as a child process, and
+//! polling an HTTP endpoint.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -31,6 +32,46 @@ pub(crate) fn shared_config(dir: &Path, redis: &str) -> Config {
     config.queue.files = dir.join("files");
     config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config
+}
+
+/// The API served in this process on `config.server.listen`.
+pub(crate) struct ServedApi {
+    /// `http://<address>`.
+    pub(crate) base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), seawall_api::Error>>,
+}
+
+impl ServedApi {
+    /// Builds the API (which writes the demo dataset its jobs read) and
+    /// serves it.
+    pub(crate) async fn start(config: &Config) -> Self {
+        let app = seawall_api::App::build(config.clone())
+            .await
+            .expect("the API builds");
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .expect("binds");
+        let base = format!("http://{}", listener.local_addr().expect("an address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            stop,
+            serving,
+        }
+    }
+
+    /// Stops the API and checks it stopped cleanly.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        self.serving
+            .await
+            .expect("joins")
+            .expect("the API stops cleanly");
+    }
 }
 
 /// The worker binary with a clean environment and `config`'s settings

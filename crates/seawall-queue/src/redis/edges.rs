@@ -225,26 +225,45 @@ async fn a_re_sent_fetch_answers_its_first_result() {
     assert_eq!(info.failures, 1, "counted once");
 }
 
-/// Every key of `prefix`, dumped, to be restored as a server that lost the
-/// writes made since.
-fn dump(prefix: &str) -> Vec<(String, Vec<u8>)> {
-    let mut conn = conn();
-    keys(prefix)
+/// A key, its time to live in ms (0: none), its `DUMP`.
+pub(crate) type Dumped = (Vec<u8>, i64, Vec<u8>);
+
+/// The keys of `prefix` on `server`.
+fn keys_on(server: &RedisServer, prefix: &str) -> Vec<Vec<u8>> {
+    let mut conn = server.connect().expect("connects");
+    let reply = conn.cmd(&["KEYS", &format!("{prefix}:*")]).expect("KEYS");
+    reply
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|key| key.as_bytes().map(<[u8]>::to_vec))
+        .collect()
+}
+
+/// Every key of `prefix` on `server`, dumped with its time to live, to be
+/// restored as a server that lost the writes made since.
+pub(crate) fn dump_keys(server: &RedisServer, prefix: &str) -> Vec<Dumped> {
+    let mut conn = server.connect().expect("connects");
+    keys_on(server, prefix)
         .into_iter()
         .filter_map(|key| {
-            let dump = conn.cmd(&["DUMP", &key]).expect("DUMP");
-            dump.as_bytes().map(|dump| (key, dump.to_vec()))
+            let dump = conn.cmd(&[b"DUMP".as_slice(), &key]).expect("DUMP");
+            let ttl = conn.cmd(&[b"PTTL".as_slice(), &key]).expect("PTTL");
+            let (dump, ttl) = (dump.as_bytes()?.to_vec(), ttl.as_int()?);
+            Some((key, ttl.max(0), dump))
         })
         .collect()
 }
 
-fn restore(prefix: &str, dumped: &[(String, Vec<u8>)]) {
-    let mut conn = conn();
-    for key in keys(prefix) {
-        conn.cmd(&["DEL", &key]).expect("DEL");
+/// Replaces the keys of `prefix` on `server` by `dumped`.
+pub(crate) fn restore_keys(server: &RedisServer, prefix: &str, dumped: &[Dumped]) {
+    let mut conn = server.connect().expect("connects");
+    for key in keys_on(server, prefix) {
+        conn.cmd(&[b"DEL".as_slice(), &key]).expect("DEL");
     }
-    for (key, dump) in dumped {
-        conn.cmd(&[b"RESTORE".as_slice(), key.as_bytes(), b"0", dump])
+    for (key, ttl, dump) in dumped {
+        let ttl = ttl.to_string();
+        conn.cmd(&[b"RESTORE".as_slice(), key, ttl.as_bytes(), dump])
             .expect("RESTORE");
     }
 }
@@ -256,7 +275,7 @@ async fn after_lost_writes_ids_and_lease_tokens_never_repeat() {
         .enqueue("q", &random_id(), vec![job(b"1")])
         .await
         .expect("enqueues");
-    let kept = dump(&prefix);
+    let kept = dump_keys(server(), &prefix);
     // Written, then lost: a second job and the first one's run.
     let lost_job = store
         .enqueue("q", &random_id(), vec![job(b"2")])
@@ -265,7 +284,7 @@ async fn after_lost_writes_ids_and_lease_tokens_never_repeat() {
     let old = store.fetch("q", &call(1, Vec::new())).await.expect("takes");
     let old_lease = old.jobs[0].lease.clone();
     std::thread::sleep(Duration::from_millis(2));
-    restore(&prefix, &kept);
+    restore_keys(server(), &prefix, &kept);
 
     let after = store
         .enqueue("q", &random_id(), vec![job(b"3")])

@@ -25,7 +25,7 @@
 
 mod blocking;
 #[cfg(test)]
-mod edges;
+pub(crate) mod edges;
 mod reply;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +41,8 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use crate::error::{Error, Result};
 use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::store::{
-    AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, NewJob, Renewed, Settings, Store,
-    bounded_message, millis,
+    AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, MAX_SETTING, NewJob, Renewed,
+    Settings, Store, bounded_message, millis,
 };
 
 use self::blocking::BlockingPool;
@@ -551,9 +551,6 @@ fn check_version(info: &str) -> Result<()> {
     }
     Ok(())
 }
-
-/// The largest count or retention the scripts take (2^40; durations in ms).
-pub(crate) const MAX_SETTING: u64 = 1 << 40;
 
 /// A number argument (fred takes signed integers).
 fn int(value: u64) -> Value {
