@@ -19,6 +19,7 @@ use crate::cache::ApiCache;
 use crate::config::{Config, ServerConfig};
 use crate::jobs::{Processors, Running, Throughput};
 use crate::middleware::{self, Shedder, Stack};
+use crate::params::{QueryRules, QueryRulesLayer};
 use crate::problem::Problem;
 use crate::ratelimit::{self, RateLimits};
 use crate::routes::docs::{ApiDoc, ApiDocument, Conventions};
@@ -300,7 +301,11 @@ fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
         .split_for_parts();
     Conventions.modify(&mut document);
     let json = document.to_json().unwrap_or_default();
+    // Every route accepts the query parameters its operation declares and
+    // no other (the fallbacks, added after, answer 404 whatever the query).
+    let query_rules = QueryRules::from_document(&document);
     let router = router
+        .layer(QueryRulesLayer(query_rules))
         .layer(Extension(ApiDocument(Arc::from(json))))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -36,6 +36,7 @@ mod cache;
 mod checks;
 pub mod config;
 mod db;
+mod extract;
 pub mod jobs;
 mod logging;
 mod metrics;

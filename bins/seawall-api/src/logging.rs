@@ -5,7 +5,11 @@
 //! is when it is plain (visible ASCII without `"`, `\` or `=`), which the
 //! request span's method, route template and request id always are, and
 //! quoted and escaped otherwise, so a value can never forge a field or a
-//! line. Messages are written as they are, with control characters escaped.
+//! line. Messages and values recorded with `?` or `%` are written as they
+//! are, with control characters escaped, so they cannot forge a line; a
+//! value from a request is recorded as a string (`key = key.as_str()`), so
+//! it cannot forge a field either. JSON lines escape everything as JSON
+//! strings do.
 //! This is tracing-subscriber's default text format without its per-field
 //! styling, which costs a request span more than the rest of its fields do.
 
@@ -115,13 +119,9 @@ impl Visit for PlainVisitor<'_> {
         if !self.start(field) {
             return;
         }
-        self.result = if field.name() == "message" {
-            // A message is `format_args!`, whose `Debug` is its text.
-            let mut escaping = Escaping(&mut self.writer);
-            write!(escaping, "{value:?}")
-        } else {
-            write!(self.writer, "{value:?}")
-        };
+        // A message is `format_args!`, whose `Debug` is its text; a `%value`
+        // field is its `Display` text, unquoted. Either may hold a line break.
+        self.result = write!(Escaping(&mut self.writer), "{value:?}");
     }
 }
 
@@ -223,6 +223,22 @@ mod tests {
         assert!(!log.contains('\u{1b}'), "{log}");
         assert!(log.contains(r#"path="x\nfake line\u{1b}[31m""#), "{log}");
         assert!(log.contains(r"saw x\nfake line\u{1b}[31m"), "{log}");
+    }
+
+    #[test]
+    fn a_displayed_or_debugged_value_cannot_break_the_line() {
+        let log = text_log(|| {
+            let key = String::from("x\r\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J");
+            tracing::info!(key = %key, "key blocked");
+            tracing::info!(error = %std::io::Error::other(key.clone()), "failed");
+            tracing::info!(key = ?key, "key blocked");
+        });
+        assert_eq!(log.lines().count(), 3, "{log}");
+        assert!(!log.contains('\u{1b}'), "{log}");
+        assert!(
+            log.contains(r"key=x\r\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J"),
+            "{log}"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! (`request_id`, the `x-request-id` header's value): the request-id
 //! middleware runs the rest of the stack inside `request_id_scope`.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -127,6 +126,17 @@ impl Problem {
         .with_param(name, reason)
     }
 
+    /// 422: a query parameter is well-formed and in range, but its value is
+    /// one the route cannot act on.
+    pub fn unprocessable_parameter(name: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("query parameter `{name}` {reason}"),
+        )
+        .with_param(name, reason)
+    }
+
     /// 422: the JSON body is well-formed but a field is invalid.
     pub fn invalid_field(name: &str, reason: impl Into<String>) -> Self {
         let reason = reason.into();
@@ -224,69 +234,6 @@ impl IntoResponse for Problem {
         }
         response
     }
-}
-
-impl From<JsonRejection> for Problem {
-    /// 415 without a JSON content type, 413 over the body limit, 422 for a body
-    /// that is not JSON or does not match the expected shape.
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the request body must be JSON, sent with `Content-Type: application/json`",
-            ),
-            JsonRejection::JsonSyntaxError(error) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the body is not valid JSON: {}", source_text(&error)),
-            ),
-            JsonRejection::JsonDataError(error) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "the body does not match the expected fields: {}",
-                    source_text(&error)
-                ),
-            ),
-            JsonRejection::BytesRejection(error) => {
-                let status = error.status();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    Self::new(status, "the request body is larger than the server accepts")
-                } else {
-                    Self::new(status, error.body_text())
-                }
-            }
-            other => Self::new(other.status(), other.body_text()),
-        }
-    }
-}
-
-impl From<QueryRejection> for Problem {
-    fn from(rejection: QueryRejection) -> Self {
-        match rejection {
-            QueryRejection::FailedToDeserializeQueryString(error) => Self::new(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query string: {}", source_text(&error)),
-            ),
-            other => Self::new(StatusCode::BAD_REQUEST, other.body_text()),
-        }
-    }
-}
-
-impl From<PathRejection> for Problem {
-    fn from(rejection: PathRejection) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid path: {}", source_text(&rejection)),
-        )
-    }
-}
-
-/// The innermost error message: axum's own text repeats the rejection name.
-fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner = error;
-    while let Some(source) = inner.source() {
-        inner = source;
-    }
-    inner.to_string()
 }
 
 #[cfg(test)]

@@ -690,11 +690,15 @@ impl<C: Codec> TieredCache<C> {
 
     /// Drops every key matching the glob `pattern` (Redis's `SCAN MATCH`
     /// syntax), everywhere: `SCAN` and `UNLINK` in batches on every master,
-    /// never `KEYS`.
+    /// never `KEYS`. A pattern is 1 to [`MAX_PATTERN_LEN`] bytes
+    /// ([`Error::Invalid`] otherwise, and nothing is dropped).
+    ///
+    /// [`MAX_PATTERN_LEN`]: crate::MAX_PATTERN_LEN
     pub async fn invalidate_pattern(&self, pattern: &str) -> Result<()> {
-        if pattern.is_empty() || pattern.len() > 1024 {
+        if pattern.is_empty() || pattern.len() > crate::MAX_PATTERN_LEN {
             return Err(Error::Invalid(format!(
-                "a pattern of {} bytes",
+                "a pattern is 1 to {} bytes, not {}",
+                crate::MAX_PATTERN_LEN,
                 pattern.len()
             )));
         }

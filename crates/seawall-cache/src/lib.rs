@@ -91,7 +91,7 @@ pub use error::{BoxError, Error, Result};
 pub use key::{KeyBuilder, KeyParts, MAX_KEY_LEN};
 pub use lock::{LockGuard, RedisLocks};
 pub use memory::L1Capacity;
-pub use options::{MAX_TAG_LEN, MAX_TAGS, Options};
+pub use options::{MAX_PATTERN_LEN, MAX_TAG_LEN, MAX_TAGS, Options};
 pub use stats::{BreakerState, ClassStats, Stats, TierCounts};
 pub use warm::WarmUpProgress;
 

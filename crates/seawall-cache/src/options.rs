@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 pub const MAX_TAGS: usize = 32;
 /// The longest tag, in bytes.
 pub const MAX_TAG_LEN: usize = 256;
+/// The longest glob [`TieredCache::invalidate_pattern`] takes, in bytes.
+///
+/// [`TieredCache::invalidate_pattern`]: crate::TieredCache::invalidate_pattern
+pub const MAX_PATTERN_LEN: usize = 2048;
 
 /// A call's TTL class, tags and per-call overrides of the class's policy.
 ///

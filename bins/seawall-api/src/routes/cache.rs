@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use seawall_cache::{BreakerState, WarmUpProgress};
 use serde::{Deserialize, Serialize};
@@ -16,14 +14,22 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::cache::{ApiCache, Family, RatioPoint, WarmUp};
-use crate::params::{Params, QueryPairs};
+use crate::extract::Json;
+use crate::params::Params;
 use crate::problem::Problem;
 use crate::state::AppState;
 
 /// The `type` values `DELETE /api/cache` accepts.
 const TYPES: [&str; 5] = ["schedule", "session", "computation", "api", "all"];
-/// The longest invalidation pattern.
+/// The longest invalidation pattern, in characters (what the contract's
+/// `maxLength` counts).
 const MAX_PATTERN: usize = 256;
+/// The longest namespace a pattern is put under.
+const LONGEST_NAMESPACE: usize = "content:".len();
+const _: () = assert!(
+    MAX_PATTERN * 4 + LONGEST_NAMESPACE <= seawall_cache::MAX_PATTERN_LEN,
+    "every pattern the route accepts fits the cache's limit in bytes once namespaced"
+);
 /// The most users a warm-up loads.
 const MAX_WARM_USERS: i64 = 10_000;
 /// Catalogue pages a warm-up loads (the default page size).
@@ -182,9 +188,8 @@ fn cache_of(state: &AppState) -> Result<&ApiCache, Problem> {
 )]
 async fn warm_up(
     State(state): State<AppState>,
-    query: QueryPairs,
+    params: Params,
 ) -> Result<(StatusCode, Json<WarmUp>), Problem> {
-    let params = Params::from_query(query, &["action", "users"])?;
     params
         .choice("action", &["warmup"])?
         .ok_or_else(|| Problem::bad_parameter("action", "is required"))?;
@@ -364,13 +369,13 @@ struct Invalidated {
         (status = 200, description = "The keys were dropped", body = Invalidated),
         (status = 409, description = "The cache is off",
             body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The body is not valid JSON, a field is missing or unknown, the type is not one of schedule, session, computation, api, all, or the pattern is empty or too long",
+        (status = 422, description = "The body is not valid JSON, a field is missing or unknown, the type is not one of schedule, session, computation, api, all, or the pattern is empty, longer than 256 characters or holds a control character",
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
 async fn invalidate(
     State(state): State<AppState>,
-    body: Result<Json<Invalidation>, JsonRejection>,
+    body: Result<Json<Invalidation>, Problem>,
 ) -> Result<Json<Invalidated>, Problem> {
     let Json(request) = body?;
     if !TYPES.contains(&request.kind.as_str()) {
@@ -398,13 +403,26 @@ async fn invalidate(
     let mut deferred = false;
     for family in families {
         let pattern = format!("{}:{}", family.namespace(), request.pattern);
-        if let Err(error) = cache.cache().invalidate_pattern(&pattern).await {
-            tracing::warn!(%error, pattern, "a cache invalidation reached only this instance for now");
-            deferred = true;
+        match cache.cache().invalidate_pattern(&pattern).await {
+            Ok(()) => {}
+            Err(error @ seawall_cache::Error::Invalid(_)) => {
+                tracing::error!(%error, pattern = pattern.as_str(), "the cache refused an invalidation the route accepted");
+                return Err(Problem::internal());
+            }
+            // Redis failed: L1 here was dropped, and Redis and the other
+            // instances get the invalidation once Redis answers.
+            Err(error) => {
+                tracing::warn!(%error, pattern = pattern.as_str(), "a cache invalidation reached only this instance for now");
+                deferred = true;
+            }
         }
         patterns.push(pattern);
     }
-    tracing::info!(kind = %request.kind, pattern = %request.pattern, "cache invalidated");
+    tracing::info!(
+        kind = request.kind.as_str(),
+        pattern = request.pattern.as_str(),
+        "cache invalidated"
+    );
     Ok(Json(Invalidated {
         kind: request.kind,
         pattern: request.pattern,

@@ -11,13 +11,12 @@
 //! binary changes. The HTML is served with a strict Content-Security-Policy:
 //! no inline script or style, everything from this origin.
 
-use axum::extract::Path;
-use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::extract::Path;
 use crate::problem::Problem;
 
 /// One embedded file.
@@ -93,12 +92,8 @@ async fn index(headers: HeaderMap) -> Response {
             content_type = "application/problem+json"),
     ),
 )]
-async fn asset(
-    file: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    let Path(file) = file?;
-    Ok(serve(&file, &headers))
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(&file, &headers)
 }
 
 /// One panel of the dashboard, a JavaScript module listed by `panels.json`.
@@ -115,12 +110,8 @@ async fn asset(
             content_type = "application/problem+json"),
     ),
 )]
-async fn panel(
-    file: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    let Path(file) = file?;
-    Ok(serve(&format!("panels/{file}"), &headers))
+async fn panel(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(&format!("panels/{file}"), &headers)
 }
 
 fn serve(path: &str, request: &HeaderMap) -> Response {

@@ -80,7 +80,9 @@ pub(crate) struct Conventions;
 const COMMON: [(&str, &str); 5] = [
     (
         "400",
-        "Invalid input: a malformed or unknown query parameter, or two `Authorization` headers",
+        "Invalid input: a query parameter the operation does not list, given twice, malformed \
+         or out of range; a path segment that is not UTF-8 or not of its type; or two \
+         `Authorization` headers",
     ),
     (
         "414",

@@ -1,6 +1,5 @@
 //! The admin performance report: `GET /api/performance`.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +8,8 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::params::{Params, QueryPairs};
+use crate::extract::Json;
+use crate::params::Params;
 use crate::problem::Problem;
 use crate::routes::health::{HealthDocument, health_json};
 use crate::state::AppState;
@@ -54,11 +54,7 @@ struct Performance {
         )),
     ),
 )]
-async fn performance(
-    State(state): State<AppState>,
-    query: QueryPairs,
-) -> Result<Response, Problem> {
-    let params = Params::from_query(query, &["type", "limit"])?;
+async fn performance(State(state): State<AppState>, params: Params) -> Result<Response, Problem> {
     let kind = params.choice("type", &["health", "slow-queries", "slow-apis"])?;
     let limit = params.int("limit", 1..=MAX_SLOW_LIMIT, Some(20))?;
     let limit = usize::try_from(limit).unwrap_or(20);

@@ -6,9 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use seawall_queue::{Cancelled, Counts, Finished, JobId, JobInfo, JobState, Queues};
 use serde::{Deserialize, Serialize};
@@ -17,8 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::QueueName;
+use crate::extract::{Json, Path};
 use crate::jobs::{self, Refusal, ThroughputPoint};
-use crate::params::{Params, QueryPairs};
+use crate::params::Params;
 use crate::problem::Problem;
 use crate::routes::workload::{integer, timestamp};
 use crate::state::AppState;
@@ -436,7 +435,7 @@ macro_rules! enqueue_route {
         async fn $handler(
             State(state): State<AppState>,
             headers: HeaderMap,
-            body: Result<Json<serde_json::Value>, JsonRejection>,
+            body: Result<Json<serde_json::Value>, Problem>,
         ) -> Result<(StatusCode, Json<Enqueued>), Problem> {
             enqueue(&state, QueueName::$queue, &headers, body).await
         }
@@ -504,7 +503,7 @@ async fn enqueue(
     state: &AppState,
     queue: QueueName,
     headers: &HeaderMap,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, Problem>,
 ) -> Result<(StatusCode, Json<Enqueued>), Problem> {
     let key = idempotency_key(headers)?;
     let Json(payload) = body?;
@@ -543,10 +542,9 @@ async fn enqueue(
 async fn list(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
-    query: QueryPairs,
+    params: Params,
 ) -> Result<Json<JobList>, Problem> {
     let queue = queue_named(&queue)?;
-    let params = Params::from_query(query, &["state", "limit"])?;
     let job_state = match params.choice("state", &["active", "delayed", "completed", "dead"])? {
         Some("active") => JobState::Active,
         Some("delayed") => JobState::Delayed,
@@ -801,7 +799,7 @@ async fn set_paused(
 async fn clean(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
-    body: Result<Json<CleanRequest>, JsonRejection>,
+    body: Result<Json<CleanRequest>, Problem>,
 ) -> Result<Json<Affected>, Problem> {
     let queue = queue_named(&queue)?;
     let Json(request) = body?;

@@ -3,9 +3,7 @@
 //! `POST /api/rate-limit` (a tenant's tier), `DELETE /api/rate-limit`
 //! (reset a key), and `POST` / `DELETE /api/rate-limit/block`.
 
-use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use seawall_ratelimit::Limiter;
 use serde::{Deserialize, Serialize};
@@ -13,7 +11,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::params::{Params, QueryPairs};
+use crate::extract::Json;
+use crate::params::Params;
 use crate::problem::Problem;
 use crate::ratelimit::{RateLimits, Tier, is_tenant_id};
 use crate::state::AppState;
@@ -22,6 +21,49 @@ use crate::state::AppState;
 const LIMITERS: [&str; 5] = ["ddos", "api", "auth", "report", "tenant"];
 /// The longest block an admin may set: a day.
 const MAX_BLOCK_SECONDS: i64 = 86_400;
+/// The longest key an admin may name, in characters (what the contract's
+/// `maxLength` counts). Every key the limiters count is shorter: a client
+/// address, `key:` or `user:` and 64 characters, or a tenant id.
+const MAX_KEY_CHARS: usize = 128;
+const _: () = assert!(
+    MAX_KEY_CHARS * 4 <= seawall_ratelimit::MAX_KEY_BYTES,
+    "any key an admin may name fits the limiters' limit in bytes"
+);
+/// What is wrong with `key` as a rate-limit key an admin names: too short or
+/// long (a range: 400 in a query, 422 in a body), or with a control
+/// character (a value no key can have: 422).
+enum BadKey {
+    Length,
+    Control,
+}
+
+impl BadKey {
+    fn of(key: &str) -> Option<Self> {
+        let length = key.chars().count();
+        if length == 0 || length > MAX_KEY_CHARS {
+            Some(Self::Length)
+        } else if key.chars().any(char::is_control) {
+            Some(Self::Control)
+        } else {
+            None
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Self::Length => format!("must be 1 to {MAX_KEY_CHARS} characters"),
+            Self::Control => "must not contain control characters".to_owned(),
+        }
+    }
+
+    /// The problem for the key given as a query parameter.
+    fn in_query(&self) -> Problem {
+        match self {
+            Self::Length => Problem::bad_parameter("key", self.reason()),
+            Self::Control => Problem::unprocessable_parameter("key", self.reason()),
+        }
+    }
+}
 
 /// The admin rate-limit routes; the caller puts them behind the token.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -210,12 +252,17 @@ fn limits(state: &AppState) -> Result<&RateLimits, Problem> {
 }
 
 /// Reads the limiter and key of a query string.
-fn limiter_and_key(limits: &RateLimits, query: QueryPairs) -> Result<(&Limiter, String), Problem> {
-    let params = Params::from_query(query, &["limiter", "key"])?;
+fn limiter_and_key<'l>(
+    limits: &'l RateLimits,
+    params: &Params,
+) -> Result<(&'l Limiter, String), Problem> {
     let name = params
         .choice("limiter", &LIMITERS)?
         .ok_or_else(|| Problem::bad_parameter("limiter", "is required"))?;
-    let key = params.text("key", seawall_ratelimit::MAX_KEY_BYTES)?;
+    let key = params.required("key")?;
+    if let Some(bad) = BadKey::of(key) {
+        return Err(bad.in_query());
+    }
     let limiter = limits
         .limiter(name)
         .ok_or_else(|| Problem::bad_parameter("limiter", "names no limiter"))?;
@@ -281,7 +328,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<RateLimitStats>, Pr
 )]
 async fn set_tier(
     State(state): State<AppState>,
-    body: Result<Json<TierChange>, JsonRejection>,
+    body: Result<Json<TierChange>, Problem>,
 ) -> Result<Json<TenantTier>, Problem> {
     let Json(change) = body?;
     let tier = change.tier.as_str();
@@ -320,7 +367,11 @@ async fn set_tier(
     if let Some(limits) = state.ratelimits() {
         limits.forget_tier(&change.tenant_id);
     }
-    tracing::info!(tenant = %change.tenant_id, tier, "tenant tier changed");
+    tracing::info!(
+        tenant = change.tenant_id.as_str(),
+        tier,
+        "tenant tier changed"
+    );
     Ok(Json(TenantTier {
         tenant_id: change.tenant_id,
         tier: tier.to_owned(),
@@ -354,19 +405,18 @@ fn key_state(limiter: &Limiter, key: String, decision: &seawall_ratelimit::Decis
         ("limiter" = String, Query, description = "The limiter",
             pattern = "^(ddos|api|auth|report|tenant)$", example = "api"),
         ("key" = String, Query, description = "The key: a client address, `key:<API key>`, `user:<id>` or a tenant id",
-            min_length = 1, max_length = 512, example = "user:7"),
+            min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "user:7"),
     ),
     responses(
         (status = 200, description = "The key, fresh", body = KeyState),
         (status = 409, description = "Rate limiting is off",
             body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The key has a control character",
+            body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn reset(
-    State(state): State<AppState>,
-    query: QueryPairs,
-) -> Result<Json<KeyState>, Problem> {
-    let (limiter, key) = limiter_and_key(limits(&state)?, query)?;
+async fn reset(State(state): State<AppState>, params: Params) -> Result<Json<KeyState>, Problem> {
+    let (limiter, key) = limiter_and_key(limits(&state)?, &params)?;
     limiter.reset(&key).await.map_err(limiter_error)?;
     let standing = limiter.peek(&key).await.map_err(limiter_error)?;
     Ok(Json(key_state(limiter, key, &standing)))
@@ -379,8 +429,13 @@ struct BlockRequest {
     /// The limiter.
     #[schema(pattern = "^(ddos|api|auth|report|tenant)$", example = "ddos")]
     limiter: String,
-    /// The key.
-    #[schema(min_length = 1, max_length = 512, example = "203.0.113.9")]
+    /// The key: 1 to 128 characters, none of them a control character.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "203.0.113.9"
+    )]
     key: String,
     /// How long, in seconds.
     #[serde(deserialize_with = "crate::routes::workload::integer")]
@@ -402,7 +457,7 @@ struct BlockRequest {
 )]
 async fn block(
     State(state): State<AppState>,
-    body: Result<Json<BlockRequest>, JsonRejection>,
+    body: Result<Json<BlockRequest>, Problem>,
 ) -> Result<Json<KeyState>, Problem> {
     let Json(request) = body?;
     let limits = limits(&state)?;
@@ -413,8 +468,8 @@ async fn block(
         .ok_or_else(|| {
             Problem::invalid_field("limiter", format!("must be one of {}", LIMITERS.join(", ")))
         })?;
-    if request.key.is_empty() || request.key.len() > seawall_ratelimit::MAX_KEY_BYTES {
-        return Err(Problem::invalid_field("key", "must be 1 to 512 bytes"));
+    if let Some(bad) = BadKey::of(&request.key) {
+        return Err(Problem::invalid_field("key", bad.reason()));
     }
     if !(1..=MAX_BLOCK_SECONDS).contains(&request.seconds) {
         return Err(Problem::invalid_field(
@@ -427,7 +482,12 @@ async fn block(
         .block(&request.key, std::time::Duration::from_secs(seconds))
         .await
         .map_err(limiter_error)?;
-    tracing::info!(limiter = limiter.name(), key = %request.key, seconds, "key blocked by an admin");
+    tracing::info!(
+        limiter = limiter.name(),
+        key = request.key.as_str(),
+        seconds,
+        "key blocked by an admin"
+    );
     Ok(Json(key_state(limiter, request.key, &decision)))
 }
 
@@ -437,21 +497,24 @@ async fn block(
     params(
         ("limiter" = String, Query, description = "The limiter",
             pattern = "^(ddos|api|auth|report|tenant)$", example = "ddos"),
-        ("key" = String, Query, description = "The key", min_length = 1, max_length = 512,
-            example = "203.0.113.9"),
+        ("key" = String, Query, description = "The key", min_length = 1, max_length = 128,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "203.0.113.9"),
     ),
     responses(
         (status = 200, description = "The key, unblocked", body = KeyState),
         (status = 409, description = "Rate limiting is off",
             body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The key has a control character",
+            body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn unblock(
-    State(state): State<AppState>,
-    query: QueryPairs,
-) -> Result<Json<KeyState>, Problem> {
-    let (limiter, key) = limiter_and_key(limits(&state)?, query)?;
+async fn unblock(State(state): State<AppState>, params: Params) -> Result<Json<KeyState>, Problem> {
+    let (limiter, key) = limiter_and_key(limits(&state)?, &params)?;
     let decision = limiter.unblock(&key).await.map_err(limiter_error)?;
-    tracing::info!(limiter = limiter.name(), key = %key, "key unblocked by an admin");
+    tracing::info!(
+        limiter = limiter.name(),
+        key = key.as_str(),
+        "key unblocked by an admin"
+    );
     Ok(Json(key_state(limiter, key, &decision)))
 }

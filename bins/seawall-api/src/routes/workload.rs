@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::extract::State;
 use seawall_perfmon::slowlog::rfc3339;
 use seawall_perfmon::sqlx::TimedQuery;
@@ -15,7 +14,8 @@ use utoipa_axum::routes;
 use crate::cache::{ApiCache, Family, LoadProblem};
 use crate::config::ReviewWrites;
 use crate::db::Db;
-use crate::params::{Params, QueryPairs};
+use crate::extract::Json;
+use crate::params::Params;
 use crate::problem::Problem;
 use crate::reviews::Review;
 use crate::seed::CATEGORIES;
@@ -190,9 +190,8 @@ const PENDING_SLACK: i64 = 32;
 )]
 async fn review_today(
     State(state): State<AppState>,
-    query: QueryPairs,
+    params: Params,
 ) -> Result<Json<DueReviews>, Problem> {
-    let params = Params::from_query(query, &["user_id", "category", "limit"])?;
     let user_id = params.int("user_id", 1..=i64::MAX, None)?;
     let category = params.choice("category", &CATEGORIES)?;
     let limit = params.int("limit", 1..=MAX_DUE_LIMIT, Some(100))?;
@@ -414,7 +413,7 @@ struct Schedule {
 )]
 async fn complete_review(
     State(state): State<AppState>,
-    body: Result<Json<CompleteReview>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<CompleteReview>, Problem>,
 ) -> Result<Json<Completed>, Problem> {
     let Json(review) = body?;
     if review.user_id < 1 {
@@ -567,8 +566,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
             content_type = "application/problem+json"),
     ),
 )]
-async fn stats(State(state): State<AppState>, query: QueryPairs) -> Result<Json<Stats>, Problem> {
-    let params = Params::from_query(query, &["user_id"])?;
+async fn stats(State(state): State<AppState>, params: Params) -> Result<Json<Stats>, Problem> {
     let user_id = params.int("user_id", 1..=i64::MAX, None)?;
     let found = cached(
         &state,
@@ -810,9 +808,8 @@ struct Content {
 )]
 async fn contents(
     State(state): State<AppState>,
-    query: QueryPairs,
+    params: Params,
 ) -> Result<Json<ContentPage>, Problem> {
-    let params = Params::from_query(query, &["page", "page_size", "category"])?;
     let page = params.int("page", 1..=MAX_PAGE, Some(1))?;
     let page_size = params.int("page_size", 1..=MAX_PAGE_SIZE, Some(20))?;
     let category = params.choice("category", &CATEGORIES)?;

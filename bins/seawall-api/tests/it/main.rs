@@ -4,6 +4,7 @@
 mod browser;
 mod cache;
 mod chromedriver;
+mod edges;
 mod metrics;
 mod process;
 mod queue;

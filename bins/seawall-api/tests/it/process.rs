@@ -15,15 +15,21 @@ use nix::unistd::Pid;
 const BINARY: &str = env!("CARGO_BIN_EXE_seawall-api");
 
 /// The binary with a clean environment (none of the caller's `SEAWALL_*`,
-/// `DATABASE_URL` or `REDIS_URL`), a small dataset in `dir`, and a free port.
+/// `DATABASE_URL` or `REDIS_URL`), a small dataset in `dir`, a free port,
+/// and JSON log lines.
 fn command(dir: &Path) -> Command {
+    command_logging(dir, "json")
+}
+
+/// Same, with log lines in `format` (`json` or `text`).
+fn command_logging(dir: &Path, format: &str) -> Command {
     let mut command = Command::new(BINARY);
     for name in seawall_api::config::env_vars() {
         command.env_remove(name);
     }
     command
         .current_dir(dir)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--log-format", format])
         .args(["--demo-users", "5", "--demo-contents", "20"])
         .args([
             "--demo-schedules-per-user",
@@ -70,10 +76,8 @@ fn start(mut command: Command) -> Running {
         let line = stderr
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("no 'listening' line; stderr so far:\n{}", seen.join("\n")));
-        let log: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("log lines are JSON with --log-format json: {line}"));
-        if let Some(addr) = log["fields"]["addr"].as_str() {
-            break addr.parse().expect("a socket address");
+        if let Some(addr) = listening_on(&line) {
+            break addr;
         }
         seen.push(line);
     };
@@ -84,6 +88,21 @@ fn start(mut command: Command) -> Running {
         stdout,
         stderr,
     }
+}
+
+/// The address a "listening" log line gives, as JSON (`fields.addr`) or as
+/// text (`addr=`).
+fn listening_on(line: &str) -> Option<SocketAddr> {
+    let addr = if line.starts_with('{') {
+        let log: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|_| panic!("a log line starting with `{{` is JSON: {line}"));
+        log["fields"]["addr"].as_str()?.to_owned()
+    } else {
+        line.split(' ')
+            .find_map(|field| field.strip_prefix("addr="))?
+            .to_owned()
+    };
+    Some(addr.parse().expect("a socket address"))
 }
 
 impl Running {
@@ -121,13 +140,30 @@ impl Drop for Running {
 }
 
 fn get(addr: SocketAddr, path: &str) -> String {
+    send(addr, "GET", path, "", None)
+}
+
+/// One request on its own connection; `headers` are whole lines, each
+/// ending in CRLF; a `body` is sent as JSON.
+fn send(addr: SocketAddr, method: &str, path: &str, headers: &str, body: Option<&str>) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let body = body.map_or_else(String::new, |body| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    });
+    let body = if body.is_empty() {
+        "\r\n".to_owned()
+    } else {
+        body
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}{body}"
     )
     .expect("write");
     let mut response = String::new();
@@ -409,4 +445,135 @@ fn every_log_line_of_a_request_carries_its_id_and_no_credential() {
         .unwrap_or_else(|| panic!("no closing line: {text}"));
     assert_eq!(finished["fields"]["status"], 200, "{finished}");
     assert!(finished["span"]["latency_ms"].is_number(), "{finished}");
+}
+
+/// Admin inputs that reach the log, in both formats: keys and patterns with
+/// line breaks are refused before anything is written, and a key that is
+/// accepted however it is spelt stays one field of one line.
+#[test]
+fn admin_inputs_cannot_forge_log_lines_or_fields() {
+    // Accepted: no control characters, but quotes, spaces and `=` enough
+    // to look like more fields, or a whole line, if written bare.
+    let hostile = r#"x" 2026-01-01T00:00:00Z ERROR forged=yes msg="evil"#;
+    let hostile_query: String = hostile.bytes().map(|byte| format!("%{byte:02X}")).collect();
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut command = command_logging(dir.path(), format);
+        command.env("SEAWALL_ADMIN_TOKEN", "admin-token-for-the-log-test");
+        let running = start(command);
+        let auth = "Authorization: Bearer admin-token-for-the-log-test\r\n";
+        let refused = [
+            (
+                "POST",
+                "/api/rate-limit/block".to_owned(),
+                Some(r#"{"limiter":"api","key":"x\nFORGED ERROR line","seconds":60}"#),
+            ),
+            (
+                "DELETE",
+                "/api/rate-limit/block?limiter=api&key=x%0AFORGED%20ERROR%20line".to_owned(),
+                None,
+            ),
+            (
+                "DELETE",
+                "/api/rate-limit?limiter=api&key=x%0D%0AFORGED%20ERROR%20line".to_owned(),
+                None,
+            ),
+            (
+                "DELETE",
+                "/api/cache".to_owned(),
+                Some(r#"{"pattern":"x\nFORGED ERROR line","type":"all"}"#),
+            ),
+        ];
+        for (method, path, body) in &refused {
+            let response = send(running.addr, method, path, auth, *body);
+            assert!(
+                response.starts_with("HTTP/1.1 422"),
+                "{method} {path}: {response}"
+            );
+        }
+        let block =
+            serde_json::json!({"limiter": "api", "key": hostile, "seconds": 60}).to_string();
+        let accepted = [
+            (
+                "POST",
+                "/api/rate-limit/block".to_owned(),
+                Some(block.as_str()),
+            ),
+            (
+                "DELETE",
+                format!("/api/rate-limit/block?limiter=api&key={hostile_query}"),
+                None,
+            ),
+        ];
+        for (method, path, body) in &accepted {
+            let response = send(running.addr, method, path, auth, *body);
+            assert!(
+                response.starts_with("HTTP/1.1 200"),
+                "{method} {path}: {response}"
+            );
+        }
+
+        running.signal(Signal::SIGTERM);
+        let (code, log) = running.wait(Duration::from_secs(30));
+        assert_eq!(code, 0, "{log:?}");
+        let text = log.join("\n");
+        assert!(
+            !text.contains("FORGED"),
+            "a refused input was logged: {text}"
+        );
+        let admin_lines: Vec<&String> = log
+            .iter()
+            .filter(|line| line.contains("by an admin"))
+            .collect();
+        assert_eq!(admin_lines.len(), 2, "blocked and unblocked: {text}");
+        for line in &log {
+            if format == "json" {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|_| panic!("one JSON record per line: {line}"));
+            } else {
+                let stamp = line.get(..20).unwrap_or_default();
+                assert!(
+                    stamp.starts_with("20") && stamp.as_bytes().get(10) == Some(&b'T'),
+                    "every line starts with its own timestamp: {line}"
+                );
+            }
+        }
+        for line in admin_lines {
+            let key = if format == "json" {
+                let record: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                record["fields"]["key"]
+                    .as_str()
+                    .expect("a key field")
+                    .to_owned()
+            } else {
+                // The value is quoted and escaped: it reads back as the key,
+                // and nothing outside the quotes looks like its parts.
+                let start = line.find(" key=\"").expect("a quoted key field") + 5;
+                let end = quoted_end(&line[start..])
+                    .map(|end| start + end)
+                    .expect("a closing quote");
+                assert!(
+                    !line[..start].contains("forged") && !line[end..].contains("forged"),
+                    "a forged field: {line}"
+                );
+                serde_json::from_str(&line[start..end]).expect("an escaped string")
+            };
+            assert_eq!(key, hostile, "{line}");
+        }
+    }
+}
+
+/// Where the quoted string that `text` starts with ends (past its closing
+/// quote), skipping escaped characters.
+fn quoted_end(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (at, c) in text.char_indices().skip(1) {
+        match (escaped, c) {
+            (true, _) => escaped = false,
+            (false, '\\') => escaped = true,
+            (false, '"') => return Some(at + 1),
+            _ => {}
+        }
+    }
+    None
 }

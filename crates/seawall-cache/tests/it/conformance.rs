@@ -570,6 +570,15 @@ async fn bad_input_is_a_typed_error(backend: &Backend) {
         cache.invalidate_pattern("").await,
         Err(Error::Invalid(_))
     ));
+    let longest = "k".repeat(seawall_cache::MAX_PATTERN_LEN);
+    cache
+        .invalidate_pattern(&longest)
+        .await
+        .expect("the longest pattern");
+    assert!(matches!(
+        cache.invalidate_pattern(&format!("{longest}*")).await,
+        Err(Error::Invalid(_))
+    ));
     // Another type under the same key is a miss, not garbage.
     cache.set("typed", Class::API, 7_u64).await.expect("set");
     assert_eq!(cache.get::<String>("typed", Class::API).await, None);

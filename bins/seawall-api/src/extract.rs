@@ -1,0 +1,255 @@
+//! The extractors routes use, whose rejections are RFC 9457 problems: a
+//! path segment that is not UTF-8 or not of its type, a body that is not
+//! JSON or not of its shape. axum's own extractors answer such requests
+//! with `text/plain`; this module is the one place their rejections become
+//! [`Problem`]s, and the crate's `clippy.toml` disallows using them directly
+//! (query strings go through [`crate::params::Params`], headers are read
+//! from the `HeaderMap` and refused with problems where they are checked).
+//!
+//! A handler that must check something else first (an `Idempotency-Key`
+//! before the body, the queue before its body) takes
+//! `Result<Json<T>, Problem>` and applies `?` where the order says.
+#![allow(clippy::disallowed_types)]
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::problem::Problem;
+
+/// A JSON body: as an extractor, refused with a problem (415 without a JSON
+/// content type, 413 over the body limit, 422 otherwise); as a response,
+/// `application/json`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Json<T>(pub(crate) T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        axum::Json::<T>::from_request(request, state)
+            .await
+            .map(|axum::Json(value)| Self(value))
+            .map_err(json_problem)
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters: a segment that is not UTF-8 or does not parse is a 400
+/// problem naming it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(path_problem)
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be JSON, sent with `Content-Type: application/json`",
+        ),
+        JsonRejection::JsonSyntaxError(error) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the body is not valid JSON: {}", source_text(&error)),
+        ),
+        JsonRejection::JsonDataError(error) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the body does not match the expected fields: {}",
+                source_text(&error)
+            ),
+        ),
+        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than the server accepts",
+            )
+        }
+        other => Problem::new(other.status(), other.body_text()),
+    }
+}
+
+fn path_problem(rejection: PathRejection) -> Problem {
+    use axum::extract::path::ErrorKind;
+    let PathRejection::FailedToDeserializePathParams(error) = rejection else {
+        // The route has no parameters to give: a fault of the route table.
+        return Problem::internal();
+    };
+    let detail = match error.kind() {
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("path segment `{key}` is not valid UTF-8"),
+            )
+            .with_param(key.as_str(), "is not valid UTF-8");
+        }
+        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("path segment `{key}` is malformed"),
+            )
+            .with_param(key.as_str(), "is malformed");
+        }
+        other => other.to_string(),
+    };
+    Problem::new(StatusCode::BAD_REQUEST, format!("invalid path: {detail}"))
+}
+
+/// The innermost error message: axum's own text repeats the rejection name.
+fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::{get, post};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn call(
+        router: Router,
+        request: axum::http::Request<Body>,
+    ) -> (StatusCode, String, String) {
+        let response = router.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, kind, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_path_segment_that_is_not_utf8_is_a_problem() {
+        let router = Router::new().route(
+            "/q/{queue}",
+            get(|Path(queue): Path<String>| async move { queue }),
+        );
+        for uri in ["/q/%ff", "/q/%c3%28"] {
+            let request = axum::http::Request::get(uri)
+                .body(Body::empty())
+                .expect("request");
+            let (status, kind, body) = call(router.clone(), request).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert_eq!(kind, crate::problem::PROBLEM_JSON, "{uri}: {body}");
+            assert!(body.contains("`queue` is not valid UTF-8"), "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_segment_of_the_wrong_type_is_a_problem() {
+        #[derive(serde::Deserialize)]
+        struct Job {
+            id: u32,
+        }
+        let router = Router::new()
+            .route(
+                "/n/{id}",
+                get(|Path(job): Path<Job>| async move { job.id.to_string() }),
+            )
+            .route(
+                "/m/{id}",
+                get(|Path(id): Path<u32>| async move { id.to_string() }),
+            );
+        for (uri, expected) in [("/n/x", "`id` is malformed"), ("/m/x", "Cannot parse `x`")] {
+            let request = axum::http::Request::get(uri)
+                .body(Body::empty())
+                .expect("request");
+            let (status, kind, body) = call(router.clone(), request).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(kind, crate::problem::PROBLEM_JSON, "{body}");
+            assert!(body.contains(expected), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn json_refusals_are_problems() {
+        let router =
+            Router::new().route(
+                "/j",
+                post(
+                    |Json(value): Json<std::collections::BTreeMap<String, u8>>| async move {
+                        Json(value)
+                    },
+                ),
+            );
+        let cases = [
+            (None, "{}", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (
+                Some("application/json"),
+                "{",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                Some("application/json"),
+                r#"{"a": -1}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ];
+        for (kind, body, expected) in cases {
+            let mut request = axum::http::Request::post("/j");
+            if let Some(kind) = kind {
+                request = request.header("content-type", kind);
+            }
+            let request = request.body(Body::from(body)).expect("request");
+            let (status, answer_kind, answer) = call(router.clone(), request).await;
+            assert_eq!(status, expected, "{body}: {answer}");
+            assert_eq!(
+                answer_kind,
+                crate::problem::PROBLEM_JSON,
+                "{body}: {answer}"
+            );
+        }
+        let request = axum::http::Request::post("/j")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"a": 1}"#))
+            .expect("request");
+        let (status, kind, body) = call(router, request).await;
+        assert_eq!(
+            (status, kind.as_str(), body.as_str()),
+            (StatusCode::OK, "application/json", r#"{"a":1}"#)
+        );
+    }
+}
