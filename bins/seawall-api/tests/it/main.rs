@@ -4,6 +4,7 @@
 mod browser;
 mod cache;
 mod chromedriver;
+mod contract;
 mod edges;
 mod metrics;
 mod process;
