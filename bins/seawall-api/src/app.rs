@@ -34,6 +34,7 @@ use crate::setup::{self, MONITOR_INTERVAL};
 use crate::state::{AppState, Parts};
 use crate::timeline::Timeline;
 use crate::{Error, metrics};
+use seawall_app::Error as AppError;
 
 /// The service, built from a [`Config`]: connected, migrated, seeded, ready to
 /// serve.
@@ -64,9 +65,9 @@ impl App {
         let monitor = setup::monitor(&config)?;
         let admin_token = AdminToken::new(config.admin.token.as_deref()).map_err(Error::Token)?;
         let db = setup::database(&config, &monitor).await?;
-        let seed = seed::ensure(&db, &config.demo, workload::now_ms())
+        let seed = seed::ensure(&db, &config.demo, seawall_app::time::now_ms())
             .await
-            .map_err(Error::Seed)?;
+            .map_err(AppError::Seed)?;
         match &seed {
             SeedOutcome::Disabled => tracing::info!("demo dataset: seeding is off"),
             SeedOutcome::Present(dataset) => {
@@ -89,9 +90,9 @@ impl App {
             &monitor,
         )?;
         let ratelimits = RateLimits::build(&config.ratelimit, redis.as_ref(), &monitor, db.clone())
-            .map_err(Error::RateLimit)?;
+            .map_err(AppError::RateLimit)?;
         let cache =
-            ApiCache::build(&config.cache, redis.as_ref(), &monitor).map_err(Error::Cache)?;
+            ApiCache::build(&config.cache, redis.as_ref(), &monitor).map_err(AppError::Cache)?;
         if let Some(cache) = &cache {
             // Until it follows other instances' invalidations, L1 answers no
             // read; it catches up in the background if Redis is slow to come.
@@ -110,7 +111,7 @@ impl App {
                 let processors =
                     Processors::new(db.clone(), cache.clone(), config.queue.files.clone());
                 let running = Running::start(memory, &config.queue, &monitor, &processors)
-                    .map_err(Error::Queue)?;
+                    .map_err(AppError::Queue)?;
                 tracing::info!("the queue processors run in this process, on the memory backend");
                 Some(running)
             }

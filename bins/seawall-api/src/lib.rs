@@ -21,7 +21,7 @@
 //! let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
 //! let listener = tokio::net::TcpListener::bind(addr)
 //!     .await
-//!     .map_err(|source| seawall_api::Error::Bind { addr, source })?;
+//!     .map_err(|source| seawall_app::Error::Bind { addr, source })?;
 //! app.serve(listener, std::future::pending()).await
 //! # }
 //! ```
@@ -33,93 +33,53 @@ mod app;
 mod auth;
 mod behind;
 mod cache;
-mod checks;
-pub mod config;
-mod db;
 mod extract;
 pub mod jobs;
-mod logging;
 mod metrics;
 mod middleware;
 mod params;
 pub mod problem;
 mod ratelimit;
-mod redis;
 mod reviews;
 mod routes;
-pub mod seed;
 mod server;
-mod setup;
 mod state;
 mod timeline;
 pub mod worker;
 
+// The application's modules, under the names the service's modules use.
+pub use seawall_app::{Config, ConfigError, RedisError, config, error_chain, log_subscriber, seed};
+pub(crate) use seawall_app::{db, redis, setup};
+
 pub use app::{App, openapi, with_stack};
-pub use config::{Config, ConfigError};
-pub use db::Backend;
-pub use logging::log_subscriber;
-pub use redis::RedisError;
+pub use seawall_app::db::Backend;
 
 /// Why the service could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration is invalid.
-    #[error("invalid configuration")]
-    Config(#[from] ConfigError),
-    /// The performance monitor rejected its settings.
-    #[error("invalid monitoring settings")]
-    Perfmon(#[from] seawall_perfmon::Error),
-    /// The database could not be opened or migrated.
-    #[error("could not open and migrate the database")]
-    Database(#[source] sqlx::Error),
-    /// The demo dataset could not be written.
-    #[error("could not write the demo dataset")]
-    Seed(#[source] sqlx::Error),
-    /// The Redis URL or TLS settings are unusable.
-    #[error("could not set up the Redis client")]
-    Redis(#[source] redis::RedisError),
-    /// The rate limiters could not be built.
-    #[error("could not set up rate limiting")]
-    RateLimit(#[source] seawall_ratelimit::Error),
-    /// The cache could not be built.
-    #[error("could not set up the cache")]
-    Cache(#[source] seawall_cache::Error),
+    /// What the application's set-up failed with: the configuration, the
+    /// database, Redis, the queues, a listen address.
+    #[error(transparent)]
+    App(#[from] seawall_app::Error),
     /// The operating system's random source failed.
     #[error("could not generate an admin token")]
     Token(#[source] getrandom::Error),
-    /// The listen address could not be bound.
-    #[error("could not listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// Serving failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
-    /// The job queues could not be set up.
-    #[error("could not set up the job queues")]
-    Queue(#[source] seawall_queue::Error),
-    /// The SIGINT / SIGTERM handlers could not be installed.
-    #[error("could not listen for SIGINT and SIGTERM")]
-    Signals(#[source] std::io::Error),
 }
 
-/// An error and its sources joined with `: `, the way the binary reports a
-/// failure: `could not open and migrate the database: error returned from
-/// database: …`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+impl From<ConfigError> for Error {
+    fn from(error: ConfigError) -> Self {
+        Self::App(seawall_app::Error::Config(error))
     }
-    text
+}
+
+impl From<seawall_perfmon::Error> for Error {
+    fn from(error: seawall_perfmon::Error) -> Self {
+        Self::App(seawall_app::Error::Perfmon(error))
+    }
 }
 
 /// How long dropping the runtime waits for blocking tasks once the process
@@ -168,7 +128,7 @@ pub fn main_for(program: config::Program) -> std::process::ExitCode {
         Err(error) => {
             eprintln!("{name}: {}", error_chain(&error));
             match error {
-                Error::Config(_) => ExitCode::from(2),
+                Error::App(seawall_app::Error::Config(_)) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -185,7 +145,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let app = App::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| Error::Bind {
+        .map_err(|source| seawall_app::Error::Bind {
             addr: listen,
             source,
         })?;

@@ -21,8 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Backend, Db};
 
-/// A day in milliseconds.
-pub(crate) const DAY_MS: i64 = 86_400_000;
+pub(crate) use seawall_app::time::DAY_MS;
 /// An interval beyond a century is as good as "never again".
 pub(crate) const MAX_INTERVAL_DAYS: i64 = 36_500;
 /// The most reviews one group commit writes.

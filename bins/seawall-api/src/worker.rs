@@ -34,6 +34,7 @@ use crate::problem::Problem;
 use crate::routes::health;
 use crate::setup::{self, QueueHandle};
 use crate::{Error, metrics, server};
+use seawall_app::Error as AppError;
 
 /// How long the probes' server lets a scrape finish once the worker stops.
 const PROBES_DRAIN: Duration = Duration::from_secs(2);
@@ -53,7 +54,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let shutdown = setup::shutdown_signal()?;
     let listener = TcpListener::bind(config.worker.listen)
         .await
-        .map_err(|source| Error::Bind {
+        .map_err(|source| AppError::Bind {
             addr: config.worker.listen,
             source,
         })?;
@@ -70,13 +71,14 @@ pub async fn serve(
 ) -> Result<(), Error> {
     config.validate()?;
     if config.redis.url.is_none() && config.queue.redis_url.is_none() {
-        return Err(Error::Config(ConfigError::Invalid {
+        return Err(AppError::Config(ConfigError::Invalid {
             key: "redis.url",
             value: "none".to_owned(),
             reason: "seawall-worker takes jobs from Redis: set REDIS_URL (or --redis-url, or \
                      queue.redis_url); without Redis the API runs the processors itself"
                 .to_owned(),
-        }));
+        })
+        .into());
     }
     let monitor = setup::monitor(&config)?;
     let db = setup::database(&config, &monitor).await?;
@@ -84,7 +86,8 @@ pub async fn serve(
     metrics::register(&monitor, &db, redis.as_ref())?;
     // Invalidations the processors make reach every API instance through
     // the cache's Redis stream.
-    let cache = ApiCache::build(&config.cache, redis.as_ref(), &monitor).map_err(Error::Cache)?;
+    let cache =
+        ApiCache::build(&config.cache, redis.as_ref(), &monitor).map_err(AppError::Cache)?;
     let queues = QueueHandle::connect(&config)?;
     let mut checks: Vec<Box<dyn HealthCheck>> = vec![Box::new(db.health_check())];
     if let Some(redis) = &redis {
@@ -139,8 +142,8 @@ pub async fn serve(
         () = &mut shutdown => None,
     };
     if let Some(queues) = queues {
-        let running =
-            Running::start(&queues, &config.queue, &monitor, &processors).map_err(Error::Queue)?;
+        let running = Running::start(&queues, &config.queue, &monitor, &processors)
+            .map_err(AppError::Queue)?;
         monitor.register_check(seawall_queue::DurabilityCheck::new(queues.clone()));
         tracing::info!(
             "processing the email, report, schedule, notification, analytics, backup, export and import queues"

@@ -81,6 +81,7 @@ mod layer;
 mod limiter;
 mod memory;
 mod name;
+mod net;
 mod redis;
 mod store;
 mod telemetry;
@@ -93,12 +94,13 @@ pub use error::{Error, Result};
 pub use layer::RouteKey;
 #[cfg(feature = "tower")]
 pub use layer::{
-    ClientIp, HeaderKey, IpNet, KeyExtractor, PeerAddr, RATELIMIT, RATELIMIT_POLICY, RateLimit,
+    ClientIp, HeaderKey, KeyExtractor, PeerAddr, RATELIMIT, RATELIMIT_POLICY, RateLimit,
     RateLimitLayer, ceil_seconds, set_headers,
 };
 pub use limiter::{
     FailurePolicy, Limiter, LimiterBuilder, MAX_KEY_BYTES, Quota, QuotaBuilder, RateLimiter, Store,
 };
 pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreBuilder};
+pub use net::IpNet;
 pub use redis::{DEFAULT_PREFIX, RedisStore};
 pub use telemetry::{BlockedKey, DecisionCounts, RejectedKey};

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::config::QueueName;
 use crate::reviews::MAX_INTERVAL_DAYS;
-use crate::routes::workload::integer;
+use seawall_app::json::integer;
 
 /// The longest notification message, in characters.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 500;

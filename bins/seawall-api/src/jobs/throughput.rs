@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
 use crate::config::QueueName;
-use crate::routes::workload::now_ms;
 use crate::setup::QueueHandle;
+use seawall_app::time::now_ms;
 
 /// How often the streams are read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);

@@ -12,7 +12,7 @@ use super::payload::{
 use super::{Processors, database, files, job_key};
 use crate::config::QueueName;
 use crate::reviews::DAY_MS;
-use crate::routes::workload::now_ms;
+use seawall_app::time::now_ms;
 
 /// Rows one step of a long job handles before it reports progress.
 pub(super) const BATCH: usize = 500;

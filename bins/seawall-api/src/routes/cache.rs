@@ -232,8 +232,8 @@ async fn run_warm_up(state: AppState, cache: ApiCache, ids: Vec<i64>) {
         cache.report_warm_up(progress, false);
     };
 
-    let now = super::workload::now_ms();
-    let due_before = now - now.rem_euclid(super::workload::DAY_MS) + super::workload::DAY_MS;
+    let now = seawall_app::time::now_ms();
+    let due_before = now - now.rem_euclid(seawall_app::time::DAY_MS) + seawall_app::time::DAY_MS;
     let today = ids.iter().map(|id| {
         (
             cache.today_key(*id, due_before, None, 100),

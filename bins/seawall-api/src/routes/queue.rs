@@ -19,8 +19,8 @@ use crate::extract::{Json, Path};
 use crate::jobs::{self, Refusal, ThroughputPoint};
 use crate::params::Params;
 use crate::problem::Problem;
-use crate::routes::workload::{integer, timestamp};
 use crate::state::AppState;
+use seawall_app::time::timestamp;
 
 /// The most jobs one listing returns.
 const MAX_LISTED: i64 = 200;
@@ -177,11 +177,11 @@ struct CleanRequest {
     state: FinishedState,
     /// Remove only jobs finished at least this many seconds ago (at most
     /// a year); default 0.
-    #[serde(default, deserialize_with = "optional_integer")]
+    #[serde(default, deserialize_with = "seawall_app::json::optional_integer")]
     #[schema(minimum = 0, maximum = 31_536_000)]
     older_than_seconds: Option<i64>,
     /// Keep the newest this many in any case, at most 1,000,000; default 0.
-    #[serde(default, deserialize_with = "optional_integer")]
+    #[serde(default, deserialize_with = "seawall_app::json::optional_integer")]
     #[schema(minimum = 0, maximum = 1_000_000)]
     keep: Option<i64>,
 }
@@ -234,15 +234,6 @@ struct JobPath {
     queue: String,
     /// The job's id.
     id: String,
-}
-
-/// An optional JSON integer, `7.0` included (see [`integer`]).
-fn optional_integer<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    struct Wrapped(#[serde(deserialize_with = "integer")] i64);
-    Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(value)| value))
 }
 
 fn queue_named(name: &str) -> Result<QueueName, Problem> {

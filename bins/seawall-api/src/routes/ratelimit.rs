@@ -438,7 +438,7 @@ struct BlockRequest {
     )]
     key: String,
     /// How long, in seconds.
-    #[serde(deserialize_with = "crate::routes::workload::integer")]
+    #[serde(deserialize_with = "seawall_app::json::integer")]
     #[schema(minimum = 1, maximum = 86400, example = 600)]
     seconds: i64,
 }

@@ -1,10 +1,7 @@
 //! The reference workload: what a learner reviews today, their statistics,
 //! the content catalogue, and completing a review.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use axum::extract::State;
-use seawall_perfmon::slowlog::rfc3339;
 use seawall_perfmon::sqlx::TimedQuery;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,9 +17,10 @@ use crate::problem::Problem;
 use crate::reviews::Review;
 use crate::seed::CATEGORIES;
 use crate::state::AppState;
+use seawall_app::json::integer;
+use seawall_app::time::{DAY_MS, now_ms, timestamp};
 use sqlx::AnyConnection;
 
-pub(crate) use crate::reviews::DAY_MS;
 /// Largest page number accepted: beyond it a client is scanning, not paging.
 const MAX_PAGE: i64 = 1_000_000;
 const MAX_PAGE_SIZE: i64 = 100;
@@ -37,19 +35,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(complete_review))
         .routes(routes!(stats))
         .routes(routes!(contents))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
-pub(crate) fn timestamp(ms: i64) -> String {
-    let at = u64::try_from(ms).map_or(UNIX_EPOCH, |ms| UNIX_EPOCH + Duration::from_millis(ms));
-    rfc3339(at)
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(database_error)`
@@ -357,27 +342,6 @@ struct CompleteReview {
     #[serde(default, deserialize_with = "integer")]
     #[schema(minimum = 0, maximum = 86_400_000)]
     duration_ms: i64,
-}
-
-/// A JSON integer, which JSON Schema (and so the OpenAPI contract) says
-/// includes numbers like `7.0`; other fractions and values outside `i64` are
-/// errors.
-pub(crate) fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    let number = serde_json::Number::deserialize(deserializer)?;
-    if let Some(value) = number.as_i64() {
-        return Ok(value);
-    }
-    let float = number.as_f64().unwrap_or(f64::NAN);
-    // i64::MIN is exactly representable; i64::MAX rounds up to 2^63.
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-    if float.fract() == 0.0 && float >= i64::MIN as f64 && float < i64::MAX as f64 {
-        return Ok(float as i64);
-    }
-    Err(serde::de::Error::custom(format!(
-        "invalid value: {number}, expected an integer between {} and {}",
-        i64::MIN,
-        i64::MAX
-    )))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

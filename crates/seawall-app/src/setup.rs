@@ -16,7 +16,7 @@ use crate::{Error, log_subscriber};
 
 /// The monitor's histogram interval; the API's timeline samples at the
 /// same pace.
-pub(crate) const MONITOR_INTERVAL: Duration = Duration::from_secs(5);
+pub const MONITOR_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The longest wait between two attempts to reach the queues' Redis.
 const QUEUE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -24,7 +24,7 @@ const QUEUE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Installs the log subscriber the configuration asks for, unless one is
 /// installed already (a test, or an embedding program), and bridges the
 /// `log` records of fred and sqlx into it.
-pub(crate) fn init_tracing(config: &Config) {
+pub fn init_tracing(config: &Config) {
     let ansi = std::io::stderr().is_terminal();
     let subscriber = log_subscriber(&config.log, std::io::stderr, ansi);
     if tracing::subscriber::set_global_default(subscriber).is_ok() {
@@ -41,7 +41,7 @@ pub(crate) fn init_tracing(config: &Config) {
 /// signal that arrives as soon as the process says it is up still stops it
 /// gracefully instead of killing it.
 #[cfg(unix)]
-pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
@@ -55,7 +55,7 @@ pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'sta
 
 /// A future that completes on Ctrl-C.
 #[cfg(not(unix))]
-pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C received");
@@ -63,7 +63,7 @@ pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'sta
 }
 
 /// The monitor, with the configured slow-query and slow-API thresholds.
-pub(crate) fn monitor(config: &Config) -> Result<Monitor, Error> {
+pub fn monitor(config: &Config) -> Result<Monitor, Error> {
     Ok(Monitor::builder()
         .interval(MONITOR_INTERVAL)
         .slow_query_threshold(config.perfmon.slow_query)
@@ -72,7 +72,7 @@ pub(crate) fn monitor(config: &Config) -> Result<Monitor, Error> {
 }
 
 /// The database, connected and migrated.
-pub(crate) async fn database(config: &Config, monitor: &Monitor) -> Result<Db, Error> {
+pub async fn database(config: &Config, monitor: &Monitor) -> Result<Db, Error> {
     Db::connect(&config.database, monitor.clone())
         .await
         .map_err(Error::Database)
@@ -80,7 +80,7 @@ pub(crate) async fn database(config: &Config, monitor: &Monitor) -> Result<Db, E
 
 /// The Redis client when a URL is set (reconnecting in the background if
 /// the server is not there yet).
-pub(crate) async fn redis(config: &Config) -> Result<Option<Redis>, Error> {
+pub async fn redis(config: &Config) -> Result<Option<Redis>, Error> {
     match &config.redis.url {
         Some(url) => Ok(Some(
             Redis::connect(&config.redis, url)
@@ -95,14 +95,14 @@ pub(crate) async fn redis(config: &Config) -> Result<Option<Redis>, Error> {
 /// (`queue.redis_url`, else `redis.url`), connected in the background until
 /// the server answers; in memory otherwise, at once.
 #[derive(Clone)]
-pub(crate) struct QueueHandle {
+pub struct QueueHandle {
     queues: Arc<OnceCell<Queues>>,
     memory: bool,
 }
 
 impl QueueHandle {
     /// Starts connecting. Fails only on settings that cannot work.
-    pub(crate) fn connect(config: &Config) -> Result<Self, Error> {
+    pub fn connect(config: &Config) -> Result<Self, Error> {
         let Some(url) = config
             .queue
             .redis_url
@@ -154,17 +154,17 @@ impl QueueHandle {
     }
 
     /// The queues, if connected.
-    pub(crate) fn get(&self) -> Option<&Queues> {
+    pub fn get(&self) -> Option<&Queues> {
         self.queues.get()
     }
 
     /// Whether the queues are in this process's memory (no Redis URL).
-    pub(crate) fn is_memory(&self) -> bool {
+    pub fn is_memory(&self) -> bool {
         self.memory
     }
 
     /// Waits until the queues are connected.
-    pub(crate) async fn connected(&self) -> Queues {
+    pub async fn connected(&self) -> Queues {
         loop {
             if let Some(queues) = self.queues.get() {
                 return queues.clone();

@@ -54,7 +54,7 @@ pub enum RedisError {
 
 /// A client builder for `url` with the service's timeouts, reconnect policy
 /// and TLS set-up; the queues build their own connections from it.
-pub(crate) fn builder(settings: &RedisConfig, url: &str) -> Result<Builder, RedisError> {
+pub fn builder(settings: &RedisConfig, url: &str) -> Result<Builder, RedisError> {
     let mut config = Config::from_url(url)?;
     // A failed first connection then goes through the reconnect policy
     // instead of ending the connection task for good.
@@ -79,7 +79,7 @@ pub(crate) fn builder(settings: &RedisConfig, url: &str) -> Result<Builder, Redi
 
 /// A connected (or reconnecting) Redis client.
 #[derive(Clone)]
-pub(crate) struct Redis {
+pub struct Redis {
     client: fred::prelude::Client,
 }
 
@@ -96,7 +96,7 @@ impl Redis {
     /// task and waits a little for the first connection. Fails only on
     /// settings that cannot work; an unreachable server is retried in the
     /// background.
-    pub(crate) async fn connect(settings: &RedisConfig, url: &str) -> Result<Self, RedisError> {
+    pub async fn connect(settings: &RedisConfig, url: &str) -> Result<Self, RedisError> {
         let client = builder(settings, url)?.build()?;
         client.on_error(|(error, server)| async move {
             let server = server.map(|server| server.to_string()).unwrap_or_default();
@@ -119,24 +119,24 @@ impl Redis {
     }
 
     /// The client, for the libraries that keep state in Redis.
-    pub(crate) fn client(&self) -> &fred::prelude::Client {
+    pub fn client(&self) -> &fred::prelude::Client {
         &self.client
     }
 
     /// Whether the client is connected right now.
-    pub(crate) fn is_connected(&self) -> bool {
+    pub fn is_connected(&self) -> bool {
         self.client.is_connected()
     }
 
     /// Closes the connection.
-    pub(crate) async fn close(&self) {
+    pub async fn close(&self) {
         if let Err(error) = self.client.quit().await {
             tracing::debug!(%error, "closing the Redis connection");
         }
     }
 
     /// A check that PINGs Redis.
-    pub(crate) fn health_check(&self) -> RedisCheck {
+    pub fn health_check(&self) -> RedisCheck {
         RedisCheck {
             client: self.client.clone(),
         }
@@ -237,7 +237,7 @@ impl ServerCertVerifier for AnyCertificate {
 
 /// Reports Redis's PING round trip as `redis:responseTime`.
 #[derive(Clone)]
-pub(crate) struct RedisCheck {
+pub struct RedisCheck {
     client: fred::prelude::Client,
 }
 

@@ -512,7 +512,7 @@ impl Default for LogConfig {
 }
 
 /// The error a setting's parser gives for text it cannot read.
-pub(crate) type ParseError = Box<dyn std::error::Error + Send + Sync>;
+pub type ParseError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a setting is given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -571,7 +571,7 @@ impl Setting {
     }
 
     /// Reads `text` (as the environment or a flag holds it) into `config`.
-    pub(crate) fn apply(&self, config: &mut Config, text: &str) -> Result<(), ParseError> {
+    pub fn apply(&self, config: &mut Config, text: &str) -> Result<(), ParseError> {
         (self.parse)(config, text)
     }
 

@@ -76,7 +76,7 @@
 //! every local user through `ps`.
 //!
 //! ```
-//! use seawall_api::config::{self, ConfigError};
+//! use seawall_app::config::{self, ConfigError};
 //!
 //! let env = |name: &str| {
 //!     (name == "DATABASE_URL").then(|| "postgres://app:secret@db:5432/seawall".to_owned())

@@ -30,8 +30,8 @@ use crate::config::{LogConfig, LogFormat};
 /// ```
 /// use tracing_subscriber::util::SubscriberInitExt as _;
 ///
-/// let log = seawall_api::config::LogConfig::default();
-/// let subscriber = seawall_api::log_subscriber(&log, std::io::sink, false);
+/// let log = seawall_app::config::LogConfig::default();
+/// let subscriber = seawall_app::log_subscriber(&log, std::io::sink, false);
 /// tracing::subscriber::with_default(subscriber, || tracing::info!("into the sink"));
 /// ```
 pub fn log_subscriber<W>(
