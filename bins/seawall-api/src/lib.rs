@@ -32,15 +32,12 @@
 mod app;
 mod auth;
 mod behind;
-mod cache;
 mod extract;
-pub mod jobs;
 mod metrics;
 mod middleware;
 mod params;
 pub mod problem;
 mod ratelimit;
-mod reviews;
 mod routes;
 mod server;
 mod state;
@@ -48,8 +45,10 @@ mod timeline;
 pub mod worker;
 
 // The application's modules, under the names the service's modules use.
-pub use seawall_app::{Config, ConfigError, RedisError, config, error_chain, log_subscriber, seed};
-pub(crate) use seawall_app::{db, redis, setup};
+pub use seawall_app::{
+    Config, ConfigError, RedisError, config, error_chain, jobs, log_subscriber, seed,
+};
+pub(crate) use seawall_app::{cache, db, redis, reviews, setup};
 
 pub use app::{App, openapi, with_stack};
 pub use seawall_app::db::Backend;

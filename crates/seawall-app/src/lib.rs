@@ -24,12 +24,15 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
+pub mod cache;
 mod checks;
 pub mod config;
 pub mod db;
+pub mod jobs;
 pub mod json;
 pub mod logging;
 pub mod redis;
+pub mod reviews;
 pub mod seed;
 pub mod setup;
 pub mod time;

@@ -254,7 +254,7 @@ async fn run_warm_up(state: AppState, cache: ApiCache, ids: Vec<i64>) {
                 async move {
                     super::workload::load_today(state, user, None, 100, due_before)
                         .await
-                        .map_err(crate::cache::LoadProblem)
+                        .map_err(super::workload::LoadProblem)
                 }
             },
             |step| report(&cache, base, step),
@@ -280,7 +280,7 @@ async fn run_warm_up(state: AppState, cache: ApiCache, ids: Vec<i64>) {
                 async move {
                     super::workload::load_stats(state, user)
                         .await
-                        .map_err(crate::cache::LoadProblem)
+                        .map_err(super::workload::LoadProblem)
                 }
             },
             |step| report(&cache, base, step),
@@ -305,7 +305,7 @@ async fn run_warm_up(state: AppState, cache: ApiCache, ids: Vec<i64>) {
                     super::workload::load_contents(state, page, 20, None)
                         .await
                         .map(Some)
-                        .map_err(crate::cache::LoadProblem)
+                        .map_err(super::workload::LoadProblem)
                 }
             },
             |step| report(&cache, base, step),

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::cache::{ApiCache, Family, LoadProblem};
+use crate::cache::{ApiCache, Family};
 use crate::config::ReviewWrites;
 use crate::db::Db;
 use crate::extract::Json;
@@ -35,6 +35,39 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(complete_review))
         .routes(routes!(stats))
         .routes(routes!(contents))
+}
+
+/// A loader's problem, carried through the cache as an error.
+#[derive(Debug)]
+pub(crate) struct LoadProblem(pub(crate) Problem);
+
+impl std::fmt::Display for LoadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.detail())
+    }
+}
+
+impl std::error::Error for LoadProblem {}
+
+/// The problem a cached read answers with when its load failed, built
+/// anew so it carries this request's id (the load may have been another
+/// request's).
+pub(crate) fn problem(error: &seawall_cache::Error) -> Problem {
+    if let Some(LoadProblem(problem)) = error
+        .loader_error()
+        .and_then(|source| source.downcast_ref::<LoadProblem>())
+    {
+        return Problem::new(problem.status(), problem.detail());
+    }
+    match error {
+        seawall_cache::Error::Timeout { .. } => {
+            Problem::unavailable("the data took too long to load; try again shortly")
+        }
+        _ => {
+            tracing::error!(%error, "cached read failed");
+            Problem::internal()
+        }
+    }
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(database_error)`
@@ -124,7 +157,7 @@ where
             move || async move { load.await.map_err(LoadProblem) },
         )
         .await
-        .map_err(|error| crate::cache::problem(&error))
+        .map_err(|error| problem(&error))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

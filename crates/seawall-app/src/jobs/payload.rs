@@ -6,13 +6,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::QueueName;
+use crate::json::integer;
 use crate::reviews::MAX_INTERVAL_DAYS;
-use seawall_app::json::integer;
 
 /// The longest notification message, in characters.
-pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
+pub const MAX_MESSAGE_CHARS: usize = 500;
 /// The longest report or analytics period, in days.
-pub(crate) const MAX_PERIOD_DAYS: i64 = 365;
+pub const MAX_PERIOD_DAYS: i64 = 365;
 /// The longest file name of an export or import.
 const MAX_FILE_NAME: usize = 128;
 /// The longest review id of a write-behind review.
@@ -148,7 +148,8 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The channel's name, as the payload spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Push => "push",
             Self::Sms => "sms",
@@ -200,7 +201,8 @@ pub enum ExportTable {
 }
 
 impl ExportTable {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The table's name, as the payload spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Users => "users",
             Self::Contents => "contents",
@@ -210,7 +212,7 @@ impl ExportTable {
     }
 
     /// The queries that count and read the table.
-    pub(crate) fn queries(self) -> (&'static str, &'static str) {
+    pub fn queries(self) -> (&'static str, &'static str) {
         match self {
             Self::Users => (
                 "SELECT COUNT(*) FROM users",
@@ -245,9 +247,11 @@ pub struct ImportJob {
 
 /// Why a payload is refused: the field and the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refused {
-    pub(crate) field: String,
-    pub(crate) reason: String,
+pub struct Refused {
+    /// The field at fault.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 impl Refused {
@@ -284,7 +288,7 @@ fn period(days: i64) -> Result<(), Refused> {
 
 /// A plain file name: no directory, no leading dot, nothing a shell or a
 /// path could read twice.
-pub(crate) fn file_name(name: &str) -> Result<(), Refused> {
+pub fn file_name(name: &str) -> Result<(), Refused> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty()
         || name.len() > MAX_FILE_NAME
@@ -302,7 +306,8 @@ pub(crate) fn file_name(name: &str) -> Result<(), Refused> {
 }
 
 impl ReviewWrite {
-    pub(crate) fn check(&self) -> Result<(), Refused> {
+    /// The rules a review written behind the cache must follow.
+    pub fn check(&self) -> Result<(), Refused> {
         let id_ok = |c: char| c.is_ascii_alphanumeric() || c == '-';
         if self.review_id.is_empty()
             || self.review_id.len() > MAX_REVIEW_ID
@@ -343,7 +348,7 @@ impl ReviewWrite {
 /// Reads `payload` as a job of `queue` and checks its rules; answers the
 /// payload as it will be stored (integers written as such: JSON Schema
 /// counts `7.0` as an integer, and so does the contract).
-pub(crate) fn validate(
+pub fn validate(
     queue: QueueName,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, Refused> {

@@ -1,6 +1,6 @@
 //! The tiered cache in front of the reference workload: its keys and tags,
-//! the mapping of loader errors back to problems, warm-up in the background,
-//! and a short history of hit ratios per class for the dashboard.
+//! warm-up progress, and a short history of hit ratios per class for the
+//! dashboard.
 //!
 //! L1 alone on embedded defaults; L1 + Redis when a Redis URL is set, so
 //! every instance shares loaded values and invalidations.
@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
 use crate::config::CacheConfig;
-use crate::problem::Problem;
 use crate::redis::Redis;
 
 /// How often the hit ratios are sampled, and how many samples are kept
@@ -30,7 +29,7 @@ const PREFIX: &str = "seawall:api:cache";
 
 /// What a key family is cached as: its TTL class and key namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
+pub enum Family {
     /// `/api/review/today`: schedule class.
     Today,
     /// `/api/analytics/stats`: computation class.
@@ -40,7 +39,8 @@ pub(crate) enum Family {
 }
 
 impl Family {
-    pub(crate) fn class(self) -> Class {
+    /// The TTL class values of the family are cached in.
+    pub fn class(self) -> Class {
         match self {
             Self::Today => Class::SCHEDULE,
             Self::Stats => Class::COMPUTATION,
@@ -49,7 +49,7 @@ impl Family {
     }
 
     /// The key namespace, which is also where `DELETE /api/cache` looks.
-    pub(crate) fn namespace(self) -> &'static str {
+    pub fn namespace(self) -> &'static str {
         match self {
             Self::Today => "today",
             Self::Stats => "stats",
@@ -59,47 +59,14 @@ impl Family {
 }
 
 /// The tag of everything cached about one user.
-pub(crate) fn user_tag(user_id: i64) -> String {
+pub fn user_tag(user_id: i64) -> String {
     format!("user:{user_id}")
-}
-
-/// A loader's problem, carried through the cache as an error.
-#[derive(Debug)]
-pub(crate) struct LoadProblem(pub(crate) Problem);
-
-impl std::fmt::Display for LoadProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.detail())
-    }
-}
-
-impl std::error::Error for LoadProblem {}
-
-/// The problem a cached read answers with when its load failed, built
-/// anew so it carries this request's id (the load may have been another
-/// request's).
-pub(crate) fn problem(error: &seawall_cache::Error) -> Problem {
-    if let Some(LoadProblem(problem)) = error
-        .loader_error()
-        .and_then(|source| source.downcast_ref::<LoadProblem>())
-    {
-        return Problem::new(problem.status(), problem.detail());
-    }
-    match error {
-        seawall_cache::Error::Timeout { .. } => {
-            Problem::unavailable("the data took too long to load; try again shortly")
-        }
-        _ => {
-            tracing::error!(%error, "cached read failed");
-            Problem::internal()
-        }
-    }
 }
 
 /// Where a warm-up stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum WarmUpState {
+pub enum WarmUpState {
     /// None has run since start.
     #[default]
     Idle,
@@ -111,29 +78,32 @@ pub(crate) enum WarmUpState {
 
 /// A warm-up's progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
-pub(crate) struct WarmUp {
-    pub(crate) state: WarmUpState,
+pub struct WarmUp {
+    // Whether one runs, ran, or none has. Plain comments where the OpenAPI
+    // contract has no description: a doc comment would become one.
+    #[allow(missing_docs)]
+    pub state: WarmUpState,
     /// Keys to load.
-    pub(crate) total: usize,
+    pub total: usize,
     /// Keys done.
-    pub(crate) done: usize,
+    pub done: usize,
     /// Keys whose load failed.
-    pub(crate) failed: usize,
+    pub failed: usize,
 }
 
 /// Hit ratios per class over the last few seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub(crate) struct RatioPoint {
+pub struct RatioPoint {
     /// When it was sampled, in Unix milliseconds.
-    pub(crate) at_ms: u64,
+    pub at_ms: u64,
     /// Per class (`schedule`, `computation`, `api`, ...): hits over reads
     /// since the previous sample; absent when the class had no reads.
-    pub(crate) ratios: std::collections::BTreeMap<String, f64>,
+    pub ratios: std::collections::BTreeMap<String, f64>,
 }
 
 /// The service's cache. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct ApiCache(Arc<Parts>);
+pub struct ApiCache(Arc<Parts>);
 
 struct Parts {
     cache: TieredCache,
@@ -155,7 +125,7 @@ impl Drop for Parts {
 
 impl ApiCache {
     /// The cache, unless it is off; with Redis as L2 when given.
-    pub(crate) fn build(
+    pub fn build(
         config: &CacheConfig,
         redis: Option<&Redis>,
         monitor: &Monitor,
@@ -188,23 +158,18 @@ impl ApiCache {
         }))))
     }
 
-    pub(crate) fn cache(&self) -> &TieredCache {
+    /// The tiered cache itself.
+    pub fn cache(&self) -> &TieredCache {
         &self.0.cache
     }
 
     /// The most entries L1 holds.
-    pub(crate) fn capacity(&self) -> u64 {
+    pub fn capacity(&self) -> u64 {
         self.0.capacity
     }
 
     /// The key of a user's due reviews for one UTC day, category and limit.
-    pub(crate) fn today_key(
-        &self,
-        user_id: i64,
-        day: i64,
-        category: Option<&str>,
-        limit: i64,
-    ) -> String {
+    pub fn today_key(&self, user_id: i64, day: i64, category: Option<&str>, limit: i64) -> String {
         self.0
             .today
             .start()
@@ -217,21 +182,23 @@ impl ApiCache {
 
     /// The key of a review written behind the cache and not yet, perhaps,
     /// in the database.
-    pub(crate) fn pending_key(&self, user_id: i64, content_id: i64) -> String {
+    pub fn pending_key(&self, user_id: i64, content_id: i64) -> String {
         self.0.pending.key([user_id, content_id])
     }
 
-    pub(crate) fn stats_key(&self, user_id: i64) -> String {
+    /// The key of a learner's statistics.
+    pub fn stats_key(&self, user_id: i64) -> String {
         self.0.stats.key([user_id])
     }
 
     /// The key of the learners' review counts every user's standing is
     /// measured against, in the statistics' namespace.
-    pub(crate) fn standing_key(&self) -> String {
+    pub fn standing_key(&self) -> String {
         self.0.stats.key(["standing"])
     }
 
-    pub(crate) fn content_key(&self, page: i64, page_size: i64, category: Option<&str>) -> String {
+    /// The key of one catalogue page.
+    pub fn content_key(&self, page: i64, page_size: i64, category: Option<&str>) -> String {
         self.0
             .content
             .start()
@@ -243,7 +210,7 @@ impl ApiCache {
 
     /// The options of a family's entries, tagged with the user when there
     /// is one.
-    pub(crate) fn options(family: Family, user_id: Option<i64>) -> Options {
+    pub fn options(family: Family, user_id: Option<i64>) -> Options {
         let options = Options::new(family.class());
         match user_id {
             Some(user_id) => options.tag(user_tag(user_id)),
@@ -254,7 +221,7 @@ impl ApiCache {
     /// Drops everything cached about a user, on every instance. A Redis
     /// failure is logged: the local copies are gone, and the Redis part is
     /// retried once Redis answers.
-    pub(crate) async fn forget_user(&self, user_id: i64) {
+    pub async fn forget_user(&self, user_id: i64) {
         if let Err(error) = self.0.cache.invalidate_tag(&user_tag(user_id)).await {
             tracing::warn!(%error, user_id, "invalidating a user's cache entries reached only this instance");
         }
@@ -263,7 +230,7 @@ impl ApiCache {
     /// Drops every cached statistics entry, on every instance (after the
     /// statistics were refreshed). A Redis failure is logged, as for
     /// [`ApiCache::forget_user`].
-    pub(crate) async fn forget_stats(&self) {
+    pub async fn forget_stats(&self) {
         let pattern = format!("{}:*", Family::Stats.namespace());
         if let Err(error) = self.0.cache.invalidate_pattern(&pattern).await {
             tracing::warn!(%error, "invalidating the cached statistics reached only this instance");
@@ -271,21 +238,23 @@ impl ApiCache {
     }
 
     /// The counters, with L1's size exact (its pending writes applied).
-    pub(crate) fn stats(&self) -> Stats {
+    pub fn stats(&self) -> Stats {
         self.0.cache.sync();
         self.0.cache.stats()
     }
 
-    pub(crate) fn history(&self) -> Vec<RatioPoint> {
+    /// The sampled hit ratios, oldest first (fifteen minutes at most).
+    pub fn history(&self) -> Vec<RatioPoint> {
         self.0.history.lock().iter().cloned().collect()
     }
 
-    pub(crate) fn warm_up_progress(&self) -> WarmUp {
+    /// Where the current or last warm-up stands.
+    pub fn warm_up_progress(&self) -> WarmUp {
         *self.0.warm_up.lock()
     }
 
     /// Marks a warm-up of `total` keys as running; false if one already is.
-    pub(crate) fn begin_warm_up(&self, total: usize) -> bool {
+    pub fn begin_warm_up(&self, total: usize) -> bool {
         let mut warm_up = self.0.warm_up.lock();
         if warm_up.state == WarmUpState::Running {
             return false;
@@ -299,7 +268,8 @@ impl ApiCache {
         true
     }
 
-    pub(crate) fn report_warm_up(&self, progress: WarmUpProgress, finished: bool) {
+    /// Records a warm-up's progress; `finished` marks it done.
+    pub fn report_warm_up(&self, progress: WarmUpProgress, finished: bool) {
         *self.0.warm_up.lock() = WarmUp {
             state: if finished {
                 WarmUpState::Done

@@ -12,7 +12,7 @@ use super::payload::{
 use super::{Processors, database, files, job_key};
 use crate::config::QueueName;
 use crate::reviews::DAY_MS;
-use seawall_app::time::now_ms;
+use crate::time::now_ms;
 
 /// Rows one step of a long job handles before it reports progress.
 pub(super) const BATCH: usize = 500;
@@ -263,6 +263,7 @@ async fn recompute(
 /// schedule, in one transaction, unless the review was written before.
 /// The schedule moves only forward: a review older than the schedule's
 /// last one leaves it alone. Answers whether anything was written.
+/// Writes one review sent behind the cache, once per review id.
 pub(crate) async fn apply_review(
     processors: &Processors,
     review: &ReviewWrite,

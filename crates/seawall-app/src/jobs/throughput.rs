@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 
 use crate::config::QueueName;
 use crate::setup::QueueHandle;
-use seawall_app::time::now_ms;
+use crate::time::now_ms;
 
 /// How often the streams are read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -36,11 +36,11 @@ const MAX_PAGES: usize = 50;
 
 /// Jobs per event kind over one sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
-    pub(crate) enqueued: u64,
-    pub(crate) completed: u64,
-    pub(crate) failed: u64,
-    pub(crate) dead: u64,
+pub struct Tally {
+    pub enqueued: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub dead: u64,
 }
 
 impl Tally {
@@ -62,21 +62,26 @@ struct Sample {
 
 /// Jobs per second over one sample, every queue together.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub(crate) struct ThroughputPoint {
+pub struct ThroughputPoint {
     /// When the sample was taken, in Unix milliseconds.
-    pub(crate) at_ms: u64,
-    pub(crate) enqueued_per_second: f64,
-    pub(crate) completed_per_second: f64,
+    pub at_ms: u64,
+    // Jobs enqueued and completed per second since the previous sample.
+    // Plain comments where the OpenAPI contract has no description: a doc
+    // comment would become one.
+    #[allow(missing_docs)]
+    pub enqueued_per_second: f64,
+    #[allow(missing_docs)]
+    pub completed_per_second: f64,
     /// Attempts that failed, retried or not.
-    pub(crate) failed_per_second: f64,
+    pub failed_per_second: f64,
     /// Jobs that went to the dead set.
-    pub(crate) dead_per_second: f64,
+    pub dead_per_second: f64,
 }
 
 /// The sampler and what it has seen. Cheap to clone; the sampler stops when
 /// the last clone is dropped.
 #[derive(Clone)]
-pub(crate) struct Throughput(Arc<Inner>);
+pub struct Throughput(Arc<Inner>);
 
 struct Inner {
     samples: Arc<Mutex<VecDeque<Sample>>>,
@@ -92,14 +97,14 @@ impl Drop for Inner {
 impl Throughput {
     /// Starts sampling once the queues are connected; events from before
     /// the start are not counted.
-    pub(crate) fn start(queues: QueueHandle) -> Self {
+    pub fn start(queues: QueueHandle) -> Self {
         let samples = Arc::new(Mutex::new(VecDeque::with_capacity(SAMPLES)));
         let sampler = tokio::spawn(sample(queues, Arc::clone(&samples)));
         Self(Arc::new(Inner { samples, sampler }))
     }
 
     /// Every sample kept, oldest first.
-    pub(crate) fn history(&self) -> Vec<ThroughputPoint> {
+    pub fn history(&self) -> Vec<ThroughputPoint> {
         self.0
             .samples
             .lock()
@@ -123,7 +128,7 @@ impl Throughput {
     }
 
     /// What `queue` did over the last minute's samples.
-    pub(crate) fn last_minute(&self, queue: QueueName) -> Tally {
+    pub fn last_minute(&self, queue: QueueName) -> Tally {
         let index = index_of(queue);
         let mut total = Tally::default();
         for sample in self.0.samples.lock().iter().rev().take(MINUTE) {

@@ -10,7 +10,7 @@
 //! it runs (a learner that does not exist) goes to the dead set at once.
 
 mod files;
-pub(crate) mod payload;
+pub mod payload;
 #[cfg(test)]
 mod tests;
 mod throughput;
@@ -30,18 +30,20 @@ pub use payload::{
     AnalyticsJob, BackupJob, Channel, EmailJob, EmailTemplate, ExportJob, ExportTable, ImportJob,
     NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
 };
-pub(crate) use throughput::{Throughput, ThroughputPoint};
+pub use throughput::{Throughput, ThroughputPoint};
 
 /// What the processors work with.
 #[derive(Clone)]
-pub(crate) struct Processors {
+pub struct Processors {
     db: Db,
     cache: Option<ApiCache>,
     files: PathBuf,
 }
 
 impl Processors {
-    pub(crate) fn new(db: Db, cache: Option<ApiCache>, files: PathBuf) -> Self {
+    /// The processors' shared parts: the database, the cache they invalidate
+    /// (when on), and the directory of backups, exports and imports.
+    pub fn new(db: Db, cache: Option<ApiCache>, files: PathBuf) -> Self {
         Self { db, cache, files }
     }
 }
@@ -51,7 +53,7 @@ const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 /// The workers of every queue, started together and stopped together,
 /// and the task that keeps the queues' depth gauges current.
-pub(crate) struct Running {
+pub struct Running {
     workers: Vec<(QueueName, Worker)>,
     depth: tokio::task::JoinHandle<()>,
 }
@@ -59,7 +61,7 @@ pub(crate) struct Running {
 impl Running {
     /// Starts one worker per queue with the queue's concurrency, its
     /// metrics in `monitor`, and its processor.
-    pub(crate) fn start(
+    pub fn start(
         queues: &Queues,
         config: &QueueConfig,
         monitor: &Monitor,
@@ -84,7 +86,7 @@ impl Running {
     }
 
     /// Jobs running now, over every queue.
-    pub(crate) fn running(&self) -> usize {
+    pub fn running(&self) -> usize {
         self.workers
             .iter()
             .map(|(_, worker)| worker.running())
@@ -94,7 +96,7 @@ impl Running {
     /// Stops fetching everywhere, gives running jobs up to `deadline` to
     /// finish, and gives the rest back to their queues. Answers the stats
     /// per queue.
-    pub(crate) async fn shutdown(self, deadline: Duration) -> Vec<(QueueName, WorkerStats)> {
+    pub async fn shutdown(self, deadline: Duration) -> Vec<(QueueName, WorkerStats)> {
         self.depth.abort();
         let stopping = self
             .workers
@@ -120,7 +122,7 @@ async fn record_depth(queues: Queues, gauges: Vec<(QueueName, QueueMetrics)>) {
 
 /// Why a job was not enqueued.
 #[derive(Debug)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// The payload breaks a rule of its queue; nothing was enqueued.
     Invalid(payload::Refused),
     /// The queue backend failed.
@@ -132,7 +134,7 @@ pub(crate) enum Refusal {
 /// restart of its own is covered, while keys do not pile up in Redis for
 /// longer than the completed jobs they name are kept. The OpenAPI
 /// document, the README and docs/operations.md say "24 hours".
-pub(crate) const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Checks `payload` against `queue`'s rules, then enqueues it with the
 /// queue's attempts, backoff and timeout.
@@ -142,7 +144,7 @@ pub(crate) const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// id, so a producer may retry a call whose answer it never got (Redis
 /// may have run it). The key replaces any the queue's options carry: the
 /// caller's retry is what it must recognise. Keys are the queue's own.
-pub(crate) async fn enqueue(
+pub async fn enqueue(
     queues: &Queues,
     config: &QueueConfig,
     queue: QueueName,

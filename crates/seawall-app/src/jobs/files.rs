@@ -17,7 +17,7 @@ use super::payload::{BackupJob, ExportJob, ImportJob, file_name};
 use super::work::{BATCH, percent, write_in_batches};
 use super::{Processors, database};
 use crate::db::Backend;
-use seawall_app::time::now_ms;
+use crate::time::now_ms;
 
 /// The tables a backup holds, parents before children, with the query
 /// that reads each.

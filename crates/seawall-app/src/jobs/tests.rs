@@ -43,7 +43,7 @@ impl Rig {
             schedules_per_user: 10,
             history_per_user: 30,
         };
-        crate::seed::ensure(&db, &demo, seawall_app::time::now_ms())
+        crate::seed::ensure(&db, &demo, crate::time::now_ms())
             .await
             .expect("seeds");
         let files = dir.path().join("files");
