@@ -35,6 +35,7 @@ use crate::state::{AppState, Parts};
 use crate::timeline::Timeline;
 use crate::{Error, metrics};
 use seawall_app::Error as AppError;
+use seawall_app::workload::Workload;
 
 /// The service, built from a [`Config`]: connected, migrated, seeded, ready to
 /// serve.
@@ -127,17 +128,13 @@ impl App {
             });
         }
         let state = AppState::new(Parts {
-            db,
+            throughput: Throughput::start(queues.clone()),
+            workload: Workload::new(db, cache, queues, &config),
             redis,
             monitor,
             admin_token,
             timeline,
             ratelimits,
-            cache,
-            throughput: Throughput::start(queues.clone()),
-            queues,
-            queue_config: config.queue.clone(),
-            review_writes: config.cache.review_writes,
         });
         let router = router(&state, &config, shedder);
         Ok(Self {

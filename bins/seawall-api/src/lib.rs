@@ -31,7 +31,6 @@
 
 mod app;
 mod auth;
-mod behind;
 mod extract;
 mod metrics;
 mod middleware;
@@ -48,7 +47,7 @@ pub mod worker;
 pub use seawall_app::{
     Config, ConfigError, RedisError, config, error_chain, jobs, log_subscriber, seed,
 };
-pub(crate) use seawall_app::{cache, db, redis, reviews, setup};
+pub(crate) use seawall_app::{cache, db, redis, setup};
 
 pub use app::{App, openapi, with_stack};
 pub use seawall_app::db::Backend;

@@ -1,21 +1,22 @@
-//! What every handler can reach: the database, Redis, the monitor, the admin
-//! token, the timeline, the rate limiters, the cache and the review writer.
+//! What every handler can reach: the workload (with the database, the cache
+//! and the queues), Redis, the monitor, the admin token, the timeline and
+//! the rate limiters.
 //! This module imports no handler and no router, so route modules depend on
 //! it and never the other way round.
 
 use std::sync::Arc;
 
+use seawall_app::cache::ApiCache;
+use seawall_app::config::QueueConfig;
+use seawall_app::db::Db;
+use seawall_app::jobs::Throughput;
+use seawall_app::redis::Redis;
+use seawall_app::setup::QueueHandle;
+use seawall_app::workload::Workload;
 use seawall_perfmon::{HealthCheck, Monitor};
 
 use crate::auth::AdminToken;
-use crate::cache::ApiCache;
-use crate::config::{QueueConfig, ReviewWrites};
-use crate::db::Db;
-use crate::jobs::Throughput;
 use crate::ratelimit::RateLimits;
-use crate::redis::Redis;
-use crate::reviews::ReviewWriter;
-use crate::setup::QueueHandle;
 use crate::timeline::Timeline;
 
 /// The state handlers share. Cheap to clone.
@@ -24,44 +25,40 @@ pub(crate) struct AppState(Arc<Shared>);
 
 /// What the state is made of.
 pub(crate) struct Parts {
-    pub(crate) db: Db,
+    pub(crate) workload: Workload,
     pub(crate) redis: Option<Redis>,
     pub(crate) monitor: Monitor,
     pub(crate) admin_token: AdminToken,
     pub(crate) timeline: Timeline,
     pub(crate) ratelimits: Option<RateLimits>,
-    pub(crate) cache: Option<ApiCache>,
-    pub(crate) queues: QueueHandle,
     pub(crate) throughput: Throughput,
-    pub(crate) queue_config: QueueConfig,
-    pub(crate) review_writes: ReviewWrites,
 }
 
 struct Shared {
     parts: Parts,
-    reviews: ReviewWriter,
     readiness: Vec<Box<dyn HealthCheck>>,
 }
 
 impl AppState {
-    /// Bundles the parts and starts the review writer; readiness checks are
-    /// those of the database and, when configured, Redis.
+    /// Bundles the parts; readiness checks are those of the database and,
+    /// when configured, Redis.
     pub(crate) fn new(parts: Parts) -> Self {
-        let mut readiness: Vec<Box<dyn HealthCheck>> = vec![Box::new(parts.db.health_check())];
+        let mut readiness: Vec<Box<dyn HealthCheck>> =
+            vec![Box::new(parts.workload.db().health_check())];
         if let Some(redis) = &parts.redis {
             readiness.push(Box::new(redis.health_check()));
         }
-        let reviews = ReviewWriter::start(parts.db.clone());
-        Self(Arc::new(Shared {
-            parts,
-            reviews,
-            readiness,
-        }))
+        Self(Arc::new(Shared { parts, readiness }))
+    }
+
+    /// The reference workload.
+    pub(crate) fn workload(&self) -> &Workload {
+        &self.0.parts.workload
     }
 
     /// The job queues (connected in the background on Redis).
     pub(crate) fn queues(&self) -> &QueueHandle {
-        &self.0.parts.queues
+        self.0.parts.workload.queues()
     }
 
     /// What the queues' event streams showed over the last 15 minutes.
@@ -71,27 +68,17 @@ impl AppState {
 
     /// The queues' policies.
     pub(crate) fn queue_config(&self) -> &QueueConfig {
-        &self.0.parts.queue_config
-    }
-
-    /// How completed reviews are written.
-    pub(crate) fn review_writes(&self) -> ReviewWrites {
-        self.0.parts.review_writes
+        self.0.parts.workload.queue_config()
     }
 
     /// Whether this process runs the processors (memory backend) rather
     /// than `seawall-worker`.
     pub(crate) fn processes_jobs(&self) -> bool {
-        self.0.parts.queues.is_memory()
+        self.queues().is_memory()
     }
 
     pub(crate) fn db(&self) -> &Db {
-        &self.0.parts.db
-    }
-
-    /// Where completed reviews are written.
-    pub(crate) fn reviews(&self) -> &ReviewWriter {
-        &self.0.reviews
+        self.0.parts.workload.db()
     }
 
     pub(crate) fn redis(&self) -> Option<&Redis> {
@@ -117,7 +104,7 @@ impl AppState {
 
     /// The workload's cache, unless caching is off.
     pub(crate) fn cache(&self) -> Option<&ApiCache> {
-        self.0.parts.cache.as_ref()
+        self.0.parts.workload.cache()
     }
 
     pub(crate) fn readiness_checks(&self) -> &[Box<dyn HealthCheck>] {

@@ -265,9 +265,58 @@ impl HealthCheck for DatabaseCheck {
     }
 }
 
+/// What a failed statement says about the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Out of reach: no connection in time, the pool closed, or I/O failed.
+    Unavailable,
+    /// Lock contention: worth retrying shortly.
+    Busy,
+    /// Anything else: a fault of the statement or the schema.
+    Failed,
+}
+
+/// Tells an unavailable or busy database from a failed statement.
+pub fn fault(error: &sqlx::Error) -> Fault {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Fault::Unavailable
+        }
+        sqlx::Error::Database(db) if is_contention(db.code().as_deref()) => Fault::Busy,
+        _ => Fault::Failed,
+    }
+}
+
+/// Lock contention rather than a fault: PostgreSQL's serialization failure,
+/// deadlock and lock-not-available (five-character SQLSTATEs), and SQLite's
+/// `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6) with their extended codes
+/// (shorter decimal numbers whose low byte is the primary code).
+fn is_contention(code: Option<&str>) -> bool {
+    match code {
+        Some("40001" | "40P01" | "55P03") => true,
+        Some(code) if code.len() < 5 => code
+            .parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contention_is_told_apart_from_faults() {
+        for busy in [
+            "5", "261", "517", "773", "6", "262", "40001", "40P01", "55P03",
+        ] {
+            assert!(is_contention(Some(busy)), "{busy}");
+        }
+        for fault in ["1", "19", "2067", "23505", "42P01", "22005", "XX000"] {
+            assert!(!is_contention(Some(fault)), "{fault}");
+        }
+        assert!(!is_contention(None));
+    }
 
     #[tokio::test]
     async fn an_in_memory_database_is_one_database_for_the_whole_pool() {

@@ -10,6 +10,10 @@
 //! - [`redis`]: the Redis client; [`setup`]: logging, signals, the monitor,
 //!   the database, Redis and the job queues, set up the same way for both
 //!   binaries; [`logging`]: the log format;
+//! - [`workload`]: the reference workload (due reviews, completing a review,
+//!   statistics, the catalogue, reviews written behind the cache);
+//!   [`cache`]: its cache; [`reviews`]: SM-2 and the review write;
+//!   [`jobs`]: the job queues' payloads and processors;
 //! - [`time`] and [`json`]: the clock and the JSON integers both sides read.
 //!
 //! ```
@@ -36,6 +40,7 @@ pub mod reviews;
 pub mod seed;
 pub mod setup;
 pub mod time;
+pub mod workload;
 
 pub use config::{Config, ConfigError};
 pub use logging::log_subscriber;

@@ -28,3 +28,14 @@ pub fn timestamp(ms: i64) -> String {
     let at = u64::try_from(ms).map_or(UNIX_EPOCH, |ms| UNIX_EPOCH + Duration::from_millis(ms));
     rfc3339(at)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_before_the_epoch_do_not_panic() {
+        assert_eq!(timestamp(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(86_400_000), "1970-01-02T00:00:00.000Z");
+    }
+}

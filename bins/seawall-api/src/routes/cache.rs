@@ -3,11 +3,9 @@
 //! (load the hot keys in the background) and `DELETE /api/cache` (drop the
 //! keys of a class matching a pattern, on every instance).
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
-use seawall_cache::{BreakerState, WarmUpProgress};
+use seawall_cache::BreakerState;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -32,10 +30,6 @@ const _: () = assert!(
 );
 /// The most users a warm-up loads.
 const MAX_WARM_USERS: i64 = 10_000;
-/// Catalogue pages a warm-up loads (the default page size).
-const WARM_PAGES: i64 = 5;
-/// Loads a warm-up runs at once.
-const WARM_CONCURRENCY: usize = 8;
 
 /// The admin cache routes; the caller puts them behind the token.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -207,121 +201,15 @@ async fn warm_up(
         .await
         .map_err(super::workload::database_error)?;
     let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
-    let total = 2 * ids.len() + usize::try_from(WARM_PAGES).unwrap_or(0);
+    let total = 2 * ids.len() + usize::try_from(seawall_app::workload::WARM_PAGES).unwrap_or(0);
     if !cache.begin_warm_up(total) {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "a warm-up is already running",
         ));
     }
-    tokio::spawn(run_warm_up(state.clone(), cache.clone(), ids));
+    tokio::spawn(state.workload().clone().warm_up(ids));
     Ok((StatusCode::ACCEPTED, Json(cache.warm_up_progress())))
-}
-
-/// Warms the three families one after the other, reporting progress over
-/// all of them.
-async fn run_warm_up(state: AppState, cache: ApiCache, ids: Vec<i64>) {
-    let total = cache.warm_up_progress().total;
-    let mut base = WarmUpProgress::default();
-    let report = |cache: &ApiCache, base: WarmUpProgress, step: WarmUpProgress| {
-        let progress = WarmUpProgress {
-            total,
-            done: base.done + step.done,
-            failed: base.failed + step.failed,
-        };
-        cache.report_warm_up(progress, false);
-    };
-
-    let now = seawall_app::time::now_ms();
-    let due_before = now - now.rem_euclid(seawall_app::time::DAY_MS) + seawall_app::time::DAY_MS;
-    let today = ids.iter().map(|id| {
-        (
-            cache.today_key(*id, due_before, None, 100),
-            ApiCache::options(Family::Today, Some(*id)),
-        )
-    });
-    let users: BTreeMap<String, i64> = ids
-        .iter()
-        .map(|id| (cache.today_key(*id, due_before, None, 100), *id))
-        .collect();
-    let step = cache
-        .cache()
-        .warm_up(
-            today.collect::<Vec<_>>(),
-            WARM_CONCURRENCY,
-            |key: &str| {
-                let (state, user) = (state.clone(), users.get(key).copied().unwrap_or(0));
-                async move {
-                    super::workload::load_today(state, user, None, 100, due_before)
-                        .await
-                        .map_err(super::workload::LoadProblem)
-                }
-            },
-            |step| report(&cache, base, step),
-        )
-        .await;
-    base = add(base, step);
-
-    let stats: BTreeMap<String, i64> = ids.iter().map(|id| (cache.stats_key(*id), *id)).collect();
-    let step = cache
-        .cache()
-        .warm_up(
-            ids.iter()
-                .map(|id| {
-                    (
-                        cache.stats_key(*id),
-                        ApiCache::options(Family::Stats, Some(*id)),
-                    )
-                })
-                .collect::<Vec<_>>(),
-            WARM_CONCURRENCY,
-            |key: &str| {
-                let (state, user) = (state.clone(), stats.get(key).copied().unwrap_or(0));
-                async move {
-                    super::workload::load_stats(state, user)
-                        .await
-                        .map_err(super::workload::LoadProblem)
-                }
-            },
-            |step| report(&cache, base, step),
-        )
-        .await;
-    base = add(base, step);
-
-    let pages: BTreeMap<String, i64> = (1..=WARM_PAGES)
-        .map(|page| (cache.content_key(page, 20, None), page))
-        .collect();
-    let step = cache
-        .cache()
-        .warm_up(
-            pages
-                .keys()
-                .map(|key| (key.clone(), ApiCache::options(Family::Content, None)))
-                .collect::<Vec<_>>(),
-            WARM_CONCURRENCY,
-            |key: &str| {
-                let (state, page) = (state.clone(), pages.get(key).copied().unwrap_or(1));
-                async move {
-                    super::workload::load_contents(state, page, 20, None)
-                        .await
-                        .map(Some)
-                        .map_err(super::workload::LoadProblem)
-                }
-            },
-            |step| report(&cache, base, step),
-        )
-        .await;
-    base = add(base, step);
-    cache.report_warm_up(WarmUpProgress { total, ..base }, true);
-    tracing::info!(total, failed = base.failed, "cache warm-up finished");
-}
-
-fn add(base: WarmUpProgress, step: WarmUpProgress) -> WarmUpProgress {
-    WarmUpProgress {
-        total: base.total,
-        done: base.done + step.done,
-        failed: base.failed + step.failed,
-    }
 }
 
 /// Which keys to drop.

@@ -291,7 +291,7 @@ fn queues(state: &AppState) -> Result<&Queues, Problem> {
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(queue_problem)`
-pub(crate) fn queue_problem(error: seawall_queue::Error) -> Problem {
+pub(crate) fn queue_problem(error: &seawall_queue::Error) -> Problem {
     match error {
         seawall_queue::Error::Redis(_) | seawall_queue::Error::PoolTimeout(_) => {
             tracing::warn!(%error, "job queue unavailable");
@@ -374,7 +374,10 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
     let queues = queues(&state)?;
     let mut rows = Vec::with_capacity(QueueName::ALL.len());
     for queue in QueueName::ALL {
-        let counts = queues.counts(queue.as_str()).await.map_err(queue_problem)?;
+        let counts = queues
+            .counts(queue.as_str())
+            .await
+            .map_err(|error| queue_problem(&error))?;
         rows.push(row(&state, queue, &counts));
     }
     let in_process = state.processes_jobs();
@@ -510,7 +513,7 @@ async fn enqueue(
         Err(Refusal::Invalid(refused)) => {
             Err(Problem::invalid_field(&refused.field, refused.reason))
         }
-        Err(Refusal::Queue(error)) => Err(queue_problem(error)),
+        Err(Refusal::Queue(error)) => Err(queue_problem(&error)),
     }
 }
 
@@ -552,7 +555,7 @@ async fn list(
             usize::try_from(limit).unwrap_or(50),
         )
         .await
-        .map_err(queue_problem)?;
+        .map_err(|error| queue_problem(&error))?;
     Ok(Json(JobList {
         queue: queue.as_str().to_owned(),
         state: job_state.as_str().to_owned(),
@@ -581,7 +584,7 @@ async fn job(
     let found = queues(&state)?
         .job(queue.as_str(), &id)
         .await
-        .map_err(queue_problem)?;
+        .map_err(|error| queue_problem(&error))?;
     found
         .map(|job| Json(view(queue, job)))
         .ok_or_else(|| Problem::not_found(format!("there is no job {id} in {queue}")))
@@ -612,7 +615,7 @@ async fn cancel(
     let outcome = queues(&state)?
         .cancel(queue.as_str(), &id)
         .await
-        .map_err(queue_problem)?;
+        .map_err(|error| queue_problem(&error))?;
     let (status, outcome) = match outcome {
         Cancelled::Removed => (StatusCode::OK, "cancelled"),
         Cancelled::Requested => (StatusCode::ACCEPTED, "requested"),
@@ -663,7 +666,7 @@ async fn retry_one(
     if queues
         .retry_dead(queue.as_str(), &id)
         .await
-        .map_err(queue_problem)?
+        .map_err(|error| queue_problem(&error))?
     {
         tracing::info!(%queue, %id, "dead job retried");
         return Ok(Json(Affected {
@@ -674,7 +677,7 @@ async fn retry_one(
     match queues
         .job(queue.as_str(), &id)
         .await
-        .map_err(queue_problem)?
+        .map_err(|error| queue_problem(&error))?
     {
         Some(job) => Err(Problem::new(
             StatusCode::CONFLICT,
@@ -706,7 +709,7 @@ async fn retry_all(
     let count = queues(&state)?
         .retry_all_dead(queue.as_str())
         .await
-        .map_err(queue_problem)?;
+        .map_err(|error| queue_problem(&error))?;
     tracing::info!(%queue, count, "dead jobs retried");
     Ok(Json(Affected {
         queue: queue.as_str().to_owned(),
@@ -762,12 +765,21 @@ async fn set_paused(
     let queues = queues(state)?;
     let name = queue.as_str();
     if paused {
-        queues.pause(name).await.map_err(queue_problem)?;
+        queues
+            .pause(name)
+            .await
+            .map_err(|error| queue_problem(&error))?;
     } else {
-        queues.resume(name).await.map_err(queue_problem)?;
+        queues
+            .resume(name)
+            .await
+            .map_err(|error| queue_problem(&error))?;
     }
     tracing::info!(%queue, paused, "queue paused or resumed");
-    let counts = queues.counts(name).await.map_err(queue_problem)?;
+    let counts = queues
+        .counts(name)
+        .await
+        .map_err(|error| queue_problem(&error))?;
     Ok(Json(row(state, queue, &counts)))
 }
 
@@ -817,7 +829,7 @@ async fn clean(
     let count = queues(&state)?
         .clean(queue.as_str(), finished, older_than, keep)
         .await
-        .map_err(queue_problem)?;
+        .map_err(|error| queue_problem(&error))?;
     tracing::info!(%queue, state = ?request.state, count, "finished jobs cleaned");
     Ok(Json(Affected {
         queue: queue.as_str().to_owned(),

@@ -1,6 +1,6 @@
 //! Reviews written behind the cache (`cache.review_writes = "write-behind"`).
 //!
-//! `POST /api/review/complete` computes the next schedule, enqueues the
+//! Completing a review computes the next schedule, enqueues the
 //! database write as a job on the `schedule` queue, and records the review
 //! as *pending* in the cache before it answers; a worker applies the job
 //! (once per review id, however often it runs) and then drops the user's
@@ -21,14 +21,11 @@ use seawall_cache::{Class, Options};
 use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 
+use super::{Workload, WorkloadError};
 use crate::cache::ApiCache;
 use crate::config::QueueName;
 use crate::jobs::{self, Refusal, ReviewWrite, ScheduleJob};
-use crate::problem::Problem;
 use crate::reviews::{DAY_MS, Review, SchedulePoint, next_schedule};
-use crate::routes::queue::queue_problem;
-use crate::routes::workload::database_error;
-use crate::state::AppState;
 
 /// A review the database may not have yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,20 +68,20 @@ pub(crate) async fn pending(
 /// Where the learner stands with the content: the pending record if it is
 /// newer than the database's row. `None` when there is no schedule.
 async fn current(
-    state: &AppState,
+    workload: &Workload,
     cache: &ApiCache,
     review: &Review,
-) -> Result<Option<SchedulePoint>, Problem> {
+) -> Result<Option<SchedulePoint>, WorkloadError> {
     const SELECT: &str = "SELECT interval_days, ease_permille, repetitions, last_reviewed_at \
                           FROM review_schedules WHERE user_id = $1 AND content_id = $2";
-    let db = state.db();
+    let db = workload.db();
     let row: Option<(i64, i64, i64, Option<i64>)> = sqlx::query_as(SELECT)
         .bind(review.user_id)
         .bind(review.content_id)
-        .fetch_optional(&mut *db.acquire().await.map_err(database_error)?)
+        .fetch_optional(&mut *db.acquire().await.map_err(WorkloadError::database)?)
         .timed(db.monitor(), SELECT)
         .await
-        .map_err(database_error)?;
+        .map_err(WorkloadError::database)?;
     let Some((interval_days, ease_permille, repetitions, last)) = row else {
         return Ok(None);
     };
@@ -104,27 +101,19 @@ async fn current(
 }
 
 /// A review id nobody else will draw: 128 random bits in hex.
-fn review_id() -> Result<String, Problem> {
+fn review_id() -> Result<String, WorkloadError> {
     let mut bytes = [0_u8; 16];
-    getrandom::fill(&mut bytes).map_err(|error| {
-        tracing::error!(%error, "the random source failed");
-        Problem::internal()
-    })?;
+    getrandom::fill(&mut bytes)
+        .map_err(|error| WorkloadError::Internal(format!("the random source failed: {error}")))?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// Completes `review` behind the cache: enqueues the write, then records
-/// it as pending. Answers the next schedule, or `None` when the learner has
-/// no schedule for the content (nothing enqueued).
 pub(crate) async fn complete(
-    state: &AppState,
+    workload: &Workload,
+    cache: &ApiCache,
     review: Review,
-) -> Result<Option<SchedulePoint>, Problem> {
-    let Some(cache) = state.cache() else {
-        // Configuration validation makes write-behind need the cache.
-        return Err(Problem::internal());
-    };
-    let Some(current) = current(state, cache, &review).await? else {
+) -> Result<Option<SchedulePoint>, WorkloadError> {
+    let Some(current) = current(workload, cache, &review).await? else {
         return Ok(None);
     };
     let next = next_schedule(current, review.rating);
@@ -139,18 +128,15 @@ pub(crate) async fn complete(
         ease_permille: next.ease_permille,
         repetitions: next.repetitions,
     };
-    let queues = state.queues().get().ok_or_else(|| {
-        Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
-            .with_retry_after(2)
-    })?;
-    let payload = serde_json::to_value(ScheduleJob::Review(write)).map_err(|error| {
-        tracing::error!(%error, "a review did not serialise");
-        Problem::internal()
-    })?;
-    // Enqueued first: a review the queue refused must not look written.
+    let queues = workload
+        .queues()
+        .get()
+        .ok_or(WorkloadError::QueuesConnecting)?;
+    let payload = serde_json::to_value(ScheduleJob::Review(write))
+        .map_err(|error| WorkloadError::Internal(format!("a review did not serialise: {error}")))?;
     match jobs::enqueue(
         queues,
-        state.queue_config(),
+        workload.queue_config(),
         QueueName::Schedule,
         payload,
         None,
@@ -159,10 +145,11 @@ pub(crate) async fn complete(
     {
         Ok(_) => {}
         Err(Refusal::Invalid(refused)) => {
-            tracing::error!(%refused, "a computed review broke the schedule queue's rules");
-            return Err(Problem::internal());
+            return Err(WorkloadError::Internal(format!(
+                "a computed review broke the schedule queue's rules: {refused}"
+            )));
         }
-        Err(Refusal::Queue(error)) => return Err(queue_problem(error)),
+        Err(Refusal::Queue(error)) => return Err(WorkloadError::Queue(error)),
     }
     let pending = Pending {
         at_ms: review.at_ms,
