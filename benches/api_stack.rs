@@ -106,7 +106,7 @@ fn bare_router() -> Router {
 fn stack_router() -> Router {
     // A monitor per router: `with_stack` registers its metrics once per monitor.
     let monitor = seawall_perfmon::Monitor::new();
-    let server = seawall_api::config::ServerConfig::default();
+    let server = seawall_app::config::ServerConfig::default();
     seawall_api::with_stack(bare_router(), &server, &monitor).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -127,8 +127,8 @@ fn targets(path: &str) -> Vec<Uri> {
 /// Logs as the service does by default (its own subscriber, `info`, text),
 /// into a sink.
 fn install_service_logging() {
-    let log = seawall_api::config::LogConfig::default();
-    let installed = tracing::subscriber::set_global_default(seawall_api::log_subscriber(
+    let log = seawall_app::config::LogConfig::default();
+    let installed = tracing::subscriber::set_global_default(seawall_app::log_subscriber(
         &log,
         std::io::sink,
         false,

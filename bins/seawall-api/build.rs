@@ -24,7 +24,6 @@ fn main() {
     let assets_dir = manifest_dir.join(ASSETS_DIR);
 
     println!("cargo:rerun-if-changed=build.rs");
-    git_revision(&manifest_dir);
     // A directory makes cargo rescan everything under it, which catches
     // files that are added or removed; the files are listed too so that the
     // dependency on each one is explicit.
@@ -117,39 +116,6 @@ fn relative_url_path(root: &Path, file: &Path) -> String {
         })
         .collect();
     parts.join("/")
-}
-
-/// Sets `SEAWALL_GIT_REVISION` for the build-info metric: the commit the
-/// binary was built from, or `unknown` outside a git checkout. Rerun when
-/// HEAD moves.
-fn git_revision(manifest_dir: &Path) {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(manifest_dir)
-            .output()
-            .ok()
-            .filter(|output| output.status.success())
-            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    };
-    let revision = git(&["rev-parse", "--short=12", "HEAD"])
-        .filter(|commit| !commit.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned());
-    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        let git_dir = Path::new(&git_dir);
-        println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
-        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            let loose = git_dir.join(&reference);
-            if loose.exists() {
-                println!("cargo:rerun-if-changed={}", loose.display());
-            }
-        }
-        let packed = git_dir.join("packed-refs");
-        if packed.exists() {
-            println!("cargo:rerun-if-changed={}", packed.display());
-        }
-    }
-    println!("cargo:rustc-env=SEAWALL_GIT_REVISION={revision}");
 }
 
 fn content_type(path: &str) -> &'static str {

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use utoipa::{Modify as _, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::Error;
 use crate::auth::{self, AdminGuard, AdminToken};
 use crate::cache::ApiCache;
 use crate::config::{Config, ServerConfig};
@@ -33,8 +34,8 @@ use crate::setup::QueueHandle;
 use crate::setup::{self, MONITOR_INTERVAL};
 use crate::state::{AppState, Parts};
 use crate::timeline::Timeline;
-use crate::{Error, metrics};
 use seawall_app::Error as AppError;
+use seawall_app::metrics;
 use seawall_app::workload::Workload;
 
 /// The service, built from a [`Config`]: connected, migrated, seeded, ready to
@@ -236,7 +237,7 @@ impl App {
 /// use axum::{Router, routing::get};
 ///
 /// let monitor = seawall_perfmon::Monitor::new();
-/// let server = seawall_api::config::ServerConfig::default();
+/// let server = seawall_app::config::ServerConfig::default();
 /// let router = Router::new().route("/hello", get(|| async { "hello" }));
 /// let router = seawall_api::with_stack(router, &server, &monitor)?;
 /// # Ok::<(), seawall_api::Error>(())

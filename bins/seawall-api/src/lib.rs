@@ -3,10 +3,10 @@
 //! monitoring on every route and query, an admin API behind a bearer token,
 //! probes, Prometheus metrics and a dashboard.
 //!
-//! The library also holds what `seawall-worker` shares with the API: the
-//! configuration ([`config`]), the set-up of logging, the database, Redis
-//! and the queues, and the processors of the eight job queues ([`jobs`]);
-//! [`worker::run`] is the worker process.
+//! This crate is the HTTP service only: routes, middleware, the admin
+//! token, problem responses, the OpenAPI document and the dashboard. What
+//! it serves is the application of `seawall-app` (the configuration, the
+//! database, the workload, the queues), which `seawall-worker` runs too.
 //!
 //! The binary is a thin shell around this library: [`config::load`] reads the
 //! configuration and [`run`] serves until SIGINT or SIGTERM. Tests and other
@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), seawall_api::Error> {
-//! let mut config = seawall_api::Config::default();
+//! let mut config = seawall_app::Config::default();
 //! config.database.url = "sqlite://demo.db?mode=rwc".to_owned();
 //! config.demo.users = 10;
 //! let app = seawall_api::App::build(config).await?;
@@ -32,7 +32,6 @@
 mod app;
 mod auth;
 mod extract;
-mod metrics;
 mod middleware;
 mod params;
 pub mod problem;
@@ -41,16 +40,12 @@ mod routes;
 mod server;
 mod state;
 mod timeline;
-pub mod worker;
 
 // The application's modules, under the names the service's modules use.
-pub use seawall_app::{
-    Config, ConfigError, RedisError, config, error_chain, jobs, log_subscriber, seed,
-};
-pub(crate) use seawall_app::{cache, db, redis, setup};
+use seawall_app::{Config, ConfigError};
+pub(crate) use seawall_app::{cache, config, db, jobs, redis, seed, setup};
 
 pub use app::{App, openapi, with_stack};
-pub use seawall_app::db::Backend;
 
 /// Why the service could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -80,56 +75,9 @@ impl From<seawall_perfmon::Error> for Error {
     }
 }
 
-/// How long dropping the runtime waits for blocking tasks once the process
-/// has drained; a stuck task must not keep it alive.
-const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The whole `main` of `seawall-api` and `seawall-worker`: loads the
-/// configuration for `program`, then runs it on a multi-threaded tokio
-/// runtime until SIGINT or SIGTERM.
-///
-/// Exit status: 0 after a clean shutdown (and for `--help` and
-/// `--version`), 1 when the process fails, 2 when the command line or
-/// configuration is invalid.
-pub fn main_for(program: config::Program) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let name = program.name();
-    let config = match config::load_for(program) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("{name}: {}", error_chain(&error));
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!(
-                "{name}: cannot start the tokio runtime: {}",
-                error_chain(&error)
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        match program {
-            config::Program::Api => run(config).await,
-            config::Program::Worker => worker::run(config).await,
-        }
-    });
-    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{name}: {}", error_chain(&error));
-            match error {
-                Error::App(seawall_app::Error::Config(_)) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
-        }
+impl seawall_app::process::Failure for Error {
+    fn is_usage(&self) -> bool {
+        matches!(self, Self::App(error) if error.is_usage())
     }
 }
 

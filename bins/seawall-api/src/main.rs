@@ -1,7 +1,7 @@
-//! The `seawall-api` binary: reads the configuration, then runs the service
-//! until SIGINT or SIGTERM; see [`seawall_api::main_for`] for the exit
+//! The `seawall-api` binary: reads the configuration, then serves until
+//! SIGINT or SIGTERM; see [`seawall_app::process::main_with`] for the exit
 //! statuses.
 
 fn main() -> std::process::ExitCode {
-    seawall_api::main_for(seawall_api::config::Program::Api)
+    seawall_app::process::main_with(seawall_app::config::Program::Api, seawall_api::run)
 }

@@ -9,7 +9,8 @@
 //!   [`seed`]: the demo dataset;
 //! - [`redis`]: the Redis client; [`setup`]: logging, signals, the monitor,
 //!   the database, Redis and the job queues, set up the same way for both
-//!   binaries; [`logging`]: the log format;
+//!   binaries; [`logging`]: the log format; [`metrics`]: the gauges both
+//!   binaries export beside the monitor's; [`process`]: a binary's `main`;
 //! - [`workload`]: the reference workload (due reviews, completing a review,
 //!   statistics, the catalogue, reviews written behind the cache);
 //!   [`cache`]: its cache; [`reviews`]: SM-2 and the review write;
@@ -35,6 +36,8 @@ pub mod db;
 pub mod jobs;
 pub mod json;
 pub mod logging;
+pub mod metrics;
+pub mod process;
 pub mod redis;
 pub mod reviews;
 pub mod seed;

@@ -113,6 +113,8 @@ mod stats;
 
 #[cfg(feature = "tower")]
 mod layer;
+#[cfg(feature = "axum")]
+pub mod probes;
 #[cfg(feature = "sqlx")]
 pub mod sqlx;
 

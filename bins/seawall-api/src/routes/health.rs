@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use seawall_perfmon::{CheckResult, HEALTH_JSON, HealthCheck, HealthStatus, Monitor};
-use serde::Serialize;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use seawall_perfmon::probes;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -56,23 +55,6 @@ pub(crate) struct HealthCheckEntry {
     component_type: Option<String>,
 }
 
-pub(crate) fn health_json(status: StatusCode, body: &impl Serialize) -> Response {
-    let body = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(HEALTH_JSON));
-    response
-}
-
-#[derive(Serialize)]
-struct Readiness {
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output: Option<String>,
-    checks: BTreeMap<String, Vec<CheckResult>>,
-}
-
 /// Liveness: the process is up and serving HTTP.
 ///
 /// Always `pass`; it checks no dependency, so an orchestrator restarts the
@@ -82,7 +64,7 @@ struct Readiness {
         content_type = "application/health+json", example = json!({"status": "pass"})),
 ))]
 async fn livez() -> Response {
-    alive()
+    probes::liveness()
 }
 
 /// Readiness: every dependency answers.
@@ -98,47 +80,7 @@ async fn livez() -> Response {
         content_type = "application/health+json"),
 ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    readiness(state.readiness_checks()).await
-}
-
-/// Runs `checks`: 200 when every one passes, 503 naming those that fail.
-pub(crate) async fn readiness(checks: &[Box<dyn HealthCheck>]) -> Response {
-    let mut results = BTreeMap::new();
-    let mut failed = Vec::new();
-    for check in checks {
-        let key = check.key();
-        let result = check.check().await;
-        if result.status == HealthStatus::Unhealthy {
-            failed.push(key.clone());
-        }
-        results.entry(key).or_insert_with(Vec::new).push(result);
-    }
-    let (status, code, output) = if failed.is_empty() {
-        (HealthStatus::Healthy, StatusCode::OK, None)
-    } else {
-        (
-            HealthStatus::Unhealthy,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(format!("failing: {}", failed.join(", "))),
-        )
-    };
-    let status = status.as_draft();
-    health_json(
-        code,
-        &Readiness {
-            status,
-            output,
-            checks: results,
-        },
-    )
-}
-
-/// The liveness answer: always `pass`.
-pub(crate) fn alive() -> Response {
-    health_json(
-        StatusCode::OK,
-        &serde_json::json!({ "status": HealthStatus::Healthy.as_draft() }),
-    )
+    probes::readiness(state.readiness_checks()).await
 }
 
 /// Metrics for Prometheus: HTTP and query latency histograms, counters,
@@ -153,18 +95,5 @@ pub(crate) fn alive() -> Response {
     )),
 ))]
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    exposition(state.monitor(), &headers)
-}
-
-/// The monitor's metrics in the format `Accept` asks for.
-pub(crate) fn exposition(monitor: &Monitor, headers: &HeaderMap) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok());
-    let (content_type, body) = monitor.negotiate(accept);
-    let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    probes::metrics(state.monitor(), &headers)
 }

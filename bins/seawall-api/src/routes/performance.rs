@@ -11,9 +11,10 @@ use utoipa_axum::routes;
 use crate::extract::Json;
 use crate::params::Params;
 use crate::problem::Problem;
-use crate::routes::health::{HealthDocument, health_json};
+use crate::routes::health::HealthDocument;
 use crate::state::AppState;
 use crate::timeline::Point;
+use seawall_perfmon::probes::health_json;
 
 /// Most slow-log entries one request may ask for.
 const MAX_SLOW_LIMIT: i64 = 1000;

@@ -24,7 +24,7 @@ fn command(dir: &Path) -> Command {
 /// Same, with log lines in `format` (`json` or `text`).
 fn command_logging(dir: &Path, format: &str) -> Command {
     let mut command = Command::new(BINARY);
-    for name in seawall_api::config::env_vars() {
+    for name in seawall_app::config::env_vars() {
         command.env_remove(name);
     }
     command

@@ -310,7 +310,7 @@ async fn dead_jobs_keep_their_errors_and_can_be_retried_cancelled_and_cleaned() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_review_written_behind_is_read_at_once_and_written_once() {
     let app = TestApp::sqlite_with(|config| {
-        config.cache.review_writes = seawall_api::config::ReviewWrites::WriteBehind;
+        config.cache.review_writes = seawall_app::config::ReviewWrites::WriteBehind;
     })
     .await;
     sqlx::any::install_default_drivers();

@@ -3,7 +3,7 @@
 //! admin authentications, and the admin routes that manage them.
 
 use reqwest::{Method, RequestBuilder, StatusCode};
-use seawall_api::config::Profile;
+use seawall_app::config::Profile;
 use serde_json::{Value, json};
 
 use crate::support::TestServer;

@@ -122,7 +122,7 @@ async fn urls_that_cannot_work_are_refused_at_start() {
         config.redis.url = Some(url.to_owned());
         config.redis.tls_ca_file = ca_file.map(ToOwned::to_owned);
         let error = seawall_api::App::build(config).await.expect_err("refused");
-        let chain = seawall_api::error_chain(&error);
+        let chain = seawall_app::error_chain(&error);
         assert!(chain.contains(reason), "{url}: {chain}");
     }
 }

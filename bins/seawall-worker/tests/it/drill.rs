@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use seawall_api::config::QueuePolicy;
+use seawall_app::config::QueuePolicy;
 use seawall_testkit::{Persistence, RedisServer};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection as _, Executor as _};
@@ -209,7 +209,7 @@ async fn sleep_unless(duration: Duration, done: impl Fn() -> bool) {
     }
 }
 
-fn start_worker(config: &seawall_api::Config) -> Worker {
+fn start_worker(config: &seawall_app::Config) -> Worker {
     tokio::task::block_in_place(|| Worker::start(worker(config)))
 }
 

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use seawall_api::Config;
-use seawall_api::config::{QueueName, QueuePolicy, ReviewWrites};
+use seawall_app::Config;
+use seawall_app::config::{QueueName, QueuePolicy, ReviewWrites};
 use seawall_queue::Queues;
 use seawall_queue::fred::prelude::{Builder, Config as RedisConfig};
 use seawall_testkit::RedisServer;

@@ -2,7 +2,7 @@
 //! same database and Redis: it takes the jobs the API enqueues, serves its
 //! probes and metrics, drains on SIGTERM and exits with status 0.
 
-use seawall_api::Config;
+use seawall_app::Config;
 use seawall_testkit::RedisServer;
 use serde_json::{Value, json};
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use seawall_api::Config;
-use seawall_api::config::QueueName;
+use seawall_app::Config;
+use seawall_app::config::QueueName;
 use serde_json::Value;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_seawall-worker");
@@ -78,7 +78,7 @@ impl ServedApi {
 /// (database, Redis, files, lease, queue policies).
 pub(crate) fn worker(config: &Config) -> Command {
     let mut command = Command::new(BINARY);
-    for name in seawall_api::config::env_vars() {
+    for name in seawall_app::config::env_vars() {
         command.env_remove(name);
     }
     for queue in QueueName::ALL {

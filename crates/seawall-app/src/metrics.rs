@@ -11,7 +11,7 @@ use crate::redis::Redis;
 const REVISION: &str = env!("SEAWALL_GIT_REVISION");
 
 /// Registers build info and the scrape-time collectors on `monitor`.
-pub(crate) fn register(
+pub fn register(
     monitor: &Monitor,
     db: &Db,
     redis: Option<&Redis>,
