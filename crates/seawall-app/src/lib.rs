@@ -17,13 +17,28 @@
 //!   [`jobs`]: the job queues' payloads and processors;
 //! - [`time`] and [`json`]: the clock and the JSON integers both sides read.
 //!
+//! Building the application and answering one request of its workload,
+//! the way `seawall-api` does for `GET /api/content`:
+//!
 //! ```
-//! # async fn demo() -> Result<(), seawall_app::Error> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use seawall_app::{setup, workload::Workload};
+//!
+//! let dir = tempfile::tempdir()?;
 //! let mut config = seawall_app::Config::default();
-//! config.database.url = "sqlite::memory:".to_owned();
-//! let monitor = seawall_app::setup::monitor(&config)?;
-//! let db = seawall_app::setup::database(&config, &monitor).await?;
-//! assert_eq!(db.backend(), seawall_app::db::Backend::Sqlite);
+//! config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
+//! config.demo.users = 5;
+//! config.demo.contents = 20;
+//! config.demo.schedules_per_user = 10;
+//! config.demo.history_per_user = 20;
+//! config.validate()?;
+//! let monitor = setup::monitor(&config)?;
+//! let db = setup::database(&config, &monitor).await?;
+//! seawall_app::seed::ensure(&db, &config.demo, seawall_app::time::now_ms()).await?;
+//! let queues = setup::QueueHandle::connect(&config)?;
+//! let workload = Workload::new(db, None, queues, &config);
+//! let page = serde_json::to_value(workload.contents(1, 10, Some("math")).await?)?;
+//! assert_eq!(page["category"], "math");
 //! # Ok(())
 //! # }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use seawall_perfmon::PerfmonLayer;
 use seawall_ratelimit::Decision;
@@ -60,9 +60,7 @@ pub(crate) use shed::Shedder;
 use crate::config::ServerConfig;
 use crate::problem::Problem;
 use crate::ratelimit::{self, Ddos, RateLimits};
-
-/// The request-id header.
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+use trace::X_REQUEST_ID;
 
 /// What the stack needs beyond the configuration.
 pub(crate) struct Stack {
@@ -308,15 +306,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Whether a client's `x-request-id` is short and plain enough to keep and
-/// log as it is.
-pub(super) fn is_plain_id(id: &[u8]) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
 /// The 503 problem for a request that took longer than `limit`
 /// (`server.request_timeout`); its handler's future has been dropped.
 fn timed_out(limit: Duration) -> Response {
@@ -339,20 +328,4 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .unwrap_or_default();
     tracing::error!(panic = %message, "a request handler panicked");
     Problem::internal().into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_ids_only() {
-        for id in ["a", "0b6c4bd6-3f4e-4d8e-9d71-2f0c8e1d5a47", "trace:1.2_3"] {
-            assert!(is_plain_id(id.as_bytes()), "{id}");
-        }
-        let long = "x".repeat(129);
-        for id in ["", "a b", "a\"b", "naïve", long.as_str(), "a\nb"] {
-            assert!(!is_plain_id(id.as_bytes()), "{id:?}");
-        }
-    }
 }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::MatchedPath;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response};
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
@@ -20,6 +20,18 @@ fn request_id(extensions: &axum::http::Extensions) -> Option<&str> {
     extensions
         .get::<RequestId>()
         .and_then(|id| id.header_value().to_str().ok())
+}
+
+/// The request-id header.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Whether a client's `x-request-id` is short and plain enough to keep and
+/// log as it is.
+fn is_plain_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Makes the `request` span. The route is the template (`/api/content`),
@@ -64,7 +76,7 @@ impl<B> OnResponse<B> for RecordResponse {
 }
 
 /// The request id, as one layer: a client's `x-request-id` is kept when it
-/// is one plain value (see [`super::is_plain_id`]), otherwise one is
+/// is one plain value (see [`is_plain_id`]), otherwise one is
 /// generated; it is set on the request (header and extension, for the span),
 /// kept in scope while the rest runs so that problems built inside carry it,
 /// and returned on the response.
@@ -98,14 +110,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let mut values = request.headers().get_all(&super::X_REQUEST_ID).iter();
+        let mut values = request.headers().get_all(&X_REQUEST_ID).iter();
         let id = match (values.next(), values.next()) {
-            (Some(value), None) if super::is_plain_id(value.as_bytes()) => value.clone(),
+            (Some(value), None) if is_plain_id(value.as_bytes()) => value.clone(),
             _ => fresh_id(),
         };
-        request
-            .headers_mut()
-            .insert(super::X_REQUEST_ID, id.clone());
+        request.headers_mut().insert(X_REQUEST_ID, id.clone());
         request.extensions_mut().insert(RequestId::new(id.clone()));
         // A plain id or a UUID: ASCII either way.
         let text: Box<str> = id.to_str().unwrap_or_default().into();
@@ -136,7 +146,7 @@ where
         let this = self.project();
         let mut result = ready!(this.inner.poll(cx));
         if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {
-            response.headers_mut().insert(super::X_REQUEST_ID, id);
+            response.headers_mut().insert(X_REQUEST_ID, id);
         }
         Poll::Ready(result)
     }
@@ -179,6 +189,17 @@ fn fresh_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_ids_only() {
+        for id in ["a", "0b6c4bd6-3f4e-4d8e-9d71-2f0c8e1d5a47", "trace:1.2_3"] {
+            assert!(is_plain_id(id.as_bytes()), "{id}");
+        }
+        let long = "x".repeat(129);
+        for id in ["", "a b", "a\"b", "naïve", long.as_str(), "a\nb"] {
+            assert!(!is_plain_id(id.as_bytes()), "{id:?}");
+        }
+    }
 
     #[test]
     fn generated_ids_are_uuid_v4_and_distinct() {

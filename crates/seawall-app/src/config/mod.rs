@@ -88,14 +88,15 @@
 //! # Ok::<(), ConfigError>(())
 //! ```
 
+mod error;
 pub mod queue;
 pub mod schema;
 pub mod sources;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
-use std::error::Error as StdError;
-use std::path::PathBuf;
-
+pub use error::ConfigError;
 pub use queue::{QueueName, QueuePolicy, RetryBackoff};
 pub use schema::{
     AdminConfig, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat,
@@ -105,115 +106,6 @@ pub use schema::{
 pub use sources::{
     Program, command, command_for, env_vars, from_sources, from_sources_for, load, load_for,
 };
-
-/// Why the configuration could not be loaded.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The command line did not parse. This is also how `--help` and
-    /// `--version` come back from [`from_sources`]; [`load`] lets clap print
-    /// those and exit instead.
-    #[error("invalid command line")]
-    Cli(#[source] clap::Error),
-    /// The config file could not be read.
-    #[error("cannot read config file {}", path.display())]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML or does not match [`Config`] (an
-    /// unknown key, a wrong type, a malformed value).
-    ///
-    /// The message never quotes the file's text, which may hold secrets.
-    #[error("invalid config file {}{}: {message}", path.display(), at.map(|(line, column)| format!(", line {line}, column {column}")).unwrap_or_default())]
-    ParseFile {
-        /// The file.
-        path: PathBuf,
-        /// Line and column (from 1) of the fault, when known.
-        at: Option<(usize, usize)>,
-        /// What is wrong, e.g. which key is unknown or which type was expected.
-        message: String,
-    },
-    /// An environment variable holds bytes that are not UTF-8.
-    #[error("environment variable {name} is not valid UTF-8")]
-    EnvNotUnicode {
-        /// The variable.
-        name: &'static str,
-    },
-    /// An environment variable's value does not parse.
-    #[error("invalid value {value:?} in environment variable {name}")]
-    Env {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// Why it does not parse.
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
-    },
-    /// The merged configuration breaks a rule.
-    #[error("invalid {key} = {value}: {reason}")]
-    Invalid {
-        /// The setting, as `section.key` in the TOML file.
-        key: &'static str,
-        /// Its value, with secrets masked.
-        value: String,
-        /// The rule it breaks.
-        reason: String,
-    },
-}
-
-/// What the tests of each part share.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use std::collections::HashMap;
-    use std::io::Write as _;
-
-    use super::{Config, ConfigError, from_sources};
-
-    pub(crate) fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|&(name, value)| (name.to_owned(), value.to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
-
-    pub(crate) fn load_with(args: &[&str], pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        from_sources(
-            std::iter::once("seawall-api").chain(args.iter().copied()),
-            env(pairs),
-        )
-    }
-
-    pub(crate) fn toml_file(text: &str) -> tempfile::NamedTempFile {
-        let mut file = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("create temp file");
-        file.write_all(text.as_bytes()).expect("write temp file");
-        file
-    }
-
-    pub(crate) fn path_of(file: &tempfile::NamedTempFile) -> &str {
-        file.path().to_str().expect("temp path is UTF-8")
-    }
-
-    pub(crate) fn expect_invalid(
-        result: Result<Config, ConfigError>,
-        expected_key: &str,
-    ) -> String {
-        match result {
-            Err(error @ ConfigError::Invalid { key, .. }) if key == expected_key => {
-                error.to_string()
-            }
-            other => panic!("expected Invalid {{ key: {expected_key:?} }}, got {other:?}"),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

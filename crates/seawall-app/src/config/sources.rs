@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::ConfigError;
+use super::error::ConfigError;
 use super::schema::{Config, Flag, SETTINGS, Setting};
 
 /// The variable that names the config file, read before any other.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use seawall_perfmon::sanitize::mask_secrets;
 
-use super::ConfigError;
+use super::error::ConfigError;
 use super::schema::{
     Config, DatabaseConfig, DemoConfig, RateLimitConfig, RedisConfig, ReviewWrites, ServerConfig,
 };

@@ -14,8 +14,7 @@ use seawall_queue::{Job, JobError};
 use sqlx::{Column as _, Row as _};
 
 use super::payload::{BackupJob, ExportJob, ImportJob, file_name};
-use super::work::{BATCH, percent, write_in_batches};
-use super::{Processors, database};
+use super::processors::{BATCH, Processors, database, percent, write_in_batches};
 use crate::db::Backend;
 use crate::time::now_ms;
 

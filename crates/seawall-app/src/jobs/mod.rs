@@ -11,42 +11,25 @@
 
 mod files;
 pub mod payload;
+mod processors;
 #[cfg(test)]
 mod tests;
 mod throughput;
 mod work;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use seawall_perfmon::Monitor;
-use seawall_queue::{JobError, QueueMetrics, Queues, Worker, WorkerStats};
+use seawall_queue::{QueueMetrics, Queues, Worker, WorkerBuilder, WorkerStats};
 
-use crate::cache::ApiCache;
 use crate::config::{QueueConfig, QueueName};
-use crate::db::Db;
 
 pub use payload::{
     AnalyticsJob, BackupJob, Channel, EmailJob, EmailTemplate, ExportJob, ExportTable, ImportJob,
     NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
 };
+pub use processors::Processors;
 pub use throughput::{Throughput, ThroughputPoint};
-
-/// What the processors work with.
-#[derive(Clone)]
-pub struct Processors {
-    db: Db,
-    cache: Option<ApiCache>,
-    files: PathBuf,
-}
-
-impl Processors {
-    /// The processors' shared parts: the database, the cache they invalidate
-    /// (when on), and the directory of backups, exports and imports.
-    pub fn new(db: Db, cache: Option<ApiCache>, files: PathBuf) -> Self {
-        Self { db, cache, files }
-    }
-}
 
 /// How often the depth gauges are refreshed.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
@@ -77,7 +60,7 @@ impl Running {
                 .lease(config.lease)?
                 .backoff(config.policy(queue).backoff.to_backoff())
                 .metrics(metrics.clone());
-            let worker = work::start(queue, builder, processors.clone());
+            let worker = start_worker(queue, builder, processors.clone());
             workers.push((queue, worker));
             gauges.push((queue, metrics));
         }
@@ -107,6 +90,28 @@ impl Running {
 }
 
 /// Refreshes every queue's depth gauges every [`DEPTH_EVERY`].
+/// Starts `builder` with the processor of `queue`.
+fn start_worker(queue: QueueName, builder: WorkerBuilder, processors: Processors) -> Worker {
+    macro_rules! run {
+        ($process:path) => {
+            builder.start(move |job| {
+                let processors = processors.clone();
+                async move { $process(&processors, job).await }
+            })
+        };
+    }
+    match queue {
+        QueueName::Email => run!(work::email),
+        QueueName::Report => run!(work::report),
+        QueueName::Schedule => run!(work::schedule),
+        QueueName::Notification => run!(work::notification),
+        QueueName::Analytics => run!(work::analytics),
+        QueueName::Backup => run!(files::backup),
+        QueueName::Export => run!(files::export),
+        QueueName::Import => run!(files::import),
+    }
+}
+
 async fn record_depth(queues: Queues, gauges: Vec<(QueueName, QueueMetrics)>) {
     let mut every = tokio::time::interval(DEPTH_EVERY);
     loop {
@@ -162,14 +167,4 @@ pub async fn enqueue(
         .enqueue(queue.as_str(), &payload, &options)
         .await
         .map_err(Refusal::Queue)
-}
-
-/// `queue:id`, how rows written by a job name it.
-fn job_key<T>(queue: QueueName, job: &seawall_queue::Job<T>) -> String {
-    format!("{queue}:{}", job.id())
-}
-
-/// A database error, retried.
-fn database(error: &sqlx::Error) -> JobError {
-    JobError::new(format!("database error: {error}"))
 }

@@ -2,6 +2,7 @@
 //! the memory backend; and the failures that must end as failed jobs with
 //! a clear error, retried per policy, never a crashed worker.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use seawall_perfmon::Monitor;
@@ -10,6 +11,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{DatabaseConfig, DemoConfig, QueuePolicy};
+use crate::db::Db;
 use crate::reviews::DAY_MS;
 
 const WITHIN: Duration = Duration::from_secs(20);

@@ -2,42 +2,15 @@
 //! analytics; and [`start`], which gives each queue its processor.
 
 use seawall_perfmon::sqlx::TimedQuery as _;
-use seawall_queue::{Job, JobError, Worker, WorkerBuilder};
-use sqlx::query::Query;
-use sqlx::{Any, Database};
+use seawall_queue::{Job, JobError};
 
 use super::payload::{
     AnalyticsJob, EmailJob, EmailTemplate, NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
 };
-use super::{Processors, database, files, job_key};
+use super::processors::{Processors, database, job_key, write_in_batches};
 use crate::config::QueueName;
 use crate::reviews::DAY_MS;
 use crate::time::now_ms;
-
-/// Rows one step of a long job handles before it reports progress.
-pub(super) const BATCH: usize = 500;
-
-/// Starts `builder` with the processor of `queue`.
-pub(super) fn start(queue: QueueName, builder: WorkerBuilder, processors: Processors) -> Worker {
-    macro_rules! run {
-        ($process:path) => {
-            builder.start(move |job| {
-                let processors = processors.clone();
-                async move { $process(&processors, job).await }
-            })
-        };
-    }
-    match queue {
-        QueueName::Email => run!(email),
-        QueueName::Report => run!(report),
-        QueueName::Schedule => run!(schedule),
-        QueueName::Notification => run!(notification),
-        QueueName::Analytics => run!(analytics),
-        QueueName::Backup => run!(files::backup),
-        QueueName::Export => run!(files::export),
-        QueueName::Import => run!(files::import),
-    }
-}
 
 /// A learner's name and address; a learner that does not exist is a
 /// permanent failure.
@@ -53,7 +26,7 @@ async fn learner(processors: &Processors, user_id: i64) -> Result<(String, Strin
     found.ok_or_else(|| JobError::permanent(format!("no user {user_id}")))
 }
 
-async fn email(processors: &Processors, job: Job<EmailJob>) -> Result<(), JobError> {
+pub(super) async fn email(processors: &Processors, job: Job<EmailJob>) -> Result<(), JobError> {
     const DUE: &str = "SELECT COUNT(*) FROM review_schedules WHERE user_id = $1 AND due_at <= $2";
     const WEEK: &str =
         "SELECT COUNT(*) FROM review_history WHERE user_id = $1 AND reviewed_at >= $2";
@@ -113,7 +86,10 @@ async fn email(processors: &Processors, job: Job<EmailJob>) -> Result<(), JobErr
     Ok(())
 }
 
-async fn notification(processors: &Processors, job: Job<NotificationJob>) -> Result<(), JobError> {
+pub(super) async fn notification(
+    processors: &Processors,
+    job: Job<NotificationJob>,
+) -> Result<(), JobError> {
     const INSERT: &str = "INSERT INTO notification_deliveries \
          (job, user_id, channel, message, delivered_at) VALUES ($1, $2, $3, $4, $5)";
     let db = &processors.db;
@@ -133,7 +109,7 @@ async fn notification(processors: &Processors, job: Job<NotificationJob>) -> Res
     Ok(())
 }
 
-async fn report(processors: &Processors, job: Job<ReportJob>) -> Result<(), JobError> {
+pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Result<(), JobError> {
     const TOTALS: &str = "SELECT COUNT(*), \
              CAST(COALESCE(SUM(CASE WHEN rating >= 3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
              CAST(AVG(rating) AS DOUBLE PRECISION), \
@@ -195,7 +171,10 @@ async fn report(processors: &Processors, job: Job<ReportJob>) -> Result<(), JobE
     Ok(())
 }
 
-async fn schedule(processors: &Processors, job: Job<ScheduleJob>) -> Result<(), JobError> {
+pub(super) async fn schedule(
+    processors: &Processors,
+    job: Job<ScheduleJob>,
+) -> Result<(), JobError> {
     match &job.payload {
         ScheduleJob::Recompute { user_id } => recompute(processors, &job, *user_id).await,
         ScheduleJob::Review(review) => {
@@ -330,7 +309,10 @@ pub(crate) async fn apply_review(
 
 /// Rebuilds the daily statistics of the last `days` days in one
 /// transaction, then drops the cached statistics everywhere.
-async fn analytics(processors: &Processors, job: Job<AnalyticsJob>) -> Result<(), JobError> {
+pub(super) async fn analytics(
+    processors: &Processors,
+    job: Job<AnalyticsJob>,
+) -> Result<(), JobError> {
     const DELETE: &str = "DELETE FROM analytics_daily WHERE day >= $1";
     const REFRESH: &str = "INSERT INTO analytics_daily \
          (day, reviews, passed, learners, study_time_ms, refreshed_at) \
@@ -368,56 +350,4 @@ async fn analytics(processors: &Processors, job: Job<AnalyticsJob>) -> Result<()
     let message = format!("{} days refreshed", refreshed.rows_affected());
     job.progress(100, &message).await;
     Ok(())
-}
-
-/// One statement with its values bound.
-pub(super) type Statement = Query<'static, Any, <Any as Database>::Arguments>;
-
-/// Writes `rows` in batches of [`BATCH`], one write transaction per batch,
-/// running the statement `bind` makes of each row (`sql`, timed under that
-/// text), and reports "`done` of `total` `what`" after each commit. A
-/// failure rolls its batch back; the batches before it stay written, so the
-/// statement must be safe to repeat when the job runs again.
-pub(super) async fn write_in_batches<T, P>(
-    processors: &Processors,
-    job: &Job<P>,
-    rows: &[T],
-    what: &str,
-    sql: &'static str,
-    bind: impl Fn(&T) -> Statement,
-) -> Result<(), JobError> {
-    let monitor = processors.db.monitor();
-    let total = rows.len();
-    for (done, batch) in rows.chunks(BATCH).enumerate() {
-        let mut transaction = processors
-            .db
-            .begin_write()
-            .await
-            .map_err(|error| database(&error))?;
-        for row in batch {
-            bind(row)
-                .execute(&mut *transaction)
-                .timed(monitor, sql)
-                .await
-                .map_err(|error| database(&error))?;
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(|error| database(&error))?;
-        let finished = ((done + 1) * BATCH).min(total);
-        job.progress(
-            percent(finished, total),
-            &format!("{finished} of {total} {what}"),
-        )
-        .await;
-    }
-    Ok(())
-}
-
-/// `done` of `total` as a percentage below 100 (100 is reported when the
-/// job has finished).
-pub(super) fn percent(done: usize, total: usize) -> u8 {
-    let share = done.saturating_mul(99) / total.max(1);
-    u8::try_from(share.min(99)).unwrap_or(99)
 }

@@ -21,11 +21,14 @@ use seawall_cache::{Class, Options};
 use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Workload, WorkloadError};
+use super::error::WorkloadError;
 use crate::cache::ApiCache;
+use crate::config::QueueConfig;
 use crate::config::QueueName;
+use crate::db::Db;
 use crate::jobs::{self, Refusal, ReviewWrite, ScheduleJob};
 use crate::reviews::{DAY_MS, Review, SchedulePoint, next_schedule};
+use crate::setup::QueueHandle;
 
 /// A review the database may not have yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,13 +71,12 @@ pub(crate) async fn pending(
 /// Where the learner stands with the content: the pending record if it is
 /// newer than the database's row. `None` when there is no schedule.
 async fn current(
-    workload: &Workload,
+    db: &Db,
     cache: &ApiCache,
     review: &Review,
 ) -> Result<Option<SchedulePoint>, WorkloadError> {
     const SELECT: &str = "SELECT interval_days, ease_permille, repetitions, last_reviewed_at \
                           FROM review_schedules WHERE user_id = $1 AND content_id = $2";
-    let db = workload.db();
     let row: Option<(i64, i64, i64, Option<i64>)> = sqlx::query_as(SELECT)
         .bind(review.user_id)
         .bind(review.content_id)
@@ -109,11 +111,13 @@ fn review_id() -> Result<String, WorkloadError> {
 }
 
 pub(crate) async fn complete(
-    workload: &Workload,
+    db: &Db,
     cache: &ApiCache,
+    queues: &QueueHandle,
+    queue_config: &QueueConfig,
     review: Review,
 ) -> Result<Option<SchedulePoint>, WorkloadError> {
-    let Some(current) = current(workload, cache, &review).await? else {
+    let Some(current) = current(db, cache, &review).await? else {
         return Ok(None);
     };
     let next = next_schedule(current, review.rating);
@@ -128,21 +132,10 @@ pub(crate) async fn complete(
         ease_permille: next.ease_permille,
         repetitions: next.repetitions,
     };
-    let queues = workload
-        .queues()
-        .get()
-        .ok_or(WorkloadError::QueuesConnecting)?;
+    let queues = queues.get().ok_or(WorkloadError::QueuesConnecting)?;
     let payload = serde_json::to_value(ScheduleJob::Review(write))
         .map_err(|error| WorkloadError::Internal(format!("a review did not serialise: {error}")))?;
-    match jobs::enqueue(
-        queues,
-        workload.queue_config(),
-        QueueName::Schedule,
-        payload,
-        None,
-    )
-    .await
-    {
+    match jobs::enqueue(queues, queue_config, QueueName::Schedule, payload, None).await {
         Ok(_) => {}
         Err(Refusal::Invalid(refused)) => {
             return Err(WorkloadError::Internal(format!(

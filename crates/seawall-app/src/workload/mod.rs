@@ -36,6 +36,7 @@
 //! ```
 
 mod behind;
+mod error;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,63 +55,14 @@ use crate::reviews::{Review, ReviewWriter};
 use crate::setup::QueueHandle;
 use crate::time::{DAY_MS, now_ms, timestamp};
 
+pub use error::WorkloadError;
+
 /// A review longer than a day is a client bug, not a review.
 const MAX_REVIEW_MS: i64 = DAY_MS;
 /// Users a warm-up loads at once.
 const WARM_CONCURRENCY: usize = 8;
 /// Catalogue pages a warm-up loads (the default page size).
 pub const WARM_PAGES: i64 = 5;
-
-/// Why a workload operation did not answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WorkloadError {
-    /// There is no such user.
-    #[error("no user with id {0}")]
-    NoSuchUser(i64),
-    /// The user has no schedule for the content; nothing was written.
-    #[error("user {user_id} has no review schedule for content {content_id}")]
-    NotScheduled {
-        /// The learner.
-        user_id: i64,
-        /// The content.
-        content_id: i64,
-    },
-    /// An input breaks a rule; nothing was written.
-    #[error("field `{field}` {reason}")]
-    Invalid {
-        /// The field at fault.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A statement failed; [`crate::db::fault`] tells an unavailable or busy
-    /// database from a fault.
-    #[error("the database failed")]
-    Database(#[source] Arc<sqlx::Error>),
-    /// The job queues' Redis has not answered since start.
-    #[error("the job queues' Redis has not answered yet")]
-    QueuesConnecting,
-    /// The job queues failed.
-    #[error("the job queues failed")]
-    Queue(#[source] seawall_queue::Error),
-    /// A read through the cache failed: its load failed (the loader's
-    /// [`WorkloadError`] is the cache error's
-    /// [`loader_error`](seawall_cache::Error::loader_error)) or took too long.
-    #[error("a cached read failed")]
-    Cache(#[source] seawall_cache::Error),
-    /// A fault of the service itself, described for the log.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl WorkloadError {
-    /// A failed statement.
-    #[allow(clippy::needless_pass_by_value)] // used as `map_err(WorkloadError::database)`
-    pub fn database(error: sqlx::Error) -> Self {
-        Self::Database(Arc::new(error))
-    }
-}
 
 /// What the workload's operations share. Cheap to clone.
 #[derive(Clone)]
@@ -225,7 +177,16 @@ impl Workload {
                 .write(completed)
                 .await
                 .map_err(WorkloadError::Database)?,
-            Some(cache) => behind::complete(self, cache, completed).await?,
+            Some(cache) => {
+                behind::complete(
+                    self.db(),
+                    cache,
+                    self.queues(),
+                    self.queue_config(),
+                    completed,
+                )
+                .await?
+            }
         };
         // Nothing was written (or enqueued).
         let Some(next) = next else {
