@@ -13,7 +13,7 @@
 //!   binaries export beside the monitor's; [`process`]: a binary's `main`;
 //! - [`workload`]: the reference workload (due reviews, completing a review,
 //!   statistics, the catalogue, reviews written behind the cache);
-//!   [`cache`]: its cache; [`reviews`]: SM-2 and the review write;
+//!   [`cache`]: its cache;
 //!   [`jobs`]: the job queues' payloads and processors;
 //! - [`time`] and [`json`]: the clock and the JSON integers both sides read.
 //!
@@ -54,7 +54,7 @@ pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod redis;
-pub mod reviews;
+mod reviews;
 pub mod seed;
 pub mod setup;
 pub mod time;

@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Backend, Db};
 
-pub use crate::time::DAY_MS;
+pub(crate) use crate::time::DAY_MS;
 /// An interval beyond a century is as good as "never again".
-pub const MAX_INTERVAL_DAYS: i64 = 36_500;
+pub(crate) const MAX_INTERVAL_DAYS: i64 = 36_500;
 /// The most reviews one group commit writes.
 const MAX_GROUP: usize = 64;
 /// Reviews waiting for the writer before senders wait for room.
@@ -31,34 +31,34 @@ const QUEUE: usize = 1024;
 
 /// A finished review, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Review {
+pub(crate) struct Review {
     /// The learner.
-    pub user_id: i64,
+    pub(crate) user_id: i64,
     /// The content reviewed.
-    pub content_id: i64,
+    pub(crate) content_id: i64,
     /// SM-2 quality, 0 to 5.
-    pub rating: i64,
+    pub(crate) rating: i64,
     /// Time spent on it, in milliseconds.
-    pub duration_ms: i64,
+    pub(crate) duration_ms: i64,
     /// When it was completed (Unix ms).
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
 }
 
 /// Where a learner stands with one content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SchedulePoint {
+pub(crate) struct SchedulePoint {
     /// Days until the next review.
-    pub interval_days: i64,
+    pub(crate) interval_days: i64,
     /// The SM-2 ease factor in thousandths (2500 is 2.5).
-    pub ease_permille: i64,
+    pub(crate) ease_permille: i64,
     /// Passed reviews in a row.
-    pub repetitions: i64,
+    pub(crate) repetitions: i64,
 }
 
 /// SM-2: a failed review (quality below 3) starts over tomorrow; a passed one
 /// waits 1, then 6, then `interval × ease` days. The ease factor moves by
 /// `0.1 − (5 − q)(0.08 + (5 − q) · 0.02)` and never drops below 1.3.
-pub fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoint {
+pub(crate) fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoint {
     let miss = 5 - quality;
     let ease_permille = (current.ease_permille + 100 - miss * (80 + miss * 20)).max(1300);
     if quality < 3 {
@@ -82,11 +82,11 @@ pub fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoint {
 
 /// What writing a review came to: its next schedule, or `None` when the
 /// learner has no schedule for the content (nothing written).
-pub type Written = Result<Option<SchedulePoint>, Arc<sqlx::Error>>;
+pub(crate) type Written = Result<Option<SchedulePoint>, Arc<sqlx::Error>>;
 
 /// Writes reviews: grouped on a SQLite file, one transaction each otherwise.
 #[derive(Debug, Clone)]
-pub struct ReviewWriter {
+pub(crate) struct ReviewWriter {
     db: Db,
     group: Option<mpsc::Sender<Job>>,
 }
@@ -99,7 +99,7 @@ struct Job {
 impl ReviewWriter {
     /// A writer for `db`; on a SQLite file it starts the group-commit task,
     /// which ends when the last clone of the writer is dropped.
-    pub fn start(db: Db) -> Self {
+    pub(crate) fn start(db: Db) -> Self {
         let group = db.has_write_connection().then(|| {
             let (sender, receiver) = mpsc::channel(QUEUE);
             tokio::spawn(commit_groups(db.clone(), receiver));
@@ -110,7 +110,7 @@ impl ReviewWriter {
 
     /// Records `review` and moves its schedule, in one transaction of its
     /// own or in a group; answers once that transaction is committed.
-    pub async fn write(&self, review: Review) -> Written {
+    pub(crate) async fn write(&self, review: Review) -> Written {
         let Some(group) = &self.group else {
             let mut transaction = self.db.begin_write().await?;
             let next = write_one(&mut transaction, &self.db, &review).await?;

@@ -4,7 +4,7 @@
 //! the API runs them itself, on the memory backend.
 //!
 //! Every processor reports progress, and turns what goes wrong into a
-//! [`JobError`] with a message that says what and where: a database error,
+//! [`JobError`](seawall_queue::JobError) with a message that says what and where: a database error,
 //! a file that cannot be read or written, a malformed import. Those are
 //! retried per the queue's policy; a job that cannot succeed however often
 //! it runs (a learner that does not exist) goes to the dead set at once.
