@@ -1,10 +1,10 @@
 //! What the tests share: the configuration of an API and its workers, the
-//! API served in process, the worker binary as a child process, and
+//! API's and the worker's binaries as child processes, and
 //! polling an HTTP endpoint.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use seawall_app::Config;
-use seawall_app::config::QueueName;
+use seawall_app::config::{QueueName, SETTINGS};
 use serde_json::Value;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_seawall-worker");
@@ -34,44 +34,100 @@ pub(crate) fn shared_config(dir: &Path, redis: &str) -> Config {
     config
 }
 
-/// The API served in this process on `config.server.listen`.
+/// The `seawall-api` binary beside this package's, which `cargo test
+/// --workspace` builds for the API's own tests.
+fn api_binary() -> PathBuf {
+    let binary =
+        Path::new(BINARY).with_file_name(format!("seawall-api{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: these tests run the API's binary beside the worker's; \
+         run them with `cargo test --workspace` (or `cargo build -p seawall-api` first)",
+        binary.display()
+    );
+    binary
+}
+
+/// The API as its binary runs it, configured with every setting of
+/// `config` (through the environment, as an operator would).
 pub(crate) struct ServedApi {
     /// `http://<address>`.
     pub(crate) base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<Result<(), seawall_api::Error>>,
+    /// Taken by [`ServedApi::stop`]; killed on drop otherwise.
+    child: Option<Child>,
+    log: mpsc::Receiver<String>,
+}
+
+impl Drop for ServedApi {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl ServedApi {
-    /// Builds the API (which writes the demo dataset its jobs read) and
-    /// serves it.
+    /// Starts the API (which writes the demo dataset its jobs read) and
+    /// waits until it listens.
     pub(crate) async fn start(config: &Config) -> Self {
-        let app = seawall_api::App::build(config.clone())
-            .await
-            .expect("the API builds");
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .expect("binds");
-        let base = format!("http://{}", listener.local_addr().expect("an address"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(app.serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let mut command = Command::new(api_binary());
+        for name in seawall_app::config::env_vars() {
+            command.env_remove(name);
+        }
+        for setting in SETTINGS {
+            if let (Some(value), Some(name)) = (setting.show(config), setting.env.first()) {
+                command.env(name, value);
+            }
+        }
+        command
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the API starts");
+        let log = lines(child.stderr.take().expect("stderr"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr: SocketAddr = loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the API says where it listens");
+            let line: Value = serde_json::from_str(&line).expect("JSON log lines");
+            if let Some(addr) = line["fields"]["addr"].as_str() {
+                break addr.parse().expect("an address");
+            }
+        };
         Self {
-            base,
-            stop,
-            serving,
+            base: format!("http://{addr}"),
+            child: Some(child),
+            log,
         }
     }
 
-    /// Stops the API and checks it stopped cleanly.
-    pub(crate) async fn stop(self) {
-        let _ = self.stop.send(());
-        self.serving
+    /// Stops the API with SIGTERM and checks it exits with status 0.
+    pub(crate) async fn stop(mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+        kill(pid, Signal::SIGTERM).expect("signal the API");
+        let status = tokio::task::spawn_blocking(move || child.wait().expect("wait for the API"))
             .await
-            .expect("joins")
-            .expect("the API stops cleanly");
+            .expect("joins");
+        let log: Vec<String> = self.log.try_iter().collect();
+        assert!(status.success(), "the API stops cleanly: {log:?}");
     }
+}
+
+/// The lines `stream` writes, as they come.
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The worker binary with a clean environment and `config`'s settings
