@@ -30,11 +30,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(contents))
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(database_error)`
-pub(crate) fn database_error(error: sqlx::Error) -> Problem {
-    database_problem(&error)
-}
-
 /// The problem a failed statement answers with: 503 when the database is
 /// out of reach or busy, 500 otherwise.
 pub(crate) fn database_problem(error: &sqlx::Error) -> Problem {

@@ -256,6 +256,19 @@ impl Workload {
         found.ok_or_else(|| WorkloadError::Internal("a catalogue page loaded as nothing".into()))
     }
 
+    /// The ids of the first `limit` users, in order: whom a warm-up loads.
+    pub async fn first_users(&self, limit: i64) -> Result<Vec<i64>, WorkloadError> {
+        const SQL: &str = "SELECT id FROM users ORDER BY id LIMIT $1";
+        let db = self.db();
+        let rows: Vec<(i64,)> = sqlx::query_as(SQL)
+            .bind(limit)
+            .fetch_all(&mut *db.acquire().await.map_err(WorkloadError::database)?)
+            .timed(db.monitor(), SQL)
+            .await
+            .map_err(WorkloadError::database)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     /// Loads `users`' due reviews and statistics and the first catalogue
     /// pages into the cache, one family after the other, reporting progress
     /// over all of them on the cache (see [`ApiCache::warm_up_progress`]).
