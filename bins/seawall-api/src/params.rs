@@ -107,8 +107,7 @@ impl QueryRules {
             },
             None => &[],
         };
-        let mut seen: Vec<std::borrow::Cow<'_, str>> = Vec::new();
-        for (name, _) in pairs(query) {
+        for (at, (name, _)) in pairs(query).enumerate() {
             if !allowed.iter().any(|allowed| *allowed == name) {
                 let reason = if allowed.is_empty() {
                     "is not accepted here; this route takes no query parameters".to_owned()
@@ -122,10 +121,12 @@ impl QueryRules {
                 };
                 return Err(Problem::bad_parameter(&name, reason));
             }
-            if seen.contains(&name) {
+            // Parsed again rather than collected, with no allocation: every
+            // name so far is allowed and none repeated, so `at` is below the
+            // route's few parameters.
+            if pairs(query).take(at).any(|(earlier, _)| earlier == name) {
                 return Err(Problem::bad_parameter(&name, "is given more than once"));
             }
-            seen.push(name);
         }
         Ok(())
     }

@@ -41,7 +41,9 @@
 //! assert_eq!(page["category"], "math");
 //! # Ok(())
 //! # }
-//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #     tokio::runtime::Runtime::new()?.block_on(demo())
+//! # }
 //! ```
 
 pub mod cache;

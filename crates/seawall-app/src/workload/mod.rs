@@ -32,7 +32,9 @@
 //! ));
 //! # Ok(())
 //! # }
-//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #     tokio::runtime::Runtime::new()?.block_on(demo())
+//! # }
 //! ```
 
 mod behind;
