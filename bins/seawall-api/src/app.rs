@@ -91,10 +91,16 @@ impl App {
             config.server.shed_wait,
             &monitor,
         )?;
-        let ratelimits = RateLimits::build(&config.ratelimit, redis.as_ref(), &monitor, db.clone())
-            .map_err(AppError::RateLimit)?;
         let cache =
             ApiCache::build(&config.cache, redis.as_ref(), &monitor).map_err(AppError::Cache)?;
+        let ratelimits = RateLimits::build(
+            &config.ratelimit,
+            redis.as_ref(),
+            &monitor,
+            db.clone(),
+            cache.clone(),
+        )
+        .map_err(AppError::RateLimit)?;
         if let Some(cache) = &cache {
             // Until it follows other instances' invalidations, L1 answers no
             // read; it catches up in the background if Redis is slow to come.
@@ -136,6 +142,7 @@ impl App {
             admin_token,
             timeline,
             ratelimits,
+            shutdown: seawall_perfmon::ShutdownCheck::new(),
         });
         let router = router(&state, &config, shedder);
         Ok(Self {
@@ -177,16 +184,25 @@ impl App {
         &self.config
     }
 
-    /// Serves on `listener` until `shutdown` completes; then stops accepting,
-    /// lets in-flight requests finish for up to `server.shutdown_timeout`, and
-    /// closes the database and Redis connections.
+    /// Serves on `listener` until `shutdown` completes; then fails `/readyz`
+    /// while still serving for `server.shutdown_drain` (a load balancer takes
+    /// the instance out meanwhile), stops accepting, lets in-flight requests
+    /// finish for up to `server.shutdown_timeout`, and closes the database
+    /// and Redis connections.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let state = self.state.clone();
+        let drain = self.config.server.shutdown_drain;
         let shutdown = async move {
             shutdown.await;
+            state.begin_shutdown();
+            if !drain.is_zero() {
+                tracing::info!(drain = %humantime::format_duration(drain), "draining: /readyz fails while requests are still served");
+                tokio::time::sleep(drain).await;
+            }
         };
         let drained = server::serve(listener, self.router.clone(), &self.config.server, shutdown)
             .await

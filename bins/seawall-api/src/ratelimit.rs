@@ -3,7 +3,9 @@
 //! API key or user and the tenant quota by `X-Tenant-Id` on the workload
 //! routes, the report limiter on `/api/analytics/stats`, and the auth limiter
 //! counting failed admin authentications. State is in memory, or in Redis
-//! when a Redis URL is set, so instances share their limits.
+//! when a Redis URL is set, so instances share their limits. A tenant's tier
+//! is read through the workload's cache, so a tier change made through one
+//! instance reaches the others as a cache invalidation (milliseconds).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +16,13 @@ use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
+use seawall_cache::Class;
 use seawall_perfmon::Monitor;
 use seawall_ratelimit::{
     ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RedisStore, Store,
 };
 
+use crate::cache::ApiCache;
 use crate::config::{Profile, RateLimitConfig};
 use crate::db::Db;
 use crate::problem::Problem;
@@ -27,7 +31,8 @@ use crate::redis::Redis;
 /// Paths the DDoS limiter leaves alone: an orchestrator's probes and the
 /// scraper share one address and must always get through.
 const EXEMPT: [&str; 3] = ["/livez", "/readyz", "/metrics"];
-/// How long a tenant's tier is cached before it is read again.
+/// How long a tenant's tier is kept in process when there is no cache to
+/// keep it (and to carry a change to other instances).
 const TIER_TTL: Duration = Duration::from_secs(5);
 /// The headers that name who is calling.
 pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -35,7 +40,9 @@ pub(crate) const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 pub(crate) const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 
 /// A tenant tier: its quota per minute, hour and day.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub(crate) struct Tier {
     /// The tier's name.
     pub(crate) name: String,
@@ -86,8 +93,13 @@ struct Inner {
     tenant: Limiter,
     client_ip: ClientIp,
     db: Db,
-    /// Tenant id → its tier (`None`: no such tenant), and when it was read.
+    /// Where tiers are cached, unless caching is off.
+    cache: Option<ApiCache>,
+    /// Without a cache: tenant id → its tier (`None`: no such tenant), and
+    /// when it was read.
     tiers: Mutex<HashMap<String, CachedTier>>,
+    /// Each tier's quota, built once.
+    quotas: Mutex<HashMap<Tier, TierQuota>>,
 }
 
 impl RateLimits {
@@ -98,6 +110,7 @@ impl RateLimits {
         redis: Option<&Redis>,
         monitor: &Monitor,
         db: Db,
+        cache: Option<ApiCache>,
     ) -> Result<Option<Self>, seawall_ratelimit::Error> {
         if !config.enabled {
             return Ok(None);
@@ -149,7 +162,9 @@ impl RateLimits {
                 .build()?,
             client_ip: ClientIp::trusting(trusted),
             db,
+            cache,
             tiers: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(HashMap::new()),
         }))))
     }
 
@@ -185,13 +200,43 @@ impl RateLimits {
             .map(|ip| ip.to_string())
     }
 
-    /// Forgets the cached tier of `tenant`, so its next request reads the new one.
-    pub(crate) fn forget_tier(&self, tenant: &str) {
-        self.0.tiers.lock().remove(tenant);
+    /// Forgets the cached tier of `tenant` on every instance, so its next
+    /// request reads the new one. Without a cache, only this instance's copy
+    /// goes (others read it again within 5 s).
+    pub(crate) async fn forget_tier(&self, tenant: &str) {
+        match &self.0.cache {
+            Some(cache) => {
+                if let Err(error) = cache.cache().invalidate(&cache.tier_key(tenant)).await {
+                    tracing::warn!(%error, tenant, "the tier change reached only this instance's cache");
+                }
+            }
+            None => {
+                self.0.tiers.lock().remove(tenant);
+            }
+        }
     }
 
     /// The tier of `tenant` through the cache; `None` for an unknown tenant.
     async fn tier(&self, tenant: &str) -> Result<Option<TierQuota>, Problem> {
+        let Some(cache) = &self.0.cache else {
+            return self.tier_uncached(tenant).await;
+        };
+        let (db, id) = (self.0.db.clone(), tenant.to_owned());
+        let tier = cache
+            .cache()
+            .get_or_load(&cache.tier_key(tenant), Class::API, move || async move {
+                tenant_tier(&db, &id).await
+            })
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "reading a tenant's tier failed");
+                Problem::internal()
+            })?;
+        tier.map(|tier| self.quota_of(tier)).transpose()
+    }
+
+    /// [`tier`](Self::tier) with the tier kept in process for [`TIER_TTL`].
+    async fn tier_uncached(&self, tenant: &str) -> Result<Option<TierQuota>, Problem> {
         if let Some((tier, read)) = self.0.tiers.lock().get(tenant)
             && read.elapsed() < TIER_TTL
         {
@@ -203,13 +248,7 @@ impl RateLimits {
                 tracing::error!(%error, "reading a tenant's tier failed");
                 Problem::internal()
             })?
-            .map(|tier| {
-                let quota = tier.quota().map_err(|error| {
-                    tracing::error!(%error, tier = %tier.name, "a tier's quota is unusable");
-                    Problem::internal()
-                })?;
-                Ok::<_, Problem>(Arc::new((tier, quota)))
-            })
+            .map(|tier| self.quota_of(tier))
             .transpose()?;
         let mut tiers = self.0.tiers.lock();
         if tiers.len() >= 10_000 {
@@ -217,6 +256,24 @@ impl RateLimits {
         }
         tiers.insert(tenant.to_owned(), (tier.clone(), Instant::now()));
         Ok(tier)
+    }
+
+    /// `tier` with its quota, built once per tier.
+    fn quota_of(&self, tier: Tier) -> Result<TierQuota, Problem> {
+        if let Some(quota) = self.0.quotas.lock().get(&tier) {
+            return Ok(Arc::clone(quota));
+        }
+        let quota = tier.quota().map_err(|error| {
+            tracing::error!(%error, tier = %tier.name, "a tier's quota is unusable");
+            Problem::internal()
+        })?;
+        let built = Arc::new((tier.clone(), quota));
+        let mut quotas = self.0.quotas.lock();
+        if quotas.len() >= 1_000 {
+            quotas.clear();
+        }
+        quotas.insert(tier, Arc::clone(&built));
+        Ok(built)
     }
 }
 

@@ -13,7 +13,7 @@ use seawall_app::jobs::Throughput;
 use seawall_app::redis::Redis;
 use seawall_app::setup::QueueHandle;
 use seawall_app::workload::Workload;
-use seawall_perfmon::{HealthCheck, Monitor};
+use seawall_perfmon::{HealthCheck, Monitor, ShutdownCheck};
 
 use crate::auth::AdminToken;
 use crate::ratelimit::RateLimits;
@@ -32,6 +32,8 @@ pub(crate) struct Parts {
     pub(crate) timeline: Timeline,
     pub(crate) ratelimits: Option<RateLimits>,
     pub(crate) throughput: Throughput,
+    /// Fails readiness once shutdown begins.
+    pub(crate) shutdown: ShutdownCheck,
 }
 
 struct Shared {
@@ -41,12 +43,18 @@ struct Shared {
 
 impl AppState {
     /// Bundles the parts; readiness checks are those of the database and,
-    /// when configured, Redis.
+    /// when configured, Redis, the cache's following of other instances'
+    /// invalidations, and shutdown.
     pub(crate) fn new(parts: Parts) -> Self {
-        let mut readiness: Vec<Box<dyn HealthCheck>> =
-            vec![Box::new(parts.workload.db().health_check())];
+        let mut readiness: Vec<Box<dyn HealthCheck>> = vec![
+            Box::new(parts.shutdown.clone()),
+            Box::new(parts.workload.db().health_check()),
+        ];
         if let Some(redis) = &parts.redis {
             readiness.push(Box::new(redis.health_check()));
+        }
+        if let Some(cache) = parts.workload.cache() {
+            readiness.push(Box::new(cache.cache().readiness_check()));
         }
         Self(Arc::new(Shared { parts, readiness }))
     }
@@ -105,6 +113,11 @@ impl AppState {
     /// The workload's cache, unless caching is off.
     pub(crate) fn cache(&self) -> Option<&ApiCache> {
         self.0.parts.workload.cache()
+    }
+
+    /// Readiness fails from now on: shutdown has begun.
+    pub(crate) fn begin_shutdown(&self) {
+        self.0.parts.shutdown.begin();
     }
 
     pub(crate) fn readiness_checks(&self) -> &[Box<dyn HealthCheck>] {

@@ -112,6 +112,8 @@ struct Parts {
     stats: KeyBuilder,
     content: KeyBuilder,
     pending: KeyBuilder,
+    /// A tenant's rate-limit tier.
+    tier: KeyBuilder,
     warm_up: Mutex<WarmUp>,
     history: Arc<Mutex<VecDeque<RatioPoint>>>,
     sampler: JoinHandle<()>,
@@ -152,6 +154,7 @@ impl ApiCache {
             stats: KeyBuilder::new(Family::Stats.namespace())?,
             content: KeyBuilder::new(Family::Content.namespace())?,
             pending: KeyBuilder::new("pending")?,
+            tier: KeyBuilder::new("tier")?,
             warm_up: Mutex::new(WarmUp::default()),
             history,
             sampler,
@@ -184,6 +187,12 @@ impl ApiCache {
     /// in the database.
     pub fn pending_key(&self, user_id: i64, content_id: i64) -> String {
         self.0.pending.key([user_id, content_id])
+    }
+
+    /// The key of a tenant's rate-limit tier, cached so a change made
+    /// through one instance reaches every instance as an invalidation.
+    pub fn tier_key(&self, tenant: &str) -> String {
+        self.0.tier.key([tenant])
     }
 
     /// The key of a learner's statistics.

@@ -764,6 +764,17 @@ impl<C: Codec> TieredCache<C> {
         self.inner.feed_connected.load(Ordering::Relaxed)
     }
 
+    /// A readiness check (`cache:invalidations`) that fails while L1 may
+    /// hold copies other instances have invalidated: after a disconnection,
+    /// until this instance has replayed what it missed (or cleared L1). A
+    /// load balancer then sends it no requests until its L1 has caught up.
+    /// Always passes for a cache that follows no invalidations.
+    pub fn readiness_check(&self) -> FollowingCheck {
+        FollowingCheck {
+            cache: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// Waits up to `within` for this instance to follow other instances'
     /// invalidations (at once without Redis); true if it does. Until it
     /// does, L1 answers no read. A service calls it once at start.
@@ -1042,4 +1053,28 @@ impl Inner {
 pub(crate) enum Decoded<T> {
     Tombstone(Vec<u8>),
     Value(Option<T>, Meta, Vec<String>),
+}
+
+/// See [`TieredCache::readiness_check`].
+#[derive(Debug, Clone)]
+pub struct FollowingCheck {
+    cache: std::sync::Weak<Inner>,
+}
+
+#[async_trait::async_trait]
+impl seawall_perfmon::HealthCheck for FollowingCheck {
+    fn key(&self) -> String {
+        String::from("cache:invalidations")
+    }
+
+    async fn check(&self) -> seawall_perfmon::CheckResult {
+        use seawall_perfmon::CheckResult;
+        match self.cache.upgrade() {
+            Some(inner) if !inner.l1_trusted() => CheckResult::fail(
+                "not following other instances' invalidations yet; L1 is bypassed until it catches up",
+            ),
+            _ => CheckResult::pass(),
+        }
+        .component_type("component")
+    }
 }

@@ -84,7 +84,7 @@ mod refresh;
 mod stats;
 mod warm;
 
-pub use cache::{DEFAULT_PREFIX, TieredCache, TieredCacheBuilder};
+pub use cache::{DEFAULT_PREFIX, FollowingCheck, TieredCache, TieredCacheBuilder};
 pub use class::{Class, EarlyRefresh, Policy, WriteStrategy};
 pub use codec::{Binary, Codec, CodecError, Json};
 pub use error::{BoxError, Error, Result};

@@ -500,3 +500,54 @@ mod tests {
         assert!(HealthRules::default().validate().is_ok());
     }
 }
+
+/// A readiness check that passes until the process begins to shut down:
+/// a service fails `/readyz` first, so a load balancer stops sending it
+/// requests before its listener closes. Cheap to clone; every clone shares
+/// one state.
+///
+/// ```
+/// use seawall_perfmon::{HealthCheck, HealthStatus, ShutdownCheck};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let shutdown = ShutdownCheck::new();
+/// assert_eq!(shutdown.check().await.status, HealthStatus::Healthy);
+/// shutdown.clone().begin();
+/// assert_eq!(shutdown.check().await.status, HealthStatus::Unhealthy);
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownCheck(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ShutdownCheck {
+    /// A check that passes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Shutdown has begun: the check fails from now on.
+    pub fn begin(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl HealthCheck for ShutdownCheck {
+    fn key(&self) -> String {
+        String::from("process:shutdown")
+    }
+
+    async fn check(&self) -> CheckResult {
+        if self.is_shutting_down() {
+            CheckResult::fail("shutting down").component_type("system")
+        } else {
+            CheckResult::pass().component_type("system")
+        }
+    }
+}

@@ -122,7 +122,9 @@ pub use collector::{CollectedFamily, Collector};
 pub use error::{Error, Result};
 pub use exposition::ExpositionFormat;
 pub use gauge::{Gauge, GaugeVec};
-pub use health::{CheckResult, HEALTH_JSON, HealthCheck, HealthReport, HealthRules, HealthStatus};
+pub use health::{
+    CheckResult, HEALTH_JSON, HealthCheck, HealthReport, HealthRules, HealthStatus, ShutdownCheck,
+};
 pub use monitor::{
     Counter, CounterSeries, CounterSnapshot, CounterVec, GaugeSeries, GaugeSnapshot, HTTP_METRIC,
     Histogram, HistogramSnapshot, HistogramVec, HttpWindow, Monitor, MonitorBuilder, QUERY_METRIC,

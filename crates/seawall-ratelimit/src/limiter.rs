@@ -292,7 +292,10 @@ impl Limiter {
     pub async fn check_quota(&self, key: &str, cost: u64, quota: &Quota) -> Result<Decision> {
         let op = self.check_op(cost, quota)?;
         let mut decision = self.run(key, quota, op).await?;
-        self.checked(key, &mut decision);
+        if self.checked(key, &mut decision) && !decision.degraded {
+            // A penalty began: other instances list it from now on.
+            self.register_block(key, decision.blocked_for).await;
+        }
         Ok(decision)
     }
 
@@ -313,9 +316,10 @@ impl Limiter {
         })
     }
 
-    /// A check's decision as the caller gets it: shadow mode applied, counted.
+    /// A check's decision as the caller gets it: shadow mode applied,
+    /// counted; true when it shows a block this instance had not seen.
     #[inline]
-    fn checked(&self, key: &str, decision: &mut Decision) {
+    fn checked(&self, key: &str, decision: &mut Decision) -> bool {
         if self.is_shadow() {
             if !decision.allowed {
                 decision.would_reject = true;
@@ -324,7 +328,7 @@ impl Limiter {
             }
             decision.wait = Duration::ZERO;
         }
-        self.inner.telemetry.record(key, decision);
+        self.inner.telemetry.record(key, decision)
     }
 
     /// Decisions this instance made, by outcome.
@@ -349,6 +353,35 @@ impl Limiter {
     /// longest block first (at most 10,000 are remembered).
     pub fn blocked_keys(&self) -> Vec<BlockedKey> {
         self.inner.telemetry.blocked()
+    }
+
+    /// Keys blocked on every instance that shares this limiter's store, the
+    /// longest block first, at most `limit`: with a Redis store, the
+    /// registry every instance writes to when it sets a block (by penalty or
+    /// by [`block`](Self::block)) and reads on the server's clock (one round
+    /// trip); in memory, [`blocked_keys`](Self::blocked_keys).
+    ///
+    /// The registry keeps the 10,000 blocks that end last.
+    pub async fn blocked_keys_everywhere(&self, limit: usize) -> Result<Vec<BlockedKey>> {
+        match &self.inner.store {
+            Store::Memory(_) => {
+                let mut keys = self.blocked_keys();
+                keys.truncate(limit);
+                Ok(keys)
+            }
+            Store::Redis(store) => store.blocked(self.inner.name, limit).await,
+        }
+    }
+
+    /// Records `key`'s block (or its end, with `None`) in the Redis store's
+    /// registry of blocked keys. Best effort: the block itself is already in
+    /// force; only the fleet-wide list would miss it.
+    async fn register_block(&self, key: &str, blocked_for: Option<Duration>) {
+        let Store::Redis(store) = &self.inner.store else {
+            return;
+        };
+        // An error here is Redis failing, which the next check reports.
+        let _ = store.note_block(self.inner.name, key, blocked_for).await;
     }
 
     /// The keys this instance rejected most, most first: 32 counters of the
@@ -376,6 +409,9 @@ impl Limiter {
             .run(key, &quota, Op::Block(micros(duration).max(1)))
             .await?;
         self.inner.telemetry.saw_block(key, decision.blocked_for);
+        if !decision.degraded {
+            self.register_block(key, decision.blocked_for).await;
+        }
         Ok(decision)
     }
 
@@ -384,6 +420,7 @@ impl Limiter {
         let quota = self.quota();
         let decision = self.run(key, &quota, Op::Unblock).await?;
         self.inner.telemetry.saw_block(key, None);
+        self.register_block(key, None).await;
         Ok(decision)
     }
 
@@ -552,6 +589,7 @@ impl Limiter {
         let quota = self.quota();
         self.run(key, &quota, Op::Reset).await?;
         self.inner.telemetry.saw_block(key, None);
+        self.register_block(key, None).await;
         Ok(())
     }
 }

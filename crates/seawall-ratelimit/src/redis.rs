@@ -17,6 +17,10 @@ use crate::store::{Op, Outcome, Rules};
 
 /// The script, embedded.
 const SCRIPT: &str = include_str!("redis.lua");
+/// The registry of blocked keys.
+const BLOCKED_SCRIPT: &str = include_str!("blocked.lua");
+/// How many blocks a limiter's registry keeps: those that end last.
+const MAX_REGISTERED: u64 = 10_000;
 
 /// The default prefix of every key.
 pub const DEFAULT_PREFIX: &str = "seawall:rl";
@@ -27,12 +31,15 @@ pub const DEFAULT_PREFIX: &str = "seawall:rl";
 /// Keys: `{<prefix>:<limiter>:<key>}` (a hash with the state of every rule
 /// and the key's block) and, for a sliding log,
 /// `{<prefix>:<limiter>:<key>}:log:<rule>` (a sorted set with at most the
-/// limit's number of members).
+/// limit's number of members); per limiter, `{<prefix>:<limiter>}:blocked`
+/// (a sorted set of the keys blocked now, by when their block ends, expiring
+/// with the last one).
 #[derive(Clone)]
 pub struct RedisStore {
     client: Client,
     prefix: Arc<str>,
     script: Arc<Script>,
+    blocked_script: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -57,6 +64,7 @@ impl RedisStore {
             client,
             prefix: Arc::from(prefix.into()),
             script: Arc::new(Script::from_lua(SCRIPT)),
+            blocked_script: Arc::new(Script::from_lua(BLOCKED_SCRIPT)),
         }
     }
 
@@ -68,6 +76,76 @@ impl RedisStore {
     /// The key of a subject's hash.
     pub(crate) fn subject_key(&self, limiter: &str, key: &str) -> String {
         format!("{{{}:{limiter}:{key}}}", self.prefix)
+    }
+
+    /// The key of a limiter's registry of blocked keys.
+    pub(crate) fn registry_key(&self, limiter: &str) -> String {
+        format!("{{{}:{limiter}}}:blocked", self.prefix)
+    }
+
+    /// Lists `key` in the registry as blocked for `blocked_for`, or takes it
+    /// out with `None`.
+    pub(crate) async fn note_block(
+        &self,
+        limiter: &str,
+        key: &str,
+        blocked_for: Option<std::time::Duration>,
+    ) -> Result<()> {
+        let args: Vec<Value> = match blocked_for {
+            Some(duration) => vec![
+                Value::from("add"),
+                Value::from(key),
+                integer(
+                    u64::try_from(duration.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                ),
+                integer(MAX_REGISTERED),
+            ],
+            None => vec![Value::from("remove"), Value::from(key)],
+        };
+        let _: Value = self
+            .blocked_script
+            .evalsha_with_reload(&self.client, vec![self.registry_key(limiter)], args)
+            .await
+            .map_err(Error::Redis)?;
+        Ok(())
+    }
+
+    /// The keys blocked now, the block that ends last first, at most `limit`.
+    pub(crate) async fn blocked(
+        &self,
+        limiter: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::telemetry::BlockedKey>> {
+        let args = vec![
+            Value::from("list"),
+            Value::from(""),
+            integer(u64::try_from(limit).unwrap_or(u64::MAX)),
+        ];
+        let reply: Vec<String> = self
+            .blocked_script
+            .evalsha_with_reload(&self.client, vec![self.registry_key(limiter)], args)
+            .await
+            .map_err(Error::Redis)?;
+        let number = |text: &str| {
+            text.parse::<f64>()
+                .map_err(|_| Error::Protocol(format!("{text:?} is not a time")))
+        };
+        let (now, pairs) = reply
+            .split_first()
+            .ok_or_else(|| Error::Protocol(String::from("no server time")))?;
+        let now = number(now)?;
+        pairs
+            .chunks_exact(2)
+            .map(|pair| {
+                let remaining_ms = (number(&pair[1])? - now).max(0.0);
+                Ok(crate::telemetry::BlockedKey {
+                    key: pair[0].clone(),
+                    remaining: std::time::Duration::from_secs_f64(remaining_ms / 1000.0),
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn apply(

@@ -135,7 +135,9 @@ impl Telemetry {
     }
 
     /// Counts a check's decision.
-    pub(crate) fn record(&self, key: &str, decision: &Decision) {
+    /// Counts a decision; true when it shows a block this instance had not
+    /// seen on `key`.
+    pub(crate) fn record(&self, key: &str, decision: &Decision) -> bool {
         let outcome = if decision.would_reject {
             SHADOW_REJECTED
         } else if decision.allowed {
@@ -153,7 +155,7 @@ impl Telemetry {
         if outcome != ALLOWED {
             self.top.lock().add(key);
         }
-        self.saw_block(key, decision.blocked_for);
+        self.saw_block(key, decision.blocked_for)
     }
 
     fn count(&self, slot: usize) {
@@ -164,10 +166,12 @@ impl Telemetry {
     }
 
     /// Notes that `key` is blocked for `blocked_for` (or no longer blocked).
-    pub(crate) fn saw_block(&self, key: &str, blocked_for: Option<Duration>) {
+    /// Notes that `key` is blocked for `blocked_for`, or not blocked; true
+    /// when the block is one this instance had not seen.
+    pub(crate) fn saw_block(&self, key: &str, blocked_for: Option<Duration>) -> bool {
         if blocked_for.is_none() && self.next_unblock.load(Ordering::Relaxed) == u64::MAX {
             // Nothing is blocked: nothing to forget, and no clock to read.
-            return;
+            return false;
         }
         let now = Instant::now();
         let micros = |at: Instant| {
@@ -177,12 +181,14 @@ impl Telemetry {
             Some(duration) => {
                 let until = now + duration;
                 let mut blocked = self.blocked.lock();
+                let mut new = false;
                 if blocked.len() < MAX_BLOCKED || blocked.contains_key(key) {
-                    blocked.insert(key.to_owned(), until);
+                    new = blocked.insert(key.to_owned(), until).is_none();
                     self.next_unblock
                         .fetch_min(micros(until), Ordering::Relaxed);
                 }
                 self.set_gauge(blocked.len());
+                new
             }
             None => {
                 if micros(now) >= self.next_unblock.load(Ordering::Relaxed) {
@@ -192,6 +198,7 @@ impl Telemetry {
                 if blocked.remove(key).is_some() {
                     self.set_gauge(blocked.len());
                 }
+                false
             }
         }
     }

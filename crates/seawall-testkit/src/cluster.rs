@@ -12,7 +12,8 @@ use tempfile::TempDir;
 use crate::error::{Error, Result, io_err};
 use crate::process;
 use crate::redis::{
-    ClusterNodeSettings, INSTALL_REDIS, RedisServer, RedisServerBuilder, Role, redis_bin_dirs,
+    ClusterNodeSettings, INSTALL_REDIS, Persistence, RedisServer, RedisServerBuilder, Role,
+    redis_bin_dirs,
 };
 use crate::resp::Reply;
 
@@ -62,6 +63,7 @@ pub struct RedisClusterBuilder {
     replicas: usize,
     password: Option<String>,
     node_timeout: Duration,
+    persistence: Persistence,
     ready_timeout: Duration,
     server_binary: Option<PathBuf>,
     cli_binary: Option<PathBuf>,
@@ -74,6 +76,7 @@ impl Default for RedisClusterBuilder {
             replicas: 0,
             password: None,
             node_timeout: Duration::from_secs(2),
+            persistence: Persistence::Off,
             ready_timeout: Duration::from_secs(30),
             server_binary: None,
             cli_binary: None,
@@ -103,6 +106,12 @@ impl RedisClusterBuilder {
     /// `cluster-node-timeout` (default 2 s, short so failover tests stay quick).
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = timeout;
+        self
+    }
+
+    /// What every node persists (default [`Persistence::Off`]).
+    pub fn persistence(mut self, persistence: Persistence) -> Self {
+        self.persistence = persistence;
         self
     }
 
@@ -138,9 +147,11 @@ impl RedisClusterBuilder {
             .tempdir()
             .map_err(io_err("creating a temp dir for the redis cluster"))?;
         let total = self.masters * (1 + self.replicas);
-        let mut node_builder = RedisServer::builder().cluster_node(ClusterNodeSettings {
-            node_timeout: self.node_timeout,
-        });
+        let mut node_builder = RedisServer::builder()
+            .persistence(self.persistence)
+            .cluster_node(ClusterNodeSettings {
+                node_timeout: self.node_timeout,
+            });
         if let Some(password) = &self.password {
             node_builder = node_builder.password(password.clone());
         }

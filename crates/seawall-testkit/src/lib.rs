@@ -79,6 +79,9 @@
 
 mod cluster;
 mod error;
+mod fleet;
+mod haproxy;
+pub mod http;
 mod postgres;
 mod process;
 mod proxy;
@@ -88,6 +91,8 @@ mod tls;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};
+pub use fleet::{DEFAULT_TOKEN, Fleet, FleetBuilder, FleetRedis, ProcessState, workspace_binary};
+pub use haproxy::{Haproxy, HaproxyBuilder, ServerState};
 pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::Proxy;
 pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role};

@@ -11,7 +11,7 @@ use nix::unistd::{User, geteuid};
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
-use crate::process::{self, StopSignal, Supervised};
+use crate::process::{self, Spawn, StopSignal, Supervised};
 
 const INSTALL_POSTGRES: &str = "apt-get install -y postgresql";
 
@@ -28,6 +28,7 @@ pub struct PostgresBuilder {
     settings: Vec<(String, String)>,
     startup_timeout: Duration,
     bin_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
 }
 
 impl Default for PostgresBuilder {
@@ -36,6 +37,7 @@ impl Default for PostgresBuilder {
             settings: Vec::new(),
             startup_timeout: Duration::from_secs(30),
             bin_dir: None,
+            data_dir: None,
         }
     }
 }
@@ -60,7 +62,17 @@ impl PostgresBuilder {
         self
     }
 
-    /// Runs `initdb`, starts the server and waits until it accepts connections.
+    /// Keeps the data in `dir` instead of the temp dir, so it outlives the server:
+    /// `initdb` runs only when `dir` holds no cluster yet, and a later server started
+    /// on the same `dir` finds what this one wrote. The dir is created if missing and
+    /// never deleted.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs `initdb` (unless a kept [data dir](Self::data_dir) already holds a cluster),
+    /// starts the server and waits until it accepts connections.
     pub fn start(self) -> Result<Postgres> {
         let bin_dir = match &self.bin_dir {
             Some(dir) => check_bin_dir(dir)?,
@@ -77,16 +89,36 @@ impl PostgresBuilder {
                 dir.path().display()
             )))?;
         }
+        let data = match &self.data_dir {
+            Some(data) => {
+                std::fs::create_dir_all(data)
+                    .map_err(io_err(format!("creating {}", data.display())))?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(data, Some(uid), Some(gid)).map_err(io_err(
+                        format!("handing {} to the postgres user", data.display()),
+                    ))?;
+                }
+                // PostgreSQL refuses a data dir others can read.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err(format!("restricting {}", data.display())))?;
+                Some(data.clone())
+            }
+            None => None,
+        };
         let mut pg = Postgres {
             port: 0,
             bin_dir,
             owner,
+            data,
             settings: self.settings.clone(),
             startup_timeout: self.startup_timeout,
             proc: None,
             dir,
         };
-        pg.initdb()?;
+        if !pg.data_dir().join("PG_VERSION").is_file() {
+            pg.initdb()?;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -186,6 +218,8 @@ pub struct Postgres {
     port: u16,
     bin_dir: PathBuf,
     owner: Option<(u32, u32)>,
+    /// A data dir kept outside the temp dir.
+    data: Option<PathBuf>,
     settings: Vec<(String, String)>,
     startup_timeout: Duration,
     proc: Option<Supervised>,
@@ -226,7 +260,10 @@ impl Postgres {
 
     /// The data dir (`PGDATA`).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        match &self.data {
+            Some(data) => data.clone(),
+            None => self.dir.path().join("data"),
+        }
     }
 
     /// The dir holding the `initdb`, `postgres` and `psql` that are used.
@@ -337,14 +374,18 @@ impl Postgres {
             args.push("-c".into());
             args.push(format!("{name}={value}").into());
         }
-        let proc = Supervised::spawn(
-            &self.bin_dir.join("postgres"),
-            &args,
-            self.dir.path(),
-            &self.log_path(),
-            StopSignal::QuitThenKill(SHUTDOWN_GRACE),
-            self.owner,
-        )?;
+        let program = self.bin_dir.join("postgres");
+        let log = self.log_path();
+        let proc = Supervised::spawn(&Spawn {
+            uid_gid: self.owner,
+            ..Spawn::server(
+                &program,
+                &args,
+                self.dir.path(),
+                &log,
+                StopSignal::QuitThenKill(SHUTDOWN_GRACE),
+            )
+        })?;
         let proc = process::await_ready(
             proc,
             self.startup_timeout,

@@ -23,14 +23,16 @@ use crate::error::{Error, Result, io_err};
 /// close-on-exec, so no other child inherits it). The kernel closes it when the test
 /// process exits for any reason, SIGKILL included, so the server can never outlive
 /// the test run. Redis gets SIGKILL straight away; PostgreSQL gets SIGQUIT (immediate
-/// shutdown, which also stops its backends and frees its shared memory) and SIGKILL if
-/// that takes more than `ticks` polls of 20 ms. `kill -0` cannot mistake a recycled pid
-/// for the server: dash only reaps children while waiting, i.e. inside `sleep`.
+/// shutdown, which also stops its backends and frees its shared memory) and a service
+/// under test SIGTERM, each followed by SIGKILL if that takes more than `ticks` polls of
+/// 20 ms. `kill -0` cannot mistake a recycled pid for the server: dash only reaps
+/// children while waiting, i.e. inside `sleep`.
 ///
 /// An orderly stop from Rust writes `keep-dir` first; without it the test process died,
-/// nobody will delete the server's temp dir, so the supervisor does.
+/// nobody will delete the server's temp dir, so the supervisor does (unless `dir` is
+/// empty: the process's files belong to someone else).
 const SUPERVISOR: &str = r#"
-log=$1; dir=$2; ticks=$3; shift 3
+log=$1; dir=$2; ticks=$3; sig=$4; shift 4
 "$@" </dev/null >>"$log" 2>&1 &
 pid=$!
 echo "$pid"
@@ -39,7 +41,7 @@ while read -r line; do
     if [ "$line" = keep-dir ]; then keep=1; fi
 done
 if [ "$ticks" -gt 0 ]; then
-    kill -s QUIT "$pid" 2>/dev/null
+    kill -s "$sig" "$pid" 2>/dev/null
     kill -s CONT "$pid" 2>/dev/null
     n=0
     while kill -0 "$pid" 2>/dev/null; do
@@ -51,7 +53,7 @@ else
     kill -s KILL "$pid" 2>/dev/null
 fi
 wait "$pid"
-if [ -z "$keep" ]; then rm -rf -- "$dir"; fi
+if [ -z "$keep" ] && [ -n "$dir" ]; then rm -rf -- "$dir"; fi
 exit 0
 "#;
 
@@ -65,6 +67,48 @@ pub(crate) enum StopSignal {
     Kill,
     /// SIGQUIT, then SIGKILL after the given grace period.
     QuitThenKill(Duration),
+    /// SIGTERM, then SIGKILL after the given grace period.
+    TermThenKill(Duration),
+}
+
+/// What [`Supervised::spawn`] runs, and how.
+#[derive(Debug)]
+pub(crate) struct Spawn<'a> {
+    pub(crate) program: &'a Path,
+    pub(crate) args: &'a [OsString],
+    /// Environment variables added to the inherited ones.
+    pub(crate) envs: &'a [(OsString, OsString)],
+    /// The working dir, which must be accessible to `uid_gid`.
+    pub(crate) dir: &'a Path,
+    /// Whether the supervisor deletes `dir` when its owner dies without stopping it.
+    pub(crate) owns_dir: bool,
+    /// Where the process's output is appended.
+    pub(crate) log: &'a Path,
+    pub(crate) stop: StopSignal,
+    /// Runs the supervisor (and thus the process) as another user.
+    pub(crate) uid_gid: Option<(u32, u32)>,
+}
+
+impl<'a> Spawn<'a> {
+    /// A server in its own temp dir `dir`, killed with `stop`.
+    pub(crate) fn server(
+        program: &'a Path,
+        args: &'a [OsString],
+        dir: &'a Path,
+        log: &'a Path,
+        stop: StopSignal,
+    ) -> Self {
+        Self {
+            program,
+            args,
+            envs: &[],
+            dir,
+            owns_dir: true,
+            log,
+            stop,
+            uid_gid: None,
+        }
+    }
 }
 
 /// A server process running under a `sh` supervisor.
@@ -76,31 +120,38 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
-    /// Spawns `program args...` under the supervisor, in `dir` (the server's temp dir,
-    /// which must be accessible to `uid_gid`), appending its output to `log`.
-    ///
-    /// `uid_gid` runs the supervisor (and thus the server) as another user.
-    pub(crate) fn spawn(
-        program: &Path,
-        args: &[OsString],
-        dir: &Path,
-        log: &Path,
-        stop: StopSignal,
-        uid_gid: Option<(u32, u32)>,
-    ) -> Result<Self> {
-        let ticks = match stop {
-            StopSignal::Kill => 0,
-            StopSignal::QuitThenKill(grace) => (grace.as_millis() / 20).max(1),
+    /// Spawns `program args...` under the supervisor, as `spawn` says.
+    pub(crate) fn spawn(spawn: &Spawn<'_>) -> Result<Self> {
+        let Spawn {
+            program,
+            args,
+            envs,
+            dir,
+            owns_dir,
+            log,
+            stop,
+            uid_gid,
+        } = *spawn;
+        let (ticks, sig) = match stop {
+            StopSignal::Kill => (0, "KILL"),
+            StopSignal::QuitThenKill(grace) => ((grace.as_millis() / 20).max(1), "QUIT"),
+            StopSignal::TermThenKill(grace) => ((grace.as_millis() / 20).max(1), "TERM"),
         };
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(SUPERVISOR)
             .arg("seawall-testkit-supervisor")
             .arg(log)
-            .arg(dir)
+            .arg(if owns_dir {
+                dir.as_os_str()
+            } else {
+                "".as_ref()
+            })
             .arg(ticks.to_string())
+            .arg(sig)
             .arg(program)
             .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -32,7 +32,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
-use crate::process::{self, StopSignal, Supervised};
+use crate::process::{self, Spawn, StopSignal, Supervised};
 use crate::resp::{Conn, DEFAULT_TIMEOUT, Reply};
 use crate::tls::{TlsFiles, TlsMaterial};
 
@@ -571,14 +571,14 @@ impl RedisServer {
 
     fn spawn_and_wait(&mut self) -> Result<()> {
         let args = [OsString::from(self.config_path())];
-        let proc = Supervised::spawn(
+        let log = self.log_path();
+        let proc = Supervised::spawn(&Spawn::server(
             &self.binary,
             &args,
             self.dir.path(),
-            &self.log_path(),
+            &log,
             StopSignal::Kill,
-            None,
-        )?;
+        ))?;
         let proc = process::await_ready(
             proc,
             self.startup_timeout,

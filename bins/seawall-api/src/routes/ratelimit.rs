@@ -125,7 +125,9 @@ struct LimiterStats {
     /// Decisions are counted but not enforced.
     shadow: bool,
     counts: Counts,
-    /// Keys this instance has seen blocked, longest block first.
+    /// Keys blocked now, longest block first (at most 1,000): every
+    /// instance's blocks when the limiter keeps its state in Redis, this
+    /// instance's otherwise.
     blocked: Vec<Blocked>,
     /// Keys this instance rejected most, most first.
     top_rejected: Vec<Rejected>,
@@ -187,8 +189,17 @@ struct RateLimitStats {
     tenants: Vec<TenantTier>,
 }
 
-fn limiter_stats(limiter: &Limiter) -> LimiterStats {
+async fn limiter_stats(limiter: &Limiter) -> LimiterStats {
     let counts = limiter.counts();
+    let blocked = match limiter.blocked_keys_everywhere(1000).await {
+        Ok(blocked) => blocked,
+        Err(error) => {
+            tracing::warn!(%error, limiter = limiter.name(), "listing the fleet's blocked keys failed; showing this instance's");
+            let mut blocked = limiter.blocked_keys();
+            blocked.truncate(1000);
+            blocked
+        }
+    };
     LimiterStats {
         name: limiter.name().to_owned(),
         store: limiter.store_kind(),
@@ -211,8 +222,7 @@ fn limiter_stats(limiter: &Limiter) -> LimiterStats {
             near_limit: counts.near_limit,
             degraded: counts.degraded,
         },
-        blocked: limiter
-            .blocked_keys()
+        blocked: blocked
             .into_iter()
             .map(|blocked| Blocked {
                 key: blocked.key,
@@ -290,12 +300,15 @@ async fn stats(State(state): State<AppState>) -> Result<Json<RateLimitStats>, Pr
             .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
             .await
             .map_err(database_error)?;
+    let mut limiters = Vec::new();
+    if let Some(limits) = state.ratelimits() {
+        for limiter in limits.limiters() {
+            limiters.push(limiter_stats(limiter).await);
+        }
+    }
     Ok(Json(RateLimitStats {
         enabled: state.ratelimits().is_some(),
-        limiters: state
-            .ratelimits()
-            .map(|limits| limits.limiters().into_iter().map(limiter_stats).collect())
-            .unwrap_or_default(),
+        limiters,
         tiers: tiers
             .into_iter()
             .map(|(name, per_minute, per_hour, per_day, max_users)| Tier {
@@ -314,7 +327,9 @@ async fn stats(State(state): State<AppState>) -> Result<Json<RateLimitStats>, Pr
 }
 
 /// Moves a tenant to another tier; its next request is checked against the
-/// new tier's quota (on this instance at once, on others within 5 s).
+/// new tier's quota: on every instance once the cache invalidation has
+/// travelled (milliseconds), or, with caching off, on this instance at once
+/// and on others within 5 s.
 #[utoipa::path(post, path = "/api/rate-limit", tag = "admin",
     security(("admin_token" = [])),
     request_body(content = TierChange, content_type = "application/json"),
@@ -365,7 +380,7 @@ async fn set_tier(
     }
     tx.commit().await.map_err(database_error)?;
     if let Some(limits) = state.ratelimits() {
-        limits.forget_tier(&change.tenant_id);
+        limits.forget_tier(&change.tenant_id).await;
     }
     tracing::info!(
         tenant = change.tenant_id.as_str(),

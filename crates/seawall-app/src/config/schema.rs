@@ -48,6 +48,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGINT or SIGTERM.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// How long the service keeps serving after SIGINT or SIGTERM while
+    /// `/readyz` already fails, so a load balancer stops sending it requests
+    /// before the listener closes.
+    #[serde(with = "duration")]
+    pub shutdown_drain: Duration,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// How long one request may take, body included, before it is answered
@@ -454,6 +459,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_drain: Duration::ZERO,
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
@@ -751,6 +757,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!(server.shutdown_timeout, env: ["SEAWALL_SHUTDOWN_TIMEOUT"],
         flag: value("shutdown-timeout", "DURATION"),
         help: "Time in-flight requests get to finish after SIGINT or SIGTERM, at most 1h"),
+    setting!(server.shutdown_drain, env: ["SEAWALL_SHUTDOWN_DRAIN"],
+        flag: value("shutdown-drain", "DURATION"),
+        help: "Time the service keeps serving after SIGINT or SIGTERM with /readyz failing, so a load balancer drains it first; at most 5m"),
     setting!(server.request_timeout, env: ["SEAWALL_REQUEST_TIMEOUT"],
         flag: value("request-timeout", "DURATION"),
         help: "Time one request may take before it is answered with 503, 1ms to 1h"),

@@ -122,6 +122,7 @@ impl Config {
         let ServerConfig {
             listen: _,
             shutdown_timeout,
+            shutdown_drain,
             max_body_bytes,
             request_timeout,
             header_read_timeout,
@@ -154,6 +155,12 @@ impl Config {
                 *shutdown_timeout,
                 Duration::ZERO,
                 SHUTDOWN_TIMEOUT_LIMIT,
+            ),
+            (
+                "server.shutdown_drain",
+                *shutdown_drain,
+                Duration::ZERO,
+                Duration::from_secs(300),
             ),
             (
                 "server.request_timeout",

@@ -5,6 +5,8 @@ use std::time::Duration;
 use seawall_perfmon::Monitor;
 use seawall_ratelimit::{Limit, Limiter};
 
+use crate::support::Backend;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_counted_by_outcome() {
     let monitor = Monitor::new();
@@ -85,3 +87,58 @@ async fn blocked_keys_and_the_most_rejected_keys_are_listed() {
     assert_eq!(top[0].rejections, 3);
     assert_eq!(top[1].key, "bob");
 }
+
+/// Two limiters of one name on one store stand for two instances of a
+/// service: a block either of them sets, by penalty or by hand, is listed by
+/// both, and an unblock through one takes it off both lists.
+async fn blocks_are_listed_by_every_instance(backend: &Backend) {
+    let name = crate::support::unique_name();
+    let instance = |backend: &Backend| {
+        let builder = Limiter::builder(&name)
+            .limit(Limit::fixed_window(2, Duration::from_secs(3600)).expect("limit"))
+            .penalty(Duration::from_secs(60));
+        match backend {
+            Backend::Memory(_, store) => builder.store(store.clone()),
+            Backend::Redis(store) => builder.store(store.clone()),
+        }
+        .build()
+        .expect("limiter")
+    };
+    let (one, two) = (instance(backend), instance(backend));
+    for _ in 0..3 {
+        one.check("mallory", 1).await.expect("check");
+    }
+    two.block("trudy", Duration::from_secs(600))
+        .await
+        .expect("block");
+    let listed = |limiter: &Limiter| {
+        let limiter = limiter.clone();
+        async move {
+            limiter
+                .blocked_keys_everywhere(100)
+                .await
+                .expect("the registry answers")
+                .into_iter()
+                .map(|blocked| blocked.key)
+                .collect::<Vec<_>>()
+        }
+    };
+    if backend.real_time() {
+        // Shared through Redis: the longest block first, on both.
+        assert_eq!(listed(&one).await, ["trudy", "mallory"]);
+        assert_eq!(listed(&two).await, ["trudy", "mallory"]);
+        let everywhere = two.blocked_keys_everywhere(1).await.expect("answers");
+        assert_eq!(everywhere.len(), 1);
+        assert!(everywhere[0].remaining > Duration::from_secs(590));
+        one.unblock("trudy").await.expect("unblock");
+        two.reset("mallory").await.expect("reset");
+        assert!(listed(&one).await.is_empty());
+        assert!(listed(&two).await.is_empty());
+    } else {
+        // In process memory each limiter is its own instance.
+        assert_eq!(listed(&one).await, ["mallory"]);
+        assert_eq!(listed(&two).await, ["trudy"]);
+    }
+}
+
+crate::on_every_backend!(blocks_are_listed_by_every_instance);

@@ -1,0 +1,195 @@
+//! Shared state is one state: rate limits, blocks and tiers, the cache and
+//! the queues, across the instances of one fleet.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{self, client};
+
+/// One client's limit is one limit across instances: HAProxy spreads its
+/// requests round robin, and the instances count them in one place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_clients_limit_is_one_limit_across_instances() {
+    let fleet = support::start(
+        support::builder()
+            .env("SEAWALL_RATELIMIT_REPORT", "100/1m")
+            .env("SEAWALL_RATELIMIT_DDOS", "100000/1m"),
+    )
+    .await;
+    let client = client();
+    let url = format!("{}/api/analytics/stats?user_id=7", fleet.url());
+    let mut admitted = 0;
+    let mut limited = 0;
+    for _ in 0..150 {
+        let response = client.get(&url).send().await.expect("answers");
+        match response.status().as_u16() {
+            200 => admitted += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((admitted, limited), (100, 50));
+    // Every instance answered some of them.
+    let states = fleet.haproxy().stats().expect("HAProxy's stats");
+    assert_eq!(states.len(), 3);
+    assert!(
+        states.iter().all(|state| state.requests >= 40),
+        "round robin: {states:?}"
+    );
+    support::stop(fleet).await;
+}
+
+/// How long after `since` each instance first answers as `reflects` says:
+/// one client per instance polls as fast as it gets answers.
+async fn time_until_every_instance(
+    instances: &[String],
+    since: Instant,
+    request: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Sync,
+    reflects: impl Fn(&reqwest::Response) -> bool + Sync,
+) -> Vec<Duration> {
+    let polls = instances.iter().map(|base| {
+        let (request, reflects) = (&request, &reflects);
+        async move {
+            let client = client();
+            loop {
+                let response = request(&client, base).send().await.expect("answers");
+                if reflects(&response) {
+                    return since.elapsed();
+                }
+                assert!(
+                    since.elapsed() < Duration::from_secs(10),
+                    "{base} never reflected the change"
+                );
+            }
+        }
+    });
+    futures_util::future::join_all(polls).await
+}
+
+fn policy(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get_all("ratelimit-policy")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A manual block, a penalty and a tier change, each made through one
+/// instance, hold on every instance within 100 ms; the blocked keys every
+/// instance lists are the fleet's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
+    let fleet =
+        support::start(support::builder().env("SEAWALL_RATELIMIT_API", "5/1m block 1m")).await;
+    let client = client();
+    let instances = fleet.instance_urls();
+    let content = |client: &reqwest::Client, base: &str, key: &str| {
+        client
+            .get(format!("{base}/api/content?page_size=1"))
+            .header("x-api-key", key)
+    };
+
+    // A manual block through instance 1.
+    let response = client
+        .post(format!("{}/api/rate-limit/block", instances[0]))
+        .bearer_auth(fleet.token())
+        .json(&json!({"limiter": "api", "key": "key:by-hand", "seconds": 60}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let blocked = time_until_every_instance(
+        &instances,
+        Instant::now(),
+        |client, base| content(client, base, "by-hand"),
+        |response| response.status() == 429,
+    )
+    .await;
+
+    // A penalty earned on instance 1.
+    for _ in 0..6 {
+        content(&client, &instances[0], "greedy")
+            .send()
+            .await
+            .expect("answers");
+    }
+    let penalised = time_until_every_instance(
+        &instances,
+        Instant::now(),
+        |client, base| content(client, base, "greedy"),
+        |response| response.status() == 429,
+    )
+    .await;
+
+    // A tier change through instance 1, after every instance has the old
+    // tier cached.
+    let tenant = |client: &reqwest::Client, base: &str| {
+        client
+            .get(format!("{base}/api/content?page_size=1"))
+            .header("x-tenant-id", "demo-basic")
+    };
+    for base in &instances {
+        let response = tenant(&client, base).send().await.expect("answers");
+        assert!(
+            policy(&response).contains("\"tenant.minute\";q=120"),
+            "{}",
+            policy(&response)
+        );
+    }
+    let response = client
+        .post(format!("{}/api/rate-limit", instances[0]))
+        .bearer_auth(fleet.token())
+        .json(&json!({"tenantId": "demo-basic", "tier": "premium"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    let retiered = time_until_every_instance(&instances, Instant::now(), tenant, |response| {
+        policy(response).contains("\"tenant.minute\";q=300")
+    })
+    .await;
+    println!(
+        "visible on every instance after: block {blocked:?}, penalty {penalised:?}, tier {retiered:?}"
+    );
+    for (what, times) in [
+        ("block", &blocked),
+        ("penalty", &penalised),
+        ("tier", &retiered),
+    ] {
+        assert!(
+            times.iter().all(|time| *time < Duration::from_millis(100)),
+            "{what}: {times:?}"
+        );
+    }
+
+    // Every instance lists both blocks, whichever instance set them.
+    for base in &instances {
+        let stats: Value = client
+            .get(format!("{base}/api/rate-limit"))
+            .bearer_auth(fleet.token())
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON");
+        let api = stats["limiters"]
+            .as_array()
+            .and_then(|limiters| limiters.iter().find(|l| l["name"] == "api"))
+            .expect("the api limiter");
+        let keys: Vec<&str> = api["blocked"]
+            .as_array()
+            .expect("blocked keys")
+            .iter()
+            .filter_map(|blocked| blocked["key"].as_str())
+            .collect();
+        assert!(
+            keys.contains(&"key:by-hand") && keys.contains(&"key:greedy"),
+            "{base}: {keys:?}"
+        );
+    }
+    support::stop(fleet).await;
+}

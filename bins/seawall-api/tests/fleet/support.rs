@@ -1,0 +1,70 @@
+//! Starting fleets for the tests, one at a time, and talking to them.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use seawall_testkit::{Fleet, FleetBuilder};
+
+/// Held while a fleet runs: one fleet at a time.
+static TURN: LazyLock<Arc<Mutex<()>>> = LazyLock::new(Arc::default);
+
+/// A running fleet and the turn it holds; dropping it stops the fleet and
+/// lets the next test start its own.
+pub(crate) struct Running {
+    pub(crate) fleet: Fleet,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Fleet;
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+}
+
+/// A fleet builder with a small demo dataset and this package's API binary.
+pub(crate) fn builder() -> FleetBuilder {
+    Fleet::builder()
+        .api_binary(env!("CARGO_BIN_EXE_seawall-api"))
+        .env("SEAWALL_DEMO_USERS", "50")
+        .env("SEAWALL_DEMO_CONTENTS", "200")
+        .env("SEAWALL_DEMO_SCHEDULES_PER_USER", "20")
+        .env("SEAWALL_DEMO_HISTORY_PER_USER", "20")
+        .env("SEAWALL_LOG_FORMAT", "json")
+}
+
+/// Starts `builder`'s fleet once no other test's fleet runs.
+pub(crate) async fn start(builder: FleetBuilder) -> Running {
+    let turn = Arc::clone(&TURN).lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let fleet = builder
+            .start()
+            .unwrap_or_else(|error| panic!("the fleet starts: {error}"));
+        Running { fleet, _turn: turn }
+    })
+    .await
+    .expect("joins")
+}
+
+/// Stops a fleet off the async runtime (its processes drain).
+pub(crate) async fn stop(running: Running) {
+    tokio::task::spawn_blocking(move || drop(running))
+        .await
+        .expect("joins");
+}
+
+/// An HTTP client that does not pool connections across instances' restarts.
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a client")
+}

@@ -1,0 +1,369 @@
+//! An HAProxy load balancer in front of HTTP servers on loopback.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::error::{Error, Result, io_err};
+use crate::process::{self, Spawn, StopSignal, Supervised};
+
+const INSTALL_HAPROXY: &str = "apt-get install -y haproxy";
+
+/// Configures and starts an [`Haproxy`]. Create one with [`Haproxy::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HaproxyBuilder {
+    servers: Vec<(String, SocketAddr)>,
+    check_path: String,
+    check_interval: Duration,
+    dir: Option<PathBuf>,
+    binary: Option<PathBuf>,
+    startup_timeout: Duration,
+}
+
+impl Default for HaproxyBuilder {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            check_path: String::from("/readyz"),
+            check_interval: Duration::from_millis(200),
+            dir: None,
+            binary: None,
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl HaproxyBuilder {
+    /// Adds a backend server called `name` (1 to 32 of `A-Z a-z 0-9 _ -`).
+    pub fn server(mut self, name: impl Into<String>, addr: SocketAddr) -> Self {
+        self.servers.push((name.into(), addr));
+        self
+    }
+
+    /// The path of the health check, `GET` every interval; a server is taken out
+    /// of the rotation on its first failed check and put back after two passes
+    /// (default `/readyz`).
+    pub fn check_path(mut self, path: impl Into<String>) -> Self {
+        self.check_path = path.into();
+        self
+    }
+
+    /// How often each server is checked (default 200 ms).
+    pub fn check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval;
+        self
+    }
+
+    /// Keeps the configuration, log and stats socket in `dir` (which must exist)
+    /// instead of a temp dir; nothing in it is deleted.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Runs this `haproxy` executable instead of searching for one.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Writes the configuration, starts HAProxy and waits until its stats socket
+    /// answers. The servers need not be up yet: each is checked until it passes.
+    pub fn start(self) -> Result<Haproxy> {
+        let binary = process::resolve_binary(
+            self.binary.clone(),
+            "haproxy",
+            &[PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")],
+            INSTALL_HAPROXY,
+        )?;
+        for (name, _) in &self.servers {
+            let valid = (1..=32).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+            if !valid {
+                return Err(Error::Io {
+                    context: String::from("configuring HAProxy"),
+                    source: std::io::Error::other(format!("invalid server name {name:?}")),
+                });
+            }
+        }
+        let dir = match &self.dir {
+            Some(dir) => Dir::Kept(dir.clone()),
+            None => Dir::Temp(
+                tempfile::Builder::new()
+                    .prefix("seawall-haproxy-")
+                    .tempdir()
+                    .map_err(io_err("creating a temp dir for HAProxy"))?,
+            ),
+        };
+        let port = process::pick_port(false)?;
+        let haproxy = Haproxy {
+            port,
+            servers: self.servers.clone(),
+            proc: None,
+            dir,
+        };
+        std::fs::write(haproxy.config_path(), self.render(port, haproxy.dir())).map_err(io_err(
+            format!("writing {}", haproxy.config_path().display()),
+        ))?;
+        let args = [
+            OsString::from("-f"),
+            haproxy.config_path().into(),
+            // Foreground, no daemon: the supervisor owns the process.
+            OsString::from("-db"),
+        ];
+        let log = haproxy.log_path();
+        let proc = Supervised::spawn(&Spawn {
+            owns_dir: self.dir.is_none(),
+            ..Spawn::server(
+                &binary,
+                &args,
+                haproxy.dir(),
+                &log,
+                StopSignal::TermThenKill(Duration::from_secs(2)),
+            )
+        })?;
+        let what = format!("haproxy on {}", haproxy.addr());
+        let proc = process::await_ready(proc, self.startup_timeout, what, &log, || {
+            haproxy.stats().map(drop).map_err(|e| e.to_string())
+        })?;
+        Ok(Haproxy {
+            proc: Some(proc),
+            ..haproxy
+        })
+    }
+
+    fn render(&self, port: u16, dir: &Path) -> String {
+        let inter = self.check_interval.as_millis().max(10);
+        let mut config = format!(
+            "global
+    maxconn 4096
+    stats socket {socket} mode 600 level admin
+    log stdout format raw local0 info
+
+defaults
+    mode http
+    log global
+    option httplog
+    option dontlognull
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 10s
+    # A request whose server closed the connection under it, or that could not
+    # connect, goes to another server.
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response
+
+frontend api
+    bind {listen}
+    option forwardfor
+    default_backend services
+
+backend services
+    balance roundrobin
+    option httpchk GET {check}
+    http-check expect status 200
+    default-server check inter {inter}ms fastinter {inter}ms downinter {inter}ms rise 2 fall 1
+",
+            socket = self.socket_path(dir).display(),
+            listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            check = self.check_path,
+        );
+        for (name, addr) in &self.servers {
+            config.push_str(&format!("    server {name} {addr}\n"));
+        }
+        config
+    }
+
+    fn socket_path(&self, dir: &Path) -> PathBuf {
+        dir.join("haproxy.sock")
+    }
+}
+
+/// A dir that is either deleted on drop or someone else's to keep.
+#[derive(Debug)]
+pub(crate) enum Dir {
+    Temp(TempDir),
+    Kept(PathBuf),
+}
+
+impl Dir {
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Dir::Temp(dir) => dir.path(),
+            Dir::Kept(dir) => dir,
+        }
+    }
+}
+
+/// An HAProxy process balancing HTTP round robin over its servers, each
+/// health-checked; stopped on drop.
+#[derive(Debug)]
+pub struct Haproxy {
+    port: u16,
+    servers: Vec<(String, SocketAddr)>,
+    proc: Option<Supervised>,
+    // Declared last so the process is gone before a temp dir is deleted.
+    dir: Dir,
+}
+
+/// One backend server as HAProxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerState {
+    /// The server's name.
+    pub name: String,
+    /// HAProxy's status: `UP`, `DOWN`, `UP 1/2` (going up), `MAINT`, ...
+    pub status: String,
+    /// Requests sent to it so far.
+    pub requests: u64,
+}
+
+impl ServerState {
+    /// Whether HAProxy sends it requests: `UP`, or `UP 1/2` (up, one check
+    /// failed on its way down).
+    pub fn is_up(&self) -> bool {
+        self.status == "UP" || self.status.starts_with("UP ")
+    }
+}
+
+impl Haproxy {
+    /// A builder.
+    pub fn builder() -> HaproxyBuilder {
+        HaproxyBuilder::default()
+    }
+
+    /// `127.0.0.1:port` of the frontend.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// HAProxy's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc
+            .as_ref()
+            .filter(|proc| proc.is_alive())
+            .map(Supervised::pid)
+    }
+
+    /// The servers it balances over, as configured.
+    pub fn servers(&self) -> &[(String, SocketAddr)] {
+        &self.servers
+    }
+
+    /// The dir holding `haproxy.cfg`, `haproxy.log` and the stats socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("haproxy.cfg")
+    }
+
+    /// HAProxy's output: start-up messages and one line per request.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir().join("haproxy.log")
+    }
+
+    /// The state of every backend server, from the stats socket.
+    pub fn stats(&self) -> Result<Vec<ServerState>> {
+        let csv = self.command("show stat")?;
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = |name: &str| header.iter().position(|h| *h == name);
+        let (Some(px), Some(sv), Some(status), Some(total)) = (
+            column("pxname"),
+            column("svname"),
+            column("status"),
+            column("stot"),
+        ) else {
+            return Err(Error::UnexpectedReply {
+                command: String::from("show stat"),
+                reply: csv,
+            });
+        };
+        Ok(lines
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .filter(|fields| {
+                fields.get(px) == Some(&"services")
+                    && !matches!(fields.get(sv), Some(&("BACKEND" | "FRONTEND")) | None)
+            })
+            .map(|fields| ServerState {
+                name: fields[sv].to_owned(),
+                status: fields.get(status).copied().unwrap_or_default().to_owned(),
+                requests: fields
+                    .get(total)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Sends one command to the stats socket (`show stat`, `disable server
+    /// services/api-1`, ...) and returns the answer.
+    pub fn command(&self, command: &str) -> Result<String> {
+        let path = self.dir().join("haproxy.sock");
+        let what = format!("HAProxy's stats socket {}", path.display());
+        let mut socket = UnixStream::connect(&path).map_err(io_err(what.clone()))?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(io_err(what.clone()))?;
+        socket
+            .write_all(format!("{command}\n").as_bytes())
+            .map_err(io_err(what.clone()))?;
+        let mut answer = String::new();
+        socket
+            .read_to_string(&mut answer)
+            .map_err(io_err(what.clone()))?;
+        Ok(answer)
+    }
+
+    /// Waits until HAProxy sends requests to every server.
+    pub fn wait_all_up(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(timeout, "every server up", |states| {
+            states.iter().all(ServerState::is_up)
+        })
+    }
+
+    /// Waits until `done` holds of the servers' states.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&[ServerState]) -> bool,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let states = self.stats()?;
+            if done(&states) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Io {
+                    context: format!("waiting for HAProxy: {what}"),
+                    source: std::io::Error::other(format!("after {timeout:?}: {states:?}")),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
