@@ -77,6 +77,7 @@ mod metrics;
 #[cfg(test)]
 mod model;
 mod options;
+mod presence;
 mod queues;
 mod redis;
 mod store;
@@ -89,9 +90,10 @@ pub use job::{
 };
 pub use metrics::{DurabilityCheck, QueueMetrics};
 pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_DELAY, MAX_KEY_BYTES};
+pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
 pub use store::{MAX_QUEUE_NAME_BYTES, Settings};
-pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats};
+pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats, WorkerWatch};
 
 /// The Redis client crate, re-exported so the version matches.
 pub use fred;

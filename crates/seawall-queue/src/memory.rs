@@ -34,6 +34,8 @@ const UPKEEP_BATCH: usize = 1000;
 pub(crate) struct MemoryStore {
     settings: Settings,
     queues: Mutex<HashMap<String, Arc<Shared>>>,
+    /// Announced processes: id → (report, when in ms).
+    processes: Mutex<HashMap<String, (Vec<u8>, u64)>>,
     /// Every queue's state as kept by `keep_snapshot` (tests of lost writes).
     #[cfg(test)]
     snapshot: Mutex<HashMap<String, QueueState>>,
@@ -160,6 +162,7 @@ impl MemoryStore {
         Self {
             settings,
             queues: Mutex::new(HashMap::new()),
+            processes: Mutex::new(HashMap::new()),
             #[cfg(test)]
             snapshot: Mutex::new(HashMap::new()),
         }
@@ -1077,5 +1080,29 @@ impl Store for MemoryStore {
 
     fn round_trips(&self) -> u64 {
         0
+    }
+
+    async fn announce(&self, id: &str, report: &[u8]) -> Result<()> {
+        let now = now_ms();
+        let forget = u64::try_from(crate::presence::FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
+        let mut processes = self.processes.lock();
+        processes.retain(|_, (_, at)| now.saturating_sub(*at) < forget);
+        processes.insert(id.to_owned(), (report.to_vec(), now));
+        Ok(())
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<()> {
+        self.processes.lock().remove(id);
+        Ok(())
+    }
+
+    async fn processes(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let now = now_ms();
+        Ok(self
+            .processes
+            .lock()
+            .values()
+            .map(|(report, at)| (report.clone(), now.saturating_sub(*at)))
+            .collect())
     }
 }

@@ -286,6 +286,10 @@ impl Queues {
         self.store.round_trips()
     }
 
+    pub(crate) fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
     /// A worker for `queue`; set it up, then [start](WorkerBuilder::start)
     /// it with a handler.
     pub fn worker(&self, queue: &str) -> Result<WorkerBuilder> {

@@ -268,6 +268,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     async fn durability_warning(&self) -> Result<Option<String>>;
     /// Calls made to the backend's server so far (0 for memory).
     fn round_trips(&self) -> u64;
+    /// Stores a process's report under `id`, stamped with the backend's
+    /// time; forgets processes silent for [`FORGET_AFTER`](crate::presence::FORGET_AFTER).
+    async fn announce(&self, id: &str, report: &[u8]) -> Result<()>;
+    /// Forgets a process.
+    async fn withdraw(&self, id: &str) -> Result<()>;
+    /// Every remembered report with the ms since it was stored.
+    async fn processes(&self) -> Result<Vec<(Vec<u8>, u64)>>;
 }
 
 /// A queue name of 1 to [`MAX_QUEUE_NAME_BYTES`] bytes without braces,

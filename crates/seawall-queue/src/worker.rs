@@ -446,6 +446,32 @@ pub struct WorkerStats {
     pub fetches: u64,
 }
 
+/// Reads a [`Worker`]'s counts; see [`Worker::watch`]. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerWatch {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for WorkerWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerWatch")
+            .field("queue", &self.shared.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerWatch {
+    /// Counts of what the worker did.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.stats()
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+}
+
 /// A running worker. Dropping it stops nothing; call
 /// [`shutdown`](Worker::shutdown).
 pub struct Worker {
@@ -472,6 +498,14 @@ impl Worker {
     /// Jobs running now.
     pub fn running(&self) -> usize {
         self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// A handle that reads this worker's counts and running jobs while the
+    /// worker itself is owned elsewhere (by whatever will shut it down).
+    pub fn watch(&self) -> WorkerWatch {
+        WorkerWatch {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Stops fetching, lets running jobs finish for up to `deadline`, then

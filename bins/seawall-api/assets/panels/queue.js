@@ -1,8 +1,10 @@
 /**
  * Queue panel: the depth of each of the eight queues per state, jobs per
  * second over every worker (read from the queues' event streams, sampled by
- * the service every 5 s), the running jobs with their progress, the failed
- * and dead jobs with their errors, and pause, resume, retry and cancel.
+ * the service every 5 s), every worker process of the fleet (alive or not,
+ * what each runs, its jobs per second), the running jobs with their
+ * progress, the failed and dead jobs with their errors, and pause, resume,
+ * retry and cancel.
  *
  * Reads `GET /api/queue`, then the running, delayed and dead jobs of the
  * queues that have any (`GET /api/queue/{queue}/jobs?state=…`).
@@ -112,6 +114,23 @@ export default {
       ),
     );
 
+    const processBody = h("tbody");
+    const processTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "queue-processes" },
+        h("caption", {}, "Worker processes ", h("span", { class: "section-note" }, "every process of the fleet, as each announces itself every second")),
+        h(
+          "thead",
+          {},
+          h("tr", {}, ["process", "state", "running", "completed", "jobs/s (1 min)", "started"].map((label) => h("th", { scope: "col" }, label))),
+        ),
+        processBody,
+      ),
+    );
+
     const failedBody = h("tbody");
     const failedTable = h(
       "div",
@@ -134,6 +153,7 @@ export default {
     container.append(
       h("section", { class: "panel-section two-columns", "aria-label": "Throughput and totals" }, chartSection, totalList),
       h("section", { class: "panel-section", "aria-label": "Queues" }, queueTable, actionResult),
+      h("section", { class: "panel-section", "aria-label": "Worker processes" }, processTable),
       h("section", { class: "panel-section", "aria-label": "Running jobs" }, runningTable),
       h("section", { class: "panel-section", "aria-label": "Failed jobs" }, failedTable),
     );
@@ -141,6 +161,26 @@ export default {
     const count = (testid, value) => h("data", { "data-testid": testid, value: String(value) }, format.count(value));
     const emptyRow = (columns, text) => h("tr", {}, h("td", { class: "empty", colspan: columns }, text));
     const lastError = (job) => job.errors.at(-1)?.error ?? "";
+    const processRow = (process) => {
+      const sum = (key) => process.queues.reduce((total, queue) => total + queue[key], 0);
+      const busy = process.queues.filter((queue) => queue.running > 0).map((queue) => `${queue.queue} ${queue.running}/${queue.concurrency}`);
+      return h(
+        "tr",
+        { "data-testid": `queue-process-${process.pid}` },
+        h("td", { class: "text" }, `${process.host} pid ${process.pid}`),
+        h(
+          "td",
+          {},
+          process.alive
+            ? h("span", { class: "badge is-ok" }, "alive")
+            : h("span", { class: "badge is-bad" }, `silent ${Math.round(process.seen_seconds_ago)} s`),
+        ),
+        h("td", { class: "text" }, busy.length ? busy.join(", ") : "idle"),
+        h("td", { class: "num" }, count(`queue-process-completed-${process.pid}`, sum("completed"))),
+        h("td", { class: "num" }, format.rate(process.completed_per_second)),
+        h("td", { class: "when" }, format.time(process.started_at)),
+      );
+    };
 
     /** Runs an action from a button, shows its outcome, then refreshes. */
     const act = async (button, path, done, options = {}) => {
@@ -258,6 +298,9 @@ export default {
       totals.rate.textContent = format.count(sum("completed_last_minute"));
 
       queueBody.replaceChildren(...rows.map(queueRow));
+      processBody.replaceChildren(
+        ...(overview.processes.length ? overview.processes.map(processRow) : [emptyRow(6, "No worker process has announced itself")]),
+      );
       runningBody.replaceChildren(...(running.length ? running.map(runningRow) : [emptyRow(6, "No job is running")]));
       failedBody.replaceChildren(...(failed.length ? failed.map(failedRow) : [emptyRow(7, "No failed job")]));
 

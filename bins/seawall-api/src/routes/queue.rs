@@ -90,6 +90,67 @@ struct Overview {
     /// Jobs per second over every queue, from the queues' event streams,
     /// every 5 s over the last 15 minutes, oldest first.
     history: Vec<ThroughputPoint>,
+    /// Every process that runs the processors, as each announces itself
+    /// on the queue backend every second: all of a fleet's workers (alive
+    /// first), or this process on embedded defaults. A process silent for
+    /// 5 s is not alive; one silent for 10 minutes is forgotten.
+    processes: Vec<ProcessView>,
+}
+
+/// A process that runs the processors.
+#[derive(Debug, Serialize, ToSchema)]
+struct ProcessView {
+    /// Host, pid and start time.
+    id: String,
+    host: String,
+    pid: u32,
+    started_at: String,
+    /// Whether it announced itself within the last 5 s.
+    alive: bool,
+    /// Seconds since its last announcement.
+    seen_seconds_ago: f64,
+    /// Jobs it completed per second over its last minute.
+    completed_per_second: f64,
+    /// What it runs, per queue.
+    queues: Vec<ProcessQueue>,
+}
+
+/// One queue in a process.
+#[derive(Debug, Serialize, ToSchema)]
+struct ProcessQueue {
+    queue: String,
+    /// The most jobs it runs at once.
+    concurrency: usize,
+    /// Jobs it runs now.
+    running: usize,
+    /// Jobs it completed since it started.
+    completed: u64,
+    /// Attempts that failed since it started.
+    failed: u64,
+}
+
+fn process_view(seen: seawall_queue::SeenProcess) -> ProcessView {
+    let report = seen.report;
+    ProcessView {
+        id: report.id,
+        host: report.host,
+        pid: report.pid,
+        started_at: timestamp(i64::try_from(report.started_ms).unwrap_or(i64::MAX)),
+        alive: seen.alive,
+        seen_seconds_ago: seen.since.as_secs_f64(),
+        completed_per_second: report.completed_per_second,
+        queues: report
+            .queues
+            .into_iter()
+            .map(|queue| ProcessQueue {
+                queue: queue.queue,
+                concurrency: queue.concurrency,
+                running: queue.running,
+                completed: queue.completed,
+                failed: queue.failed,
+            })
+            .collect(),
+    }
 }
 
 /// A job as the queue keeps it.
@@ -380,6 +441,13 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
             .map_err(|error| queue_problem(&error))?;
         rows.push(row(&state, queue, &counts));
     }
+    let processes = queues
+        .processes()
+        .await
+        .map_err(|error| queue_problem(&error))?
+        .into_iter()
+        .map(process_view)
+        .collect();
     let in_process = state.processes_jobs();
     Ok(Json(Overview {
         backend: if in_process { "memory" } else { "redis" }.to_owned(),
@@ -391,6 +459,7 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
         .to_owned(),
         queues: rows,
         history: state.throughput().history(),
+        processes,
     }))
 }
 

@@ -7,5 +7,7 @@
 // The drills print the figures docs/operations.md records.
 #![allow(clippy::print_stdout)]
 
+mod cache;
+mod queues;
 mod shared;
 mod support;

@@ -506,6 +506,25 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
         backend.contains("in this process"),
         "processors: {backend:?}"
     );
+    // The process that runs them, announced like any worker of a fleet,
+    // with the job it completed.
+    let pid = std::process::id();
+    wait_for(
+        "this process among the worker processes",
+        UPDATE_TIMEOUT,
+        async || {
+            Ok(figure(browser, &format!("queue-process-completed-{pid}"))
+                .await?
+                .filter(|&completed| completed >= 1.0))
+        },
+    )
+    .await?;
+    let row = browser
+        .find(Css(&format!("[data-testid=queue-process-{pid}]")))
+        .await?
+        .text()
+        .await?;
+    check!(row.contains("alive"), "process row: {row:?}");
 
     console_is_clean(browser).await?;
     Ok(())

@@ -11,6 +11,7 @@
 
 mod files;
 pub mod payload;
+pub mod presence;
 mod processors;
 #[cfg(test)]
 mod tests;
@@ -39,11 +40,16 @@ const DEPTH_EVERY: Duration = Duration::from_secs(5);
 pub struct Running {
     workers: Vec<(QueueName, Worker)>,
     depth: tokio::task::JoinHandle<()>,
+    /// Announces this process to the queue backend.
+    presence: tokio::task::JoinHandle<()>,
+    queues: Queues,
+    id: String,
 }
 
 impl Running {
     /// Starts one worker per queue with the queue's concurrency, its
-    /// metrics in `monitor`, and its processor.
+    /// metrics in `monitor`, and its processor, and announces the process
+    /// every second (see [`presence`]).
     pub fn start(
         queues: &Queues,
         config: &QueueConfig,
@@ -65,7 +71,31 @@ impl Running {
             gauges.push((queue, metrics));
         }
         let depth = tokio::spawn(record_depth(queues.clone(), gauges));
-        Ok(Self { workers, depth })
+        let started_ms = crate::time::now_ms().max(0).unsigned_abs();
+        let id = presence::process_id(&presence::host_name(), started_ms);
+        let watches = workers
+            .iter()
+            .map(|(queue, worker)| (*queue, worker.watch()))
+            .collect();
+        let presence = tokio::spawn(presence::announce(
+            queues.clone(),
+            id.clone(),
+            started_ms,
+            config.clone(),
+            watches,
+        ));
+        Ok(Self {
+            workers,
+            depth,
+            presence,
+            queues: queues.clone(),
+            id,
+        })
+    }
+
+    /// This process's id among the announced ones.
+    pub fn process_id(&self) -> &str {
+        &self.id
     }
 
     /// Jobs running now, over every queue.
@@ -85,7 +115,13 @@ impl Running {
             .workers
             .into_iter()
             .map(|(queue, worker)| async move { (queue, worker.shutdown(deadline).await) });
-        futures_util::future::join_all(stopping).await
+        let stopped = futures_util::future::join_all(stopping).await;
+        // Off the list once nothing runs: a clean stop is not a crash.
+        self.presence.abort();
+        if let Err(error) = self.queues.withdraw(&self.id).await {
+            tracing::debug!(%error, "withdrawing this worker process failed");
+        }
+        stopped
     }
 }
 

@@ -22,6 +22,10 @@
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
 //! | `p:{q}:mark` | sorted set | the wake-up marker blocked workers pop |
 //! | `p:{q}:ev` | stream | events |
+//!
+//! Worker processes announce themselves under `{p}:processes` (a hash of
+//! reports by process id) and `{p}:processes:at` (a sorted set of when each
+//! last did, on the server's clock).
 
 mod blocking;
 #[cfg(test)]
@@ -57,6 +61,7 @@ struct Scripts {
     renew: Script,
     progress: Script,
     control: Script,
+    processes: Script,
 }
 
 impl Scripts {
@@ -69,6 +74,7 @@ impl Scripts {
             renew: script(include_str!("renew.lua")),
             progress: script(include_str!("progress.lua")),
             control: script(include_str!("control.lua")),
+            processes: Script::from_lua(include_str!("processes.lua")),
         }
     }
 }
@@ -160,6 +166,13 @@ impl RedisStore {
         Ok(script
             .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
             .await?)
+    }
+
+    /// Runs `processes.lua`.
+    async fn presence(&self, args: Vec<Value>) -> Result<Value> {
+        let reports = format!("{{{}}}:processes", self.prefix);
+        let keys = vec![reports.clone(), format!("{reports}:at")];
+        self.run(&self.scripts.processes, keys, args).await
     }
 
     async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
@@ -508,6 +521,48 @@ impl Store for RedisStore {
 
     fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    async fn announce(&self, id: &str, report: &[u8]) -> Result<()> {
+        let forget = u64::try_from(crate::presence::FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
+        self.presence(vec![
+            Value::from("announce"),
+            Value::from(id),
+            Value::Bytes(report.to_vec().into()),
+            int(forget),
+        ])
+        .await?;
+        Ok(())
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<()> {
+        self.presence(vec![Value::from("withdraw"), Value::from(id)])
+            .await?;
+        Ok(())
+    }
+
+    async fn processes(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let reply = self.presence(vec![Value::from("list")]).await?;
+        let items = reply.into_array();
+        let number = |value: &Value| {
+            value
+                .as_string()
+                .and_then(|text| text.parse::<f64>().ok())
+                .ok_or_else(|| Error::Protocol("a process time that is not a number".to_owned()))
+        };
+        let (now, rest) = items
+            .split_first()
+            .ok_or_else(|| Error::Protocol("no server time".to_owned()))?;
+        let now = number(now)?;
+        rest.chunks_exact(2)
+            .map(|pair| {
+                let report = pair[0].as_bytes().map(<[u8]>::to_vec).unwrap_or_default();
+                let at = number(&pair[1])?;
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let since = (now - at).max(0.0) as u64;
+                Ok((report, since))
+            })
+            .collect()
     }
 }
 

@@ -1052,7 +1052,56 @@ async fn metrics_count_outcomes_and_depth(backend: &Backend) {
     assert_eq!(report.status, expected, "{report:?}");
 }
 
+/// Worker processes announce themselves and every handle on the same
+/// backend lists them; a silent one is listed as not alive, a withdrawn one
+/// not at all.
+async fn processes_announce_themselves(backend: &Backend) {
+    let prefix = crate::support::unique_prefix();
+    let memory = Queues::memory();
+    let one = backend
+        .instance(&memory, &prefix, Settings::default())
+        .await;
+    let two = backend
+        .instance(&memory, &prefix, Settings::default())
+        .await;
+    let report = |id: &str, ttl_ms: u64| seawall_queue::ProcessReport {
+        id: id.to_owned(),
+        host: "host-a".to_owned(),
+        pid: 7,
+        started_ms: 1,
+        ttl_ms,
+        completed_per_second: 12.5,
+        queues: vec![seawall_queue::QueueActivity {
+            queue: "email".to_owned(),
+            concurrency: 8,
+            running: 3,
+            completed: 40,
+            failed: 1,
+        }],
+    };
+    one.announce(&report("a", 60_000)).await.expect("announces");
+    two.announce(&report("b", 50)).await.expect("announces");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let seen = one.processes().await.expect("lists");
+    let listed: Vec<(&str, bool)> = seen
+        .iter()
+        .map(|process| (process.report.id.as_str(), process.alive))
+        .collect();
+    assert_eq!(listed, [("a", true), ("b", false)]);
+    assert_eq!(seen[0].report, report("a", 60_000));
+    assert!(
+        seen[1].since >= Duration::from_millis(100),
+        "{:?}",
+        seen[1].since
+    );
+    one.withdraw("b").await.expect("withdraws");
+    let seen = two.processes().await.expect("lists");
+    assert_eq!(seen.len(), 1);
+    assert!(one.announce(&report("", 1)).await.is_err());
+}
+
 on_every_backend!(
+    processes_announce_themselves,
     a_flooding_group_cannot_starve_the_others,
     metrics_count_outcomes_and_depth,
     every_job_is_completed_once,

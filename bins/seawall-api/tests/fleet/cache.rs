@@ -1,0 +1,165 @@
+//! The cache across the fleet: a write acknowledged by one instance is not
+//! read old through another once its invalidation has travelled. Measured
+//! with a reader on every instance polling as fast as it is answered while
+//! a writer writes through one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::support::{self, client};
+
+/// What one reader saw of one write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    /// From the writer's 2xx to the end of the first fresh read that began
+    /// after it.
+    pub(crate) window: Duration,
+    /// Reads that began after a fresh one and still showed the old data.
+    pub(crate) stale_after_fresh: u32,
+}
+
+/// Due reviews of `user` as `base` answers them: the content ids.
+async fn due(client: &reqwest::Client, base: &str, user: i64) -> Vec<i64> {
+    let body: Value = client
+        .get(format!("{base}/api/review/today?user_id={user}"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["content_id"].as_i64())
+        .collect()
+}
+
+/// Completes one due review of `user` through `writer` while a reader on
+/// every instance of `readers` polls the user's due reviews; returns what
+/// each reader saw, or `None` when the user has nothing due. Every reader
+/// has the user's list cached before the write.
+pub(crate) async fn one_write(writer: &str, readers: &[String], user: i64) -> Option<Vec<Seen>> {
+    let client = client();
+    let content = *due(&client, writer, user).await.first()?;
+    for base in readers {
+        assert!(due(&client, base, user).await.contains(&content));
+    }
+    let (acked, ack) = watch::channel(None::<Instant>);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = readers
+        .iter()
+        .map(|base| {
+            let (base, mut ack, stop) = (base.clone(), ack.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let client = support::client();
+                let mut window = None;
+                let mut stale_after_fresh = 0;
+                let mut reads_after_fresh = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let began = Instant::now();
+                    let fresh = !due(&client, &base, user).await.contains(&content);
+                    let Some(acked) = *ack.borrow_and_update() else {
+                        continue;
+                    };
+                    if began < acked {
+                        continue;
+                    }
+                    match (fresh, window) {
+                        (true, None) => window = Some(acked.elapsed()),
+                        (false, Some(_)) => stale_after_fresh += 1,
+                        _ => {}
+                    }
+                    if window.is_some() {
+                        reads_after_fresh += 1;
+                        if reads_after_fresh > 20 {
+                            break;
+                        }
+                    }
+                }
+                window.map(|window| Seen {
+                    window,
+                    stale_after_fresh,
+                })
+            })
+        })
+        .collect();
+    // The readers are polling the old list when the write lands.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let response = client
+        .post(format!("{writer}/api/review/complete"))
+        .json(&json!({"user_id": user, "content_id": content, "rating": 4, "duration_ms": 4000}))
+        .send()
+        .await
+        .expect("answers");
+    assert!(response.status().is_success(), "{}", response.status());
+    acked.send_replace(Some(Instant::now()));
+    let watchdog = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut seen = Vec::new();
+    for (task, base) in tasks.into_iter().zip(readers) {
+        let reader = task.await.expect("joins");
+        seen.push(reader.unwrap_or_else(|| panic!("{base} still read the old list 10 s later")));
+    }
+    watchdog.abort();
+    drop(ack);
+    Some(seen)
+}
+
+/// p50, p99 and max of `windows`.
+pub(crate) fn percentiles(windows: &mut [Duration]) -> (Duration, Duration, Duration) {
+    windows.sort_unstable();
+    let at = |q: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let index = ((windows.len() as f64 - 1.0) * q).round() as usize;
+        windows[index]
+    };
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// 40 writes through instance 1, each watched by a reader on every
+/// instance: every reader sees every write, and no read that begins after
+/// a fresh one is old again. The window's p50, p99 and max are printed
+/// (docs/operations.md records them from a release build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_through_one_instance_is_read_fresh_through_every_instance() {
+    // The readers poll far above the per-address limit.
+    let fleet = support::start(support::builder().env("SEAWALL_RATELIMIT", "false")).await;
+    let instances = fleet.instance_urls();
+    let mut windows = Vec::new();
+    let mut writes = 0;
+    for user in (1..=50).cycle().take(200) {
+        let Some(seen) = one_write(&instances[0], &instances, user).await else {
+            continue;
+        };
+        for seen in seen {
+            assert_eq!(seen.stale_after_fresh, 0, "user {user}: {seen:?}");
+            windows.push(seen.window);
+        }
+        writes += 1;
+        if writes == 40 {
+            break;
+        }
+    }
+    assert_eq!(writes, 40, "the demo dataset has 40 due reviews");
+    let (p50, p99, max) = percentiles(&mut windows);
+    println!(
+        "invalidation window over {} reads: p50 {p50:?}, p99 {p99:?}, max {max:?}",
+        windows.len()
+    );
+    support::stop(fleet).await;
+}

@@ -1,0 +1,138 @@
+//! Worker processes announce themselves, so an operator sees every process
+//! of a fleet (which are alive, what each runs, how fast) from any one of
+//! them, not only what one process sees.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::queues::Queues;
+
+/// How long a process stays listed after its last announcement, marked not
+/// alive, before it is forgotten.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// What a worker process says of itself, announced every few seconds with
+/// [`Queues::announce`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessReport {
+    /// Unique per process run, e.g. `host:pid:start`; 1 to 128 bytes.
+    pub id: String,
+    /// The host the process runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it started, in ms since the Unix epoch.
+    pub started_ms: u64,
+    /// How long after an announcement the process counts as gone if no
+    /// other comes: a few of its announcement intervals.
+    pub ttl_ms: u64,
+    /// Jobs completed per second over its last minute, every queue together.
+    pub completed_per_second: f64,
+    /// What it runs, per queue.
+    pub queues: Vec<QueueActivity>,
+}
+
+/// One queue's worker in a [`ProcessReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueActivity {
+    /// The queue.
+    pub queue: String,
+    /// The most jobs it runs at once.
+    pub concurrency: usize,
+    /// Jobs it runs now.
+    pub running: usize,
+    /// Jobs it completed since the process started.
+    pub completed: u64,
+    /// Attempts that failed since the process started.
+    pub failed: u64,
+}
+
+/// A process as [`Queues::processes`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenProcess {
+    /// Its last report.
+    pub report: ProcessReport,
+    /// How long ago that report came, on the backend's clock.
+    pub since: Duration,
+    /// Whether it came within the report's own `ttl_ms`.
+    pub alive: bool,
+}
+
+impl Queues {
+    /// Records `report` as the latest word of its process. Processes that
+    /// have not announced for ten minutes are forgotten on the way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_queue::{ProcessReport, Queues};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// let report = ProcessReport {
+    ///     id: "host-a:4242:1".into(),
+    ///     host: "host-a".into(),
+    ///     pid: 4242,
+    ///     started_ms: 1,
+    ///     ttl_ms: 5_000,
+    ///     completed_per_second: 0.0,
+    ///     queues: Vec::new(),
+    /// };
+    /// queues.announce(&report).await?;
+    /// let seen = queues.processes().await?;
+    /// assert!(seen[0].alive && seen[0].report == report);
+    /// queues.withdraw(&report.id).await?;
+    /// assert!(queues.processes().await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn announce(&self, report: &ProcessReport) -> Result<()> {
+        check_id(&report.id)?;
+        let bytes = serde_json::to_vec(report)
+            .map_err(|error| Error::Protocol(format!("encoding a process report: {error}")))?;
+        self.store().announce(&report.id, &bytes).await
+    }
+
+    /// Takes a process off the list (at a clean shutdown).
+    pub async fn withdraw(&self, id: &str) -> Result<()> {
+        check_id(id)?;
+        self.store().withdraw(id).await
+    }
+
+    /// Every process that announced itself in the last ten minutes, alive
+    /// ones first, each by id.
+    pub async fn processes(&self) -> Result<Vec<SeenProcess>> {
+        let mut seen: Vec<SeenProcess> = self
+            .store()
+            .processes()
+            .await?
+            .into_iter()
+            .filter_map(|(bytes, since_ms)| {
+                let report: ProcessReport = serde_json::from_slice(&bytes).ok()?;
+                Some(SeenProcess {
+                    alive: since_ms < report.ttl_ms,
+                    since: Duration::from_millis(since_ms),
+                    report,
+                })
+            })
+            .collect();
+        seen.sort_by(|a, b| {
+            b.alive
+                .cmp(&a.alive)
+                .then_with(|| a.report.id.cmp(&b.report.id))
+        });
+        Ok(seen)
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(Error::InvalidSetting(format!(
+            "a process id is 1 to 128 bytes, not {}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
