@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout)]
 
 mod cache;
+mod drills;
 mod queues;
 mod shared;
 mod support;
