@@ -121,12 +121,14 @@ impl QueueHandle {
         };
         let builder = redis::builder(&config.redis, url).map_err(Error::Redis)?;
         let prefix = config.queue.prefix.clone();
+        let (replicas, replica_timeout) = (config.queue.wait_replicas, config.queue.wait_timeout);
         let cell = Arc::clone(&handle.queues);
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
                 let connecting = Queues::redis(builder.clone())
                     .prefix(prefix.clone())
+                    .replicated_enqueues(replicas, replica_timeout)
                     .connect()
                     .await;
                 match connecting {

@@ -35,6 +35,16 @@ pub enum Error {
     /// or newer).
     #[error("unsupported server: {0}")]
     Unsupported(String),
+    /// The write was made on the primary, but fewer replicas than asked
+    /// for acknowledged it in time ([`RedisQueues::replicated_enqueues`](crate::RedisQueues::replicated_enqueues)):
+    /// a failover now could lose it. Retry with the same idempotency key.
+    #[error("only {acked} of {wanted} replicas acknowledged the enqueue in time")]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// Redis answered something this crate's scripts never return (another
     /// program wrote the queue's keys).
     #[error("unexpected reply from redis: {0}")]

@@ -515,6 +515,7 @@ mod redis {
                     prefix,
                     blocking_connections: 1,
                     acquire_timeout: Duration::from_secs(1),
+                    replicas: None,
                 };
                 RedisStore::connect(Builder::from_config(config), options, settings())
                     .await

@@ -81,6 +81,7 @@ impl Queues {
             settings: Settings::default(),
             blocking_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            replicas: None,
         }
     }
 
@@ -360,9 +361,22 @@ pub struct RedisQueues {
     settings: Settings,
     blocking_connections: u32,
     acquire_timeout: Duration,
+    replicas: Option<(u32, Duration)>,
 }
 
 impl RedisQueues {
+    /// Answers an enqueue only once `replicas` replicas of the queue's
+    /// primary have the job (`WAIT`), waiting up to `timeout`; fewer in
+    /// time fail the call with [`Error::NotReplicated`] (the job may still
+    /// be there: retry with the same idempotency key). Redis replicates
+    /// asynchronously, so without this an acknowledged enqueue can vanish
+    /// with a primary that dies before its replica has it. Off by default;
+    /// it costs one more round trip per enqueue call.
+    pub fn replicated_enqueues(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
+
     /// The first part of every key (default `seawall`): queue `q`'s keys
     /// are `<prefix>:{q}:…`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -399,10 +413,18 @@ impl RedisQueues {
                 "at least one blocking connection is needed".to_owned(),
             ));
         }
+        if let Some((_, timeout)) = self.replicas
+            && (timeout.is_zero() || timeout > Duration::from_secs(60))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "the replication timeout is {timeout:?}; 1 ms to 60 s is allowed"
+            )));
+        }
         let options = RedisOptions {
             prefix: self.prefix,
             blocking_connections: self.blocking_connections,
             acquire_timeout: self.acquire_timeout,
+            replicas: self.replicas,
         };
         let store = RedisStore::connect(self.builder, options, self.settings).await?;
         Ok(Queues {

@@ -299,6 +299,43 @@ impl RedisCluster {
         self.dir.path()
     }
 
+    /// The address of the master serving `key`'s hash slot now, as a running
+    /// node's `CLUSTER SLOTS` says (so after a failover, the promoted replica).
+    pub fn master_of(&self, key: &str) -> Result<SocketAddr> {
+        let slot = i64::from(key_slot(key.as_bytes()));
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.is_running())
+            .ok_or_else(|| Error::NotRunning {
+                what: String::from("a Redis Cluster node"),
+            })?;
+        let reply = node.connect()?.cmd(&["CLUSTER", "SLOTS"])?.into_result()?;
+        let unexpected = || Error::UnexpectedReply {
+            command: String::from("CLUSTER SLOTS"),
+            reply: reply.to_string(),
+        };
+        for range in reply.as_array().ok_or_else(unexpected)? {
+            let fields = range.as_array().ok_or_else(unexpected)?;
+            let (Some(start), Some(end), Some(master)) = (
+                fields.first().and_then(Reply::as_int),
+                fields.get(1).and_then(Reply::as_int),
+                fields.get(2).and_then(Reply::as_array),
+            ) else {
+                return Err(unexpected());
+            };
+            if (start..=end).contains(&slot) {
+                let port = master
+                    .get(1)
+                    .and_then(Reply::as_int)
+                    .and_then(|port| u16::try_from(port).ok())
+                    .ok_or_else(unexpected)?;
+                return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+        }
+        Err(unexpected())
+    }
+
     /// Waits until every running node reports `cluster_state:ok` and every running
     /// replica's link to its master is up, e.g. after killing or restarting a node.
     pub fn wait_healthy(&self, timeout: Duration) -> Result<()> {

@@ -713,6 +713,24 @@ impl Fleet {
         }
     }
 
+    /// SIGKILLs the Cluster master that serves `key` (e.g. `{email}`, to hit
+    /// a queue) and returns its address.
+    pub fn kill_master_of(&mut self, key: &str) -> Result<SocketAddr> {
+        let Layout::Cluster(cluster) = &mut self.redis else {
+            return self.kill_master();
+        };
+        let addr = cluster.master_of(key)?;
+        let node = cluster
+            .nodes_mut()
+            .iter_mut()
+            .find(|node| node.addr() == addr)
+            .ok_or_else(|| Error::NotRunning {
+                what: format!("the master on {addr}"),
+            })?;
+        node.kill()?;
+        Ok(addr)
+    }
+
     /// Starts a killed Redis node again on its address (with its AOF and, in
     /// a Cluster, its node file: it rejoins as a replica of whoever took over).
     pub fn restart_redis(&mut self, addr: SocketAddr) -> Result<()> {

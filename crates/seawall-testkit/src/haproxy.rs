@@ -20,6 +20,7 @@ const INSTALL_HAPROXY: &str = "apt-get install -y haproxy";
 pub struct HaproxyBuilder {
     servers: Vec<(String, SocketAddr)>,
     check_path: String,
+    live_path: String,
     check_interval: Duration,
     dir: Option<PathBuf>,
     binary: Option<PathBuf>,
@@ -31,6 +32,7 @@ impl Default for HaproxyBuilder {
         Self {
             servers: Vec::new(),
             check_path: String::from("/readyz"),
+            live_path: String::from("/livez"),
             check_interval: Duration::from_millis(200),
             dir: None,
             binary: None,
@@ -51,6 +53,14 @@ impl HaproxyBuilder {
     /// (default `/readyz`).
     pub fn check_path(mut self, path: impl Into<String>) -> Self {
         self.check_path = path.into();
+        self
+    }
+
+    /// The path of the liveness check (default `/livez`): when no server
+    /// passes the health check, requests go to every server that passes
+    /// this one instead of failing.
+    pub fn live_path(mut self, path: impl Into<String>) -> Self {
+        self.live_path = path.into();
         self
     }
 
@@ -166,6 +176,10 @@ defaults
 frontend api
     bind {listen}
     option forwardfor
+    # When no server is ready (a dependency they all share is down, such as
+    # Redis during a failover), fail open: every live server takes
+    # requests, and serves them degraded, rather than none.
+    use_backend live if {{ nbsrv(services) eq 0 }}
     default_backend services
 
 backend services
@@ -173,13 +187,23 @@ backend services
     option httpchk GET {check}
     http-check expect status 200
     default-server check inter {inter}ms fastinter {inter}ms downinter {inter}ms rise 2 fall 1
+
+backend live
+    balance roundrobin
+    option httpchk GET {live}
+    http-check expect status 200
+    default-server check inter {inter}ms fastinter {inter}ms downinter {inter}ms rise 2 fall 1
 ",
             socket = self.socket_path(dir).display(),
             listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             check = self.check_path,
+            live = self.live_path,
         );
         for (name, addr) in &self.servers {
-            config.push_str(&format!("    server {name} {addr}\n"));
+            let services = format!("    server {name} {addr}\n");
+            let at = config.find("\nbackend live").unwrap_or(config.len());
+            config.insert_str(at, &services);
+            config.push_str(&services);
         }
         config
     }
@@ -206,7 +230,8 @@ impl Dir {
 }
 
 /// An HAProxy process balancing HTTP round robin over its servers, each
-/// health-checked; stopped on drop.
+/// health-checked (readiness); when none is ready, over every live one
+/// (fail open). Stopped on drop.
 #[derive(Debug)]
 pub struct Haproxy {
     port: u16,

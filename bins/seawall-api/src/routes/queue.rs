@@ -359,6 +359,13 @@ pub(crate) fn queue_problem(error: &seawall_queue::Error) -> Problem {
             Problem::unavailable("the job queues are not available; try again shortly")
                 .with_retry_after(2)
         }
+        seawall_queue::Error::NotReplicated { .. } => {
+            tracing::warn!(%error, "an enqueue was not replicated in time");
+            Problem::unavailable(
+                "the job may not survive a failover yet; retry with the same Idempotency-Key",
+            )
+            .with_retry_after(1)
+        }
         _ => {
             tracing::error!(%error, "job queue call failed");
             Problem::internal()

@@ -221,6 +221,14 @@ pub struct QueueConfig {
     /// before another worker takes them. 1 s to 10 min.
     #[serde(with = "duration")]
     pub lease: Duration,
+    /// Replicas an enqueue waits for (`WAIT`) before it is answered, so an
+    /// acknowledged job survives the failover of its primary; 0 (the
+    /// default) answers once the primary has it. 0 to 5.
+    pub wait_replicas: u32,
+    /// How long an enqueue waits for those replicas before it fails (503,
+    /// retry with the same idempotency key). 1ms to 1m.
+    #[serde(with = "duration")]
+    pub wait_timeout: Duration,
     /// The `email` queue's policy.
     pub email: QueuePolicy,
     /// The `report` queue's policy.
@@ -262,6 +270,8 @@ impl Default for QueueConfig {
             prefix: "seawall".to_owned(),
             files: PathBuf::from("seawall-files"),
             lease: Duration::from_secs(30),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
             email: QueueName::Email.default_policy(),
             report: QueueName::Report.default_policy(),
             schedule: QueueName::Schedule.default_policy(),
@@ -284,6 +294,9 @@ struct RawQueueConfig {
     files: Option<PathBuf>,
     #[serde(default, with = "optional_duration")]
     lease: Option<Duration>,
+    wait_replicas: Option<u32>,
+    #[serde(default, with = "optional_duration")]
+    wait_timeout: Option<Duration>,
     email: Option<String>,
     report: Option<String>,
     schedule: Option<String>,
@@ -309,6 +322,8 @@ impl TryFrom<RawQueueConfig> for QueueConfig {
             prefix: raw.prefix.unwrap_or(defaults.prefix),
             files: raw.files.unwrap_or(defaults.files),
             lease: raw.lease.unwrap_or(defaults.lease),
+            wait_replicas: raw.wait_replicas.unwrap_or(defaults.wait_replicas),
+            wait_timeout: raw.wait_timeout.unwrap_or(defaults.wait_timeout),
             email: read(QueueName::Email, raw.email)?,
             report: read(QueueName::Report, raw.report)?,
             schedule: read(QueueName::Schedule, raw.schedule)?,
@@ -864,6 +879,12 @@ pub static SETTINGS: &[Setting] = &[
         help: "Directory of file jobs: exports and backups are written under it, imports read from it"),
     setting!(queue.lease, env: ["SEAWALL_QUEUE_LEASE"], flag: value("queue-lease", "DURATION"),
         help: "How long a running job stays its worker's without a renewal: a crashed worker's jobs go to another after this, 1s to 10m"),
+    setting!(queue.wait_replicas, env: ["SEAWALL_QUEUE_WAIT_REPLICAS"],
+        flag: value("queue-wait-replicas", "N"),
+        help: "Replicas an enqueue waits for before it is answered, so an acknowledged job survives a failover; 0 to 5"),
+    setting!(queue.wait_timeout, env: ["SEAWALL_QUEUE_WAIT_TIMEOUT"],
+        flag: value("queue-wait-timeout", "DURATION"),
+        help: "How long an enqueue waits for those replicas before it fails with 503, 1ms to 1m"),
     queue_policy!(email, Email, env: "SEAWALL_QUEUE_EMAIL", flag: "queue-email",
         help: "email queue: concurrency=N attempts=N backoff=BASE..CAP|fixed:DELAY timeout=DURATION, keys left out keep their default"),
     queue_policy!(report, Report, env: "SEAWALL_QUEUE_REPORT", flag: "queue-report",

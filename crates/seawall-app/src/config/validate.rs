@@ -108,6 +108,21 @@ impl Config {
                 "must be 1s to 10m",
             ));
         }
+        if self.queue.wait_replicas > 5 {
+            return Err(invalid(
+                "queue.wait_replicas",
+                self.queue.wait_replicas,
+                "must be 0 to 5",
+            ));
+        }
+        if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&self.queue.wait_timeout)
+        {
+            return Err(invalid(
+                "queue.wait_timeout",
+                humantime::format_duration(self.queue.wait_timeout),
+                "must be 1ms to 1m",
+            ));
+        }
         if self.worker.shutdown_timeout > SHUTDOWN_TIMEOUT_LIMIT {
             return Err(invalid(
                 "worker.shutdown_timeout",

@@ -28,6 +28,7 @@ async fn store() -> (RedisStore, String) {
         prefix: prefix.clone(),
         blocking_connections: 1,
         acquire_timeout: Duration::from_secs(1),
+        replicas: None,
     };
     let settings = Settings {
         keep_completed: 100_000,

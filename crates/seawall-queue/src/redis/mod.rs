@@ -85,6 +85,8 @@ pub(crate) struct RedisOptions {
     pub(crate) prefix: String,
     pub(crate) blocking_connections: u32,
     pub(crate) acquire_timeout: Duration,
+    /// Replicas an enqueue waits for, and how long.
+    pub(crate) replicas: Option<(u32, Duration)>,
 }
 
 /// The longest a command of the queue's client may take (the builder's own
@@ -100,6 +102,7 @@ pub(crate) struct RedisStore {
     settings: Settings,
     scripts: Scripts,
     round_trips: AtomicU64,
+    replicas: Option<(u32, Duration)>,
 }
 
 impl RedisStore {
@@ -135,6 +138,7 @@ impl RedisStore {
             settings,
             scripts: Scripts::new(),
             round_trips: AtomicU64::new(0),
+            replicas: options.replicas,
         })
     }
 
@@ -166,6 +170,32 @@ impl RedisStore {
         Ok(script
             .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
             .await?)
+    }
+
+    /// Waits until the configured number of replicas of the primary that
+    /// holds `queue` have every write made so far on its connection (`WAIT`
+    /// on that node's connection, which carried the write).
+    async fn replicated(&self, queue: &str) -> Result<()> {
+        let Some((wanted, timeout)) = self.replicas else {
+            return Ok(());
+        };
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // Routed by the queue's slot: on a Cluster, the primary that holds
+        // the queue, over the connection the enqueue went on.
+        let slot = fred::util::redis_keyslot(format!("{{{queue}}}").as_bytes());
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let acked: i64 = self
+            .client
+            .custom(
+                CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false),
+                vec![int(u64::from(wanted)), int(timeout_ms)],
+            )
+            .await?;
+        let acked = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
+        if acked < wanted {
+            return Err(Error::NotReplicated { acked, wanted });
+        }
+        Ok(())
     }
 
     /// Runs `processes.lua`.
@@ -209,6 +239,7 @@ impl Store for RedisStore {
             ]);
         }
         let reply = array(self.run(&self.scripts.enqueue, keys, args).await?)?;
+        self.replicated(queue).await?;
         reply
             .chunks_exact(2)
             .map(|pair| Ok((JobId::from(text(&pair[0])?), number(&pair[1])? == 1)))

@@ -5,5 +5,6 @@
 mod conformance;
 mod crash;
 mod edges;
+mod replication;
 mod restart;
 mod support;

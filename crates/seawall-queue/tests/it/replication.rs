@@ -1,0 +1,101 @@
+//! Enqueues that answer only once a replica has the job.
+
+use std::time::{Duration, Instant};
+
+use seawall_queue::{Error, JobOptions, Queues};
+use seawall_testkit::{RedisServer, Role};
+
+use crate::support::{builder, unique_prefix};
+
+async fn connect(url: &str, replicas: u32) -> Queues {
+    Queues::redis(builder(url))
+        .prefix(unique_prefix())
+        .replicated_enqueues(replicas, Duration::from_millis(300))
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// With a replica attached an enqueue answers once the replica has the
+/// job; with the replica frozen it fails in about the timeout with
+/// `NotReplicated`, and a retry with the same idempotency key once the
+/// replica is back answers the job that was already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
+    let primary = RedisServer::start().expect("a primary");
+    let replica = RedisServer::builder()
+        .config("replicaof", format!("127.0.0.1 {}", primary.port()))
+        .start()
+        .expect("a replica");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica
+        .connect()
+        .and_then(|mut conn| conn.cmd(&["INFO", "replication"]))
+        .is_ok_and(|info| {
+            info.as_str()
+                .unwrap_or_default()
+                .contains("master_link_status:up")
+        })
+    {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replica.role().expect("role"), Role::Replica);
+
+    let queues = connect(&primary.url(), 1).await;
+    let id = queues
+        .enqueue("mail", &"one", &JobOptions::default())
+        .await
+        .expect("replicated");
+    assert!(queues.job("mail", &id).await.expect("reads").is_some());
+
+    let options = JobOptions::default()
+        .idempotency_key("order-7", Duration::from_secs(60))
+        .expect("a key");
+    let pause = replica
+        .pause_in_background(Duration::from_secs(1))
+        .expect("freezes");
+    let began = Instant::now();
+    let refused = queues.enqueue("mail", &"two", &options).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::NotReplicated {
+                acked: 0,
+                wanted: 1
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        began.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        began.elapsed()
+    );
+    pause.wait();
+    let retried = queues
+        .enqueue("mail", &"two", &options)
+        .await
+        .expect("replicated");
+    assert_eq!(
+        queues.counts("mail").await.expect("counts").waiting,
+        2,
+        "the retry ({retried}) answered the job the refused call left"
+    );
+
+    // Asking for more replicas than there are never succeeds.
+    let greedy = connect(&primary.url(), 2).await;
+    let refused = greedy
+        .enqueue("mail", &"three", &JobOptions::default())
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::NotReplicated {
+                acked: 1,
+                wanted: 2
+            })
+        ),
+        "{refused:?}"
+    );
+}
