@@ -2,9 +2,12 @@
 //! invalidations on a connection of its own (a blocking `XREAD` must not
 //! hold up the shared one), applies other instances' entries to its L1,
 //! and keeps a cursor. After a disconnection it replays what it missed from
-//! the cursor on, or clears its L1 when the stream no longer holds all of
-//! it. The same task sends invalidations that could not reach Redis once
-//! it answers again.
+//! the cursor on, or clears its L1 when the stream may no longer hold all
+//! of it: when the stream was trimmed past the cursor, or when another
+//! server now holds it (a failover promoted a replica, or the server
+//! restarted), since Redis replicates and persists asynchronously and the
+//! last entries may be gone with the old one. The same task sends
+//! invalidations that could not reach Redis once it answers again.
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -12,8 +15,8 @@ use std::time::Duration;
 
 use fred::cmd;
 use fred::prelude::{Client, ClientLike};
-use fred::types::Value;
 use fred::types::config::Options;
+use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::cache::{Inner, Invalidation};
 use crate::stats::bump;
@@ -36,6 +39,8 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
     let mut cursor: Option<String> = None;
     let mut connection: Option<Client> = None;
     let mut cut_off = false;
+    // The `run_id` of the server that held the stream when last read.
+    let mut holder: Option<String> = None;
     loop {
         let Some(inner) = cache.upgrade() else { break };
         let Some(l2) = inner.l2.as_ref() else { break };
@@ -69,10 +74,28 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
         let position = match &cursor {
             // At start: whatever L1 took before the cursor was set could
             // have been invalidated unseen, so it goes.
-            None => last_id(&reader, &stream, timeout).await.inspect(|_| {
-                inner.invalidate_local(&Invalidation::Clear);
-            }),
-            Some(cursor) if cut_off => catch_up(&inner, &reader, &stream, cursor, timeout).await,
+            None => match run_id(&reader, &stream, timeout).await {
+                Ok(id) => {
+                    holder = Some(id);
+                    last_id(&reader, &stream, timeout).await.inspect(|_| {
+                        inner.invalidate_local(&Invalidation::Clear);
+                    })
+                }
+                Err(()) => Err(()),
+            },
+            Some(cursor) if cut_off => match run_id(&reader, &stream, timeout).await {
+                Ok(id) if holder.as_ref().is_some_and(|held| *held != id) => {
+                    holder = Some(id);
+                    inner.invalidate_local(&Invalidation::Clear);
+                    bump(&inner.cache_counters.l1_clears);
+                    tracing::warn!(
+                        "another Redis server holds the invalidation stream now (a failover or a restart): L1 cleared"
+                    );
+                    last_id(&reader, &stream, timeout).await
+                }
+                Ok(_) => catch_up(&inner, &reader, &stream, cursor, timeout).await,
+                Err(()) => Err(()),
+            },
             Some(cursor) => Ok(cursor.clone()),
         };
         let position = match position {
@@ -135,6 +158,24 @@ async fn lost(inner: &Inner, connection: &mut Option<Client>, cut_off: &mut bool
     *cut_off = true;
     if let Some(reader) = connection.take() {
         let _ = tokio::time::timeout(Duration::from_millis(100), reader.quit()).await;
+    }
+}
+
+/// The `run_id` of the server that holds `stream` (on a Cluster, the primary
+/// of its slot): a new one after a failover or a restart.
+async fn run_id(reader: &Client, stream: &str, timeout: Duration) -> Result<String, ()> {
+    let slot = fred::util::redis_keyslot(stream.as_bytes());
+    let info = reader.custom::<String, String>(
+        CustomCommand::new_static("INFO", ClusterHash::Custom(slot), false),
+        vec!["server".to_owned()],
+    );
+    match tokio::time::timeout(timeout, info).await {
+        Ok(Ok(text)) => text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("run_id:"))
+            .map(str::to_owned)
+            .ok_or(()),
+        _ => Err(()),
     }
 }
 

@@ -84,6 +84,10 @@ struct CacheStats {
     warm_up: WarmUp,
     invalidations_sent: u64,
     invalidations_received: u64,
+    /// Times this instance cleared its L1 instead of replaying the
+    /// invalidations it missed while cut off: the stream no longer held
+    /// them all, or another Redis server held it (a failover or restart).
+    l1_clears: u64,
     redis_errors: u64,
 }
 
@@ -108,6 +112,7 @@ async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
             warm_up: WarmUp::default(),
             invalidations_sent: 0,
             invalidations_received: 0,
+            l1_clears: 0,
             redis_errors: 0,
         });
     };
@@ -151,6 +156,7 @@ async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
         warm_up: cache.warm_up_progress(),
         invalidations_sent: stats.invalidations_sent,
         invalidations_received: stats.invalidations_received,
+        l1_clears: stats.l1_clears,
         redis_errors: stats.redis_errors,
     })
 }

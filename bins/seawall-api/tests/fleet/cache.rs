@@ -163,3 +163,188 @@ async fn a_write_through_one_instance_is_read_fresh_through_every_instance() {
     );
     support::stop(fleet).await;
 }
+
+async fn cache_stats(fleet: &seawall_testkit::Fleet, base: &str) -> Value {
+    client()
+        .get(format!("{base}/api/cache"))
+        .bearer_auth(fleet.token())
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// Waits until `done` holds, or fails after `within` saying `what`.
+async fn until(within: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration {
+    let began = Instant::now();
+    while !done().await {
+        assert!(began.elapsed() < within, "{what} after {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    began.elapsed()
+}
+
+/// One instance cut off from Redis (its proxy drops every connection): it
+/// reports not ready and HAProxy stops sending to it; read directly, it
+/// answers from the database, never its stale L1. Back on Redis, it
+/// replays the invalidations it missed (none cleared) before it reports
+/// ready, and then reads the write it missed fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_instance_leaves_the_rotation_and_replays_what_it_missed() {
+    let fleet = support::start(
+        support::builder()
+            .redis(seawall_testkit::FleetRedis::Standalone)
+            .env("SEAWALL_RATELIMIT", "false"),
+    )
+    .await;
+    let client = client();
+    let instances = fleet.instance_urls();
+    let cut = &instances[1];
+    let user = (1..=50)
+        .find(|user| fleet_has_due(&fleet, *user))
+        .expect("a user with a review due");
+    let content = *due(&client, &instances[0], user)
+        .await
+        .first()
+        .expect("due");
+    for base in &instances {
+        assert!(due(&client, base, user).await.contains(&content));
+    }
+    let before = cache_stats(&fleet, cut).await;
+
+    fleet.cut_api(2).expect("cuts api-2 off");
+    let out = until(
+        Duration::from_secs(10),
+        "api-2 still in the rotation",
+        async || {
+            fleet
+                .haproxy()
+                .stats()
+                .is_ok_and(|states| states.iter().any(|s| s.name == "api-2" && !s.is_up()))
+        },
+    )
+    .await;
+    let ready =
+        seawall_testkit::http::get(fleet.instance_addrs()[1], "/readyz", &[]).expect("answers");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.body.contains("cache:invalidations"), "{}", ready.body);
+
+    let response = client
+        .post(format!("{}/api/review/complete", instances[0]))
+        .json(&json!({"user_id": user, "content_id": content, "rating": 4, "duration_ms": 3000}))
+        .send()
+        .await
+        .expect("answers");
+    assert!(response.status().is_success());
+    assert!(
+        !due(&client, cut, user).await.contains(&content),
+        "cut off, api-2 reads the database, not its L1"
+    );
+
+    fleet.restore_api(2).expect("restores api-2");
+    let back = until(
+        Duration::from_secs(20),
+        "api-2 never came back",
+        async || {
+            fleet
+                .haproxy()
+                .stats()
+                .is_ok_and(|states| states.iter().all(seawall_testkit::ServerState::is_up))
+        },
+    )
+    .await;
+    assert!(!due(&client, cut, user).await.contains(&content));
+    let after = cache_stats(&fleet, cut).await;
+    assert_eq!(
+        after["l1_clears"], before["l1_clears"],
+        "replayed, not cleared"
+    );
+    assert!(
+        after["invalidations_received"].as_u64() > before["invalidations_received"].as_u64(),
+        "{before} {after}"
+    );
+    println!(
+        "cut off: out of HAProxy's rotation after {out:?}; back in {back:?} after the cut ended"
+    );
+    support::stop(fleet).await;
+}
+
+/// Whether `user` has a review due, as instance 1 says.
+fn fleet_has_due(fleet: &seawall_testkit::Fleet, user: i64) -> bool {
+    let response = seawall_testkit::http::get(
+        fleet.instance_addrs()[0],
+        &format!("/api/review/today?user_id={user}"),
+        &[],
+    )
+    .expect("answers");
+    serde_json::from_str::<Value>(&response.body)
+        .ok()
+        .and_then(|body| body["count"].as_u64())
+        .is_some_and(|count| count > 0)
+}
+
+/// The master that holds the invalidation stream killed while a reader on
+/// every instance has a user's list cached: a write after the failover is
+/// read fresh everywhere, and every instance cleared its L1 (another server
+/// holds the stream now) rather than trust a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_failover_of_the_streams_master_every_instance_reads_fresh() {
+    let fleet = support::start(support::builder().env("SEAWALL_RATELIMIT", "false")).await;
+    let instances = fleet.instance_urls();
+    let before: Vec<Value> =
+        futures_util::future::join_all(instances.iter().map(|base| cache_stats(&fleet, base)))
+            .await;
+    let (fleet, killed) = tokio::task::spawn_blocking(move || {
+        let mut fleet = fleet;
+        let killed = fleet
+            .kill_master_of("seawall:api:cache:inv")
+            .expect("kills the stream's master");
+        (fleet, killed)
+    })
+    .await
+    .expect("joins");
+    until(
+        Duration::from_secs(60),
+        "the fleet never recovered",
+        async || {
+            fleet
+                .haproxy()
+                .stats()
+                .is_ok_and(|states| states.iter().all(seawall_testkit::ServerState::is_up))
+                && fleet
+                    .cluster()
+                    .and_then(|cluster| cluster.master_of("seawall:api:cache:inv").ok())
+                    .is_some_and(|master| master != killed)
+        },
+    )
+    .await;
+    let mut windows = Vec::new();
+    let mut writes = 0;
+    for user in (1..=50).cycle().take(100) {
+        let Some(seen) = one_write(&instances[0], &instances, user).await else {
+            continue;
+        };
+        for seen in seen {
+            assert_eq!(seen.stale_after_fresh, 0, "user {user}: {seen:?}");
+            windows.push(seen.window);
+        }
+        writes += 1;
+        if writes == 10 {
+            break;
+        }
+    }
+    let (p50, p99, max) = percentiles(&mut windows);
+    for (base, before) in instances.iter().zip(&before) {
+        let after = cache_stats(&fleet, base).await;
+        assert!(
+            after["l1_clears"].as_u64() > before["l1_clears"].as_u64(),
+            "{base} cleared its L1: {after}"
+        );
+    }
+    println!(
+        "after the failover: every instance cleared its L1; window p50 {p50:?}, p99 {p99:?}, max {max:?}"
+    );
+    support::stop(fleet).await;
+}

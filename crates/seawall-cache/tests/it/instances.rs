@@ -337,3 +337,29 @@ async fn a_gap_too_old_to_replay_clears_l1() {
     assert!(eventually(Duration::from_secs(10), async || a.stats().l1_clears == 1).await);
     assert!(a.follows_invalidations());
 }
+
+/// When another server holds the stream after a disconnection (here the
+/// same port restarted; in production a failover's promoted replica), the
+/// entries written just before may be gone with the old one, so the
+/// instance clears its L1 instead of replaying from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_behind_the_stream_clears_l1() {
+    let mut redis = seawall_testkit::RedisServer::builder()
+        .persistence(seawall_testkit::Persistence::AofAlways)
+        .start()
+        .expect("redis starts");
+    let a = TieredCache::builder()
+        .prefix(unique_prefix())
+        .redis(crate::support::client(&redis.url()).await)
+        .ready()
+        .await;
+    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+    a.set("kept-in-l1", Class::SCHEDULE, 1_u8)
+        .await
+        .expect("set");
+    redis.kill().expect("kills redis");
+    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    redis.restart().expect("restarts redis");
+    assert!(eventually(Duration::from_secs(10), async || a.stats().l1_clears == 1).await);
+    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+}
