@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use crate::error::{Error, Result, io_err};
 use crate::haproxy::{Dir, Haproxy, ServerState};
 use crate::process::{self, Spawn, StopSignal, Supervised};
-use crate::{Persistence, Postgres, Proxy, RedisCluster, RedisServer, Role, http};
+use crate::{Persistence, Postgres, Proxy, RedisCluster, RedisSentinel, RedisServer, Role, http};
 
 /// The admin token of a fleet unless another is chosen.
 pub const DEFAULT_TOKEN: &str = "fleet-admin-token-0123456789";
@@ -31,6 +31,8 @@ pub enum FleetRedis {
     /// [`Proxy`], so one instance can be cut off
     /// ([`Fleet::cut_api`]); the workers connect directly.
     Standalone,
+    /// A primary and a replica under three Sentinels ([`RedisSentinel`]).
+    Sentinel,
 }
 
 /// Configures and starts a [`Fleet`]. Create one with [`Fleet::builder`].
@@ -189,6 +191,13 @@ impl FleetBuilder {
                 &node.log_path(),
             );
         }
+        for sentinel in redis.sentinels() {
+            link_log(
+                dir.path(),
+                &format!("sentinel-{}.log", sentinel.port()),
+                &sentinel.log_path(),
+            );
+        }
         let mut fleet = Fleet {
             apis: Vec::new(),
             workers: Vec::new(),
@@ -209,7 +218,7 @@ impl FleetBuilder {
                     fleet.proxies.push(proxy);
                     Some(url)
                 }
-                Layout::Cluster(_) => None,
+                Layout::Cluster(_) | Layout::Sentinel(_) => None,
             };
             if let Some(url) = redis_url {
                 env.push(("SEAWALL_REDIS_URL".into(), url.into()));
@@ -285,6 +294,7 @@ impl FleetBuilder {
                 .persistence(Persistence::AofEverySec)
                 .start()
                 .map(Layout::Standalone),
+            FleetRedis::Sentinel => RedisSentinel::start().map(Layout::Sentinel),
         }
     }
 }
@@ -312,13 +322,24 @@ fn link_log(dir: &Path, name: &str, target: &Path) {
 enum Layout {
     Cluster(RedisCluster),
     Standalone(RedisServer),
+    Sentinel(RedisSentinel),
 }
 
 impl Layout {
+    /// The servers that hold data.
     fn servers(&self) -> Vec<&RedisServer> {
         match self {
             Layout::Cluster(cluster) => cluster.nodes().iter().collect(),
             Layout::Standalone(server) => vec![server],
+            Layout::Sentinel(sentinel) => sentinel.servers().iter().collect(),
+        }
+    }
+
+    /// The Sentinels, if any.
+    fn sentinels(&self) -> &[RedisServer] {
+        match self {
+            Layout::Sentinel(sentinel) => sentinel.sentinels(),
+            _ => &[],
         }
     }
 
@@ -327,6 +348,7 @@ impl Layout {
         match self {
             Layout::Cluster(cluster) => cluster.url(),
             Layout::Standalone(server) => server.url(),
+            Layout::Sentinel(sentinel) => sentinel.url(),
         }
     }
 }
@@ -577,15 +599,23 @@ impl Fleet {
     pub fn cluster(&self) -> Option<&RedisCluster> {
         match &self.redis {
             Layout::Cluster(cluster) => Some(cluster),
-            Layout::Standalone(_) => None,
+            _ => None,
         }
     }
 
     /// The Redis server, with [`FleetRedis::Standalone`].
     pub fn redis_server(&self) -> Option<&RedisServer> {
         match &self.redis {
-            Layout::Cluster(_) => None,
             Layout::Standalone(server) => Some(server),
+            _ => None,
+        }
+    }
+
+    /// The Sentinel-managed primary and replica, with [`FleetRedis::Sentinel`].
+    pub fn sentinel(&self) -> Option<&RedisSentinel> {
+        match &self.redis {
+            Layout::Sentinel(sentinel) => Some(sentinel),
+            _ => None,
         }
     }
 
@@ -692,7 +722,8 @@ impl Fleet {
 
     /// SIGKILLs one Redis master (the first node that is a master now) and
     /// returns its address; its replica takes over after the node timeout.
-    /// With a standalone Redis, kills that server.
+    /// Under Sentinel, kills the primary the Sentinels name; with a
+    /// standalone Redis, kills that server.
     pub fn kill_master(&mut self) -> Result<SocketAddr> {
         match &mut self.redis {
             Layout::Cluster(cluster) => {
@@ -710,6 +741,7 @@ impl Fleet {
                 server.kill()?;
                 Ok(server.addr())
             }
+            Layout::Sentinel(sentinel) => sentinel.kill_primary(),
         }
     }
 
@@ -740,6 +772,9 @@ impl Fleet {
                 .iter_mut()
                 .find(|node| node.addr() == addr),
             Layout::Standalone(server) => Some(server).filter(|server| server.addr() == addr),
+            Layout::Sentinel(sentinel) => {
+                return sentinel.restart(addr);
+            }
         }
         .ok_or_else(|| Error::NotRunning {
             what: format!("a Redis node on {addr}"),
@@ -807,6 +842,19 @@ impl Fleet {
                     Ok(Role::Replica) => String::from("replica"),
                     Err(_) => String::from("stopped"),
                 },
+                balancer: None,
+            });
+        }
+        for sentinel in self.redis.sentinels() {
+            states.push(ProcessState {
+                name: format!("sentinel-{}", sentinel.port()),
+                addr: sentinel.addr(),
+                pid: sentinel.pid(),
+                state: String::from(if sentinel.is_running() {
+                    "sentinel"
+                } else {
+                    "stopped"
+                }),
                 balancer: None,
             });
         }

@@ -87,6 +87,7 @@ mod process;
 mod proxy;
 mod redis;
 mod resp;
+mod sentinel;
 mod tls;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
@@ -97,3 +98,4 @@ pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::Proxy;
 pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role};
 pub use resp::{Conn, DEFAULT_TIMEOUT, Reply};
+pub use sentinel::{RedisSentinel, RedisSentinelBuilder, SERVICE as SENTINEL_SERVICE};

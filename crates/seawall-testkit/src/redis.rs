@@ -93,6 +93,9 @@ pub struct RedisServerBuilder {
     binary: Option<PathBuf>,
     tls: bool,
     cluster: Option<ClusterNodeSettings>,
+    sentinel: bool,
+    /// Lines written to the configuration as they are, after the rest.
+    raw: Vec<String>,
 }
 
 impl Default for RedisServerBuilder {
@@ -106,6 +109,8 @@ impl Default for RedisServerBuilder {
             binary: None,
             tls: false,
             cluster: None,
+            sentinel: false,
+            raw: Vec::new(),
         }
     }
 }
@@ -164,6 +169,15 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Runs the server as a Sentinel (`--sentinel`) with these `sentinel ...`
+    /// lines (each several words, written unquoted).
+    pub(crate) fn sentinel(mut self, lines: impl IntoIterator<Item = String>) -> Self {
+        self.sentinel = true;
+        self.raw
+            .extend(lines.into_iter().map(|line| format!("sentinel {line}")));
+        self
+    }
+
     pub(crate) fn cluster_node(mut self, settings: ClusterNodeSettings) -> Self {
         self.cluster = Some(settings);
         self
@@ -200,6 +214,7 @@ impl RedisServerBuilder {
             proc: None,
             live_pid: Arc::new(AtomicU32::new(0)),
             tls,
+            sentinel: self.sentinel,
             dir,
         };
         let mut attempt = 0;
@@ -283,6 +298,9 @@ impl RedisServerBuilder {
         let mut out = String::new();
         for (directive, value) in lines {
             let _ = writeln!(out, "{directive} {}", quote_config(&value));
+        }
+        for line in &self.raw {
+            let _ = writeln!(out, "{line}");
         }
         out
     }
@@ -374,6 +392,7 @@ pub struct RedisServer {
     /// has since been killed, whose pid the OS might have reused.
     live_pid: Arc<AtomicU32>,
     tls: Option<ServerTls>,
+    sentinel: bool,
     // Declared last so the process is gone before its dir is deleted.
     dir: TempDir,
 }
@@ -570,7 +589,10 @@ impl RedisServer {
     }
 
     fn spawn_and_wait(&mut self) -> Result<()> {
-        let args = [OsString::from(self.config_path())];
+        let mut args = vec![OsString::from(self.config_path())];
+        if self.sentinel {
+            args.push(OsString::from("--sentinel"));
+        }
         let log = self.log_path();
         let proc = Supervised::spawn(&Spawn::server(
             &self.binary,

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use seawall_testkit::FleetRedis;
+
 use crate::support::{self, client};
 
 /// What a steady load saw.
@@ -275,9 +277,10 @@ async fn counter(instances: &[String], family: &str) -> f64 {
 /// Kills the master holding the email queue while requests and enqueues
 /// run through HAProxy, and measures what everyone saw. With
 /// `wait_replicas`, every enqueue is answered only once the replica has it.
-pub(crate) async fn master_failover(wait_replicas: u32) -> Failover {
+pub(crate) async fn master_failover(redis: FleetRedis, wait_replicas: u32) -> Failover {
     let fleet = support::start(
         support::builder()
+            .redis(redis)
             .env("SEAWALL_RATELIMIT_DDOS", "1000000/1s")
             .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
             .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms"),
@@ -336,17 +339,26 @@ pub(crate) async fn master_failover(wait_replicas: u32) -> Failover {
     let killed_at = Instant::now();
     let (fleet, killed) = tokio::task::spawn_blocking(move || {
         let mut fleet = fleet;
-        let killed = fleet.kill_master_of("{email}").expect("kills the master");
+        let killed = match redis {
+            FleetRedis::Cluster => fleet.kill_master_of("{email}"),
+            _ => fleet.kill_master(),
+        }
+        .expect("kills the master");
         (fleet, killed)
     })
     .await
     .expect("joins");
     let promoted_after = loop {
-        let cluster = fleet.cluster().expect("a Cluster");
-        if cluster
-            .master_of("{email}")
-            .is_ok_and(|master| master != killed)
-        {
+        let promoted = match (fleet.cluster(), fleet.sentinel()) {
+            (Some(cluster), _) => cluster
+                .master_of("{email}")
+                .is_ok_and(|master| master != killed),
+            (_, Some(sentinel)) => sentinel
+                .wait_for_new_primary(killed, Duration::ZERO)
+                .is_ok(),
+            _ => unreachable!("a failover drill runs on a Cluster or under Sentinel"),
+        };
+        if promoted {
             break killed_at.elapsed();
         }
         assert!(
@@ -439,7 +451,7 @@ pub(crate) async fn master_failover(wait_replicas: u32) -> Failover {
         lost,
         refused_enqueues: refused.load(Ordering::Relaxed),
     };
-    println!("master failover (wait_replicas {wait_replicas}): {failover:#?}");
+    println!("master failover ({redis:?}, wait_replicas {wait_replicas}): {failover:#?}");
     if failover.failed > 0 {
         println!("failures: {:?}", &failures[..failures.len().min(20)]);
     }
@@ -462,7 +474,7 @@ async fn a_killed_master_loses_no_replicated_job_and_no_request() {
     for wait_replicas in [1, 0] {
         let (mut acknowledged, mut lost) = (0, 0);
         for _ in 0..repeats {
-            let failover = master_failover(wait_replicas).await;
+            let failover = master_failover(FleetRedis::Cluster, wait_replicas).await;
             assert_eq!(failover.failed, 0, "{failover:#?}");
             assert!(failover.acknowledged > 50, "{failover:#?}");
             if wait_replicas > 0 {
@@ -475,4 +487,15 @@ async fn a_killed_master_loses_no_replicated_job_and_no_request() {
             "wait_replicas {wait_replicas}: {repeats} failovers, {acknowledged} enqueues acknowledged, {lost} lost"
         );
     }
+}
+
+/// The same drill under Sentinel (a primary, its replica, three Sentinels):
+/// the API and the worker follow the promoted replica, no request fails,
+/// and no acknowledged enqueue is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_sentinel_a_killed_primary_loses_no_replicated_job_and_no_request() {
+    let failover = master_failover(FleetRedis::Sentinel, 1).await;
+    assert_eq!(failover.failed, 0, "{failover:#?}");
+    assert_eq!(failover.lost, 0, "{failover:#?}");
+    assert!(failover.acknowledged > 50, "{failover:#?}");
 }

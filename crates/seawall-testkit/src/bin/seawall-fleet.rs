@@ -23,7 +23,7 @@ use seawall_testkit::{Fleet, FleetRedis};
 const USAGE: &str = "usage: seawall-fleet VERB [--dir DIR] [options]
 
 verbs:
-  run [--instances N] [--workers N] [--redis cluster|standalone]
+  run [--instances N] [--workers N] [--redis cluster|standalone|sentinel]
       [--postgres-data DIR] [--api BIN] [--worker BIN]
                       start the fleet and keep it up until `stop`, SIGINT or SIGTERM
   env                 the fleet's url=, token=, instances=, redis=, postgres= lines

@@ -5,6 +5,7 @@ mod cleanup;
 mod cluster;
 mod faults;
 mod postgres;
+mod sentinel;
 mod standalone;
 mod tls;
 mod util;
