@@ -96,11 +96,25 @@ pub async fn ensure(db: &Db, demo: &DemoConfig, now_ms: i64) -> Result<SeedOutco
         schedules_per_user: demo.schedules_per_user,
         history_per_user: demo.history_per_user,
     };
-    write(db, &dataset).await?;
-    Ok(SeedOutcome::Written(dataset))
+    if write(db, &dataset).await? {
+        return Ok(SeedOutcome::Written(dataset));
+    }
+    // Another process (an instance started beside this one) wrote it first.
+    let recorded: Option<(String,)> = sqlx::query_as(FIND)
+        .bind(META_KEY)
+        .fetch_optional(db.pool())
+        .timed(db.monitor(), FIND)
+        .await?;
+    match recorded.and_then(|(json,)| serde_json::from_str(&json).ok()) {
+        Some(dataset) => Ok(SeedOutcome::Present(dataset)),
+        None => Ok(SeedOutcome::ForeignData),
+    }
 }
 
-async fn write(db: &Db, dataset: &DemoDataset) -> Result<(), sqlx::Error> {
+/// Writes the dataset in one transaction; false when another process had
+/// written users by the time this one held the write lock (on PostgreSQL
+/// an advisory lock, so instances started together seed once).
+async fn write(db: &Db, dataset: &DemoDataset) -> Result<bool, sqlx::Error> {
     let started = Instant::now();
     let users = u64::from(dataset.users);
     let schedules = users * u64::from(dataset.schedules_per_user);
@@ -113,6 +127,18 @@ async fn write(db: &Db, dataset: &DemoDataset) -> Result<(), sqlx::Error> {
         "writing the demo dataset (once; set demo.seed = false to skip)"
     );
     let mut tx = db.begin_write().await?;
+    if db.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('seawall demo dataset'))")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (users_now,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut *tx)
+        .await?;
+    if users_now > 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
     let steps = [
         (
             "users",
@@ -159,7 +185,7 @@ async fn write(db: &Db, dataset: &DemoDataset) -> Result<(), sqlx::Error> {
         "demo dataset written in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Row numbers `start..end` as a recursive CTE `seq(n)`, then three rounds of

@@ -259,14 +259,10 @@ impl FleetBuilder {
                 fleet.dir.path(),
             ));
         }
-        // The first instance migrates and writes the demo dataset; the others
-        // then find it.
+        // All at once, as an orchestrator starts them: the instances agree
+        // among themselves which one writes the demo dataset.
         let dir = fleet.dir.path().to_owned();
-        if let Some((first, rest)) = fleet.apis.split_first_mut() {
-            first.spawn(&dir)?;
-            first.wait_ready(deadline)?;
-            start_all(rest, &dir, deadline)?;
-        }
+        start_all(&mut fleet.apis, &dir, deadline)?;
         start_all(&mut fleet.workers, &dir, deadline)?;
         let mut haproxy = Haproxy::builder().dir(&dir);
         for api in &fleet.apis {
