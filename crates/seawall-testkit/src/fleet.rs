@@ -50,6 +50,7 @@ pub struct FleetBuilder {
     env: Vec<(String, String)>,
     token: String,
     ready_timeout: Duration,
+    proxies: bool,
 }
 
 impl Default for FleetBuilder {
@@ -66,6 +67,7 @@ impl Default for FleetBuilder {
             env: Vec::new(),
             token: DEFAULT_TOKEN.to_owned(),
             ready_timeout: Duration::from_secs(180),
+            proxies: true,
         }
     }
 }
@@ -105,6 +107,14 @@ impl FleetBuilder {
     /// The Redis layout (default [`FleetRedis::Cluster`]).
     pub fn redis(mut self, redis: FleetRedis) -> Self {
         self.redis = redis;
+        self
+    }
+
+    /// With [`FleetRedis::Standalone`], whether each API instance reaches
+    /// Redis through a proxy of its own (default true, so it can be cut
+    /// off); false connects it directly, as a measurement wants.
+    pub fn redis_proxies(mut self, proxies: bool) -> Self {
+        self.proxies = proxies;
         self
     }
 
@@ -212,13 +222,13 @@ impl FleetBuilder {
         for n in 1..=self.instances {
             let mut env = common.clone();
             let redis_url = match &fleet.redis {
-                Layout::Standalone(server) => {
+                Layout::Standalone(server) if self.proxies => {
                     let proxy = Proxy::start(server.addr())?;
                     let url = proxy.url();
                     fleet.proxies.push(proxy);
                     Some(url)
                 }
-                Layout::Cluster(_) | Layout::Sentinel(_) => None,
+                Layout::Standalone(_) | Layout::Cluster(_) | Layout::Sentinel(_) => None,
             };
             if let Some(url) = redis_url {
                 env.push(("SEAWALL_REDIS_URL".into(), url.into()));

@@ -1,0 +1,367 @@
+//! `seawall-fleet-cost`: what scale costs, measured on one machine.
+//!
+//! Part "http": the mixed workload (wrk, the Lua script of
+//! `scripts/cache-workload`) against one process on a standalone Redis, and
+//! against fleets of three API instances on a standalone Redis and on a
+//! Redis Cluster of three masters with replicas, through HAProxy and
+//! straight to one instance. For each: requests per second, latency (mean,
+//! p50, p99), and Redis commands and Redis server time per request, from
+//! `INFO commandstats` of every master before and after.
+//!
+//! Part "queue": email jobs (each reads the database and writes an outbox
+//! row) enqueued in bulk, then drained by one and by two worker processes,
+//! on a standalone Redis and on the Cluster: jobs per second.
+//!
+//! Every fleet is the testkit's (as `scripts/fleet` starts it) on release
+//! binaries, with the demo dataset in a PostgreSQL data dir written once
+//! and reused (`target/fleet-cost/postgres`). Run through
+//! `scripts/fleet-cost`.
+
+// A command-line report: its output is what it is for.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::{Arg, value_parser};
+use seawall_queue::{JobOptions, Queues};
+use seawall_testkit::{Fleet, FleetBuilder, FleetRedis, RedisServer, Role};
+
+struct Args {
+    /// `http`, `queue` or `both`.
+    part: String,
+    /// How long wrk runs per configuration (after a warm-up of a third of it).
+    duration: String,
+    /// wrk's connections.
+    connections: u32,
+    /// Email jobs per queue run.
+    jobs: usize,
+    /// Where the kept PostgreSQL data dir and wrk's script live.
+    dir: PathBuf,
+}
+
+fn args() -> Args {
+    let matches = clap::Command::new("seawall-fleet-cost")
+        .about("What scale costs: the mixed workload and the queues on one process and on fleets")
+        .arg(
+            Arg::new("part")
+                .long("part")
+                .default_value("both")
+                .value_parser(["http", "queue", "both"]),
+        )
+        .arg(Arg::new("duration").long("duration").default_value("15s"))
+        .arg(
+            Arg::new("connections")
+                .long("connections")
+                .default_value("32")
+                .value_parser(value_parser!(u32).range(1..=10_000)),
+        )
+        .arg(
+            Arg::new("jobs")
+                .long("jobs")
+                .default_value("4000")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            Arg::new("dir")
+                .long("dir")
+                .default_value("target/fleet-cost"),
+        )
+        .get_matches();
+    let text = |name: &str| matches.get_one::<String>(name).cloned().unwrap_or_default();
+    Args {
+        part: text("part"),
+        duration: text("duration"),
+        connections: matches.get_one::<u32>("connections").copied().unwrap_or(32),
+        jobs: matches.get_one::<usize>("jobs").copied().unwrap_or(4000),
+        dir: PathBuf::from(text("dir")),
+    }
+}
+
+/// The mixed workload: 30 % today, 30 % stats, 30 % content, 10 % review
+/// writes, uniformly random users of the demo dataset's 1,000.
+const MIXED_LUA: &str = r#"
+local threads = {}
+function setup(thread)
+    thread:set("id", #threads + 1)
+    table.insert(threads, thread)
+end
+function init(args)
+    math.randomseed(os.time() * 1000 + id)
+end
+request = function()
+    local roll = math.random(1, 100)
+    local user = math.random(1, 1000)
+    if roll <= 30 then
+        return wrk.format("GET", "/api/review/today?user_id=" .. user)
+    elseif roll <= 60 then
+        return wrk.format("GET", "/api/analytics/stats?user_id=" .. user)
+    elseif roll <= 90 then
+        return wrk.format("GET", "/api/content?page=" .. math.random(1, 250) .. "&page_size=20")
+    end
+    local content = (user * 37 + math.random(0, 199)) % 5000 + 1
+    local body = string.format('{"user_id":%d,"content_id":%d,"rating":%d,"duration_ms":%d}',
+        user, content, math.random(0, 5), math.random(1500, 60000))
+    return wrk.format("POST", "/api/review/complete", {["Content-Type"] = "application/json"}, body)
+end
+function done(summary, latency, requests)
+    local failed = summary.errors.connect + summary.errors.read + summary.errors.write
+        + summary.errors.timeout + summary.errors.status
+    io.write(string.format("RESULT %d %.3f %.3f %.3f %.3f %d\n",
+        summary.requests, summary.duration / 1e6, latency.mean / 1000,
+        latency:percentile(50) / 1000, latency:percentile(99) / 1000, failed))
+end
+"#;
+
+struct Wrk {
+    requests: u64,
+    seconds: f64,
+    mean_ms: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+}
+
+fn wrk(script: &Path, url: &str, connections: u32, duration: &str) -> Wrk {
+    let output = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{duration}")])
+        .args(["--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("wrk runs (scripts/setup installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("wrk printed no result: {text}"));
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .map(|field| field.parse().expect("a number"))
+        .collect();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Wrk {
+        requests: fields[0] as u64,
+        seconds: fields[1],
+        mean_ms: fields[2],
+        p50_ms: fields[3],
+        p99_ms: fields[4],
+        failed: fields[5] as u64,
+    }
+}
+
+/// Commands and server µs over every master (replication, cluster and
+/// introspection commands left out).
+fn redis_work(servers: &[&RedisServer]) -> (u64, u64) {
+    const SKIP: [&str; 10] = [
+        "info", "cluster", "ping", "replconf", "psync", "config", "client", "command", "hello",
+        "readonly",
+    ];
+    let (mut calls, mut usec) = (0, 0);
+    for server in servers {
+        if !server.is_running() || server.role().ok() != Some(Role::Master) {
+            continue;
+        }
+        let Ok(reply) = server
+            .connect()
+            .and_then(|mut conn| conn.cmd(&["INFO", "commandstats"]))
+        else {
+            continue;
+        };
+        for line in reply.as_str().unwrap_or_default().lines() {
+            let Some((name, stats)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|rest| rest.split_once(':'))
+            else {
+                continue;
+            };
+            if SKIP.iter().any(|skip| name.starts_with(skip)) {
+                continue;
+            }
+            for field in stats.split(',') {
+                match field.split_once('=') {
+                    Some(("calls", n)) => calls += n.parse::<u64>().unwrap_or(0),
+                    Some(("usec", n)) => usec += n.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (calls, usec)
+}
+
+fn servers(fleet: &Fleet) -> Vec<&RedisServer> {
+    match (fleet.cluster(), fleet.redis_server()) {
+        (Some(cluster), _) => cluster.nodes().iter().collect(),
+        (_, Some(server)) => vec![server],
+        _ => Vec::new(),
+    }
+}
+
+fn builder(args: &Args, redis: FleetRedis, instances: usize, workers: usize) -> FleetBuilder {
+    Fleet::builder()
+        .redis(redis)
+        .redis_proxies(false)
+        .instances(instances)
+        .workers(workers)
+        .postgres_data(args.dir.join("postgres"))
+        .env("SEAWALL_RATELIMIT", "false")
+        .env("SEAWALL_LOG", "warn")
+        .env("SEAWALL_DB_MAX_CONNECTIONS", "32")
+}
+
+fn http(args: &Args) {
+    let script = args.dir.join("mixed.lua");
+    std::fs::write(&script, MIXED_LUA).expect("writes the wrk script");
+    let warm = format!(
+        "{}s",
+        (humantime::parse_duration(&args.duration)
+            .expect("a duration")
+            .as_secs()
+            / 3)
+        .max(2)
+    );
+    println!(
+        "| configuration | requests/s | mean ms | p50 ms | p99 ms | failed | Redis commands / request | Redis server µs / request |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let configurations: [(&str, FleetRedis, usize, bool); 5] = [
+        (
+            "1 instance, standalone Redis, direct",
+            FleetRedis::Standalone,
+            1,
+            false,
+        ),
+        (
+            "3 instances, standalone Redis, HAProxy",
+            FleetRedis::Standalone,
+            3,
+            true,
+        ),
+        (
+            "3 instances, Cluster (3 masters + 3 replicas), HAProxy",
+            FleetRedis::Cluster,
+            3,
+            true,
+        ),
+        (
+            "3 instances, Cluster, straight to instance 1",
+            FleetRedis::Cluster,
+            3,
+            false,
+        ),
+        ("1 instance, Cluster, direct", FleetRedis::Cluster, 1, false),
+    ];
+    for (name, redis, instances, through_haproxy) in configurations {
+        let fleet = builder(args, redis, instances, 0)
+            .start()
+            .unwrap_or_else(|error| panic!("{name}: the fleet starts: {error}"));
+        let url = if through_haproxy {
+            fleet.url()
+        } else {
+            fleet.instance_urls()[0].clone()
+        };
+        wrk(&script, &url, args.connections, &warm);
+        let before = redis_work(&servers(&fleet));
+        let run = wrk(&script, &url, args.connections, &args.duration);
+        let after = redis_work(&servers(&fleet));
+        #[allow(clippy::cast_precision_loss)]
+        let (commands, usec) = (
+            (after.0 - before.0) as f64 / run.requests.max(1) as f64,
+            (after.1 - before.1) as f64 / run.requests.max(1) as f64,
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let rate = run.requests as f64 / run.seconds;
+        println!(
+            "| {name} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} | {commands:.2} | {usec:.1} |",
+            run.mean_ms, run.p50_ms, run.p99_ms, run.failed
+        );
+    }
+}
+
+fn queue(args: &Args) {
+    println!("| Redis | workers | jobs | seconds | jobs/s |");
+    println!("|---|---|---|---|---|");
+    for redis in [FleetRedis::Standalone, FleetRedis::Cluster] {
+        for workers in [1, 2] {
+            // The workers start once the jobs wait, so both counts drain the
+            // same backlog from the start.
+            let mut fleet = builder(args, redis, 1, workers)
+                .start()
+                .unwrap_or_else(|error| panic!("the fleet starts: {error}"));
+            for n in 1..=workers {
+                fleet.stop_worker(n).expect("stops a worker");
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let url = fleet.redis_url();
+            runtime.block_on(async {
+                let config = seawall_queue::fred::prelude::Config::from_url(&url).expect("a URL");
+                let queues =
+                    Queues::redis(seawall_queue::fred::prelude::Builder::from_config(config))
+                        .connect()
+                        .await
+                        .expect("connects");
+                let payloads: Vec<(serde_json::Value, JobOptions)> = (0..args.jobs)
+                    .map(|n| {
+                        let payload =
+                            serde_json::json!({"user_id": 1 + n % 1000, "template": "welcome"});
+                        (payload, JobOptions::default())
+                    })
+                    .collect();
+                for batch in payloads.chunks(500) {
+                    queues
+                        .enqueue_many("email", batch.iter().cloned())
+                        .await
+                        .expect("enqueues");
+                }
+            });
+            let count = |fleet: &Fleet| -> usize {
+                fleet
+                    .postgres()
+                    .psql("SELECT COUNT(*) FROM email_outbox")
+                    .expect("psql")
+                    .parse()
+                    .expect("a count")
+            };
+            let before = count(&fleet);
+            let began = Instant::now();
+            for n in 1..=workers {
+                fleet.start_worker(n).expect("starts a worker");
+            }
+            while count(&fleet) < before + args.jobs {
+                assert!(
+                    began.elapsed() < Duration::from_secs(600),
+                    "the jobs never drained"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let seconds = began.elapsed().as_secs_f64();
+            #[allow(clippy::cast_precision_loss)]
+            let rate = args.jobs as f64 / seconds;
+            let name = match redis {
+                FleetRedis::Cluster => "Cluster",
+                _ => "standalone",
+            };
+            println!(
+                "| {name} | {workers} | {} | {seconds:.1} | {rate:.0} |",
+                args.jobs
+            );
+        }
+    }
+}
+
+fn main() {
+    let args = args();
+    std::fs::create_dir_all(&args.dir).expect("creates the dir");
+    if matches!(args.part.as_str(), "http" | "both") {
+        http(&args);
+        println!();
+    }
+    if matches!(args.part.as_str(), "queue" | "both") {
+        queue(&args);
+    }
+}
