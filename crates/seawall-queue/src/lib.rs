@@ -1,4 +1,4 @@
-//! A durable job queue for Rust services, on Redis (standalone or
+//! A durable job queue for Rust services, on Redis (standalone, Sentinel or
 //! Cluster) or, for tests, in memory.
 //!
 //! - **Nothing lost.** Every transition (enqueue, fetch, complete, fail,
@@ -13,11 +13,15 @@
 //!   jobs and takes the next ones in one script call, so a deep queue
 //!   costs less than one round trip per job; an idle worker blocks on a
 //!   dedicated connection instead of polling.
+//! - **Acknowledged means replicated, if asked.** With
+//!   [`RedisQueues::replicated_enqueues`] an enqueue is answered only once
+//!   a replica has the job, so it survives the failover of its primary.
 //! - Delays, retries with [backoff](Backoff), a dead-letter set with each
 //!   job's errors, priorities, groups fetched round-robin with an optional
 //!   per-group cap, pause and resume, cancellation, progress, idempotency
-//!   keys, an event stream, bounded retention, and
-//!   [metrics](QueueMetrics) through seawall-perfmon.
+//!   keys, an event stream, bounded retention, worker processes that
+//!   [announce](Queues::announce) themselves so any process lists a fleet's
+//!   workers, and [metrics](QueueMetrics) through seawall-perfmon.
 //!
 //! ```
 //! use std::time::Duration;

@@ -1,7 +1,10 @@
 //! Real, throwaway servers for seawall's tests: `redis-server` (plain or TLS-only),
-//! Redis Cluster and PostgreSQL processes on free `127.0.0.1` ports, fault injection
-//! (kill, restart, pause, and a TCP [`Proxy`] that cuts one client off) and a tiny
-//! blocking RESP2 client for inspecting Redis state.
+//! Redis Cluster, a Sentinel-managed primary and replica ([`RedisSentinel`]),
+//! PostgreSQL and HAProxy ([`Haproxy`]) processes on free `127.0.0.1` ports, fault
+//! injection (kill, restart, pause, and a TCP [`Proxy`] that cuts one client off), a
+//! tiny blocking RESP2 client for inspecting Redis state, and a whole deployment on
+//! loopback ([`Fleet`]: Redis, PostgreSQL, API instances, workers and HAProxy) that
+//! the fleet drills and `scripts/fleet` run.
 //!
 //! ```
 //! use std::time::Duration;

@@ -517,6 +517,36 @@ impl RedisServer {
         }
     }
 
+    /// Whether this server is a replica whose link to its primary is up.
+    pub fn is_linked_replica(&self) -> bool {
+        self.connect()
+            .and_then(|mut conn| conn.cmd(&["INFO", "replication"]))
+            .is_ok_and(|info| {
+                info.as_str()
+                    .unwrap_or_default()
+                    .contains("master_link_status:up")
+            })
+    }
+
+    /// Starts a replica of this server (`replicaof`) and waits until its
+    /// link is up, at most `timeout`.
+    pub fn start_replica(&self, timeout: Duration) -> Result<RedisServer> {
+        let replica = RedisServer::builder()
+            .config("replicaof", format!("127.0.0.1 {}", self.port()))
+            .start()?;
+        let deadline = Instant::now() + timeout;
+        while !replica.is_linked_replica() {
+            if Instant::now() >= deadline {
+                return Err(Error::ClusterNotReady {
+                    waited: timeout,
+                    problem: format!("the replica of {} never synced", self.addr()),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(replica)
+    }
+
     /// Asks the server for its replication role (`ROLE`).
     pub fn role(&self) -> Result<Role> {
         let reply = self.connect()?.cmd(&["ROLE"])?.into_result()?;

@@ -49,9 +49,7 @@ impl RedisSentinelBuilder {
     /// waits until the replica is attached and every Sentinel knows both.
     pub fn start(self) -> Result<RedisSentinel> {
         let primary = RedisServer::builder().start()?;
-        let replica = RedisServer::builder()
-            .config("replicaof", format!("127.0.0.1 {}", primary.port()))
-            .start()?;
+        let replica = primary.start_replica(self.ready_timeout)?;
         let mut sentinels = Vec::with_capacity(3);
         for _ in 0..3 {
             sentinels.push(
@@ -236,16 +234,7 @@ impl RedisSentinel {
     /// `None` when the replica is attached and every Sentinel knows the
     /// primary and the replica; otherwise what is missing.
     fn problem(&self) -> Option<String> {
-        let replica = &self.servers[1];
-        let linked = replica
-            .connect()
-            .and_then(|mut conn| conn.cmd(&["INFO", "replication"]))
-            .is_ok_and(|info| {
-                info.as_str()
-                    .unwrap_or_default()
-                    .contains("master_link_status:up")
-            });
-        if !linked {
+        if !self.servers[1].is_linked_replica() {
             return Some(String::from("the replica is not attached"));
         }
         for sentinel in &self.sentinels {

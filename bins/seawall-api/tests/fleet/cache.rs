@@ -116,6 +116,29 @@ pub(crate) async fn one_write(writer: &str, readers: &[String], user: i64) -> Op
     Some(seen)
 }
 
+/// `count` writes through the first of `instances`, each watched by a reader
+/// on every instance (users with a review due, in turn): every reader sees
+/// every write, and no read that begins after a fresh one is old again.
+/// Returns every reader's window.
+async fn writes(instances: &[String], count: usize) -> Vec<Duration> {
+    let mut windows = Vec::new();
+    let mut writes = 0;
+    for user in (1..=50).cycle().take(200) {
+        let Some(seen) = one_write(&instances[0], instances, user).await else {
+            continue;
+        };
+        for seen in seen {
+            assert_eq!(seen.stale_after_fresh, 0, "user {user}: {seen:?}");
+            windows.push(seen.window);
+        }
+        writes += 1;
+        if writes == count {
+            return windows;
+        }
+    }
+    panic!("the demo dataset has only {writes} reviews due");
+}
+
 /// p50, p99 and max of `windows`.
 pub(crate) fn percentiles(windows: &mut [Duration]) -> (Duration, Duration, Duration) {
     windows.sort_unstable();
@@ -140,22 +163,7 @@ async fn a_write_through_one_instance_is_read_fresh_through_every_instance() {
     // The readers poll far above the per-address limit.
     let fleet = support::start(support::builder().env("SEAWALL_RATELIMIT", "false")).await;
     let instances = fleet.instance_urls();
-    let mut windows = Vec::new();
-    let mut writes = 0;
-    for user in (1..=50).cycle().take(200) {
-        let Some(seen) = one_write(&instances[0], &instances, user).await else {
-            continue;
-        };
-        for seen in seen {
-            assert_eq!(seen.stale_after_fresh, 0, "user {user}: {seen:?}");
-            windows.push(seen.window);
-        }
-        writes += 1;
-        if writes == 40 {
-            break;
-        }
-    }
-    assert_eq!(writes, 40, "the demo dataset has 40 due reviews");
+    let mut windows = writes(&instances, 40).await;
     let (p50, p99, max) = percentiles(&mut windows);
     println!(
         "invalidation window over {} reads: p50 {p50:?}, p99 {p99:?}, max {max:?}",
@@ -165,15 +173,7 @@ async fn a_write_through_one_instance_is_read_fresh_through_every_instance() {
 }
 
 async fn cache_stats(fleet: &seawall_testkit::Fleet, base: &str) -> Value {
-    client()
-        .get(format!("{base}/api/cache"))
-        .bearer_auth(fleet.token())
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("JSON")
+    support::admin_get(&client(), fleet, &format!("{base}/api/cache")).await
 }
 
 /// Waits until `done` holds, or fails after `within` saying `what`.
@@ -320,21 +320,7 @@ async fn after_a_failover_of_the_streams_master_every_instance_reads_fresh() {
         },
     )
     .await;
-    let mut windows = Vec::new();
-    let mut writes = 0;
-    for user in (1..=50).cycle().take(100) {
-        let Some(seen) = one_write(&instances[0], &instances, user).await else {
-            continue;
-        };
-        for seen in seen {
-            assert_eq!(seen.stale_after_fresh, 0, "user {user}: {seen:?}");
-            windows.push(seen.window);
-        }
-        writes += 1;
-        if writes == 10 {
-            break;
-        }
-    }
+    let mut windows = writes(&instances, 10).await;
     let (p50, p99, max) = percentiles(&mut windows);
     for (base, before) in instances.iter().zip(&before) {
         let after = cache_stats(&fleet, base).await;

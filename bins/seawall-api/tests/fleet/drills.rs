@@ -204,15 +204,12 @@ async fn a_worker_killed_mid_load_loses_no_job() {
         .collect();
     let mut held = 0;
     for id in &ids {
-        let job: Value = client
-            .get(format!("{}/api/queue/email/jobs/{id}", fleet.url()))
-            .bearer_auth(fleet.token())
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("JSON");
+        let job: Value = support::admin_get(
+            &client,
+            &fleet,
+            &format!("{}/api/queue/email/jobs/{id}", fleet.url()),
+        )
+        .await;
         let stalls = job["stalls"].as_u64().expect("stalls");
         assert_eq!(job["state"], "completed", "{job}");
         if stalls > 0 {

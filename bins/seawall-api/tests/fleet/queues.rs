@@ -30,15 +30,8 @@ async fn jobs_run_once_on_either_worker_and_every_instance_lists_every_worker() 
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let overview = loop {
-        let overview: Value = client
-            .get(format!("{}/api/queue", fleet.url()))
-            .bearer_auth(fleet.token())
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("JSON");
+        let overview: Value =
+            support::admin_get(&client, &fleet, &format!("{}/api/queue", fleet.url())).await;
         let completed: u64 = processes(&overview)
             .iter()
             .map(|process| email(process, "completed"))
@@ -62,15 +55,7 @@ async fn jobs_run_once_on_either_worker_and_every_instance_lists_every_worker() 
         .map(|n| u64::from(fleet.worker_pid(n).expect("runs")))
         .collect();
     for base in fleet.instance_urls() {
-        let listed: Value = client
-            .get(format!("{base}/api/queue"))
-            .bearer_auth(fleet.token())
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("JSON");
+        let listed: Value = support::admin_get(&client, &fleet, &format!("{base}/api/queue")).await;
         let processes = processes(&listed);
         let mut listed_pids: Vec<u64> = processes
             .iter()

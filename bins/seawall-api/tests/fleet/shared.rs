@@ -167,15 +167,8 @@ async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
 
     // Every instance lists both blocks, whichever instance set them.
     for base in &instances {
-        let stats: Value = client
-            .get(format!("{base}/api/rate-limit"))
-            .bearer_auth(fleet.token())
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("JSON");
+        let stats: Value =
+            support::admin_get(&client, &fleet, &format!("{base}/api/rate-limit")).await;
         let api = stats["limiters"]
             .as_array()
             .and_then(|limiters| limiters.iter().find(|l| l["name"] == "api"))

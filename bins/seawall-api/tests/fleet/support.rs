@@ -68,3 +68,23 @@ pub(crate) fn client() -> reqwest::Client {
         .build()
         .expect("a client")
 }
+
+/// `GET url` with the fleet's admin token, as JSON.
+pub(crate) async fn admin_get(
+    client: &reqwest::Client,
+    fleet: &Fleet,
+    url: &str,
+) -> serde_json::Value {
+    let response = client
+        .get(url)
+        .bearer_auth(fleet.token())
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"));
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.expect("JSON")
+}
