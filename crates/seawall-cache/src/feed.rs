@@ -9,12 +9,12 @@
 //! last entries may be gone with the old one. The same task sends
 //! invalidations that could not reach Redis once it answers again.
 
-use std::sync::Weak;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fred::cmd;
-use fred::prelude::{Client, ClientLike};
+use fred::prelude::{Client, ClientLike, EventInterface};
 use fred::types::config::Options;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
@@ -41,6 +41,10 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
     let mut cut_off = false;
     // The `run_id` of the server that held the stream when last read.
     let mut holder: Option<String> = None;
+    // Set when the reader's connection came back by itself (fred reconnects
+    // and may re-send the blocked read): the server behind it may be
+    // another, so it is asked again.
+    let reconnected = Arc::new(AtomicBool::new(false));
     loop {
         let Some(inner) = cache.upgrade() else { break };
         let Some(l2) = inner.l2.as_ref() else { break };
@@ -51,6 +55,11 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
             Some(reader) => reader.clone(),
             None => {
                 let reader = client.clone_new();
+                let flag = Arc::clone(&reconnected);
+                reader.on_reconnect(move |_| {
+                    flag.store(true, Ordering::Relaxed);
+                    async { Ok(()) }
+                });
                 reader.connect();
                 match tokio::time::timeout(
                     timeout.max(Duration::from_secs(1)),
@@ -71,6 +80,9 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
                 }
             }
         };
+        if reconnected.swap(false, Ordering::Relaxed) && cursor.is_some() {
+            cut_off = true;
+        }
         let position = match &cursor {
             // At start: whatever L1 took before the cursor was set could
             // have been invalidated unseen, so it goes.
@@ -85,13 +97,18 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
             },
             Some(cursor) if cut_off => match run_id(&reader, &stream, timeout).await {
                 Ok(id) if holder.as_ref().is_some_and(|held| *held != id) => {
-                    holder = Some(id);
-                    inner.invalidate_local(&Invalidation::Clear);
-                    bump(&inner.cache_counters.l1_clears);
-                    tracing::warn!(
-                        "another Redis server holds the invalidation stream now (a failover or a restart): L1 cleared"
-                    );
-                    last_id(&reader, &stream, timeout).await
+                    // The new server's cursor first: only with it is the
+                    // new server the one followed.
+                    let position = last_id(&reader, &stream, timeout).await;
+                    if position.is_ok() {
+                        holder = Some(id);
+                        inner.invalidate_local(&Invalidation::Clear);
+                        bump(&inner.cache_counters.l1_clears);
+                        tracing::warn!(
+                            "another Redis server holds the invalidation stream now (a failover or a restart): L1 cleared"
+                        );
+                    }
+                    position
                 }
                 Ok(_) => catch_up(&inner, &reader, &stream, cursor, timeout).await,
                 Err(()) => Err(()),

@@ -109,6 +109,7 @@ impl Queues {
             .processes()
             .await?
             .into_iter()
+            .filter(|(_, since_ms)| u128::from(*since_ms) < FORGET_AFTER.as_millis())
             .filter_map(|(bytes, since_ms)| {
                 let report: ProcessReport = serde_json::from_slice(&bytes).ok()?;
                 Some(SeenProcess {

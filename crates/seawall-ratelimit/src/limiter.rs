@@ -294,7 +294,7 @@ impl Limiter {
         let mut decision = self.run(key, quota, op).await?;
         if self.checked(key, &mut decision) && !decision.degraded {
             // A penalty began: other instances list it from now on.
-            self.register_block(key, decision.blocked_for).await;
+            self.register_block(key, decision.blocked_for, false).await;
         }
         Ok(decision)
     }
@@ -374,14 +374,18 @@ impl Limiter {
     }
 
     /// Records `key`'s block (or its end, with `None`) in the Redis store's
-    /// registry of blocked keys. Best effort: the block itself is already in
-    /// force; only the fleet-wide list would miss it.
-    async fn register_block(&self, key: &str, blocked_for: Option<Duration>) {
+    /// registry of blocked keys; `replace` sets the block's end even when it
+    /// is earlier than the listed one (a manual block), where a penalty only
+    /// extends it. Best effort: the block itself is already in force; only
+    /// the fleet-wide list would miss it.
+    async fn register_block(&self, key: &str, blocked_for: Option<Duration>, replace: bool) {
         let Store::Redis(store) = &self.inner.store else {
             return;
         };
         // An error here is Redis failing, which the next check reports.
-        let _ = store.note_block(self.inner.name, key, blocked_for).await;
+        let _ = store
+            .note_block(self.inner.name, key, blocked_for, replace)
+            .await;
     }
 
     /// The keys this instance rejected most, most first: 32 counters of the
@@ -410,7 +414,8 @@ impl Limiter {
             .await?;
         self.inner.telemetry.saw_block(key, decision.blocked_for);
         if !decision.degraded {
-            self.register_block(key, decision.blocked_for).await;
+            // A manual block replaces any other, shorter or longer.
+            self.register_block(key, decision.blocked_for, true).await;
         }
         Ok(decision)
     }
@@ -420,7 +425,7 @@ impl Limiter {
         let quota = self.quota();
         let decision = self.run(key, &quota, Op::Unblock).await?;
         self.inner.telemetry.saw_block(key, None);
-        self.register_block(key, None).await;
+        self.register_block(key, None, true).await;
         Ok(decision)
     }
 
@@ -589,7 +594,7 @@ impl Limiter {
         let quota = self.quota();
         self.run(key, &quota, Op::Reset).await?;
         self.inner.telemetry.saw_block(key, None);
-        self.register_block(key, None).await;
+        self.register_block(key, None, true).await;
         Ok(())
     }
 }

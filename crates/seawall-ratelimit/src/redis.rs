@@ -83,22 +83,27 @@ impl RedisStore {
         format!("{{{}:{limiter}}}:blocked", self.prefix)
     }
 
-    /// Lists `key` in the registry as blocked for `blocked_for`, or takes it
-    /// out with `None`.
+    /// Lists `key` in the registry as blocked for `blocked_for` (extending
+    /// a longer listed block, or with `replace` setting it), or takes it out
+    /// with `None`.
     pub(crate) async fn note_block(
         &self,
         limiter: &str,
         key: &str,
         blocked_for: Option<std::time::Duration>,
+        replace: bool,
     ) -> Result<()> {
+        // A century is longer than any block anyone means, and keeps the
+        // end's score an exact integer in Lua.
+        const LONGEST_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
         let args: Vec<Value> = match blocked_for {
             Some(duration) => vec![
-                Value::from("add"),
+                Value::from(if replace { "set" } else { "add" }),
                 Value::from(key),
                 integer(
                     u64::try_from(duration.as_millis())
                         .unwrap_or(u64::MAX)
-                        .max(1),
+                        .clamp(1, LONGEST_MS),
                 ),
                 integer(MAX_REGISTERED),
             ],

@@ -165,9 +165,12 @@ impl Telemetry {
         }
     }
 
-    /// Notes that `key` is blocked for `blocked_for` (or no longer blocked).
     /// Notes that `key` is blocked for `blocked_for`, or not blocked; true
-    /// when the block is one this instance had not seen.
+    /// when the block is one this instance had not seen: no block of `key`
+    /// is on record (or the one on record has ended), or the recorded one
+    /// ends more than a second earlier (a new penalty, or a block set again
+    /// after an unblock elsewhere). Rejections within one block report it
+    /// once.
     pub(crate) fn saw_block(&self, key: &str, blocked_for: Option<Duration>) -> bool {
         if blocked_for.is_none() && self.next_unblock.load(Ordering::Relaxed) == u64::MAX {
             // Nothing is blocked: nothing to forget, and no clock to read.
@@ -181,9 +184,11 @@ impl Telemetry {
             Some(duration) => {
                 let until = now + duration;
                 let mut blocked = self.blocked.lock();
-                let mut new = false;
+                let new = blocked.get(key).is_none_or(|recorded| {
+                    *recorded <= now || until > *recorded + Duration::from_secs(1)
+                });
                 if blocked.len() < MAX_BLOCKED || blocked.contains_key(key) {
-                    new = blocked.insert(key.to_owned(), until).is_none();
+                    blocked.insert(key.to_owned(), until);
                     self.next_unblock
                         .fetch_min(micros(until), Ordering::Relaxed);
                 }

@@ -176,6 +176,10 @@ defaults
 frontend api
     bind {listen}
     option forwardfor
+    # A request is sent again only if it never reached an instance, unless
+    # it is a GET or a HEAD: a write an instance may have acted on is not
+    # replayed.
+    http-request disable-l7-retry unless METH_GET || METH_HEAD
     # When no server is ready (a dependency they all share is down, such as
     # Redis during a failover), fail open: every live server takes
     # requests, and serves them degraded, rather than none.

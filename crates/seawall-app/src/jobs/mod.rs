@@ -116,8 +116,10 @@ impl Running {
             .into_iter()
             .map(|(queue, worker)| async move { (queue, worker.shutdown(deadline).await) });
         let stopped = futures_util::future::join_all(stopping).await;
-        // Off the list once nothing runs: a clean stop is not a crash.
+        // Off the list once nothing runs: a clean stop is not a crash. The
+        // announcing task is gone first, so no late announcement follows.
         self.presence.abort();
+        let _ = self.presence.await;
         if let Err(error) = self.queues.withdraw(&self.id).await {
             tracing::debug!(%error, "withdrawing this worker process failed");
         }

@@ -172,30 +172,42 @@ impl RedisStore {
             .await?)
     }
 
-    /// Waits until the configured number of replicas of the primary that
-    /// holds `queue` have every write made so far on its connection (`WAIT`
-    /// on that node's connection, which carried the write).
-    async fn replicated(&self, queue: &str) -> Result<()> {
-        let Some((wanted, timeout)) = self.replicas else {
-            return Ok(());
-        };
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        // Routed by the queue's slot: on a Cluster, the primary that holds
-        // the queue, over the connection the enqueue went on.
+    /// Runs the enqueue script, then `WAIT`s for `wanted` replicas, both on
+    /// one pooled connection held for the two: `WAIT` counts the writes of
+    /// its own connection, and it blocks that connection until it answers,
+    /// so it must never run on the shared, multiplexed one.
+    async fn enqueue_replicated(
+        &self,
+        queue: &str,
+        keys: Vec<String>,
+        args: Vec<Value>,
+        (wanted, timeout): (u32, Duration),
+    ) -> Result<Value> {
+        let connection = self.blocking.get().await?;
+        self.round_trips.fetch_add(2, Ordering::Relaxed);
+        let reply: Value = self
+            .scripts
+            .enqueue
+            .evalsha_with_reload(&connection.client, keys, args)
+            .await?;
+        // Routed by the queue's slot: on a Cluster, the primary that took
+        // the write, over this connection's link to it.
         let slot = fred::util::redis_keyslot(format!("{{{queue}}}").as_bytes());
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let acked: i64 = self
-            .client
-            .custom(
-                CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false),
-                vec![int(u64::from(wanted)), int(timeout_ms)],
-            )
+        let options = Options {
+            timeout: Some(timeout + Duration::from_secs(1)),
+            ..Options::default()
+        };
+        let waiting = connection.client.with_options(&options);
+        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), true);
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let acked: i64 = connection
+            .run(waiting.custom(wait, vec![int(u64::from(wanted)), int(timeout_ms)]))
             .await?;
         let acked = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
         if acked < wanted {
             return Err(Error::NotReplicated { acked, wanted });
         }
-        Ok(())
+        Ok(reply)
     }
 
     /// Runs `processes.lua`.
@@ -238,9 +250,11 @@ impl Store for RedisStore {
                 int(window),
             ]);
         }
-        let reply = array(self.run(&self.scripts.enqueue, keys, args).await?)?;
-        self.replicated(queue).await?;
-        reply
+        let reply = match self.replicas {
+            None => self.run(&self.scripts.enqueue, keys, args).await?,
+            Some(replicas) => self.enqueue_replicated(queue, keys, args, replicas).await?,
+        };
+        array(reply)?
             .chunks_exact(2)
             .map(|pair| Ok((JobId::from(text(&pair[0])?), number(&pair[1])? == 1)))
             .collect()

@@ -130,10 +130,44 @@ async fn blocks_are_listed_by_every_instance(backend: &Backend) {
         let everywhere = two.blocked_keys_everywhere(1).await.expect("answers");
         assert_eq!(everywhere.len(), 1);
         assert!(everywhere[0].remaining > Duration::from_secs(590));
+        // A manual block replaces a longer one on the list too.
+        one.block("trudy", Duration::from_secs(5))
+            .await
+            .expect("block");
+        let everywhere = two.blocked_keys_everywhere(10).await.expect("answers");
+        let trudy = everywhere
+            .iter()
+            .find(|blocked| blocked.key == "trudy")
+            .expect("listed");
+        assert!(trudy.remaining <= Duration::from_secs(5), "{everywhere:?}");
+        assert_eq!(everywhere[0].key, "mallory", "the longest block first");
         one.unblock("trudy").await.expect("unblock");
         two.reset("mallory").await.expect("reset");
         assert!(listed(&one).await.is_empty());
         assert!(listed(&two).await.is_empty());
+
+        // A key penalised again once its first penalty ended is listed again.
+        let short = match backend {
+            Backend::Redis(store) => Limiter::builder(&format!("{name}-short"))
+                .limit(Limit::fixed_window(1, Duration::from_secs(3600)).expect("limit"))
+                .penalty(Duration::from_millis(300))
+                .store(store.clone())
+                .build()
+                .expect("limiter"),
+            Backend::Memory(..) => unreachable!("real time is Redis"),
+        };
+        for _ in 0..2 {
+            short.check("eve", 1).await.expect("check");
+        }
+        assert_eq!(listed(&short).await, ["eve"]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(listed(&short).await.is_empty(), "the first penalty ended");
+        short.check("eve", 1).await.expect("check");
+        assert_eq!(
+            listed(&short).await,
+            ["eve"],
+            "penalised again, listed again"
+        );
     } else {
         // In process memory each limiter is its own instance.
         assert_eq!(listed(&one).await, ["mallory"]);

@@ -163,9 +163,10 @@ fn parse_run(args: &[String]) -> Result<Options, String> {
                 options.redis = match value()?.as_str() {
                     "cluster" => FleetRedis::Cluster,
                     "standalone" => FleetRedis::Standalone,
+                    "sentinel" => FleetRedis::Sentinel,
                     other => {
                         return Err(format!(
-                            "--redis takes cluster or standalone, not {other:?}"
+                            "--redis takes cluster, standalone or sentinel, not {other:?}"
                         ));
                     }
                 }
@@ -274,8 +275,10 @@ enum Served {
 }
 
 fn serve(fleet: &mut Fleet, stream: UnixStream) -> Served {
-    // The listener is non-blocking; this connection must not be.
+    // The listener is non-blocking; this connection must not be, and a
+    // client that sends nothing must not hold up the others (or `stop`).
     let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
     if BufReader::new(&stream).read_line(&mut line).is_err() {
         return Served::Continue;
