@@ -2,9 +2,11 @@
 //!
 //! `seawall-fleet run --dir DIR` starts the fleet, writes `DIR/fleet.env`,
 //! prints it, and then serves the other verbs on `DIR/control.sock` until
-//! `seawall-fleet stop --dir DIR`, SIGINT or SIGTERM, when it takes every
-//! process down. The other verbs connect to that socket, print the answer and
-//! exit 0 when the verb succeeded.
+//! `seawall-fleet stop --dir DIR`, which takes every process down in order
+//! (HAProxy, the services, then Redis and PostgreSQL), or SIGINT or
+//! SIGTERM, on which every process's supervisor stops it. The other verbs
+//! connect to that socket, print the answer and exit 0 when the verb
+//! succeeded.
 
 // A command-line tool: its output is what it is for.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -13,11 +15,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use seawall_testkit::{Fleet, FleetRedis};
 
 const USAGE: &str = "usage: seawall-fleet VERB [--dir DIR] [options]
@@ -186,32 +185,11 @@ fn run(dir: &Path, args: &[String]) -> ExitCode {
         Ok(options) => options,
         Err(problem) => return usage(&problem),
     };
-    // Every thread started from here on inherits the blocked signals, so only
-    // the signal thread below receives them.
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    if let Err(error) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None) {
-        eprintln!("seawall-fleet: blocking signals: {error}");
-        return ExitCode::from(1);
-    }
-    let started = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let (started, stop) = (Arc::clone(&started), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while let Ok(signal) = signals.wait() {
-                if !started.load(Ordering::SeqCst) {
-                    // Half started: exiting closes the pipes every process's
-                    // supervisor reads, and each supervisor then stops its process.
-                    eprintln!("seawall-fleet: {signal} during start; stopping what started");
-                    std::process::exit(130);
-                }
-                stop.store(true, Ordering::SeqCst);
-            }
-        });
-    }
+    // SIGINT and SIGTERM keep their default action, ending this process:
+    // every process of the fleet runs under a supervisor reading a pipe from
+    // this one, and each stops its process its own way (SIGTERM and a drain
+    // for the services) once the pipe closes. Blocking them here instead
+    // would leave them blocked in every child too.
     let mut builder = Fleet::builder()
         .dir(dir)
         .instances(options.instances)
@@ -235,28 +213,21 @@ fn run(dir: &Path, args: &[String]) -> ExitCode {
     };
     let path = socket_path(dir);
     let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path).and_then(|listener| {
-        listener.set_nonblocking(true)?;
-        Ok(listener)
-    }) {
+    let listener = match UnixListener::bind(&path) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("seawall-fleet: listening on {}: {error}", path.display());
             return ExitCode::from(1);
         }
     };
-    started.store(true, Ordering::SeqCst);
     print!("{}", fleet.env_text());
     let _ = std::io::stdout().flush();
-    while !stop.load(Ordering::SeqCst) {
+    loop {
         match listener.accept() {
             Ok((stream, _)) => {
                 if serve(&mut fleet, stream) == Served::Stop {
                     break;
                 }
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
             }
             Err(error) => eprintln!("seawall-fleet: accepting a connection: {error}"),
         }
@@ -275,9 +246,7 @@ enum Served {
 }
 
 fn serve(fleet: &mut Fleet, stream: UnixStream) -> Served {
-    // The listener is non-blocking; this connection must not be, and a
-    // client that sends nothing must not hold up the others (or `stop`).
-    let _ = stream.set_nonblocking(false);
+    // A client that sends nothing must not hold up the others (or `stop`).
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
     if BufReader::new(&stream).read_line(&mut line).is_err() {
