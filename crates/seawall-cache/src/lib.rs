@@ -48,7 +48,9 @@
 //!   value), then announced on a Redis stream that every instance follows to
 //!   drop its L1 copies. An instance cut off from Redis replays what it
 //!   missed on reconnect, or clears its L1 when the stream no longer holds
-//!   it.
+//!   it or another server holds the stream (a failover or a restart may have
+//!   lost its last entries); [`TieredCache::readiness_check`] fails until it
+//!   follows again.
 //! - **Degrades, never fails a read**: every Redis call has a timeout; after
 //!   repeated failures a circuit breaker stops calling Redis, the cache
 //!   serves L1 and the loader, and a background probe closes the breaker.

@@ -152,7 +152,14 @@ impl HaproxyBuilder {
 
     fn render(&self, port: u16, dir: &Path) -> String {
         let inter = self.check_interval.as_millis().max(10);
-        let mut config = format!(
+        // Both backends hold every server: checked for readiness in one,
+        // for liveness in the other.
+        let servers: String = self
+            .servers
+            .iter()
+            .map(|(name, addr)| format!("    server {name} {addr}\n"))
+            .collect();
+        format!(
             "global
     maxconn 4096
     stats socket {socket} mode 600 level admin
@@ -191,25 +198,18 @@ backend services
     option httpchk GET {check}
     http-check expect status 200
     default-server check inter {inter}ms fastinter {inter}ms downinter {inter}ms rise 2 fall 1
-
+{servers}
 backend live
     balance roundrobin
     option httpchk GET {live}
     http-check expect status 200
     default-server check inter {inter}ms fastinter {inter}ms downinter {inter}ms rise 2 fall 1
-",
+{servers}",
             socket = self.socket_path(dir).display(),
             listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             check = self.check_path,
             live = self.live_path,
-        );
-        for (name, addr) in &self.servers {
-            let services = format!("    server {name} {addr}\n");
-            let at = config.find("\nbackend live").unwrap_or(config.len());
-            config.insert_str(at, &services);
-            config.push_str(&services);
-        }
-        config
+        )
     }
 
     fn socket_path(&self, dir: &Path) -> PathBuf {
@@ -394,5 +394,38 @@ impl Haproxy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_is_in_both_backends() {
+        let config = Haproxy::builder()
+            .server("api-1", SocketAddr::from(([127, 0, 0, 1], 1001)))
+            .server("api-2", SocketAddr::from(([127, 0, 0, 1], 1002)))
+            .render(9000, Path::new("/run"));
+        let (services, live) = config.split_once("\nbackend live").expect("two backends");
+        let services = services.split_once("\nbackend services").expect("services").1;
+        for backend in [services, live] {
+            assert!(
+                backend.contains("server api-1 127.0.0.1:1001\n"),
+                "{config}"
+            );
+            assert!(
+                backend.contains("server api-2 127.0.0.1:1002\n"),
+                "{config}"
+            );
+        }
+        assert!(
+            services.contains("GET /readyz") && live.contains("GET /livez"),
+            "{config}"
+        );
+        assert!(
+            config.contains("stats socket /run/haproxy.sock"),
+            "{config}"
+        );
     }
 }

@@ -37,15 +37,12 @@ pub(crate) fn shared_config(dir: &Path, redis: &str) -> Config {
 /// The `seawall-api` binary beside this package's, which `cargo test
 /// --workspace` builds for the API's own tests.
 fn api_binary() -> PathBuf {
-    let binary =
-        Path::new(BINARY).with_file_name(format!("seawall-api{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: these tests run the API's binary beside the worker's; \
-         run them with `cargo test --workspace` (or `cargo build -p seawall-api` first)",
-        binary.display()
-    );
-    binary
+    seawall_testkit::workspace_binary("seawall-api").unwrap_or_else(|error| {
+        panic!(
+            "{error}: these tests run the API's binary beside the worker's; run them with \
+             `cargo test --workspace` (or `cargo build -p seawall-api` first)"
+        )
+    })
 }
 
 /// The API as its binary runs it, configured with every setting of

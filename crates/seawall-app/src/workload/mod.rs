@@ -280,98 +280,75 @@ impl Workload {
             return;
         };
         let total = cache.warm_up_progress().total;
-        let mut base = WarmUpProgress::default();
-        let report = |cache: &ApiCache, base: WarmUpProgress, step: WarmUpProgress| {
-            let progress = WarmUpProgress {
-                total,
-                done: base.done + step.done,
-                failed: base.failed + step.failed,
-            };
-            cache.report_warm_up(progress, false);
-        };
-
         let now = now_ms();
         let due_before = now - now.rem_euclid(DAY_MS) + DAY_MS;
         let today: BTreeMap<String, i64> = users
             .iter()
-            .map(|id| (cache.today_key(*id, due_before, None, 100), *id))
+            .map(|&id| (cache.today_key(id, due_before, None, 100), id))
             .collect();
-        let step = cache
-            .cache()
-            .warm_up(
-                users
-                    .iter()
-                    .map(|id| {
-                        (
-                            cache.today_key(*id, due_before, None, 100),
-                            ApiCache::options(Family::Today, Some(*id)),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-                WARM_CONCURRENCY,
-                |key: &str| {
-                    let (workload, user) = (self.clone(), today.get(key).copied().unwrap_or(0));
-                    load_today(workload, user, None, 100, due_before)
-                },
-                |step| report(&cache, base, step),
-            )
-            .await;
-        base = add(base, step);
-
         let stats: BTreeMap<String, i64> =
-            users.iter().map(|id| (cache.stats_key(*id), *id)).collect();
-        let step = cache
-            .cache()
-            .warm_up(
-                users
-                    .iter()
-                    .map(|id| {
-                        (
-                            cache.stats_key(*id),
-                            ApiCache::options(Family::Stats, Some(*id)),
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-                WARM_CONCURRENCY,
-                |key: &str| {
-                    let (workload, user) = (self.clone(), stats.get(key).copied().unwrap_or(0));
-                    load_stats(workload, user)
-                },
-                |step| report(&cache, base, step),
-            )
-            .await;
-        base = add(base, step);
-
+            users.iter().map(|&id| (cache.stats_key(id), id)).collect();
         let pages: BTreeMap<String, i64> = (1..=WARM_PAGES)
             .map(|page| (cache.content_key(page, 20, None), page))
             .collect();
-        let step = cache
-            .cache()
-            .warm_up(
-                pages
-                    .keys()
-                    .map(|key| (key.clone(), ApiCache::options(Family::Content, None)))
-                    .collect::<Vec<_>>(),
-                WARM_CONCURRENCY,
-                |key: &str| {
-                    let (workload, page) = (self.clone(), pages.get(key).copied().unwrap_or(1));
-                    async move { load_contents(workload, page, 20, None).await.map(Some) }
-                },
-                |step| report(&cache, base, step),
-            )
-            .await;
-        base = add(base, step);
-        cache.report_warm_up(WarmUpProgress { total, ..base }, true);
+        let base = WarmUpProgress {
+            total,
+            ..WarmUpProgress::default()
+        };
+        let base = warm_family(&cache, Family::Today, &today, base, |user| {
+            load_today(self.clone(), user, None, 100, due_before)
+        })
+        .await;
+        let base = warm_family(&cache, Family::Stats, &stats, base, |user| {
+            load_stats(self.clone(), user)
+        })
+        .await;
+        let base = warm_family(&cache, Family::Content, &pages, base, |page| {
+            let workload = self.clone();
+            async move { load_contents(workload, page, 20, None).await.map(Some) }
+        })
+        .await;
+        cache.report_warm_up(base, true);
         tracing::info!(total, failed = base.failed, "cache warm-up finished");
     }
 }
 
-fn add(base: WarmUpProgress, step: WarmUpProgress) -> WarmUpProgress {
-    WarmUpProgress {
+/// Loads one family's `keyed` entries (key → the user or page it is of)
+/// into the cache, reporting progress on top of `base` (what the families
+/// before it did); returns the progress after it.
+async fn warm_family<T, F, Fut>(
+    cache: &ApiCache,
+    family: Family,
+    keyed: &BTreeMap<String, i64>,
+    base: WarmUpProgress,
+    load: F,
+) -> WarmUpProgress
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    F: Fn(i64) -> Fut,
+    Fut: Future<Output = Result<Option<T>, WorkloadError>> + Send + 'static,
+{
+    let add = |step: WarmUpProgress| WarmUpProgress {
         total: base.total,
         done: base.done + step.done,
         failed: base.failed + step.failed,
-    }
+    };
+    // Entries of a user are tagged with it, so a change of the user's drops them.
+    let user = |id: i64| (family != Family::Content).then_some(id);
+    let items: Vec<_> = keyed
+        .iter()
+        .map(|(key, id)| (key.clone(), ApiCache::options(family, user(*id))))
+        .collect();
+    let step = cache
+        .cache()
+        .warm_up(
+            items,
+            WARM_CONCURRENCY,
+            |key: &str| load(keyed.get(key).copied().unwrap_or_default()),
+            |step| cache.report_warm_up(add(step), false),
+        )
+        .await;
+    add(step)
 }
 
 async fn user_exists(
