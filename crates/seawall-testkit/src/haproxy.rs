@@ -408,7 +408,10 @@ mod tests {
             .server("api-2", SocketAddr::from(([127, 0, 0, 1], 1002)))
             .render(9000, Path::new("/run"));
         let (services, live) = config.split_once("\nbackend live").expect("two backends");
-        let services = services.split_once("\nbackend services").expect("services").1;
+        let services = services
+            .split_once("\nbackend services")
+            .expect("services")
+            .1;
         for backend in [services, live] {
             assert!(
                 backend.contains("server api-1 127.0.0.1:1001\n"),
