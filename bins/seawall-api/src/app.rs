@@ -25,7 +25,7 @@ use crate::problem::Problem;
 use crate::ratelimit::{self, RateLimits};
 use crate::routes::docs::{ApiDoc, ApiDocument, Conventions};
 use crate::routes::{
-    cache as cache_routes, dashboard, docs, health, performance, queue as queue_routes,
+    cache as cache_routes, dashboard, docs, health, performance, promotions, queue as queue_routes,
     ratelimit as ratelimit_routes, workload,
 };
 use crate::seed::{self, SeedOutcome};
@@ -36,6 +36,7 @@ use crate::state::{AppState, Parts};
 use crate::timeline::Timeline;
 use seawall_app::Error as AppError;
 use seawall_app::metrics;
+use seawall_app::promotions::Promotions;
 use seawall_app::workload::Workload;
 
 /// The service, built from a [`Config`]: connected, migrated, seeded, ready to
@@ -134,8 +135,18 @@ impl App {
                 monitor.register_check(seawall_queue::DurabilityCheck::new(queues));
             });
         }
+        let promotions = Promotions::new(
+            db.clone(),
+            redis.as_ref(),
+            cache.clone(),
+            queues.clone(),
+            &config,
+            &monitor,
+        )?;
+        monitor.register_check(promotions.reconciliation_check());
         let state = AppState::new(Parts {
             throughput: Throughput::start(queues.clone()),
+            promotions,
             workload: Workload::new(db, cache, queues, &config),
             redis,
             monitor,
@@ -290,17 +301,17 @@ fn api_routes(guard: Option<AdminGuard>, limits: Option<RateLimits>) -> OpenApiR
     let mut admin = performance::routes()
         .merge(queue_routes::routes())
         .merge(ratelimit_routes::routes())
-        .merge(cache_routes::routes());
+        .merge(cache_routes::routes())
+        .merge(promotions::admin_routes());
     if let Some(guard) = guard {
         admin = admin.route_layer(axum::middleware::from_fn_with_state(
             guard,
             auth::require_admin,
         ));
     }
-    let workload = workload::routes().route_layer(axum::middleware::from_fn_with_state(
-        limits,
-        ratelimit::workload,
-    ));
+    let workload = workload::routes().merge(promotions::routes()).route_layer(
+        axum::middleware::from_fn_with_state(limits, ratelimit::workload),
+    );
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(workload)
         .merge(health::routes())

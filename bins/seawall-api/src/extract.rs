@@ -21,9 +21,9 @@ use serde::de::DeserializeOwned;
 
 use crate::problem::Problem;
 
-/// A JSON body: as an extractor, refused with a problem (415 without a JSON
-/// content type, 413 over the body limit, 422 otherwise); as a response,
-/// `application/json`.
+/// A JSON object body: as an extractor, refused with a problem (415 without
+/// a JSON content type, 413 over the body limit, 422 otherwise, an array or
+/// a scalar included); as a response, `application/json`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Json<T>(pub(crate) T);
 
@@ -35,10 +35,23 @@ where
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        axum::Json::<T>::from_request(request, state)
+        // Every body this API takes is an object, and serde would read a
+        // struct from an array too (`[7]` as `{"user_id": 7}`).
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(request, state)
             .await
-            .map(|axum::Json(value)| Self(value))
-            .map_err(json_problem)
+            .map_err(json_problem)?;
+        if !value.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object",
+            ));
+        }
+        T::deserialize(value).map(Self).map_err(|error| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the body does not match the expected fields: {error}"),
+            )
+        })
     }
 }
 

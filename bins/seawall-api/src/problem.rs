@@ -66,12 +66,16 @@ pub struct Problem {
     /// The inputs at fault, for 400 and 422.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     invalid_params: Vec<InvalidParam>,
+    /// On a refused points use (409): the user's balance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance: Option<i64>,
     /// The `x-request-id` of the request, to find it in the logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     request_id: Option<Box<str>>,
+    /// Whether the admin bearer challenge goes with it (a 401).
     #[serde(skip)]
-    www_authenticate: Option<&'static str>,
+    challenge: bool,
     #[serde(skip)]
     retry_after: Option<u32>,
 }
@@ -110,8 +114,9 @@ impl Problem {
             status,
             detail: detail.into(),
             invalid_params: Vec::new(),
+            balance: None,
             request_id: None,
-            www_authenticate: None,
+            challenge: false,
             retry_after: None,
         }
     }
@@ -155,7 +160,7 @@ impl Problem {
     /// 401: no usable credentials; carries a `WWW-Authenticate` challenge.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut problem = Self::new(StatusCode::UNAUTHORIZED, detail);
-        problem.www_authenticate = Some("Bearer realm=\"seawall-admin\"");
+        problem.challenge = true;
         problem
     }
 
@@ -176,6 +181,13 @@ impl Problem {
     #[must_use]
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Sets the `balance` member (a refused points use).
+    #[must_use]
+    pub fn with_balance(mut self, balance: i64) -> Self {
+        self.balance = Some(balance);
         self
     }
 
@@ -223,7 +235,8 @@ impl IntoResponse for Problem {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(challenge) = self.www_authenticate {
+        if self.challenge {
+            let challenge = "Bearer realm=\"seawall-admin\"";
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),

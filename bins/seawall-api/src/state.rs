@@ -10,6 +10,7 @@ use seawall_app::cache::ApiCache;
 use seawall_app::config::QueueConfig;
 use seawall_app::db::Db;
 use seawall_app::jobs::Throughput;
+use seawall_app::promotions::Promotions;
 use seawall_app::redis::Redis;
 use seawall_app::setup::QueueHandle;
 use seawall_app::workload::Workload;
@@ -26,6 +27,7 @@ pub(crate) struct AppState(Arc<Shared>);
 /// What the state is made of.
 pub(crate) struct Parts {
     pub(crate) workload: Workload,
+    pub(crate) promotions: Promotions,
     pub(crate) redis: Option<Redis>,
     pub(crate) monitor: Monitor,
     pub(crate) admin_token: AdminToken,
@@ -62,6 +64,11 @@ impl AppState {
     /// The reference workload.
     pub(crate) fn workload(&self) -> &Workload {
         &self.0.parts.workload
+    }
+
+    /// The promotions workload.
+    pub(crate) fn promotions(&self) -> &Promotions {
+        &self.0.parts.promotions
     }
 
     /// The job queues (connected in the background on Redis).

@@ -1,4 +1,4 @@
-//! The `seawall-worker` process: the processors of the eight job queues
+//! The `seawall-worker` process: the processors of the nine job queues
 //! against Redis, with `/livez`, `/readyz` and `/metrics` on a port of its
 //! own (`worker.listen`).
 //!

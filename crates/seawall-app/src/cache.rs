@@ -114,6 +114,10 @@ struct Parts {
     pending: KeyBuilder,
     /// A tenant's rate-limit tier.
     tier: KeyBuilder,
+    /// A user's coupons.
+    coupons: KeyBuilder,
+    /// A user's points balance.
+    points: KeyBuilder,
     warm_up: Mutex<WarmUp>,
     history: Arc<Mutex<VecDeque<RatioPoint>>>,
     sampler: JoinHandle<()>,
@@ -155,6 +159,8 @@ impl ApiCache {
             content: KeyBuilder::new(Family::Content.namespace())?,
             pending: KeyBuilder::new("pending")?,
             tier: KeyBuilder::new("tier")?,
+            coupons: KeyBuilder::new("coupons")?,
+            points: KeyBuilder::new("points")?,
             warm_up: Mutex::new(WarmUp::default()),
             history,
             sampler,
@@ -193,6 +199,16 @@ impl ApiCache {
     /// through one instance reaches every instance as an invalidation.
     pub fn tier_key(&self, tenant: &str) -> String {
         self.0.tier.key([tenant])
+    }
+
+    /// The key of a user's coupon list.
+    pub fn coupons_key(&self, user_id: i64) -> String {
+        self.0.coupons.key([user_id])
+    }
+
+    /// The key of a user's points balance.
+    pub fn points_key(&self, user_id: i64) -> String {
+        self.0.points.key([user_id])
     }
 
     /// The key of a learner's statistics.

@@ -225,6 +225,18 @@ impl Db {
         }
     }
 
+    /// A connection for one write statement outside a transaction: on a
+    /// SQLite file the writers' own connection (so it takes its turn with
+    /// the write transactions), else one of the pool's. Waits are counted
+    /// as in [`Db::acquire`].
+    pub async fn acquire_write(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        let pool = self.write_pool.as_ref().unwrap_or(&self.pool);
+        match pool.try_acquire() {
+            Some(connection) => Ok(connection),
+            None => self.waited_for(pool.acquire()).await,
+        }
+    }
+
     /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
         if let Some(write_pool) = &self.write_pool {
@@ -285,6 +297,13 @@ pub fn fault(error: &sqlx::Error) -> Fault {
         sqlx::Error::Database(db) if is_contention(db.code().as_deref()) => Fault::Busy,
         _ => Fault::Failed,
     }
+}
+
+/// Whether a statement broke a unique or primary-key constraint
+/// (PostgreSQL's 23505; SQLite's 2067 and 1555).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("23505" | "2067" | "1555")))
 }
 
 /// Lock contention rather than a fault: PostgreSQL's serialization failure,

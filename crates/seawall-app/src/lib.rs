@@ -15,6 +15,8 @@
 //!   statistics, the catalogue, reviews written behind the cache);
 //!   [`cache`]: its cache;
 //!   [`jobs`]: the job queues' payloads and processors;
+//! - [`promotions`]: the promotions workload (coupon campaigns, point
+//!   ledgers, time sales) and its audit;
 //! - [`time`] and [`json`]: the clock and the JSON integers both sides read.
 //!
 //! Building the application and answering one request of its workload,
@@ -55,6 +57,7 @@ pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod process;
+pub mod promotions;
 pub mod redis;
 mod reviews;
 pub mod seed;

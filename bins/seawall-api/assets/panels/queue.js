@@ -1,5 +1,5 @@
 /**
- * Queue panel: the depth of each of the eight queues per state, jobs per
+ * Queue panel: the depth of each of the nine queues per state, jobs per
  * second over every worker (read from the queues' event streams, sampled by
  * the service every 5 s), every worker process of the fleet (alive or not,
  * what each runs, its jobs per second), the running jobs with their

@@ -31,6 +31,8 @@ pub(crate) const ADMIN_TOKEN: &str = "admin_token";
     ),
     tags(
         (name = "workload", description = "The reference workload"),
+        (name = "promotions", description = "The promotions workload: coupons, points and \
+            time-sale orders"),
         (name = "probes", description = "Liveness, readiness and metrics"),
         (name = "admin", description = "The admin API, behind the admin bearer token"),
         (name = "dashboard", description = "The dashboard page and its assets"),
@@ -144,11 +146,13 @@ impl Modify for Conventions {
         );
         for (path, item) in &mut openapi.paths.paths {
             let limited = !NOT_LIMITED.contains(&path.as_str());
-            let workload = item
-                .get
-                .iter()
-                .chain(item.post.iter())
-                .any(|operation| operation.tags.iter().flatten().any(|tag| tag == "workload"));
+            let workload = item.get.iter().chain(item.post.iter()).any(|operation| {
+                operation
+                    .tags
+                    .iter()
+                    .flatten()
+                    .any(|tag| tag == "workload" || tag == "promotions")
+            });
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -259,9 +263,10 @@ mod tests {
             }
         }
         assert_eq!(
-            with_body, 13,
+            with_body, 19,
             "review/complete, rate-limit, rate-limit/block, cache (DELETE), \
-             the eight enqueues and queue clean"
+             the eight enqueues, queue clean, coupon issue, points earn and use, order, \
+             and campaign and sale creation"
         );
     }
 }

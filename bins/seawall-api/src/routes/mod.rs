@@ -7,6 +7,7 @@ pub(crate) mod dashboard;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod performance;
+pub(crate) mod promotions;
 pub(crate) mod queue;
 pub(crate) mod ratelimit;
 pub(crate) mod workload;

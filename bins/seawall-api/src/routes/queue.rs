@@ -252,7 +252,7 @@ struct CleanRequest {
 #[into_params(parameter_in = Path)]
 struct QueuePath {
     /// `email`, `report`, `schedule`, `notification`, `analytics`, `backup`,
-    /// `export` or `import`.
+    /// `export`, `import` or `order`.
     queue: String,
 }
 
@@ -318,7 +318,7 @@ fn job_id(id: &str) -> Result<JobId, Problem> {
 /// [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters, taken as they are
 /// (a structured-field string's quotes included). Two of them is a 400
 /// like two `Authorization` headers: which one counts would be a guess.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -46,7 +46,14 @@ fn parameters<'a>(operation: &'a Value, place: &str) -> Vec<&'a str> {
 /// real, except `raw` (already percent-encoded) for `bad`.
 fn fill(template: &str, bad: Option<(&str, &str)>) -> String {
     let mut path = template.to_owned();
-    for (name, good) in [("queue", "email"), ("id", "1"), ("file", "app.js")] {
+    for (name, good) in [
+        ("queue", "email"),
+        ("id", "1"),
+        ("file", "app.js"),
+        ("campaign_id", "1"),
+        ("sale_id", "1"),
+        ("order_id", "ABC"),
+    ] {
         let value = match bad {
             Some((name_at_fault, raw)) if name_at_fault == name => raw,
             _ => good,
@@ -154,7 +161,7 @@ async fn a_body_that_is_not_json_is_a_problem_on_every_route_that_takes_one() {
         shapeless.assert_problem(422);
         checked += 1;
     }
-    assert_eq!(checked, 13, "every operation with a body");
+    assert_eq!(checked, 19, "every operation with a body");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

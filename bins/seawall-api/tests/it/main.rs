@@ -8,6 +8,7 @@ mod contract;
 mod edges;
 mod metrics;
 mod process;
+mod promotions;
 mod queue;
 mod ratelimit;
 mod raw;

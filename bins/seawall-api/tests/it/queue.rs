@@ -39,7 +39,7 @@ async fn jobs_of_every_queue_run_in_process_and_report_progress() {
     assert_eq!(overview.status, 200, "{}", overview.text());
     assert_eq!(overview.json["backend"], "memory");
     assert_eq!(overview.json["processors"], "in-process");
-    assert_eq!(overview.json["queues"].as_array().map(Vec::len), Some(8));
+    assert_eq!(overview.json["queues"].as_array().map(Vec::len), Some(9));
 
     for (queue, payload) in [
         ("email", json!({"user_id": 1, "template": "welcome"})),

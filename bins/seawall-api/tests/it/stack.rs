@@ -469,8 +469,17 @@ async fn every_operation_in_the_document_is_served() {
             "/api/analytics/stats",
             "/api/cache",
             "/api/content",
+            "/api/coupons",
+            "/api/coupons/{campaign_id}/issue",
             "/api/openapi.json",
             "/api/performance",
+            "/api/points/balance",
+            "/api/points/earn",
+            "/api/points/use",
+            "/api/promotions",
+            "/api/promotions/audit",
+            "/api/promotions/campaigns",
+            "/api/promotions/sales",
             "/api/queue",
             "/api/queue/analytics",
             "/api/queue/backup",
@@ -491,6 +500,8 @@ async fn every_operation_in_the_document_is_served() {
             "/api/rate-limit/block",
             "/api/review/complete",
             "/api/review/today",
+            "/api/sales/{sale_id}/orders",
+            "/api/sales/{sale_id}/orders/{order_id}",
             "/assets/panels/{file}",
             "/assets/{file}",
             "/livez",
@@ -502,6 +513,9 @@ async fn every_operation_in_the_document_is_served() {
         let concrete = path
             .replace("{queue}", "email")
             .replace("{id}", "1")
+            .replace("{campaign_id}", "1")
+            .replace("{sale_id}", "1")
+            .replace("{order_id}", "NOSUCHORDER")
             .replace("{file}", "no-such-file.js")
             .replace("panels/no-such-file.js", "panels/no-such-panel.js");
         for method in operations.as_object().expect("operations").keys() {

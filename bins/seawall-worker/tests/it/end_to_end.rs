@@ -81,6 +81,7 @@ fn policy_mut(config: &mut Config, queue: QueueName) -> &mut QueuePolicy {
         QueueName::Backup => &mut queues.backup,
         QueueName::Export => &mut queues.export,
         QueueName::Import => &mut queues.import,
+        QueueName::Order => &mut queues.order,
     }
 }
 
@@ -255,6 +256,7 @@ fn job_body(queue: QueueName, n: usize) -> (Value, Option<&'static str>) {
                 (json!({"file": format!("import-{n}.csv")}), None)
             }
         }
+        QueueName::Order => panic!("orders are placed through a time sale, not enqueued here"),
     }
 }
 

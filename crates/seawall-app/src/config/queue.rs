@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The eight queues the worker runs processors for.
+/// The nine queues the worker runs processors for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueName {
@@ -37,11 +37,13 @@ pub enum QueueName {
     Export,
     /// Contents read from a CSV file, in batches.
     Import,
+    /// Time-sale orders the service acknowledged, written to the database.
+    Order,
 }
 
 impl QueueName {
     /// Every queue, in the order settings and the dashboard list them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Email,
         Self::Report,
         Self::Schedule,
@@ -50,6 +52,7 @@ impl QueueName {
         Self::Backup,
         Self::Export,
         Self::Import,
+        Self::Order,
     ];
 
     /// The queue's name, as in Redis keys, URLs and metrics.
@@ -63,6 +66,7 @@ impl QueueName {
             Self::Backup => "backup",
             Self::Export => "export",
             Self::Import => "import",
+            Self::Order => "order",
         }
     }
 
@@ -87,6 +91,9 @@ impl QueueName {
             Self::Backup => (1, 2, fixed(60), 1_800),
             Self::Export => (2, 3, exponential(5_000, 300), 600),
             Self::Import => (1, 3, exponential(5_000, 300), 600),
+            // An acknowledged order must reach the database: many tries,
+            // none waiting longer than a minute.
+            Self::Order => (16, 100, exponential(200, 60), 30),
         };
         QueuePolicy {
             concurrency,

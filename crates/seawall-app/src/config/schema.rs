@@ -245,6 +245,8 @@ pub struct QueueConfig {
     pub export: QueuePolicy,
     /// The `import` queue's policy.
     pub import: QueuePolicy,
+    /// The `order` queue's policy.
+    pub order: QueuePolicy,
 }
 
 impl QueueConfig {
@@ -259,6 +261,7 @@ impl QueueConfig {
             QueueName::Backup => &self.backup,
             QueueName::Export => &self.export,
             QueueName::Import => &self.import,
+            QueueName::Order => &self.order,
         }
     }
 }
@@ -280,6 +283,7 @@ impl Default for QueueConfig {
             backup: QueueName::Backup.default_policy(),
             export: QueueName::Export.default_policy(),
             import: QueueName::Import.default_policy(),
+            order: QueueName::Order.default_policy(),
         }
     }
 }
@@ -305,6 +309,7 @@ struct RawQueueConfig {
     backup: Option<String>,
     export: Option<String>,
     import: Option<String>,
+    order: Option<String>,
 }
 
 impl TryFrom<RawQueueConfig> for QueueConfig {
@@ -332,6 +337,7 @@ impl TryFrom<RawQueueConfig> for QueueConfig {
             backup: read(QueueName::Backup, raw.backup)?,
             export: read(QueueName::Export, raw.export)?,
             import: read(QueueName::Import, raw.import)?,
+            order: read(QueueName::Order, raw.order)?,
         })
     }
 }
@@ -901,6 +907,8 @@ pub static SETTINGS: &[Setting] = &[
         help: "export queue policy"),
     queue_policy!(import, Import, env: "SEAWALL_QUEUE_IMPORT", flag: "queue-import",
         help: "import queue policy"),
+    queue_policy!(order, Order, env: "SEAWALL_QUEUE_ORDER", flag: "queue-order",
+        help: "order queue policy (time-sale orders written to the database)"),
     setting!(worker.listen, env: ["SEAWALL_WORKER_LISTEN"], flag: value("worker-listen", "ADDR"),
         help: "seawall-worker: address of /livez, /readyz and /metrics, IP:PORT"),
     setting!(worker.shutdown_timeout, env: ["SEAWALL_WORKER_SHUTDOWN_TIMEOUT"],

@@ -117,7 +117,7 @@ impl Program {
                  API, metrics and a dashboard"
             }
             Self::Worker => {
-                "The seawall worker: runs the processors of the eight job queues on Redis, with \
+                "The seawall worker: runs the processors of the nine job queues on Redis, with \
                  /livez, /readyz and /metrics on a port of its own"
             }
         }

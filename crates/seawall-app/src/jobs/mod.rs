@@ -1,4 +1,4 @@
-//! The processors of the eight queues, each doing its work against the
+//! The processors of the nine queues, each doing its work against the
 //! reference database or files, and how they are started on a set of
 //! queues. `seawall-worker` runs them against Redis; on embedded defaults
 //! the API runs them itself, on the memory backend.
@@ -27,9 +27,10 @@ use crate::config::{QueueConfig, QueueName};
 
 pub use payload::{
     AnalyticsJob, BackupJob, Channel, EmailJob, EmailTemplate, ExportJob, ExportTable, ImportJob,
-    NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
+    NotificationJob, OrderJob, ReportJob, ReviewWrite, ScheduleJob,
 };
 pub use processors::Processors;
+pub(crate) use processors::Statement;
 pub use throughput::{Throughput, ThroughputPoint};
 
 /// How often the depth gauges are refreshed.
@@ -147,6 +148,7 @@ fn start_worker(queue: QueueName, builder: WorkerBuilder, processors: Processors
         QueueName::Backup => run!(files::backup),
         QueueName::Export => run!(files::export),
         QueueName::Import => run!(files::import),
+        QueueName::Order => run!(work::order),
     }
 }
 

@@ -245,6 +245,59 @@ pub struct ImportJob {
     pub file: String,
 }
 
+/// A time-sale order the service acknowledged: write its row (once per
+/// order id, however often the job runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderJob {
+    /// The order's id, as acknowledged: 1 to 64 letters or digits.
+    #[schema(pattern = "^[A-Za-z0-9]{1,64}$")]
+    pub order_id: String,
+    /// The sale.
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1)]
+    pub sale_id: i64,
+    /// The unit reserved for it, 1 to the sale's stock.
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1)]
+    pub unit: i64,
+    /// The buyer.
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+    /// The buyer's first, second, … order of the sale.
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1)]
+    pub nth: i64,
+    /// When it was acknowledged (Unix ms).
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 0)]
+    pub ordered_at_ms: i64,
+}
+
+impl OrderJob {
+    /// The rules an order job follows.
+    pub fn check(&self) -> Result<(), Refused> {
+        if self.order_id.is_empty()
+            || self.order_id.len() > 64
+            || !self.order_id.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(Refused::new(
+                "order_id",
+                "must be 1 to 64 letters or digits",
+            ));
+        }
+        positive("sale_id", self.sale_id)?;
+        positive("unit", self.unit)?;
+        positive("user_id", self.user_id)?;
+        positive("nth", self.nth)?;
+        if self.ordered_at_ms < 0 {
+            return Err(Refused::new("ordered_at_ms", "must not be negative"));
+        }
+        Ok(())
+    }
+}
+
 /// Why a payload is refused: the field and the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
@@ -411,6 +464,11 @@ pub fn validate(
         QueueName::Import => {
             let job: ImportJob = read(payload)?;
             file_name(&job.file)?;
+            stored(&job)
+        }
+        QueueName::Order => {
+            let job: OrderJob = read(payload)?;
+            job.check()?;
             stored(&job)
         }
     }

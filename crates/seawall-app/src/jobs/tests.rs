@@ -66,6 +66,7 @@ impl Rig {
                 QueueName::Backup => config.backup = fast,
                 QueueName::Export => config.export = fast,
                 QueueName::Import => config.import = fast,
+                QueueName::Order => config.order = fast,
             }
         }
         let queues = Queues::memory();

@@ -5,7 +5,8 @@ use seawall_perfmon::sqlx::TimedQuery as _;
 use seawall_queue::{Job, JobError};
 
 use super::payload::{
-    AnalyticsJob, EmailJob, EmailTemplate, NotificationJob, ReportJob, ReviewWrite, ScheduleJob,
+    AnalyticsJob, EmailJob, EmailTemplate, NotificationJob, OrderJob, ReportJob, ReviewWrite,
+    ScheduleJob,
 };
 use super::processors::{Processors, database, job_key, write_in_batches};
 use crate::config::QueueName;
@@ -349,5 +350,66 @@ pub(super) async fn analytics(
     }
     let message = format!("{} days refreshed", refreshed.rows_affected());
     job.progress(100, &message).await;
+    Ok(())
+}
+
+/// Writes an acknowledged time-sale order's row, once per order id. The
+/// insert checks the unit against the sale's stock and the user's count
+/// against its limit; the row's unique unit and (user, nth) refuse a unit
+/// or a place sold twice. Either refusal is permanent: the order goes to
+/// the dead set, where the reconciliation and an operator find it.
+pub(super) async fn order(processors: &Processors, job: Job<OrderJob>) -> Result<(), JobError> {
+    const INSERT: &str = "INSERT INTO sale_orders \
+         (id, sale_id, unit, user_id, nth, ordered_at, written_at) \
+         SELECT $1, id, $3, $4, $5, $6, $7 FROM time_sales \
+         WHERE id = $2 AND $3 <= stock AND $5 <= per_user \
+         ON CONFLICT (id) DO NOTHING";
+    const FOUND: &str = "SELECT COUNT(*) FROM sale_orders WHERE id = $1";
+    let order = &job.payload;
+    let db = &processors.db;
+    // One statement, committed by itself: no transaction to open.
+    let mut connection = db.acquire_write().await.map_err(|error| database(&error))?;
+    let inserted = sqlx::query(INSERT)
+        .bind(&order.order_id)
+        .bind(order.sale_id)
+        .bind(order.unit)
+        .bind(order.user_id)
+        .bind(order.nth)
+        .bind(order.ordered_at_ms)
+        .bind(now_ms())
+        .execute(&mut *connection)
+        .timed(db.monitor(), INSERT)
+        .await;
+    drop(connection);
+    let inserted = match inserted {
+        Ok(done) => done.rows_affected(),
+        Err(error) if crate::db::is_unique_violation(&error) => {
+            return Err(JobError::permanent(format!(
+                "order {} of sale {}: unit {} or the buyer's order {} is another order's ({error})",
+                order.order_id, order.sale_id, order.unit, order.nth
+            )));
+        }
+        Err(error) => return Err(database(&error)),
+    };
+    if inserted == 0 {
+        let found: i64 = sqlx::query_scalar(FOUND)
+            .bind(&order.order_id)
+            .fetch_one(db.pool())
+            .timed(db.monitor(), FOUND)
+            .await
+            .map_err(|error| database(&error))?;
+        if found == 0 {
+            return Err(JobError::permanent(format!(
+                "order {} of sale {}: no such sale, or unit {} or the buyer's order {} is past its limits",
+                order.order_id, order.sale_id, order.unit, order.nth
+            )));
+        }
+    }
+    let message = if inserted == 1 {
+        "order written"
+    } else {
+        "order already written"
+    };
+    job.progress(100, message).await;
     Ok(())
 }

@@ -1,0 +1,392 @@
+//! Points: a ledger per user, written with optimistic locking, its balance
+//! read through the cache.
+
+use std::time::Duration;
+
+use seawall_cache::{Class, Options};
+use seawall_perfmon::sqlx::TimedQuery as _;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::base::{Promotions, check_user};
+use super::error::PromoError;
+use crate::json::integer;
+use crate::time::{now_ms, timestamp};
+
+/// Tries of one change before it gives up ([`PromoError::Contention`]).
+const ATTEMPTS: u32 = 12;
+/// The most points one change moves.
+pub const MAX_AMOUNT: i64 = 1_000_000_000;
+/// The most points one account holds.
+pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+/// The longest reason, in characters.
+const MAX_REASON_CHARS: usize = 100;
+/// The longest idempotency key, in characters.
+pub const MAX_KEY_CHARS: usize = 255;
+
+// Points to earn or use. No doc comment: the OpenAPI contract shows this
+// schema without a description, and a doc comment would become one.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": 7, "amount": 500, "reason": "order 1042"}))]
+pub struct PointsChange {
+    /// The user.
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+    /// Points to add or take, 1 to 1,000,000,000.
+    #[serde(deserialize_with = "integer")]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub amount: i64,
+    /// Why, up to 100 characters, no control characters (default `earn` or
+    /// `use`).
+    #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    pub reason: Option<String>,
+}
+
+/// One change of a balance, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PointsEntry {
+    /// The user.
+    pub user_id: i64,
+    /// The account's version after this change (its place in the ledger).
+    pub version: i64,
+    /// Points added (positive) or taken (negative).
+    pub delta: i64,
+    /// The balance after this change.
+    pub balance: i64,
+    /// Why.
+    pub reason: String,
+    /// When it was written (RFC 3339).
+    pub created_at: String,
+    /// Whether this answers a repeated idempotency key (nothing changed).
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// A user's points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Balance {
+    /// The user.
+    pub user_id: i64,
+    /// Points held (0 for a user with no ledger).
+    pub balance: i64,
+    /// Changes so far.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Earn,
+    Use,
+}
+
+enum Outcome {
+    Applied(PointsEntry),
+    /// Another write changed the account (or used the key) first.
+    Lost,
+}
+
+impl Promotions {
+    /// Adds points to the user's balance. With `idempotency_key`, a repeat
+    /// of the same change answers the first one's entry and changes
+    /// nothing.
+    pub async fn earn_points(
+        &self,
+        change: PointsChange,
+        idempotency_key: Option<&str>,
+    ) -> Result<PointsEntry, PromoError> {
+        self.change_points(Operation::Earn, change, idempotency_key)
+            .await
+    }
+
+    /// Takes points from the user's balance; a balance never goes below
+    /// zero ([`PromoError::InsufficientPoints`], nothing written). With
+    /// `idempotency_key`, as [`Promotions::earn_points`].
+    pub async fn use_points(
+        &self,
+        change: PointsChange,
+        idempotency_key: Option<&str>,
+    ) -> Result<PointsEntry, PromoError> {
+        self.change_points(Operation::Use, change, idempotency_key)
+            .await
+    }
+
+    /// The user's balance, through the cache when it is on (every change
+    /// invalidates it).
+    pub async fn balance(&self, user_id: i64) -> Result<Balance, PromoError> {
+        check_user(user_id)?;
+        let Some(cache) = &self.0.cache else {
+            return account(self, user_id).await;
+        };
+        let promotions = self.clone();
+        cache
+            .cache()
+            .get_or_load(
+                &cache.points_key(user_id),
+                Options::new(Class::API),
+                move || async move { account(&promotions, user_id).await.map(Some) },
+            )
+            .await
+            .map_err(PromoError::Cache)?
+            .ok_or_else(|| PromoError::Internal("a balance loaded as nothing".to_owned()))
+    }
+
+    async fn change_points(
+        &self,
+        operation: Operation,
+        change: PointsChange,
+        key: Option<&str>,
+    ) -> Result<PointsEntry, PromoError> {
+        check_user(change.user_id)?;
+        if !(1..=MAX_AMOUNT).contains(&change.amount) {
+            return Err(PromoError::invalid(
+                "amount",
+                format!("must be 1 to {MAX_AMOUNT}, got {}", change.amount),
+            ));
+        }
+        let reason = match change.reason {
+            Some(reason) => {
+                if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control)
+                {
+                    return Err(PromoError::invalid(
+                        "reason",
+                        format!(
+                            "must be at most {MAX_REASON_CHARS} characters, none a control character"
+                        ),
+                    ));
+                }
+                reason
+            }
+            None => match operation {
+                Operation::Earn => "earn".to_owned(),
+                Operation::Use => "use".to_owned(),
+            },
+        };
+        if let Some(key) = key {
+            check_key(key)?;
+        }
+        let delta = match operation {
+            Operation::Earn => change.amount,
+            Operation::Use => -change.amount,
+        };
+        let user_id = change.user_id;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                match operation {
+                    Operation::Earn => self.0.earn_retries.inc(),
+                    Operation::Use => self.0.use_retries.inc(),
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            if let Some(key) = key
+                && let Some(first) = self.ledger_entry(user_id, key).await?
+            {
+                if first.delta != delta || first.reason != reason {
+                    return Err(PromoError::IdempotencyMismatch(format!(
+                        "it changed user {user_id}'s points by {} for {:?}",
+                        first.delta, first.reason
+                    )));
+                }
+                return Ok(first);
+            }
+            let now = now_ms();
+            match self
+                .write_change(user_id, delta, &reason, key, now, change.amount)
+                .await?
+            {
+                Outcome::Applied(entry) => {
+                    if let Some(cache) = &self.0.cache
+                        && let Err(error) =
+                            cache.cache().invalidate(&cache.points_key(user_id)).await
+                    {
+                        tracing::warn!(%error, user_id, "a balance was dropped on this instance only");
+                    }
+                    return Ok(entry);
+                }
+                Outcome::Lost => {}
+            }
+        }
+        Err(PromoError::Contention { attempts: ATTEMPTS })
+    }
+
+    /// Reads the account and writes the change, in one transaction: the
+    /// account moves only if it is still at the version read (optimistic:
+    /// on PostgreSQL a concurrent change makes the update miss, and the
+    /// caller tries again; on SQLite writers take turns, so it never
+    /// misses), and the ledger entry is keyed by (user, version) and by
+    /// the idempotency key.
+    async fn write_change(
+        &self,
+        user_id: i64,
+        delta: i64,
+        reason: &str,
+        key: Option<&str>,
+        now: i64,
+        amount: i64,
+    ) -> Result<Outcome, PromoError> {
+        const READ: &str = "SELECT balance, version FROM point_accounts WHERE user_id = $1";
+        const OPEN: &str = "INSERT INTO point_accounts (user_id, balance, version, updated_at) \
+                            VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING";
+        const MOVE: &str = "UPDATE point_accounts SET balance = $2, version = $3, updated_at = $4 \
+                            WHERE user_id = $1 AND version = $5";
+        const ENTRY: &str = "INSERT INTO point_ledger \
+             (user_id, version, delta, balance_after, reason, idempotency_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+        let db = self.db();
+        let monitor = db.monitor();
+        let mut transaction = db.begin_write().await.map_err(PromoError::database)?;
+        let current: Option<(i64, i64)> = sqlx::query_as(READ)
+            .bind(user_id)
+            .fetch_optional(&mut *transaction)
+            .timed(monitor, READ)
+            .await
+            .map_err(PromoError::database)?;
+        let (balance, version) = current.unwrap_or((0, 0));
+        let refusal = match balance.checked_add(delta) {
+            Some(after) if after > MAX_BALANCE => Some(PromoError::invalid(
+                "amount",
+                format!("would take the balance past {MAX_BALANCE}"),
+            )),
+            Some(after) if after < 0 => Some(PromoError::InsufficientPoints {
+                user_id,
+                balance,
+                wanted: amount,
+            }),
+            Some(_) => None,
+            None => Some(PromoError::invalid("amount", "overflows the balance")),
+        };
+        if let Some(refusal) = refusal {
+            transaction.rollback().await.map_err(PromoError::database)?;
+            return Err(refusal);
+        }
+        let entry = PointsEntry {
+            user_id,
+            version: version + 1,
+            delta,
+            balance: balance + delta,
+            reason: reason.to_owned(),
+            created_at: timestamp(now),
+            replayed: false,
+        };
+        let moved = if entry.version == 1 {
+            sqlx::query(OPEN)
+                .bind(entry.user_id)
+                .bind(entry.balance)
+                .bind(now)
+                .execute(&mut *transaction)
+                .timed(monitor, OPEN)
+                .await
+        } else {
+            sqlx::query(MOVE)
+                .bind(entry.user_id)
+                .bind(entry.balance)
+                .bind(entry.version)
+                .bind(now)
+                .bind(version)
+                .execute(&mut *transaction)
+                .timed(monitor, MOVE)
+                .await
+        }
+        .map_err(PromoError::database)?
+        .rows_affected();
+        if moved == 0 {
+            transaction.rollback().await.map_err(PromoError::database)?;
+            return Ok(Outcome::Lost);
+        }
+        let written = sqlx::query(ENTRY)
+            .bind(entry.user_id)
+            .bind(entry.version)
+            .bind(entry.delta)
+            .bind(entry.balance)
+            .bind(entry.reason.clone())
+            .bind(key.map(str::to_owned))
+            .bind(now)
+            .execute(&mut *transaction)
+            .timed(monitor, ENTRY)
+            .await
+            .map_err(PromoError::database)?
+            .rows_affected();
+        if written == 0 {
+            // The key was used by a concurrent request: the next try answers
+            // its entry.
+            transaction.rollback().await.map_err(PromoError::database)?;
+            return Ok(Outcome::Lost);
+        }
+        transaction.commit().await.map_err(PromoError::database)?;
+        Ok(Outcome::Applied(entry))
+    }
+
+    /// The entry `key` wrote for the user, if any.
+    async fn ledger_entry(
+        &self,
+        user_id: i64,
+        key: &str,
+    ) -> Result<Option<PointsEntry>, PromoError> {
+        const SQL: &str = "SELECT version, delta, balance_after, reason, created_at \
+                           FROM point_ledger WHERE user_id = $1 AND idempotency_key = $2";
+        let db = self.db();
+        let row: Option<(i64, i64, i64, String, i64)> = sqlx::query_as(SQL)
+            .bind(user_id)
+            .bind(key.to_owned())
+            .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
+            .timed(db.monitor(), SQL)
+            .await
+            .map_err(PromoError::database)?;
+        Ok(row.map(
+            |(version, delta, balance, reason, created_at)| PointsEntry {
+                user_id,
+                version,
+                delta,
+                balance,
+                reason,
+                created_at: timestamp(created_at),
+                replayed: true,
+            },
+        ))
+    }
+}
+
+/// The account as the database holds it now.
+async fn account(promotions: &Promotions, user_id: i64) -> Result<Balance, PromoError> {
+    const SQL: &str = "SELECT balance, version FROM point_accounts WHERE user_id = $1";
+    let db = promotions.db();
+    let row: Option<(i64, i64)> = sqlx::query_as(SQL)
+        .bind(user_id)
+        .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
+        .timed(db.monitor(), SQL)
+        .await
+        .map_err(PromoError::database)?;
+    let (balance, version) = row.unwrap_or((0, 0));
+    Ok(Balance {
+        user_id,
+        balance,
+        version,
+    })
+}
+
+/// An idempotency key: 1 to 255 visible ASCII characters.
+pub(crate) fn check_key(key: &str) -> Result<(), PromoError> {
+    if key.is_empty() || key.len() > MAX_KEY_CHARS || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(PromoError::invalid(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The wait before try `attempt` (1, 2, …): half to all of 1, 2, 4, 8, then
+/// 16 ms, so writers that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_us = 1_000_u64 << attempt.saturating_sub(1).min(4);
+    let mut byte = [0_u8; 2];
+    let jitter = if getrandom::fill(&mut byte).is_ok() {
+        u64::from(u16::from_le_bytes(byte))
+    } else {
+        u64::from(attempt) * 7_919
+    };
+    Duration::from_micros(ceiling_us / 2 + jitter % (ceiling_us / 2))
+}
