@@ -52,6 +52,7 @@ pub mod cache;
 mod checks;
 pub mod config;
 pub mod db;
+mod group;
 pub mod jobs;
 pub mod json;
 pub mod logging;

@@ -1,33 +1,19 @@
-//! Completing a review: the SM-2 schedule and its write, and on a SQLite
-//! file the group commit of concurrent reviews.
-//!
-//! SQLite admits one writer at a time, and every transaction costs a lock,
-//! a commit and a round trip to the connection's thread per statement. One
-//! transaction per review held the service to a few hundred reviews a second
-//! under load (`scripts/cache-workload`), with every other request queueing
-//! behind the writers. So on a SQLite file the reviews go to one writer task,
-//! which writes those that arrived while the previous group committed in one
-//! transaction, each review's rows together, and answers each request once its
-//! group is committed: the same effects as one transaction per review, in
-//! arrival order. PostgreSQL locks rows, not the database, so there each
-//! review keeps a transaction of its own.
-
-use std::sync::Arc;
+//! Completing a review: the SM-2 schedule and its write. On a SQLite file
+//! concurrent reviews are written in groups ([`crate::group`]): one
+//! transaction per review held the service to a few hundred reviews a
+//! second under load (`scripts/cache-workload`), with every other request
+//! queueing behind the writers.
 
 use seawall_perfmon::Monitor;
 use seawall_perfmon::sqlx::TimedQuery;
 use sqlx::AnyConnection;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Backend, Db};
+use crate::group::{GroupJob, GroupWriter, WriteFuture};
 
 pub(crate) use crate::time::DAY_MS;
 /// An interval beyond a century is as good as "never again".
 pub(crate) const MAX_INTERVAL_DAYS: i64 = 36_500;
-/// The most reviews one group commit writes.
-const MAX_GROUP: usize = 64;
-/// Reviews waiting for the writer before senders wait for room.
-const QUEUE: usize = 1024;
 
 /// A finished review, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,82 +66,20 @@ pub(crate) fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoi
     }
 }
 
-/// What writing a review came to: its next schedule, or `None` when the
-/// learner has no schedule for the content (nothing written).
-pub(crate) type Written = Result<Option<SchedulePoint>, Arc<sqlx::Error>>;
+/// Writes reviews: grouped on a SQLite file (see [`crate::group`]), one
+/// transaction each otherwise.
+pub(crate) type ReviewWriter = GroupWriter<Review>;
 
-/// Writes reviews: grouped on a SQLite file, one transaction each otherwise.
-#[derive(Debug, Clone)]
-pub(crate) struct ReviewWriter {
-    db: Db,
-    group: Option<mpsc::Sender<Job>>,
-}
+impl GroupJob for Review {
+    type Output = Option<SchedulePoint>;
 
-struct Job {
-    review: Review,
-    reply: oneshot::Sender<Written>,
-}
-
-impl ReviewWriter {
-    /// A writer for `db`; on a SQLite file it starts the group-commit task,
-    /// which ends when the last clone of the writer is dropped.
-    pub(crate) fn start(db: Db) -> Self {
-        let group = db.has_write_connection().then(|| {
-            let (sender, receiver) = mpsc::channel(QUEUE);
-            tokio::spawn(commit_groups(db.clone(), receiver));
-            sender
-        });
-        Self { db, group }
+    fn write<'c>(
+        &'c self,
+        connection: &'c mut AnyConnection,
+        db: &'c Db,
+    ) -> WriteFuture<'c, Self::Output> {
+        Box::pin(write_one(connection, db, self))
     }
-
-    /// Records `review` and moves its schedule, in one transaction of its
-    /// own or in a group; answers once that transaction is committed.
-    pub(crate) async fn write(&self, review: Review) -> Written {
-        let Some(group) = &self.group else {
-            let mut transaction = self.db.begin_write().await?;
-            let next = write_one(&mut transaction, &self.db, &review).await?;
-            transaction.commit().await?;
-            return Ok(next);
-        };
-        let (reply, answer) = oneshot::channel();
-        let stopped = || Arc::new(sqlx::Error::PoolClosed);
-        group
-            .send(Job { review, reply })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
-/// The group-commit task: takes what has queued (at most [`MAX_GROUP`]),
-/// writes it in one transaction, answers, and goes on.
-async fn commit_groups(db: Db, mut jobs: mpsc::Receiver<Job>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match write_group(&db, &group).await {
-            Ok(written) => {
-                for (job, next) in group.drain(..).zip(written) {
-                    let _ = job.reply.send(Ok(next));
-                }
-            }
-            Err(error) => {
-                let error = Arc::new(error);
-                for job in group.drain(..) {
-                    let _ = job.reply.send(Err(Arc::clone(&error)));
-                }
-            }
-        }
-    }
-}
-
-async fn write_group(db: &Db, group: &[Job]) -> Result<Vec<Option<SchedulePoint>>, sqlx::Error> {
-    let mut transaction = db.begin_write().await?;
-    let mut written = Vec::with_capacity(group.len());
-    for job in group {
-        written.push(write_one(&mut transaction, db, &job.review).await?);
-    }
-    transaction.commit().await?;
-    Ok(written)
 }
 
 /// One review's rows, in the caller's transaction: the history row and the

@@ -11,6 +11,7 @@ use seawall_perfmon::{Counter, Monitor};
 
 use super::error::PromoError;
 use super::pool::{PoolId, PoolKind, PoolSpec, Pools, Take};
+use super::writes::Writers;
 use crate::cache::ApiCache;
 use crate::config::{Config, QueueConfig};
 use crate::db::Db;
@@ -48,6 +49,8 @@ pub(super) struct Parts {
     pub(super) loading: tokio::sync::Mutex<()>,
     pub(super) earn_retries: Counter,
     pub(super) use_retries: Counter,
+    /// Coupon rows and point changes, grouped on a SQLite file.
+    pub(super) writers: Writers,
 }
 
 impl std::fmt::Debug for Promotions {
@@ -94,6 +97,7 @@ impl Promotions {
             Some(redis) => Pools::redis(redis.client().clone()),
             None => Pools::memory(),
         };
+        let writers = Writers::start(&db);
         Ok(Self(Arc::new(Parts {
             db,
             pools,
@@ -104,6 +108,7 @@ impl Promotions {
             loading: tokio::sync::Mutex::new(()),
             earn_retries: retries.with_labels(&["earn"])?,
             use_retries: retries.with_labels(&["use"])?,
+            writers,
         })))
     }
 

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use super::base::{Promotions, check_new, check_user, random_code};
 use super::error::PromoError;
 use super::pool::{Grant, PoolId, PoolKind, Take};
+use super::writes::CouponRow;
 use crate::json::{integer, optional_integer};
 use crate::time::{now_ms, timestamp};
 
@@ -255,31 +256,26 @@ impl Promotions {
         per_user: i64,
         grant: &Grant,
     ) -> Result<Written, PromoError> {
-        const INSERT: &str = "INSERT INTO coupons \
-             (campaign_id, number, user_id, nth, code, issued_at) \
-             SELECT id, $2, $3, $4, $5, $6 FROM coupon_campaigns \
-             WHERE id = $1 AND $2 <= quantity AND $4 <= per_user \
-             ON CONFLICT DO NOTHING";
         const WHY: &str = "SELECT \
              (SELECT COUNT(*) FROM coupons WHERE campaign_id = $1 AND number = $2), \
              (SELECT COUNT(*) FROM coupons WHERE campaign_id = $1 AND user_id = $3), \
              (SELECT COALESCE(MAX(number), 0) + 1 FROM coupons WHERE campaign_id = $1)";
         let db = self.db();
-        // One statement, committed by itself: no transaction to open.
-        let mut connection = db.acquire_write().await.map_err(PromoError::database)?;
-        let inserted = sqlx::query(INSERT)
-            .bind(campaign_id)
-            .bind(grant.unit)
-            .bind(grant.user_id)
-            .bind(grant.nth)
-            .bind(&grant.id)
-            .bind(grant.at_ms)
-            .execute(&mut *connection)
-            .timed(db.monitor(), INSERT)
+        let row = CouponRow {
+            campaign_id,
+            number: grant.unit,
+            user_id: grant.user_id,
+            nth: grant.nth,
+            code: grant.id.clone(),
+            issued_at: grant.at_ms,
+        };
+        let inserted = self
+            .0
+            .writers
+            .coupons
+            .write(row)
             .await
-            .map_err(PromoError::database)?
-            .rows_affected();
-        drop(connection);
+            .map_err(PromoError::Database)?;
         if inserted == 1 {
             return Ok(Written::Yes);
         }

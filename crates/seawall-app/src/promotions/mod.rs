@@ -69,6 +69,7 @@ mod pool;
 mod sales;
 #[cfg(test)]
 mod tests;
+mod writes;
 
 pub use audit::{Audit, CampaignStanding, ReconciliationCheck, SaleStanding};
 pub use base::{
@@ -76,5 +77,6 @@ pub use base::{
 };
 pub use coupons::{Campaign, Coupon, CouponList, NewCampaign};
 pub use error::PromoError;
-pub use points::{Balance, MAX_AMOUNT, MAX_BALANCE, MAX_KEY_CHARS, PointsChange, PointsEntry};
+pub use points::{Balance, MAX_AMOUNT, MAX_KEY_CHARS, PointsChange, PointsEntry};
 pub use sales::{NewSale, Order, OrderRequest, OrderState, Sale};
+pub use writes::MAX_BALANCE;

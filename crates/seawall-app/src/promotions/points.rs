@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::base::{Promotions, check_user};
 use super::error::PromoError;
+use super::writes::{MAX_BALANCE, PointsRow, PointsWritten};
 use crate::json::integer;
 use crate::time::{now_ms, timestamp};
 
@@ -17,8 +18,6 @@ use crate::time::{now_ms, timestamp};
 const ATTEMPTS: u32 = 12;
 /// The most points one change moves.
 pub const MAX_AMOUNT: i64 = 1_000_000_000;
-/// The most points one account holds.
-pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
 /// The longest reason, in characters.
 const MAX_REASON_CHARS: usize = 100;
 /// The longest idempotency key, in characters.
@@ -81,12 +80,6 @@ pub struct Balance {
 enum Operation {
     Earn,
     Use,
-}
-
-enum Outcome {
-    Applied(PointsEntry),
-    /// Another write changed the account (or used the key) first.
-    Lost,
 }
 
 impl Promotions {
@@ -193,130 +186,55 @@ impl Promotions {
                 return Ok(first);
             }
             let now = now_ms();
+            let row = PointsRow {
+                user_id,
+                delta,
+                reason: reason.clone(),
+                key: key.map(str::to_owned),
+                now,
+            };
             match self
-                .write_change(user_id, delta, &reason, key, now, change.amount)
-                .await?
+                .0
+                .writers
+                .points
+                .write(row)
+                .await
+                .map_err(PromoError::Database)?
             {
-                Outcome::Applied(entry) => {
+                PointsWritten::Applied { version, balance } => {
                     if let Some(cache) = &self.0.cache
                         && let Err(error) =
                             cache.cache().invalidate(&cache.points_key(user_id)).await
                     {
                         tracing::warn!(%error, user_id, "a balance was dropped on this instance only");
                     }
-                    return Ok(entry);
+                    return Ok(PointsEntry {
+                        user_id,
+                        version,
+                        delta,
+                        balance,
+                        reason,
+                        created_at: timestamp(now),
+                        replayed: false,
+                    });
                 }
-                Outcome::Lost => {}
+                PointsWritten::Lost => {}
+                PointsWritten::Short { balance } => {
+                    return Err(PromoError::InsufficientPoints {
+                        user_id,
+                        balance,
+                        wanted: change.amount,
+                    });
+                }
+                PointsWritten::Ceiling => {
+                    return Err(PromoError::invalid(
+                        "amount",
+                        format!("would take the balance past {MAX_BALANCE}"),
+                    ));
+                }
             }
         }
         Err(PromoError::Contention { attempts: ATTEMPTS })
-    }
-
-    /// Reads the account and writes the change, in one transaction: the
-    /// account moves only if it is still at the version read (optimistic:
-    /// on PostgreSQL a concurrent change makes the update miss, and the
-    /// caller tries again; on SQLite writers take turns, so it never
-    /// misses), and the ledger entry is keyed by (user, version) and by
-    /// the idempotency key.
-    async fn write_change(
-        &self,
-        user_id: i64,
-        delta: i64,
-        reason: &str,
-        key: Option<&str>,
-        now: i64,
-        amount: i64,
-    ) -> Result<Outcome, PromoError> {
-        const READ: &str = "SELECT balance, version FROM point_accounts WHERE user_id = $1";
-        const OPEN: &str = "INSERT INTO point_accounts (user_id, balance, version, updated_at) \
-                            VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING";
-        const MOVE: &str = "UPDATE point_accounts SET balance = $2, version = $3, updated_at = $4 \
-                            WHERE user_id = $1 AND version = $5";
-        const ENTRY: &str = "INSERT INTO point_ledger \
-             (user_id, version, delta, balance_after, reason, idempotency_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
-        let db = self.db();
-        let monitor = db.monitor();
-        let mut transaction = db.begin_write().await.map_err(PromoError::database)?;
-        let current: Option<(i64, i64)> = sqlx::query_as(READ)
-            .bind(user_id)
-            .fetch_optional(&mut *transaction)
-            .timed(monitor, READ)
-            .await
-            .map_err(PromoError::database)?;
-        let (balance, version) = current.unwrap_or((0, 0));
-        let refusal = match balance.checked_add(delta) {
-            Some(after) if after > MAX_BALANCE => Some(PromoError::invalid(
-                "amount",
-                format!("would take the balance past {MAX_BALANCE}"),
-            )),
-            Some(after) if after < 0 => Some(PromoError::InsufficientPoints {
-                user_id,
-                balance,
-                wanted: amount,
-            }),
-            Some(_) => None,
-            None => Some(PromoError::invalid("amount", "overflows the balance")),
-        };
-        if let Some(refusal) = refusal {
-            transaction.rollback().await.map_err(PromoError::database)?;
-            return Err(refusal);
-        }
-        let entry = PointsEntry {
-            user_id,
-            version: version + 1,
-            delta,
-            balance: balance + delta,
-            reason: reason.to_owned(),
-            created_at: timestamp(now),
-            replayed: false,
-        };
-        let moved = if entry.version == 1 {
-            sqlx::query(OPEN)
-                .bind(entry.user_id)
-                .bind(entry.balance)
-                .bind(now)
-                .execute(&mut *transaction)
-                .timed(monitor, OPEN)
-                .await
-        } else {
-            sqlx::query(MOVE)
-                .bind(entry.user_id)
-                .bind(entry.balance)
-                .bind(entry.version)
-                .bind(now)
-                .bind(version)
-                .execute(&mut *transaction)
-                .timed(monitor, MOVE)
-                .await
-        }
-        .map_err(PromoError::database)?
-        .rows_affected();
-        if moved == 0 {
-            transaction.rollback().await.map_err(PromoError::database)?;
-            return Ok(Outcome::Lost);
-        }
-        let written = sqlx::query(ENTRY)
-            .bind(entry.user_id)
-            .bind(entry.version)
-            .bind(entry.delta)
-            .bind(entry.balance)
-            .bind(entry.reason.clone())
-            .bind(key.map(str::to_owned))
-            .bind(now)
-            .execute(&mut *transaction)
-            .timed(monitor, ENTRY)
-            .await
-            .map_err(PromoError::database)?
-            .rows_affected();
-        if written == 0 {
-            // The key was used by a concurrent request: the next try answers
-            // its entry.
-            transaction.rollback().await.map_err(PromoError::database)?;
-            return Ok(Outcome::Lost);
-        }
-        transaction.commit().await.map_err(PromoError::database)?;
-        Ok(Outcome::Applied(entry))
     }
 
     /// The entry `key` wrote for the user, if any.
