@@ -19,7 +19,7 @@ use crate::extract::{Json, Path};
 use crate::params::Params;
 use crate::problem::Problem;
 use crate::routes::queue::{idempotency_key, queue_problem};
-use crate::routes::workload::database_problem;
+use crate::routes::workload::{cached_read_problem, database_problem};
 use crate::state::AppState;
 
 /// Set on an answer that repeats the first result of an `Idempotency-Key`.
@@ -81,23 +81,7 @@ pub(crate) fn promo_problem(error: &PromoError) -> Problem {
                 .with_retry_after(2)
         }
         PromoError::Queue(error) => queue_problem(error),
-        PromoError::Cache(cache_error) => {
-            if let Some(loader) = cache_error
-                .loader_error()
-                .and_then(|source| source.downcast_ref::<PromoError>())
-            {
-                return promo_problem(loader);
-            }
-            match cache_error {
-                seawall_cache::Error::Timeout { .. } => {
-                    Problem::unavailable("the data took too long to load; try again shortly")
-                }
-                _ => {
-                    tracing::error!(error = %cache_error, "cached read failed");
-                    Problem::internal()
-                }
-            }
-        }
+        PromoError::Cache(cache_error) => cached_read_problem(cache_error, promo_problem),
         _ => {
             tracing::error!(%error, "a promotions operation failed");
             Problem::internal()

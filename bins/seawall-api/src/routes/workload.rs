@@ -49,6 +49,31 @@ pub(crate) fn database_problem(error: &sqlx::Error) -> Problem {
     }
 }
 
+/// The problem a failed read through the cache answers with: its loader's
+/// error (an `E`) mapped by `loader`, built anew so that it carries this
+/// request's id (the load may have been another request's); 503 for a load
+/// that took too long; 500 otherwise.
+pub(crate) fn cached_read_problem<E: std::error::Error + 'static>(
+    error: &seawall_cache::Error,
+    loader: impl Fn(&E) -> Problem,
+) -> Problem {
+    if let Some(source) = error
+        .loader_error()
+        .and_then(|source| source.downcast_ref::<E>())
+    {
+        return loader(source);
+    }
+    match error {
+        seawall_cache::Error::Timeout { .. } => {
+            Problem::unavailable("the data took too long to load; try again shortly")
+        }
+        _ => {
+            tracing::error!(%error, "cached read failed");
+            Problem::internal()
+        }
+    }
+}
+
 /// The problem a workload operation's error answers with. A cached read's
 /// problem is built anew from its loader's error, so that it carries this
 /// request's id (the load may have been another request's).
@@ -64,23 +89,7 @@ pub(crate) fn workload_problem(error: &WorkloadError) -> Problem {
                 .with_retry_after(2)
         }
         WorkloadError::Queue(error) => queue_problem(error),
-        WorkloadError::Cache(cache_error) => {
-            if let Some(loader) = cache_error
-                .loader_error()
-                .and_then(|source| source.downcast_ref::<WorkloadError>())
-            {
-                return workload_problem(loader);
-            }
-            match cache_error {
-                seawall_cache::Error::Timeout { .. } => {
-                    Problem::unavailable("the data took too long to load; try again shortly")
-                }
-                _ => {
-                    tracing::error!(error = %cache_error, "cached read failed");
-                    Problem::internal()
-                }
-            }
-        }
+        WorkloadError::Cache(cache_error) => cached_read_problem(cache_error, workload_problem),
         _ => {
             tracing::error!(%error, "a workload operation failed");
             Problem::internal()

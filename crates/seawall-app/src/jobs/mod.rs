@@ -30,7 +30,6 @@ pub use payload::{
     NotificationJob, OrderJob, ReportJob, ReviewWrite, ScheduleJob,
 };
 pub use processors::Processors;
-pub(crate) use processors::Statement;
 pub use throughput::{Throughput, ThroughputPoint};
 
 /// How often the depth gauges are refreshed.

@@ -41,7 +41,7 @@ pub(super) fn database(error: &sqlx::Error) -> JobError {
 pub(super) const BATCH: usize = 500;
 
 /// One statement with its values bound.
-pub(crate) type Statement = Query<'static, Any, <Any as Database>::Arguments>;
+pub(super) type Statement = Query<'static, Any, <Any as Database>::Arguments>;
 
 /// Writes `rows` in batches of [`BATCH`], one write transaction per batch,
 /// running the statement `bind` makes of each row (`sql`, timed under that

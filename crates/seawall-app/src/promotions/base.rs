@@ -279,22 +279,26 @@ impl Promotions {
         }
     }
 
-    /// A new id for a campaign or sale: one past the highest, in the
-    /// caller's write transaction (a concurrent creator that took it makes
-    /// the insert fail, and the caller tries again).
-    pub(super) async fn insert_with_next_id<F>(
-        &self,
-        table: &'static str,
-        insert: F,
-    ) -> Result<i64, PromoError>
-    where
-        F: Fn(i64) -> crate::jobs::Statement,
-    {
-        let next_sql: &'static str = match table {
-            "coupon_campaigns" => "SELECT COALESCE(MAX(id), 0) + 1 FROM coupon_campaigns",
-            _ => "SELECT COALESCE(MAX(id), 0) + 1 FROM time_sales",
+    /// Writes a new campaign's or sale's row with a new id (one past the
+    /// highest, in the write transaction; a concurrent creator that took it
+    /// makes the insert fail, and this tries again), keeps its rules, and
+    /// loads its pool into the store (if that fails, the first request
+    /// loads it).
+    pub(super) async fn create_pool(&self, kind: PoolKind, spec: &Spec) -> Result<i64, PromoError> {
+        const CAMPAIGN_ID: &str = "SELECT COALESCE(MAX(id), 0) + 1 FROM coupon_campaigns";
+        const CAMPAIGN: &str = "INSERT INTO coupon_campaigns \
+             (id, salt, name, quantity, per_user, starts_at, ends_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        const SALE_ID: &str = "SELECT COALESCE(MAX(id), 0) + 1 FROM time_sales";
+        const SALE: &str = "INSERT INTO time_sales \
+             (id, salt, name, stock, per_user, starts_at, ends_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        let (next_sql, insert_sql) = match kind {
+            PoolKind::Coupons => (CAMPAIGN_ID, CAMPAIGN),
+            PoolKind::Stock => (SALE_ID, SALE),
         };
         let db = self.db();
+        let mut created = None;
         let mut last = None;
         for _ in 0..5 {
             let mut transaction = db.begin_write().await.map_err(PromoError::database)?;
@@ -303,19 +307,44 @@ impl Promotions {
                 .timed(db.monitor(), next_sql)
                 .await
                 .map_err(PromoError::database)?;
-            match insert(id).execute(&mut *transaction).await {
+            let inserted = sqlx::query(insert_sql)
+                .bind(id)
+                .bind(spec.salt)
+                .bind(spec.name.clone())
+                .bind(spec.quantity)
+                .bind(spec.per_user)
+                .bind(spec.starts_at)
+                .bind(spec.ends_at)
+                .bind(spec.created_at)
+                .execute(&mut *transaction)
+                .timed(db.monitor(), insert_sql)
+                .await;
+            match inserted {
                 Ok(_) => {
                     transaction.commit().await.map_err(PromoError::database)?;
-                    return Ok(id);
+                    created = Some(id);
+                    break;
                 }
                 Err(error) if crate::db::is_unique_violation(&error) => last = Some(error),
                 Err(error) => return Err(PromoError::database(error)),
             }
         }
-        Err(last.map_or_else(
-            || PromoError::Internal(format!("no free id in {table}")),
-            PromoError::database,
-        ))
+        let Some(id) = created else {
+            return Err(last.map_or_else(
+                || PromoError::Internal("no free id for a new campaign or sale".to_owned()),
+                PromoError::database,
+            ));
+        };
+        self.0.specs.lock().insert((kind, id), spec.clone());
+        let pool = PoolId {
+            kind,
+            id,
+            salt: spec.salt,
+        };
+        if let Err(error) = self.load_pool(pool).await {
+            tracing::warn!(%error, ?pool, "a new pool was not loaded; the first request loads it");
+        }
+        Ok(id)
     }
 }
 

@@ -112,9 +112,6 @@ enum Written {
 impl Promotions {
     /// Creates a coupon campaign and loads its pool into the store.
     pub async fn create_campaign(&self, new: NewCampaign) -> Result<Campaign, PromoError> {
-        const INSERT: &str = "INSERT INTO coupon_campaigns \
-             (id, salt, name, quantity, per_user, starts_at, ends_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         let spec = check_new(
             &new.name,
             new.quantity,
@@ -123,34 +120,7 @@ impl Promotions {
             new.duration_ms,
             now_ms(),
         )?;
-        let id = {
-            let spec = spec.clone();
-            self.insert_with_next_id("coupon_campaigns", move |id| {
-                sqlx::query(INSERT)
-                    .bind(id)
-                    .bind(spec.salt)
-                    .bind(spec.name.clone())
-                    .bind(spec.quantity)
-                    .bind(spec.per_user)
-                    .bind(spec.starts_at)
-                    .bind(spec.ends_at)
-                    .bind(spec.created_at)
-            })
-            .await?
-        };
-        let pool = PoolId {
-            kind: PoolKind::Coupons,
-            id,
-            salt: spec.salt,
-        };
-        self.0
-            .specs
-            .lock()
-            .insert((PoolKind::Coupons, id), spec.clone());
-        if let Err(error) = self.load_pool(pool).await {
-            // The first issue loads it.
-            tracing::warn!(%error, campaign = id, "a new campaign's pool was not loaded");
-        }
+        let id = self.create_pool(PoolKind::Coupons, &spec).await?;
         Ok(Campaign {
             id,
             name: spec.name,

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::base::{Promotions, check_new, check_user, random_code};
 use super::error::PromoError;
 use super::points::check_key;
-use super::pool::{Grant, PoolId, PoolKind, Take};
+use super::pool::{Grant, PoolKind, Take};
 use crate::config::QueueName;
 use crate::jobs::{self, OrderJob, Refusal};
 use crate::json::{integer, optional_integer};
@@ -127,9 +127,6 @@ impl Order {
 impl Promotions {
     /// Creates a time sale and loads its stock into the store.
     pub async fn create_sale(&self, new: NewSale) -> Result<Sale, PromoError> {
-        const INSERT: &str = "INSERT INTO time_sales \
-             (id, salt, name, stock, per_user, starts_at, ends_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         let spec = check_new(
             &new.name,
             new.stock,
@@ -148,34 +145,7 @@ impl Promotions {
             },
             other => other,
         })?;
-        let id = {
-            let spec = spec.clone();
-            self.insert_with_next_id("time_sales", move |id| {
-                sqlx::query(INSERT)
-                    .bind(id)
-                    .bind(spec.salt)
-                    .bind(spec.name.clone())
-                    .bind(spec.quantity)
-                    .bind(spec.per_user)
-                    .bind(spec.starts_at)
-                    .bind(spec.ends_at)
-                    .bind(spec.created_at)
-            })
-            .await?
-        };
-        let pool = PoolId {
-            kind: PoolKind::Stock,
-            id,
-            salt: spec.salt,
-        };
-        self.0
-            .specs
-            .lock()
-            .insert((PoolKind::Stock, id), spec.clone());
-        if let Err(error) = self.load_pool(pool).await {
-            // The first order loads it.
-            tracing::warn!(%error, sale = id, "a new sale's stock was not loaded");
-        }
+        let id = self.create_pool(PoolKind::Stock, &spec).await?;
         Ok(Sale {
             id,
             name: spec.name,
