@@ -36,7 +36,7 @@ use crate::state::{AppState, Parts};
 use crate::timeline::Timeline;
 use seawall_app::Error as AppError;
 use seawall_app::metrics;
-use seawall_app::promotions::Promotions;
+use seawall_app::promotions::{Promotions, Scenarios};
 use seawall_app::workload::Workload;
 
 /// The service, built from a [`Config`]: connected, migrated, seeded, ready to
@@ -146,6 +146,7 @@ impl App {
         monitor.register_check(promotions.reconciliation_check());
         let state = AppState::new(Parts {
             throughput: Throughput::start(queues.clone()),
+            scenarios: Scenarios::new(promotions.clone()),
             promotions,
             workload: Workload::new(db, cache, queues, &config),
             redis,

@@ -10,7 +10,7 @@ use seawall_app::cache::ApiCache;
 use seawall_app::config::QueueConfig;
 use seawall_app::db::Db;
 use seawall_app::jobs::Throughput;
-use seawall_app::promotions::Promotions;
+use seawall_app::promotions::{Promotions, Scenarios};
 use seawall_app::redis::Redis;
 use seawall_app::setup::QueueHandle;
 use seawall_app::workload::Workload;
@@ -28,6 +28,8 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Parts {
     pub(crate) workload: Workload,
     pub(crate) promotions: Promotions,
+    /// The dashboard's scenario runs, over `promotions`.
+    pub(crate) scenarios: Scenarios,
     pub(crate) redis: Option<Redis>,
     pub(crate) monitor: Monitor,
     pub(crate) admin_token: AdminToken,
@@ -69,6 +71,11 @@ impl AppState {
     /// The promotions workload.
     pub(crate) fn promotions(&self) -> &Promotions {
         &self.0.parts.promotions
+    }
+
+    /// The scenario runs of this process.
+    pub(crate) fn scenarios(&self) -> &Scenarios {
+        &self.0.parts.scenarios
     }
 
     /// The job queues (connected in the background on Redis).

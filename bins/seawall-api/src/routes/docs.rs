@@ -263,10 +263,10 @@ mod tests {
             }
         }
         assert_eq!(
-            with_body, 19,
+            with_body, 20,
             "review/complete, rate-limit, rate-limit/block, cache (DELETE), \
              the eight enqueues, queue clean, coupon issue, points earn and use, order, \
-             and campaign and sale creation"
+             campaign and sale creation, and a scenario run"
         );
     }
 }

@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use seawall_app::promotions::{
     Audit, Balance, Campaign, CampaignStanding, CouponList, NewCampaign, NewSale, Order,
-    OrderRequest, PointsChange, PointsEntry, PromoError, Sale, SaleStanding,
+    OrderRequest, PointsChange, PointsEntry, PromoError, Sale, SaleStanding, ScenarioRequest,
+    ScenarioRun,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -44,6 +45,7 @@ pub(crate) fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_campaign))
         .routes(routes!(create_sale))
         .routes(routes!(audit))
+        .routes(routes!(start_scenario, scenario_runs))
 }
 
 /// The problem a promotions error answers with. A cached read's problem is
@@ -64,6 +66,7 @@ pub(crate) fn promo_problem(error: &PromoError) -> Problem {
         PromoError::NotStarted { .. } | PromoError::Ended { .. } => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
         }
+        PromoError::ScenarioRunning(_) => Problem::new(StatusCode::CONFLICT, error.to_string()),
         PromoError::IdempotencyMismatch(_) => Problem::new(StatusCode::CONFLICT, error.to_string())
             .with_param("Idempotency-Key", "was first used for a different request"),
         PromoError::Invalid { field, reason } => Problem::invalid_field(field, reason.clone()),
@@ -440,4 +443,44 @@ async fn audit(State(state): State<AppState>) -> Result<Json<Audit>, Problem> {
         .await
         .map(Json)
         .map_err(|error| promo_problem(&error))
+}
+
+/// Starts a scenario in this instance: virtual users calling the
+/// workload's operations in process (no HTTP), timed per operation, then
+/// the audit.
+///
+/// Answers at once with the run, `running`; `GET /api/promotions/scenarios`
+/// shows it finish with its report. The campaign or sale it works on is
+/// created before the answer. One run at a time per instance.
+#[utoipa::path(post, path = "/api/promotions/scenarios", tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = ScenarioRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The run, started", body = ScenarioRun),
+        (status = 409, description = "Another run is at work in this instance", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "A field is wrong; nothing was started", body = Problem,
+            content_type = "application/problem+json"),
+    ),
+)]
+async fn start_scenario(
+    State(state): State<AppState>,
+    body: Result<Json<ScenarioRequest>, Problem>,
+) -> Result<Response, Problem> {
+    let Json(request) = body?;
+    state
+        .scenarios()
+        .start(request)
+        .await
+        .map(|run| (StatusCode::ACCEPTED, Json(run)).into_response())
+        .map_err(|error| promo_problem(&error))
+}
+
+/// The scenario runs of this instance, newest first (at most 10).
+#[utoipa::path(get, path = "/api/promotions/scenarios", tag = "admin",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The runs", body = [ScenarioRun])),
+)]
+async fn scenario_runs(State(state): State<AppState>) -> Json<Vec<ScenarioRun>> {
+    Json(state.scenarios().runs())
 }

@@ -732,6 +732,171 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
 }
 
 /// Opens the dashboard and signs in with the admin token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_promotions_panel_creates_a_campaign_and_a_sale_and_runs_a_scenario() -> TestResult {
+    in_browser(TestServer::start().await, use_promotions_panel).await
+}
+
+async fn use_promotions_panel(browser: &Client, server: &TestServer) -> TestResult {
+    sign_in(browser, server).await?;
+    wait_displayed(browser, "[data-testid=promo-campaigns]").await?;
+
+    // A campaign of five coupons, created through the form.
+    let campaign_id =
+        create_in_panel(browser, server, "promo-campaign", "browser campaign", 5).await?;
+    wait_for_figure(browser, &format!("promo-remaining-{campaign_id}"), 5.0).await?;
+
+    // Three coupons issued through the public API show up live.
+    for user_id in 1..=3 {
+        let status = server
+            .request(Method::POST, &format!("/api/coupons/{campaign_id}/issue"))
+            .json(&json!({ "user_id": user_id }))
+            .send()
+            .await?
+            .status();
+        check!(status == 201, "issuing to user {user_id}: {status}");
+    }
+    wait_for_figure(browser, &format!("promo-issued-{campaign_id}"), 3.0).await?;
+    wait_for_figure(browser, &format!("promo-remaining-{campaign_id}"), 2.0).await?;
+    wait_for_figure(browser, &format!("promo-written-{campaign_id}"), 3.0).await?;
+
+    // A sale of seven units, created through the form.
+    let sale_id = create_in_panel(browser, server, "promo-sale", "browser sale", 7).await?;
+    wait_for_figure(browser, &format!("promo-sale-remaining-{sale_id}"), 7.0).await?;
+
+    // The full journey: 4 virtual users × 5 rounds, each round a coupon,
+    // an earning and an order.
+    browser
+        .find(Css("[data-testid=promo-scenario]"))
+        .await?
+        .select_by_value("journey")
+        .await?;
+    for (testid, value) in [("promo-users", "4"), ("promo-rounds", "5")] {
+        let input = browser
+            .find(Css(&format!("[data-testid={testid}]")))
+            .await?;
+        input.clear().await?;
+        input.send_keys(value).await?;
+    }
+    browser
+        .find(Css("[data-testid=promo-run]"))
+        .await?
+        .click()
+        .await?;
+    wait_for("the run to finish", UPDATE_TIMEOUT, async || {
+        let state = browser
+            .find(Css("[data-testid=promo-run-state]"))
+            .await?
+            .attr("value")
+            .await?;
+        Ok((state.as_deref() == Some("finished")).then_some(()))
+    })
+    .await?;
+    for (testid, expected) in [
+        ("promo-run-operations", 60.0),
+        ("promo-run-succeeded", 60.0),
+        ("promo-run-refused", 0.0),
+        ("promo-run-failed", 0.0),
+    ] {
+        let shown = figure(browser, testid).await?;
+        check!(
+            shown == Some(expected),
+            "{testid}: {shown:?}, not {expected}"
+        );
+    }
+    let p95 = figure(browser, "promo-run-p95").await?;
+    check!(p95.is_some_and(|ms| ms > 0.0), "p95: {p95:?}");
+    let faults = browser
+        .find_all(Css("[data-testid=promo-run-audit] data"))
+        .await?;
+    check!(faults.len() == 8, "{} invariants shown", faults.len());
+    for fault in faults {
+        let value = fault.attr("value").await?;
+        check!(value.as_deref() == Some("0"), "a fault counts {value:?}");
+    }
+
+    // The run's own campaign and sale show what it took.
+    let runs: Value = server
+        .admin(Method::GET, "/api/promotions/scenarios")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let run = &runs[0];
+    check!(run["state"] == "finished", "the run: {run}");
+    let (run_campaign, run_sale) = (&run["campaign_id"], &run["sale_id"]);
+    wait_for_figure(browser, &format!("promo-issued-{run_campaign}"), 20.0).await?;
+    wait_for_figure(browser, &format!("promo-sold-{run_sale}"), 20.0).await?;
+
+    console_is_clean(browser).await?;
+    Ok(())
+}
+
+/// Fills the campaign or sale form (`prefix`), submits it, and answers the
+/// id the admin API lists it under.
+async fn create_in_panel(
+    browser: &Client,
+    server: &TestServer,
+    prefix: &str,
+    name: &str,
+    amount: u32,
+) -> TestResult<i64> {
+    for (field, value) in [("name", name.to_owned()), ("amount", amount.to_string())] {
+        let input = browser
+            .find(Css(&format!("[data-testid={prefix}-{field}]")))
+            .await?;
+        input.clear().await?;
+        input.send_keys(&value).await?;
+    }
+    browser
+        .find(Css(&format!("[data-testid={prefix}-create]")))
+        .await?
+        .click()
+        .await?;
+    let message = wait_for("the form's answer", UPDATE_TIMEOUT, async || {
+        let text = browser
+            .find(Css(&format!("[data-testid={prefix}-result]")))
+            .await?
+            .text()
+            .await?;
+        Ok((!text.is_empty()).then_some(text))
+    })
+    .await?;
+    check!(message.starts_with("Created"), "{prefix}: {message:?}");
+    let overview: Value = server
+        .admin(Method::GET, "/api/promotions")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let list = if prefix == "promo-sale" {
+        "sales"
+    } else {
+        "campaigns"
+    };
+    let id = overview[list]
+        .as_array()
+        .and_then(|items| items.iter().find(|item| item["name"] == name))
+        .and_then(|item| item["id"].as_i64())
+        .ok_or_else(|| format!("{name} is not among the {list}: {overview}"))?;
+    Ok(id)
+}
+
+/// Waits for the figure `testid` to show `expected`.
+async fn wait_for_figure(browser: &Client, testid: &str, expected: f64) -> TestResult {
+    wait_for(
+        &format!("{testid} to show {expected}"),
+        UPDATE_TIMEOUT,
+        async || {
+            Ok(figure(browser, testid)
+                .await?
+                .filter(|&shown| (shown - expected).abs() < f64::EPSILON)
+                .map(|_| ()))
+        },
+    )
+    .await
+}
+
 async fn sign_in(browser: &Client, server: &TestServer) -> TestResult {
     browser.goto(&format!("{}/", server.base_url)).await?;
     wait_displayed(browser, "#token").await?;

@@ -217,6 +217,70 @@ async fn creating_campaigns_and_sales_takes_the_admin_token() {
     assert_eq!(overview.json["sales"], json!([]));
 }
 
+/// A scenario run over the admin API: refused sizes, one run at a time,
+/// and a finished sale run whose report and audit agree with its stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_runs_one_at_a_time_and_reports_its_audit() {
+    let app = TestApp::sqlite().await;
+    let uri = "/api/promotions/scenarios";
+    app.post_json(uri, &json!({"scenario": "sale"}))
+        .await
+        .assert_problem(401);
+    for (body, field) in [
+        (json!({"scenario": "sale", "users": 1001}), "users"),
+        (json!({"scenario": "sale", "rounds": 21}), "rounds"),
+        (json!({"scenario": "sale", "rounds": 0}), "rounds"),
+        (json!({"scenario": "lottery"}), "expected one of `coupon`"),
+    ] {
+        let refused = app.admin_send("POST", uri, Some(&body)).await;
+        let detail = refused.assert_problem(422);
+        assert!(detail.contains(field), "{body}: {detail}");
+    }
+    assert_eq!(app.admin_get(uri).await.json, json!([]));
+
+    // 1,000 users × 20 rounds against a stock of 10,000: the second request
+    // arrives while the first run's 20,000 orders are under way.
+    let body = json!({"scenario": "sale", "users": 1000, "rounds": 20});
+    let started = app.admin_send("POST", uri, Some(&body)).await;
+    assert_eq!(started.status, 202, "{}", started.text());
+    assert_eq!(started.json["state"], "running");
+    assert!(
+        started.json.get("campaign_id").is_none(),
+        "{}",
+        started.text()
+    );
+    let id = started.json["id"].clone();
+    let busy = app.admin_send("POST", uri, Some(&body)).await;
+    assert!(busy.assert_problem(409).contains("running"));
+
+    let mut run = Value::Null;
+    for _ in 0..600 {
+        run = app.admin_get(uri).await.json[0].clone();
+        if run["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(run["id"], id);
+    assert_eq!(run["state"], "finished", "{run}");
+    let report = &run["report"];
+    assert_eq!(report["operations"], 20_000, "{run}");
+    assert_eq!(report["succeeded"], 10_000, "{run}");
+    assert_eq!(report["refused"], 10_000, "{run}");
+    assert_eq!(report["failed"], 0, "{run}");
+    assert_eq!(report["holds"], true, "{run}");
+
+    let sale = run["sale_id"].as_i64().expect("the run's sale");
+    let overview = app.admin_get("/api/promotions").await;
+    let standing = overview.json["sales"]
+        .as_array()
+        .and_then(|sales| sales.iter().find(|s| s["id"] == sale))
+        .cloned()
+        .expect("the run's sale is listed");
+    assert_eq!(standing["sold"], 10_000, "{standing}");
+    assert_eq!(standing["remaining"], 0, "{standing}");
+}
+
 /// Two instances on one Redis, 60 issues each at once against 25 coupons:
 /// 25 issued in all, to 25 users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -480,6 +480,7 @@ async fn every_operation_in_the_document_is_served() {
             "/api/promotions/audit",
             "/api/promotions/campaigns",
             "/api/promotions/sales",
+            "/api/promotions/scenarios",
             "/api/queue",
             "/api/queue/analytics",
             "/api/queue/backup",

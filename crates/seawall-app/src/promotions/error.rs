@@ -112,6 +112,9 @@ pub enum PromoError {
     /// [`loader_error`](seawall_cache::Error::loader_error)) or took too long.
     #[error("a cached read failed")]
     Cache(#[source] seawall_cache::Error),
+    /// A scenario run is at work in this process; one runs at a time.
+    #[error("scenario run {0} is still running; one runs at a time")]
+    ScenarioRunning(u64),
     /// A fault of the service itself, described for the log.
     #[error("{0}")]
     Internal(String),

@@ -28,6 +28,9 @@
 //!   answer leaves, so it survives the API process dying right after.
 //!   [`Promotions::audit`] and the reconciliation check compare the store's
 //!   stock and acknowledged orders with the rows.
+//! - **Scenarios** ([`Scenarios::start`]): a burst of virtual
+//!   users calling these operations in this process, timed and audited;
+//!   the dashboard's "run a scenario".
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,6 +70,7 @@ mod error;
 mod points;
 mod pool;
 mod sales;
+mod scenario;
 #[cfg(test)]
 mod tests;
 mod writes;
@@ -79,4 +83,8 @@ pub use coupons::{Campaign, Coupon, CouponList, NewCampaign};
 pub use error::PromoError;
 pub use points::{Balance, MAX_AMOUNT, MAX_KEY_CHARS, PointsChange, PointsEntry};
 pub use sales::{NewSale, Order, OrderRequest, OrderState, Sale};
+pub use scenario::{
+    DEFAULT_ROUNDS, DEFAULT_USERS, MAX_ROUNDS, MAX_USERS, RunState, ScenarioKind, ScenarioReport,
+    ScenarioRequest, ScenarioRun, Scenarios,
+};
 pub use writes::MAX_BALANCE;
