@@ -28,8 +28,8 @@ pub(crate) struct Run {
     pub(crate) campaign: i64,
     /// The sale orders are placed in.
     pub(crate) sale: i64,
-    /// Distinguishes this run's idempotency keys and point users from an
-    /// earlier run's on the same database.
+    /// Distinguishes this run's idempotency keys and users from an earlier
+    /// run's on the same database.
     pub(crate) tag: i64,
     /// The next fresh user id.
     pub(crate) next_user: AtomicI64,

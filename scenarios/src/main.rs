@@ -287,7 +287,9 @@ async fn scenario(args: &Args, admin: &Admin, spec: &Spec) -> Outcome {
         tag,
         ..Run::default()
     };
-    run.next_user.store(1, Ordering::Relaxed);
+    // Fresh users of this run: past the points scenario's accounts (tag + 1
+    // to tag + its users), before the next run's tag (10,000,000 on).
+    run.next_user.store(tag + 5_000_001, Ordering::Relaxed);
     let stock = stock(args.full);
     let setup = async {
         if matches!(spec.name, "coupon" | "full") {

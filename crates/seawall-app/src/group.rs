@@ -7,8 +7,8 @@
 //! statement; with a hundred concurrent writers they queue for the one
 //! write connection. A group pays the transaction once for all its jobs:
 //! the same effects as one transaction per job, in arrival order. On
-//! PostgreSQL, which locks rows rather than the database, each job keeps a
-//! transaction of its own.
+//! PostgreSQL, which locks rows rather than the database, each job is
+//! written on its own, in as few round trips as it can be atomic in.
 //!
 //! A job reads what it needs and decides before it writes (inside the
 //! group's transaction it sees every earlier job's writes), so a refusal
@@ -47,6 +47,29 @@ pub(crate) trait GroupJob: Send + Sync + 'static {
         connection: &'c mut AnyConnection,
         db: &'c Db,
     ) -> WriteFuture<'c, Self::Output>;
+
+    /// Runs the job on its own, outside any group (on PostgreSQL, or a
+    /// SQLite database in memory): by default [`GroupJob::write`] in a
+    /// transaction of its own. A job that can be atomic in fewer round
+    /// trips (one statement, or a read and one conditional statement)
+    /// says how here.
+    fn write_alone<'a>(&'a self, db: &'a Db) -> WriteFuture<'a, Self::Output>
+    where
+        Self: Sized,
+    {
+        Box::pin(in_transaction(self, db))
+    }
+}
+
+/// Runs `job` in a transaction of its own.
+pub(crate) async fn in_transaction<J: GroupJob>(
+    job: &J,
+    db: &Db,
+) -> Result<J::Output, sqlx::Error> {
+    let mut transaction = db.begin_write().await?;
+    let output = job.write(&mut transaction, db).await?;
+    transaction.commit().await?;
+    Ok(output)
 }
 
 type Queued<J> = (J, oneshot::Sender<Written<<J as GroupJob>::Output>>);
@@ -80,14 +103,11 @@ impl<J: GroupJob> GroupWriter<J> {
         Self { db, group }
     }
 
-    /// Runs `job` in a transaction of its own or in a group; answers once
-    /// that transaction is committed.
+    /// Runs `job` in a group, or on its own ([`GroupJob::write_alone`]);
+    /// answers once its writes are committed.
     pub(crate) async fn write(&self, job: J) -> Written<J::Output> {
         let Some(group) = &self.group else {
-            let mut transaction = self.db.begin_write().await?;
-            let output = job.write(&mut transaction, &self.db).await?;
-            transaction.commit().await?;
-            return Ok(output);
+            return Ok(job.write_alone(&self.db).await?);
         };
         let (reply, answer) = oneshot::channel();
         let stopped = || Arc::new(sqlx::Error::PoolClosed);

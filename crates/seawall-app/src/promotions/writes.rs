@@ -1,13 +1,13 @@
 //! The promotions' hot writes as group-commit jobs ([`crate::group`]): a
 //! coupon's row, and a change of points (the account and its ledger entry).
-//! On a SQLite file concurrent writes share one transaction; elsewhere each
-//! has its own.
+//! On a SQLite file concurrent writes share one transaction; on PostgreSQL
+//! each is atomic on its own in as few round trips as it can be.
 
 use seawall_perfmon::sqlx::TimedQuery as _;
 use sqlx::AnyConnection;
 
-use crate::db::Db;
-use crate::group::{GroupJob, GroupWriter, WriteFuture};
+use crate::db::{Backend, Db};
+use crate::group::{GroupJob, GroupWriter, WriteFuture, in_transaction};
 
 /// The most points one account holds.
 pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
@@ -62,6 +62,14 @@ impl GroupJob for CouponRow {
                 .timed(db.monitor(), INSERT)
                 .await?;
             Ok(done.rows_affected())
+        })
+    }
+
+    /// One statement, atomic on its own: no transaction around it.
+    fn write_alone<'a>(&'a self, db: &'a Db) -> WriteFuture<'a, u64> {
+        Box::pin(async move {
+            let mut connection = db.acquire_write().await?;
+            self.write(&mut connection, db).await
         })
     }
 }
@@ -131,11 +139,9 @@ impl GroupJob for PointsRow {
                 .timed(monitor, READ)
                 .await?;
             let (balance, version) = current.unwrap_or((0, 0));
-            let after = match balance.checked_add(self.delta) {
-                Some(after) if after > MAX_BALANCE => return Ok(PointsWritten::Ceiling),
-                Some(after) if after < 0 => return Ok(PointsWritten::Short { balance }),
-                Some(after) => after,
-                None => return Ok(PointsWritten::Ceiling),
+            let after = match self.balance_after(balance) {
+                Ok(after) => after,
+                Err(refused) => return Ok(refused),
             };
             let moved = if version == 0 {
                 sqlx::query(OPEN)
@@ -177,5 +183,86 @@ impl GroupJob for PointsRow {
                 balance: after,
             })
         })
+    }
+
+    /// On PostgreSQL, two round trips and no transaction: one read of the
+    /// account and the key, then one statement that moves the account if
+    /// it is still at the version read and writes the entry of that move
+    /// (a statement is atomic on its own; the move's row lock makes a
+    /// concurrent change of the account wait, then miss). The connection
+    /// is held for those two statements only, not for a `BEGIN` and a
+    /// `COMMIT` besides.
+    fn write_alone<'a>(&'a self, db: &'a Db) -> WriteFuture<'a, PointsWritten> {
+        const READ: &str = "SELECT a.balance, a.version, \
+             (SELECT COUNT(*) FROM point_ledger WHERE user_id = $1 AND idempotency_key = $2) \
+             FROM (SELECT 1) AS one LEFT JOIN point_accounts a ON a.user_id = $1";
+        const OPEN: &str = "WITH opened AS (\
+               INSERT INTO point_accounts (user_id, balance, version, updated_at) \
+               VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING RETURNING version) \
+             INSERT INTO point_ledger \
+             (user_id, version, delta, balance_after, reason, idempotency_key, created_at) \
+             SELECT $1, version, $4, $2, $5, $6, $3 FROM opened";
+        const MOVE: &str = "WITH moved AS (\
+               UPDATE point_accounts SET balance = $2, version = version + 1, updated_at = $3 \
+               WHERE user_id = $1 AND version = $7 RETURNING version) \
+             INSERT INTO point_ledger \
+             (user_id, version, delta, balance_after, reason, idempotency_key, created_at) \
+             SELECT $1, version, $4, $2, $5, $6, $3 FROM moved";
+        if db.backend() != Backend::Postgres {
+            return Box::pin(in_transaction(self, db));
+        }
+        let monitor = db.monitor();
+        Box::pin(async move {
+            let mut connection = db.acquire_write().await?;
+            let (balance, version, used): (Option<i64>, Option<i64>, i64) = sqlx::query_as(READ)
+                .bind(self.user_id)
+                .bind(self.key.clone())
+                .fetch_one(&mut *connection)
+                .timed(monitor, READ)
+                .await?;
+            if used > 0 {
+                return Ok(PointsWritten::Lost);
+            }
+            let (balance, version) = (balance.unwrap_or(0), version.unwrap_or(0));
+            let after = match self.balance_after(balance) {
+                Ok(after) => after,
+                Err(refused) => return Ok(refused),
+            };
+            let statement = if version == 0 { OPEN } else { MOVE };
+            let mut query = sqlx::query(statement)
+                .bind(self.user_id)
+                .bind(after)
+                .bind(self.now)
+                .bind(self.delta)
+                .bind(self.reason.clone())
+                .bind(self.key.clone());
+            if version > 0 {
+                query = query.bind(version);
+            }
+            let moved = query
+                .execute(&mut *connection)
+                .timed(monitor, statement)
+                .await?;
+            Ok(if moved.rows_affected() == 0 {
+                PointsWritten::Lost
+            } else {
+                PointsWritten::Applied {
+                    version: version + 1,
+                    balance: after,
+                }
+            })
+        })
+    }
+}
+
+impl PointsRow {
+    /// The balance after this change of `balance`, or why it is refused.
+    fn balance_after(&self, balance: i64) -> Result<i64, PointsWritten> {
+        match balance.checked_add(self.delta) {
+            Some(after) if after > MAX_BALANCE => Err(PointsWritten::Ceiling),
+            Some(after) if after < 0 => Err(PointsWritten::Short { balance }),
+            Some(after) => Ok(after),
+            None => Err(PointsWritten::Ceiling),
+        }
     }
 }
