@@ -2,10 +2,12 @@
 //! decoded values so a hit costs no decoding.
 
 use std::any::Any;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
+use parking_lot::Mutex;
 
 use crate::codec::Meta;
 use crate::glob;
@@ -81,6 +83,25 @@ impl moka::Expiry<String, Arc<Entry>> for UntilStale {
 pub(crate) struct MemoryTier {
     cache: moka::sync::Cache<String, Arc<Entry>>,
     by_bytes: bool,
+    tags: Mutex<TagIndex>,
+}
+
+/// Listed (tag, key) pairs below which the index is never pruned.
+const PRUNE_FLOOR: usize = 4_096;
+
+/// The keys inserted with each tag, so that dropping a tag removes just
+/// those keys. (moka's `invalidate_entries_if` would register a predicate
+/// that every read then checks until a scan of the whole cache retires
+/// it: with a tag dropped on every write, reads slowed down with the write
+/// rate.) It lists a superset: a key evicted, or replaced by an entry
+/// without the tag, stays listed until its tag is dropped or the index is
+/// pruned, which happens whenever the pairs listed have doubled since the
+/// last prune.
+#[derive(Default)]
+struct TagIndex {
+    keys: HashMap<String, HashSet<String>>,
+    listed: usize,
+    listed_after_prune: usize,
 }
 
 impl MemoryTier {
@@ -110,7 +131,11 @@ impl MemoryTier {
                 true,
             ),
         };
-        Self { cache, by_bytes }
+        Self {
+            cache,
+            by_bytes,
+            tags: Mutex::new(TagIndex::default()),
+        }
     }
 
     /// Whether entries need their encoded size to be weighed.
@@ -123,6 +148,33 @@ impl MemoryTier {
     }
 
     pub(crate) fn insert(&self, key: &str, entry: Entry) {
+        if entry.tags.is_empty() {
+            self.cache.insert(key.to_owned(), Arc::new(entry));
+            return;
+        }
+        // The entry goes in under the index's lock, so that a prune (which
+        // keeps only keys the cache holds) never meets a key listed but
+        // not inserted yet.
+        let mut index = self.tags.lock();
+        if index.listed >= 2 * index.listed_after_prune.max(PRUNE_FLOOR) {
+            let cache = &self.cache;
+            index.keys.retain(|_, keys| {
+                keys.retain(|key| cache.contains_key(key));
+                !keys.is_empty()
+            });
+            index.listed = index.keys.values().map(HashSet::len).sum();
+            index.listed_after_prune = index.listed;
+        }
+        for tag in &entry.tags {
+            if index
+                .keys
+                .entry(tag.clone())
+                .or_default()
+                .insert(key.to_owned())
+            {
+                index.listed += 1;
+            }
+        }
         self.cache.insert(key.to_owned(), Arc::new(entry));
     }
 
@@ -130,12 +182,25 @@ impl MemoryTier {
         self.cache.invalidate(key);
     }
 
+    /// Removes every entry inserted with `tag` before this call. An entry
+    /// inserted while it runs may stay: the caller's load guards (the
+    /// invalidation epoch) keep a value read before the invalidation out.
     pub(crate) fn remove_tagged(&self, tag: &str) {
-        let tag = tag.to_owned();
-        // Fails only without `support_invalidation_closures`, set above.
-        let _ = self
-            .cache
-            .invalidate_entries_if(move |_, entry| entry.tags.contains(&tag));
+        let keys = {
+            let mut index = self.tags.lock();
+            let keys = index.keys.remove(tag).unwrap_or_default();
+            index.listed -= keys.len();
+            keys
+        };
+        for key in keys {
+            if self
+                .cache
+                .get(&key)
+                .is_some_and(|entry| entry.tags.iter().any(|t| t == tag))
+            {
+                self.cache.invalidate(&key);
+            }
+        }
     }
 
     pub(crate) fn remove_matching(&self, pattern: &str) {
@@ -147,6 +212,7 @@ impl MemoryTier {
 
     pub(crate) fn clear(&self) {
         self.cache.invalidate_all();
+        *self.tags.lock() = TagIndex::default();
     }
 
     pub(crate) fn sizes(&self) -> (u64, u64) {
@@ -156,5 +222,76 @@ impl MemoryTier {
     /// Applies pending writes and evictions now (moka batches them).
     pub(crate) fn sync(&self) {
         self.cache.run_pending_tasks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::ClassCounters;
+
+    fn tier() -> MemoryTier {
+        let counters: Arc<[ClassCounters]> = (0..1).map(|_| ClassCounters::default()).collect();
+        MemoryTier::new(L1Capacity::Entries(100_000), counters)
+    }
+
+    fn entry(tags: &[&str]) -> Entry {
+        let now = crate::now_ms();
+        let meta = Meta {
+            created_ms: now,
+            fresh_until_ms: now + 60_000,
+            stale_until_ms: now + 120_000,
+            delta_ms: 0,
+            class: 0,
+            negative: false,
+        };
+        let tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
+        Entry::new(Some(Arc::new(1_u8)), meta, now + 60_000, tags, 1)
+    }
+
+    #[test]
+    fn a_tag_removes_its_entries_and_no_other() {
+        let tier = tier();
+        tier.insert("a", entry(&["user:1"]));
+        tier.insert("b", entry(&["user:1", "stats"]));
+        tier.insert("c", entry(&["user:2"]));
+        tier.insert("d", entry(&[]));
+        // Replaced without the tag: the listing is stale, the entry stays.
+        tier.insert("e", entry(&["user:1"]));
+        tier.insert("e", entry(&["user:2"]));
+        tier.remove_tagged("user:1");
+        for (key, kept) in [
+            ("a", false),
+            ("b", false),
+            ("c", true),
+            ("d", true),
+            ("e", true),
+        ] {
+            assert_eq!(tier.get(key).is_some(), kept, "{key}");
+        }
+        // Listed again once inserted again with the tag.
+        tier.insert("a", entry(&["user:1"]));
+        tier.remove_tagged("user:1");
+        assert!(tier.get("a").is_none());
+        tier.remove_tagged("user:2");
+        assert!(tier.get("c").is_none() && tier.get("e").is_none());
+        tier.remove_tagged("no such tag");
+    }
+
+    #[test]
+    fn the_index_is_pruned_of_keys_the_cache_no_longer_holds() {
+        let tier = tier();
+        for i in 0..3 * PRUNE_FLOOR {
+            let key = format!("k{i}");
+            tier.insert(&key, entry(&[&format!("tag:{i}")]));
+            tier.remove(&key);
+        }
+        let index = tier.tags.lock();
+        assert!(
+            index.listed < 2 * PRUNE_FLOOR && index.keys.len() == index.listed,
+            "{} pairs listed for {} tags",
+            index.listed,
+            index.keys.len()
+        );
     }
 }
