@@ -9,7 +9,7 @@ use seawall_perfmon::sqlx::TimedQuery;
 use sqlx::AnyConnection;
 
 use crate::db::{Backend, Db};
-use crate::group::{GroupJob, GroupWriter, WriteFuture};
+use crate::group::{GroupJob, GroupWriter, WriteFuture, in_transaction};
 
 pub(crate) use crate::time::DAY_MS;
 /// An interval beyond a century is as good as "never again".
@@ -66,8 +66,8 @@ pub(crate) fn next_schedule(current: SchedulePoint, quality: i64) -> SchedulePoi
     }
 }
 
-/// Writes reviews: grouped on a SQLite file (see [`crate::group`]), one
-/// transaction each otherwise.
+/// Writes reviews: grouped on a SQLite file (see [`crate::group`]), each
+/// on its own on PostgreSQL ([`GroupJob::write_alone`]).
 pub(crate) type ReviewWriter = GroupWriter<Review>;
 
 impl GroupJob for Review {
@@ -80,6 +80,94 @@ impl GroupJob for Review {
     ) -> WriteFuture<'c, Self::Output> {
         Box::pin(write_one(connection, db, self))
     }
+
+    /// On PostgreSQL, two round trips and no transaction: a read of the
+    /// schedule, then one statement that moves it only if it is still as
+    /// read and writes the history row of that move. A schedule another
+    /// review moved in between is read again; after a few such misses the
+    /// review takes the row lock in a transaction of its own, which always
+    /// lands.
+    fn write_alone<'a>(&'a self, db: &'a Db) -> WriteFuture<'a, Self::Output> {
+        if db.backend() != Backend::Postgres {
+            return Box::pin(in_transaction(self, db));
+        }
+        Box::pin(async move {
+            for _ in 0..OPTIMISTIC_TRIES {
+                if let Some(landed) = write_optimistic(db, self).await? {
+                    return Ok(landed);
+                }
+            }
+            in_transaction(self, db).await
+        })
+    }
+}
+
+/// Reads of a moved schedule before a review takes the row lock instead.
+const OPTIMISTIC_TRIES: usize = 3;
+
+/// One optimistic try on PostgreSQL: `None` when another review moved the
+/// schedule between the read and the write (nothing was written), else
+/// what [`write_one`] answers.
+async fn write_optimistic(
+    db: &Db,
+    review: &Review,
+) -> Result<Option<Option<SchedulePoint>>, sqlx::Error> {
+    const SELECT: &str = "SELECT interval_days, ease_permille, repetitions, last_reviewed_at \
+                          FROM review_schedules WHERE user_id = $1 AND content_id = $2";
+    const MOVE: &str = "WITH moved AS (\
+           UPDATE review_schedules \
+           SET due_at = $3, interval_days = $4, ease_permille = $5, repetitions = $6, \
+               last_reviewed_at = $7 \
+           WHERE user_id = $1 AND content_id = $2 AND interval_days = $8 \
+             AND ease_permille = $9 AND repetitions = $10 \
+             AND last_reviewed_at IS NOT DISTINCT FROM $11 \
+           RETURNING user_id) \
+         INSERT INTO review_history (user_id, content_id, reviewed_at, rating, duration_ms) \
+         SELECT $1, $2, $7, $12, $13 FROM moved";
+    let monitor: &Monitor = db.monitor();
+    let mut connection = db.acquire_write().await?;
+    let current: Option<(i64, i64, i64, Option<i64>)> = sqlx::query_as(SELECT)
+        .bind(review.user_id)
+        .bind(review.content_id)
+        .fetch_optional(&mut *connection)
+        .timed(monitor, SELECT)
+        .await?;
+    let Some((interval_days, ease_permille, repetitions, last_reviewed_at)) = current else {
+        return Ok(Some(None));
+    };
+    let next = next_schedule(
+        SchedulePoint {
+            interval_days,
+            ease_permille,
+            repetitions,
+        },
+        review.rating,
+    );
+    let moved = sqlx::query(MOVE)
+        .bind(review.user_id)
+        .bind(review.content_id)
+        .bind(due_at(review, next))
+        .bind(next.interval_days)
+        .bind(next.ease_permille)
+        .bind(next.repetitions)
+        .bind(review.at_ms)
+        .bind(interval_days)
+        .bind(ease_permille)
+        .bind(repetitions)
+        .bind(last_reviewed_at)
+        .bind(review.rating)
+        .bind(review.duration_ms)
+        .execute(&mut *connection)
+        .timed(monitor, MOVE)
+        .await?;
+    Ok((moved.rows_affected() > 0).then_some(Some(next)))
+}
+
+/// When the review after `review` is due, on the schedule `next`.
+fn due_at(review: &Review, next: SchedulePoint) -> i64 {
+    review
+        .at_ms
+        .saturating_add(next.interval_days.saturating_mul(DAY_MS))
 }
 
 /// One review's rows, in the caller's transaction: the history row and the
@@ -135,11 +223,7 @@ async fn write_one(
     sqlx::query(UPDATE)
         .bind(review.user_id)
         .bind(review.content_id)
-        .bind(
-            review
-                .at_ms
-                .saturating_add(next.interval_days.saturating_mul(DAY_MS)),
-        )
+        .bind(due_at(review, next))
         .bind(next.interval_days)
         .bind(next.ease_permille)
         .bind(next.repetitions)

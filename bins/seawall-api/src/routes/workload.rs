@@ -132,8 +132,8 @@ async fn review_today(
 
 /// Records a finished review and moves the learner's schedule (SM-2).
 ///
-/// The history row and the schedule update are written in one transaction:
-/// a rejected or failed request writes nothing.
+/// The history row and the schedule update are written together or not at
+/// all: a rejected or failed request writes nothing.
 #[utoipa::path(post, path = "/api/review/complete", tag = "workload",
     request_body(content = CompleteReview, content_type = "application/json"),
     responses(

@@ -38,6 +38,7 @@ on_both_backends!(
     review_today_lists_due_reviews_in_order,
     stats_aggregate_the_history,
     completing_a_review_writes_history_and_moves_the_schedule,
+    concurrent_reviews_are_each_applied_once_in_turn,
     unknown_users_and_schedules_are_404_and_change_nothing,
     bad_query_parameters_are_400,
     bad_bodies_are_rejected_and_change_nothing,
@@ -593,35 +594,28 @@ async fn a_review_that_fails_halfway_writes_nothing() {
     assert_eq!(history_count(&app, 6).await, before + 1);
 }
 
-/// Reviews completed at the same moment on SQLite are committed in groups
-/// with the effects of one transaction each, in turn: every one of 40
-/// concurrent reviews of one content moves the schedule one step further,
-/// and the unscheduled ones among them are 404 and write nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_reviews_are_each_applied_once_in_turn() {
-    let app = std::sync::Arc::new(TestApp::sqlite().await);
+/// Reviews completed at the same moment land with the effects of one
+/// transaction each, in turn (on SQLite in group commits; on PostgreSQL
+/// each read-then-move, read again when another review moved the schedule
+/// first): every one of 40 concurrent reviews of one content moves the
+/// schedule one step further, and the unscheduled ones among them are 404
+/// and write nothing.
+async fn concurrent_reviews_are_each_applied_once_in_turn(app: &TestApp) {
     let due = app.get("/api/review/today?user_id=8").await;
     let content_id = due.json["items"][0]["content_id"]
         .as_i64()
         .expect("a due review");
-    let before = history_count(&app, 8).await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..50 {
-        let app = std::sync::Arc::clone(&app);
+    let before = history_count(app, 8).await;
+    let replies = futures_util::future::join_all((0..50).map(|i| {
         // Every fifth asks for a content that is not scheduled.
         let content = if i % 5 == 4 { 999_999 } else { content_id };
-        tasks.spawn(async move {
-            app.post_json(
-                "/api/review/complete",
-                &json!({"user_id": 8, "content_id": content, "rating": 5}),
-            )
-            .await
-        });
-    }
+        let body = json!({"user_id": 8, "content_id": content, "rating": 5});
+        async move { app.post_json("/api/review/complete", &body).await }
+    }))
+    .await;
     let mut repetitions = Vec::new();
     let mut missing = 0;
-    while let Some(reply) = tasks.join_next().await {
-        let reply = reply.expect("no panic");
+    for reply in replies {
         match reply.status.as_u16() {
             200 => repetitions.push(reply.json["next"]["repetitions"].as_i64().expect("count")),
             404 => missing += 1,
@@ -636,5 +630,5 @@ async fn concurrent_reviews_are_each_applied_once_in_turn() {
         (first..first + 40).collect::<Vec<_>>(),
         "each review saw the one before it"
     );
-    assert_eq!(history_count(&app, 8).await, before + 40);
+    assert_eq!(history_count(app, 8).await, before + 40);
 }

@@ -155,7 +155,8 @@ impl Workload {
     }
 
     /// Records a finished review and moves the learner's schedule (SM-2):
-    /// the history row and the schedule update in one transaction, or,
+    /// the history row and the schedule update together (one transaction
+    /// on SQLite, one statement on PostgreSQL), or,
     /// written behind the cache, a job and a pending record. A refused or
     /// failed review writes nothing.
     pub async fn complete(&self, review: CompleteReview) -> Result<Completed, WorkloadError> {
