@@ -79,6 +79,9 @@ pub(crate) fn promo_problem(error: &PromoError) -> Problem {
             Problem::unavailable("the promotions store (Redis) is not available; try again shortly")
                 .with_retry_after(1)
         }
+        PromoError::StockReloading { .. } | PromoError::NotReplicated { .. } => {
+            Problem::unavailable(error.to_string()).with_retry_after(1)
+        }
         PromoError::QueuesConnecting => {
             Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
                 .with_retry_after(2)
@@ -295,6 +298,10 @@ async fn spend(
             or the key was first used for another user", body = Problem,
             content_type = "application/problem+json"),
         (status = 422, description = "The sale has not started or has ended, or the body is wrong",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Nothing was ordered: the store or the queues' Redis does \
+            not answer, the sale's stock is being loaded again after the store lost it, or the \
+            reservation did not reach `queue.wait_replicas` replicas in time (`Retry-After`)",
             body = Problem, content_type = "application/problem+json"),
     ),
 )]

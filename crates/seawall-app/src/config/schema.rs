@@ -222,8 +222,9 @@ pub struct QueueConfig {
     #[serde(with = "duration")]
     pub lease: Duration,
     /// Replicas an enqueue waits for (`WAIT`) before it is answered, so an
-    /// acknowledged job survives the failover of its primary; 0 (the
-    /// default) answers once the primary has it. 0 to 5.
+    /// acknowledged job survives the failover of its primary; a time-sale
+    /// reservation waits for them too. 0 (the default) answers once the
+    /// primary has it. 0 to 5.
     pub wait_replicas: u32,
     /// How long an enqueue waits for those replicas before it fails (503,
     /// retry with the same idempotency key). 1ms to 1m.
@@ -887,10 +888,10 @@ pub static SETTINGS: &[Setting] = &[
         help: "How long a running job stays its worker's without a renewal: a crashed worker's jobs go to another after this, 1s to 10m"),
     setting!(queue.wait_replicas, env: ["SEAWALL_QUEUE_WAIT_REPLICAS"],
         flag: value("queue-wait-replicas", "N"),
-        help: "Replicas an enqueue waits for before it is answered, so an acknowledged job survives a failover; 0 to 5"),
+        help: "Replicas an enqueue (and a time-sale reservation) waits for before it is answered, so an acknowledged job or order survives a failover; 0 to 5"),
     setting!(queue.wait_timeout, env: ["SEAWALL_QUEUE_WAIT_TIMEOUT"],
         flag: value("queue-wait-timeout", "DURATION"),
-        help: "How long an enqueue waits for those replicas before it fails with 503, 1ms to 1m"),
+        help: "How long an enqueue or a reservation waits for those replicas before it fails with 503, 1ms to 1m"),
     queue_policy!(email, Email, env: "SEAWALL_QUEUE_EMAIL", flag: "queue-email",
         help: "email queue: concurrency=N attempts=N backoff=BASE..CAP|fixed:DELAY timeout=DURATION, keys left out keep their default"),
     queue_policy!(report, Report, env: "SEAWALL_QUEUE_REPORT", flag: "queue-report",

@@ -235,7 +235,7 @@ impl Promotions {
     }
 
     /// Order jobs on their way: waiting, delayed or running.
-    async fn orders_queued(&self) -> Result<i64, PromoError> {
+    pub(super) async fn orders_queued(&self) -> Result<i64, PromoError> {
         // Just after start the queues may still be connecting: give them
         // a moment rather than fail the count.
         let queues =

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use seawall_perfmon::sqlx::TimedQuery as _;
@@ -22,6 +23,9 @@ use crate::time::{DAY_MS, now_ms, timestamp};
 /// How long a pool's store keys outlive its window: the reconciliation and
 /// late idempotent retries read them.
 const KEEP_AFTER_END_MS: i64 = 7 * DAY_MS;
+/// How long reloading a sale's stock waits for the queued orders to be
+/// written.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
 /// The latest start of a campaign or sale (2100-01-01), in Unix ms.
 pub const MAX_START_MS: i64 = 4_102_444_800_000;
 /// The longest a campaign or sale stays open: 3,650 days.
@@ -74,6 +78,15 @@ pub(super) struct Spec {
     pub(super) created_at: i64,
 }
 
+/// Why a pool is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Load {
+    /// Its campaign or sale was just created: nothing was handed out yet.
+    New,
+    /// The store does not hold it: it may have handed out units before.
+    Again,
+}
+
 impl Promotions {
     /// The workload on `db`, its pools on `redis` when given (in this
     /// process's memory otherwise), balances and coupon lists read through
@@ -94,7 +107,11 @@ impl Promotions {
             &["operation"],
         )?;
         let pools = match redis {
-            Some(redis) => Pools::redis(redis.client().clone()),
+            Some(redis) => Pools::redis(
+                redis.client().clone(),
+                config.queue.wait_replicas,
+                config.queue.wait_timeout,
+            ),
             None => Pools::memory(),
         };
         let writers = Writers::start(&db);
@@ -178,8 +195,10 @@ impl Promotions {
     }
 
     /// Loads a pool into the store from its rows: the next unit after the
-    /// highest written, and how many each user holds.
-    pub(super) async fn load_pool(&self, pool: PoolId) -> Result<(), PromoError> {
+    /// highest written, and how many each user holds. A sale's stock loaded
+    /// again (not just created) first waits for the queued orders to be
+    /// written.
+    pub(super) async fn load_pool(&self, pool: PoolId, load: Load) -> Result<(), PromoError> {
         const COUPONS_NEXT: &str =
             "SELECT COALESCE(MAX(number), 0) + 1 FROM coupons WHERE campaign_id = $1";
         const COUPON_HOLDERS: &str =
@@ -204,6 +223,9 @@ impl Promotions {
             PoolKind::Coupons => (COUPONS_NEXT, COUPON_HOLDERS),
             PoolKind::Stock => (ORDERS_NEXT, ORDER_HOLDERS),
         };
+        if load == Load::Again && pool.kind == PoolKind::Stock && !self.0.pools.is_memory() {
+            self.orders_drained(pool.id).await?;
+        }
         let db = self.db();
         let mut connection = db.acquire().await.map_err(PromoError::database)?;
         let next: i64 = sqlx::query_scalar(next_sql)
@@ -231,6 +253,32 @@ impl Promotions {
         Ok(())
     }
 
+    /// Waits until no order is queued, so that the rows hold every order
+    /// acknowledged before a sale's stock left the store: an order still on
+    /// the queue holds a unit the rows do not show yet, and a pool loaded
+    /// from the rows would hand that unit out again. Orders of every sale
+    /// count (the queue cannot tell them apart cheaply); the wait is bounded
+    /// by [`DRAIN_WAIT`], then the order is refused with
+    /// [`PromoError::StockReloading`] and nothing is loaded.
+    async fn orders_drained(&self, sale_id: i64) -> Result<(), PromoError> {
+        let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+        loop {
+            let queued = self.orders_queued().await?;
+            if queued == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    sale_id,
+                    queued,
+                    "a sale's stock waits for queued orders before it is loaded again"
+                );
+                return Err(PromoError::StockReloading { sale_id, queued });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Asks `pool` for a unit for `user_id` as grant `id`, loading the pool
     /// from the database first if the store does not hold it.
     pub(super) async fn take(
@@ -250,7 +298,7 @@ impl Promotions {
             if take != Take::Unloaded {
                 return Ok(take);
             }
-            self.load_pool(pool).await?;
+            self.load_pool(pool, Load::Again).await?;
         }
         Err(PromoError::Internal(format!(
             "{pool:?} is not in the store right after it was loaded"
@@ -341,7 +389,7 @@ impl Promotions {
             id,
             salt: spec.salt,
         };
-        if let Err(error) = self.load_pool(pool).await {
+        if let Err(error) = self.load_pool(pool, Load::New).await {
             tracing::warn!(%error, ?pool, "a new pool was not loaded; the first request loads it");
         }
         Ok(id)

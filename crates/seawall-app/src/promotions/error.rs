@@ -101,6 +101,28 @@ pub enum PromoError {
     /// The store of coupons and stock (Redis) failed.
     #[error("the promotions store failed")]
     Store(#[source] fred::error::Error),
+    /// The sale's stock left the store (a Redis restart without
+    /// persistence, a flush) and is loaded again from the rows once every
+    /// queued order is written; `queued` orders were still on the queue.
+    #[error(
+        "time sale {sale_id}'s stock is being loaded again; {queued} queued order(s) are still being written"
+    )]
+    StockReloading {
+        /// The sale.
+        sale_id: i64,
+        /// Orders on the queue when the wait ended.
+        queued: i64,
+    },
+    /// A unit of stock was reserved on the store's primary but reached
+    /// fewer replicas than `queue.wait_replicas` asks for in time; it was
+    /// given back and nothing was ordered.
+    #[error("the order reached {acked} of {wanted} Redis replicas in time; nothing was ordered")]
+    NotReplicated {
+        /// Replicas that acknowledged the reservation.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// The job queues' Redis has not answered since start.
     #[error("the job queues' Redis has not answered yet")]
     QueuesConnecting,

@@ -25,7 +25,12 @@
 //!   goes onto the durable `order` queue, and only then does the service
 //!   answer 201; a worker writes the order row (once per order id, however
 //!   often the job runs). An acknowledged order is in the queue before the
-//!   answer leaves, so it survives the API process dying right after.
+//!   answer leaves, so it survives the API process dying right after. With
+//!   `queue.wait_replicas`, the reservation and the job are each on that
+//!   many replicas first, so a failover loses neither. A sale's stock that
+//!   left the store is loaded from the rows once no order is queued
+//!   ([`PromoError::StockReloading`] after 10 s), so no unit a queued order
+//!   holds is handed out again.
 //!   [`Promotions::audit`] and the reconciliation check compare the store's
 //!   stock and acknowledged orders with the rows.
 //! - **Scenarios** ([`Scenarios::start`]): a burst of virtual

@@ -4,7 +4,8 @@
 -- Cluster the whole decision is one script on one node.
 --
 -- KEYS[1] state  hash: quantity, per_user, starts, ends, next (the next unit
---                never handed out), expires (Unix ms)
+--                never handed out), expires (Unix ms), settled (units the
+--                rows held when the pool was loaded: granted before it)
 -- KEYS[2] users  hash: user id -> units held
 -- KEYS[3] grants hash: grant id -> "unit:user:nth:at"
 -- KEYS[4] idem   hash: idempotency key -> grant id
@@ -87,13 +88,13 @@ elseif op == 'release' then
     end
     return {'1'}
 elseif op == 'load' then
-    -- ARGV: quantity, per_user, starts, ends, next, expires. Does nothing
-    -- if the pool is loaded: the first loader wins, later ones agree.
+    -- ARGV: quantity, per_user, starts, ends, next, expires, settled. Does
+    -- nothing if the pool is loaded: the first loader wins, later ones agree.
     if redis.call('EXISTS', state) == 1 then
         return {'0'}
     end
     redis.call('HSET', state, 'quantity', ARGV[2], 'per_user', ARGV[3], 'starts', ARGV[4],
-        'ends', ARGV[5], 'next', ARGV[6], 'expires', ARGV[7])
+        'ends', ARGV[5], 'next', ARGV[6], 'expires', ARGV[7], 'settled', ARGV[8])
     redis.call('PEXPIREAT', state, ARGV[7])
     return {'1'}
 elseif op == 'holders' then
@@ -131,11 +132,12 @@ elseif op == 'resync' then
     end
     return {'0'}
 elseif op == 'status' then
-    local fields = redis.call('HMGET', state, 'quantity', 'next')
+    local fields = redis.call('HMGET', state, 'quantity', 'next', 'settled')
     if not fields[1] then
         return {'unloaded'}
     end
+    local granted = redis.call('HLEN', grants) + tonumber(fields[3] or '0')
     return {'loaded', fields[1], fields[2], tostring(redis.call('LLEN', free)),
-        tostring(redis.call('HLEN', grants)), tostring(redis.call('HLEN', users))}
+        tostring(granted), tostring(redis.call('HLEN', users))}
 end
 return redis.error_reply('unknown pool operation ' .. tostring(op))

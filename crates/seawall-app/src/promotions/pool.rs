@@ -9,14 +9,25 @@
 //! stays the source of truth: a pool whose state is gone (a Redis restart
 //! without persistence, a flush) answers [`Take::Unloaded`] and is loaded
 //! again from the rows.
+//!
+//! With `queue.wait_replicas` set, a sale's reservation is not answered
+//! until that many replicas hold it (`WAIT` after the script, on a
+//! connection of its own), so a failover cannot forget a unit whose order
+//! was acknowledged and hand it out again. Coupons need no wait: their rows
+//! are written before the answer, and the rows' unique numbers catch a
+//! store that went back in time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use fred::prelude::Client;
-use fred::types::Value;
+use fred::interfaces::ClientLike;
+use fred::prelude::{Client, Options};
 use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand, Value};
 use parking_lot::Mutex;
+use tokio::sync::OnceCell;
 
 /// The script of every pool operation.
 const SCRIPT: &str = include_str!("pool.lua");
@@ -98,6 +109,9 @@ pub(crate) enum Take {
     Ended,
     /// The pool's state is not in the store: load it and ask again.
     Unloaded,
+    /// The unit reached `acked` of the `wanted` replicas in time; it was
+    /// given back (a sale's stock with `queue.wait_replicas` set).
+    Unreplicated { acked: u32, wanted: u32 },
 }
 
 /// Where a pool stands.
@@ -106,7 +120,8 @@ pub(crate) struct PoolStatus {
     pub(crate) quantity: i64,
     /// Units handed out and not given back.
     pub(crate) taken: i64,
-    /// Grants recorded (equal to `taken` when the pool is consistent).
+    /// Grants recorded, plus the units the rows held when the pool was
+    /// loaded (equal to `taken` when the pool is consistent).
     pub(crate) grants: i64,
     /// Users holding at least one unit.
     pub(crate) holders: i64,
@@ -116,7 +131,47 @@ pub(crate) struct PoolStatus {
 #[derive(Clone)]
 pub(crate) enum Pools {
     Memory(Arc<Mutex<HashMap<PoolId, MemoryPool>>>),
-    Redis { client: Client, script: Arc<Script> },
+    Redis {
+        client: Client,
+        script: Arc<Script>,
+        /// Set when sale reservations wait for replicas.
+        replicated: Option<Arc<Replicated>>,
+    },
+}
+
+/// Connections that run a sale's reservation and then `WAIT` on it.
+/// `WAIT` counts the writes of its own connection and holds that
+/// connection until it answers, so it never runs on the shared client.
+pub(crate) struct Replicated {
+    /// The shared client, whose settings the connections copy.
+    template: Client,
+    clients: OnceCell<Vec<Client>>,
+    turn: AtomicUsize,
+    wanted: u32,
+    timeout: Duration,
+}
+
+/// Connections kept for reservations that wait for replicas.
+const REPLICATED_CONNECTIONS: usize = 4;
+
+impl Replicated {
+    /// The next connection, connecting them all on first use.
+    async fn client(&self) -> Result<&Client, PoolError> {
+        let clients = self
+            .clients
+            .get_or_try_init(|| async {
+                let mut clients = Vec::with_capacity(REPLICATED_CONNECTIONS);
+                for _ in 0..REPLICATED_CONNECTIONS {
+                    let client = self.template.clone_new();
+                    client.init().await?;
+                    clients.push(client);
+                }
+                Ok::<_, PoolError>(clients)
+            })
+            .await?;
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Ok(&clients[turn % clients.len()])
+    }
 }
 
 impl std::fmt::Debug for Pools {
@@ -136,10 +191,22 @@ impl Pools {
         Self::Memory(Arc::default())
     }
 
-    pub(crate) fn redis(client: Client) -> Self {
+    /// Pools on Redis; with `wait_replicas` above zero a sale's reservation
+    /// waits up to `wait_timeout` for that many replicas.
+    pub(crate) fn redis(client: Client, wait_replicas: u32, wait_timeout: Duration) -> Self {
+        let replicated = (wait_replicas > 0).then(|| {
+            Arc::new(Replicated {
+                template: client.clone(),
+                clients: OnceCell::new(),
+                turn: AtomicUsize::new(0),
+                wanted: wait_replicas,
+                timeout: wait_timeout,
+            })
+        });
         Self::Redis {
             client,
             script: Arc::new(Script::from_lua(SCRIPT)),
+            replicated,
         }
     }
 
@@ -152,7 +219,7 @@ impl Pools {
     async fn call(&self, pool: PoolId, args: Vec<Value>) -> Result<Vec<String>, PoolError> {
         match self {
             Self::Memory(_) => Err(protocol(&["the memory store has no script".to_owned()])),
-            Self::Redis { client, script } => {
+            Self::Redis { client, script, .. } => {
                 script.evalsha_with_reload(client, pool.keys(), args).await
             }
         }
@@ -174,19 +241,46 @@ impl Pools {
             };
             return Ok(state.take(now_ms, user_id, id, idempotency_key));
         }
-        let reply = self
-            .call(
-                pool,
-                vec![
-                    "take".into(),
-                    now_ms.into(),
-                    user_id.into(),
-                    id.into(),
-                    idempotency_key.unwrap_or("").into(),
-                ],
-            )
-            .await?;
-        parse_take(&reply, now_ms, user_id, id)
+        let args: Vec<Value> = vec![
+            "take".into(),
+            now_ms.into(),
+            user_id.into(),
+            id.into(),
+            idempotency_key.unwrap_or("").into(),
+        ];
+        let replicated = match self {
+            Self::Redis {
+                replicated: Some(replicated),
+                script,
+                ..
+            } if pool.kind == PoolKind::Stock => (replicated, script),
+            _ => return parse_take(&self.call(pool, args).await?, now_ms, user_id, id),
+        };
+        let (replicated, script) = replicated;
+        let client = replicated.client().await?;
+        let keys = pool.keys();
+        let slot = fred::util::redis_keyslot(keys[0].as_bytes());
+        let reply: Vec<String> = script.evalsha_with_reload(client, keys, args).await?;
+        let take = parse_take(&reply, now_ms, user_id, id)?;
+        if !matches!(take, Take::Taken(_)) {
+            return Ok(take);
+        }
+        let acked = wait(client, slot, replicated.timeout, replicated.wanted).await;
+        match acked {
+            Ok(acked) if acked >= replicated.wanted => Ok(take),
+            acked => {
+                // Not known to be on enough replicas: give the unit back
+                // (a failover may have lost it anyway) and order nothing.
+                self.release(pool, id, idempotency_key, true).await?;
+                match acked {
+                    Ok(acked) => Ok(Take::Unreplicated {
+                        acked,
+                        wanted: replicated.wanted,
+                    }),
+                    Err(error) => Err(error),
+                }
+            }
+        }
     }
 
     /// Undoes grant `id` (its write failed): the user may take again, and
@@ -293,6 +387,7 @@ impl Pools {
                     spec.ends_at.into(),
                     spec.next.into(),
                     spec.expires_at.into(),
+                    settled(holders).into(),
                 ],
             )
             .await?;
@@ -337,6 +432,30 @@ impl Pools {
     }
 }
 
+/// `WAIT`s on `client`'s link to the primary of `slot` for `wanted`
+/// replicas; how many acknowledged.
+async fn wait(
+    client: &Client,
+    slot: u16,
+    timeout: Duration,
+    wanted: u32,
+) -> Result<u32, PoolError> {
+    let options = Options {
+        timeout: Some(timeout + Duration::from_secs(1)),
+        ..Options::default()
+    };
+    let command = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), true);
+    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    let acked: i64 = client
+        .with_options(&options)
+        .custom(
+            command,
+            vec![Value::from(i64::from(wanted)), Value::from(timeout_ms)],
+        )
+        .await?;
+    Ok(u32::try_from(acked.max(0)).unwrap_or(u32::MAX))
+}
+
 fn protocol(reply: &[String]) -> PoolError {
     PoolError::new(
         fred::error::ErrorKind::Parse,
@@ -374,6 +493,13 @@ fn parse_take(reply: &[String], now_ms: i64, user_id: i64, id: &str) -> Result<T
     })
 }
 
+/// Units the rows hold: what `holders` (user id, count) add up to.
+fn settled(holders: &[(i64, i64)]) -> i64 {
+    holders
+        .iter()
+        .fold(0_i64, |sum, (_, held)| sum.saturating_add(*held))
+}
+
 /// A grant recorded as `unit:user:nth:at`.
 fn parse_grant(id: &str, record: &str) -> Option<Grant> {
     let mut parts = record.split(':').map(str::parse::<i64>);
@@ -398,6 +524,8 @@ pub(crate) struct MemoryPool {
     next: i64,
     free: std::collections::VecDeque<i64>,
     users: HashMap<i64, i64>,
+    /// Units the rows held when the pool was loaded.
+    settled: i64,
     grants: HashMap<String, Grant>,
     idem: HashMap<String, String>,
 }
@@ -409,6 +537,7 @@ impl MemoryPool {
             next: spec.next,
             free: std::collections::VecDeque::new(),
             users: holders.iter().copied().collect(),
+            settled: settled(holders),
             grants: HashMap::new(),
             idem: HashMap::new(),
         }
@@ -480,7 +609,9 @@ impl MemoryPool {
         PoolStatus {
             quantity: self.spec.quantity,
             taken: self.next - 1 - i64::try_from(self.free.len()).unwrap_or(i64::MAX),
-            grants: i64::try_from(self.grants.len()).unwrap_or(i64::MAX),
+            grants: i64::try_from(self.grants.len())
+                .unwrap_or(i64::MAX)
+                .saturating_add(self.settled),
             holders: i64::try_from(self.users.len()).unwrap_or(i64::MAX),
         }
     }

@@ -195,6 +195,9 @@ impl Promotions {
                     "sale {sale_id}'s stock answered that it is not loaded"
                 )));
             }
+            Take::Unreplicated { acked, wanted } => {
+                return Err(PromoError::NotReplicated { acked, wanted });
+            }
         };
         let job = OrderJob {
             order_id: grant.id.clone(),
