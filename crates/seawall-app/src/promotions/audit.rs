@@ -268,8 +268,8 @@ impl Promotions {
                  (SELECT user_id, SUM(delta) AS total, COUNT(*) AS entries \
                   FROM point_ledger GROUP BY user_id) l ON l.user_id = a.user_id \
                  WHERE l.user_id IS NULL OR l.total <> a.balance OR l.entries <> a.version) \
-             + (SELECT COUNT(DISTINCT user_id) FROM point_ledger \
-                 WHERE user_id NOT IN (SELECT user_id FROM point_accounts)), \
+             + (SELECT COUNT(DISTINCT l.user_id) FROM point_ledger l WHERE NOT EXISTS \
+                 (SELECT 1 FROM point_accounts a WHERE a.user_id = l.user_id)), \
              (SELECT COUNT(*) FROM point_accounts WHERE balance < 0) \
              + (SELECT COUNT(*) FROM point_ledger WHERE balance_after < 0)";
         const ORDERS: &str = "SELECT \

@@ -248,7 +248,7 @@ impl Pools {
             id.into(),
             idempotency_key.unwrap_or("").into(),
         ];
-        let replicated = match self {
+        let (replicated, script) = match self {
             Self::Redis {
                 replicated: Some(replicated),
                 script,
@@ -256,7 +256,6 @@ impl Pools {
             } if pool.kind == PoolKind::Stock => (replicated, script),
             _ => return parse_take(&self.call(pool, args).await?, now_ms, user_id, id),
         };
-        let (replicated, script) = replicated;
         let client = replicated.client().await?;
         let keys = pool.keys();
         let slot = fred::util::redis_keyslot(keys[0].as_bytes());
