@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use seawall_cache::{Class, KeyBuilder, L1Capacity, Options, Stats, TieredCache, WarmUpProgress};
+use seawall_cache::{
+    Class, KeyBuilder, L1Capacity, Options, Policy, Stats, TieredCache, WarmUpProgress,
+};
 use seawall_perfmon::Monitor;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -26,6 +28,15 @@ const SAMPLES: usize = 180;
 
 /// The Redis key prefix of the service's cache.
 const PREFIX: &str = "seawall:api:cache";
+
+/// The class of points balances: five minutes, like API answers. With
+/// Redis, L1 never answers for it alone: every read asks Redis, where a
+/// change's invalidation lands before the change is answered, so a balance
+/// read on any instance right after a change sees it (L1 copies on other
+/// instances are dropped by the invalidation stream, a few milliseconds
+/// later).
+const BALANCE: &str = "balance";
+const BALANCE_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// What a key family is cached as: its TTL class and key namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +129,8 @@ struct Parts {
     coupons: KeyBuilder,
     /// A user's points balance.
     points: KeyBuilder,
+    /// The class balances are cached in.
+    balance: Class,
     warm_up: Mutex<WarmUp>,
     history: Arc<Mutex<VecDeque<RatioPoint>>>,
     sampler: JoinHandle<()>,
@@ -144,10 +157,15 @@ impl ApiCache {
             .name("api")
             .prefix(PREFIX)
             .l1(L1Capacity::Entries(entries));
-        if let Some(redis) = redis {
-            builder = builder.redis(redis.client().clone());
-        }
+        let balance = Policy::new(BALANCE_TTL);
+        builder = match redis {
+            Some(redis) => builder
+                .redis(redis.client().clone())
+                .define(BALANCE, balance.l1_ttl(Duration::ZERO)),
+            None => builder.define(BALANCE, balance),
+        };
         let cache = builder.build()?;
+        let balance = cache.class(BALANCE).unwrap_or(Class::API);
         cache.register_metrics(monitor)?;
         let history = Arc::new(Mutex::new(VecDeque::with_capacity(SAMPLES)));
         let sampler = tokio::spawn(sample(cache.clone(), Arc::clone(&history)));
@@ -161,6 +179,7 @@ impl ApiCache {
             tier: KeyBuilder::new("tier")?,
             coupons: KeyBuilder::new("coupons")?,
             points: KeyBuilder::new("points")?,
+            balance,
             warm_up: Mutex::new(WarmUp::default()),
             history,
             sampler,
@@ -209,6 +228,13 @@ impl ApiCache {
     /// The key of a user's points balance.
     pub fn points_key(&self, user_id: i64) -> String {
         self.0.points.key([user_id])
+    }
+
+    /// The class a points balance is cached in: with Redis, read from
+    /// Redis every time (L1 does not answer alone), so that a change made
+    /// through any instance is seen by the next read on every instance.
+    pub fn balance_class(&self) -> Class {
+        self.0.balance
     }
 
     /// The key of a learner's statistics.

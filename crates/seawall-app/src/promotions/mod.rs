@@ -18,7 +18,9 @@
 //!   name the account version they read and retry (a bounded number of
 //!   times, counted in `promotions_points_retries_total`) when another
 //!   write got there first. A balance never goes below zero. The balance
-//!   is read through the cache and invalidated on every change. An
+//!   is read through the cache and invalidated on every change; with Redis
+//!   every read asks Redis, so a read on any instance sees a change once
+//!   it is answered. An
 //!   idempotency key makes a repeated request answer the first result.
 //! - **Time sales** ([`Promotions::order`]): one script reserves a unit of
 //!   stock (check and take, per-user limit, idempotency key), the order

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use seawall_cache::{Class, Options};
+use seawall_cache::Options;
 use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -108,7 +108,8 @@ impl Promotions {
     }
 
     /// The user's balance, through the cache when it is on (every change
-    /// invalidates it).
+    /// invalidates it; with Redis every read asks Redis, so a read on any
+    /// instance after a change sees the change).
     pub async fn balance(&self, user_id: i64) -> Result<Balance, PromoError> {
         check_user(user_id)?;
         let Some(cache) = &self.0.cache else {
@@ -119,7 +120,7 @@ impl Promotions {
             .cache()
             .get_or_load(
                 &cache.points_key(user_id),
-                Options::new(Class::API),
+                Options::new(cache.balance_class()),
                 move || async move { account(&promotions, user_id).await.map(Some) },
             )
             .await

@@ -710,3 +710,55 @@ async fn a_sale_order_waits_for_its_replica() {
     assert!(audit.holds(), "{audit:?}");
     rig.stop().await;
 }
+
+/// With Redis, a balance changed through one instance is read at once
+/// through another, which has the old balance cached: balances are read
+/// from Redis, where the change's invalidation is before the change is
+/// answered, not from L1 (the invalidation stream reaches other L1s a few
+/// milliseconds later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_balance_changed_on_one_instance_is_read_at_once_on_another() {
+    let rig = Rig::start(Store::Redis).await;
+    let config = &rig.workers.1;
+    let monitor = setup::monitor(config).expect("monitor");
+    let other_cache = ApiCache::build(&config.cache, rig.redis.as_ref(), &monitor)
+        .expect("cache")
+        .expect("the cache is on");
+    let other = Promotions::new(
+        rig.promotions.db().clone(),
+        rig.redis.as_ref(),
+        Some(other_cache.clone()),
+        QueueHandle::connect(config).expect("queues"),
+        config,
+        &monitor,
+    )
+    .expect("another instance");
+    rig.promotions
+        .earn_points(change(9, 100), None)
+        .await
+        .expect("earned");
+    assert_eq!(other.balance(9).await.expect("balance").balance, 100);
+    for round in 1..=20 {
+        rig.promotions
+            .earn_points(change(9, 1), None)
+            .await
+            .expect("earned");
+        let seen = other.balance(9).await.expect("balance");
+        assert_eq!(seen.balance, 100 + round, "round {round}: {seen:?}");
+    }
+    // Unchanged, it is read from Redis every time, never from L1 alone
+    // (where a change on another instance could not be seen until the
+    // stream brings its invalidation).
+    for _ in 0..5 {
+        assert_eq!(other.balance(9).await.expect("balance").balance, 120);
+    }
+    let stats = other_cache.cache().stats();
+    let balances = stats
+        .classes
+        .iter()
+        .find(|class| class.class == "balance")
+        .expect("the balance class");
+    assert_eq!(balances.l1.hits, 0, "{balances:?}");
+    assert!(balances.l2.hits >= 5, "{balances:?}");
+    rig.stop().await;
+}
