@@ -208,24 +208,22 @@ impl Promotions {
         const ORDER_HOLDERS: &str =
             "SELECT user_id, COUNT(*) FROM sale_orders WHERE sale_id = $1 GROUP BY user_id";
         let spec = self.spec(pool.kind, pool.id).await?;
+        // The drain is awaited before the lock, which every pool shares: a
+        // lost sale waiting for its queued orders holds up no other load.
+        if load == Load::Again && pool.kind == PoolKind::Stock && !self.0.pools.is_memory() {
+            if self.is_loaded(pool).await? {
+                return Ok(());
+            }
+            self.orders_drained(pool.id).await?;
+        }
         let _one_at_a_time = self.0.loading.lock().await;
-        if self
-            .0
-            .pools
-            .status(pool)
-            .await
-            .map_err(PromoError::Store)?
-            .is_some()
-        {
+        if self.is_loaded(pool).await? {
             return Ok(());
         }
         let (next_sql, holders_sql) = match pool.kind {
             PoolKind::Coupons => (COUPONS_NEXT, COUPON_HOLDERS),
             PoolKind::Stock => (ORDERS_NEXT, ORDER_HOLDERS),
         };
-        if load == Load::Again && pool.kind == PoolKind::Stock && !self.0.pools.is_memory() {
-            self.orders_drained(pool.id).await?;
-        }
         let db = self.db();
         let mut connection = db.acquire().await.map_err(PromoError::database)?;
         let next: i64 = sqlx::query_scalar(next_sql)
@@ -251,6 +249,12 @@ impl Promotions {
             tracing::info!(?pool, next, "a pool was loaded again from the database");
         }
         Ok(())
+    }
+
+    /// Whether the store holds `pool`.
+    async fn is_loaded(&self, pool: PoolId) -> Result<bool, PromoError> {
+        let status = self.0.pools.status(pool).await;
+        Ok(status.map_err(PromoError::Store)?.is_some())
     }
 
     /// Waits until no order is queued, so that the rows hold every order
