@@ -12,12 +12,14 @@
 //! - `ratelimit/memory_2_threads`: two threads checking the 100k keys.
 //! - `ratelimit/redis_64_tasks`: checks per second from 64 concurrent tasks
 //!   over 100k keys on one fred client against a throwaway redis-server:
-//!   seawall's GCRA, fixed window and sliding window, and a minimal GCRA
-//!   script (one GET, one SET) as the baseline.
+//!   seawall's GCRA, token bucket, fixed window and sliding window, and a
+//!   minimal GCRA script (one GET, one SET) as the baseline.
 //!
 //! Before the groups, it prints the keys each memory limiter holds and the
 //! resident memory it grew by after a million distinct keys, and the Redis
-//! commands and server microseconds per check from `INFO commandstats`.
+//! commands and server microseconds per check from `INFO commandstats` for
+//! every algorithm and a quota of two rules, beside the minimal script's, in
+//! three rounds that take turns.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -31,7 +33,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fred::prelude::{Builder, Client, ClientLike, Config, LuaInterface};
 use fred::types::scripts::Script;
 use governor::{DefaultKeyedRateLimiter, Quota as GovernorQuota, RateLimiter as Governor};
-use seawall_ratelimit::{Limit, Limiter, MemoryStore, RedisStore};
+use seawall_ratelimit::{Limit, Limiter, MemoryStore, Quota, RedisStore};
 
 const KEYS: usize = 100_000;
 const RATE: u32 = 1_000_000;
@@ -314,8 +316,23 @@ fn redis(c: &mut Criterion) {
         let hour = Duration::from_secs(3600);
         match algorithm {
             "gcra" => Limit::gcra(1_000_000, hour, 1_000_000),
+            "token_bucket" => Limit::token_bucket(1_000_000, hour, 1_000_000),
+            "leaky_bucket" => Limit::leaky_bucket(1_000_000, hour, 1_000_000),
+            "leaky_queue" => Limit::leaky_queue(1_000_000, hour, 1_000_000),
             "fixed_window" => Limit::fixed_window(1_000_000, hour),
+            "sliding_log" => Limit::sliding_log(1_000_000, hour),
             _ => Limit::sliding_window(1_000_000, hour),
+        }
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let quota = |algorithm: &str| -> Quota {
+        if algorithm == "quota" {
+            Quota::builder()
+                .rule("gcra", limit("gcra"))
+                .and_then(|q| q.rule("window", limit("fixed_window")))
+                .and_then(|q| q.build())
+        } else {
+            Ok(Quota::from(limit(algorithm)))
         }
         .unwrap_or_else(|e| panic!("{e}"))
     };
@@ -352,7 +369,7 @@ fn redis(c: &mut Criterion) {
     };
     let seawall_check = |algorithm: &str| -> Check {
         let limiter = Limiter::builder(&format!("bench_{algorithm}"))
-            .limit(limit(algorithm))
+            .quota(quota(algorithm))
             .store(RedisStore::new(client.clone()))
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
@@ -384,24 +401,47 @@ fn redis(c: &mut Criterion) {
         })
     };
 
-    // Commands per check, from the server's own counters.
-    for (name, check) in [
+    // Commands and server time per check, from the server's own counters:
+    // a first pass creates the keys, then three rounds take turns, four
+    // passes (51,200 checks) each, so that the machine's drift falls on
+    // every script alike.
+    let measured: Vec<(&str, Check)> = [
         ("minimal_gcra_script", minimal_check.clone()),
         ("seawall_gcra", seawall_check("gcra")),
+        ("seawall_token_bucket", seawall_check("token_bucket")),
+        ("seawall_leaky_bucket", seawall_check("leaky_bucket")),
+        ("seawall_leaky_queue", seawall_check("leaky_queue")),
         ("seawall_fixed_window", seawall_check("fixed_window")),
         ("seawall_sliding_window", seawall_check("sliding_window")),
-    ] {
-        let before = runtime.block_on(commands_so_far(&client));
-        run(check)(1);
-        let after = runtime.block_on(commands_so_far(&client));
-        #[allow(clippy::cast_precision_loss)]
-        let per_check =
-            |after: u64, before: u64| after.saturating_sub(before) as f64 / checks as f64;
-        eprintln!(
-            "redis per check, {name}: {:.2} commands (EVALSHA and the script's calls), {:.1} µs in the server",
-            per_check(after.0, before.0),
-            per_check(after.1, before.1),
-        );
+        ("seawall_sliding_log", seawall_check("sliding_log")),
+        ("seawall_quota_gcra_fixed_window", seawall_check("quota")),
+    ]
+    .into_iter()
+    .collect();
+    for (_, check) in &measured {
+        run(check.clone())(1);
+    }
+    const PASSES: u64 = 4;
+    for round in 1..=3 {
+        let mut minimal_us = f64::NAN;
+        for (name, check) in &measured {
+            let before = runtime.block_on(commands_so_far(&client));
+            run(check.clone())(PASSES);
+            let after = runtime.block_on(commands_so_far(&client));
+            #[allow(clippy::cast_precision_loss)]
+            let per_check = |after: u64, before: u64| {
+                after.saturating_sub(before) as f64 / (PASSES * checks) as f64
+            };
+            let server_us = per_check(after.1, before.1);
+            if name.starts_with("minimal") {
+                minimal_us = server_us;
+            }
+            eprintln!(
+                "redis per check, round {round}, {name}: {:.2} commands (EVALSHA and the script's calls), {server_us:.2} µs in the server, {:.2}× the minimal script",
+                per_check(after.0, before.0),
+                server_us / minimal_us,
+            );
+        }
     }
 
     let mut group = c.benchmark_group("ratelimit/redis_64_tasks");
@@ -410,7 +450,7 @@ fn redis(c: &mut Criterion) {
     group.bench_function("minimal_gcra_script", |b| {
         b.iter_custom(run(minimal_check.clone()))
     });
-    for algorithm in ["gcra", "fixed_window", "sliding_window"] {
+    for algorithm in ["gcra", "token_bucket", "fixed_window", "sliding_window"] {
         let check = seawall_check(algorithm);
         group.bench_function(format!("seawall_{algorithm}"), |b| {
             b.iter_custom(run(check.clone()))

@@ -4,19 +4,27 @@
 -- integer microseconds from the server's TIME, never the caller's clock; all
 -- values stay below 2^51, so Lua's doubles compute exactly what Rust does.
 --
--- KEYS[1]      the subject's hash: one field group per rule, and `!b` (blocked
---              until, µs)
--- KEYS[1 + i]  rule i's sorted set, for a sliding log (otherwise unused but
---              passed, so every key is declared); all keys share a hash tag
+-- One string per key, each expiring once it equals a fresh one (so no
+-- hash, and no PEXPIRE beside each write):
+--
+-- KEYS[1]      the subject's block: blocked until (µs)
+-- KEYS[1 + i]  rule i's state, its numbers joined by ':' (fixed window
+--              "index:count", sliding window "index:count:previous", token
+--              and leaky bucket "level:since", GCRA and leaky queue "tat",
+--              sliding log "n", the last member's number); the key names the
+--              algorithm, so a rule whose algorithm changed starts afresh
+-- KEYS[1 + count + i]  rule i's sorted set, for a sliding log (otherwise
+--              unused but passed, so every key is declared); all keys share
+--              a hash tag
 -- ARGV         op (c check, p peek, r reset, b block, u unblock), cost,
 --              penalty_us (check) or duration_us (block), rule count, a time
 --              in µs to use instead of TIME (empty in production: only the
 --              crate's differential tests against algorithm.rs set it), then
---              per rule: name, algorithm code, capacity, step_us
+--              per rule: algorithm code, capacity, step_us
 -- returns      { blocked_for_us, then per rule: allowed, remaining,
 --              reset_after_us, retry_after_us, wait_us }
 
-local hash = KEYS[1]
+local block = KEYS[1]
 local op = ARGV[1]
 local cost = tonumber(ARGV[2])
 local extra = tonumber(ARGV[3])
@@ -31,59 +39,46 @@ end
 local function fdiv(a, b) return math.floor(a / b) end
 local function cdiv(a, b) return math.floor((a + b - 1) / b) end
 
--- Field names: "<name>|<code>|<field>". Every field this call may read, and
--- the block, come in one HMGET; writes update that copy, so a later read in
--- the same call sees them.
+-- The fields each algorithm keeps, in the order its state string holds them.
+local layouts = {
+  { 'i', 'c' }, { 'n' }, { 'i', 'c', 'p' }, { 'l', 's' }, { 'l', 's' }, { 't' }, { 't' },
+}
+-- Every state this call may read, and the block, come in one MGET; writes
+-- update the decoded copy, so a later read in the same call sees them, and
+-- reach Redis once, at the end.
 local rules = {}
-local wanted = { '!b' }
 -- The algorithms this call runs: only their functions are built below.
 local uses = {}
 for i = 1, count do
-  local base = 5 + (i - 1) * 4
-  local code = tonumber(ARGV[base + 2])
+  local base = 5 + (i - 1) * 3
+  local code = tonumber(ARGV[base + 1])
   if not code or code < 1 or code > 7 then
-    return redis.error_reply('unknown algorithm code ' .. tostring(ARGV[base + 2]))
+    return redis.error_reply('unknown algorithm code ' .. tostring(ARGV[base + 1]))
   end
-  local prefix = ARGV[base + 1] .. '|' .. code .. '|'
   rules[i] = {
-    prefix = prefix, code = code,
-    capacity = tonumber(ARGV[base + 3]), step = tonumber(ARGV[base + 4]),
-    log = KEYS[1 + i],
+    code = code, key = KEYS[1 + i], log = KEYS[1 + count + i], fields = {},
+    capacity = tonumber(ARGV[base + 2]), step = tonumber(ARGV[base + 3]),
   }
   uses[code] = true
-  -- The hash fields each algorithm keeps.
-  local n = #wanted
-  if code == 1 or code == 3 then
-    wanted[n + 1] = prefix .. 'i'
-    wanted[n + 2] = prefix .. 'c'
-    if code == 3 then wanted[n + 3] = prefix .. 'p' end
-  elseif code == 2 then
-    wanted[n + 1] = prefix .. 'n'
-  elseif code == 4 or code == 5 then
-    wanted[n + 1] = prefix .. 'l'
-    wanted[n + 2] = prefix .. 's'
-  else
-    wanted[n + 1] = prefix .. 't'
+end
+local read = redis.call('MGET', unpack(KEYS, 1, 1 + count))
+local blocked_until = tonumber(read[1]) or 0
+for i = 1, count do
+  local rule, k = rules[i], 1
+  local layout = layouts[rule.code]
+  for number in string.gmatch(read[1 + i] or '', '%d+') do
+    rule.fields[layout[k]] = tonumber(number)
+    k = k + 1
+  end
+  for f = 1, #layout do
+    rule.fields[layout[f]] = rule.fields[layout[f]] or 0
   end
 end
-local stored = {}
-local read = redis.call('HMGET', hash, unpack(wanted))
-for k = 1, #wanted do stored[wanted[k]] = tonumber(read[k]) or 0 end
 
--- Whether this call wrote the subject's keys (then their expiry is set anew;
--- otherwise the state, and so the time it stays, is unchanged).
-local written = false
-local function get(rule, f) return stored[rule.prefix .. f] end
+local function get(rule, f) return rule.fields[f] end
 local function put(rule, values)
-  local args = {}
-  for f, v in pairs(values) do
-    local name = rule.prefix .. f
-    stored[name] = v
-    args[#args + 1] = name
-    args[#args + 1] = string.format('%d', v)
-  end
-  redis.call('HSET', hash, unpack(args))
-  written = true
+  for f, v in pairs(values) do rule.fields[f] = v end
+  rule.dirty = true
 end
 
 local fixed_window, weighted_previous, sliding_window_retry, sliding_window
@@ -170,7 +165,7 @@ if uses[3] then
 end
 
 -- One sorted-set member per admitted unit, scored by its time; members are
--- numbered by a counter in the hash, so they are unique.
+-- numbered by a counter in the rule's state, so they are unique.
 if uses[2] then
   sliding_log = function(rule, c, commit)
     local window, capacity, log = rule.step, rule.capacity, rule.log
@@ -284,27 +279,29 @@ local function peek()
 end
 
 local function forget()
-  local keys = { hash }
-  for i = 1, count do keys[#keys + 1] = rules[i].log end
-  redis.call('DEL', unpack(keys))
-  for name in pairs(stored) do stored[name] = 0 end
+  redis.call('DEL', unpack(KEYS))
+  for i = 1, count do
+    for f in pairs(rules[i].fields) do rules[i].fields[f] = 0 end
+    rules[i].dirty = false
+  end
 end
 
-local blocked_for = math.max(stored['!b'] - now, 0)
+local function set_block(duration)
+  redis.call('SET', block, string.format('%d', now + duration), 'PX', cdiv(duration, 1000))
+end
+
+local blocked_for = math.max(blocked_until - now, 0)
 local steps
 if op == 'r' then
   forget()
   blocked_for = 0
   steps = peek()
 elseif op == 'u' then
-  redis.call('HDEL', hash, '!b')
-  stored['!b'] = 0
-  written = true
+  redis.call('DEL', block)
   blocked_for = 0
   steps = peek()
 elseif op == 'b' then
-  redis.call('HSET', hash, '!b', string.format('%d', now + extra))
-  written = true
+  set_block(extra)
   blocked_for = extra
   steps = peek()
 elseif op == 'p' then
@@ -322,25 +319,29 @@ else
   local admitted = blocked_for == 0
   for i = 1, count do admitted = admitted and steps[i].allowed end
   if not admitted and blocked_for == 0 and extra > 0 then
-    redis.call('HSET', hash, '!b', string.format('%d', now + extra))
-    written = true
+    set_block(extra)
     blocked_for = extra
   end
 end
 
--- Keep the state exactly as long as it differs from a fresh one. A call that
--- wrote nothing left the state, and so the time it stays, as it was. (A
--- sliding log's expired members are removed by every step, which changes
--- nothing a later step could tell apart.) PEXPIRE on a key that does not
--- exist does nothing.
+-- Keep each state exactly as long as it differs from a fresh one. A state
+-- this call did not write stays as it was, and so does the time it stays.
+-- (A sliding log's expired members are removed by every step, which changes
+-- nothing a later step could tell apart.)
 local ttl = blocked_for
 for i = 1, count do ttl = math.max(ttl, steps[i].ttl) end
 if ttl > 0 then
-  if written then
-    redis.call('PEXPIRE', hash, cdiv(ttl, 1000))
-    for i = 1, count do
-      if rules[i].code == 2 then
-        redis.call('PEXPIRE', rules[i].log, math.max(cdiv(steps[i].ttl, 1000), 1))
+  for i = 1, count do
+    local rule, keep = rules[i], steps[i].ttl
+    if rule.dirty then
+      if keep > 0 then
+        local layout, numbers = layouts[rule.code], {}
+        for f = 1, #layout do numbers[f] = string.format('%d', rule.fields[layout[f]]) end
+        local px = math.max(cdiv(keep, 1000), 1)
+        redis.call('SET', rule.key, table.concat(numbers, ':'), 'PX', px)
+        if rule.code == 2 then redis.call('PEXPIRE', rule.log, px) end
+      else
+        redis.call('DEL', rule.key)
       end
     end
   end

@@ -1,7 +1,11 @@
-//! The Redis store: one `EVALSHA` per operation of one script
-//! (`redis.lua`) that holds every algorithm. The script reads the server's
+//! The Redis store: one `EVALSHA` per operation. A check of one rule, the
+//! common case, runs `check.lua`, which only decides whether to consume and
+//! answers with the state it read; the decision's numbers are then computed
+//! here by the memory store's own steps ([`check_one`]). Everything else (a
+//! quota of several rules, a sliding log, peeks, resets and blocks) runs
+//! `redis.lua`, which holds every algorithm. Both scripts read the server's
 //! `TIME`, so instances whose clocks disagree still agree on every decision;
-//! every key it writes expires once its state equals a fresh one; and all
+//! every key they write expires once its state equals a fresh one; and all
 //! keys of one limiter and subject share a hash tag, so the store works
 //! unchanged on Redis Cluster.
 
@@ -11,12 +15,14 @@ use fred::prelude::Client;
 use fred::types::Value;
 use fred::types::scripts::Script;
 
-use crate::algorithm::Step;
+use crate::algorithm::{Algorithm, Limit, State, Step};
 use crate::error::{Error, Result};
-use crate::store::{Op, Outcome, Rules};
+use crate::store::{Entry, Op, Outcome, Rules, check_one};
 
-/// The script, embedded.
+/// The script of every operation, embedded.
 const SCRIPT: &str = include_str!("redis.lua");
+/// The script of a check of one rule.
+const CHECK_SCRIPT: &str = include_str!("check.lua");
 /// The registry of blocked keys.
 const BLOCKED_SCRIPT: &str = include_str!("blocked.lua");
 /// How many blocks a limiter's registry keeps: those that end last.
@@ -28,17 +34,20 @@ pub const DEFAULT_PREFIX: &str = "seawall:rl";
 /// State kept in Redis (standalone, Sentinel or Cluster), shared by every
 /// instance that uses the same prefix. Cheap to clone.
 ///
-/// Keys: `{<prefix>:<limiter>:<key>}` (a hash with the state of every rule
-/// and the key's block) and, for a sliding log,
-/// `{<prefix>:<limiter>:<key>}:log:<rule>` (a sorted set with at most the
-/// limit's number of members); per limiter, `{<prefix>:<limiter>}:blocked`
-/// (a sorted set of the keys blocked now, by when their block ends, expiring
-/// with the last one).
+/// Keys, each a string unless said otherwise, each expiring once what it
+/// holds equals a fresh state: per limiter and subject, with `{<prefix>:<limiter>:<key>}`
+/// as `S`, `S:b` (blocked until, µs), `S:<code>:<rule>` (one rule's state:
+/// its numbers joined by `:`; the algorithm's code in the name, so a rule
+/// whose algorithm changed starts afresh) and, for a sliding log,
+/// `S:log:<rule>` (a sorted set with at most the limit's number of members);
+/// per limiter, `{<prefix>:<limiter>}:blocked` (a sorted set of the keys
+/// blocked now, by when their block ends, expiring with the last one).
 #[derive(Clone)]
 pub struct RedisStore {
     client: Client,
     prefix: Arc<str>,
     script: Arc<Script>,
+    check_script: Arc<Script>,
     blocked_script: Arc<Script>,
 }
 
@@ -64,6 +73,7 @@ impl RedisStore {
             client,
             prefix: Arc::from(prefix.into()),
             script: Arc::new(Script::from_lua(SCRIPT)),
+            check_script: Arc::new(Script::from_lua(CHECK_SCRIPT)),
             blocked_script: Arc::new(Script::from_lua(BLOCKED_SCRIPT)),
         }
     }
@@ -73,9 +83,16 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// The key of a subject's hash.
-    pub(crate) fn subject_key(&self, limiter: &str, key: &str) -> String {
+    /// The hash tag every key of a subject starts with.
+    fn subject_key(&self, limiter: &str, key: &str) -> String {
         format!("{{{}:{limiter}:{key}}}", self.prefix)
+    }
+
+    /// The keys of a subject's block and of one rule's state.
+    fn check_keys(&self, limiter: &str, key: &str, name: &str, limit: &Limit) -> Vec<String> {
+        let subject = self.subject_key(limiter, key);
+        let state = state_key(&subject, name, limit);
+        vec![subject + ":b", state]
     }
 
     /// The key of a limiter's registry of blocked keys.
@@ -173,11 +190,21 @@ impl RedisStore {
         op: Op,
         now: Option<u64>,
     ) -> Result<Outcome> {
-        let hash = self.subject_key(limiter, key);
-        let mut keys = Vec::with_capacity(1 + rules.len());
-        keys.push(hash.clone());
+        if let (Op::Check { cost, penalty_us }, [(name, limit)]) = (op, rules)
+            && limit.algorithm() != Algorithm::SlidingLog
+        {
+            return self
+                .check_at(limiter, key, name, limit, cost, penalty_us, now)
+                .await;
+        }
+        let subject = self.subject_key(limiter, key);
+        let mut keys = Vec::with_capacity(1 + 2 * rules.len());
+        keys.push(format!("{subject}:b"));
+        for (name, limit) in rules {
+            keys.push(state_key(&subject, name, limit));
+        }
         for (name, _) in rules {
-            keys.push(format!("{hash}:log:{name}"));
+            keys.push(format!("{subject}:log:{name}"));
         }
         let (code, cost, extra) = match op {
             Op::Check { cost, penalty_us } => ("c", cost, penalty_us),
@@ -186,14 +213,13 @@ impl RedisStore {
             Op::Block(duration) => ("b", 0, duration),
             Op::Unblock => ("u", 0, 0),
         };
-        let mut args: Vec<Value> = Vec::with_capacity(5 + 4 * rules.len());
+        let mut args: Vec<Value> = Vec::with_capacity(5 + 3 * rules.len());
         args.push(Value::from(code));
         args.push(integer(cost));
         args.push(integer(extra));
         args.push(integer(rules.len() as u64));
         args.push(now.map_or_else(|| Value::from(""), integer));
-        for (name, limit) in rules {
-            args.push(Value::from(*name));
+        for (_, limit) in rules {
             args.push(integer(u64::from(limit.algorithm().code())));
             args.push(integer(limit.capacity()));
             args.push(integer(limit.step_us()));
@@ -205,6 +231,109 @@ impl RedisStore {
             .map_err(Error::Redis)?;
         parse(&reply, rules.len())
     }
+
+    /// A check of one rule (not a sliding log): the script consumes or not
+    /// and answers with what it read; the numbers come from [`check_one`] on
+    /// that, as in the memory store.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_at(
+        &self,
+        limiter: &str,
+        key: &str,
+        name: &'static str,
+        limit: &Limit,
+        cost: u64,
+        penalty_us: u64,
+        now: Option<u64>,
+    ) -> Result<Outcome> {
+        let keys = self.check_keys(limiter, key, name, limit);
+        let mut args: Vec<Value> = Vec::with_capacity(6);
+        args.push(integer(u64::from(limit.algorithm().code())));
+        args.push(integer(cost));
+        args.push(integer(penalty_us));
+        args.push(integer(limit.capacity()));
+        args.push(integer(limit.step_us()));
+        args.extend(now.map(integer));
+        let reply: Value = self
+            .check_script
+            .evalsha_with_reload(&self.client, keys, args)
+            .await
+            .map_err(Error::Redis)?;
+        let (now, blocked_until, state) = match reply {
+            // GCRA or the leaky queue, not blocked: how far the arrival time
+            // stood ahead of the server's time, which is all their step
+            // depends on; so the step runs at time 0.
+            Value::Integer(backlog) => {
+                let backlog = u64::try_from(backlog)
+                    .map_err(|_| Error::Protocol(format!("negative backlog {backlog}")))?;
+                (0, 0, State::Tat(backlog))
+            }
+            reply => {
+                let text = reply.as_str().ok_or_else(|| {
+                    Error::Protocol(format!("{reply:?} is not the state a check read"))
+                })?;
+                parse_read(&text, limit)?
+            }
+        };
+        let mut entry = Entry {
+            states: smallvec::smallvec![(name, state)],
+            blocked_until,
+            expires_at: u64::MAX,
+        };
+        let (step, blocked_for_us) = check_one(&mut entry, name, limit, now, cost, penalty_us);
+        Ok(Outcome {
+            steps: smallvec::smallvec![step],
+            blocked_for_us,
+        })
+    }
+}
+
+/// The key of one rule's state under a subject's hash tag.
+fn state_key(subject: &str, name: &str, limit: &Limit) -> String {
+    format!("{subject}:{}:{name}", limit.algorithm().code())
+}
+
+/// `check.lua`'s answer in full: the server's time, the block and the rule's
+/// state as the script read them.
+fn parse_read(reply: &str, limit: &Limit) -> Result<(u64, u64, State)> {
+    let malformed = || Error::Protocol(format!("{reply:?} is not a time, a block and a state"));
+    let mut parts = reply.splitn(3, ' ');
+    let number = |text: Option<&str>| -> Result<u64> {
+        text.and_then(|text| text.parse().ok())
+            .ok_or_else(malformed)
+    };
+    let now = number(parts.next())?;
+    let blocked_until = number(parts.next())?;
+    let state = parts.next().ok_or_else(malformed)?;
+    if state.is_empty() {
+        return Ok((now, blocked_until, limit.fresh_state()));
+    }
+    let mut numbers = state.split(':').map(str::parse::<u64>);
+    let mut next = || -> Result<u64> {
+        numbers
+            .next()
+            .and_then(std::result::Result::ok)
+            .ok_or_else(malformed)
+    };
+    let state = match limit.algorithm() {
+        Algorithm::FixedWindow => State::Window {
+            index: next()?,
+            current: next()?,
+            previous: 0,
+        },
+        Algorithm::SlidingWindow => State::Window {
+            index: next()?,
+            current: next()?,
+            previous: next()?,
+        },
+        Algorithm::TokenBucket | Algorithm::LeakyBucket => State::Bucket {
+            level: next()?,
+            since: next()?,
+        },
+        Algorithm::Gcra | Algorithm::LeakyQueue => State::Tat(next()?),
+        Algorithm::SlidingLog => return Err(malformed()),
+    };
+    Ok((now, blocked_until, state))
 }
 
 /// Every value the script takes is below 2^53, so it fits an `i64`.
@@ -250,9 +379,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::algorithm::{Algorithm, Limit};
     use crate::name::intern;
-    use crate::store::{Entry, decide};
+    use crate::store::decide;
 
     /// One operation of a generated sequence.
     #[derive(Debug, Clone)]

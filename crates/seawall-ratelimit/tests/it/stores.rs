@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use fred::prelude::{KeysInterface, SortedSetsInterface};
-use seawall_ratelimit::{Algorithm, FailurePolicy, Limit, Limiter, MemoryStore, RedisStore};
+use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
+use seawall_ratelimit::{Algorithm, FailurePolicy, Limit, Limiter, MemoryStore, Quota, RedisStore};
 use seawall_testkit::RedisServer;
 
 use crate::support::{client, unique_name};
@@ -71,34 +71,85 @@ async fn every_key_expires_and_the_log_is_capped() {
     for _ in 0..10 {
         let _ = limiter.check("k", 1).await.expect("check");
     }
-    let hash = format!("{{{}:{name}:k}}", store.prefix());
-    let log = format!("{hash}:log:default");
+    let subject = format!("{{{}:{name}:k}}", store.prefix());
+    let log = format!("{subject}:log:default");
     let members: i64 = client.zcard(&log).await.expect("ZCARD");
     assert_eq!(members, 3, "the log holds at most the limit");
-    for key in [&hash, &log] {
+    let keys = subject_keys(&client, &subject).await;
+    assert!(keys.contains(&log), "{keys:?}");
+    assert!(keys.len() >= 2, "the log and its counter: {keys:?}");
+    for key in &keys {
         let ttl: i64 = client.pttl(key).await.expect("PTTL");
         assert!(ttl > 0 && ttl <= 30_000, "{key}: {ttl} ms");
     }
     // A reset leaves nothing behind.
     limiter.reset("k").await.expect("reset");
-    let left: i64 = client.exists(vec![hash, log]).await.expect("EXISTS");
-    assert_eq!(left, 0);
+    assert_eq!(subject_keys(&client, &subject).await, Vec::<String>::new());
 
-    // Every algorithm's state expires, and within what its state needs.
+    // Every algorithm's state expires, and within what its state needs,
+    // whichever script wrote it: a check of one rule, a quota of two, a
+    // penalty's block.
     for algorithm in Algorithm::ALL {
         let name = unique_name();
-        let limiter = Limiter::builder(&name)
+        let single = Limiter::builder(&name)
             .limit(hourly(algorithm, 10))
             .store(store.clone())
             .build()
             .expect("limiter");
-        limiter.check("k", 3).await.expect("check");
-        let ttl: i64 = client
-            .pttl(format!("{{{}:{name}:k}}", store.prefix()))
+        let decision = single.check("k", 3).await.expect("check");
+        // The state stays as long as the decision says it takes to reset.
+        let subject = format!("{{{}:{name}:k}}", store.prefix());
+        let state = subject_keys(&client, &subject)
             .await
-            .expect("PTTL");
-        assert!(ttl > 0 && ttl <= 2 * 24 * 3_600_000, "{algorithm}: {ttl}");
+            .into_iter()
+            .find(|key| !key.contains(":log:"))
+            .expect("the rule's state");
+        let ttl: i64 = client.pttl(&state).await.expect("PTTL");
+        let reset_ms = i64::try_from(decision.reset_after.as_millis()).expect("ms");
+        assert!(
+            ttl <= reset_ms + 1 && ttl >= reset_ms - 1_000,
+            "{algorithm}: {state} expires in {ttl} ms, resets in {reset_ms} ms"
+        );
+        let name = unique_name();
+        let rules = Quota::builder()
+            .rule("a", hourly(algorithm, 10))
+            .and_then(|q| q.rule("b", hourly(algorithm, 20)))
+            .and_then(|q| q.build())
+            .expect("quota");
+        let quota = Limiter::builder(&name)
+            .quota(rules)
+            .penalty(Duration::from_secs(60))
+            .store(store.clone())
+            .build()
+            .expect("limiter");
+        quota.check("k", 3).await.expect("check");
+        let rejected = quota.check("k", 8).await.expect("check");
+        assert!(!rejected.allowed, "{algorithm}: 3 + 8 units exceed 10");
+        let subject = format!("{{{}:{name}:k}}", store.prefix());
+        let keys = subject_keys(&client, &subject).await;
+        assert!(
+            keys.len() >= 3,
+            "two rules' states and the block: {algorithm}: {keys:?}"
+        );
+        for key in keys {
+            let ttl: i64 = client.pttl(&key).await.expect("PTTL");
+            assert!(
+                ttl > 0 && ttl <= 2 * 24 * 3_600_000,
+                "{algorithm} {key}: {ttl}"
+            );
+        }
     }
+}
+
+/// Every key under a subject's hash tag.
+async fn subject_keys(client: &fred::prelude::Client, subject: &str) -> Vec<String> {
+    let pattern = format!("{}*", subject.replace('{', "\\{").replace('}', "\\}"));
+    let mut keys: Vec<String> = client
+        .custom(fred::cmd!("KEYS"), vec![pattern])
+        .await
+        .expect("KEYS");
+    keys.sort();
+    keys
 }
 
 /// A limiter per failure policy on a Redis server that dies and comes back.
