@@ -7,7 +7,9 @@
 //!   visited in a scattered order: `TieredCache::get` on an L1-only cache
 //!   beside `moka::sync::Cache::get` holding the same keys and values. Both
 //!   clone a small struct out, and both run in the same loop on a Tokio
-//!   current-thread runtime (a hit completes on its first poll).
+//!   current-thread runtime (a hit completes on its first poll). Before the
+//!   group, fifteen paired rounds read every key once through each in turn
+//!   and print the median ratio, which the machine's drift affects less.
 //! - `cache/l2_hit`: one read of a present key from a cache without L1 on a
 //!   throwaway redis-server, beside a raw fred `GET` of the same stored
 //!   bytes (one round trip, no decoding).
@@ -116,9 +118,45 @@ fn l1_hit(c: &mut Criterion) {
     });
     assert_eq!(present, (KEYS, KEYS), "every key is in both caches");
 
+    // Paired rounds: each round reads every key once through each cache in
+    // turn, so that the machine's drift falls on both alike; the median of
+    // the rounds' ratios is the comparable figure.
+    let mut rotation = Rotation(0);
+    let mut ratios = Vec::new();
+    for round in 1..=15 {
+        let (seawall_ns, moka_ns) = runtime.block_on(async {
+            let started = Instant::now();
+            for _ in 0..KEYS {
+                let key = black_box(keys[rotation.next()].as_str());
+                black_box(cache.get::<Card>(key, Class::API).await);
+            }
+            let seawall = started.elapsed();
+            let started = Instant::now();
+            for _ in 0..KEYS {
+                let key = black_box(keys[rotation.next()].as_str());
+                black_box(moka.get(key));
+            }
+            (seawall, started.elapsed())
+        });
+        #[allow(clippy::cast_precision_loss)]
+        let per_read = |elapsed: Duration| elapsed.as_nanos() as f64 / KEYS as f64;
+        let (seawall_ns, moka_ns) = (per_read(seawall_ns), per_read(moka_ns));
+        ratios.push(seawall_ns / moka_ns);
+        eprintln!(
+            "l1_hit paired round {round}: seawall {seawall_ns:.0} ns, moka {moka_ns:.0} ns, {:.3}×",
+            seawall_ns / moka_ns
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "l1_hit paired: median seawall / moka {:.3}× (quartiles {:.3}–{:.3}×)",
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() / 4],
+        ratios[3 * ratios.len() / 4]
+    );
+
     let mut group = c.benchmark_group("cache/l1_hit");
     group.throughput(Throughput::Elements(1));
-    let mut rotation = Rotation(0);
     group.bench_function("seawall", |b| {
         b.iter_custom(|iterations| {
             runtime.block_on(async {

@@ -397,11 +397,19 @@ impl<C: Codec> TieredCacheBuilder<C> {
                 Duration::from_secs(3600),
             )
         });
+        // The longest a class's value may stand in for a failed load (a
+        // cached "not found" stays for less).
+        let keep = self
+            .classes
+            .iter()
+            .map(|def| def.policy.ttl.saturating_add(def.policy.fail_safe))
+            .max()
+            .unwrap_or(Duration::ZERO);
         let inner = Arc::new(Inner {
             name: self.name,
             l1: self
                 .l1
-                .map(|capacity| MemoryTier::new(capacity, Arc::clone(&counters))),
+                .map(|capacity| MemoryTier::new(capacity, Arc::clone(&counters), keep)),
             l2,
             locks,
             classes: self.classes.into(),
@@ -906,10 +914,10 @@ impl Inner {
         let Some(l1) = &self.l1 else { return };
         let policy = self.policy_of(class);
         let l1_ttl = policy.l1_ttl.unwrap_or(policy.ttl);
-        let entry = Entry::new(value, meta, now_ms() + ms(l1_ttl), tags.into(), encoded_len);
+        let entry = Entry::new(value, meta, now_ms() + ms(l1_ttl), tags, encoded_len);
         let _flights = self.flights.lock();
         let overtaken = match since {
-            Since::Flight(flight) => flight.overtaken(&entry.tags, self.epoch()),
+            Since::Flight(flight) => flight.overtaken(entry.tags(), self.epoch()),
             Since::Epoch(epoch) => self.epoch() != epoch,
             Since::Written => false,
         };

@@ -144,8 +144,8 @@ impl Policy {
         self.ttl
     }
 
-    /// How long L1 keeps a value (capped at the TTL: an L1 entry never
-    /// outlives its L2 entry). A shorter L1 TTL bounds how long an instance
+    /// How long L1 answers with a value (capped at the TTL: an L1 entry
+    /// never answers past its L2 entry's freshness). A shorter L1 TTL bounds how long an instance
     /// that missed an invalidation can serve the old value.
     #[must_use]
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {

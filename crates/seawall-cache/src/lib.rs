@@ -96,5 +96,3 @@ pub use memory::L1Capacity;
 pub use options::{MAX_PATTERN_LEN, MAX_TAG_LEN, MAX_TAGS, Options};
 pub use stats::{BreakerState, ClassStats, Stats, TierCounts};
 pub use warm::WarmUpProgress;
-
-pub(crate) use cache::now_ms;
