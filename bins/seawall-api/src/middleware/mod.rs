@@ -51,7 +51,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
-use tower_http::trace::TraceLayer;
 
 pub(crate) use limits::Limits;
 use shed::Admission;
@@ -89,13 +88,7 @@ pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Rout
             header::PROXY_AUTHORIZATION,
         ]))
         .layer(trace::RequestIdLayer)
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(trace::RequestSpan)
-                .on_request(())
-                .on_response(trace::RecordResponse)
-                .on_failure(()),
-        )
+        .layer(trace::RequestSpanLayer)
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
         .option_layer(stack.perfmon)
         .option_layer(cors)

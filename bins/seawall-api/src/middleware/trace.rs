@@ -1,17 +1,16 @@
-//! The request span: method, route template and request id when the request
-//! arrives, status and latency when the response leaves. Every log line
-//! written while the request is handled carries these fields.
+//! The request span: method, route template and request id, set when the
+//! request arrives. Every log line written while the request is handled
+//! carries these fields; the closing line adds status and latency.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::MatchedPath;
-use axum::http::{HeaderName, HeaderValue, Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
-use tower_http::trace::{MakeSpan, OnResponse};
 use tracing::Span;
 
 use crate::problem;
@@ -34,44 +33,105 @@ fn is_plain_id(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Makes the `request` span. The route is the template (`/api/content`),
-/// never the raw path, and `unmatched` for requests no route takes.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RequestSpan;
+/// The `request` span. The route is the template (`/api/content`), never
+/// the raw path, and `unmatched` for requests no route takes.
+fn request_span<B>(request: &Request<B>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        method = request.method().as_str(),
+        route,
+        request_id = request_id(request.extensions()).unwrap_or("-"),
+    )
+}
 
-impl<B> MakeSpan<B> for RequestSpan {
-    fn make_span(&mut self, request: &axum::http::Request<B>) -> Span {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
-        tracing::info_span!(
-            "request",
-            method = request.method().as_str(),
-            route,
-            request_id = request_id(request.extensions()).unwrap_or("-"),
-            status = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        )
+/// The closing line, in the request's span: at `info` for 5xx and `debug`
+/// otherwise, so a busy service's log is not one line per request unless
+/// asked for. Status and latency are the line's own fields, not the span's:
+/// no line written before it could show them, and recording them on the
+/// span would format the span's fields again for every request.
+fn log_response(status: StatusCode, latency: Duration) {
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let code = status.as_u16();
+    if status.is_server_error() {
+        tracing::info!(status = code, latency_ms, "request failed");
+    } else {
+        tracing::debug!(status = code, latency_ms, "request finished");
     }
 }
 
-/// Records status and latency on the span and logs one line per request:
-/// at `info` for 5xx and `debug` otherwise, so a busy service's log is not
-/// one line per request unless asked for.
+/// Runs the rest of the stack in the [`request_span`] and writes the
+/// closing line. (tower-http's `TraceLayer` also wraps the response body to
+/// enter the span on each of its frames, for callbacks the service does not
+/// use.)
 #[derive(Debug, Clone, Copy)]
-pub(super) struct RecordResponse;
+pub(super) struct RequestSpanLayer;
 
-impl<B> OnResponse<B> for RecordResponse {
-    fn on_response(self, response: &axum::http::Response<B>, latency: Duration, span: &Span) {
-        let status = response.status().as_u16();
-        span.record("status", status);
-        span.record("latency_ms", latency.as_secs_f64() * 1000.0);
-        if response.status().is_server_error() {
-            tracing::info!(parent: span, status, "request failed");
-        } else {
-            tracing::debug!(parent: span, status, "request finished");
+impl<S> Layer<S> for RequestSpanLayer {
+    type Service = RequestSpanService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestSpanService { inner }
+    }
+}
+
+/// The service made by [`RequestSpanLayer`].
+#[derive(Debug, Clone)]
+pub(super) struct RequestSpanService<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for RequestSpanService<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RequestSpanFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let span = request_span(&request);
+        let started = Instant::now();
+        let inner = span.in_scope(|| self.inner.call(request));
+        RequestSpanFuture {
+            inner,
+            span,
+            started,
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestSpanService`].
+    pub(super) struct RequestSpanFuture<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+        started: Instant,
+    }
+}
+
+impl<F, ResB, E> Future for RequestSpanFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            log_response(response.status(), this.started.elapsed());
+        }
+        Poll::Ready(result)
     }
 }
 
