@@ -92,7 +92,7 @@ impl RedisStore {
     fn check_keys(&self, limiter: &str, key: &str, name: &str, limit: &Limit) -> Vec<String> {
         let subject = self.subject_key(limiter, key);
         let state = state_key(&subject, name, limit);
-        vec![subject + ":b", state]
+        vec![block_key(&subject), state]
     }
 
     /// The key of a limiter's registry of blocked keys.
@@ -199,7 +199,7 @@ impl RedisStore {
         }
         let subject = self.subject_key(limiter, key);
         let mut keys = Vec::with_capacity(1 + 2 * rules.len());
-        keys.push(format!("{subject}:b"));
+        keys.push(block_key(&subject));
         for (name, limit) in rules {
             keys.push(state_key(&subject, name, limit));
         }
@@ -286,6 +286,11 @@ impl RedisStore {
             blocked_for_us,
         })
     }
+}
+
+/// The key of a subject's block.
+fn block_key(subject: &str) -> String {
+    format!("{subject}:b")
 }
 
 /// The key of one rule's state under a subject's hash tag.

@@ -87,8 +87,7 @@ pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Rout
             header::COOKIE,
             header::PROXY_AUTHORIZATION,
         ]))
-        .layer(trace::RequestIdLayer)
-        .layer(trace::RequestSpanLayer)
+        .layer(trace::RequestLayer)
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
         .option_layer(stack.perfmon)
         .option_layer(cors)

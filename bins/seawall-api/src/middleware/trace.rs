@@ -15,12 +15,6 @@ use tracing::Span;
 
 use crate::problem;
 
-fn request_id(extensions: &axum::http::Extensions) -> Option<&str> {
-    extensions
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-}
-
 /// The request-id header.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -35,7 +29,7 @@ fn is_plain_id(id: &[u8]) -> bool {
 
 /// The `request` span. The route is the template (`/api/content`), never
 /// the raw path, and `unmatched` for requests no route takes.
-fn request_span<B>(request: &Request<B>) -> Span {
+fn request_span<B>(request: &Request<B>, request_id: &str) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -44,7 +38,7 @@ fn request_span<B>(request: &Request<B>) -> Span {
         "request",
         method = request.method().as_str(),
         route,
-        request_id = request_id(request.extensions()).unwrap_or("-"),
+        request_id,
     )
 }
 
@@ -63,113 +57,45 @@ fn log_response(status: StatusCode, latency: Duration) {
     }
 }
 
-/// Runs the rest of the stack in the [`request_span`] and writes the
-/// closing line. (tower-http's `TraceLayer` also wraps the response body to
-/// enter the span on each of its frames, for callbacks the service does not
-/// use.)
+/// The request's id and span, as one layer. A client's `x-request-id` is
+/// kept when it is one plain value (see [`is_plain_id`]), otherwise one is
+/// generated; it is set on the request (header and extension), kept in
+/// scope while the rest runs so that problems built inside carry it, and
+/// returned on the response. The rest of the stack runs in the
+/// [`request_span`], which ends with the closing line. (tower-http's
+/// `TraceLayer` also wrapped every response body to enter the span on each
+/// of its frames, for callbacks the service does not use.)
 #[derive(Debug, Clone, Copy)]
-pub(super) struct RequestSpanLayer;
+pub(super) struct RequestLayer;
 
-impl<S> Layer<S> for RequestSpanLayer {
-    type Service = RequestSpanService<S>;
+impl<S> Layer<S> for RequestLayer {
+    type Service = RequestService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestSpanService { inner }
+        RequestService { inner }
     }
 }
 
-/// The service made by [`RequestSpanLayer`].
+/// The service made by [`RequestLayer`].
 #[derive(Debug, Clone)]
-pub(super) struct RequestSpanService<S> {
+pub(super) struct RequestService<S> {
     inner: S,
 }
 
-impl<S, B, ResB> Service<Request<B>> for RequestSpanService<S>
+impl<S, B, ResB> Service<Request<B>> for RequestService<S>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = RequestSpanFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span = request_span(&request);
-        let started = Instant::now();
-        let inner = span.in_scope(|| self.inner.call(request));
-        RequestSpanFuture {
-            inner,
-            span,
-            started,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`RequestSpanService`].
-    pub(super) struct RequestSpanFuture<F> {
-        #[pin]
-        inner: F,
-        span: Span,
-        started: Instant,
-    }
-}
-
-impl<F, ResB, E> Future for RequestSpanFuture<F>
-where
-    F: Future<Output = Result<Response<ResB>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        let result = ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            log_response(response.status(), this.started.elapsed());
-        }
-        Poll::Ready(result)
-    }
-}
-
-/// The request id, as one layer: a client's `x-request-id` is kept when it
-/// is one plain value (see [`is_plain_id`]), otherwise one is
-/// generated; it is set on the request (header and extension, for the span),
-/// kept in scope while the rest runs so that problems built inside carry it,
-/// and returned on the response.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RequestIdLayer;
-
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestIdService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner }
-    }
-}
-
-/// The service made by [`RequestIdLayer`].
-#[derive(Debug, Clone)]
-pub(super) struct RequestIdService<S> {
-    inner: S,
-}
-
-impl<S, B, ResB> Service<Request<B>> for RequestIdService<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = RequestIdFuture<S::Future>;
+    type Future = RequestFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let started = Instant::now();
         let mut values = request.headers().get_all(&X_REQUEST_ID).iter();
         let id = match (values.next(), values.next()) {
             (Some(value), None) if is_plain_id(value.as_bytes()) => value.clone(),
@@ -179,24 +105,30 @@ where
         request.extensions_mut().insert(RequestId::new(id.clone()));
         // A plain id or a UUID: ASCII either way.
         let text: Box<str> = id.to_str().unwrap_or_default().into();
-        let inner = problem::with_request_id(text.clone(), || self.inner.call(request));
-        RequestIdFuture {
+        let span = request_span(&request, &text);
+        let inner =
+            span.in_scope(|| problem::with_request_id(text.clone(), || self.inner.call(request)));
+        RequestFuture {
             inner: problem::request_id_scope(text, inner),
             id: Some(id),
+            span,
+            started,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`RequestIdService`].
-    pub(super) struct RequestIdFuture<F: Future> {
+    /// The response future of [`RequestService`].
+    pub(super) struct RequestFuture<F: Future> {
         #[pin]
         inner: TaskLocalFuture<Box<str>, F>,
         id: Option<HeaderValue>,
+        span: Span,
+        started: Instant,
     }
 }
 
-impl<F, ResB, E> Future for RequestIdFuture<F>
+impl<F, ResB, E> Future for RequestFuture<F>
 where
     F: Future<Output = Result<Response<ResB>, E>>,
 {
@@ -204,7 +136,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let entered = this.span.enter();
         let mut result = ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            log_response(response.status(), this.started.elapsed());
+        }
+        drop(entered);
         if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {
             response.headers_mut().insert(X_REQUEST_ID, id);
         }
