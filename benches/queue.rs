@@ -1,8 +1,11 @@
 //! `seawall-queue-bench`: job-queue throughput on one throwaway redis-server on
 //! loopback, for every system in the same run.
 //!
-//! - `baseline`: the ceiling of a list-based queue. `--jobs` ids are pushed to a
-//!   list beforehand (not timed); then C tasks, each on its own connection, loop
+//! - `baseline`: the ceiling of a list-based queue. To enqueue one at a time
+//!   (`enqueue_single`), one client pushes ids with a bare `RPUSH`, each
+//!   awaited: one command and one round trip per job through the client and
+//!   runtime seawall uses. End to end, `--jobs` ids are pushed to a list
+//!   beforehand (not timed); then C tasks, each on its own connection, loop
 //!   `BLMOVE wait processing LEFT RIGHT` and `LREM processing 1 <id>` until the
 //!   list is drained: the two commands a reliable list queue needs per job, and
 //!   nothing else (no payload, no retries, no events, no bookkeeping).
@@ -20,8 +23,8 @@
 //! Every measurement starts from an empty database (`FLUSHALL`) and, for each
 //! concurrency C, from a fresh fill. Around the timed part the server's
 //! statistics are reset (`CONFIG RESETSTAT`) and read (`INFO commandstats`),
-//! which gives the Redis commands per job and the top-level commands per job
-//! (see [`CommandStats`]).
+//! which gives the Redis commands per job, the top-level commands per job and
+//! the server's time in those per job (see [`CommandStats`]).
 //!
 //! The Rust clients run on one thread (a current-thread Tokio runtime), as
 //! BullMQ's Node.js process does, which leaves the other cores to redis-server.
@@ -85,6 +88,7 @@ impl System {
     fn measure(self, bench: &mut Bench, report: &mut Report) -> Result<()> {
         match self {
             Self::Baseline => {
+                report.add(baseline_enqueue(bench)?)?;
                 for concurrency in bench.concurrency.clone() {
                     report.add(baseline(bench, concurrency)?)?;
                 }
@@ -162,6 +166,9 @@ struct Measurement {
     /// Commands sent by clients per job, see [`CommandStats::top_level`]. Each is a
     /// round trip unless the client pipelines them (BullMQ's `addBulk` does).
     round_trips_per_job: f64,
+    /// The server's time per job in those commands, see
+    /// [`CommandStats::top_level_usec`].
+    server_us_per_job: f64,
 }
 
 impl Measurement {
@@ -187,6 +194,7 @@ impl Measurement {
             jobs_per_sec: jobs as f64 / seconds,
             commands_per_job: per_job(stats.total()),
             round_trips_per_job: per_job(stats.top_level(direct)),
+            server_us_per_job: per_job(stats.top_level_usec(direct)),
         }
     }
 }
@@ -226,7 +234,7 @@ impl Report {
             (m.system != System::Baseline).then(|| m.jobs_per_sec / baseline.jobs_per_sec)
         };
         let mut table = format!(
-            "{:<10} {:<15} {:>5} {:>9} {:>9} {:>10} {:>10} {:>9} {:>12}\n",
+            "{:<10} {:<15} {:>5} {:>9} {:>9} {:>10} {:>10} {:>9} {:>12} {:>13}\n",
             "system",
             "scenario",
             "conc",
@@ -235,7 +243,8 @@ impl Report {
             "jobs/s",
             "of ceiling",
             "cmds/job",
-            "round trips"
+            "round trips",
+            "server µs/job"
         );
         let mut group = None;
         for m in rows {
@@ -247,7 +256,7 @@ impl Report {
                 ceiling(m).map_or_else(String::new, |share| format!("{:.1} %", share * 100.0));
             let _ = writeln!(
                 table,
-                "{:<10} {:<15} {:>5} {:>9} {:>9.3} {:>10.0} {:>10} {:>9.2} {:>12.2}",
+                "{:<10} {:<15} {:>5} {:>9} {:>9.3} {:>10.0} {:>10} {:>9.2} {:>12.2} {:>13.1}",
                 m.system.name(),
                 m.scenario.name(),
                 m.concurrency,
@@ -256,7 +265,8 @@ impl Report {
                 m.jobs_per_sec,
                 of_ceiling,
                 m.commands_per_job,
-                m.round_trips_per_job
+                m.round_trips_per_job,
+                m.server_us_per_job
             );
         }
         table.push('\n');
@@ -276,6 +286,8 @@ impl Report {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct CommandStats {
     calls: BTreeMap<String, u64>,
+    /// Microseconds the server spent per command, inside scripts included.
+    usec: BTreeMap<String, u64>,
 }
 
 /// Commands only a client can send: in Redis 7 these carry the `noscript` flag
@@ -326,28 +338,44 @@ const RESETSTAT: &str = "config|resetstat";
 impl CommandStats {
     /// Parses `cmdstat_<name>:calls=<n>,...` lines; other lines are ignored.
     fn parse(info: &str) -> Self {
-        let calls = info
-            .lines()
-            .filter_map(|line| {
-                let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = fields
+        let mut stats = Self::default();
+        for line in info.lines() {
+            let Some((name, fields)) = line
+                .trim()
+                .strip_prefix("cmdstat_")
+                .and_then(|line| line.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |key: &str| -> Option<u64> {
+                fields
                     .split(',')
-                    .find_map(|field| field.strip_prefix("calls="))?
+                    .find_map(|field| field.strip_prefix(key))?
                     .parse()
-                    .ok()?;
-                Some((name.to_ascii_lowercase(), calls))
-            })
-            .collect();
-        Self { calls }
+                    .ok()
+            };
+            let (Some(calls), Some(usec)) = (field("calls="), field("usec=")) else {
+                continue;
+            };
+            stats.calls.insert(name.to_ascii_lowercase(), calls);
+            stats.usec.insert(name.to_ascii_lowercase(), usec);
+        }
+        stats
     }
 
     /// Calls of `command`, or of all its subcommands when it is a container.
     fn calls_of(&self, command: &str) -> u64 {
-        self.calls
+        Self::sum_of(&self.calls, command)
+    }
+
+    /// `command`'s entry of `per_command`, summed over its subcommands, the
+    /// measurement's own reset left out.
+    fn sum_of(per_command: &BTreeMap<String, u64>, command: &str) -> u64 {
+        per_command
             .iter()
             .filter(|(name, _)| name.as_str() != RESETSTAT)
             .filter(|(name, _)| name.split('|').next() == Some(command))
-            .map(|(_, calls)| calls)
+            .map(|(_, value)| value)
             .sum()
     }
 
@@ -371,6 +399,18 @@ impl CommandStats {
             .iter()
             .chain(direct)
             .map(|command| self.calls_of(command))
+            .sum()
+    }
+
+    /// The server's time in the commands clients sent (see
+    /// [`top_level`](Self::top_level)), in microseconds: a script's time
+    /// includes the commands it ran. A blocking command's time is its
+    /// work, not its wait.
+    fn top_level_usec(&self, direct: &[&str]) -> u64 {
+        TOP_LEVEL_ONLY
+            .iter()
+            .chain(direct)
+            .map(|command| Self::sum_of(&self.usec, command))
             .sum()
     }
 }
@@ -505,6 +545,45 @@ fn baseline(bench: &mut Bench, concurrency: usize) -> Result<Measurement> {
         seconds,
         &stats,
         &["lrem"],
+    ))
+}
+
+/// The baseline of enqueueing one at a time: an id pushed to a list with a
+/// bare `RPUSH`, each awaited before the next, through the client and
+/// runtime seawall uses. One command and one round trip per job, so no
+/// queue whose enqueue is one call can go faster on this machine.
+fn baseline_enqueue(bench: &mut Bench) -> Result<Measurement> {
+    let jobs = bench.jobs.min(SINGLE_JOBS);
+    bench.flush()?;
+    let url = bench.server.url();
+    let client = bench
+        .runtime
+        .block_on(connect(&url, 1))?
+        .pop()
+        .ok_or("no client")?;
+    bench.reset_stats()?;
+    let started = Instant::now();
+    bench.runtime.block_on(async {
+        for n in 0..jobs {
+            let _: i64 = client.rpush(WAIT, n).await?;
+        }
+        client.quit().await?;
+        Ok::<_, Error>(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = bench.command_stats()?;
+    let pushed = bench.list_len(WAIT)?;
+    if pushed != jobs as i64 {
+        return Err(format!("the baseline pushed {pushed} of {jobs} ids").into());
+    }
+    Ok(Measurement::new(
+        System::Baseline,
+        Scenario::EnqueueSingle,
+        1,
+        jobs,
+        seconds,
+        &stats,
+        &["rpush"],
     ))
 }
 
@@ -893,6 +972,16 @@ mod tests {
         ] {
             assert_eq!(serde_json::json!(scenario), scenario.name());
         }
+    }
+
+    #[test]
+    fn top_level_time_is_the_time_of_the_commands_clients_sent() {
+        let stats = CommandStats::parse(SAMPLE);
+        assert_eq!(stats.top_level_usec(&[]), 242_530 + 2_427 + 15 + 3);
+        assert_eq!(
+            stats.top_level_usec(&["lrem"]),
+            242_530 + 2_427 + 15 + 3 + 2_975
+        );
     }
 
     #[test]

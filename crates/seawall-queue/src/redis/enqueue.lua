@@ -21,28 +21,62 @@ for i = 0, count - 1 do
   if ARGV[at + 7] ~= '' then whole(at + 8, 1, MAX_MS) end
 end
 
--- A replayed call answers what the first one did.
-local answered_key = base .. 'r:' .. request
-local answered = redis.call('GET', answered_key)
-if answered then
-  local out = {}
-  for word in string.gmatch(answered, '%S+') do out[#out + 1] = word end
-  return out
-end
-
 -- Ids never repeat, even after Redis lost its last writes (a failover, an
 -- fsync window): the next id is the last one plus one, or the server's
 -- clock in microseconds since 2026, whichever is larger, so ids issued
--- before a loss are below any issued after it.
+-- before a loss are below any issued after it. The same key holds the
+-- order counter: waiting jobs of one level run in its order.
 local id_key = base .. 'jid'
 local clock_id = (tonumber(clock[1]) - 1767225600) * 1000000 + tonumber(clock[2])
-local first = tonumber(redis.call('GET', id_key) or '0') + 1
+local last, order, legacy = 0, 0, false
+local counters = redis.call('GET', id_key)
+if counters then
+  local id_part, order_part = string.match(counters, '^(%d+):(%d+)$')
+  if id_part then
+    last, order = tonumber(id_part), tonumber(order_part)
+  else
+    -- Written by an earlier version, which kept the order counter apart.
+    last, order = tonumber(counters) or 0, tonumber(redis.call('GET', base .. 'id') or '0')
+    legacy = true
+  end
+end
+local first = last + 1
 if clock_id > first then first = clock_id end
-redis.call('SET', id_key, int(first + count - 1))
--- Waiting jobs of one level run in the order of this counter.
-local order = redis.call('INCRBY', base .. 'id', count) - count + 1
 
+-- The answer is known before anything is written: per job, its id and 1
+-- when it is added, or an earlier job's id and 0 when that job holds the
+-- same idempotency key (in Redis, or earlier in this call).
 local out = {}
+local claimed = {}
+for i = 0, count - 1 do
+  local idempotency = ARGV[9 + i * 9 + 7]
+  local earlier = false
+  if idempotency ~= '' then
+    earlier = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
+    if not earlier then claimed[idempotency] = int(first + i) end
+  end
+  if earlier then
+    out[#out + 1] = earlier
+    out[#out + 1] = '0'
+  else
+    out[#out + 1] = int(first + i)
+    out[#out + 1] = '1'
+  end
+end
+
+-- Kept for a replay of this call, which answers the first call's answer
+-- and adds nothing: the key exists already only for a replay.
+local answered_key = base .. 'r:' .. request
+if not redis.call('SET', answered_key, table.concat(out, ' '), 'NX', 'PX', ANSWER_KEPT_MS) then
+  local replayed = {}
+  for word in string.gmatch(redis.call('GET', answered_key), '%S+') do
+    replayed[#replayed + 1] = word
+  end
+  return replayed
+end
+redis.call('SET', id_key, int(first + count - 1) .. ':' .. int(order + count))
+if legacy then redis.call('DEL', base .. 'id') end
+
 local woke = false
 local waiting = 0
 local rung = {}
@@ -52,19 +86,13 @@ for i = 0, count - 1 do
   local at = 9 + i * 9
   local id = int(first + i)
   local idempotency = ARGV[at + 7]
-  local earlier = false
-  if idempotency ~= '' then
-    local unique = base .. 'u:' .. idempotency
-    earlier = redis.call('GET', unique)
-    if not earlier then redis.call('SET', unique, id, 'PX', ARGV[at + 8]) end
-  end
-  if earlier then
-    out[#out + 1] = earlier
-    out[#out + 1] = '0'
-  else
+  if out[2 * i + 2] == '1' then
+    if idempotency ~= '' then
+      redis.call('SET', base .. 'u:' .. idempotency, id, 'PX', ARGV[at + 8])
+    end
     local key = job_key(id)
     local group = ARGV[at + 5]
-    local score = int(tonumber(ARGV[at + 1]) * STRIDE + order + i)
+    local score = int(tonumber(ARGV[at + 1]) * STRIDE + order + 1 + i)
     local delay = tonumber(ARGV[at + 6])
     local state, ready = 'waiting', now
     if delay > 0 then state, ready = 'delayed', now + delay end
@@ -92,8 +120,6 @@ for i = 0, count - 1 do
     end
     woke = true
     emit_many('enqueued', id)
-    out[#out + 1] = id
-    out[#out + 1] = '1'
   end
 end
 for _, group in ipairs(line_order) do
@@ -103,5 +129,4 @@ if waiting > 0 then redis.call('HINCRBY', meta, 'waiting', waiting) end
 flush_events()
 -- A delayed job wakes a worker too, so a blocked one learns its due time.
 if woke then wake() end
-redis.call('SET', answered_key, table.concat(out, ' '), 'PX', ANSWER_KEPT_MS)
 return out

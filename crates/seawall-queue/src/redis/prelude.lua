@@ -6,6 +6,11 @@
 -- A script that fails halfway keeps what it wrote before the failure, so
 -- every script checks all its arguments before its first write: a bad one
 -- ends the script with an error and nothing changed.
+--
+-- Each script gets only the definitions below that it names, directly or
+-- through another kept definition (see lua.rs): so this file holds
+-- top-level `local` definitions only, each with its comment above it, and
+-- a setting no kept text names is neither read nor checked.
 local meta = KEYS[1]
 local base = ARGV[1]
 
