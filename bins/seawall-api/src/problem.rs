@@ -2,8 +2,9 @@
 //! these, built here and nowhere else.
 //!
 //! A problem built while a request is being served carries that request's id
-//! (`request_id`, the `x-request-id` header's value): the request-id
-//! middleware runs the rest of the stack inside `request_id_scope`.
+//! (`request_id`, the `x-request-id` header's value): the request layer runs
+//! the rest of the stack with the request's
+//! [`RequestFields`](seawall_app::logging::RequestFields) in scope.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,29 +14,8 @@ use utoipa::ToSchema;
 /// The media type of a problem body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-tokio::task_local! {
-    static REQUEST_ID: Box<str>;
-}
-
-/// Runs `future` (the rest of a request's handling) with `request_id` as the
-/// id problems built inside it carry.
-pub(crate) fn request_id_scope<F: Future>(
-    request_id: Box<str>,
-    future: F,
-) -> tokio::task::futures::TaskLocalFuture<Box<str>, F> {
-    REQUEST_ID.scope(request_id, future)
-}
-
-/// Runs `f` with `request_id` as the id problems built inside it carry.
-pub(crate) fn with_request_id<R>(request_id: Box<str>, f: impl FnOnce() -> R) -> R {
-    REQUEST_ID.sync_scope(request_id, f)
-}
-
 fn current_request_id() -> Option<Box<str>> {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .ok()
-        .filter(|id| !id.is_empty())
+    seawall_app::logging::RequestFields::current_request_id()
 }
 
 /// An HTTP problem: status, a human-readable `detail`, for invalid input the

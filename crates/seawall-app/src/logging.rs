@@ -12,16 +12,130 @@
 //! strings do.
 //! This is tracing-subscriber's default text format without its per-field
 //! styling, which costs a request span more than the rest of its fields do.
+//!
+//! # The request a line belongs to
+//!
+//! A line written while a request is handled carries the request's method,
+//! route and id in its `request` span: `request{method=GET
+//! route=/api/content request_id=…}:` before the target in text, and as the
+//! span's fields in JSON. The span itself has no fields: the request's
+//! [`RequestFields`] ride in its extensions (see [`RequestFields::span`]),
+//! and the formatters write them only when a line is written, so a request
+//! that logs nothing formats nothing. Being a span, it follows the request
+//! where work hands it on, such as sqlx's SQLite worker thread.
+//!
+//! ```
+//! use seawall_app::logging::RequestFields;
+//!
+//! let fields = RequestFields::new("GET", "/api/content", "req-1");
+//! fields.sync_scope(|| {
+//!     assert_eq!(RequestFields::current_request_id().as_deref(), Some("req-1"));
+//! });
+//! assert_eq!(RequestFields::current_request_id(), None);
+//! ```
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
+use serde_json::{Map, Value};
+use tokio::task::futures::TaskLocalFuture;
 use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Span, Subscriber};
+use tracing_log::NormalizeEvent as _;
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::{LookupSpan, Registry};
 
 use crate::config::{LogConfig, LogFormat};
+
+tokio::task_local! {
+    static REQUEST: RequestFields;
+}
+
+/// The request being handled: its method, route template and id. In a
+/// request's [`span`](Self::span) they are written into every line logged
+/// inside it; in [`scope`](Self::scope) they tell
+/// [`current_request_id`](Self::current_request_id). Cloning is one
+/// reference count.
+#[derive(Debug, Clone)]
+pub struct RequestFields(Arc<Fields>);
+
+#[derive(Debug)]
+struct Fields {
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
+    request_id: Box<str>,
+}
+
+impl RequestFields {
+    /// The fields of one request: its method, its route template (never the
+    /// raw path) and its id.
+    pub fn new(
+        method: impl Into<Cow<'static, str>>,
+        route: impl Into<Cow<'static, str>>,
+        request_id: impl Into<Box<str>>,
+    ) -> Self {
+        Self(Arc::new(Fields {
+            method: method.into(),
+            route: route.into(),
+            request_id: request_id.into(),
+        }))
+    }
+
+    /// The request's id.
+    #[must_use]
+    pub fn request_id(&self) -> &str {
+        &self.0.request_id
+    }
+
+    /// The `request` span, at `info`, holding these fields for the log
+    /// formatters of [`log_subscriber`]. The span has no fields of its own
+    /// (nothing is formatted when it is made); a subscriber not built on
+    /// tracing-subscriber's registry gets a plain `request` span.
+    #[must_use]
+    pub fn span(&self) -> Span {
+        let span = tracing::info_span!("request");
+        span.with_subscriber(|(id, dispatch)| {
+            if let Some(registry) = dispatch.downcast_ref::<Registry>()
+                && let Some(data) = registry.span(id)
+            {
+                data.extensions_mut().insert(self.clone());
+            }
+        });
+        span
+    }
+
+    /// Runs `future` with these fields in scope.
+    pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<Self, F> {
+        REQUEST.scope(self, future)
+    }
+
+    /// Runs `f` with these fields in scope.
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        REQUEST.sync_scope(self, f)
+    }
+
+    /// The id of the request in scope, if there is one and it is not empty.
+    #[must_use]
+    pub fn current_request_id() -> Option<Box<str>> {
+        REQUEST
+            .try_with(|fields| fields.0.request_id.clone())
+            .ok()
+            .filter(|id| !id.is_empty())
+    }
+
+    /// The fields as (name, value) pairs, in the order they are written.
+    fn pairs(&self) -> [(&'static str, &str); 3] {
+        [
+            ("method", &self.0.method),
+            ("route", &self.0.route),
+            ("request_id", &self.0.request_id),
+        ]
+    }
+}
 
 /// The subscriber the service logs with, writing to `writer`, with ANSI
 /// colours when `ansi`. An invalid filter (validation refuses one) falls
@@ -49,8 +163,188 @@ where
         .with_writer(writer)
         .with_ansi(ansi);
     match log.format {
-        LogFormat::Text => Box::new(builder.fmt_fields(PlainFields).finish()),
-        LogFormat::Json => Box::new(builder.json().finish()),
+        LogFormat::Text => Box::new(
+            builder
+                .fmt_fields(PlainFields)
+                .event_format(TextLine)
+                .finish(),
+        ),
+        LogFormat::Json => Box::new(
+            builder
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonLine)
+                .finish(),
+        ),
+    }
+}
+
+/// tracing-subscriber's default text line (time, level, spans, target,
+/// fields), with a request span's [`RequestFields`] as its fields.
+#[derive(Debug, Clone, Copy)]
+struct TextLine;
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let ansi = writer.has_ansi_escapes();
+        let style = |code: &'static str| if ansi { code } else { "" };
+        let (bold, dimmed, reset) = (style("\x1b[1m"), style("\x1b[2m"), style("\x1b[0m"));
+
+        write!(writer, "{dimmed}")?;
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, "{reset} ")?;
+        let (colour, level) = level_text(*meta.level());
+        write!(writer, "{}{level}{reset} ", style(colour))?;
+
+        let mut spans = false;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                spans = true;
+                write!(writer, "{bold}{}{reset}", span.metadata().name())?;
+                let extensions = span.extensions();
+                if let Some(request) = extensions.get::<RequestFields>() {
+                    write!(writer, "{bold}{{{reset}")?;
+                    for (index, (name, value)) in request.pairs().into_iter().enumerate() {
+                        if index > 0 {
+                            writer.write_char(' ')?;
+                        }
+                        write!(writer, "{name}=")?;
+                        write_value(&mut writer, value)?;
+                    }
+                    write!(writer, "{bold}}}{reset}")?;
+                } else if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                    && !fields.is_empty()
+                {
+                    write!(writer, "{bold}{{{reset}{fields}{bold}}}{reset}")?;
+                }
+                write!(writer, "{dimmed}:{reset}")?;
+            }
+        }
+        if spans {
+            writer.write_char(' ')?;
+        }
+        write!(writer, "{dimmed}{}:{reset} ", meta.target())?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// A level's colour code and its text, padded to five as tracing-subscriber does.
+fn level_text(level: Level) -> (&'static str, &'static str) {
+    match level {
+        Level::TRACE => ("\x1b[35m", "TRACE"),
+        Level::DEBUG => ("\x1b[34m", "DEBUG"),
+        Level::INFO => ("\x1b[32m", " INFO"),
+        Level::WARN => ("\x1b[33m", " WARN"),
+        Level::ERROR => ("\x1b[31m", "ERROR"),
+    }
+}
+
+/// tracing-subscriber's JSON line (`timestamp`, `level`, `fields`, `target`,
+/// `span` for the innermost span, `spans` from the root), with a request
+/// span's [`RequestFields`] as its fields.
+#[derive(Debug, Clone, Copy)]
+struct JsonLine;
+
+impl<S> FormatEvent<S, JsonFields> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let mut fields = JsonVisitor(Map::new());
+        event.record(&mut fields);
+
+        let mut spans = Vec::new();
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let mut fields = if let Some(request) = extensions.get::<RequestFields>() {
+                    request
+                        .pairs()
+                        .into_iter()
+                        .map(|(name, value)| (name.to_owned(), Value::from(value)))
+                        .collect()
+                } else {
+                    extensions
+                        .get::<FormattedFields<JsonFields>>()
+                        .and_then(|fields| serde_json::from_str::<Map<String, Value>>(fields).ok())
+                        .unwrap_or_default()
+                };
+                fields.insert("name".to_owned(), Value::from(span.metadata().name()));
+                spans.push(Value::Object(fields));
+            }
+        }
+
+        let mut line = Map::new();
+        line.insert("timestamp".to_owned(), Value::from(timestamp));
+        line.insert("level".to_owned(), Value::from(meta.level().as_str()));
+        line.insert("fields".to_owned(), Value::Object(fields.0));
+        line.insert("target".to_owned(), Value::from(meta.target()));
+        if let Some(innermost) = spans.last() {
+            line.insert("span".to_owned(), innermost.clone());
+            line.insert("spans".to_owned(), Value::Array(spans));
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writer.write_str(&text)?;
+        writeln!(writer)
+    }
+}
+
+/// An event's fields as a JSON object, as tracing-subscriber's JSON format
+/// writes them: numbers and booleans as themselves, everything else as text.
+struct JsonVisitor(Map<String, Value>);
+
+impl JsonVisitor {
+    fn insert(&mut self, field: &Field, value: Value) {
+        // Metadata of records bridged from the `log` crate, already shown.
+        if !field.name().starts_with("log.") {
+            self.0.insert(field.name().to_owned(), value);
+        }
+    }
+}
+
+impl Visit for JsonVisitor {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.insert(field, Value::from(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.insert(field, Value::from(format!("{value:?}")));
     }
 }
 
@@ -108,10 +402,8 @@ impl Visit for PlainVisitor<'_> {
         }
         self.result = if field.name() == "message" {
             write_escaped(&mut self.writer, value)
-        } else if is_plain(value) {
-            self.writer.write_str(value)
         } else {
-            write!(self.writer, "{value:?}")
+            write_value(&mut self.writer, value)
         };
     }
 
@@ -132,6 +424,15 @@ fn is_plain(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'='))
+}
+
+/// A string field's value: bare when plain, quoted and escaped otherwise.
+fn write_value(writer: &mut Writer<'_>, value: &str) -> fmt::Result {
+    if is_plain(value) {
+        writer.write_str(value)
+    } else {
+        write!(writer, "{value:?}")
+    }
 }
 
 fn write_escaped(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
@@ -239,6 +540,94 @@ mod tests {
             log.contains(r"key=x\r\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J"),
             "{log}"
         );
+    }
+
+    fn json_log(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let log = LogConfig {
+            format: LogFormat::Json,
+            ..LogConfig::default()
+        };
+        let subscriber = log_subscriber(&log, move || writer.clone(), false);
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = captured.0.lock().expect("not poisoned").clone();
+        String::from_utf8(bytes)
+            .expect("UTF-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect()
+    }
+
+    fn in_request(emit: impl FnOnce()) -> impl FnOnce() {
+        move || {
+            let span = RequestFields::new("GET", "/api/items/{id}", "id \"7\"").span();
+            span.in_scope(emit);
+        }
+    }
+
+    #[test]
+    fn a_line_in_a_request_carries_its_fields_as_the_outer_span() {
+        let log = text_log(in_request(|| {
+            let inner = tracing::info_span!("load", key = 3_u64);
+            let _entered = inner.enter();
+            tracing::info!(status = 500_u64, "request failed");
+        }));
+        assert!(
+            log.contains(
+                r#" INFO request{method=GET route=/api/items/{id} request_id="id \"7\""}:load{key=3}: seawall_app::logging::tests: request failed status=500"#
+            ),
+            "{log}"
+        );
+        let outside = text_log(|| tracing::warn!("alone"));
+        assert!(
+            outside.contains(" WARN seawall_app::logging::tests: alone"),
+            "{outside}"
+        );
+    }
+
+    #[test]
+    fn a_json_line_in_a_request_has_it_as_span_and_first_of_spans() {
+        let lines = json_log(in_request(|| {
+            tracing::info!(status = 500_u64, latency_ms = 1.5_f64, "request failed");
+            let inner = tracing::info_span!("load", key = 3_u64);
+            let _entered = inner.enter();
+            tracing::warn!(error = %"boom", "inner");
+        }));
+        let [outer, inner] = lines.as_slice() else {
+            panic!("two lines: {lines:?}");
+        };
+        let request = serde_json::json!({
+            "name": "request",
+            "method": "GET",
+            "route": "/api/items/{id}",
+            "request_id": "id \"7\"",
+        });
+        assert_eq!(outer["span"], request, "{outer}");
+        assert_eq!(outer["spans"], serde_json::json!([request]), "{outer}");
+        assert_eq!(outer["fields"]["status"], 500, "{outer}");
+        assert_eq!(outer["fields"]["latency_ms"], 1.5, "{outer}");
+        assert_eq!(outer["fields"]["message"], "request failed", "{outer}");
+        assert_eq!(outer["level"], "INFO", "{outer}");
+        assert_eq!(outer["target"], "seawall_app::logging::tests", "{outer}");
+        assert!(
+            outer["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{outer}"
+        );
+        let load = serde_json::json!({"name": "load", "key": 3});
+        assert_eq!(inner["span"], load, "{inner}");
+        assert_eq!(
+            inner["spans"],
+            serde_json::json!([request, load]),
+            "{inner}"
+        );
+        assert_eq!(inner["fields"]["error"], "boom", "{inner}");
+
+        let outside = json_log(|| tracing::info!("alone"));
+        assert!(outside[0].get("span").is_none(), "{:?}", outside[0]);
+        assert!(outside[0].get("spans").is_none(), "{:?}", outside[0]);
     }
 
     #[test]

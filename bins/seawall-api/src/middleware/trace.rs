@@ -1,19 +1,21 @@
 //! The request span: method, route template and request id, set when the
 //! request arrives. Every log line written while the request is handled
-//! carries these fields; the closing line adds status and latency.
+//! carries these fields (written only when a line is, see
+//! [`seawall_app::logging`]); the closing line adds status and latency.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::MatchedPath;
+use axum::http::Method;
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use seawall_app::logging::RequestFields;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 use tracing::Span;
-
-use crate::problem;
 
 /// The request-id header.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -27,26 +29,39 @@ fn is_plain_id(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// The `request` span. The route is the template (`/api/content`), never
-/// the raw path, and `unmatched` for requests no route takes.
-fn request_span<B>(request: &Request<B>, request_id: &str) -> Span {
-    let route = request
+/// The request's log fields. The route is the template (`/api/content`),
+/// never the raw path, and `unmatched` for requests no route takes.
+fn request_fields<B>(request: &Request<B>, request_id: Box<str>) -> RequestFields {
+    let route: Cow<'static, str> = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!(
-        "request",
-        method = request.method().as_str(),
-        route,
-        request_id,
-    )
+        .map_or(Cow::Borrowed("unmatched"), |path| {
+            Cow::Owned(path.as_str().to_owned())
+        });
+    RequestFields::new(method_name(request.method()), route, request_id)
+}
+
+/// A method's name, without allocating for the standard ones.
+fn method_name(method: &Method) -> Cow<'static, str> {
+    let name = match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Cow::Owned(method.as_str().to_owned()),
+    };
+    Cow::Borrowed(name)
 }
 
 /// The closing line, in the request's span: at `info` for 5xx and `debug`
 /// otherwise, so a busy service's log is not one line per request unless
-/// asked for. Status and latency are the line's own fields, not the span's:
-/// no line written before it could show them, and recording them on the
-/// span would format the span's fields again for every request.
+/// asked for. Status and latency are the line's own fields: no line written
+/// before it could show them.
 fn log_response(status: StatusCode, latency: Duration) {
     let latency_ms = latency.as_secs_f64() * 1000.0;
     let code = status.as_u16();
@@ -57,14 +72,15 @@ fn log_response(status: StatusCode, latency: Duration) {
     }
 }
 
-/// The request's id and span, as one layer. A client's `x-request-id` is
-/// kept when it is one plain value (see [`is_plain_id`]), otherwise one is
-/// generated; it is set on the request (header and extension), kept in
-/// scope while the rest runs so that problems built inside carry it, and
-/// returned on the response. The rest of the stack runs in the
-/// [`request_span`], which ends with the closing line. (tower-http's
-/// `TraceLayer` also wrapped every response body to enter the span on each
-/// of its frames, for callbacks the service does not use.)
+/// The request's id and log fields, as one layer. A client's
+/// `x-request-id` is kept when it is one plain value (see [`is_plain_id`]),
+/// otherwise one is generated; it is set on the request (header and
+/// extension) and returned on the response. The rest of the stack runs in
+/// the request's span, holding its [`request_fields`] (so that every line
+/// logged inside carries them), and with them in scope (so that every
+/// problem built inside carries the id); it ends with the closing line. The
+/// span has no fields of its own: nothing is formatted for a request unless
+/// a line is written.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RequestLayer;
 
@@ -104,12 +120,11 @@ where
         request.headers_mut().insert(X_REQUEST_ID, id.clone());
         request.extensions_mut().insert(RequestId::new(id.clone()));
         // A plain id or a UUID: ASCII either way.
-        let text: Box<str> = id.to_str().unwrap_or_default().into();
-        let span = request_span(&request, &text);
-        let inner =
-            span.in_scope(|| problem::with_request_id(text.clone(), || self.inner.call(request)));
+        let fields = request_fields(&request, id.to_str().unwrap_or_default().into());
+        let span = fields.span();
+        let inner = span.in_scope(|| fields.clone().sync_scope(|| self.inner.call(request)));
         RequestFuture {
-            inner: problem::request_id_scope(text, inner),
+            inner: fields.scope(inner),
             id: Some(id),
             span,
             started,
@@ -121,7 +136,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`RequestService`].
     pub(super) struct RequestFuture<F: Future> {
         #[pin]
-        inner: TaskLocalFuture<Box<str>, F>,
+        inner: TaskLocalFuture<RequestFields, F>,
         id: Option<HeaderValue>,
         span: Span,
         started: Instant,
