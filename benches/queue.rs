@@ -64,7 +64,8 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum System {
-    /// A bare BLMOVE + LREM loop: what Redis allows at best.
+    /// A bare RPUSH per job to enqueue, a bare BLMOVE + LREM loop end to
+    /// end: what Redis allows at best.
     Baseline,
     /// seawall-queue with its default settings.
     Seawall,

@@ -19,7 +19,7 @@
 //! route and id in its `request` span: `request{method=GET
 //! route=/api/content request_id=…}:` before the target in text, and as the
 //! span's fields in JSON. The span itself has no fields: the request's
-//! [`RequestFields`] ride in its extensions (see [`RequestFields::span`]),
+//! [`RequestFields`] ride in its extensions (see [`RequestFields::attach`]),
 //! and the formatters write them only when a line is written, so a request
 //! that logs nothing formats nothing. Being a span, it follows the request
 //! where work hands it on, such as sqlx's SQLite worker thread.
@@ -38,6 +38,7 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
+use serde::ser::{SerializeMap as _, Serializer as _};
 use serde_json::{Map, Value};
 use tokio::task::futures::TaskLocalFuture;
 use tracing::field::{Field, Visit};
@@ -47,7 +48,7 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime as _, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
-use tracing_subscriber::registry::{LookupSpan, Registry};
+use tracing_subscriber::registry::{LookupSpan, Registry, SpanRef};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -55,8 +56,8 @@ tokio::task_local! {
     static REQUEST: RequestFields;
 }
 
-/// The request being handled: its method, route template and id. In a
-/// request's [`span`](Self::span) they are written into every line logged
+/// The request being handled: its method, route template and id. In the
+/// span they are [attached](Self::attach) to they are written into every line logged
 /// inside it; in [`scope`](Self::scope) they tell
 /// [`current_request_id`](Self::current_request_id). Cloning is one
 /// reference count.
@@ -91,13 +92,13 @@ impl RequestFields {
         &self.0.request_id
     }
 
-    /// The `request` span, at `info`, holding these fields for the log
-    /// formatters of [`log_subscriber`]. The span has no fields of its own
-    /// (nothing is formatted when it is made); a subscriber not built on
-    /// tracing-subscriber's registry gets a plain `request` span.
-    #[must_use]
-    pub fn span(&self) -> Span {
-        let span = tracing::info_span!("request");
+    /// Puts these fields in `span`'s extensions, where the log formatters
+    /// of [`log_subscriber`] write them as the span's fields. The span is
+    /// the caller's own (`tracing::info_span!("request")` with no fields),
+    /// so that its target is the caller's for log filters. Nothing happens
+    /// for a disabled span or a subscriber not built on tracing-subscriber's
+    /// registry.
+    pub fn attach(&self, span: &Span) {
         span.with_subscriber(|(id, dispatch)| {
             if let Some(registry) = dispatch.downcast_ref::<Registry>()
                 && let Some(data) = registry.span(id)
@@ -105,7 +106,6 @@ impl RequestFields {
                 data.extensions_mut().insert(self.clone());
             }
         });
-        span
     }
 
     /// Runs `future` with these fields in scope.
@@ -270,55 +270,106 @@ where
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut timestamp = String::new();
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut fields = JsonVisitor(Map::new());
+        let mut fields = JsonVisitor(Vec::new());
         event.record(&mut fields);
 
-        let mut spans = Vec::new();
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let extensions = span.extensions();
-                let mut fields = if let Some(request) = extensions.get::<RequestFields>() {
-                    request
-                        .pairs()
-                        .into_iter()
-                        .map(|(name, value)| (name.to_owned(), Value::from(value)))
+        // As tracing-subscriber does: `span` is the event's parent or else
+        // the current span, `spans` the current span's scope from the root.
+        let current = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        let span = current.as_ref().map(span_object);
+        let spans: Option<Vec<Object>> = current.as_ref().map(|_| {
+            ctx.lookup_current()
+                .map(|span| {
+                    span.scope()
+                        .from_root()
+                        .map(|span| span_object(&span))
                         .collect()
-                } else {
-                    extensions
-                        .get::<FormattedFields<JsonFields>>()
-                        .and_then(|fields| serde_json::from_str::<Map<String, Value>>(fields).ok())
-                        .unwrap_or_default()
-                };
-                fields.insert("name".to_owned(), Value::from(span.metadata().name()));
-                spans.push(Value::Object(fields));
-            }
-        }
+                })
+                .unwrap_or_default()
+        });
 
-        let mut line = Map::new();
-        line.insert("timestamp".to_owned(), Value::from(timestamp));
-        line.insert("level".to_owned(), Value::from(meta.level().as_str()));
-        line.insert("fields".to_owned(), Value::Object(fields.0));
-        line.insert("target".to_owned(), Value::from(meta.target()));
-        if let Some(innermost) = spans.last() {
-            line.insert("span".to_owned(), innermost.clone());
-            line.insert("spans".to_owned(), Value::Array(spans));
-        }
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        let mut line = serde_json::Serializer::new(Vec::new());
+        let mut map = line.serialize_map(None).map_err(|_| fmt::Error)?;
+        let written = (|| {
+            map.serialize_entry("timestamp", &timestamp)?;
+            map.serialize_entry("level", meta.level().as_str())?;
+            map.serialize_entry("fields", &fields)?;
+            map.serialize_entry("target", meta.target())?;
+            if let Some(span) = &span {
+                map.serialize_entry("span", span)?;
+            }
+            if let Some(spans) = &spans {
+                map.serialize_entry("spans", spans)?;
+            }
+            map.end()
+        })();
+        written.map_err(|_| fmt::Error)?;
+        let text = String::from_utf8(line.into_inner()).map_err(|_| fmt::Error)?;
         writer.write_str(&text)?;
         writeln!(writer)
     }
 }
 
-/// An event's fields as a JSON object, as tracing-subscriber's JSON format
-/// writes them: numbers and booleans as themselves, everything else as text.
-struct JsonVisitor(Map<String, Value>);
+/// A span as JSON: a request span's [`RequestFields`] or the span's own
+/// fields, then its `name`.
+fn span_object<S>(span: &SpanRef<'_, S>) -> Object
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    let extensions = span.extensions();
+    let mut object: Vec<(String, Value)> = if let Some(request) = extensions.get::<RequestFields>()
+    {
+        request
+            .pairs()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), Value::from(value)))
+            .collect()
+    } else {
+        extensions
+            .get::<FormattedFields<JsonFields>>()
+            .and_then(|fields| serde_json::from_str::<Map<String, Value>>(fields).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    };
+    object.push(("name".to_owned(), Value::from(span.metadata().name())));
+    Object(object)
+}
+
+/// A JSON object whose keys keep their order.
+struct Object(Vec<(String, Value)>);
+
+impl serde::Serialize for Object {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// An event's fields as a JSON object, in the order they were recorded, as
+/// tracing-subscriber's JSON format writes them: numbers and booleans as
+/// themselves, everything else as text.
+struct JsonVisitor(Vec<(&'static str, Value)>);
 
 impl JsonVisitor {
     fn insert(&mut self, field: &Field, value: Value) {
-        // Metadata of records bridged from the `log` crate, already shown.
-        if !field.name().starts_with("log.") {
-            self.0.insert(field.name().to_owned(), value);
+        self.0.push((field.name(), value));
+    }
+}
+
+impl serde::Serialize for JsonVisitor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
         }
+        map.end()
     }
 }
 
@@ -542,7 +593,7 @@ mod tests {
         );
     }
 
-    fn json_log(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+    fn json_text(emit: impl FnOnce()) -> String {
         let captured = Captured::default();
         let writer = captured.clone();
         let log = LogConfig {
@@ -552,16 +603,42 @@ mod tests {
         let subscriber = log_subscriber(&log, move || writer.clone(), false);
         tracing::subscriber::with_default(subscriber, emit);
         let bytes = captured.0.lock().expect("not poisoned").clone();
-        String::from_utf8(bytes)
-            .expect("UTF-8")
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    fn json_log(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        json_text(emit)
             .lines()
             .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
             .collect()
     }
 
+    #[test]
+    fn json_keys_come_in_tracing_subscribers_order() {
+        let line = json_text(in_request(|| tracing::info!(b = 1_u64, a = 2_u64, "hi")));
+        let order = [
+            "\"timestamp\":",
+            "\"level\":",
+            "\"fields\":{\"message\":\"hi\",\"b\":1,\"a\":2}",
+            "\"target\":",
+            "\"span\":{\"method\":",
+            "\"spans\":[{\"method\":",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|key| line.find(key).unwrap_or_else(|| panic!("{key} in {line}")))
+            .collect();
+        assert!(at.is_sorted(), "{line}");
+        assert!(
+            line.contains("\"request_id\":\"id \\\"7\\\"\",\"name\":\"request\"}"),
+            "{line}"
+        );
+    }
+
     fn in_request(emit: impl FnOnce()) -> impl FnOnce() {
         move || {
-            let span = RequestFields::new("GET", "/api/items/{id}", "id \"7\"").span();
+            let span = tracing::info_span!("request");
+            RequestFields::new("GET", "/api/items/{id}", "id \"7\"").attach(&span);
             span.in_scope(emit);
         }
     }

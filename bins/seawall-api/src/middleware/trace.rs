@@ -121,7 +121,8 @@ where
         request.extensions_mut().insert(RequestId::new(id.clone()));
         // A plain id or a UUID: ASCII either way.
         let fields = request_fields(&request, id.to_str().unwrap_or_default().into());
-        let span = fields.span();
+        let span = tracing::info_span!("request");
+        fields.attach(&span);
         let inner = span.in_scope(|| fields.clone().sync_scope(|| self.inner.call(request)));
         RequestFuture {
             inner: fields.scope(inner),

@@ -166,55 +166,6 @@ async fn a_re_sent_enqueue_adds_its_jobs_once() {
     assert_eq!(store.counts("q").await.expect("counts").waiting, 2);
 }
 
-/// A queue written by a build that kept its order counter in a key of its
-/// own (`id`) goes on from that counter, and the old key is dropped.
-#[tokio::test]
-async fn counters_of_the_earlier_layout_are_carried_on() {
-    let (store, prefix) = store().await;
-    let base = format!("{prefix}:{{q}}:");
-    conn()
-        .cmd(&["SET", &format!("{base}jid"), "100"])
-        .expect("SET");
-    conn()
-        .cmd(&["SET", &format!("{base}id"), "41"])
-        .expect("SET");
-    let mut urgent = job(b"1");
-    urgent.priority = 2;
-    let added = store
-        .enqueue("q", &random_id(), vec![urgent, job(b"2")])
-        .await
-        .expect("enqueues");
-    let ids: Vec<u64> = added
-        .iter()
-        .map(|(id, _)| id.as_str().parse().expect("numeric"))
-        .collect();
-    assert!(ids[0] > 100 && ids[1] == ids[0] + 1, "{ids:?}");
-    let text = |args: &[&str]| {
-        let reply = conn().cmd(args).expect("reads");
-        reply.as_str().map(str::to_owned)
-    };
-    assert_eq!(
-        text(&["GET", &format!("{base}jid")]),
-        Some(format!("{}:43", ids[1]))
-    );
-    assert_eq!(
-        text(&["GET", &format!("{base}id")]),
-        None,
-        "the old counter is gone"
-    );
-    let score = text(&["HGET", &format!("{base}j:{}", ids[0]), "sc"]);
-    assert_eq!(score, Some((2 * (1_u64 << 40) + 42).to_string()));
-    let next = store
-        .enqueue("q", &random_id(), vec![job(b"3")])
-        .await
-        .expect("enqueues");
-    let next_id = next[0].0.as_str();
-    assert_eq!(
-        text(&["HGET", &format!("{base}j:{next_id}"), "sc"]),
-        Some((3 * (1_u64 << 40) + 44).to_string())
-    );
-}
-
 #[tokio::test]
 async fn a_re_sent_fetch_answers_its_first_result() {
     let (store, _) = store().await;

@@ -24,23 +24,10 @@ end
 -- Ids never repeat, even after Redis lost its last writes (a failover, an
 -- fsync window): the next id is the last one plus one, or the server's
 -- clock in microseconds since 2026, whichever is larger, so ids issued
--- before a loss are below any issued after it. The same key holds the
--- order counter: waiting jobs of one level run in its order.
+-- before a loss are below any issued after it.
 local id_key = base .. 'jid'
 local clock_id = (tonumber(clock[1]) - 1767225600) * 1000000 + tonumber(clock[2])
-local last, order, legacy = 0, 0, false
-local counters = redis.call('GET', id_key)
-if counters then
-  local id_part, order_part = string.match(counters, '^(%d+):(%d+)$')
-  if id_part then
-    last, order = tonumber(id_part), tonumber(order_part)
-  else
-    -- Written by an earlier version, which kept the order counter apart.
-    last, order = tonumber(counters) or 0, tonumber(redis.call('GET', base .. 'id') or '0')
-    legacy = true
-  end
-end
-local first = last + 1
+local first = tonumber(redis.call('GET', id_key) or '0') + 1
 if clock_id > first then first = clock_id end
 
 -- The answer is known before anything is written: per job, its id and 1
@@ -74,8 +61,9 @@ if not redis.call('SET', answered_key, table.concat(out, ' '), 'NX', 'PX', ANSWE
   end
   return replayed
 end
-redis.call('SET', id_key, int(first + count - 1) .. ':' .. int(order + count))
-if legacy then redis.call('DEL', base .. 'id') end
+redis.call('SET', id_key, int(first + count - 1))
+-- Waiting jobs of one level run in the order of this counter.
+local order = redis.call('INCRBY', base .. 'id', count) - count + 1
 
 local woke = false
 local waiting = 0
@@ -92,7 +80,7 @@ for i = 0, count - 1 do
     end
     local key = job_key(id)
     local group = ARGV[at + 5]
-    local score = int(tonumber(ARGV[at + 1]) * STRIDE + order + 1 + i)
+    local score = int(tonumber(ARGV[at + 1]) * STRIDE + order + i)
     local delay = tonumber(ARGV[at + 6])
     local state, ready = 'waiting', now
     if delay > 0 then state, ready = 'delayed', now + delay end

@@ -108,13 +108,36 @@ fn defined_names(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The identifiers of Lua text outside its `--` comments (a string that
-/// holds `--` would hide the rest of its line, which only keeps more).
+/// The identifiers of Lua text outside its `--` comments.
 fn words(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
-        .map(|line| line.split("--").next().unwrap_or_default())
+        .map(code_of)
         .flat_map(|code| code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|word| word.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+}
+
+/// A line without its `--` comment. A `--` inside a quoted string is not
+/// one; a line with a long bracket (`[[`, `[=`) is kept whole, as is
+/// everything after an unclosed quote: keeping more text only keeps more
+/// definitions.
+fn code_of(line: &str) -> &str {
+    if line.contains("[[") || line.contains("[=") {
+        return line;
+    }
+    let bytes = line.as_bytes();
+    let mut quote = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        match (quote, bytes[at]) {
+            (Some(_), b'\\') => at += 1,
+            (Some(open), byte) if byte == open => quote = None,
+            (None, b'\'' | b'"') => quote = Some(bytes[at]),
+            (None, b'-') if bytes.get(at + 1) == Some(&b'-') => return &line[..at],
+            _ => {}
+        }
+        at += 1;
+    }
+    line
 }
 
 #[cfg(test)]
@@ -159,6 +182,15 @@ end
             assemble(PRELUDE, "-- helper\nreturn 1"),
             "\n-- helper\nreturn 1"
         );
+    }
+
+    #[test]
+    fn a_comment_marker_inside_a_string_hides_nothing() {
+        assert_eq!(code_of("x('a--b', helper) -- other"), "x('a--b', helper) ");
+        assert_eq!(code_of(r#"x("q\"--", helper)"#), r#"x("q\"--", helper)"#);
+        assert_eq!(code_of("s = [[ -- ]] .. helper"), "s = [[ -- ]] .. helper");
+        let script = assemble(PRELUDE, "return '--' .. other()");
+        assert!(script.contains("local function other()"), "{script}");
     }
 
     #[test]

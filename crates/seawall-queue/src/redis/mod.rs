@@ -6,7 +6,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count) |
-//! | `p:{q}:jid` | string | `<last job id>:<order counter>`: ids follow the server's clock, so they never repeat; waiting jobs of one level run in the counter's order |
+//! | `p:{q}:jid` | string | the last job id given (ids follow the server's clock, so they never repeat) |
+//! | `p:{q}:id` | string | the order counter of enqueued jobs |
 //! | `p:{q}:j:<id>` | hash | one job's record |
 //! | `p:{q}:g:<group>` | list | a group's waiting jobs at the default priority, in line (`g:` for no group) |
 //! | `p:{q}:z:<group>` | sorted set | a group's waiting jobs at other priorities, by priority, then id |

@@ -4,8 +4,8 @@
 -- ARGV[2..6] are the queue's settings; a script's own arguments start at 7.
 --
 -- A script that fails halfway keeps what it wrote before the failure, so
--- every script checks all its arguments before its first write: a bad one
--- ends the script with an error and nothing changed.
+-- every script checks all the arguments it uses before its first write: a
+-- bad one ends the script with an error and nothing changed.
 --
 -- Each script gets only the definitions below that it names, directly or
 -- through another kept definition (see lua.rs): so this file holds
