@@ -201,7 +201,9 @@ where
         let (bold, dimmed, reset) = (style("\x1b[1m"), style("\x1b[2m"), style("\x1b[0m"));
 
         write!(writer, "{dimmed}")?;
-        SystemTime.format_time(&mut writer)?;
+        if SystemTime.format_time(&mut writer).is_err() {
+            writer.write_str("<unknown time>")?;
+        }
         write!(writer, "{reset} ")?;
         let (colour, level) = level_text(*meta.level());
         write!(writer, "{}{level}{reset} ", style(colour))?;
@@ -270,7 +272,7 @@ where
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut timestamp = String::new();
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut fields = JsonVisitor(Vec::new());
+        let mut fields = JsonVisitor(Object(Vec::new()));
         event.record(&mut fields);
 
         // As tracing-subscriber does: `span` is the event's parent or else
@@ -296,7 +298,7 @@ where
         let written = (|| {
             map.serialize_entry("timestamp", &timestamp)?;
             map.serialize_entry("level", meta.level().as_str())?;
-            map.serialize_entry("fields", &fields)?;
+            map.serialize_entry("fields", &fields.0)?;
             map.serialize_entry("target", meta.target())?;
             if let Some(span) = &span {
                 map.serialize_entry("span", span)?;
@@ -355,21 +357,11 @@ impl serde::Serialize for Object {
 /// An event's fields as a JSON object, in the order they were recorded, as
 /// tracing-subscriber's JSON format writes them: numbers and booleans as
 /// themselves, everything else as text.
-struct JsonVisitor(Vec<(&'static str, Value)>);
+struct JsonVisitor(Object);
 
 impl JsonVisitor {
     fn insert(&mut self, field: &Field, value: Value) {
-        self.0.push((field.name(), value));
-    }
-}
-
-impl serde::Serialize for JsonVisitor {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
+        self.0.0.push((field.name().to_owned(), value));
     }
 }
 
