@@ -56,10 +56,10 @@ tokio::task_local! {
     static REQUEST: RequestFields;
 }
 
-/// The request being handled: its method, route template and id. In the
-/// span they are [attached](Self::attach) to they are written into every line logged
-/// inside it; in [`scope`](Self::scope) they tell
-/// [`current_request_id`](Self::current_request_id). Cloning is one
+/// The request being handled: its method, route template and id. Every
+/// line logged inside the span they are [attached](Self::attach) to carries
+/// them, and [`current_request_id`](Self::current_request_id) answers with
+/// the id while they are in [`scope`](Self::scope). Cloning is one
 /// reference count.
 #[derive(Debug, Clone)]
 pub struct RequestFields(Arc<Fields>);
