@@ -18,8 +18,9 @@
 //! Before the groups, it prints the keys each memory limiter holds and the
 //! resident memory it grew by after a million distinct keys, and the Redis
 //! commands and server microseconds per check from `INFO commandstats` for
-//! every algorithm and a quota of two rules, beside the minimal script's, in
-//! three rounds that take turns.
+//! every algorithm and a quota of two rules, beside the minimal script's:
+//! the median of fifteen rounds that take turns, each script's ratio taken
+//! within a round.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -254,16 +255,15 @@ fn memory(c: &mut Criterion) {
 }
 
 /// The smallest GCRA a Redis limiter can run: one key holding the TAT.
-const MINIMAL_GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local step, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-local new_tat = tat + step
-if new_tat - now > burst * step then return 0 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
-return 1
-";
+/// The baseline script: `TIME`, `GET`, `SET … PX` (also measured by
+/// `scripts/lua-instructions`).
+const MINIMAL_GCRA: &str = include_str!("minimal_gcra.lua");
+
+/// The middle value (the upper one of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
 
 /// Commands the server has run (INFO itself left out), and the
 /// microseconds it spent in EVALSHA, scripts' calls included.
@@ -402,9 +402,10 @@ fn redis(c: &mut Criterion) {
     };
 
     // Commands and server time per check, from the server's own counters:
-    // a first pass creates the keys, then three rounds take turns, four
-    // passes (51,200 checks) each, so that the machine's drift falls on
-    // every script alike.
+    // a first pass creates the keys, then fifteen rounds take turns, one
+    // pass (12,800 checks) per script each, so that the machine's drift
+    // falls on every script alike; each script's ratio to the minimal one
+    // is taken within a round, and the median of the rounds is reported.
     let measured: Vec<(&str, Check)> = [
         ("minimal_gcra_script", minimal_check.clone()),
         ("seawall_gcra", seawall_check("gcra")),
@@ -421,27 +422,40 @@ fn redis(c: &mut Criterion) {
     for (_, check) in &measured {
         run(check.clone())(1);
     }
-    const PASSES: u64 = 4;
-    for round in 1..=3 {
+    const ROUNDS: usize = 15;
+    // Per script: commands per check, then per round µs and ratio.
+    let mut commands = vec![0.0; measured.len()];
+    let mut server_us = vec![Vec::with_capacity(ROUNDS); measured.len()];
+    let mut ratios = vec![Vec::with_capacity(ROUNDS); measured.len()];
+    for _ in 0..ROUNDS {
         let mut minimal_us = f64::NAN;
-        for (name, check) in &measured {
+        for (index, (name, check)) in measured.iter().enumerate() {
             let before = runtime.block_on(commands_so_far(&client));
-            run(check.clone())(PASSES);
+            run(check.clone())(1);
             let after = runtime.block_on(commands_so_far(&client));
             #[allow(clippy::cast_precision_loss)]
-            let per_check = |after: u64, before: u64| {
-                after.saturating_sub(before) as f64 / (PASSES * checks) as f64
-            };
-            let server_us = per_check(after.1, before.1);
+            let per_check =
+                |after: u64, before: u64| after.saturating_sub(before) as f64 / checks as f64;
+            let us = per_check(after.1, before.1);
             if name.starts_with("minimal") {
-                minimal_us = server_us;
+                minimal_us = us;
             }
-            eprintln!(
-                "redis per check, round {round}, {name}: {:.2} commands (EVALSHA and the script's calls), {server_us:.2} µs in the server, {:.2}× the minimal script",
-                per_check(after.0, before.0),
-                server_us / minimal_us,
-            );
+            commands[index] = per_check(after.0, before.0);
+            server_us[index].push(us);
+            ratios[index].push(us / minimal_us);
         }
+    }
+    for (index, (name, _)) in measured.iter().enumerate() {
+        let (low, high) = (
+            ratios[index].iter().copied().fold(f64::INFINITY, f64::min),
+            ratios[index].iter().copied().fold(0.0, f64::max),
+        );
+        eprintln!(
+            "redis per check, {name}: {:.2} commands (EVALSHA and the script's calls), median of {ROUNDS} rounds {:.2} µs in the server, {:.2}× the minimal script (rounds {low:.2}–{high:.2}×)",
+            commands[index],
+            median(&mut server_us[index]),
+            median(&mut ratios[index]),
+        );
     }
 
     let mut group = c.benchmark_group("ratelimit/redis_64_tasks");

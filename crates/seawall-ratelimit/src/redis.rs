@@ -1,7 +1,8 @@
 //! The Redis store: one `EVALSHA` per operation. A check of one rule, the
-//! common case, runs `check.lua`, which only decides whether to consume and
-//! answers with the state it read; the decision's numbers are then computed
-//! here by the memory store's own steps ([`check_one`]). Everything else (a
+//! common case, runs its algorithm's own script (`check/`), which only
+//! decides whether to consume and answers with the state it read; the
+//! decision's numbers are then computed here by the memory store's own steps
+//! ([`check_one`]). Everything else (a
 //! quota of several rules, a sliding log, peeks, resets and blocks) runs
 //! `redis.lua`, which holds every algorithm. Both scripts read the server's
 //! `TIME`, so instances whose clocks disagree still agree on every decision;
@@ -21,8 +22,29 @@ use crate::store::{Entry, Op, Outcome, Rules, check_one};
 
 /// The script of every operation, embedded.
 const SCRIPT: &str = include_str!("redis.lua");
-/// The script of a check of one rule.
-const CHECK_SCRIPT: &str = include_str!("check.lua");
+/// The script of a check of one rule of an algorithm: the line that reads
+/// the time argument (`$now`, one past the body's arguments), `check/head.lua`,
+/// the algorithm's body and `check/tail.lua`.
+macro_rules! check_script {
+    ($now:literal, $body:literal) => {
+        concat!(
+            "local now = tonumber(ARGV[",
+            $now,
+            "])\n",
+            include_str!("check/head.lua"),
+            include_str!(concat!("check/", $body)),
+            include_str!("check/tail.lua"),
+        )
+    };
+}
+/// GCRA and the leaky queue: penalty, the cost's span, the tolerance.
+const TAT_SCRIPT: &str = check_script!(4, "tat.lua");
+/// Token and leaky bucket: penalty, cost, capacity, time per unit.
+const BUCKET_SCRIPT: &str = check_script!(5, "bucket.lua");
+/// Fixed window: penalty, cost, limit, window.
+const FIXED_WINDOW_SCRIPT: &str = check_script!(5, "fixed.lua");
+/// Sliding window: penalty, cost, limit, window.
+const SLIDING_WINDOW_SCRIPT: &str = check_script!(5, "sliding.lua");
 /// The registry of blocked keys.
 const BLOCKED_SCRIPT: &str = include_str!("blocked.lua");
 /// How many blocks a limiter's registry keeps: those that end last.
@@ -47,8 +69,16 @@ pub struct RedisStore {
     client: Client,
     prefix: Arc<str>,
     script: Arc<Script>,
-    check_script: Arc<Script>,
+    check_scripts: Arc<CheckScripts>,
     blocked_script: Arc<Script>,
+}
+
+/// The scripts of a check of one rule, one per kind of state.
+struct CheckScripts {
+    tat: Script,
+    bucket: Script,
+    fixed_window: Script,
+    sliding_window: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -73,7 +103,12 @@ impl RedisStore {
             client,
             prefix: Arc::from(prefix.into()),
             script: Arc::new(Script::from_lua(SCRIPT)),
-            check_script: Arc::new(Script::from_lua(CHECK_SCRIPT)),
+            check_scripts: Arc::new(CheckScripts {
+                tat: Script::from_lua(TAT_SCRIPT),
+                bucket: Script::from_lua(BUCKET_SCRIPT),
+                fixed_window: Script::from_lua(FIXED_WINDOW_SCRIPT),
+                sliding_window: Script::from_lua(SLIDING_WINDOW_SCRIPT),
+            }),
             blocked_script: Arc::new(Script::from_lua(BLOCKED_SCRIPT)),
         }
     }
@@ -247,15 +282,39 @@ impl RedisStore {
         now: Option<u64>,
     ) -> Result<Outcome> {
         let keys = self.check_keys(limiter, key, name, limit);
-        let mut args: Vec<Value> = Vec::with_capacity(6);
-        args.push(integer(u64::from(limit.algorithm().code())));
-        args.push(integer(cost));
+        let scripts = &*self.check_scripts;
+        let step_us = limit.step_us();
+        let mut args: Vec<Value> = Vec::with_capacity(5);
         args.push(integer(penalty_us));
-        args.push(integer(limit.capacity()));
-        args.push(integer(limit.step_us()));
+        let counts = [integer(cost), integer(limit.capacity()), integer(step_us)];
+        let script = match limit.algorithm() {
+            Algorithm::Gcra | Algorithm::LeakyQueue => {
+                // The products the step compares, so the script multiplies
+                // nothing (the tolerance stays below 2^53 by validation).
+                args.push(integer(cost.saturating_mul(step_us)));
+                args.push(integer(limit.capacity() * step_us));
+                &scripts.tat
+            }
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+                args.extend(counts);
+                &scripts.bucket
+            }
+            Algorithm::FixedWindow => {
+                args.extend(counts);
+                &scripts.fixed_window
+            }
+            Algorithm::SlidingWindow => {
+                args.extend(counts);
+                &scripts.sliding_window
+            }
+            Algorithm::SlidingLog => {
+                return Err(Error::Protocol(
+                    "a sliding log has no one-rule check script".into(),
+                ));
+            }
+        };
         args.extend(now.map(integer));
-        let reply: Value = self
-            .check_script
+        let reply: Value = script
             .evalsha_with_reload(&self.client, keys, args)
             .await
             .map_err(Error::Redis)?;
@@ -298,7 +357,7 @@ fn state_key(subject: &str, name: &str, limit: &Limit) -> String {
     format!("{subject}:{}:{name}", limit.algorithm().code())
 }
 
-/// `check.lua`'s answer in full: the server's time, the block and the rule's
+/// A check script's answer in full: the server's time, the block and the rule's
 /// state as the script read them.
 fn parse_read(reply: &str, limit: &Limit) -> Result<(u64, u64, State)> {
     let malformed = || Error::Protocol(format!("{reply:?} is not a time, a block and a state"));

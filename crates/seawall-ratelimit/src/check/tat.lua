@@ -1,0 +1,9 @@
+-- GCRA and the leaky queue: the theoretical arrival time.
+-- ARGV[2]  the cost's span: cost × time per unit (µs)
+-- ARGV[3]  the tolerance: capacity × time per unit (µs)
+local start = math.max(tonumber(state) or 0, now)
+backlog = start - now
+local tat = start + tonumber(ARGV[2])
+if tat - now <= tonumber(ARGV[3]) then
+  value, ttl = string.format('%d', tat), tat - now
+end
