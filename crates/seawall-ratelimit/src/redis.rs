@@ -4,7 +4,7 @@
 //! decision's numbers are then computed here by the memory store's own steps
 //! ([`check_one`]). Everything else (a
 //! quota of several rules, a sliding log, peeks, resets and blocks) runs
-//! `redis.lua`, which holds every algorithm. Both scripts read the server's
+//! `redis.lua`, which holds every algorithm. Every script reads the server's
 //! `TIME`, so instances whose clocks disagree still agree on every decision;
 //! every key they write expires once its state equals a fresh one; and all
 //! keys of one limiter and subject share a hash tag, so the store works

@@ -11,7 +11,8 @@
 -- numbers from that with the same steps as the memory store (store.rs
 -- `check_one`). So the numbers are exact, and the server does no work the
 -- answer does not need. Integer microseconds from the server's TIME; all
--- values stay below 2^53, so Lua's doubles compute exactly what Rust does.
+-- values stay below 2^51 (Limit's validation), so Lua's doubles compute
+-- exactly what Rust does.
 --
 -- KEYS[1]   the subject's block: blocked until (µs), expiring with it
 -- KEYS[2]   the rule's state (layout in redis.lua), expiring once it equals
