@@ -2,13 +2,13 @@
 //! common case, runs its algorithm's own script (`check/`), which only
 //! decides whether to consume and answers with the state it read; the
 //! decision's numbers are then computed here by the memory store's own steps
-//! ([`check_one`]). Everything else (a
-//! quota of several rules, a sliding log, peeks, resets and blocks) runs
-//! `redis.lua`, which holds every algorithm. Every script reads the server's
-//! `TIME`, so instances whose clocks disagree still agree on every decision;
-//! every key they write expires once its state equals a fresh one; and all
-//! keys of one limiter and subject share a hash tag, so the store works
-//! unchanged on Redis Cluster.
+//! ([`check_one`]). Everything else (a quota of several rules, a sliding
+//! log, peeks, resets and blocks) runs `redis.lua`, which holds every
+//! algorithm. Every script reads the server's `TIME`, so instances whose
+//! clocks disagree still agree on every decision; every key they write
+//! expires once its state equals a fresh one; and all keys of one limiter
+//! and subject share a hash tag, so the store works unchanged on Redis
+//! Cluster.
 
 use std::sync::Arc;
 
@@ -286,25 +286,25 @@ impl RedisStore {
         let step_us = limit.step_us();
         let mut args: Vec<Value> = Vec::with_capacity(5);
         args.push(integer(penalty_us));
-        let counts = [integer(cost), integer(limit.capacity()), integer(step_us)];
+        let counts = || [integer(cost), integer(limit.capacity()), integer(step_us)];
         let script = match limit.algorithm() {
             Algorithm::Gcra | Algorithm::LeakyQueue => {
                 // The products the step compares, so the script multiplies
-                // nothing (the tolerance stays below 2^53 by validation).
+                // nothing (the tolerance stays below 2^51 by validation).
                 args.push(integer(cost.saturating_mul(step_us)));
                 args.push(integer(limit.capacity() * step_us));
                 &scripts.tat
             }
             Algorithm::TokenBucket | Algorithm::LeakyBucket => {
-                args.extend(counts);
+                args.extend(counts());
                 &scripts.bucket
             }
             Algorithm::FixedWindow => {
-                args.extend(counts);
+                args.extend(counts());
                 &scripts.fixed_window
             }
             Algorithm::SlidingWindow => {
-                args.extend(counts);
+                args.extend(counts());
                 &scripts.sliding_window
             }
             Algorithm::SlidingLog => {
