@@ -298,9 +298,10 @@ impl Limit {
                 previous: 0,
             },
             Algorithm::SlidingLog => State::Log(Log::default()),
-            Algorithm::TokenBucket => State::Bucket { level: 0, since: 0 },
-            Algorithm::LeakyBucket => State::Bucket { level: 0, since: 0 },
-            Algorithm::LeakyQueue | Algorithm::Gcra => State::Tat(0),
+            Algorithm::TokenBucket
+            | Algorithm::LeakyBucket
+            | Algorithm::LeakyQueue
+            | Algorithm::Gcra => State::Tat(0),
         }
     }
 
@@ -320,15 +321,11 @@ impl Limit {
                 },
             ) => sliding_window(self, index, current, previous, now, cost, commit),
             (Algorithm::SlidingLog, State::Log(log)) => sliding_log(self, log, now, cost, commit),
-            (Algorithm::TokenBucket, State::Bucket { level, since }) => {
-                // Tokens spent, so that an empty state is a full bucket.
-                bucket(self, level, since, now, cost, commit)
-            }
-            (Algorithm::LeakyBucket, State::Bucket { level, since }) => {
-                bucket(self, level, since, now, cost, commit)
-            }
             (Algorithm::LeakyQueue, State::Tat(tat)) => leaky_queue(self, tat, now, cost, commit),
-            (Algorithm::Gcra, State::Tat(tat)) => gcra(self, tat, now, cost, commit),
+            (
+                Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra,
+                State::Tat(tat),
+            ) => gcra(self, tat, now, cost, commit),
             (_, state) => {
                 // A state of another algorithm (the limit changed): start afresh.
                 *state = self.fresh_state();
@@ -354,10 +351,9 @@ pub(crate) enum State {
     },
     /// Admitted units with their times, oldest first.
     Log(Log),
-    /// Units in the bucket (spent tokens for the token bucket, water for the
-    /// leaky bucket) and the time up to which they have drained.
-    Bucket { level: u64, since: u64 },
-    /// The theoretical arrival time: when the next unit is due.
+    /// The theoretical arrival time: when the next unit is due. For the
+    /// token and the leaky bucket, the time their level is back to zero, a
+    /// full bucket of tokens or an empty one of water (see [`gcra`]).
     Tat(u64),
 }
 
@@ -594,54 +590,19 @@ fn sliding_log(limit: &Limit, log: &mut Log, now: u64, cost: u64, commit: bool) 
     )
 }
 
-/// The token bucket and the leaky bucket (meter) are one computation: the
-/// level is what is spent (tokens taken, water in the bucket), and it drains
-/// one unit per step. A token bucket's empty state is a full bucket of
-/// tokens, which is a level of zero.
-fn bucket(
-    limit: &Limit,
-    level: &mut u64,
-    since: &mut u64,
-    now: u64,
-    cost: u64,
-    commit: bool,
-) -> Step {
-    let unit = limit.step_us;
-    let capacity = limit.capacity;
-    let now = now.max(*since);
-    let drained = (now - *since) / unit;
-    if drained >= *level {
-        *level = 0;
-        *since = now;
-    } else {
-        *level -= drained;
-        *since += drained * unit;
-    }
-    let allowed = *level + cost <= capacity;
-    if allowed && commit {
-        if *level == 0 {
-            *since = now;
-        }
-        *level += cost;
-    }
-    let level_after = if allowed && !commit {
-        *level + cost
-    } else {
-        *level
-    };
-    let progress = if *level == 0 { 0 } else { now - *since };
-    let reset_after = (level_after * unit).saturating_sub(progress);
-    let retry_after =
-        ((*level + cost - capacity.min(*level + cost)) * unit).saturating_sub(progress);
-    Step::decided(
-        allowed,
-        capacity - level_after.min(capacity),
-        reset_after,
-        retry_after,
-    )
-}
-
 /// GCRA: one theoretical arrival time per key.
+///
+/// The token bucket and the leaky bucket (meter) run this step too, for it
+/// is the same computation. Their level (tokens spent, water in the bucket)
+/// drains one unit per step, so the time the level is back to zero, `E`,
+/// tells everything at any `now`: the level is `⌈(E − now) / step⌉`, and
+/// the part of a step drained so far follows from the remainder. Admitting
+/// `cost` units at level `L` moves `E` to `max(E, now) + cost × step`, and
+/// is allowed when `L + cost ≤ capacity`, which is
+/// `max(E, now) + cost × step − now ≤ capacity × step`: GCRA's test, with
+/// `E` as the arrival time and `capacity × step` as the tolerance. The
+/// headers' numbers agree as well (the tests hold this step against the
+/// level-and-drain bucket on random arrivals).
 fn gcra(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> Step {
     tat_step(limit, tat, now, cost, commit).0
 }
@@ -669,7 +630,9 @@ fn tat_step(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> 
     }
     let horizon = if allowed { next } else { start };
     let reset_after = horizon - now;
-    let remaining = (tolerance - reset_after) / unit;
+    // The tolerance may be below the backlog when the limit's capacity was
+    // lowered while its state was kept: nothing remains then.
+    let remaining = tolerance.saturating_sub(reset_after) / unit;
     let step = Step::decided(
         allowed,
         remaining,
@@ -791,7 +754,7 @@ mod tests {
             )
         }
 
-        fn limit_of(algorithm: Algorithm, capacity: u64, period_ms: u64) -> Limit {
+        pub(super) fn limit_of(algorithm: Algorithm, capacity: u64, period_ms: u64) -> Limit {
             let period = Duration::from_millis(period_ms);
             match algorithm {
                 Algorithm::FixedWindow => Limit::fixed_window(capacity, period),
@@ -925,6 +888,86 @@ mod tests {
                     }
                 }
             }
+
+            #[test]
+            fn the_buckets_decide_as_a_level_that_drains_by_whole_steps(
+                arrivals in prop::collection::vec(
+                    (prop_oneof![Just(0_u64), 0..2_000_u64, 0..300_000_u64], 0..14_u64, any::<bool>()),
+                    1..120,
+                ),
+                capacity in 1..12_u64,
+                period_ms in 1..1_000_u64,
+            ) {
+                for algorithm in [Algorithm::TokenBucket, Algorithm::LeakyBucket] {
+                    let limit = limit_of(algorithm, capacity, period_ms);
+                    let mut state = limit.fresh_state();
+                    let mut level = Level::default();
+                    let mut now = 5_000_000_000_u64;
+                    for &(gap, cost, commit) in &arrivals {
+                        now += gap;
+                        let step = limit.step(&mut state, now, cost, commit);
+                        let expected = level.step(&limit, now, cost, commit);
+                        prop_assert_eq!(step, expected, "{} at {}", algorithm, now);
+                    }
+                }
+            }
+        }
+
+        /// The bucket as its definition reads, the model the buckets' step
+        /// is held against: a level (tokens spent, water held) and the time
+        /// up to which it has drained, one unit per step.
+        #[derive(Default)]
+        struct Level {
+            level: u64,
+            since: u64,
+        }
+
+        impl Level {
+            fn step(&mut self, limit: &Limit, now: u64, cost: u64, commit: bool) -> Step {
+                let (unit, capacity) = (limit.step_us(), limit.capacity());
+                let now = now.max(self.since);
+                let drained = (now - self.since) / unit;
+                if drained >= self.level {
+                    (self.level, self.since) = (0, now);
+                } else {
+                    self.level -= drained;
+                    self.since += drained * unit;
+                }
+                let level = self.level;
+                let allowed = level + cost <= capacity;
+                if allowed && commit {
+                    self.level += cost;
+                }
+                let level_after = if allowed { level + cost } else { level };
+                let progress = if level == 0 { 0 } else { now - self.since };
+                let excess = level + cost - capacity.min(level + cost);
+                Step::decided(
+                    allowed,
+                    capacity - level_after.min(capacity),
+                    (level_after * unit).saturating_sub(progress),
+                    (excess * unit).saturating_sub(progress),
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn a_capacity_lowered_under_a_kept_state_leaves_nothing_remaining() {
+        let t = 10 * SECOND;
+        for algorithm in [
+            Algorithm::TokenBucket,
+            Algorithm::LeakyBucket,
+            Algorithm::LeakyQueue,
+            Algorithm::Gcra,
+        ] {
+            let wide = bounds::limit_of(algorithm, 10, 1_000);
+            let mut state = wide.fresh_state();
+            assert!(wide.step(&mut state, t, 8, true).allowed, "{algorithm}");
+            let narrow = bounds::limit_of(algorithm, 2, 1_000);
+            let step = narrow.step(&mut state, t, 1, true);
+            assert!(!step.allowed, "{algorithm}: {step:?}");
+            assert_eq!(step.remaining, 0, "{algorithm}: {step:?}");
+            assert!(step.retry_after > 0, "{algorithm}: {step:?}");
         }
     }
 }

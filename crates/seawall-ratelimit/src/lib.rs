@@ -27,10 +27,15 @@
 //! | fixed window | `limit` per window; up to 2 × `limit` across a boundary | 2 integers |
 //! | sliding log | at most `limit` in any window | one entry per admitted unit, at most `limit` |
 //! | sliding window | `limit` in the weighted estimate of the last window | 3 integers |
-//! | token bucket | `rate` per period, bursts up to the capacity | 2 integers |
-//! | leaky bucket | same as the token bucket, counted as water that drains | 2 integers |
+//! | token bucket | `rate` per period, bursts up to the capacity | 1 integer: when the bucket is full again |
+//! | leaky bucket | same as the token bucket, counted as water that drains | 1 integer: when the bucket is empty again |
 //! | leaky queue | `rate` per period, each request delayed behind the ones before | 1 integer |
 //! | GCRA | `rate` per period, bursts up to the burst | 1 integer |
+//!
+//! The buckets drain by whole units, one per step, which makes them GCRA
+//! under another name: the time the level is back to zero plays the
+//! theoretical arrival time, and they decide and answer exactly as GCRA does
+//! with a burst of the capacity.
 //!
 //! A rejected request consumes nothing in any algorithm. Arithmetic is on
 //! integer microseconds; a limit too large for that to be exact is refused

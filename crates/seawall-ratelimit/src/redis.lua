@@ -9,10 +9,11 @@
 --
 -- KEYS[1]      the subject's block: blocked until (µs)
 -- KEYS[1 + i]  rule i's state, its numbers joined by ':' (fixed window
---              "index:count", sliding window "index:count:previous", token
---              and leaky bucket "level:since", GCRA and leaky queue "tat",
---              sliding log "n", the last member's number); the key names the
---              algorithm, so a rule whose algorithm changed starts afresh
+--              "index:count", sliding window "index:count:previous", GCRA,
+--              leaky queue, token and leaky bucket "tat", the buckets' time
+--              their level is back to zero; sliding log "n", the last
+--              member's number); the key names the algorithm, so a rule
+--              whose algorithm changed starts afresh
 -- KEYS[1 + count + i]  rule i's sorted set, for a sliding log (otherwise
 --              unused but passed, so every key is declared); all keys share
 --              a hash tag
@@ -41,7 +42,7 @@ local function cdiv(a, b) return math.floor((a + b - 1) / b) end
 
 -- The fields each algorithm keeps, in the order its state string holds them.
 local layouts = {
-  { 'i', 'c' }, { 'n' }, { 'i', 'c', 'p' }, { 'l', 's' }, { 'l', 's' }, { 't' }, { 't' },
+  { 'i', 'c' }, { 'n' }, { 'i', 'c', 'p' }, { 't' }, { 't' }, { 't' }, { 't' },
 }
 -- Every state this call may read, and the block, come in one MGET; writes
 -- update the decoded copy, so a later read in the same call sees them, and
@@ -82,7 +83,7 @@ local function put(rule, values)
 end
 
 local fixed_window, weighted_previous, sliding_window_retry, sliding_window
-local sliding_log, bucket, tat_based
+local sliding_log, tat_based
 
 local function decided(allowed, remaining, reset_after, retry_after)
   local retry = 0
@@ -201,37 +202,11 @@ if uses[2] then
   end
 end
 
--- The token bucket and the leaky bucket (meter): the level is what is spent,
--- draining one unit per step.
-if uses[4] or uses[5] then
-  bucket = function(rule, c, commit)
-    local unit, capacity = rule.step, rule.capacity
-    local level, since = get(rule, 'l'), get(rule, 's')
-    local at = math.max(now, since)
-    local drained = fdiv(at - since, unit)
-    if drained >= level then
-      level = 0
-      since = at
-    else
-      level = level - drained
-      since = since + drained * unit
-    end
-    local allowed = level + c <= capacity
-    local level_after = level
-    if allowed then level_after = level + c end
-    if allowed and commit then put(rule, { l = level_after, s = since }) end
-    local progress = 0
-    if level > 0 then progress = at - since end
-    local reset_after = math.max(level_after * unit - progress, 0)
-    local excess = level + c - math.min(capacity, level + c)
-    local retry_after = math.max(excess * unit - progress, 0)
-    return decided(allowed, capacity - math.min(level_after, capacity), reset_after, retry_after)
-  end
-end
-
 -- GCRA, and the leaky bucket as a queue (the same, with the admitted request
--- told how long to wait for its turn).
-if uses[6] or uses[7] then
+-- told how long to wait for its turn). The token and the leaky bucket are
+-- GCRA too: their level drains by whole units, so the time it is back to
+-- zero decides and answers as the arrival time does (algorithm.rs `gcra`).
+if uses[4] or uses[5] or uses[6] or uses[7] then
   tat_based = function(rule, c, commit, queue)
     local unit = rule.step
     local tolerance = rule.capacity * unit
@@ -242,7 +217,7 @@ if uses[6] or uses[7] then
     local horizon = start
     if allowed then horizon = next_tat end
     local reset_after = horizon - now
-    local remaining = fdiv(tolerance - reset_after, unit)
+    local remaining = fdiv(math.max(tolerance - reset_after, 0), unit)
     local step = decided(allowed, remaining, reset_after, next_tat - now - math.min(tolerance, next_tat - now))
     if allowed and queue then step.wait = start - now end
     return step
@@ -254,7 +229,6 @@ local function step(rule, c, commit)
   if code == 1 then return fixed_window(rule, c, commit)
   elseif code == 2 then return sliding_log(rule, c, commit)
   elseif code == 3 then return sliding_window(rule, c, commit)
-  elseif code == 4 or code == 5 then return bucket(rule, c, commit)
   elseif code == 6 then return tat_based(rule, c, commit, true)
   end
   return tat_based(rule, c, commit, false)

@@ -37,10 +37,9 @@ macro_rules! check_script {
         )
     };
 }
-/// GCRA and the leaky queue: penalty, the cost's span, the tolerance.
+/// GCRA, the leaky queue and the buckets: penalty, the cost's span, the
+/// tolerance.
 const TAT_SCRIPT: &str = check_script!(4, "tat.lua");
-/// Token and leaky bucket: penalty, cost, capacity, time per unit.
-const BUCKET_SCRIPT: &str = check_script!(5, "bucket.lua");
 /// Fixed window: penalty, cost, limit, window.
 const FIXED_WINDOW_SCRIPT: &str = check_script!(5, "fixed.lua");
 /// Sliding window: penalty, cost, limit, window.
@@ -60,7 +59,8 @@ pub const DEFAULT_PREFIX: &str = "seawall:rl";
 /// holds equals a fresh state: per limiter and subject, with `{<prefix>:<limiter>:<key>}`
 /// as `S`, `S:b` (blocked until, µs), `S:<code>:<rule>` (one rule's state:
 /// its numbers joined by `:`; the algorithm's code in the name, so a rule
-/// whose algorithm changed starts afresh) and, for a sliding log,
+/// whose algorithm changed starts afresh; `4t` and `5t` for the buckets,
+/// whose state is one time) and, for a sliding log,
 /// `S:log:<rule>` (a sorted set with at most the limit's number of members);
 /// per limiter, `{<prefix>:<limiter>}:blocked` (a sorted set of the keys
 /// blocked now, by when their block ends, expiring with the last one).
@@ -76,7 +76,6 @@ pub struct RedisStore {
 /// The scripts of a check of one rule, one per kind of state.
 struct CheckScripts {
     tat: Script,
-    bucket: Script,
     fixed_window: Script,
     sliding_window: Script,
 }
@@ -105,7 +104,6 @@ impl RedisStore {
             script: Arc::new(Script::from_lua(SCRIPT)),
             check_scripts: Arc::new(CheckScripts {
                 tat: Script::from_lua(TAT_SCRIPT),
-                bucket: Script::from_lua(BUCKET_SCRIPT),
                 fixed_window: Script::from_lua(FIXED_WINDOW_SCRIPT),
                 sliding_window: Script::from_lua(SLIDING_WINDOW_SCRIPT),
             }),
@@ -288,16 +286,15 @@ impl RedisStore {
         args.push(integer(penalty_us));
         let counts = || [integer(cost), integer(limit.capacity()), integer(step_us)];
         let script = match limit.algorithm() {
-            Algorithm::Gcra | Algorithm::LeakyQueue => {
+            Algorithm::Gcra
+            | Algorithm::LeakyQueue
+            | Algorithm::TokenBucket
+            | Algorithm::LeakyBucket => {
                 // The products the step compares, so the script multiplies
                 // nothing (the tolerance stays below 2^51 by validation).
                 args.push(integer(cost.saturating_mul(step_us)));
                 args.push(integer(limit.capacity() * step_us));
                 &scripts.tat
-            }
-            Algorithm::TokenBucket | Algorithm::LeakyBucket => {
-                args.extend(counts());
-                &scripts.bucket
             }
             Algorithm::FixedWindow => {
                 args.extend(counts());
@@ -319,7 +316,7 @@ impl RedisStore {
             .await
             .map_err(Error::Redis)?;
         let (now, blocked_until, state) = match reply {
-            // GCRA or the leaky queue, not blocked: how far the arrival time
+            // A time-based state, not blocked: how far the arrival time
             // stood ahead of the server's time, which is all their step
             // depends on; so the step runs at time 0.
             Value::Integer(backlog) => {
@@ -352,9 +349,20 @@ fn block_key(subject: &str) -> String {
     format!("{subject}:b")
 }
 
-/// The key of one rule's state under a subject's hash tag.
+/// The key of one rule's state under a subject's hash tag. It names the
+/// algorithm, and the layout of the value where that changed: the buckets
+/// keep one time under `4t` and `5t`, where earlier builds kept
+/// `level:since` under `4` and `5`. Builds of both layouts running at once
+/// (a rolling deploy, a rollback) keep a bucket each and never misread the
+/// other's; the old keys expire on their own.
 fn state_key(subject: &str, name: &str, limit: &Limit) -> String {
-    format!("{subject}:{}:{name}", limit.algorithm().code())
+    let algorithm = limit.algorithm();
+    match algorithm {
+        Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+            format!("{subject}:{}t:{name}", algorithm.code())
+        }
+        _ => format!("{subject}:{}:{name}", algorithm.code()),
+    }
 }
 
 /// A check script's answer in full: the server's time, the block and the rule's
@@ -390,11 +398,10 @@ fn parse_read(reply: &str, limit: &Limit) -> Result<(u64, u64, State)> {
             current: next()?,
             previous: next()?,
         },
-        Algorithm::TokenBucket | Algorithm::LeakyBucket => State::Bucket {
-            level: next()?,
-            since: next()?,
-        },
-        Algorithm::Gcra | Algorithm::LeakyQueue => State::Tat(next()?),
+        Algorithm::Gcra
+        | Algorithm::LeakyQueue
+        | Algorithm::TokenBucket
+        | Algorithm::LeakyBucket => State::Tat(next()?),
         Algorithm::SlidingLog => return Err(malformed()),
     };
     Ok((now, blocked_until, state))

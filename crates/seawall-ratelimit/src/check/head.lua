@@ -20,10 +20,10 @@
 -- ARGV[1]   penalty_us: how long a rejection blocks the subject (0: not)
 -- ARGV[2..] the body's own; then a time in µs to use instead of TIME (only
 --           the crate's differential tests give it)
--- returns   "<now> <blocked until> <state as read>"; for GCRA and the leaky
---           queue when not blocked, only how far the arrival time stood
---           ahead of now (µs, an integer): their steps depend on nothing
---           else, and an integer is the cheapest answer Redis sends
+-- returns   "<now> <blocked until> <state as read>"; for tat.lua's
+--           algorithms when not blocked, only how far the arrival time
+--           stood ahead of now (µs, an integer): their steps depend on
+--           nothing else, and an integer is the cheapest answer Redis sends
 --
 -- Two GETs, not one MGET: a table reply costs the server more than a
 -- second call does.
@@ -39,6 +39,6 @@ if blocked > now then
 end
 
 -- The body sets the state to write and how long it differs from a fresh
--- one (none when the check is rejected), and for GCRA and the leaky queue
--- the backlog to answer with.
+-- one (none when the check is rejected), and for tat.lua's algorithms the
+-- backlog to answer with.
 local value, ttl, backlog

@@ -1,4 +1,6 @@
--- GCRA and the leaky queue: the theoretical arrival time.
+-- GCRA, the leaky queue, and the token and leaky bucket (whose level drains
+-- by whole units, so the time it is back to zero is their arrival time):
+-- the theoretical arrival time.
 -- ARGV[2]  the cost's span: cost × time per unit (µs)
 -- ARGV[3]  the tolerance: capacity × time per unit (µs)
 local start = math.max(tonumber(state) or 0, now)

@@ -141,6 +141,52 @@ async fn every_key_expires_and_the_log_is_capped() {
     }
 }
 
+/// A bucket's state as earlier builds kept it ("level:since" under the
+/// algorithm's bare code) is never read as the one-time layout: builds of
+/// both layouts running at once keep a bucket each, and the old key is left
+/// to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_in_the_earlier_layout_is_left_alone() {
+    let client = client(&seawall_testkit::RedisServer::shared().url()).await;
+    let store = RedisStore::new(client.clone());
+    for (algorithm, code) in [(Algorithm::TokenBucket, 4), (Algorithm::LeakyBucket, 5)] {
+        let name = unique_name();
+        let subject = format!("{{{}:{name}:k}}", store.prefix());
+        let earlier = format!("{subject}:{code}:default");
+        let (seconds, micros): (u64, u64) = client
+            .custom(fred::cmd!("TIME"), Vec::<String>::new())
+            .await
+            .expect("TIME");
+        let spent = format!("9:{}", seconds * 1_000_000 + micros);
+        let _: () = client
+            .set(
+                &earlier,
+                spent.as_str(),
+                Some(fred::types::Expiration::PX(60_000)),
+                None,
+                false,
+            )
+            .await
+            .expect("SET");
+        let limiter = Limiter::builder(&name)
+            .limit(hourly(algorithm, 10))
+            .store(store.clone())
+            .build()
+            .expect("limiter");
+        let decision = limiter.check("k", 10).await.expect("check");
+        assert!(decision.allowed, "{algorithm}: a full bucket: {decision:?}");
+        let kept: String = client.get(&earlier).await.expect("GET");
+        assert_eq!(kept, spent, "{algorithm}");
+        let keys = subject_keys(&client, &subject).await;
+        assert_eq!(
+            keys,
+            [earlier.clone(), format!("{subject}:{code}t:default")],
+            "{algorithm}"
+        );
+        assert!(!limiter.check("k", 1).await.expect("check").allowed);
+    }
+}
+
 /// Every key under a subject's hash tag.
 async fn subject_keys(client: &fred::prelude::Client, subject: &str) -> Vec<String> {
     let pattern = format!("{}*", subject.replace('{', "\\{").replace('}', "\\}"));
