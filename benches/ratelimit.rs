@@ -20,7 +20,7 @@
 //! commands and server microseconds per check from `INFO commandstats` for
 //! every algorithm and a quota of two rules, beside the minimal script's:
 //! the median of fifteen rounds that take turns, each script's ratio taken
-//! within a round.
+//! to the minimal script's passes just before and after it.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -404,8 +404,11 @@ fn redis(c: &mut Criterion) {
     // Commands and server time per check, from the server's own counters:
     // a first pass creates the keys, then fifteen rounds take turns, one
     // pass (12,800 checks) per script each, so that the machine's drift
-    // falls on every script alike; each script's ratio to the minimal one
-    // is taken within a round, and the median of the rounds is reported.
+    // falls on every script alike. Within a round the minimal script runs
+    // first and again after each other script, and each script's ratio is
+    // taken to the mean of the minimal passes just before and after it, so
+    // that no script's ratio depends on its place in the round; the median
+    // of the rounds is reported.
     let measured: Vec<(&str, Check)> = [
         ("minimal_gcra_script", minimal_check.clone()),
         ("seawall_gcra", seawall_check("gcra")),
@@ -427,22 +430,28 @@ fn redis(c: &mut Criterion) {
     let mut commands = vec![0.0; measured.len()];
     let mut server_us = vec![Vec::with_capacity(ROUNDS); measured.len()];
     let mut ratios = vec![Vec::with_capacity(ROUNDS); measured.len()];
+    // One pass of a script: commands and server µs per check.
+    let pass = |check: &Check| {
+        let before = runtime.block_on(commands_so_far(&client));
+        run(check.clone())(1);
+        let after = runtime.block_on(commands_so_far(&client));
+        #[allow(clippy::cast_precision_loss)]
+        let per_check =
+            |after: u64, before: u64| after.saturating_sub(before) as f64 / checks as f64;
+        (per_check(after.0, before.0), per_check(after.1, before.1))
+    };
     for _ in 0..ROUNDS {
-        let mut minimal_us = f64::NAN;
-        for (index, (name, check)) in measured.iter().enumerate() {
-            let before = runtime.block_on(commands_so_far(&client));
-            run(check.clone())(1);
-            let after = runtime.block_on(commands_so_far(&client));
-            #[allow(clippy::cast_precision_loss)]
-            let per_check =
-                |after: u64, before: u64| after.saturating_sub(before) as f64 / checks as f64;
-            let us = per_check(after.1, before.1);
-            if name.starts_with("minimal") {
-                minimal_us = us;
-            }
-            commands[index] = per_check(after.0, before.0);
+        let (minimal_commands, mut minimal_before) = pass(&measured[0].1);
+        commands[0] = minimal_commands;
+        server_us[0].push(minimal_before);
+        ratios[0].push(1.0);
+        for (index, (_, check)) in measured.iter().enumerate().skip(1) {
+            let (per_check, us) = pass(check);
+            let (_, minimal_after) = pass(&measured[0].1);
+            commands[index] = per_check;
             server_us[index].push(us);
-            ratios[index].push(us / minimal_us);
+            ratios[index].push(us / f64::midpoint(minimal_before, minimal_after));
+            minimal_before = minimal_after;
         }
     }
     for (index, (name, _)) in measured.iter().enumerate() {
