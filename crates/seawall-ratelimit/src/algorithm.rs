@@ -287,21 +287,20 @@ impl Limit {
     /// An empty state for this limit.
     pub(crate) fn fresh_state(&self) -> State {
         match self.algorithm {
-            Algorithm::FixedWindow => State::Window {
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => State::Window {
                 index: 0,
                 current: 0,
                 previous: 0,
-            },
-            Algorithm::SlidingWindow => State::Window {
-                index: 0,
-                current: 0,
-                previous: 0,
+                of: self.algorithm,
             },
             Algorithm::SlidingLog => State::Log(Log::default()),
             Algorithm::TokenBucket
             | Algorithm::LeakyBucket
             | Algorithm::LeakyQueue
-            | Algorithm::Gcra => State::Tat(0),
+            | Algorithm::Gcra => State::Tat {
+                at: 0,
+                of: self.algorithm,
+            },
         }
     }
 
@@ -309,25 +308,41 @@ impl Limit {
     /// admitted and `commit` is set.
     pub(crate) fn step(&self, state: &mut State, now: u64, cost: u64, commit: bool) -> Step {
         match (self.algorithm, state) {
-            (Algorithm::FixedWindow, State::Window { index, current, .. }) => {
-                fixed_window(self, index, current, now, cost, commit)
-            }
+            (
+                Algorithm::FixedWindow,
+                State::Window {
+                    index,
+                    current,
+                    of: Algorithm::FixedWindow,
+                    ..
+                },
+            ) => fixed_window(self, index, current, now, cost, commit),
             (
                 Algorithm::SlidingWindow,
                 State::Window {
                     index,
                     current,
                     previous,
+                    of: Algorithm::SlidingWindow,
                 },
             ) => sliding_window(self, index, current, previous, now, cost, commit),
             (Algorithm::SlidingLog, State::Log(log)) => sliding_log(self, log, now, cost, commit),
-            (Algorithm::LeakyQueue, State::Tat(tat)) => leaky_queue(self, tat, now, cost, commit),
             (
-                Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra,
-                State::Tat(tat),
-            ) => gcra(self, tat, now, cost, commit),
+                Algorithm::LeakyQueue,
+                State::Tat {
+                    at,
+                    of: Algorithm::LeakyQueue,
+                },
+            ) => leaky_queue(self, at, now, cost, commit),
+            (algorithm, State::Tat { at, of })
+                if *of == algorithm && algorithm != Algorithm::LeakyQueue =>
+            {
+                // GCRA, and the buckets, which are GCRA (see `gcra`).
+                gcra(self, at, now, cost, commit)
+            }
             (_, state) => {
-                // A state of another algorithm (the limit changed): start afresh.
+                // A state of another algorithm (the limit changed), even one
+                // of the same shape: start afresh.
                 *state = self.fresh_state();
                 self.step(state, now, cost, commit)
             }
@@ -343,18 +358,21 @@ fn micros(duration: Duration) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum State {
     /// Window counters: the window's index, its count and the previous
-    /// window's count (the fixed window ignores `previous`).
+    /// window's count (the fixed window ignores `previous`), and which of
+    /// the two algorithms counted them.
     Window {
         index: u64,
         current: u64,
         previous: u64,
+        of: Algorithm,
     },
     /// Admitted units with their times, oldest first.
     Log(Log),
     /// The theoretical arrival time: when the next unit is due. For the
     /// token and the leaky bucket, the time their level is back to zero, a
-    /// full bucket of tokens or an empty one of water (see [`gcra`]).
-    Tat(u64),
+    /// full bucket of tokens or an empty one of water (see [`gcra`]). And
+    /// which algorithm keeps it: four share this shape, each its own.
+    Tat { at: u64, of: Algorithm },
 }
 
 /// The sliding log: admitted units by time, never more than the limit.
@@ -362,6 +380,23 @@ pub(crate) enum State {
 pub(crate) struct Log {
     entries: VecDeque<(u64, u64)>,
     units: u64,
+}
+
+impl Log {
+    /// A log that a step answers from exactly as from the full one it
+    /// stands for, given what the step reads of it: the `units` in the
+    /// window, the newest one's time, and `stop`, the time of the unit whose
+    /// leaving frees enough for the request (the newest's when no other
+    /// one is). So a Redis check reads three numbers, not every member.
+    pub(crate) fn summarized(units: u64, newest: u64, stop: u64) -> Self {
+        let entries = match units {
+            0 => VecDeque::new(),
+            1 => VecDeque::from([(newest, 1)]),
+            _ if stop == newest => VecDeque::from([(newest, units)]),
+            _ => VecDeque::from([(stop, units - 1), (newest, 1)]),
+        };
+        Self { entries, units }
+    }
 }
 
 /// One limit's answer.
@@ -602,7 +637,9 @@ fn sliding_log(limit: &Limit, log: &mut Log, now: u64, cost: u64, commit: bool) 
 /// `max(E, now) + cost × step − now ≤ capacity × step`: GCRA's test, with
 /// `E` as the arrival time and `capacity × step` as the tolerance. The
 /// headers' numbers agree as well (the tests hold this step against the
-/// level-and-drain bucket on random arrivals).
+/// level-and-drain bucket on random arrivals). Only a clock that steps back
+/// tells them apart: the level counts from the earlier `now`, as GCRA's
+/// backlog does, where a bucket that drained up to a later time would hold.
 fn gcra(limit: &Limit, tat: &mut u64, now: u64, cost: u64, commit: bool) -> Step {
     tat_step(limit, tat, now, cost, commit).0
 }
@@ -951,23 +988,57 @@ mod tests {
         }
     }
 
+    /// A rate algorithm's limit of 10 units a second and `capacity`.
+    fn rated(algorithm: Algorithm, capacity: u64) -> Limit {
+        let second = Duration::from_secs(1);
+        match algorithm {
+            Algorithm::TokenBucket => Limit::token_bucket(10, second, capacity),
+            Algorithm::LeakyBucket => Limit::leaky_bucket(10, second, capacity),
+            Algorithm::LeakyQueue => Limit::leaky_queue(10, second, capacity),
+            _ => Limit::gcra(10, second, capacity),
+        }
+        .expect("a valid limit")
+    }
+
+    const RATED: [Algorithm; 4] = [
+        Algorithm::TokenBucket,
+        Algorithm::LeakyBucket,
+        Algorithm::LeakyQueue,
+        Algorithm::Gcra,
+    ];
+
     #[test]
     fn a_capacity_lowered_under_a_kept_state_leaves_nothing_remaining() {
         let t = 10 * SECOND;
-        for algorithm in [
-            Algorithm::TokenBucket,
-            Algorithm::LeakyBucket,
-            Algorithm::LeakyQueue,
-            Algorithm::Gcra,
-        ] {
-            let wide = bounds::limit_of(algorithm, 10, 1_000);
+        for algorithm in RATED {
+            let wide = rated(algorithm, 10);
             let mut state = wide.fresh_state();
             assert!(wide.step(&mut state, t, 8, true).allowed, "{algorithm}");
-            let narrow = bounds::limit_of(algorithm, 2, 1_000);
+            // 800 ms of backlog against a tolerance of 200 ms.
+            let narrow = rated(algorithm, 2);
             let step = narrow.step(&mut state, t, 1, true);
             assert!(!step.allowed, "{algorithm}: {step:?}");
             assert_eq!(step.remaining, 0, "{algorithm}: {step:?}");
-            assert!(step.retry_after > 0, "{algorithm}: {step:?}");
+            assert_eq!(step.retry_after, 700_000, "{algorithm}: {step:?}");
         }
+    }
+
+    #[test]
+    fn a_rule_whose_algorithm_changed_starts_afresh() {
+        let t = 10 * SECOND;
+        for before in RATED {
+            for after in RATED.into_iter().filter(|&after| after != before) {
+                let mut state = rated(before, 10).fresh_state();
+                assert!(rated(before, 10).step(&mut state, t, 10, true).allowed);
+                let step = rated(after, 10).step(&mut state, t, 10, true);
+                assert!(step.allowed, "{before} then {after}: {step:?}");
+            }
+        }
+        let window = Duration::from_secs(1);
+        let fixed = Limit::fixed_window(10, window).expect("a valid limit");
+        let sliding = Limit::sliding_window(10, window).expect("a valid limit");
+        let mut state = fixed.fresh_state();
+        assert!(fixed.step(&mut state, t, 10, true).allowed);
+        assert!(sliding.step(&mut state, t, 10, true).allowed);
     }
 }

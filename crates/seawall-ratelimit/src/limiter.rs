@@ -271,7 +271,11 @@ impl Limiter {
     }
 
     /// Replaces the quota; the next check uses it. State is kept per rule
-    /// name, so a rule that keeps its name and algorithm keeps its counts.
+    /// name, so a rule that keeps its name and algorithm keeps its state:
+    /// the windows their counts; GCRA, the leaky queue and the buckets the
+    /// time their backlog is worked off, so a changed rate keeps that time
+    /// rather than the units spent. A rule whose algorithm changed starts
+    /// afresh.
     pub fn set_quota(&self, quota: impl Into<Quota>) {
         self.inner.quota.store(Arc::new(quota.into()));
         self.inner.quota_replaced.store(true, Ordering::Release);

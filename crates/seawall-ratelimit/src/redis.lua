@@ -11,12 +11,14 @@
 -- KEYS[1 + i]  rule i's state, its numbers joined by ':' (fixed window
 --              "index:count", sliding window "index:count:previous", GCRA,
 --              leaky queue, token and leaky bucket "tat", the buckets' time
---              their level is back to zero; sliding log "n", the last
---              member's number); the key names the algorithm, so a rule
---              whose algorithm changed starts afresh
+--              their level is back to zero; a sliding log keeps none here);
+--              the key names the algorithm, so a rule whose algorithm
+--              changed starts afresh
 -- KEYS[1 + count + i]  rule i's sorted set, for a sliding log (otherwise
---              unused but passed, so every key is declared); all keys share
---              a hash tag
+--              unused but passed, so every key is declared): one member per
+--              admitted unit, scored by its time and named "<time>:<n>", n
+--              one past the units in the window (check/log.lua); all keys
+--              share a hash tag
 -- ARGV         op (c check, p peek, r reset, b block, u unblock), cost,
 --              penalty_us (check) or duration_us (block), rule count, a time
 --              in µs to use instead of TIME (empty in production: only the
@@ -42,7 +44,7 @@ local function cdiv(a, b) return math.floor((a + b - 1) / b) end
 
 -- The fields each algorithm keeps, in the order its state string holds them.
 local layouts = {
-  { 'i', 'c' }, { 'n' }, { 'i', 'c', 'p' }, { 't' }, { 't' }, { 't' }, { 't' },
+  { 'i', 'c' }, {}, { 'i', 'c', 'p' }, { 't' }, { 't' }, { 't' }, { 't' },
 }
 -- Every state this call may read, and the block, come in one MGET; writes
 -- update the decoded copy, so a later read in the same call sees them, and
@@ -68,6 +70,7 @@ for i = 1, count do
   local rule, k = rules[i], 1
   local layout = layouts[rule.code]
   for number in string.gmatch(read[1 + i] or '', '%d+') do
+    if k > #layout then break end
     rule.fields[layout[k]] = tonumber(number)
     k = k + 1
   end
@@ -165,8 +168,8 @@ if uses[3] then
   end
 end
 
--- One sorted-set member per admitted unit, scored by its time; members are
--- numbered by a counter in the rule's state, so they are unique.
+-- One sorted-set member per admitted unit, scored by its time and named by
+-- the time and one past the units in the window, so names are unique.
 if uses[2] then
   sliding_log = function(rule, c, commit)
     local window, capacity, log = rule.step, rule.capacity, rule.log
@@ -174,14 +177,13 @@ if uses[2] then
     local units = redis.call('ZCARD', log)
     local allowed = units + c <= capacity
     if allowed and commit and c > 0 then
-      local last = get(rule, 'n') + c
-      put(rule, { n = last })
       local args = {}
-      for k = last - c + 1, last do
+      for n = units + 1, units + c do
         args[#args + 1] = now
-        args[#args + 1] = k
+        args[#args + 1] = string.format('%d:%d', now, n)
       end
       redis.call('ZADD', log, unpack(args))
+      rule.logged = true
       units = units + c
     end
     local used = units
@@ -257,6 +259,7 @@ local function forget()
   for i = 1, count do
     for f in pairs(rules[i].fields) do rules[i].fields[f] = 0 end
     rules[i].dirty = false
+    rules[i].logged = false
   end
 end
 
@@ -301,7 +304,8 @@ end
 -- Keep each state exactly as long as it differs from a fresh one. A state
 -- this call did not write stays as it was, and so does the time it stays.
 -- (A sliding log's expired members are removed by every step, which changes
--- nothing a later step could tell apart.)
+-- nothing a later step could tell apart; a log that gained members stays as
+-- long as they do.)
 local ttl = blocked_for
 for i = 1, count do ttl = math.max(ttl, steps[i].ttl) end
 if ttl > 0 then
@@ -311,12 +315,13 @@ if ttl > 0 then
       if keep > 0 then
         local layout, numbers = layouts[rule.code], {}
         for f = 1, #layout do numbers[f] = string.format('%d', rule.fields[layout[f]]) end
-        local px = math.max(cdiv(keep, 1000), 1)
-        redis.call('SET', rule.key, table.concat(numbers, ':'), 'PX', px)
-        if rule.code == 2 then redis.call('PEXPIRE', rule.log, px) end
+        redis.call('SET', rule.key, table.concat(numbers, ':'), 'PX', math.max(cdiv(keep, 1000), 1))
       else
         redis.call('DEL', rule.key)
       end
+    end
+    if rule.logged then
+      redis.call('PEXPIRE', rule.log, math.max(cdiv(keep, 1000), 1))
     end
   end
 elseif op ~= 'p' then

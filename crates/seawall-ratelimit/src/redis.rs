@@ -2,9 +2,8 @@
 //! common case, runs its algorithm's own script (`check/`), which only
 //! decides whether to consume and answers with the state it read; the
 //! decision's numbers are then computed here by the memory store's own steps
-//! ([`check_one`]). Everything else (a quota of several rules, a sliding
-//! log, peeks, resets and blocks) runs `redis.lua`, which holds every
-//! algorithm. Every script reads the server's `TIME`, so instances whose
+//! ([`check_one`]). Everything else (a quota of several rules, peeks,
+//! resets and blocks) runs `redis.lua`, which holds every algorithm. Every script reads the server's `TIME`, so instances whose
 //! clocks disagree still agree on every decision; every key they write
 //! expires once its state equals a fresh one; and all keys of one limiter
 //! and subject share a hash tag, so the store works unchanged on Redis
@@ -16,7 +15,7 @@ use fred::prelude::Client;
 use fred::types::Value;
 use fred::types::scripts::Script;
 
-use crate::algorithm::{Algorithm, Limit, State, Step};
+use crate::algorithm::{Algorithm, Limit, Log, State, Step};
 use crate::error::{Error, Result};
 use crate::store::{Entry, Op, Outcome, Rules, check_one};
 
@@ -42,6 +41,9 @@ macro_rules! check_script {
 const TAT_SCRIPT: &str = check_script!(4, "tat.lua");
 /// Fixed window: penalty, cost, limit, window.
 const FIXED_WINDOW_SCRIPT: &str = check_script!(5, "fixed.lua");
+/// Sliding log, a script of its own (its state is a sorted set): penalty,
+/// cost, limit, window.
+const SLIDING_LOG_SCRIPT: &str = include_str!("check/log.lua");
 /// Sliding window: penalty, cost, limit, window.
 const SLIDING_WINDOW_SCRIPT: &str = check_script!(5, "sliding.lua");
 /// The registry of blocked keys.
@@ -60,7 +62,7 @@ pub const DEFAULT_PREFIX: &str = "seawall:rl";
 /// as `S`, `S:b` (blocked until, µs), `S:<code>:<rule>` (one rule's state:
 /// its numbers joined by `:`; the algorithm's code in the name, so a rule
 /// whose algorithm changed starts afresh; `4t` and `5t` for the buckets,
-/// whose state is one time) and, for a sliding log,
+/// whose state is one time) and, for a sliding log, instead,
 /// `S:log:<rule>` (a sorted set with at most the limit's number of members);
 /// per limiter, `{<prefix>:<limiter>}:blocked` (a sorted set of the keys
 /// blocked now, by when their block ends, expiring with the last one).
@@ -78,6 +80,7 @@ struct CheckScripts {
     tat: Script,
     fixed_window: Script,
     sliding_window: Script,
+    sliding_log: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -106,6 +109,7 @@ impl RedisStore {
                 tat: Script::from_lua(TAT_SCRIPT),
                 fixed_window: Script::from_lua(FIXED_WINDOW_SCRIPT),
                 sliding_window: Script::from_lua(SLIDING_WINDOW_SCRIPT),
+                sliding_log: Script::from_lua(SLIDING_LOG_SCRIPT),
             }),
             blocked_script: Arc::new(Script::from_lua(BLOCKED_SCRIPT)),
         }
@@ -121,10 +125,14 @@ impl RedisStore {
         format!("{{{}:{limiter}:{key}}}", self.prefix)
     }
 
-    /// The keys of a subject's block and of one rule's state.
+    /// The keys of a subject's block and of one rule's state (its log, for
+    /// a sliding log).
     fn check_keys(&self, limiter: &str, key: &str, name: &str, limit: &Limit) -> Vec<String> {
         let subject = self.subject_key(limiter, key);
-        let state = state_key(&subject, name, limit);
+        let state = match limit.algorithm() {
+            Algorithm::SlidingLog => log_key(&subject, name),
+            _ => state_key(&subject, name, limit),
+        };
         vec![block_key(&subject), state]
     }
 
@@ -223,9 +231,7 @@ impl RedisStore {
         op: Op,
         now: Option<u64>,
     ) -> Result<Outcome> {
-        if let (Op::Check { cost, penalty_us }, [(name, limit)]) = (op, rules)
-            && limit.algorithm() != Algorithm::SlidingLog
-        {
+        if let (Op::Check { cost, penalty_us }, [(name, limit)]) = (op, rules) {
             return self
                 .check_at(limiter, key, name, limit, cost, penalty_us, now)
                 .await;
@@ -237,7 +243,7 @@ impl RedisStore {
             keys.push(state_key(&subject, name, limit));
         }
         for (name, _) in rules {
-            keys.push(format!("{subject}:log:{name}"));
+            keys.push(log_key(&subject, name));
         }
         let (code, cost, extra) = match op {
             Op::Check { cost, penalty_us } => ("c", cost, penalty_us),
@@ -265,9 +271,9 @@ impl RedisStore {
         parse(&reply, rules.len())
     }
 
-    /// A check of one rule (not a sliding log): the script consumes or not
-    /// and answers with what it read; the numbers come from [`check_one`] on
-    /// that, as in the memory store.
+    /// A check of one rule: the script consumes or not and answers with what
+    /// it read; the numbers come from [`check_one`] on that, as in the memory
+    /// store.
     #[allow(clippy::too_many_arguments)]
     async fn check_at(
         &self,
@@ -305,9 +311,8 @@ impl RedisStore {
                 &scripts.sliding_window
             }
             Algorithm::SlidingLog => {
-                return Err(Error::Protocol(
-                    "a sliding log has no one-rule check script".into(),
-                ));
+                args.extend(counts());
+                &scripts.sliding_log
             }
         };
         args.extend(now.map(integer));
@@ -319,10 +324,17 @@ impl RedisStore {
             // A time-based state, not blocked: how far the arrival time
             // stood ahead of the server's time, which is all their step
             // depends on; so the step runs at time 0.
-            Value::Integer(backlog) => {
-                let backlog = u64::try_from(backlog)
-                    .map_err(|_| Error::Protocol(format!("negative backlog {backlog}")))?;
-                (0, 0, State::Tat(backlog))
+            // A sliding log that admitted: the units in the window before,
+            // which is all the step of an admission depends on; so it runs
+            // at time 0 too, the units standing there.
+            Value::Integer(read) => {
+                let read = u64::try_from(read)
+                    .map_err(|_| Error::Protocol(format!("negative count {read}")))?;
+                let state = match limit.algorithm() {
+                    Algorithm::SlidingLog => State::Log(Log::summarized(read, 0, 0)),
+                    of => State::Tat { at: read, of },
+                };
+                (0, 0, state)
             }
             reply => {
                 let text = reply.as_str().ok_or_else(|| {
@@ -347,6 +359,11 @@ impl RedisStore {
 /// The key of a subject's block.
 fn block_key(subject: &str) -> String {
     format!("{subject}:b")
+}
+
+/// The key of a sliding-log rule's sorted set.
+fn log_key(subject: &str, name: &str) -> String {
+    format!("{subject}:log:{name}")
 }
 
 /// The key of one rule's state under a subject's hash tag. It names the
@@ -380,7 +397,13 @@ fn parse_read(reply: &str, limit: &Limit) -> Result<(u64, u64, State)> {
     if state.is_empty() {
         return Ok((now, blocked_until, limit.fresh_state()));
     }
-    let mut numbers = state.split(':').map(str::parse::<u64>);
+    // A state's numbers are joined by ':'; a sliding log's summary (units,
+    // newest, stop) by spaces.
+    let separator = match limit.algorithm() {
+        Algorithm::SlidingLog => ' ',
+        _ => ':',
+    };
+    let mut numbers = state.split(separator).map(str::parse::<u64>);
     let mut next = || -> Result<u64> {
         numbers
             .next()
@@ -388,21 +411,23 @@ fn parse_read(reply: &str, limit: &Limit) -> Result<(u64, u64, State)> {
             .ok_or_else(malformed)
     };
     let state = match limit.algorithm() {
-        Algorithm::FixedWindow => State::Window {
+        of @ Algorithm::FixedWindow => State::Window {
             index: next()?,
             current: next()?,
             previous: 0,
+            of,
         },
-        Algorithm::SlidingWindow => State::Window {
+        of @ Algorithm::SlidingWindow => State::Window {
             index: next()?,
             current: next()?,
             previous: next()?,
+            of,
         },
-        Algorithm::Gcra
+        of @ (Algorithm::Gcra
         | Algorithm::LeakyQueue
         | Algorithm::TokenBucket
-        | Algorithm::LeakyBucket => State::Tat(next()?),
-        Algorithm::SlidingLog => return Err(malformed()),
+        | Algorithm::LeakyBucket) => State::Tat { at: next()?, of },
+        Algorithm::SlidingLog => State::Log(Log::summarized(next()?, next()?, next()?)),
     };
     Ok((now, blocked_until, state))
 }

@@ -198,6 +198,18 @@ async fn limits_change_at_run_time(backend: &Backend) {
     limiter.set_quota(Limit::fixed_window(3, HOUR).expect("limit"));
     let upgraded = limiter.check("tenant", 1).await.expect("check");
     assert!(upgraded.allowed && upgraded.remaining == 1, "{upgraded:?}");
+    // A burst lowered below what is already spent: nothing remains, in a
+    // check and in a peek (on Redis, the one-rule script and the general one).
+    let rated = backend
+        .limiter(Limit::gcra(10, HOUR, 10).expect("limit"))
+        .build()
+        .expect("limiter");
+    assert!(rated.check("tenant", 8).await.expect("check").allowed);
+    rated.set_quota(Limit::gcra(10, HOUR, 2).expect("limit"));
+    let peeked = rated.peek("tenant").await.expect("peek");
+    assert!(!peeked.allowed && peeked.remaining == 0, "{peeked:?}");
+    let checked = rated.check("tenant", 1).await.expect("check");
+    assert!(!checked.allowed && checked.remaining == 0, "{checked:?}");
 }
 
 async fn shadow_mode_decides_but_never_enforces(backend: &Backend) {

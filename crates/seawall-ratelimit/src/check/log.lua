@@ -1,0 +1,57 @@
+-- seawall-ratelimit: a check of one sliding-log rule, on its own (the
+-- log is a sorted set, which check/head.lua's GET of the state cannot
+-- read). As the other check scripts, it only decides whether to consume and
+-- answers with what it read; redis.rs computes the decision's numbers with
+-- the memory store's steps, from a log summarized by three numbers
+-- (algorithm.rs `Log::summarized`).
+--
+-- KEYS[1]   the subject's block: blocked until (µs), expiring with it
+-- KEYS[2]   the rule's log: one member per admitted unit, scored by its time
+--           (µs), named "<time>:<n>", n one past the units in the window,
+--           so names are unique; expiring once every member has left it
+-- ARGV[1]   penalty_us: how long a rejection blocks the subject (0: not)
+-- ARGV[2]   cost, ARGV[3] limit, ARGV[4] window (µs)
+-- ARGV[5]   a time in µs to use instead of TIME (only the crate's
+--           differential tests give it)
+-- returns   admitted: the units in the window before this check (an
+--           integer); otherwise "<now> <blocked until> <units> <newest>
+--           <stop>": the units in the window, the newest one's time and
+--           the time of the unit whose leaving frees enough room for the
+--           cost (the newest's when no earlier one does; 0s when empty)
+
+local now = tonumber(ARGV[5])
+if not now then
+  local t = redis.call('TIME')
+  now = t[1] * 1000000 + t[2]
+end
+local blocked = tonumber(redis.call('GET', KEYS[1])) or 0
+local cost, capacity, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local log = KEYS[2]
+redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+local units = redis.call('ZCARD', log)
+if blocked <= now and cost > 0 and units + cost <= capacity then
+  local args = {}
+  for n = units + 1, units + cost do
+    args[#args + 1] = now
+    args[#args + 1] = string.format('%d:%d', now, n)
+  end
+  redis.call('ZADD', log, unpack(args))
+  redis.call('PEXPIRE', log, math.floor((window + 999) / 1000))
+  return units
+end
+
+local newest, stop = 0, 0
+if units > 0 then
+  newest = tonumber(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2])
+  stop = newest
+  local rank = units + cost - capacity - 1
+  if rank >= 0 and rank < units - 1 then
+    stop = tonumber(redis.call('ZRANGE', log, rank, rank, 'WITHSCORES')[2])
+  end
+end
+local penalty = tonumber(ARGV[1])
+if blocked <= now and units + cost > capacity and penalty > 0 then
+  redis.call('SET', KEYS[1], string.format('%d', now + penalty),
+    'PX', math.floor((penalty + 999) / 1000))
+end
+return string.format('%d %d %d %d %d', now, blocked, units, newest, stop)
