@@ -334,9 +334,10 @@ impl Limit {
                     of: Algorithm::LeakyQueue,
                 },
             ) => leaky_queue(self, at, now, cost, commit),
-            (algorithm, State::Tat { at, of })
-                if *of == algorithm && algorithm != Algorithm::LeakyQueue =>
-            {
+            (
+                algorithm @ (Algorithm::Gcra | Algorithm::TokenBucket | Algorithm::LeakyBucket),
+                State::Tat { at, of },
+            ) if *of == algorithm => {
                 // GCRA, and the buckets, which are GCRA (see `gcra`).
                 gcra(self, at, now, cost, commit)
             }
@@ -947,6 +948,58 @@ mod tests {
                         prop_assert_eq!(step, expected, "{} at {}", algorithm, now);
                     }
                 }
+            }
+        }
+
+        /// What a Redis check of a sliding log reads of it, as
+        /// check/log.lua picks it: the units, the newest one's time and
+        /// where the retry's walk stops.
+        fn summary(times: &[u64], capacity: u64, cost: u64) -> Log {
+            let units = times.len() as u64;
+            let newest = times.last().copied().unwrap_or(0);
+            let rank = (units + cost).checked_sub(capacity + 1);
+            let stop = match rank {
+                Some(rank) if rank + 1 < units => times[usize::try_from(rank).expect("small")],
+                _ => newest,
+            };
+            Log::summarized(units, newest, stop)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn a_summarized_log_answers_as_the_full_one(
+                gaps in prop::collection::vec(prop_oneof![Just(0_u64), 1..50_000_u64], 0..12),
+                capacity in 1..14_u64,
+                cost in 0..16_u64,
+                commit in any::<bool>(),
+                since_last in 0..100_000_u64,
+            ) {
+                // Units admitted one at a time, possibly more than the
+                // capacity (it was lowered), all within the window.
+                let window = 1_000_000;
+                let limit = Limit::sliding_log(capacity, Duration::from_micros(window))
+                    .expect("a valid limit");
+                let mut times = Vec::new();
+                let mut at = 5_000_000_000_u64;
+                for gap in gaps {
+                    at += gap;
+                    times.push(at);
+                }
+                let now = at + since_last;
+                let mut full = Log::default();
+                for &time in &times {
+                    match full.entries.back_mut() {
+                        Some((last, units)) if *last == time => *units += 1,
+                        _ => full.entries.push_back((time, 1)),
+                    }
+                    full.units += 1;
+                }
+                let mut summarized = summary(&times, capacity, cost);
+                let expected = sliding_log(&limit, &mut full, now, cost, commit);
+                let step = sliding_log(&limit, &mut summarized, now, cost, commit);
+                prop_assert_eq!(step, expected);
             }
         }
 

@@ -5,7 +5,8 @@
 -- values stay below 2^51, so Lua's doubles compute exactly what Rust does.
 --
 -- One string per key, each expiring once it equals a fresh one (so no
--- hash, and no PEXPIRE beside each write):
+-- hash, and no PEXPIRE beside each write), but for a sliding log's sorted
+-- set:
 --
 -- KEYS[1]      the subject's block: blocked until (µs)
 -- KEYS[1 + i]  rule i's state, its numbers joined by ':' (fixed window
@@ -17,8 +18,8 @@
 -- KEYS[1 + count + i]  rule i's sorted set, for a sliding log (otherwise
 --              unused but passed, so every key is declared): one member per
 --              admitted unit, scored by its time and named "<time>:<n>", n
---              one past the units in the window (check/log.lua); all keys
---              share a hash tag
+--              counting on from the units in the window (as check/log.lua
+--              names them); all keys share a hash tag
 -- ARGV         op (c check, p peek, r reset, b block, u unblock), cost,
 --              penalty_us (check) or duration_us (block), rule count, a time
 --              in µs to use instead of TIME (empty in production: only the
@@ -169,7 +170,8 @@ if uses[3] then
 end
 
 -- One sorted-set member per admitted unit, scored by its time and named by
--- the time and one past the units in the window, so names are unique.
+-- the time and a number counting on from the units in the window; a name
+-- already taken (the clock stepped back) is passed over.
 if uses[2] then
   sliding_log = function(rule, c, commit)
     local window, capacity, log = rule.step, rule.capacity, rule.log
@@ -182,7 +184,11 @@ if uses[2] then
         args[#args + 1] = now
         args[#args + 1] = string.format('%d:%d', now, n)
       end
-      redis.call('ZADD', log, unpack(args))
+      local added, n = redis.call('ZADD', log, unpack(args)), units + c
+      while added < c do
+        n = n + 1
+        added = added + redis.call('ZADD', log, now, string.format('%d:%d', now, n))
+      end
       rule.logged = true
       units = units + c
     end

@@ -3,11 +3,11 @@
 //! decides whether to consume and answers with the state it read; the
 //! decision's numbers are then computed here by the memory store's own steps
 //! ([`check_one`]). Everything else (a quota of several rules, peeks,
-//! resets and blocks) runs `redis.lua`, which holds every algorithm. Every script reads the server's `TIME`, so instances whose
-//! clocks disagree still agree on every decision; every key they write
-//! expires once its state equals a fresh one; and all keys of one limiter
-//! and subject share a hash tag, so the store works unchanged on Redis
-//! Cluster.
+//! resets and blocks) runs `redis.lua`, which holds every algorithm. Every
+//! script reads the server's `TIME`, so instances whose clocks disagree
+//! still agree on every decision; every key they write expires once its
+//! state equals a fresh one; and all keys of one limiter and subject share
+//! a hash tag, so the store works unchanged on Redis Cluster.
 
 use std::sync::Arc;
 
@@ -601,6 +601,60 @@ mod tests {
                     "step {} ({:?}) of {:?}", step, op, rules
                 );
             }
+        }
+    }
+
+    /// A clock that steps back to a time whose members were numbered when
+    /// the window held more: the next member's name is taken, and it is
+    /// passed over rather than overwritten, by either script.
+    #[test]
+    fn a_clock_that_steps_back_loses_no_admitted_unit() {
+        use fred::prelude::SortedSetsInterface;
+
+        let server = server();
+        let second = 1_000_000_u64;
+        let limit = Limit::sliding_log(5, Duration::from_secs(10)).expect("a valid limit");
+        let one = vec![(intern("a"), limit)];
+        let two = vec![
+            (intern("a"), limit),
+            (
+                intern("b"),
+                Limit::fixed_window(100, Duration::from_secs(60)).expect("a valid limit"),
+            ),
+        ];
+        for (case, rules) in [one, two].iter().enumerate() {
+            let key = format!("stepped-back-{case}");
+            let start = 1_800_000_000 * second;
+            let check = |at: u64, cost: u64| {
+                let op = Op::Check {
+                    cost,
+                    penalty_us: 0,
+                };
+                server
+                    .runtime
+                    .block_on(
+                        server
+                            .store
+                            .apply_at("back", &key, rules, op, Some(start + at)),
+                    )
+                    .expect("the script runs")
+            };
+            assert!(check(95 * second, 1).steps[0].allowed);
+            // "100 s:2", after the one at 95 s.
+            assert!(check(100 * second, 1).steps[0].allowed);
+            // At 106 s the unit of 95 s leaves; nothing is admitted.
+            assert!(!check(106 * second, 5).steps[0].allowed);
+            // Back at 100 s the window holds one unit, so the count names
+            // the next one "100 s:2" again.
+            let again = check(100 * second, 1);
+            assert!(again.steps[0].allowed, "{again:?}");
+            assert_eq!(again.steps[0].remaining, 3, "{again:?}");
+            let log = format!("{{{}:back:{key}}}:log:a", server.store.prefix());
+            let members: i64 = server
+                .runtime
+                .block_on(server.store.client.zcard(&log))
+                .expect("ZCARD");
+            assert_eq!(members, 2, "two units stand at 100 s");
         }
     }
 }

@@ -2,7 +2,8 @@
 -- server time as it can take. Each algorithm has a script of its own: this
 -- head, the algorithm's body (check/<algorithm>.lua) and check/tail.lua,
 -- joined at compile time (redis.rs), so a call runs no other algorithm's
--- code and takes only its own arguments. The Rust side puts the line that
+-- code and takes only its own arguments; the sliding log's, whose state is
+-- a sorted set, is check/log.lua alone. The Rust side puts the line that
 -- reads the time argument first: `local now = tonumber(ARGV[n])`, n being
 -- one past the body's arguments.
 --

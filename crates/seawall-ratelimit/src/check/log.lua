@@ -7,8 +7,9 @@
 --
 -- KEYS[1]   the subject's block: blocked until (µs), expiring with it
 -- KEYS[2]   the rule's log: one member per admitted unit, scored by its time
---           (µs), named "<time>:<n>", n one past the units in the window,
---           so names are unique; expiring once every member has left it
+--           (µs), named "<time>:<n>", n counting on from the units in the
+--           window (as redis.lua names them); expiring once every member
+--           has left it
 -- ARGV[1]   penalty_us: how long a rejection blocks the subject (0: not)
 -- ARGV[2]   cost, ARGV[3] limit, ARGV[4] window (µs)
 -- ARGV[5]   a time in µs to use instead of TIME (only the crate's
@@ -35,7 +36,14 @@ if blocked <= now and cost > 0 and units + cost <= capacity then
     args[#args + 1] = now
     args[#args + 1] = string.format('%d:%d', now, n)
   end
-  redis.call('ZADD', log, unpack(args))
+  local added = redis.call('ZADD', log, unpack(args))
+  -- A name is taken only when the count at this time went down since it
+  -- was given (a clock that stepped back): count on past it.
+  local n = units + cost
+  while added < cost do
+    n = n + 1
+    added = added + redis.call('ZADD', log, now, string.format('%d:%d', now, n))
+  end
   redis.call('PEXPIRE', log, math.floor((window + 999) / 1000))
   return units
 end

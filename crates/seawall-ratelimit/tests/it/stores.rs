@@ -152,21 +152,8 @@ async fn a_bucket_in_the_earlier_layout_is_left_alone() {
         let name = unique_name();
         let subject = format!("{{{}:{name}:k}}", store.prefix());
         let earlier = format!("{subject}:{code}:default");
-        let (seconds, micros): (u64, u64) = client
-            .custom(fred::cmd!("TIME"), Vec::<String>::new())
-            .await
-            .expect("TIME");
-        let spent = format!("9:{}", seconds * 1_000_000 + micros);
-        let _: () = client
-            .set(
-                &earlier,
-                spent.as_str(),
-                Some(fred::types::Expiration::PX(60_000)),
-                None,
-                false,
-            )
-            .await
-            .expect("SET");
+        let spent = format!("9:{}", server_time_us(&client).await);
+        set_for_a_minute(&client, &earlier, &spent).await;
         let limiter = Limiter::builder(&name)
             .limit(hourly(algorithm, 10))
             .store(store.clone())
@@ -188,34 +175,72 @@ async fn a_bucket_in_the_earlier_layout_is_left_alone() {
 
 /// A sliding log that earlier builds wrote (members numbered by a counter
 /// in a state key) is counted whole, and the members added now cannot take
-/// an earlier one's name: builds of both kinds share one log.
+/// an earlier one's name, whichever script adds them: builds of both kinds
+/// share one log. The earlier counter's value does not trouble a peek, a
+/// reset or a quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sliding_log_of_the_earlier_naming_is_counted_whole() {
     let client = client(&seawall_testkit::RedisServer::shared().url()).await;
     let store = RedisStore::new(client.clone());
-    let name = unique_name();
-    let subject = format!("{{{}:{name}:k}}", store.prefix());
-    let log = format!("{subject}:log:default");
+    #[allow(clippy::cast_precision_loss)]
+    let now = server_time_us(&client).await as f64;
+    let one_rule = Quota::from(hourly(Algorithm::SlidingLog, 4));
+    let two_rules = Quota::builder()
+        .rule("default", hourly(Algorithm::SlidingLog, 4))
+        .and_then(|q| q.rule("daily", hourly(Algorithm::FixedWindow, 100)))
+        .and_then(|q| q.build())
+        .expect("quota");
+    for quota in [one_rule, two_rules] {
+        let name = unique_name();
+        let subject = format!("{{{}:{name}:k}}", store.prefix());
+        let log = format!("{subject}:log:default");
+        // Two units in the window, named as a counter that had passed two
+        // units already gone names them: a new unit named by the count
+        // alone would take the name "3".
+        let _: i64 = client
+            .zadd(&log, None, None, false, false, vec![(now, "3"), (now, "4")])
+            .await
+            .expect("ZADD");
+        set_for_a_minute(&client, &format!("{subject}:2:default"), "4").await;
+        let limiter = Limiter::builder(&name)
+            .quota(quota)
+            .store(store.clone())
+            .build()
+            .expect("limiter");
+        let peeked = limiter.peek("k").await.expect("peek");
+        assert_eq!(peeked.remaining, 2, "{peeked:?}");
+        let admitted = limiter.check("k", 2).await.expect("check");
+        assert!(admitted.allowed, "{admitted:?}");
+        assert_eq!(admitted.remaining, 0, "{admitted:?}");
+        let members: i64 = client.zcard(&log).await.expect("ZCARD");
+        assert_eq!(members, 4);
+        assert!(!limiter.check("k", 1).await.expect("check").allowed);
+        limiter.reset("k").await.expect("reset");
+        assert!(limiter.check("k", 4).await.expect("check").allowed);
+    }
+}
+
+/// The server's time in µs.
+async fn server_time_us(client: &fred::prelude::Client) -> u64 {
     let (seconds, micros): (u64, u64) = client
         .custom(fred::cmd!("TIME"), Vec::<String>::new())
         .await
         .expect("TIME");
-    let now = (seconds * 1_000_000 + micros) as f64;
-    let _: i64 = client
-        .zadd(&log, None, None, false, false, vec![(now, "1"), (now, "2")])
+    seconds * 1_000_000 + micros
+}
+
+/// Sets `key` to `value` for a minute, as an earlier build would have.
+async fn set_for_a_minute(client: &fred::prelude::Client, key: &str, value: &str) {
+    let _: () = client
+        .set(
+            key,
+            value,
+            Some(fred::types::Expiration::PX(60_000)),
+            None,
+            false,
+        )
         .await
-        .expect("ZADD");
-    let limiter = Limiter::builder(&name)
-        .limit(hourly(Algorithm::SlidingLog, 4))
-        .store(store.clone())
-        .build()
-        .expect("limiter");
-    let admitted = limiter.check("k", 2).await.expect("check");
-    assert!(admitted.allowed, "{admitted:?}");
-    assert_eq!(admitted.remaining, 0, "{admitted:?}");
-    let members: i64 = client.zcard(&log).await.expect("ZCARD");
-    assert_eq!(members, 4);
-    assert!(!limiter.check("k", 1).await.expect("check").allowed);
+        .expect("SET");
 }
 
 /// Every key under a subject's hash tag.
