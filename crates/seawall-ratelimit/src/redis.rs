@@ -321,12 +321,10 @@ impl RedisStore {
             .await
             .map_err(Error::Redis)?;
         let (now, blocked_until, state) = match reply {
-            // A time-based state, not blocked: how far the arrival time
-            // stood ahead of the server's time, which is all their step
-            // depends on; so the step runs at time 0.
-            // A sliding log that admitted: the units in the window before,
-            // which is all the step of an admission depends on; so it runs
-            // at time 0 too, the units standing there.
+            // Not blocked, one number the step depends on alone, so the step
+            // runs at time 0: for a time-based state, how far the arrival
+            // time stood ahead of the server's time; for a sliding log that
+            // admitted, the units in the window before, standing at time 0.
             Value::Integer(read) => {
                 let read = u64::try_from(read)
                     .map_err(|_| Error::Protocol(format!("negative count {read}")))?;
