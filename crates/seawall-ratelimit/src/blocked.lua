@@ -14,7 +14,7 @@
 local registry = KEYS[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', registry, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', registry, '-inf', string.format('%d', now))
 local op = ARGV[1]
 if op == 'add' or op == 'set' then
     local ends = string.format('%d', now + tonumber(ARGV[3]))
@@ -26,9 +26,9 @@ if op == 'add' or op == 'set' then
     end
     local excess = redis.call('ZCARD', registry) - tonumber(ARGV[4])
     if excess > 0 then
-        redis.call('ZREMRANGEBYRANK', registry, 0, excess - 1)
+        redis.call('ZREMRANGEBYRANK', registry, '0', string.format('%d', excess - 1))
     end
-    local last = redis.call('ZRANGE', registry, -1, -1, 'WITHSCORES')
+    local last = redis.call('ZRANGE', registry, '-1', '-1', 'WITHSCORES')
     redis.call('PEXPIREAT', registry, string.format('%d', tonumber(last[2]) + 1))
     return {}
 elseif op == 'remove' then
@@ -36,6 +36,6 @@ elseif op == 'remove' then
     return {}
 end
 local listed = redis.call('ZRANGE', registry, '+inf', '(' .. now, 'BYSCORE', 'REV',
-    'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
+    'LIMIT', '0', ARGV[3], 'WITHSCORES')
 table.insert(listed, 1, tostring(now))
 return listed

@@ -3,6 +3,8 @@
 -- A line-by-line mirror of algorithm.rs (the steps) and store.rs (`decide`):
 -- integer microseconds from the server's TIME, never the caller's clock; all
 -- values stay below 2^51, so Lua's doubles compute exactly what Rust does.
+-- Numbers go to redis.call as text this script formats, as check/head.lua
+-- says why.
 --
 -- One string per key, each expiring once it equals a fresh one (so no
 -- hash, and no PEXPIRE beside each write), but for a sliding log's sorted
@@ -175,19 +177,19 @@ end
 if uses[2] then
   sliding_log = function(rule, c, commit)
     local window, capacity, log = rule.step, rule.capacity, rule.log
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%d', now - window))
     local units = redis.call('ZCARD', log)
     local allowed = units + c <= capacity
     if allowed and commit and c > 0 then
-      local args = {}
+      local at, args = string.format('%d', now), {}
       for n = units + 1, units + c do
-        args[#args + 1] = now
+        args[#args + 1] = at
         args[#args + 1] = string.format('%d:%d', now, n)
       end
       local added, n = redis.call('ZADD', log, unpack(args)), units + c
       while added < c do
         n = n + 1
-        added = added + redis.call('ZADD', log, now, string.format('%d:%d', now, n))
+        added = added + redis.call('ZADD', log, at, string.format('%d:%d', now, n))
       end
       rule.logged = true
       units = units + c
@@ -198,12 +200,13 @@ if uses[2] then
     if allowed and c > 0 then
       reset_after = window
     else
-      local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+      local newest = redis.call('ZRANGE', log, '-1', '-1', 'WITHSCORES')
       if newest[2] then reset_after = tonumber(newest[2]) + window - now end
     end
     local retry_after = 0
     if not allowed then
-      local oldest = redis.call('ZRANGE', log, units + c - capacity - 1, units + c - capacity - 1, 'WITHSCORES')
+      local rank = string.format('%d', units + c - capacity - 1)
+      local oldest = redis.call('ZRANGE', log, rank, rank, 'WITHSCORES')
       retry_after = tonumber(oldest[2]) + window - now
     end
     return decided(allowed, capacity - math.min(used, capacity), reset_after, retry_after)
@@ -270,7 +273,7 @@ local function forget()
 end
 
 local function set_block(duration)
-  redis.call('SET', block, string.format('%d', now + duration), 'PX', cdiv(duration, 1000))
+  redis.call('SET', block, string.format('%d', now + duration), 'PX', string.format('%d', cdiv(duration, 1000)))
 end
 
 local blocked_for = math.max(blocked_until - now, 0)
@@ -321,13 +324,13 @@ if ttl > 0 then
       if keep > 0 then
         local layout, numbers = layouts[rule.code], {}
         for f = 1, #layout do numbers[f] = string.format('%d', rule.fields[layout[f]]) end
-        redis.call('SET', rule.key, table.concat(numbers, ':'), 'PX', math.max(cdiv(keep, 1000), 1))
+        redis.call('SET', rule.key, table.concat(numbers, ':'), 'PX', string.format('%d', math.max(cdiv(keep, 1000), 1)))
       else
         redis.call('DEL', rule.key)
       end
     end
     if rule.logged then
-      redis.call('PEXPIRE', rule.log, math.max(cdiv(keep, 1000), 1))
+      redis.call('PEXPIRE', rule.log, string.format('%d', math.max(cdiv(keep, 1000), 1)))
     end
   end
 elseif op ~= 'p' then

@@ -288,7 +288,7 @@ impl RedisStore {
         let keys = self.check_keys(limiter, key, name, limit);
         let scripts = &*self.check_scripts;
         let step_us = limit.step_us();
-        let mut args: Vec<Value> = Vec::with_capacity(5);
+        let mut args: Vec<Value> = Vec::with_capacity(6);
         args.push(integer(penalty_us));
         let counts = || [integer(cost), integer(limit.capacity()), integer(step_us)];
         let script = match limit.algorithm() {
@@ -312,6 +312,9 @@ impl RedisStore {
             }
             Algorithm::SlidingLog => {
                 args.extend(counts());
+                // The log's time to live in ms, which the script passes on
+                // as it is rather than format a number.
+                args.push(integer(step_us.div_ceil(1000)));
                 &scripts.sliding_log
             }
         };

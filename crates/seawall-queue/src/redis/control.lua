@@ -2,7 +2,7 @@
 local op = ARGV[7]
 
 if op == 'pause' then
-  redis.call('HSET', meta, 'paused', 1)
+  redis.call('HSET', meta, 'paused', '1')
   return 1
 elseif op == 'resume' then
   redis.call('HDEL', meta, 'paused')
@@ -27,16 +27,16 @@ elseif op == 'cancel' then
   job[2] = job[2] or ''
   if job[1] == 'waiting' then
     if redis.call('ZREM', ranked_key(job[2]), id) == 0 then
-      redis.call('LREM', group_key(job[2]), 1, id)
+      redis.call('LREM', group_key(job[2]), '1', id)
     end
-    redis.call('HINCRBY', meta, 'waiting', -1)
+    redis.call('HINCRBY', meta, 'waiting', '-1')
     -- A group with nothing left waiting leaves the set of groups (a group
     -- at its cap is in no rotation that would drop it).
     if job[2] ~= '' and group_waiting(job[2]) == 0 then redis.call('SREM', groups_key, job[2]) end
   elseif job[1] == 'delayed' then
     redis.call('ZREM', delayed_key, id)
   elseif job[1] == 'active' then
-    redis.call('HSET', key, 'cx', 1)
+    redis.call('HSET', key, 'cx', '1')
     return 'requested'
   else
     return job[1] or 'missing'
@@ -51,7 +51,7 @@ elseif op == 'retry_one' or op == 'retry_oldest' then
   if op == 'retry_one' then
     ids = { shaped(8, JOB_ID, 24, 'a job id') }
   else
-    ids = redis.call('ZRANGE', dead_key, 0, whole(8, 1, 10000) - 1)
+    ids = redis.call('ZRANGE', dead_key, '0', int(whole(8, 1, 10000) - 1))
   end
   local moved = 0
   for _, id in ipairs(ids) do
@@ -60,10 +60,10 @@ elseif op == 'retry_one' or op == 'retry_oldest' then
     job[2] = job[2] or ''
     if job[1] == 'dead' then
       redis.call('ZREM', dead_key, id)
-      redis.call('HSET', key, 'f', 0, 'st', 0)
+      redis.call('HSET', key, 'f', '0', 'st', '0')
       redis.call('HDEL', key, 'cx')
       make_waiting(id, key, job[2], job[3], false)
-      emit('retried', id, 'delay', 0)
+      emit('retried', id, 'delay', '0')
       moved = moved + 1
     end
   end
@@ -80,7 +80,7 @@ elseif op == 'clean' then
   local removable = redis.call('ZCARD', dead_key) - keep
   if removable > limit then removable = limit end
   if removable <= 0 then return 0 end
-  local oldest = redis.call('ZRANGE', dead_key, 0, removable - 1, 'WITHSCORES')
+  local oldest = redis.call('ZRANGE', dead_key, '0', int(removable - 1), 'WITHSCORES')
   local removed = 0
   for p = 1, #oldest, 2 do
     if tonumber(oldest[p + 1]) > cutoff then break end
@@ -91,7 +91,7 @@ elseif op == 'clean' then
   return removed
 elseif op == 'group_limit' then
   -- ARGV[8]: the most jobs of one group that may run at once, 0 for no cap.
-  redis.call('HSET', meta, 'gcap', whole(8, 0, 4294967295))
+  redis.call('HSET', meta, 'gcap', int(whole(8, 0, 4294967295)))
   for _, group in ipairs(redis.call('SMEMBERS', groups_key)) do
     if group_waiting(group) > 0 and group_room(group) > 0 then
       ring(group)

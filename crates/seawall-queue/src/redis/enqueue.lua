@@ -63,7 +63,7 @@ if not redis.call('SET', answered_key, table.concat(out, ' '), 'NX', 'PX', ANSWE
 end
 redis.call('SET', id_key, int(first + count - 1))
 -- Waiting jobs of one level run in the order of this counter.
-local order = redis.call('INCRBY', base .. 'id', count) - count + 1
+local order = redis.call('INCRBY', base .. 'id', ARGV[8]) - count + 1
 
 local woke = false
 local waiting = 0
@@ -82,11 +82,11 @@ for i = 0, count - 1 do
     local group = ARGV[at + 5]
     local score = int(tonumber(ARGV[at + 1]) * STRIDE + order + i)
     local delay = tonumber(ARGV[at + 6])
-    local state, ready = 'waiting', now
-    if delay > 0 then state, ready = 'delayed', now + delay end
+    local state, ready = 'waiting', now_text
+    if delay > 0 then state, ready = 'delayed', int(now + delay) end
     -- Fields at their default (no timeout, group or key) are left out.
     local fields = { 'd', ARGV[at], 'p', ARGV[at + 1], 'ma', ARGV[at + 2],
-      'bo', ARGV[at + 3], 'sc', score, 'ct', now, 's', state, 'rt', ready }
+      'bo', ARGV[at + 3], 'sc', score, 'ct', now_text, 's', state, 'rt', ready }
     if ARGV[at + 4] ~= '0' then fields[#fields + 1] = 'to'; fields[#fields + 1] = ARGV[at + 4] end
     if group ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = group end
     if idempotency ~= '' then fields[#fields + 1] = 'ik'; fields[#fields + 1] = idempotency end
@@ -113,7 +113,7 @@ end
 for _, group in ipairs(line_order) do
   chunked('RPUSH', group_key(group), lines[group])
 end
-if waiting > 0 then redis.call('HINCRBY', meta, 'waiting', waiting) end
+if waiting > 0 then redis.call('HINCRBY', meta, 'waiting', int(waiting)) end
 flush_events()
 -- A delayed job wakes a worker too, so a blocked one learns its due time.
 if woke then wake() end

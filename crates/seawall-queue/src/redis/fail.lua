@@ -44,7 +44,7 @@ if kind == 'requeue' then
   return ended('waiting')
 end
 
-local failures = redis.call('HINCRBY', key, 'f', 1)
+local failures = redis.call('HINCRBY', key, 'f', '1')
 add_history(key, tonumber(job[1]), message)
 emit('failed', id, 'error', message)
 if kind == 'dead' or failures >= tonumber(job[5]) then
@@ -52,12 +52,13 @@ if kind == 'dead' or failures >= tonumber(job[5]) then
   return ended('dead')
 end
 if delay > 0 then
-  redis.call('HSET', key, 's', 'delayed', 'rt', now + delay)
-  redis.call('ZADD', delayed_key, now + delay, id)
+  local ready = int(now + delay)
+  redis.call('HSET', key, 's', 'delayed', 'rt', ready)
+  redis.call('ZADD', delayed_key, ready, id)
 else
   make_waiting(id, key, job[3], job[4], true)
 end
 wake()
-emit('retried', id, 'delay', delay)
+emit('retried', id, 'delay', int(delay))
 if delay > 0 then return ended('delayed') end
 return ended('waiting')

@@ -95,7 +95,7 @@ end
 local taken = 0
 local bytes = 0
 local full = false
-local deadline = now + lease
+local deadline = int(now + lease)
 local leases = {}
 local record = { request, rejected, out[4] }
 while taken < want and not full do
@@ -111,18 +111,18 @@ while taken < want and not full do
   local popped = {}
   local ranked = ranked_key(group)
   if turn > 0 then
-    popped = redis.call('ZRANGEBYSCORE', ranked, '-inf', '(' .. int(DEFAULT_LEVEL * STRIDE), 'LIMIT', 0, turn)
-    if #popped > 0 then redis.call('ZREMRANGEBYRANK', ranked, 0, #popped - 1) end
+    popped = redis.call('ZRANGEBYSCORE', ranked, '-inf', '(' .. int(DEFAULT_LEVEL * STRIDE), 'LIMIT', '0', int(turn))
+    if #popped > 0 then redis.call('ZREMRANGEBYRANK', ranked, '0', int(#popped - 1)) end
   end
   if #popped < turn then
-    local plain = redis.call('LPOP', group_key(group), turn - #popped)
+    local plain = redis.call('LPOP', group_key(group), int(turn - #popped))
     if plain then
       for _, id in ipairs(plain) do popped[#popped + 1] = id end
     end
   end
   if #popped < turn then
-    local low = redis.call('ZRANGE', ranked, 0, turn - #popped - 1)
-    if #low > 0 then redis.call('ZREMRANGEBYRANK', ranked, 0, #low - 1) end
+    local low = redis.call('ZRANGE', ranked, '0', int(turn - #popped - 1))
+    if #low > 0 then redis.call('ZREMRANGEBYRANK', ranked, '0', int(#low - 1)) end
     for _, id in ipairs(low) do popped[#popped + 1] = id end
   end
   local took = 0
@@ -144,7 +144,7 @@ while taken < want and not full do
     -- the job's place in its answer.
     local token = request .. '.' .. (taken + 1)
     job[8] = run
-    redis.call('HSET', key, 's', 'active', 'at', now, 'tk', run)
+    redis.call('HSET', key, 's', 'active', 'at', now_text, 'tk', int(run))
     leases[#leases + 1] = deadline
     leases[#leases + 1] = lease_member(id, token)
     record[#record + 1] = id
@@ -156,8 +156,8 @@ while taken < want and not full do
     took = took + 1
   end
   if took > 0 then
-    redis.call('HINCRBY', meta, 'waiting', -took)
-    if group ~= '' then redis.call('HINCRBY', group_active_key, group, took) end
+    redis.call('HINCRBY', meta, 'waiting', int(-took))
+    if group ~= '' then redis.call('HINCRBY', group_active_key, group, int(took)) end
   end
   if group_waiting(group) > 0 then
     if group_room(group) > 0 then
@@ -175,7 +175,7 @@ end
 if taken > 0 and redis.call('LLEN', ring_key) > 0 then wake() end
 if #leases > 0 then chunked('ZADD', active_key, leases) end
 flush_events()
-redis.call('SET', record_key, table.concat(record, ' '), 'PX', lease + 600000)
+redis.call('SET', record_key, table.concat(record, ' '), 'PX', int(lease + 600000))
 -- A worker that got all it asked for fetches again at once; only one that
 -- will block needs to know when to look again.
 -- One cut short by the byte budget looks again at once (0).

@@ -11,10 +11,15 @@
 -- through another kept definition (see lua.rs): so this file holds
 -- top-level `local` definitions only, each with its comment above it, and
 -- a setting no kept text names is neither read nor checked.
+--
+-- A number goes to redis.call as text (`int`, `now_text`, a quoted
+-- literal): handed a Lua number, Redis 7.0 prints it with `%.17g`, which
+-- costs several times what `string.format('%d', …)` does, and these
+-- scripts pass several per job.
 local meta = KEYS[1]
 local base = ARGV[1]
 
-local function int(value) return string.format('%.0f', value) end
+local function int(value) return string.format('%d', value) end
 
 local function refuse(what)
   error({ err = 'ERR seawall: ' .. what })
@@ -51,7 +56,7 @@ end
 
 -- How long an enqueue's answer is kept for a replay of the same call; a
 -- client re-sends a call within its command timeout.
-local ANSWER_KEPT_MS = 30000
+local ANSWER_KEPT_MS = '30000'
 
 local JOB_ID = '^%d+$'
 -- A lease token: the request that took the job and the job's place in
@@ -67,6 +72,8 @@ local max_stalls = whole(6, 0, 4294967295)
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- `now` as text, for the commands that store it.
+local now_text = int(now)
 
 local active_key = base .. 'active'
 local delayed_key = base .. 'delayed'
@@ -135,7 +142,7 @@ end
 
 local function flush_events()
   for _, event in ipairs(batch_order) do
-    redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j',
+    redis.call('XADD', base .. 'ev', 'MAXLEN', '~', int(events_max), '*', 'e', event, 'j',
       table.concat(batched[event], ' '))
   end
   batched, batch_order = {}, {}
@@ -144,18 +151,18 @@ end
 local function emit(event, id, a, b, c, d)
   if events_max > 0 then
     if c then
-      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j', id, a, b, c, d)
+      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', int(events_max), '*', 'e', event, 'j', id, a, b, c, d)
     elseif a then
-      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j', id, a, b)
+      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', int(events_max), '*', 'e', event, 'j', id, a, b)
     else
-      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', events_max, '*', 'e', event, 'j', id)
+      redis.call('XADD', base .. 'ev', 'MAXLEN', '~', int(events_max), '*', 'e', event, 'j', id)
     end
   end
 end
 
 -- Wakes one worker blocked on the queue.
 local function wake()
-  redis.call('ZADD', mark_key, 0, 'w')
+  redis.call('ZADD', mark_key, '0', 'w')
 end
 
 -- How many more jobs of a group may run now (the default group "" has no cap).
@@ -194,8 +201,8 @@ end
 
 local function make_waiting(id, key, group, score, front)
   enqueue_waiting(id, group, score, front)
-  redis.call('HSET', key, 's', 'waiting', 'rt', now)
-  redis.call('HINCRBY', meta, 'waiting', 1)
+  redis.call('HSET', key, 's', 'waiting', 'rt', now_text)
+  redis.call('HINCRBY', meta, 'waiting', '1')
   if group ~= '' then redis.call('SADD', groups_key, group) end
   if group_room(group) > 0 then ring(group) end
 end
@@ -203,7 +210,7 @@ end
 -- After a job left the active set: its group may fetch again.
 local function left_active(group)
   if group == '' then return end
-  if redis.call('HINCRBY', group_active_key, group, -1) <= 0 then
+  if redis.call('HINCRBY', group_active_key, group, '-1') <= 0 then
     redis.call('HDEL', group_active_key, group)
   end
   if group_waiting(group) > 0 and group_room(group) > 0 then
@@ -229,16 +236,16 @@ local function trim_count(set, keep, limit)
   local excess = redis.call('ZCARD', set) - keep
   if excess <= 0 then return 0 end
   if excess > limit then excess = limit end
-  local old = redis.call('ZRANGE', set, 0, excess - 1)
+  local old = redis.call('ZRANGE', set, '0', int(excess - 1))
   for _, id in ipairs(old) do redis.call('DEL', job_key(id)) end
-  redis.call('ZREMRANGEBYRANK', set, 0, excess - 1)
+  redis.call('ZREMRANGEBYRANK', set, '0', int(excess - 1))
   return excess
 end
 
 local function trim_age(set, max_age, limit)
-  local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - max_age, 'LIMIT', 0, limit)
+  local old = redis.call('ZRANGEBYSCORE', set, '-inf', int(now - max_age), 'LIMIT', '0', int(limit))
   for _, id in ipairs(old) do redis.call('DEL', job_key(id)) end
-  if #old > 0 then redis.call('ZREMRANGEBYRANK', set, 0, #old - 1) end
+  if #old > 0 then redis.call('ZREMRANGEBYRANK', set, '0', int(#old - 1)) end
   return #old
 end
 
@@ -252,8 +259,8 @@ local function add_history(key, attempt, message)
 end
 
 local function make_dead(id, key, message)
-  redis.call('HSET', key, 's', 'dead', 'ft', now, 'le', message)
-  redis.call('ZADD', dead_key, now, id)
+  redis.call('HSET', key, 's', 'dead', 'ft', now_text, 'le', message)
+  redis.call('ZADD', dead_key, now_text, id)
   emit('dead', id, 'error', message)
   trim_count(dead_key, keep_dead, 100)
 end
@@ -266,7 +273,7 @@ local function complete_all(ids)
   for _, id in ipairs(ids) do
     emit_many('completed', id)
     if keep_completed > 0 then
-      redis.call('HSET', job_key(id), 's', 'completed', 'ft', now)
+      redis.call('HSET', job_key(id), 's', 'completed', 'ft', now_text)
     end
   end
   if keep_completed > 0 then
@@ -285,7 +292,7 @@ local function trim_done(cutoff, keep, limit)
   if removable > limit then removable = limit end
   local removed = 0
   while removed < removable do
-    local id = redis.call('LINDEX', done_key, -1)
+    local id = redis.call('LINDEX', done_key, '-1')
     local finished = tonumber(redis.call('HGET', job_key(id), 'ft') or '0')
     if finished > cutoff then break end
     redis.call('RPOP', done_key)
@@ -307,7 +314,7 @@ local function trim_completed()
   local excess = redis.call('LLEN', done_key) - keep_completed
   if excess > 0 then
     if excess > 1000 then excess = 1000 end
-    local old = redis.call('RPOP', done_key, excess)
+    local old = redis.call('RPOP', done_key, int(excess))
     for i, id in ipairs(old) do old[i] = job_key(id) end
     delete_all(old)
   end
@@ -316,7 +323,7 @@ end
 
 -- Moves delayed and retry-scheduled jobs whose time has come to waiting.
 local function promote()
-  local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, 1000)
+  local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_text, 'LIMIT', '0', '1000')
   for _, id in ipairs(due) do
     redis.call('ZREM', delayed_key, id)
     local key = job_key(id)
@@ -329,7 +336,7 @@ end
 -- Returns the jobs whose lease ran out to waiting, or to the dead set past
 -- the allowed number of stalls; an active job asked to cancel is dropped.
 local function recover()
-  local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', now, 'LIMIT', 0, 1000)
+  local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', now_text, 'LIMIT', '0', '1000')
   for _, member in ipairs(expired) do
     redis.call('ZREM', active_key, member)
     local id = member_id(member)
@@ -338,7 +345,7 @@ local function recover()
     if job[2] then
       job[1] = job[1] or ''
       left_active(job[1])
-      local stalls = redis.call('HINCRBY', key, 'st', 1)
+      local stalls = redis.call('HINCRBY', key, 'st', '1')
       emit('stalled', id)
       if job[3] == '1' then
         emit('cancelled', id)
@@ -357,7 +364,7 @@ end
 local function next_wake()
   local soonest = -1
   for _, set in ipairs({ delayed_key, active_key }) do
-    local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', set, '0', '0', 'WITHSCORES')
     if first[2] then
       local wait = tonumber(first[2]) - now
       if wait < 0 then wait = 0 end

@@ -11,13 +11,13 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local op = ARGV[1]
 if op == 'announce' then
-    local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now - tonumber(ARGV[4])))
     for _, id in ipairs(gone) do
         redis.call('HDEL', KEYS[1], id)
         redis.call('ZREM', KEYS[2], id)
     end
     redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-    redis.call('ZADD', KEYS[2], now, ARGV[2])
+    redis.call('ZADD', KEYS[2], string.format('%d', now), ARGV[2])
     return {}
 elseif op == 'withdraw' then
     redis.call('HDEL', KEYS[1], ARGV[2])

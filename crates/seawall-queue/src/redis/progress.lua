@@ -6,6 +6,6 @@ local percent = whole(9, 0, 100)
 local message = ARGV[10] or ''
 if #message > MAX_MESSAGE then refuse('a progress message is over ' .. MAX_MESSAGE .. ' bytes') end
 if not redis.call('ZSCORE', active_key, lease_member(id, token)) then return 0 end
-redis.call('HSET', job_key(id), 'pp', percent, 'pm', message)
+redis.call('HSET', job_key(id), 'pp', int(percent), 'pm', message)
 emit('progress', id, 'percent', ARGV[9], 'message', message)
 return 1

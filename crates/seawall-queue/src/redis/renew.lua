@@ -3,7 +3,7 @@
 -- lease ms; ARGV[8]: how many leases follow, each as a job id and its
 -- token. Returns { positions (from 1) of the leases that are no longer
 -- the worker's, positions of those whose cancellation was asked }.
-local deadline = now + whole(7, 0, MAX_MS)
+local deadline = int(now + whole(7, 0, MAX_MS))
 local count = whole(8, 0, 1000000)
 if #ARGV ~= 8 + 2 * count then refuse('expected ' .. count .. ' leases') end
 for i = 0, count - 1 do

@@ -1,8 +1,8 @@
 -- Fixed window: the window's index and its count.
 -- ARGV[2]  cost, ARGV[3] limit, ARGV[4] window (µs)
-local cost, capacity, unit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost, capacity, unit = ARGV[2] + 0, ARGV[3] + 0, ARGV[4] + 0
 local i, c = string.match(state, '^(%d+):(%d+)$')
-local index, count = tonumber(i) or 0, tonumber(c) or 0
+local index, count = (i or 0) + 0, (c or 0) + 0
 local current = math.floor(now / unit)
 if index ~= current then count = 0 end
 if count + cost <= capacity then

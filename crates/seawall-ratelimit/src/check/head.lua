@@ -15,6 +15,12 @@
 -- values stay below 2^51 (Limit's validation), so Lua's doubles compute
 -- exactly what Rust does.
 --
+-- Two habits keep Lua's conversions off the bill. A number goes to
+-- redis.call as a string the script formatted (`string.format('%d', …)`):
+-- handed a Lua number, Redis prints it with `%.17g`, which costs several
+-- times as much. An argument known to be a number is read with `+ 0`,
+-- which parses the string once, where Lua 5.1's `tonumber` parses it twice.
+--
 -- KEYS[1]   the subject's block: blocked until (µs), expiring with it
 -- KEYS[2]   the rule's state (layout in redis.lua), expiring once it equals
 --           a fresh one

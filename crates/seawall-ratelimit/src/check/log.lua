@@ -3,7 +3,8 @@
 -- read). As the other check scripts, it only decides whether to consume and
 -- answers with what it read; redis.rs computes the decision's numbers with
 -- the memory store's steps, from a log summarized by three numbers
--- (algorithm.rs `Log::summarized`).
+-- (algorithm.rs `Log::summarized`). Numbers go to redis.call as formatted
+-- strings and arguments are read with `+ 0`, as check/head.lua says why.
 --
 -- KEYS[1]   the subject's block: blocked until (µs), expiring with it
 -- KEYS[2]   the rule's log: one member per admitted unit, scored by its time
@@ -12,7 +13,9 @@
 --           has left it
 -- ARGV[1]   penalty_us: how long a rejection blocks the subject (0: not)
 -- ARGV[2]   cost, ARGV[3] limit, ARGV[4] window (µs)
--- ARGV[5]   a time in µs to use instead of TIME (only the crate's
+-- ARGV[5]   the window in ms, rounded up: the log's time to live after
+--           an admission
+-- ARGV[6]   a time in µs to use instead of TIME (only the crate's
 --           differential tests give it)
 -- returns   admitted: the units in the window before this check (an
 --           integer); otherwise "<now> <blocked until> <units> <newest>
@@ -20,31 +23,37 @@
 --           the time of the unit whose leaving frees enough room for the
 --           cost (the newest's when no earlier one does; 0s when empty)
 
-local now = tonumber(ARGV[5])
+local now = tonumber(ARGV[6])
 if not now then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
 local blocked = tonumber(redis.call('GET', KEYS[1])) or 0
-local cost, capacity, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost, capacity, window = ARGV[2] + 0, ARGV[3] + 0, ARGV[4] + 0
 local log = KEYS[2]
-redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%d', now - window))
 local units = redis.call('ZCARD', log)
 if blocked <= now and cost > 0 and units + cost <= capacity then
-  local args = {}
-  for n = units + 1, units + cost do
-    args[#args + 1] = now
-    args[#args + 1] = string.format('%d:%d', now, n)
+  local at = string.format('%d', now)
+  local added
+  if cost == 1 then
+    added = redis.call('ZADD', log, at, string.format('%d:%d', now, units + 1))
+  else
+    local args = {}
+    for n = units + 1, units + cost do
+      args[#args + 1] = at
+      args[#args + 1] = string.format('%d:%d', now, n)
+    end
+    added = redis.call('ZADD', log, unpack(args))
   end
-  local added = redis.call('ZADD', log, unpack(args))
   -- A name is taken only when the count at this time went down since it
   -- was given (a clock that stepped back): count on past it.
   local n = units + cost
   while added < cost do
     n = n + 1
-    added = added + redis.call('ZADD', log, now, string.format('%d:%d', now, n))
+    added = added + redis.call('ZADD', log, at, string.format('%d:%d', now, n))
   end
-  redis.call('PEXPIRE', log, math.floor((window + 999) / 1000))
+  redis.call('PEXPIRE', log, ARGV[5])
   return units
 end
 
@@ -60,6 +69,6 @@ end
 local penalty = tonumber(ARGV[1])
 if blocked <= now and units + cost > capacity and penalty > 0 then
   redis.call('SET', KEYS[1], string.format('%d', now + penalty),
-    'PX', math.floor((penalty + 999) / 1000))
+    'PX', string.format('%d', (penalty + 999) / 1000))
 end
 return string.format('%d %d %d %d %d', now, blocked, units, newest, stop)

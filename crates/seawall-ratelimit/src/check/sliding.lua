@@ -1,8 +1,8 @@
 -- Sliding window: the window's index, its count and the previous one's.
 -- ARGV[2]  cost, ARGV[3] limit, ARGV[4] window (µs)
-local cost, capacity, unit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost, capacity, unit = ARGV[2] + 0, ARGV[3] + 0, ARGV[4] + 0
 local i, c, p = string.match(state, '^(%d+):(%d+):(%d+)$')
-local index, count, previous = tonumber(i) or 0, tonumber(c) or 0, tonumber(p) or 0
+local index, count, previous = (i or 0) + 0, (c or 0) + 0, (p or 0) + 0
 local this = math.floor(now / unit)
 if index ~= this then
   if index + 1 == this then previous = count else previous = 0 end

@@ -5,7 +5,7 @@
 -- ARGV[3]  the tolerance: capacity × time per unit (µs)
 local start = math.max(tonumber(state) or 0, now)
 backlog = start - now
-local tat = start + tonumber(ARGV[2])
-if tat - now <= tonumber(ARGV[3]) then
+local tat = start + ARGV[2]
+if tat - now <= ARGV[3] + 0 then
   value, ttl = string.format('%d', tat), tat - now
 end
