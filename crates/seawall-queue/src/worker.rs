@@ -31,6 +31,10 @@ const MAX_FETCH_BYTES: usize = 16 << 20;
 const MAX_ACKS: usize = 1_000;
 /// The longest a blocked worker waits before it looks again on its own.
 const MAX_BLOCK: Duration = Duration::from_secs(5);
+/// Fetch calls a worker of concurrency 2 or more keeps in flight, each for
+/// up to half its slots: while the server runs one call, the jobs the other
+/// took run here, so neither side waits on the other.
+const FETCH_LANES: usize = 2;
 
 /// Why a handler's attempt failed. Any error converts into one (retried
 /// per the job's backoff); [`JobError::permanent`] sends the job straight
@@ -210,7 +214,10 @@ impl WorkerBuilder {
         }
     }
 
-    /// How many jobs run at once (default 8; 1 to 10,000).
+    /// How many jobs run at once (default 8; 1 to 10,000). From 2 on, the
+    /// worker keeps two fetch calls in flight, each taking up to half the
+    /// slots, so the server runs one while the other's jobs run here; an
+    /// idle worker still blocks on one connection.
     pub fn concurrency(mut self, jobs: usize) -> Result<Self> {
         if !(1..=10_000).contains(&jobs) {
             return Err(Error::InvalidSetting(format!(
@@ -260,6 +267,7 @@ impl WorkerBuilder {
         H: Fn(Job<T>) -> F + Send + Sync + 'static,
         F: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
     {
+        let lanes = if self.concurrency > 1 { FETCH_LANES } else { 1 };
         let shared = Arc::new(Shared {
             store: self.store,
             queue: Arc::from(self.queue.as_str()),
@@ -268,9 +276,12 @@ impl WorkerBuilder {
             backoff: self.backoff,
             held: Mutex::new(Runs::default()),
             acks: Mutex::new(Vec::new()),
-            fetch_lane: Lane::new(),
+            fetch_lanes: (0..lanes).map(|_| Lane::new()).collect(),
             ack_lane: Lane::new(),
             running: AtomicUsize::new(0),
+            reserved: Mutex::new(0),
+            watching: AtomicBool::new(false),
+            resume: Notify::new(),
             idle: AtomicBool::new(false),
             slot_freed: Notify::new(),
             all_done: Notify::new(),
@@ -280,11 +291,13 @@ impl WorkerBuilder {
             stopped: CancellationToken::new(),
         });
         let handler: Arc<Handler<T>> = Arc::new(move |job| Box::pin(handler(job)));
-        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&shared), handler));
+        let fetchers = (0..lanes)
+            .map(|lane| tokio::spawn(fetch_loop(Arc::clone(&shared), Arc::clone(&handler), lane)))
+            .collect();
         let renewer = tokio::spawn(renew_loop(Arc::clone(&shared)));
         Worker {
             shared,
-            fetcher,
+            fetchers,
             renewer,
         }
     }
@@ -390,12 +403,20 @@ struct Shared {
     held: Mutex<Runs>,
     /// Completed jobs whose acknowledgement has not been sent.
     acks: Mutex<Vec<Lease>>,
-    /// The fetch loop's calls, and the acknowledgements sent while it
-    /// blocks: one call at a time each.
-    fetch_lane: Lane,
+    /// The fetch loops' calls (one loop per lane), and the acknowledgements
+    /// sent while the fetchers wait: one call at a time each.
+    fetch_lanes: Vec<Lane>,
     ack_lane: Lane,
     running: AtomicUsize,
-    /// The fetcher is blocked waiting for work: handlers send their own
+    /// Slots promised to fetch calls in flight: with `running`, never more
+    /// than the concurrency, so two lanes never take more jobs than it.
+    reserved: Mutex<usize>,
+    /// A fetch loop is blocked on Redis waiting for work; the other lanes
+    /// wait for it ([`Shared::resume`]), so a worker holds one blocking
+    /// connection at most.
+    watching: AtomicBool,
+    resume: Notify,
+    /// The fetchers wait for work: handlers send their own
     /// acknowledgements.
     idle: AtomicBool,
     slot_freed: Notify,
@@ -476,7 +497,7 @@ impl WorkerWatch {
 /// [`shutdown`](Worker::shutdown).
 pub struct Worker {
     shared: Arc<Shared>,
-    fetcher: JoinHandle<()>,
+    fetchers: Vec<JoinHandle<()>>,
     renewer: JoinHandle<()>,
 }
 
@@ -514,18 +535,22 @@ impl Worker {
     pub async fn shutdown(self, deadline: Duration) -> WorkerStats {
         let Self {
             shared,
-            fetcher,
+            fetchers,
             renewer,
         } = self;
         shared.stop_fetching.cancel();
-        let _ = fetcher.await;
+        for fetcher in fetchers {
+            let _ = fetcher.await;
+        }
         let drained = tokio::time::timeout(deadline, wait_until_idle(&shared))
             .await
             .is_ok();
         if !drained {
             requeue_running(&shared).await;
         }
-        give_back_pending_fetch(&shared).await;
+        for lane in &shared.fetch_lanes {
+            give_back_pending_fetch(&shared, lane).await;
+        }
         flush_acks(&shared).await;
         shared.stopped.cancel();
         let _ = renewer.await;
@@ -629,8 +654,8 @@ async fn flush_acks(shared: &Shared) {
 /// At shutdown: a fetch call that failed may have leased jobs on the server;
 /// re-sent, it answers them, and they go back to the queue at once rather
 /// than when their leases run out.
-async fn give_back_pending_fetch(shared: &Shared) {
-    let Some(call) = shared.fetch_lane.pending.lock().await.take() else {
+async fn give_back_pending_fetch(shared: &Shared, lane: &Lane) {
+    let Some(call) = lane.pending.lock().await.take() else {
         return;
     };
     match shared.store.fetch(&shared.queue, &call).await {
@@ -670,37 +695,37 @@ fn acknowledged(shared: &Shared, acks: &[Lease], rejected: u32) {
     }
 }
 
-async fn fetch_loop<T>(shared: Arc<Shared>, handler: Arc<Handler<T>>)
+/// One lane's fetch loop. A call reserves the slots it may fill (at most
+/// the lane's share of the concurrency) until its answer's jobs are
+/// running; a call that failed keeps its reservation, as it is re-sent
+/// unchanged.
+async fn fetch_loop<T>(shared: Arc<Shared>, handler: Arc<Handler<T>>, lane: usize)
 where
     T: DeserializeOwned + Send + 'static,
 {
+    let lanes = &shared.fetch_lanes;
+    let share = shared.concurrency.div_ceil(lanes.len()).min(MAX_FETCH);
+    let lane = &lanes[lane];
     let mut retry_in = Duration::from_millis(50);
     // Failed calls in a row: the first is a warning, the rest of the same
     // outage are not, and the end of the outage is said once.
     let mut failures = 0_u32;
     while !shared.stop_fetching.is_cancelled() {
-        let pending = shared.fetch_lane.pending.lock().await.take();
+        let pending = lane.pending.lock().await.take();
         let call = match pending {
             Some(call) => call,
             None => {
-                let free = shared
-                    .concurrency
-                    .saturating_sub(shared.running.load(Ordering::SeqCst))
-                    .min(MAX_FETCH);
+                let freed = shared.slot_freed.notified();
+                let free = reserve(&shared, share);
                 let acks = take_acks(&shared);
                 if free == 0 && acks.is_empty() {
-                    let freed = shared.slot_freed.notified();
-                    if shared.running.load(Ordering::SeqCst) >= shared.concurrency
-                        && shared.acks.lock().is_empty()
-                    {
-                        tokio::select! {
-                            () = freed => {}
-                            () = shared.stop_fetching.cancelled() => {}
-                        }
+                    tokio::select! {
+                        () = freed => {}
+                        () = shared.stop_fetching.cancelled() => {}
                     }
                     continue;
                 }
-                new_call(&shared, &shared.fetch_lane, free, acks)
+                new_call(&shared, lane, free, acks)
             }
         };
         bump(&shared.stats.fetches);
@@ -714,7 +739,7 @@ where
                 fetched
             }
             Err(error) => {
-                *shared.fetch_lane.pending.lock().await = Some(call);
+                *lane.pending.lock().await = Some(call);
                 failures += 1;
                 if failures == 1 {
                     tracing::warn!(queue = %shared.queue, %error, "fetch failed; retrying until Redis answers");
@@ -740,12 +765,24 @@ where
         for job in jobs {
             spawn_job(&shared, &handler, job, now_ms);
         }
+        unreserve(&shared, call.want);
         if taken >= call.want {
             continue;
         }
-        // The queue has nothing more for now: block until it has, or a
-        // delayed job or a lease is due. Handlers acknowledge on their own
-        // while the fetcher blocks.
+        // The queue has nothing more for now: one lane blocks until it has,
+        // or a delayed job or a lease is due, and the others wait for it.
+        // Handlers acknowledge on their own meanwhile.
+        let resumed = shared.resume.notified();
+        tokio::pin!(resumed);
+        resumed.as_mut().enable();
+        if shared.watching.swap(true, Ordering::SeqCst) {
+            tokio::select! {
+                () = resumed => {}
+                () = tokio::time::sleep(MAX_BLOCK) => {}
+                () = shared.stop_fetching.cancelled() => {}
+            }
+            continue;
+        }
         shared.idle.store(true, Ordering::SeqCst);
         flush_acks(&shared).await;
         let timeout = next_wake.unwrap_or(MAX_BLOCK).min(MAX_BLOCK);
@@ -761,8 +798,30 @@ where
             }
         }
         shared.idle.store(false, Ordering::SeqCst);
+        shared.watching.store(false, Ordering::SeqCst);
+        shared.resume.notify_waiters();
     }
     flush_acks(&shared).await;
+}
+
+/// Reserves up to `most` of the slots neither running nor promised to
+/// another call; returns how many.
+fn reserve(shared: &Shared, most: usize) -> usize {
+    let mut reserved = shared.reserved.lock();
+    let busy = shared.running.load(Ordering::SeqCst) + *reserved;
+    let free = shared.concurrency.saturating_sub(busy).min(most);
+    *reserved += free;
+    free
+}
+
+/// Gives back a call's reservation once the jobs it took are running (and
+/// counted in `running`); slots it did not fill are free for another lane.
+fn unreserve(shared: &Shared, slots: usize) {
+    {
+        let mut reserved = shared.reserved.lock();
+        *reserved = reserved.saturating_sub(slots);
+    }
+    shared.slot_freed.notify_one();
 }
 
 fn spawn_job<T>(shared: &Arc<Shared>, handler: &Arc<Handler<T>>, job: Taken, now_ms: u64)

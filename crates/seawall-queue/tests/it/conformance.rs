@@ -73,6 +73,49 @@ async fn every_job_is_completed_once(backend: &Backend) {
     );
 }
 
+/// A worker keeps more than one fetch call in flight, each for a share of
+/// its slots: together they fill the slots, and never run more jobs at once
+/// than the concurrency.
+async fn a_worker_fills_its_concurrency_and_never_passes_it(backend: &Backend) {
+    const CONCURRENCY: usize = 4;
+    let queues = backend.queues().await;
+    for n in 0..24_u64 {
+        queues
+            .enqueue("render", &n, &options())
+            .await
+            .expect("enqueues");
+    }
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let worker = queues
+        .worker("render")
+        .expect("a valid name")
+        .concurrency(CONCURRENCY)
+        .expect("valid")
+        .start({
+            let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
+            move |_job: Job<u64>| {
+                let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
+                async move {
+                    peak.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<(), JobError>(())
+                }
+            }
+        });
+    assert!(completed(&queues, "render", 24).await);
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stats.completed, 24, "{stats:?}");
+    let peak = peak.load(Ordering::SeqCst);
+    // Each lane's share is half the slots: a peak above it means both
+    // lanes' jobs ran at once.
+    assert!(
+        peak <= CONCURRENCY && peak > CONCURRENCY / 2,
+        "{peak} jobs ran at once"
+    );
+}
+
 async fn priorities_run_first_and_each_level_in_order(backend: &Backend) {
     let queues = backend.queues().await;
     queues.pause("q").await.expect("pauses");
@@ -1105,6 +1148,7 @@ on_every_backend!(
     a_flooding_group_cannot_starve_the_others,
     metrics_count_outcomes_and_depth,
     every_job_is_completed_once,
+    a_worker_fills_its_concurrency_and_never_passes_it,
     priorities_run_first_and_each_level_in_order,
     a_paused_queue_starts_nothing_until_resumed,
     a_delayed_job_waits_for_its_time,
