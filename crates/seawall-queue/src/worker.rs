@@ -767,39 +767,47 @@ where
         }
         unreserve(&shared, call.want);
         if taken >= call.want {
+            // A full share: more may be waiting, so a lane parked below
+            // looks too.
+            if call.want > 0 {
+                shared.resume.notify_waiters();
+            }
+            continue;
+        }
+        let timeout = next_wake.unwrap_or(MAX_BLOCK).min(MAX_BLOCK);
+        if timeout.is_zero() {
+            // Cut short by the byte budget, or something is due now: more
+            // is waiting, so look again at once, and a parked lane too.
+            shared.resume.notify_waiters();
             continue;
         }
         // The queue has nothing more for now: one lane blocks until it has,
-        // or a delayed job or a lease is due, and the others wait for it.
-        // Handlers acknowledge on their own meanwhile.
+        // or a delayed job or a lease is due; the others park until a lane
+        // finds more than one call's share, so a wake-up does not start
+        // every lane. Handlers acknowledge on their own meanwhile.
         let resumed = shared.resume.notified();
         tokio::pin!(resumed);
         resumed.as_mut().enable();
         if shared.watching.swap(true, Ordering::SeqCst) {
             tokio::select! {
                 () = resumed => {}
-                () = tokio::time::sleep(MAX_BLOCK) => {}
                 () = shared.stop_fetching.cancelled() => {}
             }
             continue;
         }
         shared.idle.store(true, Ordering::SeqCst);
         flush_acks(&shared).await;
-        let timeout = next_wake.unwrap_or(MAX_BLOCK).min(MAX_BLOCK);
-        if !timeout.is_zero() {
-            tokio::select! {
-                waited = shared.store.wait(&shared.queue, timeout) => {
-                    if let Err(error) = waited {
-                        tracing::debug!(queue = %shared.queue, %error, "blocking wait failed");
-                        tokio::time::sleep(retry_in).await;
-                    }
+        tokio::select! {
+            waited = shared.store.wait(&shared.queue, timeout) => {
+                if let Err(error) = waited {
+                    tracing::debug!(queue = %shared.queue, %error, "blocking wait failed");
+                    tokio::time::sleep(retry_in).await;
                 }
-                () = shared.stop_fetching.cancelled() => {}
             }
+            () = shared.stop_fetching.cancelled() => {}
         }
         shared.idle.store(false, Ordering::SeqCst);
         shared.watching.store(false, Ordering::SeqCst);
-        shared.resume.notify_waiters();
     }
     flush_acks(&shared).await;
 }

@@ -73,8 +73,8 @@ async fn every_job_is_completed_once(backend: &Backend) {
     );
 }
 
-/// A worker keeps more than one fetch call in flight, each for a share of
-/// its slots: together they fill the slots, and never run more jobs at once
+/// A worker keeps two fetch calls in flight, each for up to half its
+/// slots: together they fill the slots, and never run more jobs at once
 /// than the concurrency.
 async fn a_worker_fills_its_concurrency_and_never_passes_it(backend: &Backend) {
     const CONCURRENCY: usize = 4;
@@ -108,8 +108,8 @@ async fn a_worker_fills_its_concurrency_and_never_passes_it(backend: &Backend) {
     let stats = worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stats.completed, 24, "{stats:?}");
     let peak = peak.load(Ordering::SeqCst);
-    // Each lane's share is half the slots: a peak above it means both
-    // lanes' jobs ran at once.
+    // A call takes at most half the slots: a peak above half means more
+    // than one call's jobs ran at once.
     assert!(
         peak <= CONCURRENCY && peak > CONCURRENCY / 2,
         "{peak} jobs ran at once"
