@@ -412,8 +412,8 @@ struct Shared {
     /// than the concurrency, so two lanes never take more jobs than it.
     reserved: Mutex<usize>,
     /// A fetch loop is blocked on Redis waiting for work; the other lanes
-    /// wait for it ([`Shared::resume`]), so a worker holds one blocking
-    /// connection at most.
+    /// park on `resume` until a lane finds more than one call's share
+    /// waiting, so a worker holds one blocking connection at most.
     watching: AtomicBool,
     resume: Notify,
     /// The fetchers wait for work: handlers send their own

@@ -36,6 +36,7 @@ local units = redis.call('ZCARD', log)
 if blocked <= now and cost > 0 and units + cost <= capacity then
   local at = string.format('%d', now)
   local added
+  -- One unit, the common case, takes no argument table.
   if cost == 1 then
     added = redis.call('ZADD', log, at, string.format('%d:%d', now, units + 1))
   else
