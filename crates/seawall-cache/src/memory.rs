@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use moka::notification::RemovalCause;
 use parking_lot::Mutex;
+use smol_str::SmolStr;
 
 use crate::codec::Meta;
 use crate::glob;
@@ -70,8 +71,17 @@ impl Entry {
     }
 }
 
+/// A key as L1 holds it: up to 23 bytes inline, so that comparing it during
+/// a lookup reads the allocation moka keeps the key in and nothing further
+/// (a `String` would point to a second one).
+type Key = SmolStr;
+
+/// Seeded per cache, as keys may come from clients; cheaper per lookup than
+/// the standard library's SipHash.
+type Hasher = foldhash::quality::RandomState;
+
 pub(crate) struct MemoryTier {
-    cache: moka::sync::Cache<String, Entry>,
+    cache: moka::sync::Cache<Key, Entry, Hasher>,
     by_bytes: bool,
     tags: Mutex<TagIndex>,
 }
@@ -110,7 +120,7 @@ impl MemoryTier {
         counters: Arc<[ClassCounters]>,
         keep: Duration,
     ) -> Self {
-        let listener = move |_: Arc<String>, entry: Entry, cause: RemovalCause| {
+        let listener = move |_: Arc<Key>, entry: Entry, cause: RemovalCause| {
             if cause == RemovalCause::Size
                 && let Some(class) = counters.get(usize::from(entry.meta.class))
             {
@@ -122,16 +132,21 @@ impl MemoryTier {
             .support_invalidation_closures()
             .eviction_listener(listener);
         let (cache, by_bytes) = match capacity {
-            L1Capacity::Entries(entries) => (builder.max_capacity(entries).build(), false),
+            L1Capacity::Entries(entries) => (
+                builder
+                    .max_capacity(entries)
+                    .build_with_hasher(Hasher::default()),
+                false,
+            ),
             L1Capacity::Bytes(bytes) => (
                 builder
                     .max_capacity(bytes)
-                    .weigher(|key: &String, entry: &Entry| {
+                    .weigher(|key: &Key, entry: &Entry| {
                         u32::try_from(key.len())
                             .unwrap_or(u32::MAX)
                             .saturating_add(entry.weight)
                     })
-                    .build(),
+                    .build_with_hasher(Hasher::default()),
                 true,
             ),
         };
@@ -153,7 +168,7 @@ impl MemoryTier {
 
     pub(crate) fn insert(&self, key: &str, entry: Entry) {
         if entry.tags.is_none() {
-            self.cache.insert(key.to_owned(), entry);
+            self.cache.insert(Key::new(key), entry);
             return;
         }
         // The entry goes in under the index's lock, so that a prune (which
@@ -163,7 +178,7 @@ impl MemoryTier {
         if index.listed >= 2 * index.listed_after_prune.max(PRUNE_FLOOR) {
             let cache = &self.cache;
             index.keys.retain(|_, keys| {
-                keys.retain(|key| cache.contains_key(key));
+                keys.retain(|key| cache.contains_key(key.as_str()));
                 !keys.is_empty()
             });
             index.listed = index.keys.values().map(HashSet::len).sum();
@@ -179,7 +194,7 @@ impl MemoryTier {
                 index.listed += 1;
             }
         }
-        self.cache.insert(key.to_owned(), entry);
+        self.cache.insert(Key::new(key), entry);
     }
 
     pub(crate) fn remove(&self, key: &str) {
@@ -199,10 +214,10 @@ impl MemoryTier {
         for key in keys {
             if self
                 .cache
-                .get(&key)
+                .get(key.as_str())
                 .is_some_and(|entry| entry.tags().iter().any(|t| t == tag))
             {
-                self.cache.invalidate(&key);
+                self.cache.invalidate(key.as_str());
             }
         }
     }
