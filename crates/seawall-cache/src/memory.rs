@@ -302,6 +302,28 @@ mod tests {
     }
 
     #[test]
+    fn keys_inline_or_not_are_found_removed_and_dropped_by_tag_and_pattern() {
+        let tier = tier();
+        let short = "user:7";
+        let long = "review:today:user:7:category:mathematics:limit:20";
+        assert!(short.len() <= 23 && long.len() > 23);
+        for key in [short, long] {
+            tier.insert(key, entry(&[]));
+            assert!(tier.get(key).is_some(), "{key}");
+            tier.remove(key);
+            assert!(tier.get(key).is_none(), "{key}");
+            tier.insert(key, entry(&["user:7"]));
+        }
+        tier.remove_tagged("user:7");
+        assert!(tier.get(short).is_none() && tier.get(long).is_none());
+        tier.insert(short, entry(&[]));
+        tier.insert(long, entry(&[]));
+        tier.remove_matching("review:*");
+        tier.sync();
+        assert!(tier.get(short).is_some() && tier.get(long).is_none());
+    }
+
+    #[test]
     fn the_index_is_pruned_of_keys_the_cache_no_longer_holds() {
         let tier = tier();
         for i in 0..3 * PRUNE_FLOOR {
