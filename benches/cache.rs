@@ -26,48 +26,12 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface};
 use fred::types::{Key, Value};
+use seawall_benches::cards::{Card, KEYS, Rotation, entries, keys};
 use seawall_cache::{Class, L1Capacity, Policy, TieredCache};
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
-const KEYS: usize = 100_000;
-/// Coprime with `KEYS`: stepping by it visits every key once per round, in
-/// an order unrelated to insertion.
-const STEP: usize = 48_271;
 const PREFIX: &str = "bench:cache";
 const BATCH: usize = 100;
-
-/// A small cached value: a review card's schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Card {
-    id: u64,
-    due_ms: u64,
-    interval_days: u32,
-    ease: u16,
-}
-
-fn card(id: usize) -> Card {
-    Card {
-        id: id as u64,
-        due_ms: 1_750_000_000_000 + id as u64,
-        interval_days: 3,
-        ease: 250,
-    }
-}
-
-fn keys(count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("card:{i}")).collect()
-}
-
-/// The index of the next key to read.
-struct Rotation(usize);
-
-impl Rotation {
-    fn next(&mut self) -> usize {
-        self.0 = (self.0 + STEP) % KEYS;
-        self.0
-    }
-}
 
 fn current_thread() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -87,11 +51,7 @@ fn builder() -> seawall_cache::TieredCacheBuilder {
 fn l1_hit(c: &mut Criterion) {
     let runtime = current_thread();
     let keys = keys(KEYS);
-    let entries: Vec<(String, Card)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| (key.clone(), card(i)))
-        .collect();
+    let entries = entries(&keys);
 
     let cache = builder()
         .l1(L1Capacity::Entries(KEYS as u64))
@@ -121,19 +81,19 @@ fn l1_hit(c: &mut Criterion) {
     // Paired rounds: each round reads every key once through each cache in
     // turn, so that the machine's drift falls on both alike; the median of
     // the rounds' ratios is the comparable figure.
-    let mut rotation = Rotation(0);
+    let mut rotation = Rotation::default();
     let mut ratios = Vec::new();
     for round in 1..=15 {
         let (seawall_ns, moka_ns) = runtime.block_on(async {
             let started = Instant::now();
             for _ in 0..KEYS {
-                let key = black_box(keys[rotation.next()].as_str());
+                let key = black_box(keys[rotation.next_index()].as_str());
                 black_box(cache.get::<Card>(key, Class::API).await);
             }
             let seawall = started.elapsed();
             let started = Instant::now();
             for _ in 0..KEYS {
-                let key = black_box(keys[rotation.next()].as_str());
+                let key = black_box(keys[rotation.next_index()].as_str());
                 black_box(moka.get(key));
             }
             (seawall, started.elapsed())
@@ -162,7 +122,7 @@ fn l1_hit(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iterations {
-                    let key = black_box(keys[rotation.next()].as_str());
+                    let key = black_box(keys[rotation.next_index()].as_str());
                     black_box(cache.get::<Card>(key, Class::API).await);
                 }
                 started.elapsed()
@@ -174,7 +134,7 @@ fn l1_hit(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iterations {
-                    let key = black_box(keys[rotation.next()].as_str());
+                    let key = black_box(keys[rotation.next_index()].as_str());
                     black_box(moka.get(key));
                 }
                 started.elapsed()
@@ -272,11 +232,7 @@ fn redis(c: &mut Criterion) {
         (client, cache)
     });
     let keys = keys(BATCH);
-    let entries: Vec<(String, Card)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| (key.clone(), card(i)))
-        .collect();
+    let entries = entries(&keys);
     runtime
         .block_on(cache.set_many(entries, Class::API))
         .unwrap_or_else(|e| panic!("{e}"));

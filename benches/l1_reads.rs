@@ -12,31 +12,9 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use seawall_benches::cards::{Card, KEYS, Rotation, entries, keys};
 use seawall_cache::{Class, L1Capacity, Policy, TieredCache};
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
-
-const KEYS: usize = 100_000;
-/// Coprime with `KEYS`, as in `benches/cache.rs`.
-const STEP: usize = 48_271;
-
-/// The benchmark's value: a review card's schedule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Card {
-    id: u64,
-    due_ms: u64,
-    interval_days: u32,
-    ease: u16,
-}
-
-fn card(id: usize) -> Card {
-    Card {
-        id: id as u64,
-        due_ms: 1_750_000_000_000 + id as u64,
-        interval_days: 3,
-        ease: 250,
-    }
-}
 
 /// The counted reads through seawall; the number answered.
 #[inline(never)]
@@ -59,10 +37,9 @@ fn read_moka(
 #[inline(never)]
 fn seawall_pass(runtime: &Runtime, cache: &TieredCache, keys: &[String], reads: usize) -> usize {
     runtime.block_on(async {
-        let (mut at, mut hits) = (0, 0);
+        let (mut rotation, mut hits) = (Rotation::default(), 0);
         for _ in 0..reads {
-            at = (at + STEP) % KEYS;
-            let key = black_box(keys[at].as_str());
+            let key = black_box(keys[rotation.next_index()].as_str());
             hits += usize::from(cache.get::<Card>(key, Class::API).await.is_some());
         }
         hits
@@ -78,10 +55,10 @@ fn moka_pass(
     reads: usize,
 ) -> usize {
     runtime.block_on(async {
-        let (mut at, mut hits) = (0, 0);
+        let (mut rotation, mut hits) = (Rotation::default(), 0);
         for _ in 0..reads {
-            at = (at + STEP) % KEYS;
-            hits += usize::from(moka.get(black_box(keys[at].as_str())).is_some());
+            let key = black_box(keys[rotation.next_index()].as_str());
+            hits += usize::from(moka.get(key).is_some());
         }
         hits
     })
@@ -101,12 +78,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("card:{i}")).collect();
-    let entries: Vec<(String, Card)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| (key.clone(), card(i)))
-        .collect();
+    let keys = keys(KEYS);
+    let entries = entries(&keys);
     let hits = match which.as_str() {
         "seawall" => {
             let built = TieredCache::builder()
