@@ -160,7 +160,16 @@ impl RateLimits {
                 .on_store_failure(FailurePolicy::Insurance { instances: 1 })
                 .monitor(monitor)
                 .build()?,
-            client_ip: ClientIp::trusting(trusted),
+            client_ip: ClientIp::trusting(trusted)
+                .header(
+                    HeaderName::try_from(config.client_ip_header.as_str()).map_err(|_| {
+                        seawall_ratelimit::Error::InvalidConfig(format!(
+                            "ratelimit.client_ip_header: {:?} is not a header name",
+                            config.client_ip_header
+                        ))
+                    })?,
+                )
+                .ipv6_prefix(config.ipv6_prefix)?,
             db,
             cache,
             tiers: Mutex::new(HashMap::new()),
@@ -192,12 +201,10 @@ impl RateLimits {
         (&self.0.auth, &self.0.client_ip)
     }
 
-    /// The client address of a request, as text.
+    /// The key of a request's client: its address, or its IPv6 network
+    /// (`ratelimit.ipv6_prefix`).
     pub(crate) fn client_ip(&self, request: &Request) -> Option<String> {
-        self.0
-            .client_ip
-            .client_ip_of(request)
-            .map(|ip| ip.to_string())
+        self.0.client_ip.key_of(request)
     }
 
     /// Forgets the cached tier of `tenant` on every instance, so its next

@@ -23,6 +23,14 @@ pub enum Error {
     /// A key that is empty or longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// A request carries no peer address, so its client cannot be told
+    /// apart: the server is not started with axum's
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, nor inserts a
+    /// `PeerAddr`.
+    #[error(
+        "the request carries no peer address (serve with ConnectInfo<SocketAddr> or insert PeerAddr)"
+    )]
+    UnknownPeer,
     /// Redis failed and the limiter's failure policy is to report it.
     #[error("Redis failed")]
     Redis(#[source] fred::error::Error),

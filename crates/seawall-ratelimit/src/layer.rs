@@ -4,7 +4,6 @@
 //! headers) on every response the limiter decided.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,162 +15,30 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::decision::Decision;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::limiter::RateLimiter;
-use crate::net::{IpNet, canonical};
 
 /// `RateLimit-Policy`: the quota policies that apply.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`: where the request stands in each policy.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// Takes the key a request is limited by; `None` leaves the request
-/// unlimited by this layer (no API key header, say).
+/// Takes the key a request is limited by; `Ok(None)` leaves the request
+/// unlimited by this layer (no API key header, say), and an error refuses
+/// it (a client address that cannot be known, say).
 pub trait KeyExtractor: Clone + Send + Sync + 'static {
     /// The key of `request`.
-    fn extract(&self, request: &http::request::Parts) -> Option<String>;
+    fn extract(&self, request: &http::request::Parts) -> Result<Option<String>>;
 }
 
+/// A closure never refuses a request: `None` leaves it unlimited.
 impl<F> KeyExtractor for F
 where
     F: Fn(&http::request::Parts) -> Option<String> + Clone + Send + Sync + 'static,
 {
-    fn extract(&self, request: &http::request::Parts) -> Option<String> {
-        self(request)
+    fn extract(&self, request: &http::request::Parts) -> Result<Option<String>> {
+        Ok(self(request))
     }
-}
-
-/// The peer's address, for servers that record it in the request
-/// extensions themselves (axum's `ConnectInfo<SocketAddr>` is read too with
-/// the `axum` feature).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// The client's IP address: the peer's, or, when the peer is a trusted
-/// proxy, the nearest address in `Forwarded` / `X-Forwarded-For` that is not
-/// a trusted proxy itself. Headers from an untrusted peer are ignored, so a
-/// client cannot choose its own key by sending them.
-#[derive(Debug, Clone, Default)]
-pub struct ClientIp {
-    trusted: Arc<[IpNet]>,
-}
-
-impl ClientIp {
-    /// The peer's address only: no proxy is trusted.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Trusts the proxies in `networks`.
-    pub fn trusting(networks: impl IntoIterator<Item = IpNet>) -> Self {
-        Self {
-            trusted: networks.into_iter().collect(),
-        }
-    }
-
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|net| net.contains(ip))
-    }
-
-    /// The client address of `request`, if its peer is known.
-    pub fn client_ip(&self, request: &http::request::Parts) -> Option<IpAddr> {
-        self.client_ip_from(&request.headers, &request.extensions)
-    }
-
-    /// [`client_ip`](Self::client_ip) of a whole request.
-    pub fn client_ip_of<B>(&self, request: &http::Request<B>) -> Option<IpAddr> {
-        self.client_ip_from(request.headers(), request.extensions())
-    }
-
-    fn client_ip_from(
-        &self,
-        headers: &http::HeaderMap,
-        extensions: &http::Extensions,
-    ) -> Option<IpAddr> {
-        let peer = canonical(peer_addr(extensions)?.ip());
-        if !self.is_trusted(peer) {
-            return Some(peer);
-        }
-        // Nearest hop first: walk the chain from the right.
-        let chain = forwarded_chain(headers);
-        let mut client = peer;
-        for hop in chain.iter().rev() {
-            match hop {
-                Some(ip) => {
-                    client = canonical(*ip);
-                    if !self.is_trusted(client) {
-                        return Some(client);
-                    }
-                }
-                // An obfuscated or unparsable hop: the chain cannot be
-                // followed past it; the last trusted hop's view stands.
-                None => return Some(client),
-            }
-        }
-        Some(client)
-    }
-}
-
-impl KeyExtractor for ClientIp {
-    fn extract(&self, request: &http::request::Parts) -> Option<String> {
-        self.client_ip(request).map(|ip| ip.to_string())
-    }
-}
-
-fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
-    if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
-        return Some(*addr);
-    }
-    #[cfg(feature = "axum")]
-    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
-        return Some(info.0);
-    }
-    None
-}
-
-/// The addresses of `Forwarded` (RFC 7239) when present, else of
-/// `X-Forwarded-For`, in order (client first). `None` marks a hop that is not
-/// an address.
-fn forwarded_chain(headers: &http::HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded
-            .iter()
-            .flat_map(|value| value.split(','))
-            .map(|element| {
-                element
-                    .split(';')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
-                    .and_then(|(_, node)| parse_node(node.trim().trim_matches('"')))
-            })
-            .collect();
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|hop| parse_node(hop.trim()))
-        .collect()
-}
-
-/// An address as a proxy writes it: `192.0.2.1`, `192.0.2.1:443`,
-/// `[2001:db8::1]`, `[2001:db8::1]:443` or `2001:db8::1`.
-fn parse_node(node: &str) -> Option<IpAddr> {
-    if let Ok(ip) = node.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Ok(addr) = node.parse::<SocketAddr>() {
-        return Some(addr.ip());
-    }
-    node.strip_prefix('[')
-        .and_then(|rest| rest.split(']').next())
-        .and_then(|ip| ip.parse().ok())
 }
 
 /// The value of a request header (an API key, a user id): requests without
@@ -189,9 +56,13 @@ impl HeaderKey {
 }
 
 impl KeyExtractor for HeaderKey {
-    fn extract(&self, request: &http::request::Parts) -> Option<String> {
-        let value = request.headers.get(&self.name)?.to_str().ok()?.trim();
-        (!value.is_empty()).then(|| value.to_owned())
+    fn extract(&self, request: &http::request::Parts) -> Result<Option<String>> {
+        let value = request
+            .headers
+            .get(&self.name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim);
+        Ok(value.filter(|value| !value.is_empty()).map(str::to_owned))
     }
 }
 
@@ -203,15 +74,25 @@ pub struct RouteKey;
 
 #[cfg(feature = "axum")]
 impl KeyExtractor for RouteKey {
-    fn extract(&self, request: &http::request::Parts) -> Option<String> {
-        request
+    fn extract(&self, request: &http::request::Parts) -> Result<Option<String>> {
+        Ok(request
             .extensions
             .get::<axum::extract::MatchedPath>()
-            .map(|path| path.as_str().to_owned())
+            .map(|path| path.as_str().to_owned()))
     }
 }
 
 /// Rate-limits requests by the key `K` takes from them.
+///
+/// A request the key extractor refuses ([`ClientIp`](crate::ClientIp)
+/// without a peer address) is answered with 500 and never reaches the
+/// service: a layer that cannot tell clients apart does not let everyone
+/// through unlimited.
+///
+/// A leaky queue admits a request with a [`wait`](Decision::wait): the layer
+/// holds the request that long before passing it on, as long as the queue
+/// asks (at most its capacity's worth of intervals) unless
+/// [`max_wait`](Self::max_wait) sets a shorter bound.
 ///
 /// ```
 /// use std::time::Duration;
@@ -231,6 +112,7 @@ impl KeyExtractor for RouteKey {
 pub struct RateLimitLayer<K> {
     limiter: Arc<dyn RateLimiter>,
     key: K,
+    max_wait: Duration,
 }
 
 impl<K> std::fmt::Debug for RateLimitLayer<K> {
@@ -243,15 +125,29 @@ impl<K: KeyExtractor> RateLimitLayer<K> {
     /// Checks every request against `limiter` by the key `key` takes, at a
     /// cost of one.
     pub fn new(limiter: impl RateLimiter + 'static, key: K) -> Self {
-        Self {
-            limiter: Arc::new(limiter),
-            key,
-        }
+        Self::shared(Arc::new(limiter), key)
     }
 
     /// Same, with a limiter already shared.
     pub fn shared(limiter: Arc<dyn RateLimiter>, key: K) -> Self {
-        Self { limiter, key }
+        Self {
+            limiter,
+            key,
+            max_wait: Duration::MAX,
+        }
+    }
+
+    /// Holds a request a leaky queue delays for at most `max_wait`
+    /// (`Duration::ZERO`: never); a request whose turn is further away is
+    /// answered with 429 and a `Retry-After` of its turn. Such a request has
+    /// taken its place in the queue all the same (a limiter cannot give a
+    /// place back), so a queue that often holds requests past the bound
+    /// serves fewer than its rate: size the queue to drain within the
+    /// bound (capacity × period / rate ≤ `max_wait`) and keep this as the
+    /// backstop.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
     }
 }
 
@@ -263,6 +159,7 @@ impl<S, K: Clone> Layer<S> for RateLimitLayer<K> {
             inner,
             limiter: self.limiter.clone(),
             key: self.key.clone(),
+            max_wait: self.max_wait,
         }
     }
 }
@@ -273,6 +170,7 @@ pub struct RateLimit<S, K> {
     inner: S,
     limiter: Arc<dyn RateLimiter>,
     key: K,
+    max_wait: Duration,
 }
 
 impl<S, K> std::fmt::Debug for RateLimit<S, K> {
@@ -303,13 +201,15 @@ where
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let limiter = self.limiter.clone();
+        let (limiter, max_wait) = (self.limiter.clone(), self.max_wait);
         let (parts, body) = request.into_parts();
         let key = self.key.extract(&parts);
         let request = Request::from_parts(parts, body);
         Box::pin(async move {
-            let Some(key) = key else {
-                return inner.call(request).await;
+            let key = match key {
+                Ok(Some(key)) => key,
+                Ok(None) => return inner.call(request).await,
+                Err(error) => return Ok(error_response(&error)),
             };
             let decision = match limiter.check(&key, 1).await {
                 Ok(decision) => decision,
@@ -317,6 +217,12 @@ where
             };
             if !decision.allowed {
                 return Ok(rejection(&decision));
+            }
+            if decision.wait > max_wait {
+                return Ok(queue_too_long(&decision));
+            }
+            if !decision.wait.is_zero() {
+                tokio::time::sleep(decision.wait).await;
             }
             let mut response = inner.call(request).await?;
             set_headers(response.headers_mut(), &decision);
@@ -359,9 +265,14 @@ pub fn set_headers(headers: &mut http::HeaderMap, decision: &Decision) {
         } else {
             rule.remaining
         };
+        // A blocked key gets nothing back before its block ends, whatever
+        // the rule would have reset to: `t` says so, as `Retry-After` does.
+        let reset = rule
+            .reset_after
+            .max(decision.blocked_for.unwrap_or_default());
         state.push_str(&format!(
             "\"{name}\";r={remaining};t={}",
-            ceil_seconds(rule.reset_after)
+            ceil_seconds(reset)
         ));
     }
     append(headers, RATELIMIT_POLICY, policy);
@@ -392,9 +303,26 @@ fn rejection<B: From<String>>(decision: &Decision) -> Response<B> {
     response
 }
 
+/// A 429 for a request a leaky queue admitted with a longer wait than the
+/// layer holds requests: its turn is `Retry-After` away.
+fn queue_too_long<B: From<String>>(decision: &Decision) -> Response<B> {
+    let retry = ceil_seconds(decision.wait).max(1);
+    let detail = format!("the queue is longer than this server waits; retry in {retry} s");
+    let mut response = problem(StatusCode::TOO_MANY_REQUESTS, &detail);
+    set_headers(response.headers_mut(), decision);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry));
+    response
+}
+
 fn error_response<B: From<String>>(error: &Error) -> Response<B> {
     match error {
         Error::InvalidKey(reason) => problem(StatusCode::BAD_REQUEST, reason),
+        Error::UnknownPeer => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server cannot tell this client's address",
+        ),
         Error::Redis(_) | Error::Unavailable => {
             let mut response = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -428,61 +356,6 @@ fn problem<B: From<String>>(status: StatusCode, detail: &str) -> Response<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parts(peer: &str, headers: &[(&str, &str)]) -> http::request::Parts {
-        let mut request = Request::builder().uri("/");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let (mut parts, ()) = request.body(()).expect("request").into_parts();
-        parts
-            .extensions
-            .insert(PeerAddr(peer.parse().expect("peer")));
-        parts
-    }
-
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|n| n.parse().expect("net")).collect()
-    }
-
-    #[test]
-    fn an_untrusted_peer_cannot_choose_its_address() {
-        let ip = ClientIp::trusting(nets(&["10.0.0.0/8"]));
-        let spoofed = parts("203.0.113.9:5000", &[("x-forwarded-for", "198.51.100.1")]);
-        assert_eq!(ip.extract(&spoofed).as_deref(), Some("203.0.113.9"));
-        let no_trust = ClientIp::new();
-        let behind = parts("10.0.0.2:5000", &[("x-forwarded-for", "198.51.100.1")]);
-        assert_eq!(no_trust.extract(&behind).as_deref(), Some("10.0.0.2"));
-    }
-
-    #[test]
-    fn a_trusted_proxy_chain_is_followed_to_the_first_untrusted_hop() {
-        let ip = ClientIp::trusting(nets(&["10.0.0.0/8", "2001:db8::/32"]));
-        // The client prepended a fake hop; the proxies appended the truth.
-        let request = parts(
-            "10.0.0.2:5000",
-            &[("x-forwarded-for", "1.2.3.4, 198.51.100.7, 10.0.0.9")],
-        );
-        assert_eq!(ip.extract(&request).as_deref(), Some("198.51.100.7"));
-        let forwarded = parts(
-            "[2001:db8::2]:443",
-            &[
-                (
-                    "forwarded",
-                    "for=192.0.2.60;proto=http, for=\"[2001:db8:cafe::17]:4711\"",
-                ),
-                ("x-forwarded-for", "6.6.6.6"),
-            ],
-        );
-        assert_eq!(ip.extract(&forwarded).as_deref(), Some("192.0.2.60"));
-        let hidden = parts(
-            "10.0.0.2:5000",
-            &[("forwarded", "for=_hidden, for=10.0.0.8")],
-        );
-        assert_eq!(ip.extract(&hidden).as_deref(), Some("10.0.0.8"));
-        let only_proxies = parts("10.0.0.2:5000", &[("x-forwarded-for", "10.1.1.1")]);
-        assert_eq!(ip.extract(&only_proxies).as_deref(), Some("10.1.1.1"));
-    }
 
     #[test]
     fn retry_after_is_never_early() {

@@ -70,7 +70,12 @@
 //! ([`ClientIp`] with trusted proxies, [`HeaderKey`], `RouteKey` with the
 //! `axum` feature, or any closure), answers 429 with a problem body and a
 //! `Retry-After` rounded up to whole seconds, and sets `RateLimit-Policy` and
-//! `RateLimit` on every response it decided.
+//! `RateLimit` on every response it decided. It holds a request a leaky
+//! queue delays, up to its [`max_wait`](RateLimitLayer::max_wait).
+//! [`ClientIp`] reads one header (`X-Forwarded-For` unless told otherwise)
+//! from the right, past trusted proxies only; keys IPv6 clients by their
+//! /64; and refuses a request whose peer address the server did not record,
+//! rather than leave it unlimited.
 //!
 //! # Concurrency
 //!
@@ -78,6 +83,8 @@
 //! [`Lease`]s, released on drop and expiring if their holder dies.
 
 mod algorithm;
+#[cfg(feature = "tower")]
+mod client_ip;
 mod concurrency;
 mod decision;
 mod error;
@@ -92,6 +99,8 @@ mod store;
 mod telemetry;
 
 pub use algorithm::{Algorithm, Limit};
+#[cfg(feature = "tower")]
+pub use client_ip::{ClientIp, DEFAULT_IPV6_PREFIX, PeerAddr, X_FORWARDED_FOR};
 pub use concurrency::{ConcurrencyLimiter, ConcurrencyLimiterBuilder, Lease};
 pub use decision::{Decision, RuleDecision, RuleDecisions};
 pub use error::{Error, Result};
@@ -99,8 +108,8 @@ pub use error::{Error, Result};
 pub use layer::RouteKey;
 #[cfg(feature = "tower")]
 pub use layer::{
-    ClientIp, HeaderKey, KeyExtractor, PeerAddr, RATELIMIT, RATELIMIT_POLICY, RateLimit,
-    RateLimitLayer, ceil_seconds, set_headers,
+    HeaderKey, KeyExtractor, RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, ceil_seconds,
+    set_headers,
 };
 pub use limiter::{
     FailurePolicy, Limiter, LimiterBuilder, MAX_KEY_BYTES, Quota, QuotaBuilder, RateLimiter, Store,

@@ -151,9 +151,16 @@ pub struct PerfmonConfig {
 pub struct RateLimitConfig {
     /// Limit requests at all (off only to measure the service without it).
     pub enabled: bool,
-    /// Proxies (CIDR networks) whose `Forwarded` / `X-Forwarded-For` headers
-    /// name the client; other peers' headers are ignored.
+    /// Proxies (CIDR networks) whose `client_ip_header` names the client;
+    /// other peers' headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// The one header a trusted proxy names the client in, read from the
+    /// right past trusted proxies: `x-forwarded-for`, `forwarded` (RFC
+    /// 7239), `x-real-ip` or another list of addresses.
+    pub client_ip_header: String,
+    /// IPv6 clients are limited by their network of this many leading bits
+    /// (a /64 is one subscriber; 128: each address).
+    pub ipv6_prefix: u8,
     /// Requests per client IP on every route but the probes and `/metrics`.
     pub ddos: Profile,
     /// Requests per API key (`X-Api-Key`) or user (`X-User-Id`) on `/api/`.
@@ -447,6 +454,8 @@ impl Default for RateLimitConfig {
         Self {
             enabled: true,
             trusted_proxies: Vec::new(),
+            client_ip_header: "x-forwarded-for".to_owned(),
+            ipv6_prefix: 64,
             ddos: Profile::new(1000, 1, 10),
             api: Profile::new(100, 60, 60),
             auth: Profile::new(5, 60, 15 * 60),
@@ -633,7 +642,7 @@ macro_rules! from_str_values {
         }
     )*};
 }
-from_str_values!(SocketAddr, usize, u32, String, Profile);
+from_str_values!(SocketAddr, usize, u32, u8, String, Profile);
 
 impl SettingValue for PathBuf {
     fn read(text: &str) -> Result<Self, ParseError> {
@@ -854,8 +863,14 @@ pub static SETTINGS: &[Setting] = &[
         help: "Rate-limit requests; --no-ratelimit turns every limiter off"),
     setting!(ratelimit.trusted_proxies, env: ["SEAWALL_TRUSTED_PROXIES"],
         flag: value("trusted-proxies", "CIDRS"),
-        help: "Comma-separated proxy networks whose Forwarded / X-Forwarded-For name the client, such as 10.0.0.0/8",
+        help: "Comma-separated proxy networks whose client-IP header names the client, such as 10.0.0.0/8",
         default: "none: the peer address is the client"),
+    setting!(ratelimit.client_ip_header, env: ["SEAWALL_CLIENT_IP_HEADER"],
+        flag: value("client-ip-header", "NAME"),
+        help: "The one header a trusted proxy names the client in, read from the right past trusted proxies: x-forwarded-for, forwarded (RFC 7239), x-real-ip or another"),
+    setting!(ratelimit.ipv6_prefix, env: ["SEAWALL_IPV6_PREFIX"],
+        flag: value("ipv6-prefix", "BITS"),
+        help: "IPv6 clients are limited by their network of this many bits, 32 to 128 (128: each address)"),
     setting!(ratelimit.ddos, env: ["SEAWALL_RATELIMIT_DDOS"],
         flag: value("ratelimit-ddos", "PROFILE"),
         help: "Requests per client IP on every route but the probes and /metrics: LIMIT/PERIOD [block DURATION]"),

@@ -53,6 +53,8 @@ impl Config {
         let RateLimitConfig {
             enabled: _,
             trusted_proxies,
+            client_ip_header,
+            ipv6_prefix,
             ddos,
             api,
             auth,
@@ -66,6 +68,24 @@ impl Config {
                     "each entry is an IP address or a CIDR network such as 10.0.0.0/8",
                 ));
             }
+        }
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if client_ip_header.is_empty()
+            || client_ip_header.len() > 64
+            || !client_ip_header.bytes().all(token)
+        {
+            return Err(invalid(
+                "ratelimit.client_ip_header",
+                format!("{client_ip_header:?}"),
+                "must be a header name of 1 to 64 letters, digits and -",
+            ));
+        }
+        if !(32..=128).contains(ipv6_prefix) {
+            return Err(invalid(
+                "ratelimit.ipv6_prefix",
+                ipv6_prefix,
+                "must be 32 to 128: a shorter prefix puts a whole provider's clients under one key",
+            ));
         }
         for (key, profile) in [
             ("ratelimit.ddos", ddos),
@@ -645,6 +665,32 @@ mod tests {
         ] {
             load_with(args, &[]).expect(args[1]);
         }
+    }
+
+    #[test]
+    fn client_address_settings() {
+        let config = load_with(&[], &[]).expect("defaults");
+        assert_eq!(config.ratelimit.client_ip_header, "x-forwarded-for");
+        assert_eq!(config.ratelimit.ipv6_prefix, 64);
+        let config = load_with(
+            &["--client-ip-header", "X-Real-IP"],
+            &[("SEAWALL_IPV6_PREFIX", "128")],
+        )
+        .expect("a header and a prefix");
+        assert_eq!(config.ratelimit.client_ip_header, "X-Real-IP");
+        assert_eq!(config.ratelimit.ipv6_prefix, 128);
+        let (header, prefix) = ("ratelimit.client_ip_header", "ratelimit.ipv6_prefix");
+        for (args, key) in [
+            (&["--client-ip-header", ""][..], header),
+            (&["--client-ip-header", "x forwarded"], header),
+            (&["--client-ip-header", "x-forwarded-for:"], header),
+            (&["--client-ip-header", "caf\u{e9}"], header),
+            (&["--ipv6-prefix", "31"], prefix),
+            (&["--ipv6-prefix", "129"], prefix),
+        ] {
+            expect_invalid(load_with(args, &[]), key);
+        }
+        assert!(load_with(&["--ipv6-prefix", "300"], &[]).is_err());
     }
 
     #[test]
