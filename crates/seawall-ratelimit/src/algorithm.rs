@@ -22,6 +22,11 @@ use crate::error::{Error, Result};
 /// integer a double holds exactly.
 pub(crate) const EXACT: u64 = 1 << 53;
 
+/// The largest limit of a sliding log: it keeps one entry per admitted
+/// unit, on Redis a sorted-set member each, and a check of the whole limit
+/// adds that many at once.
+pub const MAX_LOG_LIMIT: u64 = 1_000_000;
+
 /// Which algorithm a [`Limit`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -132,7 +137,8 @@ impl Limit {
         Self::windowed(Algorithm::FixedWindow, limit, window)
     }
 
-    /// A log of admitted units: at most `limit` units in any `window`.
+    /// A log of admitted units: at most `limit` units in any `window`; the
+    /// limit is at most [`MAX_LOG_LIMIT`].
     pub fn sliding_log(limit: u64, window: Duration) -> Result<Self> {
         Self::windowed(Algorithm::SlidingLog, limit, window)
     }
@@ -168,7 +174,7 @@ impl Limit {
     }
 
     fn windowed(algorithm: Algorithm, limit: u64, window: Duration) -> Result<Self> {
-        let window_us = micros(window);
+        let window_us = micros(algorithm, window)?;
         if limit == 0 {
             return Err(Error::InvalidLimit(format!(
                 "{algorithm}: the limit must be at least 1"
@@ -189,6 +195,11 @@ impl Limit {
                 "{algorithm}: {limit} per {window:?} is too large to compute exactly"
             )));
         }
+        if algorithm == Algorithm::SlidingLog && limit > MAX_LOG_LIMIT {
+            return Err(Error::InvalidLimit(format!(
+                "{algorithm}: a log keeps one entry per unit, at most {MAX_LOG_LIMIT}, not {limit}"
+            )));
+        }
         Ok(Self {
             algorithm,
             capacity: limit,
@@ -199,7 +210,7 @@ impl Limit {
     }
 
     fn rated(algorithm: Algorithm, rate: u64, period: Duration, capacity: u64) -> Result<Self> {
-        let period_us = micros(period);
+        let period_us = micros(algorithm, period)?;
         if rate == 0 || capacity == 0 {
             return Err(Error::InvalidLimit(format!(
                 "{algorithm}: the rate and the capacity must be at least 1"
@@ -351,8 +362,14 @@ impl Limit {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+/// A window or period in µs; one too long for a `u64` of them is refused
+/// (a saturated count would compute another limit than the one asked for).
+fn micros(algorithm: Algorithm, duration: Duration) -> Result<u64> {
+    u64::try_from(duration.as_micros()).map_err(|_| {
+        Error::InvalidLimit(format!(
+            "{algorithm}: a window or period of {duration:?} is too long"
+        ))
+    })
 }
 
 /// What one limit keeps per key.

@@ -256,9 +256,11 @@ pub struct ConcurrencyLimiterBuilder {
 }
 
 impl ConcurrencyLimiterBuilder {
-    /// How long a lease lasts unless renewed (default 60 s).
+    /// How long a lease lasts unless renewed (default 60 s; at least 1 ms).
+    /// A lease time longer than [`MAX_DURATION`](crate::MAX_DURATION), held
+    /// until released in practice, is that long.
     pub fn lease_time(mut self, lease_time: Duration) -> Self {
-        self.lease_time = lease_time;
+        self.lease_time = lease_time.min(crate::MAX_DURATION);
         self
     }
 

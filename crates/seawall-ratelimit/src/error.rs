@@ -31,12 +31,26 @@ pub enum Error {
         "the request carries no peer address (serve with ConnectInfo<SocketAddr> or insert PeerAddr)"
     )]
     UnknownPeer,
-    /// Redis failed and the limiter's failure policy is to report it.
+    /// Redis failed (a lost connection, no answer within the store's
+    /// timeout) and the limiter's failure policy is to report it.
     #[error("Redis failed")]
     Redis(#[source] fred::error::Error),
-    /// Redis failed moments ago and is not tried again yet.
+    /// Redis answered this call with an error (a script's error reply, a
+    /// key of the wrong type): the store is up, and this call alone failed.
+    /// It does not open the store's circuit breaker.
+    #[error("Redis refused the call")]
+    Refused(#[source] fred::error::Error),
+    /// Redis failed moments ago: the store's circuit breaker is open and
+    /// this call was not the one probe let through.
     #[error("Redis failed moments ago; it is tried again shortly")]
     Unavailable,
+    /// A memory store holds its most keys, none of them fresh enough to
+    /// forget, and the limiter's failure policy is to report it.
+    #[error("the memory store of {limiter} is full")]
+    StoreFull {
+        /// The limiter.
+        limiter: String,
+    },
     /// Redis answered something the script never returns.
     #[error("unexpected reply from the rate-limit script: {0}")]
     Protocol(String),

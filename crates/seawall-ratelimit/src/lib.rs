@@ -39,20 +39,29 @@
 //!
 //! A rejected request consumes nothing in any algorithm. Arithmetic is on
 //! integer microseconds; a limit too large for that to be exact is refused
-//! when it is built.
+//! when it is built. Every duration and cost has a bound: a block, a
+//! penalty, a lease time or a timeout longer than [`MAX_DURATION`] (a
+//! century) is that long, and anything else out of range is refused with a
+//! typed [`Error`].
 //!
 //! # Stores
 //!
 //! [`MemoryStore`] keeps state in sharded maps on the monotonic clock and
-//! forgets idle keys, so memory stays bounded under a flood of keys. Its
+//! forgets idle keys, so memory stays bounded under a flood of keys; it
+//! never forgets a key that is blocked or has used any of its limit, and a
+//! new key that finds it full is decided by the [`FailurePolicy`]. Its
 //! [`Limiter::check_now`] decides synchronously without allocating, in
 //! 0.9–1.8× the time of governor's keyed limiter (figures and the command in
 //! `docs/benchmarks.md`).
 //! [`RedisStore`] runs one `EVALSHA` per check; the script reads Redis's
 //! `TIME`, never the caller's clock, gives every key an expiry, and keeps all
 //! keys of one subject in one hash slot, so it runs unchanged on Redis
-//! Cluster. What a limiter on Redis does while Redis fails is its
-//! [`FailurePolicy`].
+//! Cluster. A call waits at most the store's timeout (250 ms by default);
+//! a call that finds Redis down opens the store's circuit breaker, which
+//! every clone of the store shares, and until a probe (one call at a time,
+//! at most one a second) finds Redis up, every limiter on it decides at
+//! once by its [`FailurePolicy`]. An error Redis answers one call with
+//! leaves the breaker closed.
 //!
 //! # Quotas, penalties, shadow mode
 //!
@@ -83,6 +92,7 @@
 //! [`Lease`]s, released on drop and expiring if their holder dies.
 
 mod algorithm;
+mod breaker;
 #[cfg(feature = "tower")]
 mod client_ip;
 mod concurrency;
@@ -98,7 +108,7 @@ mod redis;
 mod store;
 mod telemetry;
 
-pub use algorithm::{Algorithm, Limit};
+pub use algorithm::{Algorithm, Limit, MAX_LOG_LIMIT};
 #[cfg(feature = "tower")]
 pub use client_ip::{ClientIp, DEFAULT_IPV6_PREFIX, PeerAddr, X_FORWARDED_FOR};
 pub use concurrency::{ConcurrencyLimiter, ConcurrencyLimiterBuilder, Lease};
@@ -112,9 +122,10 @@ pub use layer::{
     set_headers,
 };
 pub use limiter::{
-    FailurePolicy, Limiter, LimiterBuilder, MAX_KEY_BYTES, Quota, QuotaBuilder, RateLimiter, Store,
+    FailurePolicy, Limiter, LimiterBuilder, MAX_DURATION, MAX_KEY_BYTES, MAX_RULES, Quota,
+    QuotaBuilder, RateLimiter, Store,
 };
 pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreBuilder};
 pub use net::IpNet;
-pub use redis::{DEFAULT_PREFIX, RedisStore};
+pub use redis::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisStore};
 pub use telemetry::{BlockedKey, DecisionCounts, RejectedKey};

@@ -2,8 +2,8 @@
 //! penalties, shadow mode and a policy for when the store fails.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -20,8 +20,14 @@ use crate::telemetry::{BlockedKey, DecisionCounts, RejectedKey, Telemetry};
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
 
-/// How long a failed store is skipped before it is tried again.
-const STORE_RETRY: Duration = Duration::from_millis(500);
+/// The longest duration the crate keeps: a block, a penalty, a lease time
+/// or a store's timeout asked for longer is this long (a century, "for
+/// good" in practice). It keeps every time on Redis an exact integer in
+/// Lua and every expiry positive.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The most rules a quota holds.
+pub const MAX_RULES: usize = 64;
 
 /// What every limiter does: decide, look, forget. Object safe, so a service
 /// can hold `Arc<dyn RateLimiter>` whatever the algorithm and store.
@@ -114,9 +120,15 @@ pub struct QuotaBuilder {
 }
 
 impl QuotaBuilder {
-    /// Adds a rule. Names are 1 to 64 of `A-Z a-z 0-9 _ . -` and unique.
+    /// Adds a rule. Names are 1 to 64 of `A-Z a-z 0-9 _ . -` and unique; a
+    /// quota holds at most [`MAX_RULES`].
     pub fn rule(mut self, name: &str, limit: Limit) -> Result<Self> {
         check_name("rule", name)?;
+        if self.rules.len() >= MAX_RULES {
+            return Err(Error::InvalidConfig(format!(
+                "a quota holds at most {MAX_RULES} rules"
+            )));
+        }
         if self.rules.iter().any(|(n, _)| *n == name) {
             return Err(Error::InvalidConfig(format!(
                 "two rules are named {name:?}"
@@ -173,9 +185,12 @@ impl From<RedisStore> for Store {
     }
 }
 
-/// What a limiter on Redis does while Redis fails. Whatever the policy, the
-/// limiter tries Redis again after half a second and goes back to it as soon
-/// as it answers.
+/// What a limiter does when its store cannot decide: Redis failed (no
+/// connection, no answer within the store's timeout), its circuit breaker
+/// is open, or it refused the call; a memory store is full of keys it
+/// cannot forget, for a key it does not hold. While Redis is down the
+/// store's breaker lets one call through as a probe at most once a second,
+/// and every limiter on it goes back to Redis as soon as that is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FailurePolicy {
@@ -237,9 +252,6 @@ struct Inner {
     shadow: AtomicBool,
     policy: FailurePolicy,
     insurance: Option<MemoryStore>,
-    /// Until when (µs since `epoch`) the store is skipped after a failure.
-    store_down_until: AtomicU64,
-    epoch: Instant,
     telemetry: Telemetry,
 }
 
@@ -410,7 +422,8 @@ impl Limiter {
         Ok(decision)
     }
 
-    /// Blocks `key` for `duration`: every check is rejected until then.
+    /// Blocks `key` for `duration`: every check is rejected until then. A
+    /// block longer than [`MAX_DURATION`] lasts that long.
     pub async fn block(&self, key: &str, duration: Duration) -> Result<Decision> {
         let quota = self.quota();
         let decision = self
@@ -441,7 +454,7 @@ impl Limiter {
         check_key(key)?;
         // Boxed: the Redis call's future is kilobytes, and inline it would
         // make the future of every caller as large.
-        match Box::pin(self.redis(store, key, quota.as_rules(), op)).await {
+        match Box::pin(store.apply(self.inner.name, key, quota.as_rules(), op)).await {
             Ok(outcome) => Ok(self.decision(quota.as_rules(), &outcome)),
             Err(error) => self.degraded(key, quota, op, error),
         }
@@ -466,9 +479,11 @@ impl Limiter {
         }
         check_key(key)?;
         let penalty_us = self.inner.penalty_us;
-        let (step, blocked_for_us) = store.with_entry(self.inner.name, key, |entry, now| {
+        let Some((step, blocked_for_us)) = store.with_entry(self.inner.name, key, |entry, now| {
             check_one(entry, name, limit, now, cost, penalty_us)
-        });
+        }) else {
+            return self.full(key, name, limit, cost);
+        };
         let mut decision = Decision::single(self.inner.name, name, limit, &step, blocked_for_us);
         self.checked(key, &mut decision);
         Ok(decision)
@@ -484,8 +499,33 @@ impl Limiter {
     ) -> Result<Decision> {
         check_key(key)?;
         let rules = quota.as_rules();
-        let outcome = store.apply(self.inner.name, key, rules, op);
-        Ok(self.decision(rules, &outcome))
+        match store.apply(self.inner.name, key, rules, op) {
+            Some(outcome) => Ok(self.decision(rules, &outcome)),
+            None => {
+                let error = Error::StoreFull {
+                    limiter: self.inner.name.to_owned(),
+                };
+                self.degraded(key, quota, op, error)
+            }
+        }
+    }
+
+    /// A check of one rule that a full memory store cannot keep: decided by
+    /// the failure policy, out of line so the common path stays small.
+    #[cold]
+    #[inline(never)]
+    fn full(&self, key: &str, name: &'static str, limit: &Limit, cost: u64) -> Result<Decision> {
+        let quota = Quota(Arc::from([(name, *limit)]));
+        let op = Op::Check {
+            cost,
+            penalty_us: self.inner.penalty_us,
+        };
+        let error = Error::StoreFull {
+            limiter: self.inner.name.to_owned(),
+        };
+        let mut decision = self.degraded(key, &quota, op, error)?;
+        self.checked(key, &mut decision);
+        Ok(decision)
     }
 
     #[inline]
@@ -498,20 +538,6 @@ impl Limiter {
         )
     }
 
-    async fn redis(&self, store: &RedisStore, key: &str, rules: &Rules, op: Op) -> Result<Outcome> {
-        let inner = &*self.inner;
-        let now = micros_since(inner.epoch);
-        if now < inner.store_down_until.load(Ordering::Relaxed) {
-            return Err(Error::Unavailable);
-        }
-        let result = store.apply(inner.name, key, rules, op).await;
-        if result.is_err() {
-            let retry_at = micros_since(inner.epoch) + micros(STORE_RETRY);
-            inner.store_down_until.store(retry_at, Ordering::Relaxed);
-        }
-        result
-    }
-
     fn degraded(&self, key: &str, quota: &Quota, op: Op, error: Error) -> Result<Decision> {
         let inner = &*self.inner;
         let rules = quota.as_rules();
@@ -519,8 +545,16 @@ impl Limiter {
             (FailurePolicy::Error, _) => return Err(error),
             (FailurePolicy::Insurance { instances }, Some(store)) => {
                 let share = quota.share(instances)?;
-                let outcome = store.apply(inner.name, key, share.as_rules(), op);
-                self.decision(share.as_rules(), &outcome)
+                match store.apply(inner.name, key, share.as_rules(), op) {
+                    Some(outcome) => self.decision(share.as_rules(), &outcome),
+                    // The insurance store is full too: admit, as failing
+                    // open does.
+                    None => {
+                        let steps: Vec<Step> =
+                            rules.iter().map(|(_, limit)| Step::open(limit)).collect();
+                        Decision::combine(inner.name, rules, &steps, 0)
+                    }
+                }
             }
             (FailurePolicy::Closed, _) => {
                 let steps: Vec<Step> = rules.iter().map(|_| Step::closed()).collect();
@@ -628,12 +662,9 @@ fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-fn micros_since(epoch: Instant) -> u64 {
-    micros(epoch.elapsed())
-}
-
+/// `duration` in µs, at most [`MAX_DURATION`].
 fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+    u64::try_from(duration.min(MAX_DURATION).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Builds a [`Limiter`].
@@ -676,7 +707,8 @@ impl LimiterBuilder {
         self
     }
 
-    /// Blocks a key for `penalty` once it is rejected (default: none).
+    /// Blocks a key for `penalty` once it is rejected (default: none); a
+    /// penalty longer than [`MAX_DURATION`] lasts that long.
     pub fn penalty(mut self, penalty: Duration) -> Self {
         self.penalty = penalty;
         self
@@ -688,7 +720,8 @@ impl LimiterBuilder {
         self
     }
 
-    /// What to do while Redis fails (default: [`FailurePolicy::Open`]).
+    /// What to do when the store cannot decide (default:
+    /// [`FailurePolicy::Open`]).
     pub fn on_store_failure(mut self, policy: FailurePolicy) -> Self {
         self.policy = policy;
         self
@@ -716,8 +749,6 @@ impl LimiterBuilder {
                 shadow: AtomicBool::new(self.shadow),
                 policy: self.policy,
                 insurance,
-                store_down_until: AtomicU64::new(0),
-                epoch: Instant::now(),
                 telemetry,
             }),
         })

@@ -1,6 +1,7 @@
 //! The in-process store: keys spread over mutex-guarded shards (no global
 //! lock), a monotonic clock, and idle keys evicted so that memory stays
-//! bounded under a flood of distinct keys.
+//! bounded under a flood of distinct keys. Only a key whose state equals a
+//! fresh one is ever evicted: a blocked key, or one over its limit, stays.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,20 +57,29 @@ impl Time {
 }
 
 /// A clock for tests: starts at an arbitrary time and moves by
-/// [`advance`](Self::advance). Clones share the time.
+/// [`advance`](Self::advance), never past [`ManualClock::MAX_US`]. Clones
+/// share the time.
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock(Arc<AtomicU64>);
 
 impl ManualClock {
+    /// The latest time the clock shows, in µs (2^60, some 36,000 years):
+    /// times and durations added to it still fit a `u64`.
+    pub const MAX_US: u64 = 1 << 60;
+
     /// A clock at one hour past its zero (so windows do not all start at 0).
     pub fn new() -> Self {
         Self(Arc::new(AtomicU64::new(3_600_000_000)))
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward, at most to [`MAX_US`](Self::MAX_US).
     pub fn advance(&self, by: Duration) {
         let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
-        self.0.fetch_add(micros, Ordering::SeqCst);
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(micros).min(Self::MAX_US))
+            });
     }
 
     /// The time in microseconds since the clock's zero.
@@ -212,21 +222,31 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Applies `op` for `key` of `limiter` (an interned name).
-    pub(crate) fn apply(&self, limiter: &'static str, key: &str, rules: &Rules, op: Op) -> Outcome {
+    /// Applies `op` for `key` of `limiter` (an interned name); `None` when
+    /// the key is new, its state would differ from a fresh one, and the
+    /// store is full of keys it cannot forget.
+    pub(crate) fn apply(
+        &self,
+        limiter: &'static str,
+        key: &str,
+        rules: &Rules,
+        op: Op,
+    ) -> Option<Outcome> {
         self.with_entry(limiter, key, |entry, now| decide(entry, rules, now, op))
     }
 
     /// Runs `f` on the entry of `key` of `limiter` (an interned name) at the
     /// store's time; `f` leaves the entry's expiry set, and an entry that
-    /// has expired is not kept.
+    /// has expired is not kept. `None` when a new key's entry must be kept
+    /// and the shard is full of entries that differ from a fresh one: what
+    /// `f` did is then undone.
     #[inline]
     pub(crate) fn with_entry<R>(
         &self,
         limiter: &'static str,
         key: &str,
         f: impl FnOnce(&mut Entry, u64) -> R,
-    ) -> R {
+    ) -> Option<R> {
         let inner = &*self.inner;
         let id = Id::new(limiter, key);
         let mut hasher = inner.hasher.build_hasher();
@@ -244,12 +264,14 @@ impl MemoryStore {
         if let Some(slot) = shard.map.find_mut(hash, matches) {
             // An entry that is fresh again stays until a sweep: a key that
             // comes back soon reuses it rather than allocating anew.
-            return f(&mut slot.entry, now);
+            return Some(f(&mut slot.entry, now));
         }
         let mut entry = Entry::default();
         let outcome = f(&mut entry, now);
         if entry.expires_at > now {
-            shard.make_room(now, inner.max_keys_per_shard);
+            if !shard.make_room(now, inner.max_keys_per_shard) {
+                return None;
+            }
             shard.map.insert_unique(
                 hash,
                 Slot {
@@ -260,28 +282,29 @@ impl MemoryStore {
                 |slot| slot.hash,
             );
         }
-        outcome
+        Some(outcome)
     }
 }
 
 impl ShardMap {
-    /// Makes room for one more key. Only new keys make the table grow, so
-    /// only they sweep it, and only when it is full: an expired entry stays
-    /// while there is room (a key that comes back reuses it), and a table
-    /// grows only when a sweep leaves it three quarters full. A shard at its
-    /// key bound sweeps at most once per quarter of its size in new keys
-    /// and otherwise forgets one key per new key. Either way a new key costs
-    /// amortised O(1).
-    fn make_room(&mut self, now: u64, max_keys: usize) {
+    /// Makes room for one more key; false when there is none. Only new keys
+    /// make the table grow, so only they sweep it, and only when it is
+    /// full: an expired entry stays while there is room (a key that comes
+    /// back reuses it), and a table grows only when a sweep leaves it three
+    /// quarters full. A shard at its key bound sweeps at most once per
+    /// quarter of its size in new keys, and otherwise forgets one expired
+    /// key among a few; it never forgets a key whose state differs from a
+    /// fresh one (a blocked key, a key over its limit), so when none of
+    /// those it looks at has expired there is no room. Either way a new key
+    /// costs amortised O(1).
+    fn make_room(&mut self, now: u64, max_keys: usize) -> bool {
         self.inserted += 1;
         let at_bound = self.map.len() >= max_keys;
         if at_bound {
             if self.inserted >= self.map.len() / 4 {
                 self.sweep(now);
             }
-            if self.map.len() >= max_keys {
-                self.evict_one();
-            }
+            return self.map.len() < max_keys || self.evict_one(now);
         } else if self.map.len() == self.map.capacity() {
             self.sweep(now);
             let capacity = self.map.capacity();
@@ -289,6 +312,7 @@ impl ShardMap {
                 self.map.reserve(capacity / 4 + 1, |slot| slot.hash);
             }
         }
+        true
     }
 
     fn sweep(&mut self, now: u64) {
@@ -296,21 +320,28 @@ impl ShardMap {
         self.inserted = 0;
     }
 
-    /// Drops the entry closest to expiry among a few: a full shard forgets
-    /// the key that would have been forgotten soonest anyway.
-    fn evict_one(&mut self) {
+    /// Drops an expired entry among a few, one that equals a fresh state
+    /// and that a sweep would drop anyway; false when none of them has
+    /// expired.
+    fn evict_one(&mut self, now: u64) -> bool {
         let victim = self
             .map
             .iter()
             .take(8)
-            .min_by_key(|slot| slot.entry.expires_at)
+            .find(|slot| slot.entry.expires_at <= now)
             .map(|slot| (slot.hash, slot.id.clone()));
-        if let Some((hash, id)) = victim
-            && let Ok(found) = self
-                .map
-                .find_entry(hash, |slot| slot.hash == hash && slot.id == id)
+        let Some((hash, id)) = victim else {
+            return false;
+        };
+        match self
+            .map
+            .find_entry(hash, |slot| slot.hash == hash && slot.id == id)
         {
-            found.remove();
+            Ok(found) => {
+                found.remove();
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -341,8 +372,16 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// The most keys kept; when full, the key closest to expiry among a
-    /// sample is forgotten to make room (default [`DEFAULT_MAX_KEYS`]).
+    /// The most keys kept (default [`DEFAULT_MAX_KEYS`]). When full, a key
+    /// whose state equals a fresh one is forgotten to make room; a key
+    /// that is blocked or has used any of its limit is never forgotten
+    /// before its state is fresh again. When no key can be forgotten, a new
+    /// key's check is decided by the limiter's
+    /// [`FailurePolicy`](crate::FailurePolicy) ([`Error::StoreFull`] with
+    /// [`FailurePolicy::Error`](crate::FailurePolicy::Error)); keys already
+    /// held are decided as always.
+    ///
+    /// [`Error::StoreFull`]: crate::Error::StoreFull
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys.max(1);
         self

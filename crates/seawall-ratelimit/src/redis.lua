@@ -181,12 +181,19 @@ if uses[2] then
     local units = redis.call('ZCARD', log)
     local allowed = units + c <= capacity
     if allowed and commit and c > 0 then
-      local at, args = string.format('%d', now), {}
-      for n = units + 1, units + c do
-        args[#args + 1] = at
-        args[#args + 1] = string.format('%d:%d', now, n)
+      -- In chunks of 1,000 members: unpack hands Lua's C stack at most
+      -- 8,000 values (LUAI_MAXCSTACK).
+      local at, added, n = string.format('%d', now), 0, units
+      while n < units + c do
+        local args, last = {}, math.min(n + 1000, units + c)
+        for m = n + 1, last do
+          args[#args + 1] = at
+          args[#args + 1] = string.format('%d:%d', now, m)
+        end
+        added = added + redis.call('ZADD', log, unpack(args))
+        n = last
       end
-      local added, n = redis.call('ZADD', log, unpack(args)), units + c
+      n = units + c
       while added < c do
         n = n + 1
         added = added + redis.call('ZADD', log, at, string.format('%d:%d', now, n))

@@ -8,14 +8,22 @@
 //! still agree on every decision; every key they write expires once its
 //! state equals a fresh one; and all keys of one limiter and subject share
 //! a hash tag, so the store works unchanged on Redis Cluster.
+//!
+//! Every call is bounded by the store's timeout and passes its circuit
+//! breaker ([`crate::breaker`]), which every clone of the store shares. A
+//! call that finds Redis down (no connection, no answer in time) opens it;
+//! an error Redis answers with (a script's refusal of one call) does not.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use fred::error::ErrorKind;
 use fred::prelude::Client;
-use fred::types::Value;
 use fred::types::scripts::Script;
+use fred::types::{FromValue, Value};
 
 use crate::algorithm::{Algorithm, Limit, Log, State, Step};
+use crate::breaker::Breaker;
 use crate::error::{Error, Result};
 use crate::store::{Entry, Op, Outcome, Rules, check_one};
 
@@ -54,8 +62,27 @@ const MAX_REGISTERED: u64 = 10_000;
 /// The default prefix of every key.
 pub const DEFAULT_PREFIX: &str = "seawall:rl";
 
+/// How long a call waits for Redis by default before it counts as failed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How long after a failure the store sends its next probe.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// State kept in Redis (standalone, Sentinel or Cluster), shared by every
 /// instance that uses the same prefix. Cheap to clone.
+///
+/// A call waits at most the store's [timeout](Self::with_timeout) (default
+/// [`DEFAULT_TIMEOUT`]) whatever the client's own. A call that finds Redis
+/// down, no connection or no answer in time, opens the store's circuit
+/// breaker: from then on calls are not sent, and each limiter decides them
+/// at once by its [`FailurePolicy`](crate::FailurePolicy), but for one call
+/// at a time, at most one a second, let through as a probe; the first call
+/// Redis answers closes it. Clones share the breaker, so limiters built on
+/// clones of one store (build one store per Redis and clone it) find a
+/// stalled Redis out together, and a request that passes several of them
+/// waits for it at most once. An error Redis answers with (a script's
+/// refusal of one call) is [`Error::Refused`] and leaves the breaker as it
+/// is.
 ///
 /// Keys, each a string unless said otherwise, each expiring once what it
 /// holds equals a fresh state: per limiter and subject, with `{<prefix>:<limiter>:<key>}`
@@ -73,6 +100,8 @@ pub struct RedisStore {
     script: Arc<Script>,
     check_scripts: Arc<CheckScripts>,
     blocked_script: Arc<Script>,
+    timeout: Duration,
+    breaker: Arc<Breaker>,
 }
 
 /// The scripts of a check of one rule, one per kind of state.
@@ -87,6 +116,8 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("breaker_open", &self.breaker.is_open())
             .finish_non_exhaustive()
     }
 }
@@ -112,12 +143,75 @@ impl RedisStore {
                 sliding_log: Script::from_lua(SLIDING_LOG_SCRIPT),
             }),
             blocked_script: Arc::new(Script::from_lua(BLOCKED_SCRIPT)),
+            timeout: DEFAULT_TIMEOUT,
+            breaker: Arc::new(Breaker::new(PROBE_INTERVAL)),
         }
+    }
+
+    /// This store with calls waiting at most `timeout` for Redis (default
+    /// [`DEFAULT_TIMEOUT`]); longer than [`MAX_DURATION`](crate::MAX_DURATION)
+    /// is that long. Zero is refused: no call could succeed. The store's
+    /// clones made before this call keep the timeout they had, and share
+    /// the breaker with it.
+    pub fn with_timeout(mut self, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "a Redis store's timeout must be longer than zero".into(),
+            ));
+        }
+        self.timeout = timeout.min(crate::MAX_DURATION);
+        Ok(self)
+    }
+
+    /// How long a call waits for Redis.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the circuit breaker is open: Redis failed moments ago, and
+    /// calls are decided by each limiter's failure policy until a probe
+    /// finds it up.
+    pub fn is_breaker_open(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Runs `script` through the breaker, bounded by the timeout.
+    async fn call<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R> {
+        let Some(permit) = self.breaker.permit() else {
+            return Err(Error::Unavailable);
+        };
+        let call = script.evalsha_with_reload(&self.client, keys, args);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => {
+                permit.answered();
+                Ok(reply)
+            }
+            Ok(Err(error)) if is_down(&error) => {
+                permit.down();
+                Err(Error::Redis(error))
+            }
+            Ok(Err(error)) => {
+                permit.answered();
+                Err(Error::Refused(error))
+            }
+            Err(_) => {
+                permit.down();
+                Err(Error::Redis(fred::error::Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer from Redis within {:?}", self.timeout),
+                )))
+            }
+        }
     }
 
     /// The hash tag every key of a subject starts with.
@@ -168,10 +262,8 @@ impl RedisStore {
             None => vec![Value::from("remove"), Value::from(key)],
         };
         let _: Value = self
-            .blocked_script
-            .evalsha_with_reload(&self.client, vec![self.registry_key(limiter)], args)
-            .await
-            .map_err(Error::Redis)?;
+            .call(&self.blocked_script, vec![self.registry_key(limiter)], args)
+            .await?;
         Ok(())
     }
 
@@ -187,10 +279,8 @@ impl RedisStore {
             integer(u64::try_from(limit).unwrap_or(u64::MAX)),
         ];
         let reply: Vec<String> = self
-            .blocked_script
-            .evalsha_with_reload(&self.client, vec![self.registry_key(limiter)], args)
-            .await
-            .map_err(Error::Redis)?;
+            .call(&self.blocked_script, vec![self.registry_key(limiter)], args)
+            .await?;
         let number = |text: &str| {
             text.parse::<f64>()
                 .map_err(|_| Error::Protocol(format!("{text:?} is not a time")))
@@ -263,11 +353,7 @@ impl RedisStore {
             args.push(integer(limit.capacity()));
             args.push(integer(limit.step_us()));
         }
-        let reply: Vec<i64> = self
-            .script
-            .evalsha_with_reload(&self.client, keys, args)
-            .await
-            .map_err(Error::Redis)?;
+        let reply: Vec<i64> = self.call(&self.script, keys, args).await?;
         parse(&reply, rules.len())
     }
 
@@ -319,10 +405,7 @@ impl RedisStore {
             }
         };
         args.extend(now.map(integer));
-        let reply: Value = script
-            .evalsha_with_reload(&self.client, keys, args)
-            .await
-            .map_err(Error::Redis)?;
+        let reply: Value = self.call(script, keys, args).await?;
         let (now, blocked_until, state) = match reply {
             // Not blocked, one number the step depends on alone, so the step
             // runs at time 0: for a time-based state, how far the arrival
@@ -431,6 +514,34 @@ fn parse_read(reply: &str, limit: &Limit) -> Result<(u64, u64, State)> {
         Algorithm::SlidingLog => State::Log(Log::summarized(next()?, next()?, next()?)),
     };
     Ok((now, blocked_until, state))
+}
+
+/// Whether `error` says Redis is down (no connection, no answer, a server
+/// that cannot serve any call now) rather than refusing this one call.
+fn is_down(error: &fred::error::Error) -> bool {
+    match error.kind() {
+        ErrorKind::Unknown
+        | ErrorKind::InvalidArgument
+        | ErrorKind::InvalidCommand
+        | ErrorKind::Parse
+        | ErrorKind::Protocol
+        | ErrorKind::NotFound => {
+            // Errors a server answers with while it cannot serve anything.
+            const DOWN: [&str; 8] = [
+                "BUSY",
+                "LOADING",
+                "MASTERDOWN",
+                "TRYAGAIN",
+                "READONLY",
+                "NOREPLICAS",
+                "MISCONF",
+                "OOM",
+            ];
+            let code = error.details().split_whitespace().next().unwrap_or("");
+            DOWN.contains(&code)
+        }
+        _ => true,
+    }
 }
 
 /// Every value the script takes is below 2^53, so it fits an `i64`.

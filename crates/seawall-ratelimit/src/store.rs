@@ -88,7 +88,7 @@ pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outc
             peek(entry, rules, now)
         }
         Op::Block(duration) => {
-            entry.blocked_until = now + duration;
+            entry.blocked_until = now.saturating_add(duration);
             blocked_for_us = duration;
             peek(entry, rules, now)
         }
@@ -102,7 +102,7 @@ pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outc
             };
             let admitted = blocked_for_us == 0 && steps.iter().all(|step| step.allowed);
             if !admitted && blocked_for_us == 0 && penalty_us > 0 {
-                entry.blocked_until = now + penalty_us;
+                entry.blocked_until = now.saturating_add(penalty_us);
                 blocked_for_us = penalty_us;
             }
             steps
@@ -114,7 +114,7 @@ pub(crate) fn decide(entry: &mut Entry, rules: &Rules, now: u64, op: Op) -> Outc
         .max()
         .unwrap_or(0)
         .max(blocked_for_us);
-    entry.expires_at = now + ttl;
+    entry.expires_at = now.saturating_add(ttl);
     Outcome {
         steps,
         blocked_for_us,
@@ -139,10 +139,10 @@ pub(crate) fn check_one(
     let mut blocked_for_us = entry.blocked_until.saturating_sub(now);
     let step = limit.step(entry.state_for(name, limit), now, cost, blocked_for_us == 0);
     if blocked_for_us == 0 && !step.allowed && penalty_us > 0 {
-        entry.blocked_until = now + penalty_us;
+        entry.blocked_until = now.saturating_add(penalty_us);
         blocked_for_us = penalty_us;
     }
-    entry.expires_at = now + step.ttl.max(blocked_for_us);
+    entry.expires_at = now.saturating_add(step.ttl.max(blocked_for_us));
     (step, blocked_for_us)
 }
 

@@ -182,7 +182,10 @@ impl Telemetry {
         };
         match blocked_for {
             Some(duration) => {
-                let until = now + duration;
+                // A block longer than a century is one (the crate's bound).
+                let until = now
+                    .checked_add(duration.min(crate::MAX_DURATION))
+                    .unwrap_or(now);
                 let mut blocked = self.blocked.lock();
                 let new = blocked.get(key).is_none_or(|recorded| {
                     *recorded <= now || until > *recorded + Duration::from_secs(1)

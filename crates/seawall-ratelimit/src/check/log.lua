@@ -40,12 +40,19 @@ if blocked <= now and cost > 0 and units + cost <= capacity then
   if cost == 1 then
     added = redis.call('ZADD', log, at, string.format('%d:%d', now, units + 1))
   else
-    local args = {}
-    for n = units + 1, units + cost do
-      args[#args + 1] = at
-      args[#args + 1] = string.format('%d:%d', now, n)
+    -- In chunks: unpack hands Lua's C stack at most 8,000 values
+    -- (LUAI_MAXCSTACK), and a cost may be up to a limit of a million.
+    added = 0
+    local n = units
+    while n < units + cost do
+      local args, last = {}, math.min(n + 1000, units + cost)
+      for m = n + 1, last do
+        args[#args + 1] = at
+        args[#args + 1] = string.format('%d:%d', now, m)
+      end
+      added = added + redis.call('ZADD', log, unpack(args))
+      n = last
     end
-    added = redis.call('ZADD', log, unpack(args))
   end
   -- A name is taken only when the count at this time went down since it
   -- was given (a clock that stepped back): count on past it.

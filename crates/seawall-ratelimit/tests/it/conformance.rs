@@ -257,6 +257,38 @@ async fn the_leaky_queue_spaces_requests_out(backend: &Backend) {
     }
 }
 
+/// A sliding log admits a cost of thousands of units at once (on Redis, more
+/// members than one call of Lua's `unpack` takes), and counts every one.
+async fn a_sliding_log_admits_a_cost_of_thousands(backend: &Backend) {
+    let limiter = backend
+        .limiter(Limit::sliding_log(100_000, HOUR).expect("limit"))
+        .build()
+        .expect("limiter");
+    let decision = limiter.check("bulk", 4_000).await.expect("check");
+    assert!(decision.allowed && !decision.degraded, "{decision:?}");
+    assert_eq!(decision.remaining, 96_000);
+    let decision = limiter.check("bulk", 96_000).await.expect("check");
+    assert!(decision.allowed && !decision.degraded, "{decision:?}");
+    assert_eq!(decision.remaining, 0);
+    let rejected = limiter.check("bulk", 1).await.expect("check");
+    assert!(!rejected.allowed && !rejected.degraded, "{rejected:?}");
+    // A quota of several rules runs the other script, chunked the same way.
+    let quota = Quota::builder()
+        .rule("log", Limit::sliding_log(10_000, HOUR).expect("limit"))
+        .and_then(|q| {
+            q.rule(
+                "day",
+                Limit::fixed_window(20_000, 24 * HOUR).expect("limit"),
+            )
+        })
+        .and_then(|q| q.build())
+        .expect("quota");
+    let limiter = backend.limiter(quota).build().expect("limiter");
+    let decision = limiter.check("bulk", 8_001).await.expect("check");
+    assert!(decision.allowed && !decision.degraded, "{decision:?}");
+    assert_eq!(decision.remaining, 1_999);
+}
+
 on_every_backend!(
     admits_the_capacity_then_rejects_without_consuming,
     recovers_once_retry_after_has_passed,
@@ -266,4 +298,5 @@ on_every_backend!(
     limits_change_at_run_time,
     shadow_mode_decides_but_never_enforces,
     the_leaky_queue_spaces_requests_out,
+    a_sliding_log_admits_a_cost_of_thousands,
 );

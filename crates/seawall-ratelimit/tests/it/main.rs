@@ -1,8 +1,10 @@
 //! Integration tests of seawall-ratelimit: the conformance suite on every
 //! store, and what each store must show on its own.
 
+mod bounds;
 mod concurrency;
 mod conformance;
+mod faults;
 #[cfg(feature = "axum")]
 mod http;
 mod skew;

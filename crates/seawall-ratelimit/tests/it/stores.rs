@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
-use seawall_ratelimit::{Algorithm, FailurePolicy, Limit, Limiter, MemoryStore, Quota, RedisStore};
+use seawall_ratelimit::{
+    Algorithm, Clock, Error, FailurePolicy, Limit, Limiter, ManualClock, MemoryStore, Quota,
+    RedisStore,
+};
 use seawall_testkit::RedisServer;
 
 use crate::support::{client, unique_name};
@@ -319,14 +322,22 @@ async fn while_redis_is_down_each_policy_holds_and_recovery_is_automatic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_store_stays_bounded_under_a_key_flood() {
-    let store = MemoryStore::builder().max_keys(10_000).shards(16).build();
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .max_keys(10_000)
+        .shards(16)
+        .build();
     let limiter = Limiter::builder("ddos")
         .limit(Limit::fixed_window(1000, HOUR).expect("limit"))
         .store(store.clone())
         .build()
         .expect("limiter");
-    // A million random IPv6 addresses, each seen once.
+    // A million random IPv6 addresses, each seen once: each keeps its count
+    // for the hour, so once the store is full the new ones are decided by
+    // the failure policy (open).
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut degraded = 0;
     for _ in 0..1_000_000 {
         state ^= state << 13;
         state ^= state >> 7;
@@ -338,10 +349,14 @@ async fn the_memory_store_stays_bounded_under_a_key_flood() {
             (state >> 32) & 0xffff,
             state >> 48
         );
-        assert!(limiter.check(&key, 1).await.expect("check").allowed);
+        let decision = limiter.check(&key, 1).await.expect("check");
+        assert!(decision.allowed);
+        degraded += u32::from(decision.degraded);
     }
     assert!(store.len() <= 10_000, "{} keys kept", store.len());
-    // A key that keeps coming is still limited.
+    assert!(degraded >= 980_000, "{degraded} decided by the policy");
+    // Once the flood's counts are over, a key that keeps coming is limited.
+    clock.advance(HOUR);
     for _ in 0..1000 {
         assert!(
             limiter
@@ -376,4 +391,58 @@ async fn a_flushed_script_cache_is_refilled_on_the_next_check() {
     let decision = limiter.check("k", 1).await.expect("check after the flush");
     assert!(decision.allowed && !decision.degraded, "{decision:?}");
     assert_eq!(decision.remaining, 0);
+}
+
+/// A full memory store forgets only keys whose state equals a fresh one: a
+/// key blocked by a penalty stays blocked under a flood of new keys, and a
+/// new key that finds no room is decided by the failure policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_memory_store_keeps_blocked_keys_and_leaves_new_ones_to_the_policy() {
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .max_keys(16)
+        .shards(1)
+        .build();
+    let minute = Duration::from_secs(60);
+    let build = |policy| {
+        Limiter::builder("flood")
+            .limit(Limit::fixed_window(1, HOUR).expect("limit"))
+            .penalty(10 * minute)
+            .store(store.clone())
+            .on_store_failure(policy)
+            .build()
+            .expect("limiter")
+    };
+    let limiter = build(FailurePolicy::Open);
+    assert!(limiter.check("attacker", 1).await.expect("check").allowed);
+    let blocked = limiter.check("attacker", 1).await.expect("check");
+    assert!(blocked.blocked_for.is_some(), "{blocked:?}");
+    // Keys that each used their limit for the hour, longer than the block.
+    for n in 0..100 {
+        let decision = limiter.check(&format!("k{n}"), 1).await.expect("check");
+        assert!(decision.allowed, "{decision:?}");
+        assert_eq!(decision.degraded, n >= 15, "key {n}: {decision:?}");
+    }
+    assert!(store.len() <= 16);
+    let still = limiter.check("attacker", 1).await.expect("check");
+    assert!(!still.allowed && still.blocked_for.is_some(), "{still:?}");
+    // A key held is decided as always; a new one by the policy.
+    assert!(!limiter.check("k0", 1).await.expect("check").allowed);
+    let closed = build(FailurePolicy::Closed);
+    let decision = closed.check("newcomer", 1).await.expect("fails closed");
+    assert!(!decision.allowed && decision.degraded, "{decision:?}");
+    let error = build(FailurePolicy::Error);
+    assert!(matches!(
+        error.check("newcomer", 1).await,
+        Err(Error::StoreFull { .. })
+    ));
+    assert!(matches!(
+        error.check_now("newcomer", 1),
+        Some(Err(Error::StoreFull { .. }))
+    ));
+    // Once their states are fresh again, new keys take their places.
+    clock.advance(HOUR);
+    let decision = error.check("newcomer", 1).await.expect("room again");
+    assert!(decision.allowed && !decision.degraded, "{decision:?}");
 }

@@ -1,0 +1,133 @@
+//! The Redis store's circuit breaker, shared by every clone of the store
+//! and so by every limiter on it: once a call finds Redis down, calls are
+//! not sent until a probe, one call at a time and at most one per
+//! interval, finds it up again. A few atomics; a call while it is closed
+//! reads one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Closed, or open with the time the next probe may go.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    /// 0 while closed; while open, when the next probe may start (µs since
+    /// `epoch`, at least 1).
+    next_probe_at: AtomicU64,
+    /// Whether a probe is out.
+    probing: AtomicBool,
+    /// How long after a failure the next probe goes.
+    interval_us: u64,
+    epoch: Instant,
+}
+
+/// Leave to send one call; the call reports how it went through it. A
+/// probe that is dropped unreported (its future cancelled) frees the probe
+/// slot for the next call.
+#[derive(Debug)]
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+}
+
+impl Breaker {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            next_probe_at: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            interval_us: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Leave to send a call, or `None` while the breaker is open and this
+    /// call is not the probe.
+    #[inline]
+    pub(crate) fn permit(&self) -> Option<Permit<'_>> {
+        let next_probe_at = self.next_probe_at.load(Ordering::Relaxed);
+        if next_probe_at == 0 {
+            return Some(Permit {
+                breaker: self,
+                probe: false,
+            });
+        }
+        let due = self.now_us() >= next_probe_at;
+        // `then`, not `then_some`: a probe's permit built and dropped would
+        // free the slot of the probe that is out.
+        (due && !self.probing.swap(true, Ordering::AcqRel)).then(|| Permit {
+            breaker: self,
+            probe: true,
+        })
+    }
+
+    /// Whether calls are held back now.
+    pub(crate) fn is_open(&self) -> bool {
+        self.next_probe_at.load(Ordering::Relaxed) != 0
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Permit<'_> {
+    /// The store answered (an answer with an error included): the breaker
+    /// closes.
+    #[inline]
+    pub(crate) fn answered(mut self) {
+        let breaker = self.breaker;
+        if breaker.next_probe_at.load(Ordering::Relaxed) != 0 {
+            breaker.next_probe_at.store(0, Ordering::Relaxed);
+        }
+        self.release();
+    }
+
+    /// The store is down (no connection, no answer in time): the breaker
+    /// opens, or stays open, until a probe one interval from now.
+    pub(crate) fn down(mut self) {
+        let breaker = self.breaker;
+        let next = breaker.now_us().saturating_add(breaker.interval_us).max(1);
+        breaker.next_probe_at.store(next, Ordering::Relaxed);
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.probe) {
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_probe_at_a_time_once_the_interval_has_passed() {
+        let breaker = Breaker::new(Duration::from_millis(30));
+        let first = breaker.permit().expect("closed");
+        let second = breaker.permit().expect("closed");
+        first.down();
+        assert!(breaker.is_open());
+        second.down();
+        assert!(breaker.permit().is_none(), "no probe before the interval");
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = breaker.permit().expect("the probe");
+        assert!(breaker.permit().is_none(), "one probe at a time");
+        assert!(breaker.permit().is_none(), "a refused call frees no slot");
+        drop(probe);
+        // A probe dropped unreported frees its slot.
+        let probe = breaker.permit().expect("the next probe");
+        probe.down();
+        assert!(breaker.permit().is_none(), "the interval starts again");
+        std::thread::sleep(Duration::from_millis(40));
+        breaker.permit().expect("the probe").answered();
+        assert!(!breaker.is_open());
+        assert!(breaker.permit().is_some() && breaker.permit().is_some());
+    }
+}
