@@ -115,9 +115,13 @@ impl RateLimits {
         if !config.enabled {
             return Ok(None);
         }
+        // One Redis store for every limiter: clones share its timeout and
+        // circuit breaker, so a stalled Redis is found out once for all of
+        // them and a request waits for it at most once.
+        let redis_store = redis.map(|redis| RedisStore::new(redis.client().clone()));
         let store = || -> Store {
-            match redis {
-                Some(redis) => RedisStore::new(redis.client().clone()).into(),
+            match &redis_store {
+                Some(store) => store.clone().into(),
                 None => seawall_ratelimit::MemoryStore::new().into(),
             }
         };
