@@ -22,8 +22,9 @@ use serde::de::DeserializeOwned;
 use crate::problem::Problem;
 
 /// A JSON object body: as an extractor, refused with a problem (415 without
-/// a JSON content type, 413 over the body limit, 422 otherwise, an array or
-/// a scalar included); as a response, `application/json`.
+/// a JSON content type, 413 over the body limit, 422 otherwise: an array or
+/// a scalar, and an object that names a member twice at any depth, which
+/// serde would read as its last value); as a response, `application/json`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Json<T>(pub(crate) T);
 
@@ -37,7 +38,7 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
         // Every body this API takes is an object, and serde would read a
         // struct from an array too (`[7]` as `{"user_id": 7}`).
-        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(request, state)
+        let axum::Json(Unique(value)) = axum::Json::<Unique>::from_request(request, state)
             .await
             .map_err(json_problem)?;
         if !value.is_object() {
@@ -52,6 +53,85 @@ where
                 format!("the body does not match the expected fields: {error}"),
             )
         })
+    }
+}
+
+/// A JSON value whose objects name each member once: RFC 8259 leaves
+/// duplicates to the reader, and `serde_json::Value` keeps the last, so
+/// `{"state":"completed","state":"dead"}` would be read as `dead`.
+struct Unique(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, inner: D) -> Result<Self::Value, D::Error> {
+        inner.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                return Err(serde::de::Error::custom(format!(
+                    "member `{name}` is given more than once"
+                )));
+            }
+            let Unique(value) = map.next_value()?;
+            members.insert(name, value);
+        }
+        Ok(serde_json::Value::Object(members))
     }
 }
 
@@ -254,6 +334,20 @@ mod tests {
                 crate::problem::PROBLEM_JSON,
                 "{body}: {answer}"
             );
+        }
+        for body in [r#"{"a": 1, "a": 2}"#, r#"{"a": 1, "b": {"c": 1, "c": 1}}"#] {
+            let router = Router::new().route(
+                "/v",
+                post(|Json(value): Json<serde_json::Value>| async move { Json(value) }),
+            );
+            let request = axum::http::Request::post("/v")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("request");
+            let (status, kind, answer) = call(router, request).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+            assert_eq!(kind, crate::problem::PROBLEM_JSON, "{body}: {answer}");
+            assert!(answer.contains("is given more than once"), "{answer}");
         }
         let request = axum::http::Request::post("/j")
             .header("content-type", "application/json")

@@ -165,6 +165,45 @@ async fn a_body_that_is_not_json_is_a_problem_on_every_route_that_takes_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_names_a_member_twice_is_a_problem_on_every_route_that_takes_one() {
+    let app = TestApp::sqlite().await;
+    let mut checked = 0;
+    for (method, template, operation) in operations(&app).await {
+        if operation["requestBody"].is_null() {
+            continue;
+        }
+        let path = fill(&template, None);
+        for body in [r#"{"a": 1, "a": 1}"#, r#"{"a": {"b": 1, "b": 2}}"#] {
+            let reply = send(&app, &method, &path, Some(("application/json", body))).await;
+            let detail = reply.assert_problem(422);
+            assert!(
+                detail.contains("`a` is given more than once")
+                    || detail.contains("`b` is given more than once"),
+                "{method} {path} {body}: {detail}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 20, "every operation with a body");
+    // Read as its last member, this body would clean the dead jobs.
+    let reply = send(
+        &app,
+        &Method::POST,
+        "/api/queue/email/clean",
+        Some((
+            "application/json",
+            r#"{"state": "completed", "state": "dead"}"#,
+        )),
+    )
+    .await;
+    let detail = reply.assert_problem(422);
+    assert!(
+        detail.contains("`state` is given more than once"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_keys_with_control_characters_are_refused() {
     let app = TestApp::sqlite().await;
     for key in [
