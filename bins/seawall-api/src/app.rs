@@ -290,49 +290,63 @@ pub fn with_stack(
 
 /// The OpenAPI document of every route the service has.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut document = api_routes(None, None).into_openapi();
+    // Not served: the query rules it is built with do not matter.
+    let mut document = api_routes(None, None, &QueryRules::default()).into_openapi();
     Conventions.modify(&mut document);
     document
 }
 
-/// Every route with its OpenAPI entry; the admin ones behind the token and
-/// the workload behind its rate limits when given (the document depends on
-/// neither).
-fn api_routes(guard: Option<AdminGuard>, limits: Option<RateLimits>) -> OpenApiRouter<AppState> {
+/// Every route with its OpenAPI entry, behind `rules`; the admin ones
+/// behind the token and the workload behind its rate limits when given (the
+/// document depends on none of them). The query rules sit inside the token
+/// and the limits: a request is authenticated before its query string is
+/// judged.
+fn api_routes(
+    guard: Option<AdminGuard>,
+    limits: Option<RateLimits>,
+    rules: &QueryRules,
+) -> OpenApiRouter<AppState> {
+    let rules = || QueryRulesLayer(rules.clone());
     let mut admin = performance::routes()
         .merge(queue_routes::routes())
         .merge(ratelimit_routes::routes())
         .merge(cache_routes::routes())
-        .merge(promotions::admin_routes());
+        .merge(promotions::admin_routes())
+        .route_layer(rules());
     if let Some(guard) = guard {
         admin = admin.route_layer(axum::middleware::from_fn_with_state(
             guard,
             auth::require_admin,
         ));
     }
-    let workload = workload::routes().merge(promotions::routes()).route_layer(
-        axum::middleware::from_fn_with_state(limits, ratelimit::workload),
-    );
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(workload)
-        .merge(health::routes())
-        .merge(admin)
+    let workload = workload::routes()
+        .merge(promotions::routes())
+        .route_layer(rules())
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits,
+            ratelimit::workload,
+        ));
+    let open = health::routes()
         .merge(docs::routes())
         .merge(dashboard::routes())
+        .route_layer(rules());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(workload)
+        .merge(open)
+        .merge(admin)
 }
 
 fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
     let guard = AdminGuard::new(state.admin_token().clone(), state.ratelimits().cloned());
-    let (router, mut document) = api_routes(Some(guard), state.ratelimits().cloned())
+    // Every route accepts the query parameters its operation declares and
+    // no other (the fallbacks answer 404 whatever the query).
+    let query_rules = QueryRules::from_document(&openapi());
+    let (router, mut document) = api_routes(Some(guard), state.ratelimits().cloned(), &query_rules)
         .with_state(state.clone())
         .split_for_parts();
     Conventions.modify(&mut document);
     let json = document.to_json().unwrap_or_default();
-    // Every route accepts the query parameters its operation declares and
-    // no other (the fallbacks, added after, answer 404 whatever the query).
-    let query_rules = QueryRules::from_document(&document);
     let router = router
-        .layer(QueryRulesLayer(query_rules))
         .layer(Extension(ApiDocument(Arc::from(json))))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -204,6 +204,31 @@ async fn a_body_that_names_a_member_twice_is_a_problem_on_every_route_that_takes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_authenticate_before_reading_the_query() {
+    let app = TestApp::sqlite().await;
+    let mut checked = 0;
+    for (method, template, operation) in operations(&app).await {
+        if operation["security"].as_array().is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let uri = format!("{}?typo=1", fill(&template, None));
+        let request = Request::builder()
+            .method(&method)
+            .uri(&uri)
+            .body(Body::empty())
+            .expect("a request");
+        let reply = app.send(request).await;
+        reply.assert_problem(401);
+        assert!(
+            reply.headers.contains_key(header::WWW_AUTHENTICATE),
+            "{method} {uri}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} admin operations checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_keys_with_control_characters_are_refused() {
     let app = TestApp::sqlite().await;
     for key in [
