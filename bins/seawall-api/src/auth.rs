@@ -117,47 +117,55 @@ fn verify(token: &AdminToken, headers: &axum::http::HeaderMap) -> Verdict {
 }
 
 /// Middleware for admin routes: 401 without a bearer token, 403 with a wrong
-/// one. Wrong or malformed credentials count against the auth limiter by
-/// client address; an address that exhausts it is blocked (429) for the
-/// profile's block time, whatever it sends.
+/// one, and no answer about the token past the auth limit.
+///
+/// An attempt (a request with an `Authorization` header) is taken from the
+/// auth limiter by client address before its verdict is answered: a wrong
+/// or malformed token consumes one unit, and one that finds the limit used
+/// up is answered 429 whatever it sent, so a concurrent burst learns at most
+/// the limit's number of verdicts. A correct token is checked against the
+/// limit without consuming (a refund of its unit, taken atomically): the
+/// admin's own requests, a dashboard's bursts included, never use up the
+/// limit, yet the right token gets 429 where a wrong one would, and so
+/// tells a guesser nothing. An address past the limit is blocked for the
+/// profile's block time. The token's digest is compared in process, in
+/// constant time, before the limiter is asked, since which of the two the
+/// attempt takes depends on it; nothing of it is answered before.
 pub(crate) async fn require_admin(
     State(guard): State<AdminGuard>,
     request: Request,
     next: Next,
 ) -> Response {
-    let client = guard
-        .limits
-        .as_ref()
-        .and_then(|limits| limits.client_ip(&request));
-    let auth = guard
-        .limits
-        .as_ref()
-        .map(|limits| limits.auth().0)
-        .zip(client);
-    if let Some((limiter, client)) = &auth
-        && let Ok(standing) = limiter.peek(client).await
-        && standing.blocked_for.is_some()
-    {
-        return too_many(&standing, "this client address");
+    let verdict = verify(&guard.token, request.headers());
+    let auth = guard.limits.as_ref().and_then(|limits| {
+        let client = limits.client_ip(&request)?;
+        Some((limits.auth().0, client))
+    });
+    if let Some((limiter, client)) = &auth {
+        let standing = match verdict {
+            Verdict::Failed(_) => limiter.check(client, 1).await,
+            Verdict::Admitted | Verdict::Missing => limiter.peek(client).await,
+        };
+        match standing {
+            // Without credentials there is no verdict to keep: only a block
+            // refuses.
+            Ok(decision)
+                if decision.blocked_for.is_some()
+                    || (!decision.allowed && !matches!(verdict, Verdict::Missing)) =>
+            {
+                return too_many(&decision, "this client address");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "the auth limiter failed"),
+        }
     }
-    match verify(&guard.token, request.headers()) {
+    match verdict {
         Verdict::Admitted => next.run(request).await,
         Verdict::Missing => {
             Problem::unauthorized("this route needs `Authorization: Bearer <admin token>`")
                 .into_response()
         }
-        Verdict::Failed(problem) => {
-            if let Some((limiter, client)) = &auth {
-                match limiter.check(client, 1).await {
-                    Ok(decision) if !decision.allowed => {
-                        return too_many(&decision, "this client address");
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "the auth limiter failed"),
-                }
-            }
-            problem.into_response()
-        }
+        Verdict::Failed(problem) => problem.into_response(),
     }
 }
 

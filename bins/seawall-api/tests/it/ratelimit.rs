@@ -256,6 +256,55 @@ async fn failed_admin_logins_block_the_address_not_the_admin() {
     assert_eq!(status(attacker(&right)).await, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_attempts_are_taken_before_they_are_answered() {
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    let url = redis.url();
+    let server = TestServer::start_with(move |config| {
+        config.redis.url = Some(url);
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+        config.ratelimit.auth = profile("5/1m block 15m");
+    })
+    .await;
+    let attempt = |client: &str, token: &str| {
+        server
+            .request(Method::GET, "/api/performance")
+            .header("x-forwarded-for", client)
+            .bearer_auth(token)
+    };
+
+    // A concurrent burst of wrong tokens: five verdicts, the rest 429.
+    let burst = (0..60).map(|i| attempt("203.0.113.60", &format!("wrong-{i}")).send());
+    let mut forbidden = 0;
+    for reply in futures_util::future::join_all(burst).await {
+        match reply.expect("request").status() {
+            StatusCode::FORBIDDEN => forbidden += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert!((1..=5).contains(&forbidden), "{forbidden} verdicts");
+
+    // Past the limit the right token is not answered either: a sixth guess
+    // that happens to be right tells the guesser nothing.
+    for i in 0..5 {
+        let wrong = attempt("203.0.113.61", &format!("wrong-{i}"));
+        assert_eq!(status(wrong).await, StatusCode::FORBIDDEN);
+    }
+    let right = server.admin_token.clone();
+    assert_429(attempt("203.0.113.61", &right), 1).await;
+
+    // The admin's own requests, however many at once, use up nothing.
+    let admin = (0..20).map(|_| attempt("203.0.113.62", &right).send());
+    for reply in futures_util::future::join_all(admin).await {
+        assert_eq!(reply.expect("request").status(), StatusCode::OK);
+    }
+    assert_eq!(
+        status(attempt("203.0.113.62", "wrong")).await,
+        StatusCode::FORBIDDEN
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_blocks_and_unblocks_a_key() {
     let server = TestServer::start_with(|config| {
