@@ -1,5 +1,6 @@
 //! `TieredCache`: its builder, reads, writes and invalidations. Loads are
-//! in [`load`](crate::load), the invalidation feed in [`feed`](crate::feed).
+//! in [`load`](crate::load), the invalidation feed in [`feed`](crate::feed),
+//! and what they all share in [`inner`](crate::inner).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -13,25 +14,29 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::class::{Class, Policy, WriteStrategy};
-use crate::codec::{self, Binary, Codec, Meta, Stored};
+use crate::codec::{Binary, Codec, Meta};
 use crate::error::{BoxError, Error, Result};
-use crate::glob;
-use crate::load::Flight;
+use crate::inner::{ClassDef, Inner, Invalidation, Pending, Since, encode, ms, now_ms, typed};
 use crate::lock::RedisLocks;
-use crate::memory::{Entry, L1Capacity, MemoryTier};
+use crate::memory::{L1Capacity, MemoryTier};
 use crate::options::Options;
 use crate::redis::RedisTier;
 use crate::stats::{self, BreakerState, CacheCounters, ClassCounters, Stats, bump};
 
+/// The longest any duration given to the cache counts for: a century,
+/// which stands for "forever". Longer ones are taken as this, so that no
+/// deadline or expiry computed from them overflows.
+pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant `after` from now, or a century from now if `after` is
+/// longer.
+pub(crate) fn deadline(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + LONGEST)
+}
+
 /// The default prefix of every Redis key of a cache.
 pub const DEFAULT_PREFIX: &str = "seawall:cache";
-
-/// A class's name and policy.
-#[derive(Debug)]
-pub(crate) struct ClassDef {
-    pub(crate) name: String,
-    pub(crate) policy: Policy,
-}
 
 /// A two-tier cache: L1 in process, L2 on Redis, each optional. Cheap to
 /// clone; clones share everything.
@@ -62,106 +67,6 @@ impl<C: Codec> std::fmt::Debug for TieredCache<C> {
     }
 }
 
-/// What every clone shares.
-pub(crate) struct Inner {
-    pub(crate) name: String,
-    pub(crate) l1: Option<MemoryTier>,
-    pub(crate) l2: Option<RedisTier>,
-    pub(crate) locks: Option<RedisLocks>,
-    pub(crate) classes: Box<[ClassDef]>,
-    pub(crate) counters: Arc<[ClassCounters]>,
-    pub(crate) cache_counters: Arc<CacheCounters>,
-    pub(crate) codec: u8,
-    pub(crate) format: u32,
-    pub(crate) flights: Mutex<HashMap<String, Arc<Flight>>>,
-    /// Identifies this instance's announcements, which its feed skips.
-    pub(crate) origin: String,
-    pub(crate) stream_max_len: u64,
-    /// How long a tombstone holds an invalidated key: longer than any load.
-    pub(crate) tombstone_ttl: Duration,
-    /// How long a miss waits for another instance's load under its lock.
-    pub(crate) lock_wait: Duration,
-    /// Invalidations that could not reach Redis, sent once it answers.
-    pub(crate) pending: Mutex<Pending>,
-    pub(crate) feed_connected: AtomicBool,
-    /// Whether this instance follows other instances' invalidations.
-    pub(crate) follows: bool,
-    /// Invalidations applied here so far.
-    pub(crate) epoch: AtomicU64,
-}
-
-/// What a value put in L1 must not have been overtaken by.
-#[derive(Clone, Copy)]
-pub(crate) enum Since<'a> {
-    /// An invalidation of the load's key while the load ran.
-    Flight(&'a Flight),
-    /// Any invalidation since the epoch was read.
-    Epoch(u64),
-    /// Nothing: the value was just written by this call.
-    Written,
-}
-
-/// Invalidations waiting for Redis, bounded: past the bound, the whole
-/// cache is cleared in Redis once it answers.
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    pub(crate) invalidations: Vec<Invalidation>,
-    pub(crate) overflowed: bool,
-}
-
-const MAX_PENDING: usize = 10_000;
-
-/// One invalidation, as announced on the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Invalidation {
-    Key(String),
-    Tag(String),
-    Pattern(String),
-    Clear,
-}
-
-impl Invalidation {
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Self::Key(_) => "k",
-            Self::Tag(_) => "t",
-            Self::Pattern(_) => "p",
-            Self::Clear => "c",
-        }
-    }
-
-    pub(crate) fn target(&self) -> &str {
-        match self {
-            Self::Key(target) | Self::Tag(target) | Self::Pattern(target) => target,
-            Self::Clear => "",
-        }
-    }
-
-    pub(crate) fn parse(kind: &str, target: String) -> Option<Self> {
-        match kind {
-            "k" => Some(Self::Key(target)),
-            "t" => Some(Self::Tag(target)),
-            "p" => Some(Self::Pattern(target)),
-            "c" => Some(Self::Clear),
-            _ => None,
-        }
-    }
-}
-
-/// Unix time in milliseconds: values carry wall-clock times so that every
-/// instance reads the same expiry from Redis.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
-pub(crate) fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Builds a [`TieredCache`].
 #[derive(Debug)]
 pub struct TieredCacheBuilder<C: Codec = Binary> {
@@ -177,6 +82,7 @@ pub struct TieredCacheBuilder<C: Codec = Binary> {
     stream_max_len: u64,
     lock_wait: Duration,
     feed: bool,
+    cut_off_l1_ttl: Duration,
     codec: PhantomData<fn() -> C>,
 }
 
@@ -203,6 +109,7 @@ impl TieredCache<Binary> {
             stream_max_len: 10_000,
             lock_wait: Duration::from_secs(2),
             feed: true,
+            cut_off_l1_ttl: Duration::from_secs(5),
             codec: PhantomData,
         }
     }
@@ -308,6 +215,18 @@ impl<C: Codec> TieredCacheBuilder<C> {
         self
     }
 
+    /// The longest L1 keeps a value it took while this instance could not
+    /// follow other instances' invalidations (default 5 s). L1 answers no
+    /// read while cut off; once the feed has caught up it does, and an
+    /// invalidation that never reached the stream (its sender stopped while
+    /// it could not reach Redis) cannot have dropped what L1 took in the
+    /// meantime. This bounds how long such a copy is served.
+    #[must_use]
+    pub fn cut_off_l1_ttl(mut self, ttl: Duration) -> Self {
+        self.cut_off_l1_ttl = ttl;
+        self
+    }
+
     /// How long a miss waits for another instance that holds the load's
     /// distributed lock (default 2 s) before loading itself.
     #[must_use]
@@ -331,13 +250,26 @@ impl<C: Codec> TieredCacheBuilder<C> {
             stream_max_len: self.stream_max_len,
             lock_wait: self.lock_wait,
             feed: self.feed,
+            cut_off_l1_ttl: self.cut_off_l1_ttl,
             codec: PhantomData,
         }
     }
 
     /// The cache. With Redis, it must be called within a Tokio runtime (the
     /// invalidation feed runs on it).
-    pub fn build(self) -> Result<TieredCache<C>> {
+    ///
+    /// Every duration counts for at most a century (longer ones, up to
+    /// `Duration::MAX`, mean "forever" and are taken as a century); a zero
+    /// TTL, hard timeout, Redis timeout or probe interval is refused with
+    /// [`Error::Config`].
+    pub fn build(mut self) -> Result<TieredCache<C>> {
+        self.redis_timeout = self.redis_timeout.min(LONGEST);
+        self.probe_interval = self.probe_interval.min(LONGEST);
+        self.lock_wait = self.lock_wait.min(LONGEST);
+        self.cut_off_l1_ttl = self.cut_off_l1_ttl.min(LONGEST);
+        for def in &mut self.classes {
+            def.policy = def.policy.clone().clamped(LONGEST);
+        }
         if self.l1.is_none() && self.redis.is_none() {
             return Err(Error::Config("a cache needs L1, Redis or both".into()));
         }
@@ -420,10 +352,13 @@ impl<C: Codec> TieredCacheBuilder<C> {
             flights: Mutex::new(HashMap::new()),
             origin: format!("{:016x}", crate::lock::random_u64()),
             stream_max_len: self.stream_max_len,
-            tombstone_ttl: longest_load + Duration::from_secs(5),
+            tombstone_ttl: longest_load
+                .saturating_add(self.lock_wait)
+                .saturating_add(Duration::from_secs(5)),
             lock_wait: self.lock_wait,
             pending: Mutex::new(Pending::default()),
             feed_connected: AtomicBool::new(false),
+            unfollowed_l1_ttl: self.cut_off_l1_ttl,
             follows: self.redis.is_some() && self.feed && self.l1.is_some(),
             epoch: AtomicU64::new(0),
         });
@@ -567,7 +502,9 @@ impl<C: Codec> TieredCache<C> {
     }
 
     /// Stores `value` under `key` in both tiers, for its class's TTL, and
-    /// has every other instance drop its L1 copy.
+    /// has every other instance drop its L1 copy. If Redis cannot be
+    /// written, the error says so, L1 here drops the key, and the key is
+    /// invalidated everywhere once Redis answers.
     pub async fn set<T>(&self, key: &str, options: impl Into<Options>, value: T) -> Result<()>
     where
         T: Serialize + Send + Sync + 'static,
@@ -594,16 +531,17 @@ impl<C: Codec> TieredCache<C> {
         let mut l1_entries = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let ttl = policy.jittered(policy.ttl);
+            let keep = ttl.saturating_add(policy.fail_safe);
             let meta = Meta {
                 created_ms: now,
-                fresh_until_ms: now + ms(ttl),
-                stale_until_ms: now + ms(ttl + policy.fail_safe),
+                fresh_until_ms: now.saturating_add(ms(ttl)),
+                stale_until_ms: now.saturating_add(ms(keep)),
                 delta_ms: 0,
                 class: options.class.0,
                 negative: false,
             };
             let bytes = encode::<C, T>(&key, Some(&value), &meta, &options.tags, inner)?;
-            writes.push((key.clone(), bytes.clone(), ttl + policy.fail_safe));
+            writes.push((key.clone(), bytes.clone(), keep));
             l1_entries.push((
                 key,
                 Arc::new(value) as Arc<dyn std::any::Any + Send + Sync>,
@@ -611,35 +549,60 @@ impl<C: Codec> TieredCache<C> {
                 bytes.len(),
             ));
         }
-        let result = match inner.usable_l2() {
-            Some(l2) => {
+        // An invalidation applied here from now on may be another
+        // instance's write that lands in Redis after this one: the value
+        // then goes in Redis but not in L1.
+        let since = inner.epoch();
+        let result = match (&inner.l2, inner.usable_l2()) {
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(Error::Unavailable("the circuit breaker is open")),
+            (Some(_), Some(l2)) => {
                 let keys: Vec<String> = writes.iter().map(|(key, _, _)| key.clone()).collect();
-                let stale_ttl = policy.ttl + policy.fail_safe;
-                let written = l2.set_many(writes).await;
-                if written.is_ok() && !options.tags.is_empty() {
-                    let tags = keys.iter().map(|key| l2.tag(key, &options.tags, stale_ttl));
-                    futures_util::future::join_all(tags).await;
+                // Each key joins its tags' sets before its value is written,
+                // so a tag invalidation never misses a value that carries
+                // the tag.
+                let keep = policy.ttl.saturating_add(policy.fail_safe);
+                let tagged = if options.tags.is_empty() {
+                    Ok(())
+                } else {
+                    let tags = keys.iter().map(|key| l2.tag(key, &options.tags, keep));
+                    futures_util::future::join_all(tags)
+                        .await
+                        .into_iter()
+                        .collect::<Result<Vec<()>>>()
+                        .map(drop)
+                };
+                let written = match tagged {
+                    Ok(()) => l2.set_many(writes).await,
+                    Err(error) => Err(error),
+                };
+                if written.is_ok() {
+                    let announcements = keys
+                        .iter()
+                        .map(|key| inner.announce(Invalidation::Key(key.clone())));
+                    futures_util::future::join_all(announcements).await;
                 }
-                let announcements = keys
-                    .iter()
-                    .map(|key| inner.announce(Invalidation::Key(key.clone())));
-                futures_util::future::join_all(announcements).await;
                 written
             }
-            None => Ok(()),
         };
-        for (key, value, meta, len) in l1_entries {
-            inner.mark_flight(&key);
-            inner.fill_l1(
-                &key,
-                options.class,
-                Some(value),
-                meta,
-                options.tags.clone(),
-                len,
-                Since::Written,
-            );
+        if result.is_err() {
+            // Redis may still hold the old values: they are invalidated
+            // (tombstoned and announced) once it answers.
+            for (key, ..) in &l1_entries {
+                inner.defer(Invalidation::Key(key.clone()));
+            }
         }
+        let entries = l1_entries
+            .into_iter()
+            .map(|(key, value, meta, len)| (key, Some(value), meta, len))
+            .collect();
+        inner.written_here(
+            entries,
+            options.class,
+            &options.tags,
+            since,
+            result.is_err(),
+        );
         result
     }
 
@@ -787,7 +750,7 @@ impl<C: Codec> TieredCache<C> {
     /// invalidations (at once without Redis); true if it does. Until it
     /// does, L1 answers no read. A service calls it once at start.
     pub async fn wait_following(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = deadline(within);
         while !self.inner.l1_trusted() {
             if tokio::time::Instant::now() >= deadline {
                 return false;
@@ -815,252 +778,6 @@ impl<C: Codec> TieredCache<C> {
             codec: PhantomData,
         }
     }
-}
-
-/// The value of an L1 entry as `T`: `Some(None)` for a cached "not found",
-/// `None` if it holds another type.
-pub(crate) fn typed<T: Clone + 'static>(
-    value: &Option<Arc<dyn std::any::Any + Send + Sync>>,
-) -> Option<Option<T>> {
-    match value {
-        None => Some(None),
-        Some(value) => value.downcast_ref::<T>().map(|value| Some(value.clone())),
-    }
-}
-
-/// The envelope and payload of a value (`None`: a cached "not found").
-pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
-    key: &str,
-    value: Option<&T>,
-    meta: &Meta,
-    tags: &[String],
-    inner: &Inner,
-) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(codec::HEADER + 64);
-    codec::header(inner.codec, inner.format, meta, tags, &mut bytes);
-    if let Some(value) = value {
-        C::encode(value, &mut bytes).map_err(|error| Error::Encode {
-            key: key.to_owned(),
-            message: error.0,
-        })?;
-    }
-    Ok(bytes)
-}
-
-impl Inner {
-    pub(crate) fn policy_of(&self, class: Class) -> &Policy {
-        self.classes.get(usize::from(class.0)).map_or(
-            &self.classes[usize::from(Class::COMPUTATION.0)].policy,
-            |def| &def.policy,
-        )
-    }
-
-    pub(crate) fn counters_of(&self, class: Class) -> &ClassCounters {
-        self.counters
-            .get(usize::from(class.0))
-            .unwrap_or(&self.counters[usize::from(Class::COMPUTATION.0)])
-    }
-
-    /// Whether L1 may answer reads: always, unless this instance follows
-    /// other instances' invalidations and is cut off from them (its copies
-    /// may be stale until it catches up).
-    pub(crate) fn l1_trusted(&self) -> bool {
-        !self.follows || self.feed_connected.load(Ordering::Relaxed)
-    }
-
-    /// The Redis tier unless it is absent or its breaker is open.
-    pub(crate) fn usable_l2(&self) -> Option<&RedisTier> {
-        self.l2.as_ref().filter(|l2| !l2.is_open())
-    }
-
-    /// A fresh value of type `T` in `bytes`, with its header and tags.
-    pub(crate) fn decode_fresh<T: DeserializeOwned, C: Codec>(
-        &self,
-        bytes: &[u8],
-        now: u64,
-    ) -> Option<(Option<T>, Meta, Vec<String>)> {
-        match self.decode::<T, C>(bytes)? {
-            Decoded::Value(value, meta, tags) if now < meta.fresh_until_ms => {
-                Some((value, meta, tags))
-            }
-            _ => None,
-        }
-    }
-
-    pub(crate) fn decode<T: DeserializeOwned, C: Codec>(&self, bytes: &[u8]) -> Option<Decoded<T>> {
-        match codec::parse(self.codec, self.format, bytes) {
-            Stored::Tombstone(tomb) => Some(Decoded::Tombstone(tomb.to_vec())),
-            Stored::Value(meta, tags, _) if meta.negative => Some(Decoded::Value(None, meta, tags)),
-            Stored::Value(meta, tags, payload) => C::decode::<T>(payload)
-                .ok()
-                .map(|value| Decoded::Value(Some(value), meta, tags)),
-            Stored::Foreign => None,
-        }
-    }
-
-    /// Puts a value in L1, unless `flight` was invalidated meanwhile (checked
-    /// under the flights lock, which invalidations also take).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn fill_l1(
-        &self,
-        key: &str,
-        class: Class,
-        value: Option<Arc<dyn std::any::Any + Send + Sync>>,
-        meta: Meta,
-        tags: Vec<String>,
-        encoded_len: usize,
-        since: Since<'_>,
-    ) {
-        let Some(l1) = &self.l1 else { return };
-        let policy = self.policy_of(class);
-        let l1_ttl = policy.l1_ttl.unwrap_or(policy.ttl);
-        let entry = Entry::new(value, meta, now_ms() + ms(l1_ttl), tags, encoded_len);
-        let _flights = self.flights.lock();
-        let overtaken = match since {
-            Since::Flight(flight) => flight.overtaken(entry.tags(), self.epoch()),
-            Since::Epoch(epoch) => self.epoch() != epoch,
-            Since::Written => false,
-        };
-        if !overtaken {
-            l1.insert(key, entry);
-        }
-    }
-
-    /// Counts invalidations applied here, so a read can tell whether one
-    /// came while it fetched from Redis.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// Marks a running load of `key` (or every running load) as overtaken
-    /// by an invalidation, so its result is not cached.
-    pub(crate) fn mark_flight(&self, key: &str) {
-        if let Some(flight) = self.flights.lock().get(key) {
-            flight.invalidate();
-        }
-    }
-
-    /// Applies an invalidation to L1 here.
-    pub(crate) fn invalidate_local(&self, invalidation: &Invalidation) {
-        let flights = self.flights.lock();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        // Only the loads whose value the invalidation would have removed
-        // are overtaken by it; under write traffic, marking every running
-        // load would keep L1 from ever filling.
-        match invalidation {
-            Invalidation::Key(key) => {
-                if let Some(flight) = flights.get(key) {
-                    flight.invalidate();
-                }
-            }
-            Invalidation::Tag(tag) => flights
-                .values()
-                .filter(|flight| flight.tagged(tag))
-                .for_each(|flight| flight.invalidate()),
-            Invalidation::Pattern(pattern) => flights
-                .iter()
-                .filter(|(key, _)| glob::matches(pattern.as_bytes(), key.as_bytes()))
-                .for_each(|(_, flight)| flight.invalidate()),
-            Invalidation::Clear => flights.values().for_each(|flight| flight.invalidate()),
-        }
-        if let Some(l1) = &self.l1 {
-            match invalidation {
-                Invalidation::Key(key) => l1.remove(key),
-                Invalidation::Tag(tag) => l1.remove_tagged(tag),
-                Invalidation::Pattern(pattern) => l1.remove_matching(pattern),
-                Invalidation::Clear => l1.clear(),
-            }
-        }
-    }
-
-    /// Invalidates in Redis, announces, and drops from L1 here; a Redis
-    /// failure queues the Redis part for when it answers.
-    pub(crate) async fn invalidate(&self, invalidation: Invalidation) -> Result<()> {
-        let result = match &self.l2 {
-            Some(_) => {
-                let result = self.invalidate_remote(&invalidation).await;
-                if result.is_err() {
-                    self.defer(invalidation.clone());
-                }
-                result
-            }
-            None => Ok(()),
-        };
-        self.invalidate_local(&invalidation);
-        result
-    }
-
-    /// The Redis part of an invalidation: remove, then announce.
-    pub(crate) async fn invalidate_remote(&self, invalidation: &Invalidation) -> Result<()> {
-        let l2 = self
-            .usable_l2()
-            .ok_or(Error::Unavailable("the circuit breaker is open"))?;
-        match invalidation {
-            Invalidation::Key(key) => {
-                l2.tombstone(vec![l2.value_key(key)], self.tombstone_ttl)
-                    .await?;
-            }
-            Invalidation::Tag(tag) => {
-                let members = l2.take_tag(tag).await?;
-                l2.tombstone(members, self.tombstone_ttl).await?;
-            }
-            Invalidation::Pattern(pattern) => {
-                l2.unlink_matching(pattern).await?;
-            }
-            Invalidation::Clear => {
-                l2.unlink_matching("*").await?;
-            }
-        }
-        l2.announce(
-            &self.origin,
-            invalidation.kind(),
-            invalidation.target(),
-            self.stream_max_len,
-        )
-        .await?;
-        bump(&self.cache_counters.invalidations_sent);
-        Ok(())
-    }
-
-    /// Announces without removing (after a `set`, whose new value is already
-    /// in Redis); a failure is queued like an invalidation's.
-    pub(crate) async fn announce(&self, invalidation: Invalidation) {
-        let Some(l2) = self.usable_l2() else {
-            self.defer(invalidation);
-            return;
-        };
-        match l2
-            .announce(
-                &self.origin,
-                invalidation.kind(),
-                invalidation.target(),
-                self.stream_max_len,
-            )
-            .await
-        {
-            Ok(_) => bump(&self.cache_counters.invalidations_sent),
-            Err(_) => self.defer(invalidation),
-        }
-    }
-
-    fn defer(&self, invalidation: Invalidation) {
-        let mut pending = self.pending.lock();
-        if pending.overflowed {
-            return;
-        }
-        if pending.invalidations.len() >= MAX_PENDING {
-            pending.invalidations.clear();
-            pending.overflowed = true;
-        } else if !pending.invalidations.contains(&invalidation) {
-            pending.invalidations.push(invalidation);
-        }
-    }
-}
-
-/// What an L2 value holds once decoded.
-pub(crate) enum Decoded<T> {
-    Tombstone(Vec<u8>),
-    Value(Option<T>, Meta, Vec<String>),
 }
 
 /// See [`TieredCache::readiness_check`].

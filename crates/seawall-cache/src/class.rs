@@ -227,6 +227,29 @@ impl Policy {
         self
     }
 
+    /// The policy with every duration at most `longest`.
+    pub(crate) fn clamped(mut self, longest: Duration) -> Self {
+        for duration in [
+            &mut self.ttl,
+            &mut self.negative_ttl,
+            &mut self.fail_safe,
+            &mut self.stale_while_revalidate,
+            &mut self.hard_timeout,
+        ] {
+            *duration = (*duration).min(longest);
+        }
+        for duration in [&mut self.l1_ttl, &mut self.soft_timeout]
+            .into_iter()
+            .flatten()
+        {
+            *duration = (*duration).min(longest);
+        }
+        if let EarlyRefresh::XFetch { floor, .. } = &mut self.early_refresh {
+            *floor = (*floor).min(longest);
+        }
+        self
+    }
+
     pub(crate) fn validate(&self, name: &str) -> crate::Result<()> {
         let problem = if self.ttl.is_zero() {
             Some("a TTL of zero")

@@ -80,6 +80,10 @@ const VALUE: u8 = 0xCA;
 /// so a load that started before the invalidation cannot write its old value
 /// back.
 const TOMBSTONE: u8 = 0xCB;
+/// The first byte of a lease: what a missing key holds while a load runs,
+/// so the load's value is written only if nothing replaced the lease (a
+/// `set`, or an invalidation of any kind) in the meantime.
+const LEASE: u8 = 0xCC;
 /// The envelope's own version.
 const ENVELOPE_VERSION: u8 = 1;
 /// Header bytes before the payload.
@@ -108,6 +112,8 @@ pub(crate) struct Meta {
 pub(crate) enum Stored<'a> {
     /// The key was invalidated; the bytes identify that invalidation.
     Tombstone(&'a [u8]),
+    /// A load holds the key; the bytes identify that load.
+    Lease(&'a [u8]),
     /// A value of this codec and format version, its tags and its payload.
     Value(Meta, Vec<String>, &'a [u8]),
     /// Another codec's or format version's value, or bytes that are not ours.
@@ -138,7 +144,16 @@ pub(crate) fn header(codec: u8, format: u32, meta: &Meta, tags: &[String], out: 
 
 /// A new tombstone, unique to one invalidation.
 pub(crate) fn tombstone() -> Vec<u8> {
-    let mut bytes = vec![TOMBSTONE, ENVELOPE_VERSION];
+    marker(TOMBSTONE)
+}
+
+/// A new lease, unique to one load.
+pub(crate) fn lease() -> Vec<u8> {
+    marker(LEASE)
+}
+
+fn marker(kind: u8) -> Vec<u8> {
+    let mut bytes = vec![kind, ENVELOPE_VERSION];
     bytes.extend_from_slice(&crate::lock::random_u64().to_le_bytes());
     bytes
 }
@@ -147,6 +162,7 @@ pub(crate) fn tombstone() -> Vec<u8> {
 pub(crate) fn parse(codec: u8, format: u32, bytes: &[u8]) -> Stored<'_> {
     match bytes {
         [TOMBSTONE, ENVELOPE_VERSION, ..] => Stored::Tombstone(bytes),
+        [LEASE, ENVELOPE_VERSION, ..] => Stored::Lease(bytes),
         [VALUE, ENVELOPE_VERSION, id, rest @ ..] if *id == codec && bytes.len() >= HEADER => {
             let u64_at = |at: usize| {
                 let mut word = [0_u8; 8];
@@ -228,6 +244,8 @@ mod tests {
         let tomb = tombstone();
         assert_eq!(parse(Binary::ID, 7, &tomb), Stored::Tombstone(&tomb));
         assert_ne!(tombstone(), tomb, "each invalidation has its own tombstone");
+        let lease = lease();
+        assert_eq!(parse(Binary::ID, 7, &lease), Stored::Lease(&lease));
     }
 
     #[test]

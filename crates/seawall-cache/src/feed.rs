@@ -6,8 +6,12 @@
 //! of it: when the stream was trimmed past the cursor, or when another
 //! server now holds it (a failover promoted a replica, or the server
 //! restarted), since Redis replicates and persists asynchronously and the
-//! last entries may be gone with the old one. The same task sends
-//! invalidations that could not reach Redis once it answers again.
+//! last entries may be gone with the old one. Only once it has replayed
+//! does L1 answer reads again. A reader that stays connected but falls
+//! more than the stream's length behind is caught too: after each batch it
+//! asks whether entries past its cursor were trimmed, and clears L1 if so.
+//! The same task sends invalidations that could not reach Redis once it
+//! answers again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -18,13 +22,15 @@ use fred::prelude::{Client, ClientLike, EventInterface};
 use fred::types::config::Options;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use crate::cache::{Inner, Invalidation};
+use crate::inner::{Inner, Invalidation};
 use crate::stats::bump;
 
 /// How long one `XREAD` blocks; the task notices a dropped cache within it.
 const BLOCK: Duration = Duration::from_millis(1000);
 /// How long the task waits after a failure before reconnecting.
 const RETRY: Duration = Duration::from_millis(200);
+/// How many entries one read asks for.
+const BATCH: usize = 256;
 
 /// A stream entry id, `<ms>-<seq>`.
 type EntryId = (u64, u64);
@@ -110,7 +116,11 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
                     }
                     position
                 }
-                Ok(_) => catch_up(&inner, &reader, &stream, cursor, timeout).await,
+                Ok(_) => match catch_up(&inner, &reader, &stream, cursor, timeout).await {
+                    // What was missed is applied before L1 answers again.
+                    Ok(position) => replay(&inner, &reader, &stream, position, timeout).await,
+                    Err(()) => Err(()),
+                },
                 Err(()) => Err(()),
             },
             Some(cursor) => Ok(cursor.clone()),
@@ -127,17 +137,16 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
         cursor = Some(position.clone());
         cut_off = false;
         inner.feed_connected.store(true, Ordering::Relaxed);
-        let origin = inner.origin.clone();
         // Do not keep the cache alive while blocked.
         drop(inner);
         let args = vec![
             "BLOCK".to_owned(),
             BLOCK.as_millis().to_string(),
             "COUNT".to_owned(),
-            "256".to_owned(),
+            BATCH.to_string(),
             "STREAMS".to_owned(),
-            stream,
-            position,
+            stream.clone(),
+            position.clone(),
         ];
         let options = Options {
             timeout: Some(BLOCK + timeout + Duration::from_secs(1)),
@@ -148,12 +157,26 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
         match tokio::time::timeout(BLOCK + timeout, read).await {
             Ok(Ok(reply)) => {
                 let Some(inner) = cache.upgrade() else { break };
-                for (id, invalidation, from) in entries(reply) {
-                    if from != origin {
-                        inner.invalidate_local(&invalidation);
-                        bump(&inner.cache_counters.invalidations_received);
+                let Some(last) = apply(&inner, entries(reply)) else {
+                    continue;
+                };
+                // Entries between the cursor and this batch may have been
+                // trimmed while this reader lagged; the cursor moves on only
+                // once that is ruled out (or L1 is cleared).
+                match missed_since(&reader, &stream, &position, timeout).await {
+                    Ok(false) => cursor = Some(last),
+                    Ok(true) => {
+                        inner.invalidate_local(&Invalidation::Clear);
+                        bump(&inner.cache_counters.l1_clears);
+                        tracing::warn!(
+                            "this instance fell further behind the invalidation stream than it keeps: L1 cleared"
+                        );
+                        cursor = Some(last);
                     }
-                    cursor = Some(id);
+                    Err(()) => {
+                        lost(&inner, &mut connection, &mut cut_off).await;
+                        tokio::time::sleep(RETRY).await;
+                    }
                 }
             }
             _ => {
@@ -223,7 +246,7 @@ async fn last_id(reader: &Client, stream: &str, timeout: Duration) -> Result<Str
 }
 
 /// After a disconnection: the cursor to go on from if the stream still
-/// holds every entry after it, else a fresh start with L1 cleared.
+/// holds every entry after it, else the stream's end with L1 cleared.
 async fn catch_up(
     inner: &Inner,
     reader: &Client,
@@ -231,26 +254,103 @@ async fn catch_up(
     cursor: &str,
     timeout: Duration,
 ) -> Result<String, ()> {
+    if !missed_since(reader, stream, cursor, timeout).await? {
+        return Ok(cursor.to_owned());
+    }
+    // The end first, then the clear: an entry added in between is read
+    // after it, so nothing L1 takes after the clear escapes the feed.
+    let end = last_id(reader, stream, timeout).await?;
+    inner.invalidate_local(&Invalidation::Clear);
+    bump(&inner.cache_counters.l1_clears);
+    tracing::warn!("invalidations were missed beyond the stream's history: L1 cleared");
+    Ok(end)
+}
+
+/// Applies every entry after `cursor` (other instances' only) until the
+/// stream's end; returns the new cursor.
+async fn replay(
+    inner: &Inner,
+    reader: &Client,
+    stream: &str,
+    mut cursor: String,
+    timeout: Duration,
+) -> Result<String, ()> {
+    loop {
+        let args = vec![
+            "COUNT".to_owned(),
+            BATCH.to_string(),
+            "STREAMS".to_owned(),
+            stream.to_owned(),
+            cursor.clone(),
+        ];
+        let read = reader.custom::<Value, String>(cmd!("XREAD"), args);
+        let batch = match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(reply)) => entries(reply),
+            _ => return Err(()),
+        };
+        let full = batch.len() >= BATCH;
+        if let Some(last) = apply(inner, batch) {
+            cursor = last;
+        }
+        if !full {
+            return Ok(cursor);
+        }
+    }
+}
+
+/// Applies other instances' entries to L1 here; the last entry's id.
+fn apply(inner: &Inner, batch: Vec<(String, Invalidation, String)>) -> Option<String> {
+    let mut last = None;
+    for (id, invalidation, from) in batch {
+        if from != inner.origin {
+            inner.invalidate_local(&invalidation);
+            bump(&inner.cache_counters.invalidations_received);
+        }
+        last = Some(id);
+    }
+    last
+}
+
+/// Whether entries after `cursor` may be gone from the stream: its first
+/// entry is past the cursor (it is trimmed from its start, so entries past
+/// the cursor went; at worst only the cursor's own entry did, and a clear
+/// then costs hits, never correctness), or the stream itself is gone (a
+/// restart without persistence lost it). From the start of an empty
+/// stream (`0-0`), entries were missed if any was ever trimmed (Redis 7's
+/// `entries-added` exceeds the length; before 7 nothing tells).
+async fn missed_since(
+    reader: &Client,
+    stream: &str,
+    cursor: &str,
+    timeout: Duration,
+) -> Result<bool, ()> {
+    let cursor = parse_id(cursor).unwrap_or((0, 0));
     let info =
         reader.custom::<Value, String>(cmd!("XINFO"), vec!["STREAM".to_owned(), stream.to_owned()]);
-    // The stream is trimmed from its start: when its first entry is past
-    // the cursor, entries after the cursor may be gone (or, at worst, just
-    // the ones up to it: a clear then costs hits, never correctness).
-    let first = match tokio::time::timeout(timeout, info).await {
-        Ok(Ok(reply)) => field(reply, "recorded-first-entry-id").and_then(|id| parse_id(&id)),
-        // No stream: Redis lost it (a restart without persistence), and
-        // with it every entry after the cursor.
-        Ok(Err(error)) if error.to_string().contains("no such key") => Some((u64::MAX, u64::MAX)),
+    let reply = match tokio::time::timeout(timeout, info).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(error)) if error.to_string().contains("no such key") => return Ok(cursor != (0, 0)),
         _ => return Err(()),
     };
-    let cursor_id = parse_id(cursor).unwrap_or((0, 0));
-    if cursor_id != (0, 0) && first.is_some_and(|first| first > cursor_id) {
-        inner.invalidate_local(&Invalidation::Clear);
-        bump(&inner.cache_counters.l1_clears);
-        tracing::warn!("invalidations were missed beyond the stream's history: L1 cleared");
-        return last_id(reader, stream, timeout).await;
+    if cursor == (0, 0) {
+        let number = |name| field(&reply, name).and_then(|value| value.as_u64());
+        return Ok(matches!(
+            (number("entries-added"), number("length")),
+            (Some(added), Some(length)) if added > length
+        ));
     }
-    Ok(cursor.to_owned())
+    let first = match field(&reply, "recorded-first-entry-id") {
+        Some(id) => id.into_string(),
+        None => match field(&reply, "first-entry") {
+            Some(Value::Array(mut entry)) if !entry.is_empty() => {
+                entry.swap_remove(0).into_string()
+            }
+            _ => None,
+        },
+    };
+    Ok(first
+        .and_then(|id| parse_id(&id))
+        .is_some_and(|first| first > cursor))
 }
 
 /// Sends invalidations that could not reach Redis, now that it may answer.
@@ -288,22 +388,18 @@ async fn send_pending(inner: &Inner) {
 
 /// The value of `name` in a reply of field/value pairs (RESP2) or a map
 /// (RESP3).
-fn field(reply: Value, name: &str) -> Option<String> {
+fn field(reply: &Value, name: &str) -> Option<Value> {
     match reply {
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            while let (Some(key), Some(value)) = (items.next(), items.next()) {
-                if key.as_str().is_some_and(|key| key == name) {
-                    return value.into_string();
-                }
-            }
-            None
-        }
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .find(|pair| pair[0].as_str().is_some_and(|key| key == name))
+            .map(|pair| pair[1].clone()),
         Value::Map(map) => map
+            .clone()
             .inner()
             .into_iter()
             .find(|(key, _)| key.as_str() == Some(name))
-            .and_then(|(_, value)| value.into_string()),
+            .map(|(_, value)| value),
         _ => None,
     }
 }

@@ -47,10 +47,11 @@
 //!   tombstone, so a load that started earlier cannot write back its old
 //!   value), then announced on a Redis stream that every instance follows to
 //!   drop its L1 copies. An instance cut off from Redis replays what it
-//!   missed on reconnect, or clears its L1 when the stream no longer holds
-//!   it or another server holds the stream (a failover or a restart may have
-//!   lost its last entries); [`TieredCache::readiness_check`] fails until it
-//!   follows again.
+//!   missed on reconnect before its L1 answers again, or clears its L1 when
+//!   the stream no longer holds it or another server holds the stream (a
+//!   failover or a restart may have lost its last entries); so does one
+//!   that stays connected but falls further behind than the stream keeps.
+//!   [`TieredCache::readiness_check`] fails until it follows again.
 //! - **Degrades, never fails a read**: every Redis call has a timeout; after
 //!   repeated failures a circuit breaker stops calling Redis, the cache
 //!   serves L1 and the loader, and a background probe closes the breaker.
@@ -65,6 +66,45 @@
 //! - **Keys**: [`KeyBuilder`] escapes parts so distinct part lists never
 //!   collide, and hashes keys over 200 characters.
 //!
+//! # What a write or an invalidation promises
+//!
+//! Once [`set`](TieredCache::set), [`write`](TieredCache::write) or an
+//! invalidation ([`invalidate`](TieredCache::invalidate),
+//! [`invalidate_tag`](TieredCache::invalidate_tag),
+//! [`invalidate_pattern`](TieredCache::invalidate_pattern),
+//! [`clear`](TieredCache::clear)) has returned `Ok`, no later read on any
+//! instance sharing the Redis tier returns a value written or loaded
+//! before it, with one exception: another instance's L1 may still answer
+//! with its copy until the invalidation stream reaches it (on the fleet
+//! drills, p50 2.4 ms and p99 6.1 ms from the write's answer to each other
+//! instance's first fresh read; `docs/operations.md`).
+//!
+//! It holds because every value's place in Redis tells loads apart: a
+//! load that misses leaves a lease in the empty key, a `set` writes its
+//! value, and every invalidation replaces whatever the key holds with a
+//! tombstone (a pattern or a clear scans for the keys, leases included;
+//! nothing is unlinked). A load writes its value only if the key still
+//! holds what it saw before its loader ran, in one script on the key's own
+//! hash slot, so it costs no round trip and runs on Redis Cluster. A key
+//! joins its tags' sets before its value is written. In process, a write
+//! or an invalidation overtakes the reads and loads of the key in
+//! progress, and an L1 fill checks that nothing overtook it.
+//!
+//! The exceptions, by design:
+//! - A cache built with [`follow_invalidations(false)`](TieredCacheBuilder::follow_invalidations)
+//!   hears no other instance: its L1 is bounded by TTLs only.
+//! - An operation that returned an error may not have reached Redis. The
+//!   cache retries the Redis part (a tombstone and an announcement) once
+//!   Redis answers, from process memory: if the process stops before then,
+//!   it is lost, and the key keeps its old value in Redis until that
+//!   value's TTL (plus the fail-safe window) ends. At most 10,000 wait;
+//!   past that, the whole cache is cleared once Redis answers. A service
+//!   that cannot afford this retries the write, or fails it.
+//! - What an instance's L1 takes while it cannot follow the stream is kept
+//!   at most [`cut_off_l1_ttl`](TieredCacheBuilder::cut_off_l1_ttl) (5 s by
+//!   default) once it follows again: an invalidation lost as above never
+//!   reaches the stream, so nothing else would drop it.
+//!
 //! Values pass through a [`Codec`] ([`Binary`], the default, or [`Json`])
 //! inside an envelope that records the codec and the cache's format
 //! version: a value of another shape is a miss, never garbage.
@@ -75,7 +115,9 @@ mod class;
 mod codec;
 mod error;
 mod feed;
+mod flight;
 mod glob;
+mod inner;
 mod key;
 mod load;
 mod lock;

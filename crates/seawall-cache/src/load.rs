@@ -6,83 +6,23 @@
 //! that panics and a loader that never ends (the hard timeout aborts it)
 //! all leave the key free for the next caller.
 
-use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::cache::{Decoded, Inner, Since, TieredCache, encode, ms, now_ms, typed};
+use crate::cache::TieredCache;
 use crate::class::{Class, Policy};
-use crate::codec::{Codec, Meta};
+use crate::codec::{self, Codec, Meta};
 use crate::error::{BoxError, Error, Result};
+use crate::flight::{Flight, Outcome, Shared};
+use crate::inner::{Decoded, Inner, Since, encode, ms, now_ms, typed};
 use crate::options::Options;
+use crate::redis::Seen;
 use crate::refresh::refresh_early;
 use crate::stats::bump;
-
-type Shared = Arc<dyn Any + Send + Sync>;
-
-/// What a load gave its waiters.
-#[derive(Clone)]
-pub(crate) enum Outcome {
-    /// A value (`None`: "not found"); `stale` if it is past its TTL and
-    /// stands in for a failed or slow load.
-    Value {
-        value: Option<Shared>,
-        stale: bool,
-    },
-    Failed(Arc<Error>),
-}
-
-/// One running load of a key.
-pub(crate) struct Flight {
-    outcome: watch::Sender<Option<Outcome>>,
-    invalidated: AtomicBool,
-    /// The tags the loaded value will carry: an invalidation of another tag
-    /// cannot overtake this load.
-    tags: Box<[String]>,
-    /// The invalidation epoch when the load started.
-    epoch: u64,
-}
-
-impl Flight {
-    fn new(tags: &[String], epoch: u64) -> Self {
-        Self {
-            outcome: watch::Sender::new(None),
-            invalidated: AtomicBool::new(false),
-            tags: tags.into(),
-            epoch,
-        }
-    }
-
-    /// Whether the value this load will cache carries `tag`.
-    pub(crate) fn tagged(&self, tag: &str) -> bool {
-        self.tags.iter().any(|own| own == tag)
-    }
-
-    /// Whether an invalidation since the start may have removed a value
-    /// tagged `tags` had it been cached then: one marked this flight or,
-    /// for a value with tags the flight did not announce (found in Redis,
-    /// written by a caller with other options), any invalidation at all.
-    pub(crate) fn overtaken(&self, tags: &[String], epoch: u64) -> bool {
-        self.invalidated() || (tags.iter().any(|tag| !self.tagged(tag)) && epoch != self.epoch)
-    }
-
-    pub(crate) fn invalidate(&self) {
-        self.invalidated.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn invalidated(&self) -> bool {
-        self.invalidated.load(Ordering::Relaxed)
-    }
-
-    fn publish(&self, outcome: Outcome) {
-        self.outcome.send_replace(Some(outcome));
-    }
-}
 
 /// Removes the flight from the map and fails its waiters if the leader
 /// unwinds (its loader closure panicked) before the load task started.
@@ -264,13 +204,13 @@ impl<C: Codec> TieredCache<C> {
             // return what the invalidation replaced. A new one takes its
             // place; the old one still answers its own callers.
             if let Some(running) = flights.get(key).filter(|running| !running.invalidated()) {
-                return (running.outcome.subscribe(), false);
+                return (running.subscribe(), false);
             }
             let flight = Arc::new(Flight::new(options.tags(), self.inner.epoch()));
             flights.insert(key.to_owned(), Arc::clone(&flight));
             flight
         };
-        let receiver = flight.outcome.subscribe();
+        let receiver = flight.subscribe();
         let mut leading = Leading {
             inner: Arc::clone(&self.inner),
             key: key.to_owned(),
@@ -308,9 +248,11 @@ where
 {
     let policy = inner.policy_of(options.class);
     let counters = inner.counters_of(options.class);
-    let mut seen = Vec::new();
+    // What the key must still hold for the load's value to be written to
+    // Redis; `None`: Redis is not written (it could not be read first).
+    let mut seen = None;
     if let Some(l2) = inner.usable_l2() {
-        match l2.get(key).await {
+        match l2.lease(key, &codec::lease(), inner.tombstone_ttl).await {
             Ok(Some(bytes)) => match inner.decode::<T, C>(&bytes) {
                 Some(Decoded::Value(value, meta, tags))
                     if now_ms() < meta.fresh_until_ms && replaces(fallback.as_ref(), &meta) =>
@@ -333,6 +275,7 @@ where
                 }
                 Some(Decoded::Value(value, meta, _)) => {
                     bump(&counters.l2_misses);
+                    seen = Some(Seen::Value(sha1_hex(&bytes)));
                     if now_ms() < meta.stale_until_ms
                         && fallback
                             .as_ref()
@@ -346,14 +289,33 @@ where
                         });
                     }
                 }
-                Some(Decoded::Tombstone(tomb)) => {
+                Some(Decoded::Marker(marker)) => {
                     bump(&counters.l2_misses);
-                    seen = tomb;
+                    seen = Some(Seen::Marker(marker));
                 }
-                None => bump(&counters.l2_misses),
+                None => {
+                    bump(&counters.l2_misses);
+                    seen = Some(Seen::Value(sha1_hex(&bytes)));
+                }
             },
             Ok(None) => bump(&counters.l2_misses),
             Err(_) => {}
+        }
+        // The value joins its tags' sets before the loader reads the
+        // source: a tag invalidation that misses the key finished before
+        // the load began, and one that finds it tombstones the lease.
+        if seen.is_some()
+            && !options.tags.is_empty()
+            && l2
+                .tag(
+                    key,
+                    &options.tags,
+                    policy.ttl.saturating_add(policy.fail_safe),
+                )
+                .await
+                .is_err()
+        {
+            seen = None;
         }
     }
     let mut guard = None;
@@ -426,7 +388,7 @@ where
                 value.as_ref(),
                 shared.clone(),
                 delta,
-                &seen,
+                seen.as_ref(),
             )
             .await;
             if let Some(guard) = guard {
@@ -452,6 +414,15 @@ where
             }
         }
     }
+}
+
+/// The SHA-1 of `bytes` in hex, as Redis's `redis.sha1hex` gives it.
+fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Whether a fresh L2 value answers the load: always, unless the load is
@@ -514,7 +485,7 @@ async fn store<T, C>(
     value: Option<&T>,
     shared: Option<Shared>,
     delta: Duration,
-    seen: &[u8],
+    seen: Option<&Seen>,
 ) where
     T: Serialize + Send + Sync + 'static,
     C: Codec,
@@ -525,7 +496,7 @@ async fn store<T, C>(
         None => policy.negative_ttl,
     };
     let keep = match value {
-        Some(_) => ttl + policy.fail_safe,
+        Some(_) => ttl.saturating_add(policy.fail_safe),
         None => ttl,
     };
     if ttl.is_zero() {
@@ -533,8 +504,8 @@ async fn store<T, C>(
     }
     let meta = Meta {
         created_ms: now,
-        fresh_until_ms: now + ms(ttl),
-        stale_until_ms: now + ms(keep),
+        fresh_until_ms: now.saturating_add(ms(ttl)),
+        stale_until_ms: now.saturating_add(ms(keep)),
         delta_ms: u32::try_from(delta.as_millis()).unwrap_or(u32::MAX),
         class: options.class.index(),
         negative: value.is_none(),
@@ -553,22 +524,17 @@ async fn store<T, C>(
         Vec::new()
     };
     let len = bytes.len();
-    if let Some(l2) = inner.usable_l2() {
+    if let (Some(l2), Some(seen)) = (inner.usable_l2(), seen) {
         if flight.invalidated() {
             bump(&inner.cache_counters.refused_fills);
             return;
         }
         match l2.fill(key, bytes, keep, seen).await {
-            Ok(true) => {
-                if !options.tags.is_empty() {
-                    let _ = l2.tag(key, &options.tags, keep).await;
-                }
-            }
+            Ok(true) | Err(_) => {}
             Ok(false) => {
                 bump(&inner.cache_counters.refused_fills);
                 return;
             }
-            Err(_) => {}
         }
     }
     if flight.invalidated() {

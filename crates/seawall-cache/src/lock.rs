@@ -10,10 +10,24 @@ use fred::types::scripts::Script;
 
 use crate::error::{Error, Result};
 
+/// The fencing counter (KEYS[2]) is kept for the retention (ARGV[3] ms)
+/// past the lock's expiry, which only ever moves later. A counter that is
+/// gone all the same (expired, evicted, lost in a failover) starts again
+/// at the server's time in microseconds, above any count a counter begun
+/// earlier can have reached (that would take an acquisition per
+/// microsecond), so a later holder always gets a greater fence.
 const ACQUIRE: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local fence = redis.call('INCR', KEYS[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  if fence == 1 then
+    local now = redis.call('TIME')
+    fence = now[1] * 1000000 + now[2]
+    redis.call('SET', KEYS[2], string.format('%d', fence))
+  end
+  local keep = ARGV[2] + ARGV[3]
+  if redis.call('PTTL', KEYS[2]) < keep then
+    redis.call('PEXPIRE', KEYS[2], string.format('%d', keep))
+  end
   return fence
 end
 return 0
@@ -26,9 +40,17 @@ end
 return 0
 ";
 
+/// Extends the lock and, as acquiring does, keeps its fencing counter
+/// (KEYS[2]) for the retention (ARGV[3] ms) past the lock's new expiry.
 const EXTEND: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local keep = ARGV[2] + ARGV[3]
+  local left = redis.call('PTTL', KEYS[2])
+  if left < keep then
+    redis.call('PEXPIRE', KEYS[2], string.format('%d', keep))
+  end
+  return 1
 end
 return 0
 ";
@@ -82,7 +104,7 @@ impl std::fmt::Debug for RedisLocks {
 
 impl RedisLocks {
     /// Locks under the prefix `seawall:lock`, with a 1 s timeout per Redis
-    /// call and fencing counters kept a day after their last acquisition.
+    /// call and fencing counters kept a day after their lock's expiry.
     pub fn new(client: Client) -> Self {
         Self::with_options(
             client,
@@ -93,8 +115,11 @@ impl RedisLocks {
     }
 
     /// Locks under `prefix`, each Redis call bounded by `timeout`; a lock's
-    /// fencing counter is kept for `fence_retention` after its last
-    /// acquisition (longer than any holder lives), then starts again at 1.
+    /// fencing counter is kept for `fence_retention` after the lock's
+    /// expiry (each acquisition and extension moves it later). A counter
+    /// that is gone starts again at the Redis server's clock in
+    /// microseconds, so fences keep growing as long as that clock does not
+    /// step back.
     pub fn with_options(
         client: Client,
         prefix: impl Into<String>,
@@ -197,7 +222,7 @@ pub struct LockGuard {
 
 impl LockGuard {
     /// The fencing token: greater than that of every earlier acquisition of
-    /// this lock (within the fence retention).
+    /// this lock (see [`RedisLocks::with_options`] for what that rests on).
     pub fn fence(&self) -> u64 {
         self.fence
     }
@@ -215,8 +240,12 @@ impl LockGuard {
             .locks
             .call(inner.extend.evalsha_with_reload(
                 &inner.client,
-                vec![self.key.clone()],
-                vec![self.token.clone(), millis(ttl).to_string()],
+                vec![self.key.clone(), format!("{}:fence", self.key)],
+                vec![
+                    self.token.clone(),
+                    millis(ttl).to_string(),
+                    millis(inner.fence_retention).to_string(),
+                ],
             ))
             .await?;
         if extended == 1 {
@@ -274,8 +303,15 @@ impl Drop for LockGuard {
     }
 }
 
+/// The longest expiry the cache gives any Redis key, in ms: a century,
+/// which stands for "forever" (Redis refuses an expiry past its clock's
+/// range, and a `Duration` can be far longer).
+pub(crate) const LONGEST_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// A duration as a Redis expiry: whole ms, at least 1, at most
+/// [`LONGEST_MS`].
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
-        .max(1)
+        .clamp(1, LONGEST_MS)
 }

@@ -259,7 +259,7 @@ mod tests {
     }
 
     fn entry(tags: &[&str]) -> Entry {
-        let now = crate::cache::now_ms();
+        let now = crate::inner::now_ms();
         let meta = Meta {
             created_ms: now,
             fresh_until_ms: now + 60_000,

@@ -2,9 +2,9 @@
 //! [`codec`](crate::codec), tag sets, tombstones, the invalidation stream,
 //! and the circuit breaker every call goes through.
 //!
-//! Keys, under the cache's prefix `<p>`: `<p>:k:<key>` values and
-//! tombstones, `<p>:t:<tag>` a tag's set of value keys, `<p>:inv` the
-//! invalidation stream. No command spans two keys except within one hash
+//! Keys, under the cache's prefix `<p>`: `<p>:k:<key>` values, tombstones
+//! and leases (what an absent key holds while a load runs), `<p>:t:<tag>`
+//! a tag's set of value keys, `<p>:inv` the invalidation stream. No command spans two keys except within one hash
 //! slot, so the tier runs unchanged on Redis Cluster.
 
 use std::collections::BTreeMap;
@@ -22,16 +22,42 @@ use crate::breaker::Breaker;
 use crate::error::{Error, Result};
 use crate::stats::{CacheCounters, bump};
 
-/// Writes a loaded value unless the key was invalidated since the loader
-/// looked: a tombstone other than the one it saw means an invalidation came
-/// in between, and the old value must not be written back.
+/// Writes a loaded value only if the key still holds what the load saw
+/// before its loader ran: its own lease or a tombstone (ARGV[3], compared
+/// whole), or a value past its freshness (ARGV[4], the SHA-1 of its bytes).
+/// A `set` or an invalidation of any kind in between replaced it, and the
+/// load's value, read before them, must not be written over theirs.
 const FILL: &str = r"
 local current = redis.call('GET', KEYS[1])
-if current and string.byte(current, 1) == 203 and current ~= ARGV[3] then
+if not current then
   return 0
 end
+if current == ARGV[3] or (ARGV[4] ~= '' and redis.sha1hex(current) == ARGV[4]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Reads a key for a load: an absent key takes the load's lease (ARGV[1],
+/// for ARGV[2] ms), so that whatever replaces it before the load is done
+/// (a `set`, an invalidation) refuses the load's fill. Returns what the key
+/// holds then, the new lease included.
+const LEASE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  return current
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+return ARGV[1]
+";
+
+/// Takes a tag's set of value keys and removes it in one step, so that no
+/// key joins it between the read and the removal unseen.
+const TAKE_TAG: &str = r"
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members
 ";
 
 /// Adds a value key to a tag's set and makes the set live at least as
@@ -55,7 +81,18 @@ pub(crate) struct RedisTier {
     breaker: Arc<Breaker>,
     counters: Arc<CacheCounters>,
     fill: Script,
+    lease: Script,
     tag: Script,
+    take_tag: Script,
+}
+
+/// What a load requires of a key for its value to be written there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The lease or tombstone the key held when the load began.
+    Marker(Vec<u8>),
+    /// A value past its freshness (or of another format), by its SHA-1.
+    Value(String),
 }
 
 impl RedisTier {
@@ -75,7 +112,9 @@ impl RedisTier {
             breaker: Arc::new(Breaker::new(failures_to_open)),
             counters,
             fill: Script::from_lua(FILL),
+            lease: Script::from_lua(LEASE),
             tag: Script::from_lua(TAG),
+            take_tag: Script::from_lua(TAKE_TAG),
         }
     }
 
@@ -174,19 +213,45 @@ impl RedisTier {
         Ok(found)
     }
 
-    /// Writes a loaded value unless an invalidation came after `seen`;
+    /// What `key` holds for a load that begins: an absent key takes
+    /// `lease` for `ttl`, and the lease is returned.
+    pub(crate) async fn lease(
+        &self,
+        key: &str,
+        lease: &[u8],
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>> {
+        let args: Vec<Value> = vec![
+            Value::Bytes(lease.to_vec().into()),
+            Value::from(crate::lock::millis(ttl).to_string()),
+        ];
+        let current: Value = self
+            .call(
+                self.lease
+                    .evalsha_with_reload(&self.client, vec![self.value_key(key)], args),
+            )
+            .await?;
+        Ok(bytes_of(current))
+    }
+
+    /// Writes a loaded value if the key still holds what the load saw;
     /// false when refused.
     pub(crate) async fn fill(
         &self,
         key: &str,
         bytes: Vec<u8>,
         ttl: Duration,
-        seen: &[u8],
+        seen: &Seen,
     ) -> Result<bool> {
+        let (marker, digest) = match seen {
+            Seen::Marker(marker) => (marker.clone(), String::new()),
+            Seen::Value(digest) => (Vec::new(), digest.clone()),
+        };
         let args: Vec<Value> = vec![
             Value::Bytes(bytes.into()),
             Value::from(crate::lock::millis(ttl).to_string()),
-            Value::Bytes(seen.to_vec().into()),
+            Value::Bytes(marker.into()),
+            Value::from(digest),
         ];
         let written: i64 = self
             .call(
@@ -249,46 +314,52 @@ impl RedisTier {
             .try_for_each(|reply| reply.map(drop))
     }
 
-    /// The value keys recorded under `tag`; the tag's set is removed.
+    /// The value keys recorded under `tag`; the tag's set is removed in
+    /// the same step.
     pub(crate) async fn take_tag(&self, tag: &str) -> Result<Vec<String>> {
-        let key = self.tag_key(tag);
         let members: Value = self
-            .call(self.client.custom(cmd!("SMEMBERS"), vec![key.clone()]))
+            .call(self.take_tag.evalsha_with_reload(
+                &self.client,
+                vec![self.tag_key(tag)],
+                Vec::<Value>::new(),
+            ))
             .await?;
-        let members = match members {
+        Ok(match members {
             Value::Array(members) => members
                 .into_iter()
                 .filter_map(|member| member.into_string())
                 .collect(),
             _ => Vec::new(),
-        };
-        self.call(
-            self.client
-                .custom::<Value, Value>(cmd!("UNLINK"), vec![Value::from(key)]),
-        )
-        .await?;
-        Ok(members)
+        })
     }
 
-    /// Removes every value key matching `pattern` (a glob over the cache's
-    /// keys), with `SCAN` and `UNLINK` in batches on every master; returns
-    /// how many were removed.
-    pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64> {
+    /// Replaces every key matching `pattern` (a glob over the cache's
+    /// keys) with a tombstone that lives for `ttl`, found with `SCAN` in
+    /// batches on every master; returns how many were replaced. A key
+    /// being loaded holds a lease, so the load's fill finds the tombstone
+    /// and is refused; a key `SCAN` does not return was absent throughout
+    /// and no load held it.
+    pub(crate) async fn tombstone_matching(&self, pattern: &str, ttl: Duration) -> Result<u64> {
         let pattern = format!("{}:k:{pattern}", crate::glob::escape(&self.prefix));
         let nodes = self.primaries();
-        let mut removed = 0;
+        let mut replaced = 0;
         if nodes.is_empty() {
-            removed += self.unlink_on(&self.client, &pattern).await?;
+            replaced += self.tombstone_on(&self.client, &pattern, ttl).await?;
         } else {
             for node in nodes {
                 let client = self.client.with_cluster_node(node);
-                removed += self.unlink_on(&client, &pattern).await?;
+                replaced += self.tombstone_on(&client, &pattern, ttl).await?;
             }
         }
-        Ok(removed)
+        Ok(replaced)
     }
 
-    async fn unlink_on(&self, node: &impl ClientLike, pattern: &str) -> Result<u64> {
+    async fn tombstone_on(
+        &self,
+        node: &impl ClientLike,
+        pattern: &str,
+        ttl: Duration,
+    ) -> Result<u64> {
         let mut cursor = "0".to_owned();
         let mut removed = 0;
         loop {
@@ -302,13 +373,8 @@ impl RedisTier {
             let reply: Value = self.call(node.custom(cmd!("SCAN"), args)).await?;
             let (next, keys) = scan_page(reply)?;
             if !keys.is_empty() {
-                let groups = by_slot(&self.client, keys);
-                let unlinks = groups.into_values().map(|(_, keys)| {
-                    self.call(self.client.custom::<i64, String>(cmd!("UNLINK"), keys))
-                });
-                for reply in join_all(unlinks).await {
-                    removed += reply?.unsigned_abs();
-                }
+                removed += u64::try_from(keys.len()).unwrap_or(u64::MAX);
+                self.tombstone(keys, ttl).await?;
             }
             if next == "0" {
                 return Ok(removed);

@@ -156,7 +156,7 @@ pub(crate) async fn complete(
     let key = cache.pending_key(review.user_id, review.content_id);
     if let Err(error) = cache.cache().set(&key, options(), pending).await {
         // The write is queued; reads catch up once a worker applies it.
-        tracing::warn!(%error, "a pending review reached only this instance's cache");
+        tracing::warn!(%error, "a pending review could not be cached; reads catch up once it is applied");
     }
     Ok(Some(next))
 }

@@ -2,9 +2,12 @@
 //! combination, and what needs two instances, a failing Redis or a cut
 //! connection.
 
+mod bounds;
 mod conformance;
 mod failure;
 mod instances;
 mod locks;
 mod metrics;
+mod model;
+mod promise;
 mod support;

@@ -1,0 +1,431 @@
+//! What every clone of a cache shares ([`Inner`]), and the steps the
+//! façade ([`cache`](crate::cache)), the loads ([`load`](crate::load)) and
+//! the invalidation feed ([`feed`](crate::feed)) all take: filling L1 only
+//! with what no invalidation overtook, applying an invalidation here, and
+//! sending one to Redis.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::class::{Class, Policy};
+use crate::codec::{self, Codec, Meta, Stored};
+use crate::error::{Error, Result};
+use crate::flight::Flight;
+use crate::glob;
+use crate::lock::RedisLocks;
+use crate::memory::{Entry, MemoryTier};
+use crate::redis::RedisTier;
+use crate::stats::{CacheCounters, ClassCounters, bump};
+
+/// A class's name and policy.
+#[derive(Debug)]
+pub(crate) struct ClassDef {
+    pub(crate) name: String,
+    pub(crate) policy: Policy,
+}
+
+/// What every clone shares.
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) l1: Option<MemoryTier>,
+    pub(crate) l2: Option<RedisTier>,
+    pub(crate) locks: Option<RedisLocks>,
+    pub(crate) classes: Box<[ClassDef]>,
+    pub(crate) counters: Arc<[ClassCounters]>,
+    pub(crate) cache_counters: Arc<CacheCounters>,
+    pub(crate) codec: u8,
+    pub(crate) format: u32,
+    pub(crate) flights: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Identifies this instance's announcements, which its feed skips.
+    pub(crate) origin: String,
+    pub(crate) stream_max_len: u64,
+    /// How long a tombstone holds an invalidated key, and a lease a key
+    /// being loaded: longer than any load, its wait for the lock included.
+    pub(crate) tombstone_ttl: Duration,
+    /// How long a miss waits for another instance's load under its lock.
+    pub(crate) lock_wait: Duration,
+    /// Invalidations that could not reach Redis, sent once it answers.
+    pub(crate) pending: Mutex<Pending>,
+    pub(crate) feed_connected: AtomicBool,
+    /// The longest L1 keeps what it takes while this instance cannot
+    /// follow the invalidation stream.
+    pub(crate) unfollowed_l1_ttl: Duration,
+    /// Whether this instance follows other instances' invalidations.
+    pub(crate) follows: bool,
+    /// Invalidations applied here so far.
+    pub(crate) epoch: AtomicU64,
+}
+
+/// What a value put in L1 must not have been overtaken by.
+#[derive(Clone, Copy)]
+pub(crate) enum Since<'a> {
+    /// An invalidation of the load's key while the load ran.
+    Flight(&'a Flight),
+    /// Any invalidation since the epoch was read (before the value was
+    /// read from Redis or written there).
+    Epoch(u64),
+}
+
+/// Invalidations waiting for Redis, bounded: past the bound, the whole
+/// cache is cleared in Redis once it answers.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) invalidations: Vec<Invalidation>,
+    pub(crate) overflowed: bool,
+}
+
+const MAX_PENDING: usize = 10_000;
+
+/// One invalidation, as announced on the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Invalidation {
+    Key(String),
+    Tag(String),
+    Pattern(String),
+    Clear,
+}
+
+impl Invalidation {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Key(_) => "k",
+            Self::Tag(_) => "t",
+            Self::Pattern(_) => "p",
+            Self::Clear => "c",
+        }
+    }
+
+    pub(crate) fn target(&self) -> &str {
+        match self {
+            Self::Key(target) | Self::Tag(target) | Self::Pattern(target) => target,
+            Self::Clear => "",
+        }
+    }
+
+    pub(crate) fn parse(kind: &str, target: String) -> Option<Self> {
+        match kind {
+            "k" => Some(Self::Key(target)),
+            "t" => Some(Self::Tag(target)),
+            "p" => Some(Self::Pattern(target)),
+            "c" => Some(Self::Clear),
+            _ => None,
+        }
+    }
+}
+
+/// Unix time in milliseconds: values carry wall-clock times so that every
+/// instance reads the same expiry from Redis.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+pub(crate) fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The value of an L1 entry as `T`: `Some(None)` for a cached "not found",
+/// `None` if it holds another type.
+pub(crate) fn typed<T: Clone + 'static>(
+    value: &Option<Arc<dyn std::any::Any + Send + Sync>>,
+) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(value) => value.downcast_ref::<T>().map(|value| Some(value.clone())),
+    }
+}
+
+/// The envelope and payload of a value (`None`: a cached "not found").
+pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
+    key: &str,
+    value: Option<&T>,
+    meta: &Meta,
+    tags: &[String],
+    inner: &Inner,
+) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(codec::HEADER + 64);
+    codec::header(inner.codec, inner.format, meta, tags, &mut bytes);
+    if let Some(value) = value {
+        C::encode(value, &mut bytes).map_err(|error| Error::Encode {
+            key: key.to_owned(),
+            message: error.0,
+        })?;
+    }
+    Ok(bytes)
+}
+
+impl Inner {
+    pub(crate) fn policy_of(&self, class: Class) -> &Policy {
+        self.classes.get(usize::from(class.0)).map_or(
+            &self.classes[usize::from(Class::COMPUTATION.0)].policy,
+            |def| &def.policy,
+        )
+    }
+
+    pub(crate) fn counters_of(&self, class: Class) -> &ClassCounters {
+        self.counters
+            .get(usize::from(class.0))
+            .unwrap_or(&self.counters[usize::from(Class::COMPUTATION.0)])
+    }
+
+    /// Whether L1 may answer reads: always, unless this instance follows
+    /// other instances' invalidations and is cut off from them (its copies
+    /// may be stale until it catches up).
+    pub(crate) fn l1_trusted(&self) -> bool {
+        !self.follows || self.feed_connected.load(Ordering::Relaxed)
+    }
+
+    /// The Redis tier unless it is absent or its breaker is open.
+    pub(crate) fn usable_l2(&self) -> Option<&RedisTier> {
+        self.l2.as_ref().filter(|l2| !l2.is_open())
+    }
+
+    /// A fresh value of type `T` in `bytes`, with its header and tags.
+    pub(crate) fn decode_fresh<T: DeserializeOwned, C: Codec>(
+        &self,
+        bytes: &[u8],
+        now: u64,
+    ) -> Option<(Option<T>, Meta, Vec<String>)> {
+        match self.decode::<T, C>(bytes)? {
+            Decoded::Value(value, meta, tags) if now < meta.fresh_until_ms => {
+                Some((value, meta, tags))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn decode<T: DeserializeOwned, C: Codec>(&self, bytes: &[u8]) -> Option<Decoded<T>> {
+        match codec::parse(self.codec, self.format, bytes) {
+            Stored::Tombstone(marker) | Stored::Lease(marker) => {
+                Some(Decoded::Marker(marker.to_vec()))
+            }
+            Stored::Value(meta, tags, _) if meta.negative => Some(Decoded::Value(None, meta, tags)),
+            Stored::Value(meta, tags, payload) => C::decode::<T>(payload)
+                .ok()
+                .map(|value| Decoded::Value(Some(value), meta, tags)),
+            Stored::Foreign => None,
+        }
+    }
+
+    /// Puts a value in L1, unless `flight` was invalidated meanwhile (checked
+    /// under the flights lock, which invalidations also take).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fill_l1(
+        &self,
+        key: &str,
+        class: Class,
+        value: Option<Arc<dyn std::any::Any + Send + Sync>>,
+        meta: Meta,
+        tags: Vec<String>,
+        encoded_len: usize,
+        since: Since<'_>,
+    ) {
+        let Some(l1) = &self.l1 else { return };
+        let policy = self.policy_of(class);
+        let mut l1_ttl = policy.l1_ttl.unwrap_or(policy.ttl);
+        if self.may_miss_invalidations() {
+            l1_ttl = l1_ttl.min(self.unfollowed_l1_ttl);
+        }
+        let until = now_ms().saturating_add(ms(l1_ttl));
+        let entry = Entry::new(value, meta, until, tags, encoded_len);
+        let _flights = self.flights.lock();
+        let overtaken = match since {
+            Since::Flight(flight) => flight.overtaken(entry.tags(), self.epoch()),
+            Since::Epoch(epoch) => self.epoch() != epoch,
+        };
+        if !overtaken {
+            l1.insert(key, entry);
+        }
+    }
+
+    /// Whether this instance may miss invalidations now: it follows the
+    /// stream but is cut off from it. What L1 takes meanwhile is trusted
+    /// once the feed has caught up, and an invalidation that never reached
+    /// the stream (its sender stopped while cut off from Redis) would not
+    /// catch up with it; so it is kept only briefly.
+    fn may_miss_invalidations(&self) -> bool {
+        self.follows && !self.feed_connected.load(Ordering::Relaxed)
+    }
+
+    /// After this instance wrote `entries` (key, value, header, encoded
+    /// length) to Redis, or failed to: reads and loads of those keys that
+    /// began before are overtaken here, as by an invalidation (they may
+    /// hold what the write replaced, and this instance's own announcement
+    /// never comes back to it), and L1 takes the new values, unless the
+    /// write failed or an invalidation applied here since `since` may be
+    /// another instance's write of a key that landed after this one.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn written_here(
+        &self,
+        entries: Vec<(
+            String,
+            Option<Arc<dyn std::any::Any + Send + Sync>>,
+            Meta,
+            usize,
+        )>,
+        class: Class,
+        tags: &[String],
+        since: u64,
+        failed: bool,
+    ) {
+        let policy = self.policy_of(class);
+        let mut l1_ttl = policy.l1_ttl.unwrap_or(policy.ttl);
+        if self.may_miss_invalidations() {
+            l1_ttl = l1_ttl.min(self.unfollowed_l1_ttl);
+        }
+        let until = now_ms().saturating_add(ms(l1_ttl));
+        let flights = self.flights.lock();
+        let keep = !failed && self.epoch() == since;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for (key, value, meta, len) in entries {
+            if let Some(flight) = flights.get(&key) {
+                flight.invalidate();
+            }
+            if let Some(l1) = &self.l1 {
+                if keep {
+                    l1.insert(&key, Entry::new(value, meta, until, tags.to_vec(), len));
+                } else {
+                    l1.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Counts invalidations applied here, so a read can tell whether one
+    /// came while it fetched from Redis.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Applies an invalidation to L1 here.
+    pub(crate) fn invalidate_local(&self, invalidation: &Invalidation) {
+        let flights = self.flights.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        // Only the loads whose value the invalidation would have removed
+        // are overtaken by it; under write traffic, marking every running
+        // load would keep L1 from ever filling.
+        match invalidation {
+            Invalidation::Key(key) => {
+                if let Some(flight) = flights.get(key) {
+                    flight.invalidate();
+                }
+            }
+            Invalidation::Tag(tag) => flights
+                .values()
+                .filter(|flight| flight.tagged(tag))
+                .for_each(|flight| flight.invalidate()),
+            Invalidation::Pattern(pattern) => flights
+                .iter()
+                .filter(|(key, _)| glob::matches(pattern.as_bytes(), key.as_bytes()))
+                .for_each(|(_, flight)| flight.invalidate()),
+            Invalidation::Clear => flights.values().for_each(|flight| flight.invalidate()),
+        }
+        if let Some(l1) = &self.l1 {
+            match invalidation {
+                Invalidation::Key(key) => l1.remove(key),
+                Invalidation::Tag(tag) => l1.remove_tagged(tag),
+                Invalidation::Pattern(pattern) => l1.remove_matching(pattern),
+                Invalidation::Clear => l1.clear(),
+            }
+        }
+    }
+
+    /// Invalidates in Redis, announces, and drops from L1 here; a Redis
+    /// failure queues the Redis part for when it answers.
+    pub(crate) async fn invalidate(&self, invalidation: Invalidation) -> Result<()> {
+        let result = match &self.l2 {
+            Some(_) => {
+                let result = self.invalidate_remote(&invalidation).await;
+                if result.is_err() {
+                    self.defer(invalidation.clone());
+                }
+                result
+            }
+            None => Ok(()),
+        };
+        self.invalidate_local(&invalidation);
+        result
+    }
+
+    /// The Redis part of an invalidation: remove, then announce.
+    pub(crate) async fn invalidate_remote(&self, invalidation: &Invalidation) -> Result<()> {
+        let l2 = self
+            .usable_l2()
+            .ok_or(Error::Unavailable("the circuit breaker is open"))?;
+        match invalidation {
+            Invalidation::Key(key) => {
+                l2.tombstone(vec![l2.value_key(key)], self.tombstone_ttl)
+                    .await?;
+            }
+            Invalidation::Tag(tag) => {
+                let members = l2.take_tag(tag).await?;
+                l2.tombstone(members, self.tombstone_ttl).await?;
+            }
+            Invalidation::Pattern(pattern) => {
+                l2.tombstone_matching(pattern, self.tombstone_ttl).await?;
+            }
+            Invalidation::Clear => {
+                l2.tombstone_matching("*", self.tombstone_ttl).await?;
+            }
+        }
+        l2.announce(
+            &self.origin,
+            invalidation.kind(),
+            invalidation.target(),
+            self.stream_max_len,
+        )
+        .await?;
+        bump(&self.cache_counters.invalidations_sent);
+        Ok(())
+    }
+
+    /// Announces without removing (after a `set`, whose new value is already
+    /// in Redis); a failure is queued like an invalidation's.
+    pub(crate) async fn announce(&self, invalidation: Invalidation) {
+        let Some(l2) = self.usable_l2() else {
+            self.defer(invalidation);
+            return;
+        };
+        match l2
+            .announce(
+                &self.origin,
+                invalidation.kind(),
+                invalidation.target(),
+                self.stream_max_len,
+            )
+            .await
+        {
+            Ok(_) => bump(&self.cache_counters.invalidations_sent),
+            Err(_) => self.defer(invalidation),
+        }
+    }
+
+    pub(crate) fn defer(&self, invalidation: Invalidation) {
+        let mut pending = self.pending.lock();
+        if pending.overflowed {
+            return;
+        }
+        if pending.invalidations.len() >= MAX_PENDING {
+            pending.invalidations.clear();
+            pending.overflowed = true;
+        } else if !pending.invalidations.contains(&invalidation) {
+            pending.invalidations.push(invalidation);
+        }
+    }
+}
+
+/// What an L2 value holds once decoded.
+pub(crate) enum Decoded<T> {
+    /// A tombstone or a lease.
+    Marker(Vec<u8>),
+    Value(Option<T>, Meta, Vec<String>),
+}

@@ -1,0 +1,402 @@
+//! What a write or an invalidation promises: once `set`, `remove` or an
+//! invalidation (key, tag, pattern, clear) has returned, no later read on
+//! any instance returns a value written or loaded before it (another
+//! instance's L1 may, until the invalidation stream reaches it). Each test
+//! sets up one way the promise could break: a load that began before a
+//! write elsewhere and finishes after it, two instances writing one key at
+//! once, an instance catching up with the stream, or lagging behind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::interfaces::{KeysInterface, StreamsInterface};
+use fred::prelude::ClientLike;
+use seawall_cache::{Class, Options, TieredCache};
+use seawall_testkit::Proxy;
+use tokio::sync::Notify;
+
+use crate::support::{Backend, Ready, client, eventually, unique_prefix};
+
+/// How a writer on another instance overtakes a load in flight.
+#[derive(Debug, Clone, Copy)]
+enum Overtake {
+    Set,
+    Key,
+    Tag,
+    Pattern,
+    Clear,
+}
+
+impl Overtake {
+    async fn run(self, cache: &TieredCache) {
+        match self {
+            Self::Set => cache
+                .set("race:1", Options::new(Class::SCHEDULE).tag("group"), 2_u32)
+                .await
+                .expect("sets"),
+            Self::Key => cache.invalidate("race:1").await.expect("invalidates"),
+            Self::Tag => cache.invalidate_tag("group").await.expect("invalidates"),
+            Self::Pattern => cache
+                .invalidate_pattern("race:*")
+                .await
+                .expect("invalidates"),
+            Self::Clear => cache.clear().await.expect("clears"),
+        }
+    }
+}
+
+/// A load on `a` reads version 1 from the source and is held; `b` writes
+/// version 2 (or invalidates) and returns; the load then finishes. The
+/// loader's instance does not follow the stream, so nothing but Redis can
+/// refuse its value: no instance may read version 1 afterwards.
+async fn a_load_overtaken_on_another_instance_writes_nothing_back(
+    backend: &Backend,
+    overtake: Overtake,
+) {
+    let prefix = unique_prefix();
+    let a = backend
+        .instance(&prefix)
+        .await
+        .follow_invalidations(false)
+        .build()
+        .expect("cache");
+    let b = backend.instance(&prefix).await.ready().await;
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let load = {
+        let (a, started, release) = (a.clone(), Arc::clone(&started), Arc::clone(&release));
+        tokio::spawn(async move {
+            let options = Options::new(Class::SCHEDULE).tag("group");
+            a.get_or_load("race:1", options, move || async move {
+                started.notify_one();
+                release.notified().await;
+                Ok::<_, std::io::Error>(Some(1_u32))
+            })
+            .await
+        })
+    };
+    started.notified().await;
+    overtake.run(&b).await;
+    release.notify_one();
+    assert_eq!(load.await.expect("no panic").expect("loads"), Some(1));
+    let reader = backend.instance(&prefix).await.ready().await;
+    for cache in [&b, &reader] {
+        let read = cache.get::<u32>("race:1", Class::SCHEDULE).await;
+        match overtake {
+            Overtake::Set => assert_eq!(read, Some(2), "{overtake:?}: the set stands"),
+            _ => assert_eq!(read, None, "{overtake:?}: the invalidation stands"),
+        }
+    }
+}
+
+async fn a_load_overtaken_by_a_set_elsewhere_writes_nothing_back(backend: &Backend) {
+    a_load_overtaken_on_another_instance_writes_nothing_back(backend, Overtake::Set).await;
+}
+
+async fn a_load_overtaken_by_a_key_invalidation_elsewhere_writes_nothing_back(backend: &Backend) {
+    a_load_overtaken_on_another_instance_writes_nothing_back(backend, Overtake::Key).await;
+}
+
+async fn a_load_overtaken_by_a_tag_invalidation_elsewhere_writes_nothing_back(backend: &Backend) {
+    a_load_overtaken_on_another_instance_writes_nothing_back(backend, Overtake::Tag).await;
+}
+
+async fn a_load_overtaken_by_a_pattern_invalidation_elsewhere_writes_nothing_back(
+    backend: &Backend,
+) {
+    a_load_overtaken_on_another_instance_writes_nothing_back(backend, Overtake::Pattern).await;
+}
+
+async fn a_load_overtaken_by_a_clear_elsewhere_writes_nothing_back(backend: &Backend) {
+    a_load_overtaken_on_another_instance_writes_nothing_back(backend, Overtake::Clear).await;
+}
+
+/// Two instances write the same 200 keys at once, several times: once the
+/// stream has reached both, each instance reads what Redis holds.
+async fn concurrent_sets_on_two_instances_leave_no_stale_l1_copy(backend: &Backend) {
+    let prefix = unique_prefix();
+    let a = backend.instance(&prefix).await.ready().await;
+    let b = backend.instance(&prefix).await.ready().await;
+    let redis_only = backend
+        .instance(&prefix)
+        .await
+        .without_l1()
+        .build()
+        .expect("cache");
+    let keys: Vec<String> = (0..200).map(|i| format!("review:{i}")).collect();
+    for round in 0..3_u32 {
+        let writes = [(&a, 2 * round), (&b, 2 * round + 1)].map(|(cache, value)| {
+            let entries = keys.iter().map(|key| (key.clone(), value)).collect();
+            cache.set_many(entries, Class::SCHEDULE)
+        });
+        for written in futures_util::future::join_all(writes).await {
+            written.expect("sets");
+        }
+    }
+    let agree = async |cache: &TieredCache| {
+        for key in &keys {
+            let truth = redis_only.get::<u32>(key, Class::SCHEDULE).await;
+            if cache.get::<u32>(key, Class::SCHEDULE).await != truth {
+                return false;
+            }
+        }
+        true
+    };
+    assert!(
+        eventually(Duration::from_secs(3), async || agree(&a).await
+            && agree(&b).await)
+        .await,
+        "every L1 copy agrees with Redis once the stream has reached it"
+    );
+}
+
+/// Runs a scenario of two instances on one Redis, standalone and Cluster.
+macro_rules! on_shared_redis {
+    ($($scenario:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::redis()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&$crate::support::Backend::cluster()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_shared_redis!(
+    a_load_overtaken_by_a_set_elsewhere_writes_nothing_back,
+    a_load_overtaken_by_a_key_invalidation_elsewhere_writes_nothing_back,
+    a_load_overtaken_by_a_tag_invalidation_elsewhere_writes_nothing_back,
+    a_load_overtaken_by_a_pattern_invalidation_elsewhere_writes_nothing_back,
+    a_load_overtaken_by_a_clear_elsewhere_writes_nothing_back,
+    concurrent_sets_on_two_instances_leave_no_stale_l1_copy,
+);
+
+/// An instance back from a disconnection answers from L1 only once it has
+/// replayed everything it missed: here 2,000 invalidations, the one that
+/// matters last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_answers_only_once_the_missed_invalidations_are_replayed() {
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
+    let prefix = unique_prefix();
+    let a = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&proxy.url()).await)
+        .ready()
+        .await;
+    let b = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
+        .ready()
+        .await;
+    a.set("list", Class::SCHEDULE, "old".to_owned())
+        .await
+        .expect("set");
+    proxy.cut();
+    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    for chunk in (0..2000).collect::<Vec<u32>>().chunks(200) {
+        let invalidations = chunk
+            .iter()
+            .map(|i| b.invalidate_owned(format!("other:{i}")));
+        for done in futures_util::future::join_all(invalidations).await {
+            done.expect("invalidates");
+        }
+    }
+    b.set("list", Class::SCHEDULE, "new".to_owned())
+        .await
+        .expect("set");
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !a.follows_invalidations() {
+        assert!(tokio::time::Instant::now() < deadline, "a follows again");
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    assert_ne!(
+        a.get::<String>("list", Class::SCHEDULE).await.as_deref(),
+        Some("old"),
+        "the first read after a follows again must not be the old copy"
+    );
+}
+
+/// A reader that stays connected but falls more entries behind than the
+/// stream keeps (a burst of 150 while it keeps 20) clears its L1 rather
+/// than skip what was trimmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_reader_that_falls_behind_the_stream_clears_l1() {
+    let url = seawall_testkit::RedisServer::shared().url();
+    let prefix = unique_prefix();
+    let a = TieredCache::builder()
+        .prefix(&prefix)
+        .invalidation_history(20)
+        .redis(client(&url).await)
+        .ready()
+        .await;
+    a.set("list", Class::SCHEDULE, "old".to_owned())
+        .await
+        .expect("set");
+    assert_eq!(
+        a.get::<String>("list", Class::SCHEDULE).await.as_deref(),
+        Some("old")
+    );
+    // Another writer's burst, as the stream's layout has it: the value is
+    // replaced in Redis, and its invalidation is the fourth of 150 entries.
+    let writer = client(&url).await;
+    let stream = format!("{prefix}:inv");
+    let pipeline = writer.pipeline();
+    let _: () = pipeline
+        .set(format!("{prefix}:k:list"), "not ours", None, None, false)
+        .await
+        .expect("queued");
+    for i in 0..150_u32 {
+        let (kind, target) = if i == 3 {
+            ("k", "list".to_owned())
+        } else {
+            ("k", format!("other:{i}"))
+        };
+        let _: () = pipeline
+            .xadd(
+                &stream,
+                false,
+                ("MAXLEN", "=", 20),
+                "*",
+                vec![("o", "another-instance"), (kind, target.as_str())],
+            )
+            .await
+            .expect("queued");
+    }
+    let _: Vec<fred::types::Value> = pipeline.all().await.expect("the burst is written");
+    assert!(
+        eventually(Duration::from_secs(3), async || {
+            a.get::<String>("list", Class::SCHEDULE).await.is_none()
+        })
+        .await,
+        "the old copy went, with the rest of L1"
+    );
+    assert!(a.stats().l1_clears >= 1);
+    writer.quit().await.expect("quits");
+}
+
+/// What L1 takes while its instance is cut off from the stream lives at
+/// most the configured time once the instance follows again: an
+/// invalidation that never reached the stream cannot keep it longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_l1_takes_while_cut_off_is_kept_briefly() {
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
+    let a = TieredCache::builder()
+        .prefix(unique_prefix())
+        .cut_off_l1_ttl(Duration::from_millis(300))
+        .breaker(1, Duration::from_millis(100))
+        .redis(client(&proxy.url()).await)
+        .ready()
+        .await;
+    proxy.cut();
+    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    let loaded = a
+        .get_or_load("report", Class::SCHEDULE, || async {
+            Ok::<_, std::io::Error>(Some(7_u32))
+        })
+        .await
+        .expect("loads without Redis");
+    assert_eq!(loaded, Some(7));
+    proxy.restore();
+    assert!(eventually(Duration::from_secs(10), async || a.follows_invalidations()).await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        a.get::<u32>("report", Class::SCHEDULE).await,
+        None,
+        "gone from L1 after 300 ms, and never in Redis"
+    );
+}
+
+/// A `set` while Redis is out of reach fails, and the key is invalidated
+/// everywhere once Redis answers, so the old value in Redis does not
+/// outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_that_could_not_reach_redis_invalidates_once_it_can() {
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
+    let prefix = unique_prefix();
+    let a = TieredCache::builder()
+        .prefix(&prefix)
+        .breaker(1, Duration::from_millis(100))
+        .redis(client(&proxy.url()).await)
+        .ready()
+        .await;
+    let b = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
+        .ready()
+        .await;
+    a.set("profile", Class::SESSION, 1_u32).await.expect("set");
+    proxy.cut();
+    assert!(a.set("profile", Class::SESSION, 2_u32).await.is_err());
+    assert_eq!(b.get::<u32>("profile", Class::SESSION).await, Some(1));
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            b.get::<u32>("profile", Class::SESSION).await.is_none()
+        })
+        .await,
+        "the old value went once a reached Redis again"
+    );
+}
+
+trait InvalidateOwned {
+    fn invalidate_owned(&self, key: String) -> impl Future<Output = seawall_cache::Result<()>>;
+}
+
+impl InvalidateOwned for TieredCache {
+    fn invalidate_owned(&self, key: String) -> impl Future<Output = seawall_cache::Result<()>> {
+        let cache = self.clone();
+        async move { cache.invalidate(&key).await }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_written_by_the_cache_always_expire() {
+    let url = seawall_testkit::RedisServer::shared().url();
+    let prefix = unique_prefix();
+    let forever = seawall_cache::Policy::new(Duration::MAX)
+        .fail_safe(Duration::MAX)
+        .hard_timeout(Duration::MAX)
+        .negative_ttl(Duration::MAX)
+        .stale_while_revalidate(Duration::MAX)
+        .l1_ttl(Duration::MAX);
+    let cache = TieredCache::builder()
+        .prefix(&prefix)
+        .redis_timeout(Duration::MAX)
+        .lock_wait(Duration::MAX)
+        .breaker(u32::MAX, Duration::MAX)
+        .cut_off_l1_ttl(Duration::MAX)
+        .define("forever", forever)
+        .redis(client(&url).await)
+        .ready()
+        .await;
+    let class = cache.class("forever").expect("defined");
+    cache.set("a", class, 1_u8).await.expect("sets");
+    assert_eq!(cache.get::<u8>("a", class).await, Some(1));
+    let loaded = cache
+        .get_or_load("b", Options::new(class).tag("t"), || async {
+            Ok::<_, std::io::Error>(None::<u8>)
+        })
+        .await
+        .expect("loads");
+    assert_eq!(loaded, None);
+    cache.invalidate("a").await.expect("invalidates");
+    let redis = client(&url).await;
+    for key in ["k:a", "k:b", "t:t"] {
+        let ttl: i64 = redis
+            .pttl(format!("{prefix}:{key}"))
+            .await
+            .expect("redis answers");
+        assert!(ttl > 0, "{key} expires (PTTL {ttl})");
+    }
+    assert!(cache.wait_following(Duration::MAX).await);
+}
