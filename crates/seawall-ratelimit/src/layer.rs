@@ -323,7 +323,9 @@ fn error_response<B: From<String>>(error: &Error) -> Response<B> {
             StatusCode::INTERNAL_SERVER_ERROR,
             "the server cannot tell this client's address",
         ),
-        Error::Redis(_) | Error::Unavailable => {
+        // The store cannot decide now but will shortly: a full memory store
+        // frees keys as they go idle, a broken Redis is probed again.
+        Error::Redis(_) | Error::Unavailable | Error::StoreFull { .. } => {
             let mut response = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the rate limiter cannot decide right now; retry shortly",

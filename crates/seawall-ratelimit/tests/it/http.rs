@@ -332,3 +332,26 @@ async fn a_blocked_key_hears_the_same_wait_from_ratelimit_and_retry_after() {
         assert_eq!(headers["ratelimit"], "\"penalty\";r=0;t=300");
     }
 }
+
+/// A full memory store that may not forget a key, under a limiter whose
+/// failure policy is to report it, answers 503 with `Retry-After`: it will
+/// decide once keys go idle, as a stalled Redis would once it answers.
+#[tokio::test]
+async fn a_full_store_answers_503_with_retry_after() {
+    let store = seawall_ratelimit::MemoryStore::builder()
+        .max_keys(1)
+        .shards(1)
+        .build();
+    let limiter = Limiter::builder("full")
+        .limit(Limit::fixed_window(10, Duration::from_secs(60)).expect("limit"))
+        .store(store)
+        .on_store_failure(seawall_ratelimit::FailurePolicy::Error)
+        .build()
+        .expect("limiter");
+    let app = app(limiter, ClientIp::new());
+    let (status, _, _) = send(&app, "192.0.2.1:5000", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) = send(&app, "192.0.2.2:5000", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+}
