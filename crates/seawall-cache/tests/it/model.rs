@@ -339,18 +339,4 @@ async fn interleavings_of_two_instances_hold_the_promise(backend: &Backend) {
     }
 }
 
-mod redis {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn interleavings_of_two_instances_hold_the_promise() {
-        super::interleavings_of_two_instances_hold_the_promise(&crate::support::Backend::redis())
-            .await;
-    }
-}
-
-mod cluster {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn interleavings_of_two_instances_hold_the_promise() {
-        super::interleavings_of_two_instances_hold_the_promise(&crate::support::Backend::cluster())
-            .await;
-    }
-}
+crate::on_redis_backends!(interleavings_of_two_instances_hold_the_promise);

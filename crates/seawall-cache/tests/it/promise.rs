@@ -149,29 +149,7 @@ async fn concurrent_sets_on_two_instances_leave_no_stale_l1_copy(backend: &Backe
     );
 }
 
-/// Runs a scenario of two instances on one Redis, standalone and Cluster.
-macro_rules! on_shared_redis {
-    ($($scenario:ident),* $(,)?) => {
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(&$crate::support::Backend::redis()).await;
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(&$crate::support::Backend::cluster()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_shared_redis!(
+crate::on_redis_backends!(
     a_load_overtaken_by_a_set_elsewhere_writes_nothing_back,
     a_load_overtaken_by_a_key_invalidation_elsewhere_writes_nothing_back,
     a_load_overtaken_by_a_tag_invalidation_elsewhere_writes_nothing_back,
@@ -185,18 +163,7 @@ on_shared_redis!(
 /// matters last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l1_answers_only_once_the_missed_invalidations_are_replayed() {
-    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
-    let prefix = unique_prefix();
-    let a = TieredCache::builder()
-        .prefix(&prefix)
-        .redis(client(&proxy.url()).await)
-        .ready()
-        .await;
-    let b = TieredCache::builder()
-        .prefix(&prefix)
-        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
-        .ready()
-        .await;
+    let (proxy, a, b) = behind_a_proxy(TieredCache::builder()).await;
     a.set("list", Class::SCHEDULE, "old".to_owned())
         .await
         .expect("set");
@@ -321,19 +288,8 @@ async fn what_l1_takes_while_cut_off_is_kept_briefly() {
 /// outlive it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_that_could_not_reach_redis_invalidates_once_it_can() {
-    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
-    let prefix = unique_prefix();
-    let a = TieredCache::builder()
-        .prefix(&prefix)
-        .breaker(1, Duration::from_millis(100))
-        .redis(client(&proxy.url()).await)
-        .ready()
-        .await;
-    let b = TieredCache::builder()
-        .prefix(&prefix)
-        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
-        .ready()
-        .await;
+    let builder = TieredCache::builder().breaker(1, Duration::from_millis(100));
+    let (proxy, a, b) = behind_a_proxy(builder).await;
     a.set("profile", Class::SESSION, 1_u32).await.expect("set");
     proxy.cut();
     assert!(a.set("profile", Class::SESSION, 2_u32).await.is_err());
@@ -346,6 +302,26 @@ async fn a_set_that_could_not_reach_redis_invalidates_once_it_can() {
         .await,
         "the old value went once a reached Redis again"
     );
+}
+
+/// Two instances on the shared server: the first, built from `builder`,
+/// reaches it through a proxy that can cut it off.
+async fn behind_a_proxy(
+    builder: seawall_cache::TieredCacheBuilder,
+) -> (Proxy, TieredCache, TieredCache) {
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
+    let prefix = unique_prefix();
+    let a = builder
+        .prefix(&prefix)
+        .redis(client(&proxy.url()).await)
+        .ready()
+        .await;
+    let b = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
+        .ready()
+        .await;
+    (proxy, a, b)
 }
 
 trait InvalidateOwned {

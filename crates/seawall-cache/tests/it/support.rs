@@ -119,6 +119,14 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        $crate::on_redis_backends!($($scenario),*);
+    };
+}
+
+/// Runs a scenario on the backends with Redis: standalone and Cluster.
+#[macro_export]
+macro_rules! on_redis_backends {
+    ($($scenario:ident),* $(,)?) => {
         mod redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
