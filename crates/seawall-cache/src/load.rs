@@ -251,8 +251,17 @@ where
     // What the key must still hold for the load's value to be written to
     // Redis; `None`: Redis is not written (it could not be read first).
     let mut seen = None;
+    // The lease this load left in an absent key, if it did: removed again
+    // if the load ends with nothing to store.
+    let mut held = None;
     if let Some(l2) = inner.usable_l2() {
-        match l2.lease(key, &codec::lease(), inner.tombstone_ttl).await {
+        let lease = codec::lease();
+        match l2.lease(key, &lease, inner.tombstone_ttl).await {
+            Ok(Some(bytes)) if bytes == lease => {
+                bump(&counters.l2_misses);
+                seen = Some(Seen::Marker(lease.clone()));
+                held = Some(lease);
+            }
             Ok(Some(bytes)) => match inner.decode::<T, C>(&bytes) {
                 Some(Decoded::Value(value, meta, tags))
                     if now_ms() < meta.fresh_until_ms && replaces(fallback.as_ref(), &meta) =>
@@ -389,6 +398,7 @@ where
                 shared.clone(),
                 delta,
                 seen.as_ref(),
+                held.as_deref(),
             )
             .await;
             if let Some(guard) = guard {
@@ -403,6 +413,7 @@ where
             if let Some(guard) = guard {
                 let _ = guard.release().await;
             }
+            drop_lease(inner, key, held.as_deref()).await;
             bump(&counters.load_errors);
             tracing::debug!(key, %error, "cache load failed");
             match fallback.filter(|stale| now_ms() < stale.stale_until_ms) {
@@ -413,6 +424,14 @@ where
                 None => Outcome::Failed(Arc::new(error)),
             }
         }
+    }
+}
+
+/// Removes the lease a load left, if it left one and the key still holds
+/// it; best effort (the lease expires anyway).
+async fn drop_lease(inner: &Inner, key: &str, held: Option<&[u8]>) {
+    if let (Some(l2), Some(lease)) = (inner.usable_l2(), held) {
+        let _ = l2.drop_lease(key, lease).await;
     }
 }
 
@@ -486,6 +505,7 @@ async fn store<T, C>(
     shared: Option<Shared>,
     delta: Duration,
     seen: Option<&Seen>,
+    held: Option<&[u8]>,
 ) where
     T: Serialize + Send + Sync + 'static,
     C: Codec,
@@ -500,6 +520,7 @@ async fn store<T, C>(
         None => ttl,
     };
     if ttl.is_zero() {
+        drop_lease(inner, key, held).await;
         return;
     }
     let meta = Meta {
@@ -517,6 +538,7 @@ async fn store<T, C>(
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::warn!(key, %error, "a loaded value could not be encoded; it is not cached");
+                drop_lease(inner, key, held).await;
                 return;
             }
         }
@@ -527,6 +549,7 @@ async fn store<T, C>(
     if let (Some(l2), Some(seen)) = (inner.usable_l2(), seen) {
         if flight.invalidated() {
             bump(&inner.cache_counters.refused_fills);
+            drop_lease(inner, key, held).await;
             return;
         }
         match l2.fill(key, bytes, keep, seen).await {

@@ -52,6 +52,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 ";
 
+/// Removes a load's lease (ARGV[1]) if the key still holds it: a load
+/// that ends without a value to store leaves nothing behind.
+const DROP_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// Takes a tag's set of value keys and removes it in one step, so that no
 /// key joins it between the read and the removal unseen.
 const TAKE_TAG: &str = r"
@@ -82,6 +91,7 @@ pub(crate) struct RedisTier {
     counters: Arc<CacheCounters>,
     fill: Script,
     lease: Script,
+    drop_lease: Script,
     tag: Script,
     take_tag: Script,
 }
@@ -113,6 +123,7 @@ impl RedisTier {
             counters,
             fill: Script::from_lua(FILL),
             lease: Script::from_lua(LEASE),
+            drop_lease: Script::from_lua(DROP_LEASE),
             tag: Script::from_lua(TAG),
             take_tag: Script::from_lua(TAKE_TAG),
         }
@@ -232,6 +243,18 @@ impl RedisTier {
             )
             .await?;
         Ok(bytes_of(current))
+    }
+
+    /// Removes `lease` from `key` if the key still holds it.
+    pub(crate) async fn drop_lease(&self, key: &str, lease: &[u8]) -> Result<()> {
+        let args: Vec<Value> = vec![Value::Bytes(lease.to_vec().into())];
+        self.call(self.drop_lease.evalsha_with_reload::<i64, _, _>(
+            &self.client,
+            vec![self.value_key(key)],
+            args,
+        ))
+        .await
+        .map(drop)
     }
 
     /// Writes a loaded value if the key still holds what the load saw;

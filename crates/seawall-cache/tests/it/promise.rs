@@ -376,3 +376,43 @@ async fn keys_written_by_the_cache_always_expire() {
     }
     assert!(cache.wait_following(Duration::MAX).await);
 }
+
+/// A load that ends with nothing to store (its loader failed, or found
+/// nothing in a class that caches no "not found") leaves no lease behind:
+/// a flood of made-up keys writes nothing to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_stores_nothing_leaves_nothing_in_redis() {
+    let url = seawall_testkit::RedisServer::shared().url();
+    let prefix = unique_prefix();
+    let cache = TieredCache::builder()
+        .prefix(&prefix)
+        .define(
+            "lookups",
+            seawall_cache::Policy::new(Duration::from_secs(60)).negative_ttl(Duration::ZERO),
+        )
+        .redis(client(&url).await)
+        .ready()
+        .await;
+    let class = cache.class("lookups").expect("defined");
+    let missing = cache
+        .get_or_load("made-up:1", class, || async {
+            Ok::<_, std::io::Error>(None::<u32>)
+        })
+        .await
+        .expect("loads");
+    assert_eq!(missing, None);
+    let failed = cache
+        .get_or_load("made-up:2", class, || async {
+            Err::<Option<u32>, _>(std::io::Error::other("no such thing"))
+        })
+        .await;
+    assert!(failed.is_err());
+    let redis = client(&url).await;
+    for key in ["made-up:1", "made-up:2"] {
+        let exists: i64 = redis
+            .exists(format!("{prefix}:k:{key}"))
+            .await
+            .expect("redis answers");
+        assert_eq!(exists, 0, "{key} left a key in Redis");
+    }
+}
