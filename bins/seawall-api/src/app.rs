@@ -22,11 +22,11 @@ use crate::jobs::{Processors, Running, Throughput};
 use crate::middleware::{self, Shedder, Stack};
 use crate::params::{QueryRules, QueryRulesLayer};
 use crate::problem::Problem;
-use crate::ratelimit::{self, RateLimits};
+use crate::ratelimit::{self, Gate, RateLimits};
 use crate::routes::docs::{ApiDoc, ApiDocument, Conventions};
 use crate::routes::{
-    cache as cache_routes, dashboard, docs, health, performance, promotions, queue as queue_routes,
-    ratelimit as ratelimit_routes, workload,
+    cache as cache_routes, dashboard, docs, health, keys as keys_routes, performance, promotions,
+    queue as queue_routes, ratelimit as ratelimit_routes, workload,
 };
 use crate::seed::{self, SeedOutcome};
 use crate::server::{self, Drained};
@@ -297,13 +297,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Every route with its OpenAPI entry, behind `rules`; the admin ones
-/// behind the token and the workload behind its rate limits when given (the
-/// document depends on none of them). The query rules sit inside the token
-/// and the limits: a request is authenticated before its query string is
-/// judged.
+/// behind the token and the workload behind its gate (API keys and rate
+/// limits) when given (the document depends on none of them). The query
+/// rules sit inside the token and the gate: a request is authenticated
+/// before its query string is judged.
 fn api_routes(
     guard: Option<AdminGuard>,
-    limits: Option<RateLimits>,
+    gate: Option<Gate>,
     rules: &QueryRules,
 ) -> OpenApiRouter<AppState> {
     let rules = || QueryRulesLayer(rules.clone());
@@ -312,6 +312,7 @@ fn api_routes(
         .merge(ratelimit_routes::routes())
         .merge(cache_routes::routes())
         .merge(promotions::admin_routes())
+        .merge(keys_routes::routes())
         .route_layer(rules());
     if let Some(guard) = guard {
         admin = admin.route_layer(axum::middleware::from_fn_with_state(
@@ -319,13 +320,15 @@ fn api_routes(
             auth::require_admin,
         ));
     }
-    let workload = workload::routes()
+    let mut workload = workload::routes()
         .merge(promotions::routes())
-        .route_layer(rules())
-        .route_layer(axum::middleware::from_fn_with_state(
-            limits,
+        .route_layer(rules());
+    if let Some(gate) = gate {
+        workload = workload.route_layer(axum::middleware::from_fn_with_state(
+            gate,
             ratelimit::workload,
         ));
+    }
     let open = health::routes()
         .merge(docs::routes())
         .merge(dashboard::routes())
@@ -341,7 +344,12 @@ fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
     // Every route accepts the query parameters its operation declares and
     // no other (the fallbacks answer 404 whatever the query).
     let query_rules = QueryRules::from_document(&openapi());
-    let (router, mut document) = api_routes(Some(guard), state.ratelimits().cloned(), &query_rules)
+    let gate = Gate::new(
+        state.db().clone(),
+        state.cache().cloned(),
+        state.ratelimits().cloned(),
+    );
+    let (router, mut document) = api_routes(Some(guard), Some(gate), &query_rules)
         .with_state(state.clone())
         .split_for_parts();
     Conventions.modify(&mut document);

@@ -53,9 +53,9 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     request_id: Option<Box<str>>,
-    /// Whether the admin bearer challenge goes with it (a 401).
+    /// The `WWW-Authenticate` challenge that goes with it (a 401).
     #[serde(skip)]
-    challenge: bool,
+    challenge: Challenge,
     #[serde(skip)]
     retry_after: Option<u32>,
 }
@@ -69,6 +69,15 @@ impl Serialize for AboutBlank {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str("about:blank")
     }
+}
+
+/// The `WWW-Authenticate` challenge of a 401: for the admin token or for
+/// an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Challenge {
+    None,
+    AdminToken,
+    ApiKey,
 }
 
 /// One rejected input: where it was and why.
@@ -96,7 +105,7 @@ impl Problem {
             invalid_params: Vec::new(),
             balance: None,
             request_id: None,
-            challenge: false,
+            challenge: Challenge::None,
             retry_after: None,
         }
     }
@@ -140,7 +149,15 @@ impl Problem {
     /// 401: no usable credentials; carries a `WWW-Authenticate` challenge.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut problem = Self::new(StatusCode::UNAUTHORIZED, detail);
-        problem.challenge = true;
+        problem.challenge = Challenge::AdminToken;
+        problem
+    }
+
+    /// 401: an API key the service did not issue, or revoked; carries a
+    /// challenge naming the header a key goes in.
+    pub fn unauthorized_key(detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, detail);
+        problem.challenge = Challenge::ApiKey;
         problem
     }
 
@@ -215,8 +232,12 @@ impl IntoResponse for Problem {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if self.challenge {
-            let challenge = "Bearer realm=\"seawall-admin\"";
+        let challenge = match self.challenge {
+            Challenge::None => None,
+            Challenge::AdminToken => Some("Bearer realm=\"seawall-admin\""),
+            Challenge::ApiKey => Some("ApiKey realm=\"seawall\", header=\"X-Api-Key\""),
+        };
+        if let Some(challenge) = challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),

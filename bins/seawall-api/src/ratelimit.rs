@@ -1,22 +1,32 @@
 //! The service's rate limiting, built from `ratelimit.*`: the DDoS limiter
-//! by client IP in front of every route but the probes, the API limiter by
-//! API key or user and the tenant quota by `X-Tenant-Id` on the workload
-//! routes, the report limiter on `/api/analytics/stats`, and the auth limiter
-//! counting failed admin authentications. State is in memory, or in Redis
-//! when a Redis URL is set, so instances share their limits. A tenant's tier
-//! is read through the workload's cache, so a tier change made through one
-//! instance reaches the others as a cache invalidation (milliseconds).
+//! by client IP in front of every route but the probes; on the workload
+//! routes, the tenant quota by the caller's tenant and the API limiter by
+//! the caller (its API key, else the user a trusted proxy names, else its
+//! client address); the report limiter on `/api/analytics/stats`; and the
+//! auth limiter counting admin authentications. State is in memory, or in
+//! Redis when a Redis URL is set, so instances share their limits.
+//!
+//! Who the caller is comes from what the service can check: an API key it
+//! issued (`X-Api-Key`, verified through the cache; an unknown or revoked
+//! key is a 401), and the identity headers `X-Tenant-Id` and `X-User-Id`
+//! only from a trusted proxy (`ratelimit.trusted_proxies`); from any other
+//! peer they are ignored. A key's tenant and a tenant's tier are read
+//! through the workload's cache, so a revocation or a tier change made
+//! through one instance reaches the others as a cache invalidation
+//! (milliseconds); an identity that does not exist is remembered in this
+//! process only, so made-up keys and tenant ids leave nothing in Redis.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
-use seawall_cache::Class;
+use seawall_app::keys::{self, KeyIdentity};
 use seawall_perfmon::Monitor;
 use seawall_ratelimit::{
     ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RedisStore, Store,
@@ -34,7 +44,8 @@ const EXEMPT: [&str; 3] = ["/livez", "/readyz", "/metrics"];
 /// How long a tenant's tier is kept in process when there is no cache to
 /// keep it (and to carry a change to other instances).
 const TIER_TTL: Duration = Duration::from_secs(5);
-/// The headers that name who is calling.
+/// The headers that name who is calling: the API key, checked by the
+/// service; the user and the tenant, believed from trusted proxies only.
 pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub(crate) const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 pub(crate) const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
@@ -100,6 +111,8 @@ struct Inner {
     tiers: Mutex<HashMap<String, CachedTier>>,
     /// Each tier's quota, built once.
     quotas: Mutex<HashMap<Tier, TierQuota>>,
+    /// The peers whose identity headers are believed.
+    proxies: Vec<IpNet>,
 }
 
 impl RateLimits {
@@ -178,6 +191,7 @@ impl RateLimits {
             cache,
             tiers: Mutex::new(HashMap::new()),
             quotas: Mutex::new(HashMap::new()),
+            proxies: trusted_proxies(config)?,
         }))))
     }
 
@@ -234,8 +248,7 @@ impl RateLimits {
         };
         let (db, id) = (self.0.db.clone(), tenant.to_owned());
         let tier = cache
-            .cache()
-            .get_or_load(&cache.tier_key(tenant), Class::API, move || async move {
+            .identity(&cache.tier_key(tenant), move || async move {
                 tenant_tier(&db, &id).await
             })
             .await
@@ -286,6 +299,26 @@ impl RateLimits {
         quotas.insert(tier, Arc::clone(&built));
         Ok(built)
     }
+
+    /// Whether `request` comes straight from a trusted proxy, whose
+    /// identity headers are believed.
+    fn is_from_trusted_proxy(&self, request: &Request) -> bool {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| {
+                self.0.proxies.iter().any(|net| net.contains(peer.ip()))
+            })
+    }
+}
+
+/// `ratelimit.trusted_proxies`, parsed.
+fn trusted_proxies(config: &RateLimitConfig) -> Result<Vec<IpNet>, seawall_ratelimit::Error> {
+    config
+        .trusted_proxies
+        .iter()
+        .map(|net| net.parse::<IpNet>())
+        .collect()
 }
 
 fn sliding(profile: &Profile) -> Result<Limit, seawall_ratelimit::Error> {
@@ -374,27 +407,86 @@ fn ddos_verdict(result: seawall_ratelimit::Result<Decision>) -> Ddos {
     }
 }
 
-/// The caller's identity: its API key, else its user id; a 400 problem when
-/// either header is there but not 1 to 64 visible ASCII characters.
-fn identity(request: &Request) -> Result<Option<String>, Problem> {
-    let header = |name: &HeaderName, label: &str| -> Result<Option<String>, Problem> {
-        let Some(value) = request.headers().get(name) else {
-            return Ok(None);
-        };
-        let bytes = value.as_bytes();
-        if (1..=64).contains(&bytes.len()) && bytes.iter().all(|b| (b'!'..=b'~').contains(b)) {
-            Ok(Some(format!("{label}:{}", String::from_utf8_lossy(bytes))))
-        } else {
-            Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                format!("header `{name}` must be 1 to 64 visible ASCII characters"),
-            )
-            .with_param(name.as_str(), "must be 1 to 64 visible ASCII characters"))
+/// What the workload routes' gate needs: the API keys (the database and
+/// the cache they are verified through) and the rate limits, unless they
+/// are off. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    db: Db,
+    cache: Option<ApiCache>,
+    limits: Option<RateLimits>,
+}
+
+impl Gate {
+    pub(crate) fn new(db: Db, cache: Option<ApiCache>, limits: Option<RateLimits>) -> Self {
+        Self { db, cache, limits }
+    }
+}
+
+/// Who a request comes from, as far as the service can tell.
+struct Caller {
+    /// The API key it sent, verified.
+    key: Option<KeyIdentity>,
+    /// The user a trusted proxy names.
+    user: Option<String>,
+    /// The tenant a trusted proxy names; a key's own tenant comes first.
+    tenant: Option<String>,
+}
+
+impl Caller {
+    /// The tenant whose quota applies.
+    fn tenant(&self) -> Option<&str> {
+        self.key
+            .as_ref()
+            .map(|key| key.tenant_id.as_str())
+            .or(self.tenant.as_deref())
+    }
+
+    /// What the API limiter counts the caller by, when it is identified:
+    /// its key (by id, never the key itself), else its user.
+    fn identity(&self) -> Option<String> {
+        match (&self.key, &self.user) {
+            (Some(key), _) => Some(format!("key:{}", key.id)),
+            (None, Some(user)) => Some(format!("user:{user}")),
+            (None, None) => None,
         }
+    }
+}
+
+/// The request's API key, verified: `None` without one; a 401 problem for
+/// one the service did not issue, or revoked.
+async fn api_key(gate: &Gate, key: Option<String>) -> Result<Option<KeyIdentity>, Problem> {
+    let Some(key) = key else {
+        return Ok(None);
     };
-    let key = header(&X_API_KEY, "key")?;
-    let user = header(&X_USER_ID, "user")?;
-    Ok(key.or(user))
+    match keys::verify(&gate.db, gate.cache.as_ref(), &key).await {
+        Ok(Some(identity)) => Ok(Some(identity)),
+        Ok(None) => Err(Problem::unauthorized_key(
+            "`X-Api-Key` is not a key this service issued, or it was revoked",
+        )),
+        Err(error) => {
+            tracing::error!(%error, "verifying an API key failed");
+            Err(Problem::internal())
+        }
+    }
+}
+
+/// The `X-User-Id` of a request; a 400 problem when it is not 1 to 64
+/// visible ASCII characters.
+fn user(request: &Request) -> Result<Option<String>, Problem> {
+    let Some(value) = request.headers().get(&X_USER_ID) else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if (1..=64).contains(&bytes.len()) && bytes.iter().all(|b| (b'!'..=b'~').contains(b)) {
+        Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    } else {
+        Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "header `x-user-id` must be 1 to 64 visible ASCII characters",
+        )
+        .with_param("x-user-id", "must be 1 to 64 visible ASCII characters"))
+    }
 }
 
 /// The `X-Tenant-Id` of a request; a 400 problem when it is malformed.
@@ -412,26 +504,42 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
     }
 }
 
-/// On the workload routes: the tenant quota by `X-Tenant-Id`, the report
-/// limiter on reports (by identity, else client address), and the API
-/// limiter by API key or user. Each consumes only when the ones before it
-/// admitted; the response carries every one's `RateLimit` items.
-pub(crate) async fn workload(
-    State(limits): State<Option<RateLimits>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // The caller headers are part of the contract whether or not limits apply.
-    let (tenant, identity) = match (tenant(&request), identity(&request)) {
-        (Ok(tenant), Ok(identity)) => (tenant, identity),
+/// On the workload routes: the API key, verified whether or not limits
+/// apply (401 when the service did not issue it or revoked it), and the
+/// identity headers' form (400); then the tenant quota by the key's tenant (or a trusted proxy's `X-Tenant-Id`),
+/// the report limiter on reports, and the API limiter, each by the caller's
+/// key, else a trusted proxy's `X-User-Id`, else its client address. Each
+/// consumes only when the ones before it admitted; the response carries
+/// every one's `RateLimit` items.
+pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    // Read before the wait: a request's body is not `Sync`, so the future
+    // must not hold a reference to the request across it.
+    let sent = request
+        .headers()
+        .get(&X_API_KEY)
+        .map(|value| value.to_str().unwrap_or_default().to_owned());
+    let key = match api_key(&gate, sent).await {
+        Ok(key) => key,
+        Err(problem) => return problem.into_response(),
+    };
+    // The identity headers are part of the contract from any peer, and
+    // believed from trusted proxies only.
+    let (user, tenant) = match (user(&request), tenant(&request)) {
+        (Ok(user), Ok(tenant)) => (user, tenant),
         (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
     };
-    let Some(limits) = limits else {
+    let Some(limits) = &gate.limits else {
         return next.run(request).await;
     };
+    let trusted = limits.is_from_trusted_proxy(&request);
+    let caller = Caller {
+        key,
+        user: user.filter(|_| trusted),
+        tenant: tenant.filter(|_| trusted),
+    };
     let mut decisions: Vec<Decision> = Vec::new();
-    if let Some(tenant) = tenant {
-        let tier = match limits.tier(&tenant).await {
+    if let Some(tenant) = caller.tenant() {
+        let tier = match limits.tier(tenant).await {
             Ok(Some(tier)) => tier,
             Ok(None) => {
                 return Problem::new(
@@ -443,24 +551,29 @@ pub(crate) async fn workload(
             Err(problem) => return problem.into_response(),
         };
         let who = format!("tenant {tenant} ({} tier)", tier.0.name);
-        match limits.0.tenant.check_quota(&tenant, 1, &tier.1).await {
+        match limits.0.tenant.check_quota(tenant, 1, &tier.1).await {
             Ok(decision) if !decision.allowed => return too_many(&decision, &who),
             Ok(decision) => decisions.push(decision),
             Err(error) => tracing::warn!(%error, "the tenant quota failed; request let through"),
         }
     }
-    let ip = limits.client_ip(&request);
-    let mut checks: Vec<(&Limiter, String, &str)> = Vec::new();
-    if request.uri().path() == "/api/analytics/stats"
-        && let Some(key) = identity.clone().or(ip)
-    {
-        checks.push((&limits.0.report, key, "this caller's report quota"));
+    let identity = caller.identity();
+    let who = if identity.is_some() {
+        "this caller"
+    } else {
+        "this client address"
+    };
+    let Some(counted) = identity.or_else(|| limits.client_ip(&request)) else {
+        // No key, no trusted user and no peer address: nothing to count by.
+        return next.run(request).await;
+    };
+    let mut checks: Vec<(&Limiter, &str)> = Vec::new();
+    if request.uri().path() == "/api/analytics/stats" {
+        checks.push((&limits.0.report, "this caller's report quota"));
     }
-    if let Some(identity) = identity {
-        checks.push((&limits.0.api, identity, "this caller"));
-    }
-    for (limiter, key, who) in checks {
-        match limiter.check(&key, 1).await {
+    checks.push((&limits.0.api, who));
+    for (limiter, who) in checks {
+        match limiter.check(&counted, 1).await {
             Ok(decision) if !decision.allowed => return too_many(&decision, who),
             Ok(decision) => decisions.push(decision),
             Err(error) => {

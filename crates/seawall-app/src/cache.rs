@@ -38,6 +38,19 @@ const PREFIX: &str = "seawall:api:cache";
 const BALANCE: &str = "balance";
 const BALANCE_TTL: Duration = Duration::from_secs(5 * 60);
 
+/// The class of identities the service issued (API keys, tenants' tiers):
+/// five minutes, with no fail-safe, so that once an invalidation (a
+/// revocation, a tier change) has dropped an entry, no old copy stands in
+/// for a failed read.
+const IDENTITY: &str = "identity";
+const IDENTITY_TTL: Duration = Duration::from_secs(5 * 60);
+/// How long this process remembers that an identity does not exist (a key
+/// never issued or revoked, a tenant id that names none), and how many such
+/// answers it keeps: in L1 only, so a flood of made-up identities costs a
+/// bounded amount of memory and writes nothing to Redis.
+const UNKNOWN_TTL: Duration = Duration::from_secs(10);
+const UNKNOWN_ENTRIES: u64 = 10_000;
+
 /// What a key family is cached as: its TTL class and key namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -68,6 +81,13 @@ impl Family {
         }
     }
 }
+
+/// A loader's answer that the identity it was asked for does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no such identity")]
+struct Unknown;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The tag of everything cached about one user.
 pub fn user_tag(user_id: i64) -> String {
@@ -125,6 +145,12 @@ struct Parts {
     pending: KeyBuilder,
     /// A tenant's rate-limit tier.
     tier: KeyBuilder,
+    /// An API key, by its digest.
+    api_key: KeyBuilder,
+    /// The class identities are cached in.
+    identity: Class,
+    /// Identities that do not exist, in this process only.
+    unknown: TieredCache,
     /// A user's coupons.
     coupons: KeyBuilder,
     /// A user's points balance.
@@ -158,6 +184,10 @@ impl ApiCache {
             .prefix(PREFIX)
             .l1(L1Capacity::Entries(entries));
         let balance = Policy::new(BALANCE_TTL);
+        builder = builder.define(
+            IDENTITY,
+            Policy::new(IDENTITY_TTL).fail_safe(Duration::ZERO),
+        );
         builder = match redis {
             Some(redis) => builder
                 .redis(redis.client().clone())
@@ -166,6 +196,12 @@ impl ApiCache {
         };
         let cache = builder.build()?;
         let balance = cache.class(BALANCE).unwrap_or(Class::API);
+        let identity = cache.class(IDENTITY).unwrap_or(Class::API);
+        let unknown = TieredCache::builder()
+            .name("api-unknown")
+            .l1(L1Capacity::Entries(UNKNOWN_ENTRIES))
+            .define(IDENTITY, Policy::new(UNKNOWN_TTL).fail_safe(Duration::ZERO))
+            .build()?;
         cache.register_metrics(monitor)?;
         let history = Arc::new(Mutex::new(VecDeque::with_capacity(SAMPLES)));
         let sampler = tokio::spawn(sample(cache.clone(), Arc::clone(&history)));
@@ -177,6 +213,9 @@ impl ApiCache {
             content: KeyBuilder::new(Family::Content.namespace())?,
             pending: KeyBuilder::new("pending")?,
             tier: KeyBuilder::new("tier")?,
+            api_key: KeyBuilder::new("apikey")?,
+            identity,
+            unknown,
             coupons: KeyBuilder::new("coupons")?,
             points: KeyBuilder::new("points")?,
             balance,
@@ -218,6 +257,61 @@ impl ApiCache {
     /// through one instance reaches every instance as an invalidation.
     pub fn tier_key(&self, tenant: &str) -> String {
         self.0.tier.key([tenant])
+    }
+
+    /// The key of an API key, by the key's digest (the key itself is never
+    /// written anywhere).
+    pub fn api_key_key(&self, digest: &str) -> String {
+        self.0.api_key.key([digest])
+    }
+
+    /// An identity the service issued (an API key, a tenant's tier), read
+    /// through the cache: `load` answers from the database, `None` for one
+    /// that does not exist. A value is cached in both tiers; a `None` only
+    /// in this process, for a few seconds and among a bounded number, so
+    /// that made-up identities write nothing to Redis. Invalidating `key`
+    /// (see [`TieredCache::invalidate`]) drops the value on every instance.
+    pub async fn identity<T, F, Fut>(
+        &self,
+        key: &str,
+        load: F,
+    ) -> Result<Option<T>, seawall_cache::Error>
+    where
+        T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, sqlx::Error>> + Send + 'static,
+    {
+        let unknown = &self.0.unknown;
+        let class = unknown.class(IDENTITY).unwrap_or(Class::API);
+        if unknown.get::<bool>(key, class).await.is_some() {
+            return Ok(None);
+        }
+        let load = load();
+        // "Not found" comes back as an error, which the cache does not keep,
+        // rather than as `None`, which it would write to Redis.
+        let found = self
+            .0
+            .cache
+            .get_or_load(key, self.0.identity, move || async move {
+                match load.await {
+                    Ok(Some(value)) => Ok(Some(value)),
+                    Ok(None) => Err(Unknown.into()),
+                    Err(error) => Err(BoxError::from(error)),
+                }
+            })
+            .await;
+        match found {
+            Ok(value) => Ok(value),
+            Err(error)
+                if error
+                    .loader_error()
+                    .is_some_and(|source| source.is::<Unknown>()) =>
+            {
+                unknown.set(key, class, true).await?;
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The key of a user's coupon list.

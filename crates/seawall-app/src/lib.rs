@@ -55,6 +55,7 @@ pub mod db;
 mod group;
 pub mod jobs;
 pub mod json;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod process;

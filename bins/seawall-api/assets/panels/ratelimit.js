@@ -2,8 +2,10 @@
  * Rate-limit panel: admitted and rejected requests per limiter over time
  * (sampled by this page every 2 s from `GET /api/rate-limit`), each
  * limiter's quota and counts, the blocked keys with an unblock button, a
- * tier editor for tenants, and a button that sends requests as one API
- * client and shows how many got through.
+ * tier editor for tenants, the API keys (issue one to a tenant, shown once;
+ * list; revoke), and a button that sends requests as one API client (with
+ * an API key, else by this browser's address) and shows how many got
+ * through.
  */
 
 import { LineChart, decimalsForStep } from "../chart.js";
@@ -129,9 +131,50 @@ export default {
       tierButton,
     );
 
+    // API keys.
+    const keyTenantSelect = h("select", { id: "key-tenant", "data-testid": "key-tenant" });
+    const keyNameInput = h("input", { id: "key-name", "data-testid": "key-name", type: "text", value: "dashboard", maxlength: "100", required: "" });
+    const keyButton = h("button", { type: "submit", class: "button", "data-testid": "key-issue" }, "Issue key");
+    const keyIssued = h("code", { "data-testid": "key-issued" });
+    const keyResult = h("p", { class: "form-result", role: "status", "data-testid": "key-result" });
+    const keyForm = h(
+      "form",
+      { class: "inline-form", "aria-label": "Issue an API key" },
+      h("label", { for: "key-tenant" }, "Tenant", keyTenantSelect),
+      h("label", { for: "key-name" }, "Name", keyNameInput),
+      keyButton,
+    );
+    const keyBody = h("tbody");
+    const keyTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "key-list" },
+        h("caption", {}, "API keys ", h("span", { class: "section-note" }, "only the SHA-256 of a key is kept")),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            h("th", { scope: "col" }, "Key"),
+            h("th", { scope: "col" }, "Tenant"),
+            h("th", { scope: "col" }, "Name"),
+            h("th", { scope: "col" }, "Issued"),
+            h("th", { scope: "col" }, "State"),
+            // Visible: a visually hidden label, positioned against the page,
+            // would widen it from this far column on a narrow screen.
+            h("th", { scope: "col" }, "Action"),
+          ),
+        ),
+        keyBody,
+      ),
+    );
+
     // Trying the API limiter.
     const countInput = h("input", { id: "rl-try-count", "data-testid": "rl-try-count", type: "number", min: "1", max: "500", value: "20" });
-    const keyInput = h("input", { id: "rl-try-key", "data-testid": "rl-try-key", type: "text", value: "dashboard-demo", maxlength: "64" });
+    const keyInput = h("input", { id: "rl-try-key", "data-testid": "rl-try-key", type: "text", value: "", maxlength: "68", placeholder: "none: by this address" });
     const tryButton = h("button", { type: "submit", class: "button", "data-testid": "rl-try-send" }, "Send requests");
     const tryResult = h("p", { class: "form-result", role: "status" }, h("data", { "data-testid": "rl-try-passed", value: "" }), " ", h("span", { "data-testid": "rl-try-result" }));
     const tryForm = h(
@@ -151,6 +194,12 @@ export default {
         { class: "panel-section two-columns", "aria-label": "Actions" },
         h("div", {}, h("h3", {}, "Tenant tier"), tierForm, tierResult),
         h("div", {}, h("h3", {}, "Try the API limit"), tryForm, tryResult),
+      ),
+      h(
+        "section",
+        { class: "panel-section two-columns", "aria-label": "API keys" },
+        h("div", {}, h("h3", {}, "Issue an API key"), keyForm, keyResult, h("p", {}, keyIssued)),
+        keyTable,
       ),
     );
 
@@ -220,6 +269,47 @@ export default {
       keep(tierSelect, stats.tiers.map((tier) => [tier.name, `${tier.name} (${format.count(tier.per_minute)}/min)`]));
     };
 
+    const revoke = async (id, button) => {
+      button.disabled = true;
+      const { status, body } = await ctx.send(`/api/keys/${encodeURIComponent(id)}`, { method: "DELETE" });
+      if (status !== 200) {
+        ctx.setStatus(`Could not revoke ${id}: ${body?.detail ?? status}`, { error: true });
+        button.disabled = false;
+        return;
+      }
+      keyResult.textContent = `${id} is revoked`;
+      await refresh();
+    };
+
+    const renderKeys = (list, stats) => {
+      const chosen = keyTenantSelect.value;
+      keyTenantSelect.replaceChildren(...stats.tenants.map((tenant) => h("option", { value: tenant.tenantId }, tenant.tenantId)));
+      if (stats.tenants.some((tenant) => tenant.tenantId === chosen)) keyTenantSelect.value = chosen;
+      if (list.keys.length === 0) {
+        keyBody.replaceChildren(h("tr", {}, h("td", { class: "empty", colspan: 6 }, "No key is issued")));
+        return;
+      }
+      keyBody.replaceChildren(
+        ...list.keys.map((key) => {
+          let action = "";
+          if (key.revoked_ms == null) {
+            action = h("button", { type: "button", class: "button button-secondary", "data-testid": "key-revoke", "data-id": key.id }, "Revoke");
+            action.addEventListener("click", () => revoke(key.id, action));
+          }
+          return h(
+            "tr",
+            { "data-testid": "key-row", "data-id": key.id },
+            h("td", { class: "text" }, h("code", {}, `${key.prefix}…`), " ", h("span", { class: "section-note" }, key.id)),
+            h("td", {}, key.tenant_id),
+            h("td", { class: "text" }, key.name),
+            h("td", {}, new Date(key.created_ms).toLocaleString()),
+            h("td", { "data-testid": "key-state" }, key.revoked_ms == null ? "valid" : "revoked"),
+            h("td", {}, action),
+          );
+        }),
+      );
+    };
+
     const sample = (stats) => {
       const now = Date.now();
       const counts = Object.fromEntries((stats.limiters ?? []).map((limiter) => [limiter.name, limiter.counts]));
@@ -249,10 +339,11 @@ export default {
     };
 
     const refresh = async () => {
-      const stats = await ctx.fetchJson("/api/rate-limit");
+      const [stats, keys] = await Promise.all([ctx.fetchJson("/api/rate-limit"), ctx.fetchJson("/api/keys")]);
       renderLimiters(stats);
       renderBlocked(stats);
       renderTiers(stats);
+      renderKeys(keys, stats);
       sample(stats);
     };
 
@@ -271,24 +362,49 @@ export default {
       }
     });
 
+    keyForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      keyButton.disabled = true;
+      try {
+        const { status, body } = await ctx.send("/api/keys", {
+          json: { tenant_id: keyTenantSelect.value, name: keyNameInput.value.trim() },
+        });
+        if (status === 201) {
+          keyIssued.textContent = body.key;
+          keyResult.textContent = `Key ${body.id} issued to ${body.tenant_id}; copy it now, it is not shown again`;
+          keyInput.value = body.key;
+        } else {
+          keyIssued.textContent = "";
+          keyResult.textContent = `Not issued: ${body?.detail ?? status}`;
+        }
+        await refresh();
+      } finally {
+        keyButton.disabled = false;
+      }
+    });
+
     tryForm.addEventListener("submit", async (event) => {
       event.preventDefault();
       const count = Math.min(Math.max(Number.parseInt(countInput.value, 10) || 1, 1), 500);
-      const key = keyInput.value.trim() || "dashboard-demo";
+      const key = keyInput.value.trim();
       tryButton.disabled = true;
       let passed = 0;
       let rejected = 0;
       let other = 0;
+      let lastOther = 0;
       try {
         for (let i = 0; i < count; i += 1) {
           const { status } = await ctx.send("/api/content?page=1&page_size=1", {
             method: "GET",
-            headers: { "X-Api-Key": key },
+            headers: key ? { "X-Api-Key": key } : {},
             admin: false,
           });
           if (status >= 200 && status < 300) passed += 1;
           else if (status === 429) rejected += 1;
-          else other += 1;
+          else {
+            other += 1;
+            lastOther = status;
+          }
         }
       } finally {
         tryButton.disabled = false;
@@ -296,7 +412,7 @@ export default {
       const [passedData, text] = tryResult.children;
       passedData.value = String(passed);
       passedData.textContent = `${format.count(passed)} of ${format.count(count)} passed`;
-      text.textContent = `, ${format.count(rejected)} rejected (429)${other ? `, ${format.count(other)} other` : ""}`;
+      text.textContent = `, ${format.count(rejected)} rejected (429)${other ? `, ${format.count(other)} other (${lastOther})` : ""}`;
       await refresh();
     });
 

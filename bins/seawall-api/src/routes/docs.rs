@@ -119,8 +119,19 @@ const BODY: [(&str, &str); 2] = [
     ("415", "The body is not sent as `application/json`"),
 ];
 
-/// Answers on the workload routes, which check the tenant quota.
-const TENANT: [(&str, &str); 1] = [("403", "`X-Tenant-Id` names no tenant")];
+/// Answers on the workload routes, which check the API key and the tenant
+/// quota.
+const TENANT: [(&str, &str); 2] = [
+    (
+        "401",
+        "`X-Api-Key` is not a key the service issued, or it was revoked; comes with a \
+         `WWW-Authenticate` challenge",
+    ),
+    (
+        "403",
+        "`X-Tenant-Id`, from a trusted proxy, names no tenant",
+    ),
+];
 
 const ADMIN: [(&str, &str); 2] = [
     (
@@ -182,7 +193,9 @@ impl Modify for Conventions {
     }
 }
 
-/// The headers that pick the caller's rate limits on the workload routes.
+/// The headers that pick the caller's rate limits on the workload routes:
+/// an API key the service issued, and the identity headers a trusted proxy
+/// sets (from any other peer they are ignored).
 fn add_caller_headers(operation: &mut Operation) {
     use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
     use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -202,20 +215,24 @@ fn add_caller_headers(operation: &mut Operation) {
     };
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
     parameters.push(header(
+        "X-Api-Key",
+        "An API key issued through `POST /api/keys`: the API limiter counts per key, and the \
+         quota of its tenant's tier applies. Without one, the caller is counted by its client \
+         address",
+        "^swk_[0-9a-f]{64}$",
+        "swk_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ));
+    parameters.push(header(
         "X-Tenant-Id",
-        "The tenant: its tier's quota per minute, hour and day applies",
+        "Set by a trusted proxy (`ratelimit.trusted_proxies`), ignored (but checked for its form) \
+         from any other peer and when an API key is sent: the tenant whose tier's quota applies",
         "^[A-Za-z0-9_.-]{1,64}$",
         "demo-free",
     ));
     parameters.push(header(
-        "X-Api-Key",
-        "The caller's API key: the API limiter counts per key",
-        "^[!-~]{1,64}$",
-        "k-123",
-    ));
-    parameters.push(header(
         "X-User-Id",
-        "The caller's user, when it sends no API key: the API limiter counts per user",
+        "Set by a trusted proxy, ignored (but checked for its form) from any other peer and when \
+         an API key is sent: the user the API limiter counts by",
         "^[!-~]{1,64}$",
         "7",
     ));
@@ -263,10 +280,10 @@ mod tests {
             }
         }
         assert_eq!(
-            with_body, 20,
+            with_body, 21,
             "review/complete, rate-limit, rate-limit/block, cache (DELETE), \
              the eight enqueues, queue clean, coupon issue, points earn and use, order, \
-             campaign and sale creation, and a scenario run"
+             campaign and sale creation, a scenario run, and an API key"
         );
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod cache;
 pub(crate) mod dashboard;
 pub(crate) mod docs;
 pub(crate) mod health;
+pub(crate) mod keys;
 pub(crate) mod performance;
 pub(crate) mod promotions;
 pub(crate) mod queue;

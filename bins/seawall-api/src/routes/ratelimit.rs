@@ -23,7 +23,7 @@ const LIMITERS: [&str; 5] = ["ddos", "api", "auth", "report", "tenant"];
 const MAX_BLOCK_SECONDS: i64 = 86_400;
 /// The longest key an admin may name, in characters (what the contract's
 /// `maxLength` counts). Every key the limiters count is shorter: a client
-/// address, `key:` or `user:` and 64 characters, or a tenant id.
+/// address, `key:` and a key's id, `user:` and 64 characters, or a tenant id.
 const MAX_KEY_CHARS: usize = 128;
 const _: () = assert!(
     MAX_KEY_CHARS * 4 <= seawall_ratelimit::MAX_KEY_BYTES,
@@ -419,7 +419,7 @@ fn key_state(limiter: &Limiter, key: String, decision: &seawall_ratelimit::Decis
     params(
         ("limiter" = String, Query, description = "The limiter",
             pattern = "^(ddos|api|auth|report|tenant)$", example = "api"),
-        ("key" = String, Query, description = "The key: a client address, `key:<API key>`, `user:<id>` or a tenant id",
+        ("key" = String, Query, description = "The key: a client address, `key:<key id>`, `user:<id>` or a tenant id",
             min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "user:7"),
     ),
     responses(

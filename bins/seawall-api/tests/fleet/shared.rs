@@ -86,6 +86,24 @@ async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
         support::start(support::builder().env("SEAWALL_RATELIMIT_API", "5/1m block 1m")).await;
     let client = client();
     let instances = fleet.instance_urls();
+    // Two API keys, issued through instance 1: (key, id).
+    let mut issued = Vec::new();
+    for name in ["by-hand", "greedy"] {
+        let response = client
+            .post(format!("{}/api/keys", instances[0]))
+            .bearer_auth(fleet.token())
+            .json(&json!({"tenant_id": "demo-enterprise", "name": name}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 201);
+        let key: Value = response.json().await.expect("JSON");
+        issued.push((
+            key["key"].as_str().expect("a key").to_owned(),
+            key["id"].as_str().expect("an id").to_owned(),
+        ));
+    }
+    let [(by_hand, by_hand_id), (greedy, greedy_id)] = <[_; 2]>::try_from(issued).expect("two");
     let content = |client: &reqwest::Client, base: &str, key: &str| {
         client
             .get(format!("{base}/api/content?page_size=1"))
@@ -96,7 +114,7 @@ async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
     let response = client
         .post(format!("{}/api/rate-limit/block", instances[0]))
         .bearer_auth(fleet.token())
-        .json(&json!({"limiter": "api", "key": "key:by-hand", "seconds": 60}))
+        .json(&json!({"limiter": "api", "key": format!("key:{by_hand_id}"), "seconds": 60}))
         .send()
         .await
         .expect("answers");
@@ -104,14 +122,14 @@ async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
     let blocked = time_until_every_instance(
         &instances,
         Instant::now(),
-        |client, base| content(client, base, "by-hand"),
+        |client, base| content(client, base, &by_hand),
         |response| response.status() == 429,
     )
     .await;
 
     // A penalty earned on instance 1.
     for _ in 0..6 {
-        content(&client, &instances[0], "greedy")
+        content(&client, &instances[0], &greedy)
             .send()
             .await
             .expect("answers");
@@ -119,7 +137,7 @@ async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
     let penalised = time_until_every_instance(
         &instances,
         Instant::now(),
-        |client, base| content(client, base, "greedy"),
+        |client, base| content(client, base, &greedy),
         |response| response.status() == 429,
     )
     .await;
@@ -180,7 +198,8 @@ async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
             .filter_map(|blocked| blocked["key"].as_str())
             .collect();
         assert!(
-            keys.contains(&"key:by-hand") && keys.contains(&"key:greedy"),
+            keys.contains(&format!("key:{by_hand_id}").as_str())
+                && keys.contains(&format!("key:{greedy_id}").as_str()),
             "{base}: {keys:?}"
         );
     }

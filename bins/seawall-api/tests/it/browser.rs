@@ -260,7 +260,8 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_rate_limit_panel_tries_the_limit_unblocks_a_key_and_changes_a_tier() -> TestResult {
+async fn the_rate_limit_panel_issues_a_key_tries_the_limit_unblocks_changes_a_tier_and_revokes()
+-> TestResult {
     let server = TestServer::start_with(|config| {
         config.ratelimit.api = "5/1m block 1m".parse().expect("profile");
     })
@@ -272,6 +273,64 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     sign_in(browser, server).await?;
     wait_displayed(browser, "[data-testid=rl-row-api]").await?;
     wait_displayed(browser, "[data-testid=rl-allowed-chart]").await?;
+
+    // An API key issued to a tenant, shown once and put in the try form.
+    wait_for("the tenants", UPDATE_TIMEOUT, async || {
+        let options = browser
+            .find_all(Css("[data-testid=key-tenant] option"))
+            .await?;
+        Ok((!options.is_empty()).then_some(()))
+    })
+    .await?;
+    // Its options are drawn again every 2 s: chosen in one script.
+    browser
+        .execute(
+            "document.querySelector('[data-testid=key-tenant]').value = 'demo-free';",
+            vec![],
+        )
+        .await?;
+    browser
+        .find(Css("[data-testid=key-issue]"))
+        .await?
+        .click()
+        .await?;
+    let issued = wait_for("the issued key", UPDATE_TIMEOUT, async || {
+        let text = browser
+            .find(Css("[data-testid=key-issued]"))
+            .await?
+            .text()
+            .await?;
+        Ok((!text.is_empty()).then_some(text))
+    })
+    .await?;
+    check!(
+        issued.starts_with("swk_") && issued.len() == 68,
+        "issued: {issued:?}"
+    );
+    let in_form = browser
+        .find(Css("[data-testid=rl-try-key]"))
+        .await?
+        .prop("value")
+        .await?;
+    check!(
+        in_form.as_deref() == Some(issued.as_str()),
+        "try key: {in_form:?}"
+    );
+    let listed: Value = server
+        .admin(Method::GET, "/api/keys")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = listed["keys"][0]["id"]
+        .as_str()
+        .ok_or("no key listed")?
+        .to_owned();
+    check!(listed["keys"][0]["tenant_id"] == "demo-free", "{listed}");
+    check!(
+        !listed.to_string().contains(&issued),
+        "the key is listed: {listed}"
+    );
 
     // Eight requests as one API client against a limit of five a minute.
     let count = browser.find(Css("[data-testid=rl-try-count]")).await?;
@@ -301,7 +360,8 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     .await?;
 
     // Exceeding the limit blocked the key; the panel lists it and lifts it.
-    let key = "key:dashboard-demo";
+    let key = format!("key:{id}");
+    let key = key.as_str();
     let unblock = wait_for("the blocked key", UPDATE_TIMEOUT, async || {
         for button in browser.find_all(Css("[data-testid=rl-unblock]")).await? {
             if button.attr("data-key").await?.as_deref() == Some(key) {
@@ -376,6 +436,44 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
         .and_then(|all| all.iter().find(|t| t["tenantId"] == "demo-free"))
         .ok_or("no demo-free tenant")?;
     check!(demo["tier"] == "premium", "demo-free: {demo}");
+
+    // Revoked in the panel, the key is refused at once. The table is drawn
+    // again every 2 s, so the button is found and clicked in one script.
+    let click_revoke = format!(
+        "const button = document.querySelector('[data-testid=key-revoke][data-id=\"{id}\"]'); \
+         if (button) button.click(); return button !== null;"
+    );
+    wait_for("the revoke button", UPDATE_TIMEOUT, async || {
+        let clicked = browser.execute(&click_revoke, vec![]).await?;
+        Ok(clicked.as_bool().filter(|&clicked| clicked))
+    })
+    .await?;
+    let state = format!(
+        "const cell = document.querySelector('[data-testid=key-row][data-id=\"{id}\"] \
+         [data-testid=key-state]'); return cell ? cell.textContent : null;"
+    );
+    wait_for("the key to be revoked", UPDATE_TIMEOUT, async || {
+        let text = browser.execute(&state, vec![]).await?;
+        Ok((text.as_str() == Some("revoked")).then_some(()))
+    })
+    .await?;
+    count.clear().await?;
+    count.send_keys("1").await?;
+    browser
+        .find(Css("[data-testid=rl-try-send]"))
+        .await?
+        .click()
+        .await?;
+    let result = wait_for("the try after revoking", UPDATE_TIMEOUT, async || {
+        let text = browser
+            .find(Css("[data-testid=rl-try-result]"))
+            .await?
+            .text()
+            .await?;
+        Ok(text.contains("other").then_some(text))
+    })
+    .await?;
+    check!(result.contains("1 other (401)"), "try result: {result:?}");
 
     console_is_clean(browser).await?;
     Ok(())

@@ -6,6 +6,7 @@ mod cache;
 mod chromedriver;
 mod contract;
 mod edges;
+mod keys;
 mod metrics;
 mod process;
 mod promotions;

@@ -53,7 +53,7 @@ async fn the_ddos_limit_holds_per_client_address_and_spares_the_probes() {
         let policy = response.headers()["ratelimit-policy"]
             .to_str()
             .expect("ASCII");
-        assert_eq!(policy, "\"ddos\";q=3;w=60");
+        assert_eq!(policy, "\"api\";q=100;w=60, \"ddos\";q=3;w=60");
     }
     // A made-up X-Forwarded-For from an untrusted peer changes nothing.
     let spoofed = server
@@ -94,25 +94,42 @@ async fn api_and_report_limits_count_per_caller() {
     let server = TestServer::start_with(|config| {
         config.ratelimit.api = profile("3/1m");
         config.ratelimit.report = profile("2/1h");
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
     })
     .await;
+    let issue = || async {
+        let response = server
+            .admin(Method::POST, "/api/keys")
+            .json(&json!({"tenant_id": "demo-enterprise", "name": "client"}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let issued: Value = response.json().await.expect("JSON");
+        issued["key"].as_str().expect("a key").to_owned()
+    };
+    let (k1, k2) = (issue().await, issue().await);
     let with_key = |key: &str| {
         server
             .request(Method::GET, "/api/content")
             .header("x-api-key", key)
     };
     for _ in 0..3 {
-        assert_eq!(status(with_key("k1")).await, StatusCode::OK);
+        assert_eq!(status(with_key(&k1)).await, StatusCode::OK);
     }
-    assert_429(with_key("k1"), 1).await;
-    assert_eq!(status(with_key("k2")).await, StatusCode::OK);
-    // Without a key or user the API limiter does not apply.
-    for _ in 0..5 {
-        assert_eq!(
-            status(server.request(Method::GET, "/api/content")).await,
-            StatusCode::OK
-        );
+    assert_429(with_key(&k1), 1).await;
+    assert_eq!(status(with_key(&k2)).await, StatusCode::OK);
+    // Without a key or user the caller is counted by its address.
+    let anonymous = || {
+        server
+            .request(Method::GET, "/api/content")
+            .header("x-forwarded-for", "198.51.100.8")
+    };
+    for _ in 0..3 {
+        assert_eq!(status(anonymous()).await, StatusCode::OK);
     }
+    let detail = assert_429(anonymous(), 1).await;
+    assert!(detail.contains("client address"), "{detail}");
     // Reports: two an hour per user.
     let report = || {
         server
@@ -143,7 +160,10 @@ async fn add_tier_and_tenant(server: &TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_quota_follows_its_tier_and_a_tier_change_applies_at_once() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
     add_tier_and_tenant(&server).await;
     let as_tenant = |tenant: &str| {
         server
@@ -160,7 +180,7 @@ async fn a_tenant_quota_follows_its_tier_and_a_tier_change_applies_at_once() {
     assert_eq!(
         policy,
         "\"tenant.minute\";q=2;w=60, \"tenant.hour\";q=10;w=3600, \"tenant.day\";q=100;w=86400, \
-         \"ddos\";q=1000;w=1"
+         \"api\";q=100;w=60, \"ddos\";q=1000;w=1"
     );
     let detail = assert_429(as_tenant("acme"), 1).await;
     assert!(
@@ -370,7 +390,6 @@ async fn with_rate_limiting_off_nothing_is_limited_and_changes_are_refused() {
     for _ in 0..3 {
         let response = server
             .request(Method::GET, "/api/content")
-            .header("x-api-key", "k")
             .send()
             .await
             .expect("request");

@@ -471,6 +471,8 @@ async fn every_operation_in_the_document_is_served() {
             "/api/content",
             "/api/coupons",
             "/api/coupons/{campaign_id}/issue",
+            "/api/keys",
+            "/api/keys/{id}",
             "/api/openapi.json",
             "/api/performance",
             "/api/points/balance",

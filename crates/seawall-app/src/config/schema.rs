@@ -163,7 +163,8 @@ pub struct RateLimitConfig {
     pub ipv6_prefix: u8,
     /// Requests per client IP on every route but the probes and `/metrics`.
     pub ddos: Profile,
-    /// Requests per API key (`X-Api-Key`) or user (`X-User-Id`) on `/api/`.
+    /// Requests per API key (`X-Api-Key`), else per user (`X-User-Id`, from a
+    /// trusted proxy), else per client address, on `/api/`.
     pub api: Profile,
     /// Failed admin authentications per client IP.
     pub auth: Profile,
@@ -875,7 +876,7 @@ pub static SETTINGS: &[Setting] = &[
         flag: value("ratelimit-ddos", "PROFILE"),
         help: "Requests per client IP on every route but the probes and /metrics: LIMIT/PERIOD [block DURATION]"),
     setting!(ratelimit.api, env: ["SEAWALL_RATELIMIT_API"], flag: value("ratelimit-api", "PROFILE"),
-        help: "Requests per X-Api-Key or X-User-Id on /api/"),
+        help: "Requests per API key, else per X-User-Id from a trusted proxy, else per client IP, on /api/"),
     setting!(ratelimit.auth, env: ["SEAWALL_RATELIMIT_AUTH"],
         flag: value("ratelimit-auth", "PROFILE"),
         help: "Failed admin authentications per client IP"),

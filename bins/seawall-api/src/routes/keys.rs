@@ -1,0 +1,156 @@
+//! The admin API-key routes: `GET /api/keys` (every key, revoked ones
+//! included, never the keys themselves), `POST /api/keys` (issue a key to a
+//! tenant: the answer is the one place the key is shown) and
+//! `DELETE /api/keys/{id}` (revoke, on every instance).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use seawall_app::keys::{self, IssuedKey, KeyError, KeyInfo, MAX_NAME_CHARS};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::extract::{Json, Path};
+use crate::problem::Problem;
+use crate::ratelimit::is_tenant_id;
+use crate::state::AppState;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, issue))
+        .routes(routes!(revoke))
+}
+
+/// Every key, newest first (at most 1,000).
+#[derive(Debug, Serialize, ToSchema)]
+struct KeyList {
+    /// The keys, without the keys themselves.
+    keys: Vec<KeyInfo>,
+}
+
+/// A key to issue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    /// The tenant the key speaks for: its tier's quota applies.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_.-]{1,64}$",
+        example = "demo-basic"
+    )]
+    tenant_id: String,
+    /// What the key is for, 1 to 100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "billing service"
+    )]
+    name: String,
+}
+
+/// Every API key, newest first, revoked ones included; never the keys
+/// themselves, only their first characters.
+#[utoipa::path(get, path = "/api/keys", tag = "admin",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The keys", body = KeyList)),
+)]
+async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, Problem> {
+    keys::list(state.db())
+        .await
+        .map(|keys| Json(KeyList { keys }))
+        .map_err(key_problem)
+}
+
+/// Issues an API key to a tenant. The answer holds the key itself, shown
+/// this once: only its SHA-256 is stored.
+#[utoipa::path(post, path = "/api/keys", tag = "admin",
+    security(("admin_token" = [])),
+    request_body(content = NewKey, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key, shown this once", body = IssuedKey),
+        (status = 404, description = "No such tenant",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not valid JSON, or a field is wrong, missing or \
+            unknown",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn issue(
+    State(state): State<AppState>,
+    body: Result<Json<NewKey>, Problem>,
+) -> Result<Response, Problem> {
+    let Json(request) = body?;
+    if !is_tenant_id(&request.tenant_id) {
+        return Err(Problem::invalid_field(
+            "tenant_id",
+            "must be 1 to 64 of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    let name_chars = request.name.chars().count();
+    if name_chars == 0 || name_chars > MAX_NAME_CHARS || request.name.chars().any(char::is_control)
+    {
+        return Err(Problem::invalid_field(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters, none of them a control character"),
+        ));
+    }
+    let issued = keys::issue(
+        state.db(),
+        &request.tenant_id,
+        &request.name,
+        seawall_app::time::now_ms(),
+    )
+    .await
+    .map_err(key_problem)?;
+    tracing::info!(id = %issued.info.id, tenant = %issued.info.tenant_id, "API key issued");
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+/// Revokes an API key, on every instance: its cached entry is invalidated
+/// (with Redis, other instances drop theirs within milliseconds), and its
+/// next use is a 401. Revoking a revoked key changes nothing.
+#[utoipa::path(delete, path = "/api/keys/{id}", tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The key's id", example = "k0123456789abcdef")),
+    responses(
+        (status = 200, description = "The key, revoked", body = KeyInfo),
+        (status = 404, description = "No such key",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, Problem> {
+    let revoked = keys::revoke(state.db(), state.cache(), &id, seawall_app::time::now_ms())
+        .await
+        .map_err(key_problem)?;
+    let Some(revoked) = revoked else {
+        return Err(Problem::not_found(format!("there is no API key {id:?}")));
+    };
+    tracing::info!(id = %revoked.id, tenant = %revoked.tenant_id, "API key revoked");
+    Ok(Json(revoked))
+}
+
+/// The problem for an API-key operation that failed.
+#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
+fn key_problem(error: KeyError) -> Problem {
+    match error {
+        KeyError::NoTenant(tenant) => Problem::not_found(format!("there is no tenant {tenant:?}")),
+        KeyError::Cache(error) => {
+            tracing::warn!(%error, "an API key's cache entry could not be invalidated");
+            Problem::unavailable(
+                "the key is revoked in the database, but the cache could not be told; retry",
+            )
+            .with_retry_after(1)
+        }
+        error => {
+            tracing::error!(%error, "an API-key operation failed");
+            Problem::internal()
+        }
+    }
+}

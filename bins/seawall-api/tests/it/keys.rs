@@ -1,0 +1,279 @@
+//! Identity: API keys issued, listed and revoked through the admin API and
+//! verified on every workload request; identity headers believed only from
+//! trusted proxies; and no Redis state for an identity the service did not
+//! issue.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::support::{Reply, TestApp, TestServer};
+
+async fn issue(app: &TestApp, tenant: &str) -> Reply {
+    app.admin_send(
+        "POST",
+        "/api/keys",
+        Some(&json!({"tenant_id": tenant, "name": "billing"})),
+    )
+    .await
+}
+
+async fn content_with_key(app: &TestApp, key: &str) -> Reply {
+    let request = Request::get("/api/content?page_size=1")
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .expect("request");
+    app.send(request).await
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", fastrand_byte()))
+        .collect()
+}
+
+fn fastrand_byte() -> u8 {
+    let mut byte = [0_u8; 1];
+    getrandom::fill(&mut byte).expect("random");
+    byte[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_shown_once_stored_hashed_and_revoked_on_every_instance() {
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    let url = redis.url();
+    let a = TestApp::sqlite_with(move |config| config.redis.url = Some(url)).await;
+    let b = a.another_instance(|_| {}).await;
+
+    let issued = issue(&a, "demo-basic").await;
+    assert_eq!(issued.status, 201, "{}", issued.text());
+    let key = issued.json["key"].as_str().expect("the key").to_owned();
+    let id = issued.json["id"].as_str().expect("an id").to_owned();
+    assert!(key.starts_with("swk_") && key.len() == 68, "{key}");
+    assert_eq!(issued.json["tenant_id"], "demo-basic");
+    assert_eq!(issued.json["prefix"], key[..12]);
+
+    // Listed without the key; stored as its SHA-256 only.
+    let listed = a.admin_get("/api/keys").await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json["keys"][0]["id"], id.as_str());
+    assert!(!listed.text().contains(&key), "{}", listed.text());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(a.database_url())
+        .await
+        .expect("connect");
+    let (digest,): (String,) = sqlx::query_as("SELECT digest FROM api_keys WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .expect("the key's row");
+    let expected: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(digest, expected);
+    pool.close().await;
+
+    // The key is its tenant's: the basic tier's quota applies, on both.
+    for app in [&a, &b] {
+        let reply = content_with_key(app, &key).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let policy = reply.headers["ratelimit-policy"].to_str().expect("ASCII");
+        assert!(policy.contains("\"tenant.minute\";q=120"), "{policy}");
+    }
+
+    // Revoked through one instance, refused by both.
+    let revoked = a
+        .admin_send("DELETE", &format!("/api/keys/{id}"), None)
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert!(revoked.json["revoked_ms"].is_i64(), "{}", revoked.text());
+    let refused = content_with_key(&a, &key).await;
+    refused.assert_problem(401);
+    assert!(refused.headers.contains_key(header::WWW_AUTHENTICATE));
+    let since = Instant::now();
+    loop {
+        let reply = content_with_key(&b, &key).await;
+        if reply.status == 401 {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(2),
+            "the other instance still takes the revoked key: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Revoking again changes nothing; an unknown key is not found.
+    let again = b
+        .admin_send("DELETE", &format!("/api/keys/{id}"), None)
+        .await;
+    assert_eq!(again.json["revoked_ms"], revoked.json["revoked_ms"]);
+    a.admin_send("DELETE", "/api/keys/k-none", None)
+        .await
+        .assert_problem(404);
+
+    // Refusals: a tenant that does not exist, a bad name, an unknown field.
+    a.admin_send(
+        "POST",
+        "/api/keys",
+        Some(&json!({"tenant_id": "ghost", "name": "x"})),
+    )
+    .await
+    .assert_problem(404);
+    for body in [
+        json!({"tenant_id": "bad id!", "name": "x"}),
+        json!({"tenant_id": "demo-free", "name": ""}),
+        json!({"tenant_id": "demo-free", "name": "a\u{7}b"}),
+        json!({"tenant_id": "demo-free", "name": "x", "tier": "free"}),
+    ] {
+        let reply = a.admin_send("POST", "/api/keys", Some(&body)).await;
+        reply.assert_problem(422);
+    }
+    let listed = a.admin_get("/api/keys").await;
+    assert_eq!(listed.json["keys"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_keys_and_tenant_ids_leave_nothing_in_redis() {
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    let url = redis.url();
+    let server = TestServer::start_with(move |config| {
+        config.redis.url = Some(url);
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let keys = || -> BTreeSet<String> {
+        let mut conn = redis.connect().expect("connect");
+        let reply = conn.cmd(&["KEYS", "*"]).expect("KEYS");
+        reply
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|key| key.as_str().map(str::to_owned))
+            .collect()
+    };
+    // The caller's own address is counted once, from the first request the
+    // limiters decide on Redis (before it answers, they decide in memory).
+    let since = Instant::now();
+    loop {
+        let first = server
+            .request(Method::GET, "/api/content?page_size=1")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(first.status(), StatusCode::OK);
+        let counted = keys();
+        if counted.iter().any(|key| key.contains(":ddos:"))
+            && counted.iter().any(|key| key.contains(":api:"))
+        {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "{counted:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = keys();
+    let mut statuses = BTreeSet::new();
+    for i in 0..50 {
+        let key = if i % 2 == 0 {
+            format!("swk_{}", random_hex(32))
+        } else {
+            format!("made-up-{}", random_hex(8))
+        };
+        let response = server
+            .request(Method::GET, "/api/content?page_size=1")
+            .header("x-api-key", key)
+            .send()
+            .await
+            .expect("request");
+        statuses.insert(("x-api-key", response.status().as_u16()));
+        let response = server
+            .request(Method::GET, "/api/content?page_size=1")
+            .header("x-tenant-id", format!("t-{}", random_hex(8)))
+            .send()
+            .await
+            .expect("request");
+        statuses.insert(("x-tenant-id", response.status().as_u16()));
+    }
+    let after = keys();
+    // The caller's own address is a real client: its keys may expire and
+    // come back (the DDoS limiter's within a second).
+    let new: Vec<&String> = after
+        .difference(&before)
+        .filter(|key| !key.contains("127.0.0.1"))
+        .collect();
+    assert!(new.is_empty(), "new Redis keys: {new:?}");
+    assert_eq!(
+        statuses,
+        BTreeSet::from([("x-api-key", 401), ("x-tenant-id", 403)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_are_believed_only_from_a_trusted_proxy() {
+    let untrusted = TestServer::start_with(|config| {
+        config.ratelimit.api = "3/1m".parse().expect("profile");
+    })
+    .await;
+    // A fresh user id per request does not dodge the limit: from an
+    // untrusted peer the caller is its address.
+    for i in 0..3 {
+        let response = untrusted
+            .request(Method::GET, "/api/content")
+            .header("x-user-id", format!("u-{i}"))
+            .header("x-tenant-id", "nobody")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = untrusted
+        .request(Method::GET, "/api/content")
+        .header("x-user-id", "u-99")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = response.json().await.expect("problem");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("client address"),
+        "{body}"
+    );
+
+    // Behind a trusted proxy, each user has its own count and the tenant
+    // is checked.
+    let trusted = TestServer::start_with(|config| {
+        config.ratelimit.api = "3/1m".parse().expect("profile");
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let as_user = |user: &str| {
+        trusted
+            .request(Method::GET, "/api/content")
+            .header("x-user-id", user)
+    };
+    for user in ["u-1", "u-2"] {
+        for _ in 0..3 {
+            let status = as_user(user).send().await.expect("request").status();
+            assert_eq!(status, StatusCode::OK);
+        }
+        let status = as_user(user).send().await.expect("request").status();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let status = trusted
+        .request(Method::GET, "/api/content")
+        .header("x-tenant-id", "nobody")
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
