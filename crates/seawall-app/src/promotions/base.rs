@@ -49,8 +49,9 @@ pub(super) struct Parts {
     pub(super) queue_config: QueueConfig,
     /// Campaigns' and sales' rules (rows never change once written).
     pub(super) specs: Mutex<HashMap<(PoolKind, i64), Spec>>,
-    /// One reload of a pool at a time in this process.
-    pub(super) loading: tokio::sync::Mutex<()>,
+    /// One load of each pool at a time in this process; loads of different
+    /// pools never wait for each other.
+    pub(super) loading: Loading,
     pub(super) earn_retries: Counter,
     pub(super) use_retries: Counter,
     /// Coupon rows and point changes, grouped on a SQLite file.
@@ -122,7 +123,7 @@ impl Promotions {
             queues,
             queue_config: config.queue.clone(),
             specs: Mutex::new(HashMap::new()),
-            loading: tokio::sync::Mutex::new(()),
+            loading: Loading::default(),
             earn_retries: retries.with_labels(&["earn"])?,
             use_retries: retries.with_labels(&["use"])?,
             writers,
@@ -208,17 +209,16 @@ impl Promotions {
         const ORDER_HOLDERS: &str =
             "SELECT user_id, COUNT(*) FROM sale_orders WHERE sale_id = $1 GROUP BY user_id";
         let spec = self.spec(pool.kind, pool.id).await?;
-        // The drain is awaited before the lock, which every pool shares: a
-        // lost sale waiting for its queued orders holds up no other load.
-        if load == Load::Again && pool.kind == PoolKind::Stock && !self.0.pools.is_memory() {
-            if self.is_loaded(pool).await? {
-                return Ok(());
-            }
-            self.orders_drained(pool.id).await?;
-        }
-        let _one_at_a_time = self.0.loading.lock().await;
+        // This pool's lock alone: a lost sale waiting for its queued orders,
+        // or a slow read of its rows, holds up the requests of that sale
+        // (which wait for the one load rather than each polling the queue),
+        // never another campaign's or sale's.
+        let _one_at_a_time = self.0.loading.lock(pool).await;
         if self.is_loaded(pool).await? {
             return Ok(());
+        }
+        if load == Load::Again && pool.kind == PoolKind::Stock && !self.0.pools.is_memory() {
+            self.orders_drained(pool.id).await?;
         }
         let (next_sql, holders_sql) = match pool.kind {
             PoolKind::Coupons => (COUPONS_NEXT, COUPON_HOLDERS),
@@ -397,6 +397,47 @@ impl Promotions {
             tracing::warn!(%error, ?pool, "a new pool was not loaded; the first request loads it");
         }
         Ok(id)
+    }
+}
+
+/// A lock per pool, for loads: kept while someone holds or awaits it, then
+/// dropped, so the map holds only the pools being loaded now.
+#[derive(Default)]
+pub(super) struct Loading(Mutex<HashMap<(PoolKind, i64), Arc<tokio::sync::Mutex<()>>>>);
+
+impl Loading {
+    /// Waits for `pool`'s lock; loads of other pools go on meanwhile.
+    async fn lock(&self, pool: PoolId) -> LoadingGuard<'_> {
+        let key = (pool.kind, pool.id);
+        let lock = Arc::clone(self.0.lock().entry(key).or_default());
+        let held = Arc::clone(&lock).lock_owned().await;
+        LoadingGuard {
+            loading: self,
+            key,
+            lock,
+            held: Some(held),
+        }
+    }
+}
+
+/// Holds one pool's load lock; dropping it (the load's end, or its caller
+/// gone) frees the lock and forgets it once no one else awaits it.
+struct LoadingGuard<'a> {
+    loading: &'a Loading,
+    key: (PoolKind, i64),
+    lock: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for LoadingGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut locks = self.loading.0.lock();
+        // Clones are made under this map's lock: two references (the map's
+        // and this guard's) mean no one else holds or awaits it.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.key);
+        }
     }
 }
 

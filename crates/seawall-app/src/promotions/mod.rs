@@ -32,7 +32,9 @@
 //!   many replicas first, so a failover loses neither. A sale's stock that
 //!   left the store is loaded from the rows once no order is queued
 //!   ([`PromoError::StockReloading`] after 10 s), so no unit a queued order
-//!   holds is handed out again.
+//!   holds is handed out again. Each pool loads under a lock of its own: a
+//!   sale waiting for its queued orders holds up only its own requests,
+//!   never another campaign's or sale's.
 //!   [`Promotions::audit`] and the reconciliation check compare the store's
 //!   stock and acknowledged orders with the rows.
 //! - **Scenarios** ([`Scenarios::start`]): a burst of virtual

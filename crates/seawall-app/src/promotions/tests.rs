@@ -657,6 +657,53 @@ async fn stock_lost_by_the_store_is_loaded_after_the_queued_orders() {
     rig.stop().await;
 }
 
+/// Each pool loads under a lock of its own: a sale whose reload is held (its
+/// orders table locked in PostgreSQL, so the reload stops at its read) holds
+/// up no other pool's load, and finishes once the table is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_reload_holds_up_no_other_pool() {
+    let rig = Rig::start(Store::Cluster).await;
+    let sale = rig.sale(10, 1).await;
+    let campaign = rig.campaign(10, 1).await;
+    // The store forgets both (a restart without persistence).
+    let client = rig.redis.as_ref().expect("redis").client().clone();
+    for (kind, id) in [(PoolKind::Stock, sale.id), (PoolKind::Coupons, campaign.id)] {
+        let (pool, _) = rig.promotions.pool(kind, id).await.expect("pool");
+        let _: () = fred::interfaces::KeysInterface::del(&client, pool.keys())
+            .await
+            .expect("del");
+    }
+    let mut holder = rig.promotions.db().pool().begin().await.expect("begins");
+    sqlx::query("LOCK TABLE sale_orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .expect("locks");
+    let promotions = rig.promotions.clone();
+    let order = tokio::spawn(async move {
+        promotions
+            .order(sale.id, OrderRequest { user_id: 1 }, None)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!order.is_finished(), "the sale's reload was not held");
+    let issued = tokio::time::timeout(
+        Duration::from_secs(3),
+        rig.promotions.issue_coupon(campaign.id, 1),
+    )
+    .await;
+    let held = !order.is_finished();
+    holder.rollback().await.expect("unlocks");
+    let order = order.await.expect("joined").expect("accepted");
+    assert!(held, "the sale's reload was still held while the coupon was issued");
+    let coupon = issued
+        .expect("the campaign's load did not wait for the sale's")
+        .expect("issued");
+    assert_eq!((coupon.campaign_id, order.unit), (campaign.id, 1), "{coupon:?} {order:?}");
+    let audit = rig.drained_audit().await;
+    assert!(audit.holds(), "{audit:?}");
+    rig.stop().await;
+}
+
 /// With `queue.wait_replicas` 1, an acknowledged order's unit is on the
 /// replica before the answer; with the replica gone the order is refused
 /// and its unit given back.
