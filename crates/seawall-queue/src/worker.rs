@@ -232,6 +232,13 @@ impl WorkerBuilder {
     /// at least 300 ms). Leases are renewed every third of it while the
     /// handler runs; a worker that stops renewing (a crash, a frozen
     /// process) loses its jobs to other workers once the lease runs out.
+    ///
+    /// Renewal is bounded by the lease, not by the client's command timeout
+    /// or reconnection backoff: each call gets until the last fifth of the
+    /// lease, and a failed one is tried again within 250 ms. A run whose
+    /// lease no renewal reached by then has its cancellation token fired,
+    /// and is aborted when the lease ends, before another worker can take
+    /// the job; its job goes back without an attempt counted.
     pub fn lease(mut self, lease: Duration) -> Result<Self> {
         if lease < Duration::from_millis(300) {
             return Err(Error::InvalidSetting(format!(
@@ -289,6 +296,7 @@ impl WorkerBuilder {
             metrics: self.metrics,
             stop_fetching: CancellationToken::new(),
             stopped: CancellationToken::new(),
+            renew_soon: Notify::new(),
         });
         let handler: Arc<Handler<T>> = Arc::new(move |job| Box::pin(handler(job)));
         let fetchers = (0..lanes)
@@ -322,6 +330,13 @@ struct Held {
     cancel_requested: bool,
     /// The worker is shutting down: the run gives its job back.
     requeue: bool,
+    /// The latest the lease is known to last: when the call that set it
+    /// (the fetch that took the job, or the last renewal that went through)
+    /// was sent, plus the lease. The server's deadline is never earlier.
+    renewed_until: Instant,
+    /// No renewal went through in time: the run was cancelled at the
+    /// renewal margin and is aborted at `renewed_until`.
+    expired: bool,
 }
 
 /// The runs a worker holds, by job id, then lease token: almost always one
@@ -366,19 +381,110 @@ impl Runs {
         self.0.values_mut().flatten().map(|(_, held)| held)
     }
 
-    /// The leases of the runs still to renew.
-    fn to_renew(&self) -> Vec<Lease> {
-        self.0
+    /// The leases of the runs still to renew, and the earliest time one
+    /// of them is known to last to.
+    fn to_renew(&self) -> (Vec<Lease>, Option<Instant>) {
+        let mut earliest: Option<Instant> = None;
+        let leases = self
+            .0
             .iter()
             .flat_map(|(id, runs)| {
                 runs.iter()
                     .filter(|(_, held)| !held.lost)
-                    .map(|(token, _)| Lease {
-                        id: id.clone(),
-                        token: token.clone(),
-                    })
+                    .map(move |(token, held)| (id, token, held.renewed_until))
             })
-            .collect()
+            .map(|(id, token, until)| {
+                earliest = Some(earliest.map_or(until, |earliest| earliest.min(until)));
+                Lease {
+                    id: id.clone(),
+                    token: token.clone(),
+                }
+            })
+            .collect();
+        (leases, earliest)
+    }
+
+    /// The next time [`expire`](Runs::expire) has something to do.
+    fn next_expiry(&self, margin: Duration) -> Option<Instant> {
+        self.0
+            .values()
+            .flatten()
+            .filter_map(|(_, held)| {
+                if !held.lost {
+                    Some(held.renewed_until.checked_sub(margin).unwrap_or(held.renewed_until))
+                } else if held.expired && held.task.is_some() && !held.finished {
+                    Some(held.renewed_until)
+                } else {
+                    None
+                }
+            })
+            .min()
+    }
+
+    /// Gives up on the leases no renewal reached in time: a run within
+    /// `margin` of its lease's end is cancelled (its handler hears of it
+    /// while the job is still this worker's), and aborted at the end.
+    /// Returns the ids of the runs cancelled now.
+    fn expire(&mut self, now: Instant, margin: Duration) -> Vec<JobId> {
+        let mut cancelled = Vec::new();
+        for (id, runs) in &mut self.0 {
+            for (_, held) in runs {
+                let cutoff = held
+                    .renewed_until
+                    .checked_sub(margin)
+                    .unwrap_or(held.renewed_until);
+                if !held.lost && cutoff <= now {
+                    held.lost = true;
+                    // A finished run's lease ends with its outcome's own call.
+                    if !held.finished {
+                        held.expired = true;
+                        held.cancel.cancel();
+                        cancelled.push(id.clone());
+                    }
+                }
+                if held.expired
+                    && !held.finished
+                    && held.renewed_until <= now
+                    && let Some(task) = held.task.take()
+                {
+                    task.abort();
+                }
+            }
+        }
+        cancelled
+    }
+
+    /// Records a renewal sent at `sent` that went through.
+    fn renewed(&mut self, leases: &[Lease], sent: Instant, lease: Duration) {
+        for renewed in leases {
+            if let Some(held) = self.get_mut(renewed)
+                && !held.lost
+            {
+                held.renewed_until = held.renewed_until.max(sent + lease);
+            }
+        }
+    }
+}
+
+/// How renewal paces itself against the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeaseTiming {
+    /// Between renewals that went through.
+    every: Duration,
+    /// Before the end of a lease no renewal reached, its run is cancelled;
+    /// at the end it is aborted. A renewal call gets until then.
+    margin: Duration,
+    /// Between tries of a renewal that failed or ran out of time.
+    retry: Duration,
+}
+
+impl LeaseTiming {
+    fn new(lease: Duration) -> Self {
+        Self {
+            every: lease / 3,
+            margin: lease / 5,
+            retry: (lease / 20).clamp(Duration::from_millis(20), Duration::from_millis(250)),
+        }
     }
 }
 
@@ -425,6 +531,9 @@ struct Shared {
     metrics: Option<QueueMetrics>,
     stop_fetching: CancellationToken,
     stopped: CancellationToken,
+    /// A run came in whose lease started long ago (a re-sent fetch call):
+    /// the renewal task renews at once.
+    renew_soon: Notify,
 }
 
 /// A sequence of fetch calls under one caller id. A call that failed stays
@@ -433,7 +542,9 @@ struct Shared {
 /// to nobody or counting its acknowledgements as rejected.
 struct Lane {
     caller: String,
-    pending: tokio::sync::Mutex<Option<FetchCall>>,
+    /// The failed call, and when it was first sent: the leases of the jobs
+    /// it took start then.
+    pending: tokio::sync::Mutex<Option<(FetchCall, Instant)>>,
 }
 
 impl Lane {
@@ -461,7 +572,8 @@ pub struct WorkerStats {
     pub lost_leases: u64,
     /// Running jobs dropped at a cancellation request.
     pub cancelled: u64,
-    /// Jobs given back to the queue at shutdown.
+    /// Jobs given back to the queue without counting an attempt: at
+    /// shutdown, or when their lease ran out here with no renewal through.
     pub requeued: u64,
     /// Fetch calls (each also carries acknowledgements).
     pub fetches: u64,
@@ -630,21 +742,21 @@ fn new_call(shared: &Shared, lane: &Lane, want: usize, acks: Vec<Lease>) -> Fetc
 async fn flush_acks(shared: &Shared) {
     let mut pending = shared.ack_lane.pending.lock().await;
     loop {
-        let call = match pending.take() {
-            Some(call) => call,
+        let (call, sent) = match pending.take() {
+            Some(pending) => pending,
             None => {
                 let acks = take_acks(shared);
                 if acks.is_empty() {
                     return;
                 }
-                new_call(shared, &shared.ack_lane, 0, acks)
+                (new_call(shared, &shared.ack_lane, 0, acks), Instant::now())
             }
         };
         match shared.store.fetch(&shared.queue, &call).await {
             Ok(fetched) => acknowledged(shared, &call.acks, fetched.rejected),
             Err(error) => {
                 tracing::debug!(queue = %shared.queue, %error, "acknowledgements not sent; they will be re-sent");
-                *pending = Some(call);
+                *pending = Some((call, sent));
                 return;
             }
         }
@@ -655,7 +767,7 @@ async fn flush_acks(shared: &Shared) {
 /// re-sent, it answers them, and they go back to the queue at once rather
 /// than when their leases run out.
 async fn give_back_pending_fetch(shared: &Shared, lane: &Lane) {
-    let Some(call) = lane.pending.lock().await.take() else {
+    let Some((call, _)) = lane.pending.lock().await.take() else {
         return;
     };
     match shared.store.fetch(&shared.queue, &call).await {
@@ -712,8 +824,8 @@ where
     let mut failures = 0_u32;
     while !shared.stop_fetching.is_cancelled() {
         let pending = lane.pending.lock().await.take();
-        let call = match pending {
-            Some(call) => call,
+        let (call, sent) = match pending {
+            Some(pending) => pending,
             None => {
                 let freed = shared.slot_freed.notified();
                 let free = reserve(&shared, share);
@@ -725,7 +837,7 @@ where
                     }
                     continue;
                 }
-                new_call(&shared, lane, free, acks)
+                (new_call(&shared, lane, free, acks), Instant::now())
             }
         };
         bump(&shared.stats.fetches);
@@ -739,7 +851,7 @@ where
                 fetched
             }
             Err(error) => {
-                *lane.pending.lock().await = Some(call);
+                *lane.pending.lock().await = Some((call, sent));
                 failures += 1;
                 if failures == 1 {
                     tracing::warn!(queue = %shared.queue, %error, "fetch failed; retrying until Redis answers");
@@ -763,7 +875,7 @@ where
         acknowledged(&shared, &call.acks, rejected);
         let taken = jobs.len();
         for job in jobs {
-            spawn_job(&shared, &handler, job, now_ms);
+            spawn_job(&shared, &handler, job, now_ms, sent);
         }
         unreserve(&shared, call.want);
         if taken >= call.want {
@@ -832,8 +944,14 @@ fn unreserve(shared: &Shared, slots: usize) {
     shared.slot_freed.notify_one();
 }
 
-fn spawn_job<T>(shared: &Arc<Shared>, handler: &Arc<Handler<T>>, job: Taken, now_ms: u64)
-where
+/// Starts a run of `job`, taken by a fetch call first sent at `leased_at`.
+fn spawn_job<T>(
+    shared: &Arc<Shared>,
+    handler: &Arc<Handler<T>>,
+    job: Taken,
+    now_ms: u64,
+    leased_at: Instant,
+) where
     T: DeserializeOwned + Send + 'static,
 {
     shared.running.fetch_add(1, Ordering::SeqCst);
@@ -850,6 +968,8 @@ where
         lost: false,
         cancel_requested: false,
         requeue: false,
+        renewed_until: leased_at + shared.lease,
+        expired: false,
     };
     // An older run of the same job in this process lost its lease: the
     // job came back through recovery, so that run's result would be
@@ -866,6 +986,11 @@ where
         }
     }
     drop(held);
+    // A call re-sent after an outage answers leases taken when it was first
+    // sent: renew them now rather than at the next round.
+    if leased_at.elapsed() > LeaseTiming::new(shared.lease).every {
+        shared.renew_soon.notify_one();
+    }
     let task = tokio::spawn(run_job(
         Arc::clone(shared),
         Arc::clone(handler),
@@ -954,6 +1079,10 @@ async fn run_job<T>(
         Err(error) => {
             let failure = match &error {
                 _ if requeue_asked(&shared, &lease) => Failure::Requeue,
+                // The run was stopped here for want of a renewal, through no
+                // fault of the job: if the lease is still its own, the job
+                // goes back without an attempt counted.
+                _ if lease_expired(&shared, &lease) => Failure::Requeue,
                 _ if cancel_requested(&shared, &lease) => Failure::Cancelled,
                 error if !error.retry => Failure::Dead,
                 _ => {
@@ -978,6 +1107,14 @@ fn requeue_asked(shared: &Shared, lease: &Lease) -> bool {
         .lock()
         .get(lease)
         .is_some_and(|held| held.requeue)
+}
+
+fn lease_expired(shared: &Shared, lease: &Lease) -> bool {
+    shared
+        .held
+        .lock()
+        .get(lease)
+        .is_some_and(|held| held.expired)
 }
 
 fn cancel_requested(shared: &Shared, lease: &Lease) -> bool {
@@ -1079,25 +1216,72 @@ fn release_slot(shared: &Shared) {
 
 /// Renews the leases of running jobs every third of a lease, and passes
 /// cancellations and lost leases to their handlers.
+///
+/// Renewal is bounded by the lease, whatever the client's command timeout
+/// and reconnection backoff: a call gets until the earliest lease it carries
+/// is within the margin of its end, one that failed or ran out of time is
+/// tried again after a short pause, and a run whose lease no renewal reached
+/// in time is cancelled at the margin and aborted at the lease's end, before
+/// any other worker can take its job.
 async fn renew_loop(shared: Arc<Shared>) {
-    let every = shared.lease / 3;
+    let timing = LeaseTiming::new(shared.lease);
+    let mut next_renewal = Instant::now() + timing.every;
+    // Failed calls in a row: the first is a warning, the rest of the same
+    // outage are not.
+    let mut failures = 0_u32;
     loop {
+        let wake = shared
+            .held
+            .lock()
+            .next_expiry(timing.margin)
+            .map_or(next_renewal, |expiry| expiry.min(next_renewal));
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
+            () = shared.renew_soon.notified() => next_renewal = Instant::now(),
             () = shared.stopped.cancelled() => return,
         }
-        let held = shared.held.lock().to_renew();
-        if held.is_empty() {
+        expire(&shared, timing.margin);
+        let now = Instant::now();
+        if now < next_renewal {
             continue;
         }
-        let renewed = match shared.store.renew(&shared.queue, shared.lease, &held).await {
-            Ok(renewed) => renewed,
-            Err(error) => {
-                tracing::debug!(queue = %shared.queue, %error, "lease renewal failed");
+        let (held, earliest) = shared.held.lock().to_renew();
+        let Some(earliest) = earliest else {
+            next_renewal = now + timing.every;
+            continue;
+        };
+        let budget = earliest
+            .checked_sub(timing.margin)
+            .unwrap_or(earliest)
+            .saturating_duration_since(now);
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(
+            budget,
+            shared.store.renew(&shared.queue, shared.lease, &held),
+        )
+        .await;
+        let renewed = match answer {
+            Ok(Ok(renewed)) => renewed,
+            Ok(Err(error)) => {
+                failures += 1;
+                renewal_failed(&shared, failures, &error);
+                next_renewal = Instant::now() + timing.retry;
+                continue;
+            }
+            Err(_) => {
+                failures += 1;
+                renewal_failed(&shared, failures, &format!("no answer within {budget:?}"));
+                next_renewal = Instant::now() + timing.retry;
                 continue;
             }
         };
+        if failures > 0 {
+            tracing::info!(queue = %shared.queue, failures, "lease renewal works again");
+        }
+        failures = 0;
+        next_renewal = sent + timing.every;
         let mut jobs = shared.held.lock();
+        jobs.renewed(&held, sent, shared.lease);
         for lease in renewed.lost.iter().filter_map(|&at| held.get(at)) {
             if let Some(job) = jobs.get_mut(lease) {
                 job.lost = true;
@@ -1116,5 +1300,24 @@ async fn renew_loop(shared: Arc<Shared>) {
                 job.cancel.cancel();
             }
         }
+    }
+}
+
+fn renewal_failed(shared: &Shared, failures: u32, error: &dyn fmt::Display) {
+    if failures == 1 {
+        tracing::warn!(queue = %shared.queue, %error, "lease renewal failed; retrying until the leases run out");
+    } else {
+        tracing::debug!(queue = %shared.queue, %error, "lease renewal failed");
+    }
+}
+
+/// Cancels the runs whose lease no renewal reached in time, and aborts
+/// those whose lease has ended.
+fn expire(shared: &Shared, margin: Duration) {
+    let cancelled = shared.held.lock().expire(Instant::now(), margin);
+    for id in cancelled {
+        bump(&shared.stats.lost_leases);
+        tracing::warn!(queue = %shared.queue, job = %id,
+            "lease lost (no renewal reached Redis in time): the run is cancelled now and aborted when its lease ends; another worker may run the job");
     }
 }

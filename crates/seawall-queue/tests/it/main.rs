@@ -5,6 +5,7 @@
 mod conformance;
 mod crash;
 mod edges;
+mod leases;
 mod replication;
 mod restart;
 mod support;

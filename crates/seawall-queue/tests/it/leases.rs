@@ -1,0 +1,248 @@
+//! Leases bounded by their length: a worker whose renewals cannot reach Redis
+//! (its connection cut while the client backs off between reconnections)
+//! stops its runs before the lease ends, so the worker that recovers the
+//! jobs never runs one while the first still does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use seawall_queue::fred::prelude::ReconnectPolicy;
+use seawall_queue::{Job, JobError, JobId, JobOptions, JobState, Queues, Settings};
+use seawall_testkit::{Proxy, RedisServer};
+
+use crate::support::{builder, eventually, unique_prefix};
+
+/// One run of a job, as its handler saw it.
+#[derive(Debug, Clone)]
+struct Run {
+    worker: &'static str,
+    job: JobId,
+    run: u32,
+    started: Instant,
+    cancelled: Option<Instant>,
+    ended: Option<Instant>,
+}
+
+type Runs = Arc<Mutex<Vec<Run>>>;
+
+/// Marks its run ended when dropped: when the handler returns or is
+/// aborted.
+struct Ending {
+    runs: Runs,
+    at: usize,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.runs.lock()[self.at].ended = Some(Instant::now());
+    }
+}
+
+/// A handler whose first run of a job lasts `first` unless cancelled, and
+/// whose later runs are short.
+fn handler(
+    worker: &'static str,
+    runs: &Runs,
+    first: Duration,
+) -> impl Fn(Job<u64>) -> std::pin::Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>
++ Send
++ Sync
++ 'static {
+    let runs = Arc::clone(runs);
+    move |job: Job<u64>| {
+        let runs = Arc::clone(&runs);
+        Box::pin(async move {
+            let at = {
+                let mut runs = runs.lock();
+                runs.push(Run {
+                    worker,
+                    job: job.id().clone(),
+                    run: job.run(),
+                    started: Instant::now(),
+                    cancelled: None,
+                    ended: None,
+                });
+                runs.len() - 1
+            };
+            let _ending = Ending {
+                runs: Arc::clone(&runs),
+                at,
+            };
+            let work = if job.run() == 1 {
+                first
+            } else {
+                Duration::from_millis(200)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(work) => {}
+                () = job.cancellation().cancelled() => {
+                    runs.lock()[at].cancelled = Some(Instant::now());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn queues(builder: seawall_queue::fred::prelude::Builder, prefix: &str) -> Queues {
+    Queues::redis(builder)
+        .prefix(prefix)
+        .settings(Settings::default())
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// A worker cut off from Redis for longer than its 2 s lease, on a client
+/// that waits 2 s for a command and backs off up to 5 s between
+/// reconnections: its runs hear of the cancellation and end before its
+/// leases do, so the other worker, which takes the jobs over once the
+/// leases have run out, never runs one of them at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_renew_stops_its_runs_before_the_lease_ends() {
+    let redis = RedisServer::shared();
+    let proxy = Proxy::start(redis.addr()).expect("a proxy");
+    let prefix = unique_prefix();
+    let direct = queues(builder(&redis.url()), &prefix).await;
+    let mut slow = builder(&proxy.url());
+    slow.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    let through = queues(slow, &prefix).await;
+    let lease = Duration::from_secs(2);
+    let mut ids = Vec::new();
+    for n in 0..3_u64 {
+        let id = direct
+            .enqueue("render", &n, &JobOptions::new())
+            .await
+            .expect("enqueues");
+        ids.push(id);
+    }
+    let runs: Runs = Arc::default();
+    let cut_off = through
+        .worker("render")
+        .and_then(|worker| worker.concurrency(4))
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start(handler("cut off", &runs, lease * 4));
+    assert!(
+        eventually(Duration::from_secs(10), async || runs.lock().len() == 3).await,
+        "the cut-off worker took every job: {:?}",
+        runs.lock()
+    );
+    let healthy = direct
+        .worker("render")
+        .and_then(|worker| worker.concurrency(4))
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start(handler("healthy", &runs, lease * 4));
+    proxy.cut();
+    tokio::time::sleep(lease + lease / 2).await;
+    proxy.restore();
+
+    let finished = eventually(Duration::from_secs(8), async || {
+        for id in &ids {
+            let done = direct
+                .job("render", id)
+                .await
+                .expect("reads")
+                .is_some_and(|job| job.state == JobState::Completed);
+            if !done {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let cut_off = cut_off.shutdown(Duration::from_secs(2)).await;
+    let healthy = healthy.shutdown(Duration::from_secs(2)).await;
+    let runs = runs.lock().clone();
+    assert!(finished, "{runs:#?} {cut_off:?} {healthy:?}");
+    assert_eq!(cut_off.lost_leases, 3, "{cut_off:?}");
+    assert_eq!((healthy.completed, healthy.dead), (3, 0), "{healthy:?}");
+
+    for id in &ids {
+        let mut of_job: Vec<&Run> = runs.iter().filter(|run| run.job == *id).collect();
+        of_job.sort_by_key(|run| run.started);
+        assert_eq!(of_job.len(), 2, "{of_job:#?}");
+        let (first, second) = (of_job[0], of_job[1]);
+        assert_eq!((first.worker, first.run), ("cut off", 1), "{of_job:#?}");
+        assert_eq!((second.worker, second.run), ("healthy", 2), "{of_job:#?}");
+        let cancelled = first.cancelled.expect("the first run heard of its lost lease");
+        let ended = first.ended.expect("the first run ended");
+        // The second run starts only once the first run's lease has run out
+        // on the server: the first had heard of it and stopped before.
+        assert!(
+            cancelled <= ended && ended <= second.started,
+            "two runs of {id} at once: {of_job:#?}"
+        );
+        assert!(
+            cancelled.duration_since(first.started) < lease,
+            "cancelled within the lease: {of_job:#?}"
+        );
+    }
+}
+
+/// A cut shorter than the lease costs nothing: renewals are retried
+/// promptly while the client reconnects, and every job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_shorter_than_the_lease_runs_no_job_twice() {
+    let redis = RedisServer::shared();
+    let proxy = Proxy::start(redis.addr()).expect("a proxy");
+    let prefix = unique_prefix();
+    let direct = queues(builder(&redis.url()), &prefix).await;
+    let through = queues(builder(&proxy.url()), &prefix).await;
+    let lease = Duration::from_secs(2);
+    let mut ids = Vec::new();
+    for n in 0..3_u64 {
+        let id = direct
+            .enqueue("render", &n, &JobOptions::new())
+            .await
+            .expect("enqueues");
+        ids.push(id);
+    }
+    let runs: Runs = Arc::default();
+    let cut_off = through
+        .worker("render")
+        .and_then(|worker| worker.concurrency(4))
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start(handler("cut off", &runs, lease * 2));
+    assert!(
+        eventually(Duration::from_secs(10), async || runs.lock().len() == 3).await,
+        "the worker took every job: {:?}",
+        runs.lock()
+    );
+    let healthy = direct
+        .worker("render")
+        .and_then(|worker| worker.concurrency(4))
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start(handler("healthy", &runs, lease * 2));
+    tokio::time::sleep(lease / 4).await;
+    proxy.cut();
+    tokio::time::sleep(lease / 4).await;
+    proxy.restore();
+
+    let finished = eventually(Duration::from_secs(8), async || {
+        for id in &ids {
+            let done = direct
+                .job("render", id)
+                .await
+                .expect("reads")
+                .is_some_and(|job| job.state == JobState::Completed);
+            if !done {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let cut_off = cut_off.shutdown(Duration::from_secs(2)).await;
+    let healthy = healthy.shutdown(Duration::from_secs(2)).await;
+    let runs = runs.lock().clone();
+    assert!(finished, "{runs:#?} {cut_off:?} {healthy:?}");
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    assert!(runs.iter().all(|run| run.cancelled.is_none()), "{runs:#?}");
+    assert_eq!((cut_off.completed, cut_off.lost_leases), (3, 0), "{cut_off:?}");
+    assert_eq!(healthy.completed, 0, "{healthy:?}");
+}
