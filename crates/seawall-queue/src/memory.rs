@@ -85,6 +85,10 @@ struct QueueState {
     done: VecDeque<String>,
     dead: BTreeSet<(u64, String)>,
     unique: HashMap<String, (String, u64)>,
+    /// Runs that ended cancelled (their record is gone): the job's id, the
+    /// run's lease token and when this is forgotten, so a re-sent failure
+    /// answers what it did.
+    cancelled_runs: HashMap<String, (String, u64)>,
     paused: bool,
     group_cap: u32,
     waiting: u64,
@@ -805,6 +809,15 @@ impl Store for MemoryStore {
         Ok(self.with(queue, |step| {
             if !step.owned(lease) {
                 // A call re-sent after it ran answers what it did.
+                let now = step.now;
+                if step
+                    .q
+                    .cancelled_runs
+                    .get(lease.id.as_str())
+                    .is_some_and(|(token, until)| *token == lease.token && *until > now)
+                {
+                    return AfterFailure::Cancelled;
+                }
                 return step
                     .q
                     .jobs
@@ -818,6 +831,13 @@ impl Store for MemoryStore {
             let after = step.end_attempt(id, failure, error);
             if let Some(job) = step.q.jobs.get_mut(id) {
                 job.outcome = Some((lease.token.clone(), after));
+            }
+            if after == AfterFailure::Cancelled {
+                let now = step.now;
+                step.q.cancelled_runs.retain(|_, (_, until)| *until > now);
+                step.q
+                    .cancelled_runs
+                    .insert(id.to_owned(), (lease.token.clone(), now + ANSWER_KEPT_MS));
             }
             after
         }))

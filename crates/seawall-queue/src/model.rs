@@ -526,3 +526,76 @@ mod redis {
         }
     }
 }
+
+/// A job of group `g` (capped at one running job) and its lease, on `store`.
+async fn one_running(store: &dyn Store, queue: &str) -> Lease {
+    store.set_group_limit(queue, 1).await.expect("caps");
+    let job = |payload: &[u8]| NewJob {
+        payload: payload.to_vec(),
+        priority: 3,
+        max_attempts: MAX_ATTEMPTS,
+        backoff: String::new(),
+        timeout_ms: 0,
+        group: "g".to_owned(),
+        delay_ms: 0,
+        idempotency: None,
+    };
+    store
+        .enqueue(queue, &random_id(), vec![job(b"1"), job(b"2"), job(b"3")])
+        .await
+        .expect("enqueues");
+    let fetched = store
+        .fetch(queue, &call(3, LONG, Vec::new()))
+        .await
+        .expect("takes");
+    assert_eq!(fetched.jobs.len(), 1, "the cap lets one run");
+    fetched.jobs[0].lease.clone()
+}
+
+/// The same lease twice in one call's acknowledgements completes the job
+/// once and rejects the second, so the group's running count drops once
+/// and the cap still holds.
+pub(crate) async fn duplicate_acks_count_once(store: &dyn Store) {
+    let lease = one_running(store, "dup").await;
+    let acked = store
+        .fetch("dup", &call(0, LONG, vec![lease.clone(), lease]))
+        .await
+        .expect("acknowledges");
+    assert_eq!(acked.rejected, 1, "the second acknowledgement is rejected");
+    let counts = store.counts("dup").await.expect("counts");
+    assert_eq!((counts.completed, counts.waiting), (1, 2), "{counts:?}");
+    let next = store
+        .fetch("dup", &call(3, LONG, Vec::new()))
+        .await
+        .expect("takes");
+    assert_eq!(next.jobs.len(), 1, "the group's cap still holds");
+}
+
+/// A failure report of a run that ended cancelled answers `cancelled`
+/// when it is re-sent, as every other failure answers what it did.
+pub(crate) async fn a_re_sent_cancelled_failure_answers_cancelled(store: &dyn Store) {
+    let lease = one_running(store, "cx").await;
+    assert_eq!(
+        store.cancel("cx", &lease.id).await.expect("asks"),
+        Cancelled::Requested
+    );
+    for attempt in ["first", "re-sent"] {
+        let after = store
+            .fail("cx", &lease, Failure::Cancelled, "cancelled")
+            .await
+            .expect("answers");
+        assert_eq!(after, AfterFailure::Cancelled, "{attempt}");
+    }
+    let counts = store.counts("cx").await.expect("counts");
+    assert_eq!((counts.active, counts.waiting), (0, 2), "{counts:?}");
+}
+
+#[tokio::test]
+async fn memory_counts_a_lease_acknowledged_twice_once() {
+    duplicate_acks_count_once(&MemoryStore::new(settings())).await;
+}
+
+#[tokio::test]
+async fn memory_answers_a_re_sent_cancelled_failure() {
+    a_re_sent_cancelled_failure_answers_cancelled(&MemoryStore::new(settings())).await;
+}

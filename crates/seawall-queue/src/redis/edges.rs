@@ -358,3 +358,107 @@ async fn a_fetch_stops_taking_past_its_byte_budget() {
     assert!(first.iter().all(|id| second.iter().all(|later| id < later)));
     assert!(second[0] < second[1]);
 }
+
+/// Numbers a command would refuse (`3600000.0` to `SET ... PX`, `1e1`,
+/// `07`) are refused by the script's checks, before its first write:
+/// an enqueue whose idempotency window was one of them once kept its
+/// answer for a replay, and a re-sent call answered jobs never created.
+#[tokio::test]
+async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() {
+    let (store, prefix) = store().await;
+    let enqueue = |window: &'static str, priority: &'static str| {
+        let (keys, mut args) = store.prelude("q", 11);
+        args.extend([
+            fred::types::Value::from(random_id()),
+            super::int(1),
+            fred::types::Value::from("1"),
+            fred::types::Value::from(priority),
+            fred::types::Value::from("3"),
+            fred::types::Value::from(""),
+            fred::types::Value::from("0"),
+            fred::types::Value::from(""),
+            fred::types::Value::from("0"),
+            fred::types::Value::from("key"),
+            fred::types::Value::from(window),
+        ]);
+        store.run(&store.scripts.enqueue, keys, args)
+    };
+    for (window, priority) in [
+        ("3600000.0", "3"),
+        ("1e3", "3"),
+        ("60000", "3.0"),
+        ("60000", "03"),
+    ] {
+        let refused = enqueue(window, priority).await;
+        assert!(
+            matches!(refused, Err(Error::Redis(_))),
+            "{window} {priority}: {refused:?}"
+        );
+        assert_eq!(
+            keys(&prefix),
+            Vec::<String>::new(),
+            "{window} {priority}: nothing written"
+        );
+    }
+    enqueue("60000", "3").await.expect("integers are taken");
+
+    let (keys_, mut args) = store.prelude("q", 6);
+    args.extend([
+        fred::types::Value::from(random_id()),
+        fred::types::Value::from(random_id()),
+        fred::types::Value::from("6e4"),
+        super::int(1),
+        super::int(1 << 20),
+        super::int(0),
+    ]);
+    let before = keys(&prefix);
+    let refused = store.run(&store.scripts.fetch, keys_, args).await;
+    assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+    assert_eq!(keys(&prefix), before, "a refused fetch writes nothing");
+}
+
+/// A lease acknowledged twice in one call completes its job once: the
+/// second is rejected, and a group's running count drops once.
+#[tokio::test]
+async fn a_lease_acknowledged_twice_in_one_call_completes_once() {
+    let (store, _) = store().await;
+    crate::model::duplicate_acks_count_once(&store).await;
+}
+
+/// A failure report for a run that ended cancelled, re-sent, answers
+/// `cancelled` again, not `lost`.
+#[tokio::test]
+async fn a_re_sent_cancellation_answers_cancelled() {
+    let (store, _) = store().await;
+    crate::model::a_re_sent_cancelled_failure_answers_cancelled(&store).await;
+}
+
+/// Ids stay above the last one issued when the server's clock is behind
+/// it (a replica promoted whose clock lags the old primary's): the last
+/// id lives in the queue's slot, here set a minute ahead of the clock.
+#[tokio::test]
+async fn ids_stay_above_the_last_one_when_the_clock_is_behind() {
+    let (store, prefix) = store().await;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros();
+    let ahead = u64::try_from(now_us - 1_767_225_600_000_000 + 60_000_000).expect("fits");
+    conn()
+        .cmd(&["SET", &format!("{prefix}:{{q}}:jid"), &ahead.to_string()])
+        .expect("SET");
+    let added = store
+        .enqueue("q", &random_id(), vec![job(b"1"), job(b"2")])
+        .await
+        .expect("enqueues");
+    let ids: Vec<u64> = added
+        .iter()
+        .map(|(id, _)| id.as_str().parse().expect("digits"))
+        .collect();
+    assert_eq!(ids, vec![ahead + 1, ahead + 2]);
+    let next = store
+        .enqueue("q", &random_id(), vec![job(b"3")])
+        .await
+        .expect("enqueues");
+    assert_eq!(next[0].0.as_str(), (ahead + 3).to_string());
+}

@@ -8,17 +8,21 @@
 local request = shaped(7, REQUEST, 32, 'a request id')
 local count = whole(8, 1, 10000)
 if #ARGV ~= 8 + count * 9 then refuse('expected ' .. count .. ' jobs of 9 fields') end
+-- Per job, the checked numbers: priority, delay ms, and the idempotency
+-- window ms (0 without a key).
+local priorities, delays, windows = {}, {}, {}
 for i = 0, count - 1 do
   local at = 9 + i * 9
   if #ARGV[at] > MAX_PAYLOAD then refuse('a payload is over ' .. MAX_PAYLOAD .. ' bytes') end
-  whole(at + 1, 0, 7)
+  priorities[i] = whole(at + 1, 0, 7)
   whole(at + 2, 1, 4294967295)
   if #ARGV[at + 3] > 256 then refuse('a backoff is over 256 bytes') end
   whole(at + 4, 0, MAX_MS)
   if #ARGV[at + 5] > 256 then refuse('a group is over 256 bytes') end
-  whole(at + 6, 0, MAX_MS)
+  delays[i] = whole(at + 6, 0, MAX_MS)
   if #ARGV[at + 7] > 256 then refuse('an idempotency key is over 256 bytes') end
-  if ARGV[at + 7] ~= '' then whole(at + 8, 1, MAX_MS) end
+  windows[i] = 0
+  if ARGV[at + 7] ~= '' then windows[i] = whole(at + 8, 1, MAX_MS) end
 end
 
 -- Ids never repeat, even after Redis lost its last writes (a failover, an
@@ -63,7 +67,7 @@ if not redis.call('SET', answered_key, table.concat(out, ' '), 'NX', 'PX', ANSWE
 end
 redis.call('SET', id_key, int(first + count - 1))
 -- Waiting jobs of one level run in the order of this counter.
-local order = redis.call('INCRBY', base .. 'id', ARGV[8]) - count + 1
+local order = redis.call('INCRBY', base .. 'id', int(count)) - count + 1
 
 local woke = false
 local waiting = 0
@@ -76,12 +80,12 @@ for i = 0, count - 1 do
   local idempotency = ARGV[at + 7]
   if out[2 * i + 2] == '1' then
     if idempotency ~= '' then
-      redis.call('SET', base .. 'u:' .. idempotency, id, 'PX', ARGV[at + 8])
+      redis.call('SET', base .. 'u:' .. idempotency, id, 'PX', int(windows[i]))
     end
     local key = job_key(id)
     local group = ARGV[at + 5]
-    local score = int(tonumber(ARGV[at + 1]) * STRIDE + order + i)
-    local delay = tonumber(ARGV[at + 6])
+    local score = int(priorities[i] * STRIDE + order + i)
+    local delay = delays[i]
     local state, ready = 'waiting', now_text
     if delay > 0 then state, ready = 'delayed', int(now + delay) end
     -- Fields at their default (no timeout, group or key) are left out.
@@ -94,7 +98,7 @@ for i = 0, count - 1 do
     if delay > 0 then
       redis.call('ZADD', delayed_key, ready, id)
     else
-      if tonumber(ARGV[at + 1]) == DEFAULT_LEVEL then
+      if priorities[i] == DEFAULT_LEVEL then
         collect(lines, line_order, group, id)
       else
         enqueue_waiting(id, group, score, false)

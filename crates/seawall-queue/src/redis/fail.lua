@@ -4,7 +4,9 @@
 -- counted) or 'cancelled'; ARGV[10]: the error; ARGV[11]: the retry delay
 -- ms. Returns the job's new state, or 'lost' when the token is no longer
 -- the job's own. A call re-sent after it ran answers what it did the
--- first time.
+-- first time: from the outcome kept on the job, or, for a run that ended
+-- cancelled (its record is gone), from `x:<id>`, the run's token kept for
+-- as long as an enqueue's answer.
 local id = shaped(7, JOB_ID, 24, 'a job id')
 local token = shaped(8, TOKEN, 64, 'a lease token')
 local kind = ARGV[9]
@@ -21,6 +23,7 @@ if redis.call('ZREM', active_key, lease_member(id, token)) == 0 then
   if outcome and string.sub(outcome, 1, #token + 1) == token .. ' ' then
     return string.sub(outcome, #token + 2)
   end
+  if redis.call('GET', base .. 'x:' .. id) == token then return 'cancelled' end
   return 'lost'
 end
 local job = redis.call('HMGET', key, 'tk', 's', 'g', 'sc', 'ma', 'cx')
@@ -35,6 +38,7 @@ end
 if kind == 'cancelled' or job[6] == '1' then
   emit('cancelled', id)
   forget(id, key)
+  redis.call('SET', base .. 'x:' .. id, token, 'PX', ANSWER_KEPT_MS)
   return 'cancelled'
 end
 if kind == 'requeue' then

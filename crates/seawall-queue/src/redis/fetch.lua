@@ -60,13 +60,15 @@ end
 local rejected = 0
 if acks > 0 then
   -- ZMSCORE checks every lease token, ZREM ends the current ones (1,000
-  -- members a call).
+  -- members a call). A lease acknowledged twice in one call counts once:
+  -- the second is rejected, as it would be in a later call.
   local members = {}
   for i = 1, acks do members[i] = lease_member(ARGV[11 + 2 * i], ARGV[12 + 2 * i]) end
   local scores = chunked('ZMSCORE', active_key, members)
-  local current, ids = {}, {}
+  local current, ids, seen = {}, {}, {}
   for i = 1, acks do
-    if scores[i] then
+    if scores[i] and not seen[members[i]] then
+      seen[members[i]] = true
       current[#current + 1] = members[i]
       ids[#ids + 1] = ARGV[11 + 2 * i]
     else

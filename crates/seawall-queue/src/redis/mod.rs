@@ -6,7 +6,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count) |
-//! | `p:{q}:jid` | string | the last job id given (ids follow the server's clock, so they never repeat) |
+//! | `p:{q}:jid` | string | the last job id given: the next is above it even when the server's clock is behind |
 //! | `p:{q}:id` | string | the order counter of enqueued jobs |
 //! | `p:{q}:j:<id>` | hash | one job's record |
 //! | `p:{q}:g:<group>` | list | a group's waiting jobs at the default priority, in line (`g:` for no group) |
@@ -19,6 +19,7 @@
 //! | `p:{q}:dead` | sorted set | kept dead jobs by finish time |
 //! | `p:{q}:u:<key>` | string | an idempotency key's job id, for its window |
 //! | `p:{q}:r:<request>` | string | an enqueue call's answer, for 30 s, so a re-sent call answers the same |
+//! | `p:{q}:x:<id>` | string | the lease token of a run that ended cancelled, for 30 s, so a re-sent failure answers the same |
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
 //! | `p:{q}:mark` | sorted set | the wake-up marker blocked workers pop |
 //! | `p:{q}:ev` | stream | events |

@@ -35,10 +35,18 @@ local MAX_SETTING = 1099511627776
 local MAX_MESSAGE = 8192
 local MAX_PAYLOAD = 8388608
 
--- ARGV[index] as a whole number from `low` to `high`.
+-- ARGV[index] as a whole number from `low` to `high`, written as Redis
+-- writes an integer: digits only, no leading zero, an optional leading
+-- minus, at most 15 digits (exact as a Lua number). `tonumber` alone
+-- takes `1e3`, `0x10` or `3600000.0`, which commands that want an integer
+-- (SET ... PX, INCRBY) refuse later, after the script's first write.
 local function whole(index, low, high)
-  local value = tonumber(ARGV[index])
-  if value == nil or value ~= math.floor(value) or value < low or value > high then
+  local raw = ARGV[index]
+  local value = nil
+  if raw ~= nil and #raw <= 16 and (raw == '0' or string.match(raw, '^%-?[1-9]%d*$')) then
+    value = tonumber(raw)
+  end
+  if value == nil or value < low or value > high then
     refuse('argument ' .. index .. ' is ' .. tostring(ARGV[index]) .. ', not a whole number from '
       .. int(low) .. ' to ' .. int(high))
   end
