@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use fred::cmd;
 use fred::prelude::{Client, ClientLike, EventInterface};
 use fred::types::config::Options;
 use fred::types::{ClusterHash, CustomCommand, Value};
@@ -38,6 +37,14 @@ type EntryId = (u64, u64);
 fn parse_id(id: &str) -> Option<EntryId> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A command about `stream`, sent to the node that holds it: its first
+/// argument is not the stream's name, so a Cluster client would otherwise
+/// route it by that argument and be redirected on every call.
+fn on_stream(name: &'static str, stream: &str, blocking: bool) -> CustomCommand {
+    let slot = fred::util::redis_keyslot(stream.as_bytes());
+    CustomCommand::new_static(name, ClusterHash::Custom(slot), blocking)
 }
 
 /// Follows the stream until the cache is dropped.
@@ -153,7 +160,7 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
             ..Options::default()
         };
         let reader = reader.with_options(&options);
-        let read = reader.custom::<Value, String>(cmd!("XREAD", blocking: true), args);
+        let read = reader.custom::<Value, String>(on_stream("XREAD", &stream, true), args);
         match tokio::time::timeout(BLOCK + timeout, read).await {
             Ok(Ok(reply)) => {
                 let Some(inner) = cache.upgrade() else { break };
@@ -230,7 +237,7 @@ async fn last_id(reader: &Client, stream: &str, timeout: Duration) -> Result<Str
     ];
     match tokio::time::timeout(
         timeout,
-        reader.custom::<Value, String>(cmd!("XREVRANGE"), args),
+        reader.custom::<Value, String>(on_stream("XREVRANGE", stream, false), args),
     )
     .await
     {
@@ -283,7 +290,7 @@ async fn replay(
             stream.to_owned(),
             cursor.clone(),
         ];
-        let read = reader.custom::<Value, String>(cmd!("XREAD"), args);
+        let read = reader.custom::<Value, String>(on_stream("XREAD", stream, false), args);
         let batch = match tokio::time::timeout(timeout, read).await {
             Ok(Ok(reply)) => entries(reply),
             _ => return Err(()),
@@ -325,8 +332,10 @@ async fn missed_since(
     timeout: Duration,
 ) -> Result<bool, ()> {
     let cursor = parse_id(cursor).unwrap_or((0, 0));
-    let info =
-        reader.custom::<Value, String>(cmd!("XINFO"), vec!["STREAM".to_owned(), stream.to_owned()]);
+    let info = reader.custom::<Value, String>(
+        on_stream("XINFO", stream, false),
+        vec!["STREAM".to_owned(), stream.to_owned()],
+    );
     let reply = match tokio::time::timeout(timeout, info).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(error)) if error.to_string().contains("no such key") => return Ok(cursor != (0, 0)),

@@ -411,7 +411,11 @@ impl Runs {
             .flatten()
             .filter_map(|(_, held)| {
                 if !held.lost {
-                    Some(held.renewed_until.checked_sub(margin).unwrap_or(held.renewed_until))
+                    Some(
+                        held.renewed_until
+                            .checked_sub(margin)
+                            .unwrap_or(held.renewed_until),
+                    )
                 } else if held.expired && held.task.is_some() && !held.finished {
                     Some(held.renewed_until)
                 } else {

@@ -144,10 +144,15 @@ async fn blocks_penalties_and_tiers_reach_every_instance_within_100ms() {
 
     // A tier change through instance 1, after every instance has the old
     // tier cached.
+    // Each read as another user behind the trusted proxy, so the API
+    // limiter (5 a minute here) never stands between a read and its tier.
+    let users = std::sync::atomic::AtomicU64::new(1);
     let tenant = |client: &reqwest::Client, base: &str| {
+        let user = users.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         client
             .get(format!("{base}/api/content?page_size=1"))
             .header("x-tenant-id", "demo-basic")
+            .header("x-user-id", user.to_string())
     };
     for base in &instances {
         let response = tenant(&client, base).send().await.expect("answers");

@@ -403,7 +403,10 @@ impl Promotions {
 /// A lock per pool, for loads: kept while someone holds or awaits it, then
 /// dropped, so the map holds only the pools being loaded now.
 #[derive(Default)]
-pub(super) struct Loading(Mutex<HashMap<(PoolKind, i64), Arc<tokio::sync::Mutex<()>>>>);
+pub(super) struct Loading(Mutex<HashMap<(PoolKind, i64), PoolLock>>);
+
+/// One pool's load lock, shared by those who hold or await it.
+type PoolLock = Arc<tokio::sync::Mutex<()>>;
 
 impl Loading {
     /// Waits for `pool`'s lock; loads of other pools go on meanwhile.

@@ -694,11 +694,18 @@ async fn a_held_reload_holds_up_no_other_pool() {
     let held = !order.is_finished();
     holder.rollback().await.expect("unlocks");
     let order = order.await.expect("joined").expect("accepted");
-    assert!(held, "the sale's reload was still held while the coupon was issued");
+    assert!(
+        held,
+        "the sale's reload was still held while the coupon was issued"
+    );
     let coupon = issued
         .expect("the campaign's load did not wait for the sale's")
         .expect("issued");
-    assert_eq!((coupon.campaign_id, order.unit), (campaign.id, 1), "{coupon:?} {order:?}");
+    assert_eq!(
+        (coupon.campaign_id, order.unit),
+        (campaign.id, 1),
+        "{coupon:?} {order:?}"
+    );
     let audit = rig.drained_audit().await;
     assert!(audit.holds(), "{audit:?}");
     rig.stop().await;

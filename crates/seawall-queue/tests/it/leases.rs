@@ -39,16 +39,16 @@ impl Drop for Ending {
     }
 }
 
+/// A handler's run of one job.
+type Running = std::pin::Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
 /// A handler whose first run of a job lasts `first` unless cancelled, and
 /// whose later runs are short.
 fn handler(
     worker: &'static str,
     runs: &Runs,
     first: Duration,
-) -> impl Fn(Job<u64>) -> std::pin::Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>
-+ Send
-+ Sync
-+ 'static {
+) -> impl Fn(Job<u64>) -> Running + Send + Sync + 'static {
     let runs = Arc::clone(runs);
     move |job: Job<u64>| {
         let runs = Arc::clone(&runs);
@@ -167,7 +167,9 @@ async fn a_worker_that_cannot_renew_stops_its_runs_before_the_lease_ends() {
         let (first, second) = (of_job[0], of_job[1]);
         assert_eq!((first.worker, first.run), ("cut off", 1), "{of_job:#?}");
         assert_eq!((second.worker, second.run), ("healthy", 2), "{of_job:#?}");
-        let cancelled = first.cancelled.expect("the first run heard of its lost lease");
+        let cancelled = first
+            .cancelled
+            .expect("the first run heard of its lost lease");
         let ended = first.ended.expect("the first run ended");
         // The second run starts only once the first run's lease has run out
         // on the server: the first had heard of it and stopped before.
@@ -243,6 +245,10 @@ async fn a_cut_shorter_than_the_lease_runs_no_job_twice() {
     assert!(finished, "{runs:#?} {cut_off:?} {healthy:?}");
     assert_eq!(runs.len(), 3, "{runs:#?}");
     assert!(runs.iter().all(|run| run.cancelled.is_none()), "{runs:#?}");
-    assert_eq!((cut_off.completed, cut_off.lost_leases), (3, 0), "{cut_off:?}");
+    assert_eq!(
+        (cut_off.completed, cut_off.lost_leases),
+        (3, 0),
+        "{cut_off:?}"
+    );
     assert_eq!(healthy.completed, 0, "{healthy:?}");
 }
