@@ -45,6 +45,14 @@ pub enum Error {
         /// Replicas asked for.
         wanted: u32,
     },
+    /// The idempotency key is held, within its window, by an earlier job
+    /// with another payload or other options (priority, attempts, backoff,
+    /// timeout, group, delay). Nothing was enqueued.
+    #[error("idempotency key {key:?} was first used for a different job")]
+    IdempotencyMismatch {
+        /// The key.
+        key: String,
+    },
     /// Redis answered something this crate's scripts never return (another
     /// program wrote the queue's keys).
     #[error("unexpected reply from redis: {0}")]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::{AttemptError, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::job::{Progress, time_of};
 use crate::store::{
@@ -84,7 +84,9 @@ struct QueueState {
     /// Completed jobs, newest first.
     done: VecDeque<String>,
     dead: BTreeSet<(u64, String)>,
-    unique: HashMap<String, (String, u64)>,
+    /// Idempotency keys: the job holding each, its digest and when the
+    /// key expires.
+    unique: HashMap<String, (String, u64, u64)>,
     /// Runs that ended cancelled (their record is gone): the job's id, the
     /// run's lease token and when this is forgotten, so a re-sent failure
     /// answers what it did.
@@ -355,7 +357,7 @@ impl Step<'_> {
                 .q
                 .unique
                 .get(&job.idempotency)
-                .is_some_and(|(owner, _)| owner == id)
+                .is_some_and(|(owner, _, _)| owner == id)
         {
             self.q.unique.remove(&job.idempotency);
         }
@@ -647,7 +649,35 @@ impl Store for MemoryStore {
                 }
             }
             if let Some(answer) = step.q.answers.get(request) {
-                return answer.clone();
+                return Ok(answer.clone());
+            }
+            // A key held by another job refuses the whole call before
+            // anything changes.
+            let mut claimed: HashMap<&str, u64> = HashMap::new();
+            for job in &jobs {
+                let Some((key, _)) = &job.idempotency else {
+                    continue;
+                };
+                if key.is_empty() {
+                    continue;
+                }
+                let digest = digest(job);
+                let held = claimed.get(key.as_str()).copied().or_else(|| {
+                    step.q
+                        .unique
+                        .get(key)
+                        .filter(|(_, _, expires)| *expires > step.now)
+                        .map(|(_, held, _)| *held)
+                });
+                match held {
+                    Some(held) if held != digest => {
+                        return Err(Error::IdempotencyMismatch { key: key.clone() });
+                    }
+                    Some(_) => {}
+                    None => {
+                        claimed.insert(key, digest);
+                    }
+                }
             }
             let count = jobs.len() as u64;
             let clock_id = now_us().saturating_sub(ID_EPOCH_US);
@@ -664,8 +694,8 @@ impl Store for MemoryStore {
                         .q
                         .unique
                         .get(&idempotency.0)
-                        .filter(|(_, expires)| *expires > step.now)
-                        .map(|(owner, _)| owner.clone());
+                        .filter(|(_, _, expires)| *expires > step.now)
+                        .map(|(owner, _, _)| owner.clone());
                     if let Some(earlier) = earlier {
                         out.push((JobId::from(earlier), false));
                         continue;
@@ -673,7 +703,7 @@ impl Store for MemoryStore {
                     let expires = step.now + idempotency.1;
                     step.q
                         .unique
-                        .insert(idempotency.0.clone(), (id.clone(), expires));
+                        .insert(idempotency.0.clone(), (id.clone(), digest(&job), expires));
                 }
                 let score = u64::from(job.priority) * PRIORITY_STRIDE + order + offset;
                 step.q.jobs.insert(
@@ -717,8 +747,8 @@ impl Store for MemoryStore {
             step.q
                 .answer_expiry
                 .push_back((step.now + ANSWER_KEPT_MS, request.to_owned()));
-            out
-        }))
+            Ok(out)
+        })?)
     }
 
     async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched> {
@@ -1125,4 +1155,22 @@ impl Store for MemoryStore {
             .map(|(report, at)| (report.clone(), now.saturating_sub(*at)))
             .collect())
     }
+}
+
+/// What an idempotency key promises to be the same job: the payload and
+/// the options that change how it runs, as the Redis backend digests them.
+fn digest(job: &NewJob) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (
+        &job.payload,
+        job.priority,
+        job.max_attempts,
+        &job.backoff,
+        job.timeout_ms,
+        &job.group,
+        job.delay_ms,
+    )
+        .hash(&mut hasher);
+    hasher.finish()
 }

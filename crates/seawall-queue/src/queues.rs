@@ -88,7 +88,9 @@ impl Queues {
     /// Enqueues one job; its payload is stored as JSON. Returns its id, or,
     /// when the options carry an idempotency key already used within its
     /// window, the id of the job that used it (and adds nothing), even if
-    /// that job has completed and its record is gone.
+    /// that job has completed and its record is gone. A key whose job had
+    /// another payload or other options fails with
+    /// [`Error::IdempotencyMismatch`] and adds nothing.
     ///
     /// A call that the Redis client re-sends after a reconnection adds the
     /// job once. An `Err` of [`Error::Redis`] may still mean the job was

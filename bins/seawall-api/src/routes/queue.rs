@@ -368,6 +368,10 @@ pub(crate) fn queue_problem(error: &seawall_queue::Error) -> Problem {
             )
             .with_retry_after(1)
         }
+        seawall_queue::Error::IdempotencyMismatch { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+                .with_param("idempotency-key", "was first used for a different job")
+        }
         _ => {
             tracing::error!(%error, "job queue call failed");
             Problem::internal()
@@ -499,7 +503,9 @@ macro_rules! enqueue_route {
                 (status = 400, description = "`Idempotency-Key` is empty, longer than 255 \
                     characters, not visible ASCII or sent twice; or two `Authorization` headers",
                     body = Problem, content_type = "application/problem+json"),
-                (status = 422, description = "The payload breaks the queue's rules; nothing was enqueued",
+                (status = 422, description = "The payload breaks the queue's rules, or the \
+                    `Idempotency-Key` was first used on this queue for a different job; nothing \
+                    was enqueued",
                     body = Problem, content_type = "application/problem+json"),
                 (status = 503, description = "The queues' Redis does not answer; the job may \
                     have been enqueued all the same, so retry with the same `Idempotency-Key`",

@@ -142,6 +142,24 @@ async fn an_idempotency_key_makes_a_retried_enqueue_answer_the_first_job() {
     assert_eq!(elsewhere.status, 202, "{}", elsewhere.text());
     assert_eq!(jobs_in(&app, "notification").await, 1);
 
+    // The same key for a different job is refused (422, as the IETF
+    // idempotency-key draft answers), and enqueues nothing.
+    let changed = json!({"user_id": 2, "template": "welcome"});
+    let mismatch = enqueue_with_keys(&app, "email", &changed, &[key("signup-1")]).await;
+    let detail = mismatch.assert_problem(422);
+    assert!(detail.contains("signup-1"), "{detail}");
+    assert_eq!(
+        mismatch.json["invalid_params"][0]["name"],
+        "idempotency-key",
+        "{}",
+        mismatch.text()
+    );
+    assert_eq!(
+        jobs_in(&app, "email").await,
+        3,
+        "the refusal enqueued nothing"
+    );
+
     // Still the first job once it has run.
     let job = finished(&app, "email", &id).await;
     assert_eq!(job["state"], "completed", "{job}");

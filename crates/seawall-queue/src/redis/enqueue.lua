@@ -2,7 +2,9 @@
 -- job: payload, priority, max attempts, backoff, timeout ms, group, delay
 -- ms, idempotency key, its window ms. Returns, per job, its id and 1 when it
 -- was added or 0 when an earlier job with the same idempotency key answered
--- for it. A call re-sent with the same request id (a client that replays
+-- for it; or { 'mismatch', n } when job n (from 1) names an idempotency key
+-- that an earlier job holds with another payload or options, and then adds
+-- nothing. A call re-sent with the same request id (a client that replays
 -- commands after reconnecting) answers the first call's result and adds
 -- nothing.
 local request = shaped(7, REQUEST, 32, 'a request id')
@@ -25,6 +27,17 @@ for i = 0, count - 1 do
   if ARGV[at + 7] ~= '' then windows[i] = whole(at + 8, 1, MAX_MS) end
 end
 
+-- What an idempotency key promises to be the same job: the payload and
+-- the options that change how it runs (priority, attempts, backoff,
+-- timeout, group, delay), each text with its length before it.
+local function digest(at)
+  local parts = {}
+  for field = at, at + 6 do
+    parts[#parts + 1] = #ARGV[field] .. ':' .. ARGV[field]
+  end
+  return redis.sha1hex(table.concat(parts, ','))
+end
+
 -- Ids never repeat, even after Redis lost its last writes (a failover, an
 -- fsync window): the next id is the last one plus one, or the server's
 -- clock in microseconds since 2026, whichever is larger, so ids issued
@@ -36,15 +49,24 @@ if clock_id > first then first = clock_id end
 
 -- The answer is known before anything is written: per job, its id and 1
 -- when it is added, or an earlier job's id and 0 when that job holds the
--- same idempotency key (in Redis, or earlier in this call).
+-- same idempotency key (in Redis, or earlier in this call) for the same
+-- job. A key's record is `<id> <digest>`.
 local out = {}
 local claimed = {}
+local digests = {}
 for i = 0, count - 1 do
   local idempotency = ARGV[9 + i * 9 + 7]
   local earlier = false
   if idempotency ~= '' then
-    earlier = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
-    if not earlier then claimed[idempotency] = int(first + i) end
+    digests[i] = digest(9 + i * 9)
+    local record = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
+    if record then
+      local held, held_digest = string.match(record, '^(%S+) ?(%x*)$')
+      if held_digest ~= '' and held_digest ~= digests[i] then return { 'mismatch', i + 1 } end
+      earlier = held
+    else
+      claimed[idempotency] = int(first + i) .. ' ' .. digests[i]
+    end
   end
   if earlier then
     out[#out + 1] = earlier
@@ -80,7 +102,7 @@ for i = 0, count - 1 do
   local idempotency = ARGV[at + 7]
   if out[2 * i + 2] == '1' then
     if idempotency ~= '' then
-      redis.call('SET', base .. 'u:' .. idempotency, id, 'PX', int(windows[i]))
+      redis.call('SET', base .. 'u:' .. idempotency, id .. ' ' .. digests[i], 'PX', int(windows[i]))
     end
     local key = job_key(id)
     local group = ARGV[at + 5]

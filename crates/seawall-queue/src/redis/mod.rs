@@ -17,7 +17,7 @@
 //! | `p:{q}:active` | sorted set | running jobs as `id:token` by lease deadline |
 //! | `p:{q}:done` | list | kept completed jobs, newest first |
 //! | `p:{q}:dead` | sorted set | kept dead jobs by finish time |
-//! | `p:{q}:u:<key>` | string | an idempotency key's job id, for its window |
+//! | `p:{q}:u:<key>` | string | an idempotency key's job id and the digest of its job, for its window |
 //! | `p:{q}:r:<request>` | string | an enqueue call's answer, for 30 s, so a re-sent call answers the same |
 //! | `p:{q}:x:<id>` | string | the lease token of a run that ended cancelled, for 30 s, so a re-sent failure answers the same |
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
@@ -52,7 +52,7 @@ use crate::store::{
 };
 
 use self::blocking::BlockingPool;
-use self::reply::{array, count, job_info, number, stream_events, taken, text};
+use self::reply::{array, count, job_info, mismatch, number, stream_events, taken, text};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -238,6 +238,10 @@ impl Store for RedisStore {
         let (keys, mut args) = self.prelude(queue, 2 + jobs.len() * 9);
         args.push(Value::from(request));
         args.push(int(jobs.len() as u64));
+        let idempotency_keys: Vec<String> = jobs
+            .iter()
+            .map(|job| job.idempotency.clone().unwrap_or_default().0)
+            .collect();
         for job in jobs {
             let (key, window) = job.idempotency.unwrap_or_default();
             args.extend([
@@ -256,6 +260,16 @@ impl Store for RedisStore {
             None => self.run(&self.scripts.enqueue, keys, args).await?,
             Some(replicas) => self.enqueue_replicated(queue, keys, args, replicas).await?,
         };
+        if let Some(index) = mismatch(&reply)? {
+            let key = index
+                .checked_sub(1)
+                .and_then(|index| idempotency_keys.get(index))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Protocol(format!("enqueue named job {index} as a mismatch"))
+                })?;
+            return Err(Error::IdempotencyMismatch { key });
+        }
         array(reply)?
             .chunks_exact(2)
             .map(|pair| Ok((JobId::from(text(&pair[0])?), number(&pair[1])? == 1)))

@@ -233,7 +233,8 @@ local function forget(id, key)
   local idempotency = redis.call('HGET', key, 'ik')
   if idempotency then
     local unique = base .. 'u:' .. idempotency
-    if redis.call('GET', unique) == id then redis.call('DEL', unique) end
+    local held = redis.call('GET', unique)
+    if held and string.match(held, '^%S+') == id then redis.call('DEL', unique) end
   end
   redis.call('DEL', key)
 end

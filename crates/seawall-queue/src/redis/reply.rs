@@ -154,3 +154,18 @@ pub(super) fn stream_events(reply: Value) -> Result<Vec<Event>> {
     }
     Ok(events)
 }
+
+/// The job an enqueue refused for an idempotency mismatch (its position
+/// from 1), when the script answered `{ 'mismatch', n }`.
+pub(super) fn mismatch(reply: &Value) -> Result<Option<usize>> {
+    let Value::Array(values) = reply else {
+        return Ok(None);
+    };
+    if values.len() != 2 || text(&values[0])? != "mismatch" {
+        return Ok(None);
+    }
+    let index = number(&values[1])?;
+    usize::try_from(index)
+        .map(Some)
+        .map_err(|_| Error::Protocol(format!("enqueue named job {index} as a mismatch")))
+}

@@ -292,7 +292,7 @@ async fn an_idempotency_key_answers_with_the_first_job_within_its_window(backend
         .await
         .expect("enqueues");
     let again = queues
-        .enqueue("q", &2_u64, &keyed("order-1"))
+        .enqueue("q", &1_u64, &keyed("order-1"))
         .await
         .expect("enqueues");
     let other = queues
@@ -315,10 +315,51 @@ async fn an_idempotency_key_answers_with_the_first_job_within_its_window(backend
         .expect("enqueues");
     assert_ne!(later, first, "the window has passed");
     let many = queues
-        .enqueue_many("q", [(5_u64, keyed("order-3")), (6, keyed("order-3"))])
+        .enqueue_many("q", [(5_u64, keyed("order-3")), (5, keyed("order-3"))])
         .await
         .expect("enqueues");
     assert_eq!(many[0], many[1], "a key repeated within one bulk");
+}
+
+fn refused_for<T>(result: &Result<T, Error>, key: &str) -> bool {
+    matches!(result, Err(Error::IdempotencyMismatch { key: held }) if held == key)
+}
+
+/// An idempotency key promises one job: the same key with another payload
+/// or other options is refused, as the IETF idempotency-key draft answers
+/// 422, and adds nothing, also within one bulk.
+async fn an_idempotency_key_refuses_a_different_job(backend: &Backend) {
+    let queues = backend.queues().await;
+    let window = Duration::from_secs(60);
+    let keyed = |key: &str| options().idempotency_key(key, window).expect("valid");
+    let first = queues
+        .enqueue("q", &1_u64, &keyed("order-1"))
+        .await
+        .expect("enqueues");
+    let other_payload = queues.enqueue("q", &2_u64, &keyed("order-1")).await;
+    assert!(refused_for(&other_payload, "order-1"), "{other_payload:?}");
+    let urgent = keyed("order-1").priority(1).expect("valid");
+    let other_options = queues.enqueue("q", &1_u64, &urgent).await;
+    assert!(refused_for(&other_options, "order-1"), "{other_options:?}");
+    let same = queues
+        .enqueue("q", &1_u64, &keyed("order-1"))
+        .await
+        .expect("answers");
+    assert_eq!(same, first);
+
+    let bulk = queues
+        .enqueue_many("q", [(3_u64, keyed("order-2")), (4, keyed("order-1"))])
+        .await;
+    assert!(refused_for(&bulk, "order-1"), "{bulk:?}");
+    let within = queues
+        .enqueue_many("q", [(5_u64, keyed("order-3")), (6, keyed("order-3"))])
+        .await;
+    assert!(refused_for(&within, "order-3"), "{within:?}");
+    assert_eq!(
+        queues.counts("q").await.expect("counts").waiting,
+        1,
+        "nothing of a refused call was added"
+    );
 }
 
 async fn a_bulk_enqueue_keeps_order_and_adds_nothing_when_one_job_is_bad(backend: &Backend) {
@@ -1155,6 +1196,7 @@ on_every_backend!(
     failures_retry_with_backoff_then_go_to_the_dead_set_with_their_history,
     permanent_errors_and_undecodable_payloads_go_straight_to_the_dead_set,
     an_idempotency_key_answers_with_the_first_job_within_its_window,
+    an_idempotency_key_refuses_a_different_job,
     a_bulk_enqueue_keeps_order_and_adds_nothing_when_one_job_is_bad,
     cancel_removes_waiting_and_delayed_jobs_and_stops_running_ones,
     a_worker_that_lost_its_lease_cannot_complete_the_job,
