@@ -35,11 +35,29 @@ pub enum Error {
     /// or newer).
     #[error("unsupported server: {0}")]
     Unsupported(String),
-    /// The write was made on the primary, but fewer replicas than asked
-    /// for acknowledged it in time ([`RedisQueues::replicated_enqueues`](crate::RedisQueues::replicated_enqueues)):
-    /// a failover now could lose it. Retry with the same idempotency key.
-    #[error("only {acked} of {wanted} replicas acknowledged the enqueue in time")]
+    /// Fewer replicas than asked for acknowledged the enqueue in time
+    /// ([`RedisQueues::replicated_enqueues`](crate::RedisQueues::replicated_enqueues)),
+    /// and its jobs were taken back before any worker took one: nothing
+    /// was queued. A retry, with or without an idempotency key, queues the
+    /// jobs once.
+    #[error(
+        "only {acked} of {wanted} replicas acknowledged the enqueue in time; nothing was queued"
+    )]
     NotReplicated {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
+    /// Fewer replicas than asked for acknowledged the enqueue in time, and
+    /// its jobs could not be taken back (a worker took one already, or the
+    /// primary stopped answering): they may be queued, may run, and may be
+    /// lost in a failover. Only a retry with the same idempotency key is
+    /// sure to queue each job at most once.
+    #[error(
+        "only {acked} of {wanted} replicas acknowledged the enqueue in time; whether it is queued is unknown"
+    )]
+    EnqueueOutcomeUnknown {
         /// Replicas that acknowledged.
         acked: u32,
         /// Replicas asked for.

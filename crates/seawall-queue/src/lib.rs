@@ -15,7 +15,9 @@
 //!   dedicated connection instead of polling.
 //! - **Acknowledged means replicated, if asked.** With
 //!   [`RedisQueues::replicated_enqueues`] an enqueue is answered only once
-//!   a replica has the job, so it survives the failover of its primary.
+//!   a replica has the job, so it survives the failover of its primary; a
+//!   refused one is taken back before any worker takes it, or says that
+//!   its outcome is unknown.
 //! - Delays, retries with [backoff](Backoff), a dead-letter set with each
 //!   job's errors, priorities, groups fetched round-robin with an optional
 //!   per-group cap, pause and resume, cancellation, progress, idempotency

@@ -368,12 +368,15 @@ pub struct RedisQueues {
 
 impl RedisQueues {
     /// Answers an enqueue only once `replicas` replicas of the queue's
-    /// primary have the job (`WAIT`), waiting up to `timeout`; fewer in
-    /// time fail the call with [`Error::NotReplicated`] (the job may still
-    /// be there: retry with the same idempotency key). Redis replicates
+    /// primary have the job (`WAIT`), waiting up to `timeout`. Fewer in
+    /// time, the call's jobs are taken back while no worker has taken one,
+    /// and the call fails with [`Error::NotReplicated`] (nothing queued);
+    /// when they cannot be, with [`Error::EnqueueOutcomeUnknown`] (they may
+    /// run: retry with the same idempotency key). Redis replicates
     /// asynchronously, so without this an acknowledged enqueue can vanish
     /// with a primary that dies before its replica has it. Off by default;
-    /// it costs one more round trip per enqueue call.
+    /// it costs one more round trip per enqueue call (two when `WAIT`
+    /// falls short).
     pub fn replicated_enqueues(mut self, replicas: u32, timeout: Duration) -> Self {
         self.replicas = (replicas > 0).then_some((replicas, timeout));
         self

@@ -89,6 +89,38 @@ elseif op == 'clean' then
     removed = removed + 1
   end
   return removed
+elseif op == 'take_back' then
+  -- Removes the jobs an enqueue added (ARGV[8]: its request id; ARGV[9]:
+  -- how many ids follow), all of them or, when one was taken by a worker
+  -- already (or is gone), none. Returns 1 when they were removed, 0 when
+  -- nothing changed.
+  local request = shaped(8, REQUEST, 32, 'a request id')
+  local n = whole(9, 0, 10000)
+  if #ARGV ~= 9 + n then refuse('expected ' .. n .. ' job ids') end
+  local jobs = {}
+  for i = 1, n do
+    local id = shaped(9 + i, JOB_ID, 24, 'a job id')
+    local job = redis.call('HMGET', job_key(id), 's', 'g', 'tk')
+    if (job[1] ~= 'waiting' and job[1] ~= 'delayed') or job[3] then return 0 end
+    jobs[i] = { id, job[1], job[2] or '' }
+  end
+  for _, job in ipairs(jobs) do
+    local id, state, group = job[1], job[2], job[3]
+    if state == 'waiting' then
+      if redis.call('ZREM', ranked_key(group), id) == 0 then
+        redis.call('LREM', group_key(group), '1', id)
+      end
+      redis.call('HINCRBY', meta, 'waiting', '-1')
+      if group ~= '' and group_waiting(group) == 0 then redis.call('SREM', groups_key, group) end
+    else
+      redis.call('ZREM', delayed_key, id)
+    end
+    emit('cancelled', id)
+    forget(id, job_key(id))
+  end
+  -- A replay of the enqueue must not answer ids that are gone.
+  redis.call('DEL', base .. 'r:' .. request)
+  return 1
 elseif op == 'group_limit' then
   -- ARGV[8]: the most jobs of one group that may run at once, 0 for no cap.
   redis.call('HSET', meta, 'gcap', int(whole(8, 0, 4294967295)))

@@ -433,6 +433,71 @@ async fn a_re_sent_cancellation_answers_cancelled() {
     crate::model::a_re_sent_cancelled_failure_answers_cancelled(&store).await;
 }
 
+/// Taking back an enqueue that `WAIT` did not confirm removes its jobs
+/// (records, lines, idempotency keys, the replay record) while no worker
+/// took one, and changes nothing once one did.
+#[tokio::test]
+async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
+    let (store, prefix) = store().await;
+    let take_back = |request: String, ids: Vec<String>| {
+        let mut rest = vec![
+            fred::types::Value::from(request),
+            super::int(ids.len() as u64),
+        ];
+        rest.extend(ids.into_iter().map(fred::types::Value::from));
+        store.control("q", "take_back", rest)
+    };
+    let request = random_id();
+    let mut keyed = job(b"2");
+    keyed.idempotency = Some(("k".to_owned(), 60_000));
+    let mut delayed = job(b"3");
+    delayed.delay_ms = 60_000;
+    let added = store
+        .enqueue("q", &request, vec![job(b"1"), keyed.clone(), delayed])
+        .await
+        .expect("enqueues");
+    let ids: Vec<String> = added.iter().map(|(id, _)| id.to_string()).collect();
+    let answer = take_back(request.clone(), ids).await.expect("takes back");
+    assert_eq!(super::number(&answer).expect("a number"), 1);
+    let counts = store.counts("q").await.expect("counts");
+    assert_eq!((counts.waiting, counts.delayed), (0, 0), "{counts:?}");
+    for (id, _) in &added {
+        assert!(
+            store.job("q", id).await.expect("reads").is_none(),
+            "{id} is gone"
+        );
+    }
+    assert!(
+        !keys(&prefix)
+            .iter()
+            .any(|key| key.contains(":u:") || key.contains(":r:")),
+        "the key and the replay record are freed: {:?}",
+        keys(&prefix)
+    );
+    // The key is free: the same job enqueued again is a new one.
+    let again = store
+        .enqueue("q", &random_id(), vec![keyed])
+        .await
+        .expect("enqueues");
+    assert!(again[0].1, "added anew");
+
+    // Once a worker took one of a call's jobs, nothing is taken back.
+    let request = random_id();
+    let added = store
+        .enqueue("q", &request, vec![job(b"4")])
+        .await
+        .expect("enqueues");
+    let taken = store
+        .fetch("q", &call(10, Vec::new()))
+        .await
+        .expect("takes");
+    assert_eq!(taken.jobs.len(), 2);
+    let ids = added.iter().map(|(id, _)| id.to_string()).collect();
+    let answer = take_back(request, ids).await.expect("answers");
+    assert_eq!(super::number(&answer).expect("a number"), 0);
+    assert_eq!(store.counts("q").await.expect("counts").active, 2);
+}
+
 /// Ids stay above the last one issued when the server's clock is behind
 /// it (a replica promoted whose clock lags the old primary's): the last
 /// id lives in the queue's slot, here set a minute ahead of the clock.

@@ -52,7 +52,9 @@ use crate::store::{
 };
 
 use self::blocking::BlockingPool;
-use self::reply::{array, count, job_info, mismatch, number, stream_events, taken, text};
+use self::reply::{
+    added_ids, array, count, job_info, mismatch, number, stream_events, taken, text,
+};
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -178,9 +180,16 @@ impl RedisStore {
     /// one pooled connection held for the two: `WAIT` counts the writes of
     /// its own connection, and it blocks that connection until it answers,
     /// so it must never run on the shared, multiplexed one.
+    ///
+    /// When `WAIT` falls short (or fails), the jobs the call added are
+    /// taken back on the same connection, all of them or none, and only
+    /// while no worker took one: [`Error::NotReplicated`] then means
+    /// nothing is queued, and [`Error::EnqueueOutcomeUnknown`] that the
+    /// jobs could not be taken back.
     async fn enqueue_replicated(
         &self,
         queue: &str,
+        request: &str,
         keys: Vec<String>,
         args: Vec<Value>,
         (wanted, timeout): (u32, Duration),
@@ -192,6 +201,12 @@ impl RedisStore {
             .enqueue
             .evalsha_with_reload(&connection.client, keys, args)
             .await?;
+        let added = added_ids(&reply)?;
+        if added.is_empty() {
+            // A refused call (an idempotency mismatch), or one whose jobs
+            // all existed already: nothing of this call's to wait for.
+            return Ok(reply);
+        }
         // Routed by the queue's slot: on a Cluster, the primary that took
         // the write, over this connection's link to it.
         let slot = fred::util::redis_keyslot(format!("{{{queue}}}").as_bytes());
@@ -202,14 +217,40 @@ impl RedisStore {
         let waiting = connection.client.with_options(&options);
         let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), true);
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let acked: i64 = connection
+        let acked: Result<i64> = connection
             .run(waiting.custom(wait, vec![int(u64::from(wanted)), int(timeout_ms)]))
-            .await?;
-        let acked = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
-        if acked < wanted {
-            return Err(Error::NotReplicated { acked, wanted });
+            .await
+            .map_err(Error::from);
+        let acked = match acked {
+            Ok(acked) => u32::try_from(acked.max(0)).unwrap_or(u32::MAX),
+            Err(error) => {
+                tracing::warn!(%error, queue, "WAIT failed after an enqueue; taking its jobs back");
+                0
+            }
+        };
+        if acked >= wanted {
+            return Ok(reply);
         }
-        Ok(reply)
+        let (keys, mut args) = self.prelude(queue, 3 + added.len());
+        args.push(Value::from("take_back"));
+        args.push(Value::from(request));
+        args.push(int(added.len() as u64));
+        args.extend(added.into_iter().map(Value::from));
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let taken_back: Result<Value> = self
+            .scripts
+            .control
+            .evalsha_with_reload(&connection.client, keys, args)
+            .await
+            .map_err(Error::from);
+        match taken_back.and_then(|reply| number(&reply)) {
+            Ok(1) => Err(Error::NotReplicated { acked, wanted }),
+            Ok(_) => Err(Error::EnqueueOutcomeUnknown { acked, wanted }),
+            Err(error) => {
+                tracing::warn!(%error, queue, "taking back an unreplicated enqueue failed");
+                Err(Error::EnqueueOutcomeUnknown { acked, wanted })
+            }
+        }
     }
 
     /// Runs `processes.lua`.
@@ -258,7 +299,10 @@ impl Store for RedisStore {
         }
         let reply = match self.replicas {
             None => self.run(&self.scripts.enqueue, keys, args).await?,
-            Some(replicas) => self.enqueue_replicated(queue, keys, args, replicas).await?,
+            Some(replicas) => {
+                self.enqueue_replicated(queue, request, keys, args, replicas)
+                    .await?
+            }
         };
         if let Some(index) = mismatch(&reply)? {
             let key = index

@@ -169,3 +169,21 @@ pub(super) fn mismatch(reply: &Value) -> Result<Option<usize>> {
         .map(Some)
         .map_err(|_| Error::Protocol(format!("enqueue named job {index} as a mismatch")))
 }
+
+/// The ids an enqueue's answer says it added (flag 1).
+pub(super) fn added_ids(reply: &Value) -> Result<Vec<String>> {
+    if mismatch(reply)?.is_some() {
+        return Ok(Vec::new());
+    }
+    let Value::Array(values) = reply else {
+        return Err(Error::Protocol("enqueue answered no array".to_owned()));
+    };
+    values
+        .chunks_exact(2)
+        .filter_map(|pair| match number(&pair[1]) {
+            Ok(1) => Some(text(&pair[0])),
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
+        })
+        .collect()
+}

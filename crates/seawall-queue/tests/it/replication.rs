@@ -18,8 +18,9 @@ async fn connect(url: &str, replicas: u32) -> Queues {
 
 /// With a replica attached an enqueue answers once the replica has the
 /// job; with the replica frozen it fails in about the timeout with
-/// `NotReplicated`, and a retry with the same idempotency key once the
-/// replica is back answers the job that was already there.
+/// `NotReplicated` and its job is taken back (a refusal means not queued,
+/// so a retry without a key makes no second job), and a retry once the
+/// replica is back queues the job once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
     let primary = RedisServer::start().expect("a primary");
@@ -72,16 +73,22 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
         "{:?}",
         began.elapsed()
     );
+    assert_eq!(
+        queues.counts("mail").await.expect("counts").waiting,
+        1,
+        "the refused job was taken back"
+    );
     pause.wait();
     let retried = queues
         .enqueue("mail", &"two", &options)
         .await
         .expect("replicated");
-    assert_eq!(
-        queues.counts("mail").await.expect("counts").waiting,
-        2,
-        "the retry ({retried}) answered the job the refused call left"
-    );
+    let again = queues
+        .enqueue("mail", &"two", &options)
+        .await
+        .expect("replicated");
+    assert_eq!(retried, again, "the key was freed, then holds the retry");
+    assert_eq!(queues.counts("mail").await.expect("counts").waiting, 2);
 
     // Asking for more replicas than there are never succeeds.
     let greedy = connect(&primary.url(), 2).await;
@@ -98,4 +105,61 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
         ),
         "{refused:?}"
     );
+}
+
+/// When a worker took the job before `WAIT` gave up, the job cannot be
+/// taken back: the call says its outcome is unknown, and the job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreplicated_enqueue_already_taken_says_its_outcome_is_unknown() {
+    let primary = RedisServer::start().expect("a primary");
+    let replica = RedisServer::builder()
+        .config("replicaof", format!("127.0.0.1 {}", primary.port()))
+        .start()
+        .expect("a replica");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica
+        .connect()
+        .and_then(|mut conn| conn.cmd(&["INFO", "replication"]))
+        .is_ok_and(|info| {
+            info.as_str()
+                .unwrap_or_default()
+                .contains("master_link_status:up")
+        })
+    {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queues = connect(&primary.url(), 1).await;
+    let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let worker = queues.worker("mail").expect("a valid name").start(
+        move |job: seawall_queue::Job<String>| {
+            let ran = ran.clone();
+            async move {
+                let _ = ran.send(job.payload);
+                Ok::<(), seawall_queue::JobError>(())
+            }
+        },
+    );
+    let pause = replica
+        .pause_in_background(Duration::from_secs(1))
+        .expect("freezes");
+    let unknown = queues
+        .enqueue("mail", &"taken".to_owned(), &JobOptions::default())
+        .await;
+    assert!(
+        matches!(
+            unknown,
+            Err(Error::EnqueueOutcomeUnknown {
+                acked: 0,
+                wanted: 1
+            })
+        ),
+        "{unknown:?}"
+    );
+    let payload = tokio::time::timeout(Duration::from_secs(5), runs.recv())
+        .await
+        .expect("the job ran");
+    assert_eq!(payload.as_deref(), Some("taken"));
+    pause.wait();
+    worker.shutdown(Duration::from_secs(5)).await;
 }
