@@ -33,7 +33,9 @@ end
 return 0
 ";
 
-const RELEASE: &str = r"
+/// Deletes KEYS[1] if it holds ARGV[1]: a lock's release, and a load's
+/// lease removed by its own load.
+pub(crate) const COMPARE_AND_DELETE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -133,7 +135,7 @@ impl RedisLocks {
                 timeout,
                 fence_retention,
                 acquire: Script::from_lua(ACQUIRE),
-                release: Script::from_lua(RELEASE),
+                release: Script::from_lua(COMPARE_AND_DELETE),
                 extend: Script::from_lua(EXTEND),
             }),
         }

@@ -52,15 +52,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 ";
 
-/// Removes a load's lease (ARGV[1]) if the key still holds it: a load
-/// that ends without a value to store leaves nothing behind.
-const DROP_LEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
 /// Takes a tag's set of value keys and removes it in one step, so that no
 /// key joins it between the read and the removal unseen.
 const TAKE_TAG: &str = r"
@@ -123,7 +114,7 @@ impl RedisTier {
             counters,
             fill: Script::from_lua(FILL),
             lease: Script::from_lua(LEASE),
-            drop_lease: Script::from_lua(DROP_LEASE),
+            drop_lease: Script::from_lua(crate::lock::COMPARE_AND_DELETE),
             tag: Script::from_lua(TAG),
             take_tag: Script::from_lua(TAKE_TAG),
         }

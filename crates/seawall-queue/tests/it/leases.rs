@@ -85,6 +85,23 @@ fn handler(
     }
 }
 
+/// A worker of `queues` on `render`, four at a time with `lease`, running
+/// [`handler`].
+fn start(
+    queues: &Queues,
+    name: &'static str,
+    runs: &Runs,
+    lease: Duration,
+    first: Duration,
+) -> seawall_queue::Worker {
+    queues
+        .worker("render")
+        .and_then(|worker| worker.concurrency(4))
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start(handler(name, runs, first))
+}
+
 async fn queues(builder: seawall_queue::fred::prelude::Builder, prefix: &str) -> Queues {
     Queues::redis(builder)
         .prefix(prefix)
@@ -118,23 +135,13 @@ async fn a_worker_that_cannot_renew_stops_its_runs_before_the_lease_ends() {
         ids.push(id);
     }
     let runs: Runs = Arc::default();
-    let cut_off = through
-        .worker("render")
-        .and_then(|worker| worker.concurrency(4))
-        .and_then(|worker| worker.lease(lease))
-        .expect("valid")
-        .start(handler("cut off", &runs, lease * 4));
+    let cut_off = start(&through, "cut off", &runs, lease, lease * 4);
     assert!(
         eventually(Duration::from_secs(10), async || runs.lock().len() == 3).await,
         "the cut-off worker took every job: {:?}",
         runs.lock()
     );
-    let healthy = direct
-        .worker("render")
-        .and_then(|worker| worker.concurrency(4))
-        .and_then(|worker| worker.lease(lease))
-        .expect("valid")
-        .start(handler("healthy", &runs, lease * 4));
+    let healthy = start(&direct, "healthy", &runs, lease, lease * 4);
     proxy.cut();
     tokio::time::sleep(lease + lease / 2).await;
     proxy.restore();
@@ -203,23 +210,13 @@ async fn a_cut_shorter_than_the_lease_runs_no_job_twice() {
         ids.push(id);
     }
     let runs: Runs = Arc::default();
-    let cut_off = through
-        .worker("render")
-        .and_then(|worker| worker.concurrency(4))
-        .and_then(|worker| worker.lease(lease))
-        .expect("valid")
-        .start(handler("cut off", &runs, lease * 2));
+    let cut_off = start(&through, "cut off", &runs, lease, lease * 2);
     assert!(
         eventually(Duration::from_secs(10), async || runs.lock().len() == 3).await,
         "the worker took every job: {:?}",
         runs.lock()
     );
-    let healthy = direct
-        .worker("render")
-        .and_then(|worker| worker.concurrency(4))
-        .and_then(|worker| worker.lease(lease))
-        .expect("valid")
-        .start(handler("healthy", &runs, lease * 2));
+    let healthy = start(&direct, "healthy", &runs, lease, lease * 2);
     tokio::time::sleep(lease / 4).await;
     proxy.cut();
     tokio::time::sleep(lease / 4).await;
