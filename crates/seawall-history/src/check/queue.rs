@@ -1,0 +1,168 @@
+//! The queue: every acknowledged job runs, none runs twice unless a fault
+//! took it from its worker, none that was refused runs.
+//!
+//! Runs are grouped by the idempotency key the rows carry (by job where a
+//! row carries none), so a key that ran as two jobs (its idempotency lost)
+//! shows up as well as a job that ran twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{Options, micros_as_secs};
+use crate::history::{Call, Fault, History, Op, Outcome};
+use crate::report::QueueReport;
+use crate::state::{OutboxRow, QueueState};
+
+/// How the enqueues of one key ended, taken together.
+#[derive(Default)]
+struct Ended {
+    ok: bool,
+    info: bool,
+    fail: bool,
+    first_invoke: Option<u64>,
+}
+
+pub(super) fn check(
+    ops: &[&Op],
+    history: &History,
+    state: Option<&QueueState>,
+    options: &Options,
+) -> QueueReport {
+    let keep = options.examples;
+    let mut report = QueueReport::default();
+    let mut keys: HashMap<&str, Ended> = HashMap::new();
+    // Job → (first invoke of an op acknowledged with it, that op).
+    let mut acknowledged: BTreeMap<&str, (u64, &Op)> = BTreeMap::new();
+    for op in ops {
+        report.enqueues.count(op.outcome);
+        let Call::Enqueue { key, job, .. } = &op.call else {
+            continue;
+        };
+        if let Some(key) = key.as_deref() {
+            let ended = keys.entry(key).or_default();
+            ended.first_invoke = Some(ended.first_invoke.map_or(op.invoke, |t| t.min(op.invoke)));
+            match op.outcome {
+                Outcome::Ok(_) => ended.ok = true,
+                Outcome::Fail(_) => ended.fail = true,
+                Outcome::Info(_) => ended.info = true,
+            }
+        }
+        if let (Outcome::Ok(_), Some(job)) = (op.outcome, job.as_deref()) {
+            acknowledged.entry(job).or_insert((op.invoke, op));
+        }
+    }
+    let Some(state) = state else {
+        return report;
+    };
+    report.rows = state.rows.len();
+
+    let mut by_job: HashMap<&str, usize> = HashMap::new();
+    let mut by_key: HashMap<&str, usize> = HashMap::new();
+    // Key (or job, for rows without one) → its rows.
+    let mut runs: BTreeMap<&str, Vec<&OutboxRow>> = BTreeMap::new();
+    for row in &state.rows {
+        *by_job.entry(row.job.as_str()).or_default() += 1;
+        if let Some(key) = row.idempotency_key.as_deref() {
+            *by_key.entry(key).or_default() += 1;
+        }
+        let unit = row.idempotency_key.as_deref().unwrap_or(row.job.as_str());
+        runs.entry(unit).or_default().push(row);
+    }
+
+    for (job, (_, op)) in &acknowledged {
+        let key = match &op.call {
+            Call::Enqueue { key, .. } => key.as_deref(),
+            _ => None,
+        };
+        let ran_by_key = key.is_some_and(|key| by_key.contains_key(key));
+        if !by_job.contains_key(job) && !ran_by_key {
+            report.lost.add(keep, || {
+                format!(
+                    "job {job} (key {}), acknowledged at {} to {}, never ran",
+                    key.unwrap_or("none"),
+                    options.since(op.outcome.at().unwrap_or(op.invoke)),
+                    op.process
+                )
+            });
+        }
+    }
+
+    let stalls: HashMap<&str, u32> = state
+        .jobs
+        .iter()
+        .map(|job| (job.job.as_str(), job.stalls))
+        .collect();
+    let start = history.start().unwrap_or(0);
+    for (unit, rows) in &runs {
+        let jobs: BTreeSet<&str> = rows.iter().map(|row| row.job.as_str()).collect();
+        let key = rows.iter().find_map(|row| row.idempotency_key.as_deref());
+        let ended = key.and_then(|key| keys.get(key));
+        let acked = jobs.iter().any(|job| acknowledged.contains_key(job))
+            || ended.is_some_and(|ended| ended.ok);
+        if !acked {
+            let describe = || format!("{unit}: {} run(s) of job(s) {jobs:?}", rows.len());
+            match ended {
+                Some(Ended { info: true, .. }) => report.unacknowledged_ran.add(keep, describe),
+                Some(Ended { fail: true, .. }) => report.never_acknowledged.add(keep, || {
+                    format!("{}, though every enqueue failed", describe())
+                }),
+                _ => report.unrecorded.add(keep, describe),
+            }
+        }
+        if jobs.len() > 1 {
+            report.run_twice_unexplained.add(keep, || {
+                format!("key {unit} ran as {} jobs: {jobs:?}", jobs.len())
+            });
+            continue;
+        }
+        if rows.len() < 2 {
+            continue;
+        }
+        let job = rows[0].job.as_str();
+        let from = ended
+            .and_then(|ended| ended.first_invoke)
+            .or_else(|| acknowledged.get(job).map(|&(invoke, _)| invoke))
+            .unwrap_or(0);
+        let to = rows
+            .iter()
+            .map(|row| row.at_ms)
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|times| times.into_iter().max())
+            .map_or(u64::MAX, |ms| ms.max(0).unsigned_abs().saturating_mul(1000));
+        let workers: Vec<&str> = rows
+            .iter()
+            .filter_map(|row| row.worker.as_deref())
+            .collect();
+        let touches_worker = |fault: &Fault| {
+            fault.hosts().iter().any(|host| {
+                if workers.is_empty() {
+                    host.starts_with(&options.worker_prefix)
+                } else {
+                    workers.contains(host)
+                }
+            })
+        };
+        let stalled = stalls.get(job).copied().unwrap_or(0);
+        let fault = history.faults().iter().find(|fault| {
+            (from..=to).contains(&fault.t) && fault.disrupts() && touches_worker(fault)
+        });
+        let describe = || format!("job {job} (key {unit}) ran {} times", rows.len());
+        if let Some(fault) = fault {
+            report.run_twice_explained.add(keep, || {
+                format!(
+                    "{}, after {} {} at {:.3}s",
+                    describe(),
+                    fault.op,
+                    fault.value,
+                    micros_as_secs(fault.t.saturating_sub(start))
+                )
+            });
+        } else if stalled > 0 {
+            report.run_twice_explained.add(keep, || {
+                format!("{}, and the queue counted {stalled} stall(s)", describe())
+            });
+        } else {
+            report.run_twice_unexplained.add(keep, describe);
+        }
+    }
+    report
+}

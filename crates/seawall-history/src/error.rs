@@ -1,0 +1,64 @@
+//! What can go wrong reading, recording or checking a history.
+
+use std::path::PathBuf;
+
+/// A failure of this crate. Reading never panics on bad input: every
+/// malformed line comes back as [`Error::Line`] or [`Error::Malformed`]
+/// with the file and the line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be opened, read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a history is not an event (bad JSON, a missing field, an
+    /// unknown `type` or `workload`).
+    #[error("{file}:{line}: not an event: {source}")]
+    Line {
+        /// The file (or the name given to the text).
+        file: String,
+        /// The line, from 1.
+        line: usize,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A line is an event, but does not fit the history: a completion
+    /// without its invoke, an id used twice, a value of the wrong shape.
+    #[error("{file}:{line}: {reason}")]
+    Malformed {
+        /// The file (or the name given to the text).
+        file: String,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The final state document is not valid.
+    #[error("{file}: not a final state: {source}")]
+    State {
+        /// The file (or the name given to the text).
+        file: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An event could not be written to the recorder's file.
+    #[error("recording to {}: {source}", path.display())]
+    Record {
+        /// The recorder's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// This crate's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
