@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
+use crate::hosts::Host;
 use crate::process;
 use crate::redis::{
     ClusterNodeSettings, INSTALL_REDIS, Persistence, RedisServer, RedisServerBuilder, Role,
@@ -67,6 +68,7 @@ pub struct RedisClusterBuilder {
     ready_timeout: Duration,
     server_binary: Option<PathBuf>,
     cli_binary: Option<PathBuf>,
+    hosts: Vec<Host>,
 }
 
 impl Default for RedisClusterBuilder {
@@ -80,6 +82,7 @@ impl Default for RedisClusterBuilder {
             ready_timeout: Duration::from_secs(30),
             server_binary: None,
             cli_binary: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -133,6 +136,13 @@ impl RedisClusterBuilder {
         self
     }
 
+    /// Runs node `i` (in [`nodes`](RedisCluster::nodes) order) on `hosts[i]`, on port 6379 of the host's
+    /// address, which it announces. Give one host per node.
+    pub fn hosts(mut self, hosts: &[Host]) -> Self {
+        self.hosts = hosts.to_vec();
+        self
+    }
+
     /// Starts the nodes, forms the cluster and waits until every node reports
     /// `cluster_state:ok` and every replica is attached to its master.
     pub fn start(self) -> Result<RedisCluster> {
@@ -158,7 +168,21 @@ impl RedisClusterBuilder {
         if let Some(binary) = &self.server_binary {
             node_builder = node_builder.binary(binary.clone());
         }
-        let nodes = start_nodes(&node_builder, total)?;
+        if !self.hosts.is_empty() && self.hosts.len() != total {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "a cluster of {total} nodes was given {} hosts; give one per node",
+                    self.hosts.len()
+                ),
+            });
+        }
+        let builders: Vec<RedisServerBuilder> = (0..total)
+            .map(|i| match self.hosts.get(i) {
+                Some(host) => node_builder.clone().host(host),
+                None => node_builder.clone(),
+            })
+            .collect();
+        let nodes = start_nodes(&builders)?;
         let mut cluster = RedisCluster {
             nodes,
             masters: Vec::new(),
@@ -178,12 +202,13 @@ impl RedisClusterBuilder {
 }
 
 /// Starts the nodes concurrently: each start is mostly waiting for the process to come up.
-fn start_nodes(builder: &RedisServerBuilder, count: usize) -> Result<Vec<RedisServer>> {
+fn start_nodes(builders: &[RedisServerBuilder]) -> Result<Vec<RedisServer>> {
     thread::scope(|scope| {
-        let handles: Vec<_> = (0..count)
-            .map(|_| scope.spawn(|| builder.clone().start()))
+        let handles: Vec<_> = builders
+            .iter()
+            .map(|builder| scope.spawn(|| builder.clone().start()))
             .collect();
-        let mut nodes = Vec::with_capacity(count);
+        let mut nodes = Vec::with_capacity(builders.len());
         let mut first_err = None;
         for handle in handles {
             match handle.join() {
@@ -325,12 +350,17 @@ impl RedisCluster {
                 return Err(unexpected());
             };
             if (start..=end).contains(&slot) {
+                let ip = master
+                    .first()
+                    .and_then(Reply::as_str)
+                    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                    .ok_or_else(unexpected)?;
                 let port = master
                     .get(1)
                     .and_then(Reply::as_int)
                     .and_then(|port| u16::try_from(port).ok())
                     .ok_or_else(unexpected)?;
-                return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+                return Ok(SocketAddr::from((ip, port)));
             }
         }
         Err(unexpected())

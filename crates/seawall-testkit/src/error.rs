@@ -158,6 +158,22 @@ pub enum Error {
         source: rcgen::Error,
     },
 
+    /// A host name that the network or fleet does not have.
+    #[error("no host is called {name:?}; the hosts are: {known}")]
+    UnknownHost {
+        /// The name asked for.
+        name: String,
+        /// Every host's name.
+        known: String,
+    },
+
+    /// What was asked needs a fleet on network hosts, or is not available on them.
+    #[error("{what}")]
+    Unsupported {
+        /// What cannot be done, and what to do instead.
+        what: String,
+    },
+
     /// The current user cannot run PostgreSQL.
     #[error("cannot run PostgreSQL: {reason}")]
     PostgresUser {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
+use crate::hosts::Host;
 use crate::process::{self, Spawn, StopSignal, Supervised};
 
 const INSTALL_HAPROXY: &str = "apt-get install -y haproxy";
@@ -25,6 +26,7 @@ pub struct HaproxyBuilder {
     dir: Option<PathBuf>,
     binary: Option<PathBuf>,
     startup_timeout: Duration,
+    host: Option<Host>,
 }
 
 impl Default for HaproxyBuilder {
@@ -37,6 +39,7 @@ impl Default for HaproxyBuilder {
             dir: None,
             binary: None,
             startup_timeout: Duration::from_secs(10),
+            host: None,
         }
     }
 }
@@ -83,6 +86,13 @@ impl HaproxyBuilder {
         self
     }
 
+    /// Runs HAProxy in a [`Host`] of a [`crate::Network`], listening on port
+    /// 8080 of the host's address.
+    pub fn host(mut self, host: &Host) -> Self {
+        self.host = Some(host.clone());
+        self
+    }
+
     /// Writes the configuration, starts HAProxy and waits until its stats socket
     /// answers. The servers need not be up yet: each is checked until it passes.
     pub fn start(self) -> Result<Haproxy> {
@@ -113,16 +123,26 @@ impl HaproxyBuilder {
                     .map_err(io_err("creating a temp dir for HAProxy"))?,
             ),
         };
-        let port = process::pick_port(false)?;
+        let port = match &self.host {
+            Some(_) => DEFAULT_HOST_PORT,
+            None => process::pick_port(false)?,
+        };
+        let ip = self.host.as_ref().map_or(Ipv4Addr::LOCALHOST, Host::addr);
         let haproxy = Haproxy {
+            ip,
             port,
             servers: self.servers.clone(),
             proc: None,
             dir,
         };
-        std::fs::write(haproxy.config_path(), self.render(port, haproxy.dir())).map_err(io_err(
-            format!("writing {}", haproxy.config_path().display()),
-        ))?;
+        std::fs::write(
+            haproxy.config_path(),
+            self.render(haproxy.addr(), haproxy.dir()),
+        )
+        .map_err(io_err(format!(
+            "writing {}",
+            haproxy.config_path().display()
+        )))?;
         let args = [
             OsString::from("-f"),
             haproxy.config_path().into(),
@@ -132,6 +152,7 @@ impl HaproxyBuilder {
         let log = haproxy.log_path();
         let proc = Supervised::spawn(&Spawn {
             owns_dir: self.dir.is_none(),
+            netns: self.host.as_ref().map(Host::netns),
             ..Spawn::server(
                 &binary,
                 &args,
@@ -150,7 +171,7 @@ impl HaproxyBuilder {
         })
     }
 
-    fn render(&self, port: u16, dir: &Path) -> String {
+    fn render(&self, listen: SocketAddr, dir: &Path) -> String {
         let inter = self.check_interval.as_millis().max(10);
         // Both backends hold every server: checked for readiness in one,
         // for liveness in the other.
@@ -206,7 +227,6 @@ backend live
     default-server check inter {inter}ms fastinter {inter}ms downinter {inter}ms rise 2 fall 1
 {servers}",
             socket = self.socket_path(dir).display(),
-            listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             check = self.check_path,
             live = self.live_path,
         )
@@ -233,11 +253,15 @@ impl Dir {
     }
 }
 
+/// The port of HAProxy on a [`Host`].
+const DEFAULT_HOST_PORT: u16 = 8080;
+
 /// An HAProxy process balancing HTTP round robin over its servers, each
 /// health-checked (readiness); when none is ready, over every live one
 /// (fail open). Stopped on drop.
 #[derive(Debug)]
 pub struct Haproxy {
+    ip: Ipv4Addr,
     port: u16,
     servers: Vec<(String, SocketAddr)>,
     proc: Option<Supervised>,
@@ -270,12 +294,13 @@ impl Haproxy {
         HaproxyBuilder::default()
     }
 
-    /// `127.0.0.1:port` of the frontend.
+    /// `127.0.0.1:port` of the frontend, or the [host](HaproxyBuilder::host)'s
+    /// address and port.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
-    /// `http://127.0.0.1:port`.
+    /// `http://` and [`addr`](Self::addr).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
     }
@@ -406,7 +431,7 @@ mod tests {
         let config = Haproxy::builder()
             .server("api-1", SocketAddr::from(([127, 0, 0, 1], 1001)))
             .server("api-2", SocketAddr::from(([127, 0, 0, 1], 1002)))
-            .render(9000, Path::new("/run"));
+            .render(SocketAddr::from(([127, 0, 0, 1], 9000)), Path::new("/run"));
         let (services, live) = config.split_once("\nbackend live").expect("two backends");
         let services = services
             .split_once("\nbackend services")

@@ -2,9 +2,10 @@
 //! Redis Cluster, a Sentinel-managed primary and replica ([`RedisSentinel`]),
 //! PostgreSQL and HAProxy ([`Haproxy`]) processes on free `127.0.0.1` ports, fault
 //! injection (kill, restart, pause, and a TCP [`Proxy`] that cuts one client off), a
-//! tiny blocking RESP2 client for inspecting Redis state, and a whole deployment on
-//! loopback ([`Fleet`]: Redis, PostgreSQL, API instances, workers and HAProxy) that
-//! the fleet drills and `scripts/fleet` run.
+//! tiny blocking RESP2 client for inspecting Redis state, network hosts in Linux
+//! network namespaces with partitions between them ([`Network`]), and a whole
+//! deployment on loopback ([`Fleet`]: Redis, PostgreSQL, API instances, workers and
+//! HAProxy) that the fleet drills and `scripts/fleet` run.
 //!
 //! ```
 //! use std::time::Duration;
@@ -73,17 +74,29 @@
 //! test process exits for any reason the kernel closes the pipe, the read returns and
 //! the supervisor kills the server.
 //!
+//! A [`Network`]'s namespaces, bridge and veths are removed when it is dropped, and
+//! by a janitor process (the same pipe trick) when its owner dies first.
+//!
+//! # Network hosts
+//!
+//! [`Network`] needs root, `ip` (iproute2) and `nft` (nftables). A server is put on
+//! one of its hosts with its builder's `host` ([`RedisServerBuilder::host`],
+//! [`RedisClusterBuilder::hosts`], [`PostgresBuilder::host`], [`HaproxyBuilder::host`])
+//! and then listens on the host's address, on its standard port.
+//!
 //! # Ports
 //!
 //! Ports are picked at random from 12000..22000 (so a cluster node's bus port, port +
 //! 10000, is free and below the kernel's ephemeral range too), never 6379. If another
 //! process takes the port before the server binds it, the start is retried on a new one,
-//! so tests can start servers in parallel.
+//! so tests can start servers in parallel. A server on a network host has the host's
+//! ports to itself and takes its standard one.
 
 mod cluster;
 mod error;
 mod fleet;
 mod haproxy;
+mod hosts;
 pub mod http;
 mod postgres;
 mod process;
@@ -97,6 +110,7 @@ pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};
 pub use fleet::{DEFAULT_TOKEN, Fleet, FleetBuilder, FleetRedis, ProcessState, workspace_binary};
 pub use haproxy::{Haproxy, HaproxyBuilder, ServerState};
+pub use hosts::{Host, Network};
 pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::Proxy;
 pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role};

@@ -11,6 +11,7 @@ use nix::unistd::{User, geteuid};
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
+use crate::hosts::Host;
 use crate::process::{self, Spawn, StopSignal, Supervised};
 
 const INSTALL_POSTGRES: &str = "apt-get install -y postgresql";
@@ -29,6 +30,7 @@ pub struct PostgresBuilder {
     startup_timeout: Duration,
     bin_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    host: Option<Host>,
 }
 
 impl Default for PostgresBuilder {
@@ -38,6 +40,7 @@ impl Default for PostgresBuilder {
             startup_timeout: Duration::from_secs(30),
             bin_dir: None,
             data_dir: None,
+            host: None,
         }
     }
 }
@@ -68,6 +71,14 @@ impl PostgresBuilder {
     /// never deleted.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs the server in a [`Host`] of a [`crate::Network`], on port 5432 of
+    /// the host's address, trusting connections from any address (they
+    /// come from other hosts).
+    pub fn host(mut self, host: &Host) -> Self {
+        self.host = Some(host.clone());
         self
     }
 
@@ -108,6 +119,8 @@ impl PostgresBuilder {
         };
         let mut pg = Postgres {
             port: 0,
+            ip: self.host.as_ref().map_or(Ipv4Addr::LOCALHOST, Host::addr),
+            netns: self.host.as_ref().map(|host| host.netns().to_owned()),
             bin_dir,
             owner,
             data,
@@ -118,6 +131,14 @@ impl PostgresBuilder {
         };
         if !pg.data_dir().join("PG_VERSION").is_file() {
             pg.initdb()?;
+        }
+        if pg.netns.is_some() {
+            // A host's ports are its own, and its clients come from other hosts.
+            pg.port = DEFAULT_HOST_PORT;
+            std::fs::write(pg.hba_path(), HOST_HBA)
+                .map_err(io_err(format!("writing {}", pg.hba_path().display())))?;
+            pg.spawn_and_wait()?;
+            return Ok(pg);
         }
         let mut attempt = 0;
         loop {
@@ -208,7 +229,13 @@ fn find_bin_dir() -> Result<PathBuf> {
     })
 }
 
-/// A PostgreSQL server on a free `127.0.0.1` port with its data dir and unix socket in
+/// The port of a server on a [`Host`].
+const DEFAULT_HOST_PORT: u16 = 5432;
+
+/// `pg_hba.conf` of a server on a [`Host`]: everyone is trusted, as on loopback.
+const HOST_HBA: &str = "local all all trust\nhost all all 0.0.0.0/0 trust\n";
+
+/// A PostgreSQL server on a free `127.0.0.1` port (or on a [`Host`]'s address) with its data dir and unix socket in
 /// a temp dir, trust authentication and durability switched off for speed.
 ///
 /// It is shut down and the dir deleted on drop, and, like [`crate::RedisServer`], it cannot
@@ -216,6 +243,9 @@ fn find_bin_dir() -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Postgres {
     port: u16,
+    ip: Ipv4Addr,
+    /// The namespace of the [`Host`] it runs in.
+    netns: Option<String>,
     bin_dir: PathBuf,
     owner: Option<(u32, u32)>,
     /// A data dir kept outside the temp dir.
@@ -243,9 +273,9 @@ impl Postgres {
         self.port
     }
 
-    /// `127.0.0.1:port`.
+    /// `127.0.0.1:port`, or the [host](PostgresBuilder::host)'s address and port.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     /// `postgres://postgres@127.0.0.1:port/postgres`.
@@ -349,6 +379,10 @@ impl Postgres {
         format!("postgres on {}", self.addr())
     }
 
+    fn hba_path(&self) -> PathBuf {
+        self.dir.path().join("pg_hba.conf")
+    }
+
     fn spawn_and_wait(&mut self) -> Result<()> {
         let mut args: Vec<OsString> = vec![
             "-D".into(),
@@ -358,8 +392,13 @@ impl Postgres {
             "-k".into(),
             self.dir.path().into(),
         ];
+        let listen = self.ip.to_string();
+        let hba = format!("hba_file={}", self.hba_path().display());
+        if self.netns.is_some() {
+            args.extend(["-c".into(), hba.into()]);
+        }
         let defaults = [
-            ("listen_addresses", "127.0.0.1"),
+            ("listen_addresses", listen.as_str()),
             ("fsync", "off"),
             ("synchronous_commit", "off"),
             ("full_page_writes", "off"),
@@ -378,6 +417,7 @@ impl Postgres {
         let log = self.log_path();
         let proc = Supervised::spawn(&Spawn {
             uid_gid: self.owner,
+            netns: self.netns.as_deref(),
             ..Spawn::server(
                 &program,
                 &args,
@@ -404,7 +444,7 @@ impl Postgres {
             .args([
                 "-q",
                 "-h",
-                "127.0.0.1",
+                &self.ip.to_string(),
                 "-U",
                 "postgres",
                 "-d",

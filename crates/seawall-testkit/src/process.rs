@@ -87,6 +87,9 @@ pub(crate) struct Spawn<'a> {
     pub(crate) stop: StopSignal,
     /// Runs the supervisor (and thus the process) as another user.
     pub(crate) uid_gid: Option<(u32, u32)>,
+    /// Runs the process in this network namespace (a [`crate::Host`]'s), through
+    /// `ip netns exec`, which execs it: the pid is the process's own.
+    pub(crate) netns: Option<&'a str>,
 }
 
 impl<'a> Spawn<'a> {
@@ -107,6 +110,7 @@ impl<'a> Spawn<'a> {
             log,
             stop,
             uid_gid: None,
+            netns: None,
         }
     }
 }
@@ -131,12 +135,30 @@ impl Supervised {
             log,
             stop,
             uid_gid,
+            netns,
         } = *spawn;
         let (ticks, sig) = match stop {
             StopSignal::Kill => (0, "KILL"),
             StopSignal::QuitThenKill(grace) => ((grace.as_millis() / 20).max(1), "QUIT"),
             StopSignal::TermThenKill(grace) => ((grace.as_millis() / 20).max(1), "TERM"),
         };
+        // Entering a namespace takes root, so the supervisor stays root there
+        // and `setpriv` (which execs too) changes the user after `ip` did.
+        let mut prefix: Vec<OsString> = Vec::new();
+        let mut supervisor_user = uid_gid;
+        if let Some(netns) = netns {
+            let sbin = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+            prefix.push(find_binary("ip", &sbin, "apt-get install -y iproute2")?.into());
+            prefix.extend(["netns".into(), "exec".into(), netns.into()]);
+            if let Some((uid, gid)) = uid_gid {
+                let bin = [PathBuf::from("/usr/bin"), PathBuf::from("/bin")];
+                prefix.push(find_binary("setpriv", &bin, "apt-get install -y util-linux")?.into());
+                prefix.push(format!("--reuid={uid}").into());
+                prefix.push(format!("--regid={gid}").into());
+                prefix.push("--clear-groups".into());
+            }
+            supervisor_user = None;
+        }
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(SUPERVISOR)
@@ -149,6 +171,7 @@ impl Supervised {
             })
             .arg(ticks.to_string())
             .arg(sig)
+            .args(&prefix)
             .arg(program)
             .args(args)
             .envs(envs.iter().map(|(k, v)| (k, v)))
@@ -156,7 +179,7 @@ impl Supervised {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if let Some((uid, gid)) = uid_gid {
+        if let Some((uid, gid)) = supervisor_user {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(gid);
         }

@@ -32,6 +32,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::error::{Error, Result, io_err};
+use crate::hosts::Host;
 use crate::process::{self, Spawn, StopSignal, Supervised};
 use crate::resp::{Conn, DEFAULT_TIMEOUT, Reply};
 use crate::tls::{TlsFiles, TlsMaterial};
@@ -96,6 +97,7 @@ pub struct RedisServerBuilder {
     sentinel: bool,
     /// Lines written to the configuration as they are, after the rest.
     raw: Vec<String>,
+    host: Option<Host>,
 }
 
 impl Default for RedisServerBuilder {
@@ -111,6 +113,7 @@ impl Default for RedisServerBuilder {
             cluster: None,
             sentinel: false,
             raw: Vec::new(),
+            host: None,
         }
     }
 }
@@ -178,6 +181,15 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Runs the server in a [`Host`] of a [`crate::Network`], listening on the
+    /// host's address (port 6379 unless [`port`](Self::port) says otherwise);
+    /// a cluster node announces that address. Not with [`tls`](Self::tls),
+    /// whose certificate names loopback only.
+    pub fn host(mut self, host: &Host) -> Self {
+        self.host = Some(host.clone());
+        self
+    }
+
     pub(crate) fn cluster_node(mut self, settings: ClusterNodeSettings) -> Self {
         self.cluster = Some(settings);
         self
@@ -201,13 +213,15 @@ impl RedisServerBuilder {
             None
         };
         let with_bus = self.cluster.is_some();
-        let attempts = if self.port.is_some() {
-            1
-        } else {
-            PORT_ATTEMPTS
-        };
+        // A host's ports are its own: the default one is free.
+        let port = self
+            .port
+            .or_else(|| self.host.as_ref().map(|_| DEFAULT_HOST_PORT));
+        let attempts = if port.is_some() { 1 } else { PORT_ATTEMPTS };
         let mut server = RedisServer {
             port: 0,
+            ip: self.host.as_ref().map_or(Ipv4Addr::LOCALHOST, Host::addr),
+            netns: self.host.as_ref().map(|host| host.netns().to_owned()),
             password: self.password.clone(),
             binary,
             startup_timeout: self.startup_timeout,
@@ -220,11 +234,16 @@ impl RedisServerBuilder {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            server.port = match self.port {
+            server.port = match port {
                 Some(port) => port,
                 None => process::pick_port(with_bus)?,
             };
-            let conf = self.render_config(server.port, server.dir.path(), server.tls.as_ref());
+            let conf = self.render_config(
+                server.ip,
+                server.port,
+                server.dir.path(),
+                server.tls.as_ref(),
+            );
             std::fs::write(server.config_path(), conf).map_err(io_err(format!(
                 "writing {}",
                 server.config_path().display()
@@ -241,7 +260,13 @@ impl RedisServerBuilder {
         }
     }
 
-    fn render_config(&self, port: u16, dir: &Path, tls: Option<&ServerTls>) -> String {
+    fn render_config(
+        &self,
+        ip: Ipv4Addr,
+        port: u16,
+        dir: &Path,
+        tls: Option<&ServerTls>,
+    ) -> String {
         let mut lines = match tls {
             None => vec![(String::from("port"), port.to_string())],
             Some(tls) => vec![
@@ -257,7 +282,7 @@ impl RedisServerBuilder {
             ],
         };
         lines.extend([
-            ("bind".into(), Ipv4Addr::LOCALHOST.to_string()),
+            ("bind".into(), ip.to_string()),
             ("dir".into(), dir.display().to_string()),
             ("daemonize".into(), "no".into()),
             // Logging to stdout lands in redis.log via the supervisor's redirect.
@@ -290,6 +315,10 @@ impl RedisServerBuilder {
             // The 7.0 default waits 5 s before a diskless full sync, which would make
             // every replica take 5 s to attach.
             lines.push(("repl-diskless-sync-delay".into(), "0".into()));
+            if self.host.is_some() {
+                // The address the slot map gives clients and the other nodes.
+                lines.push(("cluster-announce-ip".into(), ip.to_string()));
+            }
             if let Some(password) = &self.password {
                 lines.push(("masterauth".into(), password.clone()));
             }
@@ -377,13 +406,20 @@ pub(crate) fn percent_encode(s: &str) -> String {
     out
 }
 
-/// A `redis-server` process on a free `127.0.0.1` port, in its own temp dir.
+/// The port of a server on a [`Host`] unless the builder names another.
+const DEFAULT_HOST_PORT: u16 = 6379;
+
+/// A `redis-server` process on a free `127.0.0.1` port (or on a [`Host`]'s
+/// address), in its own temp dir.
 ///
 /// The process is SIGKILLed and the dir deleted on drop, including during a panic.
 /// If the test process itself dies, the server's supervisor kills it (see the crate docs).
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    ip: Ipv4Addr,
+    /// The namespace of the [`Host`] it runs in.
+    netns: Option<String>,
     password: Option<String>,
     binary: PathBuf,
     startup_timeout: Duration,
@@ -429,9 +465,9 @@ impl RedisServer {
         self.port
     }
 
-    /// `127.0.0.1:port`.
+    /// `127.0.0.1:port`, or the [host](RedisServerBuilder::host)'s address and port.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     /// `redis://127.0.0.1:port`, or `redis://:password@127.0.0.1:port` with a password;
@@ -532,7 +568,7 @@ impl RedisServer {
     /// link is up, at most `timeout`.
     pub fn start_replica(&self, timeout: Duration) -> Result<RedisServer> {
         let replica = RedisServer::builder()
-            .config("replicaof", format!("127.0.0.1 {}", self.port()))
+            .config("replicaof", format!("{} {}", self.ip, self.port()))
             .start()?;
         let deadline = Instant::now() + timeout;
         while !replica.is_linked_replica() {
@@ -624,13 +660,10 @@ impl RedisServer {
             args.push(OsString::from("--sentinel"));
         }
         let log = self.log_path();
-        let proc = Supervised::spawn(&Spawn::server(
-            &self.binary,
-            &args,
-            self.dir.path(),
-            &log,
-            StopSignal::Kill,
-        ))?;
+        let proc = Supervised::spawn(&Spawn {
+            netns: self.netns.as_deref(),
+            ..Spawn::server(&self.binary, &args, self.dir.path(), &log, StopSignal::Kill)
+        })?;
         let proc = process::await_ready(
             proc,
             self.startup_timeout,

@@ -4,6 +4,7 @@
 mod cleanup;
 mod cluster;
 mod faults;
+mod hosts;
 mod postgres;
 mod sentinel;
 mod standalone;
