@@ -1,20 +1,43 @@
 //! A whole deployment on loopback: Redis (a Cluster of masters with replicas,
 //! or one server), PostgreSQL, several `seawall-api` instances and
-//! `seawall-worker` processes, and HAProxy in front of the API instances.
+//! `seawall-worker` processes, and HAProxy in front of the API instances;
+//! or the same with each process on a network host of its own
+//! ([`FleetBuilder::hosts`]), so that the network between them can fail.
 //!
 //! `scripts/fleet` runs this same fixture through the `seawall-fleet` binary.
+//!
+//! # The fault log
+//!
+//! Every fault the fleet injects (a partition, an isolation, a one-way link,
+//! a heal, a kill, a pause, a resume, a restart, a start, a stop) is appended
+//! to `<dir>/faults.jsonl` as one JSON line, once it took effect:
+//!
+//! ```text
+//! {"t": 1718000000123456, "process": "nemesis", "type": "fault", "op": "partition", "value": {"sides": [["redis-1", "api-1"], ["redis-2", "haproxy"]]}}
+//! ```
+//!
+//! `t` is in microseconds since the Unix epoch; `op` is one of `partition`,
+//! `isolate`, `one-way`, `heal`, `kill`, `pause`, `resume`, `restart`,
+//! `start`, `stop`; `value` is `{"sides": [[host, ...], ...]}` for a
+//! partition, `{"from": host, "to": host}` for a one-way link, `{}` for a
+//! heal, and `{"host": host}` for the rest (Redis nodes are `redis-1`, ... in
+//! the order they were started, also on loopback). [`Fleet::cut_api`] and
+//! [`Fleet::restore_api`] are logged as a partition and a heal whose value
+//! names the sides, `[["api-N"], ["redis-1"]]`.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result, io_err};
 use crate::haproxy::{Dir, Haproxy, ServerState};
+use crate::hosts::{Host, Network};
 use crate::process::{self, Spawn, StopSignal, Supervised};
 use crate::{Persistence, Postgres, Proxy, RedisCluster, RedisSentinel, RedisServer, Role, http};
 
@@ -51,6 +74,7 @@ pub struct FleetBuilder {
     token: String,
     ready_timeout: Duration,
     proxies: bool,
+    hosts: bool,
 }
 
 impl Default for FleetBuilder {
@@ -68,6 +92,7 @@ impl Default for FleetBuilder {
             token: DEFAULT_TOKEN.to_owned(),
             ready_timeout: Duration::from_secs(180),
             proxies: true,
+            hosts: false,
         }
     }
 }
@@ -152,10 +177,44 @@ impl FleetBuilder {
         self
     }
 
+    /// Whether each process runs on a network host of its own (default
+    /// false: everything on loopback). The hosts are Linux network
+    /// namespaces on one bridge (a [`Network`], which needs root, `ip` and
+    /// `nft`): `redis-1` to `redis-6` for a Cluster (`redis-1` for a
+    /// standalone Redis, reached directly, without proxies), `postgres`,
+    /// `api-1` to `api-N`, `worker-1` to `worker-N` and `haproxy`, each
+    /// process listening on its host's address (Redis on 6379, PostgreSQL on
+    /// 5432, the instances and HAProxy on 8080, the workers' probes on
+    /// 9090), so that [`Fleet::partition`], [`Fleet::isolate`] and
+    /// [`Fleet::one_way`] can cut them apart. The test process reaches every
+    /// host. Not with [`FleetRedis::Sentinel`].
+    pub fn hosts(mut self, hosts: bool) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
     /// Starts everything, each part once the parts it needs are ready, and
     /// returns when HAProxy sends requests to every instance.
     pub fn start(self) -> Result<Fleet> {
         let deadline = Instant::now() + self.ready_timeout;
+        if self.hosts && self.redis == FleetRedis::Sentinel {
+            return Err(Error::Unsupported {
+                what: String::from(
+                    "a fleet on network hosts runs a Redis Cluster or a standalone Redis, \
+                     not Sentinel",
+                ),
+            });
+        }
+        // Declared first, so on a failed start it goes after every process.
+        let mut network = if self.hosts {
+            Some(Network::new()?)
+        } else {
+            None
+        };
+        let plan = match &mut network {
+            Some(network) => Some(self.plan_hosts(network)?),
+            None => None,
+        };
         let api_binary = match &self.api_binary {
             Some(path) => path.clone(),
             None => workspace_binary("seawall-api")?,
@@ -181,10 +240,13 @@ impl FleetBuilder {
         std::fs::create_dir_all(&files).map_err(io_err(format!("creating {}", files.display())))?;
         // Redis and PostgreSQL come up side by side.
         let (redis, postgres) = thread::scope(|scope| {
-            let redis = scope.spawn(|| self.start_redis());
+            let redis = scope.spawn(|| self.start_redis(plan.as_ref().map(|p| &p.redis[..])));
             let mut postgres = Postgres::builder().setting("max_connections", "300");
             if let Some(data) = &self.postgres_data {
                 postgres = postgres.data_dir(data);
+            }
+            if let Some(plan) = &plan {
+                postgres = postgres.host(&plan.postgres);
             }
             let postgres = postgres.start();
             let redis = redis
@@ -208,6 +270,7 @@ impl FleetBuilder {
                 &sentinel.log_path(),
             );
         }
+        let hosts = plan.as_ref().map(HostPlan::hosts).unwrap_or_default();
         let mut fleet = Fleet {
             apis: Vec::new(),
             workers: Vec::new(),
@@ -216,13 +279,21 @@ impl FleetBuilder {
             redis,
             postgres,
             token: self.token.clone(),
+            hosts,
+            network,
             dir,
         };
-        let common = fleet.common_env(&self, &files);
+        // HAProxy's address: the client's is in X-Forwarded-For.
+        let balancer = plan
+            .as_ref()
+            .map_or(Ipv4Addr::LOCALHOST, |plan| plan.haproxy.addr());
+        let common = fleet.common_env(&self, &files, balancer);
         for n in 1..=self.instances {
             let mut env = common.clone();
+            let host = plan.as_ref().map(|plan| &plan.apis[n - 1]);
             let redis_url = match &fleet.redis {
-                Layout::Standalone(server) if self.proxies => {
+                // A host cannot reach a proxy on the test process's loopback.
+                Layout::Standalone(server) if self.proxies && host.is_none() => {
                     let proxy = Proxy::start(server.addr())?;
                     let url = proxy.url();
                     fleet.proxies.push(proxy);
@@ -233,18 +304,17 @@ impl FleetBuilder {
             if let Some(url) = redis_url {
                 env.push(("SEAWALL_REDIS_URL".into(), url.into()));
             }
-            let port = process::pick_port(false)?;
-            env.push((
-                "SEAWALL_LISTEN".into(),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-                    .to_string()
-                    .into(),
-            ));
+            let addr = match host {
+                Some(host) => SocketAddr::from((host.addr(), API_HOST_PORT)),
+                None => SocketAddr::from((Ipv4Addr::LOCALHOST, process::pick_port(false)?)),
+            };
+            env.push(("SEAWALL_LISTEN".into(), addr.to_string().into()));
             fleet.apis.push(Service::new(
                 Kind::Api,
                 n,
                 api_binary.clone(),
-                port,
+                addr,
+                host,
                 env,
                 &self.env,
                 fleet.dir.path(),
@@ -252,18 +322,18 @@ impl FleetBuilder {
         }
         for n in 1..=self.workers {
             let mut env = common.clone();
-            let port = process::pick_port(false)?;
-            env.push((
-                "SEAWALL_WORKER_LISTEN".into(),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-                    .to_string()
-                    .into(),
-            ));
+            let host = plan.as_ref().map(|plan| &plan.workers[n - 1]);
+            let addr = match host {
+                Some(host) => SocketAddr::from((host.addr(), WORKER_HOST_PORT)),
+                None => SocketAddr::from((Ipv4Addr::LOCALHOST, process::pick_port(false)?)),
+            };
+            env.push(("SEAWALL_WORKER_LISTEN".into(), addr.to_string().into()));
             fleet.workers.push(Service::new(
                 Kind::Worker,
                 n,
                 worker_binary.clone(),
-                port,
+                addr,
+                host,
                 env,
                 &self.env,
                 fleet.dir.path(),
@@ -275,6 +345,9 @@ impl FleetBuilder {
         start_all(&mut fleet.apis, &dir, deadline)?;
         start_all(&mut fleet.workers, &dir, deadline)?;
         let mut haproxy = Haproxy::builder().dir(&dir);
+        if let Some(plan) = &plan {
+            haproxy = haproxy.host(&plan.haproxy);
+        }
         for api in &fleet.apis {
             haproxy = haproxy.server(api.name(), api.addr());
         }
@@ -287,22 +360,118 @@ impl FleetBuilder {
         Ok(fleet)
     }
 
-    fn start_redis(&self) -> Result<Layout> {
+    fn start_redis(&self, hosts: Option<&[Host]>) -> Result<Layout> {
         match self.redis {
             FleetRedis::Cluster => RedisCluster::builder()
                 .masters(3)
                 .replicas_per_master(1)
                 .node_timeout(self.node_timeout)
                 .persistence(Persistence::AofEverySec)
+                .hosts(hosts.unwrap_or_default())
                 .start()
                 .map(Layout::Cluster),
-            FleetRedis::Standalone => RedisServer::builder()
-                .persistence(Persistence::AofEverySec)
-                .start()
-                .map(Layout::Standalone),
+            FleetRedis::Standalone => {
+                let mut server = RedisServer::builder().persistence(Persistence::AofEverySec);
+                if let Some(host) = hosts.and_then(<[Host]>::first) {
+                    server = server.host(host);
+                }
+                server.start().map(Layout::Standalone)
+            }
             FleetRedis::Sentinel => RedisSentinel::start().map(Layout::Sentinel),
         }
     }
+
+    /// Adds a host for every process the fleet will run.
+    fn plan_hosts(&self, network: &mut Network) -> Result<HostPlan> {
+        let redis_nodes = match self.redis {
+            FleetRedis::Cluster => 6,
+            FleetRedis::Standalone | FleetRedis::Sentinel => 1,
+        };
+        let mut add = |name: String| network.add_host(&name);
+        let redis = (1..=redis_nodes)
+            .map(|n| add(format!("redis-{n}")))
+            .collect::<Result<Vec<_>>>()?;
+        let postgres = add(String::from("postgres"))?;
+        let apis = (1..=self.instances)
+            .map(|n| add(format!("api-{n}")))
+            .collect::<Result<Vec<_>>>()?;
+        let workers = (1..=self.workers)
+            .map(|n| add(format!("worker-{n}")))
+            .collect::<Result<Vec<_>>>()?;
+        let haproxy = add(String::from("haproxy"))?;
+        Ok(HostPlan {
+            redis,
+            postgres,
+            apis,
+            workers,
+            haproxy,
+        })
+    }
+}
+
+/// The port the API instances listen on, on their hosts.
+const API_HOST_PORT: u16 = 8080;
+
+/// The port of the workers' probes, on their hosts.
+const WORKER_HOST_PORT: u16 = 9090;
+
+/// The host of every process of a fleet on network hosts.
+#[derive(Debug)]
+struct HostPlan {
+    redis: Vec<Host>,
+    postgres: Host,
+    apis: Vec<Host>,
+    workers: Vec<Host>,
+    haproxy: Host,
+}
+
+impl HostPlan {
+    fn hosts(&self) -> Vec<FleetHost> {
+        let with = |role: HostRole| move |host: &Host| FleetHost::new(host, role);
+        let mut hosts: Vec<FleetHost> = self.redis.iter().map(with(HostRole::Redis)).collect();
+        hosts.push(FleetHost::new(&self.postgres, HostRole::Postgres));
+        hosts.extend(self.apis.iter().map(with(HostRole::Api)));
+        hosts.extend(self.workers.iter().map(with(HostRole::Worker)));
+        hosts.push(FleetHost::new(&self.haproxy, HostRole::Haproxy));
+        hosts
+    }
+}
+
+/// One network host of a fleet, as [`Fleet::hosts`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetHost {
+    /// `redis-1`, `postgres`, `api-1`, `worker-1`, `haproxy`, ...
+    pub name: String,
+    /// Its address; its process listens there.
+    pub addr: Ipv4Addr,
+    /// What runs on it.
+    pub role: HostRole,
+}
+
+impl FleetHost {
+    fn new(host: &Host, role: HostRole) -> Self {
+        Self {
+            name: host.name().to_owned(),
+            addr: host.addr(),
+            role,
+        }
+    }
+}
+
+/// What runs on a [`FleetHost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostRole {
+    /// A Redis node (a Cluster's master or replica, or the one server).
+    Redis,
+    /// PostgreSQL.
+    Postgres,
+    /// A `seawall-api` instance.
+    Api,
+    /// A `seawall-worker` process.
+    Worker,
+    /// The load balancer.
+    Haproxy,
 }
 
 /// Starts every service of `services` at once and waits until each is ready.
@@ -371,18 +540,22 @@ struct Service {
     kind: Kind,
     index: usize,
     binary: PathBuf,
-    port: u16,
+    addr: SocketAddr,
+    /// The namespace of its host, on a fleet on network hosts.
+    netns: Option<String>,
     env: Vec<(OsString, OsString)>,
     log: PathBuf,
     proc: Option<Supervised>,
 }
 
 impl Service {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         kind: Kind,
         index: usize,
         binary: PathBuf,
-        port: u16,
+        addr: SocketAddr,
+        host: Option<&Host>,
         mut env: Vec<(OsString, OsString)>,
         extra: &[(String, String)],
         dir: &Path,
@@ -396,7 +569,8 @@ impl Service {
             kind,
             index,
             binary,
-            port,
+            addr,
+            netns: host.map(|host| host.netns().to_owned()),
             env,
             log: PathBuf::new(),
             proc: None,
@@ -413,7 +587,7 @@ impl Service {
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        self.addr
     }
 
     fn url(&self) -> String {
@@ -426,6 +600,7 @@ impl Service {
         let proc = Supervised::spawn(&Spawn {
             envs: &self.env,
             owns_dir: false,
+            netns: self.netns.as_deref(),
             ..Spawn::server(&self.binary, &[], dir, &self.log, stop)
         })?;
         self.proc = Some(proc);
@@ -519,6 +694,10 @@ pub struct Fleet {
     redis: Layout,
     postgres: Postgres,
     token: String,
+    /// Empty on loopback.
+    hosts: Vec<FleetHost>,
+    /// After the processes, so they are gone before their hosts.
+    network: Option<Network>,
     // Declared last so every process is gone before a temp dir is deleted.
     dir: Dir,
 }
@@ -529,14 +708,22 @@ impl Fleet {
         FleetBuilder::default()
     }
 
-    fn common_env(&self, builder: &FleetBuilder, files: &Path) -> Vec<(OsString, OsString)> {
+    fn common_env(
+        &self,
+        builder: &FleetBuilder,
+        files: &Path,
+        balancer: Ipv4Addr,
+    ) -> Vec<(OsString, OsString)> {
         let env: Vec<(OsString, OsString)> = vec![
             ("SEAWALL_DATABASE_URL".into(), self.postgres.url().into()),
             ("SEAWALL_REDIS_URL".into(), self.redis.url().into()),
             ("SEAWALL_ADMIN_TOKEN".into(), builder.token.clone().into()),
             ("SEAWALL_FILES".into(), files.into()),
             // HAProxy's address: the client's is in X-Forwarded-For.
-            ("SEAWALL_TRUSTED_PROXIES".into(), "127.0.0.1/32".into()),
+            (
+                "SEAWALL_TRUSTED_PROXIES".into(),
+                format!("{balancer}/32").into(),
+            ),
             // Readiness fails first, HAProxy's next check (every 200 ms)
             // takes the instance out, then the listener closes.
             ("SEAWALL_SHUTDOWN_DRAIN".into(), "1s".into()),
@@ -674,18 +861,26 @@ impl Fleet {
     /// starts it again on the same port, and returns once HAProxy sends it
     /// requests again.
     pub fn restart_api(&mut self, n: usize) -> Result<()> {
-        self.stop_api(n)?;
-        self.start_api(n)
+        self.api(n)?.stop()?;
+        self.start_api_quietly(n)?;
+        self.record("restart", &host_value(&format!("api-{n}")))
     }
 
     /// Stops API instance `n` with SIGTERM and waits for it to exit.
     pub fn stop_api(&mut self, n: usize) -> Result<()> {
-        self.api(n)?.stop()
+        self.api(n)?.stop()?;
+        self.record("stop", &host_value(&format!("api-{n}")))
     }
 
     /// Starts API instance `n` again after [`stop_api`](Self::stop_api) and
     /// waits until it is ready and HAProxy sends it requests.
     pub fn start_api(&mut self, n: usize) -> Result<()> {
+        self.start_api_quietly(n)?;
+        self.record("start", &host_value(&format!("api-{n}")))
+    }
+
+    /// [`start_api`](Self::start_api) without its line in the fault log.
+    fn start_api_quietly(&mut self, n: usize) -> Result<()> {
         let dir = self.dir().to_owned();
         let deadline = Instant::now() + Duration::from_secs(60);
         let api = self.api(n)?;
@@ -708,12 +903,14 @@ impl Fleet {
             what: worker.name(),
         })?;
         worker.kill()?;
+        self.record("kill", &host_value(&format!("worker-{n}")))?;
         Ok(pid)
     }
 
     /// Stops worker `n` with SIGTERM (it drains) and waits for it to exit.
     pub fn stop_worker(&mut self, n: usize) -> Result<()> {
-        self.worker(n)?.stop()
+        self.worker(n)?.stop()?;
+        self.record("stop", &host_value(&format!("worker-{n}")))
     }
 
     /// Starts worker `n` (after it was killed or stopped) and waits until it is ready.
@@ -723,7 +920,8 @@ impl Fleet {
         if worker.pid().is_none() {
             worker.spawn(&dir)?;
         }
-        worker.wait_ready(Instant::now() + Duration::from_secs(60))
+        worker.wait_ready(Instant::now() + Duration::from_secs(60))?;
+        self.record("start", &host_value(&format!("worker-{n}")))
     }
 
     /// SIGKILLs one Redis master (the first node that is a master now) and
@@ -731,6 +929,13 @@ impl Fleet {
     /// Under Sentinel, kills the primary the Sentinels name; with a
     /// standalone Redis, kills that server.
     pub fn kill_master(&mut self) -> Result<SocketAddr> {
+        let addr = self.kill_master_quietly()?;
+        self.record("kill", &host_value(&self.redis_name(addr)))?;
+        Ok(addr)
+    }
+
+    /// [`kill_master`](Self::kill_master) without its line in the fault log.
+    fn kill_master_quietly(&mut self) -> Result<SocketAddr> {
         match &mut self.redis {
             Layout::Cluster(cluster) => {
                 let node = cluster
@@ -766,6 +971,7 @@ impl Fleet {
                 what: format!("the master on {addr}"),
             })?;
         node.kill()?;
+        self.record("kill", &host_value(&self.redis_name(addr)))?;
         Ok(addr)
     }
 
@@ -779,26 +985,28 @@ impl Fleet {
                 .find(|node| node.addr() == addr),
             Layout::Standalone(server) => Some(server).filter(|server| server.addr() == addr),
             Layout::Sentinel(sentinel) => {
-                return sentinel.restart(addr);
+                sentinel.restart(addr)?;
+                return self.record("restart", &host_value(&self.redis_name(addr)));
             }
         }
         .ok_or_else(|| Error::NotRunning {
             what: format!("a Redis node on {addr}"),
         })?;
-        node.restart()
+        node.restart()?;
+        self.record("restart", &host_value(&self.redis_name(addr)))
     }
 
     /// Cuts API instance `n` off from Redis (every connection through its
     /// proxy dropped, new ones refused), with [`FleetRedis::Standalone`].
     pub fn cut_api(&self, n: usize) -> Result<()> {
         self.proxy(n)?.cut();
-        Ok(())
+        self.record("partition", &cut_value(n))
     }
 
     /// Lets API instance `n` reach Redis again.
     pub fn restore_api(&self, n: usize) -> Result<()> {
         self.proxy(n)?.restore();
-        Ok(())
+        self.record("heal", &cut_value(n))
     }
 
     fn proxy(&self, n: usize) -> Result<&Proxy> {
@@ -806,11 +1014,211 @@ impl Fleet {
             .get(n.wrapping_sub(1))
             .ok_or_else(|| Error::NotRunning {
                 what: format!(
-                    "a Redis proxy for API instance {n} (only with a standalone Redis, \
-                     for instances 1 to {})",
+                    "a Redis proxy for API instance {n} (only with a standalone Redis \
+                     on loopback, for instances 1 to {})",
                     self.proxies.len()
                 ),
             })
+    }
+
+    /// The fleet's network hosts, in the order they were made (the Redis
+    /// nodes, PostgreSQL, the instances, the workers, HAProxy); empty on
+    /// loopback.
+    pub fn hosts(&self) -> Vec<FleetHost> {
+        self.hosts.clone()
+    }
+
+    /// The hosts' [`Network`], on a fleet on network hosts.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
+    }
+
+    /// `dir/faults.jsonl`, where every fault is logged (see the module docs).
+    pub fn faults_path(&self) -> PathBuf {
+        self.dir().join("faults.jsonl")
+    }
+
+    /// Cuts the hosts on each side off from those on every other side, both
+    /// ways, e.g. `partition(&[&["redis-1", "api-1"], &["redis-2", "haproxy"]])`.
+    /// Hosts on no side keep reaching every host; the test process reaches
+    /// every host whatever the faults. Faults add up until [`heal`](Self::heal).
+    pub fn partition(&mut self, sides: &[&[&str]]) -> Result<()> {
+        self.network_mut("partition")?.partition(sides)?;
+        let sides: Vec<String> = sides.iter().map(|side| json_list(side)).collect();
+        self.record(
+            "partition",
+            &format!("{{\"sides\": [{}]}}", sides.join(", ")),
+        )
+    }
+
+    /// Cuts `host` off from every other host, both ways.
+    pub fn isolate(&mut self, host: &str) -> Result<()> {
+        self.network_mut("isolate")?.isolate(host)?;
+        self.record("isolate", &host_value(host))
+    }
+
+    /// Drops what `from` sends to `to` (and only that direction): a
+    /// half-dead link.
+    pub fn one_way(&mut self, from: &str, to: &str) -> Result<()> {
+        self.network_mut("one_way")?.one_way(from, to)?;
+        self.record(
+            "one-way",
+            &format!(
+                "{{\"from\": {}, \"to\": {}}}",
+                json_string(from),
+                json_string(to)
+            ),
+        )
+    }
+
+    /// Removes every partition, isolation and one-way link.
+    pub fn heal(&mut self) -> Result<()> {
+        self.network_mut("heal")?.heal()?;
+        self.record("heal", "{}")
+    }
+
+    /// Freezes the process of `host` with SIGSTOP (on loopback too: the
+    /// names are the same, Redis nodes `redis-1`, ... in start order).
+    pub fn pause(&mut self, host: &str) -> Result<()> {
+        process::send_signal(self.pid_of(host)?, Signal::SIGSTOP)?;
+        self.record("pause", &host_value(host))
+    }
+
+    /// Lets the process of `host` run again with SIGCONT.
+    pub fn resume(&mut self, host: &str) -> Result<()> {
+        process::send_signal(self.pid_of(host)?, Signal::SIGCONT)?;
+        self.record("resume", &host_value(host))
+    }
+
+    /// The host (`redis-N`) of the Redis master serving `key`'s slot now.
+    pub fn master_host_of(&self, key: &str) -> Result<String> {
+        let addr = match &self.redis {
+            Layout::Cluster(cluster) => cluster.master_of(key)?,
+            Layout::Standalone(server) => server.addr(),
+            Layout::Sentinel(_) => return Err(cluster_only("master_host_of")),
+        };
+        Ok(self.redis_name(addr))
+    }
+
+    /// The host (`redis-N`) of a replica of the Redis master serving
+    /// `key`'s slot now, as the Cluster's `CLUSTER NODES` says.
+    pub fn replica_host_of(&self, key: &str) -> Result<String> {
+        let Layout::Cluster(cluster) = &self.redis else {
+            return Err(cluster_only("replica_host_of"));
+        };
+        let master = cluster.master_of(key)?;
+        let node = cluster
+            .nodes()
+            .iter()
+            .find(|node| node.is_running() && node.addr() != master)
+            .ok_or_else(|| Error::NotRunning {
+                what: String::from("a Redis Cluster node"),
+            })?;
+        let reply = node.connect()?.cmd(&["CLUSTER", "NODES"])?.into_result()?;
+        let text = reply.as_str().unwrap_or_default().to_owned();
+        // <id> <ip:port@bus> <flags> <master id or -> ...
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        let addr_of = |fields: &[&str]| {
+            fields
+                .get(1)
+                .and_then(|a| a.split('@').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        };
+        let master_id = lines
+            .iter()
+            .find(|fields| addr_of(fields) == Some(master))
+            .and_then(|fields| fields.first().copied());
+        let replica = lines
+            .iter()
+            .find(|fields| {
+                master_id.is_some()
+                    && fields.get(3).copied() == master_id
+                    && fields.get(2).is_some_and(|flags| !flags.contains("fail"))
+            })
+            .and_then(|fields| addr_of(fields))
+            .ok_or_else(|| Error::UnexpectedReply {
+                command: String::from("CLUSTER NODES"),
+                reply: format!("no live replica of {master} in:\n{text}"),
+            })?;
+        Ok(self.redis_name(replica))
+    }
+
+    fn network_mut(&mut self, what: &str) -> Result<&mut Network> {
+        self.network.as_mut().ok_or_else(|| Error::Unsupported {
+            what: format!(
+                "{what} needs a fleet on network hosts (FleetBuilder::hosts(true), \
+                 scripts/fleet start --hosts); this one runs on loopback"
+            ),
+        })
+    }
+
+    /// `redis-N`: the node's place in start order, from 1.
+    fn redis_name(&self, addr: SocketAddr) -> String {
+        self.redis
+            .servers()
+            .iter()
+            .position(|node| node.addr() == addr)
+            .map_or_else(|| addr.to_string(), |i| format!("redis-{}", i + 1))
+    }
+
+    /// The pid of the process called `name`, as in [`hosts`](Self::hosts).
+    fn pid_of(&self, name: &str) -> Result<u32> {
+        let numbered = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+        };
+        let found = if name == "haproxy" {
+            Some(self.haproxy().pid())
+        } else if name == "postgres" {
+            Some(self.postgres.pid())
+        } else if let Some(i) = numbered("api-") {
+            self.apis.get(i).map(Service::pid)
+        } else if let Some(i) = numbered("worker-") {
+            self.workers.get(i).map(Service::pid)
+        } else if let Some(i) = numbered("redis-") {
+            self.redis.servers().get(i).map(|node| node.pid())
+        } else {
+            None
+        };
+        match found {
+            Some(Some(pid)) => Ok(pid),
+            Some(None) => Err(Error::NotRunning {
+                what: name.to_owned(),
+            }),
+            None => Err(Error::UnknownHost {
+                name: name.to_owned(),
+                known: self.process_names().join(", "),
+            }),
+        }
+    }
+
+    fn process_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = (1..=self.redis.servers().len())
+            .map(|n| format!("redis-{n}"))
+            .collect();
+        names.push(String::from("postgres"));
+        names.extend(self.apis.iter().chain(&self.workers).map(Service::name));
+        names.push(String::from("haproxy"));
+        names
+    }
+
+    /// Appends one fault to [`faults_path`](Self::faults_path).
+    fn record(&self, op: &str, value: &str) -> Result<()> {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros());
+        let line = format!(
+            "{{\"t\": {t}, \"process\": \"nemesis\", \"type\": \"fault\", \"op\": {}, \"value\": {value}}}\n",
+            json_string(op)
+        );
+        let path = self.faults_path();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(line.as_bytes()))
+            .map_err(io_err(format!("appending to {}", path.display())))
     }
 
     /// The state of every API instance and worker (pid, ready), every Redis
@@ -838,9 +1246,13 @@ impl Fleet {
                 balancer,
             });
         }
-        for node in self.redis.servers() {
+        for (i, node) in self.redis.servers().into_iter().enumerate() {
             states.push(ProcessState {
-                name: format!("redis-{}", node.port()),
+                name: if self.network.is_some() {
+                    format!("redis-{}", i + 1)
+                } else {
+                    format!("redis-{}", node.port())
+                },
                 addr: node.addr(),
                 pid: node.pid(),
                 state: match node.role() {
@@ -915,7 +1327,7 @@ impl Drop for Fleet {
 /// One process of a [`Fleet`], as [`Fleet::status`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessState {
-    /// `api-1`, `worker-2`, `redis-<port>`, `postgres`.
+    /// `api-1`, `worker-2`, `redis-<port>` (`redis-1`, ... on network hosts), `postgres`.
     pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -926,6 +1338,43 @@ pub struct ProcessState {
     pub state: String,
     /// HAProxy's status of an API instance.
     pub balancer: Option<String>,
+}
+
+fn cluster_only(what: &str) -> Error {
+    Error::Unsupported {
+        what: format!("{what} needs a Redis Cluster or a standalone Redis"),
+    }
+}
+
+/// A JSON string.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_list(items: &[&str]) -> String {
+    let items: Vec<String> = items.iter().map(|item| json_string(item)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn host_value(host: &str) -> String {
+    format!("{{\"host\": {}}}", json_string(host))
+}
+
+/// The value of [`Fleet::cut_api`]'s and [`Fleet::restore_api`]'s faults.
+fn cut_value(n: usize) -> String {
+    format!("{{\"sides\": [[\"api-{n}\"], [\"redis-1\"]]}}")
 }
 
 fn no_such(what: &str, n: usize, count: usize) -> Error {

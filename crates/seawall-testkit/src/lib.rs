@@ -4,8 +4,9 @@
 //! injection (kill, restart, pause, and a TCP [`Proxy`] that cuts one client off), a
 //! tiny blocking RESP2 client for inspecting Redis state, network hosts in Linux
 //! network namespaces with partitions between them ([`Network`]), and a whole
-//! deployment on loopback ([`Fleet`]: Redis, PostgreSQL, API instances, workers and
-//! HAProxy) that the fleet drills and `scripts/fleet` run.
+//! deployment ([`Fleet`]: Redis, PostgreSQL, API instances, workers and HAProxy, on
+//! loopback or each on a host of its own) that the fleet drills and `scripts/fleet`
+//! run.
 //!
 //! ```
 //! use std::time::Duration;
@@ -82,7 +83,8 @@
 //! [`Network`] needs root, `ip` (iproute2) and `nft` (nftables). A server is put on
 //! one of its hosts with its builder's `host` ([`RedisServerBuilder::host`],
 //! [`RedisClusterBuilder::hosts`], [`PostgresBuilder::host`], [`HaproxyBuilder::host`])
-//! and then listens on the host's address, on its standard port.
+//! and then listens on the host's address, on its standard port; a whole fleet with
+//! [`FleetBuilder::hosts`].
 //!
 //! # Ports
 //!
@@ -108,7 +110,10 @@ mod tls;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};
-pub use fleet::{DEFAULT_TOKEN, Fleet, FleetBuilder, FleetRedis, ProcessState, workspace_binary};
+pub use fleet::{
+    DEFAULT_TOKEN, Fleet, FleetBuilder, FleetHost, FleetRedis, HostRole, ProcessState,
+    workspace_binary,
+};
 pub use haproxy::{Haproxy, HaproxyBuilder, ServerState};
 pub use hosts::{Host, Network};
 pub use postgres::{Postgres, PostgresBuilder};

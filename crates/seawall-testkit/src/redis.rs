@@ -305,6 +305,10 @@ impl RedisServerBuilder {
         if let Some(password) = &self.password {
             lines.push(("requirepass".into(), password.clone()));
         }
+        if self.host.is_some() {
+            // Clients come from other hosts; the network ends at the bridge.
+            lines.push(("protected-mode".into(), "no".into()));
+        }
         if let Some(cluster) = &self.cluster {
             lines.push(("cluster-enabled".into(), "yes".into()));
             lines.push(("cluster-config-file".into(), "nodes.conf".into()));
