@@ -4,7 +4,8 @@
 //! prints it, and then serves the other verbs on `DIR/control.sock` until
 //! `seawall-fleet stop --dir DIR`, which takes every process down in order
 //! (HAProxy, the services, then Redis and PostgreSQL), or SIGINT or
-//! SIGTERM, on which every process's supervisor stops it. The other verbs
+//! SIGTERM, on which every process's supervisor stops it (and, with
+//! `--hosts`, the network's janitor removes its namespaces). The other verbs
 //! connect to that socket, print the answer and exit 0 when the verb
 //! succeeded.
 
@@ -23,8 +24,9 @@ const USAGE: &str = "usage: seawall-fleet VERB [--dir DIR] [options]
 
 verbs:
   run [--instances N] [--workers N] [--redis cluster|standalone|sentinel]
-      [--postgres-data DIR] [--api BIN] [--worker BIN]
-                      start the fleet and keep it up until `stop`, SIGINT or SIGTERM
+      [--postgres-data DIR] [--api BIN] [--worker BIN] [--hosts]
+                      start the fleet and keep it up until `stop`, SIGINT or SIGTERM;
+                      --hosts: each process on a network host of its own
   env                 the fleet's url=, token=, instances=, redis=, postgres= lines
   status              every process: pid, ready or not, Redis role, HAProxy's view
   stop                take every process down
@@ -34,6 +36,14 @@ verbs:
   stop-api N | start-api N
   kill-worker N       SIGKILL worker N and print its pid
   start-worker N | stop-worker N
+  hosts               every host: name, address, role (a fleet started with --hosts)
+  partition A,B '|' C,D,E
+  partition A,B/C,D,E cut the hosts of each side off from the other sides, both ways
+  partition --one-way X Y
+                      drop what host X sends to host Y
+  isolate X           cut host X off from every other host
+  heal                remove every partition
+  pause X | resume X  SIGSTOP or SIGCONT the process of X (api-1, redis-2, haproxy, ...)
 
 DIR defaults to $SEAWALL_FLEET_DIR, else target/fleet.";
 
@@ -129,6 +139,7 @@ struct Options {
     postgres_data: Option<PathBuf>,
     api: Option<PathBuf>,
     worker: Option<PathBuf>,
+    hosts: bool,
 }
 
 fn parse_run(args: &[String]) -> Result<Options, String> {
@@ -139,6 +150,7 @@ fn parse_run(args: &[String]) -> Result<Options, String> {
         postgres_data: None,
         api: None,
         worker: None,
+        hosts: false,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -173,6 +185,7 @@ fn parse_run(args: &[String]) -> Result<Options, String> {
             "--postgres-data" => options.postgres_data = Some(value()?.into()),
             "--api" => options.api = Some(value()?.into()),
             "--worker" => options.worker = Some(value()?.into()),
+            "--hosts" => options.hosts = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -194,7 +207,8 @@ fn run(dir: &Path, args: &[String]) -> ExitCode {
         .dir(dir)
         .instances(options.instances)
         .workers(options.workers)
-        .redis(options.redis);
+        .redis(options.redis)
+        .hosts(options.hosts);
     if let Some(data) = options.postgres_data {
         builder = builder.postgres_data(data);
     }
@@ -314,6 +328,83 @@ fn verb(fleet: &mut Fleet, words: &[&str]) -> Result<String, String> {
             let n = index(n)?;
             done(fleet.stop_worker(n), format!("stopped worker-{n}\n"))
         }
+        ["hosts"] => {
+            let hosts = fleet.hosts();
+            if hosts.is_empty() {
+                return Err(String::from(
+                    "this fleet runs on loopback; start it with --hosts",
+                ));
+            }
+            Ok(hosts
+                .iter()
+                .map(|host| format!("{:<10} {:<15} {:?}\n", host.name, host.addr, host.role))
+                .collect())
+        }
+        ["partition", "--one-way", from, to] => done(
+            fleet.one_way(from, to),
+            format!("dropping what {from} sends to {to}\n"),
+        ),
+        ["partition", sides @ ..] if !sides.is_empty() => {
+            let sides = parse_sides(&sides.join(" "))?;
+            let refs: Vec<Vec<&str>> = sides
+                .iter()
+                .map(|side| side.iter().map(String::as_str).collect())
+                .collect();
+            let refs: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
+            let text = sides
+                .iter()
+                .map(|side| side.join(","))
+                .collect::<Vec<_>>()
+                .join(" | ");
+            done(fleet.partition(&refs), format!("partitioned {text}\n"))
+        }
+        ["isolate", host] => done(fleet.isolate(host), format!("isolated {host}\n")),
+        ["heal"] => done(fleet.heal(), String::from("healed\n")),
+        ["pause", host] => done(fleet.pause(host), format!("paused {host}\n")),
+        ["resume", host] => done(fleet.resume(host), format!("resumed {host}\n")),
         _ => Err(format!("unknown verb {:?}\n\n{USAGE}", words.join(" "))),
+    }
+}
+
+/// `A,B | C,D,E` or `A,B/C,D,E`: the sides of a partition, at least two.
+fn parse_sides(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let sides: Vec<Vec<String>> = text
+        .split(['|', '/'])
+        .map(|side| {
+            side.split([',', ' '])
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    if sides.len() < 2 || sides.iter().any(Vec::is_empty) {
+        return Err(format!(
+            "{text:?} is not a partition: give two or more sides of host names, \
+             each side's names joined by commas, the sides split by '|' or '/', \
+             e.g. `partition redis-1,api-1 '|' redis-2,haproxy`"
+        ));
+    }
+    Ok(sides)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_sides;
+
+    #[test]
+    fn sides_split_on_bars_or_slashes() {
+        let expected = vec![vec!["a", "b"], vec!["c", "d", "e"]];
+        assert_eq!(parse_sides("a,b | c,d,e"), Ok(strings(&expected)));
+        assert_eq!(parse_sides("a,b/c,d,e"), Ok(strings(&expected)));
+        assert_eq!(parse_sides("a, b |c,d, e"), Ok(strings(&expected)));
+        assert!(parse_sides("a,b").is_err());
+        assert!(parse_sides("a,b | ").is_err());
+    }
+
+    fn strings(sides: &[Vec<&str>]) -> Vec<Vec<String>> {
+        sides
+            .iter()
+            .map(|side| side.iter().map(|s| (*s).to_owned()).collect())
+            .collect()
     }
 }
