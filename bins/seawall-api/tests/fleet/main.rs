@@ -12,6 +12,7 @@
 mod cache;
 mod drills;
 mod hosts;
+mod partitions;
 mod queues;
 mod shared;
 mod support;

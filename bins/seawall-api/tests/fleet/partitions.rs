@@ -1,0 +1,853 @@
+//! Partition drills: the fleet on network hosts, the network between them
+//! cut on purpose while clients record every operation (seawall-history's
+//! JSON lines), then a checker reads that history with the state the
+//! database ended in and counts what an acknowledged operation was worth.
+//!
+//! The test command runs a short form (a 4 s cut); `scripts/drills
+//! --partitions` runs the full form (`SEAWALL_DRILL_FULL=1`: a 10 s cut),
+//! with and without `queue.wait_replicas`, and prints each report. Every
+//! run leaves its histories, the final state and the report under
+//! `target/tmp/drills/<drill>/`, where `seawall-check` reads them again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use seawall_history::{FinalState, History, Options, Recorder, Report, Workload};
+
+use crate::support::{self, Running};
+
+/// How long the drills hold their faults: short in the test command, as
+/// the issue of record asks in the full form.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Form {
+    /// Load before the fault.
+    pub(crate) before: Duration,
+    /// How long the fault holds.
+    pub(crate) hold: Duration,
+    /// Load after the heal.
+    pub(crate) after: Duration,
+}
+
+impl Form {
+    pub(crate) fn chosen() -> Self {
+        if std::env::var("SEAWALL_DRILL_FULL").is_ok_and(|v| v == "1") {
+            Self {
+                before: Duration::from_secs(3),
+                hold: Duration::from_secs(10),
+                after: Duration::from_secs(6),
+            }
+        } else {
+            Self {
+                before: Duration::from_secs(2),
+                hold: Duration::from_secs(4),
+                after: Duration::from_secs(4),
+            }
+        }
+    }
+}
+
+/// The `wait_replicas` settings a drill runs with: `SEAWALL_DRILL_WAIT`
+/// (`0`, `1` or `0,1`), by default the one the test names.
+fn wait_settings(default: &[u32]) -> Vec<u32> {
+    std::env::var("SEAWALL_DRILL_WAIT")
+        .ok()
+        .map(|text| {
+            text.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .filter(|settings: &Vec<u32>| !settings.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+/// Where a drill's files go, emptied first.
+fn drill_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("drills")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the drill's directory");
+    dir
+}
+
+/// A client that answers within the drills' patience: an operation cut
+/// off by a partition ends as `info` after 2 s rather than hanging.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("a client")
+}
+
+/// What a request came back with.
+enum Answer {
+    Status(u16, Value),
+    Lost(String),
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response.json().await.unwrap_or(Value::Null);
+            Answer::Status(status, body)
+        }
+        Err(error) => Answer::Lost(error.to_string()),
+    }
+}
+
+/// A 5xx or a lost answer: the operation may or may not have happened.
+fn unknown(answer: &Answer) -> Value {
+    match answer {
+        Answer::Status(status, body) => json!({"status": status, "detail": body["detail"]}),
+        Answer::Lost(error) => json!({"error": error}),
+    }
+}
+
+/// The shared parts of every client loop.
+#[derive(Clone)]
+struct Clients {
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+    token: String,
+}
+
+impl Clients {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Enqueues notifications through `base`, each with a key of its own,
+    /// once: 202 is ok, a 503 that says "not queued" or a 4xx is fail,
+    /// anything else info.
+    async fn enqueue(self, process: String, base: String) {
+        let client = client();
+        let mut n = 0u64;
+        while self.running() {
+            n += 1;
+            let key = format!("drill-{process}-{n}");
+            let op = self
+                .recorder
+                .invoke(
+                    &process,
+                    Workload::Queue,
+                    "enqueue",
+                    json!({"queue": "notification", "key": key}),
+                )
+                .expect("records");
+            let answer = send(
+                client
+                    .post(format!("{base}/api/queue/notification"))
+                    .bearer_auth(&self.token)
+                    .header("idempotency-key", &key)
+                    .json(&json!({"user_id": 1 + n % 50, "channel": "push", "message": key})),
+            )
+            .await;
+            match &answer {
+                Answer::Status(202, body) => op.ok(json!({"job": format!(
+                    "notification:{}",
+                    body["id"].as_str().expect("an id")
+                )})),
+                Answer::Status(503, body)
+                    if body["detail"]
+                        .as_str()
+                        .is_some_and(|detail| detail.contains("was not queued")) =>
+                {
+                    op.fail(unknown(&answer))
+                }
+                Answer::Status(status, _) if (400..500).contains(status) => {
+                    op.fail(unknown(&answer))
+                }
+                _ => op.info(unknown(&answer)),
+            }
+            .expect("records");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Orders units of `sale`, one per new user: 201 is ok, a 4xx fail
+    /// (sold out), anything else info.
+    async fn order(self, process: String, base: String, sale: i64, first_user: i64) {
+        let client = client();
+        let mut user = first_user;
+        while self.running() {
+            user += 1;
+            let key = format!("order-{process}-{user}");
+            let op = self
+                .recorder
+                .invoke(
+                    &process,
+                    Workload::Sale,
+                    "order",
+                    json!({"sale": sale, "user": user, "key": key}),
+                )
+                .expect("records");
+            let answer = send(
+                client
+                    .post(format!("{base}/api/sales/{sale}/orders"))
+                    .header("idempotency-key", &key)
+                    .json(&json!({"user_id": user})),
+            )
+            .await;
+            match &answer {
+                Answer::Status(201, body) => {
+                    op.ok(json!({"order": body["order_id"], "unit": body["unit"]}))
+                }
+                Answer::Status(status, _) if (400..500).contains(status) => {
+                    op.fail(unknown(&answer))
+                }
+                _ => op.info(unknown(&answer)),
+            }
+            .expect("records");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+
+    /// Issues coupons of `campaign`, one per new user, as orders go.
+    async fn issue(self, process: String, base: String, campaign: i64, first_user: i64) {
+        let client = client();
+        let mut user = first_user;
+        while self.running() {
+            user += 1;
+            let op = self
+                .recorder
+                .invoke(
+                    &process,
+                    Workload::Coupon,
+                    "issue",
+                    json!({"campaign": campaign, "user": user}),
+                )
+                .expect("records");
+            let answer = send(
+                client
+                    .post(format!("{base}/api/coupons/{campaign}/issue"))
+                    .json(&json!({"user_id": user})),
+            )
+            .await;
+            match &answer {
+                Answer::Status(201, body) => {
+                    op.ok(json!({"coupon": body["code"], "number": body["number"]}))
+                }
+                Answer::Status(status, _) if (400..500).contains(status) => {
+                    op.fail(unknown(&answer))
+                }
+                _ => op.info(unknown(&answer)),
+            }
+            .expect("records");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+
+    /// Earns one point at a time for `user` through `base`, each change
+    /// with its own key, retried with that key until it is answered 201:
+    /// every attempt is a points change, and the whole is one cache write
+    /// of the balance it leads to (the balance is read through the cache).
+    async fn earn(self, process: String, base: String, user: i64, mut balance: i64) {
+        let client = client();
+        let mut n = 0u64;
+        'writes: while self.running() {
+            n += 1;
+            let key = format!("earn-{process}-{n}");
+            let write = self
+                .recorder
+                .invoke(
+                    &process,
+                    Workload::Cache,
+                    "write",
+                    json!({"key": user.to_string(), "value": balance + 1}),
+                )
+                .expect("records");
+            loop {
+                let change = self
+                    .recorder
+                    .invoke(
+                        &process,
+                        Workload::Points,
+                        "change",
+                        json!({"user": user, "key": key, "amount": 1}),
+                    )
+                    .expect("records");
+                let answer = send(
+                    client
+                        .post(format!("{base}/api/points/earn"))
+                        .header("idempotency-key", &key)
+                        .json(&json!({"user_id": user, "amount": 1, "reason": "drill"})),
+                )
+                .await;
+                match &answer {
+                    Answer::Status(201, body) => {
+                        let after = body["balance"].as_i64().expect("a balance");
+                        change.ok(json!({"balance": after})).expect("records");
+                        write.ok(json!({"balance": after})).expect("records");
+                        balance = after;
+                        break;
+                    }
+                    Answer::Status(status, _) if (400..500).contains(status) => {
+                        change.fail(unknown(&answer)).expect("records");
+                        write.fail(unknown(&answer)).expect("records");
+                        break;
+                    }
+                    _ => change.info(unknown(&answer)).expect("records"),
+                }
+                if !self.running() {
+                    write.info(json!({"gave up": true})).expect("records");
+                    break 'writes;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Reads the balances of `users` through `base` in turn; each read goes
+    /// to `during` until `healed` is set, to `after` from then on.
+    async fn read(
+        self,
+        process: String,
+        base: String,
+        users: Vec<i64>,
+        after: Recorder,
+        healed: Arc<AtomicBool>,
+    ) {
+        let client = client();
+        let mut i = 0usize;
+        while self.running() {
+            i += 1;
+            let user = users[i % users.len()];
+            let recorder = if healed.load(Ordering::Relaxed) {
+                &after
+            } else {
+                &self.recorder
+            };
+            let op = recorder
+                .invoke(
+                    &process,
+                    Workload::Cache,
+                    "read",
+                    json!({"key": user.to_string()}),
+                )
+                .expect("records");
+            let answer =
+                send(client.get(format!("{base}/api/points/balance?user_id={user}"))).await;
+            match &answer {
+                Answer::Status(200, body) => op.ok(json!({"value": body["balance"]})),
+                Answer::Status(status, _) if (400..500).contains(status) => {
+                    op.fail(unknown(&answer))
+                }
+                _ => op.info(unknown(&answer)),
+            }
+            .expect("records");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Creates a time sale and a coupon campaign of `units` each through the
+/// admin API; returns their ids.
+async fn promotions(fleet: &Running, units: i64) -> (i64, i64) {
+    let client = support::client();
+    let mut ids = Vec::new();
+    for (path, body) in [
+        (
+            "sales",
+            json!({"name": "drill sale", "stock": units, "per_user": 1}),
+        ),
+        (
+            "campaigns",
+            json!({"name": "drill coupons", "quantity": units, "per_user": 1}),
+        ),
+    ] {
+        let response = client
+            .post(format!("{}/api/promotions/{path}", fleet.url()))
+            .bearer_auth(fleet.token())
+            .json(&body)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 201, "POST /api/promotions/{path}");
+        let created: Value = response.json().await.expect("JSON");
+        ids.push(created["id"].as_i64().expect("an id"));
+    }
+    (ids[0], ids[1])
+}
+
+/// One psql query answering one JSON value.
+fn json_of(fleet: &Running, sql: &str) -> Value {
+    let text = fleet.postgres().psql(sql).expect("psql");
+    serde_json::from_str(text.trim()).unwrap_or_else(|error| panic!("{sql}: {error}: {text}"))
+}
+
+/// Waits until the rows the workers write stop changing for 3 s (the
+/// queues drained, jobs a lost lease held taken over), at most 90 s.
+async fn quiesce(fleet: &Running) {
+    let count = || {
+        fleet
+            .postgres()
+            .psql("SELECT (SELECT COUNT(*) FROM notification_deliveries) + (SELECT COUNT(*) FROM sale_orders)")
+            .expect("psql")
+    };
+    let began = Instant::now();
+    let (mut last, mut since) = (count(), Instant::now());
+    while began.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = count();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(3) {
+            return;
+        }
+    }
+    panic!("the workers' rows never settled: {last}");
+}
+
+/// The final state: the drill's notifications, the sale with its orders,
+/// the campaign with its coupons, the accounts with their ledgers.
+fn final_state(fleet: &Running, sale: i64, campaign: i64, users: &[i64]) -> FinalState {
+    let users = users
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let state = json!({
+        "queue": {"rows": json_of(fleet, "SELECT COALESCE(json_agg(json_build_object(\
+            'job', job, 'idempotency_key', message, 'at_ms', delivered_at)), '[]') \
+            FROM notification_deliveries WHERE message LIKE 'drill-%'")},
+        "sale": [json_of(fleet, &format!("SELECT json_build_object('id', s.id, 'stock', s.stock, \
+            'per_user', s.per_user, 'orders', COALESCE((SELECT json_agg(json_build_object(\
+            'id', o.id, 'unit', o.unit, 'user_id', o.user_id, 'nth', o.nth)) \
+            FROM sale_orders o WHERE o.sale_id = s.id), '[]')) FROM time_sales s WHERE s.id = {sale}"))],
+        "coupon": [json_of(fleet, &format!("SELECT json_build_object('id', c.id, 'quantity', c.quantity, \
+            'per_user', c.per_user, 'coupons', COALESCE((SELECT json_agg(json_build_object(\
+            'code', k.code, 'number', k.number, 'user_id', k.user_id, 'nth', k.nth)) \
+            FROM coupons k WHERE k.campaign_id = c.id), '[]')) FROM coupon_campaigns c WHERE c.id = {campaign}"))],
+        "points": json_of(fleet, &format!("SELECT COALESCE(json_agg(json_build_object('user_id', a.user_id, \
+            'balance', a.balance, 'ledger', COALESCE((SELECT json_agg(json_build_object(\
+            'version', l.version, 'delta', l.delta, 'idempotency_key', l.idempotency_key)) \
+            FROM point_ledger l WHERE l.user_id = a.user_id), '[]'))), '[]') \
+            FROM point_accounts a WHERE a.user_id IN ({users})")),
+    });
+    serde_json::from_value(state).expect("a final state")
+}
+
+/// Checks the histories in `files` against `state`, writes the report
+/// beside them, and prints it.
+fn checked(dir: &Path, name: &str, files: &[PathBuf], state: &FinalState) -> Report {
+    let history = History::read(files).expect("the history reads back");
+    let report = seawall_history::check(&history, state, &Options::default());
+    std::fs::write(dir.join(format!("{name}.txt")), report.to_string()).expect("writes");
+    println!("{name}:\n{report}");
+    report
+}
+
+/// What drill 1 found, per `wait_replicas`.
+pub(crate) struct Outcome {
+    pub(crate) whole: Report,
+    pub(crate) healed: Report,
+}
+
+/// Drill 1 (and 6): the Redis master of the notification queue's slot and
+/// api-1 cut off from every other host for `form.hold` while clients
+/// pinned to each instance enqueue, order the last units of a sale, take
+/// coupons, earn points and read balances; then healed.
+pub(crate) async fn master_and_instance_cut_off(form: Form, wait_replicas: u32) -> Outcome {
+    let dir = drill_dir(&format!("cut-off-w{wait_replicas}"));
+    let mut fleet = support::start(
+        support::builder()
+            .hosts(true)
+            // The clients come from one address: limits would refuse them.
+            .env("SEAWALL_RATELIMIT", "false")
+            .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
+            .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms")
+            .env("SEAWALL_QUEUE_LEASE", "5s"),
+    )
+    .await;
+    // The sale sells out while the cut holds: three buyers get about 12
+    // units a second between them.
+    let units = i64::try_from((form.before + form.hold / 2).as_secs() * 12).expect("fits");
+    let (sale, campaign) = promotions(&fleet, units).await;
+    let master = fleet
+        .master_host_of("{notification}")
+        .expect("the queue's master");
+
+    let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
+    let after = Recorder::create(dir.join("reads-healed.jsonl")).expect("a recorder");
+    let clients = Clients {
+        recorder: recorder.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        token: fleet.token().to_owned(),
+    };
+    let healed = Arc::new(AtomicBool::new(false));
+    let users: Vec<i64> = (1..=3).map(|n| 900_000 + n).collect();
+    // Each balance starts written, so that every value a reader can see
+    // was written by someone.
+    for &user in &users {
+        let key = format!("seed-{user}");
+        let write = recorder
+            .invoke(
+                "setup",
+                Workload::Cache,
+                "write",
+                json!({"key": user.to_string(), "value": 1}),
+            )
+            .expect("records");
+        let change = recorder
+            .invoke(
+                "setup",
+                Workload::Points,
+                "change",
+                json!({"user": user, "key": key, "amount": 1}),
+            )
+            .expect("records");
+        let response = support::client()
+            .post(format!("{}/api/points/earn", fleet.url()))
+            .header("idempotency-key", &key)
+            .json(&json!({"user_id": user, "amount": 1, "reason": "drill"}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 201, "the first point of {user}");
+        change.ok(json!({"balance": 1})).expect("records");
+        write.ok(json!({"balance": 1})).expect("records");
+    }
+    let mut tasks = Vec::new();
+    for (n, base) in fleet.instance_urls().into_iter().enumerate() {
+        let c = clients.clone();
+        let buyers = 1_000_000 * (i64::try_from(n).expect("fits") + 1);
+        tasks.push(tokio::spawn(
+            c.clone().enqueue(format!("queue-{}", n + 1), base.clone()),
+        ));
+        tasks.push(tokio::spawn(c.clone().order(
+            format!("sale-{}", n + 1),
+            base.clone(),
+            sale,
+            buyers,
+        )));
+        tasks.push(tokio::spawn(c.clone().issue(
+            format!("coupon-{}", n + 1),
+            base.clone(),
+            campaign,
+            buyers,
+        )));
+        tasks.push(tokio::spawn(c.clone().earn(
+            format!("points-{}", n + 1),
+            base.clone(),
+            users[n],
+            1,
+        )));
+        tasks.push(tokio::spawn(c.read(
+            format!("reader-{}", n + 1),
+            base,
+            users.clone(),
+            after.clone(),
+            Arc::clone(&healed),
+        )));
+    }
+    tokio::time::sleep(form.before).await;
+
+    let others: Vec<String> = fleet
+        .hosts()
+        .into_iter()
+        .map(|host| host.name)
+        .filter(|name| *name != master && name != "api-1")
+        .collect();
+    let minority = [master.as_str(), "api-1"];
+    let majority: Vec<&str> = others.iter().map(String::as_str).collect();
+    fleet
+        .partition(&[&minority, &majority])
+        .expect("partitions");
+    println!("cut off {minority:?} from {majority:?} for {:?}", form.hold);
+    tokio::time::sleep(form.hold).await;
+    fleet.heal().expect("heals");
+    let healed_at = Instant::now();
+    // The heal is over once every instance is ready again (it reaches
+    // Redis and PostgreSQL, and has sent what it could not send while cut
+    // off): reads from then on are held to the propagation window.
+    let ready = ready_again(&fleet).await;
+    healed.store(true, Ordering::Relaxed);
+    println!("every instance ready again {ready:?} after the heal");
+    tokio::time::sleep(form.after.saturating_sub(healed_at.elapsed())).await;
+    clients.stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a client ends");
+    }
+    drop((clients, recorder, after));
+
+    quiesce(&fleet).await;
+    let state = final_state(&fleet, sale, campaign, &users);
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_string_pretty(&state).expect("JSON"),
+    )
+    .expect("writes");
+    std::fs::copy(fleet.faults_path(), dir.join("faults.jsonl")).expect("the faults");
+    let (clients, healed_reads, faults) = (
+        dir.join("clients.jsonl"),
+        dir.join("reads-healed.jsonl"),
+        dir.join("faults.jsonl"),
+    );
+    let whole = checked(
+        &dir,
+        "report",
+        &[clients.clone(), healed_reads.clone(), faults.clone()],
+        &state,
+    );
+    // The same history with only the reads that began once every instance
+    // was ready again: the cache's promise after a partition.
+    let only_healed: Vec<PathBuf> = {
+        let text = std::fs::read_to_string(&clients).expect("reads");
+        let kept: String = text
+            .lines()
+            .filter(|line| !line.contains("\"op\":\"read\""))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let path = dir.join("clients-without-cut-reads.jsonl");
+        std::fs::write(&path, kept).expect("writes");
+        vec![path, healed_reads, faults]
+    };
+    let healed = checked(&dir, "report-after-heal", &only_healed, &state);
+    support::stop(fleet).await;
+    Outcome { whole, healed }
+}
+
+/// Waits until every instance answers `/readyz` with 200; how long it took.
+async fn ready_again(fleet: &Running) -> Duration {
+    let since = Instant::now();
+    let client = client();
+    loop {
+        let mut ready = 0;
+        for base in fleet.instance_urls() {
+            if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+                && response.status() == 200
+            {
+                ready += 1;
+            }
+        }
+        if ready == fleet.instance_urls().len() {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the instances never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counts of the anomalies that must be 0 whatever `wait_replicas` is.
+fn never(report: &Report) -> Vec<(String, usize)> {
+    let counts = report.counts();
+    [
+        "sale.oversold",
+        "sale.over_per_user",
+        "sale.failed_but_written",
+        "coupon.over_issued",
+        "coupon.duplicates",
+        "coupon.failed_but_issued",
+        "points.sum_mismatch",
+        "points.applied_twice",
+        "points.failed_but_applied",
+        "queue.never_acknowledged",
+        "queue.run_twice_unexplained",
+        "cache.impossible",
+        "cache.lost_writes",
+    ]
+    .iter()
+    .map(|kind| ((*kind).to_owned(), counts.get(*kind).copied().unwrap_or(0)))
+    .filter(|(_, count)| *count > 0)
+    .collect()
+}
+
+/// Drill 1: with `wait_replicas = 1` nothing acknowledged is lost and
+/// nothing is oversold; without it, the loss is printed (scripts/drills).
+/// After the heal no read is staler than the propagation window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
+    let form = Form::chosen();
+    for wait_replicas in wait_settings(&[1]) {
+        let Outcome { whole, healed } = master_and_instance_cut_off(form, wait_replicas).await;
+        let counts = whole.counts();
+        assert_eq!(never(&whole), [], "wait_replicas {wait_replicas}:\n{whole}");
+        if wait_replicas > 0 {
+            for kind in [
+                "queue.lost",
+                "sale.acknowledged_missing",
+                "coupon.acknowledged_missing",
+                "points.acknowledged_missing",
+            ] {
+                assert_eq!(
+                    counts[kind], 0,
+                    "{kind}, wait_replicas {wait_replicas}:\n{whole}"
+                );
+            }
+        }
+        // Not yet held to 0: a write answered by an instance whose
+        // invalidation Redis could not take (its slot's master cut off or
+        // failing over) is sent again later, and until then the other
+        // instances read the older value; the drill prints how many reads
+        // and how late (docs/operations.md).
+        let stale = healed
+            .cache
+            .as_ref()
+            .map(|cache| (cache.stale.count, cache.longest_stale_ms));
+        println!(
+            "wait_replicas {wait_replicas}: stale reads once every instance was ready again: {stale:?}"
+        );
+    }
+}
+
+/// Drill 4: worker-1 cut off from every Redis host while it runs jobs
+/// longer than their lease. The jobs are long because their one write
+/// waits on a lock a session holds on the outbox table for longer than a
+/// lease; once worker-1 can no longer renew, worker-2 takes the jobs over
+/// when their leases end, and the lock is let go after that. A job runs
+/// twice only if worker-1 went on with a job it no longer held. Returns
+/// the report.
+pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
+    const LEASE: Duration = Duration::from_secs(3);
+    const JOBS: usize = 12;
+    let dir = drill_dir("worker-cut-off");
+    let mut fleet = support::start(
+        support::builder()
+            .hosts(true)
+            .instances(1)
+            .workers(2)
+            .env("SEAWALL_RATELIMIT", "false")
+            .env("SEAWALL_QUEUE_LEASE", humantime_secs(LEASE)),
+    )
+    .await;
+    let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
+    // The lock: held from before the jobs are queued until both the cut
+    // and the leases it breaks are over.
+    let held = form.before + LEASE * 2;
+    let lock = {
+        let sql = format!(
+            "LOCK TABLE notification_deliveries IN EXCLUSIVE MODE; SELECT pg_sleep({});",
+            held.as_secs_f64()
+        );
+        let (psql, url) = (
+            fleet.postgres().bin_dir().join("psql"),
+            fleet.postgres().url(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(psql)
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", &sql])
+                .output()
+                .expect("psql runs");
+            assert!(out.status.success(), "the lock: {out:?}");
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = client();
+    let mut ids = Vec::new();
+    for n in 0..JOBS {
+        let key = format!("drill-long-{n}");
+        let op = recorder
+            .invoke(
+                "producer",
+                Workload::Queue,
+                "enqueue",
+                json!({"queue": "notification", "key": key}),
+            )
+            .expect("records");
+        let answer = send(
+            client
+                .post(format!("{}/api/queue/notification", fleet.url()))
+                .bearer_auth(fleet.token())
+                .header("idempotency-key", &key)
+                .json(&json!({"user_id": 1 + n % 50, "channel": "push", "message": key})),
+        )
+        .await;
+        let Answer::Status(202, body) = &answer else {
+            op.info(unknown(&answer)).expect("records");
+            panic!("enqueue {n}: {}", unknown(&answer));
+        };
+        let id = body["id"].as_str().expect("an id").to_owned();
+        op.ok(json!({"job": format!("notification:{id}")}))
+            .expect("records");
+        ids.push(id);
+    }
+    // Both workers hold jobs now, blocked on the lock.
+    tokio::time::sleep(form.before).await;
+    let redis: Vec<String> = fleet
+        .hosts()
+        .into_iter()
+        .map(|host| host.name)
+        .filter(|name| name.starts_with("redis-"))
+        .collect();
+    let redis: Vec<&str> = redis.iter().map(String::as_str).collect();
+    fleet
+        .partition(&[&["worker-1"], &redis])
+        .expect("partitions");
+    tokio::time::sleep(LEASE * 2).await;
+    lock.await.expect("the lock ends");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fleet.heal().expect("heals");
+    drop(recorder);
+
+    quiesce(&fleet).await;
+    // Each job's record: a stall is a lease that ran out, the job taken
+    // over by the other worker.
+    let mut jobs = Vec::new();
+    for id in &ids {
+        let job = support::admin_get(
+            &support::client(),
+            &fleet,
+            &format!("{}/api/queue/notification/jobs/{id}", fleet.url()),
+        )
+        .await;
+        jobs.push(json!({"job": format!("notification:{id}"), "stalls": job["stalls"]}));
+    }
+    let stalled = jobs
+        .iter()
+        .filter(|job| job["stalls"].as_u64() > Some(0))
+        .count();
+    println!("{stalled} of {JOBS} jobs were taken over after their lease ran out");
+    assert!(stalled > 0, "the cut broke no lease: {jobs:?}");
+    let state: FinalState = serde_json::from_value(json!({
+        "queue": {"rows": json_of(&fleet, "SELECT COALESCE(json_agg(json_build_object(\
+            'job', job, 'idempotency_key', message, 'at_ms', delivered_at)), '[]') \
+            FROM notification_deliveries WHERE message LIKE 'drill-%'"), "jobs": jobs},
+    }))
+    .expect("a final state");
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_string_pretty(&state).expect("JSON"),
+    )
+    .expect("writes");
+    std::fs::copy(fleet.faults_path(), dir.join("faults.jsonl")).expect("the faults");
+    let report = checked(
+        &dir,
+        "report",
+        &[dir.join("clients.jsonl"), dir.join("faults.jsonl")],
+        &state,
+    );
+    support::stop(fleet).await;
+    report
+}
+
+/// `duration` as whole seconds for a configuration value (`3s`).
+fn humantime_secs(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
+}
+
+/// Drill 4: no job runs twice and none is lost when its worker is cut off
+/// from Redis mid-job: a partition is not a kill or a pause, so nothing
+/// explains a second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_cut_off_mid_job_stops_before_its_lease_ends() {
+    let report = worker_cut_off_mid_job(Form::chosen()).await;
+    let counts = report.counts();
+    for kind in [
+        "queue.lost",
+        "queue.run_twice_explained",
+        "queue.run_twice_unexplained",
+        "queue.never_acknowledged",
+    ] {
+        assert_eq!(counts[kind], 0, "{kind}:\n{report}");
+    }
+}
