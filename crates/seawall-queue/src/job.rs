@@ -7,17 +7,68 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-/// A job's id, unique within its queue. Ids are decimal numbers that grow
-/// in enqueue order, not one by one: an id is the last one plus one, or
-/// the server's clock in microseconds since 2026, whichever is larger, so
-/// an id is never given twice, even after Redis lost its last writes.
+/// A job's id, unique within its queue: `<sequence>-<epoch>`, such as
+/// `31556926000000-9f86d081884c7d65`.
+///
+/// The sequence is a decimal number that grows in enqueue order, not one
+/// by one: the last one plus one, or the server's clock in microseconds
+/// since 2026, whichever is larger. The epoch is 16 hex digits drawn at
+/// random by the server that gave the id (the first digits of its Redis
+/// replication id, new when a server starts and when a replica is
+/// promoted; the memory backend draws its own). Ids of one primary share
+/// its epoch, so they sort by sequence in enqueue order, as text while
+/// the sequences have as many digits, and always by
+/// [`sequence`](Self::sequence).
+///
+/// A server that lost its last writes (a failover to a replica that
+/// missed them, an fsync window) may give a sequence again, since neither
+/// its last sequence nor its clock can be trusted then, but with another
+/// epoch: an id never comes back, whatever the clocks say, unless two
+/// servers that were the queue's primary drew the same 64-bit epoch (a
+/// chance of one in 2⁶⁴ for each pair of them, about 3 × 10⁻¹⁴ over a
+/// thousand failovers) and gave overlapping sequences.
+///
+/// Ids of queues written before ids carried an epoch are digits alone;
+/// they keep working.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
+
+/// The most bytes of an id: a sequence of up to 20 digits, `-`, an epoch
+/// of up to 19 hex digits.
+const MAX_ID_BYTES: usize = 40;
 
 impl JobId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `text` as an id if it has the form of one (`<sequence>-<epoch>`, or
+    /// digits alone as older ids are), for ids that come from outside,
+    /// such as a URL; `None` for anything else. It does not say the job
+    /// exists.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (sequence, epoch) = match text.split_once('-') {
+            Some((sequence, epoch)) => (sequence, Some(epoch)),
+            None => (text, None),
+        };
+        let digits = |part: &str, check: fn(&u8) -> bool| {
+            !part.is_empty() && part.bytes().all(|byte| check(&byte))
+        };
+        let well_formed = text.len() <= MAX_ID_BYTES
+            && digits(sequence, u8::is_ascii_digit)
+            && epoch.is_none_or(|epoch| digits(epoch, u8::is_ascii_hexdigit));
+        well_formed.then(|| Self(text.to_owned()))
+    }
+
+    /// The id's sequence: its place in enqueue order among the ids of one
+    /// epoch; `None` when the id was not given by this crate.
+    pub fn sequence(&self) -> Option<u64> {
+        let sequence = self
+            .0
+            .split_once('-')
+            .map_or(self.0.as_str(), |(sequence, _)| sequence);
+        sequence.parse().ok()
     }
 }
 

@@ -36,6 +36,10 @@ pub(crate) struct MemoryStore {
     queues: Mutex<HashMap<String, Arc<Shared>>>,
     /// Announced processes: id → (report, when in ms).
     processes: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+    /// The epoch of the ids this store gives (see [`JobId`]), drawn when it
+    /// starts and again when it comes back from lost writes, as a Redis
+    /// server's replication id is.
+    epoch: Mutex<String>,
     /// Every queue's state as kept by `keep_snapshot` (tests of lost writes).
     #[cfg(test)]
     snapshot: Mutex<HashMap<String, QueueState>>,
@@ -163,12 +167,18 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// 16 random hex digits, as ids' epochs are.
+fn random_epoch() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
 impl MemoryStore {
     pub(crate) fn new(settings: Settings) -> Self {
         Self {
             settings,
             queues: Mutex::new(HashMap::new()),
             processes: Mutex::new(HashMap::new()),
+            epoch: Mutex::new(random_epoch()),
             #[cfg(test)]
             snapshot: Mutex::new(HashMap::new()),
         }
@@ -190,6 +200,7 @@ impl MemoryStore {
     pub(crate) fn restore_snapshot(&self) {
         std::thread::sleep(Duration::from_millis(1));
         let kept = self.snapshot.lock().clone();
+        *self.epoch.lock() = random_epoch();
         for (name, shared) in self.queues.lock().iter() {
             *shared.state.lock() = kept.get(name).cloned().unwrap_or_default();
         }
@@ -640,6 +651,7 @@ impl Store for MemoryStore {
         request: &str,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<(JobId, bool)>> {
+        let epoch = self.epoch.lock().clone();
         Ok(self.with(queue, |step| {
             while let Some((expires, _)) = step.q.answer_expiry.front()
                 && *expires <= step.now
@@ -687,7 +699,7 @@ impl Store for MemoryStore {
             step.q.order += count;
             let mut out = Vec::with_capacity(jobs.len());
             for (offset, job) in (0_u64..).zip(jobs) {
-                let id = (first + offset).to_string();
+                let id = format!("{}-{epoch}", first + offset);
                 let idempotency = job.idempotency.clone().unwrap_or_default();
                 if !idempotency.0.is_empty() {
                     let earlier = step

@@ -304,11 +304,10 @@ impl Queues {
     }
 }
 
-/// Whether `id` can name a job at all: 1 to 20 decimal digits. Anything
+/// Whether `id` can name a job at all (see [`JobId::parse`]). Anything
 /// else names none, so it never reaches a script.
 fn is_job_id(id: &JobId) -> bool {
-    let id = id.as_str();
-    !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
+    JobId::parse(id.as_str()).is_some()
 }
 
 /// Jobs in round trips of at most [`BULK_CHUNK`] jobs and [`BULK_BYTES`]

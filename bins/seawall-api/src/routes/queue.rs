@@ -28,8 +28,6 @@ const MAX_LISTED: i64 = 200;
 const MAX_AGE_SECONDS: u64 = 31_536_000;
 /// The most finished jobs `clean` can be told to keep.
 const MAX_KEEP: u64 = 1_000_000;
-/// The longest job id (a decimal number).
-const MAX_ID_DIGITS: usize = 20;
 /// The header that names one logical enqueue across its retries
 /// (draft-ietf-httpapi-idempotency-key-header).
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -210,6 +208,9 @@ struct JobList {
 #[derive(Debug, Serialize, ToSchema)]
 struct Enqueued {
     queue: String,
+    /// `<sequence>-<epoch>`: unique in its queue, also across a Redis
+    /// failover; ids of one primary sort by sequence in enqueue order.
+    #[schema(example = "31556926000000-9f86d081884c7d65")]
     id: String,
 }
 
@@ -293,7 +294,9 @@ enum FinishedState {
 struct JobPath {
     /// The queue.
     queue: String,
-    /// The job's id.
+    /// The job's id: `<sequence>-<epoch>` (digits, `-`, hex digits), or
+    /// digits alone for a job queued before ids carried an epoch.
+    #[param(example = "31556926000000-9f86d081884c7d65")]
     id: String,
 }
 
@@ -308,10 +311,7 @@ fn queue_named(name: &str) -> Result<QueueName, Problem> {
 }
 
 fn job_id(id: &str) -> Result<JobId, Problem> {
-    if id.is_empty() || id.len() > MAX_ID_DIGITS || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Problem::not_found(format!("there is no job {id:?}")));
-    }
-    Ok(JobId::from(id))
+    JobId::parse(id).ok_or_else(|| Problem::not_found(format!("there is no job {id:?}")))
 }
 
 /// The request's `Idempotency-Key`, if it sent one: 1 to

@@ -21,7 +21,7 @@ elseif op == 'counts' then
     tonumber(redis.call('HGET', meta, 'paused') or '0'),
   }
 elseif op == 'cancel' then
-  local id = shaped(8, JOB_ID, 24, 'a job id')
+  local id = job_id_arg(8)
   local key = job_key(id)
   local job = redis.call('HMGET', key, 's', 'g')
   job[2] = job[2] or ''
@@ -49,7 +49,7 @@ elseif op == 'retry_one' or op == 'retry_oldest' then
   -- jobs, oldest first.
   local ids
   if op == 'retry_one' then
-    ids = { shaped(8, JOB_ID, 24, 'a job id') }
+    ids = { job_id_arg(8) }
   else
     ids = redis.call('ZRANGE', dead_key, '0', int(whole(8, 1, 10000) - 1))
   end
@@ -99,7 +99,7 @@ elseif op == 'take_back' then
   if #ARGV ~= 9 + n then refuse('expected ' .. n .. ' job ids') end
   local jobs = {}
   for i = 1, n do
-    local id = shaped(9 + i, JOB_ID, 24, 'a job id')
+    local id = job_id_arg(9 + i)
     local job = redis.call('HMGET', job_key(id), 's', 'g', 'tk')
     if (job[1] ~= 'waiting' and job[1] ~= 'delayed') or job[3] then return 0 end
     jobs[i] = { id, job[1], job[2] or '' }

@@ -12,6 +12,7 @@ use seawall_testkit::{Conn, RedisServer};
 
 use super::{RedisOptions, RedisStore};
 use crate::error::Error;
+use crate::job::{Cancelled, JobId};
 use crate::store::{AfterFailure, Failure, FetchCall, Lease, NewJob, Settings, Store, random_id};
 
 fn server() -> &'static RedisServer {
@@ -350,7 +351,7 @@ async fn a_fetch_stops_taking_past_its_byte_budget() {
         fetched
             .jobs
             .iter()
-            .map(|job| job.lease.id.as_str().parse::<u64>().expect("a number"))
+            .map(|job| job.lease.id.sequence().expect("a sequence"))
             .collect::<Vec<_>>()
     };
     let (first, second) = (order(&taken), order(&rest));
@@ -518,12 +519,68 @@ async fn ids_stay_above_the_last_one_when_the_clock_is_behind() {
         .expect("enqueues");
     let ids: Vec<u64> = added
         .iter()
-        .map(|(id, _)| id.as_str().parse().expect("digits"))
+        .map(|(id, _)| id.sequence().expect("a sequence"))
         .collect();
     assert_eq!(ids, vec![ahead + 1, ahead + 2]);
     let next = store
         .enqueue("q", &random_id(), vec![job(b"3")])
         .await
         .expect("enqueues");
-    assert_eq!(next[0].0.as_str(), (ahead + 3).to_string());
+    assert_eq!(next[0].0.sequence(), Some(ahead + 3));
+}
+
+/// An id ends with the first 16 hex digits of the server's replication id,
+/// the same for every id the server gives while it is the primary.
+#[tokio::test]
+async fn ids_carry_the_primarys_replication_id() {
+    let (store, _) = store().await;
+    let info = conn().cmd(&["INFO", "replication"]).expect("INFO");
+    let replid = info
+        .as_str()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.trim().strip_prefix("master_replid:"))
+        })
+        .expect("a replication id")
+        .to_owned();
+    let added = store
+        .enqueue("q", &random_id(), vec![job(b"1"), job(b"2")])
+        .await
+        .expect("enqueues");
+    for (id, _) in &added {
+        let (_, epoch) = id.as_str().split_once('-').expect("sequence-epoch");
+        assert_eq!(epoch, &replid[..16], "{id}");
+        assert_eq!(JobId::parse(id.as_str()).as_ref(), Some(id));
+    }
+}
+
+/// Ids of the old form (digits alone) are still taken by every script, and
+/// malformed ones are refused before anything changes.
+#[tokio::test]
+async fn ids_of_the_old_form_are_taken_and_malformed_ones_refused() {
+    let (store, _) = store().await;
+    for old in ["12345", "31556926000000"] {
+        let answer = store.cancel("q", &JobId::from(old)).await;
+        assert!(
+            matches!(answer, Ok(Cancelled::NotFound)),
+            "{old}: {answer:?}"
+        );
+    }
+    for bad in [
+        "",
+        "12-",
+        "-ab",
+        "12-xyz",
+        "1:2",
+        "1 2",
+        "12-ab-cd",
+        &"1".repeat(41),
+    ] {
+        let refused = store.cancel("q", &JobId::from(bad)).await;
+        assert!(
+            matches!(&refused, Err(Error::Redis(why)) if why.contains("not a job id")),
+            "{bad:?}: {refused:?}"
+        );
+        assert!(JobId::parse(bad).is_none(), "{bad:?}");
+    }
 }

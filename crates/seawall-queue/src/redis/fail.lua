@@ -7,7 +7,7 @@
 -- first time: from the outcome kept on the job, or, for a run that ended
 -- cancelled (its record is gone), from `x:<id>`, the run's token kept for
 -- as long as an enqueue's answer.
-local id = shaped(7, JOB_ID, 24, 'a job id')
+local id = job_id_arg(7)
 local token = shaped(8, TOKEN, 64, 'a lease token')
 local kind = ARGV[9]
 if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'cancelled' then

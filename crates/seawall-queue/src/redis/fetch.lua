@@ -22,7 +22,7 @@ local max_bytes = whole(11, 1, MAX_SETTING)
 local acks = whole(12, 0, 1000000)
 if #ARGV ~= 12 + 2 * acks then refuse('expected ' .. acks .. ' acknowledgements') end
 for i = 1, acks do
-  shaped(11 + 2 * i, JOB_ID, 24, 'a job id')
+  job_id_arg(11 + 2 * i)
   shaped(12 + 2 * i, TOKEN, 64, 'a lease token')
 end
 

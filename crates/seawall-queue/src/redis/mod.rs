@@ -6,7 +6,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count) |
-//! | `p:{q}:jid` | string | the last job id given: the next is above it even when the server's clock is behind |
+//! | `p:{q}:jid` | string | the last job id's sequence: the next is above it even when the server's clock is behind |
 //! | `p:{q}:id` | string | the order counter of enqueued jobs |
 //! | `p:{q}:j:<id>` | hash | one job's record |
 //! | `p:{q}:g:<group>` | list | a group's waiting jobs at the default priority, in line (`g:` for no group) |

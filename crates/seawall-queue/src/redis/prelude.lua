@@ -66,7 +66,18 @@ end
 -- client re-sends a call within its command timeout.
 local ANSWER_KEPT_MS = '30000'
 
-local JOB_ID = '^%d+$'
+-- ARGV[index] as a job id: `<sequence>-<epoch>` (see enqueue.lua), or
+-- digits alone, as ids were before they carried an epoch (a queue upgraded
+-- in place keeps its jobs). Neither form holds ':' (active members are
+-- `id:token`) or a space (events and idempotency records list ids
+-- space-separated).
+local function job_id_arg(index)
+  local id = ARGV[index]
+  if id == nil or #id > 40 or not (string.match(id, '^%d+$') or string.match(id, '^%d+%-%x+$')) then
+    refuse('argument ' .. index .. ' is not a job id')
+  end
+  return id
+end
 -- A lease token: the request that took the job and the job's place in
 -- that call's answer.
 local TOKEN = '^[%w]+%.?%d*$'

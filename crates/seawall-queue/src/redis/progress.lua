@@ -1,6 +1,6 @@
 -- ARGV[7]: id; ARGV[8]: lease token; ARGV[9]: percent; ARGV[10]: message.
 -- Returns 1, or 0 when the token is no longer the job's own.
-local id = shaped(7, JOB_ID, 24, 'a job id')
+local id = job_id_arg(7)
 local token = shaped(8, TOKEN, 64, 'a lease token')
 local percent = whole(9, 0, 100)
 local message = ARGV[10] or ''

@@ -7,7 +7,7 @@ local deadline = int(now + whole(7, 0, MAX_MS))
 local count = whole(8, 0, 1000000)
 if #ARGV ~= 8 + 2 * count then refuse('expected ' .. count .. ' leases') end
 for i = 0, count - 1 do
-  shaped(9 + 2 * i, JOB_ID, 24, 'a job id')
+  job_id_arg(9 + 2 * i)
   shaped(10 + 2 * i, TOKEN, 64, 'a lease token')
 end
 local lost = {}

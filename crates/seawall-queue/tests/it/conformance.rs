@@ -371,7 +371,7 @@ async fn a_bulk_enqueue_keeps_order_and_adds_nothing_when_one_job_is_bad(backend
     assert_eq!(ids.len(), 2_500);
     let numbers: Vec<u64> = ids
         .iter()
-        .map(|id| id.as_str().parse().expect("numeric"))
+        .map(|id| id.sequence().expect("a sequence"))
         .collect();
     assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
     assert_eq!(queues.counts("q").await.expect("counts").waiting, 2_500);

@@ -5,6 +5,7 @@
 mod conformance;
 mod crash;
 mod edges;
+mod failover;
 mod leases;
 mod replication;
 mod restart;
