@@ -37,9 +37,10 @@ pub enum Error {
     Unsupported(String),
     /// Fewer replicas than asked for acknowledged the enqueue in time
     /// ([`RedisQueues::replicated_enqueues`](crate::RedisQueues::replicated_enqueues)),
-    /// and its jobs were taken back before any worker took one: nothing
-    /// was queued. A retry, with or without an idempotency key, queues the
-    /// jobs once.
+    /// and its jobs were taken back before any worker took one, a
+    /// take-back as many replicas confirmed in time: nothing was queued,
+    /// also after a failover. A retry, with or without an idempotency key,
+    /// queues the jobs once.
     #[error(
         "only {acked} of {wanted} replicas acknowledged the enqueue in time; nothing was queued"
     )]
@@ -51,9 +52,11 @@ pub enum Error {
     },
     /// Fewer replicas than asked for acknowledged the enqueue in time, and
     /// its jobs could not be taken back (a worker took one already, or the
-    /// primary stopped answering): they may be queued, may run, and may be
-    /// lost in a failover. Only a retry with the same idempotency key is
-    /// sure to queue each job at most once.
+    /// primary stopped answering), or too few replicas confirmed the
+    /// take-back in time (one that got the jobs but not the take-back
+    /// brings them back if it is promoted): they may be queued, may run,
+    /// and may be lost in a failover. Only a retry with the same
+    /// idempotency key is sure to queue each job at most once.
     #[error(
         "only {acked} of {wanted} replicas acknowledged the enqueue in time; whether it is queued is unknown"
     )]

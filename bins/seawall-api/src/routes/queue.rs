@@ -363,17 +363,17 @@ pub(crate) fn queue_problem(error: &seawall_queue::Error) -> Problem {
             tracing::warn!(%error, "an enqueue was not replicated in time and was taken back");
             Problem::unavailable(
                 "the job was not queued: no replica confirmed it in time, and it was taken \
-                 back before it ran; a retry queues it once",
+                 back before it ran, which the replicas confirmed; a retry queues it once",
             )
             .with_retry_after(1)
         }
         seawall_queue::Error::EnqueueOutcomeUnknown { .. } => {
-            tracing::warn!(%error, "an enqueue was not replicated in time and could not be taken back");
+            tracing::warn!(%error, "an enqueue was not replicated in time and its take-back failed or was not confirmed");
             Problem::unavailable(
-                "whether the job is queued is unknown: no replica confirmed it in time and it \
-                 could not be taken back, so it may run, or be lost in a failover; a retry \
-                 with the same Idempotency-Key enqueues it at most once, one without a key \
-                 may enqueue it again",
+                "whether the job is queued is unknown: no replica confirmed it in time, and it \
+                 could not be taken back or no replica confirmed the take-back, so it may run, \
+                 or be lost in a failover; a retry with the same Idempotency-Key enqueues it \
+                 at most once, one without a key may enqueue it again",
             )
             .with_retry_after(1)
         }
@@ -518,9 +518,9 @@ macro_rules! enqueue_route {
                     body = Problem, content_type = "application/problem+json"),
                 (status = 503, description = "The queues' Redis does not answer, or (with \
                     `queue.wait_replicas`) no replica confirmed the job in time. The detail \
-                    says which: not queued (taken back before it ran), or unknown, when the \
-                    job may have been enqueued all the same, so retry with the same \
-                    `Idempotency-Key`",
+                    says which: not queued (taken back before it ran, as the replicas \
+                    confirmed), or unknown, when the job may have been enqueued all the same, \
+                    so retry with the same `Idempotency-Key`",
                     body = Problem, content_type = "application/problem+json"),
             ),
         )]

@@ -51,7 +51,7 @@ use crate::store::{
     Settings, Store, bounded_message, millis,
 };
 
-use self::blocking::BlockingPool;
+use self::blocking::{Blocker, BlockingPool};
 use self::reply::{
     added_ids, array, count, job_info, mismatch, number, stream_events, taken, text,
 };
@@ -183,9 +183,14 @@ impl RedisStore {
     ///
     /// When `WAIT` falls short (or fails), the jobs the call added are
     /// taken back on the same connection, all of them or none, and only
-    /// while no worker took one: [`Error::NotReplicated`] then means
-    /// nothing is queued, and [`Error::EnqueueOutcomeUnknown`] that the
-    /// jobs could not be taken back.
+    /// while no worker took one. The take-back is a write like the
+    /// enqueue: a replica that got the jobs but not the take-back brings
+    /// them back if it is promoted, so the take-back is `WAIT`ed for too,
+    /// for as many replicas and as long. [`Error::NotReplicated`] then
+    /// means nothing is queued, and that this holds across a failover as
+    /// an acknowledged enqueue does; [`Error::EnqueueOutcomeUnknown`] that
+    /// the jobs could not be taken back, or that the take-back was not
+    /// confirmed in time.
     async fn enqueue_replicated(
         &self,
         queue: &str,
@@ -207,22 +212,8 @@ impl RedisStore {
             // all existed already: nothing of this call's to wait for.
             return Ok(reply);
         }
-        // Routed by the queue's slot: on a Cluster, the primary that took
-        // the write, over this connection's link to it.
-        let slot = fred::util::redis_keyslot(format!("{{{queue}}}").as_bytes());
-        let options = Options {
-            timeout: Some(timeout + Duration::from_secs(1)),
-            ..Options::default()
-        };
-        let waiting = connection.client.with_options(&options);
-        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), true);
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let acked: Result<i64> = connection
-            .run(waiting.custom(wait, vec![int(u64::from(wanted)), int(timeout_ms)]))
-            .await
-            .map_err(Error::from);
-        let acked = match acked {
-            Ok(acked) => u32::try_from(acked.max(0)).unwrap_or(u32::MAX),
+        let acked = match wait_for_replicas(&connection, queue, wanted, timeout).await {
+            Ok(acked) => acked,
             Err(error) => {
                 tracing::warn!(%error, queue, "WAIT failed after an enqueue; taking its jobs back");
                 0
@@ -244,10 +235,27 @@ impl RedisStore {
             .await
             .map_err(Error::from);
         match taken_back.and_then(|reply| number(&reply)) {
-            Ok(1) => Err(Error::NotReplicated { acked, wanted }),
-            Ok(_) => Err(Error::EnqueueOutcomeUnknown { acked, wanted }),
+            Ok(1) => {}
+            Ok(_) => return Err(Error::EnqueueOutcomeUnknown { acked, wanted }),
             Err(error) => {
                 tracing::warn!(%error, queue, "taking back an unreplicated enqueue failed");
+                return Err(Error::EnqueueOutcomeUnknown { acked, wanted });
+            }
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        match wait_for_replicas(&connection, queue, wanted, timeout).await {
+            Ok(confirmed) if confirmed >= wanted => Err(Error::NotReplicated { acked, wanted }),
+            Ok(confirmed) => {
+                tracing::warn!(
+                    confirmed,
+                    wanted,
+                    queue,
+                    "too few replicas confirmed the take-back of an unreplicated enqueue"
+                );
+                Err(Error::EnqueueOutcomeUnknown { acked, wanted })
+            }
+            Err(error) => {
+                tracing::warn!(%error, queue, "WAIT failed after a take-back");
                 Err(Error::EnqueueOutcomeUnknown { acked, wanted })
             }
         }
@@ -669,6 +677,30 @@ impl Store for RedisStore {
             })
             .collect()
     }
+}
+
+/// `WAIT`s up to `timeout` for `wanted` replicas to have every write of
+/// `connection` so far; returns how many have. Routed by the queue's slot:
+/// on a Cluster, the primary that took the writes, over this connection's
+/// link to it.
+async fn wait_for_replicas(
+    connection: &Blocker,
+    queue: &str,
+    wanted: u32,
+    timeout: Duration,
+) -> Result<u32> {
+    let slot = fred::util::redis_keyslot(format!("{{{queue}}}").as_bytes());
+    let options = Options {
+        timeout: Some(timeout + Duration::from_secs(1)),
+        ..Options::default()
+    };
+    let waiting = connection.client.with_options(&options);
+    let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), true);
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let acked: i64 = connection
+        .run(waiting.custom(wait, vec![int(u64::from(wanted)), int(timeout_ms)]))
+        .await?;
+    Ok(u32::try_from(acked.max(0)).unwrap_or(u32::MAX))
 }
 
 fn config_get() -> CustomCommand {

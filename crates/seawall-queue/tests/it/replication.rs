@@ -7,43 +7,41 @@ use seawall_testkit::{RedisServer, Role};
 
 use crate::support::{builder, unique_prefix};
 
-async fn connect(url: &str, replicas: u32) -> Queues {
+async fn connect(url: &str, replicas: u32, timeout: Duration) -> Queues {
     Queues::redis(builder(url))
         .prefix(unique_prefix())
-        .replicated_enqueues(replicas, Duration::from_millis(300))
+        .replicated_enqueues(replicas, timeout)
         .connect()
         .await
         .expect("connects")
 }
 
-/// With a replica attached an enqueue answers once the replica has the
-/// job; with the replica frozen it fails in about the timeout with
-/// `NotReplicated` and its job is taken back (a refusal means not queued,
-/// so a retry without a key makes no second job), and a retry once the
-/// replica is back queues the job once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
+/// A primary and a replica of it whose link is up.
+async fn primary_and_replica() -> (RedisServer, RedisServer) {
     let primary = RedisServer::start().expect("a primary");
     let replica = RedisServer::builder()
         .config("replicaof", format!("127.0.0.1 {}", primary.port()))
         .start()
         .expect("a replica");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica
-        .connect()
-        .and_then(|mut conn| conn.cmd(&["INFO", "replication"]))
-        .is_ok_and(|info| {
-            info.as_str()
-                .unwrap_or_default()
-                .contains("master_link_status:up")
-        })
-    {
+    while !replica.is_linked_replica() {
         assert!(Instant::now() < deadline, "the replica never synced");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(replica.role().expect("role"), Role::Replica);
+    (primary, replica)
+}
 
-    let queues = connect(&primary.url(), 1).await;
+/// With a replica attached an enqueue answers once the replica has the
+/// job; with the replica frozen past the wait it fails with
+/// `NotReplicated` once its job is taken back and the replica, back within
+/// the take-back's own wait, confirmed that (a refusal means not queued,
+/// also after a failover, so a retry without a key makes no second job),
+/// and a retry once the replica is back queues the job once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
+    let (primary, replica) = primary_and_replica().await;
+    let queues = connect(&primary.url(), 1, Duration::from_secs(1)).await;
     let id = queues
         .enqueue("mail", &"one", &JobOptions::default())
         .await
@@ -53,8 +51,9 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
     let options = JobOptions::default()
         .idempotency_key("order-7", Duration::from_secs(60))
         .expect("a key");
+    // Frozen past the enqueue's wait (1 s), back within the take-back's.
     let pause = replica
-        .pause_in_background(Duration::from_secs(1))
+        .pause_in_background(Duration::from_millis(1_500))
         .expect("freezes");
     let began = Instant::now();
     let refused = queues.enqueue("mail", &"two", &options).await;
@@ -69,7 +68,7 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
         "{refused:?}"
     );
     assert!(
-        began.elapsed() >= Duration::from_millis(250),
+        began.elapsed() >= Duration::from_millis(1_400),
         "{:?}",
         began.elapsed()
     );
@@ -90,46 +89,75 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
     assert_eq!(retried, again, "the key was freed, then holds the retry");
     assert_eq!(queues.counts("mail").await.expect("counts").waiting, 2);
 
-    // Asking for more replicas than there are never succeeds.
-    let greedy = connect(&primary.url(), 2).await;
+    // Asking for more replicas than there are never succeeds, nor is the
+    // take-back confirmed by as many: the one replica has the job and its
+    // take-back, another one that missed both cannot be ruled out.
+    let greedy = connect(&primary.url(), 2, Duration::from_millis(300)).await;
     let refused = greedy
         .enqueue("mail", &"three", &JobOptions::default())
         .await;
     assert!(
         matches!(
             refused,
-            Err(Error::NotReplicated {
+            Err(Error::EnqueueOutcomeUnknown {
                 acked: 1,
                 wanted: 2
             })
         ),
         "{refused:?}"
     );
+    assert_eq!(greedy.counts("mail").await.expect("counts").waiting, 0);
+}
+
+/// A replica frozen through the enqueue's wait and the take-back's: the
+/// job is taken back on the primary, but no replica confirmed that, and a
+/// replica that got the job without the take-back brings it back if it is
+/// promoted: the call says its outcome is unknown, not that nothing is
+/// queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_back_no_replica_confirmed_says_the_outcome_is_unknown() {
+    let (primary, replica) = primary_and_replica().await;
+    let queues = connect(&primary.url(), 1, Duration::from_millis(300)).await;
+    let pause = replica
+        .pause_in_background(Duration::from_secs(2))
+        .expect("freezes");
+    let began = Instant::now();
+    let unknown = queues
+        .enqueue("mail", &"unconfirmed", &JobOptions::default())
+        .await;
+    assert!(
+        matches!(
+            unknown,
+            Err(Error::EnqueueOutcomeUnknown {
+                acked: 0,
+                wanted: 1
+            })
+        ),
+        "{unknown:?}"
+    );
+    assert!(
+        began.elapsed() >= Duration::from_millis(550),
+        "both waits ran: {:?}",
+        began.elapsed()
+    );
+    assert!(
+        pause.until() > Instant::now(),
+        "the replica was frozen throughout"
+    );
+    assert_eq!(
+        queues.counts("mail").await.expect("counts").waiting,
+        0,
+        "taken back on the primary"
+    );
+    pause.wait();
 }
 
 /// When a worker took the job before `WAIT` gave up, the job cannot be
 /// taken back: the call says its outcome is unknown, and the job runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreplicated_enqueue_already_taken_says_its_outcome_is_unknown() {
-    let primary = RedisServer::start().expect("a primary");
-    let replica = RedisServer::builder()
-        .config("replicaof", format!("127.0.0.1 {}", primary.port()))
-        .start()
-        .expect("a replica");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica
-        .connect()
-        .and_then(|mut conn| conn.cmd(&["INFO", "replication"]))
-        .is_ok_and(|info| {
-            info.as_str()
-                .unwrap_or_default()
-                .contains("master_link_status:up")
-        })
-    {
-        assert!(Instant::now() < deadline, "the replica never synced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let queues = connect(&primary.url(), 1).await;
+    let (primary, replica) = primary_and_replica().await;
+    let queues = connect(&primary.url(), 1, Duration::from_millis(300)).await;
     let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel::<String>();
     let worker = queues.worker("mail").expect("a valid name").start(
         move |job: seawall_queue::Job<String>| {
