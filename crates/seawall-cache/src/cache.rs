@@ -357,11 +357,20 @@ impl<C: Codec> TieredCacheBuilder<C> {
                 .saturating_add(Duration::from_secs(5)),
             lock_wait: self.lock_wait,
             pending: Mutex::new(Pending::default()),
+            pending_added: Arc::default(),
             feed_connected: AtomicBool::new(false),
             unfollowed_l1_ttl: self.cut_off_l1_ttl,
             follows: self.redis.is_some() && self.feed && self.l1.is_some(),
             epoch: AtomicU64::new(0),
         });
+        if let Some(runtime) = &runtime
+            && inner.l2.is_some()
+        {
+            runtime.spawn(crate::feed::resend(
+                Arc::downgrade(&inner),
+                Arc::clone(&inner.pending_added),
+            ));
+        }
         if let (Some(runtime), Some(client), true) = (runtime, self.redis, inner.follows) {
             runtime.spawn(crate::feed::follow(Arc::downgrade(&inner), client));
         }
@@ -739,7 +748,10 @@ impl<C: Codec> TieredCache<C> {
     /// hold copies other instances have invalidated: after a disconnection,
     /// until this instance has replayed what it missed (or cleared L1). A
     /// load balancer then sends it no requests until its L1 has caught up.
-    /// Always passes for a cache that follows no invalidations.
+    /// It also fails while invalidations of writes this instance answered
+    /// wait to reach Redis (it could not reach the key's server): until
+    /// they are sent, which is tried every 200 ms, other instances may read
+    /// the values those writes replaced.
     pub fn readiness_check(&self) -> FollowingCheck {
         FollowingCheck {
             cache: Arc::downgrade(&self.inner),
@@ -797,6 +809,10 @@ impl seawall_perfmon::HealthCheck for FollowingCheck {
         match self.cache.upgrade() {
             Some(inner) if !inner.l1_trusted() => CheckResult::fail(
                 "not following other instances' invalidations yet; L1 is bypassed until it catches up",
+            ),
+            Some(inner) if inner.has_pending() => CheckResult::fail(
+                "invalidations of writes this instance answered have not reached Redis yet; \
+                 other instances may read the values they replaced until they do",
             ),
             _ => CheckResult::pass(),
         }

@@ -63,7 +63,6 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
         let Some(l2) = inner.l2.as_ref() else { break };
         let stream = l2.stream_key();
         let timeout = l2.timeout;
-        send_pending(&inner).await;
         let reader = match &connection {
             Some(reader) => reader.clone(),
             None => {
@@ -360,6 +359,21 @@ async fn missed_since(
     Ok(first
         .and_then(|id| parse_id(&id))
         .is_some_and(|first| first > cursor))
+}
+
+/// Sends invalidations that could not reach Redis: at once when one is
+/// added, then every [`RETRY`] until Redis takes them all, so a write
+/// answered while its key's server was out of reach is not read old
+/// elsewhere for longer than that server takes to answer again. Runs
+/// until the cache is dropped.
+pub(crate) async fn resend(cache: Weak<Inner>, added: Arc<tokio::sync::Notify>) {
+    loop {
+        // A timeout, not only the wake: an addition while a send was
+        // under way, or Redis answering again, has no wake of its own.
+        let _ = tokio::time::timeout(RETRY, added.notified()).await;
+        let Some(inner) = cache.upgrade() else { break };
+        send_pending(&inner).await;
+    }
 }
 
 /// Sends invalidations that could not reach Redis, now that it may answer.

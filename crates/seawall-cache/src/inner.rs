@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) lock_wait: Duration,
     /// Invalidations that could not reach Redis, sent once it answers.
     pub(crate) pending: Mutex<Pending>,
+    /// Wakes the task that sends `pending` when an invalidation is added.
+    pub(crate) pending_added: Arc<tokio::sync::Notify>,
     pub(crate) feed_connected: AtomicBool,
     /// The longest L1 keeps what it takes while this instance cannot
     /// follow the invalidation stream.
@@ -410,16 +412,26 @@ impl Inner {
     }
 
     pub(crate) fn defer(&self, invalidation: Invalidation) {
-        let mut pending = self.pending.lock();
-        if pending.overflowed {
-            return;
+        {
+            let mut pending = self.pending.lock();
+            if pending.overflowed {
+                return;
+            }
+            if pending.invalidations.len() >= MAX_PENDING {
+                pending.invalidations.clear();
+                pending.overflowed = true;
+            } else if !pending.invalidations.contains(&invalidation) {
+                pending.invalidations.push(invalidation);
+            }
         }
-        if pending.invalidations.len() >= MAX_PENDING {
-            pending.invalidations.clear();
-            pending.overflowed = true;
-        } else if !pending.invalidations.contains(&invalidation) {
-            pending.invalidations.push(invalidation);
-        }
+        self.pending_added.notify_one();
+    }
+
+    /// Whether invalidations of this instance's writes still wait to reach
+    /// Redis: until they do, other instances may read what they replaced.
+    pub(crate) fn has_pending(&self) -> bool {
+        let pending = self.pending.lock();
+        pending.overflowed || !pending.invalidations.is_empty()
     }
 }
 

@@ -416,3 +416,41 @@ async fn a_load_that_stores_nothing_leaves_nothing_in_redis() {
         assert_eq!(exists, 0, "{key} left a key in Redis");
     }
 }
+
+/// An invalidation that could not reach Redis keeps its instance unready
+/// until it is sent: once the readiness check passes again, another
+/// instance reads the new value within the propagation window. Here the
+/// breaker holds the writer's commands off Redis for 3 s after the network
+/// is back, while its feed reconnects within a few hundred milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_is_not_ready_while_an_invalidation_it_answered_waits_to_be_sent() {
+    use seawall_perfmon::{HealthCheck as _, HealthStatus};
+    let builder = TieredCache::builder().breaker(1, Duration::from_secs(3));
+    let (proxy, a, b) = behind_a_proxy(builder).await;
+    let ready = a.readiness_check();
+    a.set("profile", Class::SESSION, 1_u32).await.expect("set");
+    assert_eq!(b.get::<u32>("profile", Class::SESSION).await, Some(1));
+    proxy.cut();
+    assert!(
+        a.invalidate("profile").await.is_err(),
+        "the error says Redis did not take it (it is sent once Redis answers)"
+    );
+    assert_eq!(ready.check().await.status, HealthStatus::Unhealthy);
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            ready.check().await.status == HealthStatus::Healthy
+        })
+        .await,
+        "ready again once the invalidation is sent"
+    );
+    // Within the propagation window (a few milliseconds; 500 ms here for
+    // a loaded machine), not the breaker's 3 s.
+    assert!(
+        eventually(Duration::from_millis(500), async || {
+            b.get::<u32>("profile", Class::SESSION).await.is_none()
+        })
+        .await,
+        "another instance reads the invalidation once the writer is ready"
+    );
+}
