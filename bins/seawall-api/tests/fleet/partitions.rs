@@ -3,9 +3,11 @@
 //! JSON lines), then a checker reads that history with the state the
 //! database ended in and counts what an acknowledged operation was worth.
 //!
-//! The test command runs a short form (a 4 s cut); `scripts/drills
-//! --partitions` runs the full form (`SEAWALL_DRILL_FULL=1`: a 10 s cut),
-//! with and without `queue.wait_replicas`, and prints each report. Every
+//! The test command runs drills 1 and 4 in a short form (a 4 s cut);
+//! `scripts/drills --partitions` runs every drill (2, 3 and 5 are
+//! `#[ignore]`d in the test command for their length) in the full form
+//! (`SEAWALL_DRILL_FULL=1`: a 10 s cut, a link flapping 20 times), with and
+//! without `queue.wait_replicas`, and prints each report. Every
 //! run leaves its histories, the final state and the report under
 //! `target/tmp/drills/<drill>/`, where `seawall-check` reads them again.
 
@@ -304,6 +306,39 @@ impl Clients {
         }
     }
 
+    /// Asks for a report (`/api/analytics/stats`, limited per client
+    /// address to `limit` a `window`) through each of `bases` in turn, as
+    /// fast as answered: 200 is admitted, 429 refused (both ok), anything
+    /// else info.
+    async fn check(self, process: String, bases: Vec<String>, limit: u64, window: Duration) {
+        let client = client();
+        let mut i = 0usize;
+        while self.running() {
+            i += 1;
+            let base = &bases[i % bases.len()];
+            let op = self
+                .recorder
+                .invoke(
+                    &process,
+                    Workload::Ratelimit,
+                    "check",
+                    json!({"key": "report:drill", "limit": limit,
+                           "window_ms": u64::try_from(window.as_millis()).expect("fits")}),
+                )
+                .expect("records");
+            let answer =
+                send(client.get(format!("{base}/api/analytics/stats?user_id={}", 1 + i % 50)))
+                    .await;
+            match &answer {
+                Answer::Status(200, _) => op.ok(json!({"admitted": true})),
+                Answer::Status(429, _) => op.ok(json!({"admitted": false})),
+                _ => op.info(unknown(&answer)),
+            }
+            .expect("records");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Reads the balances of `users` through `base` in turn; each read goes
     /// to `during` until `healed` is set, to `after` from then on.
     async fn read(
@@ -376,6 +411,40 @@ async fn promotions(fleet: &Running, units: i64) -> (i64, i64) {
     (ids[0], ids[1])
 }
 
+/// Writes each user's first point, recorded as the first write of its
+/// balance, so that every value a reader can see was written by someone.
+async fn seed_balances(fleet: &Running, recorder: &Recorder, users: &[i64]) {
+    for &user in users {
+        let key = format!("seed-{user}");
+        let write = recorder
+            .invoke(
+                "setup",
+                Workload::Cache,
+                "write",
+                json!({"key": user.to_string(), "value": 1}),
+            )
+            .expect("records");
+        let change = recorder
+            .invoke(
+                "setup",
+                Workload::Points,
+                "change",
+                json!({"user": user, "key": key, "amount": 1}),
+            )
+            .expect("records");
+        let response = support::client()
+            .post(format!("{}/api/points/earn", fleet.url()))
+            .header("idempotency-key", &key)
+            .json(&json!({"user_id": user, "amount": 1, "reason": "drill"}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 201, "the first point of {user}");
+        change.ok(json!({"balance": 1})).expect("records");
+        write.ok(json!({"balance": 1})).expect("records");
+    }
+}
+
 /// One psql query answering one JSON value.
 fn json_of(fleet: &Running, sql: &str) -> Value {
     let text = fleet.postgres().psql(sql).expect("psql");
@@ -437,8 +506,19 @@ fn final_state(fleet: &Running, sale: i64, campaign: i64, users: &[i64]) -> Fina
 /// Checks the histories in `files` against `state`, writes the report
 /// beside them, and prints it.
 fn checked(dir: &Path, name: &str, files: &[PathBuf], state: &FinalState) -> Report {
+    checked_with(dir, name, files, state, &Options::default())
+}
+
+/// [`checked`] with the checker's `options`.
+fn checked_with(
+    dir: &Path,
+    name: &str,
+    files: &[PathBuf],
+    state: &FinalState,
+    options: &Options,
+) -> Report {
     let history = History::read(files).expect("the history reads back");
-    let report = seawall_history::check(&history, state, &Options::default());
+    let report = seawall_history::check(&history, state, options);
     std::fs::write(dir.join(format!("{name}.txt")), report.to_string()).expect("writes");
     println!("{name}:\n{report}");
     report
@@ -483,37 +563,7 @@ pub(crate) async fn master_and_instance_cut_off(form: Form, wait_replicas: u32) 
     };
     let healed = Arc::new(AtomicBool::new(false));
     let users: Vec<i64> = (1..=3).map(|n| 900_000 + n).collect();
-    // Each balance starts written, so that every value a reader can see
-    // was written by someone.
-    for &user in &users {
-        let key = format!("seed-{user}");
-        let write = recorder
-            .invoke(
-                "setup",
-                Workload::Cache,
-                "write",
-                json!({"key": user.to_string(), "value": 1}),
-            )
-            .expect("records");
-        let change = recorder
-            .invoke(
-                "setup",
-                Workload::Points,
-                "change",
-                json!({"user": user, "key": key, "amount": 1}),
-            )
-            .expect("records");
-        let response = support::client()
-            .post(format!("{}/api/points/earn", fleet.url()))
-            .header("idempotency-key", &key)
-            .json(&json!({"user_id": user, "amount": 1, "reason": "drill"}))
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(response.status(), 201, "the first point of {user}");
-        change.ok(json!({"balance": 1})).expect("records");
-        write.ok(json!({"balance": 1})).expect("records");
-    }
+    seed_balances(&fleet, &recorder, &users).await;
     let mut tasks = Vec::new();
     for (n, base) in fleet.instance_urls().into_iter().enumerate() {
         let c = clients.clone();
@@ -849,5 +899,401 @@ async fn a_worker_cut_off_mid_job_stops_before_its_lease_ends() {
         "queue.never_acknowledged",
     ] {
         assert_eq!(counts[kind], 0, "{kind}:\n{report}");
+    }
+}
+
+/// The notification rows the drill's enqueues left, and each acknowledged
+/// job's stalls (leases that ran out, the job taken over) from the queue's
+/// API: the queue part of a final state.
+async fn queue_state(fleet: &Running, history: &Path) -> Value {
+    let client = support::client();
+    let mut jobs = Vec::new();
+    let text = std::fs::read_to_string(history).expect("the history");
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line).expect("JSON");
+        if event["type"] != "ok" || event["op"] != "enqueue" {
+            continue;
+        }
+        let job = event["value"]["job"].as_str().expect("a job").to_owned();
+        let id = job.trim_start_matches("notification:");
+        let response = client
+            .get(format!("{}/api/queue/notification/jobs/{id}", fleet.url()))
+            .bearer_auth(fleet.token())
+            .send()
+            .await
+            .expect("answers");
+        // A job a failover lost is not found: the checker counts it.
+        if response.status() == 200 {
+            let record: Value = response.json().await.expect("JSON");
+            jobs.push(json!({"job": job, "stalls": record["stalls"]}));
+        }
+    }
+    json!({
+        "rows": json_of(fleet, "SELECT COALESCE(json_agg(json_build_object(\
+            'job', job, 'idempotency_key', message, 'at_ms', delivered_at)), '[]') \
+            FROM notification_deliveries WHERE message LIKE 'drill-%'"),
+        "jobs": jobs,
+    })
+}
+
+/// The accounts of `users` with their ledgers: the points part of a final
+/// state.
+fn points_state(fleet: &Running, users: &[i64]) -> Value {
+    let users = users
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    json_of(
+        fleet,
+        &format!(
+            "SELECT COALESCE(json_agg(json_build_object('user_id', a.user_id, \
+            'balance', a.balance, 'ledger', COALESCE((SELECT json_agg(json_build_object(\
+            'version', l.version, 'delta', l.delta, 'idempotency_key', l.idempotency_key)) \
+            FROM point_ledger l WHERE l.user_id = a.user_id), '[]'))), '[]') \
+            FROM point_accounts a WHERE a.user_id IN ({users})"
+        ),
+    )
+}
+
+/// Writes `state` and the fleet's faults into `dir`, and checks the
+/// clients' history with them.
+fn finish(dir: &Path, fleet: &Running, state: &Value, options: &Options) -> Report {
+    let state: FinalState = serde_json::from_value(state.clone()).expect("a final state");
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_string_pretty(&state).expect("JSON"),
+    )
+    .expect("writes");
+    std::fs::copy(fleet.faults_path(), dir.join("faults.jsonl")).expect("the faults");
+    checked_with(
+        dir,
+        "report",
+        &[dir.join("clients.jsonl"), dir.join("faults.jsonl")],
+        &state,
+        options,
+    )
+}
+
+/// Drill 2: the Redis master of the notification queue's slot isolated
+/// alone, its replica promoted on the majority side, while three producers
+/// enqueue through HAProxy and both workers hold leases on its jobs.
+pub(crate) async fn master_isolated(form: Form, wait_replicas: u32) -> Report {
+    let dir = drill_dir(&format!("master-isolated-w{wait_replicas}"));
+    let mut fleet = support::start(
+        support::builder()
+            .hosts(true)
+            .env("SEAWALL_RATELIMIT", "false")
+            .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
+            .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms")
+            .env("SEAWALL_QUEUE_LEASE", "3s"),
+    )
+    .await;
+    let master = fleet
+        .master_host_of("{notification}")
+        .expect("the queue's master");
+    let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
+    let clients = Clients {
+        recorder: recorder.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        token: fleet.token().to_owned(),
+    };
+    let tasks: Vec<_> = (1..=3)
+        .map(|n| tokio::spawn(clients.clone().enqueue(format!("queue-{n}"), fleet.url())))
+        .collect();
+    tokio::time::sleep(form.before).await;
+    fleet.isolate(&master).expect("isolates");
+    println!("isolated {master} for {:?}", form.hold);
+    tokio::time::sleep(form.hold).await;
+    fleet.heal().expect("heals");
+    tokio::time::sleep(form.after).await;
+    clients.stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a client ends");
+    }
+    drop((clients, recorder));
+    quiesce(&fleet).await;
+    let state = json!({"queue": queue_state(&fleet, &dir.join("clients.jsonl")).await});
+    let report = finish(&dir, &fleet, &state, &Options::default());
+    support::stop(fleet).await;
+    report
+}
+
+/// Drill 2: with `wait_replicas = 1` no acknowledged job is lost when its
+/// master is isolated; a job run twice is one whose lease ran out (its
+/// worker could not acknowledge it to the isolated master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "one of the full partition drills, which scripts/drills --partitions runs"]
+async fn an_isolated_master_loses_no_replicated_job() {
+    for wait_replicas in wait_settings(&[1]) {
+        let report = master_isolated(Form::chosen(), wait_replicas).await;
+        assert_eq!(
+            never(&report),
+            [],
+            "wait_replicas {wait_replicas}:\n{report}"
+        );
+        if wait_replicas > 0 {
+            assert_eq!(report.counts()["queue.lost"], 0, "{report}");
+        }
+    }
+}
+
+/// What drill 3 measured besides its report.
+#[derive(Debug)]
+#[allow(dead_code)] // printed whole
+pub(crate) struct CutFromRedis {
+    pub(crate) left_rotation_after: Duration,
+    pub(crate) back_in_rotation_after_heal: Duration,
+    pub(crate) through_haproxy: (u64, u64),
+    /// Answers of the instance itself to its reader while cut off: status
+    /// (0 for none) and count.
+    pub(crate) direct_answers: Vec<(u16, usize)>,
+}
+
+/// Drill 3: api-2 cut off from every Redis host, not from HAProxy nor
+/// PostgreSQL, while a steady load goes through HAProxy, writers earn
+/// points through HAProxy, one reader reads balances from api-2 directly
+/// and another through HAProxy, and one client asks every instance in turn
+/// for reports limited to 20 per 2 s per client address.
+pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Report, CutFromRedis) {
+    const LIMIT: u64 = 20;
+    const WINDOW: Duration = Duration::from_secs(2);
+    let dir = drill_dir("instance-cut-off-from-redis");
+    let mut fleet = support::start(
+        support::builder()
+            .hosts(true)
+            .workers(1)
+            .env(
+                "SEAWALL_RATELIMIT_REPORT",
+                format!("{LIMIT}/{}s", WINDOW.as_secs()),
+            )
+            .env("SEAWALL_RATELIMIT_API", "1000000/1s")
+            .env("SEAWALL_RATELIMIT_DDOS", "1000000/1s"),
+    )
+    .await;
+    let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
+    let direct = Recorder::create(dir.join("direct.jsonl")).expect("a recorder");
+    let clients = Clients {
+        recorder: recorder.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        token: fleet.token().to_owned(),
+    };
+    let users: Vec<i64> = (1..=3).map(|n| 900_000 + n).collect();
+    seed_balances(&fleet, &recorder, &users).await;
+    let (tally, mut tasks) = crate::drills::steady_load(&fleet.url(), 4, &clients.stop);
+    let never_healed = Arc::new(AtomicBool::new(false));
+    for (n, &user) in users.iter().enumerate() {
+        tasks.push(tokio::spawn(clients.clone().earn(
+            format!("points-{}", n + 1),
+            fleet.url(),
+            user,
+            1,
+        )));
+    }
+    let api2 = fleet.instance_urls()[1].clone();
+    tasks.push(tokio::spawn(clients.clone().read(
+        "reader-api-2".to_owned(),
+        api2,
+        users.clone(),
+        direct.clone(),
+        Arc::clone(&never_healed),
+    )));
+    tasks.push(tokio::spawn(clients.clone().read(
+        "reader-haproxy".to_owned(),
+        fleet.url(),
+        users.clone(),
+        direct.clone(),
+        Arc::clone(&never_healed),
+    )));
+    tasks.push(tokio::spawn(clients.clone().check(
+        "limits".to_owned(),
+        fleet.instance_urls(),
+        LIMIT,
+        WINDOW,
+    )));
+    tokio::time::sleep(form.before).await;
+
+    let redis: Vec<String> = fleet
+        .hosts()
+        .into_iter()
+        .map(|host| host.name)
+        .filter(|name| name.starts_with("redis-"))
+        .collect();
+    let redis: Vec<&str> = redis.iter().map(String::as_str).collect();
+    let cut_at = Instant::now();
+    let cut_t = seawall_history_now();
+    fleet.partition(&[&["api-2"], &redis]).expect("partitions");
+    let left_rotation_after = rotation(&fleet, "api-2", false, form.hold).await;
+    tokio::time::sleep(form.hold.saturating_sub(cut_at.elapsed())).await;
+    fleet.heal().expect("heals");
+    let heal_t = seawall_history_now();
+    let back_in_rotation_after_heal =
+        rotation(&fleet, "api-2", true, Duration::from_secs(30)).await;
+    tokio::time::sleep(form.after).await;
+    clients.stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a client ends");
+    }
+    drop((clients, recorder, direct));
+
+    // What api-2 answered its own reader while cut off.
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    let text = std::fs::read_to_string(dir.join("clients.jsonl")).expect("the history");
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line).expect("JSON");
+        let t = event["t"].as_u64().expect("a time");
+        if event["process"] == "reader-api-2"
+            && event["type"] != "invoke"
+            && (cut_t..heal_t).contains(&t)
+        {
+            let status = match event["type"].as_str() {
+                Some("ok") => 200,
+                _ => event["value"]["status"]
+                    .as_u64()
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(0),
+            };
+            *answers.entry(status).or_default() += 1;
+        }
+    }
+    let state = json!({"points": points_state(&fleet, &users)});
+    let report = finish(
+        &dir,
+        &fleet,
+        &state,
+        &Options::default().rate_limit_multiple(fleet.instance_urls().len() as f64),
+    );
+    let figures = CutFromRedis {
+        left_rotation_after,
+        back_in_rotation_after_heal,
+        through_haproxy: (
+            tally.ok.load(Ordering::Relaxed),
+            tally.failed.load(Ordering::Relaxed),
+        ),
+        direct_answers: answers.into_iter().collect(),
+    };
+    println!("api-2 cut off from Redis: {figures:#?}");
+    support::stop(fleet).await;
+    (report, figures)
+}
+
+/// Now in µs since the Unix epoch, as the history's `t`.
+fn seawall_history_now() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros(),
+    )
+    .expect("fits")
+}
+
+/// Waits until HAProxy has `name` in (`up`) or out of rotation, at most
+/// `within`; how long it took.
+async fn rotation(fleet: &Running, name: &str, up: bool, within: Duration) -> Duration {
+    let since = Instant::now();
+    loop {
+        let states = fleet.haproxy().stats().expect("HAProxy's stats");
+        if states
+            .iter()
+            .any(|state| state.name == name && state.is_up() == up)
+        {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "{name} never went {}: {states:?}",
+            if up { "up" } else { "down" }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Drill 3: an instance cut off from Redis leaves HAProxy's rotation and
+/// comes back after the heal, no request through HAProxy fails, no read
+/// is stale (cut off, it reads the database, not L1), and the fleet admits
+/// at most its instance count times the report limit in any window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "one of the full partition drills, which scripts/drills --partitions runs"]
+async fn an_instance_cut_off_from_redis_leaves_the_rotation_and_serves_fresh() {
+    let (report, figures) = instance_cut_off_from_redis(Form::chosen()).await;
+    assert_eq!(figures.through_haproxy.1, 0, "{figures:#?}");
+    assert_eq!(never(&report), [], "{report}");
+    let counts = report.counts();
+    assert_eq!(counts["cache.stale"], 0, "{report}");
+    assert_eq!(counts["ratelimit.over_limit"], 0, "{report}");
+}
+
+/// Drill 5: the replica of the notification queue's master cannot send
+/// to its master (a one-way partition) for `form.hold`, then the link
+/// between them flaps (cut 1 s, healed 1 s) `flaps` times, while three
+/// producers enqueue through HAProxy.
+pub(crate) async fn replica_link_fails(form: Form, wait_replicas: u32, flaps: u32) -> Report {
+    let dir = drill_dir(&format!("replica-link-w{wait_replicas}"));
+    let mut fleet = support::start(
+        support::builder()
+            .hosts(true)
+            .env("SEAWALL_RATELIMIT", "false")
+            .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
+            .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms"),
+    )
+    .await;
+    let master = fleet
+        .master_host_of("{notification}")
+        .expect("the queue's master");
+    let replica = fleet
+        .replica_host_of("{notification}")
+        .expect("the master's replica");
+    let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
+    let clients = Clients {
+        recorder: recorder.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        token: fleet.token().to_owned(),
+    };
+    let tasks: Vec<_> = (1..=3)
+        .map(|n| tokio::spawn(clients.clone().enqueue(format!("queue-{n}"), fleet.url())))
+        .collect();
+    tokio::time::sleep(form.before).await;
+    fleet.one_way(&replica, &master).expect("cuts one way");
+    tokio::time::sleep(form.hold).await;
+    fleet.heal().expect("heals");
+    for _ in 0..flaps {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fleet
+            .partition(&[&[master.as_str()], &[replica.as_str()]])
+            .expect("cuts");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fleet.heal().expect("heals");
+    }
+    tokio::time::sleep(form.after).await;
+    clients.stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a client ends");
+    }
+    drop((clients, recorder));
+    quiesce(&fleet).await;
+    let state = json!({"queue": queue_state(&fleet, &dir.join("clients.jsonl")).await});
+    let report = finish(&dir, &fleet, &state, &Options::default());
+    support::stop(fleet).await;
+    report
+}
+
+/// Drill 5: a replica that cannot answer its master, then a flapping link
+/// between them: no acknowledged job is lost and none runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "one of the full partition drills, which scripts/drills --partitions runs"]
+async fn a_one_way_and_a_flapping_replica_link_lose_no_job() {
+    let full = std::env::var("SEAWALL_DRILL_FULL").is_ok_and(|v| v == "1");
+    for wait_replicas in wait_settings(&[1]) {
+        let report =
+            replica_link_fails(Form::chosen(), wait_replicas, if full { 20 } else { 3 }).await;
+        let counts = report.counts();
+        assert_eq!(
+            never(&report),
+            [],
+            "wait_replicas {wait_replicas}:\n{report}"
+        );
+        assert_eq!(counts["queue.lost"], 0, "{report}");
+        assert_eq!(counts["queue.run_twice_explained"], 0, "{report}");
     }
 }
