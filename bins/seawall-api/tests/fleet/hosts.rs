@@ -37,7 +37,12 @@ fn requests_to(fleet: &Fleet, name: &str) -> u64 {
 }
 
 /// Waits until HAProxy sends `name` requests (`up`) or no longer does.
-async fn wait_for_rotation(fleet: &Fleet, name: &str, up: bool, timeout: Duration) -> Duration {
+pub(crate) async fn wait_for_rotation(
+    fleet: &Fleet,
+    name: &str,
+    up: bool,
+    timeout: Duration,
+) -> Duration {
     let since = Instant::now();
     loop {
         let states = fleet.haproxy().stats().expect("HAProxy's stats");

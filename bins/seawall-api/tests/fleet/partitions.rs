@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use seawall_history::{FinalState, History, Options, Recorder, Report, Workload};
 
+use crate::hosts::wait_for_rotation;
 use crate::support::{self, Running};
 
 /// How long the drills hold their faults: short in the test command, as
@@ -975,11 +976,17 @@ fn finish(dir: &Path, fleet: &Running, state: &Value, options: &Options) -> Repo
     )
 }
 
-/// Drill 2: the Redis master of the notification queue's slot isolated
-/// alone, its replica promoted on the majority side, while three producers
-/// enqueue through HAProxy and both workers hold leases on its jobs.
-pub(crate) async fn master_isolated(form: Form, wait_replicas: u32) -> Report {
-    let dir = drill_dir(&format!("master-isolated-w{wait_replicas}"));
+/// Three producers enqueue through HAProxy while `fault` (given the fleet,
+/// the notification queue's master and its replica, after `form.before`)
+/// runs; then `form.after` more, the queues drained, and the history
+/// checked with the rows and each job's stalls. Drills 2 and 5.
+async fn enqueues_under(
+    name: &str,
+    form: Form,
+    wait_replicas: u32,
+    fault: impl AsyncFnOnce(&mut Running, &str, &str),
+) -> Report {
+    let dir = drill_dir(&format!("{name}-w{wait_replicas}"));
     let mut fleet = support::start(
         support::builder()
             .hosts(true)
@@ -992,6 +999,9 @@ pub(crate) async fn master_isolated(form: Form, wait_replicas: u32) -> Report {
     let master = fleet
         .master_host_of("{notification}")
         .expect("the queue's master");
+    let replica = fleet
+        .replica_host_of("{notification}")
+        .expect("the master's replica");
     let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
     let clients = Clients {
         recorder: recorder.clone(),
@@ -1002,10 +1012,7 @@ pub(crate) async fn master_isolated(form: Form, wait_replicas: u32) -> Report {
         .map(|n| tokio::spawn(clients.clone().enqueue(format!("queue-{n}"), fleet.url())))
         .collect();
     tokio::time::sleep(form.before).await;
-    fleet.isolate(&master).expect("isolates");
-    println!("isolated {master} for {:?}", form.hold);
-    tokio::time::sleep(form.hold).await;
-    fleet.heal().expect("heals");
+    fault(&mut fleet, &master, &replica).await;
     tokio::time::sleep(form.after).await;
     clients.stop.store(true, Ordering::Relaxed);
     for task in tasks {
@@ -1017,6 +1024,24 @@ pub(crate) async fn master_isolated(form: Form, wait_replicas: u32) -> Report {
     let report = finish(&dir, &fleet, &state, &Options::default());
     support::stop(fleet).await;
     report
+}
+
+/// Drill 2: the Redis master of the notification queue's slot isolated
+/// alone, its replica promoted on the majority side, while producers
+/// enqueue and both workers hold leases on its jobs.
+pub(crate) async fn master_isolated(form: Form, wait_replicas: u32) -> Report {
+    enqueues_under(
+        "master-isolated",
+        form,
+        wait_replicas,
+        async |fleet: &mut Running, master: &str, _: &str| {
+            fleet.isolate(master).expect("isolates");
+            println!("isolated {master} for {:?}", form.hold);
+            tokio::time::sleep(form.hold).await;
+            fleet.heal().expect("heals");
+        },
+    )
+    .await
 }
 
 /// Drill 2: with `wait_replicas = 1` no acknowledged job is lost when its
@@ -1123,12 +1148,12 @@ pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Report, CutFromR
     let cut_at = Instant::now();
     let cut_t = seawall_history_now();
     fleet.partition(&[&["api-2"], &redis]).expect("partitions");
-    let left_rotation_after = rotation(&fleet, "api-2", false, form.hold).await;
+    let left_rotation_after = wait_for_rotation(&fleet, "api-2", false, form.hold).await;
     tokio::time::sleep(form.hold.saturating_sub(cut_at.elapsed())).await;
     fleet.heal().expect("heals");
     let heal_t = seawall_history_now();
     let back_in_rotation_after_heal =
-        rotation(&fleet, "api-2", true, Duration::from_secs(30)).await;
+        wait_for_rotation(&fleet, "api-2", true, Duration::from_secs(30)).await;
     tokio::time::sleep(form.after).await;
     clients.stop.store(true, Ordering::Relaxed);
     for task in tasks {
@@ -1188,27 +1213,6 @@ fn seawall_history_now() -> u64 {
     .expect("fits")
 }
 
-/// Waits until HAProxy has `name` in (`up`) or out of rotation, at most
-/// `within`; how long it took.
-async fn rotation(fleet: &Running, name: &str, up: bool, within: Duration) -> Duration {
-    let since = Instant::now();
-    loop {
-        let states = fleet.haproxy().stats().expect("HAProxy's stats");
-        if states
-            .iter()
-            .any(|state| state.name == name && state.is_up() == up)
-        {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < within,
-            "{name} never went {}: {states:?}",
-            if up { "up" } else { "down" }
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Drill 3: an instance cut off from Redis leaves HAProxy's rotation and
 /// comes back after the heal, no request through HAProxy fails, no read
 /// is stale (cut off, it reads the database, not L1), and the fleet admits
@@ -1229,53 +1233,23 @@ async fn an_instance_cut_off_from_redis_leaves_the_rotation_and_serves_fresh() {
 /// between them flaps (cut 1 s, healed 1 s) `flaps` times, while three
 /// producers enqueue through HAProxy.
 pub(crate) async fn replica_link_fails(form: Form, wait_replicas: u32, flaps: u32) -> Report {
-    let dir = drill_dir(&format!("replica-link-w{wait_replicas}"));
-    let mut fleet = support::start(
-        support::builder()
-            .hosts(true)
-            .env("SEAWALL_RATELIMIT", "false")
-            .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
-            .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms"),
+    enqueues_under(
+        "replica-link",
+        form,
+        wait_replicas,
+        async |fleet: &mut Running, master: &str, replica: &str| {
+            fleet.one_way(replica, master).expect("cuts one way");
+            tokio::time::sleep(form.hold).await;
+            fleet.heal().expect("heals");
+            for _ in 0..flaps {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                fleet.partition(&[&[master], &[replica]]).expect("cuts");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                fleet.heal().expect("heals");
+            }
+        },
     )
-    .await;
-    let master = fleet
-        .master_host_of("{notification}")
-        .expect("the queue's master");
-    let replica = fleet
-        .replica_host_of("{notification}")
-        .expect("the master's replica");
-    let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
-    let clients = Clients {
-        recorder: recorder.clone(),
-        stop: Arc::new(AtomicBool::new(false)),
-        token: fleet.token().to_owned(),
-    };
-    let tasks: Vec<_> = (1..=3)
-        .map(|n| tokio::spawn(clients.clone().enqueue(format!("queue-{n}"), fleet.url())))
-        .collect();
-    tokio::time::sleep(form.before).await;
-    fleet.one_way(&replica, &master).expect("cuts one way");
-    tokio::time::sleep(form.hold).await;
-    fleet.heal().expect("heals");
-    for _ in 0..flaps {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        fleet
-            .partition(&[&[master.as_str()], &[replica.as_str()]])
-            .expect("cuts");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        fleet.heal().expect("heals");
-    }
-    tokio::time::sleep(form.after).await;
-    clients.stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.expect("a client ends");
-    }
-    drop((clients, recorder));
-    quiesce(&fleet).await;
-    let state = json!({"queue": queue_state(&fleet, &dir.join("clients.jsonl")).await});
-    let report = finish(&dir, &fleet, &state, &Options::default());
-    support::stop(fleet).await;
-    report
+    .await
 }
 
 /// Drill 5: a replica that cannot answer its master, then a flapping link
