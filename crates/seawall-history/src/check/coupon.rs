@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::Options;
-use super::rows::{Origin, Origins};
+use super::rows::{self, Claim, Found, Row, Words};
 use crate::history::{Call, Op};
 use crate::report::CouponReport;
 use crate::state::CampaignState;
@@ -22,71 +22,49 @@ pub(super) fn check(
     let Some(campaigns) = campaigns else {
         return report;
     };
-    let mut issued: HashSet<(i64, &str)> = HashSet::new();
     for campaign in campaigns {
         report.rows += campaign.coupons.len();
         over_issued(campaign, &mut report, keep);
-        issued.extend(
-            campaign
-                .coupons
-                .iter()
-                .map(|row| (campaign.id, row.code.as_str())),
-        );
     }
-
-    let mut acknowledged: HashSet<(i64, &str)> = HashSet::new();
-    for op in ops {
-        let Call::Issue {
-            campaign,
-            user,
-            coupon,
-            ..
-        } = &op.call
-        else {
-            continue;
-        };
-        let Some(coupon) = coupon.as_deref().filter(|_| op.outcome.is_ok()) else {
-            continue;
-        };
-        if acknowledged.insert((*campaign, coupon)) && !issued.contains(&(*campaign, coupon)) {
-            report.acknowledged_missing.add(keep, || {
-                format!(
-                    "coupon {coupon} of campaign {campaign} for user {user}, acknowledged at {} by {}, has no row",
-                    options.since(op.outcome.at().unwrap_or(op.invoke)),
-                    op.process
-                )
-            });
-        }
-    }
-
-    let mut origins =
-        Origins::new(
-            ops.iter().copied().filter(|op| !op.outcome.is_ok()),
-            |op| match &op.call {
-                Call::Issue { campaign, user, .. } => (*campaign, *user),
-                _ => (0, 0),
-            },
-        );
-    for campaign in campaigns {
-        for row in &campaign.coupons {
-            if acknowledged.contains(&(campaign.id, row.code.as_str())) {
-                continue;
-            }
-            let describe = || {
-                format!(
-                    "coupon {} of campaign {} (number {}, user {})",
-                    row.code, campaign.id, row.number, row.user_id
-                )
-            };
-            match origins.of(campaign.id, row.user_id) {
-                Origin::Info => report.unacknowledged_issued.add(keep, describe),
-                Origin::Failed => report.failed_but_issued.add(keep, || {
-                    format!("{}: every issue to the user failed", describe())
-                }),
-                Origin::Unrecorded => report.unrecorded.add(keep, describe),
-            }
-        }
-    }
+    rows::reconcile(
+        ops,
+        |op| match &op.call {
+            Call::Issue {
+                campaign,
+                user,
+                coupon,
+                ..
+            } => Some(Claim {
+                group: *campaign,
+                user: *user,
+                id: coupon.as_deref(),
+            }),
+            _ => None,
+        },
+        campaigns.iter().flat_map(|campaign| {
+            campaign.coupons.iter().map(|row| Row {
+                group: campaign.id,
+                id: row.code.as_str(),
+                slot: row.number,
+                user: row.user_id,
+            })
+        }),
+        &Words {
+            acknowledged: "coupon",
+            row: "coupon",
+            group: "campaign",
+            slot: "number",
+            all_failed: "every issue to the user failed",
+        },
+        |_| "",
+        options,
+        Found {
+            acknowledged_missing: &mut report.acknowledged_missing,
+            unacknowledged: &mut report.unacknowledged_issued,
+            failed: &mut report.failed_but_issued,
+            unrecorded: &mut report.unrecorded,
+        },
+    );
     report
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::Options;
-use super::rows::{Origin, Origins};
+use super::rows::{self, Claim, Found, Row, Words};
 use crate::history::{Call, Op};
 use crate::report::SaleReport;
 use crate::state::SaleState;
@@ -18,72 +18,53 @@ pub(super) fn check(ops: &[&Op], sales: Option<&[SaleState]>, options: &Options)
     let Some(sales) = sales else {
         return report;
     };
-    let by_id: HashMap<i64, &SaleState> = sales.iter().map(|sale| (sale.id, sale)).collect();
-    let mut written: HashSet<(i64, &str)> = HashSet::new();
+    let known: HashSet<i64> = sales.iter().map(|sale| sale.id).collect();
     for sale in sales {
         report.rows += sale.orders.len();
         oversold(sale, &mut report, keep);
-        written.extend(sale.orders.iter().map(|row| (sale.id, row.id.as_str())));
     }
-
-    let mut acknowledged: HashSet<(i64, &str)> = HashSet::new();
-    for op in ops {
-        let Call::Order {
-            sale, user, order, ..
-        } = &op.call
-        else {
-            continue;
-        };
-        let Some(order) = order.as_deref().filter(|_| op.outcome.is_ok()) else {
-            continue;
-        };
-        if !acknowledged.insert((*sale, order)) {
-            continue; // a retry answered with the same order
-        }
-        if !written.contains(&(*sale, order)) {
-            report.acknowledged_missing.add(keep, || {
-                let known = if by_id.contains_key(sale) {
-                    ""
-                } else {
-                    " (the state has no such sale)"
-                };
-                format!(
-                    "order {order} of sale {sale} for user {user}, acknowledged at {} by {}, has no row{known}",
-                    options.since(op.outcome.at().unwrap_or(op.invoke)),
-                    op.process
-                )
-            });
-        }
-    }
-
-    let mut origins =
-        Origins::new(
-            ops.iter().copied().filter(|op| !op.outcome.is_ok()),
-            |op| match &op.call {
-                Call::Order { sale, user, .. } => (*sale, *user),
-                _ => (0, 0),
-            },
-        );
-    for sale in sales {
-        for row in &sale.orders {
-            if acknowledged.contains(&(sale.id, row.id.as_str())) {
-                continue;
+    rows::reconcile(
+        ops,
+        |op| match &op.call {
+            Call::Order {
+                sale, user, order, ..
+            } => Some(Claim {
+                group: *sale,
+                user: *user,
+                id: order.as_deref(),
+            }),
+            _ => None,
+        },
+        sales.iter().flat_map(|sale| {
+            sale.orders.iter().map(|row| Row {
+                group: sale.id,
+                id: row.id.as_str(),
+                slot: row.unit,
+                user: row.user_id,
+            })
+        }),
+        &Words {
+            acknowledged: "order",
+            row: "row",
+            group: "sale",
+            slot: "unit",
+            all_failed: "every order of the user failed",
+        },
+        |sale| {
+            if known.contains(&sale) {
+                ""
+            } else {
+                " (the state has no such sale)"
             }
-            let describe = || {
-                format!(
-                    "row {} of sale {} (unit {}, user {})",
-                    row.id, sale.id, row.unit, row.user_id
-                )
-            };
-            match origins.of(sale.id, row.user_id) {
-                Origin::Info => report.unacknowledged_written.add(keep, describe),
-                Origin::Failed => report.failed_but_written.add(keep, || {
-                    format!("{}: every order of the user failed", describe())
-                }),
-                Origin::Unrecorded => report.unrecorded.add(keep, describe),
-            }
-        }
-    }
+        },
+        options,
+        Found {
+            acknowledged_missing: &mut report.acknowledged_missing,
+            unacknowledged: &mut report.unacknowledged_written,
+            failed: &mut report.failed_but_written,
+            unrecorded: &mut report.unrecorded,
+        },
+    );
     report
 }
 
