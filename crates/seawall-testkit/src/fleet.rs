@@ -1101,7 +1101,9 @@ impl Fleet {
     }
 
     /// The host (`redis-N`) of a replica of the Redis master serving
-    /// `key`'s slot now, as the Cluster's `CLUSTER NODES` says.
+    /// `key`'s slot now, as the master itself says (`INFO replication`:
+    /// another node's `CLUSTER NODES` may not have heard of a replica that
+    /// attached a moment ago).
     pub fn replica_host_of(&self, key: &str) -> Result<String> {
         let Layout::Cluster(cluster) = &self.redis else {
             return Err(cluster_only("replica_host_of"));
@@ -1110,35 +1112,33 @@ impl Fleet {
         let node = cluster
             .nodes()
             .iter()
-            .find(|node| node.is_running() && node.addr() != master)
+            .find(|node| node.is_running() && node.addr() == master)
             .ok_or_else(|| Error::NotRunning {
-                what: String::from("a Redis Cluster node"),
+                what: format!("the Redis master {master}"),
             })?;
-        let reply = node.connect()?.cmd(&["CLUSTER", "NODES"])?.into_result()?;
+        let reply = node
+            .connect()?
+            .cmd(&["INFO", "replication"])?
+            .into_result()?;
         let text = reply.as_str().unwrap_or_default().to_owned();
-        // <id> <ip:port@bus> <flags> <master id or -> ...
-        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
-        let addr_of = |fields: &[&str]| {
-            fields
-                .get(1)
-                .and_then(|a| a.split('@').next())
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-        };
-        let master_id = lines
-            .iter()
-            .find(|fields| addr_of(fields) == Some(master))
-            .and_then(|fields| fields.first().copied());
-        let replica = lines
-            .iter()
-            .find(|fields| {
-                master_id.is_some()
-                    && fields.get(3).copied() == master_id
-                    && fields.get(2).is_some_and(|flags| !flags.contains("fail"))
+        // slave0:ip=10.200.7.3,port=6379,state=online,offset=…,lag=0
+        let replica = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("slave")?.split_once(':'))
+            .find_map(|(_, fields)| {
+                let (mut ip, mut port) = (None, None);
+                for field in fields.split(',') {
+                    match field.split_once('=') {
+                        Some(("ip", value)) => ip = value.parse::<std::net::IpAddr>().ok(),
+                        Some(("port", value)) => port = value.parse::<u16>().ok(),
+                        _ => {}
+                    }
+                }
+                Some(SocketAddr::new(ip?, port?))
             })
-            .and_then(|fields| addr_of(fields))
             .ok_or_else(|| Error::UnexpectedReply {
-                command: String::from("CLUSTER NODES"),
-                reply: format!("no live replica of {master} in:\n{text}"),
+                command: String::from("INFO replication"),
+                reply: format!("no replica of {master} in:\n{text}"),
             })?;
         Ok(self.redis_name(replica))
     }

@@ -176,70 +176,72 @@ impl Clients {
     /// Orders units of `sale`, one per new user: 201 is ok, a 4xx fail
     /// (sold out), anything else info.
     async fn order(self, process: String, base: String, sale: i64, first_user: i64) {
-        let client = client();
-        let mut user = first_user;
-        while self.running() {
-            user += 1;
-            let key = format!("order-{process}-{user}");
-            let op = self
-                .recorder
-                .invoke(
-                    &process,
-                    Workload::Sale,
-                    "order",
-                    json!({"sale": sale, "user": user, "key": key}),
-                )
-                .expect("records");
-            let answer = send(
-                client
-                    .post(format!("{base}/api/sales/{sale}/orders"))
-                    .header("idempotency-key", &key)
-                    .json(&json!({"user_id": user})),
-            )
-            .await;
-            match &answer {
-                Answer::Status(201, body) => {
-                    op.ok(json!({"order": body["order_id"], "unit": body["unit"]}))
-                }
-                Answer::Status(status, _) if (400..500).contains(status) => {
-                    op.fail(unknown(&answer))
-                }
-                _ => op.info(unknown(&answer)),
-            }
-            .expect("records");
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        }
+        let url = format!("{base}/api/sales/{sale}/orders");
+        self.claim(
+            process,
+            Workload::Sale,
+            "order",
+            url,
+            first_user,
+            |process, user| {
+                let key = format!("order-{process}-{user}");
+                (json!({"sale": sale, "user": user, "key": key}), Some(key))
+            },
+            |body| json!({"order": body["order_id"], "unit": body["unit"]}),
+        )
+        .await;
     }
 
     /// Issues coupons of `campaign`, one per new user, as orders go.
     async fn issue(self, process: String, base: String, campaign: i64, first_user: i64) {
+        let url = format!("{base}/api/coupons/{campaign}/issue");
+        self.claim(
+            process,
+            Workload::Coupon,
+            "issue",
+            url,
+            first_user,
+            |_, user| (json!({"campaign": campaign, "user": user}), None),
+            |body| json!({"coupon": body["code"], "number": body["number"]}),
+        )
+        .await;
+    }
+
+    /// Posts `{"user_id": …}` to `url` for one new user after another:
+    /// `invoke` gives what the invoke records and the `Idempotency-Key` to
+    /// send, if any; 201 is ok with `answered` of the body, a 4xx fail,
+    /// anything else info.
+    #[allow(clippy::too_many_arguments)] // the loop's whole description
+    async fn claim(
+        self,
+        process: String,
+        workload: Workload,
+        op: &str,
+        url: String,
+        first_user: i64,
+        invoke: impl Fn(&str, i64) -> (Value, Option<String>),
+        answered: impl Fn(&Value) -> Value,
+    ) {
         let client = client();
         let mut user = first_user;
         while self.running() {
             user += 1;
-            let op = self
+            let (value, key) = invoke(&process, user);
+            let recorded = self
                 .recorder
-                .invoke(
-                    &process,
-                    Workload::Coupon,
-                    "issue",
-                    json!({"campaign": campaign, "user": user}),
-                )
+                .invoke(&process, workload, op, value)
                 .expect("records");
-            let answer = send(
-                client
-                    .post(format!("{base}/api/coupons/{campaign}/issue"))
-                    .json(&json!({"user_id": user})),
-            )
-            .await;
+            let mut request = client.post(&url).json(&json!({"user_id": user}));
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            let answer = send(request).await;
             match &answer {
-                Answer::Status(201, body) => {
-                    op.ok(json!({"coupon": body["code"], "number": body["number"]}))
-                }
+                Answer::Status(201, body) => recorded.ok(answered(body)),
                 Answer::Status(status, _) if (400..500).contains(status) => {
-                    op.fail(unknown(&answer))
+                    recorded.fail(unknown(&answer))
                 }
-                _ => op.info(unknown(&answer)),
+                _ => recorded.info(unknown(&answer)),
             }
             .expect("records");
             tokio::time::sleep(Duration::from_millis(40)).await;
