@@ -23,8 +23,8 @@ use seawall_history::{FinalState, History, Options, Recorder, Report, Workload};
 use crate::hosts::wait_for_rotation;
 use crate::support::{self, Running};
 
-/// How long the drills hold their faults: short in the test command, as
-/// the issue of record asks in the full form.
+/// How long the drills hold their faults: 4 s in the test command, 10 s in
+/// the full form.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Form {
     /// Load before the fault.
@@ -755,11 +755,11 @@ async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
 
 /// Drill 4: worker-1 cut off from every Redis host while it runs jobs
 /// longer than their lease. The jobs are long because their one write
-/// waits on a lock a session holds on the outbox table for longer than a
-/// lease; once worker-1 can no longer renew, worker-2 takes the jobs over
-/// when their leases end, and the lock is let go after that. A job runs
-/// twice only if worker-1 went on with a job it no longer held. Returns
-/// the report.
+/// waits on a lock that a psql connection holds on the outbox table for
+/// longer than a lease; once worker-1 can no longer renew, worker-2 takes
+/// the jobs over when their leases end, and the lock is let go after
+/// that. A job runs twice only if worker-1 went on with a job it no
+/// longer held. Returns the report.
 pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
     const LEASE: Duration = Duration::from_secs(3);
     const JOBS: usize = 12;
@@ -1148,12 +1148,12 @@ pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Report, CutFromR
         .collect();
     let redis: Vec<&str> = redis.iter().map(String::as_str).collect();
     let cut_at = Instant::now();
-    let cut_t = seawall_history_now();
+    let cut_t = now_micros();
     fleet.partition(&[&["api-2"], &redis]).expect("partitions");
     let left_rotation_after = wait_for_rotation(&fleet, "api-2", false, form.hold).await;
     tokio::time::sleep(form.hold.saturating_sub(cut_at.elapsed())).await;
     fleet.heal().expect("heals");
-    let heal_t = seawall_history_now();
+    let heal_t = now_micros();
     let back_in_rotation_after_heal =
         wait_for_rotation(&fleet, "api-2", true, Duration::from_secs(30)).await;
     tokio::time::sleep(form.after).await;
@@ -1205,7 +1205,7 @@ pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Report, CutFromR
 }
 
 /// Now in µs since the Unix epoch, as the history's `t`.
-fn seawall_history_now() -> u64 {
+fn now_micros() -> u64 {
     u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
