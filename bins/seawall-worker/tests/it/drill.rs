@@ -259,6 +259,10 @@ async fn no_job_is_lost_or_doubled_through_killed_workers_and_a_killed_redis() {
     // Jobs that may have been lost with a worker or an outage: whatever was
     // running when a worker froze for its kill, or when Redis was killed.
     let mut suspects: BTreeSet<String> = BTreeSet::new();
+    // The jobs running when Redis was killed: a run whose lease no renewal
+    // reached in time is stopped and its job given back once Redis answers,
+    // with no stall and no failure counted.
+    let mut at_outage: BTreeSet<String> = BTreeSet::new();
     let mut kills = 0;
     let mut put_off = 0;
     let mut outage: Option<Duration> = None;
@@ -282,6 +286,7 @@ async fn no_job_is_lost_or_doubled_through_killed_workers_and_a_killed_redis() {
                 put_off += 1;
                 continue;
             }
+            at_outage.extend(running.iter().map(|(id, _)| id.clone()));
             suspects.extend(running.into_iter().map(|(id, _)| id));
             redis.kill().expect("kills Redis");
             for worker in &workers {
@@ -384,7 +389,7 @@ async fn no_job_is_lost_or_doubled_through_killed_workers_and_a_killed_redis() {
                 })
             });
             assert!(
-                stalls >= 1 || redis_failure,
+                stalls >= 1 || redis_failure || at_outage.contains(&job.id),
                 "a job ran {ran} times without being lost: {view}"
             );
             assert!(
