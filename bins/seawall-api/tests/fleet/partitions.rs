@@ -533,22 +533,25 @@ pub(crate) struct Outcome {
     pub(crate) healed: Report,
 }
 
+/// A fleet on network hosts for the drills that enqueue: rate limiting
+/// off (the clients come from one address, limits would refuse them),
+/// `wait_replicas` with a 500 ms wait, and `lease`.
+fn queue_fleet(wait_replicas: u32, lease: &str) -> seawall_testkit::FleetBuilder {
+    support::builder()
+        .hosts(true)
+        .env("SEAWALL_RATELIMIT", "false")
+        .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
+        .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms")
+        .env("SEAWALL_QUEUE_LEASE", lease)
+}
+
 /// Drill 1 (and 6): the Redis master of the notification queue's slot and
 /// api-1 cut off from every other host for `form.hold` while clients
 /// pinned to each instance enqueue, order the last units of a sale, take
 /// coupons, earn points and read balances; then healed.
 pub(crate) async fn master_and_instance_cut_off(form: Form, wait_replicas: u32) -> Outcome {
     let dir = drill_dir(&format!("cut-off-w{wait_replicas}"));
-    let mut fleet = support::start(
-        support::builder()
-            .hosts(true)
-            // The clients come from one address: limits would refuse them.
-            .env("SEAWALL_RATELIMIT", "false")
-            .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
-            .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms")
-            .env("SEAWALL_QUEUE_LEASE", "5s"),
-    )
-    .await;
+    let mut fleet = support::start(queue_fleet(wait_replicas, "5s")).await;
     min_replicas_to_write(&fleet);
     // The sale sells out while the cut holds: three buyers get about 12
     // units a second between them.
@@ -1033,15 +1036,7 @@ async fn enqueues_under(
     fault: impl AsyncFnOnce(&mut Running, &str, &str),
 ) -> Report {
     let dir = drill_dir(&format!("{name}-w{wait_replicas}"));
-    let mut fleet = support::start(
-        support::builder()
-            .hosts(true)
-            .env("SEAWALL_RATELIMIT", "false")
-            .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
-            .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms")
-            .env("SEAWALL_QUEUE_LEASE", "3s"),
-    )
-    .await;
+    let mut fleet = support::start(queue_fleet(wait_replicas, "3s")).await;
     let master = fleet
         .master_host_of("{notification}")
         .expect("the queue's master");
