@@ -20,7 +20,7 @@ use fred::rustls::crypto::{CryptoProvider, ring, verify_tls12_signature, verify_
 use fred::rustls::pki_types::pem::PemObject as _;
 use fred::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use fred::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use fred::types::config::{TlsConfig, TlsConnector};
+use fred::types::config::{TlsConfig, TlsConnector, UnresponsiveConfig};
 use seawall_perfmon::{CheckResult, HealthCheck};
 
 use crate::config::RedisConfig;
@@ -28,6 +28,20 @@ use crate::config::RedisConfig;
 /// How long one Redis command may take before it fails; fred waits forever
 /// by default, which would hang requests while Redis is unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request on one of the shared client's connections may go
+/// unanswered before the connection is closed and made again. A link whose
+/// packets were dropped (a partition, since healed) otherwise stays open
+/// while TCP backs off its retransmissions, seconds after the network is
+/// back; every command routed over it would time out meanwhile. The cache's
+/// and the rate limiter's commands answer in milliseconds and may be sent
+/// again; blocking commands (the invalidation feed's `XREAD`) are exempt.
+/// The queues' connections (built from [`builder`]) keep TCP's own pace:
+/// their scripts are not all safe to send twice.
+const UNRESPONSIVE: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to reconnect the shared client:
+/// once Redis is reachable again, the cache and the limiters use it within
+/// about this long.
+const RECONNECT_CAP_MS: u32 = 1_000;
 /// How long start-up waits for the first connection before going on without
 /// it (readiness reports Redis as failing until it connects).
 const FIRST_CONNECT: Duration = Duration::from_secs(5);
@@ -97,7 +111,21 @@ impl Redis {
     /// settings that cannot work; an unreachable server is retried in the
     /// background.
     pub async fn connect(settings: &RedisConfig, url: &str) -> Result<Self, RedisError> {
-        let client = builder(settings, url)?.build()?;
+        let mut builder = builder(settings, url)?;
+        builder
+            .with_connection_config(|connection| {
+                connection.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(UNRESPONSIVE),
+                    interval: UNRESPONSIVE / 4,
+                };
+            })
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                100,
+                RECONNECT_CAP_MS,
+                2,
+            ));
+        let client = builder.build()?;
         client.on_error(|(error, server)| async move {
             let server = server.map(|server| server.to_string()).unwrap_or_default();
             tracing::warn!(%error, %server, "Redis connection error");

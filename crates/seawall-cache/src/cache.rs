@@ -751,7 +751,10 @@ impl<C: Codec> TieredCache<C> {
     /// It also fails while invalidations of writes this instance answered
     /// wait to reach Redis (it could not reach the key's server): until
     /// they are sent, which is tried every 200 ms, other instances may read
-    /// the values those writes replaced.
+    /// the values those writes replaced. And it fails while the circuit
+    /// breaker is open: the invalidations of writes answered then would
+    /// wait in the same way. The breaker closes only once every server the
+    /// cache writes to (each master of a Cluster) answers its probe.
     pub fn readiness_check(&self) -> FollowingCheck {
         FollowingCheck {
             cache: Arc::downgrade(&self.inner),
@@ -809,6 +812,10 @@ impl seawall_perfmon::HealthCheck for FollowingCheck {
         match self.cache.upgrade() {
             Some(inner) if !inner.l1_trusted() => CheckResult::fail(
                 "not following other instances' invalidations yet; L1 is bypassed until it catches up",
+            ),
+            Some(inner) if inner.l2.as_ref().is_some_and(RedisTier::is_open) => CheckResult::fail(
+                "Redis does not answer this instance (the circuit breaker is open): \
+                 invalidations of its writes would not reach other instances",
             ),
             Some(inner) if inner.has_pending() => CheckResult::fail(
                 "invalidations of writes this instance answered have not reached Redis yet; \

@@ -54,8 +54,11 @@
 //!   [`TieredCache::readiness_check`] fails until it follows again.
 //! - **Degrades, never fails a read**: every Redis call has a timeout; after
 //!   repeated failures a circuit breaker stops calling Redis, the cache
-//!   serves L1 and the loader, and a background probe closes the breaker.
-//!   Invalidations that could not reach Redis are sent once it answers.
+//!   serves L1 and the loader, and a background probe closes the breaker
+//!   once every server it writes to answers (each master of a Cluster).
+//!   Invalidations that could not reach Redis are sent once it answers;
+//!   [`TieredCache::readiness_check`] fails while any waits, or while the
+//!   breaker is open.
 //!   While an instance cannot hear other instances' invalidations (cut off,
 //!   or just started), its L1 answers no read; call
 //!   [`TieredCache::wait_following`] once at start.

@@ -174,8 +174,7 @@ impl RedisTier {
         let probe = async move {
             loop {
                 tokio::time::sleep(interval).await;
-                let ping = client.custom::<Value, Value>(cmd!("PING"), vec![]);
-                if matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_))) {
+                if answers_everywhere(&client, timeout).await {
                     breaker.close();
                     tracing::info!("redis answers again: the cache uses it");
                     return;
@@ -451,6 +450,35 @@ impl RedisTier {
         id.into_string()
             .ok_or_else(|| Error::Redis("XADD returned no id".into()))
     }
+}
+
+/// Whether every server the cache writes to answers a `PING` within
+/// `timeout`: on a Cluster each master, over the client's own link to it,
+/// since one node answering says nothing of another (after a partition
+/// heals, a link to one node can still be waiting out TCP's retransmission
+/// back-off while the others answer).
+async fn answers_everywhere(client: &Client, timeout: Duration) -> bool {
+    async fn answered(
+        ping: impl Future<Output = std::result::Result<Value, fred::error::Error>>,
+        timeout: Duration,
+    ) -> bool {
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+    }
+    if !client.is_clustered() {
+        return answered(client.custom(cmd!("PING"), Vec::<Value>::new()), timeout).await;
+    }
+    let Some(primaries) = client
+        .cached_cluster_state()
+        .map(|state| state.unique_primary_nodes())
+        .filter(|primaries| !primaries.is_empty())
+    else {
+        return false;
+    };
+    let pings = primaries.into_iter().map(|node| {
+        let node = client.with_cluster_node(node);
+        async move { answered(node.custom(cmd!("PING"), Vec::<Value>::new()), timeout).await }
+    });
+    join_all(pings).await.into_iter().all(|ok| ok)
 }
 
 /// Groups keys by hash slot (one group on a standalone server), keeping

@@ -552,7 +552,6 @@ fn queue_fleet(wait_replicas: u32, lease: &str) -> seawall_testkit::FleetBuilder
 pub(crate) async fn master_and_instance_cut_off(form: Form, wait_replicas: u32) -> Outcome {
     let dir = drill_dir(&format!("cut-off-w{wait_replicas}"));
     let mut fleet = support::start(queue_fleet(wait_replicas, "5s")).await;
-    min_replicas_to_write(&fleet);
     // The sale sells out while the cut holds: three buyers get about 12
     // units a second between them.
     let units = i64::try_from((form.before + form.hold / 2).as_secs() * 12).expect("fits");
@@ -688,32 +687,6 @@ fn around_the_heal(
     (whole, healed)
 }
 
-/// With `SEAWALL_DRILL_MIN_REPLICAS=1`, sets Redis' `min-replicas-to-write
-/// 1` (with `min-replicas-max-lag 2`) on every node of the fleet's
-/// Cluster: a master without a replica that acknowledged within 2 s
-/// refuses writes, so a master cut off from its replica stops taking
-/// them, also in the moment after a heal before it learns that its
-/// replica was promoted. What that buys, and costs, is measured by
-/// running drill 1 with it (docs/operations.md).
-fn min_replicas_to_write(fleet: &Running) {
-    if !std::env::var("SEAWALL_DRILL_MIN_REPLICAS").is_ok_and(|v| v == "1") {
-        return;
-    }
-    let cluster = fleet.cluster().expect("a Cluster");
-    for node in cluster.nodes() {
-        let mut conn = node.connect().expect("connects");
-        for (name, value) in [
-            ("min-replicas-to-write", "1"),
-            ("min-replicas-max-lag", "2"),
-        ] {
-            conn.cmd(&["CONFIG", "SET", name, value])
-                .and_then(seawall_testkit::Reply::into_result)
-                .unwrap_or_else(|error| panic!("CONFIG SET {name} on {}: {error}", node.addr()));
-        }
-    }
-    println!("min-replicas-to-write 1, min-replicas-max-lag 2 on every node");
-}
-
 /// Waits until every instance answers `/readyz` with 200; how long it took.
 async fn ready_again(fleet: &Running) -> Duration {
     let since = Instant::now();
@@ -785,17 +758,13 @@ async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
                 );
             }
         }
-        // Not yet held to 0: a write answered by an instance whose
-        // invalidation Redis could not take (its slot's master cut off or
-        // failing over) is sent again later, and until then the other
-        // instances read the older value; the drill prints how many reads
-        // and how late (docs/operations.md).
-        let stale = healed
-            .cache
-            .as_ref()
-            .map(|cache| (cache.stale.count, cache.longest_stale_ms));
-        println!(
-            "wait_replicas {wait_replicas}: stale reads once every instance was ready again: {stale:?}"
+        // Once every instance is ready again (each reaches every Redis
+        // master, and has sent what it could not send while cut off), every
+        // write's invalidation lands before the write is answered.
+        assert_eq!(
+            healed.counts()["cache.stale"],
+            0,
+            "stale reads after the heal, wait_replicas {wait_replicas}:\n{healed}"
         );
     }
 }

@@ -137,3 +137,64 @@ async fn an_invalidation_made_while_redis_is_down_reaches_it_later() {
         "the deferred invalidation reached Redis"
     );
 }
+
+/// On a Cluster, the breaker closes only once every master answers: with
+/// one master frozen (SIGSTOP) and the others answering, it stays open and
+/// the readiness check fails, since writes answered meanwhile could not
+/// invalidate the frozen master's keys. Once the master answers again,
+/// both recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_stays_open_and_the_instance_unready_while_one_master_does_not_answer() {
+    use seawall_perfmon::{HealthCheck as _, HealthStatus};
+    let cluster = seawall_testkit::RedisCluster::builder()
+        .masters(3)
+        .replicas_per_master(0)
+        // Longer than the freeze: the other masters keep the Cluster up.
+        .node_timeout(Duration::from_secs(30))
+        .start()
+        .expect("a Cluster");
+    let prefix = unique_prefix();
+    let cache = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&cluster.url()).await)
+        .redis_timeout(Duration::from_millis(200))
+        .breaker(1, Duration::from_millis(100))
+        .ready()
+        .await;
+    let ready = cache.readiness_check();
+    let key = "on-the-frozen-master";
+    let frozen = cluster
+        .master_of(&format!("{prefix}:k:{key}"))
+        .expect("the key's master");
+    let frozen = cluster
+        .nodes()
+        .iter()
+        .find(|node| node.addr() == frozen)
+        .expect("a node");
+    let pause = frozen
+        .pause_in_background(Duration::from_secs(3))
+        .expect("freezes");
+    // A read of the frozen master's key times out and opens the breaker;
+    // nothing waits to be sent.
+    assert_eq!(cache.get::<u32>(key, Class::SESSION).await, None);
+    assert_eq!(cache.stats().breaker, BreakerState::Open);
+    // Ten probes' worth of time, each answered by two masters of three.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        cache.stats().breaker,
+        BreakerState::Open,
+        "a probe answered by some masters closed the breaker"
+    );
+    assert_eq!(ready.check().await.status, HealthStatus::Unhealthy);
+    tokio::task::spawn_blocking(move || pause.wait())
+        .await
+        .expect("resumed");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            cache.stats().breaker == BreakerState::Closed
+                && ready.check().await.status == HealthStatus::Healthy
+        })
+        .await,
+        "closed and ready once every master answers"
+    );
+}
