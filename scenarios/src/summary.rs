@@ -23,15 +23,43 @@ pub(crate) struct Threshold {
     pub(crate) limit: f64,
     pub(crate) unit: &'static str,
     pub(crate) passed: bool,
+    /// A figure of speed (a latency, a rate) rather than of correctness
+    /// (checks passed, errors): a run with `--report-latency` reports it
+    /// without judging it.
+    pub(crate) speed: bool,
 }
 
 impl Threshold {
+    /// A threshold of correctness, always judged.
     pub(crate) fn new(
         name: impl Into<String>,
         observed: f64,
         bound: Bound,
         limit: f64,
         unit: &'static str,
+    ) -> Self {
+        Self::with_kind(name, observed, bound, limit, unit, false)
+    }
+
+    /// A threshold of speed (a latency or a rate), judged unless the run
+    /// only reports speed.
+    pub(crate) fn speed(
+        name: impl Into<String>,
+        observed: f64,
+        bound: Bound,
+        limit: f64,
+        unit: &'static str,
+    ) -> Self {
+        Self::with_kind(name, observed, bound, limit, unit, true)
+    }
+
+    fn with_kind(
+        name: impl Into<String>,
+        observed: f64,
+        bound: Bound,
+        limit: f64,
+        unit: &'static str,
+        speed: bool,
     ) -> Self {
         let passed = match bound {
             Bound::Below => observed < limit,
@@ -44,6 +72,7 @@ impl Threshold {
             limit,
             unit,
             passed,
+            speed,
         }
     }
 }
@@ -144,12 +173,20 @@ pub(crate) struct Outcome {
     pub(crate) thresholds: Vec<Threshold>,
     pub(crate) invariants: Vec<Invariant>,
     pub(crate) failures: Vec<String>,
+    /// Whether the thresholds of speed count towards [`Outcome::passed`]
+    /// (`--report-latency` reports them only).
+    pub(crate) judge_speed: bool,
 }
 
 impl Outcome {
+    /// Whether `threshold` decides this run's outcome.
+    fn judges(&self, threshold: &Threshold) -> bool {
+        self.judge_speed || !threshold.speed
+    }
+
     pub(crate) fn passed(&self) -> bool {
         self.failures.is_empty()
-            && self.thresholds.iter().all(|t| t.passed)
+            && self.thresholds.iter().all(|t| t.passed || !self.judges(t))
             && self.invariants.iter().all(|i| i.passed)
     }
 
@@ -158,17 +195,30 @@ impl Outcome {
         let mark = |ok: bool| if ok { "✓" } else { "✗" };
         println!();
         println!(
-            "scenario {} on {} — {} virtual users, {:.1} s",
-            self.scenario, self.deployment, self.users, self.seconds
+            "scenario {} on {} — {} virtual users, {:.1} s{}",
+            self.scenario,
+            self.deployment,
+            self.users,
+            self.seconds,
+            if self.judge_speed {
+                ""
+            } else {
+                " (latencies and rates reported, not judged: ·)"
+            }
         );
         for threshold in &self.thresholds {
             let op = match threshold.bound {
                 Bound::Below => "<",
                 Bound::AtLeast => ">=",
             };
+            let marker = if self.judges(threshold) {
+                mark(threshold.passed)
+            } else {
+                "·"
+            };
             println!(
                 "  {} {:<44} {:>10.2} {} {op} {} {}",
-                mark(threshold.passed),
+                marker,
                 threshold.name,
                 threshold.observed,
                 threshold.unit,
