@@ -52,19 +52,53 @@ impl Backend {
     }
 }
 
+/// How much of a SQLite file each connection maps into memory
+/// (`PRAGMA mmap_size`): reads of the file's pages then come from the
+/// operating system's page cache, which every connection shares, without a
+/// `read` system call or a copy into the connection's own page cache. 1 GiB
+/// of address space per connection maps the whole file at every size the
+/// demo dataset reaches; a larger file is read past the mapping as before.
+const SQLITE_MMAP_BYTES: i64 = 1 << 30;
+
+/// The page cache of a reader, in KiB (`PRAGMA cache_size = -N`). With the
+/// file mapped, a reader's cache holds only what the mapping cannot serve:
+/// pages newer in the write-ahead log than in the file, and scratch pages
+/// of sorts. SQLite's default (2 MiB) is kept per reader, so the readers'
+/// caches together stay small next to the shared mapping.
+const SQLITE_READER_CACHE_KIB: i64 = 2 * 1024;
+
+/// The writer's page cache, in KiB: the pages a transaction changes live
+/// here until they reach the log, and the one writer reuses them from one
+/// transaction to the next (the hot rows of coupons, points and stock).
+const SQLITE_WRITER_CACHE_KIB: i64 = 16 * 1024;
+
+/// Sets up a new SQLite connection, reader or writer.
+///
 /// In WAL mode, `synchronous = NORMAL` syncs the log at checkpoints rather
 /// than at every commit: a crash of the process loses nothing committed; a
 /// crash of the machine or a power cut may lose the last commits before it,
 /// and corrupts nothing. `FULL`, sqlx's default, syncs every commit, which
 /// held the single writer to about 200 commits a second on the benchmark
-/// machine (`scripts/cache-workload`).
-async fn sqlite_synchronous_normal(
+/// machine (`scripts/cache-workload`). The mapping and the page cache are
+/// sized by [`SQLITE_MMAP_BYTES`] and the cache constants. Prepared
+/// statements: sqlx keeps up to 100 per connection (its default, which the
+/// `Any` driver does not expose), more than the statements this crate
+/// issues, so each connection prepares each statement once.
+async fn sqlite_connection_setup(
     connection: &mut sqlx::AnyConnection,
+    cache_kib: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA synchronous = NORMAL")
-        .execute(connection)
-        .await
-        .map(drop)
+    for pragma in [
+        "PRAGMA synchronous = NORMAL".to_owned(),
+        format!("PRAGMA mmap_size = {SQLITE_MMAP_BYTES}"),
+        format!("PRAGMA cache_size = -{cache_kib}"),
+    ] {
+        // Built from the constants above, never from input.
+        sqlx::query(sqlx::AssertSqlSafe(pragma))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }
 
 fn is_sqlite_memory(url: &str) -> bool {
@@ -96,11 +130,12 @@ impl Db {
         })?;
         install_default_drivers();
         let mut options = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
+            .max_connections(config.pool_size())
             .acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
-            options = options
-                .after_connect(|connection, _| Box::pin(sqlite_synchronous_normal(connection)));
+            options = options.after_connect(|connection, _| {
+                Box::pin(sqlite_connection_setup(connection, SQLITE_READER_CACHE_KIB))
+            });
         }
         if is_sqlite_memory(&config.url) {
             // Every connection to `sqlite::memory:` opens a database of its
@@ -138,7 +173,9 @@ impl Db {
                 AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|connection, _| Box::pin(sqlite_synchronous_normal(connection)))
+                    .after_connect(|connection, _| {
+                        Box::pin(sqlite_connection_setup(connection, SQLITE_WRITER_CACHE_KIB))
+                    })
                     .connect_with(connect)
                     .await?,
             ),
@@ -341,7 +378,7 @@ mod tests {
     async fn an_in_memory_database_is_one_database_for_the_whole_pool() {
         let config = DatabaseConfig {
             url: "sqlite::memory:".to_owned(),
-            max_connections: 4,
+            max_connections: Some(4),
         };
         let db = Db::connect(&config, Monitor::new()).await.expect("connect");
         let count =
@@ -352,6 +389,63 @@ mod tests {
         for result in [a, b, c] {
             assert_eq!(result.expect("the migrated table is there").0, 0);
         }
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_gets_one_reader_per_core_a_mapping_and_sized_caches() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = DatabaseConfig {
+            url: format!("sqlite://{}/shaped.db?mode=rwc", dir.path().display()),
+            max_connections: None,
+        };
+        let db = Db::connect(&config, Monitor::new()).await.expect("connect");
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(usize::try_from(db.max_connections()).ok(), Some(cores));
+        assert!(db.has_write_connection());
+        let pragma = |name: &'static str, pool: AnyPool| async move {
+            let mut connection = pool.acquire().await.expect("a connection");
+            sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+                .fetch_one(&mut *connection)
+                .await
+                .expect(name)
+                .0
+        };
+        let writer = db.write_pool.clone().expect("a writer");
+        // A build of SQLite without memory mapping would answer 0.
+        assert_eq!(
+            pragma("mmap_size", db.pool().clone()).await,
+            SQLITE_MMAP_BYTES
+        );
+        assert_eq!(pragma("mmap_size", writer.clone()).await, SQLITE_MMAP_BYTES);
+        assert_eq!(
+            pragma("cache_size", db.pool().clone()).await,
+            -SQLITE_READER_CACHE_KIB
+        );
+        assert_eq!(
+            pragma("cache_size", writer.clone()).await,
+            -SQLITE_WRITER_CACHE_KIB
+        );
+        assert_eq!(pragma("synchronous", writer).await, 1, "NORMAL");
+
+        let config = DatabaseConfig {
+            max_connections: Some(3),
+            ..config
+        };
+        db.close().await;
+        let db = Db::connect(&config, Monitor::new()).await.expect("connect");
+        assert_eq!(db.max_connections(), 3, "a configured size is kept");
+    }
+
+    #[test]
+    fn postgres_keeps_its_default_pool() {
+        let config = DatabaseConfig {
+            url: "postgres://h/db".to_owned(),
+            max_connections: None,
+        };
+        assert_eq!(
+            config.pool_size(),
+            crate::config::schema::POSTGRES_DEFAULT_POOL
+        );
     }
 
     #[test]

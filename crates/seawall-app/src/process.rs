@@ -1,5 +1,7 @@
 //! A binary's `main`: the configuration for its program, a multi-threaded
-//! tokio runtime, and the exit status its outcome maps to.
+//! tokio runtime with the worker threads it asks for (`server.threads` for
+//! `seawall-api`, `worker.threads` for `seawall-worker`), and the exit status
+//! its outcome maps to.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,7 +28,7 @@ impl Failure for crate::Error {
 
 /// The whole `main` of a binary: loads the configuration for `program`
 /// (flags, environment, file), then runs `run` on a multi-threaded tokio
-/// runtime.
+/// runtime of [`runtime_threads`] worker threads.
 ///
 /// Exit status: 0 after a clean shutdown (and for `--help` and
 /// `--version`), 1 when the process fails, 2 when the command line or
@@ -45,10 +47,11 @@ where
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = runtime_threads(program, &config) {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!(
@@ -70,5 +73,14 @@ where
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// The worker threads `program`'s runtime is configured with; `None` leaves
+/// tokio's default, one per core available to the process.
+pub fn runtime_threads(program: Program, config: &Config) -> Option<usize> {
+    match program {
+        Program::Api => config.server.threads,
+        Program::Worker => config.worker.threads,
     }
 }

@@ -283,7 +283,7 @@ mod tests {
     async fn seeded(dir: &std::path::Path, name: &str, now_ms: i64) -> (Db, SeedOutcome) {
         let config = DatabaseConfig {
             url: format!("sqlite://{}?mode=rwc", dir.join(name).display()),
-            max_connections: 2,
+            max_connections: Some(2),
         };
         let db = Db::connect(&config, Monitor::new()).await.expect("connect");
         let demo = DemoConfig {

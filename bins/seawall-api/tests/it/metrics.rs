@@ -123,7 +123,8 @@ async fn both_formats_parse_and_follow_the_naming_conventions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_a_database_connection_are_counted() {
     let app =
-        crate::support::TestApp::sqlite_with(|config| config.database.max_connections = 1).await;
+        crate::support::TestApp::sqlite_with(|config| config.database.max_connections = Some(1))
+            .await;
     let count = |exposition: &str| -> u64 {
         exposition
             .lines()

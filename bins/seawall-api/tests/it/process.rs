@@ -295,6 +295,20 @@ fn a_request_past_the_shutdown_deadline_does_not_hold_the_exit() {
 }
 
 #[test]
+fn serves_on_one_runtime_thread_when_told_to() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    command
+        .env("SEAWALL_ADMIN_TOKEN", "a-configured-admin-token")
+        .env("SEAWALL_THREADS", "1");
+    let running = start(command);
+    assert!(get(running.addr, "/livez").starts_with("HTTP/1.1 200"));
+    running.signal(Signal::SIGTERM);
+    let (code, log) = running.wait(Duration::from_secs(20));
+    assert_eq!(code, 0, "{log:?}");
+}
+
+#[test]
 fn sigint_with_an_idle_connection_exits_promptly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut command = command(dir.path());
@@ -337,6 +351,23 @@ fn bad_configuration_exits_two_with_the_reason() {
     bad_url.args(["--database-url", "mysql://root@localhost/db"]);
     let output = bad_url.output().expect("run");
     assert_eq!(output.status.code(), Some(2));
+
+    for (flag, env) in [(Some("0"), None), (None, Some("5000"))] {
+        let mut bad_threads = command(dir.path());
+        if let Some(threads) = flag {
+            bad_threads.args(["--threads", threads]);
+        }
+        if let Some(threads) = env {
+            bad_threads.env("SEAWALL_THREADS", threads);
+        }
+        let output = bad_threads.output().expect("run");
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("server.threads") && stderr.contains("between 1 and 1024"),
+            "{stderr}"
+        );
+    }
 
     let mut bad_flag = command(dir.path());
     bad_flag.arg("--lisen");

@@ -22,7 +22,7 @@ pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
 pub(crate) fn small_config(database_url: String) -> Config {
     let mut config = Config::default();
     config.database.url = database_url;
-    config.database.max_connections = 4;
+    config.database.max_connections = Some(4);
     config.admin.token = Some(TOKEN.to_owned());
     config.demo.users = 20;
     config.demo.contents = 60;

@@ -22,7 +22,7 @@ pub(crate) const TOKEN: &str = "worker-test-admin-token-01";
 pub(crate) fn shared_config(dir: &Path, redis: &str) -> Config {
     let mut config = Config::default();
     config.database.url = format!("sqlite://{}?mode=rwc", dir.join("seawall.db").display());
-    config.database.max_connections = 4;
+    config.database.max_connections = Some(4);
     config.redis.url = Some(redis.to_owned());
     config.admin.token = Some(TOKEN.to_owned());
     config.demo.users = 5;

@@ -25,10 +25,11 @@
 //! shed_wait = "50ms"
 //! compression = true
 //! cors_origins = ["https://app.example.com"]
+//! threads = 8   # leave out for one worker thread per core
 //!
 //! [database]
 //! url = "postgres://seawall:secret@localhost:5432/seawall"   # or "sqlite://seawall.db?mode=rwc"
-//! max_connections = 16
+//! max_connections = 16   # leave out: SQLite one reader per core, PostgreSQL 16
 //!
 //! [redis]
 //! url = "rediss://:secret@redis.internal:6380/0"   # leave out for in-memory backends

@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub compression: bool,
     /// Origins allowed to call the API from a browser (CORS); empty is off.
     pub cors_origins: Vec<String>,
+    /// Worker threads of the service's runtime; `None`: one per core
+    /// available to the process.
+    pub threads: Option<usize>,
 }
 
 /// The relational database.
@@ -87,8 +90,37 @@ pub struct ServerConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path?mode=rwc` or `postgres://user:password@host/db`.
     pub url: String,
-    /// Pool size.
-    pub max_connections: u32,
+    /// Pool size: on a SQLite file, the readers' pool (writes have one
+    /// connection of their own). `None`: see
+    /// [`DatabaseConfig::pool_size`].
+    pub max_connections: Option<u32>,
+}
+
+/// The pool size on PostgreSQL when none is configured. With 8, cache
+/// misses queued for a connection under the mixed workload at 200
+/// connections; 32 starved the database of CPU on two cores
+/// (scripts/cache-workload, docs/benchmarks.md).
+pub const POSTGRES_DEFAULT_POOL: u32 = 16;
+
+impl DatabaseConfig {
+    /// The pool size: `max_connections` when set; otherwise, on SQLite, one
+    /// reader per core available to the process (readers use the CPU and
+    /// nothing else once the file is memory-mapped, so more readers than
+    /// cores only add page caches and contention), and
+    /// [`POSTGRES_DEFAULT_POOL`] on PostgreSQL, whose connections wait on
+    /// the network and the server.
+    pub fn pool_size(&self) -> u32 {
+        if let Some(size) = self.max_connections {
+            return size;
+        }
+        if self.url.starts_with("sqlite:") {
+            std::thread::available_parallelism()
+                .map_or(1, |cores| u32::try_from(cores.get()).unwrap_or(u32::MAX))
+                .clamp(1, 1_000)
+        } else {
+            POSTGRES_DEFAULT_POOL
+        }
+    }
 }
 
 /// Redis.
@@ -361,6 +393,9 @@ pub struct WorkerConfig {
     /// rest go back to their queue.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Worker threads of the worker's runtime; `None`: one per core
+    /// available to the process.
+    pub threads: Option<usize>,
 }
 
 impl Default for WorkerConfig {
@@ -368,6 +403,7 @@ impl Default for WorkerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             shutdown_timeout: Duration::from_secs(30),
+            threads: None,
         }
     }
 }
@@ -502,6 +538,7 @@ impl Default for ServerConfig {
             shed_wait: Duration::from_millis(100),
             compression: true,
             cors_origins: Vec::new(),
+            threads: None,
         }
     }
 }
@@ -510,10 +547,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://seawall.db?mode=rwc".to_owned(),
-            // With 8, cache misses queued for a connection under the mixed
-            // workload at 200 connections; 32 starved the SQLite writer of
-            // CPU on two cores (scripts/cache-workload, docs/benchmarks.md).
-            max_connections: 16,
+            max_connections: None,
         }
     }
 }
@@ -821,11 +855,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: value("cors-origins", "ORIGINS"),
         help: "Comma-separated origins allowed to call the API from a browser, such as https://app.example.com",
         default: "none: CORS is off"),
+    setting!(server.threads, env: ["SEAWALL_THREADS"], flag: value("threads", "N"),
+        help: "Worker threads of the service's runtime, 1 to 1024",
+        default: "one per core available"),
     setting!(database.url, env: ["SEAWALL_DATABASE_URL", "DATABASE_URL"],
         flag: value("database-url", "URL"),
         help: "Database URL, sqlite:... or postgres://..."),
     setting!(database.max_connections, env: ["SEAWALL_DB_MAX_CONNECTIONS"],
-        flag: value("db-max-connections", "N"), help: "Database pool size, 1 to 1000"),
+        flag: value("db-max-connections", "N"),
+        help: "Database pool size, 1 to 1000; on a SQLite file the readers' pool, writes having one connection of their own",
+        default: "SQLite: one reader per core available; PostgreSQL: 16"),
     setting!(redis.url, env: ["SEAWALL_REDIS_URL", "REDIS_URL"], flag: value("redis-url", "URL"),
         help: "Redis URL: redis://, rediss:// (TLS), redis-cluster://, redis-sentinel:// or their rediss- forms",
         default: "none: in-memory backends"),
@@ -931,6 +970,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!(worker.shutdown_timeout, env: ["SEAWALL_WORKER_SHUTDOWN_TIMEOUT"],
         flag: value("worker-shutdown-timeout", "DURATION"),
         help: "seawall-worker: time running jobs get to finish after SIGINT or SIGTERM, at most 1h; the rest go back to their queue"),
+    setting!(worker.threads, env: ["SEAWALL_WORKER_THREADS"], flag: value("worker-threads", "N"),
+        help: "seawall-worker: worker threads of its runtime, 1 to 1024",
+        default: "one per core available"),
     setting!(log.filter, env: ["SEAWALL_LOG", "RUST_LOG"], flag: value("log", "FILTER"),
         help: "Log filter such as info or seawall_api=debug,info"),
     setting!(log.format, env: ["SEAWALL_LOG_FORMAT"], flag: value("log-format", "FORMAT"),

@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(config.server.max_body_bytes, 65_536);
         assert_eq!(config.database.url, "sqlite://seawall.db?mode=rwc");
-        assert_eq!(config.database.max_connections, 16);
+        assert_eq!(config.database.max_connections, None);
         assert_eq!(config.redis.url, None);
         assert_eq!(config.admin.token, None);
         assert_eq!(
@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(config.server.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.server.max_body_bytes, 1000);
         assert_eq!(config.database.url, "postgres://file:filepw@db/file");
-        assert_eq!(config.database.max_connections, 10);
+        assert_eq!(config.database.max_connections, Some(10));
         assert_eq!(config.redis.url.as_deref(), Some("redis://file-redis:6379"));
         assert_eq!(config.admin.token.as_deref(), Some("file-token-0123456789"));
         assert_eq!(
@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(config.server.shutdown_timeout, Duration::from_secs(20));
         assert_eq!(config.server.max_body_bytes, 2000);
         assert_eq!(config.database.url, "postgres://env:envpw@db/env");
-        assert_eq!(config.database.max_connections, 20);
+        assert_eq!(config.database.max_connections, Some(20));
         assert_eq!(config.redis.url.as_deref(), Some("redis://env-redis:6379"));
         assert_eq!(config.admin.token.as_deref(), Some("env-token-0123456789"));
         assert_eq!(
@@ -497,7 +497,7 @@ mod tests {
         assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(config.server.max_body_bytes, 3000);
         assert_eq!(config.database.url, "sqlite::memory:");
-        assert_eq!(config.database.max_connections, 30);
+        assert_eq!(config.database.max_connections, Some(30));
         assert_eq!(
             config.redis.url.as_deref(),
             Some("rediss://flag-redis:6380")

@@ -17,6 +17,9 @@ const REQUEST_TIMEOUT_LIMIT: Duration = Duration::from_secs(60 * 60);
 const HEADER_READ_TIMEOUT_LIMIT: Duration = Duration::from_secs(10 * 60);
 const SHED_WAIT_LIMIT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS_LIMIT: u32 = 1_000;
+/// The most runtime worker threads a setting may ask for: far more than any
+/// machine's cores, so a larger number is a typo.
+const THREADS_LIMIT: usize = 1_024;
 const DEMO_SIZE_LIMIT: u32 = 10_000_000;
 const DEMO_HISTORY_ROWS_LIMIT: u64 = 100_000_000;
 const ADMIN_TOKEN_MIN_LEN: usize = 16;
@@ -143,6 +146,7 @@ impl Config {
                 "must be 1ms to 1m",
             ));
         }
+        check_threads("worker.threads", self.worker.threads)?;
         if self.worker.shutdown_timeout > SHUTDOWN_TIMEOUT_LIMIT {
             return Err(invalid(
                 "worker.shutdown_timeout",
@@ -168,7 +172,9 @@ impl Config {
             shed_wait,
             compression: _,
             cors_origins,
+            threads,
         } = &self.server;
+        check_threads("server.threads", *threads)?;
         in_range(
             "server.max_body_bytes",
             *max_body_bytes,
@@ -266,10 +272,12 @@ impl Config {
             }
             Some(_) => {}
         }
-        if !(1..=MAX_CONNECTIONS_LIMIT).contains(max_connections) {
+        if let Some(size) = max_connections
+            && !(1..=MAX_CONNECTIONS_LIMIT).contains(size)
+        {
             return Err(invalid(
                 "database.max_connections",
-                max_connections,
+                size,
                 format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
             ));
         }
@@ -505,6 +513,21 @@ fn redis_scheme(key: &'static str, url: &str) -> Result<&'static str, ConfigErro
     Ok(scheme)
 }
 
+/// A runtime's worker threads: unset (one per core), or 1 to
+/// [`THREADS_LIMIT`].
+fn check_threads(key: &'static str, threads: Option<usize>) -> Result<(), ConfigError> {
+    match threads {
+        Some(count) if !(1..=THREADS_LIMIT).contains(&count) => Err(invalid(
+            key,
+            count,
+            format!(
+                "must be between 1 and {THREADS_LIMIT}; leave it unset for one thread per core"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn in_range(key: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
@@ -665,6 +688,73 @@ mod tests {
         ] {
             load_with(args, &[]).expect(args[1]);
         }
+    }
+
+    #[test]
+    fn runtime_threads() {
+        use crate::config::{Program, from_sources_for};
+        use crate::process::runtime_threads;
+
+        let config = load_with(&[], &[]).expect("defaults");
+        assert_eq!(config.server.threads, None, "one per core by default");
+        assert_eq!(runtime_threads(Program::Api, &config), None);
+        for (args, env, threads) in [
+            (&["--threads", "1"][..], &[][..], 1),
+            (&["--threads", "1024"], &[], 1024),
+            (&[], &[("SEAWALL_THREADS", "4")], 4),
+            (&["--threads", "2"], &[("SEAWALL_THREADS", "4")], 2),
+        ] {
+            let config = load_with(args, env).expect("a thread count");
+            assert_eq!(config.server.threads, Some(threads));
+            assert_eq!(runtime_threads(Program::Api, &config), Some(threads));
+        }
+        let file = toml_file("[server]\nthreads = 3\n[worker]\nthreads = 5\n");
+        let config = load_with(&["--config", path_of(&file)], &[]).expect("from the file");
+        assert_eq!(runtime_threads(Program::Api, &config), Some(3));
+        assert_eq!(runtime_threads(Program::Worker, &config), Some(5));
+        let worker = from_sources_for(
+            Program::Worker,
+            ["seawall-worker", "--worker-threads", "6"],
+            env(&[]),
+        )
+        .expect("the worker's flag");
+        assert_eq!(runtime_threads(Program::Worker, &worker), Some(6));
+
+        for (args, env) in [
+            (&["--threads", "0"][..], &[][..]),
+            (&["--threads", "1025"], &[]),
+            (&[], &[("SEAWALL_THREADS", "0")]),
+        ] {
+            let message = expect_invalid(load_with(args, env), "server.threads");
+            assert!(message.contains("between 1 and 1024"), "{message}");
+        }
+        let file = toml_file("[server]\nthreads = 0\n");
+        expect_invalid(
+            load_with(&["--config", path_of(&file)], &[]),
+            "server.threads",
+        );
+        expect_invalid(
+            load_with(&[], &[("SEAWALL_WORKER_THREADS", "100000")]),
+            "worker.threads",
+        );
+        for text in ["-1", "four", "1.5"] {
+            assert!(
+                matches!(
+                    load_with(&[], &[("SEAWALL_THREADS", text)]),
+                    Err(ConfigError::Env {
+                        name: "SEAWALL_THREADS",
+                        ..
+                    })
+                ),
+                "{text}"
+            );
+            assert!(load_with(&["--threads", text], &[]).is_err(), "{text}");
+        }
+        let file = toml_file("[server]\nthreads = -2\n");
+        assert!(matches!(
+            load_with(&["--config", path_of(&file)], &[]),
+            Err(ConfigError::ParseFile { .. })
+        ));
     }
 
     #[test]

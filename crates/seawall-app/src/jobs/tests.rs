@@ -32,7 +32,7 @@ impl Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = DatabaseConfig {
             url: format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display()),
-            max_connections: 4,
+            max_connections: Some(4),
         };
         let monitor = Monitor::new();
         let db = Db::connect(&database, monitor.clone())

@@ -54,7 +54,7 @@ impl Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.demo.seed = false;
-        config.database.max_connections = 8;
+        config.database.max_connections = Some(8);
         config.database.url = format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("promo.db").display()
