@@ -111,6 +111,18 @@
 //! Values pass through a [`Codec`] ([`Binary`], the default, or [`Json`])
 //! inside an envelope that records the codec and the cache's format
 //! version: a value of another shape is a miss, never garbage.
+//!
+//! # Features
+//!
+//! The crate has no optional features: moka (L1), `fred` (L2, with
+//! scripts and Cluster support) and seawall-perfmon are always built.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.95.
+
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod breaker;
 mod cache;
@@ -141,3 +153,8 @@ pub use memory::L1Capacity;
 pub use options::{MAX_PATTERN_LEN, MAX_TAG_LEN, MAX_TAGS, Options};
 pub use stats::{BreakerState, ClassStats, Stats, TierCounts};
 pub use warm::WarmUpProgress;
+
+/// The README's quick start, compiled and run with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -89,9 +89,23 @@
 //!
 //! # Features
 //!
+//! None is on by default.
+//!
 //! - `tower`: [`PerfmonLayer`], a tower layer recording every request.
-//! - `axum`: the layer labels requests with axum's `MatchedPath`.
-//! - `sqlx`: [`TimedQuery`](crate::sqlx::TimedQuery), timing sqlx queries into the slow-query log.
+//!   Pulls in `tower-layer`, `tower-service`, `http`, `http-body` and
+//!   `pin-project-lite`.
+//! - `axum`: the layer labels requests with axum's `MatchedPath`, and the
+//!   [`probes`] module answers `/livez`, `/readyz` and `/metrics`. Turns on
+//!   `tower` and pulls in `axum` (its `matched-path` feature).
+//! - `sqlx`: [`TimedQuery`](crate::sqlx::TimedQuery), timing sqlx queries
+//!   into the slow-query log. Pulls in `sqlx`, without its default features.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.95.
+
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod collector;
 mod counts;
@@ -139,3 +153,8 @@ pub use stats::{LatencyStats, WindowStats};
 
 #[cfg(feature = "tower")]
 pub use layer::{PerfmonFuture, PerfmonLayer, PerfmonService, RouteFn};
+
+/// The README's quick start, compiled and run with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -74,6 +74,18 @@
 //! repeat, even after Redis lost its last writes (a failover, an fsync
 //! window); and every script checks all its arguments before its first
 //! write, so a refused call changes nothing.
+//!
+//! # Features
+//!
+//! The crate has no optional features: `fred` (re-exported as [`fred`]),
+//! `bb8` and seawall-perfmon are always built.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.95.
+
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
 mod error;
@@ -103,3 +115,8 @@ pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats, WorkerWatch}
 
 /// The Redis client crate, re-exported so the version matches.
 pub use fred;
+
+/// The README's quick start, compiled and run with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

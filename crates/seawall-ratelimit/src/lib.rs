@@ -90,6 +90,24 @@
 //!
 //! A [`ConcurrencyLimiter`] holds at most N operations in flight per key as
 //! [`Lease`]s, released on drop and expiring if their holder dies.
+//!
+//! # Features
+//!
+//! None is on by default; the Redis store (on `fred`) is always built.
+//!
+//! - `tower`: [`RateLimitLayer`] and its key extractors ([`ClientIp`],
+//!   [`HeaderKey`]). Pulls in `http`, `tower-layer`, `tower-service` and
+//!   `serde_json`.
+//! - `axum`: `RouteKey`, keys from axum's `MatchedPath`, and peer addresses
+//!   from axum's `ConnectInfo`. Turns on `tower` and pulls in `axum` (its
+//!   `matched-path` and `tokio` features).
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.95.
+
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algorithm;
 mod breaker;
@@ -129,3 +147,8 @@ pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreB
 pub use net::IpNet;
 pub use redis::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisStore};
 pub use telemetry::{BlockedKey, DecisionCounts, RejectedKey};
+
+/// The README's quick start, compiled and run with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
