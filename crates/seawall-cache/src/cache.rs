@@ -719,6 +719,8 @@ impl<C: Codec> TieredCache<C> {
                 Some(l2) if l2.is_open() => BreakerState::Open,
                 Some(_) => BreakerState::Closed,
             },
+            following: inner.l1_trusted(),
+            invalidations_pending: inner.has_pending(),
             redis_errors: 0,
             breaker_opened: 0,
             invalidations_sent: 0,

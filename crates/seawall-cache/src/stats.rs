@@ -96,6 +96,13 @@ pub struct Stats {
     pub l1_weighted_size: u64,
     /// The Redis tier's circuit breaker.
     pub breaker: BreakerState,
+    /// Whether L1 may answer: true when this instance follows other
+    /// instances' invalidations (or has no Redis tier to follow), false from
+    /// a disconnection until it has caught up.
+    pub following: bool,
+    /// Whether invalidations of writes this instance answered wait to reach
+    /// Redis.
+    pub invalidations_pending: bool,
     /// Redis calls that failed or timed out.
     pub redis_errors: u64,
     /// Times the breaker opened.
@@ -256,6 +263,18 @@ pub(crate) fn families(name: &str, stats: &Stats) -> Vec<CollectedFamily> {
             &["cache"],
         )
         .sample(&[name], breaker_open),
+        CollectedFamily::gauge(
+            "cache_following_invalidations",
+            "1 while L1 follows other instances' invalidations (or there is no Redis tier).",
+            &["cache"],
+        )
+        .sample(&[name], f64::from(u8::from(stats.following))),
+        CollectedFamily::gauge(
+            "cache_invalidations_pending",
+            "1 while invalidations of this instance's writes wait to reach Redis.",
+            &["cache"],
+        )
+        .sample(&[name], f64::from(u8::from(stats.invalidations_pending))),
         CollectedFamily::counter(
             "cache_redis_errors",
             "Redis calls that failed or timed out.",

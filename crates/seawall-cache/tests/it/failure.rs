@@ -121,6 +121,10 @@ async fn an_invalidation_made_while_redis_is_down_reaches_it_later() {
     cache.set("survivor", Class::API, 1_u32).await.expect("set");
     redis.kill().expect("kills redis");
     assert!(cache.invalidate("survivor").await.is_err(), "Redis is down");
+    assert!(
+        cache.stats().invalidations_pending,
+        "the invalidation waits"
+    );
     redis.restart().expect("restarts redis");
     let reader = TieredCache::builder()
         .prefix(&prefix)
@@ -135,6 +139,13 @@ async fn an_invalidation_made_while_redis_is_down_reaches_it_later() {
             .is_none())
         .await,
         "the deferred invalidation reached Redis"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || !cache
+            .stats()
+            .invalidations_pending)
+        .await,
+        "nothing waits once it is sent"
     );
 }
 

@@ -293,6 +293,9 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
     // Cut off, a no longer trusts its L1 copy, and Redis is out of reach:
     // a miss, never the old value.
     assert_eq!(a.get::<String>("list", Class::SCHEDULE).await, None);
+    // What `cache_following_invalidations` exports.
+    assert!(!a.stats().following, "cut off, a does not follow");
+    assert!(b.stats().following);
     proxy.restore();
     assert!(
         eventually(Duration::from_secs(10), async || {
@@ -302,6 +305,11 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
         "a replayed the invalidation it missed"
     );
     assert_eq!(a.stats().l1_clears, 0, "replayed, not cleared");
+    // The read may come from Redis before the feed is back.
+    assert!(
+        eventually(Duration::from_secs(10), async || a.stats().following).await,
+        "a follows again"
+    );
 }
 
 /// An instance that missed more invalidations than the stream keeps clears

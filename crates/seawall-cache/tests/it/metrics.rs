@@ -27,6 +27,9 @@ async fn stats_are_exported_per_tier_and_class() {
         r#"app_cache_loads_total{cache="main",class="api",outcome="ok"} 1"#,
         r#"app_cache_l1_entries{cache="main"} 1"#,
         r#"app_cache_breaker_open{cache="main"} 0"#,
+        // Without a Redis tier there is nothing to follow: L1 answers.
+        r#"app_cache_following_invalidations{cache="main"} 1"#,
+        r#"app_cache_invalidations_pending{cache="main"} 0"#,
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
