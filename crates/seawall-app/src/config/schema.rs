@@ -1160,7 +1160,7 @@ mod tests {
             } else {
                 panic!(
                     "README.md's table of settings is out of date; rewrite it with \
-                     `SEAWALL_UPDATE_README=1 cargo test -p seawall-api --lib readme_table`"
+                     `SEAWALL_UPDATE_README=1 cargo test -p seawall-app --lib readme_table`"
                 );
             }
         }
