@@ -308,6 +308,38 @@ fn serves_on_one_runtime_thread_when_told_to() {
     assert_eq!(code, 0, "{log:?}");
 }
 
+/// The runtime is built with the threads asked for: more than this
+/// machine's cores, so tokio's default (one per core) would not make them.
+#[test]
+fn the_runtime_has_the_worker_threads_asked_for() {
+    const ASKED: usize = 9;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    command
+        .env("SEAWALL_ADMIN_TOKEN", "a-configured-admin-token")
+        .env("SEAWALL_THREADS", ASKED.to_string());
+    let running = start(command);
+    assert!(get(running.addr, "/livez").starts_with("HTTP/1.1 200"));
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    assert!(cores < ASKED, "this check needs fewer than {ASKED} cores");
+    // tokio names its worker threads `tokio-rt-worker`; blocking threads
+    // may share the name, so the count is at least the workers.
+    let tasks = format!("/proc/{}/task", running.child.id());
+    let names: Vec<String> = std::fs::read_dir(&tasks)
+        .expect("the process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    let workers = names
+        .iter()
+        .filter(|name| *name == "tokio-rt-worker")
+        .count();
+    assert!(workers >= ASKED, "{workers} runtime threads: {names:?}");
+    running.signal(Signal::SIGTERM);
+    let (code, log) = running.wait(Duration::from_secs(20));
+    assert_eq!(code, 0, "{log:?}");
+}
+
 #[test]
 fn sigint_with_an_idle_connection_exits_promptly() {
     let dir = tempfile::tempdir().expect("temp dir");
