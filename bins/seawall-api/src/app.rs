@@ -284,6 +284,7 @@ pub fn with_stack(
             perfmon,
             shedder,
             ratelimits: None,
+            trace_from: Vec::new(),
         },
     ))
 }
@@ -364,6 +365,8 @@ fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
         .http_layer
         .then(|| PerfmonLayer::new(state.monitor().clone()));
     let ratelimits = state.ratelimits().cloned();
+    // Validation has parsed every one of them.
+    let trace_from = crate::ratelimit::trusted_proxies(&config.ratelimit).unwrap_or_default();
     middleware::apply(
         router,
         &config.server,
@@ -371,6 +374,7 @@ fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
             perfmon,
             shedder,
             ratelimits,
+            trace_from,
         },
     )
 }

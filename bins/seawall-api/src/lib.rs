@@ -84,7 +84,7 @@ impl seawall_app::process::Failure for Error {
 /// Starts logging, builds the service, prints where it listens and the admin
 /// token if one was generated, and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), Error> {
-    setup::init_tracing(&config);
+    let telemetry = setup::init_tracing(&config, "seawall-api")?;
     let masked = serde_json::to_string(&config.masked()).unwrap_or_default();
     tracing::info!(config = %masked, "effective configuration");
     let listen = config.server.listen;
@@ -109,5 +109,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             );
         }
     }
-    app.serve(listener, shutdown).await
+    let served = app.serve(listener, shutdown).await;
+    telemetry.shutdown().await;
+    served
 }

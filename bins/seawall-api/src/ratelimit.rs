@@ -313,7 +313,9 @@ impl RateLimits {
 }
 
 /// `ratelimit.trusted_proxies`, parsed.
-fn trusted_proxies(config: &RateLimitConfig) -> Result<Vec<IpNet>, seawall_ratelimit::Error> {
+pub(crate) fn trusted_proxies(
+    config: &RateLimitConfig,
+) -> Result<Vec<IpNet>, seawall_ratelimit::Error> {
     config
         .trusted_proxies
         .iter()

@@ -62,7 +62,7 @@ impl From<seawall_perfmon::Error> for Error {
 /// Starts logging, binds the probes' address, and works until SIGINT or
 /// SIGTERM.
 async fn run(config: Config) -> Result<(), Error> {
-    setup::init_tracing(&config);
+    let telemetry = setup::init_tracing(&config, "seawall-worker")?;
     let masked = serde_json::to_string(&config.masked()).unwrap_or_default();
     tracing::info!(config = %masked, "effective configuration");
     let shutdown = setup::shutdown_signal()?;
@@ -72,7 +72,9 @@ async fn run(config: Config) -> Result<(), Error> {
             addr: config.worker.listen,
             source,
         })?;
-    work(config, listener, shutdown).await
+    let worked = work(config, listener, shutdown).await;
+    telemetry.shutdown().await;
+    worked
 }
 
 /// Connects everything, runs the processors and serves the probes on

@@ -64,6 +64,7 @@ pub mod redis;
 mod reviews;
 pub mod seed;
 pub mod setup;
+pub mod telemetry;
 pub mod time;
 pub mod workload;
 
@@ -102,6 +103,9 @@ pub enum Error {
     /// The SIGINT / SIGTERM handlers could not be installed.
     #[error("could not listen for SIGINT and SIGTERM")]
     Signals(#[source] std::io::Error),
+    /// The span exporter could not be built.
+    #[error("could not set up the span exporter: {0}")]
+    Telemetry(String),
     /// A listen address could not be bound.
     #[error("could not listen on {addr}")]
     Bind {

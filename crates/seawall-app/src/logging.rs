@@ -64,11 +64,12 @@ tokio::task_local! {
 #[derive(Debug, Clone)]
 pub struct RequestFields(Arc<Fields>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Fields {
     method: Cow<'static, str>,
     route: Cow<'static, str>,
     request_id: Box<str>,
+    trace_id: Option<Box<str>>,
 }
 
 impl RequestFields {
@@ -83,7 +84,16 @@ impl RequestFields {
             method: method.into(),
             route: route.into(),
             request_id: request_id.into(),
+            trace_id: None,
         }))
+    }
+
+    /// These fields and the id of the trace the request is part of (32 hex
+    /// digits), written after the request id.
+    #[must_use]
+    pub fn with_trace_id(mut self, trace_id: impl Into<Box<str>>) -> Self {
+        Arc::make_mut(&mut self.0).trace_id = Some(trace_id.into());
+        self
     }
 
     /// The request's id.
@@ -128,12 +138,14 @@ impl RequestFields {
     }
 
     /// The fields as (name, value) pairs, in the order they are written.
-    fn pairs(&self) -> [(&'static str, &str); 3] {
+    fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
-            ("method", &self.0.method),
-            ("route", &self.0.route),
-            ("request_id", &self.0.request_id),
+            ("method", &*self.0.method),
+            ("route", &*self.0.route),
+            ("request_id", &*self.0.request_id),
         ]
+        .into_iter()
+        .chain(self.0.trace_id.as_deref().map(|id| ("trace_id", id)))
     }
 }
 
@@ -178,6 +190,49 @@ where
     }
 }
 
+/// The subscriber of [`log_subscriber`] with a second layer that records
+/// spans for OpenTelemetry through `tracer`, filtered on its own by
+/// `traces` (a filter as `log.filter` is; validation checks it, and an
+/// invalid one falls back to `info`). The log keeps its own filter, so
+/// spans can be exported at `debug` while the log stays at `info`.
+pub fn traced_subscriber<W>(
+    log: &LogConfig,
+    writer: W,
+    ansi: bool,
+    traces: &str,
+    tracer: opentelemetry_sdk::trace::Tracer,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let filter = |text: &str| {
+        tracing_subscriber::EnvFilter::try_new(text)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let lines = match log.format {
+        LogFormat::Text => lines
+            .fmt_fields(PlainFields)
+            .event_format(TextLine)
+            .with_filter(filter(&log.filter))
+            .boxed(),
+        LogFormat::Json => lines
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLine)
+            .with_filter(filter(&log.filter))
+            .boxed(),
+    };
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(filter(traces));
+    Box::new(Registry::default().with(lines).with(spans))
+}
+
 /// tracing-subscriber's default text line (time, level, spans, target,
 /// fields), with a request span's [`RequestFields`] as its fields.
 #[derive(Debug, Clone, Copy)]
@@ -216,7 +271,7 @@ where
                 let extensions = span.extensions();
                 if let Some(request) = extensions.get::<RequestFields>() {
                     write!(writer, "{bold}{{{reset}")?;
-                    for (index, (name, value)) in request.pairs().into_iter().enumerate() {
+                    for (index, (name, value)) in request.pairs().enumerate() {
                         if index > 0 {
                             writer.write_char(' ')?;
                         }
@@ -326,7 +381,6 @@ where
     {
         request
             .pairs()
-            .into_iter()
             .map(|(name, value)| (name.to_owned(), Value::from(value)))
             .collect()
     } else {
@@ -335,6 +389,7 @@ where
             .and_then(|fields| serde_json::from_str::<Map<String, Value>>(fields).ok())
             .unwrap_or_default()
             .into_iter()
+            .filter(|(name, _)| !name.starts_with("otel."))
             .collect()
     };
     object.push(("name".to_owned(), Value::from(span.metadata().name())));
@@ -419,8 +474,9 @@ impl PlainVisitor<'_> {
     /// the field is to be skipped or writing has failed.
     fn start(&mut self, field: &Field) -> bool {
         let name = field.name();
-        // Metadata of records bridged from the `log` crate, already shown.
-        if self.result.is_err() || name.starts_with("log.") {
+        // Metadata of records bridged from the `log` crate, already shown,
+        // and the span name, kind and status an OpenTelemetry exporter reads.
+        if self.result.is_err() || name.starts_with("log.") || name.starts_with("otel.") {
             return false;
         }
         if !self.empty {

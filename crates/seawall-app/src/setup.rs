@@ -11,7 +11,9 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::logging::traced_subscriber;
 use crate::redis::{self, Redis};
+use crate::telemetry::Telemetry;
 use crate::{Error, log_subscriber};
 
 /// The monitor's histogram interval; the API's timeline samples at the
@@ -23,17 +25,41 @@ const QUEUE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Installs the log subscriber the configuration asks for, unless one is
 /// installed already (a test, or an embedding program), and bridges the
-/// `log` records of fred and sqlx into it.
-pub fn init_tracing(config: &Config) {
+/// `log` records of fred and sqlx into it. With `otel.endpoint` set, the
+/// subscriber also records spans for export over OTLP, their service named
+/// `name` unless `otel.service_name` says otherwise; the [`Telemetry`]
+/// returned flushes them at shutdown.
+///
+/// # Errors
+///
+/// [`Error::Telemetry`] when the span exporter cannot be built.
+pub fn init_tracing(config: &Config, name: &'static str) -> Result<Telemetry, Error> {
     let ansi = std::io::stderr().is_terminal();
-    let subscriber = log_subscriber(&config.log, std::io::stderr, ansi);
+    let (telemetry, subscriber) = match Telemetry::start(&config.otel, name)? {
+        Some((telemetry, tracer)) => {
+            let subscriber = traced_subscriber(
+                &config.log,
+                std::io::stderr,
+                ansi,
+                &config.otel.filter,
+                tracer,
+            );
+            (telemetry, subscriber)
+        }
+        None => (
+            Telemetry::default(),
+            log_subscriber(&config.log, std::io::stderr, ansi),
+        ),
+    };
     if tracing::subscriber::set_global_default(subscriber).is_ok() {
+        telemetry.installed();
         let level = tracing::level_filters::LevelFilter::current();
         let bridged = tracing_log::LogTracer::builder()
             .with_max_level(tracing_log::AsLog::as_log(&level))
             .init();
         drop(bridged);
     }
+    Ok(telemetry)
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are

@@ -107,6 +107,8 @@ struct QueueState {
 #[derive(Clone)]
 struct Record {
     payload: Vec<u8>,
+    /// The trace context stored with it; empty for none.
+    trace: String,
     priority: u8,
     max_attempts: u32,
     backoff: String,
@@ -149,6 +151,7 @@ impl Record {
             timeout_ms: self.timeout_ms,
             stalls: self.stalls,
             run: self.runs,
+            trace: self.trace.clone(),
         }
     }
 }
@@ -722,6 +725,7 @@ impl Store for MemoryStore {
                     id.clone(),
                     Record {
                         payload: job.payload,
+                        trace: job.trace,
                         priority: job.priority,
                         max_attempts: job.max_attempts,
                         backoff: job.backoff,

@@ -213,6 +213,7 @@ async fn check(
                     group: ["", "a", "b"][usize::from(group)].to_owned(),
                     delay_ms: if delayed { 3_600_000 } else { 0 },
                     idempotency: None,
+                    trace: String::new(),
                 };
                 let added = store
                     .enqueue(queue, &random_id(), vec![job])
@@ -539,6 +540,7 @@ async fn one_running(store: &dyn Store, queue: &str) -> Lease {
         group: "g".to_owned(),
         delay_ms: 0,
         idempotency: None,
+        trace: String::new(),
     };
     store
         .enqueue(queue, &random_id(), vec![job(b"1"), job(b"2"), job(b"3")])

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fred::types::Builder;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::error::{Error, Result};
 use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
@@ -12,6 +13,7 @@ use crate::memory::MemoryStore;
 use crate::options::JobOptions;
 use crate::redis::{RedisOptions, RedisStore, check_prefix};
 use crate::store::{DeadJobs, NewJob, Settings, Store, check_name, millis, random_id};
+use crate::trace;
 use crate::worker::WorkerBuilder;
 
 /// The largest payload a job may carry once encoded, in bytes (8 MiB).
@@ -103,11 +105,19 @@ impl Queues {
         options: &JobOptions,
     ) -> Result<JobId> {
         check_name("queue name", queue)?;
-        let job = new_job(payload, options)?;
-        let mut ids = self.store.enqueue(queue, &random_id(), vec![job]).await?;
-        ids.pop()
+        let span = trace::send_span(queue);
+        let job = span.in_scope(|| new_job(payload, options, trace::capture(false)))?;
+        let mut ids = self
+            .store
+            .enqueue(queue, &random_id(), vec![job])
+            .instrument(span.clone())
+            .await?;
+        let id = ids
+            .pop()
             .map(|(id, _)| id)
-            .ok_or_else(|| Error::Protocol("enqueue answered no id".to_owned()))
+            .ok_or_else(|| Error::Protocol("enqueue answered no id".to_owned()))?;
+        span.record("messaging.message.id", id.as_str());
+        Ok(id)
     }
 
     /// Enqueues many jobs in one round trip per thousand (or per 16 MiB of
@@ -121,13 +131,23 @@ impl Queues {
         jobs: impl IntoIterator<Item = (T, JobOptions)>,
     ) -> Result<Vec<JobId>> {
         check_name("queue name", queue)?;
+        let span = trace::send_span(queue);
+        let context = span.in_scope(|| trace::capture(true));
         let jobs = jobs
             .into_iter()
-            .map(|(payload, options)| new_job(&payload, &options))
+            .map(|(payload, options)| new_job(&payload, &options, context.clone()))
             .collect::<Result<Vec<_>>>()?;
+        span.record(
+            "messaging.batch.message_count",
+            i64::try_from(jobs.len()).unwrap_or(i64::MAX),
+        );
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in bulk_chunks(jobs) {
-            let added = self.store.enqueue(queue, &random_id(), chunk).await?;
+            let added = self
+                .store
+                .enqueue(queue, &random_id(), chunk)
+                .instrument(span.clone())
+                .await?;
             ids.extend(added.into_iter().map(|(id, _)| id));
         }
         Ok(ids)
@@ -331,7 +351,11 @@ fn bulk_chunks(jobs: Vec<NewJob>) -> Vec<Vec<NewJob>> {
     chunks
 }
 
-fn new_job<T: Serialize + ?Sized>(payload: &T, options: &JobOptions) -> Result<NewJob> {
+fn new_job<T: Serialize + ?Sized>(
+    payload: &T,
+    options: &JobOptions,
+    trace: String,
+) -> Result<NewJob> {
     let payload = serde_json::to_vec(payload).map_err(Error::Encode)?;
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(Error::InvalidOption(format!(
@@ -350,6 +374,7 @@ fn new_job<T: Serialize + ?Sized>(payload: &T, options: &JobOptions) -> Result<N
         idempotency: options
             .idempotency()
             .map(|(key, window)| (key.to_owned(), millis(window).max(1))),
+        trace,
     })
 }
 

@@ -82,6 +82,8 @@ pub(crate) struct NewJob {
     pub(crate) group: String,
     pub(crate) delay_ms: u64,
     pub(crate) idempotency: Option<(String, u64)>,
+    /// The trace context stored with it (see `trace`); empty for none.
+    pub(crate) trace: String,
 }
 
 /// A job id with the lease token of one run of it. Tokens are unique per
@@ -148,6 +150,8 @@ pub(crate) struct Taken {
     pub(crate) stalls: u32,
     /// Which run of the job this is, from 1.
     pub(crate) run: u32,
+    /// The trace context stored with it; empty for none.
+    pub(crate) trace: String,
 }
 
 /// What one fetch call did.

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
@@ -21,6 +22,7 @@ use crate::metrics::QueueMetrics;
 use crate::store::{
     AfterFailure, Failure, FetchCall, Fetched, Lease, Store, Taken, bounded_message, random_id,
 };
+use crate::trace;
 
 /// The most jobs one fetch takes.
 const MAX_FETCH: usize = 256;
@@ -995,13 +997,15 @@ fn spawn_job<T>(
     if leased_at.elapsed() > LeaseTiming::new(shared.lease).every {
         shared.renew_soon.notify_one();
     }
-    let task = tokio::spawn(run_job(
+    let span = trace::process_span(&shared.queue, job.lease.id.as_str(), job.run, &job.trace);
+    let run = run_job(
         Arc::clone(shared),
         Arc::clone(handler),
         job,
         cancel,
-    ));
-    drop(task);
+        span.clone(),
+    );
+    drop(tokio::spawn(run.instrument(span)));
 }
 
 async fn run_job<T>(
@@ -1009,6 +1013,7 @@ async fn run_job<T>(
     handler: Arc<Handler<T>>,
     job: Taken,
     cancel: CancellationToken,
+    span: tracing::Span,
 ) where
     T: DeserializeOwned + Send + 'static,
 {
@@ -1039,7 +1044,8 @@ async fn run_job<T>(
                 .lock()
                 .get(&lease)
                 .is_none_or(|held| held.requeue);
-            let task = (!shutting_down).then(|| tokio::spawn(handler(run)));
+            let task =
+                (!shutting_down).then(|| tokio::spawn(handler(run).instrument(span.clone())));
             if let Some(task) = &task
                 && let Some(held) = shared.held.lock().get_mut(&lease)
             {
@@ -1052,6 +1058,7 @@ async fn run_job<T>(
             }
             let Some(task) = task else {
                 report_failure(&shared, &lease, Failure::Requeue, "the worker shut down").await;
+                trace::finish(&span, "requeued");
                 shared.held.lock().remove(&lease);
                 release_slot(&shared);
                 return;
@@ -1072,6 +1079,7 @@ async fn run_job<T>(
         // A handler that finished its job completes it, even if a
         // cancellation came in meanwhile.
         Ok(()) => {
+            trace::finish(&span, "completed");
             shared.acks.lock().push(lease);
             release_slot(&shared);
             // While the fetcher blocks, nobody else sends the
@@ -1098,6 +1106,15 @@ async fn run_job<T>(
                     Failure::Retry(policy.map_or(Duration::ZERO, |policy| policy.delay(attempt)))
                 }
             };
+            trace::finish(
+                &span,
+                match failure {
+                    Failure::Retry(_) => "failed",
+                    Failure::Dead => "dead",
+                    Failure::Requeue => "requeued",
+                    Failure::Cancelled => "cancelled",
+                },
+            );
             report_failure(&shared, &lease, failure, &error.message).await;
             shared.held.lock().remove(&lease);
             release_slot(&shared);

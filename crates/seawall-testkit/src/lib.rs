@@ -100,6 +100,7 @@ mod fleet;
 mod haproxy;
 mod hosts;
 pub mod http;
+mod otlp;
 mod postgres;
 mod process;
 mod proxy;
@@ -116,6 +117,7 @@ pub use fleet::{
 };
 pub use haproxy::{Haproxy, HaproxyBuilder, ServerState};
 pub use hosts::{Host, Network};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::Proxy;
 pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role};

@@ -44,7 +44,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use seawall_perfmon::PerfmonLayer;
-use seawall_ratelimit::Decision;
+use seawall_ratelimit::{Decision, IpNet};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -69,6 +69,8 @@ pub(crate) struct Stack {
     pub(crate) shedder: Shedder,
     /// The rate limiters, unless rate limiting is off.
     pub(crate) ratelimits: Option<RateLimits>,
+    /// The proxies whose `traceparent` a request's span follows.
+    pub(crate) trace_from: Vec<IpNet>,
 }
 
 /// Puts `router` behind the whole stack, as one layer around each route and
@@ -87,7 +89,10 @@ pub(crate) fn apply(router: Router, config: &ServerConfig, stack: Stack) -> Rout
             header::COOKIE,
             header::PROXY_AUTHORIZATION,
         ]))
-        .layer(trace::RequestLayer)
+        .layer(trace::RequestLayer {
+            trusted: stack.trace_from.into(),
+            exporting: seawall_app::telemetry::exporting(),
+        })
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
         .option_layer(stack.perfmon)
         .option_layer(cors)

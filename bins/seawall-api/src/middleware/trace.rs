@@ -2,20 +2,39 @@
 //! request arrives. Every log line written while the request is handled
 //! carries these fields (written only when a line is, see
 //! [`seawall_app::logging`]); the closing line adds status and latency.
+//!
+//! The span is also the request's server span when the process exports
+//! traces ([`seawall_app::telemetry::exporting`]): named `GET /api/content`
+//! (method and route template), with the method, route and response status
+//! as attributes, recorded only then. A `traceparent` (and `tracestate`)
+//! from a trusted proxy (`ratelimit.trusted_proxies`, as for client
+//! addresses) makes it a child of the caller's span; from anyone else it is
+//! ignored, so a client cannot join or flood another's trace. The trace's
+//! id is among the request's log fields (`trace_id`) whenever there is
+//! one: the exported trace's, or a trusted caller's when nothing is
+//! exported.
 
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use axum::extract::MatchedPath;
-use axum::http::Method;
-use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use seawall_app::logging::RequestFields;
+use seawall_ratelimit::IpNet;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
 use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The request-id header.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -72,6 +91,36 @@ fn log_response(status: StatusCode, latency: Duration) {
     }
 }
 
+/// A request's headers as W3C trace context carriers.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// The caller's span, from the W3C `traceparent` and `tracestate` headers
+/// of a request that comes straight from one of `trusted`; `None` for any
+/// other request, and for headers that are not valid trace context.
+fn trusted_parent<B>(request: &Request<B>, trusted: &[IpNet]) -> Option<SpanContext> {
+    if trusted.is_empty() || !request.headers().contains_key("traceparent") {
+        return None;
+    }
+    let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    if !trusted.iter().any(|net| net.contains(peer.ip())) {
+        return None;
+    }
+    let context = TraceContextPropagator::new().extract(&Headers(request.headers()));
+    let span = context.span();
+    let parent = span.span_context();
+    parent.is_valid().then(|| parent.clone())
+}
+
 /// The request's id and log fields, as one layer. A client's
 /// `x-request-id` is kept when it is one plain value (see [`is_plain_id`]),
 /// otherwise one is generated; it is set on the request (header and
@@ -79,16 +128,25 @@ fn log_response(status: StatusCode, latency: Duration) {
 /// the request's span, holding its [`request_fields`] (so that every line
 /// logged inside carries them), and with them in scope (so that every
 /// problem built inside carries the id); it ends with the closing line. The
-/// span has no fields of its own: nothing is formatted for a request unless
-/// a line is written.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RequestLayer;
+/// span has no fields of its own unless traces are exported: nothing is
+/// formatted for a request unless a line is written.
+#[derive(Debug, Clone)]
+pub(super) struct RequestLayer {
+    /// Proxies whose trace context is followed.
+    pub(super) trusted: Arc<[IpNet]>,
+    /// Whether the process exports traces.
+    pub(super) exporting: bool,
+}
 
 impl<S> Layer<S> for RequestLayer {
     type Service = RequestService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestService { inner }
+        RequestService {
+            inner,
+            trusted: Arc::clone(&self.trusted),
+            exporting: self.exporting,
+        }
     }
 }
 
@@ -96,6 +154,8 @@ impl<S> Layer<S> for RequestLayer {
 #[derive(Debug, Clone)]
 pub(super) struct RequestService<S> {
     inner: S,
+    trusted: Arc<[IpNet]>,
+    exporting: bool,
 }
 
 impl<S, B, ResB> Service<Request<B>> for RequestService<S>
@@ -120,14 +180,52 @@ where
         request.headers_mut().insert(X_REQUEST_ID, id.clone());
         request.extensions_mut().insert(RequestId::new(id.clone()));
         // A plain id or a UUID: ASCII either way.
-        let fields = request_fields(&request, id.to_str().unwrap_or_default().into());
-        let span = tracing::info_span!("request");
+        let mut fields = request_fields(&request, id.to_str().unwrap_or_default().into());
+        let parent = trusted_parent(&request, &self.trusted);
+        let span = tracing::info_span!(
+            "request",
+            otel.name = Empty,
+            otel.kind = Empty,
+            otel.status_code = Empty,
+            http.request.method = Empty,
+            http.route = Empty,
+            http.response.status_code = Empty,
+        );
+        let exported = self.exporting && !span.is_disabled();
+        if exported {
+            let method = request.method().as_str();
+            match request.extensions().get::<MatchedPath>() {
+                Some(route) => {
+                    span.record("otel.name", format_args!("{method} {}", route.as_str()));
+                    span.record("http.route", route.as_str());
+                }
+                None => {
+                    span.record("otel.name", method);
+                }
+            }
+            span.record("otel.kind", "server");
+            span.record("http.request.method", method);
+            if let Some(parent) = &parent {
+                let context =
+                    opentelemetry::Context::new().with_remote_span_context(parent.clone());
+                // Fails only without an OpenTelemetry layer, which exporting rules out.
+                let _ = span.set_parent(context);
+            }
+            let context = span.context();
+            let own = context.span();
+            if own.span_context().is_valid() {
+                fields = fields.with_trace_id(own.span_context().trace_id().to_string());
+            }
+        } else if let Some(parent) = &parent {
+            fields = fields.with_trace_id(parent.trace_id().to_string());
+        }
         fields.attach(&span);
         let inner = span.in_scope(|| fields.clone().sync_scope(|| self.inner.call(request)));
         RequestFuture {
             inner: fields.scope(inner),
             id: Some(id),
             span,
+            exported,
             started,
         }
     }
@@ -140,6 +238,7 @@ pin_project_lite::pin_project! {
         inner: TaskLocalFuture<RequestFields, F>,
         id: Option<HeaderValue>,
         span: Span,
+        exported: bool,
         started: Instant,
     }
 }
@@ -156,6 +255,14 @@ where
         let mut result = ready!(this.inner.poll(cx));
         if let Ok(response) = &result {
             log_response(response.status(), this.started.elapsed());
+            if *this.exported {
+                let status = response.status();
+                this.span
+                    .record("http.response.status_code", status.as_u16());
+                if status.is_server_error() {
+                    this.span.record("otel.status_code", "ERROR");
+                }
+            }
         }
         drop(entered);
         if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {

@@ -509,6 +509,53 @@ fn every_log_line_of_a_request_carries_its_id_and_no_credential() {
     assert!(finished["fields"]["latency_ms"].is_number(), "{finished}");
 }
 
+/// The closing lines of the requests to `/livez` that `headers` (whole
+/// lines) went with, on a service that trusts `proxies` (none when empty),
+/// logging requests at debug as JSON.
+fn closing_lines(proxies: &str, headers: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = command(dir.path());
+    command.args(["--log", "info,seawall_api=debug"]);
+    if !proxies.is_empty() {
+        command.env("SEAWALL_TRUSTED_PROXIES", proxies);
+    }
+    let running = start(command);
+    let response = send(running.addr, "GET", "/livez", headers, None);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    running.signal(Signal::SIGTERM);
+    let (code, log) = running.wait(Duration::from_secs(30));
+    assert_eq!(code, 0, "{log:?}");
+    log.iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["fields"]["message"] == "request finished")
+        .collect()
+}
+
+#[test]
+fn a_trusted_proxys_trace_id_is_in_every_line_of_the_request_and_no_one_elses_is() {
+    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let headers = format!("traceparent: 00-{TRACE}-b7ad6b7169203331-01\r\n");
+    // Not exporting: the caller's trace id is all there is, and is logged.
+    let trusted = closing_lines("127.0.0.1/32", &headers);
+    let [line] = trusted.as_slice() else {
+        panic!("one closing line: {trusted:?}");
+    };
+    assert_eq!(line["span"]["trace_id"], TRACE, "{line}");
+    assert!(line["span"]["request_id"].is_string(), "{line}");
+    // The same request from an address no one trusts: ignored.
+    let untrusted = closing_lines("10.0.0.0/8", &headers);
+    let [line] = untrusted.as_slice() else {
+        panic!("one closing line: {untrusted:?}");
+    };
+    assert!(line["span"].get("trace_id").is_none(), "{line}");
+    // A malformed traceparent from a trusted proxy: ignored too.
+    let malformed = closing_lines("127.0.0.1/32", "traceparent: 00-not-a-trace-01\r\n");
+    let [line] = malformed.as_slice() else {
+        panic!("one closing line: {malformed:?}");
+    };
+    assert!(line["span"].get("trace_id").is_none(), "{line}");
+}
+
 /// Admin inputs that reach the log, in both formats: keys and patterns with
 /// line breaks are refused before anything is written, and a key that is
 /// accepted however it is spelt stays one field of one line.

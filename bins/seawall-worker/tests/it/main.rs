@@ -5,3 +5,4 @@ mod drill;
 mod end_to_end;
 mod process;
 mod support;
+mod traces;

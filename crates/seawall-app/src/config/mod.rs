@@ -101,8 +101,8 @@ pub use error::ConfigError;
 pub use queue::{QueueName, QueuePolicy, RetryBackoff};
 pub use schema::{
     AdminConfig, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat,
-    PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig, ReviewWrites, SETTINGS,
-    ServerConfig, Setting, WorkerConfig, reference_table,
+    OtelConfig, PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig, ReviewWrites,
+    SETTINGS, ServerConfig, Setting, WorkerConfig, reference_table,
 };
 pub use sources::{
     Program, command, command_for, env_vars, from_sources, from_sources_for, load, load_for,

@@ -37,6 +37,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Traces exported over OTLP.
+    pub otel: OtelConfig,
 }
 
 /// HTTP server settings.
@@ -574,6 +576,34 @@ impl Default for PerfmonConfig {
     }
 }
 
+/// Traces exported over OTLP (OpenTelemetry), off unless an endpoint is
+/// set. The exporter also reads the standard variables this does not name:
+/// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// `OTEL_TRACES_SAMPLER` and its argument, `OTEL_RESOURCE_ATTRIBUTES`, and
+/// the batch processor's `OTEL_BSP_*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtelConfig {
+    /// The OTLP/HTTP base URL (`http://collector:4318`): spans go to its
+    /// `/v1/traces` as protobuf. `None`: no spans are exported.
+    pub endpoint: Option<String>,
+    /// The `service.name` of the spans; `None`: the binary's name.
+    pub service_name: Option<String>,
+    /// Which spans are exported: a `tracing` filter as `log.filter` is, on
+    /// its own (debug spans can be exported while the log stays at info).
+    pub filter: String,
+}
+
+impl Default for OtelConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: None,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -977,6 +1007,16 @@ pub static SETTINGS: &[Setting] = &[
         help: "Log filter such as info or seawall_api=debug,info"),
     setting!(log.format, env: ["SEAWALL_LOG_FORMAT"], flag: value("log-format", "FORMAT"),
         help: "Log line format: text, or json for one object per line"),
+    setting!(otel.endpoint, env: ["SEAWALL_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"],
+        flag: value("otel-endpoint", "URL"),
+        help: "OTLP/HTTP base URL spans are exported to (protobuf, to its /v1/traces), such as http://collector:4318",
+        default: "none: no export"),
+    setting!(otel.service_name, env: ["SEAWALL_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"],
+        flag: value("otel-service-name", "NAME"),
+        help: "The service.name of exported spans",
+        default: "the binary's name"),
+    setting!(otel.filter, env: ["SEAWALL_OTEL_FILTER"], flag: value("otel-filter", "FILTER"),
+        help: "Which spans are exported, a filter as for the log, such as info or seawall_cache=debug,info"),
 ];
 
 /// The README's table of settings, produced from [`SETTINGS`].

@@ -49,7 +49,8 @@ impl Config {
         self.validate_ratelimit()?;
         self.validate_cache()?;
         self.validate_queue()?;
-        self.validate_log()
+        self.validate_log()?;
+        self.validate_otel()
     }
 
     fn validate_ratelimit(&self) -> Result<(), ConfigError> {
@@ -459,6 +460,52 @@ impl Config {
         Ok(())
     }
 
+    fn validate_otel(&self) -> Result<(), ConfigError> {
+        let otel = &self.otel;
+        if let Some(endpoint) = &otel.endpoint {
+            let rest = endpoint.strip_prefix("http://").unwrap_or_default();
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if host.is_empty()
+                || endpoint
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(
+                    "otel.endpoint",
+                    format!("{:?}", mask_secrets(endpoint)),
+                    "must be an http:// URL with a host, such as http://collector:4318 \
+                     (spans are sent in the clear: a collector on the host or its network \
+                     forwards them over TLS)",
+                ));
+            }
+        }
+        if let Some(name) = &otel.service_name
+            && (name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "otel.service_name",
+                format!("{name:?}"),
+                "must be 1 to 256 bytes of text without control characters",
+            ));
+        }
+        let filter = &otel.filter;
+        if filter.trim().is_empty() {
+            return Err(invalid(
+                "otel.filter",
+                format!("{filter:?}"),
+                "must not be empty",
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(filter) {
+            return Err(invalid(
+                "otel.filter",
+                format!("{filter:?}"),
+                error.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// A copy that is safe to log: passwords in the database and Redis URLs
     /// and the admin token are replaced by `***`.
     ///
@@ -472,6 +519,7 @@ impl Config {
         masked.database.url = mask_secrets(&self.database.url);
         masked.redis.url = self.redis.url.as_deref().map(mask_secrets);
         masked.queue.redis_url = self.queue.redis_url.as_deref().map(mask_secrets);
+        masked.otel.endpoint = self.otel.endpoint.as_deref().map(mask_secrets);
         if masked.admin.token.is_some() {
             masked.admin.token = Some(MASK.to_owned());
         }
@@ -630,6 +678,58 @@ mod tests {
         }
         let file = toml_file("[redis]\nurl = \"\"\n");
         expect_invalid(load_with(&["--config", path_of(&file)], &[]), "redis.url");
+    }
+
+    #[test]
+    fn otel_rules() {
+        let config = load_with(
+            &["--otel-endpoint", "http://collector:4318/"],
+            &[("OTEL_SERVICE_NAME", "api-eu1")],
+        )
+        .expect("an http endpoint and a name");
+        assert_eq!(
+            config.otel.endpoint.as_deref(),
+            Some("http://collector:4318/")
+        );
+        assert_eq!(config.otel.service_name.as_deref(), Some("api-eu1"));
+        let config = load_with(
+            &[],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")],
+        )
+        .expect("the standard variable");
+        assert_eq!(
+            config.otel.endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(load_with(&[], &[]).expect("defaults").otel.endpoint, None);
+        for endpoint in [
+            "https://collector:4318",
+            "http://",
+            "collector:4318",
+            "http://a b",
+        ] {
+            expect_invalid(
+                load_with(&["--otel-endpoint", endpoint], &[]),
+                "otel.endpoint",
+            );
+        }
+        let message = expect_invalid(
+            load_with(&["--otel-endpoint", "https://user:s3cret@collector"], &[]),
+            "otel.endpoint",
+        );
+        assert!(
+            !message.contains("s3cret"),
+            "the error hides the password: {message}"
+        );
+        for name in [" ", "a\nb"] {
+            expect_invalid(
+                load_with(&["--otel-service-name", name], &[]),
+                "otel.service_name",
+            );
+        }
+        for filter in ["", "info,[", "seawall=loud"] {
+            expect_invalid(load_with(&["--otel-filter", filter], &[]), "otel.filter");
+        }
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn job(payload: &[u8]) -> NewJob {
         group: String::new(),
         delay_ms: 0,
         idempotency: None,
+        trace: String::new(),
     }
 }
 

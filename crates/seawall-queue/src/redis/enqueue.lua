@@ -1,6 +1,6 @@
--- ARGV[7]: this call's request id; ARGV[8]: how many jobs; then 9 fields per
--- job: payload, priority, max attempts, backoff, timeout ms, group, delay
--- ms, idempotency key, its window ms. Returns, per job, its id and 1 when it
+-- ARGV[7]: this call's request id; ARGV[8]: how many jobs; then 10 fields
+-- per job: payload, priority, max attempts, backoff, timeout ms, group, delay
+-- ms, idempotency key, its window ms, trace context (empty for none). Returns, per job, its id and 1 when it
 -- was added or 0 when an earlier job with the same idempotency key answered
 -- for it; or { 'mismatch', n } when job n (from 1) names an idempotency key
 -- that an earlier job holds with another payload or options, and then adds
@@ -9,12 +9,12 @@
 -- nothing.
 local request = shaped(7, REQUEST, 32, 'a request id')
 local count = whole(8, 1, 10000)
-if #ARGV ~= 8 + count * 9 then refuse('expected ' .. count .. ' jobs of 9 fields') end
+if #ARGV ~= 8 + count * 10 then refuse('expected ' .. count .. ' jobs of 10 fields') end
 -- Per job, the checked numbers: priority, delay ms, and the idempotency
 -- window ms (0 without a key).
 local priorities, delays, windows = {}, {}, {}
 for i = 0, count - 1 do
-  local at = 9 + i * 9
+  local at = 9 + i * 10
   if #ARGV[at] > MAX_PAYLOAD then refuse('a payload is over ' .. MAX_PAYLOAD .. ' bytes') end
   priorities[i] = whole(at + 1, 0, 7)
   whole(at + 2, 1, 4294967295)
@@ -25,6 +25,7 @@ for i = 0, count - 1 do
   if #ARGV[at + 7] > 256 then refuse('an idempotency key is over 256 bytes') end
   windows[i] = 0
   if ARGV[at + 7] ~= '' then windows[i] = whole(at + 8, 1, MAX_MS) end
+  if #ARGV[at + 9] > 600 then refuse('a trace context is over 600 bytes') end
 end
 
 -- What an idempotency key promises to be the same job: the payload and
@@ -69,10 +70,10 @@ local out = {}
 local claimed = {}
 local digests = {}
 for i = 0, count - 1 do
-  local idempotency = ARGV[9 + i * 9 + 7]
+  local idempotency = ARGV[9 + i * 10 + 7]
   local earlier = false
   if idempotency ~= '' then
-    digests[i] = digest(9 + i * 9)
+    digests[i] = digest(9 + i * 10)
     local record = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
     if record then
       local held, held_digest = string.match(record, '^(%S+) ?(%x*)$')
@@ -111,7 +112,7 @@ local rung = {}
 -- Default-priority ids per group, pushed with one RPUSH each at the end.
 local lines, line_order = {}, {}
 for i = 0, count - 1 do
-  local at = 9 + i * 9
+  local at = 9 + i * 10
   local id = id_at(i)
   local idempotency = ARGV[at + 7]
   if out[2 * i + 2] == '1' then
@@ -130,6 +131,7 @@ for i = 0, count - 1 do
     if ARGV[at + 4] ~= '0' then fields[#fields + 1] = 'to'; fields[#fields + 1] = ARGV[at + 4] end
     if group ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = group end
     if idempotency ~= '' then fields[#fields + 1] = 'ik'; fields[#fields + 1] = idempotency end
+    if ARGV[at + 9] ~= '' then fields[#fields + 1] = 'tc'; fields[#fields + 1] = ARGV[at + 9] end
     redis.call('HSET', key, unpack(fields))
     if delay > 0 then
       redis.call('ZADD', delayed_key, ready, id)

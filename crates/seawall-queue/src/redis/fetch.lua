@@ -6,8 +6,9 @@
 -- follow, each as a job id and its lease token.
 -- Returns { now, ms until the next delayed job or lease expiry (-1: none,
 -- or all that was asked was taken), rejected acknowledgements, paused
--- (0/1), then 10 fields per job taken: id, token, payload, ready since,
--- failures so far, max attempts, backoff, timeout ms, stalls so far, run }.
+-- (0/1), then 11 fields per job taken: id, token, payload, ready since,
+-- failures so far, max attempts, backoff, timeout ms, stalls so far, run,
+-- trace context (empty for none) }.
 --
 -- The caller's last call is recorded (its request id, what it rejected and
 -- the leases it gave), so a call re-sent with the same request id, by a
@@ -27,7 +28,7 @@ for i = 1, acks do
 end
 
 local record_key = base .. 'w:' .. caller
-local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk' }
+local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk', 'tc' }
 
 local function answer_job(out, id, token, job)
   out[#out + 1] = id
@@ -40,6 +41,7 @@ local function answer_job(out, id, token, job)
   out[#out + 1] = job[6] or 0
   out[#out + 1] = job[7] or 0
   out[#out + 1] = job[8] or 1
+  out[#out + 1] = job[9] or ''
 end
 
 local recorded = redis.call('GET', record_key)

@@ -284,7 +284,7 @@ impl Store for RedisStore {
         request: &str,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<(JobId, bool)>> {
-        let (keys, mut args) = self.prelude(queue, 2 + jobs.len() * 9);
+        let (keys, mut args) = self.prelude(queue, 2 + jobs.len() * 10);
         args.push(Value::from(request));
         args.push(int(jobs.len() as u64));
         let idempotency_keys: Vec<String> = jobs
@@ -303,6 +303,7 @@ impl Store for RedisStore {
                 int(job.delay_ms),
                 Value::from(key),
                 int(window),
+                Value::from(job.trace),
             ]);
         }
         let reply = match self.replicas {
@@ -341,7 +342,7 @@ impl Store for RedisStore {
             args.push(Value::from(ack.token.as_str()));
         }
         let reply = array(self.run(&self.scripts.fetch, keys, args).await?)?;
-        if reply.len() < 4 || (reply.len() - 4) % 10 != 0 {
+        if reply.len() < 4 || (reply.len() - 4) % 11 != 0 {
             return Err(Error::Protocol(format!(
                 "fetch answered {} values",
                 reply.len()
@@ -353,7 +354,7 @@ impl Store for RedisStore {
             next_wake: (next_wake >= 0).then(|| Duration::from_millis(next_wake.unsigned_abs())),
             rejected: count(&reply[2])?,
             jobs: reply[4..]
-                .chunks_exact(10)
+                .chunks_exact(11)
                 .map(taken)
                 .collect::<Result<_>>()?,
         })

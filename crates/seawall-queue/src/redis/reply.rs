@@ -48,7 +48,7 @@ fn bytes(value: Value) -> Vec<u8> {
 }
 
 /// One job of a fetch reply: id, token, payload, ready since, failures, max
-/// attempts, backoff, timeout ms, stalls, run.
+/// attempts, backoff, timeout ms, stalls, run, trace context.
 pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
     Ok(Taken {
         lease: Lease {
@@ -63,6 +63,7 @@ pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
         timeout_ms: unsigned(&fields[7])?,
         stalls: count(&fields[8])?,
         run: count(&fields[9])?,
+        trace: text(&fields[10]).unwrap_or_default(),
     })
 }
 

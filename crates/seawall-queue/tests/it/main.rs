@@ -1,6 +1,7 @@
 //! Integration tests of seawall-queue: the conformance suite on memory,
 //! Redis and Redis Cluster, and the fault tests that need real processes
-//! (worker processes SIGKILLed, Redis killed and restarted).
+//! (worker processes SIGKILLed, Redis killed and restarted), and (feature
+//! `opentelemetry`) the trace context that travels with a job.
 
 mod conformance;
 mod crash;
@@ -10,3 +11,5 @@ mod leases;
 mod replication;
 mod restart;
 mod support;
+#[cfg(feature = "opentelemetry")]
+mod tracing;
