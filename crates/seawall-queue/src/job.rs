@@ -227,6 +227,41 @@ pub struct Counts {
     pub paused: bool,
 }
 
+/// A queue's [`Counts`] and how long its oldest waiting job has waited,
+/// read in one step by [`Queues::backlog`](crate::Queues::backlog).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// How many jobs are in each state, and whether the queue is paused.
+    pub counts: Counts,
+    /// How long the oldest job at the head of a line has waited, on the
+    /// backend's clock, counted from its [`ready_at`]; `None` when no job
+    /// waits. Reported while the queue is paused too.
+    ///
+    /// A group's waiting jobs stand in one line per priority level, in the
+    /// order workers take them (jobs without a group form a group of their
+    /// own); the figure is the oldest among the heads of those lines. It
+    /// is not always the oldest waiting job: a job that came back to the
+    /// front of its line (its worker stopped or shut down, or it failed
+    /// and is retried without a backoff), or to its old place in a line
+    /// of a level other than the default (retried after a backoff), became
+    /// ready later than the jobs behind it, and those are not looked at.
+    /// A line that does not move makes the figure grow without bound,
+    /// which is what it is for. A delayed or backed-off job counts from
+    /// when the queue moves it to waiting: the first fetch, lease renewal
+    /// or count at or after its due time.
+    ///
+    /// The lines of every group are looked at while at most
+    /// [`MAX_BACKLOG_GROUPS`](crate::MAX_BACKLOG_GROUPS) named groups have
+    /// jobs waiting; past that, those of jobs without a group and of the
+    /// first [`MAX_BACKLOG_GROUPS`](crate::MAX_BACKLOG_GROUPS) named groups
+    /// of the fetch rotation (a group at its
+    /// [cap](crate::Queues::set_group_limit) is out of the rotation).
+    ///
+    /// [`ready_at`]: JobInfo::ready_at
+    pub oldest_waiting: Option<Duration>,
+}
+
 /// What [`Queues::cancel`](crate::Queues::cancel) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {

@@ -21,7 +21,8 @@
 //! - Delays, retries with [backoff](Backoff), a dead-letter set with each
 //!   job's errors, priorities, groups fetched round-robin with an optional
 //!   per-group cap, pause and resume, cancellation, progress, idempotency
-//!   keys, an event stream, bounded retention, worker processes that
+//!   keys, an event stream, bounded retention, the age of the
+//!   [oldest waiting job](Queues::backlog), worker processes that
 //!   [announce](Queues::announce) themselves so any process lists a fleet's
 //!   workers, and [metrics](QueueMetrics) through seawall-perfmon.
 //!
@@ -139,13 +140,13 @@ mod worker;
 pub use backoff::Backoff;
 pub use error::{Error, Result};
 pub use job::{
-    AttemptError, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
+    AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
 };
 pub use metrics::{DurabilityCheck, QueueMetrics};
 pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_DELAY, MAX_KEY_BYTES};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
-pub use store::{MAX_QUEUE_NAME_BYTES, Settings};
+pub use store::{MAX_BACKLOG_GROUPS, MAX_QUEUE_NAME_BYTES, Settings};
 pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats, WorkerWatch};
 
 /// The Redis client crate, re-exported so the version matches.

@@ -11,7 +11,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::job::{AttemptError, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{
+    AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState,
+};
 use crate::job::{Progress, time_of};
 use crate::store::{
     AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, NewJob, Renewed, Settings, Store,
@@ -644,6 +646,53 @@ impl Step<'_> {
         }
         taken
     }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            waiting: self.q.waiting,
+            delayed: self.q.delayed.len() as u64,
+            active: self.q.active.len() as u64,
+            completed: self.q.done.len() as u64,
+            dead: self.q.dead.len() as u64,
+            paused: self.q.paused,
+        }
+    }
+
+    /// When the oldest job at the head of a line became ready, as
+    /// `backlog` in `control.lua` finds it: the head of each level of every
+    /// group while at most `most_groups` named groups have jobs waiting,
+    /// else of jobs without a group and of the first `most_groups` named
+    /// groups of the rotation.
+    fn oldest_head(&self, most_groups: usize) -> Option<u64> {
+        let named = |group: &&String| !group.is_empty();
+        let waiting = self
+            .q
+            .groups
+            .iter()
+            .filter(|(group, jobs)| named(group) && !jobs.is_empty())
+            .count();
+        let groups: Vec<&str> = if waiting <= most_groups {
+            self.q.groups.keys().map(String::as_str).collect()
+        } else {
+            let rotation = self.q.ring.iter().filter(named).take(most_groups);
+            std::iter::once("")
+                .chain(rotation.map(String::as_str))
+                .collect()
+        };
+        let mut heads = Vec::new();
+        for jobs in groups.iter().filter_map(|group| self.q.groups.get(*group)) {
+            let mut from = 0;
+            while let Some((level, _, id)) = jobs.range((from, i64::MIN, String::new())..).next() {
+                heads.push(id);
+                from = level + 1;
+            }
+        }
+        heads
+            .into_iter()
+            .filter_map(|id| self.q.jobs.get(id))
+            .map(|job| job.ready)
+            .min()
+    }
 }
 
 #[async_trait]
@@ -954,13 +1003,20 @@ impl Store for MemoryStore {
             step.promote();
             step.recover();
             step.trim_completed_by_age();
-            Counts {
-                waiting: step.q.waiting,
-                delayed: step.q.delayed.len() as u64,
-                active: step.q.active.len() as u64,
-                completed: step.q.done.len() as u64,
-                dead: step.q.dead.len() as u64,
-                paused: step.q.paused,
+            step.counts()
+        }))
+    }
+
+    async fn backlog(&self, queue: &str, most_groups: usize) -> Result<Backlog> {
+        Ok(self.with(queue, |step| {
+            step.promote();
+            step.recover();
+            step.trim_completed_by_age();
+            Backlog {
+                counts: step.counts(),
+                oldest_waiting: step
+                    .oldest_head(most_groups)
+                    .map(|ready| Duration::from_millis(step.now.saturating_sub(ready))),
             }
         }))
     }

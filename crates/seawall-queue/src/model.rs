@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use proptest::prelude::*;
@@ -16,7 +16,8 @@ use proptest::prelude::*;
 use crate::job::{Cancelled, Counts, JobId, JobState};
 use crate::memory::MemoryStore;
 use crate::store::{
-    AfterFailure, Failure, FetchCall, Fetched, Lease, NewJob, Settings, Store, random_id,
+    AfterFailure, Failure, FetchCall, Fetched, Lease, MAX_BACKLOG_GROUPS, NewJob, Settings, Store,
+    random_id,
 };
 
 const MAX_ATTEMPTS: u32 = 3;
@@ -446,6 +447,14 @@ async fn check(
         let counts = store.counts(queue).await.expect("counts");
         world.recover(max_stalls);
         prop_assert_eq!(counts, world.counts());
+        // The same counts with the oldest head, which there is whenever a
+        // job waits.
+        let backlog = store
+            .backlog(queue, MAX_BACKLOG_GROUPS)
+            .await
+            .expect("reads the backlog");
+        prop_assert_eq!(backlog.counts, counts);
+        prop_assert_eq!(backlog.oldest_waiting.is_some(), counts.waiting > 0);
     }
     Ok(())
 }
@@ -590,6 +599,113 @@ pub(crate) async fn a_re_sent_cancelled_failure_answers_cancelled(store: &dyn St
     }
     let counts = store.counts("cx").await.expect("counts");
     assert_eq!((counts.active, counts.waiting), (0, 2), "{counts:?}");
+}
+
+/// A default-priority job of `group`.
+fn grouped(group: &str) -> NewJob {
+    NewJob {
+        payload: b"1".to_vec(),
+        priority: 3,
+        max_attempts: MAX_ATTEMPTS,
+        backoff: String::new(),
+        timeout_ms: 0,
+        group: group.to_owned(),
+        delay_ms: 0,
+        idempotency: None,
+    }
+}
+
+/// The clock's slack between a backend and this process: both read whole
+/// milliseconds.
+const SLACK: Duration = Duration::from_millis(2);
+
+/// The age of the oldest head of `queue`, looking at `most_groups` named
+/// groups at most.
+async fn oldest_head(store: &dyn Store, queue: &str, most_groups: usize) -> Duration {
+    store
+        .backlog(queue, most_groups)
+        .await
+        .expect("reads the backlog")
+        .oldest_waiting
+        .expect("a job waits")
+}
+
+/// Only the heads of the lines are looked at: a job given back to the
+/// front of its line hides the older job behind it.
+pub(crate) async fn a_job_behind_a_younger_head_is_not_looked_at(store: &dyn Store) {
+    let queue = "heads";
+    store
+        .enqueue(queue, &random_id(), vec![grouped(""), grouped("")])
+        .await
+        .expect("enqueues");
+    let taken = store
+        .fetch(queue, &call(1, LONG, Vec::new()))
+        .await
+        .expect("takes");
+    let lease = taken.jobs[0].lease.clone();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let behind = oldest_head(store, queue, MAX_BACKLOG_GROUPS).await;
+    assert!(behind >= Duration::from_millis(200), "{behind:?}");
+
+    let given_back = Instant::now();
+    let after = store
+        .fail(queue, &lease, Failure::Requeue, "shutting down")
+        .await
+        .expect("gives back");
+    assert_eq!(after, AfterFailure::Waiting);
+    let head = oldest_head(store, queue, MAX_BACKLOG_GROUPS).await;
+    assert!(head <= given_back.elapsed() + SLACK, "{head:?}");
+}
+
+/// Past `most_groups` named groups with jobs waiting, the lines of jobs
+/// without a group and of the first `most_groups` groups of the rotation
+/// are looked at; a group at its cap is out of the rotation.
+pub(crate) async fn past_the_most_groups_the_rotation_is_looked_at(store: &dyn Store) {
+    let queue = "rotation";
+    store.set_group_limit(queue, 1).await.expect("caps");
+    store
+        .enqueue(
+            queue,
+            &random_id(),
+            vec![grouped("capped"), grouped("capped")],
+        )
+        .await
+        .expect("enqueues");
+    let taken = store
+        .fetch(queue, &call(1, LONG, Vec::new()))
+        .await
+        .expect("takes");
+    assert_eq!(taken.jobs.len(), 1, "the cap lets one run");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let ungrouped = Instant::now();
+    store
+        .enqueue(queue, &random_id(), vec![grouped("")])
+        .await
+        .expect("enqueues");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    store
+        .enqueue(queue, &random_id(), vec![grouped("a"), grouped("b")])
+        .await
+        .expect("enqueues");
+
+    // Three named groups wait: all of them are looked at with room for three.
+    let every = oldest_head(store, queue, 3).await;
+    assert!(every >= Duration::from_millis(300), "{every:?}");
+    // With room for two, the rotation's "a" and "b" and the jobs without
+    // a group: the capped group's job is left out.
+    let rotation = oldest_head(store, queue, 2).await;
+    assert!(rotation >= Duration::from_millis(150), "{rotation:?}");
+    assert!(rotation <= ungrouped.elapsed() + SLACK, "{rotation:?}");
+}
+
+#[tokio::test]
+async fn memory_looks_at_the_heads_of_the_lines_only() {
+    a_job_behind_a_younger_head_is_not_looked_at(&MemoryStore::new(settings())).await;
+}
+
+#[tokio::test]
+async fn memory_looks_at_the_rotation_past_the_most_groups() {
+    past_the_most_groups_the_rotation_is_looked_at(&MemoryStore::new(settings())).await;
 }
 
 #[tokio::test]

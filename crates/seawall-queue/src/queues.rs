@@ -8,11 +8,13 @@ use serde::Serialize;
 use tracing::Instrument as _;
 
 use crate::error::{Error, Result};
-use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::memory::MemoryStore;
 use crate::options::JobOptions;
 use crate::redis::{RedisOptions, RedisStore, check_prefix};
-use crate::store::{DeadJobs, NewJob, Settings, Store, check_name, millis, random_id};
+use crate::store::{
+    DeadJobs, MAX_BACKLOG_GROUPS, NewJob, Settings, Store, check_name, millis, random_id,
+};
 use crate::trace;
 use crate::worker::WorkerBuilder;
 
@@ -194,6 +196,31 @@ impl Queues {
     pub async fn counts(&self, queue: &str) -> Result<Counts> {
         check_name("queue name", queue)?;
         self.store.counts(queue).await
+    }
+
+    /// The [counts](Self::counts) and how long the oldest waiting job has
+    /// waited, in one round trip. See [`Backlog::oldest_waiting`] for what
+    /// the age means exactly; reading it costs a few commands on the
+    /// server per group with jobs waiting, for at most
+    /// [`MAX_BACKLOG_GROUPS`] groups.
+    ///
+    /// ```
+    /// use seawall_queue::{JobOptions, Queues};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// assert_eq!(queues.backlog("email").await?.oldest_waiting, None);
+    /// queues.enqueue("email", &"welcome", &JobOptions::new()).await?;
+    /// let backlog = queues.backlog("email").await?;
+    /// assert_eq!(backlog.counts.waiting, 1);
+    /// assert!(backlog.oldest_waiting.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn backlog(&self, queue: &str) -> Result<Backlog> {
+        check_name("queue name", queue)?;
+        self.store.backlog(queue, MAX_BACKLOG_GROUPS).await
     }
 
     /// Stops workers from starting jobs of the queue (running ones finish).

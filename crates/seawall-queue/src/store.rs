@@ -8,10 +8,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 
 /// The longest queue name, in bytes.
 pub const MAX_QUEUE_NAME_BYTES: usize = 128;
+
+/// The most named groups whose lines [`Queues::backlog`](crate::Queues::backlog)
+/// looks at (see [`Backlog::oldest_waiting`]). Each costs the server three
+/// commands, two more per priority level other than the default that has
+/// jobs waiting in it, and the step holds Redis while it runs.
+pub const MAX_BACKLOG_GROUPS: usize = 100;
 
 /// How a queue keeps its finished jobs, its events and its stalled jobs.
 /// Bounded by default, so a queue's memory does not grow with its history.
@@ -251,6 +257,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()>;
     async fn counts(&self, queue: &str) -> Result<Counts>;
+    /// The counts, and how long the oldest head of a line has waited,
+    /// looking at the lines of at most `most_groups` named groups (see
+    /// [`Backlog::oldest_waiting`]).
+    async fn backlog(&self, queue: &str, most_groups: usize) -> Result<Backlog>;
     async fn cancel(&self, queue: &str, id: &JobId) -> Result<Cancelled>;
     /// Moves one dead job (or up to a number of the oldest) back to waiting.
     async fn retry_dead(&self, queue: &str, which: DeadJobs<'_>) -> Result<u64>;

@@ -8,11 +8,16 @@ elseif op == 'resume' then
   redis.call('HDEL', meta, 'paused')
   wake()
   return 1
-elseif op == 'counts' then
+elseif op == 'counts' or op == 'backlog' then
+  -- backlog: ARGV[8] is the most named groups whose lines are looked at;
+  -- the counts are followed by the server's time and the ready time of
+  -- the oldest job at the head of a line (-1: none waits).
+  local most_groups = 0
+  if op == 'backlog' then most_groups = whole(8, 0, 100000) end
   promote()
   recover()
   trim_completed_by_age()
-  return {
+  local out = {
     tonumber(redis.call('HGET', meta, 'waiting') or '0'),
     redis.call('ZCARD', delayed_key),
     redis.call('ZCARD', active_key),
@@ -20,6 +25,40 @@ elseif op == 'counts' then
     redis.call('ZCARD', dead_key),
     tonumber(redis.call('HGET', meta, 'paused') or '0'),
   }
+  if op == 'counts' then return out end
+  -- A group's waiting jobs stand in one line per priority level: the
+  -- default level's list, and each other level's run of the group's
+  -- sorted set. Only each line's head is read (its first job is the one
+  -- a worker takes next), a few commands per group: every group while
+  -- at most `most_groups` named ones have jobs waiting, else the first
+  -- `most_groups` named ones of the fetch rotation.
+  local groups = { '' }
+  if redis.call('SCARD', groups_key) <= most_groups then
+    for _, group in ipairs(redis.call('SMEMBERS', groups_key)) do groups[#groups + 1] = group end
+  elseif most_groups > 0 then
+    for _, group in ipairs(redis.call('LRANGE', ring_key, '0', int(most_groups))) do
+      if group ~= '' and #groups <= most_groups then groups[#groups + 1] = group end
+    end
+  end
+  local oldest = -1
+  local function look_at(id)
+    local ready = tonumber(redis.call('HGET', job_key(id), 'rt') or '')
+    if ready and (oldest < 0 or ready < oldest) then oldest = ready end
+  end
+  for _, group in ipairs(groups) do
+    local head = redis.call('LINDEX', group_key(group), '0')
+    if head then look_at(head) end
+    local ranked = ranked_key(group)
+    local first = redis.call('ZRANGE', ranked, '0', '0', 'WITHSCORES')
+    while first[1] do
+      look_at(first[1])
+      local next_level = (math.floor(tonumber(first[2]) / STRIDE) + 1) * STRIDE
+      first = redis.call('ZRANGEBYSCORE', ranked, int(next_level), '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
+    end
+  end
+  out[7] = now
+  out[8] = oldest
+  return out
 elseif op == 'cancel' then
   local id = job_id_arg(8)
   local key = job_key(id)

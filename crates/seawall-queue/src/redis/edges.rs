@@ -435,6 +435,22 @@ async fn a_re_sent_cancellation_answers_cancelled() {
     crate::model::a_re_sent_cancelled_failure_answers_cancelled(&store).await;
 }
 
+/// A job given back to the front of its line hides the older one behind
+/// it from the oldest waiting age, as in memory.
+#[tokio::test]
+async fn the_oldest_waiting_age_looks_at_the_heads_of_the_lines() {
+    let (store, _) = store().await;
+    crate::model::a_job_behind_a_younger_head_is_not_looked_at(&store).await;
+}
+
+/// Past the most groups looked at, the oldest waiting age reads the fetch
+/// rotation's first groups, as in memory.
+#[tokio::test]
+async fn the_oldest_waiting_age_looks_at_the_rotation_past_the_most_groups() {
+    let (store, _) = store().await;
+    crate::model::past_the_most_groups_the_rotation_is_looked_at(&store).await;
+}
+
 /// Taking back an enqueue that `WAIT` did not confirm removes its jobs
 /// (records, lines, idempotency keys, the replay record) while no worker
 /// took one, and changes nothing once one did.

@@ -45,7 +45,7 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::error::{Error, Result};
-use crate::job::{Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::store::{
     AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, MAX_SETTING, NewJob, Renewed,
     Settings, Store, bounded_message, millis,
@@ -465,28 +465,23 @@ impl Store for RedisStore {
 
     async fn counts(&self, queue: &str) -> Result<Counts> {
         let reply = array(self.control(queue, "counts", Vec::new()).await?)?;
-        let [waiting, delayed, active, completed, dead, paused] = reply.as_slice() else {
+        counts_of(queue, "counts", &reply)
+    }
+
+    async fn backlog(&self, queue: &str, most_groups: usize) -> Result<Backlog> {
+        let args = vec![int(most_groups as u64)];
+        let reply = array(self.control(queue, "backlog", args).await?)?;
+        let [counted @ .., now, oldest] = reply.as_slice() else {
             return Err(Error::Protocol(format!(
-                "counts answered {} values",
+                "backlog answered {} values",
                 reply.len()
             )));
         };
-        let unsigned = |value: &Value| {
-            number(value).and_then(|count| {
-                u64::try_from(count).map_err(|_| {
-                    Error::Protocol(format!(
-                        "queue {queue:?} counts {count} jobs in a state: its counters were changed outside this crate's scripts"
-                    ))
-                })
-            })
-        };
-        Ok(Counts {
-            waiting: unsigned(waiting)?,
-            delayed: unsigned(delayed)?,
-            active: unsigned(active)?,
-            completed: unsigned(completed)?,
-            dead: unsigned(dead)?,
-            paused: number(paused)? == 1,
+        let (now, oldest) = (number(now)?, number(oldest)?);
+        Ok(Backlog {
+            counts: counts_of(queue, "backlog", counted)?,
+            oldest_waiting: (oldest >= 0)
+                .then(|| Duration::from_millis(now.saturating_sub(oldest).max(0).unsigned_abs())),
         })
     }
 
@@ -748,6 +743,34 @@ fn check_version(info: &str) -> Result<()> {
 /// A number argument (fred takes signed integers).
 fn int(value: u64) -> Value {
     Value::Integer(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// The counts a `counts` reply holds, or the first values of a `backlog`
+/// reply (`op` names which).
+fn counts_of(queue: &str, op: &str, counted: &[Value]) -> Result<Counts> {
+    let [waiting, delayed, active, completed, dead, paused] = counted else {
+        return Err(Error::Protocol(format!(
+            "{op} answered {} counts",
+            counted.len()
+        )));
+    };
+    let unsigned = |value: &Value| {
+        number(value).and_then(|count| {
+            u64::try_from(count).map_err(|_| {
+                Error::Protocol(format!(
+                    "queue {queue:?} counts {count} jobs in a state: its counters were changed outside this crate's scripts"
+                ))
+            })
+        })
+    };
+    Ok(Counts {
+        waiting: unsigned(waiting)?,
+        delayed: unsigned(delayed)?,
+        active: unsigned(active)?,
+        completed: unsigned(completed)?,
+        dead: unsigned(dead)?,
+        paused: number(paused)? == 1,
+    })
 }
 
 /// Checks a key prefix: the same rules as a queue name.

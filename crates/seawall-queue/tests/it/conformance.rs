@@ -1136,6 +1136,133 @@ async fn metrics_count_outcomes_and_depth(backend: &Backend) {
     assert_eq!(report.status, expected, "{report:?}");
 }
 
+/// The clock's slack between a backend and the test: both read whole
+/// milliseconds.
+const SLACK: Duration = Duration::from_millis(2);
+
+async fn oldest_waiting(queues: &Queues, queue: &str) -> Option<Duration> {
+    queues
+        .backlog(queue)
+        .await
+        .expect("reads the backlog")
+        .oldest_waiting
+}
+
+async fn the_oldest_waiting_age_grows_while_a_job_waits(backend: &Backend) {
+    let queues = backend.queues().await;
+    assert_eq!(oldest_waiting(&queues, "q").await, None, "nothing waits");
+    let enqueued = Instant::now();
+    queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    let first = oldest_waiting(&queues, "q").await.expect("a job waits");
+    assert!(first <= enqueued.elapsed() + SLACK, "{first:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backlog = queues.backlog("q").await.expect("reads the backlog");
+    let later = backlog.oldest_waiting.expect("a job waits");
+    assert!(
+        later >= first + Duration::from_millis(300),
+        "{first:?}, then {later:?}"
+    );
+    assert!(later <= enqueued.elapsed() + SLACK, "{later:?}");
+    assert_eq!(backlog.counts, queues.counts("q").await.expect("counts"));
+
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(recorder(&Seen::default()));
+    assert!(completed(&queues, "q", 1).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(oldest_waiting(&queues, "q").await, None, "nothing waits");
+}
+
+/// A delayed job counts once it is due, from when it became ready, not
+/// from when it was enqueued.
+async fn a_delayed_job_counts_for_the_oldest_waiting_age_once_due(backend: &Backend) {
+    let queues = backend.queues().await;
+    let delay = Duration::from_millis(400);
+    queues
+        .enqueue("q", &1_u64, &options().delay(delay).expect("valid"))
+        .await
+        .expect("enqueues");
+    let backlog = queues.backlog("q").await.expect("reads the backlog");
+    assert_eq!((backlog.counts.delayed, backlog.oldest_waiting), (1, None));
+    tokio::time::sleep(delay + Duration::from_millis(300)).await;
+    let due = Instant::now();
+    let backlog = queues.backlog("q").await.expect("reads the backlog");
+    assert_eq!(backlog.counts.waiting, 1, "{backlog:?}");
+    let age = backlog.oldest_waiting.expect("the job waits");
+    assert!(age <= due.elapsed() + SLACK, "{age:?}");
+}
+
+/// The head of every line counts: of each group, and of each priority
+/// level within a group, also one behind a level that runs first.
+async fn the_oldest_waiting_age_is_the_oldest_head_of_every_group_and_priority(backend: &Backend) {
+    let queues = backend.queues().await;
+    let gap = Duration::from_millis(150);
+    let low = options()
+        .group("tenant-a")
+        .and_then(|options| options.priority(7))
+        .expect("valid");
+    let low = queues.enqueue("q", &1_u64, &low).await.expect("enqueues");
+    tokio::time::sleep(gap).await;
+    let second = Instant::now();
+    let grouped = options().group("tenant-b").expect("valid");
+    let grouped = queues
+        .enqueue("q", &2_u64, &grouped)
+        .await
+        .expect("enqueues");
+    tokio::time::sleep(gap).await;
+    let third = Instant::now();
+    let high = options()
+        .group("tenant-a")
+        .and_then(|options| options.priority(0))
+        .expect("valid");
+    let high = queues.enqueue("q", &3_u64, &high).await.expect("enqueues");
+    let plain = queues
+        .enqueue("q", &4_u64, &options())
+        .await
+        .expect("enqueues");
+
+    let age = oldest_waiting(&queues, "q").await.expect("jobs wait");
+    assert!(age >= gap * 2, "the low-priority job of tenant-a: {age:?}");
+    queues.cancel("q", &low).await.expect("cancels");
+    let age = oldest_waiting(&queues, "q").await.expect("jobs wait");
+    assert!(age >= gap, "the job of tenant-b: {age:?}");
+    assert!(
+        age <= second.elapsed() + SLACK,
+        "the job of tenant-b: {age:?}"
+    );
+    queues.cancel("q", &grouped).await.expect("cancels");
+    let age = oldest_waiting(&queues, "q").await.expect("jobs wait");
+    assert!(age <= third.elapsed() + SLACK, "{age:?}");
+    for id in [high, plain] {
+        queues.cancel("q", &id).await.expect("cancels");
+    }
+    assert_eq!(oldest_waiting(&queues, "q").await, None, "nothing waits");
+}
+
+/// A paused queue reports its oldest waiting job all the same, and that it
+/// is paused.
+async fn a_paused_queue_reports_its_oldest_job_and_its_pause(backend: &Backend) {
+    let queues = backend.queues().await;
+    queues.pause("q").await.expect("pauses");
+    queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backlog = queues.backlog("q").await.expect("reads the backlog");
+    assert!(backlog.counts.paused, "{backlog:?}");
+    let age = backlog.oldest_waiting.expect("the job waits");
+    assert!(age >= Duration::from_millis(300), "{age:?}");
+    queues.resume("q").await.expect("resumes");
+    let backlog = queues.backlog("q").await.expect("reads the backlog");
+    assert!(!backlog.counts.paused, "{backlog:?}");
+    assert!(backlog.oldest_waiting >= Some(age), "{backlog:?}");
+}
+
 /// Worker processes announce themselves and every handle on the same
 /// backend lists them; a silent one is listed as not alive, a withdrawn one
 /// not at all.
@@ -1185,6 +1312,10 @@ async fn processes_announce_themselves(backend: &Backend) {
 }
 
 on_every_backend!(
+    the_oldest_waiting_age_grows_while_a_job_waits,
+    a_delayed_job_counts_for_the_oldest_waiting_age_once_due,
+    the_oldest_waiting_age_is_the_oldest_head_of_every_group_and_priority,
+    a_paused_queue_reports_its_oldest_job_and_its_pause,
     processes_announce_themselves,
     a_flooding_group_cannot_starve_the_others,
     metrics_count_outcomes_and_depth,
