@@ -1,12 +1,13 @@
 //! The queue's numbers in seawall-perfmon: wait time, run time and outcomes
-//! per queue, depth per state, and a health check on durability.
+//! per queue, depth per state, the oldest waiting job's age, whether the
+//! queue is paused, and a health check on durability.
 
 use std::time::Duration;
 
 use seawall_perfmon::{CheckResult, Counter, Gauge, HealthCheck, HealthStatus, Histogram, Monitor};
 
 use crate::error::{Error, Result};
-use crate::job::Counts;
+use crate::job::{Backlog, Counts};
 use crate::queues::Queues;
 use crate::store::AfterFailure;
 
@@ -18,7 +19,17 @@ use crate::store::AfterFailure;
 ///   `cancelled`, `discarded` (a result refused because the lease was
 ///   lost), `requeued` (given back at shutdown);
 /// - `queue_depth{queue,state}`: jobs per state, set by
-///   [`record_depth`](QueueMetrics::record_depth).
+///   [`record_depth`](QueueMetrics::record_depth) and
+///   [`record_backlog`](QueueMetrics::record_backlog);
+/// - `queue_paused{queue}`: 1 while the queue is paused, else 0, set by
+///   both too;
+/// - `queue_oldest_waiting_age_seconds{queue}`: how long the oldest job at
+///   the head of a line has waited (see [`Backlog::oldest_waiting`]), 0
+///   when none waits, set by [`record_backlog`](QueueMetrics::record_backlog)
+///   only.
+///
+/// The gauges are exported, at 0, from [`register`](QueueMetrics::register)
+/// on.
 #[derive(Clone)]
 pub struct QueueMetrics {
     wait: Histogram,
@@ -30,6 +41,8 @@ pub struct QueueMetrics {
     discarded: Counter,
     requeued: Counter,
     depth: [Gauge; 5],
+    paused: Gauge,
+    oldest_waiting: Gauge,
 }
 
 impl std::fmt::Debug for QueueMetrics {
@@ -62,6 +75,18 @@ impl QueueMetrics {
             .gauge("queue_depth", "Jobs in each state.", &["queue", "state"])
             .map_err(perfmon)?;
         let state = |name: &str| states.with_labels(&[queue, name]).map_err(perfmon);
+        let paused = monitor
+            .gauge("queue_paused", "1 while the queue is paused.", &["queue"])
+            .and_then(|family| family.with_labels(&[queue]))
+            .map_err(perfmon)?;
+        let oldest_waiting = monitor
+            .gauge(
+                "queue_oldest_waiting_age_seconds",
+                "How long the oldest job at the head of a line has waited; 0 when none waits.",
+                &["queue"],
+            )
+            .and_then(|family| family.with_labels(&[queue]))
+            .map_err(perfmon)?;
         Ok(Self {
             wait,
             run,
@@ -78,6 +103,8 @@ impl QueueMetrics {
                 state("completed")?,
                 state("dead")?,
             ],
+            paused,
+            oldest_waiting,
         })
     }
 
@@ -107,8 +134,9 @@ impl QueueMetrics {
         }
     }
 
-    /// Sets the depth gauges from `counts` (call it with
-    /// [`Queues::counts`] every few seconds).
+    /// Sets the depth gauges and `queue_paused` from `counts` (call it with
+    /// [`Queues::counts`] every few seconds, or call
+    /// [`record_backlog`](Self::record_backlog) instead).
     pub fn record_depth(&self, counts: &Counts) {
         let values = [
             counts.waiting,
@@ -122,6 +150,16 @@ impl QueueMetrics {
             #[allow(clippy::cast_precision_loss)]
             gauge.set(value as f64);
         }
+        self.paused.set(if counts.paused { 1.0 } else { 0.0 });
+    }
+
+    /// Sets what [`record_depth`](Self::record_depth) sets and the oldest
+    /// waiting job's age from `backlog` (call it with [`Queues::backlog`]
+    /// every few seconds: one round trip for both).
+    pub fn record_backlog(&self, backlog: &Backlog) {
+        self.record_depth(&backlog.counts);
+        let age = backlog.oldest_waiting.unwrap_or_default();
+        self.oldest_waiting.set(age.as_secs_f64());
     }
 }
 

@@ -199,7 +199,9 @@ impl Queues {
     }
 
     /// The [counts](Self::counts) and how long the oldest waiting job has
-    /// waited, in one round trip. See [`Backlog::oldest_waiting`] for what
+    /// waited, in one round trip: what
+    /// [`QueueMetrics::record_backlog`](crate::QueueMetrics::record_backlog)
+    /// exports. See [`Backlog::oldest_waiting`] for what
     /// the age means exactly; reading it costs a few commands on the
     /// server per group with jobs waiting, for at most
     /// [`MAX_BACKLOG_GROUPS`] groups.

@@ -1263,6 +1263,60 @@ async fn a_paused_queue_reports_its_oldest_job_and_its_pause(backend: &Backend) 
     assert!(backlog.oldest_waiting >= Some(age), "{backlog:?}");
 }
 
+/// The oldest waiting age and the pause are exported from registration on,
+/// at 0, and follow each recorded backlog.
+async fn metrics_export_the_oldest_waiting_age_and_the_pause(backend: &Backend) {
+    let queues = backend.queues().await;
+    let monitor = seawall_perfmon::Monitor::new();
+    let metrics = seawall_queue::QueueMetrics::register(&monitor, "q").expect("registers");
+    let exported = |name: &str| {
+        let text = monitor.prometheus();
+        let prefix = format!("{name}{{queue=\"q\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    assert_eq!(exported("queue_oldest_waiting_age_seconds"), 0.0);
+    assert_eq!(exported("queue_paused"), 0.0);
+
+    queues.pause("q").await.expect("pauses");
+    queues
+        .enqueue("q", &1_u64, &options())
+        .await
+        .expect("enqueues");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backlog = queues.backlog("q").await.expect("reads the backlog");
+    metrics.record_backlog(&backlog);
+    let age = backlog.oldest_waiting.expect("the job waits");
+    assert!(age >= Duration::from_millis(300), "{age:?}");
+    assert_eq!(
+        exported("queue_oldest_waiting_age_seconds"),
+        age.as_secs_f64()
+    );
+    assert_eq!(exported("queue_paused"), 1.0);
+    let depth = "queue_depth{queue=\"q\",state=\"waiting\"} 1";
+    assert!(
+        monitor.prometheus().contains(depth),
+        "the depth is recorded too"
+    );
+
+    queues.resume("q").await.expect("resumes");
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(recorder(&Seen::default()));
+    assert!(completed(&queues, "q", 1).await);
+    worker.shutdown(Duration::from_secs(5)).await;
+    metrics.record_backlog(&queues.backlog("q").await.expect("reads the backlog"));
+    assert_eq!(
+        exported("queue_oldest_waiting_age_seconds"),
+        0.0,
+        "nothing waits"
+    );
+    assert_eq!(exported("queue_paused"), 0.0);
+}
+
 /// Worker processes announce themselves and every handle on the same
 /// backend lists them; a silent one is listed as not alive, a withdrawn one
 /// not at all.
@@ -1316,6 +1370,7 @@ on_every_backend!(
     a_delayed_job_counts_for_the_oldest_waiting_age_once_due,
     the_oldest_waiting_age_is_the_oldest_head_of_every_group_and_priority,
     a_paused_queue_reports_its_oldest_job_and_its_pause,
+    metrics_export_the_oldest_waiting_age_and_the_pause,
     processes_announce_themselves,
     a_flooding_group_cannot_starve_the_others,
     metrics_count_outcomes_and_depth,
