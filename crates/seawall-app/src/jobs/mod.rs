@@ -32,7 +32,7 @@ pub use payload::{
 pub use processors::Processors;
 pub use throughput::{Throughput, ThroughputPoint};
 
-/// How often the depth gauges are refreshed.
+/// How often the depth, pause and oldest-waiting gauges are refreshed.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 /// The workers of every queue, started together and stopped together,
@@ -127,7 +127,6 @@ impl Running {
     }
 }
 
-/// Refreshes every queue's depth gauges every [`DEPTH_EVERY`].
 /// Starts `builder` with the processor of `queue`.
 fn start_worker(queue: QueueName, builder: WorkerBuilder, processors: Processors) -> Worker {
     macro_rules! run {
@@ -151,13 +150,15 @@ fn start_worker(queue: QueueName, builder: WorkerBuilder, processors: Processors
     }
 }
 
+/// Refreshes every queue's depth, pause and oldest-waiting gauges every
+/// [`DEPTH_EVERY`], from the first tick on: one round trip per queue.
 async fn record_depth(queues: Queues, gauges: Vec<(QueueName, QueueMetrics)>) {
     let mut every = tokio::time::interval(DEPTH_EVERY);
     loop {
         every.tick().await;
         for (queue, metrics) in &gauges {
-            match queues.counts(queue.as_str()).await {
-                Ok(counts) => metrics.record_depth(&counts),
+            match queues.backlog(queue.as_str()).await {
+                Ok(backlog) => metrics.record_backlog(&backlog),
                 Err(error) => tracing::debug!(%queue, %error, "queue depth not read"),
             }
         }

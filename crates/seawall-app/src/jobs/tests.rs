@@ -22,6 +22,7 @@ struct Rig {
     db: Db,
     queues: Queues,
     config: QueueConfig,
+    monitor: Monitor,
     running: Option<Running>,
 }
 
@@ -78,6 +79,7 @@ impl Rig {
             db,
             queues,
             config,
+            monitor,
             running: Some(running),
         }
     }
@@ -401,5 +403,59 @@ async fn a_learner_that_does_not_exist_is_dead_at_once_and_bad_payloads_are_refu
         0,
         "nothing enqueued"
     );
+    rig.stop().await;
+}
+
+/// The value `monitor` exports for `name{queue="<queue>"}`.
+fn exported(monitor: &Monitor, name: &str, queue: QueueName) -> Option<f64> {
+    let prefix = format!("{name}{{queue=\"{queue}\"}} ");
+    monitor
+        .prometheus()
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|value| value.parse().ok())
+}
+
+/// Every queue's pause and oldest waiting age are exported once the
+/// workers start, and kept current from the queues' backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_export_each_queues_pause_and_oldest_waiting_age() {
+    let mut rig = Rig::start().await;
+    for queue in QueueName::ALL {
+        for name in ["queue_paused", "queue_oldest_waiting_age_seconds"] {
+            assert_eq!(
+                exported(&rig.monitor, name, queue),
+                Some(0.0),
+                "{name} of {queue}"
+            );
+        }
+    }
+    rig.queues.pause("export").await.expect("pauses");
+    rig.enqueue(
+        QueueName::Export,
+        json!({"table": "users", "file": "users.csv"}),
+    )
+    .await;
+    // The gauges are refreshed every DEPTH_EVERY.
+    let deadline = tokio::time::Instant::now() + DEPTH_EVERY * 3;
+    loop {
+        let paused = exported(&rig.monitor, "queue_paused", QueueName::Export);
+        let age = exported(
+            &rig.monitor,
+            "queue_oldest_waiting_age_seconds",
+            QueueName::Export,
+        );
+        if paused == Some(1.0) && age.is_some_and(|age| age > 0.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "paused {paused:?}, oldest waiting {age:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let depth = "queue_depth{queue=\"export\",state=\"waiting\"} 1";
+    assert!(rig.monitor.prometheus().contains(depth));
+    rig.queues.resume("export").await.expect("resumes");
     rig.stop().await;
 }
