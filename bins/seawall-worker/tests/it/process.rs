@@ -55,6 +55,12 @@ async fn the_worker_runs_what_the_api_enqueues_and_drains_on_sigterm() {
     })
     .await;
     assert!(metrics.contains("db_pool_connections"), "{metrics}");
+    for gauge in [
+        r#"queue_paused{queue="email"} 0"#,
+        r#"queue_oldest_waiting_age_seconds{queue="email"} "#,
+    ] {
+        assert!(metrics.contains(gauge), "{gauge} in {metrics}");
+    }
 
     let (status, log) = worker.terminate();
     assert_eq!(status, 0, "{}", log.join("\n"));
