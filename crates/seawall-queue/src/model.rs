@@ -612,6 +612,7 @@ fn grouped(group: &str) -> NewJob {
         group: group.to_owned(),
         delay_ms: 0,
         idempotency: None,
+        trace: String::new(),
     }
 }
 

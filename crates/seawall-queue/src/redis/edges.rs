@@ -136,6 +136,36 @@ async fn a_bad_argument_anywhere_in_a_bulk_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_trace_context_is_kept_with_its_job_and_an_oversized_one_writes_nothing() {
+    let (store, prefix) = store().await;
+    let mut oversized = job(b"2");
+    oversized.trace = format!("p {}", "a".repeat(600));
+    let refused = store
+        .enqueue("q", &random_id(), vec![job(b"1"), oversized])
+        .await;
+    assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+    assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
+
+    let context = "p 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 vendor=x";
+    let mut traced = job(b"3");
+    traced.trace = context.to_owned();
+    store
+        .enqueue("q", &random_id(), vec![traced, job(b"4")])
+        .await
+        .expect("enqueues");
+    let taken = store
+        .fetch("q", &call(2, Vec::new()))
+        .await
+        .expect("fetches");
+    let contexts: Vec<&str> = taken.jobs.iter().map(|job| job.trace.as_str()).collect();
+    assert_eq!(
+        contexts,
+        [context, ""],
+        "each job's own, none for the untraced"
+    );
+}
+
+#[tokio::test]
 async fn a_negative_counter_is_an_error_not_a_count() {
     let (store, prefix) = store().await;
     store
@@ -369,7 +399,7 @@ async fn a_fetch_stops_taking_past_its_byte_budget() {
 async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() {
     let (store, prefix) = store().await;
     let enqueue = |window: &'static str, priority: &'static str| {
-        let (keys, mut args) = store.prelude("q", 11);
+        let (keys, mut args) = store.prelude("q", 12);
         args.extend([
             fred::types::Value::from(random_id()),
             super::int(1),
@@ -382,6 +412,7 @@ async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() 
             fred::types::Value::from("0"),
             fred::types::Value::from("key"),
             fred::types::Value::from(window),
+            fred::types::Value::from(""),
         ]);
         store.run(&store.scripts.enqueue, keys, args)
     };

@@ -1,7 +1,6 @@
 //! Integration tests of seawall-queue: the conformance suite on memory,
 //! Redis and Redis Cluster, and the fault tests that need real processes
-//! (worker processes SIGKILLed, Redis killed and restarted), and (feature
-//! `opentelemetry`) the trace context that travels with a job.
+//! (worker processes SIGKILLed, Redis killed and restarted).
 
 mod conformance;
 mod crash;
@@ -11,5 +10,3 @@ mod leases;
 mod replication;
 mod restart;
 mod support;
-#[cfg(feature = "opentelemetry")]
-mod tracing;

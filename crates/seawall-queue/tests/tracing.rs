@@ -1,19 +1,64 @@
 //! The trace context that travels with a job (feature `opentelemetry`): a
 //! run's span is the child of a single enqueue's span and linked to a bulk
-//! enqueue's, on memory and on Redis, and a job enqueued outside any trace
-//! runs in a trace of its own. Spans are recorded by the OpenTelemetry SDK
-//! through `tracing-opentelemetry`, as an application would record them.
+//! enqueue's, on memory and on Redis. Spans are recorded by the
+//! OpenTelemetry SDK through `tracing-opentelemetry`, as an application
+//! would record them.
+//!
+//! A test binary of its own, in which every test installs its subscriber:
+//! `tracing` caches whether a span is wanted when a thread first meets it,
+//! and while a single subscriber is registered it asks only that thread's
+//! own, so a test elsewhere running the same spans with none could leave
+//! them unwanted for these.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanKind, TraceId, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use seawall_queue::{Job, JobOptions};
+use seawall_queue::fred::prelude::{Builder, Config};
+use seawall_queue::{Job, JobOptions, Queues};
+use seawall_testkit::RedisServer;
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::support::{Backend, eventually};
+/// Where the jobs live.
+enum Backend {
+    Memory,
+    /// A redis-server of this test binary's own, shared by its tests.
+    Redis,
+}
+
+impl Backend {
+    /// Queues of their own: on Redis, under a key prefix no other test uses.
+    async fn queues(&self) -> Queues {
+        match self {
+            Self::Memory => Queues::memory(),
+            Self::Redis => {
+                static NEXT: AtomicU32 = AtomicU32::new(0);
+                let url = RedisServer::shared().url();
+                let config = Config::from_url(&url).expect("a valid URL");
+                Queues::redis(Builder::from_config(config))
+                    .prefix(format!("tr{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+                    .connect()
+                    .await
+                    .expect("connects")
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 10 ms for up to `within`.
+async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
 
 /// Runs `scenario` on a current-thread runtime under a subscriber that
 /// records spans in memory, and answers them once all have ended.
@@ -46,7 +91,7 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
 }
 
 /// Whether `jobs` jobs of `queue` completed or died within 10 s.
-async fn finished(queues: &seawall_queue::Queues, queue: &str, jobs: u64) -> bool {
+async fn finished(queues: &Queues, queue: &str, jobs: u64) -> bool {
     eventually(Duration::from_secs(10), async || {
         let counts = queues.counts(queue).await.expect("counts");
         counts.completed + counts.dead == jobs
@@ -170,17 +215,17 @@ fn a_run_continues_the_trace_of_its_enqueue(backend: &Backend) {
 
 #[test]
 fn on_memory_a_run_continues_the_trace_of_its_enqueue() {
-    a_run_continues_the_trace_of_its_enqueue(&Backend::memory());
+    a_run_continues_the_trace_of_its_enqueue(&Backend::Memory);
 }
 
 #[test]
 fn on_redis_a_run_continues_the_trace_of_its_enqueue() {
-    a_run_continues_the_trace_of_its_enqueue(&Backend::redis());
+    a_run_continues_the_trace_of_its_enqueue(&Backend::Redis);
 }
 
 #[test]
 fn a_job_enqueued_outside_any_span_runs_as_the_child_of_its_enqueue() {
-    let backend = Backend::redis();
+    let backend = Backend::Redis;
     let spans = recorded(async || {
         let queues = backend.queues().await;
         queues
