@@ -22,6 +22,12 @@ use crate::error::{Error, Result};
 /// integer a double holds exactly.
 pub(crate) const EXACT: u64 = 1 << 53;
 
+/// [`MAX_DURATION`](crate::MAX_DURATION) in µs: no state is kept longer. A
+/// sliding window's state matters for two windows, which for a window of
+/// over half a century would outlive it; the scripts (check/sliding.lua,
+/// redis.lua) hold the same number.
+pub(crate) const LONGEST_US: u64 = 100 * 365 * 24 * 3600 * 1_000_000;
+
 /// The largest limit of a sliding log: it keeps one entry per admitted
 /// unit, on Redis a sorted-set member each, and a check of the whole limit
 /// adds that many at once.
@@ -529,7 +535,7 @@ fn sliding_window(
     };
     let window_end = (this + 1) * window - now;
     let reset_after = if current_after > 0 {
-        window_end + window
+        (window_end + window).min(LONGEST_US)
     } else if *previous > 0 {
         window_end
     } else {

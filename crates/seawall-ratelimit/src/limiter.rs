@@ -22,7 +22,9 @@ pub const MAX_KEY_BYTES: usize = 512;
 
 /// The longest duration the crate keeps: a block, a penalty, a lease time
 /// or a store's timeout asked for longer is this long (a century, "for
-/// good" in practice). It keeps every time on Redis an exact integer in
+/// good" in practice), and no state is kept longer (a sliding window's
+/// counts matter for two windows, which for a window of over fifty years
+/// would be longer). It keeps every time on Redis an exact integer in
 /// Lua and every expiry positive.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 

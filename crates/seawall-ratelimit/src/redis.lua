@@ -161,7 +161,8 @@ if uses[3] then
     if allowed and commit then put(rule, { i = index, c = current_after, p = previous }) end
     local window_end = (this + 1) * window - now
     local reset_after = 0
-    if current_after > 0 then reset_after = window_end + window
+    -- Two windows, but never longer than LONGEST_US (algorithm.rs).
+    if current_after > 0 then reset_after = math.min(window_end + window, 3153600000000000)
     elseif previous > 0 then reset_after = window_end end
     local retry_after = 0
     if not allowed then

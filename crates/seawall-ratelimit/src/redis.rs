@@ -590,6 +590,21 @@ mod tests {
     use crate::name::intern;
     use crate::store::decide;
 
+    /// The scripts cap a sliding window's state at the crate's longest
+    /// duration, written out as a number: the same number.
+    #[test]
+    fn the_scripts_keep_no_state_longer_than_the_longest_duration() {
+        let longest = crate::MAX_DURATION.as_micros();
+        assert_eq!(u128::from(crate::algorithm::LONGEST_US), longest);
+        let written = format!("math.min(window_end + window, {longest})");
+        assert!(SCRIPT.contains(&written), "redis.lua: {written}");
+        let written = format!("math.min(window_end + unit, {longest})");
+        assert!(
+            SLIDING_WINDOW_SCRIPT.contains(&written),
+            "sliding.lua: {written}"
+        );
+    }
+
     /// One operation of a generated sequence.
     #[derive(Debug, Clone)]
     enum Action {

@@ -15,7 +15,8 @@ local weighted = math.floor((previous * left_ms + window_ms - 1) / window_ms)
 if weighted + count + cost <= capacity then
   count = count + cost
   local window_end = (this + 1) * unit - now
-  if count > 0 then ttl = window_end + unit
+  -- Two windows, but never longer than LONGEST_US (algorithm.rs).
+  if count > 0 then ttl = math.min(window_end + unit, 3153600000000000)
   elseif previous > 0 then ttl = window_end
   else ttl = 0 end
   value = string.format('%d:%d:%d', this, count, previous)
