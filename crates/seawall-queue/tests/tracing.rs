@@ -39,7 +39,11 @@ impl Backend {
                 let url = RedisServer::shared().url();
                 let config = Config::from_url(&url).expect("a valid URL");
                 Queues::redis(Builder::from_config(config))
-                    .prefix(format!("tr{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+                    .prefix(format!(
+                        "tr{}-{}",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::Relaxed)
+                    ))
                     .connect()
                     .await
                     .expect("connects")

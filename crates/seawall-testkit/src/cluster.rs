@@ -226,6 +226,11 @@ fn start_nodes(builders: &[RedisServerBuilder]) -> Result<Vec<RedisServer>> {
     })
 }
 
+/// The variable naming a running cluster's masters (`host:port,…`) that
+/// [`RedisCluster::shared`] uses instead of starting one, as
+/// [`SHARED_REDIS_ENV`](crate::SHARED_REDIS_ENV) does for a server.
+pub const SHARED_CLUSTER_ENV: &str = "SEAWALL_TESTKIT_REDIS_CLUSTER";
+
 /// A Redis Cluster of `127.0.0.1` nodes, each a [`RedisServer`] with its own dir.
 ///
 /// All nodes are killed and their dirs deleted on drop.
@@ -306,11 +311,47 @@ impl RedisCluster {
     ///
     /// When the cluster cannot start (see [`start`](Self::start)): the
     /// error says what is missing.
+    ///
+    /// Where [`SHARED_CLUSTER_ENV`] names a running cluster's masters, the
+    /// handle is that cluster's, shared with other test processes.
     pub fn shared() -> &'static Self {
         static CLUSTER: std::sync::OnceLock<RedisCluster> = std::sync::OnceLock::new();
-        CLUSTER.get_or_init(|| match Self::start() {
-            Ok(cluster) => cluster,
-            Err(error) => panic!("the shared Redis Cluster cannot start: {error}"),
+        CLUSTER.get_or_init(|| {
+            if let Some(addrs) = std::env::var_os(SHARED_CLUSTER_ENV) {
+                return match Self::attached(&addrs.to_string_lossy()) {
+                    Ok(cluster) => cluster,
+                    Err(error) => panic!("{SHARED_CLUSTER_ENV}: {error}"),
+                };
+            }
+            match Self::start() {
+                Ok(cluster) => cluster,
+                Err(error) => panic!("the shared Redis Cluster cannot start: {error}"),
+            }
+        })
+    }
+
+    /// A handle on a cluster of masters (no replicas) that another process
+    /// started and stops, given as `host:port,host:port,…`.
+    fn attached(addrs: &str) -> Result<Self> {
+        let nodes = addrs
+            .split(',')
+            .map(RedisServer::attached)
+            .collect::<Result<Vec<_>>>()?;
+        if nodes.is_empty() {
+            return Err(Error::Unsupported {
+                what: String::from("no node addresses"),
+            });
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("seawall-redis-cluster-attached-")
+            .tempdir()
+            .map_err(io_err("creating a temp dir for an attached redis cluster"))?;
+        Ok(Self {
+            masters: (0..nodes.len()).collect(),
+            expected_masters: nodes.len(),
+            replicas_per_master: 0,
+            nodes,
+            dir,
         })
     }
 

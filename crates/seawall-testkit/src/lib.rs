@@ -32,6 +32,15 @@
 //! # }
 //! ```
 //!
+//! # Shared servers
+//!
+//! [`RedisServer::shared`] and [`RedisCluster::shared`] hand every test of a
+//! process the same server, started on first use. Where each test is a
+//! process of its own (`cargo nextest`), `seawall-testkit-shared` starts one
+//! server and one cluster for the whole run and prints [`SHARED_REDIS_ENV`]
+//! and [`SHARED_CLUSTER_ENV`]; with those set, `shared()` attaches to them
+//! instead of starting its own (`scripts/test` does this).
+//!
 //! # TLS
 //!
 //! [`RedisServerBuilder::tls`] starts a server that speaks TLS only on its port, with a
@@ -109,7 +118,7 @@ mod resp;
 mod sentinel;
 mod tls;
 
-pub use cluster::{RedisCluster, RedisClusterBuilder, SLOT_COUNT, key_slot};
+pub use cluster::{RedisCluster, RedisClusterBuilder, SHARED_CLUSTER_ENV, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};
 pub use fleet::{
     DEFAULT_TOKEN, Fleet, FleetBuilder, FleetHost, FleetRedis, HostRole, ProcessState,
@@ -120,6 +129,6 @@ pub use hosts::{Host, Network};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::Proxy;
-pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role};
+pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role, SHARED_REDIS_ENV};
 pub use resp::{Conn, DEFAULT_TIMEOUT, Reply};
 pub use sentinel::{RedisSentinel, RedisSentinelBuilder, SERVICE as SENTINEL_SERVICE};

@@ -229,6 +229,7 @@ impl RedisServerBuilder {
             live_pid: Arc::new(AtomicU32::new(0)),
             tls,
             sentinel: self.sentinel,
+            attached: false,
             dir,
         };
         let mut attempt = 0;
@@ -433,9 +434,19 @@ pub struct RedisServer {
     live_pid: Arc<AtomicU32>,
     tls: Option<ServerTls>,
     sentinel: bool,
+    /// Started by another process ([`shared`](Self::shared) under
+    /// [`SHARED_REDIS_ENV`]): this handle neither stops nor restarts it.
+    attached: bool,
     // Declared last so the process is gone before its dir is deleted.
     dir: TempDir,
 }
+
+/// The variable naming a running server (`host:port`) that
+/// [`RedisServer::shared`] uses instead of starting one, so that tests run
+/// one process each (as `cargo nextest` runs them) share one server, as
+/// the tests of one binary under `cargo test` do. The `seawall-testkit-shared`
+/// binary starts one and prints the variable.
+pub const SHARED_REDIS_ENV: &str = "SEAWALL_TESTKIT_REDIS";
 
 impl RedisServer {
     /// Starts a server with default settings (no persistence, no password).
@@ -451,12 +462,56 @@ impl RedisServer {
     ///
     /// When the server cannot start (see [`start`](Self::start)): the error
     /// says what to install.
+    ///
+    /// Where [`SHARED_REDIS_ENV`] names a running server, the handle is
+    /// that server's, shared with other test processes.
     pub fn shared() -> &'static Self {
         static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
-        SERVER.get_or_init(|| match Self::start() {
-            Ok(server) => server,
-            Err(error) => panic!("the shared redis-server cannot start: {error}"),
+        SERVER.get_or_init(|| {
+            if let Some(addr) = std::env::var_os(SHARED_REDIS_ENV) {
+                return match Self::attached(&addr.to_string_lossy()) {
+                    Ok(server) => server,
+                    Err(error) => panic!("{SHARED_REDIS_ENV}: {error}"),
+                };
+            }
+            match Self::start() {
+                Ok(server) => server,
+                Err(error) => panic!("the shared redis-server cannot start: {error}"),
+            }
         })
+    }
+
+    /// A handle on a server another process started and stops, at `addr`
+    /// (`127.0.0.1:port`), without a password: it answers `PING` or this
+    /// fails.
+    pub(crate) fn attached(addr: &str) -> Result<Self> {
+        let addr: SocketAddr = addr.trim().parse().map_err(|_| Error::Unsupported {
+            what: format!("not an address (host:port): {addr:?}"),
+        })?;
+        let SocketAddr::V4(v4) = addr else {
+            return Err(Error::Unsupported {
+                what: format!("not an IPv4 address: {addr}"),
+            });
+        };
+        let server = RedisServer {
+            port: v4.port(),
+            ip: *v4.ip(),
+            netns: None,
+            password: None,
+            binary: PathBuf::new(),
+            startup_timeout: Duration::ZERO,
+            proc: None,
+            live_pid: Arc::new(AtomicU32::new(0)),
+            tls: None,
+            sentinel: false,
+            attached: true,
+            dir: tempfile::Builder::new()
+                .prefix("seawall-redis-attached-")
+                .tempdir()
+                .map_err(io_err("creating a temp dir for an attached redis-server"))?,
+        };
+        server.connect()?.cmd(&["PING"])?.into_result()?;
+        Ok(server)
     }
 
     /// A builder for a server with non-default settings.
@@ -537,7 +592,7 @@ impl RedisServer {
 
     /// Whether the process is running (a paused process counts as running).
     pub fn is_running(&self) -> bool {
-        self.proc.as_ref().is_some_and(Supervised::is_alive)
+        self.attached || self.proc.as_ref().is_some_and(Supervised::is_alive)
     }
 
     /// Opens a connection, authenticated if the server has a password. A
