@@ -362,16 +362,18 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     // Exceeding the limit blocked the key; the panel lists it and lifts it.
     let key = format!("key:{id}");
     let key = key.as_str();
-    let unblock = wait_for("the blocked key", UPDATE_TIMEOUT, async || {
+    // Found and clicked in one probe: a button the list has drawn again
+    // since it was found is stale, and is looked for again.
+    wait_for("the blocked key", UPDATE_TIMEOUT, async || {
         for button in browser.find_all(Css("[data-testid=rl-unblock]")).await? {
             if button.attr("data-key").await?.as_deref() == Some(key) {
-                return Ok(Some(button));
+                button.click().await?;
+                return Ok(Some(()));
             }
         }
         Ok(None)
     })
     .await?;
-    unblock.click().await?;
     wait_for(
         "the key to leave the blocked list",
         UPDATE_TIMEOUT,
@@ -398,17 +400,19 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
         .ok_or("no api limiter")?;
     check!(api_blocked == json!([]), "still blocked: {api_blocked}");
 
-    // The tier editor moves a tenant.
-    browser
-        .find(Css("[data-testid=rl-tenant]"))
-        .await?
-        .select_by_value("demo-free")
-        .await?;
-    browser
-        .find(Css("[data-testid=rl-tier]"))
-        .await?
-        .select_by_value("premium")
-        .await?;
+    // The tier editor moves a tenant. Its options are drawn again every 2 s
+    // (an option found a moment ago may be gone): both are chosen in one
+    // script, again until both choices hold.
+    let choose = "const tenant = document.querySelector('[data-testid=rl-tenant]'); \
+         const tier = document.querySelector('[data-testid=rl-tier]'); \
+         if (!tenant || !tier) return false; \
+         tenant.value = 'demo-free'; tier.value = 'premium'; \
+         return tenant.value === 'demo-free' && tier.value === 'premium';";
+    wait_for("the tenant and tier options", UPDATE_TIMEOUT, async || {
+        let chosen = browser.execute(choose, vec![]).await?;
+        Ok(chosen.as_bool().filter(|&chosen| chosen))
+    })
+    .await?;
     browser
         .find(Css("[data-testid=rl-tier-apply]"))
         .await?
