@@ -22,6 +22,7 @@ use crate::memory::{L1Capacity, MemoryTier};
 use crate::options::Options;
 use crate::redis::RedisTier;
 use crate::stats::{self, BreakerState, CacheCounters, ClassCounters, Stats, bump};
+use crate::trace::Tier;
 
 /// The longest any duration given to the cache counts for: a century,
 /// which stands for "forever". Longer ones are taken as this, so that no
@@ -427,12 +428,12 @@ impl<C: Codec> TieredCache<C> {
                 bump(&counters.l1_hits);
                 return value;
             }
-            bump(&counters.l1_misses);
+            inner.missed(class, Tier::L1);
         }
         let l2 = inner.usable_l2()?;
         let since = inner.epoch();
         let Some(bytes) = l2.get(key).await.ok().flatten() else {
-            bump(&counters.l2_misses);
+            inner.missed(class, Tier::L2);
             return None;
         };
         let found = inner.decode_fresh::<T, C>(&bytes, now);
@@ -452,7 +453,7 @@ impl<C: Codec> TieredCache<C> {
                 value
             }
             None => {
-                bump(&counters.l2_misses);
+                inner.missed(class, Tier::L2);
                 None
             }
         }
@@ -477,11 +478,11 @@ impl<C: Codec> TieredCache<C> {
                     }
                     _ => {}
                 }
-                bump(if slot.is_some() {
-                    &counters.l1_hits
+                if slot.is_some() {
+                    bump(&counters.l1_hits);
                 } else {
-                    &counters.l1_misses
-                });
+                    inner.missed(class, Tier::L1);
+                }
             }
         }
         let missing: Vec<usize> = (0..keys.len()).filter(|i| found[*i].is_none()).collect();
@@ -503,7 +504,7 @@ impl<C: Codec> TieredCache<C> {
                         inner.fill_l1(key, class, shared, meta, tags, len, Since::Epoch(since));
                         found[index] = Some(value);
                     }
-                    None => bump(&counters.l2_misses),
+                    None => inner.missed(class, Tier::L2),
                 }
             }
         }

@@ -378,7 +378,7 @@ pub(crate) async fn resend(cache: Weak<Inner>, added: Arc<tokio::sync::Notify>) 
 
 /// Sends invalidations that could not reach Redis, now that it may answer.
 async fn send_pending(inner: &Inner) {
-    if inner.usable_l2().is_none() {
+    if !inner.has_pending() || inner.usable_l2().is_none() {
         return;
     }
     let (invalidations, overflowed) = {

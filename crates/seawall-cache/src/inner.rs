@@ -22,6 +22,7 @@ use crate::lock::RedisLocks;
 use crate::memory::{Entry, MemoryTier};
 use crate::redis::RedisTier;
 use crate::stats::{CacheCounters, ClassCounters, bump};
+use crate::trace::Tier;
 
 /// A class's name and policy.
 #[derive(Debug)]
@@ -179,6 +180,34 @@ impl Inner {
             .unwrap_or(&self.counters[usize::from(Class::COMPUTATION.0)])
     }
 
+    /// The name of `class` in this cache (the computation class's for a
+    /// class it does not define, as [`policy_of`](Self::policy_of) does).
+    pub(crate) fn class_name(&self, class: Class) -> &str {
+        self.classes.get(usize::from(class.0)).map_or(
+            &self.classes[usize::from(Class::COMPUTATION.0)].name,
+            |def| &def.name,
+        )
+    }
+
+    /// Counts a read of `class` that found no fresh value in `tier`, and
+    /// tells a subscriber that listens at debug level.
+    pub(crate) fn missed(&self, class: Class, tier: Tier) {
+        let counters = self.counters_of(class);
+        bump(match tier {
+            Tier::L1 => &counters.l1_misses,
+            Tier::L2 => &counters.l2_misses,
+        });
+        tracing::debug!(
+            name: "cache.miss",
+            {
+                seawall.cache.name = self.name.as_str(),
+                seawall.cache.class = self.class_name(class),
+                seawall.cache.tier = tier.name(),
+            },
+            "cache miss"
+        );
+    }
+
     /// Whether L1 may answer reads: always, unless this instance follows
     /// other instances' invalidations and is cut off from them (its copies
     /// may be stale until it catches up).
@@ -186,9 +215,15 @@ impl Inner {
         !self.follows || self.feed_connected.load(Ordering::Relaxed)
     }
 
-    /// The Redis tier unless it is absent or its breaker is open.
+    /// The Redis tier unless it is absent or its breaker is open (a
+    /// refusal a subscriber hears of).
     pub(crate) fn usable_l2(&self) -> Option<&RedisTier> {
-        self.l2.as_ref().filter(|l2| !l2.is_open())
+        let l2 = self.l2.as_ref()?;
+        if l2.is_open() {
+            l2.refused();
+            return None;
+        }
+        Some(l2)
     }
 
     /// A fresh value of type `T` in `bytes`, with its header and tags.

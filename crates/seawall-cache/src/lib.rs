@@ -112,6 +112,49 @@
 //! inside an envelope that records the codec and the cache's format
 //! version: a value of another shape is a miss, never garbage.
 //!
+//! # Tracing
+//!
+//! The cache tells a [`tracing`](https://docs.rs/tracing) subscriber of
+//! its loads, misses, Redis calls and refusals, with OpenTelemetry's
+//! field names where its conventions have them:
+//!
+//! - `cache.load`, a span at `info` around each loader run that a miss
+//!   starts (one per load, however many callers wait for it) and the
+//!   caching of its result: `seawall.cache.name`, `seawall.cache.class`,
+//!   `seawall.cache.outcome` (`loaded`, `not_found`, or the errors
+//!   `failed`, `panicked`, `timed_out`, which also set `error.type` and
+//!   `otel.status_code` `ERROR`), and `seawall.cache.stale_served` when a
+//!   previous value stood in for a failed load. It is `info` because a
+//!   load, unlike a read, is the expensive part of a request (it runs the
+//!   query the cache saves) and there is one per miss, not one per read.
+//!   The load runs in the span that was current where the miss happened,
+//!   so its spans join the caller's trace, and the loader's own spans are
+//!   children of `cache.load`.
+//! - `cache.redis`, a span at `debug` around each Redis round trip of the
+//!   tier: `otel.kind` `client`, `db.system.name` `redis`,
+//!   `db.operation.name` (`GET`, `MGET`, `SET`, `SCAN`, `DBSIZE`, `XADD`,
+//!   or `EVALSHA` for the cache's scripts), `otel.name` and
+//!   `db.query.summary` (the command, or `EVALSHA` and the script's
+//!   purpose: `EVALSHA lease`, `EVALSHA fill`, `EVALSHA tag`, …), and
+//!   `seawall.cache.prefix`; a failed call sets `error.type` (`timeout`,
+//!   or the client's kind of error), `otel.status_code` `ERROR` and
+//!   `otel.status_message`. The invalidation feed's stream reads and the
+//!   [`RedisLocks`] calls have no span.
+//! - `cache.miss`, an event at `debug` per counted miss, with
+//!   `seawall.cache.tier` (`l1` or `l2`) beside the cache's name and class.
+//! - `cache.breaker_refused`, an event at `debug` each time the open
+//!   circuit breaker keeps a call from Redis; the breaker's opening (`warn`)
+//!   and closing (`info`) are logged as before.
+//!
+//! Keys are in no span or event field: they often carry a user's id, and
+//! traces are kept longer and read more widely than logs. The class says
+//! which data a load is about; a failed load's `debug` log line still
+//! names its key. An L1 hit tells the subscriber nothing (unless it starts
+//! an early refresh, which is a load). Where nothing
+//! listens at a level, each of these is a disabled callsite, one relaxed
+//! atomic load, with no field evaluated (`docs/benchmarks.md` counts an
+//! L1 hit's instructions before and after they were added).
+//!
 //! # Features
 //!
 //! The crate has no optional features: moka (L1), `fred` (L2, with
@@ -141,6 +184,7 @@ mod options;
 mod redis;
 mod refresh;
 mod stats;
+mod trace;
 mod warm;
 
 pub use cache::{DEFAULT_PREFIX, FollowingCheck, TieredCache, TieredCacheBuilder};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+use tracing::{Instrument as _, Span};
 
 use crate::cache::TieredCache;
 use crate::class::{Class, Policy};
@@ -19,10 +20,12 @@ use crate::codec::{self, Codec, Meta};
 use crate::error::{BoxError, Error, Result};
 use crate::flight::{Flight, Outcome, Shared};
 use crate::inner::{Decoded, Inner, Since, encode, ms, now_ms, typed};
+use crate::lock::LockGuard;
 use crate::options::Options;
 use crate::redis::Seen;
 use crate::refresh::refresh_early;
 use crate::stats::bump;
+use crate::trace::{self, Tier};
 
 /// Removes the flight from the map and fails its waiters if the leader
 /// unwinds (its loader closure panicked) before the load task started.
@@ -147,7 +150,7 @@ impl<C: Codec> TieredCache<C> {
                 if expired && now < entry.meta.stale_until_ms {
                     let revalidate = policy.stale_while_revalidate.min(policy.fail_safe);
                     if now < entry.meta.fresh_until_ms.saturating_add(ms(revalidate)) {
-                        bump(&counters.l1_misses);
+                        inner.missed(options.class, Tier::L1);
                         bump(&counters.stale_serves);
                         let fallback = Fallback::of(&entry, false);
                         self.lead::<T, _, _, _>(key, &options, loader, Some(fallback));
@@ -158,7 +161,7 @@ impl<C: Codec> TieredCache<C> {
                     fallback = Some(Fallback::of(&entry, false));
                 }
             }
-            bump(&counters.l1_misses);
+            inner.missed(options.class, Tier::L1);
         }
         let (mut outcome, _) = self.lead::<T, _, _, _>(key, &options, loader, fallback);
         let outcome = match outcome.wait_for(Option::is_some).await {
@@ -221,11 +224,17 @@ impl<C: Codec> TieredCache<C> {
         leading.armed = false;
         let inner = Arc::clone(&self.inner);
         let (key, options) = (key.to_owned(), options.clone());
-        tokio::spawn(async move {
-            let outcome =
-                drive::<T, C, Fut, E>(&inner, &key, &options, &flight, load, fallback).await;
-            complete(&inner, &key, &flight, outcome);
-        });
+        // The load's spans (its Redis calls, the loader's own) belong to
+        // the trace of the caller that started it.
+        let caller = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                let outcome =
+                    drive::<T, C, Fut, E>(&inner, &key, &options, &flight, load, fallback).await;
+                complete(&inner, &key, &flight, outcome);
+            }
+            .instrument(caller),
+        );
         (receiver, true)
     }
 }
@@ -258,7 +267,7 @@ where
         let lease = codec::lease();
         match l2.lease(key, &lease, inner.tombstone_ttl).await {
             Ok(Some(bytes)) if bytes == lease => {
-                bump(&counters.l2_misses);
+                inner.missed(options.class, Tier::L2);
                 seen = Some(Seen::Marker(lease.clone()));
                 held = Some(lease);
             }
@@ -283,7 +292,7 @@ where
                     };
                 }
                 Some(Decoded::Value(value, meta, _)) => {
-                    bump(&counters.l2_misses);
+                    inner.missed(options.class, Tier::L2);
                     seen = Some(Seen::Value(sha1_hex(&bytes)));
                     if now_ms() < meta.stale_until_ms
                         && fallback
@@ -299,15 +308,15 @@ where
                     }
                 }
                 Some(Decoded::Marker(marker)) => {
-                    bump(&counters.l2_misses);
+                    inner.missed(options.class, Tier::L2);
                     seen = Some(Seen::Marker(marker));
                 }
                 None => {
-                    bump(&counters.l2_misses);
+                    inner.missed(options.class, Tier::L2);
                     seen = Some(Seen::Value(sha1_hex(&bytes)));
                 }
             },
-            Ok(None) => bump(&counters.l2_misses),
+            Ok(None) => inner.missed(options.class, Tier::L2),
             Err(_) => {}
         }
         // The value joins its tags' sets before the loader reads the
@@ -353,9 +362,40 @@ where
             Err(_) => {}
         }
     }
+    let span = trace::load_span(&inner.name, inner.class_name(options.class));
+    run_loader::<T, C, Fut, E>(
+        inner, key, options, flight, load, fallback, seen, held, guard, &span,
+    )
+    .instrument(span.clone())
+    .await
+}
+
+/// The loader's run and the caching of its result, in the load's
+/// `cache.load` span (which the loader's own spans are children of).
+#[allow(clippy::too_many_arguments)]
+async fn run_loader<T, C, Fut, E>(
+    inner: &Arc<Inner>,
+    key: &str,
+    options: &Options,
+    flight: &Flight,
+    load: Fut,
+    fallback: Option<Fallback>,
+    seen: Option<Seen>,
+    held: Option<Vec<u8>>,
+    guard: Option<LockGuard>,
+    span: &Span,
+) -> Outcome
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    C: Codec,
+    Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    let policy = inner.policy_of(options.class);
+    let counters = inner.counters_of(options.class);
     bump(&counters.loads);
     let started = Instant::now();
-    let mut task = tokio::spawn(load);
+    let mut task = tokio::spawn(load.instrument(span.clone()));
     let deadline = tokio::time::Instant::now() + policy.hard_timeout;
     if let (Some(soft), Some(stale)) = (policy.soft_timeout, &fallback) {
         tokio::select! {
@@ -382,6 +422,7 @@ where
             })
         }
     };
+    trace::loaded(span, &result);
     match result {
         Ok(value) => {
             let delta = started.elapsed();
@@ -417,10 +458,13 @@ where
             bump(&counters.load_errors);
             tracing::debug!(key, %error, "cache load failed");
             match fallback.filter(|stale| now_ms() < stale.stale_until_ms) {
-                Some(stale) => Outcome::Value {
-                    value: stale.value,
-                    stale: true,
-                },
+                Some(stale) => {
+                    trace::stale_served(span);
+                    Outcome::Value {
+                        value: stale.value,
+                        stale: true,
+                    }
+                }
                 None => Outcome::Failed(Arc::new(error)),
             }
         }
@@ -430,7 +474,9 @@ where
 /// Removes the lease a load left, if it left one and the key still holds
 /// it; best effort (the lease expires anyway).
 async fn drop_lease(inner: &Inner, key: &str, held: Option<&[u8]>) {
-    if let (Some(l2), Some(lease)) = (inner.usable_l2(), held) {
+    if let Some(lease) = held
+        && let Some(l2) = inner.usable_l2()
+    {
         let _ = l2.drop_lease(key, lease).await;
     }
 }
@@ -531,8 +577,8 @@ async fn store<T, C>(
         class: options.class.index(),
         negative: value.is_none(),
     };
-    let needs_bytes =
-        inner.usable_l2().is_some() || inner.l1.as_ref().is_some_and(|l1| l1.by_bytes());
+    let l2 = inner.usable_l2();
+    let needs_bytes = l2.is_some() || inner.l1.as_ref().is_some_and(|l1| l1.by_bytes());
     let bytes = if needs_bytes {
         match encode::<C, T>(key, value, &meta, &options.tags, inner) {
             Ok(bytes) => bytes,
@@ -546,7 +592,7 @@ async fn store<T, C>(
         Vec::new()
     };
     let len = bytes.len();
-    if let (Some(l2), Some(seen)) = (inner.usable_l2(), seen) {
+    if let (Some(l2), Some(seen)) = (l2, seen) {
         if flight.invalidated() {
             bump(&inner.cache_counters.refused_fills);
             drop_lease(inner, key, held).await;

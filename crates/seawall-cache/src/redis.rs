@@ -17,10 +17,12 @@ use fred::prelude::{Client, ClientLike};
 use fred::types::Value;
 use fred::types::scripts::Script;
 use futures_util::future::join_all;
+use tracing::Instrument as _;
 
 use crate::breaker::Breaker;
 use crate::error::{Error, Result};
 use crate::stats::{CacheCounters, bump};
+use crate::trace::{self, Command};
 
 /// Writes a loaded value only if the key still holds what the load saw
 /// before its loader ran: its own lease or a tombstone (ARGV[3], compared
@@ -136,24 +138,37 @@ impl RedisTier {
         self.breaker.is_open()
     }
 
-    /// Runs one Redis call through the breaker and the timeout.
+    /// Tells a subscriber that the open breaker kept a call from Redis.
+    pub(crate) fn refused(&self) {
+        trace::breaker_refused(&self.prefix);
+    }
+
+    /// Runs one Redis call through the breaker and the timeout, in a
+    /// `cache.redis` span named after `command`.
     async fn call<T>(
         &self,
+        command: Command,
         call: impl Future<Output = std::result::Result<T, fred::error::Error>>,
     ) -> Result<T> {
         if self.breaker.is_open() {
+            self.refused();
             return Err(Error::Unavailable("the circuit breaker is open"));
         }
-        let error = match tokio::time::timeout(self.timeout, call).await {
+        let span = trace::redis_span(&self.prefix, command);
+        let answer = tokio::time::timeout(self.timeout, call)
+            .instrument(span.clone())
+            .await;
+        let (error_type, error) = match answer {
             Ok(Ok(value)) => {
                 self.breaker.success();
                 return Ok(value);
             }
-            Ok(Err(error)) => Error::Redis(error.to_string()),
-            Err(_) => Error::Redis(format!("no answer within {:?}", self.timeout)),
+            Ok(Err(error)) => (error.kind().to_str(), error.to_string()),
+            Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
         };
+        trace::redis_failed(&span, error_type, &error);
         self.failed();
-        Err(error)
+        Err(Error::Redis(error))
     }
 
     /// Counts a failure; the failure that opens the breaker starts the probe
@@ -190,7 +205,10 @@ impl RedisTier {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let value: Value = self
-            .call(self.client.custom(cmd!("GET"), vec![self.value_key(key)]))
+            .call(
+                Command::Plain("GET"),
+                self.client.custom(cmd!("GET"), vec![self.value_key(key)]),
+            )
             .await?;
         Ok(bytes_of(value))
     }
@@ -199,7 +217,12 @@ impl RedisTier {
         let mut found = vec![None; keys.len()];
         let groups = by_slot(&self.client, keys.iter().map(|key| self.value_key(key)));
         let calls = groups.into_values().map(|(indices, keys)| async move {
-            let values: Value = self.call(self.client.custom(cmd!("MGET"), keys)).await?;
+            let values: Value = self
+                .call(
+                    Command::Plain("MGET"),
+                    self.client.custom(cmd!("MGET"), keys),
+                )
+                .await?;
             Ok::<_, Error>((indices, values))
         });
         for reply in join_all(calls).await {
@@ -228,6 +251,7 @@ impl RedisTier {
         ];
         let current: Value = self
             .call(
+                Command::Script("lease"),
                 self.lease
                     .evalsha_with_reload(&self.client, vec![self.value_key(key)], args),
             )
@@ -238,11 +262,14 @@ impl RedisTier {
     /// Removes `lease` from `key` if the key still holds it.
     pub(crate) async fn drop_lease(&self, key: &str, lease: &[u8]) -> Result<()> {
         let args: Vec<Value> = vec![Value::Bytes(lease.to_vec().into())];
-        self.call(self.drop_lease.evalsha_with_reload::<i64, _, _>(
-            &self.client,
-            vec![self.value_key(key)],
-            args,
-        ))
+        self.call(
+            Command::Script("drop_lease"),
+            self.drop_lease.evalsha_with_reload::<i64, _, _>(
+                &self.client,
+                vec![self.value_key(key)],
+                args,
+            ),
+        )
         .await
         .map(drop)
     }
@@ -268,6 +295,7 @@ impl RedisTier {
         ];
         let written: i64 = self
             .call(
+                Command::Script("fill"),
                 self.fill
                     .evalsha_with_reload(&self.client, vec![self.value_key(key)], args),
             )
@@ -284,7 +312,10 @@ impl RedisTier {
                 Value::from("PX"),
                 Value::from(crate::lock::millis(ttl).to_string()),
             ];
-            self.call(self.client.custom::<Value, Value>(cmd!("SET"), args))
+            self.call(
+                Command::Plain("SET"),
+                self.client.custom::<Value, Value>(cmd!("SET"), args),
+            )
         });
         join_all(calls)
             .await
@@ -297,11 +328,14 @@ impl RedisTier {
         let member = self.value_key(key);
         let ttl = crate::lock::millis(ttl).to_string();
         let calls = tags.iter().map(|tag| {
-            self.call(self.tag.evalsha_with_reload::<i64, _, _>(
-                &self.client,
-                vec![self.tag_key(tag)],
-                vec![member.clone(), ttl.clone()],
-            ))
+            self.call(
+                Command::Script("tag"),
+                self.tag.evalsha_with_reload::<i64, _, _>(
+                    &self.client,
+                    vec![self.tag_key(tag)],
+                    vec![member.clone(), ttl.clone()],
+                ),
+            )
         });
         join_all(calls)
             .await
@@ -319,7 +353,10 @@ impl RedisTier {
                 Value::from("PX"),
                 Value::from(ttl.clone()),
             ];
-            self.call(self.client.custom::<Value, Value>(cmd!("SET"), args))
+            self.call(
+                Command::Plain("SET"),
+                self.client.custom::<Value, Value>(cmd!("SET"), args),
+            )
         });
         join_all(calls)
             .await
@@ -331,11 +368,14 @@ impl RedisTier {
     /// the same step.
     pub(crate) async fn take_tag(&self, tag: &str) -> Result<Vec<String>> {
         let members: Value = self
-            .call(self.take_tag.evalsha_with_reload(
-                &self.client,
-                vec![self.tag_key(tag)],
-                Vec::<Value>::new(),
-            ))
+            .call(
+                Command::Script("take_tag"),
+                self.take_tag.evalsha_with_reload(
+                    &self.client,
+                    vec![self.tag_key(tag)],
+                    Vec::<Value>::new(),
+                ),
+            )
             .await?;
         Ok(match members {
             Value::Array(members) => members
@@ -383,7 +423,9 @@ impl RedisTier {
                 "COUNT".to_owned(),
                 SCAN_BATCH.to_string(),
             ];
-            let reply: Value = self.call(node.custom(cmd!("SCAN"), args)).await?;
+            let reply: Value = self
+                .call(Command::Plain("SCAN"), node.custom(cmd!("SCAN"), args))
+                .await?;
             let (next, keys) = scan_page(reply)?;
             if !keys.is_empty() {
                 removed += u64::try_from(keys.len()).unwrap_or(u64::MAX);
@@ -402,13 +444,19 @@ impl RedisTier {
         let mut keys = 0;
         if nodes.is_empty() {
             keys += self
-                .call(self.client.custom::<u64, Value>(cmd!("DBSIZE"), vec![]))
+                .call(
+                    Command::Plain("DBSIZE"),
+                    self.client.custom::<u64, Value>(cmd!("DBSIZE"), vec![]),
+                )
                 .await?;
         } else {
             for node in nodes {
                 let client = self.client.with_cluster_node(node);
                 keys += self
-                    .call(client.custom::<u64, Value>(cmd!("DBSIZE"), vec![]))
+                    .call(
+                        Command::Plain("DBSIZE"),
+                        client.custom::<u64, Value>(cmd!("DBSIZE"), vec![]),
+                    )
                     .await?;
             }
         }
@@ -446,7 +494,12 @@ impl RedisTier {
             kind.to_owned(),
             target.to_owned(),
         ];
-        let id: Value = self.call(self.client.custom(cmd!("XADD"), args)).await?;
+        let id: Value = self
+            .call(
+                Command::Plain("XADD"),
+                self.client.custom(cmd!("XADD"), args),
+            )
+            .await?;
         id.into_string()
             .ok_or_else(|| Error::Redis("XADD returned no id".into()))
     }

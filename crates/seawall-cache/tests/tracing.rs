@@ -1,0 +1,337 @@
+//! What a subscriber hears of a cache: one `cache.load` span per load with
+//! its outcome, a `cache.redis` client span per Redis round trip, a
+//! `cache.miss` event per miss, a `cache.breaker_refused` event per call
+//! the open breaker keeps from Redis, and nothing at all from an L1 hit.
+//!
+//! A test binary of its own, with one subscriber installed for the whole
+//! process: `tracing` caches whether a callsite is wanted when it first
+//! meets it, and a callsite first met where no subscriber listened would
+//! stay unwanted. Tests run side by side, so each picks its records out by
+//! its cache's name or key prefix.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use seawall_cache::{Class, TieredCache};
+use seawall_testkit::RedisServer;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record as SpanRecord};
+use tracing::{Event, Instrument as _, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+
+/// A span (recorded when it closes, with every field it was given) or an
+/// event.
+#[derive(Debug, Clone)]
+struct Recorded {
+    span: bool,
+    name: String,
+    parent: Option<String>,
+    fields: BTreeMap<String, String>,
+}
+
+impl Recorded {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+/// Records spans and events into a shared list.
+struct Capture(Arc<Mutex<Vec<Recorded>>>);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let span = ctx.span(id).expect("a new span");
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(Recorded {
+            span: true,
+            name: attrs.metadata().name().to_owned(),
+            parent: span.parent().map(|parent| parent.name().to_owned()),
+            fields: fields.0,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
+        let span = ctx.span(id).expect("a recorded span");
+        let mut extensions = span.extensions_mut();
+        let recorded = extensions.get_mut::<Recorded>().expect("recorded at start");
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        recorded.fields.extend(fields.0);
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        self.0.lock().expect("the list").push(Recorded {
+            span: false,
+            name: event.metadata().name().to_owned(),
+            parent: ctx.event_span(event).map(|span| span.name().to_owned()),
+            fields: fields.0,
+        });
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let span = ctx.span(&id).expect("a closed span");
+        if let Some(recorded) = span.extensions_mut().remove::<Recorded>() {
+            self.0.lock().expect("the list").push(recorded);
+        }
+    }
+}
+
+/// Everything recorded so far in this process; the first call installs
+/// the subscriber.
+fn recorded() -> Vec<Recorded> {
+    static RECORDS: OnceLock<Arc<Mutex<Vec<Recorded>>>> = OnceLock::new();
+    let records = RECORDS.get_or_init(|| {
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&records)));
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        records
+    });
+    records.lock().expect("the list").clone()
+}
+
+/// The records of `name` (a span's or an event's) that carry `field` =
+/// `value`.
+fn named(name: &str, field: &str, value: &str) -> Vec<Recorded> {
+    recorded()
+        .into_iter()
+        .filter(|record| record.name == name && record.field(field) == Some(value))
+        .collect()
+}
+
+/// Polls `records` until it answers `count` records (spans are recorded
+/// when they close, which a spawned load does just after it answers).
+async fn wait_for(count: usize, mut records: impl FnMut() -> Vec<Recorded>) -> Vec<Recorded> {
+    for _ in 0..100 {
+        let found = records();
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    records()
+}
+
+fn unique(what: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "tr-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn client(url: &str, timeout: Duration) -> Client {
+    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = timeout;
+        })
+        .with_connection_config(|connection| {
+            connection.connection_timeout = timeout;
+            connection.internal_command_timeout = timeout;
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .expect("a client");
+    client.init().await.expect("connects");
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_runs_one_load_span_with_its_outcome_and_a_hit_tells_nothing() {
+    recorded();
+    let name = unique("l1");
+    let cache = TieredCache::builder().name(&name).build().expect("a cache");
+    let request = tracing::info_span!("request");
+    let callers = (0..8).map(|_| {
+        let cache = cache.clone();
+        tokio::spawn(
+            async move {
+                cache
+                    .get_or_load("user:7:card", Class::API, || async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, std::io::Error>(Some(7_u32))
+                    })
+                    .await
+            }
+            .instrument(request.clone()),
+        )
+    });
+    for caller in futures_util::future::join_all(callers).await {
+        assert_eq!(caller.expect("joins").expect("loads"), Some(7));
+    }
+    let loads = wait_for(1, || named("cache.load", "seawall.cache.name", &name)).await;
+    let [load] = loads.as_slice() else {
+        panic!("one load span for eight callers: {loads:#?}");
+    };
+    assert!(load.span);
+    assert_eq!(load.field("seawall.cache.class"), Some("api"));
+    assert_eq!(load.field("seawall.cache.outcome"), Some("loaded"));
+    assert_eq!(load.field("otel.status_code"), None);
+    assert_eq!(load.parent.as_deref(), Some("request"), "{load:#?}");
+    assert_eq!(load.field("seawall.cache.key"), None);
+    let misses = named("cache.miss", "seawall.cache.name", &name);
+    assert!(!misses.is_empty());
+    assert!(
+        misses
+            .iter()
+            .all(|miss| !miss.span && miss.field("seawall.cache.tier") == Some("l1")),
+        "{misses:#?}"
+    );
+
+    // "Not found" and a failure are outcomes too; the failure is an error.
+    let missing = cache
+        .get_or_load("user:8:card", Class::API, || async {
+            Ok::<Option<u32>, std::io::Error>(None)
+        })
+        .await;
+    assert_eq!(missing.expect("loads"), None);
+    let failed = cache
+        .get_or_load("user:9:card", Class::API, || async {
+            Err::<Option<u32>, _>(std::io::Error::other("the database is away"))
+        })
+        .await;
+    assert!(failed.is_err());
+    let loads = wait_for(3, || named("cache.load", "seawall.cache.name", &name)).await;
+    let outcomes: Vec<_> = loads
+        .iter()
+        .map(|load| load.field("seawall.cache.outcome"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Some("loaded"), Some("not_found"), Some("failed")],
+        "{loads:#?}"
+    );
+    assert_eq!(loads[2].field("otel.status_code"), Some("ERROR"));
+    assert_eq!(loads[2].field("error.type"), Some("failed"));
+
+    // A hit: no span, no event.
+    let before = recorded().len();
+    let hits = (0..100).map(|_| cache.get::<u32>("user:7:card", Class::API));
+    for hit in futures_util::future::join_all(hits).await {
+        assert_eq!(hit, Some(7));
+    }
+    let after: Vec<_> = recorded()
+        .into_iter()
+        .skip(before)
+        .filter(|record| record.field("seawall.cache.name") == Some(name.as_str()))
+        .collect();
+    assert!(after.is_empty(), "a hit told a subscriber: {after:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_round_trips_run_in_client_spans() {
+    recorded();
+    let prefix = unique("l2");
+    let url = RedisServer::shared().url();
+    let cache = TieredCache::builder()
+        .name(&prefix)
+        .prefix(&prefix)
+        .redis(client(&url, Duration::from_secs(1)).await)
+        .build()
+        .expect("a cache");
+    let request = tracing::info_span!("request");
+    let value = cache
+        .get_or_load("user:7:card", Class::API, || async {
+            Ok::<_, std::io::Error>(Some(7_u32))
+        })
+        .instrument(request)
+        .await;
+    assert_eq!(value.expect("loads"), Some(7));
+    // Another instance without L1 reads it from Redis.
+    let other = TieredCache::builder()
+        .name(&prefix)
+        .prefix(&prefix)
+        .without_l1()
+        .redis(client(&url, Duration::from_secs(1)).await)
+        .build()
+        .expect("a cache");
+    assert_eq!(other.get::<u32>("user:7:card", Class::API).await, Some(7));
+
+    let calls = wait_for(3, || named("cache.redis", "seawall.cache.prefix", &prefix)).await;
+    for call in &calls {
+        assert!(call.span);
+        assert_eq!(call.field("db.system.name"), Some("redis"), "{call:#?}");
+        assert_eq!(call.field("otel.kind"), Some("client"));
+        assert_eq!(call.field("otel.status_code"), None, "{call:#?}");
+    }
+    let summary = |call: &Recorded| {
+        (
+            call.field("otel.name").map(str::to_owned),
+            call.field("db.operation.name").map(str::to_owned),
+            call.parent.clone(),
+        )
+    };
+    let text = |s: &str| Some(s.to_owned());
+    let calls: Vec<_> = calls.iter().map(summary).collect();
+    // The load's lease is taken in the caller's trace; its fill inside
+    // the load's span; the plain read on its own.
+    assert!(
+        calls.contains(&(text("EVALSHA lease"), text("EVALSHA"), text("request"))),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.contains(&(text("EVALSHA fill"), text("EVALSHA"), text("cache.load"))),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.contains(&(text("GET"), text("GET"), None)),
+        "{calls:#?}"
+    );
+    let misses = named("cache.miss", "seawall.cache.name", &prefix);
+    let tiers: Vec<_> = misses
+        .iter()
+        .map(|miss| miss.field("seawall.cache.tier"))
+        .collect();
+    assert_eq!(tiers, [Some("l1"), Some("l2")], "{misses:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_is_an_error_and_the_open_breaker_tells_of_each_refusal() {
+    recorded();
+    let mut redis = RedisServer::start().expect("redis-server starts");
+    let prefix = unique("down");
+    let cache = TieredCache::builder()
+        .name(&prefix)
+        .prefix(&prefix)
+        .without_l1()
+        .redis_timeout(Duration::from_millis(100))
+        .breaker(1, Duration::from_secs(3600))
+        .redis(client(&redis.url(), Duration::from_millis(500)).await)
+        .build()
+        .expect("a cache");
+    redis.kill().expect("kills redis");
+    // The first read fails and opens the breaker; the second is refused.
+    assert_eq!(cache.get::<u32>("user:7:card", Class::API).await, None);
+    assert_eq!(cache.get::<u32>("user:7:card", Class::API).await, None);
+    let calls = named("cache.redis", "seawall.cache.prefix", &prefix);
+    let [call] = calls.as_slice() else {
+        panic!("one call sent: {calls:#?}");
+    };
+    assert_eq!(call.field("otel.name"), Some("GET"));
+    assert_eq!(call.field("otel.status_code"), Some("ERROR"));
+    assert!(call.field("error.type").is_some(), "{call:#?}");
+    let refusals = named("cache.breaker_refused", "seawall.cache.prefix", &prefix);
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert_eq!(refusals[0].field("db.system.name"), Some("redis"));
+}
