@@ -77,6 +77,7 @@ impl Permit<'_> {
         let breaker = self.breaker;
         if breaker.next_probe_at.load(Ordering::Relaxed) != 0 {
             breaker.next_probe_at.store(0, Ordering::Relaxed);
+            crate::trace::breaker_closed();
         }
         self.release();
     }
@@ -86,7 +87,9 @@ impl Permit<'_> {
     pub(crate) fn down(mut self) {
         let breaker = self.breaker;
         let next = breaker.now_us().saturating_add(breaker.interval_us).max(1);
-        breaker.next_probe_at.store(next, Ordering::Relaxed);
+        if breaker.next_probe_at.swap(next, Ordering::Relaxed) == 0 {
+            crate::trace::breaker_opened();
+        }
         self.release();
     }
 

@@ -91,6 +91,43 @@
 //! A [`ConcurrencyLimiter`] holds at most N operations in flight per key as
 //! [`Lease`]s, released on drop and expiring if their holder dies.
 //!
+//! # Tracing
+//!
+//! A limiter tells a [`tracing`](https://docs.rs/tracing) subscriber of
+//! what it refuses and of what its store could not decide, with
+//! OpenTelemetry's field names where its conventions have them:
+//!
+//! - `ratelimit.refused`, an event at `debug` per refused check (and per
+//!   check a limiter in shadow mode would have refused):
+//!   `seawall.ratelimit.name` (the limiter), `seawall.ratelimit.cost`,
+//!   `seawall.ratelimit.retry_after_ms` and `seawall.ratelimit.blocked_for_ms`
+//!   when the decision has them, `seawall.ratelimit.shadow` and
+//!   `seawall.ratelimit.degraded`.
+//! - `ratelimit.degraded`, an event at `debug` per decision the store could
+//!   not make: the limiter's name, `seawall.ratelimit.failure_policy`
+//!   (`open`, `closed`, `insurance`, `error`) and `error.message`. The Redis
+//!   store's breaker logs its opening (`ratelimit.breaker_opened`, `warn`)
+//!   and its closing (`ratelimit.breaker_closed`, `info`) once each, however
+//!   many decisions it degrades meanwhile.
+//! - `ratelimit.redis`, a span at `debug` around each script call of
+//!   [`RedisStore`]: `otel.kind` `client`, `db.system.name` `redis`,
+//!   `db.operation.name` `EVALSHA`, `otel.name` and `db.query.summary`
+//!   (`EVALSHA` and the script: `check_tat`, `check_fixed_window`,
+//!   `check_sliding_window`, `check_sliding_log`, `apply` for `redis.lua`,
+//!   `blocked` for the registry of blocked keys), the limiter's name; a
+//!   failed call sets `error.type` (`timeout`, or the client's kind of
+//!   error), `otel.status_code` `ERROR` and `otel.status_message`. A call
+//!   the open breaker keeps back has no span (its decision's
+//!   `ratelimit.degraded` event says so). The leases of a
+//!   [`ConcurrencyLimiter`] have none.
+//!
+//! Keys are in no field: a limit's key is most often a client's address or
+//! a user's id; [`Limiter::top_rejected`] names the keys refused most, in
+//! process. An admitted check tells nothing. Where nothing listens at a
+//! level, each of these is a disabled callsite, one relaxed atomic load,
+//! with no field evaluated; an admitted check on the memory store reaches
+//! none (`docs/benchmarks.md` counts its instructions before and after).
+//!
 //! # Features
 //!
 //! None is on by default; the Redis store (on `fred`) is always built.
@@ -125,6 +162,7 @@ mod net;
 mod redis;
 mod store;
 mod telemetry;
+mod trace;
 
 pub use algorithm::{Algorithm, Limit, MAX_LOG_LIMIT};
 #[cfg(feature = "tower")]

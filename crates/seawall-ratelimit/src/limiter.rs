@@ -310,7 +310,7 @@ impl Limiter {
     pub async fn check_quota(&self, key: &str, cost: u64, quota: &Quota) -> Result<Decision> {
         let op = self.check_op(cost, quota)?;
         let mut decision = self.run(key, quota, op).await?;
-        if self.checked(key, &mut decision) && !decision.degraded {
+        if self.checked(key, cost, &mut decision) && !decision.degraded {
             // A penalty began: other instances list it from now on.
             self.register_block(key, decision.blocked_for, false).await;
         }
@@ -337,7 +337,7 @@ impl Limiter {
     /// A check's decision as the caller gets it: shadow mode applied,
     /// counted; true when it shows a block this instance had not seen.
     #[inline]
-    fn checked(&self, key: &str, decision: &mut Decision) -> bool {
+    fn checked(&self, key: &str, cost: u64, decision: &mut Decision) -> bool {
         if self.is_shadow() {
             if !decision.allowed {
                 decision.would_reject = true;
@@ -346,7 +346,7 @@ impl Limiter {
             }
             decision.wait = Duration::ZERO;
         }
-        self.inner.telemetry.record(key, decision)
+        self.inner.telemetry.record(key, cost, decision)
     }
 
     /// Decisions this instance made, by outcome.
@@ -487,7 +487,7 @@ impl Limiter {
             return self.full(key, name, limit, cost);
         };
         let mut decision = Decision::single(self.inner.name, name, limit, &step, blocked_for_us);
-        self.checked(key, &mut decision);
+        self.checked(key, cost, &mut decision);
         Ok(decision)
     }
 
@@ -526,7 +526,7 @@ impl Limiter {
             limiter: self.inner.name.to_owned(),
         };
         let mut decision = self.degraded(key, &quota, op, error)?;
-        self.checked(key, &mut decision);
+        self.checked(key, cost, &mut decision);
         Ok(decision)
     }
 
@@ -542,6 +542,7 @@ impl Limiter {
 
     fn degraded(&self, key: &str, quota: &Quota, op: Op, error: Error) -> Result<Decision> {
         let inner = &*self.inner;
+        crate::trace::degraded(inner.name, inner.policy, &error);
         let rules = quota.as_rules();
         let mut decision = match (inner.policy, &inner.insurance) {
             (FailurePolicy::Error, _) => return Err(error),
@@ -617,7 +618,7 @@ impl Limiter {
             self.check_op(cost, quota)
                 .and_then(|op| self.run_in_memory(store, key, quota, op))
                 .map(|mut decision| {
-                    self.checked(key, &mut decision);
+                    self.checked(key, cost, &mut decision);
                     decision
                 }),
         )

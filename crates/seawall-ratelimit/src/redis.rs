@@ -21,11 +21,13 @@ use fred::error::ErrorKind;
 use fred::prelude::Client;
 use fred::types::scripts::Script;
 use fred::types::{FromValue, Value};
+use tracing::Instrument as _;
 
 use crate::algorithm::{Algorithm, Limit, Log, State, Step};
 use crate::breaker::Breaker;
 use crate::error::{Error, Result};
 use crate::store::{Entry, Op, Outcome, Rules, check_one};
+use crate::trace;
 
 /// The script of every operation, embedded.
 const SCRIPT: &str = include_str!("redis.lua");
@@ -180,38 +182,50 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// Runs `script` through the breaker, bounded by the timeout.
+    /// Runs `script` (named for its span by `purpose`) for `limiter`
+    /// through the breaker, bounded by the timeout, in a `ratelimit.redis`
+    /// span.
     async fn call<R: FromValue>(
         &self,
-        script: &Script,
+        limiter: &str,
+        (purpose, script): (&'static str, &Script),
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R> {
         let Some(permit) = self.breaker.permit() else {
             return Err(Error::Unavailable);
         };
+        let span = trace::redis_span(limiter, purpose);
         let call = script.evalsha_with_reload(&self.client, keys, args);
-        match tokio::time::timeout(self.timeout, call).await {
+        let answer = tokio::time::timeout(self.timeout, call)
+            .instrument(span.clone())
+            .await;
+        let (error, kind) = match answer {
             Ok(Ok(reply)) => {
                 permit.answered();
-                Ok(reply)
+                return Ok(reply);
             }
             Ok(Err(error)) if is_down(&error) => {
                 permit.down();
-                Err(Error::Redis(error))
+                let kind = error.kind().to_str();
+                (Error::Redis(error), kind)
             }
             Ok(Err(error)) => {
                 permit.answered();
-                Err(Error::Refused(error))
+                let kind = error.kind().to_str();
+                (Error::Refused(error), kind)
             }
             Err(_) => {
                 permit.down();
-                Err(Error::Redis(fred::error::Error::new(
+                let error = Error::Redis(fred::error::Error::new(
                     ErrorKind::Timeout,
                     format!("no answer from Redis within {:?}", self.timeout),
-                )))
+                ));
+                (error, "timeout")
             }
-        }
+        };
+        trace::redis_failed(&span, kind, &error);
+        Err(error)
     }
 
     /// The hash tag every key of a subject starts with.
@@ -262,7 +276,12 @@ impl RedisStore {
             None => vec![Value::from("remove"), Value::from(key)],
         };
         let _: Value = self
-            .call(&self.blocked_script, vec![self.registry_key(limiter)], args)
+            .call(
+                limiter,
+                ("blocked", &self.blocked_script),
+                vec![self.registry_key(limiter)],
+                args,
+            )
             .await?;
         Ok(())
     }
@@ -279,7 +298,12 @@ impl RedisStore {
             integer(u64::try_from(limit).unwrap_or(u64::MAX)),
         ];
         let reply: Vec<String> = self
-            .call(&self.blocked_script, vec![self.registry_key(limiter)], args)
+            .call(
+                limiter,
+                ("blocked", &self.blocked_script),
+                vec![self.registry_key(limiter)],
+                args,
+            )
             .await?;
         let number = |text: &str| {
             text.parse::<f64>()
@@ -353,7 +377,9 @@ impl RedisStore {
             args.push(integer(limit.capacity()));
             args.push(integer(limit.step_us()));
         }
-        let reply: Vec<i64> = self.call(&self.script, keys, args).await?;
+        let reply: Vec<i64> = self
+            .call(limiter, ("apply", &self.script), keys, args)
+            .await?;
         parse(&reply, rules.len())
     }
 
@@ -386,26 +412,26 @@ impl RedisStore {
                 // nothing (the tolerance stays below 2^51 by validation).
                 args.push(integer(cost.saturating_mul(step_us)));
                 args.push(integer(limit.capacity() * step_us));
-                &scripts.tat
+                ("check_tat", &scripts.tat)
             }
             Algorithm::FixedWindow => {
                 args.extend(counts());
-                &scripts.fixed_window
+                ("check_fixed_window", &scripts.fixed_window)
             }
             Algorithm::SlidingWindow => {
                 args.extend(counts());
-                &scripts.sliding_window
+                ("check_sliding_window", &scripts.sliding_window)
             }
             Algorithm::SlidingLog => {
                 args.extend(counts());
                 // The log's time to live in ms, which the script passes on
                 // as it is rather than format a number.
                 args.push(integer(step_us.div_ceil(1000)));
-                &scripts.sliding_log
+                ("check_sliding_log", &scripts.sliding_log)
             }
         };
         args.extend(now.map(integer));
-        let reply: Value = self.call(script, keys, args).await?;
+        let reply: Value = self.call(limiter, script, keys, args).await?;
         let (now, blocked_until, state) = match reply {
             // Not blocked, one number the step depends on alone, so the step
             // runs at time 0: for a time-based state, how far the arrival

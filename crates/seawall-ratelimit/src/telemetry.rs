@@ -134,10 +134,10 @@ impl Telemetry {
         })
     }
 
-    /// Counts a check's decision.
-    /// Counts a decision; true when it shows a block this instance had not
-    /// seen on `key`.
-    pub(crate) fn record(&self, key: &str, decision: &Decision) -> bool {
+    /// Counts a check's decision (of `cost`), and tells a subscriber of a
+    /// refusal; true when it shows a block this instance had not seen on
+    /// `key`.
+    pub(crate) fn record(&self, key: &str, cost: u64, decision: &Decision) -> bool {
         let outcome = if decision.would_reject {
             SHADOW_REJECTED
         } else if decision.allowed {
@@ -154,6 +154,7 @@ impl Telemetry {
         }
         if outcome != ALLOWED {
             self.top.lock().add(key);
+            crate::trace::refused(decision, cost);
         }
         self.saw_block(key, decision.blocked_for)
     }

@@ -1,0 +1,267 @@
+//! What a subscriber hears of a limiter: a `ratelimit.refused` event per
+//! refused check, a `ratelimit.degraded` event per decision the store could
+//! not make, and a `ratelimit.redis` client span per Redis script call;
+//! an admitted check on the memory store tells nothing.
+//!
+//! A test binary of its own, with one subscriber installed for the whole
+//! process: `tracing` caches whether a callsite is wanted when it first
+//! meets it, and a callsite first met where no subscriber listened would
+//! stay unwanted. Tests run side by side, so each picks its records out by
+//! its limiter's name.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use seawall_ratelimit::{FailurePolicy, Limit, Limiter, RedisStore};
+use seawall_testkit::RedisServer;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record as SpanRecord};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+
+/// A span (recorded when it closes, with every field it was given) or an
+/// event.
+#[derive(Debug, Clone)]
+struct Recorded {
+    span: bool,
+    name: String,
+    parent: Option<String>,
+    fields: BTreeMap<String, String>,
+}
+
+impl Recorded {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+/// Records spans and events into a shared list.
+struct Capture(Arc<Mutex<Vec<Recorded>>>);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let span = ctx.span(id).expect("a new span");
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(Recorded {
+            span: true,
+            name: attrs.metadata().name().to_owned(),
+            parent: span.parent().map(|parent| parent.name().to_owned()),
+            fields: fields.0,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
+        let span = ctx.span(id).expect("a recorded span");
+        let mut extensions = span.extensions_mut();
+        let recorded = extensions.get_mut::<Recorded>().expect("recorded at start");
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        recorded.fields.extend(fields.0);
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        self.0.lock().expect("the list").push(Recorded {
+            span: false,
+            name: event.metadata().name().to_owned(),
+            parent: ctx.event_span(event).map(|span| span.name().to_owned()),
+            fields: fields.0,
+        });
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let span = ctx.span(&id).expect("a closed span");
+        if let Some(recorded) = span.extensions_mut().remove::<Recorded>() {
+            self.0.lock().expect("the list").push(recorded);
+        }
+    }
+}
+
+/// Everything recorded so far in this process; the first call installs
+/// the subscriber.
+fn recorded() -> Vec<Recorded> {
+    static RECORDS: OnceLock<Arc<Mutex<Vec<Recorded>>>> = OnceLock::new();
+    let records = RECORDS.get_or_init(|| {
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&records)));
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        records
+    });
+    records.lock().expect("the list").clone()
+}
+
+/// The records of `name` (a span's or an event's) that carry `field` =
+/// `value`.
+fn named(name: &str, field: &str, value: &str) -> Vec<Recorded> {
+    recorded()
+        .into_iter()
+        .filter(|record| record.name == name && record.field(field) == Some(value))
+        .collect()
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "tr{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn client(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = Duration::from_secs(1);
+        })
+        .with_connection_config(|connection| {
+            connection.connection_timeout = Duration::from_secs(1);
+            connection.internal_command_timeout = Duration::from_secs(1);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .expect("a client");
+    client.init().await.expect("connects");
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_check_tells_its_limiter_cost_and_retry_after() {
+    recorded();
+    let name = unique();
+    let limiter = Limiter::builder(&name)
+        .limit(Limit::fixed_window(3, Duration::from_secs(60)).expect("a limit"))
+        .build()
+        .expect("a limiter");
+    for _ in 0..3 {
+        assert!(
+            limiter
+                .check("203.0.113.7", 1)
+                .await
+                .expect("decides")
+                .allowed
+        );
+    }
+    assert!(
+        named("ratelimit.refused", "seawall.ratelimit.name", &name).is_empty(),
+        "an admitted check tells nothing"
+    );
+    let decision = limiter.check("203.0.113.7", 2).await.expect("decides");
+    assert!(!decision.allowed);
+    let refusals = named("ratelimit.refused", "seawall.ratelimit.name", &name);
+    let [refusal] = refusals.as_slice() else {
+        panic!("one refusal: {refusals:#?}");
+    };
+    assert!(!refusal.span);
+    assert_eq!(refusal.field("seawall.ratelimit.cost"), Some("2"));
+    let retry_after = refusal
+        .field("seawall.ratelimit.retry_after_ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .expect("a retry-after in ms");
+    assert!((1..=60_000).contains(&retry_after), "{retry_after}");
+    assert_eq!(refusal.field("seawall.ratelimit.shadow"), Some("false"));
+    assert_eq!(refusal.field("seawall.ratelimit.degraded"), Some("false"));
+    assert!(
+        refusal
+            .fields
+            .values()
+            .all(|value| !value.contains("203.0.113.7")),
+        "no key in the fields: {refusal:#?}"
+    );
+    // A synchronous check tells the same.
+    let decision = limiter
+        .check_now("203.0.113.7", 1)
+        .expect("a memory store")
+        .expect("decides");
+    assert!(!decision.allowed);
+    assert_eq!(
+        named("ratelimit.refused", "seawall.ratelimit.name", &name).len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_check_runs_in_a_client_span() {
+    recorded();
+    let name = unique();
+    let store = RedisStore::new(client(&RedisServer::shared().url()).await);
+    let limiter = Limiter::builder(&name)
+        .limit(Limit::gcra(10, Duration::from_secs(1), 10).expect("a limit"))
+        .store(store)
+        .build()
+        .expect("a limiter");
+    let request = tracing::info_span!("request");
+    let decision = tracing::Instrument::instrument(limiter.check("203.0.113.7", 1), request)
+        .await
+        .expect("decides");
+    assert!(decision.allowed && !decision.degraded);
+    let calls = named("ratelimit.redis", "seawall.ratelimit.name", &name);
+    let [call] = calls.as_slice() else {
+        panic!("one script call: {calls:#?}");
+    };
+    assert!(call.span);
+    assert_eq!(call.field("db.system.name"), Some("redis"));
+    assert_eq!(call.field("otel.kind"), Some("client"));
+    assert_eq!(call.field("db.operation.name"), Some("EVALSHA"));
+    assert_eq!(call.field("otel.name"), Some("EVALSHA check_tat"));
+    assert_eq!(call.field("otel.status_code"), None);
+    assert_eq!(call.parent.as_deref(), Some("request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_leaves_an_error_span_and_a_degraded_decision() {
+    recorded();
+    let name = unique();
+    let mut redis = RedisServer::start().expect("redis-server starts");
+    let store = RedisStore::new(client(&redis.url()).await)
+        .with_timeout(Duration::from_millis(100))
+        .expect("a timeout");
+    let limiter = Limiter::builder(&name)
+        .limit(Limit::gcra(10, Duration::from_secs(1), 10).expect("a limit"))
+        .store(store)
+        .on_store_failure(FailurePolicy::Closed)
+        .build()
+        .expect("a limiter");
+    redis.kill().expect("kills redis");
+    let decision = limiter.check("203.0.113.7", 1).await.expect("decides");
+    assert!(decision.degraded && !decision.allowed);
+    let calls = named("ratelimit.redis", "seawall.ratelimit.name", &name);
+    let [call] = calls.as_slice() else {
+        panic!("one script call: {calls:#?}");
+    };
+    assert_eq!(call.field("otel.status_code"), Some("ERROR"));
+    assert!(call.field("error.type").is_some(), "{call:#?}");
+    let degraded = named("ratelimit.degraded", "seawall.ratelimit.name", &name);
+    let [degraded] = degraded.as_slice() else {
+        panic!("one degraded decision: {degraded:#?}");
+    };
+    assert_eq!(
+        degraded.field("seawall.ratelimit.failure_policy"),
+        Some("closed")
+    );
+    // Failing closed refuses: the refusal says it was degraded.
+    let refusals = named("ratelimit.refused", "seawall.ratelimit.name", &name);
+    let [refusal] = refusals.as_slice() else {
+        panic!("one refusal: {refusals:#?}");
+    };
+    assert_eq!(refusal.field("seawall.ratelimit.degraded"), Some("true"));
+}
