@@ -135,11 +135,13 @@
 //!   `db.operation.name` (`GET`, `MGET`, `SET`, `SCAN`, `DBSIZE`, `XADD`,
 //!   or `EVALSHA` for the cache's scripts), `otel.name` and
 //!   `db.query.summary` (the command, or `EVALSHA` and the script's
-//!   purpose: `EVALSHA lease`, `EVALSHA fill`, `EVALSHA tag`, …), and
-//!   `seawall.cache.prefix`; a failed call sets `error.type` (`timeout`,
-//!   or the client's kind of error), `otel.status_code` `ERROR` and
-//!   `otel.status_message`. The invalidation feed's stream reads and the
-//!   [`RedisLocks`] calls have no span.
+//!   purpose: `EVALSHA lease`, `EVALSHA fill`, `EVALSHA tag`, …, and
+//!   [`RedisLocks`]' `EVALSHA lock_acquire`, `lock_extend`,
+//!   `lock_release`), and `seawall.cache.prefix`; a failed call sets
+//!   `error.type` (`timeout`, or the client's kind of error),
+//!   `otel.status_code` `ERROR` and `otel.status_message`. The invalidation
+//!   feed's stream reads, a background loop that belongs to no request,
+//!   have no span.
 //! - `cache.miss`, an event at `debug` per counted miss, with
 //!   `seawall.cache.tier` (`l1` or `l2`) beside the cache's name and class.
 //! - `cache.breaker_refused`, an event at `debug` each time the open

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use fred::prelude::Client;
 use fred::types::scripts::Script;
+use tracing::Instrument as _;
 
 use crate::error::{Error, Result};
+use crate::trace::{self, Command};
 
 /// The fencing counter (KEYS[2]) is kept for the retention (ARGV[3] ms)
 /// past the lock's expiry, which only ever moves later. A counter that is
@@ -151,15 +153,18 @@ impl RedisLocks {
         let key = self.key(name);
         let token = format!("{:016x}{:016x}", random_u64(), random_u64());
         let fence: i64 = self
-            .call(self.inner.acquire.evalsha_with_reload(
-                &self.inner.client,
-                vec![key.clone(), format!("{key}:fence")],
-                vec![
-                    token.clone(),
-                    millis(ttl).to_string(),
-                    millis(self.inner.fence_retention).to_string(),
-                ],
-            ))
+            .call(
+                "lock_acquire",
+                self.inner.acquire.evalsha_with_reload(
+                    &self.inner.client,
+                    vec![key.clone(), format!("{key}:fence")],
+                    vec![
+                        token.clone(),
+                        millis(ttl).to_string(),
+                        millis(self.inner.fence_retention).to_string(),
+                    ],
+                ),
+            )
             .await?;
         Ok((fence > 0).then(|| LockGuard {
             locks: self.clone(),
@@ -194,18 +199,27 @@ impl RedisLocks {
         }
     }
 
+    /// One script call bounded by the timeout, in a `cache.redis` span
+    /// named after `script`.
     async fn call<T>(
         &self,
+        script: &'static str,
         call: impl Future<Output = std::result::Result<T, fred::error::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(Error::Redis(error.to_string())),
-            Err(_) => Err(Error::Redis(format!(
-                "no answer within {:?}",
-                self.inner.timeout
-            ))),
-        }
+        let span = trace::redis_span(&self.inner.prefix, Command::Script(script));
+        let (error_type, error) = match tokio::time::timeout(self.inner.timeout, call)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => (error.kind().to_str(), error.to_string()),
+            Err(_) => (
+                "timeout",
+                format!("no answer within {:?}", self.inner.timeout),
+            ),
+        };
+        trace::redis_failed(&span, error_type, &error);
+        Err(Error::Redis(error))
     }
 }
 
@@ -240,15 +254,18 @@ impl LockGuard {
         let inner = &self.locks.inner;
         let extended: i64 = self
             .locks
-            .call(inner.extend.evalsha_with_reload(
-                &inner.client,
-                vec![self.key.clone(), format!("{}:fence", self.key)],
-                vec![
-                    self.token.clone(),
-                    millis(ttl).to_string(),
-                    millis(inner.fence_retention).to_string(),
-                ],
-            ))
+            .call(
+                "lock_extend",
+                inner.extend.evalsha_with_reload(
+                    &inner.client,
+                    vec![self.key.clone(), format!("{}:fence", self.key)],
+                    vec![
+                        self.token.clone(),
+                        millis(ttl).to_string(),
+                        millis(inner.fence_retention).to_string(),
+                    ],
+                ),
+            )
             .await?;
         if extended == 1 {
             Ok(())
@@ -271,11 +288,14 @@ impl LockGuard {
 async fn release(locks: &RedisLocks, key: &str, token: &str, name: &str) -> Result<()> {
     let inner = &locks.inner;
     let deleted: i64 = locks
-        .call(inner.release.evalsha_with_reload(
-            &inner.client,
-            vec![key.to_owned()],
-            vec![token.to_owned()],
-        ))
+        .call(
+            "lock_release",
+            inner.release.evalsha_with_reload(
+                &inner.client,
+                vec![key.to_owned()],
+                vec![token.to_owned()],
+            ),
+        )
         .await?;
     if deleted == 1 {
         Ok(())

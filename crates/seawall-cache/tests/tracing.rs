@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
-use seawall_cache::{Class, TieredCache};
+use seawall_cache::{Class, RedisLocks, TieredCache};
 use seawall_testkit::RedisServer;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanRecord};
@@ -304,6 +304,45 @@ async fn redis_round_trips_run_in_client_spans() {
         .map(|miss| miss.field("seawall.cache.tier"))
         .collect();
     assert_eq!(tiers, [Some("l1"), Some("l2")], "{misses:#?}");
+}
+
+/// The distributed locks' script calls are client spans too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_is_taken_and_released_in_client_spans() {
+    recorded();
+    let prefix = unique("locks");
+    let locks = RedisLocks::with_options(
+        client(&RedisServer::shared().url(), Duration::from_secs(1)).await,
+        prefix.clone(),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    let guard = locks
+        .try_acquire("nightly", Duration::from_secs(5))
+        .instrument(tracing::info_span!("request"))
+        .await
+        .expect("answers")
+        .expect("free");
+    guard.release().await.expect("released");
+    let calls = named("cache.redis", "seawall.cache.prefix", &prefix);
+    let names: Vec<_> = calls
+        .iter()
+        .map(|call| (call.field("otel.name"), call.parent.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (Some("EVALSHA lock_acquire"), Some("request")),
+            (Some("EVALSHA lock_release"), None),
+        ],
+        "{calls:#?}"
+    );
+    for call in &calls {
+        assert!(call.span);
+        assert_eq!(call.field("db.system.name"), Some("redis"));
+        assert_eq!(call.field("otel.kind"), Some("client"));
+        assert_eq!(call.field("otel.status_code"), None);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

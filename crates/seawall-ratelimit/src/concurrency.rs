@@ -11,6 +11,7 @@ use fred::prelude::Client;
 use fred::types::Value;
 use fred::types::scripts::Script;
 use parking_lot::Mutex;
+use tracing::Instrument as _;
 
 use crate::error::{Error, Result};
 use crate::limiter::{MAX_KEY_BYTES, check_name};
@@ -158,10 +159,15 @@ impl ConcurrencyLimiter {
             Value::Integer(i64::try_from(self.inner.max).unwrap_or(i64::MAX)),
             Value::Integer(i64::try_from(self.inner.lease_time.as_micros()).unwrap_or(i64::MAX)),
         ];
-        script
+        let span = crate::trace::redis_span(&self.inner.name, "concurrency");
+        let answer = script
             .evalsha_with_reload(client, vec![redis_key], args)
-            .await
-            .map_err(Error::Redis)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &answer {
+            crate::trace::redis_failed(&span, error.kind().to_str(), error);
+        }
+        answer.map_err(Error::Redis)
     }
 
     fn release_now(&self, key: &str, id: &str) {

@@ -118,8 +118,9 @@
 //!   failed call sets `error.type` (`timeout`, or the client's kind of
 //!   error), `otel.status_code` `ERROR` and `otel.status_message`. A call
 //!   the open breaker keeps back has no span (its decision's
-//!   `ratelimit.degraded` event says so). The leases of a
-//!   [`ConcurrencyLimiter`] have none.
+//!   `ratelimit.degraded` event says so). A [`ConcurrencyLimiter`]'s
+//!   lease calls on Redis are `EVALSHA concurrency` spans of the same
+//!   kind.
 //!
 //! Keys are in no field: a limit's key is most often a client's address or
 //! a user's id; [`Limiter::top_rejected`] names the keys refused most, in

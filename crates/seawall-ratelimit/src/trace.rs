@@ -84,7 +84,8 @@ pub(crate) fn breaker_closed() {
 
 /// The `ratelimit.redis` span of one script call for limiter `limiter`;
 /// `script` is the script's purpose (`check_tat`, `check_fixed_window`,
-/// `check_sliding_window`, `check_sliding_log`, `apply`, `blocked`).
+/// `check_sliding_window`, `check_sliding_log`, `apply`, `blocked`, and
+/// the concurrency limiter's `concurrency`).
 /// [`redis_failed`] records a failure.
 pub(crate) fn redis_span(limiter: &str, script: &'static str) -> Span {
     tracing::debug_span!(

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
-use seawall_ratelimit::{FailurePolicy, Limit, Limiter, RedisStore};
+use seawall_ratelimit::{ConcurrencyLimiter, FailurePolicy, Limit, Limiter, RedisStore};
 use seawall_testkit::RedisServer;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanRecord};
@@ -225,6 +225,35 @@ async fn a_redis_check_runs_in_a_client_span() {
     assert_eq!(call.field("otel.name"), Some("EVALSHA check_tat"));
     assert_eq!(call.field("otel.status_code"), None);
     assert_eq!(call.parent.as_deref(), Some("request"));
+}
+
+/// The concurrency limiter's lease calls are client spans too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_on_redis_is_taken_and_released_in_client_spans() {
+    recorded();
+    let name = unique();
+    let limiter = ConcurrencyLimiter::builder(&name, 2)
+        .redis(client(&RedisServer::shared().url()).await)
+        .build()
+        .expect("a limiter");
+    let request = tracing::info_span!("request");
+    let lease = tracing::Instrument::instrument(limiter.try_acquire("203.0.113.7"), request)
+        .await
+        .expect("decides")
+        .expect("a lease");
+    lease.release().await.expect("released");
+    let calls = named("ratelimit.redis", "seawall.ratelimit.name", &name);
+    let [acquire, release] = calls.as_slice() else {
+        panic!("two script calls: {calls:#?}");
+    };
+    for call in [acquire, release] {
+        assert!(call.span);
+        assert_eq!(call.field("db.system.name"), Some("redis"));
+        assert_eq!(call.field("otel.kind"), Some("client"));
+        assert_eq!(call.field("otel.name"), Some("EVALSHA concurrency"));
+        assert_eq!(call.field("otel.status_code"), None);
+    }
+    assert_eq!(acquire.parent.as_deref(), Some("request"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
