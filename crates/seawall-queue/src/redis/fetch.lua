@@ -3,12 +3,14 @@
 -- call's request id; ARGV[9]: lease ms; ARGV[10]: how many jobs to take at
 -- most; ARGV[11]: the most payload bytes to take (past them no further job
 -- is taken; the first always is); ARGV[12]: how many acknowledgements
--- follow, each as a job id and its lease token.
+-- follow, each as a job id and its lease token; after them, 1 to answer
+-- each job's trace context, 0 not to (a worker built without tracing reads
+-- nothing it would drop).
 -- Returns { now, ms until the next delayed job or lease expiry (-1: none,
 -- or all that was asked was taken), rejected acknowledgements, paused
--- (0/1), then 11 fields per job taken: id, token, payload, ready since,
--- failures so far, max attempts, backoff, timeout ms, stalls so far, run,
--- trace context (empty for none) }.
+-- (0/1), then 10 fields per job taken: id, token, payload, ready since,
+-- failures so far, max attempts, backoff, timeout ms, stalls so far, run;
+-- and an 11th, the trace context (empty for none), when asked for }.
 --
 -- The caller's last call is recorded (its request id, what it rejected and
 -- the leases it gave), so a call re-sent with the same request id, by a
@@ -21,14 +23,16 @@ local lease = whole(9, 0, MAX_MS)
 local want = whole(10, 0, 10000)
 local max_bytes = whole(11, 1, MAX_SETTING)
 local acks = whole(12, 0, 1000000)
-if #ARGV ~= 12 + 2 * acks then refuse('expected ' .. acks .. ' acknowledgements') end
+if #ARGV ~= 13 + 2 * acks then refuse('expected ' .. acks .. ' acknowledgements, then the trace flag') end
 for i = 1, acks do
   job_id_arg(11 + 2 * i)
   shaped(12 + 2 * i, TOKEN, 64, 'a lease token')
 end
+local traced = whole(13 + 2 * acks, 0, 1) == 1
 
 local record_key = base .. 'w:' .. caller
-local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk', 'tc' }
+local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk' }
+if traced then JOB_FIELDS[9] = 'tc' end
 
 local function answer_job(out, id, token, job)
   out[#out + 1] = id
@@ -41,7 +45,7 @@ local function answer_job(out, id, token, job)
   out[#out + 1] = job[6] or 0
   out[#out + 1] = job[7] or 0
   out[#out + 1] = job[8] or 1
-  out[#out + 1] = job[9] or ''
+  if traced then out[#out + 1] = job[9] or '' end
 end
 
 local recorded = redis.call('GET', record_key)

@@ -99,6 +99,11 @@ pub(crate) struct RedisOptions {
 /// long an enqueue's answer is kept for it (30 s).
 const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether a fetch asks for each job's trace context: only a build that
+/// can continue the trace (the `opentelemetry` feature) reads it, so one
+/// without reads and parses nothing more than before jobs carried one.
+const TRACED: bool = cfg!(feature = "opentelemetry");
+
 pub(crate) struct RedisStore {
     client: Client,
     blocking: BlockingPool,
@@ -330,7 +335,7 @@ impl Store for RedisStore {
     }
 
     async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched> {
-        let (keys, mut args) = self.prelude(queue, 6 + call.acks.len() * 2);
+        let (keys, mut args) = self.prelude(queue, 7 + call.acks.len() * 2);
         args.push(Value::from(call.caller.as_str()));
         args.push(Value::from(call.request.as_str()));
         args.push(int(millis(call.lease)));
@@ -341,8 +346,10 @@ impl Store for RedisStore {
             args.push(Value::from(ack.id.as_str()));
             args.push(Value::from(ack.token.as_str()));
         }
+        args.push(int(u64::from(TRACED)));
+        let per_job = if TRACED { 11 } else { 10 };
         let reply = array(self.run(&self.scripts.fetch, keys, args).await?)?;
-        if reply.len() < 4 || (reply.len() - 4) % 11 != 0 {
+        if reply.len() < 4 || (reply.len() - 4) % per_job != 0 {
             return Err(Error::Protocol(format!(
                 "fetch answered {} values",
                 reply.len()
@@ -354,7 +361,7 @@ impl Store for RedisStore {
             next_wake: (next_wake >= 0).then(|| Duration::from_millis(next_wake.unsigned_abs())),
             rejected: count(&reply[2])?,
             jobs: reply[4..]
-                .chunks_exact(11)
+                .chunks_exact(per_job)
                 .map(taken)
                 .collect::<Result<_>>()?,
         })

@@ -63,7 +63,11 @@ pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
         timeout_ms: unsigned(&fields[7])?,
         stalls: count(&fields[8])?,
         run: count(&fields[9])?,
-        trace: text(&fields[10]).unwrap_or_default(),
+        // Answered only to a build that follows traces (`TRACED`).
+        trace: fields
+            .get(10)
+            .and_then(|field| text(field).ok())
+            .unwrap_or_default(),
     })
 }
 
