@@ -833,10 +833,13 @@ impl Store for MemoryStore {
                     .filter(|lease| step.owned(lease))
                     .cloned()
                     .collect();
+                let mut left = millis(call.lease);
                 let jobs = held
                     .into_iter()
                     .filter_map(|lease| {
                         let job = step.q.jobs.get(lease.id.as_str())?;
+                        // An active job's position is its lease's deadline.
+                        left = left.min(job.position.saturating_sub(step.now));
                         Some(job.taken(lease))
                     })
                     .collect();
@@ -844,6 +847,7 @@ impl Store for MemoryStore {
                     now_ms: step.now,
                     next_wake: step.next_wake(),
                     rejected,
+                    lease_left: Duration::from_millis(left),
                     jobs,
                 };
             }
@@ -881,6 +885,7 @@ impl Store for MemoryStore {
                 now_ms: step.now,
                 next_wake: step.next_wake(),
                 rejected,
+                lease_left: call.lease,
                 jobs,
             }
         }))

@@ -247,6 +247,7 @@ async fn check(
                 world.recover(max_stalls);
                 let waiting = world.counts().waiting;
                 prop_assert_eq!(fetched.jobs.len() as u64, waiting.min(want as u64));
+                prop_assert_eq!(fetched.lease_left, lease, "a call that ran leases anew");
                 for taken in &fetched.jobs {
                     prop_assert!(
                         world.tokens.insert(taken.lease.token.clone()),
@@ -327,6 +328,18 @@ async fn check(
                     })
                     .collect();
                 let answered: Vec<&Lease> = again.jobs.iter().map(|job| &job.lease).collect();
+                // The leases began when the call first ran: a replay never
+                // gives more time than that, and none to a lapsed lease.
+                prop_assert!(again.lease_left <= last.call.lease);
+                let lapsed = still.iter().any(|lease| {
+                    world.jobs.iter().any(|(id, model)| {
+                        *id == lease.id
+                            && matches!(&model.state, Expected::Active { lapsed: true, .. })
+                    })
+                });
+                if lapsed {
+                    prop_assert_eq!(again.lease_left, Duration::ZERO, "a lapsed lease answered");
+                }
                 prop_assert_eq!(answered, still);
             }
             Op::Snapshot => {

@@ -169,6 +169,9 @@ pub(crate) struct Fetched {
     pub(crate) next_wake: Option<Duration>,
     /// Acknowledgements refused because the lease was no longer theirs.
     pub(crate) rejected: u32,
+    /// What is left of the leases of the jobs answered: the whole lease,
+    /// unless the call is a replay, whose leases began when it first ran.
+    pub(crate) lease_left: Duration,
     pub(crate) jobs: Vec<Taken>,
 }
 

@@ -537,20 +537,21 @@ struct Shared {
     metrics: Option<QueueMetrics>,
     stop_fetching: CancellationToken,
     stopped: CancellationToken,
-    /// A run came in whose lease started long ago (a re-sent fetch call):
-    /// the renewal task renews at once.
+    /// A run came in whose lease has less left than a renewal round (a
+    /// re-sent fetch call): the renewal task renews at once.
     renew_soon: Notify,
 }
 
 /// A sequence of fetch calls under one caller id. A call that failed stays
 /// pending and is re-sent unchanged before anything else, so a call that
 /// did run on the server answers its first result instead of leasing jobs
-/// to nobody or counting its acknowledgements as rejected.
+/// to nobody or counting its acknowledgements as rejected. The answer says
+/// how much of its leases is left: a call that never ran before takes
+/// them now, a replay answers leases that began when it first ran.
 struct Lane {
     caller: String,
-    /// The failed call, and when it was first sent: the leases of the jobs
-    /// it took start then.
-    pending: tokio::sync::Mutex<Option<(FetchCall, Instant)>>,
+    /// The call that failed.
+    pending: tokio::sync::Mutex<Option<FetchCall>>,
 }
 
 impl Lane {
@@ -748,21 +749,21 @@ fn new_call(shared: &Shared, lane: &Lane, want: usize, acks: Vec<Lease>) -> Fetc
 async fn flush_acks(shared: &Shared) {
     let mut pending = shared.ack_lane.pending.lock().await;
     loop {
-        let (call, sent) = match pending.take() {
+        let call = match pending.take() {
             Some(pending) => pending,
             None => {
                 let acks = take_acks(shared);
                 if acks.is_empty() {
                     return;
                 }
-                (new_call(shared, &shared.ack_lane, 0, acks), Instant::now())
+                new_call(shared, &shared.ack_lane, 0, acks)
             }
         };
         match shared.store.fetch(&shared.queue, &call).await {
             Ok(fetched) => acknowledged(shared, &call.acks, fetched.rejected),
             Err(error) => {
                 tracing::debug!(queue = %shared.queue, %error, "acknowledgements not sent; they will be re-sent");
-                *pending = Some((call, sent));
+                *pending = Some(call);
                 return;
             }
         }
@@ -773,7 +774,7 @@ async fn flush_acks(shared: &Shared) {
 /// re-sent, it answers them, and they go back to the queue at once rather
 /// than when their leases run out.
 async fn give_back_pending_fetch(shared: &Shared, lane: &Lane) {
-    let Some((call, _)) = lane.pending.lock().await.take() else {
+    let Some(call) = lane.pending.lock().await.take() else {
         return;
     };
     match shared.store.fetch(&shared.queue, &call).await {
@@ -830,7 +831,7 @@ where
     let mut failures = 0_u32;
     while !shared.stop_fetching.is_cancelled() {
         let pending = lane.pending.lock().await.take();
-        let (call, sent) = match pending {
+        let call = match pending {
             Some(pending) => pending,
             None => {
                 let freed = shared.slot_freed.notified();
@@ -843,10 +844,13 @@ where
                     }
                     continue;
                 }
-                (new_call(&shared, lane, free, acks), Instant::now())
+                new_call(&shared, lane, free, acks)
             }
         };
         bump(&shared.stats.fetches);
+        // The server runs the call after this, so its leases run out no
+        // earlier than this plus what it says is left of them.
+        let sending = Instant::now();
         let fetched = match shared.store.fetch(&shared.queue, &call).await {
             Ok(fetched) => {
                 if failures > 0 {
@@ -857,7 +861,7 @@ where
                 fetched
             }
             Err(error) => {
-                *lane.pending.lock().await = Some((call, sent));
+                *lane.pending.lock().await = Some(call);
                 failures += 1;
                 if failures == 1 {
                     tracing::warn!(queue = %shared.queue, %error, "fetch failed; retrying until Redis answers");
@@ -876,12 +880,13 @@ where
             now_ms,
             next_wake,
             rejected,
+            lease_left,
             jobs,
         } = fetched;
         acknowledged(&shared, &call.acks, rejected);
         let taken = jobs.len();
         for job in jobs {
-            spawn_job(&shared, &handler, job, now_ms, sent);
+            spawn_job(&shared, &handler, job, now_ms, sending + lease_left);
         }
         unreserve(&shared, call.want);
         if taken >= call.want {
@@ -950,13 +955,14 @@ fn unreserve(shared: &Shared, slots: usize) {
     shared.slot_freed.notify_one();
 }
 
-/// Starts a run of `job`, taken by a fetch call first sent at `leased_at`.
+/// Starts a run of `job`, whose lease runs out no earlier than
+/// `lease_until`.
 fn spawn_job<T>(
     shared: &Arc<Shared>,
     handler: &Arc<Handler<T>>,
     job: Taken,
     now_ms: u64,
-    leased_at: Instant,
+    lease_until: Instant,
 ) where
     T: DeserializeOwned + Send + 'static,
 {
@@ -974,7 +980,7 @@ fn spawn_job<T>(
         lost: false,
         cancel_requested: false,
         requeue: false,
-        renewed_until: leased_at + shared.lease,
+        renewed_until: lease_until,
         expired: false,
     };
     // An older run of the same job in this process lost its lease: the
@@ -992,9 +998,10 @@ fn spawn_job<T>(
         }
     }
     drop(held);
-    // A call re-sent after an outage answers leases taken when it was first
-    // sent: renew them now rather than at the next round.
-    if leased_at.elapsed() > LeaseTiming::new(shared.lease).every {
+    // A call re-sent after an outage can answer leases taken when it first
+    // ran: renew them now rather than at the next round.
+    let left = lease_until.saturating_duration_since(Instant::now());
+    if left + LeaseTiming::new(shared.lease).every < shared.lease {
         shared.renew_soon.notify_one();
     }
     let span = trace::process_span(&shared.queue, job.lease.id.as_str(), job.run, &job.trace);

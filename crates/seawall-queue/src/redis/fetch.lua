@@ -8,7 +8,8 @@
 -- nothing it would drop).
 -- Returns { now, ms until the next delayed job or lease expiry (-1: none,
 -- or all that was asked was taken), rejected acknowledgements, paused
--- (0/1), then 10 fields per job taken: id, token, payload, ready since,
+-- (0/1), ms left on the leases answered (the lease, unless the call is a
+-- replay), then 10 fields per job taken: id, token, payload, ready since,
 -- failures so far, max attempts, backoff, timeout ms, stalls so far, run;
 -- and an 11th, the trace context (empty for none), when asked for }.
 --
@@ -16,7 +17,9 @@
 -- the leases it gave), so a call re-sent with the same request id, by a
 -- client that replays commands after reconnecting or by a worker whose
 -- call timed out, answers the first call's result: it neither counts the
--- acknowledgements again nor leases jobs to nobody.
+-- acknowledgements again nor leases jobs to nobody. Its leases began when
+-- the first call ran, which the caller cannot tell from when it sent the
+-- call, so a replay says how long they have left.
 local caller = shaped(7, REQUEST, 40, 'a caller id')
 local request = shaped(8, REQUEST, 32, 'a request id')
 local lease = whole(9, 0, MAX_MS)
@@ -52,11 +55,15 @@ local recorded = redis.call('GET', record_key)
 if recorded and string.sub(recorded, 1, #request + 1) == request .. ' ' then
   local words = {}
   for word in string.gmatch(recorded, '%S+') do words[#words + 1] = word end
-  local out = { now, next_wake(), tonumber(words[2]), tonumber(words[3]) }
+  local out = { now, next_wake(), tonumber(words[2]), tonumber(words[3]), lease }
   -- The jobs the first call took that are still held under its leases.
   for p = 4, #words - 1, 2 do
     local id, token = words[p], words[p + 1]
-    if redis.call('ZSCORE', active_key, lease_member(id, token)) then
+    local deadline = redis.call('ZSCORE', active_key, lease_member(id, token))
+    if deadline then
+      local left = tonumber(deadline) - now
+      if left < 0 then left = 0 end
+      if left < out[5] then out[5] = left end
       answer_job(out, id, token, redis.call('HMGET', job_key(id), unpack(JOB_FIELDS)))
     end
   end
@@ -94,7 +101,7 @@ if acks > 0 then trim_completed() else trim_completed_by_age() end
 promote()
 recover()
 
-local out = { now, 0, rejected, 0 }
+local out = { now, 0, rejected, 0, lease }
 if redis.call('HGET', meta, 'paused') == '1' then
   out[4] = 1
   want = 0

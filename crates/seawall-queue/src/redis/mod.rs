@@ -349,7 +349,7 @@ impl Store for RedisStore {
         args.push(int(u64::from(TRACED)));
         let per_job = if TRACED { 11 } else { 10 };
         let reply = array(self.run(&self.scripts.fetch, keys, args).await?)?;
-        if reply.len() < 4 || (reply.len() - 4) % per_job != 0 {
+        if reply.len() < 5 || (reply.len() - 5) % per_job != 0 {
             return Err(Error::Protocol(format!(
                 "fetch answered {} values",
                 reply.len()
@@ -360,7 +360,8 @@ impl Store for RedisStore {
             now_ms: number(&reply[0])?.unsigned_abs(),
             next_wake: (next_wake >= 0).then(|| Duration::from_millis(next_wake.unsigned_abs())),
             rejected: count(&reply[2])?,
-            jobs: reply[4..]
+            lease_left: Duration::from_millis(number(&reply[4])?.unsigned_abs()),
+            jobs: reply[5..]
                 .chunks_exact(per_job)
                 .map(taken)
                 .collect::<Result<_>>()?,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use seawall_queue::{Job, JobOptions, Queues, Settings, Worker};
+use seawall_queue::{Job, JobError, JobOptions, Queues, Settings, Worker};
 use seawall_testkit::{Persistence, RedisCluster, RedisServer};
 
 use crate::support::{builder, completions, eventually};
@@ -229,4 +229,66 @@ async fn after_a_cluster_failover_producers_and_workers_go_on_by_themselves() {
         owner_of(&cluster, &replicas, key).is_some(),
         "a former replica serves the queue now"
     );
+}
+
+/// A fetch call that fails while Redis is away is sent again, unchanged,
+/// once it is back. If no earlier sending ran, the jobs the call takes are
+/// leased when it does run, and they run under those leases however long
+/// ago the call was first sent. (A worker that dated them from the first
+/// sending cancelled each at once as lease-expired and gave it back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_taken_by_a_fetch_re_sent_after_an_outage_run_under_fresh_leases() {
+    const LEASE: Duration = Duration::from_secs(4);
+    let mut server = RedisServer::builder()
+        .persistence(Persistence::AofAlways)
+        .start()
+        .expect("redis-server starts");
+    let queues = connect(&server.url()).await;
+    // Job 1 runs through the kill; when it ends, the worker's next fetch
+    // call (its acknowledgement, and a job) fails until Redis is back.
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&runs);
+    let worker = queues
+        .worker("orders")
+        .and_then(|worker| worker.concurrency(1))
+        .and_then(|worker| worker.lease(LEASE))
+        .expect("valid")
+        .start(move |job: Job<u64>| {
+            record.lock().push((job.payload, job.run()));
+            let cancelled = job.cancellation().clone();
+            let takes = Duration::from_millis(if job.payload == 1 { 1_500 } else { 300 });
+            async move {
+                tokio::select! {
+                    () = cancelled.cancelled() => Err(JobError::new("cancelled")),
+                    () = tokio::time::sleep(takes) => Ok(()),
+                }
+            }
+        });
+    for n in [1_u64, 2] {
+        queues
+            .enqueue("orders", &n, &JobOptions::new())
+            .await
+            .expect("enqueues");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), async || !runs.lock().is_empty()).await,
+        "job 1 starts"
+    );
+    server.kill().expect("SIGKILL");
+    // Longer than the lease, so a lease dated from the first sending of the
+    // call made in the outage would be over when Redis is back.
+    tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
+    server.restart().expect("restarts on its AOF");
+
+    let two_done = eventually(Duration::from_secs(20), async || {
+        runs.lock().iter().any(|&(n, _)| n == 2) && worker.running() == 0
+    })
+    .await;
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    assert!(two_done, "job 2 ran: {stats:?}, runs {:?}", runs.lock());
+    // Job 1's lease ran out in the outage, so it may run again; job 2 was
+    // taken after the outage and runs once, to the end.
+    let twos: Vec<u32> = runs.lock().iter().filter(|run| run.0 == 2).map(|run| run.1).collect();
+    assert_eq!(twos, vec![1], "runs {:?}, {stats:?}", runs.lock());
+    assert_eq!((stats.requeued, stats.cancelled), (0, 0), "{stats:?}");
 }
