@@ -9,114 +9,14 @@
 //! stay unwanted. Tests run side by side, so each picks its records out by
 //! its cache's name or key prefix.
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
 use seawall_cache::{Class, RedisLocks, TieredCache};
 use seawall_testkit::RedisServer;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record as SpanRecord};
-use tracing::{Event, Instrument as _, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
-use tracing_subscriber::registry::LookupSpan;
+use seawall_testkit::tracing_capture::{Recorded, install, named, recorded};
+use tracing::Instrument as _;
 
-/// A span (recorded when it closes, with every field it was given) or an
-/// event.
-#[derive(Debug, Clone)]
-struct Recorded {
-    span: bool,
-    name: String,
-    parent: Option<String>,
-    fields: BTreeMap<String, String>,
-}
-
-impl Recorded {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).map(String::as_str)
-    }
-}
-
-#[derive(Default)]
-struct Fields(BTreeMap<String, String>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-/// Records spans and events into a shared list.
-struct Capture(Arc<Mutex<Vec<Recorded>>>);
-
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let span = ctx.span(id).expect("a new span");
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        span.extensions_mut().insert(Recorded {
-            span: true,
-            name: attrs.metadata().name().to_owned(),
-            parent: span.parent().map(|parent| parent.name().to_owned()),
-            fields: fields.0,
-        });
-    }
-
-    fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
-        let span = ctx.span(id).expect("a recorded span");
-        let mut extensions = span.extensions_mut();
-        let recorded = extensions.get_mut::<Recorded>().expect("recorded at start");
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        recorded.fields.extend(fields.0);
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        self.0.lock().expect("the list").push(Recorded {
-            span: false,
-            name: event.metadata().name().to_owned(),
-            parent: ctx.event_span(event).map(|span| span.name().to_owned()),
-            fields: fields.0,
-        });
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let span = ctx.span(&id).expect("a closed span");
-        if let Some(recorded) = span.extensions_mut().remove::<Recorded>() {
-            self.0.lock().expect("the list").push(recorded);
-        }
-    }
-}
-
-/// Everything recorded so far in this process; the first call installs
-/// the subscriber.
-fn recorded() -> Vec<Recorded> {
-    static RECORDS: OnceLock<Arc<Mutex<Vec<Recorded>>>> = OnceLock::new();
-    let records = RECORDS.get_or_init(|| {
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&records)));
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        records
-    });
-    records.lock().expect("the list").clone()
-}
-
-/// The records of `name` (a span's or an event's) that carry `field` =
-/// `value`.
-fn named(name: &str, field: &str, value: &str) -> Vec<Recorded> {
-    recorded()
-        .into_iter()
-        .filter(|record| record.name == name && record.field(field) == Some(value))
-        .collect()
-}
 
 /// Polls `records` until it answers `count` records (spans are recorded
 /// when they close, which a spawned load does just after it answers).
@@ -159,7 +59,7 @@ async fn client(url: &str, timeout: Duration) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_runs_one_load_span_with_its_outcome_and_a_hit_tells_nothing() {
-    recorded();
+    install();
     let name = unique("l1");
     let cache = TieredCache::builder().name(&name).build().expect("a cache");
     let request = tracing::info_span!("request");
@@ -241,7 +141,7 @@ async fn a_miss_runs_one_load_span_with_its_outcome_and_a_hit_tells_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_round_trips_run_in_client_spans() {
-    recorded();
+    install();
     let prefix = unique("l2");
     let url = RedisServer::shared().url();
     let cache = TieredCache::builder()
@@ -309,7 +209,7 @@ async fn redis_round_trips_run_in_client_spans() {
 /// The distributed locks' script calls are client spans too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_is_taken_and_released_in_client_spans() {
-    recorded();
+    install();
     let prefix = unique("locks");
     let locks = RedisLocks::with_options(
         client(&RedisServer::shared().url(), Duration::from_secs(1)).await,
@@ -347,7 +247,7 @@ async fn a_lock_is_taken_and_released_in_client_spans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_call_is_an_error_and_the_open_breaker_tells_of_each_refusal() {
-    recorded();
+    install();
     let mut redis = RedisServer::start().expect("redis-server starts");
     let prefix = unique("down");
     let cache = TieredCache::builder()

@@ -9,114 +9,12 @@
 //! stay unwanted. Tests run side by side, so each picks its records out by
 //! its limiter's name.
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
 use seawall_ratelimit::{ConcurrencyLimiter, FailurePolicy, Limit, Limiter, RedisStore};
 use seawall_testkit::RedisServer;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record as SpanRecord};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
-use tracing_subscriber::registry::LookupSpan;
-
-/// A span (recorded when it closes, with every field it was given) or an
-/// event.
-#[derive(Debug, Clone)]
-struct Recorded {
-    span: bool,
-    name: String,
-    parent: Option<String>,
-    fields: BTreeMap<String, String>,
-}
-
-impl Recorded {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).map(String::as_str)
-    }
-}
-
-#[derive(Default)]
-struct Fields(BTreeMap<String, String>);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-/// Records spans and events into a shared list.
-struct Capture(Arc<Mutex<Vec<Recorded>>>);
-
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let span = ctx.span(id).expect("a new span");
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        span.extensions_mut().insert(Recorded {
-            span: true,
-            name: attrs.metadata().name().to_owned(),
-            parent: span.parent().map(|parent| parent.name().to_owned()),
-            fields: fields.0,
-        });
-    }
-
-    fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
-        let span = ctx.span(id).expect("a recorded span");
-        let mut extensions = span.extensions_mut();
-        let recorded = extensions.get_mut::<Recorded>().expect("recorded at start");
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        recorded.fields.extend(fields.0);
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        self.0.lock().expect("the list").push(Recorded {
-            span: false,
-            name: event.metadata().name().to_owned(),
-            parent: ctx.event_span(event).map(|span| span.name().to_owned()),
-            fields: fields.0,
-        });
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let span = ctx.span(&id).expect("a closed span");
-        if let Some(recorded) = span.extensions_mut().remove::<Recorded>() {
-            self.0.lock().expect("the list").push(recorded);
-        }
-    }
-}
-
-/// Everything recorded so far in this process; the first call installs
-/// the subscriber.
-fn recorded() -> Vec<Recorded> {
-    static RECORDS: OnceLock<Arc<Mutex<Vec<Recorded>>>> = OnceLock::new();
-    let records = RECORDS.get_or_init(|| {
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&records)));
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        records
-    });
-    records.lock().expect("the list").clone()
-}
-
-/// The records of `name` (a span's or an event's) that carry `field` =
-/// `value`.
-fn named(name: &str, field: &str, value: &str) -> Vec<Recorded> {
-    recorded()
-        .into_iter()
-        .filter(|record| record.name == name && record.field(field) == Some(value))
-        .collect()
-}
+use seawall_testkit::tracing_capture::{install, named};
 
 fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -146,7 +44,7 @@ async fn client(url: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_check_tells_its_limiter_cost_and_retry_after() {
-    recorded();
+    install();
     let name = unique();
     let limiter = Limiter::builder(&name)
         .limit(Limit::fixed_window(3, Duration::from_secs(60)).expect("a limit"))
@@ -201,7 +99,7 @@ async fn a_refused_check_tells_its_limiter_cost_and_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_check_runs_in_a_client_span() {
-    recorded();
+    install();
     let name = unique();
     let store = RedisStore::new(client(&RedisServer::shared().url()).await);
     let limiter = Limiter::builder(&name)
@@ -230,7 +128,7 @@ async fn a_redis_check_runs_in_a_client_span() {
 /// The concurrency limiter's lease calls are client spans too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_on_redis_is_taken_and_released_in_client_spans() {
-    recorded();
+    install();
     let name = unique();
     let limiter = ConcurrencyLimiter::builder(&name, 2)
         .redis(client(&RedisServer::shared().url()).await)
@@ -258,7 +156,7 @@ async fn a_lease_on_redis_is_taken_and_released_in_client_spans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_fails_leaves_an_error_span_and_a_degraded_decision() {
-    recorded();
+    install();
     let name = unique();
     let mut redis = RedisServer::start().expect("redis-server starts");
     let store = RedisStore::new(client(&redis.url()).await)

@@ -6,7 +6,7 @@
 //! network namespaces with partitions between them ([`Network`]), and a whole
 //! deployment ([`Fleet`]: Redis, PostgreSQL, API instances, workers and HAProxy, on
 //! loopback or each on a host of its own) that the fleet drills and `scripts/fleet`
-//! run.
+//! run. [`tracing_capture`] records what a library tells a `tracing` subscriber.
 //!
 //! ```
 //! use std::time::Duration;
@@ -117,6 +117,7 @@ mod redis;
 mod resp;
 mod sentinel;
 mod tls;
+pub mod tracing_capture;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SHARED_CLUSTER_ENV, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};
