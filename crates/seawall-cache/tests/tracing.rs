@@ -17,7 +17,6 @@ use seawall_testkit::RedisServer;
 use seawall_testkit::tracing_capture::{Recorded, install, named, recorded};
 use tracing::Instrument as _;
 
-
 /// Polls `records` until it answers `count` records (spans are recorded
 /// when they close, which a spawned load does just after it answers).
 async fn wait_for(count: usize, mut records: impl FnMut() -> Vec<Recorded>) -> Vec<Recorded> {

@@ -288,7 +288,12 @@ async fn jobs_taken_by_a_fetch_re_sent_after_an_outage_run_under_fresh_leases() 
     assert!(two_done, "job 2 ran: {stats:?}, runs {:?}", runs.lock());
     // Job 1's lease ran out in the outage, so it may run again; job 2 was
     // taken after the outage and runs once, to the end.
-    let twos: Vec<u32> = runs.lock().iter().filter(|run| run.0 == 2).map(|run| run.1).collect();
+    let twos: Vec<u32> = runs
+        .lock()
+        .iter()
+        .filter(|run| run.0 == 2)
+        .map(|run| run.1)
+        .collect();
     assert_eq!(twos, vec![1], "runs {:?}, {stats:?}", runs.lock());
     assert_eq!((stats.requeued, stats.cancelled), (0, 0), "{stats:?}");
 }
