@@ -1,5 +1,7 @@
 //! The concurrency limiter: at most N operations in flight per key, held as
 //! leases that expire if their holder dies and are released when dropped.
+//! On Redis its calls go through a [`RedisStore`], bounded by the store's
+//! timeout and held back by its circuit breaker.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -11,8 +13,8 @@ use fred::prelude::Client;
 use fred::types::Value;
 use fred::types::scripts::Script;
 use parking_lot::Mutex;
-use tracing::Instrument as _;
 
+use crate::RedisStore;
 use crate::error::{Error, Result};
 use crate::limiter::{MAX_KEY_BYTES, check_name};
 
@@ -23,6 +25,15 @@ const SCRIPT: &str = include_str!("concurrency.lua");
 /// [`Lease::release`]); a holder that dies without releasing loses its lease
 /// after the lease time, which a long operation extends with
 /// [`Lease::renew`].
+///
+/// In memory by default; on Redis, shared by every instance, through
+/// [`redis`](ConcurrencyLimiterBuilder::redis) or
+/// [`redis_store`](ConcurrencyLimiterBuilder::redis_store). A call on Redis
+/// waits at most the store's timeout (250 ms by default) and fails with
+/// [`Error::Redis`]; while the store's circuit breaker is open after such a
+/// failure, calls fail at once with [`Error::Unavailable`], so a stalled
+/// Redis costs each caller one timeout at most, not a hung request. What a
+/// failure means (go ahead, or refuse) is the caller's decision.
 ///
 /// ```
 /// use std::time::Duration;
@@ -59,18 +70,14 @@ struct Inner {
 
 enum Backend {
     Memory(Mutex<HashMap<String, Vec<(String, Instant)>>>),
-    Redis {
-        client: Client,
-        prefix: String,
-        script: Script,
-    },
+    Redis { store: RedisStore, script: Script },
 }
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Memory(_) => f.write_str("Memory"),
-            Self::Redis { prefix, .. } => f.debug_struct("Redis").field("prefix", prefix).finish(),
+            Self::Redis { store, .. } => f.debug_struct("Redis").field("store", store).finish(),
         }
     }
 }
@@ -143,31 +150,23 @@ impl ConcurrencyLimiter {
         }))
     }
 
+    /// Runs the lease script's `op` through the store (its breaker and
+    /// timeout, in a `ratelimit.redis` span).
     async fn redis(&self, op: &str, key: &str, id: &str) -> Result<Vec<i64>> {
-        let Backend::Redis {
-            client,
-            prefix,
-            script,
-        } = &self.inner.backend
-        else {
+        let Backend::Redis { store, script } = &self.inner.backend else {
             return Ok(Vec::new());
         };
-        let redis_key = format!("{{{prefix}:{}:{key}}}:leases", self.inner.name);
+        let name = &self.inner.name;
+        let redis_key = format!("{}:leases", store.subject_key(name, key));
         let args: Vec<Value> = vec![
             Value::from(op),
             Value::from(id),
             Value::Integer(i64::try_from(self.inner.max).unwrap_or(i64::MAX)),
             Value::Integer(i64::try_from(self.inner.lease_time.as_micros()).unwrap_or(i64::MAX)),
         ];
-        let span = crate::trace::redis_span(&self.inner.name, "concurrency");
-        let answer = script
-            .evalsha_with_reload(client, vec![redis_key], args)
-            .instrument(span.clone())
-            .await;
-        if let Err(error) = &answer {
-            crate::trace::redis_failed(&span, error.kind().to_str(), error);
-        }
-        answer.map_err(Error::Redis)
+        store
+            .call(name, ("concurrency", script), vec![redis_key], args)
+            .await
     }
 
     fn release_now(&self, key: &str, id: &str) {
@@ -258,7 +257,7 @@ pub struct ConcurrencyLimiterBuilder {
     name: String,
     max: u64,
     lease_time: Duration,
-    redis: Option<(Client, String)>,
+    redis: Option<RedisStore>,
 }
 
 impl ConcurrencyLimiterBuilder {
@@ -271,9 +270,19 @@ impl ConcurrencyLimiterBuilder {
     }
 
     /// Keeps leases in Redis under [`DEFAULT_PREFIX`](crate::DEFAULT_PREFIX),
-    /// shared by every instance (default: in process memory).
-    pub fn redis(mut self, client: Client) -> Self {
-        self.redis = Some((client, crate::redis::DEFAULT_PREFIX.to_owned()));
+    /// shared by every instance (default: in process memory), through a
+    /// [`RedisStore`] of its own: calls wait at most
+    /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT), behind a breaker of
+    /// their own.
+    pub fn redis(self, client: Client) -> Self {
+        self.redis_store(RedisStore::new(client))
+    }
+
+    /// Keeps leases in Redis through `store`: under its prefix, with its
+    /// timeout, behind the circuit breaker it shares with every limiter on
+    /// a clone of it, so they find a stalled Redis out together.
+    pub fn redis_store(mut self, store: RedisStore) -> Self {
+        self.redis = Some(store);
         self
     }
 
@@ -293,9 +302,8 @@ impl ConcurrencyLimiterBuilder {
             )));
         }
         let backend = match self.redis {
-            Some((client, prefix)) => Backend::Redis {
-                client,
-                prefix,
+            Some(store) => Backend::Redis {
+                store,
                 script: Script::from_lua(SCRIPT),
             },
             None => Backend::Memory(Mutex::new(HashMap::new())),

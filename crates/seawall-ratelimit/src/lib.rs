@@ -89,7 +89,10 @@
 //! # Concurrency
 //!
 //! A [`ConcurrencyLimiter`] holds at most N operations in flight per key as
-//! [`Lease`]s, released on drop and expiring if their holder dies.
+//! [`Lease`]s, released on drop and expiring if their holder dies. On Redis
+//! its calls go through a [`RedisStore`]: bounded by its timeout and held
+//! back by its circuit breaker, shared with the limiters on clones of it
+//! ([`ConcurrencyLimiterBuilder::redis_store`]).
 //!
 //! # Tracing
 //!

@@ -185,7 +185,7 @@ impl RedisStore {
     /// Runs `script` (named for its span by `purpose`) for `limiter`
     /// through the breaker, bounded by the timeout, in a `ratelimit.redis`
     /// span.
-    async fn call<R: FromValue>(
+    pub(crate) async fn call<R: FromValue>(
         &self,
         limiter: &str,
         (purpose, script): (&'static str, &Script),
@@ -229,7 +229,7 @@ impl RedisStore {
     }
 
     /// The hash tag every key of a subject starts with.
-    fn subject_key(&self, limiter: &str, key: &str) -> String {
+    pub(crate) fn subject_key(&self, limiter: &str, key: &str) -> String {
         format!("{{{}:{limiter}:{key}}}", self.prefix)
     }
 

@@ -124,3 +124,68 @@ async fn many_tasks_never_hold_more_than_max() {
         assert!((1..=3).contains(&most), "{most} held at once: {limiter:?}");
     }
 }
+
+/// On a stalled Redis a lease call fails within the store's timeout, though
+/// the client would wait for ever; the store's breaker then fails the next
+/// calls without sending them, and once Redis answers, leases are granted
+/// again. (The call that timed out still runs when Redis resumes, and the
+/// slot it takes, as the lease whose release could not be sent, is free
+/// again after the lease time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_fails_lease_calls_by_the_store_timeout_and_breaker() {
+    use fred::prelude::{Builder, ClientLike as _, Config};
+    use seawall_ratelimit::{Error, RedisStore};
+
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    // No timeout of the client's own.
+    let client = Builder::from_config(Config::from_url(&redis.url()).expect("a valid URL"))
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = Duration::ZERO;
+        })
+        .build()
+        .expect("a client");
+    client.init().await.expect("connects");
+    let store = RedisStore::new(client)
+        .with_timeout(Duration::from_millis(200))
+        .expect("a timeout");
+    let limiter = ConcurrencyLimiter::builder(&unique_name(), 2)
+        .lease_time(Duration::from_secs(1))
+        .redis_store(store.clone())
+        .build()
+        .expect("limiter");
+    let held = limiter
+        .try_acquire("k")
+        .await
+        .expect("acquire")
+        .expect("a slot");
+
+    let pause = redis
+        .pause_in_background(Duration::from_secs(3))
+        .expect("SIGSTOP");
+    let stalled = tokio::time::timeout(Duration::from_millis(2_500), limiter.try_acquire("k"))
+        .await
+        .expect("an answer while Redis is still stopped");
+    assert!(matches!(stalled, Err(Error::Redis(_))), "{stalled:?}");
+    assert!(store.is_breaker_open());
+    let held_back = tokio::time::timeout(Duration::from_millis(2_500), limiter.try_acquire("k"))
+        .await
+        .expect("an answer while Redis is still stopped");
+    assert!(
+        matches!(held_back, Err(Error::Unavailable)),
+        "{held_back:?}"
+    );
+    // Its release cannot be sent now; the lease runs out on its own.
+    drop(held);
+    pause.wait();
+
+    let mut granted = false;
+    for _ in 0..50 {
+        if let Ok(Some(_)) = limiter.try_acquire("k").await {
+            granted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(granted, "a lease once Redis answers again");
+    assert!(!store.is_breaker_open());
+}
