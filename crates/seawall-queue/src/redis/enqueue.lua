@@ -52,8 +52,14 @@ end
 -- too; after a loss, or with a clock behind, a sequence may come again,
 -- never with the same epoch (unless two primaries drew the same 64 bits).
 -- `INFO replication` costs the server about 4 µs a call (not a job), and
--- no round trip.
-local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+-- no round trip. A replica names its primary's replication id, so one that
+-- takes writes (`replica-read-only no`) would give ids its primary gives
+-- too: it is refused (a read-only one refuses the writes on its own).
+local replication = redis.call('INFO', 'replication')
+if string.match(replication, 'role:slave') then
+  refuse('this server is a replica: enqueue on the primary (a writable replica would repeat its ids)')
+end
+local replid = string.match(replication, 'master_replid:(%x+)')
 if not replid or #replid < 16 then refuse('the server names no replication id (INFO replication)') end
 local epoch = '-' .. string.sub(replid, 1, 16)
 local id_key = base .. 'jid'

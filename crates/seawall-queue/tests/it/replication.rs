@@ -191,3 +191,33 @@ async fn an_unreplicated_enqueue_already_taken_says_its_outcome_is_unknown() {
     pause.wait();
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A replica that takes writes (`replica-read-only no`) names its primary's
+/// replication id, which job ids carry to stay unique: an enqueue there is
+/// refused, and adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_on_a_writable_replica_is_refused() {
+    let primary = RedisServer::start().expect("a primary");
+    let replica = RedisServer::builder()
+        .config("replicaof", format!("127.0.0.1 {}", primary.port()))
+        .config("replica-read-only", "no")
+        .start()
+        .expect("a writable replica");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica.is_linked_replica() {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queues = Queues::redis(builder(&replica.url()))
+        .prefix(unique_prefix())
+        .connect()
+        .await
+        .expect("connects");
+    let refused = queues
+        .enqueue("mail", &"one", &JobOptions::default())
+        .await
+        .expect_err("refused on a replica");
+    assert!(refused.to_string().contains("replica"), "{refused}");
+    let counts = queues.counts("mail").await.expect("counts");
+    assert_eq!(counts.waiting + counts.delayed, 0, "{counts:?}");
+}
