@@ -67,8 +67,12 @@ pub(crate) fn promo_problem(error: &PromoError) -> Problem {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
         }
         PromoError::ScenarioRunning(_) => Problem::new(StatusCode::CONFLICT, error.to_string()),
-        PromoError::IdempotencyMismatch(_) => Problem::new(StatusCode::CONFLICT, error.to_string())
-            .with_param("Idempotency-Key", "was first used for a different request"),
+        // As the queue's enqueue, and as the IETF's Idempotency-Key draft
+        // asks: the request cannot be processed with this key.
+        PromoError::IdempotencyMismatch(_) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+                .with_param("Idempotency-Key", "was first used for a different request")
+        }
         PromoError::Invalid { field, reason } => Problem::invalid_field(field, reason.clone()),
         PromoError::Contention { .. } => {
             Problem::unavailable(format!("{error}")).with_retry_after(1)
@@ -209,9 +213,8 @@ async fn balance(State(state): State<AppState>, params: Params) -> Result<Json<B
         (status = 201, description = "The ledger entry", body = PointsEntry),
         (status = 400, description = "`Idempotency-Key` is malformed or sent twice", body = Problem,
             content_type = "application/problem+json"),
-        (status = 409, description = "The key was first used for a different change", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The body is wrong, or the balance would pass its ceiling",
+        (status = 422, description = "The body is wrong, the balance would pass its ceiling, or \
+            the key was first used for a different change; nothing changed",
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -249,9 +252,9 @@ async fn earn(
         (status = 400, description = "`Idempotency-Key` is malformed or sent twice", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "The balance is below the amount (the problem's `balance` \
-            says what it is), or the key was first used for a different change", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The body is wrong", body = Problem,
+            says what it is)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is wrong, or the key was first used for a \
+            different change; nothing changed", body = Problem,
             content_type = "application/problem+json"),
     ),
 )]
@@ -294,10 +297,10 @@ async fn spend(
             malformed or sent twice", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such sale", body = Problem,
             content_type = "application/problem+json"),
-        (status = 409, description = "Sold out, the user placed as many orders as one user may, \
-            or the key was first used for another user", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The sale has not started or has ended, or the body is wrong",
+        (status = 409, description = "Sold out, or the user placed as many orders as one user \
+            may", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The sale has not started or has ended, the body is wrong, \
+            or the key was first used for another user; nothing was ordered",
             body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Nothing was ordered: the store or the queues' Redis does \
             not answer, the sale's stock is being loaded again after the store lost it, or the \
