@@ -885,7 +885,7 @@ impl Store for MemoryStore {
                 now_ms: step.now,
                 next_wake: step.next_wake(),
                 rejected,
-                lease_left: call.lease,
+                lease_left: Duration::from_millis(millis(call.lease)),
                 jobs,
             }
         }))

@@ -332,9 +332,10 @@ struct Held {
     cancel_requested: bool,
     /// The worker is shutting down: the run gives its job back.
     requeue: bool,
-    /// The latest the lease is known to last: when the call that set it
-    /// (the fetch that took the job, or the last renewal that went through)
-    /// was sent, plus the lease. The server's deadline is never earlier.
+    /// The latest the lease is known to last: when the fetch that took the
+    /// job was last sent, plus what it answered is left of the lease; or
+    /// when the last renewal that went through was sent, plus the lease.
+    /// The server's deadline is never earlier.
     renewed_until: Instant,
     /// No renewal went through in time: the run was cancelled at the
     /// renewal margin and is aborted at `renewed_until`.
@@ -537,7 +538,7 @@ struct Shared {
     metrics: Option<QueueMetrics>,
     stop_fetching: CancellationToken,
     stopped: CancellationToken,
-    /// A run came in whose lease has less left than a renewal round (a
+    /// A run came in whose lease has run a renewal round or more already (a
     /// re-sent fetch call): the renewal task renews at once.
     renew_soon: Notify,
 }

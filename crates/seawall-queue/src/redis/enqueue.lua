@@ -54,7 +54,7 @@ end
 -- `INFO replication` costs the server about 4 µs a call (not a job), and
 -- no round trip. A replica names its primary's replication id, so one that
 -- takes writes (`replica-read-only no`) would give ids its primary gives
--- too: it is refused (a read-only one refuses the writes on its own).
+-- too: an enqueue on any replica is refused before it writes.
 local replication = redis.call('INFO', 'replication')
 if string.match(replication, 'role:slave') then
   refuse('this server is a replica: enqueue on the primary (a writable replica would repeat its ids)')

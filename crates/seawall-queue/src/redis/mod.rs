@@ -53,7 +53,7 @@ use crate::store::{
 
 use self::blocking::{Blocker, BlockingPool};
 use self::reply::{
-    added_ids, array, count, job_info, mismatch, number, stream_events, taken, text,
+    added_ids, array, count, job_info, mismatch, number, stream_events, taken, text, unsigned,
 };
 
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -360,7 +360,7 @@ impl Store for RedisStore {
             now_ms: number(&reply[0])?.unsigned_abs(),
             next_wake: (next_wake >= 0).then(|| Duration::from_millis(next_wake.unsigned_abs())),
             rejected: count(&reply[2])?,
-            lease_left: Duration::from_millis(number(&reply[4])?.unsigned_abs()),
+            lease_left: Duration::from_millis(unsigned(&reply[4])?),
             jobs: reply[5..]
                 .chunks_exact(per_job)
                 .map(taken)

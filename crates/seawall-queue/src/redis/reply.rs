@@ -34,7 +34,7 @@ pub(super) fn count(value: &Value) -> Result<u32> {
         .map_err(|_| Error::Protocol(format!("expected a count, got {value:?}")))
 }
 
-fn unsigned(value: &Value) -> Result<u64> {
+pub(super) fn unsigned(value: &Value) -> Result<u64> {
     u64::try_from(number(value)?)
         .map_err(|_| Error::Protocol(format!("expected a non-negative number, got {value:?}")))
 }

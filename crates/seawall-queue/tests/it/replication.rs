@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use seawall_queue::{Error, JobOptions, Queues};
-use seawall_testkit::{RedisServer, Role};
+use seawall_testkit::{RedisServer, RedisServerBuilder, Role};
 
 use crate::support::{builder, unique_prefix};
 
@@ -18,11 +18,19 @@ async fn connect(url: &str, replicas: u32, timeout: Duration) -> Queues {
 
 /// A primary and a replica of it whose link is up.
 async fn primary_and_replica() -> (RedisServer, RedisServer) {
+    primary_and_replica_with(|replica| replica).await
+}
+
+/// Same, the replica's settings given to `configure` too.
+async fn primary_and_replica_with(
+    configure: impl FnOnce(RedisServerBuilder) -> RedisServerBuilder,
+) -> (RedisServer, RedisServer) {
     let primary = RedisServer::start().expect("a primary");
-    let replica = RedisServer::builder()
-        .config("replicaof", format!("127.0.0.1 {}", primary.port()))
-        .start()
-        .expect("a replica");
+    let replica = configure(
+        RedisServer::builder().config("replicaof", format!("127.0.0.1 {}", primary.port())),
+    )
+    .start()
+    .expect("a replica");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !replica.is_linked_replica() {
         assert!(Instant::now() < deadline, "the replica never synced");
@@ -197,17 +205,8 @@ async fn an_unreplicated_enqueue_already_taken_says_its_outcome_is_unknown() {
 /// refused, and adds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enqueue_on_a_writable_replica_is_refused() {
-    let primary = RedisServer::start().expect("a primary");
-    let replica = RedisServer::builder()
-        .config("replicaof", format!("127.0.0.1 {}", primary.port()))
-        .config("replica-read-only", "no")
-        .start()
-        .expect("a writable replica");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica.is_linked_replica() {
-        assert!(Instant::now() < deadline, "the replica never synced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_primary, replica) =
+        primary_and_replica_with(|replica| replica.config("replica-read-only", "no")).await;
     let queues = Queues::redis(builder(&replica.url()))
         .prefix(unique_prefix())
         .connect()
