@@ -21,6 +21,9 @@ use crate::limiter::{MAX_KEY_BYTES, check_name};
 /// The lease script, embedded.
 const SCRIPT: &str = include_str!("concurrency.lua");
 
+/// The lease script's operation that releases a lease.
+const RELEASE: &str = "r";
+
 /// At most `max` leases per key. A lease is released when dropped (or by
 /// [`Lease::release`]); a holder that dies without releasing loses its lease
 /// after the lease time, which a long operation extends with
@@ -30,10 +33,16 @@ const SCRIPT: &str = include_str!("concurrency.lua");
 /// [`redis`](ConcurrencyLimiterBuilder::redis) or
 /// [`redis_store`](ConcurrencyLimiterBuilder::redis_store). A call on Redis
 /// waits at most the store's timeout (250 ms by default) and fails with
-/// [`Error::Redis`]; while the store's circuit breaker is open after such a
-/// failure, calls fail at once with [`Error::Unavailable`], so a stalled
-/// Redis costs each caller one timeout at most, not a hung request. What a
-/// failure means (go ahead, or refuse) is the caller's decision.
+/// [`Error::Redis`] ([`Error::Refused`] when Redis answers with an error);
+/// while the store's circuit breaker is open after such a failure,
+/// acquires and renewals fail at once with [`Error::Unavailable`], so a
+/// stalled Redis costs each caller one timeout at most, not a hung request.
+/// What a failure means (go ahead, or refuse) is the caller's decision.
+///
+/// A release goes past the breaker, but one that cannot reach Redis in
+/// time, and an acquire that timed out yet ran, leave a slot taken until the
+/// lease time runs out: keep the lease time near the operation's length,
+/// and [`renew`](Lease::renew) a long one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -150,8 +159,9 @@ impl ConcurrencyLimiter {
         }))
     }
 
-    /// Runs the lease script's `op` through the store (its breaker and
-    /// timeout, in a `ratelimit.redis` span).
+    /// Runs the lease script's `op` through the store (its timeout, in a
+    /// `ratelimit.redis` span): past its breaker for a release, which frees
+    /// a slot, through it otherwise.
     async fn redis(&self, op: &str, key: &str, id: &str) -> Result<Vec<i64>> {
         let Backend::Redis { store, script } = &self.inner.backend else {
             return Ok(Vec::new());
@@ -164,9 +174,14 @@ impl ConcurrencyLimiter {
             Value::Integer(i64::try_from(self.inner.max).unwrap_or(i64::MAX)),
             Value::Integer(i64::try_from(self.inner.lease_time.as_micros()).unwrap_or(i64::MAX)),
         ];
-        store
-            .call(name, ("concurrency", script), vec![redis_key], args)
-            .await
+        let script = ("concurrency", script);
+        if op == RELEASE {
+            store
+                .call_past_breaker(name, script, vec![redis_key], args)
+                .await
+        } else {
+            store.call(name, script, vec![redis_key], args).await
+        }
     }
 
     fn release_now(&self, key: &str, id: &str) {
@@ -222,7 +237,7 @@ impl Lease {
             }
             Backend::Redis { .. } => self
                 .limiter
-                .redis("r", &self.key, &self.id)
+                .redis(RELEASE, &self.key, &self.id)
                 .await
                 .map(|_| ()),
         }
@@ -243,7 +258,7 @@ impl Drop for Lease {
                     let limiter = self.limiter.clone();
                     let (key, id) = (std::mem::take(&mut self.key), std::mem::take(&mut self.id));
                     runtime.spawn(async move {
-                        let _ = limiter.redis("r", &key, &id).await;
+                        let _ = limiter.redis(RELEASE, &key, &id).await;
                     });
                 }
             }

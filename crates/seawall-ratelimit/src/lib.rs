@@ -123,7 +123,8 @@
 //!   the open breaker keeps back has no span (its decision's
 //!   `ratelimit.degraded` event says so). A [`ConcurrencyLimiter`]'s
 //!   lease calls on Redis are `EVALSHA concurrency` spans of the same
-//!   kind.
+//!   kind; one the breaker keeps back has none, and its caller gets
+//!   [`Error::Unavailable`].
 //!
 //! Keys are in no field: a limit's key is most often a client's address or
 //! a user's id; [`Limiter::top_rejected`] names the keys refused most, in

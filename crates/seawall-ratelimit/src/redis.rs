@@ -24,7 +24,7 @@ use fred::types::{FromValue, Value};
 use tracing::Instrument as _;
 
 use crate::algorithm::{Algorithm, Limit, Log, State, Step};
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Permit};
 use crate::error::{Error, Result};
 use crate::store::{Entry, Op, Outcome, Rules, check_one};
 use crate::trace;
@@ -188,13 +188,38 @@ impl RedisStore {
     pub(crate) async fn call<R: FromValue>(
         &self,
         limiter: &str,
-        (purpose, script): (&'static str, &Script),
+        script: (&'static str, &Script),
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R> {
         let Some(permit) = self.breaker.permit() else {
             return Err(Error::Unavailable);
         };
+        self.send(limiter, script, keys, args, Some(permit)).await
+    }
+
+    /// Runs `script` as [`call`](Self::call) does, but past the breaker,
+    /// whose state it leaves as it is: for a call that frees what Redis
+    /// holds (a concurrency lease's release), which an open breaker would
+    /// otherwise leave held until it expires.
+    pub(crate) async fn call_past_breaker<R: FromValue>(
+        &self,
+        limiter: &str,
+        script: (&'static str, &Script),
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R> {
+        self.send(limiter, script, keys, args, None).await
+    }
+
+    async fn send<R: FromValue>(
+        &self,
+        limiter: &str,
+        (purpose, script): (&'static str, &Script),
+        keys: Vec<String>,
+        args: Vec<Value>,
+        permit: Option<Permit<'_>>,
+    ) -> Result<R> {
         let span = trace::redis_span(limiter, purpose);
         let call = script.evalsha_with_reload(&self.client, keys, args);
         let answer = tokio::time::timeout(self.timeout, call)
@@ -202,21 +227,29 @@ impl RedisStore {
             .await;
         let (error, kind) = match answer {
             Ok(Ok(reply)) => {
-                permit.answered();
+                if let Some(permit) = permit {
+                    permit.answered();
+                }
                 return Ok(reply);
             }
             Ok(Err(error)) if is_down(&error) => {
-                permit.down();
+                if let Some(permit) = permit {
+                    permit.down();
+                }
                 let kind = error.kind().to_str();
                 (Error::Redis(error), kind)
             }
             Ok(Err(error)) => {
-                permit.answered();
+                if let Some(permit) = permit {
+                    permit.answered();
+                }
                 let kind = error.kind().to_str();
                 (Error::Refused(error), kind)
             }
             Err(_) => {
-                permit.down();
+                if let Some(permit) = permit {
+                    permit.down();
+                }
                 let error = Error::Redis(fred::error::Error::new(
                     ErrorKind::Timeout,
                     format!("no answer from Redis within {:?}", self.timeout),

@@ -71,7 +71,7 @@ pub(crate) fn promo_problem(error: &PromoError) -> Problem {
         // asks: the request cannot be processed with this key.
         PromoError::IdempotencyMismatch(_) => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
-                .with_param("Idempotency-Key", "was first used for a different request")
+                .with_param("idempotency-key", "was first used for a different request")
         }
         PromoError::Invalid { field, reason } => Problem::invalid_field(field, reason.clone()),
         PromoError::Contention { .. } => {
