@@ -1,6 +1,8 @@
--- ARGV[7]: this call's request id; ARGV[8]: how many jobs; then 10 fields
+-- ARGV[7]: this call's request id; ARGV[8]: how many jobs; then 9 fields
 -- per job: payload, priority, max attempts, backoff, timeout ms, group, delay
--- ms, idempotency key, its window ms, trace context (empty for none). Returns, per job, its id and 1 when it
+-- ms, idempotency key, its window ms; or 10, the tenth each job's trace
+-- context (empty for none), when any job of the call carries one (a call
+-- with none sends nothing for it). Returns, per job, its id and 1 when it
 -- was added or 0 when an earlier job with the same idempotency key answered
 -- for it; or { 'mismatch', n } when job n (from 1) names an idempotency key
 -- that an earlier job holds with another payload or options, and then adds
@@ -9,12 +11,21 @@
 -- nothing.
 local request = shaped(7, REQUEST, 32, 'a request id')
 local count = whole(8, 1, 10000)
-if #ARGV ~= 8 + count * 10 then refuse('expected ' .. count .. ' jobs of 10 fields') end
+-- Fields per job: 8 + count * 9 and 8 + count * 10 arguments differ for
+-- every count from 1 on.
+local FIELDS = 10
+if #ARGV == 8 + count * 9 then FIELDS = 9
+elseif #ARGV ~= 8 + count * 10 then refuse('expected ' .. count .. ' jobs of 9 or 10 fields') end
+-- A job's trace context: its tenth field, or none.
+local function trace_at(at)
+  if FIELDS == 10 then return ARGV[at + 9] end
+  return ''
+end
 -- Per job, the checked numbers: priority, delay ms, and the idempotency
 -- window ms (0 without a key).
 local priorities, delays, windows = {}, {}, {}
 for i = 0, count - 1 do
-  local at = 9 + i * 10
+  local at = 9 + i * FIELDS
   if #ARGV[at] > MAX_PAYLOAD then refuse('a payload is over ' .. MAX_PAYLOAD .. ' bytes') end
   priorities[i] = whole(at + 1, 0, 7)
   whole(at + 2, 1, 4294967295)
@@ -25,7 +36,7 @@ for i = 0, count - 1 do
   if #ARGV[at + 7] > 256 then refuse('an idempotency key is over 256 bytes') end
   windows[i] = 0
   if ARGV[at + 7] ~= '' then windows[i] = whole(at + 8, 1, MAX_MS) end
-  if #ARGV[at + 9] > 600 then refuse('a trace context is over 600 bytes') end
+  if #trace_at(at) > 600 then refuse('a trace context is over 600 bytes') end
 end
 
 -- What an idempotency key promises to be the same job: the payload and
@@ -76,10 +87,10 @@ local out = {}
 local claimed = {}
 local digests = {}
 for i = 0, count - 1 do
-  local idempotency = ARGV[9 + i * 10 + 7]
+  local idempotency = ARGV[9 + i * FIELDS + 7]
   local earlier = false
   if idempotency ~= '' then
-    digests[i] = digest(9 + i * 10)
+    digests[i] = digest(9 + i * FIELDS)
     local record = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
     if record then
       local held, held_digest = string.match(record, '^(%S+) ?(%x*)$')
@@ -118,7 +129,7 @@ local rung = {}
 -- Default-priority ids per group, pushed with one RPUSH each at the end.
 local lines, line_order = {}, {}
 for i = 0, count - 1 do
-  local at = 9 + i * 10
+  local at = 9 + i * FIELDS
   local id = id_at(i)
   local idempotency = ARGV[at + 7]
   if out[2 * i + 2] == '1' then
@@ -137,7 +148,8 @@ for i = 0, count - 1 do
     if ARGV[at + 4] ~= '0' then fields[#fields + 1] = 'to'; fields[#fields + 1] = ARGV[at + 4] end
     if group ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = group end
     if idempotency ~= '' then fields[#fields + 1] = 'ik'; fields[#fields + 1] = idempotency end
-    if ARGV[at + 9] ~= '' then fields[#fields + 1] = 'tc'; fields[#fields + 1] = ARGV[at + 9] end
+    local trace = trace_at(at)
+    if trace ~= '' then fields[#fields + 1] = 'tc'; fields[#fields + 1] = trace end
     redis.call('HSET', key, unpack(fields))
     if delay > 0 then
       redis.call('ZADD', delayed_key, ready, id)

@@ -289,7 +289,11 @@ impl Store for RedisStore {
         request: &str,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<(JobId, bool)>> {
-        let (keys, mut args) = self.prelude(queue, 2 + jobs.len() * 10);
+        // A job's trace context is sent only when one of the call's jobs
+        // has one: the script takes 9 fields a job, or 10.
+        let traced = jobs.iter().any(|job| !job.trace.is_empty());
+        let fields = if traced { 10 } else { 9 };
+        let (keys, mut args) = self.prelude(queue, 2 + jobs.len() * fields);
         args.push(Value::from(request));
         args.push(int(jobs.len() as u64));
         let idempotency_keys: Vec<String> = jobs
@@ -308,8 +312,10 @@ impl Store for RedisStore {
                 int(job.delay_ms),
                 Value::from(key),
                 int(window),
-                Value::from(job.trace),
             ]);
+            if traced {
+                args.push(Value::from(job.trace));
+            }
         }
         let reply = match self.replicas {
             None => self.run(&self.scripts.enqueue, keys, args).await?,

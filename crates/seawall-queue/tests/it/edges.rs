@@ -99,7 +99,7 @@ async fn a_worker_handed_back_its_own_lost_job_cancels_the_old_run() {
         .expect("kept");
     assert!(finished, "{job:?}");
     assert_eq!(job.state, JobState::Completed, "{job:?} {stats:?}");
-    assert_eq!((job.runs, job.stalls), (2, 1), "{job:?}");
+    assert_eq!((job.runs, job.stalls), (2, 1), "{job:?} {stats:?}");
     assert!(
         first_cancelled.load(Ordering::SeqCst),
         "the first run heard of it"
