@@ -36,7 +36,9 @@ async fn a_worker_handed_back_its_own_lost_job_cancels_the_old_run() {
     let prefix = unique_prefix();
     let direct = queues(&redis.url(), &prefix, Settings::default()).await;
     let through = queues(&proxy.url(), &prefix, Settings::default()).await;
-    let lease = Duration::from_millis(500);
+    // Long enough that a renewal held up a few hundred ms on a loaded
+    // machine still reaches Redis in time.
+    let lease = Duration::from_millis(1_500);
     let id = direct
         .enqueue("export", &1_u64, &JobOptions::new())
         .await
@@ -64,7 +66,7 @@ async fn a_worker_handed_back_its_own_lost_job_cancels_the_old_run() {
                     cancelled.store(fired, Ordering::SeqCst);
                 } else {
                     // Lives for several leases: only renewals keep it.
-                    tokio::time::sleep(lease * 5).await;
+                    tokio::time::sleep(lease * 4).await;
                 }
                 Ok::<_, JobError>(())
             }
