@@ -15,15 +15,9 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::collector::{CollectedFamily, Collector};
-use crate::monitor::{Inner, RESERVED_PREFIX};
+use crate::monitor::{DEFAULT_BUCKETS, Inner, RESERVED_PREFIX};
 use crate::registry::{validate_label_names, validate_name};
 use crate::{Error, Result};
-
-/// Bucket bounds in microseconds: 0.5 ms to 10 s.
-const BOUNDS_US: [u64; 15] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_000_000, 2_500_000, 5_000_000, 10_000_000,
-];
 
 /// Base units (OpenMetrics, "Units and Base Units"): a family whose name ends
 /// in `_<unit>` declares that unit.
@@ -156,7 +150,12 @@ impl Exposition {
         for own in [FOLDED, SLOW, COLLECTOR_ERRORS] {
             this.claim(Kind::Counter, &inner.prefixed(own));
         }
+        let default_bounds: Vec<u64> = DEFAULT_BUCKETS
+            .iter()
+            .map(|bound| u64::try_from(bound.as_micros()).unwrap_or(u64::MAX))
+            .collect();
         for family in inner.histogram_families() {
+            let bounds = family.bounds_us().unwrap_or(&default_bounds);
             let points = family
                 .all()
                 .into_iter()
@@ -164,9 +163,9 @@ impl Exposition {
                     let gathered = series.lifetime();
                     let mut cumulative = 0_u64;
                     let mut counts = gathered.counts.iter().peekable();
-                    let buckets = BOUNDS_US
-                        .into_iter()
-                        .map(|bound| {
+                    let buckets = bounds
+                        .iter()
+                        .map(|&bound| {
                             while let Some((_, count)) =
                                 counts.next_if(|(index, _)| inner.layout.value_at(*index) <= bound)
                             {

@@ -76,7 +76,11 @@
 //!   `process_*` metrics.
 //! - [`Monitor::prometheus`] writes the Prometheus text format 0.0.4,
 //!   [`Monitor::openmetrics`] OpenMetrics 1.0, and [`Monitor::negotiate`]
-//!   picks one from an `Accept` header. No two metrics share a family or sample
+//!   picks one from an `Accept` header. A histogram is exposed in the
+//!   [`DEFAULT_BUCKETS`] (0.5 ms to 10 s) or, registered with
+//!   [`Monitor::histogram_with_buckets`], in its own (a queue's wait, for
+//!   one, up to an hour); its quantiles come from the HDR counts whatever
+//!   the buckets. No two metrics share a family or sample
 //!   name: registration refuses a clash, and a collected family that cannot be
 //!   exposed is left out of the scrape and counted in
 //!   `perfmon_collector_errors_total`.
@@ -140,9 +144,10 @@ pub use health::{
     CheckResult, HEALTH_JSON, HealthCheck, HealthReport, HealthRules, HealthStatus, ShutdownCheck,
 };
 pub use monitor::{
-    Counter, CounterSeries, CounterSnapshot, CounterVec, GaugeSeries, GaugeSnapshot, HTTP_METRIC,
-    Histogram, HistogramSnapshot, HistogramVec, HttpWindow, Monitor, MonitorBuilder, QUERY_METRIC,
-    QueryWindow, SeriesSnapshot, SlowLogSnapshot, Snapshot,
+    Counter, CounterSeries, CounterSnapshot, CounterVec, DEFAULT_BUCKETS, GaugeSeries,
+    GaugeSnapshot, HTTP_METRIC, Histogram, HistogramSnapshot, HistogramVec, HttpWindow,
+    MAX_BUCKETS, Monitor, MonitorBuilder, QUERY_METRIC, QueryWindow, SeriesSnapshot,
+    SlowLogSnapshot, Snapshot,
 };
 pub use openmetrics::OPENMETRICS_CONTENT_TYPE;
 pub use process::ProcessCollector;

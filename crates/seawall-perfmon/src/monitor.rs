@@ -24,6 +24,30 @@ pub const HTTP_METRIC: &str = "http_server_request_duration_seconds";
 /// Name of the built-in query latency histogram (labels `operation`, `outcome`).
 pub const QUERY_METRIC: &str = "db_query_duration_seconds";
 
+/// The bucket bounds a histogram is exposed with unless it was registered
+/// with its own ([`Monitor::histogram_with_buckets`]): 0.5 ms to 10 s.
+pub const DEFAULT_BUCKETS: [Duration; 15] = [
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2_500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_millis(2_500),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
+/// The most bucket bounds a histogram may have (each is a series per label
+/// set).
+pub const MAX_BUCKETS: usize = 64;
+
 /// Configures a [`Monitor`]. Every setting has a default; see each method.
 #[derive(Debug, Clone)]
 pub struct MonitorBuilder {
@@ -497,28 +521,116 @@ impl Monitor {
         MonitorBuilder::default()
     }
 
-    /// Registers (or looks up) a latency histogram with the given label names.
+    /// The longest duration a histogram tells apart
+    /// ([`MonitorBuilder::highest_trackable`]); longer ones count as this.
+    pub fn highest_trackable(&self) -> Duration {
+        Duration::from_micros(self.inner.layout.highest())
+    }
+
+    /// Registers (or looks up) a latency histogram with the given label names,
+    /// exposed with the [`DEFAULT_BUCKETS`] (0.5 ms to 10 s).
     /// Registering the same name again with the same label names returns the
     /// same metric; a different kind or different labels is an error. Names
     /// starting with `perfmon_` and the built-in metric names are reserved.
     pub fn histogram(&self, name: &str, help: &str, label_names: &[&str]) -> Result<HistogramVec> {
+        self.register_histogram(name, help, label_names, None)
+    }
+
+    /// Same, exposed with these bucket bounds: for durations the default
+    /// buckets would lump together above 10 s, such as how long a job
+    /// waited in a queue. The bounds are whole microseconds, at least one,
+    /// rising, at most [`MAX_BUCKETS`] of them, the last no longer than
+    /// [`MonitorBuilder::highest_trackable`]. Registering the name again
+    /// with other bounds is an error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_perfmon::{DEFAULT_BUCKETS, ExpositionFormat, Monitor};
+    ///
+    /// let monitor = Monitor::new();
+    /// let mut buckets = DEFAULT_BUCKETS.to_vec();
+    /// buckets.extend([60, 600, 3600].map(Duration::from_secs));
+    /// let waits = monitor
+    ///     .histogram_with_buckets("job_wait_seconds", "From ready to started.", &["queue"], &buckets)
+    ///     .unwrap();
+    /// waits.with_labels(&["mail"]).unwrap().record(Duration::from_secs(90));
+    /// let text = monitor.render(ExpositionFormat::Prometheus);
+    /// assert!(text.contains(r#"job_wait_seconds_bucket{queue="mail",le="600"} 1"#));
+    /// assert!(text.contains(r#"job_wait_seconds_bucket{queue="mail",le="60"} 0"#));
+    /// ```
+    pub fn histogram_with_buckets(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[&str],
+        buckets: &[Duration],
+    ) -> Result<HistogramVec> {
+        let invalid = |reason: String| Error::InvalidConfig {
+            field: "buckets",
+            reason,
+        };
+        if buckets.is_empty() || buckets.len() > MAX_BUCKETS {
+            return Err(invalid(format!(
+                "must be 1 to {MAX_BUCKETS} bounds, got {}",
+                buckets.len()
+            )));
+        }
+        let mut bounds_us = Vec::with_capacity(buckets.len());
+        for bound in buckets {
+            let us = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX);
+            if bound.subsec_nanos() % 1_000 != 0 || us == 0 {
+                return Err(invalid(format!(
+                    "a bound is a whole number of microseconds, at least one: {bound:?}"
+                )));
+            }
+            if bounds_us.last().is_some_and(|&last| last >= us) {
+                return Err(invalid(format!("bounds must rise: {buckets:?}")));
+            }
+            if us > self.inner.layout.highest() {
+                return Err(invalid(format!(
+                    "{bound:?} is past the highest trackable value, {:?}",
+                    Duration::from_micros(self.inner.layout.highest())
+                )));
+            }
+            bounds_us.push(us);
+        }
+        // The default bounds are the default: the same metric as `histogram`.
+        let default = DEFAULT_BUCKETS
+            .iter()
+            .map(|bound| u64::try_from(bound.as_micros()).unwrap_or(u64::MAX));
+        let own = !bounds_us.iter().copied().eq(default);
+        self.register_histogram(name, help, label_names, own.then_some(bounds_us))
+    }
+
+    fn register_histogram(
+        &self,
+        name: &str,
+        help: &str,
+        label_names: &[&str],
+        bounds_us: Option<Vec<u64>>,
+    ) -> Result<HistogramVec> {
         if label_names.contains(&"le") {
             return Err(Error::InvalidName {
                 name: "le".to_owned(),
                 reason: "`le` is the bucket label of a histogram",
             });
         }
+        let wanted = bounds_us.clone();
         let make = || {
-            Ok(Metric::Histogram(self.inner.new_family(
-                name,
-                help,
-                label_names,
-            )?))
+            let family: Family<Series> =
+                Family::new(name, help, label_names, self.inner.max_series)?;
+            Ok(Metric::Histogram(Arc::new(family.with_bounds(bounds_us))))
         };
         match self
             .inner
             .register(Kind::Histogram, name, label_names, make)?
         {
+            Metric::Histogram(family) if family.bounds_us() != wanted.as_deref() => {
+                Err(Error::Conflict {
+                    name: name.to_owned(),
+                    what: "buckets",
+                })
+            }
             Metric::Histogram(family) => Ok(HistogramVec {
                 family,
                 monitor: Arc::clone(&self.inner),
@@ -1339,6 +1451,81 @@ mod tests {
                 .build()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_histogram_takes_its_own_buckets_and_keeps_them() -> Result<()> {
+        let monitor = Monitor::new();
+        let long = [Duration::from_secs(1), Duration::from_secs(60)];
+        let waits = monitor.histogram_with_buckets("wait_seconds", "help", &["queue"], &long)?;
+        waits
+            .with_labels(&["mail"])?
+            .record(Duration::from_secs(30));
+        let text = monitor.render(ExpositionFormat::Prometheus);
+        let buckets: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("wait_seconds_bucket"))
+            .collect();
+        assert_eq!(
+            buckets,
+            [
+                r#"wait_seconds_bucket{queue="mail",le="1"} 0"#,
+                r#"wait_seconds_bucket{queue="mail",le="60"} 1"#,
+                r#"wait_seconds_bucket{queue="mail",le="+Inf"} 1"#,
+            ]
+        );
+        // The same bounds find the same metric; others, or none, conflict.
+        assert!(
+            monitor
+                .histogram_with_buckets("wait_seconds", "help", &["queue"], &long)
+                .is_ok()
+        );
+        for conflicting in [
+            monitor.histogram_with_buckets("wait_seconds", "help", &["queue"], &long[..1]),
+            monitor.histogram("wait_seconds", "help", &["queue"]),
+        ] {
+            assert!(
+                matches!(
+                    conflicting,
+                    Err(Error::Conflict {
+                        what: "buckets",
+                        ..
+                    })
+                ),
+                "{conflicting:?}"
+            );
+        }
+        monitor.histogram_with_buckets("plain_seconds", "help", &[], &DEFAULT_BUCKETS)?;
+        assert!(monitor.histogram("plain_seconds", "help", &[]).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn bucket_bounds_must_rise_within_what_is_tracked() {
+        let monitor = Monitor::new();
+        let second = Duration::from_secs(1);
+        let too_many = vec![second; MAX_BUCKETS + 1];
+        for bounds in [
+            &[][..],
+            &too_many[..],
+            &[second, second][..],
+            &[Duration::from_secs(2), second][..],
+            &[Duration::ZERO][..],
+            &[Duration::from_nanos(1_500)][..],
+            &[Duration::from_secs(3601)][..],
+        ] {
+            let refused = monitor.histogram_with_buckets("refused_seconds", "help", &[], bounds);
+            assert!(
+                matches!(
+                    refused,
+                    Err(Error::InvalidConfig {
+                        field: "buckets",
+                        ..
+                    })
+                ),
+                "{bounds:?}: {refused:?}"
+            );
+        }
     }
 
     #[test]

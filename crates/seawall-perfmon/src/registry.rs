@@ -43,6 +43,8 @@ pub(crate) struct Family<S> {
     series: RwLock<SeriesMap<S>>,
     overflow: RwLock<SeriesMap<S>>,
     folded: AtomicU64,
+    /// A histogram's bucket bounds in µs, when not the exposition's default.
+    bounds_us: Option<Vec<u64>>,
 }
 
 impl<S> Family<S> {
@@ -63,7 +65,20 @@ impl<S> Family<S> {
             series: RwLock::new(HashMap::default()),
             overflow: RwLock::new(HashMap::default()),
             folded: AtomicU64::new(0),
+            bounds_us: None,
         })
+    }
+
+    /// A histogram family exposed with these bucket bounds (µs) rather than
+    /// the default ones.
+    pub(crate) fn with_bounds(mut self, bounds_us: Option<Vec<u64>>) -> Self {
+        self.bounds_us = bounds_us;
+        self
+    }
+
+    /// The bucket bounds (µs) it is exposed with, when not the default.
+    pub(crate) fn bounds_us(&self) -> Option<&[u64]> {
+        self.bounds_us.as_deref()
     }
 
     /// Labels that keep their value when a label set is folded; only for labels

@@ -4,17 +4,26 @@
 
 use std::time::Duration;
 
-use seawall_perfmon::{CheckResult, Counter, Gauge, HealthCheck, HealthStatus, Histogram, Monitor};
+use seawall_perfmon::{
+    CheckResult, Counter, DEFAULT_BUCKETS, Gauge, HealthCheck, HealthStatus, Histogram, Monitor,
+};
 
 use crate::error::{Error, Result};
 use crate::job::{Backlog, Counts};
 use crate::queues::Queues;
 use crate::store::AfterFailure;
 
+/// The wait and run histograms' buckets past the default ones (which end at
+/// 10 s), in seconds.
+const LONG_BUCKETS_S: [u64; 5] = [30, 60, 300, 900, 3_600];
+
 /// One queue's metrics in a [`Monitor`]:
 ///
-/// - `queue_job_wait_seconds{queue}`: from ready to started, a histogram;
-/// - `queue_job_run_seconds{queue}`: the handler's run time;
+/// - `queue_job_wait_seconds{queue}`: from ready to started, a histogram
+///   whose buckets go on past the default 10 s to 30 s, 1, 5 and 15 min and
+///   1 h;
+/// - `queue_job_run_seconds{queue}`: the handler's run time, in the same
+///   buckets;
 /// - `queue_jobs_total{queue,outcome}`: `completed`, `retried`, `dead`,
 ///   `cancelled`, `discarded` (a result refused because the lease was
 ///   lost), `requeued` (given back at shutdown);
@@ -55,16 +64,27 @@ impl QueueMetrics {
     /// Registers (or finds) the metrics of `queue` in `monitor`.
     pub fn register(monitor: &Monitor, queue: &str) -> Result<Self> {
         let perfmon = |error: seawall_perfmon::Error| Error::InvalidSetting(error.to_string());
+        // A job can wait, or run, for minutes: the default buckets, then up
+        // to an hour (the monitor's highest trackable value by default).
+        let mut buckets = DEFAULT_BUCKETS.to_vec();
+        buckets.extend(LONG_BUCKETS_S.map(Duration::from_secs));
+        buckets.retain(|bound| *bound <= monitor.highest_trackable());
         let wait = monitor
-            .histogram(
+            .histogram_with_buckets(
                 "queue_job_wait_seconds",
                 "Time from ready to started.",
                 &["queue"],
+                &buckets,
             )
             .and_then(|family| family.with_labels(&[queue]))
             .map_err(perfmon)?;
         let run = monitor
-            .histogram("queue_job_run_seconds", "Handler run time.", &["queue"])
+            .histogram_with_buckets(
+                "queue_job_run_seconds",
+                "Handler run time.",
+                &["queue"],
+                &buckets,
+            )
             .and_then(|family| family.with_labels(&[queue]))
             .map_err(perfmon)?;
         let jobs = monitor
