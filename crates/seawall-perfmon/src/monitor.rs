@@ -547,16 +547,18 @@ impl Monitor {
     /// use std::time::Duration;
     /// use seawall_perfmon::{DEFAULT_BUCKETS, ExpositionFormat, Monitor};
     ///
+    /// # fn main() -> seawall_perfmon::Result<()> {
     /// let monitor = Monitor::new();
     /// let mut buckets = DEFAULT_BUCKETS.to_vec();
     /// buckets.extend([60, 600, 3600].map(Duration::from_secs));
-    /// let waits = monitor
-    ///     .histogram_with_buckets("job_wait_seconds", "From ready to started.", &["queue"], &buckets)
-    ///     .unwrap();
-    /// waits.with_labels(&["mail"]).unwrap().record(Duration::from_secs(90));
+    /// let help = "From ready to started.";
+    /// let waits = monitor.histogram_with_buckets("job_wait_seconds", help, &["queue"], &buckets)?;
+    /// waits.with_labels(&["mail"])?.record(Duration::from_secs(90));
     /// let text = monitor.render(ExpositionFormat::Prometheus);
     /// assert!(text.contains(r#"job_wait_seconds_bucket{queue="mail",le="600"} 1"#));
     /// assert!(text.contains(r#"job_wait_seconds_bucket{queue="mail",le="60"} 0"#));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn histogram_with_buckets(
         &self,
