@@ -205,7 +205,9 @@ const CAMPAIGN_QUANTITY: u64 = 5_000_000;
 async fn main() -> ExitCode {
     let args = Args::parse();
     let admin = Admin::new(&args.url, &args.token);
-    if let Err(failure) = admin.wait_ready(Duration::from_secs(60)).await {
+    // The first start seeds the demo dataset: seconds on a quiet machine,
+    // many more on a busy one.
+    if let Err(failure) = admin.wait_ready(Duration::from_secs(180)).await {
         eprintln!("{failure}");
         return ExitCode::from(2);
     }

@@ -15,19 +15,27 @@ use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
 use seawall_cache::{Class, RedisLocks, TieredCache};
 use seawall_testkit::RedisServer;
 use seawall_testkit::tracing_capture::{Recorded, install, named, recorded};
+use seawall_testkit::wait;
 use tracing::Instrument as _;
 
-/// Polls `records` until it answers `count` records (spans are recorded
-/// when they close, which a spawned load does just after it answers).
-async fn wait_for(count: usize, mut records: impl FnMut() -> Vec<Recorded>) -> Vec<Recorded> {
-    for _ in 0..100 {
+/// How long a Redis call may take where the server is up: a loaded machine
+/// can hold one up for longer than the cache's default 250 ms, which would
+/// make it a failed call.
+const STEADY_REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Polls `records` until it answers `count` records of `what` (spans are
+/// recorded when they close, which a spawned load does just after it
+/// answers).
+async fn wait_for(
+    count: usize,
+    what: &str,
+    mut records: impl FnMut() -> Vec<Recorded>,
+) -> Vec<Recorded> {
+    wait::until_some_async(format!("{count} {what} records"), async || {
         let found = records();
-        if found.len() >= count {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    records()
+        (found.len() >= count).then_some(found)
+    })
+    .await
 }
 
 fn unique(what: &str) -> String {
@@ -79,7 +87,10 @@ async fn a_miss_runs_one_load_span_with_its_outcome_and_a_hit_tells_nothing() {
     for caller in futures_util::future::join_all(callers).await {
         assert_eq!(caller.expect("joins").expect("loads"), Some(7));
     }
-    let loads = wait_for(1, || named("cache.load", "seawall.cache.name", &name)).await;
+    let loads = wait_for(1, "cache.load", || {
+        named("cache.load", "seawall.cache.name", &name)
+    })
+    .await;
     let [load] = loads.as_slice() else {
         panic!("one load span for eight callers: {loads:#?}");
     };
@@ -111,7 +122,10 @@ async fn a_miss_runs_one_load_span_with_its_outcome_and_a_hit_tells_nothing() {
         })
         .await;
     assert!(failed.is_err());
-    let loads = wait_for(3, || named("cache.load", "seawall.cache.name", &name)).await;
+    let loads = wait_for(3, "cache.load", || {
+        named("cache.load", "seawall.cache.name", &name)
+    })
+    .await;
     let outcomes: Vec<_> = loads
         .iter()
         .map(|load| load.field("seawall.cache.outcome"))
@@ -146,7 +160,8 @@ async fn redis_round_trips_run_in_client_spans() {
     let cache = TieredCache::builder()
         .name(&prefix)
         .prefix(&prefix)
-        .redis(client(&url, Duration::from_secs(1)).await)
+        .redis_timeout(STEADY_REDIS_TIMEOUT)
+        .redis(client(&url, STEADY_REDIS_TIMEOUT).await)
         .build()
         .expect("a cache");
     let request = tracing::info_span!("request");
@@ -162,12 +177,16 @@ async fn redis_round_trips_run_in_client_spans() {
         .name(&prefix)
         .prefix(&prefix)
         .without_l1()
-        .redis(client(&url, Duration::from_secs(1)).await)
+        .redis_timeout(STEADY_REDIS_TIMEOUT)
+        .redis(client(&url, STEADY_REDIS_TIMEOUT).await)
         .build()
         .expect("a cache");
     assert_eq!(other.get::<u32>("user:7:card", Class::API).await, Some(7));
 
-    let calls = wait_for(3, || named("cache.redis", "seawall.cache.prefix", &prefix)).await;
+    let calls = wait_for(3, "cache.redis", || {
+        named("cache.redis", "seawall.cache.prefix", &prefix)
+    })
+    .await;
     for call in &calls {
         assert!(call.span);
         assert_eq!(call.field("db.system.name"), Some("redis"), "{call:#?}");
@@ -211,9 +230,9 @@ async fn a_lock_is_taken_and_released_in_client_spans() {
     install();
     let prefix = unique("locks");
     let locks = RedisLocks::with_options(
-        client(&RedisServer::shared().url(), Duration::from_secs(1)).await,
+        client(&RedisServer::shared().url(), STEADY_REDIS_TIMEOUT).await,
         prefix.clone(),
-        Duration::from_secs(1),
+        STEADY_REDIS_TIMEOUT,
         Duration::from_secs(60),
     );
     let guard = locks

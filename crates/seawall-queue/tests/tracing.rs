@@ -11,14 +11,14 @@
 //! them unwanted for these.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanKind, TraceId, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use seawall_queue::fred::prelude::{Builder, Config};
 use seawall_queue::{Job, JobOptions, Queues};
-use seawall_testkit::RedisServer;
+use seawall_testkit::{RedisServer, wait};
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -52,18 +52,6 @@ impl Backend {
     }
 }
 
-/// Polls `condition` every 10 ms for up to `within`.
-async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while !condition().await {
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
-}
-
 /// Runs `scenario` on a current-thread runtime under a subscriber that
 /// records spans in memory, and answers them once all have ended.
 fn recorded(scenario: impl AsyncFnOnce()) -> Vec<SpanData> {
@@ -94,13 +82,21 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
     spans.iter().filter(|span| span.name == name).collect()
 }
 
-/// Whether `jobs` jobs of `queue` completed or died within 10 s.
-async fn finished(queues: &Queues, queue: &str, jobs: u64) -> bool {
-    eventually(Duration::from_secs(10), async || {
+/// Waits until `jobs` jobs of `queue` have completed or died.
+async fn finished(queues: &Queues, queue: &str, jobs: u64) {
+    let began = Instant::now();
+    loop {
         let counts = queues.counts(queue).await.expect("counts");
-        counts.completed + counts.dead == jobs
-    })
-    .await
+        if counts.completed + counts.dead == jobs {
+            return;
+        }
+        assert!(
+            began.elapsed() < wait::patience(),
+            "waited {:?} for {jobs} jobs of {queue} to complete or die; last counts {counts:?}",
+            wait::patience()
+        );
+        tokio::time::sleep(wait::POLL).await;
+    }
 }
 
 /// Enqueues in a `request` span: `one` job alone, then `bulk` jobs in one
@@ -127,10 +123,7 @@ async fn enqueue_and_run(backend: &Backend, queue: &str, bulk: u32) {
             }
             Ok(())
         });
-    assert!(
-        finished(&queues, queue, 1 + u64::from(bulk)).await,
-        "every job finished"
-    );
+    finished(&queues, queue, 1 + u64::from(bulk)).await;
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -240,7 +233,7 @@ fn a_job_enqueued_outside_any_span_runs_as_the_child_of_its_enqueue() {
             .worker("untraced")
             .expect("a worker")
             .start(|_: Job<u32>| async { Ok(()) });
-        assert!(finished(&queues, "untraced", 1).await);
+        finished(&queues, "untraced", 1).await;
         worker.shutdown(Duration::from_secs(5)).await;
     });
     let sends = named(&spans, "send untraced");

@@ -108,19 +108,24 @@ impl Drop for Permit<'_> {
 
 #[cfg(test)]
 mod tests {
+    use seawall_testkit::wait;
+
     use super::*;
 
     #[test]
     fn one_probe_at_a_time_once_the_interval_has_passed() {
-        let breaker = Breaker::new(Duration::from_millis(30));
+        // An interval of a second: the checks just after a failure come long
+        // before it ends, however loaded the machine.
+        let breaker = Breaker::new(Duration::from_secs(1));
         let first = breaker.permit().expect("closed");
         let second = breaker.permit().expect("closed");
         first.down();
         assert!(breaker.is_open());
         second.down();
         assert!(breaker.permit().is_none(), "no probe before the interval");
-        std::thread::sleep(Duration::from_millis(40));
-        let probe = breaker.permit().expect("the probe");
+        let probe = wait::until_some("the probe once the interval has passed", || {
+            breaker.permit()
+        });
         assert!(breaker.permit().is_none(), "one probe at a time");
         assert!(breaker.permit().is_none(), "a refused call frees no slot");
         drop(probe);
@@ -128,8 +133,10 @@ mod tests {
         let probe = breaker.permit().expect("the next probe");
         probe.down();
         assert!(breaker.permit().is_none(), "the interval starts again");
-        std::thread::sleep(Duration::from_millis(40));
-        breaker.permit().expect("the probe").answered();
+        wait::until_some("the probe once the interval has passed again", || {
+            breaker.permit()
+        })
+        .answered();
         assert!(!breaker.is_open());
         assert!(breaker.permit().is_some() && breaker.permit().is_some());
     }

@@ -79,7 +79,7 @@ impl Default for RedisClusterBuilder {
             password: None,
             node_timeout: Duration::from_secs(2),
             persistence: Persistence::Off,
-            ready_timeout: Duration::from_secs(30),
+            ready_timeout: crate::wait::patience(),
             server_binary: None,
             cli_binary: None,
             hosts: Vec::new(),
@@ -118,7 +118,8 @@ impl RedisClusterBuilder {
         self
     }
 
-    /// How long to wait for the cluster to be formed and healthy (default 30 s).
+    /// How long to wait for the cluster to be formed and healthy (default
+    /// [`wait::patience`](crate::wait::patience)).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self

@@ -617,6 +617,7 @@ impl Service {
     /// Polls `/readyz` until it answers 200; fails at once when the process died.
     fn wait_ready(&self, deadline: Instant) -> Result<()> {
         let what = format!("{} on {}", self.name(), self.addr());
+        let began = Instant::now();
         loop {
             if self.pid().is_none() {
                 return Err(Error::Exited {
@@ -633,7 +634,7 @@ impl Service {
             if Instant::now() >= deadline {
                 return Err(Error::StartTimeout {
                     what,
-                    waited: Duration::ZERO,
+                    waited: began.elapsed(),
                     last_problem,
                     log: self.log.clone(),
                     log_tail: process::log_tail(&self.log, 30),
@@ -882,7 +883,7 @@ impl Fleet {
     /// [`start_api`](Self::start_api) without its line in the fault log.
     fn start_api_quietly(&mut self, n: usize) -> Result<()> {
         let dir = self.dir().to_owned();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + crate::wait::patience();
         let api = self.api(n)?;
         if api.pid().is_none() {
             api.spawn(&dir)?;
@@ -920,7 +921,7 @@ impl Fleet {
         if worker.pid().is_none() {
             worker.spawn(&dir)?;
         }
-        worker.wait_ready(Instant::now() + Duration::from_secs(60))?;
+        worker.wait_ready(Instant::now() + crate::wait::patience())?;
         self.record("start", &host_value(&format!("worker-{n}")))
     }
 

@@ -6,7 +6,8 @@
 //! network namespaces with partitions between them ([`Network`]), and a whole
 //! deployment ([`Fleet`]: Redis, PostgreSQL, API instances, workers and HAProxy, on
 //! loopback or each on a host of its own) that the fleet drills and `scripts/fleet`
-//! run. [`tracing_capture`] records what a library tells a `tracing` subscriber.
+//! run. [`tracing_capture`] records what a library tells a `tracing` subscriber;
+//! [`wait`] polls for a state a test can observe, naming it when it never comes.
 //!
 //! ```
 //! use std::time::Duration;
@@ -118,6 +119,7 @@ mod resp;
 mod sentinel;
 mod tls;
 pub mod tracing_capture;
+pub mod wait;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, SHARED_CLUSTER_ENV, SLOT_COUNT, key_slot};
 pub use error::{Error, Result};

@@ -37,7 +37,7 @@ impl Default for PostgresBuilder {
     fn default() -> Self {
         Self {
             settings: Vec::new(),
-            startup_timeout: Duration::from_secs(30),
+            startup_timeout: crate::wait::patience(),
             bin_dir: None,
             data_dir: None,
             host: None,
@@ -52,7 +52,8 @@ impl PostgresBuilder {
         self
     }
 
-    /// How long to wait for the server to accept connections (default 30 s).
+    /// How long to wait for the server to accept connections (default
+    /// [`wait::patience`](crate::wait::patience)).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
         self

@@ -57,8 +57,10 @@ if [ -z "$keep" ] && [ -n "$dir" ]; then rm -rf -- "$dir"; fi
 exit 0
 "#;
 
-/// How long to wait for the supervisor to reap its server after stdin closes.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long to wait for the supervisor to reap its server after stdin closes,
+/// beyond the server's own grace period: the supervisor's ticks and a loaded
+/// machine's slow exits, before the supervisor is taken for wedged.
+const STOP_MARGIN: Duration = Duration::from_secs(15);
 
 /// How the supervisor ends the server when the test lets go of it.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +123,8 @@ pub(crate) struct Supervised {
     supervisor: Child,
     stdin: Option<ChildStdin>,
     pid: u32,
+    /// How long the supervisor lets the server stop before SIGKILL.
+    grace: Duration,
 }
 
 impl Supervised {
@@ -137,10 +141,10 @@ impl Supervised {
             uid_gid,
             netns,
         } = *spawn;
-        let (ticks, sig) = match stop {
-            StopSignal::Kill => (0, "KILL"),
-            StopSignal::QuitThenKill(grace) => ((grace.as_millis() / 20).max(1), "QUIT"),
-            StopSignal::TermThenKill(grace) => ((grace.as_millis() / 20).max(1), "TERM"),
+        let (ticks, sig, grace) = match stop {
+            StopSignal::Kill => (0, "KILL", Duration::ZERO),
+            StopSignal::QuitThenKill(grace) => ((grace.as_millis() / 20).max(1), "QUIT", grace),
+            StopSignal::TermThenKill(grace) => ((grace.as_millis() / 20).max(1), "TERM", grace),
         };
         // Entering a namespace takes root, so the supervisor stays root there
         // and `setpriv` (which execs too) changes the user after `ip` did.
@@ -207,6 +211,7 @@ impl Supervised {
             supervisor,
             stdin,
             pid,
+            grace,
         })
     }
 
@@ -236,7 +241,8 @@ impl Supervised {
         // Fails only if the supervisor is already gone, which the wait below handles.
         let _ = stdin.write_all(b"keep-dir\n");
         drop(stdin);
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        // A service drains within its grace; it is not cut short here.
+        let deadline = Instant::now() + self.grace + STOP_MARGIN;
         loop {
             match self.supervisor.try_wait() {
                 Ok(Some(_)) => return Ok(()),

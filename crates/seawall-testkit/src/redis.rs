@@ -107,7 +107,7 @@ impl Default for RedisServerBuilder {
             password: None,
             port: None,
             config: Vec::new(),
-            startup_timeout: Duration::from_secs(10),
+            startup_timeout: crate::wait::patience(),
             binary: None,
             tls: false,
             cluster: None,
@@ -145,7 +145,9 @@ impl RedisServerBuilder {
         self
     }
 
-    /// How long to wait for the server to answer `PING` (default 10 s).
+    /// How long to wait for the server to answer `PING` (default
+    /// [`wait::patience`](crate::wait::patience): a loaded machine can take
+    /// many times longer than a quiet one to start a server).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
         self

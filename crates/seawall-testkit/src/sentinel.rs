@@ -26,7 +26,7 @@ impl Default for RedisSentinelBuilder {
         Self {
             down_after: Duration::from_secs(1),
             failover_timeout: Duration::from_secs(5),
-            ready_timeout: Duration::from_secs(30),
+            ready_timeout: crate::wait::patience(),
         }
     }
 }
@@ -93,14 +93,13 @@ impl RedisSentinelBuilder {
 /// process stops when it is dropped.
 ///
 /// ```no_run
-/// use std::time::Duration;
 /// use seawall_testkit::RedisSentinel;
 ///
 /// # fn main() -> seawall_testkit::Result<()> {
 /// let mut sentinel = RedisSentinel::start()?;
 /// let url = sentinel.url(); // redis-sentinel://…?sentinelServiceName=seawall&node=…
 /// let old = sentinel.kill_primary()?;
-/// let new = sentinel.wait_for_new_primary(old, Duration::from_secs(30))?;
+/// let new = sentinel.wait_for_new_primary(old, seawall_testkit::wait::patience())?;
 /// assert_ne!(old, new);
 /// # Ok(())
 /// # }

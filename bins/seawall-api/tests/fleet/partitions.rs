@@ -11,7 +11,9 @@
 //! run leaves its histories, the final state and the report under
 //! `target/tmp/drills/<drill>/`, where `seawall-check` reads them again.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use seawall_history::{FinalState, History, Options, Recorder, Report, Workload};
+use seawall_testkit::wait;
 
 use crate::hosts::wait_for_rotation;
 use crate::support::{self, Running};
@@ -454,8 +457,11 @@ fn json_of(fleet: &Running, sql: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|error| panic!("{sql}: {error}: {text}"))
 }
 
-/// Waits until the rows the workers write stop changing for 3 s (the
-/// queues drained, jobs a lost lease held taken over), at most 90 s.
+/// Waits until the workers are done: the notification and order queues
+/// have nothing waiting, delayed or running (a job a lost lease held runs
+/// until it is taken over), and the rows the workers write have not
+/// changed for 3 s. Gives up only once the rows have not changed for the
+/// whole of [`wait::patience`].
 async fn quiesce(fleet: &Running) {
     let count = || {
         fleet
@@ -463,18 +469,24 @@ async fn quiesce(fleet: &Running) {
             .psql("SELECT (SELECT COUNT(*) FROM notification_deliveries) + (SELECT COUNT(*) FROM sale_orders)")
             .expect("psql")
     };
-    let began = Instant::now();
+    let client = support::client();
     let (mut last, mut since) = (count(), Instant::now());
-    while began.elapsed() < Duration::from_secs(90) {
+    loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = support::queues_idle(&client, fleet, &["notification", "order"]).await;
         let now = count();
         if now != last {
             (last, since) = (now, Instant::now());
-        } else if since.elapsed() >= Duration::from_secs(3) {
+        } else if idle && since.elapsed() >= Duration::from_secs(3) {
             return;
         }
+        assert!(
+            since.elapsed() < wait::patience(),
+            "waited {:?} for the workers to finish; their rows ({last}) stopped changing, \
+             the queues idle: {idle}",
+            wait::patience()
+        );
     }
-    panic!("the workers' rows never settled: {last}");
 }
 
 /// The final state: the drill's notifications, the sale with its orders,
@@ -687,7 +699,8 @@ fn around_the_heal(
     (whole, healed)
 }
 
-/// Waits until every instance answers `/readyz` with 200; how long it took.
+/// Waits until every instance answers `/readyz` with 200; how long it took
+/// (a figure, not a bound: the wait goes on for up to [`wait::patience`]).
 async fn ready_again(fleet: &Running) -> Duration {
     let since = Instant::now();
     let client = client();
@@ -704,8 +717,10 @@ async fn ready_again(fleet: &Running) -> Duration {
             return since.elapsed();
         }
         assert!(
-            since.elapsed() < Duration::from_secs(60),
-            "the instances never got ready"
+            since.elapsed() < wait::patience(),
+            "waited {:?} for every instance to be ready ({ready} of {} are)",
+            wait::patience(),
+            fleet.instance_urls().len()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -771,11 +786,10 @@ async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
 
 /// Drill 4: worker-1 cut off from every Redis host while it runs jobs
 /// longer than their lease. The jobs are long because their one write
-/// waits on a lock that a psql connection holds on the outbox table for
-/// longer than a lease; once worker-1 can no longer renew, worker-2 takes
-/// the jobs over when their leases end, and the lock is let go after
-/// that. A job runs twice only if worker-1 went on with a job it no
-/// longer held. Returns the report.
+/// waits on a lock that a psql session holds on the outbox table; once
+/// worker-1 can no longer renew, worker-2 takes the jobs over when their
+/// leases end, and the lock is let go after that. A job runs twice only if
+/// worker-1 went on with a job it no longer held. Returns the report.
 pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
     const LEASE: Duration = Duration::from_secs(3);
     const JOBS: usize = 12;
@@ -790,27 +804,46 @@ pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
     )
     .await;
     let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
-    // The lock: held from before the jobs are queued until both the cut
-    // and the leases it breaks are over.
-    let held = form.before + LEASE * 2;
-    let lock = {
-        let sql = format!(
-            "LOCK TABLE notification_deliveries IN EXCLUSIVE MODE; SELECT pg_sleep({});",
-            held.as_secs_f64()
-        );
-        let (psql, url) = (
-            fleet.postgres().bin_dir().join("psql"),
-            fleet.postgres().url(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(psql)
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", &sql])
-                .output()
-                .expect("psql runs");
-            assert!(out.status.success(), "the lock: {out:?}");
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The lock: taken before the jobs are queued, and let go only once the
+    // cut has cost worker-1 its leases, however long each step takes. A
+    // psql session holds it until it is told to commit.
+    let mut lock = Command::new(fleet.postgres().bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &fleet.postgres().url(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    let mut session = lock.stdin.take().expect("psql's stdin");
+    session
+        .write_all(b"BEGIN;\nLOCK TABLE notification_deliveries IN EXCLUSIVE MODE;\n")
+        .and_then(|()| session.flush())
+        .expect("psql reads the lock");
+    wait::until_async(
+        "the psql session to hold its lock on the outbox",
+        async || {
+            if let Some(status) = lock.try_wait().expect("psql") {
+                panic!("psql exited before taking the lock: {status}");
+            }
+            fleet
+                .postgres()
+                .psql(
+                    "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                     WHERE c.relname = 'notification_deliveries' \
+                     AND l.mode = 'ExclusiveLock' AND l.granted",
+                )
+                .expect("psql")
+                == "1"
+        },
+    )
+    .await;
     let client = client();
     let mut ids = Vec::new();
     for n in 0..JOBS {
@@ -840,8 +873,22 @@ pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
             .expect("records");
         ids.push(id);
     }
-    // Both workers hold jobs now, blocked on the lock.
+    // Both workers hold jobs now, blocked on the lock: with eight at once
+    // each, every job taken means worker-1 holds some.
     tokio::time::sleep(form.before).await;
+    wait::until_async(
+        "every job to be taken, each run waiting on the lock",
+        async || {
+            support::queue_rows(&client, &fleet)
+                .await
+                .and_then(|rows| {
+                    let row = rows.iter().find(|row| row["name"] == "notification")?;
+                    row["active"].as_u64()
+                })
+                .is_some_and(|active| active == JOBS as u64)
+        },
+    )
+    .await;
     let redis: Vec<String> = fleet
         .hosts()
         .into_iter()
@@ -852,8 +899,39 @@ pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
     fleet
         .partition(&[&["worker-1"], &redis])
         .expect("partitions");
+    // Worker-1's runs end with their leases, on its own clock; then the
+    // leases run out on Redis's, and the jobs go back with a stall.
     tokio::time::sleep(LEASE * 2).await;
-    lock.await.expect("the lock ends");
+    let admin = support::client();
+    wait::until_async(
+        "a job worker-1 lost with its lease to be taken back",
+        async || {
+            for id in &ids {
+                let job = support::admin_get(
+                    &admin,
+                    &fleet,
+                    &format!("{}/api/queue/notification/jobs/{id}", fleet.url()),
+                )
+                .await;
+                if job["stalls"].as_u64() > Some(0) {
+                    return true;
+                }
+            }
+            // A dozen requests a round: a slower round than the wait's own.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            false
+        },
+    )
+    .await;
+    session
+        .write_all(b"COMMIT;\n")
+        .expect("psql reads the commit");
+    drop(session);
+    let out = tokio::task::spawn_blocking(move || lock.wait_with_output())
+        .await
+        .expect("joins")
+        .expect("psql ends");
+    assert!(out.status.success(), "the lock: {out:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     fleet.heal().expect("heals");
     drop(recorder);
@@ -1158,12 +1236,11 @@ pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Outcome, CutFrom
     let cut_at = Instant::now();
     let cut_t = now_micros();
     fleet.partition(&[&["api-2"], &redis]).expect("partitions");
-    let left_rotation_after = wait_for_rotation(&fleet, "api-2", false, form.hold).await;
+    let left_rotation_after = wait_for_rotation(&fleet, "api-2", false).await;
     tokio::time::sleep(form.hold.saturating_sub(cut_at.elapsed())).await;
     fleet.heal().expect("heals");
     let heal_t = now_micros();
-    let back_in_rotation_after_heal =
-        wait_for_rotation(&fleet, "api-2", true, Duration::from_secs(30)).await;
+    let back_in_rotation_after_heal = wait_for_rotation(&fleet, "api-2", true).await;
     ready_again(&fleet).await;
     healed.store(true, Ordering::Relaxed);
     tokio::time::sleep(form.after).await;

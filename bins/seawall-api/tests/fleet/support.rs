@@ -62,11 +62,49 @@ pub(crate) async fn stop(running: Running) {
 }
 
 /// An HTTP client that does not pool connections across instances' restarts.
+/// Its timeout is past HAProxy's own (30 s): a request a loaded machine
+/// answers slowly is not a failure, one HAProxy gives up on is.
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
         .build()
         .expect("a client")
+}
+
+/// The queues' rows of `/api/queue` through HAProxy (`name`, `waiting`,
+/// `delayed`, `active`, ...); `None` while it does not answer.
+pub(crate) async fn queue_rows(
+    client: &reqwest::Client,
+    fleet: &Fleet,
+) -> Option<Vec<serde_json::Value>> {
+    let response = client
+        .get(format!("{}/api/queue", fleet.url()))
+        .bearer_auth(fleet.token())
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let overview: serde_json::Value = response.json().await.ok()?;
+    overview["queues"].as_array().cloned()
+}
+
+/// Whether every queue of `names` has no job waiting, delayed or running,
+/// as `/api/queue` through HAProxy says; false while it does not answer.
+pub(crate) async fn queues_idle(client: &reqwest::Client, fleet: &Fleet, names: &[&str]) -> bool {
+    let Some(rows) = queue_rows(client, fleet).await else {
+        return false;
+    };
+    names.iter().all(|name| {
+        rows.iter()
+            .find(|row| row["name"] == *name)
+            .is_some_and(|row| {
+                ["waiting", "delayed", "active"]
+                    .iter()
+                    .all(|state| row[*state].as_u64() == Some(0))
+            })
+    })
 }
 
 /// `GET url` with the fleet's admin token, as JSON.

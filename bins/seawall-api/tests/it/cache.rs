@@ -2,9 +2,7 @@
 //! one Redis where a write on one is never followed by the old list on the
 //! other, even with a Redis connection cut mid-run.
 
-use std::time::Duration;
-
-use seawall_testkit::Proxy;
+use seawall_testkit::{Proxy, wait};
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
@@ -96,16 +94,12 @@ async fn reads_hit_the_cache_and_the_admin_routes_report_and_invalidate() {
         .await;
     assert_eq!(started.status, 202, "{}", started.text());
     assert_eq!(started.json["total"], 25);
-    let mut progress = Value::Null;
-    for _ in 0..100 {
-        progress = app.admin_get("/api/cache").await.json["warm_up"].clone();
-        if progress["state"] == "done" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(progress["state"], "done", "{progress}");
-    assert_eq!(progress["done"], 25);
+    let progress = wait::until_some_async("the warm-up to finish", async || {
+        let progress = app.admin_get("/api/cache").await.json["warm_up"].clone();
+        (progress["state"] == "done").then_some(progress)
+    })
+    .await;
+    assert_eq!(progress["done"], 25, "{progress}");
     assert_eq!(progress["failed"], 0);
     let bad_action = app
         .admin_send("POST", "/api/cache?action=explode", None)
@@ -167,20 +161,13 @@ async fn writes_on_one_are_seen_by_the_other(
             )
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        // The announcement travels through Redis; allow it the time a
-        // second client's next request would take, then never again.
-        let mut seen_old = true;
-        for _ in 0..50 {
-            if !due(reader, user).await.contains(&content) {
-                seen_old = false;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(
-            !seen_old,
-            "round {round}: the other instance still lists {content}"
-        );
+        // The announcement travels through Redis; once it has arrived, the
+        // old list never comes back.
+        wait::until_async(
+            format!("round {round}: the other instance to stop listing {content}"),
+            async || !due(reader, user).await.contains(&content),
+        )
+        .await;
         for _ in 0..5 {
             assert!(
                 !due(reader, user).await.contains(&content),
@@ -197,23 +184,21 @@ async fn two_instances_on_one_redis_never_serve_the_old_list() {
     let b = a.another_instance(|_| {}).await;
     let stats = b.admin_get("/api/cache").await;
     assert_eq!(stats.json["redis"], true, "{}", stats.text());
+    // Each counts the invalidations it receives once it follows them.
+    following_becomes(&a, true, "a to follow the invalidations").await;
+    following_becomes(&b, true, "b to follow the invalidations").await;
     writes_on_one_are_seen_by_the_other(&a, &b, 4, 8).await;
     writes_on_one_are_seen_by_the_other(&b, &a, 5, 8).await;
     assert!(b.admin_get("/api/cache").await.json["invalidations_received"].as_u64() > Some(0));
 }
 
-/// Waits until `app`'s cache reports `following` as `want`.
-async fn following_becomes(app: &TestApp, want: bool, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if app.admin_get("/api/cache").await.json["following"] == want {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until `app`'s cache reports `following` as `want`; `what` names
+/// the wait.
+async fn following_becomes(app: &TestApp, want: bool, what: &str) {
+    wait::until_async(what, async || {
+        app.admin_get("/api/cache").await.json["following"] == want
+    })
+    .await;
 }
 
 /// The same with one instance's Redis connection cut and restored mid-run.
@@ -228,17 +213,14 @@ async fn a_cut_redis_connection_never_brings_back_the_old_list() {
     let b = a
         .another_instance(|config| config.redis.url = Some(proxy.url()))
         .await;
-    assert!(following_becomes(&b, true, Duration::from_secs(5)).await);
+    following_becomes(&b, true, "b to follow the invalidations").await;
     writes_on_one_are_seen_by_the_other(&a, &b, 4, 3).await;
     // Both instances hold the lists of users 6 and 7 when b is cut off.
     let _ = (due(&a, 6).await, due(&b, 6).await, due(&b, 7).await);
     let listed = due(&a, 7).await;
 
     proxy.cut();
-    assert!(
-        following_becomes(&b, false, Duration::from_secs(5)).await,
-        "b noticed the cut"
-    );
+    following_becomes(&b, false, "b to notice the cut").await;
     writes_on_one_are_seen_by_the_other(&a, &b, 6, 3).await;
     // A write on the cut-off instance: its own reads see it at once.
     let content = *listed.first().expect("user 7 has reviews due");
@@ -252,20 +234,13 @@ async fn a_cut_redis_connection_never_brings_back_the_old_list() {
     assert!(!due(&b, 7).await.contains(&content));
 
     proxy.restore();
-    assert!(
-        following_becomes(&b, true, Duration::from_secs(10)).await,
-        "b follows again after the restore"
-    );
+    following_becomes(&b, true, "b to follow again after the restore").await;
     // The invalidation b could not send while cut off reaches a.
-    let mut arrived = false;
-    for _ in 0..500 {
-        if !due(&a, 7).await.contains(&content) {
-            arrived = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(arrived, "a stopped listing {content} once b was back");
+    wait::until_async(
+        format!("a to stop listing {content} once b was back"),
+        async || !due(&a, 7).await.contains(&content),
+    )
+    .await;
     for _ in 0..5 {
         assert!(!due(&a, 7).await.contains(&content), "{content} came back");
     }

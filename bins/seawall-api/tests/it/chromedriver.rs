@@ -19,6 +19,7 @@ use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::{Method, Url};
+use seawall_testkit::wait;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -27,7 +28,6 @@ pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// Where Debian's `chromium-driver` package puts the driver.
 pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Ports tried before giving up.
 const STARTS: usize = 3;
@@ -129,7 +129,8 @@ impl ChromeDriver {
                 ],
             },
             "goog:loggingPrefs": { "browser": "ALL" },
-            "timeouts": { "script": 10_000, "pageLoad": 30_000, "implicit": 0 },
+            // Generous: a page or a script waits on a busy machine too.
+            "timeouts": { "script": 60_000, "pageLoad": 120_000, "implicit": 0 },
         }))?;
         let mut builder = ClientBuilder::new(HttpConnector::new());
         builder.capabilities(capabilities);
@@ -174,7 +175,7 @@ async fn wait_until_ready(
     let read_log = || {
         std::fs::read_to_string(log).unwrap_or_else(|error| format!("({}: {error})", log.display()))
     };
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let deadline = Instant::now() + wait::patience();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
@@ -189,8 +190,9 @@ async fn wait_until_ready(
         };
         if Instant::now() >= deadline {
             return Err(format!(
-                "chromedriver was not ready on {address} within {STARTUP_TIMEOUT:?} ({answer}); \
+                "waited {:?} for chromedriver to be ready on {address} ({answer}); \
                  its log:\n{}",
+                wait::patience(),
                 read_log()
             ));
         }

@@ -2,11 +2,10 @@
 //! with their problems and idempotent replays, the admin routes, and two
 //! instances on one Redis that never issue past a campaign's quantity.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::http::{Request, header};
 use futures_util::future::join_all;
+use seawall_testkit::wait;
 use serde_json::{Value, json};
 
 use crate::support::{Reply, TestApp};
@@ -140,15 +139,10 @@ async fn coupons_points_and_orders_answer_with_their_problems() {
     assert!(sold_out.assert_problem(409).contains("sold out"));
     // The in-process worker writes the order.
     let order_id = first.json["order_id"].as_str().expect("an id").to_owned();
-    let mut state = Value::Null;
-    for _ in 0..100 {
-        state = app.get(&format!("{orders}/{order_id}")).await.json["state"].clone();
-        if state == "written" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(state, "written");
+    wait::until_async(format!("order {order_id} to be written"), async || {
+        app.get(&format!("{orders}/{order_id}")).await.json["state"] == "written"
+    })
+    .await;
     app.get(&format!("{orders}/NOSUCHORDER"))
         .await
         .assert_problem(404);
@@ -170,14 +164,11 @@ async fn coupons_points_and_orders_answer_with_their_problems() {
         (&sale_row["sold"], &sale_row["remaining"]),
         (&json!(2), &json!(0))
     );
-    let mut audit = Value::Null;
-    for _ in 0..100 {
-        audit = app.admin_get("/api/promotions/audit").await.json;
-        if audit["orders_written"] == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let audit = wait::until_some_async("the audit to count both orders written", async || {
+        let audit = app.admin_get("/api/promotions/audit").await.json;
+        (audit["orders_written"] == 2).then_some(audit)
+    })
+    .await;
     for fault in [
         "over_issued_coupons",
         "duplicate_coupons",
@@ -252,14 +243,11 @@ async fn a_scenario_runs_one_at_a_time_and_reports_its_audit() {
     let busy = app.admin_send("POST", uri, Some(&body)).await;
     assert!(busy.assert_problem(409).contains("running"));
 
-    let mut run = Value::Null;
-    for _ in 0..600 {
-        run = app.admin_get(uri).await.json[0].clone();
-        if run["state"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run = wait::until_some_async("the scenario run to end", async || {
+        let run = app.admin_get(uri).await.json[0].clone();
+        (run["state"] != "running").then_some(run)
+    })
+    .await;
     assert_eq!(run["id"], id);
     assert_eq!(run["state"], "finished", "{run}");
     let report = &run["report"];

@@ -1,10 +1,11 @@
 //! `/api/queue` on embedded defaults: the API runs the processors itself,
 //! on the memory backend.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
+use seawall_testkit::wait;
 use serde_json::{Value, json};
 
 use crate::support::{Reply, TOKEN, TestApp};
@@ -12,15 +13,21 @@ use crate::support::{Reply, TOKEN, TestApp};
 /// The job once it has completed or died.
 async fn finished(app: &TestApp, queue: &str, id: &str) -> Value {
     let uri = format!("/api/queue/{queue}/jobs/{id}");
-    for _ in 0..400 {
+    let began = Instant::now();
+    loop {
         let reply = app.admin_get(&uri).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         if matches!(reply.json["state"].as_str(), Some("completed" | "dead")) {
             return reply.json;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert!(
+            began.elapsed() < wait::patience(),
+            "waited {:?} for {queue} job {id} to finish; last seen: {}",
+            wait::patience(),
+            reply.text()
+        );
+        tokio::time::sleep(wait::POLL).await;
     }
-    panic!("{queue} job {id} did not finish");
 }
 
 async fn enqueue(app: &TestApp, queue: &str, payload: &Value) -> String {
@@ -386,13 +393,11 @@ async fn a_review_written_behind_is_read_at_once_and_written_once() {
 
     app.admin_send("POST", "/api/queue/schedule/resume", None)
         .await;
-    for _ in 0..400 {
-        if history().await == before + 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(history().await, before + 2);
+    wait::until_async("the worker to write both reviews", async || {
+        history().await >= before + 2
+    })
+    .await;
+    assert_eq!(history().await, before + 2, "each review written once");
     let stored: i64 = sqlx::query_scalar(
         "SELECT repetitions FROM review_schedules WHERE user_id = 2 AND content_id = $1",
     )

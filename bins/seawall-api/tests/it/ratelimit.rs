@@ -4,6 +4,7 @@
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use seawall_app::config::Profile;
+use seawall_testkit::wait;
 use serde_json::{Value, json};
 
 use crate::support::TestServer;
@@ -14,6 +15,16 @@ fn profile(text: &str) -> Profile {
 
 async fn status(request: RequestBuilder) -> StatusCode {
     request.send().await.expect("request").status()
+}
+
+/// Waits until `server` is ready, Redis included. Start-up goes on without
+/// Redis after a few seconds, and until it connects the limiters count in
+/// this instance's memory alone.
+async fn wait_until_ready(server: &TestServer) {
+    wait::until_async("/readyz to pass, Redis connected", async || {
+        status(server.request(Method::GET, "/readyz")).await == StatusCode::OK
+    })
+    .await;
 }
 
 /// Asserts a 429 problem with a whole-second `Retry-After` of at least
@@ -286,6 +297,7 @@ async fn admin_attempts_are_taken_before_they_are_answered() {
         config.ratelimit.auth = profile("5/1m block 15m");
     })
     .await;
+    wait_until_ready(&server).await;
     let attempt = |client: &str, token: &str| {
         server
             .request(Method::GET, "/api/performance")
@@ -421,6 +433,8 @@ async fn instances_on_one_redis_share_their_limits() {
         })
     };
     let (a, b) = tokio::join!(start(), start());
+    wait_until_ready(&a).await;
+    wait_until_ready(&b).await;
     let call = |server: &TestServer| {
         server
             .request(Method::GET, "/api/content")

@@ -4,8 +4,8 @@
 //! replies read as they come.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use seawall_testkit::wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,9 +56,9 @@ impl RawReply {
 }
 
 /// Sends `request` on a new connection and reads until the server closes it
-/// (send `Connection: close`), within ten seconds. A server that answers and
-/// closes before taking the whole request makes the write fail; the reply is
-/// still read.
+/// (send `Connection: close`), within [`wait::patience`]. A server that
+/// answers and closes before taking the whole request makes the write fail;
+/// the reply is still read.
 pub(crate) async fn exchange(addr: SocketAddr, request: &[u8]) -> RawReply {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let _ = stream.write_all(request).await;
@@ -68,7 +68,7 @@ pub(crate) async fn exchange(addr: SocketAddr, request: &[u8]) -> RawReply {
 /// Reads one reply up to the end of the connection and parses it.
 pub(crate) async fn read_reply(stream: &mut TcpStream) -> RawReply {
     let mut bytes = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
+    let read = tokio::time::timeout(wait::patience(), async {
         let mut chunk = [0_u8; 16 * 1024];
         loop {
             match stream.read(&mut chunk).await {
@@ -78,7 +78,11 @@ pub(crate) async fn read_reply(stream: &mut TcpStream) -> RawReply {
         }
     })
     .await;
-    assert!(read.is_ok(), "no end of reply within 10 s: {bytes:?}");
+    assert!(
+        read.is_ok(),
+        "waited {:?} for the end of the reply: {bytes:?}",
+        wait::patience()
+    );
     parse(&bytes)
 }
 

@@ -1,6 +1,7 @@
 //! The reference workload and the operations endpoints over HTTP, on SQLite
 //! and on PostgreSQL: every scenario runs on both.
 
+use seawall_testkit::wait;
 use serde_json::{Value, json};
 
 use crate::support::{TOKEN, TestApp};
@@ -405,13 +406,15 @@ async fn admin_routes_need_the_token(app: &TestApp) {
         "the perfmon layer saw the route: {routes:?}"
     );
 
-    let health = app.admin_get("/api/performance?type=health").await;
+    // The database check's ping has a second to answer, which a busy
+    // machine can miss now and then: it passes once it answers in time.
+    let health = wait::until_some_async("the health report's database check to pass", async || {
+        let health = app.admin_get("/api/performance?type=health").await;
+        (health.json["checks"]["database:responseTime"][0]["status"] == "pass").then_some(health)
+    })
+    .await;
     assert_eq!(health.status, 200, "{}", health.text());
     assert_eq!(health.content_type(), "application/health+json");
-    assert_eq!(
-        health.json["checks"]["database:responseTime"][0]["status"],
-        "pass"
-    );
 
     let slow = app
         .admin_get("/api/performance?type=slow-queries&limit=5")
@@ -438,8 +441,13 @@ async fn probes_and_metrics_answer(app: &TestApp) {
     assert_eq!(live.content_type(), "application/health+json");
     assert_eq!(live.json["status"], "pass");
 
-    let ready = app.get("/readyz").await;
-    assert_eq!(ready.status, 200, "{}", ready.text());
+    // Its checks' pings have a second to answer, which a busy machine can
+    // miss now and then: ready once they answer in time.
+    let ready = wait::until_some_async("/readyz to pass", async || {
+        let ready = app.get("/readyz").await;
+        (ready.status == 200).then_some(ready)
+    })
+    .await;
     assert_eq!(ready.content_type(), "application/health+json");
     assert_eq!(ready.json["status"], "pass");
     assert_eq!(

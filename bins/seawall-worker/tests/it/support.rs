@@ -1,6 +1,7 @@
 //! What the tests share: the configuration of an API and its workers, the
 //! API's and the worker's binaries as child processes, and
-//! polling an HTTP endpoint.
+//! polling an HTTP endpoint. Every wait here is for something the test can
+//! see (a log line, an exit, an answer), for up to [`wait::patience`].
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use seawall_app::Config;
 use seawall_app::config::{QueueName, SETTINGS};
+use seawall_testkit::wait;
 use serde_json::Value;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_seawall-worker");
@@ -84,16 +86,7 @@ impl ServedApi {
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("the API starts");
         let log = lines(child.stderr.take().expect("stderr"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr: SocketAddr = loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the API says where it listens");
-            let line: Value = serde_json::from_str(&line).expect("JSON log lines");
-            if let Some(addr) = line["fields"]["addr"].as_str() {
-                break addr.parse().expect("an address");
-            }
-        };
+        let addr = listening_addr(&log, "the API");
         Self {
             base: format!("http://{addr}"),
             child: Some(child),
@@ -111,6 +104,28 @@ impl ServedApi {
             .expect("joins");
         let log: Vec<String> = self.log.try_iter().collect();
         assert!(status.success(), "the API stops cleanly: {log:?}");
+    }
+}
+
+/// The address in the first log line of `log` that names one (`what`
+/// says where it listens), waiting for it up to [`wait::patience`].
+fn listening_addr(log: &mpsc::Receiver<String>, what: &str) -> SocketAddr {
+    let deadline = Instant::now() + wait::patience();
+    loop {
+        let line = match log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "waited {:?} for {what} to say where it listens",
+                wait::patience()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("{what} closed its log before saying where it listens")
+            }
+        };
+        let line: Value = serde_json::from_str(&line).expect("JSON log lines");
+        if let Some(addr) = line["fields"]["addr"].as_str() {
+            return addr.parse().expect("an address");
+        }
     }
 }
 
@@ -164,25 +179,8 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn start(mut command: Command) -> Self {
         let mut child = command.spawn().expect("the worker starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let probes = loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the worker says where its probes are");
-            let line: Value = serde_json::from_str(&line).expect("JSON log lines");
-            if let Some(addr) = line["fields"]["addr"].as_str() {
-                break addr.parse().expect("an address");
-            }
-        };
+        let log = lines(child.stderr.take().expect("stderr"));
+        let probes = listening_addr(&log, "the worker");
         Self { child, probes, log }
     }
 
@@ -194,17 +192,11 @@ impl Worker {
     pub(crate) fn terminate(mut self) -> (i32, Vec<String>) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"));
         kill(pid, Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("waits") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the worker did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        // It drains first: up to its shutdown timeout, and longer on a
+        // loaded machine.
+        let status = wait::until_some(format!("worker {pid} to exit after SIGTERM"), || {
+            self.child.try_wait().expect("waits")
+        });
         let lines = self.log.try_iter().collect();
         (status.code().unwrap_or(-1), lines)
     }
@@ -237,25 +229,31 @@ impl Drop for Worker {
     }
 }
 
-/// GETs `url` until `check` holds on the status and body, or 30 s pass.
+/// GETs `url` until `check` holds on the status and body, for up to
+/// [`wait::patience`]; a failure names the last answer.
 pub(crate) async fn until(
     client: &reqwest::Client,
     url: &str,
     check: impl Fn(u16, &str) -> bool,
 ) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let began = Instant::now();
     loop {
-        let request = client.get(url).bearer_auth(TOKEN).send().await;
-        if let Ok(response) = request {
-            let status = response.status().as_u16();
-            let body = response.text().await.unwrap_or_default();
-            if check(status, &body) {
-                return body;
+        let last = match client.get(url).bearer_auth(TOKEN).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                if check(status, &body) {
+                    return body;
+                }
+                format!("{status} {body}")
             }
-            assert!(Instant::now() < deadline, "{url}: {status} {body}");
-        } else {
-            assert!(Instant::now() < deadline, "{url} does not answer");
-        }
+            Err(error) => format!("no answer: {error}"),
+        };
+        assert!(
+            began.elapsed() < wait::patience(),
+            "waited {:?} for {url} to answer as expected; it last answered {last}",
+            wait::patience()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -6,9 +6,7 @@
 //! enqueue's producer span → the worker's consumer span, each the parent of
 //! the next, with the messaging attributes the conventions name.
 
-use std::time::Duration;
-
-use seawall_testkit::{OtlpReceiver, ReceivedSpan, RedisServer};
+use seawall_testkit::{OtlpReceiver, ReceivedSpan, RedisServer, wait};
 use serde_json::{Value, json};
 
 use crate::support::{ServedApi, TOKEN, Worker, shared_config, until, worker};
@@ -91,10 +89,13 @@ async fn a_request_its_enqueue_and_the_jobs_run_on_a_worker_are_one_trace() {
     let (status, worker_log) = working.terminate();
     assert_eq!(status, 0, "the worker stops cleanly: {worker_log:?}");
     api.stop().await;
-    let spans = receiver.wait_for(Duration::from_secs(10), |spans| {
-        spans.iter().any(|span| span.name == "process email")
-            && spans.iter().any(|span| span.name == "send email")
+    wait::until("the request's, the enqueue's and the run's spans", || {
+        let spans = receiver.spans();
+        ["POST /api/queue/email", "send email", "process email"]
+            .iter()
+            .all(|name| spans.iter().any(|span| span.name == *name))
     });
+    let spans = receiver.spans();
     assert_eq!(receiver.refused(), 0, "every export was OTLP protobuf");
 
     let server = only(&spans, "seawall-api", "POST /api/queue/email");

@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use seawall_perfmon::Monitor;
 use seawall_queue::{JobId, JobInfo, JobState, Queues};
+use seawall_testkit::wait;
 use serde_json::json;
 
 use super::*;
 use crate::config::{DatabaseConfig, DemoConfig, QueuePolicy};
 use crate::db::Db;
 use crate::reviews::DAY_MS;
-
-const WITHIN: Duration = Duration::from_secs(20);
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -93,19 +92,21 @@ impl Rig {
 
     /// The job once it has completed or died.
     async fn finished(&self, queue: QueueName, id: &JobId) -> JobInfo {
-        let deadline = tokio::time::Instant::now() + WITHIN;
+        let began = tokio::time::Instant::now();
         loop {
             let job = self.queues.job(queue.as_str(), id).await.expect("reads");
+            let state = job.as_ref().map(|job| job.state);
             if let Some(job) =
                 job.filter(|job| matches!(job.state, JobState::Completed | JobState::Dead))
             {
                 return job;
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "{queue} job {id} did not finish"
+                began.elapsed() < wait::patience(),
+                "waited {:?} for {queue} job {id} to finish; last state {state:?}",
+                wait::patience()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(wait::POLL).await;
         }
     }
 
@@ -437,7 +438,8 @@ async fn the_workers_export_each_queues_pause_and_oldest_waiting_age() {
     )
     .await;
     // The gauges are refreshed every DEPTH_EVERY.
-    let deadline = tokio::time::Instant::now() + DEPTH_EVERY * 3;
+    let depth = "queue_depth{queue=\"export\",state=\"waiting\"} 1";
+    let began = tokio::time::Instant::now();
     loop {
         let paused = exported(&rig.monitor, "queue_paused", QueueName::Export);
         let age = exported(
@@ -445,17 +447,18 @@ async fn the_workers_export_each_queues_pause_and_oldest_waiting_age() {
             "queue_oldest_waiting_age_seconds",
             QueueName::Export,
         );
-        if paused == Some(1.0) && age.is_some_and(|age| age > 0.0) {
+        let counted = rig.monitor.prometheus().contains(depth);
+        if paused == Some(1.0) && age.is_some_and(|age| age > 0.0) && counted {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "paused {paused:?}, oldest waiting {age:?}"
+            began.elapsed() < wait::patience(),
+            "waited {:?} for the export queue's gauges to be refreshed; \
+             paused {paused:?}, oldest waiting {age:?}, one waiting counted: {counted}",
+            wait::patience()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let depth = "queue_depth{queue=\"export\",state=\"waiting\"} 1";
-    assert!(rig.monitor.prometheus().contains(depth));
     rig.queues.resume("export").await.expect("resumes");
     rig.stop().await;
 }

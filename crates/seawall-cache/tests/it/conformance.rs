@@ -6,10 +6,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use seawall_cache::{Class, EarlyRefresh, Error, Options, Policy, TieredCache, WriteStrategy};
+use seawall_testkit::wait;
+use tokio::sync::Notify;
 
 use crate::on_every_backend;
 use crate::support::Backend;
 use crate::support::Ready;
+
+/// How long the short-lived entries of these scenarios live: many times what
+/// the steps that must see them still alive take on a loaded machine.
+const SHORT: Duration = Duration::from_secs(5);
+
+/// How long a read may take that must not wait for a held load: well under
+/// the 30 s hard timeout that would otherwise end the load and answer it.
+const AT_ONCE: Duration = Duration::from_secs(10);
 
 /// A loader that counts its runs and answers `value`.
 fn counted<T: Clone + Send + 'static>(
@@ -28,7 +38,7 @@ fn failing() -> std::future::Ready<Result<Option<String>, std::io::Error>> {
 }
 
 async fn a_loaded_value_is_served_until_its_class_expires(backend: &Backend) {
-    let short = Policy::new(Duration::from_millis(300)).fail_safe(Duration::ZERO);
+    let short = Policy::new(SHORT).fail_safe(Duration::ZERO);
     let cache = backend.builder().await.define("short", short).ready().await;
     let class = cache.class("short").expect("defined");
     let runs = Arc::new(AtomicU32::new(0));
@@ -41,8 +51,10 @@ async fn a_loaded_value_is_served_until_its_class_expires(backend: &Backend) {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(cache.get::<String>("k", class).await.as_deref(), Some("v1"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(cache.get::<String>("k", class).await, None, "expired");
+    wait::until_async("the value to expire", async || {
+        cache.get::<String>("k", class).await.is_none()
+    })
+    .await;
     let value = cache
         .get_or_load("k", class, counted(&runs, "v2".to_owned()))
         .await
@@ -60,7 +72,7 @@ async fn a_loaded_value_is_served_until_its_class_expires(backend: &Backend) {
 }
 
 async fn not_found_is_cached_for_the_negative_ttl(backend: &Backend) {
-    let policy = Policy::new(Duration::from_secs(60)).negative_ttl(Duration::from_millis(300));
+    let policy = Policy::new(Duration::from_secs(60)).negative_ttl(SHORT);
     let cache = backend
         .builder()
         .await
@@ -90,12 +102,15 @@ async fn not_found_is_cached_for_the_negative_ttl(backend: &Backend) {
         None
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the second miss was cached");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    cache
-        .get_or_load("missing", Class::API, load(&runs))
-        .await
-        .expect("loads");
-    assert_eq!(runs.load(Ordering::SeqCst), 2, "the negative entry expired");
+    // Read until the negative entry has expired and the loader runs again.
+    wait::until_async("the negative entry to expire", async || {
+        cache
+            .get_or_load("missing", Class::API, load(&runs))
+            .await
+            .expect("loads");
+        runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
 }
 
 async fn invalidation_by_key_tag_and_pattern(backend: &Backend) {
@@ -278,16 +293,21 @@ async fn a_failing_panicking_or_cancelled_loader_never_wedges_the_key(backend: &
         "{panicked}"
     );
 
-    // The caller gives up; the load goes on and is cached.
-    let slow = cache.get_or_load("k", Class::API, || async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // The caller gives up while the load is held; the load goes on and is
+    // cached.
+    let release = Arc::new(Notify::new());
+    let held = Arc::clone(&release);
+    let slow = cache.get_or_load("k", Class::API, move || async move {
+        held.notified().await;
         Ok::<_, std::io::Error>(Some("late".to_owned()))
     });
     assert!(
         tokio::time::timeout(Duration::from_millis(20), slow)
             .await
-            .is_err()
+            .is_err(),
+        "the held load cannot have answered"
     );
+    release.notify_one();
     let runs = Arc::new(AtomicU32::new(0));
     let value = cache
         .get_or_load("k", Class::API, counted(&runs, "again".to_owned()))
@@ -317,7 +337,13 @@ async fn the_hard_timeout_abandons_a_load(backend: &Backend) {
         .await
         .expect_err("times out");
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // The loader never ends: only the 100 ms timeout can have ended the call,
+    // and a bound this loose tells it from a timeout taken as seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     let value = cache
         .get_or_load("k", Class::API, || async {
             Ok::<_, std::io::Error>(Some(1_u8))
@@ -328,7 +354,7 @@ async fn the_hard_timeout_abandons_a_load(backend: &Backend) {
 }
 
 async fn fail_safe_serves_the_old_value_until_its_maximum(backend: &Backend) {
-    let policy = Policy::new(Duration::from_millis(200)).fail_safe(Duration::from_millis(800));
+    let policy = Policy::new(Duration::from_millis(200)).fail_safe(SHORT);
     let cache = backend
         .builder()
         .await
@@ -340,25 +366,27 @@ async fn fail_safe_serves_the_old_value_until_its_maximum(backend: &Backend) {
         .get_or_load("k", Class::API, counted(&runs, "old".to_owned()))
         .await
         .expect("loads");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let served = cache
-        .get_or_load("k", Class::API, failing)
-        .await
-        .expect("fail-safe");
-    assert_eq!(served.as_deref(), Some("old"));
-    let stats = cache.stats();
-    assert!(stats.classes[usize::from(Class::API.index())].stale_serves >= 1);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let error = cache
-        .get_or_load("k", Class::API, failing)
-        .await
-        .expect_err("past the maximum");
+    // Fresh, the value answers without the loader; expired, it stands in
+    // for the failed load.
+    wait::until_async("the old value to stand in for a failed load", async || {
+        let served = cache
+            .get_or_load("k", Class::API, failing)
+            .await
+            .expect("fail-safe");
+        assert_eq!(served.as_deref(), Some("old"));
+        cache.stats().classes[usize::from(Class::API.index())].stale_serves >= 1
+    })
+    .await;
+    let error = wait::until_some_async("the fail-safe maximum to pass", async || {
+        cache.get_or_load("k", Class::API, failing).await.err()
+    })
+    .await;
     assert!(matches!(error, Error::Load { .. }), "{error}");
 }
 
 async fn the_soft_timeout_returns_the_old_value_and_the_load_finishes(backend: &Backend) {
     let policy = Policy::new(Duration::from_millis(200))
-        .fail_safe(Duration::from_secs(10))
+        .fail_safe(Duration::from_secs(60))
         .soft_timeout(Duration::from_millis(50));
     let cache = backend
         .builder()
@@ -373,34 +401,33 @@ async fn the_soft_timeout_returns_the_old_value_and_the_load_finishes(backend: &
         .await
         .expect("loads");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let started = std::time::Instant::now();
-    let served = cache
-        .get_or_load("k", Class::API, || async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Ok::<_, std::io::Error>(Some("new".to_owned()))
-        })
+    // The load is held until the old value was served: without the soft
+    // timeout, the read would wait for it.
+    let release = Arc::new(Notify::new());
+    let held = Arc::clone(&release);
+    let read = cache.get_or_load("k", Class::API, move || async move {
+        held.notified().await;
+        Ok::<_, std::io::Error>(Some("new".to_owned()))
+    });
+    let served = tokio::time::timeout(AT_ONCE, read)
         .await
+        .expect("the soft timeout answers without waiting for the held load")
         .expect("served");
     assert_eq!(served.as_deref(), Some("old"));
-    assert!(
-        started.elapsed() < Duration::from_millis(250),
-        "{:?}",
-        started.elapsed()
-    );
-    let cache2 = cache.clone();
-    assert!(
-        crate::support::eventually(Duration::from_secs(2), async || {
-            cache2.get::<String>("k", Class::API).await.as_deref() == Some("new")
-        })
-        .await,
-        "the load finished in the background"
-    );
+    release.notify_one();
+    // Read through `get_or_load`: `get` sees the new value only while it is
+    // fresh, which a slow poll could miss.
+    wait::until_async("the held load to finish in the background", async || {
+        let read = cache.get_or_load("k", Class::API, failing).await;
+        read.expect("served").as_deref() == Some("new")
+    })
+    .await;
 }
 
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once(backend: &Backend) {
     let policy = Policy::new(Duration::from_millis(150))
-        .fail_safe(Duration::from_secs(10))
-        .stale_while_revalidate(Duration::from_secs(5))
+        .fail_safe(Duration::from_secs(60))
+        .stale_while_revalidate(Duration::from_secs(60))
         .early_refresh(EarlyRefresh::Off);
     let cache = backend
         .builder()
@@ -414,25 +441,32 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once(backend: &Bac
         .await
         .expect("loads");
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The refresh is held until the five reads are done, so each must
+    // answer the old value without waiting for it.
+    let release = Arc::new(Notify::new());
     for _ in 0..5 {
-        let runs = Arc::clone(&runs);
-        let value = cache
-            .get_or_load("k", Class::API, move || async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, std::io::Error>(Some(2_u32))
-            })
+        let (runs, held) = (Arc::clone(&runs), Arc::clone(&release));
+        let read = cache.get_or_load("k", Class::API, move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            held.notified().await;
+            Ok::<_, std::io::Error>(Some(2_u32))
+        });
+        let value = tokio::time::timeout(AT_ONCE, read)
             .await
+            .expect("a stale read does not wait for the held refresh")
             .expect("served");
         assert_eq!(value, Some(1), "the old value, at once");
     }
-    let cache2 = cache.clone();
-    assert!(
-        crate::support::eventually(Duration::from_secs(2), async || {
-            cache2.get::<u32>("k", Class::API).await == Some(2)
-        })
-        .await
-    );
+    release.notify_one();
+    // Read through `get_or_load` (its loader uncounted): `get` sees the
+    // refreshed value only while it is fresh, which a slow poll could miss.
+    wait::until_async("the refresh to store the new value", async || {
+        let read = cache.get_or_load("k", Class::API, || async {
+            Ok::<_, std::io::Error>(Some(2_u32))
+        });
+        read.await.expect("served") == Some(2)
+    })
+    .await;
     assert_eq!(
         runs.load(Ordering::SeqCst),
         2,
@@ -460,14 +494,10 @@ async fn refresh_ahead_reloads_before_expiry(backend: &Backend) {
         .await
         .expect("loads");
     assert_eq!(value, Some(1), "the fresh value is served");
-    let cache2 = cache.clone();
-    assert!(
-        crate::support::eventually(Duration::from_secs(2), async || {
-            cache2.get::<u32>("k", Class::API).await == Some(2)
-        })
-        .await,
-        "refreshed in the background"
-    );
+    wait::until_async("the value to be refreshed in the background", async || {
+        cache.get::<u32>("k", Class::API).await == Some(2)
+    })
+    .await;
     let stats = cache.stats();
     assert_eq!(
         stats.classes[usize::from(Class::API.index())].early_refreshes,

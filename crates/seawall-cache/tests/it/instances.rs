@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use seawall_cache::{Class, Options, Policy, TieredCache};
-use seawall_testkit::Proxy;
+use seawall_testkit::{Proxy, wait};
 
-use crate::support::{Backend, Ready, eventually, unique_prefix};
+use crate::support::{Backend, Ready, unique_prefix};
 
 async fn pair(backend: &Backend) -> (TieredCache, TieredCache) {
     let prefix = unique_prefix();
@@ -45,7 +45,10 @@ async fn a_value_loaded_by_one_instance_is_a_hit_for_the_other(backend: &Backend
 
 async fn invalidations_reach_every_instance(backend: &Backend) {
     let (a, b) = pair(backend).await;
-    assert!(eventually(Duration::from_secs(5), async || b.follows_invalidations()).await);
+    wait::until_async("b to follow invalidations", async || {
+        b.follows_invalidations()
+    })
+    .await;
     let tagged = Options::new(Class::SCHEDULE).tag("user:7");
     for key in ["today:7", "stats:7"] {
         a.set(key, tagged.clone(), key.to_owned())
@@ -58,52 +61,51 @@ async fn invalidations_reach_every_instance(backend: &Backend) {
         );
     }
     a.invalidate_tag("user:7").await.expect("invalidates");
-    assert!(
-        eventually(Duration::from_secs(2), async || {
-            b.get::<String>("today:7", Class::SCHEDULE).await.is_none()
-                && b.get::<String>("stats:7", Class::SCHEDULE).await.is_none()
-        })
-        .await,
-        "b dropped its copies"
-    );
+    wait::until_async("b to drop its copies", async || {
+        b.get::<String>("today:7", Class::SCHEDULE).await.is_none()
+            && b.get::<String>("stats:7", Class::SCHEDULE).await.is_none()
+    })
+    .await;
     b.set("content:1", Class::API, 1_u32).await.expect("set");
     assert_eq!(a.get::<u32>("content:1", Class::API).await, Some(1));
     b.set("content:1", Class::API, 2_u32).await.expect("set");
-    assert!(
-        eventually(Duration::from_secs(2), async || a
-            .get::<u32>("content:1", Class::API)
-            .await
-            == Some(2))
-        .await,
-        "a set announces, and a's stale copy goes"
-    );
+    wait::until_async(
+        "b's set to announce itself, and a's stale copy to go",
+        async || a.get::<u32>("content:1", Class::API).await == Some(2),
+    )
+    .await;
     b.invalidate_pattern("content:*")
         .await
         .expect("invalidates");
-    assert!(
-        eventually(Duration::from_secs(2), async || a
-            .get::<u32>("content:1", Class::API)
-            .await
-            .is_none())
-        .await
-    );
+    wait::until_async("a to drop content:1", async || {
+        a.get::<u32>("content:1", Class::API).await.is_none()
+    })
+    .await;
     assert!(b.stats().invalidations_sent >= 3);
-    assert!(a.stats().invalidations_received >= 2);
+    // The feed counts an invalidation just after applying it.
+    wait::until_async("a to count the invalidations it received", async || {
+        a.stats().invalidations_received >= 2
+    })
+    .await;
 }
 
 async fn with_the_distributed_lock_two_instances_load_once_in_total(backend: &Backend) {
     let prefix = unique_prefix();
     let locked = Policy::new(Duration::from_secs(60)).distributed_lock(true);
+    // The instance that misses the lock waits for the other's value rather
+    // than load itself, however long a loaded machine takes to store it.
     let a = backend
         .instance(&prefix)
         .await
         .class(Class::COMPUTATION, locked.clone())
+        .lock_wait(wait::patience())
         .ready()
         .await;
     let b = backend
         .instance(&prefix)
         .await
         .class(Class::COMPUTATION, locked)
+        .lock_wait(wait::patience())
         .ready()
         .await;
     let runs = Arc::new(AtomicU32::new(0));
@@ -114,7 +116,9 @@ async fn with_the_distributed_lock_two_instances_load_once_in_total(backend: &Ba
             cache
                 .get_or_load("cold", Class::COMPUTATION, move || async move {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // Held long enough that the other instance's leader,
+                    // however late, finds the lock taken.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     Ok::<_, std::io::Error>(Some(99_u32))
                 })
                 .await
@@ -276,17 +280,19 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
         .redis(crate::support::client(&proxy.url()).await)
         .ready()
         .await;
-    let b = TieredCache::builder()
-        .prefix(&prefix)
-        .redis(crate::support::client(&seawall_testkit::RedisServer::shared().url()).await)
-        .ready()
-        .await;
-    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+    let b = Backend::redis().instance(&prefix).await.ready().await;
+    wait::until_async("a to follow invalidations", async || {
+        a.follows_invalidations()
+    })
+    .await;
     a.set("list", Class::SCHEDULE, "old".to_owned())
         .await
         .expect("set");
     proxy.cut();
-    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    wait::until_async("a to notice it is cut off", async || {
+        !a.follows_invalidations()
+    })
+    .await;
     b.set("list", Class::SCHEDULE, "new".to_owned())
         .await
         .expect("set");
@@ -297,19 +303,13 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
     assert!(!a.stats().following, "cut off, a does not follow");
     assert!(b.stats().following);
     proxy.restore();
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            a.get::<String>("list", Class::SCHEDULE).await.as_deref() == Some("new")
-        })
-        .await,
-        "a replayed the invalidation it missed"
-    );
+    wait::until_async("a to replay the invalidation it missed", async || {
+        a.get::<String>("list", Class::SCHEDULE).await.as_deref() == Some("new")
+    })
+    .await;
     assert_eq!(a.stats().l1_clears, 0, "replayed, not cleared");
     // The read may come from Redis before the feed is back.
-    assert!(
-        eventually(Duration::from_secs(10), async || a.stats().following).await,
-        "a follows again"
-    );
+    wait::until_async("a to follow again", async || a.stats().following).await;
 }
 
 /// An instance that missed more invalidations than the stream keeps clears
@@ -324,31 +324,34 @@ async fn a_gap_too_old_to_replay_clears_l1() {
         .redis(crate::support::client(&proxy.url()).await)
         .ready()
         .await;
-    let b = TieredCache::builder()
-        .prefix(&prefix)
+    let b = Backend::redis()
+        .instance(&prefix)
+        .await
         .invalidation_history(5)
-        .redis(crate::support::client(&seawall_testkit::RedisServer::shared().url()).await)
         .ready()
         .await;
-    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+    wait::until_async("a to follow invalidations", async || {
+        a.follows_invalidations()
+    })
+    .await;
     a.set("kept-in-l1", Class::SCHEDULE, 1_u8)
         .await
         .expect("set");
     proxy.cut();
-    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    wait::until_async("a to notice it is cut off", async || {
+        !a.follows_invalidations()
+    })
+    .await;
     for i in 0..20 {
         b.invalidate(&format!("other:{i}"))
             .await
             .expect("invalidates");
     }
     proxy.restore();
-    assert!(eventually(Duration::from_secs(10), async || a.stats().l1_clears == 1).await);
+    wait::until_async("a to clear its L1", async || a.stats().l1_clears == 1).await;
     // The feed clears L1, then marks itself following: the two are a moment
     // apart.
-    assert!(
-        eventually(Duration::from_secs(5), async || a.follows_invalidations()).await,
-        "a follows again"
-    );
+    wait::until_async("a to follow again", async || a.follows_invalidations()).await;
     assert_eq!(a.stats().l1_clears, 1, "cleared once");
 }
 
@@ -367,13 +370,19 @@ async fn a_new_server_behind_the_stream_clears_l1() {
         .redis(crate::support::client(&redis.url()).await)
         .ready()
         .await;
-    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+    wait::until_async("a to follow invalidations", async || {
+        a.follows_invalidations()
+    })
+    .await;
     a.set("kept-in-l1", Class::SCHEDULE, 1_u8)
         .await
         .expect("set");
     redis.kill().expect("kills redis");
-    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    wait::until_async("a to notice redis is gone", async || {
+        !a.follows_invalidations()
+    })
+    .await;
     redis.restart().expect("restarts redis");
-    assert!(eventually(Duration::from_secs(10), async || a.stats().l1_clears == 1).await);
-    assert!(eventually(Duration::from_secs(5), async || a.follows_invalidations()).await);
+    wait::until_async("a to clear its L1", async || a.stats().l1_clears == 1).await;
+    wait::until_async("a to follow again", async || a.follows_invalidations()).await;
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use seawall_cache::{Error, RedisLocks};
+use seawall_testkit::wait;
 
 use crate::support::client;
 
@@ -112,26 +113,27 @@ async fn fences_never_go_backwards(url: &str) {
         last = guard.fence();
         guard.release().await.expect("released");
     }
+    // Held for longer than its TTL and the retention together, extended
+    // long before each expiry (a loaded machine only stretches the hold).
+    let ttl = Duration::from_secs(3);
     let long_holder = locks
-        .try_acquire(name, Duration::from_millis(300))
+        .try_acquire(name, ttl)
         .await
         .expect("redis answers")
         .expect("free");
     assert!(long_holder.fence() > last);
     last = long_holder.fence();
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        long_holder
-            .extend(Duration::from_millis(300))
-            .await
-            .expect("still owned");
+    for _ in 0..14 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        long_holder.extend(ttl).await.expect("still owned");
     }
+    // Dropped, the guard releases the lock in the background.
     drop(long_holder);
     let next = locks
         .acquire(
             name,
             Duration::from_secs(10),
-            Duration::from_secs(2),
+            wait::patience(),
             Duration::from_millis(20),
         )
         .await

@@ -14,26 +14,33 @@
 //! versions reach the cache in order. Loads read the source at some moment
 //! of their own and then dawdle, so they race the writers. Every read is
 //! checked: it may not return a version older than that of a write that
-//! returned before the read began (on the other instance: that returned a
-//! propagation window before). After the schedule, with the stream
-//! settled, every read on either instance is the source's version or a
-//! miss.
+//! returned before the read began (on the other instance, with an L1: whose
+//! stream entries that instance had applied when the read began, however
+//! long the stream took to bring them). After the schedule, once each L1
+//! has applied every entry the other instance sent, every read on either
+//! instance is the source's version or a miss.
+//!
+//! Whether an instance had applied a write's entries is told by counts:
+//! the instance counts each entry of the other's it applies, in stream
+//! order, and a write notes, when it returns, how many entries its
+//! instance can have sent up to its own: those counted as sent, and those
+//! of its instance's writes still running, which may come before it in the
+//! stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use seawall_cache::{Class, Options, TieredCache};
+use seawall_testkit::wait;
 use tokio::time::Instant;
 
 use crate::support::{Backend, Ready, unique_prefix};
 
 /// Keys `m:a0`..`m:b2`: tag `t:<digit>`, patterns `m:a*` and `m:b*`.
 const KEYS: [&str; 6] = ["m:a0", "m:a1", "m:a2", "m:b0", "m:b1", "m:b2"];
-/// How late another instance's L1 may still hold what a write replaced:
-/// the invalidation stream's propagation, with room for a loaded machine.
-const WINDOW: Duration = Duration::from_millis(300);
 
 fn tag_of(key: &str) -> String {
     format!("t:{}", &key[3..])
@@ -75,6 +82,15 @@ impl Op {
             Self::Clear => KEYS.to_vec(),
         }
     }
+
+    /// The stream entries the write adds: one per key a `set_many`
+    /// announces, one for any other write.
+    fn entries(&self) -> u64 {
+        match self {
+            Self::SetMany(..) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// The source of truth: each key's version, and a lock per key that
@@ -84,21 +100,25 @@ struct Source {
     locks: HashMap<&'static str, tokio::sync::Mutex<()>>,
 }
 
-/// A write that returned: its instance, the versions it made, and when.
+/// A write that returned: its instance, the versions it made, when, and
+/// how many entries its instance can have sent up to its own.
 struct Written {
     op: String,
     instance: usize,
     versions: Vec<(&'static str, u64)>,
     at: Instant,
+    announced: u64,
 }
 
-/// A read that returned a version.
+/// A read that returned a version, and how many of the other instance's
+/// entries its instance had applied when it began.
 struct Read {
     op: &'static str,
     ended: Instant,
     instance: usize,
     key: &'static str,
     began: Instant,
+    applied: u64,
     version: u64,
 }
 
@@ -129,15 +149,19 @@ fn schedule(seed: u64, length: usize) -> Vec<(u64, usize, Op)> {
         .collect()
 }
 
+/// One operation of the schedule. `writing` counts the stream entries of
+/// the instance's writes that are running.
 async fn run(
     cache: TieredCache,
     instance: usize,
     op: Op,
     source: Arc<Source>,
     history: Arc<Mutex<History>>,
+    writing: Arc<AtomicU64>,
     dawdle: u64,
 ) {
     let began = Instant::now();
+    let applied = cache.stats().invalidations_received;
     let record_read = |op: &'static str, key: &'static str, version: u64| {
         history.lock().reads.push(Read {
             op,
@@ -145,6 +169,7 @@ async fn run(
             instance,
             key,
             began,
+            applied,
             version,
         });
     };
@@ -189,6 +214,7 @@ async fn run(
                     })
                     .collect()
             };
+            writing.fetch_add(write.entries(), Ordering::SeqCst);
             match write {
                 Op::Set(key) => cache
                     .set(key, options(key), versions[0].1)
@@ -213,31 +239,40 @@ async fn run(
                 Op::Clear => cache.clear().await.expect("clears"),
                 Op::Load(_) | Op::Get(_) => unreachable!("reads are handled above"),
             }
+            let at = Instant::now();
+            // An entry before this write's in the stream was added by a
+            // write that began before: one that has returned counted it as
+            // sent (before it returned), one still running is in `writing`.
+            // Read in that order, the two cannot both miss it.
+            let running = writing.load(Ordering::SeqCst);
+            let announced = cache.stats().invalidations_sent + running;
+            writing.fetch_sub(write.entries(), Ordering::SeqCst);
             history.lock().writes.push(Written {
                 op: format!("{write:?}"),
                 instance,
                 versions,
-                at: Instant::now(),
+                at,
+                announced,
             });
             drop(guards);
         }
     }
 }
 
-/// Every read against the writes that returned before it began; `window`
-/// says which instance's L1 may lag behind the other's writes.
-fn check(history: &History, start: Instant, window: [Duration; 2]) -> Vec<String> {
+/// Every read against the writes that returned before it began; `lags`
+/// says which instance's L1 may lag behind the other's writes, until it has
+/// applied their entries.
+fn check(history: &History, start: Instant, lags: [bool; 2]) -> Vec<String> {
     let mut stale = Vec::new();
     for read in &history.reads {
         let floor = history
             .writes
             .iter()
             .filter(|write| {
-                if write.instance == read.instance {
-                    write.at < read.began
-                } else {
-                    write.at + window[read.instance] < read.began
-                }
+                write.at < read.began
+                    && (write.instance == read.instance
+                        || !lags[read.instance]
+                        || read.applied >= write.announced)
             })
             .flat_map(|write| write.versions.iter())
             .filter(|(key, _)| *key == read.key)
@@ -252,21 +287,23 @@ fn check(history: &History, start: Instant, window: [Duration; 2]) -> Vec<String
                 .filter(|write| write.versions.iter().any(|(key, _)| *key == read.key))
                 .map(|write| {
                     format!(
-                        "{} on {} returned at {} µs: {:?}",
+                        "{} on {} returned at {} µs, entry {} at the latest: {:?}",
                         write.op,
                         write.instance,
                         at(write.at),
+                        write.announced,
                         write.versions
                     )
                 })
                 .collect();
             stale.push(format!(
-                "instance {} {} of {} from {} to {} µs = {} after version {floor} was written; writes of the key: {writes:#?}",
+                "instance {} {} of {} from {} to {} µs (having applied {} entries) = {} after version {floor} was written; writes of the key: {writes:#?}",
                 read.instance,
                 read.op,
                 read.key,
                 at(read.began),
                 at(read.ended),
+                read.applied,
                 read.version
             ));
         }
@@ -284,7 +321,8 @@ async fn interleavings_of_two_instances_hold_the_promise(backend: &Backend) {
             backend.instance(&prefix).await.ready().await,
             second.ready().await,
         ];
-        let window = [WINDOW, if both_l1 { WINDOW } else { Duration::ZERO }];
+        let lags = [true, both_l1];
+        let writing = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
         let source = Arc::new(Source {
             versions: Mutex::new(KEYS.iter().map(|key| (*key, 0)).collect()),
             locks: KEYS
@@ -298,15 +336,16 @@ async fn interleavings_of_two_instances_hold_the_promise(backend: &Backend) {
         let tasks: Vec<_> = schedule(seed, 200)
             .into_iter()
             .map(|(at_us, instance, op)| {
-                let (cache, source, history) = (
+                let (cache, source, history, writing) = (
                     caches[instance].clone(),
                     Arc::clone(&source),
                     Arc::clone(&history),
+                    Arc::clone(&writing[instance]),
                 );
                 let dawdle = rng.u64(..3000);
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_micros(at_us * 400)).await;
-                    run(cache, instance, op, source, history, dawdle).await;
+                    run(cache, instance, op, source, history, writing, dawdle).await;
                 })
             })
             .collect();
@@ -316,15 +355,26 @@ async fn interleavings_of_two_instances_hold_the_promise(backend: &Backend) {
         let history = Arc::into_inner(history)
             .expect("every task ended")
             .into_inner();
-        let stale = check(&history, start, window);
+        let stale = check(&history, start, lags);
         assert!(
             stale.is_empty(),
             "seed {seed}: {} stale reads of {}: {stale:#?}",
             stale.len(),
             history.reads.len()
         );
-        // Settled: every read is the source's version or a miss.
-        tokio::time::sleep(WINDOW).await;
+        // Settled once each L1 has applied every entry the other instance
+        // sent: then every read is the source's version or a miss.
+        for (reader, lagging) in lags.into_iter().enumerate() {
+            if !lagging {
+                continue;
+            }
+            let sent = caches[1 - reader].stats().invalidations_sent;
+            wait::until_async(
+                format!("seed {seed}: instance {reader} to apply the other's {sent} entries"),
+                async || caches[reader].stats().invalidations_received >= sent,
+            )
+            .await;
+        }
         let versions = source.versions.lock().clone();
         for cache in &caches {
             for key in KEYS {

@@ -12,10 +12,10 @@ use std::time::Duration;
 use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::prelude::ClientLike;
 use seawall_cache::{Class, Options, TieredCache};
-use seawall_testkit::Proxy;
+use seawall_testkit::{Proxy, wait};
 use tokio::sync::Notify;
 
-use crate::support::{Backend, Ready, client, eventually, unique_prefix};
+use crate::support::{Backend, Ready, client, unique_prefix};
 
 /// How a writer on another instance overtakes a load in flight.
 #[derive(Debug, Clone, Copy)]
@@ -141,12 +141,11 @@ async fn concurrent_sets_on_two_instances_leave_no_stale_l1_copy(backend: &Backe
         }
         true
     };
-    assert!(
-        eventually(Duration::from_secs(3), async || agree(&a).await
-            && agree(&b).await)
-        .await,
-        "every L1 copy agrees with Redis once the stream has reached it"
-    );
+    wait::until_async(
+        "every L1 copy to agree with Redis (once the stream has reached it)",
+        async || agree(&a).await && agree(&b).await,
+    )
+    .await;
 }
 
 crate::on_redis_backends!(
@@ -163,12 +162,15 @@ crate::on_redis_backends!(
 /// matters last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l1_answers_only_once_the_missed_invalidations_are_replayed() {
-    let (proxy, a, b) = behind_a_proxy(TieredCache::builder()).await;
+    let (proxy, a, b) = behind_a_proxy(TieredCache::builder(), &unique_prefix()).await;
     a.set("list", Class::SCHEDULE, "old".to_owned())
         .await
         .expect("set");
     proxy.cut();
-    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    wait::until_async("a to notice it is cut off", async || {
+        !a.follows_invalidations()
+    })
+    .await;
     for chunk in (0..2000).collect::<Vec<u32>>().chunks(200) {
         let invalidations = chunk
             .iter()
@@ -181,9 +183,14 @@ async fn l1_answers_only_once_the_missed_invalidations_are_replayed() {
         .await
         .expect("set");
     proxy.restore();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Polled tightly, so the read below comes as soon after as it can.
+    let began = std::time::Instant::now();
     while !a.follows_invalidations() {
-        assert!(tokio::time::Instant::now() < deadline, "a follows again");
+        assert!(
+            began.elapsed() < wait::patience(),
+            "waited {:?} for a to follow invalidations again",
+            wait::patience()
+        );
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     assert_ne!(
@@ -233,13 +240,10 @@ async fn a_connected_reader_that_falls_behind_the_stream_clears_l1() {
         )
         .await
         .expect("the burst is written");
-    assert!(
-        eventually(Duration::from_secs(3), async || {
-            a.get::<String>("list", Class::SCHEDULE).await.is_none()
-        })
-        .await,
-        "the old copy went, with the rest of L1"
-    );
+    wait::until_async("the old copy to go, with the rest of L1", async || {
+        a.get::<String>("list", Class::SCHEDULE).await.is_none()
+    })
+    .await;
     assert!(a.stats().l1_clears >= 1);
     writer.quit().await.expect("quits");
 }
@@ -258,7 +262,10 @@ async fn what_l1_takes_while_cut_off_is_kept_briefly() {
         .ready()
         .await;
     proxy.cut();
-    assert!(eventually(Duration::from_secs(5), async || !a.follows_invalidations()).await);
+    wait::until_async("a to notice it is cut off", async || {
+        !a.follows_invalidations()
+    })
+    .await;
     let loaded = a
         .get_or_load("report", Class::SCHEDULE, || async {
             Ok::<_, std::io::Error>(Some(7_u32))
@@ -267,7 +274,7 @@ async fn what_l1_takes_while_cut_off_is_kept_briefly() {
         .expect("loads without Redis");
     assert_eq!(loaded, Some(7));
     proxy.restore();
-    assert!(eventually(Duration::from_secs(10), async || a.follows_invalidations()).await);
+    wait::until_async("a to follow again", async || a.follows_invalidations()).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         a.get::<u32>("report", Class::SCHEDULE).await,
@@ -282,38 +289,32 @@ async fn what_l1_takes_while_cut_off_is_kept_briefly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_that_could_not_reach_redis_invalidates_once_it_can() {
     let builder = TieredCache::builder().breaker(1, Duration::from_millis(100));
-    let (proxy, a, b) = behind_a_proxy(builder).await;
+    let (proxy, a, b) = behind_a_proxy(builder, &unique_prefix()).await;
     a.set("profile", Class::SESSION, 1_u32).await.expect("set");
     proxy.cut();
     assert!(a.set("profile", Class::SESSION, 2_u32).await.is_err());
     assert_eq!(b.get::<u32>("profile", Class::SESSION).await, Some(1));
     proxy.restore();
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            b.get::<u32>("profile", Class::SESSION).await.is_none()
-        })
-        .await,
-        "the old value went once a reached Redis again"
-    );
+    wait::until_async(
+        "the old value to go once a reaches Redis again",
+        async || b.get::<u32>("profile", Class::SESSION).await.is_none(),
+    )
+    .await;
 }
 
-/// Two instances on the shared server: the first, built from `builder`,
-/// reaches it through a proxy that can cut it off.
+/// Two instances on the shared server, under `prefix`: the first, built from
+/// `builder`, reaches it through a proxy that can cut it off.
 async fn behind_a_proxy(
     builder: seawall_cache::TieredCacheBuilder,
+    prefix: &str,
 ) -> (Proxy, TieredCache, TieredCache) {
     let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
-    let prefix = unique_prefix();
     let a = builder
-        .prefix(&prefix)
+        .prefix(prefix)
         .redis(client(&proxy.url()).await)
         .ready()
         .await;
-    let b = TieredCache::builder()
-        .prefix(&prefix)
-        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
-        .ready()
-        .await;
+    let b = Backend::redis().instance(prefix).await.ready().await;
     (proxy, a, b)
 }
 
@@ -411,15 +412,24 @@ async fn a_load_that_stores_nothing_leaves_nothing_in_redis() {
 }
 
 /// An invalidation that could not reach Redis keeps its instance unready
-/// until it is sent: once the readiness check passes again, another
-/// instance reads the new value within the propagation window. Here the
-/// breaker holds the writer's commands off Redis for 3 s after the network
-/// is back, while its feed reconnects within a few hundred milliseconds.
+/// until it is sent: once the readiness check passes again, Redis no longer
+/// holds the old value, and the stream carries the invalidation to other
+/// instances' L1. Here the breaker holds the writer's commands off Redis for
+/// 3 s after the network is back, while its feed reconnects within a few
+/// hundred milliseconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_is_not_ready_while_an_invalidation_it_answered_waits_to_be_sent() {
     use seawall_perfmon::{HealthCheck as _, HealthStatus};
     let builder = TieredCache::builder().breaker(1, Duration::from_secs(3));
-    let (proxy, a, b) = behind_a_proxy(builder).await;
+    let prefix = unique_prefix();
+    let (proxy, a, b) = behind_a_proxy(builder, &prefix).await;
+    // Reads what Redis holds, with no L1 that could lag behind the stream.
+    let redis_only = Backend::redis()
+        .instance(&prefix)
+        .await
+        .without_l1()
+        .build()
+        .expect("cache");
     let ready = a.readiness_check();
     a.set("profile", Class::SESSION, 1_u32).await.expect("set");
     assert_eq!(b.get::<u32>("profile", Class::SESSION).await, Some(1));
@@ -430,20 +440,19 @@ async fn an_instance_is_not_ready_while_an_invalidation_it_answered_waits_to_be_
     );
     assert_eq!(ready.check().await.status, HealthStatus::Unhealthy);
     proxy.restore();
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            ready.check().await.status == HealthStatus::Healthy
-        })
-        .await,
-        "ready again once the invalidation is sent"
+    wait::until_async("a to be ready again", async || {
+        ready.check().await.status == HealthStatus::Healthy
+    })
+    .await;
+    // Ready means sent: had a been ready before, Redis would still hold the
+    // old value until the breaker's 3 s have passed.
+    assert_eq!(
+        redis_only.get::<u32>("profile", Class::SESSION).await,
+        None,
+        "ready before the invalidation reached Redis"
     );
-    // Within the propagation window (a few milliseconds; 500 ms here for
-    // a loaded machine), not the breaker's 3 s.
-    assert!(
-        eventually(Duration::from_millis(500), async || {
-            b.get::<u32>("profile", Class::SESSION).await.is_none()
-        })
-        .await,
-        "another instance reads the invalidation once the writer is ready"
-    );
+    wait::until_async("another instance to read the invalidation", async || {
+        b.get::<u32>("profile", Class::SESSION).await.is_none()
+    })
+    .await;
 }

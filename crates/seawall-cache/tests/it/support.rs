@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
 use seawall_cache::{Codec, TieredCache, TieredCacheBuilder};
-use seawall_testkit::{RedisCluster, RedisServer};
+use seawall_testkit::{RedisCluster, RedisServer, wait};
+
+/// How long a Redis call of a backend's cache may take. The servers here
+/// never fail, but a loaded machine can hold a call up for longer than the
+/// cache's default 250 ms, which the cache would take for a failure (and
+/// load, or open its breaker, where the test expects a hit).
+const STEADY_REDIS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which tiers a scenario's caches have.
 #[derive(Debug, Clone)]
@@ -32,11 +38,7 @@ impl Backend {
 
     /// A builder of a cache with a prefix no other test uses.
     pub(crate) async fn builder(&self) -> TieredCacheBuilder {
-        let builder = TieredCache::builder().prefix(unique_prefix());
-        match self {
-            Self::Memory => builder,
-            Self::Redis(url) | Self::Cluster(url) => builder.redis(client(url).await),
-        }
+        self.instance(&unique_prefix()).await
     }
 
     /// A second builder sharing `prefix`: another instance of the service.
@@ -44,7 +46,9 @@ impl Backend {
         let builder = TieredCache::builder().prefix(prefix);
         match self {
             Self::Memory => builder,
-            Self::Redis(url) | Self::Cluster(url) => builder.redis(client(url).await),
+            Self::Redis(url) | Self::Cluster(url) => builder
+                .redis_timeout(STEADY_REDIS_TIMEOUT)
+                .redis(client_giving_up_after(url, STEADY_REDIS_TIMEOUT).await),
         }
     }
 }
@@ -59,8 +63,9 @@ impl<C: Codec> Ready<C> for TieredCacheBuilder<C> {
     async fn ready(self) -> TieredCache<C> {
         let cache = self.build().expect("cache");
         assert!(
-            cache.wait_following(Duration::from_secs(5)).await,
-            "follows invalidations"
+            cache.wait_following(wait::patience()).await,
+            "waited {:?} for the cache to follow invalidations",
+            wait::patience()
         );
         cache
     }
@@ -78,33 +83,25 @@ pub(crate) fn unique_prefix() -> String {
 /// A client that gives up on a command after a second and reconnects
 /// every 100 ms.
 pub(crate) async fn client(url: &str) -> Client {
+    client_giving_up_after(url, Duration::from_secs(1)).await
+}
+
+/// A client that gives up on a command after `timeout` and reconnects
+/// every 100 ms.
+async fn client_giving_up_after(url: &str, timeout: Duration) -> Client {
     let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
         .with_performance_config(|performance| {
-            performance.default_command_timeout = Duration::from_secs(1);
+            performance.default_command_timeout = timeout;
         })
         .with_connection_config(|connection| {
-            connection.connection_timeout = Duration::from_secs(1);
-            connection.internal_command_timeout = Duration::from_secs(1);
+            connection.connection_timeout = timeout;
+            connection.internal_command_timeout = timeout;
         })
         .set_policy(ReconnectPolicy::new_constant(0, 100))
         .build()
         .expect("a client");
     client.init().await.expect("connects");
     client
-}
-
-/// Polls `condition` every 20 ms for up to `within`.
-pub(crate) async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Runs a scenario on every backend.

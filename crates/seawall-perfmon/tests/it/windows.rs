@@ -211,9 +211,9 @@ fn no_sample_is_lost_or_doubled_while_threads_roll_intervals_and_readers_read() 
         .histogram("roll_seconds", "Roll.", &[])?
         .with_labels(&[])?;
     let done = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let mut reads = 0_u64;
             let mut last = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let seen = latency.lifetime().count;
@@ -222,17 +222,21 @@ fn no_sample_is_lost_or_doubled_while_threads_roll_intervals_and_readers_read() 
                     "the lifetime count went backwards: {last} -> {seen}"
                 );
                 last = seen;
-                reads += 1;
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            reads
         });
         let writers: Vec<_> = (0..4_u64)
             .map(|thread| {
-                let latency = latency.clone();
+                let (latency, reads) = (latency.clone(), &reads);
                 scope.spawn(move || {
                     let start = Instant::now();
                     let mut i = 0_u64;
-                    while start.elapsed() < Duration::from_millis(150) || i < 2_000 {
+                    // Until the reader has read too: on a loaded machine its
+                    // thread may start late.
+                    while start.elapsed() < Duration::from_millis(150)
+                        || i < 2_000
+                        || reads.load(std::sync::atomic::Ordering::Relaxed) == 0
+                    {
                         latency.record(Duration::from_micros(thread * 100 + i % 50));
                         i += 1;
                     }
@@ -242,8 +246,8 @@ fn no_sample_is_lost_or_doubled_while_threads_roll_intervals_and_readers_read() 
             .collect();
         let written: u64 = writers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let reads = reader.join().unwrap_or(0);
-        assert!(reads > 0);
+        reader.join().expect("the reader saw no count go backwards");
+        assert!(reads.load(std::sync::atomic::Ordering::Relaxed) > 0);
         assert_eq!(latency.lifetime().count, written);
         assert_eq!(
             latency.window(Duration::from_secs(30)).latency.count,

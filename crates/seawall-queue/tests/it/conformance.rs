@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,10 +12,10 @@ use seawall_queue::{
     Queues, Settings,
 };
 
-use crate::on_every_backend;
-use crate::support::{Backend, eventually};
+use seawall_testkit::wait;
 
-const WITHIN: Duration = Duration::from_secs(10);
+use crate::on_every_backend;
+use crate::support::Backend;
 
 /// Payloads in the order their handler saw them.
 type Seen = Arc<Mutex<Vec<u64>>>;
@@ -28,16 +28,27 @@ fn recorder(seen: &Seen) -> impl Fn(Job<u64>) -> std::future::Ready<Result<(), J
     }
 }
 
-/// Whether `queue`'s counts come to satisfy `check` within [`WITHIN`].
-async fn counts_reach(queues: &Queues, queue: &str, check: impl Fn(&Counts) -> bool) -> bool {
-    eventually(WITHIN, async || {
-        check(&queues.counts(queue).await.expect("counts"))
-    })
-    .await
+/// Waits until `queue`'s counts satisfy `check`, which `what` names in the
+/// failure message, with the last counts seen.
+async fn counts_reach(queues: &Queues, queue: &str, what: &str, check: impl Fn(&Counts) -> bool) {
+    let began = Instant::now();
+    loop {
+        let counts = queues.counts(queue).await.expect("counts");
+        if check(&counts) {
+            return;
+        }
+        assert!(
+            began.elapsed() < wait::patience(),
+            "waited {:?} for {what} in {queue}; last counts {counts:?}",
+            wait::patience()
+        );
+        tokio::time::sleep(wait::POLL).await;
+    }
 }
 
-async fn completed(queues: &Queues, queue: &str, jobs: u64) -> bool {
-    counts_reach(queues, queue, |counts| counts.completed >= jobs).await
+async fn completed(queues: &Queues, queue: &str, jobs: u64) {
+    let what = format!("{jobs} completed jobs");
+    counts_reach(queues, queue, &what, |counts| counts.completed >= jobs).await;
 }
 
 fn options() -> JobOptions {
@@ -60,7 +71,7 @@ async fn every_job_is_completed_once(backend: &Backend) {
         .concurrency(4)
         .expect("valid")
         .start(recorder(&seen));
-    assert!(completed(&queues, "email", 60).await);
+    completed(&queues, "email", 60).await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stats.completed, 60, "{stats:?}");
     let mut seen = seen.lock().clone();
@@ -104,7 +115,7 @@ async fn a_worker_fills_its_concurrency_and_never_passes_it(backend: &Backend) {
                 }
             }
         });
-    assert!(completed(&queues, "render", 24).await);
+    completed(&queues, "render", 24).await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stats.completed, 24, "{stats:?}");
     let peak = peak.load(Ordering::SeqCst);
@@ -132,7 +143,7 @@ async fn priorities_run_first_and_each_level_in_order(backend: &Backend) {
         .expect("valid");
     let worker = worker.start(recorder(&seen));
     queues.resume("q").await.expect("resumes");
-    assert!(completed(&queues, "q", 8).await);
+    completed(&queues, "q", 8).await;
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(*seen.lock(), [1, 3, 5, 7, 0, 4, 2, 6]);
 }
@@ -151,7 +162,7 @@ async fn a_paused_queue_starts_nothing_until_resumed(backend: &Backend) {
     assert!(counts.paused);
     assert_eq!((counts.waiting, counts.completed), (1, 0));
     queues.resume("q").await.expect("resumes");
-    assert!(completed(&queues, "q", 1).await);
+    completed(&queues, "q", 1).await;
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -167,7 +178,7 @@ async fn a_delayed_job_waits_for_its_time(backend: &Backend) {
         .expect("enqueues");
     let job = queues.job("q", &id).await.expect("reads").expect("exists");
     assert_eq!(job.state, JobState::Delayed);
-    assert!(completed(&queues, "q", 1).await);
+    completed(&queues, "q", 1).await;
     assert!(
         enqueued.elapsed() >= delay,
         "ran after {:?}",
@@ -197,7 +208,7 @@ async fn failures_retry_with_backoff_then_go_to_the_dead_set_with_their_history(
             let run = job.run();
             async move { Err(JobError::new(format!("boom {run}"))) }
         });
-    assert!(counts_reach(&queues, "q", |counts| counts.dead == 1).await);
+    counts_reach(&queues, "q", "the job dead", |counts| counts.dead == 1).await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!((stats.failed, stats.dead), (3, 1), "{stats:?}");
     let runs = runs.lock().clone();
@@ -261,7 +272,7 @@ async fn permanent_errors_and_undecodable_payloads_go_straight_to_the_dead_set(b
                 )))
             }
         });
-    assert!(counts_reach(&queues, "q", |counts| counts.dead == 2).await);
+    counts_reach(&queues, "q", "both jobs dead", |counts| counts.dead == 2).await;
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -285,7 +296,9 @@ async fn permanent_errors_and_undecodable_payloads_go_straight_to_the_dead_set(b
 
 async fn an_idempotency_key_answers_with_the_first_job_within_its_window(backend: &Backend) {
     let queues = backend.queues().await;
-    let window = Duration::from_millis(500);
+    // Seconds more than the calls below take on a loaded machine, all of
+    // which must fall within it.
+    let window = Duration::from_secs(3);
     let keyed = |key: &str| options().idempotency_key(key, window).expect("valid");
     let first = queues
         .enqueue("q", &1_u64, &keyed("order-1"))
@@ -428,28 +441,31 @@ async fn cancel_removes_waiting_and_delayed_jobs_and_stops_running_ones(backend:
         .enqueue("busy", &3_u64, &options())
         .await
         .expect("enqueues");
+    // The request reaches the run with the next renewal, every third of
+    // the lease; a lease of seconds leaves a renewal held up on a loaded
+    // machine seconds to spare (a lapsed lease would drop the job as
+    // stalled, not cancelled).
     let worker = queues
         .worker("busy")
-        .and_then(|worker| worker.lease(Duration::from_millis(300)))
+        .and_then(|worker| worker.lease(Duration::from_secs(9)))
         .expect("valid")
         .start(|job: Job<u64>| async move {
             job.cancellation().cancelled().await;
             Err(JobError::new("stopped on request"))
         });
-    assert!(counts_reach(&queues, "busy", |counts| counts.active == 1).await);
+    counts_reach(&queues, "busy", "the job active", |counts| {
+        counts.active == 1
+    })
+    .await;
     assert_eq!(
         queues.cancel("busy", &running).await.expect("cancels"),
         Cancelled::Requested
     );
-    assert!(
-        eventually(WITHIN, async || queues
-            .job("busy", &running)
-            .await
-            .expect("reads")
-            .is_none())
-        .await,
-        "dropped once the handler stopped"
-    );
+    wait::until_async(
+        "the cancelled job to be dropped once its handler stopped",
+        async || queues.job("busy", &running).await.expect("reads").is_none(),
+    )
+    .await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!((stats.cancelled, stats.failed), (1, 0), "{stats:?}");
 
@@ -459,7 +475,7 @@ async fn cancel_removes_waiting_and_delayed_jobs_and_stops_running_ones(backend:
         .expect("enqueues");
     let seen = Seen::default();
     let worker = queues.worker("busy").expect("valid").start(recorder(&seen));
-    assert!(completed(&queues, "busy", 1).await);
+    completed(&queues, "busy", 1).await;
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
         queues.cancel("busy", &done).await.expect("answers"),
@@ -467,46 +483,72 @@ async fn cancel_removes_waiting_and_delayed_jobs_and_stops_running_ones(backend:
     );
 }
 
-/// Runs a worker in "another process" (a runtime of its own in another
-/// thread, with connections of its own on Redis) whose handler blocks that
-/// whole runtime, lease renewals included, for `freeze`: a frozen process,
-/// as a long pause or SIGSTOP would leave it.
-fn frozen_worker(
-    backend: &Backend,
-    queues: &Queues,
-    prefix: &str,
-    settings: &Settings,
-    freeze: Duration,
-) -> std::thread::JoinHandle<seawall_queue::WorkerStats> {
-    let (backend, queues, prefix, settings) = (
-        backend.clone(),
-        queues.clone(),
-        prefix.to_owned(),
-        settings.clone(),
-    );
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async move {
-            let queues = backend.instance(&queues, &prefix, settings).await;
-            let worker = queues
-                .worker("q")
-                .and_then(|worker| worker.lease(Duration::from_millis(400)))
-                .expect("valid")
-                .start(move |_job: Job<u64>| {
-                    std::thread::sleep(freeze);
-                    std::future::ready(Ok(()))
-                });
-            let _ = eventually(WITHIN, async || {
-                let stats = worker.stats();
-                stats.discarded + stats.completed > 0
+/// A worker in "another process" (a runtime of its own in another thread,
+/// with connections of its own on Redis) whose handler blocks that whole
+/// runtime, lease renewals included, from when it takes a job until the
+/// test thaws it: a frozen process, as a long pause or SIGSTOP would leave
+/// it. The test thaws it once it has seen what the freeze led to, so how
+/// long that took does not matter.
+struct Frozen {
+    took: Arc<AtomicBool>,
+    thaw: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<seawall_queue::WorkerStats>,
+}
+
+impl Frozen {
+    fn start(backend: &Backend, queues: &Queues, prefix: &str, settings: &Settings) -> Self {
+        let (backend, queues, prefix, settings) = (
+            backend.clone(),
+            queues.clone(),
+            prefix.to_owned(),
+            settings.clone(),
+        );
+        let took = Arc::new(AtomicBool::new(false));
+        let (thaw, thawed) = std::sync::mpsc::channel::<()>();
+        let (took_it, thawed) = (Arc::clone(&took), Mutex::new(thawed));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let queues = backend.instance(&queues, &prefix, settings).await;
+                let worker = queues
+                    .worker("q")
+                    .and_then(|worker| worker.lease(Duration::from_millis(400)))
+                    .expect("valid")
+                    .start(move |_job: Job<u64>| {
+                        took_it.store(true, Ordering::SeqCst);
+                        // Returns once the sender is dropped: at the thaw,
+                        // and at once for any later run.
+                        let _ = thawed.lock().recv();
+                        std::future::ready(Ok(()))
+                    });
+                wait::until_async("the thawed worker to report its run", async || {
+                    let stats = worker.stats();
+                    stats.discarded + stats.completed > 0
+                })
+                .await;
+                worker.shutdown(Duration::from_secs(5)).await
             })
-            .await;
-            worker.shutdown(Duration::from_secs(5)).await
+        });
+        Self { took, thaw, thread }
+    }
+
+    /// Waits until the handler holds a job (and the worker is frozen).
+    async fn frozen(&self) {
+        wait::until_async("the frozen worker to take the job", async || {
+            self.took.load(Ordering::SeqCst)
         })
-    })
+        .await;
+    }
+
+    /// Lets the worker go on, and returns its counts once it has reported
+    /// its run and shut down.
+    fn thaw(self) -> seawall_queue::WorkerStats {
+        drop(self.thaw);
+        self.thread.join().expect("the frozen worker ends")
+    }
 }
 
 /// Queues under a prefix the test knows, to open a second instance on.
@@ -526,17 +568,22 @@ async fn a_worker_that_lost_its_lease_cannot_complete_the_job(backend: &Backend)
         .enqueue("q", &1_u64, &options())
         .await
         .expect("enqueues");
-    let frozen = frozen_worker(
-        backend,
-        &queues,
-        &prefix,
-        &settings,
-        Duration::from_millis(1_500),
-    );
-    assert!(counts_reach(&queues, "q", |counts| counts.active == 1).await);
+    let frozen = Frozen::start(backend, &queues, &prefix, &settings);
+    frozen.frozen().await;
     let seen = Seen::default();
     let other = queues.worker("q").expect("valid").start(recorder(&seen));
-    let stale = frozen.join().expect("the frozen worker ends");
+    // Once the frozen lease has run out, the other worker recovers the job
+    // and runs it; only then does the frozen one report its run.
+    wait::until_async("the other worker to take the job over", async || {
+        queues
+            .job("q", &id)
+            .await
+            .expect("reads")
+            .is_some_and(|job| job.runs == 2)
+    })
+    .await;
+    let stale = frozen.thaw();
+    completed(&queues, "q", 1).await;
     let taken = other.shutdown(Duration::from_secs(5)).await;
     assert_eq!((stale.completed, stale.discarded), (0, 1), "{stale:?}");
     assert_eq!(taken.completed, 1, "{taken:?}");
@@ -564,18 +611,14 @@ async fn a_job_that_stalls_too_often_is_dead_lettered(backend: &Backend) {
         .enqueue("q", &1_u64, &options())
         .await
         .expect("enqueues");
-    let frozen = frozen_worker(
-        backend,
-        &queues,
-        &prefix,
-        &settings,
-        Duration::from_millis(1_200),
-    );
-    assert!(
-        counts_reach(&queues, "q", |counts| counts.dead == 1).await,
-        "counts recover expired leases"
-    );
-    let stale = frozen.join().expect("the frozen worker ends");
+    let frozen = Frozen::start(backend, &queues, &prefix, &settings);
+    frozen.frozen().await;
+    // Counts recover expired leases.
+    counts_reach(&queues, "q", "the stalled job dead", |counts| {
+        counts.dead == 1
+    })
+    .await;
+    let stale = frozen.thaw();
     assert_eq!(stale.discarded, 1);
     let job = queues.job("q", &id).await.expect("reads").expect("kept");
     assert_eq!((job.state, job.stalls), (JobState::Dead, 1));
@@ -604,7 +647,7 @@ async fn shutdown_gives_unfinished_jobs_back_without_counting_an_attempt(backend
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(())
         });
-    assert!(counts_reach(&queues, "q", |counts| counts.active == 1).await);
+    counts_reach(&queues, "q", "the job active", |counts| counts.active == 1).await;
     let stats = worker.shutdown(Duration::from_millis(200)).await;
     assert_eq!(stats.requeued, 1, "{stats:?}");
     let job = queues.job("q", &id).await.expect("reads").expect("kept");
@@ -638,11 +681,10 @@ async fn timeouts_and_panics_are_failures_not_crashes(backend: &Backend) {
             }
             Ok(())
         });
-    assert!(
-        counts_reach(&queues, "q", |counts| counts.dead == 2
-            && counts.completed == 1)
-        .await
-    );
+    counts_reach(&queues, "q", "two jobs dead and one completed", |counts| {
+        counts.dead == 2 && counts.completed == 1
+    })
+    .await;
     worker.shutdown(Duration::from_secs(5)).await;
     let error = |id: JobId| {
         let queues = queues.clone();
@@ -679,7 +721,7 @@ async fn groups_take_turns(backend: &Backend) {
         .expect("valid");
     let worker = worker.start(recorder(&seen));
     queues.resume("q").await.expect("resumes");
-    assert!(completed(&queues, "q", 36).await);
+    completed(&queues, "q", 36).await;
     worker.shutdown(Duration::from_secs(5)).await;
     let seen = seen.lock().clone();
     let last_small = seen
@@ -734,7 +776,7 @@ async fn a_group_limit_caps_the_group_across_workers(backend: &Backend) {
             })
     };
     let (one, two) = (start(&running), start(&running));
-    assert!(completed(&queues, "q", 12).await);
+    completed(&queues, "q", 12).await;
     one.shutdown(Duration::from_secs(5)).await;
     two.shutdown(Duration::from_secs(5)).await;
     let running = running.lock();
@@ -774,7 +816,7 @@ async fn progress_is_readable_by_id_and_sent_as_events(backend: &Backend) {
         (100, "half way")
     );
     release.notify_one();
-    assert!(completed(&queues, "q", 1).await);
+    completed(&queues, "q", 1).await;
     worker.shutdown(Duration::from_secs(5)).await;
     let events = queues.events("q", None, 100).await.expect("events");
     let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
@@ -811,7 +853,7 @@ async fn dead_jobs_can_be_retried_and_finished_ones_cleaned(backend: &Backend) {
             })
     };
     let worker = start(&healthy);
-    assert!(counts_reach(&queues, "q", |counts| counts.dead == 3).await);
+    counts_reach(&queues, "q", "every job dead", |counts| counts.dead == 3).await;
     worker.shutdown(Duration::from_secs(5)).await;
     healthy.store(1, Ordering::SeqCst);
     assert!(queues.retry_dead("q", &ids[0]).await.expect("retries"));
@@ -827,7 +869,7 @@ async fn dead_jobs_can_be_retried_and_finished_ones_cleaned(backend: &Backend) {
         .expect("kept");
     assert_eq!((job.state, job.failures), (JobState::Waiting, 0));
     let worker = start(&healthy);
-    assert!(completed(&queues, "q", 3).await);
+    completed(&queues, "q", 3).await;
     worker.shutdown(Duration::from_secs(5)).await;
     let kept = queues
         .clean("q", Finished::Completed, Duration::from_secs(3600), 0)
@@ -874,12 +916,13 @@ async fn jobs_are_listed_by_state(backend: &Backend) {
                 }
             }
         });
-    assert!(
-        counts_reach(&queues, "q", |c| c.active == 2
-            && c.dead == 1
-            && c.completed == 1)
-        .await
-    );
+    counts_reach(
+        &queues,
+        "q",
+        "two jobs active, one dead, one completed",
+        |c| c.active == 2 && c.dead == 1 && c.completed == 1,
+    )
+    .await;
     let listed = |state| {
         let queues = queues.clone();
         async move {
@@ -899,15 +942,13 @@ async fn jobs_are_listed_by_state(backend: &Backend) {
         dead[0].errors.last().map(|e| e.error.as_str()),
         Some("refused")
     );
-    assert!(
-        eventually(WITHIN, async || {
-            let running = queues.jobs("q", JobState::Active, 10).await.expect("lists");
-            running
-                .iter()
-                .all(|job| job.progress.as_ref().is_some_and(|p| p.percent == 40))
-        })
-        .await
-    );
+    wait::until_async("both running jobs' progress", async || {
+        let running = queues.jobs("q", JobState::Active, 10).await.expect("lists");
+        running
+            .iter()
+            .all(|job| job.progress.as_ref().is_some_and(|p| p.percent == 40))
+    })
+    .await;
     assert_eq!(
         queues
             .jobs("q", JobState::Active, 1)
@@ -948,16 +989,11 @@ async fn retention_bounds_the_finished_sets(backend: &Backend) {
                 Ok(())
             }
         });
-    assert!(
-        eventually(WITHIN, async || queues
-            .counts("q")
-            .await
-            .expect("counts")
-            .active
-            == 0
-            && worker.stats().completed + worker.stats().dead == 20)
-        .await
-    );
+    wait::until_async("every job to complete or die", async || {
+        queues.counts("q").await.expect("counts").active == 0
+            && worker.stats().completed + worker.stats().dead == 20
+    })
+    .await;
     worker.shutdown(Duration::from_secs(5)).await;
     let counts = queues.counts("q").await.expect("counts");
     assert_eq!((counts.completed, counts.dead), (5, 2));
@@ -995,10 +1031,8 @@ async fn custom_worker_backoff_overrides_the_jobs_own(backend: &Backend) {
                 }
             }
         });
-    assert!(
-        completed(&queues, "q", 1).await,
-        "retried after 10 ms, not an hour"
-    );
+    // Retried after 10 ms, not an hour.
+    completed(&queues, "q", 1).await;
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(tries.load(Ordering::SeqCst), 2);
 }
@@ -1019,7 +1053,7 @@ async fn many_workers_share_a_queue_without_running_a_job_twice(backend: &Backen
                 .start(recorder(&seen))
         })
         .collect();
-    assert!(completed(&queues, "q", 1_000).await);
+    completed(&queues, "q", 1_000).await;
     let mut total = 0;
     for worker in workers {
         total += worker.shutdown(Duration::from_secs(5)).await.completed;
@@ -1059,8 +1093,10 @@ async fn a_flooding_group_cannot_starve_the_others(backend: &Backend) {
         .expect("valid");
     let worker = worker.start(recorder(&seen));
     queues.resume("q").await.expect("resumes");
-    let small_done = async || seen.lock().iter().filter(|n| **n >= 100_000).count() == 90;
-    assert!(eventually(WITHIN, small_done).await);
+    wait::until_async("the small groups' 90 jobs to run", async || {
+        seen.lock().iter().filter(|n| **n >= 100_000).count() == 90
+    })
+    .await;
     worker.shutdown(Duration::from_secs(5)).await;
     // The order the queue handed jobs out in.
     let mut taken = Vec::new();
@@ -1109,8 +1145,11 @@ async fn metrics_count_outcomes_and_depth(backend: &Backend) {
                 Ok(())
             }
         });
-    assert!(completed(&queues, "q", 3).await);
-    assert!(counts_reach(&queues, "q", |counts| counts.dead == 2).await);
+    completed(&queues, "q", 3).await;
+    counts_reach(&queues, "q", "the failed jobs dead", |counts| {
+        counts.dead == 2
+    })
+    .await;
     worker.shutdown(Duration::from_secs(5)).await;
     metrics.record_depth(&queues.counts("q").await.expect("counts"));
     let text = monitor.prometheus();
@@ -1172,7 +1211,7 @@ async fn the_oldest_waiting_age_grows_while_a_job_waits(backend: &Backend) {
         .worker("q")
         .expect("valid")
         .start(recorder(&Seen::default()));
-    assert!(completed(&queues, "q", 1).await);
+    completed(&queues, "q", 1).await;
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(oldest_waiting(&queues, "q").await, None, "nothing waits");
 }
@@ -1306,7 +1345,7 @@ async fn metrics_export_the_oldest_waiting_age_and_the_pause(backend: &Backend) 
         .worker("q")
         .expect("valid")
         .start(recorder(&Seen::default()));
-    assert!(completed(&queues, "q", 1).await);
+    completed(&queues, "q", 1).await;
     worker.shutdown(Duration::from_secs(5)).await;
     metrics.record_backlog(&queues.backlog("q").await.expect("reads the backlog"));
     assert_eq!(

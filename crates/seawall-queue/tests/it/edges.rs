@@ -8,13 +8,13 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use seawall_queue::{Backoff, Job, JobError, JobId, JobOptions, JobState, Queues, Settings};
-use seawall_testkit::{Proxy, RedisCluster, RedisServer};
+use seawall_testkit::{Conn, Proxy, RedisCluster, RedisServer, wait};
 
-use crate::support::{builder, eventually, unique_prefix};
+use crate::support::{builder, unique_prefix};
 
 async fn queues(url: &str, prefix: &str, settings: Settings) -> Queues {
     Queues::redis(builder(url))
@@ -25,10 +25,34 @@ async fn queues(url: &str, prefix: &str, settings: Settings) -> Queues {
         .expect("connects")
 }
 
-/// A worker cut off from Redis longer than its lease gets the job back from
-/// its own fetch once it reconnects: the first run is cancelled (its lease
-/// is provably gone), the second is renewed to its end and completes, and
-/// the job is not dead-lettered for a stall it did not have.
+/// The leases held in `queue` under `prefix`, as the server records them:
+/// each run's member of the active set (its job id and lease token) and
+/// the deadline (server milliseconds).
+fn leases_held(conn: &mut Conn, prefix: &str, queue: &str) -> Vec<(String, f64)> {
+    let key = format!("{prefix}:{{{queue}}}:active");
+    let reply = conn
+        .cmd(&["ZRANGE", &key, "0", "-1", "WITHSCORES"])
+        .expect("ZRANGE");
+    reply
+        .as_array()
+        .expect("an array")
+        .chunks(2)
+        .map(|pair| {
+            let member = pair[0].as_str().expect("a member").to_owned();
+            let deadline = pair[1]
+                .as_str()
+                .and_then(|score| score.parse().ok())
+                .expect("a deadline");
+            (member, deadline)
+        })
+        .collect()
+}
+
+/// A worker cut off from Redis while its lease ran out gets the job back
+/// from its own fetch once it reconnects: the first run is cancelled (its
+/// lease is provably gone), the second is still renewed once the first
+/// run's result was refused, and completes, and the job is not
+/// dead-lettered for a stall it did not have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_handed_back_its_own_lost_job_cancels_the_old_run() {
     let redis = RedisServer::shared();
@@ -36,9 +60,11 @@ async fn a_worker_handed_back_its_own_lost_job_cancels_the_old_run() {
     let prefix = unique_prefix();
     let direct = queues(&redis.url(), &prefix, Settings::default()).await;
     let through = queues(&proxy.url(), &prefix, Settings::default()).await;
-    // Long enough that a renewal held up a few hundred ms on a loaded
-    // machine still reaches Redis in time.
-    let lease = Duration::from_millis(1_500);
+    let mut conn = redis.connect().expect("connects");
+    // Far longer than a renewal held up on a loaded machine: the first
+    // lease is ended on the server below rather than waited out, and the
+    // second run waits for a renewal rather than outliving its lease.
+    let lease = Duration::from_secs(15);
     let id = direct
         .enqueue("export", &1_u64, &JobOptions::new())
         .await
@@ -46,68 +72,105 @@ async fn a_worker_handed_back_its_own_lost_job_cancels_the_old_run() {
 
     let first_cancelled = Arc::new(AtomicBool::new(false));
     let runs = Arc::new(AtomicU32::new(0));
-    let (cancelled, counted) = (Arc::clone(&first_cancelled), Arc::clone(&runs));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (cancelled, counted, second_ends) = (
+        Arc::clone(&first_cancelled),
+        Arc::clone(&runs),
+        Arc::clone(&release),
+    );
     let worker = through
         .worker("export")
         .and_then(|worker| worker.concurrency(2))
         .and_then(|worker| worker.lease(lease))
         .expect("valid")
         .start(move |job: Job<u64>| {
-            let (cancelled, counted) = (Arc::clone(&cancelled), Arc::clone(&counted));
+            let (cancelled, counted, second_ends) = (
+                Arc::clone(&cancelled),
+                Arc::clone(&counted),
+                Arc::clone(&second_ends),
+            );
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
                 if job.run() == 1 {
-                    let fired = tokio::time::timeout(
-                        Duration::from_secs(15),
-                        job.cancellation().cancelled(),
-                    )
-                    .await
-                    .is_ok();
-                    cancelled.store(fired, Ordering::SeqCst);
+                    job.cancellation().cancelled().await;
+                    cancelled.store(true, Ordering::SeqCst);
                 } else {
-                    // Lives for several leases: only renewals keep it.
-                    tokio::time::sleep(lease * 4).await;
+                    second_ends.notified().await;
                 }
                 Ok::<_, JobError>(())
             }
         });
-    assert!(
-        eventually(Duration::from_secs(10), async || runs
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
-        "the first run started"
-    );
+    wait::until_async("the first run to start", async || {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
     proxy.cut();
-    tokio::time::sleep(lease * 2).await;
-    // Any caller's upkeep recovers the lapsed lease.
-    let counts = direct.counts("export").await.expect("counts");
-    assert_eq!((counts.waiting, counts.active), (1, 0), "{counts:?}");
+    // The lease runs out on the server while the worker cannot renew it
+    // (its deadline set in the past, as if the cut had lasted longer than
+    // the lease), and any caller's upkeep recovers the job.
+    let active = format!("{prefix}:{{export}}:active");
+    wait::until_async("the lapsed lease to be recovered", async || {
+        for (member, _) in leases_held(&mut conn, &prefix, "export") {
+            conn.cmd(&["ZADD", &active, "XX", "0", &member])
+                .expect("ZADD");
+        }
+        let counts = direct.counts("export").await.expect("counts");
+        (counts.waiting, counts.active) == (1, 0)
+    })
+    .await;
     proxy.restore();
 
-    let finished = eventually(Duration::from_secs(20), async || {
+    wait::until_async("the worker to take its job back", async || {
+        runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    wait::until_async("the first run to hear of its lost lease", async || {
+        first_cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    wait::until_async("the first run's result to be refused", async || {
+        worker.stats().discarded == 1
+    })
+    .await;
+    // The first run's end leaves the second run's lease to be renewed.
+    let held = leases_held(&mut conn, &prefix, "export");
+    let [(second, deadline)] = held.as_slice() else {
+        panic!("the second run's lease alone is held: {held:?}");
+    };
+    let began = Instant::now();
+    loop {
+        let held = leases_held(&mut conn, &prefix, "export");
+        match held.as_slice() {
+            [(member, renewed)] if member == second && renewed > deadline => break,
+            [(member, _)] if member == second => {}
+            _ => panic!("the second run's lease is no longer held: {held:?}"),
+        }
+        assert!(
+            began.elapsed() < wait::patience(),
+            "waited {:?} for a renewal of the second run's lease (deadline {deadline})",
+            wait::patience()
+        );
+        tokio::time::sleep(wait::POLL).await;
+    }
+    release.notify_one();
+
+    let job = wait::until_some_async("the job to complete or die", async || {
         direct
             .job("export", &id)
             .await
             .expect("reads")
-            .is_some_and(|job| matches!(job.state, JobState::Completed | JobState::Dead))
+            .filter(|job| matches!(job.state, JobState::Completed | JobState::Dead))
     })
     .await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
-    let job = direct
-        .job("export", &id)
-        .await
-        .expect("reads")
-        .expect("kept");
-    assert!(finished, "{job:?}");
     assert_eq!(job.state, JobState::Completed, "{job:?} {stats:?}");
     assert_eq!((job.runs, job.stalls), (2, 1), "{job:?} {stats:?}");
-    assert!(
-        first_cancelled.load(Ordering::SeqCst),
-        "the first run heard of it"
-    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
-    assert_eq!((stats.completed, stats.dead), (1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.completed, stats.discarded, stats.dead),
+        (1, 1, 0),
+        "{stats:?}"
+    );
 }
 
 /// A huge error over many attempts keeps a bounded record: each message is
@@ -129,12 +192,11 @@ async fn errors_are_cut_to_a_few_kibibytes() {
         .worker("report")
         .expect("valid")
         .start(|_: Job<u64>| async { Err::<(), _>(JobError::new("é".repeat(500_000))) });
-    let dead = eventually(Duration::from_secs(20), async || {
+    wait::until_async("the job to die after its attempts", async || {
         queues.counts("report").await.expect("counts").dead == 1
     })
     .await;
     worker.shutdown(Duration::from_secs(5)).await;
-    assert!(dead);
     let job = queues
         .job("report", &id)
         .await
@@ -192,12 +254,10 @@ async fn retrying_an_empty_id_retries_nothing() {
         .worker("email")
         .expect("valid")
         .start(|_: Job<u64>| async { Err::<(), _>(JobError::permanent("no")) });
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            queues.counts("email").await.expect("counts").dead == 1
-        })
-        .await
-    );
+    wait::until_async("the refused job to die", async || {
+        queues.counts("email").await.expect("counts").dead == 1
+    })
+    .await;
     worker.shutdown(Duration::from_secs(5)).await;
     for id in ["", "1 OR 1", "-1"] {
         assert!(
@@ -249,12 +309,10 @@ async fn cancelling_a_capped_groups_last_waiting_job_forgets_the_group() {
                 Ok::<_, JobError>(())
             }
         });
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            queues.counts("email").await.expect("counts").active == 1
-        })
-        .await
-    );
+    wait::until_async("the group's first job to run", async || {
+        queues.counts("email").await.expect("counts").active == 1
+    })
+    .await;
     queues.cancel("email", &second).await.expect("cancels");
     let mut conn = redis.connect().expect("connects");
     let groups = conn
@@ -293,19 +351,18 @@ async fn a_progress_report_lost_in_an_outage_does_not_fail_the_run() {
                 Ok::<_, JobError>(())
             }
         });
-    let done = eventually(Duration::from_secs(20), async || {
+    let job = wait::until_some_async("the job to complete or die", async || {
         direct
             .job("notification", &id)
             .await
             .expect("reads")
-            .is_some_and(|job| job.state == JobState::Completed)
+            .filter(|job| matches!(job.state, JobState::Completed | JobState::Dead))
     })
     .await;
     worker.shutdown(Duration::from_secs(5)).await;
-    let job = direct.job("notification", &id).await.expect("reads");
-    assert!(done, "{job:?}");
+    assert_eq!(job.state, JobState::Completed, "{job:?}");
     assert_eq!(*recorded.lock(), Some(false), "not recorded, and said so");
-    assert_eq!(job.map(|job| (job.failures, job.runs)), Some((0, 1)));
+    assert_eq!((job.failures, job.runs), (0, 1), "{job:?}");
 }
 
 /// At its timeout a run's cancellation token fires, so work the handler
@@ -339,20 +396,21 @@ async fn a_timeout_fires_the_runs_cancellation() {
                 Ok::<_, JobError>(())
             }
         });
-    let fired = eventually(Duration::from_secs(5), async || {
+    wait::until_async("the handed-off work to hear of the timeout", async || {
         heard.load(Ordering::SeqCst)
     })
     .await;
     worker.shutdown(Duration::from_secs(5)).await;
-    assert!(fired, "the handed-off work heard of the timeout");
 }
 
 /// Completed jobs past their age go also when no job completes after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_jobs_past_their_age_go_without_a_later_completion() {
     let redis = RedisServer::shared();
+    // Seconds more than a look at the counts takes on a loaded machine: the
+    // completed job is seen before it goes.
     let settings = Settings {
-        keep_completed_for: Duration::from_millis(300),
+        keep_completed_for: Duration::from_secs(3),
         ..Settings::default()
     };
     for queues in [
@@ -367,18 +425,16 @@ async fn completed_jobs_past_their_age_go_without_a_later_completion() {
             .worker("analytics")
             .expect("valid")
             .start(|_: Job<u64>| async { Ok::<_, JobError>(()) });
-        assert!(
-            eventually(Duration::from_secs(10), async || {
-                queues.counts("analytics").await.expect("counts").completed == 1
-            })
-            .await
-        );
+        wait::until_async("the job to complete", async || {
+            queues.counts("analytics").await.expect("counts").completed == 1
+        })
+        .await;
         worker.shutdown(Duration::from_secs(5)).await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(
-            queues.counts("analytics").await.expect("counts").completed,
-            0
-        );
+        // Nothing completes after it: the reads' own upkeep removes it.
+        wait::until_async("the completed job to go past its age", async || {
+            queues.counts("analytics").await.expect("counts").completed == 0
+        })
+        .await;
     }
 }
 
@@ -419,7 +475,11 @@ async fn an_idle_worker_warns_of_nothing() {
         .worker("email")
         .expect("valid")
         .start(|_: Job<u64>| async { Ok::<_, JobError>(()) });
-    // Longer than one blocking wait (5 s) of an idle worker.
+    wait::until_async("the job to complete", async || {
+        worker.stats().completed == 1
+    })
+    .await;
+    // Idle for longer than one blocking wait (5 s).
     tokio::time::sleep(Duration::from_millis(6_500)).await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stats.completed, 1);

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use seawall_queue::{Error, JobOptions, Queues};
-use seawall_testkit::{RedisServer, RedisServerBuilder, Role};
+use seawall_testkit::{RedisServer, RedisServerBuilder, Role, wait};
 
 use crate::support::{builder, unique_prefix};
 
@@ -31,14 +31,22 @@ async fn primary_and_replica_with(
     )
     .start()
     .expect("a replica");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica.is_linked_replica() {
-        assert!(Instant::now() < deadline, "the replica never synced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until_async("the replica to sync with its primary", async || {
+        replica.is_linked_replica()
+    })
+    .await;
     assert_eq!(replica.role().expect("role"), Role::Replica);
     (primary, replica)
 }
+
+/// How long an enqueue waits for a replica, and then for the take-back:
+/// seconds more than a replica that is not frozen takes to answer on a
+/// loaded machine.
+const REPLICA_WAIT: Duration = Duration::from_secs(3);
+
+/// Longer than any test here runs: a frozen replica is resumed by the test
+/// once it has seen what the freeze led to.
+const FROZEN: Duration = Duration::from_secs(600);
 
 /// With a replica attached an enqueue answers once the replica has the
 /// job; with the replica frozen past the wait it fails with
@@ -49,7 +57,7 @@ async fn primary_and_replica_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
     let (primary, replica) = primary_and_replica().await;
-    let queues = connect(&primary.url(), 1, Duration::from_secs(1)).await;
+    let queues = connect(&primary.url(), 1, REPLICA_WAIT).await;
     let id = queues
         .enqueue("mail", &"one", &JobOptions::default())
         .await
@@ -59,12 +67,25 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
     let options = JobOptions::default()
         .idempotency_key("order-7", Duration::from_secs(60))
         .expect("a key");
-    // Frozen past the enqueue's wait (1 s), back within the take-back's.
-    let pause = replica
-        .pause_in_background(Duration::from_millis(1_500))
-        .expect("freezes");
+    // Frozen past the enqueue's wait, and back once the job was taken
+    // back, within the take-back's wait.
+    let pause = replica.pause_in_background(FROZEN).expect("freezes");
     let began = Instant::now();
-    let refused = queues.enqueue("mail", &"two", &options).await;
+    let enqueue = tokio::spawn({
+        let (queues, options) = (queues.clone(), options.clone());
+        async move { queues.enqueue("mail", &"two", &options).await }
+    });
+    wait::until_async("the unreplicated job to be taken back", async || {
+        queues
+            .events("mail", None, 100)
+            .await
+            .expect("reads events")
+            .iter()
+            .any(|event| event.kind == "cancelled")
+    })
+    .await;
+    pause.resume();
+    let refused = enqueue.await.expect("the enqueue ends");
     assert!(
         matches!(
             refused,
@@ -76,8 +97,8 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
         "{refused:?}"
     );
     assert!(
-        began.elapsed() >= Duration::from_millis(1_400),
-        "{:?}",
+        began.elapsed() >= REPLICA_WAIT,
+        "the enqueue's wait ran out: {:?}",
         began.elapsed()
     );
     assert_eq!(
@@ -85,7 +106,6 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
         1,
         "the refused job was taken back"
     );
-    pause.wait();
     let retried = queues
         .enqueue("mail", &"two", &options)
         .await
@@ -100,7 +120,7 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
     // Asking for more replicas than there are never succeeds, nor is the
     // take-back confirmed by as many: the one replica has the job and its
     // take-back, another one that missed both cannot be ruled out.
-    let greedy = connect(&primary.url(), 2, Duration::from_millis(300)).await;
+    let greedy = connect(&primary.url(), 2, REPLICA_WAIT).await;
     let refused = greedy
         .enqueue("mail", &"three", &JobOptions::default())
         .await;
@@ -126,9 +146,7 @@ async fn an_enqueue_waits_for_a_replica_or_says_it_has_none() {
 async fn a_take_back_no_replica_confirmed_says_the_outcome_is_unknown() {
     let (primary, replica) = primary_and_replica().await;
     let queues = connect(&primary.url(), 1, Duration::from_millis(300)).await;
-    let pause = replica
-        .pause_in_background(Duration::from_secs(2))
-        .expect("freezes");
+    let pause = replica.pause_in_background(FROZEN).expect("freezes");
     let began = Instant::now();
     let unknown = queues
         .enqueue("mail", &"unconfirmed", &JobOptions::default())
@@ -157,7 +175,7 @@ async fn a_take_back_no_replica_confirmed_says_the_outcome_is_unknown() {
         0,
         "taken back on the primary"
     );
-    pause.wait();
+    pause.resume();
 }
 
 /// When a worker took the job before `WAIT` gave up, the job cannot be
@@ -165,7 +183,9 @@ async fn a_take_back_no_replica_confirmed_says_the_outcome_is_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreplicated_enqueue_already_taken_says_its_outcome_is_unknown() {
     let (primary, replica) = primary_and_replica().await;
-    let queues = connect(&primary.url(), 1, Duration::from_millis(300)).await;
+    // The worker, idle and waiting on the queue, takes the job within the
+    // wait with seconds to spare.
+    let queues = connect(&primary.url(), 1, REPLICA_WAIT).await;
     let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel::<String>();
     let worker = queues.worker("mail").expect("a valid name").start(
         move |job: seawall_queue::Job<String>| {
@@ -176,9 +196,7 @@ async fn an_unreplicated_enqueue_already_taken_says_its_outcome_is_unknown() {
             }
         },
     );
-    let pause = replica
-        .pause_in_background(Duration::from_secs(1))
-        .expect("freezes");
+    let pause = replica.pause_in_background(FROZEN).expect("freezes");
     let unknown = queues
         .enqueue("mail", &"taken".to_owned(), &JobOptions::default())
         .await;
@@ -192,11 +210,11 @@ async fn an_unreplicated_enqueue_already_taken_says_its_outcome_is_unknown() {
         ),
         "{unknown:?}"
     );
-    let payload = tokio::time::timeout(Duration::from_secs(5), runs.recv())
+    let payload = tokio::time::timeout(wait::patience(), runs.recv())
         .await
-        .expect("the job ran");
+        .expect("waited for the job to run");
     assert_eq!(payload.as_deref(), Some("taken"));
-    pause.wait();
+    pause.resume();
     worker.shutdown(Duration::from_secs(5)).await;
 }
 

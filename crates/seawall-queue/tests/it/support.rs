@@ -111,20 +111,6 @@ pub(crate) async fn completions(
     }
 }
 
-/// Polls `condition` every 10 ms for up to `within`.
-pub(crate) async fn eventually(within: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Runs a scenario on every backend.
 #[macro_export]
 macro_rules! on_every_backend {

@@ -4,8 +4,9 @@ use std::mem::ManuallyDrop;
 use std::time::Duration;
 
 use seawall_ratelimit::ConcurrencyLimiter;
+use seawall_testkit::wait;
 
-use crate::support::{client, unique_name};
+use crate::support::{steady_store, unique_name};
 
 async fn limiters(max: u64, lease_time: Duration) -> Vec<ConcurrencyLimiter> {
     let memory = ConcurrencyLimiter::builder(&unique_name(), max)
@@ -14,26 +15,15 @@ async fn limiters(max: u64, lease_time: Duration) -> Vec<ConcurrencyLimiter> {
         .expect("limiter");
     let redis = ConcurrencyLimiter::builder(&unique_name(), max)
         .lease_time(lease_time)
-        .redis(client(&seawall_testkit::RedisServer::shared().url()).await)
+        .redis_store(steady_store(&seawall_testkit::RedisServer::shared().url()).await)
         .build()
         .expect("limiter");
     let cluster = ConcurrencyLimiter::builder(&unique_name(), max)
         .lease_time(lease_time)
-        .redis(client(&seawall_testkit::RedisCluster::shared().url()).await)
+        .redis_store(steady_store(&seawall_testkit::RedisCluster::shared().url()).await)
         .build()
         .expect("limiter");
     vec![memory, redis, cluster]
-}
-
-async fn eventually_free(limiter: &ConcurrencyLimiter, key: &str) -> bool {
-    for _ in 0..50 {
-        if let Some(lease) = limiter.try_acquire(key).await.expect("acquire") {
-            drop(lease);
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,44 +48,62 @@ async fn at_most_max_leases_and_a_dropped_one_frees_its_slot() {
                 .expect("acquire")
                 .is_some()
         );
+        // Dropped, a lease on Redis is released in the background.
         drop(first);
-        assert!(eventually_free(&limiter, "k").await, "{limiter:?}");
+        let freed = wait::until_some_async(format!("a free slot of {limiter:?}"), async || {
+            limiter.try_acquire("k").await.expect("acquire")
+        })
+        .await;
+        drop(freed);
         second.release().await.expect("release");
         assert!(limiter.try_acquire("").await.is_err());
     }
 }
 
+/// Leases of seconds, renewed a second apart: a late renewal on a loaded
+/// machine still comes long before its lease would expire.
+const LEASE: Duration = Duration::from_secs(3);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_holders_lease_expires_and_a_renewed_one_does_not() {
-    for limiter in limiters(1, Duration::from_millis(300)).await {
-        // A holder that never releases: its process died, say.
-        let dead = ManuallyDrop::new(
-            limiter
-                .try_acquire("k")
-                .await
-                .expect("acquire")
-                .expect("free"),
-        );
-        assert!(limiter.try_acquire("k").await.expect("acquire").is_none());
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        assert!(
-            !dead.renew().await.expect("renew"),
-            "an expired lease cannot be renewed"
-        );
-        let alive = limiter
+    // The three limiters side by side: each waits out a lease.
+    let [memory, redis, cluster]: [ConcurrencyLimiter; 3] =
+        limiters(1, LEASE).await.try_into().expect("three limiters");
+    tokio::join!(
+        dead_and_renewed(memory),
+        dead_and_renewed(redis),
+        dead_and_renewed(cluster)
+    );
+}
+
+async fn dead_and_renewed(limiter: ConcurrencyLimiter) {
+    // A holder that never releases: its process died, say.
+    let dead = ManuallyDrop::new(
+        limiter
             .try_acquire("k")
             .await
             .expect("acquire")
-            .expect("expired");
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            assert!(alive.renew().await.expect("renew"));
-        }
-        assert!(
-            limiter.try_acquire("k").await.expect("acquire").is_none(),
-            "{limiter:?}"
-        );
+            .expect("free"),
+    );
+    assert!(limiter.try_acquire("k").await.expect("acquire").is_none());
+    let alive = wait::until_some_async(
+        format!("the dead holder's lease to expire ({limiter:?})"),
+        async || limiter.try_acquire("k").await.expect("acquire"),
+    )
+    .await;
+    assert!(
+        !dead.renew().await.expect("renew"),
+        "an expired lease cannot be renewed"
+    );
+    // Renewed past its lease time.
+    for _ in 0..4 {
+        tokio::time::sleep(LEASE / 3).await;
+        assert!(alive.renew().await.expect("renew"), "{limiter:?}");
     }
+    assert!(
+        limiter.try_acquire("k").await.expect("acquire").is_none(),
+        "{limiter:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,49 +162,51 @@ async fn a_stalled_redis_fails_lease_calls_by_the_store_timeout_and_breaker() {
         .build()
         .expect("limiter");
     // The first call loads the script: on a loaded machine that may take
-    // longer than the timeout.
-    let mut held = None;
-    for _ in 0..50 {
-        if let Ok(lease) = limiter.try_acquire("k").await {
-            held = lease;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let held = held.expect("a slot");
+    // longer than the timeout (and an acquire that timed out may still have
+    // taken a slot, for the lease time).
+    let held = wait::until_some_async("a first lease", async || {
+        limiter.try_acquire("k").await.ok().flatten()
+    })
+    .await;
 
+    // Stopped until the checks below are done (at most a minute): a stop of
+    // fixed length could end before a loaded machine got to them.
     let pause = redis
-        .pause_in_background(Duration::from_secs(3))
+        .pause_in_background(Duration::from_secs(60))
         .expect("SIGSTOP");
-    let stalled = tokio::time::timeout(Duration::from_millis(2_500), limiter.try_acquire("k"))
+    // Without the store's timeout a call would wait until Redis resumes.
+    let answer = Duration::from_secs(30);
+    let stalled = tokio::time::timeout(answer, limiter.try_acquire("k"))
         .await
         .expect("an answer while Redis is still stopped");
     assert!(matches!(stalled, Err(Error::Redis(_))), "{stalled:?}");
     assert!(store.is_breaker_open());
-    let held_back = tokio::time::timeout(Duration::from_millis(2_500), limiter.try_acquire("k"))
-        .await
-        .expect("an answer while Redis is still stopped");
-    assert!(
-        matches!(held_back, Err(Error::Unavailable)),
-        "{held_back:?}"
-    );
-    let released = tokio::time::timeout(Duration::from_millis(2_500), held.release())
+    // An acquire while the breaker is open is not sent; one that comes a
+    // probe interval after the last failure is the probe, sent and timed
+    // out, and the next one is held back again.
+    wait::until_some_async("an acquire held back by the open breaker", async || {
+        match tokio::time::timeout(answer, limiter.try_acquire("k"))
+            .await
+            .expect("an answer while Redis is still stopped")
+        {
+            Err(Error::Unavailable) => Some(()),
+            Err(Error::Redis(_)) => None,
+            other => panic!("{other:?}"),
+        }
+    })
+    .await;
+    let released = tokio::time::timeout(answer, held.release())
         .await
         .expect("an answer while Redis is still stopped");
     assert!(
         matches!(released, Err(Error::Redis(_))),
         "sent: {released:?}"
     );
-    pause.wait();
+    pause.resume();
 
-    let mut granted = false;
-    for _ in 0..50 {
-        if let Ok(Some(_)) = limiter.try_acquire("k").await {
-            granted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(granted, "a lease once Redis answers again");
+    wait::until_async("a lease once Redis answers again", async || {
+        matches!(limiter.try_acquire("k").await, Ok(Some(_)))
+    })
+    .await;
     assert!(!store.is_breaker_open());
 }

@@ -9,9 +9,21 @@ use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::routing::get;
 use http_body_util::BodyExt;
 use seawall_ratelimit::{
-    ClientIp, HeaderKey, KeyExtractor, Limit, Limiter, PeerAddr, RateLimitLayer,
+    ClientIp, Clock, HeaderKey, KeyExtractor, Limit, Limiter, ManualClock, MemoryStore, PeerAddr,
+    RateLimitLayer,
 };
 use tower::ServiceExt;
+
+/// A memory store on a clock that moves only when told: what these tests
+/// read is exact to the millisecond, which a real clock would not keep
+/// still between two requests on a loaded machine.
+fn still_store() -> (ManualClock, MemoryStore) {
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .build();
+    (clock, store)
+}
 
 fn app(limiter: Limiter, key: impl KeyExtractor) -> Router {
     routes(RateLimitLayer::new(limiter, key))
@@ -105,8 +117,10 @@ async fn headers_on_every_decided_response_and_a_problem_when_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_never_sends_a_client_back_too_early() {
+    let (clock, store) = still_store();
     let limiter = Limiter::builder("slow")
         .limit(Limit::gcra(1, Duration::from_millis(1500), 1).expect("limit"))
+        .store(store)
         .build()
         .expect("limiter");
     let app = app(limiter, ClientIp::new());
@@ -120,7 +134,7 @@ async fn retry_after_never_sends_a_client_back_too_early() {
             .parse()
             .expect("seconds");
         assert_eq!(retry, 2, "1.5 s rounds up");
-        tokio::time::sleep(Duration::from_secs(retry)).await;
+        clock.advance(Duration::from_secs(retry));
     }
 }
 
@@ -251,9 +265,12 @@ async fn an_ipv6_client_is_one_key_for_its_whole_64() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaky_queue_holds_requests_up_to_max_wait() {
     // One request every 200 ms, at most 5 waiting; the layer holds one for
-    // at most 300 ms.
+    // at most 300 ms. The store's clock stands still, so the three requests
+    // are 0, 200 and 400 ms from their turns however far apart they come.
+    let (_clock, store) = still_store();
     let limiter = Limiter::builder("queue")
         .limit(Limit::leaky_queue(1, Duration::from_millis(200), 5).expect("limit"))
+        .store(store)
         .build()
         .expect("limiter");
     let app =

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use seawall_ratelimit::{Limit, Limiter, RedisStore};
 
-use crate::support::client;
+use crate::support::steady_store;
 
 const ROLE: &str = "SEAWALL_SKEW_ROLE";
 const URL: &str = "SEAWALL_SKEW_REDIS";
@@ -36,7 +36,7 @@ async fn two_instances_with_skewed_clocks_agree() {
     // Run again under faketime, this test is the second instance: it takes
     // three units and reports what it saw and what time it thinks it is.
     if let Ok(url) = std::env::var(URL) {
-        let limiter = limiter(RedisStore::new(client(&url).await));
+        let limiter = limiter(steady_store(&url).await);
         for _ in 0..3 {
             let decision = limiter.check("shared", 1).await.expect("check");
             println!(
@@ -95,7 +95,7 @@ async fn two_instances_with_skewed_clocks_agree() {
     );
 
     // This instance sees exactly what is left, and the same time horizon.
-    let limiter = limiter(RedisStore::new(client(&redis.url()).await));
+    let limiter = limiter(steady_store(&redis.url()).await);
     let peek = limiter.peek("shared").await.expect("peek");
     assert_eq!(peek.remaining, 3);
     let child_reset: u128 = child[2]
@@ -103,9 +103,12 @@ async fn two_instances_with_skewed_clocks_agree() {
         .next()
         .and_then(|ms| ms.parse().ok())
         .expect("reset");
+    // Apart by the time between the two reads (the child's exit, a new
+    // connection here), which a loaded machine stretches: the bound stays
+    // well under the 45 s that reading a process clock would add.
     let difference = peek.reset_after.as_millis().abs_diff(child_reset);
     assert!(
-        difference < 5_000,
+        difference < 20_000,
         "reset {} ms here, {child_reset} ms there",
         peek.reset_after.as_millis()
     );

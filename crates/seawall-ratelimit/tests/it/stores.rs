@@ -8,9 +8,9 @@ use seawall_ratelimit::{
     Algorithm, Clock, Error, FailurePolicy, Limit, Limiter, ManualClock, MemoryStore, Quota,
     RedisStore,
 };
-use seawall_testkit::RedisServer;
+use seawall_testkit::{RedisServer, wait};
 
-use crate::support::{client, unique_name};
+use crate::support::{client, steady_store, unique_name};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -33,7 +33,7 @@ async fn two_hundred_tasks_on_four_connections_admit_exactly_the_limit() {
     let url = seawall_testkit::RedisServer::shared().url();
     let mut stores = Vec::new();
     for _ in 0..4 {
-        stores.push(RedisStore::new(client(&url).await));
+        stores.push(steady_store(&url).await);
     }
     for algorithm in Algorithm::ALL {
         let name = unique_name();
@@ -63,7 +63,7 @@ async fn two_hundred_tasks_on_four_connections_admit_exactly_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_expires_and_the_log_is_capped() {
     let client = client(&seawall_testkit::RedisServer::shared().url()).await;
-    let store = RedisStore::new(client.clone());
+    let store = steady_store(&seawall_testkit::RedisServer::shared().url()).await;
     let name = unique_name();
     let window = Duration::from_secs(30);
     let limiter = Limiter::builder(&name)
@@ -150,7 +150,7 @@ async fn every_key_expires_and_the_log_is_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_in_the_earlier_layout_is_left_alone() {
     let client = client(&seawall_testkit::RedisServer::shared().url()).await;
-    let store = RedisStore::new(client.clone());
+    let store = steady_store(&seawall_testkit::RedisServer::shared().url()).await;
     for (algorithm, code) in [(Algorithm::TokenBucket, 4), (Algorithm::LeakyBucket, 5)] {
         let name = unique_name();
         let subject = format!("{{{}:{name}:k}}", store.prefix());
@@ -184,7 +184,7 @@ async fn a_bucket_in_the_earlier_layout_is_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sliding_log_of_the_earlier_naming_is_counted_whole() {
     let client = client(&seawall_testkit::RedisServer::shared().url()).await;
-    let store = RedisStore::new(client.clone());
+    let store = steady_store(&seawall_testkit::RedisServer::shared().url()).await;
     #[allow(clippy::cast_precision_loss)]
     let now = server_time_us(&client).await as f64;
     let one_rule = Quota::from(hourly(Algorithm::SlidingLog, 4));
@@ -306,17 +306,16 @@ async fn while_redis_is_down_each_policy_holds_and_recovery_is_automatic() {
     redis.restart().expect("restart");
     // Each limiter goes back to Redis by itself once it answers.
     for limiter in &limiters {
-        let mut recovered = false;
-        for _ in 0..100 {
-            if let Ok(decision) = limiter.check("k", 1).await
-                && !decision.degraded
-            {
-                recovered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(recovered, "{} never went back to Redis", limiter.name());
+        wait::until_async(
+            format!("{} to go back to Redis", limiter.name()),
+            async || {
+                limiter
+                    .check("k", 1)
+                    .await
+                    .is_ok_and(|decision| !decision.degraded)
+            },
+        )
+        .await;
     }
 }
 
@@ -381,7 +380,7 @@ async fn a_flushed_script_cache_is_refilled_on_the_next_check() {
     let client = client(&seawall_testkit::RedisServer::shared().url()).await;
     let limiter = Limiter::builder(&unique_name())
         .limit(Limit::fixed_window(2, HOUR).expect("limit"))
-        .store(RedisStore::new(client.clone()))
+        .store(steady_store(&seawall_testkit::RedisServer::shared().url()).await)
         .on_store_failure(FailurePolicy::Error)
         .build()
         .expect("limiter");

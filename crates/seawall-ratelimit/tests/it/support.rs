@@ -11,6 +11,12 @@ use seawall_ratelimit::{
 };
 use seawall_testkit::{RedisCluster, RedisServer};
 
+/// How long a call of a backend's Redis store may take. The servers here
+/// never fail, but a loaded machine can hold a call up for longer than the
+/// store's default 250 ms, which the store would take for a failure (and
+/// decide by the failure policy where the test expects Redis's answer).
+pub(crate) const STEADY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where a scenario's limiters keep their state.
 pub(crate) enum Backend {
     Memory(ManualClock, MemoryStore),
@@ -27,11 +33,11 @@ impl Backend {
     }
 
     pub(crate) async fn redis() -> Self {
-        Self::Redis(RedisStore::new(client(&RedisServer::shared().url()).await))
+        Self::Redis(steady_store(&RedisServer::shared().url()).await)
     }
 
     pub(crate) async fn cluster() -> Self {
-        Self::Redis(RedisStore::new(client(&RedisCluster::shared().url()).await))
+        Self::Redis(steady_store(&RedisCluster::shared().url()).await)
     }
 
     /// A limiter with a name no other test uses.
@@ -66,16 +72,30 @@ pub(crate) fn unique_name() -> String {
     )
 }
 
+/// A store on a server that stays up, whose calls wait up to
+/// [`STEADY_TIMEOUT`].
+pub(crate) async fn steady_store(url: &str) -> RedisStore {
+    RedisStore::new(client_giving_up_after(url, STEADY_TIMEOUT).await)
+        .with_timeout(STEADY_TIMEOUT)
+        .expect("a timeout")
+}
+
 /// A client that fails a command after a second instead of waiting for a
 /// lost server, and reconnects every 100 ms.
 pub(crate) async fn client(url: &str) -> Client {
+    client_giving_up_after(url, Duration::from_secs(1)).await
+}
+
+/// A client that fails a command after `timeout`, and reconnects every
+/// 100 ms.
+async fn client_giving_up_after(url: &str, timeout: Duration) -> Client {
     let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
         .with_performance_config(|performance| {
-            performance.default_command_timeout = Duration::from_secs(1);
+            performance.default_command_timeout = timeout;
         })
         .with_connection_config(|connection| {
-            connection.connection_timeout = Duration::from_secs(1);
-            connection.internal_command_timeout = Duration::from_secs(1);
+            connection.connection_timeout = timeout;
+            connection.internal_command_timeout = timeout;
         })
         .set_policy(ReconnectPolicy::new_constant(0, 100))
         .build()

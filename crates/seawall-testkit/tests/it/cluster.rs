@@ -1,7 +1,6 @@
 use std::collections::HashMap;
-use std::time::Duration;
 
-use seawall_testkit::{Conn, RedisCluster, Reply, Role, key_slot};
+use seawall_testkit::{Conn, RedisCluster, Reply, Role, key_slot, wait};
 
 use crate::util::TestResult;
 
@@ -65,7 +64,7 @@ fn three_masters_spread_keys() -> TestResult {
     // A restarted node rejoins from its nodes.conf.
     cluster.nodes_mut()[1].kill()?;
     cluster.nodes_mut()[1].restart()?;
-    cluster.wait_healthy(Duration::from_secs(20))?;
+    cluster.wait_healthy(wait::patience())?;
     assert!(cluster_info(&mut cluster.nodes()[1].connect()?)?.contains("cluster_state:ok"));
     Ok(())
 }

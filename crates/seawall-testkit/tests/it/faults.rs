@@ -1,8 +1,23 @@
 use std::time::{Duration, Instant};
 
-use seawall_testkit::{Conn, Error, Persistence, RedisServer, Reply};
+use seawall_testkit::{Conn, Error, Persistence, RedisServer, Reply, wait};
 
-use crate::util::{TestResult, accepts, pid_alive};
+use crate::util::{TestResult, accepts, pid_alive, pid_stopped};
+
+/// How long the pauses that end on their own last: long enough that the
+/// checks a test makes while the server is frozen are over before it
+/// resumes, even when a loaded machine holds the test up for seconds.
+const PAUSE: Duration = Duration::from_secs(5);
+
+/// Waits until the signal has stopped `server`'s process, so that what
+/// the test sends next meets a frozen server.
+#[track_caller]
+fn wait_until_frozen(server: &RedisServer) {
+    let pid = server.pid().expect("a running server");
+    wait::until(format!("redis-server {pid} to be stopped"), || {
+        pid_stopped(pid)
+    });
+}
 
 #[test]
 fn killed_server_refuses_connections_until_restarted() -> TestResult {
@@ -71,8 +86,8 @@ fn background_pause_freezes_until_resumed() -> TestResult {
     let mut impatient = server.connect()?;
     impatient.set_timeout(Duration::from_millis(200))?;
 
-    let pause = server.pause_in_background(Duration::from_millis(1200))?;
-    let started = Instant::now();
+    let pause = server.pause_in_background(PAUSE)?;
+    wait_until_frozen(&server);
     let err = impatient
         .cmd(&["PING"])
         .expect_err("a frozen server answered");
@@ -83,13 +98,12 @@ fn background_pause_freezes_until_resumed() -> TestResult {
         Err(Error::Broken { .. })
     ));
 
-    // A patient client's command is answered once the server resumes.
+    // A patient client's command is answered once the server resumes, not
+    // before. Its connection's timeout must outlast the pause.
+    slow.set_timeout(PAUSE * 4)?;
     assert_eq!(slow.cmd(&["PING"])?.as_str(), Some("PONG"));
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
-    );
+    let early = pause.until().saturating_duration_since(Instant::now());
+    assert!(early.is_zero(), "answered {early:?} before the resume");
     pause.wait();
     assert_eq!(server.connect()?.cmd(&["PING"])?.as_str(), Some("PONG"));
     Ok(())
@@ -102,14 +116,25 @@ fn pause_can_be_cut_short_or_dropped() -> TestResult {
     let started = Instant::now();
     pause.resume();
     assert_eq!(server.connect()?.cmd(&["PING"])?.as_str(), Some("PONG"));
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Not cut short, it would have taken 30 s: half of that tells them
+    // apart with room for a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Dropping the handle keeps the promised pause length.
-    drop(server.pause_in_background(Duration::from_millis(300))?);
+    let pause = server.pause_in_background(PAUSE)?;
+    let until = pause.until();
+    drop(pause);
+    wait_until_frozen(&server);
     let mut conn = Conn::connect_timeout(server.addr(), Duration::from_millis(100))?;
     assert!(matches!(conn.cmd(&["PING"]), Err(Error::Timeout { .. })));
-    let mut conn = Conn::connect_timeout(server.addr(), Duration::from_secs(5))?;
+    let mut conn = Conn::connect_timeout(server.addr(), PAUSE * 4)?;
     assert_eq!(conn.cmd(&["PING"])?.as_str(), Some("PONG"));
+    let early = until.saturating_duration_since(Instant::now());
+    assert!(early.is_zero(), "answered {early:?} before the resume");
     Ok(())
 }
 
@@ -117,15 +142,16 @@ fn pause_can_be_cut_short_or_dropped() -> TestResult {
 fn blocking_pause_delays_other_clients() -> TestResult {
     let server = RedisServer::start()?;
     let mut conn = server.connect()?;
+    conn.set_timeout(PAUSE * 4)?;
     std::thread::scope(|s| -> TestResult {
-        let pauser = s.spawn(|| server.pause(Duration::from_millis(600)));
-        // Give the SIGSTOP a head start.
-        std::thread::sleep(Duration::from_millis(100));
+        // Before the SIGSTOP, so the SIGCONT comes at least PAUSE later.
         let started = Instant::now();
+        let pauser = s.spawn(|| server.pause(PAUSE));
+        wait_until_frozen(&server);
         assert_eq!(conn.cmd(&["PING"])?.as_str(), Some("PONG"));
         assert!(
-            started.elapsed() >= Duration::from_millis(300),
-            "{:?}",
+            started.elapsed() >= PAUSE,
+            "answered after {:?}, within the {PAUSE:?} pause",
             started.elapsed()
         );
         pauser.join().map_err(|_| "pause thread panicked")??;

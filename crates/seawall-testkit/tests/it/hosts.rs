@@ -5,9 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seawall_testkit::{Host, Network};
+use seawall_testkit::{Host, Network, wait};
 
-use crate::util::{TestResult, eventually};
+use crate::util::TestResult;
 
 const PORT: u16 = 7000;
 
@@ -22,10 +22,14 @@ fn connects(from: Option<&Host>, to: &Host) -> bool {
     }
 }
 
-/// Whether `from` reaches `to` within a few seconds: a busy machine may
-/// take longer than one attempt's timeout, a cut link never connects.
-fn reaches(from: Option<&Host>, to: &Host) -> bool {
-    eventually(Duration::from_secs(5), || connects(from, to))
+/// Waits until `from` reaches `to`: a busy machine may take longer than
+/// one attempt's timeout, a cut link never connects.
+#[track_caller]
+fn reach(from: Option<&Host>, to: &Host) {
+    let from_name = from.map_or("the root namespace", Host::name);
+    wait::until(format!("{from_name} to reach {}", to.name()), || {
+        connects(from, to)
+    });
 }
 
 fn listen(host: &Host) -> TcpListener {
@@ -58,9 +62,17 @@ fn datagram_arrives(from: &UdpSocket, to: &UdpSocket) -> bool {
     to.recv_from(&mut buf).is_ok()
 }
 
-/// Whether datagrams from `from` reach `to` within a few seconds.
-fn datagrams_flow(from: &UdpSocket, to: &UdpSocket) -> bool {
-    eventually(Duration::from_secs(5), || datagram_arrives(from, to))
+/// Waits until datagrams from `from` reach `to`.
+#[track_caller]
+fn datagrams_flow(from: &UdpSocket, to: &UdpSocket) {
+    let (sender, receiver) = (
+        from.local_addr().expect("bound"),
+        to.local_addr().expect("bound"),
+    );
+    wait::until(
+        format!("a datagram from {sender} to reach {receiver}"),
+        || datagram_arrives(from, to),
+    );
 }
 
 fn netns_names() -> String {
@@ -97,25 +109,27 @@ fn hosts_reach_each_other_until_a_partition_and_again_after_a_heal() -> TestResu
     assert_ne!(a.addr(), b.addr());
     assert_eq!(network.gateway(), Ipv4Addr::from(u32::from(a.addr()) - 1));
     let _listener = listen(&a);
-    assert!(reaches(Some(&b), &a) && reaches(Some(&c), &a) && reaches(None, &a));
+    reach(Some(&b), &a);
+    reach(Some(&c), &a);
+    reach(None, &a);
 
     network.partition(&[&["a"], &["b"]])?;
     assert!(network.is_cut("a", "b")? && network.is_cut("b", "a")?);
     assert!(!connects(Some(&b), &a), "b reaches a across the partition");
-    assert!(
-        reaches(Some(&c), &a),
-        "c is on no side and reaches everyone"
-    );
-    assert!(reaches(None, &a), "the root namespace is never cut off");
+    // c is on no side and reaches everyone; the root namespace is never
+    // cut off.
+    reach(Some(&c), &a);
+    reach(None, &a);
 
     network.heal()?;
-    assert!(reaches(Some(&b), &a));
+    reach(Some(&b), &a);
 
     network.isolate("a")?;
     assert!(!connects(Some(&b), &a) && !connects(Some(&c), &a));
-    assert!(reaches(None, &a));
+    reach(None, &a);
     network.heal()?;
-    assert!(reaches(Some(&b), &a) && reaches(Some(&c), &a));
+    reach(Some(&b), &a);
+    reach(Some(&c), &a);
     Ok(())
 }
 
@@ -125,19 +139,20 @@ fn a_one_way_link_drops_one_direction_only() -> TestResult {
     let a = network.add_host("a")?;
     let b = network.add_host("b")?;
     let (on_a, on_b) = (udp(&a, 7001), udp(&b, 7001));
-    assert!(datagrams_flow(&on_a, &on_b) && datagrams_flow(&on_b, &on_a));
+    datagrams_flow(&on_a, &on_b);
+    datagrams_flow(&on_b, &on_a);
 
     network.one_way("a", "b")?;
     assert!(network.is_cut("a", "b")? && !network.is_cut("b", "a")?);
     assert!(!datagram_arrives(&on_a, &on_b), "a's datagram reached b");
-    assert!(datagrams_flow(&on_b, &on_a), "b's datagram did not reach a");
+    datagrams_flow(&on_b, &on_a);
     // TCP needs both ways: no connection either way.
     let _listener = listen(&b);
     assert!(!connects(Some(&a), &b));
 
     network.heal()?;
-    assert!(datagrams_flow(&on_a, &on_b));
-    assert!(reaches(Some(&a), &b));
+    datagrams_flow(&on_a, &on_b);
+    reach(Some(&a), &b);
     Ok(())
 }
 
@@ -220,9 +235,9 @@ fn a_killed_owners_network_is_removed_by_its_janitor() -> TestResult {
     assert!(netns_names().contains(&netns));
     child.kill()?; // SIGKILL: no destructor runs
     child.wait()?;
-    assert!(
-        eventually(Duration::from_secs(10), || !netns_names().contains(&netns)),
-        "{netns} outlived its owner"
+    wait::until(
+        format!("the janitor to remove {netns} after its owner died"),
+        || !netns_names().contains(&netns),
     );
     Ok(())
 }
