@@ -38,7 +38,7 @@ impl Default for HaproxyBuilder {
             check_interval: Duration::from_millis(200),
             dir: None,
             binary: None,
-            startup_timeout: Duration::from_secs(10),
+            startup_timeout: crate::wait::patience(),
             host: None,
         }
     }
@@ -171,6 +171,11 @@ impl HaproxyBuilder {
         })
     }
 
+    /// The configuration: the shipped file's `defaults` and `frontend api`
+    /// as they are (the frontend bound to `listen`), so every HAProxy here
+    /// runs the edge an operator deploys, its header rules included; the
+    /// global section with the stats socket, and the two backends over this
+    /// builder's servers in place of the shipped file's DNS discovery.
     fn render(&self, listen: SocketAddr, dir: &Path) -> String {
         let inter = self.check_interval.as_millis().max(10);
         // Both backends hold every server: checked for readiness in one,
@@ -180,6 +185,16 @@ impl HaproxyBuilder {
             .iter()
             .map(|(name, addr)| format!("    server {name} {addr}\n"))
             .collect();
+        let frontend = shipped_section("frontend api")
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with("bind ") {
+                    format!("    bind {listen}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect::<String>();
         format!(
             "global
     maxconn 4096
@@ -187,33 +202,9 @@ impl HaproxyBuilder {
     log stdout format raw local0 info
 
 defaults
-    mode http
-    log global
-    option httplog
-    option dontlognull
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 10s
-    # A request whose server closed the connection under it, or that could not
-    # connect, goes to another server.
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response
-
+{defaults}
 frontend api
-    bind {listen}
-    option forwardfor
-    # A request is sent again only if it never reached an instance, unless
-    # it is a GET or a HEAD: a write an instance may have acted on is not
-    # replayed.
-    http-request disable-l7-retry unless METH_GET || METH_HEAD
-    # When no server is ready (a dependency they all share is down, such as
-    # Redis during a failover), fail open: every live server takes
-    # requests, and serves them degraded, rather than none.
-    use_backend live if {{ nbsrv(services) eq 0 }}
-    default_backend services
-
+{frontend}
 backend services
     balance roundrobin
     option httpchk GET {check}
@@ -227,6 +218,7 @@ backend live
     default-server check inter {inter}ms fastinter {inter}ms downinter {inter}ms rise 2 fall 1
 {servers}",
             socket = self.socket_path(dir).display(),
+            defaults = shipped_section("defaults"),
             check = self.check_path,
             live = self.live_path,
         )
@@ -235,6 +227,29 @@ backend live
     fn socket_path(&self, dir: &Path) -> PathBuf {
         dir.join("haproxy.sock")
     }
+}
+
+/// The HAProxy configuration the project ships (`deploy/haproxy.cfg`).
+const SHIPPED_CONFIG: &str = include_str!("../../../deploy/haproxy.cfg");
+
+/// The body of the shipped configuration's section `header` (`defaults`,
+/// `frontend api`): its indented lines, up to the next section.
+///
+/// # Panics
+///
+/// When the shipped file has no such section: the file and this crate are
+/// out of step.
+fn shipped_section(header: &str) -> String {
+    let mut lines = SHIPPED_CONFIG.lines();
+    assert!(
+        lines.by_ref().any(|line| line.trim_end() == header),
+        "deploy/haproxy.cfg has no `{header}` section"
+    );
+    lines
+        .take_while(|line| line.is_empty() || line.starts_with(char::is_whitespace))
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// A dir that is either deleted on drop or someone else's to keep.
@@ -378,8 +393,10 @@ impl Haproxy {
         let path = self.dir().join("haproxy.sock");
         let what = format!("HAProxy's stats socket {}", path.display());
         let mut socket = UnixStream::connect(&path).map_err(io_err(what.clone()))?;
+        // HAProxy answers at once; the bound only keeps a frozen one from
+        // hanging the caller, and leaves a loaded machine room.
         socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
+            .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(io_err(what.clone()))?;
         socket
             .write_all(format!("{command}\n").as_bytes())
@@ -455,5 +472,26 @@ mod tests {
             config.contains("stats socket /run/haproxy.sock"),
             "{config}"
         );
+    }
+
+    #[test]
+    fn the_frontend_is_the_shipped_one_on_its_own_address() {
+        let config = Haproxy::builder()
+            .server("api-1", SocketAddr::from(([127, 0, 0, 1], 1001)))
+            .render(SocketAddr::from(([127, 0, 0, 1], 9000)), Path::new("/run"));
+        let frontend = config
+            .split_once("\nfrontend api\n")
+            .and_then(|(_, rest)| rest.split_once("\nbackend "))
+            .expect("a frontend")
+            .0;
+        assert!(frontend.contains("    bind 127.0.0.1:9000\n"), "{config}");
+        assert!(!frontend.contains(":8080"), "{config}");
+        for line in shipped_section("frontend api").lines() {
+            if !line.trim_start().starts_with("bind ") {
+                assert!(frontend.contains(line), "{line:?} missing from {config}");
+            }
+        }
+        assert!(frontend.contains("del-header X-User-Id"), "{config}");
+        assert!(config.contains(&shipped_section("defaults")), "{config}");
     }
 }

@@ -5,6 +5,7 @@ mod browser;
 mod cache;
 mod chromedriver;
 mod contract;
+mod edge;
 mod edges;
 mod keys;
 mod metrics;

@@ -933,7 +933,7 @@ pub static SETTINGS: &[Setting] = &[
         help: "Rate-limit requests; --no-ratelimit turns every limiter off"),
     setting!(ratelimit.trusted_proxies, env: ["SEAWALL_TRUSTED_PROXIES"],
         flag: value("trusted-proxies", "CIDRS"),
-        help: "Comma-separated proxy networks whose client-IP header names the client, such as 10.0.0.0/8",
+        help: "Comma-separated addresses or networks of the proxies believed on the client-IP header, X-User-Id, X-Tenant-Id and traceparent: each must delete what clients sent in them; name the proxy's own address (10.1.2.3/32), not a network other peers share",
         default: "none: the peer address is the client"),
     setting!(ratelimit.client_ip_header, env: ["SEAWALL_CLIENT_IP_HEADER"],
         flag: value("client-ip-header", "NAME"),
