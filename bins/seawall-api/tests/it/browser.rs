@@ -85,7 +85,7 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
     // A wrong token is refused in the page, and not stored.
     let input = browser.find(Css("#token")).await?;
     input.send_keys("not-the-admin-token").await?;
-    browser.find(Css("#token-submit")).await?.click().await?;
+    click(browser, "#token-submit").await?;
     let refusal = wait_for("the refusal message", async || {
         let error = browser.find(Css("#token-error")).await?;
         if !error.is_displayed().await? {
@@ -104,7 +104,7 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
     // The right one opens the performance panel.
     input.clear().await?;
     input.send_keys(token).await?;
-    browser.find(Css("#token-submit")).await?.click().await?;
+    click(browser, "#token-submit").await?;
     let before = wait_for("the first figures", async || {
         figure(browser, "perf-requests-total").await
     })
@@ -225,7 +225,7 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
     console_is_clean(browser).await?;
 
     // Signing out forgets the token and asks for it again.
-    browser.find(Css("#sign-out")).await?.click().await?;
+    click(browser, "#sign-out").await?;
     wait_displayed(browser, "#token").await?;
     let stored = stored_tokens(browser, token).await?;
     check!(
@@ -287,11 +287,7 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
             vec![],
         )
         .await?;
-    browser
-        .find(Css("[data-testid=key-issue]"))
-        .await?
-        .click()
-        .await?;
+    click(browser, "[data-testid=key-issue]").await?;
     let issued = wait_for("the issued key", async || {
         let text = browser
             .find(Css("[data-testid=key-issued]"))
@@ -334,11 +330,7 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     let count = browser.find(Css("[data-testid=rl-try-count]")).await?;
     count.clear().await?;
     count.send_keys("8").await?;
-    browser
-        .find(Css("[data-testid=rl-try-send]"))
-        .await?
-        .click()
-        .await?;
+    click(browser, "[data-testid=rl-try-send]").await?;
     let passed = wait_for("the try result", async || {
         figure(browser, "rl-try-passed").await
     })
@@ -407,11 +399,7 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
         Ok(chosen.as_bool().filter(|&chosen| chosen))
     })
     .await?;
-    browser
-        .find(Css("[data-testid=rl-tier-apply]"))
-        .await?
-        .click()
-        .await?;
+    click(browser, "[data-testid=rl-tier-apply]").await?;
     let message = wait_for("the tier change", async || {
         let text = browser
             .find(Css("[data-testid=rl-tier-result]"))
@@ -457,11 +445,7 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     .await?;
     count.clear().await?;
     count.send_keys("1").await?;
-    browser
-        .find(Css("[data-testid=rl-try-send]"))
-        .await?
-        .click()
-        .await?;
+    click(browser, "[data-testid=rl-try-send]").await?;
     let result = wait_for("the try after revoking", async || {
         let text = browser
             .find(Css("[data-testid=rl-try-result]"))
@@ -513,11 +497,7 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
     let users = browser.find(Css("#cache-warm-users")).await?;
     users.clear().await?;
     users.send_keys("10").await?;
-    browser
-        .find(Css("[data-testid=cache-warm]"))
-        .await?
-        .click()
-        .await?;
+    click(browser, "[data-testid=cache-warm]").await?;
     wait_for("the warm-up to finish", async || {
         let element = browser.find(Css("[data-testid=cache-warm-text]")).await?;
         Ok((element.attr("data-state").await?.as_deref() == Some("done")).then_some(()))
@@ -544,11 +524,7 @@ async fn use_cache_panel(browser: &Client, server: &TestServer) -> TestResult {
     let pattern = browser.find(Css("[data-testid=cache-pattern]")).await?;
     pattern.clear().await?;
     pattern.send_keys("2:*").await?;
-    browser
-        .find(Css("[data-testid=cache-drop]"))
-        .await?
-        .click()
-        .await?;
+    click(browser, "[data-testid=cache-drop]").await?;
     let message = wait_for("the invalidation", async || {
         let text = browser
             .find(Css("[data-testid=cache-drop-result]"))
@@ -729,11 +705,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
     })
     .await?;
     check!(error.contains("the mail relay refused"), "error {error:?}");
-    browser
-        .find(Css(&format!("[data-testid=queue-retry-email-{email}]")))
-        .await?
-        .click()
-        .await?;
+    click(browser, &format!("[data-testid=queue-retry-email-{email}]")).await?;
     wait_for("the retried email job to complete", async || {
         let gone = browser.find_all(Css(&dead)).await?.is_empty();
         let completed = figure(browser, "queue-completed-email").await?;
@@ -742,11 +714,11 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
     .await?;
 
     // Cancelled, the running job stops and leaves the list.
-    browser
-        .find(Css(&format!("[data-testid=queue-cancel-report-{report}]")))
-        .await?
-        .click()
-        .await?;
+    click(
+        browser,
+        &format!("[data-testid=queue-cancel-report-{report}]"),
+    )
+    .await?;
     wait_for("the cancelled job to stop", async || {
         Ok(browser.find_all(Css(&bar)).await?.is_empty().then_some(()))
     })
@@ -760,11 +732,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
 
     // Pause and resume, as the API reports them.
     for (label, paused) in [("paused", true), ("running", false)] {
-        browser
-            .find(Css("[data-testid=queue-toggle-export]"))
-            .await?
-            .click()
-            .await?;
+        click(browser, "[data-testid=queue-toggle-export]").await?;
         wait_for(&format!("export to show {label}"), async || {
             let text = browser
                 .find(Css("[data-testid=queue-state-export]"))
@@ -853,11 +821,7 @@ async fn use_promotions_panel(browser: &Client, server: &TestServer) -> TestResu
         input.clear().await?;
         input.send_keys(value).await?;
     }
-    browser
-        .find(Css("[data-testid=promo-run]"))
-        .await?
-        .click()
-        .await?;
+    click(browser, "[data-testid=promo-run]").await?;
     wait_for("the run to finish", async || {
         let state = browser
             .find(Css("[data-testid=promo-run-state]"))
@@ -923,11 +887,7 @@ async fn create_in_panel(
         input.clear().await?;
         input.send_keys(&value).await?;
     }
-    browser
-        .find(Css(&format!("[data-testid={prefix}-create]")))
-        .await?
-        .click()
-        .await?;
+    click(browser, &format!("[data-testid={prefix}-create]")).await?;
     let message = wait_for("the form's answer", async || {
         let text = browser
             .find(Css(&format!("[data-testid={prefix}-result]")))
@@ -976,7 +936,7 @@ async fn sign_in(browser: &Client, server: &TestServer) -> TestResult {
         .await?
         .send_keys(&server.admin_token)
         .await?;
-    browser.find(Css("#token-submit")).await?.click().await?;
+    click(browser, "#token-submit").await?;
     Ok(())
 }
 
@@ -1031,6 +991,17 @@ async fn stored_tokens(browser: &Client, token: &str) -> Result<Value, CmdError>
             vec![json!(TOKEN_KEY), json!(token)],
         )
         .await
+}
+
+/// Clicks what `selector` finds, once it is there: a panel drawn again
+/// between finding the element and clicking it (every 2 s, and later on a
+/// busy machine) leaves a stale element, which is found again and clicked.
+async fn click(browser: &Client, selector: &str) -> TestResult {
+    wait_for(&format!("{selector} to be clicked"), async || {
+        browser.find(Css(selector)).await?.click().await?;
+        Ok(Some(()))
+    })
+    .await
 }
 
 /// Polls `probe` every 100 ms until it gives `Some`, for at most
