@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use axum::{Extension, Router};
 use seawall_perfmon::{Monitor, PerfmonLayer};
 use tokio::net::TcpListener;
@@ -379,13 +379,16 @@ fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
     )
 }
 
-async fn not_found(uri: Uri) -> Problem {
-    Problem::not_found(format!("nothing is served at {}", uri.path()))
+// Neither fallback repeats the path: a secret put in it by mistake (an API
+// key where its id belongs) would come back in the answer, and in whatever
+// logs or caches keep answers.
+async fn not_found() -> Problem {
+    Problem::not_found("nothing is served at this path")
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
+async fn method_not_allowed(method: Method) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} is not allowed on {}", uri.path()),
+        format!("{method} is not allowed on this path"),
     )
 }

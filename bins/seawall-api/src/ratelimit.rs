@@ -473,6 +473,23 @@ async fn api_key(gate: &Gate, key: Option<String>) -> Result<Option<KeyIdentity>
     }
 }
 
+/// A 400 problem when the request sends an identity header (`X-Api-Key`,
+/// `X-User-Id`, `X-Tenant-Id`) more than once: which one counts would be a
+/// guess, and a proxy in front reading the other would see another caller
+/// than the one charged.
+fn repeated_identity(request: &Request) -> Option<Problem> {
+    [&X_API_KEY, &X_USER_ID, &X_TENANT_ID]
+        .into_iter()
+        .find(|name| request.headers().get_all(*name).iter().nth(1).is_some())
+        .map(|name| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("the request has more than one {name} header; send exactly one"),
+            )
+            .with_param(name.as_str(), "is sent more than once")
+        })
+}
+
 /// The `X-User-Id` of a request; a 400 problem when it is not 1 to 64
 /// visible ASCII characters.
 fn user(request: &Request) -> Result<Option<String>, Problem> {
@@ -514,6 +531,9 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
 /// consumes only when the ones before it admitted; the response carries
 /// every one's `RateLimit` items.
 pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    if let Some(problem) = repeated_identity(&request) {
+        return problem.into_response();
+    }
     // Read before the wait: a request's body is not `Sync`, so the future
     // must not hold a reference to the request across it.
     let sent = request

@@ -4,7 +4,7 @@
 //! `DELETE /api/keys/{id}` (revoke, on every instance).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use seawall_app::keys::{self, IssuedKey, KeyError, KeyInfo, MAX_NAME_CHARS};
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, Problem> {
 }
 
 /// Issues an API key to a tenant. The answer holds the key itself, shown
-/// this once: only its SHA-256 is stored.
+/// this once (`Cache-Control: no-store`): only its SHA-256 is stored.
 #[utoipa::path(post, path = "/api/keys", tag = "admin",
     security(("admin_token" = [])),
     request_body(content = NewKey, content_type = "application/json"),
@@ -107,7 +107,13 @@ async fn issue(
     .await
     .map_err(key_problem)?;
     tracing::info!(id = %issued.info.id, tenant = %issued.info.tenant_id, "API key issued");
-    Ok((StatusCode::CREATED, Json(issued)).into_response())
+    // The one answer that holds the key: no cache on the way keeps it.
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(issued),
+    )
+        .into_response())
 }
 
 /// Revokes an API key, on every instance: its cached entry is invalidated
@@ -130,7 +136,11 @@ async fn revoke(
         .await
         .map_err(key_problem)?;
     let Some(revoked) = revoked else {
-        return Err(Problem::not_found(format!("there is no API key {id:?}")));
+        // The id is not repeated: a caller who put the key itself in the
+        // path would get it back in the answer.
+        return Err(Problem::not_found(
+            "there is no API key with this id (ids are listed by GET /api/keys)",
+        ));
     };
     tracing::info!(id = %revoked.id, tenant = %revoked.tenant_id, "API key revoked");
     Ok(Json(revoked))

@@ -70,6 +70,14 @@ async fn a_key_is_shown_once_stored_hashed_and_revoked_on_every_instance() {
 
     let issued = issue(&a, "demo-basic").await;
     assert_eq!(issued.status, 201, "{}", issued.text());
+    assert_eq!(
+        issued
+            .headers
+            .get(header::CACHE_CONTROL)
+            .map(|v| v.as_bytes()),
+        Some(&b"no-store"[..]),
+        "the answer that holds the key is never cached"
+    );
     let key = issued.json["key"].as_str().expect("the key").to_owned();
     let id = issued.json["id"].as_str().expect("an id").to_owned();
     assert!(key.starts_with("swk_") && key.len() == 68, "{key}");
@@ -127,6 +135,25 @@ async fn a_key_is_shown_once_stored_hashed_and_revoked_on_every_instance() {
     a.admin_send("DELETE", "/api/keys/k-none", None)
         .await
         .assert_problem(404);
+    // A key put where its id belongs is not repeated back, nor by the
+    // fallbacks of a path or a method nothing serves.
+    for (method, path) in [
+        ("DELETE", format!("/api/keys/{key}")),
+        ("GET", format!("/api/no-such/{key}")),
+        ("PUT", format!("/api/keys/{key}")),
+    ] {
+        let reply = a.admin_send(method, &path, None).await;
+        assert!(
+            reply.status == 404 || reply.status == 405,
+            "{method} {path}: {}",
+            reply.status
+        );
+        assert!(
+            !reply.text().contains(&key[4..]),
+            "{method}: {}",
+            reply.text()
+        );
+    }
 
     // Refusals: a tenant that does not exist, a bad name, an unknown field.
     a.admin_send(
@@ -303,4 +330,53 @@ async fn identity_headers_are_believed_only_from_a_trusted_proxy() {
         .expect("request")
         .status();
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_header_sent_twice_is_a_400() {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let issued = server
+        .admin(Method::POST, "/api/keys")
+        .json(&json!({"tenant_id": "demo-basic", "name": "twice"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(issued.status(), StatusCode::CREATED);
+    let issued: Value = issued.json().await.expect("JSON");
+    let key = issued["key"].as_str().expect("the key").to_owned();
+    for (name, first, second) in [
+        ("x-api-key", key.as_str(), "swk_not-a-key"),
+        ("x-api-key", "swk_not-a-key", key.as_str()),
+        ("x-user-id", "u-1", "u-2"),
+        ("x-tenant-id", "demo-basic", "demo-premium"),
+    ] {
+        // reqwest appends: two header lines of the same name.
+        let response = server
+            .request(Method::GET, "/api/content?page_size=1")
+            .header(name, first)
+            .header(name, second)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name}");
+        let body: Value = response.json().await.expect("problem");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("more than one"),
+            "{body}"
+        );
+    }
+    // One of each is fine.
+    let response = server
+        .request(Method::GET, "/api/content?page_size=1")
+        .header("x-api-key", key.as_str())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -65,11 +65,21 @@ impl Config {
             report,
         } = &self.ratelimit;
         for proxy in trusted_proxies {
-            if proxy.parse::<seawall_ratelimit::IpNet>().is_err() {
+            let Ok(net) = proxy.parse::<seawall_ratelimit::IpNet>() else {
                 return Err(invalid(
                     "ratelimit.trusted_proxies",
                     format!("{proxy:?}"),
-                    "each entry is an IP address or a CIDR network such as 10.0.0.0/8",
+                    "each entry is an IP address or a CIDR network such as 10.1.2.3/32",
+                ));
+            };
+            // Every address a proxy: every client would pick its own
+            // identity, address and trace.
+            if net.prefix() == 0 {
+                return Err(invalid(
+                    "ratelimit.trusted_proxies",
+                    format!("{proxy:?}"),
+                    "a network of every address would believe every client's X-User-Id, \
+                     X-Tenant-Id and client-IP header; list the proxies' own addresses",
                 ));
             }
         }
@@ -881,6 +891,27 @@ mod tests {
             expect_invalid(load_with(args, &[]), key);
         }
         assert!(load_with(&["--ipv6-prefix", "300"], &[]).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_name_proxies_not_everyone() {
+        let config = load_with(
+            &["--trusted-proxies", "10.1.2.3/32, 10.9.0.0/16, fd00::1"],
+            &[],
+        )
+        .expect("addresses and networks");
+        assert_eq!(config.ratelimit.trusted_proxies.len(), 3);
+        for every in ["0.0.0.0/0", "::/0", "10.1.2.3/32,0.0.0.0/0"] {
+            let message = expect_invalid(
+                load_with(&["--trusted-proxies", every], &[]),
+                "ratelimit.trusted_proxies",
+            );
+            assert!(message.contains("every address"), "{message}");
+        }
+        expect_invalid(
+            load_with(&[], &[("SEAWALL_TRUSTED_PROXIES", "proxy.local")]),
+            "ratelimit.trusted_proxies",
+        );
     }
 
     #[test]
