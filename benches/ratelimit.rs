@@ -320,7 +320,7 @@ fn redis(c: &mut Criterion) {
             "leaky_bucket" => Limit::leaky_bucket(1_000_000, hour, 1_000_000),
             "leaky_queue" => Limit::leaky_queue(1_000_000, hour, 1_000_000),
             "fixed_window" => Limit::fixed_window(1_000_000, hour),
-            "sliding_log" => Limit::sliding_log(1_000_000, hour),
+            "sliding_log" => Limit::sliding_log(seawall_ratelimit::MAX_LOG_LIMIT, hour),
             _ => Limit::sliding_window(1_000_000, hour),
         }
         .unwrap_or_else(|e| panic!("{e}"))

@@ -238,6 +238,11 @@ impl Params {
         Ok(value)
     }
 
+    /// A value as given, or `None` when absent.
+    pub(crate) fn optional(&self, name: &str) -> Option<&str> {
+        self.raw(name)
+    }
+
     /// A required value, as given.
     pub(crate) fn required(&self, name: &str) -> Result<&str, Problem> {
         self.raw(name)

@@ -3,7 +3,8 @@
 //! routes, the tenant quota by the caller's tenant and the API limiter by
 //! the caller (its API key, else the user a trusted proxy names, else its
 //! client address); the report limiter on `/api/analytics/stats`; and the
-//! auth limiter counting admin authentications. State is in memory, or in
+//! auth limiter counting failed authentications (admin tokens and API keys)
+//! by client address, asked before a credential is checked. State is in memory, or in
 //! Redis when a Redis URL is set, so instances share their limits.
 //!
 //! Who the caller is comes from what the service can check: an API key it
@@ -417,11 +418,61 @@ pub(crate) struct Gate {
     db: Db,
     cache: Option<ApiCache>,
     limits: Option<RateLimits>,
+    turns: Arc<Turns>,
 }
 
 impl Gate {
     pub(crate) fn new(db: Db, cache: Option<ApiCache>, limits: Option<RateLimits>) -> Self {
-        Self { db, cache, limits }
+        Self {
+            db,
+            cache,
+            limits,
+            turns: Arc::default(),
+        }
+    }
+}
+
+/// One API-key verification at a time per client address, among those
+/// that read the database or Redis: a burst of made-up keys from one
+/// address then meets the auth limiter one key after another, and reaches
+/// the database at most the limit's number of times, however many are sent
+/// at once. Keys this process knows never wait for a turn.
+#[derive(Default)]
+struct Turns(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Turns {
+    /// Waits for `client`'s turn; it ends when the returned guard drops.
+    async fn take<'a>(&'a self, client: &str) -> Turn<'a> {
+        let lock = Arc::clone(self.0.lock().entry(client.to_owned()).or_default());
+        let guard = lock.lock_owned().await;
+        Turn {
+            turns: self,
+            client: client.to_owned(),
+            guard: Some(guard),
+        }
+    }
+}
+
+/// A client address's turn at verifying a key.
+struct Turn<'a> {
+    turns: &'a Turns,
+    client: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // The address's lock goes once nobody holds or waits for it (each
+        // clones it under the map's lock first), so the map holds only
+        // addresses verifying now.
+        let mut turns = self.turns.0.lock();
+        if turns
+            .get(&self.client)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            turns.remove(&self.client);
+        }
     }
 }
 
@@ -457,18 +508,69 @@ impl Caller {
 
 /// The request's API key, verified: `None` without one; a 401 problem for
 /// one the service did not issue, or revoked.
-async fn api_key(gate: &Gate, key: Option<String>) -> Result<Option<KeyIdentity>, Problem> {
+///
+/// A key this process knows is answered from memory. Any other is a
+/// failed authentication waiting to happen, so it is counted, by client
+/// address, as the admin token's attempts are: before it is verified, the
+/// auth limiter is asked whether the address may try again (a 429, and no
+/// database or Redis read, when it may not), and a key found not valid
+/// takes a unit of it. An address past the limit is blocked for the
+/// profile's block time. A valid key takes nothing.
+async fn api_key(
+    gate: &Gate,
+    key: Option<String>,
+    client: Option<String>,
+) -> Result<Option<KeyIdentity>, Response> {
     let Some(key) = key else {
         return Ok(None);
     };
+    if let Some(identity) = keys::verify_known(gate.cache.as_ref(), &key) {
+        return Ok(Some(identity));
+    }
+    let auth = gate
+        .limits
+        .as_ref()
+        .zip(client)
+        .map(|(limits, client)| (&limits.0.auth, client));
+    let _turn = match &auth {
+        Some((_, client)) => Some(gate.turns.take(client).await),
+        None => None,
+    };
+    if let Some((limiter, client)) = &auth {
+        match limiter.peek(client).await {
+            Ok(decision) if decision.blocked_for.is_some() => {
+                return Err(too_many(&decision, "this client address"));
+            }
+            // Used up but not yet blocked: the refused check starts the
+            // block, as a refused admin attempt does.
+            Ok(decision) if !decision.allowed => {
+                let decision = limiter.check(client, 1).await.unwrap_or(decision);
+                return Err(too_many(&decision, "this client address"));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "the auth limiter failed"),
+        }
+    }
     match keys::verify(&gate.db, gate.cache.as_ref(), &key).await {
         Ok(Some(identity)) => Ok(Some(identity)),
-        Ok(None) => Err(Problem::unauthorized_key(
-            "`X-Api-Key` is not a key this service issued, or it was revoked",
-        )),
+        Ok(None) => {
+            if let Some((limiter, client)) = &auth {
+                match limiter.check(client, 1).await {
+                    Ok(decision) if !decision.allowed => {
+                        return Err(too_many(&decision, "this client address"));
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "the auth limiter failed"),
+                }
+            }
+            Err(Problem::unauthorized_key(
+                "`X-Api-Key` is not a key this service issued, or it was revoked",
+            )
+            .into_response())
+        }
         Err(error) => {
             tracing::error!(%error, "verifying an API key failed");
-            Err(Problem::internal())
+            Err(Problem::internal().into_response())
         }
     }
 }
@@ -524,9 +626,10 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
 }
 
 /// On the workload routes: the API key, verified whether or not limits
-/// apply (401 when the service did not issue it or revoked it), and the
-/// identity headers' form (400); then the tenant quota by the key's tenant (or a trusted proxy's `X-Tenant-Id`),
-/// the report limiter on reports, and the API limiter, each by the caller's
+/// apply (401 when the service did not issue it or revoked it; 429 once its
+/// client address has failed the auth limit's number of times), and the
+/// identity headers' form (400); then the tenant quota by the key's tenant
+/// (or a trusted proxy's `X-Tenant-Id`), the report limiter on reports, and the API limiter, each by the caller's
 /// key, else a trusted proxy's `X-User-Id`, else its client address. Each
 /// consumes only when the ones before it admitted; the response carries
 /// every one's `RateLimit` items.
@@ -540,9 +643,13 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
         .headers()
         .get(&X_API_KEY)
         .map(|value| value.to_str().unwrap_or_default().to_owned());
-    let key = match api_key(&gate, sent).await {
+    let client = gate
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.client_ip(&request));
+    let key = match api_key(&gate, sent, client).await {
         Ok(key) => key,
-        Err(problem) => return problem.into_response(),
+        Err(response) => return response,
     };
     // The identity headers are part of the contract from any peer, and
     // believed from trusted proxies only.

@@ -39,11 +39,14 @@ const BALANCE: &str = "balance";
 const BALANCE_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// The class of identities the service issued (API keys, tenants' tiers):
-/// five minutes, with no fail-safe, so that once an invalidation (a
-/// revocation, a tier change) has dropped an entry, no old copy stands in
-/// for a failed read.
+/// a minute, with no fail-safe, so that once an invalidation (a revocation,
+/// a tier change) has dropped an entry, no old copy stands in for a failed
+/// read; "not found" is not cached in it (the source's answer drops this
+/// process's copy, and a made-up identity writes nothing to Redis). The TTL
+/// is the longest a revoked key can still work anywhere: see
+/// [`keys`](crate::keys) for the window in each case.
+pub const IDENTITY_TTL: Duration = Duration::from_secs(60);
 const IDENTITY: &str = "identity";
-const IDENTITY_TTL: Duration = Duration::from_secs(5 * 60);
 /// How long this process remembers that an identity does not exist (a key
 /// never issued or revoked, a tenant id that names none), and how many such
 /// answers it keeps: in L1 only, so a flood of made-up identities costs a
@@ -81,13 +84,6 @@ impl Family {
         }
     }
 }
-
-/// A loader's answer that the identity it was asked for does not exist.
-#[derive(Debug, thiserror::Error)]
-#[error("no such identity")]
-struct Unknown;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The tag of everything cached about one user.
 pub fn user_tag(user_id: i64) -> String {
@@ -186,7 +182,9 @@ impl ApiCache {
         let balance = Policy::new(BALANCE_TTL);
         builder = builder.define(
             IDENTITY,
-            Policy::new(IDENTITY_TTL).fail_safe(Duration::ZERO),
+            Policy::new(IDENTITY_TTL)
+                .fail_safe(Duration::ZERO)
+                .negative_ttl(Duration::ZERO),
         );
         builder = match redis {
             Some(redis) => builder
@@ -286,32 +284,24 @@ impl ApiCache {
         if unknown.get::<bool>(key, class).await.is_some() {
             return Ok(None);
         }
-        let load = load();
-        // "Not found" comes back as an error, which the cache does not keep,
-        // rather than as `None`, which it would write to Redis.
-        let found = self
-            .0
-            .cache
-            .get_or_load(key, self.0.identity, move || async move {
-                match load.await {
-                    Ok(Some(value)) => Ok(Some(value)),
-                    Ok(None) => Err(Unknown.into()),
-                    Err(error) => Err(BoxError::from(error)),
-                }
-            })
-            .await;
-        match found {
-            Ok(value) => Ok(value),
-            Err(error)
-                if error
-                    .loader_error()
-                    .is_some_and(|source| source.is::<Unknown>()) =>
-            {
-                unknown.set(key, class, true).await?;
-                Ok(None)
-            }
-            Err(error) => Err(error),
+        // "Not found" is an answer, never an error: an error lets a copy
+        // this process holds stand in (when it is cut off from
+        // invalidations), and a revoked key would be served from it.
+        let found = self.0.cache.get_or_load(key, self.0.identity, load).await?;
+        if found.is_none() {
+            unknown.set(key, class, true).await?;
         }
+        Ok(found)
+    }
+
+    /// An identity this process holds in memory (L1, while it follows the
+    /// other instances' invalidations), found without a database or Redis
+    /// read; `None` when finding it would need one.
+    pub fn known_identity<T>(&self, key: &str) -> Option<T>
+    where
+        T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.0.cache.get_local(key, self.0.identity)
     }
 
     /// The key of a user's coupon list.

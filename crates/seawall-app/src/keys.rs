@@ -6,6 +6,25 @@
 //! the service issued is cached in both tiers, any other answer only in
 //! this process, so a made-up key leaves nothing in Redis, and revoking a
 //! key invalidates its entry on every instance.
+//!
+//! # How long a revoked key can still work
+//!
+//! "Not found" and "revoked" from the database are answers, never errors,
+//! so no cached copy ever stands in for them. The window after
+//! [`revoke`] answers, on each instance:
+//!
+//! | the instance | the key stops working |
+//! |---|---|
+//! | the one that revoked it | at once |
+//! | any other that follows Redis's invalidation stream | when the invalidation arrives (milliseconds) |
+//! | one that was cut off from Redis when it was revoked | at once: while cut off, its copies answer no read (each asks the database), and on reconnecting it replays what it missed, or clears them |
+//! | one cut off from Redis that also cannot read the database | at most [`IDENTITY_TTL`] after its copy was loaded |
+//! | every instance, when the one that revoked it died before Redis answered again (its unsent invalidations live in its memory only; `DELETE /api/keys/{id}` answered 503 and asked for a retry) | at most [`IDENTITY_TTL`] after the revocation (and a database read already under way then), when the copies in Redis and in every L1 expire; a retry of the revocation on a live instance ends it at once |
+//!
+//! So no revoked key works anywhere for longer than [`IDENTITY_TTL`] (a
+//! minute) after its revocation.
+//!
+//! [`IDENTITY_TTL`]: crate::cache::IDENTITY_TTL
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -162,15 +181,91 @@ pub async fn issue(db: &Db, tenant: &str, name: &str, now_ms: i64) -> Result<Iss
     Ok(IssuedKey { key, info })
 }
 
-/// The newest 1,000 keys, revoked ones included, newest first.
-pub async fn list(db: &Db) -> Result<Vec<KeyInfo>, KeyError> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, tenant_id, name, prefix, created_ms, revoked_ms FROM api_keys \
-         ORDER BY created_ms DESC, id LIMIT 1000",
-    )
-    .fetch_all(&mut *db.acquire().await?)
-    .await?;
-    Ok(rows.into_iter().map(info).collect())
+/// The most keys one page lists.
+pub const MAX_PAGE: i64 = 1_000;
+
+/// Where a page of keys begins: after the key issued at `created_ms` with
+/// id `id`, in the listing's order (newest first, then by id). Written as
+/// `<created_ms>.<id>`, the `next` of the page before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCursor {
+    /// When the last key of the page before was issued.
+    pub created_ms: i64,
+    /// Its id.
+    pub id: String,
+}
+
+impl KeyCursor {
+    /// The cursor after `key`.
+    fn after(key: &KeyInfo) -> Self {
+        Self {
+            created_ms: key.created_ms,
+            id: key.id.clone(),
+        }
+    }
+
+    /// Reads a cursor written by [`Display`](std::fmt::Display); `None`
+    /// for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (created_ms, id) = text.split_once('.')?;
+        let created_ms = created_ms.parse().ok().filter(|ms: &i64| *ms >= 0)?;
+        let well_formed = id.len() == 17
+            && id.starts_with('k')
+            && id[1..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        well_formed.then(|| Self {
+            created_ms,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for KeyCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_ms, self.id)
+    }
+}
+
+/// One page of keys, revoked ones included, newest first: at most `limit`
+/// (1 to [`MAX_PAGE`]) from `after` on, and the cursor of the next page
+/// when there is one.
+pub async fn list(
+    db: &Db,
+    limit: i64,
+    after: Option<&KeyCursor>,
+) -> Result<(Vec<KeyInfo>, Option<KeyCursor>), KeyError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut conn = db.acquire().await?;
+    // One more than the page, to know whether another follows.
+    let rows: Vec<Row> = match after {
+        None => {
+            sqlx::query_as(
+                "SELECT id, tenant_id, name, prefix, created_ms, revoked_ms FROM api_keys \
+                 ORDER BY created_ms DESC, id LIMIT $1",
+            )
+            .bind(limit + 1)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(cursor) => {
+            sqlx::query_as(
+                "SELECT id, tenant_id, name, prefix, created_ms, revoked_ms FROM api_keys \
+                 WHERE created_ms < $1 OR (created_ms = $1 AND id > $2) \
+                 ORDER BY created_ms DESC, id LIMIT $3",
+            )
+            .bind(cursor.created_ms)
+            .bind(&cursor.id)
+            .bind(limit + 1)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let mut keys: Vec<KeyInfo> = rows.into_iter().map(info).collect();
+    let more = keys.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    keys.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more.then(|| keys.last().map(KeyCursor::after)).flatten();
+    Ok((keys, next))
 }
 
 /// Revokes key `id` at `now_ms` (a key revoked before keeps its time) and
@@ -224,6 +319,17 @@ pub async fn find(db: &Db, digest: &str) -> Result<Option<KeyIdentity>, sqlx::Er
     Ok(row.map(|(id, tenant_id)| KeyIdentity { id, tenant_id }))
 }
 
+/// Who `key` speaks for when this process knows it already (its cache
+/// holds the key's identity), without a database or Redis read; `None` when
+/// [`verify`] would have to read them, or the key is malformed.
+pub fn verify_known(cache: Option<&ApiCache>, key: &str) -> Option<KeyIdentity> {
+    let cache = cache?;
+    if !is_well_formed(key) {
+        return None;
+    }
+    cache.known_identity(&cache.api_key_key(&digest(key)))
+}
+
 /// Who `key` speaks for: through the cache when there is one (a key never
 /// issued or revoked is remembered in this process only), else from the
 /// database at every call; `None` for a malformed, unknown or revoked key.
@@ -256,22 +362,40 @@ mod tests {
 
     /// Issues, verifies through the cache (on Redis), lists and revokes, on
     /// the database `url`; an unknown key leaves nothing in Redis.
-    async fn round_trip(url: String) {
-        let redis = RedisServer::start().expect("redis starts");
+    /// The database at `url` (no demo data) and, with `redis`, the cache
+    /// on it, following its invalidations, as the service builds them.
+    async fn parts(url: String, redis: Option<&RedisServer>) -> (Db, Option<ApiCache>) {
         let mut config = Config::default();
         config.database.url = url;
         config.demo.seed = false;
-        config.redis.url = Some(redis.url());
+        config.redis.url = redis.map(RedisServer::url);
         let monitor = setup::monitor(&config).expect("monitor");
         let db = setup::database(&config, &monitor).await.expect("database");
+        let Some(_) = redis else {
+            return (db, None);
+        };
         let client = setup::redis(&config).await.expect("redis");
         let cache = ApiCache::build(&config.cache, client.as_ref(), &monitor)
             .expect("cache")
             .expect("on");
-        cache
-            .cache()
-            .wait_following(std::time::Duration::from_secs(2))
-            .await;
+        assert!(
+            cache
+                .cache()
+                .wait_following(seawall_testkit::wait::patience())
+                .await,
+            "the cache never followed Redis"
+        );
+        (db, Some(cache))
+    }
+
+    fn sqlite_url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display())
+    }
+
+    async fn round_trip(url: String) {
+        let redis = RedisServer::start().expect("redis starts");
+        let (db, cache) = parts(url, Some(&redis)).await;
+        let cache = cache.expect("a cache");
 
         let issued = issue(&db, "demo-premium", "batch", 1_000)
             .await
@@ -330,25 +454,104 @@ mod tests {
                 .expect("answered")
                 .is_none()
         );
-        let listed = list(&db).await.expect("listed");
+        let (listed, next) = list(&db, MAX_PAGE, None).await.expect("listed");
         assert_eq!(listed, vec![revoked]);
+        assert_eq!(next, None);
         db.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_round_trip_on_sqlite() {
         let dir = tempfile::tempdir().expect("temp dir");
-        round_trip(format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("k.db").display()
-        ))
-        .await;
+        round_trip(sqlite_url(&dir)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_round_trip_on_postgres() {
         let postgres = Postgres::start().expect("postgres starts");
         round_trip(postgres.url()).await;
+    }
+
+    /// Every key can be reached, a page at a time: pages follow each
+    /// other without a gap or a repeat, keys issued in the same millisecond
+    /// included, and a malformed cursor is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_are_listed_a_page_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, _) = parts(sqlite_url(&dir), None).await;
+        let mut issued = Vec::new();
+        for created_ms in [10, 20, 20, 20, 30] {
+            let key = issue(&db, "demo-basic", "paged", created_ms)
+                .await
+                .expect("issued");
+            issued.push(key.info);
+        }
+        issued.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
+        let mut listed = Vec::new();
+        let mut after: Option<KeyCursor> = None;
+        loop {
+            let (page, next) = list(&db, 2, after.as_ref()).await.expect("listed");
+            assert!(page.len() <= 2);
+            listed.extend(page);
+            let Some(next) = next else { break };
+            assert_eq!(KeyCursor::parse(&next.to_string()), Some(next.clone()));
+            after = Some(next);
+        }
+        assert_eq!(listed, issued);
+        for bad in [
+            "",
+            "10",
+            "10.",
+            ".k0123456789abcdef",
+            "-1.k0123456789abcdef",
+            "10.K0123456789ABCDEF",
+            "10.k0123",
+        ] {
+            assert_eq!(KeyCursor::parse(bad), None, "{bad:?}");
+        }
+        db.close().await;
+    }
+
+    /// The database's "revoked" is an answer, not a failed load: an
+    /// instance cut off from Redis, and so from the revocation's
+    /// invalidation, never lets its cached copy of the key stand in for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoked_key_fails_at_once_on_an_instance_cut_off_from_redis() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut redis = RedisServer::start().expect("redis starts");
+        let (db, cache) = parts(sqlite_url(&dir), Some(&redis)).await;
+        let cache = cache.expect("a cache");
+        let issued = issue(&db, "demo-premium", "batch", 1_000)
+            .await
+            .expect("issued");
+        assert!(
+            verify(&db, Some(&cache), &issued.key)
+                .await
+                .expect("verified")
+                .is_some(),
+            "the key works before it is revoked"
+        );
+
+        redis.kill().expect("redis stops");
+        seawall_testkit::wait::until("the cache to notice it is cut off from Redis", || {
+            !cache.cache().follows_invalidations()
+        });
+        // Revoked through another instance: the database says so, and the
+        // invalidation cannot reach this one.
+        revoke(&db, None, &issued.info.id, 2_000)
+            .await
+            .expect("revoked")
+            .expect("found");
+        for attempt in 0..3 {
+            assert_eq!(
+                verify(&db, Some(&cache), &issued.key)
+                    .await
+                    .expect("answered"),
+                None,
+                "attempt {attempt}: the revoked key was served from this instance's copy"
+            );
+        }
+        db.close().await;
     }
 
     #[test]

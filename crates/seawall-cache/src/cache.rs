@@ -353,9 +353,16 @@ impl<C: Codec> TieredCacheBuilder<C> {
             flights: Mutex::new(HashMap::new()),
             origin: format!("{:016x}", crate::lock::random_u64()),
             stream_max_len: self.stream_max_len,
+            // Longer than any load (its wait for the lock included), so a
+            // load that began before an invalidation finds the tombstone
+            // when it would write; but never longer than a value of any
+            // class could have lived, which is all a tombstone stands for
+            // (a load that outlives it finds the key absent, or another
+            // load's lease, and is refused all the same).
             tombstone_ttl: longest_load
                 .saturating_add(self.lock_wait)
-                .saturating_add(Duration::from_secs(5)),
+                .saturating_add(Duration::from_secs(5))
+                .min(keep.max(Duration::from_secs(1))),
             lock_wait: self.lock_wait,
             pending: Mutex::new(Pending::default()),
             pending_added: Arc::default(),
@@ -457,6 +464,39 @@ impl<C: Codec> TieredCache<C> {
                 None
             }
         }
+    }
+
+    /// The value of `key` in this process's memory (L1) alone, never asking
+    /// Redis: `None` on a miss, an expired entry, a cached "not found", a
+    /// value of another type, or while L1 answers no read (this instance is
+    /// cut off from other instances' invalidations). For a caller that
+    /// decides, from what it finds, whether a read of Redis or the source is
+    /// worth paying for; a hit counts as an L1 hit, a miss counts nothing.
+    ///
+    /// ```
+    /// use seawall_cache::{Class, TieredCache};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), seawall_cache::Error> {
+    /// let cache = TieredCache::builder().build()?;
+    /// assert_eq!(cache.get_local::<u64>("answer", Class::API), None);
+    /// cache.set("answer", Class::API, 42_u64).await?;
+    /// assert_eq!(cache.get_local::<u64>("answer", Class::API), Some(42));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get_local<T>(&self, key: &str, class: Class) -> Option<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let inner = &*self.inner;
+        let l1 = inner.l1.as_ref().filter(|_| inner.l1_trusted())?;
+        let entry = l1
+            .get(key)
+            .filter(|entry| now_ms() < entry.l1_fresh_until_ms)?;
+        let value = typed::<T>(&entry.value)??;
+        bump(&inner.counters_of(class).l1_hits);
+        Some(value)
     }
 
     /// The cached values of `keys`, in order: L1 first, then the rest from

@@ -166,7 +166,9 @@ impl Policy {
         self
     }
 
-    /// How long a "not found" from the loader is cached.
+    /// How long a "not found" from the loader is cached. Zero: it is
+    /// answered but not cached, in either tier, and it drops this process's
+    /// copy of the key, which so never stands in for a later failed load.
     #[must_use]
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;

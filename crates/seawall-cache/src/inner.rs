@@ -47,7 +47,8 @@ pub(crate) struct Inner {
     pub(crate) origin: String,
     pub(crate) stream_max_len: u64,
     /// How long a tombstone holds an invalidated key, and a lease a key
-    /// being loaded: longer than any load, its wait for the lock included.
+    /// being loaded: longer than any load, its wait for the lock included,
+    /// but no longer than the longest a value of any class is kept.
     pub(crate) tombstone_ttl: Duration,
     /// How long a miss waits for another instance's load under its lock.
     pub(crate) lock_wait: Duration,
@@ -95,6 +96,12 @@ pub(crate) enum Invalidation {
 }
 
 impl Invalidation {
+    /// Whether it scans Redis for its keys (a pattern, a clear) rather
+    /// than naming them.
+    pub(crate) fn sweeps(&self) -> bool {
+        matches!(self, Self::Pattern(_) | Self::Clear)
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Key(_) => "k",
@@ -377,8 +384,13 @@ impl Inner {
     }
 
     /// Invalidates in Redis, announces, and drops from L1 here; a Redis
-    /// failure queues the Redis part for when it answers.
+    /// failure queues the Redis part for when it answers. A sweep (a
+    /// pattern, a clear) drops this instance's L1 copies first too, as its
+    /// announcement does every other's.
     pub(crate) async fn invalidate(&self, invalidation: Invalidation) -> Result<()> {
+        if invalidation.sweeps() {
+            self.invalidate_local(&invalidation);
+        }
         let result = match &self.l2 {
             Some(_) => {
                 let result = self.invalidate_remote(&invalidation).await;
@@ -393,11 +405,19 @@ impl Inner {
         result
     }
 
-    /// The Redis part of an invalidation: remove, then announce.
+    /// The Redis part of an invalidation: remove, then announce. A sweep
+    /// (a pattern, a clear) scans every key, which takes seconds over a
+    /// large keyspace: it is announced first as well, so that every L1
+    /// drops its copies at once rather than serving them for the whole
+    /// pass, and again once Redis is swept, dropping what an instance read
+    /// back from Redis in the meantime.
     pub(crate) async fn invalidate_remote(&self, invalidation: &Invalidation) -> Result<()> {
         let l2 = self
             .usable_l2()
             .ok_or(Error::Unavailable("the circuit breaker is open"))?;
+        if invalidation.sweeps() {
+            self.announce_on(l2, invalidation).await?;
+        }
         match invalidation {
             Invalidation::Key(key) => {
                 l2.tombstone(vec![l2.value_key(key)], self.tombstone_ttl)
@@ -414,6 +434,11 @@ impl Inner {
                 l2.tombstone_matching("*", self.tombstone_ttl).await?;
             }
         }
+        self.announce_on(l2, invalidation).await
+    }
+
+    /// Adds `invalidation` to the stream, and counts it as sent.
+    async fn announce_on(&self, l2: &RedisTier, invalidation: &Invalidation) -> Result<()> {
         l2.announce(
             &self.origin,
             invalidation.kind(),

@@ -45,8 +45,11 @@
 //!   timeout bounds every load.
 //! - **Invalidation** by key, tag or glob pattern, in Redis first (a
 //!   tombstone, so a load that started earlier cannot write back its old
-//!   value), then announced on a Redis stream that every instance follows to
-//!   drop its L1 copies. An instance cut off from Redis replays what it
+//!   value; it lives no longer than what it replaced), then announced on a
+//!   Redis stream that every instance follows to drop its L1 copies. A
+//!   pattern or a clear, which scans every key (seconds over a large
+//!   keyspace), is announced before its sweep as well, so no L1 serves the
+//!   old values meanwhile. An instance cut off from Redis replays what it
 //!   missed on reconnect before its L1 answers again, or clears its L1 when
 //!   the stream no longer holds it or another server holds the stream (a
 //!   failover or a restart may have lost its last entries); so does one

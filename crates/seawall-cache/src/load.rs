@@ -566,6 +566,18 @@ async fn store<T, C>(
         None => ttl,
     };
     if ttl.is_zero() {
+        // Nothing is cached, but a "not found" is still an answer: a copy
+        // of what the source no longer has must not stand in for a later
+        // failed load (an instance cut off from invalidations keeps its L1
+        // copies as fallbacks).
+        if value.is_none() {
+            if let Some(l1) = &inner.l1 {
+                l1.remove(key);
+            }
+            if let (Some(seen @ Seen::Value(_)), Some(l2)) = (seen, inner.usable_l2()) {
+                let _ = l2.forget(key, seen).await;
+            }
+        }
         drop_lease(inner, key, held).await;
         return;
     }

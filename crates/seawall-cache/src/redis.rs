@@ -41,6 +41,36 @@ end
 return 0
 ";
 
+/// Removes a key if it still holds what a load saw when it began (the
+/// marker ARGV[1], or a value whose SHA-1 is ARGV[2]): the source answered
+/// "not found" and the class caches no such answer, so the old value must
+/// not outlive it as a fail-safe copy.
+const FORGET: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current and (current == ARGV[1] or (ARGV[2] ~= '' and redis.sha1hex(current) == ARGV[2])) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Replaces a key with a tombstone (ARGV[1]) that lives no longer than
+/// what it replaces (a value, a lease, an earlier tombstone) had left, and
+/// at most ARGV[2] ms; an absent key is left absent: no load holds it, and
+/// one that held it and lost it is refused its fill all the same (a fill
+/// needs the key to hold what its load saw). Returns 1 when it wrote one.
+const TOMBSTONE: &str = r"
+local left = redis.call('PTTL', KEYS[1])
+if left == -2 then
+  return 0
+end
+local ttl = tonumber(ARGV[2])
+if left > 0 and left < ttl then
+  ttl = left
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', string.format('%d', ttl))
+return 1
+";
+
 /// Reads a key for a load: an absent key takes the load's lease (ARGV[1],
 /// for ARGV[2] ms), so that whatever replaces it before the load is done
 /// (a `set`, an invalidation) refuses the load's fill. Returns what the key
@@ -85,6 +115,8 @@ pub(crate) struct RedisTier {
     fill: Script,
     lease: Script,
     drop_lease: Script,
+    forget: Script,
+    tombstone: Script,
     tag: Script,
     take_tag: Script,
 }
@@ -96,6 +128,18 @@ pub(crate) enum Seen {
     Marker(Vec<u8>),
     /// A value past its freshness (or of another format), by its SHA-1.
     Value(String),
+}
+
+impl Seen {
+    /// The marker and the digest a script compares the key with, one of
+    /// them empty.
+    fn as_args(&self) -> (Value, Value) {
+        let (marker, digest) = match self {
+            Self::Marker(marker) => (marker.clone(), String::new()),
+            Self::Value(digest) => (Vec::new(), digest.clone()),
+        };
+        (Value::Bytes(marker.into()), Value::from(digest))
+    }
 }
 
 impl RedisTier {
@@ -117,6 +161,8 @@ impl RedisTier {
             fill: Script::from_lua(FILL),
             lease: Script::from_lua(LEASE),
             drop_lease: Script::from_lua(crate::lock::COMPARE_AND_DELETE),
+            forget: Script::from_lua(FORGET),
+            tombstone: Script::from_lua(TOMBSTONE),
             tag: Script::from_lua(TAG),
             take_tag: Script::from_lua(TAKE_TAG),
         }
@@ -274,6 +320,22 @@ impl RedisTier {
         .map(drop)
     }
 
+    /// Removes `key` if it still holds what the load saw.
+    pub(crate) async fn forget(&self, key: &str, seen: &Seen) -> Result<()> {
+        let (marker, digest) = seen.as_args();
+        let args: Vec<Value> = vec![marker, digest];
+        self.call(
+            Command::Script("forget"),
+            self.forget.evalsha_with_reload::<i64, _, _>(
+                &self.client,
+                vec![self.value_key(key)],
+                args,
+            ),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Writes a loaded value if the key still holds what the load saw;
     /// false when refused.
     pub(crate) async fn fill(
@@ -283,15 +345,12 @@ impl RedisTier {
         ttl: Duration,
         seen: &Seen,
     ) -> Result<bool> {
-        let (marker, digest) = match seen {
-            Seen::Marker(marker) => (marker.clone(), String::new()),
-            Seen::Value(digest) => (Vec::new(), digest.clone()),
-        };
+        let (marker, digest) = seen.as_args();
         let args: Vec<Value> = vec![
             Value::Bytes(bytes.into()),
             Value::from(crate::lock::millis(ttl).to_string()),
-            Value::Bytes(marker.into()),
-            Value::from(digest),
+            marker,
+            digest,
         ];
         let written: i64 = self
             .call(
@@ -343,19 +402,19 @@ impl RedisTier {
             .try_for_each(|reply| reply.map(drop))
     }
 
-    /// Replaces each key with a tombstone that lives for `ttl`.
+    /// Replaces each key that exists with a tombstone that lives as long
+    /// as what it replaces had left, and at most `ttl`.
     pub(crate) async fn tombstone(&self, value_keys: Vec<String>, ttl: Duration) -> Result<()> {
         let ttl = crate::lock::millis(ttl).to_string();
         let calls = value_keys.into_iter().map(|key| {
             let args: Vec<Value> = vec![
-                Value::from(key),
                 Value::Bytes(crate::codec::tombstone().into()),
-                Value::from("PX"),
                 Value::from(ttl.clone()),
             ];
             self.call(
-                Command::Plain("SET"),
-                self.client.custom::<Value, Value>(cmd!("SET"), args),
+                Command::Script("tombstone"),
+                self.tombstone
+                    .evalsha_with_reload::<i64, _, _>(&self.client, vec![key], args),
             )
         });
         join_all(calls)

@@ -107,7 +107,8 @@ pub struct Stats {
     pub redis_errors: u64,
     /// Times the breaker opened.
     pub breaker_opened: u64,
-    /// Invalidations this instance announced.
+    /// Invalidations this instance announced: entries it added to the
+    /// stream (a pattern or a clear adds two, before and after its sweep).
     pub invalidations_sent: u64,
     /// Invalidations from other instances applied to L1.
     pub invalidations_received: u64,

@@ -36,9 +36,10 @@ pub(crate) enum Command {
     /// A plain command: `GET`, `MGET`, `SET`, `SCAN`, `DBSIZE`, `XADD`.
     Plain(&'static str),
     /// One of the cache's scripts, by its purpose (`lease`, `fill`,
-    /// `drop_lease`, `tag`, `take_tag`, and the locks' `lock_acquire`,
-    /// `lock_extend`, `lock_release`), sent as `EVALSHA` (and loaded
-    /// first, in the same span, if the server lacks it).
+    /// `drop_lease`, `forget`, `tombstone`, `tag`, `take_tag`, and the
+    /// locks' `lock_acquire`, `lock_extend`, `lock_release`), sent as
+    /// `EVALSHA` (and loaded first, in the same span, if the server lacks
+    /// it).
     Script(&'static str),
 }
 

@@ -28,10 +28,19 @@ pub(crate) const EXACT: u64 = 1 << 53;
 /// redis.lua) hold the same number.
 pub(crate) const LONGEST_US: u64 = 100 * 365 * 24 * 3600 * 1_000_000;
 
-/// The largest limit of a sliding log: it keeps one entry per admitted
-/// unit, on Redis a sorted-set member each, and a check of the whole limit
-/// adds that many at once.
-pub const MAX_LOG_LIMIT: u64 = 1_000_000;
+/// The largest limit of a sliding log. It keeps one entry per admitted
+/// unit, on Redis a sorted-set member each, so a subject's log never holds
+/// more than this many, and no call removes or frees more: about a
+/// millisecond of the server's time. A larger limit is a sliding window's
+/// work ([`Limit::sliding_window`]: two counters, within a fraction of a
+/// percent of exact).
+pub const MAX_LOG_LIMIT: u64 = 10_000;
+
+/// The most units one check of a sliding log may cost: each is a member
+/// added in the same script, and a script holds every other client of that
+/// Redis (limiters, cache, queue) until it ends. A thousand take the server
+/// about a millisecond; a larger cost is [`Error::CostTooHigh`](crate::Error::CostTooHigh).
+pub const MAX_LOG_COST: u64 = 1_000;
 
 /// Which algorithm a [`Limit`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -267,6 +276,15 @@ impl Limit {
     /// capacity (burst) of a rate algorithm.
     pub fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// The most one request may cost: the capacity, and for a sliding log
+    /// at most [`MAX_LOG_COST`].
+    pub fn max_cost(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::SlidingLog => self.capacity.min(MAX_LOG_COST),
+            _ => self.capacity,
+        }
     }
 
     /// The window, or the period the rate is given per.

@@ -10,8 +10,12 @@ pub enum Error {
     /// A limiter's configuration is unusable (no limits, a bad name).
     #[error("invalid limiter configuration: {0}")]
     InvalidConfig(String),
-    /// A request asked for more units than the limit can ever admit.
-    #[error("a cost of {cost} can never be admitted by {limiter}, whose capacity is {capacity}")]
+    /// A request asked for more units than the limit admits in one
+    /// request: its capacity, or for a sliding log at most
+    /// [`MAX_LOG_COST`](crate::MAX_LOG_COST).
+    #[error(
+        "a cost of {cost} can never be admitted by {limiter}, which admits at most {capacity} in one request"
+    )]
     CostTooHigh {
         /// The limiter.
         limiter: String,

@@ -25,7 +25,7 @@
 //! | [`Algorithm`] | admits | state per key |
 //! |---|---|---|
 //! | fixed window | `limit` per window; up to 2 × `limit` across a boundary | 2 integers |
-//! | sliding log | at most `limit` in any window | one entry per admitted unit, at most `limit` |
+//! | sliding log | at most `limit` in any window | one entry per admitted unit, at most `limit` (at most [`MAX_LOG_LIMIT`], 10,000) |
 //! | sliding window | `limit` in the weighted estimate of the last window | 3 integers |
 //! | token bucket | `rate` per period, bursts up to the capacity | 1 integer: when the bucket is full again |
 //! | leaky bucket | same as the token bucket, counted as water that drains | 1 integer: when the bucket is empty again |
@@ -43,6 +43,15 @@
 //! penalty, a lease time or a timeout longer than [`MAX_DURATION`] (a
 //! century) is that long, and anything else out of range is refused with a
 //! typed [`Error`].
+//!
+//! No call gives Redis more than about a millisecond of work, so a caller
+//! with any input cannot hold up the other clients of its Redis (limiters,
+//! caches, queues): every state is a few integers but a sliding log's,
+//! whose log holds at most [`MAX_LOG_LIMIT`] entries (so no check or reset
+//! removes or frees more) and gains at most [`MAX_LOG_COST`] (1,000) in one
+//! check; a larger cost is [`Error::CostTooHigh`]. A limit beyond that is a
+//! sliding window's work: two counters, within a fraction of a percent of
+//! exact.
 //!
 //! # Stores
 //!
@@ -169,7 +178,7 @@ mod store;
 mod telemetry;
 mod trace;
 
-pub use algorithm::{Algorithm, Limit, MAX_LOG_LIMIT};
+pub use algorithm::{Algorithm, Limit, MAX_LOG_COST, MAX_LOG_LIMIT};
 #[cfg(feature = "tower")]
 pub use client_ip::{ClientIp, DEFAULT_IPV6_PREFIX, PeerAddr, X_FORWARDED_FOR};
 pub use concurrency::{ConcurrencyLimiter, ConcurrencyLimiterBuilder, Lease};

@@ -82,11 +82,12 @@ impl Quota {
         self.0.iter().map(|(name, limit)| (*name, limit))
     }
 
-    /// The most any one request may cost: the smallest capacity.
+    /// The most any one request may cost: the smallest of the rules'
+    /// [`Limit::max_cost`].
     pub fn max_cost(&self) -> u64 {
         self.0
             .iter()
-            .map(|(_, limit)| limit.capacity())
+            .map(|(_, limit)| limit.max_cost())
             .min()
             .unwrap_or(0)
     }
@@ -472,11 +473,11 @@ impl Limiter {
         name: &'static str,
         limit: &Limit,
     ) -> Result<Decision> {
-        if cost > limit.capacity() {
+        if cost > limit.max_cost() {
             return Err(Error::CostTooHigh {
                 limiter: self.inner.name.to_owned(),
                 cost,
-                capacity: limit.capacity(),
+                capacity: limit.max_cost(),
             });
         }
         check_key(key)?;

@@ -307,6 +307,9 @@ export default {
             h("td", {}, action),
           );
         }),
+        ...(list.next
+          ? [h("tr", {}, h("td", { class: "empty", colspan: 6 }, "The newest 1,000 keys; older ones: GET /api/keys?after=" + list.next))]
+          : []),
       );
     };
 

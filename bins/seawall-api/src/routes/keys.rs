@@ -1,18 +1,19 @@
-//! The admin API-key routes: `GET /api/keys` (every key, revoked ones
-//! included, never the keys themselves), `POST /api/keys` (issue a key to a
+//! The admin API-key routes: `GET /api/keys` (every key a page at a time,
+//! revoked ones included, never the keys themselves), `POST /api/keys` (issue a key to a
 //! tenant: the answer is the one place the key is shown) and
 //! `DELETE /api/keys/{id}` (revoke, on every instance).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use seawall_app::keys::{self, IssuedKey, KeyError, KeyInfo, MAX_NAME_CHARS};
+use seawall_app::keys::{self, IssuedKey, KeyCursor, KeyError, KeyInfo, MAX_NAME_CHARS, MAX_PAGE};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::extract::{Json, Path};
+use crate::params::Params;
 use crate::problem::Problem;
 use crate::ratelimit::is_tenant_id;
 use crate::state::AppState;
@@ -23,11 +24,32 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke))
 }
 
-/// Every key, newest first (at most 1,000).
+/// A page of keys, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 struct KeyList {
     /// The keys, without the keys themselves.
     keys: Vec<KeyInfo>,
+    /// Where the next page begins (send it as `after`); absent on the last
+    /// page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1764201600000.k0123456789abcdef")]
+    next: Option<String>,
+}
+
+/// Which page of keys to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the query `Params` reads
+struct ListQuery {
+    /// How many keys, 1 to 1,000; default 1,000.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// The `next` of the page before: the page begins after it.
+    #[param(
+        pattern = r"^[0-9]{1,18}\.k[0-9a-f]{16}$",
+        example = "1764201600000.k0123456789abcdef"
+    )]
+    after: Option<String>,
 }
 
 /// A key to issue.
@@ -52,17 +74,29 @@ struct NewKey {
     name: String,
 }
 
-/// Every API key, newest first, revoked ones included; never the keys
+/// The API keys, newest first, revoked ones included, a page at a time
+/// (`next` names where the following page begins); never the keys
 /// themselves, only their first characters.
 #[utoipa::path(get, path = "/api/keys", tag = "admin",
     security(("admin_token" = [])),
-    responses((status = 200, description = "The keys", body = KeyList)),
+    params(ListQuery),
+    responses((status = 200, description = "A page of keys", body = KeyList)),
 )]
-async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, Problem> {
-    keys::list(state.db())
+async fn list(State(state): State<AppState>, params: Params) -> Result<Json<KeyList>, Problem> {
+    let limit = params.int("limit", 1..=MAX_PAGE, Some(MAX_PAGE))?;
+    let after = match params.optional("after") {
+        None => None,
+        Some(text) => Some(KeyCursor::parse(text).ok_or_else(|| {
+            Problem::bad_parameter("after", "must be the `next` of a page of keys")
+        })?),
+    };
+    let (keys, next) = keys::list(state.db(), limit, after.as_ref())
         .await
-        .map(|keys| Json(KeyList { keys }))
-        .map_err(key_problem)
+        .map_err(key_problem)?;
+    Ok(Json(KeyList {
+        keys,
+        next: next.map(|cursor| cursor.to_string()),
+    }))
 }
 
 /// Issues an API key to a tenant. The answer holds the key itself, shown

@@ -31,9 +31,8 @@ async fn content_with_key(app: &TestApp, key: &str) -> Reply {
     app.send(request).await
 }
 
-/// The decisions the limiters made without Redis, as `/metrics` counts
-/// them.
-async fn degraded_decisions(server: &TestServer) -> f64 {
+/// The sum of the `/metrics` samples whose line `picks`.
+async fn metric_sum(server: &TestServer, picks: impl Fn(&str) -> bool) -> f64 {
     let exposition = server
         .request(Method::GET, "/metrics")
         .send()
@@ -44,9 +43,29 @@ async fn degraded_decisions(server: &TestServer) -> f64 {
         .expect("metrics text");
     exposition
         .lines()
-        .filter(|line| line.starts_with("ratelimit_degraded_decisions_total"))
+        .filter(|line| picks(line))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The decisions the limiters made without Redis, as `/metrics` counts
+/// them.
+async fn degraded_decisions(server: &TestServer) -> f64 {
+    metric_sum(server, |line| {
+        line.starts_with("ratelimit_degraded_decisions_total")
+    })
+    .await
+}
+
+/// The API cache's identity loads (each a database read), as `/metrics`
+/// counts them.
+async fn identity_loads(server: &TestServer) -> f64 {
+    metric_sum(server, |line| {
+        line.starts_with("cache_loads_total{")
+            && line.contains(r#"cache="api""#)
+            && line.contains(r#"class="identity""#)
+    })
+    .await
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -184,8 +203,11 @@ async fn made_up_keys_and_tenant_ids_leave_nothing_in_redis() {
         config.redis.url = Some(url);
         config.ratelimit.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
         // The wait below asks from one address until Redis is taken up,
-        // which on a loaded machine can outlast the default 100 a minute.
+        // which on a loaded machine can outlast the default 100 a minute;
+        // the made-up keys below are failed authentications, counted by
+        // the auth limiter (5 a minute by default).
         config.ratelimit.api = "100000/1m".parse().expect("profile");
+        config.ratelimit.auth = "100000/1m".parse().expect("profile");
     })
     .await;
     let keys = || -> BTreeSet<String> {
@@ -265,6 +287,59 @@ async fn made_up_keys_and_tenant_ids_leave_nothing_in_redis() {
     assert_eq!(
         statuses,
         BTreeSet::from([("x-api-key", 401), ("x-tenant-id", 403)])
+    );
+}
+
+/// A made-up key is a failed authentication: counted by client address
+/// before it is verified, so 1,000 of them, 25 at a time, reach the
+/// database at most the auth limit's number of times, and the address is
+/// then blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_keys_reach_the_database_at_most_the_auth_limits_number_of_times() {
+    let server = TestServer::start_with(|config| {
+        // Only the auth limiter (5 a minute, block 15 minutes) may refuse.
+        config.ratelimit.ddos = "1000000/1s".parse().expect("profile");
+        config.ratelimit.api = "1000000/1m".parse().expect("profile");
+    })
+    .await;
+    let before = identity_loads(&server).await;
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..40 {
+        let sent = (0..25).map(|_| {
+            server
+                .request(Method::GET, "/api/content?page_size=1")
+                .header("x-api-key", format!("swk_{}", random_hex(32)))
+                .send()
+        });
+        for reply in futures_util::future::join_all(sent).await {
+            *statuses
+                .entry(reply.expect("request").status().as_u16())
+                .or_default() += 1;
+        }
+    }
+    let loads = identity_loads(&server).await - before;
+    assert!(
+        loads <= 5.0,
+        "{loads} made-up keys were read from the database"
+    );
+    assert_eq!(
+        statuses,
+        std::collections::BTreeMap::from([(401, 5), (429, 995)])
+    );
+    let blocked = server
+        .request(Method::GET, "/api/content?page_size=1")
+        .header("x-api-key", format!("swk_{}", random_hex(32)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = blocked.json().await.expect("problem");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("blocked"),
+        "{body}"
     );
 }
 

@@ -200,7 +200,7 @@ pub struct RateLimitConfig {
     /// Requests per API key (`X-Api-Key`), else per user (`X-User-Id`, from a
     /// trusted proxy), else per client address, on `/api/`.
     pub api: Profile,
-    /// Failed admin authentications per client IP.
+    /// Failed authentications (admin token, API key) per client IP.
     pub auth: Profile,
     /// Reports (`/api/analytics/stats`) per API key, user or client IP.
     pub report: Profile,
@@ -948,7 +948,7 @@ pub static SETTINGS: &[Setting] = &[
         help: "Requests per API key, else per X-User-Id from a trusted proxy, else per client IP, on /api/"),
     setting!(ratelimit.auth, env: ["SEAWALL_RATELIMIT_AUTH"],
         flag: value("ratelimit-auth", "PROFILE"),
-        help: "Failed admin authentications per client IP"),
+        help: "Failed authentications (admin token, API key) per client IP"),
     setting!(ratelimit.report, env: ["SEAWALL_RATELIMIT_REPORT"],
         flag: value("ratelimit-report", "PROFILE"),
         help: "Reports (/api/analytics/stats) per API key, user or client IP"),

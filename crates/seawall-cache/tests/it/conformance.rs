@@ -113,6 +113,48 @@ async fn not_found_is_cached_for_the_negative_ttl(backend: &Backend) {
     .await;
 }
 
+/// With no negative caching, a "not found" is still the source's answer:
+/// the value it replaced (expired, but kept as a fail-safe copy in either
+/// tier) never stands in for a later failed load.
+async fn an_uncached_not_found_ends_the_fail_safe_copy(backend: &Backend) {
+    let policy = Policy::new(SHORT)
+        .fail_safe(Duration::from_secs(3600))
+        .negative_ttl(Duration::ZERO);
+    let cache = backend.builder().await.define("gone", policy).ready().await;
+    let class = cache.class("gone").expect("defined");
+    let runs = Arc::new(AtomicU32::new(0));
+    let loaded = cache
+        .get_or_load("k", class, counted(&runs, "v1".to_owned()))
+        .await
+        .expect("loads");
+    assert_eq!(loaded.as_deref(), Some("v1"));
+    wait::until_async("the value to expire", async || {
+        cache.get::<String>("k", class).await.is_none()
+    })
+    .await;
+    // The fail-safe copy is there: a failed load is covered by it.
+    assert_eq!(
+        cache
+            .get_or_load("k", class, failing)
+            .await
+            .expect("covered")
+            .as_deref(),
+        Some("v1")
+    );
+    let gone = cache
+        .get_or_load("k", class, || {
+            std::future::ready(Ok::<Option<String>, std::io::Error>(None))
+        })
+        .await
+        .expect("answered");
+    assert_eq!(gone, None);
+    let after = cache.get_or_load("k", class, failing).await;
+    assert!(
+        after.is_err(),
+        "a copy of what the source no longer has stood in for a failed load: {after:?}"
+    );
+}
+
 async fn invalidation_by_key_tag_and_pattern(backend: &Backend) {
     let cache = backend.builder().await.ready().await;
     let user = |id: u32| Options::new(Class::SCHEDULE).tag(format!("user:{id}"));
@@ -652,6 +694,7 @@ async fn warm_up_reports_progress_and_failures(backend: &Backend) {
 on_every_backend!(
     a_loaded_value_is_served_until_its_class_expires,
     not_found_is_cached_for_the_negative_ttl,
+    an_uncached_not_found_ends_the_fail_safe_copy,
     invalidation_by_key_tag_and_pattern,
     an_invalidation_overtakes_only_the_loads_it_concerns,
     a_thousand_concurrent_misses_load_once,

@@ -386,3 +386,51 @@ async fn a_new_server_behind_the_stream_clears_l1() {
     wait::until_async("a to clear its L1", async || a.stats().l1_clears == 1).await;
     wait::until_async("a to follow again", async || a.follows_invalidations()).await;
 }
+
+/// A clear (and a pattern) announces itself before it sweeps Redis, so
+/// every L1 drops its copies at once instead of serving them through a pass
+/// over every key, which takes seconds over a large keyspace. Here the
+/// sweep never gets going: the clearing instance's Redis user may not
+/// `SCAN`. Its clear fails (and waits to be sent again), yet the other
+/// instance's L1 is already empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clear_empties_every_l1_before_it_sweeps_redis() {
+    let redis = seawall_testkit::RedisServer::start().expect("redis starts");
+    let mut conn = redis.connect().expect("connect");
+    conn.cmd(&[
+        "ACL",
+        "SETUSER",
+        "sweeper",
+        "on",
+        ">sweeper-secret",
+        "~*",
+        "&*",
+        "+@all",
+        "-scan",
+    ])
+    .expect("ACL SETUSER");
+    let prefix = unique_prefix();
+    let sweeper = format!("redis://sweeper:sweeper-secret@{}", redis.addr());
+    let a = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(crate::support::client(&sweeper).await)
+        .ready()
+        .await;
+    let b = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(crate::support::client(&redis.url()).await)
+        .ready()
+        .await;
+    for key in ["today:1", "stats:1"] {
+        b.set(key, Class::API, 1_u32).await.expect("set");
+    }
+    b.sync();
+    assert_eq!(b.stats().l1_entries, 2, "b's L1 holds both");
+    let cleared = a.clear().await;
+    assert!(cleared.is_err(), "the sweep could not SCAN: {cleared:?}");
+    wait::until_async("b's L1 to be emptied by the announcement", async || {
+        b.sync();
+        b.stats().l1_entries == 0
+    })
+    .await;
+}

@@ -85,9 +85,11 @@ impl Op {
 
     /// The stream entries the write adds: one per key a `set_many`
     /// announces, one for any other write.
+    /// The stream entries it adds: a pattern or a clear announces itself
+    /// before and after its sweep.
     fn entries(&self) -> u64 {
         match self {
-            Self::SetMany(..) => 2,
+            Self::SetMany(..) | Self::Pattern(_) | Self::Clear => 2,
             _ => 1,
         }
     }

@@ -371,6 +371,46 @@ async fn keys_written_by_the_cache_always_expire() {
     assert!(cache.wait_following(Duration::MAX).await);
 }
 
+/// A tombstone lives no longer than the value it stands for could have,
+/// however long a load may take: a value of a class kept five minutes (and
+/// its fail-safe five more), under a hard timeout of a century, leaves a
+/// tombstone of at most ten minutes; a key that held nothing, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_lives_no_longer_than_the_value_it_stands_for() {
+    let url = seawall_testkit::RedisServer::shared().url();
+    let prefix = unique_prefix();
+    let five_minutes = Duration::from_secs(300);
+    let cache = TieredCache::builder()
+        .prefix(&prefix)
+        .define(
+            "answers",
+            seawall_cache::Policy::new(five_minutes)
+                .fail_safe(five_minutes)
+                .hard_timeout(Duration::MAX),
+        )
+        .redis(client(&url).await)
+        .ready()
+        .await;
+    let class = cache.class("answers").expect("defined");
+    cache.set("a", class, 1_u8).await.expect("sets");
+    cache.invalidate("a").await.expect("invalidates");
+    cache.invalidate("never-set").await.expect("invalidates");
+    let redis = client(&url).await;
+    let ttl: i64 = redis
+        .pttl(format!("{prefix}:k:a"))
+        .await
+        .expect("redis answers");
+    assert!(
+        ttl > 0 && ttl <= 600_000,
+        "the tombstone of a value kept ten minutes lives {ttl} ms"
+    );
+    let ttl: i64 = redis
+        .pttl(format!("{prefix}:k:never-set"))
+        .await
+        .expect("redis answers");
+    assert_eq!(ttl, -2, "a key that held nothing got a tombstone");
+}
+
 /// A load that ends with nothing to store (its loader failed, or found
 /// nothing in a class that caches no "not found") leaves no lease behind:
 /// a flood of made-up keys writes nothing to Redis.

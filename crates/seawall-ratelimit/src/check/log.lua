@@ -41,7 +41,8 @@ if blocked <= now and cost > 0 and units + cost <= capacity then
     added = redis.call('ZADD', log, at, string.format('%d:%d', now, units + 1))
   else
     -- In chunks: unpack hands Lua's C stack at most 8,000 values
-    -- (LUAI_MAXCSTACK), and a cost may be up to a limit of a million.
+    -- (LUAI_MAXCSTACK). The crate bounds a cost at MAX_LOG_COST (1,000),
+    -- one chunk; the loop keeps the script safe for any cost.
     added = 0
     local n = units
     while n < units + cost do

@@ -50,7 +50,7 @@ async fn a_stalled_redis_costs_one_timeout_per_request_sent_before_it_was_found(
         .expect("quota");
     let limiters: Vec<Limiter> = [
         Quota::from(Limit::gcra(1_000_000, HOUR, 1_000_000).expect("limit")),
-        Quota::from(Limit::sliding_log(100_000, HOUR).expect("limit")),
+        Quota::from(Limit::sliding_log(seawall_ratelimit::MAX_LOG_LIMIT, HOUR).expect("limit")),
         tenant,
     ]
     .into_iter()
@@ -244,4 +244,102 @@ fn a_sliding_log_beyond_its_bound_is_refused_up_front() {
         Limit::sliding_log(bound + 1, HOUR),
         Err(Error::InvalidLimit(_))
     ));
+}
+
+/// How long a command may hold the server before its slow log records it.
+const SLOW: Duration = Duration::from_millis(10);
+
+/// Commands the server's slow log recorded since it was last read, as
+/// (µs, command), and the log emptied.
+fn slow_commands(conn: &mut seawall_testkit::Conn) -> Vec<(i64, String)> {
+    let reply = conn.cmd(&["SLOWLOG", "GET", "128"]).expect("SLOWLOG GET");
+    conn.cmd(&["SLOWLOG", "RESET"]).expect("SLOWLOG RESET");
+    reply
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|entry| {
+            let fields = entry.as_array()?;
+            let micros = fields.get(2)?.as_int()?;
+            let command = fields.get(3)?.as_array()?.first()?.as_str()?.to_owned();
+            Some((micros, command))
+        })
+        .collect()
+}
+
+/// No call a sliding log allows holds Redis for more than milliseconds:
+/// the largest check it admits (one call's most members), filling the log
+/// to its longest, a check after every entry has left the window (the most
+/// members one call removes) and a reset of a full log (the most one call
+/// frees), on one rule and in a quota of several. The server's slow log
+/// records any command over [`SLOW`]; a run records none, in the best of
+/// three (a busy machine can pause the server itself mid-command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)] // the slowest commands, for whoever runs the suite
+async fn no_call_a_sliding_log_allows_holds_redis_for_more_than_milliseconds() {
+    let micros = SLOW.as_micros().to_string();
+    let redis = RedisServer::builder()
+        .config("slowlog-log-slower-than", micros.as_str())
+        .config("slowlog-max-len", "128")
+        .start()
+        .expect("redis-server starts");
+    let mut conn = redis.connect().expect("connect");
+    let store = crate::support::steady_store(&redis.url()).await;
+    let window = Duration::from_secs(2);
+    let longest = seawall_ratelimit::MAX_LOG_LIMIT;
+    let quotas = [
+        Quota::from(Limit::sliding_log(longest, window).expect("limit")),
+        Quota::builder()
+            .rule("log", Limit::sliding_log(longest, window).expect("limit"))
+            .and_then(|q| {
+                q.rule(
+                    "hour",
+                    Limit::fixed_window(10 * longest, HOUR).expect("limit"),
+                )
+            })
+            .and_then(|q| q.build())
+            .expect("quota"),
+    ];
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        slow_commands(&mut conn);
+        for quota in &quotas {
+            let limiter = Limiter::builder(&unique_name())
+                .quota(quota.clone())
+                .store(store.clone())
+                .build()
+                .expect("limiter");
+            // The largest cost the limiter admits in one check.
+            let mut cost = longest;
+            let first = loop {
+                match limiter.check("k", cost).await {
+                    Err(Error::CostTooHigh { capacity, .. }) if capacity < cost => cost = capacity,
+                    other => break other.expect("check"),
+                }
+            };
+            assert!(first.allowed && !first.degraded, "{first:?}");
+            // Filled to the limit (a bounded number of checks: on a busy
+            // machine the first entries may leave the window meanwhile).
+            for _ in 0..=longest / cost {
+                limiter.check("k", cost).await.expect("check");
+            }
+            // Every entry leaves the window together; the next check
+            // removes them all.
+            tokio::time::sleep(window + Duration::from_millis(500)).await;
+            let after = limiter.check("k", 1).await.expect("check");
+            assert!(after.allowed && !after.degraded, "{after:?}");
+            for _ in 0..=longest / cost {
+                limiter.check("k", cost).await.expect("check");
+            }
+            limiter.reset("k").await.expect("reset");
+        }
+        let slow = slow_commands(&mut conn);
+        println!("commands over {SLOW:?} in this run: {slow:?} (µs, command)");
+        let clean = slow.is_empty();
+        runs.push(slow);
+        if clean {
+            return;
+        }
+    }
+    panic!("a sliding log's allowed calls held Redis over {SLOW:?} in every run: {runs:?}");
 }
