@@ -1,11 +1,115 @@
-//! The Redis store's circuit breaker, shared by every clone of the store
-//! and so by every limiter on it: once a call finds Redis down, calls are
-//! not sent until a probe, one call at a time and at most one per
-//! interval, finds it up again. A few atomics; a call while it is closed
-//! reads one.
+//! The Redis store's circuit breakers, shared by every clone of the store
+//! and so by every limiter on it: one per Redis node the store calls (on a
+//! Cluster, each master; on a standalone server or behind Sentinel, the
+//! one server). Once a call finds a node down, calls to that node are not
+//! sent until a probe, one call at a time and at most one per interval,
+//! finds it up again; calls to the other nodes go on as before. A breaker
+//! is a few atomics; a call while it is closed reads one, after finding
+//! its node's breaker by its key's slot.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use fred::prelude::{Client, ClientLike as _, ClusterInterface as _};
+use parking_lot::Mutex;
+
+/// How long a Cluster's map of slots to nodes is used before it is read
+/// again from the client (which follows the cluster's changes itself).
+const ROUTES_TTL: Duration = Duration::from_millis(250);
+
+/// The breakers of one store, one per node.
+#[derive(Debug)]
+pub(crate) struct Breakers {
+    interval: Duration,
+    /// The breaker of a store on one server, and of a call whose node is
+    /// not known (no key, or a Cluster not mapped yet).
+    default: Arc<Breaker>,
+    /// Each Cluster node's breaker, by `host:port`, kept for the store's
+    /// life: a node that comes back after a failover finds its own.
+    nodes: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Slot ranges (first, last) and the breaker of the node serving each.
+    routes: ArcSwap<Vec<(u16, u16, Arc<Breaker>)>>,
+    /// When `routes` was last read (µs since `epoch`; 0: never).
+    routed_at_us: AtomicU64,
+    epoch: Instant,
+}
+
+impl Breakers {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            default: Arc::new(Breaker::new(interval)),
+            nodes: Mutex::new(HashMap::new()),
+            routes: ArcSwap::from_pointee(Vec::new()),
+            routed_at_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The breaker of the node `client` sends `key` to: by its hash slot on
+    /// a Cluster, else the one breaker.
+    #[inline]
+    pub(crate) fn of(&self, client: &Client, key: Option<&str>) -> Arc<Breaker> {
+        let Some(key) = key.filter(|_| client.is_clustered()) else {
+            return Arc::clone(&self.default);
+        };
+        self.route(client);
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let routes = self.routes.load();
+        let at = routes.partition_point(|(_, last, _)| *last < slot);
+        match routes.get(at) {
+            Some((first, _, breaker)) if *first <= slot => Arc::clone(breaker),
+            _ => Arc::clone(&self.default),
+        }
+    }
+
+    /// Reads the client's map of slots again once it is older than
+    /// [`ROUTES_TTL`]; one caller at a time does.
+    fn route(&self, client: &Client) {
+        let now = u64::try_from(self.epoch.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let at = self.routed_at_us.load(Ordering::Relaxed);
+        let ttl = u64::try_from(ROUTES_TTL.as_micros()).unwrap_or(u64::MAX);
+        if at != 0 && now.saturating_sub(at) < ttl {
+            return;
+        }
+        if self
+            .routed_at_us
+            .compare_exchange(at, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let Some(state) = client.cached_cluster_state() else {
+            return;
+        };
+        let mut nodes = self.nodes.lock();
+        let routes = state
+            .slots()
+            .iter()
+            .map(|range| {
+                let node = format!("{}:{}", range.primary.host, range.primary.port);
+                let breaker = nodes
+                    .entry(node)
+                    .or_insert_with(|| Arc::new(Breaker::new(self.interval)));
+                (range.start, range.end, Arc::clone(breaker))
+            })
+            .collect::<Vec<_>>();
+        drop(nodes);
+        let mut routes = routes;
+        routes.sort_by_key(|(first, _, _)| *first);
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// Whether any node's breaker is open.
+    pub(crate) fn any_open(&self) -> bool {
+        self.default.is_open() || self.nodes.lock().values().any(|breaker| breaker.is_open())
+    }
+}
 
 /// Closed, or open with the time the next probe may go.
 #[derive(Debug)]

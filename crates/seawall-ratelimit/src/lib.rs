@@ -66,11 +66,15 @@
 //! `TIME`, never the caller's clock, gives every key an expiry, and keeps all
 //! keys of one subject in one hash slot, so it runs unchanged on Redis
 //! Cluster. A call waits at most the store's timeout (250 ms by default);
-//! a call that finds Redis down opens the store's circuit breaker, which
-//! every clone of the store shares, and until a probe (one call at a time,
-//! at most one a second) finds Redis up, every limiter on it decides at
-//! once by its [`FailurePolicy`]. An error Redis answers one call with
-//! leaves the breaker closed.
+//! a call that finds its Redis node down opens that node's circuit
+//! breaker, which every clone of the store shares, and until a probe (one
+//! call at a time, at most one a second, to that node) finds it up, every
+//! limiter on the store decides the calls to that node at once by its
+//! [`FailurePolicy`]. The breakers are per node: on a Cluster, one master
+//! that stops answering never degrades a check of a key another master
+//! holds. A block an instance saw holds while its check is decided without
+//! Redis, whatever the policy. An error Redis answers one call with leaves
+//! the breaker closed.
 //!
 //! # Quotas, penalties, shadow mode
 //!

@@ -191,9 +191,11 @@ impl From<RedisStore> for Store {
 /// What a limiter does when its store cannot decide: Redis failed (no
 /// connection, no answer within the store's timeout), its circuit breaker
 /// is open, or it refused the call; a memory store is full of keys it
-/// cannot forget, for a key it does not hold. While Redis is down the
-/// store's breaker lets one call through as a probe at most once a second,
-/// and every limiter on it goes back to Redis as soon as that is answered.
+/// cannot forget, for a key it does not hold. While a Redis node is down
+/// the store's breaker of that node lets one call through as a probe at
+/// most once a second, and every limiter on it goes back to Redis as soon
+/// as that is answered. Whatever the policy (but [`Error`](Self::Error)),
+/// a key this instance saw blocked stays refused until its block ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FailurePolicy {
@@ -545,6 +547,19 @@ impl Limiter {
         let inner = &*self.inner;
         crate::trace::degraded(inner.name, inner.policy, &error);
         let rules = quota.as_rules();
+        // A block this instance saw holds while the store cannot be asked,
+        // whatever the policy would decide: a penalty does not lapse
+        // because the node that keeps it stopped answering.
+        if matches!(op, Op::Check { .. } | Op::Peek)
+            && inner.policy != FailurePolicy::Error
+            && let Some(left) = inner.telemetry.blocked_for(key)
+        {
+            let steps: Vec<Step> = rules.iter().map(|_| Step::closed()).collect();
+            let left_us = u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1);
+            let mut decision = Decision::combine(inner.name, rules, &steps, left_us);
+            decision.degraded = true;
+            return Ok(decision);
+        }
         let mut decision = match (inner.policy, &inner.insurance) {
             (FailurePolicy::Error, _) => return Err(error),
             (FailurePolicy::Insurance { instances }, Some(store)) => {

@@ -9,10 +9,11 @@
 //! state equals a fresh one; and all keys of one limiter and subject share
 //! a hash tag, so the store works unchanged on Redis Cluster.
 //!
-//! Every call is bounded by the store's timeout and passes its circuit
-//! breaker ([`crate::breaker`]), which every clone of the store shares. A
-//! call that finds Redis down (no connection, no answer in time) opens it;
-//! an error Redis answers with (a script's refusal of one call) does not.
+//! Every call is bounded by the store's timeout and passes the circuit
+//! breaker of the node it goes to ([`crate::breaker`]), which every clone
+//! of the store shares. A call that finds its node down (no connection, no
+//! answer in time) opens it; an error Redis answers with (a script's
+//! refusal of one call) does not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use fred::types::{FromValue, Value};
 use tracing::Instrument as _;
 
 use crate::algorithm::{Algorithm, Limit, Log, State, Step};
-use crate::breaker::{Breaker, Permit};
+use crate::breaker::{Breakers, Permit};
 use crate::error::{Error, Result};
 use crate::store::{Entry, Op, Outcome, Rules, check_one};
 use crate::trace;
@@ -74,15 +75,19 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// instance that uses the same prefix. Cheap to clone.
 ///
 /// A call waits at most the store's [timeout](Self::with_timeout) (default
-/// [`DEFAULT_TIMEOUT`]) whatever the client's own. A call that finds Redis
-/// down, no connection or no answer in time, opens the store's circuit
-/// breaker: from then on calls are not sent, and each limiter decides them
-/// at once by its [`FailurePolicy`](crate::FailurePolicy), but for one call
-/// at a time, at most one a second, let through as a probe; the first call
-/// Redis answers closes it. Clones share the breaker, so limiters built on
-/// clones of one store (build one store per Redis and clone it) find a
-/// stalled Redis out together, and a request that passes several of them
-/// waits for it at most once. An error Redis answers with (a script's
+/// [`DEFAULT_TIMEOUT`]) whatever the client's own. A call that finds its
+/// Redis node down, no connection or no answer in time, opens that node's
+/// circuit breaker: from then on calls to the node are not sent, and each
+/// limiter decides them at once by its
+/// [`FailurePolicy`](crate::FailurePolicy), but for one call at a time, at
+/// most one a second, let through as a probe; the first call the node
+/// answers closes it. There is one breaker per node: on a Cluster, each
+/// master's (a call finds it by its key's hash slot), so one master that
+/// stops answering degrades only the checks of the keys it holds; on a
+/// standalone server or behind Sentinel, one. Clones share the breakers, so
+/// limiters built on clones of one store (build one store per Redis and
+/// clone it) find a stalled node out together, and a request that passes
+/// several of them waits for it at most once. An error Redis answers with (a script's
 /// refusal of one call) is [`Error::Refused`] and leaves the breaker as it
 /// is.
 ///
@@ -103,7 +108,7 @@ pub struct RedisStore {
     check_scripts: Arc<CheckScripts>,
     blocked_script: Arc<Script>,
     timeout: Duration,
-    breaker: Arc<Breaker>,
+    breakers: Arc<Breakers>,
 }
 
 /// The scripts of a check of one rule, one per kind of state.
@@ -119,7 +124,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
-            .field("breaker_open", &self.breaker.is_open())
+            .field("breaker_open", &self.breakers.any_open())
             .finish_non_exhaustive()
     }
 }
@@ -146,7 +151,7 @@ impl RedisStore {
             }),
             blocked_script: Arc::new(Script::from_lua(BLOCKED_SCRIPT)),
             timeout: DEFAULT_TIMEOUT,
-            breaker: Arc::new(Breaker::new(PROBE_INTERVAL)),
+            breakers: Arc::new(Breakers::new(PROBE_INTERVAL)),
         }
     }
 
@@ -170,11 +175,11 @@ impl RedisStore {
         self.timeout
     }
 
-    /// Whether the circuit breaker is open: Redis failed moments ago, and
-    /// calls are decided by each limiter's failure policy until a probe
-    /// finds it up.
+    /// Whether a circuit breaker is open: a Redis node (on a Cluster, any
+    /// master) failed moments ago, and calls to it are decided by each
+    /// limiter's failure policy until a probe finds it up.
     pub fn is_breaker_open(&self) -> bool {
-        self.breaker.is_open()
+        self.breakers.any_open()
     }
 
     /// The key prefix.
@@ -192,7 +197,10 @@ impl RedisStore {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R> {
-        let Some(permit) = self.breaker.permit() else {
+        let breaker = self
+            .breakers
+            .of(&self.client, keys.first().map(String::as_str));
+        let Some(permit) = breaker.permit() else {
             return Err(Error::Unavailable);
         };
         self.send(limiter, script, keys, args, Some(permit)).await

@@ -212,6 +212,18 @@ impl Telemetry {
         }
     }
 
+    /// How long `key` is still blocked, as far as this instance saw; `None`
+    /// when it saw no block of it that has not ended.
+    #[inline]
+    pub(crate) fn blocked_for(&self, key: &str) -> Option<Duration> {
+        if self.next_unblock.load(Ordering::Relaxed) == u64::MAX {
+            return None;
+        }
+        let until = *self.blocked.lock().get(key)?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
     fn purge(&self, now: Instant) {
         let mut blocked = self.blocked.lock();
         blocked.retain(|_, until| *until > now);

@@ -7,6 +7,7 @@ mod conformance;
 mod faults;
 #[cfg(feature = "axum")]
 mod http;
+mod nodes;
 mod skew;
 mod stores;
 mod support;
