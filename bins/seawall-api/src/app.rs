@@ -167,6 +167,13 @@ impl App {
     }
 
     /// The router, for serving or for calling in tests with `tower::ServiceExt`.
+    ///
+    /// The limits count requests by their client address, which the router
+    /// reads from axum's `ConnectInfo<SocketAddr>`: serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` (as
+    /// [`serve`](Self::serve) does), or give each request one. With rate
+    /// limiting on, a request without one is refused (500), never served
+    /// unlimited; the probes answer regardless.
     pub fn router(&self) -> Router {
         self.router.clone()
     }

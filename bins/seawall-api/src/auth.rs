@@ -137,10 +137,15 @@ pub(crate) async fn require_admin(
     next: Next,
 ) -> Response {
     let verdict = verify(&guard.token, request.headers());
-    let auth = guard.limits.as_ref().and_then(|limits| {
-        let client = limits.client_ip(&request)?;
-        Some((limits.auth().0, client))
-    });
+    let auth = match guard.limits.as_ref() {
+        None => None,
+        Some(limits) => match limits.client_ip(&request) {
+            Some(client) => Some((limits.auth().0, client)),
+            // No attempt goes uncounted: without an address to count it by,
+            // nothing is answered.
+            None => return crate::ratelimit::unknown_client(),
+        },
+    };
     if let Some((limiter, client)) = &auth {
         let standing = match verdict {
             Verdict::Failed(_) => limiter.check(client, 1).await,

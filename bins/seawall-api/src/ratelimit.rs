@@ -364,6 +364,24 @@ pub(crate) fn too_many(decision: &Decision, who: &str) -> Response {
     response
 }
 
+/// The answer to a request whose client address the service cannot know
+/// (no peer address: the router served without one), when rate limiting is
+/// on: a 500, as the rate limiter's own layer answers, never a request let
+/// through unlimited. The service's own server always supplies the address
+/// (`App::serve`); an embedder serves the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+pub(crate) fn unknown_client() -> Response {
+    tracing::error!(
+        "a request came with no peer address, so its rate limits cannot be kept; \
+         serve the router with its peers' addresses"
+    );
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the service cannot tell this request's client address, so it cannot keep its rate limits",
+    )
+    .into_response()
+}
+
 /// What the DDoS limiter says of a request.
 pub(crate) enum Ddos {
     /// Let it through, with the decision to report on the response (none
@@ -378,13 +396,14 @@ pub(crate) enum Ddos {
 
 /// The DDoS limiter, by client IP, for every route but the probes, decided
 /// at once when its state is in process memory. A limiter error lets the
-/// request through.
+/// request through; a request with no client address is refused
+/// ([`unknown_client`]).
 pub(crate) fn ddos(limits: &RateLimits, request: &Request) -> Ddos {
     if EXEMPT.contains(&request.uri().path()) {
         return Ddos::Admit(None);
     }
     let Some(ip) = limits.client_ip(request) else {
-        return Ddos::Admit(None);
+        return Ddos::Reject(unknown_client());
     };
     match limits.0.ddos.check_now(&ip, 1) {
         Some(result) => ddos_verdict(result),
@@ -693,8 +712,10 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
         "this client address"
     };
     let Some(counted) = identity.or_else(|| limits.client_ip(&request)) else {
-        // No key, no trusted user and no peer address: nothing to count by.
-        return next.run(request).await;
+        // No key, no trusted user and no peer address: nothing to count by,
+        // and so no request is let through (the DDoS limiter in front
+        // already refused it; this stays true without it).
+        return unknown_client();
     };
     let mut checks: Vec<(&Limiter, &str)> = Vec::new();
     if request.uri().path() == "/api/analytics/stats" {

@@ -343,6 +343,29 @@ async fn made_up_keys_reach_the_database_at_most_the_auth_limits_number_of_times
     );
 }
 
+/// A request the router gets with no peer address (served without one)
+/// cannot be counted by its client address, so it is refused with a 500,
+/// as the rate limiter's own layer refuses it: never let through
+/// unlimited. The probes, which no limit counts, still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_no_peer_address_is_refused_not_let_through_unlimited() {
+    let app = TestApp::sqlite().await;
+    let bare = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+    let content = app.send_as_is(bare("/api/content?page_size=1")).await;
+    content.assert_problem(500);
+    let admin = Request::get("/api/keys")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", crate::support::TOKEN),
+        )
+        .body(Body::empty())
+        .expect("request");
+    app.send_as_is(admin).await.assert_problem(500);
+    assert_eq!(app.send_as_is(bare("/livez")).await.status, 200);
+    // The same request from an address is served.
+    assert_eq!(app.get("/api/content?page_size=1").await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_are_believed_only_from_a_trusted_proxy() {
     let untrusted = TestServer::start_with(|config| {

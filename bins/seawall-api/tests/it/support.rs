@@ -1,9 +1,11 @@
 //! Shared test fixtures: the service on a throwaway SQLite file or PostgreSQL
 //! database, called in-process through the router or over real TCP.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use seawall_api::App;
@@ -30,6 +32,18 @@ pub(crate) fn small_config(database_url: String) -> Config {
     config.demo.history_per_user = 120;
     config.server.max_body_bytes = 16 * 1024;
     config
+}
+
+/// The peer address of an in-process request: each its own, in the
+/// benchmarking range 198.18.0.0/15, as the service's own server gives
+/// every request the address it came from. The limits then keep their
+/// counts per address as they do in production, and no test's request is
+/// limited by another's; a test that means one client sends its own
+/// `ConnectInfo`.
+pub(crate) fn peer() -> SocketAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let [_, b, c, d] = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    SocketAddr::from(([198, 18 | (b & 1), c, d], 40_000))
 }
 
 /// Where a test's database lives; dropping it removes the SQLite file.
@@ -165,7 +179,22 @@ impl TestApp {
         }
     }
 
-    pub(crate) async fn send(&self, request: Request<Body>) -> Reply {
+    /// Sends `request` through the router in process, from an address of
+    /// its own (see [`peer`]) unless it names one.
+    pub(crate) async fn send(&self, mut request: Request<Body>) -> Reply {
+        if request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_none()
+        {
+            request.extensions_mut().insert(ConnectInfo(peer()));
+        }
+        self.send_as_is(request).await
+    }
+
+    /// Sends `request` through the router in process as it is: with no
+    /// peer address unless it carries one.
+    pub(crate) async fn send_as_is(&self, request: Request<Body>) -> Reply {
         let response = self
             .app
             .router()

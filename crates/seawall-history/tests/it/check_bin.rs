@@ -42,10 +42,11 @@ fn run(extra: &[&str]) -> (Option<i32>, String) {
     (output.status.code(), text)
 }
 
+/// An anomaly fails the run unless the caller asks only for the report.
 #[test]
-fn the_binary_prints_a_table_and_exits_zero() {
+fn the_binary_prints_a_table_and_fails_on_an_anomaly() {
     let (code, text) = run(&[]);
-    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("1 anomalies"), "{text}");
     assert!(text.contains("lost"), "{text}");
     assert!(text.contains("ANOMALY"), "{text}");
@@ -54,7 +55,7 @@ fn the_binary_prints_a_table_and_exits_zero() {
 
 #[test]
 fn the_binary_prints_json() {
-    let (code, text) = run(&["--json"]);
+    let (code, text) = run(&["--json", "--fail-on", "none"]);
     assert_eq!(code, Some(0), "{text}");
     let report: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(report["queue"]["lost"]["count"], 1);
@@ -69,5 +70,6 @@ fn fail_on_names_the_kinds_that_fail_the_run() {
         run(&["--fail-on", "cache.stale,queue.run_twice_unexplained"]).0,
         Some(0)
     );
+    assert_eq!(run(&["--fail-on", "none"]).0, Some(0));
     assert_eq!(run(&["--fail-on", "queue.nonsense"]).0, Some(2));
 }
