@@ -463,12 +463,16 @@ impl Turns {
     /// Waits for `client`'s turn; it ends when the returned guard drops.
     async fn take<'a>(&'a self, client: &str) -> Turn<'a> {
         let lock = Arc::clone(self.0.lock().entry(client.to_owned()).or_default());
-        let guard = lock.lock_owned().await;
-        Turn {
+        // The turn exists before the wait, so a wait cancelled midway (its
+        // request dropped) still takes the address's lock out of the map
+        // when it was the last to hold it.
+        let mut turn = Turn {
             turns: self,
             client: client.to_owned(),
-            guard: Some(guard),
-        }
+            guard: None,
+        };
+        turn.guard = Some(lock.lock_owned().await);
+        turn
     }
 }
 
@@ -744,4 +748,41 @@ pub(crate) fn is_tenant_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One verification at a time per address, and the map keeps only the
+    /// addresses verifying or waiting now: a wait cancelled midway leaves
+    /// nothing behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turns_are_one_at_a_time_per_address_and_leave_nothing_behind() {
+        let turns = Arc::new(Turns::default());
+        let first = turns.take("192.0.2.1").await;
+        let other = turns.take("192.0.2.2").await;
+        let waiting = {
+            let turns = Arc::clone(&turns);
+            tokio::spawn(async move {
+                let _turn = turns.take("192.0.2.1").await;
+            })
+        };
+        seawall_testkit::wait::until("the second turn to wait for the first", || {
+            turns
+                .0
+                .lock()
+                .get("192.0.2.1")
+                .is_some_and(|lock| Arc::strong_count(lock) == 3)
+        });
+        assert!(
+            !waiting.is_finished(),
+            "a second turn of one address ran at once"
+        );
+        waiting.abort();
+        assert!(waiting.await.is_err_and(|error| error.is_cancelled()));
+        drop(first);
+        drop(other);
+        assert!(turns.0.lock().is_empty(), "{:?}", turns.0.lock().keys());
+    }
 }
