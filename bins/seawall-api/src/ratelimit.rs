@@ -542,7 +542,7 @@ impl Caller {
 async fn api_key(
     gate: &Gate,
     key: Option<String>,
-    client: Option<String>,
+    client: Option<&str>,
 ) -> Result<Option<KeyIdentity>, Response> {
     let Some(key) = key else {
         return Ok(None);
@@ -670,7 +670,7 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
         .limits
         .as_ref()
         .and_then(|limits| limits.client_ip(&request));
-    let key = match api_key(&gate, sent, client).await {
+    let key = match api_key(&gate, sent, client.as_deref()).await {
         Ok(key) => key,
         Err(response) => return response,
     };
@@ -715,7 +715,7 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
     } else {
         "this client address"
     };
-    let Some(counted) = identity.or_else(|| limits.client_ip(&request)) else {
+    let Some(counted) = identity.or(client) else {
         // No key, no trusted user and no peer address: nothing to count by,
         // and so no request is let through (the DDoS limiter in front
         // already refused it; this stays true without it).

@@ -427,12 +427,8 @@ impl<C: Codec> TieredCache<C> {
         let inner = &*self.inner;
         let counters = inner.counters_of(class);
         let now = now_ms();
-        if let Some(l1) = inner.l1.as_ref().filter(|_| inner.l1_trusted()) {
-            if let Some(entry) = l1.get(key)
-                && now < entry.l1_fresh_until_ms
-                && let Some(value) = typed::<T>(&entry.value)
-            {
-                bump(&counters.l1_hits);
+        if inner.l1.is_some() && inner.l1_trusted() {
+            if let Some(value) = self.l1_hit(key, class, now) {
                 return value;
             }
             inner.missed(class, Tier::L1);
@@ -489,12 +485,20 @@ impl<C: Codec> TieredCache<C> {
     where
         T: DeserializeOwned + Clone + Send + Sync + 'static,
     {
+        self.l1_hit(key, class, now_ms()).flatten()
+    }
+
+    /// `key`'s value in L1 when L1 may answer and holds it fresh at `now`
+    /// as a `T` (`Some(None)`: a cached "not found"), counted as an L1 hit;
+    /// `None` otherwise, counted as nothing.
+    fn l1_hit<T>(&self, key: &str, class: Class, now: u64) -> Option<Option<T>>
+    where
+        T: Clone + 'static,
+    {
         let inner = &*self.inner;
         let l1 = inner.l1.as_ref().filter(|_| inner.l1_trusted())?;
-        let entry = l1
-            .get(key)
-            .filter(|entry| now_ms() < entry.l1_fresh_until_ms)?;
-        let value = typed::<T>(&entry.value)??;
+        let entry = l1.get(key).filter(|entry| now < entry.l1_fresh_until_ms)?;
+        let value = typed::<T>(&entry.value)?;
         bump(&inner.counters_of(class).l1_hits);
         Some(value)
     }

@@ -50,19 +50,20 @@ impl Breakers {
     }
 
     /// The breaker of the node `client` sends `key` to: by its hash slot on
-    /// a Cluster, else the one breaker.
+    /// a Cluster, else the one breaker (borrowed: no reference count is
+    /// touched on a store of one server).
     #[inline]
-    pub(crate) fn of(&self, client: &Client, key: Option<&str>) -> Arc<Breaker> {
+    pub(crate) fn of(&self, client: &Client, key: Option<&str>) -> NodeBreaker<'_> {
         let Some(key) = key.filter(|_| client.is_clustered()) else {
-            return Arc::clone(&self.default);
+            return NodeBreaker::Default(&self.default);
         };
         self.route(client);
         let slot = fred::util::redis_keyslot(key.as_bytes());
         let routes = self.routes.load();
         let at = routes.partition_point(|(_, last, _)| *last < slot);
         match routes.get(at) {
-            Some((first, _, breaker)) if *first <= slot => Arc::clone(breaker),
-            _ => Arc::clone(&self.default),
+            Some((first, _, breaker)) if *first <= slot => NodeBreaker::Node(Arc::clone(breaker)),
+            _ => NodeBreaker::Default(&self.default),
         }
     }
 
@@ -88,6 +89,8 @@ impl Breakers {
             return;
         };
         let mut nodes = self.nodes.lock();
+        // `slots` is sorted by its first slot (fred sorts it on every
+        // rebuild), as the lookup's binary search needs.
         let routes = state
             .slots()
             .iter()
@@ -100,14 +103,31 @@ impl Breakers {
             })
             .collect::<Vec<_>>();
         drop(nodes);
-        let mut routes = routes;
-        routes.sort_by_key(|(first, _, _)| *first);
         self.routes.store(Arc::new(routes));
     }
 
     /// Whether any node's breaker is open.
     pub(crate) fn any_open(&self) -> bool {
         self.default.is_open() || self.nodes.lock().values().any(|breaker| breaker.is_open())
+    }
+}
+
+/// The breaker a call passes: the store's one, borrowed, or a Cluster
+/// node's, shared.
+#[derive(Debug)]
+pub(crate) enum NodeBreaker<'a> {
+    Default(&'a Breaker),
+    Node(Arc<Breaker>),
+}
+
+impl std::ops::Deref for NodeBreaker<'_> {
+    type Target = Breaker;
+
+    fn deref(&self) -> &Breaker {
+        match self {
+            Self::Default(breaker) => breaker,
+            Self::Node(breaker) => breaker,
+        }
     }
 }
 
