@@ -48,7 +48,7 @@ struct Shared {
 impl AppState {
     /// Bundles the parts; readiness checks are those of the database and,
     /// when configured, Redis, the cache's following of other instances'
-    /// invalidations, and shutdown.
+    /// invalidations, the queues' enqueue path, and shutdown.
     pub(crate) fn new(parts: Parts) -> Self {
         let mut readiness: Vec<Box<dyn HealthCheck>> = vec![
             Box::new(parts.shutdown.clone()),
@@ -59,6 +59,9 @@ impl AppState {
         }
         if let Some(cache) = parts.workload.cache() {
             readiness.push(Box::new(cache.cache().readiness_check()));
+        }
+        if !parts.workload.queues().is_memory() {
+            readiness.push(Box::new(parts.workload.queues().enqueue_check()));
         }
         Self(Arc::new(Shared { parts, readiness }))
     }

@@ -28,20 +28,41 @@ use crate::config::RedisConfig;
 /// How long one Redis command may take before it fails; fred waits forever
 /// by default, which would hang requests while Redis is unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a request on one of the shared client's connections may go
+/// How long making a connection (TCP, TLS, `HELLO`) and the client's own
+/// commands (a Cluster client's `CLUSTER SLOTS`) may take. A Cluster client
+/// that reconnects asks the nodes it knows one after another, the one that
+/// stopped answering among them: each such try costs this long, so a short
+/// bound lets it find a promoted replica within a second. Servers on a
+/// network answer a connection in milliseconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a request on any of the service's Redis connections may go
 /// unanswered before the connection is closed and made again. A link whose
-/// packets were dropped (a partition, since healed) otherwise stays open
-/// while TCP backs off its retransmissions, seconds after the network is
-/// back; every command routed over it would time out meanwhile. The cache's
-/// and the rate limiter's commands answer in milliseconds and may be sent
-/// again; blocking commands (the invalidation feed's `XREAD`) are exempt.
-/// The queues' connections (built from [`builder`]) keep TCP's own pace:
-/// their scripts are not all safe to send twice.
+/// packets were dropped (a partition, or a master that stopped answering
+/// and has since been replaced) otherwise stays open while TCP backs off
+/// its retransmissions, seconds after the network is back or the replica
+/// was promoted; every command routed over it would time out meanwhile,
+/// and a Cluster client learns of the new master only once it reconnects.
+/// The cache's and the rate limiter's commands answer in milliseconds and
+/// may be sent again; so may the queues' calls, whose scripts answer a
+/// re-sent call with its first result (an enqueue that waits for replicas
+/// is sent once: its `WAIT` counts the writes of the connection it runs
+/// on). Blocking commands (the invalidation feed's `XREAD`, a worker's
+/// wait for jobs) are exempt.
 const UNRESPONSIVE: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to reconnect the shared client:
 /// once Redis is reachable again, the cache and the limiters use it within
 /// about this long.
 const RECONNECT_CAP_MS: u32 = 1_000;
+/// The longest wait between two attempts to reconnect a queue connection.
+/// A worker gives up on a run whose lease no renewal reached by four
+/// fifths of the lease (renewing every third of it), and a renewal waiting
+/// for its connection is sent the moment the connection is back: a Redis
+/// outage that begins right after a renewal and ends before `0.8 × lease −
+/// 250 ms` (3.75 s of a 5 s lease, 23.75 s of the default 30 s) costs no
+/// run, and one at the worst moment, just before a renewal was due, up to
+/// `0.47 × lease − 250 ms`. Attempts against a server that refuses them
+/// cost a few system calls each.
+const QUEUE_RECONNECT_CAP_MS: u32 = 250;
 /// How long start-up waits for the first connection before going on without
 /// it (readiness reports Redis as failing until it connects).
 const FIRST_CONNECT: Duration = Duration::from_secs(5);
@@ -66,8 +87,9 @@ pub enum RedisError {
     Tls(#[from] rustls::Error),
 }
 
-/// A client builder for `url` with the service's timeouts, reconnect policy
-/// and TLS set-up; the queues build their own connections from it.
+/// A client builder for `url` with the service's timeouts, its check for
+/// unresponsive connections, the queues' reconnect policy and TLS set-up;
+/// the queues build their own connections from it.
 pub fn builder(settings: &RedisConfig, url: &str) -> Result<Builder, RedisError> {
     let mut config = Config::from_url(url)?;
     // A failed first connection then goes through the reconnect policy
@@ -84,10 +106,19 @@ pub fn builder(settings: &RedisConfig, url: &str) -> Result<Builder, RedisError>
             performance.default_command_timeout = COMMAND_TIMEOUT;
         })
         .with_connection_config(|connection| {
-            connection.connection_timeout = COMMAND_TIMEOUT;
-            connection.internal_command_timeout = COMMAND_TIMEOUT;
+            connection.connection_timeout = CONNECT_TIMEOUT;
+            connection.internal_command_timeout = CONNECT_TIMEOUT;
+            connection.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(UNRESPONSIVE),
+                interval: UNRESPONSIVE / 4,
+            };
         })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            50,
+            QUEUE_RECONNECT_CAP_MS,
+            2,
+        ));
     Ok(builder)
 }
 
@@ -112,19 +143,12 @@ impl Redis {
     /// background.
     pub async fn connect(settings: &RedisConfig, url: &str) -> Result<Self, RedisError> {
         let mut builder = builder(settings, url)?;
-        builder
-            .with_connection_config(|connection| {
-                connection.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(UNRESPONSIVE),
-                    interval: UNRESPONSIVE / 4,
-                };
-            })
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                100,
-                RECONNECT_CAP_MS,
-                2,
-            ));
+        builder.set_policy(ReconnectPolicy::new_exponential(
+            0,
+            100,
+            RECONNECT_CAP_MS,
+            2,
+        ));
         let client = builder.build()?;
         client.on_error(|(error, server)| async move {
             let server = server.map(|server| server.to_string()).unwrap_or_default();
@@ -330,5 +354,109 @@ mod tests {
             assert_eq!(parsed, kind, "{url}");
             assert_eq!(config.tls.is_some(), tls, "{url}");
         }
+    }
+
+    /// The lease deadline (server ms) of the one job running in `queue`.
+    fn lease_deadline(server: &seawall_testkit::RedisServer, queue: &str) -> Option<f64> {
+        let mut conn = server.connect().ok()?;
+        let key = format!("seawall:{{{queue}}}:active");
+        let reply = conn.cmd(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]).ok()?;
+        reply.as_array()?.get(1)?.as_str()?.parse().ok()
+    }
+
+    /// A Redis outage shorter than a job's lease that begins right after a
+    /// renewal costs the job no run: the queues' connections are back
+    /// within 250 ms of the server, and the renewal that waited goes at
+    /// once, before the worker's cut-off at four fifths of the lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_outage_shorter_than_a_lease_costs_no_run() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+        use seawall_queue::{Job, JobError, JobOptions, Queues};
+        use seawall_testkit::{Persistence, RedisServer, wait};
+
+        const LEASE: Duration = Duration::from_secs(20);
+        // Ends after the 11.3–12.1 s at which a client that backs off from
+        // 100 ms, doubling up to 5 s (with fred's jitter of up to 100 ms a
+        // try), makes its eighth reconnection attempt, so that such a
+        // client's next comes at 16.3 s or later; and well before the 16 s
+        // after the last renewal (four fifths of the lease) at which the
+        // worker gives the run up.
+        const OUTAGE: Duration = Duration::from_millis(12_300);
+        let mut server = RedisServer::builder()
+            .persistence(Persistence::AofAlways)
+            .start()
+            .expect("redis-server starts");
+        let settings = RedisConfig::default();
+        let queues = Queues::redis(builder(&settings, &server.url()).expect("a builder"))
+            .connect()
+            .await
+            .expect("connects");
+        let (runs, cancelled) = (
+            Arc::new(AtomicU32::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let release = Arc::new(tokio::sync::Notify::new());
+        let worker = {
+            let (runs, cancelled, release) = (
+                Arc::clone(&runs),
+                Arc::clone(&cancelled),
+                Arc::clone(&release),
+            );
+            queues
+                .worker("outage")
+                .and_then(|worker| worker.concurrency(1))
+                .and_then(|worker| worker.lease(LEASE))
+                .expect("valid")
+                .start(move |job: Job<u32>| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let token = job.cancellation().clone();
+                    let (cancelled, release) = (Arc::clone(&cancelled), Arc::clone(&release));
+                    async move {
+                        tokio::select! {
+                            () = token.cancelled() => {
+                                cancelled.store(true, Ordering::SeqCst);
+                                Err(JobError::new("cancelled"))
+                            }
+                            () = release.notified() => Ok(()),
+                        }
+                    }
+                })
+        };
+        queues
+            .enqueue("outage", &1_u32, &JobOptions::new())
+            .await
+            .expect("enqueues");
+        let first = wait::until_some("the job to start", || lease_deadline(&server, "outage"));
+        // Cut right after a renewal: the whole outage then falls inside one
+        // renewal's reach.
+        let renewed = wait::until_some("a renewal", || {
+            lease_deadline(&server, "outage").filter(|deadline| *deadline > first)
+        });
+        server.kill().expect("SIGKILL");
+        tokio::time::sleep(OUTAGE).await;
+        server.restart().expect("restarts on its AOF");
+        wait::until(
+            "the lease renewed after the outage, or the run given up",
+            || {
+                cancelled.load(Ordering::SeqCst)
+                    || lease_deadline(&server, "outage").is_some_and(|deadline| deadline > renewed)
+            },
+        );
+        release.notify_one();
+        wait::until_async("the job to complete", async || {
+            queues
+                .counts("outage")
+                .await
+                .is_ok_and(|counts| counts.completed == 1)
+        })
+        .await;
+        let stats = worker.shutdown(Duration::from_secs(5)).await;
+        assert!(
+            !cancelled.load(Ordering::SeqCst),
+            "the run was given up: {stats:?}"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "{stats:?}");
+        assert_eq!((stats.lost_leases, stats.requeued), (0, 0), "{stats:?}");
     }
 }

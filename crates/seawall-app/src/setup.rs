@@ -191,6 +191,15 @@ impl QueueHandle {
         self.memory
     }
 
+    /// A readiness check that passes while an enqueue on every queue would
+    /// be acknowledged ([`Queues::check_enqueue`]); see [`EnqueueCheck`].
+    pub fn enqueue_check(&self) -> EnqueueCheck {
+        EnqueueCheck {
+            handle: self.clone(),
+            last: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
     /// Waits until the queues are connected.
     pub async fn connected(&self) -> Queues {
         loop {
@@ -199,5 +208,73 @@ impl QueueHandle {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// How long one answer of an [`EnqueueCheck`] is reused: probes come from
+/// every load balancer and orchestrator at once, the queues are asked at
+/// most this often.
+const ENQUEUE_CHECK_REUSE: Duration = Duration::from_millis(250);
+
+/// Readiness of the enqueue path (`queues:enqueue`): fails while the queues
+/// are not connected, or while an enqueue on any of the service's queues
+/// would not be acknowledged (its Redis primary is cut off, a failover has
+/// not promoted a replica yet, or fewer replicas confirm a write than
+/// `queue.wait_replicas` asks), each queue asked within a second. One
+/// check runs at a time and its answer serves the probes of the next
+/// 250 ms.
+#[derive(Clone)]
+pub struct EnqueueCheck {
+    handle: QueueHandle,
+    last: Arc<tokio::sync::Mutex<Option<(std::time::Instant, seawall_perfmon::CheckResult)>>>,
+}
+
+impl std::fmt::Debug for EnqueueCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnqueueCheck").finish_non_exhaustive()
+    }
+}
+
+impl EnqueueCheck {
+    async fn probe(&self) -> seawall_perfmon::CheckResult {
+        let Some(queues) = self.handle.get() else {
+            return seawall_perfmon::CheckResult::fail(
+                "the job queues' Redis has not answered yet",
+            )
+            .component_type("component");
+        };
+        let probes = crate::config::QueueName::ALL.map(|queue| async move {
+            let component = format!("enqueue on {}", queue.as_str());
+            crate::checks::timed_ping(&component, queues.check_enqueue(queue.as_str())).await
+        });
+        let results = futures_util::future::join_all(probes).await;
+        let slowest = results
+            .iter()
+            .filter_map(|result| result.observed_value.as_ref()?.as_f64())
+            .fold(0.0_f64, f64::max);
+        results
+            .into_iter()
+            .find(|result| result.status != seawall_perfmon::HealthStatus::Healthy)
+            .unwrap_or_else(|| seawall_perfmon::CheckResult::pass().observed(slowest, "ms"))
+            .component_type("component")
+    }
+}
+
+#[async_trait::async_trait]
+impl seawall_perfmon::HealthCheck for EnqueueCheck {
+    fn key(&self) -> String {
+        "queues:enqueue".to_owned()
+    }
+
+    async fn check(&self) -> seawall_perfmon::CheckResult {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < ENQUEUE_CHECK_REUSE
+        {
+            return result.clone();
+        }
+        let result = self.probe().await;
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result
     }
 }

@@ -993,6 +993,10 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn check_enqueue(&self, _queue: &str) -> Result<()> {
+        Ok(())
+    }
+
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         self.with(queue, |step| {
             step.q.paused = paused;

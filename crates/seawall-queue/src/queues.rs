@@ -78,6 +78,15 @@ impl Queues {
     /// timeout when shorter; fred's default is none), so a command the
     /// client re-sends after a reconnection is re-sent within the 30 s for
     /// which the queue keeps its answer.
+    ///
+    /// Give the builder a reconnect policy whose longest wait is short
+    /// beside the workers' lease (see [`Worker::lease`](crate::Worker::lease)
+    /// for what an outage costs), and fred's check for unresponsive
+    /// connections (`UnresponsiveConfig`, a second or so): a connection
+    /// whose packets are being dropped otherwise waits out TCP's
+    /// retransmissions, and a Cluster client hears of a promoted replica
+    /// only once it reconnects. Every call is safe to re-send on the new
+    /// connection; an enqueue that waits for replicas is sent once.
     pub fn redis(builder: Builder) -> RedisQueues {
         RedisQueues {
             builder,
@@ -189,6 +198,31 @@ impl Queues {
             .flatten()
             .filter(|job| job.state == state)
             .collect())
+    }
+
+    /// Succeeds when an enqueue on `queue` would be acknowledged now, without
+    /// adding a job: on Redis, the server that holds the queue (its slot's
+    /// primary on a Cluster) is reachable, is a primary and takes a write,
+    /// and, with [replicated enqueues](RedisQueues::replicated_enqueues),
+    /// as many replicas confirm that write within the wait as an enqueue
+    /// needs ([`Error::NotReplicated`] otherwise). A readiness check built
+    /// on it fails exactly while enqueues would: cut off from the primary,
+    /// before a failover has promoted a replica, or without the replicas
+    /// the enqueue waits for. It costs a round trip (two when waiting for
+    /// replicas) and writes one small key per queue, kept for a minute.
+    /// In memory it always succeeds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = seawall_queue::Queues::memory();
+    /// queues.check_enqueue("email").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn check_enqueue(&self, queue: &str) -> Result<()> {
+        check_name("queue name", queue)?;
+        self.store.check_enqueue(queue).await
     }
 
     /// How many jobs are in each state. Due delayed jobs and expired leases

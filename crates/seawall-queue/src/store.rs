@@ -258,6 +258,16 @@ pub(crate) trait Store: Send + Sync + 'static {
         percent: u8,
         message: &str,
     ) -> Result<bool>;
+    /// Succeeds when an enqueue on `queue` would be acknowledged now: the
+    /// server that holds the queue takes a write, and as many replicas
+    /// confirm it as an enqueue waits for.
+    async fn check_enqueue(&self, queue: &str) -> Result<()>;
+    /// Changes each time a connection to the backend comes back after it
+    /// was lost (never, in memory): a renewal that failed meanwhile is
+    /// tried again at once.
+    fn reconnections(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()>;
     async fn counts(&self, queue: &str) -> Result<Counts>;
     /// The counts, and how long the oldest head of a line has waited,

@@ -237,10 +237,18 @@ impl WorkerBuilder {
     ///
     /// Renewal is bounded by the lease, not by the client's command timeout
     /// or reconnection backoff: each call gets until the last fifth of the
-    /// lease, and a failed one is tried again within 250 ms. A run whose
-    /// lease no renewal reached by then has its cancellation token fired,
-    /// and is aborted when the lease ends, before another worker can take
-    /// the job; its job goes back without an attempt counted.
+    /// lease, and a failed one is tried again within 250 ms, or at once
+    /// when a lost connection to Redis comes back. A run whose lease no
+    /// renewal reached by then has its cancellation token fired, and is
+    /// aborted when the lease ends, before another worker can take the job;
+    /// its job goes back without an attempt counted.
+    ///
+    /// So a Redis outage costs no run if it ends, and the client has
+    /// reconnected, before four fifths of the lease have passed since the
+    /// last renewal: an outage up to `0.8 × lease − reconnection` when it
+    /// begins right after a renewal, `0.47 × lease − reconnection` at the
+    /// worst moment. Give the client a reconnect policy whose longest wait
+    /// is well inside that (the service uses 250 ms).
     pub fn lease(mut self, lease: Duration) -> Result<Self> {
         if lease < Duration::from_millis(300) {
             return Err(Error::InvalidSetting(format!(
@@ -1258,6 +1266,7 @@ async fn renew_loop(shared: Arc<Shared>) {
     // Failed calls in a row: the first is a warning, the rest of the same
     // outage are not.
     let mut failures = 0_u32;
+    let mut reconnections = shared.store.reconnections();
     loop {
         let wake = shared
             .held
@@ -1267,6 +1276,13 @@ async fn renew_loop(shared: Arc<Shared>) {
         tokio::select! {
             () = tokio::time::sleep_until(wake.into()) => {}
             () = shared.renew_soon.notified() => next_renewal = Instant::now(),
+            // The backend is reachable again: a renewal that failed while
+            // it was not goes now, not after the pause between tries.
+            Ok(()) = reconnected(&mut reconnections) => {
+                if failures > 0 {
+                    next_renewal = Instant::now();
+                }
+            }
             () = shared.stopped.cancelled() => return,
         }
         expire(&shared, timing.margin);
@@ -1329,6 +1345,17 @@ async fn renew_loop(shared: Arc<Shared>) {
                 job.cancel.cancel();
             }
         }
+    }
+}
+
+/// Returns when the backend's connection comes back after it was lost;
+/// never for a backend without reconnections, or once it is gone.
+async fn reconnected(
+    reconnections: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match reconnections {
+        Some(receiver) => receiver.changed().await,
+        None => std::future::pending().await,
     }
 }
 

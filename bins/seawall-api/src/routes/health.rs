@@ -69,8 +69,11 @@ async fn livez() -> Response {
 
 /// Readiness: every dependency answers.
 ///
-/// Pings the database, and Redis when configured, each within a second; 503
-/// when one fails, so a load balancer stops sending traffic.
+/// Pings the database, and Redis when configured, each within a second, and
+/// checks that an enqueue on every job queue would be acknowledged (its
+/// Redis primary takes a write, confirmed by as many replicas as
+/// `queue.wait_replicas` asks); 503 when one fails, so a load balancer
+/// stops sending traffic exactly while the instance cannot enqueue.
 #[utoipa::path(get, path = "/readyz", tag = "probes", responses(
     (status = 200, description = "Every dependency answers", body = HealthDocument,
         content_type = "application/health+json",

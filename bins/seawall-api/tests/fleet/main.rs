@@ -14,5 +14,6 @@ mod drills;
 mod hosts;
 mod partitions;
 mod queues;
+mod readiness;
 mod shared;
 mod support;

@@ -24,6 +24,7 @@ use seawall_history::{FinalState, History, Options, Recorder, Report, Workload};
 use seawall_testkit::wait;
 
 use crate::hosts::wait_for_rotation;
+use crate::readiness::{Agreement, Promotion, Watcher};
 use crate::support::{self, Running};
 
 /// How long the drills hold their faults: 4 s in the test command, 10 s in
@@ -560,8 +561,12 @@ fn queue_fleet(wait_replicas: u32, lease: &str) -> seawall_testkit::FleetBuilder
 /// Drill 1 (and 6): the Redis master of the notification queue's slot and
 /// api-1 cut off from every other host for `form.hold` while clients
 /// pinned to each instance enqueue, order the last units of a sale, take
-/// coupons, earn points and read balances; then healed.
-pub(crate) async fn master_and_instance_cut_off(form: Form, wait_replicas: u32) -> Outcome {
+/// coupons, earn points and read balances; then healed. Also returns how
+/// far each instance's `/readyz` strayed from its enqueues.
+pub(crate) async fn master_and_instance_cut_off(
+    form: Form,
+    wait_replicas: u32,
+) -> (Outcome, Agreement) {
     let dir = drill_dir(&format!("cut-off-w{wait_replicas}"));
     let mut fleet = support::start(queue_fleet(wait_replicas, "5s")).await;
     // The sale sells out while the cut holds: three buyers get about 12
@@ -616,6 +621,11 @@ pub(crate) async fn master_and_instance_cut_off(form: Form, wait_replicas: u32) 
         )));
     }
     tokio::time::sleep(form.before).await;
+    let watcher = Watcher::start(fleet.instance_urls());
+    let replica = fleet
+        .replica_host_of("{notification}")
+        .expect("the queue's replica");
+    let promotion = Promotion::watch(redis_addr(&fleet, &replica));
 
     let others: Vec<String> = fleet
         .hosts()
@@ -644,12 +654,26 @@ pub(crate) async fn master_and_instance_cut_off(form: Form, wait_replicas: u32) 
         task.await.expect("a client ends");
     }
     drop((clients, recorder, after));
+    // api-2 and api-3 stay with the replica.
+    let readiness = watcher
+        .finish(&dir.join("clients.jsonl"), promotion, &[1, 2])
+        .await;
+    println!("readiness against enqueues: {readiness}");
 
     quiesce(&fleet).await;
     let state = final_state(&fleet, sale, campaign, &users);
     let (whole, healed) = around_the_heal(&dir, &fleet, &state, &Options::default());
     support::stop(fleet).await;
-    Outcome { whole, healed }
+    (Outcome { whole, healed }, readiness)
+}
+
+/// The address of the Redis node called `host` (`redis-N`).
+fn redis_addr(fleet: &Running, host: &str) -> std::net::SocketAddr {
+    let n: usize = host
+        .strip_prefix("redis-")
+        .and_then(|n| n.parse().ok())
+        .expect("a Redis host");
+    fleet.cluster().expect("a Cluster").nodes()[n - 1].addr()
 }
 
 /// Writes `state` and the fleet's faults into `dir` and checks the
@@ -750,6 +774,10 @@ fn never(report: &Report) -> Vec<(String, usize)> {
     .collect()
 }
 
+/// How long an instance's `/readyz` may disagree with its enqueues: a probe
+/// answers within a second, and its answer serves for 250 ms.
+const READINESS_LAG: Duration = Duration::from_millis(1_500);
+
 /// Drill 1: with `wait_replicas = 1` nothing acknowledged is lost and
 /// nothing is oversold; without it, the loss is printed (scripts/drills).
 /// After the heal no read is staler than the propagation window.
@@ -757,7 +785,8 @@ fn never(report: &Report) -> Vec<(String, usize)> {
 async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
     let form = Form::chosen();
     for wait_replicas in wait_settings(&[1]) {
-        let Outcome { whole, healed } = master_and_instance_cut_off(form, wait_replicas).await;
+        let (Outcome { whole, healed }, readiness) =
+            master_and_instance_cut_off(form, wait_replicas).await;
         let counts = whole.counts();
         assert_eq!(never(&whole), [], "wait_replicas {wait_replicas}:\n{whole}");
         if wait_replicas > 0 {
@@ -772,6 +801,30 @@ async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
                     "{kind}, wait_replicas {wait_replicas}:\n{whole}"
                 );
             }
+        }
+        // `/readyz` fails exactly while the instance cannot enqueue: the two
+        // disagree only while a probe notices (a second at most, its answer
+        // reused for 250 ms), on the cut-off side and on the majority's,
+        // before the failover and after it.
+        assert!(
+            readiness.ready_but_cannot_enqueue <= READINESS_LAG
+                && readiness.check_failed_but_enqueued <= READINESS_LAG,
+            "wait_replicas {wait_replicas}: {readiness}"
+        );
+        // When the cut lasts long enough for the replica to be promoted
+        // (the full form), the majority's instances enqueue again within a
+        // second of it. Not with `wait_replicas`: the promoted replica has
+        // no replica of its own until the old master rejoins after the
+        // heal, so an enqueue is refused (fast, and readiness fails).
+        if let Some(after) = &readiness.enqueued_after_promotion
+            && wait_replicas == 0
+        {
+            assert!(
+                after
+                    .iter()
+                    .all(|after| after.is_some_and(|after| after <= Duration::from_secs(1))),
+                "wait_replicas {wait_replicas}: {readiness}"
+            );
         }
         // Once every instance is ready again (each reaches every Redis
         // master, and has sent what it could not send while cut off), every

@@ -2,6 +2,12 @@
 //! its connection until it returns, so it must never run on the shared,
 //! multiplexed client: each waiting worker takes a fred client of its own
 //! from a bb8 pool, with an acquire timeout and a health check on checkout.
+//!
+//! A pooled connection sends each command once: an enqueue's `WAIT` counts
+//! the writes of the connection it runs on, and one re-sent on the new
+//! connection after a reconnection would count none of them and answer at
+//! once that every replica has them. A command whose connection dropped
+//! fails instead, and the call answers what it knows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +81,8 @@ pub(super) struct BlockingPool {
 }
 
 impl BlockingPool {
-    pub(super) fn new(builder: Builder, size: u32, acquire_timeout: Duration) -> Self {
+    pub(super) fn new(mut builder: Builder, size: u32, acquire_timeout: Duration) -> Self {
+        builder.with_connection_config(|connection| connection.max_command_attempts = 1);
         let pool = bb8::Pool::builder()
             .max_size(size)
             .min_idle(Some(0))

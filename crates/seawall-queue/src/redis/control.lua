@@ -160,6 +160,15 @@ elseif op == 'take_back' then
   -- A replay of the enqueue must not answer ids that are gone.
   redis.call('DEL', base .. 'r:' .. request)
   return 1
+elseif op == 'probe' then
+  -- What an enqueue needs of this server, without adding a job: it is the
+  -- primary, and it takes a write (ARGV[8]: a request id, kept for a
+  -- minute), so that a `WAIT` after it counts the replicas that have it.
+  if string.match(redis.call('INFO', 'replication'), 'role:slave') then
+    refuse('this server is a replica: enqueue on the primary')
+  end
+  redis.call('SET', base .. 'probe', shaped(8, REQUEST, 32, 'a request id'), 'PX', '60000')
+  return 1
 elseif op == 'group_limit' then
   -- ARGV[8]: the most jobs of one group that may run at once, 0 for no cap.
   redis.call('HSET', meta, 'gcap', int(whole(8, 0, 4294967295)))

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::cmd;
-use fred::interfaces::{ClientLike, ClusterInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use fred::prelude::{Client, Options};
 use fred::types::scripts::Script;
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::store::{
     AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, MAX_SETTING, NewJob, Renewed,
-    Settings, Store, bounded_message, millis,
+    Settings, Store, bounded_message, millis, random_id,
 };
 
 use self::blocking::{Blocker, BlockingPool};
@@ -112,6 +112,7 @@ pub(crate) struct RedisStore {
     scripts: Scripts,
     round_trips: AtomicU64,
     replicas: Option<(u32, Duration)>,
+    reconnections: tokio::sync::watch::Receiver<u64>,
 }
 
 impl RedisStore {
@@ -130,6 +131,11 @@ impl RedisStore {
             }
         });
         let client = builder.build()?;
+        let (reconnected, reconnections) = tokio::sync::watch::channel(0_u64);
+        client.on_reconnect(move |_| {
+            reconnected.send_modify(|count| *count += 1);
+            async { Ok(()) }
+        });
         client.init().await?;
         let info: Value = client
             .custom(cmd!("INFO"), vec![Value::from("server")])
@@ -148,6 +154,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             round_trips: AtomicU64::new(0),
             replicas: options.replicas,
+            reconnections,
         })
     }
 
@@ -469,6 +476,36 @@ impl Store for RedisStore {
             Value::from(bounded_message(message).as_ref()),
         ]);
         Ok(number(&self.run(&self.scripts.progress, keys, args).await?)? == 1)
+    }
+
+    async fn check_enqueue(&self, queue: &str) -> Result<()> {
+        let request = random_id();
+        let Some((wanted, timeout)) = self.replicas.filter(|(wanted, _)| *wanted > 0) else {
+            self.control(queue, "probe", vec![Value::from(request)])
+                .await?;
+            return Ok(());
+        };
+        // As an enqueue that waits for replicas: the write and its `WAIT`
+        // on one pooled connection.
+        let connection = self.blocking.get().await?;
+        let (keys, mut args) = self.prelude(queue, 2);
+        args.push(Value::from("probe"));
+        args.push(Value::from(request));
+        self.round_trips.fetch_add(2, Ordering::Relaxed);
+        let _: Value = self
+            .scripts
+            .control
+            .evalsha_with_reload(&connection.client, keys, args)
+            .await?;
+        let acked = wait_for_replicas(&connection, queue, wanted, timeout).await?;
+        if acked < wanted {
+            return Err(Error::NotReplicated { acked, wanted });
+        }
+        Ok(())
+    }
+
+    fn reconnections(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.reconnections.clone())
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {

@@ -238,3 +238,58 @@ async fn an_enqueue_on_a_writable_replica_is_refused() {
     let counts = queues.counts("mail").await.expect("counts");
     assert_eq!(counts.waiting + counts.delayed, 0, "{counts:?}");
 }
+
+/// `check_enqueue` answers what an enqueue would: it passes on the primary
+/// with its replica attached, fails with `NotReplicated` while that
+/// replica is frozen (an enqueue would be refused) and when more replicas
+/// are asked for than there are, passes again once it is back, and fails
+/// on a replica. It adds no job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_check_fails_exactly_where_an_enqueue_would() {
+    let (primary, replica) = primary_and_replica().await;
+    let wait = Duration::from_millis(300);
+    let queues = connect(&primary.url(), 1, wait).await;
+    queues.check_enqueue("mail").await.expect("passes");
+
+    let pause = replica.pause_in_background(FROZEN).expect("freezes");
+    let refused = queues.check_enqueue("mail").await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::NotReplicated {
+                acked: 0,
+                wanted: 1
+            })
+        ),
+        "{refused:?}"
+    );
+    pause.resume();
+    wait::until_async("the check to pass with the replica back", async || {
+        queues.check_enqueue("mail").await.is_ok()
+    })
+    .await;
+
+    let greedy = connect(&primary.url(), 2, wait).await;
+    let refused = greedy.check_enqueue("mail").await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::NotReplicated {
+                acked: 1,
+                wanted: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    let unreplicated = connect(&primary.url(), 0, wait).await;
+    unreplicated.check_enqueue("mail").await.expect("passes");
+    let on_replica = connect(&replica.url(), 0, wait).await;
+    let refused = on_replica
+        .check_enqueue("mail")
+        .await
+        .expect_err("refused on a replica");
+    assert!(refused.to_string().contains("replica"), "{refused}");
+
+    let counts = queues.counts("mail").await.expect("counts");
+    assert_eq!(counts.waiting + counts.delayed, 0, "{counts:?}");
+}

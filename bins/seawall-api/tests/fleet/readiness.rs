@@ -1,0 +1,312 @@
+//! Whether an instance's `/readyz` tells the truth about its enqueues: a
+//! watcher asks every instance's `/readyz` every 100 ms through a drill,
+//! and the drill's history says, for each moment, whether an enqueue sent
+//! to that instance then was acknowledged. The two may disagree only for as
+//! long as a probe takes to notice (a probe answers within a second, and
+//! its answer serves for 250 ms). A second watcher sees when a replica is
+//! promoted, and the history when the instances on the majority's side
+//! enqueued again after it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use seawall_history::{Event, EventType, Workload};
+use seawall_testkit::{Conn, Reply};
+
+/// One answer of an instance's `/readyz`.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    instance: usize,
+    /// When it was asked, µs since the Unix epoch (the history's clock).
+    at: u64,
+    /// The whole answer was 200.
+    ready: bool,
+    /// Its `queues:enqueue` check passed.
+    enqueue_check: bool,
+}
+
+/// Asks each instance's `/readyz` every 100 ms until stopped.
+pub(crate) struct Watcher {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn now_us() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros(),
+    )
+    .expect("fits")
+}
+
+impl Watcher {
+    pub(crate) fn start(bases: Vec<String>) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = bases
+            .into_iter()
+            .enumerate()
+            .map(|(instance, base)| {
+                let (samples, stop) = (Arc::clone(&samples), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let client = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(3))
+                        .build()
+                        .expect("a client");
+                    while !stop.load(Ordering::Relaxed) {
+                        let at = now_us();
+                        let (ready, enqueue_check) =
+                            match client.get(format!("{base}/readyz")).send().await {
+                                Ok(response) => {
+                                    let ready = response.status() == 200;
+                                    let body: serde_json::Value =
+                                        response.json().await.unwrap_or_default();
+                                    let check = body["checks"]["queues:enqueue"][0]["status"]
+                                        .as_str()
+                                        == Some("pass");
+                                    (ready, check)
+                                }
+                                Err(_) => (false, false),
+                            };
+                        samples.lock().push(Sample {
+                            instance,
+                            at,
+                            ready,
+                            enqueue_check,
+                        });
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            samples,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops asking; compares the answers with the enqueues that the
+    /// clients named `queue-<n>` (instance n−1) recorded in `history`, and
+    /// finds when the `majority` instances enqueued again after
+    /// `promotion`, if it saw one.
+    pub(crate) async fn finish(
+        self,
+        history: &Path,
+        promotion: Promotion,
+        majority: &[usize],
+    ) -> Agreement {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("a watcher ends");
+        }
+        let promoted_at = promotion.finish().await;
+        let samples = std::mem::take(&mut *self.samples.lock());
+        let enqueues = enqueues(history);
+        let mut agreement = Agreement::of(&samples, &enqueues);
+        agreement.enqueued_after_promotion = promoted_at.map(|promoted| {
+            majority
+                .iter()
+                .map(|instance| {
+                    enqueues
+                        .get(instance)
+                        .into_iter()
+                        .flatten()
+                        .find(|enqueue| enqueue.acknowledged && enqueue.to >= promoted)
+                        .map(|enqueue| Duration::from_micros(enqueue.to - promoted))
+                })
+                .collect()
+        });
+        agreement
+    }
+}
+
+/// Watches a replica until it reports itself a primary.
+pub(crate) struct Promotion {
+    task: tokio::task::JoinHandle<Option<u64>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Promotion {
+    /// Asks `replica` its `ROLE` every 20 ms.
+    pub(crate) fn watch(replica: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let task = tokio::task::spawn_blocking(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let at = now_us();
+                let role = Conn::connect(replica)
+                    .and_then(|mut conn| conn.cmd(&["ROLE"]))
+                    .ok();
+                let first = role
+                    .as_ref()
+                    .and_then(Reply::as_array)
+                    .and_then(|items| items.first())
+                    .and_then(Reply::as_str)
+                    .map(str::to_owned);
+                if first.as_deref() == Some("master") {
+                    return Some(at);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        });
+        Self { task, stop }
+    }
+
+    /// When the replica was first seen a primary, µs since the epoch.
+    async fn finish(self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the watcher ends")
+    }
+}
+
+/// An enqueue: sent at `from`, answered at `to`, acknowledged or not.
+#[derive(Debug, Clone, Copy)]
+struct Enqueue {
+    from: u64,
+    to: u64,
+    acknowledged: bool,
+}
+
+/// The enqueues each instance answered, in the order they were sent.
+fn enqueues(history: &Path) -> HashMap<usize, Vec<Enqueue>> {
+    let text = std::fs::read_to_string(history).expect("reads the history");
+    let events: Vec<Event> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).expect("a history line"))
+        .collect();
+    let mut sent: HashMap<u64, (usize, u64)> = HashMap::new();
+    let mut by_instance: HashMap<usize, Vec<Enqueue>> = HashMap::new();
+    for event in events {
+        if event.workload != Some(Workload::Queue) {
+            continue;
+        }
+        let Some(instance) = event
+            .process
+            .strip_prefix("queue-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+        else {
+            continue;
+        };
+        let Some(id) = event.id else { continue };
+        match event.kind {
+            EventType::Invoke => {
+                sent.insert(id, (instance, event.t));
+            }
+            EventType::Ok | EventType::Fail | EventType::Info => {
+                if let Some((instance, from)) = sent.remove(&id) {
+                    by_instance.entry(instance).or_default().push(Enqueue {
+                        from,
+                        to: event.t,
+                        acknowledged: event.kind == EventType::Ok,
+                    });
+                }
+            }
+            EventType::Fault => {}
+        }
+    }
+    for list in by_instance.values_mut() {
+        list.sort_by_key(|enqueue| enqueue.from);
+    }
+    by_instance
+}
+
+/// The longest stretches, over every instance, in which `/readyz` and the
+/// enqueues disagreed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Agreement {
+    /// `/readyz` answered 200 while every enqueue sent meanwhile failed.
+    pub(crate) ready_but_cannot_enqueue: Duration,
+    /// The `queues:enqueue` check failed while enqueues were acknowledged.
+    pub(crate) check_failed_but_enqueued: Duration,
+    /// Samples compared.
+    pub(crate) samples: usize,
+    /// Once a replica was promoted while the watchers ran: per instance
+    /// on the majority's side, from the promotion to the answer of its
+    /// first acknowledged enqueue after it (`None` inside: none was).
+    pub(crate) enqueued_after_promotion: Option<Vec<Option<Duration>>>,
+}
+
+impl std::fmt::Display for Agreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "longest ready while enqueues failed {:?}, longest enqueue check failing while enqueues were acknowledged {:?} ({} samples); ",
+            self.ready_but_cannot_enqueue, self.check_failed_but_enqueued, self.samples
+        )?;
+        match &self.enqueued_after_promotion {
+            Some(after) => write!(
+                f,
+                "the majority's first acknowledged enqueue after the promotion: {after:?}"
+            ),
+            None => write!(f, "no promotion"),
+        }
+    }
+}
+
+impl Agreement {
+    fn of(samples: &[Sample], enqueues: &HashMap<usize, Vec<Enqueue>>) -> Self {
+        let mut agreement = Self::default();
+        let mut by_instance: HashMap<usize, Vec<Sample>> = HashMap::new();
+        for sample in samples {
+            by_instance
+                .entry(sample.instance)
+                .or_default()
+                .push(*sample);
+        }
+        for (instance, mut samples) in by_instance {
+            samples.sort_by_key(|sample| sample.at);
+            let Some(sent) = enqueues.get(&instance) else {
+                continue;
+            };
+            // Whether an enqueue sent at `at` went through: the one in
+            // flight then, else the next one sent.
+            let could = |at: u64| {
+                sent.iter()
+                    .find(|enqueue| enqueue.to >= at)
+                    .map(|enqueue| enqueue.acknowledged)
+            };
+            let mut ready_wrong: Option<(u64, u64)> = None;
+            let mut check_wrong: Option<(u64, u64)> = None;
+            for sample in &samples {
+                let Some(could) = could(sample.at) else {
+                    continue;
+                };
+                agreement.samples += 1;
+                let longest =
+                    |stretch: &mut Option<(u64, u64)>, wrong: bool, most: &mut Duration| {
+                        if wrong {
+                            let (from, _) = stretch.get_or_insert((sample.at, sample.at));
+                            *stretch = Some((*from, sample.at));
+                            let (from, to) = stretch.expect("set");
+                            *most = (*most).max(Duration::from_micros(to - from));
+                        } else {
+                            *stretch = None;
+                        }
+                    };
+                longest(
+                    &mut ready_wrong,
+                    sample.ready && !could,
+                    &mut agreement.ready_but_cannot_enqueue,
+                );
+                longest(
+                    &mut check_wrong,
+                    !sample.enqueue_check && could,
+                    &mut agreement.check_failed_but_enqueued,
+                );
+            }
+        }
+        agreement
+    }
+}
