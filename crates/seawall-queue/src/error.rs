@@ -80,6 +80,20 @@ pub enum Error {
     Protocol(String),
 }
 
+/// How every refusal of the queue's scripts begins (`refuse` in
+/// `prelude.lua`).
+const REFUSED: &str = "ERR seawall: ";
+
+impl Error {
+    /// Whether one of the queue's scripts refused the call for its
+    /// arguments: the call changed nothing, and sent again unchanged it is
+    /// refused again. A connection error, a timeout or a server that is
+    /// busy, loading or read-only is not a refusal.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, Self::Redis(why) if why.contains(REFUSED))
+    }
+}
+
 impl From<fred::error::Error> for Error {
     fn from(error: fred::error::Error) -> Self {
         Self::Redis(error.to_string())

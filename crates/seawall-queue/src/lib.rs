@@ -74,7 +74,12 @@
 //! first result instead of acting twice; job ids and lease tokens never
 //! repeat, even after Redis lost its last writes (a failover, an fsync
 //! window); and every script checks all its arguments before its first
-//! write, so a refused call changes nothing.
+//! write, so a refused call changes nothing. A worker never sends a call
+//! the queue refused again unchanged: should it hold a job whose
+//! acknowledgement the queue refuses (an id of a form its release does not
+//! read), it sends the call's other acknowledgements apart and drops that
+//! one, with an error logged and [counted](WorkerStats::refused_acks), and
+//! the job runs again when its lease runs out.
 //!
 //! # Tracing
 //!

@@ -26,7 +26,9 @@ const LONG_BUCKETS_S: [u64; 5] = [30, 60, 300, 900, 3_600];
 ///   buckets;
 /// - `queue_jobs_total{queue,outcome}`: `completed`, `retried`, `dead`,
 ///   `cancelled`, `discarded` (a result refused because the lease was
-///   lost), `requeued` (given back at shutdown);
+///   lost), `requeued` (given back at shutdown), `refused` (an
+///   acknowledgement the queue refused as malformed and the worker
+///   dropped: the job runs again when its lease runs out);
 /// - `queue_depth{queue,state}`: jobs per state, set by
 ///   [`record_depth`](QueueMetrics::record_depth) and
 ///   [`record_backlog`](QueueMetrics::record_backlog);
@@ -49,6 +51,7 @@ pub struct QueueMetrics {
     cancelled: Counter,
     discarded: Counter,
     requeued: Counter,
+    refused: Counter,
     depth: [Gauge; 5],
     paused: Gauge,
     oldest_waiting: Gauge,
@@ -116,6 +119,7 @@ impl QueueMetrics {
             cancelled: outcome("cancelled")?,
             discarded: outcome("discarded")?,
             requeued: outcome("requeued")?,
+            refused: outcome("refused")?,
             depth: [
                 state("waiting")?,
                 state("delayed")?,
@@ -142,6 +146,10 @@ impl QueueMetrics {
 
     pub(crate) fn discarded(&self, jobs: u64) {
         self.discarded.inc_by(jobs);
+    }
+
+    pub(crate) fn refused(&self, acks: u64) {
+        self.refused.inc_by(acks);
     }
 
     pub(crate) fn failed(&self, after: AfterFailure, requeued: bool) {

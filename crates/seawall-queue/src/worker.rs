@@ -293,6 +293,7 @@ impl WorkerBuilder {
             backoff: self.backoff,
             held: Mutex::new(Runs::default()),
             acks: Mutex::new(Vec::new()),
+            suspect_acks: Mutex::new(Vec::new()),
             fetch_lanes: (0..lanes).map(|_| Lane::new()).collect(),
             ack_lane: Lane::new(),
             running: AtomicUsize::new(0),
@@ -513,6 +514,7 @@ struct Counters {
     cancelled: AtomicU64,
     requeued: AtomicU64,
     fetches: AtomicU64,
+    refused_acks: AtomicU64,
 }
 
 struct Shared {
@@ -524,6 +526,10 @@ struct Shared {
     held: Mutex<Runs>,
     /// Completed jobs whose acknowledgement has not been sent.
     acks: Mutex<Vec<Lease>>,
+    /// Acknowledgements of a call the queue's script refused, in groups
+    /// that are each sent in a call of their own, before any new
+    /// acknowledgement (see [`refused`]).
+    suspect_acks: Mutex<Vec<Vec<Lease>>>,
     /// The fetch loops' calls (one loop per lane), and the acknowledgements
     /// sent while the fetchers wait: one call at a time each.
     fetch_lanes: Vec<Lane>,
@@ -593,6 +599,12 @@ pub struct WorkerStats {
     pub requeued: u64,
     /// Fetch calls (each also carries acknowledgements).
     pub fetches: u64,
+    /// Acknowledgements the queue refused as malformed (an id or token of
+    /// a form this release does not read), each logged as an error and
+    /// dropped once it was alone in a refused call: its job runs again
+    /// when its lease runs out. The other acknowledgements of the refused
+    /// calls go through.
+    pub refused_acks: u64,
 }
 
 /// Reads a [`Worker`]'s counts; see [`Worker::watch`]. Cheap to clone.
@@ -725,6 +737,7 @@ impl Shared {
             cancelled: read(&stats.cancelled),
             requeued: read(&stats.requeued),
             fetches: read(&stats.fetches),
+            refused_acks: read(&stats.refused_acks),
         }
     }
 }
@@ -753,15 +766,15 @@ fn new_call(shared: &Shared, lane: &Lane, want: usize, acks: Vec<Lease>) -> Fetc
 }
 
 /// Sends the acknowledgements not sent yet, taking nothing new: first the
-/// ack lane's pending call, if one failed, then the rest. A call that fails
-/// stays pending for the next flush.
+/// ack lane's pending call, if one failed, then those of refused calls,
+/// then the rest. A call that fails stays pending for the next flush.
 async fn flush_acks(shared: &Shared) {
     let mut pending = shared.ack_lane.pending.lock().await;
     loop {
         let call = match pending.take() {
             Some(pending) => pending,
             None => {
-                let acks = take_acks(shared);
+                let acks = next_suspect(shared).unwrap_or_else(|| take_acks(shared));
                 if acks.is_empty() {
                     return;
                 }
@@ -770,6 +783,7 @@ async fn flush_acks(shared: &Shared) {
         };
         match shared.store.fetch(&shared.queue, &call).await {
             Ok(fetched) => acknowledged(shared, &call.acks, fetched.rejected),
+            Err(error) if error.is_refusal() => refused(shared, call.acks, &error),
             Err(error) => {
                 tracing::debug!(queue = %shared.queue, %error, "acknowledgements not sent; they will be re-sent");
                 *pending = Some(call);
@@ -793,10 +807,53 @@ async fn give_back_pending_fetch(shared: &Shared, lane: &Lane) {
                 report_failure(shared, &job.lease, Failure::Requeue, "the worker shut down").await;
             }
         }
+        Err(error) if error.is_refusal() => refused(shared, call.acks, &error),
         Err(error) => {
             shared.acks.lock().extend(call.acks);
             tracing::warn!(queue = %shared.queue, %error,
                 "a fetch call may have taken jobs that no one runs; they return when their leases run out");
+        }
+    }
+}
+
+/// The next group of acknowledgements of a refused call, if any waits.
+fn next_suspect(shared: &Shared) -> Option<Vec<Lease>> {
+    shared.suspect_acks.lock().pop()
+}
+
+/// A call the queue's script refused (an argument it does not read, such
+/// as an id of a form this release does not know) changed nothing, and
+/// sent again unchanged it would be refused again, for ever. So it is not:
+/// its acknowledgements are sent again in halves, each half in a call of
+/// its own without new ones, until a refused one stands alone. That one
+/// is dropped with an error: its job's lease runs out and the job runs
+/// again (at least once, as after a crash). An acknowledgement is thus in
+/// at most 11 refused calls (a first of up to [`MAX_ACKS`], then one per
+/// halving), and the others of its first call go through.
+fn refused(shared: &Shared, mut acks: Vec<Lease>, error: &Error) {
+    match acks.len() {
+        0 => {
+            tracing::error!(queue = %shared.queue, %error,
+                "the queue refused a fetch call that acknowledged nothing");
+        }
+        1 => {
+            let ack = &acks[0];
+            // No longer renewed: its lease runs out and the job returns.
+            shared.held.lock().remove(ack);
+            bump(&shared.stats.refused_acks);
+            if let Some(metrics) = &shared.metrics {
+                metrics.refused(1);
+            }
+            tracing::error!(queue = %shared.queue, job = %ack.id, %error,
+                "the queue refused this job's acknowledgement; it is dropped, and the job runs again when its lease runs out");
+        }
+        count => {
+            let second = acks.split_off(count / 2);
+            tracing::debug!(queue = %shared.queue, %error, count,
+                "the queue refused a call's acknowledgements; sending them again in halves to find the refused one");
+            let mut suspect = shared.suspect_acks.lock();
+            suspect.push(second);
+            suspect.push(acks);
         }
     }
 }
@@ -840,9 +897,15 @@ where
     let mut failures = 0_u32;
     while !shared.stop_fetching.is_cancelled() {
         let pending = lane.pending.lock().await.take();
-        let call = match pending {
-            Some(pending) => pending,
-            None => {
+        let suspect = if pending.is_none() {
+            next_suspect(&shared)
+        } else {
+            None
+        };
+        let call = match (pending, suspect) {
+            (Some(pending), _) => pending,
+            (None, Some(acks)) => new_call(&shared, lane, 0, acks),
+            (None, None) => {
                 let freed = shared.slot_freed.notified();
                 let free = reserve(&shared, share);
                 let acks = take_acks(&shared);
@@ -868,6 +931,20 @@ where
                 failures = 0;
                 retry_in = Duration::from_millis(50);
                 fetched
+            }
+            Err(error) if error.is_refusal() => {
+                // Nothing ran: the slots the call reserved are free again.
+                unreserve(&shared, call.want);
+                let acknowledging = !call.acks.is_empty();
+                refused(&shared, call.acks, &error);
+                if !acknowledging {
+                    tokio::select! {
+                        () = tokio::time::sleep(retry_in) => {}
+                        () = shared.stop_fetching.cancelled() => {}
+                    }
+                    retry_in = (retry_in * 2).min(Duration::from_secs(2));
+                }
+                continue;
             }
             Err(error) => {
                 *lane.pending.lock().await = Some(call);
@@ -1199,7 +1276,8 @@ async fn supervise(
 /// Records a failed attempt, retrying the call while Redis is away for up
 /// to one lease: past that the lease has run out and the job comes back as
 /// stalled anyway. A call that ran but whose answer was lost answers the
-/// same when re-sent.
+/// same when re-sent; one the queue refused (see [`refused`]) is not sent
+/// again.
 async fn report_failure(shared: &Shared, lease: &Lease, failure: Failure, message: &str) {
     let message = bounded_message(message);
     let message = message.as_ref();
@@ -1228,6 +1306,11 @@ async fn report_failure(shared: &Shared, lease: &Lease, failure: Failure, messag
                 if let Some(metrics) = &shared.metrics {
                     metrics.failed(after, matches!(failure, Failure::Requeue));
                 }
+                return;
+            }
+            Err(error) if error.is_refusal() => {
+                tracing::error!(queue = %shared.queue, job = %lease.id, %error,
+                    "the queue refused this job's failure; the job returns when its lease runs out");
                 return;
             }
             Err(error) if Instant::now() + retry_in < give_up => {

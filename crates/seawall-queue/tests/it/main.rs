@@ -10,3 +10,4 @@ mod leases;
 mod replication;
 mod restart;
 mod support;
+mod upgrade;
