@@ -29,7 +29,9 @@ use crate::error::{Error, Result};
 /// thousand failovers) and gave overlapping sequences.
 ///
 /// Ids of queues written before ids carried an epoch are digits alone;
-/// they keep working.
+/// they keep working. So are the ids given while a worker of the release
+/// before epochs is alive (see the crate's
+/// [Upgrading](crate#upgrading)): that release reads no other form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
 

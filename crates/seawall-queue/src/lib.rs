@@ -81,6 +81,20 @@
 //! one, with an error logged and [counted](WorkerStats::refused_acks), and
 //! the job runs again when its lease runs out.
 //!
+//! # Upgrading
+//!
+//! A release runs beside the one before it, so a fleet is upgraded one
+//! process at a time. Each release reads its own [wire version](WIRE_VERSION)
+//! (the form of the queue's data and script arguments) and the one before,
+//! and writes the newer form only once no live process that reads only the
+//! older one is [announced](Queues::announce) (see
+//! [`ProcessReport::wire_version`]). An enqueue on Redis reads the process
+//! list at most every 2 s, not once per call, and gives job ids of the
+//! oldest form a live process reads: digits alone while a worker of the
+//! release before ids carried an epoch is alive. Processes that do not
+//! announce themselves are not on that list; while one of the release
+//! before runs, hold enqueues to its form with [`RedisQueues::write_wire`].
+//!
 //! # Tracing
 //!
 //! Every enqueue runs in a `queue.send` span and every run of a job in a
@@ -140,6 +154,7 @@ mod queues;
 mod redis;
 mod store;
 mod trace;
+mod wire;
 mod worker;
 
 pub use backoff::Backoff;
@@ -152,6 +167,7 @@ pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_DELAY, MAX_
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
 pub use store::{MAX_BACKLOG_GROUPS, MAX_QUEUE_NAME_BYTES, Settings};
+pub use wire::{OLDEST_WIRE_VERSION, WIRE_VERSION};
 pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats, WorkerWatch};
 
 /// The Redis client crate, re-exported so the version matches.

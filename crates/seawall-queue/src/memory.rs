@@ -702,6 +702,7 @@ impl Store for MemoryStore {
         queue: &str,
         request: &str,
         jobs: Vec<NewJob>,
+        _wire: u32,
     ) -> Result<Vec<(JobId, bool)>> {
         let epoch = self.epoch.lock().clone();
         Ok(self.with(queue, |step| {

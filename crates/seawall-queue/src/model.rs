@@ -19,6 +19,7 @@ use crate::store::{
     AfterFailure, Failure, FetchCall, Fetched, Lease, MAX_BACKLOG_GROUPS, NewJob, Settings, Store,
     random_id,
 };
+use crate::wire::WIRE_VERSION;
 
 const MAX_ATTEMPTS: u32 = 3;
 const LONG: Duration = Duration::from_secs(3600);
@@ -217,7 +218,7 @@ async fn check(
                     trace: String::new(),
                 };
                 let added = store
-                    .enqueue(queue, &random_id(), vec![job])
+                    .enqueue(queue, &random_id(), vec![job], WIRE_VERSION)
                     .await
                     .expect("enqueues");
                 prop_assert_eq!(added.len(), 1);
@@ -568,7 +569,12 @@ async fn one_running(store: &dyn Store, queue: &str) -> Lease {
         trace: String::new(),
     };
     store
-        .enqueue(queue, &random_id(), vec![job(b"1"), job(b"2"), job(b"3")])
+        .enqueue(
+            queue,
+            &random_id(),
+            vec![job(b"1"), job(b"2"), job(b"3")],
+            WIRE_VERSION,
+        )
         .await
         .expect("enqueues");
     let fetched = store
@@ -652,7 +658,12 @@ async fn oldest_head(store: &dyn Store, queue: &str, most_groups: usize) -> Dura
 pub(crate) async fn a_job_behind_a_younger_head_is_not_looked_at(store: &dyn Store) {
     let queue = "heads";
     store
-        .enqueue(queue, &random_id(), vec![grouped(""), grouped("")])
+        .enqueue(
+            queue,
+            &random_id(),
+            vec![grouped(""), grouped("")],
+            WIRE_VERSION,
+        )
         .await
         .expect("enqueues");
     let taken = store
@@ -685,6 +696,7 @@ pub(crate) async fn past_the_most_groups_the_rotation_is_looked_at(store: &dyn S
             queue,
             &random_id(),
             vec![grouped("capped"), grouped("capped")],
+            WIRE_VERSION,
         )
         .await
         .expect("enqueues");
@@ -696,12 +708,17 @@ pub(crate) async fn past_the_most_groups_the_rotation_is_looked_at(store: &dyn S
     tokio::time::sleep(Duration::from_millis(150)).await;
     let ungrouped = Instant::now();
     store
-        .enqueue(queue, &random_id(), vec![grouped("")])
+        .enqueue(queue, &random_id(), vec![grouped("")], WIRE_VERSION)
         .await
         .expect("enqueues");
     tokio::time::sleep(Duration::from_millis(150)).await;
     store
-        .enqueue(queue, &random_id(), vec![grouped("a"), grouped("b")])
+        .enqueue(
+            queue,
+            &random_id(),
+            vec![grouped("a"), grouped("b")],
+            WIRE_VERSION,
+        )
         .await
         .expect("enqueues");
 

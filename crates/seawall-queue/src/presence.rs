@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::queues::Queues;
+use crate::store::Store;
 
 /// How long a process stays listed after its last announcement, marked not
 /// alive, before it is forgotten.
@@ -32,6 +33,18 @@ pub struct ProcessReport {
     pub completed_per_second: f64,
     /// What it runs, per queue.
     pub queues: Vec<QueueActivity>,
+    /// The newest [wire version](crate::WIRE_VERSION) it reads: enqueues
+    /// write no newer form while it is alive. A report without it, from
+    /// the release before wire versions (whose ids are digits alone),
+    /// reads as 1.
+    #[serde(default = "first_wire_version")]
+    pub wire_version: u32,
+}
+
+/// What a report without a wire version reads: the release that wrote it
+/// knew ids of digits alone.
+fn first_wire_version() -> u32 {
+    1
 }
 
 /// One queue's worker in a [`ProcessReport`].
@@ -66,7 +79,7 @@ impl Queues {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use seawall_queue::{ProcessReport, Queues};
+    /// use seawall_queue::{ProcessReport, Queues, WIRE_VERSION};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> seawall_queue::Result<()> {
@@ -79,6 +92,7 @@ impl Queues {
     ///     ttl_ms: 5_000,
     ///     completed_per_second: 0.0,
     ///     queues: Vec::new(),
+    ///     wire_version: WIRE_VERSION,
     /// };
     /// queues.announce(&report).await?;
     /// let seen = queues.processes().await?;
@@ -104,28 +118,32 @@ impl Queues {
     /// Every process that announced itself in the last ten minutes, alive
     /// ones first, each by id.
     pub async fn processes(&self) -> Result<Vec<SeenProcess>> {
-        let mut seen: Vec<SeenProcess> = self
-            .store()
-            .processes()
-            .await?
-            .into_iter()
-            .filter(|(_, since_ms)| u128::from(*since_ms) < FORGET_AFTER.as_millis())
-            .filter_map(|(bytes, since_ms)| {
-                let report: ProcessReport = serde_json::from_slice(&bytes).ok()?;
-                Some(SeenProcess {
-                    alive: since_ms < report.ttl_ms,
-                    since: Duration::from_millis(since_ms),
-                    report,
-                })
-            })
-            .collect();
-        seen.sort_by(|a, b| {
-            b.alive
-                .cmp(&a.alive)
-                .then_with(|| a.report.id.cmp(&b.report.id))
-        });
-        Ok(seen)
+        seen(self.store()).await
     }
+}
+
+/// What [`Queues::processes`] answers, read from `store`.
+pub(crate) async fn seen(store: &dyn Store) -> Result<Vec<SeenProcess>> {
+    let mut seen: Vec<SeenProcess> = store
+        .processes()
+        .await?
+        .into_iter()
+        .filter(|(_, since_ms)| u128::from(*since_ms) < FORGET_AFTER.as_millis())
+        .filter_map(|(bytes, since_ms)| {
+            let report: ProcessReport = serde_json::from_slice(&bytes).ok()?;
+            Some(SeenProcess {
+                alive: since_ms < report.ttl_ms,
+                since: Duration::from_millis(since_ms),
+                report,
+            })
+        })
+        .collect();
+    seen.sort_by(|a, b| {
+        b.alive
+            .cmp(&a.alive)
+            .then_with(|| a.report.id.cmp(&b.report.id))
+    });
+    Ok(seen)
 }
 
 fn check_id(id: &str) -> Result<()> {
@@ -136,4 +154,26 @@ fn check_id(id: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report as the release before wire versions wrote it reads as
+    /// wire version 1; a report of this release names its own.
+    #[test]
+    fn a_report_without_a_wire_version_reads_as_the_first() {
+        let previous = br#"{"id":"host-a:1:2","host":"host-a","pid":1,"started_ms":2,"ttl_ms":5000,"completed_per_second":0.5,"queues":[{"queue":"email","concurrency":8,"running":1,"completed":3,"failed":0}]}"#;
+        let report: ProcessReport = serde_json::from_slice(previous).expect("decodes");
+        assert_eq!(report.wire_version, 1);
+        assert_eq!(report.queues[0].queue, "email");
+        let current = ProcessReport {
+            wire_version: crate::WIRE_VERSION,
+            ..report
+        };
+        let written = serde_json::to_vec(&current).expect("encodes");
+        let read: ProcessReport = serde_json::from_slice(&written).expect("decodes");
+        assert_eq!(read.wire_version, crate::WIRE_VERSION);
+    }
 }

@@ -16,6 +16,7 @@ use crate::store::{
     DeadJobs, MAX_BACKLOG_GROUPS, NewJob, Settings, Store, check_name, millis, random_id,
 };
 use crate::trace;
+use crate::wire::{OLDEST_WIRE_VERSION, WIRE_VERSION, WireView};
 use crate::worker::WorkerBuilder;
 
 /// The largest payload a job may carry once encoded, in bytes (8 MiB).
@@ -49,6 +50,8 @@ const BULK_BYTES: usize = 16 << 20;
 #[derive(Clone)]
 pub struct Queues {
     store: Arc<dyn Store>,
+    /// The wire version enqueues write (see [`crate::WIRE_VERSION`]).
+    wire: Arc<WireView>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -69,6 +72,7 @@ impl Queues {
     pub fn memory_with(settings: Settings) -> Self {
         Self {
             store: Arc::new(MemoryStore::new(settings)),
+            wire: Arc::new(WireView::fixed(WIRE_VERSION)),
         }
     }
 
@@ -95,6 +99,7 @@ impl Queues {
             blocking_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             replicas: None,
+            write_wire: WIRE_VERSION,
         }
     }
 
@@ -118,9 +123,10 @@ impl Queues {
         check_name("queue name", queue)?;
         let span = trace::send_span(queue);
         let job = span.in_scope(|| new_job(payload, options, trace::capture(false)))?;
+        let wire = self.wire.version(self.store()).await;
         let mut ids = self
             .store
-            .enqueue(queue, &random_id(), vec![job])
+            .enqueue(queue, &random_id(), vec![job], wire)
             .instrument(span.clone())
             .await?;
         let id = ids
@@ -154,9 +160,10 @@ impl Queues {
         );
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in bulk_chunks(jobs) {
+            let wire = self.wire.version(self.store()).await;
             let added = self
                 .store
-                .enqueue(queue, &random_id(), chunk)
+                .enqueue(queue, &random_id(), chunk, wire)
                 .instrument(span.clone())
                 .await?;
             ids.extend(added.into_iter().map(|(id, _)| id));
@@ -451,6 +458,7 @@ pub struct RedisQueues {
     blocking_connections: u32,
     acquire_timeout: Duration,
     replicas: Option<(u32, Duration)>,
+    write_wire: u32,
 }
 
 impl RedisQueues {
@@ -495,6 +503,22 @@ impl RedisQueues {
         self
     }
 
+    /// The newest [wire version](crate::WIRE_VERSION) enqueues write
+    /// (default [`WIRE_VERSION`](crate::WIRE_VERSION); at least
+    /// [`OLDEST_WIRE_VERSION`](crate::OLDEST_WIRE_VERSION)).
+    ///
+    /// Enqueues write the newest form that every live process on the
+    /// [announced list](Queues::processes) reads, read again every 2 s
+    /// at most: workers of the release before this one, while any is
+    /// alive, keep getting job ids of digits alone. Processes that do not
+    /// announce themselves are not on that list: while one of the release
+    /// before runs workers or takes job ids, set `write_wire(1)` on every
+    /// process of this release, and drop it once none is left.
+    pub fn write_wire(mut self, version: u32) -> Self {
+        self.write_wire = version;
+        self
+    }
+
     /// Checks the settings and connects the shared client (blocking
     /// connections open on first use).
     pub async fn connect(self) -> Result<Queues> {
@@ -504,6 +528,12 @@ impl RedisQueues {
             return Err(Error::InvalidSetting(
                 "at least one blocking connection is needed".to_owned(),
             ));
+        }
+        if !(OLDEST_WIRE_VERSION..=WIRE_VERSION).contains(&self.write_wire) {
+            return Err(Error::InvalidSetting(format!(
+                "wire version {} is not written by this release; {OLDEST_WIRE_VERSION} to {WIRE_VERSION} are",
+                self.write_wire
+            )));
         }
         if let Some((_, timeout)) = self.replicas
             && (timeout.is_zero() || timeout > Duration::from_secs(60))
@@ -521,6 +551,7 @@ impl RedisQueues {
         let store = RedisStore::connect(self.builder, options, self.settings).await?;
         Ok(Queues {
             store: Arc::new(store),
+            wire: Arc::new(WireView::following(self.write_wire)),
         })
     }
 }

@@ -231,12 +231,16 @@ pub(crate) enum DeadJobs<'a> {
 #[async_trait]
 pub(crate) trait Store: Send + Sync + 'static {
     /// Adds `jobs`; `request` (random per call) makes a re-sent call
-    /// answer the first one's ids instead of adding them again.
+    /// answer the first one's ids instead of adding them again. Ids take
+    /// the form of wire version `wire` (see [`crate::WIRE_VERSION`]): digits
+    /// alone for 1, `<sequence>-<epoch>` from 2; the memory backend, whose
+    /// processes are all this one, always gives the newest.
     async fn enqueue(
         &self,
         queue: &str,
         request: &str,
         jobs: Vec<NewJob>,
+        wire: u32,
     ) -> Result<Vec<(JobId, bool)>>;
     /// Acknowledges the call's acks as completed, promotes due jobs,
     /// recovers expired leases, then takes jobs (see [`FetchCall`]).

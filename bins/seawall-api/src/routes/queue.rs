@@ -111,6 +111,10 @@ struct ProcessView {
     completed_per_second: f64,
     /// What it runs, per queue.
     queues: Vec<ProcessQueue>,
+    /// The newest wire version of the queue's data it reads: 1 for the
+    /// release before job ids carried an epoch. While a process that
+    /// reads only 1 is alive, enqueues give ids of digits alone.
+    wire_version: u32,
 }
 
 /// One queue in a process.
@@ -148,6 +152,7 @@ fn process_view(seen: seawall_queue::SeenProcess) -> ProcessView {
                 failed: queue.failed,
             })
             .collect(),
+        wire_version: report.wire_version,
     }
 }
 

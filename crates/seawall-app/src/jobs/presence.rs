@@ -76,6 +76,9 @@ pub(crate) async fn announce(
             ttl_ms: u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX),
             completed_per_second: rate(&samples),
             queues: queues_now,
+            // Enqueues anywhere write no newer form while this process is
+            // alive.
+            wire_version: seawall_queue::WIRE_VERSION,
         };
         if let Err(error) = queues.announce(&report).await {
             tracing::debug!(%error, "announcing this worker process failed");

@@ -14,6 +14,7 @@ use super::{RedisOptions, RedisStore};
 use crate::error::Error;
 use crate::job::{Cancelled, JobId};
 use crate::store::{AfterFailure, Failure, FetchCall, Lease, NewJob, Settings, Store, random_id};
+use crate::wire::WIRE_VERSION;
 
 fn server() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
@@ -88,7 +89,7 @@ async fn nine_thousand_acknowledgements_complete_in_one_call() {
     let jobs = (0..9_000).map(|_| job(b"1")).collect::<Vec<_>>();
     for chunk in jobs.chunks(1_000) {
         store
-            .enqueue("q", &random_id(), chunk.to_vec())
+            .enqueue("q", &random_id(), chunk.to_vec(), WIRE_VERSION)
             .await
             .expect("enqueues");
     }
@@ -118,7 +119,12 @@ async fn a_bad_argument_anywhere_in_a_bulk_writes_nothing() {
     // SET ... PX takes.
     bad.idempotency = Some(("k".to_owned(), u64::MAX));
     let refused = store
-        .enqueue("q", &random_id(), vec![job(b"1"), bad, job(b"3")])
+        .enqueue(
+            "q",
+            &random_id(),
+            vec![job(b"1"), bad, job(b"3")],
+            WIRE_VERSION,
+        )
         .await;
     assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
     assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
@@ -141,7 +147,7 @@ async fn a_trace_context_is_kept_with_its_job_and_an_oversized_one_writes_nothin
     let mut oversized = job(b"2");
     oversized.trace = format!("p {}", "a".repeat(600));
     let refused = store
-        .enqueue("q", &random_id(), vec![job(b"1"), oversized])
+        .enqueue("q", &random_id(), vec![job(b"1"), oversized], WIRE_VERSION)
         .await;
     assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
     assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
@@ -150,7 +156,7 @@ async fn a_trace_context_is_kept_with_its_job_and_an_oversized_one_writes_nothin
     let mut traced = job(b"3");
     traced.trace = context.to_owned();
     store
-        .enqueue("q", &random_id(), vec![traced, job(b"4")])
+        .enqueue("q", &random_id(), vec![traced, job(b"4")], WIRE_VERSION)
         .await
         .expect("enqueues");
     let taken = store
@@ -174,7 +180,7 @@ async fn a_trace_context_is_kept_with_its_job_and_an_oversized_one_writes_nothin
 async fn a_negative_counter_is_an_error_not_a_count() {
     let (store, prefix) = store().await;
     store
-        .enqueue("q", &random_id(), vec![job(b"1")])
+        .enqueue("q", &random_id(), vec![job(b"1")], WIRE_VERSION)
         .await
         .expect("enqueues");
     conn()
@@ -192,11 +198,11 @@ async fn a_re_sent_enqueue_adds_its_jobs_once() {
     let (store, _) = store().await;
     let request = random_id();
     let first = store
-        .enqueue("q", &request, vec![job(b"1"), job(b"2")])
+        .enqueue("q", &request, vec![job(b"1"), job(b"2")], WIRE_VERSION)
         .await
         .expect("enqueues");
     let again = store
-        .enqueue("q", &request, vec![job(b"1"), job(b"2")])
+        .enqueue("q", &request, vec![job(b"1"), job(b"2")], WIRE_VERSION)
         .await
         .expect("answers");
     assert_eq!(first, again);
@@ -211,6 +217,7 @@ async fn a_re_sent_fetch_answers_its_first_result() {
             "q",
             &random_id(),
             (0..4).map(|n| job(&[b'0' + n])).collect(),
+            WIRE_VERSION,
         )
         .await
         .expect("enqueues");
@@ -310,13 +317,13 @@ pub(crate) fn restore_keys(server: &RedisServer, prefix: &str, dumped: &[Dumped]
 async fn after_lost_writes_ids_and_lease_tokens_never_repeat() {
     let (store, prefix) = store().await;
     let before = store
-        .enqueue("q", &random_id(), vec![job(b"1")])
+        .enqueue("q", &random_id(), vec![job(b"1")], WIRE_VERSION)
         .await
         .expect("enqueues");
     let kept = dump_keys(server(), &prefix);
     // Written, then lost: a second job and the first one's run.
     let lost_job = store
-        .enqueue("q", &random_id(), vec![job(b"2")])
+        .enqueue("q", &random_id(), vec![job(b"2")], WIRE_VERSION)
         .await
         .expect("enqueues");
     let old = store.fetch("q", &call(1, Vec::new())).await.expect("takes");
@@ -325,7 +332,7 @@ async fn after_lost_writes_ids_and_lease_tokens_never_repeat() {
     restore_keys(server(), &prefix, &kept);
 
     let after = store
-        .enqueue("q", &random_id(), vec![job(b"3")])
+        .enqueue("q", &random_id(), vec![job(b"3")], WIRE_VERSION)
         .await
         .expect("enqueues");
     assert_ne!(
@@ -375,7 +382,12 @@ async fn a_fetch_stops_taking_past_its_byte_budget() {
     let (store, _) = store().await;
     let big = vec![b'7'; 7 << 20];
     store
-        .enqueue("q", &random_id(), (0..5).map(|_| job(&big)).collect())
+        .enqueue(
+            "q",
+            &random_id(),
+            (0..5).map(|_| job(&big)).collect(),
+            WIRE_VERSION,
+        )
         .await
         .expect("enqueues");
     let taken = store.fetch("q", &call(5, Vec::new())).await.expect("takes");
@@ -404,10 +416,11 @@ async fn a_fetch_stops_taking_past_its_byte_budget() {
 async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() {
     let (store, prefix) = store().await;
     let enqueue = |window: &'static str, priority: &'static str| {
-        let (keys, mut args) = store.prelude("q", 12);
+        let (keys, mut args) = store.prelude("q", 13);
         args.extend([
             fred::types::Value::from(random_id()),
             super::int(1),
+            super::int(u64::from(WIRE_VERSION)),
             fred::types::Value::from("1"),
             fred::types::Value::from(priority),
             fred::types::Value::from("3"),
@@ -508,7 +521,12 @@ async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
     let mut delayed = job(b"3");
     delayed.delay_ms = 60_000;
     let added = store
-        .enqueue("q", &request, vec![job(b"1"), keyed.clone(), delayed])
+        .enqueue(
+            "q",
+            &request,
+            vec![job(b"1"), keyed.clone(), delayed],
+            WIRE_VERSION,
+        )
         .await
         .expect("enqueues");
     let ids: Vec<String> = added.iter().map(|(id, _)| id.to_string()).collect();
@@ -531,7 +549,7 @@ async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
     );
     // The key is free: the same job enqueued again is a new one.
     let again = store
-        .enqueue("q", &random_id(), vec![keyed])
+        .enqueue("q", &random_id(), vec![keyed], WIRE_VERSION)
         .await
         .expect("enqueues");
     assert!(again[0].1, "added anew");
@@ -539,7 +557,7 @@ async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
     // Once a worker took one of a call's jobs, nothing is taken back.
     let request = random_id();
     let added = store
-        .enqueue("q", &request, vec![job(b"4")])
+        .enqueue("q", &request, vec![job(b"4")], WIRE_VERSION)
         .await
         .expect("enqueues");
     let taken = store
@@ -568,7 +586,7 @@ async fn ids_stay_above_the_last_one_when_the_clock_is_behind() {
         .cmd(&["SET", &format!("{prefix}:{{q}}:jid"), &ahead.to_string()])
         .expect("SET");
     let added = store
-        .enqueue("q", &random_id(), vec![job(b"1"), job(b"2")])
+        .enqueue("q", &random_id(), vec![job(b"1"), job(b"2")], WIRE_VERSION)
         .await
         .expect("enqueues");
     let ids: Vec<u64> = added
@@ -577,7 +595,7 @@ async fn ids_stay_above_the_last_one_when_the_clock_is_behind() {
         .collect();
     assert_eq!(ids, vec![ahead + 1, ahead + 2]);
     let next = store
-        .enqueue("q", &random_id(), vec![job(b"3")])
+        .enqueue("q", &random_id(), vec![job(b"3")], WIRE_VERSION)
         .await
         .expect("enqueues");
     assert_eq!(next[0].0.sequence(), Some(ahead + 3));
@@ -598,13 +616,50 @@ async fn ids_carry_the_primarys_replication_id() {
         .expect("a replication id")
         .to_owned();
     let added = store
-        .enqueue("q", &random_id(), vec![job(b"1"), job(b"2")])
+        .enqueue("q", &random_id(), vec![job(b"1"), job(b"2")], WIRE_VERSION)
         .await
         .expect("enqueues");
     for (id, _) in &added {
         let (_, epoch) = id.as_str().split_once('-').expect("sequence-epoch");
         assert_eq!(epoch, &replid[..16], "{id}");
         assert_eq!(JobId::parse(id.as_str()).as_ref(), Some(id));
+    }
+}
+
+/// Told wire version 1, an enqueue gives ids of digits alone from the same
+/// sequence, as the release before epochs did; a version it does not write
+/// is refused before anything is written.
+#[tokio::test]
+async fn wire_version_1_gives_ids_of_digits_alone() {
+    let (store, prefix) = store().await;
+    let old = store
+        .enqueue("q", &random_id(), vec![job(b"1"), job(b"2")], 1)
+        .await
+        .expect("enqueues");
+    let new = store
+        .enqueue("q", &random_id(), vec![job(b"3")], WIRE_VERSION)
+        .await
+        .expect("enqueues");
+    for (id, _) in &old {
+        assert!(id.as_str().bytes().all(|b| b.is_ascii_digit()), "{id}");
+    }
+    let sequences: Vec<u64> = old
+        .iter()
+        .chain(&new)
+        .map(|(id, _)| id.sequence().expect("a sequence"))
+        .collect();
+    assert!(sequences.is_sorted(), "{sequences:?}");
+    assert!(new[0].0.as_str().contains('-'));
+    let written = keys(&prefix);
+    for wire in [0, WIRE_VERSION + 1] {
+        let refused = store
+            .enqueue("q", &random_id(), vec![job(b"4")], wire)
+            .await;
+        assert!(
+            matches!(&refused, Err(error) if error.is_refusal()),
+            "{wire}: {refused:?}"
+        );
+        assert_eq!(keys(&prefix), written, "{wire}: nothing written");
     }
 }
 

@@ -1,5 +1,6 @@
--- ARGV[7]: this call's request id; ARGV[8]: how many jobs; then 9 fields
--- per job: payload, priority, max attempts, backoff, timeout ms, group, delay
+-- ARGV[7]: this call's request id; ARGV[8]: how many jobs; ARGV[9]: the
+-- wire version of the ids to give (1: digits alone, which the release
+-- before epochs reads; 2: `<sequence>-<epoch>`); then 9 fields per job: payload, priority, max attempts, backoff, timeout ms, group, delay
 -- ms, idempotency key, its window ms; or 10, the tenth each job's trace
 -- context (empty for none), when any job of the call carries one (a call
 -- with none sends nothing for it). Returns, per job, its id and 1 when it
@@ -11,11 +12,12 @@
 -- nothing.
 local request = shaped(7, REQUEST, 32, 'a request id')
 local count = whole(8, 1, 10000)
--- Fields per job: 8 + count * 9 and 8 + count * 10 arguments differ for
+local wire = whole(9, 1, 2)
+-- Fields per job: 9 + count * 9 and 9 + count * 10 arguments differ for
 -- every count from 1 on.
 local FIELDS = 10
-if #ARGV == 8 + count * 9 then FIELDS = 9
-elseif #ARGV ~= 8 + count * 10 then refuse('expected ' .. count .. ' jobs of 9 or 10 fields') end
+if #ARGV == 9 + count * 9 then FIELDS = 9
+elseif #ARGV ~= 9 + count * 10 then refuse('expected ' .. count .. ' jobs of 9 or 10 fields') end
 -- A job's trace context: its tenth field, or none.
 local function trace_at(at)
   if FIELDS == 10 then return ARGV[at + 9] end
@@ -25,7 +27,7 @@ end
 -- window ms (0 without a key).
 local priorities, delays, windows = {}, {}, {}
 for i = 0, count - 1 do
-  local at = 9 + i * FIELDS
+  local at = 10 + i * FIELDS
   if #ARGV[at] > MAX_PAYLOAD then refuse('a payload is over ' .. MAX_PAYLOAD .. ' bytes') end
   priorities[i] = whole(at + 1, 0, 7)
   whole(at + 2, 1, 4294967295)
@@ -66,13 +68,20 @@ end
 -- no round trip. A replica names its primary's replication id, so one that
 -- takes writes (`replica-read-only no`) would give ids its primary gives
 -- too: an enqueue on any replica is refused before it writes.
+--
+-- Wire version 1 leaves the epoch out: while a worker of the release
+-- before epochs is alive, ids are digits alone, as that release gave
+-- them, from the same sequence.
 local replication = redis.call('INFO', 'replication')
 if string.match(replication, 'role:slave') then
   refuse('this server is a replica: enqueue on the primary (a writable replica would repeat its ids)')
 end
-local replid = string.match(replication, 'master_replid:(%x+)')
-if not replid or #replid < 16 then refuse('the server names no replication id (INFO replication)') end
-local epoch = '-' .. string.sub(replid, 1, 16)
+local epoch = ''
+if wire >= 2 then
+  local replid = string.match(replication, 'master_replid:(%x+)')
+  if not replid or #replid < 16 then refuse('the server names no replication id (INFO replication)') end
+  epoch = '-' .. string.sub(replid, 1, 16)
+end
 local id_key = base .. 'jid'
 local clock_id = (tonumber(clock[1]) - 1767225600) * 1000000 + tonumber(clock[2])
 local first = tonumber(redis.call('GET', id_key) or '0') + 1
@@ -87,10 +96,10 @@ local out = {}
 local claimed = {}
 local digests = {}
 for i = 0, count - 1 do
-  local idempotency = ARGV[9 + i * FIELDS + 7]
+  local idempotency = ARGV[10 + i * FIELDS + 7]
   local earlier = false
   if idempotency ~= '' then
-    digests[i] = digest(9 + i * FIELDS)
+    digests[i] = digest(10 + i * FIELDS)
     local record = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
     if record then
       local held, held_digest = string.match(record, '^(%S+) ?(%x*)$')
@@ -129,7 +138,7 @@ local rung = {}
 -- Default-priority ids per group, pushed with one RPUSH each at the end.
 local lines, line_order = {}, {}
 for i = 0, count - 1 do
-  local at = 9 + i * FIELDS
+  local at = 10 + i * FIELDS
   local id = id_at(i)
   local idempotency = ARGV[at + 7]
   if out[2 * i + 2] == '1' then

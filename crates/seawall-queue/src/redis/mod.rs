@@ -295,14 +295,16 @@ impl Store for RedisStore {
         queue: &str,
         request: &str,
         jobs: Vec<NewJob>,
+        wire: u32,
     ) -> Result<Vec<(JobId, bool)>> {
         // A job's trace context is sent only when one of the call's jobs
         // has one: the script takes 9 fields a job, or 10.
         let traced = jobs.iter().any(|job| !job.trace.is_empty());
         let fields = if traced { 10 } else { 9 };
-        let (keys, mut args) = self.prelude(queue, 2 + jobs.len() * fields);
+        let (keys, mut args) = self.prelude(queue, 3 + jobs.len() * fields);
         args.push(Value::from(request));
         args.push(int(jobs.len() as u64));
+        args.push(int(u64::from(wire)));
         let idempotency_keys: Vec<String> = jobs
             .iter()
             .map(|job| job.idempotency.clone().unwrap_or_default().0)

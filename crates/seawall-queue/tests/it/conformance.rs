@@ -1382,6 +1382,7 @@ async fn processes_announce_themselves(backend: &Backend) {
             completed: 40,
             failed: 1,
         }],
+        wire_version: seawall_queue::WIRE_VERSION,
     };
     one.announce(&report("a", 60_000)).await.expect("announces");
     two.announce(&report("b", 50)).await.expect("announces");
