@@ -454,11 +454,12 @@ impl History {
 }
 
 /// One file being read: the ops so far and those still waiting for their
-/// completion, by id.
+/// completion, by id (with the invoke's operation name, which the
+/// completion must repeat).
 struct Reading<'a> {
     name: &'a str,
     history: History,
-    waiting: HashMap<u64, usize>,
+    waiting: HashMap<u64, (usize, String)>,
     seen: HashSet<u64>,
 }
 
@@ -509,7 +510,7 @@ impl<'a> Reading<'a> {
                 let call = Call::invoked(workload, &event.op, event.value).map_err(|reason| {
                     self.malformed(number, format!("{workload} {}: {reason}", event.op))
                 })?;
-                self.waiting.insert(id, self.history.ops.len());
+                self.waiting.insert(id, (self.history.ops.len(), event.op));
                 self.history.ops.push(Op {
                     process: event.process,
                     invoke: event.t,
@@ -518,7 +519,7 @@ impl<'a> Reading<'a> {
                 });
             }
             EventType::Ok | EventType::Fail | EventType::Info => {
-                let Some(index) = self.waiting.remove(&id) else {
+                let Some((index, invoked)) = self.waiting.remove(&id) else {
                     let reason = if self.seen.contains(&id) {
                         format!("id {id} completes twice")
                     } else {
@@ -532,8 +533,26 @@ impl<'a> Reading<'a> {
                     let reason = format!("id {id} completes before its invoke's time");
                     return Err(malformed(name, number, reason));
                 }
+                // An id pairs the events of one file; a completion that
+                // names another process, workload or operation is another
+                // client's, or a mistake either way.
+                let workload = op.call.workload();
+                if event.process != op.process
+                    || event.workload != Some(workload)
+                    || event.op != invoked
+                {
+                    let reason = format!(
+                        "id {id} completes as {} {} {}, but was invoked as {} {workload} {invoked}",
+                        event.process,
+                        event
+                            .workload
+                            .map_or_else(|| "(no workload)".to_owned(), |w| w.to_string()),
+                        event.op,
+                        op.process,
+                    );
+                    return Err(malformed(name, number, reason));
+                }
                 op.outcome = if event.kind == EventType::Ok {
-                    let workload = op.call.workload();
                     op.call.answered(event.value).map_err(|reason| {
                         malformed(
                             name,

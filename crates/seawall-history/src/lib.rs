@@ -41,7 +41,7 @@
 //! | `t` | integer, microseconds since the Unix epoch (every recorder on one machine) |
 //! | `process` | the recording client (`sale-3`), or `nemesis` |
 //! | `type` | `invoke`, `ok`, `fail` (certainly did nothing), `info` (unknown: a timeout, a lost connection, a 5xx that says the outcome is unknown) or `fault` |
-//! | `id` | integer, unique per file; a completion carries its invoke's; none on faults |
+//! | `id` | integer, unique per file; a completion carries its invoke's (and repeats its `process`, `workload` and `op`); none on faults |
 //! | `workload` | `queue`, `sale`, `coupon`, `points`, `ratelimit` or `cache`; none on faults |
 //! | `op` | the operation (below), or the fault |
 //! | `value` | the invoke's inputs, the completion's answer, the fault's targets |

@@ -198,6 +198,36 @@ fn bad_lines_name_their_file_and_line() {
 }
 
 #[test]
+fn a_completion_must_repeat_its_invokes_process_workload_and_operation() {
+    let invoke = r#"{"t":1,"process":"queue-1","type":"invoke","id":1,"workload":"queue","op":"enqueue","value":{"key":"k"}}"#;
+    for (completion, differs) in [
+        (
+            r#"{"t":2,"process":"queue-2","type":"ok","id":1,"workload":"queue","op":"enqueue","value":{"job":"notification:1"}}"#,
+            "process",
+        ),
+        (
+            r#"{"t":2,"process":"queue-1","type":"fail","id":1,"workload":"sale","op":"enqueue"}"#,
+            "workload",
+        ),
+        (
+            r#"{"t":2,"process":"queue-1","type":"fail","id":1,"op":"enqueue"}"#,
+            "missing workload",
+        ),
+        (
+            r#"{"t":2,"process":"queue-1","type":"info","id":1,"workload":"queue","op":"order"}"#,
+            "operation",
+        ),
+    ] {
+        let error = error_of(&format!("{invoke}\n{completion}"));
+        assert!(
+            error.starts_with("drill.jsonl:2: id 1 completes as")
+                && error.contains("but was invoked as queue-1 queue enqueue"),
+            "{differs}: {error}"
+        );
+    }
+}
+
+#[test]
 fn a_missing_file_and_a_bad_state_are_errors() {
     let missing = History::read(&["/nonexistent/history.jsonl"]);
     assert!(matches!(missing, Err(Error::Io { .. })));
