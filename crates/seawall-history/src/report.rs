@@ -153,6 +153,9 @@ pub struct PointsReport {
     pub sum_mismatch: Findings,
     /// Anomaly: an idempotency key in a user's ledger more than once.
     pub applied_twice: Findings,
+    /// Anomaly: two ledger rows of one account with the same version: two
+    /// changes each wrote over the version they read, so one was lost.
+    pub lost_update: Findings,
     /// Anomaly: an `ok` change whose key is not in the user's ledger.
     pub acknowledged_missing: Findings,
     /// Anomaly: a ledger row whose key's changes all ended `fail`.
@@ -316,6 +319,7 @@ impl PointsReport {
         vec![
             anomaly("sum_mismatch", &self.sum_mismatch),
             anomaly("applied_twice", &self.applied_twice),
+            anomaly("lost_update", &self.lost_update),
             anomaly("acknowledged_missing", &self.acknowledged_missing),
             anomaly("failed_but_applied", &self.failed_but_applied),
             tolerated("unacknowledged_applied", &self.unacknowledged_applied),

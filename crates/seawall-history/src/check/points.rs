@@ -1,5 +1,6 @@
 //! Points: each ledger sums to its balance, no idempotency key applied
-//! twice, every acknowledged change in the ledger, no refused one there.
+//! twice, no version written twice (a lost update), every acknowledged
+//! change in the ledger, no refused one there.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -69,10 +70,20 @@ pub(super) fn check(
                 )
             });
         }
+        let mut versions: BTreeMap<i64, usize> = BTreeMap::new();
         for row in &account.ledger {
+            *versions.entry(row.version).or_default() += 1;
             if let Some(key) = row.idempotency_key.as_deref() {
                 *ledgers.entry((account.user_id, key)).or_default() += 1;
             }
+        }
+        for (version, rows) in versions.into_iter().filter(|&(_, rows)| rows > 1) {
+            report.lost_update.add(keep, || {
+                format!(
+                    "user {}: {rows} ledger rows took the account to version {version}",
+                    account.user_id
+                )
+            });
         }
     }
     let mut ledger_keys: Vec<_> = ledgers.iter().collect();

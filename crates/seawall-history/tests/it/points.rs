@@ -79,3 +79,21 @@ fn a_refused_change_in_the_ledger_is_reported() {
     let report = report(&lines, &account(100, &[("a", 100)]));
     assert_eq!(count(&report, "points.failed_but_applied"), 1, "{report}");
 }
+
+#[test]
+fn two_ledger_rows_of_one_version_are_a_lost_update() {
+    let mut lines = Lines::default();
+    change(&mut lines, "a", 100, 0, "ok");
+    change(&mut lines, "b", 50, 1, "ok");
+    // Two changes that each took the account to version 1: each writer
+    // wrote over the version the other had read.
+    let report = report(
+        &lines,
+        &json!({"points": [{"user_id": 7, "balance": 150, "ledger": [
+            {"version": 1, "delta": 100, "idempotency_key": "a"},
+            {"version": 1, "delta": 50, "idempotency_key": "b"},
+        ]}]}),
+    );
+    assert_eq!(count(&report, "points.lost_update"), 1, "{report}");
+    assert_eq!(report.anomalies(), 1);
+}
