@@ -108,15 +108,20 @@ pub struct SaleReport {
     /// remaining stock below zero, or rows and remaining stock together
     /// above the stock.
     pub oversold: Findings,
-    /// Anomaly: an `ok` order without its row.
+    /// Anomaly: an `ok` order without its row (a row of its id that holds
+    /// another user counts as none).
     pub acknowledged_missing: Findings,
     /// Anomaly: a row for a (sale, user) whose orders all ended `fail`.
     pub failed_but_written: Findings,
     /// Anomaly: a user with more rows than the sale's per-user limit.
     pub over_per_user: Findings,
+    /// Anomaly: an order written twice: a row beyond those its user's
+    /// orders account for (one per `ok` order, one per `info` one), of a
+    /// user with an acknowledged order, or an order id held by two rows.
+    pub written_twice: Findings,
     /// Tolerated: a row that an `info` order may have written.
     pub unacknowledged_written: Findings,
-    /// Not judged: a row no recorded order can have written.
+    /// Not judged: a row of a user no recorded order names.
     pub unrecorded: Findings,
 }
 
@@ -132,13 +137,18 @@ pub struct CouponReport {
     pub over_issued: Findings,
     /// Anomaly: a user holding more coupons than the per-user limit.
     pub duplicates: Findings,
-    /// Anomaly: an `ok` issue without its row.
+    /// Anomaly: an `ok` issue without its row (a row of its code that
+    /// holds another user counts as none).
     pub acknowledged_missing: Findings,
     /// Anomaly: a row for a (campaign, user) whose issues all ended `fail`.
     pub failed_but_issued: Findings,
+    /// Anomaly: a coupon written twice: a row beyond those its user's
+    /// issues account for (one per `ok` issue, one per `info` one), of a
+    /// user with an acknowledged issue, or a code held by two rows.
+    pub written_twice: Findings,
     /// Tolerated: a row that an `info` issue may have written.
     pub unacknowledged_issued: Findings,
-    /// Not judged: a row no recorded issue can have written.
+    /// Not judged: a row of a user no recorded issue names.
     pub unrecorded: Findings,
 }
 
@@ -295,6 +305,7 @@ impl SaleReport {
             anomaly("acknowledged_missing", &self.acknowledged_missing),
             anomaly("failed_but_written", &self.failed_but_written),
             anomaly("over_per_user", &self.over_per_user),
+            anomaly("written_twice", &self.written_twice),
             tolerated("unacknowledged_written", &self.unacknowledged_written),
             tolerated("unrecorded", &self.unrecorded),
         ]
@@ -308,6 +319,7 @@ impl CouponReport {
             anomaly("duplicates", &self.duplicates),
             anomaly("acknowledged_missing", &self.acknowledged_missing),
             anomaly("failed_but_issued", &self.failed_but_issued),
+            anomaly("written_twice", &self.written_twice),
             tolerated("unacknowledged_issued", &self.unacknowledged_issued),
             tolerated("unrecorded", &self.unrecorded),
         ]

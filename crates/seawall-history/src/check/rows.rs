@@ -1,6 +1,8 @@
-//! Matching acknowledged operations with the rows of the final state, and
-//! rows that no `ok` answer names with the operations that may have
-//! written them: sales and coupons share it.
+//! Rows of numbered units that operations claim, one unit per row: a
+//! sale's orders and a campaign's coupons. The rows of a group against its
+//! size and per-user limit, and the acknowledged operations against the
+//! rows (each row matched with the one operation of its user that may have
+//! written it).
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +21,7 @@ pub(super) struct Claim<'a> {
 }
 
 /// One row of the final state.
+#[derive(Clone, Copy)]
 pub(super) struct Row<'a> {
     /// The sale or campaign.
     pub group: i64,
@@ -32,34 +35,95 @@ pub(super) struct Row<'a> {
 
 /// A workload's words for its findings.
 pub(super) struct Words {
-    /// What an acknowledged id is called (`order`, `coupon`).
-    pub acknowledged: &'static str,
-    /// What a row is called (`row`, `coupon`).
+    /// What a row is called (`order`, `coupon`).
     pub row: &'static str,
     /// What a group is called (`sale`, `campaign`).
     pub group: &'static str,
+    /// What a group's size is called (`stock`, `quantity`).
+    pub size: &'static str,
     /// What a row's slot is called (`unit`, `number`).
     pub slot: &'static str,
     /// Said of a row whose every operation ended `fail`.
     pub all_failed: &'static str,
 }
 
+/// One group's rows against its size and per-user limit: no more rows
+/// than the size, every slot within `1..=size` and held by one row, no
+/// user holding more rows than the limit. Slots go to `over`, users to
+/// `over_per_user`.
+#[allow(clippy::too_many_arguments)] // one group's whole description
+pub(super) fn issued_once<'a>(
+    group: i64,
+    size: i64,
+    per_user: i64,
+    rows: impl ExactSizeIterator<Item = Row<'a>>,
+    words: &Words,
+    keep: usize,
+    over: &mut Findings,
+    over_per_user: &mut Findings,
+) {
+    let Words {
+        row: noun,
+        group: group_noun,
+        size: size_noun,
+        slot: slot_noun,
+        ..
+    } = words;
+    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    if count > size {
+        over.add(keep, || {
+            format!("{group_noun} {group}: {count} {noun}s for a {size_noun} of {size}")
+        });
+    }
+    let mut slots = HashSet::new();
+    let mut held: HashMap<i64, i64> = HashMap::new();
+    for row in rows {
+        if !(1..=size).contains(&row.slot) {
+            over.add(keep, || {
+                format!(
+                    "{group_noun} {group}: {noun} {} holds {slot_noun} {}, outside 1..={size}",
+                    row.id, row.slot
+                )
+            });
+        } else if !slots.insert(row.slot) {
+            over.add(keep, || {
+                format!(
+                    "{group_noun} {group}: {slot_noun} {} is held twice (again by {noun} {})",
+                    row.slot, row.id
+                )
+            });
+        }
+        *held.entry(row.user).or_default() += 1;
+    }
+    let mut above: Vec<(i64, i64)> = held.into_iter().filter(|&(_, n)| n > per_user).collect();
+    above.sort_unstable();
+    for (user, n) in above {
+        over_per_user.add(keep, || {
+            format!("{group_noun} {group}: user {user} holds {n} {noun}s, the limit is {per_user}")
+        });
+    }
+}
+
 /// Where a workload's row findings go.
 pub(super) struct Found<'r> {
-    /// An `ok` answer's id with no row.
+    /// An `ok` answer's id with no row of its user.
     pub acknowledged_missing: &'r mut Findings,
     /// A row an `info` operation may have written.
     pub unacknowledged: &'r mut Findings,
     /// A row whose every operation ended `fail`.
     pub failed: &'r mut Findings,
-    /// A row no recorded operation is left to have written.
+    /// A row beyond those its user's operations account for, of a user
+    /// with an acknowledged one, or a row id held twice.
+    pub written_twice: &'r mut Findings,
+    /// A row of a user no recorded operation names.
     pub unrecorded: &'r mut Findings,
 }
 
-/// Matches the ids of `ok` answers with the rows, and the rows no `ok`
-/// answer names with the non-`ok` operations of their (group, user).
-/// `claim` reads an op of the workload (`None` for any other); `note` adds
-/// to a missing id's description, given its group.
+/// Matches the ids of `ok` answers with the rows of their (group, user),
+/// and the rows no `ok` answer names with the non-`ok` operations of their
+/// (group, user), one `info` operation per row. `claim` reads an op of the
+/// workload (`None` for any other); `note` adds to a missing id's
+/// description, given its group.
 pub(super) fn reconcile<'a>(
     ops: &[&'a Op],
     claim: impl Fn(&'a Op) -> Option<Claim<'a>>,
@@ -73,12 +137,22 @@ pub(super) fn reconcile<'a>(
         acknowledged_missing,
         unacknowledged,
         failed,
+        written_twice,
         unrecorded,
     } = found;
     let keep = options.examples;
-    let written: HashSet<(i64, &str)> = rows.clone().map(|row| (row.group, row.id)).collect();
+    // (group, id) → the users of the rows with that id (one, unless the
+    // id is held twice).
+    let mut written: HashMap<(i64, &str), Vec<i64>> = HashMap::new();
+    for row in rows.clone() {
+        written
+            .entry((row.group, row.id))
+            .or_default()
+            .push(row.user);
+    }
 
-    let mut acknowledged: HashSet<(i64, &str)> = HashSet::new();
+    let mut acknowledged: HashSet<(i64, &str, i64)> = HashSet::new();
+    let mut answered: HashSet<(i64, i64)> = HashSet::new();
     for &op in ops {
         let Some(Claim { group, user, id }) = claim(op) else {
             continue;
@@ -86,38 +160,58 @@ pub(super) fn reconcile<'a>(
         let Some(id) = id.filter(|_| op.outcome.is_ok()) else {
             continue;
         };
-        if !acknowledged.insert((group, id)) {
+        answered.insert((group, user));
+        if !acknowledged.insert((group, id, user)) {
             continue; // a retry answered with the same id
         }
-        if !written.contains(&(group, id)) {
-            acknowledged_missing.add(keep, || {
-                format!(
-                    "{} {id} of {} {group} for user {user}, acknowledged at {} by {}, has no row{}",
-                    words.acknowledged,
-                    words.group,
-                    options.since(op.outcome.at().unwrap_or(op.invoke)),
-                    op.process,
-                    note(group)
-                )
-            });
+        let holders = written.get(&(group, id));
+        if holders.is_some_and(|users| users.contains(&user)) {
+            continue;
         }
+        acknowledged_missing.add(keep, || {
+            let whose = holders.map_or_else(
+                || note(group).to_owned(),
+                |users| format!(" (its row holds user {})", users[0]),
+            );
+            format!(
+                "{} {id} of {} {group} for user {user}, acknowledged at {} by {}, has no row{whose}",
+                words.row,
+                words.group,
+                options.since(op.outcome.at().unwrap_or(op.invoke)),
+                op.process,
+            )
+        });
     }
 
     let mut origins = Origins::new(ops.iter().copied().filter(|op| !op.outcome.is_ok()), |op| {
         claim(op).map_or((0, 0), |claim| (claim.group, claim.user))
     });
+    let mut seen: HashSet<(i64, &str)> = HashSet::new();
     for row in rows {
-        if acknowledged.contains(&(row.group, row.id)) {
-            continue;
-        }
         let describe = || {
             format!(
                 "{} {} of {} {} ({} {}, user {})",
                 words.row, row.id, words.group, row.group, words.slot, row.slot, row.user
             )
         };
+        if !seen.insert((row.group, row.id)) {
+            written_twice.add(keep, || format!("{}: its id is held twice", describe()));
+            continue;
+        }
+        if acknowledged.contains(&(row.group, row.id, row.user)) {
+            continue;
+        }
         match origins.of(row.group, row.user) {
             Origin::Info => unacknowledged.add(keep, describe),
+            // Every operation of the user is accounted for and one was
+            // acknowledged with another row: this one repeats it.
+            _ if answered.contains(&(row.group, row.user)) => written_twice.add(keep, || {
+                format!(
+                    "{}: beyond the {}s acknowledged to the user",
+                    describe(),
+                    words.row
+                )
+            }),
             Origin::Failed => failed.add(keep, || format!("{}: {}", describe(), words.all_failed)),
             Origin::Unrecorded => unrecorded.add(keep, describe),
         }

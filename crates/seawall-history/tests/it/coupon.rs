@@ -73,3 +73,19 @@ fn a_coupon_of_a_refused_issue_is_an_anomaly() {
     let report = report(&lines, &campaign(5, &[("C9", 1, 1)]));
     assert_eq!(count(&report, "coupon.failed_but_issued"), 1, "{report}");
 }
+
+#[test]
+fn an_acknowledged_coupon_written_twice_is_reported_under_any_per_user_limit() {
+    let mut lines = Lines::default();
+    issue(&mut lines, 1, 0, "ok", "C1");
+    issue(&mut lines, 2, 1, "fail", "");
+    let report = report(
+        &lines,
+        &json!({"coupon": [{"id": 3, "quantity": 5, "per_user": 2, "coupons": [
+            {"code": "C1", "number": 1, "user_id": 1},
+            {"code": "C2", "number": 2, "user_id": 1},
+        ]}]}),
+    );
+    assert_eq!(count(&report, "coupon.written_twice"), 1, "{report}");
+    assert_eq!(report.anomalies(), 1);
+}

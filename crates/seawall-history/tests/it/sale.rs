@@ -99,3 +99,47 @@ fn a_user_past_the_per_user_limit_is_reported() {
     let report = report(&lines, &sale(5, 3, &[("A", 1, 1), ("B", 2, 1)]));
     assert_eq!(count(&report, "sale.over_per_user"), 1, "{report}");
 }
+
+#[test]
+fn an_acknowledged_order_written_twice_is_reported_under_any_per_user_limit() {
+    let mut lines = Lines::default();
+    order(&mut lines, 1, 0, "ok", "A");
+    // A limit of 2 leaves room for the second row: the user placed one
+    // order, and no unknown one could have written it.
+    let report = report(
+        &lines,
+        &json!({"sale": [{"id": 1, "stock": 5, "per_user": 2, "remaining": 3, "orders": [
+            {"id": "A", "unit": 1, "user_id": 1, "nth": 1},
+            {"id": "B", "unit": 2, "user_id": 1, "nth": 2},
+        ]}]}),
+    );
+    assert_eq!(count(&report, "sale.written_twice"), 1, "{report}");
+    assert_eq!(count(&report, "sale.unrecorded"), 0);
+    assert_eq!(report.anomalies(), 1);
+
+    // An unknown order of the same user may have written it.
+    let mut unknown = Lines::default();
+    order(&mut unknown, 1, 0, "ok", "A");
+    order(&mut unknown, 1, 10, "info", "");
+    let tolerated = crate::support::report(
+        &unknown,
+        &json!({"sale": [{"id": 1, "stock": 5, "per_user": 2, "remaining": 3, "orders": [
+            {"id": "A", "unit": 1, "user_id": 1, "nth": 1},
+            {"id": "B", "unit": 2, "user_id": 1, "nth": 2},
+        ]}]}),
+    );
+    assert_eq!(tolerated.anomalies(), 0, "{tolerated}");
+}
+
+#[test]
+fn an_acknowledged_order_is_matched_with_a_row_of_its_own_user() {
+    let mut lines = Lines::default();
+    order(&mut lines, 1, 0, "ok", "A");
+    let report = report(&lines, &sale(5, 4, &[("A", 1, 2)]));
+    assert_eq!(count(&report, "sale.acknowledged_missing"), 1, "{report}");
+    let sale = report.sale.as_ref().expect("sale");
+    assert!(
+        sale.acknowledged_missing.examples[0].contains("its row holds user 2"),
+        "{report}"
+    );
+}
