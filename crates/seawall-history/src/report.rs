@@ -88,6 +88,10 @@ pub struct QueueReport {
     pub run_twice_unexplained: Findings,
     /// Anomaly: rows of a key whose every enqueue ended `fail`.
     pub never_acknowledged: Findings,
+    /// Anomaly: one job acknowledged to two enqueues that are not retries
+    /// of one idempotency key (their keys differ, or one has none): one of
+    /// them was answered with another's job.
+    pub shared_job: Findings,
     /// Tolerated: a job with more than one row after a fault that could
     /// take it from its worker (or a stall the queue counted).
     pub run_twice_explained: Findings,
@@ -291,6 +295,7 @@ impl QueueReport {
             anomaly("lost", &self.lost),
             anomaly("run_twice_unexplained", &self.run_twice_unexplained),
             anomaly("never_acknowledged", &self.never_acknowledged),
+            anomaly("shared_job", &self.shared_job),
             tolerated("run_twice_explained", &self.run_twice_explained),
             tolerated("unacknowledged_ran", &self.unacknowledged_ran),
             tolerated("unrecorded", &self.unrecorded),

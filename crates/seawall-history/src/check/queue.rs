@@ -1,5 +1,6 @@
 //! The queue: every acknowledged job runs, none runs twice unless a fault
-//! took it from its worker, none that was refused runs.
+//! took it from its worker, none that was refused runs, and no job is
+//! acknowledged to two enqueues but retries of one key.
 //!
 //! Runs are grouped by the idempotency key the rows carry (by job where a
 //! row carries none), so a key that ran as two jobs (its idempotency lost)
@@ -47,7 +48,20 @@ pub(super) fn check(
             }
         }
         if let (Outcome::Ok(_), Some(job)) = (op.outcome, job.as_deref()) {
-            acknowledged.entry(job).or_insert((op.invoke, op));
+            let (_, first) = *acknowledged.entry(job).or_insert((op.invoke, op));
+            // Only a retry of one key may be answered with its job again.
+            if !std::ptr::eq(first, *op) && (key.is_none() || enqueue_key(first) != key.as_deref())
+            {
+                report.shared_job.add(keep, || {
+                    format!(
+                        "job {job} acknowledged to {} (key {}) and to {} (key {})",
+                        first.process,
+                        enqueue_key(first).unwrap_or("none"),
+                        op.process,
+                        key.as_deref().unwrap_or("none"),
+                    )
+                });
+            }
         }
     }
     let Some(state) = state else {
@@ -69,10 +83,7 @@ pub(super) fn check(
     }
 
     for (job, (_, op)) in &acknowledged {
-        let key = match &op.call {
-            Call::Enqueue { key, .. } => key.as_deref(),
-            _ => None,
-        };
+        let key = enqueue_key(op);
         let ran_by_key = key.is_some_and(|key| by_key.contains_key(key));
         if !by_job.contains_key(job) && !ran_by_key {
             report.lost.add(keep, || {
@@ -165,4 +176,12 @@ pub(super) fn check(
         }
     }
     report
+}
+
+/// The idempotency key an enqueue sent, if any.
+fn enqueue_key(op: &Op) -> Option<&str> {
+    match &op.call {
+        Call::Enqueue { key, .. } => key.as_deref(),
+        _ => None,
+    }
 }

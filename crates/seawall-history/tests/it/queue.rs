@@ -190,3 +190,19 @@ fn a_retry_after_an_unknown_enqueue_acknowledges_the_same_job() {
     );
     assert_eq!(report.anomalies(), 0, "{report}");
 }
+
+#[test]
+fn one_job_acknowledged_to_two_keys_is_an_anomaly() {
+    let mut lines = Lines::default();
+    enqueue(&mut lines, "k1", 0, 5, "ok", "notification:1");
+    enqueue(&mut lines, "k2", 6, 9, "ok", "notification:1");
+    // A retry of one key answered with its job again is not.
+    enqueue(&mut lines, "k3", 10, 12, "ok", "notification:3");
+    enqueue(&mut lines, "k3", 13, 15, "ok", "notification:3");
+    let report = report(
+        &lines,
+        &json!({"queue": {"rows": [row("notification:1", "k1", 20), row("notification:3", "k3", 21)]}}),
+    );
+    assert_eq!(count(&report, "queue.shared_job"), 1, "{report}");
+    assert_eq!(report.anomalies(), 1);
+}
