@@ -49,6 +49,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The final state leaves out what the history needs judged: the
+    /// section of a workload the history ran, or the final version of a
+    /// cache key it wrote. A check without it could not fail.
+    #[error("the final state has no {what}, which the history needs judged")]
+    Incomplete {
+        /// What is missing (`queue section`, `final version of cache key k`).
+        what: String,
+    },
     /// An event could not be written to the recorder's file.
     #[error("recording to {}: {source}", path.display())]
     Record {

@@ -22,7 +22,7 @@
 //!
 //! let history = History::read(&[&path])?;
 //! let state = FinalState::parse("state.json", r#"{"cache": {"k": 1}}"#)?;
-//! let report = check(&history, &state, &Options::default());
+//! let report = check(&history, &state, &Options::default())?;
 //! assert_eq!(report.anomalies(), 0);
 //! assert_eq!(report.counts()["cache.stale"], 0);
 //! println!("{report}");
@@ -74,8 +74,11 @@
 //! # The final state
 //!
 //! One JSON document the drill writes once the fleet is healed and quiet,
-//! every section optional, rows named after the tables' columns (extra
-//! columns are ignored; times are Unix milliseconds, as in the database):
+//! rows named after the tables' columns (extra columns are ignored; times
+//! are Unix milliseconds, as in the database). Each workload the history
+//! ran needs its section, and the cache section a final version of every
+//! key the history wrote (`ratelimit` needs none): [`check`] refuses a
+//! state without them ([`Error::Incomplete`]) rather than judge nothing:
 //!
 //! ```json
 //! {
@@ -98,10 +101,11 @@
 //! (`notification_deliveries`, whose `message` can carry the key),
 //! `worker` where the drill can tell; `queue.jobs` what
 //! `GET /api/queue/{queue}/jobs/{id}` says (`runs`, `stalls`: a lease that
-//! ran out). `sale` is `time_sales` with its `sale_orders` and the store's
-//! `remaining` from the promotions audit; `coupon` is `coupon_campaigns`
-//! with its `coupons`; `points` is `point_accounts` with its
-//! `point_ledger`; `cache` the version each key ends at.
+//! ran out). `sale` is `time_sales` with its `sale_orders` and the units
+//! the store says remain (required: the stock less the store's `sold`, not
+//! clamped at zero); `coupon` is `coupon_campaigns` with its `coupons`;
+//! `points` is `point_accounts` with its `point_ledger`; `cache` the
+//! version each key ends at, as a read serves it.
 //!
 //! # The checks
 //!

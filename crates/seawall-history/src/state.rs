@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Every section is optional: a drill fills those of the workloads it ran.
+/// Every section is optional, but a workload the history ran needs its
+/// section ([`check`](crate::check) refuses to judge it without): a drill
+/// fills those of the workloads it ran.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinalState {
@@ -26,7 +28,8 @@ pub struct FinalState {
     /// Per user: the points account and its ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub points: Option<Vec<AccountState>>,
-    /// The final version per cache key (`null`: absent).
+    /// The final version per cache key (`null`: absent); every key the
+    /// history wrote needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<BTreeMap<String, Option<i64>>>,
 }
@@ -104,9 +107,10 @@ pub struct SaleState {
     /// Orders one user may place (default 1).
     #[serde(default)]
     pub per_user: Option<i64>,
-    /// Units the store says are left (the audit's `remaining`), if read.
-    #[serde(default)]
-    pub remaining: Option<i64>,
+    /// Units the store says are left: the stock less the units it says it
+    /// sold (`GET /api/promotions`'s `sold`), not clamped at zero, so an
+    /// oversold store shows below it.
+    pub remaining: i64,
     /// Its order rows.
     #[serde(default)]
     pub orders: Vec<OrderRow>,

@@ -490,42 +490,84 @@ async fn quiesce(fleet: &Running) {
     }
 }
 
-/// The final state: the drill's notifications, the sale with its orders,
-/// the campaign with its coupons, the accounts with their ledgers.
-fn final_state(fleet: &Running, sale: i64, campaign: i64, users: &[i64]) -> FinalState {
-    let users = users
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let state = json!({
-        "queue": {"rows": json_of(fleet, "SELECT COALESCE(json_agg(json_build_object(\
-            'job', job, 'idempotency_key', message, 'at_ms', delivered_at)), '[]') \
-            FROM notification_deliveries WHERE message LIKE 'drill-%'")},
-        "sale": [json_of(fleet, &format!("SELECT json_build_object('id', s.id, 'stock', s.stock, \
+/// The final state of drill 1: the drill's notifications and what the
+/// queue says of each acknowledged job, the sale with its orders and the
+/// units the store says remain, the campaign with its coupons, the
+/// accounts with their ledgers, and the balances the cache ends at.
+async fn final_state(
+    fleet: &Running,
+    history: &Path,
+    sale: i64,
+    campaign: i64,
+    users: &[i64],
+) -> FinalState {
+    let mut sale_state = json_of(
+        fleet,
+        &format!(
+            "SELECT json_build_object('id', s.id, 'stock', s.stock, \
             'per_user', s.per_user, 'orders', COALESCE((SELECT json_agg(json_build_object(\
             'id', o.id, 'unit', o.unit, 'user_id', o.user_id, 'nth', o.nth)) \
-            FROM sale_orders o WHERE o.sale_id = s.id), '[]')) FROM time_sales s WHERE s.id = {sale}"))],
+            FROM sale_orders o WHERE o.sale_id = s.id), '[]')) FROM time_sales s WHERE s.id = {sale}"
+        ),
+    );
+    sale_state["remaining"] = json!(remaining_stock(fleet, sale).await);
+    let state = json!({
+        "queue": queue_state(fleet, history).await,
+        "sale": [sale_state],
         "coupon": [json_of(fleet, &format!("SELECT json_build_object('id', c.id, 'quantity', c.quantity, \
             'per_user', c.per_user, 'coupons', COALESCE((SELECT json_agg(json_build_object(\
             'code', k.code, 'number', k.number, 'user_id', k.user_id, 'nth', k.nth)) \
             FROM coupons k WHERE k.campaign_id = c.id), '[]')) FROM coupon_campaigns c WHERE c.id = {campaign}"))],
-        "points": json_of(fleet, &format!("SELECT COALESCE(json_agg(json_build_object('user_id', a.user_id, \
-            'balance', a.balance, 'ledger', COALESCE((SELECT json_agg(json_build_object(\
-            'version', l.version, 'delta', l.delta, 'idempotency_key', l.idempotency_key)) \
-            FROM point_ledger l WHERE l.user_id = a.user_id), '[]'))), '[]') \
-            FROM point_accounts a WHERE a.user_id IN ({users})")),
+        "points": points_state(fleet, users),
+        "cache": cache_state(fleet, users).await,
     });
     serde_json::from_value(state).expect("a final state")
 }
 
-/// Checks the histories in `files` against `state`, writes the report
-/// beside them, and prints it.
-fn checked(dir: &Path, name: &str, files: &[PathBuf], state: &FinalState) -> Report {
-    checked_with(dir, name, files, state, &Options::default())
+/// The units of `sale` the store says remain: its stock less the units
+/// `GET /api/promotions` says it sold. Not that answer's own `remaining`,
+/// which stops at zero, so that a store that sold more than its stock
+/// shows it.
+async fn remaining_stock(fleet: &Running, sale: i64) -> i64 {
+    let overview = support::admin_get(
+        &support::client(),
+        fleet,
+        &format!("{}/api/promotions", fleet.url()),
+    )
+    .await;
+    let standing = overview["sales"]
+        .as_array()
+        .and_then(|sales| sales.iter().find(|standing| standing["id"] == sale))
+        .unwrap_or_else(|| panic!("sale {sale} in {overview}"));
+    standing["stock"].as_i64().expect("a stock") - standing["sold"].as_i64().expect("units sold")
 }
 
-/// [`checked`] with the checker's `options`.
+/// The balance each of `users` ends at as the cache serves it (the cache
+/// part of a final state, keyed as the readers key their reads): read
+/// through every instance, and the lowest answer kept, since an instance
+/// still serving an older balance is where a lost write would show.
+async fn cache_state(fleet: &Running, users: &[i64]) -> Value {
+    let client = support::client();
+    let mut finals = serde_json::Map::new();
+    for &user in users {
+        let mut lowest: Option<i64> = None;
+        for base in fleet.instance_urls() {
+            let answer = support::admin_get(
+                &client,
+                fleet,
+                &format!("{base}/api/points/balance?user_id={user}"),
+            )
+            .await;
+            let balance = answer["balance"].as_i64().expect("a balance");
+            lowest = Some(lowest.map_or(balance, |lowest| lowest.min(balance)));
+        }
+        finals.insert(user.to_string(), json!(lowest));
+    }
+    Value::Object(finals)
+}
+
+/// Checks the histories in `files` against `state` with the checker's
+/// `options`, writes the report beside them as `<name>.txt`, and prints it.
 fn checked_with(
     dir: &Path,
     name: &str,
@@ -534,7 +576,8 @@ fn checked_with(
     options: &Options,
 ) -> Report {
     let history = History::read(files).expect("the history reads back");
-    let report = seawall_history::check(&history, state, options);
+    let report =
+        seawall_history::check(&history, state, options).expect("the state covers the history");
     std::fs::write(dir.join(format!("{name}.txt")), report.to_string()).expect("writes");
     println!("{name}:\n{report}");
     report
@@ -661,7 +704,7 @@ pub(crate) async fn master_and_instance_cut_off(
     println!("readiness against enqueues: {readiness}");
 
     quiesce(&fleet).await;
-    let state = final_state(&fleet, sale, campaign, &users);
+    let state = final_state(&fleet, &dir.join("clients.jsonl"), sale, campaign, &users).await;
     let (whole, healed) = around_the_heal(&dir, &fleet, &state, &Options::default());
     support::stop(fleet).await;
     (Outcome { whole, healed }, readiness)
@@ -992,40 +1035,15 @@ pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
     quiesce(&fleet).await;
     // Each job's record: a stall is a lease that ran out, the job taken
     // over by the other worker.
-    let mut jobs = Vec::new();
-    for id in &ids {
-        let job = support::admin_get(
-            &support::client(),
-            &fleet,
-            &format!("{}/api/queue/notification/jobs/{id}", fleet.url()),
-        )
-        .await;
-        jobs.push(json!({"job": format!("notification:{id}"), "stalls": job["stalls"]}));
-    }
+    let state = json!({"queue": queue_state(&fleet, &dir.join("clients.jsonl")).await});
+    let jobs = state["queue"]["jobs"].as_array().expect("the jobs");
     let stalled = jobs
         .iter()
         .filter(|job| job["stalls"].as_u64() > Some(0))
         .count();
     println!("{stalled} of {JOBS} jobs were taken over after their lease ran out");
     assert!(stalled > 0, "the cut broke no lease: {jobs:?}");
-    let state: FinalState = serde_json::from_value(json!({
-        "queue": {"rows": json_of(&fleet, "SELECT COALESCE(json_agg(json_build_object(\
-            'job', job, 'idempotency_key', message, 'at_ms', delivered_at)), '[]') \
-            FROM notification_deliveries WHERE message LIKE 'drill-%'"), "jobs": jobs},
-    }))
-    .expect("a final state");
-    std::fs::write(
-        dir.join("state.json"),
-        serde_json::to_string_pretty(&state).expect("JSON"),
-    )
-    .expect("writes");
-    std::fs::copy(fleet.faults_path(), dir.join("faults.jsonl")).expect("the faults");
-    let report = checked(
-        &dir,
-        "report",
-        &[dir.join("clients.jsonl"), dir.join("faults.jsonl")],
-        &state,
-    );
+    let report = finish(&dir, &fleet, &state, &Options::default());
     support::stop(fleet).await;
     report
 }
@@ -1053,8 +1071,8 @@ async fn a_worker_cut_off_mid_job_stops_before_its_lease_ends() {
 }
 
 /// The notification rows the drill's enqueues left, and each acknowledged
-/// job's stalls (leases that ran out, the job taken over) from the queue's
-/// API: the queue part of a final state.
+/// job's runs and stalls (leases that ran out, the job taken over) from
+/// the queue's API: the queue part of a final state.
 async fn queue_state(fleet: &Running, history: &Path) -> Value {
     let client = support::client();
     let mut jobs = Vec::new();
@@ -1075,7 +1093,7 @@ async fn queue_state(fleet: &Running, history: &Path) -> Value {
         // A job a failover lost is not found: the checker counts it.
         if response.status() == 200 {
             let record: Value = response.json().await.expect("JSON");
-            jobs.push(json!({"job": job, "stalls": record["stalls"]}));
+            jobs.push(json!({"job": job, "runs": record["runs"], "stalls": record["stalls"]}));
         }
     }
     json!({
@@ -1323,8 +1341,11 @@ pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Outcome, CutFrom
             *answers.entry(status).or_default() += 1;
         }
     }
-    let state: FinalState = serde_json::from_value(json!({"points": points_state(&fleet, &users)}))
-        .expect("a final state");
+    let state: FinalState = serde_json::from_value(json!({
+        "points": points_state(&fleet, &users),
+        "cache": cache_state(&fleet, &users).await,
+    }))
+    .expect("a final state");
     let (whole, healed) = around_the_heal(
         &dir,
         &fleet,

@@ -2,7 +2,8 @@
 //! them, and prints the report (a table per workload, or JSON). Exits 1
 //! when it found an anomaly of a kind `--fail-on` names (every kind unless
 //! told otherwise; `--fail-on none` only reports), 0 when it found none, 2
-//! when it could not read its input.
+//! when it could not read its input or the state leaves out what the
+//! history needs judged.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
                 .long("state")
                 .value_name("FILE")
                 .value_parser(value_parser!(PathBuf))
-                .help("The final state (JSON); without it only the history is checked"),
+                .help("The final state (JSON): each workload the history ran but ratelimit needs its section"),
         )
         .arg(
             Arg::new("window-ms")
@@ -101,7 +102,10 @@ fn main() -> ExitCode {
                 .unwrap_or(1.0),
         )
         .examples(matches.get_one::<usize>("examples").copied().unwrap_or(5));
-    let report = check(&history, &state, &options);
+    let report = match check(&history, &state, &options) {
+        Ok(report) => report,
+        Err(error) => return unreadable(&error),
+    };
 
     if matches.get_flag("json") {
         match serde_json::to_string_pretty(&report) {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{Options, micros_as_ms};
+use crate::error::{Error, Result};
 use crate::history::{Call, Op, Outcome};
 use crate::report::CacheReport;
 
@@ -22,9 +23,9 @@ struct Key {
 
 pub(super) fn check(
     ops: &[&Op],
-    finals: Option<&BTreeMap<String, Option<i64>>>,
+    finals: &BTreeMap<String, Option<i64>>,
     options: &Options,
-) -> CacheReport {
+) -> Result<CacheReport> {
     let keep = options.examples;
     let window = u64::try_from(options.stale_window.as_micros()).unwrap_or(u64::MAX);
     let mut report = CacheReport::default();
@@ -115,18 +116,21 @@ pub(super) fn check(
     }
     report.longest_stale_ms = micros_as_ms(longest);
 
-    if let Some(finals) = finals {
-        for (key, entry) in &keys {
-            let (Some(&(newest, _)), Some(&last)) = (entry.acked.last(), finals.get(*key)) else {
-                continue;
-            };
-            if last.is_none_or(|last| last < newest) {
-                report.lost_writes.add(keep, || {
-                    let last = last.map_or_else(|| "nothing".to_owned(), |v| v.to_string());
-                    format!("{key} ends at {last}, but {newest} was acknowledged")
-                });
-            }
+    for (key, entry) in &keys {
+        let Some(&last) = finals.get(*key) else {
+            return Err(Error::Incomplete {
+                what: format!("final version of cache key {key}"),
+            });
+        };
+        let Some(&(newest, _)) = entry.acked.last() else {
+            continue;
+        };
+        if last.is_none_or(|last| last < newest) {
+            report.lost_writes.add(keep, || {
+                let last = last.map_or_else(|| "nothing".to_owned(), |v| v.to_string());
+                format!("{key} ends at {last}, but {newest} was acknowledged")
+            });
         }
     }
-    report
+    Ok(report)
 }

@@ -16,19 +16,12 @@ const WORDS: Words = Words {
     all_failed: "every issue to the user failed",
 };
 
-pub(super) fn check(
-    ops: &[&Op],
-    campaigns: Option<&[CampaignState]>,
-    options: &Options,
-) -> CouponReport {
+pub(super) fn check(ops: &[&Op], campaigns: &[CampaignState], options: &Options) -> CouponReport {
     let keep = options.examples;
     let mut report = CouponReport::default();
     for op in ops {
         report.issues.count(op.outcome);
     }
-    let Some(campaigns) = campaigns else {
-        return report;
-    };
     for campaign in campaigns {
         report.rows += campaign.coupons.len();
         rows::issued_once(

@@ -11,6 +11,7 @@ mod sale;
 
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use crate::event::Workload;
 use crate::history::{History, Op};
 use crate::report::{FaultLine, Report};
@@ -77,7 +78,13 @@ impl Options {
 /// Checks `history` against `state` and reports, per workload, what it
 /// found. A workload is reported when the history has its operations or
 /// the state has its section.
-pub fn check(history: &History, state: &FinalState, options: &Options) -> Report {
+///
+/// # Errors
+///
+/// [`Error::Incomplete`] when the history has operations of a workload
+/// whose section the state lacks (every workload but `ratelimit` needs
+/// one), or wrote a cache key the `cache` section does not give.
+pub fn check(history: &History, state: &FinalState, options: &Options) -> Result<Report> {
     let of = |workload: Workload| -> Vec<&Op> {
         history
             .ops()
@@ -105,21 +112,38 @@ pub fn check(history: &History, state: &FinalState, options: &Options) -> Report
     let points = of(Workload::Points);
     let ratelimit = of(Workload::Ratelimit);
     let cache = of(Workload::Cache);
-    Report {
+    Ok(Report {
         events: history.events(),
         ops: history.ops().len(),
         faults,
-        queue: (!queue.is_empty() || state.queue.is_some())
-            .then(|| queue::check(&queue, history, state.queue.as_ref(), options)),
-        sale: (!sale.is_empty() || state.sale.is_some())
-            .then(|| sale::check(&sale, state.sale.as_deref(), options)),
-        coupon: (!coupon.is_empty() || state.coupon.is_some())
-            .then(|| coupon::check(&coupon, state.coupon.as_deref(), options)),
-        points: (!points.is_empty() || state.points.is_some())
-            .then(|| points::check(&points, state.points.as_deref(), options)),
+        queue: section(&queue, state.queue.as_ref(), Workload::Queue)?
+            .map(|section| queue::check(&queue, history, section, options)),
+        sale: section(&sale, state.sale.as_deref(), Workload::Sale)?
+            .map(|section| sale::check(&sale, section, options)),
+        coupon: section(&coupon, state.coupon.as_deref(), Workload::Coupon)?
+            .map(|section| coupon::check(&coupon, section, options)),
+        points: section(&points, state.points.as_deref(), Workload::Points)?
+            .map(|section| points::check(&points, section, options)),
         ratelimit: (!ratelimit.is_empty()).then(|| ratelimit::check(&ratelimit, options)),
-        cache: (!cache.is_empty() || state.cache.is_some())
-            .then(|| cache::check(&cache, state.cache.as_ref(), options)),
+        cache: section(&cache, state.cache.as_ref(), Workload::Cache)?
+            .map(|section| cache::check(&cache, section, options))
+            .transpose()?,
+    })
+}
+
+/// A workload's section of the state, when it is to be judged: `None`
+/// when neither the history nor the state has the workload, an error when
+/// only the history has it.
+fn section<'s, T: ?Sized>(
+    ops: &[&Op],
+    section: Option<&'s T>,
+    workload: Workload,
+) -> Result<Option<&'s T>> {
+    match section {
+        None if !ops.is_empty() => Err(Error::Incomplete {
+            what: format!("{workload} section"),
+        }),
+        section => Ok(section),
     }
 }
 

@@ -17,11 +17,7 @@ struct Ended {
     fail: bool,
 }
 
-pub(super) fn check(
-    ops: &[&Op],
-    accounts: Option<&[AccountState]>,
-    options: &Options,
-) -> PointsReport {
+pub(super) fn check(ops: &[&Op], accounts: &[AccountState], options: &Options) -> PointsReport {
     let keep = options.examples;
     let mut report = PointsReport::default();
     let mut by_key: BTreeMap<(i64, &str), Ended> = BTreeMap::new();
@@ -49,9 +45,6 @@ pub(super) fn check(
             Outcome::Info(_) => ended.info = true,
         }
     }
-    let Some(accounts) = accounts else {
-        return report;
-    };
 
     let mut ledgers: HashMap<(i64, &str), usize> = HashMap::new();
     for account in accounts {

@@ -25,7 +25,7 @@ struct Ended {
 pub(super) fn check(
     ops: &[&Op],
     history: &History,
-    state: Option<&QueueState>,
+    state: &QueueState,
     options: &Options,
 ) -> QueueReport {
     let keep = options.examples;
@@ -64,9 +64,6 @@ pub(super) fn check(
             }
         }
     }
-    let Some(state) = state else {
-        return report;
-    };
     report.rows = state.rows.len();
 
     let mut by_job: HashMap<&str, usize> = HashMap::new();

@@ -18,15 +18,12 @@ const WORDS: Words = Words {
     all_failed: "every order of the user failed",
 };
 
-pub(super) fn check(ops: &[&Op], sales: Option<&[SaleState]>, options: &Options) -> SaleReport {
+pub(super) fn check(ops: &[&Op], sales: &[SaleState], options: &Options) -> SaleReport {
     let keep = options.examples;
     let mut report = SaleReport::default();
     for op in ops {
         report.orders.count(op.outcome);
     }
-    let Some(sales) = sales else {
-        return report;
-    };
     let known: HashSet<i64> = sales.iter().map(|sale| sale.id).collect();
     for sale in sales {
         report.rows += sale.orders.len();
@@ -88,9 +85,7 @@ fn rows_of(sale: &SaleState) -> impl ExactSizeIterator<Item = Row<'_>> + Clone {
 /// below zero, and never more than the rows leave.
 fn remaining(sale: &SaleState, report: &mut SaleReport, keep: usize) {
     let rows = i64::try_from(sale.orders.len()).unwrap_or(i64::MAX);
-    let Some(remaining) = sale.remaining else {
-        return;
-    };
+    let remaining = sale.remaining;
     if remaining < 0 {
         report.oversold.add(keep, || {
             format!("sale {}: {remaining} units remain", sale.id)

@@ -64,7 +64,7 @@ fn a_read_older_than_an_acknowledged_write_past_the_window_is_stale() {
     read(&mut lines, "r1", 55, 56, json!(1));
     // Never saw any write, 100 ms after the first ok.
     read(&mut lines, "r2", 102, 103, Value::Null);
-    let report = report(&lines, &json!({}));
+    let report = report(&lines, &json!({"cache": {"k": 3}}));
     assert_eq!(count(&report, "cache.stale"), 2, "{report}");
     let cache = report.cache.as_ref().expect("a cache section");
     assert!((cache.longest_stale_ms - 100.0).abs() < 1e-9, "{report}");
@@ -72,7 +72,7 @@ fn a_read_older_than_an_acknowledged_write_past_the_window_is_stale() {
     // A window of 200 ms tolerates both.
     let wide = report_with(
         &lines,
-        &json!({}),
+        &json!({"cache": {"k": 3}}),
         &Options::new().stale_window(Duration::from_millis(200)),
     );
     assert_eq!(wide.anomalies(), 0, "{wide}");
@@ -88,7 +88,7 @@ fn a_read_of_a_version_nobody_wrote_is_impossible() {
     // Version 3's write starts after this read returned.
     read(&mut lines, "r2", 9, 10, json!(3));
     write(&mut lines, 3, 11, 12, "ok");
-    let report = report(&lines, &json!({}));
+    let report = report(&lines, &json!({"cache": {"k": 3}}));
     assert_eq!(count(&report, "cache.impossible"), 3, "{report}");
 }
 

@@ -7,6 +7,11 @@ use crate::support::Lines;
 /// Runs `seawall-check` on a lost job's history; answers its exit code and
 /// output.
 fn run(extra: &[&str]) -> (Option<i32>, String) {
+    run_with_state(&json!({"queue": {"rows": []}}), extra)
+}
+
+/// [`run`] with `state` as the final state.
+fn run_with_state(state: &serde_json::Value, extra: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut lines = Lines::default();
     lines.op(
@@ -23,17 +28,17 @@ fn run(extra: &[&str]) -> (Option<i32>, String) {
     faults.fault(3, "kill", json!({"host": "worker-1"}));
     let history = dir.path().join("clients.jsonl");
     let nemesis = dir.path().join("faults.jsonl");
-    let state = dir.path().join("state.json");
+    let state_file = dir.path().join("state.json");
     std::fs::write(&history, lines.text()).expect("history written");
     std::fs::write(&nemesis, faults.text()).expect("faults written");
-    std::fs::write(&state, json!({"queue": {"rows": []}}).to_string()).expect("state written");
+    std::fs::write(&state_file, state.to_string()).expect("state written");
     let output = Command::new(env!("CARGO_BIN_EXE_seawall-check"))
         .arg("--history")
         .arg(&history)
         .arg("--history")
         .arg(&nemesis)
         .arg("--state")
-        .arg(&state)
+        .arg(&state_file)
         .args(extra)
         .output()
         .expect("seawall-check runs");
@@ -72,4 +77,14 @@ fn fail_on_names_the_kinds_that_fail_the_run() {
     );
     assert_eq!(run(&["--fail-on", "none"]).0, Some(0));
     assert_eq!(run(&["--fail-on", "queue.nonsense"]).0, Some(2));
+}
+
+#[test]
+fn a_state_without_the_section_of_a_workload_the_history_ran_is_unreadable() {
+    let (code, text) = run_with_state(&json!({"cache": {}}), &["--fail-on", "none"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("the final state has no queue section"),
+        "{text}"
+    );
 }

@@ -11,4 +11,5 @@ mod queue;
 mod ratelimit;
 mod record;
 mod sale;
+mod state;
 mod support;

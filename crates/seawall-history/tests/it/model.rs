@@ -270,7 +270,7 @@ proptest! {
         });
         let state = FinalState::parse("state.json", &state.to_string()).expect("a valid state");
         let strict = Options::new().stale_window(Duration::ZERO);
-        let report = check(&lines.history(), &state, &strict);
+        let report = check(&lines.history(), &state, &strict).expect("every section");
         prop_assert_eq!(report.anomalies(), 0, "{}\n{}", report, lines.text());
     }
 }

@@ -99,7 +99,7 @@ fn event(
 /// Checks `lines` against the final state `state` (JSON) with `options`.
 pub(crate) fn report_with(lines: &Lines, state: &Value, options: &Options) -> Report {
     let state = FinalState::parse("state.json", &state.to_string()).expect("a valid state");
-    let report = check(&lines.history(), &state, options);
+    let report = check(&lines.history(), &state, options).expect("a state with every section");
     // Every report renders, and as JSON.
     assert!(!report.to_string().is_empty());
     serde_json::to_string(&report).expect("a report serializes");
