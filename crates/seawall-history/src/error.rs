@@ -57,6 +57,15 @@ pub enum Error {
         /// What is missing (`queue section`, `final version of cache key k`).
         what: String,
     },
+    /// A fault, an outbox row or a queue's masters name a host that is
+    /// not among the fleet's hosts the final state lists.
+    #[error("{named_by} names {host}, which is not one of the fleet's hosts")]
+    UnknownHost {
+        /// The host.
+        host: String,
+        /// What names it (`a kill at +3.000s`, `a row of notification:7`).
+        named_by: String,
+    },
     /// An event could not be written to the recorder's file.
     #[error("recording to {}: {source}", path.display())]
     Record {

@@ -359,13 +359,43 @@ impl Fault {
         hosts
     }
 
-    /// Whether it can make a process on one of its hosts lose a job it
-    /// runs: a kill, pause, stop, restart, isolation or partition.
-    pub fn disrupts(&self) -> bool {
+    /// Whether it takes `host` out: stops or freezes its process (a kill,
+    /// pause, stop or restart) or cuts it off from every other host (an
+    /// isolation).
+    pub fn takes_out(&self, host: &str) -> bool {
         matches!(
             self.op.as_str(),
-            "kill" | "pause" | "stop" | "restart" | "isolate" | "partition" | "one-way"
-        )
+            "kill" | "pause" | "stop" | "restart" | "isolate"
+        ) && self.value.get("host").and_then(serde_json::Value::as_str) == Some(host)
+    }
+
+    /// Whether it cuts `a` and `b` apart: a partition with them on
+    /// different sides, or a one-way link between them (either way, since
+    /// a request without its answer is lost as well). A host on no side
+    /// of a partition still reaches every host.
+    pub fn separates(&self, a: &str, b: &str) -> bool {
+        match self.op.as_str() {
+            "partition" => {
+                let side_of = |host: &str| {
+                    self.value
+                        .get("sides")
+                        .and_then(serde_json::Value::as_array)
+                        .and_then(|sides| {
+                            sides.iter().position(|side| {
+                                side.as_array()
+                                    .is_some_and(|side| side.iter().any(|name| name == host))
+                            })
+                        })
+                };
+                matches!((side_of(a), side_of(b)), (Some(x), Some(y)) if x != y)
+            }
+            "one-way" => {
+                let end = |name: &str| self.value.get(name).and_then(serde_json::Value::as_str);
+                let (from, to) = (end("from"), end("to"));
+                (from == Some(a) && to == Some(b)) || (from == Some(b) && to == Some(a))
+            }
+            _ => false,
+        }
     }
 }
 

@@ -67,9 +67,13 @@
 //! Faults: `op` is `partition`, `isolate`, `one-way`, `heal`, `kill`,
 //! `pause`, `resume`, `restart`, `start` or `stop`; `value` names the
 //! hosts as `{"sides": [["redis-1", "api-1"], ["redis-2", "worker-1"]]}`,
-//! `{"host": "worker-1"}` or `{"from": "api-1", "to": "redis-1"}`. A kill,
-//! pause, stop, restart, isolation or partition that names a worker
-//! explains a job that ran twice.
+//! `{"host": "worker-1"}` or `{"from": "api-1", "to": "redis-1"}`. A job
+//! that ran twice is explained only by a fault on the path of the run it
+//! lost: one that takes out (kills, pauses, stops, restarts, isolates) the
+//! worker that ran it or a Redis master that held its queue, or cuts two
+//! of them apart, within the job's lease and [`DEFAULT_LEASE_MARGIN`] of
+//! the run's row; one repeat per stall the queue counted or per
+//! acknowledgement a master fault could lose.
 //!
 //! # The final state
 //!
@@ -82,7 +86,9 @@
 //!
 //! ```json
 //! {
+//!   "hosts": ["redis-1", "redis-2", "postgres", "api-1", "worker-1", "worker-2"],
 //!   "queue": {
+//!     "queues": {"notification": {"lease_ms": 5000, "masters": ["redis-2"]}},
 //!     "rows": [{"job": "notification:42", "idempotency_key": "drill-17",
 //!               "at_ms": 1764000000123, "worker": "worker-1"}],
 //!     "jobs": [{"job": "notification:42", "runs": 2, "stalls": 1}]
@@ -97,11 +103,17 @@
 //! }
 //! ```
 //!
-//! `queue.rows` are the rows of the outbox table the drill's jobs write
-//! (`notification_deliveries`, whose `message` can carry the key),
-//! `worker` where the drill can tell; `queue.jobs` what
-//! `GET /api/queue/{queue}/jobs/{id}` says (`runs`, `stalls`: a lease that
-//! ran out). `sale` is `time_sales` with its `sale_orders` and the units
+//! `hosts` lists the fleet's hosts: given, a fault, a row or a master
+//! naming any other is an error ([`Error::UnknownHost`]).
+//! `queue.queues` says, per queue, the lease its jobs run under and the
+//! Redis masters that held it during the drill (the first, and any that
+//! took over); `queue.rows` are the rows of the outbox table the drill's
+//! jobs write (`notification_deliveries`, whose `message` can carry the
+//! key), each with when the run wrote it and the host of the worker that
+//! ran it; `queue.jobs` what `GET /api/queue/{queue}/jobs/{id}` says
+//! (`runs`, `stalls`: a lease that ran out). A repeat of a job whose queue
+//! has no entry, or one of whose rows has no time, is explained by
+//! nothing. `sale` is `time_sales` with its `sale_orders` and the units
 //! the store says remain (required: the stock less the store's `sold`, not
 //! clamped at zero); `coupon` is `coupon_campaigns` with its `coupons`;
 //! `points` is `point_accounts` with its `point_ledger`; `cache` the
@@ -110,10 +122,11 @@
 //! # The checks
 //!
 //! See [`Report`]'s sections for what each kind of finding means. Kinds
-//! marked tolerated (an `info` enqueue that ran, a job run twice after its
-//! worker was killed) are listed but are not anomalies. A read concurrent
-//! with a write may return either version; only a read that starts more
-//! than [`Options::stale_window`] after a newer version's `ok` is stale.
+//! marked tolerated (an `info` enqueue that ran, a job run twice after the
+//! worker that ran it was killed) are listed but are not anomalies. A read
+//! concurrent with a write may return either version; only a read that
+//! starts more than [`Options::stale_window`] after a newer version's `ok`
+//! is stale.
 
 mod check;
 mod error;
@@ -123,7 +136,7 @@ mod record;
 mod report;
 mod state;
 
-pub use check::{Options, check};
+pub use check::{DEFAULT_LEASE_MARGIN, Options, check};
 pub use error::{Error, Result};
 pub use event::{Event, EventType, Workload};
 pub use history::{Call, Fault, History, Op, Outcome};
@@ -134,5 +147,5 @@ pub use report::{
 };
 pub use state::{
     AccountState, CampaignState, CouponRow, FinalState, JobState, LedgerRow, OrderRow, OutboxRow,
-    QueueState, SaleState,
+    QueuePath, QueueState, SaleState,
 };

@@ -84,7 +84,9 @@ pub struct QueueReport {
     pub rows: usize,
     /// Anomaly: an `ok` enqueue whose job wrote no row.
     pub lost: Findings,
-    /// Anomaly: a job with more than one row and no fault to explain it.
+    /// Anomaly: a job with more rows than the faults on its runs' paths
+    /// and its stalls explain (one repeat each), or a key that ran as two
+    /// jobs.
     pub run_twice_unexplained: Findings,
     /// Anomaly: rows of a key whose every enqueue ended `fail`.
     pub never_acknowledged: Findings,
@@ -92,8 +94,10 @@ pub struct QueueReport {
     /// of one idempotency key (their keys differ, or one has none): one of
     /// them was answered with another's job.
     pub shared_job: Findings,
-    /// Tolerated: a job with more than one row after a fault that could
-    /// take it from its worker (or a stall the queue counted).
+    /// Tolerated: a job with more than one row, each repeat explained by a
+    /// fault on the path of the run it lost (its worker, its queue's
+    /// masters) within the lease and the margin of it, and by a stall the
+    /// queue counted or an acknowledgement a master fault lost.
     pub run_twice_explained: Findings,
     /// Tolerated: rows of a key only `info` enqueues used.
     pub unacknowledged_ran: Findings,

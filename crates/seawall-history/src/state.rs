@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinalState {
+    /// The fleet's hosts (`redis-1`, `worker-2`, …). When given, a fault,
+    /// a row or a queue's master naming any other host makes the history
+    /// malformed ([`Error::UnknownHost`](crate::Error::UnknownHost)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
     /// The outbox rows the queue's jobs wrote, and what the queue says of
     /// each job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,10 +58,15 @@ impl FinalState {
     }
 }
 
-/// The queue's side: outbox rows (one per run that got as far as writing)
-/// and, optionally, the queue's own account of each job.
+/// The queue's side: outbox rows (one per run that got as far as writing),
+/// the queue's own account of each job, and what a run of each queue
+/// depended on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
+    /// Per queue (`notification`): its lease and the Redis masters that
+    /// held it. A job of a queue without them has no repeat explained.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueuePath>,
     /// One per row of the outbox table the drill's queue writes
     /// (`notification_deliveries`, say).
     #[serde(default)]
@@ -64,6 +74,19 @@ pub struct QueueState {
     /// What `GET /api/queue/{queue}/jobs/{id}` said of the jobs, if read.
     #[serde(default)]
     pub jobs: Vec<JobState>,
+}
+
+/// What every run of a queue's jobs goes through: the lease it runs
+/// under, and the Redis masters that held the queue during the drill (the
+/// one at the start, and any that took over from it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePath {
+    /// How long a worker holds a job without renewing its lease, in
+    /// milliseconds.
+    pub lease_ms: u64,
+    /// The hosts of the masters that held the queue (`redis-3`).
+    #[serde(default)]
+    pub masters: Vec<String>,
 }
 
 /// One outbox row.
@@ -75,10 +98,13 @@ pub struct OutboxRow {
     /// payload, e.g. as the notification's `message`).
     #[serde(default)]
     pub idempotency_key: Option<String>,
-    /// When it was written, Unix milliseconds (`delivered_at`).
+    /// When the run wrote it, Unix milliseconds (`delivered_at`). A row
+    /// without one cannot be placed among the faults: a repeat of its job
+    /// is explained by none.
     #[serde(default)]
     pub at_ms: Option<i64>,
-    /// The worker process that ran it, when the drill can tell.
+    /// The host of the worker that ran it (`worker-1`). Without it only a
+    /// fault of the queue's masters can explain a repeat.
     #[serde(default)]
     pub worker: Option<String>,
 }
@@ -88,7 +114,7 @@ pub struct OutboxRow {
 pub struct JobState {
     /// `queue:id`.
     pub job: String,
-    /// Times a worker took it.
+    /// Times a worker took it (reported; a failover may lose count).
     #[serde(default)]
     pub runs: u32,
     /// Times a worker lost it without finishing (its lease ran out: the

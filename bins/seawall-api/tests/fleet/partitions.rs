@@ -490,13 +490,13 @@ async fn quiesce(fleet: &Running) {
     }
 }
 
-/// The final state of drill 1: the drill's notifications and what the
-/// queue says of each acknowledged job, the sale with its orders and the
-/// units the store says remain, the campaign with its coupons, the
-/// accounts with their ledgers, and the balances the cache ends at.
+/// The final state of drill 1: the fleet's hosts, the `queue` part, the
+/// sale with its orders and the units the store says remain, the campaign
+/// with its coupons, the accounts with their ledgers, and the balances the
+/// cache ends at.
 async fn final_state(
     fleet: &Running,
-    history: &Path,
+    queue: Value,
     sale: i64,
     campaign: i64,
     users: &[i64],
@@ -512,7 +512,8 @@ async fn final_state(
     );
     sale_state["remaining"] = json!(remaining_stock(fleet, sale).await);
     let state = json!({
-        "queue": queue_state(fleet, history).await,
+        "hosts": host_names(fleet),
+        "queue": queue,
         "sale": [sale_state],
         "coupon": [json_of(fleet, &format!("SELECT json_build_object('id', c.id, 'quantity', c.quantity, \
             'per_user', c.per_user, 'coupons', COALESCE((SELECT json_agg(json_build_object(\
@@ -592,13 +593,13 @@ pub(crate) struct Outcome {
 /// A fleet on network hosts for the drills that enqueue: rate limiting
 /// off (the clients come from one address, limits would refuse them),
 /// `wait_replicas` with a 500 ms wait, and `lease`.
-fn queue_fleet(wait_replicas: u32, lease: &str) -> seawall_testkit::FleetBuilder {
+fn queue_fleet(wait_replicas: u32, lease: Duration) -> seawall_testkit::FleetBuilder {
     support::builder()
         .hosts(true)
         .env("SEAWALL_RATELIMIT", "false")
         .env("SEAWALL_QUEUE_WAIT_REPLICAS", wait_replicas.to_string())
         .env("SEAWALL_QUEUE_WAIT_TIMEOUT", "500ms")
-        .env("SEAWALL_QUEUE_LEASE", lease)
+        .env("SEAWALL_QUEUE_LEASE", humantime_secs(lease))
 }
 
 /// Drill 1 (and 6): the Redis master of the notification queue's slot and
@@ -610,8 +611,10 @@ pub(crate) async fn master_and_instance_cut_off(
     form: Form,
     wait_replicas: u32,
 ) -> (Outcome, Agreement) {
+    const LEASE: Duration = Duration::from_secs(5);
     let dir = drill_dir(&format!("cut-off-w{wait_replicas}"));
-    let mut fleet = support::start(queue_fleet(wait_replicas, "5s")).await;
+    let mut fleet = support::start(queue_fleet(wait_replicas, LEASE)).await;
+    name_row_writers(&fleet);
     // The sale sells out while the cut holds: three buyers get about 12
     // units a second between them.
     let units = i64::try_from((form.before + form.hold / 2).as_secs() * 12).expect("fits");
@@ -704,7 +707,8 @@ pub(crate) async fn master_and_instance_cut_off(
     println!("readiness against enqueues: {readiness}");
 
     quiesce(&fleet).await;
-    let state = final_state(&fleet, &dir.join("clients.jsonl"), sale, campaign, &users).await;
+    let queue = queue_state(&fleet, &dir.join("clients.jsonl"), LEASE, &master).await;
+    let state = final_state(&fleet, queue, sale, campaign, &users).await;
     let (whole, healed) = around_the_heal(&dir, &fleet, &state, &Options::default());
     support::stop(fleet).await;
     (Outcome { whole, healed }, readiness)
@@ -899,6 +903,10 @@ pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
             .env("SEAWALL_QUEUE_LEASE", humantime_secs(LEASE)),
     )
     .await;
+    name_row_writers(&fleet);
+    let master = fleet
+        .master_host_of("{notification}")
+        .expect("the queue's master");
     let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
     // The lock: taken before the jobs are queued, and let go only once the
     // cut has cost worker-1 its leases, however long each step takes. A
@@ -1035,7 +1043,10 @@ pub(crate) async fn worker_cut_off_mid_job(form: Form) -> Report {
     quiesce(&fleet).await;
     // Each job's record: a stall is a lease that ran out, the job taken
     // over by the other worker.
-    let state = json!({"queue": queue_state(&fleet, &dir.join("clients.jsonl")).await});
+    let state = json!({
+        "hosts": host_names(&fleet),
+        "queue": queue_state(&fleet, &dir.join("clients.jsonl"), LEASE, &master).await,
+    });
     let jobs = state["queue"]["jobs"].as_array().expect("the jobs");
     let stalled = jobs
         .iter()
@@ -1054,8 +1065,9 @@ fn humantime_secs(duration: Duration) -> String {
 }
 
 /// Drill 4: no job runs twice and none is lost when its worker is cut off
-/// from Redis mid-job: a partition is not a kill or a pause, so nothing
-/// explains a second run.
+/// from Redis mid-job. The checker would explain a second run by the cut
+/// (it is on the path of worker-1's runs); the drill holds the worker to
+/// more: it stops each run before its lease ends, so none runs twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_cut_off_mid_job_stops_before_its_lease_ends() {
     let report = worker_cut_off_mid_job(Form::chosen()).await;
@@ -1070,10 +1082,19 @@ async fn a_worker_cut_off_mid_job_stops_before_its_lease_ends() {
     }
 }
 
-/// The notification rows the drill's enqueues left, and each acknowledged
-/// job's runs and stalls (leases that ran out, the job taken over) from
-/// the queue's API: the queue part of a final state.
-async fn queue_state(fleet: &Running, history: &Path) -> Value {
+/// The queue part of a final state: the notification rows the drill's
+/// enqueues left, each with the host of the worker that wrote it (see
+/// [`name_row_writers`]); each acknowledged job's runs and stalls (leases
+/// that ran out, the job taken over) from the queue's API; and what a run
+/// of the notification queue goes through: its `lease`, and the masters
+/// that held it (`first_master`, and the one holding it now if another
+/// took over).
+async fn queue_state(
+    fleet: &Running,
+    history: &Path,
+    lease: Duration,
+    first_master: &str,
+) -> Value {
     let client = support::client();
     let mut jobs = Vec::new();
     let text = std::fs::read_to_string(history).expect("the history");
@@ -1096,12 +1117,56 @@ async fn queue_state(fleet: &Running, history: &Path) -> Value {
             jobs.push(json!({"job": job, "runs": record["runs"], "stalls": record["stalls"]}));
         }
     }
+    let addresses: std::collections::HashMap<String, String> = fleet
+        .hosts()
+        .into_iter()
+        .map(|host| (host.addr.to_string(), host.name))
+        .collect();
+    let mut rows = json_of(
+        fleet,
+        "SELECT COALESCE(json_agg(json_build_object('job', job, 'idempotency_key', message, \
+         'at_ms', delivered_at, 'written_from', host(written_from))), '[]') \
+         FROM notification_deliveries WHERE message LIKE 'drill-%'",
+    );
+    for row in rows.as_array_mut().expect("rows") {
+        let from = row["written_from"].as_str().unwrap_or_default();
+        row["worker"] = json!(addresses.get(from));
+    }
+    let mut masters = vec![first_master.to_owned()];
+    let now = fleet
+        .master_host_of("{notification}")
+        .expect("the queue's master");
+    if now != first_master {
+        masters.push(now);
+    }
     json!({
-        "rows": json_of(fleet, "SELECT COALESCE(json_agg(json_build_object(\
-            'job', job, 'idempotency_key', message, 'at_ms', delivered_at)), '[]') \
-            FROM notification_deliveries WHERE message LIKE 'drill-%'"),
+        "queues": {"notification": {
+            "lease_ms": u64::try_from(lease.as_millis()).expect("fits"),
+            "masters": masters,
+        }},
+        "rows": rows,
         "jobs": jobs,
     })
+}
+
+/// Has every notification row name the address it was written from
+/// (`written_from`, PostgreSQL's `inet_client_addr()` as the column's
+/// default), so that each row says which worker ran it: on network hosts
+/// each worker writes from an address of its own. The processors name
+/// the columns they write, so the extra one changes nothing for them.
+fn name_row_writers(fleet: &Running) {
+    fleet
+        .postgres()
+        .psql(
+            "ALTER TABLE notification_deliveries \
+             ADD COLUMN IF NOT EXISTS written_from inet DEFAULT inet_client_addr()",
+        )
+        .expect("psql");
+}
+
+/// The names of the fleet's hosts, which its faults and rows name.
+fn host_names(fleet: &Running) -> Vec<String> {
+    fleet.hosts().into_iter().map(|host| host.name).collect()
 }
 
 /// The accounts of `users` with their ledgers: the points part of a final
@@ -1153,8 +1218,10 @@ async fn enqueues_under(
     wait_replicas: u32,
     fault: impl AsyncFnOnce(&mut Running, &str, &str),
 ) -> Report {
+    const LEASE: Duration = Duration::from_secs(3);
     let dir = drill_dir(&format!("{name}-w{wait_replicas}"));
-    let mut fleet = support::start(queue_fleet(wait_replicas, "3s")).await;
+    let mut fleet = support::start(queue_fleet(wait_replicas, LEASE)).await;
+    name_row_writers(&fleet);
     let master = fleet
         .master_host_of("{notification}")
         .expect("the queue's master");
@@ -1179,7 +1246,10 @@ async fn enqueues_under(
     }
     drop((clients, recorder));
     quiesce(&fleet).await;
-    let state = json!({"queue": queue_state(&fleet, &dir.join("clients.jsonl")).await});
+    let state = json!({
+        "hosts": host_names(&fleet),
+        "queue": queue_state(&fleet, &dir.join("clients.jsonl"), LEASE, &master).await,
+    });
     let report = finish(&dir, &fleet, &state, &Options::default());
     support::stop(fleet).await;
     report
@@ -1342,6 +1412,7 @@ pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Outcome, CutFrom
         }
     }
     let state: FinalState = serde_json::from_value(json!({
+        "hosts": host_names(&fleet),
         "points": points_state(&fleet, &users),
         "cache": cache_state(&fleet, &users).await,
     }))

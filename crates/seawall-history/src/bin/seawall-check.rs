@@ -50,6 +50,13 @@ fn main() -> ExitCode {
                 .help("Admissions per window a limiter key may reach, as a multiple of its limit"),
         )
         .arg(
+            Arg::new("lease-margin-ms")
+                .long("lease-margin-ms")
+                .value_name("N")
+                .value_parser(value_parser!(u64))
+                .help("How much further than a job's lease from a fault a lost run's row may be for the fault to explain its repeat (default 1000)"),
+        )
+        .arg(
             Arg::new("examples")
                 .long("examples")
                 .value_name("N")
@@ -91,7 +98,11 @@ fn main() -> ExitCode {
         },
         None => FinalState::default(),
     };
-    let options = Options::new()
+    let mut options = Options::new();
+    if let Some(&margin) = matches.get_one::<u64>("lease-margin-ms") {
+        options = options.lease_margin(Duration::from_millis(margin));
+    }
+    let options = options
         .stale_window(Duration::from_millis(
             matches.get_one::<u64>("window-ms").copied().unwrap_or(10),
         ))

@@ -6,6 +6,7 @@ mod coupon;
 mod points;
 mod queue;
 mod ratelimit;
+mod reruns;
 mod rows;
 mod sale;
 
@@ -17,13 +18,27 @@ use crate::history::{History, Op};
 use crate::report::{FaultLine, Report};
 use crate::state::FinalState;
 
+/// How far from the time a fault's line was logged a lost run's row may
+/// be, beyond the job's lease, for the fault to explain the repeat: 1 s.
+///
+/// The lease bounds the rest: a worker aborts a run no renewal reached by
+/// the end of its lease, and stops retrying an acknowledgement then too.
+/// What the margin covers is the slack of one machine's clocks and logs:
+/// the fault's line is written once the fault took effect, the row's time
+/// is taken when the run reaches its write (before the statement runs),
+/// and a renewal or acknowledgement in flight when the fault hit is
+/// answered within its own timeout. Each is well under a second even on a
+/// loaded machine; a second leaves room for them without letting a fault
+/// excuse runs more than a lease and a second away from it.
+pub const DEFAULT_LEASE_MARGIN: Duration = Duration::from_secs(1);
+
 /// How the checker judges. Built from [`Options::default`] with setters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     stale_window: Duration,
     examples: usize,
     rate_limit_multiple: f64,
-    worker_prefix: String,
+    lease_margin: Duration,
     /// The history's first event, which examples time from; set by [`check`].
     origin: u64,
 }
@@ -34,7 +49,7 @@ impl Default for Options {
             stale_window: Duration::from_millis(10),
             examples: 5,
             rate_limit_multiple: 1.0,
-            worker_prefix: "worker".to_owned(),
+            lease_margin: DEFAULT_LEASE_MARGIN,
             origin: 0,
         }
     }
@@ -42,7 +57,8 @@ impl Default for Options {
 
 impl Options {
     /// The defaults: a 10 ms propagation window, 5 examples per kind, no
-    /// admissions above the limit, workers named `worker…`.
+    /// admissions above the limit, a lease margin of
+    /// [`DEFAULT_LEASE_MARGIN`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -67,10 +83,11 @@ impl Options {
         self
     }
 
-    /// How the hosts of worker processes begin (`worker` for `worker-1`),
-    /// for outbox rows that do not name their worker.
-    pub fn worker_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.worker_prefix = prefix.into();
+    /// How much further than the job's lease from a fault a lost run's row
+    /// may be for the fault to explain the job's repeat (see
+    /// [`DEFAULT_LEASE_MARGIN`]).
+    pub fn lease_margin(mut self, margin: Duration) -> Self {
+        self.lease_margin = margin;
         self
     }
 }
@@ -83,7 +100,9 @@ impl Options {
 ///
 /// [`Error::Incomplete`] when the history has operations of a workload
 /// whose section the state lacks (every workload but `ratelimit` needs
-/// one), or wrote a cache key the `cache` section does not give.
+/// one), or wrote a cache key the `cache` section does not give;
+/// [`Error::UnknownHost`] when the state lists the fleet's hosts and a
+/// fault, an outbox row or a queue's masters name another.
 pub fn check(history: &History, state: &FinalState, options: &Options) -> Result<Report> {
     let of = |workload: Workload| -> Vec<&Op> {
         history
@@ -106,6 +125,9 @@ pub fn check(history: &History, state: &FinalState, options: &Options) -> Result
             value: fault.value.clone(),
         })
         .collect();
+    if let Some(hosts) = &state.hosts {
+        known_hosts(history, state, hosts, options)?;
+    }
     let queue = of(Workload::Queue);
     let sale = of(Workload::Sale);
     let coupon = of(Workload::Coupon);
@@ -129,6 +151,46 @@ pub fn check(history: &History, state: &FinalState, options: &Options) -> Result
             .map(|section| cache::check(&cache, section, options))
             .transpose()?,
     })
+}
+
+/// Every host the faults, the outbox rows and the queues' masters name is
+/// one of the fleet's `hosts`.
+fn known_hosts(
+    history: &History,
+    state: &FinalState,
+    hosts: &[String],
+    options: &Options,
+) -> Result<()> {
+    let known = |host: &str, named_by: &dyn Fn() -> String| {
+        if hosts.iter().any(|known| known == host) {
+            Ok(())
+        } else {
+            Err(Error::UnknownHost {
+                host: host.to_owned(),
+                named_by: named_by(),
+            })
+        }
+    };
+    for fault in history.faults() {
+        for host in fault.hosts() {
+            known(host, &|| {
+                format!("a {} at {}", fault.op, options.since(fault.t))
+            })?;
+        }
+    }
+    if let Some(queue) = &state.queue {
+        for row in &queue.rows {
+            if let Some(worker) = &row.worker {
+                known(worker, &|| format!("a row of {}", row.job))?;
+            }
+        }
+        for (name, path) in &queue.queues {
+            for master in &path.masters {
+                known(master, &|| format!("the masters of queue {name}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A workload's section of the state, when it is to be judged: `None`

@@ -1,6 +1,7 @@
 //! The queue: every acknowledged job runs, none runs twice unless a fault
-//! took it from its worker, none that was refused runs, and no job is
-//! acknowledged to two enqueues but retries of one key.
+//! on its path took a run from it (see [`reruns`](super::reruns)), none
+//! that was refused runs, and no job is acknowledged to two enqueues but
+//! retries of one key.
 //!
 //! Runs are grouped by the idempotency key the rows carry (by job where a
 //! row carries none), so a key that ran as two jobs (its idempotency lost)
@@ -8,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Options, micros_as_secs};
-use crate::history::{Call, Fault, History, Op, Outcome};
+use super::{Options, micros_as_secs, reruns};
+use crate::history::{Call, History, Op, Outcome};
 use crate::report::QueueReport;
 use crate::state::{OutboxRow, QueueState};
 
@@ -126,50 +127,43 @@ pub(super) fn check(
             continue;
         }
         let job = rows[0].job.as_str();
-        let from = ended
-            .and_then(|ended| ended.first_invoke)
-            .or_else(|| acknowledged.get(job).map(|&(invoke, _)| invoke))
-            .unwrap_or(0);
-        let to = rows
-            .iter()
-            .map(|row| row.at_ms)
-            .collect::<Option<Vec<i64>>>()
-            .and_then(|times| times.into_iter().max())
-            .map_or(u64::MAX, |ms| ms.max(0).unsigned_abs().saturating_mul(1000));
-        let workers: Vec<&str> = rows
-            .iter()
-            .filter_map(|row| row.worker.as_deref())
-            .collect();
-        let touches_worker = |fault: &Fault| {
-            fault.hosts().iter().any(|host| {
-                if workers.is_empty() {
-                    host.starts_with(&options.worker_prefix)
-                } else {
-                    workers.contains(host)
-                }
-            })
-        };
-        let stalled = stalls.get(job).copied().unwrap_or(0);
-        let fault = history.faults().iter().find(|fault| {
-            (from..=to).contains(&fault.t) && fault.disrupts() && touches_worker(fault)
-        });
+        let verdict = reruns::Job {
+            rows: rows.clone(),
+            path: job
+                .split_once(':')
+                .and_then(|(queue, _)| state.queues.get(queue)),
+            stalls: stalls.get(job).copied().unwrap_or(0),
+            enqueued: ended
+                .and_then(|ended| ended.first_invoke)
+                .or_else(|| acknowledged.get(job).map(|&(invoke, _)| invoke)),
+        }
+        .judge(history.faults(), options.lease_margin);
         let describe = || format!("job {job} (key {unit}) ran {} times", rows.len());
-        if let Some(fault) = fault {
-            report.run_twice_explained.add(keep, || {
+        if let Some(why) = &verdict.why_not {
+            report.run_twice_unexplained.add(keep, || {
                 format!(
-                    "{}, after {} {} at {:.3}s",
+                    "{}: {} of {} repeat(s) explained; {why}",
                     describe(),
-                    fault.op,
-                    fault.value,
-                    micros_as_secs(fault.t.saturating_sub(start))
+                    verdict.explained,
+                    verdict.repeats
                 )
             });
-        } else if stalled > 0 {
-            report.run_twice_explained.add(keep, || {
-                format!("{}, and the queue counted {stalled} stall(s)", describe())
-            });
         } else {
-            report.run_twice_unexplained.add(keep, describe);
+            report.run_twice_explained.add(keep, || {
+                let faults: Vec<String> = verdict
+                    .faults
+                    .iter()
+                    .map(|fault| {
+                        format!(
+                            "{} {} at {:.3}s",
+                            fault.op,
+                            fault.value,
+                            micros_as_secs(fault.t.saturating_sub(start))
+                        )
+                    })
+                    .collect();
+                format!("{}, after {}", describe(), faults.join("; "))
+            });
         }
     }
     report

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use seawall_history::{FinalState, Options, check};
 use serde_json::{Value, json};
 
-use crate::support::Lines;
+use crate::support::{Lines, START};
 
 /// One step of one client.
 #[derive(Debug, Clone)]
@@ -66,6 +66,7 @@ const LIMIT: usize = 3;
 const WINDOW_MS: u64 = 40;
 const STOCK: i64 = 5;
 const QUANTITY: i64 = 4;
+const LEASE_MS: u64 = 500;
 
 /// What the simulated system holds.
 #[derive(Default)]
@@ -82,6 +83,8 @@ struct System {
     orders: Vec<Value>,
     coupons: Vec<Value>,
     holders: HashMap<i64, ()>,
+    /// When worker-1 was killed, ms from the start.
+    kills: Vec<u64>,
 }
 
 /// The completion's type and value of one operation applied at its instant.
@@ -127,14 +130,22 @@ fn apply(system: &mut System, op: &Scheduled) -> (&'static str, Value, Value) {
                 system
                     .outbox
                     .push(json!({"job": job, "idempotency_key": key}));
-                // Some jobs run twice, after a lease the queue saw run out.
+                // Some jobs run twice: worker-1 is killed as it writes,
+                // and worker-2 runs the job again once the lease the
+                // queue saw run out.
                 if step.user == 1 {
+                    let written = (START + op.instant) / 1000;
+                    let last = system.outbox.len() - 1;
+                    system.outbox[last]["worker"] = json!("worker-1");
+                    system.outbox[last]["at_ms"] = json!(written);
                     system
                         .outbox
-                        .push(json!({"job": job, "idempotency_key": key}));
+                        .push(json!({"job": job, "idempotency_key": key,
+                        "worker": "worker-2", "at_ms": written + LEASE_MS}));
                     system
                         .job_states
                         .push(json!({"job": job, "runs": 2, "stalls": 1}));
+                    system.kills.push(op.instant / 1000);
                 }
             }
             (
@@ -252,6 +263,9 @@ proptest! {
             let (kind, input, reply) = apply(&mut system, op);
             lines.op(&format!("client-{}", op.step.process), workload, name, op.from, input, kind, op.to, reply);
         }
+        for &at in &system.kills {
+            lines.fault(at, "kill", json!({"host": "worker-1"}));
+        }
         let accounts: Vec<Value> = system
             .balances
             .iter()
@@ -262,7 +276,11 @@ proptest! {
             }))
             .collect();
         let state = json!({
-            "queue": {"rows": system.outbox, "jobs": system.job_states},
+            "queue": {
+                "queues": {"notification": {"lease_ms": LEASE_MS, "masters": ["redis-1"]}},
+                "rows": system.outbox,
+                "jobs": system.job_states,
+            },
             "sale": [{"id": 1, "stock": STOCK, "per_user": 100, "remaining": STOCK - system.units, "orders": system.orders}],
             "coupon": [{"id": 1, "quantity": QUANTITY, "per_user": 1, "coupons": system.coupons}],
             "points": accounts,
