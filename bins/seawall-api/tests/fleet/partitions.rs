@@ -1449,16 +1449,22 @@ fn now_micros() -> u64 {
 }
 
 /// Drill 3: an instance cut off from Redis leaves HAProxy's rotation and
-/// comes back after the heal, no request through HAProxy fails, no read
-/// after the heal is stale beyond the window (while cut off, the instance
-/// reads the database, not L1, once it has noticed), and the fleet admits
-/// at most its instance count times the report limit in any window.
+/// comes back after the heal, no request through HAProxy fails, no
+/// acknowledged points change goes missing, no read after the heal is
+/// stale beyond the window (while cut off, the instance reads the
+/// database, not L1, once it has noticed), and the fleet admits at most
+/// its instance count times the report limit in any window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "one of the full partition drills, which scripts/drills --partitions runs"]
 async fn an_instance_cut_off_from_redis_leaves_the_rotation_and_serves_fresh() {
     let (Outcome { whole, healed }, figures) = instance_cut_off_from_redis(Form::chosen()).await;
     assert_eq!(figures.through_haproxy.1, 0, "{figures:#?}");
     assert_eq!(never(&whole), [], "{whole}");
+    assert_eq!(
+        whole.counts()["points.acknowledged_missing"],
+        0,
+        "points.acknowledged_missing:\n{whole}"
+    );
     assert_eq!(whole.counts()["ratelimit.over_limit"], 0, "{whole}");
     assert_eq!(healed.counts()["cache.stale"], 0, "{healed}");
     let stale = whole
