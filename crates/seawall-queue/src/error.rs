@@ -85,6 +85,38 @@ pub enum Error {
 const REFUSED: &str = "ERR seawall: ";
 
 impl Error {
+    /// Whether the enqueue that failed with this error certainly queued
+    /// nothing: it was refused before or by its script, never sent (no
+    /// pooled connection in time), or [taken back](Error::NotReplicated).
+    /// `false` when the jobs may be queued ([`Error::Redis`] for a lost
+    /// connection or a timeout, [`Error::EnqueueOutcomeUnknown`], an
+    /// unexpected reply): a caller holding something for the job (a
+    /// reserved unit of stock) must then keep holding it, since the job may
+    /// still run.
+    ///
+    /// ```
+    /// use seawall_queue::Error;
+    ///
+    /// assert!(Error::NotReplicated { acked: 0, wanted: 1 }.queued_nothing());
+    /// assert!(!Error::EnqueueOutcomeUnknown { acked: 0, wanted: 1 }.queued_nothing());
+    /// assert!(!Error::Redis("connection reset".into()).queued_nothing());
+    /// ```
+    pub fn queued_nothing(&self) -> bool {
+        match self {
+            Self::InvalidBackoff(_)
+            | Self::InvalidOption(_)
+            | Self::InvalidName(_)
+            | Self::InvalidSetting(_)
+            | Self::Encode(_)
+            | Self::PoolTimeout(_)
+            | Self::Unsupported(_)
+            | Self::NotReplicated { .. }
+            | Self::IdempotencyMismatch { .. } => true,
+            Self::Redis(_) => self.is_refusal(),
+            Self::EnqueueOutcomeUnknown { .. } | Self::Protocol(_) => false,
+        }
+    }
+
     /// Whether one of the queue's scripts refused the call for its
     /// arguments: the call changed nothing, and sent again unchanged it is
     /// refused again. A connection error, a timeout or a server that is

@@ -162,8 +162,11 @@ impl Promotions {
     /// holds it (a worker writes the row). With `idempotency_key`, a repeat
     /// answers the first order. Refusals ([`PromoError::SoldOut`],
     /// [`PromoError::OrderLimit`], [`PromoError::NotStarted`],
-    /// [`PromoError::Ended`]) reserve nothing; an order the queue did not
-    /// take gives its unit back.
+    /// [`PromoError::Ended`]) reserve nothing; an order the queue certainly
+    /// did not take gives its unit back, one it may have taken (a lost
+    /// answer, an unconfirmed take-back) keeps it out of stock: its job may
+    /// still write the order, and the unit is never sold to another buyer
+    /// (the reconciliation counts it if the job never comes).
     pub async fn order(
         &self,
         sale_id: i64,
@@ -207,6 +210,8 @@ impl Promotions {
             nth: grant.nth,
             ordered_at_ms: grant.at_ms,
         };
+        // Whether a failure left the order certainly unqueued.
+        let mut queued_nothing = true;
         let enqueued = match serde_json::to_value(&job) {
             Ok(payload) => jobs::enqueue(
                 queues,
@@ -217,7 +222,10 @@ impl Promotions {
             )
             .await
             .map_err(|refusal| match refusal {
-                Refusal::Queue(error) => PromoError::Queue(error),
+                Refusal::Queue(error) => {
+                    queued_nothing = error.queued_nothing();
+                    PromoError::Queue(error)
+                }
                 Refusal::Invalid(refused) => PromoError::Internal(format!(
                     "an order broke the order queue's rules: {refused}"
                 )),
@@ -227,9 +235,14 @@ impl Promotions {
             ))),
         };
         if let Err(error) = enqueued {
-            // Not acknowledged: the unit goes back. If the store fails too,
-            // the unit stays out (never sold twice) and the reconciliation
-            // counts it.
+            if !queued_nothing {
+                tracing::warn!(%error, sale_id, unit = grant.unit, order = %grant.id,
+                    "an order's enqueue may have gone through: its unit stays out of stock");
+                return Err(error);
+            }
+            // Certainly not queued: the unit goes back. If the store fails
+            // too, the unit stays out (never sold twice) and the
+            // reconciliation counts it.
             if let Err(store) = self
                 .0
                 .pools
