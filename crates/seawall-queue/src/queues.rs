@@ -84,7 +84,7 @@ impl Queues {
     /// which the queue keeps its answer.
     ///
     /// Give the builder a reconnect policy whose longest wait is short
-    /// beside the workers' lease (see [`Worker::lease`](crate::Worker::lease)
+    /// beside the workers' lease (see [`WorkerBuilder::lease`](crate::WorkerBuilder::lease)
     /// for what an outage costs), and fred's check for unresponsive
     /// connections (`UnresponsiveConfig`, a second or so): a connection
     /// whose packets are being dropped otherwise waits out TCP's
