@@ -177,6 +177,7 @@ mod limiter;
 mod memory;
 mod name;
 mod net;
+mod policy;
 mod redis;
 mod store;
 mod telemetry;
@@ -196,11 +197,12 @@ pub use layer::{
     set_headers,
 };
 pub use limiter::{
-    FailurePolicy, Limiter, LimiterBuilder, MAX_DURATION, MAX_KEY_BYTES, MAX_RULES, Quota,
-    QuotaBuilder, RateLimiter, Store,
+    Limiter, LimiterBuilder, MAX_DURATION, MAX_KEY_BYTES, MAX_RULES, Quota, QuotaBuilder,
+    RateLimiter, Store,
 };
 pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreBuilder};
 pub use net::IpNet;
+pub use policy::FailurePolicy;
 pub use redis::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisStore};
 pub use telemetry::{BlockedKey, DecisionCounts, RejectedKey};
 

@@ -17,7 +17,7 @@ use tracing::Span;
 
 use crate::decision::Decision;
 use crate::error::Error;
-use crate::limiter::FailurePolicy;
+use crate::policy::FailurePolicy;
 
 /// Milliseconds, as a field's integer.
 fn millis(duration: Duration) -> u64 {
