@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a cache call can fail with.
@@ -86,7 +87,7 @@ impl Error {
     /// ```
     pub fn loader_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         match self {
-            Self::Load { source, .. } => Some(crate::load::unshare(&**source)),
+            Self::Load { source, .. } => Some(unshare(&**source)),
             _ => None,
         }
     }
@@ -97,3 +98,51 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error for one more waiter of a shared failure.
+pub(crate) fn share(error: &Arc<Error>) -> Error {
+    match &**error {
+        Error::LoaderPanicked { key } => Error::LoaderPanicked { key: key.clone() },
+        Error::Timeout { key, timeout } => Error::Timeout {
+            key: key.clone(),
+            timeout: *timeout,
+        },
+        Error::Load { key, .. } => Error::Load {
+            key: key.clone(),
+            source: Box::new(SharedError(Arc::clone(error))),
+        },
+        other => Error::Invalid(other.to_string()),
+    }
+}
+
+/// The loader's error behind a shared one.
+pub(crate) fn unshare<'a>(
+    error: &'a (dyn std::error::Error + Send + Sync + 'static),
+) -> &'a (dyn std::error::Error + Send + Sync + 'static) {
+    match error.downcast_ref::<SharedError>().map(|shared| &*shared.0) {
+        Some(Error::Load { source, .. }) => unshare(&**source),
+        _ => error,
+    }
+}
+
+/// A loader's error seen by several waiters.
+#[derive(Debug)]
+struct SharedError(Arc<Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Error::Load { source, .. } => source.fmt(f),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            Error::Load { source, .. } => source.source(),
+            _ => None,
+        }
+    }
+}

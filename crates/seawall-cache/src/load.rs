@@ -17,7 +17,7 @@ use tracing::{Instrument as _, Span};
 use crate::cache::TieredCache;
 use crate::class::{Class, Policy};
 use crate::codec::{self, Codec, Meta};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Error, Result, share};
 use crate::flight::{Flight, Outcome, Shared};
 use crate::inner::{Decoded, Inner, Since, encode, ms, now_ms, typed};
 use crate::lock::LockGuard;
@@ -631,52 +631,4 @@ async fn store<T, C>(
         len,
         Since::Flight(flight),
     );
-}
-
-/// An error for one more waiter of a shared failure.
-fn share(error: &Arc<Error>) -> Error {
-    match &**error {
-        Error::LoaderPanicked { key } => Error::LoaderPanicked { key: key.clone() },
-        Error::Timeout { key, timeout } => Error::Timeout {
-            key: key.clone(),
-            timeout: *timeout,
-        },
-        Error::Load { key, .. } => Error::Load {
-            key: key.clone(),
-            source: Box::new(SharedError(Arc::clone(error))),
-        },
-        other => Error::Invalid(other.to_string()),
-    }
-}
-
-/// The loader's error behind a shared one.
-pub(crate) fn unshare<'a>(
-    error: &'a (dyn std::error::Error + Send + Sync + 'static),
-) -> &'a (dyn std::error::Error + Send + Sync + 'static) {
-    match error.downcast_ref::<SharedError>().map(|shared| &*shared.0) {
-        Some(Error::Load { source, .. }) => unshare(&**source),
-        _ => error,
-    }
-}
-
-/// A loader's error seen by several waiters.
-#[derive(Debug)]
-struct SharedError(Arc<Error>);
-
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &*self.0 {
-            Error::Load { source, .. } => source.fmt(f),
-            other => other.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &*self.0 {
-            Error::Load { source, .. } => source.source(),
-            _ => None,
-        }
-    }
 }
