@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::options::MAX_DELAY;
 use crate::store::millis;
+
+/// The longest duration any option takes (a year): a delay, an attempt's
+/// timeout, an idempotency window; retry waits are capped at it too.
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The default cap of an exponential backoff.
 const DEFAULT_CAP: Duration = Duration::from_secs(3600);
@@ -264,10 +267,7 @@ mod tests {
         let fixed = Backoff::fixed(Duration::from_secs(5));
         // No policy parks a job for longer than the longest delay.
         assert_eq!(Backoff::fixed(Duration::MAX).ceiling(1), MAX_DELAY);
-        assert_eq!(
-            Backoff::custom(|_| Duration::MAX).delay(3),
-            crate::options::MAX_DELAY
-        );
+        assert_eq!(Backoff::custom(|_| Duration::MAX).delay(3), MAX_DELAY);
         assert_eq!(fixed.ceiling(1), Duration::from_secs(5));
         assert_eq!(fixed.ceiling(1000), Duration::from_secs(5));
         let custom = Backoff::custom(|attempt| Duration::from_secs(u64::from(attempt) * 10))

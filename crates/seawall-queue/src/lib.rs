@@ -158,12 +158,13 @@ mod wire;
 mod worker;
 
 pub use backoff::Backoff;
+pub use backoff::MAX_DELAY;
 pub use error::{Error, Result};
 pub use job::{
     AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
 };
 pub use metrics::{DurabilityCheck, QueueMetrics};
-pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_DELAY, MAX_KEY_BYTES};
+pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
 pub use store::{MAX_BACKLOG_GROUPS, MAX_QUEUE_NAME_BYTES, Settings};

@@ -1216,7 +1216,7 @@ impl Store for MemoryStore {
 
     async fn announce(&self, id: &str, report: &[u8]) -> Result<()> {
         let now = now_ms();
-        let forget = u64::try_from(crate::presence::FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
+        let forget = u64::try_from(crate::store::FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
         let mut processes = self.processes.lock();
         processes.retain(|_, (_, at)| now.saturating_sub(*at) < forget);
         processes.insert(id.to_owned(), (report.to_vec(), now));

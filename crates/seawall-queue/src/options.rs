@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, MAX_DELAY};
 use crate::error::{Error, Result};
 
 /// Priority levels: 0 runs first, [`LOWEST_PRIORITY`] last.
@@ -12,9 +12,6 @@ pub const LOWEST_PRIORITY: u8 = 7;
 pub const DEFAULT_PRIORITY: u8 = 3;
 /// The longest group or idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
-/// The longest duration any option takes (a year): a delay, an attempt's
-/// timeout, an idempotency window; retry waits are capped at it too.
-pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How one job is enqueued. Every setter checks its value, so options that
 /// exist are valid.

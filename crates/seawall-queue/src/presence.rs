@@ -8,11 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::queues::Queues;
-use crate::store::Store;
-
-/// How long a process stays listed after its last announcement, marked not
-/// alive, before it is forgotten.
-pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
+use crate::store::{FORGET_AFTER, Store};
 
 /// What a worker process says of itself, announced every few seconds with
 /// [`Queues::announce`].

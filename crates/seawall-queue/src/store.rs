@@ -300,13 +300,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Calls made to the backend's server so far (0 for memory).
     fn round_trips(&self) -> u64;
     /// Stores a process's report under `id`, stamped with the backend's
-    /// time; forgets processes silent for [`FORGET_AFTER`](crate::presence::FORGET_AFTER).
+    /// time; forgets processes silent for [`FORGET_AFTER`].
     async fn announce(&self, id: &str, report: &[u8]) -> Result<()>;
     /// Forgets a process.
     async fn withdraw(&self, id: &str) -> Result<()>;
     /// Every remembered report with the ms since it was stored.
     async fn processes(&self) -> Result<Vec<(Vec<u8>, u64)>>;
 }
+
+/// How long a process stays listed after its last announcement, marked not
+/// alive, before it is forgotten.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// A queue name of 1 to [`MAX_QUEUE_NAME_BYTES`] bytes without braces,
 /// whitespace or control characters.

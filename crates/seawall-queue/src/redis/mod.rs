@@ -686,7 +686,7 @@ impl Store for RedisStore {
     }
 
     async fn announce(&self, id: &str, report: &[u8]) -> Result<()> {
-        let forget = u64::try_from(crate::presence::FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
+        let forget = u64::try_from(crate::store::FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
         self.presence(vec![
             Value::from("announce"),
             Value::from(id),
