@@ -7,11 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::queues::Queues;
 use crate::store::{FORGET_AFTER, Store};
 
 /// What a worker process says of itself, announced every few seconds with
-/// [`Queues::announce`].
+/// [`crate::Queues::announce`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessReport {
     /// Unique per process run, e.g. `host:pid:start`; 1 to 128 bytes.
@@ -58,7 +57,7 @@ pub struct QueueActivity {
     pub failed: u64,
 }
 
-/// A process as [`Queues::processes`] lists it.
+/// A process as [`crate::Queues::processes`] lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenProcess {
     /// Its last report.
@@ -69,56 +68,7 @@ pub struct SeenProcess {
     pub alive: bool,
 }
 
-impl Queues {
-    /// Records `report` as the latest word of its process. Processes that
-    /// have not announced for ten minutes are forgotten on the way.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use seawall_queue::{ProcessReport, Queues, WIRE_VERSION};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> seawall_queue::Result<()> {
-    /// let queues = Queues::memory();
-    /// let report = ProcessReport {
-    ///     id: "host-a:4242:1".into(),
-    ///     host: "host-a".into(),
-    ///     pid: 4242,
-    ///     started_ms: 1,
-    ///     ttl_ms: 5_000,
-    ///     completed_per_second: 0.0,
-    ///     queues: Vec::new(),
-    ///     wire_version: WIRE_VERSION,
-    /// };
-    /// queues.announce(&report).await?;
-    /// let seen = queues.processes().await?;
-    /// assert!(seen[0].alive && seen[0].report == report);
-    /// queues.withdraw(&report.id).await?;
-    /// assert!(queues.processes().await?.is_empty());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn announce(&self, report: &ProcessReport) -> Result<()> {
-        check_id(&report.id)?;
-        let bytes = serde_json::to_vec(report)
-            .map_err(|error| Error::Protocol(format!("encoding a process report: {error}")))?;
-        self.store().announce(&report.id, &bytes).await
-    }
-
-    /// Takes a process off the list (at a clean shutdown).
-    pub async fn withdraw(&self, id: &str) -> Result<()> {
-        check_id(id)?;
-        self.store().withdraw(id).await
-    }
-
-    /// Every process that announced itself in the last ten minutes, alive
-    /// ones first, each by id.
-    pub async fn processes(&self) -> Result<Vec<SeenProcess>> {
-        seen(self.store()).await
-    }
-}
-
-/// What [`Queues::processes`] answers, read from `store`.
+/// What [`crate::Queues::processes`] answers, read from `store`.
 pub(crate) async fn seen(store: &dyn Store) -> Result<Vec<SeenProcess>> {
     let mut seen: Vec<SeenProcess> = store
         .processes()
@@ -142,7 +92,7 @@ pub(crate) async fn seen(store: &dyn Store) -> Result<Vec<SeenProcess>> {
     Ok(seen)
 }
 
-fn check_id(id: &str) -> Result<()> {
+pub(crate) fn check_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 128 {
         return Err(Error::InvalidSetting(format!(
             "a process id is 1 to 128 bytes, not {}",

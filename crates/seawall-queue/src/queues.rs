@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::memory::MemoryStore;
 use crate::options::JobOptions;
+use crate::presence::{self, ProcessReport, SeenProcess};
 use crate::redis::{RedisOptions, RedisStore, check_prefix};
 use crate::store::{
     DeadJobs, MAX_BACKLOG_GROUPS, NewJob, Settings, Store, check_name, millis, random_id,
@@ -553,5 +554,55 @@ impl RedisQueues {
             store: Arc::new(store),
             wire: Arc::new(WireView::following(self.write_wire)),
         })
+    }
+}
+
+/// Presence: the processes of a fleet, as they announce themselves.
+impl Queues {
+    /// Records `report` as the latest word of its process. Processes that
+    /// have not announced for ten minutes are forgotten on the way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_queue::{ProcessReport, Queues, WIRE_VERSION};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// let report = ProcessReport {
+    ///     id: "host-a:4242:1".into(),
+    ///     host: "host-a".into(),
+    ///     pid: 4242,
+    ///     started_ms: 1,
+    ///     ttl_ms: 5_000,
+    ///     completed_per_second: 0.0,
+    ///     queues: Vec::new(),
+    ///     wire_version: WIRE_VERSION,
+    /// };
+    /// queues.announce(&report).await?;
+    /// let seen = queues.processes().await?;
+    /// assert!(seen[0].alive && seen[0].report == report);
+    /// queues.withdraw(&report.id).await?;
+    /// assert!(queues.processes().await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn announce(&self, report: &ProcessReport) -> Result<()> {
+        presence::check_id(&report.id)?;
+        let bytes = serde_json::to_vec(report)
+            .map_err(|error| Error::Protocol(format!("encoding a process report: {error}")))?;
+        self.store().announce(&report.id, &bytes).await
+    }
+
+    /// Takes a process off the list (at a clean shutdown).
+    pub async fn withdraw(&self, id: &str) -> Result<()> {
+        presence::check_id(id)?;
+        self.store().withdraw(id).await
+    }
+
+    /// Every process that announced itself in the last ten minutes, alive
+    /// ones first, each by id.
+    pub async fn processes(&self) -> Result<Vec<SeenProcess>> {
+        presence::seen(self.store()).await
     }
 }

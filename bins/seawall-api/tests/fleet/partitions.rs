@@ -25,7 +25,7 @@ use seawall_testkit::wait;
 
 use crate::hosts::wait_for_rotation;
 use crate::readiness::{Agreement, Promotion, Watcher};
-use crate::support::{self, Running};
+use crate::support::{self, Running, now_micros};
 
 /// How long the drills hold their faults: 4 s in the test command, 10 s in
 /// the full form.
@@ -1435,17 +1435,6 @@ pub(crate) async fn instance_cut_off_from_redis(form: Form) -> (Outcome, CutFrom
     println!("api-2 cut off from Redis: {figures:#?}");
     support::stop(fleet).await;
     (Outcome { whole, healed }, figures)
-}
-
-/// Now in µs since the Unix epoch, as the history's `t`.
-fn now_micros() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .as_micros(),
-    )
-    .expect("fits")
 }
 
 /// Drill 3: an instance cut off from Redis leaves HAProxy's rotation and

@@ -12,11 +12,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use seawall_history::{Event, EventType, Workload};
+use seawall_history::{History, Outcome, Workload};
 use seawall_testkit::{Conn, Reply};
+
+use crate::support::now_micros;
 
 /// One answer of an instance's `/readyz`.
 #[derive(Debug, Clone, Copy)]
@@ -37,16 +39,6 @@ pub(crate) struct Watcher {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn now_us() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-            .as_micros(),
-    )
-    .expect("fits")
-}
-
 impl Watcher {
     pub(crate) fn start(bases: Vec<String>) -> Self {
         let samples = Arc::new(Mutex::new(Vec::new()));
@@ -62,7 +54,7 @@ impl Watcher {
                         .build()
                         .expect("a client");
                     while !stop.load(Ordering::Relaxed) {
-                        let at = now_us();
+                        let at = now_micros();
                         let (ready, enqueue_check) =
                             match client.get(format!("{base}/readyz")).send().await {
                                 Ok(response) => {
@@ -142,7 +134,7 @@ impl Promotion {
         let stopped = Arc::clone(&stop);
         let task = tokio::task::spawn_blocking(move || {
             while !stopped.load(Ordering::Relaxed) {
-                let at = now_us();
+                let at = now_micros();
                 let role = Conn::connect(replica)
                     .and_then(|mut conn| conn.cmd(&["ROLE"]))
                     .ok();
@@ -169,56 +161,37 @@ impl Promotion {
     }
 }
 
-/// An enqueue: sent at `from`, answered at `to`, acknowledged or not.
+/// An enqueue: answered at `to`, acknowledged or not.
 #[derive(Debug, Clone, Copy)]
 struct Enqueue {
-    from: u64,
     to: u64,
     acknowledged: bool,
 }
 
 /// The enqueues each instance answered, in the order they were sent.
 fn enqueues(history: &Path) -> HashMap<usize, Vec<Enqueue>> {
-    let text = std::fs::read_to_string(history).expect("reads the history");
-    let events: Vec<Event> = text
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).expect("a history line"))
-        .collect();
-    let mut sent: HashMap<u64, (usize, u64)> = HashMap::new();
+    let history = History::read(&[history]).expect("reads the history");
     let mut by_instance: HashMap<usize, Vec<Enqueue>> = HashMap::new();
-    for event in events {
-        if event.workload != Some(Workload::Queue) {
-            continue;
-        }
-        let Some(instance) = event
+    for op in history.ops() {
+        let instance = op
             .process
             .strip_prefix("queue-")
             .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))
-        else {
+            .and_then(|n| n.checked_sub(1));
+        let (Some(instance), Workload::Queue) = (instance, op.call.workload()) else {
             continue;
         };
-        let Some(id) = event.id else { continue };
-        match event.kind {
-            EventType::Invoke => {
-                sent.insert(id, (instance, event.t));
-            }
-            EventType::Ok | EventType::Fail | EventType::Info => {
-                if let Some((instance, from)) = sent.remove(&id) {
-                    by_instance.entry(instance).or_default().push(Enqueue {
-                        from,
-                        to: event.t,
-                        acknowledged: event.kind == EventType::Ok,
-                    });
-                }
-            }
-            EventType::Fault => {}
-        }
+        let (to, acknowledged) = match op.outcome {
+            Outcome::Ok(at) => (at, true),
+            Outcome::Fail(at) | Outcome::Info(Some(at)) => (at, false),
+            Outcome::Info(None) => continue,
+        };
+        by_instance
+            .entry(instance)
+            .or_default()
+            .push(Enqueue { to, acknowledged });
     }
-    for list in by_instance.values_mut() {
-        list.sort_by_key(|enqueue| enqueue.from);
-    }
+    // In the order they were sent: `ops` is by invoke time.
     by_instance
 }
 

@@ -126,3 +126,14 @@ pub(crate) async fn admin_get(
     );
     response.json().await.expect("JSON")
 }
+
+/// Now in µs since the Unix epoch, as the history's `t`.
+pub(crate) fn now_micros() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros(),
+    )
+    .expect("fits")
+}
