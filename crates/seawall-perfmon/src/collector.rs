@@ -1,7 +1,46 @@
 //! Scrape-time metrics: values read from elsewhere (a connection pool, a
-//! client, `/proc`) each time the exposition is rendered.
+//! client, `/proc`) each time the exposition is rendered; and `Kind`, the
+//! type of a metric family with the names it takes, which registered metrics
+//! share.
 
-use crate::exposition::Kind;
+/// The type of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+
+    /// The OpenMetrics family name of a metric registered as `name`: a
+    /// counter's drops its `_total`.
+    pub(crate) fn family_name(self, name: &str) -> &str {
+        match self {
+            Self::Counter => name.strip_suffix("_total").unwrap_or(name),
+            Self::Gauge | Self::Histogram => name,
+        }
+    }
+
+    /// Every name a family `family` of this kind takes in either format: its
+    /// family name and its sample names (`_created` included, which clients
+    /// may expose).
+    pub(crate) fn names(self, family: &str) -> Vec<String> {
+        let suffixes: &[&str] = match self {
+            Self::Counter => &["", "_total", "_created"],
+            Self::Gauge => &[""],
+            Self::Histogram => &["", "_bucket", "_count", "_sum", "_created"],
+        };
+        suffixes.iter().map(|s| format!("{family}{s}")).collect()
+    }
+}
 
 /// A source of metrics read at every scrape, registered with
 /// [`Monitor::register_collector`](crate::Monitor::register_collector).
@@ -118,5 +157,21 @@ impl CollectedFamily {
     /// The samples so far: label values and value.
     pub fn samples(&self) -> &[(Vec<String>, f64)] {
         &self.samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_name_their_samples() {
+        assert_eq!(Kind::Counter.family_name("jobs_total"), "jobs");
+        assert_eq!(Kind::Counter.family_name("jobs"), "jobs");
+        assert_eq!(Kind::Gauge.family_name("x_total"), "x_total");
+        assert_eq!(
+            Kind::Histogram.names("h"),
+            ["h", "h_bucket", "h_count", "h_sum", "h_created"]
+        );
     }
 }

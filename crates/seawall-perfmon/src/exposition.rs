@@ -1,5 +1,7 @@
-//! What a scrape exposes, gathered once and then written in either text
-//! format (`prometheus.rs`, `openmetrics.rs`), and the choice between them.
+//! What a scrape exposes: the registered metrics, then the collected
+//! families, then the crate's own `perfmon_*` counters, gathered once into
+//! the families of `exposed.rs` that either text format writes; and the check
+//! of a collector before it is registered.
 //!
 //! Histograms are exposed with lifetime (monotonic) counts in fixed `le`
 //! buckets, in seconds. A sample counts in a bucket when the lowest value of
@@ -14,101 +16,17 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::collector::{CollectedFamily, Collector};
-use crate::monitor::{DEFAULT_BUCKETS, Inner, RESERVED_PREFIX};
+use crate::collector::{CollectedFamily, Collector, Kind};
+use crate::exposed::{Exposed, Point, Value};
+use crate::histogram::default_bounds_us;
+use crate::inner::{Inner, RESERVED_PREFIX};
 use crate::registry::{validate_label_names, validate_name};
 use crate::{Error, Result};
-
-/// Base units (OpenMetrics, "Units and Base Units"): a family whose name ends
-/// in `_<unit>` declares that unit.
-const BASE_UNITS: [&str; 9] = [
-    "seconds", "bytes", "joules", "grams", "meters", "ratio", "volts", "amperes", "celsius",
-];
 
 /// The families the crate exposes about itself, all counters.
 const FOLDED: &str = "perfmon_folded_series";
 const SLOW: &str = "perfmon_slow_operations";
 const COLLECTOR_ERRORS: &str = "perfmon_collector_errors";
-
-/// The type of a metric family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-impl Kind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Counter => "counter",
-            Self::Gauge => "gauge",
-            Self::Histogram => "histogram",
-        }
-    }
-
-    /// The OpenMetrics family name of a metric registered as `name`: a
-    /// counter's drops its `_total`.
-    pub(crate) fn family_name(self, name: &str) -> &str {
-        match self {
-            Self::Counter => name.strip_suffix("_total").unwrap_or(name),
-            Self::Gauge | Self::Histogram => name,
-        }
-    }
-
-    /// Every name a family `family` of this kind takes in either format: its
-    /// family name and its sample names (`_created` included, which clients
-    /// may expose).
-    pub(crate) fn names(self, family: &str) -> Vec<String> {
-        let suffixes: &[&str] = match self {
-            Self::Counter => &["", "_total", "_created"],
-            Self::Gauge => &[""],
-            Self::Histogram => &["", "_bucket", "_count", "_sum", "_created"],
-        };
-        suffixes.iter().map(|s| format!("{family}{s}")).collect()
-    }
-}
-
-/// The unit a family name declares by its suffix, if any.
-pub(crate) fn unit_of(family: &str) -> Option<&'static str> {
-    BASE_UNITS.into_iter().find(|unit| {
-        family
-            .strip_suffix(unit)
-            .and_then(|rest| rest.strip_suffix('_'))
-            .is_some_and(|rest| !rest.is_empty())
-    })
-}
-
-/// One family, ready to write.
-#[derive(Debug)]
-pub(crate) struct Exposed {
-    /// The OpenMetrics family name, namespace included: a counter's samples
-    /// add `_total` to it.
-    pub(crate) name: String,
-    pub(crate) help: String,
-    pub(crate) kind: Kind,
-    pub(crate) label_names: Vec<String>,
-    pub(crate) points: Vec<Point>,
-}
-
-/// One series of a family.
-#[derive(Debug)]
-pub(crate) struct Point {
-    pub(crate) labels: Vec<String>,
-    pub(crate) value: Value,
-}
-
-#[derive(Debug)]
-pub(crate) enum Value {
-    Int(u64),
-    Float(f64),
-    Histogram {
-        /// Upper bound in microseconds and cumulative count, `+Inf` excluded.
-        buckets: Vec<(u64, u64)>,
-        count: u64,
-        sum_seconds: f64,
-    },
-}
 
 /// Families in the order they are written, and the names they take.
 struct Exposition {
@@ -150,10 +68,7 @@ impl Exposition {
         for own in [FOLDED, SLOW, COLLECTOR_ERRORS] {
             this.claim(Kind::Counter, &inner.prefixed(own));
         }
-        let default_bounds: Vec<u64> = DEFAULT_BUCKETS
-            .iter()
-            .map(|bound| u64::try_from(bound.as_micros()).unwrap_or(u64::MAX))
-            .collect();
+        let default_bounds = default_bounds_us();
         for family in inner.histogram_families() {
             let bounds = family.bounds_us().unwrap_or(&default_bounds);
             let points = family
@@ -384,180 +299,5 @@ impl Exposition {
             }],
         });
         self.families
-    }
-}
-
-/// `{name="value",...}` with values escaped, the `le` label last if given;
-/// empty when there are no labels.
-pub(crate) fn labels(names: &[String], values: &[String], le: Option<&str>) -> String {
-    let mut pairs: Vec<String> = names
-        .iter()
-        .zip(values)
-        .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
-        .collect();
-    if let Some(le) = le {
-        pairs.push(format!("le=\"{le}\""));
-    }
-    if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", pairs.join(","))
-    }
-}
-
-/// Escapes a label value: backslash, double quote and line feed.
-pub(crate) fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// A sample value as both formats read it: `+Inf`, `-Inf`, `NaN`, plain
-/// decimals for ordinary magnitudes, and scientific notation for the others
-/// (which plain decimals would spell out in hundreds of digits).
-pub(crate) fn number(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else if value == 0.0 || (1e-4..1e15).contains(&value.abs()) {
-        format!("{value}")
-    } else {
-        format!("{value:e}")
-    }
-}
-
-/// Which text format a scrape is answered in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ExpositionFormat {
-    /// The Prometheus text format, version 0.0.4
-    /// ([`PROMETHEUS_CONTENT_TYPE`](crate::PROMETHEUS_CONTENT_TYPE)).
-    Prometheus,
-    /// OpenMetrics 1.0 text ([`OPENMETRICS_CONTENT_TYPE`](crate::OPENMETRICS_CONTENT_TYPE)).
-    OpenMetrics,
-}
-
-impl ExpositionFormat {
-    /// The format to answer a request with this `Accept` header (`None` when
-    /// the request has none; join several headers with `,`).
-    ///
-    /// OpenMetrics when the header lists `application/openmetrics-text`
-    /// (without a `version`, or `version=1.0.0`) with a non-zero `q` at least
-    /// that of any range covering `text/plain` (`text/plain`, `text/*`,
-    /// `*/*`); the Prometheus text format otherwise, which is also what an
-    /// absent or unreadable header gets. Prometheus servers list OpenMetrics
-    /// first, so they get OpenMetrics.
-    ///
-    /// ```
-    /// use seawall_perfmon::ExpositionFormat;
-    ///
-    /// let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
-    ///                   text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
-    /// assert_eq!(ExpositionFormat::from_accept(Some(prometheus)), ExpositionFormat::OpenMetrics);
-    /// assert_eq!(ExpositionFormat::from_accept(Some("*/*")), ExpositionFormat::Prometheus);
-    /// assert_eq!(ExpositionFormat::from_accept(None), ExpositionFormat::Prometheus);
-    /// assert_eq!(
-    ///     ExpositionFormat::from_accept(Some("application/openmetrics-text;q=0")),
-    ///     ExpositionFormat::Prometheus
-    /// );
-    /// ```
-    pub fn from_accept(accept: Option<&str>) -> Self {
-        let mut openmetrics = 0.0_f64;
-        let mut text = 0.0_f64;
-        for range in accept.unwrap_or("").split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let mut q = 1.0;
-            let mut version = None;
-            let mut valid = true;
-            for param in parts {
-                let (key, value) = param.split_once('=').unwrap_or((param, ""));
-                let value = value.trim().trim_matches('"');
-                match key.trim().to_ascii_lowercase().as_str() {
-                    "q" => match value.parse::<f64>() {
-                        Ok(parsed) if (0.0..=1.0).contains(&parsed) => q = parsed,
-                        _ => valid = false,
-                    },
-                    "version" => version = Some(value.to_owned()),
-                    _ => {}
-                }
-            }
-            if !valid {
-                continue;
-            }
-            match media.as_str() {
-                "application/openmetrics-text"
-                    if version.as_deref().is_none_or(|v| v == "1.0.0") =>
-                {
-                    openmetrics = openmetrics.max(q);
-                }
-                "text/plain" | "text/*" | "*/*" => text = text.max(q),
-                _ => {}
-            }
-        }
-        if openmetrics > 0.0 && openmetrics >= text {
-            Self::OpenMetrics
-        } else {
-            Self::Prometheus
-        }
-    }
-
-    /// The `Content-Type` of an exposition in this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Prometheus => crate::PROMETHEUS_CONTENT_TYPE,
-            Self::OpenMetrics => crate::OPENMETRICS_CONTENT_TYPE,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_values_are_escaped() {
-        let names = vec!["route".to_owned()];
-        let values = vec!["a\"b\\c\nd".to_owned()];
-        assert_eq!(labels(&names, &values, None), r#"{route="a\"b\\c\nd"}"#);
-        assert_eq!(labels(&[], &[], Some("+Inf")), r#"{le="+Inf"}"#);
-        assert_eq!(labels(&[], &[], None), "");
-    }
-
-    #[test]
-    fn numbers_are_readable_in_both_formats() {
-        assert_eq!(number(0.0), "0");
-        assert_eq!(number(3.336), "3.336");
-        assert_eq!(number(1_234_567.0), "1234567");
-        assert_eq!(number(-2.5), "-2.5");
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(number(f64::NAN), "NaN");
-        assert_eq!(number(1.5e-7), "1.5e-7");
-        assert_eq!(number(1.8e19), "1.8e19");
-    }
-
-    #[test]
-    fn units_come_from_the_name_suffix() {
-        assert_eq!(unit_of("process_cpu_seconds"), Some("seconds"));
-        assert_eq!(unit_of("process_resident_memory_bytes"), Some("bytes"));
-        assert_eq!(unit_of("cache_hit_ratio"), Some("ratio"));
-        assert_eq!(unit_of("seconds"), None);
-        assert_eq!(unit_of("_seconds"), None);
-        assert_eq!(unit_of("jobs_processed"), None);
-        assert_eq!(unit_of("milliseconds"), None);
-    }
-
-    #[test]
-    fn kinds_name_their_samples() {
-        assert_eq!(Kind::Counter.family_name("jobs_total"), "jobs");
-        assert_eq!(Kind::Counter.family_name("jobs"), "jobs");
-        assert_eq!(Kind::Gauge.family_name("x_total"), "x_total");
-        assert_eq!(
-            Kind::Histogram.names("h"),
-            ["h", "h_bucket", "h_count", "h_sum", "h_created"]
-        );
     }
 }

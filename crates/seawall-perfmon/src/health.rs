@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::monitor::{HttpWindow, QueryWindow};
+use crate::window::{HttpWindow, QueryWindow};
 use crate::{Error, Result};
 
 /// The media type of a rendered [`HealthReport`].

@@ -112,11 +112,16 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod collector;
+mod counter;
 mod counts;
 mod error;
+mod exposed;
 mod exposition;
+mod format;
 mod gauge;
 mod health;
+mod histogram;
+mod inner;
 mod layout;
 mod monitor;
 mod openmetrics;
@@ -127,7 +132,10 @@ pub mod sanitize;
 mod series;
 mod slot;
 pub mod slowlog;
+mod snapshot;
 mod stats;
+mod text;
+mod window;
 
 #[cfg(feature = "tower")]
 mod layer;
@@ -137,24 +145,27 @@ pub mod probes;
 pub mod sqlx;
 
 pub use collector::{CollectedFamily, Collector};
+pub use counter::{Counter, CounterVec};
 pub use error::{Error, Result};
-pub use exposition::ExpositionFormat;
+pub use format::ExpositionFormat;
 pub use gauge::{Gauge, GaugeVec};
 pub use health::{
     CheckResult, HEALTH_JSON, HealthCheck, HealthReport, HealthRules, HealthStatus, ShutdownCheck,
 };
-pub use monitor::{
-    Counter, CounterSeries, CounterSnapshot, CounterVec, DEFAULT_BUCKETS, GaugeSeries,
-    GaugeSnapshot, HTTP_METRIC, Histogram, HistogramSnapshot, HistogramVec, HttpWindow,
-    MAX_BUCKETS, Monitor, MonitorBuilder, QUERY_METRIC, QueryWindow, SeriesSnapshot,
-    SlowLogSnapshot, Snapshot,
-};
+pub use histogram::{DEFAULT_BUCKETS, Histogram, HistogramVec, MAX_BUCKETS};
+pub use inner::{HTTP_METRIC, QUERY_METRIC};
+pub use monitor::{Monitor, MonitorBuilder};
 pub use openmetrics::OPENMETRICS_CONTENT_TYPE;
 pub use process::ProcessCollector;
 pub use prometheus::PROMETHEUS_CONTENT_TYPE;
 pub use registry::OVERFLOW_LABEL;
 pub use slowlog::{SlowEntry, SlowKind};
+pub use snapshot::{
+    CounterSeries, CounterSnapshot, GaugeSeries, GaugeSnapshot, HistogramSnapshot, SeriesSnapshot,
+    SlowLogSnapshot, Snapshot,
+};
 pub use stats::{LatencyStats, WindowStats};
+pub use window::{HttpWindow, QueryWindow};
 
 #[cfg(feature = "tower")]
 pub use layer::{PerfmonFuture, PerfmonLayer, PerfmonService, RouteFn};

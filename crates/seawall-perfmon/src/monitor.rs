@@ -1,52 +1,29 @@
-//! The [`Monitor`]: configuration, metric registration and reads.
+//! The [`Monitor`] façade and its [`MonitorBuilder`]: configuration,
+//! metric registration, recording the built-in HTTP and query metrics, and
+//! the reads (windows, health, snapshots, expositions), each handed to the
+//! module below that does the work.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
-use crate::collector::Collector;
-use crate::exposition::{ExpositionFormat, Kind};
-use crate::gauge::{GaugeCell, GaugeVec};
-use crate::health::{HealthCheck, HealthReport, HealthRules};
+use crate::collector::{Collector, Kind};
+use crate::counter::CounterVec;
+use crate::exposition;
+use crate::format::ExpositionFormat;
+use crate::gauge::GaugeVec;
+use crate::health::{self, HealthCheck, HealthReport, HealthRules};
+use crate::histogram::{HistogramVec, own_bounds_us};
+use crate::inner::{HTTP_METRIC, Inner, Metric, QUERY_METRIC};
 use crate::layout::Layout;
-use crate::registry::Family;
-use crate::series::{Clock, Gathered, Series};
+use crate::registry::{Family, validate_name};
+use crate::series::{Clock, Series, micros};
 use crate::slowlog::{SlowEntry, SlowKind, SlowLog};
-use crate::stats::{LatencyStats, WindowStats, count_above, histogram_of};
+use crate::snapshot::{SlowLogSnapshot, Snapshot};
+use crate::window::{HttpWindow, QueryWindow};
 use crate::{Error, Result};
-
-/// Name of the built-in HTTP latency histogram (labels `method`, `route`, `status_class`).
-pub const HTTP_METRIC: &str = "http_server_request_duration_seconds";
-/// Name of the built-in query latency histogram (labels `operation`, `outcome`).
-pub const QUERY_METRIC: &str = "db_query_duration_seconds";
-
-/// The bucket bounds a histogram is exposed with unless it was registered
-/// with its own ([`Monitor::histogram_with_buckets`]): 0.5 ms to 10 s.
-pub const DEFAULT_BUCKETS: [Duration; 15] = [
-    Duration::from_micros(500),
-    Duration::from_millis(1),
-    Duration::from_micros(2_500),
-    Duration::from_millis(5),
-    Duration::from_millis(10),
-    Duration::from_millis(25),
-    Duration::from_millis(50),
-    Duration::from_millis(100),
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_millis(2_500),
-    Duration::from_secs(5),
-    Duration::from_secs(10),
-];
-
-/// The most bucket bounds a histogram may have (each is a series per label
-/// set).
-pub const MAX_BUCKETS: usize = 64;
 
 /// Configures a [`Monitor`]. Every setting has a default; see each method.
 #[derive(Debug, Clone)]
@@ -207,7 +184,7 @@ impl MonitorBuilder {
             ));
         }
         if let Some(namespace) = &self.namespace {
-            crate::registry::validate_name(namespace, false)?;
+            validate_name(namespace, false)?;
         }
         self.rules.validate()?;
         let clock = Clock::new(self.epoch.unwrap_or_else(Instant::now), self.interval);
@@ -263,225 +240,6 @@ fn config(field: &'static str, reason: String) -> Error {
 /// Bounds the ring (and the work of a read) for any one window.
 const MAX_INTERVALS_PER_WINDOW: u128 = 100_000;
 
-/// Names the crate exposes itself; user metrics may not take them.
-pub(crate) const RESERVED_PREFIX: &str = "perfmon_";
-
-/// A registered user metric.
-#[derive(Clone)]
-pub(crate) enum Metric {
-    Histogram(Arc<Family<Series>>),
-    Counter(Arc<Family<AtomicU64>>),
-    Gauge(Arc<Family<GaugeCell>>),
-}
-
-impl Metric {
-    fn kind(&self) -> Kind {
-        match self {
-            Self::Histogram(_) => Kind::Histogram,
-            Self::Counter(_) => Kind::Counter,
-            Self::Gauge(_) => Kind::Gauge,
-        }
-    }
-
-    fn same_labels(&self, label_names: &[&str]) -> bool {
-        match self {
-            Self::Histogram(family) => family.same_labels(label_names),
-            Self::Counter(family) => family.same_labels(label_names),
-            Self::Gauge(family) => family.same_labels(label_names),
-        }
-    }
-}
-
-pub(crate) struct Inner {
-    pub(crate) layout: Layout,
-    pub(crate) clock: Clock,
-    keep: u64,
-    pub(crate) windows: Vec<Duration>,
-    max_series: usize,
-    pub(crate) namespace: Option<String>,
-    pub(crate) rules: HealthRules,
-    started_at: SystemTime,
-    pub(crate) http: Arc<Family<Series>>,
-    pub(crate) query: Arc<Family<Series>>,
-    /// User metrics by their OpenMetrics family name (a counter's without `_total`).
-    metrics: RwLock<BTreeMap<String, Metric>>,
-    collectors: RwLock<Vec<Arc<dyn Collector>>>,
-    /// Collected families and samples left out of scrapes.
-    pub(crate) collector_errors: AtomicU64,
-    pub(crate) slow_queries: SlowLog,
-    pub(crate) slow_apis: SlowLog,
-    checks: RwLock<Vec<Arc<dyn HealthCheck>>>,
-}
-
-impl Inner {
-    fn new_series(&self) -> Series {
-        Series::new(self.layout, self.clock, self.keep)
-    }
-
-    fn new_family<S>(
-        &self,
-        name: &str,
-        help: &str,
-        label_names: &[&str],
-    ) -> Result<Arc<Family<S>>> {
-        Ok(Arc::new(Family::new(
-            name,
-            help,
-            label_names,
-            self.max_series,
-        )?))
-    }
-
-    /// `name` with the namespace prefixed, if there is one.
-    pub(crate) fn prefixed(&self, name: &str) -> String {
-        match &self.namespace {
-            Some(namespace) => format!("{namespace}_{name}"),
-            None => name.to_owned(),
-        }
-    }
-
-    pub(crate) fn collectors(&self) -> Vec<Arc<dyn Collector>> {
-        self.collectors
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn metrics(&self) -> Vec<Metric> {
-        self.metrics
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// Every histogram family, built-in ones first.
-    pub(crate) fn histogram_families(&self) -> Vec<Arc<Family<Series>>> {
-        let user = self
-            .metrics()
-            .into_iter()
-            .filter_map(|metric| match metric {
-                Metric::Histogram(family) => Some(family),
-                Metric::Counter(_) | Metric::Gauge(_) => None,
-            });
-        [Arc::clone(&self.http), Arc::clone(&self.query)]
-            .into_iter()
-            .chain(user)
-            .collect()
-    }
-
-    pub(crate) fn counter_families(&self) -> Vec<Arc<Family<AtomicU64>>> {
-        self.metrics()
-            .into_iter()
-            .filter_map(|metric| match metric {
-                Metric::Counter(family) => Some(family),
-                Metric::Histogram(_) | Metric::Gauge(_) => None,
-            })
-            .collect()
-    }
-
-    pub(crate) fn gauge_families(&self) -> Vec<Arc<Family<GaugeCell>>> {
-        self.metrics()
-            .into_iter()
-            .filter_map(|metric| match metric {
-                Metric::Gauge(family) => Some(family),
-                Metric::Histogram(_) | Metric::Counter(_) => None,
-            })
-            .collect()
-    }
-
-    /// Registers a user metric `name` of `kind`, or returns the one already
-    /// there if it matches. Refuses a metric whose family or sample names
-    /// (`_total`, `_bucket`, `_count`, `_sum`, `_created`) another metric
-    /// takes, since the two could not be told apart in an exposition.
-    fn register(
-        &self,
-        kind: Kind,
-        name: &str,
-        label_names: &[&str],
-        make: impl FnOnce() -> Result<Metric>,
-    ) -> Result<Metric> {
-        let family = kind.family_name(name);
-        if family.is_empty() {
-            return Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason: "a counter needs a name before `_total`",
-            });
-        }
-        let names = kind.names(family);
-        let builtin = [HTTP_METRIC, QUERY_METRIC]
-            .into_iter()
-            .flat_map(|builtin| Kind::Histogram.names(builtin))
-            .any(|taken| names.contains(&taken));
-        if builtin || family.starts_with(RESERVED_PREFIX) {
-            return Err(Error::Conflict {
-                name: name.to_owned(),
-                what: "kind: the name is reserved for built-in metrics",
-            });
-        }
-        let mut metrics = self
-            .metrics
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(existing) = metrics.get(family) {
-            return match (existing.kind() == kind, existing.same_labels(label_names)) {
-                (true, true) => Ok(existing.clone()),
-                (false, _) => Err(Error::Conflict {
-                    name: name.to_owned(),
-                    what: "kind",
-                }),
-                (true, false) => Err(Error::Conflict {
-                    name: name.to_owned(),
-                    what: "label names",
-                }),
-            };
-        }
-        let clash = metrics.iter().any(|(other, metric)| {
-            metric
-                .kind()
-                .names(other)
-                .iter()
-                .any(|taken| names.contains(taken))
-        });
-        if clash {
-            return Err(Error::Conflict {
-                name: name.to_owned(),
-                what: "kind: its family or sample names are another metric's",
-            });
-        }
-        let metric = make()?;
-        metrics.insert(family.to_owned(), metric.clone());
-        Ok(metric)
-    }
-
-    /// Counts of every series of `family` within `window`, added together, with
-    /// the per-label-value totals of label `by` and the time covered.
-    pub(crate) fn merged_window(
-        &self,
-        family: &Family<Series>,
-        window: Duration,
-        now: Instant,
-        by: usize,
-    ) -> (Gathered, BTreeMap<String, u64>, Duration) {
-        let mut merged = Gathered::empty(&self.layout);
-        let mut per_label = BTreeMap::new();
-        let intervals = self.clock.intervals_in(window).min(self.keep);
-        for (labels, series) in family.all() {
-            let gathered = series.window(intervals, now);
-            let total = gathered.total();
-            if total == 0 {
-                continue;
-            }
-            if let Some(value) = labels.get(by) {
-                *per_label.entry(value.clone()).or_insert(0) += total;
-            }
-            merged.merge(&gathered);
-        }
-        (merged, per_label, self.clock.covered(intervals, now))
-    }
-}
-
 /// Collects latency histograms, counters, slow-operation logs and health checks
 /// for one service. Cheap to clone: clones share the same metrics.
 #[derive(Clone)]
@@ -528,7 +286,7 @@ impl Monitor {
     }
 
     /// Registers (or looks up) a latency histogram with the given label names,
-    /// exposed with the [`DEFAULT_BUCKETS`] (0.5 ms to 10 s).
+    /// exposed with the [`DEFAULT_BUCKETS`](crate::DEFAULT_BUCKETS) (0.5 ms to 10 s).
     /// Registering the same name again with the same label names returns the
     /// same metric; a different kind or different labels is an error. Names
     /// starting with `perfmon_` and the built-in metric names are reserved.
@@ -539,7 +297,7 @@ impl Monitor {
     /// Same, exposed with these bucket bounds: for durations the default
     /// buckets would lump together above 10 s, such as how long a job
     /// waited in a queue. The bounds are whole microseconds, at least one,
-    /// rising, at most [`MAX_BUCKETS`] of them, the last no longer than
+    /// rising, at most [`MAX_BUCKETS`](crate::MAX_BUCKETS) of them, the last no longer than
     /// [`MonitorBuilder::highest_trackable`]. Registering the name again
     /// with other bounds is an error.
     ///
@@ -567,41 +325,8 @@ impl Monitor {
         label_names: &[&str],
         buckets: &[Duration],
     ) -> Result<HistogramVec> {
-        let invalid = |reason: String| Error::InvalidConfig {
-            field: "buckets",
-            reason,
-        };
-        if buckets.is_empty() || buckets.len() > MAX_BUCKETS {
-            return Err(invalid(format!(
-                "must be 1 to {MAX_BUCKETS} bounds, got {}",
-                buckets.len()
-            )));
-        }
-        let mut bounds_us = Vec::with_capacity(buckets.len());
-        for bound in buckets {
-            let us = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX);
-            if bound.subsec_nanos() % 1_000 != 0 || us == 0 {
-                return Err(invalid(format!(
-                    "a bound is a whole number of microseconds, at least one: {bound:?}"
-                )));
-            }
-            if bounds_us.last().is_some_and(|&last| last >= us) {
-                return Err(invalid(format!("bounds must rise: {buckets:?}")));
-            }
-            if us > self.inner.layout.highest() {
-                return Err(invalid(format!(
-                    "{bound:?} is past the highest trackable value, {:?}",
-                    Duration::from_micros(self.inner.layout.highest())
-                )));
-            }
-            bounds_us.push(us);
-        }
-        // The default bounds are the default: the same metric as `histogram`.
-        let default = DEFAULT_BUCKETS
-            .iter()
-            .map(|bound| u64::try_from(bound.as_micros()).unwrap_or(u64::MAX));
-        let own = !bounds_us.iter().copied().eq(default);
-        self.register_histogram(name, help, label_names, own.then_some(bounds_us))
+        let bounds_us = own_bounds_us(buckets, self.inner.layout.highest())?;
+        self.register_histogram(name, help, label_names, bounds_us)
     }
 
     fn register_histogram(
@@ -633,10 +358,12 @@ impl Monitor {
                     what: "buckets",
                 })
             }
-            Metric::Histogram(family) => Ok(HistogramVec {
+            Metric::Histogram(family) => Ok(HistogramVec::new(
                 family,
-                monitor: Arc::clone(&self.inner),
-            }),
+                self.inner.layout,
+                self.inner.clock,
+                self.inner.keep,
+            )),
             Metric::Counter(_) | Metric::Gauge(_) => Err(Error::Conflict {
                 name: name.to_owned(),
                 what: "kind",
@@ -749,17 +476,13 @@ impl Monitor {
     /// [`CollectedFamily`]: crate::CollectedFamily
     pub fn register_collector(&self, collector: impl Collector + 'static) -> Result<()> {
         let collector: Arc<dyn Collector> = Arc::new(collector);
-        if let Some(error) = crate::exposition::check_collector(&self.inner, &*collector)
+        if let Some(error) = exposition::check_collector(&self.inner, &*collector)
             .into_iter()
             .next()
         {
             return Err(error);
         }
-        self.inner
-            .collectors
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(collector);
+        self.inner.add_collector(collector);
         Ok(())
     }
 
@@ -830,11 +553,7 @@ impl Monitor {
 
     /// Registers a component check run on every [`health`](Self::health) call.
     pub fn register_check(&self, check: impl HealthCheck + 'static) {
-        self.inner
-            .checks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Arc::new(check));
+        self.inner.add_check(Arc::new(check));
     }
 
     /// The configured rolling windows, shortest first.
@@ -846,55 +565,18 @@ impl Monitor {
     /// whole intervals (rounded down, at least one), never more than the longest
     /// configured window.
     pub fn http_window(&self, span: Duration) -> HttpWindow {
-        self.http_window_at(span, Instant::now())
-    }
-
-    pub(crate) fn http_window_at(&self, span: Duration, now: Instant) -> HttpWindow {
-        let inner = &self.inner;
-        let (merged, by_class, covered) = inner.merged_window(&inner.http, span, now, 2);
-        let latency = LatencyStats::from_gathered(&inner.layout, &merged);
-        let slow_threshold = micros(inner.slow_apis.threshold());
-        let slow = count_above(&inner.layout, &merged, slow_threshold);
-        let errors = by_class.get("5xx").copied().unwrap_or(0);
-        HttpWindow {
-            stats: WindowStats::new(span, covered, latency),
-            by_status_class: by_class,
-            errors,
-            error_rate: ratio(errors, latency.count),
-            slow,
-            slow_rate: ratio(slow, latency.count),
-        }
+        self.inner.http_window(span, Instant::now())
     }
 
     /// Query figures over the rolling window of `span`.
     pub fn query_window(&self, span: Duration) -> QueryWindow {
-        let inner = &self.inner;
-        let now = Instant::now();
-        let (merged, by_outcome, covered) = inner.merged_window(&inner.query, span, now, 1);
-        let latency = LatencyStats::from_gathered(&inner.layout, &merged);
-        let slow = count_above(
-            &inner.layout,
-            &merged,
-            micros(inner.slow_queries.threshold()),
-        );
-        let errors = by_outcome.get("error").copied().unwrap_or(0);
-        QueryWindow {
-            stats: WindowStats::new(span, covered, latency),
-            errors,
-            slow,
-            slow_rate: ratio(slow, latency.count),
-        }
+        self.inner.query_window(span, Instant::now())
     }
 
     /// Runs the registered component checks and applies the health rules to the
     /// shortest rolling window.
     pub async fn health(&self) -> HealthReport {
-        let checks: Vec<Arc<dyn HealthCheck>> = self
-            .inner
-            .checks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let checks = self.inner.checks();
         let mut components = Vec::with_capacity(checks.len());
         for check in checks {
             components.push((check.key(), check.check().await));
@@ -905,7 +587,7 @@ impl Monitor {
             .first()
             .copied()
             .unwrap_or(Duration::from_secs(60));
-        crate::health::evaluate(
+        health::evaluate(
             &self.inner.rules,
             &self.http_window(span),
             &self.query_window(span),
@@ -916,87 +598,7 @@ impl Monitor {
     /// A JSON-ready snapshot of every registered metric, window and slow log
     /// (collectors are read only by the expositions).
     pub fn snapshot(&self) -> Snapshot {
-        let now = Instant::now();
-        let inner = &self.inner;
-        let histograms = inner
-            .histogram_families()
-            .iter()
-            .map(|family| HistogramSnapshot {
-                name: family.name().to_owned(),
-                help: family.help().to_owned(),
-                series: family
-                    .all()
-                    .into_iter()
-                    .map(|(labels, series)| SeriesSnapshot {
-                        labels: family.label_names().iter().cloned().zip(labels).collect(),
-                        lifetime: LatencyStats::from_gathered(&inner.layout, &series.lifetime()),
-                        windows: inner
-                            .windows
-                            .iter()
-                            .map(|span| {
-                                let (gathered, covered) = series.window_span(*span, now);
-                                WindowStats::new(
-                                    *span,
-                                    covered,
-                                    LatencyStats::from_gathered(&inner.layout, &gathered),
-                                )
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-                folded: family.folded(),
-            })
-            .collect();
-        let counters = inner
-            .counter_families()
-            .iter()
-            .map(|family| CounterSnapshot {
-                name: family.name().to_owned(),
-                help: family.help().to_owned(),
-                series: family
-                    .all()
-                    .into_iter()
-                    .map(|(labels, value)| CounterSeries {
-                        labels: family.label_names().iter().cloned().zip(labels).collect(),
-                        value: value.load(Relaxed),
-                    })
-                    .collect(),
-                folded: family.folded(),
-            })
-            .collect();
-        let gauges = inner
-            .gauge_families()
-            .iter()
-            .map(|family| GaugeSnapshot {
-                name: family.name().to_owned(),
-                help: family.help().to_owned(),
-                series: family
-                    .all()
-                    .into_iter()
-                    .map(|(labels, cell)| GaugeSeries {
-                        labels: family.label_names().iter().cloned().zip(labels).collect(),
-                        value: cell.get(),
-                    })
-                    .collect(),
-                folded: family.folded(),
-            })
-            .collect();
-        Snapshot {
-            uptime_secs: now
-                .saturating_duration_since(inner.clock.start())
-                .as_secs_f64(),
-            started_at: crate::slowlog::rfc3339(inner.started_at),
-            http: inner
-                .windows
-                .iter()
-                .map(|span| self.http_window_at(*span, now))
-                .collect(),
-            histograms,
-            counters,
-            gauges,
-            slow_queries: SlowLogSnapshot::of(&inner.slow_queries, usize::MAX),
-            slow_apis: SlowLogSnapshot::of(&inner.slow_apis, usize::MAX),
-        }
+        Snapshot::of(&self.inner, Instant::now())
     }
 
     /// The snapshot as JSON.
@@ -1036,11 +638,7 @@ impl Monitor {
 
     /// Every metric in `format`. Runs the registered collectors.
     pub fn render(&self, format: ExpositionFormat) -> String {
-        let families = crate::exposition::gather(&self.inner);
-        match format {
-            ExpositionFormat::Prometheus => crate::prometheus::write(&families),
-            ExpositionFormat::OpenMetrics => crate::openmetrics::write(&families),
-        }
+        format.write(&exposition::gather(&self.inner))
     }
 
     /// The content type and body answering a scrape whose `Accept` header is
@@ -1072,24 +670,6 @@ fn offer_slow(log: &SlowLog, latency: Duration, text: impl FnOnce() -> String) {
     }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
-    #[allow(clippy::cast_precision_loss)] // display value
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
-/// Whole microseconds, saturating.
-#[inline]
-pub(crate) fn micros(duration: Duration) -> u64 {
-    duration
-        .as_secs()
-        .saturating_mul(1_000_000)
-        .saturating_add(u64::from(duration.subsec_micros()))
-}
-
 /// Standard methods keep their name; anything else is `OTHER`, so a client
 /// cannot grow the label set.
 fn normalize_method(method: &str) -> &'static str {
@@ -1103,7 +683,7 @@ fn normalize_method(method: &str) -> &'static str {
 }
 
 /// `1xx` to `5xx`, or `other` for codes outside 100-599.
-pub(crate) fn status_class(status: u16) -> &'static str {
+fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -1131,277 +711,10 @@ fn query_operation(sql: &str) -> &'static str {
         .unwrap_or("OTHER")
 }
 
-/// A latency histogram metric with labels; pick a series with [`with_labels`](Self::with_labels).
-#[derive(Clone)]
-pub struct HistogramVec {
-    family: Arc<Family<Series>>,
-    monitor: Arc<Inner>,
-}
-
-impl fmt::Debug for HistogramVec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HistogramVec")
-            .field("name", &self.family.name())
-            .finish_non_exhaustive()
-    }
-}
-
-impl HistogramVec {
-    /// The series for these label values (in the order of the label names).
-    /// Keep the handle to record without a lookup.
-    pub fn with_labels(&self, values: &[&str]) -> Result<Histogram> {
-        let series = self.family.get(values, || self.monitor.new_series())?;
-        Ok(Histogram { series })
-    }
-}
-
-/// One latency series. Recording is lock-free: each thread counts into its own
-/// shard, merged when read.
-#[derive(Clone)]
-pub struct Histogram {
-    series: Arc<Series>,
-}
-
-impl fmt::Debug for Histogram {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Histogram").finish_non_exhaustive()
-    }
-}
-
-impl Histogram {
-    /// Records a latency observed now.
-    pub fn record(&self, latency: Duration) {
-        self.series.record(micros(latency), Instant::now());
-    }
-
-    /// Records a latency observed at `at`. Use it when the caller already read the
-    /// clock (to compute `latency`), which saves a second clock read. `at` should
-    /// be that reading: a sample stamped later than its thread's previous one moves
-    /// the thread on to that interval, and one stamped earlier counts in the
-    /// thread's current interval.
-    #[inline]
-    pub fn record_at(&self, latency: Duration, at: Instant) {
-        self.series.record(micros(latency), at);
-    }
-
-    /// Latency figures since the series was created.
-    pub fn lifetime(&self) -> LatencyStats {
-        LatencyStats::from_gathered(self.series.layout(), &self.series.lifetime())
-    }
-
-    /// Latency figures over the last `span`: whole intervals, rounded down, never
-    /// more than the longest configured window.
-    pub fn window(&self, span: Duration) -> WindowStats {
-        self.window_at(span, Instant::now())
-    }
-
-    /// [`window`](Self::window) as of `now`.
-    pub fn window_at(&self, span: Duration, now: Instant) -> WindowStats {
-        let (gathered, covered) = self.series.window_span(span, now);
-        WindowStats::new(
-            span,
-            covered,
-            LatencyStats::from_gathered(self.series.layout(), &gathered),
-        )
-    }
-
-    /// The lifetime samples as an `hdrhistogram::Histogram`, for analyses this crate does not offer.
-    pub fn to_hdr(&self) -> hdrhistogram::Histogram<u64> {
-        histogram_of(self.series.layout(), &self.series.lifetime())
-    }
-}
-
-/// A counter metric with labels; pick a series with [`with_labels`](Self::with_labels).
-#[derive(Clone)]
-pub struct CounterVec {
-    family: Arc<Family<AtomicU64>>,
-}
-
-impl fmt::Debug for CounterVec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CounterVec")
-            .field("name", &self.family.name())
-            .finish_non_exhaustive()
-    }
-}
-
-impl CounterVec {
-    /// The counter for these label values (in the order of the label names).
-    pub fn with_labels(&self, values: &[&str]) -> Result<Counter> {
-        Ok(Counter {
-            value: self.family.get(values, || AtomicU64::new(0))?,
-        })
-    }
-}
-
-/// A monotonic counter.
-#[derive(Debug, Clone)]
-pub struct Counter {
-    value: Arc<AtomicU64>,
-}
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.inc_by(1);
-    }
-
-    /// Adds `n`.
-    pub fn inc_by(&self, n: u64) {
-        self.value.fetch_add(n, Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.value.load(Relaxed)
-    }
-}
-
-/// HTTP figures over one rolling window, all series together.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HttpWindow {
-    /// Requests, rate and latency.
-    #[serde(flatten)]
-    pub stats: WindowStats,
-    /// Requests by status class (`2xx`, `4xx`, `5xx`, ...).
-    pub by_status_class: BTreeMap<String, u64>,
-    /// Requests answered with a 5xx status.
-    pub errors: u64,
-    /// `errors / requests`, 0 when there were none.
-    pub error_rate: f64,
-    /// Requests slower than the slow-API threshold.
-    pub slow: u64,
-    /// `slow / requests`.
-    pub slow_rate: f64,
-}
-
-/// Query figures over one rolling window, all operations together.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct QueryWindow {
-    /// Queries, rate and latency.
-    #[serde(flatten)]
-    pub stats: WindowStats,
-    /// Queries that failed.
-    pub errors: u64,
-    /// Queries slower than the slow-query threshold.
-    pub slow: u64,
-    /// `slow / queries`.
-    pub slow_rate: f64,
-}
-
-/// Everything a dashboard shows, as of one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    /// Seconds since the monitor was created.
-    pub uptime_secs: f64,
-    /// When the monitor was created (RFC 3339, UTC).
-    pub started_at: String,
-    /// HTTP figures for each configured window, shortest first.
-    pub http: Vec<HttpWindow>,
-    /// Every latency histogram, built-in ones first.
-    pub histograms: Vec<HistogramSnapshot>,
-    /// Every counter.
-    pub counters: Vec<CounterSnapshot>,
-    /// Every registered gauge (collectors are read only by the expositions).
-    pub gauges: Vec<GaugeSnapshot>,
-    /// The slow-query log.
-    pub slow_queries: SlowLogSnapshot,
-    /// The slow-API log.
-    pub slow_apis: SlowLogSnapshot,
-}
-
-/// One histogram metric in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct HistogramSnapshot {
-    /// Metric name (without namespace).
-    pub name: String,
-    /// Help text.
-    pub help: String,
-    /// Its series.
-    pub series: Vec<SeriesSnapshot>,
-    /// Label-set lookups folded into the `other` series because of the cap.
-    pub folded: u64,
-}
-
-/// One series of a histogram in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct SeriesSnapshot {
-    /// Label names and values.
-    pub labels: BTreeMap<String, String>,
-    /// Since the series was created.
-    pub lifetime: LatencyStats,
-    /// Each configured window, shortest first.
-    pub windows: Vec<WindowStats>,
-}
-
-/// One counter metric in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct CounterSnapshot {
-    /// Metric name (without namespace).
-    pub name: String,
-    /// Help text.
-    pub help: String,
-    /// Its series.
-    pub series: Vec<CounterSeries>,
-    /// Label-set lookups folded into the `other` series because of the cap.
-    pub folded: u64,
-}
-
-/// One series of a counter in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct CounterSeries {
-    /// Label names and values.
-    pub labels: BTreeMap<String, String>,
-    /// The count.
-    pub value: u64,
-}
-
-/// One gauge metric in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct GaugeSnapshot {
-    /// Metric name (without namespace).
-    pub name: String,
-    /// Help text.
-    pub help: String,
-    /// Its series.
-    pub series: Vec<GaugeSeries>,
-    /// Label-set lookups folded into the `other` series because of the cap.
-    pub folded: u64,
-}
-
-/// One series of a gauge in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct GaugeSeries {
-    /// Label names and values.
-    pub labels: BTreeMap<String, String>,
-    /// The value (`null` in JSON when it is not finite).
-    pub value: f64,
-}
-
-/// A slow log in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct SlowLogSnapshot {
-    /// Operations slower than this are logged.
-    pub threshold_ms: f64,
-    /// Slow operations seen since start, kept or not.
-    pub total: u64,
-    /// The slowest kept, slowest first.
-    pub entries: Vec<SlowEntry>,
-}
-
-impl SlowLogSnapshot {
-    fn of(log: &SlowLog, limit: usize) -> Self {
-        Self {
-            threshold_ms: log.threshold().as_secs_f64() * 1000.0,
-            total: log.total(),
-            entries: log.top(limit),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::histogram::{DEFAULT_BUCKETS, MAX_BUCKETS};
 
     #[test]
     fn methods_status_classes_and_operations_are_bounded() {

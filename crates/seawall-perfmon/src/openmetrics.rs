@@ -4,19 +4,26 @@
 //! `# HELP`. A counter's family name has no `_total` (its samples do); a
 //! family whose name ends in a base unit gets a `# UNIT` line; `le` bounds
 //! are canonical numbers (`0.5`, `1.0`, `10.0`); families without series are
-//! left out; the exposition ends with `# EOF`.
+//! left out; a histogram's `_count` comes before its `_sum`; the exposition
+//! ends with `# EOF`.
 
 use std::fmt::Write as _;
 
-use crate::exposition::{Exposed, Kind, Value, labels, number, unit_of};
+use crate::exposed::Exposed;
+use crate::text::{self, Dialect, number};
 
 /// The content type of [`Monitor::openmetrics`](crate::Monitor::openmetrics).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub(crate) fn write(families: &[Exposed]) -> String {
-    let mut out = String::with_capacity(4096);
-    for family in families.iter().filter(|f| !f.points.is_empty()) {
+/// OpenMetrics 1.0 text, as a [`Dialect`].
+struct OpenMetrics;
+
+impl Dialect for OpenMetrics {
+    const EMPTY_FAMILIES: bool = false;
+    const COUNT_BEFORE_SUM: bool = true;
+
+    fn metadata(out: &mut String, family: &Exposed) {
         let name = &family.name;
         let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
         if let Some(unit) = unit_of(name) {
@@ -30,40 +37,34 @@ pub(crate) fn write(families: &[Exposed]) -> String {
                 .replace('\n', "\\n");
             let _ = writeln!(out, "# HELP {name} {help}");
         }
-        let sample = match family.kind {
-            Kind::Counter => format!("{name}_total"),
-            Kind::Gauge | Kind::Histogram => name.clone(),
-        };
-        for point in &family.points {
-            let plain = labels(&family.label_names, &point.labels, None);
-            match &point.value {
-                Value::Int(value) => {
-                    let _ = writeln!(out, "{sample}{plain} {value}");
-                }
-                Value::Float(value) => {
-                    let _ = writeln!(out, "{sample}{plain} {}", number(*value));
-                }
-                Value::Histogram {
-                    buckets,
-                    count,
-                    sum_seconds,
-                } => {
-                    for (bound, cumulative) in buckets {
-                        #[allow(clippy::cast_precision_loss)] // bounds are small round numbers
-                        let le = canonical(*bound as f64 / 1e6);
-                        let bucket = labels(&family.label_names, &point.labels, Some(&le));
-                        let _ = writeln!(out, "{name}_bucket{bucket} {cumulative}");
-                    }
-                    let inf = labels(&family.label_names, &point.labels, Some("+Inf"));
-                    let _ = writeln!(out, "{name}_bucket{inf} {count}");
-                    let _ = writeln!(out, "{name}_count{plain} {count}");
-                    let _ = writeln!(out, "{name}_sum{plain} {}", number(*sum_seconds));
-                }
-            }
-        }
     }
+
+    fn bound(micros: u64) -> String {
+        #[allow(clippy::cast_precision_loss)] // bounds are small round numbers
+        canonical(micros as f64 / 1e6)
+    }
+}
+
+pub(crate) fn write(families: &[Exposed]) -> String {
+    let mut out = text::write::<OpenMetrics>(families);
     out.push_str("# EOF\n");
     out
+}
+
+/// Base units (OpenMetrics, "Units and Base Units"): a family whose name ends
+/// in `_<unit>` declares that unit.
+const BASE_UNITS: [&str; 9] = [
+    "seconds", "bytes", "joules", "grams", "meters", "ratio", "volts", "amperes", "celsius",
+];
+
+/// The unit a family name declares by its suffix, if any.
+fn unit_of(family: &str) -> Option<&'static str> {
+    BASE_UNITS.into_iter().find(|unit| {
+        family
+            .strip_suffix(unit)
+            .and_then(|rest| rest.strip_suffix('_'))
+            .is_some_and(|rest| !rest.is_empty())
+    })
 }
 
 /// A canonical number (OpenMetrics, "Canonical Numbers"): Go's shortest `%g`,
@@ -119,5 +120,16 @@ mod tests {
         assert_eq!(canonical(0.0005), "0.0005");
         assert_eq!(canonical(2.5), "2.5");
         assert_eq!(canonical(f64::INFINITY), "+Inf");
+    }
+
+    #[test]
+    fn units_come_from_the_name_suffix() {
+        assert_eq!(unit_of("process_cpu_seconds"), Some("seconds"));
+        assert_eq!(unit_of("process_resident_memory_bytes"), Some("bytes"));
+        assert_eq!(unit_of("cache_hit_ratio"), Some("ratio"));
+        assert_eq!(unit_of("seconds"), None);
+        assert_eq!(unit_of("_seconds"), None);
+        assert_eq!(unit_of("jobs_processed"), None);
+        assert_eq!(unit_of("milliseconds"), None);
     }
 }

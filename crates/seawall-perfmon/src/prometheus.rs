@@ -1,52 +1,37 @@
 //! The Prometheus text exposition (format 0.0.4). A counter's family is named
 //! after its samples, `<name>_total`; families without series still get
-//! their `# HELP` and `# TYPE` lines.
+//! their `# HELP` and `# TYPE` lines; bucket bounds are plain decimals
+//! (`0.0025`, `10`); a histogram's `_sum` comes before its `_count`.
 
 use std::fmt::Write as _;
 
-use crate::exposition::{Exposed, Kind, Value, labels, number};
+use crate::exposed::Exposed;
+use crate::text::{self, Dialect, sample_name};
 
 /// The content type of [`Monitor::prometheus`](crate::Monitor::prometheus).
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) fn write(families: &[Exposed]) -> String {
-    let mut out = String::with_capacity(4096);
-    for family in families {
-        let name = match family.kind {
-            Kind::Counter => format!("{}_total", family.name),
-            Kind::Gauge | Kind::Histogram => family.name.clone(),
-        };
+/// The Prometheus text format, as a [`Dialect`].
+struct Prometheus;
+
+impl Dialect for Prometheus {
+    const EMPTY_FAMILIES: bool = true;
+    const COUNT_BEFORE_SUM: bool = false;
+
+    fn metadata(out: &mut String, family: &Exposed) {
+        let name = sample_name(family);
         let help = family.help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
-        for point in &family.points {
-            let plain = labels(&family.label_names, &point.labels, None);
-            match &point.value {
-                Value::Int(value) => {
-                    let _ = writeln!(out, "{name}{plain} {value}");
-                }
-                Value::Float(value) => {
-                    let _ = writeln!(out, "{name}{plain} {}", number(*value));
-                }
-                Value::Histogram {
-                    buckets,
-                    count,
-                    sum_seconds,
-                } => {
-                    for (bound, cumulative) in buckets {
-                        let le = seconds(*bound);
-                        let bucket = labels(&family.label_names, &point.labels, Some(&le));
-                        let _ = writeln!(out, "{name}_bucket{bucket} {cumulative}");
-                    }
-                    let inf = labels(&family.label_names, &point.labels, Some("+Inf"));
-                    let _ = writeln!(out, "{name}_bucket{inf} {count}");
-                    let _ = writeln!(out, "{name}_sum{plain} {}", number(*sum_seconds));
-                    let _ = writeln!(out, "{name}_count{plain} {count}");
-                }
-            }
-        }
     }
-    out
+
+    fn bound(micros: u64) -> String {
+        seconds(micros)
+    }
+}
+
+pub(crate) fn write(families: &[Exposed]) -> String {
+    text::write::<Prometheus>(families)
 }
 
 /// A bucket bound in seconds, as plain decimals (`0.0025`, `10`).

@@ -272,6 +272,15 @@ impl Gathered {
     }
 }
 
+/// Whole microseconds, saturating: what a series records.
+#[inline]
+pub(crate) fn micros(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(duration.subsec_micros()))
+}
+
 /// One latency series.
 pub(crate) struct Series {
     layout: Layout,
