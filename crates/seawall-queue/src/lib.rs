@@ -143,6 +143,7 @@
 
 mod backoff;
 mod error;
+mod health;
 mod job;
 mod memory;
 mod metrics;
@@ -163,7 +164,8 @@ pub use error::{Error, Result};
 pub use job::{
     AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
 };
-pub use metrics::{DurabilityCheck, QueueMetrics};
+pub use health::DurabilityCheck;
+pub use metrics::QueueMetrics;
 pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};

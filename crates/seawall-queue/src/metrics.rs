@@ -1,16 +1,13 @@
 //! The queue's numbers in seawall-perfmon: wait time, run time and outcomes
-//! per queue, depth per state, the oldest waiting job's age, whether the
-//! queue is paused, and a health check on durability.
+//! per queue, depth per state, the oldest waiting job's age, and whether the
+//! queue is paused.
 
 use std::time::Duration;
 
-use seawall_perfmon::{
-    CheckResult, Counter, DEFAULT_BUCKETS, Gauge, HealthCheck, HealthStatus, Histogram, Monitor,
-};
+use seawall_perfmon::{Counter, DEFAULT_BUCKETS, Gauge, Histogram, Monitor};
 
 use crate::error::{Error, Result};
 use crate::job::{Backlog, Counts};
-use crate::queues::Queues;
 use crate::store::AfterFailure;
 
 /// The wait and run histograms' buckets past the default ones (which end at
@@ -163,7 +160,7 @@ impl QueueMetrics {
     }
 
     /// Sets the depth gauges and `queue_paused` from `counts` (call it with
-    /// [`Queues::counts`] every few seconds, or call
+    /// [`Queues::counts`](crate::Queues::counts) every few seconds, or call
     /// [`record_backlog`](Self::record_backlog) instead).
     pub fn record_depth(&self, counts: &Counts) {
         let values = [
@@ -182,43 +179,12 @@ impl QueueMetrics {
     }
 
     /// Sets what [`record_depth`](Self::record_depth) sets and the oldest
-    /// waiting job's age from `backlog` (call it with [`Queues::backlog`]
-    /// every few seconds: one round trip for both).
+    /// waiting job's age from `backlog` (call it with
+    /// [`Queues::backlog`](crate::Queues::backlog) every few seconds: one
+    /// round trip for both).
     pub fn record_backlog(&self, backlog: &Backlog) {
         self.record_depth(&backlog.counts);
         let age = backlog.oldest_waiting.unwrap_or_default();
         self.oldest_waiting.set(age.as_secs_f64());
-    }
-}
-
-/// A health check (`queue:durability`): degraded when the backend may lose
-/// jobs (Redis's `maxmemory-policy` is not `noeviction`, or the memory
-/// backend), failing when Redis does not answer.
-#[derive(Debug, Clone)]
-pub struct DurabilityCheck {
-    queues: Queues,
-}
-
-impl DurabilityCheck {
-    /// A check of `queues`' backend.
-    pub fn new(queues: Queues) -> Self {
-        Self { queues }
-    }
-}
-
-#[async_trait::async_trait]
-impl HealthCheck for DurabilityCheck {
-    fn key(&self) -> String {
-        "queue:durability".to_owned()
-    }
-
-    async fn check(&self) -> CheckResult {
-        let answer =
-            tokio::time::timeout(Duration::from_secs(2), self.queues.durability_warning()).await;
-        match answer.unwrap_or_else(|_| Err(Error::Redis("no answer within 2 s".to_owned()))) {
-            Ok(None) => CheckResult::pass(),
-            Ok(Some(warning)) => CheckResult::with_status(HealthStatus::Degraded).output(warning),
-            Err(error) => CheckResult::fail(error.to_string()),
-        }
     }
 }
