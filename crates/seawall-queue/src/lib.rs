@@ -147,13 +147,13 @@ mod health;
 mod job;
 mod memory;
 mod metrics;
-#[cfg(test)]
-mod model;
 mod options;
 mod presence;
 mod queues;
 mod redis;
 mod store;
+#[cfg(test)]
+mod testing;
 mod trace;
 mod wire;
 mod worker;
@@ -161,10 +161,10 @@ mod worker;
 pub use backoff::Backoff;
 pub use backoff::MAX_DELAY;
 pub use error::{Error, Result};
+pub use health::DurabilityCheck;
 pub use job::{
     AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
 };
-pub use health::DurabilityCheck;
 pub use metrics::QueueMetrics;
 pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};

@@ -29,8 +29,6 @@
 //! last did, on the server's clock).
 
 mod blocking;
-#[cfg(test)]
-pub(crate) mod edges;
 mod lua;
 mod reply;
 
@@ -58,9 +56,9 @@ use self::reply::{
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
-struct Scripts {
-    enqueue: Script,
-    fetch: Script,
+pub(crate) struct Scripts {
+    pub(crate) enqueue: Script,
+    pub(crate) fetch: Script,
     fail: Script,
     renew: Script,
     progress: Script,
@@ -102,14 +100,14 @@ const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whether a fetch asks for each job's trace context: only a build that
 /// can continue the trace (the `opentelemetry` feature) reads it, so one
 /// without reads and parses nothing more than before jobs carried one.
-const TRACED: bool = cfg!(feature = "opentelemetry");
+pub(crate) const TRACED: bool = cfg!(feature = "opentelemetry");
 
 pub(crate) struct RedisStore {
     client: Client,
     blocking: BlockingPool,
     prefix: String,
     settings: Settings,
-    scripts: Scripts,
+    pub(crate) scripts: Scripts,
     round_trips: AtomicU64,
     replicas: Option<(u32, Duration)>,
     reconnections: tokio::sync::watch::Receiver<u64>,
@@ -164,7 +162,7 @@ impl RedisStore {
 
     /// The arguments every script starts with: the key prefix and the
     /// queue's settings.
-    fn prelude(&self, queue: &str, capacity: usize) -> (Vec<String>, Vec<Value>) {
+    pub(crate) fn prelude(&self, queue: &str, capacity: usize) -> (Vec<String>, Vec<Value>) {
         let base = self.base(queue);
         let keys = vec![format!("{base}meta")];
         let settings = &self.settings;
@@ -181,7 +179,12 @@ impl RedisStore {
     /// Runs a script by its hash, loading it first when the server does not
     /// know it (a NOSCRIPT reply means it did not run, so sending it again
     /// is safe).
-    async fn run(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> Result<Value> {
+    pub(crate) async fn run(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         Ok(script
             .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
@@ -280,7 +283,7 @@ impl RedisStore {
         self.run(&self.scripts.processes, keys, args).await
     }
 
-    async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
+    pub(crate) async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
         let (keys, mut args) = self.prelude(queue, 1 + rest.len());
         args.push(Value::from(op));
         args.extend(rest);
@@ -794,7 +797,7 @@ fn check_version(info: &str) -> Result<()> {
 }
 
 /// A number argument (fred takes signed integers).
-fn int(value: u64) -> Value {
+pub(crate) fn int(value: u64) -> Value {
     Value::Integer(i64::try_from(value).unwrap_or(i64::MAX))
 }
 

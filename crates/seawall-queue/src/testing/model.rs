@@ -494,19 +494,13 @@ proptest! {
 }
 
 mod redis {
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use fred::prelude::{Builder, Config};
 
     use super::*;
-    use crate::redis::edges::{Dumped, dump_keys, restore_keys};
     use crate::redis::{RedisOptions, RedisStore};
-
-    fn server() -> &'static seawall_testkit::RedisServer {
-        static SERVER: OnceLock<seawall_testkit::RedisServer> = OnceLock::new();
-        SERVER.get_or_init(|| seawall_testkit::RedisServer::start().expect("redis-server starts"))
-    }
+    use crate::testing::{Dumped, dump_keys, restore_keys, server};
 
     /// Lost writes on a real server: every key of the test's prefix is
     /// dumped at the snapshot, and at the loss the prefix's keys are
@@ -588,7 +582,7 @@ async fn one_running(store: &dyn Store, queue: &str) -> Lease {
 /// The same lease twice in one call's acknowledgements completes the job
 /// once and rejects the second, so the group's running count drops once
 /// and the cap still holds.
-pub(crate) async fn duplicate_acks_count_once(store: &dyn Store) {
+pub(super) async fn duplicate_acks_count_once(store: &dyn Store) {
     let lease = one_running(store, "dup").await;
     let acked = store
         .fetch("dup", &call(0, LONG, vec![lease.clone(), lease]))
@@ -606,7 +600,7 @@ pub(crate) async fn duplicate_acks_count_once(store: &dyn Store) {
 
 /// A failure report of a run that ended cancelled answers `cancelled`
 /// when it is re-sent, as every other failure answers what it did.
-pub(crate) async fn a_re_sent_cancelled_failure_answers_cancelled(store: &dyn Store) {
+pub(super) async fn a_re_sent_cancelled_failure_answers_cancelled(store: &dyn Store) {
     let lease = one_running(store, "cx").await;
     assert_eq!(
         store.cancel("cx", &lease.id).await.expect("asks"),
@@ -655,7 +649,7 @@ async fn oldest_head(store: &dyn Store, queue: &str, most_groups: usize) -> Dura
 
 /// Only the heads of the lines are looked at: a job given back to the
 /// front of its line hides the older job behind it.
-pub(crate) async fn a_job_behind_a_younger_head_is_not_looked_at(store: &dyn Store) {
+pub(super) async fn a_job_behind_a_younger_head_is_not_looked_at(store: &dyn Store) {
     let queue = "heads";
     store
         .enqueue(
@@ -688,7 +682,7 @@ pub(crate) async fn a_job_behind_a_younger_head_is_not_looked_at(store: &dyn Sto
 /// Past `most_groups` named groups with jobs waiting, the lines of jobs
 /// without a group and of the first `most_groups` groups of the rotation
 /// are looked at; a group at its cap is out of the rotation.
-pub(crate) async fn past_the_most_groups_the_rotation_is_looked_at(store: &dyn Store) {
+pub(super) async fn past_the_most_groups_the_rotation_is_looked_at(store: &dyn Store) {
     let queue = "rotation";
     store.set_group_limit(queue, 1).await.expect("caps");
     store

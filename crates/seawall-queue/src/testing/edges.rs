@@ -3,23 +3,21 @@
 //! must be refused before anything is written, calls re-sent after they
 //! ran, writes the server lost, and payloads that must be split by size.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use fred::prelude::{Builder, Config};
-use seawall_testkit::{Conn, RedisServer};
+use seawall_testkit::Conn;
 
-use super::{RedisOptions, RedisStore};
+use super::model;
+use super::{dump_keys, restore_keys, server};
 use crate::error::Error;
-use crate::job::{Cancelled, JobId};
-use crate::store::{AfterFailure, Failure, FetchCall, Lease, NewJob, Settings, Store, random_id};
+use crate::job::{Cancelled, JobId, JobState};
+use crate::redis::{self, RedisOptions, RedisStore};
+use crate::store::{
+    AfterFailure, Failure, FetchCall, Fetched, Lease, NewJob, Settings, Store, random_id,
+};
 use crate::wire::WIRE_VERSION;
-
-fn server() -> &'static RedisServer {
-    static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(|| RedisServer::start().expect("redis-server starts"))
-}
 
 /// A store under a prefix of its own, and that prefix.
 async fn store() -> (RedisStore, String) {
@@ -164,7 +162,7 @@ async fn a_trace_context_is_kept_with_its_job_and_an_oversized_one_writes_nothin
         .await
         .expect("fetches");
     let contexts: Vec<&str> = taken.jobs.iter().map(|job| job.trace.as_str()).collect();
-    if super::TRACED {
+    if redis::TRACED {
         assert_eq!(
             contexts,
             [context, ""],
@@ -235,7 +233,7 @@ async fn a_re_sent_fetch_answers_its_first_result() {
     let again = store.fetch("q", &ack).await.expect("answers again");
     assert_eq!(answered.rejected, 0);
     assert_eq!(again.rejected, 0, "the acknowledgements were taken once");
-    let ids = |fetched: &crate::store::Fetched| {
+    let ids = |fetched: &Fetched| {
         fetched
             .jobs
             .iter()
@@ -268,49 +266,6 @@ async fn a_re_sent_fetch_answers_its_first_result() {
         .expect("reads")
         .expect("kept");
     assert_eq!(info.failures, 1, "counted once");
-}
-
-/// A key, its time to live in ms (0: none), its `DUMP`.
-pub(crate) type Dumped = (Vec<u8>, i64, Vec<u8>);
-
-/// The keys of `prefix` on `server`.
-fn keys_on(server: &RedisServer, prefix: &str) -> Vec<Vec<u8>> {
-    let mut conn = server.connect().expect("connects");
-    let reply = conn.cmd(&["KEYS", &format!("{prefix}:*")]).expect("KEYS");
-    reply
-        .as_array()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|key| key.as_bytes().map(<[u8]>::to_vec))
-        .collect()
-}
-
-/// Every key of `prefix` on `server`, dumped with its time to live, to be
-/// restored as a server that lost the writes made since.
-pub(crate) fn dump_keys(server: &RedisServer, prefix: &str) -> Vec<Dumped> {
-    let mut conn = server.connect().expect("connects");
-    keys_on(server, prefix)
-        .into_iter()
-        .filter_map(|key| {
-            let dump = conn.cmd(&[b"DUMP".as_slice(), &key]).expect("DUMP");
-            let ttl = conn.cmd(&[b"PTTL".as_slice(), &key]).expect("PTTL");
-            let (dump, ttl) = (dump.as_bytes()?.to_vec(), ttl.as_int()?);
-            Some((key, ttl.max(0), dump))
-        })
-        .collect()
-}
-
-/// Replaces the keys of `prefix` on `server` by `dumped`.
-pub(crate) fn restore_keys(server: &RedisServer, prefix: &str, dumped: &[Dumped]) {
-    let mut conn = server.connect().expect("connects");
-    for key in keys_on(server, prefix) {
-        conn.cmd(&[b"DEL".as_slice(), &key]).expect("DEL");
-    }
-    for (key, ttl, dump) in dumped {
-        let ttl = ttl.to_string();
-        conn.cmd(&[b"RESTORE".as_slice(), key, ttl.as_bytes(), dump])
-            .expect("RESTORE");
-    }
 }
 
 #[tokio::test]
@@ -370,11 +325,7 @@ async fn after_lost_writes_ids_and_lease_tokens_never_repeat() {
         .await
         .expect("reads")
         .expect("kept");
-    assert_eq!(
-        info.state,
-        crate::job::JobState::Active,
-        "still the new run's"
-    );
+    assert_eq!(info.state, JobState::Active, "still the new run's");
 }
 
 #[tokio::test]
@@ -395,7 +346,7 @@ async fn a_fetch_stops_taking_past_its_byte_budget() {
     assert_eq!(taken.jobs.len(), 3);
     assert_eq!(taken.next_wake, Some(Duration::ZERO), "look again at once");
     let rest = store.fetch("q", &call(5, Vec::new())).await.expect("takes");
-    let order = |fetched: &crate::store::Fetched| {
+    let order = |fetched: &Fetched| {
         fetched
             .jobs
             .iter()
@@ -419,8 +370,8 @@ async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() 
         let (keys, mut args) = store.prelude("q", 13);
         args.extend([
             fred::types::Value::from(random_id()),
-            super::int(1),
-            super::int(u64::from(WIRE_VERSION)),
+            redis::int(1),
+            redis::int(u64::from(WIRE_VERSION)),
             fred::types::Value::from("1"),
             fred::types::Value::from(priority),
             fred::types::Value::from("3"),
@@ -458,10 +409,10 @@ async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() 
         fred::types::Value::from(random_id()),
         fred::types::Value::from(random_id()),
         fred::types::Value::from("6e4"),
-        super::int(1),
-        super::int(1 << 20),
-        super::int(0),
-        super::int(1),
+        redis::int(1),
+        redis::int(1 << 20),
+        redis::int(0),
+        redis::int(1),
     ]);
     let before = keys(&prefix);
     let refused = store.run(&store.scripts.fetch, keys_, args).await;
@@ -474,7 +425,7 @@ async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() 
 #[tokio::test]
 async fn a_lease_acknowledged_twice_in_one_call_completes_once() {
     let (store, _) = store().await;
-    crate::model::duplicate_acks_count_once(&store).await;
+    model::duplicate_acks_count_once(&store).await;
 }
 
 /// A failure report for a run that ended cancelled, re-sent, answers
@@ -482,7 +433,7 @@ async fn a_lease_acknowledged_twice_in_one_call_completes_once() {
 #[tokio::test]
 async fn a_re_sent_cancellation_answers_cancelled() {
     let (store, _) = store().await;
-    crate::model::a_re_sent_cancelled_failure_answers_cancelled(&store).await;
+    model::a_re_sent_cancelled_failure_answers_cancelled(&store).await;
 }
 
 /// A job given back to the front of its line hides the older one behind
@@ -490,7 +441,7 @@ async fn a_re_sent_cancellation_answers_cancelled() {
 #[tokio::test]
 async fn the_oldest_waiting_age_looks_at_the_heads_of_the_lines() {
     let (store, _) = store().await;
-    crate::model::a_job_behind_a_younger_head_is_not_looked_at(&store).await;
+    model::a_job_behind_a_younger_head_is_not_looked_at(&store).await;
 }
 
 /// Past the most groups looked at, the oldest waiting age reads the fetch
@@ -498,7 +449,7 @@ async fn the_oldest_waiting_age_looks_at_the_heads_of_the_lines() {
 #[tokio::test]
 async fn the_oldest_waiting_age_looks_at_the_rotation_past_the_most_groups() {
     let (store, _) = store().await;
-    crate::model::past_the_most_groups_the_rotation_is_looked_at(&store).await;
+    model::past_the_most_groups_the_rotation_is_looked_at(&store).await;
 }
 
 /// Taking back an enqueue that `WAIT` did not confirm removes its jobs
@@ -510,7 +461,7 @@ async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
     let take_back = |request: String, ids: Vec<String>| {
         let mut rest = vec![
             fred::types::Value::from(request),
-            super::int(ids.len() as u64),
+            redis::int(ids.len() as u64),
         ];
         rest.extend(ids.into_iter().map(fred::types::Value::from));
         store.control("q", "take_back", rest)
@@ -531,7 +482,7 @@ async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
         .expect("enqueues");
     let ids: Vec<String> = added.iter().map(|(id, _)| id.to_string()).collect();
     let answer = take_back(request.clone(), ids).await.expect("takes back");
-    assert_eq!(super::number(&answer).expect("a number"), 1);
+    assert_eq!(answer.as_i64(), Some(1), "{answer:?}");
     let counts = store.counts("q").await.expect("counts");
     assert_eq!((counts.waiting, counts.delayed), (0, 0), "{counts:?}");
     for (id, _) in &added {
@@ -567,7 +518,7 @@ async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
     assert_eq!(taken.jobs.len(), 2);
     let ids = added.iter().map(|(id, _)| id.to_string()).collect();
     let answer = take_back(request, ids).await.expect("answers");
-    assert_eq!(super::number(&answer).expect("a number"), 0);
+    assert_eq!(answer.as_i64(), Some(0), "{answer:?}");
     assert_eq!(store.counts("q").await.expect("counts").active, 2);
 }
 
