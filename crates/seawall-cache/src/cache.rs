@@ -1,6 +1,7 @@
-//! `TieredCache`: its builder, reads, writes and invalidations. Loads are
-//! in [`load`](crate::load), the invalidation feed in [`feed`](crate::feed),
-//! and what they all share in [`inner`](crate::inner).
+//! `TieredCache`, the façade: its builder, reads, loads, writes and
+//! invalidations. A load's steps are in [`load`](crate::load), the
+//! invalidation feed in [`feed`](crate::feed), and what they all share in
+//! [`inner`](crate::inner); none of them names the façade.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -17,6 +18,7 @@ use crate::class::{Class, Policy, WriteStrategy};
 use crate::codec::{Binary, Codec, Meta};
 use crate::error::{BoxError, Error, Result};
 use crate::inner::{ClassDef, Inner, Invalidation, Pending, Since, encode, ms, now_ms, typed};
+use crate::load;
 use crate::lock::RedisLocks;
 use crate::memory::{L1Capacity, MemoryTier};
 use crate::options::Options;
@@ -553,6 +555,39 @@ impl<C: Codec> TieredCache<C> {
             }
         }
         found.into_iter().map(Option::flatten).collect()
+    }
+
+    /// The value of `key`: from L1, else from Redis, else from `loader`,
+    /// whose result (a value, or `None` for "not found") is cached in both
+    /// tiers by `options`' class.
+    ///
+    /// - Concurrent misses of one key in this process run `loader` once;
+    ///   with the class's distributed lock, once across instances (the
+    ///   others wait up to the lock wait, or serve the previous value).
+    /// - The load runs in its own task: a caller cancelled mid-load, a
+    ///   panicking loader or one past the hard timeout never wedge the key.
+    /// - A fresh value may be refreshed early in the background (XFetch or
+    ///   refresh-ahead); an expired one is served at once while it refreshes
+    ///   if the class has a stale-while-revalidate window.
+    /// - Fail-safe: when the load fails, panics, times out, or passes the
+    ///   soft timeout, a previous value within the class's fail-safe window
+    ///   is returned instead (counted as a stale serve).
+    ///
+    /// Redis failures never reach the caller: the cache falls back to L1
+    /// and the loader.
+    pub async fn get_or_load<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: impl Into<Options>,
+        loader: F,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        load::get_or_load::<T, C, F, Fut, E>(&self.inner, key, options.into(), loader).await
     }
 
     /// Stores `value` under `key` in both tiers, for its class's TTL, and

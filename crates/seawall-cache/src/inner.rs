@@ -1,8 +1,7 @@
-//! What every clone of a cache shares ([`Inner`]), and the steps the
-//! façade ([`cache`](crate::cache)), the loads ([`load`](crate::load)) and
-//! the invalidation feed ([`feed`](crate::feed)) all take: filling L1 only
+//! What every clone of a cache shares ([`Inner`]), and the steps that
+//! reads, loads, writes and the invalidation feed all take: filling L1 only
 //! with what no invalidation overtook, applying an invalidation here, and
-//! sending one to Redis.
+//! sending one to Redis. It names none of the modules above it.
 
 use std::collections::HashMap;
 use std::sync::Arc;

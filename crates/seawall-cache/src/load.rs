@@ -14,7 +14,6 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{Instrument as _, Span};
 
-use crate::cache::TieredCache;
 use crate::class::{Class, Policy};
 use crate::codec::{self, Codec, Meta};
 use crate::error::{BoxError, Error, Result, share};
@@ -83,160 +82,139 @@ impl Fallback {
     }
 }
 
-impl<C: Codec> TieredCache<C> {
-    /// The value of `key`: from L1, else from Redis, else from `loader`,
-    /// whose result (a value, or `None` for "not found") is cached in both
-    /// tiers by `options`' class.
-    ///
-    /// - Concurrent misses of one key in this process run `loader` once;
-    ///   with the class's distributed lock, once across instances (the
-    ///   others wait up to the lock wait, or serve the previous value).
-    /// - The load runs in its own task: a caller cancelled mid-load, a
-    ///   panicking loader or one past the hard timeout never wedge the key.
-    /// - A fresh value may be refreshed early in the background (XFetch or
-    ///   refresh-ahead); an expired one is served at once while it refreshes
-    ///   if the class has a stale-while-revalidate window.
-    /// - Fail-safe: when the load fails, panics, times out, or passes the
-    ///   soft timeout, a previous value within the class's fail-safe window
-    ///   is returned instead (counted as a stale serve).
-    ///
-    /// Redis failures never reach the caller: the cache falls back to L1
-    /// and the loader.
-    pub async fn get_or_load<T, F, Fut, E>(
-        &self,
-        key: &str,
-        options: impl Into<Options>,
-        loader: F,
-    ) -> Result<Option<T>>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
-        E: Into<BoxError> + Send + 'static,
-    {
-        let options = options.into();
-        options.validate()?;
-        let inner = &self.inner;
-        let policy = inner.policy_of(options.class);
-        let counters = inner.counters_of(options.class);
-        let now = now_ms();
-        let mut fallback = None;
-        let trusted = inner.l1_trusted();
-        if let Some(l1) = &inner.l1 {
-            if let Some(entry) = l1.get(key)
-                && let Some(value) = typed::<T>(&entry.value)
-            {
-                if !trusted {
-                    // Cut off from other instances' invalidations: the copy
-                    // may be stale, so it only stands in for a failed load.
-                    if now < entry.meta.stale_until_ms {
-                        fallback = Some(Fallback::of(&entry, false));
-                    }
-                } else if now < entry.l1_fresh_until_ms {
-                    bump(&counters.l1_hits);
-                    let refresh = options.early_refresh.unwrap_or(policy.early_refresh);
-                    if refresh_early(refresh, &entry.meta, now, 1.0 - fastrand::f64()) {
-                        let fallback = Fallback::of(&entry, true);
-                        if self
-                            .lead::<T, _, _, _>(key, &options, loader, Some(fallback))
-                            .1
-                        {
-                            bump(&counters.early_refreshes);
-                        }
-                    }
-                    return Ok(value);
-                }
-                let expired = now >= entry.meta.fresh_until_ms;
-                if expired && now < entry.meta.stale_until_ms {
-                    let revalidate = policy.stale_while_revalidate.min(policy.fail_safe);
-                    if now < entry.meta.fresh_until_ms.saturating_add(ms(revalidate)) {
-                        inner.missed(options.class, Tier::L1);
-                        bump(&counters.stale_serves);
-                        let fallback = Fallback::of(&entry, false);
-                        self.lead::<T, _, _, _>(key, &options, loader, Some(fallback));
-                        return Ok(value);
-                    }
-                }
+/// The façade's `get_or_load` on the cache whose shared state is
+/// `inner`: L1, else a load (joined if one of the key is running).
+pub(crate) async fn get_or_load<T, C, F, Fut, E>(
+    inner: &Arc<Inner>,
+    key: &str,
+    options: Options,
+    loader: F,
+) -> Result<Option<T>>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    C: Codec,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    options.validate()?;
+    let policy = inner.policy_of(options.class);
+    let counters = inner.counters_of(options.class);
+    let now = now_ms();
+    let mut fallback = None;
+    let trusted = inner.l1_trusted();
+    if let Some(l1) = &inner.l1 {
+        if let Some(entry) = l1.get(key)
+            && let Some(value) = typed::<T>(&entry.value)
+        {
+            if !trusted {
+                // Cut off from other instances' invalidations: the copy
+                // may be stale, so it only stands in for a failed load.
                 if now < entry.meta.stale_until_ms {
                     fallback = Some(Fallback::of(&entry, false));
                 }
-            }
-            inner.missed(options.class, Tier::L1);
-        }
-        let (mut outcome, _) = self.lead::<T, _, _, _>(key, &options, loader, fallback);
-        let outcome = match outcome.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone(),
-            Err(_) => None,
-        };
-        match outcome {
-            Some(Outcome::Value { value, stale }) => {
-                if stale {
-                    bump(&counters.stale_serves);
+            } else if now < entry.l1_fresh_until_ms {
+                bump(&counters.l1_hits);
+                let refresh = options.early_refresh.unwrap_or(policy.early_refresh);
+                if refresh_early(refresh, &entry.meta, now, 1.0 - fastrand::f64()) {
+                    let fallback = Fallback::of(&entry, true);
+                    if lead::<T, C, _, _, _>(inner, key, &options, loader, Some(fallback)).1 {
+                        bump(&counters.early_refreshes);
+                    }
                 }
-                typed::<T>(&value).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{key:?} was loaded as another type by a concurrent caller"
-                    ))
-                })
+                return Ok(value);
             }
-            Some(Outcome::Failed(error)) => Err(share(&error)),
-            None => Err(Error::LoaderPanicked {
-                key: key.to_owned(),
-            }),
+            let expired = now >= entry.meta.fresh_until_ms;
+            if expired && now < entry.meta.stale_until_ms {
+                let revalidate = policy.stale_while_revalidate.min(policy.fail_safe);
+                if now < entry.meta.fresh_until_ms.saturating_add(ms(revalidate)) {
+                    inner.missed(options.class, Tier::L1);
+                    bump(&counters.stale_serves);
+                    let fallback = Fallback::of(&entry, false);
+                    lead::<T, C, _, _, _>(inner, key, &options, loader, Some(fallback));
+                    return Ok(value);
+                }
+            }
+            if now < entry.meta.stale_until_ms {
+                fallback = Some(Fallback::of(&entry, false));
+            }
         }
+        inner.missed(options.class, Tier::L1);
     }
-
-    /// Starts a load of `key` unless one is running; returns a receiver of
-    /// the running load's outcome, and whether this call started it.
-    fn lead<T, F, Fut, E>(
-        &self,
-        key: &str,
-        options: &Options,
-        loader: F,
-        fallback: Option<Fallback>,
-    ) -> (watch::Receiver<Option<Outcome>>, bool)
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
-        E: Into<BoxError> + Send + 'static,
-    {
-        let flight = {
-            let mut flights = self.inner.flights.lock();
-            // A load overtaken by an invalidation is not joined: it may
-            // return what the invalidation replaced. A new one takes its
-            // place; the old one still answers its own callers.
-            if let Some(running) = flights.get(key).filter(|running| !running.invalidated()) {
-                return (running.subscribe(), false);
+    let (mut outcome, _) = lead::<T, C, _, _, _>(inner, key, &options, loader, fallback);
+    let outcome = match outcome.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome.clone(),
+        Err(_) => None,
+    };
+    match outcome {
+        Some(Outcome::Value { value, stale }) => {
+            if stale {
+                bump(&counters.stale_serves);
             }
-            let flight = Arc::new(Flight::new(options.tags(), self.inner.epoch()));
-            flights.insert(key.to_owned(), Arc::clone(&flight));
-            flight
-        };
-        let receiver = flight.subscribe();
-        let mut leading = Leading {
-            inner: Arc::clone(&self.inner),
+            typed::<T>(&value).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{key:?} was loaded as another type by a concurrent caller"
+                ))
+            })
+        }
+        Some(Outcome::Failed(error)) => Err(share(&error)),
+        None => Err(Error::LoaderPanicked {
             key: key.to_owned(),
-            flight: Arc::clone(&flight),
-            armed: true,
-        };
-        let load = loader();
-        leading.armed = false;
-        let inner = Arc::clone(&self.inner);
-        let (key, options) = (key.to_owned(), options.clone());
-        // The load's spans (its Redis calls, the loader's own) belong to
-        // the trace of the caller that started it.
-        let caller = tracing::Span::current();
-        tokio::spawn(
-            async move {
-                let outcome =
-                    drive::<T, C, Fut, E>(&inner, &key, &options, &flight, load, fallback).await;
-                complete(&inner, &key, &flight, outcome);
-            }
-            .instrument(caller),
-        );
-        (receiver, true)
+        }),
     }
+}
+
+/// Starts a load of `key` unless one is running; returns a receiver of
+/// the running load's outcome, and whether this call started it.
+fn lead<T, C, F, Fut, E>(
+    inner: &Arc<Inner>,
+    key: &str,
+    options: &Options,
+    loader: F,
+    fallback: Option<Fallback>,
+) -> (watch::Receiver<Option<Outcome>>, bool)
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    C: Codec,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    let flight = {
+        let mut flights = inner.flights.lock();
+        // A load overtaken by an invalidation is not joined: it may
+        // return what the invalidation replaced. A new one takes its
+        // place; the old one still answers its own callers.
+        if let Some(running) = flights.get(key).filter(|running| !running.invalidated()) {
+            return (running.subscribe(), false);
+        }
+        let flight = Arc::new(Flight::new(options.tags(), inner.epoch()));
+        flights.insert(key.to_owned(), Arc::clone(&flight));
+        flight
+    };
+    let receiver = flight.subscribe();
+    let mut leading = Leading {
+        inner: Arc::clone(inner),
+        key: key.to_owned(),
+        flight: Arc::clone(&flight),
+        armed: true,
+    };
+    let load = loader();
+    leading.armed = false;
+    let inner = Arc::clone(inner);
+    let (key, options) = (key.to_owned(), options.clone());
+    // The load's spans (its Redis calls, the loader's own) belong to
+    // the trace of the caller that started it.
+    let caller = tracing::Span::current();
+    tokio::spawn(
+        async move {
+            let outcome =
+                drive::<T, C, Fut, E>(&inner, &key, &options, &flight, load, fallback).await;
+            complete(&inner, &key, &flight, outcome);
+        }
+        .instrument(caller),
+    );
+    (receiver, true)
 }
 
 /// The load: Redis first, then the lock, then the loader; caches the
