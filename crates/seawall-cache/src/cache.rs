@@ -845,7 +845,10 @@ impl<C: Codec> TieredCache<C> {
 
     /// Waits up to `within` for this instance to follow other instances'
     /// invalidations (at once without Redis); true if it does. Until it
-    /// does, L1 answers no read. A service calls it once at start.
+    /// does, L1 answers no read, and a load still running when the feed
+    /// takes its starting position stores its value in neither tier (it is
+    /// answered all the same), since an invalidation may have passed
+    /// unseen. A service calls it once at start.
     pub async fn wait_following(&self, within: Duration) -> bool {
         let deadline = deadline(within);
         while !self.inner.l1_trusted() {

@@ -164,6 +164,13 @@ async fn redis_round_trips_run_in_client_spans() {
         .redis(client(&url, STEADY_REDIS_TIMEOUT).await)
         .build()
         .expect("a cache");
+    // A load that runs while the invalidation feed takes its starting
+    // position stores nothing, in either tier: the load waits for it, as a
+    // service's readiness does.
+    assert!(
+        cache.wait_following(Duration::from_secs(120)).await,
+        "the cache never followed the invalidation stream"
+    );
     let request = tracing::info_span!("request");
     let value = cache
         .get_or_load("user:7:card", Class::API, || async {
