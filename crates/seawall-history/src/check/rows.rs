@@ -1,14 +1,65 @@
 //! Rows of numbered units that operations claim, one unit per row: a
-//! sale's orders and a campaign's coupons. The rows of a group against its
-//! size and per-user limit, and the acknowledged operations against the
-//! rows (each row matched with the one operation of its user that may have
-//! written it).
+//! sale's orders and a campaign's coupons. [`check`] judges such a
+//! workload: the rows of each group against its size and per-user limit,
+//! and the acknowledged operations against the rows (each row matched with
+//! the one operation of its user that may have written it).
 
 use std::collections::{HashMap, HashSet};
 
 use super::Options;
 use crate::history::{Op, Outcome};
-use crate::report::Findings;
+use crate::report::{Findings, Tally};
+
+/// A group of numbered units (a sale, a campaign), as [`check`] reads it.
+pub(super) trait Group {
+    /// The workload's words for its findings.
+    const WORDS: Words;
+    /// The group's id.
+    fn id(&self) -> i64;
+    /// How many units it has (stock, quantity).
+    fn size(&self) -> i64;
+    /// How many rows one user may hold.
+    fn per_user(&self) -> i64;
+    /// Its rows.
+    fn rows(&self) -> impl ExactSizeIterator<Item = Row<'_>> + Clone;
+    /// What an operation of the workload asked for and was answered
+    /// (`None` for any other operation).
+    fn claim(op: &Op) -> Option<Claim<'_>>;
+    /// What the group says beyond its rows, judged against them; what is
+    /// wrong goes to `over`. Nothing by default.
+    fn judge_more(&self, over: &mut Findings, keep: usize) {
+        let _ = (over, keep);
+    }
+}
+
+/// Judges a workload of numbered units: counts how its operations ended
+/// and its rows, checks each group's rows against its size and per-user
+/// limit ([`Group::judge_more`] first), then matches the operations with
+/// the rows.
+pub(super) fn check<'a, G: Group>(
+    ops: &[&'a Op],
+    groups: &'a [G],
+    options: &Options,
+    found: Found<'_>,
+) {
+    let Found {
+        tally,
+        rows,
+        over,
+        over_per_user,
+        matched,
+    } = found;
+    let keep = options.examples;
+    for op in ops {
+        tally.count(op.outcome);
+    }
+    for group in groups {
+        *rows += group.rows().len();
+        group.judge_more(over, keep);
+        issued_once(group, keep, over, over_per_user);
+    }
+    reconcile(ops, groups, options, matched);
+}
 
 /// What one operation of a row workload asked for and was answered.
 pub(super) struct Claim<'a> {
@@ -45,19 +96,17 @@ pub(super) struct Words {
     pub slot: &'static str,
     /// Said of a row whose every operation ended `fail`.
     pub all_failed: &'static str,
+    /// Added to an acknowledged id that has no row when the state has no
+    /// such group (empty for none).
+    pub no_such_group: &'static str,
 }
 
 /// One group's rows against its size and per-user limit: no more rows
 /// than the size, every slot within `1..=size` and held by one row, no
 /// user holding more rows than the limit. Slots go to `over`, users to
 /// `over_per_user`.
-#[allow(clippy::too_many_arguments)] // one group's whole description
-pub(super) fn issued_once<'a>(
-    group: i64,
-    size: i64,
-    per_user: i64,
-    rows: impl ExactSizeIterator<Item = Row<'a>>,
-    words: &Words,
+fn issued_once<G: Group>(
+    group: &G,
     keep: usize,
     over: &mut Findings,
     over_per_user: &mut Findings,
@@ -68,7 +117,10 @@ pub(super) fn issued_once<'a>(
         size: size_noun,
         slot: slot_noun,
         ..
-    } = words;
+    } = G::WORDS;
+    let (size, per_user) = (group.size(), group.per_user());
+    let rows = group.rows();
+    let group = group.id();
     let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     if count > size {
         over.add(keep, || {
@@ -104,8 +156,23 @@ pub(super) fn issued_once<'a>(
     }
 }
 
-/// Where a workload's row findings go.
+/// Where a workload's findings go.
 pub(super) struct Found<'r> {
+    /// How its operations ended.
+    pub tally: &'r mut Tally,
+    /// Its rows.
+    pub rows: &'r mut usize,
+    /// More rows than a group's size, or a slot held twice or out of
+    /// range (and what [`Group::judge_more`] finds).
+    pub over: &'r mut Findings,
+    /// A user holding more rows than the per-user limit.
+    pub over_per_user: &'r mut Findings,
+    /// The operations against the rows.
+    pub matched: Matched<'r>,
+}
+
+/// Where the findings of matching operations with rows go.
+pub(super) struct Matched<'r> {
     /// An `ok` answer's id with no row of its user.
     pub acknowledged_missing: &'r mut Findings,
     /// A row an `info` operation may have written.
@@ -121,25 +188,26 @@ pub(super) struct Found<'r> {
 
 /// Matches the ids of `ok` answers with the rows of their (group, user),
 /// and the rows no `ok` answer names with the non-`ok` operations of their
-/// (group, user), one `info` operation per row. `claim` reads an op of the
-/// workload (`None` for any other); `note` adds to a missing id's
-/// description, given its group.
-pub(super) fn reconcile<'a>(
-    ops: &[&'a Op],
-    claim: impl Fn(&'a Op) -> Option<Claim<'a>>,
-    rows: impl Iterator<Item = Row<'a>> + Clone,
-    words: &Words,
-    note: impl Fn(i64) -> &'static str,
-    options: &Options,
-    found: Found<'_>,
-) {
-    let Found {
+/// (group, user), one `info` operation per row.
+fn reconcile<'a, G: Group>(ops: &[&'a Op], groups: &'a [G], options: &Options, found: Matched<'_>) {
+    let Matched {
         acknowledged_missing,
         unacknowledged,
         failed,
         written_twice,
         unrecorded,
     } = found;
+    let words = &G::WORDS;
+    let claim = G::claim;
+    let rows = groups.iter().flat_map(G::rows);
+    let known: HashSet<i64> = groups.iter().map(G::id).collect();
+    let note = |group| {
+        if known.contains(&group) {
+            ""
+        } else {
+            words.no_such_group
+        }
+    };
     let keep = options.examples;
     // (group, id) → the users of the rows with that id (one, unless the
     // id is held twice).
