@@ -146,7 +146,7 @@ async fn write_optimistic(
     let moved = sqlx::query(MOVE)
         .bind(review.user_id)
         .bind(review.content_id)
-        .bind(due_at(review, next))
+        .bind(due_at(review.at_ms, next.interval_days))
         .bind(next.interval_days)
         .bind(next.ease_permille)
         .bind(next.repetitions)
@@ -163,15 +163,15 @@ async fn write_optimistic(
     Ok((moved.rows_affected() > 0).then_some(Some(next)))
 }
 
-/// When the review after `review` is due, on the schedule `next`.
-fn due_at(review: &Review, next: SchedulePoint) -> i64 {
-    review
-        .at_ms
-        .saturating_add(next.interval_days.saturating_mul(DAY_MS))
+/// When the review after one at `reviewed_at_ms` is due, `interval_days`
+/// later.
+pub(crate) fn due_at(reviewed_at_ms: i64, interval_days: i64) -> i64 {
+    reviewed_at_ms.saturating_add(interval_days.saturating_mul(DAY_MS))
 }
 
-/// One review's rows, in the caller's transaction: the history row and the
-/// schedule update, or nothing when there is no schedule to move.
+/// One review's rows, in the caller's transaction: the schedule read (and
+/// on PostgreSQL locked), then [`write_rows`]; nothing when there is no
+/// schedule to move.
 async fn write_one(
     connection: &mut AnyConnection,
     db: &Db,
@@ -182,13 +182,6 @@ async fn write_one(
     const SELECT_POSTGRES: &str = "SELECT interval_days, ease_permille, repetitions \
                                    FROM review_schedules WHERE user_id = $1 AND content_id = $2 \
                                    FOR UPDATE";
-    const INSERT: &str = "INSERT INTO review_history \
-                          (user_id, content_id, reviewed_at, rating, duration_ms) \
-                          VALUES ($1, $2, $3, $4, $5)";
-    const UPDATE: &str = "UPDATE review_schedules \
-                          SET due_at = $3, interval_days = $4, ease_permille = $5, \
-                              repetitions = $6, last_reviewed_at = $7 \
-                          WHERE user_id = $1 AND content_id = $2";
     let monitor: &Monitor = db.monitor();
     let select = match db.backend() {
         Backend::Sqlite => SELECT_SQLITE,
@@ -211,6 +204,48 @@ async fn write_one(
         },
         review.rating,
     );
+    write_rows(connection, monitor, review, next, Move::Held).await?;
+    Ok(Some(next))
+}
+
+/// Which schedule [`write_rows`] moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    /// The schedule the caller read in its transaction and holds: moved
+    /// whatever its last review.
+    Held,
+    /// Only a schedule last reviewed before this review (or never): a
+    /// review written behind the cache may arrive after a later one, and
+    /// the schedule moves only forward.
+    Forward,
+}
+
+/// A review's rows, in the caller's transaction: its history row, and its
+/// schedule moved to `next`, due [`due_at`] that many days after the
+/// review. The history row is written whether or not the schedule moves.
+pub(crate) async fn write_rows(
+    connection: &mut AnyConnection,
+    monitor: &Monitor,
+    review: &Review,
+    next: SchedulePoint,
+    schedule: Move,
+) -> Result<(), sqlx::Error> {
+    const INSERT: &str = "INSERT INTO review_history \
+                          (user_id, content_id, reviewed_at, rating, duration_ms) \
+                          VALUES ($1, $2, $3, $4, $5)";
+    const UPDATE_HELD: &str = "UPDATE review_schedules \
+                               SET due_at = $3, interval_days = $4, ease_permille = $5, \
+                                   repetitions = $6, last_reviewed_at = $7 \
+                               WHERE user_id = $1 AND content_id = $2";
+    const UPDATE_FORWARD: &str = "UPDATE review_schedules \
+                                  SET due_at = $3, interval_days = $4, ease_permille = $5, \
+                                      repetitions = $6, last_reviewed_at = $7 \
+                                  WHERE user_id = $1 AND content_id = $2 \
+                                    AND (last_reviewed_at IS NULL OR last_reviewed_at < $7)";
+    let update = match schedule {
+        Move::Held => UPDATE_HELD,
+        Move::Forward => UPDATE_FORWARD,
+    };
     sqlx::query(INSERT)
         .bind(review.user_id)
         .bind(review.content_id)
@@ -220,18 +255,18 @@ async fn write_one(
         .execute(&mut *connection)
         .timed(monitor, INSERT)
         .await?;
-    sqlx::query(UPDATE)
+    sqlx::query(update)
         .bind(review.user_id)
         .bind(review.content_id)
-        .bind(due_at(review, next))
+        .bind(due_at(review.at_ms, next.interval_days))
         .bind(next.interval_days)
         .bind(next.ease_permille)
         .bind(next.repetitions)
         .bind(review.at_ms)
         .execute(&mut *connection)
-        .timed(monitor, UPDATE)
+        .timed(monitor, update)
         .await?;
-    Ok(Some(next))
+    Ok(())
 }
 
 #[cfg(test)]

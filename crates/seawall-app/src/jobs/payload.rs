@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::config::QueueName;
 use crate::json::integer;
-use crate::reviews::MAX_INTERVAL_DAYS;
+use crate::reviews::{MAX_INTERVAL_DAYS, Review, SchedulePoint};
 
 /// The longest notification message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 500;
@@ -359,6 +359,23 @@ pub fn file_name(name: &str) -> Result<(), Refused> {
 }
 
 impl ReviewWrite {
+    /// The review, and the schedule it moves to.
+    pub(crate) fn split(&self) -> (Review, SchedulePoint) {
+        let review = Review {
+            user_id: self.user_id,
+            content_id: self.content_id,
+            rating: self.rating,
+            duration_ms: self.duration_ms,
+            at_ms: self.at_ms,
+        };
+        let next = SchedulePoint {
+            interval_days: self.interval_days,
+            ease_permille: self.ease_permille,
+            repetitions: self.repetitions,
+        };
+        (review, next)
+    }
+
     /// The rules a review written behind the cache must follow.
     pub fn check(&self) -> Result<(), Refused> {
         let id_ok = |c: char| c.is_ascii_alphanumeric() || c == '-';

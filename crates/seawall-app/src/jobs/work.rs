@@ -10,7 +10,7 @@ use super::payload::{
 };
 use super::processors::{Processors, database, job_key, write_in_batches};
 use crate::config::QueueName;
-use crate::reviews::DAY_MS;
+use crate::reviews::{self, DAY_MS, Move};
 use crate::time::now_ms;
 
 /// A learner's name and address; a learner that does not exist is a
@@ -214,7 +214,7 @@ async fn recompute(
     let drifted: Vec<(i64, i64)> = rows
         .iter()
         .filter_map(|&(content, last, interval, due)| {
-            let expected = last.saturating_add(interval.saturating_mul(DAY_MS));
+            let expected = reviews::due_at(last, interval);
             (expected != due).then_some((content, expected))
         })
         .collect();
@@ -239,24 +239,17 @@ async fn recompute(
     Ok(())
 }
 
-/// Writes a review completed behind the cache: the history row and the
-/// schedule, in one transaction, unless the review was written before.
-/// The schedule moves only forward: a review older than the schedule's
-/// last one leaves it alone. Answers whether anything was written.
-/// Writes one review sent behind the cache, once per review id.
+/// Writes a review completed behind the cache, once per review id: the
+/// history row and the schedule ([`reviews::write_rows`]), in one
+/// transaction. The schedule moves only forward: a review older than the
+/// schedule's last one leaves it alone. Answers whether anything was
+/// written.
 pub(crate) async fn apply_review(
     processors: &Processors,
     review: &ReviewWrite,
 ) -> Result<bool, JobError> {
     const MARK: &str = "INSERT INTO applied_reviews (review_id, applied_at) VALUES ($1, $2) \
          ON CONFLICT (review_id) DO NOTHING";
-    const HISTORY: &str = "INSERT INTO review_history \
-         (user_id, content_id, reviewed_at, rating, duration_ms) VALUES ($1, $2, $3, $4, $5)";
-    const SCHEDULE: &str = "UPDATE review_schedules \
-         SET due_at = $3, interval_days = $4, ease_permille = $5, repetitions = $6, \
-             last_reviewed_at = $7 \
-         WHERE user_id = $1 AND content_id = $2 \
-           AND (last_reviewed_at IS NULL OR last_reviewed_at < $7)";
     review
         .check()
         .map_err(|refused| JobError::permanent(refused.to_string()))?;
@@ -272,32 +265,16 @@ pub(crate) async fn apply_review(
     if marked.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query(HISTORY)
-        .bind(review.user_id)
-        .bind(review.content_id)
-        .bind(review.at_ms)
-        .bind(review.rating)
-        .bind(review.duration_ms)
-        .execute(&mut *transaction)
-        .timed(db.monitor(), HISTORY)
-        .await
-        .map_err(|error| database(&error))?;
-    sqlx::query(SCHEDULE)
-        .bind(review.user_id)
-        .bind(review.content_id)
-        .bind(
-            review
-                .at_ms
-                .saturating_add(review.interval_days.saturating_mul(DAY_MS)),
-        )
-        .bind(review.interval_days)
-        .bind(review.ease_permille)
-        .bind(review.repetitions)
-        .bind(review.at_ms)
-        .execute(&mut *transaction)
-        .timed(db.monitor(), SCHEDULE)
-        .await
-        .map_err(|error| database(&error))?;
+    let (completed, next) = review.split();
+    reviews::write_rows(
+        &mut transaction,
+        db.monitor(),
+        &completed,
+        next,
+        Move::Forward,
+    )
+    .await
+    .map_err(|error| database(&error))?;
     transaction
         .commit()
         .await

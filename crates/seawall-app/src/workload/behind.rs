@@ -27,7 +27,7 @@ use crate::config::QueueConfig;
 use crate::config::QueueName;
 use crate::db::Db;
 use crate::jobs::{self, Refusal, ReviewWrite, ScheduleJob};
-use crate::reviews::{DAY_MS, Review, SchedulePoint, next_schedule};
+use crate::reviews::{Review, SchedulePoint, due_at, next_schedule};
 use crate::setup::QueueHandle;
 
 /// A review the database may not have yet.
@@ -146,9 +146,7 @@ pub(crate) async fn complete(
     }
     let pending = Pending {
         at_ms: review.at_ms,
-        due_at: review
-            .at_ms
-            .saturating_add(next.interval_days.saturating_mul(DAY_MS)),
+        due_at: due_at(review.at_ms, next.interval_days),
         interval_days: next.interval_days,
         ease_permille: next.ease_permille,
         repetitions: next.repetitions,

@@ -53,7 +53,7 @@ use crate::cache::{ApiCache, Family};
 use crate::config::{Config, QueueConfig, ReviewWrites};
 use crate::db::Db;
 use crate::json::integer;
-use crate::reviews::{Review, ReviewWriter};
+use crate::reviews::{Review, ReviewWriter, due_at};
 use crate::setup::QueueHandle;
 use crate::time::{DAY_MS, now_ms, timestamp};
 
@@ -201,14 +201,14 @@ impl Workload {
         if let Some(cache) = self.cache() {
             cache.forget_user(review.user_id).await;
         }
-        let due_at = now.saturating_add(next.interval_days.saturating_mul(DAY_MS));
+        let due = due_at(now, next.interval_days);
         Ok(Completed {
             user_id: review.user_id,
             content_id: review.content_id,
             rating: review.rating,
             reviewed_at: timestamp(now),
             next: Schedule {
-                due_at: timestamp(due_at),
+                due_at: timestamp(due),
                 interval_days: next.interval_days,
                 repetitions: next.repetitions,
                 ease: permille(next.ease_permille),
