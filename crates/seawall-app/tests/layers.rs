@@ -1,7 +1,7 @@
-//! The application layer's shape, checked over the sources: the layers
-//! point one way (binaries → `seawall-app` → the libraries), and no module of
-//! `seawall-app`, `seawall-api` or `seawall-worker` imports, directly or
-//! through others, a module that imports it.
+//! The workspace's shape, checked over the sources: the layers point one
+//! way (binaries → `seawall-app` → the libraries), and inside every library
+//! and binary no module imports, directly or through others, a module that
+//! imports it: each crate reads as floors.
 //!
 //! Modules are files (`a/b.rs` and `a/b/mod.rs` are `a::b`); a module names
 //! another with a `crate::` or `super::` path, or a child by its name. Test
@@ -17,7 +17,16 @@ fn workspace() -> PathBuf {
 
 /// Every `.rs` file under `src`, by module path (`""` for the crate root).
 fn modules(src: &Path) -> BTreeMap<String, String> {
-    fn walk(dir: &Path, src: &Path, out: &mut BTreeMap<String, String>) {
+    sources(src)
+        .into_iter()
+        .map(|(module, (_, text))| (module, text))
+        .collect()
+}
+
+/// Every `.rs` file under `src`, by module path: its path relative to the
+/// crate's directory (`src/a/b.rs`) and its text.
+fn sources(src: &Path) -> BTreeMap<String, (String, String)> {
+    fn walk(dir: &Path, src: &Path, out: &mut BTreeMap<String, (String, String)>) {
         for entry in std::fs::read_dir(dir).expect("a source directory") {
             let path = entry.expect("an entry").path();
             if path.is_dir() {
@@ -42,7 +51,8 @@ fn modules(src: &Path) -> BTreeMap<String, String> {
                 segments.clear();
             }
             let text = std::fs::read_to_string(&path).expect("a readable source");
-            out.insert(segments.join("::"), text);
+            let file = Path::new("src").join(path.strip_prefix(src).expect("under src"));
+            out.insert(segments.join("::"), (file.display().to_string(), text));
         }
     }
     let mut out = BTreeMap::new();
@@ -191,12 +201,18 @@ fn references(module: &str, code: &str, known: &BTreeSet<String>) -> BTreeSet<St
         .collect()
 }
 
-/// The circles among the crate's shipped modules, each as its modules.
-fn circles(src: &Path) -> Vec<Vec<String>> {
-    let all = modules(src);
+/// The shipped modules of the crate under `src`, each with the modules it
+/// names, and the file each lives in.
+struct Imports {
+    edges: BTreeMap<String, BTreeSet<String>>,
+    files: BTreeMap<String, String>,
+}
+
+fn imports(src: &Path) -> Imports {
+    let all = sources(src);
     let tests: BTreeSet<String> = all
         .iter()
-        .flat_map(|(module, text)| {
+        .flat_map(|(module, (_, text))| {
             test_children(text).into_iter().map(move |child| {
                 if module.is_empty() {
                     child
@@ -209,13 +225,101 @@ fn circles(src: &Path) -> Vec<Vec<String>> {
     let shipped_modules: BTreeMap<&String, String> = all
         .iter()
         .filter(|(module, _)| !module.is_empty() && !tests.contains(*module))
-        .map(|(module, text)| (module, shipped(text)))
+        .map(|(module, (_, text))| (module, shipped(text)))
         .collect();
     let known: BTreeSet<String> = shipped_modules.keys().map(|m| (*m).clone()).collect();
-    let edges: BTreeMap<String, BTreeSet<String>> = shipped_modules
+    let edges = shipped_modules
         .iter()
         .map(|(module, code)| ((*module).clone(), references(module, code, &known)))
         .collect();
+    let files = all
+        .into_iter()
+        .map(|(module, (file, _))| (module, file))
+        .collect();
+    Imports { edges, files }
+}
+
+/// The circles among the crate's shipped modules, each as its modules.
+fn circles(src: &Path) -> Vec<Vec<String>> {
+    components(&imports(src).edges)
+}
+
+/// Each circle of the crate under `src` told as a maintainer fixes it: a
+/// module, one it imports, and the way that one imports it back, by file.
+fn explained_circles(src: &Path) -> Vec<String> {
+    let Imports { edges, files } = imports(src);
+    let file = |module: &str| format!("`{}`", files[module]);
+    components(&edges)
+        .into_iter()
+        .map(|component| {
+            let inside: BTreeSet<&String> = component.iter().collect();
+            let first = &component[0];
+            // The shortest way back to `first` from each module it imports
+            // inside the circle; the shortest of those is told.
+            let back = edges[first]
+                .iter()
+                .filter(|next| inside.contains(next))
+                .filter_map(|next| way(&edges, &inside, next, first))
+                .min_by_key(Vec::len)
+                .expect("a circle leads back to each of its modules");
+            let through: Vec<String> = back[1..back.len() - 1]
+                .iter()
+                .map(|module| file(module))
+                .collect();
+            let mut told = format!(
+                "{} imports {}, which imports it back",
+                file(first),
+                file(&back[0])
+            );
+            if !through.is_empty() {
+                told.push_str(&format!(" through {}", through.join(" → ")));
+            }
+            if component.len() > back.len() {
+                told.push_str(&format!(
+                    " (the circle holds {} modules: {})",
+                    component.len(),
+                    component.join(", ")
+                ));
+            }
+            told
+        })
+        .collect()
+}
+
+/// The shortest chain of imports from `from` to `to` among `inside`, both
+/// ends included.
+fn way(
+    edges: &BTreeMap<String, BTreeSet<String>>,
+    inside: &BTreeSet<&String>,
+    from: &String,
+    to: &String,
+) -> Option<Vec<String>> {
+    let mut came_from: BTreeMap<&String, &String> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([from]);
+    let mut seen = BTreeSet::from([from]);
+    while let Some(at) = queue.pop_front() {
+        if at == to {
+            let mut chain = vec![at.clone()];
+            let mut step = at;
+            while let Some(previous) = came_from.get(step) {
+                chain.push((*previous).clone());
+                step = previous;
+            }
+            chain.reverse();
+            return Some(chain);
+        }
+        for next in edges.get(at).into_iter().flatten() {
+            if inside.contains(next) && seen.insert(next) {
+                came_from.insert(next, at);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
+}
+
+/// The strongly connected components of more than one module.
+fn components(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     // Tarjan's strongly connected components.
     struct Search<'a> {
         edges: &'a BTreeMap<String, BTreeSet<String>>,
@@ -257,7 +361,7 @@ fn circles(src: &Path) -> Vec<Vec<String>> {
         }
     }
     let mut search = Search {
-        edges: &edges,
+        edges,
         index: BTreeMap::new(),
         low: BTreeMap::new(),
         stack: Vec::new(),
@@ -272,15 +376,28 @@ fn circles(src: &Path) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn no_module_of_the_application_layer_imports_one_that_imports_it() {
+fn no_module_imports_one_that_imports_it() {
+    let mut found = Vec::new();
     for krate in [
+        "crates/seawall-perfmon",
+        "crates/seawall-ratelimit",
+        "crates/seawall-cache",
+        "crates/seawall-queue",
+        "crates/seawall-testkit",
+        "crates/seawall-history",
         "crates/seawall-app",
         "bins/seawall-api",
         "bins/seawall-worker",
     ] {
-        let found = circles(&workspace().join(krate).join("src"));
-        assert!(found.is_empty(), "{krate}: import circles {found:?}");
+        for circle in explained_circles(&workspace().join(krate).join("src")) {
+            found.push(format!("{krate}: {circle}"));
+        }
     }
+    assert!(
+        found.is_empty(),
+        "import circles inside a crate (move what both need to a module below them):\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -303,6 +420,26 @@ fn the_check_sees_a_circle() {
         [["jobs", "jobs::files", "routes", "state"]],
         "{found:?}"
     );
+    assert_eq!(
+        explained_circles(src),
+        [
+            "`src/jobs/mod.rs` imports `src/jobs/files.rs`, which imports it back \
+          through `src/routes.rs` → `src/state.rs`"
+        ]
+    );
+    write(
+        "routes.rs",
+        "use crate::state::State;\nuse crate::jobs::run;\n",
+    );
+    assert_eq!(
+        explained_circles(src),
+        [
+            "`src/jobs/mod.rs` imports `src/jobs/files.rs`, which imports it back \
+          through `src/routes.rs` (the circle holds 4 modules: jobs, jobs::files, \
+          routes, state)"
+        ]
+    );
+    write("routes.rs", "use crate::state::State;\n");
     write(
         "state.rs",
         "#[cfg(test)]\nmod tests {\n    use crate::jobs::x;\n}\n",

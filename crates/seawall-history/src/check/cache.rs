@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Options, micros_as_ms};
+use super::options::{Options, micros_as_ms};
 use crate::error::{Error, Result};
 use crate::history::{Call, Op, Outcome};
 use crate::report::CacheReport;

@@ -2,7 +2,7 @@
 //! the per-user limit, every acknowledged coupon in the table once, for
 //! its user.
 
-use super::Options;
+use super::options::Options;
 use super::rows::{self, Claim, Found, Group, Matched, Row, Words};
 use crate::history::{Call, Op};
 use crate::report::CouponReport;

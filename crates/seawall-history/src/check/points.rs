@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::Options;
+use super::options::Options;
 use crate::history::{Call, Op, Outcome};
 use crate::report::PointsReport;
 use crate::state::AccountState;

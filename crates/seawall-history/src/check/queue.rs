@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Options, micros_as_secs, reruns};
+use super::options::{Options, micros_as_secs};
+use super::reruns;
 use crate::history::{Call, History, Op, Outcome};
 use crate::report::QueueReport;
 use crate::state::{OutboxRow, QueueState};

@@ -11,7 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use super::Options;
+use super::options::Options;
 use crate::history::{Call, Op, Outcome};
 use crate::report::{LimiterKey, RateLimitReport};
 

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::Options;
+use super::options::Options;
 use crate::history::{Op, Outcome};
 use crate::report::{Findings, Tally};
 

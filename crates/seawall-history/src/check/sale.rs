@@ -2,7 +2,7 @@
 //! per-user limit, every acknowledged order written once for its user, no
 //! row for an order that was refused.
 
-use super::Options;
+use super::options::Options;
 use super::rows::{self, Claim, Found, Group, Matched, Row, Words};
 use crate::history::{Call, Op};
 use crate::report::{Findings, SaleReport};
