@@ -11,11 +11,9 @@
 
 use std::time::Duration;
 
-use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
 use seawall_cache::{Class, RedisLocks, TieredCache};
-use seawall_testkit::RedisServer;
 use seawall_testkit::tracing_capture::{Recorded, install, named, recorded};
-use seawall_testkit::wait;
+use seawall_testkit::{RedisServer, client, unique_prefix, wait};
 use tracing::Instrument as _;
 
 /// How long a Redis call may take where the server is up: a loaded machine
@@ -38,36 +36,10 @@ async fn wait_for(
     .await
 }
 
-fn unique(what: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "tr-{what}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn client(url: &str, timeout: Duration) -> Client {
-    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = timeout;
-        })
-        .with_connection_config(|connection| {
-            connection.connection_timeout = timeout;
-            connection.internal_command_timeout = timeout;
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()
-        .expect("a client");
-    client.init().await.expect("connects");
-    client
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_runs_one_load_span_with_its_outcome_and_a_hit_tells_nothing() {
     install();
-    let name = unique("l1");
+    let name = unique_prefix();
     let cache = TieredCache::builder().name(&name).build().expect("a cache");
     let request = tracing::info_span!("request");
     let callers = (0..8).map(|_| {
@@ -155,13 +127,13 @@ async fn a_miss_runs_one_load_span_with_its_outcome_and_a_hit_tells_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_round_trips_run_in_client_spans() {
     install();
-    let prefix = unique("l2");
+    let prefix = unique_prefix();
     let url = RedisServer::shared().url();
     let cache = TieredCache::builder()
         .name(&prefix)
         .prefix(&prefix)
         .redis_timeout(STEADY_REDIS_TIMEOUT)
-        .redis(client(&url, STEADY_REDIS_TIMEOUT).await)
+        .redis(client::connect(&url, STEADY_REDIS_TIMEOUT).await)
         .build()
         .expect("a cache");
     // A load that runs while the invalidation feed takes its starting
@@ -185,7 +157,7 @@ async fn redis_round_trips_run_in_client_spans() {
         .prefix(&prefix)
         .without_l1()
         .redis_timeout(STEADY_REDIS_TIMEOUT)
-        .redis(client(&url, STEADY_REDIS_TIMEOUT).await)
+        .redis(client::connect(&url, STEADY_REDIS_TIMEOUT).await)
         .build()
         .expect("a cache");
     assert_eq!(other.get::<u32>("user:7:card", Class::API).await, Some(7));
@@ -235,9 +207,9 @@ async fn redis_round_trips_run_in_client_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_is_taken_and_released_in_client_spans() {
     install();
-    let prefix = unique("locks");
+    let prefix = unique_prefix();
     let locks = RedisLocks::with_options(
-        client(&RedisServer::shared().url(), STEADY_REDIS_TIMEOUT).await,
+        client::connect(&RedisServer::shared().url(), STEADY_REDIS_TIMEOUT).await,
         prefix.clone(),
         STEADY_REDIS_TIMEOUT,
         Duration::from_secs(60),
@@ -274,14 +246,14 @@ async fn a_lock_is_taken_and_released_in_client_spans() {
 async fn a_failed_call_is_an_error_and_the_open_breaker_tells_of_each_refusal() {
     install();
     let mut redis = RedisServer::start().expect("redis-server starts");
-    let prefix = unique("down");
+    let prefix = unique_prefix();
     let cache = TieredCache::builder()
         .name(&prefix)
         .prefix(&prefix)
         .without_l1()
         .redis_timeout(Duration::from_millis(100))
         .breaker(1, Duration::from_secs(3600))
-        .redis(client(&redis.url(), Duration::from_millis(500)).await)
+        .redis(client::connect(&redis.url(), Duration::from_millis(500)).await)
         .build()
         .expect("a cache");
     redis.kill().expect("kills redis");

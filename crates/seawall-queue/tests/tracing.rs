@@ -10,7 +10,6 @@
 //! own, so a test elsewhere running the same spans with none could leave
 //! them unwanted for these.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanKind, TraceId, TracerProvider as _};
@@ -18,7 +17,7 @@ use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use seawall_queue::fred::prelude::{Builder, Config};
 use seawall_queue::{Job, JobOptions, Queues};
-use seawall_testkit::{RedisServer, wait};
+use seawall_testkit::{RedisServer, unique_prefix, wait};
 use tracing::Instrument as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -35,15 +34,10 @@ impl Backend {
         match self {
             Self::Memory => Queues::memory(),
             Self::Redis => {
-                static NEXT: AtomicU32 = AtomicU32::new(0);
                 let url = RedisServer::shared().url();
                 let config = Config::from_url(&url).expect("a valid URL");
                 Queues::redis(Builder::from_config(config))
-                    .prefix(format!(
-                        "tr{}-{}",
-                        std::process::id(),
-                        NEXT.fetch_add(1, Ordering::Relaxed)
-                    ))
+                    .prefix(unique_prefix())
                     .connect()
                     .await
                     .expect("connects")

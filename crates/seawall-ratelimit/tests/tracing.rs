@@ -11,20 +11,10 @@
 
 use std::time::Duration;
 
-use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use fred::prelude::Client;
 use seawall_ratelimit::{ConcurrencyLimiter, FailurePolicy, Limit, Limiter, RedisStore};
-use seawall_testkit::RedisServer;
 use seawall_testkit::tracing_capture::{install, named};
-
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "tr{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use seawall_testkit::{RedisServer, unique_prefix};
 
 /// How long a call may take where the server is up: a loaded machine can
 /// hold one up for longer than the store's default 250 ms, which would make
@@ -33,25 +23,13 @@ const STEADY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client whose own timeout leaves the store's to decide.
 async fn client(url: &str) -> Client {
-    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = STEADY_TIMEOUT;
-        })
-        .with_connection_config(|connection| {
-            connection.connection_timeout = STEADY_TIMEOUT;
-            connection.internal_command_timeout = STEADY_TIMEOUT;
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()
-        .expect("a client");
-    client.init().await.expect("connects");
-    client
+    seawall_testkit::client::connect(url, STEADY_TIMEOUT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_check_tells_its_limiter_cost_and_retry_after() {
     install();
-    let name = unique();
+    let name = unique_prefix();
     // An hour's window: the four checks below fall in one window however
     // slowly a loaded machine runs them.
     let limiter = Limiter::builder(&name)
@@ -108,7 +86,7 @@ async fn a_refused_check_tells_its_limiter_cost_and_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_check_runs_in_a_client_span() {
     install();
-    let name = unique();
+    let name = unique_prefix();
     let store = RedisStore::new(client(&RedisServer::shared().url()).await)
         .with_timeout(STEADY_TIMEOUT)
         .expect("a timeout");
@@ -139,7 +117,7 @@ async fn a_redis_check_runs_in_a_client_span() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_on_redis_is_taken_and_released_in_client_spans() {
     install();
-    let name = unique();
+    let name = unique_prefix();
     let store = RedisStore::new(client(&RedisServer::shared().url()).await)
         .with_timeout(STEADY_TIMEOUT)
         .expect("a timeout");
@@ -170,7 +148,7 @@ async fn a_lease_on_redis_is_taken_and_released_in_client_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_fails_leaves_an_error_span_and_a_degraded_decision() {
     install();
-    let name = unique();
+    let name = unique_prefix();
     let mut redis = RedisServer::start().expect("redis-server starts");
     let store = RedisStore::new(client(&redis.url()).await)
         .with_timeout(Duration::from_millis(100))

@@ -8,6 +8,9 @@
 //! loopback or each on a host of its own) that the fleet drills and `scripts/fleet`
 //! run. [`tracing_capture`] records what a library tells a `tracing` subscriber;
 //! [`wait`] polls for a state a test can observe, naming it when it never comes.
+//! [`unique_prefix`] names a test's keys apart from every other test's on a
+//! shared server, and, with the `fred` feature, `client` connects to one as
+//! the libraries' tests do.
 //!
 //! ```
 //! use std::time::Duration;
@@ -104,6 +107,8 @@
 //! so tests can start servers in parallel. A server on a network host has the host's
 //! ports to itself and takes its standard one.
 
+#[cfg(feature = "fred")]
+pub mod client;
 mod cluster;
 mod error;
 mod fleet;
@@ -112,6 +117,7 @@ mod hosts;
 pub mod http;
 mod otlp;
 mod postgres;
+mod prefix;
 mod process;
 mod proxy;
 mod redis;
@@ -131,6 +137,7 @@ pub use haproxy::{Haproxy, HaproxyBuilder, ServerState};
 pub use hosts::{Host, Network};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::{Postgres, PostgresBuilder};
+pub use prefix::unique_prefix;
 pub use proxy::Proxy;
 pub use redis::{Pause, Persistence, RedisServer, RedisServerBuilder, Role, SHARED_REDIS_ENV};
 pub use resp::{Conn, DEFAULT_TIMEOUT, Reply};

@@ -2,12 +2,12 @@
 //! redis-server, L1 + a Redis Cluster (one of each per test binary,
 //! shared; every test uses a prefix of its own).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use fred::prelude::Client;
 use seawall_cache::{Codec, TieredCache, TieredCacheBuilder};
-use seawall_testkit::{RedisCluster, RedisServer, wait};
+pub(crate) use seawall_testkit::unique_prefix;
+use seawall_testkit::{RedisCluster, RedisServer, client as redis_client, wait};
 
 /// How long a Redis call of a backend's cache may take. The servers here
 /// never fail, but a loaded machine can hold a call up for longer than the
@@ -48,7 +48,7 @@ impl Backend {
             Self::Memory => builder,
             Self::Redis(url) | Self::Cluster(url) => builder
                 .redis_timeout(STEADY_REDIS_TIMEOUT)
-                .redis(client_giving_up_after(url, STEADY_REDIS_TIMEOUT).await),
+                .redis(redis_client::connect(url, STEADY_REDIS_TIMEOUT).await),
         }
     }
 }
@@ -71,37 +71,10 @@ impl<C: Codec> Ready<C> for TieredCacheBuilder<C> {
     }
 }
 
-pub(crate) fn unique_prefix() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// A client that gives up on a command after a second and reconnects
 /// every 100 ms.
 pub(crate) async fn client(url: &str) -> Client {
-    client_giving_up_after(url, Duration::from_secs(1)).await
-}
-
-/// A client that gives up on a command after `timeout` and reconnects
-/// every 100 ms.
-async fn client_giving_up_after(url: &str, timeout: Duration) -> Client {
-    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = timeout;
-        })
-        .with_connection_config(|connection| {
-            connection.connection_timeout = timeout;
-            connection.internal_command_timeout = timeout;
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()
-        .expect("a client");
-    client.init().await.expect("connects");
-    client
+    redis_client::connect(url, Duration::from_secs(1)).await
 }
 
 /// Runs a scenario on every backend.

@@ -2,12 +2,12 @@
 //! redis-server, a Redis Cluster (one server and one cluster per test
 //! binary, shared; every test uses a key prefix of its own).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use seawall_queue::fred::prelude::{Builder, Config, ReconnectPolicy};
+use seawall_queue::fred::prelude::Builder;
 use seawall_queue::{Queues, Settings};
-use seawall_testkit::{RedisCluster, RedisServer};
+pub(crate) use seawall_testkit::unique_prefix;
+use seawall_testkit::{RedisCluster, RedisServer, client};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
@@ -66,26 +66,7 @@ impl Backend {
 /// A client builder that gives up on a command after 2 s and reconnects
 /// every 100 ms.
 pub(crate) fn builder(url: &str) -> Builder {
-    let mut builder = Builder::from_config(Config::from_url(url).expect("a valid URL"));
-    builder
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = Duration::from_secs(2);
-        })
-        .with_connection_config(|connection| {
-            connection.connection_timeout = Duration::from_secs(1);
-            connection.internal_command_timeout = Duration::from_secs(1);
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100));
-    builder
-}
-
-pub(crate) fn unique_prefix() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    client::builder(url, Duration::from_secs(2))
 }
 
 /// How many `completed` events each job has in `queue`'s stream (the

@@ -2,14 +2,14 @@
 //! clock, a standalone redis-server and a Redis Cluster (one per test
 //! binary, shared), both started by the testkit.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use fred::prelude::Client;
 use seawall_ratelimit::{
     Clock, Limiter, LimiterBuilder, ManualClock, MemoryStore, Quota, RedisStore,
 };
-use seawall_testkit::{RedisCluster, RedisServer};
+pub(crate) use seawall_testkit::unique_prefix as unique_name;
+use seawall_testkit::{RedisCluster, RedisServer, client as redis_client};
 
 /// How long a call of a backend's Redis store may take. The servers here
 /// never fail, but a loaded machine can hold a call up for longer than the
@@ -63,19 +63,10 @@ impl Backend {
     }
 }
 
-pub(crate) fn unique_name() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// A store on a server that stays up, whose calls wait up to
 /// [`STEADY_TIMEOUT`].
 pub(crate) async fn steady_store(url: &str) -> RedisStore {
-    RedisStore::new(client_giving_up_after(url, STEADY_TIMEOUT).await)
+    RedisStore::new(redis_client::connect(url, STEADY_TIMEOUT).await)
         .with_timeout(STEADY_TIMEOUT)
         .expect("a timeout")
 }
@@ -83,25 +74,7 @@ pub(crate) async fn steady_store(url: &str) -> RedisStore {
 /// A client that fails a command after a second instead of waiting for a
 /// lost server, and reconnects every 100 ms.
 pub(crate) async fn client(url: &str) -> Client {
-    client_giving_up_after(url, Duration::from_secs(1)).await
-}
-
-/// A client that fails a command after `timeout`, and reconnects every
-/// 100 ms.
-async fn client_giving_up_after(url: &str, timeout: Duration) -> Client {
-    let client = Builder::from_config(Config::from_url(url).expect("a valid URL"))
-        .with_performance_config(|performance| {
-            performance.default_command_timeout = timeout;
-        })
-        .with_connection_config(|connection| {
-            connection.connection_timeout = timeout;
-            connection.internal_command_timeout = timeout;
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()
-        .expect("a client");
-    client.init().await.expect("connects");
-    client
+    redis_client::connect(url, Duration::from_secs(1)).await
 }
 
 /// Runs a scenario on every backend.
