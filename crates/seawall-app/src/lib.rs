@@ -119,7 +119,8 @@ pub enum Error {
 
 /// An error and its sources joined with `: `, the way the binaries report a
 /// failure: `could not open and migrate the database: error returned from
-/// database: …`.
+/// database: …`. A source whose text its error already ends with (`redis:
+/// IO Error: …` and the client's `IO Error: …`) is not repeated.
 ///
 /// ```
 /// let error = seawall_app::Error::Signals(std::io::Error::other("no signals here"));
@@ -132,8 +133,11 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fred::error::ErrorKind;
+
 /// What a cache call can fail with.
 ///
 /// A failing Redis never appears here from a read or a load: the cache
@@ -44,9 +46,14 @@ pub enum Error {
         /// What the codec said.
         message: String,
     },
-    /// Redis failed, or did not answer within the configured timeout.
+    /// Redis failed, did not answer within the configured timeout (an
+    /// error of kind [`Timeout`](fred::error::ErrorKind::Timeout)), or
+    /// answered in a shape the cache never asks for (of kind
+    /// [`Protocol`](fred::error::ErrorKind::Protocol)). The error's
+    /// [`kind`](fred::error::Error::kind) and
+    /// [`details`](fred::error::Error::details) say which.
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[source] fred::error::Error),
     /// Redis is not used: the cache has no L2, or its circuit breaker is open.
     #[error("redis is unavailable ({0})")]
     Unavailable(&'static str),
@@ -91,6 +98,16 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// The error of a Redis call that got no answer within `timeout`.
+pub(crate) fn no_answer(timeout: Duration) -> fred::error::Error {
+    fred::error::Error::new(ErrorKind::Timeout, format!("no answer within {timeout:?}"))
+}
+
+/// The error of a Redis answer in a shape the cache never asks for.
+pub(crate) fn unexpected_reply(what: &'static str) -> Error {
+    Error::Redis(fred::error::Error::new(ErrorKind::Protocol, what))
 }
 
 /// A loader's error, boxed.

@@ -9,7 +9,7 @@ use fred::prelude::Client;
 use fred::types::scripts::Script;
 use tracing::Instrument as _;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, no_answer};
 use crate::trace::{self, Command};
 
 /// The fencing counter (KEYS[2]) is kept for the retention (ARGV[3] ms)
@@ -212,13 +212,10 @@ impl RedisLocks {
             .await
         {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => (error.kind().to_str(), error.to_string()),
-            Err(_) => (
-                "timeout",
-                format!("no answer within {:?}", self.inner.timeout),
-            ),
+            Ok(Err(error)) => (error.kind().to_str(), error),
+            Err(_) => ("timeout", no_answer(self.inner.timeout)),
         };
-        trace::redis_failed(&span, error_type, &error);
+        trace::redis_failed(&span, error_type, &error.to_string());
         Err(Error::Redis(error))
     }
 }

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 use tracing::Instrument as _;
 
 use crate::breaker::Breaker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, no_answer, unexpected_reply};
 use crate::stats::{CacheCounters, bump};
 use crate::trace::{self, Command};
 
@@ -209,10 +209,10 @@ impl RedisTier {
                 self.breaker.success();
                 return Ok(value);
             }
-            Ok(Err(error)) => (error.kind().to_str(), error.to_string()),
-            Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
+            Ok(Err(error)) => (error.kind().to_str(), error),
+            Err(_) => ("timeout", no_answer(self.timeout)),
         };
-        trace::redis_failed(&span, error_type, &error);
+        trace::redis_failed(&span, error_type, &error.to_string());
         self.failed();
         Err(Error::Redis(error))
     }
@@ -274,7 +274,7 @@ impl RedisTier {
         for reply in join_all(calls).await {
             let (indices, values) = reply?;
             let Value::Array(values) = values else {
-                return Err(Error::Redis("MGET did not answer with an array".into()));
+                return Err(unexpected_reply("MGET did not answer with an array"));
             };
             for (index, value) in indices.into_iter().zip(values) {
                 found[index] = bytes_of(value);
@@ -560,7 +560,7 @@ impl RedisTier {
             )
             .await?;
         id.into_string()
-            .ok_or_else(|| Error::Redis("XADD returned no id".into()))
+            .ok_or_else(|| unexpected_reply("XADD returned no id"))
     }
 }
 
@@ -623,7 +623,7 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
 }
 
 fn scan_page(reply: Value) -> Result<(String, Vec<String>)> {
-    let malformed = || Error::Redis("SCAN answered in an unexpected shape".into());
+    let malformed = || unexpected_reply("SCAN answered in an unexpected shape");
     let Value::Array(mut parts) = reply else {
         return Err(malformed());
     };

@@ -1,5 +1,7 @@
 //! The crate's error type.
 
+use fred::error::ErrorKind;
+
 /// Why a queue setting or operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,10 +26,11 @@ pub enum Error {
     #[error("the payload cannot be encoded: {0}")]
     Encode(#[source] serde_json::Error),
     /// Redis refused a command, did not answer in time, or could not be
-    /// reached. Nothing the call was to change is half done: every change
-    /// is one script.
+    /// reached; the error's [`kind`](fred::error::Error::kind) and
+    /// [`details`](fred::error::Error::details) say which. Nothing the call
+    /// was to change is half done: every change is one script.
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[source] fred::error::Error),
     /// No blocking connection could be had from the pool in time.
     #[error("no blocking connection within {0:?}")]
     PoolTimeout(std::time::Duration),
@@ -99,7 +102,8 @@ impl Error {
     ///
     /// assert!(Error::NotReplicated { acked: 0, wanted: 1 }.queued_nothing());
     /// assert!(!Error::EnqueueOutcomeUnknown { acked: 0, wanted: 1 }.queued_nothing());
-    /// assert!(!Error::Redis("connection reset".into()).queued_nothing());
+    /// let reset = fred::error::Error::new(fred::error::ErrorKind::IO, "connection reset");
+    /// assert!(!Error::Redis(reset).queued_nothing());
     /// ```
     pub fn queued_nothing(&self) -> bool {
         match self {
@@ -122,13 +126,19 @@ impl Error {
     /// refused again. A connection error, a timeout or a server that is
     /// busy, loading or read-only is not a refusal.
     pub(crate) fn is_refusal(&self) -> bool {
-        matches!(self, Self::Redis(why) if why.contains(REFUSED))
+        // fred reads every error reply it has no kind of its own for (`ERR
+        // …`, as a script's refusal) as `Unknown`, the reply its details.
+        matches!(
+            self,
+            Self::Redis(error)
+                if *error.kind() == ErrorKind::Unknown && error.details().contains(REFUSED)
+        )
     }
 }
 
 impl From<fred::error::Error> for Error {
     fn from(error: fred::error::Error) -> Self {
-        Self::Redis(error.to_string())
+        Self::Redis(error)
     }
 }
 

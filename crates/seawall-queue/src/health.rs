@@ -32,7 +32,9 @@ impl HealthCheck for DurabilityCheck {
     async fn check(&self) -> CheckResult {
         let answer =
             tokio::time::timeout(Duration::from_secs(2), self.queues.durability_warning()).await;
-        match answer.unwrap_or_else(|_| Err(Error::Redis("no answer within 2 s".to_owned()))) {
+        let no_answer =
+            || fred::error::Error::new(fred::error::ErrorKind::Timeout, "no answer within 2 s");
+        match answer.unwrap_or_else(|_| Err(Error::Redis(no_answer()))) {
             Ok(None) => CheckResult::pass(),
             Ok(Some(warning)) => CheckResult::with_status(HealthStatus::Degraded).output(warning),
             Err(error) => CheckResult::fail(error.to_string()),

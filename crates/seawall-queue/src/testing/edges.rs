@@ -638,7 +638,7 @@ async fn ids_of_the_old_form_are_taken_and_malformed_ones_refused() {
     ] {
         let refused = store.cancel("q", &JobId::from(bad)).await;
         assert!(
-            matches!(&refused, Err(Error::Redis(why)) if why.contains("not a job id")),
+            matches!(&refused, Err(Error::Redis(why)) if why.details().contains("not a job id")),
             "{bad:?}: {refused:?}"
         );
         assert!(JobId::parse(bad).is_none(), "{bad:?}");
