@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::problem::Problem;
-use crate::ratelimit::{RateLimits, too_many};
+use crate::problem::ratelimit::{too_many, unknown_client};
+use crate::ratelimit::RateLimits;
 
 /// The token admin routes require.
 #[derive(Clone)]
@@ -143,7 +144,7 @@ pub(crate) async fn require_admin(
             Some(client) => Some((limits.auth().0, client)),
             // No attempt goes uncounted: without an address to count it by,
             // nothing is answered.
-            None => return crate::ratelimit::unknown_client(),
+            None => return unknown_client(),
         },
     };
     if let Some((limiter, client)) = &auth {

@@ -2,7 +2,8 @@
 //! path segment that is not UTF-8 or not of its type, a body that is not
 //! JSON or not of its shape. axum's own extractors answer such requests
 //! with `text/plain`; this module is the one place their rejections become
-//! [`Problem`]s, and the crate's `clippy.toml` disallows using them directly
+//! [`Problem`]s (`crate::problem` says which), and the crate's `clippy.toml`
+//! disallows using them directly
 //! (query strings go through [`crate::params::Params`], headers are read
 //! from the `HeaderMap` and refused with problems where they are checked).
 //!
@@ -11,15 +12,13 @@
 //! `Result<Json<T>, Problem>` and applies `?` where the order says.
 #![allow(clippy::disallowed_types)]
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::problem::Problem;
+use crate::problem::{Problem, rejection};
 
 /// A JSON object body: as an extractor, refused with a problem (415 without
 /// a JSON content type, 413 over the body limit, 422 otherwise: an array or
@@ -40,19 +39,13 @@ where
         // struct from an array too (`[7]` as `{"user_id": 7}`).
         let axum::Json(Unique(value)) = axum::Json::<Unique>::from_request(request, state)
             .await
-            .map_err(json_problem)?;
+            .map_err(Problem::from)?;
         if !value.is_object() {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the body must be a JSON object",
-            ));
+            return Err(rejection::not_an_object());
         }
-        T::deserialize(value).map(Self).map_err(|error| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the body does not match the expected fields: {error}"),
-            )
-        })
+        T::deserialize(value)
+            .map(Self)
+            .map_err(rejection::mismatched_fields)
     }
 }
 
@@ -157,76 +150,15 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Self(value))
-            .map_err(path_problem)
+            .map_err(Problem::from)
     }
-}
-
-fn json_problem(rejection: JsonRejection) -> Problem {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the request body must be JSON, sent with `Content-Type: application/json`",
-        ),
-        JsonRejection::JsonSyntaxError(error) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the body is not valid JSON: {}", source_text(&error)),
-        ),
-        JsonRejection::JsonDataError(error) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "the body does not match the expected fields: {}",
-                source_text(&error)
-            ),
-        ),
-        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is larger than the server accepts",
-            )
-        }
-        other => Problem::new(other.status(), other.body_text()),
-    }
-}
-
-fn path_problem(rejection: PathRejection) -> Problem {
-    use axum::extract::path::ErrorKind;
-    let PathRejection::FailedToDeserializePathParams(error) = rejection else {
-        // The route has no parameters to give: a fault of the route table.
-        return Problem::internal();
-    };
-    let detail = match error.kind() {
-        ErrorKind::InvalidUtf8InPathParam { key } => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                format!("path segment `{key}` is not valid UTF-8"),
-            )
-            .with_param(key.as_str(), "is not valid UTF-8");
-        }
-        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                format!("path segment `{key}` is malformed"),
-            )
-            .with_param(key.as_str(), "is malformed");
-        }
-        other => other.to_string(),
-    };
-    Problem::new(StatusCode::BAD_REQUEST, format!("invalid path: {detail}"))
-}
-
-/// The innermost error message: axum's own text repeats the rejection name.
-fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner = error;
-    while let Some(source) = inner.source() {
-        inner = source;
-    }
-    inner.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use axum::Router;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use axum::routing::{get, post};
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;

@@ -37,6 +37,7 @@ use crate::cache::ApiCache;
 use crate::config::{Profile, RateLimitConfig};
 use crate::db::Db;
 use crate::problem::Problem;
+use crate::problem::ratelimit::{too_many, unknown_client};
 use crate::redis::Redis;
 
 /// Paths the DDoS limiter leaves alone: an orchestrator's probes and the
@@ -347,41 +348,6 @@ pub(crate) async fn tenant_tier(db: &Db, tenant: &str) -> Result<Option<Tier>, s
     )
 }
 
-/// A 429 problem with `Retry-After` and the rate-limit headers.
-pub(crate) fn too_many(decision: &Decision, who: &str) -> Response {
-    let retry =
-        seawall_ratelimit::ceil_seconds(decision.retry_after.unwrap_or(Duration::from_secs(1)))
-            .max(1);
-    let detail = if decision.blocked_for.is_some() {
-        format!("{who} is blocked for exceeding its rate limit; retry in {retry} s")
-    } else {
-        format!("{who} has used up its rate limit; retry in {retry} s")
-    };
-    let mut response = Problem::new(StatusCode::TOO_MANY_REQUESTS, detail)
-        .with_retry_after(u32::try_from(retry).unwrap_or(u32::MAX))
-        .into_response();
-    seawall_ratelimit::set_headers(response.headers_mut(), decision);
-    response
-}
-
-/// The answer to a request whose client address the service cannot know
-/// (no peer address: the router served without one), when rate limiting is
-/// on: a 500, as the rate limiter's own layer answers, never a request let
-/// through unlimited. The service's own server always supplies the address
-/// (`App::serve`); an embedder serves the router with
-/// `into_make_service_with_connect_info::<SocketAddr>()`.
-pub(crate) fn unknown_client() -> Response {
-    tracing::error!(
-        "a request came with no peer address, so its rate limits cannot be kept; \
-         serve the router with its peers' addresses"
-    );
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "the service cannot tell this request's client address, so it cannot keep its rate limits",
-    )
-    .into_response()
-}
-
 /// What the DDoS limiter says of a request.
 pub(crate) enum Ddos {
     /// Let it through, with the decision to report on the response (none
@@ -625,11 +591,10 @@ fn user(request: &Request) -> Result<Option<String>, Problem> {
     if (1..=64).contains(&bytes.len()) && bytes.iter().all(|b| (b'!'..=b'~').contains(b)) {
         Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
     } else {
-        Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "header `x-user-id` must be 1 to 64 visible ASCII characters",
-        )
-        .with_param("x-user-id", "must be 1 to 64 visible ASCII characters"))
+        Err(Problem::bad_header(
+            X_USER_ID.as_str(),
+            "must be 1 to 64 visible ASCII characters",
+        ))
     }
 }
 
@@ -639,11 +604,10 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
         None => Ok(None),
         Some(value) => match value.to_str().ok().filter(|id| is_tenant_id(id)) {
             Some(id) => Ok(Some(id.to_owned())),
-            None => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "header `x-tenant-id` must be 1 to 64 of A-Z a-z 0-9 _ . -",
-            )
-            .with_param("x-tenant-id", "must be 1 to 64 of A-Z a-z 0-9 _ . -")),
+            None => Err(Problem::bad_header(
+                X_TENANT_ID.as_str(),
+                "must be 1 to 64 of A-Z a-z 0-9 _ . -",
+            )),
         },
     }
 }

@@ -195,11 +195,7 @@ async fn warm_up(
         .ok_or_else(|| Problem::bad_parameter("action", "is required"))?;
     let users = params.int("users", 1..=MAX_WARM_USERS, Some(100))?;
     let cache = cache_of(&state)?.clone();
-    let ids = state
-        .workload()
-        .first_users(users)
-        .await
-        .map_err(|error| super::workload::workload_problem(&error))?;
+    let ids = state.workload().first_users(users).await?;
     let total = 2 * ids.len() + usize::try_from(seawall_app::workload::WARM_PAGES).unwrap_or(0);
     if !cache.begin_warm_up(total) {
         return Err(Problem::new(

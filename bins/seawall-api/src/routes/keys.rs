@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use seawall_app::keys::{self, IssuedKey, KeyCursor, KeyError, KeyInfo, MAX_NAME_CHARS, MAX_PAGE};
+use seawall_app::keys::{self, IssuedKey, KeyCursor, KeyInfo, MAX_NAME_CHARS, MAX_PAGE};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -90,9 +90,7 @@ async fn list(State(state): State<AppState>, params: Params) -> Result<Json<KeyL
             Problem::bad_parameter("after", "must be the `next` of a page of keys")
         })?),
     };
-    let (keys, next) = keys::list(state.db(), limit, after.as_ref())
-        .await
-        .map_err(key_problem)?;
+    let (keys, next) = keys::list(state.db(), limit, after.as_ref()).await?;
     Ok(Json(KeyList {
         keys,
         next: next.map(|cursor| cursor.to_string()),
@@ -138,8 +136,7 @@ async fn issue(
         &request.name,
         seawall_app::time::now_ms(),
     )
-    .await
-    .map_err(key_problem)?;
+    .await?;
     tracing::info!(id = %issued.info.id, tenant = %issued.info.tenant_id, "API key issued");
     // The one answer that holds the key: no cache on the way keeps it.
     Ok((
@@ -166,9 +163,7 @@ async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<KeyInfo>, Problem> {
-    let revoked = keys::revoke(state.db(), state.cache(), &id, seawall_app::time::now_ms())
-        .await
-        .map_err(key_problem)?;
+    let revoked = keys::revoke(state.db(), state.cache(), &id, seawall_app::time::now_ms()).await?;
     let Some(revoked) = revoked else {
         // The id is not repeated: a caller who put the key itself in the
         // path would get it back in the answer.
@@ -178,23 +173,4 @@ async fn revoke(
     };
     tracing::info!(id = %revoked.id, tenant = %revoked.tenant_id, "API key revoked");
     Ok(Json(revoked))
-}
-
-/// The problem for an API-key operation that failed.
-#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
-fn key_problem(error: KeyError) -> Problem {
-    match error {
-        KeyError::NoTenant(tenant) => Problem::not_found(format!("there is no tenant {tenant:?}")),
-        KeyError::Cache(error) => {
-            tracing::warn!(%error, "an API key's cache entry could not be invalidated");
-            Problem::unavailable(
-                "the key is revoked in the database, but the cache could not be told; retry",
-            )
-            .with_retry_after(1)
-        }
-        error => {
-            tracing::error!(%error, "an API-key operation failed");
-            Problem::internal()
-        }
-    }
 }

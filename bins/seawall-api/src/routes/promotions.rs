@@ -1,15 +1,15 @@
 //! The promotions workload's routes: coupons, points and time-sale orders
 //! (rate-limited like the reference workload), and the admin routes that
-//! create campaigns and sales, show where they stand and audit them. Each
-//! maps a [`PromoError`] onto a problem.
+//! create campaigns and sales, show where they stand and audit them. A
+//! [`PromoError`](seawall_app::promotions::PromoError) becomes a problem by
+//! `?`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use seawall_app::promotions::{
     Audit, Balance, Campaign, CampaignStanding, CouponList, NewCampaign, NewSale, Order,
-    OrderRequest, PointsChange, PointsEntry, PromoError, Sale, SaleStanding, ScenarioRequest,
-    ScenarioRun,
+    OrderRequest, PointsChange, PointsEntry, Sale, SaleStanding, ScenarioRequest, ScenarioRun,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,8 +19,7 @@ use utoipa_axum::routes;
 use crate::extract::{Json, Path};
 use crate::params::Params;
 use crate::problem::Problem;
-use crate::routes::queue::{idempotency_key, queue_problem};
-use crate::routes::workload::{cached_read_problem, database_problem};
+use crate::routes::queue::idempotency_key;
 use crate::state::AppState;
 
 /// Set on an answer that repeats the first result of an `Idempotency-Key`.
@@ -46,57 +45,6 @@ pub(crate) fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_sale))
         .routes(routes!(audit))
         .routes(routes!(start_scenario, scenario_runs))
-}
-
-/// The problem a promotions error answers with. A cached read's problem is
-/// built anew from its loader's error, so that it carries this request's
-/// id.
-pub(crate) fn promo_problem(error: &PromoError) -> Problem {
-    match error {
-        PromoError::NoSuchCampaign(_)
-        | PromoError::NoSuchSale(_)
-        | PromoError::NoSuchOrder { .. } => Problem::not_found(error.to_string()),
-        PromoError::CouponsGone(_)
-        | PromoError::AlreadyIssued { .. }
-        | PromoError::SoldOut(_)
-        | PromoError::OrderLimit { .. } => Problem::new(StatusCode::CONFLICT, error.to_string()),
-        PromoError::InsufficientPoints { balance, .. } => {
-            Problem::new(StatusCode::CONFLICT, error.to_string()).with_balance(*balance)
-        }
-        PromoError::NotStarted { .. } | PromoError::Ended { .. } => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
-        }
-        PromoError::ScenarioRunning(_) => Problem::new(StatusCode::CONFLICT, error.to_string()),
-        // As the queue's enqueue, and as the IETF's Idempotency-Key draft
-        // asks: the request cannot be processed with this key.
-        PromoError::IdempotencyMismatch(_) => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
-                .with_param("idempotency-key", "was first used for a different request")
-        }
-        PromoError::Invalid { field, reason } => Problem::invalid_field(field, reason.clone()),
-        PromoError::Contention { .. } => {
-            Problem::unavailable(format!("{error}")).with_retry_after(1)
-        }
-        PromoError::Database(error) => database_problem(error),
-        PromoError::Store(store) => {
-            tracing::warn!(error = %store, "the promotions store failed");
-            Problem::unavailable("the promotions store (Redis) is not available; try again shortly")
-                .with_retry_after(1)
-        }
-        PromoError::StockReloading { .. } | PromoError::NotReplicated { .. } => {
-            Problem::unavailable(error.to_string()).with_retry_after(1)
-        }
-        PromoError::QueuesConnecting => {
-            Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
-                .with_retry_after(2)
-        }
-        PromoError::Queue(error) => queue_problem(error),
-        PromoError::Cache(cache_error) => cached_read_problem(cache_error, promo_problem),
-        _ => {
-            tracing::error!(%error, "a promotions operation failed");
-            Problem::internal()
-        }
-    }
 }
 
 /// `201 Created` with `body`, marked as a replay when it repeats the first
@@ -155,7 +103,7 @@ async fn issue_coupon(
         .issue_coupon(campaign_id, request.user_id)
         .await
         .map(|coupon| created(coupon, false))
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// The user's coupons, newest first (at most 100).
@@ -175,7 +123,7 @@ async fn coupons(
         .coupons(user_id)
         .await
         .map(Json)
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// The user's points balance.
@@ -193,7 +141,7 @@ async fn balance(State(state): State<AppState>, params: Params) -> Result<Json<B
         .balance(user_id)
         .await
         .map(Json)
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Adds points to the user's balance.
@@ -233,7 +181,7 @@ async fn earn(
             let replayed = entry.replayed;
             created(entry, replayed)
         })
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Takes points from the user's balance, never below zero.
@@ -273,7 +221,7 @@ async fn spend(
             let replayed = entry.replayed;
             created(entry, replayed)
         })
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Orders one unit of a time sale.
@@ -324,7 +272,7 @@ async fn order(
             let replayed = order.replayed;
             created(order, replayed)
         })
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// An order of a time sale: `accepted` until a worker writes it, then
@@ -351,7 +299,7 @@ async fn find_order(
         .find_order(sale_id, &order_id)
         .await
         .map(Json)
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Every campaign and sale at a glance.
@@ -373,14 +321,8 @@ struct PromotionsOverview {
 )]
 async fn overview(State(state): State<AppState>) -> Result<Json<PromotionsOverview>, Problem> {
     let promotions = state.promotions();
-    let campaigns = promotions
-        .campaigns()
-        .await
-        .map_err(|error| promo_problem(&error))?;
-    let sales = promotions
-        .sales()
-        .await
-        .map_err(|error| promo_problem(&error))?;
+    let campaigns = promotions.campaigns().await.map_err(Problem::from)?;
+    let sales = promotions.sales().await.map_err(Problem::from)?;
     Ok(Json(PromotionsOverview {
         store: if promotions.in_memory() {
             "memory"
@@ -412,7 +354,7 @@ async fn create_campaign(
         .create_campaign(new)
         .await
         .map(|campaign| created(campaign, false))
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Creates a time sale.
@@ -435,7 +377,7 @@ async fn create_sale(
         .create_sale(new)
         .await
         .map(|sale| created(sale, false))
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Counts every invariant of the promotions in the database and the store:
@@ -452,7 +394,7 @@ async fn audit(State(state): State<AppState>) -> Result<Json<Audit>, Problem> {
         .audit()
         .await
         .map(Json)
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Starts a scenario in this instance: virtual users calling the
@@ -483,7 +425,7 @@ async fn start_scenario(
         .start(request)
         .await
         .map(|run| (StatusCode::ACCEPTED, Json(run)).into_response())
-        .map_err(|error| promo_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// The scenario runs of this instance, newest first (at most 10).

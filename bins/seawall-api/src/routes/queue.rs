@@ -18,7 +18,7 @@ use crate::config::QueueName;
 use crate::extract::{Json, Path};
 use crate::jobs::{self, Refusal, ThroughputPoint};
 use crate::params::Params;
-use crate::problem::Problem;
+use crate::problem::{self, Problem};
 use crate::state::AppState;
 use seawall_app::time::timestamp;
 
@@ -341,56 +341,14 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Pro
     {
         return Ok(Some(String::from_utf8_lossy(bytes).into_owned()));
     }
-    let reason = format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters");
-    Err(Problem::new(
-        StatusCode::BAD_REQUEST,
-        format!("header `{IDEMPOTENCY_KEY}` {reason}"),
-    )
-    .with_param(IDEMPOTENCY_KEY.as_str(), reason))
+    Err(Problem::bad_header(
+        IDEMPOTENCY_KEY.as_str(),
+        format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+    ))
 }
 
 fn queues(state: &AppState) -> Result<&Queues, Problem> {
-    state.queues().get().ok_or_else(|| {
-        Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
-            .with_retry_after(2)
-    })
-}
-
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(queue_problem)`
-pub(crate) fn queue_problem(error: &seawall_queue::Error) -> Problem {
-    match error {
-        seawall_queue::Error::Redis(_) | seawall_queue::Error::PoolTimeout(_) => {
-            tracing::warn!(%error, "job queue unavailable");
-            Problem::unavailable("the job queues are not available; try again shortly")
-                .with_retry_after(2)
-        }
-        seawall_queue::Error::NotReplicated { .. } => {
-            tracing::warn!(%error, "an enqueue was not replicated in time and was taken back");
-            Problem::unavailable(
-                "the job was not queued: no replica confirmed it in time, and it was taken \
-                 back before it ran, which the replicas confirmed; a retry queues it once",
-            )
-            .with_retry_after(1)
-        }
-        seawall_queue::Error::EnqueueOutcomeUnknown { .. } => {
-            tracing::warn!(%error, "an enqueue was not replicated in time and its take-back failed or was not confirmed");
-            Problem::unavailable(
-                "whether the job is queued is unknown: no replica confirmed it in time, and it \
-                 could not be taken back or no replica confirmed the take-back, so it may run, \
-                 or be lost in a failover; a retry with the same Idempotency-Key enqueues it \
-                 at most once, one without a key may enqueue it again",
-            )
-            .with_retry_after(1)
-        }
-        seawall_queue::Error::IdempotencyMismatch { .. } => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
-                .with_param("idempotency-key", "was first used for a different job")
-        }
-        _ => {
-            tracing::error!(%error, "job queue call failed");
-            Problem::internal()
-        }
-    }
+    state.queues().get().ok_or_else(problem::queue::connecting)
 }
 
 fn time(at: SystemTime) -> String {
@@ -462,10 +420,7 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
     let queues = queues(&state)?;
     let mut rows = Vec::with_capacity(QueueName::ALL.len());
     for queue in QueueName::ALL {
-        let counts = queues
-            .counts(queue.as_str())
-            .await
-            .map_err(|error| queue_problem(&error))?;
+        let counts = queues.counts(queue.as_str()).await?;
         rows.push(row(&state, queue, &counts));
     }
     // The list of processes is a view; the counts above are what the
@@ -616,7 +571,7 @@ async fn enqueue(
         Err(Refusal::Invalid(refused)) => {
             Err(Problem::invalid_field(&refused.field, refused.reason))
         }
-        Err(Refusal::Queue(error)) => Err(queue_problem(&error)),
+        Err(Refusal::Queue(error)) => Err(Problem::from(error)),
     }
 }
 
@@ -657,8 +612,7 @@ async fn list(
             job_state,
             usize::try_from(limit).unwrap_or(50),
         )
-        .await
-        .map_err(|error| queue_problem(&error))?;
+        .await?;
     Ok(Json(JobList {
         queue: queue.as_str().to_owned(),
         state: job_state.as_str().to_owned(),
@@ -684,10 +638,7 @@ async fn job(
 ) -> Result<Json<JobView>, Problem> {
     let queue = queue_named(&queue)?;
     let id = job_id(&id)?;
-    let found = queues(&state)?
-        .job(queue.as_str(), &id)
-        .await
-        .map_err(|error| queue_problem(&error))?;
+    let found = queues(&state)?.job(queue.as_str(), &id).await?;
     found
         .map(|job| Json(view(queue, job)))
         .ok_or_else(|| Problem::not_found(format!("there is no job {id} in {queue}")))
@@ -715,10 +666,7 @@ async fn cancel(
 ) -> Result<(StatusCode, Json<CancelOutcome>), Problem> {
     let queue = queue_named(&queue)?;
     let id = job_id(&id)?;
-    let outcome = queues(&state)?
-        .cancel(queue.as_str(), &id)
-        .await
-        .map_err(|error| queue_problem(&error))?;
+    let outcome = queues(&state)?.cancel(queue.as_str(), &id).await?;
     let (status, outcome) = match outcome {
         Cancelled::Removed => (StatusCode::OK, "cancelled"),
         Cancelled::Requested => (StatusCode::ACCEPTED, "requested"),
@@ -766,22 +714,14 @@ async fn retry_one(
     let queue = queue_named(&queue)?;
     let id = job_id(&id)?;
     let queues = queues(&state)?;
-    if queues
-        .retry_dead(queue.as_str(), &id)
-        .await
-        .map_err(|error| queue_problem(&error))?
-    {
+    if queues.retry_dead(queue.as_str(), &id).await? {
         tracing::info!(%queue, %id, "dead job retried");
         return Ok(Json(Affected {
             queue: queue.as_str().to_owned(),
             count: 1,
         }));
     }
-    match queues
-        .job(queue.as_str(), &id)
-        .await
-        .map_err(|error| queue_problem(&error))?
-    {
+    match queues.job(queue.as_str(), &id).await? {
         Some(job) => Err(Problem::new(
             StatusCode::CONFLICT,
             format!("job {id} is {}, not dead", job.state),
@@ -809,10 +749,7 @@ async fn retry_all(
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Json<Affected>, Problem> {
     let queue = queue_named(&queue)?;
-    let count = queues(&state)?
-        .retry_all_dead(queue.as_str())
-        .await
-        .map_err(|error| queue_problem(&error))?;
+    let count = queues(&state)?.retry_all_dead(queue.as_str()).await?;
     tracing::info!(%queue, count, "dead jobs retried");
     Ok(Json(Affected {
         queue: queue.as_str().to_owned(),
@@ -868,21 +805,12 @@ async fn set_paused(
     let queues = queues(state)?;
     let name = queue.as_str();
     if paused {
-        queues
-            .pause(name)
-            .await
-            .map_err(|error| queue_problem(&error))?;
+        queues.pause(name).await?;
     } else {
-        queues
-            .resume(name)
-            .await
-            .map_err(|error| queue_problem(&error))?;
+        queues.resume(name).await?;
     }
     tracing::info!(%queue, paused, "queue paused or resumed");
-    let counts = queues
-        .counts(name)
-        .await
-        .map_err(|error| queue_problem(&error))?;
+    let counts = queues.counts(name).await?;
     Ok(Json(row(state, queue, &counts)))
 }
 
@@ -931,8 +859,7 @@ async fn clean(
     let older_than = Duration::from_secs(older_than);
     let count = queues(&state)?
         .clean(queue.as_str(), finished, older_than, keep)
-        .await
-        .map_err(|error| queue_problem(&error))?;
+        .await?;
     tracing::info!(%queue, state = ?request.state, count, "finished jobs cleaned");
     Ok(Json(Affected {
         queue: queue.as_str().to_owned(),

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::extract::Json;
 use crate::params::Params;
 use crate::problem::Problem;
+use crate::problem::ratelimit::admin_query_failed;
 use crate::ratelimit::{RateLimits, Tier, is_tenant_id};
 use crate::state::AppState;
 
@@ -240,18 +241,6 @@ async fn limiter_stats(limiter: &Limiter) -> LimiterStats {
     }
 }
 
-#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
-fn database_error(error: sqlx::Error) -> Problem {
-    tracing::error!(%error, "a rate-limit admin query failed");
-    Problem::internal()
-}
-
-#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
-fn limiter_error(error: seawall_ratelimit::Error) -> Problem {
-    tracing::warn!(%error, "a rate-limit admin operation failed");
-    Problem::unavailable("the rate-limit store is not answering; retry shortly").with_retry_after(1)
-}
-
 fn limits(state: &AppState) -> Result<&RateLimits, Problem> {
     state.ratelimits().ok_or_else(|| {
         Problem::new(
@@ -292,14 +281,14 @@ async fn stats(State(state): State<AppState>) -> Result<Json<RateLimitStats>, Pr
     let tiers: Vec<(String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
         "SELECT name, per_minute, per_hour, per_day, max_users FROM tiers ORDER BY per_minute, name",
     )
-    .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
+    .fetch_all(&mut *db.acquire().await.map_err(admin_query_failed)?)
     .await
-    .map_err(database_error)?;
+    .map_err(admin_query_failed)?;
     let tenants: Vec<(String, String)> =
         sqlx::query_as("SELECT id, tier FROM tenants ORDER BY id LIMIT 1000")
-            .fetch_all(&mut *db.acquire().await.map_err(database_error)?)
+            .fetch_all(&mut *db.acquire().await.map_err(admin_query_failed)?)
             .await
-            .map_err(database_error)?;
+            .map_err(admin_query_failed)?;
     let mut limiters = Vec::new();
     if let Some(limits) = state.ratelimits() {
         for limiter in limits.limiters() {
@@ -354,11 +343,11 @@ async fn set_tier(
         ));
     }
     let db = state.db();
-    let mut tx = db.begin_write().await.map_err(database_error)?;
+    let mut tx = db.begin_write().await.map_err(admin_query_failed)?;
     let tiers: Vec<(String,)> = sqlx::query_as("SELECT name FROM tiers ORDER BY per_minute, name")
         .fetch_all(&mut *tx)
         .await
-        .map_err(database_error)?;
+        .map_err(admin_query_failed)?;
     if !tiers.iter().any(|(name,)| name == tier) {
         let names: Vec<&str> = tiers.iter().map(|(name,)| name.as_str()).collect();
         return Err(Problem::invalid_field(
@@ -371,14 +360,14 @@ async fn set_tier(
         .bind(tier)
         .execute(&mut *tx)
         .await
-        .map_err(database_error)?;
+        .map_err(admin_query_failed)?;
     if updated.rows_affected() == 0 {
         return Err(Problem::not_found(format!(
             "there is no tenant {:?}",
             change.tenant_id
         )));
     }
-    tx.commit().await.map_err(database_error)?;
+    tx.commit().await.map_err(admin_query_failed)?;
     if let Some(limits) = state.ratelimits() {
         limits.forget_tier(&change.tenant_id).await;
     }
@@ -432,8 +421,8 @@ fn key_state(limiter: &Limiter, key: String, decision: &seawall_ratelimit::Decis
 )]
 async fn reset(State(state): State<AppState>, params: Params) -> Result<Json<KeyState>, Problem> {
     let (limiter, key) = limiter_and_key(limits(&state)?, &params)?;
-    limiter.reset(&key).await.map_err(limiter_error)?;
-    let standing = limiter.peek(&key).await.map_err(limiter_error)?;
+    limiter.reset(&key).await?;
+    let standing = limiter.peek(&key).await?;
     Ok(Json(key_state(limiter, key, &standing)))
 }
 
@@ -495,8 +484,7 @@ async fn block(
     let seconds = u64::try_from(request.seconds).unwrap_or(1);
     let decision = limiter
         .block(&request.key, std::time::Duration::from_secs(seconds))
-        .await
-        .map_err(limiter_error)?;
+        .await?;
     tracing::info!(
         limiter = limiter.name(),
         key = request.key.as_str(),
@@ -525,7 +513,7 @@ async fn block(
 )]
 async fn unblock(State(state): State<AppState>, params: Params) -> Result<Json<KeyState>, Problem> {
     let (limiter, key) = limiter_and_key(limits(&state)?, &params)?;
-    let decision = limiter.unblock(&key).await.map_err(limiter_error)?;
+    let decision = limiter.unblock(&key).await?;
     tracing::info!(
         limiter = limiter.name(),
         key = key.as_str(),

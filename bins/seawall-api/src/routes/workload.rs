@@ -1,19 +1,17 @@
-//! The reference workload's routes: each reads its input, calls the
-//! application's [`Workload`], and maps a [`WorkloadError`] onto a problem.
+//! The reference workload's routes: each reads its input and calls the
+//! application's [`Workload`](seawall_app::workload::Workload); its
+//! [`WorkloadError`](seawall_app::workload::WorkloadError) becomes a problem
+//! by `?`.
 
 use axum::extract::State;
-use seawall_app::db::Fault;
 use seawall_app::seed::CATEGORIES;
-use seawall_app::workload::{
-    CompleteReview, Completed, ContentPage, DueReviews, Stats, WorkloadError,
-};
+use seawall_app::workload::{CompleteReview, Completed, ContentPage, DueReviews, Stats};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::extract::Json;
 use crate::params::Params;
 use crate::problem::Problem;
-use crate::routes::queue::queue_problem;
 use crate::state::AppState;
 
 /// Largest page number accepted: beyond it a client is scanning, not paging.
@@ -28,73 +26,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(complete_review))
         .routes(routes!(stats))
         .routes(routes!(contents))
-}
-
-/// The problem a failed statement answers with: 503 when the database is
-/// out of reach or busy, 500 otherwise.
-pub(crate) fn database_problem(error: &sqlx::Error) -> Problem {
-    match seawall_app::db::fault(error) {
-        Fault::Unavailable => {
-            tracing::warn!(%error, "database unavailable");
-            Problem::unavailable("the database is not available; try again shortly")
-        }
-        Fault::Busy => {
-            tracing::warn!(%error, "database busy");
-            Problem::unavailable("the database is busy; try again shortly")
-        }
-        Fault::Failed => {
-            tracing::error!(%error, "database query failed");
-            Problem::internal()
-        }
-    }
-}
-
-/// The problem a failed read through the cache answers with: its loader's
-/// error (an `E`) mapped by `loader`, built anew so that it carries this
-/// request's id (the load may have been another request's); 503 for a load
-/// that took too long; 500 otherwise.
-pub(crate) fn cached_read_problem<E: std::error::Error + 'static>(
-    error: &seawall_cache::Error,
-    loader: impl Fn(&E) -> Problem,
-) -> Problem {
-    if let Some(source) = error
-        .loader_error()
-        .and_then(|source| source.downcast_ref::<E>())
-    {
-        return loader(source);
-    }
-    match error {
-        seawall_cache::Error::Timeout { .. } => {
-            Problem::unavailable("the data took too long to load; try again shortly")
-        }
-        _ => {
-            tracing::error!(%error, "cached read failed");
-            Problem::internal()
-        }
-    }
-}
-
-/// The problem a workload operation's error answers with. A cached read's
-/// problem is built anew from its loader's error, so that it carries this
-/// request's id (the load may have been another request's).
-pub(crate) fn workload_problem(error: &WorkloadError) -> Problem {
-    match error {
-        WorkloadError::NoSuchUser(_) | WorkloadError::NotScheduled { .. } => {
-            Problem::not_found(error.to_string())
-        }
-        WorkloadError::Invalid { field, reason } => Problem::invalid_field(field, reason.clone()),
-        WorkloadError::Database(error) => database_problem(error),
-        WorkloadError::QueuesConnecting => {
-            Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
-                .with_retry_after(2)
-        }
-        WorkloadError::Queue(error) => queue_problem(error),
-        WorkloadError::Cache(cache_error) => cached_read_problem(cache_error, workload_problem),
-        _ => {
-            tracing::error!(%error, "a workload operation failed");
-            Problem::internal()
-        }
-    }
 }
 
 /// The learner's reviews due by the end of today (UTC), most overdue first.
@@ -127,7 +58,7 @@ async fn review_today(
         .due_reviews(user_id, category, limit)
         .await
         .map(Json)
-        .map_err(|error| workload_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Records a finished review and moves the learner's schedule (SM-2).
@@ -154,7 +85,7 @@ async fn complete_review(
         .complete(review)
         .await
         .map(Json)
-        .map_err(|error| workload_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// Aggregates over the learner's review history and their standing among
@@ -174,7 +105,7 @@ async fn stats(State(state): State<AppState>, params: Params) -> Result<Json<Sta
         .stats(user_id)
         .await
         .map(Json)
-        .map_err(|error| workload_problem(&error))
+        .map_err(Problem::from)
 }
 
 /// The content catalogue by id, one page at a time.
@@ -203,5 +134,5 @@ async fn contents(
         .contents(page, page_size, category)
         .await
         .map(Json)
-        .map_err(|error| workload_problem(&error))
+        .map_err(Problem::from)
 }

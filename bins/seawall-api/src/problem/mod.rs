@@ -1,10 +1,29 @@
 //! RFC 9457 problem details: every error the service answers with is one of
 //! these, built here and nowhere else.
 //!
+//! [`Problem`] is the response; the modules below it turn each domain's
+//! errors into one, so that a route applies `?` or names the refusal and
+//! never decides a status itself:
+//!
+//! - `service`: what failed beneath an operation (the database, the job
+//!   queues, the cache, the service itself), and a read through the cache;
+//! - `queue`: the job queues' errors; `workload`, `promotions`, `keys`: the
+//!   application's errors of each;
+//! - `ratelimit`: a refusal by a rate limiter (429), a limiter that failed;
+//! - `rejection`: a path or a JSON body axum could not read.
+//!
 //! A problem built while a request is being served carries that request's id
 //! (`request_id`, the `x-request-id` header's value): the request layer runs
 //! the rest of the stack with the request's
 //! [`RequestFields`](seawall_app::logging::RequestFields) in scope.
+
+mod keys;
+mod promotions;
+pub(crate) mod queue;
+pub(crate) mod ratelimit;
+pub(crate) mod rejection;
+mod service;
+mod workload;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -139,6 +158,13 @@ impl Problem {
             format!("field `{name}` {reason}"),
         )
         .with_param(name, reason)
+    }
+
+    /// 400: a request header is malformed.
+    pub fn bad_header(name: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(StatusCode::BAD_REQUEST, format!("header `{name}` {reason}"))
+            .with_param(name, reason)
     }
 
     /// 404 with a detail.

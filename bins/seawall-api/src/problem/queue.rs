@@ -1,0 +1,56 @@
+//! The job queues' errors.
+
+use axum::http::StatusCode;
+
+use super::Problem;
+
+/// 503 with `Retry-After: 2`: the job queues' Redis has not answered since
+/// the service started.
+pub(crate) fn connecting() -> Problem {
+    Problem::unavailable("the job queues' Redis has not answered yet; try again shortly")
+        .with_retry_after(2)
+}
+
+impl From<&seawall_queue::Error> for Problem {
+    fn from(error: &seawall_queue::Error) -> Self {
+        match error {
+            seawall_queue::Error::Redis(_) | seawall_queue::Error::PoolTimeout(_) => {
+                tracing::warn!(%error, "job queue unavailable");
+                Self::unavailable("the job queues are not available; try again shortly")
+                    .with_retry_after(2)
+            }
+            seawall_queue::Error::NotReplicated { .. } => {
+                tracing::warn!(%error, "an enqueue was not replicated in time and was taken back");
+                Self::unavailable(
+                    "the job was not queued: no replica confirmed it in time, and it was taken \
+                     back before it ran, which the replicas confirmed; a retry queues it once",
+                )
+                .with_retry_after(1)
+            }
+            seawall_queue::Error::EnqueueOutcomeUnknown { .. } => {
+                tracing::warn!(%error, "an enqueue was not replicated in time and its take-back failed or was not confirmed");
+                Self::unavailable(
+                    "whether the job is queued is unknown: no replica confirmed it in time, and it \
+                     could not be taken back or no replica confirmed the take-back, so it may run, \
+                     or be lost in a failover; a retry with the same Idempotency-Key enqueues it \
+                     at most once, one without a key may enqueue it again",
+                )
+                .with_retry_after(1)
+            }
+            seawall_queue::Error::IdempotencyMismatch { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+                    .with_param("idempotency-key", "was first used for a different job")
+            }
+            _ => {
+                tracing::error!(%error, "job queue call failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<seawall_queue::Error> for Problem {
+    fn from(error: seawall_queue::Error) -> Self {
+        Self::from(&error)
+    }
+}
