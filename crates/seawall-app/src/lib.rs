@@ -1,7 +1,9 @@
 //! The seawall reference application, which both binaries run:
 //! `seawall-api` serves it over HTTP and `seawall-worker` processes its job
 //! queues. This crate knows nothing of HTTP; its errors are typed, and each
-//! binary maps them onto responses or exit statuses.
+//! binary maps them onto responses or exit statuses. What fails beneath an
+//! operation of either workload rather than in its request is a
+//! [`ServiceError`], which each workload's error wraps.
 //!
 //! - [`config`]: the configuration schema, its sources (file, environment,
 //!   flags) and its validation;
@@ -115,6 +117,44 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What failed beneath a workload's operation: not the request, but the
+/// service's own parts (its database, job queues, cache) or the service
+/// itself. [`WorkloadError`](workload::WorkloadError) and
+/// [`PromoError`](promotions::PromoError) wrap it, so a caller answers
+/// these the same way for both.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A statement failed; [`db::fault`] tells an unavailable or busy
+    /// database from a fault.
+    #[error("the database failed")]
+    Database(#[source] std::sync::Arc<sqlx::Error>),
+    /// The job queues' Redis has not answered since start.
+    #[error("the job queues' Redis has not answered yet")]
+    QueuesConnecting,
+    /// The job queues failed.
+    #[error("the job queues failed")]
+    Queue(#[source] seawall_queue::Error),
+    /// A read through the cache failed: its load failed (the loader's
+    /// error, a [`WorkloadError`](workload::WorkloadError) or a
+    /// [`PromoError`](promotions::PromoError), is the cache error's
+    /// [`loader_error`](seawall_cache::Error::loader_error)) or took too
+    /// long.
+    #[error("a cached read failed")]
+    Cache(#[source] seawall_cache::Error),
+    /// A fault of the service itself, described for the log.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// A failed statement.
+    #[allow(clippy::needless_pass_by_value)] // used as `map_err(ServiceError::database)`
+    pub fn database(error: sqlx::Error) -> Self {
+        Self::Database(std::sync::Arc::new(error))
+    }
 }
 
 /// An error and its sources joined with `: `, the way the binaries report a

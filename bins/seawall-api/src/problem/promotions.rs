@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use seawall_app::promotions::PromoError;
 
-use super::{Problem, queue, service};
+use super::{Problem, service};
 
 impl From<&PromoError> for Problem {
     fn from(error: &PromoError) -> Self {
@@ -42,10 +42,7 @@ impl From<&PromoError> for Problem {
             PromoError::StockReloading { .. } | PromoError::NotReplicated { .. } => {
                 Self::unavailable(error.to_string()).with_retry_after(1)
             }
-            PromoError::Database(error) => service::database(error),
-            PromoError::QueuesConnecting => queue::connecting(),
-            PromoError::Queue(error) => Self::from(error),
-            PromoError::Cache(error) => service::cached_read::<PromoError>(error),
+            PromoError::Service(error) => service::problem::<PromoError>(error),
             _ => {
                 tracing::error!(%error, "a promotions operation failed");
                 Self::internal()

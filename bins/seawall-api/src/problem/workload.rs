@@ -2,7 +2,7 @@
 
 use seawall_app::workload::WorkloadError;
 
-use super::{Problem, queue, service};
+use super::{Problem, service};
 
 impl From<&WorkloadError> for Problem {
     fn from(error: &WorkloadError) -> Self {
@@ -11,10 +11,7 @@ impl From<&WorkloadError> for Problem {
                 Self::not_found(error.to_string())
             }
             WorkloadError::Invalid { field, reason } => Self::invalid_field(field, reason.clone()),
-            WorkloadError::Database(error) => service::database(error),
-            WorkloadError::QueuesConnecting => queue::connecting(),
-            WorkloadError::Queue(error) => Self::from(error),
-            WorkloadError::Cache(error) => service::cached_read::<WorkloadError>(error),
+            WorkloadError::Service(error) => service::problem::<WorkloadError>(error),
             _ => {
                 tracing::error!(%error, "a workload operation failed");
                 Self::internal()

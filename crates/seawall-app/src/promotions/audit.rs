@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::base::Promotions;
 use super::error::PromoError;
 use super::pool::{PoolId, PoolKind, PoolStatus};
+use crate::ServiceError;
 use crate::config::QueueName;
 use crate::time::{now_ms, timestamp};
 
@@ -241,11 +242,11 @@ impl Promotions {
         let queues =
             tokio::time::timeout(std::time::Duration::from_secs(2), self.0.queues.connected())
                 .await
-                .map_err(|_| PromoError::QueuesConnecting)?;
+                .map_err(|_| ServiceError::QueuesConnecting)?;
         let counts = queues
             .counts(QueueName::Order.as_str())
             .await
-            .map_err(PromoError::Queue)?;
+            .map_err(ServiceError::Queue)?;
         Ok(i64::try_from(counts.waiting + counts.delayed + counts.active).unwrap_or(i64::MAX))
     }
 

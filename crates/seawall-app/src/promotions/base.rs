@@ -13,6 +13,7 @@ use seawall_perfmon::{Counter, Monitor};
 use super::error::PromoError;
 use super::pool::{PoolId, PoolKind, PoolSpec, Pools, Take};
 use super::writes::Writers;
+use crate::ServiceError;
 use crate::cache::ApiCache;
 use crate::config::{Config, QueueConfig};
 use crate::db::Db;
@@ -304,9 +305,10 @@ impl Promotions {
             }
             self.load_pool(pool, Load::Again).await?;
         }
-        Err(PromoError::Internal(format!(
+        Err(ServiceError::Internal(format!(
             "{pool:?} is not in the store right after it was loaded"
-        )))
+        ))
+        .into())
     }
 
     /// The "not started" or "ended" refusal of a pool.
@@ -383,7 +385,10 @@ impl Promotions {
         }
         let Some(id) = created else {
             return Err(last.map_or_else(
-                || PromoError::Internal("no free id for a new campaign or sale".to_owned()),
+                || {
+                    ServiceError::Internal("no free id for a new campaign or sale".to_owned())
+                        .into()
+                },
                 PromoError::database,
             ));
         };
@@ -462,7 +467,7 @@ pub(super) fn random_code(len: usize) -> Result<String, PromoError> {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let mut bytes = vec![0_u8; len];
     getrandom::fill(&mut bytes)
-        .map_err(|error| PromoError::Internal(format!("the random source failed: {error}")))?;
+        .map_err(|error| ServiceError::Internal(format!("the random source failed: {error}")))?;
     Ok(bytes
         .iter()
         .map(|byte| char::from(ALPHABET[usize::from(byte & 31)]))
@@ -519,7 +524,7 @@ pub(super) fn check_new(
     let ends_at = starts_at + duration;
     let mut salt = [0_u8; 6];
     getrandom::fill(&mut salt)
-        .map_err(|error| PromoError::Internal(format!("the random source failed: {error}")))?;
+        .map_err(|error| ServiceError::Internal(format!("the random source failed: {error}")))?;
     let salt = salt
         .iter()
         .fold(0_i64, |salt, byte| (salt << 8) | i64::from(*byte));

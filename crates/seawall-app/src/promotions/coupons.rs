@@ -9,6 +9,7 @@ use super::base::{Promotions, check_new, check_user, random_code};
 use super::error::PromoError;
 use super::pool::{Grant, PoolId, PoolKind, Take};
 use super::writes::CouponRow;
+use crate::ServiceError;
 use crate::json::{integer, optional_integer};
 use crate::time::{now_ms, timestamp};
 
@@ -157,9 +158,10 @@ impl Promotions {
                     return Err(self.window_error(pool, &take).await);
                 }
                 other => {
-                    return Err(PromoError::Internal(format!(
+                    return Err(ServiceError::Internal(format!(
                         "a coupon pool answered {other:?} to an issue without a key"
-                    )));
+                    ))
+                    .into());
                 }
             };
             let written = match self.write_coupon(campaign_id, spec.per_user, &grant).await {
@@ -245,7 +247,7 @@ impl Promotions {
             .coupons
             .write(row)
             .await
-            .map_err(PromoError::Database)?;
+            .map_err(ServiceError::Database)?;
         if inserted == 1 {
             return Ok(Written::Yes);
         }
@@ -283,8 +285,10 @@ impl Promotions {
                 move || async move { load_coupons(promotions, user_id).await.map(Some) },
             )
             .await
-            .map_err(PromoError::Cache)?
-            .ok_or_else(|| PromoError::Internal("a coupon list loaded as nothing".to_owned()))
+            .map_err(ServiceError::Cache)?
+            .ok_or_else(|| {
+                ServiceError::Internal("a coupon list loaded as nothing".to_owned()).into()
+            })
     }
 }
 

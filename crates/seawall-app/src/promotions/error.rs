@@ -1,6 +1,6 @@
 //! Why a promotions operation did not answer.
 
-use std::sync::Arc;
+use crate::ServiceError;
 
 /// Why a promotions operation did not answer. Every refusal changes
 /// nothing.
@@ -94,10 +94,6 @@ pub enum PromoError {
         /// Attempts made.
         attempts: u32,
     },
-    /// A statement failed; [`crate::db::fault`] tells an unavailable or busy
-    /// database from a fault.
-    #[error("the database failed")]
-    Database(#[source] Arc<sqlx::Error>),
     /// The store of coupons and stock (Redis) failed.
     #[error("the promotions store failed")]
     Store(#[source] fred::error::Error),
@@ -123,30 +119,20 @@ pub enum PromoError {
         /// Replicas asked for.
         wanted: u32,
     },
-    /// The job queues' Redis has not answered since start.
-    #[error("the job queues' Redis has not answered yet")]
-    QueuesConnecting,
-    /// The job queues failed.
-    #[error("the job queues failed")]
-    Queue(#[source] seawall_queue::Error),
-    /// A read through the cache failed: its load failed (the loader's
-    /// [`PromoError`] is the cache error's
-    /// [`loader_error`](seawall_cache::Error::loader_error)) or took too long.
-    #[error("a cached read failed")]
-    Cache(#[source] seawall_cache::Error),
     /// A scenario run is at work in this process; one runs at a time.
     #[error("scenario run {0} is still running; one runs at a time")]
     ScenarioRunning(u64),
-    /// A fault of the service itself, described for the log.
-    #[error("{0}")]
-    Internal(String),
+    /// The service failed beneath the operation: its database, job
+    /// queues or cache, or itself.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 impl PromoError {
     /// A failed statement.
     #[allow(clippy::needless_pass_by_value)] // used as `map_err(PromoError::database)`
     pub fn database(error: sqlx::Error) -> Self {
-        Self::Database(Arc::new(error))
+        Self::Service(ServiceError::database(error))
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {

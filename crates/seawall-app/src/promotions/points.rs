@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::base::{Promotions, check_user};
 use super::error::PromoError;
 use super::writes::{MAX_BALANCE, PointsRow, PointsWritten};
+use crate::ServiceError;
 use crate::json::integer;
 use crate::time::{now_ms, timestamp};
 
@@ -124,8 +125,8 @@ impl Promotions {
                 move || async move { account(&promotions, user_id).await.map(Some) },
             )
             .await
-            .map_err(PromoError::Cache)?
-            .ok_or_else(|| PromoError::Internal("a balance loaded as nothing".to_owned()))
+            .map_err(ServiceError::Cache)?
+            .ok_or_else(|| ServiceError::Internal("a balance loaded as nothing".to_owned()).into())
     }
 
     async fn change_points(
@@ -200,7 +201,7 @@ impl Promotions {
                 .points
                 .write(row)
                 .await
-                .map_err(PromoError::Database)?
+                .map_err(ServiceError::Database)?
             {
                 PointsWritten::Applied { version, balance } => {
                     if let Some(cache) = &self.0.cache

@@ -10,6 +10,7 @@ use super::base::{Promotions, check_new, check_user, random_code};
 use super::error::PromoError;
 use super::points::check_key;
 use super::pool::{Grant, PoolKind, Take};
+use crate::ServiceError;
 use crate::config::QueueName;
 use crate::jobs::{self, OrderJob, Refusal};
 use crate::json::{integer, optional_integer};
@@ -178,7 +179,7 @@ impl Promotions {
         if let Some(key) = idempotency_key {
             check_key(key)?;
         }
-        let queues = self.0.queues.get().ok_or(PromoError::QueuesConnecting)?;
+        let queues = self.0.queues.get().ok_or(ServiceError::QueuesConnecting)?;
         let (pool, _) = self.pool(PoolKind::Stock, sale_id).await?;
         let id = random_code(20)?;
         let grant = match self.take(pool, user_id, &id, idempotency_key).await? {
@@ -194,9 +195,10 @@ impl Promotions {
             }
             take @ (Take::Early | Take::Ended) => return Err(self.window_error(pool, &take).await),
             Take::Unloaded => {
-                return Err(PromoError::Internal(format!(
+                return Err(ServiceError::Internal(format!(
                     "sale {sale_id}'s stock answered that it is not loaded"
-                )));
+                ))
+                .into());
             }
             Take::Unreplicated { acked, wanted } => {
                 return Err(PromoError::NotReplicated { acked, wanted });
@@ -224,13 +226,13 @@ impl Promotions {
             .map_err(|refusal| match refusal {
                 Refusal::Queue(error) => {
                     queued_nothing = error.queued_nothing();
-                    PromoError::Queue(error)
+                    ServiceError::Queue(error)
                 }
-                Refusal::Invalid(refused) => PromoError::Internal(format!(
+                Refusal::Invalid(refused) => ServiceError::Internal(format!(
                     "an order broke the order queue's rules: {refused}"
                 )),
             }),
-            Err(error) => Err(PromoError::Internal(format!(
+            Err(error) => Err(ServiceError::Internal(format!(
                 "an order did not serialise: {error}"
             ))),
         };
@@ -238,7 +240,7 @@ impl Promotions {
             if !queued_nothing {
                 tracing::warn!(%error, sale_id, unit = grant.unit, order = %grant.id,
                     "an order's enqueue may have gone through: its unit stays out of stock");
-                return Err(error);
+                return Err(error.into());
             }
             // Certainly not queued: the unit goes back. If the store fails
             // too, the unit stays out (never sold twice) and the
@@ -251,7 +253,7 @@ impl Promotions {
             {
                 tracing::warn!(error = %store, sale_id, unit = grant.unit, "an unqueued order's unit was not given back");
             }
-            return Err(error);
+            return Err(error.into());
         }
         Ok(Order::of(sale_id, &grant, OrderState::Accepted))
     }
@@ -267,7 +269,7 @@ impl Promotions {
         let mut order = match grant {
             Some(grant) => Order::of(sale_id, &grant, OrderState::Accepted),
             None => self.written_order(sale_id, id).await?.ok_or_else(|| {
-                PromoError::Internal(format!(
+                ServiceError::Internal(format!(
                     "an idempotency key of sale {sale_id} names order {id}, which is nowhere"
                 ))
             })?,

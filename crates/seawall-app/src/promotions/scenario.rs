@@ -18,6 +18,7 @@ use super::coupons::NewCampaign;
 use super::error::PromoError;
 use super::points::PointsChange;
 use super::sales::{NewSale, OrderRequest};
+use crate::ServiceError;
 use crate::json::optional_integer;
 use crate::time::timestamp;
 
@@ -334,7 +335,7 @@ impl Scenarios {
         // leaves `running` and frees the next one.
         tokio::spawn(async move {
             let outcome = work.await.unwrap_or_else(|error| {
-                Err(PromoError::Internal(format!("the run stopped: {error}")))
+                Err(ServiceError::Internal(format!("the run stopped: {error}")).into())
             });
             scenarios.update(plan.run, |run| match outcome {
                 Ok(report) => {
@@ -432,7 +433,7 @@ impl Promotions {
         let mut tally = Tally::default();
         while let Some(done) = tasks.join_next().await {
             let one = done.map_err(|error| {
-                PromoError::Internal(format!("a virtual user stopped: {error}"))
+                ServiceError::Internal(format!("a virtual user stopped: {error}"))
             })?;
             tally.merge(one);
         }

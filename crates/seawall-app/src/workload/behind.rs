@@ -22,6 +22,7 @@ use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 
 use super::error::WorkloadError;
+use crate::ServiceError;
 use crate::cache::ApiCache;
 use crate::config::QueueConfig;
 use crate::config::QueueName;
@@ -106,7 +107,7 @@ async fn current(
 fn review_id() -> Result<String, WorkloadError> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes)
-        .map_err(|error| WorkloadError::Internal(format!("the random source failed: {error}")))?;
+        .map_err(|error| ServiceError::Internal(format!("the random source failed: {error}")))?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
@@ -132,17 +133,18 @@ pub(crate) async fn complete(
         ease_permille: next.ease_permille,
         repetitions: next.repetitions,
     };
-    let queues = queues.get().ok_or(WorkloadError::QueuesConnecting)?;
+    let queues = queues.get().ok_or(ServiceError::QueuesConnecting)?;
     let payload = serde_json::to_value(ScheduleJob::Review(write))
-        .map_err(|error| WorkloadError::Internal(format!("a review did not serialise: {error}")))?;
+        .map_err(|error| ServiceError::Internal(format!("a review did not serialise: {error}")))?;
     match jobs::enqueue(queues, queue_config, QueueName::Schedule, payload, None).await {
         Ok(_) => {}
         Err(Refusal::Invalid(refused)) => {
-            return Err(WorkloadError::Internal(format!(
+            return Err(ServiceError::Internal(format!(
                 "a computed review broke the schedule queue's rules: {refused}"
-            )));
+            ))
+            .into());
         }
-        Err(Refusal::Queue(error)) => return Err(WorkloadError::Queue(error)),
+        Err(Refusal::Queue(error)) => return Err(ServiceError::Queue(error).into()),
     }
     let pending = Pending {
         at_ms: review.at_ms,

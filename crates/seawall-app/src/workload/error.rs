@@ -1,6 +1,6 @@
 //! Why a workload operation did not answer.
 
-use std::sync::Arc;
+use crate::ServiceError;
 
 /// Why a workload operation did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -25,30 +25,16 @@ pub enum WorkloadError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A statement failed; [`crate::db::fault`] tells an unavailable or busy
-    /// database from a fault.
-    #[error("the database failed")]
-    Database(#[source] Arc<sqlx::Error>),
-    /// The job queues' Redis has not answered since start.
-    #[error("the job queues' Redis has not answered yet")]
-    QueuesConnecting,
-    /// The job queues failed.
-    #[error("the job queues failed")]
-    Queue(#[source] seawall_queue::Error),
-    /// A read through the cache failed: its load failed (the loader's
-    /// [`WorkloadError`] is the cache error's
-    /// [`loader_error`](seawall_cache::Error::loader_error)) or took too long.
-    #[error("a cached read failed")]
-    Cache(#[source] seawall_cache::Error),
-    /// A fault of the service itself, described for the log.
-    #[error("{0}")]
-    Internal(String),
+    /// The service failed beneath the operation: its database, job
+    /// queues or cache, or itself.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 impl WorkloadError {
     /// A failed statement.
     #[allow(clippy::needless_pass_by_value)] // used as `map_err(WorkloadError::database)`
     pub fn database(error: sqlx::Error) -> Self {
-        Self::Database(Arc::new(error))
+        Self::Service(ServiceError::database(error))
     }
 }

@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
+use crate::ServiceError;
 use crate::cache::{ApiCache, Family};
 use crate::config::{Config, QueueConfig, ReviewWrites};
 use crate::db::Db;
@@ -179,7 +180,7 @@ impl Workload {
                 .reviews
                 .write(completed)
                 .await
-                .map_err(WorkloadError::Database)?,
+                .map_err(ServiceError::Database)?,
             Some(cache) => {
                 behind::complete(
                     self.db(),
@@ -256,7 +257,9 @@ impl Workload {
             },
         )
         .await?;
-        found.ok_or_else(|| WorkloadError::Internal("a catalogue page loaded as nothing".into()))
+        found.ok_or_else(|| {
+            ServiceError::Internal("a catalogue page loaded as nothing".into()).into()
+        })
     }
 
     /// The ids of the first `limit` users, in order: whom a warm-up loads.
@@ -393,7 +396,7 @@ where
         .cache()
         .get_or_load(&key, ApiCache::options(family, user_id), move || load)
         .await
-        .map_err(WorkloadError::Cache)
+        .map_err(|error| ServiceError::Cache(error).into())
 }
 
 // The reviews due for a learner by the end of the UTC day.
