@@ -2,11 +2,11 @@
 //! these, built here and nowhere else.
 //!
 //! [`Problem`] is the response; the modules below it turn each domain's
-//! errors into one, so that a route applies `?` or names the refusal and
-//! never decides a status itself:
+//! errors into one, so that a route applies `?` to a domain's error rather
+//! than choose its status:
 //!
 //! - `service`: what failed beneath an operation (the database, the job
-//!   queues, the cache, the service itself), and a read through the cache;
+//!   queues, a read through the cache, the service itself);
 //! - `queue`: the job queues' errors; `workload`, `promotions`, `keys`: the
 //!   application's errors of each;
 //! - `ratelimit`: a refusal by a rate limiter (429), a limiter that failed;
