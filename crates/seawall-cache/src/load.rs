@@ -375,15 +375,22 @@ where
     let started = Instant::now();
     let mut task = tokio::spawn(load.instrument(span.clone()));
     let deadline = tokio::time::Instant::now() + policy.hard_timeout;
+    // The load's result when it came within the soft timeout: a finished
+    // task is never polled again.
+    let mut early = None;
     if let (Some(soft), Some(stale)) = (policy.soft_timeout, &fallback) {
         tokio::select! {
             _ = tokio::time::sleep(soft) => {
                 flight.publish(Outcome::Value { value: stale.value.clone(), stale: true });
             }
-            _ = &mut task => {}
+            joined = &mut task => early = Some(joined),
         }
     }
-    let result = match tokio::time::timeout_at(deadline, &mut task).await {
+    let joined = match early {
+        Some(joined) => Ok(joined),
+        None => tokio::time::timeout_at(deadline, &mut task).await,
+    };
+    let result = match joined {
         Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(error))) => Err(Error::Load {
             key: key.to_owned(),

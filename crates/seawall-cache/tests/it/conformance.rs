@@ -466,6 +466,40 @@ async fn the_soft_timeout_returns_the_old_value_and_the_load_finishes(backend: &
     .await;
 }
 
+/// A load that finishes within the soft timeout is answered, and the key
+/// is not left to a load that never ends: the next read loads again.
+async fn a_load_faster_than_the_soft_timeout_is_answered(backend: &Backend) {
+    let policy = Policy::new(Duration::from_millis(100))
+        .fail_safe(Duration::from_secs(60))
+        .soft_timeout(Duration::from_secs(30));
+    let cache = backend
+        .builder()
+        .await
+        .class(Class::API, policy)
+        .ready()
+        .await;
+    let load =
+        |text: &'static str| move || async move { Ok::<_, std::io::Error>(Some(text.to_owned())) };
+    cache
+        .get_or_load("k", Class::API, load("old"))
+        .await
+        .expect("loads");
+    for text in ["new", "newer"] {
+        // Expired, so the old value is a fallback and the soft timeout is
+        // armed; the load beats it by far.
+        wait::until_async("the value to expire", async || {
+            cache.get::<String>("k", Class::API).await.is_none()
+        })
+        .await;
+        let read = tokio::time::timeout(Duration::from_secs(20), {
+            cache.get_or_load("k", Class::API, load(text))
+        })
+        .await
+        .expect("a load faster than the soft timeout is answered before it");
+        assert_eq!(read.expect("served").as_deref(), Some(text));
+    }
+}
+
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once(backend: &Backend) {
     let policy = Policy::new(Duration::from_millis(150))
         .fail_safe(Duration::from_secs(60))
@@ -702,6 +736,7 @@ on_every_backend!(
     the_hard_timeout_abandons_a_load,
     fail_safe_serves_the_old_value_until_its_maximum,
     the_soft_timeout_returns_the_old_value_and_the_load_finishes,
+    a_load_faster_than_the_soft_timeout_is_answered,
     stale_while_revalidate_answers_at_once_and_refreshes_once,
     refresh_ahead_reloads_before_expiry,
     batches_keep_order_and_report_misses,
