@@ -22,6 +22,10 @@ pub enum Error {
     /// too short to renew).
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
+    /// A schedule that cannot run: a cron expression that does not parse
+    /// or never matches, an unknown time zone, an interval out of range.
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(String),
     /// A payload that could not be encoded as JSON.
     #[error("the payload cannot be encoded: {0}")]
     Encode(#[source] serde_json::Error),
@@ -111,6 +115,7 @@ impl Error {
             | Self::InvalidOption(_)
             | Self::InvalidName(_)
             | Self::InvalidSetting(_)
+            | Self::InvalidSchedule(_)
             | Self::Encode(_)
             | Self::PoolTimeout(_)
             | Self::Unsupported(_)

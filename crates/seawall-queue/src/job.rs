@@ -203,6 +203,30 @@ pub struct JobInfo {
     pub errors: Vec<AttemptError>,
     /// Whether a cancellation was asked while it ran.
     pub cancel_requested: bool,
+    /// The scheduler tick it was enqueued for, if a
+    /// [scheduler](crate::Queues::upsert_scheduler) enqueued it.
+    pub tick: Option<Tick>,
+}
+
+/// The tick of a scheduler that a job was enqueued for: each tick of a
+/// scheduler makes at most one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// The scheduler's id.
+    pub scheduler: String,
+    /// When the tick was due.
+    pub at: SystemTime,
+}
+
+impl Tick {
+    /// Reads a job record's `<tick ms>:<scheduler>`.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let (at, scheduler) = text.split_once(':')?;
+        Some(Self {
+            scheduler: scheduler.to_owned(),
+            at: time_of(at.parse().ok()?),
+        })
+    }
 }
 
 impl JobInfo {

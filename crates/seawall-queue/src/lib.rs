@@ -25,6 +25,9 @@
 //!   [oldest waiting job](Queues::backlog), worker processes that
 //!   [announce](Queues::announce) themselves so any process lists a fleet's
 //!   workers, and [metrics](QueueMetrics) through seawall-perfmon.
+//! - [Recurring jobs](#recurring-jobs): schedulers kept with the queue,
+//!   every interval or on a cron expression in a time zone, each tick
+//!   enqueued exactly once however many processes run them.
 //!
 //! ```
 //! use std::time::Duration;
@@ -80,6 +83,29 @@
 //! read), it sends the call's other acknowledgements apart and drops that
 //! one, with an error logged and [counted](WorkerStats::refused_acks), and
 //! the job runs again when its lease runs out.
+//!
+//! # Recurring jobs
+//!
+//! [`Queues::upsert_scheduler`] keeps a scheduler with its queue: a
+//! [`Schedule`] ([every](Schedule::every) interval, or a
+//! [cron](Schedule::cron) expression in a time zone) and the payload and
+//! options of the job each tick makes. Any process may run a queue's
+//! schedulers ([`Queues::run_schedulers`]), and any number may at once:
+//! a tick is enqueued by one atomic step that finds the scheduler still
+//! planned for that tick and plans the next, so racing processes, a call
+//! re-sent after a reconnection, or a change made meanwhile never make a
+//! tick's job twice. The job's record names its tick ([`JobInfo::tick`]).
+//! What ticks missed while no process ran the schedulers make is the
+//! schedule's [`Missed`] policy: one run for the latest (the default),
+//! none, or one for each.
+//!
+//! Where this differs from BullMQ's job schedulers on purpose: BullMQ adds
+//! the next tick's job as a delayed job when the current one is processed,
+//! so a scheduler advances only while a worker processes its queue, and a
+//! job removed by hand stops its scheduler. Here the plan is kept with the
+//! scheduler and ticks are enqueued when due by whichever process runs
+//! them, independent of the queue's workers; a tick's job is an ordinary
+//! job, removable and retried as any other.
 //!
 //! # Upgrading
 //!
@@ -151,6 +177,8 @@ mod options;
 mod presence;
 mod queues;
 mod redis;
+mod schedule;
+mod schedulers;
 mod store;
 #[cfg(test)]
 mod testing;
@@ -164,12 +192,15 @@ pub use error::{Error, Result};
 pub use health::DurabilityCheck;
 pub use job::{
     AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
+    Tick,
 };
 pub use metrics::QueueMetrics;
 pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
-pub use store::{MAX_BACKLOG_GROUPS, MAX_QUEUE_NAME_BYTES, Settings};
+pub use schedule::{MAX_CATCH_UP, MIN_INTERVAL, Missed, ON_TIME, Schedule};
+pub use schedulers::{SchedulerInfo, SchedulerRunner, SchedulerStats, TickReport};
+pub use store::{MAX_BACKLOG_GROUPS, MAX_QUEUE_NAME_BYTES, MAX_SCHEDULERS, Settings};
 pub use wire::{OLDEST_WIRE_VERSION, WIRE_VERSION};
 pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats, WorkerWatch};
 

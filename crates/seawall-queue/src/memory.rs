@@ -14,10 +14,10 @@ use crate::error::{Error, Result};
 use crate::job::{
     AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState,
 };
-use crate::job::{Progress, time_of};
+use crate::job::{Progress, Tick, time_of};
 use crate::store::{
-    AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, NewJob, Renewed, Settings, Store,
-    Taken, bounded_message, millis,
+    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, Lease, MAX_SCHEDULERS,
+    NewJob, Renewed, Settings, Store, StoredScheduler, Taken, TickGuard, bounded_message, millis,
 };
 
 /// Scores of waiting jobs: priority × 2⁴⁰ + id, as in Redis.
@@ -104,6 +104,8 @@ struct QueueState {
     last_event: (u64, u64),
     /// Set by a transition that should wake a blocked worker.
     woke: bool,
+    /// Schedulers by id.
+    schedulers: std::collections::BTreeMap<String, StoredScheduler>,
 }
 
 #[derive(Clone)]
@@ -138,6 +140,8 @@ struct Record {
     progress: Option<Progress>,
     errors: Vec<AttemptError>,
     cancel: bool,
+    /// `<tick ms>:<scheduler>` for a scheduler's job; empty otherwise.
+    tick: String,
 }
 
 impl Record {
@@ -695,17 +699,19 @@ impl Step<'_> {
     }
 }
 
-#[async_trait]
-impl Store for MemoryStore {
-    async fn enqueue(
+impl MemoryStore {
+    /// Enqueues `jobs`, or a scheduler's ticks when `guard` is given: then
+    /// `None`, with nothing changed, unless the scheduler is as the guard
+    /// planned it (as enqueue.lua).
+    fn enqueue_guarded(
         &self,
         queue: &str,
         request: &str,
         jobs: Vec<NewJob>,
-        _wire: u32,
-    ) -> Result<Vec<(JobId, bool)>> {
+        guard: Option<&TickGuard>,
+    ) -> Result<Option<Vec<(JobId, bool)>>> {
         let epoch = self.epoch.lock().clone();
-        Ok(self.with(queue, |step| {
+        self.with(queue, |step| {
             while let Some((expires, _)) = step.q.answer_expiry.front()
                 && *expires <= step.now
             {
@@ -714,7 +720,15 @@ impl Store for MemoryStore {
                 }
             }
             if let Some(answer) = step.q.answers.get(request) {
-                return Ok(answer.clone());
+                return Ok(Some(answer.clone()));
+            }
+            if let Some(guard) = guard {
+                let planned = step.q.schedulers.get(&guard.scheduler).is_some_and(|held| {
+                    held.revision == guard.revision && held.next_ms == guard.next_ms && !held.paused
+                });
+                if !planned {
+                    return Ok(None);
+                }
             }
             // A key held by another job refuses the whole call before
             // anything changes.
@@ -798,6 +812,12 @@ impl Store for MemoryStore {
                         progress: None,
                         errors: Vec::new(),
                         cancel: false,
+                        tick: guard
+                            .and_then(|guard| {
+                                let tick = guard.ticks.get(usize::try_from(offset).ok()?)?;
+                                Some(format!("{tick}:{}", guard.scheduler))
+                            })
+                            .unwrap_or_default(),
                     },
                 );
                 if job.delay_ms > 0 {
@@ -809,12 +829,149 @@ impl Store for MemoryStore {
                 step.wake();
                 out.push((JobId::from(id), true));
             }
+            if let Some(guard) = guard
+                && let Some(held) = step.q.schedulers.get_mut(&guard.scheduler)
+            {
+                held.next_ms = guard.new_next_ms;
+                if let (Some(tick), Some((id, _))) = (guard.ticks.last(), out.last()) {
+                    held.last = Some((*tick, id.clone()));
+                }
+            }
             step.q.answers.insert(request.to_owned(), out.clone());
             step.q
                 .answer_expiry
                 .push_back((step.now + ANSWER_KEPT_MS, request.to_owned()));
-            Ok(out)
-        })?)
+            Ok(Some(out))
+        })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn enqueue(
+        &self,
+        queue: &str,
+        request: &str,
+        jobs: Vec<NewJob>,
+        _wire: u32,
+    ) -> Result<Vec<(JobId, bool)>> {
+        Ok(self
+            .enqueue_guarded(queue, request, jobs, None)?
+            .unwrap_or_default())
+    }
+
+    async fn enqueue_ticks(
+        &self,
+        queue: &str,
+        request: &str,
+        guard: &TickGuard,
+        jobs: Vec<NewJob>,
+        _wire: u32,
+    ) -> Result<Option<Vec<JobId>>> {
+        Ok(self
+            .enqueue_guarded(queue, request, jobs, Some(guard))?
+            .map(|added| added.into_iter().map(|(id, _)| id).collect()))
+    }
+
+    async fn upsert_scheduler(
+        &self,
+        queue: &str,
+        id: &str,
+        schedule: &str,
+        template: &[u8],
+    ) -> Result<u64> {
+        self.with(queue, |step| {
+            let schedulers = &mut step.q.schedulers;
+            if !schedulers.contains_key(id) && schedulers.len() as u64 >= MAX_SCHEDULERS {
+                return Err(Error::InvalidSetting(format!(
+                    "the queue holds {MAX_SCHEDULERS} schedulers, the most it may"
+                )));
+            }
+            let held = schedulers
+                .entry(id.to_owned())
+                .or_insert_with(|| StoredScheduler {
+                    id: id.to_owned(),
+                    schedule: String::new(),
+                    template: Vec::new(),
+                    revision: 0,
+                    next_ms: 0,
+                    paused: false,
+                    last: None,
+                });
+            if held.schedule == schedule && held.template == template {
+                return Ok(held.revision);
+            }
+            held.revision += 1;
+            if held.schedule != schedule {
+                held.schedule = schedule.to_owned();
+                held.next_ms = 0;
+            }
+            template.clone_into(&mut held.template);
+            Ok(held.revision)
+        })
+    }
+
+    async fn remove_scheduler(&self, queue: &str, id: &str) -> Result<bool> {
+        Ok(self.with(queue, |step| step.q.schedulers.remove(id).is_some()))
+    }
+
+    async fn pause_scheduler(&self, queue: &str, id: &str, paused: bool) -> Result<bool> {
+        Ok(self.with(queue, |step| {
+            let Some(held) = step.q.schedulers.get_mut(id) else {
+                return false;
+            };
+            if !paused && held.paused {
+                held.revision += 1;
+                held.next_ms = 0;
+            }
+            held.paused = paused;
+            true
+        }))
+    }
+
+    async fn scheduler(&self, queue: &str, id: &str) -> Result<Option<StoredScheduler>> {
+        Ok(self.with(queue, |step| step.q.schedulers.get(id).cloned()))
+    }
+
+    async fn schedulers(
+        &self,
+        queue: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredScheduler>> {
+        Ok(self.with(queue, |step| {
+            step.q
+                .schedulers
+                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                .take(limit)
+                .map(|(_, held)| held.clone())
+                .collect()
+        }))
+    }
+
+    async fn due_schedulers(&self, queue: &str, limit: usize) -> Result<DueSchedulers> {
+        Ok(self.with(queue, |step| {
+            let mut waiting: Vec<&StoredScheduler> = step
+                .q
+                .schedulers
+                .values()
+                .filter(|held| !held.paused)
+                .collect();
+            waiting.sort_by_key(|held| (held.next_ms, held.id.as_str()));
+            let due_count = waiting
+                .iter()
+                .take(limit)
+                .take_while(|held| held.next_ms <= step.now)
+                .count();
+            DueSchedulers {
+                now_ms: step.now,
+                next_due_ms: waiting.get(due_count).map(|held| held.next_ms),
+                due: waiting[..due_count]
+                    .iter()
+                    .map(|held| (*held).clone())
+                    .collect(),
+            }
+        }))
     }
 
     async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched> {
@@ -1168,6 +1325,7 @@ impl Store for MemoryStore {
                 progress: job.progress.clone(),
                 errors: job.errors.clone(),
                 cancel_requested: job.cancel,
+                tick: Tick::parse(&job.tick),
             })
         }))
     }

@@ -384,6 +384,11 @@ impl Queues {
         &*self.store
     }
 
+    /// The wire version an enqueue writes now (see [`crate::WIRE_VERSION`]).
+    pub(crate) async fn wire_version(&self) -> u32 {
+        self.wire.version(self.store()).await
+    }
+
     /// A worker for `queue`; set it up, then [start](WorkerBuilder::start)
     /// it with a handler.
     pub fn worker(&self, queue: &str) -> Result<WorkerBuilder> {
@@ -422,7 +427,7 @@ fn bulk_chunks(jobs: Vec<NewJob>) -> Vec<Vec<NewJob>> {
     chunks
 }
 
-fn new_job<T: Serialize + ?Sized>(
+pub(crate) fn new_job<T: Serialize + ?Sized>(
     payload: &T,
     options: &JobOptions,
     trace: String,

@@ -228,6 +228,51 @@ pub(crate) enum DeadJobs<'a> {
     Oldest(u64),
 }
 
+/// A scheduler as a backend keeps it (see `crate::schedule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredScheduler {
+    pub(crate) id: String,
+    /// The schedule and what missed ticks do, as text.
+    pub(crate) schedule: String,
+    /// The template of its jobs, encoded.
+    pub(crate) template: Vec<u8>,
+    /// Bumped by every change, so a tick planned before one is refused.
+    pub(crate) revision: u64,
+    /// When its next tick is due, in ms since the epoch; 0 while none is
+    /// planned (a new or changed schedule, a resumed scheduler).
+    pub(crate) next_ms: u64,
+    pub(crate) paused: bool,
+    /// Its last tick that made a job, and that job.
+    pub(crate) last: Option<(u64, JobId)>,
+}
+
+/// What [`Store::due_schedulers`] found.
+#[derive(Debug, Default)]
+pub(crate) struct DueSchedulers {
+    /// The backend's clock, in ms since the epoch.
+    pub(crate) now_ms: u64,
+    /// Schedulers whose next tick is due (or not yet planned).
+    pub(crate) due: Vec<StoredScheduler>,
+    /// When the first scheduler not among them is due.
+    pub(crate) next_due_ms: Option<u64>,
+}
+
+/// The condition and effect of a scheduler's enqueue: it adds its jobs
+/// only while the scheduler still holds `revision` and `next_ms`, and
+/// then plans `new_next_ms`.
+#[derive(Debug, Clone)]
+pub(crate) struct TickGuard {
+    pub(crate) scheduler: String,
+    pub(crate) revision: u64,
+    pub(crate) next_ms: u64,
+    pub(crate) new_next_ms: u64,
+    /// The tick each job is for, in the order of the jobs.
+    pub(crate) ticks: Vec<u64>,
+}
+
+/// The most schedulers one queue holds.
+pub const MAX_SCHEDULERS: u64 = 100_000;
+
 #[async_trait]
 pub(crate) trait Store: Send + Sync + 'static {
     /// Adds `jobs`; `request` (random per call) makes a re-sent call
@@ -242,6 +287,41 @@ pub(crate) trait Store: Send + Sync + 'static {
         jobs: Vec<NewJob>,
         wire: u32,
     ) -> Result<Vec<(JobId, bool)>>;
+    /// Enqueues a scheduler's ticks (as [`Store::enqueue`]) if the
+    /// scheduler is as `guard` planned it; `None`, with nothing changed,
+    /// when it is not (another process enqueued them, or it changed).
+    async fn enqueue_ticks(
+        &self,
+        queue: &str,
+        request: &str,
+        guard: &TickGuard,
+        jobs: Vec<NewJob>,
+        wire: u32,
+    ) -> Result<Option<Vec<JobId>>>;
+    /// Adds or changes a scheduler; a changed schedule plans anew, a
+    /// changed template alone keeps the planned tick. Answers the revision.
+    async fn upsert_scheduler(
+        &self,
+        queue: &str,
+        id: &str,
+        schedule: &str,
+        template: &[u8],
+    ) -> Result<u64>;
+    /// Whether there was such a scheduler.
+    async fn remove_scheduler(&self, queue: &str, id: &str) -> Result<bool>;
+    /// Whether there is such a scheduler; a resumed one plans anew.
+    async fn pause_scheduler(&self, queue: &str, id: &str, paused: bool) -> Result<bool>;
+    async fn scheduler(&self, queue: &str, id: &str) -> Result<Option<StoredScheduler>>;
+    /// Up to `limit` schedulers in the order of their ids, after `after`
+    /// (empty: from the first).
+    async fn schedulers(
+        &self,
+        queue: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredScheduler>>;
+    /// Up to `limit` schedulers whose tick is due, by due time.
+    async fn due_schedulers(&self, queue: &str, limit: usize) -> Result<DueSchedulers>;
     /// Acknowledges the call's acks as completed, promotes due jobs,
     /// recovers expired leases, then takes jobs (see [`FetchCall`]).
     async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched>;

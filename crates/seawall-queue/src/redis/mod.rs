@@ -23,6 +23,9 @@
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
 //! | `p:{q}:mark` | sorted set | the wake-up marker blocked workers pop |
 //! | `p:{q}:ev` | stream | events |
+//! | `p:{q}:s:<id>` | hash | a scheduler: `sch` (its schedule), `tpl` (its job template), `rev`, `next` (its planned tick, 0 for none), `paused`, `lt` and `lj` (its last tick and job) |
+//! | `p:{q}:sids` | sorted set | every scheduler's id, at score 0 (listed in the order of their ids) |
+//! | `p:{q}:sdue` | sorted set | schedulers not paused, by planned tick (0: to be planned) |
 //!
 //! Worker processes announce themselves under `{p}:processes` (a hash of
 //! reports by process id) and `{p}:processes:at` (a sorted set of when each
@@ -45,13 +48,15 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use crate::error::{Error, Result};
 use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::store::{
-    AfterFailure, DeadJobs, Failure, FetchCall, Fetched, Lease, MAX_SETTING, NewJob, Renewed,
-    Settings, Store, bounded_message, millis, random_id,
+    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, Lease, MAX_SCHEDULERS,
+    MAX_SETTING, NewJob, Renewed, Settings, Store, StoredScheduler, TickGuard, bounded_message,
+    millis, random_id,
 };
 
 use self::blocking::{Blocker, BlockingPool};
 use self::reply::{
-    added_ids, array, count, job_info, mismatch, number, stream_events, taken, text, unsigned,
+    added_ids, array, count, enqueued_ids, job_info, mismatch, number, stale, stored_scheduler,
+    stream_events, taken, text, unsigned,
 };
 
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -63,6 +68,7 @@ pub(crate) struct Scripts {
     renew: Script,
     progress: Script,
     control: Script,
+    schedule: Script,
     processes: Script,
 }
 
@@ -76,6 +82,7 @@ impl Scripts {
             renew: script(include_str!("renew.lua")),
             progress: script(include_str!("progress.lua")),
             control: script(include_str!("control.lua")),
+            schedule: script(include_str!("schedule.lua")),
             processes: Script::from_lua(include_str!("processes.lua")),
         }
     }
@@ -276,6 +283,14 @@ impl RedisStore {
         }
     }
 
+    /// Runs one operation of `schedule.lua`.
+    async fn schedule(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
+        let (keys, mut args) = self.prelude(queue, 1 + rest.len());
+        args.push(Value::from(op));
+        args.extend(rest);
+        self.run(&self.scripts.schedule, keys, args).await
+    }
+
     /// Runs `processes.lua`.
     async fn presence(&self, args: Vec<Value>) -> Result<Value> {
         let reports = format!("{{{}}}:processes", self.prefix);
@@ -291,6 +306,53 @@ impl RedisStore {
     }
 }
 
+/// The enqueue script's keys and arguments after the prelude's: the call,
+/// a scheduler's guard if any, then each job's fields (see enqueue.lua).
+fn enqueue_args(
+    (keys, mut args): (Vec<String>, Vec<Value>),
+    request: &str,
+    jobs: &[NewJob],
+    wire: u32,
+    guard: Option<&TickGuard>,
+) -> (Vec<String>, Vec<Value>) {
+    // A job's trace context is sent only when one of the call's jobs has
+    // one: the script takes 9 fields a job, or 10.
+    let traced = jobs.iter().any(|job| !job.trace.is_empty());
+    let fields = if traced { 10 } else { 9 };
+    args.reserve(8 + jobs.len() * (fields + 1));
+    args.push(Value::from(request));
+    args.push(int(jobs.len() as u64));
+    args.push(int(u64::from(wire)));
+    match guard {
+        None => args.push(Value::from("")),
+        Some(guard) => {
+            args.push(Value::from(guard.scheduler.as_str()));
+            args.push(int(guard.revision));
+            args.push(int(guard.next_ms));
+            args.push(int(guard.new_next_ms));
+            args.extend(guard.ticks.iter().map(|tick| int(*tick)));
+        }
+    }
+    for job in jobs {
+        let (key, window) = job.idempotency.clone().unwrap_or_default();
+        args.extend([
+            Value::Bytes(job.payload.clone().into()),
+            int(u64::from(job.priority)),
+            int(u64::from(job.max_attempts)),
+            Value::from(job.backoff.as_str()),
+            int(job.timeout_ms),
+            Value::from(job.group.as_str()),
+            int(job.delay_ms),
+            Value::from(key),
+            int(window),
+        ]);
+        if traced {
+            args.push(Value::from(job.trace.as_str()));
+        }
+    }
+    (keys, args)
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn enqueue(
@@ -302,33 +364,11 @@ impl Store for RedisStore {
     ) -> Result<Vec<(JobId, bool)>> {
         // A job's trace context is sent only when one of the call's jobs
         // has one: the script takes 9 fields a job, or 10.
-        let traced = jobs.iter().any(|job| !job.trace.is_empty());
-        let fields = if traced { 10 } else { 9 };
-        let (keys, mut args) = self.prelude(queue, 3 + jobs.len() * fields);
-        args.push(Value::from(request));
-        args.push(int(jobs.len() as u64));
-        args.push(int(u64::from(wire)));
+        let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire, None);
         let idempotency_keys: Vec<String> = jobs
             .iter()
             .map(|job| job.idempotency.clone().unwrap_or_default().0)
             .collect();
-        for job in jobs {
-            let (key, window) = job.idempotency.unwrap_or_default();
-            args.extend([
-                Value::Bytes(job.payload.into()),
-                int(u64::from(job.priority)),
-                int(u64::from(job.max_attempts)),
-                Value::from(job.backoff),
-                int(job.timeout_ms),
-                Value::from(job.group),
-                int(job.delay_ms),
-                Value::from(key),
-                int(window),
-            ]);
-            if traced {
-                args.push(Value::from(job.trace));
-            }
-        }
         let reply = match self.replicas {
             None => self.run(&self.scripts.enqueue, keys, args).await?,
             Some(replicas) => {
@@ -346,10 +386,95 @@ impl Store for RedisStore {
                 })?;
             return Err(Error::IdempotencyMismatch { key });
         }
-        array(reply)?
-            .chunks_exact(2)
-            .map(|pair| Ok((JobId::from(text(&pair[0])?), number(&pair[1])? == 1)))
-            .collect()
+        enqueued_ids(reply)
+    }
+
+    async fn enqueue_ticks(
+        &self,
+        queue: &str,
+        request: &str,
+        guard: &TickGuard,
+        jobs: Vec<NewJob>,
+        wire: u32,
+    ) -> Result<Option<Vec<JobId>>> {
+        // Not waited for by replicas, as other enqueues may be: a tick a
+        // failover loses is lost with the plan that its scheduler moved on,
+        // so the new primary enqueues that tick again.
+        let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire, Some(guard));
+        let reply = self.run(&self.scripts.enqueue, keys, args).await?;
+        if stale(&reply) {
+            return Ok(None);
+        }
+        Ok(Some(
+            enqueued_ids(reply)?.into_iter().map(|(id, _)| id).collect(),
+        ))
+    }
+
+    async fn upsert_scheduler(
+        &self,
+        queue: &str,
+        id: &str,
+        schedule: &str,
+        template: &[u8],
+    ) -> Result<u64> {
+        let reply = self
+            .schedule(
+                queue,
+                "upsert",
+                vec![
+                    Value::from(id),
+                    Value::from(schedule),
+                    Value::Bytes(template.to_vec().into()),
+                    int(MAX_SCHEDULERS),
+                ],
+            )
+            .await?;
+        unsigned(&reply)
+    }
+
+    async fn remove_scheduler(&self, queue: &str, id: &str) -> Result<bool> {
+        let reply = self
+            .schedule(queue, "remove", vec![Value::from(id)])
+            .await?;
+        Ok(number(&reply)? == 1)
+    }
+
+    async fn pause_scheduler(&self, queue: &str, id: &str, paused: bool) -> Result<bool> {
+        let op = if paused { "pause" } else { "resume" };
+        let reply = self.schedule(queue, op, vec![Value::from(id)]).await?;
+        Ok(number(&reply)? == 1)
+    }
+
+    async fn scheduler(&self, queue: &str, id: &str) -> Result<Option<StoredScheduler>> {
+        let reply = self.schedule(queue, "get", vec![Value::from(id)]).await?;
+        if matches!(reply, Value::Null) {
+            return Ok(None);
+        }
+        stored_scheduler(reply).map(Some)
+    }
+
+    async fn schedulers(
+        &self,
+        queue: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredScheduler>> {
+        let reply = self
+            .schedule(queue, "list", vec![Value::from(after), int(limit as u64)])
+            .await?;
+        array(reply)?.into_iter().map(stored_scheduler).collect()
+    }
+
+    async fn due_schedulers(&self, queue: &str, limit: usize) -> Result<DueSchedulers> {
+        let reply = self.schedule(queue, "due", vec![int(limit as u64)]).await?;
+        let mut values = array(reply)?.into_iter();
+        let now_ms = values.next().map_or(Ok(0), |value| unsigned(&value))?;
+        let next_due = values.next().map_or(Ok(-1), |value| number(&value))?;
+        Ok(DueSchedulers {
+            now_ms,
+            next_due_ms: u64::try_from(next_due).ok(),
+            due: values.map(stored_scheduler).collect::<Result<_>>()?,
+        })
     }
 
     async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched> {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use fred::types::Value;
 
 use crate::error::{Error, Result};
-use crate::job::{AttemptError, Event, JobId, JobInfo, JobState, Progress, time_of};
-use crate::store::{Lease, Taken};
+use crate::job::{AttemptError, Event, JobId, JobInfo, JobState, Progress, Tick, time_of};
+use crate::store::{Lease, StoredScheduler, Taken};
 
 pub(super) fn array(value: Value) -> Result<Vec<Value>> {
     match value {
@@ -127,6 +127,7 @@ pub(super) fn job_info(id: &JobId, reply: Value) -> Result<Option<JobInfo>> {
         progress,
         errors,
         cancel_requested: field_text("cx").as_deref() == Some("1"),
+        tick: field_text("sk").as_deref().and_then(Tick::parse),
     }))
 }
 
@@ -191,4 +192,52 @@ pub(super) fn added_ids(reply: &Value) -> Result<Vec<String>> {
             Err(error) => Some(Err(error)),
         })
         .collect()
+}
+
+/// Whether a scheduler's enqueue found the scheduler changed or its tick
+/// taken (`{ 'stale' }`).
+pub(super) fn stale(reply: &Value) -> bool {
+    matches!(reply, Value::Array(values)
+        if values.len() == 1 && values[0].as_str().as_deref() == Some("stale"))
+}
+
+/// An enqueue's answer: per job, its id and whether it was added.
+pub(super) fn enqueued_ids(reply: Value) -> Result<Vec<(JobId, bool)>> {
+    array(reply)?
+        .chunks_exact(2)
+        .map(|pair| Ok((JobId::from(text(&pair[0])?), number(&pair[1])? == 1)))
+        .collect()
+}
+
+/// A scheduler's record as schedule.lua answers it: id, schedule,
+/// template, revision, next, paused, last tick, last job.
+pub(super) fn stored_scheduler(reply: Value) -> Result<StoredScheduler> {
+    let fields = array(reply)?;
+    let [
+        id,
+        schedule,
+        template,
+        revision,
+        next,
+        paused,
+        last_tick,
+        last_job,
+    ] = <[Value; 8]>::try_from(fields).map_err(|fields| {
+        Error::Protocol(format!("a scheduler's record has {} fields", fields.len()))
+    })?;
+    let last_job = text(&last_job)?;
+    let last = if last_job.is_empty() {
+        None
+    } else {
+        Some((unsigned(&last_tick)?, JobId::from(last_job)))
+    };
+    Ok(StoredScheduler {
+        id: text(&id)?,
+        schedule: text(&schedule)?,
+        template: bytes(template),
+        revision: unsigned(&revision)?,
+        next_ms: unsigned(&next)?,
+        paused: text(&paused)? == "1",
+        last,
+    })
 }

@@ -17,7 +17,7 @@ use crate::job::{Cancelled, Counts, JobId, JobState};
 use crate::memory::MemoryStore;
 use crate::store::{
     AfterFailure, Failure, FetchCall, Fetched, Lease, MAX_BACKLOG_GROUPS, NewJob, Settings, Store,
-    random_id,
+    TickGuard, random_id,
 };
 use crate::wire::WIRE_VERSION;
 
@@ -53,6 +53,18 @@ enum Op {
     /// The server loses every write since the snapshot (a restart from an
     /// older AOF, a replica promoted before it caught up).
     LoseWrites,
+    /// The scheduler's ticks are enqueued: `jobs` of them (0 plans only),
+    /// by a call that holds the scheduler's plan, or a stale one (another
+    /// process's, or from before a change), which must change nothing.
+    Tick {
+        jobs: u8,
+        stale: bool,
+    },
+    /// The scheduler is upserted: its template changed (the plan stays),
+    /// or its schedule (planned anew).
+    Reschedule {
+        schedule_changed: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -68,6 +80,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Replay),
         1 => Just(Op::Snapshot),
         1 => Just(Op::LoseWrites),
+        2 => (0_u8..3, any::<bool>()).prop_map(|(jobs, stale)| Op::Tick { jobs, stale }),
+        1 => any::<bool>().prop_map(|schedule_changed| Op::Reschedule { schedule_changed }),
     ]
 }
 
@@ -103,7 +117,17 @@ struct World {
     /// Every lease token ever given: none may come twice.
     tokens: HashSet<String>,
     last_fetch: Option<LastFetch>,
-    snapshot: Option<Vec<(JobId, Model)>>,
+    snapshot: Option<(Vec<(JobId, Model)>, Planned)>,
+    scheduler: Planned,
+}
+
+/// The model's scheduler `s`: its schedule's text (which flips between two),
+/// revision and planned tick.
+#[derive(Debug, Clone, Default)]
+struct Planned {
+    schedule: String,
+    revision: u64,
+    next_ms: u64,
 }
 
 /// Faults a backend can be put through.
@@ -203,6 +227,15 @@ async fn check(
 ) -> Result<(), TestCaseError> {
     let max_stalls = settings().max_stalls;
     let mut world = World::default();
+    let revision = store
+        .upsert_scheduler(queue, "s", "every 1000 latest", b"{}")
+        .await
+        .expect("upserts");
+    world.scheduler = Planned {
+        schedule: "every 1000 latest".to_owned(),
+        revision,
+        next_ms: 0,
+    };
     for op in ops {
         match op {
             Op::Enqueue { delayed, group } => {
@@ -346,14 +379,91 @@ async fn check(
                 }
                 prop_assert_eq!(answered, still);
             }
+            Op::Tick { jobs, stale } => {
+                let planned = world.scheduler.clone();
+                let count = u64::from(jobs);
+                let guard = TickGuard {
+                    scheduler: "s".to_owned(),
+                    revision: planned.revision + u64::from(stale),
+                    next_ms: planned.next_ms,
+                    new_next_ms: planned.next_ms + 1_000 * (count + 1),
+                    ticks: (0..count)
+                        .map(|tick| planned.next_ms + 1_000 * tick)
+                        .collect(),
+                };
+                let template = || NewJob {
+                    payload: b"1".to_vec(),
+                    priority: 3,
+                    max_attempts: MAX_ATTEMPTS,
+                    backoff: String::new(),
+                    timeout_ms: 0,
+                    group: String::new(),
+                    delay_ms: 0,
+                    idempotency: None,
+                    trace: String::new(),
+                };
+                let added = store
+                    .enqueue_ticks(
+                        queue,
+                        &random_id(),
+                        &guard,
+                        (0..jobs).map(|_| template()).collect(),
+                        WIRE_VERSION,
+                    )
+                    .await
+                    .expect("enqueues ticks");
+                if stale {
+                    prop_assert!(added.is_none(), "a stale plan enqueued {:?}", added);
+                } else {
+                    let added = added.expect("the plan held");
+                    prop_assert_eq!(added.len(), usize::from(jobs));
+                    for id in added {
+                        prop_assert!(world.jobs.iter().all(|(old, _)| *old != id), "a fresh id");
+                        let model = Model {
+                            state: Expected::Waiting,
+                            runs: 0,
+                            failures: 0,
+                            stalls: 0,
+                            cancel: false,
+                        };
+                        world.jobs.push((id, model));
+                    }
+                    world.scheduler.next_ms = guard.new_next_ms;
+                }
+            }
+            Op::Reschedule { schedule_changed } => {
+                let planned = &mut world.scheduler;
+                let schedule = if schedule_changed {
+                    if planned.schedule.starts_with("every 1000") {
+                        "every 2000 latest"
+                    } else {
+                        "every 1000 latest"
+                    }
+                } else {
+                    planned.schedule.as_str()
+                }
+                .to_owned();
+                let template = format!("{{\"r\":{}}}", planned.revision);
+                let revision = store
+                    .upsert_scheduler(queue, "s", &schedule, template.as_bytes())
+                    .await
+                    .expect("upserts");
+                prop_assert_eq!(revision, planned.revision + 1);
+                planned.revision = revision;
+                if schedule_changed {
+                    planned.schedule = schedule;
+                    planned.next_ms = 0;
+                }
+            }
             Op::Snapshot => {
                 faults.snapshot().await;
-                world.snapshot = Some(world.jobs.clone());
+                world.snapshot = Some((world.jobs.clone(), world.scheduler.clone()));
             }
             Op::LoseWrites => {
-                let Some(kept) = world.snapshot.clone() else {
+                let Some((kept, scheduler)) = world.snapshot.clone() else {
                     continue;
                 };
+                world.scheduler = scheduler;
                 faults.lose_writes().await;
                 // Jobs enqueued since are gone; the workers keep their leases,
                 // whether the server still knows them or not.
@@ -461,6 +571,20 @@ async fn check(
                 prop_assert_eq!((info.failures, info.stalls), (model.failures, model.stalls));
             }
         }
+        // The scheduler holds the plan the model made, and nothing else.
+        let held = store
+            .scheduler(queue, "s")
+            .await
+            .expect("reads")
+            .expect("kept");
+        prop_assert_eq!(
+            (held.revision, held.next_ms, held.schedule.as_str()),
+            (
+                world.scheduler.revision,
+                world.scheduler.next_ms,
+                world.scheduler.schedule.as_str()
+            )
+        );
         let counts = store.counts(queue).await.expect("counts");
         world.recover(max_stalls);
         prop_assert_eq!(counts, world.counts());

@@ -9,5 +9,6 @@ mod failover;
 mod leases;
 mod replication;
 mod restart;
+mod schedulers;
 mod support;
 mod upgrade;

@@ -1,0 +1,109 @@
+-- A queue's schedulers; ARGV[7] names the operation, ARGV[8..] are its
+-- arguments. A scheduler `s` lives in the hash `s:<s>` (fields `sch`, its
+-- schedule as text; `tpl`, its job template; `rev`, bumped by every change;
+-- `next`, when its next tick is due in ms, 0 while none is planned;
+-- `paused`; `lt` and `lj`, its last tick that made a job and that job), is
+-- listed in the sorted set `sids` (all at score 0, so in the order of its
+-- id), and waits for its next tick in the sorted set `sdue` (by `next`)
+-- while it is not paused. Ticks are enqueued by enqueue.lua, whose guard
+-- checks `rev` and `next` and moves `next` on in the same call.
+local op = ARGV[7]
+local ids_key = base .. 'sids'
+local due_key = base .. 'sdue'
+local function scheduler_key(id) return base .. 's:' .. id end
+-- A scheduler id: as a queue name, 1 to 128 bytes without braces,
+-- whitespace or control characters.
+local function scheduler_id(index)
+  return shaped(index, '^[^%s%c{}]+$', 128, 'a scheduler id')
+end
+-- A scheduler's record, as the client reads it: id, schedule, template,
+-- revision, next, paused, last tick, last job.
+local function record(id)
+  local fields = redis.call('HMGET', scheduler_key(id), 'sch', 'tpl', 'rev', 'next', 'paused', 'lt', 'lj')
+  if not fields[1] then return nil end
+  return { id, fields[1], fields[2], fields[3], fields[4], fields[5] or '0', fields[6] or '', fields[7] or '' }
+end
+
+if op == 'upsert' then
+  -- ARGV[8]: the id; ARGV[9]: the schedule; ARGV[10]: the template; ARGV[11]:
+  -- the most schedulers the queue may hold. A changed schedule plans its
+  -- next tick anew (the one planned before does not run); a changed
+  -- template alone keeps the planned tick. Returns the revision.
+  local id = scheduler_id(8)
+  local schedule = shaped(9, '^%S', 1024, 'a schedule')
+  if #ARGV[10] > MAX_PAYLOAD + 65536 then refuse('a template is over the largest payload') end
+  local most = whole(11, 1, MAX_SETTING)
+  local key = scheduler_key(id)
+  local held = redis.call('HMGET', key, 'sch', 'tpl', 'rev', 'paused')
+  if held[1] == schedule and held[2] == ARGV[10] then return tonumber(held[3]) end
+  if not held[1] and redis.call('ZCARD', ids_key) >= most then
+    refuse('the queue holds ' .. int(most) .. ' schedulers, the most it may')
+  end
+  local revision = tonumber(held[3] or '0') + 1
+  redis.call('HSET', key, 'sch', schedule, 'tpl', ARGV[10], 'rev', int(revision))
+  if held[1] ~= schedule then
+    redis.call('HSET', key, 'next', '0')
+    if held[4] ~= '1' then redis.call('ZADD', due_key, '0', id) end
+  end
+  redis.call('ZADD', ids_key, '0', id)
+  return revision
+elseif op == 'remove' then
+  local id = scheduler_id(8)
+  redis.call('ZREM', due_key, id)
+  redis.call('ZREM', ids_key, id)
+  return redis.call('DEL', scheduler_key(id))
+elseif op == 'pause' or op == 'resume' then
+  -- A resumed scheduler plans its next tick anew: the ticks it missed
+  -- while paused make no job.
+  local id = scheduler_id(8)
+  local key = scheduler_key(id)
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  if op == 'pause' then
+    redis.call('HSET', key, 'paused', '1')
+    redis.call('ZREM', due_key, id)
+  elseif redis.call('HGET', key, 'paused') == '1' then
+    redis.call('HDEL', key, 'paused')
+    redis.call('HINCRBY', key, 'rev', '1')
+    redis.call('HSET', key, 'next', '0')
+    redis.call('ZADD', due_key, '0', id)
+  end
+  return 1
+elseif op == 'get' then
+  return record(scheduler_id(8)) or false
+elseif op == 'list' then
+  -- ARGV[8]: list the ids after this one ('' from the first); ARGV[9]: how
+  -- many at most.
+  local after = ARGV[8]
+  if after ~= '' then after = scheduler_id(8) end
+  local limit = whole(9, 1, 10000)
+  local from = '-'
+  if after ~= '' then from = '(' .. after end
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGEBYLEX', ids_key, from, '+', 'LIMIT', '0', int(limit))) do
+    local found = record(id)
+    if found then out[#out + 1] = found end
+  end
+  return out
+elseif op == 'due' then
+  -- ARGV[8]: how many due schedulers at most. Returns the server's time,
+  -- when the first scheduler not answered is due (-1: none), then the due
+  -- ones' records.
+  local limit = whole(8, 1, 10000)
+  local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', now_text, 'LIMIT', '0', int(limit))
+  local out = { now, -1 }
+  local later = redis.call('ZRANGEBYSCORE', due_key, '(' .. now_text, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
+  if #ids >= limit then
+    later = redis.call('ZRANGEBYSCORE', due_key, '-inf', '+inf', 'WITHSCORES', 'LIMIT', int(limit), '1')
+  end
+  if later[2] then out[2] = tonumber(later[2]) end
+  for _, id in ipairs(ids) do
+    local found = record(id)
+    if found then
+      out[#out + 1] = found
+    else
+      redis.call('ZREM', due_key, id)
+    end
+  end
+  return out
+end
+refuse('unknown scheduler operation ' .. tostring(op))
