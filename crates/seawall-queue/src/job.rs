@@ -206,6 +206,10 @@ pub struct JobInfo {
     /// The scheduler tick it was enqueued for, if a
     /// [scheduler](crate::Queues::upsert_scheduler) enqueued it.
     pub tick: Option<Tick>,
+    /// What its handler returned, as JSON, once it completed (see
+    /// [`WorkerBuilder::start`](crate::WorkerBuilder::start)); kept as long
+    /// as the completed job is.
+    pub result: Option<Vec<u8>>,
 }
 
 /// The tick of a scheduler that a job was enqueued for: each tick of a
@@ -230,6 +234,15 @@ impl Tick {
 }
 
 impl JobInfo {
+    /// Its handler's result decoded as `T`; `None` when there is none.
+    pub fn result_as<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.result
+            .as_deref()
+            .map(serde_json::from_slice)
+            .transpose()
+            .map_err(Error::Encode)
+    }
+
     /// The payload decoded as `T`.
     pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.payload).map_err(Error::Encode)

@@ -25,6 +25,8 @@
 //!   [oldest waiting job](Queues::backlog), worker processes that
 //!   [announce](Queues::announce) themselves so any process lists a fleet's
 //!   workers, and [metrics](QueueMetrics) through seawall-perfmon.
+//! - A handler's return value is the job's [result](Queues::result), kept
+//!   with the completed job as long as the queue keeps it.
 //! - [Recurring jobs](#recurring-jobs): schedulers kept with the queue,
 //!   every interval or on a cron expression in a time zone, each tick
 //!   enqueued exactly once however many processes run them.
@@ -202,7 +204,9 @@ pub use schedule::{MAX_CATCH_UP, MIN_INTERVAL, Missed, ON_TIME, Schedule};
 pub use schedulers::{SchedulerInfo, SchedulerRunner, SchedulerStats, TickReport};
 pub use store::{MAX_BACKLOG_GROUPS, MAX_QUEUE_NAME_BYTES, MAX_SCHEDULERS, Settings};
 pub use wire::{OLDEST_WIRE_VERSION, WIRE_VERSION};
-pub use worker::{Job, JobError, Worker, WorkerBuilder, WorkerStats, WorkerWatch};
+pub use worker::{
+    Job, JobError, MAX_RESULT_BYTES, Worker, WorkerBuilder, WorkerStats, WorkerWatch,
+};
 
 /// The Redis client crate, re-exported so the version matches.
 pub use fred;

@@ -142,6 +142,8 @@ struct Record {
     cancel: bool,
     /// `<tick ms>:<scheduler>` for a scheduler's job; empty otherwise.
     tick: String,
+    /// What its handler returned (JSON), once completed; empty for none.
+    result: Vec<u8>,
 }
 
 impl Record {
@@ -818,6 +820,7 @@ impl MemoryStore {
                                 Some(format!("{tick}:{}", guard.scheduler))
                             })
                             .unwrap_or_default(),
+                        result: Vec::new(),
                     },
                 );
                 if job.delay_ms > 0 {
@@ -1010,10 +1013,16 @@ impl Store for MemoryStore {
                 };
             }
             let mut rejected = 0;
-            for ack in &call.acks {
+            for (index, ack) in call.acks.iter().enumerate() {
                 if step.owned(ack) {
                     step.leave_active(ack.id.as_str());
                     step.make_completed(ack.id.as_str());
+                    if let Some(result) =
+                        call.results.get(index).filter(|result| !result.is_empty())
+                        && let Some(job) = step.q.jobs.get_mut(ack.id.as_str())
+                    {
+                        job.result.clone_from(result);
+                    }
                 } else {
                     rejected += 1;
                 }
@@ -1326,6 +1335,7 @@ impl Store for MemoryStore {
                 errors: job.errors.clone(),
                 cancel_requested: job.cancel,
                 tick: Tick::parse(&job.tick),
+                result: (!job.result.is_empty()).then(|| job.result.clone()),
             })
         }))
     }

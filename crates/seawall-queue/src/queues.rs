@@ -182,6 +182,41 @@ impl Queues {
         self.store.job(queue, id).await
     }
 
+    /// The result of job `id` of `queue`, decoded as `T`: what its handler
+    /// returned (see [`WorkerBuilder::start`]), once the job completed and
+    /// for as long as the queue keeps it. `None` when there is none: the
+    /// job is not completed, is no longer kept, or returned nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_queue::{Job, JobError, JobOptions, Queues};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// let id = queues.enqueue("sums", &[1, 2, 3], &JobOptions::new()).await?;
+    /// let worker = queues
+    ///     .worker("sums")?
+    ///     .start(|job: Job<Vec<u64>>| async move { Ok::<_, JobError>(job.payload.iter().sum::<u64>()) });
+    /// while queues.counts("sums").await?.completed < 1 {
+    ///     tokio::time::sleep(Duration::from_millis(5)).await;
+    /// }
+    /// assert_eq!(queues.result::<u64>("sums", &id).await?, Some(6));
+    /// worker.shutdown(Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn result<T: serde::de::DeserializeOwned>(
+        &self,
+        queue: &str,
+        id: &JobId,
+    ) -> Result<Option<T>> {
+        match self.job(queue, id).await? {
+            Some(job) if job.state == JobState::Completed => job.result_as(),
+            _ => Ok(None),
+        }
+    }
+
     /// Up to `limit` (at most [`MAX_LISTED`]) records of jobs in `state`:
     /// active jobs by lease deadline, delayed ones by due time, completed
     /// and dead ones newest first. A job that moves on between the listing

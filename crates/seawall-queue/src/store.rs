@@ -119,6 +119,10 @@ pub(crate) struct FetchCall {
     /// always is).
     pub(crate) max_bytes: usize,
     pub(crate) acks: Vec<Lease>,
+    /// The handlers' results of the acknowledged runs, by position in
+    /// `acks` (JSON; empty, or missing at the end, for none), kept with
+    /// each completed job.
+    pub(crate) results: Vec<Vec<u8>>,
 }
 
 /// A random id, hex: 64 bits, for requests and workers.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -278,11 +279,20 @@ impl WorkerBuilder {
     /// handler gets each job with its payload decoded as `T`; a payload
     /// that does not decode sends its job to the dead set with the decoding
     /// error, without calling the handler.
-    pub fn start<T, H, F>(self, handler: H) -> Worker
+    ///
+    /// What the handler returns with `Ok` is the job's result: encoded as
+    /// JSON, kept with the completed job for as long as the queue keeps it
+    /// (see [`Settings`](crate::Settings)), and read with
+    /// [`Queues::result`](crate::Queues::result). A result that encodes as
+    /// `null` (`()`, `None`) is not stored; one over
+    /// [`MAX_RESULT_BYTES`] is not stored either, with an error logged (the
+    /// job still completes: its work is done).
+    pub fn start<T, R, H, F>(self, handler: H) -> Worker
     where
         T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
         H: Fn(Job<T>) -> F + Send + Sync + 'static,
-        F: Future<Output = std::result::Result<(), JobError>> + Send + 'static,
+        F: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
     {
         let lanes = if self.concurrency > 1 { FETCH_LANES } else { 1 };
         let shared = Arc::new(Shared {
@@ -293,6 +303,7 @@ impl WorkerBuilder {
             backoff: self.backoff,
             held: Mutex::new(Runs::default()),
             acks: Mutex::new(Vec::new()),
+            results: Mutex::new(HashMap::new()),
             suspect_acks: Mutex::new(Vec::new()),
             fetch_lanes: (0..lanes).map(|_| Lane::new()).collect(),
             ack_lane: Lane::new(),
@@ -309,7 +320,11 @@ impl WorkerBuilder {
             stopped: CancellationToken::new(),
             renew_soon: Notify::new(),
         });
-        let handler: Arc<Handler<T>> = Arc::new(move |job| Box::pin(handler(job)));
+        let handler: Arc<Handler<T>> = Arc::new(move |job: Job<T>| {
+            let id = job.id.clone();
+            let run = handler(job);
+            Box::pin(async move { run.await.map(|result| encode_result(&id, &result)) })
+        });
         let fetchers = (0..lanes)
             .map(|lane| tokio::spawn(fetch_loop(Arc::clone(&shared), Arc::clone(&handler), lane)))
             .collect();
@@ -322,7 +337,30 @@ impl WorkerBuilder {
     }
 }
 
-type Outcome = std::result::Result<(), JobError>;
+/// What a run ended with: its result as JSON (empty for none), or why it
+/// failed.
+type Outcome = std::result::Result<Vec<u8>, JobError>;
+
+/// The largest result kept with a job, in bytes (as JSON).
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+
+/// A handler's result as stored: JSON, or nothing for `null` and for one
+/// that cannot be encoded or is too large (with an error logged).
+fn encode_result<R: Serialize>(id: &JobId, result: &R) -> Vec<u8> {
+    match serde_json::to_vec(result) {
+        Ok(json) if json == b"null" => Vec::new(),
+        Ok(json) if json.len() > MAX_RESULT_BYTES => {
+            tracing::error!(job = %id, bytes = json.len(),
+                "the handler's result is over {MAX_RESULT_BYTES} bytes as JSON; it is not kept");
+            Vec::new()
+        }
+        Ok(json) => json,
+        Err(error) => {
+            tracing::error!(job = %id, %error, "the handler's result cannot be encoded as JSON; it is not kept");
+            Vec::new()
+        }
+    }
+}
 type Handler<T> =
     dyn Fn(Job<T>) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync;
 
@@ -526,6 +564,9 @@ struct Shared {
     held: Mutex<Runs>,
     /// Completed jobs whose acknowledgement has not been sent.
     acks: Mutex<Vec<Lease>>,
+    /// The handlers' results (JSON) of runs whose acknowledgement is not
+    /// through yet; a run whose handler returned nothing (`null`) has none.
+    results: Mutex<HashMap<Lease, Vec<u8>>>,
     /// Acknowledgements of a call the queue's script refused, in groups
     /// that are each sent in a call of their own, before any new
     /// acknowledgement (see [`refused`]).
@@ -755,7 +796,18 @@ fn take_acks(shared: &Shared) -> Vec<Lease> {
 
 /// A new call of `lane`.
 fn new_call(shared: &Shared, lane: &Lane, want: usize, acks: Vec<Lease>) -> FetchCall {
+    let results = {
+        let held = shared.results.lock();
+        if held.is_empty() {
+            Vec::new()
+        } else {
+            acks.iter()
+                .map(|ack| held.get(ack).cloned().unwrap_or_default())
+                .collect()
+        }
+    };
     FetchCall {
+        results,
         caller: lane.caller.clone(),
         request: random_id(),
         lease: shared.lease,
@@ -840,6 +892,7 @@ fn refused(shared: &Shared, mut acks: Vec<Lease>, error: &Error) {
             let ack = &acks[0];
             // No longer renewed: its lease runs out and the job returns.
             shared.held.lock().remove(ack);
+            shared.results.lock().remove(ack);
             bump(&shared.stats.refused_acks);
             if let Some(metrics) = &shared.metrics {
                 metrics.refused(1);
@@ -865,6 +918,13 @@ fn acknowledged(shared: &Shared, acks: &[Lease], rejected: u32) {
         held.remove(ack);
     }
     drop(held);
+    let mut results = shared.results.lock();
+    if !results.is_empty() {
+        for ack in acks {
+            results.remove(ack);
+        }
+    }
+    drop(results);
     let accepted = (acks.len() as u64).saturating_sub(u64::from(rejected));
     shared
         .stats
@@ -1171,8 +1231,11 @@ async fn run_job<T>(
     match outcome {
         // A handler that finished its job completes it, even if a
         // cancellation came in meanwhile.
-        Ok(()) => {
+        Ok(result) => {
             trace::finish(&span, "completed");
+            if !result.is_empty() {
+                shared.results.lock().insert(lease.clone(), result);
+            }
             shared.acks.lock().push(lease);
             release_slot(&shared);
             // While the fetcher blocks, nobody else sends the

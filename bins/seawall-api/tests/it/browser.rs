@@ -625,7 +625,7 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
         .start(|job: Job<Value>| async move {
             job.progress(40, "halfway through the history").await;
             job.cancellation().cancelled().await;
-            Err(JobError::permanent("cancelled"))
+            Err::<(), _>(JobError::permanent("cancelled"))
         });
     let failed_once = Arc::new(AtomicBool::new(false));
     let emails = queues.worker("email")?.start(move |_job: Job<Value>| {

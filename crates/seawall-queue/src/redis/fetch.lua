@@ -3,7 +3,8 @@
 -- call's request id; ARGV[9]: lease ms; ARGV[10]: how many jobs to take at
 -- most; ARGV[11]: the most payload bytes to take (past them no further job
 -- is taken; the first always is); ARGV[12]: how many acknowledgements
--- follow, each as a job id and its lease token; after them, 1 to answer
+-- follow, each as a job id, its lease token and the handler's result (JSON;
+-- empty for none, kept with the completed job); after them, 1 to answer
 -- each job's trace context, 0 not to (a worker built without tracing reads
 -- nothing it would drop).
 -- Returns { now, ms until the next delayed job or lease expiry (-1: none,
@@ -26,12 +27,15 @@ local lease = whole(9, 0, MAX_MS)
 local want = whole(10, 0, 10000)
 local max_bytes = whole(11, 1, MAX_SETTING)
 local acks = whole(12, 0, 1000000)
-if #ARGV ~= 13 + 2 * acks then refuse('expected ' .. acks .. ' acknowledgements, then the trace flag') end
+if #ARGV ~= 13 + 3 * acks then refuse('expected ' .. acks .. ' acknowledgements, then the trace flag') end
+-- Acknowledgement i's job id, lease token and result.
+local function ack_at(i) return 10 + 3 * i end
 for i = 1, acks do
-  job_id_arg(11 + 2 * i)
-  shaped(12 + 2 * i, TOKEN, 64, 'a lease token')
+  job_id_arg(ack_at(i))
+  shaped(ack_at(i) + 1, TOKEN, 64, 'a lease token')
+  if #ARGV[ack_at(i) + 2] > MAX_PAYLOAD then refuse('a result is over ' .. MAX_PAYLOAD .. ' bytes') end
 end
-local traced = whole(13 + 2 * acks, 0, 1) == 1
+local traced = whole(13 + 3 * acks, 0, 1) == 1
 
 local record_key = base .. 'w:' .. caller
 local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk' }
@@ -76,14 +80,20 @@ if acks > 0 then
   -- members a call). A lease acknowledged twice in one call counts once:
   -- the second is rejected, as it would be in a later call.
   local members = {}
-  for i = 1, acks do members[i] = lease_member(ARGV[11 + 2 * i], ARGV[12 + 2 * i]) end
+  for i = 1, acks do members[i] = lease_member(ARGV[ack_at(i)], ARGV[ack_at(i) + 1]) end
   local scores = chunked('ZMSCORE', active_key, members)
   local current, ids, seen = {}, {}, {}
   for i = 1, acks do
     if scores[i] and not seen[members[i]] then
       seen[members[i]] = true
       current[#current + 1] = members[i]
-      ids[#ids + 1] = ARGV[11 + 2 * i]
+      ids[#ids + 1] = ARGV[ack_at(i)]
+      -- The result goes with the record, so it is kept as long as the
+      -- completed job is.
+      local result = ARGV[ack_at(i) + 2]
+      if result ~= '' and keep_completed > 0 then
+        redis.call('HSET', job_key(ARGV[ack_at(i)]), 'rv', result)
+      end
     else
       rejected = rejected + 1
     end

@@ -478,16 +478,18 @@ impl Store for RedisStore {
     }
 
     async fn fetch(&self, queue: &str, call: &FetchCall) -> Result<Fetched> {
-        let (keys, mut args) = self.prelude(queue, 7 + call.acks.len() * 2);
+        let (keys, mut args) = self.prelude(queue, 7 + call.acks.len() * 3);
         args.push(Value::from(call.caller.as_str()));
         args.push(Value::from(call.request.as_str()));
         args.push(int(millis(call.lease)));
         args.push(int(call.want as u64));
         args.push(int((call.max_bytes as u64).min(MAX_SETTING)));
         args.push(int(call.acks.len() as u64));
-        for ack in &call.acks {
+        for (index, ack) in call.acks.iter().enumerate() {
             args.push(Value::from(ack.id.as_str()));
             args.push(Value::from(ack.token.as_str()));
+            let result = call.results.get(index).map_or(&[][..], Vec::as_slice);
+            args.push(Value::Bytes(result.to_vec().into()));
         }
         args.push(int(u64::from(TRACED)));
         let per_job = if TRACED { 11 } else { 10 };

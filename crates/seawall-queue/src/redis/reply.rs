@@ -128,6 +128,7 @@ pub(super) fn job_info(id: &JobId, reply: Value) -> Result<Option<JobInfo>> {
         errors,
         cancel_requested: field_text("cx").as_deref() == Some("1"),
         tick: field_text("sk").as_deref().and_then(Tick::parse),
+        result: fields.get("rv").cloned().map(bytes),
     }))
 }
 

@@ -78,6 +78,7 @@ fn call(want: usize, acks: Vec<Lease>) -> FetchCall {
         want,
         max_bytes: 16 << 20,
         acks,
+        results: Vec::new(),
     }
 }
 

@@ -102,6 +102,8 @@ struct Model {
     failures: u32,
     stalls: u32,
     cancel: bool,
+    /// The result its completion carried.
+    result: Option<Vec<u8>>,
 }
 
 /// A fetch call and what it answered, for a replay.
@@ -215,6 +217,7 @@ fn call(want: usize, lease: Duration, acks: Vec<Lease>) -> FetchCall {
         want,
         max_bytes: usize::MAX,
         acks,
+        results: Vec::new(),
     }
 }
 
@@ -271,6 +274,7 @@ async fn check(
                     failures: 0,
                     stalls: 0,
                     cancel: false,
+                    result: None,
                 };
                 world.jobs.push((added[0].0.clone(), model));
             }
@@ -311,13 +315,23 @@ async fn check(
             }
             Op::Ack(pick) => {
                 let lease = world.held.remove(pick % world.held.len());
-                let call = call(0, LONG, vec![lease.clone()]);
+                // Every other acknowledgement carries a result.
+                let result = if pick % 2 == 0 {
+                    format!("[{pick}]").into_bytes()
+                } else {
+                    Vec::new()
+                };
+                let call = FetchCall {
+                    results: vec![result.clone()],
+                    ..call(0, LONG, vec![lease.clone()])
+                };
                 let fetched = store.fetch(queue, &call).await.expect("acks");
                 let model = world.find(&lease.id);
                 let owned = owns(model, &lease);
                 if owned {
                     model.state = Expected::Completed;
                     model.cancel = false;
+                    model.result = (!result.is_empty()).then_some(result);
                 }
                 prop_assert_eq!(fetched.rejected, u32::from(!owned));
                 world.last_fetch = Some(LastFetch {
@@ -425,6 +439,7 @@ async fn check(
                             failures: 0,
                             stalls: 0,
                             cancel: false,
+                            result: None,
                         };
                         world.jobs.push((id, model));
                     }
@@ -569,6 +584,7 @@ async fn check(
             if let Some(info) = info {
                 prop_assert_eq!(info.runs, model.runs);
                 prop_assert_eq!((info.failures, info.stalls), (model.failures, model.stalls));
+                prop_assert_eq!(&info.result, &model.result, "job {}'s result", id);
             }
         }
         // The scheduler holds the plan the model made, and nothing else.

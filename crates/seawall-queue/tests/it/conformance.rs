@@ -206,7 +206,7 @@ async fn failures_retry_with_backoff_then_go_to_the_dead_set_with_their_history(
             seen.lock()
                 .push((Instant::now(), job.run(), job.failures()));
             let run = job.run();
-            async move { Err(JobError::new(format!("boom {run}"))) }
+            async move { Err::<(), _>(JobError::new(format!("boom {run}"))) }
         });
     counts_reach(&queues, "q", "the job dead", |counts| counts.dead == 1).await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
@@ -267,7 +267,7 @@ async fn permanent_errors_and_undecodable_payloads_go_straight_to_the_dead_set(b
             counted.fetch_add(1, Ordering::SeqCst);
             let payload = job.payload;
             async move {
-                Err(JobError::permanent(format!(
+                Err::<(), _>(JobError::permanent(format!(
                     "user {payload} does not exist"
                 )))
             }
@@ -451,7 +451,7 @@ async fn cancel_removes_waiting_and_delayed_jobs_and_stops_running_ones(backend:
         .expect("valid")
         .start(|job: Job<u64>| async move {
             job.cancellation().cancelled().await;
-            Err(JobError::new("stopped on request"))
+            Err::<(), _>(JobError::new("stopped on request"))
         });
     counts_reach(&queues, "busy", "the job active", |counts| {
         counts.active == 1
@@ -1405,7 +1405,90 @@ async fn processes_announce_themselves(backend: &Backend) {
     assert!(one.announce(&report("", 1)).await.is_err());
 }
 
+/// What a handler returns is its job's result, read by id once the job
+/// completed; `None` (JSON `null`) keeps nothing, a failed job has none,
+/// and a queue that keeps no completed job keeps no result.
+async fn a_handler_s_result_is_kept_with_its_completed_job(backend: &Backend) {
+    let queues = backend.queues().await;
+    let mut ids = Vec::new();
+    for n in 0..6_u64 {
+        ids.push(
+            queues
+                .enqueue("sums", &n, &options())
+                .await
+                .expect("enqueues"),
+        );
+    }
+    let failing = queues
+        .enqueue("sums", &99_u64, &options().attempts(1).expect("valid"))
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("sums")
+        .expect("a valid name")
+        .concurrency(3)
+        .expect("valid")
+        .start(|job: Job<u64>| async move {
+            match job.payload {
+                99 => Err(JobError::permanent("no")),
+                n if n % 2 == 0 => Ok(Some(vec![n, n * 10])),
+                _ => Ok(None),
+            }
+        });
+    counts_reach(&queues, "sums", "six completed and one dead", |counts| {
+        counts.completed == 6 && counts.dead == 1
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    for (n, id) in (0_u64..).zip(&ids) {
+        let result = queues.result::<Vec<u64>>("sums", id).await.expect("reads");
+        let expected = (n % 2 == 0).then(|| vec![n, n * 10]);
+        assert_eq!(result, expected, "job {n}");
+        let info = queues.job("sums", id).await.expect("reads").expect("kept");
+        assert_eq!(info.result_as::<Vec<u64>>().expect("decodes"), expected);
+    }
+    assert_eq!(
+        queues.result::<u64>("sums", &failing).await.expect("reads"),
+        None
+    );
+    assert_eq!(
+        queues
+            .result::<u64>("sums", &JobId::from("12345-00"))
+            .await
+            .expect("reads"),
+        None
+    );
+    // A result read as the wrong type is a typed error.
+    let wrong = queues.result::<String>("sums", &ids[0]).await;
+    assert!(matches!(wrong, Err(Error::Encode(_))), "{wrong:?}");
+
+    let forgetful = backend
+        .queues_with(Settings {
+            keep_completed: 0,
+            ..Settings::default()
+        })
+        .await;
+    let id = forgetful
+        .enqueue("sums", &2_u64, &options())
+        .await
+        .expect("enqueues");
+    let worker = forgetful
+        .worker("sums")
+        .expect("a valid name")
+        .start(|job: Job<u64>| async move { Ok::<_, JobError>(job.payload) });
+    wait::until_async("the job to complete", async || {
+        worker.stats().completed == 1
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        forgetful.result::<u64>("sums", &id).await.expect("reads"),
+        None
+    );
+}
+
 on_every_backend!(
+    a_handler_s_result_is_kept_with_its_completed_job,
     the_oldest_waiting_age_grows_while_a_job_waits,
     a_delayed_job_counts_for_the_oldest_waiting_age_once_due,
     the_oldest_waiting_age_is_the_oldest_head_of_every_group_and_priority,
