@@ -106,6 +106,13 @@ struct QueueState {
     woke: bool,
     /// Schedulers by id.
     schedulers: std::collections::BTreeMap<String, StoredScheduler>,
+    /// The rate limit: at most this many starts in this many ms.
+    rate: Option<(u32, u64)>,
+    /// The starts within the rate limit's window: when, and the run's
+    /// lease token, oldest first.
+    starts: VecDeque<(u64, String)>,
+    /// Nothing starts before this (ms since the epoch): a handler's hold.
+    hold_until: u64,
 }
 
 #[derive(Clone)]
@@ -538,6 +545,14 @@ impl Step<'_> {
             self.make_waiting(id, true);
             self.wake();
             self.emit("requeued", id, &[]);
+            return AfterFailure::Waiting;
+        }
+        if let Failure::Hold(delay) = failure {
+            // A later hold never shortens an earlier one.
+            self.q.hold_until = self.q.hold_until.max(self.now + millis(delay));
+            self.make_waiting(id, true);
+            self.wake();
+            self.emit("held", id, &[("delay", millis(delay).to_string())]);
             return AfterFailure::Waiting;
         }
         let now = self.now;
@@ -1035,11 +1050,44 @@ impl Store for MemoryStore {
             step.promote();
             step.recover();
             let paused = step.q.paused;
-            let jobs = if paused {
+            // A hold, then the rate limit (as fetch.lua): how many may
+            // start, and when more may if that cuts the call short.
+            let mut want = if paused { 0 } else { call.want };
+            let mut limited_until = None;
+            if step.q.hold_until > step.now {
+                want = 0;
+                limited_until = Some(step.q.hold_until);
+            }
+            let rate_room = step.q.rate.map(|(max, per)| {
+                let now = step.now;
+                while step
+                    .q
+                    .starts
+                    .front()
+                    .is_some_and(|(at, _)| *at + per <= now)
+                {
+                    step.q.starts.pop_front();
+                }
+                let room = (max as usize).saturating_sub(step.q.starts.len());
+                want = want.min(room);
+                (room, per)
+            });
+            let jobs = if want == 0 {
                 Vec::new()
             } else {
-                step.take(millis(call.lease), call.want, call.max_bytes, &call.request)
+                step.take(millis(call.lease), want, call.max_bytes, &call.request)
             };
+            if let Some((room, per)) = rate_room {
+                let now = step.now;
+                step.q
+                    .starts
+                    .extend(jobs.iter().map(|job| (now, job.lease.token.clone())));
+                if jobs.len() >= room {
+                    let free_at = step.q.starts.front().map_or(now + 1, |(at, _)| at + per);
+                    limited_until =
+                        Some(limited_until.map_or(free_at, |until: u64| until.max(free_at)));
+                }
+            }
             step.q.last_calls.insert(
                 call.caller.clone(),
                 LastCall {
@@ -1048,9 +1096,14 @@ impl Store for MemoryStore {
                     leases: jobs.iter().map(|job| job.lease.clone()).collect(),
                 },
             );
+            let limited = limited_until.map(|until| Duration::from_millis(until - step.now));
+            let next_wake = match (limited, step.next_wake()) {
+                (Some(limited), Some(due)) => Some(limited.min(due)),
+                (limited, due) => limited.or(due),
+            };
             Fetched {
                 now_ms: step.now,
-                next_wake: step.next_wake(),
+                next_wake,
                 rejected,
                 lease_left: Duration::from_millis(millis(call.lease)),
                 jobs,
@@ -1293,6 +1346,19 @@ impl Store for MemoryStore {
             }
             removed
         }))
+    }
+
+    async fn set_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
+        self.with(queue, |step| {
+            if max == 0 {
+                step.q.rate = None;
+                step.q.starts.clear();
+            } else {
+                step.q.rate = Some((max, millis(per).max(1)));
+            }
+            step.wake();
+        });
+        Ok(())
     }
 
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()> {

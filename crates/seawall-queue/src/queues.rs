@@ -376,6 +376,41 @@ impl Queues {
         }
     }
 
+    /// At most `max` of `queue`'s jobs start in any window of `per`,
+    /// across every worker of every process: each fetch counts the starts
+    /// of the last `per` on the server's clock and takes no more than the
+    /// room left, in the same call (no extra round trip), and a worker
+    /// whose fetch the limit cut short waits until the oldest start leaves
+    /// the window. Clocks of the processes play no part; a failover to a
+    /// server whose clock differs moves the window by the difference.
+    /// `max` from 1 to 1,000,000, `per` from 1 ms to [`MAX_DELAY`]; the
+    /// limit replaces any before it.
+    ///
+    /// [`MAX_DELAY`]: crate::MAX_DELAY
+    pub async fn set_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
+        check_name("queue name", queue)?;
+        if !(1..=1_000_000).contains(&max) {
+            return Err(Error::InvalidSetting(format!(
+                "a rate limit starts 1 to 1000000 jobs per window, got {max}"
+            )));
+        }
+        if per < Duration::from_millis(1) || per > crate::backoff::MAX_DELAY {
+            return Err(Error::InvalidSetting(format!(
+                "a rate limit's window is 1ms to {:?}, got {per:?}",
+                crate::backoff::MAX_DELAY
+            )));
+        }
+        self.store.set_rate_limit(queue, max, per).await
+    }
+
+    /// Removes `queue`'s rate limit.
+    pub async fn clear_rate_limit(&self, queue: &str) -> Result<()> {
+        check_name("queue name", queue)?;
+        self.store
+            .set_rate_limit(queue, 0, Duration::from_millis(1))
+            .await
+    }
+
     /// Caps how many jobs of one group run at once across all workers
     /// (`None`: no cap). Jobs without a group are never capped.
     pub async fn set_group_limit(&self, queue: &str, limit: Option<u32>) -> Result<()> {

@@ -188,6 +188,9 @@ pub(crate) enum Failure {
     Dead,
     /// Not counted: back to waiting (a worker shutting down).
     Requeue,
+    /// Not counted: back to the front of its line, and the queue starts
+    /// nothing for this long (the handler's downstream limits it).
+    Hold(Duration),
     /// Dropped: its cancellation was asked.
     Cancelled,
 }
@@ -373,6 +376,9 @@ pub(crate) trait Store: Send + Sync + 'static {
         keep: u64,
         limit: u64,
     ) -> Result<u64>;
+    /// At most `max` jobs start in any `per`, across every worker; 0 for
+    /// no limit.
+    async fn set_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()>;
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()>;
     async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>>;
     /// Up to `limit` ids of jobs in `state` (not waiting): active by lease

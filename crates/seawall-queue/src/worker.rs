@@ -45,6 +45,8 @@ const FETCH_LANES: usize = 2;
 pub struct JobError {
     message: String,
     retry: bool,
+    /// The downstream limits the handler: hold the queue this long.
+    hold: Option<Duration>,
 }
 
 impl JobError {
@@ -53,6 +55,7 @@ impl JobError {
         Self {
             message: message.into(),
             retry: true,
+            hold: None,
         }
     }
 
@@ -62,6 +65,23 @@ impl JobError {
         Self {
             message: message.into(),
             retry: false,
+            hold: None,
+        }
+    }
+
+    /// The downstream is limiting the handler (a 429 with `Retry-After`, a
+    /// provider's quota): the job goes back to the front of its line
+    /// without counting as a failed attempt, and the queue starts no job,
+    /// on any worker, for `hold` (BullMQ's `RateLimitError`). A hold never
+    /// shortens one already running; one longer than [`MAX_DELAY`] holds
+    /// for that long.
+    ///
+    /// [`MAX_DELAY`]: crate::MAX_DELAY
+    pub fn rate_limited(hold: Duration, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: true,
+            hold: Some(hold.min(crate::backoff::MAX_DELAY)),
         }
     }
 
@@ -82,6 +102,7 @@ impl fmt::Debug for JobError {
         f.debug_struct("JobError")
             .field("message", &self.message)
             .field("retry", &self.retry)
+            .field("hold", &self.hold)
             .finish()
     }
 }
@@ -1252,6 +1273,9 @@ async fn run_job<T>(
                 // goes back without an attempt counted.
                 _ if lease_expired(&shared, &lease) => Failure::Requeue,
                 _ if cancel_requested(&shared, &lease) => Failure::Cancelled,
+                JobError {
+                    hold: Some(hold), ..
+                } => Failure::Hold(*hold),
                 error if !error.retry => Failure::Dead,
                 _ => {
                     let attempt = job.failures + 1;
@@ -1267,7 +1291,7 @@ async fn run_job<T>(
                 match failure {
                     Failure::Retry(_) => "failed",
                     Failure::Dead => "dead",
-                    Failure::Requeue => "requeued",
+                    Failure::Requeue | Failure::Hold(_) => "requeued",
                     Failure::Cancelled => "cancelled",
                 },
             );

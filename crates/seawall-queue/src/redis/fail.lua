@@ -1,8 +1,10 @@
 -- Ends an attempt that did not succeed. ARGV[7]: id; ARGV[8]: lease token;
 -- ARGV[9]: 'retry', 'dead' (no retry, e.g. an undecodable payload),
 -- 'requeue' (a worker shutting down gives the job back; no attempt is
--- counted) or 'cancelled'; ARGV[10]: the error; ARGV[11]: the retry delay
--- ms. Returns the job's new state, or 'lost' when the token is no longer
+-- counted), 'hold' (the handler says the downstream limits it: the job
+-- goes back to the front of its line without an attempt counted, and the
+-- queue starts nothing for the delay) or 'cancelled'; ARGV[10]: the error;
+-- ARGV[11]: the retry delay ms, or the hold's. Returns the job's new state, or 'lost' when the token is no longer
 -- the job's own. A call re-sent after it ran answers what it did the
 -- first time: from the outcome kept on the job, or, for a run that ended
 -- cancelled (its record is gone), from `x:<id>`, the run's token kept for
@@ -10,7 +12,7 @@
 local id = job_id_arg(7)
 local token = shaped(8, TOKEN, 64, 'a lease token')
 local kind = ARGV[9]
-if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'cancelled' then
+if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'hold' and kind ~= 'cancelled' then
   refuse('unknown failure ' .. tostring(kind))
 end
 local message = ARGV[10] or ''
@@ -45,6 +47,17 @@ if kind == 'requeue' then
   make_waiting(id, key, job[3], job[4], true)
   wake()
   emit('requeued', id)
+  return ended('waiting')
+end
+if kind == 'hold' then
+  -- A later hold never shortens an earlier one.
+  local until_ms = now + delay
+  if tonumber(redis.call('HGET', meta, 'hold') or '0') < until_ms then
+    redis.call('HSET', meta, 'hold', int(until_ms))
+  end
+  make_waiting(id, key, job[3], job[4], true)
+  wake()
+  emit('held', id, 'delay', int(delay))
   return ended('waiting')
 end
 

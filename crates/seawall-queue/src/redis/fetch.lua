@@ -112,9 +112,33 @@ promote()
 recover()
 
 local out = { now, 0, rejected, 0, lease }
-if redis.call('HGET', meta, 'paused') == '1' then
+local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold')
+if control[1] == '1' then
   out[4] = 1
   want = 0
+end
+-- When the queue may start jobs again, if a rate limit or a hold keeps it
+-- from starting as many as asked: a worker that got fewer blocks until
+-- then at most.
+local limited_until = nil
+-- A hold a handler asked for (the downstream limits it): nothing starts
+-- before it ends.
+local hold = tonumber(control[4] or '0')
+if hold > now then
+  want = 0
+  limited_until = hold
+end
+-- The rate limit: at most `rlm` jobs start in any `rlp` ms, on the
+-- server's clock, across every worker. `rl` holds the ids of the jobs
+-- started within the last `rlp` ms, by start time.
+local rate_key = base .. 'rl'
+local rate_max, rate_per = tonumber(control[2] or ''), tonumber(control[3] or '')
+local rate_room = nil
+if rate_max and rate_per then
+  redis.call('ZREMRANGEBYSCORE', rate_key, '-inf', int(now - rate_per))
+  rate_room = rate_max - redis.call('ZCARD', rate_key)
+  if rate_room < 0 then rate_room = 0 end
+  if rate_room < want then want = rate_room end
 end
 
 local taken = 0
@@ -196,8 +220,29 @@ while taken < want and not full do
   end
 end
 
+if rate_room then
+  if taken > 0 then
+    local starts = {}
+    -- Each run by its lease token, unique per run.
+    for i = 5, #record, 2 do
+      starts[#starts + 1] = now_text
+      starts[#starts + 1] = record[i]
+    end
+    chunked('ZADD', rate_key, starts)
+    redis.call('PEXPIRE', rate_key, int(rate_per))
+  end
+  if taken >= rate_room then
+    -- The window is full: the next start is allowed when its oldest
+    -- start leaves it.
+    local oldest = redis.call('ZRANGE', rate_key, '0', '0', 'WITHSCORES')
+    local free_at = now + 1
+    if oldest[2] then free_at = tonumber(oldest[2]) + rate_per end
+    if not limited_until or free_at > limited_until then limited_until = free_at end
+  end
+end
+
 -- More waiting: wake another worker.
-if taken > 0 and redis.call('LLEN', ring_key) > 0 then wake() end
+if taken > 0 and redis.call('LLEN', ring_key) > 0 and not limited_until then wake() end
 if #leases > 0 then chunked('ZADD', active_key, leases) end
 flush_events()
 redis.call('SET', record_key, table.concat(record, ' '), 'PX', int(lease + 600000))
@@ -206,6 +251,10 @@ redis.call('SET', record_key, table.concat(record, ' '), 'PX', int(lease + 60000
 -- One cut short by the byte budget looks again at once (0).
 if full then
   out[2] = 0
+elseif limited_until then
+  out[2] = limited_until - now
+  local due = next_wake()
+  if due >= 0 and due < out[2] then out[2] = due end
 elseif taken < want then
   out[2] = next_wake()
 else

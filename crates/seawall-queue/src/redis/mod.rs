@@ -5,7 +5,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count) |
+//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `hold` (no start before this ms) |
+//! | `p:{q}:rl` | sorted set | the runs started within the rate limit's window, by lease token, scored by start time |
 //! | `p:{q}:jid` | string | the last job id's sequence: the next is above it even when the server's clock is behind |
 //! | `p:{q}:id` | string | the order counter of enqueued jobs |
 //! | `p:{q}:j:<id>` | hash | one job's record |
@@ -548,6 +549,7 @@ impl Store for RedisStore {
             Failure::Retry(delay) => ("retry", millis(delay)),
             Failure::Dead => ("dead", 0),
             Failure::Requeue => ("requeue", 0),
+            Failure::Hold(delay) => ("hold", millis(delay)),
             Failure::Cancelled => ("cancelled", 0),
         };
         let (keys, mut args) = self.prelude(queue, 5);
@@ -718,6 +720,16 @@ impl Store for RedisStore {
             int(limit),
         ];
         Ok(number(&self.control(queue, "clean", args).await?)?.unsigned_abs())
+    }
+
+    async fn set_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
+        self.control(
+            queue,
+            "rate_limit",
+            vec![int(u64::from(max)), int(millis(per).max(1))],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()> {

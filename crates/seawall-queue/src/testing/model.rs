@@ -65,6 +65,9 @@ enum Op {
     Reschedule {
         schedule_changed: bool,
     },
+    /// A rate limit of this many starts an hour (0 clears it): within a
+    /// test every start since it was set counts.
+    RateLimit(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -72,7 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<bool>(), 0_u8..3).prop_map(|(delayed, group)| Op::Enqueue { delayed, group }),
         3 => (0_usize..4, any::<bool>()).prop_map(|(want, lapsing)| Op::Fetch { want, lapsing }),
         2 => any::<usize>().prop_map(Op::Ack),
-        2 => (any::<usize>(), 0_u8..4).prop_map(|(pick, kind)| Op::Fail(pick, kind)),
+        2 => (any::<usize>(), 0_u8..5).prop_map(|(pick, kind)| Op::Fail(pick, kind)),
         1 => Just(Op::Renew),
         1 => any::<usize>().prop_map(Op::Cancel),
         1 => any::<usize>().prop_map(Op::Kill),
@@ -82,6 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::LoseWrites),
         2 => (0_u8..3, any::<bool>()).prop_map(|(jobs, stale)| Op::Tick { jobs, stale }),
         1 => any::<bool>().prop_map(|schedule_changed| Op::Reschedule { schedule_changed }),
+        1 => (0_u8..4).prop_map(Op::RateLimit),
     ]
 }
 
@@ -119,8 +123,31 @@ struct World {
     /// Every lease token ever given: none may come twice.
     tokens: HashSet<String>,
     last_fetch: Option<LastFetch>,
-    snapshot: Option<(Vec<(JobId, Model)>, Planned)>,
+    snapshot: Option<Kept>,
     scheduler: Planned,
+    limits: Limits,
+}
+
+/// What a snapshot kept: the jobs, the scheduler and the limits.
+type Kept = (Vec<(JobId, Model)>, Planned, Limits);
+
+/// The queue's rate limit (starts an hour) with the starts counted against
+/// it, and whether a handler's hold (an hour) stands.
+#[derive(Debug, Clone, Default)]
+struct Limits {
+    rate: Option<(u64, u64)>,
+    held: bool,
+}
+
+impl Limits {
+    /// How many of `want` may start now.
+    fn room(&self, want: u64) -> u64 {
+        if self.held {
+            return 0;
+        }
+        self.rate
+            .map_or(want, |(max, started)| want.min(max.saturating_sub(started)))
+    }
 }
 
 /// The model's scheduler `s`: its schedule's text (which flips between two),
@@ -284,7 +311,11 @@ async fn check(
                 let fetched = store.fetch(queue, &call).await.expect("fetches");
                 world.recover(max_stalls);
                 let waiting = world.counts().waiting;
-                prop_assert_eq!(fetched.jobs.len() as u64, waiting.min(want as u64));
+                let room = world.limits.room(want as u64);
+                prop_assert_eq!(fetched.jobs.len() as u64, waiting.min(room));
+                if let Some((_, started)) = &mut world.limits.rate {
+                    *started += fetched.jobs.len() as u64;
+                }
                 prop_assert_eq!(fetched.lease_left, lease, "a call that ran leases anew");
                 for taken in &fetched.jobs {
                     prop_assert!(
@@ -470,15 +501,35 @@ async fn check(
                     planned.next_ms = 0;
                 }
             }
+            Op::RateLimit(max) => {
+                if max == 0 {
+                    store.set_rate_limit(queue, 0, LONG).await.expect("clears");
+                    world.limits.rate = None;
+                } else {
+                    store
+                        .set_rate_limit(queue, u32::from(max), LONG)
+                        .await
+                        .expect("limits");
+                    // A new limit counts the starts its window holds: none
+                    // after a clear, every one since it was first set.
+                    let started = world.limits.rate.map_or(0, |(_, started)| started);
+                    world.limits.rate = Some((u64::from(max), started));
+                }
+            }
             Op::Snapshot => {
                 faults.snapshot().await;
-                world.snapshot = Some((world.jobs.clone(), world.scheduler.clone()));
+                world.snapshot = Some((
+                    world.jobs.clone(),
+                    world.scheduler.clone(),
+                    world.limits.clone(),
+                ));
             }
             Op::LoseWrites => {
-                let Some((kept, scheduler)) = world.snapshot.clone() else {
+                let Some((kept, scheduler, limits)) = world.snapshot.clone() else {
                     continue;
                 };
                 world.scheduler = scheduler;
+                world.limits = limits;
                 faults.lose_writes().await;
                 // Jobs enqueued since are gone; the workers keep their leases,
                 // whether the server still knows them or not.
@@ -496,12 +547,14 @@ async fn check(
                     0 => Failure::Retry(Duration::ZERO),
                     1 => Failure::Retry(LONG),
                     2 => Failure::Dead,
+                    3 => Failure::Hold(LONG),
                     _ => Failure::Requeue,
                 };
                 let after = store
                     .fail(queue, &lease, failure, "no")
                     .await
                     .expect("fails");
+                let mut held = false;
                 let model = world.find(&lease.id);
                 let owned = owns(model, &lease);
                 let expected = if !owned {
@@ -511,6 +564,10 @@ async fn check(
                     AfterFailure::Cancelled
                 } else if matches!(failure, Failure::Requeue) {
                     model.state = Expected::Waiting;
+                    AfterFailure::Waiting
+                } else if matches!(failure, Failure::Hold(_)) {
+                    model.state = Expected::Waiting;
+                    held = true;
                     AfterFailure::Waiting
                 } else {
                     model.failures += 1;
@@ -524,6 +581,7 @@ async fn check(
                     after
                 };
                 prop_assert_eq!(after, expected);
+                world.limits.held |= held;
             }
             Op::Kill(pick) => {
                 world.held.remove(pick % world.held.len());

@@ -7,6 +7,7 @@ mod crash;
 mod edges;
 mod failover;
 mod leases;
+mod ratelimit;
 mod replication;
 mod restart;
 mod schedulers;
