@@ -20,8 +20,9 @@
 //!   its outcome is unknown.
 //! - Delays, retries with [backoff](Backoff), a dead-letter set with each
 //!   job's errors, priorities, groups fetched round-robin with an optional
-//!   per-group cap, pause and resume, cancellation, progress, idempotency
-//!   keys, an event stream, bounded retention, the age of the
+//!   per-group cap, pause and resume, cancellation, progress,
+//!   [deduplication keys](Dedup) (a window, until the job starts or
+//!   completes, or a debounce), an event stream, bounded retention, the age of the
 //!   [oldest waiting job](Queues::backlog), worker processes that
 //!   [announce](Queues::announce) themselves so any process lists a fleet's
 //!   workers, and [metrics](QueueMetrics) through seawall-perfmon.
@@ -201,12 +202,12 @@ pub use job::{
     Tick,
 };
 pub use metrics::QueueMetrics;
-pub use options::{DEFAULT_PRIORITY, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
+pub use options::{DEFAULT_PRIORITY, Dedup, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
 pub use schedule::{MAX_CATCH_UP, MIN_INTERVAL, Missed, ON_TIME, Schedule};
 pub use schedulers::{SchedulerInfo, SchedulerRunner, SchedulerStats, TickReport};
-pub use store::{MAX_BACKLOG_GROUPS, MAX_QUEUE_NAME_BYTES, MAX_SCHEDULERS, Settings};
+pub use store::{MAX_BACKLOG_GROUPS, MAX_KEY_HOLD, MAX_QUEUE_NAME_BYTES, MAX_SCHEDULERS, Settings};
 pub use wire::{OLDEST_WIRE_VERSION, WIRE_VERSION};
 pub use worker::{
     Job, JobError, MAX_RESULT_BYTES, Worker, WorkerBuilder, WorkerStats, WorkerWatch,

@@ -16,8 +16,9 @@ use crate::job::{
 };
 use crate::job::{Progress, Tick, time_of};
 use crate::store::{
-    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, Lease, MAX_SCHEDULERS,
-    NewJob, Renewed, Settings, Store, StoredScheduler, Taken, TickGuard, bounded_message, millis,
+    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, KeyHold, Lease,
+    MAX_SCHEDULERS, NewJob, Renewed, Settings, Store, StoredScheduler, Taken, TickGuard,
+    bounded_message, millis,
 };
 
 /// Scores of waiting jobs: priority × 2⁴⁰ + id, as in Redis.
@@ -90,9 +91,8 @@ struct QueueState {
     /// Completed jobs, newest first.
     done: VecDeque<String>,
     dead: BTreeSet<(u64, String)>,
-    /// Idempotency keys: the job holding each, its digest and when the
-    /// key expires.
-    unique: HashMap<String, (String, u64, u64)>,
+    /// Deduplication keys by key.
+    unique: HashMap<String, HeldKey>,
     /// Runs that ended cancelled (their record is gone): the job's id, the
     /// run's lease token and when this is forgotten, so a re-sent failure
     /// answers what it did.
@@ -113,6 +113,15 @@ struct QueueState {
     starts: VecDeque<(u64, String)>,
     /// Nothing starts before this (ms since the epoch): a handler's hold.
     hold_until: u64,
+}
+
+/// A deduplication key: the job holding it, the digest of that job for a
+/// window key (which refuses a different job), and when the key expires.
+#[derive(Clone)]
+struct HeldKey {
+    owner: String,
+    digest: Option<u64>,
+    expires: u64,
 }
 
 #[derive(Clone)]
@@ -379,6 +388,34 @@ impl Step<'_> {
         Some(group)
     }
 
+    /// The job that holds `key` for an enqueue whose key holds as `hold`,
+    /// if one does (as enqueue.lua): a window key while it lasts; another
+    /// while its job is in a state the hold names (a job that ran once has
+    /// started, also when it waits to be retried).
+    fn key_holder(&self, key: &str, hold: KeyHold) -> Option<String> {
+        let held = self
+            .q
+            .unique
+            .get(key)
+            .filter(|held| held.expires > self.now)?;
+        if let KeyHold::Window(_) = hold {
+            return Some(held.owner.clone());
+        }
+        let job = self.q.jobs.get(&held.owner)?;
+        let started = job.runs > 0;
+        let holds = match hold {
+            KeyHold::UntilCompleted => matches!(
+                job.state,
+                JobState::Waiting | JobState::Delayed | JobState::Active
+            ),
+            KeyHold::UntilStarted => {
+                !started && matches!(job.state, JobState::Waiting | JobState::Delayed)
+            }
+            KeyHold::Debounce | KeyHold::Window(_) => !started && job.state == JobState::Delayed,
+        };
+        holds.then(|| held.owner.clone())
+    }
+
     fn forget(&mut self, id: &str) {
         if let Some(job) = self.q.jobs.remove(id)
             && !job.idempotency.is_empty()
@@ -386,7 +423,7 @@ impl Step<'_> {
                 .q
                 .unique
                 .get(&job.idempotency)
-                .is_some_and(|(owner, _, _)| owner == id)
+                .is_some_and(|held| held.owner == id)
         {
             self.q.unique.remove(&job.idempotency);
         }
@@ -751,7 +788,7 @@ impl MemoryStore {
             // anything changes.
             let mut claimed: HashMap<&str, u64> = HashMap::new();
             for job in &jobs {
-                let Some((key, _)) = &job.idempotency else {
+                let Some((key, KeyHold::Window(_))) = &job.idempotency else {
                     continue;
                 };
                 if key.is_empty() {
@@ -762,8 +799,8 @@ impl MemoryStore {
                     step.q
                         .unique
                         .get(key)
-                        .filter(|(_, _, expires)| *expires > step.now)
-                        .map(|(_, held, _)| *held)
+                        .filter(|held| held.expires > step.now)
+                        .and_then(|held| held.digest)
                 });
                 match held {
                     Some(held) if held != digest => {
@@ -784,23 +821,32 @@ impl MemoryStore {
             let mut out = Vec::with_capacity(jobs.len());
             for (offset, job) in (0_u64..).zip(jobs) {
                 let id = format!("{}-{epoch}", first + offset);
-                let idempotency = job.idempotency.clone().unwrap_or_default();
-                if !idempotency.0.is_empty() {
-                    let earlier = step
-                        .q
-                        .unique
-                        .get(&idempotency.0)
-                        .filter(|(_, _, expires)| *expires > step.now)
-                        .map(|(owner, _, _)| owner.clone());
-                    if let Some(earlier) = earlier {
+                let idempotency = job.idempotency.clone();
+                if let Some((key, hold)) = &idempotency {
+                    if let Some(earlier) = step.key_holder(key, *hold) {
+                        if *hold == KeyHold::Debounce {
+                            // The held job takes this payload and waits anew.
+                            let ready = step.now + job.delay_ms;
+                            if let Some(held) = step.q.jobs.get_mut(&earlier) {
+                                held.payload = job.payload;
+                                let due = held.position;
+                                step.q.delayed.remove(&(due, earlier.clone()));
+                            }
+                            step.make_delayed(&earlier, ready);
+                            step.emit("debounced", &earlier, &[]);
+                            step.wake();
+                        }
                         out.push((JobId::from(earlier), false));
                         continue;
                     }
-                    let expires = step.now + idempotency.1;
-                    step.q
-                        .unique
-                        .insert(idempotency.0.clone(), (id.clone(), digest(&job), expires));
+                    let held = HeldKey {
+                        owner: id.clone(),
+                        digest: matches!(hold, KeyHold::Window(_)).then(|| digest(&job)),
+                        expires: step.now + hold.kept_ms(),
+                    };
+                    step.q.unique.insert(key.clone(), held);
                 }
+                let idempotency = idempotency.map(|(key, _)| key).unwrap_or_default();
                 let score = u64::from(job.priority) * PRIORITY_STRIDE + order + offset;
                 step.q.jobs.insert(
                     id.clone(),
@@ -813,7 +859,7 @@ impl MemoryStore {
                         timeout_ms: job.timeout_ms,
                         group: job.group,
                         score,
-                        idempotency: idempotency.0,
+                        idempotency,
                         state: JobState::Waiting,
                         created: step.now,
                         ready: step.now,

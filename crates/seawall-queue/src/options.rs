@@ -42,7 +42,26 @@ pub struct JobOptions {
     backoff: Backoff,
     timeout: Option<Duration>,
     group: Option<String>,
-    idempotency: Option<(String, Duration)>,
+    idempotency: Option<(String, Dedup)>,
+}
+
+/// What a job's key deduplicates: while it holds, an enqueue with the same
+/// key on the same queue adds no job and answers the holder's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dedup {
+    /// For a window from the first enqueue, whatever became of the job
+    /// (BullMQ's throttle mode); a second enqueue of a different job with
+    /// the key is [`Error::IdempotencyMismatch`].
+    Window(Duration),
+    /// Until the job starts (its first run is taken); a later enqueue is
+    /// answered with the waiting job, whatever its payload.
+    UntilStarted,
+    /// Until the job completes or is dead-lettered.
+    UntilCompleted,
+    /// While the job waits for its delay: a later enqueue replaces its
+    /// payload and starts its delay again from now (BullMQ's debounce).
+    Debounce,
 }
 
 impl Default for JobOptions {
@@ -143,7 +162,63 @@ impl JobOptions {
                 "an idempotency window must be longer than zero and at most {MAX_DELAY:?}, got {window:?}"
             )));
         }
-        self.idempotency = Some((checked_key("idempotency key", key.into())?, window));
+        self.idempotency = Some((
+            checked_key("idempotency key", key.into())?,
+            Dedup::Window(window),
+        ));
+        Ok(self)
+    }
+
+    /// While a job enqueued with `key` has not started, an enqueue with the
+    /// same key adds nothing and answers that job's id (at most
+    /// [`MAX_KEY_HOLD`](crate::MAX_KEY_HOLD)). Replaces any other key.
+    pub fn unique_until_started(mut self, key: impl Into<String>) -> Result<Self> {
+        self.idempotency = Some((checked_key("unique key", key.into())?, Dedup::UntilStarted));
+        Ok(self)
+    }
+
+    /// While a job enqueued with `key` has not completed (or died), an
+    /// enqueue with the same key adds nothing and answers that job's id (at
+    /// most [`MAX_KEY_HOLD`](crate::MAX_KEY_HOLD)). Replaces any other key.
+    pub fn unique_until_completed(mut self, key: impl Into<String>) -> Result<Self> {
+        self.idempotency = Some((
+            checked_key("unique key", key.into())?,
+            Dedup::UntilCompleted,
+        ));
+        Ok(self)
+    }
+
+    /// Runs the job `delay` after the last of a burst of enqueues with
+    /// `key`: while a job with the key waits for its delay, an enqueue with
+    /// the key replaces that job's payload and starts its delay again from
+    /// now, answering its id; once it started, the next enqueue makes a new
+    /// job. Sets the delay (more than zero) and replaces any other key.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_queue::{JobOptions, Queues};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// let options = JobOptions::new().debounce("reindex:7", Duration::from_secs(2))?;
+    /// let first = queues.enqueue("search", &"edit 1", &options).await?;
+    /// let second = queues.enqueue("search", &"edit 2", &options).await?;
+    /// assert_eq!(first, second);
+    /// let job = queues.job("search", &first).await?.expect("kept");
+    /// assert_eq!(job.payload_as::<String>()?, "edit 2");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn debounce(mut self, key: impl Into<String>, delay: Duration) -> Result<Self> {
+        if delay.is_zero() {
+            return Err(Error::InvalidOption(
+                "a debounce needs a delay longer than zero".to_owned(),
+            ));
+        }
+        let key = checked_key("debounce key", key.into())?;
+        self = self.delay(delay)?;
+        self.idempotency = Some((key, Dedup::Debounce));
         Ok(self)
     }
 
@@ -177,11 +252,20 @@ impl JobOptions {
         self.group.as_deref()
     }
 
-    /// The idempotency key and its window, if any.
+    /// The idempotency key and its window, if the options carry one (see
+    /// [`deduplication`](Self::deduplication) for every kind of key).
     pub fn idempotency(&self) -> Option<(&str, Duration)> {
+        match &self.idempotency {
+            Some((key, Dedup::Window(window))) => Some((key.as_str(), *window)),
+            _ => None,
+        }
+    }
+
+    /// The key that deduplicates the job and how, if any.
+    pub fn deduplication(&self) -> Option<(&str, Dedup)> {
         self.idempotency
             .as_ref()
-            .map(|(key, window)| (key.as_str(), *window))
+            .map(|(key, dedup)| (key.as_str(), *dedup))
     }
 }
 

@@ -10,11 +10,11 @@ use tracing::Instrument as _;
 use crate::error::{Error, Result};
 use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::memory::MemoryStore;
-use crate::options::JobOptions;
+use crate::options::{Dedup, JobOptions};
 use crate::presence::{self, ProcessReport, SeenProcess};
 use crate::redis::{RedisOptions, RedisStore, check_prefix};
 use crate::store::{
-    DeadJobs, MAX_BACKLOG_GROUPS, NewJob, Settings, Store, check_name, millis, random_id,
+    DeadJobs, KeyHold, MAX_BACKLOG_GROUPS, NewJob, Settings, Store, check_name, millis, random_id,
 };
 use crate::trace;
 use crate::wire::{OLDEST_WIRE_VERSION, WIRE_VERSION, WireView};
@@ -517,9 +517,15 @@ pub(crate) fn new_job<T: Serialize + ?Sized>(
         timeout_ms: options.attempt_timeout().map_or(0, millis),
         group: options.group_key().unwrap_or_default().to_owned(),
         delay_ms: millis(options.initial_delay()),
-        idempotency: options
-            .idempotency()
-            .map(|(key, window)| (key.to_owned(), millis(window).max(1))),
+        idempotency: options.deduplication().map(|(key, dedup)| {
+            let hold = match dedup {
+                Dedup::Window(window) => KeyHold::Window(millis(window).max(1)),
+                Dedup::UntilStarted => KeyHold::UntilStarted,
+                Dedup::UntilCompleted => KeyHold::UntilCompleted,
+                Dedup::Debounce => KeyHold::Debounce,
+            };
+            (key.to_owned(), hold)
+        }),
         trace,
     })
 }

@@ -194,9 +194,9 @@ impl Queues {
     ) -> Result<()> {
         check_name("queue name", queue)?;
         check_name("scheduler id", id)?;
-        if options.idempotency().is_some() {
+        if options.deduplication().is_some() {
             return Err(Error::InvalidOption(
-                "a scheduler's jobs take no idempotency key: each tick is enqueued once".to_owned(),
+                "a scheduler's jobs take no idempotency, unique or debounce key: each tick is enqueued once".to_owned(),
             ));
         }
         let template = Template::new(new_job(payload, options, String::new())?)?;

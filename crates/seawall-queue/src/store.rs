@@ -87,9 +87,35 @@ pub(crate) struct NewJob {
     pub(crate) timeout_ms: u64,
     pub(crate) group: String,
     pub(crate) delay_ms: u64,
-    pub(crate) idempotency: Option<(String, u64)>,
+    /// The deduplication key and how it holds (see [`Dedup`](crate::Dedup)).
+    pub(crate) idempotency: Option<(String, KeyHold)>,
     /// The trace context stored with it (see `trace`); empty for none.
     pub(crate) trace: String,
+}
+
+/// The longest a key held [until](crate::Dedup::UntilStarted) a job starts
+/// or completes, or for a [debounce](crate::Dedup::Debounce), holds: a job
+/// still waiting after this frees its key.
+pub const MAX_KEY_HOLD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How a job's deduplication key holds, as a backend keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyHold {
+    /// For this many ms (at least 1) from the enqueue.
+    Window(u64),
+    UntilStarted,
+    UntilCompleted,
+    Debounce,
+}
+
+impl KeyHold {
+    /// How long the key is kept at most, in ms.
+    pub(crate) fn kept_ms(self) -> u64 {
+        match self {
+            Self::Window(ms) => ms,
+            Self::UntilStarted | Self::UntilCompleted | Self::Debounce => millis(MAX_KEY_HOLD),
+        }
+    }
 }
 
 /// A job id with the lease token of one run of it. Tokens are unique per

@@ -47,9 +47,12 @@ local function trace_at(at)
   if FIELDS == 10 then return ARGV[at + 9] end
   return ''
 end
--- Per job, the checked numbers: priority, delay ms, and the idempotency
--- window ms (0 without a key).
-local priorities, delays, windows = {}, {}, {}
+-- Per job, the checked numbers: priority, delay ms, and how long its key
+-- is kept in ms (0 without a key); and how its key holds: `t` for a window
+-- (the ninth field in ms), `s` until the job starts, `c` until it
+-- completes, `d` while it waits for its delay (a debounce).
+local KEY_HOLD_MS = 2592000000
+local priorities, delays, windows, modes = {}, {}, {}, {}
 for i = 0, count - 1 do
   local at = JOBS + i * FIELDS
   if #ARGV[at] > MAX_PAYLOAD then refuse('a payload is over ' .. MAX_PAYLOAD .. ' bytes') end
@@ -61,7 +64,17 @@ for i = 0, count - 1 do
   delays[i] = whole(at + 6, 0, MAX_MS)
   if #ARGV[at + 7] > 256 then refuse('an idempotency key is over 256 bytes') end
   windows[i] = 0
-  if ARGV[at + 7] ~= '' then windows[i] = whole(at + 8, 1, MAX_MS) end
+  if ARGV[at + 7] ~= '' then
+    local hold = ARGV[at + 8]
+    if hold == 's' or hold == 'c' or hold == 'd' then
+      modes[i] = hold
+      windows[i] = KEY_HOLD_MS
+      if hold == 'd' and delays[i] == 0 then refuse('a debounced job needs a delay') end
+    else
+      modes[i] = 't'
+      windows[i] = whole(at + 8, 1, MAX_MS)
+    end
+  end
   if #trace_at(at) > 600 then refuse('a trace context is over 600 bytes') end
 end
 
@@ -124,22 +137,54 @@ end
 -- The answer is known before anything is written: per job, its id and 1
 -- when it is added, or an earlier job's id and 0 when that job holds the
 -- same idempotency key (in Redis, or earlier in this call) for the same
--- job. A key's record is `<id> <digest>`.
+-- job. A window key's record is `<id> <digest>`; another key's is
+-- `<id> =<mode>`, and it holds while its job is in a state the mode names
+-- (a job that ran once has started, also when it waits to be retried).
+-- A debounce's later job replaces the held job's payload and delay.
 local out = {}
 local claimed = {}
+-- The state of the job that claimed a key in this call.
+local claimed_state = {}
 local digests = {}
+local replaced = {}
+local function holds(mode, state, runs)
+  if mode == 'c' then return state == 'waiting' or state == 'delayed' or state == 'active' end
+  if runs then return false end
+  if mode == 's' then return state == 'waiting' or state == 'delayed' end
+  return state == 'delayed'
+end
 for i = 0, count - 1 do
   local idempotency = ARGV[JOBS + i * FIELDS + 7]
   local earlier = false
   if idempotency ~= '' then
     digests[i] = digest(JOBS + i * FIELDS)
     local record = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
-    if record then
-      local held, held_digest = string.match(record, '^(%S+) ?(%x*)$')
-      if held_digest ~= '' and held_digest ~= digests[i] then return { 'mismatch', i + 1 } end
-      earlier = held
-    else
-      claimed[idempotency] = id_at(i) .. ' ' .. digests[i]
+    if modes[i] == 't' then
+      if record then
+        local held, rest = string.match(record, '^(%S+) ?(.*)$')
+        if string.match(rest, '^%x+$') and rest ~= digests[i] then return { 'mismatch', i + 1 } end
+        earlier = held
+      end
+    elseif record then
+      local held = string.match(record, '^(%S+)')
+      local state, runs = claimed_state[idempotency], nil
+      if not state then
+        local job = redis.call('HMGET', job_key(held), 's', 'tk')
+        state, runs = job[1], job[2]
+      end
+      if holds(modes[i], state, runs) then
+        earlier = held
+        if modes[i] == 'd' then replaced[#replaced + 1] = { held, i } end
+      end
+    end
+    if not earlier then
+      if modes[i] == 't' then
+        claimed[idempotency] = id_at(i) .. ' ' .. digests[i]
+      else
+        claimed[idempotency] = id_at(i) .. ' =' .. modes[i]
+      end
+      claimed_state[idempotency] = 'waiting'
+      if delays[i] > 0 then claimed_state[idempotency] = 'delayed' end
     end
   end
   if earlier then
@@ -184,7 +229,9 @@ for i = 0, count - 1 do
   local idempotency = ARGV[at + 7]
   if out[2 * i + 2] == '1' then
     if idempotency ~= '' then
-      redis.call('SET', base .. 'u:' .. idempotency, id .. ' ' .. digests[i], 'PX', int(windows[i]))
+      local record = id .. ' ' .. digests[i]
+      if modes[i] ~= 't' then record = id .. ' =' .. modes[i] end
+      redis.call('SET', base .. 'u:' .. idempotency, record, 'PX', int(windows[i]))
     end
     local key = job_key(id)
     local group = ARGV[at + 5]
@@ -223,6 +270,15 @@ for i = 0, count - 1 do
 end
 for _, group in ipairs(line_order) do
   chunked('RPUSH', group_key(group), lines[group])
+end
+-- Debounced: the held job takes the later payload and waits anew.
+for _, replacement in ipairs(replaced) do
+  local held, i = replacement[1], replacement[2]
+  local ready = int(now + delays[i])
+  redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready)
+  redis.call('ZADD', delayed_key, ready, held)
+  emit('debounced', held)
+  woke = true
 end
 if waiting > 0 then redis.call('HINCRBY', meta, 'waiting', int(waiting)) end
 flush_events()

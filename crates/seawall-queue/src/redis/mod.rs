@@ -18,7 +18,7 @@
 //! | `p:{q}:active` | sorted set | running jobs as `id:token` by lease deadline |
 //! | `p:{q}:done` | list | kept completed jobs, newest first |
 //! | `p:{q}:dead` | sorted set | kept dead jobs by finish time |
-//! | `p:{q}:u:<key>` | string | an idempotency key's job id and the digest of its job, for its window |
+//! | `p:{q}:u:<key>` | string | a deduplication key's job id, and the digest of its job for a window key or `=<mode>` (`s` until started, `c` until completed, `d` debounce), for its window or at most `MAX_KEY_HOLD` |
 //! | `p:{q}:r:<request>` | string | an enqueue call's answer, for 30 s, so a re-sent call answers the same |
 //! | `p:{q}:x:<id>` | string | the lease token of a run that ended cancelled, for 30 s, so a re-sent failure answers the same |
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
@@ -49,9 +49,9 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use crate::error::{Error, Result};
 use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
 use crate::store::{
-    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, Lease, MAX_SCHEDULERS,
-    MAX_SETTING, NewJob, Renewed, Settings, Store, StoredScheduler, TickGuard, bounded_message,
-    millis, random_id,
+    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, KeyHold, Lease,
+    MAX_SCHEDULERS, MAX_SETTING, NewJob, Renewed, Settings, Store, StoredScheduler, TickGuard,
+    bounded_message, millis, random_id,
 };
 
 use self::blocking::{Blocker, BlockingPool};
@@ -335,7 +335,20 @@ fn enqueue_args(
         }
     }
     for job in jobs {
-        let (key, window) = job.idempotency.clone().unwrap_or_default();
+        // The key's hold as the script reads it: a window in ms, or `s`
+        // (until started), `c` (until completed), `d` (debounce).
+        let (key, hold) = match &job.idempotency {
+            None => (String::new(), Value::from("0")),
+            Some((key, hold)) => (
+                key.clone(),
+                match hold {
+                    KeyHold::Window(ms) => int(*ms),
+                    KeyHold::UntilStarted => Value::from("s"),
+                    KeyHold::UntilCompleted => Value::from("c"),
+                    KeyHold::Debounce => Value::from("d"),
+                },
+            ),
+        };
         args.extend([
             Value::Bytes(job.payload.clone().into()),
             int(u64::from(job.priority)),
@@ -345,7 +358,7 @@ fn enqueue_args(
             Value::from(job.group.as_str()),
             int(job.delay_ms),
             Value::from(key),
-            int(window),
+            hold,
         ]);
         if traced {
             args.push(Value::from(job.trace.as_str()));
@@ -368,7 +381,12 @@ impl Store for RedisStore {
         let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire, None);
         let idempotency_keys: Vec<String> = jobs
             .iter()
-            .map(|job| job.idempotency.clone().unwrap_or_default().0)
+            .map(|job| {
+                job.idempotency
+                    .as_ref()
+                    .map(|(key, _)| key.clone())
+                    .unwrap_or_default()
+            })
             .collect();
         let reply = match self.replicas {
             None => self.run(&self.scripts.enqueue, keys, args).await?,

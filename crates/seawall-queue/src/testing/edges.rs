@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::job::{Cancelled, JobId, JobState};
 use crate::redis::{self, RedisOptions, RedisStore};
 use crate::store::{
-    AfterFailure, Failure, FetchCall, Fetched, Lease, NewJob, Settings, Store, random_id,
+    AfterFailure, Failure, FetchCall, Fetched, KeyHold, Lease, NewJob, Settings, Store, random_id,
 };
 use crate::wire::WIRE_VERSION;
 
@@ -116,7 +116,7 @@ async fn a_bad_argument_anywhere_in_a_bulk_writes_nothing() {
     let mut bad = job(b"2");
     // What an idempotency window of Duration::MAX became: past what
     // SET ... PX takes.
-    bad.idempotency = Some(("k".to_owned(), u64::MAX));
+    bad.idempotency = Some(("k".to_owned(), KeyHold::Window(u64::MAX)));
     let refused = store
         .enqueue(
             "q",
@@ -471,7 +471,7 @@ async fn an_unreplicated_enqueue_is_taken_back_only_while_untouched() {
     };
     let request = random_id();
     let mut keyed = job(b"2");
-    keyed.idempotency = Some(("k".to_owned(), 60_000));
+    keyed.idempotency = Some(("k".to_owned(), KeyHold::Window(60_000)));
     let mut delayed = job(b"3");
     delayed.delay_ms = 60_000;
     let added = store

@@ -4,6 +4,7 @@
 
 mod conformance;
 mod crash;
+mod dedup;
 mod edges;
 mod failover;
 mod leases;
