@@ -106,6 +106,9 @@ pub enum JobState {
     /// Out of attempts, stalled too often, or undecodable: kept with its
     /// errors until retried, cleaned, or pushed out by the dead-set cap.
     Dead,
+    /// A flow's job whose children have not all finished (see
+    /// [`Queues::enqueue_flow`](crate::Queues::enqueue_flow)).
+    WaitingChildren,
 }
 
 impl JobState {
@@ -117,6 +120,7 @@ impl JobState {
             Self::Active => "active",
             Self::Completed => "completed",
             Self::Dead => "dead",
+            Self::WaitingChildren => "waiting-children",
         }
     }
 
@@ -127,6 +131,7 @@ impl JobState {
             "active" => Self::Active,
             "completed" => Self::Completed,
             "dead" => Self::Dead,
+            "waiting-children" => Self::WaitingChildren,
             _ => return None,
         })
     }
@@ -264,6 +269,8 @@ pub struct Counts {
     pub dead: u64,
     /// Whether the queue is paused.
     pub paused: bool,
+    /// Flow jobs waiting for their children.
+    pub waiting_children: u64,
 }
 
 /// A queue's [`Counts`] and how long its oldest waiting job has waited,
@@ -335,4 +342,69 @@ pub struct Event {
 /// Milliseconds since the Unix epoch as a time.
 pub(crate) fn time_of(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// What a flow job's failure, once final (dead-lettered or cancelled), does
+/// to its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ChildFailure {
+    /// The parent is dead-lettered too, with the child's error, and so on
+    /// up the tree (the default).
+    #[default]
+    FailParent,
+    /// The parent runs once its other children finished, and sees the
+    /// failure among its children's outcomes.
+    Ignore,
+    /// The parent runs once its other children finished, as if this child
+    /// had never been one of them.
+    Drop,
+}
+
+impl ChildFailure {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::FailParent => "fail",
+            Self::Ignore => "ignore",
+            Self::Drop => "drop",
+        }
+    }
+}
+
+/// One child of a flow job, as its parent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChildInfo {
+    /// The child's queue.
+    pub queue: String,
+    /// The child's id in it.
+    pub id: JobId,
+    /// How it finished, if it has.
+    pub outcome: ChildOutcome,
+}
+
+impl ChildInfo {
+    /// The child's result decoded as `T`: `None` unless it completed with
+    /// one.
+    pub fn result_as<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match &self.outcome {
+            ChildOutcome::Completed(Some(json)) => serde_json::from_slice(json)
+                .map(Some)
+                .map_err(Error::Encode),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// How a flow job's child finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChildOutcome {
+    /// Not yet.
+    Pending,
+    /// Completed, with its handler's result if it returned one (as JSON).
+    Completed(Option<Vec<u8>>),
+    /// Dead-lettered or cancelled, with why; only a child whose failure
+    /// does not fail its parent is seen so by a running parent.
+    Failed(String),
 }

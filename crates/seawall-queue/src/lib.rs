@@ -32,6 +32,8 @@
 //!   them.
 //! - A handler's return value is the job's [result](Queues::result), kept
 //!   with the completed job as long as the queue keeps it.
+//! - [Flows](Flow): a tree of jobs over any queues, added all or nothing,
+//!   in which a parent runs after its children and reads their results.
 //! - [Recurring jobs](#recurring-jobs): schedulers kept with the queue,
 //!   every interval or on a cron expression in a time zone, each tick
 //!   enqueued exactly once however many processes run them.
@@ -176,6 +178,7 @@
 
 mod backoff;
 mod error;
+mod flow;
 mod health;
 mod job;
 mod memory;
@@ -196,10 +199,11 @@ mod worker;
 pub use backoff::Backoff;
 pub use backoff::MAX_DELAY;
 pub use error::{Error, Result};
+pub use flow::{Flow, FlowIds};
 pub use health::DurabilityCheck;
 pub use job::{
-    AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Progress,
-    Tick,
+    AttemptError, Backlog, Cancelled, ChildFailure, ChildInfo, ChildOutcome, Counts, Event,
+    Finished, JobId, JobInfo, JobState, Progress, Tick,
 };
 pub use metrics::QueueMetrics;
 pub use options::{DEFAULT_PRIORITY, Dedup, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
@@ -207,7 +211,9 @@ pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
 pub use schedule::{MAX_CATCH_UP, MIN_INTERVAL, Missed, ON_TIME, Schedule};
 pub use schedulers::{SchedulerInfo, SchedulerRunner, SchedulerStats, TickReport};
-pub use store::{MAX_BACKLOG_GROUPS, MAX_KEY_HOLD, MAX_QUEUE_NAME_BYTES, MAX_SCHEDULERS, Settings};
+pub use store::{
+    MAX_BACKLOG_GROUPS, MAX_FLOW_JOBS, MAX_KEY_HOLD, MAX_QUEUE_NAME_BYTES, MAX_SCHEDULERS, Settings,
+};
 pub use wire::{OLDEST_WIRE_VERSION, WIRE_VERSION};
 pub use worker::{
     Job, JobError, MAX_RESULT_BYTES, Worker, WorkerBuilder, WorkerStats, WorkerWatch,

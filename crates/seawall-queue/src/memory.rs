@@ -12,11 +12,12 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 use crate::job::{
-    AttemptError, Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState,
+    AttemptError, Backlog, Cancelled, ChildFailure, ChildInfo, ChildOutcome, Counts, Event,
+    Finished, JobId, JobInfo, JobState,
 };
 use crate::job::{Progress, Tick, time_of};
 use crate::store::{
-    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, KeyHold, Lease,
+    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease,
     MAX_SCHEDULERS, NewJob, Renewed, Settings, Store, StoredScheduler, Taken, TickGuard,
     bounded_message, millis,
 };
@@ -113,6 +114,8 @@ struct QueueState {
     starts: VecDeque<(u64, String)>,
     /// Nothing starts before this (ms since the epoch): a handler's hold.
     hold_until: u64,
+    /// Flow jobs waiting for their children, by when they were added.
+    waiting_children: BTreeSet<(u64, String)>,
 }
 
 /// A deduplication key: the job holding it, the digest of that job for a
@@ -160,9 +163,44 @@ struct Record {
     tick: String,
     /// What its handler returned (JSON), once completed; empty for none.
     result: Vec<u8>,
+    /// Its part in a flow, if it is in one.
+    flow: Option<Box<FlowPart>>,
 }
 
 impl Record {
+    /// A new job's record, waiting, with no key, tick or flow.
+    fn new(job: NewJob, score: u64, now: u64) -> Self {
+        Self {
+            payload: job.payload,
+            trace: job.trace,
+            priority: job.priority,
+            max_attempts: job.max_attempts,
+            backoff: job.backoff,
+            timeout_ms: job.timeout_ms,
+            group: job.group,
+            score,
+            idempotency: String::new(),
+            state: JobState::Waiting,
+            created: now,
+            ready: now,
+            started: 0,
+            finished: 0,
+            position: 0,
+            line: (0, 0),
+            runs: 0,
+            token: String::new(),
+            outcome: None,
+            failures: 0,
+            stalls: 0,
+            progress: None,
+            errors: Vec::new(),
+            cancel: false,
+            tick: String::new(),
+            result: Vec::new(),
+            flow: None,
+        }
+    }
+
     /// The job as a worker takes it, under `lease`.
     fn taken(&self, lease: Lease) -> Taken {
         Taken {
@@ -243,32 +281,91 @@ impl MemoryStore {
         }))
     }
 
+    /// Does what steps asked of other jobs of a flow, each in a step of its
+    /// own queue (which may ask more of others in turn), in the order asked.
+    fn deliver(&self, notices: Vec<(String, Notice)>) {
+        let mut notices: VecDeque<(String, Notice)> = notices.into();
+        while let Some((queue, notice)) = notices.pop_front() {
+            let shared = self.shared(&queue);
+            let (woke, more) = {
+                let mut state = shared.state.lock();
+                let mut step = Step {
+                    q: &mut state,
+                    settings: &self.settings,
+                    now: now_ms(),
+                    notices: Vec::new(),
+                    queue_name: queue.clone(),
+                };
+                step.take_notice(notice);
+                let more = std::mem::take(&mut step.notices);
+                (std::mem::take(&mut state.woke), more)
+            };
+            if woke {
+                shared.wake.notify_one();
+            }
+            notices.extend(more);
+        }
+    }
+
     /// Runs one transition under the queue's lock, then wakes a worker if it
     /// asked to.
     fn with<T>(&self, queue: &str, transition: impl FnOnce(&mut Step<'_>) -> T) -> T {
         let shared = self.shared(queue);
-        let (result, woke) = {
+        let (result, woke, notices) = {
             let mut state = shared.state.lock();
             let mut step = Step {
                 q: &mut state,
                 settings: &self.settings,
                 now: now_ms(),
+                notices: Vec::new(),
+                queue_name: queue.to_owned(),
             };
             let result = transition(&mut step);
-            (result, std::mem::take(&mut state.woke))
+            let notices = std::mem::take(&mut step.notices);
+            (result, std::mem::take(&mut state.woke), notices)
         };
         if woke {
             shared.wake.notify_one();
         }
+        self.deliver(notices);
         result
     }
 }
 
-/// One transition's view: the queue, the settings, and the clock read once.
+/// One transition's view: the queue, the settings, and the clock read once;
+/// and what it asks of flow jobs in other queues (or this one), done after
+/// it, each under its own queue's lock.
 struct Step<'a> {
     q: &'a mut QueueState,
     settings: &'a Settings,
     now: u64,
+    notices: Vec<(String, Notice)>,
+    /// The queue's name.
+    queue_name: String,
+}
+
+/// What one flow job asks of another (see `tell_parent` in prelude.lua).
+enum Notice {
+    /// A child finished: completed with its result, or failed with why.
+    ChildDone {
+        parent: String,
+        child: (String, String),
+        outcome: ChildOutcome,
+        policy: ChildFailure,
+    },
+    /// A cancelled parent's pending child.
+    Cancel(String),
+}
+
+/// A flow job's place: its parent (queue, id) and what its failure does to
+/// it; its children (queue, id) with how each finished, and how many have
+/// not; its delay, counted from its release.
+#[derive(Clone, Default)]
+struct FlowPart {
+    parent: Option<(String, String, ChildFailure)>,
+    children: Vec<(String, String, ChildOutcome)>,
+    pending: u64,
+    delay_ms: u64,
 }
 
 impl Step<'_> {
@@ -416,7 +513,201 @@ impl Step<'_> {
         holds.then(|| held.owner.clone())
     }
 
+    /// Forgets the enqueue answers kept past their time.
+    fn expire_answers(&mut self) {
+        while let Some((expires, _)) = self.q.answer_expiry.front()
+            && *expires <= self.now
+        {
+            if let Some((_, old)) = self.q.answer_expiry.pop_front() {
+                self.q.answers.remove(&old);
+            }
+        }
+    }
+
+    /// Keeps an enqueue call's answer for a replay of the call.
+    fn keep_answer(&mut self, request: &str, answer: Vec<(JobId, bool)>) {
+        self.q.answers.insert(request.to_owned(), answer);
+        self.q
+            .answer_expiry
+            .push_back((self.now + ANSWER_KEPT_MS, request.to_owned()));
+    }
+
+    /// Adds a flow's job, waiting for its children; answers its id.
+    fn add_waiting_for_children(&mut self, job: NewJob, flow: FlowPart, epoch: &str) -> String {
+        let clock_id = now_us().saturating_sub(ID_EPOCH_US);
+        let sequence = (self.q.last_id + 1).max(clock_id);
+        self.q.last_id = sequence;
+        self.q.order += 1;
+        let score = u64::from(job.priority) * PRIORITY_STRIDE + self.q.order;
+        let id = format!("{sequence}-{epoch}");
+        let record = Record {
+            state: JobState::WaitingChildren,
+            flow: Some(Box::new(flow)),
+            ..Record::new(job, score, self.now)
+        };
+        self.q.jobs.insert(id.clone(), record);
+        self.q.waiting_children.insert((self.now, id.clone()));
+        self.emit("enqueued", &id, &[]);
+        id
+    }
+
+    /// A flow child that finished tells its parent, once (as
+    /// `tell_parent` in prelude.lua).
+    fn tell_parent(&mut self, id: &str, outcome: ChildOutcome) {
+        let Some(job) = self.q.jobs.get_mut(id) else {
+            return;
+        };
+        let Some((queue, parent, policy)) = job.flow.as_mut().and_then(|flow| flow.parent.take())
+        else {
+            return;
+        };
+        let child = (self.queue_name.clone(), id.to_owned());
+        self.notices.push((
+            queue,
+            Notice::ChildDone {
+                parent,
+                child,
+                outcome,
+                policy,
+            },
+        ));
+    }
+
+    /// Does what another flow job asked of this queue.
+    fn take_notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Cancel(id) => {
+                self.cancel_job(&id);
+            }
+            Notice::ChildDone {
+                parent,
+                child,
+                outcome,
+                policy,
+            } => {
+                let Some(flow) = self
+                    .q
+                    .jobs
+                    .get_mut(&parent)
+                    .and_then(|job| job.flow.as_deref_mut())
+                else {
+                    return;
+                };
+                let Some(place) = flow.children.iter().position(|(queue, id, outcome)| {
+                    (queue, id) == (&child.0, &child.1) && *outcome == ChildOutcome::Pending
+                }) else {
+                    return;
+                };
+                let failed = matches!(outcome, ChildOutcome::Failed(_));
+                let fails_parent = failed && policy == ChildFailure::FailParent;
+                let error = match &outcome {
+                    ChildOutcome::Failed(error) => error.clone(),
+                    _ => String::new(),
+                };
+                if failed && policy == ChildFailure::Drop {
+                    flow.children.remove(place);
+                } else {
+                    flow.children[place].2 = outcome;
+                }
+                if !fails_parent {
+                    flow.pending = flow.pending.saturating_sub(1);
+                }
+                let pending = flow.pending;
+                let waiting = self
+                    .q
+                    .jobs
+                    .get(&parent)
+                    .is_some_and(|job| job.state == JobState::WaitingChildren);
+                if !waiting {
+                    return;
+                }
+                if fails_parent {
+                    self.leave_waiting_children(&parent);
+                    let message = format!("a child failed ({} {}): {error}", child.0, child.1);
+                    self.make_dead(&parent, &message);
+                } else if pending == 0 {
+                    self.release(&parent);
+                }
+            }
+        }
+    }
+
+    fn leave_waiting_children(&mut self, id: &str) {
+        if let Some(job) = self.q.jobs.get(id) {
+            self.q
+                .waiting_children
+                .remove(&(job.created, id.to_owned()));
+        }
+    }
+
+    /// A flow job whose children all finished goes to wait, or to its
+    /// delay.
+    fn release(&mut self, id: &str) {
+        self.leave_waiting_children(id);
+        let delay = self
+            .q
+            .jobs
+            .get(id)
+            .and_then(|job| job.flow.as_ref())
+            .map_or(0, |flow| flow.delay_ms);
+        if delay > 0 {
+            self.make_delayed(id, self.now + delay);
+        } else {
+            self.make_waiting(id, false);
+        }
+        self.emit("released", id, &[]);
+        self.wake();
+    }
+
+    /// Cancels a job (as `cancel_job` in prelude.lua).
+    fn cancel_job(&mut self, id: &str) -> Cancelled {
+        let Some(job) = self.q.jobs.get_mut(id) else {
+            return Cancelled::NotFound;
+        };
+        match job.state {
+            JobState::Waiting => {
+                let key = (job.line.0, job.line.1, id.to_owned());
+                if let Some(jobs) = self.q.groups.get_mut(&job.group) {
+                    jobs.remove(&key);
+                    if jobs.is_empty() && !self.q.ringed.contains(&job.group) {
+                        self.q.groups.remove(&job.group);
+                    }
+                }
+                self.q.waiting = self.q.waiting.saturating_sub(1);
+            }
+            JobState::Delayed => {
+                self.q.delayed.remove(&(job.position, id.to_owned()));
+            }
+            JobState::WaitingChildren => {
+                let pending: Vec<(String, String)> = job
+                    .flow
+                    .as_ref()
+                    .map(|flow| {
+                        flow.children
+                            .iter()
+                            .filter(|(_, _, outcome)| *outcome == ChildOutcome::Pending)
+                            .map(|(queue, child, _)| (queue.clone(), child.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.leave_waiting_children(id);
+                for (queue, child) in pending {
+                    self.notices.push((queue, Notice::Cancel(child)));
+                }
+            }
+            JobState::Active => {
+                job.cancel = true;
+                return Cancelled::Requested;
+            }
+            state => return Cancelled::AlreadyFinished(state),
+        }
+        self.emit("cancelled", id, &[]);
+        self.forget(id);
+        Cancelled::Removed
+    }
+
     fn forget(&mut self, id: &str) {
+        self.tell_parent(id, ChildOutcome::Failed("cancelled".to_owned()));
         if let Some(job) = self.q.jobs.remove(id)
             && !job.idempotency.is_empty()
             && self
@@ -480,6 +771,7 @@ impl Step<'_> {
     }
 
     fn make_dead(&mut self, id: &str, message: &str) {
+        self.tell_parent(id, ChildOutcome::Failed(message.to_owned()));
         let now = self.now;
         if let Some(job) = self.q.jobs.get_mut(id) {
             job.state = JobState::Dead;
@@ -492,6 +784,16 @@ impl Step<'_> {
     }
 
     fn make_completed(&mut self, id: &str) {
+        let result = self
+            .q
+            .jobs
+            .get(id)
+            .map(|job| job.result.clone())
+            .unwrap_or_default();
+        self.tell_parent(
+            id,
+            ChildOutcome::Completed((!result.is_empty()).then_some(result)),
+        );
         self.emit("completed", id, &[]);
         if self.settings.keep_completed == 0 {
             self.q.jobs.remove(id);
@@ -713,6 +1015,7 @@ impl Step<'_> {
             completed: self.q.done.len() as u64,
             dead: self.q.dead.len() as u64,
             paused: self.q.paused,
+            waiting_children: self.q.waiting_children.len() as u64,
         }
     }
 
@@ -766,13 +1069,7 @@ impl MemoryStore {
     ) -> Result<Option<Vec<(JobId, bool)>>> {
         let epoch = self.epoch.lock().clone();
         self.with(queue, |step| {
-            while let Some((expires, _)) = step.q.answer_expiry.front()
-                && *expires <= step.now
-            {
-                if let Some((_, old)) = step.q.answer_expiry.pop_front() {
-                    step.q.answers.remove(&old);
-                }
-            }
+            step.expire_answers();
             if let Some(answer) = step.q.answers.get(request) {
                 return Ok(Some(answer.clone()));
             }
@@ -848,44 +1145,21 @@ impl MemoryStore {
                 }
                 let idempotency = idempotency.map(|(key, _)| key).unwrap_or_default();
                 let score = u64::from(job.priority) * PRIORITY_STRIDE + order + offset;
-                step.q.jobs.insert(
-                    id.clone(),
-                    Record {
-                        payload: job.payload,
-                        trace: job.trace,
-                        priority: job.priority,
-                        max_attempts: job.max_attempts,
-                        backoff: job.backoff,
-                        timeout_ms: job.timeout_ms,
-                        group: job.group,
-                        score,
-                        idempotency,
-                        state: JobState::Waiting,
-                        created: step.now,
-                        ready: step.now,
-                        started: 0,
-                        finished: 0,
-                        position: 0,
-                        line: (0, 0),
-                        runs: 0,
-                        token: String::new(),
-                        outcome: None,
-                        failures: 0,
-                        stalls: 0,
-                        progress: None,
-                        errors: Vec::new(),
-                        cancel: false,
-                        tick: guard
-                            .and_then(|guard| {
-                                let tick = guard.ticks.get(usize::try_from(offset).ok()?)?;
-                                Some(format!("{tick}:{}", guard.scheduler))
-                            })
-                            .unwrap_or_default(),
-                        result: Vec::new(),
-                    },
-                );
-                if job.delay_ms > 0 {
-                    step.make_delayed(&id, step.now + job.delay_ms);
+                let tick = guard
+                    .and_then(|guard| {
+                        let tick = guard.ticks.get(usize::try_from(offset).ok()?)?;
+                        Some(format!("{tick}:{}", guard.scheduler))
+                    })
+                    .unwrap_or_default();
+                let delay_ms = job.delay_ms;
+                let record = Record {
+                    idempotency,
+                    tick,
+                    ..Record::new(job, score, step.now)
+                };
+                step.q.jobs.insert(id.clone(), record);
+                if delay_ms > 0 {
+                    step.make_delayed(&id, step.now + delay_ms);
                 } else {
                     step.make_waiting(&id, false);
                 }
@@ -901,10 +1175,7 @@ impl MemoryStore {
                     held.last = Some((*tick, id.clone()));
                 }
             }
-            step.q.answers.insert(request.to_owned(), out.clone());
-            step.q
-                .answer_expiry
-                .push_back((step.now + ANSWER_KEPT_MS, request.to_owned()));
+            step.keep_answer(request, out.clone());
             Ok(Some(out))
         })
     }
@@ -935,6 +1206,95 @@ impl Store for MemoryStore {
         Ok(self
             .enqueue_guarded(queue, request, jobs, Some(guard))?
             .map(|added| added.into_iter().map(|(id, _)| id).collect()))
+    }
+
+    async fn enqueue_flow(
+        &self,
+        request: &str,
+        nodes: &[FlowNode],
+        _wire: u32,
+    ) -> Result<Vec<JobId>> {
+        let root = nodes
+            .first()
+            .map(|node| node.queue.as_str())
+            .ok_or_else(|| Error::InvalidOption("a flow needs a job".to_owned()))?;
+        let replayed = self.with(root, |step| {
+            step.expire_answers();
+            step.q.answers.get(request).cloned()
+        });
+        if let Some(answer) = replayed {
+            return Ok(answer.into_iter().map(|(id, _)| id).collect());
+        }
+        // One queue at a time, parents before their children: a job is
+        // added waiting for its children, then adopted by its parent; the
+        // jobs without children are released last, so none runs before its
+        // whole flow is in place.
+        let epoch = self.epoch.lock().clone();
+        let mut ids: Vec<String> = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let parent = node.parent.and_then(|parent| {
+                Some((nodes.get(parent)?.queue.clone(), ids.get(parent)?.clone()))
+            });
+            let flow = FlowPart {
+                parent: parent
+                    .clone()
+                    .map(|(queue, id)| (queue, id, node.on_failure)),
+                delay_ms: node.job.delay_ms,
+                ..FlowPart::default()
+            };
+            let id = self.with(&node.queue, |step| {
+                step.add_waiting_for_children(node.job.clone(), flow, &epoch)
+            });
+            if let Some((queue, parent)) = parent {
+                let child = (node.queue.clone(), id.clone());
+                self.with(&queue, |step| {
+                    if let Some(flow) = step
+                        .q
+                        .jobs
+                        .get_mut(&parent)
+                        .and_then(|job| job.flow.as_deref_mut())
+                    {
+                        flow.children
+                            .push((child.0, child.1, ChildOutcome::Pending));
+                        flow.pending += 1;
+                    }
+                });
+            }
+            ids.push(id);
+        }
+        for (index, node) in nodes.iter().enumerate() {
+            if !nodes.iter().any(|other| other.parent == Some(index)) {
+                self.with(&node.queue, |step| step.release(&ids[index]));
+            }
+        }
+        let ids: Vec<JobId> = ids.into_iter().map(JobId::from).collect();
+        let answer = ids.iter().map(|id| (id.clone(), true)).collect();
+        self.with(root, |step| step.keep_answer(request, answer));
+        Ok(ids)
+    }
+
+    async fn children(&self, queue: &str, id: &JobId) -> Result<Vec<ChildInfo>> {
+        Ok(self.with(queue, |step| {
+            let Some(flow) = step
+                .q
+                .jobs
+                .get(id.as_str())
+                .and_then(|job| job.flow.as_ref())
+            else {
+                return Vec::new();
+            };
+            let mut children: Vec<ChildInfo> = flow
+                .children
+                .iter()
+                .map(|(queue, child, outcome)| ChildInfo {
+                    queue: queue.clone(),
+                    id: JobId::from(child.as_str()),
+                    outcome: outcome.clone(),
+                })
+                .collect();
+            children.sort_by(|a, b| (&a.queue, a.id.sequence()).cmp(&(&b.queue, b.id.sequence())));
+            children
+        }))
     }
 
     async fn upsert_scheduler(
@@ -1077,13 +1437,13 @@ impl Store for MemoryStore {
             for (index, ack) in call.acks.iter().enumerate() {
                 if step.owned(ack) {
                     step.leave_active(ack.id.as_str());
-                    step.make_completed(ack.id.as_str());
                     if let Some(result) =
                         call.results.get(index).filter(|result| !result.is_empty())
                         && let Some(job) = step.q.jobs.get_mut(ack.id.as_str())
                     {
                         job.result.clone_from(result);
                     }
+                    step.make_completed(ack.id.as_str());
                 } else {
                     rejected += 1;
                 }
@@ -1297,35 +1657,7 @@ impl Store for MemoryStore {
     }
 
     async fn cancel(&self, queue: &str, id: &JobId) -> Result<Cancelled> {
-        Ok(self.with(queue, |step| {
-            let id = id.as_str();
-            let Some(job) = step.q.jobs.get_mut(id) else {
-                return Cancelled::NotFound;
-            };
-            match job.state {
-                JobState::Waiting => {
-                    let key = (job.line.0, job.line.1, id.to_owned());
-                    if let Some(jobs) = step.q.groups.get_mut(&job.group) {
-                        jobs.remove(&key);
-                        if jobs.is_empty() && !step.q.ringed.contains(&job.group) {
-                            step.q.groups.remove(&job.group);
-                        }
-                    }
-                    step.q.waiting = step.q.waiting.saturating_sub(1);
-                }
-                JobState::Delayed => {
-                    step.q.delayed.remove(&(job.position, id.to_owned()));
-                }
-                JobState::Active => {
-                    job.cancel = true;
-                    return Cancelled::Requested;
-                }
-                state => return Cancelled::AlreadyFinished(state),
-            }
-            step.emit("cancelled", id, &[]);
-            step.forget(id);
-            Cancelled::Removed
-        }))
+        Ok(self.with(queue, |step| step.cancel_job(id.as_str())))
     }
 
     async fn retry_dead(&self, queue: &str, which: DeadJobs<'_>) -> Result<u64> {
@@ -1460,6 +1792,7 @@ impl Store for MemoryStore {
                 JobState::Delayed => Box::new(q.delayed.iter().map(|(_, id)| id)),
                 JobState::Completed => Box::new(q.done.iter()),
                 JobState::Dead => Box::new(q.dead.iter().rev().map(|(_, id)| id)),
+                JobState::WaitingChildren => Box::new(q.waiting_children.iter().map(|(_, id)| id)),
                 JobState::Waiting => Box::new(std::iter::empty()),
             };
             ids.take(limit).map(|id| JobId::from(id.as_str())).collect()

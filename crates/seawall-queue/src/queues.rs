@@ -101,6 +101,7 @@ impl Queues {
             acquire_timeout: Duration::from_secs(5),
             replicas: None,
             write_wire: WIRE_VERSION,
+            one_slot: false,
         }
     }
 
@@ -472,7 +473,7 @@ impl Queues {
 
 /// Whether `id` can name a job at all (see [`JobId::parse`]). Anything
 /// else names none, so it never reaches a script.
-fn is_job_id(id: &JobId) -> bool {
+pub(crate) fn is_job_id(id: &JobId) -> bool {
     JobId::parse(id.as_str()).is_some()
 }
 
@@ -541,6 +542,7 @@ pub struct RedisQueues {
     acquire_timeout: Duration,
     replicas: Option<(u32, Duration)>,
     write_wire: u32,
+    one_slot: bool,
 }
 
 impl RedisQueues {
@@ -556,6 +558,20 @@ impl RedisQueues {
     /// falls short).
     pub fn replicated_enqueues(mut self, replicas: u32, timeout: Duration) -> Self {
         self.replicas = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
+
+    /// Keeps every queue's keys in one Cluster slot, the prefix's
+    /// (`{prefix}:queue:…` rather than `prefix:{queue}:…`), as a
+    /// [flow](Queues::enqueue_flow) whose jobs span queues needs on a
+    /// Cluster: its jobs are added, and each child tells its parent, in
+    /// one script, which may touch one slot only. The queues then share
+    /// one primary rather than spreading over the Cluster (BullMQ asks the
+    /// same of its flows, through a hash tag in its prefix). Without a
+    /// Cluster it changes only the keys' names. Every process of a fleet
+    /// must agree on it: the two layouts are different queues.
+    pub fn one_slot(mut self) -> Self {
+        self.one_slot = true;
         self
     }
 
@@ -629,6 +645,7 @@ impl RedisQueues {
             blocking_connections: self.blocking_connections,
             acquire_timeout: self.acquire_timeout,
             replicas: self.replicas,
+            one_slot: self.one_slot,
         };
         let store = RedisStore::connect(self.builder, options, self.settings).await?;
         Ok(Queues {

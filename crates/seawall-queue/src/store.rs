@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{
+    Backlog, Cancelled, ChildFailure, ChildInfo, Counts, Event, Finished, JobId, JobInfo, JobState,
+};
 
 /// The longest queue name, in bytes.
 pub const MAX_QUEUE_NAME_BYTES: usize = 128;
@@ -303,6 +305,19 @@ pub(crate) struct TickGuard {
     pub(crate) ticks: Vec<u64>,
 }
 
+/// One job of a flow as a backend adds it, parents before their children.
+#[derive(Debug, Clone)]
+pub(crate) struct FlowNode {
+    pub(crate) queue: String,
+    /// Its parent's place among the flow's jobs; `None` for the root.
+    pub(crate) parent: Option<usize>,
+    pub(crate) on_failure: ChildFailure,
+    pub(crate) job: NewJob,
+}
+
+/// The most jobs one flow holds.
+pub const MAX_FLOW_JOBS: usize = 1_000;
+
 /// The most schedulers one queue holds.
 pub const MAX_SCHEDULERS: u64 = 100_000;
 
@@ -331,6 +346,17 @@ pub(crate) trait Store: Send + Sync + 'static {
         jobs: Vec<NewJob>,
         wire: u32,
     ) -> Result<Option<Vec<JobId>>>;
+    /// Adds a flow, all its jobs or none: each waits until its children
+    /// finished (a job without any is released at once). Answers the ids
+    /// in the order of `nodes`; `request` as for [`Store::enqueue`].
+    async fn enqueue_flow(
+        &self,
+        request: &str,
+        nodes: &[FlowNode],
+        wire: u32,
+    ) -> Result<Vec<JobId>>;
+    /// The children of flow job `id`, with how each finished.
+    async fn children(&self, queue: &str, id: &JobId) -> Result<Vec<ChildInfo>>;
     /// Adds or changes a scheduler; a changed schedule plans anew, a
     /// changed template alone keeps the planned tick. Answers the revision.
     async fn upsert_scheduler(

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
-use crate::job::JobId;
+use crate::job::{ChildInfo, JobId};
 use crate::metrics::QueueMetrics;
 use crate::store::{
     AfterFailure, Failure, FetchCall, Fetched, Lease, Store, Taken, bounded_message, random_id,
@@ -164,6 +164,16 @@ impl<T> Job<T> {
     /// not renewed).
     pub fn stalls(&self) -> u32 {
         self.stalls
+    }
+
+    /// This flow job's children, with how each finished and its result
+    /// (see [`Queues::enqueue_flow`](crate::Queues::enqueue_flow)); empty
+    /// for a job that has none.
+    pub async fn children(&self) -> Result<Vec<ChildInfo>> {
+        self.progress
+            .store
+            .children(&self.progress.queue, &self.id)
+            .await
     }
 
     /// Fires when the job is cancelled, its lease is lost (another worker

@@ -24,6 +24,7 @@ elseif op == 'counts' or op == 'backlog' then
     redis.call('LLEN', done_key),
     redis.call('ZCARD', dead_key),
     tonumber(redis.call('HGET', meta, 'paused') or '0'),
+    redis.call('ZCARD', base .. 'wc'),
   }
   if op == 'counts' then return out end
   -- A group's waiting jobs stand in one line per priority level: the
@@ -56,33 +57,11 @@ elseif op == 'counts' or op == 'backlog' then
       first = redis.call('ZRANGEBYSCORE', ranked, int(next_level), '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
     end
   end
-  out[7] = now
-  out[8] = oldest
+  out[8] = now
+  out[9] = oldest
   return out
 elseif op == 'cancel' then
-  local id = job_id_arg(8)
-  local key = job_key(id)
-  local job = redis.call('HMGET', key, 's', 'g')
-  job[2] = job[2] or ''
-  if job[1] == 'waiting' then
-    if redis.call('ZREM', ranked_key(job[2]), id) == 0 then
-      redis.call('LREM', group_key(job[2]), '1', id)
-    end
-    redis.call('HINCRBY', meta, 'waiting', '-1')
-    -- A group with nothing left waiting leaves the set of groups (a group
-    -- at its cap is in no rotation that would drop it).
-    if job[2] ~= '' and group_waiting(job[2]) == 0 then redis.call('SREM', groups_key, job[2]) end
-  elseif job[1] == 'delayed' then
-    redis.call('ZREM', delayed_key, id)
-  elseif job[1] == 'active' then
-    redis.call('HSET', key, 'cx', '1')
-    return 'requested'
-  else
-    return job[1] or 'missing'
-  end
-  emit('cancelled', id)
-  forget(id, key)
-  return 'cancelled'
+  return cancel_job(job_id_arg(8))
 elseif op == 'retry_one' or op == 'retry_oldest' then
   -- retry_one: ARGV[8] is a dead job's id; retry_oldest: up to ARGV[8] dead
   -- jobs, oldest first.

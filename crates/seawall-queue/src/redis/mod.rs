@@ -1,7 +1,9 @@
 //! The Redis backend: one Lua script per transition, every key of a queue
 //! under one hash tag, and blocking fetches on dedicated connections.
 //!
-//! Keys of queue `q` under prefix `p` (all in the slot of `{q}`):
+//! Keys of queue `q` under prefix `p` (all in the slot of `{q}`; with
+//! [`one_slot`](crate::RedisQueues::one_slot) they are `{p}:q:…`, every
+//! queue in the slot of `{p}`):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -24,6 +26,10 @@
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |
 //! | `p:{q}:mark` | sorted set | the wake-up marker blocked workers pop |
 //! | `p:{q}:ev` | stream | events |
+//! | `p:{q}:wc` | sorted set | flow jobs waiting for their children, by when they were added |
+//! | `p:{q}:kids:<id>` | hash | a flow job's children (`<their key prefix> <id>`): `-` pending, `c<result>` completed, `f<error>` failed; kept 30 days once the parent is released or failed |
+//! | `p:{q}:fc` | set | this queue's flow jobs that have a parent to tell when they finish |
+//! | `p:{q}:inbox` | list | notes other queues' scripts leave: `r <id>` release a flow job, `f <id> <error>` fail a parent, `x <id>` cancel a cancelled parent's child; read by the queue's next script |
 //! | `p:{q}:s:<id>` | hash | a scheduler: `sch` (its schedule), `tpl` (its job template), `rev`, `next` (its planned tick, 0 for none), `paused`, `lt` and `lj` (its last tick and job) |
 //! | `p:{q}:sids` | sorted set | every scheduler's id, at score 0 (listed in the order of their ids) |
 //! | `p:{q}:sdue` | sorted set | schedulers not paused, by planned tick (0: to be planned) |
@@ -47,9 +53,11 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::error::{Error, Result};
-use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{
+    Backlog, Cancelled, ChildInfo, ChildOutcome, Counts, Event, Finished, JobId, JobInfo, JobState,
+};
 use crate::store::{
-    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, KeyHold, Lease,
+    AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease,
     MAX_SCHEDULERS, MAX_SETTING, NewJob, Renewed, Settings, Store, StoredScheduler, TickGuard,
     bounded_message, millis, random_id,
 };
@@ -71,6 +79,7 @@ pub(crate) struct Scripts {
     control: Script,
     schedule: Script,
     processes: Script,
+    flow: Script,
 }
 
 impl Scripts {
@@ -85,6 +94,7 @@ impl Scripts {
             control: script(include_str!("control.lua")),
             schedule: script(include_str!("schedule.lua")),
             processes: Script::from_lua(include_str!("processes.lua")),
+            flow: script(include_str!("flow.lua")),
         }
     }
 }
@@ -97,6 +107,9 @@ pub(crate) struct RedisOptions {
     pub(crate) acquire_timeout: Duration,
     /// Replicas an enqueue waits for, and how long.
     pub(crate) replicas: Option<(u32, Duration)>,
+    /// Every queue's keys in one Cluster slot (`{p}:q:` rather than
+    /// `p:{q}:`), so a flow may span queues.
+    pub(crate) one_slot: bool,
 }
 
 /// The longest a command of the queue's client may take (the builder's own
@@ -119,6 +132,7 @@ pub(crate) struct RedisStore {
     round_trips: AtomicU64,
     replicas: Option<(u32, Duration)>,
     reconnections: tokio::sync::watch::Receiver<u64>,
+    one_slot: bool,
 }
 
 impl RedisStore {
@@ -161,11 +175,30 @@ impl RedisStore {
             round_trips: AtomicU64::new(0),
             replicas: options.replicas,
             reconnections,
+            one_slot: options.one_slot,
         })
     }
 
+    /// The key prefix of `queue`: `p:{q}:`, each queue in a slot of its
+    /// own, or `{p}:q:` with every queue in the prefix's slot.
     fn base(&self, queue: &str) -> String {
-        format!("{}:{{{queue}}}:", self.prefix)
+        if self.one_slot {
+            format!("{{{}}}:{queue}:", self.prefix)
+        } else {
+            format!("{}:{{{queue}}}:", self.prefix)
+        }
+    }
+
+    /// The queue whose key prefix is `base`.
+    fn queue_of<'a>(&self, base: &'a str) -> Option<&'a str> {
+        let inner = if self.one_slot {
+            base.strip_prefix(&format!("{{{}}}:", self.prefix))?
+                .strip_suffix(':')?
+        } else {
+            base.strip_prefix(&format!("{}:{{", self.prefix))?
+                .strip_suffix("}:")?
+        };
+        Some(inner)
     }
 
     /// The arguments every script starts with: the key prefix and the
@@ -235,7 +268,7 @@ impl RedisStore {
             // all existed already: nothing of this call's to wait for.
             return Ok(reply);
         }
-        let acked = match wait_for_replicas(&connection, queue, wanted, timeout).await {
+        let acked = match wait_for_replicas(&connection, &self.base(queue), wanted, timeout).await {
             Ok(acked) => acked,
             Err(error) => {
                 tracing::warn!(%error, queue, "WAIT failed after an enqueue; taking its jobs back");
@@ -266,7 +299,7 @@ impl RedisStore {
             }
         }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match wait_for_replicas(&connection, queue, wanted, timeout).await {
+        match wait_for_replicas(&connection, &self.base(queue), wanted, timeout).await {
             Ok(confirmed) if confirmed >= wanted => Err(Error::NotReplicated { acked, wanted }),
             Ok(confirmed) => {
                 tracing::warn!(
@@ -427,6 +460,104 @@ impl Store for RedisStore {
         Ok(Some(
             enqueued_ids(reply)?.into_iter().map(|(id, _)| id).collect(),
         ))
+    }
+
+    async fn enqueue_flow(
+        &self,
+        request: &str,
+        nodes: &[FlowNode],
+        wire: u32,
+    ) -> Result<Vec<JobId>> {
+        let root = nodes
+            .first()
+            .ok_or_else(|| Error::InvalidOption("a flow needs a job".to_owned()))?;
+        let bases: Vec<String> = nodes.iter().map(|node| self.base(&node.queue)).collect();
+        if self.client.is_clustered() {
+            let slot = fred::util::redis_keyslot(bases[0].as_bytes());
+            if let Some(node) = (0..nodes.len())
+                .find(|&index| fred::util::redis_keyslot(bases[index].as_bytes()) != slot)
+            {
+                return Err(Error::InvalidOption(format!(
+                    "queue {:?} of this flow is in another Cluster slot than queue {:?}: a flow that spans queues needs RedisQueues::one_slot on a Cluster",
+                    nodes[node].queue, root.queue
+                )));
+            }
+        }
+        let (keys, mut args) = self.prelude(&root.queue, 3 + nodes.len() * 11);
+        args.push(Value::from(request));
+        args.push(int(u64::from(wire)));
+        args.push(int(nodes.len() as u64));
+        for (node, base) in nodes.iter().zip(bases) {
+            let job = &node.job;
+            args.extend([
+                Value::from(base),
+                Value::from(node.queue.as_str()),
+                int(node.parent.map_or(0, |parent| parent as u64 + 1)),
+                Value::from(node.on_failure.as_str()),
+                Value::Bytes(job.payload.clone().into()),
+                int(u64::from(job.priority)),
+                int(u64::from(job.max_attempts)),
+                Value::from(job.backoff.as_str()),
+                int(job.timeout_ms),
+                Value::from(job.group.as_str()),
+                int(job.delay_ms),
+            ]);
+        }
+        let reply = self.run(&self.scripts.flow, keys, args).await?;
+        array(reply)?
+            .iter()
+            .map(|id| Ok(JobId::from(text(id)?)))
+            .collect()
+    }
+
+    async fn children(&self, queue: &str, id: &JobId) -> Result<Vec<ChildInfo>> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let key = format!("{}kids:{id}", self.base(queue));
+        let reply: Value = self
+            .client
+            .custom(cmd!("HGETALL"), vec![Value::from(key)])
+            .await?;
+        let pairs: Vec<(Value, Value)> = match reply {
+            Value::Map(map) => map
+                .inner()
+                .into_iter()
+                .map(|(key, value)| (Value::from(key), value))
+                .collect(),
+            other => {
+                let values = array(other)?;
+                values
+                    .chunks_exact(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect()
+            }
+        };
+        let mut children = Vec::with_capacity(pairs.len());
+        for (field, value) in pairs {
+            let field = text(&field)?;
+            let (base, child) = field
+                .split_once(' ')
+                .ok_or_else(|| Error::Protocol(format!("a flow child reads {field:?}")))?;
+            let child_queue = self
+                .queue_of(base)
+                .ok_or_else(|| Error::Protocol(format!("a flow child's queue reads {base:?}")))?;
+            let value = value.as_bytes().map(<[u8]>::to_vec).unwrap_or_default();
+            let outcome = match value.split_first() {
+                Some((b'c', result)) => {
+                    ChildOutcome::Completed((!result.is_empty()).then(|| result.to_vec()))
+                }
+                Some((b'f', error)) => {
+                    ChildOutcome::Failed(String::from_utf8_lossy(error).into_owned())
+                }
+                _ => ChildOutcome::Pending,
+            };
+            children.push(ChildInfo {
+                queue: child_queue.to_owned(),
+                id: JobId::from(child),
+                outcome,
+            });
+        }
+        children.sort_by(|a, b| (&a.queue, a.id.sequence()).cmp(&(&b.queue, b.id.sequence())));
+        Ok(children)
     }
 
     async fn upsert_scheduler(
@@ -649,7 +780,7 @@ impl Store for RedisStore {
             .control
             .evalsha_with_reload(&connection.client, keys, args)
             .await?;
-        let acked = wait_for_replicas(&connection, queue, wanted, timeout).await?;
+        let acked = wait_for_replicas(&connection, &self.base(queue), wanted, timeout).await?;
         if acked < wanted {
             return Err(Error::NotReplicated { acked, wanted });
         }
@@ -777,6 +908,7 @@ impl Store for RedisStore {
             JobState::Delayed => (cmd!("ZRANGE"), "delayed", false),
             JobState::Completed => (cmd!("LRANGE"), "done", false),
             JobState::Dead => (cmd!("ZRANGE"), "dead", true),
+            JobState::WaitingChildren => (cmd!("ZRANGE"), "wc", false),
             JobState::Waiting => return Ok(Vec::new()),
         };
         let mut args = vec![Value::from(format!("{base}{key}")), int(0), last];
@@ -894,11 +1026,11 @@ impl Store for RedisStore {
 /// link to it.
 async fn wait_for_replicas(
     connection: &Blocker,
-    queue: &str,
+    base: &str,
     wanted: u32,
     timeout: Duration,
 ) -> Result<u32> {
-    let slot = fred::util::redis_keyslot(format!("{{{queue}}}").as_bytes());
+    let slot = fred::util::redis_keyslot(base.as_bytes());
     let options = Options {
         timeout: Some(timeout + Duration::from_secs(1)),
         ..Options::default()
@@ -961,7 +1093,16 @@ pub(crate) fn int(value: u64) -> Value {
 /// The counts a `counts` reply holds, or the first values of a `backlog`
 /// reply (`op` names which).
 fn counts_of(queue: &str, op: &str, counted: &[Value]) -> Result<Counts> {
-    let [waiting, delayed, active, completed, dead, paused] = counted else {
+    let [
+        waiting,
+        delayed,
+        active,
+        completed,
+        dead,
+        paused,
+        waiting_children,
+    ] = counted
+    else {
         return Err(Error::Protocol(format!(
             "{op} answered {} counts",
             counted.len()
@@ -983,6 +1124,7 @@ fn counts_of(queue: &str, op: &str, counted: &[Value]) -> Result<Counts> {
         completed: unsigned(completed)?,
         dead: unsigned(dead)?,
         paused: number(paused)? == 1,
+        waiting_children: unsigned(waiting_children)?,
     })
 }
 

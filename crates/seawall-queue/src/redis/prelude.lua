@@ -112,6 +112,47 @@ local function ranked_key(group) return base .. 'z:' .. group end
 local STRIDE = 1099511627776
 local DEFAULT_LEVEL = 3
 
+-- Ids never repeat, even after Redis lost its last writes (a failover, an
+-- fsync window), whatever the servers' clocks say: an id is
+-- `<sequence>-<epoch>`. The epoch is the first 16 hex digits of the
+-- server's replication id, which Redis draws at random (160 bits) when
+-- the server starts and again when a replica is promoted, and keeps for
+-- as long as it stays the primary: a server restarted without its last
+-- writes, or a replica promoted without them, gives ids of another epoch
+-- than the lost ones. The sequence is the last one plus one, or the
+-- server's clock in microseconds since 2026, whichever is larger, so ids
+-- of one primary grow in enqueue order, and usually across a failover
+-- too; after a loss, or with a clock behind, a sequence may come again,
+-- never with the same epoch (unless two primaries drew the same 64 bits).
+-- `INFO replication` costs the server about 4 µs a call (not a job), and
+-- no round trip. A replica names its primary's replication id, so one that
+-- takes writes (`replica-read-only no`) would give ids its primary gives
+-- too: an enqueue on any replica is refused before it writes.
+--
+-- Wire version 1 leaves the epoch out: while a worker of the release
+-- before epochs is alive, ids are digits alone, as that release gave
+-- them, from the same sequence.
+local function id_epoch(wire)
+  local replication = redis.call('INFO', 'replication')
+  if string.match(replication, 'role:slave') then
+    refuse('this server is a replica: enqueue on the primary (a writable replica would repeat its ids)')
+  end
+  if wire < 2 then return '' end
+  local replid = string.match(replication, 'master_replid:(%x+)')
+  if not replid or #replid < 16 then refuse('the server names no replication id (INFO replication)') end
+  return '-' .. string.sub(replid, 1, 16)
+end
+
+-- The first of a queue's new id sequences: the last one plus one, or the
+-- server's clock in microseconds since 2026, whichever is larger (see
+-- `id_epoch`); `queue_base` is the queue's key prefix.
+local function first_sequence(queue_base)
+  local clock_id = (tonumber(clock[1]) - 1767225600) * 1000000 + tonumber(clock[2])
+  local first = tonumber(redis.call('GET', queue_base .. 'jid') or '0') + 1
+  if clock_id > first then return clock_id end
+  return first
+end
+
 -- Calls `command` on `key` with `values` appended, at most 1,000 at a time
 -- (Lua's unpack refuses much past 8,000 values); returns the replies'
 -- arrays joined, for commands that answer one value per argument.
@@ -238,9 +279,44 @@ local function left_active(group)
   end
 end
 
+-- A flow's child that finished tells its parent (in its own queue or
+-- another; see flow.lua): completed, with its result, or failed (dead or
+-- cancelled), which by the child's policy fails the parent (`fail`), is
+-- recorded and passed over (`ignore`), or drops the dependency (`drop`).
+-- The parent's children hash (`kids:<id>`) holds `-` for a pending child,
+-- `c<result>` or `f<error>` after; a parent left with none pending, or
+-- to be failed, gets a note in its queue's inbox, which that queue's
+-- scripts read (`take_inbox`). Called for members of `fc`, the queue's
+-- flow children, each once (the caller removes it from `fc`).
+local function tell_parent(id, key, failed, message)
+  local flow = redis.call('HMGET', key, 'fp', 'fk', 'rv')
+  if not flow[1] then return end
+  local parent_base, parent, policy = string.match(flow[1], '^(%S+) (%S+) (%a+)$')
+  local kids = parent_base .. 'kids:' .. parent
+  if redis.call('HGET', kids, flow[2]) ~= '-' then return end
+  local note = nil
+  if not failed then
+    redis.call('HSET', kids, flow[2], 'c' .. (flow[3] or ''))
+  elseif policy == 'drop' then
+    redis.call('HDEL', kids, flow[2])
+  else
+    redis.call('HSET', kids, flow[2], 'f' .. message)
+    if policy ~= 'ignore' then note = 'f ' .. parent .. ' a child failed (' .. flow[2] .. '): ' .. message end
+  end
+  if not note and redis.call('HINCRBY', parent_base .. 'j:' .. parent, 'pn', '-1') <= 0 then
+    note = 'r ' .. parent
+  end
+  if note then
+    redis.call('RPUSH', parent_base .. 'inbox', note)
+    redis.call('ZADD', parent_base .. 'mark', '0', 'w')
+  end
+end
+
 -- Removes a job record and the idempotency key that still points at it
 -- (a cancelled job frees its key; retention leaves keys to their window).
+-- A flow's child tells its parent it failed.
 local function forget(id, key)
+  if redis.call('SREM', base .. 'fc', id) == 1 then tell_parent(id, key, true, 'cancelled') end
   local idempotency = redis.call('HGET', key, 'ik')
   if idempotency then
     local unique = base .. 'u:' .. idempotency
@@ -279,6 +355,7 @@ local function add_history(key, attempt, message)
 end
 
 local function make_dead(id, key, message)
+  if redis.call('SREM', base .. 'fc', id) == 1 then tell_parent(id, key, true, message) end
   redis.call('HSET', key, 's', 'dead', 'ft', now_text, 'le', message)
   redis.call('ZADD', dead_key, now_text, id)
   emit('dead', id, 'error', message)
@@ -290,6 +367,17 @@ end
 -- retention trim runs once per script, in `trim_completed`.
 local function complete_all(ids)
   if #ids == 0 then return end
+  -- Flow children among them tell their parents (one command when the
+  -- queue has none).
+  if redis.call('EXISTS', base .. 'fc') == 1 then
+    local children = redis.call('SMISMEMBER', base .. 'fc', unpack(ids))
+    for i, id in ipairs(ids) do
+      if children[i] == 1 then
+        redis.call('SREM', base .. 'fc', id)
+        tell_parent(id, job_key(id), false, '')
+      end
+    end
+  end
   for _, id in ipairs(ids) do
     emit_many('completed', id)
     if keep_completed > 0 then
@@ -341,8 +429,94 @@ local function trim_completed()
   trim_completed_by_age()
 end
 
--- Moves delayed and retry-scheduled jobs whose time has come to waiting.
+-- How long a flow parent's children's outcomes are kept once it is
+-- released or failed (30 days): its handler reads them when it runs.
+local KIDS_KEPT_MS = '2592000000'
+
+-- Cancels a job (see control.lua's `cancel`): a waiting or delayed one is
+-- removed, a running one asked to stop; a flow parent still waiting for
+-- its children is removed and its pending children are cancelled, each by
+-- a note to its queue's inbox. Returns `cancelled`, `requested`, or the
+-- finished job's state (`missing` for none).
+local function cancel_job(id)
+  local key = job_key(id)
+  local job = redis.call('HMGET', key, 's', 'g')
+  job[2] = job[2] or ''
+  if job[1] == 'waiting' then
+    if redis.call('ZREM', ranked_key(job[2]), id) == 0 then
+      redis.call('LREM', group_key(job[2]), '1', id)
+    end
+    redis.call('HINCRBY', meta, 'waiting', '-1')
+    -- A group with nothing left waiting leaves the set of groups (a group
+    -- at its cap is in no rotation that would drop it).
+    if job[2] ~= '' and group_waiting(job[2]) == 0 then redis.call('SREM', groups_key, job[2]) end
+  elseif job[1] == 'delayed' then
+    redis.call('ZREM', delayed_key, id)
+  elseif job[1] == 'waiting-children' then
+    redis.call('ZREM', base .. 'wc', id)
+    local kids = base .. 'kids:' .. id
+    local outcomes = redis.call('HGETALL', kids)
+    for i = 1, #outcomes, 2 do
+      if outcomes[i + 1] == '-' then
+        local child_base, child = string.match(outcomes[i], '^(%S+) (%S+)$')
+        redis.call('RPUSH', child_base .. 'inbox', 'x ' .. child)
+        redis.call('ZADD', child_base .. 'mark', '0', 'w')
+      end
+    end
+    redis.call('DEL', kids)
+  elseif job[1] == 'active' then
+    redis.call('HSET', key, 'cx', '1')
+    return 'requested'
+  else
+    return job[1] or 'missing'
+  end
+  emit('cancelled', id)
+  forget(id, key)
+  return 'cancelled'
+end
+
+-- Reads the notes other queues' scripts left in this queue's inbox (see
+-- `tell_parent` and flow.lua): `r <id>` releases a flow job whose children
+-- all finished (a leaf at once) to wait, or to its delay; `f <id> <error>`
+-- dead-letters a parent whose child failed; `x <id>` cancels a child of a
+-- cancelled parent. A note for a job no longer waiting on its children is
+-- dropped.
+local function take_inbox()
+  local notes = redis.call('LPOP', base .. 'inbox', '1000')
+  if not notes then return end
+  for _, note in ipairs(notes) do
+    local kind, id, rest = string.match(note, '^(%a) (%S+) ?(.*)$')
+    local key = job_key(id)
+    if kind == 'x' then
+      cancel_job(id)
+    else
+      local job = redis.call('HMGET', key, 's', 'pn', 'g', 'sc', 'dl')
+      if job[1] == 'waiting-children' and (kind == 'f' or tonumber(job[2] or '0') <= 0) then
+        redis.call('ZREM', base .. 'wc', id)
+        redis.call('PEXPIRE', base .. 'kids:' .. id, KIDS_KEPT_MS)
+        if kind == 'f' then
+          make_dead(id, key, rest)
+        else
+          local delay = tonumber(job[5] or '0')
+          if delay > 0 then
+            local ready = int(now + delay)
+            redis.call('HSET', key, 's', 'delayed', 'rt', ready)
+            redis.call('ZADD', delayed_key, ready, id)
+          else
+            make_waiting(id, key, job[3] or '', job[4], false)
+          end
+          emit('released', id)
+          wake()
+        end
+      end
+    end
+  end
+end
+
+-- Moves delayed and retry-scheduled jobs whose time has come to waiting,
+-- after the inbox's notes.
 local function promote()
+  take_inbox()
   local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_text, 'LIMIT', '0', '1000')
   for _, id in ipairs(due) do
     redis.call('ZREM', delayed_key, id)

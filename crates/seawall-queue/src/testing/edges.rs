@@ -29,6 +29,7 @@ async fn store() -> (RedisStore, String) {
         blocking_connections: 1,
         acquire_timeout: Duration::from_secs(1),
         replicas: None,
+        one_slot: false,
     };
     let settings = Settings {
         keep_completed: 100_000,

@@ -735,6 +735,7 @@ mod redis {
                     blocking_connections: 1,
                     acquire_timeout: Duration::from_secs(1),
                     replicas: None,
+                    one_slot: false,
                 };
                 RedisStore::connect(Builder::from_config(config), options, settings())
                     .await

@@ -7,6 +7,7 @@ mod crash;
 mod dedup;
 mod edges;
 mod failover;
+mod flows;
 mod leases;
 mod ratelimit;
 mod replication;
