@@ -56,6 +56,10 @@
 //! files = "/var/lib/seawall/files"
 //! email = "concurrency=16 attempts=8 backoff=5s..30m timeout=20s"
 //! import = "backoff=fixed:1m"   # keys left out keep the queue's default
+//! nightly_backup = "cron 30 2 * * * Europe/Berlin"   # 5 or 6 cron fields, then a time zone
+//! hourly_analytics = "every 30m"   # 1s to 1day
+//! daily_report = "off"
+//! daily_report_user = 7
 //!
 //! [worker]
 //! listen = "0.0.0.0:8081"
@@ -98,7 +102,7 @@ mod test_support;
 mod validate;
 
 pub use error::ConfigError;
-pub use queue::{QueueName, QueuePolicy, RetryBackoff};
+pub use queue::{QueueName, QueuePolicy, Recurring, RetryBackoff};
 pub use schema::{
     AdminConfig, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat,
     OtelConfig, PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig, ReviewWrites,

@@ -11,6 +11,20 @@
 //! `backoff` is `BASE..CAP` (exponential, doubling from `BASE` up to `CAP`,
 //! with full jitter) or `fixed:DELAY`. A key left out takes that queue's
 //! default, whichever layer (file, environment, flag) the text comes from.
+//!
+//! A recurring job's schedule ([`Recurring`]) is one of
+//!
+//! ```text
+//! off
+//! every 1h
+//! cron 30 2 * * * Europe/Berlin
+//! ```
+//!
+//! `every` takes a humantime duration from 1s to 1day, whose ticks fall on
+//! its whole multiples since the Unix epoch (`every 1h` on the hour, UTC);
+//! `cron` takes five cron fields (minute, hour, day of month, month, day of
+//! week), or six with seconds first, then an IANA time zone as its last
+//! word.
 
 use std::fmt;
 use std::time::Duration;
@@ -277,6 +291,122 @@ impl From<QueuePolicy> for String {
     }
 }
 
+/// The shortest interval of [`Recurring::Every`].
+pub const MIN_EVERY: Duration = Duration::from_secs(1);
+
+/// When a recurring job runs, as configured: not at all, at a fixed
+/// interval, or at the times a cron expression matches in a time zone (see
+/// the [module docs](self) for the text). Reading the text builds the
+/// queue's [`Schedule`](seawall_queue::Schedule), so text the queue would
+/// refuse is refused here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Recurring {
+    /// No such job: its scheduler is removed.
+    Off,
+    /// Every this long, [`MIN_EVERY`] to [`MAX_DELAY`], on its whole
+    /// multiples since the Unix epoch.
+    Every(Duration),
+    /// At each time `expression` matches in `zone`.
+    Cron {
+        /// Five cron fields, or six with seconds first, one space apart.
+        expression: String,
+        /// An IANA time zone name (`UTC`, `Europe/Berlin`).
+        zone: String,
+    },
+}
+
+impl Recurring {
+    /// Reads `off`, `every DURATION` or `cron FIELDS… ZONE`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let malformed = || {
+            format!(
+                "expected off, every DURATION (1s to 1day) or cron FIELDS ZONE (5 or 6 cron \
+                 fields, then an IANA time zone such as UTC), got {text:?}"
+            )
+        };
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let recurring = match words.split_first() {
+            Some((&"off", [])) => Self::Off,
+            Some((&"every", rest)) if !rest.is_empty() => {
+                let interval = humantime::parse_duration(&rest.join(" "))
+                    .ok()
+                    .filter(|interval| (MIN_EVERY..=MAX_DELAY).contains(interval))
+                    .ok_or_else(|| {
+                        format!("every takes a duration from 1s to 1day, got {text:?}")
+                    })?;
+                Self::Every(interval)
+            }
+            Some((&"cron", [fields @ .., zone])) => {
+                if !(5..=6).contains(&fields.len()) {
+                    return Err(format!(
+                        "cron takes 5 or 6 fields, then an IANA time zone, got {} words in {text:?}",
+                        fields.len() + 1
+                    ));
+                }
+                Self::Cron {
+                    expression: fields.join(" "),
+                    zone: (*zone).to_owned(),
+                }
+            }
+            _ => return Err(malformed()),
+        };
+        recurring
+            .schedule()
+            .map_err(|error| format!("{text:?}: {error}"))?;
+        Ok(recurring)
+    }
+
+    /// The queue's schedule; `None` when off. An error for a value the
+    /// queue refuses, which [`Recurring::parse`] never gives.
+    pub fn schedule(&self) -> Result<Option<seawall_queue::Schedule>, seawall_queue::Error> {
+        match self {
+            Self::Off => Ok(None),
+            Self::Every(interval) => {
+                if !(MIN_EVERY..=MAX_DELAY).contains(interval) {
+                    return Err(seawall_queue::Error::InvalidSchedule(format!(
+                        "an interval must be from 1s to 1day, got {interval:?}"
+                    )));
+                }
+                seawall_queue::Schedule::every(*interval).map(Some)
+            }
+            Self::Cron { expression, zone } => {
+                seawall_queue::Schedule::cron(expression, zone).map(Some)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Recurring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Every(interval) => write!(
+                f,
+                "every {}",
+                humantime::format_duration(*interval)
+                    .to_string()
+                    .replace(' ', "")
+            ),
+            Self::Cron { expression, zone } => write!(f, "cron {expression} {zone}"),
+        }
+    }
+}
+
+impl From<Recurring> for String {
+    fn from(recurring: Recurring) -> Self {
+        recurring.to_string()
+    }
+}
+
+impl TryFrom<String> for Recurring {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +431,68 @@ mod tests {
             assert_eq!(QueuePolicy::parse_over(other, &text), Ok(policy), "{text}");
             assert_eq!(QueueName::parse(queue.as_str()), Some(queue));
         }
+    }
+
+    #[test]
+    fn recurring_schedules_read_back_from_their_text() {
+        for (text, shown) in [
+            ("off", "off"),
+            ("every 1h", "every 1h"),
+            ("  every   90m ", "every 1h30m"),
+            ("every 1h 30m", "every 1h30m"),
+            ("every 1s", "every 1s"),
+            ("every 1day", "every 1day"),
+            ("cron 0 3 * * * UTC", "cron 0 3 * * * UTC"),
+            (
+                "cron  30 2 * * 1-5   Europe/Berlin",
+                "cron 30 2 * * 1-5 Europe/Berlin",
+            ),
+            (
+                "cron */10 * * * * * Asia/Seoul",
+                "cron */10 * * * * * Asia/Seoul",
+            ),
+        ] {
+            let recurring = Recurring::parse(text).expect(text);
+            assert_eq!(recurring.to_string(), shown, "{text}");
+            assert_eq!(Recurring::parse(shown), Ok(recurring.clone()), "{shown}");
+            assert_eq!(
+                recurring.schedule().expect("valid").is_some(),
+                recurring != Recurring::Off
+            );
+        }
+        let every = Recurring::parse("every 15m").expect("valid");
+        assert_eq!(every, Recurring::Every(Duration::from_secs(900)));
+        let json = serde_json::to_string(&every).expect("serialises");
+        assert_eq!(json, "\"every 15m\"");
+        assert_eq!(serde_json::from_str::<Recurring>(&json).ok(), Some(every));
+    }
+
+    #[test]
+    fn bad_recurring_schedules_say_what_is_wrong() {
+        for (text, says) in [
+            ("", "expected off, every DURATION"),
+            ("hourly", "expected off, every DURATION"),
+            ("off now", "expected off, every DURATION"),
+            ("every", "expected off, every DURATION"),
+            ("every 500ms", "from 1s to 1day"),
+            ("every 2days", "from 1s to 1day"),
+            ("every soon", "from 1s to 1day"),
+            ("cron 0 3 * * *", "5 or 6 fields"),
+            ("cron 0 3 * * UTC", "5 or 6 fields"),
+            ("cron 0 0 3 * * * * UTC", "5 or 6 fields"),
+            ("cron 61 3 * * * UTC", "invalid schedule"),
+            ("cron 0 3 * * * Mars/Olympus", "unknown time zone"),
+            ("cron 0 0 30 2 * UTC", "matches no time"),
+        ] {
+            let error = Recurring::parse(text).expect_err(text);
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        assert!(serde_json::from_str::<Recurring>("\"every 0s\"").is_err());
+        assert!(
+            Recurring::Every(Duration::from_millis(500))
+                .schedule()
+                .is_err()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::queue::{QueueName, QueuePolicy};
+use super::queue::{QueueName, QueuePolicy, Recurring};
 
 /// The service's whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -290,6 +290,19 @@ pub struct QueueConfig {
     pub import: QueuePolicy,
     /// The `order` queue's policy.
     pub order: QueuePolicy,
+    /// When a backup (`BackupJob`) is enqueued on the `backup` queue, by
+    /// its scheduler `nightly-backup`.
+    pub nightly_backup: Recurring,
+    /// When a refresh of the last day's statistics (`AnalyticsJob`) is
+    /// enqueued on the `analytics` queue, by its scheduler
+    /// `hourly-analytics`.
+    pub hourly_analytics: Recurring,
+    /// When a report over the last day for [`daily_report_user`](Self::daily_report_user)
+    /// (`ReportJob`) is enqueued on the `report` queue, by its scheduler
+    /// `daily-report`.
+    pub daily_report: Recurring,
+    /// The learner the daily report is for: a user id, at least 1.
+    pub daily_report_user: i64,
 }
 
 impl QueueConfig {
@@ -327,12 +340,23 @@ impl Default for QueueConfig {
             export: QueueName::Export.default_policy(),
             import: QueueName::Import.default_policy(),
             order: QueueName::Order.default_policy(),
+            nightly_backup: Recurring::Cron {
+                expression: "0 3 * * *".to_owned(),
+                zone: "UTC".to_owned(),
+            },
+            hourly_analytics: Recurring::Every(Duration::from_secs(3600)),
+            daily_report: Recurring::Cron {
+                expression: "0 6 * * *".to_owned(),
+                zone: "UTC".to_owned(),
+            },
+            // The first learner the demo seed writes.
+            daily_report_user: 1,
         }
     }
 }
 
 /// `[queue]` as the file spells it: each policy is text read over its
-/// queue's default.
+/// queue's default, each recurring job's schedule text.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQueueConfig {
@@ -353,6 +377,10 @@ struct RawQueueConfig {
     export: Option<String>,
     import: Option<String>,
     order: Option<String>,
+    nightly_backup: Option<String>,
+    hourly_analytics: Option<String>,
+    daily_report: Option<String>,
+    daily_report_user: Option<i64>,
 }
 
 impl TryFrom<RawQueueConfig> for QueueConfig {
@@ -364,8 +392,24 @@ impl TryFrom<RawQueueConfig> for QueueConfig {
             Some(text) => QueuePolicy::parse_over(queue.default_policy(), &text)
                 .map_err(|error| format!("queue.{queue}: {error}")),
         };
+        let recurring = |key: &str, text: Option<String>, default: Recurring| match text {
+            None => Ok(default),
+            Some(text) => Recurring::parse(&text).map_err(|error| format!("queue.{key}: {error}")),
+        };
         let defaults = Self::default();
         Ok(Self {
+            nightly_backup: recurring(
+                "nightly_backup",
+                raw.nightly_backup,
+                defaults.nightly_backup,
+            )?,
+            hourly_analytics: recurring(
+                "hourly_analytics",
+                raw.hourly_analytics,
+                defaults.hourly_analytics,
+            )?,
+            daily_report: recurring("daily_report", raw.daily_report, defaults.daily_report)?,
+            daily_report_user: raw.daily_report_user.unwrap_or(defaults.daily_report_user),
             redis_url: raw.redis_url,
             prefix: raw.prefix.unwrap_or(defaults.prefix),
             files: raw.files.unwrap_or(defaults.files),
@@ -707,7 +751,16 @@ macro_rules! from_str_values {
         }
     )*};
 }
-from_str_values!(SocketAddr, usize, u32, u8, String, Profile);
+from_str_values!(SocketAddr, usize, u32, u8, i64, String, Profile);
+
+impl SettingValue for Recurring {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        Ok(Self::parse(text)?)
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
 
 impl SettingValue for PathBuf {
     fn read(text: &str) -> Result<Self, ParseError> {
@@ -995,6 +1048,19 @@ pub static SETTINGS: &[Setting] = &[
         help: "import queue policy"),
     queue_policy!(order, Order, env: "SEAWALL_QUEUE_ORDER", flag: "queue-order",
         help: "order queue policy (time-sale orders written to the database)"),
+    setting!(queue.nightly_backup, env: ["SEAWALL_QUEUE_NIGHTLY_BACKUP"],
+        flag: value("queue-nightly-backup", "SCHEDULE"),
+        help: "When a backup is enqueued (scheduler nightly-backup of the backup queue): off, every DURATION (1s to 1day, on its multiples since the epoch) or cron FIELDS ZONE (5 or 6 cron fields, then an IANA time zone)"),
+    setting!(queue.hourly_analytics, env: ["SEAWALL_QUEUE_HOURLY_ANALYTICS"],
+        flag: value("queue-hourly-analytics", "SCHEDULE"),
+        help: "When the last day's statistics are refreshed (scheduler hourly-analytics of the analytics queue), as for queue.nightly_backup"),
+    setting!(queue.daily_report, env: ["SEAWALL_QUEUE_DAILY_REPORT"],
+        flag: value("queue-daily-report", "SCHEDULE"),
+        help: "When a report over the last day for queue.daily_report_user is enqueued (scheduler daily-report of the report queue), as for queue.nightly_backup"),
+    setting!(queue.daily_report_user, env: ["SEAWALL_QUEUE_DAILY_REPORT_USER"],
+        flag: value("queue-daily-report-user", "USER_ID"),
+        help: "The learner the daily report is for, a user id of at least 1",
+        default: "the demo seed's first learner"),
     setting!(worker.listen, env: ["SEAWALL_WORKER_LISTEN"], flag: value("worker-listen", "ADDR"),
         help: "seawall-worker: address of /livez, /readyz and /metrics, IP:PORT"),
     setting!(worker.shutdown_timeout, env: ["SEAWALL_WORKER_SHUTDOWN_TIMEOUT"],

@@ -157,6 +157,22 @@ impl Config {
                 "must be 1ms to 1m",
             ));
         }
+        for (key, recurring) in [
+            ("queue.nightly_backup", &self.queue.nightly_backup),
+            ("queue.hourly_analytics", &self.queue.hourly_analytics),
+            ("queue.daily_report", &self.queue.daily_report),
+        ] {
+            if let Err(error) = recurring.schedule() {
+                return Err(invalid(key, recurring, error.to_string()));
+            }
+        }
+        if self.queue.daily_report_user < 1 {
+            return Err(invalid(
+                "queue.daily_report_user",
+                self.queue.daily_report_user,
+                "must be a user id, at least 1",
+            ));
+        }
         check_threads("worker.threads", self.worker.threads)?;
         if self.worker.shutdown_timeout > SHUTDOWN_TIMEOUT_LIMIT {
             return Err(invalid(
@@ -993,6 +1009,81 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn recurring_jobs_are_read_from_every_layer_and_bad_text_names_its_key() {
+        use crate::config::Recurring;
+
+        let defaults = load_with(&[], &[]).expect("defaults");
+        assert_eq!(
+            defaults.queue.nightly_backup.to_string(),
+            "cron 0 3 * * * UTC"
+        );
+        assert_eq!(defaults.queue.hourly_analytics.to_string(), "every 1h");
+        assert_eq!(
+            defaults.queue.daily_report.to_string(),
+            "cron 0 6 * * * UTC"
+        );
+        assert_eq!(defaults.queue.daily_report_user, 1);
+
+        let file = toml_file(
+            "[queue]\nnightly_backup = \"off\"\ndaily_report = \"cron 0 7 * * 1 Europe/Paris\"\n",
+        );
+        let config = load_with(
+            &["--config", path_of(&file), "--queue-daily-report-user", "3"],
+            &[("SEAWALL_QUEUE_HOURLY_ANALYTICS", "every 15m")],
+        )
+        .expect("valid");
+        assert_eq!(config.queue.nightly_backup, Recurring::Off);
+        assert_eq!(
+            config.queue.hourly_analytics,
+            Recurring::Every(Duration::from_secs(900))
+        );
+        assert_eq!(
+            config.queue.daily_report.to_string(),
+            "cron 0 7 * * 1 Europe/Paris"
+        );
+        assert_eq!(config.queue.daily_report_user, 3);
+
+        let file = toml_file("[queue]\nhourly_analytics = \"every 5ms\"\n");
+        match load_with(&["--config", path_of(&file)], &[]) {
+            Err(ConfigError::ParseFile { message, .. }) => assert!(
+                message.contains("queue.hourly_analytics") && message.contains("1s to 1day"),
+                "{message}"
+            ),
+            other => panic!("expected a file error, got {other:?}"),
+        }
+        match load_with(
+            &[],
+            &[("SEAWALL_QUEUE_DAILY_REPORT", "cron 0 6 * * * Mars/Base")],
+        ) {
+            Err(error @ ConfigError::Env { name, .. }) => {
+                assert_eq!(name, "SEAWALL_QUEUE_DAILY_REPORT");
+                let source = std::error::Error::source(&error).map(ToString::to_string);
+                assert!(
+                    source
+                        .as_deref()
+                        .is_some_and(|text| text.contains("unknown time zone")),
+                    "{source:?}"
+                );
+            }
+            other => panic!("expected an environment error, got {other:?}"),
+        }
+        assert!(matches!(
+            load_with(&["--queue-nightly-backup", "nightly"], &[]),
+            Err(ConfigError::Cli(_))
+        ));
+        expect_invalid(
+            load_with(&["--queue-daily-report-user", "0"], &[]),
+            "queue.daily_report_user",
+        );
+        let mut built = Config::default();
+        built.queue.hourly_analytics = Recurring::Every(Duration::from_millis(10));
+        match built.validate() {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "queue.hourly_analytics"),
+            other => panic!("expected an invalid queue.hourly_analytics, got {other:?}"),
+        }
     }
 
     #[test]
