@@ -1,7 +1,8 @@
 //! The processors of the nine queues, each doing its work against the
 //! reference database or files, and how they are started on a set of
 //! queues. `seawall-worker` runs them against Redis; on embedded defaults
-//! the API runs them itself, on the memory backend.
+//! the API runs them itself, on the memory backend. A process that runs
+//! them also keeps the [`recurring`] jobs' schedulers.
 //!
 //! Every processor reports progress, and turns what goes wrong into a
 //! [`JobError`](seawall_queue::JobError) with a message that says what and where: a database error,
@@ -13,6 +14,7 @@ mod files;
 pub mod payload;
 pub mod presence;
 mod processors;
+pub mod recurring;
 #[cfg(test)]
 mod tests;
 mod throughput;
@@ -36,9 +38,11 @@ pub use throughput::{Throughput, ThroughputPoint};
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 /// The workers of every queue, started together and stopped together,
-/// and the task that keeps the queues' depth gauges current.
+/// the task that keeps the queues' depth gauges current, and the
+/// recurring jobs' schedulers.
 pub struct Running {
     workers: Vec<(QueueName, Worker)>,
+    recurring: recurring::Schedulers,
     depth: tokio::task::JoinHandle<()>,
     /// Announces this process to the queue backend.
     presence: tokio::task::JoinHandle<()>,
@@ -48,8 +52,10 @@ pub struct Running {
 
 impl Running {
     /// Starts one worker per queue with the queue's concurrency, its
-    /// metrics in `monitor`, and its processor, and announces the process
-    /// every second (see [`presence`]).
+    /// metrics in `monitor`, and its processor, announces the process
+    /// every second (see [`presence`]), and keeps the [`recurring`] jobs'
+    /// schedulers: upserted (or removed when `off`) in a task that tries
+    /// again while the backend fails, then run.
     pub fn start(
         queues: &Queues,
         config: &QueueConfig,
@@ -71,6 +77,7 @@ impl Running {
             gauges.push((queue, metrics));
         }
         let depth = tokio::spawn(record_depth(queues.clone(), gauges));
+        let recurring = recurring::Schedulers::start(queues, config);
         let started_ms = crate::time::now_ms().max(0).unsigned_abs();
         let id = presence::process_id(&presence::host_name(), started_ms);
         let watches = workers
@@ -86,6 +93,7 @@ impl Running {
         ));
         Ok(Self {
             workers,
+            recurring,
             depth,
             presence,
             queues: queues.clone(),
@@ -106,11 +114,15 @@ impl Running {
             .sum()
     }
 
-    /// Stops fetching everywhere, gives running jobs up to `deadline` to
-    /// finish, and gives the rest back to their queues. Answers the stats
-    /// per queue.
+    /// Stops the recurring jobs' schedulers and fetching everywhere, gives
+    /// running jobs up to `deadline` to finish, and gives the rest back to
+    /// their queues. Answers the stats per queue.
     pub async fn shutdown(self, deadline: Duration) -> Vec<(QueueName, WorkerStats)> {
         self.depth.abort();
+        let failures = self.recurring.failures();
+        for (queue, stats) in self.recurring.shutdown().await {
+            tracing::debug!(%queue, enqueued = stats.enqueued, raced = stats.raced, failed = stats.failed, failures, "schedulers stopped");
+        }
         let stopping = self
             .workers
             .into_iter()

@@ -11,7 +11,7 @@ use seawall_testkit::wait;
 use serde_json::json;
 
 use super::*;
-use crate::config::{DatabaseConfig, DemoConfig, QueuePolicy};
+use crate::config::{DatabaseConfig, DemoConfig, QueuePolicy, Recurring};
 use crate::db::Db;
 use crate::reviews::DAY_MS;
 
@@ -26,9 +26,17 @@ struct Rig {
 }
 
 impl Rig {
-    /// A seeded database, every queue at two attempts 10 ms apart, and the
-    /// processors running.
+    /// A seeded database, every queue at two attempts 10 ms apart, no
+    /// recurring job, and the processors running.
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Same, after `tweak` changes the queues' configuration. The
+    /// processors' tests count their own jobs, so no recurring job adds
+    /// one (the hourly one at the turn of an hour) unless `tweak` turns it
+    /// on.
+    async fn start_with(tweak: impl FnOnce(&mut QueueConfig)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = DatabaseConfig {
             url: format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display()),
@@ -69,6 +77,10 @@ impl Rig {
                 QueueName::Order => config.order = fast,
             }
         }
+        config.nightly_backup = Recurring::Off;
+        config.hourly_analytics = Recurring::Off;
+        config.daily_report = Recurring::Off;
+        tweak(&mut config);
         let queues = Queues::memory();
         let processors = Processors::new(db.clone(), None, files.clone());
         let running = Running::start(&queues, &config, &monitor, &processors).expect("starts");
@@ -133,6 +145,18 @@ impl Rig {
         if let Some(running) = self.running.take() {
             running.shutdown(Duration::from_secs(5)).await;
         }
+    }
+
+    /// Starts the processors again, on the same queues, with `config`: a
+    /// process started after the last one stopped. Its metrics go to a
+    /// monitor of its own.
+    fn restart(&mut self, config: QueueConfig) {
+        self.config = config;
+        let processors = Processors::new(self.db.clone(), None, self.files.clone());
+        self.monitor = Monitor::new();
+        let running =
+            Running::start(&self.queues, &self.config, &self.monitor, &processors).expect("starts");
+        self.running = Some(running);
     }
 }
 
@@ -460,5 +484,104 @@ async fn the_workers_export_each_queues_pause_and_oldest_waiting_age() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     rig.queues.resume("export").await.expect("resumes");
+    rig.stop().await;
+}
+
+/// The configured recurring jobs are schedulers of their queues once the
+/// processors start, each with its schedule, its job and its queue's
+/// options; a process started with one `off` removes it, and a tick that
+/// falls due is a job its processor runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recurring_jobs_are_kept_and_their_ticks_run() {
+    let defaults = QueueConfig::default();
+    let mut rig = Rig::start_with(|config| {
+        config.nightly_backup = defaults.nightly_backup.clone();
+        config.hourly_analytics = defaults.hourly_analytics.clone();
+        config.daily_report = defaults.daily_report.clone();
+        config.daily_report_user = 2;
+    })
+    .await;
+    let queues = rig.queues.clone();
+    let scheduler = async |queue: QueueName, id: &str| {
+        queues.scheduler(queue.as_str(), id).await.expect("reads")
+    };
+    // Upserted by a task of their own: found once it has run.
+    for (queue, id, schedule, payload) in [
+        (
+            QueueName::Backup,
+            recurring::NIGHTLY_BACKUP,
+            seawall_queue::Schedule::cron("0 3 * * *", "UTC").expect("valid"),
+            json!({}),
+        ),
+        (
+            QueueName::Analytics,
+            recurring::HOURLY_ANALYTICS,
+            seawall_queue::Schedule::every(Duration::from_secs(3600)).expect("valid"),
+            json!({"days": 1}),
+        ),
+        (
+            QueueName::Report,
+            recurring::DAILY_REPORT,
+            seawall_queue::Schedule::cron("0 6 * * *", "UTC").expect("valid"),
+            json!({"user_id": 2, "days": 1}),
+        ),
+    ] {
+        let info = wait::until_some_async(format!("the scheduler {id}"), async || {
+            scheduler(queue, id).await
+        })
+        .await;
+        assert_eq!(info.schedule, schedule, "{id}");
+        let stored: serde_json::Value = serde_json::from_slice(&info.payload).expect("JSON");
+        assert_eq!(stored, payload, "{id}");
+        assert!(!info.paused, "{id}");
+        assert_eq!(info.next_runs(3).len(), 3, "{id}");
+    }
+    let listed = rig.queues.schedulers("backup").await.expect("lists");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    rig.stop().await;
+
+    // The next process is configured otherwise: the backup off, the
+    // statistics refreshed every second.
+    let mut config = rig.config.clone();
+    config.nightly_backup = Recurring::Off;
+    config.hourly_analytics = Recurring::parse("every 1s").expect("valid");
+    rig.restart(config);
+    wait::until_async("the backup's scheduler to be removed", async || {
+        scheduler(QueueName::Backup, recurring::NIGHTLY_BACKUP)
+            .await
+            .is_none()
+    })
+    .await;
+    let job = wait::until_some_async("a tick of the statistics' refresh to run", async || {
+        queues
+            .jobs("analytics", JobState::Completed, 10)
+            .await
+            .expect("lists")
+            .into_iter()
+            .find(|job| {
+                job.tick
+                    .as_ref()
+                    .is_some_and(|tick| tick.scheduler == recurring::HOURLY_ANALYTICS)
+            })
+    })
+    .await;
+    let payload: serde_json::Value = job.payload_as().expect("JSON");
+    assert_eq!(payload, json!({"days": 1}));
+    assert_eq!(job.max_attempts, rig.config.analytics.attempts);
+    assert_eq!(job.progress.map(|progress| progress.percent), Some(100));
+    let analytics = scheduler(QueueName::Analytics, recurring::HOURLY_ANALYTICS)
+        .await
+        .expect("kept");
+    assert_eq!(analytics.schedule.to_string(), "every 1s");
+    assert!(
+        analytics.last_run.is_some_and(|(_, id)| id == job.id),
+        "the scheduler's last run is the job"
+    );
+    assert!(
+        scheduler(QueueName::Report, recurring::DAILY_REPORT)
+            .await
+            .is_some(),
+        "the report's scheduler is still kept"
+    );
     rig.stop().await;
 }
