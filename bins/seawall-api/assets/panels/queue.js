@@ -3,11 +3,13 @@
  * second over every worker (read from the queues' event streams, sampled by
  * the service every 5 s), every worker process of the fleet (alive or not,
  * what each runs, its jobs per second), the running jobs with their
- * progress, the failed and dead jobs with their errors, and pause, resume,
- * retry and cancel.
+ * progress, the failed and dead jobs with their errors, the recurring jobs'
+ * schedulers with their next and last runs, and pause, resume, retry and
+ * cancel.
  *
- * Reads `GET /api/queue`, then the running, delayed and dead jobs of the
- * queues that have any (`GET /api/queue/{queue}/jobs?state=…`).
+ * Reads `GET /api/queue` (the schedulers included), then the running,
+ * delayed and dead jobs of the queues that have any
+ * (`GET /api/queue/{queue}/jobs?state=…`).
  */
 
 import { LineChart, decimalsForStep } from "../chart.js";
@@ -20,6 +22,20 @@ const SERIES = [
   { key: "failed_per_second", label: "failed attempts", color: "--series-3", dash: [2, 3] },
   { key: "enqueued_per_second", label: "enqueued", color: "--series-2", dash: [7, 4] },
 ];
+const relativeTime = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const UNITS = [
+  ["day", 86_400],
+  ["hour", 3_600],
+  ["minute", 60],
+  ["second", 1],
+];
+/** "in 3 hours", "2 minutes ago": from now to an RFC 3339 time. */
+function relative(iso) {
+  const seconds = (Date.parse(iso) - Date.now()) / 1000;
+  if (!Number.isFinite(seconds)) return "—";
+  const [unit, size] = UNITS.find(([, size]) => Math.abs(seconds) >= size) ?? UNITS.at(-1);
+  return relativeTime.format(Math.round(seconds / size), unit);
+}
 const DEPTHS = [
   ["waiting", "waiting"],
   ["delayed", "delayed"],
@@ -97,6 +113,23 @@ export default {
       ),
     );
 
+    const schedulerBody = h("tbody");
+    const schedulerTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "queue-schedulers" },
+        h("caption", {}, "Recurring jobs ", h("span", { class: "section-note" }, "each tick enqueues one job, whichever process runs the schedulers")),
+        h(
+          "thead",
+          {},
+          h("tr", {}, ["queue", "scheduler", "schedule", "next run", "last run", "state", ""].map((label) => h("th", { scope: "col" }, label))),
+        ),
+        schedulerBody,
+      ),
+    );
+
     const runningBody = h("tbody");
     const runningTable = h(
       "div",
@@ -153,6 +186,7 @@ export default {
     container.append(
       h("section", { class: "panel-section two-columns", "aria-label": "Throughput and totals" }, chartSection, totalList),
       h("section", { class: "panel-section", "aria-label": "Queues" }, queueTable, actionResult),
+      h("section", { class: "panel-section", "aria-label": "Recurring jobs" }, schedulerTable),
       h("section", { class: "panel-section", "aria-label": "Worker processes" }, processTable),
       h("section", { class: "panel-section", "aria-label": "Running jobs" }, runningTable),
       h("section", { class: "panel-section", "aria-label": "Failed jobs" }, failedTable),
@@ -216,6 +250,51 @@ export default {
           "td",
           {},
           h("span", { class: `badge ${row.paused ? "is-warn" : "is-ok"}`, "data-testid": `queue-state-${row.name}` }, row.paused ? "paused" : "running"),
+        ),
+        h("td", {}, toggle),
+      );
+    };
+
+    /** A time as "in 3 hours" and as a date, the date also its title. */
+    const when = (iso, testid) =>
+      h(
+        "time",
+        { datetime: iso, title: format.dateTime(iso), "data-testid": testid },
+        relative(iso),
+        h("span", { class: "section-note" }, ` ${format.dateTime(iso)}`),
+      );
+
+    const schedulerRow = (scheduler) => {
+      const key = `${scheduler.queue}-${scheduler.id}`;
+      const path = `/api/queue/${scheduler.queue}/schedulers/${encodeURIComponent(scheduler.id)}`;
+      const toggle = h(
+        "button",
+        { type: "button", class: "button button-secondary", "data-testid": `queue-scheduler-toggle-${key}` },
+        scheduler.paused ? "Resume" : "Pause",
+      );
+      toggle.addEventListener("click", () =>
+        act(toggle, `${path}/${scheduler.paused ? "resume" : "pause"}`, (body) =>
+          `${body.queue} ${body.id} ${body.paused ? "paused: its ticks enqueue nothing" : "resumed from its next tick"}`,
+        ),
+      );
+      const next = scheduler.next_runs[0];
+      const last = scheduler.last_run;
+      return h(
+        "tr",
+        { "data-testid": `queue-scheduler-${key}` },
+        h("td", {}, scheduler.queue),
+        h("th", { scope: "row" }, scheduler.id),
+        h("td", { class: "text", "data-testid": `queue-scheduler-schedule-${key}` }, scheduler.schedule),
+        h("td", { class: "when" }, next ? when(next, `queue-scheduler-next-${key}`) : scheduler.paused ? "paused" : "—"),
+        h("td", { class: "when" }, last ? [when(last.at, `queue-scheduler-last-${key}`), ` job ${last.job_id}`] : "never"),
+        h(
+          "td",
+          {},
+          h(
+            "span",
+            { class: `badge ${scheduler.paused ? "is-warn" : "is-ok"}`, "data-testid": `queue-scheduler-state-${key}` },
+            scheduler.paused ? "paused" : "active",
+          ),
         ),
         h("td", {}, toggle),
       );
@@ -298,6 +377,9 @@ export default {
       totals.rate.textContent = format.count(sum("completed_last_minute"));
 
       queueBody.replaceChildren(...rows.map(queueRow));
+      schedulerBody.replaceChildren(
+        ...(overview.schedulers.length ? overview.schedulers.map(schedulerRow) : [emptyRow(7, "No recurring job is scheduled")]),
+      );
       processBody.replaceChildren(
         ...(overview.processes.length ? overview.processes.map(processRow) : [emptyRow(6, "No worker process has announced itself")]),
       );

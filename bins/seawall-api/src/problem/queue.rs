@@ -11,6 +11,11 @@ pub(crate) fn connecting() -> Problem {
         .with_retry_after(2)
 }
 
+/// 404: `queue` has no scheduler `id` (or `id` could name none).
+pub(crate) fn no_scheduler(queue: &str, id: &str) -> Problem {
+    Problem::not_found(format!("the {queue} queue has no scheduler {id:?}"))
+}
+
 impl From<&seawall_queue::Error> for Problem {
     fn from(error: &seawall_queue::Error) -> Self {
         match error {

@@ -2,13 +2,14 @@
 //! checked against its queue's rules; a bad one is 422 and nothing is
 //! enqueued; an `Idempotency-Key` makes a retried enqueue answer the first
 //! job), job listings and details with progress and attempt history,
-//! pause, resume, retry, cancel and clean.
+//! pause, resume, retry, cancel and clean; and the schedulers of recurring
+//! jobs, with their next runs, paused and resumed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
-use seawall_queue::{Cancelled, Counts, Finished, JobId, JobInfo, JobState, Queues};
+use seawall_queue::{Cancelled, Counts, Finished, JobId, JobInfo, JobState, Queues, SchedulerInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +34,8 @@ const MAX_KEEP: u64 = 1_000_000;
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The longest `Idempotency-Key`, in characters.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The next runs a scheduler's view lists.
+const NEXT_RUNS: usize = 3;
 
 /// The admin queue routes; the caller puts them behind the token.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -53,6 +56,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(clean))
+        .routes(routes!(schedulers))
+        .routes(routes!(pause_scheduler))
+        .routes(routes!(resume_scheduler))
 }
 
 /// One queue's depth per state and its policy.
@@ -93,6 +99,74 @@ struct Overview {
     /// first), or this process on embedded defaults. A process silent for
     /// 5 s is not alive; one silent for 10 minutes is forgotten.
     processes: Vec<ProcessView>,
+    /// The schedulers of recurring jobs, of every queue: by queue, then
+    /// by id.
+    schedulers: Vec<SchedulerView>,
+}
+
+/// A scheduler of recurring jobs: at each tick of its schedule, one job
+/// with its payload is enqueued on its queue, by whichever process runs
+/// the queue's schedulers.
+#[derive(Debug, Serialize, ToSchema)]
+struct SchedulerView {
+    /// Its queue.
+    queue: String,
+    /// Its id, unique in its queue.
+    #[schema(example = "nightly-backup")]
+    id: String,
+    /// When it ticks: `every <interval>` (on the interval's whole
+    /// multiples since the Unix epoch) or `cron "<expression>" in <zone>`,
+    /// with what missed ticks make when that is not one job for the
+    /// latest.
+    #[schema(example = "cron \"0 3 * * *\" in UTC")]
+    schedule: String,
+    /// Whether it is paused: its ticks make no job until it is resumed.
+    paused: bool,
+    /// Its next ticks, soonest first, at most three; none while it is
+    /// paused (resumed, it starts from its first tick after then).
+    next_runs: Vec<String>,
+    /// Its last tick that made a job, and that job; `null` until one did.
+    last_run: Option<LastRunView>,
+    /// The payload of its jobs.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+}
+
+/// A scheduler's last tick that made a job.
+#[derive(Debug, Serialize, ToSchema)]
+struct LastRunView {
+    /// When the tick was due.
+    at: String,
+    /// The job it made.
+    job_id: String,
+}
+
+/// The schedulers of one queue.
+#[derive(Debug, Serialize, ToSchema)]
+struct SchedulerList {
+    queue: String,
+    /// By id.
+    schedulers: Vec<SchedulerView>,
+}
+
+fn scheduler_view(queue: QueueName, info: SchedulerInfo) -> SchedulerView {
+    let next_runs = if info.paused {
+        Vec::new()
+    } else {
+        info.next_runs(NEXT_RUNS).into_iter().map(time).collect()
+    };
+    SchedulerView {
+        queue: queue.as_str().to_owned(),
+        schedule: info.schedule.to_string(),
+        paused: info.paused,
+        next_runs,
+        last_run: info.last_run.map(|(at, job)| LastRunView {
+            at: time(at),
+            job_id: job.to_string(),
+        }),
+        payload: serde_json::from_slice(&info.payload).unwrap_or(serde_json::Value::Null),
+        id: info.id,
+    }
 }
 
 /// A process that runs the processors.
@@ -293,6 +367,18 @@ enum FinishedState {
     Dead,
 }
 
+/// A scheduler a path names.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct SchedulerPath {
+    /// The queue.
+    queue: String,
+    /// The scheduler's id: `nightly-backup` (backup), `hourly-analytics`
+    /// (analytics) and `daily-report` (report) are the application's own.
+    #[param(example = "nightly-backup")]
+    id: String,
+}
+
 /// A job a path names.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -418,11 +504,16 @@ pub(crate) fn row(state: &AppState, queue: QueueName, counts: &Counts) -> QueueR
 )]
 async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Problem> {
     let queues = queues(&state)?;
-    let mut rows = Vec::with_capacity(QueueName::ALL.len());
-    for queue in QueueName::ALL {
-        let counts = queues.counts(queue.as_str()).await?;
-        rows.push(row(&state, queue, &counts));
-    }
+    let counted = async {
+        let mut rows = Vec::with_capacity(QueueName::ALL.len());
+        for queue in QueueName::ALL {
+            let counts = queues.counts(queue.as_str()).await?;
+            rows.push(row(&state, queue, &counts));
+        }
+        Ok::<_, Problem>(rows)
+    };
+    let (rows, schedulers) = tokio::join!(counted, all_schedulers(queues));
+    let rows = rows?;
     // The list of processes is a view; the counts above are what the
     // overview is for, so a failure here leaves the list empty.
     let processes = match queues.processes().await {
@@ -444,7 +535,25 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
         queues: rows,
         history: state.throughput().history(),
         processes,
+        schedulers,
     }))
+}
+
+/// The schedulers of every queue, listed at once. Like the processes, a
+/// view: a queue whose list fails is left out of it.
+async fn all_schedulers(queues: &Queues) -> Vec<SchedulerView> {
+    let lists = futures_util::future::join_all(
+        QueueName::ALL.map(|queue| async move { (queue, queues.schedulers(queue.as_str()).await) }),
+    )
+    .await;
+    let mut views = Vec::new();
+    for (queue, listed) in lists {
+        match listed {
+            Ok(listed) => views.extend(listed.into_iter().map(|info| scheduler_view(queue, info))),
+            Err(error) => tracing::warn!(%error, %queue, "listing the queue's schedulers failed"),
+        }
+    }
+    views
 }
 
 /// The enqueue operation of one queue: the body is a job of that queue's
@@ -865,4 +974,104 @@ async fn clean(
         queue: queue.as_str().to_owned(),
         count,
     }))
+}
+
+/// The queue's schedulers of recurring jobs, with their next runs.
+#[utoipa::path(get, path = "/api/queue/{queue}/schedulers", tag = "admin",
+    security(("admin_token" = [])),
+    params(QueuePath),
+    responses(
+        (status = 200, description = "The schedulers", body = SchedulerList),
+        (status = 404, description = "No such queue",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn schedulers(
+    State(state): State<AppState>,
+    Path(QueuePath { queue }): Path<QueuePath>,
+) -> Result<Json<SchedulerList>, Problem> {
+    let queue = queue_named(&queue)?;
+    let listed = queues(&state)?.schedulers(queue.as_str()).await?;
+    Ok(Json(SchedulerList {
+        queue: queue.as_str().to_owned(),
+        schedulers: listed
+            .into_iter()
+            .map(|info| scheduler_view(queue, info))
+            .collect(),
+    }))
+}
+
+/// Pauses a scheduler: its ticks make no job until it is resumed. It stays
+/// paused when the processes that keep it restart.
+#[utoipa::path(post, path = "/api/queue/{queue}/schedulers/{id}/pause", tag = "admin",
+    security(("admin_token" = [])),
+    params(SchedulerPath),
+    responses(
+        (status = 200, description = "The scheduler, paused", body = SchedulerView),
+        (status = 404, description = "No such queue or scheduler",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn pause_scheduler(
+    State(state): State<AppState>,
+    Path(SchedulerPath { queue, id }): Path<SchedulerPath>,
+) -> Result<Json<SchedulerView>, Problem> {
+    set_scheduler_paused(&state, &queue, &id, true).await
+}
+
+/// Resumes a paused scheduler, from its first tick after now: the ticks
+/// that passed while it was paused make no job.
+#[utoipa::path(post, path = "/api/queue/{queue}/schedulers/{id}/resume", tag = "admin",
+    security(("admin_token" = [])),
+    params(SchedulerPath),
+    responses(
+        (status = 200, description = "The scheduler, running", body = SchedulerView),
+        (status = 404, description = "No such queue or scheduler",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The queues' Redis does not answer",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn resume_scheduler(
+    State(state): State<AppState>,
+    Path(SchedulerPath { queue, id }): Path<SchedulerPath>,
+) -> Result<Json<SchedulerView>, Problem> {
+    set_scheduler_paused(&state, &queue, &id, false).await
+}
+
+async fn set_scheduler_paused(
+    state: &AppState,
+    queue: &str,
+    id: &str,
+    paused: bool,
+) -> Result<Json<SchedulerView>, Problem> {
+    let queue = queue_named(queue)?;
+    let queues = queues(state)?;
+    let name = queue.as_str();
+    let changed = if paused {
+        queues.pause_scheduler(name, id).await
+    } else {
+        queues.resume_scheduler(name, id).await
+    };
+    let found = match changed {
+        Ok(found) => found,
+        // The queue's name is known good: an id that cannot be one names
+        // no scheduler.
+        Err(seawall_queue::Error::InvalidName(_)) => false,
+        Err(error) => return Err(error.into()),
+    };
+    if !found {
+        return Err(problem::queue::no_scheduler(name, id));
+    }
+    tracing::info!(%queue, scheduler = id, paused, "scheduler paused or resumed");
+    // Removed in between: gone all the same.
+    let info = queues
+        .scheduler(name, id)
+        .await?
+        .ok_or_else(|| problem::queue::no_scheduler(name, id))?;
+    Ok(Json(scheduler_view(queue, info)))
 }

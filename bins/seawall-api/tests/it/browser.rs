@@ -20,7 +20,7 @@ use seawall_testkit::{RedisServer, wait};
 use serde_json::{Value, json};
 
 use crate::chromedriver::{self, ChromeDriver};
-use crate::support::TestServer;
+use crate::support::{TestServer, recurring_jobs_on};
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -772,6 +772,99 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
     emails.shutdown(Duration::from_secs(5)).await;
     console_is_clean(browser).await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_panel_shows_the_recurring_jobs_and_pauses_one() -> TestResult {
+    // On embedded defaults the API keeps the recurring jobs' schedulers.
+    in_browser(
+        TestServer::start_with(recurring_jobs_on).await,
+        use_recurring_jobs,
+    )
+    .await
+}
+
+async fn use_recurring_jobs(browser: &Client, server: &TestServer) -> TestResult {
+    sign_in(browser, server).await?;
+    let text = async |testid: &str| -> Result<String, CmdError> {
+        browser
+            .find(Css(&format!("[data-testid={testid}]")))
+            .await?
+            .text()
+            .await
+    };
+    let now = now_timestamp();
+    for (queue, id, schedule) in [
+        ("backup", "nightly-backup", r#"cron "0 3 * * *" in UTC"#),
+        ("analytics", "hourly-analytics", "every 3600s"),
+        ("report", "daily-report", r#"cron "0 6 * * *" in UTC"#),
+    ] {
+        let key = format!("{queue}-{id}");
+        // Upserted by a task of the processors: shown once it has run.
+        let next = wait_for(&format!("the next run of {id}"), async || {
+            browser
+                .find(Css(&format!("[data-testid=queue-scheduler-next-{key}]")))
+                .await?
+                .attr("datetime")
+                .await
+        })
+        .await?;
+        check!(
+            next.len() == 24 && next.ends_with('Z') && next.as_str() > now.as_str(),
+            "the next run of {id}: {next:?}, now {now}"
+        );
+        let relative = text(&format!("queue-scheduler-next-{key}")).await?;
+        check!(relative.starts_with("in "), "{id}: {relative:?}");
+        let shown = text(&format!("queue-scheduler-schedule-{key}")).await?;
+        check!(shown == schedule, "the schedule of {id}: {shown:?}");
+        let state = text(&format!("queue-scheduler-state-{key}")).await?;
+        check!(state == "active", "{id}: {state:?}");
+    }
+
+    // Paused and resumed with its button, as the API reports it.
+    for (label, paused) in [("paused", true), ("active", false)] {
+        click(
+            browser,
+            "[data-testid=queue-scheduler-toggle-analytics-hourly-analytics]",
+        )
+        .await?;
+        wait_for(&format!("hourly-analytics to show {label}"), async || {
+            let state = text("queue-scheduler-state-analytics-hourly-analytics").await?;
+            Ok((state == label).then_some(()))
+        })
+        .await?;
+        let listed: Value = server
+            .admin(Method::GET, "/api/queue/analytics/schedulers")
+            .send()
+            .await?
+            .json()
+            .await?;
+        let scheduler = &listed["schedulers"][0];
+        check!(
+            scheduler["id"] == "hourly-analytics" && scheduler["paused"] == paused,
+            "hourly-analytics after {label}: {scheduler}"
+        );
+        let next = browser
+            .find_all(Css(
+                "[data-testid=queue-scheduler-next-analytics-hourly-analytics]",
+            ))
+            .await?;
+        check!(
+            next.is_empty() == paused,
+            "a next run is shown exactly while it is not paused ({label})"
+        );
+    }
+
+    console_is_clean(browser).await?;
+    Ok(())
+}
+
+/// Now as the API writes times (RFC 3339, UTC, milliseconds).
+fn now_timestamp() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    seawall_app::time::timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// Opens the dashboard and signs in with the admin token.

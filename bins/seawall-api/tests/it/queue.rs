@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, Request, header};
 use seawall_testkit::wait;
 use serde_json::{Value, json};
 
-use crate::support::{Reply, TOKEN, TestApp};
+use crate::support::{Reply, TOKEN, TestApp, recurring_jobs_on};
 
 /// The job once it has completed or died.
 async fn finished(app: &TestApp, queue: &str, id: &str) -> Value {
@@ -408,4 +408,172 @@ async fn a_review_written_behind_is_read_at_once_and_written_once() {
     assert_eq!(Some(stored), repetitions(&second));
     let due = app.get("/api/review/today?user_id=2").await;
     assert!(!listed(&due), "{}", due.text());
+}
+
+/// The queue's schedulers once the processors' task has upserted `count`.
+async fn schedulers_of(app: &TestApp, queue: &str, count: usize) -> Vec<Value> {
+    let uri = format!("/api/queue/{queue}/schedulers");
+    wait::until_some_async(format!("{count} schedulers of {queue}"), async || {
+        let reply = app.admin_get(&uri).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json["queue"], queue);
+        let listed = reply.json["schedulers"].as_array()?.clone();
+        (listed.len() == count).then_some(listed)
+    })
+    .await
+}
+
+/// RFC 3339 timestamps as the API writes them, soonest first.
+fn next_runs(scheduler: &Value) -> Vec<String> {
+    let runs: Vec<String> = scheduler["next_runs"]
+        .as_array()
+        .expect("next_runs")
+        .iter()
+        .map(|run| run.as_str().expect("a timestamp").to_owned())
+        .collect();
+    for run in &runs {
+        assert!(
+            run.len() == 24 && run.as_bytes()[10] == b'T' && run.ends_with('Z'),
+            "{run}"
+        );
+    }
+    assert!(runs.is_sorted(), "{runs:?}");
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recurring_jobs_are_listed_with_their_next_runs_paused_and_resumed() {
+    let app = TestApp::sqlite_with(|config| {
+        recurring_jobs_on(config);
+        config.queue.hourly_analytics =
+            seawall_app::config::Recurring::parse("every 1s").expect("valid");
+        config.queue.daily_report_user = 3;
+    })
+    .await;
+    let backup = schedulers_of(&app, "backup", 1).await.remove(0);
+    assert_eq!(backup["id"], "nightly-backup");
+    assert_eq!(backup["queue"], "backup");
+    assert_eq!(backup["schedule"], r#"cron "0 3 * * *" in UTC"#);
+    assert_eq!(backup["paused"], false);
+    assert_eq!(backup["payload"], json!({}));
+    assert!(backup["last_run"].is_null(), "{backup}");
+    let runs = next_runs(&backup);
+    assert_eq!(runs.len(), 3, "{backup}");
+    assert!(
+        runs.iter().all(|run| run.ends_with("T03:00:00.000Z")),
+        "{runs:?}"
+    );
+    let report = schedulers_of(&app, "report", 1).await.remove(0);
+    assert_eq!(report["id"], "daily-report");
+    assert_eq!(report["payload"], json!({"user_id": 3, "days": 1}));
+    assert!(
+        next_runs(&report)
+            .iter()
+            .all(|run| run.ends_with("T06:00:00.000Z")),
+        "{report}"
+    );
+    assert!(
+        schedulers_of(&app, "email", 0).await.is_empty(),
+        "no recurring email"
+    );
+
+    // Every second, the statistics' refresh: its last run names its job.
+    let uri = "/api/queue/analytics/schedulers";
+    let last = wait::until_some_async("a run of the statistics' refresh", async || {
+        let reply = app.admin_get(uri).await;
+        let last = reply.json["schedulers"][0]["last_run"].clone();
+        (!last.is_null()).then_some(last)
+    })
+    .await;
+    let job = app
+        .admin_get(&format!(
+            "/api/queue/analytics/jobs/{}",
+            last["job_id"].as_str().expect("a job id")
+        ))
+        .await;
+    assert_eq!(job.status, 200, "{}", job.text());
+    assert_eq!(job.json["payload"], json!({"days": 1}));
+    assert!(
+        last["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{last}"
+    );
+
+    // The overview lists every queue's, by queue in the overview's order.
+    let overview = app.admin_get("/api/queue").await;
+    assert_eq!(overview.status, 200, "{}", overview.text());
+    let listed: Vec<(&str, &str)> = overview.json["schedulers"]
+        .as_array()
+        .expect("schedulers")
+        .iter()
+        .map(|s| {
+            (
+                s["queue"].as_str().unwrap_or(""),
+                s["id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("report", "daily-report"),
+            ("analytics", "hourly-analytics"),
+            ("backup", "nightly-backup"),
+        ]
+    );
+
+    let paused = app
+        .admin_send(
+            "POST",
+            "/api/queue/backup/schedulers/nightly-backup/pause",
+            None,
+        )
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.text());
+    assert_eq!(paused.json["id"], "nightly-backup");
+    assert_eq!(paused.json["paused"], true);
+    assert_eq!(paused.json["next_runs"], json!([]), "no run while paused");
+    let listed = schedulers_of(&app, "backup", 1).await.remove(0);
+    assert_eq!(listed["paused"], true);
+    let resumed = app
+        .admin_send(
+            "POST",
+            "/api/queue/backup/schedulers/nightly-backup/resume",
+            None,
+        )
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    assert_eq!(resumed.json["paused"], false);
+    assert_eq!(next_runs(&resumed.json).len(), 3);
+    let overview = app.admin_get("/api/queue").await;
+    assert_eq!(overview.json["schedulers"][2]["paused"], false);
+
+    // Unknown queues and ids are 404, whatever the id holds.
+    app.admin_get("/api/queue/sms/schedulers")
+        .await
+        .assert_problem(404);
+    let long = "x".repeat(300);
+    for path in [
+        "/api/queue/sms/schedulers/nightly-backup/pause",
+        "/api/queue/analytics/schedulers/nightly-backup/pause",
+        "/api/queue/backup/schedulers/weekly-backup/resume",
+        "/api/queue/backup/schedulers/two%20words/pause",
+        "/api/queue/backup/schedulers/%7Bbraced%7D/resume",
+        "/api/queue/backup/schedulers/tab%09bed/pause",
+        &format!("/api/queue/backup/schedulers/{long}/pause"),
+    ] {
+        let reply = app.admin_send("POST", path, None).await;
+        reply.assert_problem(404);
+    }
+    let detail = app
+        .admin_send(
+            "POST",
+            "/api/queue/analytics/schedulers/nightly-backup/pause",
+            None,
+        )
+        .await
+        .assert_problem(404);
+    assert!(detail.contains("no scheduler"), "{detail}");
+    app.get("/api/queue/backup/schedulers")
+        .await
+        .assert_problem(401);
 }

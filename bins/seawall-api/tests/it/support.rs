@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use seawall_api::App;
 use seawall_app::Config;
+use seawall_app::config::{QueueConfig, Recurring};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -20,7 +21,9 @@ use tower::ServiceExt;
 pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
 
 /// Demo sizes small enough to seed in milliseconds, big enough that every
-/// endpoint has rows to return.
+/// endpoint has rows to return. No recurring job: the tests that count a
+/// queue's jobs would find one more at the turn of an hour (or at 03:00
+/// and 06:00 UTC); [`recurring_jobs_on`] turns them back on.
 pub(crate) fn small_config(database_url: String) -> Config {
     let mut config = Config::default();
     config.database.url = database_url;
@@ -31,7 +34,18 @@ pub(crate) fn small_config(database_url: String) -> Config {
     config.demo.schedules_per_user = 30;
     config.demo.history_per_user = 120;
     config.server.max_body_bytes = 16 * 1024;
+    config.queue.nightly_backup = Recurring::Off;
+    config.queue.hourly_analytics = Recurring::Off;
+    config.queue.daily_report = Recurring::Off;
     config
+}
+
+/// The recurring jobs as configured by default.
+pub(crate) fn recurring_jobs_on(config: &mut Config) {
+    let defaults = QueueConfig::default();
+    config.queue.nightly_backup = defaults.nightly_backup;
+    config.queue.hourly_analytics = defaults.hourly_analytics;
+    config.queue.daily_report = defaults.daily_report;
 }
 
 /// The peer address of an in-process request: each its own, in the
