@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use seawall_app::Config;
-use seawall_app::config::{QueueName, SETTINGS};
+use seawall_app::config::{QueueName, Recurring, SETTINGS};
 use seawall_testkit::wait;
 use serde_json::Value;
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_seawall-worker");
 pub(crate) const TOKEN: &str = "worker-test-admin-token-01";
 
-/// The configuration both processes share.
+/// The configuration both processes share. No recurring job: the tests
+/// count every job they enqueue, and an hourly one would add one at the
+/// turn of an hour.
 pub(crate) fn shared_config(dir: &Path, redis: &str) -> Config {
     let mut config = Config::default();
     config.database.url = format!("sqlite://{}?mode=rwc", dir.join("seawall.db").display());
@@ -33,6 +35,9 @@ pub(crate) fn shared_config(dir: &Path, redis: &str) -> Config {
     config.demo.history_per_user = 20;
     config.queue.files = dir.join("files");
     config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.queue.nightly_backup = Recurring::Off;
+    config.queue.hourly_analytics = Recurring::Off;
+    config.queue.daily_report = Recurring::Off;
     config
 }
 
@@ -143,7 +148,7 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 }
 
 /// The worker binary with a clean environment and `config`'s settings
-/// (database, Redis, files, lease, queue policies).
+/// (database, Redis, files, lease, queue policies, recurring jobs).
 pub(crate) fn worker(config: &Config) -> Command {
     let mut command = Command::new(BINARY);
     for name in seawall_app::config::env_vars() {
@@ -154,6 +159,19 @@ pub(crate) fn worker(config: &Config) -> Command {
             format!("SEAWALL_QUEUE_{}", queue.as_str().to_ascii_uppercase()),
             config.queue.policy(queue).to_string(),
         );
+    }
+    let recurring = [
+        "queue.nightly_backup",
+        "queue.hourly_analytics",
+        "queue.daily_report",
+    ];
+    for setting in SETTINGS
+        .iter()
+        .filter(|setting| recurring.contains(&setting.key))
+    {
+        if let (Some(value), Some(name)) = (setting.show(config), setting.env.first()) {
+            command.env(name, value);
+        }
     }
     command
         .env("SEAWALL_DATABASE_URL", &config.database.url)
