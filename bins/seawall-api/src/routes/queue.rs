@@ -235,7 +235,9 @@ fn process_view(seen: seawall_queue::SeenProcess) -> ProcessView {
 struct JobView {
     queue: String,
     id: String,
-    /// `waiting`, `delayed`, `active`, `completed` or `dead`.
+    /// `waiting`, `delayed`, `active`, `completed` or `dead`
+    /// (`waiting-children` for a flow's job whose children have not all
+    /// finished).
     state: String,
     /// The payload as enqueued.
     #[schema(value_type = Object)]
@@ -257,6 +259,21 @@ struct JobView {
     /// The last failed attempts, oldest first.
     errors: Vec<AttemptView>,
     cancel_requested: bool,
+    /// What its handler returned, once it completed, if anything: any
+    /// JSON value.
+    result: Option<serde_json::Value>,
+    /// The recurring job's tick it was enqueued for, if a scheduler
+    /// enqueued it.
+    tick: Option<TickView>,
+}
+
+/// A scheduler's tick.
+#[derive(Debug, Serialize, ToSchema)]
+struct TickView {
+    /// The scheduler's id.
+    scheduler: String,
+    /// When the tick was due.
+    at: String,
 }
 
 /// A handler's last progress report.
@@ -472,6 +489,14 @@ fn view(queue: QueueName, job: JobInfo) -> JobView {
             })
             .collect(),
         cancel_requested: job.cancel_requested,
+        result: job
+            .result
+            .as_deref()
+            .and_then(|json| serde_json::from_slice(json).ok()),
+        tick: job.tick.map(|tick| TickView {
+            scheduler: tick.scheduler,
+            at: time(tick.at),
+        }),
     }
 }
 

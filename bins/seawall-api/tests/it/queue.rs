@@ -497,6 +497,14 @@ async fn the_recurring_jobs_are_listed_with_their_next_runs_paused_and_resumed()
         last["at"].as_str().is_some_and(|at| at.ends_with('Z')),
         "{last}"
     );
+    // The job names the tick it was made for.
+    assert_eq!(
+        job.json["tick"]["scheduler"],
+        "hourly-analytics",
+        "{}",
+        job.text()
+    );
+    assert_eq!(job.json["tick"]["at"], last["at"], "{}", job.text());
 
     // The overview lists every queue's, by queue in the overview's order.
     let overview = app.admin_get("/api/queue").await;
