@@ -320,7 +320,7 @@ impl fmt::Debug for Schedule {
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Every(interval) => write!(f, "every {:?}", Duration::from_millis(*interval))?,
+            Kind::Every(interval) => write!(f, "every {}", Interval(*interval))?,
             Kind::Cron {
                 expression, zone, ..
             } => write!(f, "cron {expression:?} in {}", zone.name())?,
@@ -330,6 +330,26 @@ impl fmt::Display for Schedule {
             Missed::Skip => f.write_str(", missed ticks skipped"),
             Missed::Each { most } => write!(f, ", each missed tick (at most {most})"),
         }
+    }
+}
+
+/// An interval in ms in the largest unit that divides it (`1h`, `90s`,
+/// `250ms`).
+struct Interval(u64);
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 4] = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ];
+        let (size, unit) = UNITS
+            .into_iter()
+            .find(|(size, _)| self.0.is_multiple_of(*size))
+            .unwrap_or((1, "ms"));
+        write!(f, "{}{unit}", self.0 / size)
     }
 }
 
@@ -443,6 +463,19 @@ mod tests {
                 UNIX_EPOCH + Duration::from_secs(1_792_978_200),
             ]
         );
+    }
+
+    #[test]
+    fn a_schedule_reads_as_its_interval_or_expression() {
+        let every = |ms| Schedule::every(Duration::from_millis(ms)).expect("valid");
+        assert_eq!(every(3_600_000).to_string(), "every 1h");
+        assert_eq!(every(90_000).to_string(), "every 90s");
+        assert_eq!(every(86_400_000).to_string(), "every 1d");
+        assert_eq!(every(250).to_string(), "every 250ms");
+        let skipping = every(60_000).missed(Missed::Skip).expect("valid");
+        assert_eq!(skipping.to_string(), "every 1m, missed ticks skipped");
+        let nightly = Schedule::cron("30 2 * * *", "Europe/Berlin").expect("valid");
+        assert_eq!(nightly.to_string(), r#"cron "30 2 * * *" in Europe/Berlin"#);
     }
 
     #[test]

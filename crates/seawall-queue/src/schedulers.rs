@@ -354,9 +354,15 @@ impl Queues {
 }
 
 async fn run(queues: Queues, queue: String, cancel: CancellationToken, stats: Arc<Counters>) {
+    // A backend that fails is logged once at warn, then at debug until it
+    // answers again, which is logged at info.
+    let mut failing = false;
     while !cancel.is_cancelled() {
         let wait = match queues.tick_schedulers(&queue).await {
             Ok(report) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(queue, "the due schedulers are read again");
+                }
                 stats.enqueued.fetch_add(report.enqueued, Ordering::Relaxed);
                 stats.raced.fetch_add(report.raced, Ordering::Relaxed);
                 report.next_due.map_or(LOOK_EVERY, |due| {
@@ -367,7 +373,12 @@ async fn run(queues: Queues, queue: String, cancel: CancellationToken, stats: Ar
             }
             Err(error) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, queue, "looking at the due schedulers failed; trying again");
+                if std::mem::replace(&mut failing, true) {
+                    tracing::debug!(%error, queue, "looking at the due schedulers failed again");
+                } else {
+                    tracing::warn!(%error, queue,
+                        "looking at the due schedulers failed; trying again every second");
+                }
                 LOOK_EVERY
             }
         };

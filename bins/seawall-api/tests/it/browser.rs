@@ -796,7 +796,7 @@ async fn use_recurring_jobs(browser: &Client, server: &TestServer) -> TestResult
     let now = now_timestamp();
     for (queue, id, schedule) in [
         ("backup", "nightly-backup", r#"cron "0 3 * * *" in UTC"#),
-        ("analytics", "hourly-analytics", "every 3600s"),
+        ("analytics", "hourly-analytics", "every 1h"),
         ("report", "daily-report", r#"cron "0 6 * * *" in UTC"#),
     ] {
         let key = format!("{queue}-{id}");
