@@ -130,6 +130,13 @@
 //! announce themselves are not on that list; while one of the release
 //! before runs, hold enqueues to its form with [`RedisQueues::write_wire`].
 //!
+//! Flows need every worker of a flow's queues on this release or a later
+//! one: a worker of an earlier release completes a flow's child without
+//! telling its parent, which then waits for ever (it can be cancelled).
+//! Upgrade the workers before the producers enqueue flows. Rate limits
+//! and holds are kept by this release's fetches only: while a worker of an
+//! earlier release runs, it starts jobs past them.
+//!
 //! # Tracing
 //!
 //! Every enqueue runs in a `queue.send` span and every run of a job in a

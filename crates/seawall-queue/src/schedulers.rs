@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::job::{JobId, time_of};
 use crate::options::JobOptions;
 use crate::queues::{Queues, new_job};
-use crate::schedule::Schedule;
+use crate::schedule::{NEVER_MS, Schedule};
 use crate::store::{NewJob, StoredScheduler, TickGuard, check_name, random_id};
 
 /// The most schedulers one look at a queue's due schedulers takes.
@@ -152,6 +152,10 @@ pub struct TickReport {
     /// When the next tick not yet looked at is due, as far as the backend
     /// knows now.
     pub next_due: Option<SystemTime>,
+    /// How long until then by the backend's clock (zero when more are due
+    /// now): how long to wait before looking again, whatever this
+    /// process's clock says.
+    pub next_due_in: Option<Duration>,
 }
 
 impl Queues {
@@ -265,23 +269,34 @@ impl Queues {
         let wire = self.wire_version().await;
         let now_ms = found.now_ms;
         let full = found.due.len() >= DUE_BATCH;
-        let outcomes: Vec<Result<Option<u64>>> = futures_util::stream::iter(found.due)
+        let outcomes: Vec<Result<(Option<u64>, u64)>> = futures_util::stream::iter(found.due)
             .map(|stored| self.tick_one(queue, stored, now_ms, wire))
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
+        // The soonest of the schedulers not looked at and of the ticks just
+        // planned; now, when more are due than one look takes.
+        let planned = outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .map(|(_, next_ms)| *next_ms)
+            .filter(|next_ms| *next_ms < NEVER_MS)
+            .min();
+        let next_due_ms = if full {
+            Some(now_ms)
+        } else {
+            found.next_due_ms.into_iter().chain(planned).min()
+        };
         let mut report = TickReport {
-            next_due: found.next_due_ms.map(time_of),
+            next_due: next_due_ms.map(time_of),
+            next_due_in: next_due_ms.map(|due| Duration::from_millis(due.saturating_sub(now_ms))),
             ..TickReport::default()
         };
-        if full {
-            report.next_due = Some(time_of(now_ms));
-        }
         let mut first_error = None;
         for outcome in outcomes {
             match outcome {
-                Ok(Some(enqueued)) => report.enqueued += enqueued,
-                Ok(None) => report.raced += 1,
+                Ok((Some(enqueued), _)) => report.enqueued += enqueued,
+                Ok((None, _)) => report.raced += 1,
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
@@ -299,14 +314,14 @@ impl Queues {
 
     /// Enqueues what one due scheduler's ticks make and plans its next:
     /// the jobs enqueued, or `None` when the scheduler was no longer as
-    /// found.
+    /// found; and the next tick planned.
     async fn tick_one(
         &self,
         queue: &str,
         stored: StoredScheduler,
         now_ms: u64,
         wire: u32,
-    ) -> Result<Option<u64>> {
+    ) -> Result<(Option<u64>, u64)> {
         let schedule = Schedule::decode(&stored.schedule)?;
         let plan = schedule.plan(stored.next_ms, now_ms);
         let jobs = if plan.ticks.is_empty() {
@@ -315,6 +330,7 @@ impl Queues {
             let template = Template::decode(&stored.template)?;
             plan.ticks.iter().map(|_| template.job()).collect()
         };
+        let guard_next = plan.next_ms;
         let guard = TickGuard {
             scheduler: stored.id,
             revision: stored.revision,
@@ -326,7 +342,7 @@ impl Queues {
             .store()
             .enqueue_ticks(queue, &random_id(), &guard, jobs, wire)
             .await?;
-        Ok(added.map(|ids| ids.len() as u64))
+        Ok((added.map(|ids| ids.len() as u64), guard_next))
     }
 
     /// Runs `queue`'s schedulers in a task of the current Tokio runtime
@@ -365,11 +381,11 @@ async fn run(queues: Queues, queue: String, cancel: CancellationToken, stats: Ar
                 }
                 stats.enqueued.fetch_add(report.enqueued, Ordering::Relaxed);
                 stats.raced.fetch_add(report.raced, Ordering::Relaxed);
-                report.next_due.map_or(LOOK_EVERY, |due| {
-                    due.duration_since(SystemTime::now())
-                        .unwrap_or(Duration::ZERO)
-                        .min(LOOK_EVERY)
-                })
+                // By the backend's clock: one ahead of this process's would
+                // otherwise have it look again and again until then.
+                report
+                    .next_due_in
+                    .map_or(LOOK_EVERY, |wait| wait.min(LOOK_EVERY))
             }
             Err(error) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -89,9 +89,10 @@ if acks > 0 then
       current[#current + 1] = members[i]
       ids[#ids + 1] = ARGV[ack_at(i)]
       -- The result goes with the record, so it is kept as long as the
-      -- completed job is.
+      -- completed job is (and read by a flow's parent before a record
+      -- not kept goes).
       local result = ARGV[ack_at(i) + 2]
-      if result ~= '' and keep_completed > 0 then
+      if result ~= '' then
         redis.call('HSET', job_key(ARGV[ack_at(i)]), 'rv', result)
       end
     else

@@ -126,6 +126,9 @@ async fn racing_looks_enqueue_a_tick_once(backend: &Backend) {
     // The first look plans the first tick and enqueues nothing.
     let planned = one.tick_schedulers("q").await.expect("looks");
     assert_eq!(planned.enqueued, 0);
+    // The wait until the planned tick, by the backend's clock.
+    let wait = planned.next_due_in.expect("a tick is planned");
+    assert!(wait <= Duration::from_millis(100), "{planned:?}");
     let planned = async || {
         one.scheduler("q", "s")
             .await
