@@ -16,8 +16,8 @@ use proptest::prelude::*;
 use crate::job::{Cancelled, Counts, JobId, JobState};
 use crate::memory::MemoryStore;
 use crate::store::{
-    AfterFailure, Failure, FetchCall, Fetched, Lease, MAX_BACKLOG_GROUPS, NewJob, Settings, Store,
-    TickGuard, random_id,
+    AfterFailure, Failure, FetchCall, Fetched, KeyHold, Lease, MAX_BACKLOG_GROUPS, NewJob,
+    Settings, Store, TickGuard, random_id,
 };
 use crate::wire::WIRE_VERSION;
 
@@ -26,9 +26,12 @@ const LONG: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// A job enqueued, with the key `k` held until it starts (`unique`
+    /// 1) or completes (2), or with none (0).
     Enqueue {
         delayed: bool,
         group: u8,
+        unique: u8,
     },
     /// Takes up to `want` jobs, under a lease that lasts or one that has
     /// already run out by the next call.
@@ -72,7 +75,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (any::<bool>(), 0_u8..3).prop_map(|(delayed, group)| Op::Enqueue { delayed, group }),
+        3 => (any::<bool>(), 0_u8..3, 0_u8..3)
+            .prop_map(|(delayed, group, unique)| Op::Enqueue { delayed, group, unique }),
         3 => (0_usize..4, any::<bool>()).prop_map(|(want, lapsing)| Op::Fetch { want, lapsing }),
         2 => any::<usize>().prop_map(Op::Ack),
         2 => (any::<usize>(), 0_u8..5).prop_map(|(pick, kind)| Op::Fail(pick, kind)),
@@ -126,10 +130,13 @@ struct World {
     snapshot: Option<Kept>,
     scheduler: Planned,
     limits: Limits,
+    /// The job that last claimed the key `k`.
+    key: Option<JobId>,
 }
 
-/// What a snapshot kept: the jobs, the scheduler and the limits.
-type Kept = (Vec<(JobId, Model)>, Planned, Limits);
+/// What a snapshot kept: the jobs, the scheduler, the limits and the key's
+/// claimant.
+type Kept = (Vec<(JobId, Model)>, Planned, Limits, Option<JobId>);
 
 /// The queue's rate limit (starts an hour) with the starts counted against
 /// it, and whether a handler's hold (an hour) stands.
@@ -268,7 +275,34 @@ async fn check(
     };
     for op in ops {
         match op {
-            Op::Enqueue { delayed, group } => {
+            Op::Enqueue {
+                delayed,
+                group,
+                unique,
+            } => {
+                let hold = match unique {
+                    1 => Some(KeyHold::UntilStarted),
+                    2 => Some(KeyHold::UntilCompleted),
+                    _ => None,
+                };
+                // The job that holds `k` for this hold, as enqueue.lua
+                // reads it: the key's last claimant, in a state the hold
+                // names.
+                let holder = hold.and_then(|hold| {
+                    let claimant = world.key.clone()?;
+                    let (_, model) = world.jobs.iter().find(|(id, _)| *id == claimant)?;
+                    let holds = match (&model.state, hold) {
+                        (Expected::Waiting | Expected::Delayed, KeyHold::UntilStarted) => {
+                            model.runs == 0
+                        }
+                        (
+                            Expected::Waiting | Expected::Delayed | Expected::Active { .. },
+                            KeyHold::UntilCompleted,
+                        ) => true,
+                        _ => false,
+                    };
+                    holds.then_some(claimant)
+                });
                 let job = NewJob {
                     payload: b"1".to_vec(),
                     priority: 3,
@@ -277,7 +311,7 @@ async fn check(
                     timeout_ms: 0,
                     group: ["", "a", "b"][usize::from(group)].to_owned(),
                     delay_ms: if delayed { 3_600_000 } else { 0 },
-                    idempotency: None,
+                    idempotency: hold.map(|hold| ("k".to_owned(), hold)),
                     trace: String::new(),
                 };
                 let added = store
@@ -285,6 +319,14 @@ async fn check(
                     .await
                     .expect("enqueues");
                 prop_assert_eq!(added.len(), 1);
+                if let Some(holder) = holder {
+                    prop_assert_eq!(&added[0], &(holder, false), "the key's holder answers");
+                    continue;
+                }
+                prop_assert!(added[0].1, "a new job: {:?}", added);
+                if hold.is_some() {
+                    world.key = Some(added[0].0.clone());
+                }
                 // Also after lost writes: ids of lost jobs are never given again.
                 prop_assert!(
                     world.jobs.iter().all(|(id, _)| *id != added[0].0),
@@ -522,14 +564,16 @@ async fn check(
                     world.jobs.clone(),
                     world.scheduler.clone(),
                     world.limits.clone(),
+                    world.key.clone(),
                 ));
             }
             Op::LoseWrites => {
-                let Some((kept, scheduler, limits)) = world.snapshot.clone() else {
+                let Some((kept, scheduler, limits, key)) = world.snapshot.clone() else {
                     continue;
                 };
                 world.scheduler = scheduler;
                 world.limits = limits;
+                world.key = key;
                 faults.lose_writes().await;
                 // Jobs enqueued since are gone; the workers keep their leases,
                 // whether the server still knows them or not.
