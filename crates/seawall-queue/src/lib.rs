@@ -26,10 +26,11 @@
 //!   [oldest waiting job](Queues::backlog), worker processes that
 //!   [announce](Queues::announce) themselves so any process lists a fleet's
 //!   workers, and [metrics](QueueMetrics) through seawall-perfmon.
-//! - A [rate limit](Queues::set_rate_limit) per queue across every worker,
+//! - A [rate limit](Queues::set_rate_limit) per queue, and
+//!   [per group](Queues::set_group_rate_limit), across every worker,
 //!   enforced in the fetch itself, and handlers that
-//!   [hold](JobError::rate_limited) their queue while a downstream limits
-//!   them.
+//!   [hold](JobError::rate_limited) their queue or
+//!   [group](JobError::group_rate_limited) while a downstream limits them.
 //! - A handler's return value is the job's [result](Queues::result), kept
 //!   with the completed job as long as the queue keeps it.
 //! - [Flows](Flow): a tree of jobs over any queues, added all or nothing,

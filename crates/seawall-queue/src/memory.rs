@@ -116,6 +116,14 @@ struct QueueState {
     hold_until: u64,
     /// Flow jobs waiting for their children, by when they were added.
     waiting_children: BTreeSet<(u64, String)>,
+    /// The group rate limit: at most this many starts of one named group
+    /// in this many ms.
+    group_rate: Option<(u32, u64)>,
+    /// Each named group's starts within that window, oldest first.
+    group_starts: HashMap<String, VecDeque<u64>>,
+    /// Named groups sitting out of the rotation until a time (held, or at
+    /// the group rate limit).
+    parked: HashMap<String, u64>,
 }
 
 /// A deduplication key: the job holding it, the digest of that job for a
@@ -808,7 +816,47 @@ impl Step<'_> {
         }
     }
 
+    /// Parks a group at its rate limit until its oldest start leaves the
+    /// window.
+    fn park(&mut self, group: &str, per: u64) {
+        let back = self
+            .q
+            .group_starts
+            .get(group)
+            .and_then(|starts| starts.front())
+            .map_or(self.now + 1, |oldest| oldest + per);
+        let parked = self.q.parked.entry(group.to_owned()).or_default();
+        *parked = (*parked).max(back);
+    }
+
+    /// Puts parked groups whose time has come back in the rotation.
+    fn unpark(&mut self) {
+        let now = self.now;
+        let back: Vec<String> = self
+            .q
+            .parked
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in &back {
+            self.q.parked.remove(group);
+            let waiting = self
+                .q
+                .groups
+                .get(group)
+                .is_some_and(|jobs| !jobs.is_empty());
+            if waiting && self.group_room(group) > 0 {
+                self.ring(group);
+            }
+        }
+        if !back.is_empty() {
+            self.wake();
+        }
+    }
+
     fn promote(&mut self) {
+        self.unpark();
         let mut due = Vec::new();
         while due.len() < UPKEEP_BATCH
             && self
@@ -886,7 +934,27 @@ impl Step<'_> {
             self.emit("requeued", id, &[]);
             return AfterFailure::Waiting;
         }
-        if let Failure::Hold(delay) = failure {
+        if let Failure::HoldGroup(delay) = failure
+            && let Some(group) = self
+                .q
+                .jobs
+                .get(id)
+                .map(|job| job.group.clone())
+                .filter(|group| !group.is_empty())
+        {
+            let until = self.now + millis(delay);
+            let parked = self.q.parked.entry(group.clone()).or_default();
+            *parked = (*parked).max(until);
+            self.make_waiting(id, true);
+            self.wake();
+            self.emit(
+                "held",
+                id,
+                &[("delay", millis(delay).to_string()), ("group", group)],
+            );
+            return AfterFailure::Waiting;
+        }
+        if let Failure::Hold(delay) | Failure::HoldGroup(delay) = failure {
             // A later hold never shortens an earlier one.
             self.q.hold_until = self.q.hold_until.max(self.now + millis(delay));
             self.make_waiting(id, true);
@@ -954,7 +1022,37 @@ impl Step<'_> {
             } else {
                 1
             };
-            let turn = u64::try_from(turn).unwrap_or(u64::MAX).min(room);
+            let mut turn = u64::try_from(turn).unwrap_or(u64::MAX).min(room);
+            // A named group held or at the group rate limit sits out (as
+            // fetch.lua).
+            let mut parked = !group.is_empty()
+                && self
+                    .q
+                    .parked
+                    .get(&group)
+                    .is_some_and(|until| *until > self.now);
+            let mut group_room_left = None;
+            if !group.is_empty()
+                && !parked
+                && let Some((max, per)) = self.q.group_rate
+            {
+                let now = self.now;
+                let starts = self.q.group_starts.entry(group.clone()).or_default();
+                while starts.front().is_some_and(|at| at + per <= now) {
+                    starts.pop_front();
+                }
+                let left = u64::from(max).saturating_sub(starts.len() as u64);
+                if left == 0 {
+                    self.park(&group, per);
+                    parked = true;
+                }
+                group_room_left = Some(left);
+            }
+            if parked {
+                turn = 0;
+            } else if let Some(left) = group_room_left {
+                turn = turn.min(left);
+            }
             let mut popped = Vec::new();
             if let Some(jobs) = self.q.groups.get_mut(&group) {
                 while u64::try_from(popped.len()).unwrap_or(u64::MAX) < turn
@@ -987,12 +1085,26 @@ impl Step<'_> {
                 self.emit("active", id, &[]);
             }
             self.q.waiting = self.q.waiting.saturating_sub(popped.len() as u64);
+            if let (Some(room_left), Some((_, per))) = (group_room_left, self.q.group_rate)
+                && !popped.is_empty()
+            {
+                let now = self.now;
+                self.q
+                    .group_starts
+                    .entry(group.clone())
+                    .or_default()
+                    .extend(popped.iter().map(|_| now));
+                if popped.len() as u64 >= room_left {
+                    self.park(&group, per);
+                    parked = true;
+                }
+            }
             let left = self
                 .q
                 .groups
                 .get(&group)
                 .is_some_and(|jobs| !jobs.is_empty());
-            if left && self.group_room(&group) > 0 {
+            if left && self.group_room(&group) > 0 && !parked {
                 self.q.ring.push_back(group);
             } else {
                 self.q.ringed.remove(&group);
@@ -1502,7 +1614,17 @@ impl Store for MemoryStore {
                     leases: jobs.iter().map(|job| job.lease.clone()).collect(),
                 },
             );
+            let parked = step
+                .q
+                .parked
+                .values()
+                .min()
+                .map(|until| Duration::from_millis(until.saturating_sub(step.now)));
             let limited = limited_until.map(|until| Duration::from_millis(until - step.now));
+            let limited = match (limited, parked) {
+                (Some(limited), Some(parked)) => Some(limited.min(parked)),
+                (limited, parked) => limited.or(parked),
+            };
             let next_wake = match (limited, step.next_wake()) {
                 (Some(limited), Some(due)) => Some(limited.min(due)),
                 (limited, due) => limited.or(due),
@@ -1734,6 +1856,14 @@ impl Store for MemoryStore {
             } else {
                 step.q.rate = Some((max, millis(per).max(1)));
             }
+            step.wake();
+        });
+        Ok(())
+    }
+
+    async fn set_group_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
+        self.with(queue, |step| {
+            step.q.group_rate = (max > 0).then(|| (max, millis(per).max(1)));
             step.wake();
         });
         Ok(())

@@ -390,18 +390,28 @@ impl Queues {
     /// [`MAX_DELAY`]: crate::MAX_DELAY
     pub async fn set_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
         check_name("queue name", queue)?;
-        if !(1..=1_000_000).contains(&max) {
-            return Err(Error::InvalidSetting(format!(
-                "a rate limit starts 1 to 1000000 jobs per window, got {max}"
-            )));
-        }
-        if per < Duration::from_millis(1) || per > crate::backoff::MAX_DELAY {
-            return Err(Error::InvalidSetting(format!(
-                "a rate limit's window is 1ms to {:?}, got {per:?}",
-                crate::backoff::MAX_DELAY
-            )));
-        }
+        check_rate_limit(max, per)?;
         self.store.set_rate_limit(queue, max, per).await
+    }
+
+    /// At most `max` jobs of each named group of `queue` start in any
+    /// window of `per`, across every worker (as
+    /// [`set_rate_limit`](Self::set_rate_limit) for the queue, per group):
+    /// a group at its limit sits out of the fetch rotation until its oldest
+    /// start leaves the window, and the other groups go on. Jobs without a
+    /// group are not limited by it. Both limits may be set.
+    pub async fn set_group_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
+        check_name("queue name", queue)?;
+        check_rate_limit(max, per)?;
+        self.store.set_group_rate_limit(queue, max, per).await
+    }
+
+    /// Removes `queue`'s group rate limit.
+    pub async fn clear_group_rate_limit(&self, queue: &str) -> Result<()> {
+        check_name("queue name", queue)?;
+        self.store
+            .set_group_rate_limit(queue, 0, Duration::from_millis(1))
+            .await
     }
 
     /// Removes `queue`'s rate limit.
@@ -473,6 +483,22 @@ impl Queues {
 
 /// Whether `id` can name a job at all (see [`JobId::parse`]). Anything
 /// else names none, so it never reaches a script.
+/// A rate limit of 1 to 1,000,000 starts in 1 ms to [`MAX_DELAY`](crate::MAX_DELAY).
+fn check_rate_limit(max: u32, per: Duration) -> Result<()> {
+    if !(1..=1_000_000).contains(&max) {
+        return Err(Error::InvalidSetting(format!(
+            "a rate limit starts 1 to 1000000 jobs per window, got {max}"
+        )));
+    }
+    if per < Duration::from_millis(1) || per > crate::backoff::MAX_DELAY {
+        return Err(Error::InvalidSetting(format!(
+            "a rate limit's window is 1ms to {:?}, got {per:?}",
+            crate::backoff::MAX_DELAY
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn is_job_id(id: &JobId) -> bool {
     JobId::parse(id.as_str()).is_some()
 }

@@ -219,6 +219,9 @@ pub(crate) enum Failure {
     /// Not counted: back to the front of its line, and the queue starts
     /// nothing for this long (the handler's downstream limits it).
     Hold(Duration),
+    /// As `Hold`, for the job's group only (the whole queue for a job
+    /// without one).
+    HoldGroup(Duration),
     /// Dropped: its cancellation was asked.
     Cancelled,
 }
@@ -431,6 +434,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// At most `max` jobs start in any `per`, across every worker; 0 for
     /// no limit.
     async fn set_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()>;
+    /// At most `max` jobs of each named group start in any `per`; 0 for no
+    /// limit.
+    async fn set_group_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()>;
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()>;
     async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>>;
     /// Up to `limit` ids of jobs in `state` (not waiting): active by lease

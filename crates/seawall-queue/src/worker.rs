@@ -45,8 +45,9 @@ const FETCH_LANES: usize = 2;
 pub struct JobError {
     message: String,
     retry: bool,
-    /// The downstream limits the handler: hold the queue this long.
-    hold: Option<Duration>,
+    /// The downstream limits the handler: hold the queue (or the job's
+    /// group, with `true`) this long.
+    hold: Option<(Duration, bool)>,
 }
 
 impl JobError {
@@ -81,7 +82,18 @@ impl JobError {
         Self {
             message: message.into(),
             retry: true,
-            hold: Some(hold.min(crate::backoff::MAX_DELAY)),
+            hold: Some((hold.min(crate::backoff::MAX_DELAY), false)),
+        }
+    }
+
+    /// As [`rate_limited`](Self::rate_limited), holding only the job's
+    /// group (a tenant's quota at a provider): the queue's other groups go
+    /// on. A job without a group holds the queue.
+    pub fn group_rate_limited(hold: Duration, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: true,
+            hold: Some((hold.min(crate::backoff::MAX_DELAY), true)),
         }
     }
 
@@ -1284,8 +1296,13 @@ async fn run_job<T>(
                 _ if lease_expired(&shared, &lease) => Failure::Requeue,
                 _ if cancel_requested(&shared, &lease) => Failure::Cancelled,
                 JobError {
-                    hold: Some(hold), ..
+                    hold: Some((hold, false)),
+                    ..
                 } => Failure::Hold(*hold),
+                JobError {
+                    hold: Some((hold, true)),
+                    ..
+                } => Failure::HoldGroup(*hold),
                 error if !error.retry => Failure::Dead,
                 _ => {
                     let attempt = job.failures + 1;
@@ -1301,7 +1318,7 @@ async fn run_job<T>(
                 match failure {
                     Failure::Retry(_) => "failed",
                     Failure::Dead => "dead",
-                    Failure::Requeue | Failure::Hold(_) => "requeued",
+                    Failure::Requeue | Failure::Hold(_) | Failure::HoldGroup(_) => "requeued",
                     Failure::Cancelled => "cancelled",
                 },
             );

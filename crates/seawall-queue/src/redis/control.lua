@@ -160,6 +160,18 @@ elseif op == 'rate_limit' then
   end
   wake()
   return 1
+elseif op == 'group_rate_limit' then
+  -- ARGV[8]: the most jobs of one group that start in any ARGV[9] ms; 0
+  -- for no limit.
+  local max = whole(8, 0, 1000000)
+  local per = whole(9, 1, MAX_MS)
+  if max == 0 then
+    redis.call('HDEL', meta, 'grm', 'grp')
+  else
+    redis.call('HSET', meta, 'grm', int(max), 'grp', int(per))
+  end
+  wake()
+  return 1
 elseif op == 'group_limit' then
   -- ARGV[8]: the most jobs of one group that may run at once, 0 for no cap.
   redis.call('HSET', meta, 'gcap', int(whole(8, 0, 4294967295)))

@@ -12,7 +12,8 @@
 local id = job_id_arg(7)
 local token = shaped(8, TOKEN, 64, 'a lease token')
 local kind = ARGV[9]
-if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'hold' and kind ~= 'cancelled' then
+if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'hold' and kind ~= 'hold_group'
+  and kind ~= 'cancelled' then
   refuse('unknown failure ' .. tostring(kind))
 end
 local message = ARGV[10] or ''
@@ -49,7 +50,18 @@ if kind == 'requeue' then
   emit('requeued', id)
   return ended('waiting')
 end
-if kind == 'hold' then
+if kind == 'hold_group' and job[3] ~= '' then
+  -- The job's group sits out of the rotation for the delay (a later hold
+  -- never shortens an earlier one).
+  local until_ms = int(now + delay)
+  redis.call('ZADD', parked_key, 'GT', until_ms, job[3])
+  make_waiting(id, key, job[3], job[4], true)
+  wake()
+  emit('held', id, 'delay', int(delay), 'group', job[3])
+  return ended('waiting')
+end
+-- A hold of the queue, or of a job without a group.
+if kind == 'hold' or kind == 'hold_group' then
   -- A later hold never shortens an earlier one.
   local until_ms = now + delay
   if tonumber(redis.call('HGET', meta, 'hold') or '0') < until_ms then

@@ -113,7 +113,7 @@ promote()
 recover()
 
 local out = { now, 0, rejected, 0, lease }
-local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold')
+local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp')
 if control[1] == '1' then
   out[4] = 1
   want = 0
@@ -148,6 +148,12 @@ local full = false
 local deadline = int(now + lease)
 local leases = {}
 local record = { request, rejected, out[4] }
+-- Named groups may sit out of the rotation: held by a handler, or at the
+-- group rate limit (each group starts at most `grm` jobs in any `grp` ms,
+-- counted in `rg:<group>` as the queue's own limit is). A group sitting
+-- out is in `parked` until it may start again; `promote` puts it back.
+local group_max, group_per = tonumber(control[5] or ''), tonumber(control[6] or '')
+local any_parked = redis.call('EXISTS', parked_key) == 1
 while taken < want and not full do
   local group = redis.call('LPOP', ring_key)
   if not group then break end
@@ -157,6 +163,23 @@ while taken < want and not full do
   local turn = 1
   if redis.call('LLEN', ring_key) == 0 then turn = want - taken end
   if turn > room then turn = room end
+  local parked = false
+  local group_window, group_room_left = nil, nil
+  if group ~= '' then
+    if any_parked and tonumber(redis.call('ZSCORE', parked_key, group) or '0') > now then
+      parked = true
+    elseif group_max and group_per then
+      group_window = base .. 'rg:' .. group
+      redis.call('ZREMRANGEBYSCORE', group_window, '-inf', int(now - group_per))
+      group_room_left = group_max - redis.call('ZCARD', group_window)
+      if group_room_left <= 0 then
+        park(group, group_window, group_per)
+        any_parked = true
+        parked = true
+      end
+    end
+  end
+  if parked then turn = 0 elseif group_room_left and turn > group_room_left then turn = group_room_left end
   -- Above the default priority, then the default list, then below.
   local popped = {}
   local ranked = ranked_key(group)
@@ -209,8 +232,22 @@ while taken < want and not full do
     redis.call('HINCRBY', meta, 'waiting', int(-took))
     if group ~= '' then redis.call('HINCRBY', group_active_key, group, int(took)) end
   end
+  if group_window and took > 0 then
+    local starts = {}
+    for i = #record - 2 * took + 2, #record, 2 do
+      starts[#starts + 1] = now_text
+      starts[#starts + 1] = record[i]
+    end
+    chunked('ZADD', group_window, starts)
+    redis.call('PEXPIRE', group_window, int(group_per))
+    if took >= group_room_left then
+      park(group, group_window, group_per)
+      any_parked = true
+      parked = true
+    end
+  end
   if group_waiting(group) > 0 then
-    if group_room(group) > 0 then
+    if group_room(group) > 0 and not parked then
       redis.call('RPUSH', ring_key, group)
     else
       redis.call('SREM', ringed_key, group)
@@ -258,6 +295,15 @@ elseif limited_until then
   if due >= 0 and due < out[2] then out[2] = due end
 elseif taken < want then
   out[2] = next_wake()
+  -- A parked group's jobs may start when it comes back.
+  if any_parked then
+    local first = redis.call('ZRANGE', parked_key, '0', '0', 'WITHSCORES')
+    if first[2] then
+      local back = tonumber(first[2]) - now
+      if back < 0 then back = 0 end
+      if out[2] < 0 or back < out[2] then out[2] = back end
+    end
+  end
 else
   out[2] = -1
 end

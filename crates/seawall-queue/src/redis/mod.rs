@@ -8,6 +8,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `hold` (no start before this ms) |
+//! | `p:{q}:rg:<group>` | sorted set | a group's runs started within the group rate limit's window (meta `grm`, `grp`) |
+//! | `p:{q}:parked` | sorted set | named groups out of the fetch rotation until a time: held, or at the group rate limit |
 //! | `p:{q}:rl` | sorted set | the runs started within the rate limit's window, by lease token, scored by start time |
 //! | `p:{q}:jid` | string | the last job id's sequence: the next is above it even when the server's clock is behind |
 //! | `p:{q}:id` | string | the order counter of enqueued jobs |
@@ -699,6 +701,7 @@ impl Store for RedisStore {
             Failure::Dead => ("dead", 0),
             Failure::Requeue => ("requeue", 0),
             Failure::Hold(delay) => ("hold", millis(delay)),
+            Failure::HoldGroup(delay) => ("hold_group", millis(delay)),
             Failure::Cancelled => ("cancelled", 0),
         };
         let (keys, mut args) = self.prelude(queue, 5);
@@ -875,6 +878,16 @@ impl Store for RedisStore {
         self.control(
             queue,
             "rate_limit",
+            vec![int(u64::from(max)), int(millis(per).max(1))],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_group_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
+        self.control(
+            queue,
+            "group_rate_limit",
             vec![int(u64::from(max)), int(millis(per).max(1))],
         )
         .await?;

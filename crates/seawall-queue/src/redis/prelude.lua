@@ -513,10 +513,30 @@ local function take_inbox()
   end
 end
 
+-- Named groups sitting out of the fetch rotation until a time: held by a
+-- handler, or at the group rate limit (see fetch.lua).
+local parked_key = base .. 'parked'
+
+-- Parks a group at its rate limit until the oldest start in its window
+-- leaves it.
+local function park(group, window, per)
+  local oldest = redis.call('ZRANGE', window, '0', '0', 'WITHSCORES')
+  local back = now + 1
+  if oldest[2] then back = tonumber(oldest[2]) + per end
+  redis.call('ZADD', parked_key, 'GT', int(back), group)
+end
+
 -- Moves delayed and retry-scheduled jobs whose time has come to waiting,
--- after the inbox's notes.
+-- after the inbox's notes, and puts parked groups whose time has come back
+-- in the rotation.
 local function promote()
   take_inbox()
+  local back = redis.call('ZRANGEBYSCORE', parked_key, '-inf', now_text, 'LIMIT', '0', '1000')
+  for _, group in ipairs(back) do
+    redis.call('ZREM', parked_key, group)
+    if group_waiting(group) > 0 and group_room(group) > 0 then ring(group) end
+  end
+  if #back > 0 then wake() end
   local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_text, 'LIMIT', '0', '1000')
   for _, id in ipairs(due) do
     redis.call('ZREM', delayed_key, id)

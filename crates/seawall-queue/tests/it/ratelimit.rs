@@ -152,6 +152,201 @@ async fn a_handler_can_hold_its_queue(backend: &Backend) {
     );
 }
 
+/// Each group's starts by the backend's clock (ms since the epoch), sorted,
+/// of the completed jobs of `queue`.
+async fn starts_by_group(
+    queues: &Queues,
+    queue: &str,
+) -> std::collections::BTreeMap<Option<String>, Vec<u64>> {
+    let mut by_group = std::collections::BTreeMap::<Option<String>, Vec<u64>>::new();
+    for job in queues
+        .jobs(queue, seawall_queue::JobState::Completed, 1_000)
+        .await
+        .expect("lists")
+    {
+        let at = job.started_at.expect("a completed job started");
+        let ms =
+            u64::try_from(at.duration_since(UNIX_EPOCH).expect("after").as_millis()).expect("fits");
+        by_group.entry(job.group.clone()).or_default().push(ms);
+    }
+    for starts in by_group.values_mut() {
+        starts.sort_unstable();
+    }
+    by_group
+}
+
+/// A group rate limit caps each named group on its own: no window of its
+/// length starts more of one group than the limit, while jobs without a
+/// group are not held to it.
+async fn a_group_rate_limit_caps_each_group_on_its_own(backend: &Backend) {
+    let queues = backend.queues().await;
+    let per = Duration::from_millis(400);
+    queues
+        .set_group_rate_limit("calls", 2, per)
+        .await
+        .expect("limits");
+    for group in ["a", "b"] {
+        let options = JobOptions::new().group(group).expect("valid");
+        queues
+            .enqueue_many("calls", (0..6_u64).map(|n| (n, options.clone())))
+            .await
+            .expect("enqueues");
+    }
+    queues
+        .enqueue_many("calls", (0..4_u64).map(|n| (n, JobOptions::new())))
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("calls")
+        .expect("a valid name")
+        .concurrency(8)
+        .expect("valid")
+        .start(|_job: Job<u64>| async { Ok::<_, JobError>(()) });
+    wait::until_async("16 completed jobs", async || {
+        queues.counts("calls").await.expect("counts").completed == 16
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let window = u64::try_from(per.as_millis()).expect("fits");
+    let by_group = starts_by_group(&queues, "calls").await;
+    for group in ["a", "b"] {
+        let starts = &by_group[&Some(group.to_owned())];
+        assert_eq!(starts.len(), 6);
+        for (index, first) in starts.iter().enumerate() {
+            let within = starts[index..]
+                .iter()
+                .take_while(|at| **at < first + window)
+                .count();
+            assert!(
+                within <= 2,
+                "group {group}: {within} starts within {per:?}: {starts:?}"
+            );
+        }
+        assert!(starts[5] - starts[0] >= 2 * window, "{group}: {starts:?}");
+    }
+    assert_eq!(by_group[&None].len(), 4);
+    let refused = queues.set_group_rate_limit("calls", 0, per).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidSetting(_))),
+        "{refused:?}"
+    );
+    queues
+        .clear_group_rate_limit("calls")
+        .await
+        .expect("clears");
+}
+
+/// Holds `queue`'s first job's group (`a`) for `hold` on its first run;
+/// answers the job's id and the worker.
+async fn holding_worker(
+    queues: &Queues,
+    queue: &str,
+    hold: Duration,
+) -> (seawall_queue::JobId, seawall_queue::Worker) {
+    let held = queues
+        .enqueue(queue, &1_u64, &JobOptions::new().group("a").expect("valid"))
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker(queue)
+        .expect("a valid name")
+        .concurrency(4)
+        .expect("valid")
+        .start(move |job: Job<u64>| async move {
+            if job.payload == 1 && job.run() == 1 {
+                return Err(JobError::group_rate_limited(hold, "tenant a's quota"));
+            }
+            Ok(())
+        });
+    wait::until_async("the hold", async || {
+        queues
+            .events(queue, None, 100)
+            .await
+            .expect("reads events")
+            .iter()
+            .any(|event| event.kind == "held")
+    })
+    .await;
+    (held, worker)
+}
+
+/// A handler can hold its job's group alone: while it is held, the other
+/// groups go on and the held group's jobs wait, none counted as failed;
+/// after the hold, they run.
+async fn a_handler_can_hold_its_group(backend: &Backend) {
+    let queues = backend.queues().await;
+    // Held for longer than the test: the other group's job completes while
+    // the held group's wait.
+    let (held, worker) = holding_worker(&queues, "sms-long", Duration::from_secs(600)).await;
+    let same = queues
+        .enqueue(
+            "sms-long",
+            &3_u64,
+            &JobOptions::new().group("a").expect("valid"),
+        )
+        .await
+        .expect("enqueues");
+    queues
+        .enqueue(
+            "sms-long",
+            &2_u64,
+            &JobOptions::new().group("b").expect("valid"),
+        )
+        .await
+        .expect("enqueues");
+    wait::until_async("the other group's job to complete", async || {
+        queues.counts("sms-long").await.expect("counts").completed == 1
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    for id in [&held, &same] {
+        let info = queues
+            .job("sms-long", id)
+            .await
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(info.state, seawall_queue::JobState::Waiting, "{info:?}");
+        assert_eq!(info.failures, 0, "a hold is not a failure");
+    }
+
+    // A short hold: the held group's jobs start once it ends, by the
+    // backend's clock.
+    let hold = Duration::from_millis(300);
+    let (held, worker) = holding_worker(&queues, "sms", hold).await;
+    let same = queues
+        .enqueue("sms", &3_u64, &JobOptions::new().group("a").expect("valid"))
+        .await
+        .expect("enqueues");
+    wait::until_async("both of the held group's jobs to complete", async || {
+        queues.counts("sms").await.expect("counts").completed == 2
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let events = queues.events("sms", None, 100).await.expect("reads events");
+    let ms = |position: &str| -> u64 {
+        position
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .expect("a stream position")
+    };
+    let held_at = ms(&events
+        .iter()
+        .find(|event| event.kind == "held")
+        .expect("held")
+        .position);
+    let hold_ms = u64::try_from(hold.as_millis()).expect("fits");
+    for id in [&held, &same] {
+        let started = events
+            .iter()
+            .filter(|event| event.kind == "active" && event.job == *id)
+            .map(|event| ms(&event.position))
+            .next_back()
+            .expect("started");
+        assert!(started >= held_at + hold_ms, "{events:?}");
+    }
+}
+
 /// Limits out of range are typed errors.
 async fn bad_rate_limits_are_refused(backend: &Backend) {
     let queues = backend.queues().await;
@@ -174,6 +369,8 @@ async fn bad_rate_limits_are_refused(backend: &Backend) {
 }
 
 on_every_backend!(
+    a_group_rate_limit_caps_each_group_on_its_own,
+    a_handler_can_hold_its_group,
     a_rate_limit_caps_every_window_across_processes,
     a_handler_can_hold_its_queue,
     bad_rate_limits_are_refused,
