@@ -530,13 +530,16 @@ end
 -- after the inbox's notes, and puts parked groups whose time has come back
 -- in the rotation.
 local function promote()
-  take_inbox()
-  local back = redis.call('ZRANGEBYSCORE', parked_key, '-inf', now_text, 'LIMIT', '0', '1000')
-  for _, group in ipairs(back) do
-    redis.call('ZREM', parked_key, group)
-    if group_waiting(group) > 0 and group_room(group) > 0 then ring(group) end
+  -- One command when the queue has neither notes nor parked groups.
+  if redis.call('EXISTS', base .. 'inbox', parked_key) > 0 then
+    take_inbox()
+    local back = redis.call('ZRANGEBYSCORE', parked_key, '-inf', now_text, 'LIMIT', '0', '1000')
+    for _, group in ipairs(back) do
+      redis.call('ZREM', parked_key, group)
+      if group_waiting(group) > 0 and group_room(group) > 0 then ring(group) end
+    end
+    if #back > 0 then wake() end
   end
-  if #back > 0 then wake() end
   local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_text, 'LIMIT', '0', '1000')
   for _, id in ipairs(due) do
     redis.call('ZREM', delayed_key, id)
