@@ -396,6 +396,12 @@ impl ChildInfo {
     }
 }
 
+/// A parent's children in a stable order: by queue, then as they were
+/// added (by id sequence), whichever backend read them.
+pub(crate) fn sort_children(children: &mut [ChildInfo]) {
+    children.sort_by(|a, b| (&a.queue, a.id.sequence()).cmp(&(&b.queue, b.id.sequence())));
+}
+
 /// How a flow job's child finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

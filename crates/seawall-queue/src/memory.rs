@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, Result};
 use crate::job::{
     AttemptError, Backlog, Cancelled, ChildFailure, ChildInfo, ChildOutcome, Counts, Event,
-    Finished, JobId, JobInfo, JobState,
+    Finished, JobId, JobInfo, JobState, sort_children,
 };
 use crate::job::{Progress, Tick, time_of};
 use crate::store::{
@@ -473,13 +473,7 @@ impl Step<'_> {
                 self.q.group_active.remove(group);
             }
         }
-        let waiting = self
-            .q
-            .groups
-            .get(group)
-            .is_some_and(|jobs| !jobs.is_empty());
-        if waiting && self.group_room(group) > 0 {
-            self.ring(group);
+        if self.ring_if_ready(group) {
             self.wake();
         }
     }
@@ -816,6 +810,21 @@ impl Step<'_> {
         }
     }
 
+    /// Puts `group` in the fetch rotation if it has jobs waiting and room
+    /// to run one; whether it did.
+    fn ring_if_ready(&mut self, group: &str) -> bool {
+        let waiting = self
+            .q
+            .groups
+            .get(group)
+            .is_some_and(|jobs| !jobs.is_empty());
+        let ready = waiting && self.group_room(group) > 0;
+        if ready {
+            self.ring(group);
+        }
+        ready
+    }
+
     /// Parks a group at its rate limit until its oldest start leaves the
     /// window.
     fn park(&mut self, group: &str, per: u64) {
@@ -841,14 +850,7 @@ impl Step<'_> {
             .collect();
         for group in &back {
             self.q.parked.remove(group);
-            let waiting = self
-                .q
-                .groups
-                .get(group)
-                .is_some_and(|jobs| !jobs.is_empty());
-            if waiting && self.group_room(group) > 0 {
-                self.ring(group);
-            }
+            self.ring_if_ready(group);
         }
         if !back.is_empty() {
             self.wake();
@@ -1404,7 +1406,7 @@ impl Store for MemoryStore {
                     outcome: outcome.clone(),
                 })
                 .collect();
-            children.sort_by(|a, b| (&a.queue, a.id.sequence()).cmp(&(&b.queue, b.id.sequence())));
+            sort_children(&mut children);
             children
         }))
     }

@@ -168,16 +168,9 @@ for i = 0, count - 1 do
   end
 end
 
--- Kept for a replay of this call, which answers the first call's answer
--- and adds nothing: the key exists already only for a replay.
-local answered_key = base .. 'r:' .. request
-if not redis.call('SET', answered_key, table.concat(out, ' '), 'NX', 'PX', ANSWER_KEPT_MS) then
-  local replayed = {}
-  for word in string.gmatch(redis.call('GET', answered_key), '%S+') do
-    replayed[#replayed + 1] = word
-  end
-  return replayed
-end
+-- A replay of this call answers the first call's answer and adds nothing.
+local replayed = answer_once(request, out)
+if replayed then return replayed end
 if scheduler ~= '' then
   redis.call('HSET', scheduler_key, 'next', ARGV[13])
   redis.call('ZADD', base .. 'sdue', ARGV[13], scheduler)

@@ -56,14 +56,8 @@ for k = 1, count do
   per_queue[queue_base] = (per_queue[queue_base] or 0) + 1
 end
 
-local answered_key = base .. 'r:' .. request
-if not redis.call('SET', answered_key, table.concat(ids, ' '), 'NX', 'PX', ANSWER_KEPT_MS) then
-  local replayed = {}
-  for word in string.gmatch(redis.call('GET', answered_key), '%S+') do
-    replayed[#replayed + 1] = word
-  end
-  return replayed
-end
+local replayed = answer_once(request, ids)
+if replayed then return replayed end
 for queue_base, next_sequence in pairs(sequences) do
   redis.call('SET', queue_base .. 'jid', int(next_sequence - 1))
   -- Waiting jobs of one level run in the order of this counter.

@@ -57,6 +57,7 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use crate::error::{Error, Result};
 use crate::job::{
     Backlog, Cancelled, ChildInfo, ChildOutcome, Counts, Event, Finished, JobId, JobInfo, JobState,
+    sort_children,
 };
 use crate::store::{
     AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease,
@@ -319,6 +320,14 @@ impl RedisStore {
         }
     }
 
+    /// Sets or (with `max` 0) removes a rate limit through control.lua's
+    /// `op` (`rate_limit` or `group_rate_limit`).
+    async fn limit_rate(&self, queue: &str, op: &str, max: u32, per: Duration) -> Result<()> {
+        let args = vec![int(u64::from(max)), int(millis(per).max(1))];
+        self.control(queue, op, args).await?;
+        Ok(())
+    }
+
     /// Runs one operation of `schedule.lua`.
     async fn schedule(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
         let (keys, mut args) = self.prelude(queue, 1 + rest.len());
@@ -558,7 +567,7 @@ impl Store for RedisStore {
                 outcome,
             });
         }
-        children.sort_by(|a, b| (&a.queue, a.id.sequence()).cmp(&(&b.queue, b.id.sequence())));
+        sort_children(&mut children);
         Ok(children)
     }
 
@@ -875,23 +884,11 @@ impl Store for RedisStore {
     }
 
     async fn set_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
-        self.control(
-            queue,
-            "rate_limit",
-            vec![int(u64::from(max)), int(millis(per).max(1))],
-        )
-        .await?;
-        Ok(())
+        self.limit_rate(queue, "rate_limit", max, per).await
     }
 
     async fn set_group_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
-        self.control(
-            queue,
-            "group_rate_limit",
-            vec![int(u64::from(max)), int(millis(per).max(1))],
-        )
-        .await?;
-        Ok(())
+        self.limit_rate(queue, "group_rate_limit", max, per).await
     }
 
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()> {

@@ -66,6 +66,21 @@ end
 -- client re-sends a call within its command timeout.
 local ANSWER_KEPT_MS = '30000'
 
+-- Keeps an adding call's answer (words) for a replay of the call, under
+-- its request id; for a replay, whose key exists already, answers the
+-- first call's answer instead (the caller then adds nothing).
+local function answer_once(request, answer)
+  local answered_key = base .. 'r:' .. request
+  if redis.call('SET', answered_key, table.concat(answer, ' '), 'NX', 'PX', ANSWER_KEPT_MS) then
+    return nil
+  end
+  local replayed = {}
+  for word in string.gmatch(redis.call('GET', answered_key), '%S+') do
+    replayed[#replayed + 1] = word
+  end
+  return replayed
+end
+
 -- ARGV[index] as a job id: `<sequence>-<epoch>` (see enqueue.lua), or
 -- digits alone, as ids were before they carried an epoch (a queue upgraded
 -- in place keeps its jobs). Neither form holds ':' (active members are

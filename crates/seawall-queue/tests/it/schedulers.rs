@@ -8,35 +8,28 @@ use seawall_queue::{Error, JobId, JobOptions, Missed, Queues, Schedule, Settings
 use seawall_testkit::{unique_prefix, wait};
 
 use crate::on_every_backend;
-use crate::support::Backend;
+use crate::support::{Backend, all_events};
 
 /// Every job `queue`'s event stream says was enqueued, with the scheduler
 /// tick its record names (ms since the epoch).
 async fn ticks_enqueued(queues: &Queues, queue: &str) -> BTreeMap<JobId, Option<(String, u64)>> {
     let mut jobs = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let events = queues
-            .events(queue, after.as_deref(), 1_000)
-            .await
-            .expect("reads events");
-        let Some(last) = events.last() else {
-            return jobs;
-        };
-        after = Some(last.position.clone());
-        for event in events.iter().filter(|event| event.kind == "enqueued") {
-            let info = queues
-                .job(queue, &event.job)
-                .await
-                .expect("reads the job")
-                .expect("a job the stream names is kept");
-            let tick = info.tick.map(|tick| {
-                let at = tick.at.duration_since(UNIX_EPOCH).expect("after the epoch");
-                (tick.scheduler, u64::try_from(at.as_millis()).expect("fits"))
-            });
-            jobs.insert(event.job.clone(), tick);
+    for event in all_events(queues, queue).await {
+        if event.kind != "enqueued" {
+            continue;
         }
+        let info = queues
+            .job(queue, &event.job)
+            .await
+            .expect("reads the job")
+            .expect("a job the stream names is kept");
+        let tick = info.tick.map(|tick| {
+            let at = tick.at.duration_since(UNIX_EPOCH).expect("after the epoch");
+            (tick.scheduler, u64::try_from(at.as_millis()).expect("fits"))
+        });
+        jobs.insert(event.job, tick);
     }
+    jobs
 }
 
 fn settings() -> Settings {

@@ -76,19 +76,29 @@ pub(crate) async fn completions(
     queue: &str,
 ) -> std::collections::HashMap<seawall_queue::JobId, usize> {
     let mut completed = std::collections::HashMap::new();
-    let mut after: Option<String> = None;
+    for event in all_events(queues, queue).await {
+        if event.kind == "completed" {
+            *completed.entry(event.job).or_default() += 1;
+        }
+    }
+    completed
+}
+
+/// Every event `queue`'s stream keeps, oldest first.
+pub(crate) async fn all_events(queues: &Queues, queue: &str) -> Vec<seawall_queue::Event> {
+    let mut all = Vec::new();
     loop {
+        let after = all
+            .last()
+            .map(|event: &seawall_queue::Event| event.position.clone());
         let events = queues
             .events(queue, after.as_deref(), 1_000)
             .await
             .expect("reads events");
-        let Some(last) = events.last() else {
-            return completed;
-        };
-        after = Some(last.position.clone());
-        for event in events.iter().filter(|event| event.kind == "completed") {
-            *completed.entry(event.job.clone()).or_default() += 1;
+        if events.is_empty() {
+            return all;
         }
+        all.extend(events);
     }
 }
 
