@@ -222,7 +222,7 @@ const ENQUEUE_CHECK_REUSE: Duration = Duration::from_millis(250);
 /// not promoted a replica yet, or fewer replicas confirm a write than
 /// `queue.wait_replicas` asks), each queue asked within a second. One
 /// check runs at a time and its answer serves the probes of the next
-/// 250 ms.
+/// 250 ms; its `time` says when it started.
 #[derive(Clone)]
 pub struct EnqueueCheck {
     handle: QueueHandle,
@@ -273,7 +273,8 @@ impl seawall_perfmon::HealthCheck for EnqueueCheck {
         {
             return result.clone();
         }
-        let result = self.probe().await;
+        let read_at = std::time::SystemTime::now();
+        let result = self.probe().await.read_at(read_at);
         *last = Some((std::time::Instant::now(), result.clone()));
         result
     }

@@ -133,6 +133,10 @@ pub struct CheckResult {
     /// What kind of component this is (`datastore`, `component`, `system`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub component_type: Option<String>,
+    /// When the reading was taken, RFC 3339 in UTC: set by a check whose
+    /// answer is reused for a while, so a reader can tell how old it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 impl CheckResult {
@@ -149,6 +153,7 @@ impl CheckResult {
             observed_unit: None,
             output: None,
             component_type: None,
+            time: None,
         }
     }
 
@@ -180,6 +185,21 @@ impl CheckResult {
     /// Adds the component type.
     pub fn component_type(mut self, component_type: impl Into<String>) -> Self {
         self.component_type = Some(component_type.into());
+        self
+    }
+
+    /// Adds when the reading was taken (the draft's `time`), to the
+    /// millisecond.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use seawall_perfmon::CheckResult;
+    ///
+    /// let result = CheckResult::pass().read_at(UNIX_EPOCH + Duration::from_millis(1_500));
+    /// assert_eq!(result.time.as_deref(), Some("1970-01-01T00:00:01.500Z"));
+    /// ```
+    pub fn read_at(mut self, at: std::time::SystemTime) -> Self {
+        self.time = Some(humantime::format_rfc3339_millis(at).to_string());
         self
     }
 }

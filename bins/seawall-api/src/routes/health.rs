@@ -53,6 +53,10 @@ pub(crate) struct HealthCheckEntry {
     output: Option<String>,
     /// `datastore`, `component` or `system`.
     component_type: Option<String>,
+    /// When the reading was taken (RFC 3339), for a check whose answer is
+    /// reused for a while (`queues:enqueue`, 250 ms).
+    #[schema(format = DateTime)]
+    time: Option<String>,
 }
 
 /// Liveness: the process is up and serving HTTP.

@@ -822,7 +822,9 @@ fn never(report: &Report) -> Vec<(String, usize)> {
 }
 
 /// How long an instance's `/readyz` may disagree with its enqueues: a probe
-/// answers within a second, and its answer serves for 250 ms.
+/// answers within a second, and its answer serves for 250 ms (the enqueue
+/// check is compared as of when it was read, so a loaded machine's slow
+/// answers do not count against it).
 const READINESS_LAG: Duration = Duration::from_millis(1_500);
 
 /// Drill 1: with `wait_replicas = 1` nothing acknowledged is lost and
@@ -851,7 +853,8 @@ async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
         }
         // `/readyz` fails exactly while the instance cannot enqueue: the two
         // disagree only while a probe notices (a second at most, its answer
-        // reused for 250 ms), on the cut-off side and on the majority's,
+        // reused for 250 ms, the check taken as of its reading), on the
+        // cut-off side and on the majority's,
         // before the failover and after it.
         assert!(
             readiness.ready_but_cannot_enqueue <= READINESS_LAG

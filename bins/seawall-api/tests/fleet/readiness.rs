@@ -2,8 +2,10 @@
 //! watcher asks every instance's `/readyz` every 100 ms through a drill,
 //! and the drill's history says, for each moment, whether an enqueue sent
 //! to that instance then was acknowledged. The two may disagree only for as
-//! long as a probe takes to notice (a probe answers within a second, and
-//! its answer serves for 250 ms). A second watcher sees when a replica is
+//! long as a probe takes to notice (a probe answers within a second). The
+//! enqueue check's answer is compared with the enqueues at the time it was
+//! read (its `time`), not when it was served: it serves for 250 ms, and
+//! a probe waits for the one in flight, which a loaded machine stretches. A second watcher sees when a replica is
 //! promoted, and the history when the instances on the majority's side
 //! enqueued again after it.
 
@@ -30,6 +32,8 @@ struct Sample {
     ready: bool,
     /// Its `queues:enqueue` check passed.
     enqueue_check: bool,
+    /// When that check's answer was read, µs since the epoch (its `time`).
+    read_at: Option<u64>,
 }
 
 /// Asks each instance's `/readyz` every 100 ms until stopped.
@@ -55,24 +59,30 @@ impl Watcher {
                         .expect("a client");
                     while !stop.load(Ordering::Relaxed) {
                         let at = now_micros();
-                        let (ready, enqueue_check) =
+                        let (ready, enqueue_check, read_at) =
                             match client.get(format!("{base}/readyz")).send().await {
                                 Ok(response) => {
                                     let ready = response.status() == 200;
                                     let body: serde_json::Value =
                                         response.json().await.unwrap_or_default();
-                                    let check = body["checks"]["queues:enqueue"][0]["status"]
+                                    let check = &body["checks"]["queues:enqueue"][0];
+                                    let read_at = check["time"]
                                         .as_str()
-                                        == Some("pass");
-                                    (ready, check)
+                                        .and_then(|time| humantime::parse_rfc3339(time).ok())
+                                        .and_then(|time| {
+                                            time.duration_since(std::time::UNIX_EPOCH).ok()
+                                        })
+                                        .and_then(|since| u64::try_from(since.as_micros()).ok());
+                                    (ready, check["status"].as_str() == Some("pass"), read_at)
                                 }
-                                Err(_) => (false, false),
+                                Err(_) => (false, false, None),
                             };
                         samples.lock().push(Sample {
                             instance,
                             at,
                             ready,
                             enqueue_check,
+                            read_at,
                         });
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -252,30 +262,37 @@ impl Agreement {
             };
             let mut ready_wrong: Option<(u64, u64)> = None;
             let mut check_wrong: Option<(u64, u64)> = None;
+            let longest =
+                |stretch: &mut Option<(u64, u64)>, at: u64, wrong: bool, most: &mut Duration| {
+                    if wrong {
+                        let (from, _) = stretch.get_or_insert((at, at));
+                        let from = *from;
+                        *stretch = Some((from, at.max(from)));
+                        *most = (*most).max(Duration::from_micros(at.saturating_sub(from)));
+                    } else {
+                        *stretch = None;
+                    }
+                };
             for sample in &samples {
-                let Some(could) = could(sample.at) else {
+                let Some(could_then) = could(sample.at) else {
                     continue;
                 };
                 agreement.samples += 1;
-                let longest =
-                    |stretch: &mut Option<(u64, u64)>, wrong: bool, most: &mut Duration| {
-                        if wrong {
-                            let (from, _) = stretch.get_or_insert((sample.at, sample.at));
-                            *stretch = Some((*from, sample.at));
-                            let (from, to) = stretch.expect("set");
-                            *most = (*most).max(Duration::from_micros(to - from));
-                        } else {
-                            *stretch = None;
-                        }
-                    };
                 longest(
                     &mut ready_wrong,
-                    sample.ready && !could,
+                    sample.at,
+                    sample.ready && !could_then,
                     &mut agreement.ready_but_cannot_enqueue,
                 );
+                // The check as of when it was read.
+                let read_at = sample.read_at.unwrap_or(sample.at);
+                let Some(could_when_read) = could(read_at) else {
+                    continue;
+                };
                 longest(
                     &mut check_wrong,
-                    !sample.enqueue_check && could,
+                    read_at,
+                    !sample.enqueue_check && could_when_read,
                     &mut agreement.check_failed_but_enqueued,
                 );
             }
