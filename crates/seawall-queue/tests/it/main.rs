@@ -9,6 +9,7 @@ mod edges;
 mod failover;
 mod flows;
 mod leases;
+mod rate_drill;
 mod ratelimit;
 mod replication;
 mod restart;
