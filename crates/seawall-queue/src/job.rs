@@ -273,6 +273,38 @@ pub struct Counts {
     pub waiting_children: u64,
 }
 
+/// A rate limit: at most `max` jobs start in any window of `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The most starts in one window.
+    pub max: u32,
+    /// The window's length.
+    pub per: std::time::Duration,
+}
+
+/// What limits a queue's starts, read by
+/// [`Queues::limits`](crate::Queues::limits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The queue's rate limit
+    /// ([`set_rate_limit`](crate::Queues::set_rate_limit)).
+    pub rate: Option<RateLimit>,
+    /// How many jobs started within the rate limit's window that ends now,
+    /// on the backend's clock (0 without a limit).
+    pub started_in_window: u64,
+    /// The rate limit each named group has on its own
+    /// ([`set_group_rate_limit`](crate::Queues::set_group_rate_limit)).
+    pub group_rate: Option<RateLimit>,
+    /// The most jobs of one named group that run at once
+    /// ([`set_group_limit`](crate::Queues::set_group_limit)).
+    pub group_concurrency: Option<u32>,
+    /// How much longer a handler's hold
+    /// ([`JobError::rate_limited`](crate::JobError::rate_limited)) keeps
+    /// the queue from starting jobs, on the backend's clock.
+    pub held_for: Option<std::time::Duration>,
+}
+
 /// A queue's [`Counts`] and how long its oldest waiting job has waited,
 /// read in one step by [`Queues::backlog`](crate::Queues::backlog).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

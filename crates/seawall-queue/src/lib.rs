@@ -211,7 +211,7 @@ pub use flow::{Flow, FlowIds};
 pub use health::DurabilityCheck;
 pub use job::{
     AttemptError, Backlog, Cancelled, ChildFailure, ChildInfo, ChildOutcome, Counts, Event,
-    Finished, JobId, JobInfo, JobState, Progress, Tick,
+    Finished, JobId, JobInfo, JobState, Limits, Progress, RateLimit, Tick,
 };
 pub use metrics::QueueMetrics;
 pub use options::{DEFAULT_PRIORITY, Dedup, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};

@@ -15,7 +15,7 @@ use crate::job::{
     AttemptError, Backlog, Cancelled, ChildFailure, ChildInfo, ChildOutcome, Counts, Event,
     Finished, JobId, JobInfo, JobState, sort_children,
 };
-use crate::job::{Progress, Tick, time_of};
+use crate::job::{Limits, Progress, RateLimit, Tick, time_of};
 use crate::store::{
     AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease,
     MAX_SCHEDULERS, NewJob, Renewed, Settings, Store, StoredScheduler, Taken, TickGuard,
@@ -1869,6 +1869,31 @@ impl Store for MemoryStore {
             step.wake();
         });
         Ok(())
+    }
+
+    async fn limits(&self, queue: &str) -> Result<Limits> {
+        Ok(self.with(queue, |step| {
+            let now = step.now;
+            let rate_limit = |(max, per): (u32, u64)| RateLimit {
+                max,
+                per: Duration::from_millis(per),
+            };
+            let started_in_window = step.q.rate.map_or(0, |(_, per)| {
+                step.q
+                    .starts
+                    .iter()
+                    .filter(|(at, _)| *at + per > now)
+                    .count() as u64
+            });
+            Limits {
+                rate: step.q.rate.map(rate_limit),
+                started_in_window,
+                group_rate: step.q.group_rate.map(rate_limit),
+                group_concurrency: (step.q.group_cap > 0).then_some(step.q.group_cap),
+                held_for: (step.q.hold_until > now)
+                    .then(|| Duration::from_millis(step.q.hold_until - now)),
+            }
+        }))
     }
 
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()> {

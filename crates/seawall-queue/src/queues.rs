@@ -8,7 +8,7 @@ use serde::Serialize;
 use tracing::Instrument as _;
 
 use crate::error::{Error, Result};
-use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState};
+use crate::job::{Backlog, Cancelled, Counts, Event, Finished, JobId, JobInfo, JobState, Limits};
 use crate::memory::MemoryStore;
 use crate::options::{Dedup, JobOptions};
 use crate::presence::{self, ProcessReport, SeenProcess};
@@ -392,6 +392,31 @@ impl Queues {
         check_name("queue name", queue)?;
         check_rate_limit(max, per)?;
         self.store.set_rate_limit(queue, max, per).await
+    }
+
+    /// The limits set on `queue` and what they hold back now: its rate
+    /// limit and the starts within the window ending now, the group rate
+    /// limit, the group concurrency cap, and how much longer a handler's
+    /// hold keeps it from starting jobs. One round trip.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_queue::{Queues, RateLimit};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// assert_eq!(queues.limits("sms").await?.rate, None);
+    /// queues.set_rate_limit("sms", 10, Duration::from_secs(1)).await?;
+    /// let limits = queues.limits("sms").await?;
+    /// assert_eq!(limits.rate, Some(RateLimit { max: 10, per: Duration::from_secs(1) }));
+    /// assert_eq!(limits.started_in_window, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn limits(&self, queue: &str) -> Result<Limits> {
+        check_name("queue name", queue)?;
+        self.store.limits(queue).await
     }
 
     /// At most `max` jobs of each named group of `queue` start in any

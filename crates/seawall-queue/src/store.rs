@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::job::{
     Backlog, Cancelled, ChildFailure, ChildInfo, Counts, Event, Finished, JobId, JobInfo, JobState,
+    Limits,
 };
 
 /// The longest queue name, in bytes.
@@ -438,6 +439,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// limit.
     async fn set_group_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()>;
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()>;
+    /// The limits set on `queue` and what they hold back now.
+    async fn limits(&self, queue: &str) -> Result<Limits>;
     async fn job(&self, queue: &str, id: &JobId) -> Result<Option<JobInfo>>;
     /// Up to `limit` ids of jobs in `state` (not waiting): active by lease
     /// deadline, delayed by due time, completed and dead newest first.

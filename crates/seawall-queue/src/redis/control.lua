@@ -160,6 +160,19 @@ elseif op == 'rate_limit' then
   end
   wake()
   return 1
+elseif op == 'limits' then
+  -- The limits and what they hold back now: the rate limit's max and ms
+  -- (0, 0: none), the starts within its window, the group rate limit's
+  -- max and ms, the group concurrency cap (0: none), the hold's end (ms)
+  -- and the server's time.
+  local c = redis.call('HMGET', meta, 'rlm', 'rlp', 'grm', 'grp', 'gcap', 'hold')
+  local rate_max, rate_per = tonumber(c[1] or '0'), tonumber(c[2] or '0')
+  local started = 0
+  if rate_max > 0 then
+    started = redis.call('ZCOUNT', base .. 'rl', '(' .. int(now - rate_per), '+inf')
+  end
+  return { rate_max, rate_per, started, tonumber(c[3] or '0'), tonumber(c[4] or '0'),
+    tonumber(c[5] or '0'), tonumber(c[6] or '0'), now }
 elseif op == 'group_rate_limit' then
   -- ARGV[8]: the most jobs of one group that start in any ARGV[9] ms; 0
   -- for no limit.

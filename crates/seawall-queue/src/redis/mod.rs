@@ -57,7 +57,7 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use crate::error::{Error, Result};
 use crate::job::{
     Backlog, Cancelled, ChildInfo, ChildOutcome, Counts, Event, Finished, JobId, JobInfo, JobState,
-    sort_children,
+    Limits, RateLimit, sort_children,
 };
 use crate::store::{
     AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease,
@@ -889,6 +889,30 @@ impl Store for RedisStore {
 
     async fn set_group_rate_limit(&self, queue: &str, max: u32, per: Duration) -> Result<()> {
         self.limit_rate(queue, "group_rate_limit", max, per).await
+    }
+
+    async fn limits(&self, queue: &str) -> Result<Limits> {
+        let reply = array(self.control(queue, "limits", Vec::new()).await?)?;
+        let field = |index: usize| -> Result<u64> {
+            let value = reply
+                .get(index)
+                .ok_or_else(|| Error::Protocol(format!("the limits answer lacks field {index}")))?;
+            Ok(number(value)?.unsigned_abs())
+        };
+        let rate_limit = |max: u64, per: u64| {
+            (max > 0).then(|| RateLimit {
+                max: u32::try_from(max).unwrap_or(u32::MAX),
+                per: Duration::from_millis(per),
+            })
+        };
+        let (hold, now) = (field(6)?, field(7)?);
+        Ok(Limits {
+            rate: rate_limit(field(0)?, field(1)?),
+            started_in_window: field(2)?,
+            group_rate: rate_limit(field(3)?, field(4)?),
+            group_concurrency: u32::try_from(field(5)?).ok().filter(|cap| *cap > 0),
+            held_for: (hold > now).then(|| Duration::from_millis(hold - now)),
+        })
     }
 
     async fn set_group_limit(&self, queue: &str, limit: u32) -> Result<()> {

@@ -368,7 +368,101 @@ async fn bad_rate_limits_are_refused(backend: &Backend) {
     assert!(matches!(refused, Err(Error::InvalidName(_))), "{refused:?}");
 }
 
+/// The limits read back as set, with the starts of the window ending now
+/// and a handler's hold while it lasts.
+async fn the_limits_read_back(backend: &Backend) {
+    let queues = backend.queues().await;
+    let none = queues.limits("mail").await.expect("reads");
+    assert_eq!(none, seawall_queue::Limits::default());
+
+    let second = Duration::from_secs(1);
+    let minute = Duration::from_secs(60);
+    queues
+        .set_rate_limit("mail", 3, minute)
+        .await
+        .expect("limits");
+    queues
+        .set_group_rate_limit("mail", 2, second)
+        .await
+        .expect("limits");
+    queues.set_group_limit("mail", Some(4)).await.expect("caps");
+    queues
+        .enqueue_many("mail", (0..5_u64).map(|n| (n, JobOptions::new())))
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("mail")
+        .expect("a valid name")
+        .concurrency(5)
+        .expect("valid")
+        .start(|_job: Job<u64>| async { Ok::<_, JobError>(()) });
+    wait::until_async("three jobs to complete", async || {
+        queues.counts("mail").await.expect("counts").completed == 3
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let limits = queues.limits("mail").await.expect("reads");
+    assert_eq!(
+        limits.rate,
+        Some(seawall_queue::RateLimit {
+            max: 3,
+            per: minute
+        })
+    );
+    assert_eq!(
+        limits.started_in_window, 3,
+        "the window of a minute holds the three starts"
+    );
+    assert_eq!(
+        limits.group_rate,
+        Some(seawall_queue::RateLimit {
+            max: 2,
+            per: second
+        })
+    );
+    assert_eq!(limits.group_concurrency, Some(4));
+    assert_eq!(limits.held_for, None);
+
+    // A handler's hold shows while it lasts.
+    queues.clear_rate_limit("mail").await.expect("clears");
+    let hold = Duration::from_secs(30);
+    let worker =
+        queues
+            .worker("mail")
+            .expect("a valid name")
+            .start(move |_job: Job<u64>| async move {
+                Err::<(), _>(JobError::rate_limited(hold, "429"))
+            });
+    wait::until_async("a hold", async || {
+        queues
+            .limits("mail")
+            .await
+            .expect("reads")
+            .held_for
+            .is_some()
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let limits = queues.limits("mail").await.expect("reads");
+    assert_eq!(limits.rate, None);
+    assert_eq!(limits.started_in_window, 0);
+    assert!(
+        limits.held_for.is_some_and(|left| left <= hold),
+        "{limits:?}"
+    );
+
+    queues.clear_group_rate_limit("mail").await.expect("clears");
+    queues.set_group_limit("mail", None).await.expect("uncaps");
+    let limits = queues.limits("mail").await.expect("reads");
+    assert_eq!((limits.group_rate, limits.group_concurrency), (None, None));
+    assert!(matches!(
+        queues.limits("bad name").await,
+        Err(Error::InvalidName(_))
+    ));
+}
+
 on_every_backend!(
+    the_limits_read_back,
     a_group_rate_limit_caps_each_group_on_its_own,
     a_handler_can_hold_its_group,
     a_rate_limit_caps_every_window_across_processes,
