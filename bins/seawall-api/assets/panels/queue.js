@@ -130,6 +130,35 @@ export default {
       ),
     );
 
+    const limitBody = h("tbody");
+    const limitTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "queue-limits" },
+        h("caption", {}, "Rate limits ", h("span", { class: "section-note" }, "starts per window across every worker, on the queue backend's clock")),
+        h(
+          "thead",
+          {},
+          h("tr", {}, ["queue", "rate limit", "started in window", "per group", "hold", ""].map((label) => h("th", { scope: "col" }, label))),
+        ),
+        limitBody,
+      ),
+    );
+    const limitQueue = h("select", { id: "queue-limit-queue", "data-testid": "queue-limit-queue" });
+    const limitMax = h("input", { id: "queue-limit-max", "data-testid": "queue-limit-max", type: "number", min: "1", max: "1000000", required: true, value: "100" });
+    const limitPer = h("input", { id: "queue-limit-per", "data-testid": "queue-limit-per", type: "number", min: "1", max: "31536000000", required: true, value: "1000" });
+    const limitButton = h("button", { type: "submit", class: "button", "data-testid": "queue-limit-set" }, "Set limit");
+    const limitForm = h(
+      "form",
+      { class: "inline-form", "aria-label": "Set a rate limit" },
+      h("label", { for: "queue-limit-queue" }, "Queue", limitQueue),
+      h("label", { for: "queue-limit-max" }, "Jobs", limitMax),
+      h("label", { for: "queue-limit-per" }, "per ms", limitPer),
+      limitButton,
+    );
+
     const runningBody = h("tbody");
     const runningTable = h(
       "div",
@@ -187,6 +216,7 @@ export default {
       h("section", { class: "panel-section two-columns", "aria-label": "Throughput and totals" }, chartSection, totalList),
       h("section", { class: "panel-section", "aria-label": "Queues" }, queueTable, actionResult),
       h("section", { class: "panel-section", "aria-label": "Recurring jobs" }, schedulerTable),
+      h("section", { class: "panel-section", "aria-label": "Rate limits" }, limitTable, limitForm),
       h("section", { class: "panel-section", "aria-label": "Worker processes" }, processTable),
       h("section", { class: "panel-section", "aria-label": "Running jobs" }, runningTable),
       h("section", { class: "panel-section", "aria-label": "Failed jobs" }, failedTable),
@@ -300,6 +330,50 @@ export default {
       );
     };
 
+    /** A window of ms as "1 s", "2 min", "250 ms". */
+    const windowText = (ms) => (ms % 60000 === 0 ? `${ms / 60000} min` : ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`);
+    const rateText = (limit) => `${format.count(limit.max)} per ${windowText(limit.per_ms)}`;
+    const limitRow = (limits) => {
+      const name = limits.queue;
+      const clear = h("button", { type: "button", class: "button button-secondary", "data-testid": `queue-limit-clear-${name}` }, "Remove");
+      clear.addEventListener("click", () =>
+        act(clear, `/api/queue/${name}/rate-limit`, () => `${name}: rate limit removed`, { method: "DELETE" }),
+      );
+      const group = [
+        limits.group_rate_limit ? `${rateText(limits.group_rate_limit)} each` : null,
+        limits.group_concurrency ? `${format.count(limits.group_concurrency)} at once` : null,
+      ].filter(Boolean);
+      return h(
+        "tr",
+        { "data-testid": `queue-limit-${name}` },
+        h("th", { scope: "row" }, name),
+        h("td", { class: "text", "data-testid": `queue-limit-rate-${name}` }, limits.rate_limit ? rateText(limits.rate_limit) : "none"),
+        h(
+          "td",
+          { class: "num" },
+          limits.rate_limit ? [count(`queue-limit-started-${name}`, limits.started_in_window), ` of ${format.count(limits.rate_limit.max)}`] : "—",
+        ),
+        h("td", { class: "text" }, group.length ? group.join(", ") : "none"),
+        h(
+          "td",
+          {},
+          limits.held_for_ms === null
+            ? "—"
+            : h("span", { class: "badge is-warn", "data-testid": `queue-limit-hold-${name}` }, `held ${Math.ceil(limits.held_for_ms / 1000)} s`),
+        ),
+        h("td", {}, limits.rate_limit ? clear : null),
+      );
+    };
+    limitForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      await act(
+        limitButton,
+        `/api/queue/${limitQueue.value}/rate-limit`,
+        (body) => `${body.queue}: at most ${rateText(body.rate_limit)}`,
+        { method: "PUT", json: { max: Number(limitMax.value), per_ms: Number(limitPer.value) } },
+      );
+    });
+
     const runningRow = (job) => {
       const percent = job.progress?.percent ?? 0;
       const cancel = h(
@@ -380,6 +454,13 @@ export default {
       schedulerBody.replaceChildren(
         ...(overview.schedulers.length ? overview.schedulers.map(schedulerRow) : [emptyRow(7, "No recurring job is scheduled")]),
       );
+      const limited = overview.limits.filter(
+        (limits) => limits.rate_limit || limits.group_rate_limit || limits.group_concurrency || limits.held_for_ms !== null,
+      );
+      limitBody.replaceChildren(...(limited.length ? limited.map(limitRow) : [emptyRow(6, "No queue is rate-limited")]));
+      if (limitQueue.options.length !== rows.length) {
+        limitQueue.replaceChildren(...rows.map((row) => h("option", { value: row.name }, row.name)));
+      }
       processBody.replaceChildren(
         ...(overview.processes.length ? overview.processes.map(processRow) : [emptyRow(6, "No worker process has announced itself")]),
       );

@@ -2,8 +2,11 @@
 //! checked against its queue's rules; a bad one is 422 and nothing is
 //! enqueued; an `Idempotency-Key` makes a retried enqueue answer the first
 //! job), job listings and details with progress and attempt history,
-//! pause, resume, retry, cancel and clean; and the schedulers of recurring
-//! jobs, with their next runs, paused and resumed.
+//! pause, resume, retry, cancel and clean; the schedulers of recurring
+//! jobs, with their next runs, paused and resumed; and the rate limits
+//! (`limits`).
+
+mod limits;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +62,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(schedulers))
         .routes(routes!(pause_scheduler))
         .routes(routes!(resume_scheduler))
+        .routes(routes!(limits::limits))
+        .routes(routes!(limits::set_rate_limit, limits::clear_rate_limit))
+        .routes(routes!(
+            limits::set_group_rate_limit,
+            limits::clear_group_rate_limit
+        ))
 }
 
 /// One queue's depth per state and its policy.
@@ -102,6 +111,10 @@ struct Overview {
     /// The schedulers of recurring jobs, of every queue: by queue, then
     /// by id.
     schedulers: Vec<SchedulerView>,
+    /// Every queue's limits (its rate limit and the starts in its window,
+    /// the group rate limit and cap, a handler's hold), in the order of
+    /// `queues`.
+    limits: Vec<limits::LimitsView>,
 }
 
 /// A scheduler of recurring jobs: at each tick of its schedule, one job
@@ -537,7 +550,8 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
         }
         Ok::<_, Problem>(rows)
     };
-    let (rows, schedulers) = tokio::join!(counted, all_schedulers(queues));
+    let (rows, schedulers, limits) =
+        tokio::join!(counted, all_schedulers(queues), limits::all_limits(queues));
     let rows = rows?;
     // The list of processes is a view; the counts above are what the
     // overview is for, so a failure here leaves the list empty.
@@ -561,6 +575,7 @@ async fn overview(State(state): State<AppState>) -> Result<Json<Overview>, Probl
         history: state.throughput().history(),
         processes,
         schedulers,
+        limits,
     }))
 }
 

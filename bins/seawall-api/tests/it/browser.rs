@@ -775,7 +775,8 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_queue_panel_shows_the_recurring_jobs_and_pauses_one() -> TestResult {
+async fn the_queue_panel_shows_the_recurring_jobs_and_pauses_one_and_sets_a_rate_limit()
+-> TestResult {
     // On embedded defaults the API keeps the recurring jobs' schedulers.
     in_browser(
         TestServer::start_with(recurring_jobs_on).await,
@@ -854,6 +855,51 @@ async fn use_recurring_jobs(browser: &Client, server: &TestServer) -> TestResult
             "a next run is shown exactly while it is not paused ({label})"
         );
     }
+
+    // A rate limit set with the form shows in its table, as the API has
+    // it, and goes with its button.
+    browser
+        .find(Css("[data-testid=queue-limit-queue]"))
+        .await?
+        .select_by_value("email")
+        .await?;
+    for (testid, value) in [("queue-limit-max", "2"), ("queue-limit-per", "60000")] {
+        let input = browser
+            .find(Css(&format!("[data-testid={testid}]")))
+            .await?;
+        input.clear().await?;
+        input.send_keys(value).await?;
+    }
+    click(browser, "[data-testid=queue-limit-set]").await?;
+    let shown = wait_for("the email queue's rate limit", async || {
+        match browser
+            .find(Css("[data-testid=queue-limit-rate-email]"))
+            .await
+        {
+            Ok(cell) => Ok(Some(cell.text().await?)),
+            Err(_) => Ok(None),
+        }
+    })
+    .await?;
+    check!(shown == "2 per 1 min", "the rate limit shown: {shown:?}");
+    let limits: Value = server
+        .admin(Method::GET, "/api/queue/email/limits")
+        .send()
+        .await?
+        .json()
+        .await?;
+    check!(
+        limits["rate_limit"] == serde_json::json!({"max": 2, "per_ms": 60_000}),
+        "the email queue's limits: {limits}"
+    );
+    click(browser, "[data-testid=queue-limit-clear-email]").await?;
+    wait_for("the rate limit to go", async || {
+        let rows = browser
+            .find_all(Css("[data-testid=queue-limit-email]"))
+            .await?;
+        Ok(rows.is_empty().then_some(()))
+    })
+    .await?;
 
     console_is_clean(browser).await?;
     Ok(())

@@ -585,3 +585,127 @@ async fn the_recurring_jobs_are_listed_with_their_next_runs_paused_and_resumed()
         .await
         .assert_problem(401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queues_rate_limits_are_set_read_and_cleared() {
+    let app = TestApp::sqlite().await;
+    let limits = app.admin_get("/api/queue/email/limits").await;
+    assert_eq!(limits.status, 200, "{}", limits.text());
+    assert_eq!(
+        limits.json,
+        json!({"queue": "email", "rate_limit": null, "started_in_window": 0,
+               "group_rate_limit": null, "group_concurrency": null, "held_for_ms": null})
+    );
+
+    let set = app
+        .admin_send(
+            "PUT",
+            "/api/queue/email/rate-limit",
+            Some(&json!({"max": 2, "per_ms": 60_000})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(set.json["rate_limit"], json!({"max": 2, "per_ms": 60_000}));
+    let grouped = app
+        .admin_send(
+            "PUT",
+            "/api/queue/email/group-rate-limit",
+            Some(&json!({"max": 5, "per_ms": 1_000})),
+        )
+        .await;
+    assert_eq!(grouped.status, 200, "{}", grouped.text());
+    assert_eq!(
+        grouped.json["group_rate_limit"],
+        json!({"max": 5, "per_ms": 1_000})
+    );
+    assert_eq!(
+        grouped.json["rate_limit"],
+        json!({"max": 2, "per_ms": 60_000})
+    );
+
+    // Three emails: two start within the minute, the third waits.
+    for n in 0..3 {
+        enqueue(
+            &app,
+            "email",
+            &json!({"user_id": n + 1, "template": "welcome"}),
+        )
+        .await;
+    }
+    wait::until_async("two emails to start", async || {
+        app.admin_get("/api/queue/email/limits").await.json["started_in_window"] == 2
+    })
+    .await;
+    let overview = app.admin_get("/api/queue").await;
+    let email = overview.json["limits"]
+        .as_array()
+        .expect("limits")
+        .iter()
+        .find(|limits| limits["queue"] == "email")
+        .cloned()
+        .expect("the email queue's limits");
+    assert_eq!(
+        email["rate_limit"],
+        json!({"max": 2, "per_ms": 60_000}),
+        "{email}"
+    );
+    let counts = &overview.json["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|row| row["name"] == "email")
+        .cloned()
+        .expect("the email queue");
+    assert_eq!(
+        counts["waiting"], 1,
+        "the third waits for the window: {counts}"
+    );
+
+    // Cleared, the third starts.
+    let cleared = app
+        .admin_send("DELETE", "/api/queue/email/rate-limit", None)
+        .await;
+    assert_eq!(cleared.status, 200, "{}", cleared.text());
+    assert!(cleared.json["rate_limit"].is_null(), "{}", cleared.text());
+    wait::until_async("the third email to leave the line", async || {
+        app.admin_get("/api/queue").await.json["queues"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|row| row["name"] == "email").cloned())
+            .is_some_and(|row| row["waiting"] == 0)
+    })
+    .await;
+    let cleared = app
+        .admin_send("DELETE", "/api/queue/email/group-rate-limit", None)
+        .await;
+    assert!(
+        cleared.json["group_rate_limit"].is_null(),
+        "{}",
+        cleared.text()
+    );
+
+    // Bad limits are problems, and nothing changes.
+    for body in [
+        json!({"max": 0, "per_ms": 1_000}),
+        json!({"max": 1_000_001, "per_ms": 1_000}),
+        json!({"max": 1, "per_ms": 0}),
+        json!({"max": 1, "per_ms": 31_536_000_001_i64}),
+        json!({"max": 1}),
+        json!({"max": 1, "per_ms": 1_000, "burst": 2}),
+    ] {
+        let refused = app
+            .admin_send("PUT", "/api/queue/email/rate-limit", Some(&body))
+            .await;
+        assert_eq!(refused.status, 422, "{body}: {}", refused.text());
+        assert_eq!(
+            refused.headers["content-type"].to_str().ok(),
+            Some("application/problem+json"),
+            "{body}"
+        );
+    }
+    assert!(
+        app.admin_get("/api/queue/email/limits").await.json["rate_limit"].is_null(),
+        "a refused limit changes nothing"
+    );
+    let unknown = app.admin_get("/api/queue/sms/limits").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+}
