@@ -7,6 +7,7 @@ mod crash;
 mod dedup;
 mod edges;
 mod failover;
+mod flow_drill;
 mod flows;
 mod leases;
 mod rate_drill;
