@@ -14,6 +14,7 @@ mod rate_drill;
 mod ratelimit;
 mod replication;
 mod restart;
+mod scheduler_drill;
 mod schedulers;
 mod support;
 mod upgrade;

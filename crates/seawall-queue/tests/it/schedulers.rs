@@ -12,7 +12,10 @@ use crate::support::{Backend, all_events};
 
 /// Every job `queue`'s event stream says was enqueued, with the scheduler
 /// tick its record names (ms since the epoch).
-async fn ticks_enqueued(queues: &Queues, queue: &str) -> BTreeMap<JobId, Option<(String, u64)>> {
+pub(crate) async fn ticks_enqueued(
+    queues: &Queues,
+    queue: &str,
+) -> BTreeMap<JobId, Option<(String, u64)>> {
     let mut jobs = BTreeMap::new();
     for event in all_events(queues, queue).await {
         if event.kind != "enqueued" {
