@@ -12,7 +12,9 @@
 //! - `seawall`: seawall-queue with its default settings (events on, the last
 //!   1,000 completed jobs kept): `enqueue_single` and `enqueue_bulk` (bulks of
 //!   100) as for BullMQ, and one worker with a no-op handler draining
-//!   pre-filled jobs (`e2e`).
+//!   pre-filled jobs (`e2e`); that again under a rate limit too high to bind
+//!   (`e2e_rate_limited`, 1,000,000 starts a second), with a note under the
+//!   table of what counting the starts costs against the run without it.
 //! - `bullmq`: BullMQ, the most used Node.js queue, through
 //!   `benches/queue/bullmq.mjs`, one Node.js process per measurement: enqueueing
 //!   one job at a time (`enqueue_single`, at most 20,000 jobs), enqueueing with
@@ -98,7 +100,16 @@ impl System {
                 report.add(seawall_enqueue(bench, Scenario::EnqueueSingle)?)?;
                 report.add(seawall_enqueue(bench, Scenario::EnqueueBulk)?)?;
                 for concurrency in bench.concurrency.clone() {
-                    report.add(seawall_end_to_end(bench, concurrency)?)?;
+                    let open = seawall_end_to_end(bench, concurrency, false)?;
+                    let limited = seawall_end_to_end(bench, concurrency, true)?;
+                    report.note(format!(
+                        "seawall at concurrency {concurrency}: a rate limit that never binds \
+                         costs {:+.1} % jobs/s and {:+.1} % server time per job",
+                        (limited.jobs_per_sec / open.jobs_per_sec - 1.0) * 100.0,
+                        (limited.server_us_per_job / open.server_us_per_job - 1.0) * 100.0
+                    ));
+                    report.add(open)?;
+                    report.add(limited)?;
                 }
             }
             Self::Bullmq => {
@@ -138,6 +149,10 @@ enum Scenario {
     /// Pre-filled jobs taken, run (a no-op) and completed by the workers.
     #[serde(rename = "e2e")]
     EndToEnd,
+    /// The same under a rate limit too high to bind (1,000,000 a second):
+    /// what counting the starts in the fetch script costs.
+    #[serde(rename = "e2e_rate_limited")]
+    EndToEndRateLimited,
 }
 
 impl Scenario {
@@ -147,6 +162,7 @@ impl Scenario {
             Self::EnqueueSingle => "enqueue_single",
             Self::EnqueueBulk => "enqueue_bulk",
             Self::EndToEnd => "e2e",
+            Self::EndToEndRateLimited => "e2e_rate_limited",
         }
     }
 }
@@ -684,12 +700,23 @@ fn seawall_enqueue(bench: &mut Bench, scenario: Scenario) -> Result<Measurement>
     ))
 }
 
-/// Pre-filled jobs (not timed) drained by one worker with a no-op handler.
-fn seawall_end_to_end(bench: &mut Bench, concurrency: usize) -> Result<Measurement> {
+/// Pre-filled jobs (not timed) drained by one worker with a no-op handler;
+/// `rate_limited`, under a limit of 1,000,000 starts a second, which the
+/// worker never reaches.
+fn seawall_end_to_end(
+    bench: &mut Bench,
+    concurrency: usize,
+    rate_limited: bool,
+) -> Result<Measurement> {
     bench.flush()?;
     let jobs = bench.jobs;
     let queues = bench.runtime.block_on(async {
         let queues = seawall_queues(&bench.server.url()).await?;
+        if rate_limited {
+            queues
+                .set_rate_limit("bench", 1_000_000, std::time::Duration::from_secs(1))
+                .await?;
+        }
         let options = JobOptions::new();
         queues
             .enqueue_many("bench", (0..jobs).map(|n| (n, options.clone())))
@@ -714,9 +741,14 @@ fn seawall_end_to_end(bench: &mut Bench, concurrency: usize) -> Result<Measureme
     if stats.completed != jobs as u64 || counts.waiting + counts.active + counts.dead > 0 {
         return Err(format!("seawall ended with {stats:?} and {counts:?}").into());
     }
+    let scenario = if rate_limited {
+        Scenario::EndToEndRateLimited
+    } else {
+        Scenario::EndToEnd
+    };
     Ok(Measurement::new(
         System::Seawall,
-        Scenario::EndToEnd,
+        scenario,
         concurrency,
         jobs,
         seconds,
@@ -970,6 +1002,7 @@ mod tests {
             Scenario::EnqueueSingle,
             Scenario::EnqueueBulk,
             Scenario::EndToEnd,
+            Scenario::EndToEndRateLimited,
         ] {
             assert_eq!(serde_json::json!(scenario), scenario.name());
         }
