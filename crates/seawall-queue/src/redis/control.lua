@@ -153,8 +153,8 @@ elseif op == 'rate_limit' then
   local max = whole(8, 0, 1000000)
   local per = whole(9, 1, MAX_MS)
   if max == 0 then
-    redis.call('HDEL', meta, 'rlm', 'rlp')
-    redis.call('DEL', base .. 'rl')
+    redis.call('HDEL', meta, 'rlm', 'rlp', 'rlc')
+    redis.call('DEL', base .. 'rlog')
   else
     redis.call('HSET', meta, 'rlm', int(max), 'rlp', int(per))
   end
@@ -165,11 +165,12 @@ elseif op == 'limits' then
   -- (0, 0: none), the starts within its window, the group rate limit's
   -- max and ms, the group concurrency cap (0: none), the hold's end (ms)
   -- and the server's time.
-  local c = redis.call('HMGET', meta, 'rlm', 'rlp', 'grm', 'grp', 'gcap', 'hold')
+  local c = redis.call('HMGET', meta, 'rlm', 'rlp', 'grm', 'grp', 'gcap', 'hold', 'rlc')
   local rate_max, rate_per = tonumber(c[1] or '0'), tonumber(c[2] or '0')
   local started = 0
   if rate_max > 0 then
-    started = redis.call('ZCOUNT', base .. 'rl', '(' .. int(now - rate_per), '+inf')
+    started = rate_started(base .. 'rlog', tonumber(c[7] or '0'), rate_per)
+    redis.call('HSET', meta, 'rlc', int(started))
   end
   return { rate_max, rate_per, started, tonumber(c[3] or '0'), tonumber(c[4] or '0'),
     tonumber(c[5] or '0'), tonumber(c[6] or '0'), now }

@@ -113,7 +113,7 @@ promote()
 recover()
 
 local out = { now, 0, rejected, 0, lease }
-local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp')
+local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp', 'rlc')
 if control[1] == '1' then
   out[4] = 1
   want = 0
@@ -130,14 +130,17 @@ if hold > now then
   limited_until = hold
 end
 -- The rate limit: at most `rlm` jobs start in any `rlp` ms, on the
--- server's clock, across every worker. `rl` holds the ids of the jobs
--- started within the last `rlp` ms, by start time.
-local rate_key = base .. 'rl'
+-- server's clock, across every worker. `rlog` lists the fetches that
+-- started jobs within the window, oldest first, each as '<ms> <jobs>',
+-- and meta `rlc` holds the sum of their jobs: a fetch costs a push and
+-- the pops of what left the window, not a write per job. The log has no
+-- expiry: a quiet queue keeps at most one window's fetches in it.
+local rate_log = base .. 'rlog'
 local rate_max, rate_per = tonumber(control[2] or ''), tonumber(control[3] or '')
-local rate_room = nil
+local rate_room, in_window = nil, 0
 if rate_max and rate_per then
-  redis.call('ZREMRANGEBYSCORE', rate_key, '-inf', int(now - rate_per))
-  rate_room = rate_max - redis.call('ZCARD', rate_key)
+  in_window = rate_started(rate_log, tonumber(control[7] or '0'), rate_per)
+  rate_room = rate_max - in_window
   if rate_room < 0 then rate_room = 0 end
   if rate_room < want then want = rate_room end
 end
@@ -260,21 +263,17 @@ end
 
 if rate_room then
   if taken > 0 then
-    local starts = {}
-    -- Each run by its lease token, unique per run.
-    for i = 5, #record, 2 do
-      starts[#starts + 1] = now_text
-      starts[#starts + 1] = record[i]
-    end
-    chunked('ZADD', rate_key, starts)
-    redis.call('PEXPIRE', rate_key, int(rate_per))
+    redis.call('RPUSH', rate_log, now_text .. ' ' .. int(taken))
+  end
+  if taken > 0 or in_window ~= tonumber(control[7] or '0') then
+    redis.call('HSET', meta, 'rlc', int(in_window + taken))
   end
   if taken >= rate_room then
     -- The window is full: the next start is allowed when its oldest
     -- start leaves it.
-    local oldest = redis.call('ZRANGE', rate_key, '0', '0', 'WITHSCORES')
+    local oldest = redis.call('LINDEX', rate_log, '0')
     local free_at = now + 1
-    if oldest[2] then free_at = tonumber(oldest[2]) + rate_per end
+    if oldest then free_at = tonumber(string.match(oldest, '^(%d+)')) + rate_per end
     if not limited_until or free_at > limited_until then limited_until = free_at end
   end
 end

@@ -7,10 +7,10 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `hold` (no start before this ms) |
+//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `rlc` (the jobs `rlog` lists), `hold` (no start before this ms) |
 //! | `p:{q}:rg:<group>` | sorted set | a group's runs started within the group rate limit's window (meta `grm`, `grp`) |
 //! | `p:{q}:parked` | sorted set | named groups out of the fetch rotation until a time: held, or at the group rate limit |
-//! | `p:{q}:rl` | sorted set | the runs started within the rate limit's window, by lease token, scored by start time |
+//! | `p:{q}:rlog` | list | the fetches that started jobs within the rate limit's window, oldest first: `<ms> <jobs>` |
 //! | `p:{q}:jid` | string | the last job id's sequence: the next is above it even when the server's clock is behind |
 //! | `p:{q}:id` | string | the order counter of enqueued jobs |
 //! | `p:{q}:j:<id>` | hash | one job's record |

@@ -532,6 +532,25 @@ end
 -- handler, or at the group rate limit (see fetch.lua).
 local parked_key = base .. 'parked'
 
+-- How many jobs started within the last `per` ms by the rate limit's log
+-- (`log`: '<ms> <jobs>' per fetch that started any, oldest first), given
+-- `started`, the sum of the log's jobs (meta `rlc`): drops the fetches that
+-- left the window and answers what is left of the sum. A server clock that
+-- went back leaves later entries behind an older one: they are dropped
+-- late, which only counts them longer.
+local function rate_started(log, started, per)
+  while started > 0 do
+    local head = redis.call('LINDEX', log, '0')
+    if not head then return 0 end
+    local at, jobs = string.match(head, '^(%d+) (%d+)$')
+    if tonumber(at) > now - per then break end
+    redis.call('LPOP', log)
+    started = started - tonumber(jobs)
+  end
+  if started < 0 then started = 0 end
+  return started
+end
+
 -- Parks a group at its rate limit until the oldest start in its window
 -- leaves it.
 local function park(group, window, per)
