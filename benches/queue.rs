@@ -14,12 +14,16 @@
 //!   100) as for BullMQ, and one worker with a no-op handler draining
 //!   pre-filled jobs (`e2e`); that again under a rate limit too high to bind
 //!   (`e2e_rate_limited`, 1,000,000 starts a second), with a note under the
-//!   table of what counting the starts costs against the run without it.
+//!   table of what counting the starts costs against the run without it;
+//!   and flows (`flows`: `--jobs` / 10 flows, at most 10,000, of a parent and
+//!   10 children added one after another while a worker of each queue, 8 at
+//!   once, runs them, the parent summing its children's results).
 //! - `bullmq`: BullMQ, the most used Node.js queue, through
 //!   `benches/queue/bullmq.mjs`, one Node.js process per measurement: enqueueing
 //!   one job at a time (`enqueue_single`, at most 20,000 jobs), enqueueing with
 //!   `addBulk` in chunks of 100 (`enqueue_bulk`), and one `Worker` with a no-op
-//!   processor draining pre-filled jobs (`e2e`). It is skipped, with a message,
+//!   processor draining pre-filled jobs (`e2e`), and the same flows through
+//!   `FlowProducer` (`getChildrenValues` in the parent). It is skipped, with a message,
 //!   when `node` or the BullMQ install (`scripts/queue-bench` makes it) is missing.
 //!
 //! Every measurement starts from an empty database (`FLUSHALL`) and, for each
@@ -52,7 +56,7 @@ use clap::{Arg, ArgAction, Command, value_parser};
 use fred::prelude::{Builder, Client, ClientLike, Config, ListInterface};
 use fred::types::Value;
 use fred::types::lists::LMoveDirection;
-use seawall_queue::{Job, JobOptions, Queues};
+use seawall_queue::{Flow, Job, JobOptions, Queues};
 use seawall_testkit::{Conn, RedisServer};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
@@ -127,6 +131,7 @@ impl System {
                         report.add(limited)?;
                     }
                 }
+                report.add(seawall_flows(bench)?)?;
             }
             Self::Bullmq => {
                 let bullmq = match Bullmq::find() {
@@ -148,6 +153,7 @@ impl System {
                 for concurrency in bench.concurrency.clone() {
                     report.add(bullmq.measure(bench, Scenario::EndToEnd, concurrency)?)?;
                 }
+                report.add(bullmq.measure(bench, Scenario::Flows, FLOW_CONCURRENCY)?)?;
             }
         }
         Ok(())
@@ -169,6 +175,11 @@ enum Scenario {
     /// what counting the starts in the fetch script costs.
     #[serde(rename = "e2e_rate_limited")]
     EndToEndRateLimited,
+    /// Flows of a parent and [`FLOW_CHILDREN`] children added one after
+    /// another while a worker of each queue runs them; the parent sums its
+    /// children's results. Timed from the first add to the last parent's
+    /// completion; the jobs counted are all of every flow's.
+    Flows,
 }
 
 impl Scenario {
@@ -179,6 +190,7 @@ impl Scenario {
             Self::EnqueueBulk => "enqueue_bulk",
             Self::EndToEnd => "e2e",
             Self::EndToEndRateLimited => "e2e_rate_limited",
+            Self::Flows => "flows",
         }
     }
 }
@@ -660,6 +672,76 @@ async fn drain(client: Client, tickets: Arc<AtomicUsize>) -> Result<()> {
     Ok(())
 }
 
+/// Children per flow in the `flows` scenario.
+const FLOW_CHILDREN: usize = 10;
+/// The most flows the `flows` scenario adds (`--jobs` / 10 if fewer).
+const MAX_FLOWS: usize = 10_000;
+/// Each queue's worker's concurrency in the `flows` scenario.
+const FLOW_CONCURRENCY: usize = 8;
+
+/// How many flows the `flows` scenario adds for `--jobs`.
+fn flow_count(jobs: usize) -> usize {
+    (jobs / FLOW_CHILDREN).clamp(1, MAX_FLOWS)
+}
+
+/// Flows added one after another while a worker of each queue runs them.
+fn seawall_flows(bench: &mut Bench) -> Result<Measurement> {
+    bench.flush()?;
+    let flows = flow_count(bench.jobs);
+    let queues = bench
+        .runtime
+        .block_on(seawall_queues(&bench.server.url()))?;
+    let options = JobOptions::new();
+    bench.reset_stats()?;
+    let started = Instant::now();
+    bench.runtime.block_on(async {
+        let parts = queues
+            .worker("parts")?
+            .concurrency(FLOW_CONCURRENCY)?
+            .start(|job: Job<usize>| std::future::ready(Ok(job.payload)));
+        let parents = queues
+            .worker("parents")?
+            .concurrency(FLOW_CONCURRENCY)?
+            .start(|job: Job<usize>| async move {
+                let mut sum = 0;
+                for child in job.children().await? {
+                    sum += child.result_as::<usize>()?.unwrap_or(0);
+                }
+                Ok::<_, seawall_queue::JobError>(sum)
+            });
+        for n in 0..flows {
+            let mut flow = Flow::new("parents", &n, &options)?;
+            for k in 0..FLOW_CHILDREN {
+                flow = flow.child(Flow::new("parts", &k, &options)?);
+            }
+            queues.enqueue_flow(flow).await?;
+        }
+        while parents.stats().completed < flows as u64 {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+        parts.shutdown(std::time::Duration::from_secs(5)).await;
+        parents.shutdown(std::time::Duration::from_secs(5)).await;
+        Ok::<_, Error>(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let commands = bench.command_stats()?;
+    for queue in ["parts", "parents"] {
+        let counts = bench.runtime.block_on(queues.counts(queue))?;
+        if counts.waiting + counts.active + counts.dead + counts.waiting_children > 0 {
+            return Err(format!("seawall's flows left {queue} with {counts:?}").into());
+        }
+    }
+    Ok(Measurement::new(
+        System::Seawall,
+        Scenario::Flows,
+        FLOW_CONCURRENCY,
+        flows * (FLOW_CHILDREN + 1),
+        seconds,
+        &commands,
+        &[],
+    ))
+}
+
 /// Pairs of end-to-end runs with and without a rate limit, per concurrency.
 const RATE_LIMIT_PAIRS: usize = 3;
 
@@ -1022,6 +1104,7 @@ mod tests {
             Scenario::EnqueueBulk,
             Scenario::EndToEnd,
             Scenario::EndToEndRateLimited,
+            Scenario::Flows,
         ] {
             assert_eq!(serde_json::json!(scenario), scenario.name());
         }

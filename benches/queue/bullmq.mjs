@@ -19,6 +19,11 @@
 // - e2e: `jobs` jobs added with addBulk beforehand (not timed), then one
 //   Worker with the given concurrency and a no-op processor, from `run()`
 //   until the last 'completed' (or 'failed') event.
+// - flows: min(jobs / 10, 10000) flows of a parent and 10 children added
+//   one after another with `FlowProducer.add`, while a Worker of each queue
+//   (the given concurrency) runs them: the children return their payload,
+//   the parent sums `getChildrenValues()`. Timed from the first add to the
+//   last parent's completion; `jobs` counts every job of every flow.
 // Every job is added with removeOnComplete { count: 1000 } and removeOnFail
 // { count: 10000 }, so the queue's memory stays bounded.
 //
@@ -57,7 +62,10 @@ const { values: args } = parseArgs({
     concurrency: { type: 'string', default: '1' },
   },
 });
-const SCENARIOS = ['enqueue_single', 'enqueue_bulk', 'e2e'];
+const SCENARIOS = ['enqueue_single', 'enqueue_bulk', 'e2e', 'flows'];
+/** Children per flow, and the most flows, as seawall-queue-bench has them. */
+const FLOW_CHILDREN = 10;
+const MAX_FLOWS = 10000;
 if (!args.url || !SCENARIOS.includes(args.scenario)) {
   fail(`usage: bullmq.mjs --url redis://host:port --scenario ${SCENARIOS.join('|')} ` +
     '[--jobs N] [--concurrency C]');
@@ -77,7 +85,7 @@ try {
 } catch (error) {
   fail(`bullmq is not installed in ${installDir} (run scripts/queue-bench): ${error.message}`);
 }
-const { Queue, Worker } = bullmq;
+const { FlowProducer, Queue, Worker } = bullmq;
 
 const connection = { url: args.url, maxRetriesPerRequest: null };
 const queueName = `bench-${args.scenario}-${process.pid}-${Date.now()}`;
@@ -91,6 +99,8 @@ try {
     result = await enqueueSingle(Math.min(jobs, SINGLE_MAX_JOBS));
   } else if (args.scenario === 'enqueue_bulk') {
     result = await enqueueBulk(jobs);
+  } else if (args.scenario === 'flows') {
+    result = await flows(Math.min(Math.max(Math.floor(jobs / FLOW_CHILDREN), 1), MAX_FLOWS), concurrency);
   } else {
     result = await endToEnd(jobs, concurrency);
   }
@@ -102,7 +112,7 @@ process.stdout.write(`${JSON.stringify({
   system: 'bullmq',
   version,
   scenario: args.scenario,
-  concurrency: args.scenario === 'e2e' ? concurrency : 1,
+  concurrency: args.scenario === 'e2e' || args.scenario === 'flows' ? concurrency : 1,
   failed: 0,
   ...result,
 })}\n`);
@@ -161,6 +171,57 @@ async function endToEnd(count, workerConcurrency) {
     return { ...result, failed };
   } finally {
     await worker.close();
+  }
+}
+
+/** `count` flows added one after another while a Worker of each queue runs them. */
+async function flows(count, workerConcurrency) {
+  const parents = `${queueName}-parents`;
+  const parts = `${queueName}-parts`;
+  const producer = new FlowProducer({ connection });
+  const options = { connection, concurrency: workerConcurrency, autorun: false };
+  const partWorker = new Worker(parts, async job => job.data.k, options);
+  const parentWorker = new Worker(parents, async job => {
+    const values = await job.getChildrenValues();
+    return Object.values(values).reduce((sum, value) => sum + value, 0);
+  }, options);
+  for (const worker of [partWorker, parentWorker]) {
+    worker.on('error', error => process.stderr.write(`bullmq worker error: ${error}\n`));
+    await worker.waitUntilReady();
+  }
+  let failed = 0;
+  try {
+    const result = await timed(count * (FLOW_CHILDREN + 1), async () => {
+      let finished = 0;
+      const done = new Promise(resolve => {
+        const onFinished = () => {
+          finished += 1;
+          if (finished === count) {
+            resolve();
+          }
+        };
+        parentWorker.on('completed', onFinished);
+        parentWorker.on('failed', () => {
+          failed += 1;
+          onFinished();
+        });
+      });
+      partWorker.on('failed', () => { failed += 1; });
+      for (const worker of [partWorker, parentWorker]) {
+        worker.run().catch(error => process.stderr.write(`bullmq worker stopped: ${error}\n`));
+      }
+      for (let n = 0; n < count; n++) {
+        const children = [];
+        for (let k = 0; k < FLOW_CHILDREN; k++) {
+          children.push({ name: 'part', queueName: parts, data: { k }, opts: JOB_OPTIONS });
+        }
+        await producer.add({ name: 'parent', queueName: parents, data: { n }, opts: JOB_OPTIONS, children });
+      }
+      await done;
+    });
+    return { ...result, failed };
+  } finally {
+    await Promise.all([partWorker.close(), parentWorker.close(), producer.close()]);
   }
 }
 
