@@ -17,7 +17,9 @@
 //!   table of what counting the starts costs against the run without it;
 //!   and flows (`flows`: `--jobs` / 10 flows, at most 10,000, of a parent and
 //!   10 children added one after another while a worker of each queue, 8 at
-//!   once, runs them, the parent summing its children's results).
+//!   once, runs them, the parent summing its children's results); and, in a
+//!   note, how late 10,000 schedulers that tick every second get their jobs
+//!   enqueued by one process running them, with the server's time per tick.
 //! - `bullmq`: BullMQ, the most used Node.js queue, through
 //!   `benches/queue/bullmq.mjs`, one Node.js process per measurement: enqueueing
 //!   one job at a time (`enqueue_single`, at most 20,000 jobs), enqueueing with
@@ -132,6 +134,7 @@ impl System {
                     }
                 }
                 report.add(seawall_flows(bench)?)?;
+                report.note(seawall_scheduler_lateness(bench)?);
             }
             Self::Bullmq => {
                 let bullmq = match Bullmq::find() {
@@ -739,6 +742,90 @@ fn seawall_flows(bench: &mut Bench) -> Result<Measurement> {
         seconds,
         &commands,
         &[],
+    ))
+}
+
+/// Schedulers in the lateness measurement, each every second.
+const SCHEDULERS: usize = 10_000;
+/// Ticks of every scheduler the lateness measurement waits for.
+const SCHEDULER_TICKS: u64 = 3;
+
+/// [`SCHEDULERS`] schedulers every second, run by one process for
+/// [`SCHEDULER_TICKS`] ticks: how late each tick's job was enqueued (the
+/// stream position of its `enqueued` event, on the server's clock, less
+/// the tick's time), and the server's time per tick. Every scheduler ticks
+/// on the same second, so each second asks for [`SCHEDULERS`] enqueues at
+/// once.
+fn seawall_scheduler_lateness(bench: &mut Bench) -> Result<String> {
+    bench.flush()?;
+    let url = bench.server.url();
+    let (lateness, ticks, seconds) = bench
+        .runtime
+        .block_on(async {
+            let settings = seawall_queue::Settings {
+                events_max_len: 1_000_000,
+                ..seawall_queue::Settings::default()
+            };
+            let builder = Builder::from_config(Config::from_url(&url)?);
+            let queues = Queues::redis(builder).settings(settings).connect().await?;
+            let every = seawall_queue::Schedule::every(std::time::Duration::from_secs(1))?;
+            let options = JobOptions::new();
+            for n in 0..SCHEDULERS {
+                queues
+                    .upsert_scheduler("ticks", &format!("s{n}"), &every, &n, &options)
+                    .await?;
+            }
+            Ok::<_, Error>(queues)
+        })
+        .and_then(|queues| {
+            bench.reset_stats()?;
+            let started = Instant::now();
+            bench.runtime.block_on(async {
+                let runner = queues.run_schedulers("ticks")?;
+                let wanted = SCHEDULERS as u64 * SCHEDULER_TICKS;
+                while runner.stats().enqueued < wanted {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                runner.shutdown().await;
+                let seconds = started.elapsed().as_secs_f64();
+                let mut lateness = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let events = queues.events("ticks", after.as_deref(), 1_000).await?;
+                    let Some(last) = events.last() else { break };
+                    after = Some(last.position.clone());
+                    for event in events.into_iter().filter(|event| event.kind == "enqueued") {
+                        let at: u64 = event
+                            .position
+                            .split('-')
+                            .next()
+                            .and_then(|ms| ms.parse().ok())
+                            .ok_or("an event position")?;
+                        let info = queues.job("ticks", &event.job).await?.ok_or("a job")?;
+                        let tick = info.tick.ok_or("a tick's job")?;
+                        let due = u64::try_from(
+                            tick.at.duration_since(std::time::UNIX_EPOCH)?.as_millis(),
+                        )?;
+                        lateness.push(at.saturating_sub(due));
+                    }
+                }
+                Ok::<_, Error>((lateness, wanted, seconds))
+            })
+        })?;
+    let stats = bench.command_stats()?;
+    let mut lateness = lateness;
+    lateness.sort_unstable();
+    let quantile = |per_mille: usize| lateness[(lateness.len() - 1) * per_mille / 1_000];
+    Ok(format!(
+        "seawall schedulers: {SCHEDULERS} every second, run until {ticks} ticks made jobs \
+         ({} by the end, in {seconds:.1} s): lateness p50 {} ms, p99 {} ms, max {} ms; \
+         server time per tick {:.1} µs, {:.2} commands per tick",
+        lateness.len(),
+        quantile(500),
+        quantile(990),
+        lateness.last().copied().unwrap_or(0),
+        stats.top_level_usec(&[]) as f64 / lateness.len() as f64,
+        stats.total() as f64 / lateness.len() as f64,
     ))
 }
 
