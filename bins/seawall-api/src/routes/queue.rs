@@ -7,6 +7,9 @@
 //! (`limits`).
 
 mod limits;
+mod named;
+
+use named::{QueuePath, queue_named, queues};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -357,15 +360,6 @@ struct CleanRequest {
     keep: Option<i64>,
 }
 
-/// The queue a path names.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-struct QueuePath {
-    /// `email`, `report`, `schedule`, `notification`, `analytics`, `backup`,
-    /// `export`, `import` or `order`.
-    queue: String,
-}
-
 /// Which jobs to list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -421,16 +415,6 @@ struct JobPath {
     id: String,
 }
 
-fn queue_named(name: &str) -> Result<QueueName, Problem> {
-    QueueName::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = QueueName::ALL.iter().map(|queue| queue.as_str()).collect();
-        Problem::not_found(format!(
-            "there is no queue {name:?}; the queues are {}",
-            names.join(", ")
-        ))
-    })
-}
-
 fn job_id(id: &str) -> Result<JobId, Problem> {
     JobId::parse(id).ok_or_else(|| Problem::not_found(format!("there is no job {id:?}")))
 }
@@ -461,10 +445,6 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Pro
         IDEMPOTENCY_KEY.as_str(),
         format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
     ))
-}
-
-fn queues(state: &AppState) -> Result<&Queues, Problem> {
-    state.queues().get().ok_or_else(problem::queue::connecting)
 }
 
 fn time(at: SystemTime) -> String {

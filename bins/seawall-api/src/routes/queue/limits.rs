@@ -9,7 +9,7 @@ use seawall_queue::{Limits, Queues, RateLimit};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{QueuePath, queue_named, queues};
+use super::named::{QueuePath, queue_named, queues};
 use crate::config::QueueName;
 use crate::extract::{Json, Path};
 use crate::problem::Problem;
