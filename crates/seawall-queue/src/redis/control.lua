@@ -169,8 +169,9 @@ elseif op == 'limits' then
   local rate_max, rate_per = tonumber(c[1] or '0'), tonumber(c[2] or '0')
   local started = 0
   if rate_max > 0 then
-    started = rate_started(base .. 'rlog', tonumber(c[7] or '0'), rate_per)
-    redis.call('HSET', meta, 'rlc', int(started))
+    local counted = tonumber(c[7] or '0')
+    started = rate_started(base .. 'rlog', counted, rate_per)
+    if started ~= counted then redis.call('HSET', meta, 'rlc', int(started)) end
   end
   return { rate_max, rate_per, started, tonumber(c[3] or '0'), tonumber(c[4] or '0'),
     tonumber(c[5] or '0'), tonumber(c[6] or '0'), now }

@@ -17,7 +17,6 @@
 //! runs the parent again. The fleet's drills cover failovers.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use seawall_queue::{
@@ -25,7 +24,7 @@ use seawall_queue::{
 };
 use seawall_testkit::{Persistence, RedisServer, wait};
 
-use crate::support::{builder, completions, unique_prefix};
+use crate::support::{Processes, builder, completions, spawn_role, unique_prefix};
 
 /// Children per flow.
 const CHILDREN: u64 = 10;
@@ -110,29 +109,6 @@ async fn work_until_killed(role: &str) -> ! {
     std::future::pending().await
 }
 
-fn spawn_worker(role: &str) -> Child {
-    Command::new(std::env::current_exe().expect("the test binary"))
-        .args([TEST, "--exact"])
-        .env(ROLE, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("a worker process starts")
-}
-
-/// The worker processes, killed when dropped (the test may panic).
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_survive_worker_kills_and_a_redis_kill() {
     if let Ok(role) = std::env::var(ROLE) {
@@ -163,7 +139,11 @@ async fn flows_survive_worker_kills_and_a_redis_kill() {
     }
 
     let role = format!("{} {prefix}", server.url());
-    let mut workers = Processes((0..PROCESSES).map(|_| spawn_worker(&role)).collect());
+    let mut workers = Processes(
+        (0..PROCESSES)
+            .map(|_| spawn_role(TEST, ROLE, &role))
+            .collect(),
+    );
     let mut kills = 0;
     let mut redis_killed = false;
     let began = Instant::now();
@@ -190,7 +170,7 @@ async fn flows_survive_worker_kills_and_a_redis_kill() {
         let victim = fastrand::usize(..PROCESSES);
         workers.0[victim].kill().expect("SIGKILL");
         workers.0[victim].wait().expect("reaped");
-        workers.0[victim] = spawn_worker(&role);
+        workers.0[victim] = spawn_role(TEST, ROLE, &role);
         kills += 1;
     }
     drop(workers);

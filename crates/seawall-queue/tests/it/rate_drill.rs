@@ -16,13 +16,12 @@
 //! within `s` of the switch (the replica's log holds the same starts, dated
 //! by the old clock); the drill runs without a failover.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
 use seawall_queue::{Job, JobError, JobOptions, JobState, Queues, Settings};
 use seawall_testkit::{RedisCluster, RedisServer, wait};
 
-use crate::support::{builder, unique_prefix};
+use crate::support::{Processes, builder, spawn_role, unique_prefix};
 
 /// Starts a second across the fleet.
 const LIMIT: u32 = 100;
@@ -74,18 +73,6 @@ async fn work_until_killed(role: &str) -> ! {
     std::future::pending().await
 }
 
-/// The worker processes, killed when dropped (the test may panic).
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The most starts within any window of `per` (ms) over sorted `starts`.
 fn most_in_window(starts: &[u64], per: u64) -> usize {
     let mut most = 0;
@@ -108,7 +95,8 @@ fn used(starts: &[u64], limit: u32, per: u64) -> f64 {
     starts.len() as f64 / allowed
 }
 
-async fn drill(test: &str, url: &str) {
+/// The drill on `url`, run by the test named `…_on_<on>`.
+async fn drill(on: &str, url: &str) {
     if let Ok(role) = std::env::var(ROLE) {
         work_until_killed(&role).await;
     }
@@ -130,18 +118,10 @@ async fn drill(test: &str, url: &str) {
         .await
         .expect("enqueues the backlog");
     let role = format!("{url} {prefix}");
+    let test = format!("rate_drill::two_processes_hold_a_rate_limit_on_{on}");
     let _processes = Processes(
         (0..PROCESSES)
-            .map(|_| {
-                Command::new(std::env::current_exe().expect("the test binary"))
-                    .args([test, "--exact"])
-                    .env(ROLE, &role)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("a worker process starts")
-            })
+            .map(|_| spawn_role(&test, ROLE, &role))
             .collect(),
     );
     wait::until_async("every job of the backlog to complete", async || {
@@ -187,20 +167,12 @@ async fn drill(test: &str, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_hold_a_rate_limit_on_redis() {
-    drill(
-        "rate_drill::two_processes_hold_a_rate_limit_on_redis",
-        &RedisServer::shared().url(),
-    )
-    .await;
+    drill("redis", &RedisServer::shared().url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_hold_a_rate_limit_on_a_cluster() {
-    drill(
-        "rate_drill::two_processes_hold_a_rate_limit_on_a_cluster",
-        &RedisCluster::shared().url(),
-    )
-    .await;
+    drill("a_cluster", &RedisCluster::shared().url()).await;
 }
 
 #[test]

@@ -12,14 +12,14 @@
 //! form (`scripts/drills --schedulers`, `SEAWALL_DRILL_FULL=1`) runs 60 s
 //! with a 10 s freeze.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use seawall_queue::{JobOptions, Queues, Schedule, Settings};
 use seawall_testkit::{Persistence, RedisServer};
 
 use crate::schedulers::ticks_enqueued;
-use crate::support::{builder, unique_prefix};
+use crate::support::{Processes, builder, spawn_role, unique_prefix};
 
 /// Processes that run the schedulers.
 const PROCESSES: usize = 3;
@@ -87,21 +87,6 @@ async fn run_until_killed(role: &str) -> ! {
     std::future::pending().await
 }
 
-/// The scheduler processes, killed when dropped (the test may panic).
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn signal(child: &Child, signal: &str) {
     let sent = Command::new("kill")
         .args([signal, &child.id().to_string()])
@@ -140,16 +125,7 @@ async fn every_tick_makes_one_job_through_a_freeze_and_a_redis_kill() {
     let role = format!("{} {prefix}", server.url());
     let processes = Processes(
         (0..PROCESSES)
-            .map(|_| {
-                Command::new(std::env::current_exe().expect("the test binary"))
-                    .args([TEST, "--exact"])
-                    .env(ROLE, &role)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("a scheduler process starts")
-            })
+            .map(|_| spawn_role(TEST, ROLE, &role))
             .collect(),
     );
     let began = now_ms();

@@ -132,3 +132,33 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// This test binary run again as one process of a drill: only the test
+/// `test`, with `role` in the environment variable `env` (which the test
+/// reads to act as that process instead).
+pub(crate) fn spawn_role(test: &str, env: &str, role: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact"])
+        .env(env, role)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("a drill process starts")
+}
+
+/// A drill's processes, killed when dropped (the test may panic): each is
+/// sent SIGCONT first, so that a frozen one dies too.
+pub(crate) struct Processes(pub(crate) Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -99,6 +99,37 @@ pub(super) fn limits_view(queue: QueueName, limits: Limits) -> LimitsView {
     }
 }
 
+/// Which rate limit a route changes.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    /// The queue's, across every worker.
+    Queue,
+    /// Each named group's, on its own.
+    Group,
+}
+
+/// Sets (`Some`) or removes (`None`) one of `queue`'s rate limits, and
+/// answers its limits after.
+async fn change(
+    state: &AppState,
+    queue: &str,
+    which: Which,
+    limit: Option<(u32, Duration)>,
+) -> Result<Json<LimitsView>, Problem> {
+    let queue = queue_named(queue)?;
+    let queues = queues(state)?;
+    let name = queue.as_str();
+    match (which, limit) {
+        (Which::Queue, Some((max, per))) => queues.set_rate_limit(name, max, per).await?,
+        (Which::Group, Some((max, per))) => queues.set_group_rate_limit(name, max, per).await?,
+        (Which::Queue, None) => queues.clear_rate_limit(name).await?,
+        (Which::Group, None) => queues.clear_group_rate_limit(name).await?,
+    }
+    tracing::info!(%queue, ?which, ?limit, "rate limit changed");
+    let limits = queues.limits(name).await?;
+    Ok(Json(limits_view(queue, limits)))
+}
+
 /// Every queue's limits, read at once. A view: a queue whose read fails is
 /// left out.
 pub(super) async fn all_limits(queues: &Queues) -> Vec<LimitsView> {
@@ -160,14 +191,8 @@ pub(super) async fn set_rate_limit(
     Path(QueuePath { queue }): Path<QueuePath>,
     body: Result<Json<RateLimitRequest>, Problem>,
 ) -> Result<Json<LimitsView>, Problem> {
-    let queue = queue_named(&queue)?;
     let Json(request) = body?;
-    let (max, per) = request.checked()?;
-    let queues = queues(&state)?;
-    queues.set_rate_limit(queue.as_str(), max, per).await?;
-    tracing::info!(%queue, max, ?per, "queue rate limit set");
-    let limits = queues.limits(queue.as_str()).await?;
-    Ok(Json(limits_view(queue, limits)))
+    change(&state, &queue, Which::Queue, Some(request.checked()?)).await
 }
 
 /// Removes the queue's rate limit.
@@ -186,12 +211,7 @@ pub(super) async fn clear_rate_limit(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Json<LimitsView>, Problem> {
-    let queue = queue_named(&queue)?;
-    let queues = queues(&state)?;
-    queues.clear_rate_limit(queue.as_str()).await?;
-    tracing::info!(%queue, "queue rate limit removed");
-    let limits = queues.limits(queue.as_str()).await?;
-    Ok(Json(limits_view(queue, limits)))
+    change(&state, &queue, Which::Queue, None).await
 }
 
 /// Sets the rate limit each named group of the queue has on its own: at
@@ -216,16 +236,8 @@ pub(super) async fn set_group_rate_limit(
     Path(QueuePath { queue }): Path<QueuePath>,
     body: Result<Json<RateLimitRequest>, Problem>,
 ) -> Result<Json<LimitsView>, Problem> {
-    let queue = queue_named(&queue)?;
     let Json(request) = body?;
-    let (max, per) = request.checked()?;
-    let queues = queues(&state)?;
-    queues
-        .set_group_rate_limit(queue.as_str(), max, per)
-        .await?;
-    tracing::info!(%queue, max, ?per, "group rate limit set");
-    let limits = queues.limits(queue.as_str()).await?;
-    Ok(Json(limits_view(queue, limits)))
+    change(&state, &queue, Which::Group, Some(request.checked()?)).await
 }
 
 /// Removes the queue's group rate limit.
@@ -244,10 +256,5 @@ pub(super) async fn clear_group_rate_limit(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Json<LimitsView>, Problem> {
-    let queue = queue_named(&queue)?;
-    let queues = queues(&state)?;
-    queues.clear_group_rate_limit(queue.as_str()).await?;
-    tracing::info!(%queue, "group rate limit removed");
-    let limits = queues.limits(queue.as_str()).await?;
-    Ok(Json(limits_view(queue, limits)))
+    change(&state, &queue, Which::Group, None).await
 }
