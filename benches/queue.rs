@@ -27,6 +27,11 @@
 //!   processor draining pre-filled jobs (`e2e`), and the same flows through
 //!   `FlowProducer` (`getChildrenValues` in the parent). It is skipped, with a message,
 //!   when `node` or the BullMQ install (`scripts/queue-bench` makes it) is missing.
+//! - `apalis`: apalis with apalis-redis, its default configuration, in this
+//!   process on the same runtime as seawall (`queue/apalis.rs`): enqueueing one
+//!   job at a time (`enqueue_single`, `TaskSink::push`, at most 20,000 jobs),
+//!   and one worker with a no-op handler draining pre-filled jobs (`e2e`), its
+//!   concurrency set with apalis's `WorkerBuilder::concurrency`.
 //!
 //! Every measurement starts from an empty database (`FLUSHALL`) and, for each
 //! concurrency C, from a fresh fill. Around the timed part the server's
@@ -64,6 +69,9 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+#[path = "queue/apalis.rs"]
+mod apalis;
+
 /// Any failure; a benchmark binary only reports it.
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -79,10 +87,12 @@ enum System {
     Seawall,
     /// BullMQ on Node.js.
     Bullmq,
+    /// apalis with apalis-redis, default settings.
+    Apalis,
 }
 
 impl System {
-    const ALL: [Self; 3] = [Self::Baseline, Self::Seawall, Self::Bullmq];
+    const ALL: [Self; 4] = [Self::Baseline, Self::Seawall, Self::Bullmq, Self::Apalis];
 
     /// The name used by `--only`, in the JSON lines and in the table.
     fn name(self) -> &'static str {
@@ -90,6 +100,7 @@ impl System {
             Self::Baseline => "baseline",
             Self::Seawall => "seawall",
             Self::Bullmq => "bullmq",
+            Self::Apalis => "apalis",
         }
     }
 
@@ -157,7 +168,9 @@ impl System {
                     report.add(bullmq.measure(bench, Scenario::EndToEnd, concurrency)?)?;
                 }
                 report.add(bullmq.measure(bench, Scenario::Flows, FLOW_CONCURRENCY)?)?;
+                report.note(bullmq.scheduler_lateness(bench)?);
             }
+            Self::Apalis => apalis::measure(bench, report)?,
         }
         Ok(())
     }
@@ -749,84 +762,160 @@ fn seawall_flows(bench: &mut Bench) -> Result<Measurement> {
 const SCHEDULERS: usize = 10_000;
 /// Ticks of every scheduler the lateness measurement waits for.
 const SCHEDULER_TICKS: u64 = 3;
+/// The worker's concurrency while the start lateness is measured.
+const SCHEDULER_WORKER_CONCURRENCY: usize = 32;
+
+/// Milliseconds since the epoch.
+fn epoch_ms(at: std::time::SystemTime) -> Result<u64> {
+    Ok(u64::try_from(
+        at.duration_since(std::time::UNIX_EPOCH)?.as_millis(),
+    )?)
+}
+
+/// The p50, p99 and max of `values`, sorted here.
+fn quantiles(mut values: Vec<u64>) -> Result<(u64, u64, u64)> {
+    values.sort_unstable();
+    let at = |per_mille: usize| values[(values.len() - 1) * per_mille / 1_000];
+    let max = *values.last().ok_or("no values")?;
+    Ok((at(500), at(990), max))
+}
 
 /// [`SCHEDULERS`] schedulers every second, run by one process for
-/// [`SCHEDULER_TICKS`] ticks: how late each tick's job was enqueued (the
-/// stream position of its `enqueued` event, on the server's clock, less
-/// the tick's time), and the server's time per tick. Every scheduler ticks
-/// on the same second, so each second asks for [`SCHEDULERS`] enqueues at
+/// [`SCHEDULER_TICKS`] ticks of each, twice. First with the runner alone:
+/// how late each tick's job was in the queue (its `enqueued` event, a
+/// stream position on the server's clock, less the tick's time; a job
+/// enqueued ahead of its tick, delayed until it, is 0 late) and the
+/// server's time per tick. Then with one worker (concurrency
+/// [`SCHEDULER_WORKER_CONCURRENCY`], no-op handler) beside it: how late each
+/// tick's job started (its run's start on the server's clock less the
+/// tick's time), which BullMQ's figure is measured as too. Every scheduler
+/// ticks on the same second, so each second asks for [`SCHEDULERS`] jobs at
 /// once.
 fn seawall_scheduler_lateness(bench: &mut Bench) -> Result<String> {
+    let queued = scheduler_run(bench, None)?;
+    let (queue_p50, queue_p99, queue_max) = quantiles(queued.lateness)?;
+    let stats = queued.stats;
+    let per_tick = queued.ticks as f64;
+    let started = scheduler_run(bench, Some(SCHEDULER_WORKER_CONCURRENCY))?;
+    let run_us = started.stats.top_level_usec(&[]) as f64 / started.ticks as f64;
+    let (start_p50, start_p99, start_max) = quantiles(started.lateness)?;
+    Ok(format!(
+        "seawall schedulers: {SCHEDULERS} every second, {SCHEDULER_TICKS} ticks each. \
+         In the queue (runner alone, {} ticks in {:.1} s): lateness p50 {queue_p50} ms, \
+         p99 {queue_p99} ms, max {queue_max} ms; server time per tick {:.1} µs, {:.2} \
+         commands per tick. Started (a worker at concurrency \
+         {SCHEDULER_WORKER_CONCURRENCY} beside it, {} ticks in {:.1} s): lateness p50 \
+         {start_p50} ms, p99 {start_p99} ms, max {start_max} ms; server time per tick (run \
+         included) {run_us:.1} µs",
+        queued.ticks,
+        queued.seconds,
+        stats.top_level_usec(&[]) as f64 / per_tick,
+        stats.total() as f64 / per_tick,
+        started.ticks,
+        started.seconds,
+    ))
+}
+
+/// What one run of the schedulers measured: per tick, how late its job was
+/// (in the queue, or started), over how many ticks and seconds.
+struct SchedulerRun {
+    lateness: Vec<u64>,
+    ticks: u64,
+    seconds: f64,
+    /// The server's statistics over the timed part.
+    stats: CommandStats,
+}
+
+/// One run of [`seawall_scheduler_lateness`]: the runner alone (`worker`
+/// `None`), timed from the server's statistics' reset; or with a worker of
+/// that concurrency, measuring when each tick's job started.
+fn scheduler_run(bench: &mut Bench, worker: Option<usize>) -> Result<SchedulerRun> {
     bench.flush()?;
     let url = bench.server.url();
-    let (lateness, ticks, seconds) = bench
-        .runtime
-        .block_on(async {
-            let settings = seawall_queue::Settings {
-                events_max_len: 1_000_000,
-                ..seawall_queue::Settings::default()
-            };
-            let builder = Builder::from_config(Config::from_url(&url)?);
-            let queues = Queues::redis(builder).settings(settings).connect().await?;
-            let every = seawall_queue::Schedule::every(std::time::Duration::from_secs(1))?;
-            let options = JobOptions::new();
-            for n in 0..SCHEDULERS {
+    let queues = bench.runtime.block_on(async {
+        let settings = seawall_queue::Settings {
+            events_max_len: 1_000_000,
+            keep_completed: 1_000_000,
+            ..seawall_queue::Settings::default()
+        };
+        let builder = Builder::from_config(Config::from_url(&url)?);
+        let queues = Queues::redis(builder).settings(settings).connect().await?;
+        let every = seawall_queue::Schedule::every(std::time::Duration::from_secs(1))?;
+        let options = JobOptions::new();
+        for n in 0..SCHEDULERS {
+            queues
+                .upsert_scheduler("ticks", &format!("s{n}"), &every, &n, &options)
+                .await?;
+        }
+        Ok::<_, Error>(queues)
+    })?;
+    bench.reset_stats()?;
+    let began = Instant::now();
+    let wanted = SCHEDULERS as u64 * SCHEDULER_TICKS;
+    bench.runtime.block_on(async {
+        let runner = queues.run_schedulers("ticks")?;
+        let worker = match worker {
+            Some(concurrency) => Some(
                 queues
-                    .upsert_scheduler("ticks", &format!("s{n}"), &every, &n, &options)
-                    .await?;
+                    .worker("ticks")?
+                    .concurrency(concurrency)?
+                    .start(|_job: Job<usize>| std::future::ready(Ok(()))),
+            ),
+            None => None,
+        };
+        loop {
+            let done = match &worker {
+                Some(worker) => worker.stats().completed,
+                None => runner.stats().enqueued,
+            };
+            if done >= wanted {
+                break;
             }
-            Ok::<_, Error>(queues)
-        })
-        .and_then(|queues| {
-            bench.reset_stats()?;
-            let started = Instant::now();
-            bench.runtime.block_on(async {
-                let runner = queues.run_schedulers("ticks")?;
-                let wanted = SCHEDULERS as u64 * SCHEDULER_TICKS;
-                while runner.stats().enqueued < wanted {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-                runner.shutdown().await;
-                let seconds = started.elapsed().as_secs_f64();
-                let mut lateness = Vec::new();
-                let mut after: Option<String> = None;
-                loop {
-                    let events = queues.events("ticks", after.as_deref(), 1_000).await?;
-                    let Some(last) = events.last() else { break };
-                    after = Some(last.position.clone());
-                    for event in events.into_iter().filter(|event| event.kind == "enqueued") {
-                        let at: u64 = event
-                            .position
-                            .split('-')
-                            .next()
-                            .and_then(|ms| ms.parse().ok())
-                            .ok_or("an event position")?;
-                        let info = queues.job("ticks", &event.job).await?.ok_or("a job")?;
-                        let tick = info.tick.ok_or("a tick's job")?;
-                        let due = u64::try_from(
-                            tick.at.duration_since(std::time::UNIX_EPOCH)?.as_millis(),
-                        )?;
-                        lateness.push(at.saturating_sub(due));
-                    }
-                }
-                Ok::<_, Error>((lateness, wanted, seconds))
-            })
-        })?;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        runner.shutdown().await;
+        if let Some(worker) = worker {
+            worker.shutdown(std::time::Duration::from_secs(5)).await;
+        }
+        Ok::<_, Error>(())
+    })?;
+    let seconds = began.elapsed().as_secs_f64();
     let stats = bench.command_stats()?;
-    let mut lateness = lateness;
-    lateness.sort_unstable();
-    let quantile = |per_mille: usize| lateness[(lateness.len() - 1) * per_mille / 1_000];
-    Ok(format!(
-        "seawall schedulers: {SCHEDULERS} every second, run until {ticks} ticks made jobs \
-         ({} by the end, in {seconds:.1} s): lateness p50 {} ms, p99 {} ms, max {} ms; \
-         server time per tick {:.1} µs, {:.2} commands per tick",
-        lateness.len(),
-        quantile(500),
-        quantile(990),
-        lateness.last().copied().unwrap_or(0),
-        stats.top_level_usec(&[]) as f64 / lateness.len() as f64,
-        stats.total() as f64 / lateness.len() as f64,
-    ))
+    let lateness = bench.runtime.block_on(async {
+        let mut lateness = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let events = queues.events("ticks", after.as_deref(), 1_000).await?;
+            let Some(last) = events.last() else { break };
+            after = Some(last.position.clone());
+            for event in events.into_iter().filter(|event| event.kind == "enqueued") {
+                let info = queues.job("ticks", &event.job).await?.ok_or("a job")?;
+                let due = epoch_ms(info.tick.ok_or("a tick's job")?.at)?;
+                let at = match worker {
+                    // Jobs enqueued ahead for ticks after the last counted
+                    // have not started: they are left out.
+                    Some(_) => match info.started_at {
+                        Some(started) => epoch_ms(started)?,
+                        None => continue,
+                    },
+                    None => event
+                        .position
+                        .split('-')
+                        .next()
+                        .and_then(|ms| ms.parse().ok())
+                        .ok_or("an event position")?,
+                };
+                lateness.push(at.saturating_sub(due));
+            }
+        }
+        Ok::<_, Error>(lateness)
+    })?;
+    Ok(SchedulerRun {
+        ticks: lateness.len() as u64,
+        lateness,
+        seconds,
+        stats,
+    })
 }
 
 /// Pairs of end-to-end runs with and without a rate limit, per concurrency.
@@ -972,6 +1061,9 @@ struct PeerResult {
     failed: u64,
     /// The raw `INFO commandstats` reply, read right after the timed part.
     commandstats: String,
+    /// The schedulers scenario's start lateness in ms: p50, p99, max.
+    #[serde(default)]
+    lateness_ms: Option<[u64; 3]>,
 }
 
 impl Bullmq {
@@ -1063,13 +1155,58 @@ impl Bullmq {
             BULLMQ_DIRECT,
         ))
     }
+
+    /// [`SCHEDULERS`] job schedulers every second, run by one worker at
+    /// [`SCHEDULER_WORKER_CONCURRENCY`] for [`SCHEDULER_TICKS`] ticks each
+    /// (bullmq.mjs's `schedulers`): how late each tick's job started, as
+    /// [`seawall_scheduler_lateness`] measures seawall's.
+    fn scheduler_lateness(&self, bench: &mut Bench) -> Result<String> {
+        bench.flush()?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("queue/bullmq.mjs");
+        let output = Process::new(&self.node)
+            .arg(&script)
+            .args(["--url", &bench.server.url(), "--scenario", "schedulers"])
+            .args(["--jobs", &SCHEDULERS.to_string()])
+            .args(["--ticks", &SCHEDULER_TICKS.to_string()])
+            .args(["--concurrency", &SCHEDULER_WORKER_CONCURRENCY.to_string()])
+            .env("BULLMQ_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!("{} failed: {}", script.display(), output.status).into());
+        }
+        let stdout = String::from_utf8(output.stdout)?;
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with('{'))
+            .ok_or_else(|| format!("{} printed no result", script.display()))?;
+        let result: PeerResult = serde_json::from_str(line)?;
+        let [p50, p99, max] = result
+            .lateness_ms
+            .ok_or_else(|| format!("bullmq.mjs gave no lateness: {line}"))?;
+        if result.failed > 0 {
+            return Err(format!("{} BullMQ scheduler jobs failed", result.failed).into());
+        }
+        let stats = CommandStats::parse(&result.commandstats);
+        Ok(format!(
+            "bullmq job schedulers: {SCHEDULERS} every second (`pattern: '* * * * * *'`), \
+             {SCHEDULER_TICKS} ticks each, a worker at concurrency \
+             {SCHEDULER_WORKER_CONCURRENCY} ({} ticks in {:.1} s): started lateness p50 {p50} \
+             ms, p99 {p99} ms, max {max} ms; server time per tick (run included) {:.1} µs",
+            result.jobs,
+            result.seconds,
+            stats.top_level_usec(BULLMQ_DIRECT) as f64 / result.jobs as f64,
+        ))
+    }
 }
 
 fn command() -> Command {
     Command::new("seawall-queue-bench")
         .about(
             "Job-queue throughput on a throwaway redis-server: a bare BLMOVE + LREM \
-             baseline and BullMQ, with Redis commands and round trips per job",
+             baseline, BullMQ and apalis, with Redis commands and round trips per job",
         )
         .arg(
             Arg::new("jobs")

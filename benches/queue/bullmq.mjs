@@ -24,6 +24,16 @@
 //   (the given concurrency) runs them: the children return their payload,
 //   the parent sums `getChildrenValues()`. Timed from the first add to the
 //   last parent's completion; `jobs` counts every job of every flow.
+// - schedulers: min(jobs, 10000) job schedulers (`queue.upsertJobScheduler`)
+//   ticking every second (`pattern: '* * * * * *'`, so every one ticks on the
+//   same whole second, as seawall's `Schedule::every` does), all starting
+//   at one whole second a few seconds ahead (`startDate`), while one Worker
+//   (the given concurrency, a no-op processor) runs their jobs; BullMQ adds
+//   each scheduler's next job, delayed, when a worker takes the current one.
+//   Per job, its tick (the millis its id ends with, `repeat:<id>:<millis>`)
+//   and how late it started (`processedOn` less the tick), until every
+//   scheduler's first `--ticks` ticks have run. Timed from the first tick;
+//   the result carries the lateness p50, p99 and max in ms.
 // Every job is added with removeOnComplete { count: 1000 } and removeOnFail
 // { count: 10000 }, so the queue's memory stays bounded.
 //
@@ -60,9 +70,12 @@ const { values: args } = parseArgs({
     scenario: { type: 'string' },
     jobs: { type: 'string', default: '100000' },
     concurrency: { type: 'string', default: '1' },
+    ticks: { type: 'string', default: '3' },
   },
 });
-const SCENARIOS = ['enqueue_single', 'enqueue_bulk', 'e2e', 'flows'];
+const SCENARIOS = ['enqueue_single', 'enqueue_bulk', 'e2e', 'flows', 'schedulers'];
+/** The most schedulers, as seawall-queue-bench has them. */
+const MAX_SCHEDULERS = 10000;
 /** Children per flow, and the most flows, as seawall-queue-bench has them. */
 const FLOW_CHILDREN = 10;
 const MAX_FLOWS = 10000;
@@ -101,6 +114,8 @@ try {
     result = await enqueueBulk(jobs);
   } else if (args.scenario === 'flows') {
     result = await flows(Math.min(Math.max(Math.floor(jobs / FLOW_CHILDREN), 1), MAX_FLOWS), concurrency);
+  } else if (args.scenario === 'schedulers') {
+    result = await schedulers(Math.min(jobs, MAX_SCHEDULERS), positiveInteger('--ticks', args.ticks), concurrency);
   } else {
     result = await endToEnd(jobs, concurrency);
   }
@@ -112,7 +127,7 @@ process.stdout.write(`${JSON.stringify({
   system: 'bullmq',
   version,
   scenario: args.scenario,
-  concurrency: args.scenario === 'e2e' || args.scenario === 'flows' ? concurrency : 1,
+  concurrency: ['e2e', 'flows', 'schedulers'].includes(args.scenario) ? concurrency : 1,
   failed: 0,
   ...result,
 })}\n`);
@@ -222,6 +237,75 @@ async function flows(count, workerConcurrency) {
     return { ...result, failed };
   } finally {
     await Promise.all([partWorker.close(), parentWorker.close(), producer.close()]);
+  }
+}
+
+/**
+ * `count` schedulers ticking every second from one whole second on, run by
+ * one Worker until each has run `ticks` jobs: how late each job started.
+ */
+async function schedulers(count, ticks, workerConcurrency) {
+  // The first tick: a whole second far enough ahead for every upsert to
+  // land before it (checked below).
+  const startDate = Math.ceil((Date.now() + 5000) / 1000) * 1000;
+  for (let start = 0; start < count; start += BULK_CHUNK) {
+    const upserts = [];
+    for (let n = start; n < Math.min(start + BULK_CHUNK, count); n++) {
+      upserts.push(queue.upsertJobScheduler(`s${n}`, { pattern: '* * * * * *', startDate },
+        { name: 'tick', data: { n }, opts: JOB_OPTIONS }));
+    }
+    await Promise.all(upserts);
+  }
+  if (Date.now() >= startDate) {
+    throw new Error(`upserting ${count} schedulers took past their first tick`);
+  }
+  const worker = new Worker(queueName, async () => {}, {
+    connection,
+    concurrency: workerConcurrency,
+    autorun: false,
+  });
+  worker.on('error', error => process.stderr.write(`bullmq worker error: ${error}\n`));
+  await worker.waitUntilReady();
+  const lateness = [];
+  const wanted = count * ticks;
+  let failed = 0;
+  let firstTick = Infinity;
+  try {
+    await stats.config('RESETSTAT');
+    await new Promise(resolve => {
+      let finished = 0;
+      const onFinished = job => {
+        const tick = Number(String(job.id).split(':').pop());
+        if (!Number.isFinite(tick) || tick < startDate) {
+          return;
+        }
+        firstTick = Math.min(firstTick, tick);
+        lateness.push(Math.max(0, job.processedOn - tick));
+        finished += 1;
+        if (finished === wanted) {
+          resolve();
+        }
+      };
+      worker.on('completed', onFinished);
+      worker.on('failed', job => {
+        failed += 1;
+        onFinished(job);
+      });
+      worker.run().catch(error => process.stderr.write(`bullmq worker stopped: ${error}\n`));
+    });
+    const seconds = (Date.now() - firstTick) / 1000;
+    const commandstats = await stats.info('commandstats');
+    lateness.sort((a, b) => a - b);
+    const at = perMille => lateness[Math.floor((lateness.length - 1) * perMille / 1000)];
+    return {
+      jobs: wanted,
+      seconds,
+      failed,
+      commandstats,
+      lateness_ms: [at(500), at(990), lateness[lateness.length - 1]],
+    };
+  } finally {
+    await worker.close();
   }
 }
 

@@ -304,11 +304,14 @@ async fn replay(
     }
 }
 
-/// Applies other instances' entries to L1 here; the last entry's id.
-fn apply(inner: &Inner, batch: Vec<(String, Invalidation, String)>) -> Option<String> {
+/// Applies other instances' entries to L1 here; the last entry's id (an
+/// entry that is no invalidation is passed over, not read again).
+fn apply(inner: &Inner, batch: Vec<(String, Option<Invalidation>, String)>) -> Option<String> {
     let mut last = None;
     for (id, invalidation, from) in batch {
-        if from != inner.origin {
+        if let Some(invalidation) = invalidation
+            && from != inner.origin
+        {
             inner.invalidate_local(&invalidation);
             bump(&inner.cache_counters.invalidations_received);
         }
@@ -427,9 +430,9 @@ fn field(reply: &Value, name: &str) -> Option<Value> {
     }
 }
 
-/// The entries of an `XREAD` reply (one stream), as id, invalidation and
-/// origin; entries that are not invalidations are skipped.
-fn entries(reply: Value) -> Vec<(String, Invalidation, String)> {
+/// The entries of an `XREAD` reply (one stream), as id, invalidation
+/// (`None` for an entry that is none) and origin.
+fn entries(reply: Value) -> Vec<(String, Option<Invalidation>, String)> {
     let streams: Vec<Value> = match reply {
         Value::Array(streams) => streams
             .into_iter()
@@ -473,9 +476,7 @@ fn entries(reply: Value) -> Vec<(String, Invalidation, String)> {
                     invalidation = Invalidation::parse(&name, value);
                 }
             }
-            if let Some(invalidation) = invalidation {
-                found.push((id, invalidation, origin));
-            }
+            found.push((id, invalidation, origin));
         }
     }
     found

@@ -105,6 +105,12 @@
 //! planned for that tick and plans the next, so racing processes, a call
 //! re-sent after a reconnection, or a change made meanwhile never make a
 //! tick's job twice. The job's record names its tick ([`JobInfo::tick`]).
+//! Each tick's job is enqueued up to a second ahead, delayed until the tick
+//! (one tick to come per scheduler; [`Queues::tick_schedulers_within`]
+//! takes another lead), many schedulers' ticks to one script call, so the
+//! job is in the queue when its tick comes however many schedulers tick on
+//! the same second; a change to the scheduler (a new schedule or template,
+//! a pause, its removal) cancels the job it enqueued ahead.
 //! What ticks missed while no process ran the schedulers make is the
 //! schedule's [`Missed`] policy: one run for the latest (the default),
 //! none, or one for each.
@@ -113,9 +119,9 @@
 //! the next tick's job as a delayed job when the current one is processed,
 //! so a scheduler advances only while a worker processes its queue, and a
 //! job removed by hand stops its scheduler. Here the plan is kept with the
-//! scheduler and ticks are enqueued when due by whichever process runs
-//! them, independent of the queue's workers; a tick's job is an ordinary
-//! job, removable and retried as any other.
+//! scheduler and ticks are enqueued by whichever process runs them,
+//! independent of the queue's workers; a tick's job is an ordinary job,
+//! removable and retried as any other.
 //!
 //! # Upgrading
 //!

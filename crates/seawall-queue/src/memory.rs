@@ -19,7 +19,7 @@ use crate::job::{Limits, Progress, RateLimit, Tick, time_of};
 use crate::store::{
     AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease,
     MAX_SCHEDULERS, NewJob, Renewed, Settings, Store, StoredScheduler, Taken, TickGuard,
-    bounded_message, millis,
+    TicksAdded, bounded_message, millis,
 };
 
 /// Scores of waiting jobs: priority × 2⁴⁰ + id, as in Redis.
@@ -78,6 +78,8 @@ struct QueueState {
     /// Enqueue answers by request id, with when they expire, oldest first.
     answers: HashMap<String, Vec<(JobId, bool)>>,
     answer_expiry: VecDeque<(u64, String)>,
+    /// Tick calls' answers by request id, with when they expire.
+    tick_answers: HashMap<String, (u64, TicksAdded)>,
     last_calls: HashMap<String, LastCall>,
     jobs: HashMap<String, Record>,
     groups: HashMap<String, BTreeSet<Line>>,
@@ -524,6 +526,31 @@ impl Step<'_> {
                 self.q.answers.remove(&old);
             }
         }
+        let now = self.now;
+        self.q.tick_answers.retain(|_, (expires, _)| *expires > now);
+    }
+
+    /// A change to scheduler `id` takes effect at its next tick (as
+    /// schedule.lua's `drop_ahead`): a job enqueued ahead for a tick still
+    /// to come is cancelled, and the run before it is the last again.
+    /// Answers that tick.
+    fn drop_ahead(&mut self, id: &str) -> Option<u64> {
+        let (tick, job) = self.q.schedulers.get(id)?.last.clone()?;
+        if tick <= self.now {
+            return None;
+        }
+        if self
+            .q
+            .jobs
+            .get(job.as_str())
+            .is_some_and(|record| record.state == JobState::Delayed)
+        {
+            self.cancel_job(job.as_str());
+        }
+        if let Some(held) = self.q.schedulers.get_mut(id) {
+            held.last = held.previous.take();
+        }
+        Some(tick)
     }
 
     /// Keeps an enqueue call's answer for a replay of the call.
@@ -1171,29 +1198,18 @@ impl Step<'_> {
 }
 
 impl MemoryStore {
-    /// Enqueues `jobs`, or a scheduler's ticks when `guard` is given: then
-    /// `None`, with nothing changed, unless the scheduler is as the guard
-    /// planned it (as enqueue.lua).
-    fn enqueue_guarded(
+    /// Enqueues `jobs` (as enqueue.lua).
+    fn enqueue_jobs(
         &self,
         queue: &str,
         request: &str,
         jobs: Vec<NewJob>,
-        guard: Option<&TickGuard>,
-    ) -> Result<Option<Vec<(JobId, bool)>>> {
+    ) -> Result<Vec<(JobId, bool)>> {
         let epoch = self.epoch.lock().clone();
         self.with(queue, |step| {
             step.expire_answers();
             if let Some(answer) = step.q.answers.get(request) {
-                return Ok(Some(answer.clone()));
-            }
-            if let Some(guard) = guard {
-                let planned = step.q.schedulers.get(&guard.scheduler).is_some_and(|held| {
-                    held.revision == guard.revision && held.next_ms == guard.next_ms && !held.paused
-                });
-                if !planned {
-                    return Ok(None);
-                }
+                return Ok(answer.clone());
             }
             // A key held by another job refuses the whole call before
             // anything changes.
@@ -1259,16 +1275,9 @@ impl MemoryStore {
                 }
                 let idempotency = idempotency.map(|(key, _)| key).unwrap_or_default();
                 let score = u64::from(job.priority) * PRIORITY_STRIDE + order + offset;
-                let tick = guard
-                    .and_then(|guard| {
-                        let tick = guard.ticks.get(usize::try_from(offset).ok()?)?;
-                        Some(format!("{tick}:{}", guard.scheduler))
-                    })
-                    .unwrap_or_default();
                 let delay_ms = job.delay_ms;
                 let record = Record {
                     idempotency,
-                    tick,
                     ..Record::new(job, score, step.now)
                 };
                 step.q.jobs.insert(id.clone(), record);
@@ -1281,16 +1290,86 @@ impl MemoryStore {
                 step.wake();
                 out.push((JobId::from(id), true));
             }
-            if let Some(guard) = guard
-                && let Some(held) = step.q.schedulers.get_mut(&guard.scheduler)
-            {
-                held.next_ms = guard.new_next_ms;
-                if let (Some(tick), Some((id, _))) = (guard.ticks.last(), out.last()) {
-                    held.last = Some((*tick, id.clone()));
-                }
-            }
             step.keep_answer(request, out.clone());
-            Ok(Some(out))
+            Ok(out)
+        })
+    }
+
+    /// Enqueues the ticks of each scheduler that is as its guard planned
+    /// it (as tick.lua).
+    fn enqueue_tick_jobs(&self, queue: &str, request: &str, guards: &[TickGuard]) -> TicksAdded {
+        let epoch = self.epoch.lock().clone();
+        self.with(queue, |step| {
+            step.expire_answers();
+            if let Some(answer) = step.q.tick_answers.get(request) {
+                return answer.1.clone();
+            }
+            let planned: Vec<bool> = guards
+                .iter()
+                .map(|guard| {
+                    step.q.schedulers.get(&guard.scheduler).is_some_and(|held| {
+                        held.revision == guard.revision
+                            && held.next_ms == guard.next_ms
+                            && !held.paused
+                    })
+                })
+                .collect();
+            let count: u64 = guards
+                .iter()
+                .zip(&planned)
+                .filter(|(_, planned)| **planned)
+                .map(|(guard, _)| guard.ticks.len() as u64)
+                .sum();
+            let clock_id = now_us().saturating_sub(ID_EPOCH_US);
+            let first = (step.q.last_id + 1).max(clock_id);
+            if count > 0 {
+                step.q.last_id = first + count - 1;
+            }
+            let order = step.q.order + 1;
+            step.q.order += count;
+            let mut offset = 0;
+            let mut out = Vec::with_capacity(guards.len());
+            for (guard, planned) in guards.iter().zip(planned) {
+                if !planned {
+                    out.push(None);
+                    continue;
+                }
+                let mut ids = Vec::with_capacity(guard.ticks.len());
+                for tick in &guard.ticks {
+                    let id = format!("{}-{epoch}", first + offset);
+                    let job = guard.job.clone();
+                    let score = u64::from(job.priority) * PRIORITY_STRIDE + order + offset;
+                    let ready = step.now.max(*tick) + job.delay_ms;
+                    let record = Record {
+                        tick: format!("{tick}:{}", guard.scheduler),
+                        ..Record::new(job, score, step.now)
+                    };
+                    step.q.jobs.insert(id.clone(), record);
+                    if ready > step.now {
+                        step.make_delayed(&id, ready);
+                    } else {
+                        step.make_waiting(&id, false);
+                    }
+                    step.emit("enqueued", &id, &[]);
+                    step.wake();
+                    ids.push(JobId::from(id));
+                    offset += 1;
+                }
+                if let Some(held) = step.q.schedulers.get_mut(&guard.scheduler) {
+                    held.next_ms = guard.new_next_ms;
+                    held.due_ms = guard.due_ms;
+                    let runs = guard.ticks.iter().copied().zip(ids.iter().cloned());
+                    for run in runs {
+                        held.previous = held.last.replace(run);
+                    }
+                }
+                out.push(Some(ids));
+            }
+            let expires = step.now + ANSWER_KEPT_MS;
+            step.q
+                .tick_answers
+                .insert(request.to_owned(), (expires, out.clone()));
+            out
         })
     }
 }
@@ -1304,22 +1383,17 @@ impl Store for MemoryStore {
         jobs: Vec<NewJob>,
         _wire: u32,
     ) -> Result<Vec<(JobId, bool)>> {
-        Ok(self
-            .enqueue_guarded(queue, request, jobs, None)?
-            .unwrap_or_default())
+        self.enqueue_jobs(queue, request, jobs)
     }
 
     async fn enqueue_ticks(
         &self,
         queue: &str,
         request: &str,
-        guard: &TickGuard,
-        jobs: Vec<NewJob>,
+        guards: &[TickGuard],
         _wire: u32,
-    ) -> Result<Option<Vec<JobId>>> {
-        Ok(self
-            .enqueue_guarded(queue, request, jobs, Some(guard))?
-            .map(|added| added.into_iter().map(|(id, _)| id).collect()))
+    ) -> Result<TicksAdded> {
+        Ok(self.enqueue_tick_jobs(queue, request, guards))
     }
 
     async fn enqueue_flow(
@@ -1435,26 +1509,47 @@ impl Store for MemoryStore {
                     next_ms: 0,
                     paused: false,
                     last: None,
+                    previous: None,
+                    due_ms: 0,
                 });
             if held.schedule == schedule && held.template == template {
                 return Ok(held.revision);
             }
             held.revision += 1;
-            if held.schedule != schedule {
-                held.schedule = schedule.to_owned();
-                held.next_ms = 0;
-            }
+            let revision = held.revision;
+            let schedule_changed = held.schedule != schedule;
+            schedule.clone_into(&mut held.schedule);
             template.clone_into(&mut held.template);
-            Ok(held.revision)
+            let dropped = step.drop_ahead(id);
+            if let Some(held) = step.q.schedulers.get_mut(id) {
+                if schedule_changed {
+                    held.next_ms = 0;
+                } else if let Some(tick) = dropped {
+                    held.next_ms = tick;
+                }
+                if (schedule_changed || dropped.is_some()) && !held.paused {
+                    held.due_ms = 0;
+                }
+            }
+            Ok(revision)
         })
     }
 
     async fn remove_scheduler(&self, queue: &str, id: &str) -> Result<bool> {
-        Ok(self.with(queue, |step| step.q.schedulers.remove(id).is_some()))
+        Ok(self.with(queue, |step| {
+            step.drop_ahead(id);
+            step.q.schedulers.remove(id).is_some()
+        }))
     }
 
     async fn pause_scheduler(&self, queue: &str, id: &str, paused: bool) -> Result<bool> {
         Ok(self.with(queue, |step| {
+            if !step.q.schedulers.contains_key(id) {
+                return false;
+            }
+            if paused {
+                step.drop_ahead(id);
+            }
             let Some(held) = step.q.schedulers.get_mut(id) else {
                 return false;
             };
@@ -1463,6 +1558,7 @@ impl Store for MemoryStore {
                 held.next_ms = 0;
             }
             held.paused = paused;
+            held.due_ms = 0;
             true
         }))
     }
@@ -1495,15 +1591,15 @@ impl Store for MemoryStore {
                 .values()
                 .filter(|held| !held.paused)
                 .collect();
-            waiting.sort_by_key(|held| (held.next_ms, held.id.as_str()));
+            waiting.sort_by_key(|held| (held.due_ms, held.id.as_str()));
             let due_count = waiting
                 .iter()
                 .take(limit)
-                .take_while(|held| held.next_ms <= step.now)
+                .take_while(|held| held.due_ms <= step.now)
                 .count();
             DueSchedulers {
                 now_ms: step.now,
-                next_due_ms: waiting.get(due_count).map(|held| held.next_ms),
+                next_due_ms: waiting.get(due_count).map(|held| held.due_ms),
                 due: waiting[..due_count]
                     .iter()
                     .map(|held| (*held).clone())

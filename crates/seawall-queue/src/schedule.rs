@@ -220,9 +220,11 @@ impl Schedule {
         if next_ms == 0 || next_ms > now_ms {
             // Nothing planned: a new, changed or resumed scheduler starts
             // from its first tick after now.
+            let next_ms = if next_ms == 0 { following } else { next_ms };
             return Plan {
                 ticks: Vec::new(),
-                next_ms: if next_ms == 0 { following } else { next_ms },
+                next_ms,
+                due_ms: next_ms,
             };
         }
         let latest = self
@@ -250,7 +252,31 @@ impl Schedule {
         Plan {
             ticks,
             next_ms: following,
+            due_ms: following,
         }
+    }
+
+    /// [`Schedule::plan`], and then the tick after now as well when it
+    /// comes within `lead_ms`: its job is enqueued ahead, delayed until
+    /// the tick, so it is in the queue when due however many schedulers
+    /// tick at once. `due_ms` is when to look at the scheduler again:
+    /// `lead_ms` before its next tick, but not before the tick enqueued
+    /// ahead (so at most one tick to come has a job).
+    pub(crate) fn plan_ahead(&self, next_ms: u64, now_ms: u64, lead_ms: u64) -> Plan {
+        let mut plan = self.plan(next_ms, now_ms);
+        let horizon = now_ms.saturating_add(lead_ms);
+        let mut ahead = None;
+        if plan.next_ms > now_ms && plan.next_ms <= horizon && plan.next_ms < NEVER_MS {
+            ahead = Some(plan.next_ms);
+            plan.ticks.push(plan.next_ms);
+            plan.next_ms = self.after(plan.next_ms);
+        }
+        plan.due_ms = if plan.next_ms >= NEVER_MS {
+            NEVER_MS
+        } else {
+            plan.next_ms.saturating_sub(lead_ms).max(ahead.unwrap_or(0))
+        };
+        plan
     }
 
     /// The schedule as stored: `every <ms> <missed>` or
@@ -366,6 +392,9 @@ impl Eq for Schedule {}
 pub(crate) struct Plan {
     pub(crate) ticks: Vec<u64>,
     pub(crate) next_ms: u64,
+    /// When to look at the scheduler again (see [`Schedule::plan_ahead`]);
+    /// `next_ms` from [`Schedule::plan`].
+    pub(crate) due_ms: u64,
 }
 
 fn instant(zone: &Tz, ms: u64) -> Option<DateTime<Tz>> {
@@ -403,8 +432,41 @@ mod tests {
             plan,
             Plan {
                 ticks: vec![],
-                next_ms: 11 * HOUR
+                next_ms: 11 * HOUR,
+                due_ms: 11 * HOUR,
             }
+        );
+    }
+
+    #[test]
+    fn the_tick_within_the_lead_is_planned_ahead_and_looked_at_again_when_due() {
+        const SECOND: u64 = 1_000;
+        let every_second = Schedule::every(Duration::from_secs(1)).expect("valid");
+        // Looked at 200 ms before 10:00:01, with 10:00:00 due.
+        let now = 10 * HOUR + 800;
+        let plan = every_second.plan_ahead(10 * HOUR, now, SECOND);
+        assert_eq!(plan.ticks, vec![10 * HOUR, 10 * HOUR + SECOND]);
+        assert_eq!(plan.next_ms, 10 * HOUR + 2 * SECOND);
+        // Not before the tick enqueued ahead: one tick to come has a job.
+        assert_eq!(plan.due_ms, 10 * HOUR + SECOND);
+        // A new scheduler's first tick is enqueued ahead at once.
+        let first = every_second.plan_ahead(0, now, SECOND);
+        assert_eq!(first.ticks, vec![10 * HOUR + SECOND]);
+        assert_eq!(first.due_ms, 10 * HOUR + SECOND);
+        // Ticks more often than the lead: still one tick ahead at a time.
+        let often = Schedule::every(Duration::from_millis(100)).expect("valid");
+        let plan = often.plan_ahead(10 * HOUR + 800, 10 * HOUR + 850, SECOND);
+        assert_eq!(plan.ticks, vec![10 * HOUR + 800, 10 * HOUR + 900]);
+        assert_eq!(
+            (plan.next_ms, plan.due_ms),
+            (10 * HOUR + 1_000, 10 * HOUR + 900)
+        );
+        // A tick beyond the lead waits: looked at again a lead before it.
+        let hourly = every_hour().plan_ahead(11 * HOUR, 10 * HOUR + 5, SECOND);
+        assert_eq!(hourly.ticks, Vec::<u64>::new());
+        assert_eq!(
+            (hourly.next_ms, hourly.due_ms),
+            (11 * HOUR, 11 * HOUR - SECOND)
         );
     }
 

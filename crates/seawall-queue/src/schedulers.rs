@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -24,12 +23,18 @@ use crate::job::{JobId, time_of};
 use crate::options::JobOptions;
 use crate::queues::{Queues, new_job};
 use crate::schedule::{NEVER_MS, Schedule};
-use crate::store::{NewJob, StoredScheduler, TickGuard, check_name, random_id};
+use crate::store::{NewJob, StoredScheduler, TickGuard, TicksAdded, check_name, millis, random_id};
 
 /// The most schedulers one look at a queue's due schedulers takes.
 const DUE_BATCH: usize = 1_000;
-/// Ticks enqueued at once by one runner.
-const IN_FLIGHT: usize = 32;
+/// Schedulers whose ticks one backend call enqueues.
+const TICK_BATCH: usize = 100;
+/// Backend calls in flight at once in one runner.
+const IN_FLIGHT: usize = 4;
+/// How far ahead of its tick a job is enqueued (delayed until the tick):
+/// it is in the queue when due, however many schedulers tick at once, as
+/// long as the runner keeps up within the lead.
+pub(crate) const LEAD: Duration = Duration::from_secs(1);
 /// The longest a runner waits before it looks again: how soon it sees a
 /// scheduler another process added or changed.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -53,6 +58,9 @@ pub struct SchedulerInfo {
     /// When its next tick is due; `None` until a runner planned it (a new,
     /// changed or resumed scheduler), or while it is paused.
     pub next_run: Option<SystemTime>,
+    /// The job already enqueued for the next tick, delayed until then (a
+    /// runner enqueues each tick's job up to a second ahead).
+    pub next_job: Option<JobId>,
     /// Its last tick that made a job, and that job.
     pub last_run: Option<(SystemTime, JobId)>,
     /// Bumped by every change to it.
@@ -76,6 +84,17 @@ impl SchedulerInfo {
     fn read(stored: StoredScheduler) -> Result<Self> {
         let schedule = Schedule::decode(&stored.schedule)?;
         let template = Template::decode(&stored.template)?;
+        // A tick whose job was enqueued ahead is the next run while it is
+        // still to come.
+        let now_ms = millis(
+            SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        let (ahead, last) = match stored.last {
+            Some((tick, job)) if tick > now_ms => (Some((tick, job)), stored.previous),
+            last => (None, last),
+        };
         Ok(Self {
             id: stored.id,
             schedule,
@@ -83,11 +102,15 @@ impl SchedulerInfo {
             priority: template.priority,
             group: Some(template.group).filter(|group| !group.is_empty()),
             paused: stored.paused,
-            next_run: (stored.next_ms > 0
-                && !stored.paused
-                && stored.next_ms < crate::schedule::NEVER_MS)
-                .then(|| time_of(stored.next_ms)),
-            last_run: stored.last.map(|(tick, job)| (time_of(tick), job)),
+            next_run: match &ahead {
+                Some((tick, _)) => Some(time_of(*tick)),
+                None => (stored.next_ms > 0
+                    && !stored.paused
+                    && stored.next_ms < crate::schedule::NEVER_MS)
+                    .then(|| time_of(stored.next_ms)),
+            },
+            next_job: ahead.map(|(_, job)| job),
+            last_run: last.map(|(tick, job)| (time_of(tick), job)),
             revision: stored.revision,
         })
     }
@@ -264,24 +287,69 @@ impl Queues {
     /// due: what [`Queues::run_schedulers`] does in a loop, for a caller
     /// that drives it itself.
     pub async fn tick_schedulers(&self, queue: &str) -> Result<TickReport> {
+        self.tick_schedulers_within(queue, LEAD).await
+    }
+
+    /// [`Queues::tick_schedulers`] with another lead than its second: each
+    /// scheduler's first tick within `lead` of now is enqueued too, as a
+    /// job delayed until the tick (one tick to come at a time per
+    /// scheduler). A longer lead leaves a runner more time to keep ahead of
+    /// many schedulers ticking at once; a change to a scheduler cancels the
+    /// job it enqueued ahead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_queue::{JobOptions, Queues, Schedule};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// let hourly = Schedule::every(Duration::from_secs(3600))?;
+    /// queues
+    ///     .upsert_scheduler("reports", "roll-up", &hourly, &"hour", &JobOptions::new())
+    ///     .await?;
+    /// let report = queues
+    ///     .tick_schedulers_within("reports", Duration::from_secs(2 * 3600))
+    ///     .await?;
+    /// assert_eq!(report.enqueued, 1);
+    /// assert_eq!(queues.counts("reports").await?.delayed, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn tick_schedulers_within(&self, queue: &str, lead: Duration) -> Result<TickReport> {
         check_name("queue name", queue)?;
+        let lead_ms = millis(lead).min(crate::store::MAX_SETTING);
         let found = self.store().due_schedulers(queue, DUE_BATCH).await?;
         let wire = self.wire_version().await;
         let now_ms = found.now_ms;
         let full = found.due.len() >= DUE_BATCH;
-        let outcomes: Vec<Result<(Option<u64>, u64)>> = futures_util::stream::iter(found.due)
-            .map(|stored| self.tick_one(queue, stored, now_ms, wire))
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
-        // The soonest of the schedulers not looked at and of the ticks just
+        let mut first_error = None;
+        let mut guards = Vec::with_capacity(found.due.len());
+        for stored in found.due {
+            match guard(stored, now_ms, lead_ms) {
+                Ok(guard) => guards.push(guard),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        // The soonest of the schedulers not looked at and of those just
         // planned; now, when more are due than one look takes.
-        let planned = outcomes
+        let planned = guards
             .iter()
-            .filter_map(|outcome| outcome.as_ref().ok())
-            .map(|(_, next_ms)| *next_ms)
-            .filter(|next_ms| *next_ms < NEVER_MS)
+            .map(|guard| guard.due_ms)
+            .filter(|due_ms| *due_ms < NEVER_MS)
             .min();
+        // Up to IN_FLIGHT calls at once, each for up to TICK_BATCH
+        // schedulers.
+        let mut outcomes = Vec::with_capacity(guards.len().div_ceil(TICK_BATCH));
+        for window in guards.chunks(TICK_BATCH * IN_FLIGHT) {
+            let mut calls = Vec::with_capacity(IN_FLIGHT);
+            for batch in window.chunks(TICK_BATCH) {
+                calls.push(self.tick_batch(queue, batch, wire));
+            }
+            outcomes.extend(futures_util::future::join_all(calls).await);
+        }
         let next_due_ms = if full {
             Some(now_ms)
         } else {
@@ -292,11 +360,16 @@ impl Queues {
             next_due_in: next_due_ms.map(|due| Duration::from_millis(due.saturating_sub(now_ms))),
             ..TickReport::default()
         };
-        let mut first_error = None;
         for outcome in outcomes {
             match outcome {
-                Ok((Some(enqueued), _)) => report.enqueued += enqueued,
-                Ok((None, _)) => report.raced += 1,
+                Ok(added) => {
+                    for added in added {
+                        match added {
+                            Some(ids) => report.enqueued += ids.len() as u64,
+                            None => report.raced += 1,
+                        }
+                    }
+                }
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
@@ -312,37 +385,11 @@ impl Queues {
         }
     }
 
-    /// Enqueues what one due scheduler's ticks make and plans its next:
-    /// the jobs enqueued, or `None` when the scheduler was no longer as
-    /// found; and the next tick planned.
-    async fn tick_one(
-        &self,
-        queue: &str,
-        stored: StoredScheduler,
-        now_ms: u64,
-        wire: u32,
-    ) -> Result<(Option<u64>, u64)> {
-        let schedule = Schedule::decode(&stored.schedule)?;
-        let plan = schedule.plan(stored.next_ms, now_ms);
-        let jobs = if plan.ticks.is_empty() {
-            Vec::new()
-        } else {
-            let template = Template::decode(&stored.template)?;
-            plan.ticks.iter().map(|_| template.job()).collect()
-        };
-        let guard_next = plan.next_ms;
-        let guard = TickGuard {
-            scheduler: stored.id,
-            revision: stored.revision,
-            next_ms: stored.next_ms,
-            new_next_ms: plan.next_ms,
-            ticks: plan.ticks,
-        };
-        let added = self
-            .store()
-            .enqueue_ticks(queue, &random_id(), &guard, jobs, wire)
-            .await?;
-        Ok((added.map(|ids| ids.len() as u64), guard_next))
+    /// Enqueues the ticks of `batch`, one backend call.
+    async fn tick_batch(&self, queue: &str, batch: &[TickGuard], wire: u32) -> Result<TicksAdded> {
+        self.store()
+            .enqueue_ticks(queue, &random_id(), batch, wire)
+            .await
     }
 
     /// Runs `queue`'s schedulers in a task of the current Tokio runtime
@@ -367,6 +414,24 @@ impl Queues {
             task: Some(task),
         })
     }
+}
+
+/// What one due scheduler's look makes: the ticks to enqueue (the one
+/// within `lead_ms` among them, ahead), its next tick, and when to look at
+/// it again, under the revision and plan it was found with.
+fn guard(stored: StoredScheduler, now_ms: u64, lead_ms: u64) -> Result<TickGuard> {
+    let schedule = Schedule::decode(&stored.schedule)?;
+    let plan = schedule.plan_ahead(stored.next_ms, now_ms, lead_ms);
+    let template = Template::decode(&stored.template)?;
+    Ok(TickGuard {
+        scheduler: stored.id,
+        revision: stored.revision,
+        next_ms: stored.next_ms,
+        new_next_ms: plan.next_ms,
+        due_ms: plan.due_ms,
+        ticks: plan.ticks,
+        job: template.job(),
+    })
 }
 
 async fn run(queues: Queues, queue: String, cancel: CancellationToken, stats: Arc<Counters>) {

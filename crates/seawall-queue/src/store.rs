@@ -281,8 +281,14 @@ pub(crate) struct StoredScheduler {
     /// planned (a new or changed schedule, a resumed scheduler).
     pub(crate) next_ms: u64,
     pub(crate) paused: bool,
-    /// Its last tick that made a job, and that job.
+    /// Its latest tick that made a job, and that job: a tick still to come
+    /// when its job was enqueued ahead, delayed until then.
     pub(crate) last: Option<(u64, JobId)>,
+    /// The tick that made a job before `last`, and that job.
+    pub(crate) previous: Option<(u64, JobId)>,
+    /// When a runner looks at it next, in ms since the epoch (see
+    /// [`TickGuard::due_ms`]); 0 while it is paused.
+    pub(crate) due_ms: u64,
 }
 
 /// What [`Store::due_schedulers`] found.
@@ -296,18 +302,30 @@ pub(crate) struct DueSchedulers {
     pub(crate) next_due_ms: Option<u64>,
 }
 
-/// The condition and effect of a scheduler's enqueue: it adds its jobs
-/// only while the scheduler still holds `revision` and `next_ms`, and
-/// then plans `new_next_ms`.
+/// The condition and effect of a scheduler's enqueue: it adds a job per
+/// tick only while the scheduler still holds `revision` and `next_ms`, and
+/// then plans `new_next_ms`, to be looked at again at `due_ms`.
 #[derive(Debug, Clone)]
 pub(crate) struct TickGuard {
     pub(crate) scheduler: String,
     pub(crate) revision: u64,
     pub(crate) next_ms: u64,
     pub(crate) new_next_ms: u64,
-    /// The tick each job is for, in the order of the jobs.
+    /// When a runner should look at the scheduler again: ahead of
+    /// `new_next_ms`, so that tick's job is in the queue before it is due,
+    /// but not before the last of `ticks`, so at most one tick to come has
+    /// a job.
+    pub(crate) due_ms: u64,
+    /// The ticks to make a job for, oldest first. A tick still to come
+    /// makes a delayed job, ready at the tick (plus the template's delay).
     pub(crate) ticks: Vec<u64>,
+    /// The job each tick makes.
+    pub(crate) job: NewJob,
 }
+
+/// What [`Store::enqueue_ticks`] added, per guard: the jobs, or `None` for
+/// a stale guard.
+pub(crate) type TicksAdded = Vec<Option<Vec<JobId>>>;
 
 /// One job of a flow as a backend adds it, parents before their children.
 #[derive(Debug, Clone)]
@@ -339,17 +357,18 @@ pub(crate) trait Store: Send + Sync + 'static {
         jobs: Vec<NewJob>,
         wire: u32,
     ) -> Result<Vec<(JobId, bool)>>;
-    /// Enqueues a scheduler's ticks (as [`Store::enqueue`]) if the
-    /// scheduler is as `guard` planned it; `None`, with nothing changed,
-    /// when it is not (another process enqueued them, or it changed).
+    /// Enqueues the ticks of each scheduler that is as its guard planned
+    /// it, all in one step; per guard, the jobs added, or `None`, with
+    /// nothing changed for that scheduler, when it is not (another process
+    /// enqueued the ticks, or it changed). `request` as for
+    /// [`Store::enqueue`].
     async fn enqueue_ticks(
         &self,
         queue: &str,
         request: &str,
-        guard: &TickGuard,
-        jobs: Vec<NewJob>,
+        guards: &[TickGuard],
         wire: u32,
-    ) -> Result<Option<Vec<JobId>>>;
+    ) -> Result<TicksAdded>;
     /// Adds a flow, all its jobs or none: each waits until its children
     /// finished (a job without any is released at once). Answers the ids
     /// in the order of `nodes`; `request` as for [`Store::enqueue`].

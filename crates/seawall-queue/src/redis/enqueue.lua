@@ -1,10 +1,6 @@
 -- ARGV[7]: this call's request id; ARGV[8]: how many jobs; ARGV[9]: the
 -- wire version of the ids to give (1: digits alone, which the release
--- before epochs reads; 2: `<sequence>-<epoch>`); ARGV[10]: a scheduler's
--- id when the call enqueues that scheduler's ticks (see schedule.lua), else
--- empty; for a scheduler's call, ARGV[11..13] are the revision and the
--- planned next tick the scheduler must still hold, and the next tick to
--- plan, then one tick time (ms) per job; then 9 fields per job: payload,
+-- before epochs reads; 2: `<sequence>-<epoch>`); then 9 fields per job: payload,
 -- priority, max attempts, backoff, timeout ms, group, delay ms,
 -- idempotency key, its window ms; or 10, the tenth each job's trace
 -- context (empty for none), when any job of the call carries one (a call
@@ -12,31 +8,14 @@
 -- was added or 0 when an earlier job with the same idempotency key answered
 -- for it; or { 'mismatch', n } when job n (from 1) names an idempotency key
 -- that an earlier job holds with another payload or options, and then adds
--- nothing; or { 'stale' } when the scheduler no longer holds that revision
--- and tick (another process enqueued the tick, or the scheduler changed),
--- and then adds nothing. A call re-sent with the same request id (a client
+-- nothing. A call re-sent with the same request id (a client
 -- that replays commands after reconnecting) answers the first call's
 -- result and adds nothing.
 local request = shaped(7, REQUEST, 32, 'a request id')
-local scheduler = ARGV[10] or ''
--- A scheduler's call may carry no job: it only plans the next tick.
-local fewest = 1
-if scheduler ~= '' then fewest = 0 end
-local count = whole(8, fewest, 10000)
+local count = whole(8, 1, 10000)
 local wire = whole(9, 1, 2)
--- Where the jobs' fields start: after the scheduler's arguments and ticks.
-local JOBS = 11
-local ticks = {}
-if scheduler ~= '' then
-  shaped(10, '^[^%s%c{}]+$', 128, 'a scheduler id')
-  -- Times in ms up to the end of year 9999 (NEVER_MS in schedule.rs).
-  local LATEST = 253402300799999
-  whole(11, 1, MAX_SETTING)
-  whole(12, 0, LATEST)
-  whole(13, 1, LATEST)
-  for i = 0, count - 1 do ticks[i] = whole(14 + i, 0, LATEST) end
-  JOBS = 14 + count
-end
+-- Where the jobs' fields start.
+local JOBS = 10
 -- Fields per job: count * 9 and count * 10 arguments differ for every
 -- count from 1 on.
 local FIELDS = 10
@@ -96,15 +75,6 @@ local epoch = id_epoch(wire)
 local id_key = base .. 'jid'
 local first = first_sequence(base)
 local function id_at(i) return int(first + i) .. epoch end
-
--- A scheduler's tick is enqueued once: by the call that finds the
--- scheduler as it planned it (not by a racing process, nor after a
--- change), and that moves its next tick on (a replay answers below).
-local scheduler_key = base .. 's:' .. scheduler
-if scheduler ~= '' and redis.call('EXISTS', base .. 'r:' .. request) == 0 then
-  local held = redis.call('HMGET', scheduler_key, 'rev', 'next', 'paused')
-  if held[1] ~= ARGV[11] or held[2] ~= ARGV[12] or held[3] == '1' then return { 'stale' } end
-end
 
 -- The answer is known before anything is written: per job, its id and 1
 -- when it is added, or an earlier job's id and 0 when that job holds the
@@ -171,14 +141,6 @@ end
 -- A replay of this call answers the first call's answer and adds nothing.
 local replayed = answer_once(request, out)
 if replayed then return replayed end
-if scheduler ~= '' then
-  redis.call('HSET', scheduler_key, 'next', ARGV[13])
-  redis.call('ZADD', base .. 'sdue', ARGV[13], scheduler)
-  if count > 0 then
-    redis.call('HSET', scheduler_key, 'lt', int(ticks[count - 1]), 'lj', id_at(count - 1))
-  end
-end
-if count == 0 then return out end
 redis.call('SET', id_key, int(first + count - 1))
 -- Waiting jobs of one level run in the order of this counter.
 local order = redis.call('INCRBY', base .. 'id', int(count)) - count + 1
@@ -212,7 +174,6 @@ for i = 0, count - 1 do
     if idempotency ~= '' then fields[#fields + 1] = 'ik'; fields[#fields + 1] = idempotency end
     local trace = trace_at(at)
     if trace ~= '' then fields[#fields + 1] = 'tc'; fields[#fields + 1] = trace end
-    if scheduler ~= '' then fields[#fields + 1] = 'sk'; fields[#fields + 1] = int(ticks[i]) .. ':' .. scheduler end
     redis.call('HSET', key, unpack(fields))
     if delay > 0 then
       redis.call('ZADD', delayed_key, ready, id)

@@ -62,13 +62,13 @@ use crate::job::{
 use crate::store::{
     AfterFailure, DeadJobs, DueSchedulers, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease,
     MAX_SCHEDULERS, MAX_SETTING, NewJob, Renewed, Settings, Store, StoredScheduler, TickGuard,
-    bounded_message, millis, random_id,
+    TicksAdded, bounded_message, millis, random_id,
 };
 
 use self::blocking::{Blocker, BlockingPool};
 use self::reply::{
-    added_ids, array, count, enqueued_ids, job_info, mismatch, number, stale, stored_scheduler,
-    stream_events, taken, text, unsigned,
+    added_ids, array, count, enqueued_ids, job_info, mismatch, number, stored_scheduler,
+    stream_events, taken, text, tick_ids, unsigned,
 };
 
 const PRELUDE: &str = include_str!("prelude.lua");
@@ -81,6 +81,7 @@ pub(crate) struct Scripts {
     progress: Script,
     control: Script,
     schedule: Script,
+    tick: Script,
     processes: Script,
     flow: Script,
 }
@@ -96,6 +97,7 @@ impl Scripts {
             progress: script(include_str!("progress.lua")),
             control: script(include_str!("control.lua")),
             schedule: script(include_str!("schedule.lua")),
+            tick: script(include_str!("tick.lua")),
             processes: Script::from_lua(include_str!("processes.lua")),
             flow: script(include_str!("flow.lua")),
         }
@@ -352,13 +354,12 @@ impl RedisStore {
 }
 
 /// The enqueue script's keys and arguments after the prelude's: the call,
-/// a scheduler's guard if any, then each job's fields (see enqueue.lua).
+/// then each job's fields (see enqueue.lua).
 fn enqueue_args(
     (keys, mut args): (Vec<String>, Vec<Value>),
     request: &str,
     jobs: &[NewJob],
     wire: u32,
-    guard: Option<&TickGuard>,
 ) -> (Vec<String>, Vec<Value>) {
     // A job's trace context is sent only when one of the call's jobs has
     // one: the script takes 9 fields a job, or 10.
@@ -368,16 +369,6 @@ fn enqueue_args(
     args.push(Value::from(request));
     args.push(int(jobs.len() as u64));
     args.push(int(u64::from(wire)));
-    match guard {
-        None => args.push(Value::from("")),
-        Some(guard) => {
-            args.push(Value::from(guard.scheduler.as_str()));
-            args.push(int(guard.revision));
-            args.push(int(guard.next_ms));
-            args.push(int(guard.new_next_ms));
-            args.extend(guard.ticks.iter().map(|tick| int(*tick)));
-        }
-    }
     for job in jobs {
         // The key's hold as the script reads it: a window in ms, or `s`
         // (until started), `c` (until completed), `d` (debounce).
@@ -422,7 +413,7 @@ impl Store for RedisStore {
     ) -> Result<Vec<(JobId, bool)>> {
         // A job's trace context is sent only when one of the call's jobs
         // has one: the script takes 9 fields a job, or 10.
-        let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire, None);
+        let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire);
         let idempotency_keys: Vec<String> = jobs
             .iter()
             .map(|job| {
@@ -456,21 +447,40 @@ impl Store for RedisStore {
         &self,
         queue: &str,
         request: &str,
-        guard: &TickGuard,
-        jobs: Vec<NewJob>,
+        guards: &[TickGuard],
         wire: u32,
-    ) -> Result<Option<Vec<JobId>>> {
+    ) -> Result<TicksAdded> {
         // Not waited for by replicas, as other enqueues may be: a tick a
         // failover loses is lost with the plan that its scheduler moved on,
         // so the new primary enqueues that tick again.
-        let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire, Some(guard));
-        let reply = self.run(&self.scripts.enqueue, keys, args).await?;
-        if stale(&reply) {
-            return Ok(None);
+        let fields: usize = guards.iter().map(|guard| 13 + guard.ticks.len()).sum();
+        let (keys, mut args) = self.prelude(queue, 3 + fields);
+        args.push(Value::from(request));
+        args.push(int(u64::from(wire)));
+        args.push(int(guards.len() as u64));
+        for guard in guards {
+            let job = &guard.job;
+            args.extend([
+                Value::from(guard.scheduler.as_str()),
+                int(guard.revision),
+                int(guard.next_ms),
+                int(guard.new_next_ms),
+                int(guard.due_ms),
+                int(guard.ticks.len() as u64),
+            ]);
+            args.extend(guard.ticks.iter().map(|tick| int(*tick)));
+            args.extend([
+                Value::Bytes(job.payload.clone().into()),
+                int(u64::from(job.priority)),
+                int(u64::from(job.max_attempts)),
+                Value::from(job.backoff.as_str()),
+                int(job.timeout_ms),
+                Value::from(job.group.as_str()),
+                int(job.delay_ms),
+            ]);
         }
-        Ok(Some(
-            enqueued_ids(reply)?.into_iter().map(|(id, _)| id).collect(),
-        ))
+        let reply = self.run(&self.scripts.tick, keys, args).await?;
+        tick_ids(reply, guards.len())
     }
 
     async fn enqueue_flow(

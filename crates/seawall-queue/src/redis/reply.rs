@@ -6,7 +6,7 @@ use fred::types::Value;
 
 use crate::error::{Error, Result};
 use crate::job::{AttemptError, Event, JobId, JobInfo, JobState, Progress, Tick, time_of};
-use crate::store::{Lease, StoredScheduler, Taken};
+use crate::store::{Lease, StoredScheduler, Taken, TicksAdded};
 
 pub(super) fn array(value: Value) -> Result<Vec<Value>> {
     match value {
@@ -195,11 +195,40 @@ pub(super) fn added_ids(reply: &Value) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Whether a scheduler's enqueue found the scheduler changed or its tick
-/// taken (`{ 'stale' }`).
-pub(super) fn stale(reply: &Value) -> bool {
-    matches!(reply, Value::Array(values)
-        if values.len() == 1 && values[0].as_str().as_deref() == Some("stale"))
+/// tick.lua's answer for `schedulers` schedulers: per scheduler, `-` when
+/// its plan was stale, else how many jobs it made and their ids.
+pub(super) fn tick_ids(reply: Value, schedulers: usize) -> Result<TicksAdded> {
+    let words = array(reply)?;
+    let mut words = words.iter();
+    let mut out = Vec::with_capacity(schedulers);
+    while let Some(word) = words.next() {
+        let word = text(word)?;
+        if word == "-" {
+            out.push(None);
+            continue;
+        }
+        let count: usize = word
+            .parse()
+            .map_err(|_| Error::Protocol(format!("the tick script answered {word:?}")))?;
+        let ids = words
+            .by_ref()
+            .take(count)
+            .map(|id| Ok(JobId::from(text(id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        if ids.len() != count {
+            return Err(Error::Protocol(
+                "the tick script's answer ends early".to_owned(),
+            ));
+        }
+        out.push(Some(ids));
+    }
+    if out.len() != schedulers {
+        return Err(Error::Protocol(format!(
+            "the tick script answered for {} schedulers of {schedulers}",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 /// An enqueue's answer: per job, its id and whether it was added.
@@ -211,7 +240,8 @@ pub(super) fn enqueued_ids(reply: Value) -> Result<Vec<(JobId, bool)>> {
 }
 
 /// A scheduler's record as schedule.lua answers it: id, schedule,
-/// template, revision, next, paused, last tick, last job.
+/// template, revision, next, paused, last tick, last job, previous tick,
+/// previous job, when a runner looks at it next (0: paused).
 pub(super) fn stored_scheduler(reply: Value) -> Result<StoredScheduler> {
     let fields = array(reply)?;
     let [
@@ -223,14 +253,18 @@ pub(super) fn stored_scheduler(reply: Value) -> Result<StoredScheduler> {
         paused,
         last_tick,
         last_job,
-    ] = <[Value; 8]>::try_from(fields).map_err(|fields| {
+        previous_tick,
+        previous_job,
+        due,
+    ] = <[Value; 11]>::try_from(fields).map_err(|fields| {
         Error::Protocol(format!("a scheduler's record has {} fields", fields.len()))
     })?;
-    let last_job = text(&last_job)?;
-    let last = if last_job.is_empty() {
-        None
-    } else {
-        Some((unsigned(&last_tick)?, JobId::from(last_job)))
+    let run = |tick: &Value, job: &Value| -> Result<Option<(u64, JobId)>> {
+        let job = text(job)?;
+        if job.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((unsigned(tick)?, JobId::from(job))))
     };
     Ok(StoredScheduler {
         id: text(&id)?,
@@ -239,6 +273,8 @@ pub(super) fn stored_scheduler(reply: Value) -> Result<StoredScheduler> {
         revision: unsigned(&revision)?,
         next_ms: unsigned(&next)?,
         paused: text(&paused)? == "1",
-        last,
+        last: run(&last_tick, &last_job)?,
+        previous: run(&previous_tick, &previous_job)?,
+        due_ms: unsigned(&due)?,
     })
 }

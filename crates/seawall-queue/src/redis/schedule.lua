@@ -1,12 +1,15 @@
 -- A queue's schedulers; ARGV[7] names the operation, ARGV[8..] are its
 -- arguments. A scheduler `s` lives in the hash `s:<s>` (fields `sch`, its
 -- schedule as text; `tpl`, its job template; `rev`, bumped by every change;
--- `next`, when its next tick is due in ms, 0 while none is planned;
--- `paused`; `lt` and `lj`, its last tick that made a job and that job), is
--- listed in the sorted set `sids` (all at score 0, so in the order of its
--- id), and waits for its next tick in the sorted set `sdue` (by `next`)
--- while it is not paused. Ticks are enqueued by enqueue.lua, whose guard
--- checks `rev` and `next` and moves `next` on in the same call.
+-- `next`, its next tick that has no job yet, in ms, 0 while none is
+-- planned; `paused`; `lt` and `lj`, its latest tick that made a job and
+-- that job, and `pt` and `pj` the tick and job before them), is listed in
+-- the sorted set `sids` (all at score 0, so in the order of its id), and
+-- waits in the sorted set `sdue` while it is not paused, scored by when a
+-- runner should look at it next. Ticks are enqueued by tick.lua, whose
+-- guard checks `rev` and `next` and moves `next` on in the same call; it
+-- enqueues the coming tick's job ahead, delayed until the tick, so `lt` may
+-- be a tick still to come.
 local op = ARGV[7]
 local ids_key = base .. 'sids'
 local due_key = base .. 'sdue'
@@ -17,18 +20,38 @@ local function scheduler_id(index)
   return shaped(index, '^[^%s%c{}]+$', 128, 'a scheduler id')
 end
 -- A scheduler's record, as the client reads it: id, schedule, template,
--- revision, next, paused, last tick, last job.
+-- revision, next, paused, last tick, last job, previous tick, previous
+-- job, when a runner looks at it next (0 while paused).
 local function record(id)
-  local fields = redis.call('HMGET', scheduler_key(id), 'sch', 'tpl', 'rev', 'next', 'paused', 'lt', 'lj')
+  local fields = redis.call('HMGET', scheduler_key(id), 'sch', 'tpl', 'rev', 'next', 'paused', 'lt', 'lj', 'pt', 'pj')
   if not fields[1] then return nil end
-  return { id, fields[1], fields[2], fields[3], fields[4], fields[5] or '0', fields[6] or '', fields[7] or '' }
+  local due = redis.call('ZSCORE', due_key, id) or '0'
+  return { id, fields[1], fields[2], fields[3], fields[4], fields[5] or '0', fields[6] or '',
+    fields[7] or '', fields[8] or '', fields[9] or '', due }
+end
+
+-- A change to a scheduler takes effect at its next tick: a job enqueued
+-- ahead for a tick still to come is cancelled, and the tick before it is
+-- the last again. Returns that tick, or nil when there was none.
+local function drop_ahead(key)
+  local held = redis.call('HMGET', key, 'lt', 'lj', 'pt', 'pj')
+  if not held[1] or tonumber(held[1]) <= now then return nil end
+  if redis.call('HGET', job_key(held[2]), 's') == 'delayed' then cancel_job(held[2]) end
+  if held[4] then
+    redis.call('HSET', key, 'lt', held[3], 'lj', held[4])
+    redis.call('HDEL', key, 'pt', 'pj')
+  else
+    redis.call('HDEL', key, 'lt', 'lj')
+  end
+  return held[1]
 end
 
 if op == 'upsert' then
   -- ARGV[8]: the id; ARGV[9]: the schedule; ARGV[10]: the template; ARGV[11]:
   -- the most schedulers the queue may hold. A changed schedule plans its
   -- next tick anew (the one planned before does not run); a changed
-  -- template alone keeps the planned tick. Returns the revision.
+  -- template alone keeps the planned tick, whose job enqueued ahead is made
+  -- again from the new template. Returns the revision.
   local id = scheduler_id(8)
   local schedule = shaped(9, '^%S', 1024, 'a schedule')
   if #ARGV[10] > MAX_PAYLOAD + 65536 then refuse('a template is over the largest payload') end
@@ -41,14 +64,19 @@ if op == 'upsert' then
   end
   local revision = tonumber(held[3] or '0') + 1
   redis.call('HSET', key, 'sch', schedule, 'tpl', ARGV[10], 'rev', int(revision))
+  local dropped = drop_ahead(key)
   if held[1] ~= schedule then
     redis.call('HSET', key, 'next', '0')
+    if held[4] ~= '1' then redis.call('ZADD', due_key, '0', id) end
+  elseif dropped then
+    redis.call('HSET', key, 'next', dropped)
     if held[4] ~= '1' then redis.call('ZADD', due_key, '0', id) end
   end
   redis.call('ZADD', ids_key, '0', id)
   return revision
 elseif op == 'remove' then
   local id = scheduler_id(8)
+  drop_ahead(scheduler_key(id))
   redis.call('ZREM', due_key, id)
   redis.call('ZREM', ids_key, id)
   return redis.call('DEL', scheduler_key(id))
@@ -59,6 +87,7 @@ elseif op == 'pause' or op == 'resume' then
   local key = scheduler_key(id)
   if redis.call('EXISTS', key) == 0 then return 0 end
   if op == 'pause' then
+    drop_ahead(key)
     redis.call('HSET', key, 'paused', '1')
     redis.call('ZREM', due_key, id)
   elseif redis.call('HGET', key, 'paused') == '1' then

@@ -369,13 +369,11 @@ async fn a_fetch_stops_taking_past_its_byte_budget() {
 async fn numbers_that_are_not_integers_are_refused_before_anything_is_written() {
     let (store, prefix) = store().await;
     let enqueue = |window: &'static str, priority: &'static str| {
-        let (keys, mut args) = store.prelude("q", 14);
+        let (keys, mut args) = store.prelude("q", 13);
         args.extend([
             fred::types::Value::from(random_id()),
             redis::int(1),
             redis::int(u64::from(WIRE_VERSION)),
-            // No scheduler.
-            fred::types::Value::from(""),
             fred::types::Value::from("1"),
             fred::types::Value::from(priority),
             fred::types::Value::from("3"),

@@ -26,8 +26,9 @@ const LONG: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A job enqueued, with the key `k` held until it starts (`unique`
-    /// 1) or completes (2), or with none (0).
+    /// A job enqueued with the key `k`, by `unique`: none (0), held until
+    /// the job starts (1) or completes (2), or debounced (3: delayed, and a
+    /// later job with the key while it waits replaces its payload).
     Enqueue {
         delayed: bool,
         group: u8,
@@ -58,13 +59,16 @@ enum Op {
     LoseWrites,
     /// The scheduler's ticks are enqueued: `jobs` of them (0 plans only),
     /// by a call that holds the scheduler's plan, or a stale one (another
-    /// process's, or from before a change), which must change nothing.
+    /// process's, or from before a change), which must change nothing;
+    /// `ahead` adds a tick still to come, whose job waits for it.
     Tick {
         jobs: u8,
         stale: bool,
+        ahead: bool,
     },
     /// The scheduler is upserted: its template changed (the plan stays),
-    /// or its schedule (planned anew).
+    /// or its schedule (planned anew); either cancels a job enqueued ahead
+    /// for a tick still to come.
     Reschedule {
         schedule_changed: bool,
     },
@@ -75,7 +79,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (any::<bool>(), 0_u8..3, 0_u8..3)
+        3 => (any::<bool>(), 0_u8..3, 0_u8..4)
             .prop_map(|(delayed, group, unique)| Op::Enqueue { delayed, group, unique }),
         3 => (0_usize..4, any::<bool>()).prop_map(|(want, lapsing)| Op::Fetch { want, lapsing }),
         2 => any::<usize>().prop_map(Op::Ack),
@@ -87,7 +91,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Replay),
         1 => Just(Op::Snapshot),
         1 => Just(Op::LoseWrites),
-        2 => (0_u8..3, any::<bool>()).prop_map(|(jobs, stale)| Op::Tick { jobs, stale }),
+        2 => (0_u8..3, any::<bool>(), any::<bool>())
+            .prop_map(|(jobs, stale, ahead)| Op::Tick { jobs, stale, ahead }),
         1 => any::<bool>().prop_map(|schedule_changed| Op::Reschedule { schedule_changed }),
         1 => (0_u8..4).prop_map(Op::RateLimit),
     ]
@@ -112,6 +117,8 @@ struct Model {
     cancel: bool,
     /// The result its completion carried.
     result: Option<Vec<u8>>,
+    /// Its payload: a debounce replaces it.
+    payload: Vec<u8>,
 }
 
 /// A fetch call and what it answered, for a replay.
@@ -158,12 +165,16 @@ impl Limits {
 }
 
 /// The model's scheduler `s`: its schedule's text (which flips between two),
-/// revision and planned tick.
+/// revision and planned tick, and its last two ticks that made a job.
 #[derive(Debug, Clone, Default)]
 struct Planned {
     schedule: String,
     revision: u64,
     next_ms: u64,
+    last: Option<(u64, JobId)>,
+    previous: Option<(u64, JobId)>,
+    /// When a runner looks at it next.
+    due_ms: u64,
 }
 
 /// Faults a backend can be put through.
@@ -271,8 +282,19 @@ async fn check(
     world.scheduler = Planned {
         schedule: "every 1000 latest".to_owned(),
         revision,
-        next_ms: 0,
+        ..Planned::default()
     };
+    // A tick still to come: an hour after the test began.
+    let later_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(0)
+        + 3_600_000;
+    // Jobs enqueued so far: each one's payload is its number.
+    let mut enqueued = 0_u64;
     for op in ops {
         match op {
             Op::Enqueue {
@@ -283,8 +305,13 @@ async fn check(
                 let hold = match unique {
                     1 => Some(KeyHold::UntilStarted),
                     2 => Some(KeyHold::UntilCompleted),
+                    3 => Some(KeyHold::Debounce),
                     _ => None,
                 };
+                // A debounced job waits for its delay.
+                let delayed = delayed || hold == Some(KeyHold::Debounce);
+                enqueued += 1;
+                let payload = enqueued.to_string().into_bytes();
                 // The job that holds `k` for this hold, as enqueue.lua
                 // reads it: the key's last claimant, in a state the hold
                 // names.
@@ -299,12 +326,13 @@ async fn check(
                             Expected::Waiting | Expected::Delayed | Expected::Active { .. },
                             KeyHold::UntilCompleted,
                         ) => true,
+                        (Expected::Delayed, KeyHold::Debounce) => model.runs == 0,
                         _ => false,
                     };
                     holds.then_some(claimant)
                 });
                 let job = NewJob {
-                    payload: b"1".to_vec(),
+                    payload: payload.clone(),
                     priority: 3,
                     max_attempts: MAX_ATTEMPTS,
                     backoff: String::new(),
@@ -320,7 +348,14 @@ async fn check(
                     .expect("enqueues");
                 prop_assert_eq!(added.len(), 1);
                 if let Some(holder) = holder {
-                    prop_assert_eq!(&added[0], &(holder, false), "the key's holder answers");
+                    prop_assert_eq!(
+                        &added[0],
+                        &(holder.clone(), false),
+                        "the key's holder answers"
+                    );
+                    if hold == Some(KeyHold::Debounce) {
+                        world.find(&holder).payload = payload;
+                    }
                     continue;
                 }
                 prop_assert!(added[0].1, "a new job: {:?}", added);
@@ -344,6 +379,7 @@ async fn check(
                     stalls: 0,
                     cancel: false,
                     result: None,
+                    payload,
                 };
                 world.jobs.push((added[0].0.clone(), model));
             }
@@ -466,57 +502,71 @@ async fn check(
                 }
                 prop_assert_eq!(answered, still);
             }
-            Op::Tick { jobs, stale } => {
+            Op::Tick { jobs, stale, ahead } => {
                 let planned = world.scheduler.clone();
-                let count = u64::from(jobs);
+                let mut ticks: Vec<u64> = (0..u64::from(jobs))
+                    .map(|tick| planned.next_ms + 1_000 * tick)
+                    .collect();
+                if ahead {
+                    ticks.push(later_ms.max(planned.next_ms));
+                }
                 let guard = TickGuard {
                     scheduler: "s".to_owned(),
                     revision: planned.revision + u64::from(stale),
                     next_ms: planned.next_ms,
-                    new_next_ms: planned.next_ms + 1_000 * (count + 1),
-                    ticks: (0..count)
-                        .map(|tick| planned.next_ms + 1_000 * tick)
-                        .collect(),
+                    new_next_ms: ticks.last().copied().unwrap_or(planned.next_ms) + 1_000,
+                    due_ms: planned.next_ms + 500,
+                    ticks,
+                    job: NewJob {
+                        payload: b"1".to_vec(),
+                        priority: 3,
+                        max_attempts: MAX_ATTEMPTS,
+                        backoff: String::new(),
+                        timeout_ms: 0,
+                        group: String::new(),
+                        delay_ms: 0,
+                        idempotency: None,
+                        trace: String::new(),
+                    },
                 };
-                let template = || NewJob {
-                    payload: b"1".to_vec(),
-                    priority: 3,
-                    max_attempts: MAX_ATTEMPTS,
-                    backoff: String::new(),
-                    timeout_ms: 0,
-                    group: String::new(),
-                    delay_ms: 0,
-                    idempotency: None,
-                    trace: String::new(),
+                // The guard of the scheduler of another queue rides along
+                // in the same call, and is stale.
+                let other = TickGuard {
+                    scheduler: "none".to_owned(),
+                    ..guard.clone()
                 };
-                let added = store
-                    .enqueue_ticks(
-                        queue,
-                        &random_id(),
-                        &guard,
-                        (0..jobs).map(|_| template()).collect(),
-                        WIRE_VERSION,
-                    )
+                let mut added = store
+                    .enqueue_ticks(queue, &random_id(), &[guard.clone(), other], WIRE_VERSION)
                     .await
                     .expect("enqueues ticks");
+                prop_assert_eq!(added.len(), 2);
+                prop_assert!(added[1].is_none(), "an unknown scheduler enqueued");
+                let added = added.swap_remove(0);
                 if stale {
                     prop_assert!(added.is_none(), "a stale plan enqueued {:?}", added);
                 } else {
                     let added = added.expect("the plan held");
-                    prop_assert_eq!(added.len(), usize::from(jobs));
-                    for id in added {
+                    prop_assert_eq!(added.len(), guard.ticks.len());
+                    for (tick, id) in guard.ticks.iter().zip(added) {
                         prop_assert!(world.jobs.iter().all(|(old, _)| *old != id), "a fresh id");
                         let model = Model {
-                            state: Expected::Waiting,
+                            state: if *tick >= later_ms {
+                                Expected::Delayed
+                            } else {
+                                Expected::Waiting
+                            },
                             runs: 0,
                             failures: 0,
                             stalls: 0,
                             cancel: false,
                             result: None,
+                            payload: b"1".to_vec(),
                         };
-                        world.jobs.push((id, model));
+                        world.jobs.push((id.clone(), model));
+                        world.scheduler.previous = world.scheduler.last.replace((*tick, id));
                     }
                     world.scheduler.next_ms = guard.new_next_ms;
+                    world.scheduler.due_ms = guard.due_ms;
                 }
             }
             Op::Reschedule { schedule_changed } => {
@@ -538,9 +588,28 @@ async fn check(
                     .expect("upserts");
                 prop_assert_eq!(revision, planned.revision + 1);
                 planned.revision = revision;
+                // A job enqueued ahead for a tick still to come goes.
+                let mut dropped = None;
+                if let Some((tick, id)) = planned.last.clone()
+                    && tick >= later_ms
+                {
+                    dropped = Some(tick);
+                    planned.last = planned.previous.take();
+                    if let Some((_, model)) = world.jobs.iter_mut().find(|(old, _)| *old == id)
+                        && model.state == Expected::Delayed
+                    {
+                        model.state = Expected::Gone;
+                    }
+                }
+                let planned = &mut world.scheduler;
                 if schedule_changed {
                     planned.schedule = schedule;
                     planned.next_ms = 0;
+                } else if let Some(tick) = dropped {
+                    planned.next_ms = tick;
+                }
+                if schedule_changed || dropped.is_some() {
+                    planned.due_ms = 0;
                 }
             }
             Op::RateLimit(max) => {
@@ -687,6 +756,7 @@ async fn check(
                 prop_assert_eq!(info.runs, model.runs);
                 prop_assert_eq!((info.failures, info.stalls), (model.failures, model.stalls));
                 prop_assert_eq!(&info.result, &model.result, "job {}'s result", id);
+                prop_assert_eq!(&info.payload, &model.payload, "job {}'s payload", id);
             }
         }
         // The scheduler holds the plan the model made, and nothing else.
@@ -701,6 +771,14 @@ async fn check(
                 world.scheduler.revision,
                 world.scheduler.next_ms,
                 world.scheduler.schedule.as_str()
+            )
+        );
+        prop_assert_eq!(
+            (&held.last, &held.previous, held.due_ms),
+            (
+                &world.scheduler.last,
+                &world.scheduler.previous,
+                world.scheduler.due_ms
             )
         );
         let counts = store.counts(queue).await.expect("counts");

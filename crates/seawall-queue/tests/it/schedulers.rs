@@ -1,5 +1,6 @@
 //! Recurring jobs on every backend: each tick of a scheduler makes exactly
-//! one job, however many processes run the schedulers.
+//! one job, however many processes run the schedulers, enqueued ahead of
+//! its tick (delayed until then) so that it is in the queue when due.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,15 +11,22 @@ use seawall_testkit::{unique_prefix, wait};
 use crate::on_every_backend;
 use crate::support::{Backend, all_events};
 
-/// Every job `queue`'s event stream says was enqueued, with the scheduler
-/// tick its record names (ms since the epoch).
+/// Every job `queue`'s event stream says was enqueued and not cancelled
+/// (a change to a scheduler cancels the job it enqueued ahead), with the
+/// scheduler tick its record names (ms since the epoch).
 pub(crate) async fn ticks_enqueued(
     queues: &Queues,
     queue: &str,
 ) -> BTreeMap<JobId, Option<(String, u64)>> {
     let mut jobs = BTreeMap::new();
-    for event in all_events(queues, queue).await {
-        if event.kind != "enqueued" {
+    let events = all_events(queues, queue).await;
+    let cancelled: std::collections::HashSet<JobId> = events
+        .iter()
+        .filter(|event| event.kind == "cancelled")
+        .map(|event| event.job.clone())
+        .collect();
+    for event in events {
+        if event.kind != "enqueued" || cancelled.contains(&event.job) {
             continue;
         }
         let info = queues
@@ -67,8 +75,10 @@ async fn every_tick_makes_one_job_however_many_processes_run_it(backend: &Backen
         let queues = backend.instance(&memory, &prefix, settings()).await;
         runners.push(queues.run_schedulers("reports").expect("runs"));
     }
+    // Nobody fetches, so the jobs of ticks that came stay delayed too.
     wait::until_async("eight ticks enqueued", async || {
-        first.counts("reports").await.expect("counts").waiting >= 8
+        let counts = first.counts("reports").await.expect("counts");
+        counts.waiting + counts.delayed >= 8
     })
     .await;
     let mut raced = 0;
@@ -97,19 +107,26 @@ async fn every_tick_makes_one_job_however_many_processes_run_it(backend: &Backen
         .await
         .expect("reads")
         .expect("kept");
-    let (last_tick, last_job) = info.last_run.expect("a last run");
-    assert_eq!(
-        last_tick,
-        UNIX_EPOCH + Duration::from_millis(*ticks.last().expect("ticks"))
-    );
-    assert!(jobs.contains_key(&last_job));
+    // The latest tick with a job: the next run, enqueued ahead, while it
+    // is still to come; else the last run.
+    let latest = UNIX_EPOCH + Duration::from_millis(*ticks.last().expect("ticks"));
+    let (latest_tick, latest_job) = match (info.next_run, info.next_job.clone()) {
+        (Some(tick), Some(job)) => (tick, job),
+        _ => info.last_run.clone().expect("a last run"),
+    };
+    assert_eq!(latest_tick, latest, "{info:?}");
+    assert!(jobs.contains_key(&latest_job));
+    if let Some((last_tick, last_job)) = info.last_run.clone() {
+        assert!(last_tick <= latest);
+        assert!(jobs.contains_key(&last_job));
+    }
     // Racing processes do race: not asserted, a quiet machine may let one
     // runner take every tick.
     let _ = raced;
 }
 
-/// Two looks at a due scheduler at once: one enqueues the tick, the other
-/// nothing.
+/// Two looks at a due scheduler at once: one enqueues its ticks, the
+/// other nothing.
 async fn racing_looks_enqueue_a_tick_once(backend: &Backend) {
     let memory = Queues::memory_with(settings());
     let prefix = unique_prefix();
@@ -119,10 +136,11 @@ async fn racing_looks_enqueue_a_tick_once(backend: &Backend) {
     one.upsert_scheduler("q", "s", &schedule, &1, &JobOptions::new())
         .await
         .expect("upserts");
-    // The first look plans the first tick and enqueues nothing.
+    // The first look enqueues the first tick ahead, delayed until it.
     let planned = one.tick_schedulers("q").await.expect("looks");
-    assert_eq!(planned.enqueued, 0);
-    // The wait until the planned tick, by the backend's clock.
+    assert_eq!(planned.enqueued, 1);
+    // The wait until that tick, by the backend's clock: then the tick
+    // after it is enqueued ahead.
     let wait = planned.next_due_in.expect("a tick is planned");
     assert!(wait <= Duration::from_millis(100), "{planned:?}");
     let planned = async || {
@@ -133,19 +151,39 @@ async fn racing_looks_enqueue_a_tick_once(backend: &Backend) {
             .expect("a planned tick")
     };
     let mut next = planned().await;
+    let mut jobs = 1;
     for round in 0..5 {
         pass(next).await;
         let (a, b) = tokio::join!(one.tick_schedulers("q"), other.tick_schedulers("q"));
         let (a, b) = (a.expect("looks"), b.expect("looks"));
-        assert!(a.enqueued + b.enqueued <= 1, "round {round}: {a:?} {b:?}");
-        // Each round passes at least one tick, and Missed::Latest makes one
-        // job a round.
-        let waiting = one.counts("q").await.expect("counts").waiting;
-        assert_eq!(waiting, round + 1, "round {round}: {a:?} {b:?}");
+        // One look takes the plan; the other finds it moved on.
+        assert!(
+            a.enqueued == 0 || b.enqueued == 0,
+            "round {round}: {a:?} {b:?}"
+        );
+        // The tick to come, and one that passed unseen if the looks came
+        // late (Missed::Latest).
+        let enqueued = a.enqueued + b.enqueued;
+        assert!((1..=2).contains(&enqueued), "round {round}: {a:?} {b:?}");
+        jobs += enqueued;
+        let counts = one.counts("q").await.expect("counts");
+        assert_eq!(counts.waiting + counts.delayed, jobs, "round {round}");
         let following = planned().await;
         assert!(following > next);
         next = following;
     }
+    let ticks = ticks_enqueued(&one, "q").await;
+    let mut distinct: Vec<u64> = ticks
+        .values()
+        .map(|tick| tick.clone().expect("a tick").1)
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len() as u64,
+        jobs,
+        "a tick made two jobs: {ticks:?}"
+    );
 }
 
 /// Sleeps until the clock is past `at`.
@@ -172,31 +210,41 @@ async fn missed_ticks_follow_the_policy(backend: &Backend) {
             .expect("upserts");
         queues.tick_schedulers(queue).await.expect("plans");
     }
-    let planned = queues
-        .scheduler("each", "s")
+    // The first look enqueued the first tick ahead.
+    let first: Vec<u64> = ticks_enqueued(&queues, "each")
         .await
-        .expect("reads")
-        .and_then(|info| info.next_run)
-        .expect("planned");
-    // At least three ticks pass with nobody looking.
+        .values()
+        .map(|tick| tick.clone().expect("a tick").1)
+        .collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let planned_ms = first[0];
+    let planned = UNIX_EPOCH + Duration::from_millis(planned_ms);
+    // The first tick was enqueued ahead; at least two more pass with
+    // nobody looking.
     pass(planned + 2 * every).await;
     queues.tick_schedulers("latest").await.expect("looks");
     queues.tick_schedulers("each").await.expect("looks");
-    assert_eq!(queues.counts("latest").await.expect("counts").waiting, 1);
+    // Missed::Latest: the first tick, the latest one that passed, and the
+    // one to come, ahead.
+    let mut latest_ticks: Vec<u64> = ticks_enqueued(&queues, "latest")
+        .await
+        .values()
+        .map(|tick| tick.clone().expect("a tick").1)
+        .collect();
+    latest_ticks.sort_unstable();
+    assert_eq!(latest_ticks.len(), 3, "{latest_ticks:?}");
+    assert!(
+        latest_ticks[1] >= latest_ticks[0] + 2 * 100,
+        "the ticks between were skipped: {latest_ticks:?}"
+    );
+    assert_eq!(latest_ticks[2], latest_ticks[1] + 100, "{latest_ticks:?}");
     let each_jobs = ticks_enqueued(&queues, "each").await;
-    assert!(each_jobs.len() >= 3, "{each_jobs:?}");
+    assert!(each_jobs.len() >= 4, "{each_jobs:?}");
     let mut ticks: Vec<u64> = each_jobs
         .values()
         .map(|tick| tick.clone().expect("a tick").1)
         .collect();
     ticks.sort_unstable();
-    let planned_ms = u64::try_from(
-        planned
-            .duration_since(UNIX_EPOCH)
-            .expect("after the epoch")
-            .as_millis(),
-    )
-    .expect("fits");
     assert_eq!(
         ticks[0], planned_ms,
         "the catch-up starts at the planned tick"
@@ -322,7 +370,23 @@ async fn a_paused_scheduler_makes_no_job(backend: &Backend) {
     assert_eq!(report.enqueued, 0);
     assert!(queues.resume_scheduler("q", "s").await.expect("resumes"));
     queues.tick_schedulers("q").await.expect("plans");
-    assert_eq!(queues.counts("q").await.expect("counts").waiting, 0);
+    // No tick of the pause made a job: the one enqueued ahead before it
+    // was cancelled unless its tick had come.
+    let paused_ms = u64::try_from(
+        paused_at
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis(),
+    )
+    .expect("fits");
+    let ticks = ticks_enqueued(&queues, "q").await;
+    assert!(
+        ticks.values().all(|tick| {
+            let at = tick.clone().expect("a tick").1;
+            at <= paused_ms || at > paused_ms + 300
+        }),
+        "{ticks:?}"
+    );
     let resumed = queues
         .scheduler("q", "s")
         .await
@@ -330,6 +394,87 @@ async fn a_paused_scheduler_makes_no_job(backend: &Backend) {
         .and_then(|info| info.next_run)
         .expect("planned");
     assert!(resumed > paused_at + Duration::from_millis(300));
+}
+
+/// A tick to come within the lead has its job in the queue already,
+/// delayed until the tick; a change to the scheduler (a new template, a
+/// pause, its removal) cancels that job, and a new template makes it again
+/// for the same tick.
+async fn a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it(backend: &Backend) {
+    let queues = backend.queues_with(settings()).await;
+    let hourly = Schedule::every(Duration::from_secs(3600)).expect("valid");
+    let lead = Duration::from_secs(2 * 3600);
+    let info = async || {
+        queues
+            .scheduler("q", "s")
+            .await
+            .expect("reads")
+            .expect("kept")
+    };
+    queues
+        .upsert_scheduler("q", "s", &hourly, &"a", &JobOptions::new())
+        .await
+        .expect("upserts");
+    let report = queues
+        .tick_schedulers_within("q", lead)
+        .await
+        .expect("looks");
+    assert_eq!(report.enqueued, 1);
+    let ahead = info().await;
+    let tick = ahead.next_run.expect("the next tick");
+    assert_eq!(
+        tick.duration_since(UNIX_EPOCH).expect("after").as_secs() % 3600,
+        0
+    );
+    let job = ahead.next_job.clone().expect("its job, enqueued ahead");
+    assert_eq!(ahead.last_run, None);
+    let held = queues.job("q", &job).await.expect("reads").expect("kept");
+    assert_eq!(held.state, seawall_queue::JobState::Delayed);
+    assert_eq!(held.ready_at, tick, "ready at its tick");
+    assert_eq!(held.payload, b"\"a\"");
+    // Looked at again before that tick: nothing more (one tick ahead).
+    let again = queues
+        .tick_schedulers_within("q", lead)
+        .await
+        .expect("looks");
+    assert_eq!((again.enqueued, again.raced), (0, 0));
+
+    // A new template: the job goes, and the tick is made again from it.
+    queues
+        .upsert_scheduler("q", "s", &hourly, &"b", &JobOptions::new())
+        .await
+        .expect("upserts");
+    assert!(queues.job("q", &job).await.expect("reads").is_none());
+    let changed = info().await;
+    assert_eq!(
+        (changed.next_run, changed.next_job.clone()),
+        (Some(tick), None)
+    );
+    queues
+        .tick_schedulers_within("q", lead)
+        .await
+        .expect("looks");
+    let remade = info().await;
+    assert_eq!(remade.next_run, Some(tick));
+    let job = remade.next_job.expect("made again");
+    let held = queues.job("q", &job).await.expect("reads").expect("kept");
+    assert_eq!(held.payload, b"\"b\"");
+    assert_eq!(held.ready_at, tick);
+
+    // Paused: the job goes; resumed, the tick is planned anew.
+    assert!(queues.pause_scheduler("q", "s").await.expect("pauses"));
+    assert!(queues.job("q", &job).await.expect("reads").is_none());
+    assert!(queues.resume_scheduler("q", "s").await.expect("resumes"));
+    queues
+        .tick_schedulers_within("q", lead)
+        .await
+        .expect("looks");
+    let job = info().await.next_job.expect("made again");
+
+    // Removed: the job goes too.
+    assert!(queues.remove_scheduler("q", "s").await.expect("removes"));
+    assert!(queues.job("q", &job).await.expect("reads").is_none());
+    assert_eq!(queues.counts("q").await.expect("counts").delayed, 0);
 }
 
 /// What a scheduler cannot take is a typed error, and nothing is kept.
@@ -363,5 +508,6 @@ on_every_backend!(
     missed_ticks_follow_the_policy,
     schedulers_are_changed_paused_and_removed,
     a_paused_scheduler_makes_no_job,
+    a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it,
     bad_schedulers_are_refused,
 );
