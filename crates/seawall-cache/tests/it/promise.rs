@@ -240,10 +240,30 @@ async fn a_connected_reader_that_falls_behind_the_stream_clears_l1() {
         )
         .await
         .expect("the burst is written");
-    wait::until_async("the old copy to go, with the rest of L1", async || {
-        a.get::<String>("list", Class::SCHEDULE).await.is_none()
-    })
-    .await;
+    // Waited for as `wait::until_async` does, but a failure says what the
+    // reader and the stream hold.
+    let began = std::time::Instant::now();
+    while a.get::<String>("list", Class::SCHEDULE).await.is_some() {
+        if began.elapsed() > wait::patience() {
+            let stream: fred::types::Value = writer
+                .custom(
+                    fred::cmd!("XINFO"),
+                    vec!["STREAM".to_owned(), format!("{prefix}:inv")],
+                )
+                .await
+                .expect("XINFO STREAM");
+            let stored: Option<String> = writer.get(format!("{prefix}:k:list")).await.expect("GET");
+            panic!(
+                "waited {:?} for the old copy to go, with the rest of L1: the cache follows \
+                 invalidations: {}; its stats: {:?}; Redis holds {stored:?} for the key; the \
+                 stream: {stream:?}",
+                wait::patience(),
+                a.follows_invalidations(),
+                a.stats(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(a.stats().l1_clears >= 1);
     writer.quit().await.expect("quits");
 }

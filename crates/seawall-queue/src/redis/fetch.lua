@@ -109,7 +109,7 @@ if acks > 0 then
 end
 flush_events()
 if acks > 0 then trim_completed() else trim_completed_by_age() end
-promote()
+local noted = promote()
 recover()
 
 local out = { now, 0, rejected, 0, lease }
@@ -156,7 +156,7 @@ local record = { request, rejected, out[4] }
 -- counted in `rg:<group>` as the queue's own limit is). A group sitting
 -- out is in `parked` until it may start again; `promote` puts it back.
 local group_max, group_per = tonumber(control[5] or ''), tonumber(control[6] or '')
-local any_parked = redis.call('EXISTS', parked_key) == 1
+local any_parked = noted and redis.call('EXISTS', parked_key) == 1
 while taken < want and not full do
   local group = redis.call('LPOP', ring_key)
   if not group then break end

@@ -562,10 +562,12 @@ end
 
 -- Moves delayed and retry-scheduled jobs whose time has come to waiting,
 -- after the inbox's notes, and puts parked groups whose time has come back
--- in the rotation.
+-- in the rotation. Returns whether the queue had notes or parked groups
+-- (when not, it has no parked group now either).
 local function promote()
   -- One command when the queue has neither notes nor parked groups.
-  if redis.call('EXISTS', base .. 'inbox', parked_key) > 0 then
+  local noted = redis.call('EXISTS', base .. 'inbox', parked_key) > 0
+  if noted then
     take_inbox()
     local back = redis.call('ZRANGEBYSCORE', parked_key, '-inf', now_text, 'LIMIT', '0', '1000')
     for _, group in ipairs(back) do
@@ -582,6 +584,7 @@ local function promote()
     if job[2] then make_waiting(id, key, job[1] or '', job[2], false) end
   end
   if #due > 0 then wake() end
+  return noted
 end
 
 -- Returns the jobs whose lease ran out to waiting, or to the dead set past
