@@ -16,5 +16,6 @@ mod replication;
 mod restart;
 mod scheduler_drill;
 mod schedulers;
+mod sentinel;
 mod support;
 mod upgrade;
