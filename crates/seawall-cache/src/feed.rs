@@ -9,7 +9,8 @@
 //! last entries may be gone with the old one. Only once it has replayed
 //! does L1 answer reads again. A reader that stays connected but falls
 //! more than the stream's length behind is caught too: after each batch it
-//! asks whether entries past its cursor were trimmed, and clears L1 if so.
+//! reads (blocking, or replaying what it missed) it asks whether entries
+//! past its cursor were trimmed, and clears L1 if so.
 //! The same task sends invalidations that could not reach Redis once it
 //! answers again.
 
@@ -67,11 +68,6 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
             Some(reader) => reader.clone(),
             None => {
                 let reader = client.clone_new();
-                let flag = Arc::clone(&reconnected);
-                reader.on_reconnect(move |_| {
-                    flag.store(true, Ordering::Relaxed);
-                    async { Ok(()) }
-                });
                 reader.connect();
                 match tokio::time::timeout(
                     timeout.max(Duration::from_secs(1)),
@@ -80,6 +76,15 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
                 .await
                 {
                     Ok(Ok(())) => {
+                        // Only once connected: fred reports the first
+                        // connection as a reconnection too, which would
+                        // send a feed that missed nothing through a
+                        // catch-up.
+                        let flag = Arc::clone(&reconnected);
+                        reader.on_reconnect(move |_| {
+                            flag.store(true, Ordering::Relaxed);
+                            async { Ok(()) }
+                        });
                         connection = Some(reader.clone());
                         reader
                     }
@@ -273,7 +278,10 @@ async fn catch_up(
 }
 
 /// Applies every entry after `cursor` (other instances' only) until the
-/// stream's end; returns the new cursor.
+/// stream's end; returns the new cursor. The stream may be trimmed past
+/// the cursor between [`catch_up`]'s look and a read here, so each batch
+/// is followed by a look of its own, as the blocking read's is, and L1 is
+/// cleared if entries went unread.
 async fn replay(
     inner: &Inner,
     reader: &Client,
@@ -296,6 +304,13 @@ async fn replay(
         };
         let full = batch.len() >= BATCH;
         if let Some(last) = apply(inner, batch) {
+            if missed_since(reader, stream, &cursor, timeout).await? {
+                inner.invalidate_local(&Invalidation::Clear);
+                bump(&inner.cache_counters.l1_clears);
+                tracing::warn!(
+                    "the invalidation stream was trimmed past this instance while it caught up: L1 cleared"
+                );
+            }
             cursor = last;
         }
         if !full {

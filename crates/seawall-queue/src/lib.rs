@@ -144,6 +144,12 @@
 //! and holds are kept by this release's fetches only: while a worker of an
 //! earlier release runs, it starts jobs past them.
 //!
+//! Schedulers may run on processes of both releases at once: each tick is
+//! still enqueued once (both check the scheduler's revision and planned
+//! tick). A change made through an earlier release does not cancel the job
+//! this release enqueued ahead for the coming tick, so that tick runs with
+//! the scheduler as it was; the changes take effect from the tick after.
+//!
 //! # Tracing
 //!
 //! Every enqueue runs in a `queue.send` span and every run of a job in a
