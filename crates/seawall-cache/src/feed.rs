@@ -499,7 +499,66 @@ fn entries(reply: Value) -> Vec<(String, Option<Invalidation>, String)> {
 
 #[cfg(test)]
 mod tests {
+    use fred::interfaces::LuaInterface;
+
     use super::*;
+    use crate::{Class, TieredCache};
+
+    /// The race a reconnected feed meets: the catch-up found nothing
+    /// missed from its cursor, then a burst trimmed the stream past it
+    /// before the replay read on. The replay clears L1 rather than going
+    /// on from what is left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_from_a_cursor_the_stream_was_trimmed_past_clears_l1() {
+        let url = seawall_testkit::RedisServer::shared().url();
+        let client = seawall_testkit::client::connect(&url, Duration::from_secs(2)).await;
+        let prefix = seawall_testkit::unique_prefix();
+        // No feed of its own: only the replay under test reads the stream.
+        let cache = TieredCache::builder()
+            .prefix(&prefix)
+            .invalidation_history(20)
+            .follow_invalidations(false)
+            .redis(client.clone())
+            .build()
+            .expect("a cache");
+        let stream = format!("{prefix}:inv");
+        let add = "for i = 1, tonumber(ARGV[1]) do
+              redis.call('XADD', KEYS[1], 'MAXLEN', '=', 20, '*', 'o', 'another-instance', 'k', 'other:' .. i)
+            end
+            return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1]";
+        let cursor: String = client
+            .eval(add, vec![stream.clone()], vec!["1"])
+            .await
+            .expect("an entry");
+        cache
+            .set("list", Class::SCHEDULE, "old".to_owned())
+            .await
+            .expect("set");
+        let inner = &cache.inner;
+        let clears = inner.cache_counters.l1_clears.load(Ordering::Relaxed);
+        // What the catch-up saw: nothing missed from the cursor.
+        assert_eq!(
+            missed_since(&client, &stream, &cursor, Duration::from_secs(2)).await,
+            Ok(false)
+        );
+        // The burst, past the history's 20 entries.
+        let _: String = client
+            .eval(add, vec![stream.clone()], vec!["150"])
+            .await
+            .expect("the burst");
+        let end = replay(inner, &client, &stream, cursor, Duration::from_secs(2))
+            .await
+            .expect("replays");
+        assert!(
+            inner.cache_counters.l1_clears.load(Ordering::Relaxed) > clears,
+            "L1 was not cleared"
+        );
+        assert_eq!(cache.get_local::<String>("list", Class::SCHEDULE), None);
+        assert_eq!(
+            last_id(&client, &stream, Duration::from_secs(2)).await,
+            Ok(end)
+        );
+    }
 
     #[test]
     fn stream_ids_compare_by_time_then_sequence() {
