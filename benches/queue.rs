@@ -1118,27 +1118,14 @@ impl Bullmq {
         scenario: Scenario,
         concurrency: usize,
     ) -> Result<Measurement> {
-        bench.flush()?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("queue/bullmq.mjs");
-        let output = Process::new(&self.node)
-            .arg(&script)
-            .args(["--url", &bench.server.url(), "--scenario", scenario.name()])
-            .args(["--jobs", &bench.jobs.to_string()])
-            .args(["--concurrency", &concurrency.to_string()])
-            .env("BULLMQ_DIR", &self.dir)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!("{} failed: {}", script.display(), output.status).into());
-        }
-        let stdout = String::from_utf8(output.stdout)?;
-        let line = stdout
-            .lines()
-            .find(|line| line.starts_with('{'))
-            .ok_or_else(|| format!("{} printed no result", script.display()))?;
-        let result: PeerResult = serde_json::from_str(line)?;
+        let (result, line) = self.run(
+            bench,
+            scenario.name(),
+            &[
+                ("--jobs", bench.jobs.to_string()),
+                ("--concurrency", concurrency.to_string()),
+            ],
+        )?;
         if result.scenario != scenario.name() || result.concurrency != concurrency {
             return Err(format!("asked bullmq.mjs for {scenario:?}, got {line}").into());
         }
@@ -1161,28 +1148,15 @@ impl Bullmq {
     /// (bullmq.mjs's `schedulers`): how late each tick's job started, as
     /// [`seawall_scheduler_lateness`] measures seawall's.
     fn scheduler_lateness(&self, bench: &mut Bench) -> Result<String> {
-        bench.flush()?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("queue/bullmq.mjs");
-        let output = Process::new(&self.node)
-            .arg(&script)
-            .args(["--url", &bench.server.url(), "--scenario", "schedulers"])
-            .args(["--jobs", &SCHEDULERS.to_string()])
-            .args(["--ticks", &SCHEDULER_TICKS.to_string()])
-            .args(["--concurrency", &SCHEDULER_WORKER_CONCURRENCY.to_string()])
-            .env("BULLMQ_DIR", &self.dir)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!("{} failed: {}", script.display(), output.status).into());
-        }
-        let stdout = String::from_utf8(output.stdout)?;
-        let line = stdout
-            .lines()
-            .find(|line| line.starts_with('{'))
-            .ok_or_else(|| format!("{} printed no result", script.display()))?;
-        let result: PeerResult = serde_json::from_str(line)?;
+        let (result, line) = self.run(
+            bench,
+            "schedulers",
+            &[
+                ("--jobs", SCHEDULERS.to_string()),
+                ("--ticks", SCHEDULER_TICKS.to_string()),
+                ("--concurrency", SCHEDULER_WORKER_CONCURRENCY.to_string()),
+            ],
+        )?;
         let [p50, p99, max] = result
             .lateness_ms
             .ok_or_else(|| format!("bullmq.mjs gave no lateness: {line}"))?;
@@ -1199,6 +1173,41 @@ impl Bullmq {
             result.seconds,
             stats.top_level_usec(BULLMQ_DIRECT) as f64 / result.jobs as f64,
         ))
+    }
+
+    /// Runs `benches/queue/bullmq.mjs` for `scenario` with `args` on a
+    /// flushed server: its result, and the line it was read from.
+    fn run(
+        &self,
+        bench: &mut Bench,
+        scenario: &str,
+        args: &[(&str, String)],
+    ) -> Result<(PeerResult, String)> {
+        bench.flush()?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("queue/bullmq.mjs");
+        let mut process = Process::new(&self.node);
+        process
+            .arg(&script)
+            .args(["--url", &bench.server.url(), "--scenario", scenario]);
+        for (flag, value) in args {
+            process.args([*flag, value.as_str()]);
+        }
+        let output = process
+            .env("BULLMQ_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!("{} failed: {}", script.display(), output.status).into());
+        }
+        let stdout = String::from_utf8(output.stdout)?;
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with('{'))
+            .ok_or_else(|| format!("{} printed no result", script.display()))?
+            .to_owned();
+        Ok((serde_json::from_str(&line)?, line))
     }
 }
 

@@ -159,13 +159,7 @@ async function endToEnd(count, workerConcurrency) {
   if (waiting !== count) {
     throw new Error(`pre-filled ${count} jobs but ${waiting} are waiting`);
   }
-  const worker = new Worker(queueName, async () => {}, {
-    connection,
-    concurrency: workerConcurrency,
-    autorun: false,
-  });
-  worker.on('error', error => process.stderr.write(`bullmq worker error: ${error}\n`));
-  await worker.waitUntilReady();
+  const worker = await readyWorker(queueName, async () => {}, workerConcurrency);
   let failed = 0;
   try {
     const result = await timed(count, () => new Promise(resolve => {
@@ -194,16 +188,11 @@ async function flows(count, workerConcurrency) {
   const parents = `${queueName}-parents`;
   const parts = `${queueName}-parts`;
   const producer = new FlowProducer({ connection });
-  const options = { connection, concurrency: workerConcurrency, autorun: false };
-  const partWorker = new Worker(parts, async job => job.data.k, options);
-  const parentWorker = new Worker(parents, async job => {
+  const partWorker = await readyWorker(parts, async job => job.data.k, workerConcurrency);
+  const parentWorker = await readyWorker(parents, async job => {
     const values = await job.getChildrenValues();
     return Object.values(values).reduce((sum, value) => sum + value, 0);
-  }, options);
-  for (const worker of [partWorker, parentWorker]) {
-    worker.on('error', error => process.stderr.write(`bullmq worker error: ${error}\n`));
-    await worker.waitUntilReady();
-  }
+  }, workerConcurrency);
   let failed = 0;
   try {
     const result = await timed(count * (FLOW_CHILDREN + 1), async () => {
@@ -259,13 +248,7 @@ async function schedulers(count, ticks, workerConcurrency) {
   if (Date.now() >= startDate) {
     throw new Error(`upserting ${count} schedulers took past their first tick`);
   }
-  const worker = new Worker(queueName, async () => {}, {
-    connection,
-    concurrency: workerConcurrency,
-    autorun: false,
-  });
-  worker.on('error', error => process.stderr.write(`bullmq worker error: ${error}\n`));
-  await worker.waitUntilReady();
+  const worker = await readyWorker(queueName, async () => {}, workerConcurrency);
   const lateness = [];
   const wanted = count * ticks;
   let failed = 0;
@@ -307,6 +290,18 @@ async function schedulers(count, ticks, workerConcurrency) {
   } finally {
     await worker.close();
   }
+}
+
+/** A Worker of `name` running `processor`, `workerConcurrency` at once, ready and not yet run. */
+async function readyWorker(name, processor, workerConcurrency) {
+  const worker = new Worker(name, processor, {
+    connection,
+    concurrency: workerConcurrency,
+    autorun: false,
+  });
+  worker.on('error', error => process.stderr.write(`bullmq worker error: ${error}\n`));
+  await worker.waitUntilReady();
+  return worker;
 }
 
 /** Runs `body` between CONFIG RESETSTAT and INFO commandstats and times it. */

@@ -78,8 +78,10 @@ struct QueueState {
     /// Enqueue answers by request id, with when they expire, oldest first.
     answers: HashMap<String, Vec<(JobId, bool)>>,
     answer_expiry: VecDeque<(u64, String)>,
-    /// Tick calls' answers by request id, with when they expire.
-    tick_answers: HashMap<String, (u64, TicksAdded)>,
+    /// Tick calls' answers by request id, with when they expire, oldest
+    /// first.
+    tick_answers: HashMap<String, TicksAdded>,
+    tick_answer_expiry: VecDeque<(u64, String)>,
     last_calls: HashMap<String, LastCall>,
     jobs: HashMap<String, Record>,
     groups: HashMap<String, BTreeSet<Line>>,
@@ -526,8 +528,13 @@ impl Step<'_> {
                 self.q.answers.remove(&old);
             }
         }
-        let now = self.now;
-        self.q.tick_answers.retain(|_, (expires, _)| *expires > now);
+        while let Some((expires, _)) = self.q.tick_answer_expiry.front()
+            && *expires <= self.now
+        {
+            if let Some((_, old)) = self.q.tick_answer_expiry.pop_front() {
+                self.q.tick_answers.remove(&old);
+            }
+        }
     }
 
     /// A change to scheduler `id` takes effect at its next tick (as
@@ -1302,7 +1309,7 @@ impl MemoryStore {
         self.with(queue, |step| {
             step.expire_answers();
             if let Some(answer) = step.q.tick_answers.get(request) {
-                return answer.1.clone();
+                return answer.clone();
             }
             let planned: Vec<bool> = guards
                 .iter()
@@ -1365,10 +1372,10 @@ impl MemoryStore {
                 }
                 out.push(Some(ids));
             }
-            let expires = step.now + ANSWER_KEPT_MS;
+            step.q.tick_answers.insert(request.to_owned(), out.clone());
             step.q
-                .tick_answers
-                .insert(request.to_owned(), (expires, out.clone()));
+                .tick_answer_expiry
+                .push_back((step.now + ANSWER_KEPT_MS, request.to_owned()));
             out
         })
     }

@@ -178,17 +178,8 @@ for i = 0, count - 1 do
     if delay > 0 then
       redis.call('ZADD', delayed_key, ready, id)
     else
-      if priorities[i] == DEFAULT_LEVEL then
-        collect(lines, line_order, group, id)
-      else
-        enqueue_waiting(id, group, score, false)
-      end
+      line_up(id, group, priorities[i], score, lines, line_order, rung)
       waiting = waiting + 1
-      if not rung[group] then
-        rung[group] = true
-        if group ~= '' then redis.call('SADD', groups_key, group) end
-        if group_room(group) > 0 then ring(group) end
-      end
     end
     woke = true
     emit_many('enqueued', id)

@@ -353,6 +353,20 @@ impl RedisStore {
     }
 }
 
+/// A job's fields as the adding scripts take them: payload, priority, max
+/// attempts, backoff, timeout ms, group, delay ms.
+fn job_fields(job: &NewJob) -> [Value; 7] {
+    [
+        Value::Bytes(job.payload.clone().into()),
+        int(u64::from(job.priority)),
+        int(u64::from(job.max_attempts)),
+        Value::from(job.backoff.as_str()),
+        int(job.timeout_ms),
+        Value::from(job.group.as_str()),
+        int(job.delay_ms),
+    ]
+}
+
 /// The enqueue script's keys and arguments after the prelude's: the call,
 /// then each job's fields (see enqueue.lua).
 fn enqueue_args(
@@ -384,17 +398,8 @@ fn enqueue_args(
                 },
             ),
         };
-        args.extend([
-            Value::Bytes(job.payload.clone().into()),
-            int(u64::from(job.priority)),
-            int(u64::from(job.max_attempts)),
-            Value::from(job.backoff.as_str()),
-            int(job.timeout_ms),
-            Value::from(job.group.as_str()),
-            int(job.delay_ms),
-            Value::from(key),
-            hold,
-        ]);
+        args.extend(job_fields(job));
+        args.extend([Value::from(key), hold]);
         if traced {
             args.push(Value::from(job.trace.as_str()));
         }
@@ -459,7 +464,6 @@ impl Store for RedisStore {
         args.push(int(u64::from(wire)));
         args.push(int(guards.len() as u64));
         for guard in guards {
-            let job = &guard.job;
             args.extend([
                 Value::from(guard.scheduler.as_str()),
                 int(guard.revision),
@@ -469,15 +473,7 @@ impl Store for RedisStore {
                 int(guard.ticks.len() as u64),
             ]);
             args.extend(guard.ticks.iter().map(|tick| int(*tick)));
-            args.extend([
-                Value::Bytes(job.payload.clone().into()),
-                int(u64::from(job.priority)),
-                int(u64::from(job.max_attempts)),
-                Value::from(job.backoff.as_str()),
-                int(job.timeout_ms),
-                Value::from(job.group.as_str()),
-                int(job.delay_ms),
-            ]);
+            args.extend(job_fields(&guard.job));
         }
         let reply = self.run(&self.scripts.tick, keys, args).await?;
         tick_ids(reply, guards.len())
@@ -509,20 +505,13 @@ impl Store for RedisStore {
         args.push(int(u64::from(wire)));
         args.push(int(nodes.len() as u64));
         for (node, base) in nodes.iter().zip(bases) {
-            let job = &node.job;
             args.extend([
                 Value::from(base),
                 Value::from(node.queue.as_str()),
                 int(node.parent.map_or(0, |parent| parent as u64 + 1)),
                 Value::from(node.on_failure.as_str()),
-                Value::Bytes(job.payload.clone().into()),
-                int(u64::from(job.priority)),
-                int(u64::from(job.max_attempts)),
-                Value::from(job.backoff.as_str()),
-                int(job.timeout_ms),
-                Value::from(job.group.as_str()),
-                int(job.delay_ms),
             ]);
+            args.extend(job_fields(&node.job));
         }
         let reply = self.run(&self.scripts.flow, keys, args).await?;
         array(reply)?

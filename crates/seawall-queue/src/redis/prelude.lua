@@ -282,6 +282,23 @@ local function make_waiting(id, key, group, score, front)
   if group_room(group) > 0 then ring(group) end
 end
 
+-- Puts a job just added in line, and its group in the fetch rotation once
+-- per call (`rung` holds the groups done): a default-priority id is
+-- collected into `lines` (see `collect`), for one RPUSH per group when the
+-- call ends; one of another priority goes in by its score.
+local function line_up(id, group, priority, score, lines, line_order, rung)
+  if priority == DEFAULT_LEVEL then
+    collect(lines, line_order, group, id)
+  else
+    enqueue_waiting(id, group, score, false)
+  end
+  if not rung[group] then
+    rung[group] = true
+    if group ~= '' then redis.call('SADD', groups_key, group) end
+    if group_room(group) > 0 then ring(group) end
+  end
+end
+
 -- After a job left the active set: its group may fetch again.
 local function left_active(group)
   if group == '' then return end

@@ -21,11 +21,12 @@ local function scheduler_id(index)
 end
 -- A scheduler's record, as the client reads it: id, schedule, template,
 -- revision, next, paused, last tick, last job, previous tick, previous
--- job, when a runner looks at it next (0 while paused).
-local function record(id)
+-- job, when a runner looks at it next (0 while paused; `due`, when the
+-- caller read it already).
+local function record(id, due)
   local fields = redis.call('HMGET', scheduler_key(id), 'sch', 'tpl', 'rev', 'next', 'paused', 'lt', 'lj', 'pt', 'pj')
   if not fields[1] then return nil end
-  local due = redis.call('ZSCORE', due_key, id) or '0'
+  due = due or redis.call('ZSCORE', due_key, id) or '0'
   return { id, fields[1], fields[2], fields[3], fields[4], fields[5] or '0', fields[6] or '',
     fields[7] or '', fields[8] or '', fields[9] or '', due }
 end
@@ -118,15 +119,16 @@ elseif op == 'due' then
   -- when the first scheduler not answered is due (-1: none), then the due
   -- ones' records.
   local limit = whole(8, 1, 10000)
-  local ids = redis.call('ZRANGEBYSCORE', due_key, '-inf', now_text, 'LIMIT', '0', int(limit))
+  local due = redis.call('ZRANGEBYSCORE', due_key, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', int(limit))
   local out = { now, -1 }
   local later = redis.call('ZRANGEBYSCORE', due_key, '(' .. now_text, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
-  if #ids >= limit then
+  if #due / 2 >= limit then
     later = redis.call('ZRANGEBYSCORE', due_key, '-inf', '+inf', 'WITHSCORES', 'LIMIT', int(limit), '1')
   end
   if later[2] then out[2] = tonumber(later[2]) end
-  for _, id in ipairs(ids) do
-    local found = record(id)
+  for i = 1, #due, 2 do
+    local id = due[i]
+    local found = record(id, due[i + 1])
     if found then
       out[#out + 1] = found
     else

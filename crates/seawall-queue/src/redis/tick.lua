@@ -104,17 +104,8 @@ for _, plan in ipairs(planned) do
       if state == 'delayed' then
         redis.call('ZADD', delayed_key, int(ready), id)
       else
-        if plan.priority == DEFAULT_LEVEL then
-          collect(lines, line_order, group, id)
-        else
-          enqueue_waiting(id, group, score, false)
-        end
+        line_up(id, group, plan.priority, score, lines, line_order, rung)
         waiting = waiting + 1
-        if not rung[group] then
-          rung[group] = true
-          if group ~= '' then redis.call('SADD', groups_key, group) end
-          if group_room(group) > 0 then ring(group) end
-        end
       end
       emit_many('enqueued', id)
     end

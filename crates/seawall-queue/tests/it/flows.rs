@@ -33,7 +33,7 @@ fn options() -> JobOptions {
 
 /// A worker on `queue` whose jobs return their payload's sum plus their
 /// children's results.
-fn summing(queues: &Queues, queue: &str) -> Worker {
+pub(crate) fn summing(queues: &Queues, queue: &str) -> Worker {
     queues
         .worker(queue)
         .expect("a valid name")

@@ -254,6 +254,15 @@ async fn missed_ticks_follow_the_policy(backend: &Backend) {
     }
 }
 
+/// Scheduler `s` of queue `q`.
+async fn info(queues: &Queues) -> seawall_queue::SchedulerInfo {
+    queues
+        .scheduler("q", "s")
+        .await
+        .expect("reads")
+        .expect("kept")
+}
+
 /// An unchanged upsert changes nothing; a new template keeps the planned
 /// tick, a new schedule plans anew; a paused scheduler makes no job; a
 /// removed one is gone.
@@ -261,13 +270,6 @@ async fn schedulers_are_changed_paused_and_removed(backend: &Backend) {
     let queues = backend.queues_with(settings()).await;
     let hourly = Schedule::every(Duration::from_secs(3600)).expect("valid");
     let options = JobOptions::new().priority(1).expect("valid");
-    let info = async |queues: &Queues| {
-        queues
-            .scheduler("q", "s")
-            .await
-            .expect("reads")
-            .expect("kept")
-    };
     queues
         .upsert_scheduler("q", "s", &hourly, &"a", &options)
         .await
@@ -404,13 +406,6 @@ async fn a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it(backend: &Back
     let queues = backend.queues_with(settings()).await;
     let hourly = Schedule::every(Duration::from_secs(3600)).expect("valid");
     let lead = Duration::from_secs(2 * 3600);
-    let info = async || {
-        queues
-            .scheduler("q", "s")
-            .await
-            .expect("reads")
-            .expect("kept")
-    };
     queues
         .upsert_scheduler("q", "s", &hourly, &"a", &JobOptions::new())
         .await
@@ -420,7 +415,7 @@ async fn a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it(backend: &Back
         .await
         .expect("looks");
     assert_eq!(report.enqueued, 1);
-    let ahead = info().await;
+    let ahead = info(&queues).await;
     let tick = ahead.next_run.expect("the next tick");
     assert_eq!(
         tick.duration_since(UNIX_EPOCH).expect("after").as_secs() % 3600,
@@ -445,7 +440,7 @@ async fn a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it(backend: &Back
         .await
         .expect("upserts");
     assert!(queues.job("q", &job).await.expect("reads").is_none());
-    let changed = info().await;
+    let changed = info(&queues).await;
     assert_eq!(
         (changed.next_run, changed.next_job.clone()),
         (Some(tick), None)
@@ -454,7 +449,7 @@ async fn a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it(backend: &Back
         .tick_schedulers_within("q", lead)
         .await
         .expect("looks");
-    let remade = info().await;
+    let remade = info(&queues).await;
     assert_eq!(remade.next_run, Some(tick));
     let job = remade.next_job.expect("made again");
     let held = queues.job("q", &job).await.expect("reads").expect("kept");
@@ -469,7 +464,7 @@ async fn a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it(backend: &Back
         .tick_schedulers_within("q", lead)
         .await
         .expect("looks");
-    let job = info().await.next_job.expect("made again");
+    let job = info(&queues).await.next_job.expect("made again");
 
     // Removed: the job goes too.
     assert!(queues.remove_scheduler("q", "s").await.expect("removes"));

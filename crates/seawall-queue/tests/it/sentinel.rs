@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use seawall_queue::{Flow, Job, JobError, JobOptions, JobState, Queues, RateLimit, Schedule};
 use seawall_testkit::{RedisSentinel, unique_prefix, wait};
 
+use crate::flows::summing;
 use crate::support::builder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,24 +79,12 @@ async fn schedulers_flows_rate_limits_and_debounce_work_through_sentinel() {
     assert_eq!(job.payload, b"\"b\"");
 
     // A flow: the parent runs after its two children, with their results.
-    let flow = Flow::new("report", &1_u64, &options)
+    let flow = Flow::new("report", &vec![1_u64], &options)
         .expect("valid")
-        .child(Flow::new("parts", &10_u64, &options).expect("valid"))
-        .child(Flow::new("parts", &100_u64, &options).expect("valid"));
+        .child(Flow::new("parts", &vec![10_u64], &options).expect("valid"))
+        .child(Flow::new("parts", &vec![100_u64], &options).expect("valid"));
     let ids = queues.enqueue_flow(flow).await.expect("enqueues the flow");
-    let sum = |queues: &Queues, queue: &str| {
-        queues
-            .worker(queue)
-            .expect("a valid name")
-            .start(|job: Job<u64>| async move {
-                let mut total = job.payload;
-                for child in job.children().await? {
-                    total += child.result_as::<u64>()?.unwrap_or(0);
-                }
-                Ok::<_, JobError>(total)
-            })
-    };
-    let workers = [sum(&queues, "report"), sum(&queues, "parts")];
+    let workers = [summing(&queues, "report"), summing(&queues, "parts")];
     wait::until_async("the flow's parent to complete", async || {
         queues
             .result::<u64>("report", &ids.id)
