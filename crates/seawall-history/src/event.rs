@@ -38,6 +38,9 @@ pub enum Workload {
     Ratelimit,
     /// `write` and `read` a cached register.
     Cache,
+    /// `resume` and `pause` a scheduler of recurring jobs, whose ticks
+    /// each make one job.
+    Schedule,
 }
 
 impl Workload {
@@ -50,6 +53,7 @@ impl Workload {
             Self::Points => "points",
             Self::Ratelimit => "ratelimit",
             Self::Cache => "cache",
+            Self::Schedule => "schedule",
         }
     }
 }

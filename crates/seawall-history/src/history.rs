@@ -86,6 +86,25 @@ pub enum Call {
         /// The version read (`None`: absent, or not `ok`).
         value: Option<i64>,
     },
+    /// `schedule` / `resume`: a scheduler of recurring jobs runs from its
+    /// `ok` on (a scheduler already running is left as it is).
+    Resume {
+        /// Its queue.
+        queue: String,
+        /// Its id in that queue.
+        scheduler: String,
+        /// Its interval, in milliseconds: it ticks on the whole multiples
+        /// of it since the Unix epoch.
+        every_ms: u64,
+    },
+    /// `schedule` / `pause`: from its invoke on, the scheduler's ticks
+    /// make no job.
+    Pause {
+        /// Its queue.
+        queue: String,
+        /// Its id in that queue.
+        scheduler: String,
+    },
 }
 
 impl Call {
@@ -98,6 +117,7 @@ impl Call {
             Self::Change { .. } => Workload::Points,
             Self::Check { .. } => Workload::Ratelimit,
             Self::Write { .. } | Self::Read { .. } => Workload::Cache,
+            Self::Resume { .. } | Self::Pause { .. } => Workload::Schedule,
         }
     }
 
@@ -138,6 +158,17 @@ impl Call {
         #[derive(Deserialize)]
         struct Read {
             key: String,
+        }
+        #[derive(Deserialize)]
+        struct Resume {
+            queue: String,
+            scheduler: String,
+            every_ms: u64,
+        }
+        #[derive(Deserialize)]
+        struct Pause {
+            queue: String,
+            scheduler: String,
         }
         let call = match (workload, op) {
             (Workload::Queue, "enqueue") => {
@@ -200,6 +231,25 @@ impl Call {
                 let Read { key } = shaped(value)?;
                 Self::Read { key, value: None }
             }
+            (Workload::Schedule, "resume") => {
+                let Resume {
+                    queue,
+                    scheduler,
+                    every_ms,
+                } = shaped(value)?;
+                if every_ms == 0 {
+                    return Err("a resume's every_ms must be positive".to_owned());
+                }
+                Self::Resume {
+                    queue,
+                    scheduler,
+                    every_ms,
+                }
+            }
+            (Workload::Schedule, "pause") => {
+                let Pause { queue, scheduler } = shaped(value)?;
+                Self::Pause { queue, scheduler }
+            }
             (workload, op) => return Err(format!("{workload} has no operation {op:?}")),
         };
         Ok(call)
@@ -249,7 +299,7 @@ impl Call {
             }
             Self::Change { balance, .. } => *balance = shaped::<Changed>(value)?.balance,
             Self::Check { admitted, .. } => *admitted = Some(shaped::<Checked>(value)?.admitted),
-            Self::Write { .. } => {}
+            Self::Write { .. } | Self::Resume { .. } | Self::Pause { .. } => {}
             Self::Read { value: read, .. } => *read = shaped::<Read>(value)?.value,
         }
         Ok(())

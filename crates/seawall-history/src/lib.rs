@@ -2,7 +2,7 @@
 //! history, with the state the fleet ended in, for anomalies: acknowledged
 //! jobs that never ran, jobs that ran twice, orders and coupons beyond the
 //! stock, points applied twice, limits exceeded across the fleet, stale
-//! cache reads.
+//! cache reads, scheduler ticks that made no job or two.
 //!
 //! ```
 //! use seawall_history::{FinalState, History, Options, Recorder, Workload, check};
@@ -42,7 +42,7 @@
 //! | `process` | the recording client (`sale-3`), or `nemesis` |
 //! | `type` | `invoke`, `ok`, `fail` (certainly did nothing), `info` (unknown: a timeout, a lost connection, a 5xx that says the outcome is unknown) or `fault` |
 //! | `id` | integer, unique per file; a completion carries its invoke's (and repeats its `process`, `workload` and `op`); none on faults |
-//! | `workload` | `queue`, `sale`, `coupon`, `points`, `ratelimit` or `cache`; none on faults |
+//! | `workload` | `queue`, `sale`, `coupon`, `points`, `ratelimit`, `cache` or `schedule`; none on faults |
 //! | `op` | the operation (below), or the fault |
 //! | `value` | the invoke's inputs, the completion's answer, the fault's targets |
 //!
@@ -59,10 +59,17 @@
 //! | `ratelimit` / `check` | `{"key": "user:7", "limit": 100, "window_ms": 60000}` | `{"admitted": true}` (a 429 is `ok` with `false`) |
 //! | `cache` / `write` | `{"key": "k", "value": 5}` | anything |
 //! | `cache` / `read` | `{"key": "k"}` | `{"value": 5}` or `{"value": null}` (absent) |
+//! | `schedule` / `resume` | `{"queue": "analytics", "scheduler": "hourly-analytics", "every_ms": 1000}` | anything |
+//! | `schedule` / `pause` | `{"queue": "analytics", "scheduler": "hourly-analytics"}` | anything |
 //!
 //! Cache values are versions: integers that grow with every write of a
 //! key, and the writes of one key never overlap (one writer per key), so a
 //! higher version is a newer write.
+//!
+//! A scheduler ticks on the whole multiples of `every_ms` since the epoch.
+//! It certainly runs from a `resume`'s `ok` (resuming a running scheduler
+//! changes nothing) to the next `pause`'s invoke, and every tick due in
+//! between must make exactly one job; from a `pause`'s `ok` on, none may.
 //!
 //! Faults: `op` is `partition`, `isolate`, `one-way`, `heal`, `kill`,
 //! `pause`, `resume`, `restart`, `start` or `stop`; `value` names the
@@ -99,7 +106,13 @@
 //!               "coupons": [{"code": "C-1", "number": 1, "user_id": 7, "nth": 1}]}],
 //!   "points": [{"user_id": 7, "balance": 150,
 //!               "ledger": [{"version": 1, "delta": 150, "idempotency_key": "pts-7-1"}]}],
-//!   "cache": {"k": 5, "gone": null}
+//!   "cache": {"k": 5, "gone": null},
+//!   "schedule": {
+//!     "masters": {"analytics": ["redis-2", "redis-5"]},
+//!     "runners": ["worker-1", "worker-2", "worker-3"],
+//!     "jobs": [{"job": "analytics:17", "scheduler": "hourly-analytics",
+//!               "tick_ms": 1764000001000}]
+//!   }
 //! }
 //! ```
 //!
@@ -117,7 +130,10 @@
 //! the store says remain (required: the stock less the store's `sold`, not
 //! clamped at zero); `coupon` is `coupon_campaigns` with its `coupons`;
 //! `points` is `point_accounts` with its `point_ledger`; `cache` the
-//! version each key ends at, as a read serves it.
+//! version each key ends at, as a read serves it. `schedule` lists every
+//! job a scheduler's tick made (`GET /api/queue/{queue}/jobs` names its
+//! tick), with the Redis masters that held each queue and the hosts that
+//! ran the schedulers.
 //!
 //! # The checks
 //!
@@ -136,16 +152,16 @@ mod record;
 mod report;
 mod state;
 
-pub use check::{DEFAULT_LEASE_MARGIN, Options, check};
+pub use check::{DEFAULT_LEASE_MARGIN, DEFAULT_SCHEDULE_LEAD, Options, check};
 pub use error::{Error, Result};
 pub use event::{Event, EventType, Workload};
 pub use history::{Call, Fault, History, Op, Outcome};
 pub use record::{OpHandle, Recorder};
 pub use report::{
     CacheReport, CouponReport, FaultLine, Findings, LimiterKey, PointsReport, QueueReport,
-    RateLimitReport, Report, SaleReport, Tally,
+    RateLimitReport, Report, SaleReport, ScheduleReport, Tally,
 };
 pub use state::{
     AccountState, CampaignState, CouponRow, FinalState, JobState, LedgerRow, OrderRow, OutboxRow,
-    QueuePath, QueueState, SaleState,
+    QueuePath, QueueState, SaleState, ScheduleState, TickJob,
 };

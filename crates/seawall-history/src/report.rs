@@ -240,6 +240,33 @@ pub struct CacheReport {
     pub lost_writes: Findings,
 }
 
+/// Schedulers of recurring jobs: the ticks due while each certainly ran,
+/// against the jobs their ticks made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ScheduleReport {
+    /// How the resumes and pauses ended.
+    pub changes: Tally,
+    /// Ticks judged: due while their scheduler certainly ran.
+    pub ticks: usize,
+    /// Jobs the state lists.
+    pub jobs: usize,
+    /// Anomaly: a tick that made more than one job.
+    pub duplicated: Findings,
+    /// Anomaly: a tick due while its scheduler certainly ran that made no
+    /// job, and no outage of its queue's masters explains.
+    pub missing: Findings,
+    /// Anomaly: a job for a tick that is not on its scheduler's schedule.
+    pub off_schedule: Findings,
+    /// Anomaly: a job for a tick due while its scheduler was certainly
+    /// paused.
+    pub while_paused: Findings,
+    /// Tolerated: ticks with no job that an outage of the queue's masters
+    /// explains (counted per tick, described per outage).
+    pub missed_in_outage: Findings,
+    /// Not judged: jobs of a scheduler no recorded resume names.
+    pub unrecorded: Findings,
+}
+
 /// Everything the checker found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
@@ -267,6 +294,9 @@ pub struct Report {
     /// The cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheReport>,
+    /// Schedulers of recurring jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleReport>,
 }
 
 /// One row of a section's table: its name, whether it is an anomaly, and
@@ -366,6 +396,19 @@ impl CacheReport {
     }
 }
 
+impl ScheduleReport {
+    fn kinds(&self) -> Vec<Kind<'_>> {
+        vec![
+            anomaly("duplicated", &self.duplicated),
+            anomaly("missing", &self.missing),
+            anomaly("off_schedule", &self.off_schedule),
+            anomaly("while_paused", &self.while_paused),
+            tolerated("missed_in_outage", &self.missed_in_outage),
+            tolerated("unrecorded", &self.unrecorded),
+        ]
+    }
+}
+
 impl Report {
     /// Every section present, with its rows.
     fn sections(&self) -> Vec<(&'static str, Vec<Kind<'_>>)> {
@@ -387,6 +430,9 @@ impl Report {
         }
         if let Some(cache) = &self.cache {
             sections.push(("cache", cache.kinds()));
+        }
+        if let Some(schedule) = &self.schedule {
+            sections.push(("schedule", schedule.kinds()));
         }
         sections
     }
@@ -424,6 +470,7 @@ impl Report {
             points: Some(PointsReport::default()),
             ratelimit: Some(RateLimitReport::default()),
             cache: Some(CacheReport::default()),
+            schedule: Some(ScheduleReport::default()),
             ..Self::default()
         };
         every.counts().into_keys().collect()
@@ -526,6 +573,12 @@ impl Report {
                 format!(
                     "{} writes, {} reads, longest stale read {:.3} ms",
                     cache.writes, cache.reads, cache.longest_stale_ms
+                )
+            }),
+            "schedule" => self.schedule.as_ref().map(|schedule| {
+                format!(
+                    "{} resumes and pauses, {} ticks judged, {} jobs",
+                    schedule.changes, schedule.ticks, schedule.jobs
                 )
             }),
             _ => None,

@@ -37,6 +37,10 @@ pub struct FinalState {
     /// history wrote needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<BTreeMap<String, Option<i64>>>,
+    /// The jobs the schedulers' ticks made, and what their runs went
+    /// through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleState>,
 }
 
 impl FinalState {
@@ -121,6 +125,36 @@ pub struct JobState {
     /// worker died, paused or was cut off).
     #[serde(default)]
     pub stalls: u32,
+}
+
+/// The schedulers' side: every job their ticks made, read from the queue
+/// once the fleet is quiet, and what the ticks depended on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    /// Per queue (`analytics`): the hosts of the Redis masters that held
+    /// it during the drill (the first, and any that took over). Only a
+    /// fault that takes one of them out, or cuts it off from every runner,
+    /// explains a tick with no job.
+    #[serde(default)]
+    pub masters: BTreeMap<String, Vec<String>>,
+    /// The hosts of the processes that ran the schedulers (`worker-1`).
+    #[serde(default)]
+    pub runners: Vec<String>,
+    /// Every job of the schedulers' queues that a tick made, in any state
+    /// (a job a pause or a removal cancelled is gone, and not listed).
+    #[serde(default)]
+    pub jobs: Vec<TickJob>,
+}
+
+/// One job a scheduler's tick made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickJob {
+    /// `queue:id`.
+    pub job: String,
+    /// The scheduler whose tick made it.
+    pub scheduler: String,
+    /// When that tick was due, Unix milliseconds.
+    pub tick_ms: i64,
 }
 
 /// One time sale (`time_sales` and its `sale_orders`).

@@ -315,7 +315,18 @@ export default {
         h("td", {}, scheduler.queue),
         h("th", { scope: "row" }, scheduler.id),
         h("td", { class: "text", "data-testid": `queue-scheduler-schedule-${key}` }, scheduler.schedule),
-        h("td", { class: "when" }, next ? when(next, `queue-scheduler-next-${key}`) : scheduler.paused ? "paused" : "—"),
+        h(
+          "td",
+          { class: "when" },
+          next
+            ? [
+                when(next, `queue-scheduler-next-${key}`),
+                scheduler.next_job ? h("span", { "data-testid": `queue-scheduler-next-job-${key}` }, ` job ${scheduler.next_job}`) : "",
+              ]
+            : scheduler.paused
+              ? "paused"
+              : "—",
+        ),
         h("td", { class: "when" }, last ? [when(last.at, `queue-scheduler-last-${key}`), ` job ${last.job_id}`] : "never"),
         h(
           "td",

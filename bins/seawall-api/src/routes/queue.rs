@@ -141,6 +141,10 @@ struct SchedulerView {
     /// Its next ticks, soonest first, at most three; none while it is
     /// paused (resumed, it starts from its first tick after then).
     next_runs: Vec<String>,
+    /// The job already enqueued for its next run, delayed until then
+    /// (each tick's job is enqueued up to a second ahead); `null` when
+    /// none is yet.
+    next_job: Option<String>,
     /// Its last tick that made a job, and that job; `null` until one did.
     last_run: Option<LastRunView>,
     /// The payload of its jobs.
@@ -176,6 +180,7 @@ fn scheduler_view(queue: QueueName, info: SchedulerInfo) -> SchedulerView {
         schedule: info.schedule.to_string(),
         paused: info.paused,
         next_runs,
+        next_job: info.next_job.map(|job| job.to_string()),
         last_run: info.last_run.map(|(at, job)| LastRunView {
             at: time(at),
             job_id: job.to_string(),

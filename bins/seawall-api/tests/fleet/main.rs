@@ -15,5 +15,6 @@ mod hosts;
 mod partitions;
 mod queues;
 mod readiness;
+mod schedulers;
 mod shared;
 mod support;

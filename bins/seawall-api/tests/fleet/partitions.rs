@@ -72,7 +72,7 @@ fn wait_settings(default: &[u32]) -> Vec<u32> {
 }
 
 /// Where a drill's files go, emptied first.
-fn drill_dir(name: &str) -> PathBuf {
+pub(crate) fn drill_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("drills")
         .join(name);
@@ -83,7 +83,7 @@ fn drill_dir(name: &str) -> PathBuf {
 
 /// A client that answers within the drills' patience: an operation cut
 /// off by a partition ends as `info` after 2 s rather than hanging.
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .connect_timeout(Duration::from_secs(1))
@@ -92,12 +92,12 @@ fn client() -> reqwest::Client {
 }
 
 /// What a request came back with.
-enum Answer {
+pub(crate) enum Answer {
     Status(u16, Value),
     Lost(String),
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Answer {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Answer {
     match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
@@ -109,7 +109,7 @@ async fn send(request: reqwest::RequestBuilder) -> Answer {
 }
 
 /// A 5xx or a lost answer: the operation may or may not have happened.
-fn unknown(answer: &Answer) -> Value {
+pub(crate) fn unknown(answer: &Answer) -> Value {
     match answer {
         Answer::Status(status, body) => json!({"status": status, "detail": body["detail"]}),
         Answer::Lost(error) => json!({"error": error}),
@@ -569,7 +569,7 @@ async fn cache_state(fleet: &Running, users: &[i64]) -> Value {
 
 /// Checks the histories in `files` against `state` with the checker's
 /// `options`, writes the report beside them as `<name>.txt`, and prints it.
-fn checked_with(
+pub(crate) fn checked_with(
     dir: &Path,
     name: &str,
     files: &[PathBuf],
@@ -1168,7 +1168,7 @@ fn name_row_writers(fleet: &Running) {
 }
 
 /// The names of the fleet's hosts, which its faults and rows name.
-fn host_names(fleet: &Running) -> Vec<String> {
+pub(crate) fn host_names(fleet: &Running) -> Vec<String> {
     fleet.hosts().into_iter().map(|host| host.name).collect()
 }
 

@@ -506,6 +506,23 @@ async fn the_recurring_jobs_are_listed_with_their_next_runs_paused_and_resumed()
     );
     assert_eq!(job.json["tick"]["at"], last["at"], "{}", job.text());
 
+    // The job enqueued ahead for the next run is named, made for a tick
+    // after the last run's.
+    let (next_job, next_run) =
+        wait::until_some_async("a job enqueued ahead of its tick", async || {
+            let reply = app.admin_get(uri).await;
+            let scheduler = &reply.json["schedulers"][0];
+            let job = scheduler["next_job"].as_str()?.to_owned();
+            Some((job, scheduler["next_runs"][0].clone()))
+        })
+        .await;
+    let ahead = app
+        .admin_get(&format!("/api/queue/analytics/jobs/{next_job}"))
+        .await;
+    assert_eq!(ahead.status, 200, "{}", ahead.text());
+    assert_eq!(ahead.json["tick"]["scheduler"], "hourly-analytics");
+    assert_eq!(ahead.json["tick"]["at"], next_run, "{}", ahead.text());
+
     // The overview lists every queue's, by queue in the overview's order.
     let overview = app.admin_get("/api/queue").await;
     assert_eq!(overview.status, 200, "{}", overview.text());

@@ -10,6 +10,7 @@ mod ratelimit;
 mod reruns;
 mod rows;
 mod sale;
+mod schedule;
 
 use crate::error::{Error, Result};
 use crate::event::Workload;
@@ -18,7 +19,7 @@ use crate::report::{FaultLine, Report};
 use crate::state::FinalState;
 
 use options::micros_as_secs;
-pub use options::{DEFAULT_LEASE_MARGIN, Options};
+pub use options::{DEFAULT_LEASE_MARGIN, DEFAULT_SCHEDULE_LEAD, Options};
 
 /// Checks `history` against `state` and reports, per workload, what it
 /// found. A workload is reported when the history has its operations or
@@ -62,6 +63,7 @@ pub fn check(history: &History, state: &FinalState, options: &Options) -> Result
     let points = of(Workload::Points);
     let ratelimit = of(Workload::Ratelimit);
     let cache = of(Workload::Cache);
+    let schedule = of(Workload::Schedule);
     Ok(Report {
         events: history.events(),
         ops: history.ops().len(),
@@ -78,11 +80,13 @@ pub fn check(history: &History, state: &FinalState, options: &Options) -> Result
         cache: section(&cache, state.cache.as_ref(), Workload::Cache)?
             .map(|section| cache::check(&cache, section, options))
             .transpose()?,
+        schedule: section(&schedule, state.schedule.as_ref(), Workload::Schedule)?
+            .map(|section| schedule::check(&schedule, history, section, options)),
     })
 }
 
-/// Every host the faults, the outbox rows and the queues' masters name is
-/// one of the fleet's `hosts`.
+/// Every host the faults, the outbox rows, the queues' masters and the
+/// schedulers' runners name is one of the fleet's `hosts`.
 fn known_hosts(
     history: &History,
     state: &FinalState,
@@ -116,6 +120,16 @@ fn known_hosts(
             for master in &path.masters {
                 known(master, &|| format!("the masters of queue {name}"))?;
             }
+        }
+    }
+    if let Some(schedule) = &state.schedule {
+        for (name, masters) in &schedule.masters {
+            for master in masters {
+                known(master, &|| format!("the masters of queue {name}"))?;
+            }
+        }
+        for runner in &schedule.runners {
+            known(runner, &|| "the schedulers' runners".to_owned())?;
         }
     }
     Ok(())

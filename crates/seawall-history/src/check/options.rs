@@ -17,6 +17,15 @@ use std::time::Duration;
 /// excuse runs more than a lease and a second away from it.
 pub const DEFAULT_LEASE_MARGIN: Duration = Duration::from_secs(1);
 
+/// How far ahead of its tick a scheduler may make the tick's job: 1 s, as
+/// seawall-queue's runner does by default (`Queues::run_schedulers`).
+///
+/// A job made ahead of a fault can come through it (a replica had it when
+/// it took over), so the ticks after an outage that made no job are
+/// explained up to the first job made after it: the first tick at least
+/// this long after the fault that made one.
+pub const DEFAULT_SCHEDULE_LEAD: Duration = Duration::from_secs(1);
+
 /// How the checker judges. Built from [`Options::default`] with setters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
@@ -24,6 +33,7 @@ pub struct Options {
     pub(super) examples: usize,
     pub(super) rate_limit_multiple: f64,
     pub(super) lease_margin: Duration,
+    pub(super) schedule_lead: Duration,
     /// The history's first event, which examples time from; set by
     /// [`check`](super::check).
     pub(super) origin: u64,
@@ -36,6 +46,7 @@ impl Default for Options {
             examples: 5,
             rate_limit_multiple: 1.0,
             lease_margin: DEFAULT_LEASE_MARGIN,
+            schedule_lead: DEFAULT_SCHEDULE_LEAD,
             origin: 0,
         }
     }
@@ -44,7 +55,8 @@ impl Default for Options {
 impl Options {
     /// The defaults: a 10 ms propagation window, 5 examples per kind, no
     /// admissions above the limit, a lease margin of
-    /// [`DEFAULT_LEASE_MARGIN`].
+    /// [`DEFAULT_LEASE_MARGIN`], a scheduler lead of
+    /// [`DEFAULT_SCHEDULE_LEAD`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -74,6 +86,13 @@ impl Options {
     /// [`DEFAULT_LEASE_MARGIN`]).
     pub fn lease_margin(mut self, margin: Duration) -> Self {
         self.lease_margin = margin;
+        self
+    }
+
+    /// How far ahead of its tick a scheduler may make the tick's job (see
+    /// [`DEFAULT_SCHEDULE_LEAD`]).
+    pub fn schedule_lead(mut self, lead: Duration) -> Self {
+        self.schedule_lead = lead;
         self
     }
 }

@@ -11,5 +11,6 @@ mod queue;
 mod ratelimit;
 mod record;
 mod sale;
+mod schedule;
 mod state;
 mod support;
