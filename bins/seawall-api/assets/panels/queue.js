@@ -39,6 +39,7 @@ function relative(iso) {
 const DEPTHS = [
   ["waiting", "waiting"],
   ["delayed", "delayed"],
+  ["waiting_children", "awaiting children"],
   ["active", "running"],
   ["completed", "completed"],
   ["dead", "dead"],
@@ -105,7 +106,7 @@ export default {
             "tr",
             {},
             ["queue", ...DEPTHS.map(([, label]) => label), "done / min", "failed / min", "state", ""].map((label, index) =>
-              h("th", { scope: "col", class: index > 0 && index < 8 ? "num" : "" }, label),
+              h("th", { scope: "col", class: index > 0 && index <= DEPTHS.length + 2 ? "num" : "" }, label),
             ),
           ),
         ),

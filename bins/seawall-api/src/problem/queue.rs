@@ -42,6 +42,12 @@ impl From<&seawall_queue::Error> for Problem {
                 )
                 .with_retry_after(1)
             }
+            // What the caller asked for is out of the queue's bounds: a
+            // key or a delay out of range, a flow too large or over queues
+            // a Cluster keeps apart.
+            seawall_queue::Error::InvalidOption(reason) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, reason.clone())
+            }
             seawall_queue::Error::IdempotencyMismatch { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
                     .with_param("idempotency-key", "was first used for a different job")

@@ -280,10 +280,10 @@ mod tests {
             }
         }
         assert_eq!(
-            with_body, 21,
+            with_body, 22,
             "review/complete, rate-limit, rate-limit/block, cache (DELETE), \
-             the eight enqueues, queue clean, coupon issue, points earn and use, order, \
-             campaign and sale creation, a scenario run, and an API key"
+             the eight enqueues, a flow, queue clean, coupon issue, points earn and use, \
+             order, campaign and sale creation, a scenario run, and an API key"
         );
     }
 }

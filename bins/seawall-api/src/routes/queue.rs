@@ -6,16 +6,17 @@
 //! jobs, with their next runs, paused and resumed; and the rate limits
 //! (`limits`).
 
+mod flows;
 mod limits;
 mod named;
 
-use named::{QueuePath, queue_named, queues};
+use named::{JobPath, QueuePath, job_id, queue_named, queues};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
-use seawall_queue::{Cancelled, Counts, Finished, JobId, JobInfo, JobState, Queues, SchedulerInfo};
+use seawall_queue::{Cancelled, Counts, Finished, JobInfo, JobState, Queues, SchedulerInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -55,8 +56,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enqueue_backup))
         .routes(routes!(enqueue_export))
         .routes(routes!(enqueue_import))
+        .routes(routes!(flows::enqueue_flow))
         .routes(routes!(list))
         .routes(routes!(job, cancel))
+        .routes(routes!(flows::children))
         .routes(routes!(retry_one))
         .routes(routes!(retry_all))
         .routes(routes!(pause))
@@ -80,6 +83,8 @@ pub(crate) struct QueueRow {
     name: String,
     waiting: u64,
     delayed: u64,
+    /// Jobs of a flow that wait for their children to finish.
+    waiting_children: u64,
     active: u64,
     /// Completed jobs kept (the newest 1,000, for a day).
     completed: u64,
@@ -408,22 +413,6 @@ struct SchedulerPath {
     id: String,
 }
 
-/// A job a path names.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-struct JobPath {
-    /// The queue.
-    queue: String,
-    /// The job's id: `<sequence>-<epoch>` (digits, `-`, hex digits), or
-    /// digits alone for a job queued before ids carried an epoch.
-    #[param(example = "31556926000000-9f86d081884c7d65")]
-    id: String,
-}
-
-fn job_id(id: &str) -> Result<JobId, Problem> {
-    JobId::parse(id).ok_or_else(|| Problem::not_found(format!("there is no job {id:?}")))
-}
-
 /// The request's `Idempotency-Key`, if it sent one: 1 to
 /// [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters, taken as they are
 /// (a structured-field string's quotes included). Two of them is a 400
@@ -505,6 +494,7 @@ pub(crate) fn row(state: &AppState, queue: QueueName, counts: &Counts) -> QueueR
         name: queue.as_str().to_owned(),
         waiting: counts.waiting,
         delayed: counts.delayed,
+        waiting_children: counts.waiting_children,
         active: counts.active,
         completed: counts.completed,
         dead: counts.dead,
@@ -600,9 +590,10 @@ macro_rules! enqueue_route {
                     description = "Names this enqueue across its retries: another with the same \
                         key on this queue within 24 hours enqueues nothing and answers the \
                         first job's id. Send one to retry after a 503 or a timeout without \
-                        a second job.",
+                        a second job. Not with `dedupe`.",
                     nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
                     example = "order-7-confirmation"),
+                DedupeQuery,
             ),
             request_body(content = $payload, content_type = "application/json"),
             responses(
@@ -610,11 +601,14 @@ macro_rules! enqueue_route {
                     used on this queue within 24 hours, the job it enqueued (nothing new is)",
                     body = Enqueued),
                 (status = 400, description = "`Idempotency-Key` is empty, longer than 255 \
-                    characters, not visible ASCII or sent twice; or two `Authorization` headers",
+                    characters, not visible ASCII or sent twice; `dedupe`, `key` or \
+                    `debounce_ms` is malformed or out of range; or two `Authorization` headers",
                     body = Problem, content_type = "application/problem+json"),
-                (status = 422, description = "The payload breaks the queue's rules, or the \
-                    `Idempotency-Key` was first used on this queue for a different job; nothing \
-                    was enqueued",
+                (status = 422, description = "The payload breaks the queue's rules, the \
+                    `Idempotency-Key` was first used on this queue for a different job, or \
+                    `dedupe`, `key` and `debounce_ms` do not go together (`key` needs \
+                    `dedupe`, `debounce_ms` needs `dedupe=debounce` and the reverse, and \
+                    `dedupe` is not taken with an `Idempotency-Key`); nothing was enqueued",
                     body = Problem, content_type = "application/problem+json"),
                 (status = 503, description = "The queues' Redis does not answer, or (with \
                     `queue.wait_replicas`) no replica confirmed the job in time. The detail \
@@ -627,9 +621,10 @@ macro_rules! enqueue_route {
         async fn $handler(
             State(state): State<AppState>,
             headers: HeaderMap,
+            params: Params,
             body: Result<Json<serde_json::Value>, Problem>,
         ) -> Result<(StatusCode, Json<Enqueued>), Problem> {
-            enqueue(&state, QueueName::$queue, &headers, body).await
+            enqueue(&state, QueueName::$queue, &headers, &params, body).await
         }
     };
 }
@@ -691,16 +686,124 @@ enqueue_route!(
     "Enqueues the import of contents from a CSV file."
 );
 
+/// How an enqueue keeps its job from being queued twice, besides an
+/// `Idempotency-Key` (BullMQ's deduplication modes).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the query `Params` reads
+struct DedupeQuery {
+    /// `until-started`: while a job enqueued with `key` has not started,
+    /// an enqueue with it adds nothing and answers that job's id;
+    /// `until-completed`: the same until it completed or died; `debounce`:
+    /// the job runs `debounce_ms` after the last of a burst of enqueues
+    /// with `key` (one waiting for its delay takes the later payload and
+    /// waits again; its id is answered).
+    #[param(inline)]
+    dedupe: Option<DedupeMode>,
+    /// The key, 1 to 255 visible ASCII characters; with `dedupe` only.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]{1,255}$",
+        example = "report-7"
+    )]
+    key: Option<String>,
+    /// A debounce's delay in ms, 1 to a day; with `dedupe=debounce` only.
+    #[param(minimum = 1, maximum = 86_400_000, example = 2000)]
+    debounce_ms: Option<i64>,
+}
+
+/// The deduplication modes an enqueue takes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+enum DedupeMode {
+    UntilStarted,
+    UntilCompleted,
+    Debounce,
+}
+
+/// The longest debounce, in ms: a day.
+const MAX_DEBOUNCE_MS: i64 = 86_400_000;
+
+/// The deduplication the request asks for: its `Idempotency-Key`, or its
+/// `dedupe` with `key` (and `debounce_ms`), not both. A malformed value is
+/// a 400; parameters that are well-formed one by one but do not go
+/// together are a 422.
+fn dedupe<'r>(
+    headers: &HeaderMap,
+    params: &'r Params,
+    idempotency: &'r Option<String>,
+) -> Result<jobs::Dedupe<'r>, Problem> {
+    let mode = params.choice("dedupe", &["until-started", "until-completed", "debounce"])?;
+    let key = params.optional("key");
+    if let Some(key) = key {
+        let bytes = key.as_bytes();
+        if !((1..=MAX_IDEMPOTENCY_KEY).contains(&bytes.len())
+            && bytes.iter().all(|b| (b'!'..=b'~').contains(b)))
+        {
+            return Err(Problem::bad_parameter(
+                "key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            ));
+        }
+    }
+    let debounce_ms = params
+        .optional("debounce_ms")
+        .map(|_| params.int("debounce_ms", 1..=MAX_DEBOUNCE_MS, None))
+        .transpose()?;
+    let Some(mode) = mode else {
+        if key.is_some() || debounce_ms.is_some() {
+            let name = if key.is_some() { "key" } else { "debounce_ms" };
+            return Err(Problem::unprocessable_parameter(
+                name,
+                "is taken only with dedupe",
+            ));
+        }
+        return Ok(idempotency
+            .as_deref()
+            .map_or(jobs::Dedupe::None, jobs::Dedupe::Idempotency));
+    };
+    if headers.contains_key(&IDEMPOTENCY_KEY) {
+        return Err(Problem::unprocessable_parameter(
+            "dedupe",
+            "is not taken with an Idempotency-Key: send one or the other",
+        ));
+    }
+    let key =
+        key.ok_or_else(|| Problem::unprocessable_parameter("key", "is required with dedupe"))?;
+    Ok(match (mode, debounce_ms) {
+        ("debounce", Some(ms)) => {
+            jobs::Dedupe::Debounce(key, Duration::from_millis(ms.unsigned_abs()))
+        }
+        ("debounce", None) => {
+            return Err(Problem::unprocessable_parameter(
+                "debounce_ms",
+                "is required with dedupe=debounce",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(Problem::unprocessable_parameter(
+                "debounce_ms",
+                "is taken only with dedupe=debounce",
+            ));
+        }
+        ("until-started", None) => jobs::Dedupe::UntilStarted(key),
+        _ => jobs::Dedupe::UntilCompleted(key),
+    })
+}
+
 async fn enqueue(
     state: &AppState,
     queue: QueueName,
     headers: &HeaderMap,
+    params: &Params,
     body: Result<Json<serde_json::Value>, Problem>,
 ) -> Result<(StatusCode, Json<Enqueued>), Problem> {
     let key = idempotency_key(headers)?;
+    let dedupe = dedupe(headers, params, &key)?;
     let Json(payload) = body?;
     let queues = queues(state)?;
-    match jobs::enqueue(queues, state.queue_config(), queue, payload, key.as_deref()).await {
+    match jobs::enqueue_with(queues, state.queue_config(), queue, payload, dedupe).await {
         Ok(id) => Ok((
             StatusCode::ACCEPTED,
             Json(Enqueued {

@@ -901,6 +901,31 @@ async fn use_recurring_jobs(browser: &Client, server: &TestServer) -> TestResult
     })
     .await?;
 
+    // A flow's parent waits for its child, paused in its queue: the report
+    // queue's row counts it as awaiting children.
+    let status = server
+        .admin(Method::POST, "/api/queue/analytics/pause")
+        .send()
+        .await?
+        .status();
+    check!(status == 200, "pausing analytics: {status}");
+    let status = server
+        .admin(Method::POST, "/api/queue/flows")
+        .json(&json!({
+            "queue": "report",
+            "payload": {"user_id": 2, "days": 7},
+            "children": [{"queue": "analytics", "payload": {"days": 7}}],
+        }))
+        .send()
+        .await?
+        .status();
+    check!(status == 202, "enqueueing a flow: {status}");
+    wait_for("the report awaiting its child", async || {
+        let awaiting = figure(browser, "queue-waiting_children-report").await?;
+        Ok((awaiting == Some(1.0)).then_some(()))
+    })
+    .await?;
+
     console_is_clean(browser).await?;
     Ok(())
 }

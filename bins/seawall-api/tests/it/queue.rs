@@ -726,3 +726,263 @@ async fn a_queues_rate_limits_are_set_read_and_cleared() {
     let unknown = app.admin_get("/api/queue/sms/limits").await;
     assert_eq!(unknown.status, 404, "{}", unknown.text());
 }
+
+/// The row of `queue` in `/api/queue`.
+async fn queue_row(app: &TestApp, queue: &str) -> Value {
+    let overview = app.admin_get("/api/queue").await;
+    overview.json["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|row| row["name"] == queue)
+        .expect("the queue's row")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_runs_its_parent_after_its_children_and_lists_them() {
+    let app = TestApp::sqlite().await;
+    // The statistics' refresh waits while its queue is paused: the report
+    // waits for it.
+    let paused = app
+        .admin_send("POST", "/api/queue/analytics/pause", None)
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.text());
+    let flow = json!({
+        "queue": "report",
+        "payload": {"user_id": 2, "days": 7},
+        "children": [
+            {"queue": "analytics", "payload": {"days": 7}},
+            {"queue": "email", "payload": {"user_id": 1, "template": "welcome"},
+             "on_failure": "ignore"},
+        ],
+    });
+    let reply = app
+        .admin_send("POST", "/api/queue/flows", Some(&flow))
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(reply.json["queue"], "report");
+    let parent = reply.json["id"].as_str().expect("an id").to_owned();
+    let children = reply.json["children"].as_array().expect("children").clone();
+    assert_eq!(
+        children
+            .iter()
+            .map(|child| child["queue"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["analytics", "email"]
+    );
+    let email = children[1]["id"].as_str().expect("an id");
+    finished(&app, "email", email).await;
+
+    let uri = format!("/api/queue/report/jobs/{parent}");
+    let waiting = app.admin_get(&uri).await;
+    assert_eq!(
+        waiting.json["state"],
+        "waiting-children",
+        "{}",
+        waiting.text()
+    );
+    assert_eq!(queue_row(&app, "report").await["waiting_children"], 1);
+    let listed = app.admin_get(&format!("{uri}/children")).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let outcomes: Vec<(&str, &str)> = listed.json["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .map(|child| {
+            (
+                child["queue"].as_str().unwrap_or(""),
+                child["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, [("analytics", "pending"), ("email", "completed")]);
+
+    let resumed = app
+        .admin_send("POST", "/api/queue/analytics/resume", None)
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    let report = finished(&app, "report", &parent).await;
+    assert_eq!(report["state"], "completed", "{report}");
+    let listed = app.admin_get(&format!("{uri}/children")).await;
+    assert!(
+        listed.json["children"]
+            .as_array()
+            .expect("children")
+            .iter()
+            .all(|child| child["outcome"] == "completed"),
+        "{}",
+        listed.text()
+    );
+    assert_eq!(queue_row(&app, "report").await["waiting_children"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_with_one_bad_job_is_refused_whole() {
+    // A body large enough for more jobs than a flow holds.
+    let app = TestApp::sqlite_with(|config| config.server.max_body_bytes = 1 << 20).await;
+    let before = (
+        jobs_in(&app, "report").await,
+        jobs_in(&app, "analytics").await,
+    );
+    for (flow, status, field) in [
+        (
+            json!({"queue": "report", "payload": {"user_id": 2, "days": 7},
+                   "children": [{"queue": "analytics", "payload": {"days": 7}},
+                                {"queue": "analytics", "payload": {"days": 0}}]}),
+            422,
+            "children[1].payload.days",
+        ),
+        (
+            json!({"queue": "report", "payload": {"user_id": 2, "days": 7},
+                   "children": [{"queue": "sms", "payload": {}}]}),
+            422,
+            "children[0].queue",
+        ),
+        (
+            json!({"queue": "report", "payload": {"user_id": 2, "days": 7},
+                   "on_failure": "ignore"}),
+            422,
+            "on_failure",
+        ),
+        (
+            json!({"queue": "report", "payload": [2, 7]}),
+            422,
+            "payload",
+        ),
+    ] {
+        let reply = app
+            .admin_send("POST", "/api/queue/flows", Some(&flow))
+            .await;
+        assert_eq!(reply.status, status, "{flow}: {}", reply.text());
+        assert_eq!(
+            reply.json["invalid_params"][0]["name"],
+            field,
+            "{flow}: {}",
+            reply.text()
+        );
+    }
+    // More jobs than a flow holds.
+    let many: Vec<Value> = (0..1_000)
+        .map(|_| json!({"queue": "analytics", "payload": {"days": 1}}))
+        .collect();
+    let too_many = json!({"queue": "report", "payload": {"user_id": 2, "days": 7},
+                          "children": many});
+    let reply = app
+        .admin_send("POST", "/api/queue/flows", Some(&too_many))
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    // Not a tree of jobs at all.
+    let reply = app
+        .admin_send(
+            "POST",
+            "/api/queue/flows",
+            Some(&json!({"queue": "report"})),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert_eq!(
+        (
+            jobs_in(&app, "report").await,
+            jobs_in(&app, "analytics").await
+        ),
+        before,
+        "nothing was enqueued"
+    );
+    let missing = app
+        .admin_get("/api/queue/report/jobs/31556926000000-9f86d081884c7d65/children")
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_is_debounced_or_kept_unique_as_asked() {
+    let app = TestApp::sqlite().await;
+    // A debounce: the second enqueue replaces the waiting job's payload.
+    let debounce = "/api/queue/analytics?dedupe=debounce&key=refresh&debounce_ms=600000";
+    let first = app
+        .admin_send("POST", debounce, Some(&json!({"days": 1})))
+        .await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    let second = app
+        .admin_send("POST", debounce, Some(&json!({"days": 2})))
+        .await;
+    assert_eq!(second.status, 202, "{}", second.text());
+    assert_eq!(first.json["id"], second.json["id"]);
+    let job = app
+        .admin_get(&format!(
+            "/api/queue/analytics/jobs/{}",
+            first.json["id"].as_str().expect("an id")
+        ))
+        .await;
+    assert_eq!(job.json["state"], "delayed", "{}", job.text());
+    assert_eq!(job.json["payload"], json!({"days": 2}));
+
+    // Unique until started: the email queue is paused, so the first job
+    // waits and the second enqueue answers it.
+    let paused = app.admin_send("POST", "/api/queue/email/pause", None).await;
+    assert_eq!(paused.status, 200, "{}", paused.text());
+    for mode in ["until-started", "until-completed"] {
+        let uri = format!("/api/queue/email?dedupe={mode}&key=welcome-{mode}");
+        let payload = json!({"user_id": 1, "template": "welcome"});
+        let first = app.admin_send("POST", &uri, Some(&payload)).await;
+        let second = app.admin_send("POST", &uri, Some(&payload)).await;
+        assert_eq!(
+            (first.status.as_u16(), second.status.as_u16()),
+            (202, 202),
+            "{}",
+            second.text()
+        );
+        assert_eq!(first.json["id"], second.json["id"], "{mode}");
+    }
+    assert_eq!(queue_row(&app, "email").await["waiting"], 2);
+
+    // Malformed values are 400; values that do not go together, 422.
+    let email = "/api/queue/email";
+    for (query, idempotency, status, parameter) in [
+        ("key=k", false, 422, "key"),
+        ("debounce_ms=5", false, 422, "debounce_ms"),
+        ("dedupe=until-started", false, 422, "key"),
+        ("dedupe=debounce&key=k", false, 422, "debounce_ms"),
+        (
+            "dedupe=until-started&key=k&debounce_ms=5",
+            false,
+            422,
+            "debounce_ms",
+        ),
+        ("dedupe=until-started&key=k", true, 422, "dedupe"),
+        (
+            "dedupe=debounce&key=k&debounce_ms=0",
+            false,
+            400,
+            "debounce_ms",
+        ),
+        ("dedupe=sometimes&key=k", false, 400, "dedupe"),
+        ("dedupe=until-started&key=%20", false, 400, "key"),
+    ] {
+        let uri = format!("{email}?{query}");
+        let mut request = Request::post(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        if idempotency {
+            request = request.header("idempotency-key", "once");
+        }
+        let reply = app
+            .send(
+                request
+                    .body(Body::from(
+                        json!({"user_id": 1, "template": "welcome"}).to_string(),
+                    ))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), status, "{uri}: {}", reply.text());
+        assert_eq!(
+            reply.json["invalid_params"][0]["name"],
+            parameter,
+            "{uri}: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(queue_row(&app, "email").await["waiting"], 2, "nothing more");
+}

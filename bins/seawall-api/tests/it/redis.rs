@@ -142,4 +142,36 @@ async fn a_cluster_url_connects_to_the_cluster() {
     wait_for_redis_ready(&app).await;
     let metrics = app.get("/metrics").await.text();
     assert!(metrics.contains("\nredis_connected 1\n"), "{metrics}");
+
+    // The queues keep their keys in slots of their own: a flow within one
+    // queue is enqueued whole, one over two queues is refused before
+    // anything is written.
+    let within = serde_json::json!({
+        "queue": "report",
+        "payload": {"user_id": 1, "days": 7},
+        "children": [{"queue": "report", "payload": {"user_id": 2, "days": 7}}],
+    });
+    let enqueued = wait::until_some_async("the queues to take a flow", async || {
+        let reply = app
+            .admin_send("POST", "/api/queue/flows", Some(&within))
+            .await;
+        (reply.status != 503).then_some(reply)
+    })
+    .await;
+    assert_eq!(enqueued.status, 202, "{}", enqueued.text());
+    let parent = enqueued.json["id"].as_str().expect("an id");
+    let children = app
+        .admin_get(&format!("/api/queue/report/jobs/{parent}/children"))
+        .await;
+    assert_eq!(children.status, 200, "{}", children.text());
+    assert_eq!(children.json["children"][0]["outcome"], "pending");
+    let across = serde_json::json!({
+        "queue": "report",
+        "payload": {"user_id": 1, "days": 7},
+        "children": [{"queue": "analytics", "payload": {"days": 7}}],
+    });
+    let refused = app
+        .admin_send("POST", "/api/queue/flows", Some(&across))
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text());
 }

@@ -193,14 +193,31 @@ pub enum Refusal {
 /// document, the README and docs/operations.md say "24 hours".
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// How an enqueue keeps a job from being queued twice; keys are each
+/// queue's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dedupe<'a> {
+    /// Every enqueue adds a job.
+    #[default]
+    None,
+    /// An enqueue with the same key within [`IDEMPOTENCY_WINDOW`] adds
+    /// nothing and answers the first job's id, so a producer may retry a
+    /// call whose answer it never got (Redis may have run it).
+    Idempotency(&'a str),
+    /// While a job enqueued with the key has not started, an enqueue with
+    /// it adds nothing and answers that job's id.
+    UntilStarted(&'a str),
+    /// The same, until that job completed or was dead-lettered.
+    UntilCompleted(&'a str),
+    /// The job runs the delay after the last of a burst of enqueues with
+    /// the key: while one waits for its delay, an enqueue with the key
+    /// replaces its payload, starts the delay again and answers its id.
+    Debounce(&'a str, Duration),
+}
+
 /// Checks `payload` against `queue`'s rules, then enqueues it with the
-/// queue's attempts, backoff and timeout.
-///
-/// With `idempotency_key`, an enqueue on the same queue with the same key
-/// within [`IDEMPOTENCY_WINDOW`] adds nothing and answers the first job's
-/// id, so a producer may retry a call whose answer it never got (Redis
-/// may have run it). The key replaces any the queue's options carry: the
-/// caller's retry is what it must recognise. Keys are the queue's own.
+/// queue's attempts, backoff and timeout; with an `idempotency_key`, as
+/// [`Dedupe::Idempotency`] (see [`enqueue_with`]).
 pub async fn enqueue(
     queues: &Queues,
     config: &QueueConfig,
@@ -208,15 +225,79 @@ pub async fn enqueue(
     payload: serde_json::Value,
     idempotency_key: Option<&str>,
 ) -> Result<seawall_queue::JobId, Refusal> {
+    let dedupe = idempotency_key.map_or(Dedupe::None, Dedupe::Idempotency);
+    enqueue_with(queues, config, queue, payload, dedupe).await
+}
+
+/// Checks `payload` against `queue`'s rules, then enqueues it with the
+/// queue's attempts, backoff and timeout, kept from being queued twice as
+/// `dedupe` says. The key replaces any the queue's options carry: the
+/// caller's is what it must recognise.
+pub async fn enqueue_with(
+    queues: &Queues,
+    config: &QueueConfig,
+    queue: QueueName,
+    payload: serde_json::Value,
+    dedupe: Dedupe<'_>,
+) -> Result<seawall_queue::JobId, Refusal> {
     let payload = payload::validate(queue, payload).map_err(Refusal::Invalid)?;
-    let mut options = config.policy(queue).job_options();
-    if let Some(key) = idempotency_key {
-        options = options
-            .idempotency_key(key, IDEMPOTENCY_WINDOW)
-            .map_err(Refusal::Queue)?;
+    let options = config.policy(queue).job_options();
+    let options = match dedupe {
+        Dedupe::None => Ok(options),
+        Dedupe::Idempotency(key) => options.idempotency_key(key, IDEMPOTENCY_WINDOW),
+        Dedupe::UntilStarted(key) => options.unique_until_started(key),
+        Dedupe::UntilCompleted(key) => options.unique_until_completed(key),
+        Dedupe::Debounce(key, delay) => options.debounce(key, delay),
     }
+    .map_err(Refusal::Queue)?;
     queues
         .enqueue(queue.as_str(), &payload, &options)
         .await
         .map_err(Refusal::Queue)
+}
+
+/// A job of a flow as asked for: its queue and payload, what its final
+/// failure does to its parent (ignored at the root), and its children.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowJob {
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its payload, checked against the queue's rules.
+    pub payload: serde_json::Value,
+    /// What its final failure does to its parent.
+    pub on_failure: seawall_queue::ChildFailure,
+    /// The jobs that must finish before it runs.
+    pub children: Vec<FlowJob>,
+}
+
+/// Checks every payload of the tree against its queue's rules, then
+/// enqueues the tree with each queue's attempts, backoff and timeout, all
+/// or nothing (see [`Queues::enqueue_flow`]). A refused payload names its
+/// place in the tree (`children[1].children[0].payload.user_id`).
+pub async fn enqueue_flow(
+    queues: &Queues,
+    config: &QueueConfig,
+    flow: FlowJob,
+) -> Result<seawall_queue::FlowIds, Refusal> {
+    fn build(job: FlowJob, config: &QueueConfig, at: &str) -> Result<seawall_queue::Flow, Refusal> {
+        let payload = payload::validate(job.queue, job.payload).map_err(|mut refused| {
+            refused.field = if refused.field == "payload" {
+                format!("{at}payload")
+            } else {
+                format!("{at}payload.{}", refused.field)
+            };
+            Refusal::Invalid(refused)
+        })?;
+        let options = config.policy(job.queue).job_options();
+        let mut flow = seawall_queue::Flow::new(job.queue.as_str(), &payload, &options)
+            .map_err(Refusal::Queue)?;
+        for (n, child) in job.children.into_iter().enumerate() {
+            let on_failure = child.on_failure;
+            let child = build(child, config, &format!("{at}children[{n}]."))?;
+            flow = flow.child_with(child, on_failure);
+        }
+        Ok(flow)
+    }
+    let flow = build(flow, config, "")?;
+    queues.enqueue_flow(flow).await.map_err(Refusal::Queue)
 }

@@ -1,9 +1,11 @@
-//! Random sequences of transitions (enqueue, fetch, acknowledge, fail,
-//! renew, cancel) and faults (a worker killed, a worker frozen past its
-//! lease, a fetch call re-sent after it ran, a Redis that lost its last
-//! writes) checked against a model after every step, on the memory backend
-//! and on Redis: no job record is lost or duplicated, ids and lease tokens
-//! never repeat, a lease that is gone ends nothing, and every answer is the
+//! Random sequences of transitions (enqueue, with its deduplication
+//! modes; fetch, acknowledge, fail, renew, cancel; a scheduler's ticks; the
+//! queue's and the groups' rate limits; flows whose parent waits for its
+//! children) and faults (a worker killed, a worker frozen past its lease, a
+//! fetch call re-sent after it ran, a Redis that lost its last writes)
+//! checked against a model after every step, on the memory backend and on
+//! Redis: no job record is lost or duplicated, ids and lease tokens never
+//! repeat, a lease that is gone ends nothing, and every answer is the
 //! model's.
 
 use std::collections::HashSet;
@@ -13,11 +15,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use proptest::prelude::*;
 
-use crate::job::{Cancelled, Counts, JobId, JobState};
+use crate::job::{Cancelled, ChildFailure, Counts, JobId, JobState};
 use crate::memory::MemoryStore;
 use crate::store::{
-    AfterFailure, Failure, FetchCall, Fetched, KeyHold, Lease, MAX_BACKLOG_GROUPS, NewJob,
-    Settings, Store, TickGuard, random_id,
+    AfterFailure, Failure, FetchCall, Fetched, FlowNode, KeyHold, Lease, MAX_BACKLOG_GROUPS,
+    NewJob, Settings, Store, TickGuard, random_id,
 };
 use crate::wire::WIRE_VERSION;
 
@@ -75,7 +77,18 @@ enum Op {
     /// A rate limit of this many starts an hour (0 clears it): within a
     /// test every start since it was set counts.
     RateLimit(u8),
+    /// Each named group may start [`GROUP_RATE`] jobs an hour, from now
+    /// on (set once: a group that reached it sits out for the hour, which
+    /// a later change would not undo).
+    GroupRateLimit,
+    /// A flow: a parent that waits for two children, each of which fails
+    /// it (0), is ignored (1) or is dropped (2) when it fails for good
+    /// (dead or cancelled).
+    Flow(u8, u8),
 }
+
+/// The group rate limit [`Op::GroupRateLimit`] sets, in starts an hour.
+const GROUP_RATE: u32 = 2;
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -95,14 +108,21 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(jobs, stale, ahead)| Op::Tick { jobs, stale, ahead }),
         1 => any::<bool>().prop_map(|schedule_changed| Op::Reschedule { schedule_changed }),
         1 => (0_u8..4).prop_map(Op::RateLimit),
+        1 => Just(Op::GroupRateLimit),
+        2 => (0_u8..3, 0_u8..3).prop_map(|(first, second)| Op::Flow(first, second)),
     ]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Expected {
+    /// A flow's parent whose children have not all finished.
+    WaitingChildren,
     Waiting,
     Delayed,
-    Active { token: String, lapsed: bool },
+    Active {
+        token: String,
+        lapsed: bool,
+    },
     Completed,
     Dead,
     Gone,
@@ -119,6 +139,31 @@ struct Model {
     result: Option<Vec<u8>>,
     /// Its payload: a debounce replaces it.
     payload: Vec<u8>,
+    /// Its group: none (0), `a` (1) or `b` (2).
+    group: u8,
+    /// A flow's child: its parent and what its failure does (see
+    /// [`Op::Flow`]), until it told the parent how it finished.
+    parent: Option<(JobId, u8)>,
+    /// A flow's parent: its children not finished yet.
+    pending: u32,
+}
+
+impl Model {
+    /// A job just enqueued, in `state`, with `payload`.
+    fn new(state: Expected, payload: Vec<u8>, group: u8) -> Self {
+        Self {
+            state,
+            runs: 0,
+            failures: 0,
+            stalls: 0,
+            cancel: false,
+            result: None,
+            payload,
+            group,
+            parent: None,
+            pending: 0,
+        }
+    }
 }
 
 /// A fetch call and what it answered, for a replay.
@@ -151,9 +196,21 @@ type Kept = (Vec<(JobId, Model)>, Planned, Limits, Option<JobId>);
 struct Limits {
     rate: Option<(u64, u64)>,
     held: bool,
+    /// Whether the group rate limit is set, and each group's starts since.
+    group_rate: bool,
+    group_started: [u64; 3],
 }
 
 impl Limits {
+    /// How many of `waiting` jobs of `group` may start now, as far as the
+    /// group rate limit goes (an unnamed group has none).
+    fn group_room(&self, group: u8, waiting: u64) -> u64 {
+        if group == 0 || !self.group_rate {
+            return waiting;
+        }
+        waiting.min(u64::from(GROUP_RATE).saturating_sub(self.group_started[usize::from(group)]))
+    }
+
     /// How many of `want` may start now.
     fn room(&self, want: u64) -> u64 {
         if self.held {
@@ -211,9 +268,11 @@ impl World {
         model
     }
 
-    /// What the scripts' `recover` does with leases that ran out.
-    fn recover(&mut self, max_stalls: u32) {
-        for (_, model) in &mut self.jobs {
+    /// What the scripts' `recover` does with leases that ran out; answers
+    /// the flow children that finished so, for [`World::settle`].
+    fn recover(&mut self, max_stalls: u32) -> Vec<JobId> {
+        let mut finished = Vec::new();
+        for (id, model) in &mut self.jobs {
             if let Expected::Active { lapsed: true, .. } = &model.state {
                 model.stalls += 1;
                 model.state = if model.cancel {
@@ -224,14 +283,79 @@ impl World {
                     Expected::Waiting
                 };
                 model.cancel = false;
+                if matches!(model.state, Expected::Gone | Expected::Dead) {
+                    finished.push(id.clone());
+                }
             }
         }
+        finished
+    }
+
+    /// `recover`, its finished children told at once.
+    fn recover_all(&mut self, max_stalls: u32) {
+        let finished = self.recover(max_stalls);
+        self.settle(&finished);
+    }
+
+    /// Each of `finished` (flow children, in a final state) tells its
+    /// parent, once (as `tell_parent` and `take_inbox` in prelude.lua): a
+    /// failure that fails the parent dead-letters it; otherwise the parent
+    /// has one child fewer to wait for, and none left, it waits to run.
+    fn settle(&mut self, finished: &[JobId]) {
+        for child in finished {
+            let model = self.find(child);
+            let failed = model.state != Expected::Completed;
+            let Some((parent, policy)) = model.parent.take() else {
+                continue;
+            };
+            let Some((_, parent)) = self.jobs.iter_mut().find(|(id, _)| *id == parent) else {
+                continue;
+            };
+            if failed && policy == 0 {
+                if parent.state == Expected::WaitingChildren {
+                    parent.state = Expected::Dead;
+                }
+                continue;
+            }
+            parent.pending = parent.pending.saturating_sub(1);
+            if parent.pending == 0 && parent.state == Expected::WaitingChildren {
+                parent.state = Expected::Waiting;
+            }
+        }
+    }
+
+    /// A waiting flow parent cancelled: its children not finished are
+    /// cancelled too (running ones asked to stop).
+    fn cancel_children(&mut self, parent: &JobId) -> Vec<JobId> {
+        let mut finished = Vec::new();
+        for (id, model) in &mut self.jobs {
+            if model.parent.as_ref().is_some_and(|(of, _)| of == parent) {
+                match model.state {
+                    Expected::Waiting | Expected::Delayed | Expected::WaitingChildren => {
+                        model.state = Expected::Gone;
+                        finished.push(id.clone());
+                    }
+                    Expected::Active { .. } => model.cancel = true,
+                    _ => {}
+                }
+            }
+        }
+        finished
+    }
+
+    /// Waiting jobs of `group`.
+    fn waiting_in(&self, group: u8) -> u64 {
+        self.jobs
+            .iter()
+            .filter(|(_, model)| model.group == group && model.state == Expected::Waiting)
+            .count() as u64
     }
 
     fn counts(&self) -> Counts {
         let mut counts = Counts::default();
         for (_, model) in &self.jobs {
             match model.state {
+                Expected::WaitingChildren => counts.waiting_children += 1,
                 Expected::Waiting => counts.waiting += 1,
                 Expected::Delayed => counts.delayed += 1,
                 Expected::Active { .. } => counts.active += 1,
@@ -372,25 +496,25 @@ async fn check(
                 } else {
                     Expected::Waiting
                 };
-                let model = Model {
-                    state,
-                    runs: 0,
-                    failures: 0,
-                    stalls: 0,
-                    cancel: false,
-                    result: None,
-                    payload,
-                };
-                world.jobs.push((added[0].0.clone(), model));
+                world
+                    .jobs
+                    .push((added[0].0.clone(), Model::new(state, payload, group)));
             }
             Op::Fetch { want, lapsing } => {
                 let lease = if lapsing { Duration::ZERO } else { LONG };
                 let call = call(want, lease, Vec::new());
                 let fetched = store.fetch(queue, &call).await.expect("fetches");
-                world.recover(max_stalls);
-                let waiting = world.counts().waiting;
+                // Children that died as their leases ran out tell their
+                // parents after this call: a parent so released is not
+                // among the jobs it takes.
+                let finished = world.recover(max_stalls);
+                // Every waiting job a named group's rate limit lets start,
+                // up to what the queue's limits let.
+                let startable: u64 = (0..3)
+                    .map(|group| world.limits.group_room(group, world.waiting_in(group)))
+                    .sum();
                 let room = world.limits.room(want as u64);
-                prop_assert_eq!(fetched.jobs.len() as u64, waiting.min(room));
+                prop_assert_eq!(fetched.jobs.len() as u64, startable.min(room));
                 if let Some((_, started)) = &mut world.limits.rate {
                     *started += fetched.jobs.len() as u64;
                 }
@@ -403,6 +527,7 @@ async fn check(
                     );
                     let model = world.find(&taken.lease.id);
                     prop_assert_eq!(&model.state, &Expected::Waiting, "took a waiting job");
+                    let group = model.group;
                     model.runs += 1;
                     prop_assert_eq!(taken.run, model.runs, "runs are counted");
                     prop_assert_eq!(taken.failures, model.failures);
@@ -411,11 +536,20 @@ async fn check(
                         lapsed: lapsing,
                     };
                     world.held.push(taken.lease.clone());
+                    if group > 0 && world.limits.group_rate {
+                        let started = &mut world.limits.group_started[usize::from(group)];
+                        *started += 1;
+                        prop_assert!(
+                            *started <= u64::from(GROUP_RATE),
+                            "group {group} over its rate limit"
+                        );
+                    }
                 }
                 world.last_fetch = Some(LastFetch {
                     call,
                     answer: fetched,
                 });
+                world.settle(&finished);
             }
             Op::Ack(pick) | Op::Fail(pick, _) | Op::Kill(pick) | Op::Freeze(pick)
                 if world.held.is_empty() =>
@@ -441,13 +575,14 @@ async fn check(
                     model.state = Expected::Completed;
                     model.cancel = false;
                     model.result = (!result.is_empty()).then_some(result);
+                    world.settle(std::slice::from_ref(&lease.id));
                 }
                 prop_assert_eq!(fetched.rejected, u32::from(!owned));
                 world.last_fetch = Some(LastFetch {
                     call,
                     answer: fetched,
                 });
-                world.recover(max_stalls);
+                world.recover_all(max_stalls);
             }
             Op::Freeze(pick) => {
                 // Its lease runs out now; the worker still holds it.
@@ -462,7 +597,7 @@ async fn check(
                 {
                     *lapsed = true;
                 }
-                world.recover(max_stalls);
+                world.recover_all(max_stalls);
             }
             Op::Replay => {
                 let Some(last) = &world.last_fetch else {
@@ -549,19 +684,12 @@ async fn check(
                     prop_assert_eq!(added.len(), guard.ticks.len());
                     for (tick, id) in guard.ticks.iter().zip(added) {
                         prop_assert!(world.jobs.iter().all(|(old, _)| *old != id), "a fresh id");
-                        let model = Model {
-                            state: if *tick >= later_ms {
-                                Expected::Delayed
-                            } else {
-                                Expected::Waiting
-                            },
-                            runs: 0,
-                            failures: 0,
-                            stalls: 0,
-                            cancel: false,
-                            result: None,
-                            payload: b"1".to_vec(),
+                        let state = if *tick >= later_ms {
+                            Expected::Delayed
+                        } else {
+                            Expected::Waiting
                         };
+                        let model = Model::new(state, b"1".to_vec(), 0);
                         world.jobs.push((id.clone(), model));
                         world.scheduler.previous = world.scheduler.last.replace((*tick, id));
                     }
@@ -625,6 +753,61 @@ async fn check(
                     // after a clear, every one since it was first set.
                     let started = world.limits.rate.map_or(0, |(_, started)| started);
                     world.limits.rate = Some((u64::from(max), started));
+                }
+            }
+            Op::GroupRateLimit => {
+                if !world.limits.group_rate {
+                    store
+                        .set_group_rate_limit(queue, GROUP_RATE, LONG)
+                        .await
+                        .expect("limits the groups");
+                    world.limits.group_rate = true;
+                }
+            }
+            Op::Flow(first, second) => {
+                let policy = |code: u8| match code {
+                    0 => ChildFailure::FailParent,
+                    1 => ChildFailure::Ignore,
+                    _ => ChildFailure::Drop,
+                };
+                let mut nodes = Vec::new();
+                let mut payloads = Vec::new();
+                for (parent, on_failure) in [(None, 0), (Some(0), first), (Some(0), second)] {
+                    enqueued += 1;
+                    let payload = enqueued.to_string().into_bytes();
+                    payloads.push(payload.clone());
+                    nodes.push(FlowNode {
+                        queue: queue.to_owned(),
+                        parent,
+                        on_failure: policy(on_failure),
+                        job: NewJob {
+                            payload,
+                            priority: 3,
+                            max_attempts: MAX_ATTEMPTS,
+                            backoff: String::new(),
+                            timeout_ms: 0,
+                            group: String::new(),
+                            delay_ms: 0,
+                            idempotency: None,
+                            trace: String::new(),
+                        },
+                    });
+                }
+                let ids = store
+                    .enqueue_flow(&random_id(), &nodes, WIRE_VERSION)
+                    .await
+                    .expect("enqueues a flow");
+                prop_assert_eq!(ids.len(), 3);
+                for id in &ids {
+                    prop_assert!(world.jobs.iter().all(|(old, _)| old != id), "a fresh id");
+                }
+                let mut parent = Model::new(Expected::WaitingChildren, payloads[0].clone(), 0);
+                parent.pending = 2;
+                world.jobs.push((ids[0].clone(), parent));
+                for (n, code) in [(1, first), (2, second)] {
+                    let mut child = Model::new(Expected::Waiting, payloads[n].clone(), 0);
+                    child.parent = Some((ids[0].clone(), code));
+                    world.jobs.push((ids[n].clone(), child));
                 }
             }
             Op::Snapshot => {
@@ -694,6 +877,9 @@ async fn check(
                     after
                 };
                 prop_assert_eq!(after, expected);
+                if matches!(expected, AfterFailure::Dead | AfterFailure::Cancelled) {
+                    world.settle(std::slice::from_ref(&lease.id));
+                }
                 world.limits.held |= held;
             }
             Op::Kill(pick) => {
@@ -713,7 +899,7 @@ async fn check(
                     }
                 }
                 prop_assert_eq!(renewed.lost, lost);
-                world.recover(max_stalls);
+                world.recover_all(max_stalls);
             }
             Op::Cancel(pick) => {
                 if world.jobs.is_empty() {
@@ -723,9 +909,17 @@ async fn check(
                 let id = world.jobs[index].0.clone();
                 let answer = store.cancel(queue, &id).await.expect("cancels");
                 let model = world.find(&id);
+                let mut finished = Vec::new();
                 let expected = match &model.state {
                     Expected::Waiting | Expected::Delayed => {
                         model.state = Expected::Gone;
+                        finished.push(id.clone());
+                        Cancelled::Removed
+                    }
+                    Expected::WaitingChildren => {
+                        model.state = Expected::Gone;
+                        finished.push(id.clone());
+                        finished.extend(world.cancel_children(&id));
                         Cancelled::Removed
                     }
                     Expected::Active { .. } => {
@@ -737,13 +931,22 @@ async fn check(
                     Expected::Gone => Cancelled::NotFound,
                 };
                 prop_assert_eq!(answer, expected);
+                world.settle(&finished);
             }
         }
+        // A flow job's word to its parent is read by the parent queue's
+        // next script on Redis (at once on memory): the first count reads
+        // what this step left, the second what that count's own upkeep
+        // left (a child dead as its lease ran out).
+        store.counts(queue).await.expect("counts");
+        let counts = store.counts(queue).await.expect("counts");
+        world.recover_all(max_stalls);
         // Every record is where the model says, and nowhere else.
         for (id, model) in &world.jobs {
             let info = store.job(queue, id).await.expect("reads");
             let state = info.as_ref().map(|info| info.state);
             let expected = match &model.state {
+                Expected::WaitingChildren => Some(JobState::WaitingChildren),
                 Expected::Waiting => Some(JobState::Waiting),
                 Expected::Delayed => Some(JobState::Delayed),
                 Expected::Active { .. } => Some(JobState::Active),
@@ -781,8 +984,6 @@ async fn check(
                 world.scheduler.due_ms
             )
         );
-        let counts = store.counts(queue).await.expect("counts");
-        world.recover(max_stalls);
         prop_assert_eq!(counts, world.counts());
         // The same counts with the oldest head, which there is whenever a
         // job waits.

@@ -1,28 +1,39 @@
 //! The flow drill: flows of one parent (queue `assemble`) and 10 children
 //! (queue `parts`), run by three worker processes killed at random, with
-//! Redis killed once midway and restarted on its append-only file
-//! (`appendfsync always`). Every parent completes exactly once, and only
-//! after its 10 children completed (its last run started after the last
-//! child finished, on the server's clock), with all 10 results: its result
-//! is the sum of theirs, which it returns only when it reads 10 completed
-//! children with results. No child is left unfinished, completes twice or
-//! dies; no parent is left waiting.
+//! Redis taken out once midway: killed and restarted on its append-only
+//! file (`appendfsync always`), or, through Sentinel, its primary killed
+//! and its replica promoted. Every parent completes, and only after its 10
+//! children completed (its last run started after the last child finished,
+//! on the server's clock), with all 10 results: its result is the sum of
+//! theirs, which it returns only when it reads 10 completed children with
+//! results. No child is left unfinished, completes twice or dies; no
+//! parent is left waiting.
+//!
+//! Each parent's run that got as far as its result writes a row (the job,
+//! when, and which worker process), and the drill records each flow's
+//! enqueue and every kill as a seawall-history history; `seawall-check`'s
+//! queue check then holds the parents to running once, a repeat excused
+//! only by a kill on the path of the run it lost (the worker that ran it,
+//! or a Redis primary that held the queue: a failover can lose what the
+//! old primary acknowledged in its last moments, as replication is
+//! asynchronous) within the lease and a second of that run's row.
 //!
 //! The short form (the test command) runs 100 flows (1,100 jobs); the full
 //! form (`scripts/drills --flows`, `SEAWALL_DRILL_FULL=1`) runs 1,000
-//! (11,000 jobs). A failover to a replica instead of a restart can lose
-//! what the old primary acknowledged in its last moments (replication is
-//! asynchronous), a child's completion among it: that child runs again and
-//! its parent still waits for it, but a parent's own completion lost so
-//! runs the parent again. The fleet's drills cover failovers.
+//! (11,000 jobs). Each run leaves its history, final state and report
+//! under `target/tmp/drills/flows-<outage>/`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use seawall_history::{FinalState, History, Options, Recorder, Report, Workload};
 use seawall_queue::{
     ChildOutcome, Flow, FlowIds, Job, JobError, JobOptions, JobState, Queues, Settings,
 };
-use seawall_testkit::{Persistence, RedisServer, wait};
+use seawall_testkit::{Persistence, RedisSentinel, RedisServer, wait};
+use serde_json::json;
 
 use crate::support::{Processes, builder, completions, spawn_role, unique_prefix};
 
@@ -30,9 +41,10 @@ use crate::support::{Processes, builder, completions, spawn_role, unique_prefix}
 const CHILDREN: u64 = 10;
 /// Worker processes.
 const PROCESSES: usize = 3;
-/// Set in a worker process: `<redis url> <prefix>`.
+/// Set in a worker process: `<redis url> <prefix> <rows file> <host>`.
 const ROLE: &str = "SEAWALL_QUEUE_FLOW_DRILL_WORKER";
-const TEST: &str = "flow_drill::flows_survive_worker_kills_and_a_redis_kill";
+/// How long a worker holds a job without renewing its lease.
+const LEASE: Duration = Duration::from_secs(2);
 
 fn flows() -> u64 {
     if std::env::var_os("SEAWALL_DRILL_FULL").is_some() {
@@ -63,16 +75,50 @@ fn expected_sum(n: u64) -> u64 {
     (0..CHILDREN).map(|k| part(n * CHILDREN + k)).sum()
 }
 
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// Appends a parent's row to `rows`: one line, in one write, so that a
+/// process killed mid-row leaves a whole line or none.
+fn write_row(rows: &Path, job: &str, flow: u64, host: &str) {
+    let line = json!({
+        "job": format!("assemble:{job}"),
+        "idempotency_key": format!("flow-{flow}"),
+        "at_ms": now_ms(),
+        "worker": host,
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(rows)
+        .expect("the rows file opens");
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("a row is written");
+}
+
 /// A worker process: a worker of each queue, until the drill kills it.
 async fn work_until_killed(role: &str) -> ! {
-    let (url, prefix) = role.split_once(' ').expect("<url> <prefix>");
+    let mut parts = role.split(' ');
+    let (Some(url), Some(prefix), Some(rows), Some(host)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        panic!("<url> <prefix> <rows> <host>: {role}");
+    };
+    let (rows, host) = (PathBuf::from(rows), host.to_owned());
     let queues = Queues::redis(builder(url))
         .prefix(prefix)
         .settings(settings())
         .connect()
         .await
         .expect("the worker process connects");
-    let lease = Duration::from_secs(2);
+    let lease = LEASE;
     let _parts = queues
         .worker("parts")
         .and_then(|worker| worker.concurrency(8))
@@ -87,26 +133,104 @@ async fn work_until_killed(role: &str) -> ! {
         .and_then(|worker| worker.concurrency(4))
         .and_then(|worker| worker.lease(lease))
         .expect("valid")
-        .start(|job: Job<u64>| async move {
-            let children = job.children().await?;
-            let mut sum = 0;
-            let mut results = 0;
-            for child in &children {
-                if let Some(result) = child.result_as::<u64>()? {
-                    results += 1;
-                    sum += result;
+        .start(move |job: Job<u64>| {
+            let (rows, host) = (rows.clone(), host.clone());
+            async move {
+                let children = job.children().await?;
+                let mut sum = 0;
+                let mut results = 0;
+                for child in &children {
+                    if let Some(result) = child.result_as::<u64>()? {
+                        results += 1;
+                        sum += result;
+                    }
                 }
+                if results != CHILDREN {
+                    return Err(JobError::new(format!(
+                        "flow {} read {results} results of {} children",
+                        job.payload,
+                        children.len()
+                    )));
+                }
+                write_row(&rows, &job.id().to_string(), job.payload, &host);
+                Ok(sum)
             }
-            if results != CHILDREN {
-                return Err(JobError::new(format!(
-                    "flow {} read {results} results of {} children",
-                    job.payload,
-                    children.len()
-                )));
-            }
-            Ok(sum)
         });
     std::future::pending().await
+}
+
+/// How Redis is taken out midway.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// One server SIGKILLed, and restarted on its append-only file 3 s
+    /// later (longer than the clients' 2 s command timeout, so calls fail).
+    Restart,
+    /// Under Sentinel, the primary SIGKILLed: its replica is promoted.
+    Failover,
+}
+
+/// The Redis the drill runs on.
+enum Deployment {
+    Server(Box<RedisServer>),
+    Sentinel(RedisSentinel),
+}
+
+impl Deployment {
+    fn start(outage: Outage) -> Self {
+        match outage {
+            Outage::Restart => Self::Server(Box::new(
+                RedisServer::builder()
+                    .persistence(Persistence::AofAlways)
+                    .start()
+                    .expect("redis-server starts"),
+            )),
+            Outage::Failover => {
+                Self::Sentinel(RedisSentinel::start().expect("a Sentinel deployment starts"))
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Sentinel(sentinel) => sentinel.url(),
+        }
+    }
+
+    /// Takes Redis out and brings it (or its replica) back, recording the
+    /// faults; answers the hosts of the primaries that held the queues
+    /// (`redis-1` first; `redis-2` is the replica).
+    fn outage(&mut self, recorder: &Recorder) -> Vec<String> {
+        let host = |n: usize| json!({"host": format!("redis-{n}")});
+        match self {
+            Self::Server(server) => {
+                server.kill().expect("SIGKILL");
+                recorder.fault("kill", host(1)).expect("records");
+                std::thread::sleep(Duration::from_secs(3));
+                server.restart().expect("restarts on its AOF");
+                recorder.fault("restart", host(1)).expect("records");
+                vec!["redis-1".to_owned()]
+            }
+            Self::Sentinel(sentinel) => {
+                let old = sentinel.kill_primary().expect("SIGKILL");
+                recorder.fault("kill", host(1)).expect("records");
+                sentinel
+                    .wait_for_new_primary(old, wait::patience())
+                    .expect("the replica is promoted");
+                vec!["redis-1".to_owned(), "redis-2".to_owned()]
+            }
+        }
+    }
+}
+
+/// Where a drill's files go, emptied first.
+fn drill_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("drills")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the drill's directory");
+    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,13 +238,39 @@ async fn flows_survive_worker_kills_and_a_redis_kill() {
     if let Ok(role) = std::env::var(ROLE) {
         work_until_killed(&role).await;
     }
+    drill(
+        Outage::Restart,
+        "flow_drill::flows_survive_worker_kills_and_a_redis_kill",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_survive_worker_kills_and_a_failover() {
+    if let Ok(role) = std::env::var(ROLE) {
+        work_until_killed(&role).await;
+    }
+    drill(
+        Outage::Failover,
+        "flow_drill::flows_survive_worker_kills_and_a_failover",
+    )
+    .await;
+}
+
+/// Runs the drill with `outage` midway; `test` is the test whose binary
+/// the worker processes run.
+async fn drill(outage: Outage, test: &str) {
     let flows = flows();
-    let mut server = RedisServer::builder()
-        .persistence(Persistence::AofAlways)
-        .start()
-        .expect("redis-server starts");
+    let name = match outage {
+        Outage::Restart => "flows-restart",
+        Outage::Failover => "flows-failover",
+    };
+    let dir = drill_dir(name);
+    let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
+    let rows = dir.join("rows.jsonl");
+    let mut redis = Deployment::start(outage);
     let prefix = unique_prefix();
-    let queues = Queues::redis(builder(&server.url()))
+    let queues = Queues::redis(builder(&redis.url()))
         .prefix(&prefix)
         .settings(settings())
         .connect()
@@ -135,17 +285,31 @@ async fn flows_survive_worker_kills_and_a_redis_kill() {
         for k in 0..CHILDREN {
             flow = flow.child(Flow::new("parts", &(n * CHILDREN + k), &parts).expect("a child"));
         }
-        ids.push(queues.enqueue_flow(flow).await.expect("enqueues the flow"));
+        let enqueue = recorder
+            .invoke(
+                "producer",
+                Workload::Queue,
+                "enqueue",
+                json!({"queue": "assemble", "key": format!("flow-{n}")}),
+            )
+            .expect("records");
+        let flow = queues.enqueue_flow(flow).await.expect("enqueues the flow");
+        enqueue
+            .ok(json!({"job": format!("assemble:{}", flow.id)}))
+            .expect("records");
+        ids.push(flow);
     }
 
-    let role = format!("{} {prefix}", server.url());
+    // The Sentinels' address, or the server's: the same after the outage.
+    let url = redis.url();
+    let role = |slot: usize| format!("{url} {prefix} {} worker-{}", rows.display(), slot + 1);
     let mut workers = Processes(
         (0..PROCESSES)
-            .map(|_| spawn_role(TEST, ROLE, &role))
+            .map(|slot| spawn_role(test, ROLE, &role(slot)))
             .collect(),
     );
     let mut kills = 0;
-    let mut redis_killed = false;
+    let mut masters = None;
     let began = Instant::now();
     loop {
         // Counts fail while Redis is down; the loop goes on.
@@ -158,23 +322,22 @@ async fn flows_survive_worker_kills_and_a_redis_kill() {
             "waited {:?} for every parent to finish; stuck at {counts:?}",
             wait::patience()
         );
-        if !redis_killed && counts.is_some_and(|counts| counts.completed >= flows / 2) {
-            server.kill().expect("SIGKILL");
-            // Longer than the clients' 2 s command timeout, so calls fail.
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            server.restart().expect("restarts on its AOF");
-            redis_killed = true;
+        if masters.is_none() && counts.is_some_and(|counts| counts.completed >= flows / 2) {
+            masters = Some(redis.outage(&recorder));
             continue;
         }
         tokio::time::sleep(Duration::from_millis(fastrand::u64(150..600))).await;
         let victim = fastrand::usize(..PROCESSES);
         workers.0[victim].kill().expect("SIGKILL");
         workers.0[victim].wait().expect("reaped");
-        workers.0[victim] = spawn_role(TEST, ROLE, &role);
+        recorder
+            .fault("kill", json!({"host": format!("worker-{}", victim + 1)}))
+            .expect("records");
+        workers.0[victim] = spawn_role(test, ROLE, &role(victim));
         kills += 1;
     }
     drop(workers);
-    assert!(redis_killed, "Redis was killed midway");
+    let masters = masters.expect("Redis was taken out midway");
 
     let assemble = queues.counts("assemble").await.expect("counts");
     let parts_counts = queues.counts("parts").await.expect("counts");
@@ -239,10 +402,67 @@ async fn flows_survive_worker_kills_and_a_redis_kill() {
             *reruns.entry("parts").or_default() += info.runs - 1;
         }
     }
+    drop(recorder);
+
+    let report = checked(&dir, &queues, &ids, &rows, masters).await;
+    let counts = report.counts();
     eprintln!(
-        "flow drill: {flows} flows of 1 + {CHILDREN} jobs, {kills} worker kills and a Redis kill \
-         in {:.1?}: every parent once, after its children, with their results; runs again \
-         after a kill: {reruns:?}",
-        began.elapsed()
+        "flow drill ({outage:?}): {flows} flows of 1 + {CHILDREN} jobs, {kills} worker kills \
+         in {:.1?}: every parent completed, after its children, with their results; runs again \
+         after a kill: {reruns:?}; parents' rows {}, run twice (explained) {}",
+        began.elapsed(),
+        report.queue.as_ref().map_or(0, |queue| queue.rows),
+        counts["queue.run_twice_explained"],
     );
+    assert_eq!(report.anomalies(), 0, "{report}");
+}
+
+/// Checks the drill's history (the flows' enqueues and the kills) with the
+/// parents' rows and what the queue says of each parent, writes the
+/// state and the report into `dir`, and answers the report.
+async fn checked(
+    dir: &Path,
+    queues: &Queues,
+    ids: &[FlowIds],
+    rows: &Path,
+    masters: Vec<String>,
+) -> Report {
+    let text = std::fs::read_to_string(rows).unwrap_or_default();
+    // A line cut short by a kill is no row: its run got no further.
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let mut jobs = Vec::with_capacity(ids.len());
+    for flow in ids {
+        let parent = queues
+            .job("assemble", &flow.id)
+            .await
+            .expect("reads")
+            .expect("a completed parent is kept");
+        jobs.push(json!({
+            "job": format!("assemble:{}", flow.id),
+            "runs": parent.runs,
+            "stalls": parent.stalls,
+        }));
+    }
+    let state = json!({"queue": {
+        "queues": {"assemble": {
+            "lease_ms": u64::try_from(LEASE.as_millis()).expect("fits"),
+            "masters": masters,
+        }},
+        "rows": rows,
+        "jobs": jobs,
+    }});
+    let state: FinalState = serde_json::from_value(state).expect("a final state");
+    std::fs::write(
+        dir.join("state.json"),
+        serde_json::to_string_pretty(&state).expect("JSON"),
+    )
+    .expect("writes");
+    let history = History::read(&[dir.join("clients.jsonl")]).expect("the history reads back");
+    let report =
+        seawall_history::check(&history, &state, &Options::default()).expect("a full state");
+    std::fs::write(dir.join("report.txt"), report.to_string()).expect("writes");
+    report
 }
