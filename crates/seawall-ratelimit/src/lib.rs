@@ -107,6 +107,26 @@
 //! back by its circuit breaker, shared with the limiters on clones of it
 //! ([`ConcurrencyLimiterBuilder::redis_store`]).
 //!
+//! # Adaptive concurrency
+//!
+//! An [`AdaptiveLimiter`] finds how many operations a process can have in
+//! flight, between bounds, instead of being told: each finished operation
+//! is a [`Sample`] (its latency, how many were in flight, whether it was
+//! dropped for overload) that a [`LimitAlgorithm`] turns into the next
+//! limit. [`Gradient`] is latency-based (Netflix's Gradient2: the limit
+//! shrinks as the latest latency rises past a tolerance of the long-term
+//! average, and grows by a queue allowance while it does not); [`Aimd`] is
+//! loss-based. Admission is one compare-and-swap; a lower class of work can
+//! be held to a share of the limit ([`AdaptiveLimiter::try_acquire_share`]),
+//! so it is refused first. With the `tower` feature, [`AdaptiveLayer`]
+//! admits HTTP requests by class and answers the rest 503 with
+//! `Retry-After` at once. The limit, the in-flight count and the refusals
+//! are seawall-perfmon metrics ([`AdaptiveLimiterBuilder::metrics`]).
+//! Written here rather than taken from congestion-limiter or
+//! tower-resilience-adaptive, which take an async lock per sample and keep
+//! metrics of their own; the admission path costs well under a
+//! microsecond (`benches/adaptive.rs`).
+//!
 //! # Tracing
 //!
 //! A limiter tells a [`tracing`](https://docs.rs/tracing) subscriber of
@@ -164,6 +184,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod adaptive;
+#[cfg(feature = "tower")]
+mod adaptive_layer;
 mod algorithm;
 mod breaker;
 #[cfg(feature = "tower")]
@@ -183,6 +206,11 @@ mod store;
 mod telemetry;
 mod trace;
 
+pub use adaptive::{
+    AdaptiveLimiter, AdaptiveLimiterBuilder, Aimd, Gradient, LimitAlgorithm, Sample, Token,
+};
+#[cfg(feature = "tower")]
+pub use adaptive_layer::{Adaptive, AdaptiveLayer, Admission};
 pub use algorithm::{Algorithm, Limit, MAX_LOG_COST, MAX_LOG_LIMIT};
 #[cfg(feature = "tower")]
 pub use client_ip::{ClientIp, DEFAULT_IPV6_PREFIX, PeerAddr, X_FORWARDED_FOR};

@@ -1,6 +1,8 @@
 //! Integration tests of seawall-ratelimit: the conformance suite on every
 //! store, and what each store must show on its own.
 
+#[cfg(feature = "axum")]
+mod adaptive;
 mod bounds;
 mod concurrency;
 mod conformance;

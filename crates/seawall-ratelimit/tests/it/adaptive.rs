@@ -1,0 +1,138 @@
+//! The adaptive layer in front of an axum router whose handlers wait until
+//! the test lets them go: what is admitted and what is shed follows from
+//! the requests held in flight, not from timing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use seawall_ratelimit::{AdaptiveLayer, AdaptiveLimiter, Admission, Aimd};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// A limiter fixed at `limit` (its bounds allow nothing else).
+fn fixed(limit: u64) -> AdaptiveLimiter {
+    AdaptiveLimiter::builder(Aimd::new())
+        .bounds(limit, limit)
+        .initial(limit)
+        .build()
+        .expect("valid")
+}
+
+/// `/high` uses the whole limit, `/low` half of it, `/livez` none; `/high`
+/// and `/low` answer once `gate` gives them a permit, `/busy` answers 503.
+fn app(limiter: &AdaptiveLimiter, gate: &Arc<Semaphore>) -> Router {
+    let held = |gate: Arc<Semaphore>| {
+        move || async move {
+            gate.acquire().await.expect("open").forget();
+            "done"
+        }
+    };
+    Router::new()
+        .route("/high", get(held(Arc::clone(gate))))
+        .route("/low", get(held(Arc::clone(gate))))
+        .route("/livez", get(|| async { "alive" }))
+        .route(
+            "/busy",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+        )
+        .layer(
+            AdaptiveLayer::new(limiter.clone()).classify(|request| match request.uri.path() {
+                "/livez" => Admission::Exempt,
+                "/low" => Admission::Share(0.5),
+                _ => Admission::Share(1.0),
+            }),
+        )
+}
+
+async fn get_status(app: &Router, path: &str) -> (StatusCode, Option<String>) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    (status, retry_after)
+}
+
+/// Starts a request to `path` that stays in flight until the gate lets it
+/// go, and waits until the limiter counts it.
+async fn hold(
+    app: &Router,
+    limiter: &AdaptiveLimiter,
+    path: &'static str,
+) -> tokio::task::JoinHandle<(StatusCode, Option<String>)> {
+    let before = limiter.in_flight();
+    let app = app.clone();
+    let task = tokio::spawn(async move { get_status(&app, path).await });
+    seawall_testkit::wait::until_async(format!("{path} in flight"), async || {
+        limiter.in_flight() > before
+    })
+    .await;
+    task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_class_is_shed_before_a_higher_one_and_a_probe_never() {
+    let limiter = fixed(4);
+    let gate = Arc::new(Semaphore::new(0));
+    let app = app(&limiter, &gate);
+
+    // Two low requests fill the low class's half.
+    let mut held = vec![
+        hold(&app, &limiter, "/low").await,
+        hold(&app, &limiter, "/low").await,
+    ];
+    assert_eq!(
+        get_status(&app, "/low").await,
+        (StatusCode::SERVICE_UNAVAILABLE, Some("1".to_owned())),
+        "the low class is shed at its share"
+    );
+    // High requests still fit, up to the whole limit.
+    held.push(hold(&app, &limiter, "/high").await);
+    held.push(hold(&app, &limiter, "/high").await);
+    assert_eq!(limiter.in_flight(), 4);
+    assert_eq!(
+        get_status(&app, "/high").await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the high class is shed at the whole limit"
+    );
+    // The probe is never limited nor counted.
+    for _ in 0..10 {
+        assert_eq!(get_status(&app, "/livez").await.0, StatusCode::OK);
+    }
+    assert_eq!(limiter.in_flight(), 4);
+    assert_eq!(limiter.rejected(), 2);
+
+    gate.add_permits(held.len());
+    for task in held {
+        assert_eq!(task.await.expect("joins").0, StatusCode::OK);
+    }
+    assert_eq!(limiter.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_answers_it_is_overloaded_brings_the_limit_down() {
+    let limiter = AdaptiveLimiter::builder(Aimd::new())
+        .bounds(1, 100)
+        .initial(50)
+        .build()
+        .expect("valid");
+    let app = app(&limiter, &Arc::new(Semaphore::new(0)));
+    for _ in 0..5 {
+        assert_eq!(
+            get_status(&app, "/busy").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    assert!(limiter.limit() < 50, "{}", limiter.limit());
+}
