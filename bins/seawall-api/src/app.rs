@@ -90,6 +90,7 @@ impl App {
         let shedder = Shedder::new(
             config.server.max_in_flight,
             config.server.shed_wait,
+            config.server.admission,
             &monitor,
         )?;
         let cache =
@@ -282,7 +283,12 @@ pub fn with_stack(
     server: &ServerConfig,
     monitor: &Monitor,
 ) -> Result<Router, Error> {
-    let shedder = Shedder::new(server.max_in_flight, server.shed_wait, monitor)?;
+    let shedder = Shedder::new(
+        server.max_in_flight,
+        server.shed_wait,
+        server.admission,
+        monitor,
+    )?;
     let perfmon = Some(PerfmonLayer::new(monitor.clone()));
     Ok(middleware::apply(
         router,

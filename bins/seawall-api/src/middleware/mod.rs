@@ -13,9 +13,12 @@
 //!    `Authorization` headers (400);
 //! 9. the DDoS rate limiter by client IP (429), unless rate limiting is off;
 //!    the probes and `/metrics` are exempt;
-//! 10. load shedding: at most `server.max_in_flight` requests at once, the
-//!     rest wait up to `server.shed_wait` and then get 503 with `Retry-After`;
-//!     `/livez` and `/metrics` are exempt;
+//! 10. load shedding (see `shed.rs`): at most `server.max_in_flight`
+//!     requests at once, the rest wait up to `server.shed_wait` and then get
+//!     503 with `Retry-After`; or, with `server.admission = "adaptive"`, a
+//!     limit found from latency, filled by priority class, the rest shed
+//!     at once; `/livez` and `/metrics` (and, adaptive, `/readyz`) are
+//!     exempt;
 //! 11. the request timeout (503 problem).
 //!
 //! The layers come from tower-http but for three of our own: the request id
@@ -164,13 +167,23 @@ where
             Ddos::Reject(response) => return GuardFuture::done(response),
             remote @ Ddos::Remote(_) => return self.wait(guard, request, remote),
         };
-        match guard.shedder.try_admit(request.uri().path()) {
+        match guard
+            .shedder
+            .try_admit(request.method(), request.uri().path())
+        {
             Ok(admission) => GuardFuture::Admitted {
                 handling: tokio::time::timeout(guard.timeout, self.inner.call(request)),
                 admission,
                 ddos,
                 limit: guard.timeout,
             },
+            Err(shed::Full) if guard.shedder.sheds_at_once() => {
+                let mut shed = guard.shedder.shed();
+                if let Some(decision) = &ddos {
+                    seawall_ratelimit::set_headers(shed.headers_mut(), decision);
+                }
+                GuardFuture::done(shed)
+            }
             Err(shed::Full) => self.wait(guard, request, Ddos::Admit(ddos)),
         }
     }
@@ -206,7 +219,11 @@ where
                     Ddos::Reject(response) => return Ok(response),
                     Ddos::Remote(_) => None,
                 };
-                let admission = match guard.shedder.admit(request.uri().path()).await {
+                let admission = match guard
+                    .shedder
+                    .admit(request.method(), request.uri().path())
+                    .await
+                {
                     Ok(admission) => admission,
                     Err(mut shed) => {
                         if let Some(decision) = &decision {
@@ -273,12 +290,17 @@ where
                 ddos,
                 limit,
             } => {
-                let mut response = match ready!(handling.poll(cx)) {
-                    Ok(Ok(response)) => response,
+                let (mut response, status) = match ready!(handling.poll(cx)) {
+                    Ok(Ok(response)) => {
+                        let status = response.status();
+                        (response, Some(status))
+                    }
                     Ok(Err(never)) => match never {},
-                    Err(_) => timed_out(*limit),
+                    Err(_) => (timed_out(*limit), None),
                 };
-                drop(admission.take());
+                if let Some(admission) = admission.take() {
+                    admission.finish(status);
+                }
                 if let Some(decision) = ddos.take() {
                     seawall_ratelimit::set_headers(response.headers_mut(), &decision);
                 }

@@ -186,6 +186,62 @@ async fn overflow_is_shed_with_503_while_the_probes_stay_up() {
     );
 }
 
+/// Adaptive admission on a limit its bounds hold at 4: each class fills
+/// its share of it (the statistics 2, reads and writes 3, the admin API
+/// 4), so as requests are held the statistics are shed first, then the
+/// other reads and the writes, and the admin API still gets in; the probes
+/// and the scraper never take a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_admission_sheds_the_lowest_class_first_and_never_a_probe() {
+    let server = TestServer::start_with(|config| {
+        config.server.max_in_flight = 4;
+        config.server.admission = seawall_app::config::Admission::Adaptive;
+    })
+    .await;
+    let status = async |request: Vec<u8>| raw::exchange(server.addr, &request).await;
+    let admin = format!("Authorization: Bearer {}\r\n", crate::support::TOKEN);
+    let mut held = vec![
+        hold_a_request(&server, 1).await,
+        hold_a_request(&server, 2).await,
+    ];
+    let stats = status(raw::get("/api/analytics/stats", "")).await;
+    stats.assert_problem(503);
+    assert_eq!(stats.header("retry-after"), Some("1"), "{stats:?}");
+    assert_eq!(status(raw::get("/api/content", "")).await.status, 200);
+
+    held.push(hold_a_request(&server, 3).await);
+    status(raw::get("/api/content", ""))
+        .await
+        .assert_problem(503);
+    let body = r#"{"user_id": 1, "amount": 5, "reason": "shed"}"#;
+    let earn = format!(
+        "POST /api/points/earn HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    status(earn.into_bytes()).await.assert_problem(503);
+    assert_eq!(status(raw::get("/api/queue", &admin)).await.status, 200);
+    for probe in ["/livez", "/readyz", "/metrics"] {
+        assert_eq!(status(raw::get(probe, "")).await.status, 200, "{probe}");
+    }
+    let exposition = metrics(&server).await;
+    for line in [
+        "\nhttp_shed_requests_total 3\n",
+        "\nhttp_requests_in_flight 3\n",
+        "\nadaptive_limit{limiter=\"http\"} 4\n",
+        "\nadaptive_rejected_total{limiter=\"http\"} 3\n",
+    ] {
+        assert!(exposition.contains(line), "{line:?} in {exposition}");
+    }
+    drop(held);
+    wait::until_async("the held requests to leave", async || {
+        metrics(&server)
+            .await
+            .contains("\nhttp_requests_in_flight 0\n")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waits_for_a_place_within_the_shed_wait() {
     let server = TestServer::start_with(|config| {

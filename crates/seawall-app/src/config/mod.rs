@@ -23,6 +23,7 @@
 //! max_header_bytes = 8192
 //! max_in_flight = 256
 //! shed_wait = "50ms"
+//! admission = "static"   # or "adaptive"
 //! compression = true
 //! cors_origins = ["https://app.example.com"]
 //! threads = 8   # leave out for one worker thread per core
@@ -104,9 +105,9 @@ mod validate;
 pub use error::ConfigError;
 pub use queue::{QueueName, QueuePolicy, Recurring, RetryBackoff};
 pub use schema::{
-    AdminConfig, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig, LogFormat,
-    OtelConfig, PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig, ReviewWrites,
-    SETTINGS, ServerConfig, Setting, WorkerConfig, reference_table,
+    AdminConfig, Admission, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig,
+    LogFormat, OtelConfig, PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig,
+    ReviewWrites, SETTINGS, ServerConfig, Setting, WorkerConfig, reference_table,
 };
 pub use sources::{
     Program, command, command_for, env_vars, from_sources, from_sources_for, load, load_for,

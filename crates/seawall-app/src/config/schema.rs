@@ -74,9 +74,13 @@ pub struct ServerConfig {
     /// Most requests served at once; the rest wait up to `shed_wait` for a
     /// place, then get 503.
     pub max_in_flight: usize,
-    /// How long a request waits for a place before it is shed.
+    /// How long a request waits for a place before it is shed (static
+    /// admission).
     #[serde(with = "duration")]
     pub shed_wait: Duration,
+    /// How requests in flight are limited: `max_in_flight` at once, or a
+    /// limit found from their latency, by priority class.
+    pub admission: Admission,
     /// Compress responses (gzip, brotli) per `Accept-Encoding`.
     pub compression: bool,
     /// Origins allowed to call the API from a browser (CORS); empty is off.
@@ -228,6 +232,22 @@ impl Default for CacheConfig {
             review_writes: ReviewWrites::Direct,
         }
     }
+}
+
+/// How the service limits the requests it serves at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admission {
+    /// At most `server.max_in_flight`; the rest wait up to
+    /// `server.shed_wait` for a place, then get 503.
+    #[default]
+    Static,
+    /// A limit found from the requests' latency (at most
+    /// `server.max_in_flight`), filled by priority class: the probes and
+    /// `/metrics` are never limited, the admin API and the dashboard use
+    /// the whole limit, writes most of it, reads less, the statistics
+    /// least; a request with no room is answered 503 at once.
+    Adaptive,
 }
 
 /// How `POST /api/review/complete` writes a review.
@@ -582,6 +602,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_in_flight: 512,
             shed_wait: Duration::from_millis(100),
+            admission: Admission::Static,
             compression: true,
             cors_origins: Vec::new(),
             threads: None,
@@ -812,6 +833,25 @@ impl SettingValue for LogFormat {
     }
 }
 
+impl SettingValue for Admission {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        match text.to_ascii_lowercase().as_str() {
+            "static" => Ok(Self::Static),
+            "adaptive" => Ok(Self::Adaptive),
+            _ => Err("expected static or adaptive".into()),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(
+            match self {
+                Self::Static => "static",
+                Self::Adaptive => "adaptive",
+            }
+            .to_owned(),
+        )
+    }
+}
+
 impl SettingValue for ReviewWrites {
     fn read(text: &str) -> Result<Self, ParseError> {
         match text.to_ascii_lowercase().as_str() {
@@ -931,6 +971,8 @@ pub static SETTINGS: &[Setting] = &[
         help: "Most requests served at once, 1 to 100000; /livez and /metrics are not counted"),
     setting!(server.shed_wait, env: ["SEAWALL_SHED_WAIT"], flag: value("shed-wait", "DURATION"),
         help: "How long a request waits for a place before it is shed with 503, at most 10s"),
+    setting!(server.admission, env: ["SEAWALL_ADMISSION"], flag: value("admission", "MODE"),
+        help: "How requests in flight are limited: static (server.max_in_flight, waiting up to server.shed_wait) or adaptive (a limit found from latency, at most server.max_in_flight, by priority class, shed at once)"),
     setting!(server.compression, env: ["SEAWALL_COMPRESSION"],
         flag: Flag::Switch { long: "no-compression", value: "false" },
         help: "Compress responses (gzip, br) per Accept-Encoding; --no-compression turns it off"),

@@ -197,6 +197,7 @@ impl Config {
             max_header_bytes,
             max_in_flight,
             shed_wait,
+            admission: _,
             compression: _,
             cors_origins,
             threads,

@@ -125,7 +125,7 @@ async fn work_until_killed(role: &str) -> ! {
         .and_then(|worker| worker.lease(lease))
         .expect("valid")
         .start(|job: Job<u64>| async move {
-            tokio::time::sleep(Duration::from_millis(fastrand::u64(1..15))).await;
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(5..30))).await;
             Ok::<_, JobError>(part(job.payload))
         });
     let _assemble = queues
@@ -311,6 +311,11 @@ async fn drill(outage: Outage, test: &str) {
     let mut kills = 0;
     let mut masters = None;
     let began = Instant::now();
+    let kill_gap = || Duration::from_millis(fastrand::u64(150..600));
+    let mut next_kill = Instant::now() + kill_gap();
+    // The counts are looked at often, so that the outage comes while half
+    // the parents are done and the rest are to do: the whole run takes
+    // about a second in the short form.
     loop {
         // Counts fail while Redis is down; the loop goes on.
         let counts = queues.counts("assemble").await.ok();
@@ -326,7 +331,11 @@ async fn drill(outage: Outage, test: &str) {
             masters = Some(redis.outage(&recorder));
             continue;
         }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(150..600))).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if Instant::now() < next_kill {
+            continue;
+        }
+        next_kill = Instant::now() + kill_gap();
         let victim = fastrand::usize(..PROCESSES);
         workers.0[victim].kill().expect("SIGKILL");
         workers.0[victim].wait().expect("reaped");
