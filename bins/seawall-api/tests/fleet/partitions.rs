@@ -1194,7 +1194,7 @@ fn points_state(fleet: &Running, users: &[i64]) -> Value {
 
 /// Writes `state` and the fleet's faults into `dir`, and checks the
 /// clients' history with them.
-fn finish(dir: &Path, fleet: &Running, state: &Value, options: &Options) -> Report {
+pub(crate) fn finish(dir: &Path, fleet: &Running, state: &Value, options: &Options) -> Report {
     let state: FinalState = serde_json::from_value(state.clone()).expect("a final state");
     std::fs::write(
         dir.join("state.json"),

@@ -10,15 +10,14 @@
 //! scheduler ran made one job, none two, and only an outage of the
 //! queue's master explains a tick with none.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use seawall_history::{FinalState, Options, Recorder, Report, Workload};
+use seawall_history::{Options, Recorder, Report, Workload};
 use seawall_testkit::wait;
 
-use crate::partitions::{Answer, checked_with, client, drill_dir, host_names, send, unknown};
+use crate::partitions::{Answer, client, drill_dir, finish, host_names, send, unknown};
 use crate::support::{self, Running};
 
 const QUEUE: &str = "analytics";
@@ -238,27 +237,9 @@ async fn master_killed_and_runner_cut_off(plan: &Plan) -> Report {
             "jobs": tick_jobs(&fleet, resumed).await,
         },
     });
-    let report = finish(&dir, &fleet, &state);
+    let report = finish(&dir, &fleet, &state, &Options::default());
     support::stop(fleet).await;
     report
-}
-
-/// Writes `state` and the faults beside the history and checks them.
-fn finish(dir: &Path, fleet: &Running, state: &Value) -> Report {
-    let state: FinalState = serde_json::from_value(state.clone()).expect("a final state");
-    std::fs::write(
-        dir.join("state.json"),
-        serde_json::to_string_pretty(&state).expect("JSON"),
-    )
-    .expect("writes");
-    std::fs::copy(fleet.faults_path(), dir.join("faults.jsonl")).expect("the faults");
-    checked_with(
-        dir,
-        "report",
-        &[dir.join("clients.jsonl"), dir.join("faults.jsonl")],
-        &state,
-        &Options::default(),
-    )
 }
 
 /// Every tick due while the scheduler ran made exactly one job, through a

@@ -457,14 +457,9 @@ async fn check(
                 });
                 let job = NewJob {
                     payload: payload.clone(),
-                    priority: 3,
-                    max_attempts: MAX_ATTEMPTS,
-                    backoff: String::new(),
-                    timeout_ms: 0,
-                    group: ["", "a", "b"][usize::from(group)].to_owned(),
                     delay_ms: if delayed { 3_600_000 } else { 0 },
                     idempotency: hold.map(|hold| ("k".to_owned(), hold)),
-                    trace: String::new(),
+                    ..grouped(["", "a", "b"][usize::from(group)])
                 };
                 let added = store
                     .enqueue(queue, &random_id(), vec![job], WIRE_VERSION)
@@ -652,17 +647,7 @@ async fn check(
                     new_next_ms: ticks.last().copied().unwrap_or(planned.next_ms) + 1_000,
                     due_ms: planned.next_ms + 500,
                     ticks,
-                    job: NewJob {
-                        payload: b"1".to_vec(),
-                        priority: 3,
-                        max_attempts: MAX_ATTEMPTS,
-                        backoff: String::new(),
-                        timeout_ms: 0,
-                        group: String::new(),
-                        delay_ms: 0,
-                        idempotency: None,
-                        trace: String::new(),
-                    },
+                    job: grouped(""),
                 };
                 // The guard of the scheduler of another queue rides along
                 // in the same call, and is stale.
@@ -782,14 +767,7 @@ async fn check(
                         on_failure: policy(on_failure),
                         job: NewJob {
                             payload,
-                            priority: 3,
-                            max_attempts: MAX_ATTEMPTS,
-                            backoff: String::new(),
-                            timeout_ms: 0,
-                            group: String::new(),
-                            delay_ms: 0,
-                            idempotency: None,
-                            trace: String::new(),
+                            ..grouped("")
                         },
                     });
                 }
@@ -1075,14 +1053,7 @@ async fn one_running(store: &dyn Store, queue: &str) -> Lease {
     store.set_group_limit(queue, 1).await.expect("caps");
     let job = |payload: &[u8]| NewJob {
         payload: payload.to_vec(),
-        priority: 3,
-        max_attempts: MAX_ATTEMPTS,
-        backoff: String::new(),
-        timeout_ms: 0,
-        group: "g".to_owned(),
-        delay_ms: 0,
-        idempotency: None,
-        trace: String::new(),
+        ..grouped("g")
     };
     store
         .enqueue(
