@@ -1,4 +1,4 @@
-//! Records what the clients of a partition drill did, and checks that
+//! Records what the clients of a drill did, and checks that
 //! history, with the state the fleet ended in, for anomalies: acknowledged
 //! jobs that never ran, jobs that ran twice, orders and coupons beyond the
 //! stock, points applied twice, limits exceeded across the fleet, stale

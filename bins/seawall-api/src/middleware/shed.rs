@@ -84,9 +84,10 @@ pub(crate) fn class(method: &Method, path: &str) -> Class {
     } else if path == "/api/analytics/stats" {
         Class::Expensive
     } else if !path.starts_with("/api/")
-        || ADMIN
-            .iter()
-            .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
+        || ADMIN.iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     {
         // The dashboard and its assets, the API documents.
         Class::Admin

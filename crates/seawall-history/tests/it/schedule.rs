@@ -12,30 +12,31 @@ fn tick(n: i64) -> i64 {
     START_MS + n * 1000
 }
 
+/// Scheduler `beat`'s `op` (`resume`, with `every_ms`, or `pause`),
+/// invoked at `from` ms and ending `kind` at `to` ms.
+fn steer(lines: &mut Lines, op: &str, every_ms: u64, from: u64, kind: &str, to: u64) {
+    let mut value = json!({"queue": "analytics", "scheduler": "beat"});
+    if op == "resume" {
+        value["every_ms"] = json!(every_ms);
+    }
+    lines.op(
+        "schedule-1",
+        "schedule",
+        op,
+        from,
+        value,
+        kind,
+        to,
+        json!({}),
+    );
+}
+
 /// The scheduler resumed from `from` to `to` ms, and paused from `pause`
 /// to `paused` ms.
 fn resumed_and_paused(from: u64, to: u64, pause: u64, paused: u64) -> Lines {
     let mut lines = Lines::default();
-    lines.op(
-        "schedule-1",
-        "schedule",
-        "resume",
-        from,
-        json!({"queue": "analytics", "scheduler": "beat", "every_ms": 1000}),
-        "ok",
-        to,
-        json!({}),
-    );
-    lines.op(
-        "schedule-1",
-        "schedule",
-        "pause",
-        pause,
-        json!({"queue": "analytics", "scheduler": "beat"}),
-        "ok",
-        paused,
-        json!({}),
-    );
+    steer(&mut lines, "resume", 1000, from, "ok", to);
+    steer(&mut lines, "pause", 0, pause, "ok", paused);
     lines
 }
 
@@ -171,26 +172,8 @@ fn an_uncertain_pause_ends_what_is_judged() {
     // A pause that timed out may have taken effect at any time after its
     // invoke: ticks after it are neither required nor refused.
     let mut lines = Lines::default();
-    lines.op(
-        "schedule-1",
-        "schedule",
-        "resume",
-        50,
-        json!({"queue": "analytics", "scheduler": "beat", "every_ms": 1000}),
-        "ok",
-        100,
-        json!({}),
-    );
-    lines.op(
-        "schedule-1",
-        "schedule",
-        "pause",
-        2_500,
-        json!({"queue": "analytics", "scheduler": "beat"}),
-        "info",
-        4_500,
-        json!({"error": "timed out"}),
-    );
+    steer(&mut lines, "resume", 1000, 50, "ok", 100);
+    steer(&mut lines, "pause", 0, 2_500, "info", 4_500);
     lines.fault(6_000, "heal", json!({}));
     let report = report(&lines, &state(&[tick(1), tick(2), tick(5)]));
     assert_eq!(report.anomalies(), 0, "{report}");
@@ -230,15 +213,6 @@ fn a_history_of_schedulers_needs_the_schedule_section_and_known_hosts() {
 #[test]
 fn a_resume_without_an_interval_is_malformed() {
     let mut lines = Lines::default();
-    lines.op(
-        "schedule-1",
-        "schedule",
-        "resume",
-        50,
-        json!({"queue": "analytics", "scheduler": "beat", "every_ms": 0}),
-        "ok",
-        100,
-        json!({}),
-    );
+    steer(&mut lines, "resume", 0, 50, "ok", 100);
     assert!(seawall_history::History::parse("test.jsonl", &lines.text()).is_err());
 }
