@@ -28,10 +28,16 @@
 //!
 //! Every error a client sees is an RFC 9457 problem (`application/problem+json`);
 //! see [`problem`].
+//!
+//! Cargo features: `faults` (off by default, and in production builds) adds
+//! fault knobs for benchmarks and tests: with `SEAWALL_FAULT_DB_SLOWDOWN` set
+//! to a factor from 2 to 1000, each SIGUSR1 toggles the database between its
+//! own speed and answering that many times slower.
 
 mod app;
 mod auth;
 mod extract;
+mod faults;
 mod middleware;
 mod params;
 pub mod problem;
@@ -46,6 +52,8 @@ use seawall_app::{Config, ConfigError};
 pub(crate) use seawall_app::{cache, config, db, jobs, redis, seed, setup};
 
 pub use app::{App, openapi, with_stack};
+#[cfg(feature = "faults")]
+pub use faults::FaultError;
 
 /// Why the service could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +69,10 @@ pub enum Error {
     /// Serving failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The fault knobs (feature `faults`) are set wrong or could not start.
+    #[cfg(feature = "faults")]
+    #[error(transparent)]
+    Faults(#[from] FaultError),
 }
 
 impl From<ConfigError> for Error {
@@ -77,7 +89,12 @@ impl From<seawall_perfmon::Error> for Error {
 
 impl seawall_app::process::Failure for Error {
     fn is_usage(&self) -> bool {
-        matches!(self, Self::App(error) if error.is_usage())
+        match self {
+            Self::App(error) => error.is_usage(),
+            #[cfg(feature = "faults")]
+            Self::Faults(FaultError::DbSlowdown { .. }) => true,
+            _ => false,
+        }
     }
 }
 
@@ -85,6 +102,9 @@ impl seawall_app::process::Failure for Error {
 /// token if one was generated, and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), Error> {
     let telemetry = setup::init_tracing(&config, "seawall-api")?;
+    // Before anything is built, so that a bad fault setting stops the
+    // service at once.
+    let fault_knobs = faults::from_env()?;
     let masked = serde_json::to_string(&config.masked()).unwrap_or_default();
     tracing::info!(config = %masked, "effective configuration");
     let listen = config.server.listen;
@@ -97,6 +117,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let shutdown = setup::shutdown_signal()?;
+    fault_knobs.listen()?;
     tracing::info!(%addr, "listening; dashboard at http://{addr}/");
     if app.admin_token_generated() {
         // Printed once, on stdout and not in the log, so it can be captured

@@ -208,7 +208,7 @@ impl Db {
     /// Takes a connection from the pool. When none is idle, the time until one
     /// is returned or opened goes into `db_pool_acquire_wait_seconds`, whose
     /// count is the number of such waits. Time the queries on it with
-    /// `seawall_perfmon::sqlx::TimedQuery` and [`Db::monitor`].
+    /// [`Timed::timed`].
     pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
         match self.pool.try_acquire() {
             Some(connection) => Ok(connection),
@@ -291,6 +291,48 @@ impl Db {
     }
 }
 
+/// Times the app's queries into [`Db::monitor`], as
+/// `seawall_perfmon::sqlx::TimedQuery` does: latency into
+/// `db_query_duration_seconds`, slow queries into the slow-query log.
+///
+/// With the `faults` feature, a query also takes as many times longer as
+/// [`faults::set_db_slowdown`](crate::faults::set_db_slowdown) says: after it
+/// finishes, the caller waits out the difference before it sees the answer,
+/// still holding its connection, and the recorded latency includes the wait.
+/// Without the feature this is plain timing.
+///
+/// ```
+/// use seawall_app::db::Timed as _;
+///
+/// # async fn count(db: &seawall_app::db::Db) -> Result<i64, sqlx::Error> {
+/// const SQL: &str = "SELECT COUNT(*) FROM users";
+/// let (users,): (i64,) = sqlx::query_as(SQL).fetch_one(db.pool()).timed(db, SQL).await?;
+/// # Ok(users)
+/// # }
+/// ```
+pub trait Timed<T>: Future<Output = Result<T, sqlx::Error>> + Sized {
+    /// Runs the query, recording its latency and outcome under `sql`'s
+    /// operation (`SELECT`, `INSERT`, ...) in `db`'s monitor. `sql` is
+    /// stored only if the query is slow, and then sanitised. `RowNotFound`
+    /// counts as a successful query.
+    fn timed(self, db: &Db, sql: &str) -> impl Future<Output = Result<T, sqlx::Error>> {
+        let monitor = db.monitor();
+        async move {
+            // tokio's clock, so that a test with the clock paused measures
+            // the slowdown exactly.
+            let start = tokio::time::Instant::now();
+            let result = self.await;
+            #[cfg(feature = "faults")]
+            crate::faults::slow_down_query(start.elapsed()).await;
+            let succeeded = matches!(&result, Ok(_) | Err(sqlx::Error::RowNotFound));
+            monitor.record_query(sql, start.elapsed(), succeeded);
+            result
+        }
+    }
+}
+
+impl<T, F> Timed<T> for F where F: Future<Output = Result<T, sqlx::Error>> {}
+
 /// Reports the database's round-trip time as `database:responseTime`; fails
 /// when the database does not answer within a second.
 #[derive(Debug, Clone)]
@@ -372,6 +414,77 @@ mod tests {
             assert!(!is_contention(Some(fault)), "{fault}");
         }
         assert!(!is_contention(None));
+    }
+
+    /// The `faults` feature's slowdown, through [`Timed`].
+    #[cfg(feature = "faults")]
+    mod slowdown {
+        use super::*;
+
+        /// Turns the process-wide slowdown off when dropped, even when the
+        /// test fails halfway.
+        struct SlowdownOff;
+
+        impl Drop for SlowdownOff {
+            fn drop(&mut self) {
+                crate::faults::set_db_slowdown(1);
+            }
+        }
+
+        /// A `Db` that never connects (nothing here runs a statement), so
+        /// that a test can start with tokio's clock paused.
+        fn unconnected_db() -> Db {
+            install_default_drivers();
+            let pool = AnyPoolOptions::new()
+                .connect_lazy("sqlite::memory:")
+                .expect("a valid URL");
+            let monitor = Monitor::new();
+            let acquire_wait = monitor
+                .histogram(ACQUIRE_WAIT_METRIC, "waits", &[])
+                .and_then(|family| family.with_labels(&[]))
+                .expect("histogram");
+            Db {
+                pool,
+                backend: Backend::Sqlite,
+                monitor,
+                acquire_wait,
+                write_pool: None,
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_slowed_down_query_takes_that_many_times_as_long_and_is_recorded_so() {
+            let db = unconnected_db();
+            let _off = SlowdownOff;
+            let query = || async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok::<_, sqlx::Error>(())
+            };
+            let recorded = || {
+                db.monitor()
+                    .query_window(Duration::from_secs(60))
+                    .stats
+                    .latency
+            };
+
+            crate::faults::set_db_slowdown(10);
+            let start = tokio::time::Instant::now();
+            query().timed(&db, "SELECT 1").await.expect("answers");
+            assert_eq!(start.elapsed(), Duration::from_millis(100));
+            let slow = recorded();
+            assert_eq!(slow.count, 1);
+            // The recorded latency includes the slowdown (within the
+            // histogram's precision).
+            assert!((99_000..=101_000).contains(&slow.max_us), "{slow:?}");
+
+            crate::faults::set_db_slowdown(1);
+            let start = tokio::time::Instant::now();
+            query().timed(&db, "SELECT 1").await.expect("answers");
+            assert_eq!(start.elapsed(), Duration::from_millis(10));
+            let both = recorded();
+            assert_eq!(both.count, 2);
+            assert!((9_900..=10_100).contains(&both.min_us), "{both:?}");
+        }
     }
 
     #[tokio::test]

@@ -21,6 +21,10 @@
 //!   ledgers, time sales) and its audit;
 //! - [`time`] and [`json`]: the clock and the JSON integers both sides read.
 //!
+//! Cargo features: `faults` (off by default) adds [`faults`], process-wide
+//! fault knobs for benchmarks and tests, such as a database that answers N
+//! times slower. Production builds leave it off and have no fault knobs.
+//!
 //! Building the application and answering one request of its workload,
 //! the way `seawall-api` does for `GET /api/content`:
 //!
@@ -54,6 +58,8 @@ pub mod cache;
 mod checks;
 pub mod config;
 pub mod db;
+#[cfg(feature = "faults")]
+pub mod faults;
 mod group;
 pub mod jobs;
 pub mod json;

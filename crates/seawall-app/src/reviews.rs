@@ -4,11 +4,9 @@
 //! second under load (`scripts/cache-workload`), with every other request
 //! queueing behind the writers.
 
-use seawall_perfmon::Monitor;
-use seawall_perfmon::sqlx::TimedQuery;
 use sqlx::AnyConnection;
 
-use crate::db::{Backend, Db};
+use crate::db::{Backend, Db, Timed as _};
 use crate::group::{GroupJob, GroupWriter, WriteFuture, in_transaction};
 
 pub(crate) use crate::time::DAY_MS;
@@ -124,13 +122,12 @@ async fn write_optimistic(
            RETURNING user_id) \
          INSERT INTO review_history (user_id, content_id, reviewed_at, rating, duration_ms) \
          SELECT $1, $2, $7, $12, $13 FROM moved";
-    let monitor: &Monitor = db.monitor();
     let mut connection = db.acquire_write().await?;
     let current: Option<(i64, i64, i64, Option<i64>)> = sqlx::query_as(SELECT)
         .bind(review.user_id)
         .bind(review.content_id)
         .fetch_optional(&mut *connection)
-        .timed(monitor, SELECT)
+        .timed(db, SELECT)
         .await?;
     let Some((interval_days, ease_permille, repetitions, last_reviewed_at)) = current else {
         return Ok(Some(None));
@@ -158,7 +155,7 @@ async fn write_optimistic(
         .bind(review.rating)
         .bind(review.duration_ms)
         .execute(&mut *connection)
-        .timed(monitor, MOVE)
+        .timed(db, MOVE)
         .await?;
     Ok((moved.rows_affected() > 0).then_some(Some(next)))
 }
@@ -182,7 +179,6 @@ async fn write_one(
     const SELECT_POSTGRES: &str = "SELECT interval_days, ease_permille, repetitions \
                                    FROM review_schedules WHERE user_id = $1 AND content_id = $2 \
                                    FOR UPDATE";
-    let monitor: &Monitor = db.monitor();
     let select = match db.backend() {
         Backend::Sqlite => SELECT_SQLITE,
         Backend::Postgres => SELECT_POSTGRES,
@@ -191,7 +187,7 @@ async fn write_one(
         .bind(review.user_id)
         .bind(review.content_id)
         .fetch_optional(&mut *connection)
-        .timed(monitor, select)
+        .timed(db, select)
         .await?;
     let Some((interval_days, ease_permille, repetitions)) = current else {
         return Ok(None);
@@ -204,7 +200,7 @@ async fn write_one(
         },
         review.rating,
     );
-    write_rows(connection, monitor, review, next, Move::Held).await?;
+    write_rows(connection, db, review, next, Move::Held).await?;
     Ok(Some(next))
 }
 
@@ -225,7 +221,7 @@ pub(crate) enum Move {
 /// review. The history row is written whether or not the schedule moves.
 pub(crate) async fn write_rows(
     connection: &mut AnyConnection,
-    monitor: &Monitor,
+    db: &Db,
     review: &Review,
     next: SchedulePoint,
     schedule: Move,
@@ -253,7 +249,7 @@ pub(crate) async fn write_rows(
         .bind(review.rating)
         .bind(review.duration_ms)
         .execute(&mut *connection)
-        .timed(monitor, INSERT)
+        .timed(db, INSERT)
         .await?;
     sqlx::query(update)
         .bind(review.user_id)
@@ -264,7 +260,7 @@ pub(crate) async fn write_rows(
         .bind(next.repetitions)
         .bind(review.at_ms)
         .execute(&mut *connection)
-        .timed(monitor, update)
+        .timed(db, update)
         .await?;
     Ok(())
 }

@@ -9,11 +9,10 @@
 
 use std::time::Instant;
 
-use seawall_perfmon::sqlx::TimedQuery;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DemoConfig;
-use crate::db::{Backend, Db};
+use crate::db::{Backend, Db, Timed as _};
 
 /// The content categories, in the order the generator assigns them.
 pub const CATEGORIES: [&str; 8] = [
@@ -73,7 +72,7 @@ pub async fn ensure(db: &Db, demo: &DemoConfig, now_ms: i64) -> Result<SeedOutco
     let recorded: Option<(String,)> = sqlx::query_as(FIND)
         .bind(META_KEY)
         .fetch_optional(db.pool())
-        .timed(db.monitor(), FIND)
+        .timed(db, FIND)
         .await?;
     if let Some((json,)) = recorded {
         let dataset = serde_json::from_str(&json).map_err(|error| {
@@ -84,7 +83,7 @@ pub async fn ensure(db: &Db, demo: &DemoConfig, now_ms: i64) -> Result<SeedOutco
     const COUNT_USERS: &str = "SELECT COUNT(*) FROM users";
     let (users,): (i64,) = sqlx::query_as(COUNT_USERS)
         .fetch_one(db.pool())
-        .timed(db.monitor(), COUNT_USERS)
+        .timed(db, COUNT_USERS)
         .await?;
     if users > 0 {
         return Ok(SeedOutcome::ForeignData);
@@ -103,7 +102,7 @@ pub async fn ensure(db: &Db, demo: &DemoConfig, now_ms: i64) -> Result<SeedOutco
     let recorded: Option<(String,)> = sqlx::query_as(FIND)
         .bind(META_KEY)
         .fetch_optional(db.pool())
-        .timed(db.monitor(), FIND)
+        .timed(db, FIND)
         .await?;
     match recorded.and_then(|(json,)| serde_json::from_str(&json).ok()) {
         Some(dataset) => Ok(SeedOutcome::Present(dataset)),

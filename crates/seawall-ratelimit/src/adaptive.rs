@@ -7,6 +7,14 @@
 //! Gradient2), [`Aimd`] from loss (one more per sample while the limit is
 //! in use, a tenth less per drop).
 //!
+//! An operation with no room may wait a bounded time for one
+//! ([`AdaptiveLimiter::acquire_share`] and [`Wait::within`]): a finished
+//! operation hands its place straight to a waiter, the highest share first
+//! and the newest first within a share (Facebook's adaptive LIFO: under
+//! overload the oldest waiters are the ones refused, and an admitted
+//! operation carries little of the wait), so a client that re-sends a
+//! refused request at once is slowed by the wait instead of spinning.
+//!
 //! Written here rather than taken from a crate: the limiter sits in front
 //! of every request, so an admission is one compare-and-swap and the
 //! algorithm runs once per finished operation under a short lock, and its
@@ -14,12 +22,14 @@
 //! crates that do this (congestion-limiter, tower-resilience-adaptive,
 //! tower-acc) take an async lock per sample or carry their own metrics.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use seawall_perfmon::{Counter, Gauge, Monitor};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 
@@ -46,7 +56,11 @@ pub trait LimitAlgorithm: Send + 'static {
 /// long-term average. While the latest is within `tolerance` times the
 /// average the limit grows by a queue allowance (the square root of the
 /// limit, at least 1); as it rises past that, the limit shrinks in
-/// proportion (by half at most per sample); each step is smoothed. A drop
+/// proportion (by half at most per sample); each step is smoothed. Unlike
+/// Gradient2, a latest latency well below the average (a slowdown of what
+/// the operations call has ended, and the average still remembers it)
+/// grows the limit in proportion too, up to doubling per sample, so the
+/// limit comes back as fast as it fell. A drop
 /// cuts the limit by a tenth. A limit not in use (fewer than half of it in
 /// flight) does not grow: an idle service learns nothing about its
 /// capacity.
@@ -124,7 +138,7 @@ impl LimitAlgorithm for Gradient {
         if (sample.in_flight as f64) < limit / 2.0 {
             return limit;
         }
-        let gradient = (self.tolerance * long / latest).clamp(0.5, 1.0);
+        let gradient = (self.tolerance * long / latest).clamp(0.5, 2.0);
         let queue = limit.sqrt().max(1.0);
         let target = limit * gradient + queue;
         limit * (1.0 - self.smoothing) + target * self.smoothing
@@ -141,6 +155,11 @@ pub struct Aimd {
 
 /// What a drop leaves of a limit.
 const AIMD_BACKOFF: f64 = 0.9;
+
+/// How long a window of samples stays open at least, by default.
+const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
+/// How many samples a window holds at least, by default.
+const DEFAULT_WINDOW_SAMPLES: u64 = 10;
 
 /// The shortest latency a sample counts with, so a zero never divides.
 const MIN_LATENCY: f64 = 1e-6;
@@ -196,11 +215,124 @@ struct Shared {
     /// The whole limit, read on every admission.
     limit: AtomicU64,
     rejected: AtomicU64,
-    /// The algorithm and the exact (fractional) limit it moves.
-    control: Mutex<(Box<dyn LimitAlgorithm>, f64)>,
+    /// The algorithm, the exact (fractional) limit it moves and the
+    /// window of samples it is fed.
+    control: Mutex<Control>,
     min: u64,
     max: u64,
     metrics: Option<Metrics>,
+    /// Operations in `queue`: read after every release, so the queue's
+    /// lock is taken only when someone waits.
+    waiting: AtomicUsize,
+    queue: Mutex<Queue>,
+}
+
+struct Control {
+    algorithm: Box<dyn LimitAlgorithm>,
+    exact: f64,
+    window: Window,
+}
+
+/// Samples gathered until the window closes: at least `min_samples`, over
+/// at least `every`. The algorithm then sees one sample: their mean
+/// latency, the most in flight, and a drop if any was dropped. A window
+/// smooths the mix of fast and slow operations one limit serves (a cached
+/// read next to a report), which sample by sample would swing the limit
+/// from bound to bound.
+struct Window {
+    every: Duration,
+    min_samples: u64,
+    opened: Option<quanta::Instant>,
+    count: u64,
+    latency: Duration,
+    in_flight: u64,
+    dropped: bool,
+}
+
+impl Window {
+    /// Adds `sample`; the window's one sample when it closes with it.
+    fn add(&mut self, sample: Sample) -> Option<Sample> {
+        let opened = *self.opened.get_or_insert_with(quanta::Instant::now);
+        self.count += 1;
+        self.latency = self.latency.saturating_add(sample.latency);
+        self.in_flight = self.in_flight.max(sample.in_flight);
+        self.dropped |= sample.dropped;
+        if self.count < self.min_samples || (!self.every.is_zero() && opened.elapsed() < self.every)
+        {
+            return None;
+        }
+        let count = u32::try_from(self.count).unwrap_or(u32::MAX);
+        let closed = Sample {
+            latency: self.latency / count,
+            in_flight: self.in_flight,
+            dropped: self.dropped,
+        };
+        *self = Self {
+            every: self.every,
+            min_samples: self.min_samples,
+            opened: None,
+            count: 0,
+            latency: Duration::ZERO,
+            in_flight: 0,
+            dropped: false,
+        };
+        Some(closed)
+    }
+}
+
+/// The operations waiting for a place, by share.
+#[derive(Default)]
+struct Queue {
+    next_id: u64,
+    /// Highest share first; few (one per class of work).
+    groups: Vec<Group>,
+}
+
+struct Group {
+    share: f64,
+    /// In arrival order: an id, and where to send the in-flight count
+    /// when a place is handed over.
+    waiters: VecDeque<(u64, oneshot::Sender<u64>)>,
+}
+
+impl Queue {
+    fn push(&mut self, share: f64, sender: oneshot::Sender<u64>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let at = self.groups.iter().position(|group| group.share <= share);
+        let group = match at {
+            Some(at) if self.groups[at].share == share => &mut self.groups[at],
+            _ => {
+                let at = at.unwrap_or(self.groups.len());
+                self.groups.insert(
+                    at,
+                    Group {
+                        share,
+                        waiters: VecDeque::new(),
+                    },
+                );
+                &mut self.groups[at]
+            }
+        };
+        group.waiters.push_back((id, sender));
+        id
+    }
+
+    /// Takes waiter `id` out; false when it is no longer here (a place was
+    /// handed to it).
+    fn remove(&mut self, share: f64, id: u64) -> bool {
+        let Some(group) = self.groups.iter_mut().find(|group| group.share == share) else {
+            return false;
+        };
+        // The oldest time out first, and they are at the front.
+        match group.waiters.iter().position(|(waiter, _)| *waiter == id) {
+            Some(at) => {
+                group.waiters.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 struct Metrics {
@@ -216,18 +348,21 @@ pub struct AdaptiveLimiterBuilder {
     min: u64,
     max: u64,
     initial: Option<u64>,
+    window: (Duration, u64),
     metrics: Option<(Monitor, String)>,
 }
 
 impl AdaptiveLimiter {
     /// A limiter moved by `algorithm`, between 1 and 1,000 by default,
-    /// starting at 20.
+    /// starting at 20, fed windows of at least 10 samples over at least
+    /// 100 ms.
     pub fn builder(algorithm: impl LimitAlgorithm) -> AdaptiveLimiterBuilder {
         AdaptiveLimiterBuilder {
             algorithm: Box::new(algorithm),
             min: 1,
             max: 1_000,
             initial: None,
+            window: (DEFAULT_WINDOW, DEFAULT_WINDOW_SAMPLES),
             metrics: None,
         }
     }
@@ -236,46 +371,48 @@ impl AdaptiveLimiter {
     /// token releases its place and reports how it went. `None` counts a
     /// rejection.
     pub fn try_acquire(&self) -> Option<Token> {
-        self.try_acquire_below(self.limit())
+        self.try_acquire_share(1.0)
     }
 
     /// Admits one operation if fewer than `share` (0 to 1) of the limit
-    /// are in flight: lower classes of work take a share, so they are
-    /// refused first as the service fills.
+    /// are in flight (rounded down, but at least one place for any share
+    /// above 0): lower classes of work take a share, so they are refused
+    /// first as the service fills.
     pub fn try_acquire_share(&self, share: f64) -> Option<Token> {
-        let limit = self.limit() as f64 * share.clamp(0.0, 1.0);
-        self.try_acquire_below(whole(limit.floor()))
+        self.acquire_share(share).ok()
     }
 
-    fn try_acquire_below(&self, ceiling: u64) -> Option<Token> {
-        let shared = &self.0;
-        let mut now = shared.in_flight.load(Ordering::Relaxed);
-        loop {
-            if now >= ceiling {
-                shared.rejected.fetch_add(1, Ordering::Relaxed);
-                if let Some(metrics) = &shared.metrics {
-                    metrics.rejected.inc();
-                }
-                return None;
-            }
-            match shared.in_flight.compare_exchange_weak(
-                now,
-                now + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(seen) => now = seen,
-            }
+    /// Admits one operation at once if fewer than `share` (0 to 1) of the
+    /// limit are in flight; otherwise the [`Wait`] for a place, which the
+    /// caller may spend ([`Wait::within`]) or drop (a refusal either way
+    /// is counted once).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_ratelimit::{AdaptiveLimiter, Aimd};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limiter = AdaptiveLimiter::builder(Aimd::new()).bounds(1, 1).initial(1).build().unwrap();
+    /// let first = limiter.acquire_share(1.0).expect("room for one");
+    /// let wait = limiter.acquire_share(1.0).expect_err("full");
+    /// let finish = async move {
+    ///     tokio::task::yield_now().await;
+    ///     first.success(); // hands its place to the waiter
+    /// };
+    /// let (second, ()) = tokio::join!(wait.within(Duration::from_secs(60)), finish);
+    /// assert!(second.is_some());
+    /// # }
+    /// ```
+    pub fn acquire_share(&self, share: f64) -> Result<Token, Wait> {
+        let share = share.clamp(0.0, 1.0);
+        match self.0.take(share) {
+            Some(in_flight) => Ok(self.0.token(in_flight)),
+            None => Err(Wait {
+                limiter: Some(self.clone()),
+                share,
+            }),
         }
-        if let Some(metrics) = &shared.metrics {
-            metrics.in_flight.inc();
-        }
-        Some(Token {
-            limiter: Some(Arc::clone(&self.0)),
-            started: quanta::Instant::now(),
-            in_flight: now + 1,
-        })
     }
 
     /// The limit now.
@@ -298,20 +435,233 @@ impl AdaptiveLimiter {
         (self.0.min, self.0.max)
     }
 
-    /// Feeds one sample to the algorithm, as a token does when it is
-    /// reported; for tests and for callers that time operations
-    /// themselves.
+    /// Adds one sample to the window, as a token does when it is reported;
+    /// for tests and for callers that time operations themselves. The
+    /// algorithm moves the limit when the window closes.
     pub fn record(&self, sample: Sample) {
         let shared = &self.0;
         let mut control = shared.control.lock();
-        let (algorithm, exact) = &mut *control;
-        let next = algorithm.update(*exact, sample);
-        let next = if next.is_finite() { next } else { *exact };
-        *exact = next.clamp(shared.min as f64, shared.max as f64);
-        let whole = whole(exact.round()).clamp(shared.min, shared.max);
-        shared.limit.store(whole, Ordering::Relaxed);
-        if let Some(metrics) = &shared.metrics {
-            metrics.limit.set(whole as f64);
+        let Control {
+            algorithm,
+            exact,
+            window,
+        } = &mut *control;
+        if let Some(sample) = window.add(sample) {
+            let next = algorithm.update(*exact, sample);
+            let next = if next.is_finite() { next } else { *exact };
+            *exact = next.clamp(shared.min as f64, shared.max as f64);
+            let whole = whole(exact.round()).clamp(shared.min, shared.max);
+            shared.limit.store(whole, Ordering::Relaxed);
+            if let Some(metrics) = &shared.metrics {
+                metrics.limit.set(whole as f64);
+            }
+        }
+        drop(control);
+        // The place given back, or a limit that grew, has room for
+        // waiters.
+        shared.hand_over();
+    }
+}
+
+impl Shared {
+    /// The most in flight a share of the limit allows: at least one for
+    /// any share above 0, so a small limit starves no class.
+    fn ceiling(&self, share: f64) -> u64 {
+        let ceiling = whole((self.limit.load(Ordering::SeqCst) as f64 * share).floor());
+        if share > 0.0 { ceiling.max(1) } else { ceiling }
+    }
+
+    /// Takes a place if fewer than `share` of the limit are in flight; the
+    /// count in flight with it.
+    fn take(&self, share: f64) -> Option<u64> {
+        let ceiling = self.ceiling(share);
+        let mut now = self.in_flight.load(Ordering::SeqCst);
+        loop {
+            if now >= ceiling {
+                return None;
+            }
+            match self.in_flight.compare_exchange_weak(
+                now,
+                now + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(seen) => now = seen,
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.in_flight.inc();
+        }
+        Some(now + 1)
+    }
+
+    fn token(self: &Arc<Self>, in_flight: u64) -> Token {
+        Token {
+            limiter: Some(Arc::clone(self)),
+            started: quanta::Instant::now(),
+            in_flight,
+        }
+    }
+
+    fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.rejected.inc();
+        }
+    }
+
+    /// Gives a place back, and hands what room there is to the waiters.
+    fn release(&self) {
+        self.give_back();
+        self.hand_over();
+    }
+
+    fn give_back(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(metrics) = &self.metrics {
+            metrics.in_flight.dec();
+        }
+    }
+
+    /// Hands free places to waiters, the highest share first, while the
+    /// limit has room for them. Runs after every release and every change
+    /// of the limit; the lock is taken only when someone waits. A waiter
+    /// counts itself in `waiting` before it looks for room a last time
+    /// under the lock, and a release lowers `in_flight` before it reads
+    /// `waiting` (all sequentially consistent), so either the waiter sees
+    /// the room or the release sees the waiter.
+    fn hand_over(&self) {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut queue = self.queue.lock();
+        while let Some(group) = queue
+            .groups
+            .iter_mut()
+            .find(|group| !group.waiters.is_empty())
+        {
+            let Some(in_flight) = self.take(group.share) else {
+                return;
+            };
+            // The newest first: under overload the oldest would be served
+            // only as its wait ran out, and every answer would carry the
+            // whole wait (the oldest are shed instead, as their waits end).
+            let Some((_, waiter)) = group.waiters.pop_back() else {
+                unreachable!("the group has a waiter");
+            };
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if waiter.send(in_flight).is_err() {
+                // It stopped waiting without taking itself out (it was
+                // cancelled while we held the lock): the place goes on.
+                self.give_back();
+            }
+        }
+    }
+}
+
+/// An operation refused a place for now, from
+/// [`AdaptiveLimiter::acquire_share`]: [`within`](Wait::within) waits a
+/// bounded time for one. Dropped unspent, it counts one refusal.
+#[must_use = "a refused operation waits with `within`, or is refused when dropped"]
+pub struct Wait {
+    limiter: Option<AdaptiveLimiter>,
+    share: f64,
+}
+
+impl std::fmt::Debug for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wait")
+            .field("share", &self.share)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wait {
+    /// Waits up to `wait` for a place: the first place a finished operation
+    /// gives back goes to the waiter with the highest share, the newest
+    /// first among equals (so under overload an admitted operation has
+    /// waited little, and the oldest are the ones refused). `None` (one refusal counted) when none came in
+    /// time.
+    pub async fn within(mut self, wait: Duration) -> Option<Token> {
+        let limiter = self.limiter.take()?;
+        let shared = &limiter.0;
+        let (sender, receiver) = oneshot::channel();
+        let id = {
+            let mut queue = shared.queue.lock();
+            shared.waiting.fetch_add(1, Ordering::SeqCst);
+            if let Some(in_flight) = shared.take(self.share) {
+                shared.waiting.fetch_sub(1, Ordering::SeqCst);
+                return Some(shared.token(in_flight));
+            }
+            if wait.is_zero() {
+                shared.waiting.fetch_sub(1, Ordering::SeqCst);
+                drop(queue);
+                shared.reject();
+                return None;
+            }
+            queue.push(self.share, sender)
+        };
+        let mut queued = Queued {
+            shared,
+            share: self.share,
+            id,
+            receiver,
+            done: false,
+        };
+        let handed = match tokio::time::timeout(wait, &mut queued.receiver).await {
+            Ok(Ok(in_flight)) => Some(in_flight),
+            // The sender is dropped only after a send.
+            Ok(Err(_)) => None,
+            Err(_) => queued.leave(),
+        };
+        queued.done = true;
+        match handed {
+            Some(in_flight) => Some(shared.token(in_flight)),
+            None => {
+                shared.reject();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.limiter.take() {
+            limiter.0.reject();
+        }
+    }
+}
+
+/// A waiter in the queue; cancelled (dropped while it waits), it takes
+/// itself out, or gives back a place handed to it meanwhile.
+struct Queued<'a> {
+    shared: &'a Arc<Shared>,
+    share: f64,
+    id: u64,
+    receiver: oneshot::Receiver<u64>,
+    done: bool,
+}
+
+impl Queued<'_> {
+    /// Leaves the queue; a place handed over before it left, if any.
+    fn leave(&mut self) -> Option<u64> {
+        let mut queue = self.shared.queue.lock();
+        if queue.remove(self.share, self.id) {
+            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        drop(queue);
+        // Out of the queue but not by us: a place was sent under the lock.
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.leave().is_some() {
+            self.shared.release();
         }
     }
 }
@@ -328,6 +678,16 @@ impl AdaptiveLimiterBuilder {
     /// within the bounds).
     pub fn initial(mut self, initial: u64) -> Self {
         self.initial = Some(initial);
+        self
+    }
+
+    /// How many samples the algorithm sees at once: a window closes once
+    /// it holds at least `min_samples` (at least 1) and has been open at
+    /// least `every`, and the algorithm sees their mean latency, the most
+    /// in flight and whether any was dropped (default: 10 samples, 100 ms).
+    /// `(Duration::ZERO, 1)` feeds it every sample alone.
+    pub fn window(mut self, every: Duration, min_samples: u64) -> Self {
+        self.window = (every, min_samples.max(1));
         self
     }
 
@@ -370,10 +730,24 @@ impl AdaptiveLimiterBuilder {
             in_flight: AtomicU64::new(0),
             limit: AtomicU64::new(initial),
             rejected: AtomicU64::new(0),
-            control: Mutex::new((self.algorithm, initial as f64)),
+            control: Mutex::new(Control {
+                algorithm: self.algorithm,
+                exact: initial as f64,
+                window: Window {
+                    every: self.window.0,
+                    min_samples: self.window.1,
+                    opened: None,
+                    count: 0,
+                    latency: Duration::ZERO,
+                    in_flight: 0,
+                    dropped: false,
+                },
+            }),
             min: self.min,
             max: self.max,
             metrics,
+            waiting: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
         })))
     }
 }
@@ -452,13 +826,15 @@ impl Token {
         let Some(shared) = self.limiter.take() else {
             return;
         };
-        release(&shared);
-        if let Some(dropped) = dropped {
-            AdaptiveLimiter(shared).record(Sample {
+        shared.give_back();
+        match dropped {
+            // Recording hands over what room there is.
+            Some(dropped) => AdaptiveLimiter(shared).record(Sample {
                 latency: self.started.elapsed(),
                 in_flight: self.in_flight,
                 dropped,
-            });
+            }),
+            None => shared.hand_over(),
         }
     }
 }
@@ -466,7 +842,7 @@ impl Token {
 impl Drop for Token {
     fn drop(&mut self) {
         if let Some(shared) = self.limiter.take() {
-            release(&shared);
+            shared.release();
         }
     }
 }
@@ -476,13 +852,6 @@ impl Drop for Token {
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // saturating by definition
 fn whole(count: f64) -> u64 {
     count as u64
-}
-
-fn release(shared: &Shared) {
-    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-    if let Some(metrics) = &shared.metrics {
-        metrics.in_flight.dec();
-    }
 }
 
 #[cfg(test)]
@@ -508,6 +877,7 @@ mod tests {
         AdaptiveLimiter::builder(algorithm)
             .bounds(min, max)
             .initial(initial)
+            .window(Duration::ZERO, 1)
             .build()
             .expect("valid")
     }
@@ -620,6 +990,234 @@ mod tests {
         assert_eq!(limiter.in_flight(), 0);
     }
 
+    fn fixed(limit: u64) -> AdaptiveLimiter {
+        limiter(Aimd::new(), limit, limit, limit)
+    }
+
+    const LONG: Duration = Duration::from_secs(3_600);
+
+    #[tokio::test]
+    async fn a_finished_operation_hands_its_place_to_a_waiter() {
+        let limiter = fixed(1);
+        let first = limiter.try_acquire().expect("room");
+        let wait = limiter.acquire_share(1.0).expect_err("full");
+        let waiting = tokio::spawn(wait.within(LONG));
+        while limiter.0.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        first.success();
+        let second = waiting.await.expect("joined").expect("handed a place");
+        // Handed over, never given back in between: still one in flight.
+        assert_eq!((limiter.in_flight(), limiter.rejected()), (1, 0));
+        drop(second);
+        assert_eq!(limiter.in_flight(), 0);
+    }
+
+    /// With the default window, a finished operation hands over its place
+    /// whether or not its sample closes a window.
+    #[tokio::test]
+    async fn a_place_is_handed_over_between_windows_too() {
+        let limiter = AdaptiveLimiter::builder(Gradient::new())
+            .bounds(1, 1)
+            .initial(1)
+            .build()
+            .expect("valid");
+        for _ in 0..3 {
+            let first = limiter.try_acquire().expect("room");
+            let waiting = tokio::spawn(limiter.acquire_share(1.0).expect_err("full").within(LONG));
+            while limiter.0.waiting.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            first.success();
+            waiting
+                .await
+                .expect("joined")
+                .expect("handed a place")
+                .ignore();
+        }
+        assert_eq!((limiter.in_flight(), limiter.rejected()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_is_one_refusal_and_leaves_nothing_behind() {
+        let limiter = fixed(1);
+        let held = limiter.try_acquire().expect("room");
+        let wait = limiter.acquire_share(1.0).expect_err("full");
+        assert!(wait.within(Duration::from_millis(100)).await.is_none());
+        assert_eq!(limiter.rejected(), 1);
+        assert_eq!(limiter.0.waiting.load(Ordering::SeqCst), 0);
+        // A refusal dropped without waiting counts once too.
+        drop(limiter.acquire_share(1.0).expect_err("full"));
+        assert_eq!(limiter.rejected(), 2);
+        drop(held);
+        assert_eq!(limiter.in_flight(), 0);
+        assert!(limiter.try_acquire().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_highest_share_is_handed_a_place_first() {
+        // A limit of 4: the half share fits 2, the whole 4.
+        let limiter = fixed(4);
+        let held: Vec<Token> = (0..4)
+            .map(|_| limiter.try_acquire().expect("room"))
+            .collect();
+        let low = tokio::spawn(limiter.acquire_share(0.5).expect_err("full").within(LONG));
+        while limiter.0.waiting.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let high = tokio::spawn(limiter.acquire_share(1.0).expect_err("full").within(LONG));
+        while limiter.0.waiting.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let waiting = || limiter.0.waiting.load(Ordering::SeqCst);
+        let mut held = held.into_iter();
+        // One place: the whole share takes it though it came second.
+        held.next().expect("held").success();
+        assert_eq!((waiting(), limiter.in_flight()), (1, 4));
+        let high = high.await.expect("joined").expect("handed");
+        // Two in flight: the half share still has no room (it fits below 2).
+        held.next().expect("held").ignore();
+        held.next().expect("held").ignore();
+        assert_eq!((waiting(), limiter.in_flight()), (1, 2));
+        drop(high);
+        assert_eq!((waiting(), limiter.in_flight()), (0, 2));
+        let low = low.await.expect("joined").expect("handed at 1 in flight");
+        drop((low, held));
+        assert_eq!((limiter.in_flight(), limiter.rejected()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_leaves_the_queue() {
+        let limiter = fixed(1);
+        let held = limiter.try_acquire().expect("room");
+        let waiting = tokio::spawn(limiter.acquire_share(1.0).expect_err("full").within(LONG));
+        while limiter.0.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiting.abort();
+        assert!(waiting.await.expect_err("aborted").is_cancelled());
+        assert_eq!(limiter.0.waiting.load(Ordering::SeqCst), 0);
+        drop(held);
+        assert_eq!(limiter.in_flight(), 0);
+        assert!(limiter.try_acquire().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_limit_that_grows_hands_its_room_to_the_waiters() {
+        let limiter = limiter(Aimd::new(), 1, 10, 1);
+        let held = limiter.try_acquire().expect("room");
+        let waiting = tokio::spawn(limiter.acquire_share(1.0).expect_err("full").within(LONG));
+        while limiter.0.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // In use and fast: AIMD adds one, and the waiter gets it.
+        limiter.record(sample(1, 1, false));
+        let second = waiting.await.expect("joined").expect("handed");
+        assert_eq!(limiter.in_flight(), 2);
+        drop((held, second));
+    }
+
+    /// Many tasks on many threads take, wait for and give back places:
+    /// the count in flight never passes the limit, every place comes back,
+    /// and nobody is left in the queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiting_under_contention_keeps_the_count_exact() {
+        let limiter = fixed(3);
+        let peak = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..32_u32)
+            .map(|task| {
+                let limiter = limiter.clone();
+                let peak = Arc::clone(&peak);
+                tokio::spawn(async move {
+                    let share = [1.0, 0.7, 0.4][task as usize % 3];
+                    let mut admitted = 0_u32;
+                    for round in 0..200_u32 {
+                        let token = match limiter.acquire_share(share) {
+                            Ok(token) => Some(token),
+                            Err(wait) => {
+                                wait.within(Duration::from_micros(u64::from(round % 50)))
+                                    .await
+                            }
+                        };
+                        if let Some(token) = token {
+                            admitted += 1;
+                            peak.fetch_max(limiter.in_flight(), Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            if round % 7 == 0 {
+                                drop(token)
+                            } else {
+                                token.ignore()
+                            }
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.expect("joined");
+        }
+        assert!(admitted > 0);
+        assert!(
+            peak.load(Ordering::SeqCst) <= 3,
+            "peak {}",
+            peak.load(Ordering::SeqCst)
+        );
+        assert_eq!(limiter.in_flight(), 0);
+        assert_eq!(limiter.0.waiting.load(Ordering::SeqCst), 0);
+        assert!(
+            limiter
+                .0
+                .queue
+                .lock()
+                .groups
+                .iter()
+                .all(|group| group.waiters.is_empty())
+        );
+        assert_eq!(u64::from(32 * 200 - admitted), limiter.rejected());
+    }
+
+    #[test]
+    fn a_window_feeds_the_algorithm_its_mean_latency_most_in_flight_and_any_drop() {
+        /// Remembers what it was fed.
+        struct Seen(Arc<Mutex<Vec<Sample>>>);
+        impl LimitAlgorithm for Seen {
+            fn update(&mut self, limit: f64, sample: Sample) -> f64 {
+                self.0.lock().push(sample);
+                limit
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let limiter = AdaptiveLimiter::builder(Seen(Arc::clone(&seen)))
+            .window(Duration::ZERO, 3)
+            .build()
+            .expect("valid");
+        for (latency, in_flight, dropped) in [(10, 5, false), (40, 9, true), (10, 2, false)] {
+            limiter.record(sample(latency, in_flight, dropped));
+        }
+        limiter.record(sample(1, 1, false));
+        assert_eq!(*seen.lock(), [sample(20, 9, true)]);
+        // A window that must stay open longer does not close on its count.
+        let long = AdaptiveLimiter::builder(Seen(Arc::clone(&seen)))
+            .window(Duration::from_secs(3_600), 1)
+            .build()
+            .expect("valid");
+        for _ in 0..100 {
+            long.record(sample(1, 1, false));
+        }
+        assert_eq!(seen.lock().len(), 1);
+    }
+
+    #[test]
+    fn every_share_above_zero_has_one_place_however_small_the_limit() {
+        let limiter = fixed(1);
+        let low = limiter.try_acquire_share(0.1).expect("its one place");
+        assert!(limiter.try_acquire_share(1.0).is_none());
+        drop(low);
+        assert!(limiter.try_acquire_share(0.0).is_none());
+    }
+
     #[test]
     fn bad_bounds_are_refused() {
         for (min, max, initial) in [(0, 10, 5), (10, 5, 7), (1, 10, 11)] {
@@ -642,6 +1240,7 @@ mod tests {
         let limiter = AdaptiveLimiter::builder(Aimd::new())
             .bounds(1, 10)
             .initial(1)
+            .window(Duration::ZERO, 1)
             .metrics(&monitor, "api")
             .build()
             .expect("valid");

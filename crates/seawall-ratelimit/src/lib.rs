@@ -118,7 +118,10 @@
 //! average, and grows by a queue allowance while it does not); [`Aimd`] is
 //! loss-based. Admission is one compare-and-swap; a lower class of work can
 //! be held to a share of the limit ([`AdaptiveLimiter::try_acquire_share`]),
-//! so it is refused first. With the `tower` feature, [`AdaptiveLayer`]
+//! so it is refused first. An operation with no room may wait a bounded
+//! time for one ([`AdaptiveLimiter::acquire_share`], [`Wait::within`]): a
+//! finished operation hands its place to the waiter with the highest
+//! share. With the `tower` feature, [`AdaptiveLayer`]
 //! admits HTTP requests by class and answers the rest 503 with
 //! `Retry-After` at once. The limit, the in-flight count and the refusals
 //! are seawall-perfmon metrics ([`AdaptiveLimiterBuilder::metrics`]).
@@ -207,7 +210,7 @@ mod telemetry;
 mod trace;
 
 pub use adaptive::{
-    AdaptiveLimiter, AdaptiveLimiterBuilder, Aimd, Gradient, LimitAlgorithm, Sample, Token,
+    AdaptiveLimiter, AdaptiveLimiterBuilder, Aimd, Gradient, LimitAlgorithm, Sample, Token, Wait,
 };
 #[cfg(feature = "tower")]
 pub use adaptive_layer::{Adaptive, AdaptiveLayer, Admission};

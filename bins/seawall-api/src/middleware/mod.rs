@@ -16,9 +16,8 @@
 //! 10. load shedding (see `shed.rs`): at most `server.max_in_flight`
 //!     requests at once, the rest wait up to `server.shed_wait` and then get
 //!     503 with `Retry-After`; or, with `server.admission = "adaptive"`, a
-//!     limit found from latency, filled by priority class, the rest shed
-//!     at once; `/livez` and `/metrics` (and, adaptive, `/readyz`) are
-//!     exempt;
+//!     limit found from latency, filled by priority class, the rest waiting
+//!     the same way; the probes and `/metrics` are exempt;
 //! 11. the request timeout (503 problem).
 //!
 //! The layers come from tower-http but for three of our own: the request id
@@ -165,26 +164,16 @@ where
         let ddos = match ddos {
             Ddos::Admit(decision) => decision,
             Ddos::Reject(response) => return GuardFuture::done(response),
-            remote @ Ddos::Remote(_) => return self.wait(guard, request, remote),
+            remote @ Ddos::Remote(_) => return self.wait(guard, request, remote, None),
         };
-        match guard
-            .shedder
-            .try_admit(request.method(), request.uri().path())
-        {
+        match guard.shedder.try_admit(request.uri().path()) {
             Ok(admission) => GuardFuture::Admitted {
                 handling: tokio::time::timeout(guard.timeout, self.inner.call(request)),
                 admission,
                 ddos,
                 limit: guard.timeout,
             },
-            Err(shed::Full) if guard.shedder.sheds_at_once() => {
-                let mut shed = guard.shedder.shed();
-                if let Some(decision) = &ddos {
-                    seawall_ratelimit::set_headers(shed.headers_mut(), decision);
-                }
-                GuardFuture::done(shed)
-            }
-            Err(shed::Full) => self.wait(guard, request, Ddos::Admit(ddos)),
+            Err(full) => self.wait(guard, request, Ddos::Admit(ddos), Some(full)),
         }
     }
 }
@@ -195,12 +184,14 @@ where
     S::Future: Send + 'static,
 {
     /// The rest of the guard, for a request that has to wait: for the DDoS
-    /// limiter on Redis (`ddos` is [`Ddos::Remote`]) or for a place.
+    /// limiter on Redis (`ddos` is [`Ddos::Remote`]) or for a place (`full`,
+    /// when the shedder had none at once).
     fn wait(
         &mut self,
         guard: Arc<GuardConfig>,
         request: Request,
         ddos: Ddos,
+        full: Option<shed::Full>,
     ) -> GuardFuture<S::Future> {
         // The service that was made ready answers; its clone waits for the
         // next request.
@@ -219,11 +210,11 @@ where
                     Ddos::Reject(response) => return Ok(response),
                     Ddos::Remote(_) => None,
                 };
-                let admission = match guard
-                    .shedder
-                    .admit(request.method(), request.uri().path())
-                    .await
-                {
+                let admitted = match full {
+                    Some(full) => guard.shedder.wait_for(full).await.map(Some),
+                    None => guard.shedder.admit(request.uri().path()).await,
+                };
+                let admission = match admitted {
                     Ok(admission) => admission,
                     Err(mut shed) => {
                         if let Some(decision) = &decision {

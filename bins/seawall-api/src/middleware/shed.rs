@@ -6,15 +6,20 @@
 //! answered 503 with `Retry-After: 1` at once instead of queueing without
 //! bound.
 //!
-//! Adaptive (`"adaptive"`): the limit is found by a latency-based
-//! [`AdaptiveLimiter`] (Gradient2) between 4 and `server.max_in_flight`,
-//! from each finished request's latency (a 503 or 504, or a request timed
-//! out, is a drop that backs it off; a 4xx says nothing of capacity), and
+//! Adaptive (`"adaptive"`, the default): the limit is found by a
+//! latency-based [`AdaptiveLimiter`] (Gradient2) between 4 and
+//! `server.max_in_flight`, from the finished requests' latency, 100 ms at a
+//! time (a 503 or 504, or a request timed out, is a drop that backs it off;
+//! a 4xx says nothing of capacity), and
 //! requests fill it by priority class ([`class`]): a class may take a
 //! place only while fewer than its share of the limit are in flight, so
 //! the lowest class is refused first as the service fills. A request with
-//! no room is answered 503 with `Retry-After: 1` at once, never after a
-//! wait.
+//! no room waits up to `server.shed_wait` for one (a finished request
+//! hands its place to the waiting request of the highest class, the newest
+//! first, so that under overload an admitted request carries little of the
+//! wait), then is answered 503 with `Retry-After: 1`: the wait is what
+//! keeps a client that re-sends a refused request at once from turning
+//! overload into a storm of refusals.
 //!
 //! Either way, shed requests are counted in `http_shed_requests_total`
 //! and requests holding a place are `http_requests_in_flight`; the probes
@@ -24,17 +29,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use seawall_app::config::Admission as Mode;
 use seawall_perfmon::{Counter, Gauge, Monitor};
-use seawall_ratelimit::{AdaptiveLimiter, Gradient, Token};
+use seawall_ratelimit::{AdaptiveLimiter, Gradient, Token, Wait};
 use tokio::sync::Semaphore;
 
 use crate::problem::Problem;
 
 /// Paths that are never shed or counted, in either mode.
-const EXEMPT: [&str; 2] = ["/livez", "/metrics"];
+const EXEMPT: [&str; 3] = ["/livez", "/readyz", "/metrics"];
 
 /// The lowest the adaptive limit goes.
 const ADAPTIVE_FLOOR: usize = 4;
@@ -48,10 +53,11 @@ pub(crate) enum Class {
     Probe,
     /// The admin API, the dashboard and the documents: the whole limit.
     Admin,
-    /// Writes of the public API (orders, coupons, points, reviews).
-    Write,
-    /// Reads of the public API.
-    Read,
+    /// The rest of the public API, reads and writes alike (orders,
+    /// coupons, points, reviews, content): one class, served newest first,
+    /// since a write held ahead of the reads fills the places with the
+    /// slowest requests when the database slows down.
+    Public,
     /// The expensive reads (the statistics).
     Expensive,
 }
@@ -61,15 +67,14 @@ impl Class {
     fn share(self) -> f64 {
         match self {
             Self::Probe | Self::Admin => 1.0,
-            Self::Write => 0.9,
-            Self::Read => 0.75,
+            Self::Public => 0.9,
             Self::Expensive => 0.5,
         }
     }
 }
 
-/// The class of a request to `path` with `method`.
-pub(crate) fn class(method: &Method, path: &str) -> Class {
+/// The class of a request to `path`.
+pub(crate) fn class(path: &str) -> Class {
     const ADMIN: [&str; 7] = [
         "/api/queue",
         "/api/cache",
@@ -79,7 +84,7 @@ pub(crate) fn class(method: &Method, path: &str) -> Class {
         "/api/promotions",
         "/api/openapi.json",
     ];
-    if EXEMPT.contains(&path) || path == "/readyz" {
+    if EXEMPT.contains(&path) {
         Class::Probe
     } else if path == "/api/analytics/stats" {
         Class::Expensive
@@ -91,10 +96,8 @@ pub(crate) fn class(method: &Method, path: &str) -> Class {
     {
         // The dashboard and its assets, the API documents.
         Class::Admin
-    } else if method == Method::GET || method == Method::HEAD {
-        Class::Read
     } else {
-        Class::Write
+        Class::Public
     }
 }
 
@@ -113,13 +116,15 @@ enum Limit {
         permits: Arc<Semaphore>,
         wait: Duration,
     },
-    Adaptive(AdaptiveLimiter),
+    Adaptive {
+        limiter: AdaptiveLimiter,
+        wait: Duration,
+    },
 }
 
 impl Shedder {
     /// At most `max_in_flight` requests at once by `mode`, the rest waiting
-    /// up to `wait` (static admission only); the metrics are registered on
-    /// `monitor`.
+    /// up to `wait` for a place; the metrics are registered on `monitor`.
     pub(crate) fn new(
         max_in_flight: usize,
         wait: Duration,
@@ -154,7 +159,7 @@ impl Shedder {
                     .metrics(monitor, "http")
                     .build()
                     .map_err(|error| crate::Error::App(seawall_app::Error::RateLimit(error)))?;
-                Limit::Adaptive(limiter)
+                Limit::Adaptive { limiter, wait }
             }
         };
         Ok(Self(Arc::new(Inner {
@@ -195,14 +200,16 @@ impl Admission {
     }
 }
 
-/// No place is free right now: [`Shedder::admit`] waits for one (static
-/// admission) or sheds at once (adaptive).
-pub(crate) struct Full;
+/// No place is free right now: [`Shedder::wait_for`] waits for one.
+pub(crate) enum Full {
+    Static,
+    Adaptive(Wait),
+}
 
 impl Shedder {
     /// Admits a request if a place is free now; `Ok(None)` for the exempt
     /// paths.
-    pub(crate) fn try_admit(&self, method: &Method, path: &str) -> Result<Option<Admission>, Full> {
+    pub(crate) fn try_admit(&self, path: &str) -> Result<Option<Admission>, Full> {
         match &self.0.limit {
             Limit::Static { permits, .. } => {
                 if EXEMPT.contains(&path) {
@@ -210,57 +217,55 @@ impl Shedder {
                 }
                 match Arc::clone(permits).try_acquire_owned() {
                     Ok(permit) => Ok(Some(self.admitted(Place::Permit(permit)))),
-                    Err(_) => Err(Full),
+                    Err(_) => Err(Full::Static),
                 }
             }
-            Limit::Adaptive(limiter) => {
-                let class = class(method, path);
+            Limit::Adaptive { limiter, .. } => {
+                let class = class(path);
                 if class == Class::Probe {
                     return Ok(None);
                 }
-                match limiter.try_acquire_share(class.share()) {
-                    Some(token) => Ok(Some(self.admitted(Place::Token(token)))),
-                    None => Err(Full),
+                match limiter.acquire_share(class.share()) {
+                    Ok(token) => Ok(Some(self.admitted(Place::Token(token)))),
+                    Err(wait) => Err(Full::Adaptive(wait)),
                 }
             }
         }
     }
 
-    /// Admits a request, waiting up to the configured time for a place
-    /// (static admission); `Ok(None)` for the exempt paths, the 503 when it
-    /// is shed.
-    pub(crate) async fn admit(
-        &self,
-        method: &Method,
-        path: &str,
-    ) -> Result<Option<Admission>, Response> {
-        if let Ok(admission) = self.try_admit(method, path) {
-            return Ok(admission);
+    /// Admits a request, waiting up to the configured time for a place;
+    /// `Ok(None)` for the exempt paths, the 503 when it is shed.
+    pub(crate) async fn admit(&self, path: &str) -> Result<Option<Admission>, Response> {
+        match self.try_admit(path) {
+            Ok(admission) => Ok(admission),
+            Err(full) => self.wait_for(full).await.map(Some),
         }
-        let inner = &self.0;
-        let permit = match &inner.limit {
-            Limit::Static { permits, wait } if !wait.is_zero() => {
+    }
+
+    /// Waits up to the configured time for the place [`Shedder::try_admit`]
+    /// found no room for; the 503 when none comes.
+    pub(crate) async fn wait_for(&self, full: Full) -> Result<Admission, Response> {
+        let place = match (&self.0.limit, full) {
+            (Limit::Static { permits, wait }, Full::Static) if !wait.is_zero() => {
                 tokio::time::timeout(*wait, Arc::clone(permits).acquire_owned())
                     .await
                     .ok()
                     .and_then(Result::ok)
+                    .map(Place::Permit)
+            }
+            (Limit::Adaptive { wait, .. }, Full::Adaptive(waiting)) => {
+                waiting.within(*wait).await.map(Place::Token)
             }
             _ => None,
         };
-        let Some(permit) = permit else {
-            return Err(self.shed());
-        };
-        Ok(Some(self.admitted(Place::Permit(permit))))
-    }
-
-    /// Whether a request with no room is shed at once (adaptive admission)
-    /// rather than waiting for a place.
-    pub(crate) fn sheds_at_once(&self) -> bool {
-        matches!(self.0.limit, Limit::Adaptive(_))
+        match place {
+            Some(place) => Ok(self.admitted(place)),
+            None => Err(self.shed()),
+        }
     }
 
     /// Counts a shed request and answers it: 503, `Retry-After: 1`.
-    pub(crate) fn shed(&self) -> Response {
+    fn shed(&self) -> Response {
         self.0.shed.inc();
         Problem::unavailable("the server is at its limit of requests in flight; retry shortly")
             .with_retry_after(1)
@@ -292,27 +297,27 @@ mod tests {
 
     #[test]
     fn requests_are_sorted_into_classes() {
-        for (method, path, expected) in [
-            (Method::GET, "/livez", Class::Probe),
-            (Method::GET, "/readyz", Class::Probe),
-            (Method::GET, "/metrics", Class::Probe),
-            (Method::GET, "/", Class::Admin),
-            (Method::GET, "/assets/app.js", Class::Admin),
-            (Method::GET, "/api/queue", Class::Admin),
-            (Method::POST, "/api/queue/email", Class::Admin),
-            (Method::DELETE, "/api/cache", Class::Admin),
-            (Method::GET, "/api/openapi.json", Class::Admin),
-            (Method::POST, "/api/review/complete", Class::Write),
-            (Method::POST, "/api/sales/1/orders", Class::Write),
-            (Method::POST, "/api/points/earn", Class::Write),
-            (Method::GET, "/api/content", Class::Read),
-            (Method::GET, "/api/points/balance", Class::Read),
-            (Method::GET, "/api/analytics/stats", Class::Expensive),
-            (Method::GET, "/api/queueing", Class::Read),
+        for (path, expected) in [
+            ("/livez", Class::Probe),
+            ("/readyz", Class::Probe),
+            ("/metrics", Class::Probe),
+            ("/", Class::Admin),
+            ("/assets/app.js", Class::Admin),
+            ("/api/queue", Class::Admin),
+            ("/api/queue/email", Class::Admin),
+            ("/api/cache", Class::Admin),
+            ("/api/openapi.json", Class::Admin),
+            ("/api/review/complete", Class::Public),
+            ("/api/sales/1/orders", Class::Public),
+            ("/api/points/earn", Class::Public),
+            ("/api/content", Class::Public),
+            ("/api/points/balance", Class::Public),
+            ("/api/analytics/stats", Class::Expensive),
+            ("/api/queueing", Class::Public),
         ] {
-            assert_eq!(class(&method, path), expected, "{method} {path}");
+            assert_eq!(class(path), expected, "{path}");
         }
-        let shares: Vec<f64> = [Class::Admin, Class::Write, Class::Read, Class::Expensive]
+        let shares: Vec<f64> = [Class::Admin, Class::Public, Class::Expensive]
             .iter()
             .map(|class| class.share())
             .collect();

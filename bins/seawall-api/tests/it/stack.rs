@@ -131,9 +131,23 @@ async fn a_request_past_the_timeout_is_answered_with_a_problem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overflow_is_shed_with_503_while_the_probes_stay_up() {
+    overflow_is_shed(seawall_app::config::Admission::Static).await;
+}
+
+/// A ceiling of 1 leaves the adaptive limit no room to move, and every
+/// class still has its one place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_overflow_is_shed_with_503_while_the_probes_stay_up() {
+    overflow_is_shed(seawall_app::config::Admission::Adaptive).await;
+}
+
+/// One request held fills a limit of 1: the next waits `shed_wait`, is
+/// answered 503, and the probes still answer.
+async fn overflow_is_shed(admission: seawall_app::config::Admission) {
     let server = TestServer::start_with(|config| {
         config.server.max_in_flight = 1;
         config.server.shed_wait = Duration::from_millis(50);
+        config.server.admission = admission;
     })
     .await;
     let held = hold_a_request(&server, 1).await;
@@ -244,26 +258,49 @@ async fn adaptive_admission_sheds_the_lowest_class_first_and_never_a_probe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waits_for_a_place_within_the_shed_wait() {
+    waits_for_a_place(seawall_app::config::Admission::Static, 1, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_admission_waits_for_a_place_within_the_shed_wait() {
+    // A limit of 4: the public API (writes and reads alike) fills 3.
+    waits_for_a_place(seawall_app::config::Admission::Adaptive, 4, 3).await;
+}
+
+/// `held` requests fill the limit (`max_in_flight`, under `admission`); a
+/// read waits, and takes the place of a held request once it finishes
+/// instead of being shed.
+async fn waits_for_a_place(
+    admission: seawall_app::config::Admission,
+    max_in_flight: usize,
+    held: u32,
+) {
     let server = TestServer::start_with(|config| {
-        config.server.max_in_flight = 1;
+        config.server.max_in_flight = max_in_flight;
+        config.server.admission = admission;
         // The most it may be: the held request is finished and answered
         // within it, however busy the machine.
         config.server.shed_wait = Duration::from_secs(10);
     })
     .await;
-    let mut held = hold_a_request(&server, 1).await;
+    let mut streams = Vec::new();
+    for expected in 1..=held {
+        streams.push(hold_a_request(&server, expected).await);
+    }
     let addr = server.addr;
     let waiting =
         tokio::spawn(async move { raw::exchange(addr, &raw::get("/api/content", "")).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "the second request did not wait");
+    assert!(!waiting.is_finished(), "the read did not wait");
 
-    // Finish the held request's body: it is answered, and the waiting
+    // Finish a held request's body: it is answered, and the waiting
     // request takes its place instead of being shed.
-    held.write_all(&rest_of_held_body())
+    let mut first = streams.pop().expect("held");
+    first
+        .write_all(&rest_of_held_body())
         .await
         .expect("finish the body");
-    let first = raw::read_reply(&mut held).await;
+    let first = raw::read_reply(&mut first).await;
     assert_eq!(first.status, 404, "{first:?}");
     let second = waiting.await.expect("task");
     assert_eq!(second.status, 200, "{second:?}");

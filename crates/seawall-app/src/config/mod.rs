@@ -23,7 +23,7 @@
 //! max_header_bytes = 8192
 //! max_in_flight = 256
 //! shed_wait = "50ms"
-//! admission = "static"   # or "adaptive"
+//! admission = "adaptive"   # the default; or "static"
 //! compression = true
 //! cors_origins = ["https://app.example.com"]
 //! threads = 8   # leave out for one worker thread per core

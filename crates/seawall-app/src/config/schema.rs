@@ -71,15 +71,16 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Largest total size of one request's header fields, in bytes.
     pub max_header_bytes: usize,
-    /// Most requests served at once; the rest wait up to `shed_wait` for a
-    /// place, then get 503.
+    /// Most requests served at once (adaptive admission: the highest its
+    /// limit goes); the rest wait up to `shed_wait` for a place, then get
+    /// 503.
     pub max_in_flight: usize,
-    /// How long a request waits for a place before it is shed (static
-    /// admission).
+    /// How long a request waits for a place before it is shed.
     #[serde(with = "duration")]
     pub shed_wait: Duration,
-    /// How requests in flight are limited: `max_in_flight` at once, or a
-    /// limit found from their latency, by priority class.
+    /// How requests in flight are limited: a limit found from their
+    /// latency, by priority class (the default), or `max_in_flight` at
+    /// once.
     pub admission: Admission,
     /// Compress responses (gzip, brotli) per `Accept-Encoding`.
     pub compression: bool,
@@ -240,13 +241,14 @@ impl Default for CacheConfig {
 pub enum Admission {
     /// At most `server.max_in_flight`; the rest wait up to
     /// `server.shed_wait` for a place, then get 503.
-    #[default]
     Static,
     /// A limit found from the requests' latency (at most
     /// `server.max_in_flight`), filled by priority class: the probes and
     /// `/metrics` are never limited, the admin API and the dashboard use
-    /// the whole limit, writes most of it, reads less, the statistics
-    /// least; a request with no room is answered 503 at once.
+    /// the whole limit, the rest of the API (reads and writes) most of it,
+    /// the statistics half; a request with no room waits up to `server.shed_wait` for
+    /// one (the highest class first), then gets 503. The default.
+    #[default]
     Adaptive,
 }
 
@@ -602,7 +604,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_in_flight: 512,
             shed_wait: Duration::from_millis(100),
-            admission: Admission::Static,
+            admission: Admission::Adaptive,
             compression: true,
             cors_origins: Vec::new(),
             threads: None,
@@ -968,11 +970,11 @@ pub static SETTINGS: &[Setting] = &[
         help: "Largest total size of a request's header fields in bytes, 1024 to 262144 (431 above)"),
     setting!(server.max_in_flight, env: ["SEAWALL_MAX_IN_FLIGHT"],
         flag: value("max-in-flight", "N"),
-        help: "Most requests served at once, 1 to 100000; /livez and /metrics are not counted"),
+        help: "Most requests served at once (adaptive admission: the most its limit reaches), 1 to 100000; the probes and /metrics are not counted"),
     setting!(server.shed_wait, env: ["SEAWALL_SHED_WAIT"], flag: value("shed-wait", "DURATION"),
         help: "How long a request waits for a place before it is shed with 503, at most 10s"),
     setting!(server.admission, env: ["SEAWALL_ADMISSION"], flag: value("admission", "MODE"),
-        help: "How requests in flight are limited: static (server.max_in_flight, waiting up to server.shed_wait) or adaptive (a limit found from latency, at most server.max_in_flight, by priority class, shed at once)"),
+        help: "How requests in flight are limited: static (server.max_in_flight, waiting up to server.shed_wait) or adaptive (a limit found from latency, at most server.max_in_flight, by priority class, the rest waiting the same way)"),
     setting!(server.compression, env: ["SEAWALL_COMPRESSION"],
         flag: Flag::Switch { long: "no-compression", value: "false" },
         help: "Compress responses (gzip, br) per Accept-Encoding; --no-compression turns it off"),

@@ -9,13 +9,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt as _;
-use seawall_perfmon::sqlx::TimedQuery as _;
 use seawall_queue::{Job, JobError};
 use sqlx::{Column as _, Row as _};
 
 use super::payload::{BackupJob, ExportJob, ImportJob, file_name};
 use super::processors::{BATCH, Processors, database, percent, write_in_batches};
-use crate::db::Backend;
+use crate::db::{Backend, Timed as _};
 use crate::time::now_ms;
 
 /// The tables a backup holds, parents before children, with the query
@@ -186,7 +185,7 @@ pub(super) async fn export(processors: &Processors, job: Job<ExportJob>) -> Resu
     let table = table.as_str();
     let total: i64 = sqlx::query_scalar(count_sql)
         .fetch_one(db.pool())
-        .timed(db.monitor(), count_sql)
+        .timed(db, count_sql)
         .await
         .map_err(|error| database(&error))?;
     let total = usize::try_from(total).unwrap_or(0);

@@ -3,14 +3,13 @@
 
 use std::path::PathBuf;
 
-use seawall_perfmon::sqlx::TimedQuery as _;
 use seawall_queue::{Job, JobError};
 use sqlx::query::Query;
 use sqlx::{Any, Database};
 
 use crate::cache::ApiCache;
 use crate::config::QueueName;
-use crate::db::Db;
+use crate::db::{Db, Timed as _};
 /// What the processors work with.
 #[derive(Clone)]
 pub struct Processors {
@@ -56,18 +55,14 @@ pub(super) async fn write_in_batches<T, P>(
     sql: &'static str,
     bind: impl Fn(&T) -> Statement,
 ) -> Result<(), JobError> {
-    let monitor = processors.db.monitor();
+    let db = &processors.db;
     let total = rows.len();
     for (done, batch) in rows.chunks(BATCH).enumerate() {
-        let mut transaction = processors
-            .db
-            .begin_write()
-            .await
-            .map_err(|error| database(&error))?;
+        let mut transaction = db.begin_write().await.map_err(|error| database(&error))?;
         for row in batch {
             bind(row)
                 .execute(&mut *transaction)
-                .timed(monitor, sql)
+                .timed(db, sql)
                 .await
                 .map_err(|error| database(&error))?;
         }

@@ -1,7 +1,6 @@
 //! The database processors: email, report, schedule, notification and
 //! analytics; and [`start`], which gives each queue its processor.
 
-use seawall_perfmon::sqlx::TimedQuery as _;
 use seawall_queue::{Job, JobError};
 
 use super::payload::{
@@ -10,6 +9,7 @@ use super::payload::{
 };
 use super::processors::{Processors, database, job_key, write_in_batches};
 use crate::config::QueueName;
+use crate::db::Timed as _;
 use crate::reviews::{self, DAY_MS, Move};
 use crate::time::now_ms;
 
@@ -21,7 +21,7 @@ async fn learner(processors: &Processors, user_id: i64) -> Result<(String, Strin
     let found: Option<(String, String)> = sqlx::query_as(SQL)
         .bind(user_id)
         .fetch_optional(db.pool())
-        .timed(db.monitor(), SQL)
+        .timed(db, SQL)
         .await
         .map_err(|error| database(&error))?;
     found.ok_or_else(|| JobError::permanent(format!("no user {user_id}")))
@@ -44,7 +44,7 @@ pub(super) async fn email(processors: &Processors, job: Job<EmailJob>) -> Result
             .bind(user_id)
             .bind(since)
             .fetch_one(db.pool())
-            .timed(db.monitor(), sql)
+            .timed(db, sql)
             .await
             .map_err(|error| database(&error))
     };
@@ -80,7 +80,7 @@ pub(super) async fn email(processors: &Processors, job: Job<EmailJob>) -> Result
         .bind(&body)
         .bind(now)
         .execute(db.pool())
-        .timed(db.monitor(), INSERT)
+        .timed(db, INSERT)
         .await
         .map_err(|error| database(&error))?;
     job.progress(100, &format!("queued for {address}")).await;
@@ -102,7 +102,7 @@ pub(super) async fn notification(
         .bind(&job.payload.message)
         .bind(now_ms())
         .execute(db.pool())
-        .timed(db.monitor(), INSERT)
+        .timed(db, INSERT)
         .await
         .map_err(|error| database(&error))?;
     let message = format!("delivered by {}", job.payload.channel.as_str());
@@ -132,7 +132,7 @@ pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Resu
         .bind(user_id)
         .bind(since)
         .fetch_one(db.pool())
-        .timed(db.monitor(), TOTALS)
+        .timed(db, TOTALS)
         .await
         .map_err(|error| database(&error))?;
     job.progress(60, "by category").await;
@@ -140,7 +140,7 @@ pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Resu
         .bind(user_id)
         .bind(since)
         .fetch_all(db.pool())
-        .timed(db.monitor(), BY_CATEGORY)
+        .timed(db, BY_CATEGORY)
         .await
         .map_err(|error| database(&error))?;
     let body = serde_json::json!({
@@ -164,7 +164,7 @@ pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Resu
         .bind(now)
         .bind(body.to_string())
         .execute(db.pool())
-        .timed(db.monitor(), INSERT)
+        .timed(db, INSERT)
         .await
         .map_err(|error| database(&error))?;
     job.progress(100, &format!("{reviews} reviews over {days} days"))
@@ -208,7 +208,7 @@ async fn recompute(
     let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(SELECT)
         .bind(user_id)
         .fetch_all(db.pool())
-        .timed(db.monitor(), SELECT)
+        .timed(db, SELECT)
         .await
         .map_err(|error| database(&error))?;
     let drifted: Vec<(i64, i64)> = rows
@@ -259,22 +259,16 @@ pub(crate) async fn apply_review(
         .bind(&review.review_id)
         .bind(now_ms())
         .execute(&mut *transaction)
-        .timed(db.monitor(), MARK)
+        .timed(db, MARK)
         .await
         .map_err(|error| database(&error))?;
     if marked.rows_affected() == 0 {
         return Ok(false);
     }
     let (completed, next) = review.split();
-    reviews::write_rows(
-        &mut transaction,
-        db.monitor(),
-        &completed,
-        next,
-        Move::Forward,
-    )
-    .await
-    .map_err(|error| database(&error))?;
+    reviews::write_rows(&mut transaction, db, &completed, next, Move::Forward)
+        .await
+        .map_err(|error| database(&error))?;
     transaction
         .commit()
         .await
@@ -307,14 +301,14 @@ pub(super) async fn analytics(
     sqlx::query(DELETE)
         .bind(first_day)
         .execute(&mut *transaction)
-        .timed(db.monitor(), DELETE)
+        .timed(db, DELETE)
         .await
         .map_err(|error| database(&error))?;
     let refreshed = sqlx::query(REFRESH)
         .bind(now)
         .bind(first_day * DAY_MS)
         .execute(&mut *transaction)
-        .timed(db.monitor(), REFRESH)
+        .timed(db, REFRESH)
         .await
         .map_err(|error| database(&error))?;
     transaction
@@ -355,7 +349,7 @@ pub(super) async fn order(processors: &Processors, job: Job<OrderJob>) -> Result
         .bind(order.ordered_at_ms)
         .bind(now_ms())
         .execute(&mut *connection)
-        .timed(db.monitor(), INSERT)
+        .timed(db, INSERT)
         .await;
     drop(connection);
     let inserted = match inserted {
@@ -372,7 +366,7 @@ pub(super) async fn order(processors: &Processors, job: Job<OrderJob>) -> Result
         let found: i64 = sqlx::query_scalar(FOUND)
             .bind(&order.order_id)
             .fetch_one(db.pool())
-            .timed(db.monitor(), FOUND)
+            .timed(db, FOUND)
             .await
             .map_err(|error| database(&error))?;
         if found == 0 {

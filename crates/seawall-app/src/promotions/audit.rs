@@ -2,7 +2,6 @@
 //! database and the store, and the reconciliation health check.
 
 use async_trait::async_trait;
-use seawall_perfmon::sqlx::TimedQuery as _;
 use seawall_perfmon::{CheckResult, HealthCheck, HealthStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -12,6 +11,7 @@ use super::error::PromoError;
 use super::pool::{PoolId, PoolKind, PoolStatus};
 use crate::ServiceError;
 use crate::config::QueueName;
+use crate::db::Timed as _;
 use crate::time::{now_ms, timestamp};
 
 /// The most campaigns or sales a listing shows, newest first.
@@ -148,7 +148,7 @@ impl Promotions {
         let rows: Vec<CampaignRow> = sqlx::query_as(SQL)
             .bind(LIST_LIMIT)
             .fetch_all(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db.monitor(), SQL)
+            .timed(db, SQL)
             .await
             .map_err(PromoError::database)?;
         let mut standings = Vec::with_capacity(rows.len());
@@ -194,7 +194,7 @@ impl Promotions {
         sqlx::query_as(sql)
             .bind(bind)
             .fetch_all(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db.monitor(), sql)
+            .timed(db, sql)
             .await
             .map_err(PromoError::database)
     }
@@ -206,7 +206,7 @@ impl Promotions {
         let written: i64 = sqlx::query_scalar(WRITTEN)
             .bind(id)
             .fetch_one(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db.monitor(), WRITTEN)
+            .timed(db, WRITTEN)
             .await
             .map_err(PromoError::database)?;
         let pool = PoolId {
@@ -284,7 +284,7 @@ impl Promotions {
         let (campaigns, coupons, over_issued_coupons, duplicate_coupons): (i64, i64, i64, i64) =
             sqlx::query_as(COUPONS)
                 .fetch_one(&mut *connection)
-                .timed(db.monitor(), COUPONS)
+                .timed(db, COUPONS)
                 .await
                 .map_err(PromoError::database)?;
         let (point_accounts, ledger_entries, ledger_mismatches, negative_balances): (
@@ -294,12 +294,12 @@ impl Promotions {
             i64,
         ) = sqlx::query_as(POINTS)
             .fetch_one(&mut *connection)
-            .timed(db.monitor(), POINTS)
+            .timed(db, POINTS)
             .await
             .map_err(PromoError::database)?;
         let over_limit_orders: i64 = sqlx::query_scalar(ORDERS)
             .fetch_one(&mut *connection)
-            .timed(db.monitor(), ORDERS)
+            .timed(db, ORDERS)
             .await
             .map_err(PromoError::database)?;
         drop(connection);

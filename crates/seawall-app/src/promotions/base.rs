@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use seawall_perfmon::sqlx::TimedQuery as _;
 use seawall_perfmon::{Counter, Monitor};
 
 use super::error::PromoError;
@@ -16,7 +15,7 @@ use super::writes::Writers;
 use crate::ServiceError;
 use crate::cache::ApiCache;
 use crate::config::{Config, QueueConfig};
-use crate::db::Db;
+use crate::db::{Db, Timed as _};
 use crate::redis::Redis;
 use crate::setup::QueueHandle;
 use crate::time::{DAY_MS, now_ms, timestamp};
@@ -177,7 +176,7 @@ impl Promotions {
         let row: Option<(i64, String, i64, i64, i64, i64, i64)> = sqlx::query_as(sql)
             .bind(id)
             .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db.monitor(), sql)
+            .timed(db, sql)
             .await
             .map_err(PromoError::database)?;
         let Some((salt, name, quantity, per_user, starts_at, ends_at, created_at)) = row else {
@@ -230,13 +229,13 @@ impl Promotions {
         let next: i64 = sqlx::query_scalar(next_sql)
             .bind(pool.id)
             .fetch_one(&mut *connection)
-            .timed(db.monitor(), next_sql)
+            .timed(db, next_sql)
             .await
             .map_err(PromoError::database)?;
         let holders: Vec<(i64, i64)> = sqlx::query_as(holders_sql)
             .bind(pool.id)
             .fetch_all(&mut *connection)
-            .timed(db.monitor(), holders_sql)
+            .timed(db, holders_sql)
             .await
             .map_err(PromoError::database)?;
         drop(connection);
@@ -358,7 +357,7 @@ impl Promotions {
             let mut transaction = db.begin_write().await.map_err(PromoError::database)?;
             let id: i64 = sqlx::query_scalar(next_sql)
                 .fetch_one(&mut *transaction)
-                .timed(db.monitor(), next_sql)
+                .timed(db, next_sql)
                 .await
                 .map_err(PromoError::database)?;
             let inserted = sqlx::query(insert_sql)
@@ -371,7 +370,7 @@ impl Promotions {
                 .bind(spec.ends_at)
                 .bind(spec.created_at)
                 .execute(&mut *transaction)
-                .timed(db.monitor(), insert_sql)
+                .timed(db, insert_sql)
                 .await;
             match inserted {
                 Ok(_) => {

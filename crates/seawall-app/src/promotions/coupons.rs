@@ -1,7 +1,6 @@
 //! Coupon campaigns: creating one, issuing its coupons, listing a user's.
 
 use seawall_cache::{Class, Options};
-use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -10,6 +9,7 @@ use super::error::PromoError;
 use super::pool::{Grant, PoolId, PoolKind, Take};
 use super::writes::CouponRow;
 use crate::ServiceError;
+use crate::db::Timed as _;
 use crate::json::{integer, optional_integer};
 use crate::time::{now_ms, timestamp};
 
@@ -256,7 +256,7 @@ impl Promotions {
             .bind(grant.unit)
             .bind(grant.user_id)
             .fetch_one(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db.monitor(), WHY)
+            .timed(db, WHY)
             .await
             .map_err(PromoError::database)?;
         Ok(if held >= per_user || (held > 0 && number_taken == 0) {
@@ -300,7 +300,7 @@ async fn load_coupons(promotions: Promotions, user_id: i64) -> Result<CouponList
         .bind(user_id)
         .bind(LIST_LIMIT)
         .fetch_all(&mut *db.acquire().await.map_err(PromoError::database)?)
-        .timed(db.monitor(), SQL)
+        .timed(db, SQL)
         .await
         .map_err(PromoError::database)?;
     Ok(CouponList {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use seawall_cache::Options;
-use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -12,6 +11,7 @@ use super::base::{Promotions, check_user};
 use super::error::PromoError;
 use super::writes::{MAX_BALANCE, PointsRow, PointsWritten};
 use crate::ServiceError;
+use crate::db::Timed as _;
 use crate::json::integer;
 use crate::time::{now_ms, timestamp};
 
@@ -252,7 +252,7 @@ impl Promotions {
             .bind(user_id)
             .bind(key.to_owned())
             .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db.monitor(), SQL)
+            .timed(db, SQL)
             .await
             .map_err(PromoError::database)?;
         Ok(row.map(
@@ -276,7 +276,7 @@ async fn account(promotions: &Promotions, user_id: i64) -> Result<Balance, Promo
     let row: Option<(i64, i64)> = sqlx::query_as(SQL)
         .bind(user_id)
         .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
-        .timed(db.monitor(), SQL)
+        .timed(db, SQL)
         .await
         .map_err(PromoError::database)?;
     let (balance, version) = row.unwrap_or((0, 0));

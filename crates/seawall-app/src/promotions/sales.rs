@@ -2,7 +2,6 @@
 //! order carried by the durable queue, its row written by a worker), and
 //! looking an order up.
 
-use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -12,6 +11,7 @@ use super::points::check_key;
 use super::pool::{Grant, PoolKind, Take};
 use crate::ServiceError;
 use crate::config::QueueName;
+use crate::db::Timed as _;
 use crate::jobs::{self, OrderJob, Refusal};
 use crate::json::{integer, optional_integer};
 use crate::time::{now_ms, timestamp};
@@ -323,7 +323,7 @@ impl Promotions {
             .bind(order_id.to_owned())
             .bind(sale_id)
             .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db.monitor(), SQL)
+            .timed(db, SQL)
             .await
             .map_err(PromoError::database)?;
         Ok(row.map(|(user_id, unit, ordered_at)| Order {

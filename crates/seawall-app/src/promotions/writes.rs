@@ -3,10 +3,9 @@
 //! On a SQLite file concurrent writes share one transaction; on PostgreSQL
 //! each is atomic on its own in as few round trips as it can be.
 
-use seawall_perfmon::sqlx::TimedQuery as _;
 use sqlx::AnyConnection;
 
-use crate::db::{Backend, Db};
+use crate::db::{Backend, Db, Timed as _};
 use crate::group::{GroupJob, GroupWriter, WriteFuture, in_transaction};
 
 /// The most points one account holds.
@@ -59,7 +58,7 @@ impl GroupJob for CouponRow {
                 .bind(self.code.clone())
                 .bind(self.issued_at)
                 .execute(connection)
-                .timed(db.monitor(), INSERT)
+                .timed(db, INSERT)
                 .await?;
             Ok(done.rows_affected())
         })
@@ -120,14 +119,13 @@ impl GroupJob for PointsRow {
         const ENTRY: &str = "INSERT INTO point_ledger \
              (user_id, version, delta, balance_after, reason, idempotency_key, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        let monitor = db.monitor();
         Box::pin(async move {
             if let Some(key) = &self.key {
                 let used: i64 = sqlx::query_scalar(KEYED)
                     .bind(self.user_id)
                     .bind(key.clone())
                     .fetch_one(&mut *connection)
-                    .timed(monitor, KEYED)
+                    .timed(db, KEYED)
                     .await?;
                 if used > 0 {
                     return Ok(PointsWritten::Lost);
@@ -136,7 +134,7 @@ impl GroupJob for PointsRow {
             let current: Option<(i64, i64)> = sqlx::query_as(READ)
                 .bind(self.user_id)
                 .fetch_optional(&mut *connection)
-                .timed(monitor, READ)
+                .timed(db, READ)
                 .await?;
             let (balance, version) = current.unwrap_or((0, 0));
             let after = match self.balance_after(balance) {
@@ -149,7 +147,7 @@ impl GroupJob for PointsRow {
                     .bind(after)
                     .bind(self.now)
                     .execute(&mut *connection)
-                    .timed(monitor, OPEN)
+                    .timed(db, OPEN)
                     .await?
             } else {
                 sqlx::query(MOVE)
@@ -159,7 +157,7 @@ impl GroupJob for PointsRow {
                     .bind(self.now)
                     .bind(version)
                     .execute(&mut *connection)
-                    .timed(monitor, MOVE)
+                    .timed(db, MOVE)
                     .await?
             };
             if moved.rows_affected() == 0 {
@@ -176,7 +174,7 @@ impl GroupJob for PointsRow {
                 .bind(self.key.clone())
                 .bind(self.now)
                 .execute(&mut *connection)
-                .timed(monitor, ENTRY)
+                .timed(db, ENTRY)
                 .await?;
             Ok(PointsWritten::Applied {
                 version: version + 1,
@@ -211,14 +209,13 @@ impl GroupJob for PointsRow {
         if db.backend() != Backend::Postgres {
             return Box::pin(in_transaction(self, db));
         }
-        let monitor = db.monitor();
         Box::pin(async move {
             let mut connection = db.acquire_write().await?;
             let (balance, version, used): (Option<i64>, Option<i64>, i64) = sqlx::query_as(READ)
                 .bind(self.user_id)
                 .bind(self.key.clone())
                 .fetch_one(&mut *connection)
-                .timed(monitor, READ)
+                .timed(db, READ)
                 .await?;
             if used > 0 {
                 return Ok(PointsWritten::Lost);
@@ -239,10 +236,7 @@ impl GroupJob for PointsRow {
             if version > 0 {
                 query = query.bind(version);
             }
-            let moved = query
-                .execute(&mut *connection)
-                .timed(monitor, statement)
-                .await?;
+            let moved = query.execute(&mut *connection).timed(db, statement).await?;
             Ok(if moved.rows_affected() == 0 {
                 PointsWritten::Lost
             } else {

@@ -18,7 +18,6 @@
 //! it until it is.
 
 use seawall_cache::{Class, Options};
-use seawall_perfmon::sqlx::TimedQuery as _;
 use serde::{Deserialize, Serialize};
 
 use super::error::WorkloadError;
@@ -26,7 +25,7 @@ use crate::ServiceError;
 use crate::cache::ApiCache;
 use crate::config::QueueConfig;
 use crate::config::QueueName;
-use crate::db::Db;
+use crate::db::{Db, Timed as _};
 use crate::jobs::{self, Refusal, ReviewWrite, ScheduleJob};
 use crate::reviews::{Review, SchedulePoint, due_at, next_schedule};
 use crate::setup::QueueHandle;
@@ -82,7 +81,7 @@ async fn current(
         .bind(review.user_id)
         .bind(review.content_id)
         .fetch_optional(&mut *db.acquire().await.map_err(WorkloadError::database)?)
-        .timed(db.monitor(), SELECT)
+        .timed(db, SELECT)
         .await
         .map_err(WorkloadError::database)?;
     let Some((interval_days, ease_permille, repetitions, last)) = row else {

@@ -44,7 +44,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use seawall_cache::WarmUpProgress;
-use seawall_perfmon::sqlx::TimedQuery;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
@@ -52,7 +51,7 @@ use utoipa::ToSchema;
 use crate::ServiceError;
 use crate::cache::{ApiCache, Family};
 use crate::config::{Config, QueueConfig, ReviewWrites};
-use crate::db::Db;
+use crate::db::{Db, Timed as _};
 use crate::json::integer;
 use crate::reviews::{Review, ReviewWriter, due_at};
 use crate::setup::QueueHandle;
@@ -269,7 +268,7 @@ impl Workload {
         let rows: Vec<(i64,)> = sqlx::query_as(SQL)
             .bind(limit)
             .fetch_all(&mut *db.acquire().await.map_err(WorkloadError::database)?)
-            .timed(db.monitor(), SQL)
+            .timed(db, SQL)
             .await
             .map_err(WorkloadError::database)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
@@ -364,7 +363,7 @@ async fn user_exists(
     let found: Option<(i64,)> = sqlx::query_as(SQL)
         .bind(user_id)
         .fetch_optional(connection)
-        .timed(db.monitor(), SQL)
+        .timed(db, SQL)
         .await
         .map_err(WorkloadError::database)?;
     Ok(found.is_some())
@@ -474,7 +473,7 @@ async fn load_today(
     }
     let mut rows = query
         .fetch_all(&mut *connection)
-        .timed(db.monitor(), sql)
+        .timed(db, sql)
         .await
         .map_err(WorkloadError::database)?;
     // Only an empty list can mean an unknown user.
@@ -755,13 +754,12 @@ async fn load_stats(workload: Workload, user_id: i64) -> Result<Option<Stats>, W
         i64,
         i64,
     );
-    let monitor = db.monitor();
     let totals = sqlx::query_as::<_, TotalsRow>(TOTALS)
         .bind(user_id)
         .bind(week_ago)
         .bind(month_ago)
         .fetch_one(&mut *connection)
-        .timed(monitor, TOTALS)
+        .timed(db, TOTALS)
         .await
         .map_err(WorkloadError::database)?;
     // Only a learner without reviews can be an unknown user.
@@ -771,21 +769,21 @@ async fn load_stats(workload: Workload, user_id: i64) -> Result<Option<Stats>, W
     let by_category = sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
         .bind(user_id)
         .fetch_all(&mut *connection)
-        .timed(monitor, BY_CATEGORY)
+        .timed(db, BY_CATEGORY)
         .await
         .map_err(WorkloadError::database)?;
     let daily = sqlx::query_as::<_, (i64, i64)>(DAILY)
         .bind(user_id)
         .bind(first_day)
         .fetch_all(&mut *connection)
-        .timed(monitor, DAILY)
+        .timed(db, DAILY)
         .await
         .map_err(WorkloadError::database)?;
     let schedules = sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
         .bind(user_id)
         .bind(now)
         .fetch_one(&mut *connection)
-        .timed(monitor, SCHEDULES)
+        .timed(db, SCHEDULES)
         .await
         .map_err(WorkloadError::database)?;
     // Returned before the shared learner counts, which may need one.
@@ -896,7 +894,7 @@ async fn load_learners_by_reviews(
     let rows: Vec<(i64, i64)> = sqlx::query_as(SQL)
         .bind(month_ago)
         .fetch_all(&mut *db.acquire().await.map_err(WorkloadError::database)?)
-        .timed(db.monitor(), SQL)
+        .timed(db, SQL)
         .await
         .map_err(WorkloadError::database)?;
     Ok(Some(rows))
@@ -958,12 +956,12 @@ async fn load_contents(
         async {
             count
                 .fetch_one(&mut *db.acquire().await?)
-                .timed(db.monitor(), count_sql)
+                .timed(db, count_sql)
                 .await
         },
         async {
             rows.fetch_all(&mut *db.acquire().await?)
-                .timed(db.monitor(), page_sql)
+                .timed(db, page_sql)
                 .await
         },
     )

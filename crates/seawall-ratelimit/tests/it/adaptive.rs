@@ -122,9 +122,11 @@ async fn a_lower_class_is_shed_before_a_higher_one_and_a_probe_never() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_answers_it_is_overloaded_brings_the_limit_down() {
+    // Every answer its own window, so each 503 moves the limit.
     let limiter = AdaptiveLimiter::builder(Aimd::new())
         .bounds(1, 100)
         .initial(50)
+        .window(std::time::Duration::ZERO, 1)
         .build()
         .expect("valid");
     let app = app(&limiter, &Arc::new(Semaphore::new(0)));
