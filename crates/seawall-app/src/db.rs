@@ -298,7 +298,9 @@ impl Db {
 /// With the `faults` feature, a query also takes as many times longer as
 /// [`faults::set_db_slowdown`](crate::faults::set_db_slowdown) says: after it
 /// finishes, the caller waits out the difference before it sees the answer,
-/// still holding its connection, and the recorded latency includes the wait.
+/// still holding the connection it ran the query on (a query run on the
+/// pool itself has given its connection back), and the recorded latency
+/// includes the wait.
 /// Without the feature this is plain timing.
 ///
 /// ```

@@ -20,8 +20,10 @@ static DB_SLOWDOWN: AtomicU32 = AtomicU32::new(1);
 
 /// Makes every query timed with [`Timed`](crate::db::Timed) take `factor`
 /// times as long as the database took: after the query finishes, the caller
-/// waits (`factor` − 1) times its duration more, still holding its
-/// connection, as it would on a database that slow. 1 (or 0) turns the
+/// waits (`factor` − 1) times its duration more, still holding the
+/// connection it ran the query on (a query run on the pool itself has
+/// given its connection back by then), as it would on a database that
+/// slow. 1 (or 0) turns the
 /// slowdown off. Process-wide; takes effect for the queries that finish
 /// after it.
 pub fn set_db_slowdown(factor: u32) {

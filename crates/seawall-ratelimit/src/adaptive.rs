@@ -52,16 +52,20 @@ pub trait LimitAlgorithm: Send + 'static {
     fn update(&mut self, limit: f64, sample: Sample) -> f64;
 }
 
-/// Latency-based (Netflix's Gradient2): compares the latest latency with a
-/// long-term average. While the latest is within `tolerance` times the
-/// average the limit grows by a queue allowance (the square root of the
-/// limit, at least 1); as it rises past that, the limit shrinks in
-/// proportion (by half at most per sample); each step is smoothed. Unlike
-/// Gradient2, a latest latency well below the average (a slowdown of what
-/// the operations call has ended, and the average still remembers it)
-/// grows the limit in proportion too, up to doubling per sample, so the
-/// limit comes back as fast as it fell. A drop
-/// cuts the limit by a tenth. A limit not in use (fewer than half of it in
+/// Latency-based, after Netflix's Gradient2: compares the latest latency
+/// with a long-term average. The next limit aims at the limit times the
+/// gradient `tolerance × average / latest` (between 0.5 and 2) plus a
+/// queue allowance (the square root of the limit, at least 1), and each
+/// step is smoothed (by 0.2, so a sample moves the limit by at most a fifth
+/// up or a tenth down). While the latest is below `tolerance` times the
+/// average the limit grows, in proportion to how far below it is (about a
+/// tenth per sample at the average itself); past it, the limit shrinks in
+/// proportion. Gradient2 caps the gradient at 1 and grows by the allowance
+/// alone; letting it reach 2 brings a limit back as fast as it fell once a
+/// slowdown of what the operations call has ended (the average still
+/// remembers it), and under a steady load it takes the limit to its
+/// ceiling unless latency rises past the tolerance. A drop cuts the limit
+/// by a tenth. A limit not in use (fewer than half of it in
 /// flight) does not grow: an idle service learns nothing about its
 /// capacity.
 #[derive(Debug, Clone)]
@@ -405,7 +409,12 @@ impl AdaptiveLimiter {
     /// # }
     /// ```
     pub fn acquire_share(&self, share: f64) -> Result<Token, Wait> {
-        let share = share.clamp(0.0, 1.0);
+        // A NaN share is no share (and never a group of its own).
+        let share = if share.is_nan() {
+            0.0
+        } else {
+            share.clamp(0.0, 1.0)
+        };
         match self.0.take(share) {
             Some(in_flight) => Ok(self.0.token(in_flight)),
             None => Err(Wait {
@@ -451,7 +460,9 @@ impl AdaptiveLimiter {
             let next = if next.is_finite() { next } else { *exact };
             *exact = next.clamp(shared.min as f64, shared.max as f64);
             let whole = whole(exact.round()).clamp(shared.min, shared.max);
-            shared.limit.store(whole, Ordering::Relaxed);
+            // Sequentially consistent, as `hand_over` reads `waiting`
+            // after it: a waiter that read the old limit is seen.
+            shared.limit.store(whole, Ordering::SeqCst);
             if let Some(metrics) = &shared.metrics {
                 metrics.limit.set(whole as f64);
             }
@@ -1207,6 +1218,24 @@ mod tests {
             long.record(sample(1, 1, false));
         }
         assert_eq!(seen.lock().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nan_share_is_no_share_and_leaves_no_waiter_behind() {
+        let limiter = fixed(2);
+        assert!(limiter.try_acquire_share(f64::NAN).is_none());
+        let wait = limiter.acquire_share(f64::NAN).expect_err("no share");
+        assert!(wait.within(Duration::from_millis(10)).await.is_none());
+        assert_eq!(limiter.0.waiting.load(Ordering::SeqCst), 0);
+        assert!(
+            limiter
+                .0
+                .queue
+                .lock()
+                .groups
+                .iter()
+                .all(|group| group.waiters.is_empty())
+        );
     }
 
     #[test]
