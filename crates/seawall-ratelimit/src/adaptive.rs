@@ -397,7 +397,11 @@ impl AdaptiveLimiter {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let limiter = AdaptiveLimiter::builder(Aimd::new()).bounds(1, 1).initial(1).build().unwrap();
+    /// let limiter = AdaptiveLimiter::builder(Aimd::new())
+    ///     .bounds(1, 1)
+    ///     .initial(1)
+    ///     .build()
+    ///     .expect("valid bounds");
     /// let first = limiter.acquire_share(1.0).expect("room for one");
     /// let wait = limiter.acquire_share(1.0).expect_err("full");
     /// let finish = async move {
@@ -559,7 +563,9 @@ impl Shared {
             // only as its wait ran out, and every answer would carry the
             // whole wait (the oldest are shed instead, as their waits end).
             let Some((_, waiter)) = group.waiters.pop_back() else {
-                unreachable!("the group has a waiter");
+                // Not reached: the group was found with a waiter.
+                self.give_back();
+                return;
             };
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             if waiter.send(in_flight).is_err() {
@@ -592,8 +598,8 @@ impl Wait {
     /// Waits up to `wait` for a place: the first place a finished operation
     /// gives back goes to the waiter with the highest share, the newest
     /// first among equals (so under overload an admitted operation has
-    /// waited little, and the oldest are the ones refused). `None` (one refusal counted) when none came in
-    /// time.
+    /// waited little, and the oldest are the ones refused). `None` (one
+    /// refusal counted) when none came in time.
     pub async fn within(mut self, wait: Duration) -> Option<Token> {
         let limiter = self.limiter.take()?;
         let shared = &limiter.0;
