@@ -155,6 +155,7 @@ impl App {
             admin_token,
             timeline,
             ratelimits,
+            shedder: shedder.clone(),
             shutdown: seawall_perfmon::ShutdownCheck::new(),
         });
         let router = router(&state, &config, shedder);

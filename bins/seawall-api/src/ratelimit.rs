@@ -5,7 +5,10 @@
 //! client address); the report limiter on `/api/analytics/stats`; and the
 //! auth limiter counting failed authentications (admin tokens and API keys)
 //! by client address, asked before a credential is checked. State is in memory, or in
-//! Redis when a Redis URL is set, so instances share their limits.
+//! Redis when a Redis URL is set, so instances share their limits. The API
+//! and report limits and the tenant quotas follow the instance's health
+//! (`ratelimit.health_*`): a [`Tightening`] reads it every 2 s and scales
+//! them down while it is degraded or unhealthy.
 //!
 //! Who the caller is comes from what the service can check: an API key it
 //! issued (`X-Api-Key`, verified through the cache; an unknown or revoked
@@ -30,7 +33,7 @@ use parking_lot::Mutex;
 use seawall_app::keys::{self, KeyIdentity};
 use seawall_perfmon::Monitor;
 use seawall_ratelimit::{
-    ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RedisStore, Store,
+    ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RedisStore, Store, Tightening,
 };
 
 use crate::cache::ApiCache;
@@ -43,6 +46,8 @@ use crate::redis::Redis;
 /// Paths the DDoS limiter leaves alone: an orchestrator's probes and the
 /// scraper share one address and must always get through.
 const EXEMPT: [&str; 3] = ["/livez", "/readyz", "/metrics"];
+/// How often the service's health is read to scale the limits by it.
+const HEALTH_READ: Duration = Duration::from_secs(2);
 /// How long a tenant's tier is kept in process when there is no cache to
 /// keep it (and to carry a change to other instances).
 const TIER_TTL: Duration = Duration::from_secs(5);
@@ -115,6 +120,16 @@ struct Inner {
     quotas: Mutex<HashMap<Tier, TierQuota>>,
     /// The peers whose identity headers are believed.
     proxies: Vec<IpNet>,
+    /// Scales `api`, `report` and `tenant` by the service's health.
+    tightening: Tightening,
+    /// Reads the health for `tightening`; stopped when the limits go.
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 impl RateLimits {
@@ -164,36 +179,58 @@ impl RateLimits {
             .iter()
             .map(|net| net.parse::<IpNet>())
             .collect::<Result<Vec<_>, _>>()?;
+        let api = limiter("api", sliding(&config.api)?, &config.api)?;
+        let report = limiter("report", sliding(&config.report)?, &config.report)?;
+        let tenant = Limiter::builder("tenant")
+            .quota(default_tier.quota()?)
+            .store(store())
+            .on_store_failure(FailurePolicy::Insurance { instances: 1 })
+            .monitor(monitor)
+            .build()?;
+        // The per-caller and per-tenant limits follow the service's
+        // health; the DDoS and auth limits guard against abuse and stay.
+        let tightening = Tightening::builder()
+            .degraded(config.health_degraded)
+            .unhealthy(config.health_unhealthy)
+            .recover_after(config.health_recover)
+            .limiter(&api)
+            .limiter(&report)
+            .limiter(&tenant)
+            .metrics(monitor)
+            .build()?;
+        let ddos = limiter(
+            "ddos",
+            Limit::gcra(ddos.limit, ddos.period, ddos.limit)?,
+            ddos,
+        )?;
+        let auth = limiter("auth", sliding(&config.auth)?, &config.auth)?;
+        let client_ip = ClientIp::trusting(trusted)
+            .header(
+                HeaderName::try_from(config.client_ip_header.as_str()).map_err(|_| {
+                    seawall_ratelimit::Error::InvalidConfig(format!(
+                        "ratelimit.client_ip_header: {:?} is not a header name",
+                        config.client_ip_header
+                    ))
+                })?,
+            )
+            .ipv6_prefix(config.ipv6_prefix)?;
+        let proxies = trusted_proxies(config)?;
+        // Last: nothing after it can fail and leave the task running.
+        let watcher = tightening.watch(monitor, HEALTH_READ);
         Ok(Some(Self(Arc::new(Inner {
-            ddos: limiter(
-                "ddos",
-                Limit::gcra(ddos.limit, ddos.period, ddos.limit)?,
-                ddos,
-            )?,
-            api: limiter("api", sliding(&config.api)?, &config.api)?,
-            auth: limiter("auth", sliding(&config.auth)?, &config.auth)?,
-            report: limiter("report", sliding(&config.report)?, &config.report)?,
-            tenant: Limiter::builder("tenant")
-                .quota(default_tier.quota()?)
-                .store(store())
-                .on_store_failure(FailurePolicy::Insurance { instances: 1 })
-                .monitor(monitor)
-                .build()?,
-            client_ip: ClientIp::trusting(trusted)
-                .header(
-                    HeaderName::try_from(config.client_ip_header.as_str()).map_err(|_| {
-                        seawall_ratelimit::Error::InvalidConfig(format!(
-                            "ratelimit.client_ip_header: {:?} is not a header name",
-                            config.client_ip_header
-                        ))
-                    })?,
-                )
-                .ipv6_prefix(config.ipv6_prefix)?,
+            ddos,
+            api,
+            auth,
+            report,
+            tenant,
+            client_ip,
             db,
             cache,
             tiers: Mutex::new(HashMap::new()),
             quotas: Mutex::new(HashMap::new()),
-            proxies: trusted_proxies(config)?,
+            proxies,
+            tightening,
+            watcher,
         }))))
     }
 
@@ -207,6 +244,11 @@ impl RateLimits {
             &inner.report,
             &inner.tenant,
         ]
+    }
+
+    /// How the health-scaled limiters (`api`, `report`, `tenant`) stand.
+    pub(crate) fn tightening(&self) -> &Tightening {
+        &self.0.tightening
     }
 
     /// The limiter named `name`.

@@ -1,6 +1,6 @@
 //! What every handler can reach: the workload (with the database, the cache
 //! and the queues), Redis, the monitor, the admin token, the timeline and
-//! the rate limiters.
+//! the rate limiters and the in-flight limit.
 //! This module imports no handler and no router, so route modules depend on
 //! it and never the other way round.
 
@@ -17,6 +17,7 @@ use seawall_app::workload::Workload;
 use seawall_perfmon::{HealthCheck, Monitor, ShutdownCheck};
 
 use crate::auth::AdminToken;
+use crate::middleware::{Shedder, Standing};
 use crate::ratelimit::RateLimits;
 use crate::timeline::Timeline;
 
@@ -35,6 +36,8 @@ pub(crate) struct Parts {
     pub(crate) admin_token: AdminToken,
     pub(crate) timeline: Timeline,
     pub(crate) ratelimits: Option<RateLimits>,
+    /// The in-flight limit, read for the dashboard.
+    pub(crate) shedder: Shedder,
     pub(crate) throughput: Throughput,
     /// Fails readiness once shutdown begins.
     pub(crate) shutdown: ShutdownCheck,
@@ -125,6 +128,11 @@ impl AppState {
     /// The rate limiters, unless rate limiting is off.
     pub(crate) fn ratelimits(&self) -> Option<&RateLimits> {
         self.0.parts.ratelimits.as_ref()
+    }
+
+    /// Where the in-flight limit stands now.
+    pub(crate) fn admission(&self) -> Standing {
+        self.0.parts.shedder.standing()
     }
 
     /// The workload's cache, unless caching is off.

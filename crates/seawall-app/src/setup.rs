@@ -89,11 +89,21 @@ pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Er
 }
 
 /// The monitor, with the configured slow-query and slow-API thresholds.
+/// Its health rules leave out the probes and the scraper: `/readyz`
+/// answers 503 on purpose while an instance starts or drains, which is no
+/// error of the service (and the rate limits tighten on the health).
 pub fn monitor(config: &Config) -> Result<Monitor, Error> {
+    let rules = seawall_perfmon::HealthRules {
+        ignored_routes: ["/livez", "/readyz", "/metrics"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..seawall_perfmon::HealthRules::default()
+    };
     Ok(Monitor::builder()
         .interval(MONITOR_INTERVAL)
         .slow_query_threshold(config.perfmon.slow_query)
         .slow_api_threshold(config.perfmon.slow_api)
+        .health_rules(rules)
         .build()?)
 }
 

@@ -61,6 +61,11 @@ pub struct HealthRules {
     /// this many samples, so one failed request out of two does not mark a quiet
     /// service unhealthy (default 20).
     pub min_samples: u64,
+    /// Route templates whose requests the HTTP rules leave out (default
+    /// none): an orchestrator's probes, say, which answer 503 on purpose
+    /// while an instance is not ready and are not the traffic the rules
+    /// judge. Their requests are still recorded and exposed.
+    pub ignored_routes: Vec<String>,
 }
 
 impl Default for HealthRules {
@@ -73,6 +78,7 @@ impl Default for HealthRules {
             slow_rate_degraded: 0.10,
             slow_rate_unhealthy: 0.50,
             min_samples: 20,
+            ignored_routes: Vec::new(),
         }
     }
 }

@@ -244,11 +244,15 @@ impl Inner {
         window: Duration,
         now: Instant,
         by: usize,
+        skip: impl Fn(&[String]) -> bool,
     ) -> (Gathered, BTreeMap<String, u64>, Duration) {
         let mut merged = Gathered::empty(&self.layout);
         let mut per_label = BTreeMap::new();
         let intervals = self.clock.intervals_in(window).min(self.keep);
         for (labels, series) in family.all() {
+            if skip(&labels) {
+                continue;
+            }
             let gathered = series.window(intervals, now);
             let total = gathered.total();
             if total == 0 {
@@ -264,7 +268,20 @@ impl Inner {
 
     /// HTTP figures over the rolling window of `span`, as of `now`.
     pub(crate) fn http_window(&self, span: Duration, now: Instant) -> HttpWindow {
-        let (merged, by_class, covered) = self.merged_window(&self.http, span, now, 2);
+        self.http_window_without(span, now, &[])
+    }
+
+    /// [`http_window`](Self::http_window) without the requests of the
+    /// routes in `routes`.
+    pub(crate) fn http_window_without(
+        &self,
+        span: Duration,
+        now: Instant,
+        routes: &[String],
+    ) -> HttpWindow {
+        // Labels: method, route, status class.
+        let skip = |labels: &[String]| labels.get(1).is_some_and(|route| routes.contains(route));
+        let (merged, by_class, covered) = self.merged_window(&self.http, span, now, 2, skip);
         let latency = LatencyStats::from_gathered(&self.layout, &merged);
         let slow_threshold = micros(self.slow_apis.threshold());
         let slow = count_above(&self.layout, &merged, slow_threshold);
@@ -273,7 +290,8 @@ impl Inner {
 
     /// Query figures over the rolling window of `span`, as of `now`.
     pub(crate) fn query_window(&self, span: Duration, now: Instant) -> QueryWindow {
-        let (merged, by_outcome, covered) = self.merged_window(&self.query, span, now, 1);
+        let (merged, by_outcome, covered) =
+            self.merged_window(&self.query, span, now, 1, |_| false);
         let latency = LatencyStats::from_gathered(&self.layout, &merged);
         let slow = count_above(&self.layout, &merged, micros(self.slow_queries.threshold()));
         QueryWindow::new(WindowStats::new(span, covered, latency), &by_outcome, slow)

@@ -14,7 +14,7 @@ use crate::counter::CounterVec;
 use crate::exposition;
 use crate::format::ExpositionFormat;
 use crate::gauge::GaugeVec;
-use crate::health::{self, HealthCheck, HealthReport, HealthRules};
+use crate::health::{self, CheckResult, HealthCheck, HealthReport, HealthRules, HealthStatus};
 use crate::histogram::{HistogramVec, own_bounds_us};
 use crate::inner::{HTTP_METRIC, Inner, Metric, QUERY_METRIC};
 use crate::layout::Layout;
@@ -581,16 +581,33 @@ impl Monitor {
         for check in checks {
             components.push((check.key(), check.check().await));
         }
+        self.evaluate(components)
+    }
+
+    /// The health rules alone over the shortest rolling window, without the
+    /// component checks: how the traffic itself fares (its error rate, p99
+    /// and slow requests and queries), the signal of load. A failing
+    /// dependency shows here through the errors and latency it causes; a
+    /// check's warning about configuration does not.
+    pub fn load_health(&self) -> HealthStatus {
+        self.evaluate(Vec::new()).health
+    }
+
+    fn evaluate(&self, components: Vec<(String, CheckResult)>) -> HealthReport {
         let span = self
             .inner
             .windows
             .first()
             .copied()
             .unwrap_or(Duration::from_secs(60));
+        let rules = &self.inner.rules;
+        let now = Instant::now();
         health::evaluate(
-            &self.inner.rules,
-            &self.http_window(span),
-            &self.query_window(span),
+            rules,
+            &self
+                .inner
+                .http_window_without(span, now, &rules.ignored_routes),
+            &self.inner.query_window(span, now),
             components,
         )
     }

@@ -267,6 +267,51 @@ impl Limit {
         }
     }
 
+    /// This limit with its rate and capacity multiplied by `factor`, from
+    /// 0 (exclusive) to 1, rounded to the nearest unit and at least one;
+    /// the algorithm and the period stay. A factor of 1 is the limit itself.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_ratelimit::Limit;
+    ///
+    /// let limit = Limit::sliding_window(100, Duration::from_secs(60))?;
+    /// assert_eq!(limit.scaled(0.25)?.capacity(), 25);
+    /// assert_eq!(limit.scaled(0.001)?.capacity(), 1);
+    /// assert!(limit.scaled(0.0).is_err());
+    /// # Ok::<(), seawall_ratelimit::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLimit`] when `factor` is not in (0, 1].
+    pub fn scaled(&self, factor: f64) -> Result<Self> {
+        if !(factor > 0.0 && factor <= 1.0) {
+            return Err(Error::InvalidLimit(format!(
+                "a limit is scaled by a factor in (0, 1], not {factor}"
+            )));
+        }
+        if factor == 1.0 {
+            return Ok(*self);
+        }
+        // Exact for any count below 2^53; a larger count is beyond what a
+        // limit can hold in integer microseconds anyway.
+        // A factor in (0, 1] keeps the product within 0..=n, and a float
+        // cast saturates.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let times = |n: u64| ((n as f64 * factor).round() as u64).clamp(1, n);
+        if self.is_windowed() {
+            Self::windowed(self.algorithm, times(self.capacity), self.period)
+        } else {
+            Self::rated(
+                self.algorithm,
+                times(self.rate),
+                self.period,
+                times(self.capacity),
+            )
+        }
+    }
+
     /// The algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm

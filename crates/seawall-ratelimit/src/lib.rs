@@ -107,6 +107,15 @@
 //! back by its circuit breaker, shared with the limiters on clones of it
 //! ([`ConcurrencyLimiterBuilder::redis_store`]).
 //!
+//! # Limits that follow health
+//!
+//! [`Limiter::set_scale`] makes a limiter admit a share of its quota (and
+//! of each per-tenant quota it checks) without losing its state. A
+//! [`Tightening`] sets that share from seawall-perfmon's health: at once to
+//! half when the service turns degraded and to a quarter when it turns
+//! unhealthy, and back a level at a time once its health has held better
+//! for a while (30 s by default), with every change logged and counted.
+//!
 //! # Adaptive concurrency
 //!
 //! An [`AdaptiveLimiter`] finds how many operations a process can have in
@@ -207,6 +216,7 @@ mod policy;
 mod redis;
 mod store;
 mod telemetry;
+mod tighten;
 mod trace;
 
 pub use adaptive::{
@@ -236,6 +246,7 @@ pub use net::IpNet;
 pub use policy::FailurePolicy;
 pub use redis::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisStore};
 pub use telemetry::{BlockedKey, DecisionCounts, RejectedKey};
+pub use tighten::{Change, Tightening, TighteningBuilder, TighteningState};
 
 /// The README's quick start, compiled and run with the doctests.
 #[cfg(doctest)]

@@ -2,7 +2,9 @@
 //! penalties, shadow mode and a policy for when the store fails.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -102,6 +104,25 @@ impl Quota {
             .0
             .iter()
             .map(|&(name, limit)| Ok((name, limit.divided(instances)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self(Arc::from(rules)))
+    }
+
+    /// This quota with every rule [scaled](Limit::scaled) by `factor`, from
+    /// 0 (exclusive) to 1; rule names stay, so a limiter keeps each rule's
+    /// state across the change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLimit`] when `factor` is not in (0, 1].
+    pub fn scaled(&self, factor: f64) -> Result<Self> {
+        if factor == 1.0 {
+            return Ok(self.clone());
+        }
+        let rules = self
+            .0
+            .iter()
+            .map(|&(name, limit)| Ok((name, limit.scaled(factor)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self(Arc::from(rules)))
     }
@@ -221,8 +242,13 @@ struct Inner {
     name: &'static str,
     /// The quota the limiter was built with, read while it is unchanged.
     built_quota: Quota,
-    /// Whether [`Limiter::set_quota`] has replaced `built_quota`.
+    /// Whether [`Limiter::set_quota`] or [`Limiter::set_scale`] has
+    /// replaced `built_quota`.
     quota_replaced: AtomicBool,
+    /// The quota as set, before the scale, and the scale: changed together.
+    set: Mutex<(Quota, f64)>,
+    /// The scale's bits, read on every [`Limiter::check_quota`].
+    scale: AtomicU64,
     /// The quota checked now; read through a guard, without a lock or a
     /// shared reference count.
     quota: ArcSwap<Quota>,
@@ -256,19 +282,73 @@ impl Limiter {
         self.inner.name
     }
 
-    /// The quota checked now.
+    /// The quota checked now: the one set, [scaled](Self::set_scale).
     pub fn quota(&self) -> Quota {
         Quota::clone(&self.inner.quota.load())
     }
 
-    /// Replaces the quota; the next check uses it. State is kept per rule
+    /// Replaces the quota; the next check uses it, scaled by the
+    /// limiter's [scale](Self::set_scale). State is kept per rule
     /// name, so a rule that keeps its name and algorithm keeps its state:
     /// the windows their counts; GCRA, the leaky queue and the buckets the
     /// time their backlog is worked off, so a changed rate keeps that time
     /// rather than the units spent. A rule whose algorithm changed starts
     /// afresh.
     pub fn set_quota(&self, quota: impl Into<Quota>) {
-        self.inner.quota.store(Arc::new(quota.into()));
+        let mut set = self.inner.set.lock();
+        set.0 = quota.into();
+        self.apply(&set);
+    }
+
+    /// The share of its quota the limiter admits now, from 0 (exclusive)
+    /// to 1; 1 unless [`set_scale`](Self::set_scale) changed it.
+    pub fn scale(&self) -> f64 {
+        f64::from_bits(self.inner.scale.load(Ordering::Acquire))
+    }
+
+    /// Admits `factor` of the quota, from 0 (exclusive) to 1: every rule's
+    /// rate and capacity [scaled](Limit::scaled), its own quota's and the
+    /// one each [`check_quota`](Self::check_quota) names; 1 admits the
+    /// whole quota again. State is kept, as [`set_quota`](Self::set_quota)
+    /// keeps it, so a key that already spent more than the scaled limit is
+    /// refused until its use falls below it. [`Tightening`](crate::Tightening)
+    /// sets it from the service's health.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_ratelimit::{Limit, Limiter};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), seawall_ratelimit::Error> {
+    /// let api = Limiter::builder("api")
+    ///     .limit(Limit::fixed_window(100, Duration::from_secs(60))?)
+    ///     .build()?;
+    /// api.set_scale(0.5)?;
+    /// assert_eq!(api.check("203.0.113.7", 1).await?.limit, 50);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLimit`] when `factor` is not in (0, 1]; the scale
+    /// is then unchanged.
+    pub fn set_scale(&self, factor: f64) -> Result<()> {
+        let mut set = self.inner.set.lock();
+        set.0.scaled(factor)?;
+        set.1 = factor;
+        self.apply(&set);
+        Ok(())
+    }
+
+    /// Stores the quota checked now from what `set` holds.
+    fn apply(&self, set: &(Quota, f64)) {
+        let (quota, factor) = set;
+        // The factor was checked when it was set, and a scaled limit of a
+        // valid one is valid; keep the whole quota should either fail.
+        let scaled = quota.scaled(*factor).unwrap_or_else(|_| quota.clone());
+        self.inner.scale.store(factor.to_bits(), Ordering::Release);
+        self.inner.quota.store(Arc::new(scaled));
         self.inner.quota_replaced.store(true, Ordering::Release);
     }
 
@@ -285,6 +365,19 @@ impl Limiter {
     /// Checks `key` against `quota` instead of the limiter's own: for
     /// per-tenant quotas, where each tenant's tier names its rules.
     pub async fn check_quota(&self, key: &str, cost: u64, quota: &Quota) -> Result<Decision> {
+        let scale = self.scale();
+        let scaled;
+        let quota = if scale < 1.0 {
+            scaled = quota.scaled(scale)?;
+            &scaled
+        } else {
+            quota
+        };
+        self.check_quota_as_is(key, cost, quota).await
+    }
+
+    /// [`check_quota`](Self::check_quota) of a quota already scaled.
+    async fn check_quota_as_is(&self, key: &str, cost: u64, quota: &Quota) -> Result<Decision> {
         let op = self.check_op(cost, quota)?;
         let mut decision = self.run(key, quota, op).await?;
         if self.checked(key, cost, &mut decision) && !decision.degraded {
@@ -570,7 +663,7 @@ impl Limiter {
             return decision;
         }
         let quota = self.inner.quota.load_full();
-        self.check_quota(key, cost, &quota).await
+        self.check_quota_as_is(key, cost, &quota).await
     }
 
     /// [`check`](Self::check) decided at once, without a future, when the
@@ -734,6 +827,8 @@ impl LimiterBuilder {
                 name: intern(&self.name),
                 built_quota: quota.clone(),
                 quota_replaced: AtomicBool::new(false),
+                set: Mutex::new((quota.clone(), 1.0)),
+                scale: AtomicU64::new(1.0_f64.to_bits()),
                 quota: ArcSwap::from_pointee(quota),
                 store: self
                     .store

@@ -109,3 +109,44 @@ pub(crate) fn redis_failed(span: &Span, error_type: &str, message: &dyn std::fmt
     span.record("otel.status_code", "ERROR");
     span.record("otel.status_message", tracing::field::display(message));
 }
+
+/// The health-scaled limits changed from the level `from` to `to`, where
+/// they admit `scale` of their quota; `health` is the reading that changed
+/// them.
+pub(crate) fn health_change(
+    from: seawall_perfmon::HealthStatus,
+    to: seawall_perfmon::HealthStatus,
+    scale: f64,
+    health: seawall_perfmon::HealthStatus,
+) {
+    fn word(level: seawall_perfmon::HealthStatus) -> &'static str {
+        match level {
+            seawall_perfmon::HealthStatus::Healthy => "healthy",
+            seawall_perfmon::HealthStatus::Degraded => "degraded",
+            seawall_perfmon::HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+    if to > from {
+        tracing::warn!(
+            name: "ratelimit.tightened",
+            {
+                seawall.ratelimit.health = word(health),
+                seawall.ratelimit.from = word(from),
+                seawall.ratelimit.to = word(to),
+                seawall.ratelimit.scale = scale,
+            },
+            "the service's health fell: rate limits tightened"
+        );
+    } else {
+        tracing::info!(
+            name: "ratelimit.loosened",
+            {
+                seawall.ratelimit.health = word(health),
+                seawall.ratelimit.from = word(from),
+                seawall.ratelimit.to = word(to),
+                seawall.ratelimit.scale = scale,
+            },
+            "the service's health held better: rate limits loosened"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 /**
  * Rate-limit panel: admitted and rejected requests per limiter over time
- * (sampled by this page every 2 s from `GET /api/rate-limit`), each
- * limiter's quota and counts, the blocked keys with an unblock button, a
+ * (sampled by this page every 2 s from `GET /api/rate-limit`), the
+ * in-flight limit beside how the service's health scales the per-caller
+ * and per-tenant limits, each limiter's quota and counts, the blocked keys with an unblock button, a
  * tier editor for tenants, the API keys (issue one to a tenant, shown once;
  * list; revoke), and a button that sends requests as one API client (with
  * an API key, else by this browser's address) and shows how many got
@@ -92,6 +93,16 @@ export default {
         ),
         limiterBody,
       ),
+    );
+
+    // The in-flight limit and the health-scaled limits, side by side.
+    const admissionText = h("p", { "data-testid": "rl-admission" }, "…");
+    const healthText = h("p", { "data-testid": "rl-health" }, "…");
+    const loadSection = h(
+      "section",
+      { class: "panel-section two-columns", "aria-label": "Limits under load" },
+      h("div", {}, h("h3", {}, "In-flight limit"), admissionText),
+      h("div", {}, h("h3", {}, "Limits by health"), healthText),
     );
 
     const blockedBody = h("tbody");
@@ -187,6 +198,7 @@ export default {
 
     container.append(
       h("section", { class: "panel-section two-columns", "aria-label": "Decisions over time" }, admittedChart.section, rejectedChart.section),
+      loadSection,
       h("section", { class: "panel-section two-columns", "aria-label": "Limiters" }, limiterTable),
       h("section", { class: "panel-section two-columns", "aria-label": "Blocked keys" }, blockedTable),
       h(
@@ -214,7 +226,12 @@ export default {
             "tr",
             { "data-testid": `rl-row-${limiter.name}` },
             h("th", { scope: "row" }, limiter.name, " ", h("span", { class: "section-note" }, limiter.store)),
-            h("td", {}, limiter.rules.map(describeRule).join(", ")),
+            h(
+              "td",
+              {},
+              limiter.rules.map(describeRule).join(", "),
+              limiter.scale < 1 ? h("span", { class: "section-note", "data-testid": `rl-scale-${limiter.name}` }, ` (${Math.round(limiter.scale * 100)} % by health)`) : "",
+            ),
             h("td", { class: "num" }, limiter.block_seconds > 0 ? format.ms(limiter.block_seconds * 1000) : "—"),
             h("td", { class: "num" }, h("data", { "data-testid": `rl-allowed-${limiter.name}`, value: limiter.counts.allowed }, format.count(limiter.counts.allowed))),
             h("td", { class: "num" }, h("data", { "data-testid": `rl-rejected-${limiter.name}`, value: limiter.counts.rejected }, format.count(limiter.counts.rejected))),
@@ -222,6 +239,29 @@ export default {
             h("td", { class: "num" }, format.count(limiter.counts.degraded)),
           ),
         ),
+      );
+    };
+
+    const renderLoad = (stats) => {
+      const admission = stats.admission;
+      admissionText.replaceChildren(
+        h("data", { "data-testid": "rl-admission-limit", value: admission.limit }, format.count(admission.limit)),
+        ` of at most ${format.count(admission.ceiling)} requests at once (${admission.mode === "adaptive" ? "found from latency" : "static"}); `,
+        `${format.count(admission.in_flight)} in flight, ${format.count(admission.shed)} shed since start`,
+      );
+      const health = stats.health;
+      if (!health) {
+        healthText.replaceChildren("Rate limiting is off");
+        return;
+      }
+      const share = `${Math.round(health.scale * 100)} %`;
+      const pending = health.loosens_in_seconds != null ? `; back a level in ${format.ms(health.loosens_in_seconds * 1000)} if health holds` : "";
+      healthText.replaceChildren(
+        h("data", { "data-testid": "rl-health-level", value: health.level }, health.level),
+        ...(health.level === "healthy"
+          ? [": the api, report and tenant limits are whole"]
+          : [": the api, report and tenant limits admit ", h("data", { "data-testid": "rl-health-scale", value: health.scale }, share), " of their quota", pending]),
+        `. Latest reading ${health.health}; tightened ${format.count(health.tightened)}×, loosened ${format.count(health.loosened)}×.`,
       );
     };
 
@@ -344,6 +384,7 @@ export default {
     const refresh = async () => {
       const [stats, keys] = await Promise.all([ctx.fetchJson("/api/rate-limit"), ctx.fetchJson("/api/keys")]);
       renderLimiters(stats);
+      renderLoad(stats);
       renderBlocked(stats);
       renderTiers(stats);
       renderKeys(keys, stats);

@@ -56,7 +56,7 @@ use tower_http::sensitive_headers::{
 
 pub(crate) use limits::Limits;
 use shed::Admission;
-pub(crate) use shed::Shedder;
+pub(crate) use shed::{Shedder, Standing};
 
 use crate::config::ServerConfig;
 use crate::problem::Problem;

@@ -109,6 +109,23 @@ struct Inner {
     limit: Limit,
     shed: Counter,
     in_flight: Gauge,
+    /// `server.max_in_flight`.
+    ceiling: u64,
+}
+
+/// The in-flight limit as it stands, for the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Standing {
+    /// Whether the limit is adaptive (else static).
+    pub(crate) adaptive: bool,
+    /// The limit now: found from latency, or `server.max_in_flight`.
+    pub(crate) limit: u64,
+    /// `server.max_in_flight`: the most the limit reaches.
+    pub(crate) ceiling: u64,
+    /// Requests holding a place now.
+    pub(crate) in_flight: u64,
+    /// Requests shed since the process started.
+    pub(crate) shed: u64,
 }
 
 enum Limit {
@@ -166,7 +183,27 @@ impl Shedder {
             limit,
             shed,
             in_flight,
+            ceiling: max_in_flight as u64,
         })))
+    }
+
+    /// Where the limit stands now.
+    pub(crate) fn standing(&self) -> Standing {
+        let inner = &*self.0;
+        let (adaptive, limit, in_flight) = match &inner.limit {
+            Limit::Static { permits, .. } => {
+                let free = permits.available_permits() as u64;
+                (false, inner.ceiling, inner.ceiling.saturating_sub(free))
+            }
+            Limit::Adaptive { limiter, .. } => (true, limiter.limit(), limiter.in_flight()),
+        };
+        Standing {
+            adaptive,
+            limit,
+            ceiling: inner.ceiling,
+            in_flight,
+            shed: inner.shed.get(),
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! The admin rate-limit routes: `GET /api/rate-limit` (limiters, their
-//! counts, blocked and most-rejected keys, tiers and tenants),
+//! counts, blocked and most-rejected keys, how the health scales them, the
+//! in-flight limit, tiers and tenants),
 //! `POST /api/rate-limit` (a tenant's tier), `DELETE /api/rate-limit`
 //! (reset a key), and `POST` / `DELETE /api/rate-limit/block`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use seawall_perfmon::HealthStatus;
 use seawall_ratelimit::Limiter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -119,8 +121,12 @@ struct LimiterStats {
     name: String,
     /// `memory` or `redis`.
     store: &'static str,
-    /// The quota (for `tenant`: the free tier; each tenant has its tier's).
+    /// The quota checked now, scaled by `scale` (for `tenant`: the free
+    /// tier; each tenant has its tier's, scaled the same).
     rules: Vec<Rule>,
+    /// The share of its configured quota the limiter admits now: below 1
+    /// while the service's health has tightened it.
+    scale: f64,
     /// How long a key is blocked after exceeding the limit.
     block_seconds: f64,
     /// Decisions are counted but not enforced.
@@ -178,12 +184,71 @@ struct TierChange {
     tier: TierName,
 }
 
+/// A health level: `healthy`, `degraded` or `unhealthy`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Level {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl From<HealthStatus> for Level {
+    fn from(status: HealthStatus) -> Self {
+        match status {
+            HealthStatus::Healthy => Self::Healthy,
+            HealthStatus::Degraded => Self::Degraded,
+            HealthStatus::Unhealthy => Self::Unhealthy,
+        }
+    }
+}
+
+/// How the `api` and `report` limits and the tenant quotas follow the
+/// service's health (`ratelimit.health_*`).
+#[derive(Debug, Serialize, ToSchema)]
+struct HealthLimits {
+    /// The health the limits are set for.
+    level: Level,
+    /// The latest reading of the service's health (read every 2 s).
+    health: Level,
+    /// The share of their quota those limiters admit now (1: all of it).
+    scale: f64,
+    /// Seconds until the limits loosen by a level, if every reading until
+    /// then stays better than `level`; absent while nothing is pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loosens_in_seconds: Option<f64>,
+    /// Times the limits tightened since the instance started.
+    tightened: u64,
+    /// Times they loosened.
+    loosened: u64,
+}
+
+/// The limit on requests in flight (`server.admission`).
+#[derive(Debug, Serialize, ToSchema)]
+struct AdmissionStanding {
+    /// `adaptive` (found from latency) or `static`.
+    mode: &'static str,
+    /// The limit now.
+    limit: u64,
+    /// The most it reaches: `server.max_in_flight`.
+    ceiling: u64,
+    /// Requests holding a place now (the probes and `/metrics` take none).
+    in_flight: u64,
+    /// Requests shed (503) since the instance started.
+    shed: u64,
+}
+
 /// Rate limiting at a glance.
 #[derive(Debug, Serialize, ToSchema)]
 struct RateLimitStats {
     /// Whether requests are rate-limited at all.
     enabled: bool,
     limiters: Vec<LimiterStats>,
+    /// How the limits follow the service's health; absent when rate
+    /// limiting is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<HealthLimits>,
+    admission: AdmissionStanding,
     /// The tenant tiers, smallest first.
     tiers: Vec<Tier>,
     /// Tenants and their tiers (the first 1,000 by id).
@@ -214,6 +279,7 @@ async fn limiter_stats(limiter: &Limiter) -> LimiterStats {
                 period_seconds: limit.period().as_secs_f64(),
             })
             .collect(),
+        scale: limiter.scale(),
         block_seconds: limiter.penalty().as_secs_f64(),
         shadow: limiter.is_shadow(),
         counts: Counts {
@@ -295,9 +361,33 @@ async fn stats(State(state): State<AppState>) -> Result<Json<RateLimitStats>, Pr
             limiters.push(limiter_stats(limiter).await);
         }
     }
+    let health = state.ratelimits().map(|limits| {
+        let now = limits.tightening().state();
+        HealthLimits {
+            level: now.level.into(),
+            health: now.health.into(),
+            scale: now.scale,
+            loosens_in_seconds: now.loosens_in.map(|left| left.as_secs_f64()),
+            tightened: now.tightened,
+            loosened: now.loosened,
+        }
+    });
+    let admission = state.admission();
     Ok(Json(RateLimitStats {
         enabled: state.ratelimits().is_some(),
         limiters,
+        health,
+        admission: AdmissionStanding {
+            mode: if admission.adaptive {
+                "adaptive"
+            } else {
+                "static"
+            },
+            limit: admission.limit,
+            ceiling: admission.ceiling,
+            in_flight: admission.in_flight,
+            shed: admission.shed,
+        },
         tiers: tiers
             .into_iter()
             .map(|(name, per_minute, per_hour, per_day, max_users)| Tier {

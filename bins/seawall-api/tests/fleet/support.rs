@@ -39,6 +39,12 @@ pub(crate) fn builder() -> FleetBuilder {
         .env("SEAWALL_DEMO_SCHEDULES_PER_USER", "20")
         .env("SEAWALL_DEMO_HISTORY_PER_USER", "20")
         .env("SEAWALL_LOG_FORMAT", "json")
+        // The drills cut instances off and read on through one client near
+        // its limit: an instance that was unhealthy a moment ago would
+        // answer 429 while its limits loosen. These tests are of failover;
+        // the tightening has its own (tests/it/ratelimit.rs).
+        .env("SEAWALL_RATELIMIT_HEALTH_DEGRADED", "1")
+        .env("SEAWALL_RATELIMIT_HEALTH_UNHEALTHY", "1")
 }
 
 /// Starts `builder`'s fleet once no other test's fleet runs.

@@ -272,6 +272,25 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     wait_displayed(browser, "[data-testid=rl-row-api]").await?;
     wait_displayed(browser, "[data-testid=rl-allowed-chart]").await?;
 
+    // The in-flight limit (64 to start, between 4 and 512) and the level
+    // the health-scaled limits are set for.
+    wait_displayed(browser, "[data-testid=rl-admission-limit]").await?;
+    let limit = figure(browser, "rl-admission-limit").await?;
+    check!(
+        limit.is_some_and(|limit| (4.0..=512.0).contains(&limit)),
+        "the in-flight limit shown: {limit:?}"
+    );
+    let level = browser
+        .find(Css("[data-testid=rl-health-level]"))
+        .await?
+        .attr("value")
+        .await?
+        .unwrap_or_default();
+    check!(
+        ["healthy", "degraded", "unhealthy"].contains(&level.as_str()),
+        "the health level shown: {level:?}"
+    );
+
     // An API key issued to a tenant, shown once and put in the try form.
     wait_for("the tenants", async || {
         let options = browser

@@ -2,12 +2,14 @@
 //! address (and trusted proxies), the API, report and tenant limits, failed
 //! admin authentications, and the admin routes that manage them.
 
+use std::time::Duration;
+
 use reqwest::{Method, RequestBuilder, StatusCode};
 use seawall_app::config::Profile;
 use seawall_testkit::wait;
 use serde_json::{Value, json};
 
-use crate::support::TestServer;
+use crate::support::{TestApp, TestServer};
 
 fn profile(text: &str) -> Profile {
     text.parse().expect("a valid profile")
@@ -453,4 +455,96 @@ async fn instances_on_one_redis_share_their_limits() {
         .await
         .expect("JSON");
     assert_eq!(stats["limiters"][0]["store"], "redis", "{stats}");
+}
+
+/// Records `count` requests answered `status` in the service's monitor,
+/// as its HTTP layer does: what its health rules judge.
+fn record(app: &TestApp, status: u16, count: usize) {
+    for _ in 0..count {
+        app.app
+            .monitor()
+            .record_request("GET", "/api/content", status, Duration::from_millis(2));
+    }
+}
+
+/// The capacity of the `api` limiter's rule as `GET /api/rate-limit`
+/// shows it, with the `health` object.
+async fn api_capacity(app: &TestApp) -> (u64, Value) {
+    let stats = app.admin_get("/api/rate-limit").await.json;
+    let api = stats["limiters"]
+        .as_array()
+        .expect("limiters")
+        .iter()
+        .find(|limiter| limiter["name"] == "api")
+        .expect("the api limiter")
+        .clone();
+    (
+        api["rules"][0]["capacity"].as_u64().expect("a capacity"),
+        stats["health"].clone(),
+    )
+}
+
+/// When the service's requests fail (its health rules find it unhealthy)
+/// the per-caller limit falls to its unhealthy share at the next reading,
+/// a caller sees the smaller limit in its headers, and once the health is
+/// back the limit returns a level at a time, each after `health_recover`;
+/// every change is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limits_tighten_when_health_falls_and_loosen_a_level_at_a_time() {
+    let app = TestApp::sqlite_with(|config| {
+        config.ratelimit.api = profile("100/1m");
+        config.ratelimit.health_degraded = 0.5;
+        config.ratelimit.health_unhealthy = 0.2;
+        config.ratelimit.health_recover = Duration::from_secs(1);
+    })
+    .await;
+    let (capacity, health) = api_capacity(&app).await;
+    assert_eq!(capacity, 100);
+    assert_eq!(health["level"], "healthy");
+    assert_eq!(health["scale"], 1.0);
+
+    // A storm of 5xx: over a quarter of the window's requests failed.
+    record(&app, 500, 100);
+    let health = wait::until_some_async("the limits to tighten", async || {
+        let (capacity, health) = api_capacity(&app).await;
+        (capacity == 20).then_some(health)
+    })
+    .await;
+    assert_eq!(health["level"], "unhealthy");
+    assert_eq!(health["scale"], 0.2);
+    assert_eq!(health["tightened"], 1);
+    let reply = app.get("/api/content?page=1&page_size=1").await;
+    assert_eq!(reply.status, 200);
+    let policy = reply.headers["ratelimit-policy"].to_str().expect("ASCII");
+    assert!(policy.contains("q=20"), "{policy}");
+    let metrics = app.get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("ratelimit_health_scale 0.2\n"), "{text}");
+
+    // Healthy again (100 errors in 2,100 requests, under 5 %): degraded
+    // first (half), then the whole limit.
+    record(&app, 200, 2_000);
+    let mut seen = Vec::new();
+    wait::until_async("the limits to loosen all the way", async || {
+        let (capacity, _) = api_capacity(&app).await;
+        if seen.last() != Some(&capacity) {
+            seen.push(capacity);
+        }
+        capacity == 100
+    })
+    .await;
+    assert!(
+        seen.windows(2).all(|pair| pair[0] < pair[1]),
+        "the limit only grew on the way back: {seen:?}"
+    );
+    let (_, health) = api_capacity(&app).await;
+    assert_eq!(health["level"], "healthy");
+    assert_eq!(health["tightened"], 1, "{health}");
+    assert_eq!(health["loosened"], 2, "a level at a time: {health}");
+    let metrics = app.get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("ratelimit_health_changes_total{direction=\"loosen\"} 2\n"),
+        "{text}"
+    );
 }

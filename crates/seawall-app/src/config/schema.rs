@@ -209,6 +209,16 @@ pub struct RateLimitConfig {
     pub auth: Profile,
     /// Reports (`/api/analytics/stats`) per API key, user or client IP.
     pub report: Profile,
+    /// The share of the `api` and `report` limits and of each tenant's
+    /// quota admitted while the service's health is degraded (1: they do
+    /// not tighten).
+    pub health_degraded: f64,
+    /// The share admitted while it is unhealthy, at most `health_degraded`.
+    pub health_unhealthy: f64,
+    /// How long the health must hold better before the limits loosen by
+    /// one level (unhealthy to degraded, degraded to healthy).
+    #[serde(with = "duration")]
+    pub health_recover: Duration,
 }
 
 /// The tiered cache: L1 in process, and Redis as L2 when a Redis URL is set.
@@ -565,6 +575,9 @@ impl Default for RateLimitConfig {
             api: Profile::new(100, 60, 60),
             auth: Profile::new(5, 60, 15 * 60),
             report: Profile::new(10, 3600, 5 * 60),
+            health_degraded: 0.5,
+            health_unhealthy: 0.25,
+            health_recover: Duration::from_secs(30),
         }
     }
 }
@@ -774,7 +787,7 @@ macro_rules! from_str_values {
         }
     )*};
 }
-from_str_values!(SocketAddr, usize, u32, u8, i64, String, Profile);
+from_str_values!(SocketAddr, usize, u32, u8, i64, f64, String, Profile);
 
 impl SettingValue for Recurring {
     fn read(text: &str) -> Result<Self, ParseError> {
@@ -1049,6 +1062,15 @@ pub static SETTINGS: &[Setting] = &[
     setting!(ratelimit.report, env: ["SEAWALL_RATELIMIT_REPORT"],
         flag: value("ratelimit-report", "PROFILE"),
         help: "Reports (/api/analytics/stats) per API key, user or client IP"),
+    setting!(ratelimit.health_degraded, env: ["SEAWALL_RATELIMIT_HEALTH_DEGRADED"],
+        flag: value("ratelimit-health-degraded", "SHARE"),
+        help: "Share of the api and report limits and of each tenant's quota admitted while the service's health is degraded, 0.01 to 1 (1: no tightening)"),
+    setting!(ratelimit.health_unhealthy, env: ["SEAWALL_RATELIMIT_HEALTH_UNHEALTHY"],
+        flag: value("ratelimit-health-unhealthy", "SHARE"),
+        help: "Share of those limits admitted while the service is unhealthy, 0.01 to ratelimit.health_degraded"),
+    setting!(ratelimit.health_recover, env: ["SEAWALL_RATELIMIT_HEALTH_RECOVER"],
+        flag: value("ratelimit-health-recover", "DURATION"),
+        help: "How long the health must hold better before tightened limits loosen by one level, 1s to 1h"),
     setting!(cache.enabled, env: ["SEAWALL_CACHE"],
         flag: Flag::Switch { long: "no-cache", value: "false" },
         help: "Cache the reference workload's reads; --no-cache reads the database every time"),

@@ -63,7 +63,31 @@ impl Config {
             api,
             auth,
             report,
+            health_degraded,
+            health_unhealthy,
+            health_recover,
         } = &self.ratelimit;
+        if !(0.01..=1.0).contains(health_degraded) {
+            return Err(invalid(
+                "ratelimit.health_degraded",
+                health_degraded,
+                "must be 0.01 to 1: the share of each limit admitted while degraded",
+            ));
+        }
+        if !(0.01..=*health_degraded).contains(health_unhealthy) {
+            return Err(invalid(
+                "ratelimit.health_unhealthy",
+                health_unhealthy,
+                "must be 0.01 to ratelimit.health_degraded: an unhealthy service admits no more than a degraded one",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(health_recover) {
+            return Err(invalid(
+                "ratelimit.health_recover",
+                humantime::format_duration(*health_recover),
+                "must be 1s to 1h",
+            ));
+        }
         for proxy in trusted_proxies {
             let Ok(net) = proxy.parse::<seawall_ratelimit::IpNet>() else {
                 return Err(invalid(
@@ -908,6 +932,44 @@ mod tests {
             expect_invalid(load_with(args, &[]), key);
         }
         assert!(load_with(&["--ipv6-prefix", "300"], &[]).is_err());
+    }
+
+    #[test]
+    fn health_scales_are_shares_in_order() {
+        let config = load_with(&[], &[]).expect("defaults");
+        assert_eq!(config.ratelimit.health_degraded, 0.5);
+        assert_eq!(config.ratelimit.health_unhealthy, 0.25);
+        assert_eq!(config.ratelimit.health_recover, Duration::from_secs(30));
+        let config = load_with(
+            &[
+                "--ratelimit-health-degraded",
+                "1",
+                "--ratelimit-health-unhealthy",
+                "0.1",
+            ],
+            &[("SEAWALL_RATELIMIT_HEALTH_RECOVER", "2m")],
+        )
+        .expect("shares and a wait");
+        assert_eq!(config.ratelimit.health_degraded, 1.0);
+        assert_eq!(config.ratelimit.health_unhealthy, 0.1);
+        assert_eq!(config.ratelimit.health_recover, Duration::from_secs(120));
+        let (degraded, unhealthy, recover) = (
+            "ratelimit.health_degraded",
+            "ratelimit.health_unhealthy",
+            "ratelimit.health_recover",
+        );
+        for (args, key) in [
+            (&["--ratelimit-health-degraded", "0"][..], degraded),
+            (&["--ratelimit-health-degraded", "1.5"], degraded),
+            (&["--ratelimit-health-degraded", "NaN"], degraded),
+            (&["--ratelimit-health-unhealthy", "0.6"], unhealthy),
+            (&["--ratelimit-health-unhealthy", "0.001"], unhealthy),
+            (&["--ratelimit-health-recover", "500ms"], recover),
+            (&["--ratelimit-health-recover", "2h"], recover),
+        ] {
+            expect_invalid(load_with(args, &[]), key);
+        }
+        assert!(load_with(&["--ratelimit-health-degraded", "half"], &[]).is_err());
     }
 
     #[test]

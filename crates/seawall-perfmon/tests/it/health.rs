@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use seawall_perfmon::{CheckResult, HealthCheck, HealthStatus, Monitor};
+use seawall_perfmon::{CheckResult, HealthCheck, HealthRules, HealthStatus, Monitor};
 
 struct Redis {
     up: bool,
@@ -29,6 +29,53 @@ async fn an_idle_service_passes() {
     let report = Monitor::new().health().await;
     assert_eq!(report.status, HealthStatus::Healthy);
     assert_eq!(report.http_status(), 200);
+}
+
+/// 100 requests: 30 probes answered 503, 70 of `/x` answered 200.
+fn not_ready_30_of_100(monitor: &Monitor) {
+    for i in 0..100 {
+        let (route, status) = if i < 30 {
+            ("/readyz", 503)
+        } else {
+            ("/x", 200)
+        };
+        monitor.record_request("GET", route, status, Duration::from_millis(3));
+    }
+}
+
+/// The routes the rules ignore count toward no rule, and are still in the
+/// window that the dashboard reads.
+#[tokio::test]
+async fn ignored_routes_count_toward_no_rule() -> seawall_perfmon::Result<()> {
+    let monitor = Monitor::builder()
+        .health_rules(HealthRules {
+            ignored_routes: vec!["/readyz".to_owned()],
+            ..HealthRules::default()
+        })
+        .build()?;
+    not_ready_30_of_100(&monitor);
+    assert_eq!(monitor.health().await.status, HealthStatus::Healthy);
+    assert_eq!(monitor.http_window(Duration::from_secs(60)).errors, 30);
+    // Not ignored, the same answers make the service unhealthy.
+    let counted = Monitor::new();
+    not_ready_30_of_100(&counted);
+    assert_eq!(counted.health().await.status, HealthStatus::Unhealthy);
+    Ok(())
+}
+
+/// The load health is the rules' verdict alone: a failing component check
+/// leaves it healthy, failing requests do not.
+#[tokio::test]
+async fn load_health_is_the_rules_alone() {
+    let monitor = Monitor::new();
+    monitor.register_check(Redis { up: false });
+    assert_eq!(monitor.health().await.status, HealthStatus::Unhealthy);
+    assert_eq!(monitor.load_health(), HealthStatus::Healthy);
+    for i in 0..100 {
+        let status = if i < 8 { 500 } else { 200 };
+        monitor.record_request("GET", "/x", status, Duration::from_millis(3));
+    }
+    assert_eq!(monitor.load_health(), HealthStatus::Degraded);
 }
 
 #[tokio::test]

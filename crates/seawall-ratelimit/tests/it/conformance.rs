@@ -218,6 +218,67 @@ async fn limits_change_at_run_time(backend: &Backend) {
     assert!(!checked.allowed && checked.remaining == 0, "{checked:?}");
 }
 
+async fn a_scale_tightens_the_quota_and_keeps_the_count(backend: &Backend) {
+    let limiter = backend
+        .limiter(Limit::fixed_window(10, HOUR).expect("limit"))
+        .build()
+        .expect("limiter");
+    assert!(limiter.check("caller", 4).await.expect("check").allowed);
+    // Half of 10: the 4 spent count, so one more unit fits.
+    limiter.set_scale(0.5).expect("a share");
+    let scaled = limiter.check("caller", 1).await.expect("check");
+    assert!(
+        scaled.allowed && scaled.limit == 5 && scaled.remaining == 0,
+        "{scaled:?}"
+    );
+    assert!(!limiter.check("caller", 1).await.expect("check").allowed);
+    // A per-tenant quota is scaled the same, rule by rule.
+    let tier = Quota::builder()
+        .rule("minute", Limit::fixed_window(4, HOUR).expect("limit"))
+        .expect("rule")
+        .rule("day", Limit::fixed_window(100, HOUR).expect("limit"))
+        .expect("rule")
+        .build()
+        .expect("quota");
+    for _ in 0..2 {
+        assert!(
+            limiter
+                .check_quota("tenant", 1, &tier)
+                .await
+                .expect("check")
+                .allowed
+        );
+    }
+    let refused = limiter
+        .check_quota("tenant", 1, &tier)
+        .await
+        .expect("check");
+    assert!(!refused.allowed && refused.limit == 2, "{refused:?}");
+    // A share outside (0, 1] changes nothing; 1 restores the whole quota.
+    assert!(matches!(
+        limiter.set_scale(0.0),
+        Err(Error::InvalidLimit(_))
+    ));
+    assert!(matches!(
+        limiter.set_scale(f64::NAN),
+        Err(Error::InvalidLimit(_))
+    ));
+    assert_eq!(limiter.scale(), 0.5);
+    limiter.set_scale(1.0).expect("whole");
+    let whole = limiter.check("caller", 1).await.expect("check");
+    assert!(
+        whole.allowed && whole.limit == 10 && whole.remaining == 4,
+        "{whole:?}"
+    );
+    assert!(
+        limiter
+            .check_quota("tenant", 1, &tier)
+            .await
+            .expect("check")
+            .allowed
+    );
+}
+
 async fn shadow_mode_decides_but_never_enforces(backend: &Backend) {
     let limiter = backend
         .limiter(limit(Algorithm::SlidingWindow, 1, HOUR))
@@ -317,6 +378,7 @@ on_every_backend!(
     penalties_and_manual_blocks,
     bad_input_is_a_typed_error,
     limits_change_at_run_time,
+    a_scale_tightens_the_quota_and_keeps_the_count,
     shadow_mode_decides_but_never_enforces,
     the_leaky_queue_spaces_requests_out,
     a_sliding_log_admits_a_cost_of_a_thousand,
