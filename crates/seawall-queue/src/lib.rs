@@ -31,6 +31,9 @@
 //!   enforced in the fetch itself, and handlers that
 //!   [hold](JobError::rate_limited) their queue or
 //!   [group](JobError::group_rate_limited) while a downstream limits them.
+//! - A worker's concurrency can [follow a limit](WorkerBuilder::concurrency_limit)
+//!   that moves with how its runs go (an adaptive limit with the
+//!   `adaptive` feature), so a slow downstream gets fewer jobs at once.
 //! - A handler's return value is the job's [result](Queues::result), kept
 //!   with the completed job as long as the queue keeps it.
 //! - [Flows](Flow): a tree of jobs over any queues, added all or nothing,
@@ -185,6 +188,9 @@
 //!   job and followed by its runs (see [Tracing](#tracing)); pulls in
 //!   `opentelemetry` (its trace API only, no SDK) and
 //!   `tracing-opentelemetry`.
+//! - `adaptive` (off by default): seawall-ratelimit's `AdaptiveLimiter` as
+//!   a worker's [`ConcurrencyLimit`], so the jobs a worker runs at once
+//!   follow their latency; pulls in seawall-ratelimit.
 //!
 //! `fred` (re-exported as [`fred`]), `bb8` and seawall-perfmon are always
 //! built.
@@ -204,6 +210,7 @@ mod job;
 mod memory;
 mod metrics;
 mod options;
+mod pace;
 mod presence;
 mod queues;
 mod redis;
@@ -227,6 +234,7 @@ pub use job::{
 };
 pub use metrics::QueueMetrics;
 pub use options::{DEFAULT_PRIORITY, Dedup, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
+pub use pace::{ConcurrencyLimit, RunSample};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};
 pub use schedule::{MAX_CATCH_UP, MIN_INTERVAL, Missed, ON_TIME, Schedule};

@@ -20,6 +20,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::job::{ChildInfo, JobId};
 use crate::metrics::QueueMetrics;
+use crate::pace::{ConcurrencyLimit, RunSample};
 use crate::store::{
     AfterFailure, Failure, FetchCall, Fetched, Lease, Store, Taken, bounded_message, random_id,
 };
@@ -235,6 +236,7 @@ pub struct WorkerBuilder {
     lease: Duration,
     backoff: Option<Backoff>,
     metrics: Option<QueueMetrics>,
+    limit: Option<Arc<dyn ConcurrencyLimit>>,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -257,6 +259,7 @@ impl WorkerBuilder {
             lease: Duration::from_secs(30),
             backoff: None,
             metrics: None,
+            limit: None,
         }
     }
 
@@ -311,6 +314,36 @@ impl WorkerBuilder {
         self
     }
 
+    /// Runs at most as many jobs at once as `limit` says, a limit that
+    /// moves with how the runs go, up to the
+    /// [`concurrency`](Self::concurrency), which becomes its ceiling: each
+    /// finished run is a [`RunSample`] for it, given before the run's slot
+    /// is free, so the next fetch takes the new limit. Off by default.
+    ///
+    /// ```
+    /// # #[cfg(feature = "adaptive")] {
+    /// use seawall_queue::Queues;
+    /// use seawall_ratelimit::{AdaptiveLimiter, Gradient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Up to 32 mails at once, fewer when the mail server slows down.
+    /// let limit = AdaptiveLimiter::builder(Gradient::new()).bounds(1, 32).build()?;
+    /// let worker = Queues::memory()
+    ///     .worker("email")?
+    ///     .concurrency(32)?
+    ///     .concurrency_limit(limit)
+    ///     .start(|_job: seawall_queue::Job<String>| async { Ok(()) });
+    /// worker.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// # }
+    /// ```
+    pub fn concurrency_limit(mut self, limit: impl ConcurrencyLimit) -> Self {
+        self.limit = Some(Arc::new(limit));
+        self
+    }
+
     /// Records wait time, run time and outcomes of this worker's jobs in
     /// `monitor` (see [`QueueMetrics`]).
     pub fn metrics(mut self, metrics: QueueMetrics) -> Self {
@@ -342,6 +375,7 @@ impl WorkerBuilder {
             store: self.store,
             queue: Arc::from(self.queue.as_str()),
             concurrency: self.concurrency,
+            limit: self.limit,
             lease: self.lease,
             backoff: self.backoff,
             held: Mutex::new(Runs::default()),
@@ -602,6 +636,8 @@ struct Shared {
     store: Arc<dyn Store>,
     queue: Arc<str>,
     concurrency: usize,
+    /// The limit that moves the concurrency below its ceiling, if any.
+    limit: Option<Arc<dyn ConcurrencyLimit>>,
     lease: Duration,
     backoff: Option<Backoff>,
     held: Mutex<Runs>,
@@ -639,6 +675,28 @@ struct Shared {
     /// A run came in whose lease has run a renewal round or more already (a
     /// re-sent fetch call): the renewal task renews at once.
     renew_soon: Notify,
+}
+
+impl Shared {
+    /// The most jobs to run at once now: the concurrency, or less while a
+    /// [`ConcurrencyLimit`] says so (at least one).
+    fn cap(&self) -> usize {
+        match &self.limit {
+            Some(limit) => limit.limit().clamp(1, self.concurrency),
+            None => self.concurrency,
+        }
+    }
+
+    /// Tells the concurrency limit, if any, how a run went.
+    fn finished(&self, took: Duration, running: usize, overloaded: bool) {
+        if let Some(limit) = &self.limit {
+            limit.finished(RunSample {
+                took,
+                running,
+                overloaded,
+            });
+        }
+    }
 }
 
 /// A sequence of fetch calls under one caller id. A call that failed stays
@@ -1129,7 +1187,7 @@ where
 fn reserve(shared: &Shared, most: usize) -> usize {
     let mut reserved = shared.reserved.lock();
     let busy = shared.running.load(Ordering::SeqCst) + *reserved;
-    let free = shared.concurrency.saturating_sub(busy).min(most);
+    let free = shared.cap().saturating_sub(busy).min(most);
     *reserved += free;
     free
 }
@@ -1155,7 +1213,7 @@ fn spawn_job<T>(
 ) where
     T: DeserializeOwned + Send + 'static,
 {
-    shared.running.fetch_add(1, Ordering::SeqCst);
+    let running = shared.running.fetch_add(1, Ordering::SeqCst) + 1;
     if let Some(metrics) = &shared.metrics {
         let waited = Duration::from_millis(now_ms.saturating_sub(job.ready_at_ms));
         metrics.waited(waited);
@@ -1198,7 +1256,7 @@ fn spawn_job<T>(
         Arc::clone(shared),
         Arc::clone(handler),
         job,
-        cancel,
+        (cancel, running),
         span.clone(),
     );
     drop(tokio::spawn(run.instrument(span)));
@@ -1208,13 +1266,14 @@ async fn run_job<T>(
     shared: Arc<Shared>,
     handler: Arc<Handler<T>>,
     job: Taken,
-    cancel: CancellationToken,
+    (cancel, running): (CancellationToken, usize),
     span: tracing::Span,
 ) where
     T: DeserializeOwned + Send + 'static,
 {
     let lease = job.lease.clone();
     let started = Instant::now();
+    let mut timed_out = false;
     let outcome = match serde_json::from_slice::<T>(&job.payload) {
         Err(error) => Err(JobError::permanent(format!(
             "the payload cannot be decoded as {}: {error}",
@@ -1260,16 +1319,19 @@ async fn run_job<T>(
                 return;
             };
             let timeout = (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms));
-            supervise(task, timeout, &cancel).await
+            let outcome = supervise(task, timeout, &cancel).await;
+            timed_out = outcome.is_err() && timeout.is_some_and(|limit| started.elapsed() >= limit);
+            outcome
         }
     };
+    let took = started.elapsed();
     // From here on a lost lease is expected (the outcome's own call may
     // end it first), not news.
     if let Some(held) = shared.held.lock().get_mut(&lease) {
         held.finished = true;
     }
     if let Some(metrics) = &shared.metrics {
-        metrics.ran(started.elapsed());
+        metrics.ran(took);
     }
     match outcome {
         // A handler that finished its job completes it, even if a
@@ -1280,6 +1342,7 @@ async fn run_job<T>(
                 shared.results.lock().insert(lease.clone(), result);
             }
             shared.acks.lock().push(lease);
+            shared.finished(took, running, false);
             release_slot(&shared);
             // While the fetcher blocks, nobody else sends the
             // acknowledgement.
@@ -1322,6 +1385,13 @@ async fn run_job<T>(
                     Failure::Cancelled => "cancelled",
                 },
             );
+            // A run past its time, one stopped for want of a renewal, and a
+            // handler holding its queue for a downstream all say the work is
+            // more than what it calls can take now.
+            let overloaded = timed_out
+                || matches!(failure, Failure::Hold(_) | Failure::HoldGroup(_))
+                || (matches!(failure, Failure::Requeue) && lease_expired(&shared, &lease));
+            shared.finished(took, running, overloaded);
             report_failure(&shared, &lease, failure, &error.message).await;
             shared.held.lock().remove(&lease);
             release_slot(&shared);

@@ -79,6 +79,44 @@ async fn jobs_of_every_queue_run_in_process_and_report_progress() {
 }
 
 /// POSTs `payload` to `queue` with one `Idempotency-Key` header per value.
+/// A queue whose policy says `adaptive=on` runs its jobs under an adaptive
+/// limit, from 1 to its concurrency, shown with the API's in the metrics;
+/// the other queues have none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_queue_runs_its_jobs_under_a_limit_in_the_metrics() {
+    let app = TestApp::sqlite_with(|config| {
+        config.queue.email = seawall_app::config::QueuePolicy::parse_over(
+            config.queue.email,
+            "adaptive=on concurrency=12",
+        )
+        .expect("a valid policy");
+    })
+    .await;
+    let mut ids = Vec::new();
+    for user in 1..=20 {
+        let payload = json!({"user_id": user, "template": "welcome"});
+        ids.push(enqueue(&app, "email", &payload).await);
+    }
+    for id in &ids {
+        let job = finished(&app, "email", id).await;
+        assert_eq!(job["state"], "completed", "{job}");
+    }
+    let metrics = app.get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let limit = text
+        .lines()
+        .find_map(|line| line.strip_prefix("adaptive_limit{limiter=\"queue.email\"} "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(
+        limit.is_some_and(|limit| (1.0..=12.0).contains(&limit)),
+        "the email queue's limit: {limit:?}"
+    );
+    assert!(
+        !text.contains("limiter=\"queue.report\""),
+        "a queue without adaptive=on has no limit"
+    );
+}
+
 async fn enqueue_with_keys(
     app: &TestApp,
     queue: &str,

@@ -8,6 +8,11 @@
 //! concurrency=8 attempts=5 backoff=2s..10m timeout=30s
 //! ```
 //!
+//! `adaptive=on` makes `concurrency` the most jobs run at once: the number
+//! follows a limit found from the runs' latency, as the API's in-flight
+//! limit is, so a downstream that slows (a mail server, the database) gets
+//! fewer jobs at once instead of runs that outlast their leases.
+//!
 //! `backoff` is `BASE..CAP` (exponential, doubling from `BASE` up to `CAP`,
 //! with full jitter) or `fixed:DELAY`. A key left out takes that queue's
 //! default, whichever layer (file, environment, flag) the text comes from.
@@ -111,6 +116,7 @@ impl QueueName {
         };
         QueuePolicy {
             concurrency,
+            adaptive: false,
             attempts,
             backoff,
             timeout: Duration::from_secs(timeout_secs),
@@ -163,8 +169,13 @@ impl RetryBackoff {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(into = "String")]
 pub struct QueuePolicy {
-    /// Jobs one process runs at once, 1 to [`MAX_CONCURRENCY`].
+    /// Jobs one process runs at once, 1 to [`MAX_CONCURRENCY`]; with
+    /// `adaptive`, the most it runs.
     pub concurrency: usize,
+    /// Whether the jobs run at once follow an adaptive limit found from
+    /// their run time (up to `concurrency`), so a downstream that slows
+    /// gets fewer at once (`adaptive=on`; off by default).
+    pub adaptive: bool,
     /// Tries per job before it goes to the dead set, 1 to [`MAX_ATTEMPTS`].
     pub attempts: u32,
     /// The wait between tries.
@@ -181,7 +192,7 @@ impl QueuePolicy {
         for word in text.split([' ', ',']).filter(|word| !word.is_empty()) {
             let Some((key, value)) = word.split_once('=') else {
                 return Err(format!(
-                    "{word:?} is not key=value; the keys are concurrency, attempts, backoff and timeout"
+                    "{word:?} is not key=value; the keys are concurrency, adaptive, attempts, backoff and timeout"
                 ));
             };
             match key {
@@ -193,6 +204,13 @@ impl QueuePolicy {
                         .ok_or_else(|| {
                             format!("concurrency must be 1 to {MAX_CONCURRENCY}, got {value:?}")
                         })?;
+                }
+                "adaptive" => {
+                    policy.adaptive = match value {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        _ => return Err(format!("adaptive must be on or off, got {value:?}")),
+                    };
                 }
                 "attempts" => {
                     policy.attempts = value
@@ -211,7 +229,7 @@ impl QueuePolicy {
                 }
                 other => {
                     return Err(format!(
-                        "unknown key {other:?}; the keys are concurrency, attempts, backoff and timeout"
+                        "unknown key {other:?}; the keys are concurrency, adaptive, attempts, backoff and timeout"
                     ));
                 }
             }
@@ -275,10 +293,13 @@ impl fmt::Display for QueuePolicy {
             RetryBackoff::Fixed(delay) => format!("fixed:{}", human(delay)),
             RetryBackoff::Exponential { base, cap } => format!("{}..{}", human(base), human(cap)),
         };
+        write!(f, "concurrency={}", self.concurrency)?;
+        if self.adaptive {
+            f.write_str(" adaptive=on")?;
+        }
         write!(
             f,
-            "concurrency={} attempts={} backoff={backoff} timeout={}",
-            self.concurrency,
+            " attempts={} backoff={backoff} timeout={}",
             self.attempts,
             human(self.timeout)
         )
@@ -496,6 +517,22 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_is_off_by_default_and_shown_only_when_on() {
+        let defaults = QueueName::Email.default_policy();
+        assert!(!defaults.adaptive);
+        let on = QueuePolicy::parse_over(defaults, "adaptive=on concurrency=32").expect("valid");
+        assert!(on.adaptive && on.concurrency == 32);
+        assert_eq!(
+            on.to_string(),
+            "concurrency=32 adaptive=on attempts=5 backoff=2s..10m timeout=30s"
+        );
+        assert_eq!(QueuePolicy::parse_over(defaults, &on.to_string()), Ok(on));
+        let off = QueuePolicy::parse_over(on, "adaptive=off").expect("valid");
+        assert!(!off.adaptive);
+        assert!(!off.to_string().contains("adaptive"));
+    }
+
+    #[test]
     fn bad_policies_say_what_is_wrong() {
         let defaults = QueueName::Email.default_policy();
         for (text, says) in [
@@ -509,6 +546,7 @@ mod tests {
             ("timeout=10ms", "timeout must be 1s"),
             ("retries=3", "unknown key \"retries\""),
             ("attempts", "is not key=value"),
+            ("adaptive=maybe", "adaptive must be on or off"),
         ] {
             let error = QueuePolicy::parse_over(defaults, text).expect_err(text);
             assert!(error.contains(says), "{text}: {error}");

@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use seawall_perfmon::Monitor;
 use seawall_queue::{QueueMetrics, Queues, Worker, WorkerBuilder, WorkerStats};
+use seawall_ratelimit::{AdaptiveLimiter, Gradient};
 
-use crate::config::{QueueConfig, QueueName};
+use crate::config::{QueueConfig, QueueName, QueuePolicy};
 
 pub use payload::{
     AnalyticsJob, BackupJob, Channel, EmailJob, EmailTemplate, ExportJob, ExportTable, ImportJob,
@@ -66,12 +67,16 @@ impl Running {
         let mut gauges = Vec::with_capacity(QueueName::ALL.len());
         for queue in QueueName::ALL {
             let metrics = QueueMetrics::register(monitor, queue.as_str())?;
-            let builder = queues
+            let policy = config.policy(queue);
+            let mut builder = queues
                 .worker(queue.as_str())?
-                .concurrency(config.policy(queue).concurrency)?
+                .concurrency(policy.concurrency)?
                 .lease(config.lease)?
-                .backoff(config.policy(queue).backoff.to_backoff())
+                .backoff(policy.backoff.to_backoff())
                 .metrics(metrics.clone());
+            if policy.adaptive {
+                builder = builder.concurrency_limit(adaptive_limit(queue, policy, monitor)?);
+            }
             let worker = start_worker(queue, builder, processors.clone());
             workers.push((queue, worker));
             gauges.push((queue, metrics));
@@ -140,6 +145,24 @@ impl Running {
 }
 
 /// Starts `builder` with the processor of `queue`.
+/// The adaptive limit of a queue whose policy says `adaptive=on`: found
+/// from the runs' latency (Gradient2, as the API's in-flight limit), from
+/// 1 to the queue's concurrency, starting at it; its metrics are
+/// `adaptive_*{limiter="queue.<name>"}`.
+fn adaptive_limit(
+    queue: QueueName,
+    policy: &QueuePolicy,
+    monitor: &Monitor,
+) -> Result<AdaptiveLimiter, seawall_queue::Error> {
+    let most = policy.concurrency as u64;
+    AdaptiveLimiter::builder(Gradient::new())
+        .bounds(1, most)
+        .initial(most)
+        .metrics(monitor, &format!("queue.{queue}"))
+        .build()
+        .map_err(|error| seawall_queue::Error::InvalidSetting(error.to_string()))
+}
+
 fn start_worker(queue: QueueName, builder: WorkerBuilder, processors: Processors) -> Worker {
     macro_rules! run {
         ($process:path) => {

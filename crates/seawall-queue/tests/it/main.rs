@@ -10,6 +10,7 @@ mod failover;
 mod flow_drill;
 mod flows;
 mod leases;
+mod pace;
 mod rate_drill;
 mod ratelimit;
 mod replication;
