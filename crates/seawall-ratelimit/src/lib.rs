@@ -60,7 +60,7 @@
 //! never forgets a key that is blocked or has used any of its limit, and a
 //! new key that finds it full is decided by the [`FailurePolicy`]. Its
 //! [`Limiter::check_now`] decides synchronously without allocating, in
-//! 0.9–1.8× the time of governor's keyed limiter (figures and the command in
+//! 0.9–2.0× the time of governor's keyed limiter (figures and the command in
 //! `docs/benchmarks.md`).
 //! [`RedisStore`] runs one `EVALSHA` per check; the script reads Redis's
 //! `TIME`, never the caller's clock, gives every key an expiry, and keeps all
@@ -172,8 +172,8 @@
 //!   [`Error::Unavailable`].
 //!
 //! Keys are in no field: a limit's key is most often a client's address or
-//! a user's id; [`Limiter::top_rejected`] names the keys refused most, in
-//! process. An admitted check tells nothing. Where nothing listens at a
+//! a user's id; [`Limiter::top_rejected`] names the keys refused most, and
+//! [`Limiter::top_callers`] the keys checked most, in process. An admitted check tells nothing. Where nothing listens at a
 //! level, each of these is a disabled callsite, one relaxed atomic load,
 //! with no field evaluated; an admitted check on the memory store reaches
 //! none (`docs/benchmarks.md` counts its instructions before and after).
@@ -245,7 +245,7 @@ pub use memory::{Clock, DEFAULT_MAX_KEYS, ManualClock, MemoryStore, MemoryStoreB
 pub use net::IpNet;
 pub use policy::FailurePolicy;
 pub use redis::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisStore};
-pub use telemetry::{BlockedKey, DecisionCounts, RejectedKey};
+pub use telemetry::{BlockedKey, DecisionCounts, HeavyCaller, RejectedKey};
 pub use tighten::{Change, Tightening, TighteningBuilder, TighteningState};
 
 /// The README's quick start, compiled and run with the doctests.

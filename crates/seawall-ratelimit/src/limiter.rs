@@ -18,7 +18,7 @@ use crate::name::intern;
 use crate::policy::FailurePolicy;
 use crate::redis::RedisStore;
 use crate::store::{Op, Outcome, Rules, check_one};
-use crate::telemetry::{BlockedKey, DecisionCounts, RejectedKey, Telemetry};
+use crate::telemetry::{BlockedKey, DecisionCounts, HeavyCaller, RejectedKey, Telemetry};
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -482,6 +482,17 @@ impl Limiter {
     /// rejections of keys it displaced.
     pub fn top_rejected(&self) -> Vec<RejectedKey> {
         self.inner.telemetry.top_rejected()
+    }
+
+    /// The keys this instance checked most, most first, admitted or not:
+    /// the heaviest callers. One check in 32 on each thread is counted, 32
+    /// times, in the 32 counters of the space-saving algorithm, so the
+    /// memory is fixed and an admitted check pays one thread-local
+    /// increment; a key with more than about 1/32 of the checks is among
+    /// them once a few hundred checks have been made, and each count is an
+    /// estimate (`overcount` of it may belong to keys it displaced).
+    pub fn top_callers(&self) -> Vec<HeavyCaller> {
+        self.inner.telemetry.top_callers()
     }
 
     /// Like [`check`](RateLimiter::check), then waits as long as a leaky

@@ -1,6 +1,8 @@
 //! What a limiter reports: decision counters through seawall-perfmon, the
-//! keys it has seen blocked, and the keys rejected most (bounded memory).
+//! keys it has seen blocked, and the keys rejected most and checked most
+//! (bounded memory).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,6 +15,10 @@ use crate::error::{Error, Result};
 
 /// How many keys the rejection ranking tracks.
 const TOP_KEYS: usize = 32;
+/// One check in this many, on each thread, counts toward the ranking of
+/// the keys checked most, with this weight: the ranking costs an admitted
+/// check one thread-local increment.
+pub(crate) const CALLER_SAMPLE: u32 = 32;
 /// How many blocked keys one limiter remembers.
 const MAX_BLOCKED: usize = 10_000;
 
@@ -25,6 +31,18 @@ pub struct RejectedKey {
     /// Rejections counted for it.
     pub rejections: u64,
     /// How much of `rejections` may belong to keys it displaced.
+    pub overcount: u64,
+}
+
+/// A key with about how often it was checked (see
+/// [`Limiter::top_callers`](crate::Limiter::top_callers)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeavyCaller {
+    /// The key.
+    pub key: String,
+    /// Checks estimated for it: sampled ones times the sampling interval.
+    pub checks: u64,
+    /// How much of `checks` may belong to keys it displaced.
     pub overcount: u64,
 }
 
@@ -111,6 +129,8 @@ pub(crate) struct Telemetry {
     counters: Option<Counters>,
     counts: Counts,
     top: Mutex<SpaceSaving>,
+    /// The keys checked most, from one check in [`CALLER_SAMPLE`].
+    callers: Mutex<SpaceSaving>,
     blocked: Mutex<HashMap<String, Instant>>,
     /// The earliest block end among `blocked` (µs since `epoch`), so a check
     /// knows without a lock when to drop ended blocks.
@@ -128,6 +148,7 @@ impl Telemetry {
             counters,
             counts: Counts::new(),
             top: Mutex::new(SpaceSaving::default()),
+            callers: Mutex::new(SpaceSaving::default()),
             blocked: Mutex::new(HashMap::new()),
             next_unblock: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
@@ -153,8 +174,11 @@ impl Telemetry {
             self.count(DEGRADED);
         }
         if outcome != ALLOWED {
-            self.top.lock().add(key);
+            self.top.lock().add(key, 1);
             crate::trace::refused(decision, cost);
+        }
+        if sampled() {
+            self.callers.lock().add(key, u64::from(CALLER_SAMPLE));
         }
         self.saw_block(key, decision.blocked_for)
     }
@@ -274,7 +298,29 @@ impl Telemetry {
     }
 
     pub(crate) fn top_rejected(&self) -> Vec<RejectedKey> {
-        self.top.lock().ranking()
+        self.top
+            .lock()
+            .ranking()
+            .into_iter()
+            .map(|tally| RejectedKey {
+                key: tally.key,
+                rejections: tally.count,
+                overcount: tally.overcount,
+            })
+            .collect()
+    }
+
+    pub(crate) fn top_callers(&self) -> Vec<HeavyCaller> {
+        self.callers
+            .lock()
+            .ranking()
+            .into_iter()
+            .map(|tally| HeavyCaller {
+                key: tally.key,
+                checks: tally.count,
+                overcount: tally.overcount,
+            })
+            .collect()
     }
 }
 
@@ -313,43 +359,62 @@ impl Counters {
     }
 }
 
+/// Whether this check is the one in [`CALLER_SAMPLE`] of its thread that
+/// the callers' ranking counts.
+#[inline]
+fn sampled() -> bool {
+    thread_local! {
+        static TICK: Cell<u32> = const { Cell::new(0) };
+    }
+    TICK.with(|tick| {
+        let next = tick.get().wrapping_add(1);
+        tick.set(next);
+        next % CALLER_SAMPLE == 0
+    })
+}
+
+/// A key's count in a [`SpaceSaving`] ranking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tally {
+    key: String,
+    count: u64,
+    /// How much of `count` it inherited from the key it displaced.
+    overcount: u64,
+}
+
 /// The space-saving algorithm (Metwally et al.): the most frequent keys in
 /// a fixed number of counters. A new key takes over the smallest counter and
 /// inherits its count as possible overcount, so a frequent key is never
 /// missed and memory never grows.
 #[derive(Debug, Default)]
 struct SpaceSaving {
-    counters: Vec<RejectedKey>,
+    counters: Vec<Tally>,
 }
 
 impl SpaceSaving {
-    fn add(&mut self, key: &str) {
+    fn add(&mut self, key: &str, weight: u64) {
         if let Some(counter) = self.counters.iter_mut().find(|c| c.key == key) {
-            counter.rejections += 1;
+            counter.count += weight;
             return;
         }
         if self.counters.len() < TOP_KEYS {
-            self.counters.push(RejectedKey {
+            self.counters.push(Tally {
                 key: key.to_owned(),
-                rejections: 1,
+                count: weight,
                 overcount: 0,
             });
             return;
         }
-        if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.rejections) {
-            smallest.overcount = smallest.rejections;
-            smallest.rejections += 1;
+        if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.count) {
+            smallest.overcount = smallest.count;
+            smallest.count += weight;
             key.clone_into(&mut smallest.key);
         }
     }
 
-    fn ranking(&self) -> Vec<RejectedKey> {
+    fn ranking(&self) -> Vec<Tally> {
         let mut ranking = self.counters.clone();
-        ranking.sort_by(|a, b| {
-            b.rejections
-                .cmp(&a.rejections)
-                .then_with(|| a.key.cmp(&b.key))
-        });
+        ranking.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
         ranking
     }
 }
@@ -362,20 +427,16 @@ mod tests {
     fn the_ranking_keeps_the_heavy_hitters_in_bounded_memory() {
         let mut top = SpaceSaving::default();
         for round in 0..1000 {
-            top.add("heavy");
+            top.add("heavy", 1);
             if round % 2 == 0 {
-                top.add("medium");
+                top.add("medium", 1);
             }
-            top.add(&format!("noise-{round}"));
+            top.add(&format!("noise-{round}"), 1);
         }
         let ranking = top.ranking();
         assert_eq!(ranking.len(), TOP_KEYS);
         assert_eq!(ranking[0].key, "heavy");
-        assert!(ranking[0].rejections >= 1000);
-        assert!(
-            ranking
-                .iter()
-                .any(|k| k.key == "medium" && k.rejections >= 500)
-        );
+        assert!(ranking[0].count >= 1000);
+        assert!(ranking.iter().any(|k| k.key == "medium" && k.count >= 500));
     }
 }

@@ -2,7 +2,8 @@
  * Rate-limit panel: admitted and rejected requests per limiter over time
  * (sampled by this page every 2 s from `GET /api/rate-limit`), the
  * in-flight limit beside how the service's health scales the per-caller
- * and per-tenant limits, each limiter's quota and counts, the blocked keys with an unblock button, a
+ * and per-tenant limits, each limiter's quota and counts, the heaviest
+ * callers, the blocked keys with an unblock button, a
  * tier editor for tenants, the API keys (issue one to a tenant, shown once;
  * list; revoke), and a button that sends requests as one API client (with
  * an API key, else by this browser's address) and shows how many got
@@ -105,6 +106,29 @@ export default {
       h("div", {}, h("h3", {}, "Limits by health"), healthText),
     );
 
+    const callersBody = h("tbody");
+    const callersTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "rl-callers" },
+        h("caption", {}, "Heaviest callers ", h("span", { class: "section-note" }, "checked most by this instance, estimated from one check in 32")),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            h("th", { scope: "col" }, "Limiter"),
+            h("th", { scope: "col" }, "Key"),
+            h("th", { scope: "col", class: "num" }, "Checks"),
+          ),
+        ),
+        callersBody,
+      ),
+    );
+
     const blockedBody = h("tbody");
     const blockedTable = h(
       "div",
@@ -200,7 +224,7 @@ export default {
       h("section", { class: "panel-section two-columns", "aria-label": "Decisions over time" }, admittedChart.section, rejectedChart.section),
       loadSection,
       h("section", { class: "panel-section two-columns", "aria-label": "Limiters" }, limiterTable),
-      h("section", { class: "panel-section two-columns", "aria-label": "Blocked keys" }, blockedTable),
+      h("section", { class: "panel-section two-columns", "aria-label": "Heaviest callers and blocked keys" }, callersTable, blockedTable),
       h(
         "section",
         { class: "panel-section two-columns", "aria-label": "Actions" },
@@ -237,6 +261,28 @@ export default {
             h("td", { class: "num" }, h("data", { "data-testid": `rl-rejected-${limiter.name}`, value: limiter.counts.rejected }, format.count(limiter.counts.rejected))),
             h("td", { class: "num" }, format.count(limiter.counts.near_limit)),
             h("td", { class: "num" }, format.count(limiter.counts.degraded)),
+          ),
+        ),
+      );
+    };
+
+    const renderCallers = (stats) => {
+      // The five heaviest of each limiter that counts callers by who they are.
+      const rows = (stats.limiters ?? [])
+        .filter((limiter) => ["api", "tenant", "report", "ddos"].includes(limiter.name))
+        .flatMap((limiter) => limiter.top_callers.slice(0, 5).map((caller) => ({ limiter: limiter.name, ...caller })));
+      if (rows.length === 0) {
+        callersBody.replaceChildren(h("tr", {}, h("td", { class: "empty", colspan: 3 }, "No caller yet")));
+        return;
+      }
+      callersBody.replaceChildren(
+        ...rows.map((row) =>
+          h(
+            "tr",
+            { "data-testid": "rl-caller-row", "data-limiter": row.limiter, "data-key": row.key },
+            h("td", {}, row.limiter),
+            h("td", { class: "text" }, row.key),
+            h("td", { class: "num" }, h("data", { value: row.checks }, `≈ ${format.count(row.checks)}`)),
           ),
         ),
       );
@@ -385,6 +431,7 @@ export default {
       const [stats, keys] = await Promise.all([ctx.fetchJson("/api/rate-limit"), ctx.fetchJson("/api/keys")]);
       renderLimiters(stats);
       renderLoad(stats);
+      renderCallers(stats);
       renderBlocked(stats);
       renderTiers(stats);
       renderKeys(keys, stats);

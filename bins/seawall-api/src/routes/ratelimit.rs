@@ -1,5 +1,6 @@
 //! The admin rate-limit routes: `GET /api/rate-limit` (limiters, their
-//! counts, blocked and most-rejected keys, how the health scales them, the
+//! counts, blocked, most-rejected and most-checked keys, how the health
+//! scales them, the
 //! in-flight limit, tiers and tenants),
 //! `POST /api/rate-limit` (a tenant's tier), `DELETE /api/rate-limit`
 //! (reset a key), and `POST` / `DELETE /api/rate-limit/block`.
@@ -114,6 +115,14 @@ struct Rejected {
     rejections: u64,
 }
 
+/// A key checked often.
+#[derive(Debug, Serialize, ToSchema)]
+struct Caller {
+    key: String,
+    /// Checks estimated for it (one in 32 is counted, 32 times).
+    checks: u64,
+}
+
 /// One limiter as this instance sees it.
 #[derive(Debug, Serialize, ToSchema)]
 struct LimiterStats {
@@ -138,6 +147,9 @@ struct LimiterStats {
     blocked: Vec<Blocked>,
     /// Keys this instance rejected most, most first.
     top_rejected: Vec<Rejected>,
+    /// Keys this instance checked most, admitted or not, most first: the
+    /// heaviest callers.
+    top_callers: Vec<Caller>,
 }
 
 /// A tenant and its tier.
@@ -302,6 +314,14 @@ async fn limiter_stats(limiter: &Limiter) -> LimiterStats {
             .map(|rejected| Rejected {
                 key: rejected.key,
                 rejections: rejected.rejections,
+            })
+            .collect(),
+        top_callers: limiter
+            .top_callers()
+            .into_iter()
+            .map(|caller| Caller {
+                key: caller.key,
+                checks: caller.checks,
             })
             .collect(),
     }

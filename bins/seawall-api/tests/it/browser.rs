@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::Client;
 use fantoccini::Locator::Css;
 use fantoccini::error::CmdError;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use seawall_queue::fred::prelude::{Builder, Config as RedisConfig};
 use seawall_queue::{Job, JobError, Queues};
 use seawall_testkit::{RedisServer, wait};
@@ -290,6 +290,29 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
         ["healthy", "degraded", "unhealthy"].contains(&level.as_str()),
         "the health level shown: {level:?}"
     );
+
+    // Four hundred requests from this address to a path the API limit
+    // leaves alone: the DDoS limiter checks each, and the panel ranks the
+    // address among its heaviest callers.
+    for _ in 0..400 {
+        let status = server
+            .request(Method::GET, "/nowhere")
+            .send()
+            .await?
+            .status();
+        check!(status == StatusCode::NOT_FOUND, "GET /nowhere: {status}");
+    }
+    wait_for("this address among the heaviest callers", async || {
+        for row in browser.find_all(Css("[data-testid=rl-caller-row]")).await? {
+            if row.attr("data-limiter").await?.as_deref() == Some("ddos")
+                && row.attr("data-key").await?.as_deref() == Some("127.0.0.1")
+            {
+                return Ok(Some(()));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
 
     // An API key issued to a tenant, shown once and put in the try form.
     wait_for("the tenants", async || {

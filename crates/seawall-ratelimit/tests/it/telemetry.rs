@@ -1,4 +1,5 @@
-//! Metrics, blocked keys and the rejection ranking.
+//! Metrics, blocked keys, and the rankings of the keys rejected and
+//! checked most.
 
 use std::time::Duration;
 
@@ -181,3 +182,36 @@ async fn blocks_are_listed_by_every_instance(backend: &Backend) {
 }
 
 crate::on_every_backend!(blocks_are_listed_by_every_instance);
+
+/// The heaviest callers are found among many light ones, admitted or not,
+/// with counts near their true ones, in fixed memory.
+#[test]
+fn the_heaviest_callers_are_ranked_from_a_sample_of_the_checks() {
+    let limiter = Limiter::builder("api")
+        .limit(Limit::fixed_window(100, Duration::from_secs(3600)).expect("limit"))
+        .build()
+        .expect("limiter");
+    for round in 0..3_200 {
+        let check = |key: &str| limiter.check_now(key, 1).expect("a memory store");
+        check("heavy").expect("check");
+        if round % 2 == 0 {
+            check("medium").expect("check");
+        }
+        check(&format!("light-{round}")).expect("check");
+    }
+    let ranking = limiter.top_callers();
+    assert_eq!(ranking.len(), 32, "fixed memory: {ranking:?}");
+    let heavy = &ranking[0];
+    assert_eq!(heavy.key, "heavy", "{ranking:?}");
+    // 3,200 checks, most of them refused past the limit of 100, counted
+    // one in 32, 32 times: within a sample of the truth and its overcount.
+    let near = |estimate: u64, overcount: u64, truth: u64| {
+        estimate + 32 >= truth && estimate <= truth + overcount + 32
+    };
+    assert!(near(heavy.checks, heavy.overcount, 3_200), "{heavy:?}");
+    let medium = ranking
+        .iter()
+        .find(|caller| caller.key == "medium")
+        .expect("the medium caller is ranked");
+    assert!(near(medium.checks, medium.overcount, 1_600), "{medium:?}");
+}
