@@ -1319,8 +1319,8 @@ async fn run_job<T>(
                 return;
             };
             let timeout = (job.timeout_ms > 0).then(|| Duration::from_millis(job.timeout_ms));
-            let outcome = supervise(task, timeout, &cancel).await;
-            timed_out = outcome.is_err() && timeout.is_some_and(|limit| started.elapsed() >= limit);
+            let (outcome, ran_out) = supervise(task, timeout, &cancel).await;
+            timed_out = ran_out;
             outcome
         }
     };
@@ -1423,14 +1423,15 @@ fn cancel_requested(shared: &Shared, lease: &Lease) -> bool {
         .is_some_and(|held| held.cancel_requested)
 }
 
-/// Runs the handler's task to its end, its timeout, or its panic. At the
-/// timeout the run's cancellation token fires before its task is aborted,
-/// so work the handler spawned or blocks on hears of it too.
+/// Runs the handler's task to its end, its timeout, or its panic; true
+/// with the outcome when the timeout ended it. At the timeout the run's
+/// cancellation token fires before its task is aborted, so work the
+/// handler spawned or blocks on hears of it too.
 async fn supervise(
     mut task: JoinHandle<Outcome>,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
-) -> Outcome {
+) -> (Outcome, bool) {
     let joined = match timeout {
         None => task.await,
         Some(limit) => match tokio::time::timeout(limit, &mut task).await {
@@ -1438,11 +1439,14 @@ async fn supervise(
             Err(_) => {
                 cancel.cancel();
                 task.abort();
-                return Err(JobError::new(format!("timed out after {limit:?}")));
+                return (
+                    Err(JobError::new(format!("timed out after {limit:?}"))),
+                    true,
+                );
             }
         },
     };
-    match joined {
+    let outcome = match joined {
         Ok(outcome) => outcome,
         Err(error) if error.is_panic() => {
             let panic = error.into_panic();
@@ -1454,7 +1458,8 @@ async fn supervise(
             Err(JobError::new(format!("the handler panicked: {message}")))
         }
         Err(_) => Err(JobError::new("the handler was aborted")),
-    }
+    };
+    (outcome, false)
 }
 
 /// Records a failed attempt, retrying the call while Redis is away for up

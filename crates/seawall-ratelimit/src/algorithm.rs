@@ -269,7 +269,10 @@ impl Limit {
 
     /// This limit with its rate and capacity multiplied by `factor`, from
     /// 0 (exclusive) to 1, rounded to the nearest unit and at least one;
-    /// the algorithm and the period stay. A factor of 1 is the limit itself.
+    /// the algorithm and the period stay. A factor of 1 is the limit itself,
+    /// and so is the scaled form of a rate limit so close to the bounds of
+    /// integer microseconds that a rounded-down rate would leave them (a
+    /// limit built near those bounds does not shrink).
     ///
     /// ```
     /// use std::time::Duration;
@@ -300,7 +303,7 @@ impl Limit {
         // cast saturates.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let times = |n: u64| ((n as f64 * factor).round() as u64).clamp(1, n);
-        if self.is_windowed() {
+        let scaled = if self.is_windowed() {
             Self::windowed(self.algorithm, times(self.capacity), self.period)
         } else {
             Self::rated(
@@ -309,7 +312,8 @@ impl Limit {
                 self.period,
                 times(self.capacity),
             )
-        }
+        };
+        Ok(scaled.unwrap_or(*self))
     }
 
     /// The algorithm.

@@ -282,7 +282,9 @@ impl Limiter {
         self.inner.name
     }
 
-    /// The quota checked now: the one set, [scaled](Self::set_scale).
+    /// The quota checked now: the one set, [scaled](Self::set_scale). To
+    /// change the quota, build the new one from your configuration rather
+    /// than from this, which a scale below 1 has already shrunk.
     pub fn quota(&self) -> Quota {
         Quota::clone(&self.inner.quota.load())
     }
@@ -311,8 +313,10 @@ impl Limiter {
     /// one each [`check_quota`](Self::check_quota) names; 1 admits the
     /// whole quota again. State is kept, as [`set_quota`](Self::set_quota)
     /// keeps it, so a key that already spent more than the scaled limit is
-    /// refused until its use falls below it. [`Tightening`](crate::Tightening)
-    /// sets it from the service's health.
+    /// refused until its use falls below it. A check that costs more than a
+    /// scaled rule's capacity is [`Error::CostTooHigh`], as it is against
+    /// a smaller quota. [`Tightening`](crate::Tightening) sets it from the
+    /// service's health. Setting the scale it already has changes nothing.
     ///
     /// ```
     /// use std::time::Duration;
@@ -335,6 +339,9 @@ impl Limiter {
     /// is then unchanged.
     pub fn set_scale(&self, factor: f64) -> Result<()> {
         let mut set = self.inner.set.lock();
+        if set.1 == factor {
+            return Ok(());
+        }
         set.0.scaled(factor)?;
         set.1 = factor;
         self.apply(&set);
@@ -344,8 +351,8 @@ impl Limiter {
     /// Stores the quota checked now from what `set` holds.
     fn apply(&self, set: &(Quota, f64)) {
         let (quota, factor) = set;
-        // The factor was checked when it was set, and a scaled limit of a
-        // valid one is valid; keep the whole quota should either fail.
+        // The factor was checked when it was set, and `Limit::scaled`
+        // keeps a rule whole where its scaled form would not be exact.
         let scaled = quota.scaled(*factor).unwrap_or_else(|_| quota.clone());
         self.inner.scale.store(factor.to_bits(), Ordering::Release);
         self.inner.quota.store(Arc::new(scaled));
@@ -485,11 +492,11 @@ impl Limiter {
     }
 
     /// The keys this instance checked most, most first, admitted or not:
-    /// the heaviest callers. One check in 32 on each thread is counted, 32
-    /// times, in the 32 counters of the space-saving algorithm, so the
-    /// memory is fixed and an admitted check pays one thread-local
-    /// increment; a key with more than about 1/32 of the checks is among
-    /// them once a few hundred checks have been made, and each count is an
+    /// the heaviest callers. One check in 32, drawn at random, is counted
+    /// 32 times in the 32 counters of the space-saving algorithm, so the
+    /// memory is fixed and an admitted check pays one thread-local random
+    /// draw; a key with more than about 1/32 of the checks is among them
+    /// once a few thousand checks have been made, and each count is an
     /// estimate (`overcount` of it may belong to keys it displaced).
     pub fn top_callers(&self) -> Vec<HeavyCaller> {
         self.inner.telemetry.top_callers()

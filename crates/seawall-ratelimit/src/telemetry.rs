@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 
 /// How many keys the rejection ranking tracks.
 const TOP_KEYS: usize = 32;
-/// One check in this many, on each thread, counts toward the ranking of
-/// the keys checked most, with this weight: the ranking costs an admitted
-/// check one thread-local increment.
+/// One check in this many, drawn at random on each thread, counts toward
+/// the ranking of the keys checked most, with this weight: the ranking
+/// costs an admitted check one thread-local random draw.
 pub(crate) const CALLER_SAMPLE: u32 = 32;
 /// How many blocked keys one limiter remembers.
 const MAX_BLOCKED: usize = 10_000;
@@ -359,17 +359,23 @@ impl Counters {
     }
 }
 
-/// Whether this check is the one in [`CALLER_SAMPLE`] of its thread that
-/// the callers' ranking counts.
+/// Whether the callers' ranking counts this check: one in
+/// [`CALLER_SAMPLE`], drawn at random (xorshift on a thread-local state).
+/// Random rather than every 32nd: a thread that checks several limiters in
+/// a fixed order (the DDoS limit, then the API limit, for each request)
+/// would otherwise always sample the same one of them.
 #[inline]
 fn sampled() -> bool {
     thread_local! {
-        static TICK: Cell<u32> = const { Cell::new(0) };
+        static STATE: Cell<u32> = const { Cell::new(0x9E37_79B9) };
     }
-    TICK.with(|tick| {
-        let next = tick.get().wrapping_add(1);
-        tick.set(next);
-        next % CALLER_SAMPLE == 0
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        state.set(x);
+        x % CALLER_SAMPLE == 0
     })
 }
 

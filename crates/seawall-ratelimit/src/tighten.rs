@@ -117,7 +117,8 @@ pub struct TighteningState {
     /// then stays better than `level`; none while there is nothing to
     /// loosen or the latest reading is no better.
     pub loosens_in: Option<Duration>,
-    /// How many times the limits tightened.
+    /// How many times the limits tightened (a move that changed no share
+    /// is not counted).
     pub tightened: u64,
     /// How many times they loosened.
     pub loosened: u64,
@@ -142,9 +143,11 @@ impl Tightening {
     }
 
     /// Takes a reading of the service's health at `now` and scales the
-    /// limiters when it calls for a change, which it returns. Readings are
-    /// expected in time order; one earlier than the last does not shorten
-    /// a wait.
+    /// limiters when it calls for a change, which it returns. A move between
+    /// levels of the same share (both shares 1, say, to watch the levels
+    /// without tightening) changes no limit: it is neither returned, nor
+    /// counted, nor logged. Readings are expected in time order; one
+    /// earlier than the last does not shorten a wait.
     pub fn observe_at(&self, health: HealthStatus, now: Instant) -> Option<Change> {
         let shared = &*self.0;
         let mut state = shared.state.lock();
@@ -167,18 +170,20 @@ impl Tightening {
             return None;
         }
         state.level = to;
-        let change = Change {
-            from,
-            to,
-            scale: self.scale_of(to),
-        };
+        let scale = self.scale_of(to);
+        if scale == self.scale_of(from) {
+            return None;
+        }
+        let change = Change { from, to, scale };
         if change.is_tighter() {
             state.tightened += 1;
         } else {
             state.loosened += 1;
         }
-        drop(state);
+        // Applied under the lock: two readings at once apply in the order
+        // they changed the level, so the limiters end at the level's share.
         self.apply(change, health);
+        drop(state);
         Some(change)
     }
 
@@ -194,9 +199,10 @@ impl Tightening {
             level: state.level,
             health: state.latest,
             scale: self.scale_of(state.level),
-            loosens_in: state
-                .better_since
-                .map(|since| self.0.recover_after.saturating_sub(now - since)),
+            loosens_in: state.better_since.map(|since| {
+                let waited = now.saturating_duration_since(since);
+                self.0.recover_after.saturating_sub(waited)
+            }),
             tightened: state.tightened,
             loosened: state.loosened,
         }
@@ -468,6 +474,23 @@ mod tests {
             t.observe_at(Unhealthy, at + 101 * SECOND).map(|c| c.to),
             Some(Unhealthy)
         );
+    }
+
+    #[test]
+    fn shares_of_one_watch_the_levels_and_change_nothing() {
+        let api = limiter();
+        let t = Tightening::builder()
+            .degraded(1.0)
+            .unhealthy(1.0)
+            .limiter(&api)
+            .build()
+            .expect("tightening");
+        let at = Instant::now();
+        assert_eq!(t.observe_at(Unhealthy, at), None);
+        assert_eq!(api.scale(), 1.0);
+        let state = t.state_at(at);
+        assert_eq!((state.level, state.scale), (Unhealthy, 1.0));
+        assert_eq!((state.tightened, state.loosened), (0, 0));
     }
 
     #[test]

@@ -144,7 +144,6 @@ impl Running {
     }
 }
 
-/// Starts `builder` with the processor of `queue`.
 /// The adaptive limit of a queue whose policy says `adaptive=on`: found
 /// from the runs' latency (Gradient2, as the API's in-flight limit), from
 /// 1 to the queue's concurrency, starting at it; its metrics are
@@ -163,6 +162,7 @@ fn adaptive_limit(
         .map_err(|error| seawall_queue::Error::InvalidSetting(error.to_string()))
 }
 
+/// Starts `builder` with the processor of `queue`.
 fn start_worker(queue: QueueName, builder: WorkerBuilder, processors: Processors) -> Worker {
     macro_rules! run {
         ($process:path) => {
