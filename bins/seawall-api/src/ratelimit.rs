@@ -174,11 +174,7 @@ impl RateLimits {
             per_day: 10_000,
             max_users: Some(10),
         };
-        let trusted = config
-            .trusted_proxies
-            .iter()
-            .map(|net| net.parse::<IpNet>())
-            .collect::<Result<Vec<_>, _>>()?;
+        let proxies = trusted_proxies(config)?;
         let api = limiter("api", sliding(&config.api)?, &config.api)?;
         let report = limiter("report", sliding(&config.report)?, &config.report)?;
         let tenant = Limiter::builder("tenant")
@@ -204,7 +200,7 @@ impl RateLimits {
             ddos,
         )?;
         let auth = limiter("auth", sliding(&config.auth)?, &config.auth)?;
-        let client_ip = ClientIp::trusting(trusted)
+        let client_ip = ClientIp::trusting(proxies.clone())
             .header(
                 HeaderName::try_from(config.client_ip_header.as_str()).map_err(|_| {
                     seawall_ratelimit::Error::InvalidConfig(format!(
@@ -214,7 +210,6 @@ impl RateLimits {
                 })?,
             )
             .ipv6_prefix(config.ipv6_prefix)?;
-        let proxies = trusted_proxies(config)?;
         // Last: nothing after it can fail and leave the task running.
         let watcher = tightening.watch(monitor, HEALTH_READ);
         Ok(Some(Self(Arc::new(Inner {
