@@ -926,19 +926,17 @@ impl Step<'_> {
             let Some(job) = self.q.jobs.get_mut(id) else {
                 continue;
             };
-            job.stalls += 1;
-            let (group, stalls, cancel) = (job.group.clone(), job.stalls, job.cancel);
+            let (group, cancel) = (job.group.clone(), job.cancel);
             self.left_active(&group);
-            self.emit("stalled", id, &[]);
             if cancel {
+                if let Some(job) = self.q.jobs.get_mut(id) {
+                    job.stalls += 1;
+                }
+                self.emit("stalled", id, &[]);
                 self.emit("cancelled", id, &[]);
                 self.forget(id);
-            } else if stalls > self.settings.max_stalls {
-                let message =
-                    format!("stalled {stalls} times: its worker stopped renewing the lease");
-                self.make_dead(id, &message);
             } else {
-                self.make_waiting(id, true);
+                self.stalled(id);
             }
         }
         if !expired.is_empty() {
@@ -952,6 +950,25 @@ impl Step<'_> {
             .flatten()
             .map(|(at, _)| Duration::from_millis(at.saturating_sub(self.now)))
             .min()
+    }
+
+    /// Counts a stall of a job whose run lost its lease (it left the
+    /// active set): back to waiting, or dead past the queue's stalls.
+    fn stalled(&mut self, id: &str) -> AfterFailure {
+        let Some(job) = self.q.jobs.get_mut(id) else {
+            return AfterFailure::Lost;
+        };
+        job.stalls += 1;
+        let stalls = job.stalls;
+        self.emit("stalled", id, &[]);
+        if stalls > self.settings.max_stalls {
+            let message = format!("stalled {stalls} times: its worker stopped renewing the lease");
+            self.make_dead(id, &message);
+            AfterFailure::Dead
+        } else {
+            self.make_waiting(id, true);
+            AfterFailure::Waiting
+        }
     }
 
     /// Ends a run that did not succeed (its lease already left the active
@@ -969,6 +986,11 @@ impl Step<'_> {
             self.wake();
             self.emit("requeued", id, &[]);
             return AfterFailure::Waiting;
+        }
+        if matches!(failure, Failure::Stalled) {
+            let after = self.stalled(id);
+            self.wake();
+            return after;
         }
         if let Failure::HoldGroup(delay) = failure
             && let Some(group) = self

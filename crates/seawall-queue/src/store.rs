@@ -217,6 +217,11 @@ pub(crate) enum Failure {
     Dead,
     /// Not counted: back to waiting (a worker shutting down).
     Requeue,
+    /// A stall, not an attempt: the run lost its lease before it ended
+    /// (no renewal reached the queue in time), and the worker gives the job
+    /// back as the queue's own check would once the lease ran out: back to
+    /// waiting, or to the dead set past the queue's stalls.
+    Stalled,
     /// Not counted: back to the front of its line, and the queue starts
     /// nothing for this long (the handler's downstream limits it).
     Hold(Duration),

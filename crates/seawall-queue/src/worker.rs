@@ -1355,8 +1355,10 @@ async fn run_job<T>(
                 _ if requeue_asked(&shared, &lease) => Failure::Requeue,
                 // The run was stopped here for want of a renewal, through no
                 // fault of the job: if the lease is still its own, the job
-                // goes back without an attempt counted.
-                _ if lease_expired(&shared, &lease) => Failure::Requeue,
+                // goes back without an attempt counted, as a stall (the run
+                // was lost to its lease, as the queue's own check would say
+                // once the lease ran out).
+                _ if lease_expired(&shared, &lease) => Failure::Stalled,
                 _ if cancel_requested(&shared, &lease) => Failure::Cancelled,
                 JobError {
                     hold: Some((hold, false)),
@@ -1381,7 +1383,10 @@ async fn run_job<T>(
                 match failure {
                     Failure::Retry(_) => "failed",
                     Failure::Dead => "dead",
-                    Failure::Requeue | Failure::Hold(_) | Failure::HoldGroup(_) => "requeued",
+                    Failure::Requeue
+                    | Failure::Stalled
+                    | Failure::Hold(_)
+                    | Failure::HoldGroup(_) => "requeued",
                     Failure::Cancelled => "cancelled",
                 },
             );
@@ -1389,8 +1394,10 @@ async fn run_job<T>(
             // handler holding its queue for a downstream all say the work is
             // more than what it calls can take now.
             let overloaded = timed_out
-                || matches!(failure, Failure::Hold(_) | Failure::HoldGroup(_))
-                || (matches!(failure, Failure::Requeue) && lease_expired(&shared, &lease));
+                || matches!(
+                    failure,
+                    Failure::Stalled | Failure::Hold(_) | Failure::HoldGroup(_)
+                );
             shared.finished(took, running, overloaded);
             report_failure(&shared, &lease, failure, &error.message).await;
             shared.held.lock().remove(&lease);
@@ -1487,13 +1494,18 @@ async fn report_failure(shared: &Shared, lease: &Lease, failure: Failure, messag
                         bump(&stats.failed);
                         bump(&stats.dead);
                     }
-                    AfterFailure::Waiting if matches!(failure, Failure::Requeue) => {
+                    AfterFailure::Waiting
+                        if matches!(failure, Failure::Requeue | Failure::Stalled) =>
+                    {
                         bump(&stats.requeued);
                     }
                     AfterFailure::Waiting | AfterFailure::Delayed => bump(&stats.failed),
                 }
                 if let Some(metrics) = &shared.metrics {
-                    metrics.failed(after, matches!(failure, Failure::Requeue));
+                    metrics.failed(
+                        after,
+                        matches!(failure, Failure::Requeue | Failure::Stalled),
+                    );
                 }
                 return;
             }

@@ -1,7 +1,9 @@
 -- Ends an attempt that did not succeed. ARGV[7]: id; ARGV[8]: lease token;
 -- ARGV[9]: 'retry', 'dead' (no retry, e.g. an undecodable payload),
 -- 'requeue' (a worker shutting down gives the job back; no attempt is
--- counted), 'hold' (the handler says the downstream limits it: the job
+-- counted), 'stalled' (the run lost its lease before it ended: a stall is
+-- counted, as the upkeep counts one for a lease that ran out, and the job
+-- waits again or, past the queue's stalls, is dead), 'hold' (the handler says the downstream limits it: the job
 -- goes back to the front of its line without an attempt counted, and the
 -- queue starts nothing for the delay) or 'cancelled'; ARGV[10]: the error;
 -- ARGV[11]: the retry delay ms, or the hold's. Returns the job's new state, or 'lost' when the token is no longer
@@ -12,8 +14,8 @@
 local id = job_id_arg(7)
 local token = shaped(8, TOKEN, 64, 'a lease token')
 local kind = ARGV[9]
-if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'hold' and kind ~= 'hold_group'
-  and kind ~= 'cancelled' then
+if kind ~= 'retry' and kind ~= 'dead' and kind ~= 'requeue' and kind ~= 'stalled' and kind ~= 'hold'
+  and kind ~= 'hold_group' and kind ~= 'cancelled' then
   refuse('unknown failure ' .. tostring(kind))
 end
 local message = ARGV[10] or ''
@@ -43,6 +45,17 @@ if kind == 'cancelled' or job[6] == '1' then
   forget(id, key)
   redis.call('SET', base .. 'x:' .. id, token, 'PX', ANSWER_KEPT_MS)
   return 'cancelled'
+end
+if kind == 'stalled' then
+  local stalls = redis.call('HINCRBY', key, 'st', '1')
+  emit('stalled', id)
+  if stalls > max_stalls then
+    make_dead(id, key, 'stalled ' .. stalls .. ' times: its worker stopped renewing the lease')
+    return ended('dead')
+  end
+  make_waiting(id, key, job[3], job[4], true)
+  wake()
+  return ended('waiting')
 end
 if kind == 'requeue' then
   make_waiting(id, key, job[3], job[4], true)

@@ -708,6 +708,7 @@ impl Store for RedisStore {
             Failure::Retry(delay) => ("retry", millis(delay)),
             Failure::Dead => ("dead", 0),
             Failure::Requeue => ("requeue", 0),
+            Failure::Stalled => ("stalled", 0),
             Failure::Hold(delay) => ("hold", millis(delay)),
             Failure::HoldGroup(delay) => ("hold_group", millis(delay)),
             Failure::Cancelled => ("cancelled", 0),

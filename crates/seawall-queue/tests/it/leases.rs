@@ -258,3 +258,59 @@ async fn a_cut_shorter_than_the_lease_runs_no_job_twice() {
     );
     assert_eq!(healthy.completed, 0, "{healthy:?}");
 }
+
+/// A run that lost its lease while cut off, and whose worker gives the job
+/// back once Redis answers again (its handler ended with an error when the
+/// run was cancelled), counts a stall, as the queue's own check counts one
+/// for a lease that runs out: the job's record says its first run was lost
+/// to its lease, whichever of the two reached the job first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_given_back_after_its_lease_was_lost_counts_a_stall() {
+    let redis = RedisServer::shared();
+    let proxy = Proxy::start(redis.addr()).expect("a proxy");
+    let prefix = unique_prefix();
+    let direct = queues(builder(&redis.url()), &prefix).await;
+    let through = queues(builder(&proxy.url()), &prefix).await;
+    let id = direct
+        .enqueue("render", &1_u64, &JobOptions::new())
+        .await
+        .expect("enqueues");
+    let started = Arc::new(tokio::sync::Notify::new());
+    let cancelled = Arc::new(tokio::sync::Notify::new());
+    let worker = through
+        .worker("render")
+        .and_then(|worker| worker.lease(Duration::from_secs(6)))
+        .expect("valid")
+        .start({
+            let (started, cancelled) = (Arc::clone(&started), Arc::clone(&cancelled));
+            move |job: Job<u64>| {
+                let (started, cancelled) = (Arc::clone(&started), Arc::clone(&cancelled));
+                async move {
+                    if job.run() > 1 {
+                        return Ok(());
+                    }
+                    started.notify_one();
+                    job.cancellation().cancelled().await;
+                    cancelled.notify_one();
+                    Err(JobError::new("stopped: the lease was lost"))
+                }
+            }
+        });
+    started.notified().await;
+    proxy.cut();
+    cancelled.notified().await;
+    proxy.restore();
+    all_completed(&direct, std::slice::from_ref(&id)).await;
+    let stats = worker.shutdown(Duration::from_secs(2)).await;
+    let record = direct
+        .job("render", &id)
+        .await
+        .expect("reads")
+        .expect("the job");
+    assert_eq!(
+        (record.runs, record.stalls, record.failures),
+        (2, 1, 0),
+        "{record:?}"
+    );
+    assert_eq!((stats.lost_leases, stats.failed), (1, 0), "{stats:?}");
+}
