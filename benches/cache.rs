@@ -27,7 +27,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface};
 use fred::types::{Key, Value};
 use seawall_benches::cards::{Card, KEYS, Rotation, entries, keys};
-use seawall_cache::{Class, L1Capacity, Policy, TieredCache};
+use seawall_cache::{Class, HotKeyOptions, L1Capacity, Policy, TieredCache};
 use tokio::runtime::Runtime;
 
 const PREFIX: &str = "bench:cache";
@@ -155,6 +155,90 @@ fn l1_hit(c: &mut Criterion) {
         .map(|class| class.l1.misses)
         .sum();
     eprintln!("l1_hit: seawall answered {hits} reads from L1, missed {misses}");
+}
+
+/// What learning the hot keys costs a read: `get_or_load` hits on L1, the
+/// same cache with and without `learn_hot_keys` (its defaults: one read in
+/// 8 counted), in paired rounds as `l1_hit` does.
+fn hot_keys(c: &mut Criterion) {
+    let runtime = current_thread();
+    let keys = keys(KEYS);
+    let entries = entries(&keys);
+    let build = |learning: bool| {
+        let builder = builder().l1(L1Capacity::Entries(KEYS as u64));
+        let builder = if learning {
+            builder.learn_hot_keys(HotKeyOptions::default())
+        } else {
+            builder
+        };
+        let cache = builder.build().unwrap_or_else(|e| panic!("{e}"));
+        runtime
+            .block_on(cache.set_many(entries.clone(), Class::API))
+            .unwrap_or_else(|e| panic!("{e}"));
+        cache.sync();
+        cache
+    };
+    let (plain, learning) = (build(false), build(true));
+    let mut rotation = Rotation::default();
+    let mut ratios = Vec::new();
+    for round in 1..=15 {
+        let (plain_ns, learning_ns) = runtime.block_on(async {
+            let mut elapsed = [Duration::ZERO; 2];
+            for (at, cache) in [&plain, &learning].into_iter().enumerate() {
+                let started = Instant::now();
+                for _ in 0..KEYS {
+                    let key = black_box(keys[rotation.next_index()].as_str());
+                    black_box(hit(cache, key).await);
+                }
+                elapsed[at] = started.elapsed();
+            }
+            (elapsed[0], elapsed[1])
+        });
+        #[allow(clippy::cast_precision_loss)]
+        let per_read = |elapsed: Duration| elapsed.as_nanos() as f64 / KEYS as f64;
+        let (plain_ns, learning_ns) = (per_read(plain_ns), per_read(learning_ns));
+        ratios.push(learning_ns / plain_ns);
+        eprintln!(
+            "hot_keys paired round {round}: learning {learning_ns:.0} ns, plain {plain_ns:.0} ns, {:.3}×",
+            learning_ns / plain_ns
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "hot_keys paired: median learning / plain {:.3}× (quartiles {:.3}–{:.3}×)",
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() / 4],
+        ratios[3 * ratios.len() / 4]
+    );
+    let mut group = c.benchmark_group("cache/get_or_load_hit");
+    group.throughput(Throughput::Elements(1));
+    for (name, cache) in [("plain", &plain), ("learning", &learning)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iterations {
+                        let key = black_box(keys[rotation.next_index()].as_str());
+                        black_box(hit(cache, key).await);
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+    let learned = runtime.block_on(learning.hot_keys(Class::API, 10));
+    assert!(!learned.is_empty(), "the learning cache learned its reads");
+}
+
+/// A read every key of which is cached: its loader is never run.
+async fn hit(cache: &TieredCache, key: &str) -> Option<Card> {
+    cache
+        .get_or_load(key, Class::API, || async {
+            Err::<Option<Card>, _>(std::io::Error::other("every key is cached"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Commands the server has run, `INFO` itself left out.
@@ -329,5 +413,5 @@ fn redis(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, l1_hit, redis);
+criterion_group!(benches, l1_hit, hot_keys, redis);
 criterion_main!(benches);

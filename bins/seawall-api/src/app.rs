@@ -48,6 +48,16 @@ pub struct App {
     seed: SeedOutcome,
     /// The queue processors, when this process runs them.
     processors: parking_lot::Mutex<Option<Running>>,
+    /// The task that warms the cache with its learned hot keys.
+    warming: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(warming) = &self.warming {
+            warming.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -159,12 +169,17 @@ impl App {
             shutdown: seawall_perfmon::ShutdownCheck::new(),
         });
         let router = router(&state, &config, shedder);
+        let warming = state.workload().cache().is_some().then(|| {
+            let keep_warm = state.workload().clone().keep_warm(config.hot_keys_file());
+            tokio::spawn(keep_warm).abort_handle()
+        });
         Ok(Self {
             state,
             router,
             config,
             seed,
             processors: parking_lot::Mutex::new(processors),
+            warming,
         })
     }
 
@@ -245,6 +260,19 @@ impl App {
     }
 
     async fn close(&self) {
+        if let Some(warming) = &self.warming {
+            warming.abort();
+        }
+        if let (Some(cache), Some(file)) =
+            (self.state.workload().cache(), self.config.hot_keys_file())
+        {
+            match cache.save_hot_keys(&file) {
+                Ok(keys) => tracing::info!(file = %file.display(), keys, "hot keys kept"),
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "the hot keys cannot be kept");
+                }
+            }
+        }
         let processors = self.processors.lock().take();
         if let Some(processors) = processors {
             for (queue, stats) in processors

@@ -5,15 +5,17 @@
 //! L1 alone on embedded defaults; L1 + Redis when a Redis URL is set, so
 //! every instance shares loaded values and invalidations.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use seawall_cache::{
-    Class, KeyBuilder, L1Capacity, Options, Policy, Stats, TieredCache, WarmUpProgress,
+    Class, HotKey, HotKeyOptions, KeyBuilder, L1Capacity, Options, Policy, Stats, TieredCache,
+    WarmUpProgress,
 };
-use seawall_perfmon::Monitor;
+use seawall_perfmon::{CounterVec, Monitor};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
@@ -118,6 +120,51 @@ pub struct WarmUp {
     pub failed: usize,
 }
 
+/// Why a learned warm-up ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmReason {
+    /// The instance started.
+    Start,
+    /// L1 was cleared: by a clear of the cache (here or on another
+    /// instance), or because invalidations may have been missed (a
+    /// failover of the Redis server holding the stream, a long cut).
+    L1Cleared,
+    /// Whole key families were dropped here (`DELETE /api/cache` with the
+    /// pattern `*`).
+    Dropped,
+}
+
+impl WarmReason {
+    /// Its name, as in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::L1Cleared => "l1_cleared",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+/// The last warm-up of the keys the cache learned were hot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LearnedWarmUp {
+    // Why it ran. A plain comment: the OpenAPI contract shows the enum's
+    // own schema.
+    #[allow(missing_docs)]
+    pub reason: WarmReason,
+    /// When it finished, in Unix milliseconds.
+    pub at_ms: u64,
+    /// Keys it went through (loaded, or found cached).
+    pub keys: usize,
+    /// Of those, the keys it loaded (the rest were cached already).
+    pub loaded: usize,
+    /// Keys whose load failed.
+    pub failed: usize,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+}
+
 /// Hit ratios per class over the last few seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RatioPoint {
@@ -154,6 +201,12 @@ struct Parts {
     /// The class balances are cached in.
     balance: Class,
     warm_up: Mutex<WarmUp>,
+    /// How many hot keys of each family a learned warm-up loads.
+    warm_hot: usize,
+    learned: Mutex<Option<LearnedWarmUp>>,
+    /// Learned warm-ups and the keys they went through, by reason.
+    learned_warm_ups: CounterVec,
+    learned_warm_keys: CounterVec,
     history: Arc<Mutex<VecDeque<RatioPoint>>>,
     sampler: JoinHandle<()>,
 }
@@ -179,6 +232,9 @@ impl ApiCache {
             .name("api")
             .prefix(PREFIX)
             .l1(L1Capacity::Entries(entries));
+        if config.warm_hot > 0 {
+            builder = builder.learn_hot_keys(HotKeyOptions::default().capacity(config.warm_hot));
+        }
         let balance = Policy::new(BALANCE_TTL);
         builder = builder.define(
             IDENTITY,
@@ -201,6 +257,16 @@ impl ApiCache {
             .define(IDENTITY, Policy::new(UNKNOWN_TTL).fail_safe(Duration::ZERO))
             .build()?;
         cache.register_metrics(monitor)?;
+        let learned_warm_ups = monitor.counter(
+            "cache_learned_warm_ups",
+            "Warm-ups of the hot keys the cache learned, by reason (start, l1_cleared, dropped).",
+            &["reason"],
+        )?;
+        let learned_warm_keys = monitor.counter(
+            "cache_learned_warm_keys",
+            "Keys those warm-ups went through (loaded, or found cached), by reason.",
+            &["reason"],
+        )?;
         let history = Arc::new(Mutex::new(VecDeque::with_capacity(SAMPLES)));
         let sampler = tokio::spawn(sample(cache.clone(), Arc::clone(&history)));
         Ok(Some(Self(Arc::new(Parts {
@@ -218,6 +284,10 @@ impl ApiCache {
             points: KeyBuilder::new("points")?,
             balance,
             warm_up: Mutex::new(WarmUp::default()),
+            warm_hot: config.warm_hot,
+            learned: Mutex::new(None),
+            learned_warm_ups,
+            learned_warm_keys,
             history,
             sampler,
         }))))
@@ -415,6 +485,82 @@ impl ApiCache {
             done: progress.done,
             failed: progress.failed,
         };
+    }
+
+    /// How many of each family's hottest keys a learned warm-up loads (0:
+    /// the cache learns none).
+    pub fn warm_hot(&self) -> usize {
+        self.0.warm_hot
+    }
+
+    /// Up to `n` of the family's keys read most, the hottest first, as the
+    /// cache learned them (with Redis, over every instance).
+    pub async fn hot_keys(&self, family: Family, n: usize) -> Vec<HotKey> {
+        // The class may hold other keys (the learners' standing, among
+        // the statistics): ask for more, keep the family's.
+        let mut hot = self
+            .0
+            .cache
+            .hot_keys(family.class(), n.saturating_mul(2))
+            .await;
+        hot.retain(|hot| self.parts_of(family, &hot.key).is_some());
+        hot.truncate(n);
+        hot
+    }
+
+    /// The parts of one of `family`'s keys, unescaped; `None` for a key of
+    /// another namespace.
+    pub fn parts_of(&self, family: Family, key: &str) -> Option<Vec<String>> {
+        let keys = match family {
+            Family::Today => &self.0.today,
+            Family::Stats => &self.0.stats,
+            Family::Content => &self.0.content,
+        };
+        keys.parts(key)
+    }
+
+    /// Records a learned warm-up: the last one, and the counters.
+    pub fn report_learned_warm_up(&self, warmed: LearnedWarmUp) {
+        *self.0.learned.lock() = Some(warmed);
+        let reason = warmed.reason.as_str();
+        if let Ok(counter) = self.0.learned_warm_ups.with_labels(&[reason]) {
+            counter.inc();
+        }
+        if let Ok(counter) = self.0.learned_warm_keys.with_labels(&[reason]) {
+            counter.inc_by(u64::try_from(warmed.keys).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// The last learned warm-up, if one ran.
+    pub fn last_learned_warm_up(&self) -> Option<LearnedWarmUp> {
+        *self.0.learned.lock()
+    }
+
+    /// Adds the hot keys an earlier process kept in `file` (see
+    /// [`save_hot_keys`](Self::save_hot_keys)) to what this one learns. A
+    /// missing file is no error: nothing was kept yet.
+    pub fn load_hot_keys(&self, file: &Path) -> std::io::Result<usize> {
+        let text = match std::fs::read(file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(error),
+        };
+        let learned: BTreeMap<String, Vec<HotKey>> = serde_json::from_slice(&text)
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
+        self.0.cache.add_hot_keys(&learned);
+        Ok(learned.values().map(Vec::len).sum())
+    }
+
+    /// Writes the hot keys this process learned into `file`, whole or not
+    /// at all (a temporary file beside it, then renamed over it).
+    pub fn save_hot_keys(&self, file: &Path) -> std::io::Result<usize> {
+        let learned = self.0.cache.learned_hot_keys();
+        let text = serde_json::to_vec(&learned).map_err(std::io::Error::other)?;
+        let mut temporary = file.as_os_str().to_owned();
+        temporary.push(".tmp");
+        std::fs::write(&temporary, text)?;
+        std::fs::rename(&temporary, file)?;
+        Ok(learned.values().map(Vec::len).sum())
     }
 }
 

@@ -3,7 +3,7 @@
 //! invalidation feed in [`feed`](crate::feed), and what they all share in
 //! [`inner`](crate::inner); none of them names the façade.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::class::{Class, Policy, WriteStrategy};
 use crate::codec::{Binary, Codec, Meta};
 use crate::error::{BoxError, Error, Result};
+use crate::hot::{HotKey, HotKeyOptions, Learner};
 use crate::inner::{ClassDef, Inner, Invalidation, Pending, Since, encode, ms, now_ms, typed};
 use crate::load;
 use crate::lock::RedisLocks;
@@ -86,6 +87,7 @@ pub struct TieredCacheBuilder<C: Codec = Binary> {
     lock_wait: Duration,
     feed: bool,
     cut_off_l1_ttl: Duration,
+    hot_keys: Option<HotKeyOptions>,
     codec: PhantomData<fn() -> C>,
 }
 
@@ -113,6 +115,7 @@ impl TieredCache<Binary> {
             lock_wait: Duration::from_secs(2),
             feed: true,
             cut_off_l1_ttl: Duration::from_secs(5),
+            hot_keys: None,
             codec: PhantomData,
         }
     }
@@ -254,8 +257,23 @@ impl<C: Codec> TieredCacheBuilder<C> {
             lock_wait: self.lock_wait,
             feed: self.feed,
             cut_off_l1_ttl: self.cut_off_l1_ttl,
+            hot_keys: self.hot_keys,
             codec: PhantomData,
         }
+    }
+
+    /// Learns which keys of each class are read most (through
+    /// [`get_or_load`](TieredCache::get_or_load)), for a warm-up to load
+    /// after a start, a failover or a clear: see
+    /// [`TieredCache::hot_keys`]. With Redis, every instance adds to one
+    /// ranking per class there, which outlives them; without, the ranking
+    /// is this process's ([`TieredCache::learned_hot_keys`] and
+    /// [`TieredCache::add_hot_keys`] carry it over a restart). Off by
+    /// default.
+    #[must_use]
+    pub fn learn_hot_keys(mut self, options: HotKeyOptions) -> Self {
+        self.hot_keys = Some(options);
+        self
     }
 
     /// The cache. With Redis, it must be called within a Tokio runtime (the
@@ -295,6 +313,9 @@ impl<C: Codec> TieredCacheBuilder<C> {
         }
         for def in &self.classes {
             def.policy.validate(&def.name)?;
+        }
+        if let Some(options) = &self.hot_keys {
+            options.validate()?;
         }
         let runtime = match &self.redis {
             Some(_) => Some(tokio::runtime::Handle::try_current().map_err(|_| {
@@ -340,6 +361,9 @@ impl<C: Codec> TieredCacheBuilder<C> {
             .map(|def| def.policy.ttl.saturating_add(def.policy.fail_safe))
             .max()
             .unwrap_or(Duration::ZERO);
+        let learner = self
+            .hot_keys
+            .map(|options| Learner::new(options, self.classes.len()));
         let inner = Arc::new(Inner {
             name: self.name,
             l1: self
@@ -372,6 +396,8 @@ impl<C: Codec> TieredCacheBuilder<C> {
             unfollowed_l1_ttl: self.cut_off_l1_ttl,
             follows: self.redis.is_some() && self.feed && self.l1.is_some(),
             epoch: AtomicU64::new(0),
+            learner,
+            l1_cleared: tokio::sync::watch::Sender::new(0),
         });
         if let Some(runtime) = &runtime
             && inner.l2.is_some()
@@ -381,6 +407,12 @@ impl<C: Codec> TieredCacheBuilder<C> {
                 Arc::clone(&inner.pending_added),
             ));
         }
+        if let (Some(runtime), Some(learner)) = (&runtime, &inner.learner) {
+            runtime.spawn(merge_hot_keys(
+                Arc::downgrade(&inner),
+                learner.options.merge_every,
+            ));
+        }
         if let (Some(runtime), Some(client), true) = (runtime, self.redis, inner.follows) {
             runtime.spawn(crate::feed::follow(Arc::downgrade(&inner), client));
         }
@@ -388,6 +420,35 @@ impl<C: Codec> TieredCacheBuilder<C> {
             inner,
             codec: PhantomData,
         })
+    }
+}
+
+/// Merges each class's sampled reads every `every` (into Redis too, when
+/// the cache has it), until the cache is dropped.
+async fn merge_hot_keys(inner: std::sync::Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let Some(learner) = &inner.learner else {
+            return;
+        };
+        for index in 0..learner.classes() {
+            let counts = learner.merge(index);
+            if let (false, Some(l2), Some(def)) =
+                (counts.is_empty(), &inner.l2, inner.classes.get(index))
+            {
+                let options = &learner.options;
+                // A failure loses this interval's sample; the breaker counts it.
+                let _ = l2
+                    .learn_hot(&def.name, &counts, options.half_life, options.capacity)
+                    .await;
+            }
+        }
     }
 }
 
@@ -765,6 +826,115 @@ impl<C: Codec> TieredCache<C> {
         self.inner
             .invalidate(Invalidation::Pattern(pattern.to_owned()))
             .await
+    }
+
+    /// The `n` keys of `class` read most, the hottest first, as learned
+    /// (see [`TieredCacheBuilder::learn_hot_keys`]): with Redis, by every
+    /// instance together; without, or while Redis does not answer, by this
+    /// one. Empty when the cache does not learn them. Reads sampled here
+    /// since the last merge are merged first.
+    ///
+    /// A warm-up loads them with [`warm_up`](Self::warm_up), given a loader
+    /// that knows what a key is of (see [`KeyBuilder::parts`](crate::KeyBuilder::parts)).
+    ///
+    /// ```
+    /// use seawall_cache::{Class, HotKeyOptions, Options, TieredCache};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), seawall_cache::Error> {
+    /// let cache = TieredCache::builder()
+    ///     .learn_hot_keys(HotKeyOptions::default().sample(1))
+    ///     .build()?;
+    /// for key in ["page:1", "page:1", "page:2"] {
+    ///     let _: Option<u32> = cache
+    ///         .get_or_load(key, Class::API, || async { Ok::<_, std::io::Error>(Some(1)) })
+    ///         .await?;
+    /// }
+    /// let hot = cache.hot_keys(Class::API, 10).await;
+    /// assert_eq!(hot[0].key, "page:1");
+    ///
+    /// // After a clear, load the hottest keys again before traffic asks.
+    /// cache.clear().await?;
+    /// let keys = hot.into_iter().map(|hot| (hot.key, Options::new(Class::API)));
+    /// let done = cache
+    ///     .warm_up(keys, 8, |_key| async { Ok::<_, std::io::Error>(Some(1_u32)) }, |_| {})
+    ///     .await;
+    /// assert_eq!(done.done, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn hot_keys(&self, class: Class, n: usize) -> Vec<HotKey> {
+        let inner = &*self.inner;
+        let (Some(learner), Some(def)) = (&inner.learner, inner.classes.get(usize::from(class.0)))
+        else {
+            return Vec::new();
+        };
+        let index = usize::from(class.0);
+        let counts = learner.merge(index);
+        if let Some(l2) = &inner.l2 {
+            let options = &learner.options;
+            let sent = counts.is_empty()
+                || l2
+                    .learn_hot(&def.name, &counts, options.half_life, options.capacity)
+                    .await
+                    .is_ok();
+            if sent && let Ok(ranked) = l2.hot_keys(&def.name, n).await {
+                return ranked
+                    .into_iter()
+                    .map(|(key, reads)| HotKey { key, reads })
+                    .collect();
+            }
+        }
+        learner.top(index, n)
+    }
+
+    /// What this process learned, per class name, the hottest first: for a
+    /// service without Redis to keep over a restart and hand back through
+    /// [`add_hot_keys`](Self::add_hot_keys). Empty when the cache does not
+    /// learn.
+    pub fn learned_hot_keys(&self) -> BTreeMap<String, Vec<HotKey>> {
+        let inner = &*self.inner;
+        let Some(learner) = &inner.learner else {
+            return BTreeMap::new();
+        };
+        inner
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(index, def)| {
+                learner.merge(index);
+                (
+                    def.name.clone(),
+                    learner.top(index, learner.options.capacity),
+                )
+            })
+            .filter(|(_, hot)| !hot.is_empty())
+            .collect()
+    }
+
+    /// Adds what an earlier process learned ([`learned_hot_keys`](Self::learned_hot_keys),
+    /// per class name) to this one's ranking; classes this cache does not
+    /// define are left out, and so are reads that are not finite and
+    /// positive. Does nothing when the cache does not learn.
+    pub fn add_hot_keys(&self, learned: &BTreeMap<String, Vec<HotKey>>) {
+        let inner = &*self.inner;
+        let Some(learner) = &inner.learner else {
+            return;
+        };
+        for (index, def) in inner.classes.iter().enumerate() {
+            if let Some(keys) = learned.get(&def.name) {
+                learner.add(index, keys);
+            }
+        }
+    }
+
+    /// Changes each time L1 is cleared here: by [`clear`](Self::clear)
+    /// on any instance, or because invalidations may have been missed (a
+    /// failover or restart of the Redis server holding the stream, a cut
+    /// longer than the stream keeps). A task that warms the cache again
+    /// waits on it.
+    pub fn l1_clears(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.l1_cleared.subscribe()
     }
 
     /// Drops everything this cache (and every cache with its prefix) holds.

@@ -63,6 +63,10 @@ pub(crate) struct Inner {
     pub(crate) follows: bool,
     /// Invalidations applied here so far.
     pub(crate) epoch: AtomicU64,
+    /// What the readers ask for most, when the cache learns it.
+    pub(crate) learner: Option<crate::hot::Learner>,
+    /// How many times L1 was cleared here, for whoever warms it again.
+    pub(crate) l1_cleared: tokio::sync::watch::Sender<u64>,
 }
 
 /// What a value put in L1 must not have been overtaken by.
@@ -377,7 +381,10 @@ impl Inner {
                 Invalidation::Key(key) => l1.remove(key),
                 Invalidation::Tag(tag) => l1.remove_tagged(tag),
                 Invalidation::Pattern(pattern) => l1.remove_matching(pattern),
-                Invalidation::Clear => l1.clear(),
+                Invalidation::Clear => {
+                    l1.clear();
+                    self.l1_cleared.send_modify(|clears| *clears += 1);
+                }
             }
         }
     }

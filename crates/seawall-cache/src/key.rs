@@ -84,6 +84,43 @@ impl KeyBuilder {
         }
     }
 
+    /// The parts of a key this builder made, unescaped, in order: the way
+    /// back from a key (a [hot key](crate::HotKey), say) to what it is
+    /// of. `None` for a key of another namespace, and for a hashed key,
+    /// whose parts are gone.
+    ///
+    /// ```
+    /// use seawall_cache::KeyBuilder;
+    ///
+    /// # fn main() -> Result<(), seawall_cache::Error> {
+    /// let keys = KeyBuilder::new("review")?;
+    /// let key = keys.start().part("a:b").part(7).finish();
+    /// assert_eq!(keys.parts(&key), Some(vec!["a:b".to_owned(), "7".to_owned()]));
+    /// assert_eq!(keys.parts("other:7"), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn parts(&self, key: &str) -> Option<Vec<String>> {
+        let rest = key.strip_prefix(self.namespace.as_str())?;
+        if rest.is_empty() {
+            return Some(Vec::new());
+        }
+        let rest = rest.strip_prefix(':')?;
+        if rest.starts_with('#') {
+            return None;
+        }
+        let mut parts = vec![String::new()];
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => parts.last_mut()?.push(chars.next()?),
+                ':' => parts.push(String::new()),
+                c => parts.last_mut()?.push(c),
+            }
+        }
+        Some(parts)
+    }
+
     /// A pattern matching every key that starts with these parts (escaped
     /// the same way), for [`TieredCache::invalidate_pattern`](crate::TieredCache::invalidate_pattern).
     pub fn prefix_pattern<I>(&self, parts: I) -> String

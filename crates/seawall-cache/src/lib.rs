@@ -67,6 +67,12 @@
 //!   [`TieredCache::wait_following`] once at start.
 //! - **Batches**: [`TieredCache::get_many`] sends one `MGET` per hash slot,
 //!   together, so Redis Cluster never sees a cross-slot command.
+//! - **Hot keys** ([`TieredCacheBuilder::learn_hot_keys`]): a sample of
+//!   the reads counted per class in a space-saving ranking, merged into
+//!   counts that halve every half-life, in Redis for every instance
+//!   together; [`TieredCache::hot_keys`] gives the hottest for a warm-up
+//!   after a start, and [`TieredCache::l1_clears`] says when L1 was
+//!   cleared (a failover, a clear) and wants it again.
 //! - **Stats** per tier and class ([`Stats`]), exported through
 //!   seawall-perfmon with [`TieredCache::register_metrics`].
 //! - **Keys**: [`KeyBuilder`] escapes parts so distinct part lists never
@@ -180,6 +186,7 @@ mod error;
 mod feed;
 mod flight;
 mod glob;
+mod hot;
 mod inner;
 mod key;
 mod load;
@@ -196,6 +203,7 @@ pub use cache::{DEFAULT_PREFIX, FollowingCheck, TieredCache, TieredCacheBuilder}
 pub use class::{Class, EarlyRefresh, Policy, WriteStrategy};
 pub use codec::{Binary, Codec, CodecError, Json};
 pub use error::{BoxError, Error, Result};
+pub use hot::{HotKey, HotKeyOptions};
 pub use key::{KeyBuilder, KeyParts, MAX_KEY_LEN};
 pub use lock::{LockGuard, RedisLocks};
 pub use memory::L1Capacity;

@@ -4,7 +4,9 @@
 //!
 //! Keys, under the cache's prefix `<p>`: `<p>:k:<key>` values, tombstones
 //! and leases (what an absent key holds while a load runs), `<p>:t:<tag>`
-//! a tag's set of value keys, `<p>:inv` the invalidation stream. No command spans two keys except within one hash
+//! a tag's set of value keys, `<p>:inv` the invalidation stream,
+//! `<p>:h:{<class>}` a class's learned hot keys (a sorted set of decayed
+//! read counts) and `<p>:h:{<class>}:at` when they last decayed. No command spans two keys except within one hash
 //! slot, so the tier runs unchanged on Redis Cluster.
 
 use std::collections::BTreeMap;
@@ -102,6 +104,38 @@ end
 return 1
 ";
 
+/// Adds reads to a class's hot keys (KEYS[1], a sorted set), first
+/// decaying every count by the time since the last decay (KEYS[2], Redis's
+/// own clock in ms) at a half-life of ARGV[1] ms; keeps the ARGV[2] hottest;
+/// both keys live ARGV[3] ms past the last addition. ARGV[4..] are pairs of
+/// member and reads. Any instance may add: the decay goes by the time
+/// between additions, not by how many instances add.
+const HOT: &str = r"
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local at = tonumber(redis.call('GET', KEYS[2]) or now)
+if now - at >= 1000 then
+  local factor = math.pow(0.5, (now - at) / tonumber(ARGV[1]))
+  redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', tostring(factor))
+  at = now
+end
+for i = 4, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+local size = redis.call('ZCARD', KEYS[1])
+local keep = tonumber(ARGV[2])
+if size > keep then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - keep - 1)
+end
+redis.call('SET', KEYS[2], at, 'PX', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return size
+";
+
+/// How long a class's hot keys outlive the last instance that added to
+/// them: long enough for a service stopped over a weekend.
+const HOT_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How many keys one `SCAN` asks for, and one `UNLINK` removes.
 const SCAN_BATCH: usize = 500;
 
@@ -119,6 +153,7 @@ pub(crate) struct RedisTier {
     tombstone: Script,
     tag: Script,
     take_tag: Script,
+    hot: Script,
 }
 
 /// What a load requires of a key for its value to be written there.
@@ -165,6 +200,7 @@ impl RedisTier {
             tombstone: Script::from_lua(TOMBSTONE),
             tag: Script::from_lua(TAG),
             take_tag: Script::from_lua(TAKE_TAG),
+            hot: Script::from_lua(HOT),
         }
     }
 
@@ -174,6 +210,90 @@ impl RedisTier {
 
     fn tag_key(&self, tag: &str) -> String {
         format!("{}:t:{tag}", self.prefix)
+    }
+
+    /// The sorted set of a class's hot keys, and the key of its last
+    /// decay, in one hash slot.
+    fn hot_keys_of(&self, class: &str) -> (String, String) {
+        let set = format!("{}:h:{{{class}}}", self.prefix);
+        let at = format!("{set}:at");
+        (set, at)
+    }
+
+    /// Adds `counts` (key, reads) to the class's hot keys, decayed at
+    /// `half_life`, keeping the `keep` hottest.
+    pub(crate) async fn learn_hot(
+        &self,
+        class: &str,
+        counts: &[seawall_perfmon::KeyCount],
+        half_life: Duration,
+        keep: usize,
+    ) -> Result<()> {
+        let (set, at) = self.hot_keys_of(class);
+        let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * counts.len());
+        args.push(Value::from(
+            crate::lock::millis(half_life).max(1).to_string(),
+        ));
+        args.push(Value::from(keep.to_string()));
+        args.push(Value::from(crate::lock::millis(HOT_KEEP).to_string()));
+        for count in counts {
+            args.push(Value::from(count.key.as_str()));
+            args.push(Value::from(count.count.to_string()));
+        }
+        self.call(
+            Command::Script("hot"),
+            self.hot
+                .evalsha_with_reload::<i64, _, _>(&self.client, vec![set, at], args),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The class's `n` hottest keys with their decayed reads (as of their
+    /// last decay), the hottest first.
+    pub(crate) async fn hot_keys(&self, class: &str, n: usize) -> Result<Vec<(String, f64)>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (set, _) = self.hot_keys_of(class);
+        let reply: Value = self
+            .call(
+                Command::Plain("ZRANGE"),
+                self.client.custom(
+                    cmd!("ZRANGE"),
+                    vec![
+                        Value::from(set),
+                        Value::from("0"),
+                        Value::from((n - 1).to_string()),
+                        Value::from("REV"),
+                        Value::from("WITHSCORES"),
+                    ],
+                ),
+            )
+            .await?;
+        let Value::Array(items) = reply else {
+            return Err(unexpected_reply("ZRANGE did not answer with an array"));
+        };
+        // RESP2 answers member, score, member, ...; RESP3 pairs them.
+        let items: Vec<Value> = items
+            .into_iter()
+            .flat_map(|item| match item {
+                Value::Array(pair) => pair,
+                other => vec![other],
+            })
+            .collect();
+        let mut ranked = Vec::with_capacity(items.len() / 2);
+        let mut items = items.into_iter();
+        while let (Some(member), Some(score)) = (items.next(), items.next()) {
+            let score = match score {
+                Value::Double(score) => Some(score),
+                other => other.as_string().and_then(|text| text.parse().ok()),
+            };
+            if let (Some(member), Some(score)) = (member.into_string(), score) {
+                ranked.push((member, score));
+            }
+        }
+        Ok(ranked)
     }
 
     pub(crate) fn stream_key(&self) -> String {

@@ -87,6 +87,10 @@
 //! - Slow queries (over 1 s) and slow requests (over 2 s) are kept in bounded
 //!   top-N logs; query text is sanitised (literals become `?`) and secrets are
 //!   masked before anything is stored.
+//! - [`TopKeys`] ranks the keys seen most in a fixed number of counters
+//!   (space-saving), fed from a hot path through [`one_in`], a thread-local
+//!   random sample: the rate limiter's heaviest callers and the cache's hot
+//!   keys use it.
 //! - [`Monitor::health`] grades the shortest window (error rate, p99, share of
 //!   slow operations) and runs registered [`HealthCheck`]s, producing an
 //!   `application/health+json` report.
@@ -135,6 +139,7 @@ pub mod slowlog;
 mod snapshot;
 mod stats;
 mod text;
+mod topkeys;
 mod window;
 
 #[cfg(feature = "tower")]
@@ -165,6 +170,7 @@ pub use snapshot::{
     SlowLogSnapshot, Snapshot,
 };
 pub use stats::{LatencyStats, WindowStats};
+pub use topkeys::{KeyCount, TopKeys, one_in};
 pub use window::{HttpWindow, QueryWindow};
 
 #[cfg(feature = "tower")]

@@ -2,13 +2,12 @@
 //! keys it has seen blocked, and the keys rejected most and checked most
 //! (bounded memory).
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use seawall_perfmon::{Counter, Gauge, Monitor};
+use seawall_perfmon::{Counter, Gauge, Monitor, TopKeys, one_in};
 
 use crate::decision::Decision;
 use crate::error::{Error, Result};
@@ -128,9 +127,9 @@ impl Counts {
 pub(crate) struct Telemetry {
     counters: Option<Counters>,
     counts: Counts,
-    top: Mutex<SpaceSaving>,
+    top: Mutex<TopKeys>,
     /// The keys checked most, from one check in [`CALLER_SAMPLE`].
-    callers: Mutex<SpaceSaving>,
+    callers: Mutex<TopKeys>,
     blocked: Mutex<HashMap<String, Instant>>,
     /// The earliest block end among `blocked` (µs since `epoch`), so a check
     /// knows without a lock when to drop ended blocks.
@@ -147,8 +146,8 @@ impl Telemetry {
         Ok(Self {
             counters,
             counts: Counts::new(),
-            top: Mutex::new(SpaceSaving::default()),
-            callers: Mutex::new(SpaceSaving::default()),
+            top: Mutex::new(TopKeys::new(TOP_KEYS)),
+            callers: Mutex::new(TopKeys::new(TOP_KEYS)),
             blocked: Mutex::new(HashMap::new()),
             next_unblock: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
@@ -177,7 +176,7 @@ impl Telemetry {
             self.top.lock().add(key, 1);
             crate::trace::refused(decision, cost);
         }
-        if sampled() {
+        if one_in(CALLER_SAMPLE) {
             self.callers.lock().add(key, u64::from(CALLER_SAMPLE));
         }
         self.saw_block(key, decision.blocked_for)
@@ -356,93 +355,5 @@ impl Counters {
             ],
             blocked: blocked.with_labels(&[limiter])?,
         })
-    }
-}
-
-/// Whether the callers' ranking counts this check: one in
-/// [`CALLER_SAMPLE`], drawn at random (xorshift on a thread-local state).
-/// Random rather than every 32nd: a thread that checks several limiters in
-/// a fixed order (the DDoS limit, then the API limit, for each request)
-/// would otherwise always sample the same one of them.
-#[inline]
-fn sampled() -> bool {
-    thread_local! {
-        static STATE: Cell<u32> = const { Cell::new(0x9E37_79B9) };
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        state.set(x);
-        x % CALLER_SAMPLE == 0
-    })
-}
-
-/// A key's count in a [`SpaceSaving`] ranking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Tally {
-    key: String,
-    count: u64,
-    /// How much of `count` it inherited from the key it displaced.
-    overcount: u64,
-}
-
-/// The space-saving algorithm (Metwally et al.): the most frequent keys in
-/// a fixed number of counters. A new key takes over the smallest counter and
-/// inherits its count as possible overcount, so a frequent key is never
-/// missed and memory never grows.
-#[derive(Debug, Default)]
-struct SpaceSaving {
-    counters: Vec<Tally>,
-}
-
-impl SpaceSaving {
-    fn add(&mut self, key: &str, weight: u64) {
-        if let Some(counter) = self.counters.iter_mut().find(|c| c.key == key) {
-            counter.count += weight;
-            return;
-        }
-        if self.counters.len() < TOP_KEYS {
-            self.counters.push(Tally {
-                key: key.to_owned(),
-                count: weight,
-                overcount: 0,
-            });
-            return;
-        }
-        if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.count) {
-            smallest.overcount = smallest.count;
-            smallest.count += weight;
-            key.clone_into(&mut smallest.key);
-        }
-    }
-
-    fn ranking(&self) -> Vec<Tally> {
-        let mut ranking = self.counters.clone();
-        ranking.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
-        ranking
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_ranking_keeps_the_heavy_hitters_in_bounded_memory() {
-        let mut top = SpaceSaving::default();
-        for round in 0..1000 {
-            top.add("heavy", 1);
-            if round % 2 == 0 {
-                top.add("medium", 1);
-            }
-            top.add(&format!("noise-{round}"), 1);
-        }
-        let ranking = top.ranking();
-        assert_eq!(ranking.len(), TOP_KEYS);
-        assert_eq!(ranking[0].key, "heavy");
-        assert!(ranking[0].count >= 1000);
-        assert!(ranking.iter().any(|k| k.key == "medium" && k.count >= 500));
     }
 }

@@ -1,8 +1,9 @@
 /**
  * Cache panel: the hit ratio of each TTL class over time (sampled by the
  * service every 5 s, from `GET /api/cache`), L1 and L2 sizes, the counts of
- * each class, a warm-up button with a progress bar, and a form that drops
- * the keys of a class matching a pattern on every instance.
+ * each class, the keys read most (as the cache learned them) with the last
+ * warm-up of them, a warm-up button with a progress bar, and a form that
+ * drops the keys of a class matching a pattern on every instance.
  */
 
 import { LineChart } from "../chart.js";
@@ -16,6 +17,14 @@ const SERIES = CLASSES.map((name, index) => ({
   dash: index % 2 === 1 ? [7, 4] : undefined,
 }));
 const TYPES = ["schedule", "computation", "api", "session", "all"];
+const FAMILIES = [
+  ["today", "due reviews"],
+  ["stats", "statistics"],
+  ["content", "catalogue"],
+];
+/** Hot keys shown per family. */
+const HOT_SHOWN = 5;
+const REASONS = { start: "after the start", l1_cleared: "after L1 was cleared" };
 
 export default {
   id: "cache",
@@ -84,6 +93,20 @@ export default {
       ),
     );
 
+    const hotBody = h("tbody");
+    const learnedText = h("p", { class: "section-note", role: "status", "data-testid": "cache-learned" }, "No learned warm-up yet");
+    const hotTable = h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { "data-testid": "cache-hot-keys" },
+        h("caption", {}, "Hot keys ", h("span", { class: "section-note" }, "read most, as learned (reads halve every 30 min)")),
+        h("thead", {}, h("tr", {}, ["family", "key", "reads"].map((label, index) => h("th", { scope: "col", class: index === 2 ? "num" : "" }, label)))),
+        hotBody,
+      ),
+    );
+
     const progress = h("progress", { max: "1", value: "0", "data-testid": "cache-warm-progress" });
     const warmText = h("span", { role: "status", "data-testid": "cache-warm-text" }, "No warm-up yet");
     const warmButton = h("button", { type: "submit", class: "button", "data-testid": "cache-warm" }, "Warm up");
@@ -110,6 +133,7 @@ export default {
     container.append(
       h("section", { class: "panel-section two-columns", "aria-label": "Hit ratio and sizes" }, chartSection, sizeList),
       h("section", { class: "panel-section two-columns", "aria-label": "Classes" }, classTable),
+      h("section", { class: "panel-section", "aria-label": "Hot keys" }, hotTable, learnedText),
       h(
         "section",
         { class: "panel-section two-columns", "aria-label": "Actions" },
@@ -166,6 +190,27 @@ export default {
         warm.state === "idle" ? "No warm-up yet"
         : `${format.count(warm.done)} of ${format.count(warm.total)} keys${warm.failed ? `, ${format.count(warm.failed)} failed` : ""}${warm.state === "done" ? ": done" : "…"}`;
       warmText.dataset.state = warm.state;
+      const hotRows = FAMILIES.flatMap(([family, label]) =>
+        (stats.hot_keys[family] ?? []).slice(0, HOT_SHOWN).map((hot) =>
+          h(
+            "tr",
+            { "data-testid": "cache-hot-row", "data-family": family, "data-key": hot.key },
+            h("td", {}, label),
+            h("td", {}, h("code", {}, hot.key)),
+            h("td", { class: "num" }, format.count(Math.round(hot.reads))),
+          ),
+        ),
+      );
+      hotBody.replaceChildren(
+        ...(hotRows.length
+          ? hotRows
+          : [h("tr", {}, h("td", { class: "empty", colspan: 3 }, stats.warm_hot ? "Nothing learned yet" : "Learning is off (cache.warm_hot = 0)"))]),
+      );
+      const learned = stats.learned_warm_up;
+      learnedText.textContent = learned
+        ? `Learned warm-up ${REASONS[learned.reason] ?? learned.reason}: ${format.count(learned.keys)} keys${learned.failed ? `, ${format.count(learned.failed)} failed` : ""} in ${format.count(learned.took_ms)} ms, at ${new Date(learned.at_ms).toLocaleTimeString()}`
+        : stats.warm_hot ? "No learned warm-up yet" : "Learned warm-up is off";
+      learnedText.dataset.reason = learned?.reason ?? "";
     };
 
     const refresh = async () => render(await ctx.fetchJson("/api/cache"));

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::cache::{ApiCache, Family, RatioPoint, WarmUp};
+use crate::cache::{ApiCache, Family, LearnedWarmUp, RatioPoint, WarmReason, WarmUp};
 use crate::extract::Json;
 use crate::params::Params;
 use crate::problem::Problem;
@@ -55,6 +55,32 @@ struct ClassRow {
     hit_ratio: f64,
 }
 
+/// A key the cache learned is read often, with about how often.
+#[derive(Debug, Serialize, ToSchema)]
+struct HotRow {
+    /// The cache key (`today:<user>:<day end>:<category>:<limit>`,
+    /// `stats:<user>`, `content:<page>:<size>:<category>`).
+    key: String,
+    /// Reads estimated for it (sampled), each counting half after the
+    /// learning's half-life (30 minutes).
+    reads: f64,
+}
+
+/// The keys read most per family, as the cache learned them: what a
+/// learned warm-up loads.
+#[derive(Debug, Default, Serialize, ToSchema)]
+struct HotKeys {
+    /// Due reviews (`/api/review/today`).
+    today: Vec<HotRow>,
+    /// Statistics (`/api/analytics/stats`).
+    stats: Vec<HotRow>,
+    /// Catalogue pages (`/api/content`).
+    content: Vec<HotRow>,
+}
+
+/// How many hot keys of each family `GET /api/cache` lists.
+const HOT_LISTED: usize = 10;
+
 /// The cache at a glance.
 #[derive(Debug, Serialize, ToSchema)]
 struct CacheStats {
@@ -82,6 +108,14 @@ struct CacheStats {
     /// Hit ratio per class, every 5 s over the last 15 minutes.
     history: Vec<RatioPoint>,
     warm_up: WarmUp,
+    /// How many of each family's hottest keys a learned warm-up loads
+    /// (`cache.warm_hot`; 0: the cache learns none).
+    warm_hot: usize,
+    /// The ten hottest keys of each family, with Redis over every instance.
+    hot_keys: HotKeys,
+    /// The last warm-up of the learned hot keys (at start, after a clear
+    /// of L1); null before the first.
+    learned_warm_up: Option<LearnedWarmUp>,
     invalidations_sent: u64,
     invalidations_received: u64,
     /// Times this instance cleared its L1 instead of replaying the
@@ -110,6 +144,9 @@ async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
             classes: Vec::new(),
             history: Vec::new(),
             warm_up: WarmUp::default(),
+            warm_hot: 0,
+            hot_keys: HotKeys::default(),
+            learned_warm_up: None,
             invalidations_sent: 0,
             invalidations_received: 0,
             l1_clears: 0,
@@ -120,6 +157,22 @@ async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
     let l2_keys = match cache.cache().has_redis() {
         true => cache.cache().redis_keys().await.ok(),
         false => None,
+    };
+    let hot = async |family| {
+        cache
+            .hot_keys(family, HOT_LISTED)
+            .await
+            .into_iter()
+            .map(|hot| HotRow {
+                key: hot.key,
+                reads: hot.reads,
+            })
+            .collect()
+    };
+    let hot_keys = HotKeys {
+        today: hot(Family::Today).await,
+        stats: hot(Family::Stats).await,
+        content: hot(Family::Content).await,
     };
     Json(CacheStats {
         enabled: true,
@@ -154,6 +207,9 @@ async fn stats(State(state): State<AppState>) -> Json<CacheStats> {
             .collect(),
         history: cache.history(),
         warm_up: cache.warm_up_progress(),
+        warm_hot: cache.warm_hot(),
+        hot_keys,
+        learned_warm_up: cache.last_learned_warm_up(),
         invalidations_sent: stats.invalidations_sent,
         invalidations_received: stats.invalidations_received,
         l1_clears: stats.l1_clears,
@@ -244,7 +300,9 @@ struct Invalidated {
 }
 
 /// Drops the keys of a class that match a pattern, in Redis (with `SCAN`,
-/// never `KEYS`) and in the L1 of every instance.
+/// never `KEYS`) and in the L1 of every instance. With the pattern `*`,
+/// the keys the cache learned are read most are loaded again in the
+/// background (see `learned_warm_up` in `GET /api/cache`).
 #[utoipa::path(delete, path = "/api/cache", tag = "admin",
     security(("admin_token" = [])),
     request_body(content = Invalidation, content_type = "application/json"),
@@ -306,6 +364,12 @@ async fn invalidate(
         pattern = request.pattern.as_str(),
         "cache invalidated"
     );
+    // Whole families dropped: load what the cache learned is read most
+    // again before the traffic asks for it.
+    if request.pattern == "*" && !patterns.is_empty() {
+        let workload = state.workload().clone();
+        tokio::spawn(async move { workload.warm_learned(WarmReason::Dropped).await });
+    }
     Ok(Json(Invalidated {
         kind: request.kind,
         pattern: request.pattern,

@@ -5,7 +5,9 @@
 
 use axum::extract::State;
 use seawall_app::seed::CATEGORIES;
-use seawall_app::workload::{CompleteReview, Completed, ContentPage, DueReviews, Stats};
+use seawall_app::workload::{
+    CompleteReview, Completed, ContentPage, DueReviews, MAX_DUE_LIMIT, MAX_PAGE_SIZE, Stats,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -16,8 +18,6 @@ use crate::state::AppState;
 
 /// Largest page number accepted: beyond it a client is scanning, not paging.
 const MAX_PAGE: i64 = 1_000_000;
-const MAX_PAGE_SIZE: i64 = 100;
-const MAX_DUE_LIMIT: i64 = 500;
 
 /// The reference workload's routes.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {

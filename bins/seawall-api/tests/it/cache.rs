@@ -253,3 +253,88 @@ async fn a_cut_redis_connection_never_brings_back_the_old_list() {
         b_stats.text()
     );
 }
+
+/// The keys read most are learned and listed per family, and loaded again
+/// once whole families are dropped: the next reads of them are hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_read_most_are_loaded_again_after_a_drop() {
+    let app = TestApp::sqlite().await;
+    let paths = [
+        "/api/review/today?user_id=5",
+        "/api/analytics/stats?user_id=5",
+        "/api/content?page=3",
+    ];
+    // One read in 8 is counted, at random: each key is read often enough
+    // that it is, whatever the draw.
+    for _ in 0..100 {
+        for path in paths {
+            assert_eq!(app.get(path).await.status, 200, "{path}");
+        }
+    }
+    let stats = app.admin_get("/api/cache").await;
+    assert_eq!(stats.json["warm_hot"], 1000, "{}", stats.text());
+    for (family, key) in [
+        ("today", "today:5:"),
+        ("stats", "stats:5"),
+        ("content", "content:3:20:"),
+    ] {
+        let hot = stats.json["hot_keys"][family]
+            .as_array()
+            .expect("a list per family");
+        assert!(
+            hot.iter().any(
+                |hot| hot["key"].as_str().is_some_and(|hot| hot.starts_with(key))
+                    && hot["reads"].as_f64() > Some(0.0)
+            ),
+            "{family}: {hot:?}"
+        );
+    }
+    let loads = |stats: &Value| {
+        ["schedule", "computation", "api"].map(|name| class(stats, name)["loads"].clone())
+    };
+
+    let dropped = app
+        .admin_send(
+            "DELETE",
+            "/api/cache",
+            Some(&json!({"pattern": "*", "type": "all"})),
+        )
+        .await;
+    assert_eq!(dropped.status, 200, "{}", dropped.text());
+    wait::until_async("the learned warm-up after the drop", async || {
+        app.admin_get("/api/cache").await.json["learned_warm_up"]["reason"] == "dropped"
+    })
+    .await;
+    let warmed = app.admin_get("/api/cache").await;
+    // The three keys read (the learners' standing, read with the
+    // statistics, is no key a warm-up can load by itself).
+    let last = &warmed.json["learned_warm_up"];
+    assert_eq!(
+        (
+            last["keys"].as_u64(),
+            last["loaded"].as_u64(),
+            last["failed"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "{last}"
+    );
+    let before = loads(&warmed.json);
+    for path in paths {
+        assert_eq!(app.get(path).await.status, 200, "{path}");
+    }
+    let after = app.admin_get("/api/cache").await;
+    assert_eq!(
+        loads(&after.json),
+        before,
+        "every read after the warm-up is a hit"
+    );
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("cache_learned_warm_ups")
+                && line.contains("reason=\"dropped\"")
+                && line.ends_with(" 1")),
+        "{metrics}"
+    );
+}

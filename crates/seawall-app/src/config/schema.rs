@@ -233,6 +233,16 @@ pub struct CacheConfig {
     /// How completed reviews are written: directly, or behind the cache
     /// through the `schedule` queue.
     pub review_writes: ReviewWrites,
+    /// How many of the hottest keys of each cached family (due reviews,
+    /// statistics, catalogue pages) a learned warm-up loads after a
+    /// start, after a failover that cleared L1, and after a clear; 0
+    /// learns nothing and warms nothing.
+    pub warm_hot: usize,
+    /// Where an instance without Redis keeps the hot keys it learned over
+    /// a restart; `None`: beside a SQLite database file
+    /// (`<file>.hot-keys.json`), nowhere on PostgreSQL. With Redis they
+    /// are kept there, shared by every instance.
+    pub hot_keys_file: Option<PathBuf>,
 }
 
 impl Default for CacheConfig {
@@ -241,6 +251,8 @@ impl Default for CacheConfig {
             enabled: true,
             l1_entries: 100_000,
             review_writes: ReviewWrites::Direct,
+            warm_hot: 1_000,
+            hot_keys_file: None,
         }
     }
 }
@@ -1077,6 +1089,13 @@ pub static SETTINGS: &[Setting] = &[
     setting!(cache.l1_entries, env: ["SEAWALL_CACHE_L1_ENTRIES"],
         flag: value("cache-l1-entries", "N"),
         help: "Most entries the in-process cache holds, 1 to 100000000"),
+    setting!(cache.warm_hot, env: ["SEAWALL_CACHE_WARM_HOT"],
+        flag: value("cache-warm-hot", "N"),
+        help: "How many of each cached family's hottest keys a warm-up loads after a start, a failover that cleared L1, or a clear, as the cache learned them from its reads; 0 to 100000 (0: learn nothing)"),
+    setting!(cache.hot_keys_file, env: ["SEAWALL_CACHE_HOT_KEYS_FILE"],
+        flag: value("cache-hot-keys-file", "PATH"),
+        help: "Where an instance without Redis keeps the hot keys it learned over a restart (with Redis they are kept there)",
+        default: "beside a SQLite file: <file>.hot-keys.json"),
     setting!(cache.review_writes, env: ["SEAWALL_REVIEW_WRITES"],
         flag: value("review-writes", "MODE"),
         help: "How completed reviews are written: direct, or write-behind (cache at once, database through the schedule queue)"),

@@ -2,6 +2,7 @@
 //! layer is merged, and the masked copy that is safe to log.
 
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use seawall_perfmon::sanitize::mask_secrets;
@@ -482,6 +483,13 @@ impl Config {
                 "must be between 1 and 100000000",
             ));
         }
+        if self.cache.warm_hot > 100_000 {
+            return Err(invalid(
+                "cache.warm_hot",
+                self.cache.warm_hot,
+                "must be between 0 and 100000",
+            ));
+        }
         if self.cache.review_writes == ReviewWrites::WriteBehind && !self.cache.enabled {
             return Err(invalid(
                 "cache.review_writes",
@@ -587,6 +595,37 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database.url.starts_with("sqlite:")
     }
+
+    /// The file of a SQLite database, if the database is one (not one in
+    /// memory).
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let url = &self.database.url;
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let (path, options) = rest.split_once('?').unwrap_or((rest, ""));
+        let in_memory = path.is_empty()
+            || path == ":memory:"
+            || options.split('&').any(|option| option == "mode=memory");
+        (!in_memory).then(|| PathBuf::from(path))
+    }
+
+    /// Where this instance keeps its learned hot keys over a restart:
+    /// `cache.hot_keys_file`, else beside a SQLite file; `None` with Redis
+    /// (the keys live there), on PostgreSQL without a file named, and when
+    /// the cache or its learning is off.
+    pub fn hot_keys_file(&self) -> Option<PathBuf> {
+        if !self.cache.enabled || self.cache.warm_hot == 0 || self.redis.url.is_some() {
+            return None;
+        }
+        self.cache.hot_keys_file.clone().or_else(|| {
+            self.sqlite_file().map(|file| {
+                let mut name = file.into_os_string();
+                name.push(".hot-keys.json");
+                PathBuf::from(name)
+            })
+        })
+    }
 }
 
 /// The scheme of a Redis URL, one of [`REDIS_SCHEMES`], with something
@@ -682,6 +721,47 @@ mod tests {
         [admin]
         token = "file-token-0123456789"
     "#;
+
+    #[test]
+    fn the_hot_keys_file_sits_beside_a_sqlite_file_unless_redis_keeps_them() {
+        let file = |args: &[&str]| load_with(args, &[]).expect("valid").hot_keys_file();
+        assert_eq!(
+            file(&["--database-url", "sqlite://data/app.db?mode=rwc"]),
+            Some(PathBuf::from("data/app.db.hot-keys.json"))
+        );
+        assert_eq!(
+            file(&["--database-url", "sqlite:app.db"]),
+            Some(PathBuf::from("app.db.hot-keys.json"))
+        );
+        for in_memory in ["sqlite::memory:", "sqlite://x.db?mode=memory&cache=shared"] {
+            assert_eq!(file(&["--database-url", in_memory]), None, "{in_memory}");
+        }
+        assert_eq!(file(&["--database-url", "postgres://h/db"]), None);
+        assert_eq!(
+            file(&[
+                "--database-url",
+                "postgres://h/db",
+                "--cache-hot-keys-file",
+                "/var/hot.json"
+            ]),
+            Some(PathBuf::from("/var/hot.json"))
+        );
+        for args in [
+            ["--redis-url", "redis://127.0.0.1:6379"],
+            ["--cache-warm-hot", "0"],
+        ] {
+            assert_eq!(
+                file(&[&["--database-url", "sqlite://app.db"], &args[..]].concat()),
+                None,
+                "{args:?}"
+            );
+        }
+        expect_invalid(
+            load_with(&["--cache-warm-hot", "100001"], &[]),
+            "cache.warm_hot",
+        );
+        assert_eq!(load_with(&[], &[]).expect("defaults").cache.warm_hot, 1_000);
+    }
 
     #[test]
     fn database_and_redis_schemes() {

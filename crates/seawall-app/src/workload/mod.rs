@@ -49,7 +49,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::ServiceError;
-use crate::cache::{ApiCache, Family};
+use crate::cache::{ApiCache, Family, LearnedWarmUp, WarmReason};
 use crate::config::{Config, QueueConfig, ReviewWrites};
 use crate::db::{Db, Timed as _};
 use crate::json::integer;
@@ -65,6 +65,12 @@ const MAX_REVIEW_MS: i64 = DAY_MS;
 const WARM_CONCURRENCY: usize = 8;
 /// Catalogue pages a warm-up loads (the default page size).
 pub const WARM_PAGES: i64 = 5;
+/// How often [`Workload::keep_warm`] writes the hot keys into its file.
+pub const SAVE_HOT_KEYS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// The most due reviews one read lists.
+pub const MAX_DUE_LIMIT: i64 = 500;
+/// The most catalogue items one page holds.
+pub const MAX_PAGE_SIZE: i64 = 100;
 
 /// What the workload's operations share. Cheap to clone.
 #[derive(Clone)]
@@ -138,8 +144,7 @@ impl Workload {
         category: Option<&str>,
         limit: i64,
     ) -> Result<DueReviews, WorkloadError> {
-        let now = now_ms();
-        let due_before = now - now.rem_euclid(DAY_MS) + DAY_MS;
+        let due_before = end_of_today();
         let found = cached(
             self,
             Family::Today,
@@ -283,75 +288,373 @@ impl Workload {
             return;
         };
         let total = cache.warm_up_progress().total;
-        let now = now_ms();
-        let due_before = now - now.rem_euclid(DAY_MS) + DAY_MS;
-        let today: BTreeMap<String, i64> = users
+        let due_before = end_of_today();
+        let today: BTreeMap<String, Recipe> = users
             .iter()
-            .map(|&id| (cache.today_key(id, due_before, None, 100), id))
+            .map(|&id| {
+                let recipe = Recipe::Today {
+                    user: id,
+                    day: due_before,
+                    category: None,
+                    limit: 100,
+                };
+                (cache.today_key(id, due_before, None, 100), recipe)
+            })
             .collect();
-        let stats: BTreeMap<String, i64> =
-            users.iter().map(|&id| (cache.stats_key(id), id)).collect();
-        let pages: BTreeMap<String, i64> = (1..=WARM_PAGES)
-            .map(|page| (cache.content_key(page, 20, None), page))
+        let stats: BTreeMap<String, Recipe> = users
+            .iter()
+            .map(|&id| (cache.stats_key(id), Recipe::Stats { user: id }))
             .collect();
-        let base = WarmUpProgress {
+        let pages: BTreeMap<String, Recipe> = (1..=WARM_PAGES)
+            .map(|page| {
+                let recipe = Recipe::Content {
+                    page,
+                    size: 20,
+                    category: None,
+                };
+                (cache.content_key(page, 20, None), recipe)
+            })
+            .collect();
+        let mut base = WarmUpProgress {
             total,
             ..WarmUpProgress::default()
         };
-        let base = warm_family(&cache, Family::Today, &today, base, |user| {
-            load_today(self.clone(), user, None, 100, due_before)
-        })
-        .await;
-        let base = warm_family(&cache, Family::Stats, &stats, base, |user| {
-            load_stats(self.clone(), user)
-        })
-        .await;
-        let base = warm_family(&cache, Family::Content, &pages, base, |page| {
-            let workload = self.clone();
-            async move { load_contents(workload, page, 20, None).await.map(Some) }
-        })
-        .await;
+        for keyed in [&today, &stats, &pages] {
+            base = self
+                .warm_recipes(&cache, keyed, base, None, |step| {
+                    cache.report_warm_up(step, false);
+                })
+                .await;
+        }
         cache.report_warm_up(base, true);
         tracing::info!(total, failed = base.failed, "cache warm-up finished");
     }
+
+    /// Loads the hottest keys the cache learned of each family (up to
+    /// `cache.warm_hot` each: due reviews of today, statistics, catalogue
+    /// pages) that it does not hold, and records the warm-up on the cache
+    /// ([`ApiCache::last_learned_warm_up`]) with `reason`. Keys of another
+    /// day, or that do not read as a family's key, are passed over.
+    /// `None` without a cache, or when it learns nothing.
+    pub async fn warm_learned(&self, reason: WarmReason) -> Option<LearnedWarmUp> {
+        let cache = self.cache()?.clone();
+        let most = cache.warm_hot();
+        if most == 0 {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let due_before = end_of_today();
+        let mut keyed = BTreeMap::new();
+        for family in [Family::Today, Family::Stats, Family::Content] {
+            for hot in cache.hot_keys(family, most).await {
+                let Some(parts) = cache.parts_of(family, &hot.key) else {
+                    continue;
+                };
+                if let Some(recipe) = Recipe::read(family, &parts, due_before) {
+                    keyed.insert(hot.key, recipe);
+                }
+            }
+        }
+        let total = keyed.len();
+        let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = self
+            .warm_recipes(
+                &cache,
+                &keyed,
+                WarmUpProgress {
+                    total,
+                    ..WarmUpProgress::default()
+                },
+                Some(&loads),
+                |_| {},
+            )
+            .await;
+        let warmed = LearnedWarmUp {
+            reason,
+            at_ms: u64::try_from(now_ms()).unwrap_or_default(),
+            keys: done.done,
+            loaded: loads.load(std::sync::atomic::Ordering::Relaxed),
+            failed: done.failed,
+            took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        cache.report_learned_warm_up(warmed);
+        tracing::info!(
+            reason = reason.as_str(),
+            keys = warmed.keys,
+            failed = warmed.failed,
+            took_ms = warmed.took_ms,
+            "cache warmed with its learned hot keys"
+        );
+        Some(warmed)
+    }
+
+    /// Keeps the cache warm with what it learned, until the task is
+    /// aborted: adds what an earlier process kept in `file` (when given),
+    /// warms the hot keys at once ([`WarmReason::Start`]) and again each
+    /// time L1 is cleared ([`WarmReason::L1Cleared`]; clears during a
+    /// warm-up are one more warm-up after it), and writes what it learned
+    /// into `file` every [`SAVE_HOT_KEYS_EVERY`]. Returns at once without
+    /// a cache, or when it learns nothing.
+    pub async fn keep_warm(self, file: Option<std::path::PathBuf>) {
+        let Some(cache) = self.cache().cloned() else {
+            return;
+        };
+        if cache.warm_hot() == 0 {
+            return;
+        }
+        if let Some(file) = &file {
+            match cache.load_hot_keys(file) {
+                Ok(keys) => tracing::info!(file = %file.display(), keys, "hot keys read"),
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "the hot keys kept there cannot be read; learning anew");
+                }
+            }
+        }
+        let mut clears = cache.cache().l1_clears();
+        clears.borrow_and_update();
+        self.warm_learned(WarmReason::Start).await;
+        let mut save = tokio::time::interval(SAVE_HOT_KEYS_EVERY);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        save.tick().await;
+        loop {
+            tokio::select! {
+                changed = clears.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    clears.borrow_and_update();
+                    self.warm_learned(WarmReason::L1Cleared).await;
+                }
+                _ = save.tick(), if file.is_some() => {
+                    if let Some(file) = &file
+                        && let Err(error) = cache.save_hot_keys(file)
+                    {
+                        tracing::warn!(file = %file.display(), %error, "the hot keys cannot be kept");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Warms `items` of one family: a key not cached is loaded by `load`
+    /// from its recipe (`recipe` finds it, and is called only then).
+    async fn warm_family<T, F, Fut>(
+        &self,
+        cache: &ApiCache,
+        items: Vec<(String, seawall_cache::Options)>,
+        recipe: &impl Fn(&str) -> Option<Recipe>,
+        report: &mut impl FnMut(WarmUpProgress),
+        load: F,
+    ) -> WarmUpProgress
+    where
+        T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+        F: Fn(Workload, Recipe) -> Fut,
+        Fut: Future<Output = Result<Option<T>, WorkloadError>> + Send + 'static,
+    {
+        cache
+            .cache()
+            .warm_up(
+                items,
+                WARM_CONCURRENCY,
+                |key: &str| {
+                    let load = recipe(key).map(|recipe| load(self.clone(), recipe));
+                    async move {
+                        match load {
+                            Some(load) => load.await,
+                            None => Ok(None),
+                        }
+                    }
+                },
+                report,
+            )
+            .await
+    }
+
+    /// Loads every key of `keyed` by its recipe, reporting progress on
+    /// top of `base` (what came before it) and counting the loads that ran
+    /// in `loads` (a key found cached runs none); returns the progress
+    /// after it.
+    async fn warm_recipes(
+        &self,
+        cache: &ApiCache,
+        keyed: &BTreeMap<String, Recipe>,
+        base: WarmUpProgress,
+        loads: Option<&Arc<std::sync::atomic::AtomicUsize>>,
+        mut report: impl FnMut(WarmUpProgress),
+    ) -> WarmUpProgress {
+        // Called only for a key not cached: its load runs.
+        let counted = |key: &str| {
+            if let Some(loads) = loads {
+                loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            keyed.get(key).cloned()
+        };
+        let add = |step: WarmUpProgress| WarmUpProgress {
+            total: base.total,
+            done: base.done + step.done,
+            failed: base.failed + step.failed,
+        };
+        // One pass per family: each caches a value of its own type.
+        let mut progress = base;
+        for family in [Family::Today, Family::Stats, Family::Content] {
+            // Entries of a user are tagged with it, so a change of the user's
+            // drops them.
+            let items: Vec<_> = keyed
+                .iter()
+                .filter(|(_, recipe)| recipe.family() == family)
+                .map(|(key, recipe)| (key.clone(), ApiCache::options(family, recipe.user())))
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            let at = progress;
+            let step = |step: WarmUpProgress| {
+                add(WarmUpProgress {
+                    total: 0,
+                    done: at.done - base.done + step.done,
+                    failed: at.failed - base.failed + step.failed,
+                })
+            };
+            let mut report = |now| report(step(now));
+            let done = match family {
+                Family::Today => {
+                    self.warm_family(
+                        cache,
+                        items,
+                        &counted,
+                        &mut report,
+                        |workload, recipe| async move {
+                            let Recipe::Today {
+                                user,
+                                day,
+                                category,
+                                limit,
+                            } = recipe
+                            else {
+                                return Ok(None);
+                            };
+                            load_today(workload, user, category, limit, day).await
+                        },
+                    )
+                    .await
+                }
+                Family::Stats => {
+                    self.warm_family(
+                        cache,
+                        items,
+                        &counted,
+                        &mut report,
+                        |workload, recipe| async move {
+                            let Recipe::Stats { user } = recipe else {
+                                return Ok(None);
+                            };
+                            load_stats(workload, user).await
+                        },
+                    )
+                    .await
+                }
+                Family::Content => {
+                    self.warm_family(
+                        cache,
+                        items,
+                        &counted,
+                        &mut report,
+                        |workload, recipe| async move {
+                            let Recipe::Content {
+                                page,
+                                size,
+                                category,
+                            } = recipe
+                            else {
+                                return Ok(None);
+                            };
+                            load_contents(workload, page, size, category)
+                                .await
+                                .map(Some)
+                        },
+                    )
+                    .await
+                }
+            };
+            progress = step(done);
+        }
+        progress
+    }
 }
 
-/// Loads one family's `keyed` entries (key → the user or page it is of)
-/// into the cache, reporting progress on top of `base` (what the families
-/// before it did); returns the progress after it.
-async fn warm_family<T, F, Fut>(
-    cache: &ApiCache,
-    family: Family,
-    keyed: &BTreeMap<String, i64>,
-    base: WarmUpProgress,
-    load: F,
-) -> WarmUpProgress
-where
-    T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
-    F: Fn(i64) -> Fut,
-    Fut: Future<Output = Result<Option<T>, WorkloadError>> + Send + 'static,
-{
-    let add = |step: WarmUpProgress| WarmUpProgress {
-        total: base.total,
-        done: base.done + step.done,
-        failed: base.failed + step.failed,
-    };
-    // Entries of a user are tagged with it, so a change of the user's drops them.
-    let user = |id: i64| (family != Family::Content).then_some(id);
-    let items: Vec<_> = keyed
-        .iter()
-        .map(|(key, id)| (key.clone(), ApiCache::options(family, user(*id))))
-        .collect();
-    let step = cache
-        .cache()
-        .warm_up(
-            items,
-            WARM_CONCURRENCY,
-            |key: &str| load(keyed.get(key).copied().unwrap_or_default()),
-            |step| cache.report_warm_up(add(step), false),
-        )
-        .await;
-    add(step)
+/// The end of the current UTC day, in Unix milliseconds: what today's due
+/// reviews are due before.
+fn end_of_today() -> i64 {
+    let now = now_ms();
+    now - now.rem_euclid(DAY_MS) + DAY_MS
+}
+
+/// What a cached entry is of, read back from its key: enough to load it
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recipe {
+    Today {
+        user: i64,
+        /// The end of the day the reviews are due by (the key's day).
+        day: i64,
+        category: Option<String>,
+        limit: i64,
+    },
+    Stats {
+        user: i64,
+    },
+    Content {
+        page: i64,
+        size: i64,
+        category: Option<String>,
+    },
+}
+
+impl Recipe {
+    /// The recipe of a `family` key whose parts are `parts`; `None` for a
+    /// key of another shape, of values out of the routes' range, or (for
+    /// due reviews) of another day than the one ending at `due_before`.
+    fn read(family: Family, parts: &[String], due_before: i64) -> Option<Self> {
+        let number = |part: &String| part.parse::<i64>().ok();
+        let category = |part: &String| (part != "*").then(|| part.clone());
+        match (family, parts) {
+            (Family::Today, [user, day, kind, limit]) => {
+                let limit = number(limit).filter(|limit| (1..=MAX_DUE_LIMIT).contains(limit))?;
+                let day = number(day).filter(|day| *day == due_before)?;
+                Some(Self::Today {
+                    user: number(user)?,
+                    day,
+                    category: category(kind),
+                    limit,
+                })
+            }
+            (Family::Stats, [user]) => Some(Self::Stats {
+                user: number(user)?,
+            }),
+            (Family::Content, [page, size, kind]) => Some(Self::Content {
+                page: number(page).filter(|page| *page >= 1)?,
+                size: number(size).filter(|size| (1..=MAX_PAGE_SIZE).contains(size))?,
+                category: category(kind),
+            }),
+            _ => None,
+        }
+    }
+
+    fn family(&self) -> Family {
+        match self {
+            Self::Today { .. } => Family::Today,
+            Self::Stats { .. } => Family::Stats,
+            Self::Content { .. } => Family::Content,
+        }
+    }
+
+    /// The user whose change drops the entry, if any.
+    fn user(&self) -> Option<i64> {
+        match self {
+            Self::Today { user, .. } | Self::Stats { user } => Some(*user),
+            Self::Content { .. } => None,
+        }
+    }
 }
 
 async fn user_exists(
@@ -983,4 +1286,73 @@ async fn load_contents(
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|part| (*part).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_recipe_reads_back_from_the_parts_of_each_familys_keys() {
+        let day = 1_800_000_000_000;
+        assert_eq!(
+            Recipe::read(
+                Family::Today,
+                &parts(&["7", "1800000000000", "*", "100"]),
+                day
+            ),
+            Some(Recipe::Today {
+                user: 7,
+                day,
+                category: None,
+                limit: 100
+            })
+        );
+        assert_eq!(
+            Recipe::read(
+                Family::Today,
+                &parts(&["7", "1800000000000", "math", "20"]),
+                day
+            )
+            .and_then(|recipe| match recipe {
+                Recipe::Today { category, .. } => category,
+                _ => None,
+            }),
+            Some("math".to_owned())
+        );
+        assert_eq!(
+            Recipe::read(Family::Stats, &parts(&["9"]), day),
+            Some(Recipe::Stats { user: 9 })
+        );
+        assert_eq!(
+            Recipe::read(Family::Content, &parts(&["2", "20", "*"]), day),
+            Some(Recipe::Content {
+                page: 2,
+                size: 20,
+                category: None
+            })
+        );
+        for (family, key) in [
+            // Another day's reviews are stale by now.
+            (Family::Today, &["7", "1799913600000", "*", "100"][..]),
+            (Family::Today, &["7", "1800000000000", "*", "0"]),
+            (Family::Today, &["7", "1800000000000", "*", "501"]),
+            (Family::Today, &["x", "1800000000000", "*", "100"]),
+            (Family::Stats, &["standing"]),
+            (Family::Stats, &["9", "extra"]),
+            (Family::Content, &["0", "20", "*"]),
+            (Family::Content, &["1", "101", "*"]),
+            (Family::Content, &["1", "20"]),
+        ] {
+            assert_eq!(
+                Recipe::read(family, &parts(key), day),
+                None,
+                "{family:?} {key:?}"
+            );
+        }
+    }
 }

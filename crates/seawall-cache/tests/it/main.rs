@@ -5,6 +5,7 @@
 mod bounds;
 mod conformance;
 mod failure;
+mod hot;
 mod instances;
 mod locks;
 mod metrics;
