@@ -233,7 +233,11 @@ impl ApiCache {
             .prefix(PREFIX)
             .l1(L1Capacity::Entries(entries));
         if config.warm_hot > 0 {
-            builder = builder.learn_hot_keys(HotKeyOptions::default().capacity(config.warm_hot));
+            // Room for more than a warm-up takes: a class holds keys of other
+            // families (the learners' standing among the statistics, coupons
+            // among the API answers) and of days gone by.
+            let capacity = config.warm_hot.saturating_mul(2).min(100_000);
+            builder = builder.learn_hot_keys(HotKeyOptions::default().capacity(capacity));
         }
         let balance = Policy::new(BALANCE_TTL);
         builder = builder.define(
@@ -556,8 +560,12 @@ impl ApiCache {
     pub fn save_hot_keys(&self, file: &Path) -> std::io::Result<usize> {
         let learned = self.0.cache.learned_hot_keys();
         let text = serde_json::to_vec(&learned).map_err(std::io::Error::other)?;
+        // A temporary file of this write's own: two writes at once (the
+        // periodic one and the one at stop) never share one.
         let mut temporary = file.as_os_str().to_owned();
-        temporary.push(".tmp");
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        temporary.push(format!(".{}-{write}.tmp", std::process::id()));
         std::fs::write(&temporary, text)?;
         std::fs::rename(&temporary, file)?;
         Ok(learned.values().map(Vec::len).sum())

@@ -407,8 +407,13 @@ impl<C: Codec> TieredCacheBuilder<C> {
                 Arc::clone(&inner.pending_added),
             ));
         }
-        if let (Some(runtime), Some(learner)) = (&runtime, &inner.learner) {
-            runtime.spawn(merge_hot_keys(
+        // Without Redis a cache may be built outside a runtime: it merges
+        // its sample then only when the ranking is read.
+        let here = runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        if let (Some(here), Some(learner)) = (here, &inner.learner) {
+            here.spawn(merge_hot_keys(
                 Arc::downgrade(&inner),
                 learner.options.merge_every,
             ));
@@ -648,7 +653,11 @@ impl<C: Codec> TieredCache<C> {
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
         E: Into<BoxError> + Send + 'static,
     {
-        load::get_or_load::<T, C, F, Fut, E>(&self.inner, key, options.into(), loader).await
+        let options = options.into();
+        if let Some(learner) = &self.inner.learner {
+            learner.record(options.class, key);
+        }
+        load::get_or_load::<T, C, F, Fut, E>(&self.inner, key, options, loader).await
     }
 
     /// Stores `value` under `key` in both tiers, for its class's TTL, and
@@ -870,6 +879,7 @@ impl<C: Codec> TieredCache<C> {
             return Vec::new();
         };
         let index = usize::from(class.0);
+        let n = n.min(learner.options.capacity);
         let counts = learner.merge(index);
         if let Some(l2) = &inner.l2 {
             let options = &learner.options;
@@ -888,10 +898,10 @@ impl<C: Codec> TieredCache<C> {
         learner.top(index, n)
     }
 
-    /// What this process learned, per class name, the hottest first: for a
-    /// service without Redis to keep over a restart and hand back through
-    /// [`add_hot_keys`](Self::add_hot_keys). Empty when the cache does not
-    /// learn.
+    /// What this process learned, per class name, the hottest first, as of
+    /// its last merge: for a service without Redis to keep over a restart
+    /// and hand back through [`add_hot_keys`](Self::add_hot_keys). Empty
+    /// when the cache does not learn.
     pub fn learned_hot_keys(&self) -> BTreeMap<String, Vec<HotKey>> {
         let inner = &*self.inner;
         let Some(learner) = &inner.learner else {
@@ -902,7 +912,6 @@ impl<C: Codec> TieredCache<C> {
             .iter()
             .enumerate()
             .map(|(index, def)| {
-                learner.merge(index);
                 (
                     def.name.clone(),
                     learner.top(index, learner.options.capacity),

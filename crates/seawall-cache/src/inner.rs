@@ -353,8 +353,16 @@ impl Inner {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Applies an invalidation to L1 here.
+    /// Applies an invalidation to L1 here; a clear of L1 is announced on
+    /// `l1_cleared`.
     pub(crate) fn invalidate_local(&self, invalidation: &Invalidation) {
+        if self.apply_local(invalidation) {
+            self.l1_cleared.send_modify(|clears| *clears += 1);
+        }
+    }
+
+    /// Applies an invalidation to L1 here; true when it cleared L1.
+    fn apply_local(&self, invalidation: &Invalidation) -> bool {
         let flights = self.flights.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         // Only the loads whose value the invalidation would have removed
@@ -383,19 +391,22 @@ impl Inner {
                 Invalidation::Pattern(pattern) => l1.remove_matching(pattern),
                 Invalidation::Clear => {
                     l1.clear();
-                    self.l1_cleared.send_modify(|clears| *clears += 1);
+                    return true;
                 }
             }
         }
+        false
     }
 
     /// Invalidates in Redis, announces, and drops from L1 here; a Redis
     /// failure queues the Redis part for when it answers. A sweep (a
     /// pattern, a clear) drops this instance's L1 copies first too, as its
-    /// announcement does every other's.
+    /// announcement does every other's; a clear is announced on
+    /// `l1_cleared` once, after the sweep (a warm-up during it would be
+    /// swept too).
     pub(crate) async fn invalidate(&self, invalidation: Invalidation) -> Result<()> {
         if invalidation.sweeps() {
-            self.invalidate_local(&invalidation);
+            self.apply_local(&invalidation);
         }
         let result = match &self.l2 {
             Some(_) => {

@@ -98,9 +98,6 @@ where
     E: Into<BoxError> + Send + 'static,
 {
     options.validate()?;
-    if let Some(learner) = &inner.learner {
-        learner.record(options.class, key);
-    }
     let policy = inner.policy_of(options.class);
     let counters = inner.counters_of(options.class);
     let now = now_ms();

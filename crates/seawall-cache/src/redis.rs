@@ -5,8 +5,8 @@
 //! Keys, under the cache's prefix `<p>`: `<p>:k:<key>` values, tombstones
 //! and leases (what an absent key holds while a load runs), `<p>:t:<tag>`
 //! a tag's set of value keys, `<p>:inv` the invalidation stream,
-//! `<p>:h:{<class>}` a class's learned hot keys (a sorted set of decayed
-//! read counts) and `<p>:h:{<class>}:at` when they last decayed. No command spans two keys except within one hash
+//! `<p>:h:{h:<class>}` a class's learned hot keys (a sorted set of decayed
+//! read counts) and `<p>:h:{h:<class>}:at` when they last decayed. No command spans two keys except within one hash
 //! slot, so the tier runs unchanged on Redis Cluster.
 
 use std::collections::BTreeMap;
@@ -215,7 +215,8 @@ impl RedisTier {
     /// The sorted set of a class's hot keys, and the key of its last
     /// decay, in one hash slot.
     fn hot_keys_of(&self, class: &str) -> (String, String) {
-        let set = format!("{}:h:{{{class}}}", self.prefix);
+        // The tag is never empty, whatever the class's name.
+        let set = format!("{}:h:{{h:{class}}}", self.prefix);
         let at = format!("{set}:at");
         (set, at)
     }

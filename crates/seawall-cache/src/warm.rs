@@ -53,9 +53,13 @@ impl<C: Codec> TieredCache<C> {
         let loader = &loader;
         let loads = futures_util::stream::iter(items)
             .map(|(key, options)| async move {
-                self.get_or_load(&key, options, || loader(&key))
-                    .await
-                    .is_ok()
+                // Not through `get_or_load`: a warm-up's reads are no
+                // traffic, and would keep the keys it warms ranked hot.
+                crate::load::get_or_load::<T, C, _, _, E>(&self.inner, &key, options, || {
+                    loader(&key)
+                })
+                .await
+                .is_ok()
             })
             .buffer_unordered(concurrency.max(1));
         futures_util::pin_mut!(loads);

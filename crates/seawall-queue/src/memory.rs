@@ -977,6 +977,11 @@ impl Step<'_> {
     fn end_attempt(&mut self, id: &str, failure: Failure, error: &str) -> AfterFailure {
         let cancel = self.q.jobs.get(id).is_some_and(|job| job.cancel);
         if matches!(failure, Failure::Cancelled) || cancel {
+            // A run lost to its lease tells of its stall first, as the
+            // upkeep does.
+            if matches!(failure, Failure::Stalled) {
+                self.emit("stalled", id, &[]);
+            }
             self.emit("cancelled", id, &[]);
             self.forget(id);
             return AfterFailure::Cancelled;

@@ -1352,13 +1352,13 @@ async fn run_job<T>(
         }
         Err(error) => {
             let failure = match &error {
-                _ if requeue_asked(&shared, &lease) => Failure::Requeue,
                 // The run was stopped here for want of a renewal, through no
                 // fault of the job: if the lease is still its own, the job
                 // goes back without an attempt counted, as a stall (the run
                 // was lost to its lease, as the queue's own check would say
-                // once the lease ran out).
+                // once the lease ran out), a shutdown meanwhile or not.
                 _ if lease_expired(&shared, &lease) => Failure::Stalled,
+                _ if requeue_asked(&shared, &lease) => Failure::Requeue,
                 _ if cancel_requested(&shared, &lease) => Failure::Cancelled,
                 JobError {
                     hold: Some((hold, false)),
@@ -1490,6 +1490,11 @@ async fn report_failure(shared: &Shared, lease: &Lease, failure: Failure, messag
                 match after {
                     AfterFailure::Lost => bump(&stats.discarded),
                     AfterFailure::Cancelled => bump(&stats.cancelled),
+                    // A stall is no failed attempt, though past the queue's
+                    // stalls it sends the job to the dead set.
+                    AfterFailure::Dead if matches!(failure, Failure::Stalled) => {
+                        bump(&stats.dead);
+                    }
                     AfterFailure::Dead => {
                         bump(&stats.failed);
                         bump(&stats.dead);

@@ -24,7 +24,7 @@ const FAMILIES = [
 ];
 /** Hot keys shown per family. */
 const HOT_SHOWN = 5;
-const REASONS = { start: "after the start", l1_cleared: "after L1 was cleared" };
+const REASONS = { start: "after the start", l1_cleared: "after L1 was cleared", dropped: "after the keys were dropped" };
 
 export default {
   id: "cache",

@@ -6,7 +6,8 @@
 use axum::extract::State;
 use seawall_app::seed::CATEGORIES;
 use seawall_app::workload::{
-    CompleteReview, Completed, ContentPage, DueReviews, MAX_DUE_LIMIT, MAX_PAGE_SIZE, Stats,
+    CompleteReview, Completed, ContentPage, DueReviews, MAX_DUE_LIMIT, MAX_PAGE, MAX_PAGE_SIZE,
+    Stats,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,9 +16,6 @@ use crate::extract::Json;
 use crate::params::Params;
 use crate::problem::Problem;
 use crate::state::AppState;
-
-/// Largest page number accepted: beyond it a client is scanning, not paging.
-const MAX_PAGE: i64 = 1_000_000;
 
 /// The reference workload's routes.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {

@@ -71,6 +71,9 @@ pub const SAVE_HOT_KEYS_EVERY: std::time::Duration = std::time::Duration::from_s
 pub const MAX_DUE_LIMIT: i64 = 500;
 /// The most catalogue items one page holds.
 pub const MAX_PAGE_SIZE: i64 = 100;
+/// The highest catalogue page one read asks for: beyond it a client is
+/// scanning, not paging.
+pub const MAX_PAGE: i64 = 1_000_000;
 
 /// What the workload's operations share. Cheap to clone.
 #[derive(Clone)]
@@ -632,7 +635,7 @@ impl Recipe {
                 user: number(user)?,
             }),
             (Family::Content, [page, size, kind]) => Some(Self::Content {
-                page: number(page).filter(|page| *page >= 1)?,
+                page: number(page).filter(|page| (1..=MAX_PAGE).contains(page))?,
                 size: number(size).filter(|size| (1..=MAX_PAGE_SIZE).contains(size))?,
                 category: category(kind),
             }),

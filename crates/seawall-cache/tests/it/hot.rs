@@ -166,6 +166,9 @@ async fn a_process_without_redis_hands_its_ranking_to_the_next() {
     let loads = Arc::new(AtomicU32::new(0));
     read(&first, "page:1", 3, &loads).await;
     read(&first, "page:2", 6, &loads).await;
+    // Reading the ranking merges what was sampled, as the cache's own task
+    // does every `merge_every`.
+    assert_eq!(first.hot_keys(Class::API, 10).await.len(), 2);
     let learned = first.learned_hot_keys();
     assert_eq!(learned.keys().collect::<Vec<_>>(), ["api"], "{learned:?}");
     drop(first);

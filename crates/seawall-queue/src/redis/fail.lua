@@ -41,6 +41,8 @@ local function ended(outcome)
 end
 
 if kind == 'cancelled' or job[6] == '1' then
+  -- A run lost to its lease tells of its stall first, as the upkeep does.
+  if kind == 'stalled' then emit('stalled', id) end
   emit('cancelled', id)
   forget(id, key)
   redis.call('SET', base .. 'x:' .. id, token, 'PX', ANSWER_KEPT_MS)
