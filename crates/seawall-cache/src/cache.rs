@@ -443,17 +443,25 @@ async fn merge_hot_keys(inner: std::sync::Weak<Inner>, every: Duration) {
             return;
         };
         for index in 0..learner.classes() {
-            let counts = learner.merge(index);
-            if let (false, Some(l2), Some(def)) =
-                (counts.is_empty(), &inner.l2, inner.classes.get(index))
-            {
-                let options = &learner.options;
-                // A failure loses this interval's sample; the breaker counts it.
-                let _ = l2
-                    .learn_hot(&def.name, &counts, options.half_life, options.capacity)
-                    .await;
-            }
+            // A failure loses this interval's sample; the breaker counts it.
+            merge_hot(&inner, learner, index).await;
         }
+    }
+}
+
+/// Merges the reads of the class at `index` sampled since the last merge
+/// into the ranking here and, with Redis, into the shared one; true when
+/// Redis holds every read sampled so far (nothing to send, or sent).
+async fn merge_hot(inner: &Inner, learner: &Learner, index: usize) -> bool {
+    let counts = learner.merge(index);
+    match (&inner.l2, inner.classes.get(index)) {
+        (Some(l2), Some(def)) if !counts.is_empty() => {
+            let options = &learner.options;
+            l2.learn_hot(&def.name, &counts, options.half_life, options.capacity)
+                .await
+                .is_ok()
+        }
+        _ => true,
     }
 }
 
@@ -880,20 +888,15 @@ impl<C: Codec> TieredCache<C> {
         };
         let index = usize::from(class.0);
         let n = n.min(learner.options.capacity);
-        let counts = learner.merge(index);
-        if let Some(l2) = &inner.l2 {
-            let options = &learner.options;
-            let sent = counts.is_empty()
-                || l2
-                    .learn_hot(&def.name, &counts, options.half_life, options.capacity)
-                    .await
-                    .is_ok();
-            if sent && let Ok(ranked) = l2.hot_keys(&def.name, n).await {
-                return ranked
-                    .into_iter()
-                    .map(|(key, reads)| HotKey { key, reads })
-                    .collect();
-            }
+        let sent = merge_hot(inner, learner, index).await;
+        if sent
+            && let Some(l2) = &inner.l2
+            && let Ok(ranked) = l2.hot_keys(&def.name, n).await
+        {
+            return ranked
+                .into_iter()
+                .map(|(key, reads)| HotKey { key, reads })
+                .collect();
         }
         learner.top(index, n)
     }

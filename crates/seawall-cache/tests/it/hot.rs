@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use seawall_cache::{Class, Error, HotKeyOptions, KeyBuilder, Options, TieredCache};
+use seawall_cache::{
+    Class, Error, HotKeyOptions, KeyBuilder, Options, TieredCache, TieredCacheBuilder,
+};
 
 use crate::support::{Backend, Ready, unique_prefix};
 use crate::{on_every_backend, on_redis_backends};
@@ -18,6 +20,12 @@ fn every_read() -> HotKeyOptions {
     HotKeyOptions::default()
         .sample(1)
         .merge_every(Duration::from_millis(50))
+}
+
+/// A cache of `builder` that learns from every read, following
+/// invalidations.
+async fn learning(builder: TieredCacheBuilder) -> TieredCache {
+    builder.learn_hot_keys(every_read()).ready().await
 }
 
 /// Reads `key` through `cache` `times` times, counting the loads in `loads`.
@@ -36,12 +44,7 @@ async fn read(cache: &TieredCache, key: &str, times: u32, loads: &Arc<AtomicU32>
 }
 
 async fn the_keys_read_most_lead_their_class(backend: &Backend) {
-    let cache = backend
-        .builder()
-        .await
-        .learn_hot_keys(every_read())
-        .ready()
-        .await;
+    let cache = learning(backend.builder().await).await;
     let loads = Arc::new(AtomicU32::new(0));
     read(&cache, "page:a", 30, &loads).await;
     read(&cache, "page:b", 10, &loads).await;
@@ -60,12 +63,7 @@ async fn the_keys_read_most_lead_their_class(backend: &Backend) {
 }
 
 async fn a_clear_is_announced_and_a_warm_up_of_the_hot_keys_fills_l1_again(backend: &Backend) {
-    let cache = backend
-        .builder()
-        .await
-        .learn_hot_keys(every_read())
-        .ready()
-        .await;
+    let cache = learning(backend.builder().await).await;
     let loads = Arc::new(AtomicU32::new(0));
     for (key, times) in [("page:1", 5), ("page:2", 4), ("page:3", 3)] {
         read(&cache, key, times, &loads).await;
@@ -110,18 +108,8 @@ async fn a_clear_is_announced_and_a_warm_up_of_the_hot_keys_fills_l1_again(backe
 
 async fn instances_learn_one_ranking_that_outlives_them(backend: &Backend) {
     let prefix = unique_prefix();
-    let a = backend
-        .instance(&prefix)
-        .await
-        .learn_hot_keys(every_read())
-        .ready()
-        .await;
-    let b = backend
-        .instance(&prefix)
-        .await
-        .learn_hot_keys(every_read())
-        .ready()
-        .await;
+    let a = learning(backend.instance(&prefix).await).await;
+    let b = learning(backend.instance(&prefix).await).await;
     let loads = Arc::new(AtomicU32::new(0));
     read(&a, "page:x", 5, &loads).await;
     read(&b, "page:y", 8, &loads).await;
@@ -133,12 +121,7 @@ async fn instances_learn_one_ranking_that_outlives_them(backend: &Backend) {
     assert_eq!(keys, ["page:y", "page:x"], "{from_a:?}");
     drop((a, b));
     // A new instance, which has read nothing, finds them in Redis.
-    let c = backend
-        .instance(&prefix)
-        .await
-        .learn_hot_keys(every_read())
-        .ready()
-        .await;
+    let c = learning(backend.instance(&prefix).await).await;
     let from_c = c.hot_keys(Class::API, 10).await;
     let keys: Vec<&str> = from_c.iter().map(|hot| hot.key.as_str()).collect();
     assert_eq!(keys, ["page:y", "page:x"], "{from_c:?}");
