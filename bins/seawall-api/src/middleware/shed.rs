@@ -8,8 +8,8 @@
 //!
 //! Adaptive (`"adaptive"`, the default): the limit is found by a
 //! latency-based [`AdaptiveLimiter`] (Gradient2) between 4 and
-//! `server.max_in_flight`, from the finished requests' latency, 100 ms at a
-//! time (a 503 or 504, or a request timed out, is a drop that backs it off;
+//! `server.max_in_flight`, starting at the latter, from the finished
+//! requests' latency, 100 ms at a time (a 503 or 504, or a request timed out, is a drop that backs it off;
 //! a 4xx says nothing of capacity), and
 //! requests fill it by priority class ([`class`]): a class may take a
 //! place only while fewer than its share of the limit are in flight, so
@@ -43,8 +43,6 @@ const EXEMPT: [&str; 3] = ["/livez", "/readyz", "/metrics"];
 
 /// The lowest the adaptive limit goes.
 const ADAPTIVE_FLOOR: usize = 4;
-/// Where the adaptive limit starts, below `server.max_in_flight`.
-const ADAPTIVE_START: usize = 64;
 
 /// What share of the adaptive limit a request may fill, by what it is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,7 +170,11 @@ impl Shedder {
                 let min = (ADAPTIVE_FLOOR as u64).min(max);
                 let limiter = AdaptiveLimiter::builder(Gradient::new())
                     .bounds(min, max)
-                    .initial((ADAPTIVE_START as u64).clamp(min, max))
+                    // At its ceiling: a fresh instance serves what static
+                    // admission would until latency shows it has too much
+                    // in flight. Started low, it shed the statistics of a
+                    // load it served in time while the limit climbed.
+                    .initial(max)
                     .metrics(monitor, "http")
                     .build()
                     .map_err(|error| crate::Error::App(seawall_app::Error::RateLimit(error)))?;

@@ -256,6 +256,23 @@ async fn adaptive_admission_sheds_the_lowest_class_first_and_never_a_probe() {
     .await;
 }
 
+/// A fresh instance's adaptive limit is its ceiling: it serves what static
+/// admission would until latency shows it has too much in flight, rather
+/// than shedding while a low limit climbs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_limit_starts_at_its_ceiling() {
+    let server = TestServer::start_with(|config| {
+        config.server.max_in_flight = 300;
+        config.server.admission = seawall_app::config::Admission::Adaptive;
+    })
+    .await;
+    let exposition = metrics(&server).await;
+    assert!(
+        exposition.contains("\nadaptive_limit{limiter=\"http\"} 300\n"),
+        "{exposition}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waits_for_a_place_within_the_shed_wait() {
     waits_for_a_place(seawall_app::config::Admission::Static, 1, 1).await;
