@@ -9,8 +9,8 @@
 //! Adaptive (`"adaptive"`, the default): the limit is found by a
 //! latency-based [`AdaptiveLimiter`] (Gradient2) between 4 and
 //! `server.max_in_flight`, starting at the latter, from the finished
-//! requests' latency, 100 ms at a time (a 503 or 504, or a request timed out, is a drop that backs it off;
-//! a 4xx says nothing of capacity), and
+//! requests' latency, 100 ms at a time (a 503 or 504, or a request timed
+//! out, is a drop that backs it off; a 4xx says nothing of capacity), and
 //! requests fill it by priority class ([`class`]): a class may take a
 //! place only while fewer than its share of the limit are in flight, so
 //! the lowest class is refused first as the service fills. A request with

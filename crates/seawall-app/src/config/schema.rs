@@ -72,8 +72,8 @@ pub struct ServerConfig {
     /// Largest total size of one request's header fields, in bytes.
     pub max_header_bytes: usize,
     /// Most requests served at once (adaptive admission: the highest its
-    /// limit goes); the rest wait up to `shed_wait` for a place, then get
-    /// 503.
+    /// limit goes, and where it starts); the rest wait up to `shed_wait`
+    /// for a place, then get 503.
     pub max_in_flight: usize,
     /// How long a request waits for a place before it is shed.
     #[serde(with = "duration")]
@@ -264,8 +264,8 @@ pub enum Admission {
     /// At most `server.max_in_flight`; the rest wait up to
     /// `server.shed_wait` for a place, then get 503.
     Static,
-    /// A limit found from the requests' latency (at most
-    /// `server.max_in_flight`), filled by priority class: the probes and
+    /// A limit found from the requests' latency (starting at
+    /// `server.max_in_flight`, which it never passes), filled by priority class: the probes and
     /// `/metrics` are never limited, the admin API and the dashboard use
     /// the whole limit, the rest of the API (reads and writes) most of it,
     /// the statistics half; a request with no room waits up to `server.shed_wait` for
