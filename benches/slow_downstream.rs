@@ -8,11 +8,11 @@
 //! that from `--slow-from` to `--slow-until` after the worker starts), in
 //! arrival order, and a call whose caller has given up is still served (a
 //! server does not know its client left), so the capacity it spends on it
-//! is lost. Every
-//! job makes one call; a run that takes longer than the job's `--timeout`
-//! is stopped and retried after 10 ms. The jobs (`--jobs`) are enqueued
-//! beforehand on one throwaway redis-server on loopback (not timed); a
-//! worker then runs them until all are completed or `--limit` has passed.
+//! is lost. Every job makes one call; a run that takes longer than the
+//! job's `--timeout` is stopped and retried after 10 ms. The jobs
+//! (`--jobs`) are enqueued beforehand on one throwaway redis-server on
+//! loopback (not timed), in a queue of each configuration's own; a worker
+//! then runs them until all are completed or `--limit` has passed.
 //!
 //! For each configuration it prints the jobs completed per second, the
 //! runs stopped by their timeout, the downstream calls served for a caller
@@ -66,7 +66,8 @@ impl Downstream {
                 server.wasted.fetch_add(1, Ordering::Relaxed);
             }
         });
-        // The sender goes only after it sent, or with the runtime.
+        // The sender goes without sending only when the downstream closes,
+        // after the configuration's worker has stopped.
         let _ = answer.await;
     }
 
@@ -97,7 +98,7 @@ impl Setting {
         }
     }
 
-    /// A queue of its own.
+    /// Its queue's name, before the configuration's place in the run.
     fn queue(self) -> String {
         match self {
             Self::Fixed(n) => format!("fixed-{n}"),
@@ -127,10 +128,15 @@ struct Run {
     limit: Duration,
 }
 
-async fn measure(server: &RedisServer, run: &Run, setting: Setting) -> Result<Row, Error> {
+async fn measure(
+    server: &RedisServer,
+    run: &Run,
+    setting: Setting,
+    index: usize,
+) -> Result<Row, Error> {
     let builder = Builder::from_config(Config::from_url(&server.url())?);
     let queues = Queues::redis(builder).connect().await?;
-    let queue = &setting.queue();
+    let queue = &format!("{}-{index}", setting.queue());
     let options = JobOptions::new()
         .attempts(u32::MAX)?
         .backoff(Backoff::fixed(Duration::from_millis(10)))?
@@ -186,12 +192,15 @@ async fn measure(server: &RedisServer, run: &Run, setting: Setting) -> Result<Ro
         setting,
         completed: stats.completed,
         seconds,
+        // The handler never fails: every failed attempt is a timeout.
         timed_out: stats.failed,
         wasted: downstream.wasted.load(Ordering::Relaxed),
         limit: (!limits.is_empty()).then(|| (limits[limits.len() / 2], limits[0])),
     })
 }
 
+/// A limit from 1 to `ceiling`, starting at it, as the worker binary
+/// builds one for a queue whose policy says `adaptive=on`.
 fn adaptive(
     algorithm: impl seawall_ratelimit::LimitAlgorithm,
     ceiling: usize,
@@ -291,8 +300,8 @@ fn main() -> Result<(), Error> {
         Setting::Aimd(128),
     ];
     let mut rows = Vec::new();
-    for setting in settings {
-        let row = runtime.block_on(measure(&server, &run, setting))?;
+    for (index, setting) in settings.into_iter().enumerate() {
+        let row = runtime.block_on(measure(&server, &run, setting, index))?;
         eprintln!(
             "{}: {} jobs in {:.1} s",
             row.setting.label(),
