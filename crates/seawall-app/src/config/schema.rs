@@ -265,11 +265,12 @@ pub enum Admission {
     /// `server.shed_wait` for a place, then get 503.
     Static,
     /// A limit found from the requests' latency (starting at
-    /// `server.max_in_flight`, which it never passes), filled by priority class: the probes and
-    /// `/metrics` are never limited, the admin API and the dashboard use
-    /// the whole limit, the rest of the API (reads and writes) most of it,
-    /// the statistics half; a request with no room waits up to `server.shed_wait` for
-    /// one (the highest class first), then gets 503. The default.
+    /// `server.max_in_flight`, which it never passes), filled by priority
+    /// class: the probes and `/metrics` are never limited, the admin API
+    /// and the dashboard use the whole limit, the rest of the API (reads
+    /// and writes) most of it, the statistics half; a request with no room
+    /// waits up to `server.shed_wait` for one (the highest class first),
+    /// then gets 503. The default.
     #[default]
     Adaptive,
 }
