@@ -6,8 +6,11 @@
 //! and leases (what an absent key holds while a load runs), `<p>:t:<tag>`
 //! a tag's set of value keys, `<p>:inv` the invalidation stream,
 //! `<p>:h:{h:<class>}` a class's learned hot keys (a sorted set of decayed
-//! read counts) and `<p>:h:{h:<class>}:at` when they last decayed. No command spans two keys except within one hash
-//! slot, so the tier runs unchanged on Redis Cluster.
+//! read counts), `<p>:h:{h:<class>}:at` when they last decayed, and
+//! `<p>:h:{h:<class>}:recent` and `<p>:h:{h:<class>}:gen` their recent
+//! reads, which keep the candidates among them (see [`HOT`]). No command
+//! spans two keys except within one hash slot, so the tier runs unchanged
+//! on Redis Cluster.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,10 +109,20 @@ return 1
 
 /// Adds reads to a class's hot keys (KEYS[1], a sorted set), first
 /// decaying every count by the time since the last decay (KEYS[2], Redis's
-/// own clock in ms) at a half-life of ARGV[1] ms; keeps the ARGV[2] hottest;
-/// both keys live ARGV[3] ms past the last addition. ARGV[4..] are pairs of
-/// member and reads. Any instance may add: the decay goes by the time
-/// between additions, not by how many instances add.
+/// own clock in ms) at a half-life of ARGV[1] ms. The set holds up to
+/// twice ARGV[2] members: the ARGV[2] hottest, which are reported, and
+/// candidates kept by their recent reads (KEYS[3], a sorted set of the
+/// ARGV[2] members with the most), as the in-process ranking keeps them
+/// (see the `hot` module's docs). Every addition halves the recent reads,
+/// then raises each member added to its reads in this addition if that
+/// is more: rather than rewrite the set, it writes them scaled by 2^gen,
+/// gen (KEYS[4]) growing by one per addition, and rescales the set once
+/// every 256 additions. Past twice ARGV[2] members, those neither among
+/// the ARGV[2] hottest nor candidates leave. Every key lives ARGV[3] ms
+/// past the last addition. ARGV[4..] are pairs of member and reads. Any
+/// instance may add: the decay goes by the time between additions, not by
+/// how many instances add, while recent reads halve at each instance's
+/// addition.
 const HOT: &str = r"
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -119,16 +132,41 @@ if now - at >= 1000 then
   redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', tostring(factor))
   at = now
 end
+local gen = tonumber(redis.call('GET', KEYS[4]) or '0') + 1
+if gen > 256 then
+  redis.call('ZUNIONSTORE', KEYS[3], 1, KEYS[3], 'WEIGHTS', tostring(math.pow(0.5, 256)))
+  gen = 1
+end
+local scale = math.pow(2, gen)
 for i = 4, #ARGV, 2 do
   redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('ZADD', KEYS[3], 'GT', tostring(tonumber(ARGV[i + 1]) * scale), ARGV[i])
 end
-local size = redis.call('ZCARD', KEYS[1])
 local keep = tonumber(ARGV[2])
+local size = redis.call('ZCARD', KEYS[3])
 if size > keep then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - keep - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, size - keep - 1)
+end
+size = redis.call('ZCARD', KEYS[1])
+if size > 2 * keep then
+  local gone = {}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, size - keep - 1)) do
+    if not redis.call('ZSCORE', KEYS[3], member) then
+      gone[#gone + 1] = member
+      if #gone == 1000 then
+        redis.call('ZREM', KEYS[1], unpack(gone))
+        gone = {}
+      end
+    end
+  end
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[1], unpack(gone))
+  end
 end
 redis.call('SET', KEYS[2], at, 'PX', ARGV[3])
+redis.call('SET', KEYS[4], gen, 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return size
 ";
 
@@ -213,7 +251,8 @@ impl RedisTier {
     }
 
     /// The sorted set of a class's hot keys, and the key of its last
-    /// decay, in one hash slot.
+    /// decay, in one hash slot (with the keys of its recent reads, their
+    /// name followed by `:recent` and `:gen`).
     fn hot_keys_of(&self, class: &str) -> (String, String) {
         // The tag is never empty, whatever the class's name.
         let set = format!("{}:h:{{h:{class}}}", self.prefix);
@@ -222,7 +261,8 @@ impl RedisTier {
     }
 
     /// Adds `counts` (key, reads) to the class's hot keys, decayed at
-    /// `half_life`, keeping the `keep` hottest.
+    /// `half_life`, keeping the `keep` hottest and up to `keep` candidates
+    /// (see [`HOT`]).
     pub(crate) async fn learn_hot(
         &self,
         class: &str,
@@ -231,6 +271,8 @@ impl RedisTier {
         keep: usize,
     ) -> Result<()> {
         let (set, at) = self.hot_keys_of(class);
+        let (recent, generation) = (format!("{set}:recent"), format!("{set}:gen"));
+        let keys = vec![set, at, recent, generation];
         let mut args: Vec<Value> = Vec::with_capacity(3 + 2 * counts.len());
         args.push(Value::from(
             crate::lock::millis(half_life).max(1).to_string(),
@@ -244,7 +286,7 @@ impl RedisTier {
         self.call(
             Command::Script("hot"),
             self.hot
-                .evalsha_with_reload::<i64, _, _>(&self.client, vec![set, at], args),
+                .evalsha_with_reload::<i64, _, _>(&self.client, keys, args),
         )
         .await
         .map(drop)
