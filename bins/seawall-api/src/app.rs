@@ -101,6 +101,7 @@ impl App {
             config.server.max_in_flight,
             config.server.shed_wait,
             config.server.admission,
+            Some(admin_token.clone()),
             &monitor,
         )?;
         let cache =
@@ -312,10 +313,12 @@ pub fn with_stack(
     server: &ServerConfig,
     monitor: &Monitor,
 ) -> Result<Router, Error> {
+    // No admin token here: no call is in the admin class.
     let shedder = Shedder::new(
         server.max_in_flight,
         server.shed_wait,
         server.admission,
+        None,
         monitor,
     )?;
     let perfmon = Some(PerfmonLayer::new(monitor.clone()));

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -209,6 +210,9 @@ struct Parts {
     learned_warm_keys: CounterVec,
     history: Arc<Mutex<VecDeque<RatioPoint>>>,
     sampler: JoinHandle<()>,
+    /// Set while invalidations reach only this instance (Redis is out of
+    /// reach): the first is warned of, the rest of the outage's at debug.
+    local_only: AtomicBool,
 }
 
 impl Drop for Parts {
@@ -231,7 +235,8 @@ impl ApiCache {
         let mut builder = TieredCache::builder()
             .name("api")
             .prefix(PREFIX)
-            .l1(L1Capacity::Entries(entries));
+            .l1(L1Capacity::Entries(entries))
+            .degraded_ttl(config.degraded_ttl);
         if config.warm_hot > 0 {
             // Room for more than a warm-up takes: a class holds keys of other
             // families (the learners' standing among the statistics, coupons
@@ -242,9 +247,12 @@ impl ApiCache {
         let balance = Policy::new(BALANCE_TTL);
         builder = builder.define(
             IDENTITY,
+            // A revoked key stops working on an instance cut off from
+            // Redis at once: its identity is never served from L1 there.
             Policy::new(IDENTITY_TTL)
                 .fail_safe(Duration::ZERO)
-                .negative_ttl(Duration::ZERO),
+                .negative_ttl(Duration::ZERO)
+                .degraded_ttl(Duration::ZERO),
         );
         builder = match redis {
             Some(redis) => builder
@@ -294,6 +302,7 @@ impl ApiCache {
             learned_warm_keys,
             history,
             sampler,
+            local_only: AtomicBool::new(false),
         }))))
     }
 
@@ -428,12 +437,11 @@ impl ApiCache {
     }
 
     /// Drops everything cached about a user, on every instance. A Redis
-    /// failure is logged: the local copies are gone, and the Redis part is
-    /// retried once Redis answers.
+    /// failure is logged, once per outage: the local copies are gone, and
+    /// the Redis part is retried once Redis answers.
     pub async fn forget_user(&self, user_id: i64) {
-        if let Err(error) = self.0.cache.invalidate_tag(&user_tag(user_id)).await {
-            tracing::warn!(%error, user_id, "invalidating a user's cache entries reached only this instance");
-        }
+        let done = self.0.cache.invalidate_tag(&user_tag(user_id)).await;
+        self.reached(done.err(), "a user's cache entries");
     }
 
     /// Drops every cached statistics entry, on every instance (after the
@@ -441,8 +449,27 @@ impl ApiCache {
     /// [`ApiCache::forget_user`].
     pub async fn forget_stats(&self) {
         let pattern = format!("{}:*", Family::Stats.namespace());
-        if let Err(error) = self.0.cache.invalidate_pattern(&pattern).await {
-            tracing::warn!(%error, "invalidating the cached statistics reached only this instance");
+        let done = self.0.cache.invalidate_pattern(&pattern).await;
+        self.reached(done.err(), "the cached statistics");
+    }
+
+    /// Says how an invalidation of `what` went: the first that reached
+    /// only this instance (`failed`) is warned of, the rest until one
+    /// reaches Redis again at debug, and that one at info. A Redis that
+    /// died otherwise logged a warning per write.
+    fn reached(&self, failed: Option<seawall_cache::Error>, what: &str) {
+        match failed {
+            Some(error) if !self.0.local_only.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(%error, "invalidating {what} reached only this instance; the other instances get it once Redis answers (later ones until then are logged at debug)");
+            }
+            Some(error) => {
+                tracing::debug!(%error, "invalidating {what} reached only this instance");
+            }
+            None => {
+                if self.0.local_only.swap(false, Ordering::Relaxed) {
+                    tracing::info!("invalidations reach every instance again");
+                }
+            }
         }
     }
 

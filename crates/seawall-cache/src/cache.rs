@@ -42,6 +42,10 @@ pub(crate) fn deadline(after: Duration) -> tokio::time::Instant {
 /// The default prefix of every Redis key of a cache.
 pub const DEFAULT_PREFIX: &str = "seawall:cache";
 
+/// How stale L1 may answer by default while an instance cannot follow the
+/// invalidation stream ([`TieredCacheBuilder::degraded_ttl`]).
+pub const DEFAULT_DEGRADED_TTL: Duration = Duration::from_secs(1);
+
 /// A two-tier cache: L1 in process, L2 on Redis, each optional. Cheap to
 /// clone; clones share everything.
 ///
@@ -87,6 +91,7 @@ pub struct TieredCacheBuilder<C: Codec = Binary> {
     lock_wait: Duration,
     feed: bool,
     cut_off_l1_ttl: Duration,
+    degraded_ttl: Duration,
     hot_keys: Option<HotKeyOptions>,
     codec: PhantomData<fn() -> C>,
 }
@@ -115,6 +120,7 @@ impl TieredCache<Binary> {
             lock_wait: Duration::from_secs(2),
             feed: true,
             cut_off_l1_ttl: Duration::from_secs(5),
+            degraded_ttl: DEFAULT_DEGRADED_TTL,
             hot_keys: None,
             codec: PhantomData,
         }
@@ -222,14 +228,37 @@ impl<C: Codec> TieredCacheBuilder<C> {
     }
 
     /// The longest L1 keeps a value it took while this instance could not
-    /// follow other instances' invalidations (default 5 s). L1 answers no
-    /// read while cut off; once the feed has caught up it does, and an
+    /// follow other instances' invalidations (default 5 s). Once the feed
+    /// has caught up L1 answers with it as with any other, and an
     /// invalidation that never reached the stream (its sender stopped while
     /// it could not reach Redis) cannot have dropped what L1 took in the
     /// meantime. This bounds how long such a copy is served.
     #[must_use]
     pub fn cut_off_l1_ttl(mut self, ttl: Duration) -> Self {
         self.cut_off_l1_ttl = ttl;
+        self
+    }
+
+    /// How stale L1 may answer while this instance cannot follow other
+    /// instances' invalidations, because Redis (or the stream's node) is
+    /// out of reach (default [`DEFAULT_DEGRADED_TTL`], 1 s; zero: L1
+    /// answers nothing meanwhile, every read goes to Redis or the loader).
+    ///
+    /// Meanwhile L1 answers with a value only within `ttl` of the later of
+    /// its creation and the last moment the feed had the stream's end
+    /// (its last read that answered, at most about a second before the
+    /// loss); past that, a read loads again (and what it loads is kept
+    /// that long). So a reader may see a value that another instance has
+    /// replaced or invalidated for at most `ttl` after that write, or after
+    /// the stream was lost when the write came just before; never longer.
+    /// This instance's own writes and invalidations still reach its L1 at
+    /// once. When the feed follows again, it replays what it missed, or
+    /// clears L1 when the stream no longer holds it, as after any
+    /// disconnection. Without it (FusionCache's fail-safe is the model),
+    /// an instance whose Redis died handed its database every read.
+    #[must_use]
+    pub fn degraded_ttl(mut self, ttl: Duration) -> Self {
+        self.degraded_ttl = ttl;
         self
     }
 
@@ -257,6 +286,7 @@ impl<C: Codec> TieredCacheBuilder<C> {
             lock_wait: self.lock_wait,
             feed: self.feed,
             cut_off_l1_ttl: self.cut_off_l1_ttl,
+            degraded_ttl: self.degraded_ttl,
             hot_keys: self.hot_keys,
             codec: PhantomData,
         }
@@ -394,6 +424,8 @@ impl<C: Codec> TieredCacheBuilder<C> {
             pending_added: Arc::default(),
             feed_connected: AtomicBool::new(false),
             unfollowed_l1_ttl: self.cut_off_l1_ttl,
+            degraded_ttl: self.degraded_ttl,
+            followed_at_ms: AtomicU64::new(0),
             follows: self.redis.is_some() && self.feed && self.l1.is_some(),
             epoch: AtomicU64::new(0),
             learner,
@@ -503,7 +535,7 @@ impl<C: Codec> TieredCache<C> {
         let inner = &*self.inner;
         let counters = inner.counters_of(class);
         let now = now_ms();
-        if inner.l1.is_some() && inner.l1_trusted() {
+        if inner.l1.is_some() {
             if let Some(value) = self.l1_hit(key, class, now) {
                 return value;
             }
@@ -540,8 +572,9 @@ impl<C: Codec> TieredCache<C> {
 
     /// The value of `key` in this process's memory (L1) alone, never asking
     /// Redis: `None` on a miss, an expired entry, a cached "not found", a
-    /// value of another type, or while L1 answers no read (this instance is
-    /// cut off from other instances' invalidations). For a caller that
+    /// value of another type, or one L1 may not answer with (this instance
+    /// is cut off from other instances' invalidations, and the value is
+    /// older than [`TieredCacheBuilder::degraded_ttl`] allows). For a caller that
     /// decides, from what it finds, whether a read of Redis or the source is
     /// worth paying for; a hit counts as an L1 hit, a miss counts nothing.
     ///
@@ -572,8 +605,10 @@ impl<C: Codec> TieredCache<C> {
         T: Clone + 'static,
     {
         let inner = &*self.inner;
-        let l1 = inner.l1.as_ref().filter(|_| inner.l1_trusted())?;
-        let entry = l1.get(key).filter(|entry| now < entry.l1_fresh_until_ms)?;
+        let l1 = inner.l1.as_ref()?;
+        let entry = l1
+            .get(key)
+            .filter(|entry| now < entry.l1_fresh_until_ms && inner.l1_answers(&entry.meta, now))?;
         let value = typed::<T>(&entry.value)?;
         bump(&inner.counters_of(class).l1_hits);
         Some(value)
@@ -590,10 +625,12 @@ impl<C: Codec> TieredCache<C> {
         let counters = inner.counters_of(class);
         let now = now_ms();
         let mut found: Vec<Option<Option<T>>> = vec![None; keys.len()];
-        if let Some(l1) = inner.l1.as_ref().filter(|_| inner.l1_trusted()) {
+        if let Some(l1) = inner.l1.as_ref() {
             for (slot, key) in found.iter_mut().zip(keys) {
                 match l1.get(key.as_ref()) {
-                    Some(entry) if now < entry.l1_fresh_until_ms => {
+                    Some(entry)
+                        if now < entry.l1_fresh_until_ms && inner.l1_answers(&entry.meta, now) =>
+                    {
                         *slot = typed::<T>(&entry.value);
                     }
                     _ => {}

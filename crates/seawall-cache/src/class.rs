@@ -111,6 +111,7 @@ pub struct Policy {
     pub(crate) distributed_lock: bool,
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Duration,
+    pub(crate) degraded_ttl: Option<Duration>,
 }
 
 impl Policy {
@@ -136,6 +137,7 @@ impl Policy {
             distributed_lock: false,
             soft_timeout: None,
             hard_timeout: Duration::from_secs(30),
+            degraded_ttl: None,
         }
     }
 
@@ -172,6 +174,17 @@ impl Policy {
     #[must_use]
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;
+        self
+    }
+
+    /// How stale this class's L1 may answer while the instance cannot
+    /// follow other instances' invalidations, in place of the cache's
+    /// [`degraded_ttl`](crate::TieredCacheBuilder::degraded_ttl): zero for
+    /// a class whose values must never be served after another instance
+    /// dropped them (who a credential belongs to, say), however briefly.
+    #[must_use]
+    pub fn degraded_ttl(mut self, ttl: Duration) -> Self {
+        self.degraded_ttl = Some(ttl);
         self
     }
 

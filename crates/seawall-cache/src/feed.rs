@@ -22,7 +22,7 @@ use fred::prelude::{Client, ClientLike, EventInterface};
 use fred::types::config::Options;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use crate::inner::{Inner, Invalidation};
+use crate::inner::{Inner, Invalidation, now_ms};
 use crate::stats::bump;
 
 /// How long one `XREAD` blocks; the task notices a dropped cache within it.
@@ -148,6 +148,7 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
         cursor = Some(position.clone());
         cut_off = false;
         inner.feed_connected.store(true, Ordering::Relaxed);
+        inner.followed_at_ms.store(now_ms(), Ordering::Relaxed);
         // Do not keep the cache alive while blocked.
         drop(inner);
         let args = vec![
@@ -168,20 +169,28 @@ pub(crate) async fn follow(cache: Weak<Inner>, client: Client) {
         match tokio::time::timeout(BLOCK + timeout, read).await {
             Ok(Ok(reply)) => {
                 let Some(inner) = cache.upgrade() else { break };
+                // Every entry up to this answer is in it: the stream was
+                // followed until now.
+                let answered_at = now_ms();
                 let Some(last) = apply(&inner, entries(reply)) else {
+                    inner.followed_at_ms.store(answered_at, Ordering::Relaxed);
                     continue;
                 };
                 // Entries between the cursor and this batch may have been
                 // trimmed while this reader lagged; the cursor moves on only
                 // once that is ruled out (or L1 is cleared).
                 match missed_since(&reader, &stream, &position, timeout).await {
-                    Ok(false) => cursor = Some(last),
+                    Ok(false) => {
+                        inner.followed_at_ms.store(answered_at, Ordering::Relaxed);
+                        cursor = Some(last);
+                    }
                     Ok(true) => {
                         inner.invalidate_local(&Invalidation::Clear);
                         bump(&inner.cache_counters.l1_clears);
                         tracing::warn!(
                             "this instance fell further behind the invalidation stream than it keeps: L1 cleared"
                         );
+                        inner.followed_at_ms.store(answered_at, Ordering::Relaxed);
                         cursor = Some(last);
                     }
                     Err(()) => {

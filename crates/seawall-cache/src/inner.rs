@@ -56,6 +56,13 @@ pub(crate) struct Inner {
     /// Wakes the task that sends `pending` when an invalidation is added.
     pub(crate) pending_added: Arc<tokio::sync::Notify>,
     pub(crate) feed_connected: AtomicBool,
+    /// When the feed last had the stream's end (Unix ms): its last read
+    /// that answered. While it is cut off, L1 answers within
+    /// `degraded_ttl` of this or of a value's creation, whichever is later.
+    pub(crate) followed_at_ms: AtomicU64,
+    /// How long L1 answers while this instance cannot follow the
+    /// invalidation stream (zero: not at all).
+    pub(crate) degraded_ttl: Duration,
     /// The longest L1 keeps what it takes while this instance cannot
     /// follow the invalidation stream.
     pub(crate) unfollowed_l1_ttl: Duration,
@@ -218,11 +225,32 @@ impl Inner {
         );
     }
 
-    /// Whether L1 may answer reads: always, unless this instance follows
-    /// other instances' invalidations and is cut off from them (its copies
-    /// may be stale until it catches up).
+    /// Whether L1 follows every invalidation: always, unless this instance
+    /// follows other instances' invalidations and is cut off from them
+    /// (its copies may be stale until it catches up).
     pub(crate) fn l1_trusted(&self) -> bool {
         !self.follows || self.feed_connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether L1 may answer a read with a value whose header is `meta`, at
+    /// `now`: always while L1 follows every invalidation; while cut off
+    /// from them, only within the degraded TTL (its class's, else the
+    /// cache's) of the later of the value's creation and the feed's last
+    /// read, so that no value another instance replaced is served longer
+    /// than that after the write (or after the stream was lost, for a
+    /// write just before). This instance's own writes and invalidations
+    /// reach its L1 at once either way.
+    pub(crate) fn l1_answers(&self, meta: &Meta, now: u64) -> bool {
+        self.l1_trusted() || {
+            let ttl = self
+                .policy_of(Class(meta.class))
+                .degraded_ttl
+                .unwrap_or(self.degraded_ttl);
+            let since = meta
+                .created_ms
+                .max(self.followed_at_ms.load(Ordering::Relaxed));
+            now < since.saturating_add(ms(ttl))
+        }
     }
 
     /// The Redis tier unless it is absent or its breaker is open (a

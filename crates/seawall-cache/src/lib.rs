@@ -63,14 +63,21 @@
 //!   [`TieredCache::readiness_check`] fails while any waits, or while the
 //!   breaker is open.
 //!   While an instance cannot hear other instances' invalidations (cut off,
-//!   or just started), its L1 answers no read; call
-//!   [`TieredCache::wait_following`] once at start.
+//!   or just started), its L1 answers only within a bounded staleness,
+//!   [`TieredCacheBuilder::degraded_ttl`] (1 s by default; zero: no read),
+//!   of the later of a value's creation and the last moment it followed
+//!   the stream, so an instance whose Redis died does not hand every read
+//!   to the loader; a class can ask for less ([`Policy::degraded_ttl`]).
+//!   Call [`TieredCache::wait_following`] once at start.
 //! - **Batches**: [`TieredCache::get_many`] sends one `MGET` per hash slot,
 //!   together, so Redis Cluster never sees a cross-slot command.
 //! - **Hot keys** ([`TieredCacheBuilder::learn_hot_keys`]): a sample of
 //!   the reads counted per class in a space-saving ranking, merged into
 //!   counts that halve every half-life, in Redis for every instance
-//!   together; [`TieredCache::hot_keys`] gives the hottest for a warm-up
+//!   together. Besides the keys it reports, the ranking keeps as many
+//!   candidates, the keys read most in the last few merges, so a key hot
+//!   now gathers reads until it passes one that went cold;
+//!   [`TieredCache::hot_keys`] gives the hottest for a warm-up
 //!   after a start, and [`TieredCache::l1_clears`] says when L1 was
 //!   cleared (a failover, a clear) and wants it again.
 //! - **Stats** per tier and class ([`Stats`]), exported through
@@ -199,7 +206,9 @@ mod stats;
 mod trace;
 mod warm;
 
-pub use cache::{DEFAULT_PREFIX, FollowingCheck, TieredCache, TieredCacheBuilder};
+pub use cache::{
+    DEFAULT_DEGRADED_TTL, DEFAULT_PREFIX, FollowingCheck, TieredCache, TieredCacheBuilder,
+};
 pub use class::{Class, EarlyRefresh, Policy, WriteStrategy};
 pub use codec::{Binary, Codec, CodecError, Json};
 pub use error::{BoxError, Error, Result};

@@ -102,14 +102,14 @@ where
     let counters = inner.counters_of(options.class);
     let now = now_ms();
     let mut fallback = None;
-    let trusted = inner.l1_trusted();
     if let Some(l1) = &inner.l1 {
         if let Some(entry) = l1.get(key)
             && let Some(value) = typed::<T>(&entry.value)
         {
-            if !trusted {
-                // Cut off from other instances' invalidations: the copy
-                // may be stale, so it only stands in for a failed load.
+            if !inner.l1_answers(&entry.meta, now) {
+                // Cut off from other instances' invalidations for longer
+                // than the degraded TTL allows this copy: it may be stale,
+                // so it only stands in for a failed load.
                 if now < entry.meta.stale_until_ms {
                     fallback = Some(Fallback::of(&entry, false));
                 }

@@ -81,6 +81,20 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// The call was not sent: a call to the same Redis node found it down
+    /// moments ago (no connection, no answer in time), and its circuit
+    /// breaker holds calls back until a probe, one call per second, finds
+    /// it up (or the client reconnects). Nothing was changed; the call may
+    /// be sent again after `retry_in`. A worker's own transitions (fetch,
+    /// acknowledgement, renewal) are never held back.
+    #[error(
+        "the queue's Redis was found down moments ago; the call was not sent (the next try goes in {retry_in:?})"
+    )]
+    Unavailable {
+        /// How long until the breaker lets the next call through as its
+        /// probe (zero: a probe is out now).
+        retry_in: std::time::Duration,
+    },
     /// Redis answered something this crate's scripts never return (another
     /// program wrote the queue's keys).
     #[error("unexpected reply from redis: {0}")]
@@ -120,6 +134,7 @@ impl Error {
             | Self::PoolTimeout(_)
             | Self::Unsupported(_)
             | Self::NotReplicated { .. }
+            | Self::Unavailable { .. }
             | Self::IdempotencyMismatch { .. } => true,
             Self::Redis(_) => self.is_refusal(),
             Self::EnqueueOutcomeUnknown { .. } | Self::Protocol(_) => false,

@@ -803,10 +803,24 @@ fn register(monitor: &Monitor, name: &str, initial: u64) -> Result<Metrics> {
     Ok(metrics)
 }
 
+/// What a finished operation tells an adaptive limit about capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It finished and was served: its latency is a sample.
+    Served,
+    /// It was dropped for overload: it timed out, or the service refused
+    /// it for want of room. The limit backs off.
+    Overloaded,
+    /// It says nothing about this service's capacity: the caller's own
+    /// mistake, or a dependency that failed fast (a dead Redis is no
+    /// reason to admit fewer of the requests that do not need it).
+    Ignored,
+}
+
 /// One admitted operation's place. Report how it went with
-/// [`success`](Token::success), [`dropped`](Token::dropped) or
-/// [`ignore`](Token::ignore); dropped unreported, it only gives its place
-/// back (as `ignore`).
+/// [`success`](Token::success), [`dropped`](Token::dropped),
+/// [`ignore`](Token::ignore) or [`report`](Token::report); dropped
+/// unreported, it only gives its place back (as `ignore`).
 pub struct Token {
     limiter: Option<Arc<Shared>>,
     started: quanta::Instant,
@@ -837,6 +851,17 @@ impl Token {
     /// mistake, say): its place is given back, and nothing learned.
     pub fn ignore(self) {
         self.finish(None);
+    }
+
+    /// Reports `outcome`: [`success`](Token::success),
+    /// [`dropped`](Token::dropped) or [`ignore`](Token::ignore) by its
+    /// variant.
+    pub fn report(self, outcome: Outcome) {
+        match outcome {
+            Outcome::Served => self.success(),
+            Outcome::Overloaded => self.dropped(),
+            Outcome::Ignored => self.ignore(),
+        }
     }
 
     fn finish(mut self, dropped: Option<bool>) {

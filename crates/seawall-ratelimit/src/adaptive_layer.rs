@@ -4,6 +4,15 @@
 //! into classes first: exempt ones (probes, the metrics scrape) never
 //! take a place, and each other class may fill only its share of the
 //! limit, so the lowest class is refused first as the service fills.
+//!
+//! What an answer tells the limit is decided in one place,
+//! [`outcome_of`]: only the service's own refusals for want of room
+//! (marked [`Shed`]), timeouts (504, or an answer that never came) and
+//! latency move it down. A 503 from a dependency that failed fast (a
+//! dead Redis) is no overload of this service: counted as one, a tenth
+//! off the limit per window, it would take the limit to its floor within
+//! seconds and leave the requests that do not need the dependency a few
+//! places.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +24,47 @@ use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::adaptive::AdaptiveLimiter;
+use crate::adaptive::{AdaptiveLimiter, Outcome};
+
+/// A response extension that marks an answer as the service's own
+/// refusal for want of capacity: a request shed by admission, one stopped
+/// by the request timeout, one that waited too long for a pooled
+/// connection. [`outcome_of`] counts it as overload whatever its status;
+/// an unmarked 503 (a dependency that is down) is not.
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use seawall_ratelimit::{Outcome, Shed, outcome_of};
+///
+/// let mut shed = Response::new(());
+/// *shed.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+/// shed.extensions_mut().insert(Shed);
+/// assert_eq!(outcome_of(shed.status(), shed.extensions()), Outcome::Overloaded);
+///
+/// let mut down = Response::new(());
+/// *down.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+/// assert_eq!(outcome_of(down.status(), down.extensions()), Outcome::Ignored);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shed;
+
+/// What an HTTP answer with `status` and `extensions` tells an adaptive
+/// limit: [`Outcome::Overloaded`] for the service's own refusals (marked
+/// [`Shed`]) and for 504 (a timeout); [`Outcome::Ignored`] for the
+/// caller's mistakes (4xx) and for the other failures (5xx: a dependency
+/// that is down, a defect), which say nothing of how much this service
+/// can have in flight; [`Outcome::Served`], a latency sample, for the
+/// rest. A request that got no answer within its timeout is
+/// [`Outcome::Overloaded`] too; it has no status to ask with.
+pub fn outcome_of(status: StatusCode, extensions: &http::Extensions) -> Outcome {
+    if extensions.get::<Shed>().is_some() || status == StatusCode::GATEWAY_TIMEOUT {
+        Outcome::Overloaded
+    } else if status.is_client_error() || status.is_server_error() {
+        Outcome::Ignored
+    } else {
+        Outcome::Served
+    }
+}
 
 /// How much of the limit a request may use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,9 +81,9 @@ type Classifier = dyn Fn(&http::request::Parts) -> Admission + Send + Sync;
 
 /// Adds adaptive admission to a service: each request takes a place in an
 /// [`AdaptiveLimiter`] by its class, or is answered at once with a 503
-/// problem and `Retry-After: 1`. A 503 or 504 from the service (or an
-/// error) is a drop, a 4xx says nothing of capacity, any other answer is a
-/// sample of its latency.
+/// problem and `Retry-After: 1`. Each answer is reported as
+/// [`outcome_of`] reads it (an error from the service is a drop): an inner
+/// layer marks its own refusals [`Shed`].
 ///
 /// ```
 /// use seawall_ratelimit::{AdaptiveLayer, AdaptiveLimiter, Admission, Gradient};
@@ -140,22 +189,10 @@ where
         Box::pin(async move {
             let answer = inner.call(request).await;
             if let Some(token) = token {
-                match &answer {
-                    // What the service could not serve in time, or said it
-                    // had no room for, is overload.
-                    Ok(response)
-                        if matches!(
-                            response.status(),
-                            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-                        ) =>
-                    {
-                        token.dropped();
-                    }
-                    // The caller's own mistakes say nothing of capacity.
-                    Ok(response) if response.status().is_client_error() => token.ignore(),
-                    Ok(_) => token.success(),
-                    Err(_) => token.dropped(),
-                }
+                token.report(match &answer {
+                    Ok(response) => outcome_of(response.status(), response.extensions()),
+                    Err(_) => Outcome::Overloaded,
+                });
             }
             answer
         })
@@ -179,5 +216,6 @@ fn overloaded<B: From<String>>() -> Response<B> {
         HeaderValue::from_static("application/problem+json"),
     );
     headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response.extensions_mut().insert(Shed);
     response
 }

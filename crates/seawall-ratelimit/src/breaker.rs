@@ -1,11 +1,27 @@
-//! The Redis store's circuit breakers, shared by every clone of the store
-//! and so by every limiter on it: one per Redis node the store calls (on a
-//! Cluster, each master; on a standalone server or behind Sentinel, the
-//! one server). Once a call finds a node down, calls to that node are not
-//! sent until a probe, one call at a time and at most one per interval,
-//! finds it up again; calls to the other nodes go on as before. A breaker
-//! is a few atomics; a call while it is closed reads one, after finding
-//! its node's breaker by its key's slot.
+//! Circuit breakers per Redis node: the Redis store's, shared by every
+//! clone of the store and so by every limiter on it, and seawall-queue's
+//! (which uses this module rather than keep one of its own). One per
+//! Redis node a client calls (on a Cluster, each master; on a standalone
+//! server or behind Sentinel, the one server). Once a call finds a node
+//! down, calls to that node are not sent until a probe, one call at a
+//! time and at most one per interval, finds it up again; calls to the
+//! other nodes go on as before. A breaker is a few atomics; a call while
+//! it is closed reads one, after finding its node's breaker by its key's
+//! slot.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall_ratelimit::breaker::Breakers;
+//!
+//! let breakers = Breakers::new(Duration::from_secs(1));
+//! let client = fred::prelude::Builder::default_centralized().build()?;
+//! let breaker = breakers.of(&client, Some("{queue}:meta"));
+//! let permit = breaker.permit().expect("closed");
+//! // ... the call finds no connection ...
+//! assert!(permit.down(), "this call opened it");
+//! assert!(breaker.permit().is_none(), "the next is not sent");
+//! # Ok::<(), fred::error::Error>(())
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use fred::error::ErrorKind;
 use fred::prelude::{Client, ClientLike as _, ClusterInterface as _};
 use parking_lot::Mutex;
 
@@ -20,9 +37,9 @@ use parking_lot::Mutex;
 /// again from the client (which follows the cluster's changes itself).
 const ROUTES_TTL: Duration = Duration::from_millis(250);
 
-/// The breakers of one store, one per node.
+/// The breakers of one client, one per node.
 #[derive(Debug)]
-pub(crate) struct Breakers {
+pub struct Breakers {
     interval: Duration,
     /// The breaker of a store on one server, and of a call whose node is
     /// not known (no key, or a Cluster not mapped yet).
@@ -38,7 +55,9 @@ pub(crate) struct Breakers {
 }
 
 impl Breakers {
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// Breakers that send a probe `interval` after a call found their node
+    /// down.
+    pub fn new(interval: Duration) -> Self {
         Self {
             interval,
             default: Arc::new(Breaker::new(interval)),
@@ -53,7 +72,7 @@ impl Breakers {
     /// a Cluster, else the one breaker (borrowed: no reference count is
     /// touched on a store of one server).
     #[inline]
-    pub(crate) fn of(&self, client: &Client, key: Option<&str>) -> NodeBreaker<'_> {
+    pub fn of(&self, client: &Client, key: Option<&str>) -> NodeBreaker<'_> {
         let Some(key) = key.filter(|_| client.is_clustered()) else {
             return NodeBreaker::Default(&self.default);
         };
@@ -107,16 +126,37 @@ impl Breakers {
     }
 
     /// Whether any node's breaker is open.
-    pub(crate) fn any_open(&self) -> bool {
+    pub fn any_open(&self) -> bool {
         self.default.is_open() || self.nodes.lock().values().any(|breaker| breaker.is_open())
+    }
+
+    /// The breaker of the Cluster node at `server` (`host:port`, as the
+    /// client names it), or with `None` the default one (a client on one
+    /// server has only that): for a caller that learns of a node's state
+    /// outside a call, from the client's connection events. A node not
+    /// mapped yet gets its breaker now, and its slots find it once they
+    /// are mapped.
+    pub fn node(&self, server: Option<&str>) -> NodeBreaker<'_> {
+        match server {
+            None => NodeBreaker::Default(&self.default),
+            Some(server) => NodeBreaker::Node(Arc::clone(
+                self.nodes
+                    .lock()
+                    .entry(server.to_owned())
+                    .or_insert_with(|| Arc::new(Breaker::new(self.interval))),
+            )),
+        }
     }
 }
 
-/// The breaker a call passes: the store's one, borrowed, or a Cluster
-/// node's, shared.
+/// The breaker a call passes: the one of a client on one server,
+/// borrowed, or a Cluster node's, shared.
 #[derive(Debug)]
-pub(crate) enum NodeBreaker<'a> {
+pub enum NodeBreaker<'a> {
+    /// The breaker of a client on one server, or of a call whose node is
+    /// not known.
     Default(&'a Breaker),
+    /// A Cluster node's breaker.
     Node(Arc<Breaker>),
 }
 
@@ -131,9 +171,10 @@ impl std::ops::Deref for NodeBreaker<'_> {
     }
 }
 
-/// Closed, or open with the time the next probe may go.
+/// One node's breaker: closed, or open with the time the next probe may
+/// go.
 #[derive(Debug)]
-pub(crate) struct Breaker {
+pub struct Breaker {
     /// 0 while closed; while open, when the next probe may start (µs since
     /// `epoch`, at least 1).
     next_probe_at: AtomicU64,
@@ -148,13 +189,15 @@ pub(crate) struct Breaker {
 /// probe that is dropped unreported (its future cancelled) frees the probe
 /// slot for the next call.
 #[derive(Debug)]
-pub(crate) struct Permit<'a> {
+#[must_use = "a permit reports how its call went, or frees a probe's slot when dropped"]
+pub struct Permit<'a> {
     breaker: &'a Breaker,
     probe: bool,
 }
 
 impl Breaker {
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// A closed breaker that sends a probe `interval` after a failure.
+    pub fn new(interval: Duration) -> Self {
         Self {
             next_probe_at: AtomicU64::new(0),
             probing: AtomicBool::new(false),
@@ -166,7 +209,7 @@ impl Breaker {
     /// Leave to send a call, or `None` while the breaker is open and this
     /// call is not the probe.
     #[inline]
-    pub(crate) fn permit(&self) -> Option<Permit<'_>> {
+    pub fn permit(&self) -> Option<Permit<'_>> {
         let next_probe_at = self.next_probe_at.load(Ordering::Relaxed);
         if next_probe_at == 0 {
             return Some(Permit {
@@ -184,8 +227,32 @@ impl Breaker {
     }
 
     /// Whether calls are held back now.
-    pub(crate) fn is_open(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         self.next_probe_at.load(Ordering::Relaxed) != 0
+    }
+
+    /// Opens the breaker (or keeps it open) until a probe one interval
+    /// from now, as a call that found the node down does; true when this
+    /// opened it.
+    pub fn open(&self) -> bool {
+        let next = self.now_us().saturating_add(self.interval_us).max(1);
+        self.next_probe_at.swap(next, Ordering::Relaxed) == 0
+    }
+
+    /// Closes the breaker, as a call the node answered does; true when
+    /// this closed it.
+    pub fn close(&self) -> bool {
+        self.next_probe_at.load(Ordering::Relaxed) != 0
+            && self.next_probe_at.swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// How long until the next probe may go: zero while closed or once it
+    /// is due.
+    pub fn retry_in(&self) -> Duration {
+        match self.next_probe_at.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            at => Duration::from_micros(at.saturating_sub(self.now_us())),
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -194,27 +261,22 @@ impl Breaker {
 }
 
 impl Permit<'_> {
-    /// The store answered (an answer with an error included): the breaker
-    /// closes.
+    /// The node answered (an answer with an error included): the breaker
+    /// closes; true when this call closed it.
     #[inline]
-    pub(crate) fn answered(mut self) {
-        let breaker = self.breaker;
-        if breaker.next_probe_at.load(Ordering::Relaxed) != 0 {
-            breaker.next_probe_at.store(0, Ordering::Relaxed);
-            crate::trace::breaker_closed();
-        }
+    pub fn answered(mut self) -> bool {
+        let closed = self.breaker.close();
         self.release();
+        closed
     }
 
-    /// The store is down (no connection, no answer in time): the breaker
-    /// opens, or stays open, until a probe one interval from now.
-    pub(crate) fn down(mut self) {
-        let breaker = self.breaker;
-        let next = breaker.now_us().saturating_add(breaker.interval_us).max(1);
-        if breaker.next_probe_at.swap(next, Ordering::Relaxed) == 0 {
-            crate::trace::breaker_opened();
-        }
+    /// The node is down (no connection, no answer in time): the breaker
+    /// opens, or stays open, until a probe one interval from now; true
+    /// when this call opened it.
+    pub fn down(mut self) -> bool {
+        let opened = self.breaker.open();
         self.release();
+        opened
     }
 
     fn release(&mut self) {
@@ -227,6 +289,36 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// Whether `error` says Redis is down (no connection, no answer, a server
+/// that cannot serve any call now) rather than refusing this one call: a
+/// call that failed with it reports [`Permit::down`], any other answer
+/// [`Permit::answered`].
+pub fn is_down(error: &fred::error::Error) -> bool {
+    match error.kind() {
+        ErrorKind::Unknown
+        | ErrorKind::InvalidArgument
+        | ErrorKind::InvalidCommand
+        | ErrorKind::Parse
+        | ErrorKind::Protocol
+        | ErrorKind::NotFound => {
+            // Errors a server answers with while it cannot serve anything.
+            const DOWN: [&str; 8] = [
+                "BUSY",
+                "LOADING",
+                "MASTERDOWN",
+                "TRYAGAIN",
+                "READONLY",
+                "NOREPLICAS",
+                "MISCONF",
+                "OOM",
+            ];
+            let code = error.details().split_whitespace().next().unwrap_or("");
+            DOWN.contains(&code)
+        }
+        _ => true,
     }
 }
 
@@ -243,9 +335,9 @@ mod tests {
         let breaker = Breaker::new(Duration::from_secs(1));
         let first = breaker.permit().expect("closed");
         let second = breaker.permit().expect("closed");
-        first.down();
+        assert!(first.down());
         assert!(breaker.is_open());
-        second.down();
+        assert!(!second.down(), "it was open already");
         assert!(breaker.permit().is_none(), "no probe before the interval");
         let probe = wait::until_some("the probe once the interval has passed", || {
             breaker.permit()
@@ -255,13 +347,18 @@ mod tests {
         drop(probe);
         // A probe dropped unreported frees its slot.
         let probe = breaker.permit().expect("the next probe");
-        probe.down();
+        assert!(!probe.down());
         assert!(breaker.permit().is_none(), "the interval starts again");
-        wait::until_some("the probe once the interval has passed again", || {
-            breaker.permit()
-        })
-        .answered();
+        assert!(
+            wait::until_some("the probe once the interval has passed again", || {
+                breaker.permit()
+            })
+            .answered()
+        );
         assert!(!breaker.is_open());
+        assert_eq!(breaker.retry_in(), Duration::ZERO);
+        assert!(breaker.open() && breaker.retry_in() > Duration::ZERO);
+        assert!(breaker.close() && !breaker.close());
         assert!(breaker.permit().is_some() && breaker.permit().is_some());
     }
 }

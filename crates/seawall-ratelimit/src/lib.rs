@@ -200,7 +200,7 @@ mod adaptive;
 #[cfg(feature = "tower")]
 mod adaptive_layer;
 mod algorithm;
-mod breaker;
+pub mod breaker;
 #[cfg(feature = "tower")]
 mod client_ip;
 mod concurrency;
@@ -220,10 +220,11 @@ mod tighten;
 mod trace;
 
 pub use adaptive::{
-    AdaptiveLimiter, AdaptiveLimiterBuilder, Aimd, Gradient, LimitAlgorithm, Sample, Token, Wait,
+    AdaptiveLimiter, AdaptiveLimiterBuilder, Aimd, Gradient, LimitAlgorithm, Outcome, Sample,
+    Token, Wait,
 };
 #[cfg(feature = "tower")]
-pub use adaptive_layer::{Adaptive, AdaptiveLayer, Admission};
+pub use adaptive_layer::{Adaptive, AdaptiveLayer, Admission, Shed, outcome_of};
 pub use algorithm::{Algorithm, Limit, MAX_LOG_COST, MAX_LOG_LIMIT};
 #[cfg(feature = "tower")]
 pub use client_ip::{ClientIp, DEFAULT_IPV6_PREFIX, PeerAddr, X_FORWARDED_FOR};

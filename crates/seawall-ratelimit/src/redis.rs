@@ -25,7 +25,7 @@ use fred::types::{FromValue, Value};
 use tracing::Instrument as _;
 
 use crate::algorithm::{Algorithm, Limit, Log, State, Step};
-use crate::breaker::{Breakers, Permit};
+use crate::breaker::{Breakers, Permit, is_down};
 use crate::error::{Error, Result};
 use crate::store::{Entry, Op, Outcome, Rules, check_one};
 use crate::trace;
@@ -235,28 +235,36 @@ impl RedisStore {
             .await;
         let (error, kind) = match answer {
             Ok(Ok(reply)) => {
-                if let Some(permit) = permit {
-                    permit.answered();
+                if let Some(permit) = permit
+                    && permit.answered()
+                {
+                    trace::breaker_closed();
                 }
                 return Ok(reply);
             }
             Ok(Err(error)) if is_down(&error) => {
-                if let Some(permit) = permit {
-                    permit.down();
+                if let Some(permit) = permit
+                    && permit.down()
+                {
+                    trace::breaker_opened();
                 }
                 let kind = error.kind().to_str();
                 (Error::Redis(error), kind)
             }
             Ok(Err(error)) => {
-                if let Some(permit) = permit {
-                    permit.answered();
+                if let Some(permit) = permit
+                    && permit.answered()
+                {
+                    trace::breaker_closed();
                 }
                 let kind = error.kind().to_str();
                 (Error::Refused(error), kind)
             }
             Err(_) => {
-                if let Some(permit) = permit {
-                    permit.down();
+                if let Some(permit) = permit
+                    && permit.down()
+                {
+                    trace::breaker_opened();
                 }
                 let error = Error::Redis(fred::error::Error::new(
                     ErrorKind::Timeout,
@@ -581,34 +589,6 @@ fn parse_read(reply: &str, limit: &Limit) -> Result<(u64, u64, State)> {
         Algorithm::SlidingLog => State::Log(Log::summarized(next()?, next()?, next()?)),
     };
     Ok((now, blocked_until, state))
-}
-
-/// Whether `error` says Redis is down (no connection, no answer, a server
-/// that cannot serve any call now) rather than refusing this one call.
-fn is_down(error: &fred::error::Error) -> bool {
-    match error.kind() {
-        ErrorKind::Unknown
-        | ErrorKind::InvalidArgument
-        | ErrorKind::InvalidCommand
-        | ErrorKind::Parse
-        | ErrorKind::Protocol
-        | ErrorKind::NotFound => {
-            // Errors a server answers with while it cannot serve anything.
-            const DOWN: [&str; 8] = [
-                "BUSY",
-                "LOADING",
-                "MASTERDOWN",
-                "TRYAGAIN",
-                "READONLY",
-                "NOREPLICAS",
-                "MISCONF",
-                "OOM",
-            ];
-            let code = error.details().split_whitespace().next().unwrap_or("");
-            DOWN.contains(&code)
-        }
-        _ => true,
-    }
 }
 
 /// Every value the script takes is below 2^53, so it fits an `i64`.

@@ -164,16 +164,20 @@ where
         let ddos = match ddos {
             Ddos::Admit(decision) => decision,
             Ddos::Reject(response) => return GuardFuture::done(response),
-            remote @ Ddos::Remote(_) => return self.wait(guard, request, remote, None),
+            remote @ Ddos::Remote(_) => {
+                let class = guard.shedder.class_of(&request);
+                return self.wait(guard, request, remote, Err(class));
+            }
         };
-        match guard.shedder.try_admit(request.uri().path()) {
+        let class = guard.shedder.class_of(&request);
+        match guard.shedder.try_admit(class) {
             Ok(admission) => GuardFuture::Admitted {
                 handling: tokio::time::timeout(guard.timeout, self.inner.call(request)),
                 admission,
                 ddos,
                 limit: guard.timeout,
             },
-            Err(full) => self.wait(guard, request, Ddos::Admit(ddos), Some(full)),
+            Err(full) => self.wait(guard, request, Ddos::Admit(ddos), Ok(full)),
         }
     }
 }
@@ -184,14 +188,15 @@ where
     S::Future: Send + 'static,
 {
     /// The rest of the guard, for a request that has to wait: for the DDoS
-    /// limiter on Redis (`ddos` is [`Ddos::Remote`]) or for a place (`full`,
-    /// when the shedder had none at once).
+    /// limiter on Redis (`ddos` is [`Ddos::Remote`], and `place` the
+    /// request's class, to admit it by afterwards) or for a place (`place`
+    /// is the shedder's answer that it had none at once).
     fn wait(
         &mut self,
         guard: Arc<GuardConfig>,
         request: Request,
         ddos: Ddos,
-        full: Option<shed::Full>,
+        place: Result<shed::Full, shed::Class>,
     ) -> GuardFuture<S::Future> {
         // The service that was made ready answers; its clone waits for the
         // next request.
@@ -210,9 +215,9 @@ where
                     Ddos::Reject(response) => return Ok(response),
                     Ddos::Remote(_) => None,
                 };
-                let admitted = match full {
-                    Some(full) => guard.shedder.wait_for(full).await.map(Some),
-                    None => guard.shedder.admit(request.uri().path()).await,
+                let admitted = match place {
+                    Ok(full) => guard.shedder.wait_for(full).await.map(Some),
+                    Err(class) => guard.shedder.admit(class).await,
                 };
                 let admission = match admitted {
                     Ok(admission) => admission,
@@ -281,16 +286,14 @@ where
                 ddos,
                 limit,
             } => {
-                let (mut response, status) = match ready!(handling.poll(cx)) {
-                    Ok(Ok(response)) => {
-                        let status = response.status();
-                        (response, Some(status))
-                    }
+                let mut response = match ready!(handling.poll(cx)) {
+                    Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
-                    Err(_) => (timed_out(*limit), None),
+                    // Marked as the service's own refusal: an overload.
+                    Err(_) => timed_out(*limit),
                 };
                 if let Some(admission) = admission.take() {
-                    admission.finish(status);
+                    admission.finish(&response);
                 }
                 if let Some(decision) = ddos.take() {
                     seawall_ratelimit::set_headers(response.headers_mut(), &decision);
@@ -324,6 +327,7 @@ fn timed_out(limit: Duration) -> Response {
         "the request took longer than {} and was stopped",
         humantime::format_duration(limit)
     ))
+    .shed()
     .into_response()
 }
 

@@ -9,8 +9,12 @@
 //! Adaptive (`"adaptive"`, the default): the limit is found by a
 //! latency-based [`AdaptiveLimiter`] (Gradient2) between 4 and
 //! `server.max_in_flight`, starting at the latter, from the finished
-//! requests' latency, 100 ms at a time (a 503 or 504, or a request timed
-//! out, is a drop that backs it off; a 4xx says nothing of capacity), and
+//! requests' latency, 100 ms at a time, each answer read by
+//! [`seawall_ratelimit::outcome_of`]: the service's own refusals (a request
+//! timed out, no pooled connection in time, marked with
+//! [`Problem::shed`]) and 504s are drops that back it off; the caller's
+//! mistakes (4xx) and a dependency's failures (an unmarked 5xx, such as the
+//! fast 503 of a write whose Redis is down) say nothing of capacity), and
 //! requests fill it by priority class ([`class`]): a class may take a
 //! place only while fewer than its share of the limit are in flight, so
 //! the lowest class is refused first as the service fills. A request with
@@ -29,13 +33,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Request};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use seawall_app::config::Admission as Mode;
 use seawall_perfmon::{Counter, Gauge, Monitor};
 use seawall_ratelimit::{AdaptiveLimiter, Gradient, Token, Wait};
 use tokio::sync::Semaphore;
 
+use crate::auth::AdminToken;
 use crate::problem::Problem;
 
 /// Paths that are never shed or counted, in either mode.
@@ -49,15 +55,21 @@ const ADAPTIVE_FLOOR: usize = 4;
 pub(crate) enum Class {
     /// The probes and the scraper: never limited.
     Probe,
-    /// The admin API, the dashboard and the documents: the whole limit.
+    /// The admin API with the admin token: the whole limit, ahead of
+    /// waiting public requests, so an operator reaches an overloaded
+    /// instance.
     Admin,
     /// The rest of the public API, reads and writes alike (orders,
-    /// coupons, points, reviews, content): one class, served newest first,
-    /// since a write held ahead of the reads fills the places with the
-    /// slowest requests when the database slows down.
+    /// coupons, points, reviews, content), the dashboard's page and the
+    /// documents: one class, served newest first, since a write held ahead
+    /// of the reads fills the places with the slowest requests when the
+    /// database slows down.
     Public,
-    /// The expensive reads (the statistics).
-    Expensive,
+    /// The lowest: the expensive reads (the statistics), and what no route
+    /// serves or no credential admits (a path nothing is served at, a
+    /// scanner's guess, an admin call without the admin token), which
+    /// would otherwise take the places of the admin.
+    Lowest,
 }
 
 impl Class {
@@ -66,37 +78,47 @@ impl Class {
         match self {
             Self::Probe | Self::Admin => 1.0,
             Self::Public => 0.9,
-            Self::Expensive => 0.5,
+            Self::Lowest => 0.5,
         }
     }
 }
 
-/// The class of a request to `path`.
-pub(crate) fn class(path: &str) -> Class {
-    const ADMIN: [&str; 7] = [
+/// The class of a request to `path`: `routed` when a route serves it (the
+/// router found one), `admin` when it carries the admin token (asked only
+/// of the admin routes).
+pub(crate) fn class(path: &str, routed: bool, admin: impl FnOnce() -> bool) -> Class {
+    const ADMIN: [&str; 6] = [
         "/api/queue",
         "/api/cache",
         "/api/rate-limit",
         "/api/keys",
         "/api/performance",
         "/api/promotions",
-        "/api/openapi.json",
     ];
     if EXEMPT.contains(&path) {
         Class::Probe
-    } else if path == "/api/analytics/stats" {
-        Class::Expensive
-    } else if !path.starts_with("/api/")
-        || ADMIN.iter().any(|prefix| {
-            path.strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
-    {
-        // The dashboard and its assets, the API documents.
-        Class::Admin
+    } else if !routed || path == "/api/analytics/stats" {
+        Class::Lowest
+    } else if ADMIN.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }) {
+        if admin() { Class::Admin } else { Class::Lowest }
     } else {
         Class::Public
     }
+}
+
+/// Whether `request` carries `token` as its bearer token.
+fn carries(token: &AdminToken, request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .is_some_and(|(scheme, candidate)| {
+            scheme.eq_ignore_ascii_case("bearer") && token.matches(candidate.trim())
+        })
 }
 
 /// The shared admission state. Cheap to clone.
@@ -105,6 +127,9 @@ pub(crate) struct Shedder(Arc<Inner>);
 
 struct Inner {
     limit: Limit,
+    /// The token that puts an admin call in the admin class; without one,
+    /// no call is.
+    admin: Option<AdminToken>,
     shed: Counter,
     in_flight: Gauge,
     /// `server.max_in_flight`.
@@ -144,6 +169,7 @@ impl Shedder {
         max_in_flight: usize,
         wait: Duration,
         mode: Mode,
+        admin: Option<AdminToken>,
         monitor: &Monitor,
     ) -> Result<Self, crate::Error> {
         let shed = monitor
@@ -183,6 +209,7 @@ impl Shedder {
         };
         Ok(Self(Arc::new(Inner {
             limit,
+            admin,
             shed,
             in_flight,
             ceiling: max_in_flight as u64,
@@ -223,19 +250,17 @@ enum Place {
 }
 
 impl Admission {
-    /// The request was answered with `status`, or (`None`) stopped by the
-    /// request timeout.
-    pub(crate) fn finish(self, status: Option<StatusCode>) {
+    /// The request was answered with `response` (the request timeout's own
+    /// included): an adaptive limit learns from it what
+    /// [`seawall_ratelimit::outcome_of`] reads in it.
+    pub(crate) fn finish(self, response: &Response) {
         let Place::Token(token) = self.place else {
             return;
         };
-        match status {
-            None | Some(StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT) => {
-                token.dropped();
-            }
-            Some(status) if status.is_client_error() => token.ignore(),
-            Some(_) => token.success(),
-        }
+        token.report(seawall_ratelimit::outcome_of(
+            response.status(),
+            response.extensions(),
+        ));
     }
 }
 
@@ -246,36 +271,41 @@ pub(crate) enum Full {
 }
 
 impl Shedder {
-    /// Admits a request if a place is free now; `Ok(None)` for the exempt
-    /// paths.
-    pub(crate) fn try_admit(&self, path: &str) -> Result<Option<Admission>, Full> {
+    /// The class of `request`: decided before it waits for anything, so
+    /// that no borrow of the request is held across a wait.
+    pub(crate) fn class_of(&self, request: &Request) -> Class {
+        let path = request.uri().path();
+        let routed = request.extensions().get::<MatchedPath>().is_some();
+        class(path, routed, || {
+            self.0
+                .admin
+                .as_ref()
+                .is_some_and(|token| carries(token, request))
+        })
+    }
+
+    /// Admits a request of `class` if a place is free now; `Ok(None)` for
+    /// the probes.
+    pub(crate) fn try_admit(&self, class: Class) -> Result<Option<Admission>, Full> {
+        if class == Class::Probe {
+            return Ok(None);
+        }
         match &self.0.limit {
-            Limit::Static { permits, .. } => {
-                if EXEMPT.contains(&path) {
-                    return Ok(None);
-                }
-                match Arc::clone(permits).try_acquire_owned() {
-                    Ok(permit) => Ok(Some(self.admitted(Place::Permit(permit)))),
-                    Err(_) => Err(Full::Static),
-                }
-            }
-            Limit::Adaptive { limiter, .. } => {
-                let class = class(path);
-                if class == Class::Probe {
-                    return Ok(None);
-                }
-                match limiter.acquire_share(class.share()) {
-                    Ok(token) => Ok(Some(self.admitted(Place::Token(token)))),
-                    Err(wait) => Err(Full::Adaptive(wait)),
-                }
-            }
+            Limit::Static { permits, .. } => match Arc::clone(permits).try_acquire_owned() {
+                Ok(permit) => Ok(Some(self.admitted(Place::Permit(permit)))),
+                Err(_) => Err(Full::Static),
+            },
+            Limit::Adaptive { limiter, .. } => match limiter.acquire_share(class.share()) {
+                Ok(token) => Ok(Some(self.admitted(Place::Token(token)))),
+                Err(wait) => Err(Full::Adaptive(wait)),
+            },
         }
     }
 
-    /// Admits a request, waiting up to the configured time for a place;
-    /// `Ok(None)` for the exempt paths, the 503 when it is shed.
-    pub(crate) async fn admit(&self, path: &str) -> Result<Option<Admission>, Response> {
-        match self.try_admit(path) {
+    /// Admits a request of `class`, waiting up to the configured time for a
+    /// place; `Ok(None)` for the probes, the 503 when it is shed.
+    pub(crate) async fn admit(&self, class: Class) -> Result<Option<Admission>, Response> {
+        match self.try_admit(class) {
             Ok(admission) => Ok(admission),
             Err(full) => self.wait_for(full).await.map(Some),
         }
@@ -308,6 +338,7 @@ impl Shedder {
         self.0.shed.inc();
         Problem::unavailable("the server is at its limit of requests in flight; retry shortly")
             .with_retry_after(1)
+            .shed()
             .into_response()
     }
 
@@ -336,30 +367,54 @@ mod tests {
 
     #[test]
     fn requests_are_sorted_into_classes() {
-        for (path, expected) in [
-            ("/livez", Class::Probe),
-            ("/readyz", Class::Probe),
-            ("/metrics", Class::Probe),
-            ("/", Class::Admin),
-            ("/assets/app.js", Class::Admin),
-            ("/api/queue", Class::Admin),
-            ("/api/queue/email", Class::Admin),
-            ("/api/cache", Class::Admin),
-            ("/api/openapi.json", Class::Admin),
-            ("/api/review/complete", Class::Public),
-            ("/api/sales/1/orders", Class::Public),
-            ("/api/points/earn", Class::Public),
-            ("/api/content", Class::Public),
-            ("/api/points/balance", Class::Public),
-            ("/api/analytics/stats", Class::Expensive),
-            ("/api/queueing", Class::Public),
+        for (path, routed, admin, expected) in [
+            ("/livez", true, false, Class::Probe),
+            ("/readyz", true, false, Class::Probe),
+            ("/metrics", true, false, Class::Probe),
+            ("/", true, false, Class::Public),
+            ("/assets/app.js", true, false, Class::Public),
+            ("/api/openapi.json", true, false, Class::Public),
+            ("/api/queue", true, true, Class::Admin),
+            ("/api/queue/email", true, true, Class::Admin),
+            ("/api/cache", true, true, Class::Admin),
+            ("/api/review/complete", true, false, Class::Public),
+            ("/api/sales/1/orders", true, false, Class::Public),
+            ("/api/points/earn", true, false, Class::Public),
+            ("/api/content", true, false, Class::Public),
+            ("/api/points/balance", true, false, Class::Public),
+            ("/api/analytics/stats", true, false, Class::Lowest),
+            // Nothing is served there: a scanner's guess, a typo.
+            ("/wp-login.php", false, false, Class::Lowest),
+            ("/api/queueing", false, false, Class::Lowest),
+            ("/api/queue/email/nothing/here", false, true, Class::Lowest),
+            // An admin call without the admin token.
+            ("/api/queue", true, false, Class::Lowest),
+            ("/api/keys", true, false, Class::Lowest),
         ] {
-            assert_eq!(class(path), expected, "{path}");
+            assert_eq!(class(path, routed, || admin), expected, "{path}");
         }
-        let shares: Vec<f64> = [Class::Admin, Class::Public, Class::Expensive]
+        let shares: Vec<f64> = [Class::Admin, Class::Public, Class::Lowest]
             .iter()
             .map(|class| class.share())
             .collect();
         assert!(shares.is_sorted_by(|a, b| a >= b), "{shares:?}");
+    }
+
+    #[test]
+    fn only_the_admin_token_puts_an_admin_call_in_the_admin_class() {
+        let token = AdminToken::new(Some("sw_right")).expect("accepted");
+        let request = |authorization: Option<&str>| {
+            let mut request = Request::builder().uri("/api/queue");
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            request.body(axum::body::Body::empty()).expect("request")
+        };
+        assert!(carries(&token, &request(Some("Bearer sw_right"))));
+        assert!(carries(&token, &request(Some("bearer  sw_right"))));
+        assert!(!carries(&token, &request(Some("Bearer sw_wrong"))));
+        assert!(!carries(&token, &request(Some("Basic sw_right"))));
+        assert!(!carries(&token, &request(Some("sw_right"))));
+        assert!(!carries(&token, &request(None)));
     }
 }

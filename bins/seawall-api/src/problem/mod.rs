@@ -77,6 +77,10 @@ pub struct Problem {
     challenge: Challenge,
     #[serde(skip)]
     retry_after: Option<u32>,
+    /// Whether it is the service's own refusal for want of capacity
+    /// ([`Problem::shed`]).
+    #[serde(skip)]
+    shed: bool,
 }
 
 /// The problem type `about:blank`: the status alone says what happened
@@ -126,6 +130,7 @@ impl Problem {
             request_id: None,
             challenge: Challenge::None,
             retry_after: None,
+            shed: false,
         }
     }
 
@@ -207,6 +212,17 @@ impl Problem {
         self
     }
 
+    /// Marks it as the service's own refusal for want of capacity (no
+    /// place among the requests in flight, no pooled connection in time, a
+    /// load past its timeout): the adaptive limit backs off on it
+    /// ([`seawall_ratelimit::outcome_of`]), as it does not on a dependency
+    /// that is down.
+    #[must_use]
+    pub fn shed(mut self) -> Self {
+        self.shed = true;
+        self
+    }
+
     /// Sets the `balance` member (a refused points use).
     #[must_use]
     pub fn with_balance(mut self, balance: i64) -> Self {
@@ -271,6 +287,9 @@ impl IntoResponse for Problem {
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.shed {
+            response.extensions_mut().insert(seawall_ratelimit::Shed);
         }
         response
     }

@@ -24,6 +24,17 @@ impl From<&seawall_queue::Error> for Problem {
                 Self::unavailable("the job queues are not available; try again shortly")
                     .with_retry_after(2)
             }
+            seawall_queue::Error::Unavailable { retry_in } => {
+                // Logged once per outage by the queue itself, not per call.
+                let seconds = u32::try_from(retry_in.as_millis().div_ceil(1000))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                Self::unavailable(format!(
+                    "the job queues' Redis was found down moments ago, so nothing was queued or \
+                     changed; this call was answered without waiting for it: retry in {seconds} s"
+                ))
+                .with_retry_after(seconds)
+            }
             seawall_queue::Error::NotReplicated { .. } => {
                 tracing::warn!(%error, "an enqueue was not replicated in time and was taken back");
                 Self::unavailable(

@@ -37,7 +37,7 @@ fn database(error: &sqlx::Error) -> Problem {
         }
         Fault::Busy => {
             tracing::warn!(%error, "database busy");
-            Problem::unavailable("the database is busy; try again shortly")
+            Problem::unavailable("the database is busy; try again shortly").shed()
         }
         Fault::Failed => {
             tracing::error!(%error, "database query failed");
@@ -63,7 +63,7 @@ where
     }
     match error {
         seawall_cache::Error::Timeout { .. } => {
-            Problem::unavailable("the data took too long to load; try again shortly")
+            Problem::unavailable("the data took too long to load; try again shortly").shed()
         }
         _ => {
             tracing::error!(%error, "cached read failed");

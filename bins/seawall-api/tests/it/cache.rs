@@ -202,16 +202,21 @@ async fn following_becomes(app: &TestApp, want: bool, what: &str) {
 }
 
 /// The same with one instance's Redis connection cut and restored mid-run.
-/// Cut off, that instance answers from the database, so the other's writes
-/// show at once; its own write reaches the other instance once it is back;
-/// after the reconnect, writes on either side are seen by the other again.
+/// Cut off, that instance answers from the database (its degraded TTL is
+/// zero: L1 answers nothing while it cannot follow the invalidations), so
+/// the other's writes show at once; its own write reaches the other
+/// instance once it is back; after the reconnect, writes on either side
+/// are seen by the other again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_redis_connection_never_brings_back_the_old_list() {
     let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
     let proxy = Proxy::start(redis.addr()).expect("the proxy starts");
     let a = TestApp::sqlite_with(|config| config.redis.url = Some(redis.url())).await;
     let b = a
-        .another_instance(|config| config.redis.url = Some(proxy.url()))
+        .another_instance(|config| {
+            config.redis.url = Some(proxy.url());
+            config.cache.degraded_ttl = std::time::Duration::ZERO;
+        })
         .await;
     following_becomes(&b, true, "b to follow the invalidations").await;
     writes_on_one_are_seen_by_the_other(&a, &b, 4, 3).await;

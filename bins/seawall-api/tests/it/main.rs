@@ -9,6 +9,7 @@ mod edge;
 mod edges;
 mod keys;
 mod metrics;
+mod outage;
 mod process;
 mod promotions;
 mod queue;

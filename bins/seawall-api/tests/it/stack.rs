@@ -201,10 +201,11 @@ async fn overflow_is_shed(admission: seawall_app::config::Admission) {
 }
 
 /// Adaptive admission on a limit its bounds hold at 4: each class fills
-/// its share of it (the statistics 2, reads and writes 3, the admin API
-/// 4), so as requests are held the statistics are shed first, then the
-/// other reads and the writes, and the admin API still gets in; the probes
-/// and the scraper never take a place.
+/// its share of it (the statistics, unknown paths and admin calls without
+/// the token 2, reads and writes 3, the admin API with its token 4), so as
+/// requests are held the lowest class is shed first, then the other reads
+/// and the writes, and the admin API still gets in; the probes and the
+/// scraper never take a place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_admission_sheds_the_lowest_class_first_and_never_a_probe() {
     let server = TestServer::start_with(|config| {
@@ -221,6 +222,16 @@ async fn adaptive_admission_sheds_the_lowest_class_first_and_never_a_probe() {
     let stats = status(raw::get("/api/analytics/stats", "")).await;
     stats.assert_problem(503);
     assert_eq!(stats.header("retry-after"), Some("1"), "{stats:?}");
+    // What no route serves (a scanner's guess) and an admin call without
+    // the admin token are in the lowest class too, not the admin's.
+    status(raw::get("/wp-login.php", ""))
+        .await
+        .assert_problem(503);
+    status(raw::get("/api/queue", "")).await.assert_problem(503);
+    let wrong = "Authorization: Bearer not-the-token\r\n";
+    status(raw::get("/api/queue", wrong))
+        .await
+        .assert_problem(503);
     assert_eq!(status(raw::get("/api/content", "")).await.status, 200);
 
     held.push(hold_a_request(&server, 3).await);
@@ -240,10 +251,10 @@ async fn adaptive_admission_sheds_the_lowest_class_first_and_never_a_probe() {
     }
     let exposition = metrics(&server).await;
     for line in [
-        "\nhttp_shed_requests_total 3\n",
+        "\nhttp_shed_requests_total 6\n",
         "\nhttp_requests_in_flight 3\n",
         "\nadaptive_limit{limiter=\"http\"} 4\n",
-        "\nadaptive_rejected_total{limiter=\"http\"} 3\n",
+        "\nadaptive_rejected_total{limiter=\"http\"} 6\n",
     ] {
         assert!(exposition.contains(line), "{line:?} in {exposition}");
     }

@@ -103,6 +103,12 @@ pub struct DatabaseConfig {
     pub max_connections: Option<u32>,
 }
 
+/// The most readers a SQLite file gets when no pool size is configured:
+/// on 12 cores a reader per core spent 1.4–1.5× the CPU per request of the
+/// best pool for no more throughput, and 8 readers served as much as any
+/// (docs/benchmarks.md, the 16-core learning row).
+pub const SQLITE_DEFAULT_READERS_MAX: u32 = 8;
+
 /// The pool size on PostgreSQL when none is configured. With 8, cache
 /// misses queued for a connection under the mixed workload at 200
 /// connections; 32 starved the database of CPU on two cores
@@ -111,9 +117,11 @@ pub const POSTGRES_DEFAULT_POOL: u32 = 16;
 
 impl DatabaseConfig {
     /// The pool size: `max_connections` when set; otherwise, on SQLite, one
-    /// reader per core available to the process (readers use the CPU and
-    /// nothing else once the file is memory-mapped, so more readers than
-    /// cores only add page caches and contention), and
+    /// reader per core available to the process, at most
+    /// [`SQLITE_DEFAULT_READERS_MAX`] (readers use the CPU and nothing else
+    /// once the file is memory-mapped, so more readers than cores only add
+    /// page caches and contention, and past about 8 they cost CPU and buy
+    /// nothing), and
     /// [`POSTGRES_DEFAULT_POOL`] on PostgreSQL, whose connections wait on
     /// the network and the server.
     pub fn pool_size(&self) -> u32 {
@@ -123,7 +131,7 @@ impl DatabaseConfig {
         if self.url.starts_with("sqlite:") {
             std::thread::available_parallelism()
                 .map_or(1, |cores| u32::try_from(cores.get()).unwrap_or(u32::MAX))
-                .clamp(1, 1_000)
+                .clamp(1, SQLITE_DEFAULT_READERS_MAX)
         } else {
             POSTGRES_DEFAULT_POOL
         }
@@ -238,6 +246,13 @@ pub struct CacheConfig {
     /// start, after a failover that cleared L1, and after a clear; 0
     /// learns nothing and warms nothing.
     pub warm_hot: usize,
+    /// How stale L1 may answer while this instance cannot follow the other
+    /// instances' invalidations (Redis is out of reach): a value is served
+    /// at most this long after another instance replaced it, or after the
+    /// stream was lost; zero serves nothing from L1 meanwhile (see
+    /// `seawall_cache::TieredCacheBuilder::degraded_ttl`).
+    #[serde(with = "duration")]
+    pub degraded_ttl: Duration,
     /// Where an instance without Redis keeps the hot keys it learned over
     /// a restart; `None`: beside a SQLite database file
     /// (`<file>.hot-keys.json`), nowhere on PostgreSQL. With Redis they
@@ -252,6 +267,7 @@ impl Default for CacheConfig {
             l1_entries: 100_000,
             review_writes: ReviewWrites::Direct,
             warm_hot: 1_000,
+            degraded_ttl: seawall_cache::DEFAULT_DEGRADED_TTL,
             hot_keys_file: None,
         }
     }
@@ -267,8 +283,9 @@ pub enum Admission {
     /// A limit found from the requests' latency (starting at
     /// `server.max_in_flight`, which it never passes), filled by priority
     /// class: the probes and `/metrics` are never limited, the admin API
-    /// and the dashboard use the whole limit, the rest of the API (reads
-    /// and writes) most of it, the statistics half; a request with no room
+    /// with the admin token uses the whole limit, the rest of the API
+    /// (reads and writes) and the dashboard most of it, the statistics,
+    /// unknown paths and admin calls without the token half; a request with no room
     /// waits up to `server.shed_wait` for one (the highest class first),
     /// then gets 503. The default.
     #[default]
@@ -1017,7 +1034,7 @@ pub static SETTINGS: &[Setting] = &[
     setting!(database.max_connections, env: ["SEAWALL_DB_MAX_CONNECTIONS"],
         flag: value("db-max-connections", "N"),
         help: "Database pool size, 1 to 1000; on a SQLite file the readers' pool, writes having one connection of their own",
-        default: "SQLite: one reader per core available; PostgreSQL: 16"),
+        default: "SQLite: one reader per core available, at most 8; PostgreSQL: 16"),
     setting!(redis.url, env: ["SEAWALL_REDIS_URL", "REDIS_URL"], flag: value("redis-url", "URL"),
         help: "Redis URL: redis://, rediss:// (TLS), redis-cluster://, redis-sentinel:// or their rediss- forms",
         default: "none: in-memory backends"),
@@ -1093,6 +1110,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!(cache.warm_hot, env: ["SEAWALL_CACHE_WARM_HOT"],
         flag: value("cache-warm-hot", "N"),
         help: "How many of each cached family's hottest keys a warm-up loads after a start, a failover that cleared L1, or a clear, as the cache learned them from its reads; 0 to 100000 (0: learn nothing)"),
+    setting!(cache.degraded_ttl, env: ["SEAWALL_CACHE_DEGRADED_TTL"],
+        flag: value("cache-degraded-ttl", "DURATION"),
+        help: "How stale the in-process cache may answer while Redis is out of reach (the other instances' invalidations cannot be followed): a value another instance replaced is served at most this long after the write, or after the loss; 0s to 1m (0s: none is served meanwhile)"),
     setting!(cache.hot_keys_file, env: ["SEAWALL_CACHE_HOT_KEYS_FILE"],
         flag: value("cache-hot-keys-file", "PATH"),
         help: "Where an instance without Redis keeps the hot keys it learned over a restart (with Redis they are kept there)",

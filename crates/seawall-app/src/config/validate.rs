@@ -17,6 +17,9 @@ const SHUTDOWN_TIMEOUT_LIMIT: Duration = Duration::from_secs(60 * 60);
 const REQUEST_TIMEOUT_LIMIT: Duration = Duration::from_secs(60 * 60);
 const HEADER_READ_TIMEOUT_LIMIT: Duration = Duration::from_secs(10 * 60);
 const SHED_WAIT_LIMIT: Duration = Duration::from_secs(10);
+/// The longest `cache.degraded_ttl`: past a minute, serving what the other
+/// instances may have replaced is no longer a brief degradation.
+const DEGRADED_TTL_LIMIT: Duration = Duration::from_secs(60);
 const MAX_CONNECTIONS_LIMIT: u32 = 1_000;
 /// The most runtime worker threads a setting may ask for: far more than any
 /// machine's cores, so a larger number is a typo.
@@ -490,6 +493,13 @@ impl Config {
                 "must be between 0 and 100000",
             ));
         }
+        if self.cache.degraded_ttl > DEGRADED_TTL_LIMIT {
+            return Err(invalid(
+                "cache.degraded_ttl",
+                humantime::format_duration(self.cache.degraded_ttl),
+                "must be at most 1m",
+            ));
+        }
         if self.cache.review_writes == ReviewWrites::WriteBehind && !self.cache.enabled {
             return Err(invalid(
                 "cache.review_writes",
@@ -761,6 +771,21 @@ mod tests {
             "cache.warm_hot",
         );
         assert_eq!(load_with(&[], &[]).expect("defaults").cache.warm_hot, 1_000);
+        assert_eq!(
+            load_with(&[], &[]).expect("defaults").cache.degraded_ttl,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            load_with(&["--cache-degraded-ttl", "0s"], &[])
+                .expect("zero serves nothing")
+                .cache
+                .degraded_ttl,
+            Duration::ZERO
+        );
+        expect_invalid(
+            load_with(&["--cache-degraded-ttl", "61s"], &[]),
+            "cache.degraded_ttl",
+        );
     }
 
     #[test]

@@ -203,7 +203,9 @@ async fn apply(
                 tracing::info!(queue, scheduler = id, schedule = %recurrence.recurring, "recurring job kept");
             }
             Err(
-                error @ (seawall_queue::Error::Redis(_) | seawall_queue::Error::PoolTimeout(_)),
+                error @ (seawall_queue::Error::Redis(_)
+                | seawall_queue::Error::PoolTimeout(_)
+                | seawall_queue::Error::Unavailable { .. }),
             ) => return Err(error),
             Err(error) => {
                 tracing::error!(%error, queue, scheduler = id, "a recurring job's scheduler was refused; it is left as it was");

@@ -270,13 +270,15 @@ mod cluster {
 }
 
 /// An instance cut off from Redis while another invalidates replays what it
-/// missed once it is back, and never serves the old value after that.
+/// missed once it is back, and never serves the old value after that;
+/// with no degraded TTL, not while it is cut off either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_instance_replays_missed_invalidations() {
     let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
     let prefix = unique_prefix();
     let a = TieredCache::builder()
         .prefix(&prefix)
+        .degraded_ttl(Duration::ZERO)
         .redis(crate::support::client(&proxy.url()).await)
         .ready()
         .await;
@@ -309,6 +311,105 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
     .await;
     assert_eq!(a.stats().l1_clears, 0, "replayed, not cleared");
     // The read may come from Redis before the feed is back.
+    wait::until_async("a to follow again", async || a.stats().following).await;
+}
+
+/// Cut off from the stream (Redis out of reach), L1 goes on answering
+/// within the degraded TTL: the reads that would all have gone to the
+/// loader are served, and this instance's own invalidations still reach
+/// its L1 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_instance_serves_l1_within_the_degraded_ttl() {
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
+    // Longer than any wait below, however loaded the machine: whether L1
+    // answers is decided by the TTL, never by how fast the test runs.
+    let a = TieredCache::builder()
+        .prefix(unique_prefix())
+        .degraded_ttl(Duration::from_secs(600))
+        .redis(crate::support::client(&proxy.url()).await)
+        .ready()
+        .await;
+    wait::until_async("a to follow invalidations", async || {
+        a.follows_invalidations()
+    })
+    .await;
+    for key in ["list", "mine"] {
+        a.set(key, Class::SCHEDULE, format!("{key} before"))
+            .await
+            .expect("set");
+    }
+    proxy.cut();
+    wait::until_async("a to notice it is cut off", async || {
+        !a.follows_invalidations()
+    })
+    .await;
+    assert_eq!(
+        a.get::<String>("list", Class::SCHEDULE).await.as_deref(),
+        Some("list before"),
+        "L1 answers while cut off"
+    );
+    let loads = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&loads);
+    let read = a
+        .get_or_load("list", Class::SCHEDULE, move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Some("loaded".to_owned()))
+        })
+        .await
+        .expect("reads");
+    assert_eq!(read.as_deref(), Some("list before"));
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        0,
+        "served from L1, not loaded"
+    );
+    // Its own invalidation reaches its L1 at once, Redis or not.
+    let _ = a.invalidate("mine").await;
+    assert_eq!(a.get_local::<String>("mine", Class::SCHEDULE), None);
+    assert!(!a.stats().following);
+    proxy.restore();
+    wait::until_async("a to follow again", async || a.stats().following).await;
+}
+
+/// While cut off, a value is served no longer than the degraded TTL after
+/// the feed's last read: past it, L1 answers no more (the read goes to
+/// Redis, out of reach here, or the loader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_instance_stops_serving_l1_past_the_degraded_ttl() {
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
+    let ttl = Duration::from_millis(300);
+    let a = TieredCache::builder()
+        .prefix(unique_prefix())
+        .degraded_ttl(ttl)
+        .redis(crate::support::client(&proxy.url()).await)
+        .ready()
+        .await;
+    wait::until_async("a to follow invalidations", async || {
+        a.follows_invalidations()
+    })
+    .await;
+    a.set("list", Class::SCHEDULE, "old".to_owned())
+        .await
+        .expect("set");
+    let set_at = std::time::Instant::now();
+    proxy.cut();
+    wait::until_async("a to notice it is cut off", async || {
+        !a.follows_invalidations()
+    })
+    .await;
+    wait::until("L1 to stop answering with the old value", || {
+        a.get_local::<String>("list", Class::SCHEDULE).is_none()
+    });
+    // Never sooner than the TTL after the value was made (the feed's last
+    // read may come later still, which only serves it longer).
+    assert!(
+        set_at.elapsed() >= ttl,
+        "stopped after {:?}",
+        set_at.elapsed()
+    );
+    assert!(!a.stats().following, "still cut off");
+    assert_eq!(a.get::<String>("list", Class::SCHEDULE).await, None);
+    proxy.restore();
     wait::until_async("a to follow again", async || a.stats().following).await;
 }
 

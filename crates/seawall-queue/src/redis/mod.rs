@@ -44,6 +44,8 @@ mod blocking;
 mod lua;
 mod reply;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -53,6 +55,7 @@ use fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use fred::prelude::{Client, Options};
 use fred::types::scripts::Script;
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
+use seawall_ratelimit::breaker::{Breakers, is_down};
 
 use crate::error::{Error, Result};
 use crate::job::{
@@ -128,8 +131,17 @@ const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// without reads and parses nothing more than before jobs carried one.
 pub(crate) const TRACED: bool = cfg!(feature = "opentelemetry");
 
+/// How long after a call found a Redis node down the next call to it is
+/// let through as a probe.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 pub(crate) struct RedisStore {
     client: Client,
+    /// One circuit breaker per Redis node (seawall-ratelimit's, as its
+    /// store uses them): a producer's call to a node found down moments
+    /// ago fails at once ([`Error::Unavailable`]) instead of waiting for
+    /// the client's reconnection.
+    breakers: Arc<Breakers>,
     blocking: BlockingPool,
     prefix: String,
     settings: Settings,
@@ -156,6 +168,8 @@ impl RedisStore {
             }
         });
         let client = builder.build()?;
+        let breakers = Arc::new(Breakers::new(PROBE_INTERVAL));
+        watch_connections(&client, &breakers);
         let (reconnected, reconnections) = tokio::sync::watch::channel(0_u64);
         client.on_reconnect(move |_| {
             reconnected.send_modify(|count| *count += 1);
@@ -173,6 +187,7 @@ impl RedisStore {
         );
         Ok(Self {
             client,
+            breakers,
             blocking,
             prefix: options.prefix,
             settings,
@@ -224,8 +239,24 @@ impl RedisStore {
 
     /// Runs a script by its hash, loading it first when the server does not
     /// know it (a NOSCRIPT reply means it did not run, so sending it again
-    /// is safe).
+    /// is safe), through the breaker of the node its first key is on.
     pub(crate) async fn run(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value> {
+        let key = keys.first().cloned();
+        self.guarded(key.as_deref(), self.run_past_breaker(script, keys, args))
+            .await
+    }
+
+    /// Runs a script as [`run`](Self::run) does, but past the breaker, whose
+    /// state it leaves as it is: for a worker's own transitions (a fetch,
+    /// an acknowledgement, a renewal, progress, its presence), which wait
+    /// for the client's reconnection so that they reach Redis the moment
+    /// it is back, while a run's lease still holds.
+    pub(crate) async fn run_past_breaker(
         &self,
         script: &Script,
         keys: Vec<String>,
@@ -237,6 +268,40 @@ impl RedisStore {
             .await?)
     }
 
+    /// Sends `call`, to the node `key` is on, through that node's breaker:
+    /// while it is open the call is not sent ([`Error::Unavailable`], at
+    /// once), but for one probe per interval; a call that finds the node
+    /// down (no connection, no answer in time) opens it, and one the node
+    /// answers closes it.
+    async fn guarded<T>(
+        &self,
+        key: Option<&str>,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let breaker = self.breakers.of(&self.client, key);
+        let Some(permit) = breaker.permit() else {
+            return Err(Error::Unavailable {
+                retry_in: breaker.retry_in(),
+            });
+        };
+        let answer = call.await;
+        match &answer {
+            Err(Error::Redis(error)) if is_down(error) => {
+                if permit.down() {
+                    opened(error);
+                }
+            }
+            // What a call cannot tell (a pooled connection not had in time,
+            // a reply not understood) leaves the breaker as it is.
+            Err(Error::PoolTimeout(_) | Error::Protocol(_)) => drop(permit),
+            _ => {
+                if permit.answered() {
+                    closed();
+                }
+            }
+        }
+        answer
+    }
     /// Runs the enqueue script, then `WAIT`s for `wanted` replicas, both on
     /// one pooled connection held for the two: `WAIT` counts the writes of
     /// its own connection, and it blocks that connection until it answers,
@@ -342,7 +407,8 @@ impl RedisStore {
     async fn presence(&self, args: Vec<Value>) -> Result<Value> {
         let reports = format!("{{{}}}:processes", self.prefix);
         let keys = vec![reports.clone(), format!("{reports}:at")];
-        self.run(&self.scripts.processes, keys, args).await
+        self.run_past_breaker(&self.scripts.processes, keys, args)
+            .await
     }
 
     pub(crate) async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
@@ -431,8 +497,12 @@ impl Store for RedisStore {
         let reply = match self.replicas {
             None => self.run(&self.scripts.enqueue, keys, args).await?,
             Some(replicas) => {
-                self.enqueue_replicated(queue, request, keys, args, replicas)
-                    .await?
+                let key = keys.first().cloned();
+                self.guarded(
+                    key.as_deref(),
+                    self.enqueue_replicated(queue, request, keys, args, replicas),
+                )
+                .await?
             }
         };
         if let Some(index) = mismatch(&reply)? {
@@ -524,8 +594,12 @@ impl Store for RedisStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let key = format!("{}kids:{id}", self.base(queue));
         let reply: Value = self
-            .client
-            .custom(cmd!("HGETALL"), vec![Value::from(key)])
+            .guarded(Some(&key), async {
+                Ok(self
+                    .client
+                    .custom(cmd!("HGETALL"), vec![Value::from(key.as_str())])
+                    .await?)
+            })
             .await?;
         let pairs: Vec<(Value, Value)> = match reply {
             Value::Map(map) => map
@@ -653,7 +727,10 @@ impl Store for RedisStore {
         }
         args.push(int(u64::from(TRACED)));
         let per_job = if TRACED { 11 } else { 10 };
-        let reply = array(self.run(&self.scripts.fetch, keys, args).await?)?;
+        let reply = array(
+            self.run_past_breaker(&self.scripts.fetch, keys, args)
+                .await?,
+        )?;
         if reply.len() < 5 || (reply.len() - 5) % per_job != 0 {
             return Err(Error::Protocol(format!(
                 "fetch answered {} values",
@@ -721,7 +798,9 @@ impl Store for RedisStore {
             Value::from(bounded_message(error).as_ref()),
             int(delay),
         ]);
-        let reply = self.run(&self.scripts.fail, keys, args).await?;
+        let reply = self
+            .run_past_breaker(&self.scripts.fail, keys, args)
+            .await?;
         AfterFailure::parse(&text(&reply)?)
     }
 
@@ -733,7 +812,10 @@ impl Store for RedisStore {
             args.push(Value::from(lease.id.as_str()));
             args.push(Value::from(lease.token.as_str()));
         }
-        let reply = array(self.run(&self.scripts.renew, keys, args).await?)?;
+        let reply = array(
+            self.run_past_breaker(&self.scripts.renew, keys, args)
+                .await?,
+        )?;
         let mut lists = reply.into_iter().map(|list| {
             array(list)?
                 .iter()
@@ -770,7 +852,11 @@ impl Store for RedisStore {
             int(u64::from(percent)),
             Value::from(bounded_message(message).as_ref()),
         ]);
-        Ok(number(&self.run(&self.scripts.progress, keys, args).await?)? == 1)
+        Ok(number(
+            &self
+                .run_past_breaker(&self.scripts.progress, keys, args)
+                .await?,
+        )? == 1)
     }
 
     async fn check_enqueue(&self, queue: &str) -> Result<()> {
@@ -925,8 +1011,12 @@ impl Store for RedisStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let key = format!("{}j:{id}", self.base(queue));
         let reply: Value = self
-            .client
-            .custom(cmd!("HGETALL"), vec![Value::from(key)])
+            .guarded(Some(&key), async {
+                Ok(self
+                    .client
+                    .custom(cmd!("HGETALL"), vec![Value::from(key.as_str())])
+                    .await?)
+            })
             .await?;
         job_info(id, reply)
     }
@@ -950,7 +1040,11 @@ impl Store for RedisStore {
             args.push(Value::from("REV"));
         }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let reply: Value = self.client.custom(command, args).await?;
+        let reply: Value = self
+            .guarded(Some(&base), async {
+                Ok(self.client.custom(command, args).await?)
+            })
+            .await?;
         array(reply)?
             .iter()
             .map(|member| {
@@ -1058,6 +1152,65 @@ impl Store for RedisStore {
 /// `connection` so far; returns how many have. Routed by the queue's slot:
 /// on a Cluster, the primary that took the writes, over this connection's
 /// link to it.
+/// Opens and closes the breakers on the client's own connection events:
+/// a connection to a node that ends (a server killed, a reset, a link
+/// found unresponsive) opens that node's breaker at once, so the calls
+/// after it fail in microseconds rather than each waiting for its
+/// timeout; a reconnection closes it. Ends once the client is gone.
+fn watch_connections(client: &Client, breakers: &Arc<Breakers>) {
+    let clustered = client.is_clustered();
+    let node = move |server: &fred::types::config::Server| {
+        clustered.then(|| format!("{}:{}", server.host, server.port))
+    };
+    let mut errors = client.error_rx();
+    let mut reconnections = client.reconnect_rx();
+    let weak = Arc::downgrade(breakers);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let event = tokio::select! {
+                error = errors.recv() => error.map(|(error, server)| (Some(error), server)),
+                server = reconnections.recv() => server.map(|server| (None, Some(server))),
+            };
+            let (error, server) = match event {
+                Ok(event) => event,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            let Some(breakers) = weak.upgrade() else {
+                return;
+            };
+            let breaker = breakers.node(server.as_ref().and_then(node).as_deref());
+            match error {
+                Some(error) if is_down(&error) => {
+                    if breaker.open() {
+                        opened(&error);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if breaker.close() {
+                        closed();
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Says, once per outage of a node, that its breaker opened.
+fn opened(error: &fred::error::Error) {
+    tracing::warn!(
+        %error,
+        "the job queues' Redis is down: calls that need it fail at once until it answers again"
+    );
+}
+
+/// Says that a node's breaker closed.
+fn closed() {
+    tracing::info!("the job queues' Redis answers again");
+}
+
 async fn wait_for_replicas(
     connection: &Blocker,
     base: &str,

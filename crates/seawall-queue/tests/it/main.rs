@@ -2,6 +2,7 @@
 //! Redis and Redis Cluster, and the fault tests that need real processes
 //! (worker processes SIGKILLed, Redis killed and restarted).
 
+mod breaker;
 mod conformance;
 mod crash;
 mod dedup;
