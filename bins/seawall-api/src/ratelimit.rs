@@ -148,7 +148,9 @@ impl RateLimits {
         // One Redis store for every limiter: clones share its timeout and
         // circuit breaker, so a stalled Redis is found out once for all of
         // them and a request waits for it at most once.
-        let redis_store = redis.map(|redis| RedisStore::new(redis.client().clone()));
+        let redis_store = redis
+            .map(|redis| RedisStore::new(redis.client().clone()).with_timeout(config.store_timeout))
+            .transpose()?;
         let store = || -> Store {
             match &redis_store {
                 Some(store) => store.clone().into(),

@@ -92,6 +92,10 @@ pub(crate) enum Since<'a> {
 pub(crate) struct Pending {
     pub(crate) invalidations: Vec<Invalidation>,
     pub(crate) overflowed: bool,
+    /// Sweeps (a pattern, a clear) announced before a sweep that then
+    /// failed: their retries are not announced again before sweeping, only
+    /// once the sweep is done.
+    pub(crate) announced: Vec<Invalidation>,
 }
 
 const MAX_PENDING: usize = 10_000;
@@ -460,8 +464,17 @@ impl Inner {
         let l2 = self
             .usable_l2()
             .ok_or(Error::Unavailable("the circuit breaker is open"))?;
-        if invalidation.sweeps() {
+        // A sweep is announced before it runs, so that no L1 keeps what it
+        // is about to remove while it scans (seconds over a large keyspace),
+        // and after. A retry of one whose sweep failed is not announced
+        // again first: the keys it did not reach still hold their old
+        // values in Redis, which every instance reads there anyway, and a
+        // fresh announcement at each retry (every 200 ms while a master is
+        // out of reach) cleared every instance's L1 over and over.
+        let retried = invalidation.sweeps() && self.pending.lock().announced.contains(invalidation);
+        if invalidation.sweeps() && !retried {
             self.announce_on(l2, invalidation).await?;
+            self.pending.lock().announced.push(invalidation.clone());
         }
         match invalidation {
             Invalidation::Key(key) => {
@@ -479,7 +492,14 @@ impl Inner {
                 l2.tombstone_matching("*", self.tombstone_ttl).await?;
             }
         }
-        self.announce_on(l2, invalidation).await
+        self.announce_on(l2, invalidation).await?;
+        if invalidation.sweeps() {
+            self.pending
+                .lock()
+                .announced
+                .retain(|announced| announced != invalidation);
+        }
+        Ok(())
     }
 
     /// Adds `invalidation` to the stream, and counts it as sent.
@@ -524,6 +544,7 @@ impl Inner {
             }
             if pending.invalidations.len() >= MAX_PENDING {
                 pending.invalidations.clear();
+                pending.announced.clear();
                 pending.overflowed = true;
             } else if !pending.invalidations.contains(&invalidation) {
                 pending.invalidations.push(invalidation);

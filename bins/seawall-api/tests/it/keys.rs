@@ -478,3 +478,67 @@ async fn an_identity_header_sent_twice_is_a_400() {
         .expect("request");
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// Made-up keys sent from one address to two instances at once: each
+/// instance may let several pass the auth limiter's peek in the same
+/// moment (each then reads the database once), but a verdict on a key is
+/// answered only after the failed attempt took its unit in the shared
+/// limiter, atomically in Redis; so the address learns at most the
+/// limit's number of verdicts however the attempts interleave, and the
+/// rest are refused with 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_keys_on_two_instances_at_once_learn_at_most_the_limit_of_verdicts() {
+    const LIMIT: usize = 3;
+    let redis = seawall_testkit::RedisServer::start().expect("redis-server starts");
+    let url = redis.url();
+    let a = TestApp::sqlite_with(move |config| {
+        config.redis.url = Some(url);
+        config.ratelimit.auth = format!("{LIMIT}/1h").parse().expect("profile");
+    })
+    .await;
+    let b = a.another_instance(|_| {}).await;
+    // Until an instance's limiters reach Redis they decide in memory, each
+    // alone: wait until a request on each is decided there.
+    let degraded = async |app: &TestApp| -> f64 {
+        app.get("/metrics")
+            .await
+            .text()
+            .lines()
+            .filter(|line| line.starts_with("ratelimit_degraded_decisions_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    wait::until_async("both instances' limiters to decide on Redis", async || {
+        for app in [&a, &b] {
+            let before = degraded(app).await;
+            let reply = app.get("/api/content?page_size=1").await;
+            if reply.status != StatusCode::OK || degraded(app).await != before {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // One client address for every attempt.
+    let client = std::net::SocketAddr::from(([198, 19, 255, 7], 40_000));
+    let attempts = (0..24).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let request = Request::get("/api/content?page_size=1")
+            .header("x-api-key", format!("swk_{}", random_hex(32)))
+            .extension(axum::extract::ConnectInfo(client))
+            .body(Body::empty())
+            .expect("request");
+        async move { app.send(request).await.status }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    let verdicts = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(verdicts <= LIMIT, "{verdicts} verdicts: {statuses:?}");
+    assert_eq!(verdicts + refused, statuses.len(), "{statuses:?}");
+}

@@ -227,6 +227,11 @@ pub struct RateLimitConfig {
     /// one level (unhealthy to degraded, degraded to healthy).
     #[serde(with = "duration")]
     pub health_recover: Duration,
+    /// How long a check waits for the limits' Redis before it counts as
+    /// failed and the limit is decided in memory (and the store's breaker
+    /// opens): what a request may wait for a stalled Redis, once.
+    #[serde(with = "duration")]
+    pub store_timeout: Duration,
 }
 
 /// The tiered cache: L1 in process, and Redis as L2 when a Redis URL is set.
@@ -608,6 +613,7 @@ impl Default for RateLimitConfig {
             health_degraded: 0.5,
             health_unhealthy: 0.25,
             health_recover: Duration::from_secs(30),
+            store_timeout: seawall_ratelimit::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -1101,6 +1107,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!(ratelimit.health_recover, env: ["SEAWALL_RATELIMIT_HEALTH_RECOVER"],
         flag: value("ratelimit-health-recover", "DURATION"),
         help: "How long the health must hold better before tightened limits loosen by one level, 1s to 1h"),
+    setting!(ratelimit.store_timeout, env: ["SEAWALL_RATELIMIT_STORE_TIMEOUT"],
+        flag: value("ratelimit-store-timeout", "DURATION"),
+        help: "How long a rate-limit check waits for Redis before the limit is decided in memory (once per outage: the store's breaker then answers at once), 1ms to 10s"),
     setting!(cache.enabled, env: ["SEAWALL_CACHE"],
         flag: Flag::Switch { long: "no-cache", value: "false" },
         help: "Cache the reference workload's reads; --no-cache reads the database every time"),

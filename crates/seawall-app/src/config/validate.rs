@@ -70,7 +70,15 @@ impl Config {
             health_degraded,
             health_unhealthy,
             health_recover,
+            store_timeout,
         } = &self.ratelimit;
+        if !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(store_timeout) {
+            return Err(invalid(
+                "ratelimit.store_timeout",
+                humantime::format_duration(*store_timeout),
+                "must be 1ms to 10s",
+            ));
+        }
         if !(0.01..=1.0).contains(health_degraded) {
             return Err(invalid(
                 "ratelimit.health_degraded",
@@ -1045,6 +1053,16 @@ mod tests {
         assert_eq!(config.ratelimit.health_degraded, 0.5);
         assert_eq!(config.ratelimit.health_unhealthy, 0.25);
         assert_eq!(config.ratelimit.health_recover, Duration::from_secs(30));
+        assert_eq!(config.ratelimit.store_timeout, Duration::from_millis(250));
+        let config =
+            load_with(&["--ratelimit-store-timeout", "40ms"], &[]).expect("a store timeout");
+        assert_eq!(config.ratelimit.store_timeout, Duration::from_millis(40));
+        for timeout in ["0s", "11s"] {
+            expect_invalid(
+                load_with(&["--ratelimit-store-timeout", timeout], &[]),
+                "ratelimit.store_timeout",
+            );
+        }
         let config = load_with(
             &[
                 "--ratelimit-health-degraded",

@@ -516,3 +516,71 @@ async fn an_instance_is_not_ready_while_an_invalidation_it_answered_waits_to_be_
     })
     .await;
 }
+
+/// A pattern invalidation whose sweep keeps failing (here its instance's
+/// Redis user may not `SCAN`, while it may announce) is announced once
+/// before its sweep and once after the sweep succeeds, not again at every
+/// retry: each retry's announcement cleared every instance's L1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_keeps_failing_is_announced_once_until_it_succeeds() {
+    let server = seawall_testkit::RedisServer::start().expect("redis starts");
+    let admin = client(&server.url()).await;
+    let acl = async |rules: &[&str]| {
+        let mut args = vec!["SETUSER", "sweeper"];
+        args.extend_from_slice(rules);
+        let _: fred::types::Value = admin
+            .custom(fred::cmd!("ACL"), args)
+            .await
+            .expect("ACL SETUSER");
+    };
+    acl(&["on", ">sweeper-password", "~*", "&*", "+@all", "-scan"]).await;
+    let prefix = unique_prefix();
+    let restricted = format!("redis://sweeper:sweeper-password@{}", server.addr());
+    let a = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&restricted).await)
+        .ready()
+        .await;
+    let b = TieredCache::builder()
+        .prefix(&prefix)
+        .redis(client(&server.url()).await)
+        .ready()
+        .await;
+    for cache in [&a, &b] {
+        wait::until_async("both to follow invalidations", async || {
+            cache.follows_invalidations()
+        })
+        .await;
+    }
+    b.set("page:1", Class::API, 1_u32).await.expect("set");
+    let received = b.stats().invalidations_received;
+    let errors = a.stats().redis_errors;
+    assert!(
+        a.invalidate_pattern("page:*").await.is_err(),
+        "the sweep is refused"
+    );
+    wait::until_async("the announcement before the sweep to reach b", async || {
+        b.stats().invalidations_received > received
+    })
+    .await;
+    wait::until_async("three retries of the sweep to fail", async || {
+        a.stats().redis_errors >= errors + 4
+    })
+    .await;
+    assert!(a.stats().invalidations_pending);
+    assert_eq!(
+        b.stats().invalidations_received,
+        received + 1,
+        "announced once before the sweep, not at each retry"
+    );
+    acl(&["+scan"]).await;
+    wait::until_async("the sweep to go through", async || {
+        !a.stats().invalidations_pending
+    })
+    .await;
+    wait::until_async("the announcement after the sweep to reach b", async || {
+        b.stats().invalidations_received == received + 2
+    })
+    .await;
+    assert_eq!(b.get::<u32>("page:1", Class::API).await, None);
+}
