@@ -103,6 +103,14 @@ pub struct DatabaseConfig {
     pub max_connections: Option<u32>,
 }
 
+/// How stale the service's L1 may answer by default while Redis is out of
+/// reach (`cache.degraded_ttl`): longer than the library's 1 s, since every
+/// key read is loaded again once per bound meanwhile, and at 1 s the
+/// statistics of 1,000 users, each recomputed every second, kept 8 % of
+/// their goodput on two cores; at 10 s the mixed load kept all of it
+/// (docs/benchmarks.md, "Redis killed under load").
+pub const DEFAULT_DEGRADED_TTL: Duration = Duration::from_secs(10);
+
 /// The most readers a SQLite file gets when no pool size is configured:
 /// on 12 cores a reader per core spent 1.4–1.5× the CPU per request of the
 /// best pool for no more throughput, and 8 readers served as much as any
@@ -272,7 +280,7 @@ impl Default for CacheConfig {
             l1_entries: 100_000,
             review_writes: ReviewWrites::Direct,
             warm_hot: 1_000,
-            degraded_ttl: seawall_cache::DEFAULT_DEGRADED_TTL,
+            degraded_ttl: DEFAULT_DEGRADED_TTL,
             hot_keys_file: None,
         }
     }

@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(load_with(&[], &[]).expect("defaults").cache.warm_hot, 1_000);
         assert_eq!(
             load_with(&[], &[]).expect("defaults").cache.degraded_ttl,
-            Duration::from_secs(1)
+            Duration::from_secs(10)
         );
         assert_eq!(
             load_with(&["--cache-degraded-ttl", "0s"], &[])

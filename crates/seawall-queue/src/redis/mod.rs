@@ -403,12 +403,20 @@ impl RedisStore {
         self.run(&self.scripts.schedule, keys, args).await
     }
 
-    /// Runs `processes.lua`.
-    async fn presence(&self, args: Vec<Value>) -> Result<Value> {
+    /// Runs `processes.lua`: past the breaker for a worker's own presence
+    /// (`own`: its announcement and its withdrawal), through it for a
+    /// listing, which every producer's wire version is read from and which
+    /// would otherwise hold each enqueue behind a call that waits for its
+    /// timeout while Redis is down.
+    async fn presence(&self, args: Vec<Value>, own: bool) -> Result<Value> {
         let reports = format!("{{{}}}:processes", self.prefix);
         let keys = vec![reports.clone(), format!("{reports}:at")];
-        self.run_past_breaker(&self.scripts.processes, keys, args)
-            .await
+        if own {
+            self.run_past_breaker(&self.scripts.processes, keys, args)
+                .await
+        } else {
+            self.run(&self.scripts.processes, keys, args).await
+        }
     }
 
     pub(crate) async fn control(&self, queue: &str, op: &str, rest: Vec<Value>) -> Result<Value> {
@@ -1107,24 +1115,27 @@ impl Store for RedisStore {
 
     async fn announce(&self, id: &str, report: &[u8]) -> Result<()> {
         let forget = u64::try_from(crate::store::FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
-        self.presence(vec![
-            Value::from("announce"),
-            Value::from(id),
-            Value::Bytes(report.to_vec().into()),
-            int(forget),
-        ])
+        self.presence(
+            vec![
+                Value::from("announce"),
+                Value::from(id),
+                Value::Bytes(report.to_vec().into()),
+                int(forget),
+            ],
+            true,
+        )
         .await?;
         Ok(())
     }
 
     async fn withdraw(&self, id: &str) -> Result<()> {
-        self.presence(vec![Value::from("withdraw"), Value::from(id)])
+        self.presence(vec![Value::from("withdraw"), Value::from(id)], true)
             .await?;
         Ok(())
     }
 
     async fn processes(&self) -> Result<Vec<(Vec<u8>, u64)>> {
-        let reply = self.presence(vec![Value::from("list")]).await?;
+        let reply = self.presence(vec![Value::from("list")], false).await?;
         let items = reply.into_array();
         let number = |value: &Value| {
             value

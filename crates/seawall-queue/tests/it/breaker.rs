@@ -36,6 +36,13 @@ async fn calls_are_held_back_while_redis_is_down_and_go_on_once_it_answers() {
     })
     .await;
     assert!(held.queued_nothing(), "{held}");
+    // The listing of processes, which every producer reads its wire
+    // version from every 2 s (holding its enqueues meanwhile), is held back
+    // too rather than waiting for the client's timeout.
+    assert!(
+        matches!(queues.processes().await, Err(Error::Unavailable { .. })),
+        "the processes' listing went to a Redis found down"
+    );
     // Held back means not sent: a hundred more calls (enqueues, a flow's
     // reads, the counts) make no round trip, save the one probe a second
     // that may fall among them.
