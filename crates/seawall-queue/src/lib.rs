@@ -97,6 +97,17 @@
 //! one, with an error logged and [counted](WorkerStats::refused_acks), and
 //! the job runs again when its lease runs out.
 //!
+//! When a Redis node is down, producers learn it at once: the Redis
+//! backend keeps a circuit breaker per node (seawall-ratelimit's), opened
+//! the moment the client's connection to the node ends or a call finds no
+//! connection or no answer in time. While it is open, an enqueue, a flow,
+//! a cancel, a listing or a count for that node fails with
+//! [`Error::Unavailable`] without being sent (nothing was changed), one
+//! call a second goes through as a probe, and the client's reconnection
+//! closes it. A worker's own calls (its fetches, acknowledgements,
+//! renewals, progress and presence) are never held back: they reach Redis
+//! the moment it is back, while their leases hold.
+//!
 //! # Recurring jobs
 //!
 //! [`Queues::upsert_scheduler`] keeps a scheduler with its queue: a

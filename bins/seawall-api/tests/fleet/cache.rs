@@ -195,16 +195,19 @@ async fn until(what: &str, done: impl AsyncFnMut() -> bool) -> Duration {
 }
 
 /// One instance cut off from Redis (its proxy drops every connection): it
-/// reports not ready and HAProxy stops sending to it; read directly, it
-/// answers from the database, never its stale L1. Back on Redis, it
-/// replays the invalidations it missed (none cleared) before it reports
-/// ready, and then reads the write it missed fresh.
+/// reports not ready and HAProxy stops sending to it; read directly, with
+/// no degraded TTL (`cache.degraded_ttl = 0s`: its L1 answers nothing while
+/// it cannot follow the invalidations), it answers from the database,
+/// never its stale L1. Back on Redis, it replays the invalidations it
+/// missed (none cleared) before it reports ready, and then reads the write
+/// it missed fresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_off_instance_leaves_the_rotation_and_replays_what_it_missed() {
     let fleet = support::start(
         support::builder()
             .redis(seawall_testkit::FleetRedis::Standalone)
-            .env("SEAWALL_RATELIMIT", "false"),
+            .env("SEAWALL_RATELIMIT", "false")
+            .env("SEAWALL_CACHE_DEGRADED_TTL", "0s"),
     )
     .await;
     let client = client();
