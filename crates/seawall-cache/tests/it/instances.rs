@@ -314,35 +314,47 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
     wait::until_async("a to follow again", async || a.stats().following).await;
 }
 
+/// An instance on the shared server through a proxy that can cut it off,
+/// with degraded TTL `ttl`, once it follows the invalidations.
+async fn following_through_a_proxy(ttl: Duration) -> (Proxy, TieredCache) {
+    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
+    let cache = TieredCache::builder()
+        .prefix(unique_prefix())
+        .degraded_ttl(ttl)
+        .redis(crate::support::client(&proxy.url()).await)
+        .ready()
+        .await;
+    wait::until_async("the instance to follow invalidations", async || {
+        cache.follows_invalidations()
+    })
+    .await;
+    (proxy, cache)
+}
+
+/// Cuts `cache` off through its `proxy` and waits until it knows.
+async fn cut_off(proxy: &Proxy, cache: &TieredCache) {
+    proxy.cut();
+    wait::until_async("the instance to notice it is cut off", async || {
+        !cache.follows_invalidations()
+    })
+    .await;
+}
+
 /// Cut off from the stream (Redis out of reach), L1 goes on answering
 /// within the degraded TTL: the reads that would all have gone to the
 /// loader are served, and this instance's own invalidations still reach
 /// its L1 at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_instance_serves_l1_within_the_degraded_ttl() {
-    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
     // Longer than any wait below, however loaded the machine: whether L1
     // answers is decided by the TTL, never by how fast the test runs.
-    let a = TieredCache::builder()
-        .prefix(unique_prefix())
-        .degraded_ttl(Duration::from_secs(600))
-        .redis(crate::support::client(&proxy.url()).await)
-        .ready()
-        .await;
-    wait::until_async("a to follow invalidations", async || {
-        a.follows_invalidations()
-    })
-    .await;
+    let (proxy, a) = following_through_a_proxy(Duration::from_secs(600)).await;
     for key in ["list", "mine"] {
         a.set(key, Class::SCHEDULE, format!("{key} before"))
             .await
             .expect("set");
     }
-    proxy.cut();
-    wait::until_async("a to notice it is cut off", async || {
-        !a.follows_invalidations()
-    })
-    .await;
+    cut_off(&proxy, &a).await;
     assert_eq!(
         a.get::<String>("list", Class::SCHEDULE).await.as_deref(),
         Some("list before"),
@@ -376,27 +388,13 @@ async fn a_cut_off_instance_serves_l1_within_the_degraded_ttl() {
 /// Redis, out of reach here, or the loader).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_instance_stops_serving_l1_past_the_degraded_ttl() {
-    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
     let ttl = Duration::from_millis(300);
-    let a = TieredCache::builder()
-        .prefix(unique_prefix())
-        .degraded_ttl(ttl)
-        .redis(crate::support::client(&proxy.url()).await)
-        .ready()
-        .await;
-    wait::until_async("a to follow invalidations", async || {
-        a.follows_invalidations()
-    })
-    .await;
+    let (proxy, a) = following_through_a_proxy(ttl).await;
     a.set("list", Class::SCHEDULE, "old".to_owned())
         .await
         .expect("set");
     let set_at = std::time::Instant::now();
-    proxy.cut();
-    wait::until_async("a to notice it is cut off", async || {
-        !a.follows_invalidations()
-    })
-    .await;
+    cut_off(&proxy, &a).await;
     wait::until("L1 to stop answering with the old value", || {
         a.get_local::<String>("list", Class::SCHEDULE).is_none()
     });

@@ -55,7 +55,7 @@ use fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use fred::prelude::{Client, Options};
 use fred::types::scripts::Script;
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
-use seawall_ratelimit::breaker::{Breakers, is_down};
+use seawall_ratelimit::breaker::{Breakers, NodeBreaker, is_down};
 
 use crate::error::{Error, Result};
 use crate::job::{
@@ -246,8 +246,12 @@ impl RedisStore {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value> {
-        let key = keys.first().cloned();
-        self.guarded(key.as_deref(), self.run_past_breaker(script, keys, args))
+        // The node's breaker is found before the keys move into the call; on
+        // one server it is the one breaker, found without reading the key.
+        let breaker = self
+            .breakers
+            .of(&self.client, keys.first().map(String::as_str));
+        self.guarded(breaker, self.run_past_breaker(script, keys, args))
             .await
     }
 
@@ -268,17 +272,16 @@ impl RedisStore {
             .await?)
     }
 
-    /// Sends `call`, to the node `key` is on, through that node's breaker:
+    /// Sends `call` through `breaker`, its node's (from [`Breakers::of`]):
     /// while it is open the call is not sent ([`Error::Unavailable`], at
     /// once), but for one probe per interval; a call that finds the node
     /// down (no connection, no answer in time) opens it, and one the node
     /// answers closes it.
     async fn guarded<T>(
         &self,
-        key: Option<&str>,
+        breaker: NodeBreaker<'_>,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let breaker = self.breakers.of(&self.client, key);
         let Some(permit) = breaker.permit() else {
             return Err(Error::Unavailable {
                 retry_in: breaker.retry_in(),
@@ -505,9 +508,11 @@ impl Store for RedisStore {
         let reply = match self.replicas {
             None => self.run(&self.scripts.enqueue, keys, args).await?,
             Some(replicas) => {
-                let key = keys.first().cloned();
+                let breaker = self
+                    .breakers
+                    .of(&self.client, keys.first().map(String::as_str));
                 self.guarded(
-                    key.as_deref(),
+                    breaker,
                     self.enqueue_replicated(queue, request, keys, args, replicas),
                 )
                 .await?
@@ -602,7 +607,7 @@ impl Store for RedisStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let key = format!("{}kids:{id}", self.base(queue));
         let reply: Value = self
-            .guarded(Some(&key), async {
+            .guarded(self.breakers.of(&self.client, Some(&key)), async {
                 Ok(self
                     .client
                     .custom(cmd!("HGETALL"), vec![Value::from(key.as_str())])
@@ -1019,7 +1024,7 @@ impl Store for RedisStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let key = format!("{}j:{id}", self.base(queue));
         let reply: Value = self
-            .guarded(Some(&key), async {
+            .guarded(self.breakers.of(&self.client, Some(&key)), async {
                 Ok(self
                     .client
                     .custom(cmd!("HGETALL"), vec![Value::from(key.as_str())])
@@ -1049,7 +1054,7 @@ impl Store for RedisStore {
         }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let reply: Value = self
-            .guarded(Some(&base), async {
+            .guarded(self.breakers.of(&self.client, Some(&base)), async {
                 Ok(self.client.custom(command, args).await?)
             })
             .await?;

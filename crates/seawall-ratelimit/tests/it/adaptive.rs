@@ -133,15 +133,20 @@ async fn a_lower_class_is_shed_before_a_higher_one_and_a_probe_never() {
     assert_eq!(limiter.in_flight(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_that_answers_it_is_overloaded_brings_the_limit_down() {
-    // Every answer its own window, so each 503 moves the limit.
-    let limiter = AdaptiveLimiter::builder(Aimd::new())
+/// A loss-based limit at 50 of 1 to 100 that sees every answer as a window
+/// of its own, so each answer could move it.
+fn at_fifty() -> AdaptiveLimiter {
+    AdaptiveLimiter::builder(Aimd::new())
         .bounds(1, 100)
         .initial(50)
         .window(std::time::Duration::ZERO, 1)
         .build()
-        .expect("valid");
+        .expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_answers_it_is_overloaded_brings_the_limit_down() {
+    let limiter = at_fifty();
     let app = app(&limiter, &Arc::new(Semaphore::new(0)));
     for _ in 0..5 {
         assert_eq!(
@@ -154,13 +159,7 @@ async fn a_service_that_answers_it_is_overloaded_brings_the_limit_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dependency_that_fails_fast_leaves_the_limit_alone() {
-    // Every answer its own window, so each answer could move the limit.
-    let limiter = AdaptiveLimiter::builder(Aimd::new())
-        .bounds(1, 100)
-        .initial(50)
-        .window(std::time::Duration::ZERO, 1)
-        .build()
-        .expect("valid");
+    let limiter = at_fifty();
     let app = app(&limiter, &Arc::new(Semaphore::new(0)));
     for _ in 0..20 {
         assert_eq!(
