@@ -1,5 +1,7 @@
 //! Records the git revision the application is built from, for the
-//! `seawall_build_info` metric both binaries export.
+//! `seawall_build_info` metric both binaries export, and rebuilds the crate
+//! when a migration is added (`sqlx::migrate!` embeds the folder, and cargo
+//! does not otherwise see a new file in it).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +10,7 @@ fn main() {
         std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
     );
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=migrations");
     git_revision(&manifest_dir);
 }
 

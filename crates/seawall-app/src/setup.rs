@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_perfmon::Monitor;
+use seawall_perfmon::{HealthStatus, Monitor};
 use seawall_queue::Queues;
 use tokio::sync::OnceCell;
 
@@ -226,13 +226,19 @@ impl QueueHandle {
 /// most this often.
 const ENQUEUE_CHECK_REUSE: Duration = Duration::from_millis(250);
 
-/// Readiness of the enqueue path (`queues:enqueue`): fails while the queues
-/// are not connected, or while an enqueue on any of the service's queues
-/// would not be acknowledged (its Redis primary is cut off, a failover has
-/// not promoted a replica yet, or fewer replicas confirm a write than
-/// `queue.wait_replicas` asks), each queue asked within a second. One
-/// check runs at a time and its answer serves the probes of the next
-/// 250 ms; its `time` says when it started.
+/// Readiness of the enqueue path (`queues:enqueue`), each queue asked
+/// within a second: `pass` while an enqueue on every one of the service's
+/// queues would be acknowledged; `fail` while the queues are not connected
+/// or an enqueue could not reach its Redis primary (this instance is cut
+/// off from it, or a failover has not promoted a replica yet); `warn` while
+/// a primary takes the write but fewer replicas confirm it than
+/// `queue.wait_replicas` asks. Enqueues are refused (503) then too, but
+/// every instance finds the same primary short of the same replicas: a
+/// readiness that failed would take them all out of rotation at once (a
+/// Kubernetes Service then has no endpoint, reads included), and send
+/// nothing to a better one, since there is none. One check runs at a time
+/// and its answer serves the probes of the next 250 ms; its `time` says
+/// when it started.
 #[derive(Clone)]
 pub struct EnqueueCheck {
     handle: QueueHandle,
@@ -255,16 +261,39 @@ impl EnqueueCheck {
         };
         let probes = crate::config::QueueName::ALL.map(|queue| async move {
             let component = format!("enqueue on {}", queue.as_str());
-            crate::checks::timed_ping(&component, queues.check_enqueue(queue.as_str())).await
+            let mut short = None;
+            let result = crate::checks::timed_ping(&component, async {
+                match queues.check_enqueue(queue.as_str()).await {
+                    Err(seawall_queue::Error::NotReplicated { acked, wanted }) => {
+                        short = Some((acked, wanted));
+                        Ok(())
+                    }
+                    other => other,
+                }
+            })
+            .await;
+            match short {
+                Some((acked, wanted)) => seawall_perfmon::CheckResult::with_status(
+                    HealthStatus::Degraded,
+                )
+                .output(format!(
+                    "{component}: the primary took the write, but {acked} of the \
+                             {wanted} replicas queue.wait_replicas asks for confirmed it in \
+                             time; enqueues are refused until they do, on every instance alike"
+                )),
+                None => result,
+            }
         });
         let results = futures_util::future::join_all(probes).await;
         let slowest = results
             .iter()
             .filter_map(|result| result.observed_value.as_ref()?.as_f64())
             .fold(0.0_f64, f64::max);
-        results
+        // The worst of them: a failure, else a warning, else a pass.
+        [HealthStatus::Unhealthy, HealthStatus::Degraded]
             .into_iter()
-            .find(|result| result.status != seawall_perfmon::HealthStatus::Healthy)
+            .find_map(|status| results.iter().find(|result| result.status == status))
+            .cloned()
             .unwrap_or_else(|| seawall_perfmon::CheckResult::pass().observed(slowest, "ms"))
             .component_type("component")
     }

@@ -228,8 +228,9 @@ impl<C: Codec> TieredCacheBuilder<C> {
     }
 
     /// The longest L1 keeps a value it took while this instance could not
-    /// follow other instances' invalidations (default 5 s). Once the feed
-    /// has caught up L1 answers with it as with any other, and an
+    /// follow other instances' invalidations (default 5 s), or the value's
+    /// [degraded TTL](Self::degraded_ttl) where that is longer. Once the
+    /// feed has caught up L1 answers with it as with any other, and an
     /// invalidation that never reached the stream (its sender stopped while
     /// it could not reach Redis) cannot have dropped what L1 took in the
     /// meantime. This bounds how long such a copy is served.

@@ -309,12 +309,7 @@ impl Inner {
         since: Since<'_>,
     ) {
         let Some(l1) = &self.l1 else { return };
-        let policy = self.policy_of(class);
-        let mut l1_ttl = policy.l1_ttl.unwrap_or(policy.ttl);
-        if self.may_miss_invalidations() {
-            l1_ttl = l1_ttl.min(self.unfollowed_l1_ttl);
-        }
-        let until = now_ms().saturating_add(ms(l1_ttl));
+        let until = now_ms().saturating_add(ms(self.l1_ttl_now(class)));
         let entry = Entry::new(value, meta, until, tags, encoded_len);
         let _flights = self.flights.lock();
         let overtaken = match since {
@@ -324,6 +319,23 @@ impl Inner {
         if !overtaken {
             l1.insert(key, entry);
         }
+    }
+
+    /// How long L1 keeps a value of `class` it takes now: the class's L1
+    /// TTL; while this instance may miss invalidations, at most
+    /// `cut_off_l1_ttl`, or the class's degraded TTL where that is longer
+    /// (a reader is told it may see a value that old while cut off, and
+    /// a copy taken then is never older than that past a write it missed;
+    /// capped at a shorter `cut_off_l1_ttl`, every key read while cut off
+    /// would be loaded more often than its bound asks).
+    fn l1_ttl_now(&self, class: Class) -> Duration {
+        let policy = self.policy_of(class);
+        let ttl = policy.l1_ttl.unwrap_or(policy.ttl);
+        if !self.may_miss_invalidations() {
+            return ttl;
+        }
+        let degraded = policy.degraded_ttl.unwrap_or(self.degraded_ttl);
+        ttl.min(self.unfollowed_l1_ttl.max(degraded))
     }
 
     /// Whether this instance may miss invalidations now: it follows the
@@ -356,12 +368,7 @@ impl Inner {
         since: u64,
         failed: bool,
     ) {
-        let policy = self.policy_of(class);
-        let mut l1_ttl = policy.l1_ttl.unwrap_or(policy.ttl);
-        if self.may_miss_invalidations() {
-            l1_ttl = l1_ttl.min(self.unfollowed_l1_ttl);
-        }
-        let until = now_ms().saturating_add(ms(l1_ttl));
+        let until = now_ms().saturating_add(ms(self.l1_ttl_now(class)));
         let flights = self.flights.lock();
         let keep = !failed && self.epoch() == since;
         self.epoch.fetch_add(1, Ordering::AcqRel);

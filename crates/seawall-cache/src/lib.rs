@@ -121,8 +121,9 @@
 //!   that cannot afford this retries the write, or fails it.
 //! - What an instance's L1 takes while it cannot follow the stream is kept
 //!   at most [`cut_off_l1_ttl`](TieredCacheBuilder::cut_off_l1_ttl) (5 s by
-//!   default) once it follows again: an invalidation lost as above never
-//!   reaches the stream, so nothing else would drop it.
+//!   default), or its degraded TTL where that is longer, once it follows
+//!   again: an invalidation lost as above never reaches the stream, so
+//!   nothing else would drop it.
 //!
 //! Values pass through a [`Codec`] ([`Binary`], the default, or [`Json`])
 //! inside an envelope that records the codec and the cache's format

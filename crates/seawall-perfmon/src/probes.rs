@@ -51,27 +51,36 @@ struct Readiness {
     checks: BTreeMap<String, Vec<CheckResult>>,
 }
 
-/// Runs every check in turn: 200 when none fails, 503 naming the failing
-/// ones otherwise, each check's result under its key.
+/// Runs every check in turn: 200 when none fails (`warn`, naming the
+/// warning ones, when one warns), 503 naming the failing ones otherwise,
+/// each check's result under its key.
 pub async fn readiness(checks: &[Box<dyn HealthCheck>]) -> Response {
     let mut results = BTreeMap::new();
-    let mut failed = Vec::new();
+    let (mut failed, mut warned) = (Vec::new(), Vec::new());
     for check in checks {
         let key = check.key();
         let result = check.check().await;
-        if result.status == HealthStatus::Unhealthy {
-            failed.push(key.clone());
+        match result.status {
+            HealthStatus::Unhealthy => failed.push(key.clone()),
+            HealthStatus::Degraded => warned.push(key.clone()),
+            HealthStatus::Healthy => {}
         }
         results.entry(key).or_insert_with(Vec::new).push(result);
     }
-    let (status, code, output) = if failed.is_empty() {
-        (HealthStatus::Healthy, StatusCode::OK, None)
-    } else {
+    let (status, code, output) = if !failed.is_empty() {
         (
             HealthStatus::Unhealthy,
             StatusCode::SERVICE_UNAVAILABLE,
             Some(format!("failing: {}", failed.join(", "))),
         )
+    } else if !warned.is_empty() {
+        (
+            HealthStatus::Degraded,
+            StatusCode::OK,
+            Some(format!("warning: {}", warned.join(", "))),
+        )
+    } else {
+        (HealthStatus::Healthy, StatusCode::OK, None)
     };
     health_json(
         code,
@@ -104,7 +113,7 @@ mod tests {
 
     use super::*;
 
-    struct Fixed(&'static str, bool);
+    struct Fixed(&'static str, HealthStatus);
 
     #[async_trait]
     impl HealthCheck for Fixed {
@@ -113,10 +122,12 @@ mod tests {
         }
 
         async fn check(&self) -> CheckResult {
-            if self.1 {
-                CheckResult::pass()
-            } else {
-                CheckResult::fail("down")
+            match self.1 {
+                HealthStatus::Healthy => CheckResult::pass(),
+                HealthStatus::Degraded => {
+                    CheckResult::with_status(HealthStatus::Degraded).output("short")
+                }
+                HealthStatus::Unhealthy => CheckResult::fail("down"),
             }
         }
     }
@@ -133,14 +144,15 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_fails_with_any_failing_check_and_names_it() {
-        let up: Vec<Box<dyn HealthCheck>> = vec![Box::new(Fixed("db:ping", true))];
+        let up: Vec<Box<dyn HealthCheck>> = vec![Box::new(Fixed("db:ping", HealthStatus::Healthy))];
         let ready = readiness(&up).await;
         assert_eq!(ready.status(), StatusCode::OK);
         assert_eq!(ready.headers()[header::CONTENT_TYPE], HEALTH_JSON);
         assert_eq!(body(ready).await["status"], "pass");
         let down: Vec<Box<dyn HealthCheck>> = vec![
-            Box::new(Fixed("db:ping", true)),
-            Box::new(Fixed("redis:ping", false)),
+            Box::new(Fixed("db:ping", HealthStatus::Healthy)),
+            Box::new(Fixed("queue:enqueue", HealthStatus::Degraded)),
+            Box::new(Fixed("redis:ping", HealthStatus::Unhealthy)),
         ];
         let not_ready = readiness(&down).await;
         assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -148,6 +160,22 @@ mod tests {
         assert_eq!(json["status"], "fail");
         assert_eq!(json["output"], "failing: redis:ping");
         assert_eq!(json["checks"]["db:ping"][0]["status"], "pass");
+    }
+
+    /// A check that warns leaves the instance ready, and the whole report
+    /// says so (the draft's `warn`: healthy, with concerns).
+    #[tokio::test]
+    async fn readiness_warns_with_a_warning_check_and_stays_ready() {
+        let short: Vec<Box<dyn HealthCheck>> = vec![
+            Box::new(Fixed("db:ping", HealthStatus::Healthy)),
+            Box::new(Fixed("queue:enqueue", HealthStatus::Degraded)),
+        ];
+        let ready = readiness(&short).await;
+        assert_eq!(ready.status(), StatusCode::OK);
+        let json = body(ready).await;
+        assert_eq!(json["status"], "warn");
+        assert_eq!(json["output"], "warning: queue:enqueue");
+        assert_eq!(json["checks"]["queue:enqueue"][0]["output"], "short");
     }
 
     #[tokio::test]

@@ -77,7 +77,10 @@ async fn livez() -> Response {
 /// checks that an enqueue on every job queue would be acknowledged (its
 /// Redis primary takes a write, confirmed by as many replicas as
 /// `queue.wait_replicas` asks); 503 when one fails, so a load balancer
-/// stops sending traffic exactly while the instance cannot enqueue.
+/// stops sending traffic while the instance cannot enqueue. A primary that
+/// takes the write but lacks those replicas is a `warn` (200): every
+/// instance finds it alike, and taking them all out of rotation would
+/// stop the reads too.
 #[utoipa::path(get, path = "/readyz", tag = "probes", responses(
     (status = 200, description = "Every dependency answers", body = HealthDocument,
         content_type = "application/health+json",

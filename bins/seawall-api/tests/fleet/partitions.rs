@@ -851,13 +851,17 @@ async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
                 );
             }
         }
-        // `/readyz` fails exactly while the instance cannot enqueue: the two
-        // disagree only while a probe notices (a second at most, its answer
-        // reused for 250 ms, the check taken as of its reading), on the
-        // cut-off side and on the majority's,
-        // before the failover and after it.
+        // The enqueue check passes exactly while the instance can enqueue,
+        // and `/readyz` fails while it cannot, unless the check warned that
+        // the primary is short of replicas (`wait_replicas` after the
+        // promotion: every instance alike, so they all stay ready): the
+        // two disagree only while a probe notices (a second at most, its
+        // answer reused for 250 ms, the check taken as of its reading), on
+        // the cut-off side and on the majority's, before the failover and
+        // after it.
         assert!(
             readiness.ready_but_cannot_enqueue <= READINESS_LAG
+                && readiness.check_passed_but_cannot_enqueue <= READINESS_LAG
                 && readiness.check_failed_but_enqueued <= READINESS_LAG,
             "wait_replicas {wait_replicas}: {readiness}"
         );
@@ -865,7 +869,7 @@ async fn a_master_and_an_instance_cut_off_lose_nothing_acknowledged() {
         // (the full form), the majority's instances enqueue again within a
         // second of it. Not with `wait_replicas`: the promoted replica has
         // no replica of its own until the old master rejoins after the
-        // heal, so an enqueue is refused (fast, and readiness fails).
+        // heal, so an enqueue is refused (fast, and the check warns).
         if let Some(after) = &readiness.enqueued_after_promotion
             && wait_replicas == 0
         {

@@ -2,7 +2,9 @@
 //! watcher asks every instance's `/readyz` every 100 ms through a drill,
 //! and the drill's history says, for each moment, whether an enqueue sent
 //! to that instance then was acknowledged. The two may disagree only for as
-//! long as a probe takes to notice (a probe answers within a second). The
+//! long as a probe takes to notice (a probe answers within a second),
+//! except that a primary short of the replicas `queue.wait_replicas` asks
+//! for leaves every instance ready, its enqueue check a `warn`. The
 //! enqueue check's answer is compared with the enqueues at the time it was
 //! read (its `time`), not when it was served: it serves for 250 ms, and
 //! a probe waits for the one in flight, which a loaded machine stretches. A second watcher sees when a replica is
@@ -32,6 +34,10 @@ struct Sample {
     ready: bool,
     /// Its `queues:enqueue` check passed.
     enqueue_check: bool,
+    /// That check warned: the primary took the probe's write but fewer
+    /// replicas confirmed it than `queue.wait_replicas` asks, which every
+    /// instance finds alike, so the instance stays ready.
+    enqueue_warned: bool,
     /// When that check's answer was read, µs since the epoch (its `time`).
     read_at: Option<u64>,
 }
@@ -59,7 +65,7 @@ impl Watcher {
                         .expect("a client");
                     while !stop.load(Ordering::Relaxed) {
                         let at = now_micros();
-                        let (ready, enqueue_check, read_at) =
+                        let (ready, enqueue_check, enqueue_warned, read_at) =
                             match client.get(format!("{base}/readyz")).send().await {
                                 Ok(response) => {
                                     let ready = response.status() == 200;
@@ -73,15 +79,21 @@ impl Watcher {
                                             time.duration_since(std::time::UNIX_EPOCH).ok()
                                         })
                                         .and_then(|since| u64::try_from(since.as_micros()).ok());
-                                    (ready, check["status"].as_str() == Some("pass"), read_at)
+                                    (
+                                        ready,
+                                        check["status"].as_str() == Some("pass"),
+                                        check["status"].as_str() == Some("warn"),
+                                        read_at,
+                                    )
                                 }
-                                Err(_) => (false, false, None),
+                                Err(_) => (false, false, false, None),
                             };
                         samples.lock().push(Sample {
                             instance,
                             at,
                             ready,
                             enqueue_check,
+                            enqueue_warned,
                             read_at,
                         });
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -209,8 +221,11 @@ fn enqueues(history: &Path) -> HashMap<usize, Vec<Enqueue>> {
 /// enqueues disagreed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Agreement {
-    /// `/readyz` answered 200 while every enqueue sent meanwhile failed.
+    /// `/readyz` answered 200 while every enqueue sent meanwhile failed,
+    /// other than while the enqueue check warned of replicas too few.
     pub(crate) ready_but_cannot_enqueue: Duration,
+    /// The `queues:enqueue` check passed while enqueues failed.
+    pub(crate) check_passed_but_cannot_enqueue: Duration,
     /// The `queues:enqueue` check failed while enqueues were acknowledged.
     pub(crate) check_failed_but_enqueued: Duration,
     /// Samples compared.
@@ -225,8 +240,11 @@ impl std::fmt::Display for Agreement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "longest ready while enqueues failed {:?}, longest enqueue check failing while enqueues were acknowledged {:?} ({} samples); ",
-            self.ready_but_cannot_enqueue, self.check_failed_but_enqueued, self.samples
+            "longest ready while enqueues failed (replicas not short) {:?}, longest enqueue check passing while enqueues failed {:?}, longest enqueue check failing while enqueues were acknowledged {:?} ({} samples); ",
+            self.ready_but_cannot_enqueue,
+            self.check_passed_but_cannot_enqueue,
+            self.check_failed_but_enqueued,
+            self.samples
         )?;
         match &self.enqueued_after_promotion {
             Some(after) => write!(
@@ -261,6 +279,7 @@ impl Agreement {
                     .map(|enqueue| enqueue.acknowledged)
             };
             let mut ready_wrong: Option<(u64, u64)> = None;
+            let mut passed_wrong: Option<(u64, u64)> = None;
             let mut check_wrong: Option<(u64, u64)> = None;
             let longest =
                 |stretch: &mut Option<(u64, u64)>, at: u64, wrong: bool, most: &mut Duration| {
@@ -281,14 +300,21 @@ impl Agreement {
                 longest(
                     &mut ready_wrong,
                     sample.at,
-                    sample.ready && !could_then,
+                    sample.ready && !sample.enqueue_warned && !could_then,
                     &mut agreement.ready_but_cannot_enqueue,
+                );
+                longest(
+                    &mut passed_wrong,
+                    sample.at,
+                    sample.enqueue_check && !could_then,
+                    &mut agreement.check_passed_but_cannot_enqueue,
                 );
                 // The check as of when it was read.
                 let read_at = sample.read_at.unwrap_or(sample.at);
                 let Some(could_when_read) = could(read_at) else {
                     continue;
                 };
+
                 longest(
                     &mut check_wrong,
                     read_at,

@@ -121,3 +121,59 @@ async fn with_redis_killed_writes_that_need_it_fail_at_once_and_the_rest_is_serv
     })
     .await;
 }
+
+/// A primary short of the replicas `queue.wait_replicas` asks for is a
+/// fault every instance shares: enqueues are refused (503, taken back,
+/// `Retry-After`), but `/readyz` stays 200, its enqueue check a `warn` that
+/// says why. Failing it would take every instance out of rotation at once
+/// (a Kubernetes Service would be left with no endpoint, reads included),
+/// for a fault that no other instance lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_short_of_replicas_refuses_enqueues_but_keeps_the_instance_ready() {
+    // A standalone server: no replica will ever confirm a write.
+    let redis = RedisServer::start().expect("redis-server starts");
+    let app = TestApp::sqlite_with(|config| {
+        config.redis.url = Some(redis.url());
+        config.cache.review_writes = ReviewWrites::WriteBehind;
+        config.queue.wait_replicas = 1;
+        config.queue.wait_timeout = std::time::Duration::from_millis(50);
+    })
+    .await;
+    // The queues connect in the background; then the check has its answer.
+    let readyz = wait::until_some_async("the enqueue check to have reached Redis", async || {
+        let readyz = app.get("/readyz").await;
+        let check = &readyz.json["checks"]["queues:enqueue"][0];
+        let output = check["output"].as_str().unwrap_or_default();
+        (check["status"] == "pass" || output.contains("replicas")).then_some(readyz)
+    })
+    .await;
+    let check = &readyz.json["checks"]["queues:enqueue"][0];
+    assert_eq!(check["status"], "warn", "{}", readyz.text());
+    assert!(
+        check["output"]
+            .as_str()
+            .is_some_and(|output| output.contains("0 of the 1 replicas")),
+        "{}",
+        readyz.text()
+    );
+    assert_eq!(readyz.status, 200, "{}", readyz.text());
+    assert_eq!(readyz.json["status"], "warn", "{}", readyz.text());
+
+    // The write that needs the queue is refused, and says why.
+    let due = app.get("/api/review/today?user_id=1").await;
+    let content = due.json["items"][0]["content_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("user 1 has a review due: {}", due.text()));
+    let reply = app
+        .post_json(
+            "/api/review/complete",
+            &json!({"user_id": 1, "content_id": content, "rating": 4}),
+        )
+        .await;
+    let detail = reply.assert_problem(503);
+    assert!(detail.contains("no replica confirmed it"), "{detail}");
+    assert!(reply.headers.contains_key("retry-after"));
+    // The reads are served.
+    let stats = app.get("/api/analytics/stats?user_id=1").await;
+    assert_eq!(stats.status, 200, "{}", stats.text());
+}

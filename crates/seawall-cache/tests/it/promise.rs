@@ -270,12 +270,14 @@ async fn a_connected_reader_that_falls_behind_the_stream_clears_l1() {
 
 /// What L1 takes while its instance is cut off from the stream lives at
 /// most the configured time once the instance follows again: an
-/// invalidation that never reached the stream cannot keep it longer.
+/// invalidation that never reached the stream cannot keep it longer. (No
+/// degraded TTL here, which would keep it as long as that where longer.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_l1_takes_while_cut_off_is_kept_briefly() {
     let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
     let a = TieredCache::builder()
         .prefix(unique_prefix())
+        .degraded_ttl(Duration::ZERO)
         .cut_off_l1_ttl(Duration::from_millis(300))
         .breaker(1, Duration::from_millis(100))
         .redis(client(&proxy.url()).await)
