@@ -249,7 +249,9 @@ impl<C: Codec> TieredCacheBuilder<C> {
     /// its creation and the last moment the feed had the stream's end
     /// (its last read that answered, at most about a second before the
     /// loss); past that, a read loads again (and what it loads is kept
-    /// that long). So a reader may see a value that another instance has
+    /// that long). The values L1 held at the loss stop at points spread
+    /// over the second half of `ttl`, by key, so that their loads do not
+    /// all come at once. So a reader may see a value that another instance has
     /// replaced or invalidated for at most `ttl` after that write, or after
     /// the stream was lost when the write came just before; never longer.
     /// This instance's own writes and invalidations still reach its L1 at
@@ -607,9 +609,9 @@ impl<C: Codec> TieredCache<C> {
     {
         let inner = &*self.inner;
         let l1 = inner.l1.as_ref()?;
-        let entry = l1
-            .get(key)
-            .filter(|entry| now < entry.l1_fresh_until_ms && inner.l1_answers(&entry.meta, now))?;
+        let entry = l1.get(key).filter(|entry| {
+            now < entry.l1_fresh_until_ms && inner.l1_answers(key, &entry.meta, now)
+        })?;
         let value = typed::<T>(&entry.value)?;
         bump(&inner.counters_of(class).l1_hits);
         Some(value)
@@ -630,7 +632,8 @@ impl<C: Codec> TieredCache<C> {
             for (slot, key) in found.iter_mut().zip(keys) {
                 match l1.get(key.as_ref()) {
                     Some(entry)
-                        if now < entry.l1_fresh_until_ms && inner.l1_answers(&entry.meta, now) =>
+                        if now < entry.l1_fresh_until_ms
+                            && inner.l1_answers(key.as_ref(), &entry.meta, now) =>
                     {
                         *slot = typed::<T>(&entry.value);
                     }

@@ -236,24 +236,22 @@ impl Inner {
         !self.follows || self.feed_connected.load(Ordering::Relaxed)
     }
 
-    /// Whether L1 may answer a read with a value whose header is `meta`, at
-    /// `now`: always while L1 follows every invalidation; while cut off
-    /// from them, only within the degraded TTL (its class's, else the
-    /// cache's) of the later of the value's creation and the feed's last
-    /// read, so that no value another instance replaced is served longer
-    /// than that after the write (or after the stream was lost, for a
-    /// write just before). This instance's own writes and invalidations
-    /// reach its L1 at once either way.
-    pub(crate) fn l1_answers(&self, meta: &Meta, now: u64) -> bool {
+    /// Whether L1 may answer a read of `key`, a value whose header is
+    /// `meta`, at `now`: always while L1 follows every invalidation; while
+    /// cut off from them, only until its [`degraded_deadline`], within the
+    /// degraded TTL (its class's, else the cache's) of the later of the
+    /// value's creation and the feed's last read, so that no value another
+    /// instance replaced is served longer than that after the write (or
+    /// after the stream was lost, for a write just before). This instance's
+    /// own writes and invalidations reach its L1 at once either way.
+    pub(crate) fn l1_answers(&self, key: &str, meta: &Meta, now: u64) -> bool {
         self.l1_trusted() || {
             let ttl = self
                 .policy_of(Class(meta.class))
                 .degraded_ttl
                 .unwrap_or(self.degraded_ttl);
-            let since = meta
-                .created_ms
-                .max(self.followed_at_ms.load(Ordering::Relaxed));
-            now < since.saturating_add(ms(ttl))
+            let followed = self.followed_at_ms.load(Ordering::Relaxed);
+            now < degraded_deadline(key, meta.created_ms, followed, ms(ttl))
         }
     }
 
@@ -573,4 +571,76 @@ pub(crate) enum Decoded<T> {
     /// A tombstone or a lease.
     Marker(Vec<u8>),
     Value(Option<T>, Meta, Vec<String>),
+}
+
+/// Until when L1 may answer with `key`'s value, made at `created_ms`,
+/// while cut off from the invalidations since the feed's last read at
+/// `followed_ms`, under a degraded TTL of `ttl_ms`: `ttl_ms` after its
+/// creation when it was made since; else, for the values L1 held when the
+/// stream was lost, at a point in the TTL's second half picked by the key.
+/// Those would otherwise all stop at once, and their loads come together
+/// (a thousand statistics queued behind the database's readers held every
+/// read ~150 ms); spread, each is loaded at its own moment, and from then
+/// on stays apart. Never later than the TTL after the later of the two.
+pub(crate) fn degraded_deadline(key: &str, created_ms: u64, followed_ms: u64, ttl_ms: u64) -> u64 {
+    if created_ms >= followed_ms {
+        return created_ms.saturating_add(ttl_ms);
+    }
+    let half = ttl_ms / 2;
+    let spread = if half == 0 { 0 } else { spread_of(key) % half };
+    followed_ms.saturating_add(ttl_ms - spread)
+}
+
+/// A hash of `key` (FNV-1a), to spread keys' deadlines: cheap, and the
+/// same on every instance and run.
+fn spread_of(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::degraded_deadline;
+
+    proptest! {
+        /// A value made since the stream was lost is answered for exactly
+        /// the TTL; one held when it was lost, until a point in the TTL's
+        /// second half from the loss: never past the TTL either way.
+        #[test]
+        fn a_deadline_is_never_past_the_ttl(
+            key in ".{0,40}",
+            created in 0_u64..1 << 50,
+            followed in 0_u64..1 << 50,
+            ttl in 0_u64..1 << 40,
+        ) {
+            let deadline = degraded_deadline(&key, created, followed, ttl);
+            if created >= followed {
+                prop_assert_eq!(deadline, created + ttl);
+            } else {
+                prop_assert!(deadline <= followed + ttl);
+                prop_assert!(deadline >= followed + ttl - ttl / 2);
+            }
+        }
+    }
+
+    /// The values L1 held when the stream was lost stop answering over the
+    /// TTL's second half, not at one moment: a thousand keys fall in every
+    /// tenth of it, none holding more than twice its share.
+    #[test]
+    fn deadlines_of_values_held_at_the_loss_are_spread() {
+        let (followed, ttl) = (1_000_000, 10_000);
+        let mut tenths = [0_u32; 10];
+        for user in 1..=1000 {
+            let key = format!("stats:user:{user}");
+            let deadline = degraded_deadline(&key, followed - 1, followed, ttl);
+            let into_half = deadline - (followed + ttl / 2);
+            tenths[usize::try_from(into_half * 10 / (ttl / 2))
+                .expect("small")
+                .min(9)] += 1;
+        }
+        assert!(tenths.iter().all(|&n| (1..=200).contains(&n)), "{tenths:?}");
+    }
 }

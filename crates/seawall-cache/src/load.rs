@@ -106,7 +106,7 @@ where
         if let Some(entry) = l1.get(key)
             && let Some(value) = typed::<T>(&entry.value)
         {
-            if !inner.l1_answers(&entry.meta, now) {
+            if !inner.l1_answers(key, &entry.meta, now) {
                 // Cut off from other instances' invalidations for longer
                 // than the degraded TTL allows this copy: it may be stale,
                 // so it only stands in for a failed load.
