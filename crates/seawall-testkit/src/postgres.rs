@@ -31,6 +31,14 @@ pub struct PostgresBuilder {
     bin_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     host: Option<Host>,
+    upstream: Option<Upstream>,
+}
+
+/// The primary a replica streams from.
+#[derive(Debug, Clone)]
+struct Upstream {
+    addr: SocketAddr,
+    bin_dir: PathBuf,
 }
 
 impl Default for PostgresBuilder {
@@ -41,6 +49,7 @@ impl Default for PostgresBuilder {
             bin_dir: None,
             data_dir: None,
             host: None,
+            upstream: None,
         }
     }
 }
@@ -83,7 +92,26 @@ impl PostgresBuilder {
         self
     }
 
-    /// Runs `initdb` (unless a kept [data dir](Self::data_dir) already holds a cluster),
+    /// Makes the server a hot-standby streaming replica of `primary`: its
+    /// data dir starts as a base backup of the primary (`pg_basebackup`,
+    /// WAL streamed alongside), which it then follows through a physical
+    /// replication slot of its own (so the primary keeps the WAL it has not
+    /// replayed, however long it is paused or down), with the primary's
+    /// binaries. Reads work on it at once; writes are refused until it is
+    /// [promoted](Postgres::promote). Its faults: [`Postgres::pause_replay`],
+    /// [`Postgres::apply_delay`], [`Postgres::kill`] (and
+    /// [`Postgres::restart`]), and a [`Host`] cut off from the network.
+    pub fn replica_of(mut self, primary: &Postgres) -> Self {
+        self.upstream = Some(Upstream {
+            addr: primary.addr(),
+            bin_dir: primary.bin_dir().to_owned(),
+        });
+        self.bin_dir = Some(primary.bin_dir().to_owned());
+        self
+    }
+
+    /// Runs `initdb` (unless a kept [data dir](Self::data_dir) already holds a cluster,
+    /// or the server is a [replica](Self::replica_of), whose data is a base backup),
     /// starts the server and waits until it accepts connections.
     pub fn start(self) -> Result<Postgres> {
         let bin_dir = match &self.bin_dir {
@@ -130,7 +158,19 @@ impl PostgresBuilder {
             proc: None,
             dir,
         };
-        if !pg.data_dir().join("PG_VERSION").is_file() {
+        if let Some(upstream) = &self.upstream {
+            if pg.data_dir().join("PG_VERSION").is_file() {
+                return Err(Error::CommandFailed {
+                    command: "pg_basebackup".to_owned(),
+                    status: "not run".to_owned(),
+                    output: format!(
+                        "{} already holds a cluster: a replica starts from a base backup",
+                        pg.data_dir().display()
+                    ),
+                });
+            }
+            pg.base_backup(upstream)?;
+        } else if !pg.data_dir().join("PG_VERSION").is_file() {
             pg.initdb()?;
         }
         if pg.netns.is_some() {
@@ -233,8 +273,29 @@ fn find_bin_dir() -> Result<PathBuf> {
 /// The port of a server on a [`Host`].
 const DEFAULT_HOST_PORT: u16 = 5432;
 
-/// `pg_hba.conf` of a server on a [`Host`]: everyone is trusted, as on loopback.
-const HOST_HBA: &str = "local all all trust\nhost all all 0.0.0.0/0 trust\n";
+/// `pg_hba.conf` of a server on a [`Host`]: everyone is trusted, as on
+/// loopback, replicas' connections included.
+const HOST_HBA: &str = "local all all trust\nhost all all 0.0.0.0/0 trust\n\
+                        local replication all trust\nhost replication all 0.0.0.0/0 trust\n";
+
+/// Polls `holds` every [`POLL`](crate::wait::POLL) until it returns `true`
+/// (then `true`) or [`patience`](crate::wait::patience) has passed (then
+/// `false`).
+fn poll(mut holds: impl FnMut() -> bool) -> bool {
+    let began = std::time::Instant::now();
+    loop {
+        if holds() {
+            return true;
+        }
+        if began.elapsed() > crate::wait::patience() {
+            return false;
+        }
+        std::thread::sleep(crate::wait::POLL);
+    }
+}
+
+/// Replication slots the testkit has made, for unique names.
+static SLOTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// A PostgreSQL server on a free `127.0.0.1` port (or on a [`Host`]'s address) with its data dir and unix socket in
 /// a temp dir, trust authentication and durability switched off for speed.
@@ -340,6 +401,173 @@ impl Postgres {
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The WAL position the server has inserted up to (a primary:
+    /// `pg_current_wal_insert_lsn()`, which, with `synchronous_commit` off
+    /// as here, is past a commit that has not reached the disk yet) or
+    /// replayed up to (a replica: `pg_last_wal_replay_lsn()`), as
+    /// PostgreSQL prints it (`0/3000148`).
+    pub fn wal_position(&self) -> Result<String> {
+        self.psql(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+             ELSE pg_current_wal_insert_lsn() END",
+        )
+    }
+
+    /// Whether the server is a replica still (in recovery).
+    pub fn is_replica(&self) -> Result<bool> {
+        Ok(self.psql("SELECT pg_is_in_recovery()")? == "t")
+    }
+
+    /// Waits until this replica has replayed everything `primary` had
+    /// written when called.
+    pub fn caught_up_with(&self, primary: &Postgres) -> Result<()> {
+        let target = primary.wal_position()?;
+        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn");
+        let mut last = String::new();
+        let caught_up = poll(|| {
+            last = self.psql(&sql).unwrap_or_else(|error| error.to_string());
+            last == "t"
+        });
+        if caught_up {
+            Ok(())
+        } else {
+            Err(Error::CommandFailed {
+                command: sql,
+                status: "not caught up".to_owned(),
+                output: format!(
+                    "the replica on {} has not replayed up to {target} (last answer: {last}); \
+                     its log:\n{}",
+                    self.addr(),
+                    self.log_tail(20)
+                ),
+            })
+        }
+    }
+
+    /// Pauses this replica's replay (`pg_wal_replay_pause()`) and returns
+    /// once it has stopped: it goes on receiving WAL, and reads see the
+    /// data as of the pause until [`resume_replay`](Self::resume_replay).
+    pub fn pause_replay(&self) -> Result<()> {
+        self.psql("SELECT pg_wal_replay_pause()")?;
+        let mut state = String::new();
+        let paused = poll(|| {
+            state = self
+                .psql("SELECT pg_get_wal_replay_pause_state()")
+                .unwrap_or_else(|error| error.to_string());
+            state == "paused"
+        });
+        if paused {
+            Ok(())
+        } else {
+            Err(Error::CommandFailed {
+                command: "SELECT pg_get_wal_replay_pause_state()".to_owned(),
+                status: "not paused".to_owned(),
+                output: state,
+            })
+        }
+    }
+
+    /// Resumes a paused replay.
+    pub fn resume_replay(&self) -> Result<()> {
+        self.psql("SELECT pg_wal_replay_resume()").map(drop)
+    }
+
+    /// Makes this replica apply each transaction `delay` after its commit
+    /// on the primary (`recovery_min_apply_delay`; zero: at once), from
+    /// now on, without a restart.
+    pub fn apply_delay(&self, delay: Duration) -> Result<()> {
+        self.psql(&format!(
+            "ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'",
+            delay.as_millis()
+        ))?;
+        self.psql("SELECT pg_reload_conf()").map(drop)
+    }
+
+    /// Promotes this replica to a primary (`pg_promote()`), returning once
+    /// it takes writes.
+    pub fn promote(&self) -> Result<()> {
+        let promoted = self.psql("SELECT pg_promote(true, 60)")?;
+        if promoted == "t" {
+            Ok(())
+        } else {
+            Err(Error::CommandFailed {
+                command: "SELECT pg_promote(true, 60)".to_owned(),
+                status: promoted,
+                output: self.log_tail(20),
+            })
+        }
+    }
+
+    /// Stops the server at once, as a crash would (an immediate shutdown,
+    /// SIGQUIT, then SIGKILL after a grace): no checkpoint, its port
+    /// closed. Its data dir stays for [`restart`](Self::restart).
+    pub fn kill(&mut self) -> Result<()> {
+        match self.proc.take() {
+            Some(proc) => proc.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the server again on the same port and data dir (killing it
+    /// first if it runs) and waits until it accepts connections: a replica
+    /// resumes streaming from where it stopped.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn_and_wait()
+    }
+
+    /// The base backup a replica starts from, taken from `upstream` into
+    /// the data dir, with a replication slot of its own and the settings
+    /// that make it follow the primary (`-R`: `standby.signal` and
+    /// `primary_conninfo`).
+    fn base_backup(&self, upstream: &Upstream) -> Result<()> {
+        let slot = format!(
+            "seawall_replica_{}_{}",
+            std::process::id(),
+            SLOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let log_path = self.dir.path().join("basebackup.log");
+        let log =
+            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io_err(format!("duplicating {}", log_path.display())))?;
+        let backup = upstream.bin_dir.join("pg_basebackup");
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns]).arg(&backup);
+                cmd
+            }
+            None => Command::new(&backup),
+        };
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .args(["-h", &upstream.addr.ip().to_string()])
+            .args(["-p", &upstream.addr.port().to_string()])
+            .args(["-U", "postgres", "-X", "stream", "-R", "-C", "-S", &slot])
+            // A fast checkpoint, and no fsync of a throwaway copy.
+            .args(["-c", "fast", "--no-sync"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some((uid, gid)) = self.owner {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        let command = format!("{cmd:?}");
+        let status = cmd.status().map_err(io_err(format!("running {command}")))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::CommandFailed {
+            command,
+            status: status.to_string(),
+            output: process::log_tail(&log_path, 30),
+        })
     }
 
     fn initdb(&self) -> Result<()> {
