@@ -40,6 +40,12 @@ impl Breaker {
         failures >= self.threshold && !self.open.swap(true, Ordering::AcqRel)
     }
 
+    /// Opens it whatever the count (the connection was lost); true when
+    /// this call opened it (the caller then starts the probe).
+    pub(crate) fn trip(&self) -> bool {
+        !self.open.swap(true, Ordering::AcqRel)
+    }
+
     pub(crate) fn close(&self) {
         self.failures.store(0, Ordering::Relaxed);
         self.open.store(false, Ordering::Release);
@@ -63,5 +69,8 @@ mod tests {
         assert!(!breaker.failure(), "only one caller starts the probe");
         breaker.close();
         assert!(!breaker.is_open());
+        assert!(breaker.trip(), "a lost connection opens it at once");
+        assert!(!breaker.trip(), "once");
+        assert!(breaker.is_open());
     }
 }

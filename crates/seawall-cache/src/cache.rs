@@ -174,7 +174,9 @@ impl<C: Codec> TieredCacheBuilder<C> {
     }
 
     /// The circuit breaker: open after `failures` failed Redis calls in a
-    /// row (default 5), probe every `probe_interval` (default 1 s).
+    /// row (default 5), or as soon as the client reports a connection to
+    /// Redis lost (closed, refused or timed out); probe every
+    /// `probe_interval` (default 1 s), closing once every server answers.
     #[must_use]
     pub fn breaker(mut self, failures: u32, probe_interval: Duration) -> Self {
         self.failures_to_open = failures;
@@ -369,14 +371,16 @@ impl<C: Codec> TieredCacheBuilder<C> {
             .max()
             .unwrap_or(Duration::from_secs(30));
         let l2 = self.redis.clone().map(|client| {
-            RedisTier::new(
+            let tier = RedisTier::new(
                 client,
                 self.prefix.clone(),
                 self.redis_timeout,
                 self.probe_interval,
                 self.failures_to_open,
                 Arc::clone(&cache_counters),
-            )
+            );
+            tier.watch_connections();
+            tier
         });
         let locks = self.redis.clone().map(|client| {
             RedisLocks::with_options(

@@ -56,7 +56,8 @@
 //!   that stays connected but falls further behind than the stream keeps.
 //!   [`TieredCache::readiness_check`] fails until it follows again.
 //! - **Degrades, never fails a read**: every Redis call has a timeout; after
-//!   repeated failures a circuit breaker stops calling Redis, the cache
+//!   repeated failures, or as soon as the client finds a connection to
+//!   Redis lost, a circuit breaker stops calling Redis, the cache
 //!   serves L1 and the loader, and a background probe closes the breaker
 //!   once every server it writes to answers (each master of a Cluster).
 //!   Invalidations that could not reach Redis are sent once it answers;

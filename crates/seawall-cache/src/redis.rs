@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::cmd;
-use fred::interfaces::ClusterInterface;
+use fred::interfaces::{ClusterInterface, EventInterface as _};
 use fred::prelude::{Client, ClientLike};
 use fred::types::Value;
 use fred::types::scripts::Script;
@@ -215,6 +215,40 @@ impl Seen {
     }
 }
 
+/// What an opened breaker needs to say so and to close again.
+struct Probe {
+    client: Client,
+    prefix: String,
+    breaker: Arc<Breaker>,
+    counters: Arc<CacheCounters>,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl Probe {
+    /// The breaker was just opened (`why`): counted, said once, and probed
+    /// every interval until every server answers, then closed. Outside a
+    /// runtime, with nothing to probe, it is closed at once.
+    fn opened(self, why: &str) {
+        bump(&self.counters.breaker_opened);
+        tracing::warn!(prefix = %self.prefix, "{why}: the cache serves L1 and loaders until it answers");
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.breaker.close();
+            return;
+        };
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(self.interval).await;
+                if answers_everywhere(&self.client, self.timeout).await {
+                    self.breaker.close();
+                    tracing::info!("redis answers again: the cache uses it");
+                    return;
+                }
+            }
+        });
+    }
+}
+
 impl RedisTier {
     pub(crate) fn new(
         client: Client,
@@ -384,32 +418,76 @@ impl RedisTier {
     /// that will close it.
     fn failed(&self) {
         bump(&self.counters.redis_errors);
-        if !self.breaker.failure() {
-            return;
+        if self.breaker.failure() {
+            self.probe().opened("redis failed repeatedly");
         }
-        bump(&self.counters.breaker_opened);
-        tracing::warn!(prefix = %self.prefix, "redis failed repeatedly: the cache serves L1 and loaders until it answers");
-        let (client, breaker, interval, timeout) = (
+    }
+
+    /// What opens the breaker and probes until it can close it.
+    fn probe(&self) -> Probe {
+        Probe {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            breaker: Arc::clone(&self.breaker),
+            counters: Arc::clone(&self.counters),
+            interval: self.probe_interval,
+            timeout: self.timeout,
+        }
+    }
+
+    /// Opens the breaker as soon as the client's own connection to a server
+    /// is lost (its error events: the connection closed, refused or timed
+    /// out), rather than once calls have failed often enough: each of those
+    /// calls waited out the timeout first, so the first loads after Redis
+    /// died each took 250 ms, and every reader of their keys with them (a
+    /// burst of such answers a few seconds into an outage). The probe
+    /// closes it again once every server answers. Runs on the current
+    /// runtime, until the tier is dropped; outside one, failures alone open
+    /// it.
+    pub(crate) fn watch_connections(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut errors = self.client.error_rx();
+        let breaker = Arc::downgrade(&self.breaker);
+        let (client, prefix, counters) = (
             self.client.clone(),
-            Arc::clone(&self.breaker),
-            self.probe_interval,
-            self.timeout,
+            self.prefix.clone(),
+            Arc::clone(&self.counters),
         );
-        let probe = async move {
+        let (interval, timeout) = (self.probe_interval, self.timeout);
+        runtime.spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
             loop {
-                tokio::time::sleep(interval).await;
-                if answers_everywhere(&client, timeout).await {
-                    breaker.close();
-                    tracing::info!("redis answers again: the cache uses it");
+                let error = match errors.recv().await {
+                    Ok((error, _server)) => error,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(breaker) = breaker.upgrade() else {
                     return;
+                };
+                let lost = matches!(
+                    error.kind(),
+                    fred::error::ErrorKind::IO | fred::error::ErrorKind::Timeout
+                );
+                if !lost {
+                    continue;
+                }
+                bump(&counters.redis_errors);
+                if breaker.trip() {
+                    Probe {
+                        client: client.clone(),
+                        prefix: prefix.clone(),
+                        breaker,
+                        counters: Arc::clone(&counters),
+                        interval,
+                        timeout,
+                    }
+                    .opened("the connection to redis was lost");
                 }
             }
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(probe);
-        } else {
-            self.breaker.close();
-        }
+        });
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -103,7 +103,8 @@ pub struct Stats {
     /// Whether invalidations of writes this instance answered wait to reach
     /// Redis.
     pub invalidations_pending: bool,
-    /// Redis calls that failed or timed out.
+    /// Redis calls that failed or timed out, and connections to Redis the
+    /// client found lost.
     pub redis_errors: u64,
     /// Times the breaker opened.
     pub breaker_opened: u64,

@@ -201,3 +201,32 @@ async fn the_breaker_stays_open_and_the_instance_unready_while_one_master_does_n
     )
     .await;
 }
+
+/// A connection to Redis that the client finds lost opens the breaker at
+/// once, before any call has failed: else the first loads after Redis died
+/// each waited out the timeout (250 ms by default), and every reader of
+/// their keys with them. Here no number of failures would open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_opens_the_breaker_before_any_call_fails() {
+    let proxy = seawall_testkit::Proxy::start(RedisServer::shared().addr()).expect("proxy starts");
+    let cache = TieredCache::builder()
+        .prefix(unique_prefix())
+        .breaker(u32::MAX, Duration::from_millis(100))
+        .redis(client(&proxy.url()).await)
+        .ready()
+        .await;
+    cache.set("kept", Class::API, 1_u8).await.expect("set");
+    assert_eq!(cache.stats().breaker, BreakerState::Closed);
+    proxy.cut();
+    wait::until_async("the breaker to open on the lost connection", async || {
+        cache.stats().breaker == BreakerState::Open
+    })
+    .await;
+    assert!(cache.stats().redis_errors >= 1, "the loss is counted");
+    proxy.restore();
+    wait::until_async("the probe to close it once Redis answers", async || {
+        cache.stats().breaker == BreakerState::Closed
+    })
+    .await;
+    assert_eq!(cache.get::<u8>("kept", Class::API).await, Some(1));
+}
