@@ -528,12 +528,6 @@ impl Postgres {
             std::process::id(),
             SLOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let log_path = self.dir.path().join("basebackup.log");
-        let log =
-            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(io_err(format!("duplicating {}", log_path.display())))?;
         let backup = upstream.bin_dir.join("pg_basebackup");
         let mut cmd = match &self.netns {
             Some(netns) => {
@@ -549,42 +543,31 @@ impl Postgres {
             .args(["-p", &upstream.addr.port().to_string()])
             .args(["-U", "postgres", "-X", "stream", "-R", "-C", "-S", &slot])
             // A fast checkpoint, and no fsync of a throwaway copy.
-            .args(["-c", "fast", "--no-sync"])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        if let Some((uid, gid)) = self.owner {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(uid).gid(gid);
-        }
-        let command = format!("{cmd:?}");
-        let status = cmd.status().map_err(io_err(format!("running {command}")))?;
-        if status.success() {
-            return Ok(());
-        }
-        Err(Error::CommandFailed {
-            command,
-            status: status.to_string(),
-            output: process::log_tail(&log_path, 30),
-        })
+            .args(["-c", "fast", "--no-sync"]);
+        self.run_as_owner(cmd, "basebackup.log")
     }
 
     fn initdb(&self) -> Result<()> {
-        let log_path = self.dir.path().join("initdb.log");
-        let log =
-            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(io_err(format!("duplicating {}", log_path.display())))?;
         let mut cmd = Command::new(self.bin_dir.join("initdb"));
         cmd.arg("-D")
             .arg(self.data_dir())
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
             // Durability of a throwaway cluster does not matter; initdb's fsyncs are slow.
             .arg("--no-sync")
-            .env("LC_ALL", "C")
-            .current_dir(self.dir.path())
+            .env("LC_ALL", "C");
+        self.run_as_owner(cmd, "initdb.log")
+    }
+
+    /// Runs `cmd` in the temp dir as the server's user, its output into
+    /// `log` there; an error with the log's tail unless it succeeds.
+    fn run_as_owner(&self, mut cmd: Command, log: &str) -> Result<()> {
+        let log_path = self.dir.path().join(log);
+        let log =
+            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io_err(format!("duplicating {}", log_path.display())))?;
+        cmd.current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
