@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use seawall_cache::{Class, Options, Policy, TieredCache};
+use seawall_cache::{Class, Options, Policy, TieredCache, TieredCacheBuilder};
 use seawall_testkit::{Proxy, wait};
 
 use crate::support::{Backend, Ready, unique_prefix};
@@ -317,10 +317,16 @@ async fn a_cut_off_instance_replays_missed_invalidations() {
 /// An instance on the shared server through a proxy that can cut it off,
 /// with degraded TTL `ttl`, once it follows the invalidations.
 async fn following_through_a_proxy(ttl: Duration) -> (Proxy, TieredCache) {
+    following_through_a_proxy_with(|builder| builder.degraded_ttl(ttl)).await
+}
+
+/// An instance as [`following_through_a_proxy`] builds, with the settings
+/// `configure` gives its builder.
+async fn following_through_a_proxy_with(
+    configure: impl FnOnce(TieredCacheBuilder) -> TieredCacheBuilder,
+) -> (Proxy, TieredCache) {
     let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
-    let cache = TieredCache::builder()
-        .prefix(unique_prefix())
-        .degraded_ttl(ttl)
+    let cache = configure(TieredCache::builder().prefix(unique_prefix()))
         .redis(crate::support::client(&proxy.url()).await)
         .ready()
         .await;
@@ -389,18 +395,12 @@ async fn a_cut_off_instance_serves_l1_within_the_degraded_ttl() {
 /// instead of each 10 s in the service, twice the loads).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_loaded_while_cut_off_is_served_for_the_degraded_ttl() {
-    let proxy = Proxy::start(seawall_testkit::RedisServer::shared().addr()).expect("proxy starts");
     let cut_off_ttl = Duration::from_millis(200);
-    let a = TieredCache::builder()
-        .prefix(unique_prefix())
-        // Longer than any wait below, however loaded the machine.
-        .degraded_ttl(Duration::from_secs(600))
-        .cut_off_l1_ttl(cut_off_ttl)
-        .redis(crate::support::client(&proxy.url()).await)
-        .ready()
-        .await;
-    wait::until_async("the instance to follow invalidations", async || {
-        a.follows_invalidations()
+    let (proxy, a) = following_through_a_proxy_with(|builder| {
+        builder
+            // Longer than any wait below, however loaded the machine.
+            .degraded_ttl(Duration::from_secs(600))
+            .cut_off_l1_ttl(cut_off_ttl)
     })
     .await;
     cut_off(&proxy, &a).await;
