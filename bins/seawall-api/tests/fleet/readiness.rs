@@ -124,6 +124,24 @@ impl Watcher {
         }
         let promoted_at = promotion.finish().await;
         let samples = std::mem::take(&mut *self.samples.lock());
+        // Kept beside the history, for a person reading a failed drill.
+        let lines: String = samples
+            .iter()
+            .map(|sample| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({
+                        "instance": sample.instance,
+                        "at": sample.at,
+                        "ready": sample.ready,
+                        "enqueue_check": sample.enqueue_check,
+                        "enqueue_warned": sample.enqueue_warned,
+                        "read_at": sample.read_at,
+                    })
+                )
+            })
+            .collect();
+        std::fs::write(history.with_file_name("readiness.jsonl"), lines).expect("writes");
         let enqueues = enqueues(history);
         let mut agreement = Agreement::of(&samples, &enqueues);
         agreement.enqueued_after_promotion = promoted_at.map(|promoted| {

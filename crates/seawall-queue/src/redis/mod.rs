@@ -141,7 +141,7 @@ pub(crate) struct RedisStore {
     /// store uses them): a producer's call to a node found down moments
     /// ago fails at once ([`Error::Unavailable`]) instead of waiting for
     /// the client's reconnection.
-    breakers: Arc<Breakers>,
+    pub(crate) breakers: Arc<Breakers>,
     blocking: BlockingPool,
     prefix: String,
     settings: Settings,
@@ -880,18 +880,27 @@ impl Store for RedisStore {
             return Ok(());
         };
         // As an enqueue that waits for replicas: the write and its `WAIT`
-        // on one pooled connection.
-        let connection = self.blocking.get().await?;
+        // on one pooled connection, through the breaker of the node the
+        // enqueue would go to, so that the check is held back exactly when
+        // an enqueue would be.
         let (keys, mut args) = self.prelude(queue, 2);
         args.push(Value::from("probe"));
         args.push(Value::from(request));
-        self.round_trips.fetch_add(2, Ordering::Relaxed);
-        let _: Value = self
-            .scripts
-            .control
-            .evalsha_with_reload(&connection.client, keys, args)
+        let breaker = self
+            .breakers
+            .of(&self.client, keys.first().map(String::as_str));
+        let acked = self
+            .guarded(breaker, async {
+                let connection = self.blocking.get().await?;
+                self.round_trips.fetch_add(2, Ordering::Relaxed);
+                let _: Value = self
+                    .scripts
+                    .control
+                    .evalsha_with_reload(&connection.client, keys, args)
+                    .await?;
+                wait_for_replicas(&connection, &self.base(queue), wanted, timeout).await
+            })
             .await?;
-        let acked = wait_for_replicas(&connection, &self.base(queue), wanted, timeout).await?;
         if acked < wanted {
             return Err(Error::NotReplicated { acked, wanted });
         }

@@ -646,3 +646,58 @@ async fn ids_of_the_old_form_are_taken_and_malformed_ones_refused() {
         assert!(JobId::parse(bad).is_none(), "{bad:?}");
     }
 }
+
+/// The enqueue check answers as an enqueue would when the producer's
+/// breaker holds its node's calls back, with replicas waited for or not:
+/// a readiness probe that went past the breaker passed while every enqueue
+/// was refused (a partition drill saw 2.4 s of it, the breaker open on
+/// the node the client still routed the queue to after a failover).
+#[tokio::test]
+async fn the_enqueue_check_is_held_back_by_the_breaker_as_an_enqueue_is() {
+    for replicas in [None, Some((1, Duration::from_millis(50)))] {
+        let config = Config::from_url(&server().url()).expect("a URL");
+        let options = RedisOptions {
+            prefix: format!("edge-breaker-{}", random_id()),
+            blocking_connections: 1,
+            acquire_timeout: Duration::from_secs(1),
+            replicas,
+            one_slot: false,
+        };
+        let store = RedisStore::connect(Builder::from_config(config), options, Settings::default())
+            .await
+            .expect("connects");
+        // Opened, the breaker lets the next probe through a second later.
+        let open = || store.breakers.node(None).open();
+        open();
+        let enqueued = store
+            .enqueue("q", &random_id(), vec![job(b"1")], WIRE_VERSION)
+            .await;
+        assert!(
+            matches!(enqueued, Err(Error::Unavailable { .. })),
+            "replicas {replicas:?}: {enqueued:?}"
+        );
+        open();
+        let checked = store.check_enqueue("q").await;
+        assert!(
+            matches!(checked, Err(Error::Unavailable { .. })),
+            "replicas {replicas:?}: the check went past the breaker: {checked:?}"
+        );
+        // Closed, the check answers what the server says: no replica on
+        // this one.
+        store.breakers.node(None).close();
+        let checked = store.check_enqueue("q").await;
+        match replicas {
+            None => checked.expect("passes"),
+            Some(_) => assert!(
+                matches!(
+                    checked,
+                    Err(Error::NotReplicated {
+                        acked: 0,
+                        wanted: 1
+                    })
+                ),
+                "{checked:?}"
+            ),
+        }
+    }
+}
