@@ -43,6 +43,10 @@ pub fn register(
             .sample(&[], f64::from(max)),
         ]
     })?;
+    if let Some(replicas) = db.replicas() {
+        let replicas = std::sync::Arc::clone(replicas);
+        monitor.register_collector(move || replicas.collect())?;
+    }
     if let Some(redis) = redis {
         let redis = redis.clone();
         monitor.register_collector(move || {

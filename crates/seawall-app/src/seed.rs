@@ -283,6 +283,7 @@ mod tests {
         let config = DatabaseConfig {
             url: format!("sqlite://{}?mode=rwc", dir.join(name).display()),
             max_connections: Some(2),
+            ..DatabaseConfig::default()
         };
         let db = Db::connect(&config, Monitor::new()).await.expect("connect");
         let demo = DemoConfig {

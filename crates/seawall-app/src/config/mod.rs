@@ -31,6 +31,11 @@
 //! [database]
 //! url = "postgres://seawall:secret@localhost:5432/seawall"   # or "sqlite://seawall.db?mode=rwc"
 //! max_connections = 16   # leave out: SQLite one reader per core, PostgreSQL 16
+//! # Streaming replicas that take reads (PostgreSQL only); see seawall_app::db::replicas.
+//! replicas = ["postgres://seawall:secret@replica-1:5432/seawall"]
+//! replica_max_lag = "1s"            # not current as of this long ago: no reads
+//! replica_max_lag_bytes = 16777216  # this much WAL behind: no reads
+//! replica_wait = "20ms"             # a cache fill waits this long for a current replica
 //!
 //! [redis]
 //! url = "rediss://:secret@redis.internal:6380/0"   # leave out for in-memory backends

@@ -101,6 +101,22 @@ pub struct DatabaseConfig {
     /// connection of their own). `None`: see
     /// [`DatabaseConfig::pool_size`].
     pub max_connections: Option<u32>,
+    /// PostgreSQL streaming replicas of `url` that take reads (see
+    /// [`crate::db::replicas`]); each has a pool of `max_connections`.
+    /// Empty: every statement goes to `url`.
+    pub replicas: Vec<String>,
+    /// A replica not known to be current as of this long ago takes no
+    /// reads.
+    #[serde(with = "duration")]
+    pub replica_max_lag: Duration,
+    /// A replica this many bytes of WAL or more behind the primary takes
+    /// no reads.
+    pub replica_max_lag_bytes: u64,
+    /// How long a read that must see everything committed before it began
+    /// (a cache fill) waits for a replica to be found current before it
+    /// goes to the primary; zero sends them all to the primary.
+    #[serde(with = "duration")]
+    pub replica_wait: Duration,
 }
 
 /// How stale the service's L1 may answer by default while Redis is out of
@@ -116,6 +132,18 @@ pub const DEFAULT_DEGRADED_TTL: Duration = Duration::from_secs(10);
 /// best pool for no more throughput, and 8 readers served as much as any
 /// (docs/benchmarks.md, the 16-core learning row).
 pub const SQLITE_DEFAULT_READERS_MAX: u32 = 8;
+
+/// `database.replica_max_lag` by default: a replica whose newest moment
+/// known current is older takes no reads. Reads that must be current
+/// (cache fills) check more strictly; this bounds what the others see.
+pub const DEFAULT_REPLICA_MAX_LAG: Duration = Duration::from_secs(1);
+
+/// `database.replica_max_lag_bytes` by default: 16 MiB of WAL.
+pub const DEFAULT_REPLICA_MAX_LAG_BYTES: u64 = 16 << 20;
+
+/// `database.replica_wait` by default: long enough for the replicas'
+/// monitor to look twice.
+pub const DEFAULT_REPLICA_WAIT: Duration = Duration::from_millis(20);
 
 /// The pool size on PostgreSQL when none is configured. With 8, cache
 /// misses queued for a connection under the mixed workload at 200
@@ -674,6 +702,10 @@ impl Default for DatabaseConfig {
         Self {
             url: "sqlite://seawall.db?mode=rwc".to_owned(),
             max_connections: None,
+            replicas: Vec::new(),
+            replica_max_lag: DEFAULT_REPLICA_MAX_LAG,
+            replica_max_lag_bytes: DEFAULT_REPLICA_MAX_LAG_BYTES,
+            replica_wait: DEFAULT_REPLICA_WAIT,
         }
     }
 }
@@ -831,7 +863,7 @@ macro_rules! from_str_values {
         }
     )*};
 }
-from_str_values!(SocketAddr, usize, u32, u8, i64, f64, String, Profile);
+from_str_values!(SocketAddr, usize, u32, u64, u8, i64, f64, String, Profile);
 
 impl SettingValue for Recurring {
     fn read(text: &str) -> Result<Self, ParseError> {
@@ -1049,6 +1081,19 @@ pub static SETTINGS: &[Setting] = &[
         flag: value("db-max-connections", "N"),
         help: "Database pool size, 1 to 1000; on a SQLite file the readers' pool, writes having one connection of their own",
         default: "SQLite: one reader per core available, at most 8; PostgreSQL: 16"),
+    setting!(database.replicas, env: ["SEAWALL_DATABASE_REPLICAS"],
+        flag: value("database-replicas", "URLS"),
+        help: "Comma-separated postgres:// URLs of streaming replicas of database.url that take reads, each with a pool of database.max_connections",
+        default: "none: every statement goes to database.url"),
+    setting!(database.replica_max_lag, env: ["SEAWALL_DATABASE_REPLICA_MAX_LAG"],
+        flag: value("database-replica-max-lag", "DURATION"),
+        help: "A replica not known to be current as of this long ago takes no reads, 10ms to 1h"),
+    setting!(database.replica_max_lag_bytes, env: ["SEAWALL_DATABASE_REPLICA_MAX_LAG_BYTES"],
+        flag: value("database-replica-max-lag-bytes", "N"),
+        help: "A replica this many bytes of WAL or more behind the primary takes no reads, at least 1"),
+    setting!(database.replica_wait, env: ["SEAWALL_DATABASE_REPLICA_WAIT"],
+        flag: value("database-replica-wait", "DURATION"),
+        help: "How long a read that must see every write before it (a cache fill) waits for a current replica before it goes to the primary, at most 1s; 0 sends those to the primary"),
     setting!(redis.url, env: ["SEAWALL_REDIS_URL", "REDIS_URL"], flag: value("redis-url", "URL"),
         help: "Redis URL: redis://, rediss:// (TLS), redis-cluster://, redis-sentinel:// or their rediss- forms",
         default: "none: in-memory backends"),

@@ -315,6 +315,10 @@ impl Config {
         let DatabaseConfig {
             url,
             max_connections,
+            replicas,
+            replica_max_lag,
+            replica_max_lag_bytes,
+            replica_wait,
         } = &self.database;
         let rest = ["sqlite:", "postgres://", "postgresql://"]
             .iter()
@@ -343,6 +347,47 @@ impl Config {
                 "database.max_connections",
                 size,
                 format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
+        for replica in replicas {
+            if !["postgres://", "postgresql://"].iter().any(|scheme| {
+                replica
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty())
+            }) {
+                return Err(invalid(
+                    "database.replicas",
+                    format!("{:?}", mask_secrets(replica)),
+                    "each replica must be a postgres:// or postgresql:// URL",
+                ));
+            }
+        }
+        if !replicas.is_empty() && url.starts_with("sqlite:") {
+            return Err(invalid(
+                "database.replicas",
+                replicas.len(),
+                "replicas are PostgreSQL's: database.url must be postgres:// too",
+            ));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3_600)).contains(replica_max_lag) {
+            return Err(invalid(
+                "database.replica_max_lag",
+                humantime::format_duration(*replica_max_lag),
+                "must be between 10ms and 1h",
+            ));
+        }
+        if *replica_max_lag_bytes == 0 {
+            return Err(invalid(
+                "database.replica_max_lag_bytes",
+                replica_max_lag_bytes,
+                "must be at least 1",
+            ));
+        }
+        if *replica_wait > Duration::from_secs(1) {
+            return Err(invalid(
+                "database.replica_wait",
+                humantime::format_duration(*replica_wait),
+                "must be at most 1s",
             ));
         }
         Ok(())
@@ -917,6 +962,67 @@ mod tests {
         }
         let file = toml_file("[admin]\ntoken = \"\"\n");
         expect_invalid(load_with(&["--config", path_of(&file)], &[]), "admin.token");
+    }
+
+    #[test]
+    fn replicas_are_postgres_urls_beside_a_postgres_primary() {
+        let primary = ["--database-url", "postgres://app@db-1/app"];
+        let config = load_with(
+            &[
+                &primary[..],
+                &[
+                    "--database-replicas",
+                    "postgres://app@db-2/app, postgresql://app@db-3/app",
+                ],
+            ]
+            .concat(),
+            &[],
+        )
+        .expect("two replicas");
+        assert_eq!(
+            config.database.replicas,
+            ["postgres://app@db-2/app", "postgresql://app@db-3/app"]
+        );
+        assert_eq!(config.database.replica_max_lag, Duration::from_secs(1));
+        for (args, key) in [
+            (
+                &["--database-replicas", "mysql://db-2"][..],
+                "database.replicas",
+            ),
+            (&["--database-replicas", "postgres://"], "database.replicas"),
+            (
+                &["--database-replica-max-lag", "5ms"],
+                "database.replica_max_lag",
+            ),
+            (
+                &["--database-replica-max-lag", "2h"],
+                "database.replica_max_lag",
+            ),
+            (
+                &["--database-replica-max-lag-bytes", "0"],
+                "database.replica_max_lag_bytes",
+            ),
+            (&["--database-replica-wait", "2s"], "database.replica_wait"),
+        ] {
+            expect_invalid(load_with(&[&primary[..], args].concat(), &[]), key);
+        }
+        let message = expect_invalid(
+            load_with(
+                &[
+                    &primary[..],
+                    &["--database-replicas", "mysql://app:s3cret@db-2"],
+                ]
+                .concat(),
+                &[],
+            ),
+            "database.replicas",
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        // The embedded SQLite has no replicas.
+        expect_invalid(
+            load_with(&["--database-replicas", "postgres://app@db-2/app"], &[]),
+            "database.replicas",
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ impl Rig {
         let database = DatabaseConfig {
             url: format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display()),
             max_connections: Some(4),
+            ..DatabaseConfig::default()
         };
         let monitor = Monitor::new();
         let db = Db::connect(&database, monitor.clone())

@@ -51,6 +51,7 @@ use utoipa::ToSchema;
 use crate::ServiceError;
 use crate::cache::{ApiCache, Family, LearnedWarmUp, WarmReason};
 use crate::config::{Config, QueueConfig, ReviewWrites};
+use crate::db::replicas::Freshness;
 use crate::db::{Db, Timed as _};
 use crate::json::integer;
 use crate::reviews::{Review, ReviewWriter, due_at};
@@ -664,14 +665,13 @@ async fn user_exists(
     connection: &mut AnyConnection,
     db: &Db,
     user_id: i64,
-) -> Result<bool, WorkloadError> {
+) -> Result<bool, sqlx::Error> {
     const SQL: &str = "SELECT id FROM users WHERE id = $1";
     let found: Option<(i64,)> = sqlx::query_as(SQL)
         .bind(user_id)
         .fetch_optional(connection)
         .timed(db, SQL)
-        .await
-        .map_err(WorkloadError::database)?;
+        .await?;
     Ok(found.is_some())
 }
 
@@ -745,9 +745,6 @@ async fn load_today(
     due_before: i64,
 ) -> Result<Option<DueReviews>, WorkloadError> {
     let db = workload.db();
-    // One connection for the whole load: under load, every extra pool
-    // checkout is another wait.
-    let mut connection = db.acquire().await.map_err(WorkloadError::database)?;
 
     const ALL: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
                               s.interval_days, s.repetitions, s.ease_permille, s.last_reviewed_at \
@@ -770,23 +767,33 @@ async fn load_today(
     } else {
         limit
     };
-    let mut query = sqlx::query_as::<_, DueRow>(sql)
-        .bind(user_id)
-        .bind(due_before)
-        .bind(read);
-    if let Some(category) = &category {
-        query = query.bind(category);
-    }
-    let mut rows = query
-        .fetch_all(&mut *connection)
-        .timed(db, sql)
+    // One connection for the whole load: under load, every extra pool
+    // checkout is another wait. A fill of the cache: it sees every write
+    // before it, wherever it reads.
+    let found = db
+        .read(Freshness::NOW, |connection| {
+            let (db, category) = (db.clone(), category.clone());
+            Box::pin(async move {
+                let mut query = sqlx::query_as::<_, DueRow>(sql)
+                    .bind(user_id)
+                    .bind(due_before)
+                    .bind(read);
+                if let Some(category) = category {
+                    query = query.bind(category);
+                }
+                let rows = query.fetch_all(&mut *connection).timed(&db, sql).await?;
+                // Only an empty list can mean an unknown user.
+                if rows.is_empty() && !user_exists(connection, &db, user_id).await? {
+                    return Ok(None);
+                }
+                Ok(Some(rows))
+            })
+        })
         .await
         .map_err(WorkloadError::database)?;
-    // Only an empty list can mean an unknown user.
-    if rows.is_empty() && !user_exists(&mut connection, db, user_id).await? {
+    let Some(mut rows) = found else {
         return Ok(None);
-    }
-    drop(connection);
+    };
     if let Some(cache) = behind {
         rows = with_pending(cache, user_id, rows, due_before).await;
     }
@@ -1017,9 +1024,6 @@ fn ratio(part: i64, whole: i64) -> f64 {
 /// The statistics from the database; `None` when the user does not exist.
 async fn load_stats(workload: Workload, user_id: i64) -> Result<Option<Stats>, WorkloadError> {
     let db = workload.db();
-    // One connection, the statements in turn: under load, four checkouts
-    // at once cost more waiting than running them side by side saves.
-    let mut connection = db.acquire().await.map_err(WorkloadError::database)?;
     let now = now_ms();
     let week_ago = now - 7 * DAY_MS;
     let month_ago = now - 30 * DAY_MS;
@@ -1060,40 +1064,57 @@ async fn load_stats(workload: Workload, user_id: i64) -> Result<Option<Stats>, W
         i64,
         i64,
     );
-    let totals = sqlx::query_as::<_, TotalsRow>(TOTALS)
-        .bind(user_id)
-        .bind(week_ago)
-        .bind(month_ago)
-        .fetch_one(&mut *connection)
-        .timed(db, TOTALS)
+    type Read = (
+        TotalsRow,
+        Vec<(String, i64, i64, f64)>,
+        Vec<(i64, i64)>,
+        (i64, i64, i64),
+    );
+    // One connection, the statements in turn: under load, four checkouts
+    // at once cost more waiting than running them side by side saves. A
+    // fill of the cache: it sees every write before it, wherever it reads.
+    // The connection is returned before the shared learner counts, which
+    // may need one.
+    let found: Option<Read> = db
+        .read(Freshness::NOW, |connection| {
+            let db = db.clone();
+            Box::pin(async move {
+                let totals = sqlx::query_as::<_, TotalsRow>(TOTALS)
+                    .bind(user_id)
+                    .bind(week_ago)
+                    .bind(month_ago)
+                    .fetch_one(&mut *connection)
+                    .timed(&db, TOTALS)
+                    .await?;
+                // Only a learner without reviews can be an unknown user.
+                if totals.0 == 0 && !user_exists(connection, &db, user_id).await? {
+                    return Ok(None);
+                }
+                let by_category = sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
+                    .bind(user_id)
+                    .fetch_all(&mut *connection)
+                    .timed(&db, BY_CATEGORY)
+                    .await?;
+                let daily = sqlx::query_as::<_, (i64, i64)>(DAILY)
+                    .bind(user_id)
+                    .bind(first_day)
+                    .fetch_all(&mut *connection)
+                    .timed(&db, DAILY)
+                    .await?;
+                let schedules = sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
+                    .bind(user_id)
+                    .bind(now)
+                    .fetch_one(&mut *connection)
+                    .timed(&db, SCHEDULES)
+                    .await?;
+                Ok(Some((totals, by_category, daily, schedules)))
+            })
+        })
         .await
         .map_err(WorkloadError::database)?;
-    // Only a learner without reviews can be an unknown user.
-    if totals.0 == 0 && !user_exists(&mut connection, db, user_id).await? {
+    let Some((totals, by_category, daily, schedules)) = found else {
         return Ok(None);
-    }
-    let by_category = sqlx::query_as::<_, (String, i64, i64, f64)>(BY_CATEGORY)
-        .bind(user_id)
-        .fetch_all(&mut *connection)
-        .timed(db, BY_CATEGORY)
-        .await
-        .map_err(WorkloadError::database)?;
-    let daily = sqlx::query_as::<_, (i64, i64)>(DAILY)
-        .bind(user_id)
-        .bind(first_day)
-        .fetch_all(&mut *connection)
-        .timed(db, DAILY)
-        .await
-        .map_err(WorkloadError::database)?;
-    let schedules = sqlx::query_as::<_, (i64, i64, i64)>(SCHEDULES)
-        .bind(user_id)
-        .bind(now)
-        .fetch_one(&mut *connection)
-        .timed(db, SCHEDULES)
-        .await
-        .map_err(WorkloadError::database)?;
-    // Returned before the shared learner counts, which may need one.
-    drop(connection);
+    };
     let (
         reviews,
         passed,
@@ -1197,10 +1218,17 @@ async fn load_learners_by_reviews(
          GROUP BY reviews ORDER BY reviews";
     let db = workload.db();
     let month_ago = now_ms() - 30 * DAY_MS;
-    let rows: Vec<(i64, i64)> = sqlx::query_as(SQL)
-        .bind(month_ago)
-        .fetch_all(&mut *db.acquire().await.map_err(WorkloadError::database)?)
-        .timed(db, SQL)
+    let rows: Vec<(i64, i64)> = db
+        .read(Freshness::NOW, |connection| {
+            let db = db.clone();
+            Box::pin(async move {
+                sqlx::query_as(SQL)
+                    .bind(month_ago)
+                    .fetch_all(connection)
+                    .timed(&db, SQL)
+                    .await
+            })
+        })
         .await
         .map_err(WorkloadError::database)?;
     Ok(Some(rows))
@@ -1250,28 +1278,37 @@ async fn load_contents(
     } else {
         (COUNT_ALL, PAGE_ALL)
     };
-    let mut count = sqlx::query_as::<_, (i64,)>(count_sql);
-    let mut rows = sqlx::query_as::<_, (i64, String, String, i64, i64)>(page_sql)
-        .bind(page_size)
-        .bind(offset);
-    if let Some(category) = &category {
-        count = count.bind(category.clone());
-        rows = rows.bind(category.clone());
-    }
-    let ((total,), rows) = tokio::try_join!(
-        async {
-            count
-                .fetch_one(&mut *db.acquire().await?)
-                .timed(db, count_sql)
-                .await
-        },
-        async {
-            rows.fetch_all(&mut *db.acquire().await?)
-                .timed(db, page_sql)
-                .await
-        },
-    )
-    .map_err(WorkloadError::database)?;
+    // A fill of the cache: each statement sees every write before it,
+    // wherever it reads; the two run side by side.
+    let read_count = |category: Option<String>| {
+        db.read(Freshness::NOW, move |connection| {
+            let (db, category) = (db.clone(), category.clone());
+            Box::pin(async move {
+                let mut count = sqlx::query_as::<_, (i64,)>(count_sql);
+                if let Some(category) = category {
+                    count = count.bind(category);
+                }
+                count.fetch_one(connection).timed(&db, count_sql).await
+            })
+        })
+    };
+    let read_rows = |category: Option<String>| {
+        db.read(Freshness::NOW, move |connection| {
+            let (db, category) = (db.clone(), category.clone());
+            Box::pin(async move {
+                let mut rows = sqlx::query_as::<_, (i64, String, String, i64, i64)>(page_sql)
+                    .bind(page_size)
+                    .bind(offset);
+                if let Some(category) = category {
+                    rows = rows.bind(category);
+                }
+                rows.fetch_all(connection).timed(&db, page_sql).await
+            })
+        })
+    };
+    let ((total,), rows) =
+        tokio::try_join!(read_count(category.clone()), read_rows(category.clone()))
+            .map_err(WorkloadError::database)?;
     Ok(ContentPage {
         page,
         page_size,

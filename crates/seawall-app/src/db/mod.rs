@@ -12,12 +12,18 @@ use async_trait::async_trait;
 use seawall_perfmon::{CheckResult, HealthCheck, Histogram, Monitor};
 use std::str::FromStr as _;
 
+use futures_util::future::BoxFuture;
 use sqlx::ConnectOptions as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use std::sync::Arc;
 
 use crate::config::DatabaseConfig;
+
+pub mod replicas;
+
+use replicas::{Freshness, Replicas, Target};
 
 /// The migrations in `migrations/`, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -118,6 +124,8 @@ pub struct Db {
     /// SQLite on a file only: the one connection write transactions take
     /// turns on, apart from the readers' pool.
     write_pool: Option<AnyPool>,
+    /// PostgreSQL with `database.replicas`: where [`Db::read`] may go.
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl Db {
@@ -190,13 +198,90 @@ impl Db {
             )
             .and_then(|family| family.with_labels(&[]))
             .map_err(|error| sqlx::Error::Configuration(Box::new(error)))?;
+        let replicas = match backend {
+            Backend::Postgres if !config.replicas.is_empty() => Some(Replicas::start(
+                &config.url,
+                &config.replicas,
+                config.pool_size(),
+                replicas::Limits {
+                    max_lag: config.replica_max_lag,
+                    max_lag_bytes: config.replica_max_lag_bytes,
+                    wait: config.replica_wait,
+                },
+            )?),
+            _ => None,
+        };
         Ok(Self {
             pool,
             backend,
             monitor,
             acquire_wait,
             write_pool,
+            replicas,
         })
+    }
+
+    /// The replicas reads may go to, when there are any.
+    pub fn replicas(&self) -> Option<&Arc<Replicas>> {
+        self.replicas.as_ref()
+    }
+
+    /// Runs a read that may go to a replica: `run` gets a connection to a
+    /// replica that serves `freshness` (see [`replicas`]), or else to the
+    /// primary. A read the replica does not finish within
+    /// [`replicas::REPLICA_READ_TIMEOUT`], or that fails for want of the
+    /// server, runs again on the primary, so `run` may run twice: it must
+    /// only read. Without replicas it runs once, on the pool.
+    ///
+    /// ```
+    /// use seawall_app::db::Timed as _;
+    /// use seawall_app::db::replicas::Freshness;
+    ///
+    /// # async fn count(db: &seawall_app::db::Db) -> Result<i64, sqlx::Error> {
+    /// const SQL: &str = "SELECT COUNT(*) FROM users";
+    /// let (users,): (i64,) = db
+    ///     .read(Freshness::NOW, |connection| {
+    ///         let db = db.clone();
+    ///         Box::pin(async move {
+    ///             sqlx::query_as(SQL).fetch_one(connection).timed(&db, SQL).await
+    ///         })
+    ///     })
+    ///     .await?;
+    /// # Ok(users)
+    /// # }
+    /// ```
+    pub async fn read<T, F>(&self, freshness: Freshness, run: F) -> Result<T, sqlx::Error>
+    where
+        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
+        if let Some(replicas) = &self.replicas {
+            if let Target::Replica(at) = replicas.choose(freshness).await
+                && let Some(mut connection) = replicas.acquire(at).await
+            {
+                match tokio::time::timeout(replicas::REPLICA_READ_TIMEOUT, run(&mut connection))
+                    .await
+                {
+                    Ok(Ok(value)) => return Ok(value),
+                    // A replica cancels a read that conflicts with its
+                    // replay, and fails its reads as it shuts down: any
+                    // failure there is worth one try on the primary, which
+                    // answers a faulty statement with its own error.
+                    Ok(Err(error)) if !replicas::lost_server(&error) => {
+                        tracing::debug!(%error, "a read on a replica failed; the primary reads");
+                    }
+                    // The replica is gone or stuck: its connection is not
+                    // given back to the pool, and it leaves rotation until
+                    // a look finds it answering.
+                    _ => {
+                        replicas.found_down(at);
+                        drop(connection.detach());
+                    }
+                }
+            }
+            replicas.count_primary_read();
+        }
+        let mut connection = self.acquire().await?;
+        run(&mut connection).await
     }
 
     /// The pool, for start-up work (migrations, the demo seed). Requests take
@@ -278,6 +363,9 @@ impl Db {
     pub async fn close(&self) {
         if let Some(write_pool) = &self.write_pool {
             write_pool.close().await;
+        }
+        if let Some(replicas) = &self.replicas {
+            replicas.close().await;
         }
         self.pool.close().await;
     }
@@ -451,6 +539,7 @@ mod tests {
                 monitor,
                 acquire_wait,
                 write_pool: None,
+                replicas: None,
             }
         }
 
@@ -494,6 +583,7 @@ mod tests {
         let config = DatabaseConfig {
             url: "sqlite::memory:".to_owned(),
             max_connections: Some(4),
+            ..DatabaseConfig::default()
         };
         let db = Db::connect(&config, Monitor::new()).await.expect("connect");
         let count =
@@ -512,6 +602,7 @@ mod tests {
         let config = DatabaseConfig {
             url: format!("sqlite://{}/shaped.db?mode=rwc", dir.path().display()),
             max_connections: None,
+            ..DatabaseConfig::default()
         };
         let db = Db::connect(&config, Monitor::new()).await.expect("connect");
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -556,6 +647,7 @@ mod tests {
         let config = DatabaseConfig {
             url: "postgres://h/db".to_owned(),
             max_connections: None,
+            ..DatabaseConfig::default()
         };
         assert_eq!(
             config.pool_size(),
