@@ -39,6 +39,8 @@
 
 mod behind;
 mod error;
+#[cfg(test)]
+mod replica_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
