@@ -30,13 +30,63 @@ struct Performance {
     snapshot: Snapshot,
     /// HTTP figures every few seconds over the last fifteen minutes, oldest first.
     timeline: Vec<Point>,
+    /// With `database.replicas`: where the reads that may go to a replica
+    /// went, and each replica's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<DatabaseReport>,
+}
+
+#[derive(Serialize)]
+struct DatabaseReport {
+    /// Reads that could have gone to a replica and went to the primary.
+    primary_reads: u64,
+    replicas: Vec<ReplicaReport>,
+}
+
+#[derive(Serialize)]
+struct ReplicaReport {
+    /// `host:port`.
+    name: String,
+    /// It takes reads: it answers, and is within both lag limits.
+    in_rotation: bool,
+    /// The WAL position it has replayed up to, as PostgreSQL prints it.
+    replayed: String,
+    /// How far behind the primary it was at the last look at both.
+    behind_bytes: Option<u64>,
+    /// How long ago it was last found current, in seconds.
+    current_seconds_ago: Option<f64>,
+    /// How long ago it last answered a look, in seconds.
+    answered_seconds_ago: Option<f64>,
+    /// Reads it took.
+    reads: u64,
+}
+
+fn database_report(state: &AppState) -> Option<DatabaseReport> {
+    let replicas = state.db().replicas()?;
+    Some(DatabaseReport {
+        primary_reads: replicas.primary_reads(),
+        replicas: replicas
+            .states()
+            .into_iter()
+            .map(|replica| ReplicaReport {
+                name: replica.name,
+                in_rotation: replica.in_rotation,
+                replayed: replica.replayed.to_string(),
+                behind_bytes: replica.behind_bytes,
+                current_seconds_ago: replica.current_as_of_ago.map(|ago| ago.as_secs_f64()),
+                answered_seconds_ago: replica.answered_ago.map(|ago| ago.as_secs_f64()),
+                reads: replica.reads,
+            })
+            .collect(),
+    })
 }
 
 /// The performance report: windows, histograms, counters, slow logs and a
 /// timeline, or one part of it.
 ///
-/// Without `type`: every metric and window, both slow logs and a 15-minute
-/// timeline of HTTP figures. `type=health` answers the health evaluation as
+/// Without `type`: every metric and window, both slow logs, a 15-minute
+/// timeline of HTTP figures and, with database replicas, each replica's
+/// state and where the reads went. `type=health` answers the health evaluation as
 /// `application/health+json` (always 200: probes use `/readyz`);
 /// `type=slow-queries` and `type=slow-apis` answer one slow log, the
 /// slowest `limit` entries first.
@@ -64,6 +114,7 @@ async fn performance(State(state): State<AppState>, params: Params) -> Result<Re
         None => Json(Performance {
             snapshot: monitor.snapshot(),
             timeline: state.timeline().points(),
+            database: database_report(&state),
         })
         .into_response(),
         // 200 whatever the health: this is a report for people, and a 503 here

@@ -189,7 +189,15 @@ impl TestApp {
             .psql(&format!("CREATE DATABASE {name}"))
             .expect("create database");
         let url = format!("postgres://postgres@{}/{name}", server.addr());
-        let app = App::build(small_config(url))
+        Self::postgres_with(url, |_| {}).await
+    }
+
+    /// The service on the PostgreSQL database at `url`, after `tweak`
+    /// changes the configuration.
+    pub(crate) async fn postgres_with(url: String, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = small_config(url);
+        tweak(&mut config);
+        let app = App::build(config)
             .await
             .expect("the app builds on PostgreSQL");
         Self {

@@ -640,3 +640,66 @@ async fn concurrent_reviews_are_each_applied_once_in_turn(app: &TestApp) {
     );
     assert_eq!(history_count(app, 8).await, before + 40);
 }
+
+/// With a streaming replica, the statistics' fills read on it while it
+/// keeps up, and the admin report says where the reads went and what each
+/// replica's state is; paused, the replica leaves rotation and the reads
+/// go to the primary, with the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_the_fills_and_the_report_says_where_reads_went() {
+    let (primary, replica) = tokio::task::spawn_blocking(|| {
+        let primary = seawall_testkit::Postgres::start().expect("the primary starts");
+        let replica = seawall_testkit::Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        (primary, replica)
+    })
+    .await
+    .expect("join");
+    let app = TestApp::postgres_with(primary.url(), |config| {
+        config.database.replicas = vec![replica.url()];
+        config.database.replica_max_lag = std::time::Duration::from_millis(200);
+        config.database.replica_wait = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let report = async || app.admin_get("/api/performance").await.json["database"].clone();
+    wait::until_async("the replica in rotation", async || {
+        report().await["replicas"][0]["in_rotation"] == json!(true)
+    })
+    .await;
+    let first = app.get("/api/analytics/stats?user_id=3").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let database = report().await;
+    assert_eq!(
+        database["replicas"][0]["name"],
+        json!(replica.addr().to_string())
+    );
+    assert!(
+        database["replicas"][0]["reads"].as_u64() > Some(0),
+        "{database}"
+    );
+    assert!(
+        database["replicas"][0]["replayed"]
+            .as_str()
+            .is_some_and(|lsn| lsn.contains('/'))
+    );
+
+    let paused = replica.psql("SELECT pg_wal_replay_pause()");
+    paused.expect("pauses");
+    // A write on the primary puts the paused replica behind, out of rotation.
+    primary
+        .psql("CREATE TABLE behind (n BIGINT)")
+        .expect("writes");
+    wait::until_async("the paused replica out of rotation", async || {
+        report().await["replicas"][0]["in_rotation"] == json!(false)
+    })
+    .await;
+    let primary_reads = report().await["primary_reads"].as_u64().unwrap_or(0);
+    let again = app.get("/api/analytics/stats?user_id=4").await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(report().await["primary_reads"].as_u64().unwrap_or(0) > primary_reads);
+    replica
+        .psql("SELECT pg_wal_replay_resume()")
+        .expect("resumes");
+}
