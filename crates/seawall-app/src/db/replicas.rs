@@ -264,8 +264,12 @@ impl Replicas {
     async fn round(&self, primary: &AnyPool) {
         let began = self.now_us();
         let primary_at = look(primary, "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT)").await;
+        // Stored, not raised to the highest seen: after a failover to a
+        // replica that had not replayed the old primary's last writes, the
+        // new primary's position is lower, and replicas are compared with
+        // it. Rounds never overlap, so a store is never an older look's.
         if let Some(position) = primary_at {
-            self.primary_at.fetch_max(position.0, Ordering::Relaxed);
+            self.primary_at.store(position.0, Ordering::Relaxed);
         }
         let looks = self.replicas.iter().map(|replica| async move {
             let replayed = look(
@@ -277,7 +281,7 @@ impl Replicas {
         });
         for (replica, replayed) in futures_util::future::join_all(looks).await {
             if let Some(replayed) = replayed {
-                replica.replayed.fetch_max(replayed.0, Ordering::Relaxed);
+                replica.replayed.store(replayed.0, Ordering::Relaxed);
                 replica.answered_at.store(self.now_us(), Ordering::Relaxed);
                 if let Some(primary_at) = primary_at {
                     replica
