@@ -343,6 +343,9 @@ impl Replicas {
     /// a round to find one current), else the primary.
     pub async fn choose(&self, freshness: Freshness) -> Target {
         let began = self.now_us();
+        // Subscribed before the first pick, so that a round ending between
+        // the two is not missed by the wait below.
+        let mut rounds = freshness.now.then(|| self.rounds.subscribe());
         if let Some(at) = self.pick(freshness, began) {
             return Target::Replica(at);
         }
@@ -353,8 +356,7 @@ impl Replicas {
                 .replicas
                 .iter()
                 .any(|replica| self.in_rotation(replica, now));
-        if worth_waiting {
-            let mut rounds = self.rounds.subscribe();
+        if let (true, Some(rounds)) = (worth_waiting, rounds.as_mut()) {
             let deadline = tokio::time::Instant::now() + self.limits.wait;
             while tokio::time::timeout_at(deadline, rounds.changed())
                 .await
@@ -510,13 +512,10 @@ async fn look(pool: &AnyPool, sql: &'static str) -> Option<Lsn> {
 /// connection, I/O, or PostgreSQL's connection exceptions (SQLSTATE class
 /// 08) and operator intervention (57: a shutdown, a crash, a cancel).
 pub fn lost_server(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => db
+    super::fault(error) == super::Fault::Unavailable
+        || matches!(error, sqlx::Error::Database(db) if db
             .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
-        _ => false,
-    }
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")))
 }
 
 /// `host:port` of a PostgreSQL URL, without its user or password.
@@ -537,7 +536,8 @@ mod tests {
     use seawall_perfmon::Monitor;
     use seawall_testkit::{Postgres, wait};
 
-    /// The primary's count of `marks`, read through `db` as `freshness`.
+    /// The count of `marks`, read through `db` as `freshness` (on the
+    /// primary or a replica).
     async fn marks(db: &Db, freshness: Freshness) -> i64 {
         db.read(freshness, |connection| {
             Box::pin(async move {
