@@ -266,7 +266,7 @@ impl Db {
                     // replay, and fails its reads as it shuts down: any
                     // failure there is worth one try on the primary, which
                     // answers a faulty statement with its own error.
-                    Ok(Err(error)) if !replicas::lost_server(&error) => {
+                    Ok(Err(error)) if !lost_server(&error) => {
                         tracing::debug!(%error, "a read on a replica failed; the primary reads");
                     }
                     // The replica is gone or stuck: its connection is not
@@ -466,6 +466,16 @@ pub fn fault(error: &sqlx::Error) -> Fault {
         sqlx::Error::Database(db) if is_contention(db.code().as_deref()) => Fault::Busy,
         _ => Fault::Failed,
     }
+}
+
+/// Whether a statement failed because its server is gone or going: no
+/// connection, I/O, or PostgreSQL's connection exceptions (SQLSTATE class
+/// 08) and operator intervention (57: a shutdown, a crash, a cancel).
+fn lost_server(error: &sqlx::Error) -> bool {
+    fault(error) == Fault::Unavailable
+        || matches!(error, sqlx::Error::Database(db) if db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")))
 }
 
 /// Whether a statement broke a unique or primary-key constraint

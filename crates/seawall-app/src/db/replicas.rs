@@ -508,16 +508,6 @@ async fn look(pool: &AnyPool, sql: &'static str) -> Option<Lsn> {
     row?.0.parse().ok()
 }
 
-/// Whether a statement failed because its server is gone or going: no
-/// connection, I/O, or PostgreSQL's connection exceptions (SQLSTATE class
-/// 08) and operator intervention (57: a shutdown, a crash, a cancel).
-pub fn lost_server(error: &sqlx::Error) -> bool {
-    super::fault(error) == super::Fault::Unavailable
-        || matches!(error, sqlx::Error::Database(db) if db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")))
-}
-
 /// `host:port` of a PostgreSQL URL, without its user or password.
 fn host_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
