@@ -732,7 +732,9 @@ pub struct WorkerStats {
     /// Results refused because the lease was no longer this worker's: the
     /// job had stalled and another worker owns it now.
     pub discarded: u64,
-    /// Leases a renewal found lost.
+    /// Leases lost: found lost by a renewal, run out with no renewal
+    /// through, or run out before the fetch that took them was answered
+    /// (the job is then not started here).
     pub lost_leases: u64,
     /// Running jobs dropped at a cancellation request.
     pub cancelled: u64,
@@ -1132,8 +1134,24 @@ where
         } = fetched;
         acknowledged(&shared, &call.acks, rejected);
         let taken = jobs.len();
-        for job in jobs {
-            spawn_job(&shared, &handler, job, now_ms, sending + lease_left);
+        let lease_until = sending + lease_left;
+        let margin = LeaseTiming::new(shared.lease).margin;
+        if !jobs.is_empty() && lease_until.checked_sub(margin).unwrap_or(sending) <= Instant::now()
+        {
+            // The answer came back (a call re-sent after an outage, a link
+            // that stalled on the way back) so late that the leases it took
+            // may have run out, and another worker may hold the jobs now: a
+            // run would be cancelled at once anyway. None starts; each job
+            // runs again once its lease is recovered, as a stall.
+            for job in &jobs {
+                bump(&shared.stats.lost_leases);
+                tracing::warn!(queue = %shared.queue, job = %job.lease.id,
+                    "a fetch was answered after the lease it took had run out; the job is left to run again once the lease is recovered");
+            }
+        } else {
+            for job in jobs {
+                spawn_job(&shared, &handler, job, now_ms, lease_until);
+            }
         }
         unreserve(&shared, call.want);
         if taken >= call.want {

@@ -43,6 +43,8 @@ pub struct Proxy {
 struct Shared {
     cut: AtomicBool,
     stopped: AtomicBool,
+    /// What the server sends is held, not forwarded, while set.
+    held: AtomicBool,
     /// Both ends of every live connection, so a cut can shut them down.
     open: Mutex<Vec<(TcpStream, TcpStream)>>,
 }
@@ -107,6 +109,42 @@ impl Proxy {
     pub fn is_cut(&self) -> bool {
         self.shared.cut.load(Ordering::SeqCst)
     }
+
+    /// Holds back what the server sends on every connection until
+    /// [`release`](Proxy::release), keeping the connections open: the
+    /// server runs what the clients send, and its replies reach them late,
+    /// as over a link that stalls on the way back and then recovers.
+    ///
+    /// ```
+    /// use std::io::{Read as _, Write as _};
+    /// use seawall_testkit::{Proxy, RedisServer};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = RedisServer::builder().start()?;
+    /// let proxy = Proxy::start(server.addr())?;
+    /// let mut client = std::net::TcpStream::connect(proxy.addr())?;
+    /// proxy.hold();
+    /// client.write_all(b"SET held yes\r\n")?;
+    /// // The server took the write, though its reply is held.
+    /// seawall_testkit::wait::until("the write", || {
+    ///     server.connect().and_then(|mut conn| conn.cmd(&["EXISTS", "held"])).ok()
+    ///         .and_then(|reply| reply.as_int()) == Some(1)
+    /// });
+    /// proxy.release();
+    /// let mut reply = [0_u8; 5];
+    /// client.read_exact(&mut reply)?;
+    /// assert_eq!(&reply, b"+OK\r\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hold(&self) {
+        self.shared.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards what the server sends again, what was held first.
+    pub fn release(&self) {
+        self.shared.held.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Proxy {
@@ -151,19 +189,29 @@ fn forward(inbound: TcpStream, target: SocketAddr, shared: &Arc<Shared>) -> io::
     let (client_reader, server_writer) = (inbound.try_clone()?, outbound.try_clone()?);
     thread::Builder::new()
         .name("proxy-up".into())
-        .spawn(move || copy(client_reader, server_writer))?;
+        .spawn(move || copy(client_reader, server_writer, None))?;
+    let holder = Arc::clone(shared);
     thread::Builder::new()
         .name("proxy-down".into())
-        .spawn(move || copy(outbound, inbound))?;
+        .spawn(move || copy(outbound, inbound, Some(&holder)))?;
     Ok(())
 }
 
-fn copy(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until either closes; while `holder` is held, what
+/// was read waits (a cut or the proxy's end shuts both down meanwhile).
+fn copy(mut from: TcpStream, mut to: TcpStream, holder: Option<&Shared>) {
     let mut buffer = [0_u8; 16 * 1024];
     loop {
         match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(read) => {
+                while let Some(holder) = holder
+                    && holder.held.load(Ordering::SeqCst)
+                    && !holder.cut.load(Ordering::SeqCst)
+                    && !holder.stopped.load(Ordering::SeqCst)
+                {
+                    thread::sleep(Duration::from_millis(1));
+                }
                 if to.write_all(&buffer[..read]).is_err() {
                     break;
                 }

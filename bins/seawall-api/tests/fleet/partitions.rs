@@ -1091,8 +1091,9 @@ async fn a_worker_cut_off_mid_job_stops_before_its_lease_ends() {
 
 /// The queue part of a final state: the notification rows the drill's
 /// enqueues left, each with the host of the worker that wrote it (see
-/// [`name_row_writers`]); each acknowledged job's runs and stalls (leases
-/// that ran out, the job taken over) from the queue's API; and what a run
+/// [`name_row_writers`]); the runs and stalls (leases that ran out, the
+/// job taken over) of each job acknowledged or run, from the queue's API;
+/// and what a run
 /// of the notification queue goes through: its `lease`, and the masters
 /// that held it (`first_master`, and the one holding it now if another
 /// took over).
@@ -1102,28 +1103,6 @@ async fn queue_state(
     lease: Duration,
     first_master: &str,
 ) -> Value {
-    let client = support::client();
-    let mut jobs = Vec::new();
-    let text = std::fs::read_to_string(history).expect("the history");
-    for line in text.lines() {
-        let event: Value = serde_json::from_str(line).expect("JSON");
-        if event["type"] != "ok" || event["op"] != "enqueue" {
-            continue;
-        }
-        let job = event["value"]["job"].as_str().expect("a job").to_owned();
-        let id = job.trim_start_matches("notification:");
-        let response = client
-            .get(format!("{}/api/queue/notification/jobs/{id}", fleet.url()))
-            .bearer_auth(fleet.token())
-            .send()
-            .await
-            .expect("answers");
-        // A job a failover lost is not found: the checker counts it.
-        if response.status() == 200 {
-            let record: Value = response.json().await.expect("JSON");
-            jobs.push(json!({"job": job, "runs": record["runs"], "stalls": record["stalls"]}));
-        }
-    }
     let addresses: std::collections::HashMap<String, String> = fleet
         .hosts()
         .into_iter()
@@ -1138,6 +1117,36 @@ async fn queue_state(
     for row in rows.as_array_mut().expect("rows") {
         let from = row["written_from"].as_str().unwrap_or_default();
         row["worker"] = json!(addresses.get(from));
+    }
+    // The acknowledged jobs, and every job that ran: an enqueue whose
+    // answer was lost may have queued its job, and a repeat of it is
+    // explained by the stalls its record counts as any other's.
+    let text = std::fs::read_to_string(history).expect("the history");
+    let mut named = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line).expect("JSON");
+        if event["type"] == "ok" && event["op"] == "enqueue" {
+            named.insert(event["value"]["job"].as_str().expect("a job").to_owned());
+        }
+    }
+    for row in rows.as_array().expect("rows") {
+        named.insert(row["job"].as_str().expect("a job").to_owned());
+    }
+    let client = support::client();
+    let mut jobs = Vec::new();
+    for job in named {
+        let id = job.trim_start_matches("notification:");
+        let response = client
+            .get(format!("{}/api/queue/notification/jobs/{id}", fleet.url()))
+            .bearer_auth(fleet.token())
+            .send()
+            .await
+            .expect("answers");
+        // A job a failover lost is not found: the checker counts it.
+        if response.status() == 200 {
+            let record: Value = response.json().await.expect("JSON");
+            jobs.push(json!({"job": job, "runs": record["runs"], "stalls": record["stalls"]}));
+        }
     }
     let mut masters = vec![first_master.to_owned()];
     let now = fleet

@@ -314,3 +314,82 @@ async fn a_run_given_back_after_its_lease_was_lost_counts_a_stall() {
     );
     assert_eq!((stats.lost_leases, stats.failed), (1, 0), "{stats:?}");
 }
+
+/// A fetch whose answer comes back only after the lease it took has run
+/// out (the link to Redis stalled on the way back, then recovered) starts
+/// nothing: the job may be another worker's by then. The worker counts a
+/// lost lease, and the job runs once its lease is recovered, as a stall.
+/// A partition drill saw a worker write a job's row 8 s after taking it
+/// under a 5 s lease, the row of its rerun 50 ms later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_answered_after_its_lease_ran_out_starts_nothing() {
+    let redis = RedisServer::shared();
+    let proxy = Proxy::start(redis.addr()).expect("a proxy");
+    let prefix = unique_prefix();
+    let direct = queues(builder(&redis.url()), &prefix).await;
+    // Commands wait far longer than the reply is held: the answer comes
+    // late, not as a timeout.
+    let through = queues(
+        seawall_testkit::client::builder(&proxy.url(), Duration::from_secs(30)),
+        &prefix,
+    )
+    .await;
+    // The scripts loaded first: a fetch that found its script missing
+    // would wait for that answer, held, before it ran.
+    let warm = direct
+        .enqueue("warm", &0_u64, &JobOptions::new())
+        .await
+        .expect("enqueues");
+    let warmer = direct
+        .worker("warm")
+        .expect("valid")
+        .start(|_: Job<u64>| async { Ok::<_, JobError>(()) });
+    wait::until_async("the warm-up job", async || {
+        direct
+            .job("warm", &warm)
+            .await
+            .expect("reads")
+            .is_some_and(|job| job.state == JobState::Completed)
+    })
+    .await;
+    warmer.shutdown(Duration::from_secs(2)).await;
+    let lease = Duration::from_millis(600);
+    let id = direct
+        .enqueue("render", &1_u64, &JobOptions::new())
+        .await
+        .expect("enqueues");
+    let runs: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
+    proxy.hold();
+    let worker = through
+        .worker("render")
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start({
+            let runs = Arc::clone(&runs);
+            move |job: Job<u64>| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    runs.lock().push((job.run(), job.stalls()));
+                    Ok::<_, JobError>(())
+                }
+            }
+        });
+    wait::until_async("the held fetch to take the job", async || {
+        direct.counts("render").await.expect("counts").active == 1
+    })
+    .await;
+    // Taken as the fetch ran: its lease is over once this has passed,
+    // however late the answer reaches the worker.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    proxy.release();
+
+    all_completed(&direct, std::slice::from_ref(&id)).await;
+    let stats = worker.shutdown(Duration::from_secs(2)).await;
+    let runs = runs.lock().clone();
+    assert!(
+        runs.iter().all(|&(run, stalls)| run > 1 && stalls > 0),
+        "a run started under a lease that had run out: (run, stalls) {runs:?}"
+    );
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((stats.completed, stats.lost_leases), (1, 1), "{stats:?}");
+}
