@@ -1,13 +1,17 @@
 //! Whether an instance's `/readyz` tells the truth about its enqueues: a
 //! watcher asks every instance's `/readyz` every 100 ms through a drill,
-//! and the drill's history says, for each moment, whether an enqueue sent
-//! to that instance then was acknowledged. The two may disagree only for as
-//! long as a probe takes to notice (a probe answers within a second),
-//! except that a primary short of the replicas `queue.wait_replicas` asks
-//! for leaves every instance ready, its enqueue check a `warn`. The
-//! enqueue check's answer is compared with the enqueues at the time it was
-//! read (its `time`), not when it was served: it serves for 250 ms, and
-//! a probe waits for the one in flight, which a loaded machine stretches. A second watcher sees when a replica is
+//! and the drill's history says, for each moment, whether the enqueue in
+//! flight to that instance then, and the next one sent, were acknowledged.
+//! An answer disagrees with them only where both contradict it: one sent
+//! while cut off may hang until the client gives up, after the instance
+//! could enqueue again, and the next is sent only once it ends. The two may
+//! disagree only for as long as a probe takes to notice (a probe answers
+//! within a second), except that a primary short of the replicas
+//! `queue.wait_replicas` asks for leaves every instance ready, its enqueue
+//! check a `warn`. The enqueue check's answer is compared with the
+//! enqueues at the time it was read (its `time`), not when it was served:
+//! it serves for 250 ms, and a probe waits for the one in flight, which a
+//! loaded machine stretches. A second watcher sees when a replica is
 //! promoted, and the history when the instances on the majority's side
 //! enqueued again after it.
 
@@ -201,9 +205,10 @@ impl Promotion {
     }
 }
 
-/// An enqueue: answered at `to`, acknowledged or not.
+/// An enqueue: sent at `from`, answered at `to`, acknowledged or not.
 #[derive(Debug, Clone, Copy)]
 struct Enqueue {
+    from: u64,
     to: u64,
     acknowledged: bool,
 }
@@ -226,10 +231,11 @@ fn enqueues(history: &Path) -> HashMap<usize, Vec<Enqueue>> {
             Outcome::Fail(at) | Outcome::Info(Some(at)) => (at, false),
             Outcome::Info(None) => continue,
         };
-        by_instance
-            .entry(instance)
-            .or_default()
-            .push(Enqueue { to, acknowledged });
+        by_instance.entry(instance).or_default().push(Enqueue {
+            from: op.invoke,
+            to,
+            acknowledged,
+        });
     }
     // In the order they were sent: `ops` is by invoke time.
     by_instance
@@ -289,12 +295,28 @@ impl Agreement {
             let Some(sent) = enqueues.get(&instance) else {
                 continue;
             };
-            // Whether an enqueue sent at `at` went through: the one in
-            // flight then, else the next one sent.
-            let could = |at: u64| {
-                sent.iter()
-                    .find(|enqueue| enqueue.to >= at)
+            // What the enqueues say of `at`: whether the one in flight then
+            // went through, and whether the next one sent did. Either
+            // alone may mislead: one sent while cut off may hang until the
+            // client gives up, after the instance could enqueue again; the
+            // next one is sent only once that one ends. A sample disagrees
+            // with them only where both contradict it.
+            let evidence = |at: u64| -> Vec<bool> {
+                let in_flight = sent
+                    .iter()
+                    .find(|enqueue| enqueue.from <= at && at <= enqueue.to);
+                let next = sent.iter().find(|enqueue| enqueue.from >= at);
+                in_flight
+                    .into_iter()
+                    .chain(next)
                     .map(|enqueue| enqueue.acknowledged)
+                    .collect()
+            };
+            let contradicts = |evidence: &[bool], enqueues: bool| {
+                !evidence.is_empty()
+                    && evidence
+                        .iter()
+                        .all(|&acknowledged| acknowledged != enqueues)
             };
             let mut ready_wrong: Option<(u64, u64)> = None;
             let mut passed_wrong: Option<(u64, u64)> = None;
@@ -311,32 +333,31 @@ impl Agreement {
                     }
                 };
             for sample in &samples {
-                let Some(could_then) = could(sample.at) else {
+                let then = evidence(sample.at);
+                if then.is_empty() {
                     continue;
-                };
+                }
                 agreement.samples += 1;
                 longest(
                     &mut ready_wrong,
                     sample.at,
-                    sample.ready && !sample.enqueue_warned && !could_then,
+                    sample.ready && !sample.enqueue_warned && contradicts(&then, true),
                     &mut agreement.ready_but_cannot_enqueue,
                 );
+                // The check as of when it was read: a probe asked while a
+                // check ran waits for that check's answer.
+                let read_at = sample.read_at.unwrap_or(sample.at);
+                let when_read = evidence(read_at);
                 longest(
                     &mut passed_wrong,
-                    sample.at,
-                    sample.enqueue_check && !could_then,
+                    read_at,
+                    sample.enqueue_check && contradicts(&when_read, true),
                     &mut agreement.check_passed_but_cannot_enqueue,
                 );
-                // The check as of when it was read.
-                let read_at = sample.read_at.unwrap_or(sample.at);
-                let Some(could_when_read) = could(read_at) else {
-                    continue;
-                };
-
                 longest(
                     &mut check_wrong,
                     read_at,
-                    !sample.enqueue_check && could_when_read,
+                    !sample.enqueue_check && contradicts(&when_read, false),
                     &mut agreement.check_failed_but_enqueued,
                 );
             }
