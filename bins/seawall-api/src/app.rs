@@ -366,9 +366,12 @@ fn api_routes(
             auth::require_admin,
         ));
     }
+    // Each workload request is one caller of the database: it reads its
+    // own writes, and those of the position it carried.
     let mut workload = workload::routes()
         .merge(promotions::routes())
-        .route_layer(rules());
+        .route_layer(rules())
+        .route_layer(axum::middleware::from_fn(crate::read_after::scope));
     if let Some(gate) = gate {
         workload = workload.route_layer(axum::middleware::from_fn_with_state(
             gate,

@@ -42,6 +42,7 @@ mod middleware;
 mod params;
 pub mod problem;
 mod ratelimit;
+mod read_after;
 mod routes;
 mod server;
 mod state;

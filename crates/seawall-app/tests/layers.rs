@@ -60,10 +60,16 @@ fn sources(src: &Path) -> BTreeMap<String, (String, String)> {
     out
 }
 
-/// The code of a file that ships: its `mod tests { … }` block and comments
-/// left out (a `mod tests;` declaration ends nothing: the file goes on).
+/// The code of a file that ships: its `mod tests { … }` block (private,
+/// or shared with the tests of a sibling as `pub(super)` or `pub(crate)`)
+/// and comments left out (a `mod tests;` declaration ends nothing: the
+/// file goes on).
 fn shipped(text: &str) -> String {
-    let end = text.find("#[cfg(test)]\nmod tests {").unwrap_or(text.len());
+    let end = ["", "pub(super) ", "pub(crate) "]
+        .iter()
+        .filter_map(|visibility| text.find(&format!("#[cfg(test)]\n{visibility}mod tests {{")))
+        .min()
+        .unwrap_or(text.len());
     text[..end]
         .lines()
         .filter(|line| !line.trim_start().starts_with("//"))
@@ -443,6 +449,12 @@ fn the_check_sees_a_circle() {
     write(
         "state.rs",
         "#[cfg(test)]\nmod tests {\n    use crate::jobs::x;\n}\n",
+    );
+    assert!(circles(src).is_empty());
+    // A test module shared with a sibling's tests is test code too.
+    write(
+        "state.rs",
+        "#[cfg(test)]\npub(super) mod tests {\n    use crate::jobs::x;\n}\n",
     );
     assert!(circles(src).is_empty());
 }

@@ -83,8 +83,8 @@ const COMMON: [(&str, &str); 5] = [
     (
         "400",
         "Invalid input: a query parameter the operation does not list, given twice, malformed \
-         or out of range; a path segment that is not UTF-8 or not of its type; or two \
-         `Authorization` headers",
+         or out of range; a path segment that is not UTF-8 or not of its type; two \
+         `Authorization` headers; or a `Seawall-Read-After` that is not a WAL position",
     ),
     (
         "414",
@@ -184,6 +184,7 @@ impl Modify for Conventions {
                 if workload {
                     add_responses(operation, &TENANT);
                     add_caller_headers(operation);
+                    add_position_header(operation);
                 }
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add_responses(operation, &ADMIN);
@@ -230,12 +231,50 @@ fn add_caller_headers(operation: &mut Operation) {
         "demo-free",
     ));
     parameters.push(header(
+        "Seawall-Read-After",
+        "The `Seawall-Read-After` of the last response this client received, if any: with \
+         database replicas, reads go only to a replica that has replayed the database up to \
+         this position (the client's own writes on any instance), else to the primary. A \
+         response carries the caller's position once it has one: send back the last one",
+        "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
+        "16/B374D848",
+    ));
+    parameters.push(header(
         "X-User-Id",
         "Set by a trusted proxy, ignored (but checked for its form) from any other peer and when \
          an API key is sent: the user the API limiter counts by",
         "^[!-~]{1,64}$",
         "7",
     ));
+}
+
+/// The caller's WAL position on the workload's successful answers, once it
+/// has one (see `read_after.rs`).
+fn add_position_header(operation: &mut Operation) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    for (status, response) in &mut operation.responses.responses {
+        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+            response.headers.insert(
+                "Seawall-Read-After".to_owned(),
+                RefOr::T(
+                    HeaderBuilder::new()
+                        .schema(Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .pattern(Some("^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")),
+                        ))
+                    .description(Some(
+                        "With database replicas, once the caller has a position: the database's \
+                         WAL position at or past the caller's last write (and the one it sent). \
+                         Send it back as `Seawall-Read-After` to read your own writes on any \
+                         instance",
+                        ))
+                        .build(),
+                ),
+            );
+        }
+    }
 }
 
 fn add_responses(operation: &mut Operation, responses: &[(&str, &str)]) {

@@ -703,3 +703,116 @@ async fn a_replica_serves_the_fills_and_the_report_says_where_reads_went() {
         .psql("SELECT pg_wal_replay_resume()")
         .expect("resumes");
 }
+
+/// Read-your-writes by WAL position, across instances, with no fixed
+/// delay: with the cache off and the replica's replay paused, a change of
+/// points answers with its `Seawall-Read-After`; another instance, sent
+/// that position back, reads the change (from the primary, the replica
+/// being behind it), while a read that carries nothing is the replica's
+/// (within the lag limits, here long). Once the replica has replayed the
+/// change, a read carrying the position goes to it. A position that is no
+/// position is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance() {
+    let (primary, replica) = tokio::task::spawn_blocking(|| {
+        let primary = seawall_testkit::Postgres::start().expect("the primary starts");
+        let replica = seawall_testkit::Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        (primary, replica)
+    })
+    .await
+    .expect("join");
+    let first = TestApp::postgres_with(primary.url(), |config| {
+        config.cache.enabled = false;
+        config.database.replicas = vec![replica.url()];
+        config.database.replica_max_lag = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let second = first.another_instance(|_| {}).await;
+    let report = async || second.admin_get("/api/performance").await.json["database"].clone();
+    wait::until_async("the replica in rotation", async || {
+        report().await["replicas"][0]["in_rotation"] == json!(true)
+    })
+    .await;
+    let balance = async |position: Option<&str>| {
+        let mut request = axum::http::Request::get("/api/points/balance?user_id=5");
+        if let Some(position) = position {
+            request = request.header("seawall-read-after", position);
+        }
+        let reply = second
+            .send(request.body(axum::body::Body::empty()).expect("a request"))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json["balance"].as_i64().expect("a balance")
+    };
+    assert_eq!(balance(None).await, 0);
+
+    replica.pause_replay().expect("pauses");
+    let earned = first
+        .post_json("/api/points/earn", &json!({"user_id": 5, "amount": 10}))
+        .await;
+    assert_eq!(earned.status, 201, "{}", earned.text());
+    let position = earned
+        .headers
+        .get("seawall-read-after")
+        .expect("the write's position")
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let primary_reads = report().await["primary_reads"].as_u64().expect("a count");
+    assert_eq!(balance(Some(&position)).await, 10);
+    assert_eq!(
+        report().await["primary_reads"].as_u64(),
+        Some(primary_reads + 1),
+        "the replica has not replayed the change: the primary reads"
+    );
+    let replica_reads = report().await["replicas"][0]["reads"]
+        .as_u64()
+        .expect("a count");
+    assert_eq!(
+        balance(None).await,
+        0,
+        "no position: the paused replica reads"
+    );
+    assert_eq!(
+        report().await["replicas"][0]["reads"].as_u64(),
+        Some(replica_reads + 1)
+    );
+
+    replica.resume_replay().expect("resumes");
+    let wanted: seawall_app::db::replicas::Lsn = position.parse().expect("a position");
+    wait::until_async("the replica to replay the change", async || {
+        report().await["replicas"][0]["replayed"]
+            .as_str()
+            .and_then(|lsn| lsn.parse::<seawall_app::db::replicas::Lsn>().ok())
+            .is_some_and(|replayed| replayed >= wanted)
+    })
+    .await;
+    let replica_reads = report().await["replicas"][0]["reads"]
+        .as_u64()
+        .expect("a count");
+    assert_eq!(balance(Some(&position)).await, 10);
+    assert_eq!(
+        report().await["replicas"][0]["reads"].as_u64(),
+        Some(replica_reads + 1),
+        "replayed: the replica reads"
+    );
+
+    let refused = second
+        .send(
+            axum::http::Request::get("/api/points/balance?user_id=5")
+                .header("seawall-read-after", "yesterday")
+                .body(axum::body::Body::empty())
+                .expect("a request"),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(
+        refused.json["invalid_params"][0]["name"],
+        json!("Seawall-Read-After"),
+        "{}",
+        refused.text()
+    );
+}

@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use crate::config::DatabaseConfig;
 
+pub mod caller;
 pub mod replicas;
 
-use replicas::{Freshness, Replicas, Target};
+use replicas::{Freshness, Lsn, Replicas, Target};
 
 /// The migrations in `migrations/`, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -357,6 +358,42 @@ impl Db {
             Some(connection) => Ok(connection),
             None => self.waited_for(pool.acquire()).await,
         }
+    }
+
+    /// Says that a write on the primary has committed, so that the current
+    /// [caller](caller::Caller) reads it back ([`caller::freshness`]): with
+    /// replicas and inside a caller's scope, reads the primary's WAL
+    /// insert position (at or past the write's commit record, whatever
+    /// `synchronous_commit` is) and raises the caller's position to it.
+    /// Costs one statement on the primary then; nothing without replicas
+    /// or outside a scope. The caller's position after it, if any.
+    ///
+    /// The write has committed either way: a position that cannot be read
+    /// (the primary failed just after the commit) is logged and leaves the
+    /// caller's position as it was, so that its next read may miss this
+    /// one write if it goes to a replica that has not replayed it.
+    pub async fn wrote(&self) -> Option<Lsn> {
+        const SQL: &str = "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT)";
+        let caller = caller::Caller::current()?;
+        if self.replicas.is_none() {
+            return caller.position();
+        }
+        let read: Result<(String,), sqlx::Error> = async {
+            let mut connection = self.acquire().await?;
+            sqlx::query_as(SQL)
+                .fetch_one(&mut *connection)
+                .timed(self, SQL)
+                .await
+        }
+        .await;
+        match read.map(|(text,)| text.parse::<Lsn>()) {
+            Ok(Ok(position)) => caller.raise(position),
+            Ok(Err(error)) => tracing::warn!(%error, "the primary's WAL position did not parse"),
+            Err(error) => {
+                tracing::warn!(%error, "the primary's WAL position after a write could not be read");
+            }
+        }
+        caller.position()
     }
 
     /// Closes the pools, waiting for connections to be returned.

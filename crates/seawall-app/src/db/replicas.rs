@@ -17,7 +17,9 @@
 //!   read this way, so that no value older than the last write of its key
 //!   is ever cached, whatever a replica's lag.
 //! - [`Freshness::after`] a WAL position (a caller's own last write): any
-//!   replica that has replayed past it, without waiting.
+//!   replica that has replayed past it, without waiting;
+//!   [`caller::freshness`](super::caller::freshness) is this for the
+//!   current caller.
 //! - [`Freshness::ANY`]: any replica in rotation.
 //!
 //! A replica is in rotation while it answered within [`DOWN_AFTER`], is
@@ -519,7 +521,7 @@ fn host_of(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::DatabaseConfig;
     use crate::db::Db;
@@ -528,7 +530,7 @@ mod tests {
 
     /// The count of `marks`, read through `db` as `freshness` (on the
     /// primary or a replica).
-    async fn marks(db: &Db, freshness: Freshness) -> i64 {
+    pub(crate) async fn marks(db: &Db, freshness: Freshness) -> i64 {
         db.read(freshness, |connection| {
             Box::pin(async move {
                 sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM marks")
@@ -541,7 +543,7 @@ mod tests {
         .expect("reads")
     }
 
-    async fn mark(db: &Db) -> Lsn {
+    pub(crate) async fn mark(db: &Db) -> Lsn {
         let mut connection = db.acquire().await.expect("a connection");
         sqlx::query("INSERT INTO marks VALUES (1)")
             .execute(&mut *connection)
@@ -555,11 +557,11 @@ mod tests {
         position.parse().expect("a position")
     }
 
-    fn state(db: &Db) -> ReplicaState {
+    pub(crate) fn state(db: &Db) -> ReplicaState {
         db.replicas().expect("replicas").states().remove(0)
     }
 
-    async fn until_in_rotation(db: &Db, wanted: bool) {
+    pub(crate) async fn until_in_rotation(db: &Db, wanted: bool) {
         wait::until_async(format!("the replica in rotation: {wanted}"), async || {
             state(db).in_rotation == wanted
         })

@@ -15,6 +15,7 @@ use super::writes::Writers;
 use crate::ServiceError;
 use crate::cache::ApiCache;
 use crate::config::{Config, QueueConfig};
+use crate::db::replicas::Freshness;
 use crate::db::{Db, Timed as _};
 use crate::redis::Redis;
 use crate::setup::QueueHandle;
@@ -173,10 +174,19 @@ impl Promotions {
             PoolKind::Stock => SALE,
         };
         let db = self.db();
-        let row: Option<(i64, String, i64, i64, i64, i64, i64)> = sqlx::query_as(sql)
-            .bind(id)
-            .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db, sql)
+        // As of now: a campaign or sale created on another instance a
+        // moment ago is found.
+        let row: Option<(i64, String, i64, i64, i64, i64, i64)> = db
+            .read(Freshness::NOW, |connection| {
+                let db = db.clone();
+                Box::pin(async move {
+                    sqlx::query_as(sql)
+                        .bind(id)
+                        .fetch_optional(connection)
+                        .timed(&db, sql)
+                        .await
+                })
+            })
             .await
             .map_err(PromoError::database)?;
         let Some((salt, name, quantity, per_user, starts_at, ends_at, created_at)) = row else {
@@ -391,6 +401,7 @@ impl Promotions {
                 PromoError::database,
             ));
         };
+        db.wrote().await;
         self.0.specs.lock().insert((kind, id), spec.clone());
         let pool = PoolId {
             kind,

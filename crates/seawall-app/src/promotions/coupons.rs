@@ -10,6 +10,8 @@ use super::pool::{Grant, PoolId, PoolKind, Take};
 use super::writes::CouponRow;
 use crate::ServiceError;
 use crate::db::Timed as _;
+use crate::db::caller;
+use crate::db::replicas::Freshness;
 use crate::json::{integer, optional_integer};
 use crate::time::{now_ms, timestamp};
 
@@ -173,6 +175,7 @@ impl Promotions {
             };
             match written {
                 Written::Yes => {
+                    self.db().wrote().await;
                     if let Some(cache) = &self.0.cache
                         && let Err(error) =
                             cache.cache().invalidate(&cache.coupons_key(user_id)).await
@@ -274,7 +277,7 @@ impl Promotions {
     pub async fn coupons(&self, user_id: i64) -> Result<CouponList, PromoError> {
         check_user(user_id)?;
         let Some(cache) = &self.0.cache else {
-            return load_coupons(self.clone(), user_id).await;
+            return load_coupons(self.clone(), user_id, caller::freshness()).await;
         };
         let promotions = self.clone();
         cache
@@ -282,7 +285,13 @@ impl Promotions {
             .get_or_load(
                 &cache.coupons_key(user_id),
                 Options::new(Class::API),
-                move || async move { load_coupons(promotions, user_id).await.map(Some) },
+                // A fill: as of now, so that no list older than the last
+                // coupon issued is cached, wherever it reads.
+                move || async move {
+                    load_coupons(promotions, user_id, Freshness::NOW)
+                        .await
+                        .map(Some)
+                },
             )
             .await
             .map_err(ServiceError::Cache)?
@@ -292,15 +301,27 @@ impl Promotions {
     }
 }
 
-async fn load_coupons(promotions: Promotions, user_id: i64) -> Result<CouponList, PromoError> {
+/// The user's coupons, read as fresh as `freshness`.
+async fn load_coupons(
+    promotions: Promotions,
+    user_id: i64,
+    freshness: Freshness,
+) -> Result<CouponList, PromoError> {
     const SQL: &str = "SELECT code, campaign_id, number, issued_at FROM coupons \
                        WHERE user_id = $1 ORDER BY issued_at DESC, campaign_id LIMIT $2";
     let db = promotions.db();
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(SQL)
-        .bind(user_id)
-        .bind(LIST_LIMIT)
-        .fetch_all(&mut *db.acquire().await.map_err(PromoError::database)?)
-        .timed(db, SQL)
+    let rows: Vec<(String, i64, i64, i64)> = db
+        .read(freshness, |connection| {
+            let db = db.clone();
+            Box::pin(async move {
+                sqlx::query_as(SQL)
+                    .bind(user_id)
+                    .bind(LIST_LIMIT)
+                    .fetch_all(connection)
+                    .timed(&db, SQL)
+                    .await
+            })
+        })
         .await
         .map_err(PromoError::database)?;
     Ok(CouponList {

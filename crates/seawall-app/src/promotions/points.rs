@@ -12,6 +12,8 @@ use super::error::PromoError;
 use super::writes::{MAX_BALANCE, PointsRow, PointsWritten};
 use crate::ServiceError;
 use crate::db::Timed as _;
+use crate::db::caller;
+use crate::db::replicas::Freshness;
 use crate::json::integer;
 use crate::time::{now_ms, timestamp};
 
@@ -114,7 +116,7 @@ impl Promotions {
     pub async fn balance(&self, user_id: i64) -> Result<Balance, PromoError> {
         check_user(user_id)?;
         let Some(cache) = &self.0.cache else {
-            return account(self, user_id).await;
+            return account(self, user_id, caller::freshness()).await;
         };
         let promotions = self.clone();
         cache
@@ -122,7 +124,13 @@ impl Promotions {
             .get_or_load(
                 &cache.points_key(user_id),
                 Options::new(cache.balance_class()),
-                move || async move { account(&promotions, user_id).await.map(Some) },
+                // A fill: as of now, so that no balance older than the
+                // last change is cached, wherever it reads.
+                move || async move {
+                    account(&promotions, user_id, Freshness::NOW)
+                        .await
+                        .map(Some)
+                },
             )
             .await
             .map_err(ServiceError::Cache)?
@@ -185,6 +193,7 @@ impl Promotions {
                         first.delta, first.reason
                     )));
                 }
+                self.db().wrote().await;
                 return Ok(first);
             }
             let now = now_ms();
@@ -204,6 +213,9 @@ impl Promotions {
                 .map_err(ServiceError::Database)?
             {
                 PointsWritten::Applied { version, balance } => {
+                    // The caller reads its change back (from a replica
+                    // only once it has replayed it).
+                    self.db().wrote().await;
                     if let Some(cache) = &self.0.cache
                         && let Err(error) =
                             cache.cache().invalidate(&cache.points_key(user_id)).await
@@ -269,14 +281,25 @@ impl Promotions {
     }
 }
 
-/// The account as the database holds it now.
-async fn account(promotions: &Promotions, user_id: i64) -> Result<Balance, PromoError> {
+/// The account as the database holds it, read as fresh as `freshness`.
+async fn account(
+    promotions: &Promotions,
+    user_id: i64,
+    freshness: Freshness,
+) -> Result<Balance, PromoError> {
     const SQL: &str = "SELECT balance, version FROM point_accounts WHERE user_id = $1";
     let db = promotions.db();
-    let row: Option<(i64, i64)> = sqlx::query_as(SQL)
-        .bind(user_id)
-        .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
-        .timed(db, SQL)
+    let row: Option<(i64, i64)> = db
+        .read(freshness, |connection| {
+            let db = db.clone();
+            Box::pin(async move {
+                sqlx::query_as(SQL)
+                    .bind(user_id)
+                    .fetch_optional(connection)
+                    .timed(&db, SQL)
+                    .await
+            })
+        })
         .await
         .map_err(PromoError::database)?;
     let (balance, version) = row.unwrap_or((0, 0));

@@ -12,6 +12,7 @@ use super::pool::{Grant, PoolKind, Take};
 use crate::ServiceError;
 use crate::config::QueueName;
 use crate::db::Timed as _;
+use crate::db::replicas::Freshness;
 use crate::jobs::{self, OrderJob, Refusal};
 use crate::json::{integer, optional_integer};
 use crate::time::{now_ms, timestamp};
@@ -319,11 +320,20 @@ impl Promotions {
         const SQL: &str = "SELECT user_id, unit, ordered_at FROM sale_orders \
                            WHERE id = $1 AND sale_id = $2";
         let db = self.db();
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(SQL)
-            .bind(order_id.to_owned())
-            .bind(sale_id)
-            .fetch_optional(&mut *db.acquire().await.map_err(PromoError::database)?)
-            .timed(db, SQL)
+        // As of now: a worker writes the row, not the caller, and an order
+        // once read as written must not read as only accepted after.
+        let row: Option<(i64, i64, i64)> = db
+            .read(Freshness::NOW, |connection| {
+                let (db, order_id) = (db.clone(), order_id.to_owned());
+                Box::pin(async move {
+                    sqlx::query_as(SQL)
+                        .bind(order_id)
+                        .bind(sale_id)
+                        .fetch_optional(connection)
+                        .timed(&db, SQL)
+                        .await
+                })
+            })
             .await
             .map_err(PromoError::database)?;
         Ok(row.map(|(user_id, unit, ordered_at)| Order {

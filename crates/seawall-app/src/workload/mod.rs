@@ -53,6 +53,7 @@ use utoipa::ToSchema;
 use crate::ServiceError;
 use crate::cache::{ApiCache, Family, LearnedWarmUp, WarmReason};
 use crate::config::{Config, QueueConfig, ReviewWrites};
+use crate::db::caller;
 use crate::db::replicas::Freshness;
 use crate::db::{Db, Timed as _};
 use crate::json::integer;
@@ -137,6 +138,19 @@ impl Workload {
         &self.0.queue_config
     }
 
+    /// How fresh a load of the database must be: with the cache, a fill,
+    /// as of now ([`Freshness::NOW`]: no value older than the last write
+    /// of its key is ever cached, whatever a replica's lag); without it,
+    /// the current caller's own writes visible ([`caller::freshness`]),
+    /// others' at most `database.replica_max_lag` old.
+    fn load_freshness(&self) -> Freshness {
+        if self.cache().is_some() {
+            Freshness::NOW
+        } else {
+            caller::freshness()
+        }
+    }
+
     /// How completed reviews are written.
     pub fn review_writes(&self) -> ReviewWrites {
         self.0.review_writes
@@ -185,12 +199,18 @@ impl Workload {
             _ => None,
         };
         let next = match behind {
-            None => self
-                .0
-                .reviews
-                .write(completed)
-                .await
-                .map_err(ServiceError::Database)?,
+            None => {
+                let next = self
+                    .0
+                    .reviews
+                    .write(completed)
+                    .await
+                    .map_err(ServiceError::Database)?;
+                if next.is_some() {
+                    self.db().wrote().await;
+                }
+                next
+            }
             Some(cache) => {
                 behind::complete(
                     self.db(),
@@ -747,6 +767,7 @@ async fn load_today(
     due_before: i64,
 ) -> Result<Option<DueReviews>, WorkloadError> {
     let db = workload.db();
+    let freshness = workload.load_freshness();
 
     const ALL: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
                               s.interval_days, s.repetitions, s.ease_permille, s.last_reviewed_at \
@@ -770,10 +791,9 @@ async fn load_today(
         limit
     };
     // One connection for the whole load: under load, every extra pool
-    // checkout is another wait. A fill of the cache: it sees every write
-    // before it, wherever it reads.
+    // checkout is another wait. As fresh as `load_freshness` says.
     let found = db
-        .read(Freshness::NOW, |connection| {
+        .read(freshness, |connection| {
             let (db, category) = (db.clone(), category.clone());
             Box::pin(async move {
                 let mut query = sqlx::query_as::<_, DueRow>(sql)
@@ -1026,6 +1046,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
 /// The statistics from the database; `None` when the user does not exist.
 async fn load_stats(workload: Workload, user_id: i64) -> Result<Option<Stats>, WorkloadError> {
     let db = workload.db();
+    let freshness = workload.load_freshness();
     let now = now_ms();
     let week_ago = now - 7 * DAY_MS;
     let month_ago = now - 30 * DAY_MS;
@@ -1073,12 +1094,11 @@ async fn load_stats(workload: Workload, user_id: i64) -> Result<Option<Stats>, W
         (i64, i64, i64),
     );
     // One connection, the statements in turn: under load, four checkouts
-    // at once cost more waiting than running them side by side saves. A
-    // fill of the cache: it sees every write before it, wherever it reads.
-    // The connection is returned before the shared learner counts, which
+    // at once cost more waiting than running them side by side saves, as
+    // fresh as `load_freshness` says. The connection is returned before the shared learner counts, which
     // may need one.
     let found: Option<Read> = db
-        .read(Freshness::NOW, |connection| {
+        .read(freshness, |connection| {
             let db = db.clone();
             Box::pin(async move {
                 let totals = sqlx::query_as::<_, TotalsRow>(TOTALS)
@@ -1219,9 +1239,10 @@ async fn load_learners_by_reviews(
                WHERE reviewed_at >= $1 GROUP BY user_id) AS active \
          GROUP BY reviews ORDER BY reviews";
     let db = workload.db();
+    let freshness = workload.load_freshness();
     let month_ago = now_ms() - 30 * DAY_MS;
     let rows: Vec<(i64, i64)> = db
-        .read(Freshness::NOW, |connection| {
+        .read(freshness, |connection| {
             let db = db.clone();
             Box::pin(async move {
                 sqlx::query_as(SQL)
@@ -1267,6 +1288,7 @@ async fn load_contents(
     category: Option<String>,
 ) -> Result<ContentPage, WorkloadError> {
     let db = workload.db();
+    let freshness = workload.load_freshness();
     let offset = (page - 1) * page_size;
 
     const COUNT_ALL: &str = "SELECT COUNT(*) FROM contents";
@@ -1280,10 +1302,10 @@ async fn load_contents(
     } else {
         (COUNT_ALL, PAGE_ALL)
     };
-    // A fill of the cache: each statement sees every write before it,
-    // wherever it reads; the two run side by side.
+    // Each statement as fresh as `load_freshness` says; the two run side
+    // by side.
     let read_count = |category: Option<String>| {
-        db.read(Freshness::NOW, move |connection| {
+        db.read(freshness, move |connection| {
             let (db, category) = (db.clone(), category.clone());
             Box::pin(async move {
                 let mut count = sqlx::query_as::<_, (i64,)>(count_sql);
@@ -1295,7 +1317,7 @@ async fn load_contents(
         })
     };
     let read_rows = |category: Option<String>| {
-        db.read(Freshness::NOW, move |connection| {
+        db.read(freshness, move |connection| {
             let (db, category) = (db.clone(), category.clone());
             Box::pin(async move {
                 let mut rows = sqlx::query_as::<_, (i64, String, String, i64, i64)>(page_sql)
