@@ -35,6 +35,7 @@ use crate::setup::{self, MONITOR_INTERVAL};
 use crate::state::{AppState, Parts};
 use crate::timeline::Timeline;
 use seawall_app::Error as AppError;
+use seawall_app::db::caller::Positions;
 use seawall_app::metrics;
 use seawall_app::promotions::{Promotions, Scenarios};
 use seawall_app::workload::Workload;
@@ -337,7 +338,7 @@ pub fn with_stack(
 /// The OpenAPI document of every route the service has.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     // Not served: the query rules it is built with do not matter.
-    let mut document = api_routes(None, None, &QueryRules::default()).into_openapi();
+    let mut document = api_routes(None, None, None, &QueryRules::default()).into_openapi();
     Conventions.modify(&mut document);
     document
 }
@@ -350,6 +351,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn api_routes(
     guard: Option<AdminGuard>,
     gate: Option<Gate>,
+    positions: Option<Positions>,
     rules: &QueryRules,
 ) -> OpenApiRouter<AppState> {
     let rules = || QueryRulesLayer(rules.clone());
@@ -371,7 +373,10 @@ fn api_routes(
     let mut workload = workload::routes()
         .merge(promotions::routes())
         .route_layer(rules())
-        .route_layer(axum::middleware::from_fn(crate::read_after::scope));
+        .route_layer(axum::middleware::from_fn_with_state(
+            positions,
+            crate::read_after::scope,
+        ));
     if let Some(gate) = gate {
         workload = workload.route_layer(axum::middleware::from_fn_with_state(
             gate,
@@ -398,7 +403,18 @@ fn router(state: &AppState, config: &Config, shedder: Shedder) -> Router {
         state.cache().cloned(),
         state.ratelimits().cloned(),
     );
-    let (router, mut document) = api_routes(Some(guard), Some(gate), &query_rules)
+    // Where the positions of callers that carry none are kept: with
+    // replicas and Redis, as long as a replica in rotation may lag.
+    let positions = state
+        .redis()
+        .filter(|_| state.db().replicas().is_some())
+        .map(|redis| {
+            Positions::new(
+                redis.client().clone(),
+                (config.database.replica_max_lag * 2).max(Duration::from_secs(1)),
+            )
+        });
+    let (router, mut document) = api_routes(Some(guard), Some(gate), positions, &query_rules)
         .with_state(state.clone())
         .split_for_parts();
     Conventions.modify(&mut document);

@@ -41,6 +41,7 @@ use crate::config::{Profile, RateLimitConfig};
 use crate::db::Db;
 use crate::problem::Problem;
 use crate::problem::ratelimit::{too_many, unknown_client};
+use crate::read_after::Identity;
 use crate::redis::Redis;
 
 /// Paths the DDoS limiter leaves alone: an orchestrator's probes and the
@@ -659,7 +660,11 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
 /// key, else a trusted proxy's `X-User-Id`, else its client address. Each
 /// consumes only when the ones before it admitted; the response carries
 /// every one's `RateLimit` items.
-pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+pub(crate) async fn workload(
+    State(gate): State<Gate>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if let Some(problem) = repeated_identity(&request) {
         return problem.into_response();
     }
@@ -684,6 +689,11 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
         (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
     };
     let Some(limits) = &gate.limits else {
+        if let Some(key) = &key {
+            request
+                .extensions_mut()
+                .insert(Identity(format!("key:{}", key.id)));
+        }
         return next.run(request).await;
     };
     let trusted = limits.is_from_trusted_proxy(&request);
@@ -738,6 +748,7 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
             }
         }
     }
+    request.extensions_mut().insert(Identity(counted));
     let mut response = next.run(request).await;
     for decision in &decisions {
         seawall_ratelimit::set_headers(response.headers_mut(), decision);

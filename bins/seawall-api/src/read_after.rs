@@ -1,19 +1,22 @@
 //! Read-your-writes across requests and instances: the `Seawall-Read-After`
 //! header. Each workload request runs as one
 //! [`Caller`](seawall_app::db::caller::Caller), starting from the WAL
-//! position the client sent back in the header, if any; its writes raise
-//! the position, its reads that may go to a replica go only to one that
-//! has replayed that far, and the response carries the position back. A
-//! client that sends the last value it received reads its own writes on
-//! any instance, with no fixed delay. Without database replicas there is
-//! no position: the header is accepted, checked for its form, and never
-//! sent.
+//! position the client sent back in the header, or, when it sends none,
+//! from the one its identity (as the workload's gate found it: an API key,
+//! a trusted proxy's user, the client address) last wrote at, kept in
+//! Redis; its writes raise the position, its reads that may go to a
+//! replica go only to one that has replayed that far, and the response
+//! carries the position back. A client that sends the last value it
+//! received reads its own writes on any instance, with no fixed delay, and
+//! so does one that sends nothing while Redis answers. Without database
+//! replicas there is no position: the header is accepted, checked for its
+//! form, and never sent.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
-use seawall_app::db::caller::Caller;
+use seawall_app::db::caller::{Caller, Positions};
 use seawall_app::db::replicas::Lsn;
 
 use crate::problem::Problem;
@@ -21,19 +24,29 @@ use crate::problem::Problem;
 /// The header, as requests send it and responses carry it.
 pub(crate) const HEADER: &str = "seawall-read-after";
 
-/// Runs the request as the caller its header names; 400 when the header is
-/// not a WAL position (or given twice).
-pub(crate) async fn scope(request: Request, next: Next) -> Response {
+/// Who a request is, as the workload's gate found it: the identity under
+/// which the position of a caller that carries none is kept.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity(pub(crate) String);
+
+/// Runs the request as the caller its header names, else as its identity's
+/// (with `positions`, when there are replicas and Redis); 400 when the
+/// header is not a WAL position (or given twice).
+pub(crate) async fn scope(
+    State(positions): State<Option<Positions>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut values = request.headers().get_all(HEADER).iter();
     let carried = match (values.next(), values.next()) {
         (None, _) => None,
-        (Some(value), None) => match value.to_str().ok().map(str::parse::<Lsn>) {
-            Some(Ok(position)) => Some(position),
-            _ => {
+        (Some(value), None) => match value.to_str().ok().and_then(position) {
+            Some(position) => Some(position),
+            None => {
                 return Problem::bad_header(
                     "Seawall-Read-After",
-                    "must be a WAL position as a response gave it (two hexadecimal numbers of \
-                     at most 8 digits, as in 16/B374D848)",
+                    "must be a WAL position: as a response gave it (two hexadecimal numbers of \
+                     at most 8 digits, as in 16/B374D848), or as one of at most 16 (16B374D848)",
                 )
                 .into_response();
             }
@@ -42,7 +55,13 @@ pub(crate) async fn scope(request: Request, next: Next) -> Response {
             return Problem::bad_header("Seawall-Read-After", "must be given once").into_response();
         }
     };
-    let caller = Caller::new(carried);
+    let identity = request.extensions().get::<Identity>();
+    let caller = match (carried, positions, identity) {
+        (None, Some(positions), Some(Identity(identity))) => {
+            Caller::remembered(positions, identity.clone())
+        }
+        _ => Caller::new(carried),
+    };
     let mut response = caller.clone().scope(next.run(request)).await;
     if let Some(position) = caller.position()
         && let Ok(value) = HeaderValue::from_str(&position.to_string())
@@ -50,6 +69,19 @@ pub(crate) async fn scope(request: Request, next: Next) -> Response {
         response.headers_mut().insert(HEADER, value);
     }
     response
+}
+
+/// A WAL position as PostgreSQL prints it (`16/B374D848`), or as one
+/// hexadecimal number of at most 16 digits (`16B374D848`).
+fn position(text: &str) -> Option<Lsn> {
+    if let Ok(position) = text.parse::<Lsn>() {
+        return Some(position);
+    }
+    let plain = (1..=16).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
+    plain
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+        .map(Lsn)
 }
 
 #[cfg(test)]
@@ -78,7 +110,7 @@ mod tests {
                     caller.position().map(|p| p.to_string()).unwrap_or_default()
                 }),
             )
-            .layer(axum::middleware::from_fn(scope))
+            .layer(axum::middleware::from_fn_with_state(None, scope))
     }
 
     async fn call(uri: &str, headers: &[&str]) -> (StatusCode, Option<String>, String) {
@@ -124,7 +156,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_header_that_is_no_position_is_refused() {
-        for bad in ["", "16", "16/", "/1", "x/1", "1/123456789", "1/2/3", " 1/2"] {
+        // One number is a position too.
+        let (status, header, seen) = call("/", &["16B374D848"]).await;
+        assert_eq!(
+            (status, header.as_deref(), seen.as_str()),
+            (StatusCode::OK, Some("16/B374D848"), "16/B374D848")
+        );
+        for bad in [
+            "",
+            "16/",
+            "/1",
+            "x/1",
+            "1/123456789",
+            "1/2/3",
+            " 1/2",
+            "g",
+            "12345678901234567",
+            "-1",
+        ] {
             let (status, header, body) = call("/", &[bad]).await;
             assert_eq!((status, header), (StatusCode::BAD_REQUEST, None), "{bad:?}");
             assert!(body.contains("Seawall-Read-After"), "{bad:?}: {body}");

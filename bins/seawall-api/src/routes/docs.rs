@@ -234,9 +234,11 @@ fn add_caller_headers(operation: &mut Operation) {
         "Seawall-Read-After",
         "The `Seawall-Read-After` of the last response this client received, if any: with \
          database replicas, reads go only to a replica that has replayed the database up to \
-         this position (the client's own writes on any instance), else to the primary. A \
-         response carries the caller's position once it has one: send back the last one",
-        "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
+         this position (the client's own writes on any instance), else to the primary. \
+         Without it, the position last written by the caller's API key, trusted user or \
+         client address is used, as kept in Redis. A response carries the caller's position \
+         once it has one: send back the last one",
+        "^([0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}|[0-9A-Fa-f]{1,16})$",
         "16/B374D848",
     ));
     parameters.push(header(

@@ -708,10 +708,11 @@ async fn a_replica_serves_the_fills_and_the_report_says_where_reads_went() {
 /// delay: with the cache off and the replica's replay paused, a change of
 /// points answers with its `Seawall-Read-After`; another instance, sent
 /// that position back, reads the change (from the primary, the replica
-/// being behind it), while a read that carries nothing is the replica's
-/// (within the lag limits, here long). Once the replica has replayed the
-/// change, a read carrying the position goes to it. A position that is no
-/// position is refused.
+/// being behind it), and so does a read from the same client that sends
+/// nothing (its identity's record in Redis), while another client that
+/// carries nothing reads the replica (within the lag limits, here long).
+/// Once the replica has replayed the change, a read carrying the position
+/// goes to it. A position that is no position is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance() {
     let (primary, replica) = tokio::task::spawn_blocking(|| {
@@ -724,7 +725,9 @@ async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance(
     })
     .await
     .expect("join");
+    let redis = seawall_testkit::RedisServer::shared();
     let first = TestApp::postgres_with(primary.url(), |config| {
+        config.redis.url = Some(redis.url());
         config.cache.enabled = false;
         config.database.replicas = vec![replica.url()];
         config.database.replica_max_lag = std::time::Duration::from_secs(600);
@@ -736,8 +739,11 @@ async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance(
         report().await["replicas"][0]["in_rotation"] == json!(true)
     })
     .await;
-    let balance = async |position: Option<&str>| {
-        let mut request = axum::http::Request::get("/api/points/balance?user_id=5");
+    // Two clients, each from an address of its own.
+    let (client, stranger) = (crate::support::peer(), crate::support::peer());
+    let balance = async |position: Option<&str>, from: std::net::SocketAddr| {
+        let mut request = axum::http::Request::get("/api/points/balance?user_id=5")
+            .extension(axum::extract::ConnectInfo(from));
         if let Some(position) = position {
             request = request.header("seawall-read-after", position);
         }
@@ -747,11 +753,19 @@ async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance(
         assert_eq!(reply.status, 200, "{}", reply.text());
         reply.json["balance"].as_i64().expect("a balance")
     };
-    assert_eq!(balance(None).await, 0);
+    assert_eq!(balance(None, stranger).await, 0);
 
     replica.pause_replay().expect("pauses");
     let earned = first
-        .post_json("/api/points/earn", &json!({"user_id": 5, "amount": 10}))
+        .send(
+            axum::http::Request::post("/api/points/earn")
+                .header("content-type", "application/json")
+                .extension(axum::extract::ConnectInfo(client))
+                .body(axum::body::Body::from(
+                    json!({"user_id": 5, "amount": 10}).to_string(),
+                ))
+                .expect("a request"),
+        )
         .await;
     assert_eq!(earned.status, 201, "{}", earned.text());
     let position = earned
@@ -762,19 +776,20 @@ async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance(
         .expect("ASCII")
         .to_owned();
     let primary_reads = report().await["primary_reads"].as_u64().expect("a count");
-    assert_eq!(balance(Some(&position)).await, 10);
+    assert_eq!(balance(Some(&position), stranger).await, 10);
+    assert_eq!(balance(None, client).await, 10, "the client's own record");
     assert_eq!(
         report().await["primary_reads"].as_u64(),
-        Some(primary_reads + 1),
+        Some(primary_reads + 2),
         "the replica has not replayed the change: the primary reads"
     );
     let replica_reads = report().await["replicas"][0]["reads"]
         .as_u64()
         .expect("a count");
     assert_eq!(
-        balance(None).await,
+        balance(None, stranger).await,
         0,
-        "no position: the paused replica reads"
+        "nothing carried, nothing written: the paused replica reads"
     );
     assert_eq!(
         report().await["replicas"][0]["reads"].as_u64(),
@@ -793,7 +808,7 @@ async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance(
     let replica_reads = report().await["replicas"][0]["reads"]
         .as_u64()
         .expect("a count");
-    assert_eq!(balance(Some(&position)).await, 10);
+    assert_eq!(balance(Some(&position), stranger).await, 10);
     assert_eq!(
         report().await["replicas"][0]["reads"].as_u64(),
         Some(replica_reads + 1),

@@ -1,28 +1,31 @@
 //! Read-your-writes for one caller, by WAL position rather than by a timer.
 //!
-//! A [`Caller`] is whoever a piece of work is done for: an HTTP request
-//! (the API scopes each request to one, started from the position the
-//! client carried back in its `Seawall-Read-After` header), or a job
-//! (scoped to the position of the request that enqueued it). Work runs
-//! inside the caller's [scope](Caller::scope); within it:
+//! A [`Caller`] is whoever a piece of work is done for: the API makes each
+//! workload request one, starting from the position the client carried
+//! back in its `Seawall-Read-After` header, or, for a client that carries
+//! none, from the position its identity (an API key, a user, a client
+//! address) last wrote at on any instance, kept in Redis ([`Positions`]).
+//! Work runs inside the caller's [scope](Caller::scope); within it:
 //! - every write on the primary made through [`Db::wrote`](super::Db::wrote)
-//!   raises the caller's position to the primary's flushed WAL position
-//!   after the commit, which is at or past the write's commit record;
-//! - a read of [`freshness()`] goes only to a replica that has replayed up to that position (a
-//!   caller that has written nothing reads any replica in rotation), or
-//!   else to the primary: never a replica that has not replayed the
-//!   caller's own writes. No fixed delay: a replica serves the caller's
-//!   next read as soon as the monitor finds it replayed that far.
+//!   raises the caller's position to the primary's WAL insert position
+//!   after the commit, which is at or past the write's commit record (and
+//!   the identity's record with it);
+//! - a read of [`freshness()`] goes only to a replica that has replayed up
+//!   to that position (a caller that has written nothing reads any replica
+//!   in rotation), or else to the primary: never a replica that has not
+//!   replayed the caller's own writes. No fixed delay: a replica serves the
+//!   caller's next read as soon as the monitor finds it replayed that far.
 //!
 //! With no replicas nothing is recorded, and no read changes where it goes.
 //! The scope is a task-local: work spawned onto another task leaves it
 //! (a cache fill, which reads as of [`Freshness::NOW`] anyway).
-//!
-//! [`Freshness::NOW`]: super::replicas::Freshness::NOW
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::prelude::{Client, KeysInterface as _, LuaInterface as _};
 
 use super::replicas::{Freshness, Lsn};
 
@@ -36,11 +39,145 @@ tokio::task_local! {
 pub struct Caller {
     /// The position, 0 for none.
     position: Arc<AtomicU64>,
+    /// Where the position of a caller that carried none is kept between
+    /// requests, if anywhere.
+    record: Option<Arc<Record>>,
+}
+
+/// A caller's record in [`Positions`], looked up at most once.
+#[derive(Debug)]
+struct Record {
+    positions: Positions,
+    identity: String,
+    looked: tokio::sync::OnceCell<()>,
+    /// The lookup failed: the caller's writes may be anywhere, so its
+    /// reads go to the primary.
+    unknown: std::sync::atomic::AtomicBool,
+}
+
+/// The positions of callers that carry none back, kept in Redis per
+/// identity (`seawall:api:read-after:<identity>`) for `ttl`: as long as a
+/// replica in rotation may lag behind a write (twice
+/// `database.replica_max_lag`), after which every replica that takes reads
+/// has replayed it anyway. A write raises its identity's record, never
+/// lowers it; a read of a caller that carried no position looks it up once
+/// (a round trip, only for reads that may go to a replica: not for cache
+/// hits, nor for fills, which read as of now). Each call to Redis gets
+/// [`RECORD_TIMEOUT`], and none is made while the client is disconnected:
+/// a caller whose record cannot be read then reads the primary, and a
+/// write whose record cannot be kept loses only that (logged once a
+/// minute at most), never the request.
+#[derive(Clone)]
+pub struct Positions {
+    client: Client,
+    ttl: Duration,
+    /// When a failure was last logged, ms since the Unix epoch.
+    logged: Arc<AtomicU64>,
+}
+
+/// How long a lookup or an update of a record may take.
+pub const RECORD_TIMEOUT: Duration = Duration::from_millis(100);
+
+impl std::fmt::Debug for Positions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Positions")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis key of an identity's position.
+const KEY_PREFIX: &str = "seawall:api:read-after:";
+
+/// Sets the record to ARGV[1] (16 hexadecimal digits, so that text order
+/// is number order) unless it holds a later one, and keeps it ARGV[2] ms.
+const RAISE: &str = "local old = redis.call('GET', KEYS[1]) \
+    if not old or old < ARGV[1] then \
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+    else \
+        redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+    end \
+    return 1";
+
+impl Positions {
+    /// Positions on `client`, each kept `ttl`.
+    pub fn new(client: Client, ttl: Duration) -> Self {
+        Self {
+            client,
+            ttl,
+            logged: Arc::default(),
+        }
+    }
+
+    /// The identity's position: `Ok(None)` for none kept, `Err` when Redis
+    /// did not say.
+    async fn recall(&self, identity: &str) -> Result<Option<Lsn>, ()> {
+        let key = format!("{KEY_PREFIX}{identity}");
+        let found = self
+            .bounded(self.client.get::<Option<String>, _>(key))
+            .await
+            .map_err(|error| self.failed("read", &error))?;
+        Ok(found.and_then(|text| u64::from_str_radix(&text, 16).ok().map(Lsn)))
+    }
+
+    async fn remember(&self, identity: &str, position: Lsn) {
+        let key = format!("{KEY_PREFIX}{identity}");
+        let ttl_ms = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let args = vec![format!("{:016X}", position.0), ttl_ms.to_string()];
+        if let Err(error) = self
+            .bounded(self.client.eval::<i64, _, _, _>(RAISE, key, args))
+            .await
+        {
+            self.failed("kept", &error);
+        }
+    }
+
+    /// `call`, unless the client is disconnected, within [`RECORD_TIMEOUT`].
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, String> {
+        use fred::prelude::ClientLike as _;
+        if !self.client.is_connected() {
+            return Err("Redis is not connected".to_owned());
+        }
+        match tokio::time::timeout(RECORD_TIMEOUT, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {RECORD_TIMEOUT:?}")),
+        }
+    }
+
+    /// Logs a failure, once a minute at most.
+    fn failed(&self, what: &str, error: &str) {
+        let now = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        let last = self.logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error,
+                what,
+                "a caller's write position in Redis could not be {what}: those callers read the primary, or may not read their last write back (logged once a minute)"
+            );
+        }
+    }
 }
 
 impl Caller {
     /// A caller whose writes so far reached `carried` (what a client sent
-    /// back, or what a job was enqueued with), if anything.
+    /// back), if anything.
     ///
     /// ```
     /// use seawall_app::db::caller::Caller;
@@ -54,6 +191,47 @@ impl Caller {
     pub fn new(carried: Option<Lsn>) -> Self {
         Self {
             position: Arc::new(AtomicU64::new(carried.map_or(0, |lsn| lsn.0))),
+            record: None,
+        }
+    }
+
+    /// A caller known by `identity` that carried no position: its reads
+    /// start from what `positions` keeps for the identity, and its writes
+    /// raise that.
+    pub fn remembered(positions: Positions, identity: String) -> Self {
+        Self {
+            position: Arc::default(),
+            record: Some(Arc::new(Record {
+                positions,
+                identity,
+                looked: tokio::sync::OnceCell::new(),
+                unknown: std::sync::atomic::AtomicBool::new(false),
+            })),
+        }
+    }
+
+    /// Looks up the identity's record, the first time only.
+    async fn recalled(&self) {
+        if let Some(record) = &self.record {
+            record
+                .looked
+                .get_or_init(
+                    async || match record.positions.recall(&record.identity).await {
+                        Ok(Some(position)) => self.raise(position),
+                        Ok(None) => {}
+                        Err(()) => record.unknown.store(true, Ordering::Relaxed),
+                    },
+                )
+                .await;
+        }
+    }
+
+    /// Raises the position after a write that reached `position`, and the
+    /// identity's record with it.
+    pub(super) async fn wrote(&self, position: Lsn) {
+        self.raise(position);
+        if let Some(record) = &self.record {
+            record.positions.remember(&record.identity, position).await;
         }
     }
 
@@ -83,12 +261,26 @@ impl Caller {
 }
 
 /// How fresh a read must be for the current caller to see its own writes:
-/// [`Freshness::after`] its position, or [`Freshness::ANY`] for a caller
-/// that has written nothing (or outside a caller's scope).
-pub fn freshness() -> Freshness {
-    Caller::current()
-        .and_then(|caller| caller.position())
-        .map_or(Freshness::ANY, Freshness::after)
+/// [`Freshness::after`] its position (for a caller known by an identity,
+/// looked up first, once; one whose record could not be read reads the
+/// primary), or [`Freshness::ANY`] for a caller that has written nothing
+/// (or outside a caller's scope).
+pub async fn freshness() -> Freshness {
+    let Some(caller) = Caller::current() else {
+        return Freshness::ANY;
+    };
+    // Boxed: the lookup's future (a Redis call) would otherwise be part
+    // of every read's future, which debug builds keep on the stack.
+    Box::pin(caller.recalled()).await;
+    if caller
+        .record
+        .as_ref()
+        .is_some_and(|record| record.unknown.load(Ordering::Relaxed))
+    {
+        // No replica replays this far: the primary reads.
+        return Freshness::after(Lsn(u64::MAX));
+    }
+    caller.position().map_or(Freshness::ANY, Freshness::after)
 }
 
 #[cfg(test)]
@@ -161,12 +353,12 @@ mod tests {
         let position = caller
             .clone()
             .scope(async {
-                assert_eq!(freshness(), Freshness::ANY);
+                assert_eq!(freshness().await, Freshness::ANY);
                 mark(&db).await;
                 let position = db.wrote().await.expect("a position");
-                assert_eq!(freshness(), Freshness::after(position));
+                assert_eq!(freshness().await, Freshness::after(position));
                 let primary_reads = replicas.primary_reads();
-                assert_eq!(marks(&db, freshness()).await, 1);
+                assert_eq!(marks(&db, freshness().await).await, 1);
                 assert_eq!(replicas.primary_reads(), primary_reads + 1);
                 position
             })
@@ -176,7 +368,7 @@ mod tests {
         // Someone who wrote nothing reads the replica, paused before the
         // write.
         let reads = state(&db).reads;
-        assert_eq!(marks(&db, freshness()).await, 0);
+        assert_eq!(marks(&db, freshness().await).await, 0);
         assert_eq!(state(&db).reads, reads + 1);
 
         // The position carried on (a header, a job's payload): the write
@@ -185,7 +377,7 @@ mod tests {
         let primary_reads = replicas.primary_reads();
         let seen = carried
             .clone()
-            .scope(async { marks(&db, freshness()).await })
+            .scope(async { marks(&db, freshness().await).await })
             .await;
         assert_eq!((seen, replicas.primary_reads()), (1, primary_reads + 1));
         // ... and from the replica once it has replayed it, at once.
@@ -195,8 +387,95 @@ mod tests {
         })
         .await;
         let reads = state(&db).reads;
-        let seen = carried.scope(async { marks(&db, freshness()).await }).await;
+        let seen = carried
+            .scope(async { marks(&db, freshness().await).await })
+            .await;
         assert_eq!((seen, state(&db).reads), (1, reads + 1));
+        db.close().await;
+    }
+
+    /// A caller that carries no position reads what its identity wrote,
+    /// on any instance: one request writes, the next of the same identity
+    /// (a new caller, as on another instance) reads it back from the
+    /// primary while the replica is paused behind it, and another identity
+    /// reads the replica. A record is never lowered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_carries_nothing_reads_what_its_identity_wrote() {
+        let server = seawall_testkit::RedisServer::shared();
+        let redis =
+            crate::redis::Redis::connect(&crate::config::RedisConfig::default(), &server.url())
+                .await
+                .expect("connects");
+        let client = redis.client().clone();
+        let positions = Positions::new(client.clone(), Duration::from_secs(60));
+        let identity = format!("key:{}", std::process::id());
+        let other = format!("user:{}", std::process::id());
+        let _: i64 = client
+            .del(vec![
+                format!("{KEY_PREFIX}{identity}"),
+                format!("{KEY_PREFIX}{other}"),
+            ])
+            .await
+            .expect("deletes");
+
+        let primary = Postgres::start().expect("the primary starts");
+        let replica = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        let config = DatabaseConfig {
+            url: primary.url(),
+            max_connections: Some(4),
+            replicas: vec![replica.url()],
+            replica_max_lag: Duration::from_secs(600),
+            ..DatabaseConfig::default()
+        };
+        let db = Db::connect(&config, Monitor::new())
+            .await
+            .expect("connects");
+        sqlx::query("CREATE TABLE marks (n BIGINT)")
+            .execute(db.pool())
+            .await
+            .expect("creates");
+        until_in_rotation(&db, true).await;
+        let replicas = Arc::clone(db.replicas().expect("replicas"));
+        replica.pause_replay().expect("pauses");
+
+        let position = Caller::remembered(positions.clone(), identity.clone())
+            .scope(async {
+                mark(&db).await;
+                db.wrote().await.expect("a position")
+            })
+            .await;
+        let primary_reads = replicas.primary_reads();
+        let seen = Caller::remembered(positions.clone(), identity.clone())
+            .scope(async { marks(&db, freshness().await).await })
+            .await;
+        assert_eq!((seen, replicas.primary_reads()), (1, primary_reads + 1));
+        let reads = state(&db).reads;
+        let seen = Caller::remembered(positions.clone(), other)
+            .scope(async { marks(&db, freshness().await).await })
+            .await;
+        assert_eq!((seen, state(&db).reads), (0, reads + 1));
+
+        positions.remember(&identity, Lsn(1)).await;
+        assert_eq!(positions.recall(&identity).await, Ok(Some(position)));
+
+        // Redis gone: a caller whose record cannot be read reads the
+        // primary, fast.
+        let mut lost = seawall_testkit::RedisServer::start().expect("redis-server starts");
+        let gone =
+            crate::redis::Redis::connect(&crate::config::RedisConfig::default(), &lost.url())
+                .await
+                .expect("connects");
+        lost.kill().expect("kills");
+        let positions = Positions::new(gone.client().clone(), Duration::from_secs(60));
+        let primary_reads = replicas.primary_reads();
+        let seen = Caller::remembered(positions, identity.clone())
+            .scope(async { marks(&db, freshness().await).await })
+            .await;
+        assert_eq!((seen, replicas.primary_reads()), (1, primary_reads + 1));
+        replica.resume_replay().expect("resumes");
         db.close().await;
     }
 }

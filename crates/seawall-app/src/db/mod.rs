@@ -364,9 +364,11 @@ impl Db {
     /// [caller](caller::Caller) reads it back ([`caller::freshness`]): with
     /// replicas and inside a caller's scope, reads the primary's WAL
     /// insert position (at or past the write's commit record, whatever
-    /// `synchronous_commit` is) and raises the caller's position to it.
-    /// Costs one statement on the primary then; nothing without replicas
-    /// or outside a scope. The caller's position after it, if any.
+    /// `synchronous_commit` is) and raises the caller's position to it,
+    /// and its identity's record if it has one ([`caller::Positions`]).
+    /// Costs one statement on the primary then (and a Redis round trip for
+    /// a caller with a record); nothing without replicas or outside a
+    /// scope. The caller's position after it, if any.
     ///
     /// The write has committed either way: a position that cannot be read
     /// (the primary failed just after the commit) is logged and leaves the
@@ -387,7 +389,9 @@ impl Db {
         }
         .await;
         match read.map(|(text,)| text.parse::<Lsn>()) {
-            Ok(Ok(position)) => caller.raise(position),
+            // Boxed, as the Redis call it may make would otherwise be part
+            // of every write's future.
+            Ok(Ok(position)) => Box::pin(caller.wrote(position)).await,
             Ok(Err(error)) => tracing::warn!(%error, "the primary's WAL position did not parse"),
             Err(error) => {
                 tracing::warn!(%error, "the primary's WAL position after a write could not be read");

@@ -277,7 +277,7 @@ impl Promotions {
     pub async fn coupons(&self, user_id: i64) -> Result<CouponList, PromoError> {
         check_user(user_id)?;
         let Some(cache) = &self.0.cache else {
-            return load_coupons(self.clone(), user_id, caller::freshness()).await;
+            return load_coupons(self.clone(), user_id, caller::freshness().await).await;
         };
         let promotions = self.clone();
         cache

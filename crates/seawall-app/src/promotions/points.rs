@@ -116,7 +116,7 @@ impl Promotions {
     pub async fn balance(&self, user_id: i64) -> Result<Balance, PromoError> {
         check_user(user_id)?;
         let Some(cache) = &self.0.cache else {
-            return account(self, user_id, caller::freshness()).await;
+            return account(self, user_id, caller::freshness().await).await;
         };
         let promotions = self.clone();
         cache

@@ -143,11 +143,11 @@ impl Workload {
     /// of its key is ever cached, whatever a replica's lag); without it,
     /// the current caller's own writes visible ([`caller::freshness`]),
     /// others' at most `database.replica_max_lag` old.
-    fn load_freshness(&self) -> Freshness {
+    async fn load_freshness(&self) -> Freshness {
         if self.cache().is_some() {
             Freshness::NOW
         } else {
-            caller::freshness()
+            caller::freshness().await
         }
     }
 
@@ -767,7 +767,7 @@ async fn load_today(
     due_before: i64,
 ) -> Result<Option<DueReviews>, WorkloadError> {
     let db = workload.db();
-    let freshness = workload.load_freshness();
+    let freshness = workload.load_freshness().await;
 
     const ALL: &str = "SELECT s.content_id, c.title, c.category, c.difficulty, s.due_at, \
                               s.interval_days, s.repetitions, s.ease_permille, s.last_reviewed_at \
@@ -1046,7 +1046,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
 /// The statistics from the database; `None` when the user does not exist.
 async fn load_stats(workload: Workload, user_id: i64) -> Result<Option<Stats>, WorkloadError> {
     let db = workload.db();
-    let freshness = workload.load_freshness();
+    let freshness = workload.load_freshness().await;
     let now = now_ms();
     let week_ago = now - 7 * DAY_MS;
     let month_ago = now - 30 * DAY_MS;
@@ -1239,7 +1239,7 @@ async fn load_learners_by_reviews(
                WHERE reviewed_at >= $1 GROUP BY user_id) AS active \
          GROUP BY reviews ORDER BY reviews";
     let db = workload.db();
-    let freshness = workload.load_freshness();
+    let freshness = workload.load_freshness().await;
     let month_ago = now_ms() - 30 * DAY_MS;
     let rows: Vec<(i64, i64)> = db
         .read(freshness, |connection| {
@@ -1288,7 +1288,7 @@ async fn load_contents(
     category: Option<String>,
 ) -> Result<ContentPage, WorkloadError> {
     let db = workload.db();
-    let freshness = workload.load_freshness();
+    let freshness = workload.load_freshness().await;
     let offset = (page - 1) * page_size;
 
     const COUNT_ALL: &str = "SELECT COUNT(*) FROM contents";
