@@ -641,13 +641,9 @@ async fn concurrent_reviews_are_each_applied_once_in_turn(app: &TestApp) {
     assert_eq!(history_count(app, 8).await, before + 40);
 }
 
-/// With a streaming replica, the statistics' fills read on it while it
-/// keeps up, and the admin report says where the reads went and what each
-/// replica's state is; paused, the replica leaves rotation and the reads
-/// go to the primary, with the same answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_serves_the_fills_and_the_report_says_where_reads_went() {
-    let (primary, replica) = tokio::task::spawn_blocking(|| {
+/// A PostgreSQL primary and a streaming replica of it.
+async fn primary_and_replica() -> (seawall_testkit::Postgres, seawall_testkit::Postgres) {
+    tokio::task::spawn_blocking(|| {
         let primary = seawall_testkit::Postgres::start().expect("the primary starts");
         let replica = seawall_testkit::Postgres::builder()
             .replica_of(&primary)
@@ -656,7 +652,16 @@ async fn a_replica_serves_the_fills_and_the_report_says_where_reads_went() {
         (primary, replica)
     })
     .await
-    .expect("join");
+    .expect("join")
+}
+
+/// With a streaming replica, the statistics' fills read on it while it
+/// keeps up, and the admin report says where the reads went and what each
+/// replica's state is; paused, the replica leaves rotation and the reads
+/// go to the primary, with the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_the_fills_and_the_report_says_where_reads_went() {
+    let (primary, replica) = primary_and_replica().await;
     let app = TestApp::postgres_with(primary.url(), |config| {
         config.database.replicas = vec![replica.url()];
         config.database.replica_max_lag = std::time::Duration::from_millis(200);
@@ -715,16 +720,7 @@ async fn a_replica_serves_the_fills_and_the_report_says_where_reads_went() {
 /// goes to it. A position that is no position is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_back_its_position_reads_its_writes_on_any_instance() {
-    let (primary, replica) = tokio::task::spawn_blocking(|| {
-        let primary = seawall_testkit::Postgres::start().expect("the primary starts");
-        let replica = seawall_testkit::Postgres::builder()
-            .replica_of(&primary)
-            .start()
-            .expect("the replica starts");
-        (primary, replica)
-    })
-    .await
-    .expect("join");
+    let (primary, replica) = primary_and_replica().await;
     let redis = seawall_testkit::RedisServer::shared();
     let first = TestApp::postgres_with(primary.url(), |config| {
         config.redis.url = Some(redis.url());

@@ -288,13 +288,11 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use seawall_perfmon::Monitor;
-    use seawall_testkit::{Postgres, wait};
+    use seawall_testkit::wait;
 
     use super::*;
     use crate::config::DatabaseConfig;
-    use crate::db::Db;
-    use crate::db::replicas::tests::{mark, marks, state, until_in_rotation};
+    use crate::db::replicas::tests::{mark, marks, primary_and_replica, state};
 
     #[tokio::test]
     async fn a_scope_is_seen_by_its_own_task_and_not_outside() {
@@ -316,6 +314,24 @@ mod tests {
         assert!(Caller::current().is_none());
     }
 
+    /// A primary and a replica with its replay paused, kept in rotation by
+    /// a long lag limit, and the pool on both.
+    async fn paused() -> (
+        seawall_testkit::Postgres,
+        seawall_testkit::Postgres,
+        crate::db::Db,
+        Arc<crate::db::replicas::Replicas>,
+    ) {
+        let (primary, replica, db) = primary_and_replica(
+            Duration::from_secs(600),
+            DatabaseConfig::default().replica_wait,
+        )
+        .await;
+        let replicas = Arc::clone(db.replicas().expect("replicas"));
+        replica.pause_replay().expect("pauses");
+        (primary, replica, db, replicas)
+    }
+
     /// A caller reads its own writes, wherever it reads, and so does the
     /// next request or job that carries its position: while the replica
     /// has not replayed the caller's write, the caller's reads go to the
@@ -324,28 +340,7 @@ mod tests {
     /// limits (here a paused replica, kept in rotation by a long limit).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_reads_its_own_writes_and_carries_them_on() {
-        let primary = Postgres::start().expect("the primary starts");
-        let replica = Postgres::builder()
-            .replica_of(&primary)
-            .start()
-            .expect("the replica starts");
-        let config = DatabaseConfig {
-            url: primary.url(),
-            max_connections: Some(4),
-            replicas: vec![replica.url()],
-            replica_max_lag: Duration::from_secs(600),
-            ..DatabaseConfig::default()
-        };
-        let db = Db::connect(&config, Monitor::new())
-            .await
-            .expect("connects");
-        sqlx::query("CREATE TABLE marks (n BIGINT)")
-            .execute(db.pool())
-            .await
-            .expect("creates");
-        until_in_rotation(&db, true).await;
-        let replicas = Arc::clone(db.replicas().expect("replicas"));
-        replica.pause_replay().expect("pauses");
+        let (_primary, replica, db, replicas) = paused().await;
 
         // Outside a caller's scope a write records nothing.
         assert_eq!(db.wrote().await, None);
@@ -418,28 +413,7 @@ mod tests {
             .await
             .expect("deletes");
 
-        let primary = Postgres::start().expect("the primary starts");
-        let replica = Postgres::builder()
-            .replica_of(&primary)
-            .start()
-            .expect("the replica starts");
-        let config = DatabaseConfig {
-            url: primary.url(),
-            max_connections: Some(4),
-            replicas: vec![replica.url()],
-            replica_max_lag: Duration::from_secs(600),
-            ..DatabaseConfig::default()
-        };
-        let db = Db::connect(&config, Monitor::new())
-            .await
-            .expect("connects");
-        sqlx::query("CREATE TABLE marks (n BIGINT)")
-            .execute(db.pool())
-            .await
-            .expect("creates");
-        until_in_rotation(&db, true).await;
-        let replicas = Arc::clone(db.replicas().expect("replicas"));
-        replica.pause_replay().expect("pauses");
+        let (_primary, replica, db, replicas) = paused().await;
 
         let position = Caller::remembered(positions.clone(), identity.clone())
             .scope(async {

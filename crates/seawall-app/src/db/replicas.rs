@@ -568,16 +568,15 @@ pub(super) mod tests {
         .await;
     }
 
-    /// A replica takes the reads it is current enough for, and no read
-    /// ever sees the past: one that must see every write before it waits
-    /// for a round to find the replica current, or goes to the primary
-    /// while its replay is paused; one after a position goes where that
-    /// position is replayed. Paused behind writes, killed, the replica
-    /// leaves rotation, and comes back by itself once resumed, restarted.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reads_go_to_a_replica_current_enough_and_never_see_the_past() {
+    /// A primary and a streaming replica of it, and a pool on both with
+    /// `max_lag` and `wait` (`database.replica_max_lag`, `replica_wait`),
+    /// once the replica is in rotation, with a table `marks` to write to.
+    pub(crate) async fn primary_and_replica(
+        max_lag: Duration,
+        wait: Duration,
+    ) -> (Postgres, Postgres, Db) {
         let primary = Postgres::start().expect("the primary starts");
-        let mut replica = Postgres::builder()
+        let replica = Postgres::builder()
             .replica_of(&primary)
             .start()
             .expect("the replica starts");
@@ -585,10 +584,8 @@ pub(super) mod tests {
             url: primary.url(),
             max_connections: Some(4),
             replicas: vec![replica.url()],
-            replica_max_lag: Duration::from_millis(200),
-            // A loaded machine's rounds may take a while; the wait is what
-            // lets a read that must be current use the replica at all.
-            replica_wait: Duration::from_secs(1),
+            replica_max_lag: max_lag,
+            replica_wait: wait,
             ..DatabaseConfig::default()
         };
         let db = Db::connect(&config, Monitor::new())
@@ -599,6 +596,21 @@ pub(super) mod tests {
             .await
             .expect("creates");
         until_in_rotation(&db, true).await;
+        (primary, replica, db)
+    }
+
+    /// A replica takes the reads it is current enough for, and no read
+    /// ever sees the past: one that must see every write before it waits
+    /// for a round to find the replica current, or goes to the primary
+    /// while its replay is paused; one after a position goes where that
+    /// position is replayed. Paused behind writes, killed, the replica
+    /// leaves rotation, and comes back by itself once resumed, restarted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_go_to_a_replica_current_enough_and_never_see_the_past() {
+        // A loaded machine's rounds may take a while; the wait is what lets
+        // a read that must be current use the replica at all.
+        let (_primary, mut replica, db) =
+            primary_and_replica(Duration::from_millis(200), Duration::from_secs(1)).await;
 
         // Current: the write before the read is seen, on the replica.
         let position = mark(&db).await;
