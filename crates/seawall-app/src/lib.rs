@@ -8,6 +8,8 @@
 //! - [`config`]: the configuration schema, its sources (file, environment,
 //!   flags) and its validation;
 //! - [`db`]: the database pool, its migrations and its readiness check;
+//!   reads on PostgreSQL replicas ([`db::replicas`]) and read-your-writes by
+//!   WAL position ([`db::caller`]);
 //!   [`seed`]: the demo dataset;
 //! - [`redis`]: the Redis client; [`setup`]: logging, signals, the monitor,
 //!   the database, Redis and the job queues, set up the same way for both
