@@ -70,6 +70,7 @@ pub struct FleetBuilder {
     redis: FleetRedis,
     node_timeout: Duration,
     postgres_data: Option<PathBuf>,
+    postgres_replicas: usize,
     env: Vec<(String, String)>,
     token: String,
     ready_timeout: Duration,
@@ -88,6 +89,7 @@ impl Default for FleetBuilder {
             redis: FleetRedis::Cluster,
             node_timeout: Duration::from_secs(3),
             postgres_data: None,
+            postgres_replicas: 0,
             env: Vec::new(),
             token: DEFAULT_TOKEN.to_owned(),
             ready_timeout: Duration::from_secs(180),
@@ -157,6 +159,15 @@ impl FleetBuilder {
         self
     }
 
+    /// How many streaming replicas of PostgreSQL to run (default 0), each
+    /// from a base backup of the primary with a replication slot of its
+    /// own; the API instances read on them (`SEAWALL_DATABASE_REPLICAS`).
+    /// On loopback only: not with [`hosts`](Self::hosts).
+    pub fn postgres_replicas(mut self, replicas: usize) -> Self {
+        self.postgres_replicas = replicas;
+        self
+    }
+
     /// Sets an environment variable for every API instance and worker, after
     /// the fleet's own (so it can override them).
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -203,6 +214,11 @@ impl FleetBuilder {
                     "a fleet on network hosts runs a Redis Cluster or a standalone Redis, \
                      not Sentinel",
                 ),
+            });
+        }
+        if self.hosts && self.postgres_replicas > 0 {
+            return Err(Error::Unsupported {
+                what: String::from("PostgreSQL replicas in a fleet on network hosts"),
             });
         }
         // Declared first, so on a failed start it goes after every process.
@@ -256,6 +272,27 @@ impl FleetBuilder {
         });
         let (redis, postgres) = (redis?, postgres?);
         link_log(dir.path(), "postgres.log", &postgres.log_path());
+        let mut postgres_replicas = Vec::with_capacity(self.postgres_replicas);
+        if self.postgres_replicas > 0 {
+            // A kept data dir holds the slots of earlier fleets' replicas,
+            // gone now: the primary would keep their WAL for ever.
+            postgres.psql(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE NOT active",
+            )?;
+        }
+        for n in 1..=self.postgres_replicas {
+            let replica = Postgres::builder()
+                .setting("max_connections", "300")
+                .replica_of(&postgres)
+                .start()?;
+            link_log(
+                dir.path(),
+                &format!("postgres-replica-{n}.log"),
+                &replica.log_path(),
+            );
+            postgres_replicas.push(replica);
+        }
         for node in redis.servers() {
             link_log(
                 dir.path(),
@@ -278,6 +315,7 @@ impl FleetBuilder {
             haproxy: None,
             redis,
             postgres,
+            postgres_replicas,
             token: self.token.clone(),
             hosts,
             network,
@@ -694,6 +732,8 @@ pub struct Fleet {
     haproxy: Option<Haproxy>,
     redis: Layout,
     postgres: Postgres,
+    /// Streaming replicas of `postgres`, if asked for.
+    postgres_replicas: Vec<Postgres>,
     token: String,
     /// Empty on loopback.
     hosts: Vec<FleetHost>,
@@ -715,7 +755,7 @@ impl Fleet {
         files: &Path,
         balancer: Ipv4Addr,
     ) -> Vec<(OsString, OsString)> {
-        let env: Vec<(OsString, OsString)> = vec![
+        let mut env: Vec<(OsString, OsString)> = vec![
             ("SEAWALL_DATABASE_URL".into(), self.postgres.url().into()),
             ("SEAWALL_REDIS_URL".into(), self.redis.url().into()),
             ("SEAWALL_ADMIN_TOKEN".into(), builder.token.clone().into()),
@@ -729,6 +769,10 @@ impl Fleet {
             // takes the instance out, then the listener closes.
             ("SEAWALL_SHUTDOWN_DRAIN".into(), "1s".into()),
         ];
+        if !self.postgres_replicas.is_empty() {
+            let urls: Vec<String> = self.postgres_replicas.iter().map(Postgres::url).collect();
+            env.push(("SEAWALL_DATABASE_REPLICAS".into(), urls.join(",").into()));
+        }
         env
     }
 
@@ -816,6 +860,17 @@ impl Fleet {
     /// PostgreSQL.
     pub fn postgres(&self) -> &Postgres {
         &self.postgres
+    }
+
+    /// PostgreSQL's streaming replicas, in the order the API instances
+    /// name them (see [`FleetBuilder::postgres_replicas`]).
+    pub fn postgres_replicas(&self) -> &[Postgres] {
+        &self.postgres_replicas
+    }
+
+    /// A replica of PostgreSQL, to fault (kill, restart): `n` from 1.
+    pub fn postgres_replica_mut(&mut self, n: usize) -> Option<&mut Postgres> {
+        self.postgres_replicas.get_mut(n.wrapping_sub(1))
     }
 
     /// The run dir.

@@ -24,8 +24,9 @@ const USAGE: &str = "usage: seawall-fleet VERB [--dir DIR] [options]
 
 verbs:
   run [--instances N] [--workers N] [--redis cluster|standalone|sentinel]
-      [--postgres-data DIR] [--api BIN] [--worker BIN] [--hosts]
+      [--postgres-data DIR] [--postgres-replicas N] [--api BIN] [--worker BIN] [--hosts]
                       start the fleet and keep it up until `stop`, SIGINT or SIGTERM;
+                      --postgres-replicas: streaming replicas the instances read on (0 to 4)
                       --hosts: each process on a network host of its own
   env                 the fleet's url=, token=, instances=, redis=, postgres= lines
   status              every process: pid, ready or not, Redis role, HAProxy's view
@@ -137,6 +138,7 @@ struct Options {
     workers: usize,
     redis: FleetRedis,
     postgres_data: Option<PathBuf>,
+    postgres_replicas: usize,
     api: Option<PathBuf>,
     worker: Option<PathBuf>,
     hosts: bool,
@@ -148,6 +150,7 @@ fn parse_run(args: &[String]) -> Result<Options, String> {
         workers: 2,
         redis: FleetRedis::Cluster,
         postgres_data: None,
+        postgres_replicas: 0,
         api: None,
         worker: None,
         hosts: false,
@@ -183,6 +186,14 @@ fn parse_run(args: &[String]) -> Result<Options, String> {
                 }
             }
             "--postgres-data" => options.postgres_data = Some(value()?.into()),
+            "--postgres-replicas" => {
+                let text = value()?;
+                options.postgres_replicas = text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 4)
+                    .ok_or_else(|| format!("--postgres-replicas takes 0 to 4, not {text:?}"))?;
+            }
             "--api" => options.api = Some(value()?.into()),
             "--worker" => options.worker = Some(value()?.into()),
             "--hosts" => options.hosts = true,
@@ -208,6 +219,7 @@ fn run(dir: &Path, args: &[String]) -> ExitCode {
         .instances(options.instances)
         .workers(options.workers)
         .redis(options.redis)
+        .postgres_replicas(options.postgres_replicas)
         .hosts(options.hosts);
     if let Some(data) = options.postgres_data {
         builder = builder.postgres_data(data);
