@@ -12,6 +12,12 @@
 //! row) enqueued in bulk, then drained by one and by two worker processes,
 //! on a standalone Redis and on the Cluster: jobs per second.
 //!
+//! Part "replicas": the mixed workload through HAProxy on three instances
+//! and a standalone Redis, with 0, 1 and 2 PostgreSQL streaming replicas:
+//! requests per second, latency, the primary's CPU time per request (its
+//! postmaster and every backend, from `/proc`) and where the reads that
+//! may go to a replica went (the instances' `GET /api/performance`).
+//!
 //! Every fleet is the testkit's (as `scripts/fleet` starts it) on release
 //! binaries, with the demo dataset in a PostgreSQL data dir written once
 //! and reused (`target/fleet-cost/postgres`). Run through
@@ -48,7 +54,7 @@ fn args() -> Args {
             Arg::new("part")
                 .long("part")
                 .default_value("both")
-                .value_parser(["http", "queue", "both"]),
+                .value_parser(["http", "queue", "replicas", "both"]),
         )
         .arg(Arg::new("duration").long("duration").default_value("15s"))
         .arg(
@@ -363,5 +369,127 @@ fn main() {
     }
     if matches!(args.part.as_str(), "queue" | "both") {
         queue(&args);
+    }
+    if args.part == "replicas" {
+        replicas(&args);
+    }
+}
+
+/// CPU seconds PostgreSQL's primary has used: the postmaster named in its
+/// data dir's `postmaster.pid` and every process it started (the backends),
+/// from `/proc/<pid>/stat`.
+fn postgres_cpu(data_dir: &Path) -> f64 {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap_or_default();
+    let Some(postmaster) = text
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse::<u32>().ok())
+    else {
+        return 0.0;
+    };
+    let ticks_per_second: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8_lossy(&output.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let mut ticks = 0_u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, then
+        // utime and stime as the 12th and 13th fields.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = fields.get(1).and_then(|field| field.parse::<u32>().ok());
+        if pid != postmaster && ppid != Some(postmaster) {
+            continue;
+        }
+        for at in [11, 12] {
+            ticks += fields
+                .get(at)
+                .and_then(|field| field.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = ticks as f64 / ticks_per_second;
+    seconds
+}
+
+/// Reads sent to the primary and to the replicas, summed over `fleet`'s
+/// instances (`GET /api/performance`), of the reads that may go to a
+/// replica.
+fn reads_by_server(fleet: &Fleet) -> (u64, u64) {
+    let (mut primary, mut replicas) = (0, 0);
+    for base in fleet.instance_urls() {
+        let output = Command::new("curl")
+            .args(["-fsS", "-H"])
+            .arg(format!("authorization: Bearer {}", fleet.token()))
+            .arg(format!("{base}/api/performance"))
+            .output()
+            .expect("curl runs");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let database = &report["database"];
+        primary += database["primary_reads"].as_u64().unwrap_or(0);
+        replicas += database["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|replica| replica["reads"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+    }
+    (primary, replicas)
+}
+
+fn replicas(args: &Args) {
+    let script = args.dir.join("mixed.lua");
+    std::fs::write(&script, MIXED_LUA).expect("writes the wrk script");
+    let warm = format!(
+        "{}s",
+        (humantime::parse_duration(&args.duration)
+            .expect("a duration")
+            .as_secs()
+            / 3)
+        .max(2)
+    );
+    println!(
+        "| PostgreSQL replicas | requests/s | mean ms | p50 ms | p99 ms | failed | primary CPU µs / request | reads on the primary | reads on replicas |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for count in 0..=2 {
+        let fleet = builder(args, FleetRedis::Standalone, 3, 0)
+            .postgres_replicas(count)
+            .start()
+            .unwrap_or_else(|error| panic!("{count} replicas: the fleet starts: {error}"));
+        wrk(&script, &fleet.url(), args.connections, &warm);
+        let data = fleet.postgres().data_dir();
+        let (cpu, reads) = (postgres_cpu(&data), reads_by_server(&fleet));
+        let run = wrk(&script, &fleet.url(), args.connections, &args.duration);
+        let (cpu_after, reads_after) = (postgres_cpu(&data), reads_by_server(&fleet));
+        #[allow(clippy::cast_precision_loss)]
+        let (rate, per_request) = (
+            run.requests as f64 / run.seconds,
+            (cpu_after - cpu) * 1e6 / run.requests.max(1) as f64,
+        );
+        println!(
+            "| {count} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} | {per_request:.1} | {} | {} |",
+            run.mean_ms,
+            run.p50_ms,
+            run.p99_ms,
+            run.failed,
+            reads_after.0.saturating_sub(reads.0),
+            reads_after.1.saturating_sub(reads.1)
+        );
     }
 }
