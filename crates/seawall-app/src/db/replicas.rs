@@ -4,8 +4,9 @@
 //! [`POLL_INTERVAL`]: it reads the primary's WAL position
 //! (`pg_current_wal_insert_lsn()`), then each replica's replayed position
 //! (`pg_last_wal_replay_lsn()`). A replica whose replayed position has
-//! reached the primary's in a round is *current as of* that round's start:
-//! every transaction committed before the round began is visible on it.
+//! reached the primary's position of a recent round (the last quarter of a
+//! second) is *current as of* the latest such round's start: every
+//! transaction committed before that round began is visible on it.
 //! All requests share what the rounds found; a read makes no round trip of
 //! its own to choose where it goes.
 //!
@@ -54,6 +55,10 @@ pub const REPLICA_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A replica that has not answered a look for this long takes no reads.
 pub const DOWN_AFTER: Duration = Duration::from_millis(500);
+
+/// How many rounds' primary positions are kept to find a replica current
+/// (a quarter of a second at [`POLL_INTERVAL`]).
+const RECENT_ROUNDS: usize = 50;
 
 /// A position in PostgreSQL's write-ahead log (a `pg_lsn`), as a number of
 /// bytes; printed and parsed as PostgreSQL does (`16/B374D848`).
@@ -164,6 +169,13 @@ pub struct Replicas {
     epoch: Instant,
     /// The primary's position at the last round that read it.
     primary_at: AtomicU64,
+    /// The last rounds' starts and the primary's positions then, oldest
+    /// first: a replica is current as of the latest round whose position
+    /// it has replayed. Under steady writes the primary's position has
+    /// always moved on by the time a replica is looked at, so comparing
+    /// with the same round's position alone would almost never find one
+    /// current.
+    recent: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
     /// Counts rounds; a [`Freshness::NOW`] read waits on it.
     rounds: tokio::sync::watch::Sender<u64>,
     next: AtomicUsize,
@@ -220,6 +232,9 @@ impl Replicas {
             limits,
             epoch: Instant::now(),
             primary_at: AtomicU64::new(0),
+            recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
+                RECENT_ROUNDS,
+            )),
             rounds,
             next: AtomicUsize::new(0),
             primary_reads: AtomicU64::new(0),
@@ -272,6 +287,11 @@ impl Replicas {
         // it. Rounds never overlap, so a store is never an older look's.
         if let Some(position) = primary_at {
             self.primary_at.store(position.0, Ordering::Relaxed);
+            let mut recent = self.recent.lock();
+            if recent.len() == RECENT_ROUNDS {
+                recent.pop_front();
+            }
+            recent.push_back((began, position.0));
         }
         let looks = self.replicas.iter().map(|replica| async move {
             let replayed = look(
@@ -289,8 +309,20 @@ impl Replicas {
                     replica
                         .behind_bytes
                         .store(primary_at.0.saturating_sub(replayed.0), Ordering::Relaxed);
-                    if replayed >= primary_at {
-                        replica.current_as_of.fetch_max(began, Ordering::Relaxed);
+                    // Everything committed before a round began is at or
+                    // before the primary's position then: replayed past
+                    // it, the replica shows all of it.
+                    let current_as_of = self
+                        .recent
+                        .lock()
+                        .iter()
+                        .rev()
+                        .find(|(_, position)| *position <= replayed.0)
+                        .map(|(began, _)| *began);
+                    if let Some(current_as_of) = current_as_of {
+                        replica
+                            .current_as_of
+                            .fetch_max(current_as_of, Ordering::Relaxed);
                     }
                 }
             }
