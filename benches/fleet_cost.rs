@@ -217,7 +217,9 @@ fn builder(args: &Args, redis: FleetRedis, instances: usize, workers: usize) -> 
         .env("SEAWALL_DB_MAX_CONNECTIONS", "32")
 }
 
-fn http(args: &Args) {
+/// wrk's script of the mixed workload, written into the run dir, and the
+/// warm-up before each measured run: a third of it, at least 2 s.
+fn mixed_workload(args: &Args) -> (PathBuf, String) {
     let script = args.dir.join("mixed.lua");
     std::fs::write(&script, MIXED_LUA).expect("writes the wrk script");
     let warm = format!(
@@ -228,6 +230,11 @@ fn http(args: &Args) {
             / 3)
         .max(2)
     );
+    (script, warm)
+}
+
+fn http(args: &Args) {
+    let (script, warm) = mixed_workload(args);
     println!(
         "| configuration | requests/s | mean ms | p50 ms | p99 ms | failed | Redis commands / request | Redis server µs / request |"
     );
@@ -453,16 +460,7 @@ fn reads_by_server(fleet: &Fleet) -> (u64, u64) {
 }
 
 fn replicas(args: &Args) {
-    let script = args.dir.join("mixed.lua");
-    std::fs::write(&script, MIXED_LUA).expect("writes the wrk script");
-    let warm = format!(
-        "{}s",
-        (humantime::parse_duration(&args.duration)
-            .expect("a duration")
-            .as_secs()
-            / 3)
-        .max(2)
-    );
+    let (script, warm) = mixed_workload(args);
     println!(
         "| PostgreSQL replicas | requests/s | mean ms | p50 ms | p99 ms | failed | primary CPU µs / request | reads on the primary | reads on replicas |"
     );

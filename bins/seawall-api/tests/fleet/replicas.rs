@@ -1,24 +1,16 @@
 //! The fleet with PostgreSQL streaming replicas: the instances read on
 //! them, and no read is older than what its caller wrote.
 
-use seawall_testkit::wait;
+use seawall_testkit::{Fleet, wait};
 use serde_json::{Value, json};
 
 use crate::support;
 
 /// Every instance's report of its database replicas (`GET /api/performance`).
-async fn reports(client: &reqwest::Client, bases: &[String], token: &str) -> Vec<Value> {
+async fn reports(client: &reqwest::Client, fleet: &Fleet) -> Vec<Value> {
     let mut reports = Vec::new();
-    for base in bases {
-        let report: Value = client
-            .get(format!("{base}/api/performance"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("JSON");
+    for base in fleet.instance_urls() {
+        let report = support::admin_get(client, fleet, &format!("{base}/api/performance")).await;
         reports.push(report["database"].clone());
     }
     reports
@@ -41,19 +33,15 @@ async fn the_instances_read_on_the_replicas_and_nothing_reads_the_past() {
     .await;
     let client = support::client();
     let bases = fleet.instance_urls();
-    let token = fleet.token().to_owned();
     wait::until_async("both replicas in rotation on every instance", async || {
-        reports(&client, &bases, &token)
-            .await
-            .iter()
-            .all(|database| {
-                database["replicas"].as_array().is_some_and(|replicas| {
-                    replicas.len() == 2
-                        && replicas
-                            .iter()
-                            .all(|replica| replica["in_rotation"] == json!(true))
-                })
+        reports(&client, &fleet).await.iter().all(|database| {
+            database["replicas"].as_array().is_some_and(|replicas| {
+                replicas.len() == 2
+                    && replicas
+                        .iter()
+                        .all(|replica| replica["in_rotation"] == json!(true))
             })
+        })
     })
     .await;
 
@@ -71,14 +59,11 @@ async fn the_instances_read_on_the_replicas_and_nothing_reads_the_past() {
                 .expect("answers");
             assert_eq!(answer.status(), 200);
         }
-        reports(&client, &bases, &token)
-            .await
-            .iter()
-            .any(|database| {
-                database["replicas"]
-                    .as_array()
-                    .is_some_and(|replicas| replicas.iter().any(|r| r["reads"].as_u64() > Some(0)))
-            })
+        reports(&client, &fleet).await.iter().any(|database| {
+            database["replicas"]
+                .as_array()
+                .is_some_and(|replicas| replicas.iter().any(|r| r["reads"].as_u64() > Some(0)))
+        })
     })
     .await;
 
