@@ -21,9 +21,11 @@ pub fn register(
         ("revision", REVISION),
     ])?;
     monitor.register_collector(ProcessCollector::new())?;
-    let pool = db.pool().clone();
+    let db_now = db.clone();
     let max = db.max_connections();
     monitor.register_collector(move || {
+        // The pool now: a failover puts another in its place.
+        let pool = db_now.pool();
         let size = f64::from(pool.size());
         #[allow(clippy::cast_precision_loss)] // a pool holds at most 1,000
         let idle = pool.num_idle() as f64;

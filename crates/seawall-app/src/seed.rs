@@ -71,7 +71,7 @@ pub async fn ensure(db: &Db, demo: &DemoConfig, now_ms: i64) -> Result<SeedOutco
     const FIND: &str = "SELECT value FROM seawall_meta WHERE key = $1";
     let recorded: Option<(String,)> = sqlx::query_as(FIND)
         .bind(META_KEY)
-        .fetch_optional(db.pool())
+        .fetch_optional(&db.pool())
         .timed(db, FIND)
         .await?;
     if let Some((json,)) = recorded {
@@ -82,7 +82,7 @@ pub async fn ensure(db: &Db, demo: &DemoConfig, now_ms: i64) -> Result<SeedOutco
     }
     const COUNT_USERS: &str = "SELECT COUNT(*) FROM users";
     let (users,): (i64,) = sqlx::query_as(COUNT_USERS)
-        .fetch_one(db.pool())
+        .fetch_one(&db.pool())
         .timed(db, COUNT_USERS)
         .await?;
     if users > 0 {
@@ -101,7 +101,7 @@ pub async fn ensure(db: &Db, demo: &DemoConfig, now_ms: i64) -> Result<SeedOutco
     // Another process (an instance started beside this one) wrote it first.
     let recorded: Option<(String,)> = sqlx::query_as(FIND)
         .bind(META_KEY)
-        .fetch_optional(db.pool())
+        .fetch_optional(&db.pool())
         .timed(db, FIND)
         .await?;
     match recorded.and_then(|(json,)| serde_json::from_str(&json).ok()) {
@@ -172,12 +172,12 @@ async fn write(db: &Db, dataset: &DemoDataset) -> Result<bool, sqlx::Error> {
         .await?;
     tx.commit().await?;
     // Fresh statistics, so the planners pick the indexes for the workload.
-    sqlx::query("ANALYZE").execute(db.pool()).await?;
+    sqlx::query("ANALYZE").execute(&db.pool()).await?;
     if db.backend() == Backend::Sqlite {
         // Move the seed out of the write-ahead log now, rather than leaving
         // every reader to look pages up in a log of a million rows.
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(db.pool())
+            .execute(&db.pool())
             .await?;
     }
     tracing::info!(
@@ -310,7 +310,7 @@ mod tests {
         for sql in queries {
             prints.push(
                 sqlx::query_as(sql)
-                    .fetch_one(db.pool())
+                    .fetch_one(&db.pool())
                     .await
                     .expect("fingerprint"),
             );
@@ -326,7 +326,7 @@ mod tests {
         let (b, _) = seeded(dir.path(), "b.db", now + 1_000).await;
         assert!(matches!(first, SeedOutcome::Written(_)), "{first:?}");
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(a.pool())
+            .fetch_one(&a.pool())
             .await
             .expect("journal mode");
         assert_eq!(mode, "wal", "readers and the writer don't block each other");
@@ -357,13 +357,13 @@ mod tests {
             "SELECT COUNT(*) FROM review_history h WHERE NOT EXISTS \
              (SELECT 1 FROM review_schedules s WHERE s.user_id = h.user_id AND s.content_id = h.content_id)",
         )
-        .fetch_one(db.pool())
+        .fetch_one(&db.pool())
         .await
         .expect("query");
         assert_eq!(orphans, 0);
         let (distinct_ratings,): (i64,) =
             sqlx::query_as("SELECT COUNT(DISTINCT rating) FROM review_history")
-                .fetch_one(db.pool())
+                .fetch_one(&db.pool())
                 .await
                 .expect("query");
         assert!(distinct_ratings >= 4, "ratings vary: {distinct_ratings}");

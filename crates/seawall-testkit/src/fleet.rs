@@ -71,6 +71,7 @@ pub struct FleetBuilder {
     node_timeout: Duration,
     postgres_data: Option<PathBuf>,
     postgres_replicas: usize,
+    postgres_settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
     token: String,
     ready_timeout: Duration,
@@ -90,6 +91,7 @@ impl Default for FleetBuilder {
             node_timeout: Duration::from_secs(3),
             postgres_data: None,
             postgres_replicas: 0,
+            postgres_settings: Vec::new(),
             env: Vec::new(),
             token: DEFAULT_TOKEN.to_owned(),
             ready_timeout: Duration::from_secs(180),
@@ -156,6 +158,14 @@ impl FleetBuilder {
     /// and found again by the next fleet on the same dir.
     pub fn postgres_data(mut self, dir: impl Into<PathBuf>) -> Self {
         self.postgres_data = Some(dir.into());
+        self
+    }
+
+    /// Adds a setting of the PostgreSQL primary (`-c name=value`), e.g.
+    /// `synchronous_standby_names` for synchronous replication to its
+    /// [replicas](Self::postgres_replicas).
+    pub fn postgres_setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.postgres_settings.push((name.into(), value.into()));
         self
     }
 
@@ -258,6 +268,9 @@ impl FleetBuilder {
         let (redis, postgres) = thread::scope(|scope| {
             let redis = scope.spawn(|| self.start_redis(plan.as_ref().map(|p| &p.redis[..])));
             let mut postgres = Postgres::builder().setting("max_connections", "300");
+            for (name, value) in &self.postgres_settings {
+                postgres = postgres.setting(name.clone(), value.clone());
+            }
             if let Some(data) = &self.postgres_data {
                 postgres = postgres.data_dir(data);
             }
@@ -860,6 +873,11 @@ impl Fleet {
     /// PostgreSQL.
     pub fn postgres(&self) -> &Postgres {
         &self.postgres
+    }
+
+    /// PostgreSQL, to fault (kill, restart).
+    pub fn postgres_mut(&mut self) -> &mut Postgres {
+        &mut self.postgres
     }
 
     /// PostgreSQL's streaming replicas, in the order the API instances

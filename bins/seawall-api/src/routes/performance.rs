@@ -30,17 +30,35 @@ struct Performance {
     snapshot: Snapshot,
     /// HTTP figures every few seconds over the last fifteen minutes, oldest first.
     timeline: Vec<Point>,
-    /// With `database.replicas`: where the reads that may go to a replica
-    /// went, and each replica's state.
+    /// With `database.replicas`: the primary writes go to, where the reads
+    /// that may go to a replica went, and each replica's state.
     #[serde(skip_serializing_if = "Option::is_none")]
     database: Option<DatabaseReport>,
 }
 
 #[derive(Serialize)]
 struct DatabaseReport {
+    /// The primary writes go to.
+    primary: PrimaryReport,
     /// Reads that could have gone to a replica and went to the primary.
     primary_reads: u64,
     replicas: Vec<ReplicaReport>,
+}
+
+#[derive(Serialize)]
+struct PrimaryReport {
+    /// `host:port`.
+    name: String,
+    /// The index in `database.replicas` of the replica promoted to
+    /// primary, absent while the primary is `database.url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    promoted_replica: Option<usize>,
+    /// Its PostgreSQL timeline, once a look has read it.
+    timeline: Option<u32>,
+    /// How long ago it last answered a look, in seconds.
+    answered_seconds_ago: f64,
+    /// Failovers this instance made.
+    failovers: u64,
 }
 
 #[derive(Serialize)]
@@ -63,7 +81,15 @@ struct ReplicaReport {
 
 fn database_report(state: &AppState) -> Option<DatabaseReport> {
     let replicas = state.db().replicas()?;
+    let primary = replicas.primary();
     Some(DatabaseReport {
+        primary: PrimaryReport {
+            name: primary.name,
+            promoted_replica: primary.promoted_replica,
+            timeline: primary.timeline,
+            answered_seconds_ago: primary.answered_ago.as_secs_f64(),
+            failovers: primary.failovers,
+        },
         primary_reads: replicas.primary_reads(),
         replicas: replicas
             .states()

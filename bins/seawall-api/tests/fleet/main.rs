@@ -15,6 +15,7 @@ mod hosts;
 mod partitions;
 mod queues;
 mod readiness;
+mod replica_drills;
 mod replicas;
 mod schedulers;
 mod shared;

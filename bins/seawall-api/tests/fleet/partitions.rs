@@ -118,14 +118,14 @@ pub(crate) fn unknown(answer: &Answer) -> Value {
 
 /// The shared parts of every client loop.
 #[derive(Clone)]
-struct Clients {
-    recorder: Recorder,
-    stop: Arc<AtomicBool>,
-    token: String,
+pub(crate) struct Clients {
+    pub(crate) recorder: Recorder,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) token: String,
 }
 
 impl Clients {
-    fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
     }
 
@@ -256,7 +256,7 @@ impl Clients {
     /// with its own key, retried with that key until it is answered 201:
     /// every attempt is a points change, and the whole is one cache write
     /// of the balance it leads to (the balance is read through the cache).
-    async fn earn(self, process: String, base: String, user: i64, mut balance: i64) {
+    pub(crate) async fn earn(self, process: String, base: String, user: i64, mut balance: i64) {
         let client = client();
         let mut n = 0u64;
         'writes: while self.running() {
@@ -348,7 +348,7 @@ impl Clients {
 
     /// Reads the balances of `users` through `base` in turn; each read goes
     /// to `during` until `healed` is set, to `after` from then on.
-    async fn read(
+    pub(crate) async fn read(
         self,
         process: String,
         base: String,
@@ -420,7 +420,7 @@ async fn promotions(fleet: &Running, units: i64) -> (i64, i64) {
 
 /// Writes each user's first point, recorded as the first write of its
 /// balance, so that every value a reader can see was written by someone.
-async fn seed_balances(fleet: &Running, recorder: &Recorder, users: &[i64]) {
+pub(crate) async fn seed_balances(fleet: &Running, recorder: &Recorder, users: &[i64]) {
     for &user in users {
         let key = format!("seed-{user}");
         let write = recorder
@@ -547,7 +547,7 @@ async fn remaining_stock(fleet: &Running, sale: i64) -> i64 {
 /// part of a final state, keyed as the readers key their reads): read
 /// through every instance, and the lowest answer kept, since an instance
 /// still serving an older balance is where a lost write would show.
-async fn cache_state(fleet: &Running, users: &[i64]) -> Value {
+pub(crate) async fn cache_state(fleet: &Running, users: &[i64]) -> Value {
     let client = support::client();
     let mut finals = serde_json::Map::new();
     for &user in users {
@@ -798,7 +798,7 @@ async fn ready_again(fleet: &Running) -> Duration {
 }
 
 /// Counts of the anomalies that must be 0 whatever `wait_replicas` is.
-fn never(report: &Report) -> Vec<(String, usize)> {
+pub(crate) fn never(report: &Report) -> Vec<(String, usize)> {
     let counts = report.counts();
     [
         "sale.oversold",

@@ -397,12 +397,19 @@ async fn a_thousand_jobs_survive_a_killed_worker_and_a_stopped_one() {
     assert_eq!(history_now, history_before, "nothing was written yet");
 
     // Worker A starts, then the database is locked for writing: the jobs A
-    // takes from then on wait mid-write, and it is killed with them.
+    // takes from then on wait mid-write, and it is killed with them. The
+    // schedule queue, whose review jobs A must be holding then, is paused
+    // until the lock is taken: a worker that started fast would otherwise
+    // have written every review before the lock.
+    let (status, paused) = api.post("/api/queue/schedule/pause", &json!({})).await;
+    assert_eq!(status, 200, "{paused}");
     let a = Worker::start(worker(&config));
     until(&api.client, &a.url("/readyz"), |status, _| status == 200).await;
     db.execute("BEGIN IMMEDIATE")
         .await
         .expect("locks the database");
+    let (status, resumed) = api.post("/api/queue/schedule/resume", &json!({})).await;
+    assert_eq!(status, 200, "{resumed}");
     let overview = wait_overview(&api, "worker A to hold jobs", |rows| {
         rows.iter()
             .any(|(name, row)| name == "schedule" && row["active"].as_u64() > Some(0))

@@ -102,7 +102,8 @@ pub struct DatabaseConfig {
     /// [`DatabaseConfig::pool_size`].
     pub max_connections: Option<u32>,
     /// PostgreSQL streaming replicas of `url` that take reads (see
-    /// [`crate::db::replicas`]); each has a pool of `max_connections`.
+    /// [`crate::db::replicas`]); each has a pool of `max_connections`. One
+    /// found promoted becomes the primary, without a restart.
     /// Empty: every statement goes to `url`.
     pub replicas: Vec<String>,
     /// A replica not known to be current as of this long ago takes no
@@ -1083,7 +1084,7 @@ pub static SETTINGS: &[Setting] = &[
         default: "SQLite: one reader per core available, at most 8; PostgreSQL: 16"),
     setting!(database.replicas, env: ["SEAWALL_DATABASE_REPLICAS"],
         flag: value("database-replicas", "URLS"),
-        help: "Comma-separated postgres:// URLs of streaming replicas of database.url that take reads, each with a pool of database.max_connections",
+        help: "Comma-separated postgres:// URLs of streaming replicas of database.url that take reads, each with a pool of database.max_connections; one found promoted becomes the primary",
         default: "none: every statement goes to database.url"),
     setting!(database.replica_max_lag, env: ["SEAWALL_DATABASE_REPLICA_MAX_LAG"],
         flag: value("database-replica-max-lag", "DURATION"),

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use seawall_perfmon::{CheckResult, HealthCheck, Histogram, Monitor};
-use std::str::FromStr as _;
 
 use futures_util::future::BoxFuture;
-use sqlx::ConnectOptions as _;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use std::sync::Arc;
@@ -22,7 +20,10 @@ use std::sync::Arc;
 use crate::config::DatabaseConfig;
 
 pub mod caller;
+mod pool;
 pub mod replicas;
+
+use pool::{PrimaryPool, connect_options, primary_pool_options};
 
 use replicas::{Freshness, Lsn, Replicas, Target};
 
@@ -118,7 +119,7 @@ const ACQUIRE_WAIT_METRIC: &str = "db_pool_acquire_wait_seconds";
 /// A pool plus what it needs to time its queries and its waits.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: AnyPool,
+    pool: PrimaryPool,
     backend: Backend,
     monitor: Monitor,
     acquire_wait: Histogram,
@@ -138,9 +139,7 @@ impl Db {
             )
         })?;
         install_default_drivers();
-        let mut options = AnyPoolOptions::new()
-            .max_connections(config.pool_size())
-            .acquire_timeout(Duration::from_secs(10));
+        let mut options = primary_pool_options(config.pool_size());
         if backend == Backend::Sqlite {
             options = options.after_connect(|connection, _| {
                 Box::pin(sqlite_connection_setup(connection, SQLITE_READER_CACHE_KIB))
@@ -158,9 +157,7 @@ impl Db {
         // sqlx's own statement log goes to `tracing` (through the `log`
         // bridge): every statement at trace, slow ones as warnings.
         let slow = Duration::from_secs_f64(monitor.slow_query_log(0).threshold_ms / 1000.0);
-        let connect = AnyConnectOptions::from_str(&config.url)?
-            .log_statements(log::LevelFilter::Trace)
-            .log_slow_statements(log::LevelFilter::Warn, slow);
+        let connect = connect_options(&config.url, slow)?;
         let pool = options.connect_with(connect.clone()).await?;
         if backend == Backend::Sqlite {
             // Readers and the writer then don't block each other. The mode is
@@ -199,11 +196,14 @@ impl Db {
             )
             .and_then(|family| family.with_labels(&[]))
             .map_err(|error| sqlx::Error::Configuration(Box::new(error)))?;
+        let pool = PrimaryPool::new(pool);
         let replicas = match backend {
             Backend::Postgres if !config.replicas.is_empty() => Some(Replicas::start(
+                pool.clone(),
                 &config.url,
                 &config.replicas,
                 config.pool_size(),
+                slow,
                 replicas::Limits {
                     max_lag: config.replica_max_lag,
                     max_lag_bytes: config.replica_max_lag_bytes,
@@ -285,10 +285,13 @@ impl Db {
         run(&mut connection).await
     }
 
-    /// The pool, for start-up work (migrations, the demo seed). Requests take
-    /// their connections with [`Db::acquire`] so that waits are counted.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The pool of the primary, for start-up work (migrations, the demo
+    /// seed). Requests take their connections with [`Db::acquire`] so that
+    /// waits are counted. After a [failover](replicas) it is a pool to the
+    /// new primary: take it again for each piece of work rather than
+    /// keeping it.
+    pub fn pool(&self) -> AnyPool {
+        self.pool.get()
     }
 
     /// Takes a connection from the pool. When none is idle, the time until one
@@ -296,9 +299,10 @@ impl Db {
     /// count is the number of such waits. Time the queries on it with
     /// [`Timed::timed`].
     pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
-        match self.pool.try_acquire() {
+        let pool = self.pool.get();
+        match pool.try_acquire() {
             Some(connection) => Ok(connection),
-            None => self.waited_for(self.pool.acquire()).await,
+            None => self.waited_for(pool.acquire()).await,
         }
     }
 
@@ -316,7 +320,7 @@ impl Db {
 
     /// The most connections the pool opens.
     pub fn max_connections(&self) -> u32 {
-        self.pool.options().get_max_connections()
+        self.pool.get().options().get_max_connections()
     }
 
     /// Whether write transactions have a connection of their own (a SQLite
@@ -337,7 +341,7 @@ impl Db {
     /// process's writers take turns on one connection of their own.
     /// Waits for a connection are counted as in [`Db::acquire`].
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        let pool = self.write_pool.as_ref().unwrap_or(&self.pool);
+        let pool = self.write_pool.clone().unwrap_or_else(|| self.pool.get());
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
@@ -353,7 +357,7 @@ impl Db {
     /// the write transactions), else one of the pool's. Waits are counted
     /// as in [`Db::acquire`].
     pub async fn acquire_write(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
-        let pool = self.write_pool.as_ref().unwrap_or(&self.pool);
+        let pool = self.write_pool.clone().unwrap_or_else(|| self.pool.get());
         match pool.try_acquire() {
             Some(connection) => Ok(connection),
             None => self.waited_for(pool.acquire()).await,
@@ -408,7 +412,7 @@ impl Db {
         if let Some(replicas) = &self.replicas {
             replicas.close().await;
         }
-        self.pool.close().await;
+        self.pool.get().close().await;
     }
 
     /// A health check that pings the database.
@@ -468,7 +472,7 @@ impl<T, F> Timed<T> for F where F: Future<Output = Result<T, sqlx::Error>> {}
 /// when the database does not answer within a second.
 #[derive(Debug, Clone)]
 pub struct DatabaseCheck {
-    pool: AnyPool,
+    pool: PrimaryPool,
     backend: Backend,
 }
 
@@ -481,7 +485,7 @@ impl HealthCheck for DatabaseCheck {
     async fn check(&self) -> CheckResult {
         crate::checks::timed_ping(
             self.backend.name(),
-            sqlx::query("SELECT 1").execute(&self.pool),
+            sqlx::query("SELECT 1").execute(&self.pool.get()),
         )
         .await
     }
@@ -585,7 +589,7 @@ mod tests {
                 .and_then(|family| family.with_labels(&[]))
                 .expect("histogram");
             Db {
-                pool,
+                pool: PrimaryPool::new(pool),
                 backend: Backend::Sqlite,
                 monitor,
                 acquire_wait,
@@ -637,8 +641,8 @@ mod tests {
             ..DatabaseConfig::default()
         };
         let db = Db::connect(&config, Monitor::new()).await.expect("connect");
-        let count =
-            || sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM users").fetch_one(db.pool());
+        let pool = db.pool();
+        let count = || sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM users").fetch_one(&pool);
         // Concurrent queries would each open a fresh, empty database (without
         // the migrated tables) if the pool made more than one connection.
         let (a, b, c) = tokio::join!(count(), count(), count());
@@ -669,13 +673,10 @@ mod tests {
         };
         let writer = db.write_pool.clone().expect("a writer");
         // A build of SQLite without memory mapping would answer 0.
-        assert_eq!(
-            pragma("mmap_size", db.pool().clone()).await,
-            SQLITE_MMAP_BYTES
-        );
+        assert_eq!(pragma("mmap_size", db.pool()).await, SQLITE_MMAP_BYTES);
         assert_eq!(pragma("mmap_size", writer.clone()).await, SQLITE_MMAP_BYTES);
         assert_eq!(
-            pragma("cache_size", db.pool().clone()).await,
+            pragma("cache_size", db.pool()).await,
             -SQLITE_READER_CACHE_KIB
         );
         assert_eq!(

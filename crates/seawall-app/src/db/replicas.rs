@@ -29,17 +29,36 @@
 //! that fails, stalls or is cut off therefore leaves it within a second,
 //! and comes back by itself once rounds find it answering and current
 //! again. With no replica in rotation every read goes to the primary.
+//!
+//! **Failover.** The rounds also find a replica that has been promoted
+//! (`pg_promote()`, or an operator's tool): it answers a look as a primary,
+//! with its timeline. One of `database.replicas` that a round has seen
+//! replaying and that now takes writes on a newer timeline than the
+//! primary's becomes the primary, without a restart: the service's pool
+//! to the old primary is closed and one to the promoted replica put in its
+//! place ([`Db::pool`](super::Db::pool)), so every statement after that
+//! goes there. A newer timeline wins even while the old primary still
+//! answers: whatever the old primary takes after the promotion is on a
+//! branch the new one never sees. While the primary's timeline is not yet
+//! known (no round has reached it), a promoted replica takes over only
+//! once the primary has not answered for [`DOWN_AFTER`]. Once the primary's
+//! timeline has changed, a replica takes reads only while it says it
+//! receives the new timeline (`pg_stat_wal_receiver.received_tli`, which
+//! needs superuser or `pg_read_all_stats` to see): a replica still on the
+//! old timeline may have replayed writes the new primary never had.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use seawall_perfmon::CollectedFamily;
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool};
+
+use super::pool::{PrimaryPool, connect_options, primary_pool_options};
 
 /// How often the monitor looks at the primary and the replicas.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -59,6 +78,23 @@ pub const DOWN_AFTER: Duration = Duration::from_millis(500);
 /// How many rounds' primary positions are kept to find a replica current
 /// (a quarter of a second at [`POLL_INTERVAL`]).
 const RECENT_ROUNDS: usize = 50;
+
+/// The look at the primary: its WAL insert position, and the name of the
+/// WAL file it writes, whose first eight hexadecimal digits are its
+/// timeline. A server in recovery refuses both (no answer).
+const PRIMARY_LOOK: &str = "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT) || ' ' || \
+                            pg_walfile_name(pg_current_wal_insert_lsn())";
+
+/// The look at a replica: `replica <replayed position> <timeline it
+/// receives, 0 when unknown>`, or, once it has been promoted,
+/// `primary <WAL file name>`.
+const REPLICA_LOOK: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN 'replica ' || \
+     CAST(pg_last_wal_replay_lsn() AS TEXT) || ' ' || COALESCE((SELECT \
+     CAST(received_tli AS TEXT) FROM pg_stat_wal_receiver), '0') \
+     ELSE 'primary ' || pg_walfile_name(pg_current_wal_insert_lsn()) END";
+
+/// No replica promoted: the primary is `database.url`.
+const NOT_PROMOTED: usize = usize::MAX;
 
 /// A position in PostgreSQL's write-ahead log (a `pg_lsn`), as a number of
 /// bytes; printed and parsed as PostgreSQL does (`16/B374D848`).
@@ -142,8 +178,18 @@ pub struct Limits {
 struct Replica {
     /// How metrics and logs name it: its host and port.
     name: String,
+    /// How to connect to it, should it become the primary.
+    options: AnyConnectOptions,
     pool: AnyPool,
     replayed: AtomicU64,
+    /// The timeline it last said it receives; 0 while it has said none.
+    timeline: AtomicU32,
+    /// Whether a round has found it replaying: only such a server is
+    /// failed over to.
+    seen_replaying: AtomicBool,
+    /// The timeline it took writes on at the last round, 0 when that
+    /// round found it replaying or had no answer.
+    promoted_on: AtomicU32,
     answered_at: AtomicU64,
     current_as_of: AtomicU64,
     behind_bytes: AtomicU64,
@@ -161,10 +207,36 @@ pub enum Target {
     Replica(usize),
 }
 
+/// The primary, as the rounds know it.
+#[derive(Debug)]
+struct Primary {
+    /// The service's pool to it, which a failover replaces.
+    pool: PrimaryPool,
+    /// That pool's size.
+    pool_size: u32,
+    /// The monitor's own connection to it, which a failover replaces.
+    look: parking_lot::Mutex<AnyPool>,
+    /// `host:port`.
+    name: parking_lot::Mutex<String>,
+    /// The replica now the primary, [`NOT_PROMOTED`] for `database.url`.
+    promoted: AtomicUsize,
+    /// Its timeline, 0 until a round has read it.
+    timeline: AtomicU32,
+    /// When it last answered a look (µs since the set's epoch).
+    answered_at: AtomicU64,
+    /// Whether its timeline has changed since the start (a failover, here
+    /// or behind this process's back): from then on a replica takes reads
+    /// only while it says it receives the primary's timeline.
+    forked: AtomicBool,
+    /// Failovers this process made.
+    failovers: AtomicU64,
+}
+
 /// The replicas of one primary, and the monitor that looks at them.
 #[derive(Debug)]
 pub struct Replicas {
     replicas: Vec<Replica>,
+    primary: Primary,
     limits: Limits,
     epoch: Instant,
     /// The primary's position at the last round that read it.
@@ -196,28 +268,34 @@ impl Replicas {
     /// lazily, so a replica down at start does not stop the service) and
     /// starts the monitor, which looks at the primary at `primary_url`
     /// through a connection of its own (never waiting behind the requests
-    /// for one of theirs) and ends once the set is dropped.
-    pub fn start(
+    /// for one of theirs) and ends once the set is dropped. `primary` is
+    /// the service's pool to the primary, which a failover replaces;
+    /// statements slower than `slow` are logged as warnings, as on it.
+    pub(crate) fn start(
+        primary: PrimaryPool,
         primary_url: &str,
         urls: &[String],
         pool_size: u32,
+        slow: Duration,
         limits: Limits,
     ) -> Result<Arc<Self>, sqlx::Error> {
-        let primary = AnyPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(LOOK_TIMEOUT)
-            .connect_lazy(primary_url)?;
+        let look = look_pool().connect_lazy_with(connect_options(primary_url, slow)?);
         let replicas = urls
             .iter()
             .map(|url| {
+                let options = connect_options(url, slow)?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(pool_size)
                     .acquire_timeout(LOOK_TIMEOUT)
-                    .connect_lazy(url)?;
+                    .connect_lazy_with(options.clone());
                 Ok(Replica {
                     name: host_of(url),
+                    options,
                     pool,
                     replayed: AtomicU64::new(0),
+                    timeline: AtomicU32::new(0),
+                    seen_replaying: AtomicBool::new(false),
+                    promoted_on: AtomicU32::new(0),
                     answered_at: AtomicU64::new(0),
                     current_as_of: AtomicU64::new(0),
                     behind_bytes: AtomicU64::new(u64::MAX),
@@ -227,10 +305,23 @@ impl Replicas {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let (rounds, _) = tokio::sync::watch::channel(0);
+        let epoch = Instant::now();
         let set = Arc::new(Self {
             replicas,
+            primary: Primary {
+                pool: primary,
+                pool_size,
+                look: parking_lot::Mutex::new(look),
+                name: parking_lot::Mutex::new(host_of(primary_url)),
+                promoted: AtomicUsize::new(NOT_PROMOTED),
+                timeline: AtomicU32::new(0),
+                // The service has just reached it (the migrations ran).
+                answered_at: AtomicU64::new(1),
+                forked: AtomicBool::new(false),
+                failovers: AtomicU64::new(0),
+            },
             limits,
-            epoch: Instant::now(),
+            epoch,
             primary_at: AtomicU64::new(0),
             recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
                 RECENT_ROUNDS,
@@ -248,7 +339,7 @@ impl Replicas {
                 let Some(set) = weak.upgrade() else {
                     return;
                 };
-                set.round(&primary).await;
+                set.round().await;
             }
         });
         Ok(set)
@@ -259,6 +350,8 @@ impl Replicas {
         for replica in &self.replicas {
             replica.pool.close().await;
         }
+        let look = self.primary.look.lock().clone();
+        look.close().await;
     }
 
     /// How many replicas there are.
@@ -277,15 +370,31 @@ impl Replicas {
             .max(1)
     }
 
-    /// One look at the primary, then at every replica at once.
-    async fn round(&self, primary: &AnyPool) {
+    /// One look at the primary, then at every replica at once; then, if a
+    /// replica has been promoted, the failover to it.
+    async fn round(&self) {
         let began = self.now_us();
-        let primary_at = look(primary, "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT)").await;
+        let look_pool = self.primary.look.lock().clone();
+        let primary = look(&look_pool, PRIMARY_LOOK)
+            .await
+            .and_then(|text| parse_primary(&text));
         // Stored, not raised to the highest seen: after a failover to a
         // replica that had not replayed the old primary's last writes, the
         // new primary's position is lower, and replicas are compared with
         // it. Rounds never overlap, so a store is never an older look's.
-        if let Some(position) = primary_at {
+        if let Some((position, timeline)) = primary {
+            self.primary.answered_at.store(began, Ordering::Relaxed);
+            let known = self.primary.timeline.swap(timeline, Ordering::Relaxed);
+            if known != 0 && known != timeline {
+                // Failed over behind this process's back (the URL names
+                // whichever server is the primary now).
+                self.primary.forked.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    from = known,
+                    to = timeline,
+                    "the database primary's timeline changed: it was failed over"
+                );
+            }
             self.primary_at.store(position.0, Ordering::Relaxed);
             let mut recent = self.recent.lock();
             if recent.len() == RECENT_ROUNDS {
@@ -293,38 +402,27 @@ impl Replicas {
             }
             recent.push_back((began, position.0));
         }
+        let primary_at = primary.map(|(position, _)| position);
         let looks = self.replicas.iter().map(|replica| async move {
-            let replayed = look(
-                &replica.pool,
-                "SELECT CAST(pg_last_wal_replay_lsn() AS TEXT) WHERE pg_is_in_recovery()",
-            )
-            .await;
-            (replica, replayed)
+            let seen = look(&replica.pool, REPLICA_LOOK)
+                .await
+                .and_then(|text| parse_replica(&text));
+            (replica, seen)
         });
-        for (replica, replayed) in futures_util::future::join_all(looks).await {
-            if let Some(replayed) = replayed {
-                replica.replayed.store(replayed.0, Ordering::Relaxed);
-                replica.answered_at.store(self.now_us(), Ordering::Relaxed);
-                if let Some(primary_at) = primary_at {
-                    replica
-                        .behind_bytes
-                        .store(primary_at.0.saturating_sub(replayed.0), Ordering::Relaxed);
-                    // Everything committed before a round began is at or
-                    // before the primary's position then: replayed past
-                    // it, the replica shows all of it.
-                    let current_as_of = self
-                        .recent
-                        .lock()
-                        .iter()
-                        .rev()
-                        .find(|(_, position)| *position <= replayed.0)
-                        .map(|(began, _)| *began);
-                    if let Some(current_as_of) = current_as_of {
-                        replica
-                            .current_as_of
-                            .fetch_max(current_as_of, Ordering::Relaxed);
+        for (replica, seen) in futures_util::future::join_all(looks).await {
+            match seen {
+                Some(Seen::Replaying { replayed, timeline }) => {
+                    replica.seen_replaying.store(true, Ordering::Relaxed);
+                    replica.promoted_on.store(0, Ordering::Relaxed);
+                    if timeline != 0 {
+                        replica.timeline.store(timeline, Ordering::Relaxed);
                     }
+                    self.replayed(replica, replayed, primary_at);
                 }
+                Some(Seen::Primary { timeline }) => {
+                    replica.promoted_on.store(timeline, Ordering::Relaxed);
+                }
+                None => replica.promoted_on.store(0, Ordering::Relaxed),
             }
             let in_rotation = self.in_rotation(replica, self.now_us());
             if replica.in_rotation.swap(in_rotation, Ordering::Relaxed) != in_rotation {
@@ -334,12 +432,108 @@ impl Replicas {
                     tracing::warn!(
                         replica = %replica.name,
                         behind_bytes = replica.behind_bytes.load(Ordering::Relaxed),
-                        "the database replica takes no reads: it did not answer, or it is behind the lag limits"
+                        "the database replica takes no reads: it did not answer, it is behind the lag limits, or it is not on the primary's timeline"
                     );
                 }
             }
         }
+        if let Some((at, timeline)) = self.promoted_replica() {
+            self.fail_over(at, timeline);
+        }
         self.rounds.send_modify(|rounds| *rounds += 1);
+    }
+
+    /// Records that `replica` has replayed up to `replayed`, and what that
+    /// says of it beside the primary's position `primary_at`.
+    fn replayed(&self, replica: &Replica, replayed: Lsn, primary_at: Option<Lsn>) {
+        replica.replayed.store(replayed.0, Ordering::Relaxed);
+        replica.answered_at.store(self.now_us(), Ordering::Relaxed);
+        if let Some(primary_at) = primary_at {
+            replica
+                .behind_bytes
+                .store(primary_at.0.saturating_sub(replayed.0), Ordering::Relaxed);
+            // Everything committed before a round began is at or before
+            // the primary's position then: replayed past it, the replica
+            // shows all of it.
+            let current_as_of = self
+                .recent
+                .lock()
+                .iter()
+                .rev()
+                .find(|(_, position)| *position <= replayed.0)
+                .map(|(began, _)| *began);
+            if let Some(current_as_of) = current_as_of {
+                replica
+                    .current_as_of
+                    .fetch_max(current_as_of, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The replica to fail over to, and its timeline: of those a round
+    /// has seen replaying and that now take writes, the one on the newest
+    /// timeline, if that is newer than the primary's (or the primary's is
+    /// unknown and it has not answered for [`DOWN_AFTER`]).
+    fn promoted_replica(&self) -> Option<(usize, u32)> {
+        let current = self.primary.promoted.load(Ordering::Relaxed);
+        let (at, timeline) = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|&(at, replica)| {
+                at != current && replica.seen_replaying.load(Ordering::Relaxed)
+            })
+            .map(|(at, replica)| (at, replica.promoted_on.load(Ordering::Relaxed)))
+            .filter(|&(_, timeline)| timeline != 0)
+            .max_by_key(|&(_, timeline)| timeline)?;
+        let newer = match self.primary.timeline.load(Ordering::Relaxed) {
+            0 => {
+                let silent = self
+                    .now_us()
+                    .saturating_sub(self.primary.answered_at.load(Ordering::Relaxed));
+                silent > u64::try_from(DOWN_AFTER.as_micros()).unwrap_or(u64::MAX)
+            }
+            known => timeline > known,
+        };
+        newer.then_some((at, timeline))
+    }
+
+    /// Makes the replica at `at`, promoted onto `timeline`, the primary:
+    /// the service's pool and the monitor's connection to the old primary
+    /// are closed (once their connections in use come back) and pools to
+    /// the new one put in their place. The replicas' findings of
+    /// currency, made against the old primary's positions, are dropped.
+    fn fail_over(&self, at: usize, timeline: u32) {
+        let replica = &self.replicas[at];
+        let old_name = std::mem::replace(&mut *self.primary.name.lock(), replica.name.clone());
+        let pool =
+            primary_pool_options(self.primary.pool_size).connect_lazy_with(replica.options.clone());
+        let old_pool = self.primary.pool.replace(pool);
+        let look = look_pool().connect_lazy_with(replica.options.clone());
+        let old_look = std::mem::replace(&mut *self.primary.look.lock(), look);
+        tokio::spawn(async move {
+            old_look.close().await;
+            old_pool.close().await;
+        });
+        self.primary.promoted.store(at, Ordering::Relaxed);
+        self.primary.timeline.store(timeline, Ordering::Relaxed);
+        self.primary
+            .answered_at
+            .store(self.now_us(), Ordering::Relaxed);
+        self.primary.forked.store(true, Ordering::Relaxed);
+        self.primary.failovers.fetch_add(1, Ordering::Relaxed);
+        // It takes writes now, and no reads as a replica.
+        replica.answered_at.store(0, Ordering::Relaxed);
+        self.recent.lock().clear();
+        for replica in &self.replicas {
+            replica.current_as_of.store(0, Ordering::Relaxed);
+        }
+        tracing::warn!(
+            from = %old_name,
+            to = %replica.name,
+            timeline,
+            "the database failed over: a replica was promoted, and takes the writes now"
+        );
     }
 
     fn in_rotation(&self, replica: &Replica, now: u64) -> bool {
@@ -349,9 +543,20 @@ impl Replicas {
             since != 0
                 && now.saturating_sub(since) <= u64::try_from(limit.as_micros()).unwrap_or(u64::MAX)
         };
+        // After a failover a replica must show that it follows the new
+        // primary: one still on the old timeline may have replayed writes
+        // the new primary never had.
+        let timeline = replica.timeline.load(Ordering::Relaxed);
+        let primary_timeline = self.primary.timeline.load(Ordering::Relaxed);
+        let same_history = if self.primary.forked.load(Ordering::Relaxed) {
+            timeline != 0 && timeline == primary_timeline
+        } else {
+            timeline == 0 || primary_timeline == 0 || timeline == primary_timeline
+        };
         within(answered, DOWN_AFTER)
             && within(current, self.limits.max_lag)
             && replica.behind_bytes.load(Ordering::Relaxed) < self.limits.max_lag_bytes
+            && same_history
     }
 
     /// A replica that serves a read of `freshness` begun at `began` (µs),
@@ -460,6 +665,24 @@ impl Replicas {
             .collect()
     }
 
+    /// The primary now, as the rounds know it.
+    pub fn primary(&self) -> PrimaryState {
+        let promoted = self.primary.promoted.load(Ordering::Relaxed);
+        PrimaryState {
+            name: self.primary.name.lock().clone(),
+            promoted_replica: (promoted != NOT_PROMOTED).then_some(promoted),
+            timeline: match self.primary.timeline.load(Ordering::Relaxed) {
+                0 => None,
+                timeline => Some(timeline),
+            },
+            answered_ago: Duration::from_micros(
+                self.now_us()
+                    .saturating_sub(self.primary.answered_at.load(Ordering::Relaxed)),
+            ),
+            failovers: self.primary.failovers.load(Ordering::Relaxed),
+        }
+    }
+
     /// Reads sent to the primary.
     pub fn primary_reads(&self) -> u64 {
         self.primary_reads.load(Ordering::Relaxed)
@@ -506,8 +729,37 @@ impl Replicas {
                 seconds = seconds.sample(&name, ago.as_secs_f64());
             }
         }
-        vec![reads, up, bytes, seconds]
+        let primary = self.primary();
+        let failovers = CollectedFamily::counter(
+            "db_failovers",
+            "Failovers to a promoted replica this process made.",
+            &[],
+        )
+        .sample(&[], primary.failovers as f64);
+        let timeline = CollectedFamily::gauge(
+            "db_primary_timeline",
+            "The PostgreSQL timeline of the primary writes go to (it grows by one at each promotion).",
+            &[],
+        )
+        .sample(&[], f64::from(primary.timeline.unwrap_or(0)));
+        vec![reads, up, bytes, seconds, failovers, timeline]
     }
+}
+
+/// What the monitor knows of the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryState {
+    /// Its host and port.
+    pub name: String,
+    /// The index in `database.replicas` of the replica promoted to it;
+    /// `None` while it is `database.url`.
+    pub promoted_replica: Option<usize>,
+    /// Its timeline, once a look has read it.
+    pub timeline: Option<u32>,
+    /// How long ago it last answered a look (or was failed over to).
+    pub answered_ago: Duration,
+    /// Failovers this process made.
+    pub failovers: u64,
 }
 
 /// What the monitor knows of one replica.
@@ -530,16 +782,65 @@ pub struct ReplicaState {
     pub reads: u64,
 }
 
-/// Runs `sql` (one text column, a WAL position) on `pool` within
-/// [`LOOK_TIMEOUT`]; `None` for no answer, an error, or no row (a replica
-/// that is no longer in recovery: it was promoted).
-async fn look(pool: &AnyPool, sql: &'static str) -> Option<Lsn> {
+/// Runs `sql` (one text column) on `pool` within [`LOOK_TIMEOUT`]; `None`
+/// for no answer, an error, or no row.
+async fn look(pool: &AnyPool, sql: &'static str) -> Option<String> {
     let row: Option<(String,)> =
         tokio::time::timeout(LOOK_TIMEOUT, sqlx::query_as(sql).fetch_optional(pool))
             .await
             .ok()?
             .ok()?;
-    row?.0.parse().ok()
+    Some(row?.0)
+}
+
+/// The pool of the monitor's own connection to the primary.
+fn look_pool() -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(LOOK_TIMEOUT)
+}
+
+/// The timeline a WAL file's name (`000000020000000000000003`) starts
+/// with.
+fn timeline_of(wal_file: &str) -> Option<u32> {
+    let digits = wal_file.get(..8)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16)
+        .ok()
+        .filter(|&timeline| timeline != 0)
+}
+
+/// The primary's answer to [`PRIMARY_LOOK`]: its position and timeline.
+fn parse_primary(text: &str) -> Option<(Lsn, u32)> {
+    let (position, wal_file) = text.split_once(' ')?;
+    Some((position.parse().ok()?, timeline_of(wal_file)?))
+}
+
+/// What a look found a replica doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Replaying, up to here, receiving this timeline (0: unknown).
+    Replaying { replayed: Lsn, timeline: u32 },
+    /// Taking writes, on this timeline: it was promoted.
+    Primary { timeline: u32 },
+}
+
+/// A replica's answer to [`REPLICA_LOOK`].
+fn parse_replica(text: &str) -> Option<Seen> {
+    let mut words = text.split(' ');
+    let seen = match (words.next()?, words.next()?, words.next()) {
+        ("replica", replayed, Some(timeline)) => Seen::Replaying {
+            replayed: replayed.parse().ok()?,
+            timeline: timeline.parse().ok()?,
+        },
+        ("primary", wal_file, None) => Seen::Primary {
+            timeline: timeline_of(wal_file)?,
+        },
+        _ => return None,
+    };
+    words.next().is_none().then_some(seen)
 }
 
 /// `host:port` of a PostgreSQL URL, without its user or password.
@@ -624,7 +925,7 @@ pub(super) mod tests {
             .await
             .expect("connects");
         sqlx::query("CREATE TABLE marks (n BIGINT)")
-            .execute(db.pool())
+            .execute(&db.pool())
             .await
             .expect("creates");
         until_in_rotation(&db, true).await;
@@ -715,6 +1016,191 @@ pub(super) mod tests {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?}");
         }
         assert!(Lsn(1) < "0/2".parse().expect("a position"));
+    }
+
+    /// A pool on `primary` with `replicas`, with a table `marks`, once
+    /// every replica is in rotation.
+    async fn db_on(primary: &Postgres, replicas: &[&Postgres]) -> Db {
+        let config = DatabaseConfig {
+            url: primary.url(),
+            max_connections: Some(4),
+            replicas: replicas.iter().map(|replica| replica.url()).collect(),
+            replica_max_lag: Duration::from_secs(1),
+            replica_wait: Duration::from_secs(1),
+            ..DatabaseConfig::default()
+        };
+        let db = Db::connect(&config, Monitor::new())
+            .await
+            .expect("connects");
+        sqlx::query("CREATE TABLE marks (n BIGINT)")
+            .execute(&db.pool())
+            .await
+            .expect("creates");
+        wait::until_async("every replica in rotation", async || {
+            db.replicas()
+                .expect("replicas")
+                .states()
+                .iter()
+                .all(|state| state.in_rotation)
+        })
+        .await;
+        db
+    }
+
+    /// The count of `marks` on the primary, whichever server that is now.
+    async fn marks_on_primary(db: &Db) -> i64 {
+        sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM marks")
+            .fetch_one(&db.pool())
+            .await
+            .expect("the primary reads")
+            .0
+    }
+
+    async fn until_failed_over(db: &Db, failovers: u64) -> PrimaryState {
+        let replicas = db.replicas().expect("replicas");
+        wait::until_async("the service to fail over", async || {
+            replicas.primary().failovers == failovers
+        })
+        .await;
+        replicas.primary()
+    }
+
+    /// The primary killed and its replica promoted: the service finds the
+    /// new primary by itself and writes there, and under synchronous
+    /// replication (`synchronous_standby_names`, `synchronous_commit =
+    /// on`) every write acknowledged before the kill is on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_promoted_replica_takes_the_writes_and_has_every_synchronous_one() {
+        let mut primary = Postgres::builder()
+            .setting("synchronous_standby_names", "*")
+            .setting("synchronous_commit", "on")
+            .start()
+            .expect("the primary starts");
+        let replica = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        let db = db_on(&primary, &[&replica]).await;
+        let before = db.replicas().expect("replicas").primary();
+        assert_eq!(
+            (before.promoted_replica, before.failovers),
+            (None, 0),
+            "{before:?}"
+        );
+        const ACKNOWLEDGED: i64 = 20;
+        for _ in 0..ACKNOWLEDGED {
+            mark(&db).await;
+        }
+
+        primary.kill().expect("kills");
+        replica.promote().expect("promotes");
+        let after = until_failed_over(&db, 1).await;
+        assert_eq!(after.promoted_replica, Some(0), "{after:?}");
+        assert_eq!(after.name, replica.addr().to_string());
+        assert_eq!(
+            after.timeline,
+            before.timeline.map(|timeline| timeline + 1),
+            "{before:?} then {after:?}"
+        );
+        assert_eq!(
+            marks_on_primary(&db).await,
+            ACKNOWLEDGED,
+            "every acknowledged write"
+        );
+        // The writes go to the new primary, which the replica now is: it
+        // takes no reads as a replica.
+        mark(&db).await;
+        assert_eq!(marks_on_primary(&db).await, ACKNOWLEDGED + 1);
+        assert!(!state(&db).in_rotation, "{:?}", state(&db));
+        assert_eq!(marks(&db, Freshness::NOW).await, ACKNOWLEDGED + 1);
+        db.close().await;
+    }
+
+    /// After a failover, a replica still on the old timeline takes no
+    /// reads, though it answers and is past the new primary's position:
+    /// it has replayed writes the new primary never had.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_left_on_the_old_timeline_takes_no_reads() {
+        let mut primary = Postgres::start().expect("the primary starts");
+        let mut promoted = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("a replica starts");
+        let left = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("another replica starts");
+        let db = db_on(&primary, &[&promoted, &left]).await;
+        mark(&db).await;
+        promoted.caught_up_with(&primary).expect("caught up");
+
+        // Writes the replica to be promoted never gets, and the other does.
+        promoted.kill().expect("kills");
+        for _ in 0..100 {
+            mark(&db).await;
+        }
+        left.caught_up_with(&primary).expect("caught up");
+        primary.kill().expect("kills");
+        promoted.restart().expect("restarts");
+        promoted.promote().expect("promotes");
+        until_failed_over(&db, 1).await;
+        assert_eq!(marks_on_primary(&db).await, 1, "the new primary's history");
+
+        // A round finds the other replica past the new primary's
+        // position, and it answers; still it takes no reads.
+        let replicas = db.replicas().expect("replicas");
+        wait::until_async("a round to compare the left replica", async || {
+            replicas.states()[1].current_as_of_ago.is_some()
+        })
+        .await;
+        let left_state = replicas.states().remove(1);
+        assert!(!left_state.in_rotation, "{left_state:?}");
+        for freshness in [Freshness::ANY, Freshness::NOW] {
+            assert_eq!(marks(&db, freshness).await, 1, "{freshness:?}");
+        }
+        assert_eq!(replicas.states()[1].reads, left_state.reads);
+        db.close().await;
+    }
+
+    #[test]
+    fn looks_are_read_as_postgres_answers_them() {
+        assert_eq!(
+            parse_primary("0/3000148 000000020000000000000003"),
+            Some((Lsn(0x300_0148), 2))
+        );
+        assert_eq!(
+            parse_replica("replica 16/B374D848 3"),
+            Some(Seen::Replaying {
+                replayed: Lsn((0x16 << 32) | 0xB374_D848),
+                timeline: 3
+            })
+        );
+        assert_eq!(
+            parse_replica("replica 0/1 0"),
+            Some(Seen::Replaying {
+                replayed: Lsn(1),
+                timeline: 0
+            })
+        );
+        assert_eq!(
+            parse_replica("primary 0000000A0000000000000003"),
+            Some(Seen::Primary { timeline: 10 })
+        );
+        for bad in [
+            "",
+            "0/1",
+            "0/1 x",
+            "0/1 000000000000000000000001",
+            "replica 0/1",
+            "replica 0/1 2 3",
+            "replica x 2",
+            "primary 0/1",
+            "primary 00000001 extra",
+            "standby 0/1 1",
+        ] {
+            assert_eq!(parse_primary(bad), None, "{bad:?}");
+            assert_eq!(parse_replica(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -184,7 +184,7 @@ pub(super) async fn export(processors: &Processors, job: Job<ExportJob>) -> Resu
     let (count_sql, sql) = table.queries();
     let table = table.as_str();
     let total: i64 = sqlx::query_scalar(count_sql)
-        .fetch_one(db.pool())
+        .fetch_one(&db.pool())
         .timed(db, count_sql)
         .await
         .map_err(|error| database(&error))?;

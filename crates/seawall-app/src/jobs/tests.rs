@@ -137,7 +137,7 @@ impl Rig {
 
     async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)
-            .fetch_one(self.db.pool())
+            .fetch_one(&self.db.pool())
             .await
             .expect("counts")
     }
@@ -178,7 +178,7 @@ async fn every_processor_does_its_work() {
     )
     .await;
     let subject: String = sqlx::query_scalar("SELECT subject FROM email_outbox WHERE user_id = 1")
-        .fetch_one(rig.db.pool())
+        .fetch_one(&rig.db.pool())
         .await
         .expect("an outbox row");
     assert!(subject.ends_with("reviews are due"), "{subject}");
@@ -198,7 +198,7 @@ async fn every_processor_does_its_work() {
         .completed(QueueName::Report, json!({"user_id": 1, "days": 365}))
         .await;
     let body: String = sqlx::query_scalar("SELECT body FROM reports WHERE user_id = 1")
-        .fetch_one(rig.db.pool())
+        .fetch_one(&rig.db.pool())
         .await
         .expect("a report");
     let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
@@ -210,7 +210,7 @@ async fn every_processor_does_its_work() {
     sqlx::query(
         "UPDATE review_schedules SET due_at = 5 WHERE user_id = 2 AND last_reviewed_at IS NOT NULL",
     )
-    .execute(rig.db.pool())
+    .execute(&rig.db.pool())
     .await
     .expect("drifts");
     rig.completed(
@@ -228,7 +228,7 @@ async fn every_processor_does_its_work() {
         .await;
     let (days, reviews): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), CAST(SUM(reviews) AS BIGINT) FROM analytics_daily")
-            .fetch_one(rig.db.pool())
+            .fetch_one(&rig.db.pool())
             .await
             .expect("refreshed");
     assert!(days > 0);
@@ -293,7 +293,7 @@ async fn every_processor_does_its_work() {
     );
     assert_eq!(rig.count("SELECT COUNT(*) FROM contents").await, 22);
     let renamed: String = sqlx::query_scalar("SELECT title FROM contents WHERE id = 1")
-        .fetch_one(rig.db.pool())
+        .fetch_one(&rig.db.pool())
         .await
         .expect("kept");
     assert_eq!(renamed, "Renamed");
@@ -305,7 +305,7 @@ async fn a_review_written_behind_is_applied_once() {
     let mut rig = Rig::start().await;
     let (content, last): (i64, Option<i64>) =
         sqlx::query_as("SELECT content_id, last_reviewed_at FROM review_schedules WHERE user_id = 3 ORDER BY content_id LIMIT 1")
-            .fetch_one(rig.db.pool())
+            .fetch_one(&rig.db.pool())
             .await
             .expect("a schedule");
     let at = last.unwrap_or(0) + DAY_MS;
@@ -323,7 +323,7 @@ async fn a_review_written_behind_is_applied_once() {
         "SELECT due_at FROM review_schedules WHERE user_id = 3 AND content_id = $1",
     )
     .bind(content)
-    .fetch_one(rig.db.pool())
+    .fetch_one(&rig.db.pool())
     .await
     .expect("moved");
     assert_eq!(due, at + 6 * DAY_MS);
@@ -374,7 +374,7 @@ async fn bad_files_and_database_errors_fail_the_job_not_the_worker() {
     failed_twice_with(&rig.finished(QueueName::Export, &id).await, "cannot create");
 
     sqlx::query("DROP TABLE notification_deliveries")
-        .execute(rig.db.pool())
+        .execute(&rig.db.pool())
         .await
         .expect("drops");
     let payload = json!({"user_id": 1, "channel": "sms", "message": "hi"});

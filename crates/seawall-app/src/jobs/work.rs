@@ -20,7 +20,7 @@ async fn learner(processors: &Processors, user_id: i64) -> Result<(String, Strin
     let db = &processors.db;
     let found: Option<(String, String)> = sqlx::query_as(SQL)
         .bind(user_id)
-        .fetch_optional(db.pool())
+        .fetch_optional(&db.pool())
         .timed(db, SQL)
         .await
         .map_err(|error| database(&error))?;
@@ -43,7 +43,7 @@ pub(super) async fn email(processors: &Processors, job: Job<EmailJob>) -> Result
         sqlx::query_scalar::<_, i64>(sql)
             .bind(user_id)
             .bind(since)
-            .fetch_one(db.pool())
+            .fetch_one(&db.pool())
             .timed(db, sql)
             .await
             .map_err(|error| database(&error))
@@ -79,7 +79,7 @@ pub(super) async fn email(processors: &Processors, job: Job<EmailJob>) -> Result
         .bind(&subject)
         .bind(&body)
         .bind(now)
-        .execute(db.pool())
+        .execute(&db.pool())
         .timed(db, INSERT)
         .await
         .map_err(|error| database(&error))?;
@@ -101,7 +101,7 @@ pub(super) async fn notification(
         .bind(job.payload.channel.as_str())
         .bind(&job.payload.message)
         .bind(now_ms())
-        .execute(db.pool())
+        .execute(&db.pool())
         .timed(db, INSERT)
         .await
         .map_err(|error| database(&error))?;
@@ -131,7 +131,7 @@ pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Resu
     let (reviews, passed, average, study_ms): (i64, i64, Option<f64>, i64) = sqlx::query_as(TOTALS)
         .bind(user_id)
         .bind(since)
-        .fetch_one(db.pool())
+        .fetch_one(&db.pool())
         .timed(db, TOTALS)
         .await
         .map_err(|error| database(&error))?;
@@ -139,7 +139,7 @@ pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Resu
     let categories: Vec<(String, i64, i64)> = sqlx::query_as(BY_CATEGORY)
         .bind(user_id)
         .bind(since)
-        .fetch_all(db.pool())
+        .fetch_all(&db.pool())
         .timed(db, BY_CATEGORY)
         .await
         .map_err(|error| database(&error))?;
@@ -163,7 +163,7 @@ pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Resu
         .bind(days)
         .bind(now)
         .bind(body.to_string())
-        .execute(db.pool())
+        .execute(&db.pool())
         .timed(db, INSERT)
         .await
         .map_err(|error| database(&error))?;
@@ -207,7 +207,7 @@ async fn recompute(
     learner(processors, user_id).await?;
     let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(SELECT)
         .bind(user_id)
-        .fetch_all(db.pool())
+        .fetch_all(&db.pool())
         .timed(db, SELECT)
         .await
         .map_err(|error| database(&error))?;
@@ -365,7 +365,7 @@ pub(super) async fn order(processors: &Processors, job: Job<OrderJob>) -> Result
     if inserted == 0 {
         let found: i64 = sqlx::query_scalar(FOUND)
             .bind(&order.order_id)
-            .fetch_one(db.pool())
+            .fetch_one(&db.pool())
             .timed(db, FOUND)
             .await
             .map_err(|error| database(&error))?;

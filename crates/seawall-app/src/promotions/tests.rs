@@ -605,7 +605,7 @@ async fn the_reconciliation_reports_a_lost_order() {
     }
     assert!(rig.drained_audit().await.holds());
     sqlx::query("DELETE FROM sale_orders WHERE user_id = 2")
-        .execute(rig.promotions.db().pool())
+        .execute(&rig.promotions.db().pool())
         .await
         .expect("deleted");
     let audit = rig.promotions.audit().await.expect("audit");

@@ -78,12 +78,12 @@ async fn a_fill_through_a_paused_replica_caches_nothing_stale() {
     replica.pause_replay().expect("pauses");
     let (content,): (i64,) =
         sqlx::query_as("SELECT content_id FROM review_schedules WHERE user_id = 1 LIMIT 1")
-            .fetch_one(writer.db().pool())
+            .fetch_one(&writer.db().pool())
             .await
             .expect("a scheduled content");
     let (written,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM review_history WHERE user_id = 1")
-            .fetch_one(writer.db().pool())
+            .fetch_one(&writer.db().pool())
             .await
             .expect("a count");
     let review: CompleteReview = serde_json::from_value(serde_json::json!({
