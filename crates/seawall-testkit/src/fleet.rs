@@ -172,7 +172,9 @@ impl FleetBuilder {
     /// How many streaming replicas of PostgreSQL to run (default 0), each
     /// from a base backup of the primary with a replication slot of its
     /// own; the API instances read on them (`SEAWALL_DATABASE_REPLICAS`).
-    /// On loopback only: not with [`hosts`](Self::hosts).
+    /// With [`hosts`](Self::hosts), each on a host of its own,
+    /// `postgres-replica-1`, `postgres-replica-2`, …, which the network's
+    /// faults can cut off.
     pub fn postgres_replicas(mut self, replicas: usize) -> Self {
         self.postgres_replicas = replicas;
         self
@@ -202,7 +204,9 @@ impl FleetBuilder {
     /// false: everything on loopback). The hosts are Linux network
     /// namespaces on one bridge (a [`Network`], which needs root, `ip` and
     /// `nft`): `redis-1` to `redis-6` for a Cluster (`redis-1` for a
-    /// standalone Redis, reached directly, without proxies), `postgres`,
+    /// standalone Redis, reached directly, without proxies), `postgres`
+    /// (and `postgres-replica-1`, … with
+    /// [`postgres_replicas`](Self::postgres_replicas)),
     /// `api-1` to `api-N`, `worker-1` to `worker-N` and `haproxy`, each
     /// process listening on its host's address (Redis on 6379, PostgreSQL on
     /// 5432, the instances and HAProxy on 8080, the workers' probes on
@@ -224,11 +228,6 @@ impl FleetBuilder {
                     "a fleet on network hosts runs a Redis Cluster or a standalone Redis, \
                      not Sentinel",
                 ),
-            });
-        }
-        if self.hosts && self.postgres_replicas > 0 {
-            return Err(Error::Unsupported {
-                what: String::from("PostgreSQL replicas in a fleet on network hosts"),
             });
         }
         // Declared first, so on a failed start it goes after every process.
@@ -295,10 +294,13 @@ impl FleetBuilder {
             )?;
         }
         for n in 1..=self.postgres_replicas {
-            let replica = Postgres::builder()
+            let mut replica = Postgres::builder()
                 .setting("max_connections", "300")
-                .replica_of(&postgres)
-                .start()?;
+                .replica_of(&postgres);
+            if let Some(plan) = &plan {
+                replica = replica.host(&plan.postgres_replicas[n - 1]);
+            }
+            let replica = replica.start()?;
             link_log(
                 dir.path(),
                 &format!("postgres-replica-{n}.log"),
@@ -443,6 +445,9 @@ impl FleetBuilder {
             .map(|n| add(format!("redis-{n}")))
             .collect::<Result<Vec<_>>>()?;
         let postgres = add(String::from("postgres"))?;
+        let postgres_replicas = (1..=self.postgres_replicas)
+            .map(|n| add(format!("postgres-replica-{n}")))
+            .collect::<Result<Vec<_>>>()?;
         let apis = (1..=self.instances)
             .map(|n| add(format!("api-{n}")))
             .collect::<Result<Vec<_>>>()?;
@@ -453,6 +458,7 @@ impl FleetBuilder {
         Ok(HostPlan {
             redis,
             postgres,
+            postgres_replicas,
             apis,
             workers,
             haproxy,
@@ -471,6 +477,7 @@ const WORKER_HOST_PORT: u16 = 9090;
 struct HostPlan {
     redis: Vec<Host>,
     postgres: Host,
+    postgres_replicas: Vec<Host>,
     apis: Vec<Host>,
     workers: Vec<Host>,
     haproxy: Host,
@@ -481,6 +488,7 @@ impl HostPlan {
         let with = |role: HostRole| move |host: &Host| FleetHost::new(host, role);
         let mut hosts: Vec<FleetHost> = self.redis.iter().map(with(HostRole::Redis)).collect();
         hosts.push(FleetHost::new(&self.postgres, HostRole::Postgres));
+        hosts.extend(self.postgres_replicas.iter().map(with(HostRole::Postgres)));
         hosts.extend(self.apis.iter().map(with(HostRole::Api)));
         hosts.extend(self.workers.iter().map(with(HostRole::Worker)));
         hosts.push(FleetHost::new(&self.haproxy, HostRole::Haproxy));
@@ -515,7 +523,7 @@ impl FleetHost {
 pub enum HostRole {
     /// A Redis node (a Cluster's master or replica, or the one server).
     Redis,
-    /// PostgreSQL.
+    /// PostgreSQL, the primary or a replica.
     Postgres,
     /// A `seawall-api` instance.
     Api,
@@ -1246,6 +1254,8 @@ impl Fleet {
             Some(self.haproxy().pid())
         } else if name == "postgres" {
             Some(self.postgres.pid())
+        } else if let Some(i) = numbered("postgres-replica-") {
+            self.postgres_replicas.get(i).map(Postgres::pid)
         } else if let Some(i) = numbered("api-") {
             self.apis.get(i).map(Service::pid)
         } else if let Some(i) = numbered("worker-") {
@@ -1272,6 +1282,7 @@ impl Fleet {
             .map(|n| format!("redis-{n}"))
             .collect();
         names.push(String::from("postgres"));
+        names.extend((1..=self.postgres_replicas.len()).map(|n| format!("postgres-replica-{n}")));
         names.extend(self.apis.iter().chain(&self.workers).map(Service::name));
         names.push(String::from("haproxy"));
         names

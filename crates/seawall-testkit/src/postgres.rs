@@ -528,15 +528,10 @@ impl Postgres {
             std::process::id(),
             SLOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let backup = upstream.bin_dir.join("pg_basebackup");
-        let mut cmd = match &self.netns {
-            Some(netns) => {
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", netns]).arg(&backup);
-                cmd
-            }
-            None => Command::new(&backup),
-        };
+        // From this process's own network, which reaches every host: the
+        // copy needs only the primary, and `ip netns exec` would not run
+        // as the server's user. The replica itself streams from its host.
+        let mut cmd = Command::new(upstream.bin_dir.join("pg_basebackup"));
         cmd.arg("-D")
             .arg(self.data_dir())
             .args(["-h", &upstream.addr.ip().to_string()])

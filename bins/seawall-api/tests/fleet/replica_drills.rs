@@ -1,5 +1,6 @@
 //! The PostgreSQL replica drills: two API instances on a primary with two
-//! streaming replicas, while clients earn points through both instances
+//! streaming replicas, every process on a network host of its own, while
+//! clients earn points through both instances
 //! and read every balance through both (reads the cache fills as of now,
 //! on a replica once it is found current), the replicas are faulted one
 //! way after another; then the primary is killed and a replica promoted.
@@ -14,14 +15,12 @@
 //! 1. both replicas' replay paused (`pg_wal_replay_pause()`);
 //! 2. both replicas' replay delayed 5 s (`recovery_min_apply_delay`);
 //! 3. replica 1 killed, then restarted;
-//! 4. the primary killed and replica 1 promoted, under synchronous
-//!    replication (`synchronous_standby_names = '*'`): every instance finds
-//!    the new primary without a restart, and no acknowledged change is
-//!    lost.
-//!
-//! Not here: a replica cut off from the network, as the fleet's replicas
-//! run on loopback only (`FleetBuilder::postgres_replicas`); a replica
-//! that stops answering is drill 3's case from the instances' side.
+//! 4. replica 1 cut off from every other host, then healed;
+//! 5. the primary killed and the replica that has received the most
+//!    promoted, under synchronous replication (`synchronous_standby_names
+//!    = 'ANY 1 (*)'`: a commit waits for either replica, so that one cut
+//!    off holds no commit up): every instance finds the new primary
+//!    without a restart, and no acknowledged change is lost.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -31,7 +30,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use seawall_history::{FinalState, Options, Recorder, Report};
-use seawall_testkit::{Postgres, wait};
+use seawall_testkit::{FleetRedis, Postgres, wait};
 
 use crate::partitions::{
     Clients, Form, cache_state, checked_with, drill_dir, never, seed_balances,
@@ -79,10 +78,12 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
     let dir = drill_dir("replicas");
     let mut fleet = support::start(
         support::builder()
+            .hosts(true)
+            .redis(FleetRedis::Standalone)
             .instances(2)
             .workers(0)
             .postgres_replicas(2)
-            .postgres_setting("synchronous_standby_names", "*")
+            .postgres_setting("synchronous_standby_names", "ANY 1 (*)")
             .postgres_setting("synchronous_commit", "on")
             .env("SEAWALL_RATELIMIT", "false"),
     )
@@ -187,16 +188,38 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
     .await;
     tokio::time::sleep(between).await;
 
-    // 4. The primary killed, replica 1 promoted.
+    // 4. Replica 1 cut off from every other host.
+    fleet.isolate(replica_hosts[0]).expect("isolates");
+    tokio::time::sleep(form.hold).await;
+    fleet.heal().expect("heals");
+    wait::until_async("replica 1 in rotation again", async || {
+        databases(&client, &fleet)
+            .await
+            .iter()
+            .all(|database| database["replicas"][0]["in_rotation"] == json!(true))
+    })
+    .await;
+    tokio::time::sleep(between).await;
+
+    // 5. The primary killed; the replica that has received the most is
+    // promoted, as a failover manager would choose: under `ANY 1` every
+    // acknowledged commit is on at least one of them.
     fleet.postgres_mut().kill().expect("kills the primary");
     fault("kill", json!({"host": "postgres"}));
-    fleet
-        .postgres_replica_mut(1)
-        .expect("a replica")
+    let received = |n: usize| {
+        fleet.postgres_replicas()[n]
+            .psql("SELECT pg_last_wal_receive_lsn() - '0/0'::pg_lsn")
+            .expect("psql")
+            .trim()
+            .parse::<u64>()
+            .expect("a position")
+    };
+    let chosen = if received(1) > received(0) { 1 } else { 0 };
+    fleet.postgres_replicas()[chosen]
         .promote()
         .expect("promotes");
-    fault("promote", json!({"host": replica_hosts[0]}));
-    let promoted = json!(fleet.postgres_replicas()[0].addr().to_string());
+    fault("promote", json!({"host": replica_hosts[chosen]}));
+    let promoted = json!(fleet.postgres_replicas()[chosen].addr().to_string());
     wait::until_async(
         "every instance to write to the promoted replica",
         async || {
@@ -214,17 +237,18 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
         task.await.expect("a client ends");
     }
     drop((clients, recorder));
-    let new_primary = &fleet.postgres_replicas()[0];
+    let new_primary = &fleet.postgres_replicas()[chosen];
     let state = final_state(&fleet, new_primary, &users).await;
     std::fs::write(
         dir.join("state.json"),
         serde_json::to_string_pretty(&state).expect("JSON"),
     )
     .expect("writes");
+    std::fs::copy(fleet.faults_path(), dir.join("faults.jsonl")).expect("the faults");
     let report = checked_with(
         &dir,
         "report",
-        &[dir.join("clients.jsonl")],
+        &[dir.join("clients.jsonl"), dir.join("faults.jsonl")],
         &state,
         &Options::default(),
     );
