@@ -39,8 +39,10 @@ pub struct Proxy {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
+    /// Where new connections go.
+    target: Mutex<SocketAddr>,
     cut: AtomicBool,
     stopped: AtomicBool,
     /// What the server sends is held, not forwarded, while set.
@@ -75,11 +77,17 @@ impl Proxy {
         let addr = listener
             .local_addr()
             .map_err(|source| io_error("reading the listener's address", source))?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            target: Mutex::new(target),
+            cut: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            open: Mutex::new(Vec::new()),
+        });
         let accepting = Arc::clone(&shared);
         thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
-            .spawn(move || accept_loop(&listener, target, &accepting))
+            .spawn(move || accept_loop(&listener, &accepting))
             .map_err(|source| io_error("starting the accept thread", source))?;
         Ok(Self { addr, shared })
     }
@@ -97,6 +105,18 @@ impl Proxy {
     /// Closes every connection through the proxy and refuses new ones.
     pub fn cut(&self) {
         self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.close_all();
+    }
+
+    /// Sends new connections to `target` from now on, and closes every
+    /// connection to the old one: as a Service that follows a database's
+    /// primary moves to the new one after a failover.
+    pub fn retarget(&self, target: SocketAddr) {
+        *self
+            .shared
+            .target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = target;
         self.shared.close_all();
     }
 
@@ -154,7 +174,7 @@ impl Drop for Proxy {
     }
 }
 
-fn accept_loop(listener: &TcpListener, target: SocketAddr, shared: &Arc<Shared>) {
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     while !shared.stopped.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((inbound, _)) => {
@@ -162,6 +182,7 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, shared: &Arc<Shared>)
                     // Dropped at once: the client sees its connection closed.
                     continue;
                 }
+                let target = *shared.target.lock().unwrap_or_else(PoisonError::into_inner);
                 let _ = forward(inbound, target, shared);
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL),

@@ -219,6 +219,7 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
         .promote()
         .expect("promotes");
     fault("promote", json!({"host": replica_hosts[chosen]}));
+    let promoted_at = std::time::Instant::now();
     let promoted = json!(fleet.postgres_replicas()[chosen].addr().to_string());
     wait::until_async(
         "every instance to write to the promoted replica",
@@ -230,6 +231,11 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
         },
     )
     .await;
+    // As seen by asking each instance in turn: an upper bound.
+    println!(
+        "every instance wrote to the promoted replica {:?} after the promotion",
+        promoted_at.elapsed()
+    );
     tokio::time::sleep(form.after).await;
 
     clients.stop.store(true, Ordering::Relaxed);

@@ -300,9 +300,15 @@ impl Db {
     /// [`Timed::timed`].
     pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
         let pool = self.pool.get();
-        match pool.try_acquire() {
+        let acquired = match pool.try_acquire() {
             Some(connection) => Ok(connection),
             None => self.waited_for(pool.acquire()).await,
+        };
+        match acquired {
+            // A failover closed the pool this began on: once more, on the
+            // pool to the new primary.
+            Err(sqlx::Error::PoolClosed) => self.waited_for(self.pool.get().acquire()).await,
+            acquired => acquired,
         }
     }
 
@@ -341,14 +347,23 @@ impl Db {
     /// process's writers take turns on one connection of their own.
     /// Waits for a connection are counted as in [`Db::acquire`].
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        let pool = self.write_pool.clone().unwrap_or_else(|| self.pool.get());
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        match pool.try_begin_with(begin).await? {
-            Some(transaction) => Ok(transaction),
-            None => self.waited_for(pool.begin_with(begin)).await,
+        let pool = self.write_pool.clone().unwrap_or_else(|| self.pool.get());
+        let begun = match pool.try_begin_with(begin).await {
+            Ok(Some(transaction)) => Ok(transaction),
+            Ok(None) => self.waited_for(pool.begin_with(begin)).await,
+            Err(error) => Err(error),
+        };
+        match begun {
+            // A failover closed the pool this began on: once more, on the
+            // pool to the new primary.
+            Err(sqlx::Error::PoolClosed) if self.write_pool.is_none() => {
+                self.waited_for(self.pool.get().begin_with(begin)).await
+            }
+            begun => begun,
         }
     }
 
@@ -357,7 +372,9 @@ impl Db {
     /// the write transactions), else one of the pool's. Waits are counted
     /// as in [`Db::acquire`].
     pub async fn acquire_write(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
-        let pool = self.write_pool.clone().unwrap_or_else(|| self.pool.get());
+        let Some(pool) = &self.write_pool else {
+            return self.acquire().await;
+        };
         match pool.try_acquire() {
             Some(connection) => Ok(connection),
             None => self.waited_for(pool.acquire()).await,

@@ -34,18 +34,27 @@
 //! (`pg_promote()`, or an operator's tool): it answers a look as a primary,
 //! with its timeline. One of `database.replicas` that a round has seen
 //! replaying and that now takes writes on a newer timeline than the
-//! primary's becomes the primary, without a restart: the service's pool
-//! to the old primary is closed and one to the promoted replica put in its
-//! place ([`Db::pool`](super::Db::pool)), so every statement after that
-//! goes there. A newer timeline wins even while the old primary still
-//! answers: whatever the old primary takes after the promotion is on a
-//! branch the new one never sees. While the primary's timeline is not yet
-//! known (no round has reached it), a promoted replica takes over only
-//! once the primary has not answered for [`DOWN_AFTER`]. Once the primary's
-//! timeline has changed, a replica takes reads only while it says it
-//! receives the new timeline (`pg_stat_wal_receiver.received_tli`, which
-//! needs superuser or `pg_read_all_stats` to see): a replica still on the
-//! old timeline may have replayed writes the new primary never had.
+//! primary's becomes the primary, without a restart: what the rounds know
+//! changes first, then a pool to the promoted replica takes the place of
+//! the service's pool to the old primary ([`Db::pool`](super::Db::pool)),
+//! which is closed, so every statement after that goes there. A newer
+//! timeline wins even while the old primary still answers: whatever the
+//! old primary takes after the promotion is on a branch the new one never
+//! sees, and keeping it from taking writes (fencing) is the failover
+//! manager's part. While a replica is the primary the rounds look at
+//! `database.url` too, and a later promotion there (a Service that follows
+//! the primary, say) brings the writes back to it. While the primary's
+//! timeline is not yet known (no round has reached it), a promoted replica
+//! takes over only once the primary has not answered for [`DOWN_AFTER`].
+//!
+//! A replica takes reads only while a round has found it receiving WAL on
+//! the primary's timeline (`pg_stat_wal_receiver.received_tli`): one left
+//! on an old timeline by a failover, here or before this process started,
+//! may have replayed writes the new primary never had, and receives
+//! nothing, or that old timeline. A database user without
+//! `pg_read_all_stats` (or superuser) cannot see the timeline; its
+//! replicas are then trusted until this process sees a failover, after
+//! which none takes reads until a restart, and the log says so once.
 
 use std::fmt;
 use std::str::FromStr;
@@ -86,15 +95,25 @@ const PRIMARY_LOOK: &str = "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT) || 
                             pg_walfile_name(pg_current_wal_insert_lsn())";
 
 /// The look at a replica: `replica <replayed position> <timeline it
-/// receives, 0 when unknown>`, or, once it has been promoted,
-/// `primary <WAL file name>`.
+/// receives>`, the timeline `0` while it has no WAL receiver and `?` when
+/// the user may not see it (`pg_read_all_stats`); or, once it has been
+/// promoted, `primary <WAL file name>`.
 const REPLICA_LOOK: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN 'replica ' || \
      CAST(pg_last_wal_replay_lsn() AS TEXT) || ' ' || COALESCE((SELECT \
-     CAST(received_tli AS TEXT) FROM pg_stat_wal_receiver), '0') \
+     COALESCE(CAST(received_tli AS TEXT), '?') FROM pg_stat_wal_receiver), '0') \
      ELSE 'primary ' || pg_walfile_name(pg_current_wal_insert_lsn()) END";
+
+/// A replica's timeline when its WAL receiver is hidden from the user.
+const HIDDEN: u32 = u32::MAX;
 
 /// No replica promoted: the primary is `database.url`.
 const NOT_PROMOTED: usize = usize::MAX;
+
+/// How long a failover waits for the old primary's pools to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a replica's pooled connection may stay idle.
+const REPLICA_IDLE: Duration = Duration::from_secs(30);
 
 /// A position in PostgreSQL's write-ahead log (a `pg_lsn`), as a number of
 /// bytes; printed and parsed as PostgreSQL does (`16/B374D848`).
@@ -182,7 +201,8 @@ struct Replica {
     options: AnyConnectOptions,
     pool: AnyPool,
     replayed: AtomicU64,
-    /// The timeline it last said it receives; 0 while it has said none.
+    /// The timeline it last said it receives: 0 while no round has found
+    /// it receiving, [`HIDDEN`] when the user may not see it.
     timeline: AtomicU32,
     /// Whether a round has found it replaying: only such a server is
     /// failed over to.
@@ -225,11 +245,29 @@ struct Primary {
     /// When it last answered a look (µs since the set's epoch).
     answered_at: AtomicU64,
     /// Whether its timeline has changed since the start (a failover, here
-    /// or behind this process's back): from then on a replica takes reads
-    /// only while it says it receives the primary's timeline.
+    /// or behind this process's back): from then on a replica whose
+    /// timeline is hidden takes no reads.
     forked: AtomicBool,
     /// Failovers this process made.
     failovers: AtomicU64,
+    /// `database.url`, which a failover may come back to.
+    configured: Configured,
+    /// Whether the log has said that a replica's timeline is hidden.
+    hidden_said: AtomicBool,
+}
+
+/// The primary `database.url` names, looked at while a replica is the
+/// primary instead: a later promotion may make it (or what it names, a
+/// Service that follows the primary, say) the primary again.
+#[derive(Debug)]
+struct Configured {
+    options: AnyConnectOptions,
+    name: String,
+    /// A connection of its own, opened once a failover has left it.
+    look: AnyPool,
+    /// The timeline it took writes on at the last round, 0 when that
+    /// round did not find it taking writes.
+    promoted_on: AtomicU32,
 }
 
 /// The replicas of one primary, and the monitor that looks at them.
@@ -279,14 +317,19 @@ impl Replicas {
         slow: Duration,
         limits: Limits,
     ) -> Result<Arc<Self>, sqlx::Error> {
-        let look = look_pool().connect_lazy_with(connect_options(primary_url, slow)?);
+        let configured_options = connect_options(primary_url, slow)?;
+        let look = look_pool().connect_lazy_with(configured_options.clone());
         let replicas = urls
             .iter()
             .map(|url| {
                 let options = connect_options(url, slow)?;
+                // Idle connections go soon, so that a replica promoted to
+                // primary is not left holding a pool of reads beside the
+                // writes' own.
                 let pool = AnyPoolOptions::new()
                     .max_connections(pool_size)
                     .acquire_timeout(LOOK_TIMEOUT)
+                    .idle_timeout(REPLICA_IDLE)
                     .connect_lazy_with(options.clone());
                 Ok(Replica {
                     name: host_of(url),
@@ -319,6 +362,13 @@ impl Replicas {
                 answered_at: AtomicU64::new(1),
                 forked: AtomicBool::new(false),
                 failovers: AtomicU64::new(0),
+                configured: Configured {
+                    look: look_pool().connect_lazy_with(configured_options.clone()),
+                    options: configured_options,
+                    name: host_of(primary_url),
+                    promoted_on: AtomicU32::new(0),
+                },
+                hidden_said: AtomicBool::new(false),
             },
             limits,
             epoch,
@@ -352,6 +402,7 @@ impl Replicas {
         }
         let look = self.primary.look.lock().clone();
         look.close().await;
+        self.primary.configured.look.close().await;
     }
 
     /// How many replicas there are.
@@ -409,13 +460,41 @@ impl Replicas {
                 .and_then(|text| parse_replica(&text));
             (replica, seen)
         });
-        for (replica, seen) in futures_util::future::join_all(looks).await {
+        // While a replica is the primary, `database.url` too.
+        let configured = async {
+            if self.primary.promoted.load(Ordering::Relaxed) == NOT_PROMOTED {
+                return 0;
+            }
+            match look(&self.primary.configured.look, REPLICA_LOOK)
+                .await
+                .and_then(|text| parse_replica(&text))
+            {
+                Some(Seen::Primary { timeline }) => timeline,
+                _ => 0,
+            }
+        };
+        let (seen, configured) = tokio::join!(futures_util::future::join_all(looks), configured);
+        self.primary
+            .configured
+            .promoted_on
+            .store(configured, Ordering::Relaxed);
+        for (replica, seen) in seen {
             match seen {
                 Some(Seen::Replaying { replayed, timeline }) => {
                     replica.seen_replaying.store(true, Ordering::Relaxed);
                     replica.promoted_on.store(0, Ordering::Relaxed);
                     if timeline != 0 {
                         replica.timeline.store(timeline, Ordering::Relaxed);
+                    }
+                    if timeline == HIDDEN && !self.primary.hidden_said.swap(true, Ordering::Relaxed)
+                    {
+                        tracing::warn!(
+                            replica = %replica.name,
+                            "the database user may not see which timeline the replicas receive \
+                             (grant it pg_read_all_stats): a replica left on an old timeline by a \
+                             failover before this process started cannot be told apart, and after \
+                             a failover no replica takes reads"
+                        );
                     }
                     self.replayed(replica, replayed, primary_at);
                 }
@@ -470,12 +549,20 @@ impl Replicas {
         }
     }
 
-    /// The replica to fail over to, and its timeline: of those a round
-    /// has seen replaying and that now take writes, the one on the newest
-    /// timeline, if that is newer than the primary's (or the primary's is
-    /// unknown and it has not answered for [`DOWN_AFTER`]).
+    /// The server to fail over to ([`NOT_PROMOTED`] for `database.url`),
+    /// and its timeline: of the replicas a round has seen replaying, and
+    /// `database.url` while a replica is the primary, the one taking
+    /// writes on the newest timeline, if that is newer than the primary's
+    /// (or the primary's is unknown and it has not answered for
+    /// [`DOWN_AFTER`]).
     fn promoted_replica(&self) -> Option<(usize, u32)> {
         let current = self.primary.promoted.load(Ordering::Relaxed);
+        let configured = (current != NOT_PROMOTED).then(|| {
+            (
+                NOT_PROMOTED,
+                self.primary.configured.promoted_on.load(Ordering::Relaxed),
+            )
+        });
         let (at, timeline) = self
             .replicas
             .iter()
@@ -484,6 +571,7 @@ impl Replicas {
                 at != current && replica.seen_replaying.load(Ordering::Relaxed)
             })
             .map(|(at, replica)| (at, replica.promoted_on.load(Ordering::Relaxed)))
+            .chain(configured)
             .filter(|&(_, timeline)| timeline != 0)
             .max_by_key(|&(_, timeline)| timeline)?;
         let newer = match self.primary.timeline.load(Ordering::Relaxed) {
@@ -498,41 +586,57 @@ impl Replicas {
         newer.then_some((at, timeline))
     }
 
-    /// Makes the replica at `at`, promoted onto `timeline`, the primary:
-    /// the service's pool and the monitor's connection to the old primary
-    /// are closed (once their connections in use come back) and pools to
-    /// the new one put in their place. The replicas' findings of
-    /// currency, made against the old primary's positions, are dropped.
+    /// Makes the server at `at` (a replica, or [`NOT_PROMOTED`] for
+    /// `database.url`), promoted onto `timeline`, the primary: what the
+    /// rounds know is set first, then pools to the new primary take the
+    /// place of the service's pool and the monitor's connection, and the
+    /// old ones are closed (waiting at most [`CLOSE_WAIT`] for their
+    /// connections in use). The replicas' findings of currency, made
+    /// against the old primary's positions, are dropped.
     fn fail_over(&self, at: usize, timeline: u32) {
-        let replica = &self.replicas[at];
-        let old_name = std::mem::replace(&mut *self.primary.name.lock(), replica.name.clone());
-        let pool =
-            primary_pool_options(self.primary.pool_size).connect_lazy_with(replica.options.clone());
-        let old_pool = self.primary.pool.replace(pool);
-        let look = look_pool().connect_lazy_with(replica.options.clone());
-        let old_look = std::mem::replace(&mut *self.primary.look.lock(), look);
-        tokio::spawn(async move {
-            old_look.close().await;
-            old_pool.close().await;
-        });
+        let (options, name) = match self.replicas.get(at) {
+            Some(replica) => {
+                // It takes writes now, and no reads as a replica.
+                replica.answered_at.store(0, Ordering::Relaxed);
+                (replica.options.clone(), replica.name.clone())
+            }
+            None => (
+                self.primary.configured.options.clone(),
+                self.primary.configured.name.clone(),
+            ),
+        };
         self.primary.promoted.store(at, Ordering::Relaxed);
         self.primary.timeline.store(timeline, Ordering::Relaxed);
         self.primary
             .answered_at
             .store(self.now_us(), Ordering::Relaxed);
         self.primary.forked.store(true, Ordering::Relaxed);
-        self.primary.failovers.fetch_add(1, Ordering::Relaxed);
-        // It takes writes now, and no reads as a replica.
-        replica.answered_at.store(0, Ordering::Relaxed);
         self.recent.lock().clear();
         for replica in &self.replicas {
             replica.current_as_of.store(0, Ordering::Relaxed);
         }
+        let old_name = std::mem::replace(&mut *self.primary.name.lock(), name.clone());
+        let look = look_pool().connect_lazy_with(options.clone());
+        let old_look = std::mem::replace(&mut *self.primary.look.lock(), look);
+        let pool = primary_pool_options(self.primary.pool_size).connect_lazy_with(options);
+        let old_pool = self.primary.pool.replace(pool);
+        self.primary.failovers.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let closed = tokio::time::timeout(CLOSE_WAIT, async {
+                tokio::join!(old_look.close(), old_pool.close())
+            })
+            .await;
+            if closed.is_err() {
+                tracing::warn!(
+                    "connections to the old database primary were still in use {CLOSE_WAIT:?} after the failover; they end when their statements do"
+                );
+            }
+        });
         tracing::warn!(
             from = %old_name,
-            to = %replica.name,
+            to = %name,
             timeline,
-            "the database failed over: a replica was promoted, and takes the writes now"
+            "the database failed over: a promoted server takes the writes now"
         );
     }
 
@@ -543,15 +647,17 @@ impl Replicas {
             since != 0
                 && now.saturating_sub(since) <= u64::try_from(limit.as_micros()).unwrap_or(u64::MAX)
         };
-        // After a failover a replica must show that it follows the new
-        // primary: one still on the old timeline may have replayed writes
-        // the new primary never had.
+        // A replica must show that it follows the primary's history: one
+        // left on an old timeline by a failover (here, or before this
+        // process started) may have replayed writes the primary never had,
+        // and has no WAL receiver, or one on that timeline. One whose
+        // receiver is hidden from the user is trusted until a failover.
         let timeline = replica.timeline.load(Ordering::Relaxed);
         let primary_timeline = self.primary.timeline.load(Ordering::Relaxed);
-        let same_history = if self.primary.forked.load(Ordering::Relaxed) {
-            timeline != 0 && timeline == primary_timeline
-        } else {
-            timeline == 0 || primary_timeline == 0 || timeline == primary_timeline
+        let same_history = match timeline {
+            0 => false,
+            HIDDEN => !self.primary.forked.load(Ordering::Relaxed),
+            timeline => primary_timeline == 0 || timeline == primary_timeline,
         };
         within(answered, DOWN_AFTER)
             && within(current, self.limits.max_lag)
@@ -821,7 +927,8 @@ fn parse_primary(text: &str) -> Option<(Lsn, u32)> {
 /// What a look found a replica doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
-    /// Replaying, up to here, receiving this timeline (0: unknown).
+    /// Replaying, up to here, receiving this timeline (0: no receiver,
+    /// [`HIDDEN`]: not visible to the user).
     Replaying { replayed: Lsn, timeline: u32 },
     /// Taking writes, on this timeline: it was promoted.
     Primary { timeline: u32 },
@@ -833,7 +940,13 @@ fn parse_replica(text: &str) -> Option<Seen> {
     let seen = match (words.next()?, words.next()?, words.next()) {
         ("replica", replayed, Some(timeline)) => Seen::Replaying {
             replayed: replayed.parse().ok()?,
-            timeline: timeline.parse().ok()?,
+            timeline: match timeline {
+                "?" => HIDDEN,
+                timeline => timeline
+                    .parse()
+                    .ok()
+                    .filter(|&timeline| timeline != HIDDEN)?,
+            },
         },
         ("primary", wal_file, None) => Seen::Primary {
             timeline: timeline_of(wal_file)?,
@@ -1021,8 +1134,13 @@ pub(super) mod tests {
     /// A pool on `primary` with `replicas`, with a table `marks`, once
     /// every replica is in rotation.
     async fn db_on(primary: &Postgres, replicas: &[&Postgres]) -> Db {
+        db_at(&primary.url(), replicas).await
+    }
+
+    /// [`db_on`] the primary at `url`.
+    async fn db_at(url: &str, replicas: &[&Postgres]) -> Db {
         let config = DatabaseConfig {
-            url: primary.url(),
+            url: url.to_owned(),
             max_connections: Some(4),
             replicas: replicas.iter().map(|replica| replica.url()).collect(),
             replica_max_lag: Duration::from_secs(1),
@@ -1160,6 +1278,77 @@ pub(super) mod tests {
         }
         assert_eq!(replicas.states()[1].reads, left_state.reads);
         db.close().await;
+
+        // A process started after the failover, on the new primary with
+        // the left replica: nothing tells it a failover happened, but the
+        // left replica receives nothing, so it takes no reads either.
+        let config = DatabaseConfig {
+            url: promoted.url(),
+            max_connections: Some(4),
+            replicas: vec![left.url()],
+            replica_max_lag: Duration::from_secs(1),
+            replica_wait: Duration::from_secs(1),
+            ..DatabaseConfig::default()
+        };
+        let later = Db::connect(&config, Monitor::new())
+            .await
+            .expect("connects");
+        let replicas = later.replicas().expect("replicas");
+        wait::until_async("a round to compare the left replica", async || {
+            replicas.states()[0].current_as_of_ago.is_some()
+        })
+        .await;
+        assert!(!replicas.states()[0].in_rotation, "{:?}", replicas.states());
+        assert_eq!(marks(&later, Freshness::ANY).await, 1);
+        assert_eq!(replicas.states()[0].reads, 0);
+        later.close().await;
+    }
+
+    /// `database.url` names whatever is the primary (here a proxy, as a
+    /// Service that follows the primary would): after a failover to a
+    /// listed replica, a later promotion that the URL follows is found
+    /// too, and the writes go back to the URL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_promotion_behind_the_configured_url_is_followed_back() {
+        let mut primary = Postgres::start().expect("the primary starts");
+        let replica = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        let service = seawall_testkit::Proxy::start(primary.addr()).expect("a proxy");
+        let url = format!("postgres://postgres@{}/postgres", service.addr());
+        let db = db_at(&url, &[&replica]).await;
+        mark(&db).await;
+        // Replication is asynchronous here: the mark survives the
+        // promotion only once the replica has it.
+        replica.caught_up_with(&primary).expect("caught up");
+        primary.kill().expect("kills");
+        replica.promote().expect("promotes");
+        let first = until_failed_over(&db, 1).await;
+        assert_eq!(first.promoted_replica, Some(0), "{first:?}");
+        mark(&db).await;
+
+        // The next primary: a replica of the promoted one, promoted in
+        // turn, which the URL's proxy now leads to.
+        let next = Postgres::builder()
+            .replica_of(&replica)
+            .start()
+            .expect("the next replica starts");
+        next.caught_up_with(&replica).expect("caught up");
+        next.promote().expect("promotes");
+        service.retarget(next.addr());
+        let back = until_failed_over(&db, 2).await;
+        assert_eq!(back.promoted_replica, None, "{back:?}");
+        assert_eq!(back.name, service.addr().to_string());
+        assert_eq!(back.timeline, first.timeline.map(|timeline| timeline + 1));
+        mark(&db).await;
+        let on_next = next.psql("SELECT COUNT(*) FROM marks").expect("psql");
+        assert_eq!(
+            on_next.trim(),
+            "3",
+            "every mark, the last on the next primary"
+        );
+        db.close().await;
     }
 
     #[test]
@@ -1180,6 +1369,13 @@ pub(super) mod tests {
             Some(Seen::Replaying {
                 replayed: Lsn(1),
                 timeline: 0
+            })
+        );
+        assert_eq!(
+            parse_replica("replica 0/1 ?"),
+            Some(Seen::Replaying {
+                replayed: Lsn(1),
+                timeline: HIDDEN
             })
         );
         assert_eq!(
