@@ -35,6 +35,7 @@ use seawall_testkit::{FleetRedis, Postgres, wait};
 use crate::partitions::{
     Clients, Form, cache_state, checked_with, drill_dir, never, seed_balances,
 };
+use crate::replicas::{reports, until_in_rotation};
 use crate::support::{self, Running};
 
 /// The state the drill ends in, read on `postgres` (the new primary): the
@@ -63,16 +64,6 @@ async fn final_state(fleet: &Running, postgres: &Postgres, users: &[i64]) -> Fin
     .expect("a final state")
 }
 
-/// Each instance's report of its database (`GET /api/performance`).
-async fn databases(client: &reqwest::Client, fleet: &Running) -> Vec<Value> {
-    let mut reports = Vec::new();
-    for base in fleet.instance_urls() {
-        let report = support::admin_get(client, fleet, &format!("{base}/api/performance")).await;
-        reports.push(report["database"].clone());
-    }
-    reports
-}
-
 /// Runs the drill in `form`; returns the checker's report.
 pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
     let dir = drill_dir("replicas");
@@ -89,17 +80,7 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
     )
     .await;
     let client = support::client();
-    wait::until_async("both replicas in rotation on every instance", async || {
-        databases(&client, &fleet).await.iter().all(|database| {
-            database["replicas"].as_array().is_some_and(|replicas| {
-                replicas.len() == 2
-                    && replicas
-                        .iter()
-                        .all(|replica| replica["in_rotation"] == json!(true))
-            })
-        })
-    })
-    .await;
+    until_in_rotation(&client, &fleet, &[0, 1]).await;
 
     let recorder = Recorder::create(dir.join("clients.jsonl")).expect("a recorder");
     let clients = Clients {
@@ -179,26 +160,14 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
         .restart()
         .expect("restarts");
     fault("restart", json!({"host": replica_hosts[0]}));
-    wait::until_async("replica 1 in rotation again", async || {
-        databases(&client, &fleet)
-            .await
-            .iter()
-            .all(|database| database["replicas"][0]["in_rotation"] == json!(true))
-    })
-    .await;
+    until_in_rotation(&client, &fleet, &[0]).await;
     tokio::time::sleep(between).await;
 
     // 4. Replica 1 cut off from every other host.
     fleet.isolate(replica_hosts[0]).expect("isolates");
     tokio::time::sleep(form.hold).await;
     fleet.heal().expect("heals");
-    wait::until_async("replica 1 in rotation again", async || {
-        databases(&client, &fleet)
-            .await
-            .iter()
-            .all(|database| database["replicas"][0]["in_rotation"] == json!(true))
-    })
-    .await;
+    until_in_rotation(&client, &fleet, &[0]).await;
     tokio::time::sleep(between).await;
 
     // 5. The primary killed; the replica that has received the most is
@@ -224,7 +193,7 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
     wait::until_async(
         "every instance to write to the promoted replica",
         async || {
-            databases(&client, &fleet)
+            reports(&client, &fleet)
                 .await
                 .iter()
                 .all(|database| database["primary"]["name"] == promoted)
@@ -258,7 +227,7 @@ pub(crate) async fn replicas_faulted_then_promoted(form: Form) -> Report {
         &state,
         &Options::default(),
     );
-    let reads: Vec<Value> = databases(&client, &fleet).await;
+    let reads: Vec<Value> = reports(&client, &fleet).await;
     println!("the instances' databases at the end: {reads:#?}");
     support::stop(fleet).await;
     report

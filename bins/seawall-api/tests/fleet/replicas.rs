@@ -7,13 +7,29 @@ use serde_json::{Value, json};
 use crate::support;
 
 /// Every instance's report of its database replicas (`GET /api/performance`).
-async fn reports(client: &reqwest::Client, fleet: &Fleet) -> Vec<Value> {
+pub(crate) async fn reports(client: &reqwest::Client, fleet: &Fleet) -> Vec<Value> {
     let mut reports = Vec::new();
     for base in fleet.instance_urls() {
         let report = support::admin_get(client, fleet, &format!("{base}/api/performance")).await;
         reports.push(report["database"].clone());
     }
     reports
+}
+
+/// Waits until every instance has each replica of `replicas` (indices in
+/// `database.replicas`) in rotation.
+pub(crate) async fn until_in_rotation(client: &reqwest::Client, fleet: &Fleet, replicas: &[usize]) {
+    wait::until_async(
+        format!("replicas {replicas:?} in rotation on every instance"),
+        async || {
+            reports(client, fleet).await.iter().all(|database| {
+                replicas
+                    .iter()
+                    .all(|&n| database["replicas"][n]["in_rotation"] == json!(true))
+            })
+        },
+    )
+    .await;
 }
 
 /// A fleet of two instances with two streaming replicas: each instance
@@ -33,17 +49,7 @@ async fn the_instances_read_on_the_replicas_and_nothing_reads_the_past() {
     .await;
     let client = support::client();
     let bases = fleet.instance_urls();
-    wait::until_async("both replicas in rotation on every instance", async || {
-        reports(&client, &fleet).await.iter().all(|database| {
-            database["replicas"].as_array().is_some_and(|replicas| {
-                replicas.len() == 2
-                    && replicas
-                        .iter()
-                        .all(|replica| replica["in_rotation"] == json!(true))
-            })
-        })
-    })
-    .await;
+    until_in_rotation(&client, &fleet, &[0, 1]).await;
 
     // A fill reads on a replica once a look finds it current within
     // `database.replica_wait`, which a loaded machine may miss: statistics

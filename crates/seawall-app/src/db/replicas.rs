@@ -1014,6 +1014,34 @@ pub(super) mod tests {
         .await;
     }
 
+    /// The configuration of a pool of 4 on the primary at `url` with
+    /// `replicas`, `max_lag` and `wait`.
+    fn config(
+        url: &str,
+        replicas: &[&Postgres],
+        max_lag: Duration,
+        wait: Duration,
+    ) -> DatabaseConfig {
+        DatabaseConfig {
+            url: url.to_owned(),
+            max_connections: Some(4),
+            replicas: replicas.iter().map(|replica| replica.url()).collect(),
+            replica_max_lag: max_lag,
+            replica_wait: wait,
+            ..DatabaseConfig::default()
+        }
+    }
+
+    /// Connects with `config` and makes the table `marks`.
+    async fn with_marks(config: &DatabaseConfig) -> Db {
+        let db = Db::connect(config, Monitor::new()).await.expect("connects");
+        sqlx::query("CREATE TABLE marks (n BIGINT)")
+            .execute(&db.pool())
+            .await
+            .expect("creates");
+        db
+    }
+
     /// A primary and a streaming replica of it, and a pool on both with
     /// `max_lag` and `wait` (`database.replica_max_lag`, `replica_wait`),
     /// once the replica is in rotation, with a table `marks` to write to.
@@ -1026,21 +1054,7 @@ pub(super) mod tests {
             .replica_of(&primary)
             .start()
             .expect("the replica starts");
-        let config = DatabaseConfig {
-            url: primary.url(),
-            max_connections: Some(4),
-            replicas: vec![replica.url()],
-            replica_max_lag: max_lag,
-            replica_wait: wait,
-            ..DatabaseConfig::default()
-        };
-        let db = Db::connect(&config, Monitor::new())
-            .await
-            .expect("connects");
-        sqlx::query("CREATE TABLE marks (n BIGINT)")
-            .execute(&db.pool())
-            .await
-            .expect("creates");
+        let db = with_marks(&config(&primary.url(), &[&replica], max_lag, wait)).await;
         until_in_rotation(&db, true).await;
         (primary, replica, db)
     }
@@ -1139,21 +1153,8 @@ pub(super) mod tests {
 
     /// [`db_on`] the primary at `url`.
     async fn db_at(url: &str, replicas: &[&Postgres]) -> Db {
-        let config = DatabaseConfig {
-            url: url.to_owned(),
-            max_connections: Some(4),
-            replicas: replicas.iter().map(|replica| replica.url()).collect(),
-            replica_max_lag: Duration::from_secs(1),
-            replica_wait: Duration::from_secs(1),
-            ..DatabaseConfig::default()
-        };
-        let db = Db::connect(&config, Monitor::new())
-            .await
-            .expect("connects");
-        sqlx::query("CREATE TABLE marks (n BIGINT)")
-            .execute(&db.pool())
-            .await
-            .expect("creates");
+        let second = Duration::from_secs(1);
+        let db = with_marks(&config(url, replicas, second, second)).await;
         wait::until_async("every replica in rotation", async || {
             db.replicas()
                 .expect("replicas")
@@ -1282,17 +1283,13 @@ pub(super) mod tests {
         // A process started after the failover, on the new primary with
         // the left replica: nothing tells it a failover happened, but the
         // left replica receives nothing, so it takes no reads either.
-        let config = DatabaseConfig {
-            url: promoted.url(),
-            max_connections: Some(4),
-            replicas: vec![left.url()],
-            replica_max_lag: Duration::from_secs(1),
-            replica_wait: Duration::from_secs(1),
-            ..DatabaseConfig::default()
-        };
-        let later = Db::connect(&config, Monitor::new())
-            .await
-            .expect("connects");
+        let second = Duration::from_secs(1);
+        let later = Db::connect(
+            &config(&promoted.url(), &[&left], second, second),
+            Monitor::new(),
+        )
+        .await
+        .expect("connects");
         let replicas = later.replicas().expect("replicas");
         wait::until_async("a round to compare the left replica", async || {
             replicas.states()[0].current_as_of_ago.is_some()
