@@ -458,7 +458,7 @@ impl Db {
 ///
 /// # async fn count(db: &seawall_app::db::Db) -> Result<i64, sqlx::Error> {
 /// const SQL: &str = "SELECT COUNT(*) FROM users";
-/// let (users,): (i64,) = sqlx::query_as(SQL).fetch_one(db.pool()).timed(db, SQL).await?;
+/// let (users,): (i64,) = sqlx::query_as(SQL).fetch_one(&db.pool()).timed(db, SQL).await?;
 /// # Ok(users)
 /// # }
 /// ```
