@@ -1,6 +1,21 @@
 //! Criterion benchmarks for the seawall crates; run `cargo bench -p seawall-benches`.
 //! Figures and the commands that produced them are in `docs/benchmarks.md`.
 
+/// Awaits `each()` `iterations` times, each answer kept from the
+/// optimiser, and answers how long that took: the body of a criterion
+/// `iter_custom` over an async call (`runtime.block_on(timed(iters, ...))`).
+pub async fn timed<T, F, Fut>(iterations: u64, mut each: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let began = std::time::Instant::now();
+    for _ in 0..iterations {
+        std::hint::black_box(each().await);
+    }
+    began.elapsed()
+}
+
 /// What the cache benchmarks store and the order they read it in, shared by
 /// `benches/cache.rs` and the `seawall-l1-reads` program, so the counts
 /// `scripts/l1-reads` makes are of the reads `cache/l1_hit` times.

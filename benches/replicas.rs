@@ -19,6 +19,7 @@ use seawall_app::config::DatabaseConfig;
 use seawall_app::db::Db;
 use seawall_app::db::caller::{self, Caller};
 use seawall_app::db::replicas::{Freshness, Lsn};
+use seawall_benches::timed;
 use seawall_perfmon::Monitor;
 use seawall_testkit::Postgres;
 
@@ -131,27 +132,15 @@ fn replicas(c: &mut Criterion) {
     group.bench_function("after_position", |b| {
         let freshness = Freshness::after(setup.position);
         b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let began = Instant::now();
-                for _ in 0..iters {
-                    black_box(replicas.choose(black_box(freshness)).await);
-                }
-                began.elapsed()
-            })
+            runtime.block_on(timed(iters, || replicas.choose(black_box(freshness))))
         });
     });
     group.bench_function("caller_scope_and_choice", |b| {
         b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let began = Instant::now();
-                for _ in 0..iters {
-                    let chosen = Caller::new(Some(setup.position))
-                        .scope(async { replicas.choose(caller::freshness().await).await })
-                        .await;
-                    black_box(chosen);
-                }
-                began.elapsed()
-            })
+            runtime.block_on(timed(iters, || {
+                Caller::new(Some(setup.position))
+                    .scope(async { replicas.choose(caller::freshness().await).await })
+            }))
         });
     });
     group.finish();
@@ -160,24 +149,14 @@ fn replicas(c: &mut Criterion) {
     group.bench_function("replica_after_position", |b| {
         let freshness = Freshness::after(setup.position);
         b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let began = Instant::now();
-                for _ in 0..iters {
-                    black_box(select_one(&setup.with_replica, freshness).await);
-                }
-                began.elapsed()
-            })
+            runtime.block_on(timed(iters, || select_one(&setup.with_replica, freshness)))
         });
     });
     group.bench_function("pool_without_replicas", |b| {
         b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let began = Instant::now();
-                for _ in 0..iters {
-                    black_box(select_one(&setup.primary_only, Freshness::ANY).await);
-                }
-                began.elapsed()
-            })
+            runtime.block_on(timed(iters, || {
+                select_one(&setup.primary_only, Freshness::ANY)
+            }))
         });
     });
     group.finish();
