@@ -71,6 +71,18 @@ pub(crate) async fn scope(
     response
 }
 
+/// Runs a request that carries a `Seawall-Read-After` as the caller it
+/// names (400 when it is not a position), and one that carries none as no
+/// caller at all: for the admin enqueues, whose jobs then read as of when
+/// they run rather than as a caller that has written nothing.
+pub(crate) async fn carried(request: Request, next: Next) -> Response {
+    if request.headers().contains_key(HEADER) {
+        scope(State(None), request, next).await
+    } else {
+        next.run(request).await
+    }
+}
+
 /// A WAL position as PostgreSQL prints it (`16/B374D848`), or as one
 /// hexadecimal number of at most 16 digits (`16B374D848`).
 fn position(text: &str) -> Option<Lsn> {

@@ -56,7 +56,7 @@ pub struct Flow {
 impl Flow {
     /// A job of `queue` with `payload` and `options`, with no children yet.
     /// Its delay counts from when its children finished. A flow's jobs
-    /// take no idempotency, unique or debounce key.
+    /// take no idempotency, unique or debounce key, and no context.
     pub fn new<T: Serialize + ?Sized>(
         queue: &str,
         payload: &T,
@@ -66,6 +66,11 @@ impl Flow {
         if options.deduplication().is_some() {
             return Err(Error::InvalidOption(
                 "a flow's jobs take no idempotency, unique or debounce key".to_owned(),
+            ));
+        }
+        if options.context_text().is_some() {
+            return Err(Error::InvalidOption(
+                "a flow's jobs carry no context".to_owned(),
             ));
         }
         Ok(Self {

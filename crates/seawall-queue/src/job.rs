@@ -215,6 +215,8 @@ pub struct JobInfo {
     /// [`WorkerBuilder::start`](crate::WorkerBuilder::start)); kept as long
     /// as the completed job is.
     pub result: Option<Vec<u8>>,
+    /// The [context](crate::JobOptions::context) it carries, if any.
+    pub context: Option<String>,
 }
 
 /// The tick of a scheduler that a job was enqueued for: each tick of a

@@ -164,6 +164,22 @@
 //! this release enqueued ahead for the coming tick, so that tick runs with
 //! the scheduler as it was; the changes take effect from the tick after.
 //!
+//! A job's [context](JobOptions::context) is a field of its own that a
+//! worker of an earlier release does not read: such a worker runs the job
+//! as a job without one.
+//!
+//! # Job context
+//!
+//! What a producer knows about the request behind a job, and its handler
+//! must honour, need not be part of the payload: [`JobOptions::context`]
+//! gives a job up to [`MAX_CONTEXT_BYTES`] of text that every run reads with
+//! [`Job::context`] and [`JobInfo::context`] shows. A payload stays the
+//! job's own data, and its type can refuse unknown fields while the context
+//! changes form; an enqueue of jobs without one sends nothing for it. The
+//! seawall application carries the WAL position its reads must reach this
+//! way, so that a job reads the writes of the request that enqueued it on a
+//! database replica.
+//!
 //! # Tracing
 //!
 //! Every enqueue runs in a `queue.send` span and every run of a job in a
@@ -244,7 +260,9 @@ pub use job::{
     Finished, JobId, JobInfo, JobState, Limits, Progress, RateLimit, Tick,
 };
 pub use metrics::QueueMetrics;
-pub use options::{DEFAULT_PRIORITY, Dedup, JobOptions, LOWEST_PRIORITY, MAX_KEY_BYTES};
+pub use options::{
+    DEFAULT_PRIORITY, Dedup, JobOptions, LOWEST_PRIORITY, MAX_CONTEXT_BYTES, MAX_KEY_BYTES,
+};
 pub use pace::{ConcurrencyLimit, RunSample};
 pub use presence::{ProcessReport, QueueActivity, SeenProcess};
 pub use queues::{MAX_LISTED, MAX_PAYLOAD_BYTES, Queues, RedisQueues};

@@ -144,6 +144,8 @@ struct Record {
     payload: Vec<u8>,
     /// The trace context stored with it; empty for none.
     trace: String,
+    /// Its context; empty for none.
+    context: String,
     priority: u8,
     max_attempts: u32,
     backoff: String,
@@ -185,6 +187,7 @@ impl Record {
         Self {
             payload: job.payload,
             trace: job.trace,
+            context: job.context,
             priority: job.priority,
             max_attempts: job.max_attempts,
             backoff: job.backoff,
@@ -226,6 +229,7 @@ impl Record {
             stalls: self.stalls,
             run: self.runs,
             trace: self.trace.clone(),
+            context: self.context.clone(),
         }
     }
 }
@@ -1290,6 +1294,7 @@ impl MemoryStore {
                             let ready = step.now + job.delay_ms;
                             if let Some(held) = step.q.jobs.get_mut(&earlier) {
                                 held.payload = job.payload;
+                                held.context = job.context;
                                 let due = held.position;
                                 step.q.delayed.remove(&(due, earlier.clone()));
                             }
@@ -2067,6 +2072,7 @@ impl Store for MemoryStore {
                 cancel_requested: job.cancel,
                 tick: Tick::parse(&job.tick),
                 result: (!job.result.is_empty()).then(|| job.result.clone()),
+                context: (!job.context.is_empty()).then(|| job.context.clone()),
             })
         }))
     }

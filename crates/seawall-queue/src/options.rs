@@ -12,6 +12,8 @@ pub const LOWEST_PRIORITY: u8 = 7;
 pub const DEFAULT_PRIORITY: u8 = 3;
 /// The longest group or idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
+/// The longest [context](JobOptions::context), in bytes.
+pub const MAX_CONTEXT_BYTES: usize = 256;
 
 /// How one job is enqueued. Every setter checks its value, so options that
 /// exist are valid.
@@ -43,6 +45,7 @@ pub struct JobOptions {
     timeout: Option<Duration>,
     group: Option<String>,
     idempotency: Option<(String, Dedup)>,
+    context: Option<String>,
 }
 
 /// What a job's key deduplicates: while it holds, an enqueue with the same
@@ -82,6 +85,7 @@ impl JobOptions {
             timeout: None,
             group: None,
             idempotency: None,
+            context: None,
         }
     }
 
@@ -222,6 +226,43 @@ impl JobOptions {
         Ok(self)
     }
 
+    /// A short text (1 to [`MAX_CONTEXT_BYTES`] bytes) that travels with
+    /// the job to every run of it, outside its payload: what the producer
+    /// knows of the request that enqueued it and the handler should honour
+    /// (a position to read after, a tenant, a locale), as Sidekiq's current
+    /// attributes or a message's headers do. Its handler reads it with
+    /// [`Job::context`](crate::Job::context). The queue stores it only when
+    /// set, and a worker of a release that knows no context runs the job as
+    /// before, without it. It is not part of what an idempotency key
+    /// compares; a [debounce](Self::debounce)'s later enqueue replaces it
+    /// with the payload. A [`Flow`](crate::Flow)'s jobs and a
+    /// [scheduler](crate::Queues::upsert_scheduler)'s take none.
+    ///
+    /// ```
+    /// use seawall_queue::{JobOptions, Queues};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> seawall_queue::Result<()> {
+    /// let queues = Queues::memory();
+    /// let options = JobOptions::new().context("read-after=16/B374D848")?;
+    /// let id = queues.enqueue("reports", &7, &options).await?;
+    /// let job = queues.job("reports", &id).await?.expect("kept");
+    /// assert_eq!(job.context.as_deref(), Some("read-after=16/B374D848"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn context(mut self, context: impl Into<String>) -> Result<Self> {
+        let context = context.into();
+        if context.is_empty() || context.len() > MAX_CONTEXT_BYTES {
+            return Err(Error::InvalidOption(format!(
+                "a job's context must be 1 to {MAX_CONTEXT_BYTES} bytes, got {}",
+                context.len()
+            )));
+        }
+        self.context = Some(context);
+        Ok(self)
+    }
+
     /// The delay before the first run.
     pub fn initial_delay(&self) -> Duration {
         self.delay
@@ -266,6 +307,11 @@ impl JobOptions {
         self.idempotency
             .as_ref()
             .map(|(key, dedup)| (key.as_str(), *dedup))
+    }
+
+    /// The [context](Self::context) the job carries, if any.
+    pub fn context_text(&self) -> Option<&str> {
+        self.context.as_deref()
     }
 }
 

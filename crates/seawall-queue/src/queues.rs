@@ -579,6 +579,7 @@ pub(crate) fn new_job<T: Serialize + ?Sized>(
             (key.to_owned(), hold)
         }),
         trace,
+        context: options.context_text().unwrap_or_default().to_owned(),
     })
 }
 

@@ -159,6 +159,7 @@ impl Template {
             delay_ms: self.delay_ms,
             idempotency: None,
             trace: String::new(),
+            context: String::new(),
         }
     }
 }
@@ -224,6 +225,11 @@ impl Queues {
         if options.deduplication().is_some() {
             return Err(Error::InvalidOption(
                 "a scheduler's jobs take no idempotency, unique or debounce key: each tick is enqueued once".to_owned(),
+            ));
+        }
+        if options.context_text().is_some() {
+            return Err(Error::InvalidOption(
+                "a scheduler's jobs carry no context".to_owned(),
             ));
         }
         let template = Template::new(new_job(payload, options, String::new())?)?;

@@ -94,6 +94,8 @@ pub(crate) struct NewJob {
     pub(crate) idempotency: Option<(String, KeyHold)>,
     /// The trace context stored with it (see `trace`); empty for none.
     pub(crate) trace: String,
+    /// Its [context](crate::JobOptions::context); empty for none.
+    pub(crate) context: String,
 }
 
 /// The longest a key held [until](crate::Dedup::UntilStarted) a job starts
@@ -191,6 +193,8 @@ pub(crate) struct Taken {
     pub(crate) run: u32,
     /// The trace context stored with it; empty for none.
     pub(crate) trace: String,
+    /// Its [context](crate::JobOptions::context); empty for none.
+    pub(crate) context: String,
 }
 
 /// What one fetch call did.

@@ -135,6 +135,7 @@ pub struct Job<T> {
     failures: u32,
     max_attempts: u32,
     stalls: u32,
+    context: Option<String>,
     cancel: CancellationToken,
     progress: ProgressHandle,
 }
@@ -177,6 +178,12 @@ impl<T> Job<T> {
     /// not renewed).
     pub fn stalls(&self) -> u32 {
         self.stalls
+    }
+
+    /// The [context](crate::JobOptions::context) the producer gave the job,
+    /// if any.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
     }
 
     /// This flow job's children, with how each finished and its result
@@ -1305,6 +1312,7 @@ async fn run_job<T>(
                 failures: job.failures,
                 max_attempts: job.max_attempts,
                 stalls: job.stalls,
+                context: (!job.context.is_empty()).then(|| job.context.clone()),
                 cancel: cancel.clone(),
                 progress: ProgressHandle {
                     store: Arc::clone(&shared.store),

@@ -186,6 +186,15 @@ impl Modify for Conventions {
                     add_caller_headers(operation);
                     add_position_header(operation);
                 }
+                // The enqueues of one job run as the caller their
+                // `Seawall-Read-After` names, and answer it back.
+                if operation
+                    .operation_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("enqueue_") && id != "enqueue_flow")
+                {
+                    add_position_header(operation);
+                }
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add_responses(operation, &ADMIN);
                 }

@@ -46,8 +46,10 @@ const NEXT_RUNS: usize = 3;
 
 /// The admin queue routes; the caller puts them behind the token.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(overview))
+    // An enqueue that carries a `Seawall-Read-After` runs as the caller it
+    // names: the jobs whose processors read on replicas carry that
+    // position.
+    let enqueue = OpenApiRouter::new()
         .routes(routes!(enqueue_email))
         .routes(routes!(enqueue_report))
         .routes(routes!(enqueue_schedule))
@@ -56,6 +58,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enqueue_backup))
         .routes(routes!(enqueue_export))
         .routes(routes!(enqueue_import))
+        .route_layer(axum::middleware::from_fn(crate::read_after::carried));
+    OpenApiRouter::new()
+        .routes(routes!(overview))
+        .merge(enqueue)
         .routes(routes!(flows::enqueue_flow))
         .routes(routes!(list))
         .routes(routes!(job, cancel))
@@ -291,6 +297,10 @@ struct JobView {
     /// The recurring job's tick it was enqueued for, if a scheduler
     /// enqueued it.
     tick: Option<TickView>,
+    /// What the job carries beside its payload, if anything: the WAL
+    /// position its reads must see (`read-after=16/B374D848`), for an
+    /// email, report or notification job enqueued for a caller.
+    context: Option<String>,
 }
 
 /// A scheduler's tick.
@@ -484,6 +494,7 @@ fn view(queue: QueueName, job: JobInfo) -> JobView {
             scheduler: tick.scheduler,
             at: time(tick.at),
         }),
+        context: job.context,
     }
 }
 
@@ -593,6 +604,14 @@ macro_rules! enqueue_route {
                         a second job. Not with `dedupe`.",
                     nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
                     example = "order-7-confirmation"),
+                ("Seawall-Read-After" = Option<String>, Header,
+                    description = "A `Seawall-Read-After` a workload response gave: with \
+                        database replicas, an email, report or notification job then reads \
+                        only on a replica that has replayed the database that far (the writes \
+                        that response's caller had made), else on the primary. Without it, \
+                        such a job reads as of when its reads begin.",
+                    nullable = false, pattern = "^([0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}|[0-9A-Fa-f]{1,16})$",
+                    example = "16/B374D848"),
                 DedupeQuery,
             ),
             request_body(content = $payload, content_type = "application/json"),
@@ -601,8 +620,9 @@ macro_rules! enqueue_route {
                     used on this queue within 24 hours, the job it enqueued (nothing new is)",
                     body = Enqueued),
                 (status = 400, description = "`Idempotency-Key` is empty, longer than 255 \
-                    characters, not visible ASCII or sent twice; `dedupe`, `key` or \
-                    `debounce_ms` is malformed or out of range; or two `Authorization` headers",
+                    characters, not visible ASCII or sent twice; `Seawall-Read-After` is not \
+                    a WAL position or sent twice; `dedupe`, `key` or `debounce_ms` is \
+                    malformed or out of range; or two `Authorization` headers",
                     body = Problem, content_type = "application/problem+json"),
                 (status = 422, description = "The payload breaks the queue's rules, the \
                     `Idempotency-Key` was first used on this queue for a different job, or \

@@ -39,6 +39,55 @@ async fn enqueue(app: &TestApp, queue: &str, payload: &Value) -> String {
     reply.json["id"].as_str().expect("an id").to_owned()
 }
 
+/// An enqueue runs as the caller its `Seawall-Read-After` names: a job
+/// whose processor reads on replicas carries the position, the others
+/// carry nothing, and a position that is not one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_hands_the_position_it_carries_to_the_jobs_that_read() {
+    let app = TestApp::sqlite().await;
+    let send = async |queue: &str, payload: Value, position: &str| {
+        let request = Request::post(format!("/api/queue/{queue}"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Seawall-Read-After", position)
+            .body(Body::from(payload.to_string()))
+            .expect("request");
+        app.send(request).await
+    };
+    let report = send("report", json!({"user_id": 2, "days": 30}), "16/B374D848").await;
+    assert_eq!(report.status, 202, "{}", report.text());
+    assert_eq!(
+        report.headers.get("seawall-read-after"),
+        Some(&HeaderValue::from_static("16/B374D848"))
+    );
+    let id = report.json["id"].as_str().expect("an id");
+    let job = finished(&app, "report", id).await;
+    assert_eq!(job["context"], "read-after=16/B374D848", "{job}");
+    assert_eq!(job["state"], "completed", "{job}");
+
+    let backup = send("backup", json!({}), "16B374D848").await;
+    assert_eq!(backup.status, 202, "{}", backup.text());
+    let id = backup.json["id"].as_str().expect("an id");
+    assert_eq!(finished(&app, "backup", id).await["context"], Value::Null);
+
+    let plain = enqueue(&app, "email", &json!({"user_id": 1, "template": "welcome"})).await;
+    assert_eq!(
+        finished(&app, "email", &plain).await["context"],
+        Value::Null
+    );
+
+    let refused = send("report", json!({"user_id": 2, "days": 30}), "yesterday").await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    let listed = app
+        .admin_get("/api/queue/report/jobs?state=completed")
+        .await;
+    assert_eq!(
+        listed.json["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "nothing enqueued"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_every_queue_run_in_process_and_report_progress() {
     let app = TestApp::sqlite().await;

@@ -266,9 +266,20 @@ impl Caller {
 /// primary), or [`Freshness::ANY`] for a caller that has written nothing
 /// (or outside a caller's scope).
 pub async fn freshness() -> Freshness {
-    let Some(caller) = Caller::current() else {
-        return Freshness::ANY;
-    };
+    match handed_on().await {
+        None | Some(Lsn(0)) => Freshness::ANY,
+        Some(position) => Freshness::after(position),
+    }
+}
+
+/// The position that work done for the current caller elsewhere (a job a
+/// worker runs) must read after for the caller to see its own writes
+/// there: its position (for a caller known by an identity, looked up
+/// first, once); [`Lsn(0)`](Lsn) for a caller that has written nothing;
+/// [`Lsn(u64::MAX)`](Lsn), which no replica reaches, for one whose record
+/// could not be read; `None` outside a caller's scope.
+pub async fn handed_on() -> Option<Lsn> {
+    let caller = Caller::current()?;
     // Boxed: the lookup's future (a Redis call) would otherwise be part
     // of every read's future, which debug builds keep on the stack.
     Box::pin(caller.recalled()).await;
@@ -278,9 +289,9 @@ pub async fn freshness() -> Freshness {
         .is_some_and(|record| record.unknown.load(Ordering::Relaxed))
     {
         // No replica replays this far: the primary reads.
-        return Freshness::after(Lsn(u64::MAX));
+        return Some(Lsn(u64::MAX));
     }
-    caller.position().map_or(Freshness::ANY, Freshness::after)
+    Some(caller.position().unwrap_or(Lsn(0)))
 }
 
 #[cfg(test)]

@@ -967,7 +967,7 @@ fn host_of(url: &str) -> String {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::DatabaseConfig;
     use crate::db::Db;

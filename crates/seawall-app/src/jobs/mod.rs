@@ -255,7 +255,10 @@ pub async fn enqueue(
 /// Checks `payload` against `queue`'s rules, then enqueues it with the
 /// queue's attempts, backoff and timeout, kept from being queued twice as
 /// `dedupe` says. The key replaces any the queue's options carry: the
-/// caller's is what it must recognise.
+/// caller's is what it must recognise. A job of a queue whose processor
+/// reads on replicas, enqueued for a [caller](crate::db::caller::Caller),
+/// carries the caller's position, so that it reads the caller's writes
+/// (see docs/operations.md, "Read-your-writes in jobs").
 pub async fn enqueue_with(
     queues: &Queues,
     config: &QueueConfig,
@@ -273,10 +276,32 @@ pub async fn enqueue_with(
         Dedupe::Debounce(key, delay) => options.debounce(key, delay),
     }
     .map_err(Refusal::Queue)?;
+    let options = match read_after(queue).await {
+        Some(context) => options.context(context).map_err(Refusal::Queue)?,
+        None => options,
+    };
     queues
         .enqueue(queue.as_str(), &payload, &options)
         .await
         .map_err(Refusal::Queue)
+}
+
+/// The context of a job of `queue` enqueued now: for a queue whose
+/// processor reads on replicas (email, report, notification), enqueued
+/// for a [caller](crate::db::caller::Caller), `read-after=` the position
+/// the caller's writes reach (`0/0` for none), which the job's reads wait
+/// for as the caller's own would. Outside a caller, nothing: the job then
+/// reads as of when its reads begin, which is after everything committed
+/// before its enqueue.
+async fn read_after(queue: QueueName) -> Option<String> {
+    if !matches!(
+        queue,
+        QueueName::Email | QueueName::Report | QueueName::Notification
+    ) {
+        return None;
+    }
+    let position = crate::db::caller::handed_on().await?;
+    Some(format!("{}{position}", processors::READ_AFTER))
 }
 
 /// A job of a flow as asked for: its queue and payload, what its final

@@ -9,6 +9,7 @@ use sqlx::{Any, Database};
 
 use crate::cache::ApiCache;
 use crate::config::QueueName;
+use crate::db::replicas::{Freshness, Lsn};
 use crate::db::{Db, Timed as _};
 /// What the processors work with.
 #[derive(Clone)]
@@ -29,6 +30,60 @@ impl Processors {
 /// `queue:id`, how rows written by a job name it.
 pub(super) fn job_key<T>(queue: QueueName, job: &seawall_queue::Job<T>) -> String {
     format!("{queue}:{}", job.id())
+}
+
+/// What a job's [context](seawall_queue::JobOptions::context) starts with
+/// when it names the WAL position the job's reads must see: the position
+/// of the caller that enqueued it (see [`enqueue_with`](super::enqueue_with)).
+pub(super) const READ_AFTER: &str = "read-after=";
+
+/// How fresh the replica reads of `job` must be. A job enqueued for a
+/// caller carries the caller's position in its context (`read-after=16/B3`,
+/// `0/0` for a caller that had written nothing), and reads a replica that
+/// has replayed that far, without waiting, else the primary: it sees the
+/// writes of the request that enqueued it however far behind the replicas
+/// are. A job without one (enqueued outside a caller, by a scheduler, or
+/// by a release that sent none) reads as of when its read begins
+/// ([`Freshness::NOW`]): every write committed before it, whoever made it,
+/// since the job was enqueued after its writer's writes and runs after its
+/// enqueue.
+pub(super) fn freshness<T>(job: &Job<T>) -> Freshness {
+    match job
+        .context()
+        .and_then(|context| context.strip_prefix(READ_AFTER))
+        .map(str::parse::<Lsn>)
+    {
+        Some(Ok(Lsn(0))) => Freshness::ANY,
+        Some(Ok(position)) => Freshness::after(position),
+        None | Some(Err(_)) => Freshness::NOW,
+    }
+}
+
+/// The rows of `sql`, a read of one learner's rows with `user_id` (and
+/// `since`, when given) bound, read where [`freshness`] says.
+pub(super) async fn read_rows<R>(
+    db: &Db,
+    freshness: Freshness,
+    sql: &'static str,
+    user_id: i64,
+    since: Option<i64>,
+) -> Result<Vec<R>, JobError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin + 'static,
+{
+    db.read(freshness, |connection| {
+        let db = db.clone();
+        Box::pin(async move {
+            let query = sqlx::query_as::<_, R>(sql).bind(user_id);
+            let query = match since {
+                Some(since) => query.bind(since),
+                None => query,
+            };
+            query.fetch_all(connection).timed(&db, sql).await
+        })
+    })
+    .await
+    .map_err(|error| database(&error))
 }
 
 /// A database error, retried.

@@ -586,3 +586,151 @@ async fn the_recurring_jobs_are_kept_and_their_ticks_run() {
     );
     rig.stop().await;
 }
+
+/// The reports' `reviews` as the job of `id` wrote them.
+async fn reported(db: &Db, id: &JobId) -> i64 {
+    let (body,): (String,) = sqlx::query_as("SELECT body FROM reports WHERE job = $1")
+        .bind(format!("report:{id}"))
+        .fetch_one(&db.pool())
+        .await
+        .expect("a report");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    body["reviews"].as_i64().expect("a count")
+}
+
+/// A job reads the writes of the caller that enqueued it, on a replica
+/// when that one has replayed them: the caller's position travels in the
+/// job's context. With the replica's replay paused behind the caller's
+/// write, the job reads the primary and sees it; once the replica has
+/// replayed it, the job reads the replica, without waiting. A job of a
+/// caller that wrote nothing reads any replica in rotation (here the paused
+/// one, kept in rotation by a long lag limit: the past, within the lag
+/// limit, as a request of that caller would); a job enqueued outside any
+/// caller reads as of when it runs, so it sees the write too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reads_the_writes_of_the_caller_that_enqueued_it() {
+    use crate::db::caller::Caller;
+    use crate::db::replicas::tests::{mark, primary_and_replica, state};
+
+    let (_primary, replica, db) = primary_and_replica(
+        Duration::from_secs(600),
+        DatabaseConfig::default().replica_wait,
+    )
+    .await;
+    let replicas = std::sync::Arc::clone(db.replicas().expect("replicas"));
+    let demo = DemoConfig {
+        seed: true,
+        users: 2,
+        contents: 5,
+        schedules_per_user: 3,
+        history_per_user: 4,
+    };
+    let now = crate::time::now_ms();
+    crate::seed::ensure(&db, &demo, now).await.expect("seeds");
+    let seeded = mark(&db).await;
+    wait::until_async("the replica to replay the seed", async || {
+        state(&db).replayed >= seeded
+    })
+    .await;
+    replica.pause_replay().expect("pauses");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = QueueConfig {
+        files: dir.path().to_owned(),
+        nightly_backup: Recurring::Off,
+        hourly_analytics: Recurring::Off,
+        daily_report: Recurring::Off,
+        ..QueueConfig::default()
+    };
+    let queues = Queues::memory();
+    const HISTORY: &str = "SELECT COUNT(*) FROM review_history WHERE user_id = 1";
+    let before: i64 = sqlx::query_scalar(HISTORY)
+        .fetch_one(&db.pool())
+        .await
+        .expect("counts");
+    let report = || json!({"user_id": 1, "days": 365});
+    let enqueue_report = async || {
+        enqueue(&queues, &config, QueueName::Report, report(), None)
+            .await
+            .expect("enqueues")
+    };
+
+    // A caller writes, then enqueues a report: the job carries its
+    // position.
+    let writer = Caller::new(None);
+    let (position, after_write) = writer
+        .scope(async {
+            sqlx::query(
+                "INSERT INTO review_history (user_id, content_id, reviewed_at, rating, duration_ms) \
+                 VALUES (1, 1, $1, 4, 900)",
+            )
+            .bind(now)
+            .execute(&db.pool())
+            .await
+            .expect("inserts");
+            let position = db.wrote().await.expect("a position");
+            (position, enqueue_report().await)
+        })
+        .await;
+    let stored = queues
+        .job("report", &after_write)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(stored.context, Some(format!("read-after={position}")));
+    // A caller that wrote nothing, and no caller at all.
+    let reader = Caller::new(None)
+        .scope(async { enqueue_report().await })
+        .await;
+    let outside = enqueue_report().await;
+    assert_eq!(
+        queues
+            .job("report", &outside)
+            .await
+            .expect("reads")
+            .expect("kept")
+            .context,
+        None
+    );
+
+    let monitor = Monitor::new();
+    let processors = Processors::new(db.clone(), None, dir.path().to_owned());
+    let running = Running::start(&queues, &config, &monitor, &processors).expect("starts");
+    let finish = async |id: &JobId| {
+        wait::until_async(format!("report {id} to complete"), async || {
+            queues
+                .job("report", id)
+                .await
+                .expect("reads")
+                .is_some_and(|job| job.state == JobState::Completed)
+        })
+        .await;
+        reported(&db, id).await
+    };
+    assert_eq!(finish(&after_write).await, before + 1, "the caller's write");
+    assert_eq!(finish(&reader).await, before, "the paused replica's past");
+    assert_eq!(finish(&outside).await, before + 1, "as of the run");
+
+    // Replayed: the job of the writer's position reads the replica.
+    replica.resume_replay().expect("resumes");
+    wait::until_async("the replica to replay the write", async || {
+        state(&db).replayed >= position
+    })
+    .await;
+    let (reads, primary_reads) = (state(&db).reads, replicas.primary_reads());
+    let again = Caller::new(Some(position))
+        .scope(async { enqueue_report().await })
+        .await;
+    assert_eq!(finish(&again).await, before + 1);
+    // The learner, the totals and the categories; the report's row is
+    // written on the primary.
+    assert_eq!(
+        (
+            state(&db).reads - reads,
+            replicas.primary_reads() - primary_reads
+        ),
+        (3, 0)
+    );
+    running.shutdown(Duration::from_secs(5)).await;
+    db.close().await;
+}

@@ -7,24 +7,25 @@ use super::payload::{
     AnalyticsJob, EmailJob, EmailTemplate, NotificationJob, OrderJob, ReportJob, ReviewWrite,
     ScheduleJob,
 };
-use super::processors::{Processors, database, job_key, write_in_batches};
+use super::processors::{Processors, database, freshness, job_key, read_rows, write_in_batches};
 use crate::config::QueueName;
 use crate::db::Timed as _;
 use crate::reviews::{self, DAY_MS, Move};
 use crate::time::now_ms;
 
-/// A learner's name and address; a learner that does not exist is a
-/// permanent failure.
-async fn learner(processors: &Processors, user_id: i64) -> Result<(String, String), JobError> {
+/// A learner's name and address, read as fresh as the job asks; a learner
+/// that does not exist is a permanent failure.
+async fn learner<T>(
+    processors: &Processors,
+    job: &Job<T>,
+    user_id: i64,
+) -> Result<(String, String), JobError> {
     const SQL: &str = "SELECT name, email FROM users WHERE id = $1";
-    let db = &processors.db;
-    let found: Option<(String, String)> = sqlx::query_as(SQL)
-        .bind(user_id)
-        .fetch_optional(&db.pool())
-        .timed(db, SQL)
-        .await
-        .map_err(|error| database(&error))?;
-    found.ok_or_else(|| JobError::permanent(format!("no user {user_id}")))
+    let found = read_rows(&processors.db, freshness(job), SQL, user_id, None).await?;
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| JobError::permanent(format!("no user {user_id}")))
 }
 
 pub(super) async fn email(processors: &Processors, job: Job<EmailJob>) -> Result<(), JobError> {
@@ -36,17 +37,13 @@ pub(super) async fn email(processors: &Processors, job: Job<EmailJob>) -> Result
          VALUES ($1, $2, $3, $4, $5, $6, $7)";
     let EmailJob { user_id, template } = job.payload;
     let db = &processors.db;
-    let (name, address) = learner(processors, user_id).await?;
+    let (name, address) = learner(processors, &job, user_id).await?;
     job.progress(30, "recipient found").await;
     let now = now_ms();
+    let fresh = freshness(&job);
     let count = |sql: &'static str, since: i64| async move {
-        sqlx::query_scalar::<_, i64>(sql)
-            .bind(user_id)
-            .bind(since)
-            .fetch_one(&db.pool())
-            .timed(db, sql)
-            .await
-            .map_err(|error| database(&error))
+        let rows: Vec<(i64,)> = read_rows(db, fresh, sql, user_id, Some(since)).await?;
+        Ok::<_, JobError>(rows.first().map_or(0, |row| row.0))
     };
     let (template_name, subject, body) = match template {
         EmailTemplate::Welcome => (
@@ -94,7 +91,7 @@ pub(super) async fn notification(
     const INSERT: &str = "INSERT INTO notification_deliveries \
          (job, user_id, channel, message, delivered_at) VALUES ($1, $2, $3, $4, $5)";
     let db = &processors.db;
-    learner(processors, job.payload.user_id).await?;
+    learner(processors, &job, job.payload.user_id).await?;
     sqlx::query(INSERT)
         .bind(job_key(QueueName::Notification, &job))
         .bind(job.payload.user_id)
@@ -124,25 +121,20 @@ pub(super) async fn report(processors: &Processors, job: Job<ReportJob>) -> Resu
          VALUES ($1, $2, $3, $4, $5)";
     let ReportJob { user_id, days } = job.payload;
     let db = &processors.db;
-    learner(processors, user_id).await?;
+    learner(processors, &job, user_id).await?;
     let now = now_ms();
     let since = now - days * DAY_MS;
+    let fresh = freshness(&job);
     job.progress(20, "totals").await;
-    let (reviews, passed, average, study_ms): (i64, i64, Option<f64>, i64) = sqlx::query_as(TOTALS)
-        .bind(user_id)
-        .bind(since)
-        .fetch_one(&db.pool())
-        .timed(db, TOTALS)
-        .await
-        .map_err(|error| database(&error))?;
+    let totals: Vec<(i64, i64, Option<f64>, i64)> =
+        read_rows(db, fresh, TOTALS, user_id, Some(since)).await?;
+    let (reviews, passed, average, study_ms) = totals
+        .into_iter()
+        .next()
+        .ok_or_else(|| JobError::new("the totals query answered no row"))?;
     job.progress(60, "by category").await;
-    let categories: Vec<(String, i64, i64)> = sqlx::query_as(BY_CATEGORY)
-        .bind(user_id)
-        .bind(since)
-        .fetch_all(&db.pool())
-        .timed(db, BY_CATEGORY)
-        .await
-        .map_err(|error| database(&error))?;
+    let categories: Vec<(String, i64, i64)> =
+        read_rows(db, fresh, BY_CATEGORY, user_id, Some(since)).await?;
     let body = serde_json::json!({
         "user_id": user_id,
         "period_days": days,
@@ -204,7 +196,8 @@ async fn recompute(
     const UPDATE: &str = "UPDATE review_schedules SET due_at = $3 \
          WHERE user_id = $1 AND content_id = $2";
     let db = &processors.db;
-    learner(processors, user_id).await?;
+    learner(processors, job, user_id).await?;
+    // The repair writes what this read finds: the primary reads.
     let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(SELECT)
         .bind(user_id)
         .fetch_all(&db.pool())

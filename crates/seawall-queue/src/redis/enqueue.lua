@@ -4,7 +4,8 @@
 -- priority, max attempts, backoff, timeout ms, group, delay ms,
 -- idempotency key, its window ms; or 10, the tenth each job's trace
 -- context (empty for none), when any job of the call carries one (a call
--- with none sends nothing for it). Returns, per job, its id and 1 when it
+-- with none sends nothing for it); or 11, the eleventh each job's context
+-- (`JobOptions::context`, empty for none), when any job carries one. Returns, per job, its id and 1 when it
 -- was added or 0 when an earlier job with the same idempotency key answered
 -- for it; or { 'mismatch', n } when job n (from 1) names an idempotency key
 -- that an earlier job holds with another payload or options, and then adds
@@ -16,14 +17,20 @@ local count = whole(8, 1, 10000)
 local wire = whole(9, 1, 2)
 -- Where the jobs' fields start.
 local JOBS = 10
--- Fields per job: count * 9 and count * 10 arguments differ for every
--- count from 1 on.
-local FIELDS = 10
-if #ARGV == JOBS - 1 + count * 9 then FIELDS = 9
-elseif #ARGV ~= JOBS - 1 + count * 10 then refuse('expected ' .. count .. ' jobs of 9 or 10 fields') end
+-- Fields per job: count * 9, count * 10 and count * 11 arguments differ
+-- for every count from 1 on.
+local FIELDS = (#ARGV - (JOBS - 1)) / count
+if FIELDS ~= 9 and FIELDS ~= 10 and FIELDS ~= 11 then
+  refuse('expected ' .. count .. ' jobs of 9, 10 or 11 fields')
+end
 -- A job's trace context: its tenth field, or none.
 local function trace_at(at)
-  if FIELDS == 10 then return ARGV[at + 9] end
+  if FIELDS >= 10 then return ARGV[at + 9] end
+  return ''
+end
+-- A job's context: its eleventh field, or none.
+local function context_at(at)
+  if FIELDS == 11 then return ARGV[at + 10] end
   return ''
 end
 -- Per job, the checked numbers: priority, delay ms, and how long its key
@@ -55,6 +62,7 @@ for i = 0, count - 1 do
     end
   end
   if #trace_at(at) > 600 then refuse('a trace context is over 600 bytes') end
+  if #context_at(at) > 256 then refuse('a context is over 256 bytes') end
 end
 
 -- What an idempotency key promises to be the same job: the payload and
@@ -174,6 +182,8 @@ for i = 0, count - 1 do
     if idempotency ~= '' then fields[#fields + 1] = 'ik'; fields[#fields + 1] = idempotency end
     local trace = trace_at(at)
     if trace ~= '' then fields[#fields + 1] = 'tc'; fields[#fields + 1] = trace end
+    local context = context_at(at)
+    if context ~= '' then fields[#fields + 1] = 'jc'; fields[#fields + 1] = context end
     redis.call('HSET', key, unpack(fields))
     if delay > 0 then
       redis.call('ZADD', delayed_key, ready, id)
@@ -188,11 +198,18 @@ end
 for _, group in ipairs(line_order) do
   chunked('RPUSH', group_key(group), lines[group])
 end
--- Debounced: the held job takes the later payload and waits anew.
+-- Debounced: the held job takes the later payload and context, and waits
+-- anew.
 for _, replacement in ipairs(replaced) do
   local held, i = replacement[1], replacement[2]
   local ready = int(now + delays[i])
-  redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready)
+  local context = context_at(JOBS + i * FIELDS)
+  if context ~= '' then
+    redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready, 'jc', context)
+  else
+    redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready)
+    redis.call('HDEL', job_key(held), 'jc')
+  end
   redis.call('ZADD', delayed_key, ready, held)
   emit('debounced', held)
   woke = true

@@ -10,9 +10,10 @@
 -- Returns { now, ms until the next delayed job or lease expiry (-1: none,
 -- or all that was asked was taken), rejected acknowledgements, paused
 -- (0/1), ms left on the leases answered (the lease, unless the call is a
--- replay), then 10 fields per job taken: id, token, payload, ready since,
--- failures so far, max attempts, backoff, timeout ms, stalls so far, run;
--- and an 11th, the trace context (empty for none), when asked for }.
+-- replay), then 11 fields per job taken: id, token, payload, ready since,
+-- failures so far, max attempts, backoff, timeout ms, stalls so far, run,
+-- the job's context (empty for none); and a 12th, the trace context (empty
+-- for none), when asked for }.
 --
 -- The caller's last call is recorded (its request id, what it rejected and
 -- the leases it gave), so a call re-sent with the same request id, by a
@@ -38,8 +39,8 @@ end
 local traced = whole(13 + 3 * acks, 0, 1) == 1
 
 local record_key = base .. 'w:' .. caller
-local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk' }
-if traced then JOB_FIELDS[9] = 'tc' end
+local JOB_FIELDS = { 'd', 'rt', 'f', 'ma', 'bo', 'to', 'st', 'tk', 'jc' }
+if traced then JOB_FIELDS[10] = 'tc' end
 
 local function answer_job(out, id, token, job)
   out[#out + 1] = id
@@ -52,7 +53,8 @@ local function answer_job(out, id, token, job)
   out[#out + 1] = job[6] or 0
   out[#out + 1] = job[7] or 0
   out[#out + 1] = job[8] or 1
-  if traced then out[#out + 1] = job[9] or '' end
+  out[#out + 1] = job[9] or ''
+  if traced then out[#out + 1] = job[10] or '' end
 end
 
 local recorded = redis.call('GET', record_key)

@@ -453,9 +453,11 @@ fn enqueue_args(
     wire: u32,
 ) -> (Vec<String>, Vec<Value>) {
     // A job's trace context is sent only when one of the call's jobs has
-    // one: the script takes 9 fields a job, or 10.
-    let traced = jobs.iter().any(|job| !job.trace.is_empty());
-    let fields = if traced { 10 } else { 9 };
+    // one, and its context only when one has that: the script takes 9
+    // fields a job, 10 with the trace context, or 11 with both.
+    let with_context = jobs.iter().any(|job| !job.context.is_empty());
+    let traced = with_context || jobs.iter().any(|job| !job.trace.is_empty());
+    let fields = 9 + usize::from(traced) + usize::from(with_context);
     args.reserve(8 + jobs.len() * (fields + 1));
     args.push(Value::from(request));
     args.push(int(jobs.len() as u64));
@@ -480,6 +482,9 @@ fn enqueue_args(
         if traced {
             args.push(Value::from(job.trace.as_str()));
         }
+        if with_context {
+            args.push(Value::from(job.context.as_str()));
+        }
     }
     (keys, args)
 }
@@ -493,8 +498,6 @@ impl Store for RedisStore {
         jobs: Vec<NewJob>,
         wire: u32,
     ) -> Result<Vec<(JobId, bool)>> {
-        // A job's trace context is sent only when one of the call's jobs
-        // has one: the script takes 9 fields a job, or 10.
         let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire);
         let idempotency_keys: Vec<String> = jobs
             .iter()
@@ -739,7 +742,7 @@ impl Store for RedisStore {
             args.push(Value::Bytes(result.to_vec().into()));
         }
         args.push(int(u64::from(TRACED)));
-        let per_job = if TRACED { 11 } else { 10 };
+        let per_job = if TRACED { 12 } else { 11 };
         let reply = array(
             self.run_past_breaker(&self.scripts.fetch, keys, args)
                 .await?,

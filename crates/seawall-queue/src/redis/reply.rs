@@ -48,7 +48,7 @@ fn bytes(value: Value) -> Vec<u8> {
 }
 
 /// One job of a fetch reply: id, token, payload, ready since, failures, max
-/// attempts, backoff, timeout ms, stalls, run, trace context.
+/// attempts, backoff, timeout ms, stalls, run, context, trace context.
 pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
     Ok(Taken {
         lease: Lease {
@@ -63,9 +63,10 @@ pub(super) fn taken(fields: &[Value]) -> Result<Taken> {
         timeout_ms: unsigned(&fields[7])?,
         stalls: count(&fields[8])?,
         run: count(&fields[9])?,
+        context: text(&fields[10]).unwrap_or_default(),
         // Answered only to a build that follows traces (`TRACED`).
         trace: fields
-            .get(10)
+            .get(11)
             .and_then(|field| text(field).ok())
             .unwrap_or_default(),
     })
@@ -129,6 +130,7 @@ pub(super) fn job_info(id: &JobId, reply: Value) -> Result<Option<JobInfo>> {
         cancel_requested: field_text("cx").as_deref() == Some("1"),
         tick: field_text("sk").as_deref().and_then(Tick::parse),
         result: fields.get("rv").cloned().map(bytes),
+        context: field_text("jc").filter(|context| !context.is_empty()),
     }))
 }
 

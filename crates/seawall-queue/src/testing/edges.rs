@@ -68,6 +68,7 @@ fn job(payload: &[u8]) -> NewJob {
         delay_ms: 0,
         idempotency: None,
         trace: String::new(),
+        context: String::new(),
     }
 }
 
@@ -174,6 +175,103 @@ async fn a_trace_context_is_kept_with_its_job_and_an_oversized_one_writes_nothin
         // A build that cannot follow a trace is not handed one.
         assert_eq!(contexts, ["", ""], "not asked for, not answered");
     }
+}
+
+#[tokio::test]
+async fn a_context_travels_with_its_job_and_an_oversized_one_writes_nothing() {
+    let (store, prefix) = store().await;
+    let with = |payload: &[u8], context: &str, trace: &str| NewJob {
+        context: context.to_owned(),
+        trace: trace.to_owned(),
+        ..job(payload)
+    };
+    let refused = store
+        .enqueue(
+            "q",
+            &random_id(),
+            vec![job(b"1"), with(b"2", &"c".repeat(257), "")],
+            WIRE_VERSION,
+        )
+        .await;
+    assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+    assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
+
+    let trace = "p 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ids = store
+        .enqueue(
+            "q",
+            &random_id(),
+            vec![
+                with(b"3", "read-after=0/16B3", ""),
+                job(b"4"),
+                with(b"5", &"c".repeat(256), trace),
+            ],
+            WIRE_VERSION,
+        )
+        .await
+        .expect("enqueues");
+    let taken = store
+        .fetch("q", &call(3, Vec::new()))
+        .await
+        .expect("fetches");
+    let seen: Vec<(&str, &str)> = taken
+        .jobs
+        .iter()
+        .map(|job| (job.context.as_str(), job.trace.as_str()))
+        .collect();
+    let long = "c".repeat(256);
+    let trace_seen = if redis::TRACED { trace } else { "" };
+    assert_eq!(
+        seen,
+        [
+            ("read-after=0/16B3", ""),
+            ("", ""),
+            (long.as_str(), trace_seen)
+        ]
+    );
+    let info = store
+        .job("q", &ids[0].0)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(info.context.as_deref(), Some("read-after=0/16B3"));
+    let plain = store
+        .job("q", &ids[1].0)
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(plain.context, None);
+}
+
+#[tokio::test]
+async fn a_debounce_takes_the_later_jobs_context_with_its_payload() {
+    let (store, _) = store().await;
+    let debounced = |payload: &[u8], context: &str| NewJob {
+        context: context.to_owned(),
+        delay_ms: 60_000,
+        idempotency: Some(("k".to_owned(), KeyHold::Debounce)),
+        ..job(payload)
+    };
+    let mut ids = Vec::new();
+    for (payload, context) in [(b"1", "first"), (b"2", "second"), (b"3", "")] {
+        let added = store
+            .enqueue(
+                "q",
+                &random_id(),
+                vec![debounced(payload, context)],
+                WIRE_VERSION,
+            )
+            .await
+            .expect("enqueues");
+        ids.push(added[0].0.clone());
+        let info = store.job("q", &ids[0]).await.expect("reads").expect("kept");
+        assert_eq!(info.payload, payload);
+        assert_eq!(
+            info.context.as_deref(),
+            Some(context).filter(|c| !c.is_empty())
+        );
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "one job: {ids:?}");
 }
 
 #[tokio::test]

@@ -1122,6 +1122,7 @@ fn grouped(group: &str) -> NewJob {
         delay_ms: 0,
         idempotency: None,
         trace: String::new(),
+        context: String::new(),
     }
 }
 
