@@ -99,6 +99,11 @@ pub enum Error {
     /// program wrote the queue's keys).
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    /// The memory store refused a call past one of the caps the Redis
+    /// scripts hold every call to (they answer [`Error::Redis`] with the
+    /// same words); nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// How every refusal of the queue's scripts begins (`refuse` in
@@ -135,7 +140,8 @@ impl Error {
             | Self::Unsupported(_)
             | Self::NotReplicated { .. }
             | Self::Unavailable { .. }
-            | Self::IdempotencyMismatch { .. } => true,
+            | Self::IdempotencyMismatch { .. }
+            | Self::Refused(_) => true,
             Self::Redis(_) => self.is_refusal(),
             Self::EnqueueOutcomeUnknown { .. } | Self::Protocol(_) => false,
         }
@@ -148,11 +154,13 @@ impl Error {
     pub(crate) fn is_refusal(&self) -> bool {
         // fred reads every error reply it has no kind of its own for (`ERR
         // …`, as a script's refusal) as `Unknown`, the reply its details.
-        matches!(
-            self,
-            Self::Redis(error)
-                if *error.kind() == ErrorKind::Unknown && error.details().contains(REFUSED)
-        )
+        match self {
+            Self::Redis(error) => {
+                *error.kind() == ErrorKind::Unknown && error.details().contains(REFUSED)
+            }
+            Self::Refused(_) => true,
+            _ => false,
+        }
     }
 }
 

@@ -230,6 +230,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
+mod caps;
 mod error;
 mod flow;
 mod health;

@@ -1432,6 +1432,17 @@ impl Store for MemoryStore {
         guards: &[TickGuard],
         _wire: u32,
     ) -> Result<TicksAdded> {
+        if let Some(guard) = guards
+            .iter()
+            .find(|guard| guard.ticks.len() > crate::caps::MAX_TICKS)
+        {
+            return Err(Error::Refused(format!(
+                "scheduler {} plans {} ticks, more than {} in one call",
+                guard.scheduler,
+                guard.ticks.len(),
+                crate::caps::MAX_TICKS
+            )));
+        }
         Ok(self.enqueue_tick_jobs(queue, request, guards))
     }
 

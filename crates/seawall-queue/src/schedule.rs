@@ -470,6 +470,19 @@ mod tests {
         );
     }
 
+    /// The most ticks a plan makes, every missed one caught up and the one
+    /// to come ahead, is what one call to a store may carry.
+    #[test]
+    fn the_longest_catch_up_fits_one_call() {
+        let often = Schedule::every(Duration::from_millis(100))
+            .expect("valid")
+            .missed(Missed::Each { most: MAX_CATCH_UP })
+            .expect("valid");
+        let plan = often.plan_ahead(10 * HOUR, 11 * HOUR + 50, 1_000);
+        assert_eq!(plan.ticks.len(), MAX_CATCH_UP as usize + 1);
+        assert_eq!(plan.ticks.len(), crate::caps::MAX_TICKS);
+    }
+
     #[test]
     fn an_on_time_tick_makes_one_job_under_every_policy() {
         for missed in [Missed::Latest, Missed::Skip, Missed::Each { most: 5 }] {

@@ -391,11 +391,41 @@ impl Queues {
         }
     }
 
-    /// Enqueues the ticks of `batch`, one backend call.
+    /// Enqueues the ticks of `batch`, one backend call; when the backend
+    /// refuses the call's arguments (a scheduler stored by another release,
+    /// say), one call per scheduler, so that the one at fault holds back
+    /// only itself.
     async fn tick_batch(&self, queue: &str, batch: &[TickGuard], wire: u32) -> Result<TicksAdded> {
-        self.store()
+        let whole = self
+            .store()
             .enqueue_ticks(queue, &random_id(), batch, wire)
-            .await
+            .await;
+        match whole {
+            Err(error) if error.is_refusal() && batch.len() > 1 => {
+                tracing::warn!(%error, queue, "a look's call was refused; its schedulers are tried one by one");
+                let mut added = Vec::with_capacity(batch.len());
+                let mut refused = None;
+                for guard in batch {
+                    match self
+                        .store()
+                        .enqueue_ticks(queue, &random_id(), std::slice::from_ref(guard), wire)
+                        .await
+                    {
+                        Ok(one) => added.extend(one),
+                        Err(error) if error.is_refusal() => {
+                            tracing::warn!(%error, queue, scheduler = %guard.scheduler, "a scheduler's tick was refused");
+                            refused.get_or_insert(error);
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                match refused {
+                    Some(error) if added.is_empty() => Err(error),
+                    _ => Ok(added),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Runs `queue`'s schedulers in a task of the current Tokio runtime

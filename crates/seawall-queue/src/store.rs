@@ -78,7 +78,7 @@ impl Settings {
 
 /// The largest count or retention the scripts take (2^40; durations in
 /// ms), as `MAX_SETTING` in `prelude.lua`.
-pub(crate) const MAX_SETTING: u64 = 1 << 40;
+pub(crate) use crate::caps::MAX_SETTING;
 
 /// A job as the producer hands it to a backend.
 #[derive(Debug, Clone)]

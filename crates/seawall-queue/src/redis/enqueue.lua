@@ -46,9 +46,9 @@ for i = 0, count - 1 do
   whole(at + 2, 1, 4294967295)
   if #ARGV[at + 3] > 256 then refuse('a backoff is over 256 bytes') end
   whole(at + 4, 0, MAX_MS)
-  if #ARGV[at + 5] > 256 then refuse('a group is over 256 bytes') end
+  if #ARGV[at + 5] > MAX_KEY then refuse('a group is over ' .. MAX_KEY .. ' bytes') end
   delays[i] = whole(at + 6, 0, MAX_MS)
-  if #ARGV[at + 7] > 256 then refuse('an idempotency key is over 256 bytes') end
+  if #ARGV[at + 7] > MAX_KEY then refuse('an idempotency key is over ' .. MAX_KEY .. ' bytes') end
   windows[i] = 0
   if ARGV[at + 7] ~= '' then
     local hold = ARGV[at + 8]
@@ -61,8 +61,8 @@ for i = 0, count - 1 do
       windows[i] = whole(at + 8, 1, MAX_MS)
     end
   end
-  if #trace_at(at) > 600 then refuse('a trace context is over 600 bytes') end
-  if #context_at(at) > 256 then refuse('a context is over 256 bytes') end
+  if #trace_at(at) > MAX_TRACE then refuse('a trace context is over ' .. MAX_TRACE .. ' bytes') end
+  if #context_at(at) > MAX_CONTEXT then refuse('a context is over ' .. MAX_CONTEXT .. ' bytes') end
 end
 
 -- What an idempotency key promises to be the same job: the payload and

@@ -21,7 +21,7 @@
 -- counts from its release.
 local request = shaped(7, REQUEST, 32, 'a request id')
 local wire = whole(8, 1, 2)
-local count = whole(9, 1, 1000)
+local count = whole(9, 1, MAX_FLOW_JOBS)
 local FIELDS = 11
 if #ARGV ~= 9 + count * FIELDS then refuse('expected ' .. count .. ' jobs of 11 fields') end
 local parents, priorities, delays = {}, {}, {}
@@ -39,7 +39,7 @@ for k = 1, count do
   whole(at + 6, 1, 4294967295)
   if #ARGV[at + 7] > 256 then refuse('a backoff is over 256 bytes') end
   whole(at + 8, 0, MAX_MS)
-  if #ARGV[at + 9] > 256 then refuse('a group is over 256 bytes') end
+  if #ARGV[at + 9] > MAX_KEY then refuse('a group is over ' .. MAX_KEY .. ' bytes') end
   delays[k] = whole(at + 10, 0, MAX_MS)
 end
 

@@ -89,9 +89,28 @@ pub(crate) struct Scripts {
     flow: Script,
 }
 
+/// Every script's source and the prelude's, by file name.
+#[cfg(test)]
+pub(crate) const SCRIPT_SOURCES: [(&str, &str); 11] = [
+    ("prelude.lua", PRELUDE),
+    ("enqueue.lua", include_str!("enqueue.lua")),
+    ("fetch.lua", include_str!("fetch.lua")),
+    ("fail.lua", include_str!("fail.lua")),
+    ("renew.lua", include_str!("renew.lua")),
+    ("progress.lua", include_str!("progress.lua")),
+    ("control.lua", include_str!("control.lua")),
+    ("schedule.lua", include_str!("schedule.lua")),
+    ("tick.lua", include_str!("tick.lua")),
+    ("processes.lua", include_str!("processes.lua")),
+    ("flow.lua", include_str!("flow.lua")),
+];
+
 impl Scripts {
     fn new() -> Self {
-        let script = |body: &str| Script::from_lua(lua::assemble(PRELUDE, body));
+        // The caps go first: the prelude's definitions and the scripts
+        // name them.
+        let prelude = format!("{}{PRELUDE}", crate::caps::lua_definitions());
+        let script = |body: &str| Script::from_lua(lua::assemble(&prelude, body));
         Self {
             enqueue: script(include_str!("enqueue.lua")),
             fetch: script(include_str!("fetch.lua")),

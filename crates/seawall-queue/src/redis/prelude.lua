@@ -25,16 +25,6 @@ local function refuse(what)
   error({ err = 'ERR seawall: ' .. what })
 end
 
--- The longest duration an argument may carry (366 days), and the largest
--- count or retention setting (2^40): far inside what a Lua number holds
--- exactly, and inside what SET ... PX accepts.
-local MAX_MS = 31622400000
-local MAX_SETTING = 1099511627776
--- The longest error or progress message, in bytes (the client cuts its
--- own at 4 KiB); the largest payload (8 MiB).
-local MAX_MESSAGE = 8192
-local MAX_PAYLOAD = 8388608
-
 -- ARGV[index] as a whole number from `low` to `high`, written as Redis
 -- writes an integer: digits only, no leading zero, an optional leading
 -- minus, at most 15 digits (exact as a Lua number). `tonumber` alone

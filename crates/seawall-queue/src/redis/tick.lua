@@ -30,7 +30,7 @@ for s = 1, schedulers do
   whole(at + 2, 0, LATEST)
   whole(at + 3, 1, LATEST)
   whole(at + 4, 0, LATEST)
-  local count = whole(at + 5, 0, 1000)
+  local count = whole(at + 5, 0, MAX_TICKS)
   plan.ticks = {}
   for i = 1, count do plan.ticks[i] = whole(at + 5 + i, 0, LATEST) end
   local job = at + 6 + count

@@ -536,6 +536,13 @@ async fn a_re_sent_cancellation_answers_cancelled() {
     model::a_re_sent_cancelled_failure_answers_cancelled(&store).await;
 }
 
+/// A call past the caps is refused, as in memory.
+#[tokio::test]
+async fn ticks_past_the_cap_are_refused() {
+    let (store, _) = store().await;
+    model::ticks_past_the_cap_are_refused(&store).await;
+}
+
 /// A job given back to the front of its line hides the older one behind
 /// it from the oldest waiting age, as in memory.
 #[tokio::test]

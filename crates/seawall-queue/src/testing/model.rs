@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use proptest::prelude::*;
 
+use crate::error::Error;
 use crate::job::{Cancelled, ChildFailure, Counts, JobId, JobState};
 use crate::memory::MemoryStore;
 use crate::store::{
@@ -1091,6 +1092,51 @@ pub(super) async fn duplicate_acks_count_once(store: &dyn Store) {
     assert_eq!(next.jobs.len(), 1, "the group's cap still holds");
 }
 
+/// A call that plans more ticks for a scheduler than the caps allow is
+/// refused whole, on every store, and one at the cap makes a job per tick:
+/// the memory store holds the calls to what the Redis scripts hold them.
+pub(super) async fn ticks_past_the_cap_are_refused(store: &dyn Store) {
+    let revision = store
+        .upsert_scheduler("caps", "s", "every 1000 latest", b"{}")
+        .await
+        .expect("upserts");
+    let guard = |ticks: usize| TickGuard {
+        scheduler: "s".to_owned(),
+        revision,
+        next_ms: 0,
+        new_next_ms: 10_000_000,
+        due_ms: 9_000_000,
+        ticks: (0..ticks as u64).map(|tick| 1_000 + tick).collect(),
+        job: grouped(""),
+    };
+    let refused = store
+        .enqueue_ticks(
+            "caps",
+            &random_id(),
+            &[guard(crate::caps::MAX_TICKS + 1)],
+            WIRE_VERSION,
+        )
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(Error::is_refusal),
+        "{refused:?}"
+    );
+    assert_eq!(store.counts("caps").await.expect("counts").waiting, 0);
+    let added = store
+        .enqueue_ticks(
+            "caps",
+            &random_id(),
+            &[guard(crate::caps::MAX_TICKS)],
+            WIRE_VERSION,
+        )
+        .await
+        .expect("enqueues");
+    assert_eq!(
+        added[0].as_ref().map(Vec::len),
+        Some(crate::caps::MAX_TICKS)
+    );
+}
+
 /// A failure report of a run that ended cancelled answers `cancelled`
 /// when it is re-sent, as every other failure answers what it did.
 pub(super) async fn a_re_sent_cancelled_failure_answers_cancelled(store: &dyn Store) {
@@ -1233,6 +1279,11 @@ async fn memory_looks_at_the_rotation_past_the_most_groups() {
 #[tokio::test]
 async fn memory_counts_a_lease_acknowledged_twice_once() {
     duplicate_acks_count_once(&MemoryStore::new(settings())).await;
+}
+
+#[tokio::test]
+async fn memory_refuses_ticks_past_the_cap() {
+    ticks_past_the_cap_are_refused(&MemoryStore::new(settings())).await;
 }
 
 #[tokio::test]

@@ -520,3 +520,61 @@ async fn an_evicting_primary_anywhere_in_a_cluster_is_reported() {
         );
     }
 }
+
+/// A scheduler that catches up every missed tick after a runner outage
+/// longer than its most ticks plans that many missed ticks and the one to
+/// come, and its look enqueues them all; the schedulers looked at in the
+/// same call go on. The outage is made by moving the scheduler's planned
+/// tick 200 s (2,000 ticks) into the past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_past_the_most_ticks_enqueues_and_blocks_no_other_scheduler() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    let queues = queues(&redis.url(), &prefix, Settings::default()).await;
+    let every = seawall_queue::Schedule::every(Duration::from_millis(100)).expect("valid");
+    let catch_up = every
+        .clone()
+        .missed(seawall_queue::Missed::Each {
+            most: seawall_queue::MAX_CATCH_UP,
+        })
+        .expect("valid");
+    for (id, schedule) in [("behind", &catch_up), ("on-time", &every)] {
+        queues
+            .upsert_scheduler("q", id, schedule, &id, &JobOptions::new())
+            .await
+            .expect("upserts");
+    }
+    queues.tick_schedulers("q").await.expect("plans");
+    let last_run = async || {
+        let info = queues.scheduler("q", "on-time").await.expect("reads");
+        info.and_then(|info| info.last_run).map(|(at, _)| at)
+    };
+    let ticked = last_run().await;
+    // The other scheduler's tick enqueued ahead has come: the next look
+    // plans it along with the one behind.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut conn = redis.connect().expect("connects");
+    let key = format!("{prefix}:{{q}}:s:behind");
+    let next = conn.cmd(&["HGET", &key, "next"]).expect("HGET");
+    let next: u64 = next
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .expect("a planned tick");
+    let past = (next - 200_000).to_string();
+    conn.cmd(&["HSET", &key, "next", &past]).expect("HSET");
+    conn.cmd(&["ZADD", &format!("{prefix}:{{q}}:sdue"), &past, "behind"])
+        .expect("ZADD");
+    let before = queues.counts("q").await.expect("counts");
+    let report = queues.tick_schedulers("q").await.expect("looks");
+    let after = queues.counts("q").await.expect("counts");
+    let made = (after.waiting + after.delayed) - (before.waiting + before.delayed);
+    assert!(
+        made > u64::from(seawall_queue::MAX_CATCH_UP),
+        "the catch-up's {} ticks and the tick to come were enqueued: {report:?}, {made} jobs",
+        seawall_queue::MAX_CATCH_UP
+    );
+    assert!(
+        last_run().await > ticked,
+        "the other scheduler of the look ticked"
+    );
+}
