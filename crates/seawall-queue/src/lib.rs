@@ -127,7 +127,16 @@
 //! a pause, its removal) cancels the job it enqueued ahead.
 //! What ticks missed while no process ran the schedulers make is the
 //! schedule's [`Missed`] policy: one run for the latest (the default),
-//! none, or one for each.
+//! none, or one for each. A new, changed or resumed scheduler starts from
+//! its first tick after the call (by the backend's clock), however late a
+//! runner looks at it; the ticks between follow the same policy.
+//!
+//! A tick makes at most one job, also when the backend's clock steps back
+//! (a failover to a replica whose clock is behind): the atomic step makes
+//! no job for a tick at or before the latest that made one, and a change
+//! cancels only a job still waiting for its tick. Revisions never repeat in
+//! a queue, so a look planned for a scheduler that was then removed and
+//! added again makes nothing.
 //!
 //! Where this differs from BullMQ's job schedulers on purpose: BullMQ adds
 //! the next tick's job as a delayed job when the current one is processed,

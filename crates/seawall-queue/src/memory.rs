@@ -111,6 +111,9 @@ struct QueueState {
     woke: bool,
     /// Schedulers by id.
     schedulers: std::collections::BTreeMap<String, StoredScheduler>,
+    /// The last revision any scheduler of the queue was given: revisions
+    /// never repeat in a queue (schedule.lua's `srev`).
+    scheduler_revision: u64,
     /// The rate limit: at most this many starts in this many ms.
     rate: Option<(u32, u64)>,
     /// The starts within the rate limit's window: when, and the run's
@@ -550,14 +553,16 @@ impl Step<'_> {
         if tick <= self.now {
             return None;
         }
-        if self
+        // A job that left its delay keeps its tick made.
+        if !self
             .q
             .jobs
             .get(job.as_str())
             .is_some_and(|record| record.state == JobState::Delayed)
         {
-            self.cancel_job(job.as_str());
+            return None;
         }
+        self.cancel_job(job.as_str());
         if let Some(held) = self.q.schedulers.get_mut(id) {
             held.last = held.previous.take();
         }
@@ -1373,8 +1378,21 @@ impl MemoryStore {
                     out.push(None);
                     continue;
                 }
-                let mut ids = Vec::with_capacity(guard.ticks.len());
-                for tick in &guard.ticks {
+                // A tick at or before the latest that made a job has its
+                // job (tick.lua's guard against a clock stepped back).
+                let made = step
+                    .q
+                    .schedulers
+                    .get(&guard.scheduler)
+                    .and_then(|held| held.last.as_ref().map(|(tick, _)| *tick));
+                let ticks: Vec<u64> = guard
+                    .ticks
+                    .iter()
+                    .copied()
+                    .filter(|tick| made.is_none_or(|made| *tick > made))
+                    .collect();
+                let mut ids = Vec::with_capacity(ticks.len());
+                for tick in &ticks {
                     let id = format!("{}-{epoch}", first + offset);
                     let job = guard.job.clone();
                     let score = u64::from(job.priority) * PRIORITY_STRIDE + order + offset;
@@ -1397,7 +1415,7 @@ impl MemoryStore {
                 if let Some(held) = step.q.schedulers.get_mut(&guard.scheduler) {
                     held.next_ms = guard.new_next_ms;
                     held.due_ms = guard.due_ms;
-                    let runs = guard.ticks.iter().copied().zip(ids.iter().cloned());
+                    let runs = ticks.iter().copied().zip(ids.iter().cloned());
                     for run in runs {
                         held.previous = held.last.replace(run);
                     }
@@ -1561,12 +1579,14 @@ impl Store for MemoryStore {
                     last: None,
                     previous: None,
                     due_ms: 0,
+                    from_ms: 0,
                 });
             if held.schedule == schedule && held.template == template {
                 return Ok(held.revision);
             }
-            held.revision += 1;
-            let revision = held.revision;
+            let revision = (step.q.scheduler_revision + 1).max(held.revision + 1);
+            step.q.scheduler_revision = revision;
+            held.revision = revision;
             let schedule_changed = held.schedule != schedule;
             schedule.clone_into(&mut held.schedule);
             template.clone_into(&mut held.template);
@@ -1574,6 +1594,7 @@ impl Store for MemoryStore {
             if let Some(held) = step.q.schedulers.get_mut(id) {
                 if schedule_changed {
                     held.next_ms = 0;
+                    held.from_ms = step.now;
                 } else if let Some(tick) = dropped {
                     held.next_ms = tick;
                 }
@@ -1604,8 +1625,11 @@ impl Store for MemoryStore {
                 return false;
             };
             if !paused && held.paused {
-                held.revision += 1;
+                let revision = (step.q.scheduler_revision + 1).max(held.revision + 1);
+                step.q.scheduler_revision = revision;
+                held.revision = revision;
                 held.next_ms = 0;
+                held.from_ms = step.now;
             }
             held.paused = paused;
             held.due_ms = 0;

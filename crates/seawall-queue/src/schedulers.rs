@@ -256,8 +256,9 @@ impl Queues {
         self.store().pause_scheduler(queue, id, true).await
     }
 
-    /// Resumes a paused scheduler from its first tick after now: the ticks
-    /// that passed while it was paused make no job. Whether there is one.
+    /// Resumes a paused scheduler from its first tick after now (the
+    /// call's time, however late a runner looks at it): the ticks that
+    /// passed while it was paused make no job. Whether there is one.
     pub async fn resume_scheduler(&self, queue: &str, id: &str) -> Result<bool> {
         check_name("queue name", queue)?;
         check_name("scheduler id", id)?;
@@ -457,7 +458,19 @@ impl Queues {
 /// it again, under the revision and plan it was found with.
 fn guard(stored: StoredScheduler, now_ms: u64, lead_ms: u64) -> Result<TickGuard> {
     let schedule = Schedule::decode(&stored.schedule)?;
-    let plan = schedule.plan_ahead(stored.next_ms, now_ms, lead_ms);
+    // None planned (new, changed or resumed): from the first tick after the
+    // change, not after this look, so the ticks between the two follow
+    // the missed-ticks policy rather than being lost; and never a tick at
+    // or before the last one that made a job.
+    let start = match (stored.next_ms, stored.from_ms) {
+        (0, 0) => 0,
+        (0, from_ms) => {
+            let made = stored.last.as_ref().map_or(0, |(tick, _)| *tick);
+            schedule.after(from_ms.max(made))
+        }
+        (next_ms, _) => next_ms,
+    };
+    let plan = schedule.plan_ahead(start, now_ms, lead_ms);
     let template = Template::decode(&stored.template)?;
     Ok(TickGuard {
         scheduler: stored.id,

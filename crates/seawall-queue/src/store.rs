@@ -298,6 +298,11 @@ pub(crate) struct StoredScheduler {
     /// When a runner looks at it next, in ms since the epoch (see
     /// [`TickGuard::due_ms`]); 0 while it is paused.
     pub(crate) due_ms: u64,
+    /// When its schedule last changed or it was resumed, by the backend's
+    /// clock: while none is planned, its next tick is the first after
+    /// then. 0 when not known (kept by an earlier release): the first
+    /// after the runner's look.
+    pub(crate) from_ms: u64,
 }
 
 /// What [`Store::due_schedulers`] found.

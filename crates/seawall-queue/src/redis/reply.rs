@@ -243,7 +243,8 @@ pub(super) fn enqueued_ids(reply: Value) -> Result<Vec<(JobId, bool)>> {
 
 /// A scheduler's record as schedule.lua answers it: id, schedule,
 /// template, revision, next, paused, last tick, last job, previous tick,
-/// previous job, when a runner looks at it next (0: paused).
+/// previous job, when a runner looks at it next (0: paused), when its
+/// schedule last changed or it was resumed (0: not known).
 pub(super) fn stored_scheduler(reply: Value) -> Result<StoredScheduler> {
     let fields = array(reply)?;
     let [
@@ -258,7 +259,8 @@ pub(super) fn stored_scheduler(reply: Value) -> Result<StoredScheduler> {
         previous_tick,
         previous_job,
         due,
-    ] = <[Value; 11]>::try_from(fields).map_err(|fields| {
+        from,
+    ] = <[Value; 12]>::try_from(fields).map_err(|fields| {
         Error::Protocol(format!("a scheduler's record has {} fields", fields.len()))
     })?;
     let run = |tick: &Value, job: &Value| -> Result<Option<(u64, JobId)>> {
@@ -278,5 +280,6 @@ pub(super) fn stored_scheduler(reply: Value) -> Result<StoredScheduler> {
         last: run(&last_tick, &last_job)?,
         previous: run(&previous_tick, &previous_job)?,
         due_ms: unsigned(&due)?,
+        from_ms: unsigned(&from)?,
     })
 }

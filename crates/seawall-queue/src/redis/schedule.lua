@@ -1,9 +1,13 @@
 -- A queue's schedulers; ARGV[7] names the operation, ARGV[8..] are its
 -- arguments. A scheduler `s` lives in the hash `s:<s>` (fields `sch`, its
--- schedule as text; `tpl`, its job template; `rev`, bumped by every change;
--- `next`, its next tick that has no job yet, in ms, 0 while none is
--- planned; `paused`; `lt` and `lj`, its latest tick that made a job and
--- that job, and `pt` and `pj` the tick and job before them), is listed in
+-- schedule as text; `tpl`, its job template; `rev`, its revision, drawn
+-- anew by every change from the queue's counter `srev`, so that no
+-- revision ever repeats in the queue, also for a scheduler removed and
+-- added again; `next`, its next tick that has no job yet, in ms, 0 while
+-- none is planned; `fr`, when its schedule last changed or it was resumed:
+-- a runner plans its first tick after then; `paused`; `lt` and `lj`, its
+-- latest tick that made a job and that job, and `pt` and `pj` the tick and
+-- job before them), is listed in
 -- the sorted set `sids` (all at score 0, so in the order of its id), and
 -- waits in the sorted set `sdue` while it is not paused, scored by when a
 -- runner should look at it next. Ticks are enqueued by tick.lua, whose
@@ -24,20 +28,36 @@ end
 -- job, when a runner looks at it next (0 while paused; `due`, when the
 -- caller read it already).
 local function record(id, due)
-  local fields = redis.call('HMGET', scheduler_key(id), 'sch', 'tpl', 'rev', 'next', 'paused', 'lt', 'lj', 'pt', 'pj')
+  local fields = redis.call('HMGET', scheduler_key(id), 'sch', 'tpl', 'rev', 'next', 'paused', 'lt', 'lj', 'pt', 'pj', 'fr')
   if not fields[1] then return nil end
   due = due or redis.call('ZSCORE', due_key, id) or '0'
   return { id, fields[1], fields[2], fields[3], fields[4], fields[5] or '0', fields[6] or '',
-    fields[7] or '', fields[8] or '', fields[9] or '', due }
+    fields[7] or '', fields[8] or '', fields[9] or '', due, fields[10] or '0' }
+end
+
+-- A revision for a changed scheduler: the queue's next, and past the one
+-- the scheduler holds (a queue whose schedulers predate the counter).
+local function next_revision(held)
+  local revision = redis.call('INCR', base .. 'srev')
+  local floor = tonumber(held or '0') + 1
+  if revision < floor then
+    revision = floor
+    redis.call('SET', base .. 'srev', int(floor))
+  end
+  return revision
 end
 
 -- A change to a scheduler takes effect at its next tick: a job enqueued
--- ahead for a tick still to come is cancelled, and the tick before it is
--- the last again. Returns that tick, or nil when there was none.
+-- ahead for a tick still to come, and still waiting for it, is cancelled,
+-- and the tick before it is the last again. Returns that tick, or nil when
+-- nothing was cancelled: a job that left its delay (it ran, or the clock
+-- stepped back after a failover and the tick only seems to come) keeps
+-- its tick made.
 local function drop_ahead(key)
   local held = redis.call('HMGET', key, 'lt', 'lj', 'pt', 'pj')
   if not held[1] or tonumber(held[1]) <= now then return nil end
-  if redis.call('HGET', job_key(held[2]), 's') == 'delayed' then cancel_job(held[2]) end
+  if redis.call('HGET', job_key(held[2]), 's') ~= 'delayed' then return nil end
+  cancel_job(held[2])
   if held[4] then
     redis.call('HSET', key, 'lt', held[3], 'lj', held[4])
     redis.call('HDEL', key, 'pt', 'pj')
@@ -63,11 +83,11 @@ if op == 'upsert' then
   if not held[1] and redis.call('ZCARD', ids_key) >= most then
     refuse('the queue holds ' .. int(most) .. ' schedulers, the most it may')
   end
-  local revision = tonumber(held[3] or '0') + 1
+  local revision = next_revision(held[3])
   redis.call('HSET', key, 'sch', schedule, 'tpl', ARGV[10], 'rev', int(revision))
   local dropped = drop_ahead(key)
   if held[1] ~= schedule then
-    redis.call('HSET', key, 'next', '0')
+    redis.call('HSET', key, 'next', '0', 'fr', now_text)
     if held[4] ~= '1' then redis.call('ZADD', due_key, '0', id) end
   elseif dropped then
     redis.call('HSET', key, 'next', dropped)
@@ -82,8 +102,8 @@ elseif op == 'remove' then
   redis.call('ZREM', ids_key, id)
   return redis.call('DEL', scheduler_key(id))
 elseif op == 'pause' or op == 'resume' then
-  -- A resumed scheduler plans its next tick anew: the ticks it missed
-  -- while paused make no job.
+  -- A resumed scheduler plans its next tick anew, from its first tick
+  -- after the resume: the ticks it missed while paused make no job.
   local id = scheduler_id(8)
   local key = scheduler_key(id)
   if redis.call('EXISTS', key) == 0 then return 0 end
@@ -93,8 +113,7 @@ elseif op == 'pause' or op == 'resume' then
     redis.call('ZREM', due_key, id)
   elseif redis.call('HGET', key, 'paused') == '1' then
     redis.call('HDEL', key, 'paused')
-    redis.call('HINCRBY', key, 'rev', '1')
-    redis.call('HSET', key, 'next', '0')
+    redis.call('HSET', key, 'rev', int(next_revision(redis.call('HGET', key, 'rev'))), 'next', '0', 'fr', now_text)
     redis.call('ZADD', due_key, '0', id)
   end
   return 1

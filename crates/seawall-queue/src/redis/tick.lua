@@ -58,6 +58,15 @@ for _, plan in ipairs(planned) do
   if not replay and (held[1] ~= ARGV[plan.at + 1] or held[2] ~= ARGV[plan.at + 2] or held[3] == '1') then
     out[#out + 1] = '-'
   else
+    -- A tick at or before the latest that made a job has its job: after
+    -- the server's clock stepped back, a plan may name it again.
+    if held[4] and not replay then
+      local made, kept = tonumber(held[4]), {}
+      for _, tick in ipairs(plan.ticks) do
+        if tick > made then kept[#kept + 1] = tick end
+      end
+      plan.ticks = kept
+    end
     plan.held = held
     plan.first = added
     out[#out + 1] = int(#plan.ticks)

@@ -15,7 +15,8 @@ use crate::error::Error;
 use crate::job::{Cancelled, JobId, JobState};
 use crate::redis::{self, RedisOptions, RedisStore};
 use crate::store::{
-    AfterFailure, Failure, FetchCall, Fetched, KeyHold, Lease, NewJob, Settings, Store, random_id,
+    AfterFailure, Failure, FetchCall, Fetched, KeyHold, Lease, NewJob, Settings, Store, TickGuard,
+    random_id,
 };
 use crate::wire::WIRE_VERSION;
 
@@ -534,6 +535,80 @@ async fn a_lease_acknowledged_twice_in_one_call_completes_once() {
 async fn a_re_sent_cancellation_answers_cancelled() {
     let (store, _) = store().await;
     model::a_re_sent_cancelled_failure_answers_cancelled(&store).await;
+}
+
+/// A scheduler removed and added again refuses a plan made for the old
+/// one, as in memory.
+#[tokio::test]
+async fn a_scheduler_added_again_refuses_the_old_ones_plan() {
+    let (store, _) = store().await;
+    model::a_scheduler_added_again_refuses_the_old_ones_plan(&store).await;
+}
+
+/// After the server's clock stepped back (a failover to a replica whose
+/// clock is behind), the latest tick that made a job seems still to come.
+/// A change to the scheduler then cancels nothing (the job left its delay:
+/// it ran), keeps that tick as made, and no look makes it again. Here the
+/// job of a tick an hour ahead is taken out of its delay by hand, as if it
+/// had run.
+#[tokio::test]
+async fn a_tick_already_made_is_not_made_again_after_the_clock_steps_back() {
+    let (store, prefix) = store().await;
+    let revision = store
+        .upsert_scheduler("q", "s", "every 3600000 latest", b"{}")
+        .await
+        .expect("upserts");
+    let now = store.due_schedulers("q", 10).await.expect("reads").now_ms;
+    let tick = (now / 3_600_000 + 1) * 3_600_000;
+    let guard = TickGuard {
+        scheduler: "s".to_owned(),
+        revision,
+        next_ms: 0,
+        new_next_ms: tick + 3_600_000,
+        due_ms: tick + 3_000_000,
+        ticks: vec![tick],
+        job: job(b"{}"),
+    };
+    let added = store
+        .enqueue_ticks("q", &random_id(), &[guard], WIRE_VERSION)
+        .await
+        .expect("enqueues");
+    let id = added[0].clone().expect("planned")[0].clone();
+    let mut conn = conn();
+    conn.cmd(&["ZREM", &format!("{prefix}:{{q}}:delayed"), id.as_str()])
+        .expect("ZREM");
+    conn.cmd(&["HSET", &format!("{prefix}:{{q}}:j:{id}"), "s", "completed"])
+        .expect("HSET");
+    // A new template: the change takes effect from the next tick, and
+    // there is nothing ahead to cancel.
+    let revision = store
+        .upsert_scheduler("q", "s", "every 3600000 latest", b"{\"v\":2}")
+        .await
+        .expect("changes");
+    let held = store
+        .scheduler("q", "s")
+        .await
+        .expect("reads")
+        .expect("kept");
+    assert_eq!(
+        held.last.as_ref().map(|(at, _)| *at),
+        Some(tick),
+        "still made"
+    );
+    let again = TickGuard {
+        scheduler: "s".to_owned(),
+        revision,
+        next_ms: held.next_ms,
+        new_next_ms: tick + 3_600_000,
+        due_ms: tick + 3_000_000,
+        ticks: vec![tick],
+        job: job(b"{}"),
+    };
+    let added = store
+        .enqueue_ticks("q", &random_id(), &[again], WIRE_VERSION)
+        .await
+        .expect("answers");
+    assert_eq!(added, vec![Some(Vec::new())], "the tick made no second job");
 }
 
 /// A call past the caps is refused, as in memory.

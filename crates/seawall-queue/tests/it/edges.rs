@@ -562,6 +562,9 @@ async fn a_catch_up_past_the_most_ticks_enqueues_and_blocks_no_other_scheduler()
         .expect("a planned tick");
     let past = (next - 200_000).to_string();
     conn.cmd(&["HSET", &key, "next", &past]).expect("HSET");
+    // Its last job was before the outage.
+    conn.cmd(&["HDEL", &key, "lt", "lj", "pt", "pj"])
+        .expect("HDEL");
     conn.cmd(&["ZADD", &format!("{prefix}:{{q}}:sdue"), &past, "behind"])
         .expect("ZADD");
     let before = queues.counts("q").await.expect("counts");

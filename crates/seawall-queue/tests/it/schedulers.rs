@@ -398,6 +398,67 @@ async fn a_paused_scheduler_makes_no_job(backend: &Backend) {
     assert!(resumed > paused_at + Duration::from_millis(300));
 }
 
+fn ms(at: SystemTime) -> u64 {
+    u64::try_from(
+        at.duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+/// A new, changed or resumed scheduler runs from its first tick after the
+/// call, not after the runner's next look: the ticks between the call and
+/// a look that comes later follow the missed-ticks policy (here, each one
+/// runs) instead of being lost.
+async fn the_first_tick_after_a_change_runs_however_late_the_look(backend: &Backend) {
+    let queues = backend.queues_with(settings()).await;
+    let every = Duration::from_millis(100);
+    let schedule = Schedule::every(every)
+        .expect("valid")
+        .missed(Missed::Each { most: 1_000 })
+        .expect("valid");
+    let first_tick_after = |at: SystemTime| (ms(at) / 100 + 1) * 100;
+    let created = SystemTime::now();
+    queues
+        .upsert_scheduler("q", "s", &schedule, &0, &JobOptions::new())
+        .await
+        .expect("upserts");
+    // The look comes three ticks later.
+    pass(created + 3 * every + Duration::from_millis(50)).await;
+    queues.tick_schedulers("q").await.expect("looks");
+    let mut ticks: Vec<u64> = ticks_enqueued(&queues, "q")
+        .await
+        .into_values()
+        .map(|tick| tick.expect("a tick").1)
+        .collect();
+    ticks.sort_unstable();
+    assert!(
+        ticks
+            .first()
+            .is_some_and(|first| *first <= first_tick_after(created)),
+        "the first tick after the upsert ({}) made a job: {ticks:?}",
+        first_tick_after(created)
+    );
+
+    assert!(queues.pause_scheduler("q", "s").await.expect("pauses"));
+    let resumed = SystemTime::now();
+    assert!(queues.resume_scheduler("q", "s").await.expect("resumes"));
+    pass(resumed + 3 * every + Duration::from_millis(50)).await;
+    queues.tick_schedulers("q").await.expect("looks");
+    let after_resume: Vec<u64> = ticks_enqueued(&queues, "q")
+        .await
+        .into_values()
+        .map(|tick| tick.expect("a tick").1)
+        .filter(|tick| *tick > ms(resumed))
+        .collect();
+    assert!(
+        after_resume.contains(&first_tick_after(resumed)),
+        "the first tick after the resume ({}) made a job: {after_resume:?}",
+        first_tick_after(resumed)
+    );
+}
+
 /// A tick to come within the lead has its job in the queue already,
 /// delayed until the tick; a change to the scheduler (a new template, a
 /// pause, its removal) cancels that job, and a new template makes it again
@@ -503,6 +564,7 @@ on_every_backend!(
     missed_ticks_follow_the_policy,
     schedulers_are_changed_paused_and_removed,
     a_paused_scheduler_makes_no_job,
+    the_first_tick_after_a_change_runs_however_late_the_look,
     a_tick_to_come_is_enqueued_ahead_and_a_change_cancels_it,
     bad_schedulers_are_refused,
 );
