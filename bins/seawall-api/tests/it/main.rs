@@ -7,6 +7,7 @@ mod chromedriver;
 mod contract;
 mod edge;
 mod edges;
+mod json_schema;
 mod keys;
 mod metrics;
 mod outage;

@@ -814,6 +814,49 @@ async fn a_queues_rate_limits_are_set_read_and_cleared() {
     assert_eq!(unknown.status, 404, "{}", unknown.text());
 }
 
+/// A route under a queue that is not one answers 404 whatever its body, as
+/// the route is what is missing: a bad body does not turn it into a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_queue_is_not_found_whatever_the_body() {
+    let app = TestApp::sqlite().await;
+    let good = json!({"max": 2, "per_ms": 60_000});
+    let bad = json!({"max": 0, "per_ms": "soon"});
+    for (method, uri, good) in [
+        ("PUT", "/api/queue/sms/rate-limit", &good),
+        ("PUT", "/api/queue/sms/group-rate-limit", &good),
+        (
+            "POST",
+            "/api/queue/sms/clean",
+            &json!({"state": "completed"}),
+        ),
+    ] {
+        for body in [Some(good), Some(&bad), Some(&json!([1, 2])), None] {
+            let reply = app.admin_send(method, uri, body).await;
+            let shown = body.map_or("no body".to_owned(), Value::to_string);
+            assert_eq!(
+                reply.status,
+                404,
+                "{method} {uri} {shown}: {}",
+                reply.text()
+            );
+        }
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{not json"))
+            .expect("request");
+        let reply = app.send(request).await;
+        assert_eq!(
+            reply.status,
+            404,
+            "{method} {uri} not JSON: {}",
+            reply.text()
+        );
+    }
+}
+
 /// The row of `queue` in `/api/queue`.
 async fn queue_row(app: &TestApp, queue: &str) -> Value {
     let overview = app.admin_get("/api/queue").await;

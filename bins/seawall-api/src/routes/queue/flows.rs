@@ -19,7 +19,6 @@ use crate::state::AppState;
 /// runs.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(no_recursion)]
 pub(crate) struct FlowRequest {
     /// Its queue: `email`, `report`, `schedule`, `notification`,
     /// `analytics`, `backup`, `export`, `import` or `order`.
@@ -34,7 +33,10 @@ pub(crate) struct FlowRequest {
     #[serde(default)]
     on_failure: Option<OnFailure>,
     /// The jobs that must finish before this one runs, in any queues.
+    // On this field alone: on the struct it would also keep `OnFailure`
+    // out of the document, leaving `on_failure`'s `$ref` dangling.
     #[serde(default)]
+    #[schema(no_recursion)]
     children: Vec<FlowRequest>,
 }
 
@@ -49,11 +51,11 @@ enum OnFailure {
 
 /// The ids a flow's jobs were given, in the shape of the flow.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(no_recursion)]
 pub(crate) struct FlowEnqueued {
     queue: String,
     id: String,
     /// Its children's, in the order they were given.
+    #[schema(no_recursion)]
     children: Vec<FlowEnqueued>,
 }
 
@@ -82,8 +84,8 @@ pub(crate) struct ChildView {
     id: String,
     /// `pending`, `completed` or `failed` (dead-lettered or cancelled).
     outcome: String,
-    /// What its handler returned, once it completed, if anything.
-    #[schema(value_type = Object)]
+    /// What its handler returned, once it completed, if anything: any
+    /// JSON value, `null` when there is none.
     result: Option<serde_json::Value>,
     /// Why it failed, if it did.
     error: Option<String>,

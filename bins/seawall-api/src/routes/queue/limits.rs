@@ -112,11 +112,10 @@ enum Which {
 /// answers its limits after.
 async fn change(
     state: &AppState,
-    queue: &str,
+    queue: QueueName,
     which: Which,
     limit: Option<(u32, Duration)>,
 ) -> Result<Json<LimitsView>, Problem> {
-    let queue = queue_named(queue)?;
     let queues = queues(state)?;
     let name = queue.as_str();
     match (which, limit) {
@@ -191,8 +190,10 @@ pub(super) async fn set_rate_limit(
     Path(QueuePath { queue }): Path<QueuePath>,
     body: Result<Json<RateLimitRequest>, Problem>,
 ) -> Result<Json<LimitsView>, Problem> {
+    // The queue before the body: no such queue is a 404 whatever the body.
+    let queue = queue_named(&queue)?;
     let Json(request) = body?;
-    change(&state, &queue, Which::Queue, Some(request.checked()?)).await
+    change(&state, queue, Which::Queue, Some(request.checked()?)).await
 }
 
 /// Removes the queue's rate limit.
@@ -211,7 +212,7 @@ pub(super) async fn clear_rate_limit(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Json<LimitsView>, Problem> {
-    change(&state, &queue, Which::Queue, None).await
+    change(&state, queue_named(&queue)?, Which::Queue, None).await
 }
 
 /// Sets the rate limit each named group of the queue has on its own: at
@@ -236,8 +237,9 @@ pub(super) async fn set_group_rate_limit(
     Path(QueuePath { queue }): Path<QueuePath>,
     body: Result<Json<RateLimitRequest>, Problem>,
 ) -> Result<Json<LimitsView>, Problem> {
+    let queue = queue_named(&queue)?;
     let Json(request) = body?;
-    change(&state, &queue, Which::Group, Some(request.checked()?)).await
+    change(&state, queue, Which::Group, Some(request.checked()?)).await
 }
 
 /// Removes the queue's group rate limit.
@@ -256,5 +258,5 @@ pub(super) async fn clear_group_rate_limit(
     State(state): State<AppState>,
     Path(QueuePath { queue }): Path<QueuePath>,
 ) -> Result<Json<LimitsView>, Problem> {
-    change(&state, &queue, Which::Group, None).await
+    change(&state, queue_named(&queue)?, Which::Group, None).await
 }
