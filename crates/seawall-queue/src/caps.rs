@@ -1,12 +1,20 @@
 //! The limits every store holds a call to, in one table: the Redis
 //! scripts get them as Lua definitions ahead of their prelude
 //! ([`lua_definitions`]), and the memory store checks the same constants,
-//! so that neither accepts what the other refuses.
+//! so that neither accepts what the other refuses. It imports nothing of
+//! the crate: every module may read it.
 
-use crate::options::{MAX_CONTEXT_BYTES, MAX_KEY_BYTES};
-use crate::queues::MAX_PAYLOAD_BYTES;
-use crate::schedule::MAX_CATCH_UP;
-use crate::store::MAX_FLOW_JOBS;
+/// The longest group or idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// The longest [context](crate::JobOptions::context), in bytes.
+pub const MAX_CONTEXT_BYTES: usize = 256;
+/// The largest payload a job may carry once encoded, in bytes (8 MiB).
+pub const MAX_PAYLOAD_BYTES: usize = 8 << 20;
+/// The most missed ticks [`Missed::Each`](crate::Missed::Each) makes jobs
+/// for.
+pub const MAX_CATCH_UP: u32 = 1_000;
+/// The most jobs one flow holds.
+pub const MAX_FLOW_JOBS: usize = 1_000;
 
 /// The longest duration an argument may carry, in ms (366 days).
 pub(crate) const MAX_MS: u64 = 366 * 24 * 3600 * 1000;

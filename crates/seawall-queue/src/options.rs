@@ -10,10 +10,7 @@ use crate::error::{Error, Result};
 pub const LOWEST_PRIORITY: u8 = 7;
 /// The level of a job that names none.
 pub const DEFAULT_PRIORITY: u8 = 3;
-/// The longest group or idempotency key, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
-/// The longest [context](JobOptions::context), in bytes.
-pub const MAX_CONTEXT_BYTES: usize = 256;
+pub use crate::caps::{MAX_CONTEXT_BYTES, MAX_KEY_BYTES};
 
 /// How one job is enqueued. Every setter checks its value, so options that
 /// exist are valid.

@@ -20,8 +20,7 @@ use crate::trace;
 use crate::wire::{OLDEST_WIRE_VERSION, WIRE_VERSION, WireView};
 use crate::worker::WorkerBuilder;
 
-/// The largest payload a job may carry once encoded, in bytes (8 MiB).
-pub const MAX_PAYLOAD_BYTES: usize = 8 << 20;
+pub use crate::caps::MAX_PAYLOAD_BYTES;
 
 /// The most records one [`Queues::jobs`] call returns.
 pub const MAX_LISTED: usize = 1_000;

@@ -26,8 +26,7 @@ use crate::store::millis;
 /// The shortest interval of [`Schedule::every`].
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The most missed ticks [`Missed::Each`] makes jobs for.
-pub const MAX_CATCH_UP: u32 = 1_000;
+pub use crate::caps::MAX_CATCH_UP;
 
 /// The latest time a tick can be planned for, in ms since the epoch (the
 /// end of year 9999): a schedule with no tick left plans this one, which

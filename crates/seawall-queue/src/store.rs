@@ -351,8 +351,7 @@ pub(crate) struct FlowNode {
     pub(crate) job: NewJob,
 }
 
-/// The most jobs one flow holds.
-pub const MAX_FLOW_JOBS: usize = 1_000;
+pub use crate::caps::MAX_FLOW_JOBS;
 
 /// The most schedulers one queue holds.
 pub const MAX_SCHEDULERS: u64 = 100_000;
