@@ -581,3 +581,73 @@ async fn a_catch_up_past_the_most_ticks_enqueues_and_blocks_no_other_scheduler()
         "the other scheduler of the look ticked"
     );
 }
+
+/// How many times the server ran `command`, from `INFO commandstats`.
+fn calls_of(conn: &mut Conn, command: &str) -> u64 {
+    let info = conn.cmd(&["INFO", "commandstats"]).expect("INFO");
+    let info = info.as_str().unwrap_or_default().to_owned();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A rate limit's log of a queue that was quiet for longer than its window
+/// goes in one command, however many fetches it holds: a call never pops
+/// a window's worth of entries one at a time (up to the limit's million),
+/// which would hold Redis for seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_log_older_than_its_window_goes_in_one_command() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    let prefix = unique_prefix();
+    let queues = queues(&redis.url(), &prefix, Settings::default()).await;
+    queues
+        .set_rate_limit("q", 1_000_000, Duration::from_secs(1))
+        .await
+        .expect("limits");
+    // 100,000 fetches that each started one job, an hour ago.
+    let mut conn = redis.connect().expect("connects");
+    let log = format!("{prefix}:{{q}}:rlog");
+    let old = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis()
+        - 3_600_000)
+        .to_string();
+    let entry = format!("{old} 1");
+    for _ in 0..100 {
+        let mut push = vec!["RPUSH".to_owned(), log.clone()];
+        push.extend(std::iter::repeat_n(entry.clone(), 1_000));
+        conn.cmd(&push).expect("RPUSH");
+    }
+    conn.cmd(&["HSET", &format!("{prefix}:{{q}}:meta"), "rlc", "100000"])
+        .expect("HSET");
+    let pops = calls_of(&mut conn, "lpop");
+    let limits = queues.limits("q").await.expect("reads");
+    assert_eq!(limits.started_in_window, 0);
+    assert!(
+        calls_of(&mut conn, "lpop") - pops <= 1_000,
+        "{} entries popped one at a time",
+        calls_of(&mut conn, "lpop") - pops
+    );
+    let left = conn.cmd(&["EXISTS", &log]).expect("EXISTS");
+    assert_eq!(left.as_int(), Some(0), "the log is gone");
+
+    // 5,000 old fetches before one within the window: each call pops at
+    // most 1,000, counting the rest until a later call pops them.
+    let mut push = vec!["RPUSH".to_owned(), log.clone()];
+    push.extend(std::iter::repeat_n(entry, 5_000));
+    let now = (old.parse::<u128>().expect("ms") + 3_600_000).to_string();
+    push.push(format!("{now} 1"));
+    conn.cmd(&push).expect("RPUSH");
+    conn.cmd(&["HSET", &format!("{prefix}:{{q}}:meta"), "rlc", "5001"])
+        .expect("HSET");
+    let mut counted = Vec::new();
+    for _ in 0..6 {
+        let pops = calls_of(&mut conn, "lpop");
+        counted.push(queues.limits("q").await.expect("reads").started_in_window);
+        assert!(calls_of(&mut conn, "lpop") - pops <= 1_000);
+    }
+    assert_eq!(counted, [4001, 3001, 2001, 1001, 1, 1]);
+}
