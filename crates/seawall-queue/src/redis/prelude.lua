@@ -309,13 +309,16 @@ end
 -- `c<result>` or `f<error>` after; a parent left with none pending, or
 -- to be failed, gets a note in its queue's inbox, which that queue's
 -- scripts read (`take_inbox`). Called for members of `fc`, the queue's
--- flow children, each once (the caller removes it from `fc`).
+-- flow children, each once (the caller removes it from `fc`). A parent
+-- that is gone (dead by another child and then removed) is told nothing:
+-- no record is made again in its name.
 local function tell_parent(id, key, failed, message)
   local flow = redis.call('HMGET', key, 'fp', 'fk', 'rv')
   if not flow[1] then return end
   local parent_base, parent, policy = string.match(flow[1], '^(%S+) (%S+) (%a+)$')
   local kids = parent_base .. 'kids:' .. parent
   if redis.call('HGET', kids, flow[2]) ~= '-' then return end
+  if redis.call('EXISTS', parent_base .. 'j:' .. parent) == 0 then return end
   local note = nil
   if not failed then
     redis.call('HSET', kids, flow[2], 'c' .. (flow[3] or ''))

@@ -318,7 +318,62 @@ async fn bad_flows_are_refused(backend: &Backend) {
     assert_eq!((counts.waiting, counts.waiting_children), (0, 0));
 }
 
+/// A parent failed by one child and then removed (cleaned from the dead
+/// set) stays gone when its other child finishes later: nothing is made
+/// again in its name, and reading it answers that there is no such job.
+async fn a_removed_parent_stays_gone_when_a_child_finishes_late(backend: &Backend) {
+    let queues = flow_queues(backend).await;
+    let flow = queues
+        .enqueue_flow(
+            Flow::new("top", &vec![1_u64], &options())
+                .expect("valid")
+                .child(Flow::new("work", &vec![0_u64], &options()).expect("valid"))
+                .child(Flow::new("work", &vec![7_u64], &options()).expect("valid")),
+        )
+        .await
+        .expect("enqueues");
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let held = std::sync::Arc::clone(&release);
+    let work = queues
+        .worker("work")
+        .expect("a valid name")
+        .concurrency(2)
+        .expect("valid")
+        .start(move |job: Job<Vec<u64>>| {
+            let held = std::sync::Arc::clone(&held);
+            async move {
+                if job.payload == [0] {
+                    return Err(JobError::permanent("zero"));
+                }
+                held.notified().await;
+                Ok(job.payload[0])
+            }
+        });
+    wait::until_async("the failed child to fail its parent", async || {
+        state(&queues, "top", &flow.id).await == Some(JobState::Dead)
+    })
+    .await;
+    let removed = queues
+        .clean("top", seawall_queue::Finished::Dead, Duration::ZERO, 0)
+        .await
+        .expect("cleans");
+    assert_eq!(removed, 1);
+    release.notify_one();
+    wait::until_async("the late child to complete", async || {
+        queues.counts("work").await.expect("counts").completed == 1
+    })
+    .await;
+    work.shutdown(Duration::from_secs(5)).await;
+    queues.counts("top").await.expect("counts");
+    let parent = queues.job("top", &flow.id).await;
+    assert!(
+        matches!(parent, Ok(None)),
+        "the removed parent reads as {parent:?}"
+    );
+}
+
 on_every_backend!(
+    a_removed_parent_stays_gone_when_a_child_finishes_late,
     a_parent_runs_after_its_children_with_their_results,
     a_child_s_failure_follows_its_policy,
     cancelling_a_parent_cancels_its_pending_children,
