@@ -30,7 +30,11 @@ pub struct Settings {
     /// as it completes).
     pub keep_completed: u64,
     /// Completed jobs older than this are removed (default a day; zero
-    /// keeps them until the count pushes them out).
+    /// keeps them until the count pushes them out). They are removed as
+    /// later jobs complete, up to 1,000 at each completion, not by a timer:
+    /// a queue in which nothing completes keeps its last completed jobs,
+    /// and their results, past this age until something does (or until
+    /// [`Queues::clean`](crate::Queues::clean) removes them).
     pub keep_completed_for: Duration,
     /// Dead jobs kept, newest first (default 10,000).
     pub keep_dead: u64,

@@ -326,7 +326,15 @@ local function tell_parent(id, key, failed, message)
     redis.call('HDEL', kids, flow[2])
   else
     redis.call('HSET', kids, flow[2], 'f' .. message)
-    if policy ~= 'ignore' then note = 'f ' .. parent .. ' a child failed (' .. flow[2] .. '): ' .. message end
+    if policy ~= 'ignore' then
+      -- Named as the memory store names it: `<queue> <id>`. The child's key
+      -- prefix is `<prefix>:{<queue>}:`, or `{<prefix>}:<queue>:` when
+      -- the queues share one slot; neither a prefix nor a queue name holds
+      -- a brace.
+      local child_base, child = string.match(flow[2], '^(%S+) (%S+)$')
+      local queue = string.match(child_base, '^{[^{}]*}:(.*):$') or string.match(child_base, '{([^{}]*)}:$')
+      note = 'f ' .. parent .. ' a child failed (' .. (queue or child_base) .. ' ' .. child .. '): ' .. message
+    end
   end
   if not note and redis.call('HINCRBY', parent_base .. 'j:' .. parent, 'pn', '-1') <= 0 then
     note = 'r ' .. parent

@@ -353,6 +353,19 @@ async fn a_removed_parent_stays_gone_when_a_child_finishes_late(backend: &Backen
         state(&queues, "top", &flow.id).await == Some(JobState::Dead)
     })
     .await;
+    // Every backend names the child alike: its queue and id.
+    let events = crate::support::all_events(&queues, "top").await;
+    let dead = events
+        .iter()
+        .find(|event| event.kind == "dead" && event.job == flow.id)
+        .expect("the parent's death is an event");
+    assert_eq!(
+        dead.fields,
+        [(
+            "error".to_owned(),
+            format!("a child failed (work {}): zero", flow.children[0].id)
+        )]
+    );
     let removed = queues
         .clean("top", seawall_queue::Finished::Dead, Duration::ZERO, 0)
         .await
