@@ -1615,11 +1615,7 @@ async fn renew_loop(shared: Arc<Shared>) {
             .unwrap_or(earliest)
             .saturating_duration_since(now);
         let sent = Instant::now();
-        let answer = tokio::time::timeout(
-            budget,
-            shared.store.renew(&shared.queue, shared.lease, &held),
-        )
-        .await;
+        let answer = tokio::time::timeout(budget, renew_apart(&shared, &held)).await;
         let renewed = match answer {
             Ok(Ok(renewed)) => renewed,
             Ok(Err(error)) => {
@@ -1661,6 +1657,48 @@ async fn renew_loop(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Renews `held` in one call; when the queue's script refuses the call (a
+/// lease of an id it cannot read: a job written by a later release, or an
+/// earlier release's worker meeting ids of a newer form), in halves, each
+/// on its own, until a refused lease stands alone. That one is answered as
+/// lost, so its run is cancelled and its job returns when the lease runs
+/// out, and the others are renewed: one unreadable job never lets every
+/// lease of the worker run out. A lease is thus in at most
+/// 1 + log2(held) calls.
+async fn renew_apart(shared: &Shared, held: &[Lease]) -> Result<crate::store::Renewed> {
+    let mut renewed = crate::store::Renewed::default();
+    // Spans of `held` still to send, as (start, end).
+    let mut spans = vec![(0, held.len())];
+    while let Some((start, end)) = spans.pop() {
+        match shared
+            .store
+            .renew(&shared.queue, shared.lease, &held[start..end])
+            .await
+        {
+            Ok(part) => {
+                renewed.lost.extend(part.lost.iter().map(|at| start + at));
+                renewed
+                    .cancel
+                    .extend(part.cancel.iter().map(|at| start + at));
+            }
+            Err(error) if error.is_refusal() && end - start > 1 => {
+                let middle = start + (end - start) / 2;
+                tracing::debug!(queue = %shared.queue, %error, count = end - start,
+                    "the queue refused a renewal call; its leases are sent again in halves");
+                spans.push((middle, end));
+                spans.push((start, middle));
+            }
+            Err(error) if error.is_refusal() => {
+                tracing::error!(queue = %shared.queue, job = %held[start].id, %error,
+                    "the queue refused this job's lease renewal; its run is cancelled, and the job returns when its lease runs out");
+                renewed.lost.push(start);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(renewed)
 }
 
 /// Returns when the backend's connection comes back after it was lost;

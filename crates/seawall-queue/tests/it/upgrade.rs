@@ -373,3 +373,57 @@ async fn a_refused_acknowledgement_is_dropped_and_the_others_go_through() {
     let stats = worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!((stats.completed, stats.refused_acks), (8, 1), "{stats:?}");
 }
+
+/// A lease renewal the queue's script refuses (one job of the call has an
+/// id of a form this release does not read) is sent again in halves: the
+/// other jobs' leases are renewed and their runs complete without a stall,
+/// and only the unreadable job's run is cancelled as a lost lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_renewal_holds_back_only_its_own_job() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    let mut conn = redis.connect().expect("connects");
+    let queues = Queues::redis(builder(&redis.url()))
+        .prefix(&prefix)
+        .connect()
+        .await
+        .expect("connects");
+    let ids = queues
+        .enqueue_many("email", (0..4).map(|n| (n, JobOptions::new())))
+        .await
+        .expect("enqueues");
+    let unreadable = format!("{}-1", ids[0]);
+    let base = format!("{prefix}:{{email}}:");
+    conn.cmd(&[
+        "RENAME",
+        &format!("{base}j:{}", ids[0]),
+        &format!("{base}j:{unreadable}"),
+    ])
+    .expect("RENAME");
+    conn.cmd(&["LSET", &format!("{base}g:"), "0", &unreadable])
+        .expect("LSET");
+    // Each run outlasts its lease three times over: only renewals keep it.
+    let lease = Duration::from_millis(600);
+    let worker = queues
+        .worker("email")
+        .and_then(|worker| worker.concurrency(4))
+        .and_then(|worker| worker.lease(lease))
+        .expect("valid")
+        .start(move |job: Job<u32>| async move {
+            tokio::select! {
+                () = tokio::time::sleep(3 * lease) => Ok::<_, JobError>(()),
+                () = job.cancellation().cancelled() => Err(JobError::new("cancelled")),
+            }
+        });
+    wait::until_async("the three readable jobs to complete", async || {
+        queues.counts("email").await.expect("counts").completed == 3
+    })
+    .await;
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    for id in &ids[1..] {
+        let job = queues.job("email", id).await.expect("reads").expect("kept");
+        assert_eq!((job.runs, job.stalls), (1, 0), "job {id}: {job:?}");
+    }
+    // The unreadable job's runs, each taken again once its lease ran out.
+    assert!(stats.lost_leases >= 1, "{stats:?}");
+}
