@@ -147,11 +147,24 @@ impl Error {
         }
     }
 
-    /// Whether one of the queue's scripts refused the call for its
-    /// arguments: the call changed nothing, and sent again unchanged it is
-    /// refused again. A connection error, a timeout or a server that is
-    /// busy, loading or read-only is not a refusal.
-    pub(crate) fn is_refusal(&self) -> bool {
+    /// Whether one of the queue's scripts (or the memory store's caps)
+    /// refused the call for its arguments: the call changed nothing, and
+    /// sent again unchanged it is refused again, so it is not worth a
+    /// retry. A connection error, a timeout or a server that is busy,
+    /// loading or read-only is not a refusal.
+    ///
+    /// ```
+    /// use seawall_queue::Error;
+    ///
+    /// let refused = fred::error::Error::new(
+    ///     fred::error::ErrorKind::Unknown,
+    ///     "ERR seawall: the queue holds 100000 schedulers, the most it may",
+    /// );
+    /// assert!(Error::Redis(refused).is_refusal());
+    /// let reset = fred::error::Error::new(fred::error::ErrorKind::IO, "connection reset");
+    /// assert!(!Error::Redis(reset).is_refusal());
+    /// ```
+    pub fn is_refusal(&self) -> bool {
         // fred reads every error reply it has no kind of its own for (`ERR
         // …`, as a script's refusal) as `Unknown`, the reply its details.
         match self {

@@ -279,15 +279,28 @@ impl Queues {
     }
 
     /// The schedulers of `queue`, in the order of their ids, at most
-    /// [`MAX_LISTED`](crate::MAX_LISTED).
+    /// [`MAX_LISTED`](crate::MAX_LISTED). One whose stored form this
+    /// release cannot read (kept by a later release) is left out with a
+    /// warning; [`Queues::scheduler`] answers its error.
     pub async fn schedulers(&self, queue: &str) -> Result<Vec<SchedulerInfo>> {
         check_name("queue name", queue)?;
-        self.store()
+        let stored = self
+            .store()
             .schedulers(queue, "", crate::queues::MAX_LISTED)
-            .await?
-            .into_iter()
-            .map(SchedulerInfo::read)
-            .collect()
+            .await?;
+        let mut read = Vec::with_capacity(stored.len());
+        for scheduler in stored {
+            let id = scheduler.id.clone();
+            match SchedulerInfo::read(scheduler) {
+                Ok(info) => read.push(info),
+                // One this release cannot read (kept by a later one, or
+                // written by hand) leaves the others listed.
+                Err(error) => {
+                    tracing::warn!(%error, queue, scheduler = %id, "a scheduler cannot be read; it is left out of the listing");
+                }
+            }
+        }
+        Ok(read)
     }
 
     /// Looks once at `queue`'s schedulers and enqueues the ticks that are

@@ -179,8 +179,9 @@ async fn keep(
 
 /// Upserts each scheduler that is on and removes each one that is `off`.
 /// A backend that fails is the caller's to try again; a scheduler the
-/// queue refuses (which a validated configuration never names) is logged
-/// and left as it was.
+/// queue refuses (a queue at its most schedulers, or a scheduler another
+/// release stored in a form this one refuses) is logged and left as it
+/// was, and the others are kept.
 async fn apply(
     queues: &Queues,
     config: &QueueConfig,
@@ -202,11 +203,13 @@ async fn apply(
             Ok(()) => {
                 tracing::info!(queue, scheduler = id, schedule = %recurrence.recurring, "recurring job kept");
             }
+            // A refusal (a queue at its most schedulers, say) would be
+            // refused again: it is logged below, not tried for ever.
             Err(
                 error @ (seawall_queue::Error::Redis(_)
                 | seawall_queue::Error::PoolTimeout(_)
                 | seawall_queue::Error::Unavailable { .. }),
-            ) => return Err(error),
+            ) if !error.is_refusal() => return Err(error),
             Err(error) => {
                 tracing::error!(%error, queue, scheduler = id, "a recurring job's scheduler was refused; it is left as it was");
             }
@@ -260,5 +263,33 @@ mod tests {
             .find(|(queue, _)| *queue == QueueName::Analytics)
             .map(|(_, stats)| stats.enqueued);
         assert!(analytics.is_some_and(|enqueued| enqueued >= 1), "{stats:?}");
+    }
+
+    /// A scheduler the queue refuses (here the statistics' queue holds the
+    /// most schedulers it may) is logged and left, not tried for ever: the
+    /// other recurring jobs are kept and run, and nothing is retried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_scheduler_is_not_tried_for_ever() {
+        let server = RedisServer::start().expect("redis-server starts");
+        let mut conn = server.connect().expect("connects");
+        let mut full = vec!["ZADD".to_owned(), "seawall:{analytics}:sids".to_owned()];
+        for n in 0..seawall_queue::MAX_SCHEDULERS {
+            full.extend(["0".to_owned(), format!("other-{n}")]);
+        }
+        conn.cmd(&full).expect("ZADD");
+        let builder = crate::redis::builder(&RedisConfig::default(), &server.url()).expect("valid");
+        let queues = Queues::redis(builder).connect().await.expect("connects");
+        let keeper = Schedulers::start(&queues, &QueueConfig::default());
+        for queue in [QueueName::Backup, QueueName::Report] {
+            wait::until_async(format!("the {queue} queue's scheduler"), async || {
+                queues
+                    .schedulers(queue.as_str())
+                    .await
+                    .is_ok_and(|schedulers| schedulers.len() == 1)
+            })
+            .await;
+        }
+        assert_eq!(keeper.failures(), 0, "a refusal was tried again");
+        keeper.shutdown().await;
     }
 }

@@ -651,3 +651,31 @@ async fn a_rate_log_older_than_its_window_goes_in_one_command() {
     }
     assert_eq!(counted, [4001, 3001, 2001, 1001, 1, 1]);
 }
+
+/// A scheduler whose stored schedule this release cannot read leaves the
+/// others listed; read alone, it answers its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_scheduler_leaves_the_others_listed() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    let queues = queues(&redis.url(), &prefix, Settings::default()).await;
+    let hourly = seawall_queue::Schedule::every(Duration::from_secs(3600)).expect("valid");
+    for id in ["a", "b"] {
+        queues
+            .upsert_scheduler("q", id, &hourly, &id, &JobOptions::new())
+            .await
+            .expect("upserts");
+    }
+    let mut conn = redis.connect().expect("connects");
+    conn.cmd(&[
+        "HSET",
+        &format!("{prefix}:{{q}}:s:a"),
+        "sch",
+        "yearly on the moon",
+    ])
+    .expect("HSET");
+    let listed = queues.schedulers("q").await.expect("lists");
+    let ids: Vec<&str> = listed.iter().map(|info| info.id.as_str()).collect();
+    assert_eq!(ids, ["b"]);
+    assert!(queues.scheduler("q", "a").await.is_err());
+}
