@@ -1348,21 +1348,32 @@ impl MemoryStore {
             if let Some(answer) = step.q.tick_answers.get(request) {
                 return answer.clone();
             }
-            let planned: Vec<bool> = guards
+            // Per guard, the ticks it makes jobs for, or `None` for a stale
+            // one. A tick at or before the latest that made a job has its
+            // job (tick.lua's guard against a clock stepped back).
+            let planned: Vec<Option<Vec<u64>>> = guards
                 .iter()
                 .map(|guard| {
-                    step.q.schedulers.get(&guard.scheduler).is_some_and(|held| {
+                    let held = step.q.schedulers.get(&guard.scheduler).filter(|held| {
                         held.revision == guard.revision
                             && held.next_ms == guard.next_ms
                             && !held.paused
-                    })
+                    })?;
+                    let made = held.last.as_ref().map(|(tick, _)| *tick);
+                    Some(
+                        guard
+                            .ticks
+                            .iter()
+                            .copied()
+                            .filter(|tick| made.is_none_or(|made| *tick > made))
+                            .collect(),
+                    )
                 })
                 .collect();
-            let count: u64 = guards
+            let count: u64 = planned
                 .iter()
-                .zip(&planned)
-                .filter(|(_, planned)| **planned)
-                .map(|(guard, _)| guard.ticks.len() as u64)
+                .flatten()
+                .map(|ticks| ticks.len() as u64)
                 .sum();
             let clock_id = now_us().saturating_sub(ID_EPOCH_US);
             let first = (step.q.last_id + 1).max(clock_id);
@@ -1374,23 +1385,10 @@ impl MemoryStore {
             let mut offset = 0;
             let mut out = Vec::with_capacity(guards.len());
             for (guard, planned) in guards.iter().zip(planned) {
-                if !planned {
+                let Some(ticks) = planned else {
                     out.push(None);
                     continue;
-                }
-                // A tick at or before the latest that made a job has its
-                // job (tick.lua's guard against a clock stepped back).
-                let made = step
-                    .q
-                    .schedulers
-                    .get(&guard.scheduler)
-                    .and_then(|held| held.last.as_ref().map(|(tick, _)| *tick));
-                let ticks: Vec<u64> = guard
-                    .ticks
-                    .iter()
-                    .copied()
-                    .filter(|tick| made.is_none_or(|made| *tick > made))
-                    .collect();
+                };
                 let mut ids = Vec::with_capacity(ticks.len());
                 for tick in &ticks {
                     let id = format!("{}-{epoch}", first + offset);

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::json_schema;
 use crate::support::{Reply, TestApp};
@@ -146,15 +146,7 @@ async fn answers_keep_to_the_schemas_the_document_gives_them() {
     // report with it.
     let paused = check("POST", "/api/queue/analytics/pause", None).await;
     assert_eq!(paused.status, 200, "{}", paused.text());
-    let flow = json!({
-        "queue": "report",
-        "payload": {"user_id": 2, "days": 7},
-        "children": [
-            {"queue": "analytics", "payload": {"days": 7}},
-            {"queue": "email", "payload": {"user_id": 1, "template": "welcome"},
-             "on_failure": "ignore"},
-        ],
-    });
+    let flow = crate::queue::report_flow();
     let enqueued = check("POST", "/api/queue/flows", Some(&flow)).await;
     assert_eq!(enqueued.status, 202, "{}", enqueued.text());
     let parent = enqueued.json["id"].as_str().expect("an id");

@@ -869,6 +869,20 @@ async fn queue_row(app: &TestApp, queue: &str) -> Value {
         .clone()
 }
 
+/// A learner's report that waits for the statistics' refresh and a mail
+/// (whose failure the report passes over).
+pub(crate) fn report_flow() -> Value {
+    json!({
+        "queue": "report",
+        "payload": {"user_id": 2, "days": 7},
+        "children": [
+            {"queue": "analytics", "payload": {"days": 7}},
+            {"queue": "email", "payload": {"user_id": 1, "template": "welcome"},
+             "on_failure": "ignore"},
+        ],
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_runs_its_parent_after_its_children_and_lists_them() {
     let app = TestApp::sqlite().await;
@@ -878,15 +892,7 @@ async fn a_flow_runs_its_parent_after_its_children_and_lists_them() {
         .admin_send("POST", "/api/queue/analytics/pause", None)
         .await;
     assert_eq!(paused.status, 200, "{}", paused.text());
-    let flow = json!({
-        "queue": "report",
-        "payload": {"user_id": 2, "days": 7},
-        "children": [
-            {"queue": "analytics", "payload": {"days": 7}},
-            {"queue": "email", "payload": {"user_id": 1, "template": "welcome"},
-             "on_failure": "ignore"},
-        ],
-    });
+    let flow = report_flow();
     let reply = app
         .admin_send("POST", "/api/queue/flows", Some(&flow))
         .await;

@@ -225,6 +225,17 @@ mod tests {
     use super::*;
     use crate::config::RedisConfig;
 
+    /// Waits until `queue` holds its one recurring job's scheduler.
+    async fn until_kept(queues: &Queues, queue: QueueName) {
+        wait::until_async(format!("the {queue} queue's scheduler"), async || {
+            queues
+                .schedulers(queue.as_str())
+                .await
+                .is_ok_and(|schedulers| schedulers.len() == 1)
+        })
+        .await;
+    }
+
     /// Redis that does not answer when the process starts: the upserts
     /// fail, are tried again, and the schedulers are kept once it answers;
     /// then they run.
@@ -242,13 +253,7 @@ mod tests {
         wait::until_async("a failed upsert", async || keeper.failures() > 0).await;
         server.restart().expect("restarts");
         for queue in QUEUES {
-            wait::until_async(format!("the {queue} queue's scheduler"), async || {
-                queues
-                    .schedulers(queue.as_str())
-                    .await
-                    .is_ok_and(|schedulers| schedulers.len() == 1)
-            })
-            .await;
+            until_kept(&queues, queue).await;
         }
         wait::until_async("a tick of the statistics' refresh", async || {
             queues
@@ -267,7 +272,7 @@ mod tests {
 
     /// A scheduler the queue refuses (here the statistics' queue holds the
     /// most schedulers it may) is logged and left, not tried for ever: the
-    /// other recurring jobs are kept and run, and nothing is retried.
+    /// other recurring jobs are kept, and nothing is retried.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_scheduler_is_not_tried_for_ever() {
         let server = RedisServer::start().expect("redis-server starts");
@@ -281,13 +286,7 @@ mod tests {
         let queues = Queues::redis(builder).connect().await.expect("connects");
         let keeper = Schedulers::start(&queues, &QueueConfig::default());
         for queue in [QueueName::Backup, QueueName::Report] {
-            wait::until_async(format!("the {queue} queue's scheduler"), async || {
-                queues
-                    .schedulers(queue.as_str())
-                    .await
-                    .is_ok_and(|schedulers| schedulers.len() == 1)
-            })
-            .await;
+            until_kept(&queues, queue).await;
         }
         assert_eq!(keeper.failures(), 0, "a refusal was tried again");
         keeper.shutdown().await;

@@ -88,6 +88,23 @@ fn previous_release_reads(id: &JobId) -> bool {
     !id.is_empty() && id.len() <= 24 && id.bytes().all(|byte| byte.is_ascii_digit())
 }
 
+/// Gives `first`, the first waiting job of `email` under `prefix`, an id no
+/// script of this release takes (as a later release might give); answers
+/// that id.
+fn make_unreadable(conn: &mut Conn, prefix: &str, first: &JobId) -> String {
+    let unreadable = format!("{first}-1");
+    let base = format!("{prefix}:{{email}}:");
+    conn.cmd(&[
+        "RENAME",
+        &format!("{base}j:{first}"),
+        &format!("{base}j:{unreadable}"),
+    ])
+    .expect("RENAME");
+    conn.cmd(&["LSET", &format!("{base}g:"), "0", &unreadable])
+        .expect("LSET");
+    unreadable
+}
+
 async fn connect(url: &str, prefix: &str) -> Queues {
     Queues::redis(builder(url))
         .prefix(prefix)
@@ -301,17 +318,7 @@ async fn a_refused_acknowledgement_is_dropped_and_the_others_go_through() {
         .enqueue_many("email", (0..8).map(|n| (n, JobOptions::new())))
         .await
         .expect("enqueues");
-    // The first job in line gets an id no script of this release takes.
-    let unreadable = format!("{}-1", ids[0]);
-    let base = format!("{prefix}:{{email}}:");
-    conn.cmd(&[
-        "RENAME",
-        &format!("{base}j:{}", ids[0]),
-        &format!("{base}j:{unreadable}"),
-    ])
-    .expect("RENAME");
-    conn.cmd(&["LSET", &format!("{base}g:"), "0", &unreadable])
-        .expect("LSET");
+    let unreadable = make_unreadable(&mut conn, &prefix, &ids[0]);
 
     // Every job ends at once, so their acknowledgements share calls.
     let started = Arc::new(AtomicU32::new(0));
@@ -392,16 +399,7 @@ async fn a_refused_renewal_holds_back_only_its_own_job() {
         .enqueue_many("email", (0..4).map(|n| (n, JobOptions::new())))
         .await
         .expect("enqueues");
-    let unreadable = format!("{}-1", ids[0]);
-    let base = format!("{prefix}:{{email}}:");
-    conn.cmd(&[
-        "RENAME",
-        &format!("{base}j:{}", ids[0]),
-        &format!("{base}j:{unreadable}"),
-    ])
-    .expect("RENAME");
-    conn.cmd(&["LSET", &format!("{base}g:"), "0", &unreadable])
-        .expect("LSET");
+    make_unreadable(&mut conn, &prefix, &ids[0]);
     // Each run outlasts its lease three times over: only renewals keep it.
     let lease = Duration::from_millis(600);
     let worker = queues
