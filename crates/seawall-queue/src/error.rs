@@ -95,6 +95,21 @@ pub enum Error {
         /// probe (zero: a probe is out now).
         retry_in: std::time::Duration,
     },
+    /// A [flow](crate::Queues::enqueue_flow) was refused before anything
+    /// was written: a worker of the release before flows may be running
+    /// (an announced process that is alive reads only wire version
+    /// `reads`, or [`RedisQueues::write_wire`](crate::RedisQueues::write_wire)
+    /// holds enqueues to it). Such a worker completes a flow's child without
+    /// telling its parent, which would then wait for ever. Flows are taken
+    /// again within a few seconds of the last such worker stopping (see
+    /// [`crate::WIRE_VERSION`]); plain jobs are taken meanwhile.
+    #[error(
+        "a worker of an older release, which cannot run flows, may be running (it reads wire version {reads}); nothing was queued"
+    )]
+    OlderWorkers {
+        /// The oldest wire version a live process reads.
+        reads: u32,
+    },
     /// Redis answered something this crate's scripts never return (another
     /// program wrote the queue's keys).
     #[error("unexpected reply from redis: {0}")]
@@ -141,6 +156,7 @@ impl Error {
             | Self::NotReplicated { .. }
             | Self::Unavailable { .. }
             | Self::IdempotencyMismatch { .. }
+            | Self::OlderWorkers { .. }
             | Self::Refused(_) => true,
             Self::Redis(_) => self.is_refusal(),
             Self::EnqueueOutcomeUnknown { .. } | Self::Protocol(_) => false,

@@ -156,7 +156,11 @@ impl Queues {
             )));
         }
         let queues: Vec<String> = nodes.iter().map(|node| node.queue.clone()).collect();
+        // A worker of the release before flows would strand the parent.
         let wire = self.wire_version().await;
+        if wire < crate::WIRE_VERSION {
+            return Err(Error::OlderWorkers { reads: wire });
+        }
         let ids = self
             .store()
             .enqueue_flow(&random_id(), &nodes, wire)

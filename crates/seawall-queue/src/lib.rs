@@ -156,14 +156,19 @@
 //! [`ProcessReport::wire_version`]). An enqueue on Redis reads the process
 //! list at most every 2 s, not once per call, and gives job ids of the
 //! oldest form a live process reads: digits alone while a worker of the
-//! release before ids carried an epoch is alive. Processes that do not
+//! release before ids carried an epoch is alive, or went silent without
+//! withdrawing less than [`SILENT_READER_GRACE`] past its report's ttl
+//! (frozen or cut off, it would come back to ids it refuses). Processes that do not
 //! announce themselves are not on that list; while one of the release
 //! before runs, hold enqueues to its form with [`RedisQueues::write_wire`].
 //!
 //! Flows need every worker of a flow's queues on this release or a later
 //! one: a worker of an earlier release completes a flow's child without
-//! telling its parent, which then waits for ever (it can be cancelled).
-//! Upgrade the workers before the producers enqueue flows. Rate limits
+//! telling its parent, which would then wait for ever. So while such a
+//! worker may run (by the same process list, or `write_wire`), an
+//! [`enqueue_flow`](Queues::enqueue_flow) is refused with
+//! [`Error::OlderWorkers`] before anything is written; plain jobs are
+//! taken meanwhile. Rate limits
 //! and holds are kept by this release's fetches only: while a worker of an
 //! earlier release runs, it starts jobs past them.
 //!
@@ -281,7 +286,7 @@ pub use schedulers::{SchedulerInfo, SchedulerRunner, SchedulerStats, TickReport}
 pub use store::{
     MAX_BACKLOG_GROUPS, MAX_FLOW_JOBS, MAX_KEY_HOLD, MAX_QUEUE_NAME_BYTES, MAX_SCHEDULERS, Settings,
 };
-pub use wire::{OLDEST_WIRE_VERSION, WIRE_VERSION};
+pub use wire::{OLDEST_WIRE_VERSION, SILENT_READER_GRACE, WIRE_VERSION};
 pub use worker::{
     Job, JobError, MAX_RESULT_BYTES, Worker, WorkerBuilder, WorkerStats, WorkerWatch,
 };

@@ -526,6 +526,30 @@ impl Step<'_> {
         holds.then(|| held.owner.clone())
     }
 
+    /// Frees finished job `id`'s deduplication key if the job still holds
+    /// it in a mode other than a window (as `release_key` in prelude.lua):
+    /// such a key holds, for an enqueue of any mode, at most until its job
+    /// completes or dies; a window key lasts its window.
+    fn release_key(&mut self, id: &str) {
+        let Some(key) = self
+            .q
+            .jobs
+            .get(id)
+            .map(|job| job.idempotency.clone())
+            .filter(|key| !key.is_empty())
+        else {
+            return;
+        };
+        if self
+            .q
+            .unique
+            .get(&key)
+            .is_some_and(|held| held.owner == id && held.digest.is_none())
+        {
+            self.q.unique.remove(&key);
+        }
+    }
+
     /// Forgets the enqueue answers kept past their time.
     fn expire_answers(&mut self) {
         while let Some((expires, _)) = self.q.answer_expiry.front()
@@ -817,6 +841,7 @@ impl Step<'_> {
 
     fn make_dead(&mut self, id: &str, message: &str) {
         self.tell_parent(id, ChildOutcome::Failed(message.to_owned()));
+        self.release_key(id);
         let now = self.now;
         if let Some(job) = self.q.jobs.get_mut(id) {
             job.state = JobState::Dead;
@@ -840,6 +865,7 @@ impl Step<'_> {
             ChildOutcome::Completed((!result.is_empty()).then_some(result)),
         );
         self.emit("completed", id, &[]);
+        self.release_key(id);
         if self.settings.keep_completed == 0 {
             self.q.jobs.remove(id);
             return;
@@ -2194,4 +2220,80 @@ fn digest(job: &NewJob) -> u64 {
     )
         .hash(&mut hasher);
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use seawall_testkit::wait;
+
+    use super::*;
+    use crate::{Job, JobError, JobOptions, Queues};
+
+    impl MemoryStore {
+        /// How many deduplication keys `queue` keeps.
+        fn held_keys(&self, queue: &str) -> usize {
+            self.queues
+                .lock()
+                .get(queue)
+                .map_or(0, |shared| shared.state.lock().unique.len())
+        }
+    }
+
+    /// Keys held until a job starts or completes, or for a debounce, go
+    /// when their jobs finish (as in Redis, where the integration test
+    /// looks at the keys themselves), not at their 30-day expiry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_is_freed_when_its_hold_ends() {
+        let store = Arc::new(MemoryStore::new(Settings::default()));
+        let queues = Queues::on(Arc::clone(&store) as Arc<dyn Store>);
+        let started = JobOptions::new().unique_until_started("s").expect("valid");
+        let until_done = JobOptions::new()
+            .unique_until_completed("c")
+            .expect("valid")
+            .attempts(1)
+            .expect("valid");
+        queues
+            .enqueue("keys", "ok", &started)
+            .await
+            .expect("enqueues");
+        queues
+            .enqueue("keys", "ok", &until_done)
+            .await
+            .expect("enqueues");
+        let dies = JobOptions::new()
+            .unique_until_completed("d")
+            .expect("valid")
+            .attempts(1)
+            .expect("valid");
+        queues
+            .enqueue("keys", "die", &dies)
+            .await
+            .expect("enqueues");
+        let debounce = JobOptions::new()
+            .debounce("k", Duration::from_millis(20))
+            .expect("valid");
+        queues
+            .enqueue("keys", "ok", &debounce)
+            .await
+            .expect("enqueues");
+        assert_eq!(store.held_keys("keys"), 4);
+
+        let worker =
+            queues
+                .worker("keys")
+                .expect("a valid name")
+                .start(|job: Job<String>| async move {
+                    if job.payload == "die" {
+                        return Err(JobError::permanent("no"));
+                    }
+                    Ok(())
+                });
+        wait::until_async("three completed and one dead", async || {
+            let counts = queues.counts("keys").await.expect("counts");
+            counts.completed == 3 && counts.dead == 1
+        })
+        .await;
+        worker.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(store.held_keys("keys"), 0, "finished jobs hold no key");
+    }
 }

@@ -47,6 +47,17 @@ pub struct JobOptions {
 
 /// What a job's key deduplicates: while it holds, an enqueue with the same
 /// key on the same queue adds no job and answers the holder's id.
+///
+/// Whether a key holds is judged by the enqueue that asks, by its own
+/// mode, from the state of the job that took the key: an until-started
+/// enqueue is answered by a job with the key that has not started, a
+/// debounce only by one still waiting for its delay. So enqueues of one key
+/// under two modes may make two jobs (a debounce whose key is held by an
+/// until-started job that waits with no delay makes a job of its own, and
+/// takes the key over); and an until-completed enqueue is answered by a
+/// running job whatever mode took the key. So a key other than a window is
+/// kept until its job completes, dies or is removed, and deleted then: Redis
+/// keeps only the keys of jobs not yet finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Dedup {

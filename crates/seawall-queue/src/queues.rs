@@ -14,10 +14,11 @@ use crate::options::{Dedup, JobOptions};
 use crate::presence::{self, ProcessReport, SeenProcess};
 use crate::redis::{RedisOptions, RedisStore, check_prefix};
 use crate::store::{
-    DeadJobs, KeyHold, MAX_BACKLOG_GROUPS, NewJob, Settings, Store, check_name, millis, random_id,
+    DeadJobs, FORGET_AFTER, KeyHold, MAX_BACKLOG_GROUPS, NewJob, Settings, Store, check_name,
+    millis, random_id,
 };
 use crate::trace;
-use crate::wire::{OLDEST_WIRE_VERSION, WIRE_VERSION, WireView};
+use crate::wire::{OLDEST_WIRE_VERSION, SILENT_READER_GRACE, WIRE_VERSION, WireView};
 use crate::worker::WorkerBuilder;
 
 pub use crate::caps::MAX_PAYLOAD_BYTES;
@@ -61,6 +62,15 @@ impl std::fmt::Debug for Queues {
 }
 
 impl Queues {
+    /// Queues on `store`: the crate's own tests of a backend's insides.
+    #[cfg(test)]
+    pub(crate) fn on(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            wire: Arc::new(WireView::fixed(WIRE_VERSION)),
+        }
+    }
+
     /// Queues in this process's memory, with the default [`Settings`].
     /// **Not durable**: jobs are lost when the process exits. For tests of
     /// code that uses the queue, and for running without Redis.
@@ -100,6 +110,7 @@ impl Queues {
             acquire_timeout: Duration::from_secs(5),
             replicas: None,
             write_wire: WIRE_VERSION,
+            silent_reader_grace: SILENT_READER_GRACE,
             one_slot: false,
         }
     }
@@ -593,6 +604,7 @@ pub struct RedisQueues {
     acquire_timeout: Duration,
     replicas: Option<(u32, Duration)>,
     write_wire: u32,
+    silent_reader_grace: Duration,
     one_slot: bool,
 }
 
@@ -668,6 +680,19 @@ impl RedisQueues {
         self
     }
 
+    /// How long past its report's ttl a worker of an older release that
+    /// stopped announcing itself without withdrawing still holds enqueues
+    /// to its form (default [`SILENT_READER_GRACE`](crate::SILENT_READER_GRACE),
+    /// at most 10 minutes, after which a silent process is forgotten). Silent
+    /// is not gone: a worker that was frozen or cut off from Redis comes back
+    /// and fetches what was enqueued meanwhile, and a job id of a form it
+    /// refuses fails its whole renewal call, so every job it holds stalls.
+    /// One that withdrew (a clean stop) holds nothing back.
+    pub fn silent_reader_grace(mut self, grace: Duration) -> Self {
+        self.silent_reader_grace = grace;
+        self
+    }
+
     /// Checks the settings and connects the shared client (blocking
     /// connections open on first use).
     pub async fn connect(self) -> Result<Queues> {
@@ -682,6 +707,12 @@ impl RedisQueues {
             return Err(Error::InvalidSetting(format!(
                 "wire version {} is not written by this release; {OLDEST_WIRE_VERSION} to {WIRE_VERSION} are",
                 self.write_wire
+            )));
+        }
+        if self.silent_reader_grace > FORGET_AFTER {
+            return Err(Error::InvalidSetting(format!(
+                "the silent reader grace is {:?}; at most {FORGET_AFTER:?} (a silent process is forgotten then)",
+                self.silent_reader_grace
             )));
         }
         if let Some((_, timeout)) = self.replicas
@@ -701,7 +732,10 @@ impl RedisQueues {
         let store = RedisStore::connect(self.builder, options, self.settings).await?;
         Ok(Queues {
             store: Arc::new(store),
-            wire: Arc::new(WireView::following(self.write_wire)),
+            wire: Arc::new(WireView::following(
+                self.write_wire,
+                self.silent_reader_grace,
+            )),
         })
     }
 }

@@ -104,7 +104,9 @@ pub(crate) struct NewJob {
 
 /// The longest a key held [until](crate::Dedup::UntilStarted) a job starts
 /// or completes, or for a [debounce](crate::Dedup::Debounce), holds: a job
-/// still waiting after this frees its key.
+/// still waiting after this frees its key. Such a key is freed (its Redis
+/// key deleted) once its job completes, dies or is removed; this bound only
+/// ends keys whose jobs went another way.
 pub const MAX_KEY_HOLD: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How a job's deduplication key holds, as a backend keeps it.

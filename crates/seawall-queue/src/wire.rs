@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::presence;
+use crate::presence::{self, SeenProcess};
 use crate::store::Store;
 
 /// The wire version of this release: job ids are `<sequence>-<epoch>`
@@ -26,11 +26,21 @@ pub const WIRE_VERSION: u32 = 2;
 /// write: the one before its own.
 pub const OLDEST_WIRE_VERSION: u32 = WIRE_VERSION - 1;
 
+/// How long past its report's ttl a process of an older release that went
+/// silent without withdrawing still holds enqueues to the form it reads
+/// (the default of [`RedisQueues::silent_reader_grace`]): a worker's
+/// default lease. A worker frozen or cut off from Redis for up to this long
+/// comes back to a queue it can still read.
+///
+/// [`RedisQueues::silent_reader_grace`]: crate::RedisQueues::silent_reader_grace
+pub const SILENT_READER_GRACE: Duration = Duration::from_secs(30);
+
 /// How long an enqueue goes by what it last read of the announced
 /// processes before it reads them again: a process of an older release that
 /// announces itself is heeded by every producer within this time (plus one
-/// read of the list), and one that has gone is no longer heeded within its
-/// report's `ttl_ms` and this.
+/// read of the list), and one that withdrew is no longer heeded within
+/// this; one that went silent, within its report's `ttl_ms`, the silent
+/// reader grace and this.
 pub(crate) const VIEW_MAX_AGE: Duration = Duration::from_secs(2);
 
 /// Which wire version enqueues write: the oldest that a live announced
@@ -42,6 +52,9 @@ pub(crate) struct WireView {
     /// Whether the announced processes are read at all: not in memory,
     /// whose processes are all this one.
     follows: bool,
+    /// How long past its ttl a silent process of an older release is
+    /// still heeded.
+    grace: Duration,
     /// The version last chosen, and when.
     last: Mutex<Option<(Instant, u32)>>,
     /// One read of the list at a time; other enqueues wait for its answer.
@@ -54,16 +67,19 @@ impl WireView {
         Self {
             newest: version,
             follows: false,
+            grace: Duration::ZERO,
             last: Mutex::new(None),
             reading: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The oldest version a live announced process reads, at most
-    /// `newest`.
-    pub(crate) fn following(newest: u32) -> Self {
+    /// The oldest version an announced process that may still run reads,
+    /// at most `newest`: one alive, or one of an older release silent for
+    /// less than `grace` past its ttl.
+    pub(crate) fn following(newest: u32, grace: Duration) -> Self {
         Self {
             follows: newest > OLDEST_WIRE_VERSION,
+            grace,
             ..Self::fixed(newest)
         }
     }
@@ -83,7 +99,7 @@ impl WireView {
         let version = match presence::seen(store).await {
             Ok(seen) => writable(
                 seen.iter()
-                    .filter(|process| process.alive)
+                    .filter(|process| self.may_run(process))
                     .map(|process| process.report.wire_version),
                 self.newest,
             ),
@@ -96,6 +112,16 @@ impl WireView {
         };
         *self.last.lock() = Some((Instant::now(), version));
         version
+    }
+
+    /// Whether `process` may still take jobs: alive, or of an older
+    /// release and silent for less than the grace past its ttl (silent is
+    /// not gone: frozen, or cut off from Redis).
+    fn may_run(&self, process: &SeenProcess) -> bool {
+        process.alive
+            || process.report.wire_version < self.newest
+                && process.since
+                    < Duration::from_millis(process.report.ttl_ms).saturating_add(self.grace)
     }
 
     fn fresh(&self) -> Option<u32> {

@@ -53,6 +53,13 @@ impl From<&seawall_queue::Error> for Problem {
                 )
                 .with_retry_after(1)
             }
+            // An upgrade under way: flows wait for the last old worker.
+            seawall_queue::Error::OlderWorkers { .. } => Self::unavailable(
+                "the flow was not queued: a worker of an older release, which cannot run flows, \
+                 may still be running; flows are taken within seconds of the last such worker \
+                 stopping (plain jobs are taken meanwhile)",
+            )
+            .with_retry_after(5),
             // What the caller asked for is out of the queue's bounds: a
             // key or a delay out of range, a flow too large or over queues
             // a Cluster keeps apart.
@@ -74,5 +81,23 @@ impl From<&seawall_queue::Error> for Problem {
 impl From<seawall_queue::Error> for Problem {
     fn from(error: seawall_queue::Error) -> Self {
         Self::from(&error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+
+    use super::Problem;
+
+    /// A flow refused while an older worker may run is a 503 to retry
+    /// later, not a 500: nothing was written, and the upgrade ends it.
+    #[test]
+    fn a_flow_refused_for_an_older_worker_is_retried_later() {
+        let problem = Problem::from(seawall_queue::Error::OlderWorkers { reads: 1 });
+        assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = problem.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
     }
 }

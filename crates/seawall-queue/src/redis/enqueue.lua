@@ -154,6 +154,10 @@ redis.call('SET', id_key, int(first + count - 1))
 local order = redis.call('INCRBY', base .. 'id', int(count)) - count + 1
 
 local woke = false
+-- Whether a job of this call holds a key other than a window, which goes
+-- when its job finishes: the queue's completions then free keys (meta
+-- `uc`, see `complete_all`).
+local keyed_to_the_end = false
 local waiting = 0
 local rung = {}
 -- Default-priority ids per group, pushed with one RPUSH each at the end.
@@ -167,6 +171,7 @@ for i = 0, count - 1 do
       local record = id .. ' ' .. digests[i]
       if modes[i] ~= 't' then record = id .. ' =' .. modes[i] end
       redis.call('SET', base .. 'u:' .. idempotency, record, 'PX', int(windows[i]))
+      if modes[i] ~= 't' then keyed_to_the_end = true end
     end
     local key = job_key(id)
     local group = ARGV[at + 5]
@@ -215,6 +220,7 @@ for _, replacement in ipairs(replaced) do
   woke = true
 end
 if waiting > 0 then redis.call('HINCRBY', meta, 'waiting', int(waiting)) end
+if keyed_to_the_end then redis.call('HSET', meta, 'uc', '1') end
 flush_events()
 -- A delayed job wakes a worker too, so a blocked one learns its due time.
 if woke then wake() end

@@ -76,6 +76,7 @@ if recorded and string.sub(recorded, 1, #request + 1) == request .. ' ' then
   return out
 end
 
+local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp', 'rlc', 'uc')
 local rejected = 0
 if acks > 0 then
   -- ZMSCORE checks every lease token, ZREM ends the current ones (1,000
@@ -107,7 +108,7 @@ if acks > 0 then
   if #ids > 0 and redis.call('HLEN', group_active_key) > 0 then
     for _, id in ipairs(ids) do left_active(redis.call('HGET', job_key(id), 'g') or '') end
   end
-  complete_all(ids)
+  complete_all(ids, control[8] == '1')
 end
 flush_events()
 if acks > 0 then trim_completed() else trim_completed_by_age() end
@@ -115,7 +116,6 @@ local noted = promote()
 recover()
 
 local out = { now, 0, rejected, 0, lease }
-local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp', 'rlc')
 if control[1] == '1' then
   out[4] = 1
   want = 0

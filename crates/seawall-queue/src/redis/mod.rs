@@ -7,7 +7,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `rlc` (the jobs `rlog` lists), `hold` (no start before this ms) |
+//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `rlc` (the jobs `rlog` lists), `hold` (no start before this ms), `uc` (1 once a job had a deduplication key other than a window: completions then look for keys to free) |
 //! | `p:{q}:rg:<group>` | sorted set | a group's runs started within the group rate limit's window (meta `grm`, `grp`) |
 //! | `p:{q}:parked` | sorted set | named groups out of the fetch rotation until a time: held, or at the group rate limit |
 //! | `p:{q}:rlog` | list | the fetches that started jobs within the rate limit's window, oldest first: `<ms> <jobs>` |
@@ -22,7 +22,7 @@
 //! | `p:{q}:active` | sorted set | running jobs as `id:token` by lease deadline |
 //! | `p:{q}:done` | list | kept completed jobs, newest first |
 //! | `p:{q}:dead` | sorted set | kept dead jobs by finish time |
-//! | `p:{q}:u:<key>` | string | a deduplication key's job id, and the digest of its job for a window key or `=<mode>` (`s` until started, `c` until completed, `d` debounce), for its window or at most `MAX_KEY_HOLD` |
+//! | `p:{q}:u:<key>` | string | a deduplication key's job id, and the digest of its job for a window key or `=<mode>` (`s` until started, `c` until completed, `d` debounce), for its window; a key of the other modes goes when its job completes, dies or is removed, at most `MAX_KEY_HOLD` after the enqueue |
 //! | `p:{q}:r:<request>` | string | an enqueue call's answer, for 30 s, so a re-sent call answers the same |
 //! | `p:{q}:x:<id>` | string | the lease token of a run that ended cancelled, for 30 s, so a re-sent failure answers the same |
 //! | `p:{q}:w:<caller>` | string | a worker's last fetch call (request id, rejections, leases given) |

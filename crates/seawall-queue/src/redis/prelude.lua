@@ -345,6 +345,20 @@ local function tell_parent(id, key, failed, message)
   end
 end
 
+-- Frees the deduplication key `idempotency` (a finished job's `ik`; nil
+-- or empty for none) if job `id` still holds it in a mode other than a
+-- window (`=<mode>`, see enqueue.lua). Such a key holds, for an enqueue of
+-- one mode or another, at most until its job completes or dies (an
+-- until-completed enqueue is answered by a job that started, whatever
+-- mode took the key), so it goes then rather than at its 30-day backstop
+-- expiry; a window key lasts its window whatever becomes of its job.
+local function release_key(id, idempotency)
+  if not idempotency or idempotency == '' then return end
+  local unique = base .. 'u:' .. idempotency
+  local held = redis.call('GET', unique)
+  if held and string.match(held, '^(%S+) =%a$') == id then redis.call('DEL', unique) end
+end
+
 -- Removes a job record and the idempotency key that still points at it
 -- (a cancelled job frees its key; retention leaves keys to their window).
 -- A flow's child tells its parent it failed.
@@ -389,6 +403,7 @@ end
 
 local function make_dead(id, key, message)
   if redis.call('SREM', base .. 'fc', id) == 1 then tell_parent(id, key, true, message) end
+  release_key(id, redis.call('HGET', key, 'ik'))
   redis.call('HSET', key, 's', 'dead', 'ft', now_text, 'le', message)
   redis.call('ZADD', dead_key, now_text, id)
   emit('dead', id, 'error', message)
@@ -397,9 +412,15 @@ end
 
 -- Completes jobs whose leases were checked: each id goes to the head of
 -- the `done` list, so the oldest completed job is at its tail. The
--- retention trim runs once per script, in `trim_completed`.
-local function complete_all(ids)
+-- retention trim runs once per script, in `trim_completed`. `keyed`: the
+-- queue has had a job with a deduplication key other than a window (meta
+-- `uc`, which such an enqueue sets), so each job's key is looked up and
+-- freed; a queue that never had one pays nothing for it.
+local function complete_all(ids, keyed)
   if #ids == 0 then return end
+  if keyed then
+    for _, id in ipairs(ids) do release_key(id, redis.call('HGET', job_key(id), 'ik')) end
+  end
   -- Flow children among them tell their parents (one command when the
   -- queue has none).
   if redis.call('EXISTS', base .. 'fc') == 1 then

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_queue::{Cancelled, Error, Job, JobError, JobOptions, Queues};
-use seawall_testkit::wait;
+use seawall_testkit::{RedisServer, wait};
 use tokio::sync::Semaphore;
 
 use crate::on_every_backend;
-use crate::support::Backend;
+use crate::support::{Backend, builder, unique_prefix};
 
 /// A worker whose handler runs until `gate` gives it a permit, recording
 /// each payload.
@@ -205,6 +205,80 @@ async fn a_debounce_runs_the_last_of_a_burst_once(backend: &Backend) {
         matches!(refused, Err(Error::InvalidOption(_))),
         "{refused:?}"
     );
+}
+
+/// A key held until its job starts, until it completes, or for a
+/// debounce goes from Redis once its job completes or dies, rather than
+/// living out its 30-day backstop expiry: a queue fed distinct keys keeps
+/// only those of jobs not yet finished. (Until then it may still hold: an
+/// until-completed enqueue of the same key is answered by the running job,
+/// whatever mode took the key.) The memory store frees them at the same
+/// steps; its own test is in `memory.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_freed_when_its_job_finishes() {
+    let server = RedisServer::shared();
+    let prefix = unique_prefix();
+    let queues = Queues::redis(builder(&server.url()))
+        .prefix(&prefix)
+        .connect()
+        .await
+        .expect("connects");
+    let mut conn = server.connect().expect("connects");
+    let mut exists = |key: &str| {
+        conn.cmd(&["EXISTS", &format!("{prefix}:{{keys}}:u:{key}")])
+            .expect("EXISTS")
+            .as_int()
+            == Some(1)
+    };
+
+    let started = JobOptions::new().unique_until_started("s").expect("valid");
+    let until_done = JobOptions::new()
+        .unique_until_completed("c")
+        .expect("valid");
+    let debounce = JobOptions::new()
+        .debounce("d", Duration::from_millis(20))
+        .expect("valid");
+    queues
+        .enqueue("keys", "a", &started)
+        .await
+        .expect("enqueues");
+    queues
+        .enqueue("keys", "b", &until_done)
+        .await
+        .expect("enqueues");
+    queues
+        .enqueue("keys", "c", &debounce)
+        .await
+        .expect("enqueues");
+    let gate = Arc::new(Semaphore::new(0));
+    let worker = gated(&queues, "keys", &gate);
+    active(&queues, "keys", 3).await;
+    assert!(exists("c"), "a running job holds its until-completed key");
+    gate.add_permits(3);
+    completed(&queues, "keys", 3).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    for key in ["s", "c", "d"] {
+        assert!(!exists(key), "the key {key} of a completed job is gone");
+    }
+
+    // A job that dies frees its key too.
+    let once = JobOptions::new()
+        .unique_until_completed("x")
+        .expect("valid")
+        .attempts(1)
+        .expect("valid");
+    queues.enqueue("keys", "e", &once).await.expect("enqueues");
+    assert!(exists("x"), "a waiting job holds its key");
+    let worker = queues
+        .worker("keys")
+        .expect("a valid name")
+        .start(|_job: Job<String>| async { Err::<(), _>(JobError::permanent("no")) });
+    wait::until_async("the job to die", async || {
+        queues.counts("keys").await.expect("counts").dead == 1
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert!(!exists("x"), "a dead job's key is gone");
 }
 
 on_every_backend!(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use seawall_queue::{
-    Error, Job, JobError, JobId, JobOptions, JobState, OLDEST_WIRE_VERSION, Queues, Settings,
+    Error, Flow, Job, JobError, JobId, JobOptions, JobState, OLDEST_WIRE_VERSION, Queues, Settings,
     WIRE_VERSION,
 };
 use seawall_testkit::{Conn, RedisServer, wait};
@@ -122,8 +122,8 @@ async fn enqueue(queues: &Queues) -> JobId {
 
 /// While a worker of the previous release is alive, enqueues give ids of
 /// digits alone, which its id check takes; once it has withdrawn, or has
-/// stopped announcing itself for longer than its report's ttl, they give
-/// ids with an epoch again.
+/// stopped announcing itself for longer than its report's ttl and the
+/// grace past it, they give ids with an epoch again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_stay_digits_alone_while_a_worker_of_the_previous_release_is_alive() {
     let redis = RedisServer::shared();
@@ -166,10 +166,17 @@ async fn ids_stay_digits_alone_while_a_worker_of_the_previous_release_is_alive()
     })
     .await;
 
-    // Another old worker dies without withdrawing: once its report's ttl
-    // has passed it is no longer alive, and no longer heeded.
+    // Another old worker goes silent without withdrawing: once its report's
+    // ttl has passed it is no longer alive, but it may only be frozen or
+    // cut off, and would come back to ids it refuses; it is heeded for the
+    // grace past its ttl (30 s by default), and no longer after.
     announce_previous_release(&mut conn, &prefix, "old:2", Duration::from_millis(500));
-    let late = connect(&redis.url(), &prefix).await;
+    let late = Queues::redis(builder(&redis.url()))
+        .prefix(&prefix)
+        .silent_reader_grace(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("connects");
     let id = enqueue(&late).await;
     assert!(previous_release_reads(&id), "{id}");
     wait::until_async("the old worker to be silent past its ttl", async || {
@@ -180,8 +187,14 @@ async fn ids_stay_digits_alone_while_a_worker_of_the_previous_release_is_alive()
             .all(|process| !process.alive)
     })
     .await;
+    let within_grace = connect(&redis.url(), &prefix).await;
+    let id = enqueue(&within_grace).await;
+    assert!(
+        previous_release_reads(&id),
+        "a silent old worker is heeded for the grace past its ttl: {id}"
+    );
     wait::until_async(
-        "ids with an epoch once the old worker is not alive",
+        "ids with an epoch once the old worker is silent past its grace",
         async || enqueue(&late).await.as_str().contains('-'),
     )
     .await;
@@ -197,7 +210,12 @@ async fn ids_stay_digits_alone_while_a_worker_of_the_previous_release_is_alive()
         wire_version: WIRE_VERSION,
     };
     late.announce(&report).await.expect("announces");
-    let another = connect(&redis.url(), &prefix).await;
+    let another = Queues::redis(builder(&redis.url()))
+        .prefix(&prefix)
+        .silent_reader_grace(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("connects");
     assert!(enqueue(&another).await.as_str().contains('-'));
 }
 
@@ -424,4 +442,57 @@ async fn a_refused_renewal_holds_back_only_its_own_job() {
     }
     // The unreadable job's runs, each taken again once its lease ran out.
     assert!(stats.lost_leases >= 1, "{stats:?}");
+}
+
+/// A flow is refused, and nothing of it written, while a worker of the
+/// release before flows may run (an announced one is alive, or
+/// `write_wire` holds enqueues to its form): that worker would complete a
+/// child without telling its parent, which would wait for ever. Plain jobs
+/// are taken meanwhile; flows again once the old worker is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_waits_for_the_last_worker_of_the_previous_release() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    let mut conn = redis.connect().expect("connects");
+    let flow = || {
+        Flow::new("email", &"parent", &JobOptions::new())
+            .expect("valid")
+            .child(Flow::new("email", &"child", &JobOptions::new()).expect("valid"))
+    };
+
+    announce_previous_release(&mut conn, &prefix, "old:1", Duration::from_secs(60));
+    let producer = connect(&redis.url(), &prefix).await;
+    let refused = producer.enqueue_flow(flow()).await;
+    assert!(
+        matches!(refused, Err(Error::OlderWorkers { reads: 1 })),
+        "{refused:?}"
+    );
+    assert!(refused.expect_err("refused").queued_nothing());
+    let counts = producer.counts("email").await.expect("counts");
+    assert_eq!(
+        (counts.waiting, counts.waiting_children),
+        (0, 0),
+        "nothing of the flow was written: {counts:?}"
+    );
+    let plain = enqueue(&producer).await;
+    assert!(previous_release_reads(&plain), "{plain}");
+
+    // `write_wire(1)` says the same for processes that announce nothing.
+    let held = Queues::redis(builder(&redis.url()))
+        .prefix(unique_prefix())
+        .write_wire(OLDEST_WIRE_VERSION)
+        .connect()
+        .await
+        .expect("connects");
+    let refused = held.enqueue_flow(flow()).await;
+    assert!(
+        matches!(refused, Err(Error::OlderWorkers { .. })),
+        "{refused:?}"
+    );
+
+    producer.withdraw("old:1").await.expect("withdraws");
+    wait::until_async("flows taken once the old worker withdrew", async || {
+        producer.enqueue_flow(flow()).await.is_ok()
+    })
+    .await;
 }

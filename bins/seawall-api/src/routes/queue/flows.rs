@@ -166,7 +166,9 @@ fn flow_job(request: FlowRequest, at: &str) -> Result<FlowJob, Problem> {
         (status = 422, description = "A queue, a payload or an `on_failure` is refused, the \
             flow is too large, or it spans queues on a Redis Cluster; nothing was enqueued",
             body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The queues' Redis does not answer; nothing was enqueued",
+        (status = 503, description = "The queues' Redis does not answer, or a worker of an \
+            older release, which cannot run flows, may still be running (an upgrade under way); \
+            nothing was enqueued",
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
