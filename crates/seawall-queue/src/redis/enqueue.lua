@@ -150,8 +150,17 @@ end
 local replayed = answer_once(request, out)
 if replayed then return replayed end
 redis.call('SET', id_key, int(first + count - 1))
--- Waiting jobs of one level run in the order of this counter.
-local order = redis.call('INCRBY', base .. 'id', int(count)) - count + 1
+-- Waiting jobs of one level other than the default run in the order of
+-- this counter (a ranked set's score); those at the default level wait in
+-- a list, in the order of their pushes, so a call of those alone does not
+-- count (their score only names their level).
+local order = 0
+for i = 0, count - 1 do
+  if priorities[i] ~= DEFAULT_LEVEL then
+    order = redis.call('INCRBY', base .. 'id', int(count)) - count + 1
+    break
+  end
+end
 
 local woke = false
 -- Whether a job of this call holds a key other than a window, which goes

@@ -77,7 +77,19 @@ if recorded and string.sub(recorded, 1, #request + 1) == request .. ' ' then
 end
 
 local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp', 'rlc', 'uc')
+-- Whether the queue uses none of flows (its children set, its inbox),
+-- named groups (waiting, running, parked) and priorities other than the
+-- default (the default group's ranked set), by its own keys, in one
+-- command: a plain queue pays for none of their look-ups. (What this call
+-- puts in line elsewhere itself, it notes in `lined_elsewhere`.)
+local plain = redis.call('EXISTS', base .. 'fc', base .. 'inbox', parked_key, group_active_key,
+  groups_key, ranked_key('')) == 0
+-- For the prelude's steps that look for those keys themselves: false when
+-- they are known to be absent, nil to look.
+local known = nil
+if plain then known = false end
 local rejected = 0
+local done_length = nil
 if acks > 0 then
   -- ZMSCORE checks every lease token, ZREM ends the current ones (1,000
   -- members a call). A lease acknowledged twice in one call counts once:
@@ -105,15 +117,17 @@ if acks > 0 then
   if #current > 0 then chunked('ZREM', active_key, current) end
   -- Only jobs of named groups count against a group; when none runs, no
   -- acknowledged job has one to look up.
-  if #ids > 0 and redis.call('HLEN', group_active_key) > 0 then
+  if #ids > 0 and not plain and redis.call('HLEN', group_active_key) > 0 then
     for _, id in ipairs(ids) do left_active(redis.call('HGET', job_key(id), 'g') or '') end
   end
-  complete_all(ids, control[8] == '1')
+  done_length = complete_all(ids, control[8] == '1', known)
 end
 flush_events()
-if acks > 0 then trim_completed() else trim_completed_by_age() end
-local noted = promote()
+if acks > 0 then trim_completed(done_length) else trim_completed_by_age() end
+local noted = promote(known)
 recover()
+-- Still plain when taking: nothing the upkeep put back went elsewhere.
+plain = plain and not lined_elsewhere
 
 local out = { now, 0, rejected, 0, lease }
 if control[1] == '1' then
@@ -159,6 +173,8 @@ local record = { request, rejected, out[4] }
 -- out is in `parked` until it may start again; `promote` puts it back.
 local group_max, group_per = tonumber(control[5] or ''), tonumber(control[6] or '')
 local any_parked = noted and redis.call('EXISTS', parked_key) == 1
+-- Whether a group went back in the rotation (a plain queue's only one).
+local rung_again = false
 while taken < want and not full do
   local group = redis.call('LPOP', ring_key)
   if not group then break end
@@ -166,7 +182,8 @@ while taken < want and not full do
   -- each group gives one per turn.
   local room = group_room(group)
   local turn = 1
-  if redis.call('LLEN', ring_key) == 0 then turn = want - taken end
+  -- A plain queue's rotation holds the default group alone.
+  if plain or redis.call('LLEN', ring_key) == 0 then turn = want - taken end
   if turn > room then turn = room end
   local parked = false
   local group_window, group_room_left = nil, nil
@@ -188,17 +205,17 @@ while taken < want and not full do
   -- Above the default priority, then the default list, then below.
   local popped = {}
   local ranked = ranked_key(group)
-  if turn > 0 then
+  if turn > 0 and not plain then
     popped = redis.call('ZRANGEBYSCORE', ranked, '-inf', '(' .. int(DEFAULT_LEVEL * STRIDE), 'LIMIT', '0', int(turn))
     if #popped > 0 then redis.call('ZREMRANGEBYRANK', ranked, '0', int(#popped - 1)) end
   end
   if #popped < turn then
-    local plain = redis.call('LPOP', group_key(group), int(turn - #popped))
-    if plain then
-      for _, id in ipairs(plain) do popped[#popped + 1] = id end
+    local listed = redis.call('LPOP', group_key(group), int(turn - #popped))
+    if listed then
+      for _, id in ipairs(listed) do popped[#popped + 1] = id end
     end
   end
-  if #popped < turn then
+  if #popped < turn and not plain then
     local low = redis.call('ZRANGE', ranked, '0', int(turn - #popped - 1))
     if #low > 0 then redis.call('ZREMRANGEBYRANK', ranked, '0', int(#low - 1)) end
     for _, id in ipairs(low) do popped[#popped + 1] = id end
@@ -251,9 +268,12 @@ while taken < want and not full do
       parked = true
     end
   end
-  if group_waiting(group) > 0 then
+  local left = 0
+  if plain then left = redis.call('LLEN', group_key(group)) else left = group_waiting(group) end
+  if left > 0 then
     if group_room(group) > 0 and not parked then
       redis.call('RPUSH', ring_key, group)
+      rung_again = true
     else
       redis.call('SREM', ringed_key, group)
     end
@@ -281,7 +301,9 @@ if rate_room then
 end
 
 -- More waiting: wake another worker.
-if taken > 0 and redis.call('LLEN', ring_key) > 0 and not limited_until then wake() end
+if taken > 0 and not limited_until and (plain and rung_again or not plain and redis.call('LLEN', ring_key) > 0) then
+  wake()
+end
 if #leases > 0 then chunked('ZADD', active_key, leases) end
 flush_events()
 redis.call('SET', record_key, table.concat(record, ' '), 'PX', int(lease + 600000))

@@ -12,7 +12,7 @@
 //! | `p:{q}:parked` | sorted set | named groups out of the fetch rotation until a time: held, or at the group rate limit |
 //! | `p:{q}:rlog` | list | the fetches that started jobs within the rate limit's window, oldest first: `<ms> <jobs>` |
 //! | `p:{q}:jid` | string | the last job id's sequence: the next is above it even when the server's clock is behind |
-//! | `p:{q}:id` | string | the order counter of enqueued jobs |
+//! | `p:{q}:id` | string | the order counter of jobs enqueued at a priority other than the default (a ranked set's score; default-priority jobs keep the order of their list, and an enqueue of those alone does not count) |
 //! | `p:{q}:j:<id>` | hash | one job's record |
 //! | `p:{q}:g:<group>` | list | a group's waiting jobs at the default priority, in line (`g:` for no group) |
 //! | `p:{q}:z:<group>` | sorted set | a group's waiting jobs at other priorities, by priority, then id |
@@ -39,6 +39,18 @@
 //! Worker processes announce themselves under `{p}:processes` (a hash of
 //! reports by process id) and `{p}:processes:at` (a sorted set of when each
 //! last did, on the server's clock).
+//!
+//! A queue pays per call only for the features its keys show it uses. A
+//! fetch asks once, in one `EXISTS`, whether any of `fc`, `inbox`, `parked`,
+//! `gact`, `groups` and `z:` (the default group's ranked set) exists; when
+//! none does, it skips the flow, group and priority look-ups (the running
+//! groups' counts, the children's set, the inbox and parked groups, the
+//! ranked set on either side of the default list, the rotation's length),
+//! unless its own upkeep has just lined a job up in a ranked set or a named
+//! group. The keys, not a setting, decide, so a producer of the release
+//! before that writes them is seen at once. An enqueue of default-priority
+//! jobs alone leaves the order counter (`id`) alone, and completions look up
+//! deduplication keys only once `meta` `uc` says the queue has had one.
 
 mod blocking;
 mod lua;

@@ -249,10 +249,16 @@ local function group_waiting(group)
   return redis.call('LLEN', group_key(group)) + redis.call('ZCARD', ranked_key(group))
 end
 
+-- Whether this script has put a job in a line that `plain_lines` (in
+-- fetch.lua) did not look at: a ranked set (a priority other than the
+-- default), or a named group's.
+local lined_elsewhere = false
+
 -- Puts a job in line in its group: at the default priority at the back, or
 -- at the `front` for a job that was in line before (retried, recovered,
 -- given back); at other priorities by score.
 local function enqueue_waiting(id, group, score, front)
+  if group ~= '' then lined_elsewhere = true end
   if math.floor(tonumber(score) / STRIDE) == DEFAULT_LEVEL then
     if front then
       redis.call('LPUSH', group_key(group), id)
@@ -260,6 +266,7 @@ local function enqueue_waiting(id, group, score, front)
       redis.call('RPUSH', group_key(group), id)
     end
   else
+    lined_elsewhere = true
     redis.call('ZADD', ranked_key(group), score, id)
   end
 end
@@ -416,14 +423,15 @@ end
 -- queue has had a job with a deduplication key other than a window (meta
 -- `uc`, which such an enqueue sets), so each job's key is looked up and
 -- freed; a queue that never had one pays nothing for it.
-local function complete_all(ids, keyed)
-  if #ids == 0 then return end
+local function complete_all(ids, keyed, flows)
+  if #ids == 0 then return nil end
   if keyed then
     for _, id in ipairs(ids) do release_key(id, redis.call('HGET', job_key(id), 'ik')) end
   end
-  -- Flow children among them tell their parents (one command when the
-  -- queue has none).
-  if redis.call('EXISTS', base .. 'fc') == 1 then
+  -- Flow children among them tell their parents (`flows`: whether the
+  -- queue's set of them exists, when the caller knows).
+  if flows == nil then flows = redis.call('EXISTS', base .. 'fc') == 1 end
+  if flows then
     local children = redis.call('SMISMEMBER', base .. 'fc', unpack(ids))
     for i, id in ipairs(ids) do
       if children[i] == 1 then
@@ -439,12 +447,16 @@ local function complete_all(ids, keyed)
     end
   end
   if keep_completed > 0 then
-    chunked('LPUSH', done_key, ids)
-  else
-    local keys = {}
-    for i, id in ipairs(ids) do keys[i] = job_key(id) end
-    delete_all(keys)
+    local length = nil
+    for from = 1, #ids, CHUNK do
+      length = redis.call('LPUSH', done_key, unpack(ids, from, math.min(from + CHUNK - 1, #ids)))
+    end
+    return length
   end
+  local keys = {}
+  for i, id in ipairs(ids) do keys[i] = job_key(id) end
+  delete_all(keys)
+  return nil
 end
 
 -- Removes up to `limit` completed jobs from the tail that finished at or
@@ -471,9 +483,11 @@ local function trim_completed_by_age()
   end
 end
 
-local function trim_completed()
+-- `length`: the done list's length, when the caller has it (the LPUSH of
+-- `complete_all` answers it).
+local function trim_completed(length)
   if keep_completed <= 0 then return end
-  local excess = redis.call('LLEN', done_key) - keep_completed
+  local excess = (length or redis.call('LLEN', done_key)) - keep_completed
   if excess > 0 then
     if excess > 1000 then excess = 1000 end
     local old = redis.call('RPOP', done_key, int(excess))
@@ -619,10 +633,11 @@ end
 -- Moves delayed and retry-scheduled jobs whose time has come to waiting,
 -- after the inbox's notes, and puts parked groups whose time has come back
 -- in the rotation. Returns whether the queue had notes or parked groups
--- (when not, it has no parked group now either).
-local function promote()
+-- (when not, it has no parked group now either). `noted`: whether it has
+-- either, when the caller knows (false: neither key exists).
+local function promote(noted)
   -- One command when the queue has neither notes nor parked groups.
-  local noted = redis.call('EXISTS', base .. 'inbox', parked_key) > 0
+  if noted == nil then noted = redis.call('EXISTS', base .. 'inbox', parked_key) > 0 end
   if noted then
     take_inbox()
     local back = redis.call('ZRANGEBYSCORE', parked_key, '-inf', now_text, 'LIMIT', '0', '1000')
