@@ -67,7 +67,10 @@ mod tests {
         for (name, value) in CAPS {
             assert!(value < 1 << 53, "{name}");
         }
-        for (file, text) in crate::redis::SCRIPT_SOURCES {
+        for (file, text) in crate::redis::PRELUDE
+            .iter()
+            .chain(&crate::redis::SCRIPT_SOURCES)
+        {
             for (name, _) in CAPS {
                 assert!(
                     !text.contains(&format!("local {name} =")),

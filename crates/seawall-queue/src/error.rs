@@ -122,7 +122,7 @@ pub enum Error {
 }
 
 /// How every refusal of the queue's scripts begins (`refuse` in
-/// `prelude.lua`).
+/// `prelude/base.lua`).
 const REFUSED: &str = "ERR seawall: ";
 
 impl Error {

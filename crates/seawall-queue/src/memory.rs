@@ -363,7 +363,7 @@ struct Step<'a> {
     queue_name: String,
 }
 
-/// What one flow job asks of another (see `tell_parent` in prelude.lua).
+/// What one flow job asks of another (see `tell_parent` in prelude/flows.lua).
 enum Notice {
     /// A child finished: completed with its result, or failed with why.
     ChildDone {
@@ -527,7 +527,7 @@ impl Step<'_> {
     }
 
     /// Frees finished job `id`'s deduplication key if the job still holds
-    /// it in a mode other than a window (as `release_key` in prelude.lua):
+    /// it in a mode other than a window (as `release_key` in prelude/finish.lua):
     /// such a key holds, for an enqueue of any mode, at most until its job
     /// completes or dies; a window key lasts its window.
     fn release_key(&mut self, id: &str) {
@@ -621,7 +621,7 @@ impl Step<'_> {
     }
 
     /// A flow child that finished tells its parent, once (as
-    /// `tell_parent` in prelude.lua).
+    /// `tell_parent` in prelude/flows.lua).
     fn tell_parent(&mut self, id: &str, outcome: ChildOutcome) {
         let Some(job) = self.q.jobs.get_mut(id) else {
             return;
@@ -728,7 +728,7 @@ impl Step<'_> {
         self.wake();
     }
 
-    /// Cancels a job (as `cancel_job` in prelude.lua).
+    /// Cancels a job (as `cancel_job` in prelude/cancel.lua).
     fn cancel_job(&mut self, id: &str) -> Cancelled {
         let Some(job) = self.q.jobs.get_mut(id) else {
             return Cancelled::NotFound;

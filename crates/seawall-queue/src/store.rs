@@ -81,7 +81,7 @@ impl Settings {
 }
 
 /// The largest count or retention the scripts take (2^40; durations in
-/// ms), as `MAX_SETTING` in `prelude.lua`.
+/// ms), as `MAX_SETTING` in the scripts (`caps.rs` defines it for them).
 pub(crate) use crate::caps::MAX_SETTING;
 
 /// A job as the producer hands it to a backend.

@@ -216,7 +216,10 @@ end
     /// that is not one would be bound to the definition above it.
     #[test]
     fn the_prelude_is_made_of_definitions() {
-        for line in include_str!("prelude.lua").lines() {
+        for line in super::super::PRELUDE
+            .iter()
+            .flat_map(|(_, text)| text.lines())
+        {
             assert!(
                 line.is_empty()
                     || ["local ", "--", " ", "end"]
@@ -231,7 +234,7 @@ end
     /// out some it does not.
     #[test]
     fn the_queue_scripts_leave_out_what_they_do_not_call() {
-        let prelude = include_str!("prelude.lua");
+        let prelude = &super::super::prelude();
         let enqueue = assemble(prelude, include_str!("enqueue.lua"));
         for kept in [
             "local function ring(",

@@ -86,7 +86,26 @@ use self::reply::{
     stream_events, taken, text, tick_ids, unsigned,
 };
 
-const PRELUDE: &str = include_str!("prelude.lua");
+/// The prelude: the definitions the scripts share, one file per concern,
+/// in an order in which each file uses only what those before it define
+/// (see lua.rs, which keeps of them what a script names).
+pub(crate) const PRELUDE: [(&str, &str); 10] = [
+    ("prelude/base.lua", include_str!("prelude/base.lua")),
+    ("prelude/ids.lua", include_str!("prelude/ids.lua")),
+    ("prelude/events.lua", include_str!("prelude/events.lua")),
+    ("prelude/groups.lua", include_str!("prelude/groups.lua")),
+    ("prelude/flows.lua", include_str!("prelude/flows.lua")),
+    ("prelude/finish.lua", include_str!("prelude/finish.lua")),
+    ("prelude/cancel.lua", include_str!("prelude/cancel.lua")),
+    ("prelude/inbox.lua", include_str!("prelude/inbox.lua")),
+    ("prelude/limits.lua", include_str!("prelude/limits.lua")),
+    ("prelude/upkeep.lua", include_str!("prelude/upkeep.lua")),
+];
+
+/// The prelude's files joined, in their order.
+pub(crate) fn prelude() -> String {
+    PRELUDE.iter().map(|(_, text)| *text).collect()
+}
 
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
@@ -101,10 +120,9 @@ pub(crate) struct Scripts {
     flow: Script,
 }
 
-/// Every script's source and the prelude's, by file name.
+/// Every script's source, by file name (the prelude's are in [`PRELUDE`]).
 #[cfg(test)]
-pub(crate) const SCRIPT_SOURCES: [(&str, &str); 11] = [
-    ("prelude.lua", PRELUDE),
+pub(crate) const SCRIPT_SOURCES: [(&str, &str); 10] = [
     ("enqueue.lua", include_str!("enqueue.lua")),
     ("fetch.lua", include_str!("fetch.lua")),
     ("fail.lua", include_str!("fail.lua")),
@@ -121,7 +139,7 @@ impl Scripts {
     fn new() -> Self {
         // The caps go first: the prelude's definitions and the scripts
         // name them.
-        let prelude = format!("{}{PRELUDE}", crate::caps::lua_definitions());
+        let prelude = format!("{}{}", crate::caps::lua_definitions(), prelude());
         let script = |body: &str| Script::from_lua(lua::assemble(&prelude, body));
         Self {
             enqueue: script(include_str!("enqueue.lua")),

@@ -299,7 +299,7 @@ impl World {
     }
 
     /// Each of `finished` (flow children, in a final state) tells its
-    /// parent, once (as `tell_parent` and `take_inbox` in prelude.lua): a
+    /// parent, once (as `tell_parent` and `take_inbox` in the prelude): a
     /// failure that fails the parent dead-letters it; otherwise the parent
     /// has one child fewer to wait for, and none left, it waits to run.
     fn settle(&mut self, finished: &[JobId]) {
