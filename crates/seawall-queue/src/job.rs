@@ -206,6 +206,10 @@ pub struct JobInfo {
     pub progress: Option<Progress>,
     /// The last failed attempts, oldest first (at most 10).
     pub errors: Vec<AttemptError>,
+    /// Why it went to the dead set, while it is dead: its last attempt's
+    /// error, its stalls, or, for a flow job that never ran, the failure
+    /// of the child that failed it (which no attempt lists).
+    pub dead_reason: Option<String>,
     /// Whether a cancellation was asked while it ran.
     pub cancel_requested: bool,
     /// The scheduler tick it was enqueued for, if a

@@ -175,6 +175,8 @@ struct Record {
     stalls: u32,
     progress: Option<Progress>,
     errors: Vec<AttemptError>,
+    /// Why it last went to the dead set; empty if it never did.
+    dead_reason: String,
     cancel: bool,
     /// `<tick ms>:<scheduler>` for a scheduler's job; empty otherwise.
     tick: String,
@@ -212,6 +214,7 @@ impl Record {
             stalls: 0,
             progress: None,
             errors: Vec::new(),
+            dead_reason: String::new(),
             cancel: false,
             tick: String::new(),
             result: Vec::new(),
@@ -847,6 +850,7 @@ impl Step<'_> {
             job.state = JobState::Dead;
             job.finished = now;
             job.position = now;
+            job.dead_reason = message.to_owned();
             self.q.dead.insert((now, id.to_owned()));
             self.emit("dead", id, &[("error", message.to_owned())]);
             self.trim_dead();
@@ -2128,6 +2132,8 @@ impl Store for MemoryStore {
                 finished_at: (job.finished > 0).then(|| time_of(job.finished)),
                 progress: job.progress.clone(),
                 errors: job.errors.clone(),
+                dead_reason: (job.state == JobState::Dead && !job.dead_reason.is_empty())
+                    .then(|| job.dead_reason.clone()),
                 cancel_requested: job.cancel,
                 tick: Tick::parse(&job.tick),
                 result: (!job.result.is_empty()).then(|| job.result.clone()),

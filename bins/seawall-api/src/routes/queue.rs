@@ -290,6 +290,10 @@ struct JobView {
     progress: Option<ProgressView>,
     /// The last failed attempts, oldest first.
     errors: Vec<AttemptView>,
+    /// Why it went to the dead set, while it is dead: its last attempt's
+    /// error, its stalls, or, for a flow job that never ran, its child's
+    /// failure.
+    dead_reason: Option<String>,
     cancel_requested: bool,
     /// What its handler returned, once it completed, if anything: any
     /// JSON value.
@@ -485,6 +489,7 @@ fn view(queue: QueueName, job: JobInfo) -> JobView {
                 error: error.error,
             })
             .collect(),
+        dead_reason: job.dead_reason,
         cancel_requested: job.cancel_requested,
         result: job
             .result

@@ -127,6 +127,12 @@ pub(super) fn job_info(id: &JobId, reply: Value) -> Result<Option<JobInfo>> {
         finished_at: time("ft"),
         progress,
         errors,
+        // `le` is the last error of any attempt; a dead job's is what
+        // made it dead (make_dead in prelude/finish.lua).
+        dead_reason: (state == JobState::Dead)
+            .then(|| field_text("le"))
+            .flatten()
+            .filter(|reason| !reason.is_empty()),
         cancel_requested: field_text("cx").as_deref() == Some("1"),
         tick: field_text("sk").as_deref().and_then(Tick::parse),
         result: fields.get("rv").cloned().map(bytes),

@@ -220,6 +220,11 @@ async fn a_child_s_failure_follows_its_policy(backend: &Backend) {
         middle.errors.is_empty() && middle.runs == 0,
         "a parent failed by its child never ran"
     );
+    let reason = middle.dead_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("zero"),
+        "a parent failed by its child says why: {reason:?}"
+    );
     let root = queues
         .job("top", &grand.id)
         .await
