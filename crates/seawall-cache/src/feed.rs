@@ -423,16 +423,24 @@ async fn send_pending(inner: &Inner) {
     } else {
         invalidations
     };
+    // Taken out, they are in flight, and still count as unsent (readiness
+    // passes only once Redis has them) until each is acknowledged.
+    inner.pending.lock().in_flight += invalidations.len();
     for (index, invalidation) in invalidations.iter().enumerate() {
-        if inner.invalidate_remote(invalidation).await.is_err() {
-            let mut pending = inner.pending.lock();
-            for rest in &invalidations[index..] {
-                if !pending.invalidations.contains(rest) {
-                    pending.invalidations.push(rest.clone());
-                }
-            }
-            return;
+        let sent = inner.invalidate_remote(invalidation).await.is_ok();
+        let mut pending = inner.pending.lock();
+        if sent {
+            pending.in_flight = pending.in_flight.saturating_sub(1);
+            continue;
         }
+        let rest = &invalidations[index..];
+        pending.in_flight = pending.in_flight.saturating_sub(rest.len());
+        for rest in rest {
+            if !pending.invalidations.contains(rest) {
+                pending.invalidations.push(rest.clone());
+            }
+        }
+        return;
     }
 }
 

@@ -96,6 +96,10 @@ pub(crate) struct Pending {
     /// failed: their retries are not announced again before sweeping, only
     /// once the sweep is done.
     pub(crate) announced: Vec<Invalidation>,
+    /// Invalidations taken out by the resend and not yet acknowledged by
+    /// Redis: still unsent, for readiness, while their commands are in
+    /// flight.
+    pub(crate) in_flight: usize,
 }
 
 const MAX_PENDING: usize = 10_000;
@@ -562,7 +566,7 @@ impl Inner {
     /// Redis: until they do, other instances may read what they replaced.
     pub(crate) fn has_pending(&self) -> bool {
         let pending = self.pending.lock();
-        pending.overflowed || !pending.invalidations.is_empty()
+        pending.overflowed || !pending.invalidations.is_empty() || pending.in_flight > 0
     }
 }
 
