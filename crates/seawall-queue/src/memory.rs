@@ -2249,39 +2249,35 @@ mod tests {
     /// when their jobs finish (as in Redis, where the integration test
     /// looks at the keys themselves), not at their 30-day expiry.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_key_is_freed_when_its_hold_ends() {
+    async fn a_key_is_freed_when_its_job_finishes() {
         let store = Arc::new(MemoryStore::new(Settings::default()));
         let queues = Queues::on(Arc::clone(&store) as Arc<dyn Store>);
-        let started = JobOptions::new().unique_until_started("s").expect("valid");
-        let until_done = JobOptions::new()
-            .unique_until_completed("c")
-            .expect("valid")
-            .attempts(1)
-            .expect("valid");
-        queues
-            .enqueue("keys", "ok", &started)
-            .await
-            .expect("enqueues");
-        queues
-            .enqueue("keys", "ok", &until_done)
-            .await
-            .expect("enqueues");
-        let dies = JobOptions::new()
-            .unique_until_completed("d")
-            .expect("valid")
-            .attempts(1)
-            .expect("valid");
-        queues
-            .enqueue("keys", "die", &dies)
-            .await
-            .expect("enqueues");
-        let debounce = JobOptions::new()
-            .debounce("k", Duration::from_millis(20))
-            .expect("valid");
-        queues
-            .enqueue("keys", "ok", &debounce)
-            .await
-            .expect("enqueues");
+        let until_done = |key: &str| {
+            JobOptions::new()
+                .unique_until_completed(key)
+                .and_then(|options| options.attempts(1))
+                .expect("valid")
+        };
+        let jobs = [
+            (
+                "ok",
+                JobOptions::new().unique_until_started("s").expect("valid"),
+            ),
+            ("ok", until_done("c")),
+            ("die", until_done("d")),
+            (
+                "ok",
+                JobOptions::new()
+                    .debounce("k", Duration::from_millis(20))
+                    .expect("valid"),
+            ),
+        ];
+        for (payload, options) in &jobs {
+            queues
+                .enqueue("keys", payload, options)
+                .await
+                .expect("enqueues");
+        }
         assert_eq!(store.held_keys("keys"), 4);
 
         let worker =

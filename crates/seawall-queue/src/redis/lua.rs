@@ -216,7 +216,7 @@ end
     /// that is not one would be bound to the definition above it.
     #[test]
     fn the_prelude_is_made_of_definitions() {
-        for line in super::super::PRELUDE
+        for line in crate::redis::PRELUDE
             .iter()
             .flat_map(|(_, text)| text.lines())
         {
@@ -234,7 +234,7 @@ end
     /// out some it does not.
     #[test]
     fn the_queue_scripts_leave_out_what_they_do_not_call() {
-        let prelude = &super::super::prelude();
+        let prelude = &crate::redis::prelude();
         let enqueue = assemble(prelude, include_str!("enqueue.lua"));
         for kept in [
             "local function ring(",

@@ -10,7 +10,7 @@ use seawall_testkit::{RedisServer, wait};
 use tokio::sync::Semaphore;
 
 use crate::on_every_backend;
-use crate::support::{Backend, builder, unique_prefix};
+use crate::support::{Backend, connect, unique_prefix};
 
 /// A worker whose handler runs until `gate` gives it a permit, recording
 /// each payload.
@@ -33,6 +33,20 @@ async fn active(queues: &Queues, queue: &str, jobs: u64) {
         queues.counts(queue).await.expect("counts").active == jobs
     })
     .await;
+}
+
+/// Runs a worker whose handler fails for good until `queue` holds one dead
+/// job.
+async fn run_one_to_death(queues: &Queues, queue: &str) {
+    let worker = queues
+        .worker(queue)
+        .expect("a valid name")
+        .start(|_job: Job<String>| async { Err::<(), _>(JobError::permanent("no")) });
+    wait::until_async("the job to die", async || {
+        queues.counts(queue).await.expect("counts").dead == 1
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
 }
 
 async fn completed(queues: &Queues, queue: &str, jobs: u64) {
@@ -125,15 +139,7 @@ async fn a_unique_key_holds_until_its_job_completes(backend: &Backend) {
     assert_ne!(next, after, "a cancelled job frees its key");
 
     // Dead: free too.
-    let worker = queues
-        .worker("report")
-        .expect("a valid name")
-        .start(|_job: Job<String>| async { Err::<(), _>(JobError::permanent("no")) });
-    wait::until_async("the job to die", async || {
-        queues.counts("report").await.expect("counts").dead == 1
-    })
-    .await;
-    worker.shutdown(Duration::from_secs(5)).await;
+    run_one_to_death(&queues, "report").await;
     let after_dead = queues
         .enqueue("report", "e", &options)
         .await
@@ -218,11 +224,7 @@ async fn a_debounce_runs_the_last_of_a_burst_once(backend: &Backend) {
 async fn a_key_is_freed_when_its_job_finishes() {
     let server = RedisServer::shared();
     let prefix = unique_prefix();
-    let queues = Queues::redis(builder(&server.url()))
-        .prefix(&prefix)
-        .connect()
-        .await
-        .expect("connects");
+    let queues = connect(&server.url(), &prefix).await;
     let mut conn = server.connect().expect("connects");
     let mut exists = |key: &str| {
         conn.cmd(&["EXISTS", &format!("{prefix}:{{keys}}:u:{key}")])
@@ -269,15 +271,7 @@ async fn a_key_is_freed_when_its_job_finishes() {
         .expect("valid");
     queues.enqueue("keys", "e", &once).await.expect("enqueues");
     assert!(exists("x"), "a waiting job holds its key");
-    let worker = queues
-        .worker("keys")
-        .expect("a valid name")
-        .start(|_job: Job<String>| async { Err::<(), _>(JobError::permanent("no")) });
-    wait::until_async("the job to die", async || {
-        queues.counts("keys").await.expect("counts").dead == 1
-    })
-    .await;
-    worker.shutdown(Duration::from_secs(5)).await;
+    run_one_to_death(&queues, "keys").await;
     assert!(!exists("x"), "a dead job's key is gone");
 }
 

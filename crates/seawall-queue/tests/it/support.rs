@@ -63,6 +63,16 @@ impl Backend {
     }
 }
 
+/// Queues on the Redis at `url`, under key prefix `prefix`, with the
+/// defaults.
+pub(crate) async fn connect(url: &str, prefix: &str) -> Queues {
+    Queues::redis(builder(url))
+        .prefix(prefix)
+        .connect()
+        .await
+        .expect("connects")
+}
+
 /// A client builder that gives up on a command after 2 s and reconnects
 /// every 100 ms.
 pub(crate) fn builder(url: &str) -> Builder {

@@ -15,7 +15,7 @@ use seawall_queue::{
 use seawall_testkit::{Conn, RedisServer, wait};
 use serde::Serialize;
 
-use crate::support::{builder, unique_prefix};
+use crate::support::{builder, connect, unique_prefix};
 
 /// The presence script, which the release before wire versions ran as it
 /// is: its `announce` and `withdraw` are unchanged since.
@@ -105,9 +105,12 @@ fn make_unreadable(conn: &mut Conn, prefix: &str, first: &JobId) -> String {
     unreadable
 }
 
-async fn connect(url: &str, prefix: &str) -> Queues {
+/// Queues that heed a silent worker of the previous release for `grace`
+/// past its report's ttl.
+async fn connect_with_grace(url: &str, prefix: &str, grace: Duration) -> Queues {
     Queues::redis(builder(url))
         .prefix(prefix)
+        .silent_reader_grace(grace)
         .connect()
         .await
         .expect("connects")
@@ -171,12 +174,7 @@ async fn ids_stay_digits_alone_while_a_worker_of_the_previous_release_is_alive()
     // cut off, and would come back to ids it refuses; it is heeded for the
     // grace past its ttl (30 s by default), and no longer after.
     announce_previous_release(&mut conn, &prefix, "old:2", Duration::from_millis(500));
-    let late = Queues::redis(builder(&redis.url()))
-        .prefix(&prefix)
-        .silent_reader_grace(Duration::from_secs(1))
-        .connect()
-        .await
-        .expect("connects");
+    let late = connect_with_grace(&redis.url(), &prefix, Duration::from_secs(1)).await;
     let id = enqueue(&late).await;
     assert!(previous_release_reads(&id), "{id}");
     wait::until_async("the old worker to be silent past its ttl", async || {
@@ -210,12 +208,7 @@ async fn ids_stay_digits_alone_while_a_worker_of_the_previous_release_is_alive()
         wire_version: WIRE_VERSION,
     };
     late.announce(&report).await.expect("announces");
-    let another = Queues::redis(builder(&redis.url()))
-        .prefix(&prefix)
-        .silent_reader_grace(Duration::from_secs(1))
-        .connect()
-        .await
-        .expect("connects");
+    let another = connect_with_grace(&redis.url(), &prefix, Duration::from_secs(1)).await;
     assert!(enqueue(&another).await.as_str().contains('-'));
 }
 
