@@ -823,8 +823,10 @@ pub(crate) fn never(report: &Report) -> Vec<(String, usize)> {
 
 /// How long an instance's `/readyz` may disagree with its enqueues: a probe
 /// answers within a second, and its answer serves for 250 ms (the enqueue
-/// check is compared as of when it was read, so a loaded machine's slow
-/// answers do not count against it).
+/// check is compared as of when it was read, and a disagreement counts from
+/// the first enqueue answer that showed the change, so neither a loaded
+/// machine's slow answers nor an enqueue that hung through the heal count
+/// against it).
 const READINESS_LAG: Duration = Duration::from_millis(1_500);
 
 /// Drill 1: with `wait_replicas = 1` nothing acknowledged is lost and

@@ -1,12 +1,17 @@
 //! Whether an instance's `/readyz` tells the truth about its enqueues: a
 //! watcher asks every instance's `/readyz` every 100 ms through a drill,
-//! and the drill's history says, for each moment, whether the enqueue in
-//! flight to that instance then, and the next one sent, were acknowledged.
-//! An answer disagrees with them only where both contradict it: one sent
-//! while cut off may hang until the client gives up, after the instance
-//! could enqueue again, and the next is sent only once it ends. The two may
-//! disagree only for as long as a probe takes to notice (a probe answers
-//! within a second), except that a primary short of the replicas
+//! and the drill's history says, for each moment, whether the last enqueue
+//! to that instance answered before it, the one in flight then, and the
+//! next one sent were acknowledged. An answer disagrees with them only
+//! where all contradict it: an enqueue sent while cut off may hang until
+//! the link heals or the client gives up, so its answer, either way, says
+//! nothing certain about the moments it hung through, and the next is sent
+//! only once it ends; the one answered before says how things stood up to
+//! then. So a stretch of disagreement starts once an enqueue's answer has
+//! shown the change, not at the fault itself, and a loaded machine's slow
+//! answers do not stretch it. The two may disagree only for as long as a
+//! probe takes to notice (a probe answers within a second), except that a
+//! primary short of the replicas
 //! `queue.wait_replicas` asks for leaves every instance ready, its enqueue
 //! check a `warn`. The enqueue check's answer is compared with the
 //! enqueues at the time it was read (its `time`), not when it was served:
@@ -295,19 +300,25 @@ impl Agreement {
             let Some(sent) = enqueues.get(&instance) else {
                 continue;
             };
-            // What the enqueues say of `at`: whether the one in flight then
-            // went through, and whether the next one sent did. Either
-            // alone may mislead: one sent while cut off may hang until the
-            // client gives up, after the instance could enqueue again; the
-            // next one is sent only once that one ends. A sample disagrees
-            // with them only where both contradict it.
+            // What the enqueues say of `at`: whether the last one answered
+            // before it went through, the one in flight then, and the next
+            // one sent. Each alone may mislead: one sent while cut off may
+            // hang until the link heals (and be acknowledged) or the client
+            // gives up (and fail), either way after the instance's state
+            // changed; the next one is sent only once that one ends. A
+            // sample disagrees with them only where all contradict it.
             let evidence = |at: u64| -> Vec<bool> {
+                let before = sent
+                    .iter()
+                    .filter(|enqueue| enqueue.to < at)
+                    .max_by_key(|enqueue| enqueue.to);
                 let in_flight = sent
                     .iter()
                     .find(|enqueue| enqueue.from <= at && at <= enqueue.to);
                 let next = sent.iter().find(|enqueue| enqueue.from >= at);
-                in_flight
+                before
                     .into_iter()
+                    .chain(in_flight)
                     .chain(next)
                     .map(|enqueue| enqueue.acknowledged)
                     .collect()
@@ -363,5 +374,76 @@ impl Agreement {
             }
         }
         agreement
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000;
+
+    fn failing_check(instance: usize, at: u64) -> Sample {
+        Sample {
+            instance,
+            at,
+            ready: false,
+            enqueue_check: false,
+            enqueue_warned: false,
+            read_at: Some(at),
+        }
+    }
+
+    fn enqueue(from: u64, to: u64, acknowledged: bool) -> Enqueue {
+        Enqueue {
+            from,
+            to,
+            acknowledged,
+        }
+    }
+
+    /// Checks read every 100 ms from `from` up to `to` (µs), all failing.
+    fn failing_checks(from: u64, to: u64) -> Vec<Sample> {
+        (from..to)
+            .step_by(100_000)
+            .map(|at| failing_check(0, at))
+            .collect()
+    }
+
+    /// The instance is cut off from 10 s to 13 s: an enqueue sent at 11 s
+    /// hangs until the link heals and is acknowledged at 13.2 s. The checks
+    /// read while it hung failed rightly; the next enqueue's success says
+    /// nothing of them, nor does the hung one's.
+    #[test]
+    fn an_enqueue_that_hung_through_the_heal_does_not_count_against_a_failing_check() {
+        let enqueues = HashMap::from([(
+            0,
+            vec![
+                enqueue(9 * S, 9 * S + 5_000, true),
+                enqueue(10 * S - 10_000, 11 * S - 30_000, false),
+                enqueue(11 * S, 13 * S + 200_000, true),
+                enqueue(13 * S + 220_000, 13 * S + 225_000, true),
+            ],
+        )]);
+        let agreement = Agreement::of(&failing_checks(10 * S, 13 * S + 200_000), &enqueues);
+        assert_eq!(agreement.check_failed_but_enqueued, Duration::ZERO);
+    }
+
+    /// A check that goes on failing after an enqueue was answered with
+    /// success is wrong from that answer on.
+    #[test]
+    fn a_check_failing_after_an_acknowledged_answer_disagrees() {
+        let enqueues = HashMap::from([(
+            0,
+            vec![
+                enqueue(10 * S, 10 * S + 5_000, true),
+                enqueue(10 * S + 25_000, 14 * S, true),
+            ],
+        )]);
+        let agreement = Agreement::of(&failing_checks(11 * S, 13 * S), &enqueues);
+        assert!(
+            agreement.check_failed_but_enqueued >= Duration::from_millis(1_800),
+            "{agreement}"
+        );
     }
 }

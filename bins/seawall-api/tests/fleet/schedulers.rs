@@ -3,12 +3,18 @@
 //! every second. Mid-run, the Redis master of its queue is killed (its
 //! replica takes over) and worker-1 is cut off from every other host, for
 //! 4 s in the test command and 10 s in the full form (`scripts/drills
-//! --schedulers`, `SEAWALL_DRILL_FULL=1`, 60 s in all). The history (the
-//! scheduler resumed at the start and paused at the end through the admin
-//! API, and the faults) is checked with every job the ticks made, as the
-//! queue lists them once the fleet is quiet: each tick due while the
-//! scheduler ran made one job, none two, and only an outage of the
-//! queue's master explains a tick with none.
+//! --schedulers`, `SEAWALL_DRILL_FULL=1`, 70 s in all). Once ticks make
+//! jobs again, worker-1 is cut off a second time, and meanwhile the
+//! scheduler is paused through the admin API and resumed (2 s each in the
+//! test command, 5 s in the full form): the runner cut off may hold a plan
+//! made before the pause, and the two others must tick from the first tick
+//! after the resume. The history (the scheduler resumed at the start,
+//! paused and resumed while worker-1 is cut off, and paused at the end,
+//! and the faults) is checked with every job the ticks made, as the queue
+//! lists them once the fleet is quiet: each tick due while the scheduler
+//! ran made one job, none two, none was made while it was paused, and
+//! only an outage of the queue's master explains a tick with none (a
+//! runner cut off alone explains nothing).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +41,9 @@ struct Plan {
     before: Duration,
     hold: Duration,
     after: Duration,
+    /// How long the scheduler stays paused while worker-1 is cut off the
+    /// second time, and how long it then runs before the heal.
+    paused: Duration,
 }
 
 fn plan() -> Plan {
@@ -43,12 +52,14 @@ fn plan() -> Plan {
             before: Duration::from_secs(20),
             hold: Duration::from_secs(10),
             after: Duration::from_secs(30),
+            paused: Duration::from_secs(5),
         }
     } else {
         Plan {
             before: Duration::from_secs(2),
             hold: Duration::from_secs(4),
             after: Duration::from_secs(3),
+            paused: Duration::from_secs(2),
         }
     }
 }
@@ -216,6 +227,21 @@ async fn master_killed_and_runner_cut_off(plan: &Plan) -> Report {
         "a tick made a job again {:?} after the heal",
         healed.elapsed().unwrap_or_default()
     );
+    // A pause and a resume for real while a runner is cut off: the runner
+    // may have planned ticks before the pause and offer them after it.
+    fleet.isolate("worker-1").expect("isolates");
+    steer(&recorder, &fleet, "pause").await;
+    println!(
+        "worker-1 cut off and {SCHEDULER} paused for {:?}",
+        plan.paused
+    );
+    tokio::time::sleep(plan.paused).await;
+    steer(&recorder, &fleet, "resume").await;
+    let resumed_again = SystemTime::now();
+    ticking_after(&fleet, resumed_again).await;
+    tokio::time::sleep(plan.paused).await;
+    fleet.heal().expect("heals");
+    println!("{SCHEDULER} resumed and worker-1 back");
     tokio::time::sleep(plan.after).await;
     steer(&recorder, &fleet, "pause").await;
     drop(recorder);
@@ -243,8 +269,9 @@ async fn master_killed_and_runner_cut_off(plan: &Plan) -> Report {
 }
 
 /// Every tick due while the scheduler ran made exactly one job, through a
-/// master kill and a runner cut off; only the master's outage may leave
-/// ticks without one (the queue's policy makes one job for the latest once
+/// master kill and a runner cut off, and through a pause and a resume
+/// while a runner was cut off; none was made while it was paused; only
+/// the master's outage may leave ticks without one (the queue's policy makes one job for the latest once
 /// a runner gets through).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_tick_makes_one_job_through_a_master_kill_and_a_runner_cut_off() {
@@ -252,9 +279,10 @@ async fn every_tick_makes_one_job_through_a_master_kill_and_a_runner_cut_off() {
     let report = master_killed_and_runner_cut_off(&plan).await;
     assert_eq!(report.anomalies(), 0, "{report}");
     let schedule = report.schedule.as_ref().expect("a schedule section");
-    let judged = (plan.before + plan.hold + plan.after).as_secs();
-    // The scheduler ran from the resume to the pause: longer than the
-    // plan, by how long the ticks took to come back after the heal.
+    let judged = (plan.before + plan.hold + plan.after + plan.paused).as_secs();
+    // The scheduler ran from the resume to the last pause but for the
+    // pause in between: longer than the plan, by how long the ticks took
+    // to come back after the heal and after the resume.
     assert!(
         schedule.ticks as u64 >= judged - 1,
         "{} ticks judged over {judged} s:\n{report}",
