@@ -1074,13 +1074,19 @@ async fn use_promotions_panel(browser: &Client, server: &TestServer) -> TestResu
     }
     let p95 = figure(browser, "promo-run-p95").await?;
     check!(p95.is_some_and(|ms| ms > 0.0), "p95: {p95:?}");
+    // Read in one script: the panel draws its figures again while they are
+    // read, and an element read after it was replaced is stale.
     let faults = browser
-        .find_all(Css("[data-testid=promo-run-audit] data"))
+        .execute(
+            "return Array.from(document.querySelectorAll('[data-testid=promo-run-audit] data'),
+                 (data) => data.getAttribute('value'));",
+            vec![],
+        )
         .await?;
+    let faults = faults.as_array().cloned().unwrap_or_default();
     check!(faults.len() == 8, "{} invariants shown", faults.len());
-    for fault in faults {
-        let value = fault.attr("value").await?;
-        check!(value.as_deref() == Some("0"), "a fault counts {value:?}");
+    for value in faults {
+        check!(value == json!("0"), "a fault counts {value}");
     }
 
     // The run's own campaign and sale show what it took.
@@ -1182,15 +1188,20 @@ async fn console_is_clean(browser: &Client) -> TestResult {
 }
 
 /// The number behind a figure (the `value` of its `<data>` element), once the
-/// panel has shown one.
+/// panel has shown one; `None` while it is absent or shows none. Found and
+/// read in one script, since the panels draw their figures again every few
+/// seconds: an element found, then read after it was replaced, is stale.
 async fn figure(browser: &Client, testid: &str) -> Result<Option<f64>, CmdError> {
-    let element = browser
-        .find(Css(&format!("[data-testid={testid}]")))
+    let value = browser
+        .execute(
+            "const element = document.querySelector(arguments[0]);
+             return element ? element.getAttribute('value') : null;",
+            vec![json!(format!("[data-testid={testid}]"))],
+        )
         .await?;
-    let value = element.attr("value").await?.unwrap_or_default();
     Ok(value
-        .parse::<f64>()
-        .ok()
+        .as_str()
+        .and_then(|value| value.parse::<f64>().ok())
         .filter(|number| number.is_finite()))
 }
 
