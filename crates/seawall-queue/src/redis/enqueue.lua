@@ -23,57 +23,47 @@ local FIELDS = (#ARGV - (JOBS - 1)) / count
 if FIELDS ~= 9 and FIELDS ~= 10 and FIELDS ~= 11 then
   refuse('expected ' .. count .. ' jobs of 9, 10 or 11 fields')
 end
--- A job's trace context: its tenth field, or none.
-local function trace_at(at)
-  if FIELDS >= 10 then return ARGV[at + 9] end
-  return ''
-end
--- A job's context: its eleventh field, or none.
-local function context_at(at)
-  if FIELDS == 11 then return ARGV[at + 10] end
-  return ''
-end
--- Per job, the checked numbers: priority, delay ms, and how long its key
--- is kept in ms (0 without a key); and how its key holds: `t` for a window
--- (the ninth field in ms), `s` until the job starts, `c` until it
--- completes, `d` while it waits for its delay (a debounce).
+-- Whether the jobs carry a trace context (their tenth field) and a
+-- context (their eleventh); a job's is `''` for none. (Read in place, as
+-- the checks below read the other fields: a function made for it would be
+-- made again on every call.)
+local TRACED, WITH_CONTEXT = FIELDS >= 10, FIELDS == 11
+-- The checked numbers are read again from their text where they are
+-- needed: `whole` takes a number only as Redis writes it, so a job's
+-- priority is one digit (its byte less 48) and its delay is `'0'` for none.
+-- Per job with an idempotency key (tables made for the call's first such
+-- job: a call without keys, most, makes none), how long its key is kept
+-- in ms, and how its key holds: `t` for a window (the ninth field in ms),
+-- `s` until the job starts, `c` until it completes, `d` while it waits for
+-- its delay (a debounce).
 local KEY_HOLD_MS = 2592000000
-local priorities, delays, windows, modes = {}, {}, {}, {}
+local windows, modes
 for i = 0, count - 1 do
   local at = JOBS + i * FIELDS
   if #ARGV[at] > MAX_PAYLOAD then refuse('a payload is over ' .. MAX_PAYLOAD .. ' bytes') end
-  priorities[i] = whole(at + 1, 0, 7)
+  whole(at + 1, 0, 7)
   whole(at + 2, 1, 4294967295)
   if #ARGV[at + 3] > 256 then refuse('a backoff is over 256 bytes') end
   whole(at + 4, 0, MAX_MS)
   if #ARGV[at + 5] > MAX_KEY then refuse('a group is over ' .. MAX_KEY .. ' bytes') end
-  delays[i] = whole(at + 6, 0, MAX_MS)
+  local delay = whole(at + 6, 0, MAX_MS)
   if #ARGV[at + 7] > MAX_KEY then refuse('an idempotency key is over ' .. MAX_KEY .. ' bytes') end
-  windows[i] = 0
   if ARGV[at + 7] ~= '' then
+    if not windows then windows, modes = {}, {} end
     local hold = ARGV[at + 8]
     if hold == 's' or hold == 'c' or hold == 'd' then
       modes[i] = hold
       windows[i] = KEY_HOLD_MS
-      if hold == 'd' and delays[i] == 0 then refuse('a debounced job needs a delay') end
+      if hold == 'd' and delay == 0 then refuse('a debounced job needs a delay') end
     else
       modes[i] = 't'
       windows[i] = whole(at + 8, 1, MAX_MS)
     end
   end
-  if #trace_at(at) > MAX_TRACE then refuse('a trace context is over ' .. MAX_TRACE .. ' bytes') end
-  if #context_at(at) > MAX_CONTEXT then refuse('a context is over ' .. MAX_CONTEXT .. ' bytes') end
-end
-
--- What an idempotency key promises to be the same job: the payload and
--- the options that change how it runs (priority, attempts, backoff,
--- timeout, group, delay), each text with its length before it.
-local function digest(at)
-  local parts = {}
-  for field = at, at + 6 do
-    parts[#parts + 1] = #ARGV[field] .. ':' .. ARGV[field]
+  if TRACED and #ARGV[at + 9] > MAX_TRACE then refuse('a trace context is over ' .. MAX_TRACE .. ' bytes') end
+  if WITH_CONTEXT and #ARGV[at + 10] > MAX_CONTEXT then
+    refuse('a context is over ' .. MAX_CONTEXT .. ' bytes')
   end
-  return redis.sha1hex(table.concat(parts, ','))
 end
 
 -- Ids never repeat (see `id_epoch`): `<sequence>-<epoch>`, the sequence
@@ -82,7 +72,8 @@ end
 local epoch = id_epoch(wire)
 local id_key = base .. 'jid'
 local first = first_sequence(base)
-local function id_at(i) return int(first + i) .. epoch end
+-- The last sequence this call gives, as text, for `id_key`.
+local last_sequence
 
 -- The answer is known before anything is written: per job, its id and 1
 -- when it is added, or an earlier job's id and 0 when that job holds the
@@ -92,22 +83,26 @@ local function id_at(i) return int(first + i) .. epoch end
 -- (a job that ran once has started, also when it waits to be retried).
 -- A debounce's later job replaces the held job's payload and delay.
 local out = {}
-local claimed = {}
--- The state of the job that claimed a key in this call.
-local claimed_state = {}
-local digests = {}
-local replaced = {}
-local function holds(mode, state, runs)
-  if mode == 'c' then return state == 'waiting' or state == 'delayed' or state == 'active' end
-  if runs then return false end
-  if mode == 's' then return state == 'waiting' or state == 'delayed' end
-  return state == 'delayed'
-end
+-- Keys claimed in this call, the state of the job that claimed each, the
+-- jobs' digests and the debounced jobs to replace (with keys alone).
+local claimed, claimed_state, digests, replaced
+if windows then claimed, claimed_state, digests, replaced = {}, {}, {}, {} end
 for i = 0, count - 1 do
-  local idempotency = ARGV[JOBS + i * FIELDS + 7]
+  local at = JOBS + i * FIELDS
+  local sequence = int(first + i)
+  local id = sequence .. epoch
+  if i == count - 1 then last_sequence = sequence end
+  local idempotency = ARGV[at + 7]
   local earlier = false
   if idempotency ~= '' then
-    digests[i] = digest(JOBS + i * FIELDS)
+    -- What the key promises to be the same job: the payload and the
+    -- options that change how it runs (priority, attempts, backoff,
+    -- timeout, group, delay), each text with its length before it.
+    local parts = {}
+    for field = at, at + 6 do
+      parts[#parts + 1] = #ARGV[field] .. ':' .. ARGV[field]
+    end
+    digests[i] = redis.sha1hex(table.concat(parts, ','))
     local record = claimed[idempotency] or redis.call('GET', base .. 'u:' .. idempotency)
     if modes[i] == 't' then
       if record then
@@ -122,26 +117,33 @@ for i = 0, count - 1 do
         local job = redis.call('HMGET', job_key(held), 's', 'tk')
         state, runs = job[1], job[2]
       end
-      if holds(modes[i], state, runs) then
+      -- Whether the held job is in a state its key's mode holds for.
+      local mode, holds = modes[i], false
+      if mode == 'c' then
+        holds = state == 'waiting' or state == 'delayed' or state == 'active'
+      elseif not runs then
+        holds = state == 'delayed' or (mode == 's' and state == 'waiting')
+      end
+      if holds then
         earlier = held
         if modes[i] == 'd' then replaced[#replaced + 1] = { held, i } end
       end
     end
     if not earlier then
       if modes[i] == 't' then
-        claimed[idempotency] = id_at(i) .. ' ' .. digests[i]
+        claimed[idempotency] = id .. ' ' .. digests[i]
       else
-        claimed[idempotency] = id_at(i) .. ' =' .. modes[i]
+        claimed[idempotency] = id .. ' =' .. modes[i]
       end
       claimed_state[idempotency] = 'waiting'
-      if delays[i] > 0 then claimed_state[idempotency] = 'delayed' end
+      if ARGV[at + 6] ~= '0' then claimed_state[idempotency] = 'delayed' end
     end
   end
   if earlier then
     out[#out + 1] = earlier
     out[#out + 1] = '0'
   else
-    out[#out + 1] = id_at(i)
+    out[#out + 1] = id
     out[#out + 1] = '1'
   end
 end
@@ -149,14 +151,14 @@ end
 -- A replay of this call answers the first call's answer and adds nothing.
 local replayed = answer_once(request, out)
 if replayed then return replayed end
-redis.call('SET', id_key, int(first + count - 1))
+redis.call('SET', id_key, last_sequence)
 -- Waiting jobs of one level other than the default run in the order of
 -- this counter (a ranked set's score); those at the default level wait in
 -- a list, in the order of their pushes, so a call of those alone does not
 -- count (their score only names their level).
 local order = 0
 for i = 0, count - 1 do
-  if priorities[i] ~= DEFAULT_LEVEL then
+  if string.byte(ARGV[JOBS + i * FIELDS + 1]) - 48 ~= DEFAULT_LEVEL then
     order = redis.call('INCRBY', base .. 'id', int(count)) - count + 1
     break
   end
@@ -168,14 +170,17 @@ local woke = false
 -- `uc`, see `complete_all`).
 local keyed_to_the_end = false
 local waiting = 0
-local rung = {}
--- Default-priority ids per group, pushed with one RPUSH each at the end.
-local lines, line_order = {}, {}
+-- Default-priority ids per group, pushed with one RPUSH each at the end,
+-- and the groups put in the fetch rotation (see `line_up`); a call of one
+-- job pushes its id at once, without them.
+local lines, line_order, rung
+if count > 1 then lines, line_order, rung = {}, {}, {} end
 for i = 0, count - 1 do
   local at = JOBS + i * FIELDS
-  local id = id_at(i)
   local idempotency = ARGV[at + 7]
   if out[2 * i + 2] == '1' then
+    -- An added job's id is its own in the answer.
+    local id = out[2 * i + 1]
     if idempotency ~= '' then
       local record = id .. ' ' .. digests[i]
       if modes[i] ~= 't' then record = id .. ' =' .. modes[i] end
@@ -184,51 +189,70 @@ for i = 0, count - 1 do
     end
     local key = job_key(id)
     local group = ARGV[at + 5]
-    local score = int(priorities[i] * STRIDE + order + i)
-    local delay = delays[i]
+    local priority = string.byte(ARGV[at + 1]) - 48
+    local score = DEFAULT_SCORE
+    if priority ~= DEFAULT_LEVEL or order + i > 0 then score = int(priority * STRIDE + order + i) end
+    local delayed = ARGV[at + 6] ~= '0'
     local state, ready = 'waiting', now_text
-    if delay > 0 then state, ready = 'delayed', int(now + delay) end
-    -- Fields at their default (no timeout, group or key) are left out.
-    local fields = { 'd', ARGV[at], 'p', ARGV[at + 1], 'ma', ARGV[at + 2],
-      'bo', ARGV[at + 3], 'sc', score, 'ct', now_text, 's', state, 'rt', ready }
-    if ARGV[at + 4] ~= '0' then fields[#fields + 1] = 'to'; fields[#fields + 1] = ARGV[at + 4] end
-    if group ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = group end
-    if idempotency ~= '' then fields[#fields + 1] = 'ik'; fields[#fields + 1] = idempotency end
-    local trace = trace_at(at)
-    if trace ~= '' then fields[#fields + 1] = 'tc'; fields[#fields + 1] = trace end
-    local context = context_at(at)
-    if context ~= '' then fields[#fields + 1] = 'jc'; fields[#fields + 1] = context end
-    redis.call('HSET', key, unpack(fields))
-    if delay > 0 then
+    if delayed then state, ready = 'delayed', int(now + tonumber(ARGV[at + 6])) end
+    -- Fields at their default (no timeout, group, key, trace context or
+    -- context) are left out: a job with none of them, most, is written
+    -- without building the list of its fields.
+    local timeout = ARGV[at + 4]
+    local trace = TRACED and ARGV[at + 9] or ''
+    local context = WITH_CONTEXT and ARGV[at + 10] or ''
+    if timeout == '0' and group == '' and idempotency == '' and trace == '' and context == '' then
+      redis.call('HSET', key, 'd', ARGV[at], 'p', ARGV[at + 1], 'ma', ARGV[at + 2],
+        'bo', ARGV[at + 3], 'sc', score, 'ct', now_text, 's', state, 'rt', ready)
+    else
+      local fields = { 'd', ARGV[at], 'p', ARGV[at + 1], 'ma', ARGV[at + 2],
+        'bo', ARGV[at + 3], 'sc', score, 'ct', now_text, 's', state, 'rt', ready }
+      if timeout ~= '0' then fields[#fields + 1] = 'to'; fields[#fields + 1] = timeout end
+      if group ~= '' then fields[#fields + 1] = 'g'; fields[#fields + 1] = group end
+      if idempotency ~= '' then fields[#fields + 1] = 'ik'; fields[#fields + 1] = idempotency end
+      if trace ~= '' then fields[#fields + 1] = 'tc'; fields[#fields + 1] = trace end
+      if context ~= '' then fields[#fields + 1] = 'jc'; fields[#fields + 1] = context end
+      redis.call('HSET', key, unpack(fields))
+    end
+    if delayed then
       redis.call('ZADD', delayed_key, ready, id)
     else
-      line_up(id, group, priorities[i], score, lines, line_order, rung)
+      line_up(id, group, priority, score, lines, line_order, rung)
       waiting = waiting + 1
     end
     woke = true
-    emit_many('enqueued', id)
+    -- One job's event is the entry the batch of one would be.
+    if count == 1 then emit('enqueued', id) else emit_many('enqueued', id) end
   end
 end
-for _, group in ipairs(line_order) do
-  chunked('RPUSH', group_key(group), lines[group])
+if line_order then
+  for _, group in ipairs(line_order) do
+    chunked('RPUSH', group_key(group), lines[group])
+  end
 end
 -- Debounced: the held job takes the later payload and context, and waits
 -- anew.
-for _, replacement in ipairs(replaced) do
-  local held, i = replacement[1], replacement[2]
-  local ready = int(now + delays[i])
-  local context = context_at(JOBS + i * FIELDS)
-  if context ~= '' then
-    redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready, 'jc', context)
-  else
-    redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready)
-    redis.call('HDEL', job_key(held), 'jc')
+if replaced then
+  for _, replacement in ipairs(replaced) do
+    local held, i = replacement[1], replacement[2]
+    local ready = int(now + tonumber(ARGV[JOBS + i * FIELDS + 6]))
+    local context = WITH_CONTEXT and ARGV[JOBS + i * FIELDS + 10] or ''
+    if context ~= '' then
+      redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready, 'jc', context)
+    else
+      redis.call('HSET', job_key(held), 'd', ARGV[JOBS + i * FIELDS], 'rt', ready)
+      redis.call('HDEL', job_key(held), 'jc')
+    end
+    redis.call('ZADD', delayed_key, ready, held)
+    emit('debounced', held)
+    woke = true
   end
-  redis.call('ZADD', delayed_key, ready, held)
-  emit('debounced', held)
-  woke = true
 end
-if waiting > 0 then redis.call('HINCRBY', meta, 'waiting', int(waiting)) end
+if waiting == 1 then
+  redis.call('HINCRBY', meta, 'waiting', '1')
+elseif waiting > 0 then
+  redis.call('HINCRBY', meta, 'waiting', int(waiting))
+end
 if keyed_to_the_end then redis.call('HSET', meta, 'uc', '1') end
 flush_events()
 -- A delayed job wakes a worker too, so a blocked one learns its due time.

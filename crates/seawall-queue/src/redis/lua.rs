@@ -230,6 +230,25 @@ end
         }
     }
 
+    /// `DEFAULT_SCORE` is `DEFAULT_LEVEL * STRIDE` written out, as `int`
+    /// would write it.
+    #[test]
+    fn the_default_score_is_the_default_level_times_the_stride() {
+        let prelude = crate::redis::prelude();
+        let value = |name: &str| -> String {
+            let start = format!("local {name} = ");
+            prelude
+                .lines()
+                .find_map(|line| line.strip_prefix(start.as_str()))
+                .unwrap_or_else(|| panic!("no {name}"))
+                .trim_matches('\'')
+                .to_owned()
+        };
+        let stride: u64 = value("STRIDE").parse().expect("a number");
+        let level: u64 = value("DEFAULT_LEVEL").parse().expect("a number");
+        assert_eq!(value("DEFAULT_SCORE"), (level * stride).to_string());
+    }
+
     /// Each real script keeps the prelude's definitions it calls, and leaves
     /// out some it does not.
     #[test]

@@ -53,15 +53,18 @@ end
 -- Puts a job just added in line, and its group in the fetch rotation once
 -- per call (`rung` holds the groups done): a default-priority id is
 -- collected into `lines` (see `collect`), for one RPUSH per group when the
--- call ends; one of another priority goes in by its score.
+-- call ends; one of another priority goes in by its score. A call that
+-- adds one job passes no tables: its id is pushed at once.
 local function line_up(id, group, priority, score, lines, line_order, rung)
-  if priority == DEFAULT_LEVEL then
+  if priority ~= DEFAULT_LEVEL then
+    enqueue_waiting(id, group, score, false)
+  elseif lines then
     collect(lines, line_order, group, id)
   else
-    enqueue_waiting(id, group, score, false)
+    redis.call('RPUSH', group_key(group), id)
   end
-  if not rung[group] then
-    rung[group] = true
+  if not rung or not rung[group] then
+    if rung then rung[group] = true end
     if group ~= '' then redis.call('SADD', groups_key, group) end
     if group_room(group) > 0 then ring(group) end
   end

@@ -21,22 +21,27 @@
 -- Wire version 1 leaves the epoch out: while a worker of the release
 -- before epochs is alive, ids are digits alone, as that release gave
 -- them, from the same sequence.
+--
+-- INFO's text is looked through with plain finds: a pattern that does not
+-- start with `^` is tried at every byte of the text, which costs the
+-- server more than INFO itself.
 local function id_epoch(wire)
   local replication = redis.call('INFO', 'replication')
-  if string.match(replication, 'role:slave') then
+  if string.find(replication, 'role:slave', 1, true) then
     refuse('this server is a replica: enqueue on the primary (a writable replica would repeat its ids)')
   end
   if wire < 2 then return '' end
-  local replid = string.match(replication, 'master_replid:(%x+)')
-  if not replid or #replid < 16 then refuse('the server names no replication id (INFO replication)') end
-  return '-' .. string.sub(replid, 1, 16)
+  local at = string.find(replication, 'master_replid:', 1, true)
+  local replid = at and string.match(replication, '^%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x', at + 14)
+  if not replid then refuse('the server names no replication id (INFO replication)') end
+  return '-' .. replid
 end
 
 -- The first of a queue's new id sequences: the last one plus one, or the
 -- server's clock in microseconds since 2026, whichever is larger (see
 -- `id_epoch`); `queue_base` is the queue's key prefix.
 local function first_sequence(queue_base)
-  local clock_id = (tonumber(clock[1]) - 1767225600) * 1000000 + tonumber(clock[2])
+  local clock_id = (clock_s - 1767225600) * 1000000 + clock_us
   local first = tonumber(redis.call('GET', queue_base .. 'jid') or '0') + 1
   if clock_id > first then return clock_id end
   return first
