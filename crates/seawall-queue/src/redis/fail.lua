@@ -40,6 +40,17 @@ local function ended(outcome)
   return outcome
 end
 
+-- The job dies: its outcome is written first, since the dead set's
+-- retention may remove the record as the job joins it (a queue that keeps
+-- no dead jobs, or older ones that died in the same millisecond and sort
+-- after it), and a field written after that would leave a record with no
+-- state.
+local function ended_dead(message)
+  ended('dead')
+  make_dead(id, key, message)
+  return 'dead'
+end
+
 if kind == 'cancelled' or job[6] == '1' then
   -- A run lost to its lease tells of its stall first, as the upkeep does.
   if kind == 'stalled' then emit('stalled', id) end
@@ -52,8 +63,7 @@ if kind == 'stalled' then
   local stalls = redis.call('HINCRBY', key, 'st', '1')
   emit('stalled', id)
   if stalls > max_stalls then
-    make_dead(id, key, 'stalled ' .. stalls .. ' times: its worker stopped renewing the lease')
-    return ended('dead')
+    return ended_dead('stalled ' .. stalls .. ' times: its worker stopped renewing the lease')
   end
   make_waiting(id, key, job[3], job[4], true)
   wake()
@@ -92,8 +102,7 @@ local failures = redis.call('HINCRBY', key, 'f', '1')
 add_history(key, tonumber(job[1]), message)
 emit('failed', id, 'error', message)
 if kind == 'dead' or failures >= tonumber(job[5]) then
-  make_dead(id, key, message)
-  return ended('dead')
+  return ended_dead(message)
 end
 if delay > 0 then
   local ready = int(now + delay)

@@ -1008,6 +1008,33 @@ async fn retention_bounds_the_finished_sets(backend: &Backend) {
     assert_eq!(kept, 5 + 2, "the records of the others are removed");
 }
 
+/// A queue that keeps no dead jobs keeps no trace of one: the retention
+/// that removes the record as the job dies leaves nothing behind (the
+/// failure's outcome, kept for a re-sent call, was written after it and
+/// left a record with no state, which a read answered with an error).
+async fn a_queue_that_keeps_no_dead_jobs_leaves_no_record_of_one(backend: &Backend) {
+    let settings = Settings {
+        keep_dead: 0,
+        ..Settings::default()
+    };
+    let queues = backend.queues_with(settings).await;
+    let id = queues
+        .enqueue("q", &1_u64, &options().attempts(1).expect("valid"))
+        .await
+        .expect("enqueues");
+    let worker = queues
+        .worker("q")
+        .expect("valid")
+        .start(|_: Job<u64>| async move { Err::<(), _>(JobError::new("fails")) });
+    wait::until_async("the job to die", async || worker.stats().dead == 1).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(queues.counts("q").await.expect("counts").dead, 0);
+    assert!(
+        queues.job("q", &id).await.expect("reads").is_none(),
+        "the record of a job no dead set keeps"
+    );
+}
+
 async fn custom_worker_backoff_overrides_the_jobs_own(backend: &Backend) {
     let queues = backend.queues().await;
     let options = options()
@@ -1563,6 +1590,7 @@ on_every_backend!(
     progress_is_readable_by_id_and_sent_as_events,
     dead_jobs_can_be_retried_and_finished_ones_cleaned,
     retention_bounds_the_finished_sets,
+    a_queue_that_keeps_no_dead_jobs_leaves_no_record_of_one,
     jobs_are_listed_by_state,
     custom_worker_backoff_overrides_the_jobs_own,
     many_workers_share_a_queue_without_running_a_job_twice,
