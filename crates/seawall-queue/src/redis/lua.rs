@@ -230,6 +230,29 @@ end
         }
     }
 
+    /// scripts/queue-lua-instructions assembles the scripts it measures
+    /// with a Python copy of [`assemble`] (so that it can measure them as of
+    /// any revision without building it): its `--print` of the enqueue and
+    /// the fetch is byte for byte what the store sends.
+    #[test]
+    fn the_instruction_harness_assembles_the_scripts_as_the_store_does() {
+        let scripts = crate::redis::Scripts::new();
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        for (case, script) in [("enqueue", &scripts.enqueue), ("fetch", &scripts.fetch)] {
+            let printed = std::process::Command::new("bash")
+                .arg(format!("{root}/scripts/queue-lua-instructions"))
+                .args(["--print", case])
+                .output()
+                .expect("the harness runs");
+            assert!(printed.status.success(), "{case}: {printed:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&printed.stdout),
+                script.lua().map(|lua| &**lua).unwrap_or_default(),
+                "{case}"
+            );
+        }
+    }
+
     /// `DEFAULT_SCORE` is `DEFAULT_LEVEL * STRIDE` written out, as `int`
     /// would write it.
     #[test]
