@@ -76,3 +76,4 @@ pub mod cards {
         }
     }
 }
+pub mod nab;

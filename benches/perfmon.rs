@@ -1,6 +1,9 @@
 //! seawall-perfmon against raw `hdrhistogram`: record cost on one thread,
 //! throughput with two threads recording into one series, and read cost.
 //!
+//! Also the anomaly detector's cost per observation, beside one
+//! `hdrhistogram` record in the same run.
+//!
 //! Run: `cargo bench -p seawall-benches --bench perfmon`
 
 use std::hint::black_box;
@@ -199,5 +202,41 @@ fn read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record_single_thread, record_contended, read);
+/// The anomaly detector's cost per observation (target: ≤ 1 µs), with the
+/// default options (an hour-of-day season), over a minute-by-minute series
+/// of a week, beside one raw histogram record per value.
+fn detect(c: &mut Criterion) {
+    use seawall_perfmon::anomaly::{AnomalyOptions, Detector};
+    let latencies = latencies();
+    let values: Vec<f64> = latencies.iter().map(|&v| v as f64).collect();
+    let mut group = c.benchmark_group("perfmon/anomaly");
+    group.throughput(Throughput::Elements(values.len() as u64));
+    group.bench_function("hdrhistogram_raw_record", |b| {
+        let mut histogram = raw();
+        b.iter(|| {
+            for v in &latencies {
+                let _ = histogram.record(black_box(*v));
+            }
+        });
+    });
+    group.bench_function("detector_observe", |b| {
+        let mut detector = Detector::new(AnomalyOptions::default());
+        let mut minute = 0_i64;
+        b.iter(|| {
+            for v in &values {
+                minute = (minute + 1) % (7 * 24 * 60);
+                black_box(detector.observe(minute * 60, black_box(*v)));
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    record_single_thread,
+    record_contended,
+    read,
+    detect
+);
 criterion_main!(benches);

@@ -115,6 +115,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod anomaly;
 mod collector;
 mod counter;
 mod counts;
