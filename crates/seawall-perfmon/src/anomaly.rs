@@ -83,7 +83,7 @@ pub enum Season {
 
 impl Season {
     /// Its slots.
-    const fn slots(self) -> usize {
+    pub(crate) const fn slots(self) -> usize {
         match self {
             Season::None => 1,
             Season::HourOfDay => 24,
@@ -92,7 +92,7 @@ impl Season {
     }
 
     /// The slot of a time (seconds since the Unix epoch).
-    fn slot(self, time: i64) -> usize {
+    pub(crate) fn slot(self, time: i64) -> usize {
         let hour = time.div_euclid(3600);
         // The epoch fell on a Thursday: shifted so that slot 0 is Monday.
         let slot = match self {

@@ -122,6 +122,7 @@ mod counts;
 mod error;
 mod exposed;
 mod exposition;
+pub mod forecast;
 mod format;
 mod gauge;
 mod health;
