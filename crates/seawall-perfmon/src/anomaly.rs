@@ -555,8 +555,8 @@ impl Detector {
     }
 
     /// Takes one observation at `time` (seconds since the Unix epoch) and
-    /// says what it makes of it. A value that is not finite is judged
-    /// against the baseline as it stands and teaches it nothing.
+    /// says what it makes of it. A value that is not finite is no evidence
+    /// (it scores 0) and changes nothing: not the baseline, not the alarm.
     pub fn observe(&mut self, time: i64, value: f64) -> Verdict {
         let options = self.options;
         let slot_index = options.season.slot(time);
@@ -567,11 +567,24 @@ impl Detector {
         let slot = self.slots[slot_index];
         let learning =
             self.seen < u64::from(options.learning) || slot.seen < options.season_learning;
-        let z = if value.is_finite() {
-            (value - expected) / scale
-        } else {
-            0.0
-        };
+        if !value.is_finite() {
+            // Judged as no evidence; nothing learned, nothing changed.
+            return Verdict {
+                value,
+                expected,
+                scale,
+                z: 0.0,
+                strength: 0.0,
+                evidence: Evidence::Spike,
+                for_observations: 1,
+                score: 0.0,
+                alarm: self.alarm,
+                raised: false,
+                learning,
+                season: options.season,
+            };
+        }
+        let z = (value - expected) / scale;
         let clipped = z.clamp(-options.clip, options.clip);
         // The windows average the clipped deviations: one spike moves them
         // by at most a few scales' worth.
@@ -600,7 +613,7 @@ impl Detector {
         // (before this observation is counted).
         let share = self.rarity.share_at_least(magnitude);
         let learning_overall = self.seen < u64::from(options.learning);
-        if !learning_overall && value.is_finite() {
+        if !learning_overall {
             self.rarity.add(magnitude);
         }
         let mut raised = false;
@@ -630,9 +643,7 @@ impl Detector {
         if learning_overall {
             score = 0.0;
         }
-        if value.is_finite() {
-            self.learn(slot_index, value, expected, scale);
-        }
+        self.learn(slot_index, value, expected, scale);
         Verdict {
             value,
             expected,
@@ -809,11 +820,31 @@ mod tests {
             detector.observe(i, 5.0);
         }
         let before = detector.expected(300);
+        let untouched = detector.clone();
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let verdict = detector.observe(300, bad);
             assert!(verdict.score.is_finite() && (0.0..=1.0).contains(&verdict.score));
         }
         assert_eq!(detector.expected(300), before);
+        assert_eq!(
+            detector.clone().observe(301, 5.0 + 1e-3),
+            untouched.clone().observe(301, 5.0 + 1e-3)
+        );
+        // Nothing else moves either (the windows' averages among them): on a
+        // noisy series, the next finite value is judged as if the bad ones
+        // never came.
+        let mut noisy_detector = Detector::new(AnomalyOptions::default().season(Season::None));
+        for i in 0..300 {
+            noisy_detector.observe(i * 60, noisy(i) + if i > 290 { 5.0 } else { 0.0 });
+        }
+        let untouched = noisy_detector.clone();
+        for bad in [f64::NAN, f64::INFINITY] {
+            noisy_detector.observe(300 * 60, bad);
+        }
+        assert_eq!(
+            noisy_detector.observe(301 * 60, 104.0),
+            untouched.clone().observe(301 * 60, 104.0)
+        );
         // A series that never moved: the floor keeps the scale positive.
         let verdict = detector.observe(301, 5.0 + 1e-3);
         assert!(verdict.z.is_finite() && verdict.raised, "{verdict:?}");
