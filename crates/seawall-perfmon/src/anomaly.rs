@@ -52,7 +52,7 @@
 //! }
 //! let verdict = detector.observe(600 * minute, 160.0);
 //! assert!(verdict.alarm && verdict.raised);
-//! let reason = verdict.reason("requests per minute of key k").unwrap();
+//! let reason = verdict.reason("requests per minute of key k").expect("an alarm has a reason");
 //! // "requests per minute of key k are 160 (28.1 scales above the
 //! // baseline of 100 ± 2.14) for 1 observation"
 //! assert!(reason.starts_with("requests per minute of key k are 160 ("), "{reason}");
@@ -101,13 +101,6 @@ impl Season {
             Season::HourOfWeek => (hour + 72).rem_euclid(168),
         };
         usize::try_from(slot).unwrap_or(0)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Season::None => "the",
-            Season::HourOfDay | Season::HourOfWeek => "this hour's",
-        }
     }
 }
 
@@ -313,7 +306,9 @@ pub struct Verdict {
     /// Still learning: too few observations overall, or in this slot of the
     /// season.
     pub learning: bool,
-    season: Season,
+    /// Whether the expectation was the slot's own (its profile), not the
+    /// level: what the reason calls "this hour's baseline".
+    hourly: bool,
 }
 
 impl Verdict {
@@ -340,7 +335,7 @@ impl Verdict {
             "{what} are {} ({:.1} scales {side} {} baseline of {} ± {}{how}) for {} observation{plural}",
             Rounded(self.value),
             self.strength.abs(),
-            self.season.name(),
+            if self.hourly { "this hour's" } else { "the" },
             Rounded(self.expected),
             Rounded(self.scale),
             self.for_observations,
@@ -541,12 +536,16 @@ impl Detector {
     /// A slot that has learned is expected at its profile plus the recent
     /// shift; one still learning (or no season) at the level.
     fn expectation(&self, slot: usize) -> f64 {
-        let slot = self.slots[slot];
-        if self.options.season != Season::None && slot.seen >= self.options.season_learning {
-            slot.profile + self.shift
+        if self.hourly(slot) {
+            self.slots[slot].profile + self.shift
         } else {
             self.level
         }
+    }
+
+    /// Whether `slot` is expected at its own profile.
+    fn hourly(&self, slot: usize) -> bool {
+        self.options.season != Season::None && self.slots[slot].seen >= self.options.season_learning
     }
 
     fn scale(&self) -> f64 {
@@ -564,6 +563,7 @@ impl Detector {
             self.level = value;
         }
         let (expected, scale) = self.expected(time);
+        let hourly = self.hourly(slot_index);
         let slot = self.slots[slot_index];
         let learning =
             self.seen < u64::from(options.learning) || slot.seen < options.season_learning;
@@ -581,7 +581,7 @@ impl Detector {
                 alarm: self.alarm,
                 raised: false,
                 learning,
-                season: options.season,
+                hourly,
             };
         }
         let z = (value - expected) / scale;
@@ -656,7 +656,7 @@ impl Detector {
             alarm: self.alarm,
             raised,
             learning,
-            season: options.season,
+            hourly,
         }
     }
 
@@ -703,11 +703,12 @@ impl Detector {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A uniform number in [0, 1) drawn from `i` (splitmix64).
-    fn uniform(i: i64) -> f64 {
+    /// A uniform number in [0, 1) drawn from `i` (splitmix64); the
+    /// forecaster's tests draw from it too.
+    pub(crate) fn uniform(i: i64) -> f64 {
         let mut x = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
         x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -810,6 +811,29 @@ mod tests {
         assert!(verdict.raised && verdict.strength < 0.0, "{verdict:?}");
         let reason = verdict.reason("requests per minute").expect("a reason");
         assert!(reason.contains("below this hour's baseline"), "{reason}");
+    }
+
+    /// A slot still learning is expected at the level: its reason names the
+    /// baseline, not the hour's.
+    #[test]
+    fn a_reason_names_the_hours_baseline_only_once_the_hour_has_learned() {
+        let mut detector = Detector::new(AnomalyOptions::default());
+        for i in 0..300 {
+            detector.observe(i * 30, noisy(i));
+        }
+        // Hour 10: never seen.
+        let verdict = detector.observe(10 * 3600, 1000.0);
+        assert!(verdict.raised && verdict.learning, "{verdict:?}");
+        let reason = verdict.reason("latency").expect("a reason");
+        assert!(reason.contains("above the baseline of"), "{reason}");
+        // Hour 0 has: its reason is the hour's.
+        for i in 0..200 {
+            detector.observe(86_400 + i * 10, noisy(i));
+        }
+        let verdict = detector.observe(86_400 + 2000, 1000.0);
+        assert!(verdict.alarm && !verdict.learning, "{verdict:?}");
+        let reason = verdict.reason("latency").expect("a reason");
+        assert!(reason.contains("above this hour's baseline of"), "{reason}");
     }
 
     #[test]

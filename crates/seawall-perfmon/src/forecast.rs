@@ -366,14 +366,10 @@ mod tests {
     /// Roughly normal noise with a standard deviation of about 1, the
     /// same for the same `i` (the sum of twelve uniforms, less 6).
     fn noise(i: i64) -> f64 {
-        let uniform = |k: i64| {
-            let mut x = (k as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^= x >> 31;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
-        (0..12).map(|k| uniform(12 * i + k)).sum::<f64>() - 6.0
+        (0..12)
+            .map(|k| crate::anomaly::tests::uniform(12 * i + k))
+            .sum::<f64>()
+            - 6.0
     }
 
     #[test]
