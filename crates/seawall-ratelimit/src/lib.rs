@@ -116,6 +116,19 @@
 //! unhealthy, and back a level at a time once its health has held better
 //! for a while (30 s by default), with every change logged and counted.
 //!
+//! # Abuse detection
+//!
+//! [`abuse::AbuseWatch`] finds the clients whose traffic departs from their
+//! own past or from what a person does: a key's share of the requests far
+//! above its baseline (a burst), requests spread over many distinct paths
+//! (scraping), a high share answered 401, 403, 404 or 429 (credential
+//! stuffing, enumeration), and a route whose errors creep up. Fed one call
+//! per answered request (atomics: count-min sketches and HyperLogLog
+//! registers), it judges every 10 s, gives each finding a reason, and in
+//! its acting mode tightens a key, then asks for a block, each for a while;
+//! it observes only by default. Through a [`RedisStore`] the instances
+//! share their evidence.
+//!
 //! # Adaptive concurrency
 //!
 //! An [`AdaptiveLimiter`] finds how many operations a process can have in
@@ -196,6 +209,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod abuse;
 mod adaptive;
 #[cfg(feature = "tower")]
 mod adaptive_layer;

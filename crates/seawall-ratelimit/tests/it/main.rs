@@ -1,6 +1,7 @@
 //! Integration tests of seawall-ratelimit: the conformance suite on every
 //! store, and what each store must show on its own.
 
+mod abuse;
 #[cfg(feature = "axum")]
 mod adaptive;
 mod bounds;
