@@ -25,19 +25,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use seawall_app::keys::{self, KeyIdentity};
 use seawall_perfmon::Monitor;
+use seawall_ratelimit::abuse::{AbuseWatch, Action, Mode};
 use seawall_ratelimit::{
     ClientIp, Decision, FailurePolicy, IpNet, Limit, Limiter, Quota, RedisStore, Store, Tightening,
 };
 
 use crate::cache::ApiCache;
-use crate::config::{Profile, RateLimitConfig};
+use crate::config::{AbuseMode, Profile, RateLimitConfig};
 use crate::db::Db;
 use crate::problem::Problem;
 use crate::problem::ratelimit::{too_many, unknown_client};
@@ -125,12 +126,57 @@ struct Inner {
     tightening: Tightening,
     /// Reads the health for `tightening`; stopped when the limits go.
     watcher: tokio::task::JoinHandle<()>,
+    /// The abuse watch, unless `ratelimit.abuse` is off.
+    abuse: Option<AbuseWatch>,
+    /// Judges the watch's intervals and blocks what it asks to; stopped
+    /// when the limits go.
+    judging: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.watcher.abort();
+        if let Some(judging) = &self.judging {
+            judging.abort();
+        }
     }
+}
+
+/// Which limiter acts on a client the abuse watch names: the API limiter
+/// for a key or a user, the DDoS limiter for an address.
+fn abuse_limiter<'a>(ddos: &'a Limiter, api: &'a Limiter, key: &str) -> &'a Limiter {
+    if key.starts_with("key:") || key.starts_with("user:") {
+        api
+    } else {
+        ddos
+    }
+}
+
+/// Judges each interval of `watch` once it closes, and blocks each client
+/// it asks a block for on its limiter, for `block_for`.
+fn judge_abuse(
+    watch: AbuseWatch,
+    ddos: Limiter,
+    api: Limiter,
+    block_for: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            tokio::time::sleep(watch.next_close(now)).await;
+            for finding in watch.judge().await {
+                if finding.action != Action::Block {
+                    continue;
+                }
+                let limiter = abuse_limiter(&ddos, &api, &finding.key);
+                if let Err(error) = limiter.block(&finding.key, block_for).await {
+                    tracing::warn!(%error, key = %finding.key, "the abuse watch's block could not be set");
+                }
+            }
+        }
+    })
 }
 
 impl RateLimits {
@@ -213,7 +259,38 @@ impl RateLimits {
                 })?,
             )
             .ipv6_prefix(config.ipv6_prefix)?;
-        // Last: nothing after it can fail and leave the task running.
+        let abuse = match config.abuse {
+            AbuseMode::Off => None,
+            mode => {
+                let mut builder = AbuseWatch::builder()
+                    .mode(if mode == AbuseMode::Act {
+                        Mode::Act
+                    } else {
+                        Mode::Observe
+                    })
+                    .interval(config.abuse_interval)
+                    .min_requests(config.abuse_min_requests)
+                    .tighten(4, config.abuse_tighten_for)
+                    .block_for(config.abuse_block_for)
+                    .metrics(monitor);
+                for entry in &config.abuse_allow {
+                    builder = builder.allow(entry.clone());
+                }
+                if let Some(store) = &redis_store {
+                    builder = builder.exchange(store.clone());
+                }
+                Some(builder.build()?)
+            }
+        };
+        // Last: nothing after them can fail and leave a task running.
+        let judging = abuse.as_ref().map(|watch| {
+            judge_abuse(
+                watch.clone(),
+                ddos.clone(),
+                api.clone(),
+                config.abuse_block_for,
+            )
+        });
         let watcher = tightening.watch(monitor, HEALTH_READ);
         Ok(Some(Self(Arc::new(Inner {
             ddos,
@@ -229,7 +306,25 @@ impl RateLimits {
             proxies,
             tightening,
             watcher,
+            abuse,
+            judging,
         }))))
+    }
+
+    /// The abuse watch, unless it is off.
+    pub(crate) fn abuse(&self) -> Option<&AbuseWatch> {
+        self.0.abuse.as_ref()
+    }
+
+    /// The limiter that blocks a client the abuse watch names.
+    pub(crate) fn abuse_limiter(&self, key: &str) -> &Limiter {
+        abuse_limiter(&self.0.ddos, &self.0.api, key)
+    }
+
+    /// What one request of `key` costs of its limits: more while the abuse
+    /// watch has it tightened.
+    fn cost_of(&self, key: &str) -> u64 {
+        self.0.abuse.as_ref().map_or(1, |watch| watch.cost(key))
     }
 
     /// Every limiter, by name.
@@ -411,7 +506,7 @@ pub(crate) fn ddos(limits: &RateLimits, request: &Request) -> Ddos {
     let Some(ip) = limits.client_ip(request) else {
         return Ddos::Reject(unknown_client());
     };
-    match limits.0.ddos.check_now(&ip, 1) {
+    match limits.0.ddos.check_now(&ip, limits.cost_of(&ip)) {
         Some(result) => ddos_verdict(result),
         None => Ddos::Remote(ip),
     }
@@ -419,7 +514,7 @@ pub(crate) fn ddos(limits: &RateLimits, request: &Request) -> Ddos {
 
 /// [`ddos`] for a limiter on Redis.
 pub(crate) async fn ddos_remote(limits: &RateLimits, ip: &str) -> Ddos {
-    ddos_verdict(limits.0.ddos.check(ip, 1).await)
+    ddos_verdict(limits.0.ddos.check(ip, limits.cost_of(ip)).await)
 }
 
 fn ddos_verdict(result: seawall_ratelimit::Result<Decision>) -> Ddos {
@@ -660,11 +755,49 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
 /// key, else a trusted proxy's `X-User-Id`, else its client address. Each
 /// consumes only when the ones before it admitted; the response carries
 /// every one's `RateLimit` items.
-pub(crate) async fn workload(
-    State(gate): State<Gate>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let Some(watch) = gate.limits.as_ref().and_then(RateLimits::abuse).cloned() else {
+        return gated(gate, request, next).await;
+    };
+    // What the abuse watch is told of the request once it is answered: by
+    // whom (the caller the limits counted, else its address), where, and
+    // how it was answered.
+    let uri = request.uri().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let address = gate
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.client_ip(&request));
+    let response = gated(gate, request, next).await;
+    let key = response
+        .extensions()
+        .get::<Counted>()
+        .map(|Counted(key)| key.as_str())
+        .or(address.as_deref());
+    if let Some(key) = key {
+        let route = route.as_ref().map_or("", MatchedPath::as_str);
+        // What was asked for: the path and the query (a catalogue walked
+        // page by page is one path and many queries).
+        let asked = uri
+            .path_and_query()
+            .map_or(uri.path(), |asked| asked.as_str());
+        watch.record(key, route, asked, response.status().as_u16());
+    }
+    response
+}
+
+/// Whom the limits counted a request by, on its response: for the abuse
+/// watch.
+#[derive(Clone)]
+struct Counted(String);
+
+/// `response`, marked as counted by `key`.
+fn mark_counted(mut response: Response, key: &str) -> Response {
+    response.extensions_mut().insert(Counted(key.to_owned()));
+    response
+}
+
+async fn gated(gate: Gate, mut request: Request, next: Next) -> Response {
     if let Some(problem) = repeated_identity(&request) {
         return problem.into_response();
     }
@@ -739,19 +872,25 @@ pub(crate) async fn workload(
         checks.push((&limits.0.report, "this caller's report quota"));
     }
     checks.push((&limits.0.api, who));
+    let cost = limits.cost_of(&counted);
     for (limiter, who) in checks {
-        match limiter.check(&counted, 1).await {
-            Ok(decision) if !decision.allowed => return too_many(&decision, who),
+        match limiter.check(&counted, cost).await {
+            Ok(decision) if !decision.allowed => {
+                return mark_counted(too_many(&decision, who), &counted);
+            }
             Ok(decision) => decisions.push(decision),
             Err(error) => {
                 tracing::warn!(%error, limiter = limiter.name(), "rate limiter failed; request let through");
             }
         }
     }
-    request.extensions_mut().insert(Identity(counted));
+    request.extensions_mut().insert(Identity(counted.clone()));
     let mut response = next.run(request).await;
     for decision in &decisions {
         seawall_ratelimit::set_headers(response.headers_mut(), decision);
+    }
+    if limits.abuse().is_some() {
+        response.extensions_mut().insert(Counted(counted));
     }
     response
 }

@@ -10,7 +10,7 @@
 //! and errors, a small HyperLogLog of paths per key bucket) and, for one
 //! request in 16, the space-saving ranking of the heaviest keys.
 //!
-//! Every [`interval`](AbuseWatchBuilder::interval) (10 s),
+//! Every [`interval`](AbuseWatchBuilder::interval) (20 s),
 //! [`judge`](AbuseWatch::judge) closes the interval and judges each key
 //! it ranked, and each key it judged before (up to
 //! [`tracked`](AbuseWatchBuilder::tracked) of them), on what the sketches
@@ -433,7 +433,7 @@ impl std::fmt::Debug for AbuseWatch {
 }
 
 impl AbuseWatch {
-    /// A builder with the defaults: observe only, intervals of 10 s.
+    /// A builder with the defaults: observe only, intervals of 20 s.
     pub fn builder() -> AbuseWatchBuilder {
         AbuseWatchBuilder::default()
     }
@@ -449,7 +449,8 @@ impl AbuseWatch {
     }
 
     /// Records one answered request of `key` on `route` (the route's
-    /// pattern, e.g. `/api/contents/{id}`) to `path` (what was asked for),
+    /// pattern, e.g. `/api/contents/{id}`) to `path` (what was asked for:
+    /// the path, and the query where pages or searches differ by it),
     /// answered with `status`. A 403 or 429 of a key under an action is the
     /// action's own and not counted as an error.
     pub fn record(&self, key: &str, route: &str, path: &str, status: u16) {
@@ -765,7 +766,7 @@ impl AbuseWatch {
             {
                 counter.inc();
             }
-            crate::trace::abuse_found(finding);
+            log_finding(finding);
             state.findings.push_back(finding.clone());
             if state.findings.len() > KEPT_FINDINGS {
                 state.findings.pop_front();
@@ -874,6 +875,33 @@ impl AbuseWatch {
             || key
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| options.allow_nets.iter().any(|net| net.contains(ip)))
+    }
+}
+
+/// The abuse watch found something, and did what `finding.action` says: a
+/// warning when it acted, information when it only observed (a finding that
+/// lasts repeats every interval).
+fn log_finding(finding: &Finding) {
+    if finding.action == Action::Observe {
+        tracing::info!(
+            name: "ratelimit.abuse",
+            {
+                seawall.ratelimit.key = %finding.key,
+                seawall.ratelimit.signal = finding.signal.as_str(),
+                seawall.ratelimit.action = finding.action.as_str(),
+            },
+            "abuse observed: {}", finding.reason
+        );
+    } else {
+        tracing::warn!(
+            name: "ratelimit.abuse",
+            {
+                seawall.ratelimit.key = %finding.key,
+                seawall.ratelimit.signal = finding.signal.as_str(),
+                seawall.ratelimit.action = finding.action.as_str(),
+            },
+            "abuse acted on ({}): {}", finding.action.as_str(), finding.reason
+        );
     }
 }
 
@@ -991,10 +1019,10 @@ impl Default for AbuseWatchBuilder {
     fn default() -> Self {
         Self {
             mode: Mode::Observe,
-            interval: Duration::from_secs(10),
+            interval: Duration::from_secs(20),
             tracked: 512,
             ranked: 64,
-            min_requests: 50,
+            min_requests: 20,
             path_share: 0.5,
             min_errors: 20,
             error_share: 0.5,
@@ -1035,7 +1063,7 @@ impl AbuseWatchBuilder {
         self
     }
 
-    /// How long an interval is (10 s by default; 1 s to 1 h).
+    /// How long an interval is (20 s by default; 1 s to 1 h).
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
@@ -1050,7 +1078,8 @@ impl AbuseWatchBuilder {
     }
 
     /// The fewest requests in an interval for a key (or a route) to be
-    /// judged (50).
+    /// judged (20: a client at one request a second; a person reading
+    /// pages asks for fewer).
     pub fn min_requests(mut self, requests: u64) -> Self {
         self.min_requests = requests;
         self
@@ -1192,7 +1221,21 @@ impl AbuseWatchBuilder {
                         "Abuse findings, by what was found and what was done.",
                         &["signal", "action"],
                     )
-                    .map(|findings| Metrics { findings })
+                    .and_then(|findings| {
+                        // Every finding there can be, at zero from the
+                        // start: a series that appears only with its first
+                        // finding would make a rate over it miss that one.
+                        for signal in [Signal::Rate, Signal::Paths, Signal::Errors] {
+                            for action in [Action::Observe, Action::Tighten, Action::Block] {
+                                findings.with_labels(&[signal.as_str(), action.as_str()])?;
+                            }
+                        }
+                        findings.with_labels(&[
+                            Signal::RouteErrors.as_str(),
+                            Action::Observe.as_str(),
+                        ])?;
+                        Ok(Metrics { findings })
+                    })
                     .map_err(Error::Metrics)
             })
             .transpose()?;
@@ -1250,7 +1293,11 @@ mod tests {
     const TEN_S: i64 = 10_000;
 
     fn watch(mode: Mode) -> AbuseWatch {
-        AbuseWatch::builder().mode(mode).build().expect("watch")
+        AbuseWatch::builder()
+            .mode(mode)
+            .interval(Duration::from_secs(10))
+            .build()
+            .expect("watch")
     }
 
     /// `n` requests of `key`, each to the same few paths, answered 200.
@@ -1399,6 +1446,7 @@ mod tests {
     fn a_key_is_tightened_then_blocked_on_new_evidence_and_both_expire() {
         let watch = AbuseWatch::builder()
             .mode(Mode::Act)
+            .interval(Duration::from_secs(10))
             .tighten(4, Duration::from_secs(60))
             .block_for(Duration::from_secs(120))
             .build()
@@ -1494,6 +1542,7 @@ mod tests {
     fn allow_listed_keys_and_networks_are_observed_never_acted_on() {
         let watch = AbuseWatch::builder()
             .mode(Mode::Act)
+            .interval(Duration::from_secs(10))
             .allow("key:partner")
             .allow("10.0.0.0/8")
             .build()

@@ -150,30 +150,3 @@ pub(crate) fn health_change(
         );
     }
 }
-
-/// The abuse watch found something, and did what `finding.action` says: a
-/// warning when it acted, information when it only observed (a finding that
-/// lasts repeats every interval).
-pub(crate) fn abuse_found(finding: &crate::abuse::Finding) {
-    if finding.action == crate::abuse::Action::Observe {
-        tracing::info!(
-            name: "ratelimit.abuse",
-            {
-                seawall.ratelimit.key = %finding.key,
-                seawall.ratelimit.signal = finding.signal.as_str(),
-                seawall.ratelimit.action = finding.action.as_str(),
-            },
-            "abuse observed: {}", finding.reason
-        );
-    } else {
-        tracing::warn!(
-            name: "ratelimit.abuse",
-            {
-                seawall.ratelimit.key = %finding.key,
-                seawall.ratelimit.signal = finding.signal.as_str(),
-                seawall.ratelimit.action = finding.action.as_str(),
-            },
-            "abuse acted on ({}): {}", finding.action.as_str(), finding.reason
-        );
-    }
-}

@@ -3,7 +3,9 @@
 //! scales them, the
 //! in-flight limit, tiers and tenants),
 //! `POST /api/rate-limit` (a tenant's tier), `DELETE /api/rate-limit`
-//! (reset a key), and `POST` / `DELETE /api/rate-limit/block`.
+//! (reset a key), `POST` / `DELETE /api/rate-limit/block`, and the abuse
+//! watch's `GET` / `DELETE /api/rate-limit/abuse` (findings and actions; a
+//! pardon).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -74,6 +76,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(stats, set_tier, reset))
         .routes(routes!(block, unblock))
+        .routes(routes!(abuse, pardon))
 }
 
 /// One rule of a limiter.
@@ -630,4 +633,173 @@ async fn unblock(State(state): State<AppState>, params: Params) -> Result<Json<K
         "key unblocked by an admin"
     );
     Ok(Json(key_state(limiter, key, &decision)))
+}
+
+/// The abuse watch: what it does, the actions in force and what it found.
+#[derive(Debug, Serialize, ToSchema)]
+struct AbuseState {
+    /// `observe` (findings are only recorded) or `act`.
+    #[schema(example = "observe")]
+    mode: &'static str,
+    /// How often it judges what it counted, in seconds.
+    interval_seconds: f64,
+    /// The actions in force, the one that ends last first.
+    actions: Vec<AbuseAction>,
+    /// The latest findings (at most 200), the newest first.
+    findings: Vec<AbuseFinding>,
+}
+
+/// An action in force on a client.
+#[derive(Debug, Serialize, ToSchema)]
+struct AbuseAction {
+    /// The client: `key:<id>`, `user:<id>` or an address.
+    key: String,
+    /// `tighten` (its requests cost more of its limits) or `block`.
+    #[schema(example = "tighten")]
+    action: &'static str,
+    /// What one of its requests costs of its limits now.
+    cost: u64,
+    /// Seconds until the action ends.
+    remaining_seconds: f64,
+    /// Why.
+    reason: String,
+}
+
+/// Something the abuse watch found.
+#[derive(Debug, Serialize, ToSchema)]
+struct AbuseFinding {
+    /// The client, or the route for `route_errors`.
+    key: String,
+    /// `rate`, `paths`, `errors` or `route_errors`.
+    #[schema(example = "paths")]
+    signal: &'static str,
+    /// `observe`, `tighten` or `block`.
+    #[schema(example = "observe")]
+    action: &'static str,
+    /// Why, in a sentence.
+    reason: String,
+    /// When the interval judged began, in Unix milliseconds.
+    interval_start_ms: i64,
+    /// When the action ends, in Unix milliseconds; null for `observe`.
+    until_ms: Option<i64>,
+    /// Requests in the interval.
+    requests: u64,
+    /// Of them, answered 401, 403, 404 or 429.
+    errors: u64,
+    /// Distinct paths among them (an estimate).
+    distinct_paths: u64,
+}
+
+/// The abuse watch, or a 409 problem when it (or rate limiting) is off.
+fn watch(
+    state: &AppState,
+) -> Result<(&RateLimits, &seawall_ratelimit::abuse::AbuseWatch), Problem> {
+    let limits = limits(state)?;
+    let watch = limits.abuse().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "abuse detection is off (ratelimit.abuse = off)",
+        )
+    })?;
+    Ok((limits, watch))
+}
+
+/// The abuse watch's mode, the actions in force and its latest findings.
+#[utoipa::path(get, path = "/api/rate-limit/abuse", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The abuse watch", body = AbuseState),
+        (status = 409, description = "Rate limiting or abuse detection is off",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn abuse(State(state): State<AppState>) -> Result<Json<AbuseState>, Problem> {
+    use seawall_ratelimit::abuse::Mode;
+    let (_, watch) = watch(&state)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let actions = watch
+        .actions()
+        .into_iter()
+        .map(|action| AbuseAction {
+            key: action.key,
+            action: action.action.as_str(),
+            cost: action.cost,
+            // Milliseconds of a day or so: exact in an f64.
+            #[allow(clippy::cast_precision_loss)]
+            remaining_seconds: (action.until_ms - now_ms).max(0) as f64 / 1000.0,
+            reason: action.reason,
+        })
+        .collect();
+    let findings = watch
+        .findings()
+        .into_iter()
+        .map(|finding| AbuseFinding {
+            key: finding.key,
+            signal: finding.signal.as_str(),
+            action: finding.action.as_str(),
+            reason: finding.reason,
+            interval_start_ms: finding.interval_start_ms,
+            until_ms: finding.until_ms,
+            requests: finding.requests,
+            errors: finding.errors,
+            distinct_paths: finding.distinct_paths,
+        })
+        .collect();
+    Ok(Json(AbuseState {
+        mode: match watch.mode() {
+            Mode::Act => "act",
+            Mode::Observe => "observe",
+        },
+        interval_seconds: watch.interval().as_secs_f64(),
+        actions,
+        findings,
+    }))
+}
+
+/// A pardon's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+struct Pardon {
+    /// The client.
+    key: String,
+    /// Whether an action was in force on it (and is now ended; a block
+    /// is lifted on its limiter).
+    ended: bool,
+}
+
+/// Ends the abuse watch's action on a client: a tightening ends, a block
+/// is lifted. Its findings stay listed.
+#[utoipa::path(delete, path = "/api/rate-limit/abuse", tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("key" = String, Query, description = "The client: `key:<key id>`, `user:<id>` or an address",
+            min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$", example = "203.0.113.9"),
+    ),
+    responses(
+        (status = 200, description = "The client, pardoned", body = Pardon),
+        (status = 409, description = "Rate limiting or abuse detection is off",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The key has a control character",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn pardon(State(state): State<AppState>, params: Params) -> Result<Json<Pardon>, Problem> {
+    let (limits, watch) = watch(&state)?;
+    let key = params.required("key")?;
+    if let Some(bad) = BadKey::of(key) {
+        return Err(bad.in_query());
+    }
+    let blocked = watch.actions().iter().any(|action| {
+        action.key == key && action.action == seawall_ratelimit::abuse::Action::Block
+    });
+    let ended = watch.pardon(key);
+    if blocked {
+        limits.abuse_limiter(key).unblock(key).await?;
+    }
+    tracing::info!(key, ended, "abuse action pardoned by an admin");
+    Ok(Json(Pardon {
+        key: key.to_owned(),
+        ended,
+    }))
 }

@@ -548,3 +548,130 @@ async fn the_limits_tighten_when_health_falls_and_loosen_a_level_at_a_time() {
         "{text}"
     );
 }
+
+/// A request for `uri` from `address`, as the service's own server would
+/// hand it over.
+fn from(address: [u8; 4], uri: &str) -> axum::http::Request<axum::body::Body> {
+    let mut request = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            address, 40_000,
+        ))));
+    request
+}
+
+/// What the API limiter says is left for a response's caller.
+fn api_remaining(reply: &crate::support::Reply) -> i64 {
+    reply
+        .headers
+        .get_all("ratelimit")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(", "))
+        .find_map(|item| item.strip_prefix("\"api\";r="))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|remaining| remaining.parse().ok())
+        .expect("the API limiter's RateLimit item")
+}
+
+/// With abuse detection acting: a client walking the catalogue page by
+/// page is found by its distinct paths and tightened (each of its requests
+/// then takes 4 of its limit), listed with its reason, and pardoned by an
+/// admin; a client reading one page again and again, as often, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraper_is_found_tightened_listed_and_pardoned() {
+    const SCRAPER: [u8; 4] = [203, 0, 113, 77];
+    const READER: [u8; 4] = [203, 0, 113, 78];
+    let app = TestApp::sqlite_with(|config| {
+        config.ratelimit.abuse = seawall_app::config::AbuseMode::Act;
+        config.ratelimit.abuse_interval = Duration::from_secs(1);
+        config.ratelimit.abuse_min_requests = 20;
+        config.ratelimit.api = profile("100000/1m");
+    })
+    .await;
+    let mut page = 0;
+    let found = loop {
+        for _ in 0..30 {
+            page += 1;
+            let reply = app
+                .send(from(SCRAPER, &format!("/api/content?page={page}")))
+                .await;
+            assert_eq!(reply.status, 200);
+            let reply = app.send(from(READER, "/api/content?page=1")).await;
+            assert_eq!(reply.status, 200);
+        }
+        let state = app.admin_get("/api/rate-limit/abuse").await;
+        assert_eq!(state.status, 200, "{}", state.text());
+        let findings = state.json["findings"].as_array().expect("findings").clone();
+        assert!(
+            findings.iter().all(|f| f["key"] != "203.0.113.78"),
+            "the reader was found: {findings:?}"
+        );
+        if let Some(finding) = findings.into_iter().find(|f| f["key"] == "203.0.113.77") {
+            break finding;
+        }
+        assert!(page < 30_000, "the scraper was never found");
+    };
+    assert_eq!(found["signal"], "paths", "{found}");
+    assert_eq!(found["action"], "tighten", "{found}");
+    assert!(
+        found["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("distinct paths")),
+        "{found}"
+    );
+    let state = app.admin_get("/api/rate-limit/abuse").await;
+    assert_eq!(state.json["mode"], "act");
+    let action = &state.json["actions"][0];
+    assert_eq!(
+        (&action["key"], &action["action"], &action["cost"]),
+        (&json!("203.0.113.77"), &json!("tighten"), &json!(4))
+    );
+    // Each of its requests now takes four of its limit; the reader's one.
+    let scraper = || app.send(from(SCRAPER, "/api/content?page=1"));
+    let reader = || app.send(from(READER, "/api/content?page=1"));
+    let (before, after) = (
+        api_remaining(&scraper().await),
+        api_remaining(&scraper().await),
+    );
+    assert!((3..=5).contains(&(before - after)), "{before} then {after}");
+    let (before, after) = (
+        api_remaining(&reader().await),
+        api_remaining(&reader().await),
+    );
+    assert!((0..=2).contains(&(before - after)), "{before} then {after}");
+    // An admin pardons it.
+    let pardon = app
+        .admin_send("DELETE", "/api/rate-limit/abuse?key=203.0.113.77", None)
+        .await;
+    assert_eq!(pardon.status, 200, "{}", pardon.text());
+    assert_eq!(pardon.json, json!({"key": "203.0.113.77", "ended": true}));
+    let (before, after) = (
+        api_remaining(&scraper().await),
+        api_remaining(&scraper().await),
+    );
+    assert!((0..=2).contains(&(before - after)), "{before} then {after}");
+    let bad = app
+        .admin_send("DELETE", "/api/rate-limit/abuse?key=%07", None)
+        .await;
+    assert_eq!(bad.status, 422);
+}
+
+/// With abuse detection off, its routes say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_abuse_detection_off_its_routes_answer_409() {
+    let app = TestApp::sqlite_with(|config| {
+        config.ratelimit.abuse = seawall_app::config::AbuseMode::Off;
+    })
+    .await;
+    let state = app.admin_get("/api/rate-limit/abuse").await;
+    assert_eq!(state.status, 409);
+    assert!(state.assert_problem(409).contains("ratelimit.abuse = off"));
+    let pardon = app
+        .admin_send("DELETE", "/api/rate-limit/abuse?key=k", None)
+        .await;
+    assert_eq!(pardon.status, 409);
+}

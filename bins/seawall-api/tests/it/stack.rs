@@ -643,6 +643,7 @@ async fn every_operation_in_the_document_is_served() {
             "/api/queue/{queue}/schedulers/{id}/pause",
             "/api/queue/{queue}/schedulers/{id}/resume",
             "/api/rate-limit",
+            "/api/rate-limit/abuse",
             "/api/rate-limit/block",
             "/api/review/complete",
             "/api/review/today",

@@ -110,9 +110,9 @@ mod validate;
 pub use error::ConfigError;
 pub use queue::{QueueName, QueuePolicy, Recurring, RetryBackoff};
 pub use schema::{
-    AdminConfig, Admission, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag, LogConfig,
-    LogFormat, OtelConfig, PerfmonConfig, Profile, QueueConfig, RateLimitConfig, RedisConfig,
-    ReviewWrites, SETTINGS, ServerConfig, Setting, WorkerConfig, reference_table,
+    AbuseMode, AdminConfig, Admission, CacheConfig, Config, DatabaseConfig, DemoConfig, Flag,
+    LogConfig, LogFormat, OtelConfig, PerfmonConfig, Profile, QueueConfig, RateLimitConfig,
+    RedisConfig, ReviewWrites, SETTINGS, ServerConfig, Setting, WorkerConfig, reference_table,
 };
 pub use sources::{
     Program, command, command_for, env_vars, from_sources, from_sources_for, load, load_for,

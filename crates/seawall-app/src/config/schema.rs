@@ -269,6 +269,41 @@ pub struct RateLimitConfig {
     /// opens): what a request may wait for a stalled Redis, once.
     #[serde(with = "duration")]
     pub store_timeout: Duration,
+    /// Abuse detection (`seawall_ratelimit::abuse`): off, observe (each
+    /// finding is logged, counted and listed; nothing is done) or act (a
+    /// client is tightened, then blocked, each for a while).
+    pub abuse: AbuseMode,
+    /// How often the abuse watch judges what it counted.
+    #[serde(with = "duration")]
+    pub abuse_interval: Duration,
+    /// The fewest requests in an interval for a client or a route to be
+    /// judged at all.
+    pub abuse_min_requests: u64,
+    /// How long a tightened client's requests cost four times as much of
+    /// its limits.
+    #[serde(with = "duration")]
+    pub abuse_tighten_for: Duration,
+    /// How long a block the abuse watch asks for lasts.
+    #[serde(with = "duration")]
+    pub abuse_block_for: Duration,
+    /// Clients never acted on (only observed): keys as the limits count
+    /// callers (`key:<id>`, `user:<id>`, an address), or networks.
+    pub abuse_allow: Vec<String>,
+}
+
+/// What the service does about abuse it finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AbuseMode {
+    /// No watch: nothing is counted.
+    Off,
+    /// Findings are logged, counted and listed, and nothing is done (a
+    /// shadow mode, to learn what acting would do).
+    #[default]
+    Observe,
+    /// A client is tightened on its first finding and blocked on one while
+    /// tightened.
+    Act,
 }
 
 /// The tiered cache: L1 in process, and Redis as L2 when a Redis URL is set.
@@ -651,6 +686,12 @@ impl Default for RateLimitConfig {
             health_unhealthy: 0.25,
             health_recover: Duration::from_secs(30),
             store_timeout: seawall_ratelimit::DEFAULT_TIMEOUT,
+            abuse: AbuseMode::Observe,
+            abuse_interval: Duration::from_secs(20),
+            abuse_min_requests: 20,
+            abuse_tighten_for: Duration::from_secs(10 * 60),
+            abuse_block_for: Duration::from_secs(15 * 60),
+            abuse_allow: Vec::new(),
         }
     }
 }
@@ -944,6 +985,27 @@ impl SettingValue for Admission {
     }
 }
 
+impl SettingValue for AbuseMode {
+    fn read(text: &str) -> Result<Self, ParseError> {
+        match text.to_ascii_lowercase().as_str() {
+            "off" => Ok(Self::Off),
+            "observe" => Ok(Self::Observe),
+            "act" => Ok(Self::Act),
+            _ => Err("expected off, observe or act".into()),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(
+            match self {
+                Self::Off => "off",
+                Self::Observe => "observe",
+                Self::Act => "act",
+            }
+            .to_owned(),
+        )
+    }
+}
+
 impl SettingValue for ReviewWrites {
     fn read(text: &str) -> Result<Self, ParseError> {
         match text.to_ascii_lowercase().as_str() {
@@ -1164,6 +1226,25 @@ pub static SETTINGS: &[Setting] = &[
     setting!(ratelimit.store_timeout, env: ["SEAWALL_RATELIMIT_STORE_TIMEOUT"],
         flag: value("ratelimit-store-timeout", "DURATION"),
         help: "How long a rate-limit check waits for Redis before the limit is decided in memory (once per outage: the store's breaker then answers at once), 1ms to 10s"),
+    setting!(ratelimit.abuse, env: ["SEAWALL_RATELIMIT_ABUSE"],
+        flag: value("ratelimit-abuse", "MODE"),
+        help: "Abuse detection (bursts, scraping, credential stuffing, creeping route errors): off, observe (findings are logged, counted and listed at GET /api/rate-limit/abuse; nothing is done) or act (a client is tightened, then blocked, each for a while)"),
+    setting!(ratelimit.abuse_interval, env: ["SEAWALL_RATELIMIT_ABUSE_INTERVAL"],
+        flag: value("ratelimit-abuse-interval", "DURATION"),
+        help: "How often the abuse watch judges what it counted, 1s to 1h"),
+    setting!(ratelimit.abuse_min_requests, env: ["SEAWALL_RATELIMIT_ABUSE_MIN_REQUESTS"],
+        flag: value("ratelimit-abuse-min-requests", "N"),
+        help: "The fewest requests in an interval for a client or a route to be judged, 1 to 1000000"),
+    setting!(ratelimit.abuse_tighten_for, env: ["SEAWALL_RATELIMIT_ABUSE_TIGHTEN_FOR"],
+        flag: value("ratelimit-abuse-tighten-for", "DURATION"),
+        help: "How long a tightened client's requests cost four times as much of its limits, 1s to 1d"),
+    setting!(ratelimit.abuse_block_for, env: ["SEAWALL_RATELIMIT_ABUSE_BLOCK_FOR"],
+        flag: value("ratelimit-abuse-block-for", "DURATION"),
+        help: "How long a block the abuse watch asks for lasts, 1s to 1d"),
+    setting!(ratelimit.abuse_allow, env: ["SEAWALL_RATELIMIT_ABUSE_ALLOW"],
+        flag: value("ratelimit-abuse-allow", "LIST"),
+        help: "Comma-separated clients the abuse watch never acts on (only observes): key:<id>, user:<id>, addresses or networks",
+        default: "none"),
     setting!(cache.enabled, env: ["SEAWALL_CACHE"],
         flag: Flag::Switch { long: "no-cache", value: "false" },
         help: "Cache the reference workload's reads; --no-cache reads the database every time"),

@@ -71,7 +71,48 @@ impl Config {
             health_unhealthy,
             health_recover,
             store_timeout,
+            abuse: _,
+            abuse_interval,
+            abuse_min_requests,
+            abuse_tighten_for,
+            abuse_block_for,
+            abuse_allow,
         } = &self.ratelimit;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(abuse_interval) {
+            return Err(invalid(
+                "ratelimit.abuse_interval",
+                humantime::format_duration(*abuse_interval),
+                "must be 1s to 1h",
+            ));
+        }
+        if !(1..=1_000_000).contains(abuse_min_requests) {
+            return Err(invalid(
+                "ratelimit.abuse_min_requests",
+                abuse_min_requests,
+                "must be 1 to 1000000",
+            ));
+        }
+        for (key, duration) in [
+            ("ratelimit.abuse_tighten_for", abuse_tighten_for),
+            ("ratelimit.abuse_block_for", abuse_block_for),
+        ] {
+            if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(duration) {
+                return Err(invalid(
+                    key,
+                    humantime::format_duration(*duration),
+                    "must be 1s to 1d",
+                ));
+            }
+        }
+        for entry in abuse_allow {
+            if entry.contains('/') && entry.parse::<seawall_ratelimit::IpNet>().is_err() {
+                return Err(invalid(
+                    "ratelimit.abuse_allow",
+                    entry,
+                    "a network must be an address and a prefix length, such as 10.0.0.0/8",
+                ));
+            }
+        }
         if !(Duration::from_millis(1)..=Duration::from_secs(10)).contains(store_timeout) {
             return Err(invalid(
                 "ratelimit.store_timeout",
@@ -1151,6 +1192,57 @@ mod tests {
             expect_invalid(load_with(args, &[]), key);
         }
         assert!(load_with(&["--ipv6-prefix", "300"], &[]).is_err());
+    }
+
+    #[test]
+    fn the_abuse_watch_observes_by_default_and_its_settings_have_ranges() {
+        let config = load_with(&[], &[]).expect("defaults");
+        assert_eq!(config.ratelimit.abuse, crate::config::AbuseMode::Observe);
+        assert_eq!(config.ratelimit.abuse_interval, Duration::from_secs(20));
+        assert_eq!(config.ratelimit.abuse_min_requests, 20);
+        let config = load_with(
+            &[
+                "--ratelimit-abuse",
+                "act",
+                "--ratelimit-abuse-allow",
+                "key:7, 10.0.0.0/8",
+            ],
+            &[("SEAWALL_RATELIMIT_ABUSE_BLOCK_FOR", "2m")],
+        )
+        .expect("abuse settings");
+        assert_eq!(config.ratelimit.abuse, crate::config::AbuseMode::Act);
+        assert_eq!(config.ratelimit.abuse_allow, ["key:7", "10.0.0.0/8"]);
+        assert_eq!(config.ratelimit.abuse_block_for, Duration::from_secs(120));
+        assert!(load_with(&["--ratelimit-abuse", "block"], &[]).is_err());
+        for (flag, value, key) in [
+            (
+                "--ratelimit-abuse-interval",
+                "500ms",
+                "ratelimit.abuse_interval",
+            ),
+            (
+                "--ratelimit-abuse-min-requests",
+                "0",
+                "ratelimit.abuse_min_requests",
+            ),
+            (
+                "--ratelimit-abuse-tighten-for",
+                "2d",
+                "ratelimit.abuse_tighten_for",
+            ),
+            (
+                "--ratelimit-abuse-block-for",
+                "0s",
+                "ratelimit.abuse_block_for",
+            ),
+            (
+                "--ratelimit-abuse-allow",
+                "10.0.0.0/99",
+                "ratelimit.abuse_allow",
+            ),
+        ] {
+            expect_invalid(load_with(&[flag, value], &[]), key);
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ async fn instances(url: &str) -> [AbuseWatch; 2] {
         watches.push(
             AbuseWatch::builder()
                 .mode(Mode::Act)
+                .interval(std::time::Duration::from_secs(10))
                 .min_requests(200)
                 .exchange(store)
                 .build()
@@ -70,6 +71,7 @@ async fn a_client_split_over_two_instances_is_found_by_both(url: &str) {
     }
     // Without the exchange, neither half alone is judged.
     let alone = AbuseWatch::builder()
+        .interval(std::time::Duration::from_secs(10))
         .min_requests(200)
         .build()
         .expect("a watch");
