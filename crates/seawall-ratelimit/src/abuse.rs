@@ -1041,14 +1041,18 @@ impl Default for AbuseWatchBuilder {
                 .windows(3, 12)
                 .rarity(0.1, 100),
             // A route's error share: no season, following about the last
-            // 200 intervals, so that a creep over minutes shows as a shift.
+            // 200 intervals, so that a creep over minutes shows as a shift;
+            // a baseline from 20 intervals on, an alarm once evidence that
+            // strong came in under a tenth of them; a scale of at least a
+            // point of the share (a route without errors is not alarmed by
+            // its first 404).
             route_detector: AnomalyOptions::default()
                 .season(Season::None)
-                .learning(30, 1)
+                .learning(20, 1)
                 .weights(0.01, 0.01)
                 .windows(3, 12)
-                .floor(0.002)
-                .rarity(0.05, 200),
+                .floor(0.01)
+                .rarity(0.1, 200),
             allow: Vec::new(),
             exchange: None,
             metrics: None,
