@@ -3,7 +3,9 @@
  * (sampled by this page every 2 s from `GET /api/rate-limit`), the
  * in-flight limit beside how the service's health scales the per-caller
  * and per-tenant limits, each limiter's quota and counts, the heaviest
- * callers, the blocked keys with an unblock button, a
+ * callers, the blocked keys with an unblock button, the abuse watch's
+ * actions in force (with a pardon button) and latest findings, each with its
+ * reason (`GET /api/rate-limit/abuse`), a
  * tier editor for tenants, the API keys (issue one to a tenant, shown once;
  * list; revoke), and a button that sends requests as one API client (with
  * an API key, else by this browser's address) and shows how many got
@@ -153,6 +155,35 @@ export default {
       ),
     );
 
+    // The abuse watch: actions in force, and the latest findings.
+    const abuseNote = h("span", { class: "section-note", "data-testid": "abuse-mode" });
+    const actionBody = h("tbody");
+    const findingBody = h("tbody");
+    const abuseTable = (testid, caption, columns, body) =>
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          { "data-testid": testid },
+          h("caption", {}, ...caption),
+          h("thead", {}, h("tr", {}, ...columns.map(([label, cls]) => h("th", { scope: "col", class: cls ?? "" }, label)))),
+          body,
+        ),
+      );
+    const actionTable = abuseTable(
+      "abuse-actions",
+      ["Abuse: actions in force ", abuseNote],
+      [["Client"], ["Action"], ["Ends in", "num"], ["Why"], [h("span", { class: "visually-hidden" }, "Pardon")]],
+      actionBody,
+    );
+    const findingTable = abuseTable(
+      "abuse-findings",
+      ["Abuse: latest findings"],
+      [["When"], ["Client or route"], ["Found"], ["Done"], ["Why"]],
+      findingBody,
+    );
+
     // The tier editor.
     const tenantSelect = h("select", { id: "rl-tenant", "data-testid": "rl-tenant" });
     const tierSelect = h("select", { id: "rl-tier", "data-testid": "rl-tier" });
@@ -225,6 +256,7 @@ export default {
       loadSection,
       h("section", { class: "panel-section two-columns", "aria-label": "Limiters" }, limiterTable),
       h("section", { class: "panel-section two-columns", "aria-label": "Heaviest callers and blocked keys" }, callersTable, blockedTable),
+      h("section", { class: "panel-section two-columns", "aria-label": "Abuse" }, actionTable, findingTable),
       h(
         "section",
         { class: "panel-section two-columns", "aria-label": "Actions" },
@@ -345,6 +377,60 @@ export default {
       );
     };
 
+    const pardon = async (key, button) => {
+      button.disabled = true;
+      const { status, body } = await ctx.send(`/api/rate-limit/abuse?${new URLSearchParams({ key })}`, { method: "DELETE" });
+      if (status !== 200) {
+        ctx.setStatus(`Could not pardon ${key}: ${body?.detail ?? status}`, { error: true });
+        button.disabled = false;
+        return;
+      }
+      await refresh();
+    };
+
+    const renderAbuse = ({ status, body }) => {
+      if (status !== 200) {
+        // 409: rate limiting or the watch is off.
+        abuseNote.textContent = body?.detail ?? `unavailable (${status})`;
+        actionBody.replaceChildren(h("tr", {}, h("td", { class: "empty", colspan: 5 }, "Abuse detection is off")));
+        findingBody.replaceChildren(h("tr", {}, h("td", { class: "empty", colspan: 5 }, "Abuse detection is off")));
+        return;
+      }
+      abuseNote.textContent = body.mode === "act" ? "acting" : "observing only: nothing is done";
+      actionBody.replaceChildren(
+        ...(body.actions.length === 0
+          ? [h("tr", {}, h("td", { class: "empty", colspan: 5 }, "No client is acted on"))]
+          : body.actions.map((action) => {
+              const button = h("button", { type: "button", class: "button button-secondary", "data-testid": "abuse-pardon", "data-key": action.key }, "Pardon");
+              button.addEventListener("click", () => pardon(action.key, button));
+              return h(
+                "tr",
+                { "data-testid": "abuse-action-row", "data-key": action.key, "data-action": action.action },
+                h("td", { class: "text" }, action.key),
+                h("td", {}, action.action === "tighten" ? `tightened (×${action.cost})` : "blocked"),
+                h("td", { class: "num" }, format.ms(action.remaining_seconds * 1000)),
+                h("td", { class: "text" }, action.reason),
+                h("td", {}, button),
+              );
+            })),
+      );
+      findingBody.replaceChildren(
+        ...(body.findings.length === 0
+          ? [h("tr", {}, h("td", { class: "empty", colspan: 5 }, "Nothing found"))]
+          : body.findings.slice(0, 20).map((finding) =>
+              h(
+                "tr",
+                { "data-testid": "abuse-finding-row", "data-key": finding.key, "data-signal": finding.signal },
+                h("td", {}, new Date(finding.interval_start_ms).toLocaleTimeString()),
+                h("td", { class: "text" }, finding.key),
+                h("td", {}, finding.signal.replace("_", " ")),
+                h("td", {}, finding.action),
+                h("td", { class: "text" }, finding.reason),
+              ),
+            )),
+      );
+    };
+
     const renderTiers = (stats) => {
       const keep = (select, values) => {
         const chosen = select.value;
@@ -428,8 +514,13 @@ export default {
     };
 
     const refresh = async () => {
-      const [stats, keys] = await Promise.all([ctx.fetchJson("/api/rate-limit"), ctx.fetchJson("/api/keys")]);
+      const [stats, keys, abuse] = await Promise.all([
+        ctx.fetchJson("/api/rate-limit"),
+        ctx.fetchJson("/api/keys"),
+        ctx.send("/api/rate-limit/abuse", { method: "GET" }),
+      ]);
       renderLimiters(stats);
+      renderAbuse(abuse);
       renderLoad(stats);
       renderCallers(stats);
       renderBlocked(stats);

@@ -498,9 +498,66 @@ async fn use_rate_limit_panel(browser: &Client, server: &TestServer) -> TestResu
     })
     .await?;
     check!(result.contains("1 other (401)"), "try result: {result:?}");
-
     console_is_clean(browser).await?;
     Ok(())
+}
+
+/// With the abuse watch acting, the rate-limit panel lists what it did to
+/// a client walking the catalogue and why, and pardons it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_panel_lists_the_abuse_watchs_actions_and_pardons_one() -> TestResult {
+    let server = TestServer::start_with(|config| {
+        config.ratelimit.abuse = seawall_app::config::AbuseMode::Act;
+        config.ratelimit.abuse_interval = Duration::from_secs(1);
+        config.ratelimit.abuse_min_requests = 20;
+        config.ratelimit.api = "100000/1m".parse().expect("profile");
+    })
+    .await;
+    in_browser(server, use_abuse_section).await
+}
+
+async fn use_abuse_section(browser: &Client, server: &TestServer) -> TestResult {
+    sign_in(browser, server).await?;
+    wait_displayed(browser, "[data-testid=abuse-actions]").await?;
+    // This test's client (127.0.0.1) walks the catalogue page by page until
+    // the panel shows it tightened.
+    let rows = "[data-testid=abuse-action-row][data-key='127.0.0.1']";
+    let mut page = 0;
+    wait_for("the walker to be acted on", async || {
+        for _ in 0..30 {
+            page += 1;
+            let _ = server
+                .request(Method::GET, &format!("/api/content?page={page}"))
+                .send()
+                .await;
+        }
+        let found = browser.find_all(Css(rows)).await?;
+        Ok((!found.is_empty()).then_some(()))
+    })
+    .await?;
+    let action = browser.find(Css(rows)).await?.attr("data-action").await?;
+    // Tightened, or already blocked if it kept walking while tightened.
+    check!(
+        matches!(action.as_deref(), Some("tighten" | "block")),
+        "the action shown: {action:?}"
+    );
+    let mode = browser
+        .find(Css("[data-testid=abuse-mode]"))
+        .await?
+        .text()
+        .await?;
+    check!(mode == "acting", "the mode shown: {mode:?}");
+    wait_displayed(
+        browser,
+        "[data-testid=abuse-finding-row][data-key='127.0.0.1'][data-signal=paths]",
+    )
+    .await?;
+    click(browser, "[data-testid=abuse-pardon][data-key='127.0.0.1']").await?;
+    wait_for("the walker to leave the actions", async || {
+        Ok(browser.find_all(Css(rows)).await?.is_empty().then_some(()))
+    })
+    .await?;
+    console_is_clean(browser).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
