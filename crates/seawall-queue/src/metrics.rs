@@ -1,9 +1,13 @@
 //! The queue's numbers in seawall-perfmon: wait time, run time and outcomes
-//! per queue, depth per state, the oldest waiting job's age, and whether the
-//! queue is paused.
+//! per queue, depth per state, the oldest waiting job's age, whether the
+//! queue is paused, and a forecast of its waiting jobs an hour ahead.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
+use seawall_perfmon::anomaly::Season;
+use seawall_perfmon::forecast::{ForecastOptions, Forecaster};
 use seawall_perfmon::{Counter, DEFAULT_BUCKETS, Gauge, Histogram, Monitor};
 
 use crate::error::{Error, Result};
@@ -13,6 +17,22 @@ use crate::store::AfterFailure;
 /// The wait and run histograms' buckets past the default ones (which end at
 /// 10 s), in seconds.
 const LONG_BUCKETS_S: [u64; 5] = [30, 60, 300, 900, 3_600];
+/// How far ahead the waiting jobs are forecast.
+const FORECAST_AHEAD: Duration = Duration::from_secs(3600);
+/// The forecaster takes one observation a minute: the mean of the minute's
+/// readings (an hour ahead is then 60 of its steps).
+const FORECAST_STEP_S: i64 = 60;
+
+/// The forecast of one queue's waiting jobs: the minute being read, and the
+/// forecaster that learns from each minute's mean.
+struct WaitingForecast {
+    forecaster: Forecaster,
+    /// The minute being read (Unix seconds / 60), the sum of its readings
+    /// and how many there were.
+    minute: i64,
+    sum: f64,
+    readings: u32,
+}
 
 /// One queue's metrics in a [`Monitor`]:
 ///
@@ -34,7 +54,15 @@ const LONG_BUCKETS_S: [u64; 5] = [30, 60, 300, 900, 3_600];
 /// - `queue_oldest_waiting_age_seconds{queue}`: how long the oldest job at
 ///   the head of a line has waited (see [`Backlog::oldest_waiting`]), 0
 ///   when none waits, set by [`record_backlog`](QueueMetrics::record_backlog)
-///   only.
+///   only;
+/// - `queue_waiting_forecast{queue,bound}`: the waiting jobs forecast an
+///   hour ahead (`bound="value"`) and its 90 % interval (`"low"`, `"high"`),
+///   from [`record_backlog`](QueueMetrics::record_backlog)'s readings: each
+///   minute's mean feeds seawall-perfmon's
+///   [`Forecaster`](seawall_perfmon::forecast::Forecaster) (a level and a
+///   trend, no season). Until it has learned 50 minutes, all
+///   three are the latest minute's mean. A forecast, not a promise: it drives
+///   nothing; an alert reads it.
 ///
 /// The gauges are exported, at 0, from [`register`](QueueMetrics::register)
 /// on.
@@ -52,6 +80,9 @@ pub struct QueueMetrics {
     depth: [Gauge; 5],
     paused: Gauge,
     oldest_waiting: Gauge,
+    /// `queue_waiting_forecast`: value, low, high.
+    forecast_gauges: [Gauge; 3],
+    forecast: Arc<Mutex<WaitingForecast>>,
 }
 
 impl std::fmt::Debug for QueueMetrics {
@@ -107,7 +138,25 @@ impl QueueMetrics {
             )
             .and_then(|family| family.with_labels(&[queue]))
             .map_err(perfmon)?;
+        let forecasts = monitor
+            .gauge(
+                "queue_waiting_forecast",
+                "Waiting jobs forecast an hour ahead (value) and its 90 % interval (low, high).",
+                &["queue", "bound"],
+            )
+            .map_err(perfmon)?;
+        let bound = |name: &str| forecasts.with_labels(&[queue, name]).map_err(perfmon);
         Ok(Self {
+            forecast_gauges: [bound("value")?, bound("low")?, bound("high")?],
+            forecast: Arc::new(Mutex::new(WaitingForecast {
+                // No season: a backlog's hour ahead is its trend's; an
+                // hour-of-day season learned over less than a day takes
+                // a steady growth for the hours' differences.
+                forecaster: Forecaster::new(ForecastOptions::default().season(Season::None)),
+                minute: i64::MIN,
+                sum: 0.0,
+                readings: 0,
+            })),
             wait,
             run,
             completed: outcome("completed")?,
@@ -183,8 +232,119 @@ impl QueueMetrics {
     /// [`Queues::backlog`](crate::Queues::backlog) every few seconds: one
     /// round trip for both).
     pub fn record_backlog(&self, backlog: &Backlog) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+            });
+        self.record_backlog_at(backlog, now);
+    }
+
+    /// [`record_backlog`](Self::record_backlog) read at `time` (Unix
+    /// seconds): the forecast takes the minute's readings by it.
+    pub fn record_backlog_at(&self, backlog: &Backlog, time: i64) {
         self.record_depth(&backlog.counts);
         let age = backlog.oldest_waiting.unwrap_or_default();
         self.oldest_waiting.set(age.as_secs_f64());
+        // Depths stay far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        let waiting = backlog.counts.waiting as f64;
+        let mut forecast = self.forecast.lock();
+        let minute = time.div_euclid(FORECAST_STEP_S);
+        if minute != forecast.minute {
+            if forecast.readings > 0 {
+                let mean = forecast.sum / f64::from(forecast.readings);
+                let at = forecast.minute.saturating_mul(FORECAST_STEP_S);
+                forecast.forecaster.observe(at, mean);
+                let [value, low, high] = &self.forecast_gauges;
+                match forecast.forecaster.forecast(FORECAST_AHEAD) {
+                    Some(ahead) => {
+                        // A backlog is never below zero.
+                        value.set(ahead.value.max(0.0));
+                        low.set(ahead.low.max(0.0));
+                        high.set(ahead.high.max(0.0));
+                    }
+                    None => {
+                        for gauge in [value, low, high] {
+                            gauge.set(mean);
+                        }
+                    }
+                }
+            }
+            forecast.minute = minute;
+            forecast.sum = 0.0;
+            forecast.readings = 0;
+        }
+        forecast.sum += waiting;
+        forecast.readings += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line of `text` for `queue_waiting_forecast{queue="q",bound=...}`,
+    /// as a number.
+    fn forecast(text: &str, bound: &str) -> f64 {
+        let wanted = format!("queue_waiting_forecast{{queue=\"q\",bound=\"{bound}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(wanted.as_str()))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {wanted} in:\n{text}"))
+    }
+
+    fn backlog(waiting: u64) -> Backlog {
+        Backlog {
+            counts: Counts {
+                waiting,
+                ..Counts::default()
+            },
+            ..Backlog::default()
+        }
+    }
+
+    /// Read every 5 s, a backlog growing by 10 jobs a minute is forecast an
+    /// hour ahead at about 600 more, within its interval; before the
+    /// forecaster has learned, the forecast is the latest minute's mean.
+    #[test]
+    fn a_growing_backlog_is_forecast_an_hour_ahead() {
+        let monitor = Monitor::new();
+        let metrics = QueueMetrics::register(&monitor, "q").expect("registers");
+        // A whole minute (1,800,000,000 is 30,000,000 minutes).
+        let start = 1_800_000_000;
+        let read = |seconds: i64| {
+            // 1,000 jobs, 10 more each minute, read at `seconds` from start.
+            let waiting = 1000 + u64::try_from(seconds / 6).expect("positive");
+            metrics.record_backlog_at(&backlog(waiting), start + seconds);
+        };
+        for seconds in (0..120).step_by(5) {
+            read(seconds);
+        }
+        let text = monitor.prometheus();
+        // Learning: the mean of the first minute, the one closed (its
+        // readings at 0..55 s: 1,000 and 50 / 12 more).
+        for bound in ["value", "low", "high"] {
+            assert!(
+                (forecast(&text, bound) - (1000.0 + 50.0 / 12.0)).abs() < 1e-9,
+                "{text}"
+            );
+        }
+        for seconds in (120..300 * 60).step_by(5) {
+            read(seconds);
+        }
+        let text = monitor.prometheus();
+        let (value, low, high) = (
+            forecast(&text, "value"),
+            forecast(&text, "low"),
+            forecast(&text, "high"),
+        );
+        // The last minute closed is minute 298: its mean about 1,000 +
+        // 10 × 298.5; an hour past it, 600 more.
+        assert!(
+            (value - (1000.0 + 10.0 * 298.5 + 600.0)).abs() < 60.0,
+            "{value}"
+        );
+        assert!(low <= value && value <= high, "{low} {value} {high}");
     }
 }
