@@ -7,7 +7,10 @@
 //! - **Season.** Each slot of its [`Season`] learns how far the series
 //!   usually is in it from its slow mean (an exponentially weighted average
 //!   of many seasons' worth of observations), by a weighted average over
-//!   the slot's own observations.
+//!   the slot's own observations. The offsets are used once the series has
+//!   been seen over two whole seasons (two days for the hour of the day):
+//!   before, a slot's offset would hold as much of the series' growth over
+//!   those hours as of its season.
 //! - **Level and trend.** With the season taken out, Holt's linear method:
 //!   a level and a trend per observation step, each an exponentially
 //!   weighted correction by the last one-step error.
@@ -158,6 +161,9 @@ pub struct Forecaster {
     /// The average gap between observations, seconds.
     step: f64,
     last_time: Option<i64>,
+    /// The first observation's time: the season is used once the series
+    /// has been seen over it twice.
+    first_time: Option<i64>,
     seen: u64,
     /// The z of the coverage.
     z: f64,
@@ -181,14 +187,28 @@ impl Forecaster {
             variance: 0.0,
             step: 0.0,
             last_time: None,
+            first_time: None,
             seen: 0,
             z: normal_quantile(0.5 + options.coverage / 2.0),
         }
     }
 
-    /// The season's offset at `time`.
+    /// The season's offset at `time`: none until the series has been seen
+    /// over two whole seasons (two days for the hour of the day). Before,
+    /// each slot's offset from the slow mean would be as much the series'
+    /// growth over those hours as its season, and a steady growth would be
+    /// taken for the hours' differences; the slots learn meanwhile.
     fn offset(&self, time: i64) -> f64 {
-        if self.options.season == Season::None {
+        let period = match self.options.season {
+            Season::HourOfDay => 2 * 86_400,
+            Season::HourOfWeek => 2 * 7 * 86_400,
+            _ => return 0.0,
+        };
+        let seen_for = match (self.first_time, self.last_time) {
+            (Some(first), Some(last)) => last - first,
+            _ => 0,
+        };
+        if seen_for < period {
             return 0.0;
         }
         let (offset, seen) = self.offsets[self.options.season.slot(time)];
@@ -210,6 +230,7 @@ impl Forecaster {
             self.step += mean_weight(options.error_weight, before - 1.0) * (gap - self.step);
         }
         self.last_time = Some(time);
+        self.first_time.get_or_insert(time);
         self.slow += mean_weight(options.slow_weight, before) * (value - self.slow);
         let seasonal = self.offset(time);
         let adjusted = value - seasonal;
@@ -446,6 +467,22 @@ mod tests {
             depth.passes(0.0, Duration::from_secs(3600)),
             Some(Duration::ZERO)
         );
+    }
+
+    /// A series that has not yet been seen over its season twice is
+    /// forecast without it: over a few hours, the hours' offsets from the
+    /// slow mean are the growth itself, and taking them for the season
+    /// forecast a backlog growing 10 a minute at less than it already was.
+    #[test]
+    fn a_season_is_used_only_once_it_was_seen_twice() {
+        let mut depth = Forecaster::new(ForecastOptions::default());
+        for minute in 0..300 {
+            depth.observe(minute * 60, 1000.0 + 10.0 * minute as f64 + noise(minute));
+        }
+        let forecast = depth.forecast(Duration::from_secs(3600)).expect("learned");
+        // The last observation, at minute 299, is about 3,990: an hour on,
+        // about 4,590.
+        assert!((forecast.value - 4590.0).abs() < 60.0, "{forecast:?}");
     }
 
     #[test]

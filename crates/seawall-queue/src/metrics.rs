@@ -149,9 +149,7 @@ impl QueueMetrics {
         Ok(Self {
             forecast_gauges: [bound("value")?, bound("low")?, bound("high")?],
             forecast: Arc::new(Mutex::new(WaitingForecast {
-                // No season: a backlog's hour ahead is its trend's; an
-                // hour-of-day season learned over less than a day takes
-                // a steady growth for the hours' differences.
+                // No season: a backlog's next hour is its trend's.
                 forecaster: Forecaster::new(ForecastOptions::default().season(Season::None)),
                 minute: i64::MIN,
                 sum: 0.0,
