@@ -13,7 +13,7 @@
 //!   are tightened (the cost then reads the actions' map).
 //!
 //! The intervals are never closed here: the judging runs apart from
-//! requests, every 10 s.
+//! requests, every 20 s by default.
 
 use std::hint::black_box;
 use std::time::Duration;

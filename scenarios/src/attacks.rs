@@ -69,14 +69,32 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const READERS: u32 = 40;
 const HEAVY: u32 = 10;
 
+/// One request: its path and query, the API key it sends, and the address
+/// it comes from when not the client's own.
+struct Ask {
+    path: String,
+    key: Option<String>,
+    from: Option<String>,
+}
+
+impl Ask {
+    fn get(path: String) -> Self {
+        Self {
+            path,
+            key: None,
+            from: None,
+        }
+    }
+}
+
 /// One client's traffic: who it is, what it asks for, how often.
 #[derive(Clone)]
 struct Client {
     address: String,
     /// Requests a second at time `t` (a share of the run, 0 to 1); 0: idle.
     rate: Arc<dyn Fn(f64) -> f64 + Send + Sync>,
-    /// The `n`-th request's path and query, and the API key it sends.
-    request: Arc<dyn Fn(u64) -> (String, Option<String>) + Send + Sync>,
+    /// The `n`-th request, at time `t`.
+    request: Arc<dyn Fn(u64, f64) -> Ask + Send + Sync>,
 }
 
 /// The day's shape: a third of the peak at the ends, the peak in the middle.
@@ -109,13 +127,12 @@ fn normal(address: String, user: u32, peak: f64, burst: bool) -> Client {
             }
             rate
         }),
-        request: Arc::new(move |n| {
-            let path = match n % 3 {
+        request: Arc::new(move |n, _| {
+            Ask::get(match n % 3 {
                 0 => format!("/api/review/today?user_id={user}"),
                 1 => format!("/api/points/balance?user_id={user}"),
                 _ => "/api/content?page=1".to_owned(),
-            };
-            (path, None)
+            })
         }),
     }
 }
@@ -139,7 +156,7 @@ fn clients() -> (Vec<Client>, BTreeMap<&'static str, Vec<String>>) {
     clients.push(Client {
         address: scraper.clone(),
         rate: Arc::new(|t| if within(t, SCRAPE) { 16.0 } else { 0.0 }),
-        request: Arc::new(|n| (format!("/api/content?page={}", n + 1), None)),
+        request: Arc::new(|n, _| Ask::get(format!("/api/content?page={}", n + 1))),
     });
     attacks.insert("scraper at 80 % of its limit", vec![scraper]);
     let mut stuffers = Vec::new();
@@ -149,61 +166,35 @@ fn clients() -> (Vec<Client>, BTreeMap<&'static str, Vec<String>>) {
         clients.push(Client {
             address: ip,
             rate: Arc::new(|t| if within(t, STUFFING) { 1.0 } else { 0.0 }),
-            request: Arc::new(move |n| {
+            request: Arc::new(move |n, _| Ask {
+                path: format!("/api/review/today?user_id={}", 1 + n % 40),
                 // Four made-up keys per address: 200 in all.
-                let key = format!("sw_stuffed_{address}_{}", n % 4);
-                (
-                    format!("/api/review/today?user_id={}", 1 + n % 40),
-                    Some(key),
-                )
+                key: Some(format!("sw_stuffed_{address}_{}", n % 4)),
+                from: None,
             }),
         });
     }
     stuffers.push("/api/review/today".to_owned());
     attacks.insert("credential stuffing", stuffers);
+    // The creep: ten requests a second to the balance route from half the
+    // run on, each from another address, a growing share of them (0 to
+    // 40 %, spread evenly) with a key that is not valid.
+    clients.push(Client {
+        address: String::new(),
+        rate: Arc::new(|t| if within(t, CREEP) { 10.0 } else { 0.0 }),
+        request: Arc::new(|n, t| {
+            let share = (0.4 * (t - CREEP.0) / (CREEP.1 - CREEP.0)).max(0.0);
+            #[allow(clippy::cast_precision_loss)]
+            let bad = ((n + 1) as f64 * share).floor() != (n as f64 * share).floor();
+            Ask {
+                path: format!("/api/points/balance?user_id={}", 1 + n % 40),
+                key: bad.then(|| format!("sw_rolled_out_bad_{n}")),
+                from: Some(format!("10.3.{}.{}", (n / 250) % 250, n % 250)),
+            }
+        }),
+    });
     attacks.insert("error creep", vec!["/api/points/balance".to_owned()]);
     (clients, attacks)
-}
-
-/// The creep: requests to the balance route from a pool of addresses, a
-/// growing share of them with a key that is not valid; run by its own
-/// task, at 10 a second from half the run on.
-async fn creep(
-    http: reqwest::Client,
-    url: String,
-    start: Instant,
-    run: Duration,
-    sent: Arc<AtomicU64>,
-) {
-    let mut n: u64 = 0;
-    loop {
-        let t = start.elapsed().as_secs_f64() / run.as_secs_f64();
-        if t >= 1.0 {
-            return;
-        }
-        if within(t, CREEP) {
-            n += 1;
-            let share = 0.4 * (t - CREEP.0) / (CREEP.1 - CREEP.0);
-            // A bad key in `share` of the requests, spread evenly.
-            #[allow(clippy::cast_precision_loss)]
-            let bad = ((n as f64) * share).floor() != (((n - 1) as f64) * share).floor();
-            let mut request = http
-                .get(format!("{url}/api/points/balance?user_id={}", 1 + n % 40))
-                .header(
-                    "x-forwarded-for",
-                    format!("10.3.{}.{}", (n / 250) % 250, n % 250),
-                );
-            if bad {
-                request = request.header("x-api-key", format!("sw_rolled_out_bad_{n}"));
-            }
-            let http_sent = Arc::clone(&sent);
-            tokio::spawn(async move {
-                let _ = request.send().await;
-                http_sent.fetch_add(1, Ordering::Relaxed);
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs one client until the run ends, at its rate (each request on its
@@ -227,12 +218,13 @@ async fn drive(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        let (path, key) = (client.request)(n);
+        let ask = (client.request)(n, t);
         n += 1;
+        let from = ask.from.as_deref().unwrap_or(&client.address);
         let mut request = http
-            .get(format!("{url}{path}"))
-            .header("x-forwarded-for", &client.address);
-        if let Some(key) = key {
+            .get(format!("{url}{}", ask.path))
+            .header("x-forwarded-for", from);
+        if let Some(key) = ask.key {
             request = request.header("x-api-key", key);
         }
         let counted = Arc::clone(&sent);
@@ -305,13 +297,6 @@ async fn main() -> ExitCode {
             Arc::clone(&sent),
         )));
     }
-    tasks.push(tokio::spawn(creep(
-        http.clone(),
-        url.clone(),
-        start,
-        run,
-        Arc::clone(&sent),
-    )));
     // Watch the findings until the run ends, and a deadline past it.
     let mut seen: Vec<Seen> = Vec::new();
     let mut known: HashSet<(String, String, i64)> = HashSet::new();

@@ -162,10 +162,7 @@ fn judge_abuse(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            tokio::time::sleep(watch.next_close(now)).await;
+            tokio::time::sleep(watch.until_next_close()).await;
             for finding in watch.judge().await {
                 if finding.action != Action::Block {
                     continue;
@@ -756,19 +753,20 @@ fn tenant(request: &Request) -> Result<Option<String>, Problem> {
 /// consumes only when the ones before it admitted; the response carries
 /// every one's `RateLimit` items.
 pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    // The client's address, found once for the gate and the abuse watch.
+    let address = gate
+        .limits
+        .as_ref()
+        .and_then(|limits| limits.client_ip(&request));
     let Some(watch) = gate.limits.as_ref().and_then(RateLimits::abuse).cloned() else {
-        return gated(gate, request, next).await;
+        return gated(gate, request, next, address.as_deref()).await;
     };
     // What the abuse watch is told of the request once it is answered: by
     // whom (the caller the limits counted, else its address), where, and
     // how it was answered.
     let uri = request.uri().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let address = gate
-        .limits
-        .as_ref()
-        .and_then(|limits| limits.client_ip(&request));
-    let response = gated(gate, request, next).await;
+    let response = gated(gate, request, next, address.as_deref()).await;
     let key = response
         .extensions()
         .get::<Counted>()
@@ -797,7 +795,9 @@ fn mark_counted(mut response: Response, key: &str) -> Response {
     response
 }
 
-async fn gated(gate: Gate, mut request: Request, next: Next) -> Response {
+/// The gate itself, for a request from `client` (its address, when the
+/// limits are on and it has one).
+async fn gated(gate: Gate, mut request: Request, next: Next, client: Option<&str>) -> Response {
     if let Some(problem) = repeated_identity(&request) {
         return problem.into_response();
     }
@@ -807,11 +807,7 @@ async fn gated(gate: Gate, mut request: Request, next: Next) -> Response {
         .headers()
         .get(&X_API_KEY)
         .map(|value| value.to_str().unwrap_or_default().to_owned());
-    let client = gate
-        .limits
-        .as_ref()
-        .and_then(|limits| limits.client_ip(&request));
-    let key = match api_key(&gate, sent, client.as_deref()).await {
+    let key = match api_key(&gate, sent, client).await {
         Ok(key) => key,
         Err(response) => return response,
     };
@@ -861,7 +857,7 @@ async fn gated(gate: Gate, mut request: Request, next: Next) -> Response {
     } else {
         "this client address"
     };
-    let Some(counted) = identity.or(client) else {
+    let Some(counted) = identity.or_else(|| client.map(str::to_owned)) else {
         // No key, no trusted user and no peer address: nothing to count by,
         // and so no request is let through (the DDoS limiter in front
         // already refused it; this stays true without it).

@@ -216,6 +216,8 @@ pub struct ActionInForce {
     pub cost: u64,
     /// When it ends, in Unix milliseconds.
     pub until_ms: i64,
+    /// How long it still has, read by [`AbuseWatch::actions`].
+    pub remaining: Duration,
     /// The finding's reason.
     pub reason: String,
 }
@@ -512,6 +514,7 @@ impl AbuseWatch {
 
     /// The actions in force, the one that ends last first.
     pub fn actions(&self) -> Vec<ActionInForce> {
+        let now_ms = unix_ms();
         let mut actions: Vec<ActionInForce> = self
             .0
             .acted
@@ -526,6 +529,9 @@ impl AbuseWatch {
                     1
                 },
                 until_ms: acted.until_ms,
+                remaining: Duration::from_millis(
+                    u64::try_from(acted.until_ms.saturating_sub(now_ms)).unwrap_or(0),
+                ),
                 reason: acted.reason.clone(),
             })
             .collect();
@@ -593,6 +599,12 @@ impl AbuseWatch {
         let into = now_ms.rem_euclid(interval_ms);
         let wait = interval_ms - into + interval_ms / 10;
         Duration::from_millis(u64::try_from(wait).unwrap_or(0))
+    }
+
+    /// [`next_close`](Self::next_close) from now: how long a task that
+    /// judges each interval sleeps before its next [`judge`](Self::judge).
+    pub fn until_next_close(&self) -> Duration {
+        self.next_close(unix_ms())
     }
 
     fn interval_ms(&self) -> i64 {

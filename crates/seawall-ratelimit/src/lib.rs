@@ -124,7 +124,7 @@
 //! (scraping), a high share answered 401, 403, 404 or 429 (credential
 //! stuffing, enumeration), and a route whose errors creep up. Fed one call
 //! per answered request (atomics: count-min sketches and HyperLogLog
-//! registers), it judges every 10 s, gives each finding a reason, and in
+//! registers), it judges every 20 s, gives each finding a reason, and in
 //! its acting mode tightens a key, then asks for a block, each for a while;
 //! it observes only by default. Through a [`RedisStore`] the instances
 //! share their evidence.

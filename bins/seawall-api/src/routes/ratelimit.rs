@@ -716,9 +716,6 @@ fn watch(
 async fn abuse(State(state): State<AppState>) -> Result<Json<AbuseState>, Problem> {
     use seawall_ratelimit::abuse::Mode;
     let (_, watch) = watch(&state)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let actions = watch
         .actions()
         .into_iter()
@@ -726,9 +723,7 @@ async fn abuse(State(state): State<AppState>) -> Result<Json<AbuseState>, Proble
             key: action.key,
             action: action.action.as_str(),
             cost: action.cost,
-            // Milliseconds of a day or so: exact in an f64.
-            #[allow(clippy::cast_precision_loss)]
-            remaining_seconds: (action.until_ms - now_ms).max(0) as f64 / 1000.0,
+            remaining_seconds: action.remaining.as_secs_f64(),
             reason: action.reason,
         })
         .collect();
