@@ -230,6 +230,11 @@ struct Measurement {
     /// The server's time per job in those commands, see
     /// [`CommandStats::top_level_usec`].
     server_us_per_job: f64,
+    /// Calls of each command per job, inside scripts included (the name as
+    /// Redis gives it, `evalsha`, `hset`): where [`commands_per_job`] goes.
+    ///
+    /// [`commands_per_job`]: Measurement::commands_per_job
+    calls_per_job: BTreeMap<String, f64>,
 }
 
 impl Measurement {
@@ -256,6 +261,12 @@ impl Measurement {
             commands_per_job: per_job(stats.total()),
             round_trips_per_job: per_job(stats.top_level(direct)),
             server_us_per_job: per_job(stats.top_level_usec(direct)),
+            calls_per_job: stats
+                .calls
+                .iter()
+                .filter(|(name, _)| name.as_str() != RESETSTAT)
+                .map(|(name, calls)| (name.clone(), per_job(*calls)))
+                .collect(),
         }
     }
 }

@@ -39,6 +39,13 @@ const MAX_BLOCK: Duration = Duration::from_secs(5);
 /// up to half its slots: while the server runs one call, the jobs the other
 /// took run here, so neither side waits on the other.
 const FETCH_LANES: usize = 2;
+/// The fewest slots a call may fill when the concurrency has as many:
+/// a call's fixed work (about 20 Redis commands: the clock, the caller's
+/// last call, the upkeep scans, the retention trim, the events) against 3
+/// per job is spread over at least this many jobs. Below twice this, a
+/// lane's share is the lesser gain: one call of 8 runs more jobs a second
+/// than two calls of 4 in flight at once (docs/benchmarks.md).
+const MIN_CALL: usize = 8;
 
 /// Why a handler's attempt failed. Any error converts into one (retried
 /// per the job's backoff); [`JobError::permanent`] sends the job straight
@@ -272,8 +279,9 @@ impl WorkerBuilder {
 
     /// How many jobs run at once (default 8; 1 to 10,000). From 2 on, the
     /// worker keeps two fetch calls in flight, each taking up to half the
-    /// slots, so the server runs one while the other's jobs run here; an
-    /// idle worker still blocks on one connection.
+    /// slots but at least 8 (all of them below 8), so the server runs one
+    /// while the other's jobs run here, and a call's fixed work is shared
+    /// by several jobs; an idle worker still blocks on one connection.
     pub fn concurrency(mut self, jobs: usize) -> Result<Self> {
         if !(1..=10_000).contains(&jobs) {
             return Err(Error::InvalidSetting(format!(
@@ -1059,7 +1067,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     let lanes = &shared.fetch_lanes;
-    let share = shared.concurrency.div_ceil(lanes.len()).min(MAX_FETCH);
+    let share = call_share(shared.concurrency, lanes.len());
     let lane = &lanes[lane];
     let mut retry_in = Duration::from_millis(50);
     // Failed calls in a row: the first is a warning, the rest of the same
@@ -1205,6 +1213,16 @@ where
         shared.watching.store(false, Ordering::SeqCst);
     }
     flush_acks(&shared).await;
+}
+
+/// The most slots one of `lanes` fetch lanes fills in a call, at
+/// `concurrency`: an even share, but at least [`MIN_CALL`] (all of them
+/// when fewer).
+fn call_share(concurrency: usize, lanes: usize) -> usize {
+    concurrency
+        .div_ceil(lanes)
+        .max(concurrency.min(MIN_CALL))
+        .min(MAX_FETCH)
 }
 
 /// Reserves up to `most` of the slots neither running nor promised to
@@ -1728,5 +1746,20 @@ fn expire(shared: &Shared, margin: Duration) {
         bump(&shared.stats.lost_leases);
         tracing::warn!(queue = %shared.queue, job = %id,
             "lease lost (no renewal reached Redis in time): the run is cancelled now and aborted when its lease ends; another worker may run the job");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_fills_half_the_slots_but_at_least_the_fewest_worth_a_call() {
+        let shares: Vec<usize> = [1, 4, 8, 12, 16, 32, 10_000]
+            .iter()
+            .map(|&concurrency| call_share(concurrency, FETCH_LANES))
+            .collect();
+        assert_eq!(shares, [1, 4, 8, 8, 8, 16, MAX_FETCH]);
+        assert_eq!(call_share(1, 1), 1, "one lane at concurrency 1");
     }
 }

@@ -16,14 +16,15 @@ elseif op == 'counts' or op == 'backlog' then
   if op == 'backlog' then most_groups = whole(8, 0, 100000) end
   promote()
   recover()
-  trim_completed_by_age()
+  local counted = redis.call('HMGET', meta, 'waiting', 'paused', 'dft')
+  trim_completed_by_age(counted[3])
   local out = {
-    tonumber(redis.call('HGET', meta, 'waiting') or '0'),
+    tonumber(counted[1] or '0'),
     redis.call('ZCARD', delayed_key),
     redis.call('ZCARD', active_key),
     redis.call('LLEN', done_key),
     redis.call('ZCARD', dead_key),
-    tonumber(redis.call('HGET', meta, 'paused') or '0'),
+    tonumber(counted[2] or '0'),
     redis.call('ZCARD', base .. 'wc'),
   }
   if op == 'counts' then return out end
@@ -94,7 +95,10 @@ elseif op == 'clean' then
   if ARGV[8] ~= 'completed' and ARGV[8] ~= 'dead' then refuse('clean completed or dead jobs') end
   local cutoff = now - whole(9, 0, MAX_SETTING)
   local keep, limit = whole(10, 0, MAX_SETTING), whole(11, 1, 10000)
-  if ARGV[8] == 'completed' then return trim_done(cutoff, keep, limit) end
+  if ARGV[8] == 'completed' then
+    local removed = trim_done(cutoff, keep, limit)
+    return removed
+  end
   local removable = redis.call('ZCARD', dead_key) - keep
   if removable > limit then removable = limit end
   if removable <= 0 then return 0 end

@@ -216,11 +216,11 @@ for i = 0, count - 1 do
     end
     if delayed then
       redis.call('ZADD', delayed_key, ready, id)
+      woke = true
     else
-      line_up(id, group, priority, score, lines, line_order, rung)
+      if not line_up(id, group, priority, score, lines, line_order, rung) then woke = true end
       waiting = waiting + 1
     end
-    woke = true
     -- One job's event is the entry the batch of one would be.
     if count == 1 then emit('enqueued', id) else emit_many('enqueued', id) end
   end

@@ -76,7 +76,7 @@ if recorded and string.sub(recorded, 1, #request + 1) == request .. ' ' then
   return out
 end
 
-local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp', 'rlc', 'uc')
+local control = redis.call('HMGET', meta, 'paused', 'rlm', 'rlp', 'hold', 'grm', 'grp', 'rlc', 'uc', 'dft')
 -- Whether the queue uses none of flows (its children set, its inbox),
 -- named groups (waiting, running, parked) and priorities other than the
 -- default (the default group's ranked set), by its own keys, in one
@@ -123,7 +123,7 @@ if acks > 0 then
   done_length = complete_all(ids, control[8] == '1', known)
 end
 flush_events()
-if acks > 0 then trim_completed(done_length) else trim_completed_by_age() end
+if acks > 0 then trim_completed(done_length, control[9]) else trim_completed_by_age(control[9]) end
 local noted = promote(known)
 recover()
 -- Still plain when taking: nothing the upkeep put back went elsewhere.
@@ -175,9 +175,19 @@ local group_max, group_per = tonumber(control[5] or ''), tonumber(control[6] or 
 local any_parked = noted and redis.call('EXISTS', parked_key) == 1
 -- Whether a group went back in the rotation (a plain queue's only one).
 local rung_again = false
+-- A plain queue's rotation holds the default group alone, for as long as
+-- its line has jobs: the line is read at once, in one pass, and the
+-- rotation is touched only when the line runs out.
+local plain_looked = false
 while taken < want and not full do
-  local group = redis.call('LPOP', ring_key)
-  if not group then break end
+  local group = ''
+  if plain then
+    if plain_looked then break end
+    plain_looked = true
+  else
+    group = redis.call('LPOP', ring_key)
+    if not group then break end
+  end
   -- A group alone in the rotation gives as many jobs as it may; otherwise
   -- each group gives one per turn.
   local room = group_room(group)
@@ -269,8 +279,17 @@ while taken < want and not full do
     end
   end
   local left = 0
-  if plain then left = redis.call('LLEN', group_key(group)) else left = group_waiting(group) end
-  if left > 0 then
+  if not plain then left = group_waiting(group) end
+  if plain then
+    -- A line that gave fewer than asked is empty, unless the byte budget
+    -- put some back.
+    if #popped == turn or full then left = redis.call('LLEN', group_key(group)) end
+    if left > 0 then
+      rung_again = true
+    elseif redis.call('SREM', ringed_key, group) == 1 then
+      redis.call('LREM', ring_key, '0', group)
+    end
+  elseif left > 0 then
     if group_room(group) > 0 and not parked then
       redis.call('RPUSH', ring_key, group)
       rung_again = true

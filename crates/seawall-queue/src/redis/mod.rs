@@ -7,7 +7,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `rlc` (the jobs `rlog` lists), `hold` (no start before this ms), `uc` (1 once a job had a deduplication key other than a window: completions then look for keys to free) |
+//! | `p:{q}:meta` | hash | `paused`, `gcap` (group cap), `waiting` (count), `rlm` and `rlp` (the rate limit: starts per ms), `rlc` (the jobs `rlog` lists), `hold` (no start before this ms), `uc` (1 once a job had a deduplication key other than a window: completions then look for keys to free), `dft` (a time at or before the oldest kept completed job's finish: until it is past `keep_completed_for`, no call looks for completed jobs to remove by age) |
 //! | `p:{q}:rg:<group>` | sorted set | a group's runs started within the group rate limit's window (meta `grm`, `grp`) |
 //! | `p:{q}:parked` | sorted set | named groups out of the fetch rotation until a time: held, or at the group rate limit |
 //! | `p:{q}:rlog` | list | the fetches that started jobs within the rate limit's window, oldest first: `<ms> <jobs>` |
@@ -51,6 +51,14 @@
 //! before that writes them is seen at once. An enqueue of default-priority
 //! jobs alone leaves the order counter (`id`) alone, and completions look up
 //! deduplication keys only once `meta` `uc` says the queue has had one.
+//!
+//! The default group stays in the fetch rotation for as long as its line
+//! has jobs: a plain queue's fetch takes from the line without popping and
+//! pushing the rotation, and an enqueue that puts a job behind others in
+//! that line neither rings the group nor wakes a worker (the push that
+//! started the line did both). Completed jobs past `keep_completed_for`
+//! are looked for only once meta `dft` says the oldest one may be: each
+//! look writes down when the oldest kept job finished.
 
 mod blocking;
 mod lua;

@@ -24,5 +24,5 @@ for i = 0, count - 1 do
 end
 promote()
 recover()
-trim_completed_by_age()
+trim_completed_by_age(redis.call('HGET', meta, 'dft'))
 return { lost, cancel }

@@ -85,12 +85,13 @@ async fn every_job_is_completed_once(backend: &Backend) {
 }
 
 /// A worker keeps two fetch calls in flight, each for up to half its
-/// slots: together they fill the slots, and never run more jobs at once
-/// than the concurrency.
+/// slots (at 20, more than the fewest a call may fill): together they fill
+/// the slots, and never run more jobs at once than the concurrency.
 async fn a_worker_fills_its_concurrency_and_never_passes_it(backend: &Backend) {
-    const CONCURRENCY: usize = 4;
+    const CONCURRENCY: usize = 20;
+    const JOBS: u64 = 60;
     let queues = backend.queues().await;
-    for n in 0..24_u64 {
+    for n in 0..JOBS {
         queues
             .enqueue("render", &n, &options())
             .await
@@ -115,9 +116,9 @@ async fn a_worker_fills_its_concurrency_and_never_passes_it(backend: &Backend) {
                 }
             }
         });
-    completed(&queues, "render", 24).await;
+    completed(&queues, "render", JOBS).await;
     let stats = worker.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(stats.completed, 24, "{stats:?}");
+    assert_eq!(stats.completed, JOBS, "{stats:?}");
     let peak = peak.load(Ordering::SeqCst);
     // A call takes at most half the slots: a peak above half means more
     // than one call's jobs ran at once.

@@ -679,3 +679,59 @@ async fn an_unreadable_scheduler_leaves_the_others_listed() {
     assert_eq!(ids, ["b"]);
     assert!(queues.scheduler("q", "a").await.is_err());
 }
+
+/// A plain queue pays only for what its jobs use: a job put behind others
+/// in the default line neither puts the line in the fetch rotation again
+/// nor wakes a worker (one is on its way to the jobs before it), and a
+/// worker's fetches look for completed jobs past their age once per the
+/// age, not in every call (each look is a `LINDEX` of the oldest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_queue_s_calls_skip_what_its_state_makes_needless() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    let prefix = unique_prefix();
+    let queues = queues(&redis.url(), &prefix, Settings::default()).await;
+    let mut conn = redis.connect().expect("connects");
+    queues
+        .enqueue("q", &0_u32, &JobOptions::new())
+        .await
+        .expect("enqueues");
+    let (rung, woken) = (calls_of(&mut conn, "sadd"), calls_of(&mut conn, "zadd"));
+    for n in 1..40_u32 {
+        queues
+            .enqueue("q", &n, &JobOptions::new())
+            .await
+            .expect("enqueues");
+    }
+    assert_eq!(
+        (
+            calls_of(&mut conn, "sadd") - rung,
+            calls_of(&mut conn, "zadd") - woken
+        ),
+        (0, 0),
+        "enqueues behind others touched the rotation or the wake-up marker"
+    );
+
+    let looks = calls_of(&mut conn, "lindex");
+    let calls = calls_of(&mut conn, "evalsha");
+    let worker = queues
+        .worker("q")
+        .expect("a valid name")
+        .concurrency(2)
+        .expect("valid")
+        .start(|_job: Job<u32>| std::future::ready(Ok::<(), JobError>(())));
+    wait::until_async("40 completed jobs", async || {
+        queues.counts("q").await.expect("counts").completed == 40
+    })
+    .await;
+    let stats = worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stats.completed, 40, "{stats:?}");
+    let fetches = calls_of(&mut conn, "evalsha") - calls;
+    assert!(fetches >= 20, "{fetches} calls for 40 jobs two at a time");
+    // The first call of the queue writes down when its oldest job
+    // finished (or that none had); the others only read that.
+    let looked = calls_of(&mut conn, "lindex") - looks;
+    assert!(
+        looked <= 1,
+        "{looked} looks for completed jobs past their age in {fetches} calls"
+    );
+}

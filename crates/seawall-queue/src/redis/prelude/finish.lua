@@ -109,32 +109,49 @@ local function complete_all(ids, keyed, flows)
 end
 
 -- Removes up to `limit` completed jobs from the tail that finished at or
--- before `cutoff`, never leaving fewer than `keep`.
+-- before `cutoff`, never leaving fewer than `keep`. Returns how many it
+-- removed and, when it saw where the old ones end, a time at or before
+-- the finish of every job it left: the tail's finish time where it
+-- stopped at a younger job, `now` where none is left to look at (a job
+-- completed later finished later); nil where `limit` cut it short.
 local function trim_done(cutoff, keep, limit)
   local removable = redis.call('LLEN', done_key) - keep
-  if removable > limit then removable = limit end
+  local ends = now
+  if removable > limit then
+    removable = limit
+    ends = nil
+  end
   local removed = 0
   while removed < removable do
     local id = redis.call('LINDEX', done_key, '-1')
     local finished = tonumber(redis.call('HGET', job_key(id), 'ft') or '0')
-    if finished > cutoff then break end
+    if finished > cutoff then return removed, finished end
     redis.call('RPOP', done_key)
     redis.call('DEL', job_key(id))
     removed = removed + 1
   end
-  return removed
+  return removed, ends
 end
 
 -- Completed jobs past their age, also when none has completed lately.
-local function trim_completed_by_age()
-  if keep_completed > 0 and keep_completed_ms > 0 then
-    trim_done(now - keep_completed_ms, 0, 1000)
-  end
+-- `oldest`: meta `dft` as the caller read it (false when the field is
+-- absent), a time at or before the finish of the oldest completed job
+-- kept. While that is within the age,
+-- no job is past it and nothing is looked at: the look costs three
+-- commands, and every fetch and renewal would make it. A look writes the
+-- new time down for the next call (jobs go in at the head of the list,
+-- so the tail only ever gets younger and the time stays a lower bound).
+local function trim_completed_by_age(oldest)
+  if keep_completed <= 0 or keep_completed_ms <= 0 then return end
+  local cutoff = now - keep_completed_ms
+  if oldest and tonumber(oldest) > cutoff then return end
+  local _, ends = trim_done(cutoff, 0, 1000)
+  if ends then redis.call('HSET', meta, 'dft', int(ends)) end
 end
 
 -- `length`: the done list's length, when the caller has it (the LPUSH of
--- `complete_all` answers it).
-local function trim_completed(length)
+-- `complete_all` answers it); `oldest`: see `trim_completed_by_age`.
+local function trim_completed(length, oldest)
   if keep_completed <= 0 then return end
   local excess = (length or redis.call('LLEN', done_key)) - keep_completed
   if excess > 0 then
@@ -143,5 +160,5 @@ local function trim_completed(length)
     for i, id in ipairs(old) do old[i] = job_key(id) end
     delete_all(old)
   end
-  trim_completed_by_age()
+  trim_completed_by_age(oldest)
 end

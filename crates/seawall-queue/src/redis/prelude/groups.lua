@@ -54,20 +54,26 @@ end
 -- per call (`rung` holds the groups done): a default-priority id is
 -- collected into `lines` (see `collect`), for one RPUSH per group when the
 -- call ends; one of another priority goes in by its score. A call that
--- adds one job passes no tables: its id is pushed at once.
+-- adds one job passes no tables: its id is pushed at once. Returns true
+-- when that id went behind others in the default group's line: the group
+-- is in the rotation already (it stays there for as long as its line has
+-- jobs, see fetch.lua), and a worker is on its way to those before it (a
+-- worker blocks only when it found no job it could start, and the push
+-- that ended that woke one), so neither needs doing again.
 local function line_up(id, group, priority, score, lines, line_order, rung)
   if priority ~= DEFAULT_LEVEL then
     enqueue_waiting(id, group, score, false)
   elseif lines then
     collect(lines, line_order, group, id)
-  else
-    redis.call('RPUSH', group_key(group), id)
+  elseif redis.call('RPUSH', group_key(group), id) > 1 and group == '' then
+    return true
   end
   if not rung or not rung[group] then
     if rung then rung[group] = true end
     if group ~= '' then redis.call('SADD', groups_key, group) end
     if group_room(group) > 0 then ring(group) end
   end
+  return false
 end
 
 -- After a job left the active set: its group may fetch again.
