@@ -909,12 +909,11 @@ async fn the_queue_panel_shows_the_recurring_jobs_and_pauses_one_and_sets_a_rate
 
 async fn use_recurring_jobs(browser: &Client, server: &TestServer) -> TestResult {
     sign_in(browser, server).await?;
+    // Found and read in one script: the panel draws its rows again every
+    // few seconds, and a row read after it was replaced is stale. Absent,
+    // it reads as empty, which every check below refuses.
     let text = async |testid: &str| -> Result<String, CmdError> {
-        browser
-            .find(Css(&format!("[data-testid={testid}]")))
-            .await?
-            .text()
-            .await
+        Ok(shown_text(browser, testid).await?.unwrap_or_default())
     };
     let now = now_timestamp();
     for (queue, id, schedule) in [
@@ -1260,6 +1259,19 @@ async fn figure(browser: &Client, testid: &str) -> Result<Option<f64>, CmdError>
         .as_str()
         .and_then(|value| value.parse::<f64>().ok())
         .filter(|number| number.is_finite()))
+}
+
+/// The text an element shows, trimmed, as WebDriver reads it; `None` while
+/// it is absent. Found and read in one script, as [`figure`] is.
+async fn shown_text(browser: &Client, testid: &str) -> Result<Option<String>, CmdError> {
+    let value = browser
+        .execute(
+            "const element = document.querySelector(arguments[0]);
+             return element ? element.innerText.trim() : null;",
+            vec![json!(format!("[data-testid={testid}]"))],
+        )
+        .await?;
+    Ok(value.as_str().map(str::to_owned))
 }
 
 async fn wait_displayed(browser: &Client, selector: &str) -> TestResult {

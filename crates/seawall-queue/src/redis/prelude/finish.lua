@@ -136,11 +136,12 @@ end
 -- Completed jobs past their age, also when none has completed lately.
 -- `oldest`: meta `dft` as the caller read it (false when the field is
 -- absent), a time at or before the finish of the oldest completed job
--- kept. While that is within the age,
--- no job is past it and nothing is looked at: the look costs three
--- commands, and every fetch and renewal would make it. A look writes the
--- new time down for the next call (jobs go in at the head of the list,
--- so the tail only ever gets younger and the time stays a lower bound).
+-- kept. While that is within the age, no job is past it and nothing is
+-- looked at: the look costs three commands, and every fetch and renewal
+-- would make it. A look writes the new time down for the next call (jobs
+-- go in at the head of the list, so the tail only ever gets younger and
+-- the time stays a lower bound; after the server's clock stepped back, a
+-- job may outstay the age by that step).
 local function trim_completed_by_age(oldest)
   if keep_completed <= 0 or keep_completed_ms <= 0 then return end
   local cutoff = now - keep_completed_ms
