@@ -16,7 +16,10 @@
 //! and a standalone Redis, with 0, 1 and 2 PostgreSQL streaming replicas:
 //! requests per second, latency, the primary's CPU time per request (its
 //! postmaster and every backend, from `/proc`) and where the reads that
-//! may go to a replica went (the instances' `GET /api/performance`).
+//! may go to a replica went (the instances' `GET /api/performance`), once
+//! per `synchronous_commit` of the primary (`--synchronous-commit`, `off`
+//! and `on` by default): replicas receive only the WAL the primary has
+//! flushed, and with it `off` that is every `wal_writer_delay` (200 ms).
 //!
 //! Every fleet is the testkit's (as `scripts/fleet` starts it) on release
 //! binaries, with the demo dataset in a PostgreSQL data dir written once
@@ -35,7 +38,7 @@ use seawall_queue::{JobOptions, Queues};
 use seawall_testkit::{Fleet, FleetBuilder, FleetRedis, RedisServer, Role};
 
 struct Args {
-    /// `http`, `queue` or `both`.
+    /// `http`, `queue`, `replicas` or `both` (`http` and `queue`).
     part: String,
     /// How long wrk runs per configuration (after a warm-up of a third of it).
     duration: String,
@@ -45,6 +48,9 @@ struct Args {
     jobs: usize,
     /// Where the kept PostgreSQL data dir and wrk's script live.
     dir: PathBuf,
+    /// The primary's `synchronous_commit` settings the replicas part runs
+    /// under, each with 0, 1 and 2 replicas.
+    synchronous_commit: Vec<String>,
 }
 
 fn args() -> Args {
@@ -74,6 +80,14 @@ fn args() -> Args {
                 .long("dir")
                 .default_value("target/fleet-cost"),
         )
+        .arg(
+            Arg::new("synchronous-commit")
+                .long("synchronous-commit")
+                .help("the primary's synchronous_commit for --part replicas, each in turn")
+                .default_value("off,on")
+                .value_delimiter(',')
+                .value_parser(["off", "local", "on"]),
+        )
         .get_matches();
     let text = |name: &str| matches.get_one::<String>(name).cloned().unwrap_or_default();
     Args {
@@ -82,6 +96,12 @@ fn args() -> Args {
         connections: matches.get_one::<u32>("connections").copied().unwrap_or(32),
         jobs: matches.get_one::<usize>("jobs").copied().unwrap_or(4000),
         dir: PathBuf::from(text("dir")),
+        synchronous_commit: matches
+            .get_many::<String>("synchronous-commit")
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
     }
 }
 
@@ -434,11 +454,11 @@ fn postgres_cpu(data_dir: &Path) -> f64 {
     seconds
 }
 
-/// Reads sent to the primary and to the replicas, summed over `fleet`'s
-/// instances (`GET /api/performance`), of the reads that may go to a
-/// replica.
-fn reads_by_server(fleet: &Fleet) -> (u64, u64) {
-    let (mut primary, mut replicas) = (0, 0);
+/// Reads sent to the primary, to the replicas, and to the primary without
+/// waiting for a replica, summed over `fleet`'s instances (`GET
+/// /api/performance`), of the reads that may go to a replica.
+fn reads_by_server(fleet: &Fleet) -> [u64; 3] {
+    let mut reads = [0; 3];
     for base in fleet.instance_urls() {
         let output = Command::new("curl")
             .args(["-fsS", "-H"])
@@ -448,46 +468,47 @@ fn reads_by_server(fleet: &Fleet) -> (u64, u64) {
             .expect("curl runs");
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
         let database = &report["database"];
-        primary += database["primary_reads"].as_u64().unwrap_or(0);
-        replicas += database["replicas"]
+        reads[0] += database["primary_reads"].as_u64().unwrap_or(0);
+        reads[1] += database["replicas"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|replica| replica["reads"].as_u64().unwrap_or(0))
             .sum::<u64>();
+        reads[2] += database["primary_reads_not_waited"].as_u64().unwrap_or(0);
     }
-    (primary, replicas)
+    reads
 }
 
 fn replicas(args: &Args) {
     let (script, warm) = mixed_workload(args);
     println!(
-        "| PostgreSQL replicas | requests/s | mean ms | p50 ms | p99 ms | failed | primary CPU µs / request | reads on the primary | reads on replicas |"
+        "| synchronous_commit | PostgreSQL replicas | requests/s | mean ms | p50 ms | p99 ms | failed | primary CPU µs / request | reads on the primary (not waited) | reads on replicas |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for count in 0..=2 {
-        let fleet = builder(args, FleetRedis::Standalone, 3, 0)
-            .postgres_replicas(count)
-            .start()
-            .unwrap_or_else(|error| panic!("{count} replicas: the fleet starts: {error}"));
-        wrk(&script, &fleet.url(), args.connections, &warm);
-        let data = fleet.postgres().data_dir();
-        let (cpu, reads) = (postgres_cpu(&data), reads_by_server(&fleet));
-        let run = wrk(&script, &fleet.url(), args.connections, &args.duration);
-        let (cpu_after, reads_after) = (postgres_cpu(&data), reads_by_server(&fleet));
-        #[allow(clippy::cast_precision_loss)]
-        let (rate, per_request) = (
-            run.requests as f64 / run.seconds,
-            (cpu_after - cpu) * 1e6 / run.requests.max(1) as f64,
-        );
-        println!(
-            "| {count} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} | {per_request:.1} | {} | {} |",
-            run.mean_ms,
-            run.p50_ms,
-            run.p99_ms,
-            run.failed,
-            reads_after.0.saturating_sub(reads.0),
-            reads_after.1.saturating_sub(reads.1)
-        );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for commit in &args.synchronous_commit {
+        for count in 0..=2 {
+            let fleet = builder(args, FleetRedis::Standalone, 3, 0)
+                .postgres_replicas(count)
+                .postgres_setting("synchronous_commit", commit.as_str())
+                .start()
+                .unwrap_or_else(|error| panic!("{count} replicas: the fleet starts: {error}"));
+            wrk(&script, &fleet.url(), args.connections, &warm);
+            let data = fleet.postgres().data_dir();
+            let (cpu, reads) = (postgres_cpu(&data), reads_by_server(&fleet));
+            let run = wrk(&script, &fleet.url(), args.connections, &args.duration);
+            let (cpu_after, reads_after) = (postgres_cpu(&data), reads_by_server(&fleet));
+            #[allow(clippy::cast_precision_loss)]
+            let (rate, per_request) = (
+                run.requests as f64 / run.seconds,
+                (cpu_after - cpu) * 1e6 / run.requests.max(1) as f64,
+            );
+            let [primary, replicas, not_waited] =
+                [0, 1, 2].map(|at| reads_after[at].saturating_sub(reads[at]));
+            println!(
+                "| {commit} | {count} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} | {per_request:.1} | {primary} ({not_waited}) | {replicas} |",
+                run.mean_ms, run.p50_ms, run.p99_ms, run.failed,
+            );
+        }
     }
 }

@@ -42,6 +42,9 @@ struct DatabaseReport {
     primary: PrimaryReport,
     /// Reads that could have gone to a replica and went to the primary.
     primary_reads: u64,
+    /// Of those, reads that had to be current and went to the primary at
+    /// once: no replica had lately caught up within `database.replica_wait`.
+    primary_reads_not_waited: u64,
     replicas: Vec<ReplicaReport>,
 }
 
@@ -73,6 +76,10 @@ struct ReplicaReport {
     behind_bytes: Option<u64>,
     /// How long ago it was last found current, in seconds.
     current_seconds_ago: Option<f64>,
+    /// How long a read that must be current can expect to wait for it, in
+    /// seconds: how far behind each look's start it has lately been
+    /// current as of, averaged over about the last eight looks.
+    catch_up_seconds: f64,
     /// How long ago it last answered a look, in seconds.
     answered_seconds_ago: Option<f64>,
     /// Reads it took.
@@ -91,6 +98,7 @@ fn database_report(state: &AppState) -> Option<DatabaseReport> {
             failovers: primary.failovers,
         },
         primary_reads: replicas.primary_reads(),
+        primary_reads_not_waited: replicas.waits_skipped(),
         replicas: replicas
             .states()
             .into_iter()
@@ -100,6 +108,7 @@ fn database_report(state: &AppState) -> Option<DatabaseReport> {
                 replayed: replica.replayed.to_string(),
                 behind_bytes: replica.behind_bytes,
                 current_seconds_ago: replica.current_as_of_ago.map(|ago| ago.as_secs_f64()),
+                catch_up_seconds: replica.catch_up.as_secs_f64(),
                 answered_seconds_ago: replica.answered_ago.map(|ago| ago.as_secs_f64()),
                 reads: replica.reads,
             })

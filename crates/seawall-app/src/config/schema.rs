@@ -1156,7 +1156,7 @@ pub static SETTINGS: &[Setting] = &[
         help: "A replica this many bytes of WAL or more behind the primary takes no reads, at least 1"),
     setting!(database.replica_wait, env: ["SEAWALL_DATABASE_REPLICA_WAIT"],
         flag: value("database-replica-wait", "DURATION"),
-        help: "How long a read that must see every write before it (a cache fill) waits for a current replica before it goes to the primary, at most 1s; 0 sends those to the primary"),
+        help: "How long a read that must see every write before it (a cache fill) waits for a current replica before it goes to the primary, at most 1s; it waits only while a replica has lately caught up within this time; 0 sends those to the primary"),
     setting!(redis.url, env: ["SEAWALL_REDIS_URL", "REDIS_URL"], flag: value("redis-url", "URL"),
         help: "Redis URL: redis://, rediss:// (TLS), redis-cluster://, redis-sentinel:// or their rediss- forms",
         default: "none: in-memory backends"),

@@ -14,9 +14,14 @@
 //! - [`Freshness::NOW`]: it sees everything committed before it began, as a
 //!   read of the primary would. A replica serves it once a round that began
 //!   after the read did found the replica current; the read waits up to
-//!   `database.replica_wait` for one, then goes to the primary. Cache fills
-//!   read this way, so that no value older than the last write of its key
-//!   is ever cached, whatever a replica's lag.
+//!   `database.replica_wait` for one, then goes to the primary. It waits
+//!   only while a replica in rotation has lately caught up within the wait
+//!   (its [catch-up](ReplicaState::catch_up)); otherwise it goes to the
+//!   primary at once. Replicas receive only WAL the primary has flushed, so
+//!   a primary with `synchronous_commit = off`, which flushes every
+//!   `wal_writer_delay`, keeps every replica's catch-up past the wait.
+//!   Cache fills read this way, so that no value older than the last write
+//!   of its key is ever cached, whatever a replica's lag.
 //! - [`Freshness::after`] a WAL position (a caller's own last write): any
 //!   replica that has replayed past it, without waiting;
 //!   [`caller::freshness`](super::caller::freshness) is this for the
@@ -212,6 +217,12 @@ struct Replica {
     promoted_on: AtomicU32,
     answered_at: AtomicU64,
     current_as_of: AtomicU64,
+    /// How far behind the start of each round the replica was current as
+    /// of, smoothed over the last rounds (µs): how long a read that must
+    /// be current can expect to wait for it. A primary that flushes its
+    /// WAL late (`synchronous_commit = off` flushes every
+    /// `wal_writer_delay`) keeps this high, however fast the replay.
+    catch_up_us: AtomicU64,
     behind_bytes: AtomicU64,
     reads: AtomicU64,
     /// Whether it was in rotation at the last round, for the log.
@@ -290,6 +301,10 @@ pub struct Replicas {
     rounds: tokio::sync::watch::Sender<u64>,
     next: AtomicUsize,
     primary_reads: AtomicU64,
+    /// Reads that had to be current and went to the primary without
+    /// waiting: no replica in rotation had lately caught up within the
+    /// wait.
+    waits_skipped: AtomicU64,
 }
 
 /// A connection a read runs on, and where it goes.
@@ -341,6 +356,7 @@ impl Replicas {
                     promoted_on: AtomicU32::new(0),
                     answered_at: AtomicU64::new(0),
                     current_as_of: AtomicU64::new(0),
+                    catch_up_us: AtomicU64::new(0),
                     behind_bytes: AtomicU64::new(u64::MAX),
                     reads: AtomicU64::new(0),
                     in_rotation: AtomicBool::new(false),
@@ -379,6 +395,7 @@ impl Replicas {
             rounds,
             next: AtomicUsize::new(0),
             primary_reads: AtomicU64::new(0),
+            waits_skipped: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&set);
         tokio::spawn(async move {
@@ -496,7 +513,7 @@ impl Replicas {
                              a failover no replica takes reads"
                         );
                     }
-                    self.replayed(replica, replayed, primary_at);
+                    self.replayed(replica, replayed, primary_at, began);
                 }
                 Some(Seen::Primary { timeline }) => {
                     replica.promoted_on.store(timeline, Ordering::Relaxed);
@@ -523,8 +540,9 @@ impl Replicas {
     }
 
     /// Records that `replica` has replayed up to `replayed`, and what that
-    /// says of it beside the primary's position `primary_at`.
-    fn replayed(&self, replica: &Replica, replayed: Lsn, primary_at: Option<Lsn>) {
+    /// says of it beside the primary's position `primary_at`, read by the
+    /// round that began at `began`.
+    fn replayed(&self, replica: &Replica, replayed: Lsn, primary_at: Option<Lsn>, began: u64) {
         replica.replayed.store(replayed.0, Ordering::Relaxed);
         replica.answered_at.store(self.now_us(), Ordering::Relaxed);
         if let Some(primary_at) = primary_at {
@@ -545,6 +563,15 @@ impl Replicas {
                 replica
                     .current_as_of
                     .fetch_max(current_as_of, Ordering::Relaxed);
+            }
+            let current = replica.current_as_of.load(Ordering::Relaxed);
+            if current != 0 {
+                // An average over about the last eight rounds; only the
+                // monitor writes it, and rounds never overlap.
+                let sample = began.saturating_sub(current);
+                let smoothed = replica.catch_up_us.load(Ordering::Relaxed);
+                let smoothed = smoothed - smoothed / 8 + sample / 8;
+                replica.catch_up_us.store(smoothed, Ordering::Relaxed);
             }
         }
     }
@@ -695,12 +722,20 @@ impl Replicas {
             return Target::Replica(at);
         }
         let now = self.now_us();
-        let worth_waiting = freshness.now
-            && !self.limits.wait.is_zero()
-            && self
-                .replicas
-                .iter()
-                .any(|replica| self.in_rotation(replica, now));
+        let wait_us = u64::try_from(self.limits.wait.as_micros()).unwrap_or(u64::MAX);
+        let (mut in_rotation, mut catches_up) = (false, false);
+        for replica in &self.replicas {
+            if self.in_rotation(replica, now) {
+                in_rotation = true;
+                catches_up |= replica.catch_up_us.load(Ordering::Relaxed) < wait_us;
+            }
+        }
+        // A wait that none of the replicas has lately been able to end
+        // would only add itself to the read.
+        if freshness.now && in_rotation && !catches_up && !self.limits.wait.is_zero() {
+            self.waits_skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        let worth_waiting = freshness.now && !self.limits.wait.is_zero() && catches_up;
         if let (true, Some(rounds)) = (worth_waiting, rounds.as_mut()) {
             let deadline = tokio::time::Instant::now() + self.limits.wait;
             while tokio::time::timeout_at(deadline, rounds.changed())
@@ -736,6 +771,13 @@ impl Replicas {
         }
     }
 
+    /// Reads that had to be current and went to the primary at once,
+    /// since no replica in rotation had lately caught up within
+    /// `database.replica_wait`.
+    pub fn waits_skipped(&self) -> u64 {
+        self.waits_skipped.load(Ordering::Relaxed)
+    }
+
     /// Counts a read sent to the primary.
     pub fn count_primary_read(&self) {
         self.primary_reads.fetch_add(1, Ordering::Relaxed);
@@ -765,6 +807,7 @@ impl Replicas {
                     bytes => Some(bytes),
                 },
                 current_as_of_ago: ago(replica.current_as_of.load(Ordering::Relaxed)),
+                catch_up: Duration::from_micros(replica.catch_up_us.load(Ordering::Relaxed)),
                 answered_ago: ago(replica.answered_at.load(Ordering::Relaxed)),
                 reads: replica.reads.load(Ordering::Relaxed),
             })
@@ -824,8 +867,20 @@ impl Replicas {
             "How long ago the replica was last found current (everything committed before then visible on it).",
             &["replica"],
         );
+        let mut catch_up = CollectedFamily::gauge(
+            "db_replica_catch_up_seconds",
+            "How far behind each look's start the replica has lately been current as of: what a read that must be current can expect to wait for it.",
+            &["replica"],
+        );
+        let not_waited = CollectedFamily::counter(
+            "db_reads_not_waited",
+            "Reads that had to be current and went to the primary at once: no replica in rotation had lately caught up within database.replica_wait.",
+            &[],
+        )
+        .sample(&[], self.waits_skipped() as f64);
         for state in &states {
             let name = [state.name.as_str()];
+            catch_up = catch_up.sample(&name, state.catch_up.as_secs_f64());
             reads = reads.sample(&name, state.reads as f64);
             up = up.sample(&name, if state.in_rotation { 1.0 } else { 0.0 });
             if let Some(behind) = state.behind_bytes {
@@ -848,7 +903,9 @@ impl Replicas {
             &[],
         )
         .sample(&[], f64::from(primary.timeline.unwrap_or(0)));
-        vec![reads, up, bytes, seconds, failovers, timeline]
+        vec![
+            reads, not_waited, up, bytes, seconds, catch_up, failovers, timeline,
+        ]
     }
 }
 
@@ -882,6 +939,11 @@ pub struct ReplicaState {
     pub behind_bytes: Option<u64>,
     /// How long ago it was last found current.
     pub current_as_of_ago: Option<Duration>,
+    /// How far behind a round's start it has lately been current as of
+    /// (an average over about the last eight rounds): what a read that
+    /// must be current can expect to wait for it. A read waits for a
+    /// replica only while one's is under `database.replica_wait`.
+    pub catch_up: Duration,
     /// How long ago it last answered.
     pub answered_ago: Option<Duration>,
     /// Reads it took.
@@ -1113,6 +1175,81 @@ pub(crate) mod tests {
         assert_eq!(marks(&db, Freshness::ANY).await, 2);
         replica.restart().expect("restarts");
         until_in_rotation(&db, true).await;
+        db.close().await;
+    }
+
+    /// A primary that flushes its WAL late (`synchronous_commit` off, as
+    /// the testkit runs it, and a `wal_writer_delay` of 10 s) under steady
+    /// writes: its replicas receive only what is flushed, so a replica is
+    /// current only as of the last flush, seconds ago, and a read that
+    /// must be current would wait its whole wait in vain. It goes to the
+    /// primary at once. Once the primary flushes every 10 ms, the replica
+    /// catches up within the wait again, and the same read waits for it
+    /// and is served there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_does_not_wait_for_a_replica_that_cannot_catch_up_in_time() {
+        let primary = Postgres::builder()
+            .setting("wal_writer_delay", "10s")
+            .start()
+            .expect("the primary starts");
+        let replica = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        // Long enough for a loaded machine's rounds, as above.
+        let wait = Duration::from_secs(1);
+        let db = with_marks(&config(
+            &primary.url(),
+            &[&replica],
+            Duration::from_secs(120),
+            wait,
+        ))
+        .await;
+        until_in_rotation(&db, true).await;
+        let replicas = db.replicas().expect("replicas").clone();
+
+        // Stopped between writes, not in one: a write cut off in flight
+        // leaves WAL that no commit asks to be flushed.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = tokio::spawn({
+            let (db, stop) = (db.clone(), Arc::clone(&stop));
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    mark(&db).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        wait::until_async("the replica's catch-up to pass the wait", async || {
+            state(&db).catch_up > wait
+        })
+        .await;
+        let (skipped, primary_reads) = (replicas.waits_skipped(), replicas.primary_reads());
+        marks(&db, Freshness::NOW).await;
+        assert_eq!(replicas.waits_skipped(), skipped + 1, "{:?}", state(&db));
+        assert_eq!(replicas.primary_reads(), primary_reads + 1);
+        // Flushing every 10 ms: the replica catches up within the wait
+        // again, and is waited for.
+        for statement in [
+            "ALTER SYSTEM SET wal_writer_delay = '10ms'",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::query(statement)
+                .execute(&db.pool())
+                .await
+                .expect("reconfigures");
+        }
+        stop.store(true, Ordering::Relaxed);
+        writes.await.expect("the writes end");
+        wait::until_async("the replica to catch up within the wait", async || {
+            state(&db).catch_up < wait
+        })
+        .await;
+        let (skipped, reads) = (replicas.waits_skipped(), state(&db).reads);
+        let count = marks(&db, Freshness::NOW).await;
+        assert_eq!(replicas.waits_skipped(), skipped);
+        assert_eq!(state(&db).reads, reads + 1, "{:?}", state(&db));
+        assert_eq!(count, marks(&db, Freshness::ANY).await);
         db.close().await;
     }
 
