@@ -98,6 +98,8 @@ impl App {
             monitor.register_check(redis.health_check());
         }
         metrics::register(&monitor, &db, redis.as_ref())?;
+        // Forecast only: Redis's memory against its limit, the request rate.
+        seawall_app::capacity::Capacity::start(&monitor, redis.as_ref()).await?;
         let shedder = Shedder::new(
             config.server.max_in_flight,
             config.server.shed_wait,

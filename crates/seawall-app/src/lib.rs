@@ -14,7 +14,9 @@
 //! - [`redis`]: the Redis client; [`setup`]: logging, signals, the monitor,
 //!   the database, Redis and the job queues, set up the same way for both
 //!   binaries; [`logging`]: the log format; [`metrics`]: the gauges both
-//!   binaries export beside the monitor's; [`process`]: a binary's `main`;
+//!   binaries export beside the monitor's; [`capacity`]: the forecasts of
+//!   Redis's memory against its limit and of the request rate;
+//!   [`process`]: a binary's `main`;
 //! - [`workload`]: the reference workload (due reviews, completing a review,
 //!   statistics, the catalogue, reviews written behind the cache);
 //!   [`cache`]: its cache;
@@ -57,6 +59,7 @@
 //! ```
 
 pub mod cache;
+pub mod capacity;
 mod checks;
 pub mod config;
 pub mod db;

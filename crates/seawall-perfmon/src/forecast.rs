@@ -445,6 +445,58 @@ mod tests {
         assert!(forecast.high - forecast.low < 120.0, "{forecast:?}");
     }
 
+    /// The attack traces' day (`scenarios/src/attacks.rs`, `day` and the
+    /// promotion): the normal clients' requests, a third of the peak at
+    /// midnight and the peak at noon along a cosine, three times as many
+    /// from 0.33 to 0.43 of the day (a promotion that recurs daily), 80 a
+    /// second at the peak (40 readers at 0.5, 10 heavy users at 6), counted
+    /// per minute with Poisson-like noise (a count's square root), as the
+    /// request-rate forecast takes them. The 90 % interval of the forecast
+    /// an hour ahead holds the count observed then at least 85 % of the
+    /// time from the third day on.
+    #[test]
+    fn the_attack_traces_day_is_forecast_within_its_interval() {
+        let share_of_day = |t: i64| (t % 86_400) as f64 / 86_400.0;
+        let rate = |t: i64| {
+            let d = share_of_day(t);
+            let low = 1.0 / 3.0;
+            let day = low + (1.0 - low) * (0.5 - 0.5 * (std::f64::consts::TAU * d).cos());
+            let promotion = if (0.33..0.43).contains(&d) { 3.0 } else { 1.0 };
+            80.0 * day * promotion
+        };
+        let step = 60;
+        let mut forecaster = Forecaster::new(ForecastOptions::default());
+        let (mut held, mut judged) = (0_u32, 0_u32);
+        let ahead = Duration::from_secs(3600);
+        let mut pending: std::collections::VecDeque<(i64, Forecast)> = Default::default();
+        for i in 0..(7 * 1440) {
+            let t = i64::from(i) * step;
+            let mean = rate(t) * 60.0;
+            let count = (mean + mean.sqrt() * noise(i64::from(i))).max(0.0);
+            while let Some(&(at, forecast)) = pending.front() {
+                if at > t {
+                    break;
+                }
+                if at == t {
+                    judged += 1;
+                    held += u32::from(forecast.low <= count && count <= forecast.high);
+                }
+                pending.pop_front();
+            }
+            forecaster.observe(t, count);
+            if i >= 2 * 1440
+                && let Some(forecast) = forecaster.forecast(ahead)
+            {
+                pending.push_back((t + 3600, forecast));
+            }
+        }
+        let share = f64::from(held) / f64::from(judged);
+        assert!(
+            judged > 5000 && share >= 0.85,
+            "{held} of {judged} ({share:.3})"
+        );
+    }
+
     #[test]
     fn a_growing_backlog_passes_its_bound_when_the_trend_says() {
         let mut depth = Forecaster::new(ForecastOptions::default().season(Season::None));
