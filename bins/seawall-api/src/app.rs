@@ -99,7 +99,7 @@ impl App {
         }
         metrics::register(&monitor, &db, redis.as_ref())?;
         // Forecast only: Redis's memory against its limit, the request rate.
-        seawall_app::capacity::Capacity::start(&monitor, redis.as_ref()).await?;
+        let capacity = seawall_app::capacity::Capacity::start(&monitor, redis.as_ref()).await?;
         let shedder = Shedder::new(
             config.server.max_in_flight,
             config.server.shed_wait,
@@ -168,6 +168,7 @@ impl App {
             monitor,
             admin_token,
             timeline,
+            capacity,
             ratelimits,
             shedder: shedder.clone(),
             shutdown: seawall_perfmon::ShutdownCheck::new(),

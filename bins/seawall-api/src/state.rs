@@ -35,6 +35,8 @@ pub(crate) struct Parts {
     pub(crate) monitor: Monitor,
     pub(crate) admin_token: AdminToken,
     pub(crate) timeline: Timeline,
+    /// The forecasts of Redis's memory and the request rate.
+    pub(crate) capacity: seawall_app::capacity::Capacity,
     pub(crate) ratelimits: Option<RateLimits>,
     /// The in-flight limit, read for the dashboard.
     pub(crate) shedder: Shedder,
@@ -123,6 +125,10 @@ impl AppState {
 
     pub(crate) fn timeline(&self) -> &Timeline {
         &self.0.parts.timeline
+    }
+
+    pub(crate) fn capacity(&self) -> &seawall_app::capacity::Capacity {
+        &self.0.parts.capacity
     }
 
     /// The rate limiters, unless rate limiting is off.

@@ -234,6 +234,33 @@ impl Capacity {
         self.state.lock().requests.as_ref()?.ahead()
     }
 
+    /// What the forecasts say now, for a report.
+    pub fn report(&self) -> CapacityReport {
+        let state = self.state.lock();
+        let ahead = |means: &MinuteMeans| {
+            means.ahead().map(|[value, low, high]| Ahead {
+                value: value.max(0.0),
+                low: low.max(0.0),
+                high: high.max(0.0),
+                learning: means.forecaster.forecast(AHEAD).is_none(),
+            })
+        };
+        CapacityReport {
+            redis: state
+                .memory
+                .iter()
+                .map(|(node, memory)| NodeReport {
+                    node: node.clone(),
+                    used_bytes: memory.used_now,
+                    max_bytes: memory.max,
+                    in_an_hour: ahead(&memory.used),
+                    runs_out_seconds: Some(memory.runs_out()).filter(|seconds| seconds.is_finite()),
+                })
+                .collect(),
+            requests_per_second_in_an_hour: state.requests.as_ref().and_then(ahead),
+        }
+    }
+
     /// The families described in the module.
     #[allow(clippy::cast_precision_loss)] // bytes, shown as floats
     pub fn collect(&self) -> Vec<CollectedFamily> {
@@ -290,6 +317,44 @@ impl Capacity {
         }
         families
     }
+}
+
+/// What the forecasts say now ([`Capacity::report`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CapacityReport {
+    /// Each Redis primary read, by `host:port`.
+    pub redis: Vec<NodeReport>,
+    /// This instance's request rate an hour ahead.
+    pub requests_per_second_in_an_hour: Option<Ahead>,
+}
+
+/// One Redis primary's memory and its forecast.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeReport {
+    /// `host:port`.
+    pub node: String,
+    /// `used_memory`, as last read.
+    pub used_bytes: u64,
+    /// `maxmemory`, as last read; 0 for no limit.
+    pub max_bytes: u64,
+    /// The used memory an hour ahead.
+    pub in_an_hour: Option<Ahead>,
+    /// How long until the forecast reaches `max_bytes`, when within a week.
+    pub runs_out_seconds: Option<f64>,
+}
+
+/// A forecast an hour ahead and its 90 % interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Ahead {
+    /// The expected value.
+    pub value: f64,
+    /// The interval's lower end.
+    pub low: f64,
+    /// The interval's upper end.
+    pub high: f64,
+    /// Still learning (under 50 minutes seen): the three are the latest
+    /// minute's mean.
+    pub learning: bool,
 }
 
 async fn run(state: Weak<Mutex<State>>, monitor: Monitor, client: Option<Client>) {

@@ -35,6 +35,18 @@ function lifetimeRequests(snapshot) {
     .reduce((total, series) => total + (series.lifetime?.count ?? 0), 0);
 }
 
+/** A span of seconds as a person reads it: "45 min", "3.2 h", "2.5 days". */
+function span(seconds) {
+  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min`;
+  if (seconds < 2 * 86_400) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86_400).toFixed(1)} days`;
+}
+
+/** Bytes in MiB, e.g. "212.4 MiB". */
+function mib(bytes) {
+  return `${(bytes / 1_048_576).toFixed(1)} MiB`;
+}
+
 /** A health check's observed value with its unit, e.g. "2.58 ms" or "0 %". */
 function observed(result, format) {
   const value = result.observedValue;
@@ -75,6 +87,8 @@ export default {
     const p50 = tile("perf-p50", "Latency p50", "median, last minute");
     const p95 = tile("perf-p95", "Latency p95", "last minute");
     const p99 = tile("perf-p99", "Latency p99", "last minute");
+    const rateAhead = tile("perf-rate-forecast", "Requests in an hour", "forecast");
+    const redisRunsOut = tile("perf-redis-runs-out", "Redis memory runs out", "forecast");
 
     const healthBadge = h("data", { class: "badge", "data-testid": "perf-health", value: "" }, "—");
     const healthReason = h("span", { class: "health-reason", "data-testid": "perf-health-reason" });
@@ -97,6 +111,8 @@ export default {
       p50.item,
       p95.item,
       p99.item,
+      rateAhead.item,
+      redisRunsOut.item,
     );
 
     const canvas = h("canvas", {
@@ -203,6 +219,35 @@ export default {
       );
     };
 
+    /** The forecasts an hour ahead: the request rate, and the Redis node that reaches its limit soonest. */
+    const renderCapacity = (capacity) => {
+      const rate = capacity?.requests_per_second_in_an_hour;
+      show(rateAhead.value, rate?.value, format.rate(rate?.value));
+      rateAhead.detail.textContent = !rate
+        ? "forecast"
+        : rate.learning
+          ? "learning (50 min): the latest minute"
+          : `90 %: ${format.rate(rate.low)} to ${format.rate(rate.high)}`;
+      const nodes = Array.isArray(capacity?.redis) ? capacity.redis : [];
+      if (nodes.length === 0) {
+        show(redisRunsOut.value, null, "—");
+        redisRunsOut.detail.textContent = "no Redis read";
+        return;
+      }
+      const soonest = nodes
+        .filter((node) => typeof node.runs_out_seconds === "number")
+        .sort((a, b) => a.runs_out_seconds - b.runs_out_seconds)[0];
+      const shown = soonest ?? nodes[0];
+      show(
+        redisRunsOut.value,
+        soonest ? soonest.runs_out_seconds : "",
+        soonest ? (soonest.runs_out_seconds === 0 ? "now" : `in ${span(soonest.runs_out_seconds)}`) : "not within a week",
+      );
+      redisRunsOut.value.classList.toggle("is-bad-text", Boolean(soonest) && soonest.runs_out_seconds < 6 * 3600);
+      const limit = shown.max_bytes > 0 ? `of ${mib(shown.max_bytes)}` : "no maxmemory";
+      redisRunsOut.detail.textContent = `${shown.node}: ${mib(shown.used_bytes)} ${limit}`;
+    };
+
     const render = (snapshot, report) => {
       const minute = snapshot.http?.[0];
       const latency = minute?.latency;
@@ -223,6 +268,7 @@ export default {
       p99.detail.textContent = counted > 0 ? `max ${format.us(latency.max_us)}, last minute` : "last minute";
 
       renderHealth(report);
+      renderCapacity(snapshot.capacity);
 
       const timeline = Array.isArray(snapshot.timeline) ? snapshot.timeline : [];
       chart.update({

@@ -34,6 +34,10 @@ struct Performance {
     /// that may go to a replica went, and each replica's state.
     #[serde(skip_serializing_if = "Option::is_none")]
     database: Option<DatabaseReport>,
+    /// The forecasts an hour ahead: each Redis primary's memory (and, when
+    /// within a week, how long until it reaches `maxmemory`) and this
+    /// instance's request rate.
+    capacity: seawall_app::capacity::CapacityReport,
 }
 
 #[derive(Serialize)]
@@ -120,7 +124,9 @@ fn database_report(state: &AppState) -> Option<DatabaseReport> {
 /// timeline, or one part of it.
 ///
 /// Without `type`: every metric and window, both slow logs, a 15-minute
-/// timeline of HTTP figures and, with database replicas, each replica's
+/// timeline of HTTP figures, the forecasts an hour ahead (each Redis
+/// primary's memory and when it reaches its limit, the request rate) and,
+/// with database replicas, each replica's
 /// state and where the reads went. `type=health` answers the health evaluation as
 /// `application/health+json` (always 200: probes use `/readyz`);
 /// `type=slow-queries` and `type=slow-apis` answer one slow log, the
@@ -150,6 +156,7 @@ async fn performance(State(state): State<AppState>, params: Params) -> Result<Re
             snapshot: monitor.snapshot(),
             timeline: state.timeline().points(),
             database: database_report(&state),
+            capacity: state.capacity().report(),
         })
         .into_response(),
         // 200 whatever the health: this is a report for people, and a 503 here

@@ -201,6 +201,42 @@ async fn sign_in_and_watch(browser: &Client, server: &TestServer) -> TestResult 
             .filter(|&rate| rate > 0.0))
     })
     .await?;
+    // The forecasts an hour ahead: the request rate (still learning: the
+    // latest minute's mean, as the report says), and no Redis to read.
+    let report: Value = server
+        .admin(Method::GET, "/api/performance")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ahead = &report["capacity"]["requests_per_second_in_an_hour"];
+    check!(
+        ahead["learning"] == json!(true) && ahead["value"].as_f64().is_some(),
+        "the report's rate forecast: {ahead}"
+    );
+    check!(
+        report["capacity"]["redis"] == json!([]),
+        "no Redis, yet nodes: {}",
+        report["capacity"]
+    );
+    wait_for("the rate forecast", async || {
+        Ok(figure(browser, "perf-rate-forecast")
+            .await?
+            .filter(|&rate| rate >= 0.0))
+    })
+    .await?;
+    let note = shown_text(browser, "perf-rate-forecast-note").await?;
+    check!(
+        note.as_deref()
+            .is_some_and(|note| note.starts_with("learning")),
+        "the rate forecast's note: {note:?}"
+    );
+    let redis = shown_text(browser, "perf-redis-runs-out").await?;
+    let redis_note = shown_text(browser, "perf-redis-runs-out-note").await?;
+    check!(
+        redis.as_deref() == Some("—") && redis_note.as_deref() == Some("no Redis read"),
+        "the Redis tile without Redis: {redis:?}, {redis_note:?}"
+    );
 
     // At a phone's width the page reflows instead of scrolling sideways.
     browser.set_window_size(390, 844).await?;
