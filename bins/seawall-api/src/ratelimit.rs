@@ -142,13 +142,29 @@ impl Drop for Inner {
     }
 }
 
-/// Which limiter acts on a client the abuse watch names: the API limiter
+/// The abuse watch's key of a tenant: its requests are judged together,
+/// beside each caller's own.
+fn tenant_key(tenant: &str) -> String {
+    format!("{TENANT_PREFIX}{tenant}")
+}
+
+const TENANT_PREFIX: &str = "tenant:";
+
+/// Which limiter acts on a client the abuse watch names, and the client's
+/// key on it: the tenant quota for a tenant (by its id), the API limiter
 /// for a key or a user, the DDoS limiter for an address.
-fn abuse_limiter<'a>(ddos: &'a Limiter, api: &'a Limiter, key: &str) -> &'a Limiter {
-    if key.starts_with("key:") || key.starts_with("user:") {
-        api
+fn abuse_limiter<'a, 'k>(
+    ddos: &'a Limiter,
+    api: &'a Limiter,
+    tenant: &'a Limiter,
+    key: &'k str,
+) -> (&'a Limiter, &'k str) {
+    if let Some(id) = key.strip_prefix(TENANT_PREFIX) {
+        (tenant, id)
+    } else if key.starts_with("key:") || key.starts_with("user:") {
+        (api, key)
     } else {
-        ddos
+        (ddos, key)
     }
 }
 
@@ -156,8 +172,7 @@ fn abuse_limiter<'a>(ddos: &'a Limiter, api: &'a Limiter, key: &str) -> &'a Limi
 /// it asks a block for on its limiter, for `block_for`.
 fn judge_abuse(
     watch: AbuseWatch,
-    ddos: Limiter,
-    api: Limiter,
+    [ddos, api, tenant]: [Limiter; 3],
     block_for: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -167,8 +182,8 @@ fn judge_abuse(
                 if finding.action != Action::Block {
                     continue;
                 }
-                let limiter = abuse_limiter(&ddos, &api, &finding.key);
-                if let Err(error) = limiter.block(&finding.key, block_for).await {
+                let (limiter, key) = abuse_limiter(&ddos, &api, &tenant, &finding.key);
+                if let Err(error) = limiter.block(key, block_for).await {
                     tracing::warn!(%error, key = %finding.key, "the abuse watch's block could not be set");
                 }
             }
@@ -283,8 +298,7 @@ impl RateLimits {
         let judging = abuse.as_ref().map(|watch| {
             judge_abuse(
                 watch.clone(),
-                ddos.clone(),
-                api.clone(),
+                [ddos.clone(), api.clone(), tenant.clone()],
                 config.abuse_block_for,
             )
         });
@@ -313,9 +327,10 @@ impl RateLimits {
         self.0.abuse.as_ref()
     }
 
-    /// The limiter that blocks a client the abuse watch names.
-    pub(crate) fn abuse_limiter(&self, key: &str) -> &Limiter {
-        abuse_limiter(&self.0.ddos, &self.0.api, key)
+    /// The limiter that blocks a client the abuse watch names, and the
+    /// client's key on it.
+    pub(crate) fn abuse_limiter<'k>(&self, key: &'k str) -> (&Limiter, &'k str) {
+        abuse_limiter(&self.0.ddos, &self.0.api, &self.0.tenant, key)
     }
 
     /// What one request of `key` costs of its limits: more while the abuse
@@ -781,6 +796,9 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
             .map_or(uri.path(), |asked| asked.as_str());
         watch.record(key, route, asked, response.status().as_u16());
     }
+    if let Some(CountedTenant(tenant)) = response.extensions().get::<CountedTenant>() {
+        watch.record_group(tenant, response.status().as_u16());
+    }
     response
 }
 
@@ -788,6 +806,11 @@ pub(crate) async fn workload(State(gate): State<Gate>, request: Request, next: N
 /// watch.
 #[derive(Clone)]
 struct Counted(String);
+
+/// The tenant a request was counted under, as the abuse watch's key: its
+/// users' requests are judged together too.
+#[derive(Clone)]
+struct CountedTenant(String);
 
 /// `response`, marked as counted by `key`.
 fn mark_counted(mut response: Response, key: &str) -> Response {
@@ -845,7 +868,8 @@ async fn gated(gate: Gate, mut request: Request, next: Next, client: Option<&str
             Err(problem) => return problem.into_response(),
         };
         let who = format!("tenant {tenant} ({} tier)", tier.0.name);
-        match limits.0.tenant.check_quota(tenant, 1, &tier.1).await {
+        let cost = limits.cost_of(&tenant_key(tenant));
+        match limits.0.tenant.check_quota(tenant, cost, &tier.1).await {
             Ok(decision) if !decision.allowed => return too_many(&decision, &who),
             Ok(decision) => decisions.push(decision),
             Err(error) => tracing::warn!(%error, "the tenant quota failed; request let through"),
@@ -887,6 +911,11 @@ async fn gated(gate: Gate, mut request: Request, next: Next, client: Option<&str
     }
     if limits.abuse().is_some() {
         response.extensions_mut().insert(Counted(counted));
+        if let Some(tenant) = caller.tenant() {
+            response
+                .extensions_mut()
+                .insert(CountedTenant(tenant_key(tenant)));
+        }
     }
     response
 }

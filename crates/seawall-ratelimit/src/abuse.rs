@@ -456,6 +456,31 @@ impl AbuseWatch {
     /// answered with `status`. A 403 or 429 of a key under an action is the
     /// action's own and not counted as an error.
     pub fn record(&self, key: &str, route: &str, path: &str, status: u16) {
+        let (current, error) = self.record_key(key, path, status);
+        if let Some(slot) = self.route_slot(route) {
+            slot.requests[current].fetch_add(1, Ordering::Relaxed);
+            if error {
+                slot.errors[current].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records the request [`record`](Self::record) recorded once more, for
+    /// a key that groups callers (a tenant, whose users each have a key of
+    /// their own): judged as a key of its own on its rate and its errors,
+    /// while the request counts once for its route and in the total a key's
+    /// rate is a share of. Not on its distinct paths: a group's many users
+    /// read many pages as a matter of course. A tenant whose users each stay
+    /// under [`min_requests`](AbuseWatchBuilder::min_requests) is judged on
+    /// what they do together.
+    pub fn record_group(&self, key: &str, status: u16) {
+        self.record_key(key, "", status);
+    }
+
+    /// Counts one request of `key` to `path` in the current interval's
+    /// sketches (and, one time in [`SAMPLE`], the ranking): the interval's
+    /// parity and whether it counted as an error.
+    fn record_key(&self, key: &str, path: &str, status: u16) -> (usize, bool) {
         let shared = &*self.0;
         let mut error = is_error(status);
         if error && matches!(status, 403 | 429) && shared.acting.load(Ordering::Relaxed) > 0 {
@@ -465,15 +490,10 @@ impl AbuseWatch {
         let hash = shared.keys_hasher.hash_one(key);
         let path = shared.paths_hasher.hash_one(path);
         shared.sketches[current].add(hash, error, path);
-        if let Some(slot) = self.route_slot(route) {
-            slot.requests[current].fetch_add(1, Ordering::Relaxed);
-            if error {
-                slot.errors[current].fetch_add(1, Ordering::Relaxed);
-            }
-        }
         if one_in(SAMPLE) {
             shared.ranking.lock().add(key, u64::from(SAMPLE));
         }
+        (current, error)
     }
 
     /// The slot of `route`, claimed on its first request; `None` once every

@@ -790,7 +790,8 @@ async fn pardon(State(state): State<AppState>, params: Params) -> Result<Json<Pa
     });
     let ended = watch.pardon(key);
     if blocked {
-        limits.abuse_limiter(key).unblock(key).await?;
+        let (limiter, on_it) = limits.abuse_limiter(key);
+        limiter.unblock(on_it).await?;
     }
     tracing::info!(key, ended, "abuse action pardoned by an admin");
     Ok(Json(Pardon {

@@ -660,6 +660,97 @@ async fn a_scraper_is_found_tightened_listed_and_pardoned() {
     assert_eq!(bad.status, 422);
 }
 
+/// What the tenant quota's minute says is left for a response's tenant.
+fn tenant_remaining(reply: &crate::support::Reply) -> i64 {
+    reply
+        .headers
+        .get_all("ratelimit")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(", "))
+        .find_map(|item| item.strip_prefix("\"tenant.minute\";r="))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|remaining| remaining.parse().ok())
+        .expect("the tenant quota's RateLimit item")
+}
+
+/// With abuse detection acting: a tenant whose users each ask once for a
+/// learner that does not exist (an enumeration spread over many users) is
+/// judged as a tenant: no user reaches the minimum of requests, the tenant
+/// does, and is found by its errors and tightened (each of its requests
+/// then takes 4 of its quota), then pardoned. Before, only each caller and
+/// address was judged, and the tenant went unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_is_judged_on_what_its_users_do_together() {
+    const PROXY: [u8; 4] = [203, 0, 113, 90];
+    let app = TestApp::sqlite_with(|config| {
+        config.ratelimit.abuse = seawall_app::config::AbuseMode::Act;
+        config.ratelimit.abuse_interval = Duration::from_secs(1);
+        config.ratelimit.abuse_min_requests = 20;
+        config.ratelimit.api = profile("100000/1m");
+        config.ratelimit.trusted_proxies = vec!["203.0.113.0/24".to_owned()];
+    })
+    .await;
+    let as_user = |user: u32, uri: &str| {
+        let mut request = from(PROXY, uri);
+        let headers = request.headers_mut();
+        headers.insert("x-tenant-id", "demo-enterprise".parse().expect("a header"));
+        headers.insert("x-user-id", format!("u{user}").parse().expect("a header"));
+        request
+    };
+    let mut user = 0;
+    let found = loop {
+        // 25 a batch, one a user, a batch an interval and a half: within
+        // the enterprise tier's 1,000 a minute.
+        for _ in 0..25 {
+            user += 1;
+            let reply = app
+                .send(as_user(user, "/api/review/today?user_id=999999999"))
+                .await;
+            assert_eq!(reply.status, 404, "{}", reply.text());
+        }
+        let state = app.admin_get("/api/rate-limit/abuse").await;
+        assert_eq!(state.status, 200, "{}", state.text());
+        let findings = state.json["findings"].as_array().expect("findings").clone();
+        assert!(
+            findings.iter().all(|f| !f["key"]
+                .as_str()
+                .is_some_and(|key| key.starts_with("user:"))),
+            "a user was found: {findings:?}"
+        );
+        if let Some(finding) = findings
+            .into_iter()
+            .find(|f| f["key"] == "tenant:demo-enterprise")
+        {
+            break finding;
+        }
+        assert!(user < 5_000, "the tenant was never found");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    };
+    assert_eq!(found["signal"], "errors", "{found}");
+    assert_eq!(found["action"], "tighten", "{found}");
+    // Each of its requests now takes four of its quota.
+    let (before, after) = (
+        tenant_remaining(&app.send(as_user(1, "/api/content?page=1")).await),
+        tenant_remaining(&app.send(as_user(2, "/api/content?page=1")).await),
+    );
+    assert!((3..=5).contains(&(before - after)), "{before} then {after}");
+    let pardon = app
+        .admin_send(
+            "DELETE",
+            "/api/rate-limit/abuse?key=tenant:demo-enterprise",
+            None,
+        )
+        .await;
+    assert_eq!(pardon.status, 200, "{}", pardon.text());
+    assert_eq!(pardon.json["ended"], true);
+    let (before, after) = (
+        tenant_remaining(&app.send(as_user(1, "/api/content?page=1")).await),
+        tenant_remaining(&app.send(as_user(2, "/api/content?page=1")).await),
+    );
+    assert!((0..=2).contains(&(before - after)), "{before} then {after}");
+}
+
 /// With abuse detection off, its routes say so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_abuse_detection_off_its_routes_answer_409() {
