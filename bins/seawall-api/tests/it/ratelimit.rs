@@ -565,16 +565,27 @@ fn from(address: [u8; 4], uri: &str) -> axum::http::Request<axum::body::Body> {
 
 /// What the API limiter says is left for a response's caller.
 fn api_remaining(reply: &crate::support::Reply) -> i64 {
+    remaining(reply, "api")
+}
+
+/// What the tenant quota's minute says is left for a response's tenant.
+fn tenant_remaining(reply: &crate::support::Reply) -> i64 {
+    remaining(reply, "tenant.minute")
+}
+
+/// The remaining count of a response's `RateLimit` item `name`.
+fn remaining(reply: &crate::support::Reply, name: &str) -> i64 {
+    let prefix = format!("\"{name}\";r=");
     reply
         .headers
         .get_all("ratelimit")
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(", "))
-        .find_map(|item| item.strip_prefix("\"api\";r="))
+        .find_map(|item| item.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(';').next())
         .and_then(|remaining| remaining.parse().ok())
-        .expect("the API limiter's RateLimit item")
+        .unwrap_or_else(|| panic!("no RateLimit item {name}"))
 }
 
 /// With abuse detection acting: a client walking the catalogue page by
@@ -658,20 +669,6 @@ async fn a_scraper_is_found_tightened_listed_and_pardoned() {
         .admin_send("DELETE", "/api/rate-limit/abuse?key=%07", None)
         .await;
     assert_eq!(bad.status, 422);
-}
-
-/// What the tenant quota's minute says is left for a response's tenant.
-fn tenant_remaining(reply: &crate::support::Reply) -> i64 {
-    reply
-        .headers
-        .get_all("ratelimit")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(", "))
-        .find_map(|item| item.strip_prefix("\"tenant.minute\";r="))
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|remaining| remaining.parse().ok())
-        .expect("the tenant quota's RateLimit item")
 }
 
 /// With abuse detection acting: a tenant whose users each ask once for a
