@@ -333,10 +333,17 @@ impl RateLimits {
         abuse_limiter(&self.0.ddos, &self.0.api, &self.0.tenant, key)
     }
 
-    /// What one request of `key` costs of its limits: more while the abuse
-    /// watch has it tightened.
-    fn cost_of(&self, key: &str) -> u64 {
-        self.0.abuse.as_ref().map_or(1, |watch| watch.cost(key))
+    /// What one request of `key` costs of a limit whose requests may cost
+    /// at most `max` (asked only of a tightened key): more while the abuse
+    /// watch has it tightened, but never past `max`, which the limiter
+    /// would refuse as an error and let the request through.
+    fn cost_of(&self, key: &str, max: impl FnOnce() -> u64) -> u64 {
+        let cost = self.0.abuse.as_ref().map_or(1, |watch| watch.cost(key));
+        if cost > 1 {
+            cost.min(max()).max(1)
+        } else {
+            cost
+        }
     }
 
     /// Every limiter, by name.
@@ -518,7 +525,8 @@ pub(crate) fn ddos(limits: &RateLimits, request: &Request) -> Ddos {
     let Some(ip) = limits.client_ip(request) else {
         return Ddos::Reject(unknown_client());
     };
-    match limits.0.ddos.check_now(&ip, limits.cost_of(&ip)) {
+    let cost = limits.cost_of(&ip, || limits.0.ddos.max_cost());
+    match limits.0.ddos.check_now(&ip, cost) {
         Some(result) => ddos_verdict(result),
         None => Ddos::Remote(ip),
     }
@@ -526,7 +534,8 @@ pub(crate) fn ddos(limits: &RateLimits, request: &Request) -> Ddos {
 
 /// [`ddos`] for a limiter on Redis.
 pub(crate) async fn ddos_remote(limits: &RateLimits, ip: &str) -> Ddos {
-    ddos_verdict(limits.0.ddos.check(ip, limits.cost_of(ip)).await)
+    let cost = limits.cost_of(ip, || limits.0.ddos.max_cost());
+    ddos_verdict(limits.0.ddos.check(ip, cost).await)
 }
 
 fn ddos_verdict(result: seawall_ratelimit::Result<Decision>) -> Ddos {
@@ -855,6 +864,7 @@ async fn gated(gate: Gate, mut request: Request, next: Next, client: Option<&str
         tenant: tenant.filter(|_| trusted),
     };
     let mut decisions: Vec<Decision> = Vec::new();
+    let mut counted_tenant = None;
     if let Some(tenant) = caller.tenant() {
         let tier = match limits.tier(tenant).await {
             Ok(Some(tier)) => tier,
@@ -868,7 +878,11 @@ async fn gated(gate: Gate, mut request: Request, next: Next, client: Option<&str
             Err(problem) => return problem.into_response(),
         };
         let who = format!("tenant {tenant} ({} tier)", tier.0.name);
-        let cost = limits.cost_of(&tenant_key(tenant));
+        // Its abuse key, only while there is a watch to tell.
+        counted_tenant = limits.abuse().map(|_| tenant_key(tenant));
+        let cost = counted_tenant
+            .as_deref()
+            .map_or(1, |key| limits.cost_of(key, || tier.1.max_cost()));
         match limits.0.tenant.check_quota(tenant, cost, &tier.1).await {
             Ok(decision) if !decision.allowed => return too_many(&decision, &who),
             Ok(decision) => decisions.push(decision),
@@ -892,8 +906,8 @@ async fn gated(gate: Gate, mut request: Request, next: Next, client: Option<&str
         checks.push((&limits.0.report, "this caller's report quota"));
     }
     checks.push((&limits.0.api, who));
-    let cost = limits.cost_of(&counted);
     for (limiter, who) in checks {
+        let cost = limits.cost_of(&counted, || limiter.max_cost());
         match limiter.check(&counted, cost).await {
             Ok(decision) if !decision.allowed => {
                 return mark_counted(too_many(&decision, who), &counted);
@@ -911,10 +925,8 @@ async fn gated(gate: Gate, mut request: Request, next: Next, client: Option<&str
     }
     if limits.abuse().is_some() {
         response.extensions_mut().insert(Counted(counted));
-        if let Some(tenant) = caller.tenant() {
-            response
-                .extensions_mut()
-                .insert(CountedTenant(tenant_key(tenant)));
+        if let Some(tenant) = counted_tenant {
+            response.extensions_mut().insert(CountedTenant(tenant));
         }
     }
     response

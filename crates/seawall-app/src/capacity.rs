@@ -462,7 +462,6 @@ mod tests {
         let capacity = Capacity::default();
         // A whole minute, at midnight UTC.
         let start = 1_800_000_000 - 1_800_000_000 % 86_400;
-        let mut last = start;
         for seconds in (0..120 * 60).step_by(10) {
             let time = start + seconds;
             let minutes = u64::try_from(seconds / 60).expect("positive");
@@ -471,7 +470,6 @@ mod tests {
             capacity.record_memory("unlimited:6379", time, 100 * MIB + minutes * MIB, 0);
             capacity.record_memory("full:6379", time, 500 * MIB, 500 * MIB);
             capacity.record_request_rate(time, 200.0);
-            last = time;
             if seconds == 10 * 60 {
                 let families = capacity.collect();
                 assert_eq!(
@@ -536,7 +534,6 @@ mod tests {
         );
         let [value, low, high] = capacity.request_rate_ahead().expect("learned");
         assert!((value - 200.0).abs() < 1.0 && low <= value && value <= high);
-        let _ = last;
     }
 
     #[test]

@@ -289,6 +289,12 @@ impl Limiter {
         Quota::clone(&self.inner.quota.load())
     }
 
+    /// The most one request may cost under the quota checked now (its
+    /// [`Quota::max_cost`]); a check of more is refused as an error.
+    pub fn max_cost(&self) -> u64 {
+        self.inner.quota.load().max_cost()
+    }
+
     /// Replaces the quota; the next check uses it, scaled by the
     /// limiter's [scale](Self::set_scale). State is kept per rule
     /// name, so a rule that keeps its name and algorithm keeps its state:

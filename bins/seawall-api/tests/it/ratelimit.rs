@@ -748,6 +748,49 @@ async fn a_tenant_is_judged_on_what_its_users_do_together() {
     assert!((0..=2).contains(&(before - after)), "{before} then {after}");
 }
 
+/// A client tightened under a limit smaller than the tightening's cost (an
+/// API limit of 3 a minute against a cost of 4) is charged the whole limit
+/// and refused, not let through: a cost past the limit's capacity is an
+/// error to the limiter, which the gate answers by letting the request
+/// through. The client is found by the 429s it keeps asking for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_tightened_under_a_small_limit_is_refused_not_let_through() {
+    const CLIENT: [u8; 4] = [203, 0, 113, 91];
+    let app = TestApp::sqlite_with(|config| {
+        config.ratelimit.abuse = seawall_app::config::AbuseMode::Act;
+        config.ratelimit.abuse_interval = Duration::from_secs(1);
+        config.ratelimit.abuse_min_requests = 20;
+        config.ratelimit.api = profile("3/1m");
+    })
+    .await;
+    let mut sent = 0;
+    loop {
+        for _ in 0..25 {
+            sent += 1;
+            let reply = app.send(from(CLIENT, "/api/content?page=1")).await;
+            assert!(
+                reply.status == 200 || reply.status == 429,
+                "{}",
+                reply.text()
+            );
+        }
+        let state = app.admin_get("/api/rate-limit/abuse").await;
+        let tightened = state.json["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .any(|action| action["key"] == "203.0.113.91" && action["action"] == "tighten");
+        if tightened {
+            break;
+        }
+        assert!(sent < 25_000, "the client was never tightened");
+        // Well under the DDoS limit (1,000 a second), which would block it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = app.send(from(CLIENT, "/api/content?page=1")).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+}
+
 /// With abuse detection off, its routes say so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_abuse_detection_off_its_routes_answer_409() {

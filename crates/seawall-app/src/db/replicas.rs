@@ -721,21 +721,23 @@ impl Replicas {
         if let Some(at) = self.pick(freshness, began) {
             return Target::Replica(at);
         }
-        let now = self.now_us();
-        let wait_us = u64::try_from(self.limits.wait.as_micros()).unwrap_or(u64::MAX);
-        let (mut in_rotation, mut catches_up) = (false, false);
-        for replica in &self.replicas {
-            if self.in_rotation(replica, now) {
-                in_rotation = true;
-                catches_up |= replica.catch_up_us.load(Ordering::Relaxed) < wait_us;
+        let worth_waiting = freshness.now && !self.limits.wait.is_zero() && {
+            let now = self.now_us();
+            let wait_us = u64::try_from(self.limits.wait.as_micros()).unwrap_or(u64::MAX);
+            let (mut in_rotation, mut catches_up) = (false, false);
+            for replica in &self.replicas {
+                if self.in_rotation(replica, now) {
+                    in_rotation = true;
+                    catches_up |= replica.catch_up_us.load(Ordering::Relaxed) < wait_us;
+                }
             }
-        }
-        // A wait that none of the replicas has lately been able to end
-        // would only add itself to the read.
-        if freshness.now && in_rotation && !catches_up && !self.limits.wait.is_zero() {
-            self.waits_skipped.fetch_add(1, Ordering::Relaxed);
-        }
-        let worth_waiting = freshness.now && !self.limits.wait.is_zero() && catches_up;
+            // A wait that none of the replicas has lately been able to
+            // end would only add itself to the read.
+            if in_rotation && !catches_up {
+                self.waits_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            catches_up
+        };
         if let (true, Some(rounds)) = (worth_waiting, rounds.as_mut()) {
             let deadline = tokio::time::Instant::now() + self.limits.wait;
             while tokio::time::timeout_at(deadline, rounds.changed())
