@@ -15,11 +15,15 @@
 //! Part "replicas": the mixed workload through HAProxy on three instances
 //! and a standalone Redis, with 0, 1 and 2 PostgreSQL streaming replicas:
 //! requests per second, latency, the primary's CPU time per request (its
-//! postmaster and every backend, from `/proc`) and where the reads that
+//! postmaster and every process it started, from `/proc`: the client
+//! backends, the WAL senders and the rest apart) and where the reads that
 //! may go to a replica went (the instances' `GET /api/performance`), once
 //! per `synchronous_commit` of the primary (`--synchronous-commit`, `off`
 //! and `on` by default): replicas receive only the WAL the primary has
 //! flushed, and with it `off` that is every `wal_writer_delay` (200 ms).
+//! `--reads-only` runs the workload's reads alone (the primary's CPU per
+//! read request, writes apart); `--statements` lists the primary's
+//! statements of each run by execution time (`pg_stat_statements`).
 //!
 //! Every fleet is the testkit's (as `scripts/fleet` starts it) on release
 //! binaries, with the demo dataset in a PostgreSQL data dir written once
@@ -51,6 +55,12 @@ struct Args {
     /// The primary's `synchronous_commit` settings the replicas part runs
     /// under, each with 0, 1 and 2 replicas.
     synchronous_commit: Vec<String>,
+    /// Whether the replicas part also lists the primary's statements
+    /// (`pg_stat_statements`) of each measured run.
+    statements: bool,
+    /// Whether the replicas part runs the mixed workload without its
+    /// writes (its reads alone, in the same shares).
+    reads_only: bool,
 }
 
 fn args() -> Args {
@@ -88,6 +98,18 @@ fn args() -> Args {
                 .value_delimiter(',')
                 .value_parser(["off", "local", "on"]),
         )
+        .arg(
+            Arg::new("reads-only")
+                .long("reads-only")
+                .help("--part replicas: the mixed workload's reads alone, without its review writes")
+                .action(clap::ArgAction::SetTrue),
+        )
+        .arg(
+            Arg::new("statements")
+                .long("statements")
+                .help("--part replicas: also list the primary's statements of each run (pg_stat_statements)")
+                .action(clap::ArgAction::SetTrue),
+        )
         .get_matches();
     let text = |name: &str| matches.get_one::<String>(name).cloned().unwrap_or_default();
     Args {
@@ -102,11 +124,14 @@ fn args() -> Args {
             .flatten()
             .cloned()
             .collect(),
+        statements: matches.get_flag("statements"),
+        reads_only: matches.get_flag("reads-only"),
     }
 }
 
 /// The mixed workload: 30 % today, 30 % stats, 30 % content, 10 % review
-/// writes, uniformly random users of the demo dataset's 1,000.
+/// writes, uniformly random users of the demo dataset's 1,000 (rolls up to
+/// `ROLL_MAX`: 100, or 90 for its reads alone).
 const MIXED_LUA: &str = r#"
 local threads = {}
 function setup(thread)
@@ -117,7 +142,7 @@ function init(args)
     math.randomseed(os.time() * 1000 + id)
 end
 request = function()
-    local roll = math.random(1, 100)
+    local roll = math.random(1, ROLL_MAX)
     local user = math.random(1, 1000)
     if roll <= 30 then
         return wrk.format("GET", "/api/review/today?user_id=" .. user)
@@ -241,7 +266,10 @@ fn builder(args: &Args, redis: FleetRedis, instances: usize, workers: usize) -> 
 /// warm-up before each measured run: a third of it, at least 2 s.
 fn mixed_workload(args: &Args) -> (PathBuf, String) {
     let script = args.dir.join("mixed.lua");
-    std::fs::write(&script, MIXED_LUA).expect("writes the wrk script");
+    // Rolls over 90 are the review writes.
+    let roll_max = if args.reads_only { "90" } else { "100" };
+    std::fs::write(&script, MIXED_LUA.replace("ROLL_MAX", roll_max))
+        .expect("writes the wrk script");
     let warm = format!(
         "{}s",
         (humantime::parse_duration(&args.duration)
@@ -402,17 +430,46 @@ fn main() {
     }
 }
 
-/// CPU seconds PostgreSQL's primary has used: the postmaster named in its
-/// data dir's `postmaster.pid` and every process it started (the backends),
-/// from `/proc/<pid>/stat`.
-fn postgres_cpu(data_dir: &Path) -> f64 {
+/// CPU seconds a PostgreSQL server has used, by kind of process.
+#[derive(Debug, Clone, Copy, Default)]
+struct PostgresCpu {
+    /// Client backends: the statements of the service's connections.
+    backends: f64,
+    /// WAL senders: streaming to the replicas.
+    walsenders: f64,
+    /// The postmaster and its auxiliary processes (WAL writer,
+    /// checkpointer, background writer, autovacuum, ...).
+    other: f64,
+}
+
+impl PostgresCpu {
+    fn total(&self) -> f64 {
+        self.backends + self.walsenders + self.other
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            backends: self.backends - before.backends,
+            walsenders: self.walsenders - before.walsenders,
+            other: self.other - before.other,
+        }
+    }
+}
+
+/// CPU time of PostgreSQL's server in `data_dir`: the postmaster named in
+/// its `postmaster.pid` and every process it started, from
+/// `/proc/<pid>/stat`, told apart by the title each sets
+/// (`/proc/<pid>/cmdline`: `postgres: walsender ...`, `postgres: <user>
+/// <database> <address> ...` for a client backend).
+fn postgres_cpu(data_dir: &Path) -> PostgresCpu {
+    let mut cpu = PostgresCpu::default();
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap_or_default();
     let Some(postmaster) = text
         .lines()
         .next()
         .and_then(|line| line.trim().parse::<u32>().ok())
     else {
-        return 0.0;
+        return cpu;
     };
     let ticks_per_second: f64 = Command::new("getconf")
         .arg("CLK_TCK")
@@ -420,7 +477,6 @@ fn postgres_cpu(data_dir: &Path) -> f64 {
         .ok()
         .and_then(|output| String::from_utf8_lossy(&output.stdout).trim().parse().ok())
         .unwrap_or(100.0);
-    let mut ticks = 0_u64;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
             .file_name()
@@ -442,16 +498,68 @@ fn postgres_cpu(data_dir: &Path) -> f64 {
         if pid != postmaster && ppid != Some(postmaster) {
             continue;
         }
-        for at in [11, 12] {
-            ticks += fields
-                .get(at)
-                .and_then(|field| field.parse::<u64>().ok())
-                .unwrap_or(0);
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&at| fields.get(at).and_then(|field| field.parse::<u64>().ok()))
+            .sum();
+        #[allow(clippy::cast_precision_loss)]
+        let seconds = ticks as f64 / ticks_per_second;
+        let title = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let title = String::from_utf8_lossy(&title);
+        let kind = title.strip_prefix("postgres: ").unwrap_or("");
+        const AUXILIARY: [&str; 8] = [
+            "checkpointer",
+            "background writer",
+            "walwriter",
+            "autovacuum",
+            "logical replication",
+            "archiver",
+            "stats",
+            "startup",
+        ];
+        if pid == postmaster || kind.is_empty() || AUXILIARY.iter().any(|aux| kind.starts_with(aux))
+        {
+            cpu.other += seconds;
+        } else if kind.starts_with("walsender") {
+            cpu.walsenders += seconds;
+        } else {
+            cpu.backends += seconds;
         }
     }
+    cpu
+}
+
+/// The primary's statements that took the most execution time since
+/// `pg_stat_statements_reset()`, as table rows: calls per request, mean
+/// and total execution time per request, and the statement's first words.
+fn statements(fleet: &Fleet, requests: u64) -> String {
+    const SQL: &str = "SELECT calls, total_exec_time, \
+                       regexp_replace(left(query, 90), '\\s+', ' ', 'g') \
+                       FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10";
+    let text = fleet
+        .postgres()
+        .psql(SQL)
+        .unwrap_or_else(|error| format!("pg_stat_statements: {error}"));
+    let mut rows = String::new();
     #[allow(clippy::cast_precision_loss)]
-    let seconds = ticks as f64 / ticks_per_second;
-    seconds
+    let requests = requests.max(1) as f64;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, '|');
+        let (Some(calls), Some(total), Some(query)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let calls: f64 = calls.parse().unwrap_or(0.0);
+        let total_ms: f64 = total.parse().unwrap_or(0.0);
+        rows.push_str(&format!(
+            "|  | {:.3} | {:.1} | {:.1} | `{}` |\n",
+            calls / requests,
+            total_ms * 1e3 / calls.max(1.0),
+            total_ms * 1e3 / requests,
+            query.replace('|', "\\|"),
+        ));
+    }
+    rows
 }
 
 /// Reads sent to the primary, to the replicas, and to the primary without
@@ -483,32 +591,63 @@ fn reads_by_server(fleet: &Fleet) -> [u64; 3] {
 fn replicas(args: &Args) {
     let (script, warm) = mixed_workload(args);
     println!(
-        "| synchronous_commit | PostgreSQL replicas | requests/s | mean ms | p50 ms | p99 ms | failed | primary CPU µs / request | reads on the primary (not waited) | reads on replicas |"
+        "| synchronous_commit | PostgreSQL replicas | requests/s | mean ms | p50 ms | p99 ms | failed | primary CPU µs / request (backends + walsenders + other) | reads on the primary (not waited) | reads on replicas |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut listed = Vec::new();
     for commit in &args.synchronous_commit {
         for count in 0..=2 {
-            let fleet = builder(args, FleetRedis::Standalone, 3, 0)
+            let mut builder = builder(args, FleetRedis::Standalone, 3, 0)
                 .postgres_replicas(count)
-                .postgres_setting("synchronous_commit", commit.as_str())
+                .postgres_setting("synchronous_commit", commit.as_str());
+            if args.statements {
+                builder =
+                    builder.postgres_setting("shared_preload_libraries", "pg_stat_statements");
+            }
+            let fleet = builder
                 .start()
                 .unwrap_or_else(|error| panic!("{count} replicas: the fleet starts: {error}"));
             wrk(&script, &fleet.url(), args.connections, &warm);
+            if args.statements {
+                fleet
+                    .postgres()
+                    .psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
+                    .expect("pg_stat_statements is reset");
+            }
             let data = fleet.postgres().data_dir();
             let (cpu, reads) = (postgres_cpu(&data), reads_by_server(&fleet));
             let run = wrk(&script, &fleet.url(), args.connections, &args.duration);
             let (cpu_after, reads_after) = (postgres_cpu(&data), reads_by_server(&fleet));
+            let used = cpu_after.since(&cpu);
             #[allow(clippy::cast_precision_loss)]
-            let (rate, per_request) = (
-                run.requests as f64 / run.seconds,
-                (cpu_after - cpu) * 1e6 / run.requests.max(1) as f64,
-            );
+            let (rate, per_request) = (run.requests as f64 / run.seconds, |seconds: f64| {
+                seconds * 1e6 / run.requests.max(1) as f64
+            });
             let [primary, replicas, not_waited] =
                 [0, 1, 2].map(|at| reads_after[at].saturating_sub(reads[at]));
             println!(
-                "| {commit} | {count} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} | {per_request:.1} | {primary} ({not_waited}) | {replicas} |",
-                run.mean_ms, run.p50_ms, run.p99_ms, run.failed,
+                "| {commit} | {count} | {rate:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} ({:.1} + {:.1} + {:.1}) | {primary} ({not_waited}) | {replicas} |",
+                run.mean_ms,
+                run.p50_ms,
+                run.p99_ms,
+                run.failed,
+                per_request(used.total()),
+                per_request(used.backends),
+                per_request(used.walsenders),
+                per_request(used.other),
             );
+            if args.statements {
+                listed.push((
+                    format!("{commit}, {count} replicas"),
+                    statements(&fleet, run.requests),
+                ));
+            }
         }
+    }
+    for (row, statements) in listed {
+        println!("\nThe primary's statements, {row}:\n");
+        println!("| | calls / request | mean µs | µs / request | statement |");
+        println!("|---|---|---|---|---|");
+        print!("{statements}");
     }
 }

@@ -6,7 +6,7 @@
 
 use sqlx::AnyConnection;
 
-use crate::db::{Backend, Db, Timed as _};
+use crate::db::{Backend, Db, Timed as _, caller};
 use crate::group::{GroupJob, GroupWriter, WriteFuture, in_transaction};
 
 pub(crate) use crate::time::DAY_MS;
@@ -85,14 +85,26 @@ impl GroupJob for Review {
     /// review moved in between is read again; after a few such misses the
     /// review takes the row lock in a transaction of its own, which always
     /// lands.
+    ///
+    /// The first read may go to a replica (one that has the caller's own
+    /// writes, [`caller::freshness`]): the move lands only on the schedule
+    /// as read, so a replica behind the primary costs the review one more
+    /// try, on the primary, never a wrong move. A replica that finds no
+    /// schedule is asked again on the primary too, as one that has not
+    /// replayed the schedule's creation would answer so.
     fn write_alone<'a>(&'a self, db: &'a Db) -> WriteFuture<'a, Self::Output> {
         if db.backend() != Backend::Postgres {
             return Box::pin(in_transaction(self, db));
         }
         Box::pin(async move {
+            let mut read_on = match db.replicas() {
+                Some(_) => ReadOn::AnyServer,
+                None => ReadOn::Primary,
+            };
             for _ in 0..OPTIMISTIC_TRIES {
-                if let Some(landed) = write_optimistic(db, self).await? {
-                    return Ok(landed);
+                match write_optimistic(db, self, read_on).await? {
+                    Some(landed) => return Ok(landed),
+                    None => read_on = ReadOn::Primary,
                 }
             }
             in_transaction(self, db).await
@@ -103,12 +115,24 @@ impl GroupJob for Review {
 /// Reads of a moved schedule before a review takes the row lock instead.
 const OPTIMISTIC_TRIES: usize = 3;
 
-/// One optimistic try on PostgreSQL: `None` when another review moved the
-/// schedule between the read and the write (nothing was written), else
-/// what [`write_one`] answers.
+/// Where an optimistic try reads the schedule it moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadOn {
+    /// A replica that has the caller's writes, or else the primary (with
+    /// replicas only).
+    AnyServer,
+    /// The primary, on the connection that then moves the schedule.
+    Primary,
+}
+
+/// One optimistic try on PostgreSQL: `None` when the schedule read is not
+/// the one on the primary at the write (another review moved it in
+/// between, or a replica had not replayed its last move or its creation;
+/// nothing was written), else what [`write_one`] answers.
 async fn write_optimistic(
     db: &Db,
     review: &Review,
+    read_on: ReadOn,
 ) -> Result<Option<Option<SchedulePoint>>, sqlx::Error> {
     const SELECT: &str = "SELECT interval_days, ease_permille, repetitions, last_reviewed_at \
                           FROM review_schedules WHERE user_id = $1 AND content_id = $2";
@@ -122,15 +146,42 @@ async fn write_optimistic(
            RETURNING user_id) \
          INSERT INTO review_history (user_id, content_id, reviewed_at, rating, duration_ms) \
          SELECT $1, $2, $7, $12, $13 FROM moved";
-    let mut connection = db.acquire_write().await?;
-    let current: Option<(i64, i64, i64, Option<i64>)> = sqlx::query_as(SELECT)
-        .bind(review.user_id)
-        .bind(review.content_id)
-        .fetch_optional(&mut *connection)
-        .timed(db, SELECT)
-        .await?;
+    type Row = (i64, i64, i64, Option<i64>);
+    let (user_id, content_id) = (review.user_id, review.content_id);
+    let (current, mut connection): (Option<Row>, _) = match read_on {
+        ReadOn::AnyServer => {
+            let read = db
+                .read(caller::freshness().await, |connection| {
+                    let db = db.clone();
+                    Box::pin(async move {
+                        sqlx::query_as(SELECT)
+                            .bind(user_id)
+                            .bind(content_id)
+                            .fetch_optional(connection)
+                            .timed(&db, SELECT)
+                            .await
+                    })
+                })
+                .await?;
+            (read, db.acquire_write().await?)
+        }
+        ReadOn::Primary => {
+            let mut connection = db.acquire_write().await?;
+            let read = sqlx::query_as(SELECT)
+                .bind(user_id)
+                .bind(content_id)
+                .fetch_optional(&mut *connection)
+                .timed(db, SELECT)
+                .await?;
+            (read, connection)
+        }
+    };
     let Some((interval_days, ease_permille, repetitions, last_reviewed_at)) = current else {
-        return Ok(Some(None));
+        return Ok(match read_on {
+            // No schedule on a replica: asked again on the primary.
+            ReadOn::AnyServer => None,
+            ReadOn::Primary => Some(None),
+        });
     };
     let next = next_schedule(
         SchedulePoint {

@@ -405,13 +405,18 @@ impl Postgres {
 
     /// The WAL position the server has inserted up to (a primary:
     /// `pg_current_wal_insert_lsn()`, which, with `synchronous_commit` off
-    /// as here, is past a commit that has not reached the disk yet) or
-    /// replayed up to (a replica: `pg_last_wal_replay_lsn()`), as
-    /// PostgreSQL prints it (`0/3000148`).
+    /// as here, is past a commit that has not reached the disk yet; at a
+    /// WAL page no record is on yet, that page's start, where a replica
+    /// that has replayed everything stands) or replayed up to (a replica:
+    /// `pg_last_wal_replay_lsn()`), as PostgreSQL prints it (`0/3000148`).
     pub fn wal_position(&self) -> Result<String> {
         self.psql(
             "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-             ELSE pg_current_wal_insert_lsn() END",
+             ELSE (SELECT x.p - CASE WHEN o.file_offset = 40 THEN 40 \
+                   WHEN o.file_offset % current_setting('wal_block_size')::int = 24 THEN 24 \
+                   ELSE 0 END \
+                   FROM (SELECT pg_current_wal_insert_lsn() AS p) AS x, \
+                   pg_walfile_name_offset(x.p) AS o) END",
         )
     }
 

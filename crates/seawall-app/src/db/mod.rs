@@ -396,7 +396,7 @@ impl Db {
     /// caller's position as it was, so that its next read may miss this
     /// one write if it goes to a replica that has not replayed it.
     pub async fn wrote(&self) -> Option<Lsn> {
-        const SQL: &str = "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT)";
+        const SQL: &str = replicas::POSITION_SQL;
         let caller = caller::Caller::current()?;
         if self.replicas.is_none() {
             return caller.position();
@@ -409,11 +409,11 @@ impl Db {
                 .await
         }
         .await;
-        match read.map(|(text,)| text.parse::<Lsn>()) {
+        match read.map(|(text,)| replicas::position_of(&text).map(|(position, _)| position)) {
             // Boxed, as the Redis call it may make would otherwise be part
             // of every write's future.
-            Ok(Ok(position)) => Box::pin(caller.wrote(position)).await,
-            Ok(Err(error)) => tracing::warn!(%error, "the primary's WAL position did not parse"),
+            Ok(Some(position)) => Box::pin(caller.wrote(position)).await,
+            Ok(None) => tracing::warn!("the primary's WAL position did not parse"),
             Err(error) => {
                 tracing::warn!(%error, "the primary's WAL position after a write could not be read");
             }

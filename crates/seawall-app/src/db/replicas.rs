@@ -2,7 +2,8 @@
 //!
 //! A monitor task looks at the primary and every replica in rounds, every
 //! [`POLL_INTERVAL`]: it reads the primary's WAL position
-//! (`pg_current_wal_insert_lsn()`), then each replica's replayed position
+//! (`pg_current_wal_insert_lsn()`, less the header of a page no record is
+//! on yet), then each replica's replayed position
 //! (`pg_last_wal_replay_lsn()`). A replica whose replayed position has
 //! reached the primary's position of a recent round (the last quarter of a
 //! second) is *current as of* the latest such round's start: every
@@ -93,11 +94,21 @@ pub const DOWN_AFTER: Duration = Duration::from_millis(500);
 /// (a quarter of a second at [`POLL_INTERVAL`]).
 const RECENT_ROUNDS: usize = 50;
 
-/// The look at the primary: its WAL insert position, and the name of the
-/// WAL file it writes, whose first eight hexadecimal digits are its
-/// timeline. A server in recovery refuses both (no answer).
-const PRIMARY_LOOK: &str = "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT) || ' ' || \
-                            pg_walfile_name(pg_current_wal_insert_lsn())";
+/// The primary's WAL insert position as `<position> <WAL file name>
+/// <offset in the file> <WAL page size>`, for [`position_of`] (the file's
+/// first eight hexadecimal digits are the primary's timeline). A server
+/// in recovery refuses it (no answer).
+pub(crate) const POSITION_SQL: &str = "SELECT CAST(x.p AS TEXT) || ' ' || o.file_name || ' ' || \
+     o.file_offset || ' ' || current_setting('wal_block_size') \
+     FROM (SELECT pg_current_wal_insert_lsn() AS p) AS x, pg_walfile_name_offset(x.p) AS o";
+
+/// The look at the primary: [`POSITION_SQL`].
+const PRIMARY_LOOK: &str = POSITION_SQL;
+
+/// The sizes of a WAL page's header: at a WAL file's first page, and at
+/// every other page.
+const LONG_PAGE_HEADER: u64 = 40;
+const SHORT_PAGE_HEADER: u64 = 24;
 
 /// The look at a replica: `replica <replayed position> <timeline it
 /// receives>`, the timeline `0` while it has no WAL receiver and `?` when
@@ -984,8 +995,38 @@ fn timeline_of(wal_file: &str) -> Option<u32> {
 
 /// The primary's answer to [`PRIMARY_LOOK`]: its position and timeline.
 fn parse_primary(text: &str) -> Option<(Lsn, u32)> {
-    let (position, wal_file) = text.split_once(' ')?;
-    Some((position.parse().ok()?, timeline_of(wal_file)?))
+    let (position, wal_file) = position_of(text)?;
+    Some((position, timeline_of(wal_file)?))
+}
+
+/// The position every transaction committed so far is within, from an
+/// answer to [`POSITION_SQL`], and the WAL file's name.
+///
+/// The insert position is where the next record goes. When the last
+/// record ended at a WAL page's end (often: a WAL file switched, as at a
+/// start-up or `pg_switch_wal()`), it is past the next page's header,
+/// which no record is in, and a replica that has replayed everything
+/// reports the page's start: the position is then the page's start, or a
+/// replica would never be found current until the next write.
+pub(crate) fn position_of(text: &str) -> Option<(Lsn, &str)> {
+    let mut words = text.split(' ');
+    let (position, wal_file, offset, page) = (
+        words.next()?.parse::<Lsn>().ok()?,
+        words.next()?,
+        words.next()?.parse::<u64>().ok()?,
+        words.next()?.parse::<u64>().ok().filter(|&page| page > 0)?,
+    );
+    if words.next().is_some() {
+        return None;
+    }
+    let header = if offset == LONG_PAGE_HEADER {
+        LONG_PAGE_HEADER
+    } else if offset % page == SHORT_PAGE_HEADER {
+        SHORT_PAGE_HEADER
+    } else {
+        0
+    };
+    Some((Lsn(position.0.saturating_sub(header)), wal_file))
 }
 
 /// What a look found a replica doing.
@@ -1059,12 +1100,11 @@ pub(crate) mod tests {
             .execute(&mut *connection)
             .await
             .expect("inserts");
-        let (position,): (String,) =
-            sqlx::query_as("SELECT CAST(pg_current_wal_insert_lsn() AS TEXT)")
-                .fetch_one(&mut *connection)
-                .await
-                .expect("a position");
-        position.parse().expect("a position")
+        let (position,): (String,) = sqlx::query_as(POSITION_SQL)
+            .fetch_one(&mut *connection)
+            .await
+            .expect("a position");
+        position_of(&position).expect("a position").0
     }
 
     pub(crate) fn state(db: &Db) -> ReplicaState {
@@ -1253,6 +1293,97 @@ pub(crate) mod tests {
         assert_eq!(state(&db).reads, reads + 1, "{:?}", state(&db));
         assert_eq!(count, marks(&db, Freshness::ANY).await);
         db.close().await;
+    }
+
+    /// After a WAL file switch the primary's insert position is past the
+    /// new file's page header, where no record is, and a replica that has
+    /// replayed everything reports the file's start. It is current all
+    /// the same: a read that must be current is served there, as is a
+    /// caller's read after a write that ended the last page. (Found
+    /// measuring a fleet with no writes: every cache fill of a resting
+    /// primary waited its whole wait and read the primary.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_is_current_while_the_primary_rests_at_a_page_start() {
+        let primary = Postgres::start().expect("the primary starts");
+        let replica = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        let db = with_marks(&config(
+            &primary.url(),
+            &[&replica],
+            Duration::from_secs(120),
+            Duration::from_secs(5),
+        ))
+        .await;
+        until_in_rotation(&db, true).await;
+        let replicas = db.replicas().expect("replicas").clone();
+        let at_page_start = || {
+            primary
+                .psql("SELECT (pg_walfile_name_offset(pg_current_wal_insert_lsn())).file_offset")
+                .expect("reads")
+                == "40"
+        };
+        // Anything the server writes on its own (a checkpoint, a standby
+        // snapshot) moves it off the page start: then once more.
+        for _ in 0..5 {
+            mark(&db).await;
+            primary.psql("SELECT pg_switch_wal()").expect("switches");
+            let start = primary
+                .psql("SELECT pg_current_wal_insert_lsn() - 40")
+                .expect("reads");
+            wait::until("the replica to replay the switch", || {
+                replica
+                    .psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{start}'"))
+                    .expect("reads")
+                    == "t"
+            });
+            if !at_page_start() {
+                continue;
+            }
+            let (reads, primary_reads) = (state(&db).reads, replicas.primary_reads());
+            let count = marks(&db, Freshness::NOW).await;
+            if !at_page_start() {
+                continue;
+            }
+            assert_eq!(replicas.primary_reads(), primary_reads, "{:?}", state(&db));
+            assert_eq!(state(&db).reads, reads + 1);
+            assert_eq!(count, marks_on_primary(&db).await);
+            db.close().await;
+            return;
+        }
+        panic!("the primary never rested at a page start");
+    }
+
+    #[test]
+    fn a_position_at_a_page_start_is_the_page_s_start() {
+        for (text, position) in [
+            // Records on the page: as it is.
+            ("0/3000148 000000010000000000000003 328 8192", 0x300_0148),
+            // A WAL file's first page, nothing on it yet: its start.
+            ("0/3000028 000000010000000000000003 40 8192", 0x300_0000),
+            // Another page, nothing on it yet.
+            ("0/3002018 000000010000000000000003 8216 8192", 0x300_2000),
+            // 40 bytes into a page that is not a file's first: a record
+            // ends there.
+            ("0/3002028 000000010000000000000003 8232 8192", 0x300_2028),
+        ] {
+            let (lsn, file) = position_of(text).expect("a position");
+            assert_eq!(
+                (lsn, file),
+                (Lsn(position), "000000010000000000000003"),
+                "{text}"
+            );
+        }
+        for bad in [
+            "0/3000148 000000010000000000000003 328",
+            "0/3000148 000000010000000000000003 328 0",
+            "0/3000148 000000010000000000000003 x 8192",
+            "0/3000148",
+            "0/3000148 f 1 8192 more",
+        ] {
+            assert_eq!(position_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

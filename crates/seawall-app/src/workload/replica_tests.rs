@@ -108,3 +108,102 @@ async fn a_fill_through_a_paused_replica_caches_nothing_stale() {
     );
     replica.resume_replay().expect("resumes");
 }
+
+/// A review reads the schedule it moves on a replica where it can, and a
+/// replica behind the primary never makes it move a schedule from the
+/// past: the second of two reviews of one schedule, read on a replica
+/// paused before the first, still moves the schedule the first left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_read_on_a_lagging_replica_moves_the_schedule_as_the_primary_has_it() {
+    let primary = Postgres::start().expect("the primary starts");
+    let replica = Postgres::builder()
+        .replica_of(&primary)
+        .start()
+        .expect("the replica starts");
+    let mut config = Config::default();
+    config.database.url = primary.url();
+    config.database.max_connections = Some(4);
+    config.database.replicas = vec![replica.url()];
+    config.database.replica_max_lag = Duration::from_secs(3_600);
+    config.cache.enabled = false;
+    config.demo.users = 2;
+    config.demo.contents = 10;
+    config.demo.schedules_per_user = 3;
+    config.demo.history_per_user = 2;
+    let monitor = setup::monitor(&config).expect("a monitor");
+    let db = setup::database(&config, &monitor)
+        .await
+        .expect("the database");
+    crate::seed::ensure(&db, &config.demo, crate::time::now_ms())
+        .await
+        .expect("seeds");
+    let workload = Workload::new(
+        db,
+        None,
+        QueueHandle::connect(&config).expect("queues"),
+        &config,
+    );
+    replica
+        .caught_up_with(&primary)
+        .expect("the replica catches up");
+    wait::until_async("the replica in rotation", async || {
+        workload.db().replicas().expect("replicas").states()[0].in_rotation
+    })
+    .await;
+    let schedule = |content: i64| {
+        let pool = workload.db().pool();
+        async move {
+            let (repetitions, reviews): (i64, i64) = sqlx::query_as(
+                "SELECT repetitions, (SELECT COUNT(*) FROM review_history \
+                 WHERE user_id = 1 AND content_id = $1) \
+                 FROM review_schedules WHERE user_id = 1 AND content_id = $1",
+            )
+            .bind(content)
+            .fetch_one(&pool)
+            .await
+            .expect("the schedule");
+            (repetitions, reviews)
+        }
+    };
+    let (content,): (i64,) =
+        sqlx::query_as("SELECT content_id FROM review_schedules WHERE user_id = 1 LIMIT 1")
+            .fetch_one(&workload.db().pool())
+            .await
+            .expect("a scheduled content");
+    let review = || -> CompleteReview {
+        serde_json::from_value(serde_json::json!({
+            "user_id": 1, "content_id": content, "rating": 5
+        }))
+        .expect("a review")
+    };
+    let (repetitions, reviews) = schedule(content).await;
+
+    replica.pause_replay().expect("pauses");
+    let reads = replica_reads(&workload);
+    workload.complete(review()).await.expect("the first review");
+    workload
+        .complete(review())
+        .await
+        .expect("the second review");
+    // Both reviews landed, each on the schedule the one before left: two
+    // passed reviews in a row count two repetitions.
+    assert_eq!(schedule(content).await, (repetitions + 2, reviews + 2));
+    // Not vacuous: the reviews read the replica, and the replica still
+    // has the schedule as it was before both.
+    assert!(
+        replica_reads(&workload) >= reads + 2,
+        "the reviews read the replica"
+    );
+    assert_eq!(
+        replica
+            .psql(&format!(
+                "SELECT repetitions FROM review_schedules WHERE user_id = 1 AND content_id = {content}"
+            ))
+            .expect("reads")
+            .parse::<i64>()
+            .expect("a number"),
+        repetitions,
+        "the replica is behind both reviews"
+    );
+    replica.resume_replay().expect("resumes");
+}
