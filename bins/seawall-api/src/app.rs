@@ -159,6 +159,8 @@ impl App {
             &monitor,
         )?;
         monitor.register_check(promotions.reconciliation_check());
+        // The route classes' objectives, read from the monitor's counts.
+        let slo = seawall_app::slo::Slo::start(monitor.clone());
         let state = AppState::new(Parts {
             throughput: Throughput::start(queues.clone()),
             scenarios: Scenarios::new(promotions.clone()),
@@ -169,6 +171,7 @@ impl App {
             admin_token,
             timeline,
             capacity,
+            slo,
             ratelimits,
             shedder: shedder.clone(),
             shutdown: seawall_perfmon::ShutdownCheck::new(),

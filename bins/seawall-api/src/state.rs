@@ -37,6 +37,8 @@ pub(crate) struct Parts {
     pub(crate) timeline: Timeline,
     /// The forecasts of Redis's memory and the request rate.
     pub(crate) capacity: seawall_app::capacity::Capacity,
+    /// The route classes' objectives, as this instance sees them.
+    pub(crate) slo: seawall_app::slo::Slo,
     pub(crate) ratelimits: Option<RateLimits>,
     /// The in-flight limit, read for the dashboard.
     pub(crate) shedder: Shedder,
@@ -129,6 +131,10 @@ impl AppState {
 
     pub(crate) fn capacity(&self) -> &seawall_app::capacity::Capacity {
         &self.0.parts.capacity
+    }
+
+    pub(crate) fn slo(&self) -> &seawall_app::slo::Slo {
+        &self.0.parts.slo
     }
 
     /// The rate limiters, unless rate limiting is off.

@@ -23,7 +23,7 @@
 //! It forecasts; it drives nothing (no scaling, no shedding). The alerts
 //! `SeawallRedisMemoryRunsOut` and the dashboard read it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +48,9 @@ pub const RUNS_OUT_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The forecasters take one observation a minute: its readings' mean.
 const STEP_S: i64 = 60;
 
+/// How many minutes of the request rate are kept beside their baselines.
+pub const HISTORY_MINUTES: usize = 120;
+
 /// How long one `INFO memory` may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -62,6 +65,12 @@ struct MinuteMeans {
     readings: u32,
     /// The last closed minute's mean.
     closed: Option<f64>,
+    /// The closed minutes, newest last, each beside what the forecaster
+    /// expected of it a minute before (its baseline), for at most this
+    /// many minutes: kept for a series a person looks at (the request
+    /// rate), 0 for the others.
+    history: VecDeque<MinutePoint>,
+    keep: usize,
 }
 
 impl MinuteMeans {
@@ -72,6 +81,18 @@ impl MinuteMeans {
             sum: 0.0,
             readings: 0,
             closed: None,
+            history: VecDeque::new(),
+            keep: 0,
+        }
+    }
+
+    /// Like [`new`](Self::new), keeping the last `keep` minutes beside
+    /// their baselines.
+    fn with_history(keep: usize) -> Self {
+        Self {
+            history: VecDeque::with_capacity(keep),
+            keep,
+            ..Self::new()
         }
     }
 
@@ -82,8 +103,26 @@ impl MinuteMeans {
         if minute != self.minute {
             if self.readings > 0 {
                 let mean = self.sum / f64::from(self.readings);
-                self.forecaster
-                    .observe(self.minute.saturating_mul(STEP_S), mean);
+                let at = self.minute.saturating_mul(STEP_S);
+                if self.keep > 0 {
+                    // What the forecaster expected of this minute, from
+                    // what it had seen before it.
+                    let expected = self.forecaster.last_time().and_then(|last| {
+                        let ahead = u64::try_from(at.saturating_sub(last)).ok()?;
+                        self.forecaster.forecast(Duration::from_secs(ahead))
+                    });
+                    if self.history.len() == self.keep {
+                        self.history.pop_front();
+                    }
+                    self.history.push_back(MinutePoint {
+                        at_ms: at.saturating_mul(1000),
+                        observed: mean,
+                        expected: expected.map(|forecast| forecast.value.max(0.0)),
+                        low: expected.map(|forecast| forecast.low.max(0.0)),
+                        high: expected.map(|forecast| forecast.high.max(0.0)),
+                    });
+                }
+                self.forecaster.observe(at, mean);
                 self.closed = Some(mean);
             }
             self.minute = minute;
@@ -218,7 +257,7 @@ impl Capacity {
         self.state
             .lock()
             .requests
-            .get_or_insert_with(MinuteMeans::new)
+            .get_or_insert_with(|| MinuteMeans::with_history(HISTORY_MINUTES))
             .record(time, rate);
     }
 
@@ -258,6 +297,11 @@ impl Capacity {
                 })
                 .collect(),
             requests_per_second_in_an_hour: state.requests.as_ref().and_then(ahead),
+            request_rate_minutes: state
+                .requests
+                .as_ref()
+                .map(|means| means.history.iter().copied().collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -326,6 +370,26 @@ pub struct CapacityReport {
     pub redis: Vec<NodeReport>,
     /// This instance's request rate an hour ahead.
     pub requests_per_second_in_an_hour: Option<Ahead>,
+    /// This instance's request rate per second, each of the last two
+    /// hours' minutes (oldest first) beside its baseline: what the
+    /// forecaster expected of that minute from the minutes before it.
+    pub request_rate_minutes: Vec<MinutePoint>,
+}
+
+/// One minute's mean beside what was expected of it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MinutePoint {
+    /// The minute's start, Unix milliseconds.
+    pub at_ms: i64,
+    /// The minute's mean.
+    pub observed: f64,
+    /// The forecast of the minute made a minute before, and its 90 %
+    /// interval; `None` while the forecaster learns.
+    pub expected: Option<f64>,
+    /// The interval's lower end.
+    pub low: Option<f64>,
+    /// The interval's upper end.
+    pub high: Option<f64>,
 }
 
 /// One Redis primary's memory and its forecast.
@@ -534,6 +598,55 @@ mod tests {
         );
         let [value, low, high] = capacity.request_rate_ahead().expect("learned");
         assert!((value - 200.0).abs() < 1.0 && low <= value && value <= high);
+    }
+
+    /// The request rate's last two hours of minutes stand beside what
+    /// was expected of each: nothing while the forecaster learns, then a
+    /// baseline whose interval holds a steady rate, and not a step far
+    /// above it.
+    #[test]
+    fn the_request_rate_s_minutes_are_kept_beside_their_baselines() {
+        let capacity = Capacity::default();
+        let start = 1_800_000_000 - 1_800_000_000 % 86_400;
+        // Three hours at 200 requests a second (with a little wobble),
+        // then a minute at 2,000; the last reading opens a minute more.
+        for seconds in (0..=181 * 60).step_by(10) {
+            let minute = seconds / 60;
+            let rate = match minute {
+                180 => 2000.0,
+                _ if minute % 2 == 0 => 198.0,
+                _ => 202.0,
+            };
+            capacity.record_request_rate(start + seconds, rate);
+        }
+        let minutes = capacity.report().request_rate_minutes;
+        assert_eq!(minutes.len(), HISTORY_MINUTES);
+        assert!(
+            minutes
+                .windows(2)
+                .all(|pair| pair[1].at_ms - pair[0].at_ms == 60_000)
+        );
+        let (steady, step) = minutes.split_at(minutes.len() - 1);
+        for point in steady {
+            let (low, high) = (point.low.expect("learned"), point.high.expect("learned"));
+            assert!(
+                low <= point.observed && point.observed <= high,
+                "{point:?} is within its baseline's interval"
+            );
+        }
+        let step = step[0];
+        assert_eq!(step.at_ms, (start + 180 * 60) * 1000);
+        assert!((step.observed - 2000.0).abs() < 1e-9);
+        assert!(step.high.expect("learned") < 1000.0, "{step:?}");
+
+        // While learning, no baseline.
+        let fresh = Capacity::default();
+        for seconds in (0..=10 * 60).step_by(10) {
+            fresh.record_request_rate(start + seconds, 50.0);
+        }
+        let minutes = fresh.report().request_rate_minutes;
+        assert_eq!(minutes.len(), 10);
+        assert!(minutes.iter().all(|point| point.expected.is_none()));
     }
 
     #[test]

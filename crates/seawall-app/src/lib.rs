@@ -77,6 +77,7 @@ pub mod redis;
 mod reviews;
 pub mod seed;
 pub mod setup;
+pub mod slo;
 pub mod telemetry;
 pub mod time;
 pub mod workload;

@@ -262,6 +262,11 @@ impl Forecaster {
         self.seen
     }
 
+    /// The last observation's time, the one forecasts look ahead of.
+    pub fn last_time(&self) -> Option<i64> {
+        self.last_time
+    }
+
     /// The forecast `ahead` of the last observation; `None` while learning.
     pub fn forecast(&self, ahead: Duration) -> Option<Forecast> {
         let last = self.last_time?;

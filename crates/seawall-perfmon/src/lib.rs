@@ -173,7 +173,7 @@ pub use snapshot::{
 };
 pub use stats::{LatencyStats, WindowStats};
 pub use topkeys::{KeyCount, TopKeys, one_in};
-pub use window::{HttpWindow, QueryWindow};
+pub use window::{HttpTotal, HttpWindow, QueryWindow};
 
 #[cfg(feature = "tower")]
 pub use layer::{PerfmonFuture, PerfmonLayer, PerfmonService, RouteFn};

@@ -22,7 +22,7 @@ use crate::registry::{Family, validate_name};
 use crate::series::{Clock, Series, micros};
 use crate::slowlog::{SlowEntry, SlowKind, SlowLog};
 use crate::snapshot::{SlowLogSnapshot, Snapshot};
-use crate::window::{HttpWindow, QueryWindow};
+use crate::window::{HttpTotal, HttpWindow, QueryWindow};
 use crate::{Error, Result};
 
 /// Configures a [`Monitor`]. Every setting has a default; see each method.
@@ -566,6 +566,47 @@ impl Monitor {
     /// configured window.
     pub fn http_window(&self, span: Duration) -> HttpWindow {
         self.inner.http_window(span, Instant::now())
+    }
+
+    /// Every HTTP series' counts since it was first recorded, with how
+    /// many requests took at most `within(route)`: what an SLO over the
+    /// service's lifetime counts, read without touching the request path.
+    /// Subtract two readings for the requests in between.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall_perfmon::Monitor;
+    ///
+    /// let monitor = Monitor::new();
+    /// monitor.record_request("GET", "/items", 200, Duration::from_millis(20));
+    /// monitor.record_request("GET", "/items", 200, Duration::from_millis(900));
+    /// let totals = monitor.http_totals(|_| Duration::from_millis(250));
+    /// assert_eq!((totals[0].requests, totals[0].within), (2, 1));
+    /// ```
+    pub fn http_totals(&self, within: impl Fn(&str) -> Duration) -> Vec<HttpTotal> {
+        self.inner
+            .http
+            .all()
+            .into_iter()
+            .filter_map(|(labels, series)| {
+                let [method, route, status_class] = <[String; 3]>::try_from(labels).ok()?;
+                let gathered = series.lifetime();
+                let bound = micros(within(&route));
+                let within = gathered
+                    .counts
+                    .iter()
+                    .take_while(|(index, _)| self.inner.layout.value_at(*index) <= bound)
+                    .map(|(_, count)| count)
+                    .sum();
+                Some(HttpTotal {
+                    method,
+                    route,
+                    status_class,
+                    requests: gathered.total(),
+                    within,
+                })
+            })
+            .collect()
     }
 
     /// Query figures over the rolling window of `span`.

@@ -83,3 +83,22 @@ fn ratio(part: u64, whole: u64) -> f64 {
         part as f64 / whole as f64
     }
 }
+
+/// One HTTP series' counts since it was first recorded: its requests, and
+/// how many of them finished within a bound ([`Monitor::http_totals`]).
+///
+/// [`Monitor::http_totals`]: crate::Monitor::http_totals
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpTotal {
+    /// The request method, as recorded.
+    pub method: String,
+    /// The route template.
+    pub route: String,
+    /// The status class (`2xx`, `5xx`, ...).
+    pub status_class: String,
+    /// Requests recorded.
+    pub requests: u64,
+    /// Of them, those that took at most the bound asked for, counted as
+    /// the exposition's `le` bucket of that bound counts them.
+    pub within: u64,
+}

@@ -274,7 +274,7 @@ pub use job::{
     AttemptError, Backlog, Cancelled, ChildFailure, ChildInfo, ChildOutcome, Counts, Event,
     Finished, JobId, JobInfo, JobState, Limits, Progress, RateLimit, Tick,
 };
-pub use metrics::QueueMetrics;
+pub use metrics::{BACKLOG_RUNS_OUT_HORIZON, DEFAULT_BACKLOG_BOUND, QueueMetrics};
 pub use options::{
     DEFAULT_PRIORITY, Dedup, JobOptions, LOWEST_PRIORITY, MAX_CONTEXT_BYTES, MAX_KEY_BYTES,
 };

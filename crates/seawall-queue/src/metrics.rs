@@ -23,6 +23,13 @@ const FORECAST_AHEAD: Duration = Duration::from_secs(3600);
 /// readings (an hour ahead is then 60 of its steps).
 const FORECAST_STEP_S: i64 = 60;
 
+/// The waiting jobs a queue is meant to hold at most, until
+/// [`QueueMetrics::set_backlog_bound`] says otherwise.
+pub const DEFAULT_BACKLOG_BOUND: u64 = 10_000;
+
+/// How far ahead `queue_backlog_runs_out_seconds` looks for the bound.
+pub const BACKLOG_RUNS_OUT_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The forecast of one queue's waiting jobs: the minute being read, and the
 /// forecaster that learns from each minute's mean.
 struct WaitingForecast {
@@ -32,6 +39,25 @@ struct WaitingForecast {
     minute: i64,
     sum: f64,
     readings: u32,
+    /// The waiting jobs the queue is meant to hold at most.
+    bound: u64,
+}
+
+impl WaitingForecast {
+    /// Seconds until the forecast passes the bound, looked for within
+    /// [`BACKLOG_RUNS_OUT_HORIZON`]: 0 once `waiting` is at it, infinite
+    /// while the forecast stays under it (and while it learns).
+    fn runs_out(&self, waiting: u64) -> f64 {
+        if waiting >= self.bound {
+            return 0.0;
+        }
+        // Bounds stay far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        let bound = self.bound as f64;
+        self.forecaster
+            .passes(bound, BACKLOG_RUNS_OUT_HORIZON)
+            .map_or(f64::INFINITY, |when| when.as_secs_f64())
+    }
 }
 
 /// One queue's metrics in a [`Monitor`]:
@@ -63,6 +89,13 @@ struct WaitingForecast {
 ///   trend, no season). Until it has learned 50 minutes, all
 ///   three are the latest minute's mean. A forecast, not a promise: it drives
 ///   nothing; an alert reads it.
+/// - `queue_backlog_bound{queue}`: the waiting jobs the queue is meant to
+///   hold at most ([`set_backlog_bound`](QueueMetrics::set_backlog_bound),
+///   [`DEFAULT_BACKLOG_BOUND`] until then);
+/// - `queue_backlog_runs_out_seconds{queue}`: how long until that forecast
+///   passes the bound, looked for up to a week ahead: `0` once as many
+///   wait, `+Inf` while the forecast stays under it within the week and
+///   while it learns. Updated at each reading.
 ///
 /// The gauges are exported, at 0, from [`register`](QueueMetrics::register)
 /// on.
@@ -82,6 +115,8 @@ pub struct QueueMetrics {
     oldest_waiting: Gauge,
     /// `queue_waiting_forecast`: value, low, high.
     forecast_gauges: [Gauge; 3],
+    backlog_bound: Gauge,
+    runs_out: Gauge,
     forecast: Arc<Mutex<WaitingForecast>>,
 }
 
@@ -146,14 +181,37 @@ impl QueueMetrics {
             )
             .map_err(perfmon)?;
         let bound = |name: &str| forecasts.with_labels(&[queue, name]).map_err(perfmon);
+        let backlog_bound = monitor
+            .gauge(
+                "queue_backlog_bound",
+                "The waiting jobs the queue is meant to hold at most.",
+                &["queue"],
+            )
+            .and_then(|family| family.with_labels(&[queue]))
+            .map_err(perfmon)?;
+        let runs_out = monitor
+            .gauge(
+                "queue_backlog_runs_out_seconds",
+                "How long until the waiting jobs' forecast passes queue_backlog_bound, looked for a week ahead: 0 at the bound, +Inf when not within the week or while learning.",
+                &["queue"],
+            )
+            .and_then(|family| family.with_labels(&[queue]))
+            .map_err(perfmon)?;
+        // Bounds stay far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        backlog_bound.set(DEFAULT_BACKLOG_BOUND as f64);
+        runs_out.set(f64::INFINITY);
         Ok(Self {
             forecast_gauges: [bound("value")?, bound("low")?, bound("high")?],
+            backlog_bound,
+            runs_out,
             forecast: Arc::new(Mutex::new(WaitingForecast {
                 // No season: a backlog's next hour is its trend's.
                 forecaster: Forecaster::new(ForecastOptions::default().season(Season::None)),
                 minute: i64::MIN,
                 sum: 0.0,
                 readings: 0,
+                bound: DEFAULT_BACKLOG_BOUND,
             })),
             wait,
             run,
@@ -174,6 +232,17 @@ impl QueueMetrics {
             paused,
             oldest_waiting,
         })
+    }
+
+    /// Sets the waiting jobs the queue is meant to hold at most, which
+    /// `queue_backlog_runs_out_seconds` forecasts the backlog against (at
+    /// least 1).
+    pub fn set_backlog_bound(&self, bound: u64) {
+        let bound = bound.max(1);
+        self.forecast.lock().bound = bound;
+        // Bounds stay far below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        self.backlog_bound.set(bound as f64);
     }
 
     pub(crate) fn waited(&self, waited: Duration) {
@@ -275,6 +344,7 @@ impl QueueMetrics {
         }
         forecast.sum += waiting;
         forecast.readings += 1;
+        self.runs_out.set(forecast.runs_out(backlog.counts.waiting));
     }
 }
 
@@ -344,5 +414,56 @@ mod tests {
             "{value}"
         );
         assert!(low <= value && value <= high, "{low} {value} {high}");
+    }
+
+    /// The line of `text` for `name{queue="q"}`, as a number.
+    fn gauge(text: &str, name: &str) -> f64 {
+        let wanted = format!("{name}{{queue=\"q\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(wanted.as_str()))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {wanted} in:\n{text}"))
+    }
+
+    /// A backlog growing by 50 jobs a minute runs out of a bound of 10,000
+    /// when its forecast says: about 82 minutes after the last minute
+    /// closed at 5,900; a bound it is already at has run out; one it never
+    /// nears within the week, and any while the forecaster learns, never.
+    #[test]
+    fn a_growing_backlog_runs_out_of_its_bound_when_the_forecast_passes_it() {
+        let monitor = Monitor::new();
+        let metrics = QueueMetrics::register(&monitor, "q").expect("registers");
+        let start = 1_800_000_000;
+        let text = monitor.prometheus();
+        assert_eq!(gauge(&text, "queue_backlog_bound"), 10_000.0);
+        assert_eq!(
+            gauge(&text, "queue_backlog_runs_out_seconds"),
+            f64::INFINITY
+        );
+        let read = |seconds: i64| {
+            let waiting = 50 * u64::try_from(seconds / 60).expect("positive");
+            metrics.record_backlog_at(&backlog(waiting), start + seconds);
+        };
+        for seconds in (0..10 * 60).step_by(10) {
+            read(seconds);
+        }
+        let learning = gauge(&monitor.prometheus(), "queue_backlog_runs_out_seconds");
+        assert_eq!(learning, f64::INFINITY, "while learning");
+        for seconds in (10 * 60..120 * 60).step_by(10) {
+            read(seconds);
+        }
+        let minutes = gauge(&monitor.prometheus(), "queue_backlog_runs_out_seconds") / 60.0;
+        assert!((minutes - 82.0).abs() < 8.0, "{minutes} minutes");
+
+        metrics.set_backlog_bound(5_000);
+        read(120 * 60);
+        let text = monitor.prometheus();
+        assert_eq!(gauge(&text, "queue_backlog_bound"), 5_000.0);
+        assert_eq!(gauge(&text, "queue_backlog_runs_out_seconds"), 0.0);
+
+        metrics.set_backlog_bound(100_000_000);
+        read(120 * 60 + 10);
+        let never = gauge(&monitor.prometheus(), "queue_backlog_runs_out_seconds");
+        assert_eq!(never, f64::INFINITY, "not within the week");
     }
 }

@@ -1,7 +1,8 @@
 /**
  * Performance panel: throughput, error rate and latency quantiles over the
- * last minute, a latency chart over the last 15 minutes, health, and the
- * slow-query and slow-API logs. Reads `GET /api/performance` and
+ * last minute, a latency chart over the last 15 minutes, health, the route
+ * classes' objectives (burn rates and budget), the request rate beside its
+ * baseline over the last two hours, and the slow-query and slow-API logs. Reads `GET /api/performance` and
  * `GET /api/performance?type=health` every 2 s.
  */
 
@@ -19,6 +20,28 @@ const HEALTH = {
 };
 
 const CHECK_TONES = { pass: "is-ok", warn: "is-warn", fail: "is-bad" };
+
+/** The request rate per minute beside its baseline (what was expected of each minute). */
+const BASELINE = [
+  { key: "observed", label: "observed", color: "--series-1" },
+  { key: "expected", label: "baseline", color: "--series-2", dash: [7, 4] },
+  { key: "low", label: "90 % interval", color: "--series-3", dash: [2, 4] },
+  { key: "high", label: "", color: "--series-3", dash: [2, 4] },
+];
+
+/** The burn-rate windows the SLO table shows, in minutes, and their headings. */
+const SLO_WINDOWS = [
+  [5, "5 min"],
+  [60, "1 h"],
+  [360, "6 h"],
+  [4320, "3 days"],
+];
+
+const BURNING = {
+  no: { label: "within budget", tone: "is-ok" },
+  steady: { label: "burning steadily", tone: "is-warn" },
+  fast: { label: "burning fast", tone: "is-bad" },
+};
 
 const QUANTILES = [
   { key: "p50_us", label: "p50", color: "--series-1" },
@@ -133,6 +156,56 @@ export default {
       legend,
     );
 
+    const baselineCanvas = h("canvas", {
+      role: "img",
+      "data-testid": "perf-rate-baseline-chart",
+      "aria-label": "Request rate chart: no minute closed yet",
+    });
+    const baselineSection = h(
+      "section",
+      { class: "panel-section", "aria-labelledby": "perf-baseline-title" },
+      h(
+        "h3",
+        { id: "perf-baseline-title" },
+        "Request rate and its baseline ",
+        h("span", { class: "section-note" }, "requests/s per minute, last 2 hours; the baseline is the forecast of each minute made a minute before"),
+      ),
+      h("div", { class: "chart" }, baselineCanvas),
+      h(
+        "ul",
+        { class: "legend", "aria-hidden": "true" },
+        BASELINE.filter((series) => series.label).map((series, index) =>
+          h("li", {}, h("span", { class: `swatch swatch-${index + 1}` }), series.label),
+        ),
+      ),
+    );
+
+    const sloBody = h("tbody");
+    const sloTable = h(
+      "table",
+      { "data-testid": "slo-table" },
+      h(
+        "caption",
+        {},
+        "Service level objectives ",
+        h("span", { class: "section-note" }, "this instance's requests: burn rate per window (1 spends 30 days' budget in 30 days), and the budget the last 3 days spent"),
+      ),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", { scope: "col" }, "Class"),
+          h("th", { scope: "col" }, "Objective"),
+          SLO_WINDOWS.map(([, heading]) => h("th", { scope: "col", class: "num" }, heading)),
+          h("th", { scope: "col", class: "num" }, "Budget spent"),
+          h("th", { scope: "col" }, "State"),
+        ),
+      ),
+      sloBody,
+    );
+
     const slowTable = (testid, title, textHeading) => {
       const note = h("span", { class: "section-note" });
       const body = h("tbody");
@@ -162,8 +235,17 @@ export default {
       health,
       stats,
       chartSection,
+      h("section", { class: "panel-section", "aria-label": "Service level objectives" }, h("div", { class: "table-wrap" }, sloTable)),
+      baselineSection,
       h("section", { class: "panel-section two-columns", "aria-label": "Slow logs" }, slowQueries.element, slowApis.element),
     );
+
+    const baselineChart = new LineChart(baselineCanvas, {
+      series: BASELINE,
+      formatY: (value, step) => `${value.toFixed(decimalsForStep(step))}/s`,
+      emptyText: "No minute closed yet",
+      minSpanMs: 30 * 60_000,
+    });
 
     const chart = new LineChart(canvas, {
       series: QUANTILES,
@@ -248,6 +330,58 @@ export default {
       redisRunsOut.detail.textContent = `${shown.node}: ${mib(shown.used_bytes)} ${limit}`;
     };
 
+    /** Each route class's two objectives: burn rates per window, budget spent, and whether an alert's condition holds. */
+    const renderSlo = (classes) => {
+      const rows = (Array.isArray(classes) ? classes : []).flatMap((entry) =>
+        [
+          ["availability", `${format.percent(entry.availability?.objective)} without a 5xx`],
+          ["latency", `${format.percent(entry.latency?.objective)} within ${format.ms(entry.latency_bound_ms)}`],
+        ].map(([objective, text]) => {
+          const judged = entry[objective] ?? {};
+          const windows = Array.isArray(judged.windows) ? judged.windows : [];
+          const state = BURNING[judged.burning] ?? { label: judged.burning ?? "?", tone: "" };
+          return h(
+            "tr",
+            { "data-testid": "slo-row", "data-class": entry.class, "data-objective": objective },
+            h("th", { scope: "row" }, entry.class),
+            h("td", {}, text),
+            SLO_WINDOWS.map(([minutes]) => {
+              const window = windows.find((candidate) => candidate.minutes === minutes);
+              const title = window ? `${format.count(window.bad)} of ${format.count(window.requests)} requests broke it` : "";
+              return h(
+                "td",
+                { class: "num", title },
+                h("data", { "data-testid": `slo-burn-${minutes}`, value: window?.burn_rate ?? "" }, window ? window.burn_rate.toFixed(2) : "—"),
+              );
+            }),
+            h("td", { class: "num" }, h("data", { "data-testid": "slo-budget-spent", value: judged.budget_spent ?? "" }, format.percent(judged.budget_spent))),
+            h("td", {}, h("data", { class: `badge ${state.tone}`.trim(), "data-testid": "slo-burning", value: judged.burning ?? "" }, state.label)),
+          );
+        }),
+      );
+      sloBody.replaceChildren(
+        ...(rows.length > 0 ? rows : [h("tr", {}, h("td", { class: "empty", colspan: SLO_WINDOWS.length + 4 }, "Not reported"))]),
+      );
+    };
+
+    /** The request rate's minutes beside their baselines. */
+    const renderBaseline = (minutes) => {
+      const points = Array.isArray(minutes) ? minutes : [];
+      baselineChart.update({
+        x: points.map((point) => point.at_ms),
+        y: BASELINE.map((series) => points.map((point) => (typeof point[series.key] === "number" ? point[series.key] : null))),
+      });
+      const last = points.at(-1);
+      baselineCanvas.setAttribute(
+        "aria-label",
+        !last
+          ? "Request rate chart: no minute closed yet"
+          : typeof last.expected === "number"
+            ? `Request rate per minute over the last ${points.length} minutes; latest ${format.rate(last.observed)} against a baseline of ${format.rate(last.expected)} (90 %: ${format.rate(last.low)} to ${format.rate(last.high)})`
+            : `Request rate per minute over the last ${points.length} minutes; latest ${format.rate(last.observed)}; the baseline is still learning`,
+      );
+    };
+
     const render = (snapshot, report) => {
       const minute = snapshot.http?.[0];
       const latency = minute?.latency;
@@ -269,6 +403,8 @@ export default {
 
       renderHealth(report);
       renderCapacity(snapshot.capacity);
+      renderSlo(snapshot.slo);
+      renderBaseline(snapshot.capacity?.request_rate_minutes);
 
       const timeline = Array.isArray(snapshot.timeline) ? snapshot.timeline : [];
       chart.update({
@@ -303,6 +439,7 @@ export default {
     return () => {
       stop();
       chart.destroy();
+      baselineChart.destroy();
     };
   },
 };

@@ -38,6 +38,11 @@ struct Performance {
     /// within a week, how long until it reaches `maxmemory`) and this
     /// instance's request rate.
     capacity: seawall_app::capacity::CapacityReport,
+    /// Per route class, its availability and latency objectives over the
+    /// SRE workbook's windows as this instance sees them: the burn rates,
+    /// the budget the last three days spent, and whether a burn-rate
+    /// alert's condition holds.
+    slo: Vec<seawall_app::slo::ClassReport>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +162,7 @@ async fn performance(State(state): State<AppState>, params: Params) -> Result<Re
             timeline: state.timeline().points(),
             database: database_report(&state),
             capacity: state.capacity().report(),
+            slo: state.slo().report(monitor),
         })
         .into_response(),
         // 200 whatever the health: this is a report for people, and a 503 here

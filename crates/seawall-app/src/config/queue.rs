@@ -120,6 +120,7 @@ impl QueueName {
             attempts,
             backoff,
             timeout: Duration::from_secs(timeout_secs),
+            backlog: seawall_queue::DEFAULT_BACKLOG_BOUND,
         }
     }
 }
@@ -136,6 +137,8 @@ pub const MAX_CONCURRENCY: usize = 256;
 pub const MAX_ATTEMPTS: u32 = 100;
 /// The longest wait between tries, and the longest try.
 pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+/// The largest backlog bound.
+pub const MAX_BACKLOG: u64 = 1_000_000_000;
 
 /// How the wait between tries grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +185,12 @@ pub struct QueuePolicy {
     pub backoff: RetryBackoff,
     /// How long one try may take before it is aborted and counts as failed.
     pub timeout: Duration,
+    /// The waiting jobs the queue is meant to hold at most, 1 to
+    /// [`MAX_BACKLOG`]: `queue_backlog_runs_out_seconds` forecasts when
+    /// the backlog passes it, and `SeawallQueueBacklogForecast` tells
+    /// within the hour (`backlog=N`; 10,000 by default). It refuses no
+    /// job.
+    pub backlog: u64,
 }
 
 impl QueuePolicy {
@@ -192,7 +201,7 @@ impl QueuePolicy {
         for word in text.split([' ', ',']).filter(|word| !word.is_empty()) {
             let Some((key, value)) = word.split_once('=') else {
                 return Err(format!(
-                    "{word:?} is not key=value; the keys are concurrency, adaptive, attempts, backoff and timeout"
+                    "{word:?} is not key=value; the keys are concurrency, adaptive, attempts, backoff, timeout and backlog"
                 ));
             };
             match key {
@@ -227,9 +236,18 @@ impl QueuePolicy {
                         .filter(|timeout| *timeout >= Duration::from_secs(1))
                         .ok_or_else(|| format!("timeout must be 1s to 1day, got {value:?}"))?;
                 }
+                "backlog" => {
+                    policy.backlog = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_BACKLOG).contains(n))
+                        .ok_or_else(|| {
+                            format!("backlog must be 1 to {MAX_BACKLOG}, got {value:?}")
+                        })?;
+                }
                 other => {
                     return Err(format!(
-                        "unknown key {other:?}; the keys are concurrency, adaptive, attempts, backoff and timeout"
+                        "unknown key {other:?}; the keys are concurrency, adaptive, attempts, backoff, timeout and backlog"
                     ));
                 }
             }
@@ -302,7 +320,11 @@ impl fmt::Display for QueuePolicy {
             " attempts={} backoff={backoff} timeout={}",
             self.attempts,
             human(self.timeout)
-        )
+        )?;
+        if self.backlog != seawall_queue::DEFAULT_BACKLOG_BOUND {
+            write!(f, " backlog={}", self.backlog)?;
+        }
+        Ok(())
     }
 }
 
@@ -533,6 +555,17 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_bound_reads_back_and_is_shown_only_when_set() {
+        let defaults = QueueName::Report.default_policy();
+        assert_eq!(defaults.backlog, 10_000);
+        assert!(!defaults.to_string().contains("backlog"));
+        let set = QueuePolicy::parse_over(defaults, "backlog=50000").expect("valid");
+        assert_eq!(set.backlog, 50_000);
+        assert!(set.to_string().ends_with(" backlog=50000"), "{set}");
+        assert_eq!(QueuePolicy::parse_over(defaults, &set.to_string()), Ok(set));
+    }
+
+    #[test]
     fn bad_policies_say_what_is_wrong() {
         let defaults = QueueName::Email.default_policy();
         for (text, says) in [
@@ -547,6 +580,8 @@ mod tests {
             ("retries=3", "unknown key \"retries\""),
             ("attempts", "is not key=value"),
             ("adaptive=maybe", "adaptive must be on or off"),
+            ("backlog=0", "backlog must be 1 to 1000000000"),
+            ("backlog=lots", "backlog must be"),
         ] {
             let error = QueuePolicy::parse_over(defaults, text).expect_err(text);
             assert!(error.contains(says), "{text}: {error}");

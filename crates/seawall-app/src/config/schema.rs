@@ -1281,7 +1281,7 @@ pub static SETTINGS: &[Setting] = &[
         flag: value("queue-wait-timeout", "DURATION"),
         help: "How long an enqueue or a reservation waits for those replicas before it fails with 503, 1ms to 1m"),
     queue_policy!(email, Email, env: "SEAWALL_QUEUE_EMAIL", flag: "queue-email",
-        help: "email queue: concurrency=N adaptive=on|off attempts=N backoff=BASE..CAP|fixed:DELAY timeout=DURATION, keys left out keep their default (adaptive=on: at most concurrency at once, fewer while the runs slow down)"),
+        help: "email queue: concurrency=N adaptive=on|off attempts=N backoff=BASE..CAP|fixed:DELAY timeout=DURATION backlog=N, keys left out keep their default (adaptive=on: at most concurrency at once, fewer while the runs slow down; backlog: the waiting jobs it is meant to hold, which the backlog forecast is judged against, 10000 by default)"),
     queue_policy!(report, Report, env: "SEAWALL_QUEUE_REPORT", flag: "queue-report",
         help: "report queue policy, as for email"),
     queue_policy!(schedule, Schedule, env: "SEAWALL_QUEUE_SCHEDULE", flag: "queue-schedule",

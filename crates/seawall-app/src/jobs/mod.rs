@@ -68,6 +68,7 @@ impl Running {
         for queue in QueueName::ALL {
             let metrics = QueueMetrics::register(monitor, queue.as_str())?;
             let policy = config.policy(queue);
+            metrics.set_backlog_bound(policy.backlog);
             let mut builder = queues
                 .worker(queue.as_str())?
                 .concurrency(policy.concurrency)?
