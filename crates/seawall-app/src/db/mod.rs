@@ -409,11 +409,17 @@ impl Db {
                 .await
         }
         .await;
-        match read.map(|(text,)| replicas::position_of(&text).map(|(position, _)| position)) {
+        match read.map(|(text,)| text.parse::<Lsn>()) {
             // Boxed, as the Redis call it may make would otherwise be part
             // of every write's future.
-            Ok(Some(position)) => Box::pin(caller.wrote(position)).await,
-            Ok(None) => tracing::warn!("the primary's WAL position did not parse"),
+            Ok(Ok(position)) => {
+                let position = self
+                    .replicas
+                    .as_ref()
+                    .map_or(position, |replicas| replicas.settled(position));
+                Box::pin(caller.wrote(position)).await;
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "the primary's WAL position did not parse"),
             Err(error) => {
                 tracing::warn!(%error, "the primary's WAL position after a write could not be read");
             }

@@ -94,16 +94,23 @@ pub const DOWN_AFTER: Duration = Duration::from_millis(500);
 /// (a quarter of a second at [`POLL_INTERVAL`]).
 const RECENT_ROUNDS: usize = 50;
 
-/// The primary's WAL insert position as `<position> <WAL file name>
-/// <offset in the file> <WAL page size>`, for [`position_of`] (the file's
-/// first eight hexadecimal digits are the primary's timeline). A server
-/// in recovery refuses it (no answer).
-pub(crate) const POSITION_SQL: &str = "SELECT CAST(x.p AS TEXT) || ' ' || o.file_name || ' ' || \
-     o.file_offset || ' ' || current_setting('wal_block_size') \
-     FROM (SELECT pg_current_wal_insert_lsn() AS p) AS x, pg_walfile_name_offset(x.p) AS o";
+/// The look at the primary: its WAL insert position, and the name of the
+/// WAL file it writes, whose first eight hexadecimal digits are its
+/// timeline. A server in recovery refuses both (no answer).
+const PRIMARY_LOOK: &str = "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT) || ' ' || \
+                            pg_walfile_name(pg_current_wal_insert_lsn())";
 
-/// The look at the primary: [`POSITION_SQL`].
-const PRIMARY_LOOK: &str = POSITION_SQL;
+/// The primary's WAL insert position, for [`Replicas::settled`].
+pub(crate) const POSITION_SQL: &str = "SELECT CAST(pg_current_wal_insert_lsn() AS TEXT)";
+
+/// The WAL's page and file sizes, in bytes (fixed when the cluster was
+/// made, so the same on its replicas): `<page> <file>`.
+const WAL_SIZES: &str = "SELECT string_agg(setting, ' ' ORDER BY name) FROM pg_settings \
+                         WHERE name IN ('wal_block_size', 'wal_segment_size')";
+
+/// PostgreSQL's default WAL page and file sizes, assumed until read.
+const DEFAULT_WAL_PAGE: u64 = 8192;
+const DEFAULT_WAL_FILE: u64 = 16 << 20;
 
 /// The sizes of a WAL page's header: at a WAL file's first page, and at
 /// every other page.
@@ -301,6 +308,10 @@ pub struct Replicas {
     epoch: Instant,
     /// The primary's position at the last round that read it.
     primary_at: AtomicU64,
+    /// The WAL's page and file sizes ([`WAL_SIZES`]), read once.
+    wal_page: AtomicU64,
+    wal_file: AtomicU64,
+    wal_sizes_read: AtomicBool,
     /// The last rounds' starts and the primary's positions then, oldest
     /// first: a replica is current as of the latest round whose position
     /// it has replayed. Under steady writes the primary's position has
@@ -400,6 +411,9 @@ impl Replicas {
             limits,
             epoch,
             primary_at: AtomicU64::new(0),
+            wal_page: AtomicU64::new(DEFAULT_WAL_PAGE),
+            wal_file: AtomicU64::new(DEFAULT_WAL_FILE),
+            wal_sizes_read: AtomicBool::new(false),
             recent: parking_lot::Mutex::new(std::collections::VecDeque::with_capacity(
                 RECENT_ROUNDS,
             )),
@@ -449,14 +463,35 @@ impl Replicas {
             .max(1)
     }
 
+    /// The position every transaction committed before the primary was
+    /// at `insert` is within (see `settle`): `insert`, or the start of
+    /// the WAL page it is at when no record is on that page yet.
+    pub fn settled(&self, insert: Lsn) -> Lsn {
+        settle(
+            insert,
+            self.wal_page.load(Ordering::Relaxed),
+            self.wal_file.load(Ordering::Relaxed),
+        )
+    }
+
     /// One look at the primary, then at every replica at once; then, if a
     /// replica has been promoted, the failover to it.
     async fn round(&self) {
         let began = self.now_us();
         let look_pool = self.primary.look.lock().clone();
+        if !self.wal_sizes_read.load(Ordering::Relaxed)
+            && let Some((page, file)) = look(&look_pool, WAL_SIZES)
+                .await
+                .and_then(|text| parse_wal_sizes(&text))
+        {
+            self.wal_page.store(page, Ordering::Relaxed);
+            self.wal_file.store(file, Ordering::Relaxed);
+            self.wal_sizes_read.store(true, Ordering::Relaxed);
+        }
         let primary = look(&look_pool, PRIMARY_LOOK)
             .await
-            .and_then(|text| parse_primary(&text));
+            .and_then(|text| parse_primary(&text))
+            .map(|(position, timeline)| (self.settled(position), timeline));
         // Stored, not raised to the highest seen: after a failover to a
         // replica that had not replayed the old primary's last writes, the
         // new primary's position is lower, and replicas are compared with
@@ -995,12 +1030,12 @@ fn timeline_of(wal_file: &str) -> Option<u32> {
 
 /// The primary's answer to [`PRIMARY_LOOK`]: its position and timeline.
 fn parse_primary(text: &str) -> Option<(Lsn, u32)> {
-    let (position, wal_file) = position_of(text)?;
-    Some((position, timeline_of(wal_file)?))
+    let (position, wal_file) = text.split_once(' ')?;
+    Some((position.parse().ok()?, timeline_of(wal_file)?))
 }
 
-/// The position every transaction committed so far is within, from an
-/// answer to [`POSITION_SQL`], and the WAL file's name.
+/// The position every transaction committed so far is within, from the
+/// primary's insert position and its WAL's page and file sizes.
 ///
 /// The insert position is where the next record goes. When the last
 /// record ended at a WAL page's end (often: a WAL file switched, as at a
@@ -1008,25 +1043,22 @@ fn parse_primary(text: &str) -> Option<(Lsn, u32)> {
 /// which no record is in, and a replica that has replayed everything
 /// reports the page's start: the position is then the page's start, or a
 /// replica would never be found current until the next write.
-pub(crate) fn position_of(text: &str) -> Option<(Lsn, &str)> {
-    let mut words = text.split(' ');
-    let (position, wal_file, offset, page) = (
-        words.next()?.parse::<Lsn>().ok()?,
-        words.next()?,
-        words.next()?.parse::<u64>().ok()?,
-        words.next()?.parse::<u64>().ok().filter(|&page| page > 0)?,
-    );
-    if words.next().is_some() {
-        return None;
-    }
-    let header = if offset == LONG_PAGE_HEADER {
+fn settle(insert: Lsn, page: u64, file: u64) -> Lsn {
+    let header = if file > 0 && insert.0 % file == LONG_PAGE_HEADER {
         LONG_PAGE_HEADER
-    } else if offset % page == SHORT_PAGE_HEADER {
+    } else if page > 0 && insert.0 % page == SHORT_PAGE_HEADER {
         SHORT_PAGE_HEADER
     } else {
         0
     };
-    Some((Lsn(position.0.saturating_sub(header)), wal_file))
+    Lsn(insert.0 - header)
+}
+
+/// An answer to [`WAL_SIZES`]: the page size and the file size.
+fn parse_wal_sizes(text: &str) -> Option<(u64, u64)> {
+    let (page, file) = text.split_once(' ')?;
+    let (page, file) = (page.parse().ok()?, file.parse().ok()?);
+    (page > 0 && file >= page).then_some((page, file))
 }
 
 /// What a look found a replica doing.
@@ -1104,7 +1136,9 @@ pub(crate) mod tests {
             .fetch_one(&mut *connection)
             .await
             .expect("a position");
-        position_of(&position).expect("a position").0
+        let position = position.parse().expect("a position");
+        db.replicas()
+            .map_or(position, |replicas| replicas.settled(position))
     }
 
     pub(crate) fn state(db: &Db) -> ReplicaState {
@@ -1357,32 +1391,28 @@ pub(crate) mod tests {
 
     #[test]
     fn a_position_at_a_page_start_is_the_page_s_start() {
-        for (text, position) in [
+        const PAGE: u64 = 8192;
+        const FILE: u64 = 16 << 20;
+        for (insert, settled) in [
             // Records on the page: as it is.
-            ("0/3000148 000000010000000000000003 328 8192", 0x300_0148),
+            (0x300_0148, 0x300_0148),
             // A WAL file's first page, nothing on it yet: its start.
-            ("0/3000028 000000010000000000000003 40 8192", 0x300_0000),
+            (0x300_0028, 0x300_0000),
             // Another page, nothing on it yet.
-            ("0/3002018 000000010000000000000003 8216 8192", 0x300_2000),
+            (0x300_2018, 0x300_2000),
             // 40 bytes into a page that is not a file's first: a record
             // ends there.
-            ("0/3002028 000000010000000000000003 8232 8192", 0x300_2028),
+            (0x300_2028, 0x300_2028),
+            (0, 0),
         ] {
-            let (lsn, file) = position_of(text).expect("a position");
-            assert_eq!(
-                (lsn, file),
-                (Lsn(position), "000000010000000000000003"),
-                "{text}"
-            );
+            assert_eq!(settle(Lsn(insert), PAGE, FILE), Lsn(settled), "{insert:X}");
         }
-        for bad in [
-            "0/3000148 000000010000000000000003 328",
-            "0/3000148 000000010000000000000003 328 0",
-            "0/3000148 000000010000000000000003 x 8192",
-            "0/3000148",
-            "0/3000148 f 1 8192 more",
-        ] {
-            assert_eq!(position_of(bad), None, "{bad}");
+        // Other sizes, as PostgreSQL reports them.
+        assert_eq!(parse_wal_sizes("8192 16777216"), Some((PAGE, FILE)));
+        assert_eq!(settle(Lsn(0x10_0028), 32_768, 1 << 20), Lsn(0x10_0000));
+        assert_eq!(settle(Lsn(0x10_8018), 32_768, 1 << 20), Lsn(0x10_8000));
+        for bad in ["", "8192", "0 16777216", "8192 4096", "x 16777216"] {
+            assert_eq!(parse_wal_sizes(bad), None, "{bad}");
         }
     }
 
