@@ -1,7 +1,9 @@
 //! Reads on PostgreSQL streaming replicas, never from the past.
 //!
 //! A monitor task looks at the primary and every replica in rounds, every
-//! [`POLL_INTERVAL`]: it reads the primary's WAL position
+//! [`POLL_INTERVAL`] while reads choose among them (every
+//! [`IDLE_POLL_INTERVAL`] after a second without one, until the next read
+//! wakes it): it reads the primary's WAL position
 //! (`pg_current_wal_insert_lsn()`, less the header of a page no record is
 //! on yet), then each replica's replayed position
 //! (`pg_last_wal_replay_lsn()`). A replica whose replayed position has
@@ -75,8 +77,23 @@ use sqlx::{Any, AnyPool};
 
 use super::pool::{PrimaryPool, connect_options, primary_pool_options};
 
-/// How often the monitor looks at the primary and the replicas.
+/// How often the monitor looks at the primary and the replicas while
+/// reads choose among them.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How often it looks while no read has chosen for [`BUSY_FOR`]: enough
+/// for the lag limits, the health (a replica that stops answering leaves
+/// rotation within [`DOWN_AFTER`]) and the metrics. The first read after
+/// such a lull wakes the monitor at once.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long after a read chose the monitor keeps looking every
+/// [`POLL_INTERVAL`].
+pub const BUSY_FOR: Duration = Duration::from_secs(1);
+
+/// A read notes when it chose only once this much later than the last
+/// note (µs).
+const CHOSEN_AT_STEP_US: u64 = 100_000;
 
 /// How long one look at a server may take before it counts as no answer.
 const LOOK_TIMEOUT: Duration = Duration::from_millis(250);
@@ -321,6 +338,13 @@ pub struct Replicas {
     recent: parking_lot::Mutex<std::collections::VecDeque<(u64, u64)>>,
     /// Counts rounds; a [`Freshness::NOW`] read waits on it.
     rounds: tokio::sync::watch::Sender<u64>,
+    /// When a read last chose (µs since the epoch): the monitor looks
+    /// every [`POLL_INTERVAL`] for [`BUSY_FOR`] after it.
+    chosen_at: AtomicU64,
+    /// Whether the monitor waits out an [`IDLE_POLL_INTERVAL`], which a
+    /// read then cuts short through `wake`.
+    idle: AtomicBool,
+    wake: Arc<tokio::sync::Notify>,
     next: AtomicUsize,
     primary_reads: AtomicU64,
     /// Reads that had to be current and went to the primary without
@@ -418,20 +442,43 @@ impl Replicas {
                 RECENT_ROUNDS,
             )),
             rounds,
+            chosen_at: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
+            wake: Arc::new(tokio::sync::Notify::new()),
             next: AtomicUsize::new(0),
             primary_reads: AtomicU64::new(0),
             waits_skipped: AtomicU64::new(0),
         });
-        let weak = Arc::downgrade(&set);
+        let (weak, wake) = (Arc::downgrade(&set), Arc::clone(&set.wake));
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(POLL_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                let began = tokio::time::Instant::now();
                 let Some(set) = weak.upgrade() else {
                     return;
                 };
                 set.round().await;
+                let chosen_at = set.chosen_at.load(Ordering::Relaxed);
+                let busy_for = u64::try_from(BUSY_FOR.as_micros()).unwrap_or(u64::MAX);
+                let mut busy = chosen_at != 0 && set.now_us().saturating_sub(chosen_at) < busy_for;
+                if !busy {
+                    set.idle.store(true, Ordering::Relaxed);
+                    // A read that chose before that store saw the monitor
+                    // busy and did not wake it: no lull then.
+                    busy = set.chosen_at.load(Ordering::Relaxed) != chosen_at;
+                    if busy {
+                        set.idle.store(false, Ordering::Relaxed);
+                    }
+                }
+                // Not held while waiting: the set ends when its owners drop it.
+                drop(set);
+                if busy {
+                    tokio::time::sleep_until(began + POLL_INTERVAL).await;
+                } else {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(began + IDLE_POLL_INTERVAL) => {}
+                        () = wake.notified() => {}
+                    }
+                }
             }
         });
         Ok(set)
@@ -761,6 +808,15 @@ impl Replicas {
     /// a round to find one current), else the primary.
     pub async fn choose(&self, freshness: Freshness) -> Target {
         let began = self.now_us();
+        // Stored a few times a second at most, not by every read.
+        if began.saturating_sub(self.chosen_at.load(Ordering::Relaxed)) > CHOSEN_AT_STEP_US {
+            self.chosen_at.store(began, Ordering::Relaxed);
+        }
+        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::Relaxed) {
+            // The first read after a lull: a round now, and every
+            // POLL_INTERVAL while reads go on.
+            self.wake.notify_one();
+        }
         // Subscribed before the first pick, so that a round ending between
         // the two is not missed by the wait below.
         let mut rounds = freshness.now.then(|| self.rounds.subscribe());
@@ -817,6 +873,12 @@ impl Replicas {
                 None
             }
         }
+    }
+
+    /// Whether the monitor rests: no read has chosen for [`BUSY_FOR`], so
+    /// it looks every [`IDLE_POLL_INTERVAL`] until the next read wakes it.
+    pub fn resting(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
     }
 
     /// Reads that had to be current and went to the primary at once,
@@ -1387,6 +1449,38 @@ pub(crate) mod tests {
             return;
         }
         panic!("the primary never rested at a page start");
+    }
+
+    /// Without reads the monitor rests (it looks every
+    /// IDLE_POLL_INTERVAL, not every POLL_INTERVAL); the first read after
+    /// the lull wakes it and is served by the replica, current, and the
+    /// monitor looks often again while reads go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_monitor_rests_while_no_read_chooses_and_a_read_wakes_it() {
+        let primary = Postgres::start().expect("the primary starts");
+        let replica = Postgres::builder()
+            .replica_of(&primary)
+            .start()
+            .expect("the replica starts");
+        let db = with_marks(&config(
+            &primary.url(),
+            &[&replica],
+            Duration::from_secs(120),
+            Duration::from_secs(5),
+        ))
+        .await;
+        until_in_rotation(&db, true).await;
+        let replicas = db.replicas().expect("replicas").clone();
+        mark(&db).await;
+        wait::until_async("the monitor to rest", async || replicas.resting()).await;
+        // Resting, it still keeps the replica in rotation.
+        assert!(state(&db).in_rotation, "{:?}", state(&db));
+        let (reads, primary_reads) = (state(&db).reads, replicas.primary_reads());
+        assert_eq!(marks(&db, Freshness::NOW).await, 1);
+        assert_eq!(replicas.primary_reads(), primary_reads, "{:?}", state(&db));
+        assert_eq!(state(&db).reads, reads + 1);
+        assert!(!replicas.resting(), "a read woke it");
+        db.close().await;
     }
 
     #[test]
