@@ -77,8 +77,9 @@ pub const CLASSES: [Class; 3] = [
     },
 ];
 
-/// The admin API's route prefixes (the rules' `/api/(queue|cache|...)`).
-const ADMIN: [&str; 6] = [
+/// The admin API's route prefixes (the rules' `/api/(queue|cache|...)`),
+/// as adaptive admission classes them too.
+pub const ADMIN_ROUTES: [&str; 6] = [
     "/api/queue",
     "/api/cache",
     "/api/rate-limit",
@@ -96,12 +97,16 @@ pub fn class_of(route: &str) -> Option<usize> {
     if route == "/api/analytics/stats" {
         return Some(1);
     }
-    let admin = ADMIN.iter().any(|prefix| {
-        route
-            .strip_prefix(prefix)
+    Some(if is_admin_route(route) { 2 } else { 0 })
+}
+
+/// Whether `path` is under one of the [`ADMIN_ROUTES`] (a whole segment:
+/// `/api/keysets` is not `/api/keys`).
+pub fn is_admin_route(path: &str) -> bool {
+    ADMIN_ROUTES.iter().any(|prefix| {
+        path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    });
-    Some(if admin { 2 } else { 0 })
+    })
 }
 
 /// One class's counts: requests, those answered with a 5xx, and those

@@ -87,22 +87,11 @@ impl Class {
 /// router found one), `admin` when it carries the admin token (asked only
 /// of the admin routes).
 pub(crate) fn class(path: &str, routed: bool, admin: impl FnOnce() -> bool) -> Class {
-    const ADMIN: [&str; 6] = [
-        "/api/queue",
-        "/api/cache",
-        "/api/rate-limit",
-        "/api/keys",
-        "/api/performance",
-        "/api/promotions",
-    ];
     if EXEMPT.contains(&path) {
         Class::Probe
     } else if !routed || path == "/api/analytics/stats" {
         Class::Lowest
-    } else if ADMIN.iter().any(|prefix| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }) {
+    } else if seawall_app::slo::is_admin_route(path) {
         if admin() { Class::Admin } else { Class::Lowest }
     } else {
         Class::Public

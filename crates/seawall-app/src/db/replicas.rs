@@ -1400,19 +1400,8 @@ pub(crate) mod tests {
     /// primary waited its whole wait and read the primary.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replica_is_current_while_the_primary_rests_at_a_page_start() {
-        let primary = Postgres::start().expect("the primary starts");
-        let replica = Postgres::builder()
-            .replica_of(&primary)
-            .start()
-            .expect("the replica starts");
-        let db = with_marks(&config(
-            &primary.url(),
-            &[&replica],
-            Duration::from_secs(120),
-            Duration::from_secs(5),
-        ))
-        .await;
-        until_in_rotation(&db, true).await;
+        let (primary, replica, db) =
+            primary_and_replica(Duration::from_secs(120), Duration::from_secs(5)).await;
         let replicas = db.replicas().expect("replicas").clone();
         let at_page_start = || {
             primary
@@ -1457,19 +1446,8 @@ pub(crate) mod tests {
     /// monitor looks often again while reads go on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_monitor_rests_while_no_read_chooses_and_a_read_wakes_it() {
-        let primary = Postgres::start().expect("the primary starts");
-        let replica = Postgres::builder()
-            .replica_of(&primary)
-            .start()
-            .expect("the replica starts");
-        let db = with_marks(&config(
-            &primary.url(),
-            &[&replica],
-            Duration::from_secs(120),
-            Duration::from_secs(5),
-        ))
-        .await;
-        until_in_rotation(&db, true).await;
+        let (_primary, _replica, db) =
+            primary_and_replica(Duration::from_secs(120), Duration::from_secs(5)).await;
         let replicas = db.replicas().expect("replicas").clone();
         mark(&db).await;
         wait::until_async("the monitor to rest", async || replicas.resting()).await;
