@@ -136,11 +136,14 @@ async fn racing_looks_enqueue_a_tick_once(backend: &Backend) {
     one.upsert_scheduler("q", "s", &schedule, &1, &JobOptions::new())
         .await
         .expect("upserts");
-    // The first look enqueues the first tick ahead, delayed until it.
+    // The first look enqueues the first tick ahead, delayed until it; and,
+    // on a machine slow enough that a tick after the upsert has passed by
+    // the look (a tick is 100 ms), that tick too.
     let planned = one.tick_schedulers("q").await.expect("looks");
-    assert_eq!(planned.enqueued, 1);
+    assert!((1..=2).contains(&planned.enqueued), "{planned:?}");
     // The wait until that tick, by the backend's clock: then the tick
     // after it is enqueued ahead.
+    let planned_first = planned.enqueued;
     let wait = planned.next_due_in.expect("a tick is planned");
     assert!(wait <= Duration::from_millis(100), "{planned:?}");
     let planned = async || {
@@ -151,7 +154,7 @@ async fn racing_looks_enqueue_a_tick_once(backend: &Backend) {
             .expect("a planned tick")
     };
     let mut next = planned().await;
-    let mut jobs = 1;
+    let mut jobs = planned_first;
     for round in 0..5 {
         pass(next).await;
         let (a, b) = tokio::join!(one.tick_schedulers("q"), other.tick_schedulers("q"));
