@@ -45,8 +45,16 @@
 //! Output: one JSON line per measurement on stdout as it completes, then a
 //! table. Progress and skipped parts go to stderr.
 //!
+//! With `--single-rounds N`, the run measures only `enqueue_single`, N rounds
+//! of it with every system in turn within a round, and notes under the
+//! table each ratio of seawall to another system (jobs a second, server µs
+//! per job) as its median and range over the rounds: on a machine whose
+//! speed drifts from one minute to the next, a ratio within one round
+//! compares runs seconds apart.
+//!
 //! ```sh
 //! scripts/queue-bench --jobs 100000 --concurrency 1,8,32 [--only seawall]
+//! scripts/queue-bench --jobs 20000 --single-rounds 9
 //! ```
 
 use std::collections::BTreeMap;
@@ -1268,6 +1276,15 @@ fn command() -> Command {
                 .value_parser(PossibleValuesParser::new(System::ALL.map(System::name)))
                 .help("Measure one system only"),
         )
+        .arg(
+            Arg::new("single-rounds")
+                .long("single-rounds")
+                .value_parser(value_parser!(usize))
+                .help(
+                    "Instead of every scenario: this many rounds of enqueueing one job at a \
+                     time, every system in turn within a round, with each round's ratios",
+                ),
+        )
 }
 
 fn main() -> ExitCode {
@@ -1286,7 +1303,15 @@ fn main() -> ExitCode {
     let systems = System::ALL
         .into_iter()
         .filter(|system| only.is_none_or(|only| only == system.name()));
-    match run(jobs, concurrency, systems) {
+    let outcome = match matches.get_one::<usize>("single-rounds") {
+        Some(0) => {
+            eprintln!("--single-rounds must be positive");
+            return ExitCode::from(2);
+        }
+        Some(&rounds) => run_single_rounds(jobs, rounds, &systems.collect::<Vec<_>>()),
+        None => run(jobs, concurrency, systems),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seawall-queue-bench: {e}");
@@ -1311,6 +1336,93 @@ fn run(jobs: usize, concurrency: Vec<usize>, systems: impl Iterator<Item = Syste
     for system in systems {
         eprintln!("measuring {}", system.name());
         system.measure(&mut bench, &mut report)?;
+    }
+    write!(std::io::stdout().lock(), "\n{}", report.table())?;
+    Ok(())
+}
+
+/// `rounds` rounds of enqueueing one job at a time (`enqueue_single`), each
+/// system of `systems` in turn within a round: on a machine whose speed
+/// drifts by tens of percent from one minute to the next, a ratio taken
+/// within one round compares runs seconds apart. Notes each ratio's median
+/// and range over the rounds.
+fn run_single_rounds(jobs: usize, rounds: usize, systems: &[System]) -> Result<()> {
+    let mut bench = Bench::start(jobs, vec![1])?;
+    let mut report = Report::default();
+    report.note(format!(
+        "redis-server {} on {}; {} jobs per measurement; {rounds} rounds of {}",
+        bench.redis_version()?,
+        bench.server.addr(),
+        jobs.min(SINGLE_JOBS),
+        systems
+            .iter()
+            .map(|system| system.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let bullmq = if systems.contains(&System::Bullmq) {
+        match Bullmq::find() {
+            Ok(bullmq) => Some(bullmq),
+            Err(why) => {
+                eprintln!("skipping bullmq: {why}");
+                report.note(format!("bullmq skipped: {why}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Per round, each system's jobs a second and server µs per job.
+    let mut results: Vec<BTreeMap<&'static str, (f64, f64)>> = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        let mut this_round = BTreeMap::new();
+        for &system in systems {
+            let measurement = match system {
+                System::Baseline => baseline_enqueue(&mut bench)?,
+                System::Seawall => seawall_enqueue(&mut bench, Scenario::EnqueueSingle)?,
+                System::Bullmq => match &bullmq {
+                    Some(bullmq) => bullmq.measure(&mut bench, Scenario::EnqueueSingle, 1)?,
+                    None => continue,
+                },
+                System::Apalis => apalis::enqueue(&mut bench)?,
+            };
+            this_round.insert(
+                system.name(),
+                (measurement.jobs_per_sec, measurement.server_us_per_job),
+            );
+            report.add(measurement)?;
+        }
+        results.push(this_round);
+    }
+    let ratios = |of: fn(&(f64, f64)) -> f64, numerator: &str, denominator: &str| {
+        let mut ratios: Vec<f64> = results
+            .iter()
+            .filter_map(|round| Some(of(round.get(numerator)?) / of(round.get(denominator)?)))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+    };
+    for (what, of, numerator, denominator) in [
+        (
+            "jobs/s",
+            (|pair| pair.0) as fn(&(f64, f64)) -> f64,
+            "seawall",
+            "apalis",
+        ),
+        ("jobs/s", |pair| pair.0, "seawall", "bullmq"),
+        ("jobs/s", |pair| pair.0, "seawall", "baseline"),
+        ("server µs per job", |pair| pair.1, "seawall", "apalis"),
+        ("server µs per job", |pair| pair.1, "seawall", "bullmq"),
+    ] {
+        let ratios = ratios(of, numerator, denominator);
+        if let (Some(low), Some(high)) = (ratios.first(), ratios.last()) {
+            report.note(format!(
+                "{numerator} ÷ {denominator}, {what}: median {:.2} ({low:.2}–{high:.2}) over {} rounds",
+                ratios[ratios.len() / 2],
+                ratios.len()
+            ));
+        }
     }
     write!(std::io::stdout().lock(), "\n{}", report.table())?;
     Ok(())

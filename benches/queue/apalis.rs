@@ -106,7 +106,7 @@ fn count(bench: &mut Bench, command: &str, key: &str) -> Result<i64> {
 }
 
 /// `min(--jobs, 20,000)` jobs pushed one at a time, each awaited.
-fn enqueue(bench: &mut Bench) -> Result<Measurement> {
+pub(super) fn enqueue(bench: &mut Bench) -> Result<Measurement> {
     bench.flush()?;
     let jobs = bench.jobs.min(SINGLE_JOBS);
     let mut storage = bench.runtime.block_on(storage(&bench.server.url()))?;

@@ -238,7 +238,11 @@ end
     fn the_instruction_harness_assembles_the_scripts_as_the_store_does() {
         let scripts = crate::redis::Scripts::new();
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-        for (case, script) in [("enqueue", &scripts.enqueue), ("fetch", &scripts.fetch)] {
+        for (case, script) in [
+            ("enqueue", &scripts.enqueue),
+            ("enqueue_one", &scripts.enqueue_one),
+            ("fetch", &scripts.fetch),
+        ] {
             let printed = std::process::Command::new("bash")
                 .arg(format!("{root}/scripts/queue-lua-instructions"))
                 .args(["--print", case])
@@ -292,6 +296,19 @@ end
         ] {
             assert!(!enqueue.contains(left), "{left}");
         }
+        // enqueue_one.lua takes its own arguments where a prelude call has
+        // the settings after the first (ARGV[3..6]): no definition that
+        // reads those may be kept.
+        let one = assemble(prelude, include_str!("enqueue_one.lua"));
+        for left in [
+            "local keep_completed",
+            "local keep_completed_ms",
+            "local keep_dead",
+            "local max_stalls",
+        ] {
+            assert!(!one.contains(left), "{left}");
+        }
+        assert!(one.contains("local events_max ="));
         let renew = assemble(prelude, include_str!("renew.lua"));
         for kept in [
             "local function recover(",

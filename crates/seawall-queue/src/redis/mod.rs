@@ -52,6 +52,14 @@
 //! jobs alone leaves the order counter (`id`) alone, and completions look up
 //! deduplication keys only once `meta` `uc` says the queue has had one.
 //!
+//! A call of one job at the default priority, in the default group, without
+//! a deduplication key or a delay (the call most producers make) runs
+//! `enqueue_one.lua`: enqueue.lua's path for that job written out, with
+//! fewer arguments and the id sequence read and written by one `SET … GET`.
+//! It stores, answers and replays as enqueue.lua does (a test holds the
+//! two to the same keys and fields); the job's own options pick it, so
+//! every producer of a release writes such a job alike.
+//!
 //! The default group stays in the fetch rotation for as long as its line
 //! has jobs: a plain queue's fetch takes from the line without popping and
 //! pushing the rotation, and an enqueue that puts a job behind others in
@@ -117,6 +125,8 @@ pub(crate) fn prelude() -> String {
 
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
+    /// A call of one plain job (see [`plain_one`]).
+    pub(crate) enqueue_one: Script,
     pub(crate) fetch: Script,
     fail: Script,
     renew: Script,
@@ -130,8 +140,9 @@ pub(crate) struct Scripts {
 
 /// Every script's source, by file name (the prelude's are in [`PRELUDE`]).
 #[cfg(test)]
-pub(crate) const SCRIPT_SOURCES: [(&str, &str); 10] = [
+pub(crate) const SCRIPT_SOURCES: [(&str, &str); 11] = [
     ("enqueue.lua", include_str!("enqueue.lua")),
+    ("enqueue_one.lua", include_str!("enqueue_one.lua")),
     ("fetch.lua", include_str!("fetch.lua")),
     ("fail.lua", include_str!("fail.lua")),
     ("renew.lua", include_str!("renew.lua")),
@@ -151,6 +162,7 @@ impl Scripts {
         let script = |body: &str| Script::from_lua(lua::assemble(&prelude, body));
         Self {
             enqueue: script(include_str!("enqueue.lua")),
+            enqueue_one: script(include_str!("enqueue_one.lua")),
             fetch: script(include_str!("fetch.lua")),
             fail: script(include_str!("fail.lua")),
             renew: script(include_str!("renew.lua")),
@@ -324,9 +336,10 @@ impl RedisStore {
         args: Vec<Value>,
     ) -> Result<Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        Ok(script
-            .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
-            .await?)
+        // fred's future for the call is about 14 KiB: boxed, it is made
+        // once on the heap rather than moved through every future that
+        // awaits it (each move a copy of it).
+        Ok(Box::pin(script.evalsha_with_reload::<Value, _, _>(&self.client, keys, args)).await?)
     }
 
     /// Sends `call` through `breaker`, its node's (from [`Breakers::of`]):
@@ -381,15 +394,14 @@ impl RedisStore {
         &self,
         queue: &str,
         request: &str,
+        script: &Script,
         keys: Vec<String>,
         args: Vec<Value>,
         (wanted, timeout): (u32, Duration),
     ) -> Result<Value> {
         let connection = self.blocking.get().await?;
         self.round_trips.fetch_add(2, Ordering::Relaxed);
-        let reply: Value = self
-            .scripts
-            .enqueue
+        let reply: Value = script
             .evalsha_with_reload(&connection.client, keys, args)
             .await?;
         let added = added_ids(&reply)?;
@@ -501,9 +513,58 @@ fn job_fields(job: &NewJob) -> [Value; 7] {
     ]
 }
 
+/// Whether a call of `jobs` is one job that enqueue_one.lua writes: at
+/// the default priority, in the default group, without an idempotency key
+/// or a delay. Decided by the call's own job alone: the script writes what
+/// enqueue.lua would.
+fn plain_one(jobs: &[NewJob]) -> Option<&NewJob> {
+    match jobs {
+        [job]
+            if job.priority == crate::options::DEFAULT_PRIORITY
+                && job.group.is_empty()
+                && job.delay_ms == 0
+                && job.idempotency.is_none() =>
+        {
+            Some(job)
+        }
+        _ => None,
+    }
+}
+
+/// enqueue_one.lua's keys and arguments: the queue's meta hash; the key
+/// prefix, the events' setting, the call, and the job's fields, its trace
+/// context and context left out when they and those after them are empty.
+fn enqueue_one_args(
+    base: String,
+    events_max_len: u64,
+    request: &str,
+    job: &NewJob,
+    wire: u32,
+) -> (Vec<String>, Vec<Value>) {
+    let keys = vec![format!("{base}meta")];
+    let mut args = Vec::with_capacity(10);
+    args.extend([
+        Value::from(base),
+        int(events_max_len),
+        Value::from(request),
+        int(u64::from(wire)),
+        Value::Bytes(job.payload.clone().into()),
+        int(u64::from(job.max_attempts)),
+        Value::from(job.backoff.as_str()),
+        int(job.timeout_ms),
+    ]);
+    if !job.trace.is_empty() || !job.context.is_empty() {
+        args.push(Value::from(job.trace.as_str()));
+    }
+    if !job.context.is_empty() {
+        args.push(Value::from(job.context.as_str()));
+    }
+    (keys, args)
+}
+
 /// The enqueue script's keys and arguments after the prelude's: the call,
 /// then each job's fields (see enqueue.lua).
-fn enqueue_args(
+pub(crate) fn enqueue_args(
     (keys, mut args): (Vec<String>, Vec<Value>),
     request: &str,
     jobs: &[NewJob],
@@ -555,7 +616,22 @@ impl Store for RedisStore {
         jobs: Vec<NewJob>,
         wire: u32,
     ) -> Result<Vec<(JobId, bool)>> {
-        let (keys, args) = enqueue_args(self.prelude(queue, 0), request, &jobs, wire);
+        let (script, (keys, args)) = match plain_one(&jobs) {
+            Some(job) => (
+                &self.scripts.enqueue_one,
+                enqueue_one_args(
+                    self.base(queue),
+                    self.settings.events_max_len,
+                    request,
+                    job,
+                    wire,
+                ),
+            ),
+            None => (
+                &self.scripts.enqueue,
+                enqueue_args(self.prelude(queue, 0), request, &jobs, wire),
+            ),
+        };
         let idempotency_keys: Vec<String> = jobs
             .iter()
             .map(|job| {
@@ -566,14 +642,16 @@ impl Store for RedisStore {
             })
             .collect();
         let reply = match self.replicas {
-            None => self.run(&self.scripts.enqueue, keys, args).await?,
+            None => self.run(script, keys, args).await?,
             Some(replicas) => {
                 let breaker = self
                     .breakers
                     .of(&self.client, keys.first().map(String::as_str));
                 self.guarded(
                     breaker,
-                    self.enqueue_replicated(queue, request, keys, args, replicas),
+                    // Boxed: its fred calls are large futures, which the
+                    // unreplicated path would otherwise carry too.
+                    Box::pin(self.enqueue_replicated(queue, request, script, keys, args, replicas)),
                 )
                 .await?
             }

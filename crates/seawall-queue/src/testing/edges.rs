@@ -881,3 +881,193 @@ async fn the_enqueue_check_is_held_back_by_the_breaker_as_an_enqueue_is() {
         }
     }
 }
+
+/// A queue's keys as a comparable list: each key without the queue's
+/// prefix, whether it expires, and its content in order (a hash's fields
+/// and a set's members sorted, a stream's entries without their ids).
+/// Each of `ids` reads `#n` (its place), the job's times `t`, and the id
+/// sequence's last value `seq` (checked to be at or past the last id's).
+fn normalized_keys(prefix: &str, queue: &str, ids: &[JobId]) -> Vec<(String, bool, Vec<String>)> {
+    let base = format!("{prefix}:{{{queue}}}:");
+    let named = |text: &str| -> String {
+        let mut text = text.to_owned();
+        for (n, id) in ids.iter().enumerate() {
+            text = text.replace(id.as_str(), &format!("#{n}"));
+        }
+        text
+    };
+    let texts = |reply: &seawall_testkit::Reply| -> Vec<String> {
+        reply
+            .as_array()
+            .unwrap_or_default()
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(&named)
+                    .unwrap_or_else(|| format!("{item:?}"))
+            })
+            .collect()
+    };
+    let mut conn = conn();
+    let mut dumped = Vec::new();
+    for key in keys(prefix) {
+        let Some(name) = key.strip_prefix(&base) else {
+            continue;
+        };
+        let kind = conn.cmd(&["TYPE", &key]).expect("TYPE");
+        let content = match kind.as_str().unwrap_or_default() {
+            "string" => {
+                let value = conn.cmd(&["GET", &key]).expect("GET");
+                let value = value.as_str().unwrap_or_default();
+                if name == "jid" {
+                    // At or past the last id's: a replayed call of one job
+                    // moves it on (see `claim_sequence`).
+                    let last = ids.last().expect("an id").as_str();
+                    let last: u64 = last
+                        .split('-')
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("a sequence");
+                    let value: u64 = value.parse().expect("a number");
+                    assert!(
+                        value >= last,
+                        "{queue}: the sequence {value} is behind {last}"
+                    );
+                    vec!["seq".to_owned()]
+                } else {
+                    vec![named(value)]
+                }
+            }
+            "hash" => {
+                let pairs = texts(&conn.cmd(&["HGETALL", &key]).expect("HGETALL"));
+                let mut fields: Vec<String> = pairs
+                    .chunks(2)
+                    .map(|pair| match pair[0].as_str() {
+                        "ct" | "rt" => format!("{}=t", pair[0]),
+                        _ => format!("{}={}", pair[0], pair[1]),
+                    })
+                    .collect();
+                fields.sort();
+                fields
+            }
+            "list" => texts(&conn.cmd(&["LRANGE", &key, "0", "-1"]).expect("LRANGE")),
+            "set" => {
+                let mut members = texts(&conn.cmd(&["SMEMBERS", &key]).expect("SMEMBERS"));
+                members.sort();
+                members
+            }
+            "zset" => texts(
+                &conn
+                    .cmd(&["ZRANGE", &key, "0", "-1", "WITHSCORES"])
+                    .expect("ZRANGE"),
+            ),
+            "stream" => conn
+                .cmd(&["XRANGE", &key, "-", "+"])
+                .expect("XRANGE")
+                .as_array()
+                .unwrap_or_default()
+                .iter()
+                .map(|entry| {
+                    let fields = entry.as_array().and_then(|entry| entry.get(1));
+                    texts(fields.expect("an entry's fields")).join(" ")
+                })
+                .collect(),
+            other => panic!("{key}: a {other}"),
+        };
+        let ttl = conn.cmd(&["PTTL", &key]).expect("PTTL").as_int();
+        dumped.push((named(name), ttl.is_some_and(|ttl| ttl > 0), content));
+    }
+    dumped
+}
+
+/// enqueue_one.lua, which a call of one plain job runs, writes what
+/// enqueue.lua writes for the same job: the same keys, fields, line,
+/// rotation, wake, event, count, kept answer and id sequence; and a
+/// re-sent call answers alike.
+#[tokio::test]
+async fn a_plain_job_is_stored_alike_by_both_enqueues() {
+    let (store, prefix) = store().await;
+    let mut timed = job(b"2");
+    timed.timeout_ms = 5_000;
+    timed.backoff = "e:1000:2:3600000:0".to_owned();
+    let mut traced = job(b"3");
+    traced.trace = "p 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned();
+    let mut with_context = job(b"4");
+    with_context.context = "tenant=a".to_owned();
+    with_context.max_attempts = 25;
+    let jobs = [job(b"{\"n\":1}"), timed, traced, with_context];
+    let (mut alone, mut general) = (Vec::new(), Vec::new());
+    for job in jobs {
+        let request = random_id();
+        let ids = store
+            .enqueue("one", &request, vec![job.clone()], WIRE_VERSION)
+            .await
+            .expect("enqueues alone");
+        let again = store
+            .enqueue("one", &request, vec![job.clone()], WIRE_VERSION)
+            .await
+            .expect("answers a re-sent call");
+        assert_eq!(ids, again);
+        assert!(ids[0].1, "added");
+        alone.push(ids[0].0.clone());
+        let (keys, args) =
+            redis::enqueue_args(store.prelude("many", 0), &request, &[job], WIRE_VERSION);
+        let reply = store
+            .run(&store.scripts.enqueue, keys, args)
+            .await
+            .expect("enqueues through enqueue.lua");
+        let answer: Vec<String> = reply.convert().expect("an id and a flag");
+        assert_eq!(answer.get(1).map(String::as_str), Some("1"), "added");
+        general.push(JobId::from(answer[0].as_str()));
+    }
+    let one = normalized_keys(&prefix, "one", &alone);
+    assert_eq!(one, normalized_keys(&prefix, "many", &general));
+    let names: Vec<&str> = one.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert!(
+        names.contains(&"j:#3") && names.contains(&"ev"),
+        "{names:?}"
+    );
+}
+
+/// A call of one plain job (enqueue_one.lua) refuses what enqueue.lua
+/// refuses, before it writes anything.
+#[tokio::test]
+async fn a_plain_job_alone_is_refused_whole_as_in_a_bulk() {
+    let (store, prefix) = store().await;
+    let mut traced = job(b"1");
+    traced.trace = format!("p {}", "a".repeat(600));
+    let mut with_context = job(b"2");
+    with_context.context = "c".repeat(crate::MAX_CONTEXT_BYTES + 1);
+    let mut no_attempts = job(b"3");
+    no_attempts.max_attempts = 0;
+    let mut backoff = job(b"4");
+    backoff.backoff = "b".repeat(257);
+    let mut timeout = job(b"5");
+    timeout.timeout_ms = u64::MAX;
+    for job in [traced, with_context, no_attempts, backoff, timeout] {
+        let refused = store
+            .enqueue("q", &random_id(), vec![job.clone()], WIRE_VERSION)
+            .await;
+        assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+        assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
+        let refused = store
+            .enqueue("q", &random_id(), vec![job, self::job(b"6")], WIRE_VERSION)
+            .await;
+        assert!(matches!(refused, Err(Error::Redis(_))), "{refused:?}");
+        assert_eq!(keys(&prefix), Vec::<String>::new(), "nothing written");
+    }
+}
+
+/// A script call's future stays small: fred's own is about 14 KiB, and
+/// every future that awaits one unboxed carries and moves it (an enqueue's
+/// boxed future was copied whole on every call, a third of the client's
+/// instructions per enqueue).
+#[tokio::test]
+async fn a_script_call_is_a_small_future() {
+    let (store, _) = store().await;
+    let (keys, args) = store.prelude("q", 0);
+    let call = store.run(&store.scripts.enqueue, keys, args);
+    let size = std::mem::size_of_val(&call);
+    drop(call);
+    assert!(size <= 1024, "{size} bytes");
+}

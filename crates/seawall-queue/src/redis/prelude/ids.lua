@@ -46,3 +46,21 @@ local function first_sequence(queue_base)
   if clock_id > first then return clock_id end
   return first
 end
+
+-- The sequence of a call that adds one job, taken as `first_sequence`
+-- takes it and written at once: the clock's, written with `SET … GET`,
+-- which answers the last one; when that was not below the clock's, the
+-- last plus one, written again. One command where `first_sequence` and
+-- the `SET` after it are two, for a call that cannot be refused once it
+-- has its id (a replay of it moves the sequence on and adds nothing).
+-- Returns the sequence as text.
+local function claim_sequence(queue_base)
+  local clock_id = (clock_s - 1767225600) * 1000000 + clock_us
+  local sequence = int(clock_id)
+  local last = tonumber(redis.call('SET', queue_base .. 'jid', sequence, 'GET') or '0')
+  if last >= clock_id then
+    sequence = int(last + 1)
+    redis.call('SET', queue_base .. 'jid', sequence)
+  end
+  return sequence
+end
