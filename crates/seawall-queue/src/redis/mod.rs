@@ -632,15 +632,6 @@ impl Store for RedisStore {
                 enqueue_args(self.prelude(queue, 0), request, &jobs, wire),
             ),
         };
-        let idempotency_keys: Vec<String> = jobs
-            .iter()
-            .map(|job| {
-                job.idempotency
-                    .as_ref()
-                    .map(|(key, _)| key.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
         let reply = match self.replicas {
             None => self.run(script, keys, args).await?,
             Some(replicas) => {
@@ -657,10 +648,16 @@ impl Store for RedisStore {
             }
         };
         if let Some(index) = mismatch(&reply)? {
+            // The key is read only here: most calls carry none.
             let key = index
                 .checked_sub(1)
-                .and_then(|index| idempotency_keys.get(index))
-                .cloned()
+                .and_then(|index| jobs.get(index))
+                .map(|job| {
+                    job.idempotency
+                        .as_ref()
+                        .map(|(key, _)| key.clone())
+                        .unwrap_or_default()
+                })
                 .ok_or_else(|| {
                     Error::Protocol(format!("enqueue named job {index} as a mismatch"))
                 })?;

@@ -37,11 +37,13 @@ local function id_epoch(wire)
   return '-' .. replid
 end
 
--- The first of a queue's new id sequences: the last one plus one, or the
--- server's clock in microseconds since 2026, whichever is larger (see
--- `id_epoch`); `queue_base` is the queue's key prefix.
+-- The server's clock in microseconds since 2026, the least a new id
+-- sequence may be (see `id_epoch`).
+local clock_id = (clock_s - 1767225600) * 1000000 + clock_us
+
+-- The first of a queue's new id sequences: the last one plus one, or
+-- `clock_id`, whichever is larger; `queue_base` is the queue's key prefix.
 local function first_sequence(queue_base)
-  local clock_id = (clock_s - 1767225600) * 1000000 + clock_us
   local first = tonumber(redis.call('GET', queue_base .. 'jid') or '0') + 1
   if clock_id > first then return clock_id end
   return first
@@ -55,7 +57,6 @@ end
 -- has its id (a replay of it moves the sequence on and adds nothing).
 -- Returns the sequence as text.
 local function claim_sequence(queue_base)
-  local clock_id = (clock_s - 1767225600) * 1000000 + clock_us
   local sequence = int(clock_id)
   local last = tonumber(redis.call('SET', queue_base .. 'jid', sequence, 'GET') or '0')
   if last >= clock_id then
