@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::Error;
 use crate::auth::{self, AdminGuard, AdminToken};
 use crate::cache::ApiCache;
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, QueueName, ServerConfig};
 use crate::jobs::{Processors, Running, Throughput};
 use crate::middleware::{self, Shedder, Stack};
 use crate::params::{QueryRules, QueryRulesLayer};
@@ -128,6 +128,20 @@ impl App {
         }
         let timeline = Timeline::start(monitor.clone(), MONITOR_INTERVAL);
         let queues = QueueHandle::connect(&config)?;
+        // Each queue's waiting jobs an hour ahead, for the queue panel,
+        // whichever processes run them.
+        capacity.watch_queues(
+            queues.clone(),
+            QueueName::ALL
+                .iter()
+                .map(|&queue| {
+                    (
+                        queue.as_str().to_owned(),
+                        config.queue.policy(queue).backlog,
+                    )
+                })
+                .collect(),
+        );
         // Without Redis the queues live in this process, and so do their
         // processors.
         let processors = match (queues.is_memory(), queues.get()) {

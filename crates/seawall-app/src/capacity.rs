@@ -1,5 +1,6 @@
-//! Capacity forecasts: when Redis's memory reaches its `maxmemory`, and the
-//! service's request rate an hour ahead.
+//! Capacity forecasts: when Redis's memory reaches its `maxmemory`, the
+//! service's request rate an hour ahead, and (for the dashboard) each job
+//! queue's waiting jobs an hour ahead and when they pass its backlog bound.
 //!
 //! Every [`SAMPLE_EVERY`] a task reads `INFO memory` of each Redis primary
 //! the service uses (every master of a Cluster) and this instance's HTTP
@@ -20,6 +21,19 @@
 //! - `http_requests_forecast_per_second{bound}`: this instance's request
 //!   rate an hour ahead, as above.
 //!
+//! The queues' forecasts ([`Capacity::watch_queues`]) are read every
+//! [`SAMPLE_EVERY`] from each queue's backlog (one round trip per queue)
+//! with the forecaster the queue's own metrics use (a level and a trend, no
+//! season) and the queue's backlog bound (`queue.policies`'s `backlog`).
+//! They are reported ([`Capacity::backlog_outlook`], the queue overview of
+//! the admin API and its dashboard panel) but not exported: the processes
+//! that run the queue's jobs (seawall-worker, or this service on embedded
+//! defaults) export `queue_waiting_forecast` and
+//! `queue_backlog_runs_out_seconds` already, and the same series from every
+//! API instance too would count each queue many times. So an API instance
+//! whose queues a seawall-worker fleet runs still shows where their
+//! backlogs are heading.
+//!
 //! It forecasts; it drives nothing (no scaling, no shedding). The alerts
 //! `SeawallRedisMemoryRunsOut` and the dashboard read it.
 
@@ -31,10 +45,12 @@ use fred::interfaces::{ClientLike, ClusterInterface};
 use fred::prelude::Client;
 use fred::types::{ClusterHash, CustomCommand};
 use parking_lot::Mutex;
+use seawall_perfmon::anomaly::Season;
 use seawall_perfmon::forecast::{ForecastOptions, Forecaster};
 use seawall_perfmon::{CollectedFamily, Monitor};
 
 use crate::redis::Redis;
+use crate::setup::QueueHandle;
 
 /// How often Redis's memory and the request rate are read.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -42,7 +58,8 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// How far ahead the forecasts look.
 pub const AHEAD: Duration = Duration::from_secs(3600);
 
-/// How far ahead `redis_memory_runs_out_seconds` looks for the limit.
+/// How far ahead `redis_memory_runs_out_seconds` (and a queue's backlog
+/// outlook) looks for the limit.
 pub const RUNS_OUT_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The forecasters take one observation a minute: its readings' mean.
@@ -75,8 +92,12 @@ struct MinuteMeans {
 
 impl MinuteMeans {
     fn new() -> Self {
+        Self::with_options(ForecastOptions::default())
+    }
+
+    fn with_options(options: ForecastOptions) -> Self {
         Self {
-            forecaster: Forecaster::new(ForecastOptions::default()),
+            forecaster: Forecaster::new(options),
             minute: i64::MIN,
             sum: 0.0,
             readings: 0,
@@ -175,11 +196,37 @@ impl NodeMemory {
     }
 }
 
+/// One queue's waiting jobs.
+struct QueueBacklog {
+    waiting: MinuteMeans,
+    /// The latest reading, and the bound it is forecast against.
+    waiting_now: u64,
+    bound: u64,
+}
+
+impl QueueBacklog {
+    /// Seconds until the forecast passes the bound, as
+    /// [`BacklogOutlook::runs_out_seconds`] says.
+    fn runs_out(&self) -> Option<f64> {
+        if self.waiting_now >= self.bound {
+            return Some(0.0);
+        }
+        #[allow(clippy::cast_precision_loss)] // bounds far below 2^53
+        let bound = self.bound as f64;
+        self.waiting
+            .forecaster
+            .passes(bound, RUNS_OUT_HORIZON)
+            .map(|when| when.as_secs_f64())
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// By `host:port`.
     memory: BTreeMap<String, NodeMemory>,
     requests: Option<MinuteMeans>,
+    /// By queue name.
+    queues: BTreeMap<String, QueueBacklog>,
 }
 
 /// The forecasts, fed by [`Capacity::start`]'s task or by hand
@@ -261,6 +308,74 @@ impl Capacity {
             .record(time, rate);
     }
 
+    /// Records that `queue` had `waiting` jobs waiting at `time` (Unix
+    /// seconds), forecast against its backlog bound `bound` (at least 1).
+    pub fn record_backlog(&self, queue: &str, time: i64, waiting: u64, bound: u64) {
+        let mut state = self.state.lock();
+        let backlog = state
+            .queues
+            .entry(queue.to_owned())
+            .or_insert_with(|| QueueBacklog {
+                // A backlog's next hour is its trend's, as in the queue's
+                // own metrics (seawall_queue::QueueMetrics).
+                waiting: MinuteMeans::with_options(ForecastOptions::default().season(Season::None)),
+                waiting_now: 0,
+                bound: 1,
+            });
+        #[allow(clippy::cast_precision_loss)] // depths far below 2^53
+        backlog.waiting.record(time, waiting as f64);
+        backlog.waiting_now = waiting;
+        backlog.bound = bound.max(1);
+    }
+
+    /// Reads every queue's backlog every [`SAMPLE_EVERY`] once `queues`
+    /// are connected, each forecast against its bound in `bounds` (queue
+    /// name, bound); the task ends with the last clone of this handle. A
+    /// queue whose read fails is read again at the next tick.
+    pub fn watch_queues(&self, queues: QueueHandle, bounds: Vec<(String, u64)>) {
+        let state = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            let queues = queues.connected().await;
+            let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                // Every queue at once: one round trip's wait, not nine.
+                let reads = futures_util::future::join_all(
+                    bounds.iter().map(|(queue, _)| queues.backlog(queue)),
+                )
+                .await;
+                let time = unix_now();
+                let Some(state) = state.upgrade() else {
+                    return;
+                };
+                let capacity = Capacity { state };
+                for ((queue, bound), read) in bounds.iter().zip(reads) {
+                    match read {
+                        Ok(backlog) => {
+                            capacity.record_backlog(queue, time, backlog.counts.waiting, *bound);
+                        }
+                        Err(error) => {
+                            tracing::debug!(%queue, %error, "the queue's backlog not read for its forecast");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// What the forecast of `queue`'s waiting jobs says now; `None` for a
+    /// queue never read.
+    pub fn backlog_outlook(&self, queue: &str) -> Option<BacklogOutlook> {
+        let state = self.state.lock();
+        let backlog = state.queues.get(queue)?;
+        Some(BacklogOutlook {
+            in_an_hour: ahead_of(&backlog.waiting)?,
+            bound: backlog.bound,
+            runs_out_seconds: backlog.runs_out(),
+        })
+    }
+
     /// Seconds until `node`'s memory is forecast at its limit (see the
     /// module); `None` for a node never read.
     pub fn redis_runs_out(&self, node: &str) -> Option<f64> {
@@ -276,14 +391,6 @@ impl Capacity {
     /// What the forecasts say now, for a report.
     pub fn report(&self) -> CapacityReport {
         let state = self.state.lock();
-        let ahead = |means: &MinuteMeans| {
-            means.ahead().map(|[value, low, high]| Ahead {
-                value: value.max(0.0),
-                low: low.max(0.0),
-                high: high.max(0.0),
-                learning: means.forecaster.forecast(AHEAD).is_none(),
-            })
-        };
         CapacityReport {
             redis: state
                 .memory
@@ -292,11 +399,11 @@ impl Capacity {
                     node: node.clone(),
                     used_bytes: memory.used_now,
                     max_bytes: memory.max,
-                    in_an_hour: ahead(&memory.used),
+                    in_an_hour: ahead_of(&memory.used),
                     runs_out_seconds: Some(memory.runs_out()).filter(|seconds| seconds.is_finite()),
                 })
                 .collect(),
-            requests_per_second_in_an_hour: state.requests.as_ref().and_then(ahead),
+            requests_per_second_in_an_hour: state.requests.as_ref().and_then(ahead_of),
             request_rate_minutes: state
                 .requests
                 .as_ref()
@@ -376,6 +483,22 @@ pub struct CapacityReport {
     pub request_rate_minutes: Vec<MinutePoint>,
 }
 
+/// A forecast of one queue's waiting jobs.
+// Capacity::backlog_outlook answers it. Plain comments where a doc comment
+// would become the OpenAPI contract's description.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct BacklogOutlook {
+    /// The waiting jobs an hour ahead.
+    pub in_an_hour: Ahead,
+    /// The waiting jobs the queue is meant to hold at most (the `backlog=`
+    /// key of its policy, 10,000 by default).
+    pub bound: u64,
+    /// How long until the forecast passes `bound`, in seconds, looked for
+    /// a week ahead: 0 once as many wait; null while the forecast stays
+    /// under it within the week, and while the forecaster learns.
+    pub runs_out_seconds: Option<f64>,
+}
+
 /// One minute's mean beside what was expected of it.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct MinutePoint {
@@ -408,7 +531,7 @@ pub struct NodeReport {
 }
 
 /// A forecast an hour ahead and its 90 % interval.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Ahead {
     /// The expected value.
     pub value: f64,
@@ -419,6 +542,17 @@ pub struct Ahead {
     /// Still learning (under 50 minutes seen): the three are the latest
     /// minute's mean.
     pub learning: bool,
+}
+
+/// `means`' forecast an hour ahead, none below zero (the series here never
+/// are); `None` before any reading.
+fn ahead_of(means: &MinuteMeans) -> Option<Ahead> {
+    means.ahead().map(|[value, low, high]| Ahead {
+        value: value.max(0.0),
+        low: low.max(0.0),
+        high: high.max(0.0),
+        learning: means.forecaster.forecast(AHEAD).is_none(),
+    })
 }
 
 async fn run(state: Weak<Mutex<State>>, monitor: Monitor, client: Option<Client>) {
@@ -512,6 +646,60 @@ mod tests {
             .iter()
             .find(|(values, _)| values.iter().map(String::as_str).eq(labels.iter().copied()))
             .map(|(_, value)| *value)
+    }
+
+    /// Read every 10 s, a queue whose backlog grows by 10 jobs a minute
+    /// from 1,000 towards a bound of 5,000 is forecast to pass it about 280
+    /// minutes after the last reading; a steady one never does within the
+    /// week; one at its bound has run out. While the forecaster learns the
+    /// outlook is the latest minute's mean, and says so, and nothing runs
+    /// out. Nothing of it is exported.
+    #[test]
+    fn a_queue_s_backlog_is_forecast_to_pass_its_bound() {
+        let capacity = Capacity::default();
+        assert_eq!(capacity.backlog_outlook("email"), None, "never read");
+        let start = 1_800_000_000 - 1_800_000_000 % 86_400;
+        for seconds in (0..120 * 60).step_by(10) {
+            let time = start + seconds;
+            let minutes = u64::try_from(seconds / 60).expect("positive");
+            capacity.record_backlog("email", time, 1_000 + 10 * minutes, 5_000);
+            capacity.record_backlog("report", time, 40, 5_000);
+            capacity.record_backlog("export", time, 5_000, 5_000);
+            if seconds == 10 * 60 {
+                let learning = capacity.backlog_outlook("email").expect("read");
+                assert!(learning.in_an_hour.learning, "{learning:?}");
+                // Minute 9's mean, thrice.
+                assert_eq!(learning.in_an_hour.value, 1_090.0, "{learning:?}");
+                assert_eq!(learning.in_an_hour.low, 1_090.0, "{learning:?}");
+                assert_eq!(learning.runs_out_seconds, None, "{learning:?}");
+                assert_eq!(learning.bound, 5_000);
+            }
+        }
+        let email = capacity.backlog_outlook("email").expect("read");
+        assert!(!email.in_an_hour.learning, "{email:?}");
+        // The last minute closed is minute 118 (2,180 waiting); an hour on,
+        // 600 more.
+        let ahead = email.in_an_hour;
+        assert!((ahead.value - 2_780.0).abs() < 60.0, "{ahead:?}");
+        assert!(
+            ahead.low <= ahead.value && ahead.value <= ahead.high,
+            "{ahead:?}"
+        );
+        // The bound is 2,820 jobs, 282 minutes, past minute 118.
+        let minutes = email.runs_out_seconds.expect("within the week") / 60.0;
+        assert!((minutes - 282.0).abs() < 15.0, "{minutes} minutes");
+        let report = capacity.backlog_outlook("report").expect("read");
+        assert_eq!(report.runs_out_seconds, None, "{report:?}");
+        assert!((report.in_an_hour.value - 40.0).abs() < 1.0, "{report:?}");
+        let export = capacity.backlog_outlook("export").expect("read");
+        assert_eq!(export.runs_out_seconds, Some(0.0), "{export:?}");
+        assert!(
+            capacity
+                .collect()
+                .iter()
+                .all(|family| !family.name().starts_with("queue")),
+            "the queues' forecasts are their workers' to export"
+        );
     }
 
     /// Read every 10 s, a node whose memory grows by 1 MiB a minute from

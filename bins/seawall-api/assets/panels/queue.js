@@ -1,6 +1,7 @@
 /**
- * Queue panel: the depth of each of the nine queues per state, jobs per
- * second over every worker (read from the queues' event streams, sampled by
+ * Queue panel: the depth of each of the nine queues per state and its
+ * waiting jobs forecast an hour ahead (with when they pass the queue's
+ * backlog bound, when within a week), jobs per second over every worker (read from the queues' event streams, sampled by
  * the service every 5 s), every worker process of the fleet (alive or not,
  * what each runs, its jobs per second), the running jobs with their
  * progress, the failed and dead jobs with their errors, the recurring jobs'
@@ -35,6 +36,12 @@ function relative(iso) {
   if (!Number.isFinite(seconds)) return "—";
   const [unit, size] = UNITS.find(([, size]) => Math.abs(seconds) >= size) ?? UNITS.at(-1);
   return relativeTime.format(Math.round(seconds / size), unit);
+}
+/** A span of time ahead, e.g. "40 min", "5.5 h", "3.2 days". */
+function span(seconds) {
+  if (seconds < 3600) return `${Math.max(1, Math.round(seconds / 60))} min`;
+  if (seconds < 2 * 86_400) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86_400).toFixed(1)} days`;
 }
 const DEPTHS = [
   ["waiting", "waiting"],
@@ -105,8 +112,8 @@ export default {
           h(
             "tr",
             {},
-            ["queue", ...DEPTHS.map(([, label]) => label), "done / min", "failed / min", "state", ""].map((label, index) =>
-              h("th", { scope: "col", class: index > 0 && index <= DEPTHS.length + 2 ? "num" : "" }, label),
+            ["queue", ...DEPTHS.map(([, label]) => label), "done / min", "failed / min", "waiting in 1 h", "state", ""].map((label, index) =>
+              h("th", { scope: "col", class: index > 0 && index <= DEPTHS.length + 3 ? "num" : "" }, label),
             ),
           ),
         ),
@@ -259,6 +266,32 @@ export default {
       }
     };
 
+    /**
+     * The waiting jobs forecast an hour ahead, its 90 % interval (or that
+     * the forecaster is still learning) and, when the forecast passes the
+     * queue's backlog bound within a week, when.
+     */
+    const forecastCell = (row) => {
+      const forecast = row.backlog_forecast;
+      if (!forecast) return h("td", { class: "num", "data-testid": `queue-forecast-${row.name}` }, "—");
+      const ahead = forecast.in_an_hour;
+      const bound = format.count(forecast.bound);
+      const runsOut = forecast.runs_out_seconds;
+      const passes =
+        typeof runsOut !== "number" ? null : runsOut === 0 ? `at its bound of ${bound}` : `passes ${bound} in ${span(runsOut)}`;
+      return h(
+        "td",
+        { class: "num", title: `forecast from the backlog read every 10 s; the bound is ${bound} waiting` },
+        count(`queue-forecast-${row.name}`, Math.round(ahead.value)),
+        h(
+          "span",
+          { class: "cell-note", "data-testid": `queue-forecast-note-${row.name}` },
+          ahead.learning ? "learning (50 min)" : `90 %: ${format.count(ahead.low)} to ${format.count(ahead.high)}`,
+        ),
+        passes && h("span", { class: "cell-note is-bad-text", "data-testid": `queue-runs-out-${row.name}` }, passes),
+      );
+    };
+
     const queueRow = (row) => {
       const toggle = h(
         "button",
@@ -277,6 +310,7 @@ export default {
         DEPTHS.map(([state]) => h("td", { class: "num" }, count(`queue-${state}-${row.name}`, row[state]))),
         h("td", { class: "num" }, count(`queue-done-${row.name}`, row.completed_last_minute)),
         h("td", { class: "num" }, count(`queue-failures-${row.name}`, row.failed_last_minute)),
+        forecastCell(row),
         h(
           "td",
           {},

@@ -28,6 +28,7 @@ use crate::jobs::{self, Refusal, ThroughputPoint};
 use crate::params::Params;
 use crate::problem::{self, Problem};
 use crate::state::AppState;
+use seawall_app::capacity::BacklogOutlook;
 use seawall_app::time::timestamp;
 
 /// The most jobs one listing returns.
@@ -104,6 +105,11 @@ pub(crate) struct QueueRow {
     completed_last_minute: u64,
     /// Attempts failed over the last minute (retried or not).
     failed_last_minute: u64,
+    /// The waiting jobs an hour ahead and when they pass the queue's
+    /// backlog bound, forecast by this instance from the backlog it reads
+    /// every 10 s (whichever processes run the jobs); absent until the
+    /// first reading.
+    backlog_forecast: Option<BacklogOutlook>,
 }
 
 /// Every queue at a glance.
@@ -519,6 +525,7 @@ pub(crate) fn row(state: &AppState, queue: QueueName, counts: &Counts) -> QueueR
         attempts: policy.attempts,
         completed_last_minute: minute.completed,
         failed_last_minute: minute.failed,
+        backlog_forecast: state.capacity().backlog_outlook(queue.as_str()),
     }
 }
 

@@ -817,6 +817,7 @@ async fn the_queue_panel_shows_progress_and_failures_and_retries_cancels_and_pau
         config.queue.redis_url = Some(url.clone());
         config.queue.prefix.clone_from(&prefix);
         config.queue.email.attempts = 1;
+        config.queue.email.backlog = 500;
     })
     .await;
     let queues = Queues::redis(Builder::from_config(RedisConfig::from_url(&url)?))
@@ -881,6 +882,38 @@ async fn use_queue_panel(browser: &Client, server: &TestServer, queues: &Queues)
     check!(
         backend.contains("seawall-worker"),
         "processors: {backend:?}"
+    );
+
+    // Each queue's waiting jobs an hour ahead, forecast by the API from
+    // the backlog it reads (the workers here are this test's): learning
+    // from its first reading, so the latest minute's mean, against the
+    // queue's own bound, and nothing runs out.
+    let note = wait_for("the email queue's forecast", async || {
+        shown_text(browser, "queue-forecast-note-email").await
+    })
+    .await?;
+    check!(note == "learning (50 min)", "forecast note {note:?}");
+    let ahead = figure(browser, "queue-forecast-email").await?;
+    check!(
+        ahead.is_some_and(|jobs| jobs >= 0.0),
+        "waiting in an hour: {ahead:?}"
+    );
+    let overview: Value = server
+        .admin(Method::GET, "/api/queue")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let forecast = overview["queues"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["name"] == "email"))
+        .map(|row| row["backlog_forecast"].clone())
+        .unwrap_or_default();
+    check!(
+        forecast["bound"] == json!(500)
+            && forecast["in_an_hour"]["learning"] == json!(true)
+            && forecast["runs_out_seconds"].is_null(),
+        "the email queue's forecast: {forecast}"
     );
 
     // The running report job, with its progress.
