@@ -93,8 +93,11 @@ use crate::redis::RedisStore;
 
 /// Rows of each count-min sketch.
 const ROWS: usize = 4;
+/// The bits of a key's hash that pick its counter in one row: each row
+/// takes bits of its own.
+const COLUMN_BITS: u32 = 13;
 /// Counters in each row.
-const WIDTH: usize = 2048;
+const WIDTH: usize = 1 << COLUMN_BITS;
 /// Buckets of path registers: each key counts its paths in one.
 const BUCKETS: usize = 4096;
 /// HyperLogLog registers per bucket (a standard error of about 13 %).
@@ -324,13 +327,15 @@ impl Sketch {
     }
 }
 
-/// The counter of each row for a key's hash (double hashing).
+/// The counter of each row for a key's hash: row `r` reads bits
+/// `r * COLUMN_BITS` to `(r + 1) * COLUMN_BITS` of it, so two keys share
+/// every row only when 52 bits of their hashes agree, and a key shares
+/// each row with another independently of the rest.
 fn cells(hash: u64) -> impl Iterator<Item = usize> {
-    let (a, b) = (hash & 0xffff_ffff, (hash >> 32) | 1);
     (0..ROWS).map(move |row| {
         // Under WIDTH, so it fits.
         #[allow(clippy::cast_possible_truncation)]
-        let column = (a.wrapping_add((row as u64).wrapping_mul(b)) % WIDTH as u64) as usize;
+        let column = ((hash >> (row as u32 * COLUMN_BITS)) & (WIDTH as u64 - 1)) as usize;
         row * WIDTH + column
     })
 }
@@ -1346,6 +1351,37 @@ mod tests {
                 200,
             );
         }
+    }
+
+    /// A key is counted on its own requests, not on another's whose hash
+    /// shares part of its bits: each row's counter comes from bits of the
+    /// hash no other row uses, so two keys share every row only when 52
+    /// bits of their hashes agree. (Rows derived as `a + row * b` from two
+    /// halves of the hash used 22 bits: keys whose hashes agreed there
+    /// were one key to the sketch, and a light client could be judged on a
+    /// heavy one's requests.)
+    #[test]
+    fn keys_whose_hashes_differ_are_counted_apart() {
+        let sketch = Sketch::new();
+        let one = 0x0123_4567_89ab_cdef_u64;
+        // Differing in one bit, each bit in turn: every row's column is
+        // made of some of the first ROWS * COLUMN_BITS bits.
+        let used = u32::try_from(ROWS).expect("few") * COLUMN_BITS;
+        for bit in 0..used {
+            let other = one ^ (1 << bit);
+            assert!(
+                cells(one).zip(cells(other)).any(|(a, b)| a != b),
+                "bit {bit}: every row the same"
+            );
+        }
+        for _ in 0..10 {
+            sketch.add(one, false, 1);
+        }
+        for _ in 0..10 {
+            sketch.add(one ^ (1 << 20), true, 2);
+        }
+        let counts = sketch.counts(one);
+        assert_eq!((counts.requests, counts.errors), (10, 0));
     }
 
     /// Normal traffic: 40 users of 60 requests each to three paths.
