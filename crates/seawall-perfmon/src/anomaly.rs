@@ -50,9 +50,10 @@
 //!   ([`AnomalyOptions::thresholds`]). The observation that raises it
 //!   scores its evidence; one during it scores a tenth of that, so that a
 //!   consumer acting on a threshold acts once per episode, unless the
-//!   episode gets worse: evidence during it that is alarming and scores
-//!   1.4 times what raised it escalates it (scored in full, and reported
-//!   as raised).
+//!   episode gets worse or turns: alarming evidence during it that scores
+//!   1.4 times what raised it, or that is on the other side of the
+//!   baseline (a rise after a drop), escalates it (scored in full, and
+//!   reported as raised).
 //! - **Cold start.** Until it has seen the observations
 //!   [`AnomalyOptions::learning`] asks for (and while the slot of its season
 //!   has seen fewer than that asks per slot), the verdict says it is
@@ -369,9 +370,10 @@ pub struct Verdict {
     pub score: f64,
     /// Whether an alarm is up after this observation.
     pub alarm: bool,
-    /// Whether this observation raised it, or escalated it: evidence during
-    /// the alarm that scored 1.4 times what raised it (or last escalated
-    /// it), so that a consumer acts again when an episode gets worse.
+    /// Whether this observation raised it, or escalated it: alarming
+    /// evidence during the alarm that scored 1.4 times what raised it (or
+    /// last escalated it), or that is on the other side of the baseline,
+    /// so that a consumer acts again when an episode gets worse or turns.
     pub raised: bool,
     /// Whether the observation was beyond the range of every value before
     /// it (by the options' margin).
@@ -598,6 +600,8 @@ pub struct Detector {
     high: f64,
     /// The score that raised the alarm that is up, or last escalated it.
     peak: f64,
+    /// Whether that evidence was above the baseline.
+    rising: bool,
     alarm: bool,
     /// Observations since the evidence last fell under the clearing level.
     over: u32,
@@ -640,6 +644,7 @@ impl Detector {
             low: f64::INFINITY,
             high: f64::NEG_INFINITY,
             peak: 0.0,
+            rising: false,
             alarm: false,
             over: 0,
             under: 0,
@@ -803,15 +808,20 @@ impl Detector {
             } else {
                 self.under = 0;
             }
-            if self.alarm && alarming && score > ESCALATION * self.peak {
+            // Worse, or on the other side of the baseline (a rise after
+            // a drop): raised anew.
+            let turned = (strength > 0.0) != self.rising;
+            if self.alarm && alarming && (turned || score > ESCALATION * self.peak) {
                 raised = true;
                 self.peak = score;
+                self.rising = strength > 0.0;
             }
         } else if alarming {
             self.alarm = true;
             raised = true;
             self.under = 0;
             self.peak = score;
+            self.rising = strength > 0.0;
         }
         // A tenth of that during an alarm this observation did not raise
         // (or escalate).
@@ -1002,6 +1012,23 @@ pub(crate) mod tests {
         // Once is enough: the same again is not raised again.
         let verdict = detector.observe(2041 * 60, 0.0);
         assert!(verdict.alarm && !verdict.raised, "{verdict:?}");
+    }
+
+    /// A drop raises an alarm below the baseline; a burst above it while
+    /// that alarm is still up raises it anew, on its own side.
+    #[test]
+    fn a_rise_during_a_drop_s_alarm_raises_it_anew() {
+        let mut detector = Detector::new(AnomalyOptions::default().season(Season::None));
+        for i in 0..2000 {
+            detector.observe(i * 60, noisy(i));
+        }
+        let drop = detector.observe(2000 * 60, 0.0);
+        assert!(drop.raised && drop.strength < 0.0, "{drop:?}");
+        let rise = detector.observe(2001 * 60, 400.0);
+        assert!(rise.alarm && rise.raised && rise.strength > 0.0, "{rise:?}");
+        // The same again is not raised again.
+        let again = detector.observe(2002 * 60, 400.0);
+        assert!(again.alarm && !again.raised, "{again:?}");
     }
 
     #[test]
