@@ -18,8 +18,7 @@
 //!
 //! - **Rate**: its requests in the interval against its own baseline (an
 //!   [`anomaly::Detector`](seawall_perfmon::anomaly::Detector) per key): a
-//!   sudden burst, once the key has a baseline (ten intervals by default);
-//!   an alarm raised by a drop is no finding, nor the recovery after it.
+//!   sudden burst, once the key has a baseline (six intervals by default).
 //! - **Paths**: the share of its requests that went to distinct paths:
 //!   a scraper walks a catalogue, a person reads a few pages again and again.
 //! - **Errors**: the share of its requests answered 401, 403, 404 or 429:
@@ -363,10 +362,6 @@ fn is_error(status: u16) -> bool {
 /// What the watch keeps of a key it judges.
 struct Tracked {
     rate: Detector,
-    /// Whether the alarm of `rate` that is up was raised (or last
-    /// escalated) by a share above the baseline: only such an alarm is a
-    /// finding. One raised by a drop is not, nor the recovery after it.
-    rising: bool,
     /// Intervals in a row it was not seen.
     unseen: u32,
 }
@@ -730,7 +725,6 @@ impl AbuseWatch {
             }
             let tracked = state.keys.entry(key.to_owned()).or_insert_with(|| Tracked {
                 rate: Detector::new(options.detector),
-                rising: false,
                 unseen: 0,
             });
             tracked.unseen = 0;
@@ -744,10 +738,6 @@ impl AbuseWatch {
                 found.requests as f64 * 1000.0 / total.max(found.requests) as f64
             };
             let rate = tracked.rate.observe(seconds, share);
-            if rate.raised {
-                tracked.rising = rate.strength > 0.0;
-            }
-            tracked.rising &= rate.alarm;
             if found.requests < options.min_requests {
                 continue;
             }
@@ -779,7 +769,7 @@ impl AbuseWatch {
                         options.path_share * 100.0
                     ),
                 ))
-            } else if rate.alarm && tracked.rising && rate.strength > 0.0 {
+            } else if rate.alarm && rate.strength > 0.0 {
                 rate.reason(&format!(
                     "the requests of {key} per thousand of all requests in {every}"
                 ))
@@ -1077,28 +1067,22 @@ impl Default for AbuseWatchBuilder {
             tighten_for: Duration::from_secs(600),
             block_for: Duration::from_secs(900),
             // A key's share of the requests: no season (a key's day is
-            // rarely regular enough), a baseline from ten intervals on,
+            // rarely regular enough), a baseline from six intervals on,
             // following about the last 40, windows of 3 and 12 intervals;
             // an alarm needs evidence that strong in under a tenth of the
-            // key's judged intervals. A new
-            // high of a key's share is no alarm of its own: a young key
-            // reaches one in most of its first intervals, and a client's
-            // share drifts up as its day does; only rarity judges it.
+            // key's judged intervals, so about ten of them first.
             detector: AnomalyOptions::default()
                 .season(Season::None)
-                .learning(10, 1)
+                .learning(6, 1)
                 .weights(0.05, 0.05)
                 .windows(3, 12)
-                .rarity(0.1, 100)
-                .range_margin(f64::INFINITY),
+                .rarity(0.1, 100),
             // A route's error share: no season, following about the last
             // 200 intervals, so that a creep over minutes shows as a shift;
             // a baseline from 20 intervals on, an alarm once evidence that
             // strong came in under a tenth of them; a scale of at least a
             // point of the share (a route without errors is not alarmed by
-            // its first 404). A new high of the share, two scales (two
-            // points at least) over its baseline, is an alarm: a creep
-            // passes every share the route has had.
+            // its first 404).
             route_detector: AnomalyOptions::default()
                 .season(Season::None)
                 .learning(20, 1)
@@ -1494,37 +1478,6 @@ mod tests {
                 "interval {i}: {findings:?}"
             );
         }
-    }
-
-    /// A client whose share of the requests drops (its alarm raised by
-    /// the drop) and then comes back a little above its usual share is no
-    /// burst: the drop's alarm is no finding while it lasts, nor is the
-    /// recovery after it.
-    #[test]
-    fn a_drop_and_the_recovery_after_it_are_no_burst() {
-        let watch = watch(Mode::Act);
-        let mut at = START;
-        for i in 0..30 {
-            crowd(&watch, 60);
-            // 56 to 64 requests an interval.
-            reads(&watch, "key:dip", 56 + (i % 5) * 2);
-            assert!(watch.judge_local_at(at).is_empty());
-            at += TEN_S;
-        }
-        let mut findings = Vec::new();
-        for interval in 0..14 {
-            crowd(&watch, 60);
-            let requests = if interval < 2 { 25 } else { 70 };
-            reads(&watch, "key:dip", requests);
-            if interval < 2 {
-                // Someone new takes up the rest, so that the crowd's shares
-                // (constant here, so with no noise at all) stay put.
-                reads(&watch, "key:new", 35);
-            }
-            findings.extend(watch.judge_local_at(at));
-            at += TEN_S;
-        }
-        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]
