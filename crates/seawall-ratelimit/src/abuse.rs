@@ -392,6 +392,9 @@ struct Shared {
     /// The ranking of the interval being judged (taken at its close).
     state: Mutex<State>,
     acted: RwLock<HashMap<String, Acted>>,
+    /// When each key lately pardoned was (Unix ms): evidence from before
+    /// its pardon acts on it no more.
+    pardoned: Mutex<HashMap<String, i64>>,
     /// How many keys are acted on: the request path's check is one load
     /// while there are none.
     acting: AtomicUsize,
@@ -565,8 +568,22 @@ impl AbuseWatch {
     }
 
     /// Ends the action on `key`, if any (an operator's pardon); whether
-    /// there was one. A block on a limiter is the caller's to lift.
+    /// there was one. Evidence from before the pardon acts on the key no
+    /// more (a finding on it is observed only); what it does after, does.
+    /// A block on a limiter is the caller's to lift.
     pub fn pardon(&self, key: &str) -> bool {
+        self.pardon_at(key, unix_ms())
+    }
+
+    /// [`pardon`](Self::pardon) at `now_ms` (Unix milliseconds).
+    pub fn pardon_at(&self, key: &str, now_ms: i64) -> bool {
+        {
+            let mut pardoned = self.0.pardoned.lock();
+            // Ten intervals on, the evidence before it has been judged.
+            let forget = now_ms.saturating_sub(self.interval_ms().saturating_mul(10));
+            pardoned.retain(|_, at| *at > forget);
+            pardoned.insert(key.to_owned(), now_ms);
+        }
         let removed = self.0.acted.write().remove(key).is_some();
         if removed {
             self.0.acting.fetch_sub(1, Ordering::Relaxed);
@@ -859,6 +876,15 @@ impl AbuseWatch {
         let shared = &*self.0;
         let options = &shared.options;
         if options.mode == Mode::Observe || self.allowed(key) {
+            return (Action::Observe, None);
+        }
+        // Evidence from before an operator's pardon does not undo it.
+        if shared
+            .pardoned
+            .lock()
+            .get(key)
+            .is_some_and(|&at| start_ms < at)
+        {
             return (Action::Observe, None);
         }
         let mut acted = shared.acted.write();
@@ -1315,6 +1341,7 @@ impl AbuseWatchBuilder {
                 findings: VecDeque::new(),
             }),
             acted: RwLock::new(HashMap::new()),
+            pardoned: Mutex::new(HashMap::new()),
             acting: AtomicUsize::new(0),
             keys_hasher: foldhash::quality::FixedState::with_seed(unix_ms().unsigned_abs()),
             paths_hasher: foldhash::quality::FixedState::with_seed(PATH_SEED),
@@ -1512,6 +1539,39 @@ mod tests {
             finding.reason
         );
         assert_eq!(findings.len(), 1, "{findings:?}");
+    }
+
+    /// A pardoned key is not acted on again for what it did before its
+    /// pardon, only for what it does after.
+    #[test]
+    fn a_pardon_holds_against_the_evidence_before_it() {
+        let watch = watch(Mode::Act);
+        let walk = |from: usize| {
+            for page in from..from + 200 {
+                watch.record(
+                    "203.0.113.9",
+                    "/api/contents/{id}",
+                    &format!("/api/contents/{page}"),
+                    200,
+                );
+            }
+        };
+        walk(0);
+        watch.judge_local_at(START);
+        assert_eq!(watch.cost("203.0.113.9"), 4, "tightened");
+        // It walked on before the operator pardoned it; that interval is
+        // judged after the pardon.
+        walk(200);
+        assert!(watch.pardon_at("203.0.113.9", START + TEN_S / 2));
+        let findings = watch.judge_local_at(START + TEN_S);
+        let finding = about(&findings, "203.0.113.9").expect("still found");
+        assert_eq!(finding.action, Action::Observe, "{finding:?}");
+        assert_eq!(watch.cost("203.0.113.9"), 1, "pardoned");
+        // What it does after the pardon counts.
+        walk(400);
+        let findings = watch.judge_local_at(START + 2 * TEN_S);
+        let finding = about(&findings, "203.0.113.9").expect("found again");
+        assert_eq!(finding.action, Action::Tighten, "{finding:?}");
     }
 
     #[test]

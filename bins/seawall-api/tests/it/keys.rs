@@ -246,8 +246,22 @@ async fn made_up_keys_and_tenant_ids_leave_nothing_in_redis() {
                 .json()
                 .await
                 .expect("cache stats");
+            // The service's own reads of every queue's backlog (for their
+            // forecasts, every 10 s) have made what they make.
+            let queues: Value = server
+                .admin(Method::GET, "/api/queue")
+                .send()
+                .await
+                .expect("GET /api/queue")
+                .json()
+                .await
+                .expect("queue overview");
+            let forecast = queues["queues"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().all(|row| !row["backlog_forecast"].is_null()));
             cache["following"] == true
                 && cache["breaker"] == "closed"
+                && forecast
                 && degraded_decisions(&server).await == degraded
                 && keys().iter().any(|key| key.starts_with(own_count))
         },
