@@ -160,6 +160,20 @@ impl MinuteMeans {
             .or_else(|| (self.readings > 0).then(|| self.sum / f64::from(self.readings)))
     }
 
+    /// Seconds until the forecast reaches `bound`, looked for within
+    /// [`RUNS_OUT_HORIZON`]: 0 once `now` (the latest reading) is at it;
+    /// `None` while the forecast stays under it, and while it learns.
+    fn runs_out(&self, now: u64, bound: u64) -> Option<f64> {
+        if now >= bound {
+            return Some(0.0);
+        }
+        #[allow(clippy::cast_precision_loss)] // bytes and depths, compared as floats
+        let bound = bound as f64;
+        self.forecaster
+            .passes(bound, RUNS_OUT_HORIZON)
+            .map(|when| when.as_secs_f64())
+    }
+
     /// `[value, low, high]` an hour ahead; the latest mean thrice while the
     /// forecaster learns; `None` before any reading.
     fn ahead(&self) -> Option<[f64; 3]> {
@@ -184,15 +198,9 @@ impl NodeMemory {
         if self.max == 0 {
             return f64::INFINITY;
         }
-        if self.used_now >= self.max {
-            return 0.0;
-        }
-        #[allow(clippy::cast_precision_loss)] // bytes, compared as a float
-        let bound = self.max as f64;
         self.used
-            .forecaster
-            .passes(bound, RUNS_OUT_HORIZON)
-            .map_or(f64::INFINITY, |when| when.as_secs_f64())
+            .runs_out(self.used_now, self.max)
+            .unwrap_or(f64::INFINITY)
     }
 }
 
@@ -208,15 +216,7 @@ impl QueueBacklog {
     /// Seconds until the forecast passes the bound, as
     /// [`BacklogOutlook::runs_out_seconds`] says.
     fn runs_out(&self) -> Option<f64> {
-        if self.waiting_now >= self.bound {
-            return Some(0.0);
-        }
-        #[allow(clippy::cast_precision_loss)] // bounds far below 2^53
-        let bound = self.bound as f64;
-        self.waiting
-            .forecaster
-            .passes(bound, RUNS_OUT_HORIZON)
-            .map(|when| when.as_secs_f64())
+        self.waiting.runs_out(self.waiting_now, self.bound)
     }
 }
 
