@@ -3,8 +3,9 @@
 //! person can read.
 //!
 //! A [`Detector`] holds a fixed amount of state (a level, a shift, a scale,
-//! one profile per slot of its season, a 48-bin histogram of its evidence)
-//! and allocates nothing per observation. For each observation it answers
+//! one profile and scale per slot of its season, the range of its values,
+//! two 48-bin histograms per kind of evidence) and allocates nothing per
+//! observation. For each observation it answers
 //! a [`Verdict`]:
 //!
 //! - **Baseline.** In its [`Season`] (the hour of the day, or of the week)
@@ -15,7 +16,9 @@
 //!   exponentially weighted average of observations, so none can run away
 //!   from the series. The spread is a scale: the weighted mean absolute
 //!   deviation from the baseline, times 1.2533 (the standard deviation, for
-//!   normal noise). The updates are robust: an observation moves the
+//!   normal noise); once a slot has learned, the geometric mean of the
+//!   series' and the slot's own (a busy hour is noisier than a quiet
+//!   one). The updates are robust: an observation moves the
 //!   baseline by at most [`AnomalyOptions::clip`] scales, so a spike does
 //!   not drag it (Huber's M-estimate; the streaming equivalent of a median
 //!   and a MAD over the recent past).
@@ -24,16 +27,33 @@
 //!   (exponentially weighted), each made a z of its own by the noise an
 //!   average of that length has. A spike shows in the first, a level shift
 //!   in the windows: a shift of two scales is ordinary for one observation
-//!   and unmistakable over thirty.
-//! - **Rarity.** How often evidence that strong came in the series'
-//!   recent past: a series whose noise is heavy-tailed raises no alarm for
-//!   what is ordinary for it ([`AnomalyOptions::rarity`]).
-//! - **Confirmation with hysteresis.** An alarm is raised when the strongest
+//!   and unmistakable over fifteen.
+//! - **Rarity.** For each kind of evidence, how often evidence that strong
+//!   came for this series, lately and over the long run (the larger
+//!   share): a series whose noise is heavy-tailed raises no alarm for what
+//!   is ordinary for it ([`AnomalyOptions::rarity`]). A prior of a few
+//!   dozen observations with a tail of `exp(-z)` stands in for the history
+//!   a young series lacks.
+//! - **Range.** An observation beyond every value the series has shown (by
+//!   a margin), and at least half the raising threshold from the baseline,
+//!   is a new high or low: an alarm however rare its evidence
+//!   ([`AnomalyOptions::range_margin`]).
+//! - **Score.** Each kind's strength and rarity make a score from 0 to 1
+//!   (1/2 at the raising threshold and the rarity that raises an alarm,
+//!   the rarity weighing the more); the observation scores its best
+//!   kind's, at least 0.99 beyond the range. Scores are comparable across
+//!   series: one threshold on them means about the same rarity anywhere.
+//! - **Confirmation with hysteresis.** An alarm is raised when some
 //!   evidence reaches the raising threshold and is rarer than the rarity
-//!   asks, and lowered once the evidence stays under the clearing threshold
-//!   for the short window ([`AnomalyOptions::thresholds`]). The observation
-//!   that raises it scores its evidence; one during it scores a tenth of
-//!   that, so that a consumer acting on a threshold acts once per episode.
+//!   asks (or at a new high or low), and lowered once the strongest
+//!   evidence stays under the clearing threshold for the short window
+//!   ([`AnomalyOptions::thresholds`]). The observation that raises it
+//!   scores its evidence; one during it scores a tenth of that, so that a
+//!   consumer acting on a threshold acts once per episode, unless the
+//!   episode gets worse or turns: alarming evidence during it that scores
+//!   1.4 times what raised it, or that is on the other side of the
+//!   baseline (a rise after a drop), escalates it (scored in full, and
+//!   reported as raised).
 //! - **Cold start.** Until it has seen the observations
 //!   [`AnomalyOptions::learning`] asks for (and while the slot of its season
 //!   has seen fewer than that asks per slot), the verdict says it is
@@ -53,10 +73,11 @@
 //! let verdict = detector.observe(600 * minute, 160.0);
 //! assert!(verdict.alarm && verdict.raised);
 //! let reason = verdict.reason("requests per minute of key k").expect("an alarm has a reason");
-//! // "requests per minute of key k are 160 (28.1 scales above the
-//! // baseline of 100 ± 2.14) for 1 observation"
+//! // "requests per minute of key k are 160 (27.7 scales above the
+//! // baseline of 100 ± 2.17, beyond every value before) for 1 observation"
 //! assert!(reason.starts_with("requests per minute of key k are 160 ("), "{reason}");
 //! assert!(reason.contains("scales above the baseline of 100 ±"), "{reason}");
+//! assert!(reason.contains("beyond every value before"), "{reason}");
 //! ```
 
 use std::fmt;
@@ -68,6 +89,29 @@ const SCALE_OF_DEVIATION: f64 = 1.253_314_137_315_500_3;
 /// The share of its evidence an observation scores while an alarm it did
 /// not raise is up.
 const DURING_ALARM: f64 = 0.1;
+
+/// How many times the score that raised an alarm (or last escalated it)
+/// evidence during the alarm must score to escalate it: to be scored, and
+/// reported as raised, again.
+const ESCALATION: f64 = 1.4;
+
+/// The long memory of the evidence, in half-lives of the recent one.
+const LONG_MEMORY: u32 = 20;
+
+/// The prior of the evidence's distribution, in observations per
+/// half-life of the recent memory: what a series with little history is
+/// judged against (a tail of `exp(-e)`, heavier than normal noise's).
+const PRIOR_PER_HALF_LIFE: f64 = 0.2;
+
+/// The weight of the evidence's rarity in the score; its strength weighs
+/// the rest.
+const RARITY_WEIGHT: f64 = 0.7;
+
+/// How fast a slot's own scale learns, as a share of its profile's weight.
+const SLOT_SCALE_WEIGHT: f64 = 0.3;
+
+/// The score of an observation beyond the series' range (at least).
+const BEYOND_RANGE_SCORE: f64 = 0.99;
 
 /// What an observation's time says about its expected value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,34 +165,38 @@ pub struct AnomalyOptions {
     pub(crate) floor: f64,
     pub(crate) rarity: f64,
     pub(crate) rarity_half_life: u32,
+    pub(crate) range_margin: f64,
 }
 
 impl Default for AnomalyOptions {
-    /// Hour-of-day season; the level, the shift and the scale follow the
-    /// last ~400 observations (weight 0.005), each hour's profile its last
-    /// ~65 observations in that hour (0.03); one observation moves the
-    /// baseline by at most 6 scales; an alarm at 4 scales of evidence that
-    /// fewer than 1 % of the last ~1,400 observations reached (a half-life
-    /// of 1,000), lowered once the evidence has stayed under 1.5 scales for
-    /// the short window; windows of 5 and 30 observations; 100 observations
-    /// (and 5 in the slot) to learn. These are the settings scored on NAB
+    /// Hour-of-day season; the level and the shift follow the last ~200
+    /// observations (weight 0.01), the scale the last ~800 (0.0025), each
+    /// hour's profile its last ~100 observations in that hour (0.02); one
+    /// observation moves the baseline by at most 6 scales; an alarm at 4
+    /// scales of evidence that at most 0.1 % of the series' observations
+    /// reached, lately (a half-life of 300) and over the long run (6,000),
+    /// or at an observation beyond the series' range by 2 % of its width;
+    /// lowered once the evidence has stayed under 1.3 scales for the short
+    /// window; windows of 5 and 15 observations; 100 observations (and 5
+    /// in the slot) to learn. These are the settings scored on NAB
     /// (docs/benchmarks.md).
     fn default() -> Self {
         Self {
             season: Season::HourOfDay,
-            level_weight: 0.005,
-            scale_weight: 0.005,
-            season_weight: 0.03,
+            level_weight: 0.01,
+            scale_weight: 0.0025,
+            season_weight: 0.02,
             learning: 100,
             season_learning: 5,
             clip: 6.0,
             threshold: 4.0,
-            clear: 1.5,
+            clear: 1.3,
             short: 5,
-            long: 30,
+            long: 15,
             floor: 1e-9,
-            rarity: 0.01,
-            rarity_half_life: 1000,
+            rarity: 0.001,
+            rarity_half_life: 300,
+            range_margin: 0.02,
         }
     }
 }
@@ -210,13 +258,27 @@ impl AnomalyOptions {
         self
     }
 
-    /// How rare the evidence must be, as the share of the series' recent
-    /// observations (about `half_life` × 1.44 of them, weighted) that had
-    /// evidence at least as strong, for an alarm: a series whose noise is
-    /// heavy-tailed raises none for what is ordinary for it.
+    /// How rare the evidence must be, as the share of the series'
+    /// observations that had evidence at least as strong, for an alarm: a
+    /// series whose noise is heavy-tailed raises none for what is ordinary
+    /// for it. The share is the larger of two: among the recent
+    /// observations (about `half_life` × 1.44 of them, weighted) and over
+    /// the long run (twenty times that); each also counts a prior of
+    /// `half_life` / 5 observations, so that a series with little history
+    /// needs stronger evidence.
     pub fn rarity(mut self, share: f64, half_life: u32) -> Self {
         self.rarity = share;
         self.rarity_half_life = half_life;
+        self
+    }
+
+    /// An observation beyond the range of every value the series has shown
+    /// (widened by `margin` times its width on each side), and at least
+    /// half the raising threshold from the baseline, raises an alarm
+    /// however rare its evidence: a new high or low. `f64::INFINITY` turns
+    /// this off.
+    pub fn range_margin(mut self, margin: f64) -> Self {
+        self.range_margin = margin;
         self
     }
 
@@ -254,6 +316,12 @@ impl AnomalyOptions {
             return Err(format!(
                 "the rarity must be above 0 and at most 1 ({}), its half-life at least 1 ({})",
                 self.rarity, self.rarity_half_life
+            ));
+        }
+        if self.range_margin.is_nan() || self.range_margin < 0.0 {
+            return Err(format!(
+                "the range's margin must be at least 0, not {}",
+                self.range_margin
             ));
         }
         if !(self.floor.is_finite() && self.floor > 0.0) {
@@ -296,13 +364,20 @@ pub struct Verdict {
     /// For how many observations the evidence has been over the clearing
     /// level (the episode so far).
     pub for_observations: u32,
-    /// A score from 0 to 1 that grows with the evidence; an observation
-    /// during an alarm it did not raise scores a tenth of it.
+    /// A score from 0 to 1 that grows with the evidence and its rarity (at
+    /// least 0.99 beyond the series' range); an observation during an alarm
+    /// it did not raise or escalate scores a tenth of it.
     pub score: f64,
     /// Whether an alarm is up after this observation.
     pub alarm: bool,
-    /// Whether this observation raised it.
+    /// Whether this observation raised it, or escalated it: alarming
+    /// evidence during the alarm that scored 1.4 times what raised it (or
+    /// last escalated it), or that is on the other side of the baseline,
+    /// so that a consumer acts again when an episode gets worse or turns.
     pub raised: bool,
+    /// Whether the observation was beyond the range of every value before
+    /// it (by the options' margin).
+    pub beyond_range: bool,
     /// Still learning: too few observations overall, or in this slot of the
     /// season.
     pub learning: bool,
@@ -331,8 +406,13 @@ impl Verdict {
             Evidence::Long => " on a long average (a level shift)".to_owned(),
         };
         let plural = if self.for_observations == 1 { "" } else { "s" };
+        let range = if self.beyond_range {
+            ", beyond every value before"
+        } else {
+            ""
+        };
         format!(
-            "{what} are {} ({:.1} scales {side} {} baseline of {} ± {}{how}) for {} observation{plural}",
+            "{what} are {} ({:.1} scales {side} {} baseline of {} ± {}{how}{range}) for {} observation{plural}",
             Rounded(self.value),
             self.strength.abs(),
             if self.hourly { "this hour's" } else { "the" },
@@ -418,13 +498,22 @@ impl Rarity {
     }
 
     /// The share of recent observations whose evidence was in the bin of
-    /// `evidence` or above: at least one observation's worth, 1 with none.
-    fn share_at_least(&self, evidence: f64) -> f64 {
-        if self.total <= 0.0 {
+    /// `evidence` or above, `prior` observations (of today's weight) of
+    /// the prior `tail` among them.
+    fn share_at_least(&self, evidence: f64, prior: f64, tail: f64) -> f64 {
+        let prior = prior * self.increment;
+        let all = self.total + prior;
+        if all <= 0.0 {
             return 1.0;
         }
-        let above: f64 = self.weights[Self::bin(evidence)..].iter().sum();
-        (above.max(self.increment) / self.total).min(1.0)
+        let bin = Self::bin(evidence);
+        // Summed over the fewer bins.
+        let above: f64 = if bin < BINS / 2 {
+            (self.total - self.weights[..bin].iter().sum::<f64>()).max(0.0)
+        } else {
+            self.weights[bin..].iter().sum()
+        };
+        ((above + prior * tail) / all).min(1.0)
     }
 
     fn add(&mut self, evidence: f64) {
@@ -441,11 +530,47 @@ impl Rarity {
     }
 }
 
+/// How often evidence of each strength came for one kind of evidence:
+/// lately and over the long run.
+#[derive(Debug, Clone)]
+struct Memory {
+    recent: Rarity,
+    long: Rarity,
+    /// The prior's observations.
+    prior: f64,
+}
+
+impl Memory {
+    fn new(half_life: u32) -> Self {
+        Self {
+            recent: Rarity::new(half_life),
+            long: Rarity::new(half_life.saturating_mul(LONG_MEMORY)),
+            prior: PRIOR_PER_HALF_LIFE * f64::from(half_life),
+        }
+    }
+
+    /// The share of observations with evidence at least this strong: the
+    /// larger of the recent and the long-run share.
+    fn share_at_least(&self, evidence: f64) -> f64 {
+        let tail = (-evidence).exp();
+        let recent = self.recent.share_at_least(evidence, self.prior, tail);
+        let long = self.long.share_at_least(evidence, self.prior, tail);
+        recent.max(long)
+    }
+
+    fn add(&mut self, evidence: f64) {
+        self.recent.add(evidence);
+        self.long.add(evidence);
+    }
+}
+
 /// One slot of the season: what the series is in it (learned from its own
-/// observations alone), and how many observations shaped that.
+/// observations alone), how far from it the series strays (a mean
+/// absolute deviation), and how many observations shaped that.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     profile: f64,
+    deviation: f64,
     seen: u32,
 }
 
@@ -467,7 +592,16 @@ pub struct Detector {
     /// The noise of each window's average, in scales.
     short_noise: f64,
     long_noise: f64,
-    rarity: Rarity,
+    /// How often each kind of evidence (the observation's, the short and
+    /// the long window's) came at each strength.
+    rarity: [Memory; 3],
+    /// The range of the values seen: the lowest and the highest.
+    low: f64,
+    high: f64,
+    /// The score that raised the alarm that is up, or last escalated it.
+    peak: f64,
+    /// Whether that evidence was above the baseline.
+    rising: bool,
     alarm: bool,
     /// Observations since the evidence last fell under the clearing level.
     over: u32,
@@ -502,7 +636,15 @@ impl Detector {
             long_weight,
             short_noise: noise(short_weight),
             long_noise: noise(long_weight),
-            rarity: Rarity::new(options.rarity_half_life),
+            rarity: [
+                Memory::new(options.rarity_half_life),
+                Memory::new(options.rarity_half_life),
+                Memory::new(options.rarity_half_life),
+            ],
+            low: f64::INFINITY,
+            high: f64::NEG_INFINITY,
+            peak: 0.0,
+            rising: false,
             alarm: false,
             over: 0,
             under: 0,
@@ -527,10 +669,8 @@ impl Detector {
     /// What the baseline expects at `time` (seconds since the Unix epoch),
     /// and its scale.
     pub fn expected(&self, time: i64) -> (f64, f64) {
-        (
-            self.expectation(self.options.season.slot(time)),
-            self.scale(),
-        )
+        let slot = self.options.season.slot(time);
+        (self.expectation(slot), self.scale_at(slot))
     }
 
     /// A slot that has learned is expected at its profile plus the recent
@@ -548,9 +688,18 @@ impl Detector {
         self.options.season != Season::None && self.slots[slot].seen >= self.options.season_learning
     }
 
-    fn scale(&self) -> f64 {
+    /// The scale: the series', or for a slot that has learned, the
+    /// geometric mean of the series' and the slot's own (a busy hour's
+    /// noise is not a quiet one's).
+    fn scale_at(&self, slot: usize) -> f64 {
         let floor = self.options.floor * self.level.abs().max(1.0);
-        (self.deviation * SCALE_OF_DEVIATION).max(floor)
+        let scale = self.deviation * SCALE_OF_DEVIATION;
+        let scale = if self.hourly(slot) {
+            (scale * self.slots[slot].deviation * SCALE_OF_DEVIATION).sqrt()
+        } else {
+            scale
+        };
+        scale.max(floor)
     }
 
     /// Takes one observation at `time` (seconds since the Unix epoch) and
@@ -580,6 +729,7 @@ impl Detector {
                 score: 0.0,
                 alarm: self.alarm,
                 raised: false,
+                beyond_range: false,
                 learning,
                 hourly,
             };
@@ -609,13 +759,45 @@ impl Detector {
         } else {
             self.over = 0;
         }
-        // How rare evidence this strong has been for this series lately
-        // (before this observation is counted).
-        let share = self.rarity.share_at_least(magnitude);
         let learning_overall = self.seen < u64::from(options.learning);
-        if !learning_overall {
-            self.rarity.add(magnitude);
+        // Each kind of evidence is judged against its own history (before
+        // this observation is counted): how rare evidence this strong has
+        // been for this series. Its score grows with its strength (1/2 at
+        // the threshold) and its rarity (1/2 at the rarity that raises an
+        // alarm), the rarity weighing the more; the observation scores its
+        // best kind's.
+        let mut rare_enough = false;
+        let mut score: f64 = 0.0;
+        for ((deviation, _), memory) in candidates.iter().zip(&mut self.rarity) {
+            let strength = if deviation.is_finite() {
+                deviation.abs()
+            } else {
+                0.0
+            };
+            let share = memory.share_at_least(strength);
+            if !learning_overall {
+                memory.add(strength);
+            }
+            rare_enough |= strength >= options.threshold && share <= options.rarity;
+            let strong = strength / (strength + options.threshold);
+            let rare = options.rarity / (options.rarity + share);
+            // strong^(1 - w) × rare^w
+            let weighted = (1.0 - RARITY_WEIGHT) * strong.ln() + RARITY_WEIGHT * rare.ln();
+            score = score.max(weighted.exp());
         }
+        // A new high or low, by the margin, that is evidence too.
+        let width = self.high - self.low;
+        let margin = options.range_margin * width;
+        let beyond_range = !learning_overall
+            && width > 0.0
+            && magnitude >= options.threshold / 2.0
+            && (value > self.high + margin || value < self.low - margin);
+        self.low = self.low.min(value);
+        self.high = self.high.max(value);
+        if beyond_range {
+            score = score.max(BEYOND_RANGE_SCORE);
+        }
+        let alarming = !learning_overall && (rare_enough || beyond_range);
         let mut raised = false;
         if self.alarm {
             if magnitude < options.clear {
@@ -626,17 +808,23 @@ impl Detector {
             } else {
                 self.under = 0;
             }
-        } else if !learning_overall && magnitude >= options.threshold && share <= options.rarity {
+            // Worse, or on the other side of the baseline (a rise after
+            // a drop): raised anew.
+            let turned = (strength > 0.0) != self.rising;
+            if self.alarm && alarming && (turned || score > ESCALATION * self.peak) {
+                raised = true;
+                self.peak = score;
+                self.rising = strength > 0.0;
+            }
+        } else if alarming {
             self.alarm = true;
             raised = true;
             self.under = 0;
+            self.peak = score;
+            self.rising = strength > 0.0;
         }
-        // The score grows with the evidence (1/2 at the threshold) and with
-        // its rarity (1/2 at the rarity that raises an alarm); a tenth of
-        // that during an alarm this observation did not raise.
-        let strong = magnitude / (magnitude + options.threshold);
-        let rare = options.rarity / (options.rarity + share);
-        let mut score = (strong * rare).sqrt();
+        // A tenth of that during an alarm this observation did not raise
+        // (or escalate).
         if self.alarm && !raised {
             score *= DURING_ALARM;
         }
@@ -655,6 +843,7 @@ impl Detector {
             score,
             alarm: self.alarm,
             raised,
+            beyond_range,
             learning,
             hourly,
         }
@@ -694,9 +883,23 @@ impl Detector {
         }
         let slot = &mut self.slots[slot_index];
         slot.seen = slot.seen.saturating_add(1);
+        let deviation = clip(value - expected).abs();
         if self.seen > 0 {
             let weight = options.scale_weight.max(1.0 / before);
-            self.deviation += weight * (clip(value - expected).abs() - self.deviation);
+            self.deviation += weight * (deviation - self.deviation);
+        }
+        if options.season != Season::None {
+            // A slot's scale starts at the series' and learns from the
+            // slot's own deviations, slower than its profile.
+            if slot.seen == 1 {
+                slot.deviation = self.deviation;
+            } else {
+                let weight = mean_weight(
+                    options.season_weight * SLOT_SCALE_WEIGHT,
+                    f64::from(slot.seen),
+                );
+                slot.deviation += weight * (deviation - slot.deviation);
+            }
         }
         self.seen += 1;
     }
@@ -738,7 +941,8 @@ pub(crate) mod tests {
         assert!(spike.score > 0.8, "{spike:?}");
         let (after, _) = detector.expected(501 * 60);
         // Clipped: the spike moved the level by at most clip × scale × weight.
-        assert!((after - before).abs() < 6.0 * spike.scale * 0.005 + 1e-9);
+        let weight = detector.options().level_weight;
+        assert!((after - before).abs() < 6.0 * spike.scale * weight + 1e-9);
         let mut raised = 0;
         for i in 501..600 {
             let verdict = detector.observe(i * 60, noisy(i));
@@ -774,6 +978,57 @@ pub(crate) mod tests {
         assert_ne!(verdict.evidence, Evidence::Spike);
         let reason = verdict.reason("latency").expect("a reason");
         assert!(reason.contains("above the baseline"), "{reason}");
+    }
+
+    #[test]
+    fn a_new_high_raises_an_alarm_and_a_worse_episode_raises_it_again() {
+        let mut detector = Detector::new(AnomalyOptions::default().season(Season::None));
+        let mut scale = 0.0;
+        for i in 0..2000 {
+            scale = detector.observe(i * 60, noisy(i)).scale;
+        }
+        // A shift down of two scales, quieter, within the range
+        // seen: raised once, on the windows' evidence.
+        let mut raised = Vec::new();
+        let mut last = None;
+        for i in 2000..2040 {
+            let value = 100.0 - 2.0 * scale + 0.1 * (noisy(i) - 100.0);
+            let verdict = detector.observe(i * 60, value);
+            if verdict.raised {
+                raised.push((i, verdict));
+            }
+            last = Some(verdict);
+        }
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert!(!raised[0].1.beyond_range, "{raised:?}");
+        assert!(last.is_some_and(|v| v.alarm), "{last:?}");
+        // Far below anything seen, during it: escalated, scored in full.
+        let verdict = detector.observe(2040 * 60, 0.0);
+        assert!(verdict.raised && verdict.beyond_range, "{verdict:?}");
+        assert!(verdict.score > 0.9, "{verdict:?}");
+        let reason = verdict.reason("latency").expect("a reason");
+        assert!(reason.contains("below the baseline"), "{reason}");
+        assert!(reason.contains("beyond every value before"), "{reason}");
+        // Once is enough: the same again is not raised again.
+        let verdict = detector.observe(2041 * 60, 0.0);
+        assert!(verdict.alarm && !verdict.raised, "{verdict:?}");
+    }
+
+    /// A drop raises an alarm below the baseline; a burst above it while
+    /// that alarm is still up raises it anew, on its own side.
+    #[test]
+    fn a_rise_during_a_drop_s_alarm_raises_it_anew() {
+        let mut detector = Detector::new(AnomalyOptions::default().season(Season::None));
+        for i in 0..2000 {
+            detector.observe(i * 60, noisy(i));
+        }
+        let drop = detector.observe(2000 * 60, 0.0);
+        assert!(drop.raised && drop.strength < 0.0, "{drop:?}");
+        let rise = detector.observe(2001 * 60, 400.0);
+        assert!(rise.alarm && rise.raised && rise.strength > 0.0, "{rise:?}");
+        // The same again is not raised again.
+        let again = detector.observe(2002 * 60, 400.0);
+        assert!(again.alarm && !again.raised, "{again:?}");
     }
 
     #[test]
@@ -830,7 +1085,9 @@ pub(crate) mod tests {
         for i in 0..200 {
             detector.observe(86_400 + i * 10, noisy(i));
         }
-        let verdict = detector.observe(86_400 + 2000, 1000.0);
+        // A new high: a second spike as strong as the first, in the ~500
+        // observations since, is not rare enough for an alarm of its own.
+        let verdict = detector.observe(86_400 + 2000, 2000.0);
         assert!(verdict.alarm && !verdict.learning, "{verdict:?}");
         let reason = verdict.reason("latency").expect("a reason");
         assert!(reason.contains("above this hour's baseline of"), "{reason}");

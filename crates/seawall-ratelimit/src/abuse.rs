@@ -16,9 +16,12 @@
 //! [`tracked`](AbuseWatchBuilder::tracked) of them), on what the sketches
 //! counted for it:
 //!
-//! - **Rate**: its requests in the interval against its own baseline (an
-//!   [`anomaly::Detector`](seawall_perfmon::anomaly::Detector) per key): a
-//!   sudden burst, once the key has a baseline (six intervals by default).
+//! - **Rate**: its share of all requests in the interval against its own
+//!   baseline (an [`anomaly::Detector`](seawall_perfmon::anomaly::Detector)
+//!   per key): a sudden burst, once the key has a baseline (ten intervals
+//!   by default), of at least [three times](AbuseWatchBuilder::burst) its
+//!   usual share. An alarm raised by a drop is no finding, nor the recovery
+//!   after it.
 //! - **Paths**: the share of its requests that went to distinct paths:
 //!   a scraper walks a catalogue, a person reads a few pages again and again.
 //! - **Errors**: the share of its requests answered 401, 403, 404 or 429:
@@ -362,6 +365,10 @@ fn is_error(status: u16) -> bool {
 /// What the watch keeps of a key it judges.
 struct Tracked {
     rate: Detector,
+    /// Whether the alarm of `rate` that is up was raised (or last
+    /// escalated) by a share above the baseline: only such an alarm is a
+    /// finding. One raised by a drop is not, nor the recovery after it.
+    rising: bool,
     /// Intervals in a row it was not seen.
     unseen: u32,
 }
@@ -411,6 +418,7 @@ struct Options {
     tracked: usize,
     ranked: usize,
     min_requests: u64,
+    burst: f64,
     path_share: f64,
     min_errors: u64,
     error_share: f64,
@@ -742,6 +750,7 @@ impl AbuseWatch {
             }
             let tracked = state.keys.entry(key.to_owned()).or_insert_with(|| Tracked {
                 rate: Detector::new(options.detector),
+                rising: false,
                 unseen: 0,
             });
             tracked.unseen = 0;
@@ -755,6 +764,10 @@ impl AbuseWatch {
                 found.requests as f64 * 1000.0 / total.max(found.requests) as f64
             };
             let rate = tracked.rate.observe(seconds, share);
+            if rate.raised {
+                tracked.rising = rate.strength > 0.0;
+            }
+            tracked.rising &= rate.alarm;
             if found.requests < options.min_requests {
                 continue;
             }
@@ -786,7 +799,11 @@ impl AbuseWatch {
                         options.path_share * 100.0
                     ),
                 ))
-            } else if rate.alarm && rate.strength > 0.0 {
+            } else if rate.alarm
+                && tracked.rising
+                && rate.strength > 0.0
+                && share >= options.burst * rate.expected
+            {
                 rate.reason(&format!(
                     "the requests of {key} per thousand of all requests in {every}"
                 ))
@@ -1065,6 +1082,7 @@ pub struct AbuseWatchBuilder {
     tracked: usize,
     ranked: usize,
     min_requests: u64,
+    burst: f64,
     path_share: f64,
     min_errors: u64,
     error_share: f64,
@@ -1086,6 +1104,7 @@ impl Default for AbuseWatchBuilder {
             tracked: 512,
             ranked: 64,
             min_requests: 20,
+            burst: 3.0,
             path_share: 0.5,
             min_errors: 20,
             error_share: 0.5,
@@ -1093,22 +1112,28 @@ impl Default for AbuseWatchBuilder {
             tighten_for: Duration::from_secs(600),
             block_for: Duration::from_secs(900),
             // A key's share of the requests: no season (a key's day is
-            // rarely regular enough), a baseline from six intervals on,
+            // rarely regular enough), a baseline from ten intervals on,
             // following about the last 40, windows of 3 and 12 intervals;
             // an alarm needs evidence that strong in under a tenth of the
-            // key's judged intervals, so about ten of them first.
+            // key's judged intervals. A new
+            // high of a key's share is no alarm of its own: a young key
+            // reaches one in most of its first intervals, and a client's
+            // share drifts up as its day does; only rarity judges it.
             detector: AnomalyOptions::default()
                 .season(Season::None)
-                .learning(6, 1)
+                .learning(10, 1)
                 .weights(0.05, 0.05)
                 .windows(3, 12)
-                .rarity(0.1, 100),
+                .rarity(0.1, 100)
+                .range_margin(f64::INFINITY),
             // A route's error share: no season, following about the last
             // 200 intervals, so that a creep over minutes shows as a shift;
             // a baseline from 20 intervals on, an alarm once evidence that
             // strong came in under a tenth of them; a scale of at least a
             // point of the share (a route without errors is not alarmed by
-            // its first 404).
+            // its first 404). A new high of the share, two scales (two
+            // points at least) over its baseline, is an alarm: a creep
+            // passes every share the route has had.
             route_detector: AnomalyOptions::default()
                 .season(Season::None)
                 .learning(20, 1)
@@ -1149,6 +1174,16 @@ impl AbuseWatchBuilder {
     /// pages asks for fewer).
     pub fn min_requests(mut self, requests: u64) -> Self {
         self.min_requests = requests;
+        self
+    }
+
+    /// How many times its usual share of all requests a key must send for
+    /// an alarm on its rate to be a finding (3): the rate's detector says
+    /// a share is unusual for the key, this says it is a burst. Everyone's
+    /// share moves when a crowd comes or goes (a promotion, an attack's
+    /// traffic that ends), by a half or so; a burst multiplies one key's.
+    pub fn burst(mut self, factor: f64) -> Self {
+        self.burst = factor;
         self
     }
 
@@ -1244,6 +1279,12 @@ impl AbuseWatchBuilder {
         if self.min_requests == 0 {
             return invalid("the minimum of requests must be at least 1".to_owned());
         }
+        if !(self.burst.is_finite() && self.burst >= 1.0) {
+            return invalid(format!(
+                "the burst factor must be a number of at least 1, not {}",
+                self.burst
+            ));
+        }
         if !(2..=1000).contains(&self.tighten) {
             return invalid(format!(
                 "the tightening factor must be 2 to 1000, not {}",
@@ -1320,6 +1361,7 @@ impl AbuseWatchBuilder {
                 tracked: self.tracked,
                 ranked: self.ranked,
                 min_requests: self.min_requests,
+                burst: self.burst,
                 path_share: self.path_share,
                 min_errors: self.min_errors,
                 error_share: self.error_share,
@@ -1505,6 +1547,68 @@ mod tests {
                 "interval {i}: {findings:?}"
             );
         }
+    }
+
+    /// A client whose share of the requests drops (its alarm raised by
+    /// the drop) and then comes back a little above its usual share is no
+    /// burst: the drop's alarm is no finding while it lasts, nor is the
+    /// recovery after it.
+    #[test]
+    fn a_drop_and_the_recovery_after_it_are_no_burst() {
+        let watch = watch(Mode::Act);
+        let mut at = START;
+        for i in 0..30 {
+            crowd(&watch, 60);
+            // 56 to 64 requests an interval.
+            reads(&watch, "key:dip", 56 + (i % 5) * 2);
+            assert!(watch.judge_local_at(at).is_empty());
+            at += TEN_S;
+        }
+        let mut findings = Vec::new();
+        for interval in 0..14 {
+            crowd(&watch, 60);
+            let requests = if interval < 2 { 25 } else { 70 };
+            reads(&watch, "key:dip", requests);
+            if interval < 2 {
+                // Someone new takes up the rest, so that the crowd's shares
+                // (constant here, so with no noise at all) stay put.
+                reads(&watch, "key:new", 35);
+            }
+            findings.extend(watch.judge_local_at(at));
+            at += TEN_S;
+        }
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+
+    /// When a crowd's traffic ends (an attack's, say), every other key's
+    /// share of the requests rises at once, by two thirds here: unusual
+    /// for each key's detector, but no key sent three times its share, so
+    /// no burst. (On the attack traces the heavy users were tightened and
+    /// then blocked so, when the stuffing ended.)
+    #[test]
+    fn shares_that_rise_together_when_a_crowd_leaves_are_no_burst() {
+        let watch = watch(Mode::Act);
+        let heavy = |watch: &AbuseWatch, i: usize| {
+            for user in 0..10 {
+                // 56 to 64 requests an interval, each user in its own turn.
+                reads(watch, &format!("key:heavy{user}"), 56 + (i + user) % 5 * 2);
+            }
+        };
+        let mut at = START;
+        let mut findings = Vec::new();
+        for i in 0..60 {
+            heavy(&watch, i);
+            // A crowd of light clients (under the minimum, never judged)
+            // with two fifths of the requests, then gone, then back.
+            if !(30..45).contains(&i) {
+                for user in 0..40 {
+                    reads(&watch, &format!("key:light{user}"), 10);
+                }
+            }
+            findings.extend(watch.judge_local_at(at));
+            at += TEN_S;
+        }
+        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]
