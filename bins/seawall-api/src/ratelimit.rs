@@ -282,6 +282,7 @@ impl RateLimits {
                     })
                     .interval(config.abuse_interval)
                     .min_requests(config.abuse_min_requests)
+                    .burst(config.abuse_burst)
                     .tighten(4, config.abuse_tighten_for)
                     .block_for(config.abuse_block_for)
                     .metrics(monitor);

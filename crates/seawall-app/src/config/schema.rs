@@ -279,6 +279,9 @@ pub struct RateLimitConfig {
     /// The fewest requests in an interval for a client or a route to be
     /// judged at all.
     pub abuse_min_requests: u64,
+    /// How many times its usual share of all requests a client must send
+    /// for an alarm on its rate to be a finding (a burst).
+    pub abuse_burst: f64,
     /// How long a tightened client's requests cost four times as much of
     /// its limits.
     #[serde(with = "duration")]
@@ -689,6 +692,7 @@ impl Default for RateLimitConfig {
             abuse: AbuseMode::Observe,
             abuse_interval: Duration::from_secs(20),
             abuse_min_requests: 20,
+            abuse_burst: 3.0,
             abuse_tighten_for: Duration::from_secs(10 * 60),
             abuse_block_for: Duration::from_secs(15 * 60),
             abuse_allow: Vec::new(),
@@ -1235,6 +1239,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!(ratelimit.abuse_min_requests, env: ["SEAWALL_RATELIMIT_ABUSE_MIN_REQUESTS"],
         flag: value("ratelimit-abuse-min-requests", "N"),
         help: "The fewest requests in an interval for a client or a route to be judged, 1 to 1000000"),
+    setting!(ratelimit.abuse_burst, env: ["SEAWALL_RATELIMIT_ABUSE_BURST"],
+        flag: value("ratelimit-abuse-burst", "FACTOR"),
+        help: "How many times its usual share of all requests a client must send for its rate to be a finding, 1 to 1000"),
     setting!(ratelimit.abuse_tighten_for, env: ["SEAWALL_RATELIMIT_ABUSE_TIGHTEN_FOR"],
         flag: value("ratelimit-abuse-tighten-for", "DURATION"),
         help: "How long a tightened client's requests cost four times as much of its limits, 1s to 1d"),

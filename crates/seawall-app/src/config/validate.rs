@@ -74,6 +74,7 @@ impl Config {
             abuse: _,
             abuse_interval,
             abuse_min_requests,
+            abuse_burst,
             abuse_tighten_for,
             abuse_block_for,
             abuse_allow,
@@ -90,6 +91,13 @@ impl Config {
                 "ratelimit.abuse_min_requests",
                 abuse_min_requests,
                 "must be 1 to 1000000",
+            ));
+        }
+        if !(abuse_burst.is_finite() && (1.0..=1000.0).contains(abuse_burst)) {
+            return Err(invalid(
+                "ratelimit.abuse_burst",
+                abuse_burst,
+                "must be 1 to 1000",
             ));
         }
         for (key, duration) in [
@@ -1200,6 +1208,7 @@ mod tests {
         assert_eq!(config.ratelimit.abuse, crate::config::AbuseMode::Observe);
         assert_eq!(config.ratelimit.abuse_interval, Duration::from_secs(20));
         assert_eq!(config.ratelimit.abuse_min_requests, 20);
+        assert!((config.ratelimit.abuse_burst - 3.0).abs() < f64::EPSILON);
         let config = load_with(
             &[
                 "--ratelimit-abuse",
@@ -1207,9 +1216,13 @@ mod tests {
                 "--ratelimit-abuse-allow",
                 "key:7, 10.0.0.0/8",
             ],
-            &[("SEAWALL_RATELIMIT_ABUSE_BLOCK_FOR", "2m")],
+            &[
+                ("SEAWALL_RATELIMIT_ABUSE_BLOCK_FOR", "2m"),
+                ("SEAWALL_RATELIMIT_ABUSE_BURST", "4.5"),
+            ],
         )
         .expect("abuse settings");
+        assert!((config.ratelimit.abuse_burst - 4.5).abs() < f64::EPSILON);
         assert_eq!(config.ratelimit.abuse, crate::config::AbuseMode::Act);
         assert_eq!(config.ratelimit.abuse_allow, ["key:7", "10.0.0.0/8"]);
         assert_eq!(config.ratelimit.abuse_block_for, Duration::from_secs(120));
@@ -1225,6 +1238,8 @@ mod tests {
                 "0",
                 "ratelimit.abuse_min_requests",
             ),
+            ("--ratelimit-abuse-burst", "0.5", "ratelimit.abuse_burst"),
+            ("--ratelimit-abuse-burst", "NaN", "ratelimit.abuse_burst"),
             (
                 "--ratelimit-abuse-tighten-for",
                 "2d",
