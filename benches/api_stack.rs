@@ -278,14 +278,35 @@ fn http_iterations(client: &Runtime, addr: SocketAddr, targets: &[Uri], iters: u
     })
 }
 
+/// A runtime on the calling thread.
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `request` through `router` in process, its body read to the end; its
+/// status.
+async fn answer(router: &Router, request: Request<Body>) -> StatusCode {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| match e {});
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::hint::black_box(body);
+    status
+}
+
 fn http(c: &mut Criterion) {
     install_service_logging();
     // The client has one thread, like `wrk -t1`; the servers' runtimes have
     // one worker per core. Client and server share the cores.
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let client = current_thread();
     let bare = Server::start(bare_router());
     let stack = Server::start(stack_router());
     for (handler, path) in [("trivial", TRIVIAL_PATH), ("realistic", REALISTIC_PATH)] {
@@ -309,10 +330,7 @@ fn http(c: &mut Criterion) {
 
 fn in_process(c: &mut Criterion) {
     install_service_logging();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let runtime = current_thread();
     // `with_state` turns every handler into its finished route once, as
     // `axum::serve` does for each connection; a router called without it
     // would build each route, layers included, again for every request.
@@ -334,15 +352,7 @@ fn in_process(c: &mut Criterion) {
                             let request = Request::get(target.clone())
                                 .body(Body::empty())
                                 .unwrap_or_else(|e| panic!("{e}"));
-                            let response = router
-                                .clone()
-                                .oneshot(request)
-                                .await
-                                .unwrap_or_else(|e| match e {});
-                            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-                                .await
-                                .unwrap_or_else(|e| panic!("{e}"));
-                            std::hint::black_box(body);
+                            answer(router, request).await;
                         }
                         start.elapsed()
                     })
@@ -403,17 +413,7 @@ async fn gate_request(router: &Router, i: u64) -> StatusCode {
     request
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(client(i)));
-    let response = router
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|e| match e {});
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::hint::black_box(body);
-    status
+    answer(router, request).await
 }
 
 /// A user's points balance, as the attack traces' readers ask for it.
@@ -425,10 +425,7 @@ const GATE_SETTLE: Duration = Duration::from_secs(10);
 fn gate(c: &mut Criterion) {
     use seawall_app::config::AbuseMode;
     install_service_logging();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let runtime = current_thread();
     let mut dirs = Vec::new();
     let mut services = Vec::new();
     let variants = [

@@ -375,6 +375,11 @@ pub struct Verdict {
     /// last escalated it), or that is on the other side of the baseline,
     /// so that a consumer acts again when an episode gets worse or turns.
     pub raised: bool,
+    /// Whether the alarm that is up was raised, or last escalated, by
+    /// evidence above the baseline (false while none is up): a consumer
+    /// that cares about rises only (a burst, not a drop or the recovery
+    /// after one) reads this, not the observation's own side.
+    pub rising: bool,
     /// Whether the observation was beyond the range of every value before
     /// it (by the options' margin).
     pub beyond_range: bool,
@@ -729,6 +734,7 @@ impl Detector {
                 score: 0.0,
                 alarm: self.alarm,
                 raised: false,
+                rising: self.alarm && self.rising,
                 beyond_range: false,
                 learning,
                 hourly,
@@ -843,6 +849,7 @@ impl Detector {
             score,
             alarm: self.alarm,
             raised,
+            rising: self.alarm && self.rising,
             beyond_range,
             learning,
             hourly,
@@ -1024,8 +1031,10 @@ pub(crate) mod tests {
         }
         let drop = detector.observe(2000 * 60, 0.0);
         assert!(drop.raised && drop.strength < 0.0, "{drop:?}");
+        assert!(!drop.rising, "{drop:?}");
         let rise = detector.observe(2001 * 60, 400.0);
         assert!(rise.alarm && rise.raised && rise.strength > 0.0, "{rise:?}");
+        assert!(rise.rising, "{rise:?}");
         // The same again is not raised again.
         let again = detector.observe(2002 * 60, 400.0);
         assert!(again.alarm && !again.raised, "{again:?}");

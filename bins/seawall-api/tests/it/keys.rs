@@ -238,24 +238,10 @@ async fn made_up_keys_and_tenant_ids_leave_nothing_in_redis() {
                 .await
                 .expect("request");
             assert_eq!(first.status(), StatusCode::OK);
-            let cache: Value = server
-                .admin(Method::GET, "/api/cache")
-                .send()
-                .await
-                .expect("GET /api/cache")
-                .json()
-                .await
-                .expect("cache stats");
+            let cache: Value = server.admin_json("/api/cache").await;
             // The service's own reads of every queue's backlog (for their
             // forecasts, every 10 s) have made what they make.
-            let queues: Value = server
-                .admin(Method::GET, "/api/queue")
-                .send()
-                .await
-                .expect("GET /api/queue")
-                .json()
-                .await
-                .expect("queue overview");
+            let queues: Value = server.admin_json("/api/queue").await;
             let forecast = queues["queues"]
                 .as_array()
                 .is_some_and(|rows| rows.iter().all(|row| !row["backlog_forecast"].is_null()));

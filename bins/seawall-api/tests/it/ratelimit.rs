@@ -264,14 +264,7 @@ async fn failed_admin_logins_block_the_address_not_the_admin() {
         StatusCode::OK
     );
 
-    let stats: Value = server
-        .admin(Method::GET, "/api/rate-limit")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON");
+    let stats: Value = server.admin_json("/api/rate-limit").await;
     let auth = stats["limiters"]
         .as_array()
         .expect("limiters")
@@ -410,14 +403,7 @@ async fn with_rate_limiting_off_nothing_is_limited_and_changes_are_refused() {
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get("ratelimit").is_none());
     }
-    let stats: Value = server
-        .admin(Method::GET, "/api/rate-limit")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON");
+    let stats: Value = server.admin_json("/api/rate-limit").await;
     assert_eq!(stats["enabled"], false);
     assert_eq!(stats["tiers"].as_array().map(Vec::len), Some(4));
     let reset = server.admin(Method::DELETE, "/api/rate-limit?limiter=api&key=k");
@@ -446,14 +432,7 @@ async fn instances_on_one_redis_share_their_limits() {
     assert_eq!(status(call(&b)).await, StatusCode::OK);
     assert_eq!(status(call(&a)).await, StatusCode::OK);
     assert_429(call(&b), 1).await;
-    let stats: Value = a
-        .admin(Method::GET, "/api/rate-limit")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON");
+    let stats: Value = a.admin_json("/api/rate-limit").await;
     assert_eq!(stats["limiters"][0]["store"], "redis", "{stats}");
 }
 

@@ -305,6 +305,17 @@ impl TestServer {
         self.request(method, path).bearer_auth(&self.admin_token)
     }
 
+    /// The JSON an admin `GET` of `path` answers.
+    pub(crate) async fn admin_json(&self, path: &str) -> serde_json::Value {
+        self.admin(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
     /// Starts the service on SQLite with the small demo dataset.
     pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
